@@ -1,0 +1,422 @@
+//! Protocol-neutral request and response types of the engine.
+//!
+//! Every front-end (PPSTP, and later the BitTorrent protocols) maps its messages onto these.
+//! Identifiers are stored inline (no allocation) up to [`MAX_ID_BYTES`]; the configured limit
+//! (`engine.max_id_len`) may be lower.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Hard upper bound for swarm and peer identifier lengths, in bytes. The configurable limit
+/// (`engine.max_id_len`, default 64) can only be lower.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// Monotonic time in milliseconds since an arbitrary origin chosen by the caller. The runtime
+/// passes a real clock; tests and simulations pass a fake one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub const fn from_millis(ms: u64) -> Self {
+        Time(ms)
+    }
+    pub const fn from_secs(s: u64) -> Self {
+        Time(s * 1000)
+    }
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+    pub const fn saturating_add_millis(self, ms: u64) -> Self {
+        Time(self.0.saturating_add(ms))
+    }
+    pub const fn saturating_sub(self, earlier: Time) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Identifier bytes (1..=[`MAX_ID_BYTES`]), stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdBytes {
+    len: u8,
+    bytes: [u8; MAX_ID_BYTES],
+}
+
+/// Why an identifier was refused at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("identifier is empty")]
+    Empty,
+    #[error("identifier is longer than {MAX_ID_BYTES} bytes")]
+    TooLong,
+}
+
+impl IdBytes {
+    pub fn new(bytes: &[u8]) -> Result<Self, IdError> {
+        if bytes.is_empty() {
+            return Err(IdError::Empty);
+        }
+        if bytes.len() > MAX_ID_BYTES {
+            return Err(IdError::TooLong);
+        }
+        let mut buf = [0u8; MAX_ID_BYTES];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Ok(IdBytes {
+            len: bytes.len() as u8,
+            bytes: buf,
+        })
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl fmt::Debug for IdBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.as_bytes()) {
+            Ok(s) => write!(f, "{s:?}"),
+            Err(_) => {
+                for b in self.as_bytes() {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub IdBytes);
+
+        impl $name {
+            pub fn new(bytes: &[u8]) -> Result<Self, IdError> {
+                IdBytes::new(bytes).map($name)
+            }
+            pub fn as_bytes(&self) -> &[u8] {
+                self.0.as_bytes()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({:?})"), self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A swarm (channel, file) identifier: RFC 7574 swarm id bytes, or a BitTorrent info-hash.
+    SwarmId
+);
+id_type!(
+    /// A peer identifier as the peer announced it (RFC 7846 `peer_id`).
+    PeerId
+);
+
+/// RFC 7846 error codes (§6.2), shared by every front-end's error mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// 00: no error.
+    Ok = 0,
+    /// 01: malformed request, invalid field, or a limit exceeded by the request itself.
+    BadRequest = 1,
+    /// 02: unsupported protocol version.
+    UnsupportedVersion = 2,
+    /// 03: the action is not allowed in the peer's current state (RFC 7846 Table 6).
+    Forbidden = 3,
+    /// 04: internal error.
+    InternalError = 4,
+    /// 05: overload: a table limit is reached.
+    ServiceUnavailable = 5,
+    /// 06: authentication required.
+    AuthenticationRequired = 6,
+}
+
+impl ErrorCode {
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Whether a peer holds the whole content or is still fetching it (RFC 7846 `peer_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerMode {
+    Seeder,
+    Leech,
+}
+
+/// A swarm action inside CONNECT (RFC 7846 `swarm_action.action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    Join,
+    Leave,
+}
+
+/// RFC 7846 `peer_addr.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddrType {
+    Host,
+    Reflexive,
+    Proxy,
+}
+
+/// RFC 7846 `peer_addr.connection`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkKind {
+    Wired,
+    Wireless,
+}
+
+/// One address of a peer (RFC 7846 `peer_addr`). Optional descriptive members are kept so that
+/// FIND answers can return them; they are small and fixed-size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub priority: u32,
+    pub kind: AddrType,
+    pub connection: Option<LinkKind>,
+    pub asn: Option<u32>,
+    /// True when the peer said `"peer_protocol": "PPSP-PP"`.
+    pub ppsp_pp: bool,
+}
+
+impl PeerAddr {
+    /// The reflexive address the tracker saw a request come from.
+    pub fn reflexive(addr: SocketAddr) -> Self {
+        PeerAddr {
+            addr,
+            priority: 1,
+            kind: AddrType::Reflexive,
+            connection: None,
+            asn: None,
+            ppsp_pp: false,
+        }
+    }
+    pub fn ip(&self) -> IpAddr {
+        self.addr.ip()
+    }
+}
+
+/// RFC 7846 `peer_num`: how many peers the requester wants, and what it says about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerNum {
+    pub peer_count: Option<u32>,
+    pub ability_nat: Option<NatAbility>,
+    pub concurrent_links: Option<u32>,
+    pub online_time: Option<u32>,
+    pub upload_bandwidth: Option<u32>,
+}
+
+/// RFC 7846 `ability_nat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatAbility {
+    NoNat,
+    Stun,
+    Turn,
+}
+
+/// One CONNECT swarm action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwarmAction {
+    pub swarm_id: SwarmId,
+    pub action: ActionKind,
+    pub mode: PeerMode,
+}
+
+/// An inclusive range of 64-bit chunk ids (RFC 7574 §4.3 chunk ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ChunkRange {
+    /// `None` when `start > end`.
+    pub fn new(start: u64, end: u64) -> Option<Self> {
+        (start <= end).then_some(ChunkRange { start, end })
+    }
+    pub fn contains(&self, other: &ChunkRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+}
+
+/// One STREAM_STATS entry of STAT_REPORT (RFC 7846 §5.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwarmStat {
+    pub swarm_id: Option<SwarmId>,
+    pub uploaded_bytes: u64,
+    pub downloaded_bytes: u64,
+    pub available_bandwidth: u64,
+    pub concurrent_links: u32,
+}
+
+/// Scope of DISCONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectScope {
+    /// `"swarm_id": "ALL"`: leave every swarm, keep the registration (back to PEER REGISTERED).
+    AllSwarms,
+    /// No swarm id: leave every swarm and delete the registration (TERMINATE).
+    Deregister,
+}
+
+/// What STAT_QUERY asks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatTarget {
+    Swarm(SwarmId),
+    Peer(PeerId),
+}
+
+/// The request-specific part of a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum RequestKind {
+    /// RFC 7846 CONNECT: register, set addresses, apply swarm actions in order.
+    Connect {
+        peer_num: Option<PeerNum>,
+        /// Addresses the peer announced; empty means "use the source address as REFLEXIVE".
+        addrs: Vec<PeerAddr>,
+        actions: Vec<SwarmAction>,
+    },
+    /// RFC 7846 FIND, optionally restricted to peers holding all of `chunks`.
+    Find {
+        swarm_id: SwarmId,
+        peer_num: Option<PeerNum>,
+        chunks: Vec<ChunkRange>,
+    },
+    /// RFC 7846 STAT_REPORT; an empty list is a keep-alive.
+    StatReport { stats: Vec<SwarmStat> },
+    /// PPSP JOIN: one swarm action JOIN.
+    Join {
+        swarm_id: SwarmId,
+        mode: PeerMode,
+        peer_num: Option<PeerNum>,
+    },
+    /// PPSP LEAVE: one swarm action LEAVE.
+    Leave { swarm_id: SwarmId },
+    /// PPSP DISCONNECT.
+    Disconnect { scope: DisconnectScope },
+    /// PPSP KEEPALIVE: re-arms the track (or init) timer.
+    Keepalive,
+    /// PPSP JOIN_CHUNK: replaces the chunk set the peer holds in the swarm.
+    JoinChunk {
+        swarm_id: SwarmId,
+        chunks: Vec<ChunkRange>,
+    },
+    /// PPSP STAT_QUERY.
+    StatQuery { target: StatTarget },
+}
+
+impl RequestKind {
+    /// Stable lower-case name, used for metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestKind::Connect { .. } => "connect",
+            RequestKind::Find { .. } => "find",
+            RequestKind::StatReport { .. } => "stat_report",
+            RequestKind::Join { .. } => "join",
+            RequestKind::Leave { .. } => "leave",
+            RequestKind::Disconnect { .. } => "disconnect",
+            RequestKind::Keepalive => "keepalive",
+            RequestKind::JoinChunk { .. } => "join_chunk",
+            RequestKind::StatQuery { .. } => "stat_query",
+        }
+    }
+}
+
+/// A decoded, validated request from one peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub peer_id: PeerId,
+    /// Where the request came from (the transport's source address).
+    pub source: SocketAddr,
+    pub kind: RequestKind,
+}
+
+/// One entry of a peer list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+    pub mode: PeerMode,
+    pub addrs: smallvec::SmallVec<[PeerAddr; 2]>,
+}
+
+/// Per-swarm outcome (RFC 7846 `swarm_result`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwarmResult {
+    pub swarm_id: SwarmId,
+    pub result: ErrorCode,
+    /// `Some` when a peer list was asked for (LEECH join, `peer_num`, FIND).
+    pub peers: Option<Vec<PeerInfo>>,
+}
+
+/// Statistics of one swarm (STAT_QUERY on a swarm).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwarmStats {
+    pub peers: u32,
+    pub seeders: u32,
+    pub leechers: u32,
+    pub uploaded_bytes: u64,
+    pub downloaded_bytes: u64,
+}
+
+/// RFC 7846 peer states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    PeerRegistered,
+    Tracking,
+}
+
+/// Status of one peer (STAT_QUERY on a peer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub peer_id: PeerId,
+    pub state: PeerState,
+    /// Milliseconds since the peer registered.
+    pub online_ms: u64,
+    pub addrs: smallvec::SmallVec<[PeerAddr; 2]>,
+    pub swarms: Vec<(SwarmId, PeerMode)>,
+    /// Node that holds this peer's registration (the local node on a single-node tracker).
+    pub connection_tracker: Option<[u8; 16]>,
+}
+
+/// Answer body of a STAT_QUERY.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatAnswer {
+    Swarm(SwarmId, SwarmStats),
+    Peer(PeerStatus),
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answer {
+    /// The address the tracker saw the request come from (RFC 7846 top-level `peer_addr`),
+    /// set for CONNECT.
+    pub reflexive: Option<PeerAddr>,
+    pub swarm_results: Vec<SwarmResult>,
+    pub stat: Option<StatAnswer>,
+}
+
+/// What the engine answers to a request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Ok(Answer),
+    Err(ErrorCode),
+}
+
+impl Response {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Response::Ok(_) => ErrorCode::Ok,
+            Response::Err(e) => *e,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! ppsp-tracker: a sharded, thread-per-core tracker engine for PPSP (RFC 7846) peers, with a
+//! RELOAD (RFC 6940) overlay that joins several tracker nodes into one logical tracker.
+//!
+//! The crate is layered so that everything with semantics is sans-IO:
+//!
+//! - [`engine`]: the swarm and peer-status tables, the RFC 7846 peer state machine, expiry and
+//!   limits. Time is passed in; no sockets, no clocks.
+//! - [`protocol`]: one module per wire format, pure functions from bytes to
+//!   [`engine::Request`] and from [`engine::Response`] back to bytes.
+//! - [`overlay`]: RELOAD wire codec, the Chord-RELOAD topology and the storage layer.
+//! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
+//! - [`config`] and [`metrics`]: profiles and counters.
+
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod overlay;
+pub mod protocol;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,6 @@
+//! RELOAD (RFC 6940) overlay among tracker nodes: the wire codec, the Chord-RELOAD topology and
+//! the storage layer.
+
+pub mod chord;
+pub mod storage;
+pub mod wire;

@@ -1,0 +1,4 @@
+//! Wire formats, one module each. Every codec is sans-IO: bytes in, typed values out, and back.
+
+pub mod http;
+pub mod ppstp;
