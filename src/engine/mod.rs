@@ -64,8 +64,8 @@ const EXPIRY_BATCH: usize = 256;
 /// **never holds two swarm-shard locks, nor two peer-shard locks, at once**: so no deadlock is
 /// possible. Every change of membership happens while the peer's shard lock is held, and a peer
 /// is taken out of its swarms before its record is deleted, so at any moment every member of a
-/// swarm is a registered peer that lists that swarm (the audit checks this). Requests that only
-/// read a swarm (FIND) release the peer-shard lock before taking the swarm-shard lock.
+/// swarm is a registered peer that lists that swarm (the audit checks this). FIND also reads the
+/// swarm while holding the requester's peer-shard lock, so a peer never finds itself.
 ///
 /// The global peer and swarm counts behind `max_peers` and `max_swarms` are atomics, touched
 /// only when a peer registers or leaves for good or a swarm is created or deleted; the member

@@ -203,16 +203,24 @@ impl Engine {
         {
             return Err(ErrorCode::BadRequest);
         }
-        let (key, mode) =
-            self.with_registered(request, now, |r| Ok((r.key, r.mode_in(swarm_id))))?;
         let count = self.peer_count(peer_num);
-        let mut guard = self.swarm_shard(swarm_id).lock();
-        let shard = &mut *guard;
-        let peers = match shard.swarms.get(swarm_id) {
-            Some(swarm) => select::peer_list(swarm, key, mode, count, chunks, &mut shard.rng),
-            None => Vec::new(),
-        };
-        drop(guard);
+        // The peer-shard lock is held while the swarm is read, so the requester's membership
+        // cannot change under the sample: it is never in its own peer list.
+        let peers = self.with_registered(request, now, |record| {
+            let mut guard = self.swarm_shard(swarm_id).lock();
+            let shard = &mut *guard;
+            Ok(match shard.swarms.get(swarm_id) {
+                Some(swarm) => select::peer_list(
+                    swarm,
+                    record.key,
+                    record.mode_in(swarm_id),
+                    count,
+                    chunks,
+                    &mut shard.rng,
+                ),
+                None => Vec::new(),
+            })
+        })?;
         Ok(Answer {
             reflexive: None,
             swarm_results: vec![SwarmResult {
