@@ -28,6 +28,8 @@ mod message;
 mod security;
 
 #[cfg(test)]
+mod strategies;
+#[cfg(test)]
 mod tests;
 
 pub use body::{

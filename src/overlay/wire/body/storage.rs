@@ -36,7 +36,13 @@ impl<F: Fn(KindId) -> Option<DataModel>> KindModels for F {
     }
 }
 
-impl KindModels for [(KindId, DataModel)] {
+impl<const N: usize> KindModels for [(KindId, DataModel); N] {
+    fn data_model(&self, kind: KindId) -> Option<DataModel> {
+        self.iter().find(|(k, _)| *k == kind).map(|(_, m)| *m)
+    }
+}
+
+impl KindModels for Vec<(KindId, DataModel)> {
     fn data_model(&self, kind: KindId) -> Option<DataModel> {
         self.iter().find(|(k, _)| *k == kind).map(|(_, m)| *m)
     }
