@@ -218,8 +218,8 @@ impl Runtime {
             workers,
             pinned = !cores.is_empty(),
             listeners = ?stats.listeners.iter().map(|l| (l.name.as_str(), l.addr)).collect::<Vec<_>>(),
-            "{} started",
-            config.name
+            runtime = config.name.as_str(),
+            "runtime started"
         );
         Ok(runtime)
     }
