@@ -6,6 +6,12 @@
 //! it the back-end stops reading from the connection), and the time of the last traffic for the
 //! idle timeout. Back-ends (the epoll loop today) move bytes between the socket and these
 //! buffers and call [`ConnState::run_service`] to let the protocol consume input.
+//!
+//! In the common case a connection holds no buffer at all: the back-end reads into a
+//! per-worker scratch buffer, the service answers into a per-worker scratch output, and only
+//! what is left over (a partial request, an answer the socket did not take) is stashed here.
+//! Buffers are released as soon as they are empty, so idle keep-alive connections cost no
+//! buffer memory.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +20,6 @@ use super::{ConnCtx, StreamWorker};
 /// First allocation of an input buffer; it doubles up to the configured cap when a request is
 /// bigger.
 const INITIAL_INPUT: usize = 4096;
-/// Buffers grown beyond this are released once empty, so a single large request or a burst of
-/// answers does not pin memory for the life of an idle connection.
-const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Limits of the connections of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,11 +111,8 @@ impl ConnState {
         self.sent = (self.sent + n).min(self.output.len());
         self.last_activity = now;
         if self.sent == self.output.len() {
-            self.output.clear();
+            self.output = Vec::new();
             self.sent = 0;
-            if self.output.capacity() > KEEP_CAPACITY {
-                self.output = Vec::new();
-            }
         }
     }
 
@@ -150,7 +150,7 @@ impl ConnState {
         if consumed > 0 {
             self.input.copy_within(consumed..self.filled, 0);
             self.filled -= consumed;
-            if self.filled == 0 && self.input.len() > KEEP_CAPACITY {
+            if self.filled == 0 {
                 self.input = Vec::new();
             }
         } else {
@@ -161,6 +161,38 @@ impl ConnState {
             self.closing = true;
         }
         consumed
+    }
+
+    /// Nothing buffered in either direction: the next bytes can go through the worker's
+    /// scratch buffers.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0 && !self.has_output() && !self.closing
+    }
+
+    /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
+    /// service may be able to consume more of it without new bytes (it stopped at the output
+    /// limit rather than at an incomplete request).
+    pub fn stash_input(&mut self, leftover: &[u8], dirty: bool, now: Instant) {
+        self.input.truncate(self.filled);
+        self.input.extend_from_slice(leftover);
+        self.filled = self.input.len();
+        self.input_dirty = dirty && self.filled > 0;
+        self.last_activity = now;
+    }
+
+    /// Records traffic for the idle timeout.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Keeps answer bytes the socket did not take.
+    pub fn stash_output(&mut self, rest: &[u8]) {
+        self.output.extend_from_slice(rest);
+    }
+
+    /// The service asked to close after its answers.
+    pub fn set_closing(&mut self) {
+        self.closing = true;
     }
 
     /// Re-arms the service after the output drained below its limit, so requests already
@@ -287,6 +319,28 @@ mod tests {
         let n = s.pending_output().len();
         s.on_written(n, Instant::now());
         assert!(!s.has_output());
-        assert!(s.output.capacity() <= KEEP_CAPACITY);
+        assert_eq!(s.output.capacity(), 0);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn stashed_leftovers_are_served_then_released() {
+        let limits = ConnLimits::default();
+        let mut s = ConnState::new(Instant::now());
+        assert!(s.is_empty());
+        // A scratch read left half a request behind.
+        s.stash_input(b"1", false, Instant::now());
+        assert!(!s.is_empty());
+        assert!(!s.wants_service(&limits), "incomplete: wait for bytes");
+        feed(&mut s, b"0\n", 100);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 3);
+        assert_eq!(s.pending_output(), b"xxxxxxxxxx\n");
+        assert_eq!(s.input.capacity(), 0, "empty input buffer is released");
+        let n = s.pending_output().len();
+        s.on_written(n, Instant::now());
+        assert!(s.is_empty());
+        // Whole requests held back by the output limit are served without new bytes.
+        s.stash_input(b"2\n", true, Instant::now());
+        assert!(s.wants_service(&limits));
     }
 }

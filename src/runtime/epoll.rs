@@ -41,6 +41,13 @@ struct Listening {
     open: usize,
 }
 
+/// Per-worker buffers that every connection of the worker borrows while it is served.
+struct Scratch {
+    /// Sized to the largest `max_input_bytes` of the worker's listeners.
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
 struct Conn {
     stream: TcpStream,
     state: ConnState,
@@ -107,6 +114,18 @@ impl EventLoop {
             .map(|spec| spec.service.worker(self.index))
             .collect();
         let mut events = Events::with_capacity(self.events_per_poll);
+        let mut scratch = Scratch {
+            input: vec![
+                0;
+                self.listening
+                    .iter()
+                    .map(|l| l.limits.max_input_bytes)
+                    .max()
+                    .unwrap_or(0)
+                    .max(1)
+            ],
+            output: Vec::with_capacity(16 * 1024),
+        };
         let first_conn = FIRST_LISTENER + self.listening.len();
         let mut next_tick = Instant::now() + self.tick;
         let sweep_every = self
@@ -138,7 +157,7 @@ impl EventLoop {
                 } else if token < first_conn {
                     self.accept_all(token - FIRST_LISTENER, first_conn, now);
                 } else {
-                    self.drive(token - first_conn, &mut workers, now);
+                    self.drive(token - first_conn, &mut workers, &mut scratch, now);
                 }
             }
             let now = Instant::now();
@@ -221,7 +240,13 @@ impl EventLoop {
     }
 
     /// Serves one connection after a readiness event; closes it when it is done.
-    fn drive(&mut self, slot: usize, workers: &mut [Box<dyn StreamWorker>], now: Instant) {
+    fn drive(
+        &mut self,
+        slot: usize,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        now: Instant,
+    ) {
         let Some(Some(conn)) = self.conns.get_mut(slot) else {
             return;
         };
@@ -231,7 +256,7 @@ impl EventLoop {
         let Some(worker) = workers.get_mut(listener) else {
             return;
         };
-        let outcome = serve(conn, worker.as_mut(), &limits, stats, now);
+        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}
             Outcome::Close => self.close(slot),
@@ -292,6 +317,7 @@ fn serve(
     worker: &mut dyn StreamWorker,
     limits: &ConnLimits,
     stats: &ConnStats,
+    scratch: &mut Scratch,
     now: Instant,
 ) -> Outcome {
     loop {
@@ -343,6 +369,12 @@ fn serve(
                 Outcome::Close
             };
         }
+        if conn.state.is_empty() {
+            match read_through_scratch(conn, worker, limits, stats, scratch, now) {
+                Ok(()) => continue,
+                Err(outcome) => return outcome,
+            }
+        }
         let Some(buf) = conn.state.read_buf(limits.max_input_bytes) else {
             return Outcome::Overflow;
         };
@@ -357,4 +389,61 @@ fn serve(
             Err(_) => return Outcome::Error,
         }
     }
+}
+
+/// The common case of a connection with nothing buffered: read into the worker's scratch,
+/// serve from it, write the answers from the scratch output, and stash only what is left over
+/// in the connection. `Err` carries how the caller must return.
+fn read_through_scratch(
+    conn: &mut Conn,
+    worker: &mut dyn StreamWorker,
+    limits: &ConnLimits,
+    stats: &ConnStats,
+    scratch: &mut Scratch,
+    now: Instant,
+) -> Result<(), Outcome> {
+    let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
+    let n = match conn.stream.read(&mut scratch.input[..cap]) {
+        Ok(0) => {
+            conn.state.read_closed = true;
+            return Ok(());
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Outcome::Keep),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+        Err(_) => return Err(Outcome::Error),
+    };
+    bump(&stats.bytes_in, n as u64);
+    conn.state.touch(now);
+    let data = &scratch.input[..n];
+    scratch.output.clear();
+    let step = worker.on_input(&conn.ctx, data, &mut scratch.output);
+    let consumed = step.consumed.min(n);
+    if consumed < n {
+        // Served nothing: an incomplete request waits for more bytes. Served some: the rest
+        // may be whole requests held back by the output limit.
+        conn.state.stash_input(&data[consumed..], consumed > 0, now);
+    }
+    if step.close {
+        conn.state.set_closing();
+    }
+    let mut written = 0;
+    while written < scratch.output.len() {
+        match conn.stream.write(&scratch.output[written..]) {
+            Ok(0) => return Err(Outcome::Error),
+            Ok(k) => written += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(Outcome::Error),
+        }
+    }
+    bump(&stats.bytes_out, written as u64);
+    if written < scratch.output.len() {
+        conn.state.stash_output(&scratch.output[written..]);
+    }
+    // Do not let one huge answer pin memory in the worker for ever.
+    if scratch.output.capacity() > 1024 * 1024 {
+        scratch.output = Vec::with_capacity(16 * 1024);
+    }
+    Ok(())
 }
