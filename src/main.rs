@@ -98,8 +98,13 @@ fn serve(config: Config) -> Result<(), String> {
         "ppsp-tracker serving"
     );
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+        tracing::info!(signal, "shutting down (a second signal exits at once)");
     }
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            std::process::exit(130);
+        }
+    });
     server.shutdown();
     Ok(())
 }

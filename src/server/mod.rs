@@ -90,7 +90,7 @@ impl Server {
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
                 addr: config.ppstp_addr()?,
-                service: Arc::new(service),
+                service: Arc::new(ppstp::PpstpStreams(service)),
                 limits: ConnLimits {
                     // A request never needs more than its head and body limits.
                     max_input_bytes: p.max_head_bytes + p.max_body_bytes,

@@ -22,10 +22,13 @@ pub(crate) struct PpstpService {
     pub expiry_budget: usize,
 }
 
-impl StreamService for Arc<PpstpService> {
+/// The [`StreamService`] handed to the runtime.
+pub(crate) struct PpstpStreams(pub Arc<PpstpService>);
+
+impl StreamService for PpstpStreams {
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
         Box::new(PpstpWorker {
-            service: self.clone(),
+            service: self.0.clone(),
             index: worker,
             body: Vec::with_capacity(4096),
         })
