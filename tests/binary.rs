@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Running(Child);
@@ -37,7 +41,10 @@ fn serve(extra: &[String]) -> (Running, SocketAddr, SocketAddr) {
     let child = Running(cmd.spawn().expect("start ppsp-tracker"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(ppstp).is_err() {
-        assert!(Instant::now() < deadline, "server did not start listening on {ppstp}");
+        assert!(
+            Instant::now() < deadline,
+            "server did not start listening on {ppstp}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, ppstp, admin)
@@ -49,7 +56,10 @@ fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
         if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "server did not exit after the signal");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after the signal"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -58,19 +68,31 @@ fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
 fn serve_answers_and_stops_cleanly_on_sigterm_and_sigint() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let (mut child, ppstp, admin) = serve(&["--set".into(), "server.workers=2".into()]);
-        let r = roundtrip(ppstp, &ppstp_post(&connect_body("1", "bin-peer", &[("bin", "SEEDER")])));
+        let r = roundtrip(
+            ppstp,
+            &ppstp_post(&connect_body("1", "bin-peer", &[("bin", "SEEDER")])),
+        );
         assert_eq!(r.status, 200);
-        assert_eq!(http_get(admin, "/status").json()["peers"], serde_json::json!(1));
+        assert_eq!(
+            http_get(admin, "/status").json()["peers"],
+            serde_json::json!(1)
+        );
         // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
         unsafe { libc::kill(child.0.id() as i32, signal) };
         let status = wait_exit(&mut child);
-        assert!(status.success(), "exit status after signal {signal}: {status:?}");
+        assert!(
+            status.success(),
+            "exit status after signal {signal}: {status:?}"
+        );
     }
 }
 
 #[test]
 fn print_config_shows_the_embedded_default_profile() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker")).arg("print-config").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+        .arg("print-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let parsed: toml::Value = toml::from_str(&text).expect("print-config prints TOML");

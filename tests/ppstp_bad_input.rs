@@ -20,7 +20,10 @@ fn assert_error(r: &HttpResponse, status: u16, code: u64) -> Value {
 
 /// The server still answers a fresh, valid request.
 fn still_serving(server: &TestServer) {
-    let r = roundtrip(server.ppstp, &ppstp_post(&connect_body("alive", "bystander", &[("ok", "SEEDER")])));
+    let r = roundtrip(
+        server.ppstp,
+        &ppstp_post(&connect_body("alive", "bystander", &[("ok", "SEEDER")])),
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -42,7 +45,8 @@ fn http_level_faults_get_http_answers_with_the_json_error_body() {
     assert_error(&roundtrip(server.ppstp, req.as_bytes()), 411, 1);
 
     // Non-numeric Content-Length: 400.
-    let req = format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: ten\r\n\r\n");
+    let req =
+        format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: ten\r\n\r\n");
     assert_error(&roundtrip(server.ppstp, req.as_bytes()), 400, 1);
 
     // A Content-Length shorter than the JSON: the body is cut, so it is not valid JSON (400),
@@ -55,42 +59,76 @@ fn http_level_faults_get_http_answers_with_the_json_error_body() {
 
     // An oversized body is refused from its head alone, before the body is sent.
     let mut s = server.connect();
-    s.write_all(format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: 1000000\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     assert_error(&ResponseReader::new().read(&mut s).unwrap(), 413, 1);
 
     // Wrong content type: 415.
-    assert_error(&roundtrip(server.ppstp, &http_post("/", "text/plain", valid.as_bytes())), 415, 1);
+    assert_error(
+        &roundtrip(
+            server.ppstp,
+            &http_post("/", "text/plain", valid.as_bytes()),
+        ),
+        415,
+        1,
+    );
 
     // Garbage instead of HTTP: 400.
-    assert_error(&roundtrip(server.ppstp, b"\x00\x01\x02 not http\r\n\r\n"), 400, 1);
+    assert_error(
+        &roundtrip(server.ppstp, b"\x00\x01\x02 not http\r\n\r\n"),
+        400,
+        1,
+    );
 
     // Truncated HTTP: the head never completes and the client closes its side. The server
     // answers 400 (or just closes) and registers nothing.
     let mut s = server.connect();
-    s.write_all(format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Len").as_bytes())
-        .unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    if !rest.is_empty() {
-        assert!(rest.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&rest));
-    }
-    // A truncated body (Content-Length larger than what arrives before EOF) registers nothing.
-    let mut s = server.connect();
     s.write_all(
-        format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n{}", valid.len(), &valid[..20])
-            .as_bytes(),
+        format!("POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Len").as_bytes(),
     )
     .unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     if !rest.is_empty() {
-        assert!(rest.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    // A truncated body (Content-Length larger than what arrives before EOF) registers nothing.
+    let mut s = server.connect();
+    s.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n{}",
+            valid.len(),
+            &valid[..20]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    if !rest.is_empty() {
+        assert!(
+            rest.starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 
-    assert_eq!(status(&server)["peers"], json!(0), "a refused request registered a peer");
+    assert_eq!(
+        status(&server)["peers"],
+        json!(0),
+        "a refused request registered a peer"
+    );
     still_serving(&server);
 }
 
@@ -141,13 +179,25 @@ fn a_peer_cannot_grow_the_tables_beyond_the_limits() {
     let server = TestServer::start(&["engine.max_swarms_per_peer=50"]);
     let mut s = server.connect();
     let mut rx = ResponseReader::new();
-    let a = exchange(&mut s, &mut rx, &ppstp_post(&connect_body("c", "greedy", &[("g-0", "SEEDER")])));
+    let a = exchange(
+        &mut s,
+        &mut rx,
+        &ppstp_post(&connect_body("c", "greedy", &[("g-0", "SEEDER")])),
+    );
     assert_eq!(a.status, 200);
     let mut writer = s.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let mut batch = Vec::with_capacity(1 << 20);
         for i in 1..N {
-            let join = body("JOIN", &i.to_string(), "greedy", Some(("join", json!({"swarm_id": format!("g-{i}"), "peer_mode": "SEEDER"}))));
+            let join = body(
+                "JOIN",
+                &i.to_string(),
+                "greedy",
+                Some((
+                    "join",
+                    json!({"swarm_id": format!("g-{i}"), "peer_mode": "SEEDER"}),
+                )),
+            );
             batch.extend_from_slice(&ppstp_post(&join));
             if batch.len() > (1 << 20) {
                 writer.write_all(&batch).unwrap();
@@ -163,12 +213,18 @@ fn a_peer_cannot_grow_the_tables_beyond_the_limits() {
         let a = r.ppstp();
         assert_eq!(a["transaction_id"], json!(i.to_string()));
         let results = swarm_results(&a);
-        let ok = r.status == 200 && error_code(&a) == 0 && results.iter().all(|x| x["result"] == json!(0));
+        let ok = r.status == 200
+            && error_code(&a) == 0
+            && results.iter().all(|x| x["result"] == json!(0));
         if ok {
             accepted += 1;
         } else {
             refused += 1;
-            let code = if results.is_empty() { error_code(&a) } else { results[0]["result"].as_u64().unwrap() };
+            let code = if results.is_empty() {
+                error_code(&a)
+            } else {
+                results[0]["result"].as_u64().unwrap()
+            };
             assert_eq!(code, 1, "{a}");
         }
     }
@@ -185,10 +241,16 @@ fn a_peer_cannot_grow_the_tables_beyond_the_limits() {
 fn a_full_table_answers_service_unavailable() {
     let server = TestServer::start(&["engine.max_peers=3"]);
     for i in 0..3 {
-        let r = roundtrip(server.ppstp, &ppstp_post(&connect_body("1", &format!("p{i}"), &[("s", "SEEDER")])));
+        let r = roundtrip(
+            server.ppstp,
+            &ppstp_post(&connect_body("1", &format!("p{i}"), &[("s", "SEEDER")])),
+        );
         assert_eq!(r.status, 200);
     }
-    let r = roundtrip(server.ppstp, &ppstp_post(&connect_body("1", "p3", &[("s", "SEEDER")])));
+    let r = roundtrip(
+        server.ppstp,
+        &ppstp_post(&connect_body("1", "p3", &[("s", "SEEDER")])),
+    );
     assert_error(&r, 503, 5);
     assert_eq!(status(&server)["peers"], json!(3));
 }

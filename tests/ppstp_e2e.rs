@@ -16,7 +16,11 @@ fn shape(v: &Value) -> BTreeSet<(String, &'static str)> {
         match v {
             Value::Object(m) => {
                 for (k, x) in m {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     walk(x, p, out);
                 }
             }
@@ -47,6 +51,8 @@ fn shape(v: &Value) -> BTreeSet<(String, &'static str)> {
 /// Asserts that `answer` has the shape of the RFC example response `name`: every member path
 /// (and its JSON kind) in the answer occurs in the example, and the example's `required` paths
 /// occur in the answer.
+/// `peer_addr.type` is allowed everywhere a `peer_addr` appears: RFC 7846 §6.1 defines it as a
+/// member of every `peer_addr`, though E4 omits it in the top-level one.
 fn assert_shape_of(answer: &Value, name: &str, required: &[&str]) {
     let text = example(name);
     let json_start = text.find('{').unwrap();
@@ -54,20 +60,29 @@ fn assert_shape_of(answer: &Value, name: &str, required: &[&str]) {
     let ours = shape(answer);
     let theirs = shape(&example["PPSPTrackerProtocol"]);
     for entry in &ours {
+        let schema_member = entry.0 == "peer_addr.type" && entry.1 == "string";
         assert!(
-            theirs.contains(entry),
+            schema_member || theirs.contains(entry),
             "answer member {entry:?} does not occur in {name}; answer: {answer}"
         );
     }
     let our_paths: BTreeSet<&str> = ours.iter().map(|(p, _)| p.as_str()).collect();
     for path in required {
-        assert!(our_paths.contains(path), "answer lacks {path} of {name}: {answer}");
+        assert!(
+            our_paths.contains(path),
+            "answer lacks {path} of {name}: {answer}"
+        );
     }
 }
 
 /// Checks that the Content-Length the server sent matches the body it sent.
 fn assert_exact_length(raw: &HttpResponse) {
-    let declared: usize = raw.header("content-length").unwrap().trim().parse().unwrap();
+    let declared: usize = raw
+        .header("content-length")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(declared, raw.body.len());
     assert_eq!(raw.header("content-type"), Some(CONTENT_TYPE));
 }
@@ -106,7 +121,10 @@ fn rfc7846_examples_are_accepted_and_answered_in_the_examples_shapes() {
         .iter()
         .map(|r| r["swarm_id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(joined, ["1111", "2222"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        joined,
+        ["1111", "2222"].iter().map(|s| s.to_string()).collect()
+    );
 
     // E2: a LEECH joins 1111 and gets the seeder of E1, with the address E1 announced.
     let r2 = exchange(&mut leech, &mut leech_rx, &ppstp_post(&example("E2")));
@@ -115,11 +133,18 @@ fn rfc7846_examples_are_accepted_and_answered_in_the_examples_shapes() {
     let a2 = r2.ppstp();
     assert_eq!(a2["transaction_id"], json!("12345.0"));
     let results = swarm_results(&a2);
-    let r1111 = results.iter().find(|r| r["swarm_id"] == json!("1111")).unwrap();
+    let r1111 = results
+        .iter()
+        .find(|r| r["swarm_id"] == json!("1111"))
+        .unwrap();
     assert_eq!(peer_ids(r1111), vec!["656164657220".to_string()]);
     let info = &r1111["peer_group"]["peer_info"];
     let info = if info.is_array() { &info[0] } else { info };
-    let addr = if info["peer_addr"].is_array() { &info["peer_addr"][0] } else { &info["peer_addr"] };
+    let addr = if info["peer_addr"].is_array() {
+        &info["peer_addr"][0]
+    } else {
+        &info["peer_addr"]
+    };
     assert_eq!(addr["ip_address"]["address"], json!("192.0.2.2"));
     assert_eq!(addr["port"], json!(80));
 
@@ -157,7 +182,14 @@ fn rfc7846_examples_are_accepted_and_answered_in_the_examples_shapes() {
     assert_shape_of(
         &a7,
         "E8",
-        &["version", "response_type", "error_code", "transaction_id", "swarm_result.swarm_id", "swarm_result.result"],
+        &[
+            "version",
+            "response_type",
+            "error_code",
+            "transaction_id",
+            "swarm_result.swarm_id",
+            "swarm_result.result",
+        ],
     );
     assert_eq!(swarm_results(&a7)[0]["swarm_id"], json!("1111"));
     assert_eq!(swarm_results(&a7)[0]["result"], json!(0));
@@ -192,14 +224,23 @@ fn rfc7846_examples_are_accepted_and_answered_in_the_examples_shapes() {
     assert_eq!(peer_ids(&r2222), vec!["656164657220".to_string()]);
 
     // The leech left 1111: a FIND by the seeder now finds nobody there.
-    let f = exchange(&mut seeder, &mut seeder_rx, &ppstp_post(&find_body("f1", "656164657220", "1111", 10)));
+    let f = exchange(
+        &mut seeder,
+        &mut seeder_rx,
+        &ppstp_post(&find_body("f1", "656164657220", "1111", 10)),
+    );
     assert_eq!(f.status, 200);
     assert!(peer_ids(&swarm_results(&f.ppstp())[0]).is_empty());
 }
 
 fn ok(stream: &mut std::net::TcpStream, rx: &mut ResponseReader, body: &str) -> Value {
     let r = exchange(stream, rx, &ppstp_post(body));
-    assert_eq!(r.status, 200, "{body} -> {:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{body} -> {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
     let a = r.ppstp();
     assert_eq!(error_code(&a), 0);
     assert_eq!(a["response_type"], json!(0));
@@ -213,32 +254,59 @@ fn every_request_type_works_over_tcp() {
     let mut rx = ResponseReader::new();
 
     // Two peers register; "a" seeds s1, "b" leeches s1.
-    ok(&mut s, &mut rx, &connect_body("1", "peer-a", &[("s1", "SEEDER")]));
+    ok(
+        &mut s,
+        &mut rx,
+        &connect_body("1", "peer-a", &[("s1", "SEEDER")]),
+    );
     ok(&mut s, &mut rx, &connect_body("2", "peer-b", &[]));
     // JOIN (extension) puts b into s1 as a leech and lists a.
     let a = ok(
         &mut s,
         &mut rx,
-        &body("JOIN", "3", "peer-b", Some(("join", json!({"swarm_id": "s1", "peer_mode": "LEECH", "peer_num": {"peer_count": 5}})))),
+        &body(
+            "JOIN",
+            "3",
+            "peer-b",
+            Some((
+                "join",
+                json!({"swarm_id": "s1", "peer_mode": "LEECH", "peer_num": {"peer_count": 5}}),
+            )),
+        ),
     );
     assert_eq!(peer_ids(&swarm_results(&a)[0]), vec!["peer-a".to_string()]);
     // JOIN_CHUNK: b holds chunks 0..=99 of s1.
     ok(
         &mut s,
         &mut rx,
-        &body("JOIN_CHUNK", "4", "peer-b", Some(("join_chunk", json!({"swarm_id": "s1", "chunks": [[0, 99]]})))),
+        &body(
+            "JOIN_CHUNK",
+            "4",
+            "peer-b",
+            Some(("join_chunk", json!({"swarm_id": "s1", "chunks": [[0, 99]]}))),
+        ),
     );
     // FIND with chunks: only b holds 10..=20; a holds nothing.
     let a = ok(
         &mut s,
         &mut rx,
-        &body("FIND", "5", "peer-a", Some(("find", json!({"swarm_id": "s1", "chunks": [[10, 20]]})))),
+        &body(
+            "FIND",
+            "5",
+            "peer-a",
+            Some(("find", json!({"swarm_id": "s1", "chunks": [[10, 20]]}))),
+        ),
     );
     assert_eq!(peer_ids(&swarm_results(&a)[0]), vec!["peer-b".to_string()]);
     let a = ok(
         &mut s,
         &mut rx,
-        &body("FIND", "6", "peer-a", Some(("find", json!({"swarm_id": "s1", "chunks": [[50, 150]]})))),
+        &body(
+            "FIND",
+            "6",
+            "peer-a",
+            Some(("find", json!({"swarm_id": "s1", "chunks": [[50, 150]]}))),
+        ),
     );
     assert!(peer_ids(&swarm_results(&a)[0]).is_empty());
     // KEEPALIVE.
@@ -251,25 +319,83 @@ fn every_request_type_works_over_tcp() {
             "STAT_REPORT",
             "8",
             "peer-b",
-            Some(("stat_report", json!({"type": "STREAM_STATS", "stat": [{"swarm_id": "s1", "uploaded_bytes": 512, "downloaded_bytes": 768, "available_bandwidth": 1000, "concurrent_links": 3}]}))),
+            Some((
+                "stat_report",
+                json!({"type": "STREAM_STATS", "stat": [{"swarm_id": "s1", "uploaded_bytes": 512, "downloaded_bytes": 768, "available_bandwidth": 1000, "concurrent_links": 3}]}),
+            )),
         ),
     );
-    let q = ok(&mut s, &mut rx, &body("STAT_QUERY", "9", "peer-a", Some(("stat_query", json!({"swarm_id": "s1"})))));
+    let q = ok(
+        &mut s,
+        &mut rx,
+        &body(
+            "STAT_QUERY",
+            "9",
+            "peer-a",
+            Some(("stat_query", json!({"swarm_id": "s1"}))),
+        ),
+    );
     let text = q.to_string();
-    assert!(text.contains("768") && text.contains("512"), "swarm statistics missing: {text}");
+    assert!(
+        text.contains("768") && text.contains("512"),
+        "swarm statistics missing: {text}"
+    );
     // STAT_QUERY of a peer.
-    let q = ok(&mut s, &mut rx, &body("STAT_QUERY", "10", "peer-a", Some(("stat_query", json!({"peer_id": "peer-b"})))));
-    assert!(q.to_string().contains("s1"), "peer status lacks its swarm: {q}");
+    let q = ok(
+        &mut s,
+        &mut rx,
+        &body(
+            "STAT_QUERY",
+            "10",
+            "peer-a",
+            Some(("stat_query", json!({"peer_id": "peer-b"}))),
+        ),
+    );
+    assert!(
+        q.to_string().contains("s1"),
+        "peer status lacks its swarm: {q}"
+    );
     // LEAVE: b leaves s1, a no longer finds it.
-    ok(&mut s, &mut rx, &body("LEAVE", "11", "peer-b", Some(("leave", json!({"swarm_id": "s1"})))));
+    ok(
+        &mut s,
+        &mut rx,
+        &body(
+            "LEAVE",
+            "11",
+            "peer-b",
+            Some(("leave", json!({"swarm_id": "s1"}))),
+        ),
+    );
     let a = ok(&mut s, &mut rx, &find_body("12", "peer-a", "s1", 10));
     assert!(peer_ids(&swarm_results(&a)[0]).is_empty());
     // DISCONNECT "ALL": a leaves everything but stays registered (KEEPALIVE still accepted).
-    ok(&mut s, &mut rx, &body("DISCONNECT", "13", "peer-a", Some(("disconnect", json!({"swarm_id": "ALL"})))));
+    ok(
+        &mut s,
+        &mut rx,
+        &body(
+            "DISCONNECT",
+            "13",
+            "peer-a",
+            Some(("disconnect", json!({"swarm_id": "ALL"}))),
+        ),
+    );
     ok(&mut s, &mut rx, &body("KEEPALIVE", "14", "peer-a", None));
     // DISCONNECT without swarm id deletes the registration: FIND is now forbidden (03).
-    ok(&mut s, &mut rx, &body("DISCONNECT", "15", "peer-a", Some(("disconnect", json!({})))));
-    let r = exchange(&mut s, &mut rx, &ppstp_post(&find_body("16", "peer-a", "s1", 10)));
+    ok(
+        &mut s,
+        &mut rx,
+        &body(
+            "DISCONNECT",
+            "15",
+            "peer-a",
+            Some(("disconnect", json!({}))),
+        ),
+    );
+    let r = exchange(
+        &mut s,
+        &mut rx,
+        &ppstp_post(&find_body("16", "peer-a", "s1", 10)),
+    );
     assert_eq!(r.status, 403);
     assert_eq!(error_code(&r.ppstp()), 3);
     assert_eq!(r.ppstp()["transaction_id"], json!("16"));
@@ -281,10 +407,19 @@ fn ten_thousand_pipelined_requests_come_back_complete_and_in_order() {
     let server = TestServer::start(&[]);
     let mut s = server.connect();
     let mut rx = ResponseReader::new();
-    ok(&mut s, &mut rx, &connect_body("c", "pipeliner", &[("pipe", "LEECH")]));
+    ok(
+        &mut s,
+        &mut rx,
+        &connect_body("c", "pipeliner", &[("pipe", "LEECH")]),
+    );
     let mut batch = Vec::new();
     for i in 0..N {
-        batch.extend_from_slice(&ppstp_post(&find_body(&format!("t{i}"), "pipeliner", "pipe", 5)));
+        batch.extend_from_slice(&ppstp_post(&find_body(
+            &format!("t{i}"),
+            "pipeliner",
+            "pipe",
+            5,
+        )));
     }
     // A writer thread, so the server's backpressure cannot deadlock the test.
     let mut writer = s.try_clone().unwrap();
@@ -307,7 +442,11 @@ fn two_hundred_concurrent_connections_are_served() {
                 let mut s = connect(addr);
                 let mut rx = ResponseReader::new();
                 let peer = format!("conc-{i}");
-                let a = ok(&mut s, &mut rx, &connect_body("1", &peer, &[("crowd", "SEEDER")]));
+                let a = ok(
+                    &mut s,
+                    &mut rx,
+                    &connect_body("1", &peer, &[("crowd", "SEEDER")]),
+                );
                 assert_eq!(error_code(&a), 0);
                 s
             })
@@ -317,7 +456,11 @@ fn two_hundred_concurrent_connections_are_served() {
     let mut streams: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for (i, s) in streams.iter_mut().enumerate() {
         let mut rx = ResponseReader::new();
-        let a = ok(s, &mut rx, &find_body("2", &format!("conc-{i}"), "crowd", 10));
+        let a = ok(
+            s,
+            &mut rx,
+            &find_body("2", &format!("conc-{i}"), "crowd", 10),
+        );
         let peers = peer_ids(&swarm_results(&a)[0]);
         assert_eq!(peers.len(), 10);
         assert!(!peers.contains(&format!("conc-{i}")));
@@ -329,8 +472,16 @@ fn admin_listener_serves_metrics_and_status() {
     let server = TestServer::start(&[]);
     let mut s = server.connect();
     let mut rx = ResponseReader::new();
-    ok(&mut s, &mut rx, &connect_body("1", "m1", &[("ms", "SEEDER")]));
-    let r = exchange(&mut s, &mut rx, &ppstp_post(&find_body("2", "nobody", "ms", 5)));
+    ok(
+        &mut s,
+        &mut rx,
+        &connect_body("1", "m1", &[("ms", "SEEDER")]),
+    );
+    let r = exchange(
+        &mut s,
+        &mut rx,
+        &ppstp_post(&find_body("2", "nobody", "ms", 5)),
+    );
     assert_eq!(r.status, 403);
 
     let status = http_get(server.admin, "/status");
@@ -338,7 +489,10 @@ fn admin_listener_serves_metrics_and_status() {
     let st = status.json();
     assert_eq!(st["peers"], json!(1), "{st}");
     assert_eq!(st["swarms"], json!(1), "{st}");
-    assert!(st["version"].is_string() && st["workers"].as_u64() == Some(2), "{st}");
+    assert!(
+        st["version"].is_string() && st["workers"].as_u64() == Some(2),
+        "{st}"
+    );
 
     let metrics = http_get(server.admin, "/metrics");
     assert_eq!(metrics.status, 200);

@@ -32,7 +32,7 @@ impl TestServer {
         ];
         sets.extend(overrides.iter().map(|s| s.to_string()));
         let config = Config::load(None, &sets).expect("test configuration is valid");
-        let server = Server::start(config).expect("server starts");
+        let server = Server::start(&config).expect("server starts");
         let ppstp = server.ppstp_addr().expect("PPSTP listener bound");
         let admin = server.admin_addr().expect("admin listener bound");
         TestServer {
@@ -194,7 +194,11 @@ pub fn roundtrip(addr: SocketAddr, request: &[u8]) -> HttpResponse {
 }
 
 /// Sends one request on an existing connection and reads its response.
-pub fn exchange(stream: &mut TcpStream, reader: &mut ResponseReader, request: &[u8]) -> HttpResponse {
+pub fn exchange(
+    stream: &mut TcpStream,
+    reader: &mut ResponseReader,
+    request: &[u8],
+) -> HttpResponse {
     stream.write_all(request).unwrap();
     reader.read(stream).expect("server answered")
 }
@@ -208,7 +212,12 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 }
 
 /// A PPSTP request body in the RFC's canonical form.
-pub fn body(request_type: &str, txid: &str, peer_id: &str, member: Option<(&str, serde_json::Value)>) -> String {
+pub fn body(
+    request_type: &str,
+    txid: &str,
+    peer_id: &str,
+    member: Option<(&str, serde_json::Value)>,
+) -> String {
     let mut inner = serde_json::json!({
         "version": 1,
         "request_type": request_type,
@@ -278,6 +287,9 @@ pub fn error_code(ppstp: &serde_json::Value) -> u64 {
 
 /// Reads an RFC 7846 example from tests/data.
 pub fn example(name: &str) -> String {
-    let path = format!("{}/tests/data/rfc7846/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/rfc7846/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
