@@ -765,6 +765,21 @@ fn bad_request_members_are_01() {
 }
 
 #[test]
+fn content_types() {
+    assert!(accepts_content_type(Some(b"application/ppsp-tracker+json")));
+    assert!(accepts_content_type(Some(
+        b"Application/PPSP-Tracker+JSON ; charset=utf-8"
+    )));
+    assert!(accepts_content_type(Some(b"application/json")));
+    assert!(!accepts_content_type(Some(b"text/plain")));
+    assert!(!accepts_content_type(Some(
+        b"application/ppsp-tracker+jsonx"
+    )));
+    assert!(!accepts_content_type(Some(b"")));
+    assert!(!accepts_content_type(None));
+}
+
+#[test]
 fn http_status_follows_protocols_md() {
     assert_eq!(http_status(ErrorCode::Ok), 200);
     assert_eq!(http_status(ErrorCode::BadRequest), 400);
