@@ -733,11 +733,14 @@ mod props {
             let code = MessageCode::ALL[code];
             if let Ok(b) = Body::decode(code, &data, test_kinds()) {
                 let again = b.to_bytes().unwrap();
+                // One canonical encoding per value.
+                prop_assert_eq!(&again, &data);
                 prop_assert_eq!(Body::decode(code, &again, test_kinds()), Ok(b));
             }
             let cfg = WireConfig::new(OverlayHash(0x9aa3_2b8d));
             if let Ok(m) = Message::decode(&data, &cfg) {
-                prop_assert_eq!(Message::decode(&m.to_bytes().unwrap(), &cfg), Ok(m));
+                prop_assert_eq!(&m.to_bytes().unwrap(), &data);
+                prop_assert_eq!(Message::decode(&data, &cfg), Ok(m));
             }
             let _ = decode_frame(&data, 5000);
         }
@@ -750,10 +753,36 @@ mod props {
             }
             let cfg = super::golden_cfg();
             if let Ok(m) = Message::decode(&b, &cfg) {
-                prop_assert_eq!(Message::decode(&m.to_bytes().unwrap(), &cfg), Ok(m.clone()));
-                let _ = m.contents.decode_body(test_kinds());
+                prop_assert_eq!(&m.to_bytes().unwrap(), &b);
+                if let Ok(body) = m.contents.decode_body(test_kinds()) {
+                    prop_assert_eq!(&body.to_bytes().unwrap(), &m.contents.body);
+                }
             }
-            let _ = PeekedMessage::peek(&b, &cfg);
+            if let Ok(p) = PeekedMessage::peek(&b, &cfg) {
+                prop_assert_eq!(&p.to_bytes().unwrap(), &b);
+            }
+        }
+
+        #[test]
+        fn mutated_messages_are_canonical_or_rejected(
+            m in strategies::message(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut b = m.to_bytes().unwrap();
+            for (at, v) in flips {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            let cfg = cfg_for(&m);
+            if let Ok(d) = Message::decode(&b, &cfg) {
+                prop_assert_eq!(&d.to_bytes().unwrap(), &b);
+                if let Ok(body) = d.contents.decode_body(test_kinds()) {
+                    prop_assert_eq!(&body.to_bytes().unwrap(), &d.contents.body);
+                }
+            }
+            if let Ok(p) = PeekedMessage::peek(&b, &cfg) {
+                prop_assert_eq!(&p.to_bytes().unwrap(), &b);
+            }
         }
 
         #[test]
