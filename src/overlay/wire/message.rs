@@ -174,6 +174,18 @@ impl Message {
         Ok(())
     }
 
+    /// The bytes a message signature covers (§6.3.4):
+    /// `overlay || transaction_id || MessageContents || SignerIdentity`, with the overlay and
+    /// transaction id as their header encodings and the signer identity of `self.security`.
+    pub fn signature_input(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(12 + self.contents.body.len() + 64);
+        super::codec::put_u32(&mut out, self.header.overlay.0);
+        super::codec::put_u64(&mut out, self.header.transaction_id.0);
+        self.contents.encode_into(&mut out)?;
+        self.security.signature.identity.encode_into(&mut out)?;
+        Ok(out)
+    }
+
     /// The encoded message.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();

@@ -566,13 +566,16 @@ fn forwarding_rewrites_header_and_copies_the_rest() {
     assert_eq!(m.header.via_list.last(), Some(&Destination::Node(prev)));
     assert_eq!(m.contents, golden_message().contents);
     assert_eq!(m.security, golden_message().security);
+    let resp = m.header.response_header(100);
     assert_eq!(
-        m.header.response_destinations(),
+        resp.destination_list,
         vec![
             Destination::Node(prev),
             golden_message().header.via_list[0].clone()
         ]
     );
+    assert_eq!(resp.transaction_id, m.header.transaction_id);
+    assert!(resp.via_list.is_empty());
 
     let mut raw = bytes.clone();
     assert_eq!(forward::peek_ttl(&raw), Ok(100));
@@ -801,4 +804,64 @@ mod props {
             }
         }
     }
+}
+
+#[test]
+fn response_header_copies_only_response_copy_options_with_flags_cleared() {
+    let mut req = ForwardingHeader::new_request(
+        OverlayHash(1),
+        7,
+        100,
+        TransactionId(9),
+        vec![Destination::Node(NodeId::from_u128(5))],
+    );
+    req.max_response_length = 4000;
+    req.via_list = vec![
+        Destination::Node(NodeId::from_u128(1)),
+        Destination::Compressed(0x8001),
+    ];
+    req.options = vec![
+        ForwardingOption {
+            option_type: 1,
+            flags: OptionFlags(OptionFlags::RESPONSE_COPY | OptionFlags::FORWARD_CRITICAL),
+            value: vec![1],
+        },
+        ForwardingOption {
+            option_type: 2,
+            flags: OptionFlags(0),
+            value: vec![2],
+        },
+    ];
+    let resp = req.response_header(100);
+    assert_eq!(resp.configuration_sequence, 7);
+    assert_eq!(resp.max_response_length, 0);
+    assert_eq!(
+        resp.destination_list,
+        vec![
+            Destination::Compressed(0x8001),
+            Destination::Node(NodeId::from_u128(1))
+        ]
+    );
+    assert_eq!(
+        resp.options,
+        vec![ForwardingOption {
+            option_type: 1,
+            flags: OptionFlags(0),
+            value: vec![1],
+        }]
+    );
+    assert_eq!(ResourceId::from_u128(77).to_u128(), Some(77));
+    assert_eq!(ResourceId(vec![1, 2]).to_u128(), None);
+}
+
+#[test]
+fn message_signature_input_follows_6_3_4() {
+    let input = golden_message().signature_input().unwrap();
+    let golden = hex(GOLDEN_PING);
+    let mut expect = Vec::new();
+    expect.extend_from_slice(&golden[4..8]); // overlay
+    expect.extend_from_slice(&golden[20..28]); // transaction_id
+    expect.extend_from_slice(&golden[75..87]); // MessageContents
+    expect.extend_from_slice(&[0x03, 0x00, 0x00]); // SignerIdentity none
+    assert_eq!(input, expect);
 }
