@@ -865,3 +865,28 @@ fn message_signature_input_follows_6_3_4() {
     expect.extend_from_slice(&[0x03, 0x00, 0x00]); // SignerIdentity none
     assert_eq!(input, expect);
 }
+
+#[test]
+fn unknown_kind_list_is_capped_at_what_error_info_can_carry() {
+    // A Fetch naming 100 distinct unknown kinds.
+    let fetch = FetchReq {
+        resource: ResourceId(vec![1]),
+        specifiers: (0..100)
+            .map(|k| StoredDataSpecifier {
+                kind: KindId(1000 + k),
+                generation: 0,
+                model: ModelSpecifier::SingleValue,
+            })
+            .collect(),
+    };
+    let bytes = Body::FetchReq(fetch).to_bytes().unwrap();
+    let e = Body::decode(MessageCode::FetchReq, &bytes, &NoKinds).unwrap_err();
+    let WireError::UnknownKinds(listed) = &e else {
+        panic!("expected UnknownKinds, got {e:?}")
+    };
+    assert_eq!(listed.len(), 63);
+    assert_eq!(listed[0], KindId(1000));
+    let info = ErrorResponse::from_wire_error(&e).error_info;
+    assert_eq!(info.len(), 1 + 63 * 4);
+    assert_eq!(body::decode_unknown_kinds(&info).unwrap().len(), 63);
+}
