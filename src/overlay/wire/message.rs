@@ -140,6 +140,10 @@ impl Message {
     /// and then: the message is not a fragment, its message code is assigned, no forwarding
     /// option is DESTINATION_CRITICAL and no extension is critical (this node understands
     /// none of either).
+    ///
+    /// To answer a rejection with an error response, [`super::PeekedMessage::peek`] the same
+    /// bytes: when the header itself is sound it yields the transaction id and via list the
+    /// answer needs ([`ForwardingHeader::response_header`]).
     pub fn decode(bytes: &[u8], cfg: &WireConfig) -> Result<Self, WireError> {
         let mut r = Reader::new(bytes);
         let header = ForwardingHeader::decode(&mut r, cfg)?;

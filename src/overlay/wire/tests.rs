@@ -890,3 +890,37 @@ fn unknown_kind_list_is_capped_at_what_error_info_can_carry() {
     assert_eq!(info.len(), 1 + 63 * 4);
     assert_eq!(body::decode_unknown_kinds(&info).unwrap().len(), 63);
 }
+
+#[test]
+fn a_rejected_request_is_answered_from_its_peeked_header() {
+    let mut m = golden_message();
+    m.contents.extensions.push(MessageExtension {
+        extension_type: 9,
+        critical: true,
+        contents: vec![],
+    });
+    let bytes = m.to_bytes().unwrap();
+    let e = Message::decode(&bytes, &golden_cfg()).unwrap_err();
+    let header = PeekedMessage::peek(&bytes, &golden_cfg()).unwrap().header;
+    let answer = Message::response(
+        &header,
+        DEFAULT_INITIAL_TTL,
+        &Body::Error(ErrorResponse::from_wire_error(&e)),
+    )
+    .unwrap();
+    let back = Message::decode(&answer.to_bytes().unwrap(), &golden_cfg()).unwrap();
+    assert_eq!(back.contents.code, MessageCode::Error);
+    assert_eq!(
+        back.header.transaction_id,
+        TransactionId(0x0102_0304_0506_0708)
+    );
+    assert_eq!(
+        back.header.destination_list,
+        golden_message().header.via_list
+    );
+    let Body::Error(err) = back.contents.decode_body(&NoKinds).unwrap() else {
+        panic!("expected an error body")
+    };
+    assert_eq!(err.error_code, ErrorCode::UnknownExtension);
+    assert_eq!(err.error_info, b"unknown critical extension 9".to_vec());
+}
