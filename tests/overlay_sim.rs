@@ -8,7 +8,7 @@ use ppsp_tracker::overlay::chord::{
     resource_id, Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, NodeId,
     ResourceId, Timer,
 };
-use ppsp_tracker::overlay::sim::{Sim, SimConfig};
+use ppsp_tracker::overlay::sim::{responsible_among, Sim, SimConfig};
 use ppsp_tracker::overlay::storage::{
     DataValue, StoreKindData, StoredData, StoredDataValue, KIND_CONTENT_REGISTRATION,
 };
@@ -93,8 +93,9 @@ fn lookups(sim: &mut Sim, count: usize) -> (f64, u32) {
     );
     let mut total = 0u64;
     let mut max = 0;
+    let ids = sim.live_ids();
     for (op, resource) in &ops {
-        let expected = sim.responsible(*resource);
+        let expected = responsible_among(&ids, *resource);
         match sim.outcome(*op) {
             Some(LocalOutcome::Lookup { responsible }) => {
                 assert_eq!(

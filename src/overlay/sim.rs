@@ -14,9 +14,14 @@ use crate::overlay::chord::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::{Ordering, Reverse};
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeSet, BinaryHeap};
+
+/// Lookup-only maps (never iterated, so the hasher cannot change the run).
+type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// The trace hasher: fixed seed, so equal runs give equal hashes.
+type TraceHasher = foldhash::fast::FoldHasher;
 
 /// Parameters of a simulated network.
 #[derive(Clone, Debug)]
@@ -47,7 +52,8 @@ enum SimEvent {
     Deliver {
         to: usize,
         from: NodeId,
-        message: Message,
+        // Boxed: heap entries move on every sift.
+        message: Box<Message>,
     },
     Timer {
         node: usize,
@@ -112,7 +118,7 @@ pub struct Sim {
     /// Hops taken by tracked requests, by (originator, transaction id).
     hops: HashMap<(NodeId, u64), u32>,
     op_transaction: HashMap<OpId, (NodeId, u64)>,
-    trace: DefaultHasher,
+    trace: TraceHasher,
     stats: SimStats,
 }
 
@@ -124,15 +130,15 @@ impl Sim {
             now: 0,
             rng,
             nodes: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             queue: BinaryHeap::new(),
             seq: 0,
-            link_clock: HashMap::new(),
-            outcomes: HashMap::new(),
+            link_clock: HashMap::default(),
+            outcomes: HashMap::default(),
             next_op: 1,
-            hops: HashMap::new(),
-            op_transaction: HashMap::new(),
-            trace: DefaultHasher::new(),
+            hops: HashMap::default(),
+            op_transaction: HashMap::default(),
+            trace: foldhash::fast::FixedState::with_seed(0x5eed).build_hasher(),
             stats: SimStats::default(),
         }
     }
@@ -317,7 +323,7 @@ impl Sim {
             SimEvent::Deliver {
                 to: j,
                 from,
-                message,
+                message: Box::new(message),
             },
         );
     }
@@ -334,7 +340,13 @@ impl Sim {
             self.now = s.at;
             self.stats.events += 1;
             let (i, event) = match s.event {
-                SimEvent::Deliver { to, from, message } => (to, Event::Received { from, message }),
+                SimEvent::Deliver { to, from, message } => (
+                    to,
+                    Event::Received {
+                        from,
+                        message: *message,
+                    },
+                ),
                 SimEvent::Timer { node, timer } => (node, Event::Timer(timer)),
                 SimEvent::LinkDown { node, peer } => (node, Event::LinkDown(peer)),
             };
@@ -356,14 +368,18 @@ impl Sim {
     /// Run until every listed operation has an outcome or `limit_ms` passed.
     pub fn run_until_complete(&mut self, ops: &[OpId], limit_ms: u64) -> bool {
         let deadline = self.now + limit_ms;
-        while self.now < deadline {
-            if ops.iter().all(|op| self.outcomes.contains_key(op)) {
+        let mut open: Vec<OpId> = ops.to_vec();
+        loop {
+            open.retain(|op| !self.outcomes.contains_key(op));
+            if open.is_empty() {
                 return true;
+            }
+            if self.now >= deadline {
+                return false;
             }
             let step = 100.min(deadline - self.now);
             self.run_for(step);
         }
-        ops.iter().all(|op| self.outcomes.contains_key(op))
     }
 
     // ----- ground truth -----
@@ -382,9 +398,7 @@ impl Sim {
 
     /// The live node responsible for `r`: the first id at or after it on the ring.
     pub fn responsible(&self, r: ResourceId) -> Option<NodeId> {
-        let ids = self.live_ids();
-        let pos = ids.partition_point(|n| n.0 < r.0);
-        ids.get(pos).or(ids.first()).copied()
+        responsible_among(&self.live_ids(), r)
     }
 
     /// The responsible node and its next `count - 1` successors for `r`.
@@ -431,7 +445,13 @@ impl Sim {
     }
 }
 
-fn trace_event(h: &mut DefaultHasher, at: u64, node: usize, event: &Event) {
+/// The node responsible for `r` among sorted ids: the first id at or after it on the ring.
+pub fn responsible_among(sorted_ids: &[NodeId], r: ResourceId) -> Option<NodeId> {
+    let pos = sorted_ids.partition_point(|n| n.0 < r.0);
+    sorted_ids.get(pos).or(sorted_ids.first()).copied()
+}
+
+fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
     at.hash(h);
     node.hash(h);
     match event {

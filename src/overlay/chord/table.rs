@@ -17,6 +17,8 @@ pub struct RoutingTable {
     /// Finger `i` (0-based) is a peer in `[own + 2^(127-i), own + 2^(128-i))` when valid; other
     /// known peers may sit in a slot until a better one is found.
     pub fingers: Vec<Option<NodeId>>,
+    /// The distinct peers of `fingers`, kept beside it so routing scans a short list.
+    finger_peers: Vec<NodeId>,
     /// How many predecessors and successors to keep.
     pub neighbor_count: usize,
 }
@@ -28,6 +30,7 @@ impl RoutingTable {
             predecessors: Vec::new(),
             successors: Vec::new(),
             fingers: vec![None; FINGERS],
+            finger_peers: Vec::new(),
             neighbor_count: neighbor_count.max(1),
         }
     }
@@ -134,6 +137,16 @@ impl RoutingTable {
                 if let Some(slot) = self.fingers.get_mut(i) {
                     *slot = Some(n);
                 }
+                self.reindex_fingers();
+            }
+        }
+    }
+
+    fn reindex_fingers(&mut self) {
+        self.finger_peers.clear();
+        for f in self.fingers.iter().flatten() {
+            if !self.finger_peers.contains(f) {
+                self.finger_peers.push(*f);
             }
         }
     }
@@ -146,6 +159,7 @@ impl RoutingTable {
         if let Some(slot) = self.fingers.get_mut(i) {
             *slot = Some(n);
         }
+        self.reindex_fingers();
     }
 
     /// RFC 6940 §10.7.1 / §10.7.2: forget a failed peer everywhere. Returns whether the
@@ -159,18 +173,19 @@ impl RoutingTable {
                 *f = None;
             }
         }
+        self.finger_peers.retain(|f| *f != n);
         before != self.predecessors.len() + self.successors.len()
     }
 
     /// Is `n` anywhere in the routing table?
     pub fn is_known(&self, n: NodeId) -> bool {
-        self.is_neighbor(n) || self.fingers.contains(&Some(n))
+        self.is_neighbor(n) || self.finger_peers.contains(&n)
     }
 
     /// Every distinct known peer (neighbors then fingers).
     pub fn known_peers(&self) -> Vec<NodeId> {
         let mut out = self.neighbors();
-        for f in self.fingers.iter().flatten() {
+        for f in &self.finger_peers {
             if !out.contains(f) {
                 out.push(*f);
             }
@@ -197,7 +212,7 @@ impl RoutingTable {
             .predecessors
             .iter()
             .chain(self.successors.iter())
-            .chain(self.fingers.iter().flatten());
+            .chain(self.finger_peers.iter());
         for &c in candidates {
             if c == self.own || exclude.contains(&c) {
                 continue;
