@@ -12,6 +12,7 @@ use ppsp_tracker::overlay::sim::{responsible_among, Sim, SimConfig};
 use ppsp_tracker::overlay::storage::{
     DataValue, StoreKindData, StoredData, StoredDataValue, KIND_CONTENT_REGISTRATION,
 };
+use ppsp_tracker::overlay::wire::Signature;
 use rand::Rng;
 
 const UPDATE_INTERVAL_MS: u64 = 30_000;
@@ -65,6 +66,7 @@ fn dict_store(key: &str, value: &[u8], storage_time: u64) -> Vec<StoreKindData> 
         values: vec![StoredData {
             storage_time,
             lifetime: 86_400,
+            signature: Signature::placeholder(),
             value: StoredDataValue::Dictionary {
                 key: key.as_bytes().to_vec(),
                 value: DataValue {
@@ -244,7 +246,7 @@ fn crash_of_a_fifth_of_the_ring_is_repaired_without_losing_data() {
     let mut fetches = Vec::new();
     for r in &stored {
         let req = ppsp_tracker::overlay::storage::FetchReq {
-            resource: *r,
+            resource: r.to_wire(),
             specifiers: vec![ppsp_tracker::overlay::storage::StoredDataSpecifier {
                 kind: KIND_CONTENT_REGISTRATION,
                 generation: 0,
@@ -357,8 +359,8 @@ fn lossy_network_still_answers_lookups() {
 // ----- single-node behaviour driven by hand -----
 
 fn joined_pair() -> (ChordNode, NodeId) {
-    let own = NodeId(1000);
-    let other = NodeId(5000);
+    let own = NodeId::from_u128(1000);
+    let other = NodeId::from_u128(5000);
     let mut node = ChordNode::new(own, ChordConfig::default(), 7);
     node.handle(
         Event::Local {
@@ -402,9 +404,9 @@ fn ttl_zero_is_answered_with_ttl_exceeded() {
     let msg = Message {
         transaction_id: 77,
         ttl: 0,
-        via: vec![NodeId(42)],
+        via: vec![NodeId::from_u128(42)],
         destinations: vec![Destination::Resource(ResourceId(4000))],
-        sender: NodeId(42),
+        sender: NodeId::from_u128(42),
         body: Body::Request(Request::Ping),
     };
     let actions = node.handle(
@@ -423,7 +425,10 @@ fn ttl_zero_is_answered_with_ttl_exceeded() {
     assert_eq!(answer.transaction_id, 77);
     assert_eq!(
         answer.destinations,
-        vec![Destination::Node(other), Destination::Node(NodeId(42))]
+        vec![
+            Destination::Node(other),
+            Destination::Node(NodeId::from_u128(42))
+        ]
     );
     assert!(matches!(
         answer.body,
@@ -437,7 +442,7 @@ fn ttl_zero_is_answered_with_ttl_exceeded() {
 #[test]
 fn relays_extend_the_via_list_and_decrement_ttl() {
     let (mut node, other) = joined_pair();
-    let origin = NodeId(3);
+    let origin = NodeId::from_u128(3);
     let msg = Message {
         transaction_id: 5,
         ttl: 50,

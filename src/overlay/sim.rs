@@ -175,7 +175,7 @@ impl Sim {
     /// Add a node (not yet on the ring) with a random id; returns its index.
     pub fn add_node(&mut self) -> usize {
         loop {
-            let id = NodeId(self.rng.gen());
+            let id = NodeId::from_u128(self.rng.gen());
             if !self.index.contains_key(&id) {
                 return self.add_node_with_id(id);
             }
@@ -407,7 +407,7 @@ impl Sim {
         if ids.is_empty() {
             return Vec::new();
         }
-        let pos = ids.partition_point(|n| n.0 < r.0) % ids.len();
+        let pos = ids.partition_point(|n| n.to_u128() < r.0) % ids.len();
         (0..count.min(ids.len()))
             .map(|k| ids[(pos + k) % ids.len()])
             .collect()
@@ -447,7 +447,7 @@ impl Sim {
 
 /// The node responsible for `r` among sorted ids: the first id at or after it on the ring.
 pub fn responsible_among(sorted_ids: &[NodeId], r: ResourceId) -> Option<NodeId> {
-    let pos = sorted_ids.partition_point(|n| n.0 < r.0);
+    let pos = sorted_ids.partition_point(|n| n.to_u128() < r.0);
     sorted_ids.get(pos).or(sorted_ids.first()).copied()
 }
 

@@ -8,28 +8,18 @@
 use sha1::{Digest, Sha1};
 use std::fmt;
 
-/// The identifier of an overlay node (RFC 6940 §6.3.1.1 `NodeId`, 16 bytes in Chord-RELOAD).
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub u128);
+/// The identifier of an overlay node: the wire codec's 16-byte Node-ID (RFC 6940 §6.3.1.1),
+/// read as a big-endian 128-bit ring position with [`NodeId::to_u128`].
+pub use crate::overlay::wire::NodeId;
 
 /// The identifier of a stored resource (RFC 6940 §6.3.1.1 `ResourceId`, 16 bytes here).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ResourceId(pub u128);
 
-impl NodeId {
-    /// The id as 16 big-endian bytes, the wire form.
-    pub fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
-    }
-    /// The id from 16 big-endian bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        NodeId(u128::from_be_bytes(bytes))
-    }
-    /// The ring position of this node seen as a resource id (the node with id `n` is
-    /// responsible for resource id `n`).
-    pub fn as_resource(self) -> ResourceId {
-        ResourceId(self.0)
-    }
+/// The ring point of a node seen as a resource id (the node with id `n` is responsible for
+/// resource id `n`).
+pub fn node_as_resource(n: NodeId) -> ResourceId {
+    ResourceId(n.to_u128())
 }
 
 impl ResourceId {
@@ -41,11 +31,13 @@ impl ResourceId {
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         ResourceId(u128::from_be_bytes(bytes))
     }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "N{:032x}", self.0)
+    /// The wire form (a 16-byte `ResourceId<0..2^8-1>`).
+    pub fn to_wire(self) -> crate::overlay::wire::ResourceId {
+        crate::overlay::wire::ResourceId(self.to_bytes().to_vec())
+    }
+    /// The ring point of a wire Resource-ID, when it has Chord-RELOAD's 16 bytes.
+    pub fn from_wire(r: &crate::overlay::wire::ResourceId) -> Option<Self> {
+        r.as_node_id().map(|n| ResourceId(n.to_u128()))
     }
 }
 

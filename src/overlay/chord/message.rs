@@ -24,36 +24,14 @@ impl Destination {
     /// The ring position this entry points at.
     pub fn ring(self) -> u128 {
         match self {
-            Destination::Node(n) => n.0,
+            Destination::Node(n) => n.to_u128(),
             Destination::Resource(r) => r.0,
         }
     }
 }
 
-/// RFC 6940 §14.9 error codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum ErrorCode {
-    Forbidden = 0x2,
-    NotFound = 0x3,
-    RequestTimeout = 0x4,
-    GenerationCounterTooLow = 0x5,
-    IncompatibleWithOverlay = 0x6,
-    UnsupportedForwardingOption = 0x7,
-    DataTooLarge = 0x8,
-    DataTooOld = 0x9,
-    TtlExceeded = 0xA,
-    MessageTooLarge = 0xB,
-    UnknownKind = 0xC,
-    UnknownExtension = 0xD,
-    ResponseTooLarge = 0xE,
-    ConfigTooOld = 0xF,
-    ConfigTooNew = 0x10,
-    InProgress = 0x11,
-    ExpA = 0x12,
-    ExpB = 0x13,
-    InvalidMessage = 0x14,
-}
+/// RFC 6940 §14.9 error codes (the wire codec's).
+pub use crate::overlay::wire::ErrorCode;
 
 /// RFC 6940 §10.7 `ChordUpdateType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +123,7 @@ pub enum ErrorInfo {
     /// Error_Generation_Counter_Too_Low: the current counters (RFC 6940 §7.4.1.2).
     Store(StoreAns),
     /// Error_Unknown_Kind: the unknown kinds.
-    UnknownKinds(Vec<u32>),
+    UnknownKinds(Vec<crate::overlay::storage::KindId>),
     Text(String),
 }
 

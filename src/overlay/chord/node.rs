@@ -220,7 +220,9 @@ impl ChordNode {
             config,
             table,
             storage,
-            rng: SmallRng::seed_from_u64(seed ^ (id.0 as u64) ^ ((id.0 >> 64) as u64)),
+            rng: SmallRng::seed_from_u64(
+                seed ^ (id.to_u128() as u64) ^ ((id.to_u128() >> 64) as u64),
+            ),
             phase: Phase::Idle,
             started_at: 0,
             now: 0,
@@ -299,7 +301,7 @@ impl ChordNode {
                 let own = self.table.own;
                 let dest = vec![
                     Destination::Node(bootstrap),
-                    Destination::Resource(ResourceId(own.0.wrapping_add(1))),
+                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
                 ];
                 self.originate(
                     dest,
@@ -321,20 +323,20 @@ impl ChordNode {
                 kind_data,
             } => {
                 let req = StoreReq {
-                    resource,
+                    resource: resource.to_wire(),
                     replica_number: 0,
                     kind_data,
                 };
                 self.originate_local(op, resource, Request::Store(req));
             }
-            LocalRequest::Fetch(req) => {
-                let r = req.resource;
-                self.originate_local(op, r, Request::Fetch(req));
-            }
-            LocalRequest::Stat(req) => {
-                let r = req.resource;
-                self.originate_local(op, r, Request::Stat(req));
-            }
+            LocalRequest::Fetch(req) => match ResourceId::from_wire(&req.resource) {
+                Some(r) => self.originate_local(op, r, Request::Fetch(req)),
+                None => self.fail(op, ErrorCode::InvalidMessage),
+            },
+            LocalRequest::Stat(req) => match ResourceId::from_wire(&req.resource) {
+                Some(r) => self.originate_local(op, r, Request::Stat(req)),
+                None => self.fail(op, ErrorCode::InvalidMessage),
+            },
         }
     }
 
@@ -705,9 +707,12 @@ impl ChordNode {
     /// RFC 6940 §7.4.1 / §10.4: an original store at the responsible peer, or a replica /
     /// migration store from a plausible predecessor.
     fn on_store(&mut self, req: &StoreReq) -> Response {
-        let r = req.resource.0;
+        let Some(rid) = ResourceId::from_wire(&req.resource) else {
+            return storage_error(StorageError::InvalidMessage("resource id is not 16 bytes"));
+        };
+        let r = rid.0;
         if req.replica_number == 0 {
-            if !self.serves_resource(req.resource) {
+            if !self.serves_resource(rid) {
                 return storage_error(StorageError::Forbidden);
             }
         } else if !self.in_replica_window(r) {
@@ -725,9 +730,7 @@ impl ChordNode {
                     let kinds: Vec<KindId> = req.kind_data.iter().map(|k| k.kind).collect();
                     for (i, s) in replicas.iter().enumerate() {
                         let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                        if let Some(rep) =
-                            self.storage.export(req.resource, Some(&kinds), n, self.now)
-                        {
+                        if let Some(rep) = self.storage.export(rid, Some(&kinds), n, self.now) {
                             self.originate_direct(*s, Request::Store(rep), Purpose::Replica(*s));
                         }
                     }
@@ -745,7 +748,7 @@ impl ChordNode {
         let k = self.config.neighbor_count;
         match self.table.predecessors.get(k.saturating_sub(1)) {
             Some(far) if self.table.predecessors.len() >= k => {
-                in_left_open(r, far.0, self.table.own.0)
+                in_left_open(r, far.to_u128(), self.table.own.to_u128())
             }
             _ => true,
         }
@@ -809,15 +812,15 @@ impl ChordNode {
                     && responder != self.table.own
                     && !self.failed.contains_key(&responder)
                 {
-                    let (start, len) = finger_range(self.table.own.0, i);
+                    let (start, len) = finger_range(self.table.own.to_u128(), i);
                     let current_valid = self
                         .table
                         .fingers
                         .get(i)
                         .copied()
                         .flatten()
-                        .is_some_and(|f| distance(start, f.0) < len);
-                    if distance(start, responder.0) < len || !current_valid {
+                        .is_some_and(|f| distance(start, f.to_u128()) < len);
+                    if distance(start, responder.to_u128()) < len || !current_valid {
                         self.table.set_finger(i, responder);
                     }
                     self.table.consider_finger(responder);
@@ -984,7 +987,7 @@ impl ChordNode {
             self.originate(
                 vec![
                     Destination::Node(b),
-                    Destination::Resource(ResourceId(own.0.wrapping_add(1))),
+                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
                 ],
                 Request::Ping,
                 Purpose::PartitionCheck,
@@ -1027,12 +1030,12 @@ impl ChordNode {
         if self.phase != Phase::Joined || self.table.successors.is_empty() {
             return;
         }
-        let own = self.table.own.0;
+        let own = self.table.own.to_u128();
         let reach = self
             .table
             .successors
             .last()
-            .map_or(0, |s| distance(own, s.0));
+            .map_or(0, |s| distance(own, s.to_u128()));
         for i in 0..FINGERS {
             let (start, len) = finger_range(own, i);
             let range_end = distance(own, start).saturating_add(len - 1);
@@ -1045,7 +1048,7 @@ impl ChordNode {
                 .get(i)
                 .copied()
                 .flatten()
-                .is_some_and(|f| distance(start, f.0) < len);
+                .is_some_and(|f| distance(start, f.to_u128()) < len);
             if valid || (!full && !self.rng.gen_bool(0.5)) {
                 continue;
             }
@@ -1140,19 +1143,19 @@ impl ChordNode {
         // The sender should know us when we belong in its neighbor table: tell it.
         if self.phase == Phase::Joined && !self.failed.contains_key(&sender) {
             let k = self.config.neighbor_count;
-            let s = sender.0;
+            let s = sender.to_u128();
             let misses_succ = !update.successors.contains(&own)
                 && (update.successors.len() < k
                     || update
                         .successors
                         .last()
-                        .is_some_and(|l| distance(s, own.0) < distance(s, l.0)));
+                        .is_some_and(|l| distance(s, own.to_u128()) < distance(s, l.to_u128())));
             let misses_pred = !update.predecessors.contains(&own)
                 && (update.predecessors.len() < k
                     || update
                         .predecessors
                         .last()
-                        .is_some_and(|l| distance(own.0, s) < distance(l.0, s)));
+                        .is_some_and(|l| distance(own.to_u128(), s) < distance(l.to_u128(), s)));
             if misses_succ || misses_pred {
                 self.updates_due.insert(sender);
             }
@@ -1202,15 +1205,15 @@ impl ChordNode {
     /// peers still known (else a bootstrap peer) and connect to it; Updates from it lead to the
     /// peers between, until the true successor is found.
     fn rejoin(&mut self) {
-        let own = self.table.own.0;
+        let own = self.table.own.to_u128();
         let mut candidates: Vec<NodeId> = self
             .table
             .known_peers()
             .into_iter()
             .chain(self.config.bootstrap.iter().copied())
-            .filter(|n| n.0 != own && !self.failed.contains_key(n))
+            .filter(|n| n.to_u128() != own && !self.failed.contains_key(n))
             .collect();
-        candidates.sort_by_key(|n| distance(own, n.0));
+        candidates.sort_by_key(|n| distance(own, n.to_u128()));
         candidates.dedup();
         if let Some(first) = candidates.first().copied() {
             self.probe(first);
@@ -1300,7 +1303,7 @@ impl ChordNode {
         let preds = &self.table.predecessors;
         for (i, p) in preds.iter().enumerate() {
             match preds.get(i + 1) {
-                Some(lower) if in_left_open(r, lower.0, p.0) => return Some(*p),
+                Some(lower) if in_left_open(r, lower.to_u128(), p.to_u128()) => return Some(*p),
                 Some(_) => {}
                 None => {
                     // Beyond the last known predecessor: only certain when the table is short
@@ -1308,7 +1311,9 @@ impl ChordNode {
                     if self.table.successors.contains(p) || preds.len() < self.config.neighbor_count
                     {
                         let ring_next = self.table.successors.last().copied();
-                        if ring_next.is_some_and(|s| in_open(r, s.0, p.0) || r == p.0) {
+                        if ring_next.is_some_and(|s| {
+                            in_open(r, s.to_u128(), p.to_u128()) || r == p.to_u128()
+                        }) {
                             return Some(*p);
                         }
                     }
@@ -1328,7 +1333,9 @@ impl ChordNode {
         let preds = self.table.predecessors.clone();
         let succs: Vec<NodeId> = self.table.successors.iter().take(2).copied().collect();
         let grew = match (self.synced_preds.first(), preds.first()) {
-            (Some(old), Some(new)) => old != new && in_open(old.0, new.0, own.0),
+            (Some(old), Some(new)) => {
+                old != new && in_open(old.to_u128(), new.to_u128(), own.to_u128())
+            }
             (Some(_), None) => true,
             (None, _) => true,
         };
@@ -1387,11 +1394,11 @@ impl ChordNode {
         let Some(far) = self.table.predecessors.get(k - 1).copied() else {
             return;
         };
-        let own = self.table.own.0;
+        let own = self.table.own.to_u128();
         let foreign: Vec<ResourceId> = self
             .storage
             .resources()
-            .filter(|r| !in_left_open(r.0, far.0, own))
+            .filter(|r| !in_left_open(r.0, far.to_u128(), own))
             .collect();
         for r in foreign {
             self.storage.remove(r);

@@ -40,8 +40,8 @@ impl RoutingTable {
         match self.predecessors.first() {
             // Alone: everything. With successors but no predecessor yet (early in a join):
             // only its own id, so that requests move on to the successor.
-            None => self.successors.is_empty() || id == self.own.0,
-            Some(p) => in_left_open(id, p.0, self.own.0),
+            None => self.successors.is_empty() || id == self.own.to_u128(),
+            Some(p) => in_left_open(id, p.to_u128(), self.own.to_u128()),
         }
     }
 
@@ -66,15 +66,15 @@ impl RoutingTable {
             return false;
         }
         let succ_ok = self.successors.len() < self.neighbor_count
-            || self
-                .successors
-                .last()
-                .is_some_and(|l| distance(self.own.0, n.0) < distance(self.own.0, l.0));
+            || self.successors.last().is_some_and(|l| {
+                distance(self.own.to_u128(), n.to_u128())
+                    < distance(self.own.to_u128(), l.to_u128())
+            });
         let pred_ok = self.predecessors.len() < self.neighbor_count
-            || self
-                .predecessors
-                .last()
-                .is_some_and(|l| distance(n.0, self.own.0) < distance(l.0, self.own.0));
+            || self.predecessors.last().is_some_and(|l| {
+                distance(n.to_u128(), self.own.to_u128())
+                    < distance(l.to_u128(), self.own.to_u128())
+            });
         succ_ok || pred_ok
     }
 
@@ -83,14 +83,14 @@ impl RoutingTable {
         if n == self.own {
             return false;
         }
-        let own = self.own.0;
+        let own = self.own.to_u128();
         let mut changed = false;
         if !self.successors.contains(&n) {
-            let d = distance(own, n.0);
+            let d = distance(own, n.to_u128());
             let pos = self
                 .successors
                 .iter()
-                .position(|s| distance(own, s.0) > d)
+                .position(|s| distance(own, s.to_u128()) > d)
                 .unwrap_or(self.successors.len());
             if pos < self.neighbor_count {
                 self.successors.insert(pos, n);
@@ -99,11 +99,11 @@ impl RoutingTable {
             }
         }
         if !self.predecessors.contains(&n) {
-            let d = distance(n.0, own);
+            let d = distance(n.to_u128(), own);
             let pos = self
                 .predecessors
                 .iter()
-                .position(|p| distance(p.0, own) > d)
+                .position(|p| distance(p.to_u128(), own) > d)
                 .unwrap_or(self.predecessors.len());
             if pos < self.neighbor_count {
                 self.predecessors.insert(pos, n);
@@ -121,15 +121,15 @@ impl RoutingTable {
         if n == self.own {
             return;
         }
-        let d = distance(self.own.0, n.0);
+        let d = distance(self.own.to_u128(), n.to_u128());
         // Finger i's range is [2^(127-i), 2^(128-i)): i = leading zeros of d.
         let i = d.leading_zeros() as usize;
         if i >= FINGERS {
             return;
         }
         let valid = |f: NodeId| {
-            let (start, len) = finger_range(self.own.0, i);
-            distance(start, f.0) < len
+            let (start, len) = finger_range(self.own.to_u128(), i);
+            distance(start, f.to_u128()) < len
         };
         match self.fingers.get(i).copied().flatten() {
             Some(f) if valid(f) => {}
@@ -205,7 +205,7 @@ impl RoutingTable {
     /// peer with the largest id in `(own, k)`; otherwise the smallest id after `k`. Peers in
     /// `exclude` (the via list: loop avoidance) are skipped.
     pub fn next_hop(&self, k: u128, exclude: &[NodeId]) -> Option<NodeId> {
-        let own = self.own.0;
+        let own = self.own.to_u128();
         let mut best_preceding: Option<(u128, NodeId)> = None;
         let mut best_following: Option<(u128, NodeId)> = None;
         let candidates = self
@@ -217,16 +217,16 @@ impl RoutingTable {
             if c == self.own || exclude.contains(&c) {
                 continue;
             }
-            if c.0 == k {
+            if c.to_u128() == k {
                 return Some(c);
             }
-            if in_open(c.0, own, k) {
-                let d = distance(own, c.0);
+            if in_open(c.to_u128(), own, k) {
+                let d = distance(own, c.to_u128());
                 if best_preceding.map_or(true, |(bd, _)| d > bd) {
                     best_preceding = Some((d, c));
                 }
             } else {
-                let d = distance(k, c.0);
+                let d = distance(k, c.to_u128());
                 if best_following.map_or(true, |(bd, _)| d < bd) {
                     best_following = Some((d, c));
                 }
@@ -241,9 +241,9 @@ mod tests {
     use super::*;
 
     fn table(own: u128, peers: &[u128]) -> RoutingTable {
-        let mut t = RoutingTable::new(NodeId(own), 3);
+        let mut t = RoutingTable::new(NodeId::from_u128(own), 3);
         for p in peers {
-            t.insert_neighbor(NodeId(*p));
+            t.insert_neighbor(NodeId::from_u128(*p));
         }
         t
     }
@@ -251,22 +251,36 @@ mod tests {
     #[test]
     fn neighbors_sorted_nearest_first_and_bounded() {
         let t = table(100, &[300, 150, 90, 10, 200, 99, 50]);
-        assert_eq!(t.successors, vec![NodeId(150), NodeId(200), NodeId(300)]);
-        assert_eq!(t.predecessors, vec![NodeId(99), NodeId(90), NodeId(50)]);
+        assert_eq!(
+            t.successors,
+            vec![
+                NodeId::from_u128(150),
+                NodeId::from_u128(200),
+                NodeId::from_u128(300)
+            ]
+        );
+        assert_eq!(
+            t.predecessors,
+            vec![
+                NodeId::from_u128(99),
+                NodeId::from_u128(90),
+                NodeId::from_u128(50)
+            ]
+        );
         assert!(t.is_responsible(100));
         assert!(!t.is_responsible(99));
         assert!(!t.is_responsible(101));
-        assert!(t.improves_neighbors(NodeId(120)));
-        assert!(!t.improves_neighbors(NodeId(400)));
-        assert!(!t.improves_neighbors(NodeId(20)));
+        assert!(t.improves_neighbors(NodeId::from_u128(120)));
+        assert!(!t.improves_neighbors(NodeId::from_u128(400)));
+        assert!(!t.improves_neighbors(NodeId::from_u128(20)));
     }
 
     #[test]
     fn neighbors_wrap_around_zero() {
         let t = table(5, &[u128::MAX - 1, 7, u128::MAX, 3]);
-        assert_eq!(t.successors[0], NodeId(7));
-        assert_eq!(t.predecessors[0], NodeId(3));
-        assert_eq!(t.predecessors[1], NodeId(u128::MAX));
+        assert_eq!(t.successors[0], NodeId::from_u128(7));
+        assert_eq!(t.predecessors[0], NodeId::from_u128(3));
+        assert_eq!(t.predecessors[1], NodeId::from_u128(u128::MAX));
         assert!(t.is_responsible(4));
         assert!(!t.is_responsible(3));
         assert!(!t.is_responsible(6));
@@ -275,26 +289,29 @@ mod tests {
     #[test]
     fn greedy_next_hop() {
         let mut t = table(100, &[150, 200, 90]);
-        t.consider_finger(NodeId(1000));
-        t.consider_finger(NodeId(1 << 100));
+        t.consider_finger(NodeId::from_u128(1000));
+        t.consider_finger(NodeId::from_u128(1 << 100));
         // Closest preceding 1100 is 1000.
-        assert_eq!(t.next_hop(1100, &[]), Some(NodeId(1000)));
+        assert_eq!(t.next_hop(1100, &[]), Some(NodeId::from_u128(1000)));
         // 170 lies between 150 and 200: closest preceding is 150.
-        assert_eq!(t.next_hop(170, &[]), Some(NodeId(150)));
+        assert_eq!(t.next_hop(170, &[]), Some(NodeId::from_u128(150)));
         // 120: nothing in (100, 120), so the smallest id after it: 150.
-        assert_eq!(t.next_hop(120, &[]), Some(NodeId(150)));
+        assert_eq!(t.next_hop(120, &[]), Some(NodeId::from_u128(150)));
         // An exact id is routed to directly.
-        assert_eq!(t.next_hop(200, &[]), Some(NodeId(200)));
+        assert_eq!(t.next_hop(200, &[]), Some(NodeId::from_u128(200)));
         // Excluded peers are skipped.
-        assert_eq!(t.next_hop(1100, &[NodeId(1000)]), Some(NodeId(200)));
+        assert_eq!(
+            t.next_hop(1100, &[NodeId::from_u128(1000)]),
+            Some(NodeId::from_u128(200))
+        );
     }
 
     #[test]
     fn remove_clears_everywhere() {
         let mut t = table(100, &[150, 200, 90]);
-        t.consider_finger(NodeId(150));
-        assert!(t.remove(NodeId(150)));
-        assert!(!t.known_peers().contains(&NodeId(150)));
-        assert!(!t.remove(NodeId(150)));
+        t.consider_finger(NodeId::from_u128(150));
+        assert!(t.remove(NodeId::from_u128(150)));
+        assert!(!t.known_peers().contains(&NodeId::from_u128(150)));
+        assert!(!t.remove(NodeId::from_u128(150)));
     }
 }

@@ -11,29 +11,25 @@
 //! Data models: single value, array and dictionary (RFC 6940 §7.2). The tracker's two kinds
 //! (protocols.md §3) are dictionaries keyed by the connection tracker's Node-ID.
 
-use crate::overlay::chord::id::{NodeId, ResourceId};
-use crate::overlay::chord::message::ErrorCode;
+use crate::overlay::chord::id::ResourceId;
+use crate::overlay::wire::ErrorCode;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
 
-/// RFC 6940 §7.2 Kind-ID.
-pub type KindId = u32;
+use crate::overlay::wire::Signature;
+pub use crate::overlay::wire::{
+    ArrayRange, DataModel, DataValue, FetchAns, FetchKindResponse, FetchReq, KindId, MetaData,
+    MetaDataValue, ModelSpecifier, StatAns, StatKindResponse, StatReq, StoreAns, StoreKindData,
+    StoreKindResponse, StoreReq, StoredData, StoredDataSpecifier, StoredDataValue, StoredMetaData,
+};
 
 /// protocols.md §3: the CONTENT-REGISTRATION kind (dictionary keyed by connection tracker).
-pub const KIND_CONTENT_REGISTRATION: KindId = 0xf000_0101;
+pub const KIND_CONTENT_REGISTRATION: KindId = KindId(0xf000_0101);
 /// protocols.md §3: the PEER-STATUS kind (dictionary keyed by connection tracker).
-pub const KIND_PEER_STATUS: KindId = 0xf000_0102;
+pub const KIND_PEER_STATUS: KindId = KindId(0xf000_0102);
 
 /// RFC 6940 §7.4.1.1: the array index that appends.
 pub const ARRAY_APPEND: u32 = 0xffff_ffff;
-
-/// RFC 6940 §7.2 data models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataModel {
-    SingleValue,
-    Array,
-    Dictionary,
-}
 
 /// What a node knows about a kind (from the overlay configuration, RFC 6940 §11.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,165 +42,25 @@ pub struct KindDef {
     pub max_size: u32,
 }
 
-/// RFC 6940 §7.2 DataValue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataValue {
-    pub exists: bool,
-    pub value: Vec<u8>,
-}
-
-/// RFC 6940 §7.2 StoredDataValue, by data model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoredDataValue {
-    Single(DataValue),
-    Array { index: u32, value: DataValue },
-    Dictionary { key: Vec<u8>, value: DataValue },
-}
-
-impl StoredDataValue {
-    fn model(&self) -> DataModel {
-        match self {
-            StoredDataValue::Single(_) => DataModel::SingleValue,
-            StoredDataValue::Array { .. } => DataModel::Array,
-            StoredDataValue::Dictionary { .. } => DataModel::Dictionary,
-        }
-    }
-    fn data(&self) -> &DataValue {
-        match self {
-            StoredDataValue::Single(v) => v,
-            StoredDataValue::Array { value, .. } => value,
-            StoredDataValue::Dictionary { value, .. } => value,
-        }
+fn model_of(v: &StoredDataValue) -> DataModel {
+    match v {
+        StoredDataValue::Single(_) => DataModel::SingleValue,
+        StoredDataValue::Array { .. } => DataModel::Array,
+        StoredDataValue::Dictionary { .. } => DataModel::Dictionary,
     }
 }
 
-/// RFC 6940 §7.2 StoredData (without the signature).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredData {
-    /// Milliseconds since the UNIX epoch, set by the writer.
-    pub storage_time: u64,
-    /// Seconds.
-    pub lifetime: u32,
-    pub value: StoredDataValue,
+fn data_of(v: &StoredDataValue) -> &DataValue {
+    match v {
+        StoredDataValue::Single(v) => v,
+        StoredDataValue::Array { value, .. } => value,
+        StoredDataValue::Dictionary { value, .. } => value,
+    }
 }
 
-/// RFC 6940 §7.4.1.1 StoreKindData.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreKindData {
-    pub kind: KindId,
-    pub generation_counter: u64,
-    pub values: Vec<StoredData>,
-}
-
-/// RFC 6940 §7.4.1.1 StoreReq.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreReq {
-    pub resource: ResourceId,
-    /// 0 for an original store, 1.. for replica and migration stores.
-    pub replica_number: u8,
-    pub kind_data: Vec<StoreKindData>,
-}
-
-/// RFC 6940 §7.4.1.2 StoreKindResponse.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreKindResponse {
-    pub kind: KindId,
-    pub generation_counter: u64,
-    pub replicas: Vec<NodeId>,
-}
-
-/// RFC 6940 §7.4.1.2 StoreAns.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct StoreAns {
-    pub kind_responses: Vec<StoreKindResponse>,
-}
-
-/// RFC 6940 §7.4.2.1 ArrayRange (inclusive; `0xffffffff` means the last element).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArrayRange {
-    pub first: u32,
-    pub last: u32,
-}
-
-/// RFC 6940 §7.4.2.1 model_specifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ModelSpecifier {
-    SingleValue,
-    Array(Vec<ArrayRange>),
-    /// No keys: wildcard, every entry.
-    Dictionary(Vec<Vec<u8>>),
-}
-
-/// RFC 6940 §7.4.2.1 StoredDataSpecifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredDataSpecifier {
-    pub kind: KindId,
-    pub generation: u64,
-    pub model: ModelSpecifier,
-}
-
-/// RFC 6940 §7.4.2.1 FetchReq.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FetchReq {
-    pub resource: ResourceId,
-    pub specifiers: Vec<StoredDataSpecifier>,
-}
-
-/// RFC 6940 §7.4.2.2 FetchKindResponse.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FetchKindResponse {
-    pub kind: KindId,
-    pub generation: u64,
-    pub values: Vec<StoredData>,
-}
-
-/// RFC 6940 §7.4.2.2 FetchAns.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct FetchAns {
-    pub kind_responses: Vec<FetchKindResponse>,
-}
-
-/// RFC 6940 §7.4.3.1: a StatReq is identical to a FetchReq.
-pub type StatReq = FetchReq;
-
-/// RFC 6940 §7.4.3.2 MetaData (hash algorithm: SHA-1, TLS HashAlgorithm 2).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaData {
-    pub exists: bool,
-    pub value_length: u32,
-    pub hash_algorithm: u8,
-    pub hash_value: Vec<u8>,
-}
-
-/// Where a MetaData entry sits in its data model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetaDataValue {
-    Single(MetaData),
-    Array { index: u32, value: MetaData },
-    Dictionary { key: Vec<u8>, value: MetaData },
-}
-
-/// RFC 6940 §7.4.3.2 StoredMetaData.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredMetaData {
-    pub value_length: u32,
-    pub storage_time: u64,
-    pub lifetime: u32,
-    pub metadata: MetaDataValue,
-}
-
-/// RFC 6940 §7.4.3.2 StatKindResponse.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatKindResponse {
-    pub kind: KindId,
-    pub generation: u64,
-    pub values: Vec<StoredMetaData>,
-}
-
-/// RFC 6940 §7.4.3.2 StatAns.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct StatAns {
-    pub kind_responses: Vec<StatKindResponse>,
+/// The ring position of a wire Resource-ID; Chord-RELOAD ids are exactly 16 bytes.
+pub fn ring_resource(r: &crate::overlay::wire::ResourceId) -> Option<ResourceId> {
+    r.as_node_id().map(|n| ResourceId(n.to_u128()))
 }
 
 /// Why a storage operation failed; each maps onto one RELOAD error code.
@@ -289,6 +145,7 @@ impl Held {
             storage_time: self.data.storage_time,
             lifetime: self.remaining_lifetime(now),
             value: self.data.value.clone(),
+            signature: self.data.signature.clone(),
         }
     }
 }
@@ -341,6 +198,9 @@ impl Storage {
     /// accepted as a repeat (retransmission, repeated replication) and changes nothing.
     pub fn store(&mut self, req: &StoreReq, now: u64) -> Result<StoreAns, StorageError> {
         let replica = req.replica_number != 0;
+        let Some(rid) = ring_resource(&req.resource) else {
+            return Err(StorageError::InvalidMessage("resource id is not 16 bytes"));
+        };
         // Checks first; nothing changes until every check passed.
         let unknown: Vec<KindId> = req
             .kind_data
@@ -356,11 +216,10 @@ impl Storage {
                 return Err(StorageError::InvalidMessage("kind repeated in one store"));
             }
         }
-        if !self.resources.contains_key(&req.resource) && self.resources.len() >= self.max_resources
-        {
+        if !self.resources.contains_key(&rid) && self.resources.len() >= self.max_resources {
             return Err(StorageError::DataTooLarge);
         }
-        let existing = self.resources.get(&req.resource);
+        let existing = self.resources.get(&rid);
         let mut too_low = false;
         for kd in &req.kind_data {
             let Some(def) = self.kinds.get(&kd.kind) else {
@@ -385,12 +244,12 @@ impl Storage {
             }
             let mut new_slots = 0usize;
             for (vi, v) in kd.values.iter().enumerate() {
-                if v.value.model() != def.model {
+                if model_of(&v.value) != def.model {
                     return Err(StorageError::InvalidMessage(
                         "value of the wrong data model",
                     ));
                 }
-                if v.value.data().value.len() > def.max_size as usize {
+                if data_of(&v.value).value.len() > def.max_size as usize {
                     return Err(StorageError::DataTooLarge);
                 }
                 let slot = match &v.value {
@@ -453,7 +312,7 @@ impl Storage {
         }
 
         // Apply.
-        let resource = self.resources.entry(req.resource).or_default();
+        let resource = self.resources.entry(rid).or_default();
         let mut ans = StoreAns::default();
         for kd in &req.kind_data {
             let entry = resource.entry(kd.kind).or_default();
@@ -494,7 +353,7 @@ impl Storage {
         }
         resource.retain(|_, e| !e.values.is_empty());
         if resource.is_empty() {
-            self.resources.remove(&req.resource);
+            self.resources.remove(&rid);
         }
         Ok(ans)
     }
@@ -503,12 +362,12 @@ impl Storage {
     /// synthetic nonexistent values; a matching generation answers no values.
     pub fn fetch(&self, req: &FetchReq, now: u64) -> Result<FetchAns, StorageError> {
         self.check_kinds(req)?;
+        let Some(rid) = ring_resource(&req.resource) else {
+            return Err(StorageError::InvalidMessage("resource id is not 16 bytes"));
+        };
         let mut ans = FetchAns::default();
         for spec in &req.specifiers {
-            let entry = self
-                .resources
-                .get(&req.resource)
-                .and_then(|r| r.get(&spec.kind));
+            let entry = self.resources.get(&rid).and_then(|r| r.get(&spec.kind));
             let generation = entry.map_or(0, |e| e.generation);
             let mut values = Vec::new();
             if spec.generation == 0 || spec.generation != generation {
@@ -662,7 +521,7 @@ impl Storage {
             return None;
         }
         Some(StoreReq {
-            resource,
+            resource: resource.to_wire(),
             replica_number: replica_number.max(1),
             kind_data,
         })
@@ -700,6 +559,7 @@ fn synthetic(slot: &Slot) -> StoredData {
     StoredData {
         storage_time: 0,
         lifetime: 0,
+        signature: Signature::placeholder(),
         value: match slot {
             Slot::Single => StoredDataValue::Single(none),
             Slot::Index(i) => StoredDataValue::Array {

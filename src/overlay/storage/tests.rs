@@ -1,11 +1,16 @@
 //! Store / Fetch / Stat semantics of RFC 6940 §7.4.
 
 use super::*;
+use crate::overlay::wire::Signature;
 
 const DICT: KindId = KIND_CONTENT_REGISTRATION;
-const SINGLE: KindId = 7;
-const ARRAY: KindId = 8;
+const SINGLE: KindId = KindId(7);
+const ARRAY: KindId = KindId(8);
 const R: ResourceId = ResourceId(42);
+
+fn wire(r: ResourceId) -> crate::overlay::wire::ResourceId {
+    r.to_wire()
+}
 
 fn storage() -> Storage {
     let mut config = StorageConfig::default();
@@ -29,6 +34,7 @@ fn dict_value(key: &str, value: &str, storage_time: u64, lifetime: u32) -> Store
     StoredData {
         storage_time,
         lifetime,
+        signature: Signature::placeholder(),
         value: StoredDataValue::Dictionary {
             key: key.as_bytes().to_vec(),
             value: DataValue {
@@ -41,7 +47,7 @@ fn dict_value(key: &str, value: &str, storage_time: u64, lifetime: u32) -> Store
 
 fn store_dict(generation: u64, values: Vec<StoredData>) -> StoreReq {
     StoreReq {
-        resource: R,
+        resource: wire(R),
         replica_number: 0,
         kind_data: vec![StoreKindData {
             kind: DICT,
@@ -55,7 +61,7 @@ fn fetch_all(s: &Storage, now: u64) -> Vec<StoredData> {
     let ans = s
         .fetch(
             &FetchReq {
-                resource: R,
+                resource: wire(R),
                 specifiers: vec![StoredDataSpecifier {
                     kind: DICT,
                     generation: 0,
@@ -186,10 +192,13 @@ fn lifetime_expiry_and_export_reduce_lifetime() {
 fn unknown_kind_wrong_model_and_limits() {
     let mut s = storage();
     let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
-    req.kind_data[0].kind = 999;
-    assert_eq!(s.store(&req, 0), Err(StorageError::UnknownKind(vec![999])));
+    req.kind_data[0].kind = KindId(999);
+    assert_eq!(
+        s.store(&req, 0),
+        Err(StorageError::UnknownKind(vec![KindId(999)]))
+    );
     let single = StoreReq {
-        resource: R,
+        resource: wire(R),
         replica_number: 0,
         kind_data: vec![StoreKindData {
             kind: SINGLE,
@@ -206,11 +215,11 @@ fn unknown_kind_wrong_model_and_limits() {
     // Resource limit: 4 resources.
     for r in 0..4u128 {
         let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
-        req.resource = ResourceId(1000 + r);
+        req.resource = wire(ResourceId(1000 + r));
         s.store(&req, 0).unwrap();
     }
     let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
-    req.resource = ResourceId(5000);
+    req.resource = wire(ResourceId(5000));
     assert_eq!(s.store(&req, 0), Err(StorageError::DataTooLarge));
 }
 
@@ -222,7 +231,7 @@ fn single_and_array_models_and_stat() {
         value: v.as_bytes().to_vec(),
     };
     let req = StoreReq {
-        resource: R,
+        resource: wire(R),
         replica_number: 0,
         kind_data: vec![
             StoreKindData {
@@ -231,6 +240,7 @@ fn single_and_array_models_and_stat() {
                 values: vec![StoredData {
                     storage_time: 1,
                     lifetime: 60,
+                    signature: Signature::placeholder(),
                     value: StoredDataValue::Single(value("abc")),
                 }],
             },
@@ -241,6 +251,7 @@ fn single_and_array_models_and_stat() {
                     StoredData {
                         storage_time: 1,
                         lifetime: 60,
+                        signature: Signature::placeholder(),
                         value: StoredDataValue::Array {
                             index: 2,
                             value: value("foo"),
@@ -249,6 +260,7 @@ fn single_and_array_models_and_stat() {
                     StoredData {
                         storage_time: 1,
                         lifetime: 60,
+                        signature: Signature::placeholder(),
                         value: StoredDataValue::Array {
                             index: ARRAY_APPEND,
                             value: value("bar"),
@@ -260,7 +272,7 @@ fn single_and_array_models_and_stat() {
     };
     s.store(&req, 0).unwrap();
     let fetch = FetchReq {
-        resource: R,
+        resource: wire(R),
         specifiers: vec![
             StoredDataSpecifier {
                 kind: SINGLE,
