@@ -17,12 +17,15 @@ use rand::Rng;
 
 const UPDATE_INTERVAL_MS: u64 = 30_000;
 
+/// The 256-node runs pass one message in 8 through the wire codec (every message doubles a
+/// debug-build run's time); the smaller runs pass every message.
 fn config(seed: u64) -> SimConfig {
     SimConfig {
         seed,
         min_latency_ms: 5,
         max_latency_ms: 40,
         loss: 0.0,
+        wire_sample: 8,
         chord: ChordConfig {
             request_timeout_ms: 1_000,
             update_interval_ms: UPDATE_INTERVAL_MS,
@@ -36,7 +39,11 @@ fn config(seed: u64) -> SimConfig {
 
 /// `n` nodes joining one after another, each through a random node already on the ring.
 fn build_ring(seed: u64, n: usize) -> Sim {
-    let mut sim = Sim::new(config(seed));
+    let mut cfg = config(seed);
+    if n < 100 {
+        cfg.wire_sample = 1;
+    }
+    let mut sim = Sim::new(cfg);
     let first = sim.add_node();
     let op = sim.local(first, LocalRequest::CreateOverlay);
     assert!(sim.run_until_complete(&[op], 1_000));
@@ -127,11 +134,14 @@ fn ring_of_256_sequential_joins_is_correct() {
     sim.run_for(UPDATE_INTERVAL_MS);
     assert!(sim.ring_errors(3).is_empty());
     println!(
-        "256 joins: {} messages, {} events, simulated {} s",
+        "256 joins: {} messages ({} through the wire codec), {} events, simulated {} s",
         sim.stats().messages_sent,
+        sim.stats().wire_checked,
         sim.stats().events,
         sim.now() / 1000
     );
+    assert!(sim.stats().wire_checked >= sim.stats().messages_sent / 8);
+    assert_eq!(sim.stats().wire_mismatches, 0);
 }
 
 #[test]
@@ -236,6 +246,7 @@ fn crash_of_a_fifth_of_the_ring_is_repaired_without_losing_data() {
             sim.ring_errors(3).len()
         );
     }
+    assert_eq!(sim.stats().wire_mismatches, 0);
     println!(
         "crash of {target}/{n} nodes: ring and 3 replicas of {} values repaired within {rounds} update rounds ({} s simulated)",
         stored.len(),
@@ -326,6 +337,9 @@ fn same_seed_same_run() {
             sim.crash(v);
         }
         sim.run_for(3 * UPDATE_INTERVAL_MS);
+        // Every message that reached a live node went through the wire codec unchanged.
+        assert!(sim.stats().wire_checked > sim.stats().messages_sent * 9 / 10);
+        assert_eq!(sim.stats().wire_mismatches, 0);
         (sim.trace_hash(), sim.stats().clone(), mean.to_bits(), max)
     };
     let a = run(21);
@@ -340,6 +354,7 @@ fn same_seed_same_run() {
 fn lossy_network_still_answers_lookups() {
     let mut cfg = config(16);
     cfg.loss = 0.02;
+    cfg.wire_sample = 1;
     let mut sim = Sim::new(cfg);
     let first = sim.add_node();
     sim.local(first, LocalRequest::CreateOverlay);

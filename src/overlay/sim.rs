@@ -3,14 +3,20 @@
 //! TCP), configurable loss and crashes (a node and all its links vanish at once; its linked
 //! peers see their links go down).
 //!
-//! Messages travel as typed values (`chord::Message`), not through the wire codec. The same
-//! seed gives the same run: every processed event is folded into a trace hash that tests
-//! compare.
+//! Messages travel as typed values (`chord::Message`); by default every one of them is also
+//! encoded to RELOAD bytes with the wire codec, decoded and converted back
+//! ([`crate::overlay::chord::codec::through_bytes`]), and the decoded copy is delivered, so the
+//! simulation exercises the codec on real traffic (`SimConfig::wire_sample` thins that out).
+//! The same seed gives the same run: every processed event is folded into a trace hash that
+//! tests compare.
 
+use crate::overlay::chord::codec;
 use crate::overlay::chord::{
     Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, Message, NodeId, OpId,
     ResourceId, Timer,
 };
+use crate::overlay::storage::{DataModel, KindId};
+use crate::overlay::wire::{OverlayHash, WireConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::{Ordering, Reverse};
@@ -34,6 +40,9 @@ pub struct SimConfig {
     pub loss: f64,
     /// Configuration of every node.
     pub chord: ChordConfig,
+    /// Pass one message in `wire_sample` through the RELOAD wire codec (encode to bytes,
+    /// decode, convert back) and deliver the decoded copy; 1 = every message, 0 = none.
+    pub wire_sample: u64,
 }
 
 impl Default for SimConfig {
@@ -44,6 +53,7 @@ impl Default for SimConfig {
             max_latency_ms: 40,
             loss: 0.0,
             chord: ChordConfig::default(),
+            wire_sample: 1,
         }
     }
 }
@@ -98,6 +108,9 @@ struct SimNode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimStats {
     pub messages_sent: u64,
+    /// Messages passed through the wire codec, and how many came back different or failed.
+    pub wire_checked: u64,
+    pub wire_mismatches: u64,
     pub messages_lost: u64,
     pub events: u64,
 }
@@ -120,11 +133,20 @@ pub struct Sim {
     op_transaction: HashMap<OpId, (NodeId, u64)>,
     trace: TraceHasher,
     stats: SimStats,
+    wire_config: WireConfig,
+    kind_models: Vec<(KindId, DataModel)>,
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
+        let kind_models = config
+            .chord
+            .storage
+            .kinds
+            .iter()
+            .map(|k| (k.id, k.model))
+            .collect();
         Sim {
             config,
             now: 0,
@@ -140,6 +162,8 @@ impl Sim {
             op_transaction: HashMap::default(),
             trace: foldhash::fast::FixedState::with_seed(0x5eed).build_hasher(),
             stats: SimStats::default(),
+            wire_config: WireConfig::new(OverlayHash::of_name("sim.overlay.invalid")),
+            kind_models,
         }
     }
 
@@ -315,6 +339,20 @@ impl Sim {
             self.stats.messages_lost += 1;
             return;
         }
+        let message = if self.config.wire_sample > 0
+            && self.stats.messages_sent % self.config.wire_sample == 0
+        {
+            self.stats.wire_checked += 1;
+            match codec::through_bytes(&message, from, &self.wire_config, &self.kind_models) {
+                Ok(decoded) if decoded == message => decoded,
+                _ => {
+                    self.stats.wire_mismatches += 1;
+                    message
+                }
+            }
+        } else {
+            message
+        };
         let clock = self.link_clock.entry((i, j)).or_insert(0);
         let at = (self.now + latency).max(*clock);
         *clock = at;

@@ -6,6 +6,7 @@
 //! - [`table`]: neighbor and finger tables and greedy next-hop choice.
 //! - [`node`]: one peer: routing, joining, updates, failure handling, replication.
 
+pub mod codec;
 pub mod id;
 pub mod message;
 pub mod node;

@@ -543,14 +543,15 @@ impl ChordNode {
             return;
         }
         message.ttl -= 1;
-        if message.is_request() {
-            // Symmetric recursive routing: remember the previous hop in the via list.
-            if message.via.len() >= usize::from(INITIAL_TTL) {
-                self.answer_error(from, &message, ErrorCode::TtlExceeded);
-                return;
-            }
-            message.via.push(from);
+        // Symmetric recursive routing: remember the previous hop in the via list. A request
+        // needs it for the way back; on a response it keeps the responder as the first entry
+        // (RFC 6940 §6.1.2 leaves responses' via lists to the relay), which is how a receiver
+        // of the encoded message learns who answered.
+        if message.via.len() >= usize::from(INITIAL_TTL) {
+            self.answer_error(from, &message, ErrorCode::TtlExceeded);
+            return;
         }
+        message.via.push(from);
         match self.next_hop_excluding(d, &message.via, message.sender, from) {
             Some(hop) if hop != from || !message.is_request() => {
                 self.actions.push(Action::Send { to: hop, message });
