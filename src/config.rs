@@ -35,6 +35,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub overlay: crate::overlay::config::OverlayConfig,
 }
 
 /// `[server]`: worker threads and the I/O back-end.
@@ -328,6 +329,7 @@ impl Config {
         )?;
 
         check_addr("admin.listen", &self.admin.listen)?;
+        self.overlay.validate().map_err(ConfigError::new)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::new("log.level must not be empty"));
         }

@@ -2,6 +2,8 @@
 //! the storage layer.
 
 pub mod chord;
+pub mod config;
 pub mod sim;
 pub mod storage;
+pub mod transport;
 pub mod wire;

@@ -31,6 +31,8 @@ pub(crate) struct AdminState {
     pub runtimes: OnceLock<Vec<Arc<RuntimeStats>>>,
     /// Every bound listener, by name.
     pub listeners: OnceLock<Vec<(String, SocketAddr)>>,
+    /// The RELOAD overlay thread, when `overlay.enabled`.
+    pub overlay: Option<Arc<crate::overlay::transport::OverlayHandle>>,
 }
 
 impl AdminState {
@@ -40,11 +42,15 @@ impl AdminState {
             .get()
             .map(|r| r.iter().map(Arc::as_ref).collect())
             .unwrap_or_default();
-        self.metrics.render(&ScrapeContext {
+        let mut text = self.metrics.render(&ScrapeContext {
             counts: self.engine.counts(),
             uptime: self.started.elapsed(),
             runtimes: &runtimes,
-        })
+        });
+        if let Some(o) = &self.overlay {
+            text.push_str(&o.metrics_text());
+        }
+        text
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -58,7 +64,7 @@ impl AdminState {
                     .collect()
             })
             .unwrap_or_default();
-        serde_json::json!({
+        let mut status = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "workers": self.workers,
@@ -66,7 +72,11 @@ impl AdminState {
             "peers": counts.peers,
             "swarms": counts.swarms,
             "listeners": listeners,
-        })
+        });
+        if let (Some(o), Some(map)) = (&self.overlay, status.as_object_mut()) {
+            map.insert("overlay".to_owned(), o.status_json());
+        }
+        status
     }
 }
 
@@ -99,8 +109,8 @@ impl StreamWorker for AdminWorker {
                 }
                 Framed::Request {
                     head,
+                    body,
                     consumed: used,
-                    ..
                 } => {
                     if used == 0 || used > rest.len() {
                         return StreamStep {
@@ -110,7 +120,18 @@ impl StreamWorker for AdminWorker {
                     }
                     consumed += used;
                     let keep = head.keep_alive;
+                    let overlay = crate::overlay::transport::http::serve(
+                        self.0.overlay.as_deref(),
+                        head.method,
+                        head.path,
+                        body,
+                    );
                     match (head.method, head.path) {
+                        _ if overlay.is_some() => {
+                            if let Some(a) = overlay {
+                                http::write_response(out, a.status, a.content_type, &a.body, keep);
+                            }
+                        }
                         ("GET", "/metrics") => {
                             let text = self.0.metrics_text();
                             http::write_response(

@@ -118,7 +118,15 @@ impl Server {
             .find(|(name, _)| name == PPSTP_LISTENER)
             .map(|(_, addr)| addr);
 
+        let overlay = if config.overlay.enabled {
+            let o = crate::overlay::transport::OverlayHandle::start(&config.overlay)
+                .context("starting the overlay")?;
+            Some(Arc::new(o))
+        } else {
+            None
+        };
         let state = Arc::new(AdminState {
+            overlay,
             engine,
             metrics,
             started: Instant::now(),
@@ -210,7 +218,15 @@ impl Server {
         self.stop();
     }
 
+    /// The overlay, when enabled.
+    pub fn overlay(&self) -> Option<&Arc<crate::overlay::transport::OverlayHandle>> {
+        self.state.overlay.as_ref()
+    }
+
     fn stop(&mut self) {
+        if let Some(o) = &self.state.overlay {
+            o.shutdown();
+        }
         if let Some(mut admin) = self.admin.take() {
             admin.shutdown();
         }

@@ -1,0 +1,298 @@
+//! `[overlay]`: the RELOAD overlay that joins tracker nodes (RFC 6940), disabled by default.
+//!
+//! Where RFC 6940 §11.1 names a configuration element, the key is that element's name with
+//! `_` for `-`; the mapping is in each field's documentation. Keys without an RFC element are
+//! this implementation's own (addresses, link limits).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::overlay::wire::{NodeId, DEFAULT_INITIAL_TTL, DEFAULT_MAX_MESSAGE_SIZE, NODE_ID_LEN};
+
+/// The overlay section of the tracker's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlayConfig {
+    /// Start the overlay thread.
+    pub enabled: bool,
+    /// RFC 6940 §11.1 `instance-name`: the overlay's name; its SHA-1 gives the forwarding
+    /// header's overlay hash (§6.3.2), so nodes with different names reject each other.
+    pub instance_name: String,
+    /// Address of the RELOAD TCP listener (RFC 6940 §6.6.5 framing over TCP), `IP:PORT`.
+    pub listen: String,
+    /// The address other nodes connect to, sent as the host candidate in Attach (§6.5.1);
+    /// empty = `listen`.
+    pub advertised: String,
+    /// RFC 6940 §11.1 `bootstrap-node` elements: `IP:PORT` of nodes to join through. A node
+    /// that reaches none of them (or has none) creates the overlay.
+    pub bootstrap: Vec<String>,
+    /// This node's Node-ID, 32 hex digits; empty = derived from `node_id_seed`.
+    pub node_id: String,
+    /// NodeId = first 16 bytes of SHA-1(seed) (the Chord-RELOAD hash, §10.2); empty = the
+    /// advertised address as text.
+    pub node_id_seed: String,
+    /// RFC 6940 §11.1 `chord-update-interval` (§10.7.4.1), seconds.
+    pub chord_update_interval_secs: u64,
+    /// RFC 6940 §11.1 `chord-ping-interval` (§10.7.4.2, finger refresh), seconds.
+    pub chord_ping_interval_secs: u64,
+    /// RFC 6940 §11.1 `overlay-reliability-timer` (§6.2.1): first end-to-end retransmission
+    /// timeout, milliseconds (doubles per attempt).
+    pub overlay_reliability_timer_ms: u64,
+    /// End-to-end retransmissions before a request fails (§6.2.1 allows up to 4).
+    pub max_retransmissions: u32,
+    /// RFC 6940 §10.7.1 hold-down after a successor is replaced before replicas move, ms.
+    pub replica_holddown_ms: u64,
+    /// RFC 6940 §11.1 `max-message-size`: longer messages and frames are refused.
+    pub max_message_size: u32,
+    /// RFC 6940 §11.1 `initial-ttl` (§6.3.2).
+    pub initial_ttl: u8,
+    /// A data frame not acknowledged within this many ms fails the link (§6.6.2 acks).
+    pub link_ack_timeout_ms: u64,
+    /// Bytes queued for one link beyond which the link is failed instead of buffering more.
+    pub max_link_queued_bytes: usize,
+    /// Most open links (inbound + outbound); more inbound connections are refused.
+    pub max_links: usize,
+    /// How long a routed Attach to learn a peer's address may take before the peer counts
+    /// as unreachable, ms.
+    pub attach_timeout_ms: u64,
+    /// Lifetime of values stored through `PUT /overlay/value/...`, seconds.
+    pub value_lifetime_secs: u32,
+    /// How long an admin request waits for the overlay's answer, ms.
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        OverlayConfig {
+            enabled: false,
+            instance_name: "ppsp-tracker.overlay".to_owned(),
+            listen: "127.0.0.1:6084".to_owned(),
+            advertised: String::new(),
+            bootstrap: Vec::new(),
+            node_id: String::new(),
+            node_id_seed: String::new(),
+            chord_update_interval_secs: 600,
+            chord_ping_interval_secs: 3600,
+            overlay_reliability_timer_ms: 3000,
+            max_retransmissions: 3,
+            replica_holddown_ms: 30_000,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            initial_ttl: DEFAULT_INITIAL_TTL,
+            link_ack_timeout_ms: 10_000,
+            max_link_queued_bytes: 1 << 20,
+            max_links: 256,
+            attach_timeout_ms: 5000,
+            value_lifetime_secs: 86_400,
+            admin_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl OverlayConfig {
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.listen
+            .parse()
+            .map_err(|_| format!("overlay.listen: \"{}\" is not IP:PORT", self.listen))
+    }
+
+    /// The address sent in Attach candidates (the listen address unless set).
+    pub fn advertised_addr(&self) -> Result<SocketAddr, String> {
+        if self.advertised.is_empty() {
+            return self.listen_addr();
+        }
+        self.advertised
+            .parse()
+            .map_err(|_| format!("overlay.advertised: \"{}\" is not IP:PORT", self.advertised))
+    }
+
+    /// The bootstrap addresses.
+    pub fn bootstrap_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.bootstrap
+            .iter()
+            .map(|b| {
+                b.parse()
+                    .map_err(|_| format!("overlay.bootstrap: \"{b}\" is not IP:PORT"))
+            })
+            .collect()
+    }
+
+    /// This node's Node-ID: `node_id` if set, else SHA-1 of `node_id_seed` (or of the
+    /// advertised address) truncated to 16 bytes.
+    pub fn node_id(&self) -> Result<NodeId, String> {
+        if !self.node_id.is_empty() {
+            return parse_node_id(&self.node_id).ok_or_else(|| {
+                format!("overlay.node_id: \"{}\" is not 32 hex digits", self.node_id)
+            });
+        }
+        let seed = if self.node_id_seed.is_empty() {
+            self.advertised_addr()?.to_string()
+        } else {
+            self.node_id_seed.clone()
+        };
+        let digest = Sha1::digest(seed.as_bytes());
+        let mut id = [0u8; NODE_ID_LEN];
+        id.copy_from_slice(&digest[..NODE_ID_LEN]);
+        Ok(NodeId(id))
+    }
+
+    /// Range and consistency checks; the message starts with the dotted key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.instance_name.is_empty() {
+            return Err("overlay.instance_name must not be empty".to_owned());
+        }
+        self.listen_addr()?;
+        self.advertised_addr()?;
+        self.bootstrap_addrs()?;
+        let id = self.node_id()?;
+        if id == NodeId::WILDCARD {
+            return Err("overlay.node_id: the all-ones wildcard is not a Node-ID".to_owned());
+        }
+        let ranges: [(&str, u64, u64, u64); 8] = [
+            (
+                "overlay.chord_update_interval_secs",
+                self.chord_update_interval_secs,
+                1,
+                86_400,
+            ),
+            (
+                "overlay.chord_ping_interval_secs",
+                self.chord_ping_interval_secs,
+                1,
+                86_400,
+            ),
+            (
+                "overlay.overlay_reliability_timer_ms",
+                self.overlay_reliability_timer_ms,
+                10,
+                600_000,
+            ),
+            (
+                "overlay.max_retransmissions",
+                u64::from(self.max_retransmissions),
+                0,
+                16,
+            ),
+            (
+                "overlay.link_ack_timeout_ms",
+                self.link_ack_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "overlay.attach_timeout_ms",
+                self.attach_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "overlay.admin_timeout_ms",
+                self.admin_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "overlay.replica_holddown_ms",
+                self.replica_holddown_ms,
+                0,
+                86_400_000,
+            ),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{key} must be {lo}..={hi}"));
+            }
+        }
+        if !(256..=(1 << 24) - 1).contains(&self.max_message_size) {
+            return Err("overlay.max_message_size must be 256..=16777215".to_owned());
+        }
+        if self.initial_ttl == 0 {
+            return Err("overlay.initial_ttl must be 1..=255".to_owned());
+        }
+        if self.max_link_queued_bytes < self.max_message_size as usize + 16 {
+            return Err(
+                "overlay.max_link_queued_bytes must hold at least one max_message_size frame"
+                    .to_owned(),
+            );
+        }
+        if !(2..=65_536).contains(&self.max_links) {
+            return Err("overlay.max_links must be 2..=65536".to_owned());
+        }
+        if self.value_lifetime_secs == 0 {
+            return Err("overlay.value_lifetime_secs must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// 32 hex digits to a Node-ID.
+pub fn parse_node_id(text: &str) -> Option<NodeId> {
+    let t = text.trim();
+    if t.len() != 2 * NODE_ID_LEN || !t.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; NODE_ID_LEN];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(t.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(NodeId(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_disabled() {
+        let c = OverlayConfig::default();
+        assert!(!c.enabled);
+        c.validate().unwrap();
+        assert_eq!(c.advertised_addr().unwrap(), c.listen_addr().unwrap());
+    }
+
+    #[test]
+    fn node_id_comes_from_hex_then_seed_then_address() {
+        let mut c = OverlayConfig::default();
+        let from_addr = c.node_id().unwrap();
+        c.node_id_seed = "127.0.0.1:6084".to_owned();
+        assert_eq!(c.node_id().unwrap(), from_addr);
+        c.node_id_seed = "other".to_owned();
+        assert_ne!(c.node_id().unwrap(), from_addr);
+        c.node_id = "000102030405060708090a0b0c0d0e0f".to_owned();
+        assert_eq!(
+            c.node_id().unwrap(),
+            NodeId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        c.node_id = "xyz".to_owned();
+        assert!(c.validate().unwrap_err().starts_with("overlay.node_id"));
+        c.node_id = "ff".repeat(16);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let c = OverlayConfig {
+            bootstrap: vec!["nowhere".to_owned()],
+            ..OverlayConfig::default()
+        };
+        assert!(c.validate().unwrap_err().starts_with("overlay.bootstrap"));
+        let c = OverlayConfig {
+            max_link_queued_bytes: 10,
+            ..OverlayConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("overlay.max_link_queued_bytes"));
+        let c = OverlayConfig {
+            chord_update_interval_secs: 0,
+            ..OverlayConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("overlay.chord_update_interval_secs"));
+    }
+}

@@ -1,0 +1,385 @@
+//! One RELOAD link over TCP: RFC 6940 §6.6.2 framing (data frames with per-hop sequence
+//! numbers, acks with the received bitmap) on a non-blocking stream, with a bounded output
+//! queue.
+//!
+//! - Every data frame received is acknowledged at once (§6.6.2: "the receiver MUST send an
+//!   ack for every data frame").
+//! - Each data frame sent is remembered with its send time until an ack covers it, either by
+//!   `ack_sequence` or by a bit of `received` (bit `N - M` for sequence M, the convention of
+//!   [`AckTracker`]). A frame left unacknowledged longer than the ack timeout fails the link:
+//!   TCP already retransmits, so a missing ack means the peer is gone or stuck (§6.6.3.1's
+//!   loss estimate reduced to a liveness check).
+//! - Output is one byte queue; queueing a frame that would take it over the limit fails the
+//!   link instead of buffering more (backpressure: a peer that does not read cannot grow our
+//!   memory).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::overlay::wire::framing::{encode_data_frame, ACK_FRAME_LEN, DATA_FRAME_PREFIX_LEN};
+use crate::overlay::wire::{decode_frame, AckTracker, Decoded, FrameRef, NodeId, WireError};
+
+/// Why a link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("output queue over {0} bytes")]
+    Backpressure(usize),
+    #[error("no ack within the ack timeout")]
+    AckTimeout,
+    #[error("closed by the peer")]
+    Closed,
+    #[error("framing: {0}")]
+    Framing(#[from] WireError),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Limits of one link.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkLimits {
+    /// Largest RELOAD message in a data frame (`max-message-size`).
+    pub max_message_size: u32,
+    /// Output queue bound in bytes.
+    pub max_queued_bytes: usize,
+    /// Unacknowledged data frame lifetime, ms.
+    pub ack_timeout_ms: u64,
+}
+
+/// One TCP link and its framing state.
+pub struct Link {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// The Node-ID at the other end, once known (from the link-level Attach, or the node we
+    /// dialled).
+    pub peer: Option<NodeId>,
+    /// True when we dialled; false when accepted.
+    pub outbound: bool,
+    /// True once the link's peer identity is confirmed by its Attach.
+    pub identified: bool,
+    limits: LinkLimits,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    next_seq: u32,
+    unacked: VecDeque<(u32, u64)>,
+    acks: AckTracker,
+    /// Data frames sent and received, for metrics.
+    pub frames_sent: u64,
+    pub frames_received: u64,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Link {
+    pub fn new(stream: TcpStream, addr: SocketAddr, outbound: bool, limits: LinkLimits) -> Self {
+        Link {
+            stream,
+            addr,
+            peer: None,
+            outbound,
+            identified: false,
+            limits,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            acks: AckTracker::new(),
+            frames_sent: 0,
+            frames_received: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Data frames sent and not yet acknowledged.
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+
+    fn make_room(&mut self, extra: usize) -> Result<(), LinkError> {
+        if self.queued_bytes() + extra > self.limits.max_queued_bytes {
+            return Err(LinkError::Backpressure(self.limits.max_queued_bytes));
+        }
+        if self.written > 0 && self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Queues one RELOAD message as a data frame. Call [`Link::flush`] to write.
+    pub fn queue_message(&mut self, message: &[u8], now_ms: u64) -> Result<(), LinkError> {
+        if message.len() > self.limits.max_message_size as usize {
+            return Err(LinkError::Framing(WireError::MessageTooLarge {
+                len: message.len() as u64,
+                max: self.limits.max_message_size,
+            }));
+        }
+        self.make_room(DATA_FRAME_PREFIX_LEN + message.len())?;
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        encode_data_frame(&mut self.output, seq, message)
+            .map_err(|_| LinkError::Backpressure(self.limits.max_queued_bytes))?;
+        self.unacked.push_back((seq, now_ms));
+        self.frames_sent += 1;
+        Ok(())
+    }
+
+    /// Writes as much queued output as the socket takes. `Ok(true)` when everything is out.
+    pub fn flush(&mut self) -> Result<bool, LinkError> {
+        while self.written < self.output.len() {
+            let pending = self.output.get(self.written..).unwrap_or_default();
+            match self.stream.write(pending) {
+                Ok(0) => return Err(LinkError::Closed),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        Ok(true)
+    }
+
+    /// Reads what the socket has, acknowledges every data frame, applies received acks, and
+    /// returns the RELOAD messages that arrived (in order). Queued acks still need a flush.
+    pub fn read_messages(&mut self, now_ms: u64) -> Result<Vec<Vec<u8>>, LinkError> {
+        let mut messages = Vec::new();
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    // Deliver what arrived first; the next read reports the close.
+                    if messages.is_empty() {
+                        return Err(LinkError::Closed);
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    self.input
+                        .extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    // Frames are taken after every read: the decoder refuses an oversize
+                    // length before its body arrives, so the input never holds more than one
+                    // maximal frame plus one read.
+                    messages.extend(self.take_frames(now_ms)?);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        Ok(messages)
+    }
+
+    fn take_frames(&mut self, _now_ms: u64) -> Result<Vec<Vec<u8>>, LinkError> {
+        let mut messages = Vec::new();
+        let mut at = 0;
+        let mut acks_to_send = Vec::new();
+        loop {
+            let rest = self.input.get(at..).unwrap_or_default();
+            match decode_frame(rest, self.limits.max_message_size)? {
+                Decoded::Incomplete { .. } => break,
+                Decoded::Frame { frame, consumed } => {
+                    at += consumed;
+                    match frame {
+                        FrameRef::Data { seq, payload } => {
+                            self.frames_received += 1;
+                            acks_to_send.push(self.acks.on_data(seq));
+                            messages.push(payload.to_vec());
+                        }
+                        FrameRef::Ack(ack) => self.apply_ack(ack.ack_seq, ack.received_bitmap),
+                    }
+                }
+            }
+        }
+        self.input.drain(..at);
+        for ack in acks_to_send {
+            self.make_room(ACK_FRAME_LEN)?;
+            ack.encode_into(&mut self.output);
+        }
+        Ok(messages)
+    }
+
+    fn apply_ack(&mut self, ack_seq: u32, bitmap: u32) {
+        self.unacked.retain(|&(seq, _)| {
+            let k = ack_seq.wrapping_sub(seq);
+            let covered = k == 0 || (k < 32 && bitmap & (1 << k) != 0);
+            !covered
+        });
+    }
+
+    /// True when a data frame has waited for its ack longer than the timeout.
+    pub fn ack_overdue(&self, now_ms: u64) -> bool {
+        self.unacked
+            .front()
+            .is_some_and(|&(_, sent)| now_ms.saturating_sub(sent) > self.limits.ack_timeout_ms)
+    }
+
+    /// Earliest time an unacknowledged frame becomes overdue.
+    pub fn ack_deadline(&self) -> Option<u64> {
+        self.unacked
+            .front()
+            .map(|&(_, sent)| sent + self.limits.ack_timeout_ms + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits() -> LinkLimits {
+        LinkLimits {
+            max_message_size: 5000,
+            max_queued_bytes: 64 * 1024,
+            ack_timeout_ms: 1000,
+        }
+    }
+
+    /// A connected pair over loopback: (dialled side, accepted side).
+    fn pair(limits: LinkLimits) -> (Link, Link) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = std::net::TcpStream::connect(addr).unwrap();
+        let (b, b_addr) = listener.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (
+            Link::new(TcpStream::from_std(a), addr, true, limits),
+            Link::new(TcpStream::from_std(b), b_addr, false, limits),
+        )
+    }
+
+    /// Reads on `link` until `n` messages arrived (bounded number of attempts).
+    fn read_n(link: &mut Link, n: usize, now: u64) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        for _ in 0..2000 {
+            got.extend(link.read_messages(now).unwrap());
+            if got.len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    }
+
+    #[test]
+    fn messages_cross_in_order_and_are_acked() {
+        let (mut a, mut b) = pair(limits());
+        for i in 0..10u8 {
+            a.queue_message(&[i; 100], 0).unwrap();
+        }
+        assert_eq!(a.unacked_count(), 10);
+        assert!(a.flush().unwrap());
+        let got = read_n(&mut b, 10, 0);
+        assert_eq!(got.len(), 10);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m, &vec![i as u8; 100]);
+        }
+        // b queued one ack per data frame.
+        assert_eq!(b.queued_bytes(), 10 * ACK_FRAME_LEN);
+        b.flush().unwrap();
+        for _ in 0..2000 {
+            assert!(a.read_messages(0).unwrap().is_empty());
+            if a.unacked_count() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(a.unacked_count(), 0);
+        assert!(!a.ack_overdue(10_000));
+    }
+
+    #[test]
+    fn a_missing_ack_makes_the_link_overdue() {
+        let (mut a, mut b) = pair(limits());
+        a.queue_message(b"hello", 100).unwrap();
+        a.flush().unwrap();
+        // b reads but never sends its ack.
+        assert_eq!(read_n(&mut b, 1, 0).len(), 1);
+        assert!(!a.ack_overdue(1100));
+        assert!(a.ack_overdue(1101));
+        assert_eq!(a.ack_deadline(), Some(1101));
+    }
+
+    #[test]
+    fn the_output_queue_is_bounded() {
+        let small = LinkLimits {
+            max_queued_bytes: 1000,
+            ..limits()
+        };
+        let (mut a, _b) = pair(small);
+        a.queue_message(&[0; 400], 0).unwrap();
+        a.queue_message(&[0; 400], 0).unwrap();
+        // 2 * 408 queued; another 408 would exceed 1000.
+        assert!(matches!(
+            a.queue_message(&[0; 400], 0),
+            Err(LinkError::Backpressure(1000))
+        ));
+        assert_eq!(a.queued_bytes(), 816);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_hits_the_bound() {
+        let (mut a, _b) = pair(limits());
+        let mut failed = false;
+        // The kernel buffers take some megabytes; the queue bound stops us after that.
+        for _ in 0..100_000 {
+            match a.queue_message(&[7; 4000], 0) {
+                Ok(()) => {
+                    a.flush().unwrap();
+                }
+                Err(LinkError::Backpressure(_)) => {
+                    failed = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(failed);
+        assert!(a.queued_bytes() <= limits().max_queued_bytes);
+    }
+
+    #[test]
+    fn oversize_and_garbage_input_fail_the_link() {
+        let (mut a, mut b) = pair(limits());
+        assert!(matches!(
+            a.queue_message(&[0; 5001], 0),
+            Err(LinkError::Framing(_))
+        ));
+        // A frame type that is neither data nor ack.
+        a.stream.write_all(&[0x42; 16]).unwrap();
+        let mut result = Ok(Vec::new());
+        for _ in 0..2000 {
+            result = b.read_messages(0);
+            if result.is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(matches!(result, Err(LinkError::Framing(_))));
+    }
+
+    #[test]
+    fn close_is_reported() {
+        let (a, mut b) = pair(limits());
+        drop(a);
+        let mut result = Ok(Vec::new());
+        for _ in 0..2000 {
+            result = b.read_messages(0);
+            if result.is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(matches!(result, Err(LinkError::Closed)));
+    }
+}

@@ -1,0 +1,169 @@
+//! The overlay's I/O: one dedicated thread with its own mio loop (never on the tracker's
+//! workers) that runs a [`ChordNode`] over real TCP links.
+//!
+//! - [`link`]: RFC 6940 §6.6.2 framing on one TCP stream, acks, ack timeout, bounded output.
+//! - [`attach`]: Attach without ICE (§6.5.1): the link hello that names the node on a link,
+//!   and the routed Attach that finds an address for a Node-ID.
+//! - [`node_loop`]: the loop: listener, links, the address book, the Chord node's actions
+//!   (send, timers on a monotonic clock, completions), bootstrap (§11.4).
+//! - [`http`]: the admin endpoints `PUT`/`GET /overlay/value/<name>`.
+//!
+//! [`OverlayHandle`] is how the rest of the tracker talks to the thread: local requests and
+//! status queries go over a crossbeam channel (the loop is woken by a `mio::Waker`) and come
+//! back on a per-request reply channel; counters are read from shared memory so a scrape never
+//! waits for the loop.
+
+pub mod attach;
+pub mod http;
+pub mod link;
+mod node_loop;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam::channel::{self, Sender};
+use parking_lot::Mutex;
+
+use crate::overlay::chord::{LocalOutcome, LocalRequest, NodeId};
+use crate::overlay::config::OverlayConfig;
+
+pub use stats::TransportStats;
+
+/// Token of the loop's waker.
+const WAKER: mio::Token = mio::Token(1);
+
+/// What other threads ask of the overlay thread.
+pub(crate) enum Command {
+    Local {
+        request: LocalRequest,
+        reply: Sender<LocalOutcome>,
+    },
+    Status {
+        reply: Sender<serde_json::Value>,
+    },
+    Shutdown,
+}
+
+/// Why a request through [`OverlayHandle`] got no outcome.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OverlayError {
+    #[error("the overlay thread has stopped")]
+    Stopped,
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// The running overlay thread.
+pub struct OverlayHandle {
+    commands: Sender<Command>,
+    waker: Arc<mio::Waker>,
+    stats: Arc<TransportStats>,
+    node_id: NodeId,
+    listen_addr: SocketAddr,
+    admin_timeout: Duration,
+    value_lifetime_secs: u32,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OverlayHandle {
+    /// Validates `config`, binds the RELOAD listener and starts the overlay thread, which
+    /// dials the bootstrap nodes (or creates the overlay).
+    pub fn start(config: &OverlayConfig) -> anyhow::Result<OverlayHandle> {
+        config.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let (tx, rx) = channel::bounded(1024);
+        let stats = Arc::new(TransportStats::default());
+        let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone())?;
+        let node_id = node_loop.node_id();
+        let listen_addr = node_loop.listen_addr();
+        let thread = std::thread::Builder::new()
+            .name("overlay".to_owned())
+            .spawn(move || node_loop.run())?;
+        tracing::info!(node_id = %node_id, listen = %listen_addr, "overlay started");
+        Ok(OverlayHandle {
+            commands: tx,
+            waker,
+            stats,
+            node_id,
+            listen_addr,
+            admin_timeout: Duration::from_millis(config.admin_timeout_ms),
+            value_lifetime_secs: config.value_lifetime_secs,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The bound RELOAD listener (the real port when configured with port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    fn send(&self, command: Command) -> Result<(), OverlayError> {
+        self.commands
+            .try_send(command)
+            .map_err(|_| OverlayError::Stopped)?;
+        self.waker.wake().map_err(|_| OverlayError::Stopped)
+    }
+
+    /// Runs a local request (Store, Fetch, Lookup...) on the overlay and waits for its outcome
+    /// up to `timeout`.
+    pub fn request(
+        &self,
+        request: LocalRequest,
+        timeout: Duration,
+    ) -> Result<LocalOutcome, OverlayError> {
+        let (reply, answer) = channel::bounded(1);
+        self.send(Command::Local { request, reply })?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            channel::RecvTimeoutError::Timeout => {
+                OverlayError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+            }
+            channel::RecvTimeoutError::Disconnected => OverlayError::Stopped,
+        })
+    }
+
+    /// The `overlay` member of `/status`: node id, joined, predecessors, successors, fingers,
+    /// stored resources, links. `{"running": false}` when the thread does not answer in time.
+    pub fn status_json(&self) -> serde_json::Value {
+        let (reply, answer) = channel::bounded(1);
+        let fallback = serde_json::json!({
+            "node_id": self.node_id.to_string(),
+            "running": false,
+        });
+        if self.send(Command::Status { reply }).is_err() {
+            return fallback;
+        }
+        answer
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or(fallback)
+    }
+
+    /// The overlay's Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        self.stats.render()
+    }
+
+    /// The counters, for tests.
+    pub fn stats(&self) -> &TransportStats {
+        &self.stats
+    }
+
+    /// Stops the thread and waits for it (links are closed without a Leave).
+    pub fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for OverlayHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

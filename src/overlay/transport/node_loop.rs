@@ -1,0 +1,1009 @@
+//! The overlay thread's event loop: a mio poll over the RELOAD listener, the links and a waker
+//! for commands; a monotonic clock (ms since start) for the Chord node's timers, kept in a
+//! `BTreeMap` ordered by deadline.
+//!
+//! Links and identities (see [`super::attach`] for the messages):
+//! - The address book maps Node-IDs to the addresses their Attach candidates gave.
+//! - `Action::Send { to }` goes on the link to `to`; with no link but a known address the node
+//!   is dialled (the hello goes first on the new link, the message right after it); with no
+//!   address an attach_req is routed towards `to` through the Chord node's next hop
+//!   (RFC 6940 §6.5.1.2) and the message waits, bounded, for the answer. A peer that cannot be
+//!   reached in `attach_timeout_ms` is reported to the Chord node as `Event::LinkDown`.
+//! - Messages whose handler is the Chord node (RFC 6940 §6.3.3 codes of the topology and
+//!   storage) go to it as `Event::Received { from: link peer }`; Attach is handled here:
+//!   consumed when addressed to this node or the wildcard, forwarded otherwise (§6.1.2).
+//! - A link that closes, overflows its queue, sends garbage or leaves a frame unacknowledged
+//!   past the ack timeout is dropped and, when it was the link to that peer, reported as
+//!   `Event::LinkDown`.
+//!
+//! Bootstrap (RFC 6940 §11.4): every configured bootstrap address other than our own is
+//! dialled; the first hello answer names a bootstrap node, and `LocalRequest::Join` goes
+//! through it. When none answers in the first round (or none is configured) the node creates
+//! the overlay. A failed Join is retried through the bootstrap addresses every second.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::attach::{self, Origin};
+use super::link::{Link, LinkError, LinkLimits};
+use super::stats::TransportStats;
+use super::{Command, WAKER};
+use crate::overlay::chord::codec::{from_wire, to_wire};
+use crate::overlay::chord::message::{Body as ChordBody, Response};
+use crate::overlay::chord::{
+    Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, NodeId, OpId, Timer,
+};
+use crate::overlay::config::OverlayConfig;
+use crate::overlay::storage::StorageConfig;
+use crate::overlay::wire::{
+    self, Body, DataModel, Destination, ErrorCode, ErrorResponse, KindId, MessageCode,
+    PeekedMessage, WireConfig,
+};
+
+const LISTENER: Token = Token(0);
+const FIRST_LINK: usize = 2;
+/// How long the loop sleeps at most when nothing is due (ms).
+const MAX_WAIT_MS: u64 = 500;
+/// Delay between bootstrap rounds after a failed join (ms).
+const BOOTSTRAP_RETRY_MS: u64 = 1000;
+
+/// Who is waiting for a local operation.
+enum OpOwner {
+    Reply(Sender<LocalOutcome>),
+    Bootstrap,
+}
+
+/// Messages held for a peer whose address a routed Attach is looking for.
+struct Waiting {
+    messages: Vec<Vec<u8>>,
+    bytes: usize,
+    deadline: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bootstrap {
+    /// Dialled the bootstrap addresses at this time; waiting for a hello answer.
+    Dialling {
+        since: u64,
+    },
+    /// A Join is in flight.
+    Joining,
+    /// Waiting until the time to dial again.
+    RetryAt(u64),
+    Done,
+}
+
+pub(super) struct NodeLoop {
+    poll: Poll,
+    listener: TcpListener,
+    listen_addr: SocketAddr,
+    commands: Receiver<Command>,
+    stats: Arc<TransportStats>,
+    node: ChordNode,
+    origin: Origin,
+    wire_cfg: WireConfig,
+    kinds: Vec<(KindId, DataModel)>,
+    limits: LinkLimits,
+    max_links: usize,
+    attach_timeout_ms: u64,
+    bootstrap_addrs: Vec<SocketAddr>,
+    bootstrap: Bootstrap,
+    /// Bootstrap rounds dialled so far.
+    bootstrap_rounds: u32,
+    clock: Instant,
+    rng: SmallRng,
+    links: HashMap<Token, Link>,
+    next_token: usize,
+    by_node: HashMap<NodeId, Token>,
+    addresses: HashMap<NodeId, SocketAddr>,
+    waiting: HashMap<NodeId, Waiting>,
+    /// Routed attach_req transaction id -> the Node-ID looked for.
+    attach_pending: HashMap<u64, NodeId>,
+    timers: BTreeMap<(u64, u64), Timer>,
+    timer_seq: u64,
+    ops: HashMap<OpId, OpOwner>,
+    next_op: OpId,
+    /// Events for the Chord node raised while its actions were carried out.
+    events: VecDeque<Event>,
+    stop: bool,
+}
+
+impl NodeLoop {
+    pub(super) fn new(
+        config: &OverlayConfig,
+        commands: Receiver<Command>,
+        stats: Arc<TransportStats>,
+    ) -> anyhow::Result<(NodeLoop, Arc<Waker>)> {
+        let own = config.node_id().map_err(|e| anyhow::anyhow!(e))?;
+        let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listener = TcpListener::bind(listen)
+            .map_err(|e| anyhow::anyhow!("overlay.listen {listen}: {e}"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listen_addr = listener.local_addr()?;
+        let mut advertised = config.advertised_addr().map_err(|e| anyhow::anyhow!(e))?;
+        if config.advertised.is_empty() {
+            // Port 0 in `listen`: advertise the port actually bound.
+            advertised = listen_addr;
+        }
+        let storage = StorageConfig::default();
+        let kinds = storage.kinds.iter().map(|k| (k.id, k.model)).collect();
+        let chord = ChordConfig {
+            request_timeout_ms: config.overlay_reliability_timer_ms,
+            max_retransmissions: config.max_retransmissions,
+            update_interval_ms: config.chord_update_interval_secs * 1000,
+            finger_interval_ms: config.chord_ping_interval_secs * 1000,
+            replica_holddown_ms: config.replica_holddown_ms,
+            storage,
+            ..ChordConfig::default()
+        };
+        let seed = rand::thread_rng().gen::<u64>();
+        let overlay = wire::OverlayHash::of_name(&config.instance_name);
+        let mut wire_cfg = WireConfig::new(overlay);
+        wire_cfg.max_message_size = config.max_message_size;
+        wire_cfg.initial_ttl = config.initial_ttl;
+        let bootstrap_addrs: Vec<SocketAddr> = config
+            .bootstrap_addrs()
+            .map_err(|e| anyhow::anyhow!(e))?
+            .into_iter()
+            .filter(|a| *a != advertised && *a != listen_addr)
+            .collect();
+        let node_loop = NodeLoop {
+            poll,
+            listener,
+            listen_addr,
+            commands,
+            stats,
+            node: ChordNode::new(own, chord, seed),
+            origin: Origin {
+                overlay,
+                ttl: config.initial_ttl,
+                own,
+                advertised,
+            },
+            wire_cfg,
+            kinds,
+            limits: LinkLimits {
+                max_message_size: config.max_message_size,
+                max_queued_bytes: config.max_link_queued_bytes,
+                ack_timeout_ms: config.link_ack_timeout_ms,
+            },
+            max_links: config.max_links,
+            attach_timeout_ms: config.attach_timeout_ms,
+            bootstrap_addrs,
+            bootstrap: Bootstrap::RetryAt(0),
+            bootstrap_rounds: 0,
+            clock: Instant::now(),
+            rng: SmallRng::seed_from_u64(seed),
+            links: HashMap::new(),
+            next_token: FIRST_LINK,
+            by_node: HashMap::new(),
+            addresses: HashMap::new(),
+            waiting: HashMap::new(),
+            attach_pending: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            ops: HashMap::new(),
+            next_op: 1,
+            events: VecDeque::new(),
+            stop: false,
+        };
+        Ok((node_loop, waker))
+    }
+
+    pub(super) fn node_id(&self) -> NodeId {
+        self.origin.own
+    }
+
+    pub(super) fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        while !self.stop {
+            let now = self.now();
+            let wait = self
+                .next_deadline()
+                .map_or(MAX_WAIT_MS, |d| d.saturating_sub(now).min(MAX_WAIT_MS));
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(std::time::Duration::from_millis(wait)))
+            {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("overlay poll failed: {e}");
+                    break;
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    token => self.on_link_ready(token, event.is_writable()),
+                }
+            }
+            self.drain_commands();
+            self.fire_due();
+            self.process_events();
+            self.flush_all();
+        }
+        tracing::info!("overlay stopped");
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let timer = self.timers.keys().next().map(|(at, _)| *at);
+        let acks = self.links.values().filter_map(Link::ack_deadline).min();
+        let waits = self.waiting.values().map(|w| w.deadline).min();
+        let boot = match self.bootstrap {
+            Bootstrap::RetryAt(t) => Some(t),
+            Bootstrap::Dialling { since } => Some(since + self.attach_timeout_ms),
+            _ => None,
+        };
+        [timer, acks, waits, boot].into_iter().flatten().min()
+    }
+
+    // ----- links -----
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    if self.links.len() >= self.max_links {
+                        // Refused: closing the stream is the answer.
+                        self.stats
+                            .link_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    let _ = self.add_link(stream, addr, false, None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("overlay accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn add_link(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        outbound: bool,
+        peer: Option<NodeId>,
+    ) -> Option<Token> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("overlay register: {e}");
+            return None;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut link = Link::new(stream, addr, outbound, self.limits);
+        link.peer = peer;
+        self.links.insert(token, link);
+        self.stats
+            .links_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = peer {
+            self.by_node.entry(p).or_insert(token);
+        }
+        Some(token)
+    }
+
+    /// Dials `addr`, expecting `peer` there (`None` for a bootstrap address), and queues the
+    /// hello.
+    fn dial(&mut self, addr: SocketAddr, peer: Option<NodeId>) -> Option<Token> {
+        if self.links.len() >= self.max_links {
+            return None;
+        }
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("overlay dial {addr}: {e}");
+                self.stats
+                    .link_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+        };
+        let token = self.add_link(stream, addr, true, peer)?;
+        let tid = self.rng.gen::<u64>();
+        match self.origin.attach_req(tid, NodeId::WILDCARD) {
+            Ok(hello) => self.queue_wire(token, &hello),
+            Err(_) => self.fail_link(token, "hello not encodable"),
+        }
+        Some(token)
+    }
+
+    fn queue_wire(&mut self, token: Token, message: &wire::Message) {
+        match message.to_bytes() {
+            Ok(bytes) => {
+                self.stats.sent(message.contents.code);
+                self.queue_bytes(token, &bytes);
+            }
+            Err(_) => {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn queue_bytes(&mut self, token: Token, bytes: &[u8]) {
+        let now = self.now();
+        let Some(link) = self.links.get_mut(&token) else {
+            return;
+        };
+        if let Err(e) = link.queue_message(bytes, now) {
+            self.fail_link(token, &e.to_string());
+        }
+    }
+
+    fn on_link_ready(&mut self, token: Token, writable: bool) {
+        let now = self.now();
+        let Some(link) = self.links.get_mut(&token) else {
+            return;
+        };
+        if let Ok(Some(e)) | Err(e) = link.stream.take_error() {
+            let msg = e.to_string();
+            self.fail_link(token, &msg);
+            return;
+        }
+        let result = link.read_messages(now);
+        match result {
+            Ok(messages) => {
+                for m in messages {
+                    self.on_message(token, &m);
+                    if !self.links.contains_key(&token) {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                self.fail_link(token, &e.to_string());
+                return;
+            }
+        }
+        if writable {
+            self.flush_link(token);
+        }
+    }
+
+    fn flush_link(&mut self, token: Token) {
+        let Some(link) = self.links.get_mut(&token) else {
+            return;
+        };
+        if link.queued_bytes() == 0 {
+            return;
+        }
+        match link.flush() {
+            Ok(_) => {}
+            // A dial still in progress.
+            Err(LinkError::Io(e)) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => self.fail_link(token, &e.to_string()),
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let now = self.now();
+        let tokens: Vec<Token> = self.links.keys().copied().collect();
+        for t in tokens {
+            let overdue = self.links.get(&t).is_some_and(|l| l.ack_overdue(now));
+            if overdue {
+                self.fail_link(t, &LinkError::AckTimeout.to_string());
+                continue;
+            }
+            self.flush_link(t);
+        }
+    }
+
+    /// Drops a link; reports `LinkDown` when it was the link to its peer and no other link
+    /// to that peer remains.
+    fn fail_link(&mut self, token: Token, why: &str) {
+        let Some(mut link) = self.links.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut link.stream);
+        self.stats
+            .link_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(addr = %link.addr, "overlay link closed: {why}");
+        let Some(peer) = link.peer else {
+            return;
+        };
+        if self.by_node.get(&peer) == Some(&token) {
+            self.by_node.remove(&peer);
+            let other = self
+                .links
+                .iter()
+                .find(|(_, l)| l.peer == Some(peer))
+                .map(|(t, _)| *t);
+            match other {
+                Some(t) => {
+                    self.by_node.insert(peer, t);
+                }
+                None => {
+                    // The address may be stale: find it again next time.
+                    if link.outbound {
+                        self.addresses.remove(&peer);
+                    }
+                    self.events.push_back(Event::LinkDown(peer));
+                }
+            }
+        }
+    }
+
+    // ----- receiving -----
+
+    fn on_message(&mut self, token: Token, bytes: &[u8]) {
+        let peer = self.links.get(&token).and_then(|l| l.peer);
+        let message = match wire::Message::decode(bytes, &self.wire_cfg) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = e.reload_error_code();
+                self.stats.error(code);
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !e.is_silent_drop() {
+                    self.answer_undecodable(token, peer, bytes, code);
+                }
+                return;
+            }
+        };
+        let code = message.contents.code;
+        self.stats.received(code);
+        match code {
+            MessageCode::AttachReq | MessageCode::AttachAns => {
+                self.on_attach(token, peer, message);
+            }
+            _ => {
+                let Some(from) = peer else {
+                    // Nothing but the hello may come before the hello (the sender is unknown).
+                    self.stats
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.fail_link(token, "message before the link hello");
+                    return;
+                };
+                match from_wire(&message, from, &self.kinds) {
+                    Ok(m) => {
+                        if !m.is_request()
+                            && m.destinations.len() == 1
+                            && m.destinations.first()
+                                == Some(&crate::overlay::chord::Destination::Node(self.origin.own))
+                        {
+                            self.stats.response_hops_sum.fetch_add(
+                                m.via.len() as u64 + 1,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            self.stats
+                                .response_hops_count
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if let ChordBody::Response(Response::Error { code, .. }) = &m.body {
+                            self.stats.error(*code);
+                        }
+                        self.events.push_back(Event::Received { from, message: m });
+                    }
+                    Err(e) => {
+                        self.stats.error(e.code());
+                        self.stats
+                            .dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if code.is_request() {
+                            let info = e.to_string();
+                            self.answer_error(token, Some(from), &message.header, e.code(), &info);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a request that could not be decoded, when its header and code can be read
+    /// (RFC 6940 §6.3.3.1: the error response goes back along the via list).
+    fn answer_undecodable(
+        &mut self,
+        token: Token,
+        peer: Option<NodeId>,
+        bytes: &[u8],
+        code: ErrorCode,
+    ) {
+        let Ok(peeked) = PeekedMessage::peek(bytes, &self.wire_cfg) else {
+            return;
+        };
+        let rest = peeked.rest();
+        let is_request = match (rest.first(), rest.get(1)) {
+            (Some(&a), Some(&b)) => MessageCode::from_u16(u16::from_be_bytes([a, b]))
+                .is_some_and(MessageCode::is_request),
+            _ => false,
+        };
+        if is_request && peeked.header.fragment.is_last() {
+            let header = peeked.header.clone();
+            self.answer_error(token, peer, &header, code, "message not understood");
+        }
+    }
+
+    fn answer_error(
+        &mut self,
+        token: Token,
+        previous_hop: Option<NodeId>,
+        request: &wire::ForwardingHeader,
+        code: ErrorCode,
+        info: &str,
+    ) {
+        let mut req = request.clone();
+        if let Some(hop) = previous_hop {
+            req.via_list.push(Destination::Node(hop));
+        }
+        let body = Body::Error(ErrorResponse {
+            error_code: code,
+            error_info: info.as_bytes().iter().take(200).copied().collect(),
+        });
+        if let Ok(mut m) = wire::Message::response(&req, self.origin.ttl, &body) {
+            if m.header.destination_list.is_empty() {
+                m.header.destination_list = vec![Destination::Node(NodeId::WILDCARD)];
+            }
+            attach::sign_as(&mut m, self.origin.own);
+            self.queue_wire(token, &m);
+        }
+    }
+
+    fn on_attach(&mut self, token: Token, peer: Option<NodeId>, message: wire::Message) {
+        let is_req = message.contents.code == MessageCode::AttachReq;
+        let body = match message.contents.decode_body(&wire::NoKinds) {
+            Ok(Body::AttachReq(b)) | Ok(Body::AttachAns(b)) => b,
+            _ => {
+                self.stats.error(ErrorCode::InvalidMessage);
+                if is_req {
+                    self.answer_error(
+                        token,
+                        peer,
+                        &message.header,
+                        ErrorCode::InvalidMessage,
+                        "bad attach",
+                    );
+                }
+                return;
+            }
+        };
+        let signer = attach::signer(&message);
+        let candidate = attach::candidate_addr(&body);
+        let first = message.header.destination_list.first().cloned();
+        match first {
+            None | Some(Destination::Node(NodeId::WILDCARD)) => {
+                self.on_hello(token, peer, &message, is_req, signer, candidate);
+            }
+            Some(Destination::Node(n)) if n == self.origin.own => {
+                let mut message = message;
+                message.header.destination_list.remove(0);
+                if !message.header.destination_list.is_empty() {
+                    // A response on its way back: pass it to the next entry (§6.1.2).
+                    self.forward(token, peer, message, false);
+                    return;
+                }
+                if is_req {
+                    // A routed Attach for us: remember the requester, answer with our
+                    // candidate along the via list (§6.5.1.2, §6.2.2).
+                    if let (Some(s), Some(a)) = (signer, candidate) {
+                        if s != self.origin.own {
+                            self.addresses.insert(s, a);
+                        }
+                    }
+                    match self.origin.attach_ans(&message.header, peer) {
+                        Ok(ans) => self.queue_wire(token, &ans),
+                        Err(_) => self.stats.error(ErrorCode::InvalidMessage),
+                    }
+                } else if let Some(target) =
+                    self.attach_pending.remove(&message.header.transaction_id.0)
+                {
+                    match (signer, candidate) {
+                        (Some(s), Some(a)) if s == target => {
+                            self.addresses.insert(target, a);
+                            if !self.by_node.contains_key(&target) {
+                                self.dial(a, Some(target));
+                            }
+                            self.release_waiting(target);
+                        }
+                        _ => {
+                            self.stats
+                                .dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                if peer.is_none() {
+                    self.fail_link(token, "routed attach before the link hello");
+                    return;
+                }
+                self.forward(token, peer, message, is_req);
+            }
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        token: Token,
+        peer: Option<NodeId>,
+        message: &wire::Message,
+        is_req: bool,
+        signer: Option<NodeId>,
+        candidate: Option<SocketAddr>,
+    ) {
+        let Some(s) = signer.filter(|s| *s != self.origin.own && *s != NodeId::WILDCARD) else {
+            self.stats.error(ErrorCode::Forbidden);
+            self.fail_link(token, "hello without a usable Node-ID");
+            return;
+        };
+        if peer.is_some_and(|p| p != s) {
+            // We dialled an address expecting another node: the address book was stale.
+            self.fail_link(token, "a different node answered");
+            return;
+        }
+        if let Some(link) = self.links.get_mut(&token) {
+            link.peer = Some(s);
+            link.identified = true;
+        }
+        self.by_node.entry(s).or_insert(token);
+        if let Some(a) = candidate {
+            self.addresses.insert(s, a);
+        }
+        if is_req {
+            match self.origin.attach_ans(&message.header, None) {
+                Ok(ans) => self.queue_wire(token, &ans),
+                Err(_) => self.stats.error(ErrorCode::InvalidMessage),
+            }
+        }
+        self.events.push_back(Event::LinkUp(s));
+        self.release_waiting(s);
+        if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
+            self.bootstrap = Bootstrap::Joining;
+            let op = self.new_op(OpOwner::Bootstrap);
+            tracing::info!(bootstrap = %s, "overlay joining");
+            self.events.push_back(Event::Local {
+                op,
+                request: LocalRequest::Join { bootstrap: s },
+            });
+        }
+    }
+
+    /// Forwards an Attach not addressed to us: to the first destination when linked, else to
+    /// the Chord next hop towards it, excluding the via list and the previous hop (loop
+    /// avoidance, §6.2.2).
+    fn forward(
+        &mut self,
+        token: Token,
+        previous_hop: Option<NodeId>,
+        mut message: wire::Message,
+        is_request: bool,
+    ) {
+        if is_request {
+            if let Err(e) = message.header.prepare_forward(previous_hop) {
+                let code = e.reload_error_code();
+                self.stats.error(code);
+                let header = message.header.clone();
+                self.answer_error(token, previous_hop, &header, code, "not forwarded");
+                return;
+            }
+        } else if message.header.ttl == 0 {
+            self.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        } else {
+            message.header.ttl -= 1;
+        }
+        let target = match message.header.destination_list.first() {
+            Some(Destination::Node(n)) => Some(n.to_u128()),
+            Some(Destination::Resource(r)) => r.to_u128(),
+            _ => None,
+        };
+        let direct = match message.header.destination_list.first() {
+            Some(Destination::Node(n)) => self.by_node.get(n).copied(),
+            _ => None,
+        };
+        let next = direct.or_else(|| {
+            let mut exclude: Vec<NodeId> = message
+                .header
+                .via_list
+                .iter()
+                .filter_map(|d| match d {
+                    Destination::Node(n) => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            exclude.extend(previous_hop);
+            let hop = self.node.table().next_hop(target?, &exclude)?;
+            self.by_node.get(&hop).copied()
+        });
+        match next {
+            Some(t) if is_request || direct.is_some() => {
+                self.stats
+                    .attach_forwarded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.queue_wire(t, &message);
+            }
+            _ => {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if is_request {
+                    self.stats.error(ErrorCode::NotFound);
+                }
+            }
+        }
+    }
+
+    // ----- sending for the Chord node -----
+
+    fn send_for_node(&mut self, to: NodeId, message: &crate::overlay::chord::Message) {
+        let bytes = match to_wire(message, self.origin.overlay).and_then(|m| {
+            let code = m.contents.code;
+            m.to_bytes().map(|b| (code, b))
+        }) {
+            Ok(b) => b,
+            Err(_) => {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        };
+        let (code, bytes) = bytes;
+        self.stats.sent(code);
+        if to == self.origin.own {
+            self.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        if let Some(&t) = self.by_node.get(&to) {
+            self.queue_bytes(t, &bytes);
+            return;
+        }
+        if let Some(&addr) = self.addresses.get(&to) {
+            if let Some(t) = self.dial(addr, Some(to)) {
+                self.queue_bytes(t, &bytes);
+                return;
+            }
+        }
+        self.hold_for_attach(to, bytes);
+    }
+
+    /// Holds `bytes` for `to` and routes an attach_req towards it unless one is in flight.
+    fn hold_for_attach(&mut self, to: NodeId, bytes: Vec<u8>) {
+        let now = self.now();
+        if let Some(w) = self.waiting.get_mut(&to) {
+            if w.bytes + bytes.len() <= self.limits.max_queued_bytes {
+                w.bytes += bytes.len();
+                w.messages.push(bytes);
+            } else {
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.waiting.len() >= self.max_links {
+            self.events.push_back(Event::LinkDown(to));
+            return;
+        }
+        let hop = self
+            .node
+            .table()
+            .next_hop(to.to_u128(), &[to])
+            .and_then(|h| self.by_node.get(&h).copied())
+            .or_else(|| self.by_node.values().next().copied());
+        let Some(hop) = hop else {
+            self.events.push_back(Event::LinkDown(to));
+            return;
+        };
+        let tid = self.rng.gen::<u64>();
+        match self.origin.attach_req(tid, to) {
+            Ok(req) => self.queue_wire(hop, &req),
+            Err(_) => {
+                self.events.push_back(Event::LinkDown(to));
+                return;
+            }
+        }
+        self.attach_pending.insert(tid, to);
+        self.waiting.insert(
+            to,
+            Waiting {
+                bytes: bytes.len(),
+                messages: vec![bytes],
+                deadline: now + self.attach_timeout_ms,
+            },
+        );
+    }
+
+    fn release_waiting(&mut self, to: NodeId) {
+        let Some(&t) = self.by_node.get(&to) else {
+            return;
+        };
+        if let Some(w) = self.waiting.remove(&to) {
+            for m in w.messages {
+                self.queue_bytes(t, &m);
+            }
+        }
+        self.attach_pending.retain(|_, n| *n != to);
+    }
+
+    // ----- the Chord node, timers, commands -----
+
+    fn new_op(&mut self, owner: OpOwner) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        self.ops.insert(op, owner);
+        op
+    }
+
+    fn process_events(&mut self) {
+        // Bounded per wake-up so that a storm of link failures cannot starve the poll.
+        let mut budget = 100_000usize;
+        while let Some(event) = self.events.pop_front() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                break;
+            }
+            if let Event::Timer(Timer::Retransmit { attempt, .. }) = event {
+                if attempt > 0 {
+                    self.stats
+                        .retransmissions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let now = self.now();
+            for action in self.node.handle(event, now) {
+                match action {
+                    Action::Send { to, message } => self.send_for_node(to, &message),
+                    Action::SetTimer { at, timer } => {
+                        self.timer_seq += 1;
+                        self.timers.insert((at, self.timer_seq), timer);
+                    }
+                    Action::Complete { op, outcome } => self.complete(op, outcome),
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, op: OpId, outcome: LocalOutcome) {
+        match self.ops.remove(&op) {
+            Some(OpOwner::Reply(tx)) => {
+                let _ = tx.try_send(outcome);
+            }
+            Some(OpOwner::Bootstrap) => {
+                if outcome == LocalOutcome::Joined {
+                    tracing::info!(node_id = %self.origin.own, "overlay joined");
+                    self.bootstrap = Bootstrap::Done;
+                } else {
+                    tracing::warn!("overlay join failed: {outcome:?}; retrying");
+                    self.bootstrap = Bootstrap::RetryAt(self.now() + BOOTSTRAP_RETRY_MS);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.now();
+        while let Some((&(at, seq), _)) = self.timers.first_key_value() {
+            if at > now {
+                break;
+            }
+            if let Some(timer) = self.timers.remove(&(at, seq)) {
+                self.events.push_back(Event::Timer(timer));
+            }
+        }
+        let expired: Vec<NodeId> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in expired {
+            self.waiting.remove(&n);
+            self.attach_pending.retain(|_, t| *t != n);
+            self.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.events.push_back(Event::LinkDown(n));
+        }
+        match self.bootstrap {
+            Bootstrap::RetryAt(t) if t <= now => {
+                if self.bootstrap_addrs.is_empty() {
+                    self.create_overlay();
+                } else {
+                    for a in self.bootstrap_addrs.clone() {
+                        self.dial(a, None);
+                    }
+                    self.bootstrap = Bootstrap::Dialling { since: now };
+                    self.bootstrap_rounds += 1;
+                }
+            }
+            Bootstrap::Dialling { since } if since + self.attach_timeout_ms <= now => {
+                if self.node.is_joined() {
+                    self.bootstrap = Bootstrap::Done;
+                } else if self.bootstrap_rounds == 1 {
+                    // First round and nobody answered: this node starts the overlay.
+                    self.create_overlay();
+                } else {
+                    self.bootstrap = Bootstrap::RetryAt(now + BOOTSTRAP_RETRY_MS);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn create_overlay(&mut self) {
+        tracing::info!(node_id = %self.origin.own, "overlay created (no bootstrap node answered)");
+        self.bootstrap = Bootstrap::Joining;
+        let op = self.new_op(OpOwner::Bootstrap);
+        self.events.push_back(Event::Local {
+            op,
+            request: LocalRequest::CreateOverlay,
+        });
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Local { request, reply } => {
+                    let op = self.new_op(OpOwner::Reply(reply));
+                    self.events.push_back(Event::Local { op, request });
+                }
+                Command::Status { reply } => {
+                    let _ = reply.try_send(self.status());
+                }
+                Command::Shutdown => self.stop = true,
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let table = self.node.table();
+        let ids = |v: &[NodeId]| -> Vec<String> { v.iter().map(|n| n.to_string()).collect() };
+        let mut link_peers: Vec<String> = self.by_node.keys().map(|n| n.to_string()).collect();
+        link_peers.sort();
+        serde_json::json!({
+            "running": true,
+            "node_id": self.origin.own.to_string(),
+            "listen": self.listen_addr.to_string(),
+            "advertised": self.origin.advertised.to_string(),
+            "joined": self.node.is_joined(),
+            "predecessors": ids(&table.predecessors),
+            "successors": ids(&table.successors),
+            "fingers": ids(&table.finger_list()),
+            "stored_resources": self.node.storage().resource_count(),
+            "pending_transactions": self.node.pending_count(),
+            "links": self.links.len(),
+            "link_peers": link_peers,
+            "known_addresses": self.addresses.len(),
+        })
+    }
+}
