@@ -9,9 +9,15 @@
 //!   [`AckTracker`]). A frame left unacknowledged longer than the ack timeout fails the link:
 //!   TCP already retransmits, so a missing ack means the peer is gone or stuck (§6.6.3.1's
 //!   loss estimate reduced to a liveness check).
-//! - Output is one byte queue; queueing a frame that would take it over the limit fails the
-//!   link instead of buffering more (backpressure: a peer that does not read cannot grow our
-//!   memory).
+//! - Output is a queue of frames; queueing a frame that would take it over the byte limit
+//!   fails the link instead of buffering more (backpressure: a peer that does not read cannot
+//!   grow our memory).
+//! - Each frame is handed to the kernel with its own `write` (with `TCP_NODELAY`), so that a
+//!   TCP segment normally starts with a frame header. Wireshark's `reload-framing` dissector
+//!   (4.0) reads a data frame's length at offset 5 of the segment whatever the frame's
+//!   position, so frames packed back to back in one segment decode as malformed there; one
+//!   write per frame keeps captures readable at the cost of a syscall per frame, which the
+//!   overlay's message rate (control traffic between trackers) affords.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -61,8 +67,10 @@ pub struct Link {
     pub identified: bool,
     limits: LinkLimits,
     input: Vec<u8>,
-    output: Vec<u8>,
+    /// Encoded frames waiting to be written, and how much of the first is already out.
+    output: VecDeque<Vec<u8>>,
     written: usize,
+    queued: usize,
     next_seq: u32,
     unacked: VecDeque<(u32, u64)>,
     acks: AckTracker,
@@ -83,8 +91,9 @@ impl Link {
             identified: false,
             limits,
             input: Vec::new(),
-            output: Vec::new(),
+            output: VecDeque::new(),
             written: 0,
+            queued: 0,
             next_seq: 1,
             unacked: VecDeque::new(),
             acks: AckTracker::new(),
@@ -95,7 +104,7 @@ impl Link {
 
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.output.len() - self.written
+        self.queued - self.written
     }
 
     /// Data frames sent and not yet acknowledged.
@@ -106,10 +115,6 @@ impl Link {
     fn make_room(&mut self, extra: usize) -> Result<(), LinkError> {
         if self.queued_bytes() + extra > self.limits.max_queued_bytes {
             return Err(LinkError::Backpressure(self.limits.max_queued_bytes));
-        }
-        if self.written > 0 && self.written == self.output.len() {
-            self.output.clear();
-            self.written = 0;
         }
         Ok(())
     }
@@ -125,8 +130,11 @@ impl Link {
         self.make_room(DATA_FRAME_PREFIX_LEN + message.len())?;
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        encode_data_frame(&mut self.output, seq, message)
+        let mut frame = Vec::with_capacity(DATA_FRAME_PREFIX_LEN + message.len());
+        encode_data_frame(&mut frame, seq, message)
             .map_err(|_| LinkError::Backpressure(self.limits.max_queued_bytes))?;
+        self.queued += frame.len();
+        self.output.push_back(frame);
         self.unacked.push_back((seq, now_ms));
         self.frames_sent += 1;
         Ok(())
@@ -134,8 +142,14 @@ impl Link {
 
     /// Writes as much queued output as the socket takes. `Ok(true)` when everything is out.
     pub fn flush(&mut self) -> Result<bool, LinkError> {
-        while self.written < self.output.len() {
-            let pending = self.output.get(self.written..).unwrap_or_default();
+        while let Some(frame) = self.output.front() {
+            let pending = frame.get(self.written..).unwrap_or_default();
+            if pending.is_empty() {
+                self.queued -= frame.len();
+                self.written = 0;
+                self.output.pop_front();
+                continue;
+            }
             match self.stream.write(pending) {
                 Ok(0) => return Err(LinkError::Closed),
                 Ok(n) => self.written += n,
@@ -144,8 +158,6 @@ impl Link {
                 Err(e) => return Err(LinkError::Io(e)),
             }
         }
-        self.output.clear();
-        self.written = 0;
         Ok(true)
     }
 
@@ -203,7 +215,10 @@ impl Link {
         self.input.drain(..at);
         for ack in acks_to_send {
             self.make_room(ACK_FRAME_LEN)?;
-            ack.encode_into(&mut self.output);
+            let mut frame = Vec::with_capacity(ACK_FRAME_LEN);
+            ack.encode_into(&mut frame);
+            self.queued += frame.len();
+            self.output.push_back(frame);
         }
         Ok(messages)
     }
