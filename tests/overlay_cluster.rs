@@ -83,6 +83,21 @@ fn five_nodes_form_a_ring_store_fetch_and_survive_a_kill() {
         assert_eq!(ans["asked"].as_str(), Some(ids[via].as_str()));
         assert_eq!(ans["values"][0]["key"].as_str(), Some(ids[0].as_str()));
     }
+    // Nodes learnt each other's addresses with Attach routed through the ring (RFC 6940
+    // §6.5.1.2), not only from bootstrap hellos.
+    let forwarded: u64 = nodes
+        .iter()
+        .flatten()
+        .map(|n| {
+            let (_, text) = http(n.admin, "GET", "/metrics", b"");
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find_map(|l| l.strip_prefix("ppsp_overlay_attach_forwarded_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(forwarded > 0, "no Attach was routed through the ring");
     let stored = start.elapsed();
     eprintln!("50 PUT + 50 GET done at {stored:?}");
 

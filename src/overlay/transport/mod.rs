@@ -167,3 +167,152 @@ impl Drop for OverlayHandle {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::wire::framing::encode_data_frame;
+    use crate::overlay::wire::{decode_frame, Decoded, FrameRef, Message, OverlayHash, WireConfig};
+    use std::io::{Read, Write};
+
+    fn config() -> OverlayConfig {
+        OverlayConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".to_owned(),
+            node_id_seed: "unit".to_owned(),
+            ..OverlayConfig::default()
+        }
+    }
+
+    /// Reads frames until a data frame arrives; `None` when the server closes the stream.
+    fn read_data_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            loop {
+                match decode_frame(&buf, 1 << 20).ok()? {
+                    Decoded::Frame { frame, consumed } => {
+                        let data = match frame {
+                            FrameRef::Data { payload, .. } => Some(payload.to_vec()),
+                            FrameRef::Ack(_) => None,
+                        };
+                        buf.drain(..consumed);
+                        if data.is_some() {
+                            return data;
+                        }
+                    }
+                    Decoded::Incomplete { .. } => break,
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[test]
+    fn a_hello_is_answered_with_the_nodes_identity_and_the_node_creates_the_overlay() {
+        let cfg = config();
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let me = attach::Origin {
+            overlay,
+            ttl: 100,
+            own: NodeId::from_u128(42),
+            advertised: "127.0.0.1:1".parse().unwrap(),
+        };
+        let hello = me
+            .attach_req(7, NodeId::WILDCARD)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, 1, &hello).unwrap();
+        s.write_all(&frame).unwrap();
+        let answer = read_data_frame(&mut s).expect("an attach_ans");
+        let answer = Message::decode(&answer, &WireConfig::new(overlay)).unwrap();
+        assert_eq!(
+            answer.contents.code,
+            crate::overlay::wire::MessageCode::AttachAns
+        );
+        assert_eq!(attach::signer(&answer), Some(handle.node_id()));
+        assert_eq!(answer.header.transaction_id.0, 7);
+        // Alone with no bootstrap node, the node created the overlay and answers for itself.
+        let mut joined = false;
+        for _ in 0..200 {
+            let status = handle.status_json();
+            assert_eq!(status["running"], true);
+            if status["joined"] == true {
+                assert_eq!(status["links"], 1);
+                joined = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(joined);
+        let outcome = handle
+            .request(
+                LocalRequest::Lookup {
+                    resource: crate::overlay::chord::resource_id(b"x"),
+                },
+                Duration::from_secs(20),
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            LocalOutcome::Lookup {
+                responsible: handle.node_id()
+            }
+        );
+        assert!(handle.metrics_text().contains("attach_ans"));
+        handle.shutdown();
+    }
+
+    #[test]
+    fn a_message_before_the_hello_or_garbage_closes_the_link() {
+        let handle = OverlayHandle::start(&config()).unwrap();
+        let overlay = OverlayHash::of_name(&config().instance_name);
+        let ping = Message::new(
+            crate::overlay::wire::ForwardingHeader::new_request(
+                overlay,
+                0,
+                100,
+                crate::overlay::wire::TransactionId(1),
+                vec![crate::overlay::wire::Destination::Node(handle.node_id())],
+            ),
+            &crate::overlay::wire::Body::PingReq(crate::overlay::wire::PingReq {
+                padding: Vec::new(),
+            }),
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+        // A valid message that is not a hello, and a truncated one: the sender is unknown,
+        // the link closes.
+        for payload in [ping.as_slice(), &[0xd2, 0x45, 0x4c, 0x4f, 0, 0]] {
+            let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut frame = Vec::new();
+            encode_data_frame(&mut frame, 1, payload).unwrap();
+            s.write_all(&frame).unwrap();
+            assert_eq!(read_data_frame(&mut s), None);
+        }
+        // An unknown frame type.
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&[0x42; 32]).unwrap();
+        assert_eq!(read_data_frame(&mut s), None);
+        assert_eq!(handle.status_json()["running"], true);
+        assert!(
+            handle
+                .stats()
+                .link_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 3
+        );
+        handle.shutdown();
+    }
+}

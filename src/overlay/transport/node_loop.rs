@@ -467,7 +467,10 @@ impl NodeLoop {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if !e.is_silent_drop() {
+                if peer.is_none() {
+                    // Only a hello may open a link.
+                    self.fail_link(token, "undecodable message before the link hello");
+                } else if !e.is_silent_drop() {
                     self.answer_undecodable(token, peer, bytes, code);
                 }
                 return;
@@ -682,14 +685,26 @@ impl NodeLoop {
         self.events.push_back(Event::LinkUp(s));
         self.release_waiting(s);
         if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
-            self.bootstrap = Bootstrap::Joining;
-            let op = self.new_op(OpOwner::Bootstrap);
-            tracing::info!(bootstrap = %s, "overlay joining");
-            self.events.push_back(Event::Local {
-                op,
-                request: LocalRequest::Join { bootstrap: s },
-            });
+            self.start_join(s);
         }
+    }
+
+    /// A bootstrap node we hold an identified link to.
+    fn linked_bootstrap(&self) -> Option<NodeId> {
+        self.links
+            .values()
+            .filter(|l| l.identified && self.bootstrap_addrs.contains(&l.addr))
+            .find_map(|l| l.peer)
+    }
+
+    fn start_join(&mut self, bootstrap: NodeId) {
+        self.bootstrap = Bootstrap::Joining;
+        let op = self.new_op(OpOwner::Bootstrap);
+        tracing::info!(bootstrap = %bootstrap, "overlay joining");
+        self.events.push_back(Event::Local {
+            op,
+            request: LocalRequest::Join { bootstrap },
+        });
     }
 
     /// Forwards an Attach not addressed to us: to the first destination when linked, else to
@@ -938,6 +953,9 @@ impl NodeLoop {
             Bootstrap::RetryAt(t) if t <= now => {
                 if self.bootstrap_addrs.is_empty() {
                     self.create_overlay();
+                } else if let Some(b) = self.linked_bootstrap() {
+                    // Still linked to a bootstrap node from an earlier round: join through it.
+                    self.start_join(b);
                 } else {
                     for a in self.bootstrap_addrs.clone() {
                         self.dial(a, None);
