@@ -189,19 +189,14 @@ mod tests {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            loop {
-                match decode_frame(&buf, 1 << 20).ok()? {
-                    Decoded::Frame { frame, consumed } => {
-                        let data = match frame {
-                            FrameRef::Data { payload, .. } => Some(payload.to_vec()),
-                            FrameRef::Ack(_) => None,
-                        };
-                        buf.drain(..consumed);
-                        if data.is_some() {
-                            return data;
-                        }
-                    }
-                    Decoded::Incomplete { .. } => break,
+            while let Decoded::Frame { frame, consumed } = decode_frame(&buf, 1 << 20).ok()? {
+                let data = match frame {
+                    FrameRef::Data { payload, .. } => Some(payload.to_vec()),
+                    FrameRef::Ack(_) => None,
+                };
+                buf.drain(..consumed);
+                if data.is_some() {
+                    return data;
                 }
             }
             match s.read(&mut chunk) {
