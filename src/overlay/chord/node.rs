@@ -175,6 +175,8 @@ enum Purpose {
     Replica(NodeId),
     PartitionCheck,
     Leave,
+    /// Direct check of a relay suspected of losing a request.
+    Liveness(NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +184,11 @@ struct Pending {
     message: Message,
     purpose: Purpose,
     attempt: u32,
+    /// The link the latest attempt left on: a timeout says something about a peer only when
+    /// the request went to it directly.
+    last_hop: Option<NodeId>,
+    /// First hops of earlier attempts that went unanswered: retransmissions route around them.
+    avoid: Vec<NodeId>,
 }
 
 /// One Chord-RELOAD peer.
@@ -199,6 +206,7 @@ pub struct ChordNode {
     /// Peers found dead, with the time.
     failed: BTreeMap<NodeId, u64>,
     probing: BTreeSet<NodeId>,
+    checking: BTreeSet<NodeId>,
     /// Peers owed an Update by the end of the current event.
     updates_due: BTreeSet<NodeId>,
     neighbors_dirty: bool,
@@ -230,6 +238,7 @@ impl ChordNode {
             verified: BTreeMap::new(),
             failed: BTreeMap::new(),
             probing: BTreeSet::new(),
+            checking: BTreeSet::new(),
             updates_due: BTreeSet::new(),
             neighbors_dirty: false,
             sync_scheduled: false,
@@ -398,10 +407,15 @@ impl ChordNode {
                 message: message.clone(),
                 purpose,
                 attempt: 0,
+                last_hop: None,
+                avoid: Vec::new(),
             },
         );
         self.arm_retransmit(transaction_id, 0);
-        self.send_own(message);
+        let hop = self.send_own(message);
+        if let Some(p) = self.pending.get_mut(&transaction_id) {
+            p.last_hop = hop;
+        }
     }
 
     /// A direct request to a linked peer.
@@ -430,14 +444,21 @@ impl ChordNode {
     }
 
     /// Route a message we originate: consumed locally when it is for us.
-    fn send_own(&mut self, mut message: Message) {
+    /// Returns the link the message left on (`None`: consumed locally or no route).
+    fn send_own(&mut self, message: Message) -> Option<NodeId> {
+        self.send_own_avoiding(message, &[])
+    }
+
+    /// [`Self::send_own`], routing around `avoid` (hops an earlier attempt was lost on) when
+    /// another route exists.
+    fn send_own_avoiding(&mut self, mut message: Message, avoid: &[NodeId]) -> Option<NodeId> {
         loop {
             match message.destinations.first().copied() {
-                None => return,
+                None => return None,
                 Some(Destination::Node(n)) if n == self.table.own => {
                     if message.destinations.len() == 1 {
                         self.deliver(self.table.own, message);
-                        return;
+                        return None;
                     }
                     message.destinations.remove(0);
                 }
@@ -445,14 +466,13 @@ impl ChordNode {
                     if self.phase == Phase::Joined && self.table.is_responsible(r.0) =>
                 {
                     self.deliver(self.table.own, message);
-                    return;
+                    return None;
                 }
                 Some(d) => {
-                    if let Some(hop) = self.next_hop(d, &message) {
-                        self.actions.push(Action::Send { to: hop, message });
-                    }
                     // No route: the retransmission timer retries and finally fails it.
-                    return;
+                    let hop = self.next_hop(d, &message, avoid)?;
+                    self.actions.push(Action::Send { to: hop, message });
+                    return Some(hop);
                 }
             }
         }
@@ -460,7 +480,16 @@ impl ChordNode {
 
     /// Next hop toward a destination entry: a linked node by id, else greedy routing, else
     /// (while joining) the bootstrap peer.
-    fn next_hop(&self, d: Destination, message: &Message) -> Option<NodeId> {
+    fn next_hop(&self, d: Destination, message: &Message, avoid: &[NodeId]) -> Option<NodeId> {
+        if !avoid.is_empty() {
+            let mut via = message.via.clone();
+            via.extend_from_slice(avoid);
+            if let Some(h) = self.next_hop_excluding(d, &via, message.sender, message.sender) {
+                if !avoid.contains(&h) {
+                    return Some(h);
+                }
+            }
+        }
         self.next_hop_excluding(d, &message.via, message.sender, message.sender)
     }
 
@@ -808,6 +837,9 @@ impl ChordNode {
                 }
             }
             Purpose::Update(_) | Purpose::Leave => {}
+            Purpose::Liveness(n) => {
+                self.checking.remove(&n);
+            }
             Purpose::FingerSearch(i) => {
                 if matches!(response, Response::Ping { .. })
                     && responder != self.table.own
@@ -826,7 +858,7 @@ impl ChordNode {
                     }
                     self.table.consider_finger(responder);
                     if self.table.improves_neighbors(responder) {
-                        self.probe(responder);
+                        self.probe(responder, None);
                     }
                 }
             }
@@ -844,7 +876,7 @@ impl ChordNode {
                     && self.table.improves_neighbors(responder)
                 {
                     // RFC 6940 §10.7.4.4: a better successor exists; connect to it.
-                    self.probe(responder);
+                    self.probe(responder, None);
                 }
             }
         }
@@ -895,8 +927,25 @@ impl ChordNode {
         if attempt < self.config.max_retransmissions {
             p.attempt += 1;
             let message = p.message.clone();
+            // The attempt was lost somewhere; if it left through a relay, suspect that relay:
+            // route around it and check it (RFC 6940 §10.7.2 finger failure).
+            let suspect = p
+                .last_hop
+                .filter(|h| message.destinations.first() != Some(&Destination::Node(*h)));
+            if let Some(h) = suspect {
+                if !p.avoid.contains(&h) {
+                    p.avoid.push(h);
+                }
+            }
+            let avoid = p.avoid.clone();
             self.arm_retransmit(transaction_id, attempt + 1);
-            self.send_own(message);
+            if let Some(h) = suspect {
+                self.check_liveness(h);
+            }
+            let hop = self.send_own_avoiding(message, &avoid);
+            if let Some(p) = self.pending.get_mut(&transaction_id) {
+                p.last_hop = hop;
+            }
             return;
         }
         let Some(p) = self.pending.remove(&transaction_id) else {
@@ -908,18 +957,50 @@ impl ChordNode {
                 self.phase = Phase::Idle;
                 self.fail(op, ErrorCode::RequestTimeout);
             }
+            // RFC 6940 §10.7.1: the failure of a request sent directly to a peer marks it
+            // failed; a request that went through other peers says nothing about the target.
             Purpose::Verify(n) => {
                 self.probing.remove(&n);
-                self.peer_failed(n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
             }
-            // RFC 6940 §10.7.1: failure of a request to a neighbor marks it failed.
-            Purpose::Update(n) => self.peer_failed(n),
+            Purpose::Update(n) => {
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
+            }
             Purpose::Replica(n) => {
                 self.sync_dirty = true;
-                self.peer_failed(n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
+            }
+            Purpose::Liveness(n) => {
+                self.checking.remove(&n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
             }
             Purpose::FingerSearch(_) | Purpose::PartitionCheck | Purpose::Leave => {}
         }
+    }
+
+    /// A direct Ping to a peer suspected of having lost a request; its failure removes the
+    /// peer from the routing table.
+    fn check_liveness(&mut self, n: NodeId) {
+        if n == self.table.own || self.checking.contains(&n) || self.failed.contains_key(&n) {
+            return;
+        }
+        if self.pending.len() >= self.config.max_pending {
+            return;
+        }
+        self.checking.insert(n);
+        self.originate(
+            vec![Destination::Node(n)],
+            Request::Ping,
+            Purpose::Liveness(n),
+        );
     }
 
     fn jittered(&mut self, interval: u64) -> u64 {
@@ -1134,7 +1215,7 @@ impl ChordNode {
                 if self.verified.contains_key(&c) {
                     self.admit(c);
                 } else {
-                    self.probe(c);
+                    self.probe(c, Some(sender));
                 }
             } else {
                 // RFC 6940 §10.7.4.2 alternative 2: fingers from what Updates reveal.
@@ -1173,8 +1254,10 @@ impl ChordNode {
         }
     }
 
-    /// Check a peer's liveness before it enters the neighbor table.
-    fn probe(&mut self, n: NodeId) {
+    /// Check a peer's liveness before it enters the neighbor table. RFC 6940 §10.6: the check
+    /// (our stand-in for the Attach) is source-routed through the peer that told us about it,
+    /// which is linked to it; without an informant it is routed by id.
+    fn probe(&mut self, n: NodeId, informant: Option<NodeId>) {
         if n == self.table.own || self.probing.contains(&n) || self.failed.contains_key(&n) {
             return;
         }
@@ -1182,11 +1265,18 @@ impl ChordNode {
             return;
         }
         self.probing.insert(n);
-        self.originate(
-            vec![Destination::Node(n)],
-            Request::Ping,
-            Purpose::Verify(n),
-        );
+        let destinations = match informant {
+            Some(i)
+                if i != n
+                    && i != self.table.own
+                    && !self.verified.contains_key(&n)
+                    && self.verified.contains_key(&i) =>
+            {
+                vec![Destination::Node(i), Destination::Node(n)]
+            }
+            _ => vec![Destination::Node(n)],
+        };
+        self.originate(destinations, Request::Ping, Purpose::Verify(n));
     }
 
     /// RFC 6940 §10.7.1 / §10.7.2: a peer failed.
@@ -1197,6 +1287,7 @@ impl ChordNode {
         self.failed.insert(n, self.now);
         self.verified.remove(&n);
         self.probing.remove(&n);
+        self.checking.remove(&n);
         if self.table.remove(n) {
             self.neighbors_dirty = true;
         }
@@ -1217,7 +1308,7 @@ impl ChordNode {
         candidates.sort_by_key(|n| distance(own, n.to_u128()));
         candidates.dedup();
         if let Some(first) = candidates.first().copied() {
-            self.probe(first);
+            self.probe(first, None);
             // Tell it about us so that it answers with its predecessors.
             self.updates_due.insert(first);
         }
@@ -1287,7 +1378,7 @@ impl ChordNode {
                 if self.verified.contains_key(&c) {
                     self.admit(c);
                 } else {
-                    self.probe(c);
+                    self.probe(c, None);
                 }
             }
         }
