@@ -592,3 +592,20 @@ fn unanswered_requests_are_retransmitted_with_backoff_then_fail() {
         })
     ));
 }
+
+#[test]
+fn repair_holds_across_seeds() {
+    // Smaller rings, several seeds, both crash kinds: ring, replicas, reads and routing all
+    // come back every time.
+    for seed in 100..102u64 {
+        for silent in [false, true] {
+            let mut sim = build_ring(seed, 40);
+            sim.run_for(30_000);
+            let stored = store_values(&mut sim, 40);
+            crash_a_fifth(&mut sim, silent);
+            repair_time(&mut sim, &stored, 10 * UPDATE_INTERVAL_MS);
+            fetch_all(&mut sim, &stored);
+            lookups(&mut sim, 100);
+        }
+    }
+}
