@@ -326,13 +326,55 @@ fn losing_all_successors_leads_to_a_rejoin() {
         let i = sim.index_of(*id).unwrap();
         sim.crash(i);
     }
+    let orphan = sim.index_of(ids[4]).unwrap();
     let mut rounds = 0;
     while !sim.ring_errors(3).is_empty() {
         sim.run_for(UPDATE_INTERVAL_MS);
         rounds += 1;
         assert!(rounds < 10, "ring not repaired");
     }
+    assert!(
+        sim.node(orphan).rejoins() >= 1,
+        "the orphaned peer went looking for the ring"
+    );
     println!("three consecutive crashes on 32 nodes repaired within {rounds} update rounds");
+}
+
+#[test]
+fn joins_migrate_data_and_lifetimes_expire() {
+    let mut sim = build_ring(18, 16);
+    sim.run_for(30_000);
+    let stored = store_values(&mut sim, 60);
+    // Sixteen more nodes take over parts of the ring: the data follows them.
+    for _ in 0..16 {
+        let bootstrap = sim.node(0).id();
+        let i = sim.add_node();
+        let op = sim.local(i, LocalRequest::Join { bootstrap });
+        assert!(sim.run_until_complete(&[op], 10_000));
+        sim.run_for(1_000);
+    }
+    let ms = repair_time(&mut sim, &stored, 5 * UPDATE_INTERVAL_MS);
+    println!(
+        "16 joins into a 16-node ring: data on its new replica sets after {} s",
+        ms / 1000
+    );
+    fetch_all(&mut sim, &stored);
+    // A short-lived value disappears everywhere once its lifetime is over.
+    let r = resource_id(b"short-lived");
+    let mut kind_data = dict_store("t", b"v", 7);
+    kind_data[0].values[0].lifetime = 90;
+    let op = sim.local(
+        3,
+        LocalRequest::Store {
+            resource: r,
+            kind_data,
+        },
+    );
+    assert!(sim.run_until_complete(&[op], 10_000));
+    sim.run_for(20_000);
+    assert_eq!(sim.holders(r).len(), 3);
+    sim.run_for(150_000);
+    assert!(sim.holders(r).is_empty(), "expired value still held");
 }
 
 #[test]

@@ -217,6 +217,7 @@ pub struct ChordNode {
     changed_since_round: bool,
     timers_started: bool,
     fingers_initialized: bool,
+    rejoins: u64,
     actions: Vec<Action>,
 }
 
@@ -248,6 +249,7 @@ impl ChordNode {
             changed_since_round: false,
             timers_started: false,
             fingers_initialized: false,
+            rejoins: 0,
             actions: Vec::new(),
         }
     }
@@ -266,6 +268,10 @@ impl ChordNode {
     }
     pub fn pending_count(&self) -> usize {
         self.pending.len()
+    }
+    /// How often this peer lost all its successors and went looking for the ring again.
+    pub fn rejoins(&self) -> u64 {
+        self.rejoins
     }
 
     /// Process one event at local time `now` (ms) and return the actions it causes.
@@ -1307,6 +1313,7 @@ impl ChordNode {
             .collect();
         candidates.sort_by_key(|n| distance(own, n.to_u128()));
         candidates.dedup();
+        self.rejoins += 1;
         if let Some(first) = candidates.first().copied() {
             self.probe(first, None);
             // Tell it about us so that it answers with its predecessors.
