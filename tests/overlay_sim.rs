@@ -477,10 +477,10 @@ fn joined_pair() -> (ChordNode, NodeId) {
         body: Body::Request(Request::Update(
             ppsp_tracker::overlay::chord::message::ChordUpdate {
                 uptime: 1,
-                kind: ppsp_tracker::overlay::chord::message::ChordUpdateType::Neighbors,
-                predecessors: vec![],
-                successors: vec![],
-                fingers: vec![],
+                update: ppsp_tracker::overlay::chord::message::ChordUpdateType::Neighbors {
+                    predecessors: vec![],
+                    successors: vec![],
+                },
             },
         )),
     };

@@ -33,35 +33,23 @@ impl Destination {
 /// RFC 6940 §14.9 error codes (the wire codec's).
 pub use crate::overlay::wire::ErrorCode;
 
-/// RFC 6940 §10.7 `ChordUpdateType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChordUpdateType {
-    PeerReady = 1,
-    Neighbors = 2,
-    Full = 3,
-}
+/// RFC 6940 §10.7 ChordUpdate and §10.9 ChordLeaveData: the wire codec's types.
+pub use crate::overlay::wire::{ChordLeaveData, ChordUpdate, ChordUpdateType};
 
-/// RFC 6940 §10.7 `ChordUpdate`. `fingers` is empty unless the type is `Full`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChordUpdate {
-    /// Seconds this peer has been up.
-    pub uptime: u32,
-    pub kind: ChordUpdateType,
-    /// Nearest first.
-    pub predecessors: Vec<NodeId>,
-    /// Nearest first.
-    pub successors: Vec<NodeId>,
-    /// Numerically ascending (RFC 6940 §10.7).
-    pub fingers: Vec<NodeId>,
-}
-
-/// RFC 6940 §10.9 `ChordLeaveData`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChordLeaveData {
-    /// Sent by a successor of the recipient: the leaving peer's successors.
-    FromSucc { successors: Vec<NodeId> },
-    /// Sent by a predecessor of the recipient: the leaving peer's predecessors.
-    FromPred { predecessors: Vec<NodeId> },
+/// The predecessor, successor and finger lists of an Update (empty where its type has none).
+pub fn update_lists(u: &ChordUpdate) -> (&[NodeId], &[NodeId], &[NodeId]) {
+    match &u.update {
+        ChordUpdateType::PeerReady => (&[], &[], &[]),
+        ChordUpdateType::Neighbors {
+            predecessors,
+            successors,
+        } => (predecessors, successors, &[]),
+        ChordUpdateType::Full {
+            predecessors,
+            successors,
+            fingers,
+        } => (predecessors, successors, fingers),
+    }
 }
 
 /// Request bodies (RFC 6940 §6.4.2, §6.5.3, §7.4).

@@ -22,8 +22,8 @@
 
 use super::id::{distance, finger_range, in_left_open, in_open, NodeId, ResourceId};
 use super::message::{
-    Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorCode, ErrorInfo, Message,
-    Request, Response, INITIAL_TTL,
+    update_lists, Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorCode,
+    ErrorInfo, Message, Request, Response, INITIAL_TTL,
 };
 use super::table::{RoutingTable, FINGERS};
 use crate::overlay::storage::{
@@ -682,7 +682,7 @@ impl ChordNode {
                 };
                 if *send_update {
                     // RFC 6940 §10.8: a full Update follows the answer.
-                    let update = self.update_body(ChordUpdateType::Full);
+                    let update = self.update_body(true);
                     let to = message.sender;
                     self.originate(
                         vec![Destination::Node(to)],
@@ -1151,20 +1151,25 @@ impl ChordNode {
 
     // ----- neighbor table maintenance -----
 
-    fn update_body(&self, kind: ChordUpdateType) -> ChordUpdate {
+    /// RFC 6940 §10.7: a `neighbors` Update, or a `full` one with the fingers.
+    fn update_body(&self, full: bool) -> ChordUpdate {
         let uptime =
             u32::try_from(self.now.saturating_sub(self.started_at) / 1000).unwrap_or(u32::MAX);
-        ChordUpdate {
-            uptime,
-            kind,
-            predecessors: self.table.predecessors.clone(),
-            successors: self.table.successors.clone(),
-            fingers: if kind == ChordUpdateType::Full {
-                self.table.finger_list()
-            } else {
-                Vec::new()
-            },
-        }
+        let predecessors = self.table.predecessors.clone();
+        let successors = self.table.successors.clone();
+        let update = if full {
+            ChordUpdateType::Full {
+                predecessors,
+                successors,
+                fingers: self.table.finger_list(),
+            }
+        } else {
+            ChordUpdateType::Neighbors {
+                predecessors,
+                successors,
+            }
+        };
+        ChordUpdate { uptime, update }
     }
 
     /// Send the Updates owed: to every neighbor after a neighbor-table change (RFC 6940
@@ -1193,7 +1198,7 @@ impl ChordNode {
         if due.is_empty() {
             return;
         }
-        let body = self.update_body(ChordUpdateType::Neighbors);
+        let body = self.update_body(false);
         for n in due {
             if n == self.table.own || self.failed.contains_key(&n) {
                 continue;
@@ -1208,12 +1213,8 @@ impl ChordNode {
         self.failed.remove(&sender);
         self.admit(sender);
         let own = self.table.own;
-        for &c in update
-            .predecessors
-            .iter()
-            .chain(update.successors.iter())
-            .chain(update.fingers.iter())
-        {
+        let (predecessors, successors, fingers) = update_lists(update);
+        for &c in predecessors.iter().chain(successors).chain(fingers) {
             if c == own || self.failed.contains_key(&c) {
                 continue;
             }
@@ -1232,16 +1233,14 @@ impl ChordNode {
         if self.phase == Phase::Joined && !self.failed.contains_key(&sender) {
             let k = self.config.neighbor_count;
             let s = sender.to_u128();
-            let misses_succ = !update.successors.contains(&own)
-                && (update.successors.len() < k
-                    || update
-                        .successors
+            let misses_succ = !successors.contains(&own)
+                && (successors.len() < k
+                    || successors
                         .last()
                         .is_some_and(|l| distance(s, own.to_u128()) < distance(s, l.to_u128())));
-            let misses_pred = !update.predecessors.contains(&own)
-                && (update.predecessors.len() < k
-                    || update
-                        .predecessors
+            let misses_pred = !predecessors.contains(&own)
+                && (predecessors.len() < k
+                    || predecessors
                         .last()
                         .is_some_and(|l| distance(own.to_u128(), s) < distance(l.to_u128(), s)));
             if misses_succ || misses_pred {
@@ -1341,7 +1340,7 @@ impl ChordNode {
             }
             let own = self.table.own;
             for s in self.table.successors.clone() {
-                let data = ChordLeaveData::FromPred {
+                let data = ChordLeaveData::FromPredecessor {
                     predecessors: self.table.predecessors.clone(),
                 };
                 self.originate_direct(
@@ -1357,7 +1356,7 @@ impl ChordNode {
                 if self.table.successors.contains(&p) {
                     continue;
                 }
-                let data = ChordLeaveData::FromSucc {
+                let data = ChordLeaveData::FromSuccessor {
                     successors: self.table.successors.clone(),
                 };
                 self.originate_direct(
@@ -1377,8 +1376,8 @@ impl ChordNode {
     fn on_leave(&mut self, leaving: NodeId, data: &ChordLeaveData) {
         self.peer_failed(leaving);
         let list = match data {
-            ChordLeaveData::FromSucc { successors } => successors,
-            ChordLeaveData::FromPred { predecessors } => predecessors,
+            ChordLeaveData::FromSuccessor { successors } => successors,
+            ChordLeaveData::FromPredecessor { predecessors } => predecessors,
         };
         for &c in list {
             if c != self.table.own && self.table.improves_neighbors(c) {
