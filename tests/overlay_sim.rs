@@ -378,6 +378,53 @@ fn joins_migrate_data_and_lifetimes_expire() {
 }
 
 #[test]
+fn application_requests_reach_the_destination_application_and_come_back() {
+    let mut sim = build_ring(19, 24);
+    sim.run_for(30_000);
+    let target = sim.node(7).id();
+    // To a node by id (a connection tracker asked for a peer's status) ...
+    let op1 = sim.local(
+        2,
+        LocalRequest::App {
+            destination: Destination::Node(target),
+            body: b"status peer-1".to_vec(),
+        },
+    );
+    // ... and to whichever node is responsible for a resource.
+    let r = resource_id(b"swarm-x");
+    let op2 = sim.local(
+        5,
+        LocalRequest::App {
+            destination: Destination::Resource(r),
+            body: b"who".to_vec(),
+        },
+    );
+    sim.run_for(2_000);
+    let deliveries = sim.take_deliveries();
+    assert_eq!(deliveries.len(), 2);
+    for d in deliveries {
+        let expected_at = if d.body == b"who" {
+            sim.responsible(r).unwrap()
+        } else {
+            target
+        };
+        assert_eq!(sim.node(d.node).id(), expected_at);
+        let mut answer = b"re: ".to_vec();
+        answer.extend_from_slice(&d.body);
+        sim.app_answer(d.node, d.token, answer);
+    }
+    assert!(sim.run_until_complete(&[op1, op2], 5_000));
+    assert_eq!(
+        sim.outcome(op1),
+        Some(&LocalOutcome::App(b"re: status peer-1".to_vec()))
+    );
+    assert_eq!(
+        sim.outcome(op2),
+        Some(&LocalOutcome::App(b"re: who".to_vec()))
+    );
+}
+
+#[test]
 fn graceful_leave_keeps_ring_and_data() {
     let mut sim = build_ring(15, 24);
     sim.run_for(30_000);

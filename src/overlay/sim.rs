@@ -110,6 +110,15 @@ struct SimNode {
     links: BTreeSet<usize>,
 }
 
+/// An application request a node delivered to its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub node: usize,
+    pub token: u64,
+    pub sender: NodeId,
+    pub body: Vec<u8>,
+}
+
 /// Counters of one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimStats {
@@ -141,6 +150,7 @@ pub struct Sim {
     stats: SimStats,
     wire_config: WireConfig,
     kind_models: Vec<(KindId, DataModel)>,
+    deliveries: Vec<Delivery>,
 }
 
 impl Sim {
@@ -170,6 +180,7 @@ impl Sim {
             stats: SimStats::default(),
             wire_config: WireConfig::new(OverlayHash::of_name("sim.overlay.invalid")),
             kind_models,
+            deliveries: Vec::new(),
         }
     }
 
@@ -255,6 +266,19 @@ impl Sim {
         op
     }
 
+    /// Application requests delivered since the last call.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Node `i`'s application answers a delivered request.
+    pub fn app_answer(&mut self, i: usize, token: u64, body: Vec<u8>) {
+        let event = Event::AppAnswer { token, body };
+        trace_event(&mut self.trace, self.now, i, &event);
+        let actions = self.nodes[i].node.handle(event, self.now);
+        self.apply(i, actions);
+    }
+
     pub fn outcome(&self, op: OpId) -> Option<&LocalOutcome> {
         self.outcomes.get(&op)
     }
@@ -333,6 +357,16 @@ impl Sim {
                 Action::Complete { op, outcome } => {
                     self.outcomes.insert(op, outcome);
                 }
+                Action::Deliver {
+                    token,
+                    sender,
+                    body,
+                } => self.deliveries.push(Delivery {
+                    node: i,
+                    token,
+                    sender,
+                    body,
+                }),
             }
         }
     }
@@ -545,6 +579,10 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
         Event::Local { op, .. } => {
             5u8.hash(h);
             op.hash(h);
+        }
+        Event::AppAnswer { token, .. } => {
+            6u8.hash(h);
+            token.hash(h);
         }
     }
 }

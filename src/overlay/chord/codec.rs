@@ -140,6 +140,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Request::Store(s) => wire::Body::StoreReq(s.clone()),
             Request::Fetch(f) => wire::Body::FetchReq(f.clone()),
             Request::Stat(s) => wire::Body::StatReq(s.clone()),
+            Request::App(b) => wire::Body::ExpAReq(b.clone()),
         },
         Body::Response(r) => match r {
             Response::Ping { response_id, time } => wire::Body::PingAns(wire::PingAns {
@@ -157,6 +158,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Response::Store(a) => wire::Body::StoreAns(a.clone()),
             Response::Fetch(a) => wire::Body::FetchAns(a.clone()),
             Response::Stat(a) => wire::Body::StatAns(a.clone()),
+            Response::App(b) => wire::Body::ExpAAns(b.clone()),
             Response::Error { code, info } => wire::Body::Error(ErrorResponse {
                 error_code: *code,
                 error_info: error_info_to_wire(info)?,
@@ -183,6 +185,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::StoreReq(s) => Body::Request(Request::Store(s)),
         wire::Body::FetchReq(f) => Body::Request(Request::Fetch(f)),
         wire::Body::StatReq(s) => Body::Request(Request::Stat(s)),
+        wire::Body::ExpAReq(b) => Body::Request(Request::App(b)),
         wire::Body::PingAns(p) => Body::Response(Response::Ping {
             response_id: p.response_id,
             time: p.time,
@@ -196,6 +199,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::StoreAns(a) => Body::Response(Response::Store(a)),
         wire::Body::FetchAns(a) => Body::Response(Response::Fetch(a)),
         wire::Body::StatAns(a) => Body::Response(Response::Stat(a)),
+        wire::Body::ExpAAns(b) => Body::Response(Response::App(b)),
         wire::Body::Error(e) => Body::Response(Response::Error {
             code: e.error_code,
             info: error_info_from_wire(e.error_code, e.error_info, kinds),
@@ -372,6 +376,8 @@ mod tests {
             }),
             Body::Response(Response::Join),
             Body::Response(Response::Update),
+            Body::Request(Request::App(b"peer-42".to_vec())),
+            Body::Response(Response::App(b"online".to_vec())),
             Body::Response(Response::RouteQuery { next_peer: n(6) }),
             Body::Response(Response::Store(ans.clone())),
             Body::Response(Response::Error {

@@ -76,6 +76,10 @@ pub enum Request {
     Store(StoreReq),
     Fetch(FetchReq),
     Stat(StatReq),
+    /// An application request carried as RELOAD's experimental method exp_a (protocols.md §3:
+    /// a peer's live status read from its connection tracker); delivered to the application
+    /// of the destination node.
+    App(Vec<u8>),
 }
 
 /// Response bodies.
@@ -96,6 +100,8 @@ pub enum Response {
     Store(StoreAns),
     Fetch(FetchAns),
     Stat(StatAns),
+    /// The application's answer to [`Request::App`] (exp_a_ans).
+    App(Vec<u8>),
     /// RFC 6940 §6.3.3.1 ErrorResponse; `info` carries e.g. the StoreAns of
     /// Error_Generation_Counter_Too_Low.
     Error {
@@ -153,6 +159,7 @@ impl Message {
                 Request::Store(_) => "store_req",
                 Request::Fetch(_) => "fetch_req",
                 Request::Stat(_) => "stat_req",
+                Request::App(_) => "exp_a_req",
             },
             Body::Response(r) => match r {
                 Response::Ping { .. } => "ping_ans",
@@ -163,6 +170,7 @@ impl Message {
                 Response::Store(_) => "store_ans",
                 Response::Fetch(_) => "fetch_ans",
                 Response::Stat(_) => "stat_ans",
+                Response::App(_) => "exp_a_ans",
                 Response::Error { .. } => "error",
             },
         }

@@ -114,6 +114,12 @@ pub enum LocalRequest {
     },
     Fetch(FetchReq),
     Stat(StatReq),
+    /// An application request (exp_a) to a node or to the node responsible for a resource;
+    /// it ends with [`LocalOutcome::App`] carrying the other application's answer.
+    App {
+        destination: Destination,
+        body: Vec<u8>,
+    },
 }
 
 /// How a local request ended.
@@ -125,6 +131,7 @@ pub enum LocalOutcome {
     Stored(StoreAns),
     Fetched(FetchAns),
     Stat(StatAns),
+    App(Vec<u8>),
     Failed { code: ErrorCode, info: ErrorInfo },
 }
 
@@ -143,6 +150,11 @@ pub enum Event {
         op: OpId,
         request: LocalRequest,
     },
+    /// The application's answer to a [`Action::Deliver`]ed request.
+    AppAnswer {
+        token: u64,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +165,13 @@ pub enum Action {
     SetTimer { at: u64, timer: Timer },
     /// A local request finished.
     Complete { op: OpId, outcome: LocalOutcome },
+    /// An application request for this node: answer with `Event::AppAnswer { token, .. }`.
+    /// Unanswered tokens are forgotten after `max_pending` newer ones.
+    Deliver {
+        token: u64,
+        sender: NodeId,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +237,10 @@ pub struct ChordNode {
     timers_started: bool,
     fingers_initialized: bool,
     rejoins: u64,
+    /// Application requests delivered and not yet answered, by token.
+    inbound: BTreeMap<u64, (NodeId, Message)>,
+    inbound_index: BTreeMap<(NodeId, u64), u64>,
+    next_token: u64,
     actions: Vec<Action>,
 }
 
@@ -250,6 +273,9 @@ impl ChordNode {
             timers_started: false,
             fingers_initialized: false,
             rejoins: 0,
+            inbound: BTreeMap::new(),
+            inbound_index: BTreeMap::new(),
+            next_token: 1,
             actions: Vec::new(),
         }
     }
@@ -288,6 +314,13 @@ impl ChordNode {
             }
             Event::LinkDown(n) => self.peer_failed(n),
             Event::Local { op, request } => self.on_local(op, request),
+            Event::AppAnswer { token, body } => {
+                if let Some((from, request)) = self.inbound.remove(&token) {
+                    self.inbound_index
+                        .remove(&(request.sender, request.transaction_id));
+                    self.respond(from, &request, Response::App(body));
+                }
+            }
         }
         self.flush_updates();
         std::mem::take(&mut self.actions)
@@ -348,6 +381,15 @@ impl ChordNode {
                 Some(r) => self.originate_local(op, r, Request::Fetch(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
             },
+            LocalRequest::App { destination, body } => {
+                if self.phase != Phase::Joined {
+                    self.fail(op, ErrorCode::NotFound);
+                } else if self.pending.len() >= self.config.max_pending {
+                    self.fail(op, ErrorCode::InProgress);
+                } else {
+                    self.originate(vec![destination], Request::App(body), Purpose::Local(op));
+                }
+            }
             LocalRequest::Stat(req) => match ResourceId::from_wire(&req.resource) {
                 Some(r) => self.originate_local(op, r, Request::Stat(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
@@ -650,6 +692,30 @@ impl ChordNode {
         let Body::Request(request) = &message.body else {
             return;
         };
+        if let Request::App(body) = request {
+            let key = (message.sender, message.transaction_id);
+            if let Some(token) = self.inbound_index.get(&key).copied() {
+                // A retransmission of a request the application already has: answer it along
+                // the newest path, deliver it once.
+                self.inbound.insert(token, (from, message));
+                return;
+            }
+            let (token, sender, body) = (self.next_token, message.sender, body.clone());
+            self.next_token += 1;
+            if self.inbound.len() >= self.config.max_pending {
+                if let Some((_, (_, old))) = self.inbound.pop_first() {
+                    self.inbound_index.remove(&(old.sender, old.transaction_id));
+                }
+            }
+            self.inbound_index.insert(key, token);
+            self.inbound.insert(token, (from, message));
+            self.actions.push(Action::Deliver {
+                token,
+                sender,
+                body,
+            });
+            return;
+        }
         let response = match request {
             Request::Ping => Response::Ping {
                 response_id: self.rng.gen(),
@@ -704,6 +770,7 @@ impl ChordNode {
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
+            Request::App(_) => return,
         };
         self.respond(from, &message, response);
     }
@@ -809,6 +876,7 @@ impl ChordNode {
                     Response::Store(a) => LocalOutcome::Stored(a),
                     Response::Fetch(a) => LocalOutcome::Fetched(a),
                     Response::Stat(a) => LocalOutcome::Stat(a),
+                    Response::App(b) => LocalOutcome::App(b),
                     Response::Error { code, info } => LocalOutcome::Failed { code, info },
                     _ => LocalOutcome::Failed {
                         code: ErrorCode::InvalidMessage,
