@@ -698,3 +698,71 @@ fn repair_holds_across_seeds() {
         }
     }
 }
+
+#[test]
+fn a_retransmitted_store_gets_the_first_answer() {
+    let own = NodeId::from_u128(1000);
+    let client = NodeId::from_u128(77);
+    let mut node = ChordNode::new(own, ChordConfig::default(), 3);
+    node.handle(
+        Event::Local {
+            op: 1,
+            request: LocalRequest::CreateOverlay,
+        },
+        0,
+    );
+    let store = |txid: u64, generation: u64, time: u64| {
+        let mut kind_data = dict_store("k", b"v", time);
+        kind_data[0].generation_counter = generation;
+        Message {
+            transaction_id: txid,
+            ttl: 100,
+            via: vec![],
+            destinations: vec![Destination::Resource(ResourceId(5))],
+            sender: client,
+            body: Body::Request(Request::Store(ppsp_tracker::overlay::storage::StoreReq {
+                resource: ResourceId(5).to_wire(),
+                replica_number: 0,
+                kind_data,
+            })),
+        }
+    };
+    let answer = |node: &mut ChordNode, m: Message, now: u64| {
+        node.handle(
+            Event::Received {
+                from: client,
+                message: m,
+            },
+            now,
+        )
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { message, .. } => match message.body {
+                Body::Response(r) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("answered")
+    };
+    match answer(&mut node, store(1, 0, 10), 1) {
+        Response::Store(a) => assert_eq!(a.kind_responses[0].generation_counter, 1),
+        other => panic!("{other:?}"),
+    }
+    let second = answer(&mut node, store(2, 1, 20), 2);
+    match &second {
+        Response::Store(a) => assert_eq!(a.kind_responses[0].generation_counter, 2),
+        other => panic!("{other:?}"),
+    }
+    // The answer to transaction 2 was lost; its retransmission is answered the same way
+    // instead of failing on the generation counter it already moved.
+    assert_eq!(answer(&mut node, store(2, 1, 20), 3), second);
+    // A new transaction with the stale counter does fail.
+    assert!(matches!(
+        answer(&mut node, store(3, 1, 30), 4),
+        Response::Error {
+            code: ErrorCode::GenerationCounterTooLow,
+            ..
+        }
+    ));
+}

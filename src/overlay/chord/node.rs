@@ -240,6 +240,8 @@ pub struct ChordNode {
     /// Application requests delivered and not yet answered, by token.
     inbound: BTreeMap<u64, (NodeId, Message)>,
     inbound_index: BTreeMap<(NodeId, u64), u64>,
+    /// Answers to recent Stores, by (originator, transaction id), with the time answered.
+    answered: BTreeMap<(NodeId, u64), (u64, Response)>,
     next_token: u64,
     actions: Vec<Action>,
 }
@@ -275,6 +277,7 @@ impl ChordNode {
             rejoins: 0,
             inbound: BTreeMap::new(),
             inbound_index: BTreeMap::new(),
+            answered: BTreeMap::new(),
             next_token: 1,
             actions: Vec::new(),
         }
@@ -692,6 +695,15 @@ impl ChordNode {
         let Body::Request(request) = &message.body else {
             return;
         };
+        // A retransmitted Store gets the answer the first copy got: applying it again could
+        // fail on the generation counter the first copy already moved.
+        let store_key = (message.sender, message.transaction_id);
+        if matches!(request, Request::Store(_)) {
+            if let Some(answer) = self.answered.get(&store_key).map(|(_, a)| a.clone()) {
+                self.respond(from, &message, answer);
+                return;
+            }
+        }
         if let Request::App(body) = request {
             let key = (message.sender, message.transaction_id);
             if let Some(token) = self.inbound_index.get(&key).copied() {
@@ -772,6 +784,9 @@ impl ChordNode {
             },
             Request::App(_) => return,
         };
+        if matches!(message.body, Body::Request(Request::Store(_))) {
+            self.remember_answer(store_key, &response);
+        }
         self.respond(from, &message, response);
     }
 
@@ -1218,6 +1233,23 @@ impl ChordNode {
     }
 
     // ----- neighbor table maintenance -----
+
+    /// Keep a Store's answer for the originator's retransmission window, bounded in count.
+    fn remember_answer(&mut self, key: (NodeId, u64), response: &Response) {
+        let window = self
+            .config
+            .request_timeout_ms
+            .saturating_mul(1u64 << (self.config.max_retransmissions.min(16) + 1));
+        let now = self.now;
+        if self.answered.len() >= self.config.max_pending {
+            self.answered
+                .retain(|_, (at, _)| now.saturating_sub(*at) < window);
+            if self.answered.len() >= self.config.max_pending {
+                self.answered.clear();
+            }
+        }
+        self.answered.insert(key, (now, response.clone()));
+    }
 
     /// RFC 6940 §10.7: a `neighbors` Update, or a `full` one with the fingers.
     fn update_body(&self, full: bool) -> ChordUpdate {
