@@ -16,9 +16,19 @@
 //!   change, periodic with jitter), §10.7.1 neighbor failure, §10.7.4.2 finger refresh,
 //!   §10.7.4.4 partition check, §10.9 leaving.
 //!
+//! - Failure attribution: only a request sent directly to a peer marks it failed when it goes
+//!   unanswered; a retransmission routes around the relay an earlier attempt left through and
+//!   checks that relay with a direct Ping.
+//! - Application requests (exp_a, protocols.md §3) are delivered to the application
+//!   ([`Action::Deliver`]) once per transaction and answered with [`Event::AppAnswer`].
+//! - A retransmitted Store is answered from a short cache instead of being applied twice.
+//!
 //! Links are identified by the peer's Node-ID; establishing them (RFC 6940 Attach/ICE, TLS) is
-//! the runtime's job. A direct Ping stands in for the Attach that §10.7.3 requires before a
-//! newly learnt peer enters the neighbor table.
+//! the runtime's job. A Ping source-routed through the peer that named a new neighbor stands in
+//! for the Attach that §10.6/§10.7.3 require before it enters the neighbor table. After losing
+//! every successor (§10.7.1) the peer connects to the nearest live peer clockwise that it still
+//! knows and follows the Updates it gets back to its true successor, rather than sending a
+//! fresh Join.
 
 use super::id::{distance, finger_range, in_left_open, in_open, NodeId, ResourceId};
 use super::message::{

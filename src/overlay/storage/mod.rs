@@ -195,7 +195,11 @@ impl Storage {
     /// taken from the request instead of being checked.
     ///
     /// A value whose storage_time equals the stored one and whose content is identical is
-    /// accepted as a repeat (retransmission, repeated replication) and changes nothing.
+    /// accepted as a repeat (retransmission, repeated replication) and changes nothing. An
+    /// original store with a nonzero generation counter other than the stored one is refused
+    /// with Error_Generation_Counter_Too_Low (RFC 6940 §7.4.1.1 requires equality and names no
+    /// other error for a counter ahead of the stored one); the error carries the current
+    /// counters.
     pub fn store(&mut self, req: &StoreReq, now: u64) -> Result<StoreAns, StorageError> {
         let replica = req.replica_number != 0;
         let Some(rid) = ring_resource(&req.resource) else {
