@@ -328,6 +328,10 @@ fn losing_all_successors_leads_to_a_rejoin() {
     }
     let orphan = sim.index_of(ids[4]).unwrap();
     let ms = repair_time(&mut sim, &[], 10 * UPDATE_INTERVAL_MS);
+    assert!(
+        sim.node(orphan).rejoins() >= 1,
+        "the orphaned peer went looking for the ring"
+    );
     println!(
         "three consecutive crashes on 32 nodes: ring repaired in {} s simulated",
         ms / 1000
