@@ -195,7 +195,11 @@ impl Storage {
     /// taken from the request instead of being checked.
     ///
     /// A value whose storage_time equals the stored one and whose content is identical is
-    /// accepted as a repeat (retransmission, repeated replication) and changes nothing.
+    /// accepted as a repeat (retransmission, repeated replication) and changes nothing. An
+    /// original store with a nonzero generation counter other than the stored one is refused
+    /// with Error_Generation_Counter_Too_Low (RFC 6940 §7.4.1.1 requires equality and names no
+    /// other error for a counter ahead of the stored one); the error carries the current
+    /// counters.
     pub fn store(&mut self, req: &StoreReq, now: u64) -> Result<StoreAns, StorageError> {
         let replica = req.replica_number != 0;
         let Some(rid) = ring_resource(&req.resource) else {
@@ -442,6 +446,8 @@ impl Storage {
                 // `0xffffffff` names the last element; ranges are clamped to the array so a
                 // request cannot make the answer grow beyond what is stored.
                 let len = entry.map_or(0, |e| e.next_index());
+                // Overlapping ranges (which the RFC forbids) answer each index once.
+                let mut seen = std::collections::BTreeSet::new();
                 for r in ranges {
                     if r.first > r.last {
                         return Err(StorageError::InvalidMessage("array range first > last"));
@@ -452,9 +458,11 @@ impl Storage {
                     let last = r.last.min(len - 1);
                     let mut i = r.first;
                     while i <= last {
-                        let s = Slot::Index(i);
-                        let h = get(&s);
-                        out.push((s, h));
+                        if seen.insert(i) {
+                            let s = Slot::Index(i);
+                            let h = get(&s);
+                            out.push((s, h));
+                        }
                         i += 1;
                     }
                 }
