@@ -4,21 +4,21 @@
 //! bytes not yet consumed by the service (capped, so a request can never need more than the
 //! configured head + body limits), the answers not yet sent (with a backpressure limit: above
 //! it the back-end stops reading from the connection), and the time of the last traffic for the
-//! idle timeout. Back-ends (the epoll loop today) move bytes between the socket and these
-//! buffers and call [`ConnState::run_service`] to let the protocol consume input.
+//! idle timeout.
 //!
-//! In the common case a connection holds no buffer at all: the back-end reads into a
-//! per-worker scratch buffer, the service answers into a per-worker scratch output, and only
-//! what is left over (a partial request, an answer the socket did not take) is stashed here.
-//! Buffers are released as soon as they are empty, so idle keep-alive connections cost no
-//! buffer memory.
+//! A connection holds no buffer in the common case: the back-end (the epoll loop today) reads
+//! into a per-worker scratch buffer behind whatever was stashed, the service answers into a
+//! per-worker scratch output, and only what is left over (a partial request, requests held back
+//! by the output limit, answers the socket did not take) is stashed here. Buffers are released
+//! as soon as they are empty, so idle keep-alive connections cost no buffer memory.
+//! [`ConnState::run_service`] serves stashed requests once the output has drained.
 
 use std::time::{Duration, Instant};
 
 use super::{ConnCtx, StreamWorker};
 
-/// First allocation of an input buffer; it doubles up to the configured cap when a request is
-/// bigger.
+/// First allocation of the test helpers' input buffer.
+#[cfg(test)]
 const INITIAL_INPUT: usize = 4096;
 
 /// Limits of the connections of one listener.
@@ -80,6 +80,7 @@ impl ConnState {
 
     /// Where to read into, growing the buffer up to `max_input`; `None` when the buffer is at
     /// its cap (the service wants more bytes than a request may have).
+    #[cfg(test)]
     pub fn read_buf(&mut self, max_input: usize) -> Option<&mut [u8]> {
         if self.filled >= max_input {
             return None;
@@ -92,6 +93,7 @@ impl ConnState {
     }
 
     /// `n` bytes were read into the slice returned by [`ConnState::read_buf`].
+    #[cfg(test)]
     pub fn on_read(&mut self, n: usize, now: Instant) {
         self.filled = (self.filled + n).min(self.input.len());
         self.input_dirty = true;
@@ -165,8 +167,23 @@ impl ConnState {
 
     /// Nothing buffered in either direction: the next bytes can go through the worker's
     /// scratch buffers.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.filled == 0 && !self.has_output() && !self.closing
+    }
+
+    /// Input bytes kept from earlier reads (a partial request, or requests held back by the
+    /// output limit).
+    pub fn stashed_input(&self) -> &[u8] {
+        self.input.get(..self.filled).unwrap_or(&[])
+    }
+
+    /// The stashed input was copied out and is being served: forget it.
+    pub fn clear_input(&mut self, now: Instant) {
+        self.input = Vec::new();
+        self.filled = 0;
+        self.input_dirty = false;
+        self.last_activity = now;
     }
 
     /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
@@ -177,11 +194,6 @@ impl ConnState {
         self.input.extend_from_slice(leftover);
         self.filled = self.input.len();
         self.input_dirty = dirty && self.filled > 0;
-        self.last_activity = now;
-    }
-
-    /// Records traffic for the idle timeout.
-    pub fn touch(&mut self, now: Instant) {
         self.last_activity = now;
     }
 

@@ -369,31 +369,18 @@ fn serve(
                 Outcome::Close
             };
         }
-        if conn.state.is_empty() {
-            match read_through_scratch(conn, worker, limits, stats, scratch, now) {
-                Ok(()) => continue,
-                Err(outcome) => return outcome,
-            }
-        }
-        let Some(buf) = conn.state.read_buf(limits.max_input_bytes) else {
-            return Outcome::Overflow;
-        };
-        match conn.stream.read(buf) {
-            Ok(0) => conn.state.read_closed = true,
-            Ok(n) => {
-                conn.state.on_read(n, now);
-                bump(&stats.bytes_in, n as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Outcome::Error,
+        match read_through_scratch(conn, worker, limits, stats, scratch, now) {
+            Ok(()) => {}
+            Err(outcome) => return outcome,
         }
     }
 }
 
-/// The common case of a connection with nothing buffered: read into the worker's scratch,
-/// serve from it, write the answers from the scratch output, and stash only what is left over
-/// in the connection. `Err` carries how the caller must return.
+/// Reads into the worker's scratch buffer (behind any partial request the connection had
+/// stashed), serves from it, writes the answers straight from the scratch output when nothing
+/// else is pending, and stashes only what is left over in the connection. Reads are therefore
+/// as large as a request may be, and a connection holds buffers only between partial reads or
+/// writes. `Err` carries how the caller must return.
 fn read_through_scratch(
     conn: &mut Conn,
     worker: &mut dyn StreamWorker,
@@ -403,7 +390,14 @@ fn read_through_scratch(
     now: Instant,
 ) -> Result<(), Outcome> {
     let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
-    let n = match conn.stream.read(&mut scratch.input[..cap]) {
+    let stashed = conn.state.stashed_input();
+    if stashed.len() >= cap {
+        // The service wants more bytes than a request may have.
+        return Err(Outcome::Overflow);
+    }
+    let held = stashed.len();
+    scratch.input[..held].copy_from_slice(stashed);
+    let n = match conn.stream.read(&mut scratch.input[held..cap]) {
         Ok(0) => {
             conn.state.read_closed = true;
             return Ok(());
@@ -414,12 +408,18 @@ fn read_through_scratch(
         Err(_) => return Err(Outcome::Error),
     };
     bump(&stats.bytes_in, n as u64);
-    conn.state.touch(now);
-    let data = &scratch.input[..n];
+    conn.state.clear_input(now);
+    let len = held + n;
+    let data = &scratch.input[..len];
+
+    // Answers go after anything still pending, and count against the same limit.
+    let pending = conn.state.pending_output().len();
+    let mut ctx = conn.ctx;
+    ctx.output_limit = ctx.output_limit.saturating_sub(pending);
     scratch.output.clear();
-    let step = worker.on_input(&conn.ctx, data, &mut scratch.output);
-    let consumed = step.consumed.min(n);
-    if consumed < n {
+    let step = worker.on_input(&ctx, data, &mut scratch.output);
+    let consumed = step.consumed.min(len);
+    if consumed < len {
         // Served nothing: an incomplete request waits for more bytes. Served some: the rest
         // may be whole requests held back by the output limit.
         conn.state.stash_input(&data[consumed..], consumed > 0, now);
@@ -428,16 +428,18 @@ fn read_through_scratch(
         conn.state.set_closing();
     }
     let mut written = 0;
-    while written < scratch.output.len() {
-        match conn.stream.write(&scratch.output[written..]) {
-            Ok(0) => return Err(Outcome::Error),
-            Ok(k) => written += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(Outcome::Error),
+    if pending == 0 {
+        while written < scratch.output.len() {
+            match conn.stream.write(&scratch.output[written..]) {
+                Ok(0) => return Err(Outcome::Error),
+                Ok(k) => written += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Outcome::Error),
+            }
         }
+        bump(&stats.bytes_out, written as u64);
     }
-    bump(&stats.bytes_out, written as u64);
     if written < scratch.output.len() {
         conn.state.stash_output(&scratch.output[written..]);
     }
