@@ -344,3 +344,62 @@ fn backend_names_parse() {
     assert_eq!(Backend::parse("epoll"), Ok(Backend::Epoll));
     assert!(Backend::parse("io_uring").unwrap_err().contains("io_uring"));
 }
+
+/// Answers every byte with `!`, to tell it apart from [`LineService`].
+struct Bang;
+
+struct BangWorker;
+
+impl StreamService for Bang {
+    fn worker(&self, _worker: usize) -> Box<dyn StreamWorker> {
+        Box::new(BangWorker)
+    }
+}
+
+impl StreamWorker for BangWorker {
+    fn on_input(&mut self, _ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+        out.resize(out.len() + input.len(), b'!');
+        StreamStep {
+            consumed: input.len(),
+            close: false,
+        }
+    }
+}
+
+#[test]
+fn one_runtime_serves_several_listeners_with_their_own_services() {
+    let probe = Arc::new(Probe::default());
+    let specs = vec![
+        ListenerSpec {
+            name: "lines".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(LineService(probe.clone())),
+            limits: ConnLimits::default(),
+        },
+        ListenerSpec {
+            name: "bang".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(Bang),
+            limits: ConnLimits::default(),
+        },
+    ];
+    let config = RuntimeConfig {
+        workers: 2,
+        ..RuntimeConfig::default()
+    };
+    let mut rt = Runtime::start(&config, specs).unwrap();
+    let addrs = rt.local_addrs();
+    assert_eq!(addrs[0].0, "lines");
+    assert_eq!(addrs[1].0, "bang");
+    assert_ne!(addrs[0].1, addrs[1].1);
+    let mut lines = connect(addrs[0].1);
+    let mut bang = connect(addrs[1].1);
+    lines.write_all(b"3\n").unwrap();
+    bang.write_all(b"abc").unwrap();
+    assert_eq!(read_exact_len(&mut lines, answer(3).len()), answer(3));
+    assert_eq!(read_exact_len(&mut bang, 3), b"!!!");
+    let stats = rt.stats();
+    assert_eq!(stats.listener("bang").unwrap().totals().accepted, 1);
+    assert_eq!(stats.listener("lines").unwrap().totals().bytes_in, 2);
+    rt.shutdown();
+}
