@@ -39,6 +39,9 @@ struct Listening {
     local: SocketAddr,
     limits: ConnLimits,
     open: usize,
+    /// Accepting stopped on a resource error (EMFILE, ENOBUFS...): retry at the next tick,
+    /// since an edge-triggered listener is not reported again for connections already queued.
+    retry_accept: bool,
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -84,6 +87,7 @@ impl EventLoop {
                 local,
                 limits: spec.limits,
                 open: 0,
+                retry_accept: false,
             });
         }
         Ok((
@@ -165,6 +169,11 @@ impl EventLoop {
                 for worker in &mut workers {
                     worker.on_tick(now);
                 }
+                for listener in 0..self.listening.len() {
+                    if std::mem::take(&mut self.listening[listener].retry_accept) {
+                        self.accept_all(listener, first_conn, now);
+                    }
+                }
                 next_tick = now + self.tick;
             }
             if now >= next_sweep {
@@ -192,8 +201,11 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: the next connection attempt retries.
-                    tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    // EMFILE, ENFILE, ENOBUFS: retry at the next tick.
+                    if !self.listening[listener].retry_accept {
+                        tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    }
+                    self.listening[listener].retry_accept = true;
                     return;
                 }
             };
