@@ -375,13 +375,14 @@ impl Metrics {
             w,
             "ppsp_connections_closed_total",
             "counter",
-            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error).",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic).",
         );
         for (listener, t) in &listeners {
             for (reason, n) in [
                 ("idle", t.closed_idle),
                 ("overflow", t.closed_overflow),
                 ("error", t.closed_error),
+                ("panic", t.closed_panic),
             ] {
                 sample(
                     w,

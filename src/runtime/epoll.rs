@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{ConnLimits, ConnState};
+use super::conn::{guarded_input, ConnLimits, ConnState};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::{ConnCtx, ListenerSpec, StreamWorker};
 
@@ -167,7 +167,10 @@ impl EventLoop {
             let now = Instant::now();
             if now >= next_tick {
                 for worker in &mut workers {
-                    worker.on_tick(now);
+                    let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "service tick panicked");
+                    }
                 }
                 for listener in 0..self.listening.len() {
                     if std::mem::take(&mut self.listening[listener].retry_accept) {
@@ -280,6 +283,11 @@ impl EventLoop {
                 bump(&self.conn_stats(listener).closed_error, 1);
                 self.close(slot);
             }
+            Outcome::Panic => {
+                tracing::error!(worker = self.index, "service panicked; connection closed");
+                bump(&self.conn_stats(listener).closed_panic, 1);
+                self.close(slot);
+            }
         }
     }
 
@@ -320,6 +328,8 @@ enum Outcome {
     Close,
     Overflow,
     Error,
+    /// The service panicked on this connection's input.
+    Panic,
 }
 
 /// Moves bytes until the socket would block, the service waits for more input, or output is
@@ -361,7 +371,9 @@ fn serve(
 
         // 2. Let the service consume what is buffered.
         if conn.state.wants_service(limits) {
-            let consumed = conn.state.run_service(worker, &conn.ctx);
+            let Ok(consumed) = conn.state.run_service(worker, &conn.ctx) else {
+                return Outcome::Panic;
+            };
             // Flush what it wrote and serve the rest of the buffer before reading again. A
             // call that consumed nothing cleared the dirty flag, so this cannot spin.
             if consumed > 0 || conn.state.closing() || conn.state.has_output() {
@@ -429,7 +441,9 @@ fn read_through_scratch(
     let mut ctx = conn.ctx;
     ctx.output_limit = ctx.output_limit.saturating_sub(pending);
     scratch.output.clear();
-    let step = worker.on_input(&ctx, data, &mut scratch.output);
+    let Ok(step) = guarded_input(worker, &ctx, data, &mut scratch.output) else {
+        return Err(Outcome::Panic);
+    };
     let consumed = step.consumed.min(len);
     if consumed < len {
         // Served nothing: an incomplete request waits for more bytes. Served some: the rest

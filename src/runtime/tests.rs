@@ -46,7 +46,9 @@ impl StreamWorker for LineWorker {
                 break;
             };
             let line = std::str::from_utf8(&rest[..nl]).unwrap_or("").trim();
-            if line == "close" {
+            if line == "panic" {
+                panic!("test service asked to panic");
+            } else if line == "close" {
                 out.extend_from_slice(b"bye\n");
                 close = true;
             } else if let Ok(n) = line.parse::<usize>() {
@@ -401,5 +403,24 @@ fn one_runtime_serves_several_listeners_with_their_own_services() {
     let stats = rt.stats();
     assert_eq!(stats.listener("bang").unwrap().totals().accepted, 1);
     assert_eq!(stats.listener("lines").unwrap().totals().bytes_in, 2);
+    rt.shutdown();
+}
+
+#[test]
+fn a_panicking_service_closes_only_that_connection() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut good = connect(addr);
+    good.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut good, answer(1).len()), answer(1));
+    let mut bad = connect(addr);
+    bad.write_all(b"panic\n").unwrap();
+    assert!(closed_by_server(&mut bad));
+    // The worker survived and still serves its other connection and new ones.
+    good.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut good, answer(2).len()), answer(2));
+    let mut again = connect(addr);
+    again.write_all(b"3\n").unwrap();
+    assert_eq!(read_exact_len(&mut again, answer(3).len()), answer(3));
+    assert_eq!(rt.stats().listeners[0].totals().closed_panic, 1);
     rt.shutdown();
 }
