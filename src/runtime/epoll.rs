@@ -161,7 +161,8 @@ impl EventLoop {
                 } else if token < first_conn {
                     self.accept_all(token - FIRST_LISTENER, first_conn, now);
                 } else {
-                    self.drive(token - first_conn, &mut workers, &mut scratch, now);
+                    let hangup = event.is_read_closed() || event.is_error();
+                    self.drive(token - first_conn, &mut workers, &mut scratch, hangup, now);
                 }
             }
             let now = Instant::now();
@@ -260,6 +261,7 @@ impl EventLoop {
         slot: usize,
         workers: &mut [Box<dyn StreamWorker>],
         scratch: &mut Scratch,
+        hangup: bool,
         now: Instant,
     ) {
         let Some(Some(conn)) = self.conns.get_mut(slot) else {
@@ -271,7 +273,7 @@ impl EventLoop {
         let Some(worker) = workers.get_mut(listener) else {
             return;
         };
-        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
+        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, hangup, now);
         match outcome {
             Outcome::Keep => {}
             Outcome::Close => self.close(slot),
@@ -340,8 +342,14 @@ fn serve(
     limits: &ConnLimits,
     stats: &ConnStats,
     scratch: &mut Scratch,
+    hangup: bool,
     now: Instant,
 ) -> Outcome {
+    // A short read drained the socket (epoll(7): for stream sockets a read that returns less
+    // than asked means the input space is exhausted), so the edge-triggered registration
+    // reports the next bytes and one `EAGAIN` read per request is saved. Not when this event
+    // also reported the peer's FIN: that edge is already consumed, so read on to the EOF.
+    let mut drained = false;
     loop {
         // 1. Send what is pending.
         while conn.state.has_output() {
@@ -393,8 +401,11 @@ fn serve(
                 Outcome::Close
             };
         }
+        if drained {
+            return Outcome::Keep;
+        }
         match read_through_scratch(conn, worker, limits, stats, scratch, now) {
-            Ok(()) => {}
+            Ok(short) => drained = short && !hangup,
             Err(outcome) => return outcome,
         }
     }
@@ -404,7 +415,8 @@ fn serve(
 /// stashed), serves from it, writes the answers straight from the scratch output when nothing
 /// else is pending, and stashes only what is left over in the connection. Reads are therefore
 /// as large as a request may be, and a connection holds buffers only between partial reads or
-/// writes. `Err` carries how the caller must return.
+/// writes. `Ok(true)` means the read was short (the socket is drained); `Err` carries how the
+/// caller must return.
 fn read_through_scratch(
     conn: &mut Conn,
     worker: &mut dyn StreamWorker,
@@ -412,7 +424,7 @@ fn read_through_scratch(
     stats: &ConnStats,
     scratch: &mut Scratch,
     now: Instant,
-) -> Result<(), Outcome> {
+) -> Result<bool, Outcome> {
     let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
     let stashed = conn.state.stashed_input();
     if stashed.len() >= cap {
@@ -424,11 +436,11 @@ fn read_through_scratch(
     let n = match conn.stream.read(&mut scratch.input[held..cap]) {
         Ok(0) => {
             conn.state.read_closed = true;
-            return Ok(());
+            return Ok(false);
         }
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Outcome::Keep),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
         Err(_) => return Err(Outcome::Error),
     };
     bump(&stats.bytes_in, n as u64);
@@ -473,5 +485,5 @@ fn read_through_scratch(
     if scratch.output.capacity() > 1024 * 1024 {
         scratch.output = Vec::with_capacity(16 * 1024);
     }
-    Ok(())
+    Ok(n < cap - held)
 }
