@@ -373,6 +373,17 @@ fn serve(
                 Outcome::Keep
             } else {
                 let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                // Closing with unread input makes the kernel send a reset, which can destroy
+                // the answer just sent (a 413 while the client still sends its body); discard
+                // what has already arrived first.
+                let mut budget = 64 * 1024;
+                while budget > 0 {
+                    let len = scratch.input.len().min(budget);
+                    match conn.stream.read(&mut scratch.input[..len]) {
+                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                        _ => break,
+                    }
+                }
                 Outcome::Close
             };
         }
