@@ -424,3 +424,27 @@ fn a_panicking_service_closes_only_that_connection() {
     assert_eq!(rt.stats().listeners[0].totals().closed_panic, 1);
     rt.shutdown();
 }
+
+#[test]
+fn pinned_workers_serve() {
+    let probe = Arc::new(Probe::default());
+    let config = RuntimeConfig {
+        workers: 2,
+        pin_cores: true,
+        ..RuntimeConfig::default()
+    };
+    let spec = ListenerSpec {
+        name: "lines".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LineService(probe.clone())),
+        limits: ConnLimits::default(),
+    };
+    let mut rt = Runtime::start(&config, vec![spec]).unwrap();
+    for _ in 0..4 {
+        let mut c = connect(rt.local_addrs()[0].1);
+        c.write_all(b"8\n").unwrap();
+        assert_eq!(read_exact_len(&mut c, answer(8).len()), answer(8));
+    }
+    rt.shutdown();
+    assert_eq!(probe.workers_dropped.load(Ordering::SeqCst), 2);
+}
