@@ -16,11 +16,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, ConnLimits, ConnState};
+use super::datagram::{serve_turn, MAX_DATAGRAM};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
-use super::{ConnCtx, ListenerSpec, StreamWorker};
+use super::{ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker};
 
 const WAKER: Token = Token(0);
-/// Listener `i` has token `FIRST_LISTENER + i`; connections follow the listeners.
+/// Listener `i` has token `FIRST_LISTENER + i`; datagram sockets follow the listeners, and
+/// connections follow the datagram sockets.
 const FIRST_LISTENER: usize = 1;
 
 /// Everything a worker needs, built on the starting thread.
@@ -28,6 +30,8 @@ pub(crate) struct WorkerSetup {
     pub index: usize,
     pub sockets: Vec<std::net::TcpListener>,
     pub listeners: Vec<ListenerSpec>,
+    pub udp_sockets: Vec<std::net::UdpSocket>,
+    pub datagrams: Vec<DatagramSpec>,
     pub stats: Arc<RuntimeStats>,
     pub stop: Arc<AtomicBool>,
     pub tick: Duration,
@@ -51,6 +55,13 @@ struct Scratch {
     output: Vec<u8>,
 }
 
+struct Datagrams {
+    socket: mio::net::UdpSocket,
+    ctx: DatagramCtx,
+    /// The last turn ended with datagrams possibly waiting.
+    pending: bool,
+}
+
 struct Conn {
     stream: TcpStream,
     state: ConnState,
@@ -64,6 +75,8 @@ pub(crate) struct EventLoop {
     poll: Poll,
     listening: Vec<Listening>,
     specs: Vec<ListenerSpec>,
+    udp: Vec<Datagrams>,
+    datagram_specs: Vec<DatagramSpec>,
     stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
     tick: Duration,
@@ -90,12 +103,31 @@ impl EventLoop {
                 retry_accept: false,
             });
         }
+        let first_udp = FIRST_LISTENER + listening.len();
+        let mut udp = Vec::with_capacity(setup.udp_sockets.len());
+        for (i, socket) in setup.udp_sockets.into_iter().enumerate() {
+            let local = socket.local_addr()?;
+            let mut socket = mio::net::UdpSocket::from_std(socket);
+            poll.registry()
+                .register(&mut socket, Token(first_udp + i), Interest::READABLE)?;
+            udp.push(Datagrams {
+                socket,
+                ctx: DatagramCtx {
+                    worker: setup.index,
+                    socket: i,
+                    local,
+                },
+                pending: false,
+            });
+        }
         Ok((
             EventLoop {
                 index: setup.index,
                 poll,
                 listening,
                 specs: setup.listeners,
+                udp,
+                datagram_specs: setup.datagrams,
                 stats: setup.stats,
                 stop: setup.stop,
                 tick: setup.tick,
@@ -117,6 +149,16 @@ impl EventLoop {
             .iter()
             .map(|spec| spec.service.worker(self.index))
             .collect();
+        let mut datagram_workers: Vec<Box<dyn DatagramWorker>> = self
+            .datagram_specs
+            .iter()
+            .map(|spec| spec.service.worker(self.index))
+            .collect();
+        let mut datagram_buf = if self.udp.is_empty() {
+            Vec::new()
+        } else {
+            vec![0u8; MAX_DATAGRAM]
+        };
         let mut events = Events::with_capacity(self.events_per_poll);
         let mut scratch = Scratch {
             input: vec![
@@ -130,7 +172,8 @@ impl EventLoop {
             ],
             output: Vec::with_capacity(16 * 1024),
         };
-        let first_conn = FIRST_LISTENER + self.listening.len();
+        let first_udp = FIRST_LISTENER + self.listening.len();
+        let first_conn = first_udp + self.udp.len();
         let mut next_tick = Instant::now() + self.tick;
         let sweep_every = self
             .listening
@@ -142,7 +185,11 @@ impl EventLoop {
         let mut next_sweep = Instant::now() + sweep_every;
 
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.udp.iter().any(|u| u.pending) {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -158,15 +205,50 @@ impl EventLoop {
                 let token = event.token().0;
                 if token == WAKER.0 {
                     continue;
-                } else if token < first_conn {
+                } else if token < first_udp {
                     self.accept_all(token - FIRST_LISTENER, first_conn, now);
+                } else if token < first_conn {
+                    if let Some(u) = self.udp.get_mut(token - first_udp) {
+                        u.pending = true;
+                    }
                 } else {
                     let hangup = event.is_read_closed() || event.is_error();
                     self.drive(token - first_conn, &mut workers, &mut scratch, hangup, now);
                 }
             }
+            // Datagram sockets take turns after the connections, so a flood on one cannot
+            // starve the others.
+            for (i, u) in self.udp.iter_mut().enumerate() {
+                if !u.pending {
+                    continue;
+                }
+                let (Some(worker), Some(stats)) = (
+                    datagram_workers.get_mut(i),
+                    self.stats
+                        .datagrams
+                        .get(i)
+                        .and_then(|d| d.per_worker.get(self.index)),
+                ) else {
+                    u.pending = false;
+                    continue;
+                };
+                u.pending = serve_turn(
+                    &u.socket,
+                    &u.ctx,
+                    worker.as_mut(),
+                    stats,
+                    &mut datagram_buf,
+                    &mut scratch.output,
+                );
+            }
             let now = Instant::now();
             if now >= next_tick {
+                for worker in &mut datagram_workers {
+                    let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "datagram service tick panicked");
+                    }
+                }
                 for worker in &mut workers {
                     let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
                     if std::panic::catch_unwind(tick).is_err() {

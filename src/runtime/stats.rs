@@ -99,10 +99,11 @@ impl ListenerStats {
     }
 }
 
-/// Counters of every listener of a runtime.
+/// Counters of every listener and datagram socket of a runtime.
 #[derive(Debug)]
 pub struct RuntimeStats {
     pub listeners: Vec<ListenerStats>,
+    pub datagrams: Vec<super::DatagramListenerStats>,
 }
 
 impl RuntimeStats {

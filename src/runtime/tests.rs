@@ -448,3 +448,86 @@ fn pinned_workers_serve() {
     rt.shutdown();
     assert_eq!(probe.workers_dropped.load(Ordering::SeqCst), 2);
 }
+
+/// Answers each datagram with its bytes reversed; `quiet` gets no answer, `panic` panics.
+struct Reverse;
+
+struct ReverseWorker;
+
+impl DatagramService for Reverse {
+    fn worker(&self, _worker: usize) -> Box<dyn DatagramWorker> {
+        Box::new(ReverseWorker)
+    }
+}
+
+impl DatagramWorker for ReverseWorker {
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        _src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match packet {
+            b"quiet" => false,
+            b"panic" => panic!("test datagram service asked to panic"),
+            _ => {
+                out.extend(packet.iter().rev());
+                true
+            }
+        }
+    }
+}
+
+#[test]
+fn datagrams_are_answered_next_to_streams() {
+    let probe = Arc::new(Probe::default());
+    let config = RuntimeConfig {
+        workers: 2,
+        ..RuntimeConfig::default()
+    };
+    let streams = vec![ListenerSpec {
+        name: "lines".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LineService(probe.clone())),
+        limits: ConnLimits::default(),
+    }];
+    let datagrams = vec![DatagramSpec {
+        name: "reverse".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(Reverse),
+    }];
+    let mut rt = Runtime::start_with(&config, streams, datagrams).unwrap();
+    let udp_addr = rt.datagram_addrs()[0].1;
+    assert_ne!(udp_addr.port(), 0);
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 100];
+    client.send_to(b"quiet", udp_addr).unwrap();
+    client.send_to(b"panic", udp_addr).unwrap();
+    for i in 0..20u8 {
+        let msg = [b'a', b'b', b'0' + (i % 10)];
+        client.send_to(&msg, udp_addr).unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, udp_addr);
+        assert_eq!(&buf[..n], &[b'0' + (i % 10), b'b', b'a']);
+    }
+    // The TCP side of the same workers still serves.
+    let mut c = connect(rt.local_addrs()[0].1);
+    c.write_all(b"4\n").unwrap();
+    assert_eq!(read_exact_len(&mut c, answer(4).len()), answer(4));
+
+    let stats = rt.stats();
+    eventually("the last answer is counted", || {
+        stats.datagrams[0].totals().sent == 20
+    });
+    let totals = stats.datagrams[0].totals();
+    assert_eq!(totals.unanswered, 1);
+    assert_eq!(totals.panics, 1);
+    assert_eq!(totals.received, 22);
+    assert_eq!(totals.bytes_out, 60);
+    rt.shutdown();
+}
