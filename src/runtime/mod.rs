@@ -116,6 +116,12 @@ pub struct DatagramSpec {
     pub service: Arc<dyn DatagramService>,
 }
 
+/// Periodic work that belongs to no listener (such as the engine's expiry), run on every
+/// worker at every tick.
+pub trait Ticker: Send + Sync {
+    fn tick(&self, worker: usize, now: Instant);
+}
+
 /// The I/O back-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -195,14 +201,15 @@ impl Runtime {
     /// Binds every listener on every worker, then starts the workers. Bind errors name the
     /// address; nothing is left running on error.
     pub fn start(config: &RuntimeConfig, listeners: Vec<ListenerSpec>) -> io::Result<Runtime> {
-        Runtime::start_with(config, listeners, Vec::new())
+        Runtime::start_with(config, listeners, Vec::new(), Vec::new())
     }
 
-    /// As [`Runtime::start`], with datagram sockets as well.
+    /// As [`Runtime::start`], with datagram sockets and tickers as well.
     pub fn start_with(
         config: &RuntimeConfig,
         listeners: Vec<ListenerSpec>,
         datagrams: Vec<DatagramSpec>,
+        tickers: Vec<Arc<dyn Ticker>>,
     ) -> io::Result<Runtime> {
         let workers = config.workers.max(1);
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
@@ -259,6 +266,7 @@ impl Runtime {
                 listeners: listeners.clone(),
                 udp_sockets: worker_udp,
                 datagrams: datagrams.clone(),
+                tickers: tickers.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
                 tick: config.tick,
