@@ -159,6 +159,8 @@ pub struct RuntimeConfig {
     pub tick: Duration,
     pub listen_backlog: u32,
     pub events_per_poll: usize,
+    /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
+    pub udp_buffer_bytes: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
 }
@@ -172,6 +174,7 @@ impl Default for RuntimeConfig {
             tick: Duration::from_millis(100),
             listen_backlog: 1024,
             events_per_poll: 1024,
+            udp_buffer_bytes: 0,
             name: "worker".to_owned(),
         }
     }
@@ -226,7 +229,8 @@ impl Runtime {
             (0..workers).map(|_| Vec::new()).collect();
         let mut udp_stats = Vec::with_capacity(datagrams.len());
         for spec in &datagrams {
-            let (bound, group) = listener::bind_udp_group(spec.addr, workers)?;
+            let (bound, group) =
+                listener::bind_udp_group(spec.addr, workers, config.udp_buffer_bytes)?;
             for (w, socket) in group.into_iter().enumerate() {
                 udp_sockets[w].push(socket);
             }

@@ -506,6 +506,7 @@ fn datagrams_are_answered_next_to_streams_and_tickers_run() {
     let ticks = Arc::new(CountTicks(AtomicUsize::new(0)));
     let config = RuntimeConfig {
         tick: Duration::from_millis(5),
+        udp_buffer_bytes: 1 << 20,
         ..config
     };
     let mut rt = Runtime::start_with(&config, streams, datagrams, vec![ticks.clone()]).unwrap();

@@ -183,6 +183,7 @@ impl Server {
             tick: Duration::from_millis(config.server.tick_ms),
             listen_backlog: config.server.listen_backlog,
             events_per_poll: config.server.events_per_poll,
+            udp_buffer_bytes: config.server.udp_buffer_bytes,
             name: "worker".to_owned(),
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
@@ -217,6 +218,7 @@ impl Server {
                 tick: Duration::from_secs(1),
                 listen_backlog: 128,
                 events_per_poll: 64,
+                udp_buffer_bytes: 0,
                 name: "admin".to_owned(),
             };
             let spec = ListenerSpec {
