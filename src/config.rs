@@ -117,7 +117,8 @@ pub struct BittorrentConfig {
     /// UDP address, `IP:PORT`.
     pub udp_listen: String,
     pub http_enabled: bool,
-    /// TCP address of the HTTP tracker (`/announce`, `/scrape`), `IP:PORT`.
+    /// TCP address of the HTTP tracker (`/announce`, `/scrape`), `IP:PORT`. Its connections
+    /// use the head, connection and backpressure limits of `[ppstp]`.
     pub http_listen: String,
     /// Announce interval told to clients, seconds; 0 = three quarters of
     /// `engine.track_timer_secs`. Must stay below the track timer.

@@ -129,6 +129,7 @@ impl Server {
         let bt = &config.bittorrent;
         let bt_limits = bt_limits(config);
         if bt.http_enabled {
+            // The HTTP tracker shares the head, connection and backpressure limits of [ppstp].
             listeners.push(ListenerSpec {
                 name: BT_HTTP_LISTENER.to_owned(),
                 addr: config.bt_http_addr()?,
