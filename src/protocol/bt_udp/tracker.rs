@@ -18,6 +18,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::{
     ActionKind, AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum,
     Request, RequestKind, Response, StatAnswer, StatTarget, SwarmAction, SwarmId, Time,
@@ -35,7 +37,9 @@ pub const BT_PEER_ID_PREFIX_V4: [u8; 4] = *b"\x00bt4";
 pub const BT_PEER_ID_PREFIX_V6: [u8; 4] = *b"\x00bt6";
 
 /// What the tracker answers with, and what it accepts. Shared by the UDP and HTTP front-ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Deserializable so that the configuration can carry it as a section of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BtLimits {
     /// Seconds a client should wait between regular announces (`interval`). Must stay below the
     /// engine's track timer, or peers expire between two announces.
@@ -594,6 +598,14 @@ mod tests {
         assert_eq!(limits.peer_count(Some(u32::MAX)), limits.max_num_want);
         assert_eq!(limits.peer_count(Some(3)), 3);
         assert_eq!(limits.peer_count(Some(0)), 0);
+    }
+
+    #[test]
+    fn limits_deserialize_with_defaults_and_refuse_unknown_keys() {
+        let l: BtLimits = toml::from_str("max_scrape_hashes = 10").unwrap();
+        assert_eq!(l.max_scrape_hashes, 10);
+        assert_eq!(l.max_num_want, BtLimits::default().max_num_want);
+        assert!(toml::from_str::<BtLimits>("max_scrape_hash = 10").is_err());
     }
 
     #[test]
