@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, percent_encode, NON_ALPHANUMERIC};
 
 use crate::protocol::bt_udp::tracker::{Announce, AnnounceEvent, InfoHash, INFO_HASH_LEN};
 
@@ -102,6 +102,40 @@ impl AnnounceQuery {
             event: self.event,
             num_want: self.num_want,
         }
+    }
+}
+
+/// Writes the announce query string (without `?`) a client would send for `q`; binary values are
+/// percent-encoded. The load generator and tests use it; [`parse_announce`] reads it back.
+pub fn encode_announce(q: &AnnounceQuery, out: &mut String) {
+    use std::fmt::Write as _;
+    let event = match q.event {
+        AnnounceEvent::None => "",
+        AnnounceEvent::Completed => "&event=completed",
+        AnnounceEvent::Started => "&event=started",
+        AnnounceEvent::Stopped => "&event=stopped",
+    };
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}",
+        percent_encode(&q.info_hash, NON_ALPHANUMERIC),
+        percent_encode(&q.peer_id, NON_ALPHANUMERIC),
+        q.port,
+        q.uploaded,
+        q.downloaded,
+    );
+    if let Some(left) = q.left {
+        let _ = write!(out, "&left={left}");
+    }
+    out.push_str(event);
+    out.push_str(if q.compact {
+        "&compact=1"
+    } else {
+        "&compact=0"
+    });
+    if let Some(n) = q.num_want {
+        let _ = write!(out, "&numwant={n}");
     }
 }
 
@@ -254,7 +288,6 @@ pub fn parse_scrape(query: &str, max: usize, hashes: &mut Vec<InfoHash>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
     use proptest::prelude::*;
 
     const HASH: &str = "%124Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A";
@@ -422,6 +455,23 @@ mod tests {
             prop_assert_eq!(parsed.port, port);
             prop_assert_eq!(parsed.left, Some(left));
             prop_assert_eq!(parsed.num_want, Some(numwant));
+        }
+
+        #[test]
+        fn encoded_queries_parse_back(
+            info_hash: [u8; 20], peer_id: [u8; 20], port in 1u16.., uploaded: u64,
+            downloaded: u64, left: Option<u64>, event in prop_oneof![
+                Just(AnnounceEvent::None), Just(AnnounceEvent::Completed),
+                Just(AnnounceEvent::Started), Just(AnnounceEvent::Stopped),
+            ],
+            compact: bool, num_want: Option<u32>,
+        ) {
+            let q = AnnounceQuery {
+                info_hash, peer_id, port, uploaded, downloaded, left, event, compact, num_want,
+            };
+            let mut s = String::new();
+            encode_announce(&q, &mut s);
+            prop_assert_eq!(parse_announce(&s), Ok(q));
         }
 
         #[test]
