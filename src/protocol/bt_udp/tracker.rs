@@ -14,7 +14,11 @@
 //!   and a `peer_num.peer_count` of the wanted peer count (capped). The engine treats a CONNECT
 //!   from a peer already in the swarm as a refresh. `event=stopped` is a LEAVE of the swarm.
 //! - The seeder and leecher counts of an announce answer, and every scrape entry, come from a
-//!   STAT_QUERY of the swarm.
+//!   STAT_QUERY of the swarm, made with the same peer id (a scraping client need not be
+//!   registered, so the engine answers STAT_QUERY of a swarm from any peer id).
+//! - The peer list is the engine's, filtered again here: never the announcing address itself,
+//!   no address with port 0, no seeders for a seeder, and only the requested address family
+//!   where the protocol needs it (BEP 15 answers IPv4 peers to IPv4 packets, IPv6 to IPv6).
 
 use std::net::{IpAddr, SocketAddr};
 
