@@ -112,6 +112,11 @@ impl Swarm {
     pub fn insert(&mut self, member: Member, mode: PeerMode) {
         let key = member.key;
         let list = self.members_mut(mode);
+        if list.capacity() == 0 {
+            // Most swarms have one or two members: start with room for exactly one rather
+            // than the default four.
+            list.reserve_exact(1);
+        }
         list.push(member);
         let pos = list.len() - 1;
         if let Some(index) = &mut self.index {
