@@ -115,8 +115,8 @@ impl Engine {
                         }
                     }
                 }
-                seeders += swarm.seeders.len();
-                leechers += swarm.leechers.len();
+                seeders += swarm.count(PeerMode::Seeder);
+                leechers += swarm.count(PeerMode::Leech);
                 counts.swarms += 1;
             }
             if (seeders, leechers) != (shard.seeders, shard.leechers) {
