@@ -46,7 +46,7 @@ impl Engine {
         let mut peers = 0;
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            if shard.index.len() != shard.records.len() {
+            if shard.index_len_and_capacity().0 != shard.len() {
                 return Err("peer index and records differ in size".into());
             }
             for (pos, record) in shard.records.iter().enumerate() {
@@ -152,7 +152,7 @@ impl Engine {
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            est.peer_table += map_bytes::<(PeerId, u32)>(shard.index.capacity());
+            est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
             est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
             for record in &shard.records {
                 if record.swarms.spilled() {

@@ -13,6 +13,7 @@
 //! immutable, shared [`PeerCard`]; every membership holds a pointer to it. When a peer announces
 //! new addresses the card is replaced in each of its memberships.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -391,38 +392,78 @@ impl PeerRecord {
     }
 }
 
-/// One shard of the peer table: records in a vector (so the expiry cursor can walk it) and an
-/// id -> position map.
+/// One shard of the peer table: records in a vector (so the expiry cursor can walk it) and a
+/// hash table of positions keyed by the record's peer id (4 bytes per slot: the id itself is
+/// stored once, in the record's card).
 #[derive(Default)]
 pub(super) struct PeerShard {
-    pub index: FastMap<PeerId, u32>,
+    hasher: foldhash::fast::RandomState,
+    index: hashbrown::HashTable<u32>,
     pub records: Vec<PeerRecord>,
     /// Next record the expiry walk looks at.
     pub cursor: usize,
 }
 
 impl PeerShard {
-    pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
-        self.index.get(peer_id).map(|&i| i as usize)
+    fn hash(&self, peer_id: &PeerId) -> u64 {
+        self.hasher.hash_one(peer_id.as_bytes())
     }
 
+    pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
+        let records = &self.records;
+        self.index
+            .find(self.hash(peer_id), |&i| {
+                records
+                    .get(i as usize)
+                    .is_some_and(|r| r.card.peer_id == *peer_id)
+            })
+            .map(|&i| i as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Index slots (for memory estimates and audits).
+    pub fn index_len_and_capacity(&self) -> (usize, usize) {
+        (self.index.len(), self.index.capacity())
+    }
+
+    /// Adds a record whose peer id is not in the shard yet.
     pub fn insert(&mut self, record: PeerRecord) -> usize {
         let pos = self.records.len();
-        self.index.insert(record.card.peer_id, pos as u32);
+        let h = self.hash(&record.card.peer_id);
         self.records.push(record);
+        let PeerShard {
+            hasher,
+            index,
+            records,
+            ..
+        } = self;
+        index.insert_unique(h, pos as u32, |&i| {
+            records
+                .get(i as usize)
+                .map_or(0, |r| hasher.hash_one(r.card.peer_id.as_bytes()))
+        });
         pos
     }
 
     /// Deletes the record at `pos` (swap_remove); the caller has already taken it out of its
     /// swarms.
     pub fn remove_at(&mut self, pos: usize) -> Option<PeerRecord> {
-        if pos >= self.records.len() {
-            return None;
+        let h = self.hash(&self.records.get(pos)?.card.peer_id);
+        if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
+            entry.remove();
         }
+        let last = self.records.len() - 1;
         let record = self.records.swap_remove(pos);
-        self.index.remove(&record.card.peer_id);
-        if let Some(moved) = self.records.get(pos) {
-            self.index.insert(moved.card.peer_id, pos as u32);
+        if pos != last {
+            if let Some(moved) = self.records.get(pos) {
+                let hm = self.hasher.hash_one(moved.card.peer_id.as_bytes());
+                if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
+                    *slot = pos as u32;
+                }
+            }
         }
         if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
             self.records.shrink_to(self.records.len() * 2);
