@@ -171,34 +171,44 @@ fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
     cpu_per_op("expire_scan_4096", 500, |_| {
         black_box(e.expire(NOW, 4096));
     });
-    // Mixed JOIN/FIND/FIND/LEAVE, the same total work split over 1 or 2 threads.
+    // Mixed JOIN/FIND/FIND/LEAVE, the same total work split over 1 or 2 threads; three rounds
+    // of each, interleaved, because the host is shared.
     const OPS: usize = 400_000;
-    let mut walls = Vec::new();
-    for threads in [1usize, 2] {
-        let start = Instant::now();
-        let cpu: u64 = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        let cpu0 = thread_cpu_ns();
-                        mixed_ops(e, zs, ps, t, 1, OPS / threads);
-                        thread_cpu_ns().saturating_sub(cpu0)
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let mut walls = [Duration::ZERO; 2];
+        for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+            let start = Instant::now();
+            let cpu: u64 = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        scope.spawn(move || {
+                            let cpu0 = thread_cpu_ns();
+                            mixed_ops(e, zs, ps, t, round + 1, OPS / threads);
+                            thread_cpu_ns().saturating_sub(cpu0)
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
-        let wall = start.elapsed();
-        walls.push(wall);
-        println!(
-            "mixed {threads} thread(s): {:.0} kops/s wall, {:.0} ns CPU per op",
-            OPS as f64 / wall.as_secs_f64() / 1000.0,
-            cpu as f64 / OPS as f64
-        );
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            });
+            let wall = start.elapsed();
+            walls[slot] = wall;
+            println!(
+                "mixed round {round}, {threads} thread(s): {:.0} kops/s wall, {:.0} ns CPU per op",
+                OPS as f64 / wall.as_secs_f64() / 1000.0,
+                cpu as f64 / OPS as f64
+            );
+        }
+        ratios.push(walls[0].as_secs_f64() / walls[1].as_secs_f64());
     }
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "mixed throughput ratio 2 threads / 1 thread: {:.2} (load average at the time: {})",
-        walls[0].as_secs_f64() / walls[1].as_secs_f64(),
+        "mixed throughput ratio 2 threads / 1 thread: median {:.2} of {:?} (load average: {})",
+        ratios[1],
+        ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
