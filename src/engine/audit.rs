@@ -155,9 +155,7 @@ impl Engine {
             est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
             est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
             for record in &shard.records {
-                if record.swarms.spilled() {
-                    est.peer_table += record.swarms.capacity() * size_of::<(SwarmId, PeerMode)>();
-                }
+                est.peer_table += record.swarms.heap_bytes();
                 // The card with Arc's two counters; spilled address lists are rare.
                 est.peer_table += size_of::<PeerCard>() + 2 * size_of::<usize>();
             }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::select;
+use super::swarm_list::SwarmList;
 use super::tables::{PeerCard, PeerRecord};
 use super::types::*;
 use super::{source_ip, Engine};
@@ -145,7 +146,7 @@ impl Engine {
                     registered_at: now,
                     deadline: now,
                     source_ip: ip,
-                    swarms: SmallVec::new(),
+                    swarms: SwarmList::default(),
                 })
             }
         };

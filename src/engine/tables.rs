@@ -20,6 +20,7 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
+use super::swarm_list::SwarmList;
 use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, Time};
 
 /// Hash map with the fast, DoS-seeded foldhash hasher (never SipHash on the hot path).
@@ -380,15 +381,12 @@ pub(super) struct PeerRecord {
     /// address are refused.
     pub source_ip: IpAddr,
     /// The swarms the peer is in, with its mode in each.
-    pub swarms: SmallVec<[(SwarmId, PeerMode); 1]>,
+    pub swarms: SwarmList,
 }
 
 impl PeerRecord {
     pub fn mode_in(&self, swarm_id: &SwarmId) -> Option<PeerMode> {
-        self.swarms
-            .iter()
-            .find(|(s, _)| s == swarm_id)
-            .map(|(_, m)| *m)
+        self.swarms.mode_in(swarm_id)
     }
 }
 
