@@ -6,8 +6,8 @@
 //!   sets (only members that announced some) and traffic statistics (opentracker style: most
 //!   swarms are tiny, most peers hold no chunk set).
 //! - The peer table maps a [`PeerId`] to a [`PeerRecord`] (state, timers, source address and the
-//!   swarms the peer is in). Records live in a vector with an id -> position map, so the expiry
-//!   cursor can walk a shard in bounded batches.
+//!   swarms the peer is in, packed by `swarm_list.rs`). Records live in a vector with a hash
+//!   table of positions, so the expiry cursor can walk a shard in bounded batches.
 //!
 //! What FIND must return about a peer (its id and addresses) lives once per peer in an
 //! immutable, shared [`PeerCard`]; every membership holds a pointer to it. When a peer announces
