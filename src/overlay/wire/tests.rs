@@ -662,6 +662,14 @@ fn ack_tracker_marks_recent_sequence_numbers() {
     assert_eq!(t.on_data(11).received_bitmap, 1 << 1);
     // 13: 11 and 10 were received (N-M = 2 and 3); 12 was lost.
     assert_eq!(t.on_data(13).received_bitmap, (1 << 2) | (1 << 3));
+    let a = AckTracker::new().on_data(0);
+    assert!(a.acknowledges(0));
+    let mut t2 = AckTracker::new();
+    t2.on_data(10);
+    t2.on_data(11);
+    let a = t2.on_data(13);
+    assert!(a.acknowledges(13) && a.acknowledges(11) && a.acknowledges(10));
+    assert!(!a.acknowledges(12) && !a.acknowledges(14) && !a.acknowledges(9));
     // Far ahead: nothing within 31.
     assert_eq!(t.on_data(100).received_bitmap, 0);
     // Only the 32 most recent are remembered.
