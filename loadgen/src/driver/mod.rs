@@ -1,0 +1,132 @@
+//! Workers: one per `--threads`, each owning its sockets and its [`Recorder`]. A worker issues
+//! requests from an [`OpSource`](crate::workload::OpSource) either as fast as its in-flight
+//! window allows (closed loop) or on a fixed schedule (open loop, `--rate`), and measures each
+//! reply from the request's *intended* send time, so a stalled sender shows up as latency
+//! instead of hiding it (coordinated omission).
+//!
+//! Every loop is bounded: issuing stops at the deadline, at the request cap, when the source is
+//! exhausted or when the stop flag is set; draining stops one timeout later.
+
+pub mod tcp;
+pub mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one worker does in one phase.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub target: SocketAddr,
+    /// Sockets (UDP) or connections (TCP) this worker owns.
+    pub conns: usize,
+    /// In-flight requests per socket or connection (pipeline depth for HTTP).
+    pub inflight: usize,
+    /// Open-loop rate of this worker, requests per second; `None` is closed loop.
+    pub rate: Option<f64>,
+    /// Phase start: the origin of the schedule and of the timeline.
+    pub start: Instant,
+    /// No request is issued after this instant.
+    pub deadline: Instant,
+    /// No more than this many requests are issued.
+    pub max_requests: u64,
+    /// A request unanswered after this long counts as a timeout.
+    pub timeout: Duration,
+    /// Source addresses to bind sockets to, round-robin (UDP); empty binds the wildcard.
+    pub sources: Vec<IpAddr>,
+    /// Index of this worker's first socket among all workers' (spreads sources evenly).
+    pub first_socket: usize,
+    /// Peers asked for per announce (BEP 15 `num_want`).
+    pub peers_wanted: u32,
+    /// Replies answered so far, published for the progress bar.
+    pub progress: Arc<AtomicU64>,
+    /// Set by the run to stop issuing early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// When the next request may be issued.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    start: Instant,
+    interval: Option<Duration>,
+    issued: u64,
+}
+
+impl Schedule {
+    pub fn new(start: Instant, rate: Option<f64>) -> Self {
+        let interval = rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
+        Schedule {
+            start,
+            interval,
+            issued: 0,
+        }
+    }
+
+    /// The intended send time of the next request if it is due at `now`: at once in closed
+    /// loop, at `start + issued * interval` in open loop.
+    pub fn due(&self, now: Instant) -> Option<Instant> {
+        match self.interval {
+            None => Some(now),
+            Some(iv) => {
+                let at = self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32);
+                (at <= now).then_some(at)
+            }
+        }
+    }
+
+    pub fn issued(&mut self) {
+        self.issued += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.issued
+    }
+
+    /// How long the worker may sleep before the next request is due (at most `cap`).
+    pub fn wait(&self, now: Instant, cap: Duration) -> Duration {
+        match self.interval {
+            None => cap,
+            Some(iv) => {
+                let at = self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32);
+                at.saturating_duration_since(now).min(cap)
+            }
+        }
+    }
+}
+
+/// How often a worker scans its in-flight requests for timeouts.
+pub const TIMEOUT_SCAN: Duration = Duration::from_millis(5);
+/// Longest single poll wait, so stop conditions are checked often.
+pub const MAX_POLL_WAIT: Duration = Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_loop_schedule_is_fixed_rate_from_the_start() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, Some(1000.0));
+        assert_eq!(s.due(t0), Some(t0));
+        s.issued();
+        assert_eq!(s.due(t0), None, "the second request is due 1 ms later");
+        let t1 = t0 + Duration::from_millis(5);
+        assert_eq!(s.due(t1), Some(t0 + Duration::from_millis(1)));
+        // Behind schedule, each request keeps its own intended time.
+        s.issued();
+        assert_eq!(s.due(t1), Some(t0 + Duration::from_millis(2)));
+        assert_eq!(s.wait(t0, Duration::from_secs(1)), Duration::from_millis(2));
+    }
+
+    #[test]
+    fn closed_loop_is_always_due() {
+        let t0 = Instant::now();
+        let s = Schedule::new(t0, None);
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(s.due(later), Some(later));
+        assert_eq!(s.wait(later, MAX_POLL_WAIT), MAX_POLL_WAIT);
+    }
+}
