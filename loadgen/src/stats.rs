@@ -391,8 +391,7 @@ mod tests {
         assert!(text.contains("Total count    =          100]"));
         let last_row = text
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .next_back()
+            .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap();
         assert!(last_row.contains("1.000000000000"), "{last_row}");
         assert!(ErrorKind::PpstpCode(3).label() == "ppstp_error_03");
