@@ -77,6 +77,18 @@ impl Schedule {
         }
     }
 
+    /// Whether requests are still to be issued before `deadline`: in closed loop while `now`
+    /// is before it; in open loop while the next request's intended time is, so every request
+    /// scheduled inside the window is sent even if the worker fell behind.
+    pub fn active(&self, now: Instant, deadline: Instant) -> bool {
+        match self.interval {
+            None => now < deadline,
+            Some(iv) => {
+                self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32) < deadline
+            }
+        }
+    }
+
     pub fn issued(&mut self) {
         self.issued += 1;
     }
@@ -119,6 +131,14 @@ mod tests {
         s.issued();
         assert_eq!(s.due(t1), Some(t0 + Duration::from_millis(2)));
         assert_eq!(s.wait(t0, Duration::from_secs(1)), Duration::from_millis(2));
+        // Requests intended before the deadline are still owed after it.
+        let deadline = t0 + Duration::from_millis(3);
+        assert!(s.active(t0 + Duration::from_secs(9), deadline));
+        s.issued();
+        assert!(
+            !s.active(t0, deadline),
+            "the 4th request is intended at the deadline"
+        );
     }
 
     #[test]
@@ -128,5 +148,7 @@ mod tests {
         let later = t0 + Duration::from_secs(3);
         assert_eq!(s.due(later), Some(later));
         assert_eq!(s.wait(later, MAX_POLL_WAIT), MAX_POLL_WAIT);
+        assert!(s.active(t0, later));
+        assert!(!s.active(later, later));
     }
 }

@@ -109,7 +109,7 @@ pub fn run(
     loop {
         let now = Instant::now();
         let issuing = !exhausted
-            && now < cfg.deadline
+            && schedule.active(now, cfg.deadline)
             && schedule.count() < cfg.max_requests
             && !cfg.stop.load(Ordering::Relaxed);
         let busy: usize = conns.iter().map(|c| c.waiting.len()).sum();
