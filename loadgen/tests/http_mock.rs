@@ -56,10 +56,7 @@ fn serve(mut s: TcpStream, stop: Arc<AtomicBool>) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => continue,
         }
-        loop {
-            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                break;
-            };
+        while let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
             let len = head
                 .lines()
