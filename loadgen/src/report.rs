@@ -284,3 +284,120 @@ pub fn write_plot(path: &Path, r: &Recorder, title: &str) -> anyhow::Result<()> 
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Outcome;
+    use crate::workload::OpKind;
+    use std::time::{Duration, Instant};
+
+    fn sample_report() -> Report {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0, Duration::from_millis(100), 10);
+        r.on_sent(OpKind::Find);
+        r.on_reply(
+            OpKind::Find,
+            t0,
+            t0 + Duration::from_micros(250),
+            Outcome::Ok,
+        );
+        r.on_sent(OpKind::Leave);
+        r.on_failure(OpKind::Leave, crate::stats::ErrorKind::Timeout);
+        let phase = PhaseReport::from_recorder(&r, 2.0);
+        Report {
+            schema: SCHEMA,
+            schema_version: SCHEMA_VERSION,
+            generator_version: "test",
+            started_unix_ms: 1,
+            config: serde_json::json!({"protocol": "ppstp"}),
+            population: PopulationReport {
+                swarms: 1,
+                peers: 2,
+                popularity: "uniform".into(),
+                nonempty_swarms: 1,
+                largest_swarm: 2,
+                seeders: 0,
+            },
+            populate: None,
+            measure: phase,
+            server: Some(ServerReport {
+                pid: 7,
+                cpu_us_populate: 0,
+                cpu_us_measure: 10_000,
+                cpu_us_per_reply: 10_000.0,
+                rss_bytes_start: 1,
+                rss_bytes_after_populate: 2,
+                rss_bytes_end: 3,
+                rss_bytes_per_peer: None,
+            }),
+            loadgen: None,
+        }
+    }
+
+    /// The documented schema (REPORT.md): every key a consumer reads is present, with the
+    /// documented type.
+    #[test]
+    fn json_report_follows_schema_version_1() {
+        let v = serde_json::to_value(sample_report()).unwrap();
+        assert_eq!(v["schema"], "ppsp-loadgen-report");
+        assert_eq!(v["schema_version"], 1);
+        for key in [
+            "generator_version",
+            "started_unix_ms",
+            "config",
+            "population",
+            "populate",
+            "measure",
+            "server",
+            "loadgen",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        let m = &v["measure"];
+        for key in [
+            "duration_s",
+            "sent",
+            "replies",
+            "ok",
+            "failed",
+            "timeouts",
+            "unfinished",
+            "replies_per_s",
+            "ok_per_s",
+            "errors",
+            "latency",
+            "per_type",
+            "timeline",
+        ] {
+            assert!(m.get(key).is_some(), "missing measure.{key}");
+        }
+        assert_eq!(m["sent"], 2);
+        assert_eq!(m["replies"], 1);
+        assert_eq!(m["failed"], 1);
+        assert_eq!(m["timeouts"], 1);
+        assert_eq!(m["replies_per_s"], 0.5);
+        assert_eq!(m["errors"]["timeout"], 1);
+        for key in [
+            "count", "min_us", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+        ] {
+            assert!(m["latency"][key].is_number(), "latency.{key}");
+        }
+        assert!((m["per_type"]["find"]["latency"]["p50_us"].as_f64().unwrap() - 250.0).abs() < 1.0);
+        assert_eq!(m["per_type"]["leave"]["failed"], 1);
+        assert_eq!(m["timeline"]["bucket_ms"], 100);
+        assert_eq!(m["timeline"]["replies"], serde_json::json!([1]));
+        assert!(v["populate"].is_null());
+        assert!(v["server"]["rss_bytes_per_peer"].is_null());
+        assert_eq!(v["server"]["cpu_us_per_reply"], 10_000.0);
+    }
+
+    #[test]
+    fn human_summary_names_the_key_figures() {
+        let text = human(&sample_report());
+        assert!(text.contains("throughput: 0 replies/s"));
+        assert!(text.contains("errors:     timeout=1"));
+        assert!(text.contains("server:     pid 7"));
+        assert!(text.contains("  find "));
+    }
+}
