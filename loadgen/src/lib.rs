@@ -6,6 +6,7 @@
 //! ([`procstat`]) and writes human, JSON, `.hgrm` and SVG reports ([`report`]). [`floor`] is a
 //! stateless BEP 15 responder that serves as the yardstick for the kernel's UDP path.
 
+pub mod compare;
 pub mod driver;
 pub mod floor;
 pub mod procstat;

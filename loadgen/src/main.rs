@@ -1,5 +1,5 @@
 //! `ppsp-loadgen`: command-line entry point. `run` drives a workload against a tracker;
-//! `floor` starts the stateless BEP 15 floor responder.
+//! `floor` starts the stateless BEP 15 floor responder; `table` compares reports.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +38,15 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Compare JSON reports of the same workload against different servers, with ratios.
+    Table {
+        /// Label of the report the ratios are relative to (default: the first).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// JSON reports written by `run --json`.
+        #[arg(required = true)]
+        reports: Vec<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +66,12 @@ fn main() -> anyhow::Result<()> {
                 .filter(|d| d.is_finite() && *d >= 0.0)
                 .map(Duration::from_secs_f64);
             ppsp_loadgen::floor::run_foreground(listen, threads, d)?;
+        }
+        Command::Table { baseline, reports } => {
+            print!(
+                "{}",
+                ppsp_loadgen::compare::table_from_files(&reports, baseline.as_deref())?
+            );
         }
     }
     Ok(())
