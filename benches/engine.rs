@@ -1,1 +1,421 @@
-fn main() {}
+//! Engine benchmarks on a realistic table: 1M swarms with Zipf-skewed popularity, 250k peers,
+//! about 2M memberships, populated before measuring.
+//!
+//! Measures JOIN (an existing peer joining a swarm), FIND with 30 and 200 peers wanted, LEAVE,
+//! expiry steps, and mixed JOIN/FIND throughput with 1 and 2 threads on the one shared, sharded
+//! engine (the measurement behind choosing shared sharded state over a channel hand-off per
+//! request). Prints the approximate memory per membership once.
+//!
+//! `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ppsp_tracker::engine::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const SWARMS: usize = 1_000_000;
+const PEERS: usize = 250_000;
+/// Leecher memberships added with Zipf-skewed swarm choice on top of one seeder per swarm.
+const ZIPF_MEMBERSHIPS: usize = 1_000_000;
+/// Peers used only by the JOIN/LEAVE benches (registered, in no swarm between batches).
+const BENCH_PEERS: usize = 20_000;
+/// Precomputed Zipf samples, cycled through while measuring.
+const SAMPLES: usize = 1 << 20;
+
+/// Zipf(s) over ranks 0..n by inverse CDF over precomputed cumulative weights.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for rank in 1..=n {
+            total += 1.0 / (rank as f64).powf(s);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut SmallRng) -> usize {
+        let u: f64 = rng.gen();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// 20-byte ids (the size of a BitTorrent info-hash or a typical PPSP id).
+fn id20(tag: u8, n: usize) -> [u8; 20] {
+    let mut b = [tag; 20];
+    b[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    b
+}
+
+fn swarm(n: usize) -> SwarmId {
+    SwarmId::new(&id20(b's', n)).expect("20-byte id")
+}
+
+fn peer(n: usize) -> PeerId {
+    PeerId::new(&id20(b'p', n)).expect("20-byte id")
+}
+
+fn source(n: usize) -> SocketAddr {
+    let n = n as u32 + 1;
+    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 6881))
+}
+
+fn request(p: usize, kind: RequestKind) -> Request {
+    Request {
+        peer_id: peer(p),
+        source: source(p),
+        kind,
+    }
+}
+
+fn join_req(p: usize, s: usize, mode: PeerMode) -> Request {
+    request(
+        p,
+        RequestKind::Join {
+            swarm_id: swarm(s),
+            mode,
+            // An explicit zero: joins in these benches do not build a peer list.
+            peer_num: Some(PeerNum {
+                peer_count: Some(0),
+                ..PeerNum::default()
+            }),
+        },
+    )
+}
+
+fn leave_req(p: usize, s: usize) -> Request {
+    request(p, RequestKind::Leave { swarm_id: swarm(s) })
+}
+
+fn find_req(p: usize, s: usize, count: u32) -> Request {
+    request(
+        p,
+        RequestKind::Find {
+            swarm_id: swarm(s),
+            peer_num: Some(PeerNum {
+                peer_count: Some(count),
+                ..PeerNum::default()
+            }),
+            chunks: Vec::new(),
+        },
+    )
+}
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+const NOW: Time = Time::from_secs(1000);
+
+struct World {
+    engine: Engine,
+    /// Zipf-distributed swarm indexes.
+    swarm_samples: Vec<u32>,
+    /// Uniform peer indexes among the populated peers.
+    peer_samples: Vec<u32>,
+}
+
+fn populate() -> World {
+    let config = EngineConfig {
+        shards: 16,
+        max_swarms: 2 * SWARMS,
+        max_peers: 2 * (PEERS + BENCH_PEERS),
+        init_timer_secs: 1_000_000,
+        track_timer_secs: 1_000_000,
+        ..EngineConfig::default()
+    };
+    let started = Instant::now();
+    let zipf = Zipf::new(SWARMS, 1.0);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let swarm_samples: Vec<u32> = (0..SAMPLES).map(|_| zipf.sample(&mut rng) as u32).collect();
+    let peer_samples: Vec<u32> = (0..SAMPLES)
+        .map(|_| rng.gen_range(0..PEERS) as u32)
+        .collect();
+    let rss_before = rss_bytes();
+    let engine = Engine::new(&config);
+    let t0 = Time::from_secs(0);
+    for p in 0..PEERS + BENCH_PEERS {
+        let r = engine.handle(
+            &request(
+                p,
+                RequestKind::Connect {
+                    peer_num: None,
+                    addrs: Vec::new(),
+                    actions: Vec::new(),
+                },
+            ),
+            t0,
+        );
+        assert_eq!(r.error_code(), ErrorCode::Ok);
+    }
+    // One seeder per swarm, so that all 1M swarms exist.
+    for s in 0..SWARMS {
+        let r = engine.handle(&join_req(s % PEERS, s, PeerMode::Seeder), t0);
+        assert_eq!(r.error_code(), ErrorCode::Ok);
+    }
+    // Zipf-skewed leechers.
+    for _ in 0..ZIPF_MEMBERSHIPS {
+        let s = zipf.sample(&mut rng);
+        let p = rng.gen_range(0..PEERS);
+        black_box(engine.handle(&join_req(p, s, PeerMode::Leech), t0));
+    }
+    let rss_after = rss_bytes();
+    let counts = engine.counts();
+    let est = engine.memory_estimate();
+    let rss = rss_after.saturating_sub(rss_before);
+    println!(
+        "populated in {:.1} s: {} peers, {} swarms, {} memberships ({} seeders, {} leechers); \
+         largest swarm {} members",
+        started.elapsed().as_secs_f64(),
+        counts.peers,
+        counts.swarms,
+        counts.memberships,
+        counts.seeders,
+        counts.leechers,
+        largest(&engine),
+    );
+    println!(
+        "memory: RSS +{:.1} MiB = {:.0} bytes per membership all-in (swarm and peer tables \
+         included); capacity estimate {:.1} MiB (swarm table {:.1}, members {:.1}, peers {:.1}); \
+         member entry {} bytes",
+        rss as f64 / 1048576.0,
+        rss as f64 / counts.memberships as f64,
+        est.total() as f64 / 1048576.0,
+        est.swarm_table as f64 / 1048576.0,
+        est.swarm_members as f64 / 1048576.0,
+        est.peer_table as f64 / 1048576.0,
+        MEMBER_ENTRY_BYTES,
+    );
+    println!(
+        "  per membership (estimate): {:.0} bytes; per swarm {:.0} bytes of table",
+        est.total() as f64 / counts.memberships as f64,
+        est.swarm_table as f64 / counts.swarms as f64,
+    );
+    World {
+        engine,
+        swarm_samples,
+        peer_samples,
+    }
+}
+
+fn largest(engine: &Engine) -> u32 {
+    let q = engine.handle(
+        &request(
+            0,
+            RequestKind::StatQuery {
+                target: StatTarget::Swarm(swarm(0)),
+            },
+        ),
+        Time::from_secs(0),
+    );
+    match q {
+        Response::Ok(Answer {
+            stat: Some(StatAnswer::Swarm(_, s)),
+            ..
+        }) => s.peers,
+        _ => 0,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let world = populate();
+    let e = &world.engine;
+    let zs = &world.swarm_samples;
+    let ps = &world.peer_samples;
+
+    let mut group = c.benchmark_group("engine");
+
+    // JOIN: bench peers (each in no swarm) join Zipf-chosen swarms; the LEAVEs that restore
+    // the table run untimed.
+    group.bench_function("join", |b| {
+        let mut cursor = 0usize;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(BENCH_PEERS);
+                let start = Instant::now();
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    black_box(e.handle(&join_req(PEERS + i, s, PeerMode::Leech), NOW));
+                }
+                total += start.elapsed();
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    e.handle(&leave_req(PEERS + i, s), NOW);
+                }
+                cursor += n;
+                left -= n;
+            }
+            total
+        })
+    });
+
+    // LEAVE: the mirror image, JOINs untimed.
+    group.bench_function("leave", |b| {
+        let mut cursor = 0usize;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(BENCH_PEERS);
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    e.handle(&join_req(PEERS + i, s, PeerMode::Leech), NOW);
+                }
+                let start = Instant::now();
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    black_box(e.handle(&leave_req(PEERS + i, s), NOW));
+                }
+                total += start.elapsed();
+                cursor += n;
+                left -= n;
+            }
+            total
+        })
+    });
+
+    for count in [30u32, 200] {
+        group.bench_function(format!("find_zipf_{count}"), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let r = find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, count);
+                black_box(e.handle(&r, NOW))
+            })
+        });
+        // The most popular swarm: a full-size sample every time.
+        group.bench_function(format!("find_hot_{count}"), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(e.handle(&find_req(ps[i % SAMPLES] as usize, 0, count), NOW))
+            })
+        });
+    }
+
+    // An expiry step over the full table when nothing is due: pure walking cost.
+    group.bench_function("expire_scan_4096", |b| {
+        b.iter(|| black_box(e.expire(NOW, 4096)))
+    });
+    group.finish();
+
+    mixed_threads(c, e, zs, ps);
+    expire_deleting(c);
+}
+
+/// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine. Each thread uses its own bench
+/// peers (join a swarm, find in it, leave it again), so the table stays the same size.
+fn mixed_threads(c: &mut Criterion, e: &Engine, zs: &[u32], ps: &[u32]) {
+    let mut group = c.benchmark_group("mixed_join_find");
+    for threads in [1usize, 2] {
+        group.bench_function(format!("threads_{threads}"), |b| {
+            let mut round = 0usize;
+            b.iter_custom(|iters| {
+                round += 1;
+                let per_thread = (iters as usize).div_ceil(threads);
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for t in 0..threads {
+                        scope.spawn(move || {
+                            let base = PEERS + t * (BENCH_PEERS / 2);
+                            let mut k = round * 7919 + t * 104_729;
+                            let mut i = 0;
+                            while i < per_thread {
+                                k = k.wrapping_add(1);
+                                let p = base + k % (BENCH_PEERS / 2);
+                                let s = zs[k % SAMPLES] as usize;
+                                black_box(e.handle(&join_req(p, s, PeerMode::Leech), NOW));
+                                let q = ps[k % SAMPLES] as usize;
+                                black_box(e.handle(&find_req(q, s, 30), NOW));
+                                black_box(e.handle(&find_req(p, s, 30), NOW));
+                                black_box(e.handle(&leave_req(p, s), NOW));
+                                i += 4;
+                            }
+                        });
+                    }
+                });
+                // Time per operation = wall time / operations done by all threads.
+                let done = per_thread.div_ceil(4) * 4 * threads;
+                start.elapsed().mul_f64(iters as f64 / done as f64)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Expiry steps that delete: a separate engine whose 100k peers (two swarms each) are all due.
+fn expire_deleting(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let config = EngineConfig {
+        shards: 16,
+        ..EngineConfig::default()
+    };
+    let mut group = c.benchmark_group("expire");
+    group.bench_function("delete_per_peer", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(N);
+                let e = Engine::new(&config);
+                for p in 0..n {
+                    e.handle(
+                        &request(
+                            p,
+                            RequestKind::Connect {
+                                peer_num: None,
+                                addrs: Vec::new(),
+                                actions: vec![
+                                    SwarmAction {
+                                        swarm_id: swarm(p % 5000),
+                                        action: ActionKind::Join,
+                                        mode: PeerMode::Seeder,
+                                    },
+                                    SwarmAction {
+                                        swarm_id: swarm(p % 7001),
+                                        action: ActionKind::Join,
+                                        mode: PeerMode::Seeder,
+                                    },
+                                ],
+                            },
+                        ),
+                        Time::from_secs(0),
+                    );
+                }
+                let late = Time::from_secs(10_000);
+                let start = Instant::now();
+                let mut expired = 0;
+                while expired < n {
+                    let r = e.expire(late, 4096);
+                    if r.expired == 0 {
+                        break;
+                    }
+                    expired += r.expired;
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);

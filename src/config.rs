@@ -1,1 +1,683 @@
-//! Configuration (under construction).
+//! The tracker's configuration: one TOML schema with complete defaults in code, profiles that
+//! override only what they change, and `--set key=value` overrides on top.
+//!
+//! Loading is layered: defaults <- profile (an embedded name such as `default` or `dedicated`,
+//! or a file path) <- overrides. Layers are merged as TOML tables *before* the typed
+//! deserialisation, and every layer is checked against the schema first, so an unknown key in a
+//! file or in an override is reported with its dotted path (`unknown key "server.wrkers"`)
+//! instead of being ignored. Every table denies unknown fields as a second line of defence.
+//! [`Config::validate`] then checks ranges and cross-field rules with messages naming the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{EngineConfig, MAX_ID_BYTES};
+
+/// The profile compiled into the binary and used when none is named.
+pub const DEFAULT_PROFILE: &str = include_str!("../tuning/default.toml");
+/// The dedicated-server profile, also compiled in.
+pub const DEDICATED_PROFILE: &str = include_str!("../tuning/dedicated.toml");
+
+/// Names of the embedded profiles and their text.
+pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
+    ("default", DEFAULT_PROFILE),
+    ("dedicated", DEDICATED_PROFILE),
+];
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub ppstp: PpstpConfig,
+    pub engine: EngineConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: worker threads and the I/O back-end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Pin worker `i` to core `i` (modulo the number of cores).
+    pub pin_cores: bool,
+    /// I/O back-end. Only `"epoll"` exists in this build.
+    pub backend: String,
+    /// Period of each worker's timer tick (expiry, idle sweeps), milliseconds.
+    pub tick_ms: u64,
+    /// Listen backlog of every TCP listener (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
+    /// Readiness events taken from the poller per wake-up.
+    pub events_per_poll: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 1,
+            pin_cores: false,
+            backend: "epoll".to_owned(),
+            tick_ms: 100,
+            listen_backlog: 1024,
+            events_per_poll: 1024,
+        }
+    }
+}
+
+/// `[ppstp]`: the RFC 7846 HTTP/JSON front-end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpstpConfig {
+    pub enabled: bool,
+    /// Address to listen on, `IP:PORT` (port 0 picks a free one).
+    pub listen: String,
+    /// Largest request body; a larger Content-Length is answered 413 before it is read.
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers); larger is answered 431.
+    pub max_head_bytes: usize,
+    /// Most header lines in one request.
+    pub max_headers: usize,
+    /// Open connections per worker; further connections are refused (closed at once).
+    pub max_connections: usize,
+    /// A connection without any traffic for this long is closed, seconds.
+    pub idle_timeout_secs: u64,
+    /// Unsent response bytes per connection above which the worker stops reading from it.
+    pub max_pending_output_bytes: usize,
+}
+
+impl Default for PpstpConfig {
+    fn default() -> Self {
+        PpstpConfig {
+            enabled: true,
+            listen: "127.0.0.1:7846".to_owned(),
+            max_body_bytes: 16 * 1024,
+            max_head_bytes: 8 * 1024,
+            max_headers: 32,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+            max_pending_output_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[admin]`: the metrics and status listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// Address to listen on, `IP:PORT`.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:9846".to_owned(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or directives
+    /// such as `info,ppsp_tracker::runtime=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. The message names the file or key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn new(msg: impl Into<String>) -> Self {
+        ConfigError(msg.into())
+    }
+}
+
+/// Where a profile comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    Embedded(&'static str, &'static str),
+    File(String),
+}
+
+impl ProfileSource {
+    /// An embedded profile by name, otherwise a path.
+    pub fn resolve(name_or_path: &str) -> Self {
+        match EMBEDDED_PROFILES.iter().find(|(n, _)| *n == name_or_path) {
+            Some((name, text)) => ProfileSource::Embedded(name, text),
+            None => ProfileSource::File(name_or_path.to_owned()),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            ProfileSource::Embedded(name, _) => format!("embedded profile \"{name}\""),
+            ProfileSource::File(path) => path.clone(),
+        }
+    }
+
+    fn text(&self) -> Result<String, ConfigError> {
+        match self {
+            ProfileSource::Embedded(_, text) => Ok((*text).to_owned()),
+            ProfileSource::File(path) => std::fs::read_to_string(Path::new(path))
+                .map_err(|e| ConfigError::new(format!("{path}: cannot read: {e}"))),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults <- `profile` (embedded `default` when `None`; an embedded name or a path)
+    /// <- `overrides` (`dotted.key=value`), then validates.
+    pub fn load(profile: Option<&str>, overrides: &[String]) -> Result<Config, ConfigError> {
+        Config::load_from(
+            &ProfileSource::resolve(profile.unwrap_or("default")),
+            overrides,
+        )
+    }
+
+    /// Loads one file over the defaults, without overrides: what `check-config` does. The
+    /// argument is always a path, even if it looks like an embedded profile's name.
+    pub fn check_file(path: &str) -> Result<Config, ConfigError> {
+        Config::load_from(&ProfileSource::File(path.to_owned()), &[])
+    }
+
+    /// Loads defaults <- `source` <- `overrides`, then validates.
+    pub fn load_from(source: &ProfileSource, overrides: &[String]) -> Result<Config, ConfigError> {
+        let defaults = defaults_table();
+        let mut merged = defaults.clone();
+        let label = source.label();
+        let layer = parse_layer(&source.text()?, &label, &defaults)?;
+        merge(&mut merged, layer);
+        for spec in overrides {
+            apply_override(&mut merged, &defaults, spec)?;
+        }
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new(format!("{label}: {}", e.message())))?;
+        config.validate().map_err(|e| {
+            if overrides.is_empty() {
+                ConfigError::new(format!("{label}: {e}"))
+            } else {
+                e
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (what `print-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// Range and consistency checks. The message starts with the dotted key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        check(
+            s.workers <= 4096,
+            "server.workers must be 0..=4096 (0 = all cores)",
+        )?;
+        if s.backend != "epoll" {
+            return Err(ConfigError::new(format!(
+                "server.backend: unknown back-end \"{}\" (available: \"epoll\")",
+                s.backend
+            )));
+        }
+        check(
+            (1..=60_000).contains(&s.tick_ms),
+            "server.tick_ms must be 1..=60000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&s.listen_backlog),
+            "server.listen_backlog must be 1..=1000000",
+        )?;
+        check(
+            (16..=1_000_000).contains(&s.events_per_poll),
+            "server.events_per_poll must be 16..=1000000",
+        )?;
+
+        let p = &self.ppstp;
+        check_addr("ppstp.listen", &p.listen)?;
+        check(
+            (1..=64 * 1024 * 1024).contains(&p.max_body_bytes),
+            "ppstp.max_body_bytes must be 1..=67108864",
+        )?;
+        check(
+            (256..=1024 * 1024).contains(&p.max_head_bytes),
+            "ppstp.max_head_bytes must be 256..=1048576",
+        )?;
+        check(
+            (1..=1024).contains(&p.max_headers),
+            "ppstp.max_headers must be 1..=1024",
+        )?;
+        check(
+            (1..=10_000_000).contains(&p.max_connections),
+            "ppstp.max_connections must be 1..=10000000",
+        )?;
+        check(
+            (1..=86_400 * 7).contains(&p.idle_timeout_secs),
+            "ppstp.idle_timeout_secs must be 1..=604800",
+        )?;
+        check(
+            p.max_pending_output_bytes >= 4096,
+            "ppstp.max_pending_output_bytes must be at least 4096",
+        )?;
+
+        let e = &self.engine;
+        check(
+            (1..=MAX_ID_BYTES).contains(&e.max_id_len),
+            "engine.max_id_len must be 1..=64",
+        )?;
+        check(
+            (1..=65_536).contains(&e.shards),
+            "engine.shards must be 1..=65536",
+        )?;
+        check(e.max_swarms >= 1, "engine.max_swarms must be at least 1")?;
+        check(e.max_peers >= 1, "engine.max_peers must be at least 1")?;
+        check(
+            e.max_peers_per_swarm >= 1,
+            "engine.max_peers_per_swarm must be at least 1",
+        )?;
+        check(
+            e.max_swarms_per_peer >= 1,
+            "engine.max_swarms_per_peer must be at least 1",
+        )?;
+        check(
+            e.max_chunk_ranges >= 1,
+            "engine.max_chunk_ranges must be at least 1",
+        )?;
+        check(
+            e.max_addrs_per_peer >= 1,
+            "engine.max_addrs_per_peer must be at least 1",
+        )?;
+        check(
+            e.max_peer_count >= 1,
+            "engine.max_peer_count must be at least 1",
+        )?;
+        check(
+            e.default_peer_count <= e.max_peer_count,
+            "engine.default_peer_count must not exceed engine.max_peer_count",
+        )?;
+        check(
+            e.init_timer_secs >= 1,
+            "engine.init_timer_secs must be at least 1",
+        )?;
+        check(
+            e.track_timer_secs >= 1,
+            "engine.track_timer_secs must be at least 1",
+        )?;
+        check(
+            e.expiry_budget >= 1,
+            "engine.expiry_budget must be at least 1",
+        )?;
+
+        check_addr("admin.listen", &self.admin.listen)?;
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::new("log.level must not be empty"));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new(format!(
+                "log.level: invalid filter \"{}\": {err}",
+                self.log.level
+            )));
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: `server.workers`, or the number of available cores for 0.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// `ppstp.listen` as an address (validated by [`Config::validate`]).
+    pub fn ppstp_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("ppstp.listen", &self.ppstp.listen)
+    }
+
+    /// `admin.listen` as an address (validated by [`Config::validate`]).
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("admin.listen", &self.admin.listen)
+    }
+}
+
+fn check(ok: bool, msg: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(msg))
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(format!(
+            "{key}: invalid address \"{value}\" (expected IP:PORT, e.g. 127.0.0.1:7846 or [::1]:7846)"
+        ))
+    })
+}
+
+fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
+    parse_addr(key, value).map(|_| ())
+}
+
+/// The defaults as a TOML table: the schema every layer is checked against. Every field has a
+/// value (no `Option`s in the schema), so every valid key is present.
+fn defaults_table() -> toml::Table {
+    match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        // Serialising plain structs of numbers, strings and booleans cannot fail.
+        _ => toml::Table::new(),
+    }
+}
+
+/// Parses one profile layer and checks its keys and types against the schema.
+fn parse_layer(text: &str, label: &str, schema: &toml::Table) -> Result<toml::Table, ConfigError> {
+    // The typed parse gives line/column and the offending key for type errors.
+    if let Err(e) = toml::from_str::<Config>(text) {
+        let mut table_err = None;
+        if let Ok(table) = text.parse::<toml::Table>() {
+            table_err = check_known(&table, schema, "").err();
+        }
+        return Err(match table_err {
+            Some(unknown) => ConfigError::new(format!("{label}: {unknown}")),
+            None => ConfigError::new(format!("{label}: {e}")),
+        });
+    }
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new(format!("{label}: {e}")))?;
+    check_known(&table, schema, "").map_err(|e| ConfigError::new(format!("{label}: {e}")))?;
+    Ok(table)
+}
+
+/// Fails with the dotted path of the first key of `layer` that the schema does not have.
+fn check_known(layer: &toml::Table, schema: &toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in layer {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match schema.get(key) {
+            None => return Err(format!("unknown key \"{path}\"")),
+            Some(toml::Value::Table(sub_schema)) => match value {
+                toml::Value::Table(sub) => check_known(sub, sub_schema, &path)?,
+                _ => return Err(format!("\"{path}\" must be a table")),
+            },
+            Some(_) => {
+                if value.is_table() {
+                    return Err(format!("\"{path}\" is a value, not a table"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deep merge: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Applies one `dotted.key=value` override. The value is parsed as a TOML value, falling back
+/// to a plain string (so `--set ppstp.listen=0.0.0.0:7846` needs no quotes).
+fn apply_override(
+    merged: &mut toml::Table,
+    schema: &toml::Table,
+    spec: &str,
+) -> Result<(), ConfigError> {
+    let Some((key, raw)) = spec.split_once('=') else {
+        return Err(ConfigError::new(format!(
+            "--set {spec}: expected key=value (e.g. server.workers=4)"
+        )));
+    };
+    let key = key.trim();
+    let raw = raw.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::new(format!(
+            "--set {spec}: invalid key \"{key}\""
+        )));
+    }
+    let value = parse_value(raw);
+
+    // Build the one-key layer and check it like a file layer.
+    let mut layer = toml::Table::new();
+    let mut cursor = &mut layer;
+    for part in &parts[..parts.len() - 1] {
+        cursor = match cursor
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => t,
+            // The entry was inserted as a table just above.
+            _ => {
+                return Err(ConfigError::new(format!(
+                    "--set {spec}: invalid key \"{key}\""
+                )))
+            }
+        };
+    }
+    cursor.insert(parts[parts.len() - 1].to_owned(), value);
+    check_known(&layer, schema, "").map_err(|e| ConfigError::new(format!("--set {spec}: {e}")))?;
+
+    let mut candidate = merged.clone();
+    merge(&mut candidate, layer);
+    // Type-check now so the error names this override.
+    toml::Value::Table(candidate.clone())
+        .try_into::<Config>()
+        .map_err(|e| ConfigError::new(format!("--set {spec}: {key}: {}", e.message())))?;
+    *merged = candidate;
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(profile: Option<&str>, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| (*s).to_owned()).collect();
+        match Config::load(profile, &overrides) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_the_ppstp_port() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.ppstp.listen, "127.0.0.1:7846");
+        assert_eq!(c.admin.listen, "127.0.0.1:9846");
+        assert_eq!(c.server.backend, "epoll");
+    }
+
+    #[test]
+    fn default_profile_changes_nothing() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            Config::load(Some("default"), &[]).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_profile_in_tuning_loads() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let p = path.to_str().unwrap();
+                Config::load(Some(p), &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected at least two profiles, found {n}");
+        for (name, _) in EMBEDDED_PROFILES {
+            Config::load(Some(name), &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn dedicated_profile_uses_all_cores_pinned_and_larger_tables() {
+        let c = Config::load(Some("dedicated"), &[]).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.workers, 0);
+        assert!(c.server.pin_cores);
+        assert!(c.engine.shards > d.engine.shards);
+        assert!(c.engine.max_peers > d.engine.max_peers);
+        assert!(c.server.listen_backlog > d.server.listen_backlog);
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        for profile in ["default", "dedicated"] {
+            let c = Config::load(Some(profile), &[]).unwrap();
+            let text = c.to_toml();
+            let back: Config = toml::from_str(&text).unwrap();
+            assert_eq!(back, c);
+            back.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn overrides_apply_with_dotted_paths_and_string_fallback() {
+        let c = Config::load(
+            None,
+            &[
+                "server.workers=3".to_owned(),
+                "ppstp.listen=0.0.0.0:1234".to_owned(),
+                "engine.max_id_len=20".to_owned(),
+                "server.pin_cores=true".to_owned(),
+                "log.level=\"debug\"".to_owned(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.workers, 3);
+        assert_eq!(c.ppstp.listen, "0.0.0.0:1234");
+        assert_eq!(c.engine.max_id_len, 20);
+        assert!(c.server.pin_cores);
+        assert_eq!(c.log.level, "debug");
+        // Overrides win over the profile.
+        let c = Config::load(Some("dedicated"), &["server.workers=2".to_owned()]).unwrap();
+        assert_eq!(c.server.workers, 2);
+        assert!(c.server.pin_cores);
+    }
+
+    #[test]
+    fn unknown_key_in_override_names_the_key() {
+        let e = err(None, &["server.wrkers=3"]);
+        assert!(e.contains("server.wrkers"), "{e}");
+        let e = err(None, &["nosuch.table=1"]);
+        assert!(e.contains("nosuch"), "{e}");
+        let e = err(None, &["engine.shards.x=1"]);
+        assert!(e.contains("engine.shards"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_in_override_names_the_key() {
+        let e = err(None, &["server.workers=many"]);
+        assert!(e.contains("server.workers"), "{e}");
+        let e = err(None, &["server.workers"]);
+        assert!(e.contains("key=value"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_the_key_and_the_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"[server]\nworkers = 2\n\n[engine]\nshardz = 4\n")
+            .unwrap();
+        let path = f.path().to_str().unwrap().to_owned();
+        let e = err(Some(&path), &[]);
+        assert!(e.contains("engine.shardz"), "{e}");
+        assert!(e.contains(&path), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_in_file_names_the_key_and_the_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"[ppstp]\nmax_body_bytes = \"big\"\n").unwrap();
+        let path = f.path().to_str().unwrap().to_owned();
+        let e = err(Some(&path), &[]);
+        assert!(e.contains("max_body_bytes"), "{e}");
+        assert!(e.contains(&path), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_reported_with_its_path() {
+        let e = err(Some("/nonexistent/profile.toml"), &[]);
+        assert!(e.contains("/nonexistent/profile.toml"), "{e}");
+    }
+
+    #[test]
+    fn validation_messages_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("engine.max_id_len=0", "engine.max_id_len must be 1..=64"),
+            ("engine.max_id_len=65", "engine.max_id_len must be 1..=64"),
+            ("server.backend=x", "server.backend: unknown back-end \"x\""),
+            ("server.tick_ms=0", "server.tick_ms"),
+            (
+                "ppstp.listen=nowhere",
+                "ppstp.listen: invalid address \"nowhere\"",
+            ),
+            ("admin.listen=1.2.3.4", "admin.listen"),
+            ("engine.default_peer_count=500", "engine.default_peer_count"),
+            (
+                "ppstp.max_pending_output_bytes=10",
+                "ppstp.max_pending_output_bytes",
+            ),
+            ("log.level=\"info,=x=\"", "log.level"),
+        ];
+        for (set, want) in cases {
+            let e = err(None, &[set]);
+            assert!(e.contains(want), "--set {set}: {e}");
+        }
+    }
+
+    #[test]
+    fn worker_count_zero_means_all_cores() {
+        let mut c = Config::default();
+        c.server.workers = 0;
+        assert!(c.worker_count() >= 1);
+        c.server.workers = 3;
+        assert_eq!(c.worker_count(), 3);
+    }
+}

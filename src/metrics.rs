@@ -1,1 +1,537 @@
-//! Metrics (under construction).
+//! Counters of the tracker and their Prometheus text exposition (format 0.0.4).
+//!
+//! The hot path takes no lock and shares no cache line: every worker owns one cache-padded
+//! [`WorkerMetrics`] block of fixed arrays of atomics (indexed by request type, error code and
+//! HTTP status), writes it with plain relaxed load + store (it is the only writer), and the
+//! admin scrape sums the blocks. The exposition is a small writer in this file rather than
+//! `prometheus-client`: that crate's label families look metrics up behind a lock, and its
+//! registry has no notion of per-worker blocks summed at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam::utils::CachePadded;
+
+use crate::engine::{ErrorCode, ExpiryReport, RequestKind, TableCounts};
+use crate::runtime::RuntimeStats;
+
+/// Metric label of each request type, indexed by [`request_index`]; the last entry counts
+/// requests that could not be decoded (their type is unknown).
+pub const REQUEST_TYPES: [&str; 10] = [
+    "connect",
+    "find",
+    "stat_report",
+    "join",
+    "leave",
+    "disconnect",
+    "keepalive",
+    "join_chunk",
+    "stat_query",
+    "undecoded",
+];
+
+/// Index in [`REQUEST_TYPES`] of requests that failed to decode.
+pub const UNDECODED: usize = REQUEST_TYPES.len() - 1;
+
+/// HTTP statuses answered for faults below the PPSTP layer (framing, method, media type).
+pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 500];
+
+/// Error codes 0..=6 (RFC 7846 §6.2); 0 is never counted as an error.
+const ERROR_CODES: usize = 7;
+
+/// Index of a request type in [`REQUEST_TYPES`].
+pub fn request_index(kind: &RequestKind) -> usize {
+    match kind {
+        RequestKind::Connect { .. } => 0,
+        RequestKind::Find { .. } => 1,
+        RequestKind::StatReport { .. } => 2,
+        RequestKind::Join { .. } => 3,
+        RequestKind::Leave { .. } => 4,
+        RequestKind::Disconnect { .. } => 5,
+        RequestKind::Keepalive => 6,
+        RequestKind::JoinChunk { .. } => 7,
+        RequestKind::StatQuery { .. } => 8,
+    }
+}
+
+/// Adds to a counter that only the calling worker writes: no read-modify-write needed.
+#[inline]
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The counters one worker writes.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    requests: [AtomicU64; REQUEST_TYPES.len()],
+    errors: [[AtomicU64; ERROR_CODES]; REQUEST_TYPES.len()],
+    http_faults: [AtomicU64; HTTP_FAULT_STATUSES.len()],
+    expiry_runs: AtomicU64,
+    expiry_examined: AtomicU64,
+    expired_peers: AtomicU64,
+}
+
+impl WorkerMetrics {
+    /// A request of type `index` (see [`request_index`], or [`UNDECODED`]) was received.
+    #[inline]
+    pub fn request(&self, index: usize) {
+        if let Some(c) = self.requests.get(index) {
+            add(c, 1);
+        }
+    }
+
+    /// A request of type `index` was answered with error `code`.
+    #[inline]
+    pub fn error(&self, index: usize, code: ErrorCode) {
+        if code == ErrorCode::Ok {
+            return;
+        }
+        if let Some(c) = self
+            .errors
+            .get(index)
+            .and_then(|row| row.get(code.code() as usize))
+        {
+            add(c, 1);
+        }
+    }
+
+    /// An HTTP-level fault was answered with `status`.
+    #[inline]
+    pub fn http_fault(&self, status: u16) {
+        if let Some(i) = HTTP_FAULT_STATUSES.iter().position(|s| *s == status) {
+            add(&self.http_faults[i], 1);
+        }
+    }
+
+    /// One expiry step ran.
+    pub fn expiry(&self, report: ExpiryReport) {
+        add(&self.expiry_runs, 1);
+        add(&self.expiry_examined, report.examined as u64);
+        add(&self.expired_peers, report.expired as u64);
+    }
+
+    fn requests_total(&self) -> u64 {
+        self.requests.iter().map(get).sum()
+    }
+}
+
+/// Every worker's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    workers: Box<[CachePadded<WorkerMetrics>]>,
+}
+
+/// Values that are not counters of the workers, read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScrapeContext<'a> {
+    pub counts: TableCounts,
+    pub uptime: Duration,
+    /// Connection counters of the runtimes (the tracker's and the admin listener's).
+    pub runtimes: &'a [&'a RuntimeStats],
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Self {
+        Metrics {
+            workers: (0..workers.max(1))
+                .map(|_| CachePadded::new(WorkerMetrics::default()))
+                .collect(),
+        }
+    }
+
+    /// The block of worker `index` (the last block for an out-of-range index, so a caller
+    /// bug cannot panic a worker).
+    #[inline]
+    pub fn worker(&self, index: usize) -> &WorkerMetrics {
+        let i = index.min(self.workers.len() - 1);
+        &self.workers[i]
+    }
+
+    /// Requests of type `index` summed over workers.
+    pub fn requests(&self, index: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.requests.get(index).map_or(0, get))
+            .sum()
+    }
+
+    /// Errors of type `index` with `code`, summed over workers.
+    pub fn errors(&self, index: usize, code: ErrorCode) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| {
+                w.errors
+                    .get(index)
+                    .and_then(|row| row.get(code.code() as usize))
+                    .map_or(0, get)
+            })
+            .sum()
+    }
+
+    /// HTTP faults answered with `status`, summed over workers.
+    pub fn http_faults(&self, status: u16) -> u64 {
+        let Some(i) = HTTP_FAULT_STATUSES.iter().position(|s| *s == status) else {
+            return 0;
+        };
+        self.workers.iter().map(|w| get(&w.http_faults[i])).sum()
+    }
+
+    /// Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self, ctx: &ScrapeContext<'_>) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let w = &mut out;
+
+        header(w, "ppsp_build_info", "gauge", "Version of the tracker.");
+        sample(
+            w,
+            "ppsp_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+        header(
+            w,
+            "ppsp_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+        );
+        sample(w, "ppsp_uptime_seconds", &[], ctx.uptime.as_secs());
+
+        header(
+            w,
+            "ppsp_requests_total",
+            "counter",
+            "PPSTP requests received, by request type.",
+        );
+        for (i, name) in REQUEST_TYPES.iter().enumerate() {
+            sample(
+                w,
+                "ppsp_requests_total",
+                &[("type", name)],
+                self.requests(i),
+            );
+        }
+
+        header(
+            w,
+            "ppsp_errors_total",
+            "counter",
+            "PPSTP requests answered with an error, by request type and RFC 7846 error code.",
+        );
+        for (i, name) in REQUEST_TYPES.iter().enumerate() {
+            for code in 1..ERROR_CODES {
+                let n: u64 = self
+                    .workers
+                    .iter()
+                    .map(|wm| wm.errors.get(i).and_then(|r| r.get(code)).map_or(0, get))
+                    .sum();
+                if n > 0 {
+                    let code = format!("{code:02}");
+                    sample(
+                        w,
+                        "ppsp_errors_total",
+                        &[("type", name), ("code", &code)],
+                        n,
+                    );
+                }
+            }
+        }
+
+        header(
+            w,
+            "ppsp_http_faults_total",
+            "counter",
+            "Requests answered at the HTTP level (framing, method, media type), by status.",
+        );
+        for status in HTTP_FAULT_STATUSES {
+            let s = status.to_string();
+            sample(
+                w,
+                "ppsp_http_faults_total",
+                &[("status", &s)],
+                self.http_faults(status),
+            );
+        }
+
+        header(
+            w,
+            "ppsp_worker_requests_total",
+            "counter",
+            "PPSTP requests received, by worker thread.",
+        );
+        for (i, wm) in self.workers.iter().enumerate() {
+            let worker = i.to_string();
+            sample(
+                w,
+                "ppsp_worker_requests_total",
+                &[("worker", &worker)],
+                wm.requests_total(),
+            );
+        }
+
+        header(w, "ppsp_expiry_runs_total", "counter", "Expiry steps run.");
+        let sum = |f: fn(&WorkerMetrics) -> &AtomicU64| -> u64 {
+            self.workers.iter().map(|wm| get(f(wm))).sum()
+        };
+        sample(w, "ppsp_expiry_runs_total", &[], sum(|m| &m.expiry_runs));
+        header(
+            w,
+            "ppsp_expiry_examined_total",
+            "counter",
+            "Registrations examined by expiry steps.",
+        );
+        sample(
+            w,
+            "ppsp_expiry_examined_total",
+            &[],
+            sum(|m| &m.expiry_examined),
+        );
+        header(
+            w,
+            "ppsp_expired_peers_total",
+            "counter",
+            "Registrations deleted because their init or track timer ran out.",
+        );
+        sample(
+            w,
+            "ppsp_expired_peers_total",
+            &[],
+            sum(|m| &m.expired_peers),
+        );
+
+        let c = ctx.counts;
+        for (name, help, value) in [
+            ("ppsp_peers", "Registered peers.", c.peers),
+            ("ppsp_swarms", "Swarms with at least one member.", c.swarms),
+            (
+                "ppsp_memberships",
+                "Swarm memberships (sum of swarm sizes).",
+                c.memberships,
+            ),
+            ("ppsp_seeders", "Memberships in SEEDER mode.", c.seeders),
+            ("ppsp_leechers", "Memberships in LEECH mode.", c.leechers),
+        ] {
+            header(w, name, "gauge", help);
+            sample(w, name, &[], value as u64);
+        }
+
+        self.render_connections(w, ctx.runtimes);
+        out
+    }
+
+    fn render_connections(&self, w: &mut String, runtimes: &[&RuntimeStats]) {
+        let listeners: Vec<_> = runtimes
+            .iter()
+            .flat_map(|r| r.listeners.iter())
+            .map(|l| (l.name.as_str(), l.totals()))
+            .collect();
+        type Pick = fn(&crate::runtime::ConnTotals) -> u64;
+        let families: [(&str, &str, &str, Pick); 5] = [
+            (
+                "ppsp_connections_accepted_total",
+                "counter",
+                "TCP connections accepted.",
+                |t| t.accepted,
+            ),
+            (
+                "ppsp_connections_refused_total",
+                "counter",
+                "TCP connections refused because a worker had its maximum open.",
+                |t| t.refused,
+            ),
+            (
+                "ppsp_connections_open",
+                "gauge",
+                "TCP connections open.",
+                |t| t.open,
+            ),
+            (
+                "ppsp_received_bytes_total",
+                "counter",
+                "Bytes received on TCP connections.",
+                |t| t.bytes_in,
+            ),
+            (
+                "ppsp_sent_bytes_total",
+                "counter",
+                "Bytes sent on TCP connections.",
+                |t| t.bytes_out,
+            ),
+        ];
+        for (name, kind, help, pick) in families {
+            header(w, name, kind, help);
+            for (listener, totals) in &listeners {
+                sample(w, name, &[("listener", listener)], pick(totals));
+            }
+        }
+        header(
+            w,
+            "ppsp_connections_closed_total",
+            "counter",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error).",
+        );
+        for (listener, t) in &listeners {
+            for (reason, n) in [
+                ("idle", t.closed_idle),
+                ("overflow", t.closed_overflow),
+                ("error", t.closed_error),
+            ] {
+                sample(
+                    w,
+                    "ppsp_connections_closed_total",
+                    &[("listener", listener), ("reason", reason)],
+                    n,
+                );
+            }
+        }
+    }
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+fn sample(w: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
+    w.push_str(name);
+    if !labels.is_empty() {
+        w.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                w.push(',');
+            }
+            let _ = write!(w, "{k}=\"");
+            escape_label(w, v);
+            w.push('"');
+        }
+        w.push('}');
+    }
+    let _ = writeln!(w, " {value}");
+}
+
+/// Label values escape backslash, double quote and newline (text format 0.0.4).
+fn escape_label(w: &mut String, v: &str) {
+    for ch in v.chars() {
+        match ch {
+            '\\' => w.push_str("\\\\"),
+            '"' => w.push_str("\\\""),
+            '\n' => w.push_str("\\n"),
+            c => w.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, prefix: &str) -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn worker_counters_are_summed_at_scrape() {
+        let m = Metrics::new(3);
+        m.worker(0).request(1);
+        m.worker(1).request(1);
+        m.worker(2).request(0);
+        m.worker(2).error(UNDECODED, ErrorCode::BadRequest);
+        m.worker(1).error(1, ErrorCode::Forbidden);
+        m.worker(1).error(1, ErrorCode::Ok);
+        m.worker(0).http_fault(413);
+        m.worker(0).http_fault(299);
+        m.worker(1).expiry(ExpiryReport {
+            examined: 10,
+            expired: 4,
+        });
+        m.worker(0).expiry(ExpiryReport {
+            examined: 5,
+            expired: 1,
+        });
+        assert_eq!(m.requests(1), 2);
+        assert_eq!(m.errors(1, ErrorCode::Forbidden), 1);
+        assert_eq!(m.errors(1, ErrorCode::Ok), 0);
+        assert_eq!(m.http_faults(413), 1);
+
+        let text = m.render(&ScrapeContext {
+            counts: TableCounts {
+                peers: 7,
+                swarms: 2,
+                ..TableCounts::default()
+            },
+            uptime: Duration::from_secs(42),
+            runtimes: &[],
+        });
+        assert_eq!(
+            line_value(&text, "ppsp_requests_total{type=\"find\"}"),
+            Some(2)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_requests_total{type=\"connect\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_errors_total{type=\"undecoded\",code=\"01\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_errors_total{type=\"find\",code=\"03\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_http_faults_total{status=\"413\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_worker_requests_total{worker=\"1\"}"),
+            Some(1)
+        );
+        assert_eq!(line_value(&text, "ppsp_expiry_runs_total"), Some(2));
+        assert_eq!(line_value(&text, "ppsp_expired_peers_total"), Some(5));
+        assert_eq!(line_value(&text, "ppsp_peers"), Some(7));
+        assert_eq!(line_value(&text, "ppsp_swarms"), Some(2));
+        assert_eq!(line_value(&text, "ppsp_uptime_seconds"), Some(42));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let m = Metrics::new(1);
+        let text = m.render(&ScrapeContext::default());
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(seen.insert(name.to_owned()), "{name} declared twice");
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(seen.contains(name), "{name} sampled before its TYPE line");
+            }
+        }
+        assert!(seen.contains("ppsp_requests_total"));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut s = String::new();
+        sample(&mut s, "m", &[("l", "a\"b\\c\nd")], 1);
+        assert_eq!(s, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn out_of_range_indices_do_not_panic() {
+        let m = Metrics::new(1);
+        m.worker(99).request(99);
+        m.worker(0).error(99, ErrorCode::BadRequest);
+        assert_eq!(m.requests(99), 0);
+    }
+}

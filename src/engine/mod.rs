@@ -6,11 +6,30 @@
 //! [`Engine::expire`] periodically with a work budget so that expiry never stalls requests.
 //! Nothing here knows about sockets, JSON or HTTP.
 
+mod audit;
 mod config;
+mod requests;
+mod select;
+mod tables;
+#[cfg(test)]
+mod tests;
 mod types;
 
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use config::EngineConfig;
 pub use types::*;
+
+use tables::{FastMap, Member, PeerCard, PeerRecord, PeerShard, Swarm, SwarmShard};
 
 /// Sizes of the tables, for metrics and status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,32 +51,392 @@ pub struct ExpiryReport {
     pub expired: usize,
 }
 
+/// Records examined under one peer-shard lock in an expiry step.
+const EXPIRY_BATCH: usize = 256;
+
 /// The engine: shared by every worker thread (`Send + Sync`).
 ///
-/// PLACEHOLDER: the real tables replace this body; the signatures are the contract.
+/// # Tables and locking
+///
+/// Two sharded tables (see `tables.rs`): `config.shards` swarm shards chosen by a foldhash of the
+/// swarm id, and as many peer shards chosen by a foldhash of the peer id, each behind its own
+/// `parking_lot::Mutex`. The lock order is always **peer shard, then swarm shard**, and a thread
+/// **never holds two swarm-shard locks, nor two peer-shard locks, at once**: so no deadlock is
+/// possible. Every change of membership happens while the peer's shard lock is held, and a peer
+/// is taken out of its swarms before its record is deleted, so at any moment every member of a
+/// swarm is a registered peer that lists that swarm (the audit checks this). FIND also reads the
+/// swarm while holding the requester's peer-shard lock, so a peer never finds itself.
+///
+/// The global peer and swarm counts behind `max_peers` and `max_swarms` are atomics, touched
+/// only when a peer registers or leaves for good or a swarm is created or deleted; the member
+/// counts live in the swarm shards and are summed by [`Engine::counts`].
 pub struct Engine {
-    _config: EngineConfig,
+    /// The effective configuration (limits clamped to what the tables can represent).
+    config: EngineConfig,
+    swarm_shards: Box<[CachePadded<Mutex<SwarmShard>>]>,
+    peer_shards: Box<[CachePadded<Mutex<PeerShard>>]>,
+    swarm_hasher: foldhash::fast::RandomState,
+    peer_hasher: foldhash::fast::RandomState,
+    peers: CachePadded<AtomicUsize>,
+    swarms: CachePadded<AtomicUsize>,
+    /// Source of the engine-wide member keys (one per registration, never reused).
+    next_key: CachePadded<AtomicU64>,
+    /// Which peer shard the next expiry step starts with.
+    expiry_shard: CachePadded<AtomicUsize>,
 }
 
 impl Engine {
     pub fn new(config: &EngineConfig) -> Self {
+        let mut config = config.clone();
+        config.shards = config.shards.max(1);
+        config.max_id_len = config.max_id_len.min(MAX_ID_BYTES);
+        config.max_peers_per_swarm = config.max_peers_per_swarm.min(tables::MAX_SWARM_MEMBERS);
+        config.max_peers = config.max_peers.min(u32::MAX as usize);
+        config.default_peer_count = config.default_peer_count.min(config.max_peer_count);
+        let swarm_shards = (0..config.shards)
+            .map(|i| {
+                CachePadded::new(Mutex::new(SwarmShard {
+                    swarms: FastMap::default(),
+                    rng: SmallRng::seed_from_u64(0x5157_4152_4d00 ^ i as u64),
+                    seeders: 0,
+                    leechers: 0,
+                }))
+            })
+            .collect();
+        let peer_shards = (0..config.shards)
+            .map(|_| CachePadded::new(Mutex::new(PeerShard::default())))
+            .collect();
         Engine {
-            _config: config.clone(),
+            config,
+            swarm_shards,
+            peer_shards,
+            swarm_hasher: Default::default(),
+            peer_hasher: Default::default(),
+            peers: CachePadded::new(AtomicUsize::new(0)),
+            swarms: CachePadded::new(AtomicUsize::new(0)),
+            next_key: CachePadded::new(AtomicU64::new(0)),
+            expiry_shard: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
+    /// The effective configuration: the one given to [`Engine::new`] with limits clamped to
+    /// what the tables can represent.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// Applies one request at time `now` and returns the answer. Never panics on any input.
-    pub fn handle(&self, _request: &Request, _now: Time) -> Response {
-        Response::Err(ErrorCode::InternalError)
+    ///
+    /// Request-level errors (the whole request refused, nothing changed): 01 for an id longer
+    /// than `max_id_len` or a list over its limit, 03 for a peer id that is not registered (or
+    /// is registered from another source IP, or a CONNECT action set that RFC 7846 Table 6
+    /// forbids in the peer's state), 05 when a new registration would exceed `max_peers`.
+    /// Per-swarm outcomes of CONNECT and STAT_REPORT are in each `SwarmResult`; the one-swarm
+    /// requests JOIN, LEAVE and JOIN_CHUNK answer their swarm's error as the request's error.
+    pub fn handle(&self, request: &Request, now: Time) -> Response {
+        if !self.id_ok(&request.peer_id.0) {
+            return Response::Err(ErrorCode::BadRequest);
+        }
+        let result = match &request.kind {
+            RequestKind::Connect {
+                peer_num,
+                addrs,
+                actions,
+            } => self.connect(request, peer_num.as_ref(), addrs, actions, now),
+            RequestKind::Find {
+                swarm_id,
+                peer_num,
+                chunks,
+            } => self.find(request, swarm_id, peer_num.as_ref(), chunks, now),
+            RequestKind::StatReport { stats } => self.stat_report(request, stats, now),
+            RequestKind::Join {
+                swarm_id,
+                mode,
+                peer_num,
+            } => self.join(request, *swarm_id, *mode, peer_num.as_ref(), now),
+            RequestKind::Leave { swarm_id } => self.leave(request, *swarm_id, now),
+            RequestKind::Disconnect { scope } => self.disconnect(request, *scope, now),
+            RequestKind::Keepalive => self.with_registered(request, now, |_| Ok(Answer::default())),
+            RequestKind::JoinChunk { swarm_id, chunks } => {
+                self.join_chunk(request, *swarm_id, chunks, now)
+            }
+            RequestKind::StatQuery { target } => self.stat_query(request, *target, now),
+        };
+        match result {
+            Ok(answer) => Response::Ok(answer),
+            Err(code) => Response::Err(code),
+        }
     }
 
-    /// Examines at most `budget` registrations and deletes those whose timer ran out by `now`.
-    pub fn expire(&self, _now: Time, _budget: usize) -> ExpiryReport {
-        ExpiryReport::default()
+    /// Examines at most `budget` registrations and deletes those whose timer ran out by `now`
+    /// (deadline strictly before `now`), taking them out of their swarms first.
+    ///
+    /// Walks the peer shards round-robin (a shared atomic picks the next shard, each shard
+    /// keeps its own cursor), holding one shard's lock for at most [`EXPIRY_BATCH`] records.
+    /// Several workers may call it concurrently; there is never a whole-table pass.
+    pub fn expire(&self, now: Time, budget: usize) -> ExpiryReport {
+        let shards = self.peer_shards.len();
+        let mut report = ExpiryReport::default();
+        for _ in 0..shards {
+            let remaining = budget.saturating_sub(report.examined);
+            if remaining == 0 {
+                break;
+            }
+            let s = self.expiry_shard.fetch_add(1, Ordering::Relaxed) % shards;
+            let Some(lock) = self.peer_shards.get(s) else {
+                break;
+            };
+            let mut shard = lock.lock();
+            let batch = remaining.min(EXPIRY_BATCH);
+            let mut looked = 0;
+            while looked < batch {
+                let pos = shard.cursor;
+                let Some(record) = shard.records.get_mut(pos) else {
+                    // End of this shard: the next step here starts from the beginning.
+                    shard.cursor = 0;
+                    break;
+                };
+                looked += 1;
+                if record.deadline < now {
+                    self.leave_all(record);
+                    // The last record moves into `pos`; the cursor stays to look at it next.
+                    shard.remove_at(pos);
+                    self.peers.fetch_sub(1, Ordering::Relaxed);
+                    report.expired += 1;
+                } else {
+                    shard.cursor = pos + 1;
+                }
+            }
+            report.examined += looked;
+        }
+        report
     }
 
-    /// Current table sizes.
+    /// Current table sizes. Peers and swarms are read from atomics; member counts are summed
+    /// over the swarm shards (one short lock each).
     pub fn counts(&self) -> TableCounts {
-        TableCounts::default()
+        let mut counts = TableCounts {
+            peers: self.peers.load(Ordering::Relaxed),
+            swarms: self.swarms.load(Ordering::Relaxed),
+            ..TableCounts::default()
+        };
+        for shard in self.swarm_shards.iter() {
+            let shard = shard.lock();
+            counts.seeders += shard.seeders;
+            counts.leechers += shard.leechers;
+        }
+        counts.memberships = counts.seeders + counts.leechers;
+        counts
+    }
+
+    // ---- helpers shared by the request handlers ----
+
+    fn id_ok(&self, id: &IdBytes) -> bool {
+        !id.is_empty() && id.len() <= self.config.max_id_len
+    }
+
+    fn swarm_shard(&self, id: &SwarmId) -> &Mutex<SwarmShard> {
+        let h = self.swarm_hasher.hash_one(id.as_bytes());
+        // `shards >= 1`, and the index is reduced modulo the length.
+        &self.swarm_shards[(h % self.swarm_shards.len() as u64) as usize]
+    }
+
+    fn peer_shard(&self, id: &PeerId) -> &Mutex<PeerShard> {
+        let h = self.peer_hasher.hash_one(id.as_bytes());
+        &self.peer_shards[(h % self.peer_shards.len() as u64) as usize]
+    }
+
+    /// Peer-list size for a request: `peer_count` if given, else the default; capped.
+    fn peer_count(&self, peer_num: Option<&PeerNum>) -> usize {
+        peer_num
+            .and_then(|p| p.peer_count)
+            .unwrap_or(self.config.default_peer_count)
+            .min(self.config.max_peer_count) as usize
+    }
+
+    /// Sets the state from the peer's swarms and restarts the matching timer: TRACKING (track
+    /// timer) while it is in a swarm, PEER REGISTERED (init timer) otherwise.
+    fn rearm(&self, record: &mut PeerRecord, now: Time) {
+        let (state, secs) = if record.swarms.is_empty() {
+            (PeerState::PeerRegistered, self.config.init_timer_secs)
+        } else {
+            (PeerState::Tracking, self.config.track_timer_secs)
+        };
+        record.state = state;
+        record.deadline = now.saturating_add_millis(secs.saturating_mul(1000));
+    }
+
+    /// Runs `f` on the requester's registration and then re-arms its timer: any request that
+    /// passes the registration and source-address check proves the peer alive. 03 when the peer
+    /// id is not registered or was registered from another IP (nothing is changed then).
+    fn with_registered<R>(
+        &self,
+        request: &Request,
+        now: Time,
+        f: impl FnOnce(&mut PeerRecord) -> Result<R, ErrorCode>,
+    ) -> Result<R, ErrorCode> {
+        let mut shard = self.peer_shard(&request.peer_id).lock();
+        let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+        let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+        if record.source_ip != source_ip(request) {
+            return Err(ErrorCode::Forbidden);
+        }
+        let out = f(record);
+        self.rearm(record, now);
+        out
+    }
+
+    /// Adds the peer to a swarm (or changes its mode there) and, with `list`, builds a peer
+    /// list of that many peers. The caller holds the peer's shard lock.
+    ///
+    /// Per-swarm errors: 01 when the peer is already in `max_swarms_per_peer` swarms, 05 when
+    /// the swarm is full (`max_peers_per_swarm`) or a new swarm would exceed `max_swarms`.
+    /// Joining a swarm the peer is already in is a success that sets the new mode.
+    fn join_swarm(
+        &self,
+        record: &mut PeerRecord,
+        swarm_id: SwarmId,
+        mode: PeerMode,
+        list: Option<usize>,
+    ) -> SwarmResult {
+        let current = record.mode_in(&swarm_id);
+        if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
+            return SwarmResult::failed(swarm_id, ErrorCode::BadRequest);
+        }
+        let mut guard = self.swarm_shard(&swarm_id).lock();
+        let shard = &mut *guard;
+        match current {
+            Some(old) if old != mode => {
+                if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
+                    if swarm.change_mode(record.key, old, mode) {
+                        shard.count(old, -1);
+                        shard.count(mode, 1);
+                    }
+                }
+                if let Some(entry) = record.swarms.iter_mut().find(|(s, _)| *s == swarm_id) {
+                    entry.1 = mode;
+                }
+            }
+            Some(_) => {}
+            None => {
+                let member = Member {
+                    key: record.key,
+                    card: Arc::clone(&record.card),
+                };
+                match shard.swarms.get_mut(&swarm_id) {
+                    Some(swarm) => {
+                        if swarm.len() >= self.config.max_peers_per_swarm {
+                            return SwarmResult::failed(swarm_id, ErrorCode::ServiceUnavailable);
+                        }
+                        swarm.insert(member, mode);
+                    }
+                    None => {
+                        if self.config.max_peers_per_swarm == 0
+                            || !reserve(&self.swarms, self.config.max_swarms)
+                        {
+                            return SwarmResult::failed(swarm_id, ErrorCode::ServiceUnavailable);
+                        }
+                        let mut swarm = Swarm::default();
+                        swarm.insert(member, mode);
+                        shard.swarms.insert(swarm_id, swarm);
+                    }
+                }
+                shard.count(mode, 1);
+                record.swarms.push((swarm_id, mode));
+            }
+        }
+        let peers = list.map(|count| match shard.swarms.get(&swarm_id) {
+            Some(swarm) => {
+                select::peer_list(swarm, record.key, Some(mode), count, &[], &mut shard.rng)
+            }
+            None => Vec::new(),
+        });
+        SwarmResult {
+            swarm_id,
+            result: ErrorCode::Ok,
+            peers,
+        }
+    }
+
+    /// Takes the peer out of one swarm. 03 when it is not in it. The caller holds the peer's
+    /// shard lock.
+    fn leave_swarm(&self, record: &mut PeerRecord, swarm_id: &SwarmId) -> ErrorCode {
+        let Some(i) = record.swarms.iter().position(|(s, _)| s == swarm_id) else {
+            return ErrorCode::Forbidden;
+        };
+        let (_, mode) = record.swarms.swap_remove(i);
+        self.remove_membership(record.key, swarm_id, mode);
+        ErrorCode::Ok
+    }
+
+    /// Takes the peer out of every swarm. The caller holds the peer's shard lock.
+    fn leave_all(&self, record: &mut PeerRecord) {
+        for (swarm_id, mode) in std::mem::take(&mut record.swarms) {
+            self.remove_membership(record.key, &swarm_id, mode);
+        }
+    }
+
+    /// Removes one membership from the swarm table; an emptied swarm is deleted at once.
+    fn remove_membership(&self, key: u64, swarm_id: &SwarmId, mode: PeerMode) {
+        let mut guard = self.swarm_shard(swarm_id).lock();
+        let shard = &mut *guard;
+        let Some(swarm) = shard.swarms.get_mut(swarm_id) else {
+            return;
+        };
+        let removed = swarm.remove(key, mode).is_some();
+        let emptied = swarm.is_empty();
+        if removed {
+            shard.count(mode, -1);
+        }
+        if emptied {
+            shard.swarms.remove(swarm_id);
+            self.swarms.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the peer's card (addresses) in the record and in every membership.
+    fn replace_card(&self, record: &mut PeerRecord, card: PeerCard) {
+        let card = Arc::new(card);
+        for (swarm_id, mode) in &record.swarms {
+            let mut shard = self.swarm_shard(swarm_id).lock();
+            if let Some(swarm) = shard.swarms.get_mut(swarm_id) {
+                swarm.replace_card(record.key, *mode, &card);
+            }
+        }
+        record.card = card;
+    }
+}
+
+/// Increments `counter` unless it already reached `max`.
+fn reserve(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            (c < max).then_some(c + 1)
+        })
+        .is_ok()
+}
+
+/// The source IP a registration is bound to (IPv4-mapped IPv6 counts as IPv4).
+fn source_ip(request: &Request) -> IpAddr {
+    request.source.ip().to_canonical()
+}
+
+impl SwarmResult {
+    fn failed(swarm_id: SwarmId, result: ErrorCode) -> Self {
+        SwarmResult {
+            swarm_id,
+            result,
+            peers: None,
+        }
+    }
+}
+
+impl SwarmShard {
+    fn count(&mut self, mode: PeerMode, delta: isize) {
+        let c = match mode {
+            PeerMode::Seeder => &mut self.seeders,
+            PeerMode::Leech => &mut self.leechers,
+        };
+        *c = c.wrapping_add_signed(delta);
     }
 }

@@ -1,1 +1,272 @@
-//! (module under construction)
+//! The thread-per-core runtime: worker threads that own sockets, buffers and timers, and drive
+//! protocol services through a narrow byte-stream interface.
+//!
+//! Each worker (optionally pinned to a core) has its own `SO_REUSEPORT` listener per configured
+//! address and its own event loop, so connections are spread over workers by the kernel and a
+//! connection lives on one worker for its whole life: no lock, no hand-off. The runtime knows no
+//! protocol: a [`StreamService`] creates one [`StreamWorker`] per worker thread, and the worker
+//! consumes input bytes and appends answers ([`StreamWorker::on_input`]), and gets a periodic
+//! tick ([`StreamWorker::on_tick`]) for timers such as the engine's expiry.
+//!
+//! Back-ends: [`Backend::Epoll`] (mio) is the only one today; its loop is in `epoll.rs`. The
+//! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
+//! `conn.rs`, so an io_uring back-end can reuse it.
+
+mod conn;
+mod epoll;
+mod listener;
+mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use conn::ConnLimits;
+pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
+
+/// What the runtime tells a service about a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCtx {
+    /// Index of the worker thread (0-based).
+    pub worker: usize,
+    /// Index of the listener in the order given to [`Runtime::start`].
+    pub listener: usize,
+    /// The remote address.
+    pub peer: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local: SocketAddr,
+    /// Stop appending answers once `out.len()` reaches this (pending output at the call is
+    /// included); the runtime calls again when the client has read some.
+    pub output_limit: usize,
+}
+
+/// What a service did with the input it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStep {
+    /// Bytes consumed from the front of the input. 0 means "need more bytes".
+    pub consumed: usize,
+    /// Close the connection once the output has been sent.
+    pub close: bool,
+}
+
+/// A protocol served over byte streams: creates the per-worker half on each worker thread.
+pub trait StreamService: Send + Sync {
+    /// Called once on worker thread `worker` before it serves anything. The returned value
+    /// stays on that thread (scratch buffers, per-worker counters).
+    fn worker(&self, worker: usize) -> Box<dyn StreamWorker>;
+}
+
+/// The per-worker half of a [`StreamService`].
+pub trait StreamWorker {
+    /// Consumes zero or more whole requests from the front of `input` and appends their
+    /// answers, in order, to `out`. Must consume at least one request when `input` holds a
+    /// complete one and `out.len() < ctx.output_limit`, and should stop once `out.len()`
+    /// reaches `ctx.output_limit`. `input` never exceeds the listener's `max_input_bytes`.
+    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep;
+
+    /// Periodic timer, every `tick` of [`RuntimeConfig`].
+    fn on_tick(&mut self, _now: Instant) {}
+}
+
+/// The I/O back-end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Readiness-based loop on epoll (through mio).
+    Epoll,
+}
+
+impl Backend {
+    /// Parses a configured back-end name.
+    pub fn parse(name: &str) -> Result<Backend, String> {
+        match name {
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(format!(
+                "unknown back-end \"{other}\" (available: \"epoll\")"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+/// How many workers to run and how.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Pin worker `i` to core `i % cores`.
+    pub pin_cores: bool,
+    pub backend: Backend,
+    /// Timer tick period of every worker.
+    pub tick: Duration,
+    pub listen_backlog: u32,
+    pub events_per_poll: usize,
+    /// Prefix of the worker threads' names (`{name}-{i}`).
+    pub name: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            pin_cores: false,
+            backend: Backend::Epoll,
+            tick: Duration::from_millis(100),
+            listen_backlog: 1024,
+            events_per_poll: 1024,
+            name: "worker".to_owned(),
+        }
+    }
+}
+
+/// One address to serve and the service behind it.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    /// Short name for logs, metrics and status (e.g. `ppstp`).
+    pub name: String,
+    /// Address to bind; port 0 picks a free port, shared by every worker.
+    pub addr: SocketAddr,
+    pub service: Arc<dyn StreamService>,
+    pub limits: ConnLimits,
+}
+
+/// Running workers. Dropping it stops and joins them.
+pub struct Runtime {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<RuntimeStats>,
+    backend: Backend,
+}
+
+impl Runtime {
+    /// Binds every listener on every worker, then starts the workers. Bind errors name the
+    /// address; nothing is left running on error.
+    pub fn start(config: &RuntimeConfig, listeners: Vec<ListenerSpec>) -> io::Result<Runtime> {
+        let workers = config.workers.max(1);
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut stats = Vec::with_capacity(listeners.len());
+        for spec in &listeners {
+            let (bound, group) = listener::bind_group(spec.addr, workers, config.listen_backlog)?;
+            for (w, socket) in group.into_iter().enumerate() {
+                sockets[w].push(socket);
+            }
+            stats.push(ListenerStats::new(spec.name.clone(), bound, workers));
+        }
+        let stats = Arc::new(RuntimeStats { listeners: stats });
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if config.pin_cores && cores.is_empty() {
+            tracing::warn!("pin_cores is set but the core list is unavailable; not pinning");
+        }
+
+        let mut runtime = Runtime {
+            stop: stop.clone(),
+            wakers: Vec::with_capacity(workers),
+            threads: Vec::with_capacity(workers),
+            stats: stats.clone(),
+            backend: config.backend,
+        };
+        for (index, worker_sockets) in sockets.into_iter().enumerate() {
+            let setup = epoll::WorkerSetup {
+                index,
+                sockets: worker_sockets,
+                listeners: listeners.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                tick: config.tick,
+                events_per_poll: config.events_per_poll,
+            };
+            let (event_loop, waker) = epoll::EventLoop::new(setup)?;
+            runtime.wakers.push(waker);
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{index}", config.name))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(worker = index, core = core.id, "could not pin worker");
+                        }
+                    }
+                    event_loop.run();
+                });
+            match spawned {
+                Ok(handle) => runtime.threads.push(handle),
+                // Dropping `runtime` stops the workers already started.
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("spawn worker {index}: {e}"),
+                    ))
+                }
+            }
+        }
+        tracing::info!(
+            backend = config.backend.name(),
+            workers,
+            pinned = !cores.is_empty(),
+            listeners = ?stats.listeners.iter().map(|l| (l.name.as_str(), l.addr)).collect::<Vec<_>>(),
+            runtime = config.name.as_str(),
+            "runtime started"
+        );
+        Ok(runtime)
+    }
+
+    /// The addresses actually bound, in the order the listeners were given.
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.stats
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.addr))
+            .collect()
+    }
+
+    /// Connection counters, readable while the runtime runs.
+    pub fn stats(&self) -> Arc<RuntimeStats> {
+        self.stats.clone()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn workers(&self) -> usize {
+        self.wakers.len()
+    }
+
+    /// Stops every worker and waits for them. Open connections are closed. Idempotent.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                tracing::warn!("cannot wake a worker: {e}");
+            }
+        }
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,14 +2,42 @@
 //! tracker): one request at a time out of a connection's input buffer, with limits, plus the
 //! response writer. Sans-IO: the runtime owns the socket and the buffers.
 //!
-//! PLACEHOLDER: the real parser replaces these bodies; the signatures are the contract.
+//! The runtime appends received bytes to a connection buffer and calls [`frame_request`] in a
+//! loop: each [`Framed::Request`] borrows its head and body from the buffer and says how many
+//! bytes it used, so pipelined requests are taken one after another by advancing the buffer by
+//! `consumed`. [`Framed::Incomplete`] asks for more bytes; [`Framed::Error`] means the
+//! connection is answered with [`HttpError::status`] and closed.
+//!
+//! Framing rules (RFC 9112, the current text of HTTP/1.1):
+//! - The head is parsed with `httparse` into a header array on the stack: nothing is allocated
+//!   per request. At most [`MAX_HEADER_SLOTS`] headers are ever looked at.
+//! - A body is delimited by `Content-Length` only. `Transfer-Encoding` (chunked bodies) is not
+//!   taken: 411, asking the client to send a length instead (RFC 9112 §6.3 lets a server refuse
+//!   it). A duplicate, list-valued or non-numeric `Content-Length` is 400 (RFC 9112 §6.3 item
+//!   5). POST, PUT and PATCH without a length are 411 (RFC 9110 §15.5.12); any other method
+//!   without a length has an empty body (RFC 9112 §6.3 item 7).
+//! - A length over [`HttpLimits::max_body_bytes`] is 413 as soon as the head is complete, before
+//!   any of the body has to arrive. A head that is not complete within
+//!   [`HttpLimits::max_head_bytes`], or with more than [`HttpLimits::max_headers`] lines, is 431.
+//! - Keep-alive: HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes it
+//!   unless `Connection: keep-alive` (RFC 9112 §9.3).
+//! - Request targets in absolute form (`POST https://host/path?q HTTP/1.1`, which RFC 7846's
+//!   own example E1 uses) are reduced to their path and query (RFC 9112 §3.2.2).
+
+mod response;
+
+pub use response::{reason_phrase, write_response};
+
+/// Most header lines the parser looks at, whatever [`HttpLimits::max_headers`] says: the size of
+/// the header array on the stack.
+pub const MAX_HEADER_SLOTS: usize = 64;
 
 /// Limits applied while framing a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Largest request head (request line + headers) in bytes.
     pub max_head_bytes: usize,
-    /// Most header lines.
+    /// Most header lines (capped at [`MAX_HEADER_SLOTS`]).
     pub max_headers: usize,
     /// Largest body; a larger Content-Length is refused before the body is read.
     pub max_body_bytes: usize,
@@ -80,17 +108,182 @@ pub enum Framed<'a> {
     Error(HttpError),
 }
 
-/// Frames the first request in `buf`.
-pub fn frame_request<'a>(_buf: &'a [u8], _limits: &HttpLimits) -> Framed<'a> {
-    Framed::Error(HttpError::Malformed)
+/// What the header lines said, as far as framing cares.
+struct HeaderFacts<'a> {
+    content_length: Option<usize>,
+    content_type: Option<&'a [u8]>,
+    /// `Connection: close` seen.
+    close: bool,
+    /// `Connection: keep-alive` seen.
+    keep_alive: bool,
 }
 
-/// Appends a complete HTTP/1.1 response with a Content-Length to `out`.
-pub fn write_response(
-    _out: &mut Vec<u8>,
-    _status: u16,
-    _content_type: &str,
-    _body: &[u8],
-    _keep_alive: bool,
-) {
+/// Frames the first request in `buf`.
+pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADER_SLOTS];
+    let slot_count = limits.max_headers.min(MAX_HEADER_SLOTS);
+    let mut req = httparse::Request::new(&mut slots[..slot_count]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limits.max_head_bytes {
+                Framed::Error(HttpError::HeadTooLarge)
+            } else {
+                Framed::Incomplete
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Framed::Error(HttpError::HeadTooLarge),
+        Err(_) => return Framed::Error(HttpError::Malformed),
+    };
+    if head_len > limits.max_head_bytes {
+        // Checked on the complete head too, so the answer never depends on how the bytes were
+        // split into reads.
+        return Framed::Error(HttpError::HeadTooLarge);
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Framed::Error(HttpError::Malformed);
+    };
+
+    let facts = match read_headers(req.headers) {
+        Ok(facts) => facts,
+        Err(e) => return Framed::Error(e),
+    };
+
+    let body_len = match facts.content_length {
+        Some(n) => n,
+        // RFC 9110 §15.5.12: 411 when the method carries content and the length is missing.
+        None if method_needs_length(method) => return Framed::Error(HttpError::LengthRequired),
+        None => 0,
+    };
+    if body_len > limits.max_body_bytes {
+        return Framed::Error(HttpError::PayloadTooLarge);
+    }
+    let Some(consumed) = head_len.checked_add(body_len) else {
+        return Framed::Error(HttpError::PayloadTooLarge);
+    };
+    let Some(body) = buf.get(head_len..consumed) else {
+        return Framed::Incomplete;
+    };
+
+    let Some((path, query)) = split_target(target) else {
+        return Framed::Error(HttpError::Malformed);
+    };
+    // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+    let keep_alive = if version >= 1 {
+        !facts.close
+    } else {
+        facts.keep_alive && !facts.close
+    };
+    Framed::Request {
+        head: RequestHead {
+            method,
+            path,
+            query,
+            content_type: facts.content_type,
+            keep_alive,
+        },
+        body,
+        consumed,
+    }
 }
+
+fn method_needs_length(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH")
+}
+
+fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>, HttpError> {
+    let mut facts = HeaderFacts {
+        content_length: None,
+        content_type: None,
+        close: false,
+        keep_alive: false,
+    };
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if facts.content_length.is_some() {
+                return Err(HttpError::Malformed);
+            }
+            facts.content_length = Some(parse_content_length(h.value)?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::LengthRequired);
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            facts.content_type = Some(trim_ows(h.value));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = trim_ows(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    facts.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    facts.keep_alive = true;
+                }
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// RFC 9110 §8.6: `Content-Length = 1*DIGIT`. Anything else (signs, lists, overflow) is 400.
+fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
+    let digits = trim_ows(value);
+    if digits.is_empty() {
+        return Err(HttpError::Malformed);
+    }
+    let mut n: usize = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return Err(HttpError::Malformed);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(usize::from(b - b'0')))
+            .ok_or(HttpError::Malformed)?;
+    }
+    Ok(n)
+}
+
+/// Strips optional whitespace (space and tab, RFC 9110 §5.6.3) from both ends.
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Splits a request target into path and query. Absolute form (`scheme://authority/path?q`)
+/// is reduced to `/path` (RFC 9112 §3.2.2); an absolute target without a path means `/`.
+/// Origin form, asterisk form and authority form are kept as they are.
+fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
+    let rest = if target.starts_with('/') || target == "*" {
+        target
+    } else if let Some(scheme_end) = target.find("://") {
+        let scheme = target.get(..scheme_end)?;
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
+            return None;
+        }
+        let after = target.get(scheme_end + 3..)?;
+        match after.find(['/', '?']) {
+            Some(i) if after.as_bytes().get(i) == Some(&b'/') => after.get(i..)?,
+            // `http://host?q`: empty path, which means "/".
+            Some(i) => return Some(("/", after.get(i + 1..))),
+            None => "/",
+        }
+    } else {
+        // Authority form (`host:port`, for CONNECT) or something this framing does not route:
+        // the caller decides by path.
+        target
+    };
+    Some(match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,79 @@
 //! requests, and engine responses encoded back, with the leniencies protocols.md lists.
 //! Sans-IO; HTTP framing is in [`crate::protocol::http`].
 //!
-//! PLACEHOLDER: the real codec replaces these bodies; the signatures are the contract.
+//! # Requests
+//!
+//! [`decode_request`] reads the nine request types of protocols.md §1: RFC 7846's CONNECT, FIND
+//! and STAT_REPORT, and the PPSP extension types JOIN, LEAVE, DISCONNECT, KEEPALIVE,
+//! JOIN_CHUNK and STAT_QUERY (RFC 7846 §7.1 protocol-level extensions). Bodies are parsed in
+//! one pass into serde types that borrow from the body; a body that fails that pass is read a
+//! second time only to recover `version` and `transaction_id` for the error answer.
+//!
+//! Accepted beyond the schema (protocols.md "Leniency", all needed by RFC 7846's own
+//! examples): an object where an array is specified (`peer_addr`, `swarm_action`, `stat`,
+//! and `swarm_result`/`peer_info` in responses); integers written as strings; `"Stat"` for
+//! `stat`; FIND's `swarm_id` and `peer_num` at the top level; a numeric `transaction_id`
+//! (echoed as its decimal text). `connection`, `action`, `peer_mode`, `type`, `address_type`
+//! and `ability_nat` values are case-insensitive; `request_type` is not (RFC 7846 §7.2).
+//! Absent `priority` reads as 1 and absent `type` as HOST.
+//!
+//! Decisions where the RFC leaves room:
+//! - CONNECT without `connect` or without `swarm_action` registers the peer only (the
+//!   "enhanced CONNECT" of RFC 7846 §7.1 Figure 6, followed by JOIN requests).
+//! - A `swarm_action` LEAVE without `peer_mode` reads as LEECH (§4.1.1: LEAVE applies
+//!   "regardless of the peer mode"); a JOIN without it is 01.
+//! - DISCONNECT: `"swarm_id": "ALL"` leaves every swarm and stays registered; no `disconnect`
+//!   member, or no/null `swarm_id`, deregisters; any other swarm id leaves that swarm (decoded
+//!   as LEAVE, as in §7.1 Figure 6's `DISCONNECT(swarm_b)`).
+//! - STAT_REPORT groups whose `type` is not STREAM_STATS (future §7.1 property types) are
+//!   ignored, so the request acts as a keep-alive.
+//! - Chunks (FIND, JOIN_CHUNK): an array of inclusive `[start, end]` pairs of 64-bit ids.
+//! - The transaction id may be at most [`MAX_TRANSACTION_ID_BYTES`] long; a longer one is 01
+//!   and is not echoed.
+//!
+//! Every other fault is 01 (RFC 7846 §4.3), as is exceeding a [`DecodeLimits`] bound; a
+//! `version` other than 1 is 02, also when the rest of the body is malformed.
+//!
+//! # Responses
+//!
+//! [`encode_response`] writes `version`, `response_type` (0 SUCCESSFUL, 1 FAILED),
+//! `error_code`, `transaction_id` (left out when the request's could not be read), then for
+//! successes the reflexive `peer_addr` (CONNECT), `swarm_result` and `stat_result`. Errors
+//! carry nothing else (RFC 7846 §4.3).
+//!
+//! `swarm_result`: RFC 7846 §3.3.4 declares `swarm_result<1..*>`, which is an array in the
+//! presentation language of §3.1, but all three response examples (E4, E6, E8, §4.1) write a
+//! single result as a bare object. We write one result as an object, exactly as the examples
+//! do (that is what implementations built from the RFC were tested against), and several as an
+//! array, which the schema requires. The same rule applies to a peer's `peer_addr` inside
+//! `peer_info` (the schema has one address there; several are written as an array). Each
+//! result has `swarm_id` and `result` (0, or 1 with an `error_code` member giving the reason,
+//! a §7.1 request-response extension); a successful result that asked for peers has
+//! `peer_group: {peer_info: [{peer_id, peer_addr}]}`, with an empty `peer_info` array when no
+//! peer qualifies (§4.1.2: a FIND answer MUST include a peer group). `asn` is written as a
+//! string (§3.2.4). Identifiers that are not UTF-8 (BitTorrent peers sharing a swarm) are
+//! written as lower-case hex.
+//!
+//! `stat_result` (STAT_QUERY answers, our extension) is one object:
+//! - swarm: `{"swarm_id", "peers", "seeders", "leechers", "uploaded_bytes",
+//!   "downloaded_bytes"}` (integers; the byte counts are sums of the members' STAT_REPORTs);
+//! - peer: `{"peer_id", "state": "PEER_REGISTERED" | "TRACKING", "online_time": seconds,
+//!   "peer_addr": [peer_addr...], "swarms": [{"swarm_id", "peer_mode"}],
+//!   ["connection_tracker": 32 hex digits of the node id]}`.
+//!
+//! [`encode_request`] and [`decode_response`] are the client side, for the load generator and
+//! tests; requests are written in the schema's canonical form.
+
+mod decode;
+mod encode;
+pub mod examples;
+mod raw;
+mod response;
+
+pub use response::{
+    decode_response, error_code_from_u64, DecodedPeer, DecodedResponse, DecodedSwarmResult,
+    ResponseDecodeError,
+};
 
 use std::net::SocketAddr;
 
@@ -33,6 +105,9 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Longest `transaction_id` accepted and echoed, in bytes.
+pub const MAX_TRANSACTION_ID_BYTES: usize = 64;
+
 /// The request's `transaction_id`, echoed in the answer. At most 64 bytes are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransactionId(pub String);
@@ -54,22 +129,26 @@ pub struct DecodeError {
 
 /// Decodes one request body. `source` is the transport's source address.
 pub fn decode_request(
-    _body: &[u8],
-    _source: SocketAddr,
-    _limits: &DecodeLimits,
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
 ) -> Result<Decoded, DecodeError> {
-    Err(DecodeError {
-        code: ErrorCode::InternalError,
-        transaction_id: None,
-    })
+    decode::decode_request(body, source, limits)
 }
 
 /// Appends the JSON body answering `response` to `out`.
 pub fn encode_response(
-    _response: &Response,
-    _transaction_id: Option<&TransactionId>,
-    _out: &mut Vec<u8>,
+    response: &Response,
+    transaction_id: Option<&TransactionId>,
+    out: &mut Vec<u8>,
 ) {
+    encode::encode_response(response, transaction_id, out)
+}
+
+/// Appends the JSON body of `request` in RFC 7846's schema form to `out` (`request.source` is
+/// not part of the message).
+pub fn encode_request(request: &Request, transaction_id: &TransactionId, out: &mut Vec<u8>) {
+    encode::encode_request(request, transaction_id, out)
 }
 
 /// The HTTP status for an error code (protocols.md §1).
@@ -83,3 +162,6 @@ pub fn http_status(code: ErrorCode) -> u16 {
         ErrorCode::AuthenticationRequired => 401,
     }
 }
+
+#[cfg(test)]
+mod tests;

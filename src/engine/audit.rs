@@ -1,0 +1,170 @@
+//! Slow, whole-table checks and measurements: the consistency audit used by tests (and usable
+//! by an admin endpoint on a quiet engine) and a capacity-based memory estimate.
+
+use std::mem::size_of;
+
+use hashbrown::HashMap;
+
+use super::tables::{Member, PeerCard, PeerRecord, Swarm};
+use super::types::{PeerId, PeerMode, SwarmId};
+use super::{Engine, TableCounts};
+
+/// Approximate heap bytes held by the tables, from capacities (not allocator statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Swarm maps (id + swarm header per slot).
+    pub swarm_table: usize,
+    /// Member vectors, position indexes and chunk sets inside swarms.
+    pub swarm_members: usize,
+    /// Peer maps, record vectors, spilled swarm lists and peer cards.
+    pub peer_table: usize,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> usize {
+        self.swarm_table + self.swarm_members + self.peer_table
+    }
+}
+
+/// Bytes per slot of a hashbrown table holding `T` (one control byte per slot; capacity is
+/// 7/8 of the buckets).
+fn map_bytes<T>(capacity: usize) -> usize {
+    capacity * 8 / 7 * (size_of::<T>() + 1)
+}
+
+impl Engine {
+    /// Recounts everything and checks the invariants the engine guarantees:
+    /// every member of a swarm is a registered peer that lists that swarm with the same mode;
+    /// every swarm a peer lists contains it; no swarm is empty; a peer is TRACKING exactly when
+    /// it is in a swarm; swarm indexes and peer-shard positions are exact; and the counters
+    /// behind [`Engine::counts`] match the recount, which is returned.
+    ///
+    /// Locks one shard at a time, so it is only meaningful while no request is running.
+    pub fn audit(&self) -> Result<TableCounts, String> {
+        // Pass 1: the peer table.
+        let mut registered: HashMap<u64, (PeerId, Vec<(SwarmId, PeerMode)>)> = HashMap::new();
+        let mut peers = 0;
+        for lock in self.peer_shards.iter() {
+            let shard = lock.lock();
+            if shard.index.len() != shard.records.len() {
+                return Err("peer index and records differ in size".into());
+            }
+            for (pos, record) in shard.records.iter().enumerate() {
+                if shard.find(&record.card.peer_id) != Some(pos) {
+                    return Err(format!("peer {:?} indexed wrongly", record.card.peer_id));
+                }
+                if !std::ptr::eq(&**lock, self.peer_shard(&record.card.peer_id)) {
+                    return Err(format!("peer {:?} in the wrong shard", record.card.peer_id));
+                }
+                let tracking = record.state == super::PeerState::Tracking;
+                if tracking == record.swarms.is_empty() {
+                    return Err(format!(
+                        "peer {:?} state does not match its swarms",
+                        record.card.peer_id
+                    ));
+                }
+                let mut swarms = record.swarms.to_vec();
+                swarms.sort_by_key(|s| s.0);
+                if swarms.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(format!(
+                        "peer {:?} lists a swarm twice",
+                        record.card.peer_id
+                    ));
+                }
+                if swarms.len() > self.config.max_swarms_per_peer {
+                    return Err("peer over max_swarms_per_peer".into());
+                }
+                if registered
+                    .insert(record.key, (record.card.peer_id, swarms))
+                    .is_some()
+                {
+                    return Err("a member key is used twice".into());
+                }
+                peers += 1;
+            }
+        }
+        // Pass 2: the swarm table.
+        let mut counts = TableCounts {
+            peers,
+            ..TableCounts::default()
+        };
+        let mut listed = 0usize;
+        for lock in self.swarm_shards.iter() {
+            let shard = lock.lock();
+            let (mut seeders, mut leechers) = (0, 0);
+            for (swarm_id, swarm) in shard.swarms.iter() {
+                if swarm.is_empty() {
+                    return Err(format!("{swarm_id:?} is empty but kept"));
+                }
+                if swarm.len() > self.config.max_peers_per_swarm {
+                    return Err(format!("{swarm_id:?} over max_peers_per_swarm"));
+                }
+                swarm.check().map_err(|e| format!("{swarm_id:?}: {e}"))?;
+                for mode in [PeerMode::Seeder, PeerMode::Leech] {
+                    for m in swarm.members(mode) {
+                        let Some((peer_id, swarms)) = registered.get(&m.key) else {
+                            return Err(format!("{swarm_id:?} has an unregistered member"));
+                        };
+                        if m.card.peer_id != *peer_id {
+                            return Err(format!("{swarm_id:?} member card names another peer"));
+                        }
+                        if !swarms.iter().any(|(s, md)| s == swarm_id && *md == mode) {
+                            return Err(format!(
+                                "{swarm_id:?} has {peer_id:?} as {mode:?}, the peer does not list it so"
+                            ));
+                        }
+                    }
+                }
+                seeders += swarm.seeders.len();
+                leechers += swarm.leechers.len();
+                counts.swarms += 1;
+            }
+            if (seeders, leechers) != (shard.seeders, shard.leechers) {
+                return Err("shard member counters differ from a recount".into());
+            }
+            counts.seeders += seeders;
+            counts.leechers += leechers;
+        }
+        for (_, swarms) in registered.values() {
+            listed += swarms.len();
+        }
+        counts.memberships = counts.seeders + counts.leechers;
+        if listed != counts.memberships {
+            return Err(format!(
+                "peers list {listed} memberships, swarms hold {}",
+                counts.memberships
+            ));
+        }
+        let fast = self.counts();
+        if fast != counts {
+            return Err(format!("counts() {fast:?} differs from recount {counts:?}"));
+        }
+        Ok(counts)
+    }
+
+    /// Capacity-based estimate of the tables' heap use. Locks one shard at a time.
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        let mut est = MemoryEstimate::default();
+        for lock in self.swarm_shards.iter() {
+            let shard = lock.lock();
+            est.swarm_table += map_bytes::<(SwarmId, Swarm)>(shard.swarms.capacity());
+            est.swarm_members += shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>();
+        }
+        for lock in self.peer_shards.iter() {
+            let shard = lock.lock();
+            est.peer_table += map_bytes::<(PeerId, u32)>(shard.index.capacity());
+            est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
+            for record in &shard.records {
+                if record.swarms.spilled() {
+                    est.peer_table += record.swarms.capacity() * size_of::<(SwarmId, PeerMode)>();
+                }
+                // The card with Arc's two counters; spilled address lists are rare.
+                est.peer_table += size_of::<PeerCard>() + 2 * size_of::<usize>();
+            }
+        }
+        est
+    }
+}
+
+/// Size of one member entry in a swarm vector (reported by the bench).
+pub const MEMBER_ENTRY_BYTES: usize = size_of::<Member>();

@@ -1,0 +1,461 @@
+//! One handler per request type: validation of the request's own sizes, the RFC 7846 state
+//! checks, and the table operations (which live in `mod.rs` and `tables.rs`).
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::select;
+use super::tables::{PeerCard, PeerRecord};
+use super::types::*;
+use super::{source_ip, Engine};
+
+/// Which CONNECT action sets RFC 7846 §4.1.1 Table 6 allows, given whether the peer is in
+/// TRACKING (`tracking`) or in START / PEER REGISTERED (not in any swarm).
+///
+/// Table 6, row by row ("1" = exactly one action of that kind, "N" = one or more):
+///
+/// | # | swarms | peer_mode | action       | initial  | validity |
+/// |---|--------|-----------|--------------|----------|----------|
+/// | 1 | 1      | LEECH     | JOIN         | START    | valid    |
+/// | 2 | 1      | LEECH     | LEAVE        | START    | invalid  |
+/// | 3 | 1      | LEECH     | LEAVE        | TRACKING | valid    |
+/// | 4 | 1      | LEECH     | JOIN + LEAVE | START    | invalid  |
+/// | 5 | 1      | LEECH     | JOIN + LEAVE | TRACKING | valid    |
+/// | 6 | N      | SEEDER    | JOIN         | START    | valid    |
+/// | 7 | N      | SEEDER    | JOIN         | TRACKING | invalid  |
+/// | 8 | N      | SEEDER    | LEAVE        | TRACKING | valid    |
+///
+/// The table's "valid sets" are the only valid ones: any other mix (for instance LEECH and
+/// SEEDER joins together, or a lone LEECH JOIN while TRACKING) is invalid. Two readings the
+/// table leaves open: PEER REGISTERED (registered, in no swarm) is treated as START, since the
+/// RFC makes that state transient and only START and TRACKING appear in the table; and a LEAVE
+/// counts whatever its `peer_mode` (§4.1.1: "set action type to LEAVE, regardless of the peer
+/// mode"), so rows 3 and 8 together allow any non-empty set of LEAVEs while TRACKING. A CONNECT
+/// with no swarm action at all only registers the peer or refreshes its addresses, and is valid
+/// in every state (the PPSTP codec requires at least one action; other front-ends may not).
+pub(super) fn table6_allows(actions: &[SwarmAction], tracking: bool) -> bool {
+    let (mut leech_join, mut leech_leave, mut seed_join, mut seed_leave) = (0usize, 0, 0, 0);
+    for a in actions {
+        match (a.action, a.mode) {
+            (ActionKind::Join, PeerMode::Leech) => leech_join += 1,
+            (ActionKind::Leave, PeerMode::Leech) => leech_leave += 1,
+            (ActionKind::Join, PeerMode::Seeder) => seed_join += 1,
+            (ActionKind::Leave, PeerMode::Seeder) => seed_leave += 1,
+        }
+    }
+    let leaves = leech_leave + seed_leave;
+    if actions.is_empty() {
+        return true;
+    }
+    if tracking {
+        // Rows 3 and 8: only LEAVEs. Row 5: exactly one LEECH JOIN and one LEECH LEAVE.
+        // Row 7 (SEEDER JOIN) and everything else: invalid.
+        (leaves >= 1 && leech_join + seed_join == 0)
+            || (leech_join == 1 && leech_leave == 1 && seed_join + seed_leave == 0)
+    } else {
+        // Row 1: exactly one LEECH JOIN. Row 6: SEEDER JOINs only. Rows 2 and 4 (any LEAVE)
+        // and everything else: invalid.
+        (leech_join == 1 && leaves + seed_join == 0) || (seed_join >= 1 && leech_join + leaves == 0)
+    }
+}
+
+impl Engine {
+    /// Most swarm actions one CONNECT may carry (more is 01): a peer can be in at most
+    /// `max_swarms_per_peer` swarms, and row 5 of Table 6 needs two actions.
+    fn max_actions(&self) -> usize {
+        self.config.max_swarms_per_peer.max(2)
+    }
+
+    /// RFC 7846 §4.1.1 CONNECT: registers the peer (START -> PEER REGISTERED), sets its
+    /// addresses and applies the swarm actions in order.
+    ///
+    /// - An action set that Table 6 forbids in the peer's state gets 03. RFC 7846 §2.3.2: from
+    ///   PEER REGISTERED (case A) the registration is deleted; from TRACKING (case C) it is kept
+    ///   (and its timer re-armed); a new peer id is not registered at all.
+    /// - Each action has its own `SwarmResult`: JOIN failures are 01 (`max_swarms_per_peer`)
+    ///   or 05 (swarm full, `max_swarms`), LEAVE of a swarm the peer is not in is 03. The
+    ///   request itself still succeeds; a peer whose joins all failed stays PEER REGISTERED.
+    /// - A successful LEECH JOIN, or any JOIN when the request has `peer_num`, carries a peer
+    ///   list. `Answer.reflexive` is the request's source address.
+    pub(super) fn connect(
+        &self,
+        request: &Request,
+        peer_num: Option<&PeerNum>,
+        addrs: &[PeerAddr],
+        actions: &[SwarmAction],
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if addrs.len() > self.config.max_addrs_per_peer
+            || actions.len() > self.max_actions()
+            || actions.iter().any(|a| !self.id_ok(&a.swarm_id.0))
+        {
+            return Err(ErrorCode::BadRequest);
+        }
+        let ip = source_ip(request);
+        let card_addrs: SmallVec<[PeerAddr; 2]> = if addrs.is_empty() {
+            smallvec::smallvec![PeerAddr::reflexive(request.source)]
+        } else {
+            addrs.iter().copied().collect()
+        };
+
+        let mut shard = self.peer_shard(&request.peer_id).lock();
+        let existing = shard.find(&request.peer_id);
+        let tracking = match existing {
+            Some(pos) => {
+                let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
+                if record.source_ip != ip {
+                    return Err(ErrorCode::Forbidden);
+                }
+                record.state == PeerState::Tracking
+            }
+            None => false,
+        };
+        if !table6_allows(actions, tracking) {
+            if let Some(pos) = existing {
+                if tracking {
+                    if let Some(record) = shard.records.get_mut(pos) {
+                        self.rearm(record, now);
+                    }
+                } else if shard.remove_at(pos).is_some() {
+                    // PEER REGISTERED: in no swarm, so there is nothing to leave.
+                    self.peers
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            return Err(ErrorCode::Forbidden);
+        }
+
+        let pos = match existing {
+            Some(pos) => pos,
+            None => {
+                if !super::reserve(&self.peers, self.config.max_peers) {
+                    return Err(ErrorCode::ServiceUnavailable);
+                }
+                let key = self
+                    .next_key
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shard.insert(PeerRecord {
+                    key,
+                    card: Arc::new(PeerCard {
+                        peer_id: request.peer_id,
+                        addrs: card_addrs.clone(),
+                    }),
+                    state: PeerState::PeerRegistered,
+                    registered_at: now,
+                    deadline: now,
+                    source_ip: ip,
+                    swarms: SmallVec::new(),
+                })
+            }
+        };
+        let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+        if record.card.addrs != card_addrs {
+            self.replace_card(
+                record,
+                PeerCard {
+                    peer_id: request.peer_id,
+                    addrs: card_addrs,
+                },
+            );
+        }
+        let asked = peer_num.map(|p| self.peer_count(Some(p)));
+        let mut swarm_results = Vec::with_capacity(actions.len());
+        for action in actions {
+            swarm_results.push(match action.action {
+                ActionKind::Join => {
+                    let list = asked.or_else(|| {
+                        (action.mode == PeerMode::Leech).then(|| self.peer_count(None))
+                    });
+                    self.join_swarm(record, action.swarm_id, action.mode, list)
+                }
+                ActionKind::Leave => SwarmResult {
+                    swarm_id: action.swarm_id,
+                    result: self.leave_swarm(record, &action.swarm_id),
+                    peers: None,
+                },
+            });
+        }
+        self.rearm(record, now);
+        Ok(Answer {
+            reflexive: Some(PeerAddr::reflexive(request.source)),
+            swarm_results,
+            stat: None,
+        })
+    }
+
+    /// RFC 7846 §4.1.2 FIND: a peer list of the swarm, optionally only peers holding every
+    /// given chunk range. The requester must be registered (any state; FIND from PEER
+    /// REGISTERED re-arms the init timer and does not change the state, since the state follows
+    /// swarm membership). An unknown swarm is a success with an empty peer list: the swarm may
+    /// simply have no peers right now.
+    pub(super) fn find(
+        &self,
+        request: &Request,
+        swarm_id: &SwarmId,
+        peer_num: Option<&PeerNum>,
+        chunks: &[ChunkRange],
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if !self.id_ok(&swarm_id.0)
+            || chunks.len() > self.config.max_chunk_ranges
+            || chunks.iter().any(|r| r.start > r.end)
+        {
+            return Err(ErrorCode::BadRequest);
+        }
+        let count = self.peer_count(peer_num);
+        // The peer-shard lock is held while the swarm is read, so the requester's membership
+        // cannot change under the sample: it is never in its own peer list.
+        let peers = self.with_registered(request, now, |record| {
+            let mut guard = self.swarm_shard(swarm_id).lock();
+            let shard = &mut *guard;
+            Ok(match shard.swarms.get(swarm_id) {
+                Some(swarm) => select::peer_list(
+                    swarm,
+                    record.key,
+                    record.mode_in(swarm_id),
+                    count,
+                    chunks,
+                    &mut shard.rng,
+                ),
+                None => Vec::new(),
+            })
+        })?;
+        Ok(Answer {
+            reflexive: None,
+            swarm_results: vec![SwarmResult {
+                swarm_id: *swarm_id,
+                result: ErrorCode::Ok,
+                peers: Some(peers),
+            }],
+            stat: None,
+        })
+    }
+
+    /// RFC 7846 §4.1.3 STAT_REPORT: adds each stat's uploaded and downloaded bytes to its
+    /// swarm's totals (saturating). One `SwarmResult` per stat that names a swarm: 03 for a
+    /// swarm the peer is not in. Stats without a swarm id are ignored; an empty report is a
+    /// keep-alive. More stats than `max_swarms_per_peer` is 01.
+    pub(super) fn stat_report(
+        &self,
+        request: &Request,
+        stats: &[SwarmStat],
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if stats.len() > self.config.max_swarms_per_peer.max(1)
+            || stats
+                .iter()
+                .any(|s| s.swarm_id.is_some_and(|id| !self.id_ok(&id.0)))
+        {
+            return Err(ErrorCode::BadRequest);
+        }
+        self.with_registered(request, now, |record| {
+            let mut swarm_results = Vec::with_capacity(stats.len());
+            for stat in stats {
+                let Some(swarm_id) = stat.swarm_id else {
+                    continue;
+                };
+                let result = if record.mode_in(&swarm_id).is_some() {
+                    let mut shard = self.swarm_shard(&swarm_id).lock();
+                    if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
+                        swarm.uploaded_bytes =
+                            swarm.uploaded_bytes.saturating_add(stat.uploaded_bytes);
+                        swarm.downloaded_bytes =
+                            swarm.downloaded_bytes.saturating_add(stat.downloaded_bytes);
+                    }
+                    ErrorCode::Ok
+                } else {
+                    ErrorCode::Forbidden
+                };
+                swarm_results.push(SwarmResult::failed(swarm_id, result));
+            }
+            Ok(Answer {
+                swarm_results,
+                ..Answer::default()
+            })
+        })
+    }
+
+    /// PPSP JOIN: one JOIN swarm action for a registered peer, allowed in PEER REGISTERED and
+    /// TRACKING (unlike CONNECT's Table 6, this is how a tracking peer adds one more swarm).
+    /// A failure is the request's error (01 or 05 as in CONNECT).
+    pub(super) fn join(
+        &self,
+        request: &Request,
+        swarm_id: SwarmId,
+        mode: PeerMode,
+        peer_num: Option<&PeerNum>,
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if !self.id_ok(&swarm_id.0) {
+            return Err(ErrorCode::BadRequest);
+        }
+        let list = match (peer_num, mode) {
+            (Some(p), _) => Some(self.peer_count(Some(p))),
+            (None, PeerMode::Leech) => Some(self.peer_count(None)),
+            (None, PeerMode::Seeder) => None,
+        };
+        self.with_registered(request, now, |record| {
+            let result = self.join_swarm(record, swarm_id, mode, list);
+            if result.result != ErrorCode::Ok {
+                return Err(result.result);
+            }
+            Ok(Answer {
+                swarm_results: vec![result],
+                ..Answer::default()
+            })
+        })
+    }
+
+    /// PPSP LEAVE: one LEAVE swarm action. Leaving a swarm the peer is not in is 03. After the
+    /// last swarm the peer is back in PEER REGISTERED with its init timer.
+    pub(super) fn leave(
+        &self,
+        request: &Request,
+        swarm_id: SwarmId,
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if !self.id_ok(&swarm_id.0) {
+            return Err(ErrorCode::BadRequest);
+        }
+        self.with_registered(request, now, |record| {
+            match self.leave_swarm(record, &swarm_id) {
+                ErrorCode::Ok => Ok(Answer {
+                    swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
+                    ..Answer::default()
+                }),
+                code => Err(code),
+            }
+        })
+    }
+
+    /// PPSP DISCONNECT: `AllSwarms` leaves every swarm and keeps the registration (PEER
+    /// REGISTERED, init timer); `Deregister` leaves every swarm and deletes the registration
+    /// (RFC 7846 TERMINATE).
+    pub(super) fn disconnect(
+        &self,
+        request: &Request,
+        scope: DisconnectScope,
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        match scope {
+            DisconnectScope::AllSwarms => self.with_registered(request, now, |record| {
+                self.leave_all(record);
+                Ok(Answer::default())
+            }),
+            DisconnectScope::Deregister => {
+                let mut shard = self.peer_shard(&request.peer_id).lock();
+                let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+                let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+                if record.source_ip != source_ip(request) {
+                    return Err(ErrorCode::Forbidden);
+                }
+                // Out of every swarm first, then the record: members are always registered.
+                self.leave_all(record);
+                if shard.remove_at(pos).is_some() {
+                    self.peers
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Answer::default())
+            }
+        }
+    }
+
+    /// PPSP JOIN_CHUNK: replaces the chunk set the peer holds in a swarm it is in (03 if it is
+    /// not). The set is stored sorted and merged; more than `max_chunk_ranges` ranges, or a
+    /// range with start > end, is 01. An empty list clears the set.
+    pub(super) fn join_chunk(
+        &self,
+        request: &Request,
+        swarm_id: SwarmId,
+        chunks: &[ChunkRange],
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        if !self.id_ok(&swarm_id.0) || chunks.len() > self.config.max_chunk_ranges {
+            return Err(ErrorCode::BadRequest);
+        }
+        let set = select::normalize(chunks).ok_or(ErrorCode::BadRequest)?;
+        self.with_registered(request, now, |record| {
+            if record.mode_in(&swarm_id).is_none() {
+                return Err(ErrorCode::Forbidden);
+            }
+            let mut shard = self.swarm_shard(&swarm_id).lock();
+            if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
+                swarm.set_chunks(record.key, set);
+            }
+            Ok(Answer {
+                swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
+                ..Answer::default()
+            })
+        })
+    }
+
+    /// PPSP STAT_QUERY: a swarm's statistics (an unknown swarm has all-zero statistics) or a
+    /// peer's status (03 for a peer id that is not registered). Unregistered requesters may
+    /// ask (monitoring); a requester whose id is registered must come from its registered
+    /// address (03 otherwise), and the query re-arms its timer.
+    pub(super) fn stat_query(
+        &self,
+        request: &Request,
+        target: StatTarget,
+        now: Time,
+    ) -> Result<Answer, ErrorCode> {
+        let target_ok = match &target {
+            StatTarget::Swarm(id) => self.id_ok(&id.0),
+            StatTarget::Peer(id) => self.id_ok(&id.0),
+        };
+        if !target_ok {
+            return Err(ErrorCode::BadRequest);
+        }
+        {
+            let mut shard = self.peer_shard(&request.peer_id).lock();
+            if let Some(pos) = shard.find(&request.peer_id) {
+                let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+                if record.source_ip != source_ip(request) {
+                    return Err(ErrorCode::Forbidden);
+                }
+                self.rearm(record, now);
+            }
+        }
+        let stat = match target {
+            StatTarget::Swarm(swarm_id) => {
+                let shard = self.swarm_shard(&swarm_id).lock();
+                let stats = shard
+                    .swarms
+                    .get(&swarm_id)
+                    .map(|s| SwarmStats {
+                        peers: saturating_u32(s.len()),
+                        seeders: saturating_u32(s.seeders.len()),
+                        leechers: saturating_u32(s.leechers.len()),
+                        uploaded_bytes: s.uploaded_bytes,
+                        downloaded_bytes: s.downloaded_bytes,
+                    })
+                    .unwrap_or_default();
+                StatAnswer::Swarm(swarm_id, stats)
+            }
+            StatTarget::Peer(peer_id) => {
+                let shard = self.peer_shard(&peer_id).lock();
+                let record = shard
+                    .find(&peer_id)
+                    .and_then(|pos| shard.records.get(pos))
+                    .ok_or(ErrorCode::Forbidden)?;
+                StatAnswer::Peer(PeerStatus {
+                    peer_id,
+                    state: record.state,
+                    online_ms: now.saturating_sub(record.registered_at),
+                    addrs: record.card.addrs.clone(),
+                    swarms: record.swarms.to_vec(),
+                    connection_tracker: None,
+                })
+            }
+        };
+        Ok(Answer {
+            stat: Some(stat),
+            ..Answer::default()
+        })
+    }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,256 @@
+//! Peer-list selection and chunk-set arithmetic.
+//!
+//! A peer list is a uniform random sample without replacement of a swarm's members, never the
+//! requester, seeders first for leechers (RFC 7846 §4.1.1 IMPLEMENTATION NOTE: "the tracker may
+//! return a random sample from the peer population"). Sampling allocates nothing beyond the
+//! answer vector for counts up to [`STACK_SAMPLE_MAX`].
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+use super::tables::{Member, Swarm};
+use super::types::{ChunkRange, PeerInfo, PeerMode};
+
+/// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
+/// allocate a set per request.
+pub(super) const STACK_SAMPLE_MAX: usize = 256;
+/// FIND with chunk ranges examines at most this many members per mode (or
+/// `CHUNK_SCAN_PER_PEER` times the peer count, if larger), starting at a random position, so
+/// a filtered FIND in a huge swarm costs a bounded amount of work; its answer may then be
+/// shorter than the number of matching members.
+pub(super) const CHUNK_SCAN_MIN: usize = 1024;
+pub(super) const CHUNK_SCAN_PER_PEER: usize = 8;
+
+/// Builds a peer list of up to `count` members of `swarm`, never the member with key
+/// `requester`. `requester_mode` is the requester's mode in this swarm (if a member): a seeder
+/// gets leechers first, anyone else seeders first. With `chunks`, only members holding every
+/// range are returned (bounded scan, see [`CHUNK_SCAN_MIN`]).
+pub(super) fn peer_list(
+    swarm: &Swarm,
+    requester: u64,
+    requester_mode: Option<PeerMode>,
+    count: usize,
+    chunks: &[ChunkRange],
+    rng: &mut SmallRng,
+) -> Vec<PeerInfo> {
+    let order = match requester_mode {
+        Some(PeerMode::Seeder) => [PeerMode::Leech, PeerMode::Seeder],
+        _ => [PeerMode::Seeder, PeerMode::Leech],
+    };
+    let upper = count.min(swarm.len());
+    let mut out = Vec::with_capacity(upper);
+    if count == 0 {
+        return out;
+    }
+    for mode in order {
+        let want = count - out.len();
+        if want == 0 {
+            break;
+        }
+        let list = swarm.members(mode);
+        if chunks.is_empty() {
+            let skip = if requester_mode == Some(mode) {
+                swarm.position(requester, mode)
+            } else {
+                None
+            };
+            sample_into(list, skip, want, mode, rng, &mut out);
+        } else if swarm.has_chunk_sets() {
+            filter_into(swarm, list, requester, want, mode, chunks, rng, &mut out);
+        }
+    }
+    out
+}
+
+fn info(member: &Member, mode: PeerMode) -> PeerInfo {
+    PeerInfo {
+        peer_id: member.card.peer_id,
+        mode,
+        addrs: member.card.addrs.clone(),
+    }
+}
+
+/// Appends `want` members of `list` (or all of them if fewer), uniformly chosen without
+/// replacement, leaving out position `skip`.
+fn sample_into(
+    list: &[Member],
+    skip: Option<usize>,
+    want: usize,
+    mode: PeerMode,
+    rng: &mut SmallRng,
+    out: &mut Vec<PeerInfo>,
+) {
+    let skip = skip.filter(|&s| s < list.len());
+    let n = list.len() - usize::from(skip.is_some());
+    // Index i of the list without the requester maps to list position i or i + 1.
+    let at = |i: usize| -> Option<&Member> {
+        let pos = match skip {
+            Some(s) if i >= s => i + 1,
+            _ => i,
+        };
+        list.get(pos)
+    };
+    if want >= n {
+        out.extend((0..n).filter_map(at).map(|m| info(m, mode)));
+    } else if want * 2 >= n {
+        // Selection sampling (Knuth's algorithm S): one pass, O(n) = O(want) here.
+        let mut needed = want;
+        for i in 0..n {
+            if needed == 0 {
+                break;
+            }
+            if rng.gen_range(0..n - i) < needed {
+                if let Some(m) = at(i) {
+                    out.push(info(m, mode));
+                }
+                needed -= 1;
+            }
+        }
+    } else {
+        // Floyd's algorithm: `want` distinct indices of 0..n in O(want), with a small
+        // open-addressing set that lives on the stack for ordinary counts.
+        let slots = (want * 2).next_power_of_two();
+        let mut stack = [u32::MAX; STACK_SAMPLE_MAX * 2];
+        let mut heap = Vec::new();
+        let table: &mut [u32] = if slots <= stack.len() {
+            &mut stack[..slots]
+        } else {
+            heap.resize(slots, u32::MAX);
+            &mut heap
+        };
+        for j in (n - want)..n {
+            let t = rng.gen_range(0..=j);
+            let pick = if set_insert(table, t as u32) {
+                t
+            } else {
+                set_insert(table, j as u32);
+                j
+            };
+            if let Some(m) = at(pick) {
+                out.push(info(m, mode));
+            }
+        }
+    }
+}
+
+/// Inserts `v` into an open-addressing set (power-of-two size, `u32::MAX` = empty, at most half
+/// full); `false` if it was already there.
+fn set_insert(table: &mut [u32], v: u32) -> bool {
+    let mask = table.len() - 1;
+    let mut i = (v.wrapping_mul(0x9E37_79B9) as usize) & mask;
+    loop {
+        match table.get(i).copied() {
+            Some(x) if x == v => return false,
+            Some(u32::MAX) => {
+                if let Some(slot) = table.get_mut(i) {
+                    *slot = v;
+                }
+                return true;
+            }
+            Some(_) => i = (i + 1) & mask,
+            None => return false,
+        }
+    }
+}
+
+/// Appends up to `want` members of `list` whose chunk sets cover all of `chunks`, scanning a
+/// bounded window that starts at a random position.
+#[allow(clippy::too_many_arguments)]
+fn filter_into(
+    swarm: &Swarm,
+    list: &[Member],
+    requester: u64,
+    want: usize,
+    mode: PeerMode,
+    chunks: &[ChunkRange],
+    rng: &mut SmallRng,
+    out: &mut Vec<PeerInfo>,
+) {
+    let n = list.len();
+    if n == 0 {
+        return;
+    }
+    let bound = n.min(CHUNK_SCAN_MIN.max(want.saturating_mul(CHUNK_SCAN_PER_PEER)));
+    let start = rng.gen_range(0..n);
+    let mut found = 0;
+    for step in 0..bound {
+        if found == want {
+            break;
+        }
+        let Some(m) = list.get((start + step) % n) else {
+            break;
+        };
+        if m.key != requester && covers_all(swarm.chunks_of(m.key), chunks) {
+            out.push(info(m, mode));
+            found += 1;
+        }
+    }
+}
+
+/// Whether the sorted, merged set `held` contains every range of `wanted`.
+pub(super) fn covers_all(held: &[ChunkRange], wanted: &[ChunkRange]) -> bool {
+    !held.is_empty() && wanted.iter().all(|w| covers(held, w))
+}
+
+fn covers(held: &[ChunkRange], wanted: &ChunkRange) -> bool {
+    // The candidate is the last held range starting at or before `wanted.start`; ranges are
+    // merged, so no other range can contain `wanted`.
+    let i = held.partition_point(|r| r.start <= wanted.start);
+    i > 0 && held.get(i - 1).is_some_and(|r| r.contains(wanted))
+}
+
+/// Sorts and merges ranges (overlapping or adjacent ones become one). `None` if a range has
+/// `start > end`.
+pub(super) fn normalize(ranges: &[ChunkRange]) -> Option<Box<[ChunkRange]>> {
+    if ranges.iter().any(|r| r.start > r.end) {
+        return None;
+    }
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut merged: Vec<ChunkRange> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(1) => {
+                last.end = last.end.max(r.end);
+            }
+            _ => merged.push(r),
+        }
+    }
+    Some(merged.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, end: u64) -> ChunkRange {
+        ChunkRange { start, end }
+    }
+
+    #[test]
+    fn normalize_sorts_and_merges_adjacent_and_overlapping() {
+        let got = normalize(&[r(10, 20), r(0, 4), r(5, 7), r(15, 30), r(40, 40)]);
+        assert_eq!(got.as_deref(), Some(&[r(0, 7), r(10, 30), r(40, 40)][..]));
+        assert_eq!(normalize(&[r(3, 2)]), None);
+        let full = normalize(&[r(u64::MAX, u64::MAX), r(0, u64::MAX)]);
+        assert_eq!(full.as_deref(), Some(&[r(0, u64::MAX)][..]));
+    }
+
+    #[test]
+    fn covers_needs_every_range_inside_one_held_range() {
+        let held = [r(0, 7), r(10, 30)];
+        assert!(covers_all(&held, &[r(0, 7), r(12, 20)]));
+        assert!(!covers_all(&held, &[r(6, 11)]));
+        assert!(!covers_all(&held, &[r(31, 31)]));
+        assert!(!covers_all(&[], &[r(0, 0)]));
+    }
+
+    #[test]
+    fn set_insert_detects_duplicates() {
+        let mut t = [u32::MAX; 8];
+        assert!(set_insert(&mut t, 3));
+        assert!(set_insert(&mut t, 11));
+        assert!(!set_insert(&mut t, 3));
+        assert!(!set_insert(&mut t, 11));
+    }
+}

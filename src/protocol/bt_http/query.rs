@@ -1,0 +1,438 @@
+//! Parsing of BitTorrent HTTP tracker query strings (BEP 3 announce, BEP 48 scrape).
+//!
+//! Values are percent-decoded strictly: a `%` must be followed by two hex digits, and `+`
+//! stands for a space (form encoding). `info_hash` and `peer_id` are binary and must decode to
+//! exactly 20 bytes. Numbers are plain decimal digits. Unknown keys are ignored, and so are
+//! `ip` (the source address counts: BEP 7 warns that a claimed address lets an attacker aim
+//! peers at a victim), `key`, `no_peer_id` (peer ids are never listed) and `corrupt`.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+
+use crate::protocol::bt_udp::tracker::{Announce, AnnounceEvent, InfoHash, INFO_HASH_LEN};
+
+/// A query field the tracker reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    InfoHash,
+    PeerId,
+    Port,
+    Uploaded,
+    Downloaded,
+    Left,
+    Event,
+    NumWant,
+}
+
+impl Field {
+    /// The query key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::InfoHash => "info_hash",
+            Field::PeerId => "peer_id",
+            Field::Port => "port",
+            Field::Uploaded => "uploaded",
+            Field::Downloaded => "downloaded",
+            Field::Left => "left",
+            Field::Event => "event",
+            Field::NumWant => "numwant",
+        }
+    }
+}
+
+/// Why a query string was refused; its `Display` is the BEP 3 `failure reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueryError {
+    /// A required field is absent.
+    Missing(Field),
+    /// A field's value is malformed, out of range or of the wrong length.
+    Invalid(Field),
+    /// A `%` not followed by two hex digits.
+    BadPercentEncoding(Field),
+    /// A field that must appear once appeared again.
+    Repeated(Field),
+    /// More `info_hash` values in a scrape than allowed.
+    TooManyInfoHashes,
+    /// A scrape without `info_hash` (a full scrape), which this tracker does not serve.
+    FullScrape,
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::Missing(field) => write!(f, "missing {}", field.key()),
+            QueryError::Invalid(field) => write!(f, "invalid {}", field.key()),
+            QueryError::BadPercentEncoding(field) => {
+                write!(f, "invalid percent-encoding in {}", field.key())
+            }
+            QueryError::Repeated(field) => write!(f, "repeated {}", field.key()),
+            QueryError::TooManyInfoHashes => f.write_str("too many info_hash values"),
+            QueryError::FullScrape => f.write_str("full scrape is not supported"),
+        }
+    }
+}
+
+/// A parsed announce query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnounceQuery {
+    pub info_hash: InfoHash,
+    /// The client's self-chosen id; read and checked, but peers are keyed by address.
+    pub peer_id: [u8; 20],
+    pub port: u16,
+    /// Missing `uploaded`/`downloaded` read as 0.
+    pub uploaded: u64,
+    pub downloaded: u64,
+    /// `None` when absent: such a peer counts as a leech.
+    pub left: Option<u64>,
+    pub event: AnnounceEvent,
+    /// BEP 23: compact unless the client sent `compact=0`.
+    pub compact: bool,
+    /// `None` when absent or negative: the tracker's default.
+    pub num_want: Option<u32>,
+}
+
+impl AnnounceQuery {
+    /// The protocol-neutral announce.
+    pub fn to_announce(&self) -> Announce {
+        Announce {
+            info_hash: self.info_hash,
+            port: self.port,
+            left: self.left,
+            event: self.event,
+            num_want: self.num_want,
+        }
+    }
+}
+
+/// `key=value` pairs of a query string; empty pairs are skipped, a pair without `=` has an
+/// empty value.
+fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn check_escapes(value: &str) -> bool {
+    let b = value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// Percent-decodes `value` into exactly 20 bytes.
+fn decode_20(value: &str, field: Field) -> Result<[u8; 20], QueryError> {
+    if !check_escapes(value) {
+        return Err(QueryError::BadPercentEncoding(field));
+    }
+    let mut buf = [0u8; INFO_HASH_LEN];
+    let mut len = 0usize;
+    for (i, segment) in value.split('+').enumerate() {
+        let spaces = usize::from(i > 0);
+        let bytes = std::iter::repeat(b' ')
+            .take(spaces)
+            .chain(percent_decode_str(segment));
+        for b in bytes {
+            *buf.get_mut(len).ok_or(QueryError::Invalid(field))? = b;
+            len += 1;
+        }
+    }
+    if len != INFO_HASH_LEN {
+        return Err(QueryError::Invalid(field));
+    }
+    Ok(buf)
+}
+
+fn parse_u64(value: &str, field: Field) -> Result<u64, QueryError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(QueryError::Invalid(field));
+    }
+    value.parse().map_err(|_| QueryError::Invalid(field))
+}
+
+fn parse_port(value: &str) -> Result<u16, QueryError> {
+    let port = parse_u64(value, Field::Port)?;
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(QueryError::Invalid(Field::Port)),
+    }
+}
+
+fn parse_event(value: &str) -> Result<AnnounceEvent, QueryError> {
+    match value {
+        "started" => Ok(AnnounceEvent::Started),
+        "completed" => Ok(AnnounceEvent::Completed),
+        "stopped" => Ok(AnnounceEvent::Stopped),
+        // BEP 3: "empty" is the same as absent; BEP 21's "paused" is a regular announce here.
+        "" | "empty" | "paused" => Ok(AnnounceEvent::None),
+        _ => Err(QueryError::Invalid(Field::Event)),
+    }
+}
+
+fn parse_num_want(value: &str) -> Result<Option<u32>, QueryError> {
+    if let Some(negative) = value.strip_prefix('-') {
+        parse_u64(negative, Field::NumWant)?;
+        return Ok(None);
+    }
+    let n = parse_u64(value, Field::NumWant)?;
+    Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+/// Parses the query string of `GET /announce?...` (without the `?`).
+pub fn parse_announce(query: &str) -> Result<AnnounceQuery, QueryError> {
+    let mut info_hash = None;
+    let mut peer_id = None;
+    let mut port = None;
+    let mut uploaded = 0;
+    let mut downloaded = 0;
+    let mut left = None;
+    let mut event = AnnounceEvent::None;
+    let mut compact = true;
+    let mut num_want = None;
+    for (key, value) in pairs(query) {
+        match key {
+            "info_hash" => {
+                if info_hash.is_some() {
+                    return Err(QueryError::Repeated(Field::InfoHash));
+                }
+                info_hash = Some(decode_20(value, Field::InfoHash)?);
+            }
+            "peer_id" => peer_id = Some(decode_20(value, Field::PeerId)?),
+            "port" => port = Some(parse_port(value)?),
+            "uploaded" => uploaded = parse_u64(value, Field::Uploaded)?,
+            "downloaded" => downloaded = parse_u64(value, Field::Downloaded)?,
+            "left" => left = Some(parse_u64(value, Field::Left)?),
+            "event" => event = parse_event(value)?,
+            "compact" => compact = value != "0",
+            "numwant" | "num_want" => num_want = parse_num_want(value)?,
+            _ => {}
+        }
+    }
+    Ok(AnnounceQuery {
+        info_hash: info_hash.ok_or(QueryError::Missing(Field::InfoHash))?,
+        peer_id: peer_id.ok_or(QueryError::Missing(Field::PeerId))?,
+        port: port.ok_or(QueryError::Missing(Field::Port))?,
+        uploaded,
+        downloaded,
+        left,
+        event,
+        compact,
+        num_want,
+    })
+}
+
+/// Parses the query string of `GET /scrape?...` into `hashes` (cleared first), in query order.
+/// BEP 48: `info_hash` may repeat; at most `max` values are accepted.
+pub fn parse_scrape(query: &str, max: usize, hashes: &mut Vec<InfoHash>) -> Result<(), QueryError> {
+    hashes.clear();
+    for (key, value) in pairs(query) {
+        if key == "info_hash" {
+            if hashes.len() >= max {
+                return Err(QueryError::TooManyInfoHashes);
+            }
+            hashes.push(decode_20(value, Field::InfoHash)?);
+        }
+    }
+    if hashes.is_empty() {
+        return Err(QueryError::FullScrape);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
+    use proptest::prelude::*;
+
+    const HASH: &str = "%124Vx%9A%BC%DE%F1%23Eg%89%AB%CD%EF%124Vx%9A";
+    const HASH_BYTES: [u8; 20] = [
+        0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf1, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+        0x12, 0x34, 0x56, 0x78, 0x9a,
+    ];
+
+    fn base(extra: &str) -> String {
+        format!("info_hash={HASH}&peer_id=-TR3000-abcdefghijkl&port=6881{extra}")
+    }
+
+    #[test]
+    fn typical_announce() {
+        let q = parse_announce(&base(
+            "&uploaded=10&downloaded=20&left=30&event=started&compact=1&numwant=80&ip=10.0.0.1&key=ab&no_peer_id=1",
+        ))
+        .unwrap();
+        assert_eq!(
+            q,
+            AnnounceQuery {
+                info_hash: HASH_BYTES,
+                peer_id: *b"-TR3000-abcdefghijkl",
+                port: 6881,
+                uploaded: 10,
+                downloaded: 20,
+                left: Some(30),
+                event: AnnounceEvent::Started,
+                compact: true,
+                num_want: Some(80),
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_when_optional_fields_are_absent() {
+        let q = parse_announce(&base("")).unwrap();
+        assert_eq!((q.uploaded, q.downloaded, q.left), (0, 0, None));
+        assert_eq!(q.event, AnnounceEvent::None);
+        assert!(q.compact);
+        assert_eq!(q.num_want, None);
+        let q = parse_announce(&base("&compact=0&numwant=-1&event=&&")).unwrap();
+        assert!(!q.compact);
+        assert_eq!(q.num_want, None);
+        assert_eq!(q.event, AnnounceEvent::None);
+        let q = parse_announce(&base("&event=stopped&left=0")).unwrap();
+        assert_eq!(q.event, AnnounceEvent::Stopped);
+        assert_eq!(q.left, Some(0));
+    }
+
+    #[test]
+    fn plus_is_a_space_in_binary_values() {
+        let q = parse_announce(
+            "info_hash=aaaaaaaaa+aaaaaaaaaa&peer_id=%20%20%20%20%20%20%20%20%20%20+++++++++%2B&port=1",
+        )
+        .unwrap();
+        assert_eq!(&q.info_hash, b"aaaaaaaaa aaaaaaaaaa");
+        assert_eq!(&q.peer_id, b"                   +");
+    }
+
+    #[test]
+    fn malformed_queries_are_refused_with_the_right_reason() {
+        let cases: &[(String, QueryError)] = &[
+            (
+                "peer_id=-TR3000-abcdefghijkl&port=1".into(),
+                QueryError::Missing(Field::InfoHash),
+            ),
+            (
+                format!("info_hash={HASH}&port=1"),
+                QueryError::Missing(Field::PeerId),
+            ),
+            (
+                format!("info_hash={HASH}&peer_id=-TR3000-abcdefghijkl"),
+                QueryError::Missing(Field::Port),
+            ),
+            (
+                "info_hash=%zz&peer_id=-TR3000-abcdefghijkl&port=1".into(),
+                QueryError::BadPercentEncoding(Field::InfoHash),
+            ),
+            (
+                format!("info_hash={HASH}%4&peer_id=x&port=1"),
+                QueryError::BadPercentEncoding(Field::InfoHash),
+            ),
+            (
+                "info_hash=short&peer_id=-TR3000-abcdefghijkl&port=1".into(),
+                QueryError::Invalid(Field::InfoHash),
+            ),
+            (
+                format!("info_hash={HASH}%00&peer_id=-TR3000-abcdefghijkl&port=1"),
+                QueryError::Invalid(Field::InfoHash),
+            ),
+            (
+                format!("info_hash={HASH}&peer_id=tooshort&port=1"),
+                QueryError::Invalid(Field::PeerId),
+            ),
+            (base("&port=0"), QueryError::Invalid(Field::Port)),
+            (base("&port=65536"), QueryError::Invalid(Field::Port)),
+            (base("&port=-1"), QueryError::Invalid(Field::Port)),
+            (base("&uploaded=12a"), QueryError::Invalid(Field::Uploaded)),
+            (base("&downloaded="), QueryError::Invalid(Field::Downloaded)),
+            (
+                base("&left=99999999999999999999"),
+                QueryError::Invalid(Field::Left),
+            ),
+            (base("&left=+5"), QueryError::Invalid(Field::Left)),
+            (base("&event=exploded"), QueryError::Invalid(Field::Event)),
+            (base("&numwant=ten"), QueryError::Invalid(Field::NumWant)),
+            (
+                base(&format!("&info_hash={HASH}")),
+                QueryError::Repeated(Field::InfoHash),
+            ),
+        ];
+        for (query, want) in cases {
+            assert_eq!(parse_announce(query), Err(*want), "{query}");
+        }
+    }
+
+    #[test]
+    fn failure_reasons_read_well() {
+        assert_eq!(QueryError::Missing(Field::Port).to_string(), "missing port");
+        assert_eq!(
+            QueryError::Invalid(Field::InfoHash).to_string(),
+            "invalid info_hash"
+        );
+        assert_eq!(
+            QueryError::BadPercentEncoding(Field::PeerId).to_string(),
+            "invalid percent-encoding in peer_id"
+        );
+    }
+
+    #[test]
+    fn scrape_collects_repeated_hashes_up_to_the_limit() {
+        let mut hashes = Vec::new();
+        let q = format!("info_hash={HASH}&info_hash=bbbbbbbbbbbbbbbbbbbb&other=1");
+        parse_scrape(&q, 2, &mut hashes).unwrap();
+        assert_eq!(hashes, vec![HASH_BYTES, *b"bbbbbbbbbbbbbbbbbbbb"]);
+        assert_eq!(
+            parse_scrape(&q, 1, &mut hashes),
+            Err(QueryError::TooManyInfoHashes)
+        );
+        assert_eq!(
+            parse_scrape("", 5, &mut hashes),
+            Err(QueryError::FullScrape)
+        );
+        assert_eq!(
+            parse_scrape("info_hash=abc", 5, &mut hashes),
+            Err(QueryError::Invalid(Field::InfoHash))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn binary_ids_round_trip_through_percent_encoding(
+            info_hash: [u8; 20], peer_id: [u8; 20], port in 1u16..,
+            left: u64, numwant: u32,
+        ) {
+            let q = format!(
+                "info_hash={}&peer_id={}&port={port}&left={left}&numwant={numwant}",
+                percent_encode(&info_hash, NON_ALPHANUMERIC),
+                percent_encode(&peer_id, NON_ALPHANUMERIC),
+            );
+            let parsed = parse_announce(&q).unwrap();
+            prop_assert_eq!(parsed.info_hash, info_hash);
+            prop_assert_eq!(parsed.peer_id, peer_id);
+            prop_assert_eq!(parsed.port, port);
+            prop_assert_eq!(parsed.left, Some(left));
+            prop_assert_eq!(parsed.num_want, Some(numwant));
+        }
+
+        #[test]
+        fn arbitrary_queries_never_panic(q in "[a-z_=&%0-9A-Fa-f+\\-]{0,200}", raw in ".{0,100}") {
+            let _ = parse_announce(&q);
+            let _ = parse_announce(&raw);
+            let mut hashes = Vec::new();
+            let _ = parse_scrape(&q, 3, &mut hashes);
+            prop_assert!(hashes.len() <= 3);
+            let _ = parse_scrape(&raw, 3, &mut hashes);
+            prop_assert!(hashes.len() <= 3);
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! How a BitTorrent announce or scrape maps onto the protocol-neutral engine. Shared by the UDP
+//! (BEP 15) front-end in this module and the HTTP (BEP 3) front-end in `protocol::bt_http`.
+//!
+//! - The info-hash (20 bytes) is the [`SwarmId`].
+//! - A BitTorrent peer is identified by its source IP and the port it announced, never by its
+//!   self-chosen `peer_id`, so that nobody can overwrite another peer's registration. Its engine
+//!   [`PeerId`] is the fixed byte string built by [`bt_peer_id`]:
+//!   `00 62 74 34` (`"\0bt4"`) + 4-byte IPv4 address + 2-byte port (10 bytes), or
+//!   `00 62 74 36` (`"\0bt6"`) + 16-byte IPv6 address + 2-byte port (22 bytes), all big-endian.
+//!   The leading NUL byte keeps these apart from PPSTP peer ids, which are printable strings.
+//!   IPv4-mapped IPv6 source addresses (from dual-stack sockets) count as IPv4.
+//! - An announce is one CONNECT carrying one JOIN action of the swarm, with mode SEEDER when
+//!   `left == 0` and LEECH otherwise, the peer's address (source IP + announced port, type HOST)
+//!   and a `peer_num.peer_count` of the wanted peer count (capped). The engine treats a CONNECT
+//!   from a peer already in the swarm as a refresh. `event=stopped` is a LEAVE of the swarm.
+//! - The seeder and leecher counts of an announce answer, and every scrape entry, come from a
+//!   STAT_QUERY of the swarm.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::engine::{
+    ActionKind, AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum,
+    Request, RequestKind, Response, StatAnswer, StatTarget, SwarmAction, SwarmId, Time,
+};
+
+/// Length of a BitTorrent info-hash and peer id in bytes.
+pub const INFO_HASH_LEN: usize = 20;
+
+/// A BitTorrent info-hash (SHA-1 of the metainfo's info dictionary).
+pub type InfoHash = [u8; INFO_HASH_LEN];
+
+/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv4.
+pub const BT_PEER_ID_PREFIX_V4: [u8; 4] = *b"\x00bt4";
+/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv6.
+pub const BT_PEER_ID_PREFIX_V6: [u8; 4] = *b"\x00bt6";
+
+/// What the tracker answers with, and what it accepts. Shared by the UDP and HTTP front-ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BtLimits {
+    /// Seconds a client should wait between regular announces (`interval`). Must stay below the
+    /// engine's track timer, or peers expire between two announces.
+    pub announce_interval_secs: u32,
+    /// Seconds a client must wait before a forced re-announce (HTTP `min interval`).
+    pub min_announce_interval_secs: u32,
+    /// Peers returned when the client names no count (UDP `num_want = -1`, no HTTP `numwant`).
+    pub default_num_want: u32,
+    /// Upper bound of any requested peer count. 74 IPv6 peers (18 bytes each) still fit one
+    /// UDP datagram on a 1500-byte path.
+    pub max_num_want: u32,
+    /// Most info-hashes in one scrape; more gets an error. BEP 15 says about 74 fit one packet.
+    pub max_scrape_hashes: usize,
+}
+
+impl Default for BtLimits {
+    fn default() -> Self {
+        BtLimits::for_track_timer(120)
+    }
+}
+
+impl BtLimits {
+    /// Limits whose announce interval is three quarters of the engine's track timer, so that
+    /// a client announcing on schedule is never expired.
+    pub fn for_track_timer(track_timer_secs: u64) -> Self {
+        let interval = (track_timer_secs.saturating_mul(3) / 4).clamp(1, u64::from(u32::MAX));
+        let interval = interval as u32;
+        BtLimits {
+            announce_interval_secs: interval,
+            min_announce_interval_secs: (interval / 2).max(1),
+            default_num_want: 50,
+            max_num_want: 74,
+            max_scrape_hashes: 74,
+        }
+    }
+
+    /// The peer count to ask the engine for.
+    pub fn peer_count(&self, requested: Option<u32>) -> u32 {
+        requested
+            .unwrap_or(self.default_num_want)
+            .min(self.max_num_want)
+    }
+}
+
+/// The engine as the BitTorrent front-ends see it. Implemented by [`Engine`]; tests use fakes.
+pub trait TrackerCore {
+    /// Applies one request at time `now` (see [`Engine::handle`]).
+    fn handle(&self, request: &Request, now: Time) -> Response;
+}
+
+impl TrackerCore for Engine {
+    fn handle(&self, request: &Request, now: Time) -> Response {
+        Engine::handle(self, request, now)
+    }
+}
+
+/// BEP 15 announce events (the UDP codes; HTTP uses the names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnnounceEvent {
+    /// 0, or HTTP `event` absent or empty: a regular announce.
+    None,
+    /// 1, `completed`.
+    Completed,
+    /// 2, `started`.
+    Started,
+    /// 3, `stopped`.
+    Stopped,
+}
+
+impl AnnounceEvent {
+    /// The BEP 15 event code.
+    pub const fn code(self) -> u32 {
+        match self {
+            AnnounceEvent::None => 0,
+            AnnounceEvent::Completed => 1,
+            AnnounceEvent::Started => 2,
+            AnnounceEvent::Stopped => 3,
+        }
+    }
+
+    /// The event with BEP 15 code `code`, if any.
+    pub const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(AnnounceEvent::None),
+            1 => Some(AnnounceEvent::Completed),
+            2 => Some(AnnounceEvent::Started),
+            3 => Some(AnnounceEvent::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// The parts of an announce the tracker acts on, whichever protocol carried it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    pub info_hash: InfoHash,
+    /// The port the peer listens on (announced, not the source port).
+    pub port: u16,
+    /// Bytes the peer still lacks; `None` when the client did not say (HTTP), which counts as
+    /// a leech.
+    pub left: Option<u64>,
+    pub event: AnnounceEvent,
+    /// Peers wanted; `None` for the default.
+    pub num_want: Option<u32>,
+}
+
+impl Announce {
+    /// SEEDER when nothing is left to download, LEECH otherwise.
+    pub fn mode(&self) -> PeerMode {
+        if self.left == Some(0) {
+            PeerMode::Seeder
+        } else {
+            PeerMode::Leech
+        }
+    }
+}
+
+/// An IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The family of `ip` after [`canonical_ip`].
+    pub fn of(ip: IpAddr) -> Family {
+        match canonical_ip(ip) {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// `ip`, with IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) turned into IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The engine peer id of the BitTorrent peer at `ip` listening on `port` (layout in the module
+/// documentation).
+pub fn bt_peer_id(ip: IpAddr, port: u16) -> PeerId {
+    let mut buf = [0u8; 22];
+    let len = match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V4);
+            buf[4..8].copy_from_slice(&v4.octets());
+            buf[8..10].copy_from_slice(&port.to_be_bytes());
+            10
+        }
+        IpAddr::V6(v6) => {
+            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V6);
+            buf[4..20].copy_from_slice(&v6.octets());
+            buf[20..22].copy_from_slice(&port.to_be_bytes());
+            22
+        }
+    };
+    // 10 or 22 bytes: always within 1..=MAX_ID_BYTES.
+    PeerId::new(&buf[..len]).expect("BitTorrent peer ids are 10 or 22 bytes")
+}
+
+/// The swarm of an info-hash.
+pub fn swarm_id(info_hash: &InfoHash) -> SwarmId {
+    SwarmId::new(info_hash).expect("an info-hash is 20 bytes")
+}
+
+/// A short human-readable reason for an engine error code, for BEP 15 error messages and BEP 3
+/// `failure reason`s. Kept short: a UDP error answer is never longer than the request.
+pub fn engine_error_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest => "bad request",
+        ErrorCode::UnsupportedVersion => "unsupported version",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::Ok | ErrorCode::InternalError => "internal error",
+        ErrorCode::ServiceUnavailable => "tracker overloaded",
+        ErrorCode::AuthenticationRequired => "authentication required",
+    }
+}
+
+/// Swarm statistics in BitTorrent's terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwarmCounts {
+    /// Peers holding the whole content (BEP 48 `complete`).
+    pub seeders: u32,
+    /// Peers still downloading (BEP 48 `incomplete`).
+    pub leechers: u32,
+    /// Completed downloads ever (BEP 48 `downloaded`); the engine does not count these, so 0.
+    pub downloaded: u32,
+}
+
+/// The counts of the swarm of `info_hash`, from a STAT_QUERY made as the peer at `src`. An
+/// engine error (including an unknown swarm) reads as an empty swarm: a scrape changes nothing
+/// and has nothing to refuse.
+pub fn swarm_counts(
+    core: &impl TrackerCore,
+    src: SocketAddr,
+    info_hash: &InfoHash,
+    now: Time,
+) -> SwarmCounts {
+    let request = Request {
+        peer_id: bt_peer_id(src.ip(), src.port()),
+        source: src,
+        kind: RequestKind::StatQuery {
+            target: StatTarget::Swarm(swarm_id(info_hash)),
+        },
+    };
+    counts_from(&core.handle(&request, now))
+}
+
+fn counts_from(response: &Response) -> SwarmCounts {
+    match response {
+        Response::Ok(answer) => match &answer.stat {
+            Some(StatAnswer::Swarm(_, stats)) => SwarmCounts {
+                seeders: stats.seeders,
+                leechers: stats.leechers,
+                downloaded: 0,
+            },
+            _ => SwarmCounts::default(),
+        },
+        Response::Err(_) => SwarmCounts::default(),
+    }
+}
+
+/// The engine's answer to one announce, ready to be written in either protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnnounceAnswer {
+    pub counts: SwarmCounts,
+    /// The peer list the engine returned (empty after `stopped`).
+    peers: Vec<PeerInfo>,
+    /// The announcing peer's own address (source IP + announced port), never listed.
+    requester: SocketAddr,
+    /// A seeder is sent only leechers: other seeders are of no use to it.
+    seeding: bool,
+    /// Most peers to list.
+    limit: usize,
+}
+
+impl AnnounceAnswer {
+    /// One address per listed peer, of family `family` only, or, with `fallback`, of the other
+    /// family when the peer has none of `family`. Never the requester; at most the wanted count.
+    pub fn peer_addrs(
+        &self,
+        family: Family,
+        fallback: bool,
+    ) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.peers
+            .iter()
+            .filter(move |p| !(self.seeding && p.mode == PeerMode::Seeder))
+            .filter_map(move |p| pick_addr(p, family, fallback))
+            .filter(move |a| *a != self.requester)
+            .take(self.limit)
+    }
+}
+
+fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
+}
+
+fn pick_addr(peer: &PeerInfo, family: Family, fallback: bool) -> Option<SocketAddr> {
+    let mut other = None;
+    for a in peer.addrs.iter() {
+        let a = canonical_addr(a.addr);
+        if a.port() == 0 {
+            continue;
+        }
+        if Family::of(a.ip()) == family {
+            return Some(a);
+        }
+        if other.is_none() {
+            other = Some(a);
+        }
+    }
+    if fallback {
+        other
+    } else {
+        None
+    }
+}
+
+/// Applies one announce from `src` to the engine at `now` and collects the answer. An engine
+/// error (for the request as a whole or for the swarm) is returned as its code. A `stopped`
+/// announce always succeeds: leaving a swarm one is not in changes nothing.
+pub fn announce(
+    core: &impl TrackerCore,
+    limits: &BtLimits,
+    src: SocketAddr,
+    announce: &Announce,
+    now: Time,
+) -> Result<AnnounceAnswer, ErrorCode> {
+    let ip = canonical_ip(src.ip());
+    let requester = SocketAddr::new(ip, announce.port);
+    let peer_id = bt_peer_id(ip, announce.port);
+    let swarm = swarm_id(&announce.info_hash);
+    let peer_count = limits.peer_count(announce.num_want);
+
+    let peers = if announce.event == AnnounceEvent::Stopped {
+        let request = Request {
+            peer_id,
+            source: src,
+            kind: RequestKind::Leave { swarm_id: swarm },
+        };
+        // The outcome does not change the answer (see above).
+        let _ = core.handle(&request, now);
+        Vec::new()
+    } else {
+        let request = Request {
+            peer_id,
+            source: src,
+            kind: RequestKind::Connect {
+                peer_num: Some(PeerNum {
+                    peer_count: Some(peer_count),
+                    ..PeerNum::default()
+                }),
+                addrs: vec![PeerAddr {
+                    addr: requester,
+                    priority: 1,
+                    kind: AddrType::Host,
+                    connection: None,
+                    asn: None,
+                    ppsp_pp: false,
+                }],
+                actions: vec![SwarmAction {
+                    swarm_id: swarm,
+                    action: ActionKind::Join,
+                    mode: announce.mode(),
+                }],
+            },
+        };
+        match core.handle(&request, now) {
+            Response::Err(code) => return Err(code),
+            Response::Ok(answer) => {
+                let result = answer
+                    .swarm_results
+                    .into_iter()
+                    .find(|r| r.swarm_id == swarm);
+                match result {
+                    Some(r) if r.result != ErrorCode::Ok => return Err(r.result),
+                    Some(r) => r.peers.unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            }
+        }
+    };
+
+    let stat = Request {
+        peer_id,
+        source: src,
+        kind: RequestKind::StatQuery {
+            target: StatTarget::Swarm(swarm),
+        },
+    };
+    let counts = counts_from(&core.handle(&stat, now));
+    Ok(AnnounceAnswer {
+        counts,
+        peers,
+        requester,
+        seeding: announce.mode() == PeerMode::Seeder,
+        limit: peer_count as usize,
+    })
+}
+
+/// A fake engine for the front-ends' tests: records every request and answers from a script.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::engine::{Answer, SwarmResult, SwarmStats};
+
+    /// Answers CONNECT with `peers` (or `connect_error`), STAT_QUERY with `stats`, and records.
+    #[derive(Default)]
+    pub struct FakeCore {
+        pub requests: RefCell<Vec<Request>>,
+        pub peers: Vec<PeerInfo>,
+        pub stats: SwarmStats,
+        pub connect_error: Option<ErrorCode>,
+        pub swarm_error: Option<ErrorCode>,
+    }
+
+    impl TrackerCore for FakeCore {
+        fn handle(&self, request: &Request, _now: Time) -> Response {
+            self.requests.borrow_mut().push(request.clone());
+            match &request.kind {
+                RequestKind::Connect { actions, .. } => {
+                    if let Some(code) = self.connect_error {
+                        return Response::Err(code);
+                    }
+                    Response::Ok(Answer {
+                        reflexive: None,
+                        swarm_results: actions
+                            .iter()
+                            .map(|a| SwarmResult {
+                                swarm_id: a.swarm_id,
+                                result: self.swarm_error.unwrap_or(ErrorCode::Ok),
+                                peers: Some(self.peers.clone()),
+                            })
+                            .collect(),
+                        stat: None,
+                    })
+                }
+                RequestKind::StatQuery {
+                    target: StatTarget::Swarm(id),
+                } => Response::Ok(Answer {
+                    reflexive: None,
+                    swarm_results: Vec::new(),
+                    stat: Some(StatAnswer::Swarm(*id, self.stats)),
+                }),
+                RequestKind::Leave { .. } => Response::Err(ErrorCode::Forbidden),
+                _ => Response::Err(ErrorCode::InternalError),
+            }
+        }
+    }
+
+    /// A listed peer with one HOST address per given socket address.
+    pub fn peer(mode: PeerMode, addrs: &[&str]) -> PeerInfo {
+        let addrs: smallvec::SmallVec<[PeerAddr; 2]> = addrs
+            .iter()
+            .map(|a| PeerAddr {
+                addr: a.parse().expect("test address"),
+                priority: 1,
+                kind: AddrType::Host,
+                connection: None,
+                asn: None,
+                ppsp_pp: false,
+            })
+            .collect();
+        let first = addrs[0].addr;
+        PeerInfo {
+            peer_id: bt_peer_id(first.ip(), first.port()),
+            mode,
+            addrs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{peer, FakeCore};
+    use super::*;
+    use crate::engine::SwarmStats;
+
+    fn src() -> SocketAddr {
+        "192.0.2.7:40000".parse().unwrap()
+    }
+
+    fn announce_with(left: Option<u64>, event: AnnounceEvent) -> Announce {
+        Announce {
+            info_hash: [0xab; 20],
+            port: 6881,
+            left,
+            event,
+            num_want: None,
+        }
+    }
+
+    #[test]
+    fn peer_ids_encode_ip_and_announced_port_with_a_nul_prefix() {
+        let id = bt_peer_id("192.0.2.7".parse().unwrap(), 0x1ae1);
+        assert_eq!(id.as_bytes(), b"\x00bt4\xc0\x00\x02\x07\x1a\xe1");
+        let id = bt_peer_id("2001:db8::1".parse().unwrap(), 6881);
+        let mut want = b"\x00bt6".to_vec();
+        want.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&6881u16.to_be_bytes());
+        assert_eq!(id.as_bytes(), want.as_slice());
+        // A dual-stack socket's IPv4-mapped address is the same peer as the IPv4 address.
+        let mapped = bt_peer_id("::ffff:192.0.2.7".parse().unwrap(), 0x1ae1);
+        assert_eq!(mapped.as_bytes(), b"\x00bt4\xc0\x00\x02\x07\x1a\xe1");
+        // Same IP, other port: another peer.
+        assert_ne!(bt_peer_id("192.0.2.7".parse().unwrap(), 6882), mapped);
+    }
+
+    #[test]
+    fn announce_is_a_connect_with_one_join_and_the_host_address() {
+        let core = FakeCore::default();
+        let a = Announce {
+            num_want: Some(10),
+            ..announce_with(Some(1000), AnnounceEvent::Started)
+        };
+        announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        let reqs = core.requests.borrow();
+        assert_eq!(reqs.len(), 2);
+        let want_addr: SocketAddr = "192.0.2.7:6881".parse().unwrap();
+        assert_eq!(reqs[0].peer_id, bt_peer_id(want_addr.ip(), 6881));
+        assert_eq!(reqs[0].source, src());
+        match &reqs[0].kind {
+            RequestKind::Connect {
+                peer_num,
+                addrs,
+                actions,
+            } => {
+                assert_eq!(peer_num.unwrap().peer_count, Some(10));
+                assert_eq!(addrs.len(), 1);
+                assert_eq!(addrs[0].addr, want_addr);
+                assert_eq!(addrs[0].kind, AddrType::Host);
+                assert_eq!(
+                    actions.as_slice(),
+                    &[SwarmAction {
+                        swarm_id: swarm_id(&[0xab; 20]),
+                        action: ActionKind::Join,
+                        mode: PeerMode::Leech,
+                    }]
+                );
+            }
+            other => panic!("expected CONNECT, got {other:?}"),
+        }
+        assert_eq!(
+            reqs[1].kind,
+            RequestKind::StatQuery {
+                target: StatTarget::Swarm(swarm_id(&[0xab; 20]))
+            }
+        );
+    }
+
+    #[test]
+    fn left_zero_joins_as_seeder_and_unknown_left_as_leech() {
+        for (left, mode) in [
+            (Some(0), PeerMode::Seeder),
+            (Some(1), PeerMode::Leech),
+            (None, PeerMode::Leech),
+        ] {
+            let core = FakeCore::default();
+            let a = announce_with(left, AnnounceEvent::None);
+            announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+            match &core.requests.borrow()[0].kind {
+                RequestKind::Connect { actions, .. } => assert_eq!(actions[0].mode, mode),
+                other => panic!("expected CONNECT, got {other:?}"),
+            };
+        }
+    }
+
+    #[test]
+    fn stopped_is_a_leave_and_succeeds_even_if_the_engine_refuses() {
+        let core = FakeCore::default();
+        let a = announce_with(Some(5), AnnounceEvent::Stopped);
+        let answer = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        let reqs = core.requests.borrow();
+        assert_eq!(
+            reqs[0].kind,
+            RequestKind::Leave {
+                swarm_id: swarm_id(&[0xab; 20])
+            }
+        );
+        assert_eq!(answer.peer_addrs(Family::V4, true).count(), 0);
+    }
+
+    #[test]
+    fn num_want_is_capped_and_defaults() {
+        let limits = BtLimits::default();
+        assert_eq!(limits.peer_count(None), limits.default_num_want);
+        assert_eq!(limits.peer_count(Some(u32::MAX)), limits.max_num_want);
+        assert_eq!(limits.peer_count(Some(3)), 3);
+        assert_eq!(limits.peer_count(Some(0)), 0);
+    }
+
+    #[test]
+    fn interval_stays_below_the_track_timer() {
+        let l = BtLimits::for_track_timer(120);
+        assert_eq!(l.announce_interval_secs, 90);
+        assert_eq!(l.min_announce_interval_secs, 45);
+        let l = BtLimits::for_track_timer(0);
+        assert_eq!(l.announce_interval_secs, 1);
+    }
+
+    #[test]
+    fn engine_errors_propagate_for_request_and_swarm() {
+        let core = FakeCore {
+            connect_error: Some(ErrorCode::ServiceUnavailable),
+            ..FakeCore::default()
+        };
+        let a = announce_with(Some(5), AnnounceEvent::None);
+        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap_err();
+        assert_eq!(err, ErrorCode::ServiceUnavailable);
+
+        let core = FakeCore {
+            swarm_error: Some(ErrorCode::BadRequest),
+            ..FakeCore::default()
+        };
+        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap_err();
+        assert_eq!(err, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn peer_list_excludes_requester_other_family_and_seeders_for_a_seeder() {
+        let core = FakeCore {
+            peers: vec![
+                peer(PeerMode::Leech, &["192.0.2.7:6881"]), // the requester itself
+                peer(PeerMode::Leech, &["198.51.100.1:1000"]),
+                peer(PeerMode::Seeder, &["198.51.100.2:2000"]),
+                peer(PeerMode::Leech, &["[2001:db8::2]:3000"]),
+                peer(
+                    PeerMode::Leech,
+                    &["[2001:db8::3]:3001", "198.51.100.3:3002"],
+                ),
+                peer(PeerMode::Leech, &["198.51.100.4:0"]), // no usable port
+            ],
+            stats: SwarmStats {
+                peers: 6,
+                seeders: 1,
+                leechers: 5,
+                ..SwarmStats::default()
+            },
+            ..FakeCore::default()
+        };
+        let a = announce_with(Some(5), AnnounceEvent::None);
+        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        assert_eq!(ans.counts.seeders, 1);
+        assert_eq!(ans.counts.leechers, 5);
+        let v4: Vec<String> = ans
+            .peer_addrs(Family::V4, false)
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            v4,
+            [
+                "198.51.100.1:1000",
+                "198.51.100.2:2000",
+                "198.51.100.3:3002"
+            ]
+        );
+        let v6: Vec<String> = ans
+            .peer_addrs(Family::V6, false)
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(v6, ["[2001:db8::2]:3000", "[2001:db8::3]:3001"]);
+        let any = ans.peer_addrs(Family::V4, true).count();
+        assert_eq!(any, 4);
+
+        let seeding = announce_with(Some(0), AnnounceEvent::None);
+        let ans = announce(&core, &BtLimits::default(), src(), &seeding, Time(5)).unwrap();
+        let v4: Vec<String> = ans
+            .peer_addrs(Family::V4, false)
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(v4, ["198.51.100.1:1000", "198.51.100.3:3002"]);
+    }
+
+    #[test]
+    fn peer_list_is_cut_at_the_wanted_count() {
+        let peers = (1..=20)
+            .map(|i| peer(PeerMode::Leech, &[&format!("198.51.100.{i}:1000")]))
+            .collect();
+        let core = FakeCore {
+            peers,
+            ..FakeCore::default()
+        };
+        let a = Announce {
+            num_want: Some(7),
+            ..announce_with(Some(5), AnnounceEvent::None)
+        };
+        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        assert_eq!(ans.peer_addrs(Family::V4, false).count(), 7);
+    }
+
+    #[test]
+    fn swarm_counts_read_stat_query_and_zero_on_error() {
+        let core = FakeCore {
+            stats: SwarmStats {
+                seeders: 3,
+                leechers: 4,
+                ..SwarmStats::default()
+            },
+            ..FakeCore::default()
+        };
+        let c = swarm_counts(&core, src(), &[1; 20], Time(0));
+        assert_eq!((c.seeders, c.leechers, c.downloaded), (3, 4, 0));
+        assert_eq!(
+            counts_from(&Response::Err(ErrorCode::Forbidden)),
+            SwarmCounts::default()
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! Request decoding: the raw serde shapes of [`super::raw`] checked and turned into an engine
+//! [`Request`]. Every fault becomes error code 01, except an unsupported `version` (02).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::raw::{self, Int, RawPeerAddr, RawPeerNum, RawRequest, Str};
+use super::{DecodeError, DecodeLimits, Decoded, TransactionId, MAX_TRANSACTION_ID_BYTES};
+use crate::engine::{
+    ActionKind, AddrType, ChunkRange, DisconnectScope, ErrorCode, IdBytes, LinkKind, NatAbility,
+    PeerAddr, PeerId, PeerMode, PeerNum, Request, RequestKind, StatTarget, SwarmAction, SwarmId,
+    SwarmStat, MAX_ID_BYTES,
+};
+
+/// The request was malformed (error code 01). Internal marker; the caller adds the
+/// transaction id.
+#[derive(Debug)]
+pub(super) struct Bad;
+
+type Checked<T> = Result<T, Bad>;
+
+/// RFC 7846 §3.2.1: the only version this tracker speaks.
+pub(super) const VERSION: u64 = 1;
+
+pub(super) fn decode_request(
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
+) -> Result<Decoded, DecodeError> {
+    let message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
+        Ok(envelope) => envelope.message,
+        Err(_) => return Err(salvaged_error(body)),
+    };
+
+    // RFC 7846 §4.3: an unsupported version is 02; a missing one makes the message malformed.
+    let transaction_id = message
+        .transaction_id
+        .as_ref()
+        .filter(|t| t.0.len() <= MAX_TRANSACTION_ID_BYTES)
+        .map(|t| TransactionId(t.0.clone()));
+    let fail = |code| DecodeError {
+        code,
+        transaction_id: transaction_id.clone(),
+    };
+    match message.version {
+        Some(Int(VERSION)) => {}
+        Some(_) => return Err(fail(ErrorCode::UnsupportedVersion)),
+        None => return Err(fail(ErrorCode::BadRequest)),
+    }
+    // RFC 7846 §4.1.1: transaction_id MUST be present; ours is capped at 64 bytes.
+    let Some(transaction_id) = transaction_id.clone() else {
+        return Err(fail(ErrorCode::BadRequest));
+    };
+    match request_from_raw(message, source, limits) {
+        Ok(request) => Ok(Decoded {
+            request,
+            transaction_id,
+        }),
+        Err(Bad) => Err(fail(ErrorCode::BadRequest)),
+    }
+}
+
+/// The error answer for a body that did not even parse into the request shapes: 02 when a
+/// version other than 1 could be read, else 01, with the transaction id when it was readable.
+fn salvaged_error(body: &[u8]) -> DecodeError {
+    let found = raw::salvage(body);
+    let code = match found.version {
+        Some(v) if v != VERSION => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::BadRequest,
+    };
+    DecodeError {
+        code,
+        transaction_id: found
+            .transaction_id
+            .filter(|t| t.len() <= MAX_TRANSACTION_ID_BYTES)
+            .map(TransactionId),
+    }
+}
+
+fn request_from_raw(
+    m: RawRequest<'_>,
+    source: SocketAddr,
+    limits: &DecodeLimits,
+) -> Checked<Request> {
+    let peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
+    let request_type = m.request_type.as_ref().ok_or(Bad)?;
+    // RFC 7846 §7.2: method names are case sensitive.
+    let kind = match request_type.as_str() {
+        "CONNECT" => {
+            // RFC 7846 §7.1 (Figure 6): a CONNECT without swarm actions only registers the
+            // peer; the PPSP extension requests (JOIN, ...) then act on swarms.
+            let (peer_num, addrs, actions) = match m.connect {
+                Some(c) => (c.peer_num, c.peer_addr, c.swarm_action),
+                None => (None, None, None),
+            };
+            let addrs = addrs.map(|a| a.0).unwrap_or_default();
+            let actions = actions.map(|a| a.0).unwrap_or_default();
+            if addrs.len() > limits.max_addrs || actions.len() > limits.max_swarm_actions {
+                return Err(Bad);
+            }
+            RequestKind::Connect {
+                peer_num: peer_num.map(peer_num_from_raw).transpose()?,
+                addrs: addrs
+                    .iter()
+                    .map(|a| peer_addr(a, AddrType::Host))
+                    .collect::<Checked<_>>()?,
+                actions: actions
+                    .iter()
+                    .map(|a| {
+                        Ok(SwarmAction {
+                            swarm_id: SwarmId(id(&a.swarm_id, limits)?),
+                            action: action(&a.action)?,
+                            // RFC 7846 §4.1.1: LEAVE applies "regardless of the peer mode".
+                            mode: match (&a.peer_mode, action(&a.action)?) {
+                                (Some(mode), _) => peer_mode(mode)?,
+                                (None, ActionKind::Leave) => PeerMode::Leech,
+                                (None, ActionKind::Join) => return Err(Bad),
+                            },
+                        })
+                    })
+                    .collect::<Checked<_>>()?,
+            }
+        }
+        "FIND" => {
+            // RFC 7846 example E5 puts `swarm_id` and `peer_num` at the top level.
+            let (swarm_id, peer_num, chunks) = match m.find {
+                Some(f) => (
+                    f.swarm_id.or(m.swarm_id),
+                    f.peer_num.or(m.peer_num),
+                    f.chunks,
+                ),
+                None => (m.swarm_id, m.peer_num, None),
+            };
+            RequestKind::Find {
+                swarm_id: SwarmId(id(swarm_id.as_ref().ok_or(Bad)?, limits)?),
+                peer_num: peer_num.map(peer_num_from_raw).transpose()?,
+                chunks: chunk_ranges(chunks.as_deref().unwrap_or_default(), limits)?,
+            }
+        }
+        "STAT_REPORT" => {
+            // RFC 7846 §4.1.3: without a statistics group the report is a keep-alive.
+            // §3.2.5 defines only STREAM_STATS; groups of other property types (§7.1
+            // extensions) are not understood here and are ignored.
+            let stats = match m.stat_report {
+                Some(r)
+                    if r.kind
+                        .as_ref()
+                        .map_or(true, |k| k.as_str() == "STREAM_STATS") =>
+                {
+                    r.stat.map(|s| s.0).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            if stats.len() > limits.max_stats {
+                return Err(Bad);
+            }
+            RequestKind::StatReport {
+                stats: stats
+                    .iter()
+                    .map(|s| {
+                        Ok(SwarmStat {
+                            swarm_id: s
+                                .swarm_id
+                                .as_ref()
+                                .map(|i| id(i, limits).map(SwarmId))
+                                .transpose()?,
+                            uploaded_bytes: s.uploaded_bytes.map_or(0, |v| v.0),
+                            downloaded_bytes: s.downloaded_bytes.map_or(0, |v| v.0),
+                            available_bandwidth: s.available_bandwidth.map_or(0, |v| v.0),
+                            concurrent_links: opt_u32(s.concurrent_links)?.unwrap_or(0),
+                        })
+                    })
+                    .collect::<Checked<_>>()?,
+            }
+        }
+        "JOIN" => {
+            let j = m.join.ok_or(Bad)?;
+            RequestKind::Join {
+                swarm_id: SwarmId(id(&j.swarm_id, limits)?),
+                mode: peer_mode(&j.peer_mode)?,
+                peer_num: j.peer_num.map(peer_num_from_raw).transpose()?,
+            }
+        }
+        "LEAVE" => RequestKind::Leave {
+            swarm_id: SwarmId(id(&m.leave.ok_or(Bad)?.swarm_id, limits)?),
+        },
+        "DISCONNECT" => match m.disconnect.and_then(|d| d.swarm_id) {
+            None => RequestKind::Disconnect {
+                scope: DisconnectScope::Deregister,
+            },
+            Some(s) if s.as_str() == "ALL" => RequestKind::Disconnect {
+                scope: DisconnectScope::AllSwarms,
+            },
+            // RFC 7846 §7.1 (Figure 6): DISCONNECT(swarm_b) leaves that one swarm.
+            Some(s) => RequestKind::Leave {
+                swarm_id: SwarmId(id(&s, limits)?),
+            },
+        },
+        "KEEPALIVE" => RequestKind::Keepalive,
+        "JOIN_CHUNK" => {
+            let j = m.join_chunk.ok_or(Bad)?;
+            RequestKind::JoinChunk {
+                swarm_id: SwarmId(id(&j.swarm_id, limits)?),
+                chunks: chunk_ranges(&j.chunks, limits)?,
+            }
+        }
+        "STAT_QUERY" => {
+            let q = m.stat_query.ok_or(Bad)?;
+            let target = match (q.swarm_id, q.peer_id) {
+                (Some(s), None) => StatTarget::Swarm(SwarmId(id(&s, limits)?)),
+                (None, Some(p)) => StatTarget::Peer(PeerId(id(&p, limits)?)),
+                _ => return Err(Bad),
+            };
+            RequestKind::StatQuery { target }
+        }
+        _ => return Err(Bad),
+    };
+    Ok(Request {
+        peer_id,
+        source,
+        kind,
+    })
+}
+
+/// A swarm or peer id: 1..=`max_id_len` bytes (never more than [`MAX_ID_BYTES`]).
+fn id(s: &Str<'_>, limits: &DecodeLimits) -> Checked<IdBytes> {
+    let bytes = s.as_str().as_bytes();
+    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) {
+        return Err(Bad);
+    }
+    IdBytes::new(bytes).map_err(|_| Bad)
+}
+
+fn opt_u32(v: Option<Int>) -> Checked<Option<u32>> {
+    v.map(|v| v.to_u32().ok_or(Bad)).transpose()
+}
+
+fn peer_num_from_raw(p: RawPeerNum<'_>) -> Checked<PeerNum> {
+    Ok(PeerNum {
+        peer_count: opt_u32(p.peer_count)?,
+        ability_nat: p
+            .ability_nat
+            .map(|a| match a.as_str().to_ascii_uppercase().as_str() {
+                "NO_NAT" => Ok(NatAbility::NoNat),
+                "STUN" => Ok(NatAbility::Stun),
+                "TURN" => Ok(NatAbility::Turn),
+                _ => Err(Bad),
+            })
+            .transpose()?,
+        concurrent_links: opt_u32(p.concurrent_links)?,
+        online_time: opt_u32(p.online_time)?,
+        upload_bandwidth: opt_u32(p.upload_bandwidth)?,
+    })
+}
+
+fn action(s: &Str<'_>) -> Checked<ActionKind> {
+    let s = s.as_str();
+    if s.eq_ignore_ascii_case("JOIN") {
+        Ok(ActionKind::Join)
+    } else if s.eq_ignore_ascii_case("LEAVE") {
+        Ok(ActionKind::Leave)
+    } else {
+        Err(Bad)
+    }
+}
+
+pub(super) fn peer_mode(s: &Str<'_>) -> Checked<PeerMode> {
+    let s = s.as_str();
+    if s.eq_ignore_ascii_case("SEEDER") {
+        Ok(PeerMode::Seeder)
+    } else if s.eq_ignore_ascii_case("LEECH") {
+        Ok(PeerMode::Leech)
+    } else {
+        Err(Bad)
+    }
+}
+
+/// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`. `priority` defaults to 1 and `type` to
+/// `default_kind` when absent (RFC 7846 example E4's reflexive address has no `type`).
+pub(super) fn peer_addr(a: &RawPeerAddr<'_>, default_kind: AddrType) -> Checked<PeerAddr> {
+    let address = a.ip_address.address.as_str();
+    let family = a.ip_address.address_type.as_str();
+    // RFC 7846 §3.2.4: the address format follows address_type (RFC 3986 IPv4address, RFC
+    // 5952 IPv6); an address of the other family is a mismatch.
+    let ip = if family.eq_ignore_ascii_case("ipv4") {
+        IpAddr::V4(address.parse::<Ipv4Addr>().map_err(|_| Bad)?)
+    } else if family.eq_ignore_ascii_case("ipv6") {
+        IpAddr::V6(address.parse::<Ipv6Addr>().map_err(|_| Bad)?)
+    } else {
+        return Err(Bad);
+    };
+    let kind = match &a.kind {
+        None => default_kind,
+        Some(k) => {
+            let k = k.as_str();
+            if k.eq_ignore_ascii_case("HOST") {
+                AddrType::Host
+            } else if k.eq_ignore_ascii_case("REFLEXIVE") {
+                AddrType::Reflexive
+            } else if k.eq_ignore_ascii_case("PROXY") {
+                AddrType::Proxy
+            } else {
+                return Err(Bad);
+            }
+        }
+    };
+    let connection = match &a.connection {
+        None => None,
+        Some(c) if c.as_str().eq_ignore_ascii_case("wired") => Some(LinkKind::Wired),
+        Some(c) if c.as_str().eq_ignore_ascii_case("wireless") => Some(LinkKind::Wireless),
+        Some(_) => return Err(Bad),
+    };
+    Ok(PeerAddr {
+        addr: SocketAddr::new(ip, a.port.to_u16().ok_or(Bad)?),
+        priority: opt_u32(a.priority)?.unwrap_or(1),
+        kind,
+        connection,
+        asn: opt_u32(a.asn)?,
+        // Other peer protocols are not described further by RFC 7846; only PPSPP is flagged.
+        ppsp_pp: a
+            .peer_protocol
+            .as_ref()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("PPSP-PP")),
+    })
+}
+
+/// Inclusive `[start, end]` chunk-id ranges (RFC 7574 §4.3); `start > end` is malformed.
+fn chunk_ranges(raw: &[raw::RawChunk], limits: &DecodeLimits) -> Checked<Vec<ChunkRange>> {
+    if raw.len() > limits.max_chunk_ranges {
+        return Err(Bad);
+    }
+    raw.iter()
+        .map(|(start, end)| ChunkRange::new(start.0, end.0).ok_or(Bad))
+        .collect()
+}

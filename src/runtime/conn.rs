@@ -1,0 +1,346 @@
+//! Per-connection buffers and limits, independent of the I/O back-end.
+//!
+//! A [`ConnState`] holds what one TCP connection needs between readiness events: the input
+//! bytes not yet consumed by the service (capped, so a request can never need more than the
+//! configured head + body limits), the answers not yet sent (with a backpressure limit: above
+//! it the back-end stops reading from the connection), and the time of the last traffic for the
+//! idle timeout. Back-ends (the epoll loop today) move bytes between the socket and these
+//! buffers and call [`ConnState::run_service`] to let the protocol consume input.
+//!
+//! In the common case a connection holds no buffer at all: the back-end reads into a
+//! per-worker scratch buffer, the service answers into a per-worker scratch output, and only
+//! what is left over (a partial request, an answer the socket did not take) is stashed here.
+//! Buffers are released as soon as they are empty, so idle keep-alive connections cost no
+//! buffer memory.
+
+use std::time::{Duration, Instant};
+
+use super::{ConnCtx, StreamWorker};
+
+/// First allocation of an input buffer; it doubles up to the configured cap when a request is
+/// bigger.
+const INITIAL_INPUT: usize = 4096;
+
+/// Limits of the connections of one listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most unconsumed input bytes held per connection. A service that consumes nothing from a
+    /// full buffer gets its connection closed.
+    pub max_input_bytes: usize,
+    /// Unsent output above which the connection is not read from (backpressure).
+    pub max_pending_output_bytes: usize,
+    /// Open connections per worker; more are refused (closed at once, counted).
+    pub max_connections: usize,
+    /// A connection without traffic for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_input_bytes: 64 * 1024,
+            max_pending_output_bytes: 256 * 1024,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Buffers and flags of one connection.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    /// Allocated input region; bytes `[..filled]` are unconsumed input.
+    input: Vec<u8>,
+    filled: usize,
+    /// Output; bytes `[sent..]` are pending.
+    output: Vec<u8>,
+    sent: usize,
+    /// New input arrived (or output drained) since the service last consumed nothing.
+    input_dirty: bool,
+    /// The peer finished sending (read returned 0).
+    pub read_closed: bool,
+    /// The service asked to close: flush the output, then close.
+    closing: bool,
+    last_activity: Instant,
+}
+
+impl ConnState {
+    pub fn new(now: Instant) -> Self {
+        ConnState {
+            input: Vec::new(),
+            filled: 0,
+            output: Vec::new(),
+            sent: 0,
+            input_dirty: false,
+            read_closed: false,
+            closing: false,
+            last_activity: now,
+        }
+    }
+
+    /// Where to read into, growing the buffer up to `max_input`; `None` when the buffer is at
+    /// its cap (the service wants more bytes than a request may have).
+    pub fn read_buf(&mut self, max_input: usize) -> Option<&mut [u8]> {
+        if self.filled >= max_input {
+            return None;
+        }
+        if self.filled == self.input.len() {
+            let grown = (self.input.len() * 2).max(INITIAL_INPUT).min(max_input);
+            self.input.resize(grown, 0);
+        }
+        self.input.get_mut(self.filled..)
+    }
+
+    /// `n` bytes were read into the slice returned by [`ConnState::read_buf`].
+    pub fn on_read(&mut self, n: usize, now: Instant) {
+        self.filled = (self.filled + n).min(self.input.len());
+        self.input_dirty = true;
+        self.last_activity = now;
+    }
+
+    pub fn pending_output(&self) -> &[u8] {
+        self.output.get(self.sent..).unwrap_or(&[])
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.sent < self.output.len()
+    }
+
+    /// `n` bytes of [`ConnState::pending_output`] were written.
+    pub fn on_written(&mut self, n: usize, now: Instant) {
+        self.sent = (self.sent + n).min(self.output.len());
+        self.last_activity = now;
+        if self.sent == self.output.len() {
+            self.output = Vec::new();
+            self.sent = 0;
+        }
+    }
+
+    /// True while pending output is at or over the limit: do not read, do not serve.
+    pub fn output_blocked(&self, limits: &ConnLimits) -> bool {
+        self.output.len() - self.sent >= limits.max_pending_output_bytes
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The service has input it has not yet looked at, and room to answer.
+    pub fn wants_service(&self, limits: &ConnLimits) -> bool {
+        self.filled > 0 && self.input_dirty && !self.closing && !self.output_blocked(limits)
+    }
+
+    /// Unconsumed input bytes.
+    #[cfg(test)]
+    pub fn buffered_input(&self) -> usize {
+        self.filled
+    }
+
+    /// Lets the service consume input and append answers. Returns the bytes consumed.
+    pub fn run_service(&mut self, worker: &mut dyn StreamWorker, ctx: &ConnCtx) -> usize {
+        // Keep pending output at the front so the service sees one contiguous buffer whose
+        // length is the pending amount (what it compares with `ctx.output_limit`).
+        if self.sent > 0 {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        let input = self.input.get(..self.filled).unwrap_or(&[]);
+        let step = worker.on_input(ctx, input, &mut self.output);
+        let consumed = step.consumed.min(self.filled);
+        if consumed > 0 {
+            self.input.copy_within(consumed..self.filled, 0);
+            self.filled -= consumed;
+            if self.filled == 0 {
+                self.input = Vec::new();
+            }
+        } else {
+            // Incomplete request: wait for more bytes.
+            self.input_dirty = false;
+        }
+        if step.close {
+            self.closing = true;
+        }
+        consumed
+    }
+
+    /// Nothing buffered in either direction: the next bytes can go through the worker's
+    /// scratch buffers.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0 && !self.has_output() && !self.closing
+    }
+
+    /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
+    /// service may be able to consume more of it without new bytes (it stopped at the output
+    /// limit rather than at an incomplete request).
+    pub fn stash_input(&mut self, leftover: &[u8], dirty: bool, now: Instant) {
+        self.input.truncate(self.filled);
+        self.input.extend_from_slice(leftover);
+        self.filled = self.input.len();
+        self.input_dirty = dirty && self.filled > 0;
+        self.last_activity = now;
+    }
+
+    /// Records traffic for the idle timeout.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Keeps answer bytes the socket did not take.
+    pub fn stash_output(&mut self, rest: &[u8]) {
+        self.output.extend_from_slice(rest);
+    }
+
+    /// The service asked to close after its answers.
+    pub fn set_closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// Re-arms the service after the output drained below its limit, so requests already
+    /// buffered are served without waiting for new bytes.
+    pub fn mark_dirty(&mut self) {
+        if self.filled > 0 {
+            self.input_dirty = true;
+        }
+    }
+
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_activity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::StreamStep;
+
+    /// Consumes whole lines; each line `n` is answered with `n` bytes of `x` and a newline.
+    struct Lines;
+
+    impl StreamWorker for Lines {
+        fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+            let mut consumed = 0;
+            while out.len() < ctx.output_limit {
+                let rest = &input[consumed..];
+                let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let n: usize = std::str::from_utf8(&rest[..nl])
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                out.extend(std::iter::repeat(b'x').take(n));
+                out.push(b'\n');
+                consumed += nl + 1;
+            }
+            StreamStep {
+                consumed,
+                close: false,
+            }
+        }
+    }
+
+    fn ctx(limit: usize) -> ConnCtx {
+        ConnCtx {
+            worker: 0,
+            listener: 0,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            output_limit: limit,
+        }
+    }
+
+    fn feed(state: &mut ConnState, bytes: &[u8], max: usize) {
+        let now = Instant::now();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let buf = state.read_buf(max).expect("room");
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            state.on_read(n, now);
+            rest = &rest[n..];
+        }
+    }
+
+    #[test]
+    fn input_grows_up_to_the_cap_and_no_further() {
+        let mut s = ConnState::new(Instant::now());
+        feed(&mut s, &[b'a'; 10_000], 10_000);
+        assert_eq!(s.buffered_input(), 10_000);
+        assert!(s.read_buf(10_000).is_none());
+        assert!(s.input.len() <= 10_000);
+    }
+
+    #[test]
+    fn partial_request_waits_for_more_bytes() {
+        let limits = ConnLimits::default();
+        let mut s = ConnState::new(Instant::now());
+        feed(&mut s, b"12", 100);
+        assert!(s.wants_service(&limits));
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 0);
+        assert!(!s.wants_service(&limits), "no new bytes: do not call again");
+        feed(&mut s, b"\n3\n4", 100);
+        assert!(s.wants_service(&limits));
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 5);
+        assert_eq!(s.pending_output(), b"xxxxxxxxxxxx\nxxx\n");
+        assert_eq!(s.buffered_input(), 1, "the partial `4` stays");
+    }
+
+    #[test]
+    fn service_stops_at_the_output_limit_and_resumes_after_draining() {
+        let limits = ConnLimits {
+            max_pending_output_bytes: 100,
+            ..ConnLimits::default()
+        };
+        let mut s = ConnState::new(Instant::now());
+        feed(&mut s, b"60\n60\n60\n", 100);
+        let c = ctx(limits.max_pending_output_bytes);
+        assert_eq!(
+            s.run_service(&mut Lines, &c),
+            6,
+            "two answers reach the limit"
+        );
+        assert!(s.output_blocked(&limits));
+        assert!(!s.wants_service(&limits));
+        let pending = s.pending_output().len();
+        s.on_written(pending - 10, Instant::now());
+        assert!(!s.output_blocked(&limits));
+        assert!(s.wants_service(&limits));
+        assert_eq!(s.run_service(&mut Lines, &c), 3);
+        assert_eq!(s.pending_output().len(), 10 + 61);
+        assert_eq!(s.buffered_input(), 0);
+    }
+
+    #[test]
+    fn written_output_is_released() {
+        let mut s = ConnState::new(Instant::now());
+        feed(&mut s, b"200000\n", 100);
+        s.run_service(&mut Lines, &ctx(usize::MAX));
+        assert!(s.has_output());
+        let n = s.pending_output().len();
+        s.on_written(n, Instant::now());
+        assert!(!s.has_output());
+        assert_eq!(s.output.capacity(), 0);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn stashed_leftovers_are_served_then_released() {
+        let limits = ConnLimits::default();
+        let mut s = ConnState::new(Instant::now());
+        assert!(s.is_empty());
+        // A scratch read left half a request behind.
+        s.stash_input(b"1", false, Instant::now());
+        assert!(!s.is_empty());
+        assert!(!s.wants_service(&limits), "incomplete: wait for bytes");
+        feed(&mut s, b"0\n", 100);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 3);
+        assert_eq!(s.pending_output(), b"xxxxxxxxxx\n");
+        assert_eq!(s.input.capacity(), 0, "empty input buffer is released");
+        let n = s.pending_output().len();
+        s.on_written(n, Instant::now());
+        assert!(s.is_empty());
+        // Whole requests held back by the output limit are served without new bytes.
+        s.stash_input(b"2\n", true, Instant::now());
+        assert!(s.wants_service(&limits));
+    }
+}

@@ -1,0 +1,449 @@
+//! The epoll back-end: one mio event loop per worker thread.
+//!
+//! Sockets are registered edge-triggered for both directions once, so serving a connection
+//! never costs a re-registration syscall: on every event the loop writes what is pending, lets
+//! the service consume buffered input, and reads until the socket would block, unless pending
+//! output is over the backpressure limit (then it waits for the socket to become writable).
+//! A [`mio::Waker`] interrupts the poll for shutdown; the poll timeout drives the worker tick.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::conn::{ConnLimits, ConnState};
+use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
+use super::{ConnCtx, ListenerSpec, StreamWorker};
+
+const WAKER: Token = Token(0);
+/// Listener `i` has token `FIRST_LISTENER + i`; connections follow the listeners.
+const FIRST_LISTENER: usize = 1;
+
+/// Everything a worker needs, built on the starting thread.
+pub(crate) struct WorkerSetup {
+    pub index: usize,
+    pub sockets: Vec<std::net::TcpListener>,
+    pub listeners: Vec<ListenerSpec>,
+    pub stats: Arc<RuntimeStats>,
+    pub stop: Arc<AtomicBool>,
+    pub tick: Duration,
+    pub events_per_poll: usize,
+}
+
+struct Listening {
+    socket: TcpListener,
+    local: SocketAddr,
+    limits: ConnLimits,
+    open: usize,
+}
+
+/// Per-worker buffers that every connection of the worker borrows while it is served.
+struct Scratch {
+    /// Sized to the largest `max_input_bytes` of the worker's listeners.
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    state: ConnState,
+    listener: usize,
+    ctx: ConnCtx,
+}
+
+/// One worker's event loop, moved onto its thread by [`super::Runtime::start`].
+pub(crate) struct EventLoop {
+    index: usize,
+    poll: Poll,
+    listening: Vec<Listening>,
+    specs: Vec<ListenerSpec>,
+    stats: Arc<RuntimeStats>,
+    stop: Arc<AtomicBool>,
+    tick: Duration,
+    events_per_poll: usize,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+}
+
+impl EventLoop {
+    pub fn new(setup: WorkerSetup) -> io::Result<(EventLoop, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listening = Vec::with_capacity(setup.sockets.len());
+        for (i, (socket, spec)) in setup.sockets.into_iter().zip(&setup.listeners).enumerate() {
+            let local = socket.local_addr()?;
+            let mut socket = TcpListener::from_std(socket);
+            poll.registry()
+                .register(&mut socket, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            listening.push(Listening {
+                socket,
+                local,
+                limits: spec.limits,
+                open: 0,
+            });
+        }
+        Ok((
+            EventLoop {
+                index: setup.index,
+                poll,
+                listening,
+                specs: setup.listeners,
+                stats: setup.stats,
+                stop: setup.stop,
+                tick: setup.tick,
+                events_per_poll: setup.events_per_poll.max(16),
+                conns: Vec::new(),
+                free: Vec::new(),
+            },
+            waker,
+        ))
+    }
+
+    fn conn_stats(&self, listener: usize) -> &ConnStats {
+        &self.stats.listeners[listener].per_worker[self.index]
+    }
+
+    pub fn run(mut self) {
+        let mut workers: Vec<Box<dyn StreamWorker>> = self
+            .specs
+            .iter()
+            .map(|spec| spec.service.worker(self.index))
+            .collect();
+        let mut events = Events::with_capacity(self.events_per_poll);
+        let mut scratch = Scratch {
+            input: vec![
+                0;
+                self.listening
+                    .iter()
+                    .map(|l| l.limits.max_input_bytes)
+                    .max()
+                    .unwrap_or(0)
+                    .max(1)
+            ],
+            output: Vec::with_capacity(16 * 1024),
+        };
+        let first_conn = FIRST_LISTENER + self.listening.len();
+        let mut next_tick = Instant::now() + self.tick;
+        let sweep_every = self
+            .listening
+            .iter()
+            .map(|l| l.limits.idle_timeout / 4)
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut next_sweep = Instant::now() + sweep_every;
+
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(worker = self.index, "poll failed, worker stops: {e}");
+                break;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token().0;
+                if token == WAKER.0 {
+                    continue;
+                } else if token < first_conn {
+                    self.accept_all(token - FIRST_LISTENER, first_conn, now);
+                } else {
+                    self.drive(token - first_conn, &mut workers, &mut scratch, now);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                for worker in &mut workers {
+                    worker.on_tick(now);
+                }
+                next_tick = now + self.tick;
+            }
+            if now >= next_sweep {
+                self.sweep_idle(now);
+                next_sweep = now + sweep_every;
+            }
+        }
+        let open: usize = self.listening.iter().map(|l| l.open).sum();
+        tracing::debug!(worker = self.index, open, "worker stopping");
+        for slot in 0..self.conns.len() {
+            self.close(slot);
+        }
+    }
+
+    fn accept_all(&mut self, listener: usize, first_conn: usize, now: Instant) {
+        let Some(l) = self.listening.get(listener) else {
+            return;
+        };
+        let local = l.local;
+        let limits = l.limits;
+        loop {
+            let accepted = match self.listening[listener].socket.accept() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS: the next connection attempt retries.
+                    tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    return;
+                }
+            };
+            let (mut stream, peer) = accepted;
+            if self.listening[listener].open >= limits.max_connections {
+                bump(&self.conn_stats(listener).refused, 1);
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let slot = match self.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    self.conns.push(None);
+                    self.conns.len() - 1
+                }
+            };
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(first_conn + slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(worker = self.index, "cannot register a connection: {e}");
+                self.free.push(slot);
+                continue;
+            }
+            self.conns[slot] = Some(Conn {
+                stream,
+                state: ConnState::new(now),
+                listener,
+                ctx: ConnCtx {
+                    worker: self.index,
+                    listener,
+                    peer,
+                    local,
+                    output_limit: limits.max_pending_output_bytes,
+                },
+            });
+            self.listening[listener].open += 1;
+            let stats = self.conn_stats(listener);
+            bump(&stats.accepted, 1);
+            bump(&stats.open, 1);
+        }
+    }
+
+    /// Serves one connection after a readiness event; closes it when it is done.
+    fn drive(
+        &mut self,
+        slot: usize,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        now: Instant,
+    ) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let listener = conn.listener;
+        let limits = self.listening[listener].limits;
+        let stats = &self.stats.listeners[listener].per_worker[self.index];
+        let Some(worker) = workers.get_mut(listener) else {
+            return;
+        };
+        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
+        match outcome {
+            Outcome::Keep => {}
+            Outcome::Close => self.close(slot),
+            Outcome::Overflow => {
+                bump(&self.conn_stats(listener).closed_overflow, 1);
+                self.close(slot);
+            }
+            Outcome::Error => {
+                bump(&self.conn_stats(listener).closed_error, 1);
+                self.close(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            // Counters first, so that a client seeing the close also sees them.
+            if let Some(l) = self.listening.get_mut(conn.listener) {
+                l.open = l.open.saturating_sub(1);
+            }
+            drop_by(&self.conn_stats(conn.listener).open, 1);
+            let mut stream = conn.stream;
+            let _ = self.poll.registry().deregister(&mut stream);
+            drop(stream);
+            self.free.push(slot);
+        }
+    }
+
+    fn sweep_idle(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let idle = match &self.conns[slot] {
+                Some(conn) => {
+                    conn.state.idle_for(now) >= self.listening[conn.listener].limits.idle_timeout
+                }
+                None => false,
+            };
+            if idle {
+                if let Some(Some(conn)) = self.conns.get(slot) {
+                    bump(&self.conn_stats(conn.listener).closed_idle, 1);
+                }
+                self.close(slot);
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Keep,
+    Close,
+    Overflow,
+    Error,
+}
+
+/// Moves bytes until the socket would block, the service waits for more input, or output is
+/// over the backpressure limit.
+fn serve(
+    conn: &mut Conn,
+    worker: &mut dyn StreamWorker,
+    limits: &ConnLimits,
+    stats: &ConnStats,
+    scratch: &mut Scratch,
+    now: Instant,
+) -> Outcome {
+    loop {
+        // 1. Send what is pending.
+        while conn.state.has_output() {
+            let was_blocked = conn.state.output_blocked(limits);
+            match conn.stream.write(conn.state.pending_output()) {
+                Ok(0) => return Outcome::Error,
+                Ok(n) => {
+                    conn.state.on_written(n, now);
+                    bump(&stats.bytes_out, n as u64);
+                    if was_blocked && !conn.state.output_blocked(limits) {
+                        conn.state.mark_dirty();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Outcome::Error,
+            }
+        }
+        if conn.state.closing() {
+            return if conn.state.has_output() {
+                Outcome::Keep
+            } else {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                Outcome::Close
+            };
+        }
+
+        // 2. Let the service consume what is buffered.
+        if conn.state.wants_service(limits) {
+            let consumed = conn.state.run_service(worker, &conn.ctx);
+            // Flush what it wrote and serve the rest of the buffer before reading again. A
+            // call that consumed nothing cleared the dirty flag, so this cannot spin.
+            if consumed > 0 || conn.state.closing() || conn.state.has_output() {
+                continue;
+            }
+        }
+        if conn.state.output_blocked(limits) {
+            // Backpressure: the writable event resumes this connection.
+            return Outcome::Keep;
+        }
+
+        // 3. Read more.
+        if conn.state.read_closed {
+            return if conn.state.has_output() {
+                Outcome::Keep
+            } else {
+                Outcome::Close
+            };
+        }
+        if conn.state.is_empty() {
+            match read_through_scratch(conn, worker, limits, stats, scratch, now) {
+                Ok(()) => continue,
+                Err(outcome) => return outcome,
+            }
+        }
+        let Some(buf) = conn.state.read_buf(limits.max_input_bytes) else {
+            return Outcome::Overflow;
+        };
+        match conn.stream.read(buf) {
+            Ok(0) => conn.state.read_closed = true,
+            Ok(n) => {
+                conn.state.on_read(n, now);
+                bump(&stats.bytes_in, n as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Outcome::Error,
+        }
+    }
+}
+
+/// The common case of a connection with nothing buffered: read into the worker's scratch,
+/// serve from it, write the answers from the scratch output, and stash only what is left over
+/// in the connection. `Err` carries how the caller must return.
+fn read_through_scratch(
+    conn: &mut Conn,
+    worker: &mut dyn StreamWorker,
+    limits: &ConnLimits,
+    stats: &ConnStats,
+    scratch: &mut Scratch,
+    now: Instant,
+) -> Result<(), Outcome> {
+    let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
+    let n = match conn.stream.read(&mut scratch.input[..cap]) {
+        Ok(0) => {
+            conn.state.read_closed = true;
+            return Ok(());
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Outcome::Keep),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+        Err(_) => return Err(Outcome::Error),
+    };
+    bump(&stats.bytes_in, n as u64);
+    conn.state.touch(now);
+    let data = &scratch.input[..n];
+    scratch.output.clear();
+    let step = worker.on_input(&conn.ctx, data, &mut scratch.output);
+    let consumed = step.consumed.min(n);
+    if consumed < n {
+        // Served nothing: an incomplete request waits for more bytes. Served some: the rest
+        // may be whole requests held back by the output limit.
+        conn.state.stash_input(&data[consumed..], consumed > 0, now);
+    }
+    if step.close {
+        conn.state.set_closing();
+    }
+    let mut written = 0;
+    while written < scratch.output.len() {
+        match conn.stream.write(&scratch.output[written..]) {
+            Ok(0) => return Err(Outcome::Error),
+            Ok(k) => written += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(Outcome::Error),
+        }
+    }
+    bump(&stats.bytes_out, written as u64);
+    if written < scratch.output.len() {
+        conn.state.stash_output(&scratch.output[written..]);
+    }
+    // Do not let one huge answer pin memory in the worker for ever.
+    if scratch.output.capacity() > 1024 * 1024 {
+        scratch.output = Vec::with_capacity(16 * 1024);
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Listening sockets: one per worker and listener, all bound to the same address with
+//! `SO_REUSEPORT` so that the kernel spreads incoming connections over the workers.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds `addr` with `SO_REUSEPORT` and starts listening. Errors name the address.
+pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let with_addr =
+        |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| with_addr("socket for", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| with_addr("SO_REUSEADDR on", e))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| with_addr("SO_REUSEPORT on", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| with_addr("O_NONBLOCK on", e))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| with_addr("bind", e))?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket
+        .listen(backlog)
+        .map_err(|e| with_addr("listen on", e))?;
+    Ok(socket.into())
+}
+
+/// Binds `workers` sockets for `addr`. With port 0 the first socket picks the port and the
+/// others join it, so every worker serves the same address.
+pub(crate) fn bind_group(
+    addr: SocketAddr,
+    workers: usize,
+    backlog: u32,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind_reuseport(addr, backlog)?;
+    let bound = first.local_addr()?;
+    let mut all = Vec::with_capacity(workers);
+    all.push(first);
+    for _ in 1..workers {
+        all.push(bind_reuseport(bound, backlog)?);
+    }
+    Ok((bound, all))
+}

@@ -1,0 +1,109 @@
+//! Connection counters of the runtime, one cache-padded block per worker and listener.
+//!
+//! Only the owning worker writes its block (plain load + store, no read-modify-write, no lock);
+//! readers (the metrics scrape) sum the blocks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam::utils::CachePadded;
+
+/// Counters of one listener on one worker.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections accepted and kept.
+    pub accepted: AtomicU64,
+    /// Connections refused because the worker had `max_connections` open.
+    pub refused: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub closed_idle: AtomicU64,
+    /// Connections closed because their input reached the cap without the service consuming.
+    pub closed_overflow: AtomicU64,
+    /// Connections closed on a socket error.
+    pub closed_error: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Adds `n` to a counter that only the calling thread writes.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Subtracts `n` from a gauge that only the calling thread writes.
+#[inline]
+pub(crate) fn drop_by(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).saturating_sub(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Sums of [`ConnStats`] over workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnTotals {
+    pub accepted: u64,
+    pub refused: u64,
+    pub open: u64,
+    pub closed_idle: u64,
+    pub closed_overflow: u64,
+    pub closed_error: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One listener: its name, the address it is bound to, and per-worker counters.
+#[derive(Debug)]
+pub struct ListenerStats {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub per_worker: Box<[CachePadded<ConnStats>]>,
+}
+
+impl ListenerStats {
+    pub(crate) fn new(name: String, addr: SocketAddr, workers: usize) -> Self {
+        ListenerStats {
+            name,
+            addr,
+            per_worker: (0..workers)
+                .map(|_| CachePadded::new(ConnStats::default()))
+                .collect(),
+        }
+    }
+
+    /// Counters summed over workers.
+    pub fn totals(&self) -> ConnTotals {
+        let mut t = ConnTotals::default();
+        for w in self.per_worker.iter() {
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            t.accepted += get(&w.accepted);
+            t.refused += get(&w.refused);
+            t.open += get(&w.open);
+            t.closed_idle += get(&w.closed_idle);
+            t.closed_overflow += get(&w.closed_overflow);
+            t.closed_error += get(&w.closed_error);
+            t.bytes_in += get(&w.bytes_in);
+            t.bytes_out += get(&w.bytes_out);
+        }
+        t
+    }
+}
+
+/// Counters of every listener of a runtime.
+#[derive(Debug)]
+pub struct RuntimeStats {
+    pub listeners: Vec<ListenerStats>,
+}
+
+impl RuntimeStats {
+    /// Counters of the listener called `name`, if any.
+    pub fn listener(&self, name: &str) -> Option<&ListenerStats> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}

@@ -1,0 +1,346 @@
+//! Runtime tests over real loopback sockets with a small line protocol: each line `n` is
+//! answered with `n:` followed by `n` bytes of `x` and a newline; `close` is answered `bye` and
+//! closes; anything else is answered `?`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+#[derive(Default)]
+struct Probe {
+    workers_created: AtomicUsize,
+    workers_dropped: AtomicUsize,
+    ticks: AtomicUsize,
+    /// Largest output buffer seen after a service call.
+    max_output: AtomicUsize,
+}
+
+struct LineService(Arc<Probe>);
+
+struct LineWorker(Arc<Probe>);
+
+impl StreamService for LineService {
+    fn worker(&self, _worker: usize) -> Box<dyn StreamWorker> {
+        self.0.workers_created.fetch_add(1, Ordering::SeqCst);
+        Box::new(LineWorker(self.0.clone()))
+    }
+}
+
+impl Drop for LineWorker {
+    fn drop(&mut self) {
+        self.0.workers_dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl StreamWorker for LineWorker {
+    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+        let mut consumed = 0;
+        let mut close = false;
+        while out.len() < ctx.output_limit && !close {
+            let rest = &input[consumed..];
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line = std::str::from_utf8(&rest[..nl]).unwrap_or("").trim();
+            if line == "close" {
+                out.extend_from_slice(b"bye\n");
+                close = true;
+            } else if let Ok(n) = line.parse::<usize>() {
+                out.extend_from_slice(format!("{n}:").as_bytes());
+                out.resize(out.len() + n, b'x');
+                out.push(b'\n');
+            } else {
+                out.extend_from_slice(b"?\n");
+            }
+            consumed += nl + 1;
+        }
+        self.0.max_output.fetch_max(out.len(), Ordering::SeqCst);
+        StreamStep { consumed, close }
+    }
+
+    fn on_tick(&mut self, _now: Instant) {
+        self.0.ticks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn answer(n: usize) -> Vec<u8> {
+    let mut v = format!("{n}:").into_bytes();
+    v.resize(v.len() + n, b'x');
+    v.push(b'\n');
+    v
+}
+
+fn start(workers: usize, limits: ConnLimits) -> (Runtime, SocketAddr, Arc<Probe>) {
+    let probe = Arc::new(Probe::default());
+    let config = RuntimeConfig {
+        workers,
+        tick: Duration::from_millis(10),
+        name: "test-worker".to_owned(),
+        ..RuntimeConfig::default()
+    };
+    let spec = ListenerSpec {
+        name: "lines".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LineService(probe.clone())),
+        limits,
+    };
+    let rt = Runtime::start(&config, vec![spec]).unwrap();
+    let addr = rt.local_addrs()[0].1;
+    assert_ne!(addr.port(), 0);
+    (rt, addr, probe)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn read_exact_len(s: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// True once the server closed the connection (EOF or reset).
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return false
+            }
+            Err(e) => panic!("unexpected read error: {e}"),
+        }
+    }
+}
+
+/// Waits (bounded) for a condition the server reaches asynchronously.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut c = connect(addr);
+    let sizes: Vec<usize> = (0..200).map(|i| (i * 37) % 300).collect();
+    let mut req = String::new();
+    let mut want = Vec::new();
+    for n in &sizes {
+        req.push_str(&format!("{n}\n"));
+        want.extend(answer(*n));
+    }
+    c.write_all(req.as_bytes()).unwrap();
+    assert_eq!(read_exact_len(&mut c, want.len()), want);
+    rt.shutdown();
+}
+
+#[test]
+fn a_request_split_over_many_writes_is_served_once_complete() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut c = connect(addr);
+    c.set_nodelay(true).unwrap();
+    for b in b"12" {
+        c.write_all(&[*b]).unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.write_all(b"\nnope\n").unwrap();
+    let mut want = answer(12);
+    want.extend_from_slice(b"?\n");
+    assert_eq!(read_exact_len(&mut c, want.len()), want);
+    rt.shutdown();
+}
+
+#[test]
+fn service_close_flushes_the_answer_then_closes() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut c = connect(addr);
+    c.write_all(b"3\nclose\n5\n").unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    let mut want = answer(3);
+    want.extend_from_slice(b"bye\n");
+    assert_eq!(got, want, "nothing after close is served");
+    rt.shutdown();
+}
+
+#[test]
+fn requests_before_a_half_close_are_still_answered() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut c = connect(addr);
+    c.write_all(b"4\n6\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    let mut want = answer(4);
+    want.extend(answer(6));
+    assert_eq!(got, want);
+    rt.shutdown();
+}
+
+#[test]
+fn backpressure_bounds_pending_output_when_the_client_does_not_read() {
+    const LIMIT: usize = 16 * 1024;
+    const ANSWER: usize = 50_000;
+    const REQUESTS: usize = 200;
+    let limits = ConnLimits {
+        max_pending_output_bytes: LIMIT,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, probe) = start(1, limits);
+    let mut c = connect(addr);
+    // 200 pipelined requests ask for 10 MB of answers; the client reads none for a while.
+    let req = format!("{ANSWER}\n").repeat(REQUESTS);
+    c.write_all(req.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let bound = LIMIT + ANSWER + 16;
+    let seen = probe.max_output.load(Ordering::SeqCst);
+    assert!(
+        seen <= bound,
+        "pending output grew to {seen} (bound {bound})"
+    );
+    // Every answer still arrives, in order, once the client reads.
+    let one = answer(ANSWER);
+    for i in 0..REQUESTS {
+        assert_eq!(read_exact_len(&mut c, one.len()), one, "answer {i}");
+    }
+    let seen = probe.max_output.load(Ordering::SeqCst);
+    assert!(
+        seen <= bound,
+        "pending output grew to {seen} (bound {bound})"
+    );
+    let stats = rt.stats();
+    eventually("bytes out are counted", || {
+        stats.listeners[0].totals().bytes_out == (one.len() * REQUESTS) as u64
+    });
+    assert_eq!(stats.listeners[0].totals().bytes_in, req.len() as u64);
+    rt.shutdown();
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let limits = ConnLimits {
+        idle_timeout: Duration::from_millis(100),
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut c = connect(addr);
+    c.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut c, answer(1).len()), answer(1));
+    assert!(closed_by_server(&mut c));
+    let stats = rt.stats();
+    let totals = stats.listeners[0].totals();
+    assert_eq!(totals.closed_idle, 1);
+    assert_eq!(totals.open, 0);
+    rt.shutdown();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_counted() {
+    let limits = ConnLimits {
+        max_connections: 2,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut a = connect(addr);
+    let mut b = connect(addr);
+    for c in [&mut a, &mut b] {
+        c.write_all(b"2\n").unwrap();
+        assert_eq!(read_exact_len(c, answer(2).len()), answer(2));
+    }
+    let mut third = connect(addr);
+    let _ = third.write_all(b"2\n");
+    assert!(
+        closed_by_server(&mut third),
+        "the third connection must be refused"
+    );
+    let stats = rt.stats();
+    assert_eq!(stats.listeners[0].totals().refused, 1);
+    assert_eq!(stats.listeners[0].totals().open, 2);
+    // Closing one frees a place.
+    drop(a);
+    eventually("the closed connection is released", || {
+        stats.listeners[0].totals().open == 1
+    });
+    let mut d = connect(addr);
+    d.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut d, answer(2).len()), answer(2));
+    rt.shutdown();
+}
+
+#[test]
+fn input_that_never_completes_a_request_is_capped() {
+    let limits = ConnLimits {
+        max_input_bytes: 1024,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut c = connect(addr);
+    // No newline: the service can never consume it.
+    let _ = c.write_all(&[b'7'; 4096]);
+    assert!(closed_by_server(&mut c));
+    assert_eq!(rt.stats().listeners[0].totals().closed_overflow, 1);
+    rt.shutdown();
+}
+
+#[test]
+fn workers_share_one_port_and_shutdown_joins_them_all() {
+    let (mut rt, addr, probe) = start(3, ConnLimits::default());
+    assert_eq!(rt.workers(), 3);
+    eventually("every worker created its service half", || {
+        probe.workers_created.load(Ordering::SeqCst) == 3
+    });
+    eventually("the tick runs", || probe.ticks.load(Ordering::SeqCst) > 0);
+    let mut clients: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
+    for c in &mut clients {
+        c.write_all(b"5\n").unwrap();
+        assert_eq!(read_exact_len(c, answer(5).len()), answer(5));
+    }
+    rt.shutdown();
+    // Every worker has returned and dropped its service half.
+    assert_eq!(probe.workers_dropped.load(Ordering::SeqCst), 3);
+    for c in &mut clients {
+        assert!(
+            closed_by_server(c),
+            "open connections are closed at shutdown"
+        );
+    }
+    assert!(TcpStream::connect(addr).is_err(), "listeners are closed");
+    rt.shutdown(); // idempotent
+}
+
+#[test]
+fn bind_failure_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let spec = ListenerSpec {
+        name: "lines".to_owned(),
+        addr,
+        service: Arc::new(LineService(Arc::new(Probe::default()))),
+        limits: ConnLimits::default(),
+    };
+    let err = match Runtime::start(&RuntimeConfig::default(), vec![spec]) {
+        Ok(_) => panic!("bind on a taken port must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
+
+#[test]
+fn backend_names_parse() {
+    assert_eq!(Backend::parse("epoll"), Ok(Backend::Epoll));
+    assert!(Backend::parse("io_uring").unwrap_err().contains("io_uring"));
+}

@@ -1,1 +1,0 @@
-//! Server assembly (under construction).

@@ -1,0 +1,324 @@
+//! Server assembly: builds the engine, the protocol services and the runtimes from a
+//! [`Config`], and hands back a [`Server`] that knows its bound addresses and shuts down
+//! cleanly. Used by the binary and, in-process, by integration tests (port 0 works).
+
+mod admin;
+mod ppstp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::engine::{Engine, Time};
+use crate::metrics::Metrics;
+use crate::protocol::http::HttpLimits;
+use crate::protocol::ppstp::DecodeLimits;
+use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig};
+
+pub use admin::METRICS_CONTENT_TYPE;
+use admin::{AdminService, AdminState};
+
+/// Name of the PPSTP listener in logs, metrics and status.
+pub const PPSTP_LISTENER: &str = "ppstp";
+/// Name of the admin listener.
+pub const ADMIN_LISTENER: &str = "admin";
+
+/// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Time {
+        let ms = self.origin.elapsed().as_millis();
+        Time::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// A running tracker.
+pub struct Server {
+    runtime: Option<Runtime>,
+    admin: Option<Runtime>,
+    state: Arc<AdminState>,
+    ppstp_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Validates `config`, builds the engine and starts every enabled listener. Errors name
+    /// the key or the address at fault.
+    pub fn start(config: &Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        let backend = Backend::parse(&config.server.backend)
+            .map_err(|e| anyhow::anyhow!("server.backend: {e}"))?;
+        let workers = config.worker_count();
+        let engine = Arc::new(Engine::new(&config.engine));
+        let metrics = Arc::new(Metrics::new(workers));
+        let clock = Clock::new();
+
+        let mut listeners = Vec::new();
+        if config.ppstp.enabled {
+            let p = &config.ppstp;
+            let service = Arc::new(ppstp::PpstpService {
+                engine: engine.clone(),
+                metrics: metrics.clone(),
+                http_limits: HttpLimits {
+                    max_head_bytes: p.max_head_bytes,
+                    max_headers: p.max_headers,
+                    max_body_bytes: p.max_body_bytes,
+                },
+                decode_limits: decode_limits(config),
+                clock,
+                expiry_budget: config.engine.expiry_budget,
+            });
+            listeners.push(ListenerSpec {
+                name: PPSTP_LISTENER.to_owned(),
+                addr: config.ppstp_addr()?,
+                service: Arc::new(ppstp::PpstpStreams(service)),
+                limits: ConnLimits {
+                    // A request never needs more than its head and body limits.
+                    max_input_bytes: p.max_head_bytes + p.max_body_bytes,
+                    max_pending_output_bytes: p.max_pending_output_bytes,
+                    max_connections: p.max_connections,
+                    idle_timeout: Duration::from_secs(p.idle_timeout_secs),
+                },
+            });
+        } else {
+            tracing::warn!("ppstp.enabled = false: no tracker listener");
+        }
+        let runtime_config = RuntimeConfig {
+            workers,
+            pin_cores: config.server.pin_cores,
+            backend,
+            tick: Duration::from_millis(config.server.tick_ms),
+            listen_backlog: config.server.listen_backlog,
+            events_per_poll: config.server.events_per_poll,
+            name: "worker".to_owned(),
+        };
+        let runtime = Runtime::start(&runtime_config, listeners).context("starting the workers")?;
+        let ppstp_addr = runtime
+            .local_addrs()
+            .into_iter()
+            .find(|(name, _)| name == PPSTP_LISTENER)
+            .map(|(_, addr)| addr);
+
+        let state = Arc::new(AdminState {
+            engine,
+            metrics,
+            started: Instant::now(),
+            workers,
+            backend: backend.name(),
+            runtimes: OnceLock::new(),
+            listeners: OnceLock::new(),
+        });
+        let mut all_listeners = runtime.local_addrs();
+        let mut runtimes = vec![runtime.stats()];
+
+        let admin = if config.admin.enabled {
+            let admin_config = RuntimeConfig {
+                workers: 1,
+                pin_cores: false,
+                backend,
+                tick: Duration::from_secs(1),
+                listen_backlog: 128,
+                events_per_poll: 64,
+                name: "admin".to_owned(),
+            };
+            let spec = ListenerSpec {
+                name: ADMIN_LISTENER.to_owned(),
+                addr: config.admin_addr()?,
+                service: Arc::new(AdminService(state.clone())),
+                limits: ConnLimits {
+                    max_input_bytes: 16 * 1024,
+                    max_pending_output_bytes: 1024 * 1024,
+                    max_connections: 64,
+                    idle_timeout: Duration::from_secs(60),
+                },
+            };
+            // On error `runtime` is dropped here, which stops the tracker's workers.
+            let admin =
+                Runtime::start(&admin_config, vec![spec]).context("starting the admin listener")?;
+            all_listeners.extend(admin.local_addrs());
+            runtimes.push(admin.stats());
+            Some(admin)
+        } else {
+            None
+        };
+        let admin_addr = admin
+            .as_ref()
+            .and_then(|a| a.local_addrs().into_iter().next())
+            .map(|(_, addr)| addr);
+        let _ = state.runtimes.set(runtimes);
+        let _ = state.listeners.set(all_listeners);
+
+        Ok(Server {
+            runtime: Some(runtime),
+            admin,
+            state,
+            ppstp_addr,
+            admin_addr,
+        })
+    }
+
+    /// The bound PPSTP address (the real port when configured with port 0).
+    pub fn ppstp_addr(&self) -> Option<SocketAddr> {
+        self.ppstp_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The engine, for tests that inspect tables directly.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.state.engine
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
+    }
+
+    /// The Prometheus text the admin listener would answer now.
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics_text()
+    }
+
+    /// The JSON the admin listener answers on `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        self.state.status_json()
+    }
+
+    /// Stops the admin listener and every worker, and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.shutdown();
+        }
+        if let Some(mut runtime) = self.runtime.take() {
+            runtime.shutdown();
+            tracing::info!("tracker stopped");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Decoder limits from the engine's configuration (the engine checks them again).
+fn decode_limits(config: &Config) -> DecodeLimits {
+    let e = &config.engine;
+    let defaults = DecodeLimits::default();
+    DecodeLimits {
+        max_id_len: e.max_id_len,
+        max_addrs: e.max_addrs_per_peer,
+        // A CONNECT may join every swarm a peer is allowed to be in.
+        max_swarm_actions: defaults.max_swarm_actions.max(e.max_swarms_per_peer),
+        max_chunk_ranges: e.max_chunk_ranges,
+        max_stats: defaults.max_stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback_config() -> Config {
+        let mut config = Config::default();
+        config.ppstp.listen = "127.0.0.1:0".to_owned();
+        config.admin.listen = "127.0.0.1:0".to_owned();
+        config.server.workers = 2;
+        config
+    }
+
+    #[test]
+    fn start_reports_bound_ports_and_status_lists_them() {
+        let server = Server::start(&loopback_config()).unwrap();
+        let ppstp = server.ppstp_addr().unwrap();
+        let admin = server.admin_addr().unwrap();
+        assert_ne!(ppstp.port(), 0);
+        assert_ne!(admin.port(), 0);
+        assert_ne!(ppstp, admin);
+        let status = server.status();
+        assert_eq!(status["workers"], 2);
+        assert_eq!(status["backend"], "epoll");
+        let listeners = status["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(listeners[0]["name"], PPSTP_LISTENER);
+        assert_eq!(listeners[0]["addr"], ppstp.to_string());
+        assert_eq!(listeners[1]["addr"], admin.to_string());
+        let text = server.metrics_text();
+        assert!(
+            text.contains("ppsp_connections_open{listener=\"ppstp\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ppsp_connections_open{listener=\"admin\"} 0"),
+            "{text}"
+        );
+        server.shutdown();
+        assert!(std::net::TcpStream::connect(ppstp).is_err());
+        assert!(std::net::TcpStream::connect(admin).is_err());
+    }
+
+    #[test]
+    fn disabled_listeners_are_not_started() {
+        let mut config = loopback_config();
+        config.admin.enabled = false;
+        config.ppstp.enabled = false;
+        let server = Server::start(&config).unwrap();
+        assert_eq!(server.ppstp_addr(), None);
+        assert_eq!(server.admin_addr(), None);
+        server.shutdown();
+    }
+
+    #[test]
+    fn an_address_in_use_fails_naming_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = loopback_config();
+        config.admin.listen = taken.local_addr().unwrap().to_string();
+        let err = match Server::start(&config) {
+            Ok(_) => panic!("must fail"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(&config.admin.listen), "{err}");
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let mut config = loopback_config();
+        config.engine.max_id_len = 0;
+        let err = Server::start(&config).err().unwrap().to_string();
+        assert!(err.contains("engine.max_id_len"), "{err}");
+    }
+
+    #[test]
+    fn clock_is_monotonic() {
+        let clock = Clock::new();
+        let a = clock.now();
+        let b = clock.now();
+        assert!(b >= a);
+    }
+}
