@@ -19,7 +19,7 @@ use crate::report::{
     LoadgenReport, PhaseReport, PopulationReport, Report, ServerReport, SCHEMA, SCHEMA_VERSION,
 };
 use crate::stats::Recorder;
-use crate::workload::{Mix, OpSource, Popularity, Population, PopulationSpec};
+use crate::workload::{Mix, OpSource, PeerStates, Popularity, Population, PopulationSpec};
 
 /// Options of `ppsp-loadgen run`.
 #[derive(Clone, Debug, clap::Args, Serialize)]
@@ -264,6 +264,7 @@ fn phase(
                 + u64::from((t as u64) < max_requests % threads as u64),
             timeout: Duration::from_millis(args.timeout_ms),
             sources: srcs.clone(),
+            workers: threads,
             first_socket,
             peers_wanted: args.peers_wanted,
             progress: counter.clone(),
@@ -423,7 +424,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         Duration::from_secs_f64(args.duration)
     };
     let seed = args.seed;
-    let rand_src = move |t: usize| OpSource::random(seed, t, mix.clone());
+    let (peers, workers) = (args.peers, args.threads as u32);
+    let stateful = args.protocol == Protocol::Ppstp;
+    let populated = populate.is_some();
+    let rand_src = move |t: usize| {
+        let states = stateful.then(|| PeerStates::new(peers, workers, t as u32, populated));
+        OpSource::random(seed, t, mix.clone(), states)
+    };
     let (measure, secs) = phase(
         args,
         &pop,

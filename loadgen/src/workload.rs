@@ -436,21 +436,147 @@ impl fmt::Display for Mix {
     }
 }
 
+/// PPSTP peer states as the generator believes them, for one worker's share of the population
+/// (peers `p` with `p % workers == worker`), so that every request it draws is valid in the
+/// peer's state (RFC 7846 Table 6: a TRACKING peer may not CONNECT with a JOIN).
+#[derive(Clone, Debug)]
+pub struct PeerStates {
+    workers: u32,
+    worker: u32,
+    /// Per local peer: [`UNREGISTERED`], [`TRACKING`] or [`LEFT`].
+    state: Vec<u8>,
+    /// Local indices of peers not tracking (unregistered or left), in no particular order.
+    idle: Vec<u32>,
+}
+
+const UNREGISTERED: u8 = 0;
+const TRACKING: u8 = 1;
+const LEFT: u8 = 2;
+/// Tries to find a peer in the wanted state before taking whatever was drawn.
+const PICK_TRIES: usize = 8;
+
+impl PeerStates {
+    /// `populated`: the populate phase registered every peer in its swarm.
+    pub fn new(peers: u32, workers: u32, worker: u32, populated: bool) -> Self {
+        let workers = workers.max(1);
+        let n = peers / workers + u32::from(worker < peers % workers);
+        let (state, idle) = if populated {
+            (vec![TRACKING; n as usize], Vec::new())
+        } else {
+            (vec![UNREGISTERED; n as usize], (0..n).collect())
+        };
+        PeerStates {
+            workers,
+            worker,
+            state,
+            idle,
+        }
+    }
+
+    fn peer(&self, local: u32) -> u32 {
+        local * self.workers + self.worker
+    }
+
+    fn random_local<R: Rng>(&self, rng: &mut R, want: u8) -> Option<u32> {
+        let n = self.state.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let mut local = rng.gen_range(0..n);
+        for _ in 0..PICK_TRIES {
+            if self.state[local as usize] == want {
+                break;
+            }
+            local = rng.gen_range(0..n);
+        }
+        Some(local)
+    }
+
+    /// Marks a non-tracking peer as tracking and says how it gets there: JOIN when it is
+    /// registered and `join` was asked for, CONNECT otherwise.
+    fn activate(&mut self, local: u32, join: bool) -> OpKind {
+        if let Some(i) = self.idle.iter().position(|&l| l == local) {
+            self.idle.swap_remove(i);
+        }
+        let kind = match self.state.get(local as usize) {
+            Some(&LEFT) if join => OpKind::Join,
+            _ => OpKind::Connect,
+        };
+        if let Some(s) = self.state.get_mut(local as usize) {
+            *s = TRACKING;
+        }
+        kind
+    }
+
+    /// A tracking peer leaves its swarm; if none was found, the drawn peer joins instead.
+    fn leave<R: Rng>(&mut self, rng: &mut R) -> Option<(OpKind, u32)> {
+        let local = self.random_local(rng, TRACKING)?;
+        if self.state[local as usize] == TRACKING {
+            self.state[local as usize] = LEFT;
+            self.idle.push(local);
+            Some((OpKind::Leave, local))
+        } else {
+            Some((self.activate(local, false), local))
+        }
+    }
+
+    /// Adapts a drawn kind to the peers' states and picks the peer:
+    /// - `connect`/`join`: a peer not in its swarm joins it (CONNECT when unregistered, JOIN
+    ///   when registered and `join` was drawn); when every peer is in its swarm, one leaves
+    ///   instead (churn);
+    /// - `leave`: a tracking peer leaves its swarm;
+    /// - anything else: a tracking peer; if none was found, the drawn peer joins first.
+    pub fn pick<R: Rng>(&mut self, kind: OpKind, rng: &mut R) -> Option<(OpKind, u32)> {
+        let (kind, local) = match kind {
+            OpKind::Connect | OpKind::Join => {
+                if self.idle.is_empty() {
+                    self.leave(rng)?
+                } else {
+                    let i = rng.gen_range(0..self.idle.len());
+                    let local = self.idle[i];
+                    (self.activate(local, kind == OpKind::Join), local)
+                }
+            }
+            OpKind::Leave => self.leave(rng)?,
+            other => {
+                let local = self.random_local(rng, TRACKING)?;
+                if self.state[local as usize] == TRACKING {
+                    (other, local)
+                } else {
+                    (self.activate(local, false), local)
+                }
+            }
+        };
+        Some((kind, self.peer(local)))
+    }
+
+    /// Peers this worker believes are in their swarm.
+    pub fn tracking(&self) -> usize {
+        self.state.iter().filter(|&&s| s == TRACKING).count()
+    }
+}
+
 /// Where a worker's requests come from.
 pub enum OpSource {
     /// Register peers `next..end` in order, one op each (the populate phase).
     Sequence { kind: OpKind, next: u32, end: u32 },
-    /// Random peers (uniform over the population, so swarms follow the popularity) and kinds
-    /// drawn from the mix, without end (the caller bounds time and count).
-    Random { rng: SmallRng, mix: Mix },
+    /// Kinds drawn from the mix and peers drawn uniformly (so swarms follow the popularity),
+    /// without end (the caller bounds time and count). With `states` (PPSTP), peers come from
+    /// the worker's share and each request is valid in its peer's state.
+    Random {
+        rng: SmallRng,
+        mix: Mix,
+        states: Option<PeerStates>,
+    },
 }
 
 impl OpSource {
     /// Random source for worker `thread` of a run seeded with `seed`.
-    pub fn random(seed: u64, thread: usize, mix: Mix) -> Self {
+    pub fn random(seed: u64, thread: usize, mix: Mix, states: Option<PeerStates>) -> Self {
         OpSource::Random {
             rng: SmallRng::seed_from_u64(splitmix64(seed ^ (thread as u64 + 1).rotate_left(40))),
             mix,
+            states,
         }
     }
 
@@ -468,9 +594,12 @@ impl OpSource {
                     swarm: pop.swarm_of(peer),
                 })
             }
-            OpSource::Random { rng, mix } => {
+            OpSource::Random { rng, mix, states } => {
                 let kind = mix.sample(rng);
-                let peer = rng.gen_range(0..pop.peers());
+                let (kind, peer) = match states {
+                    Some(st) => st.pick(kind, rng)?,
+                    None => (kind, rng.gen_range(0..pop.peers())),
+                };
                 Some(Op {
                     kind,
                     peer,
@@ -573,9 +702,9 @@ mod tests {
         assert_eq!(a.swarm_id(17), b.swarm_id(17));
         assert_ne!(a.swarm_id(17), c.swarm_id(17));
         assert_ne!(a.peer_swarm, c.peer_swarm);
-        let mut sa = OpSource::random(42, 0, mix.clone());
-        let mut sb = OpSource::random(42, 0, mix.clone());
-        let mut s1 = OpSource::random(42, 1, mix);
+        let mut sa = OpSource::random(42, 0, mix.clone(), None);
+        let mut sb = OpSource::random(42, 0, mix.clone(), None);
+        let mut s1 = OpSource::random(42, 1, mix, None);
         let va: Vec<Op> = (0..100).filter_map(|_| sa.next(&a)).collect();
         let vb: Vec<Op> = (0..100).filter_map(|_| sb.next(&b)).collect();
         let v1: Vec<Op> = (0..100).filter_map(|_| s1.next(&a)).collect();
@@ -629,6 +758,41 @@ mod tests {
         assert_eq!(ops.len(), 10);
         assert_eq!(ops[0].peer, 10);
         assert_eq!(ops[9].swarm, pop.swarm_of(19));
+    }
+
+    #[test]
+    fn peer_states_keep_every_request_valid() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        // Populated: everyone tracks, so a connect first makes a peer leave (churn), and the
+        // next connect brings a left peer back with JOIN semantics via CONNECT.
+        let mut st = PeerStates::new(10, 2, 1, true);
+        assert_eq!(st.tracking(), 5);
+        let (k, p) = st.pick(OpKind::Connect, &mut rng).unwrap();
+        assert_eq!(k, OpKind::Leave);
+        assert_eq!(p % 2, 1, "worker 1 owns odd peers");
+        assert_eq!(st.tracking(), 4);
+        let (k2, p2) = st.pick(OpKind::Connect, &mut rng).unwrap();
+        assert_eq!((k2, p2), (OpKind::Connect, p));
+        assert_eq!(st.tracking(), 5);
+        // Leave then join: JOIN for a registered peer.
+        let (_, p3) = st.pick(OpKind::Leave, &mut rng).unwrap();
+        assert_eq!(st.pick(OpKind::Join, &mut rng).unwrap(), (OpKind::Join, p3));
+        // Not populated: every peer starts unregistered, so joins are CONNECTs.
+        let mut st = PeerStates::new(4, 1, 0, false);
+        for _ in 0..4 {
+            assert_eq!(st.pick(OpKind::Join, &mut rng).unwrap().0, OpKind::Connect);
+        }
+        assert_eq!(st.tracking(), 4);
+        // Finds go to tracking peers.
+        let mut st = PeerStates::new(1000, 1, 0, true);
+        for _ in 0..10 {
+            st.pick(OpKind::Leave, &mut rng).unwrap();
+        }
+        for _ in 0..200 {
+            let (k, p) = st.pick(OpKind::Find, &mut rng).unwrap();
+            assert_eq!(k, OpKind::Find);
+            assert_eq!(st.state[p as usize], TRACKING);
+        }
     }
 
     #[test]

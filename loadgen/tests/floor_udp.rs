@@ -76,5 +76,9 @@ fn open_loop_rate_is_held_against_the_floor() {
     // A fixed schedule issues exactly rate x duration requests (plus the connects), however
     // fast or late the generator itself runs.
     let announces = m.per_type["announce"].sent + m.per_type["scrape"].sent;
-    assert_eq!(announces, 3000, "requests at 2000/s for 1.5 s");
+    assert_eq!(
+        announces, 3000,
+        "requests at 2000/s for 1.5 s: {:?}",
+        m.per_type
+    );
 }

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub timeout: Duration,
     /// Source addresses to bind sockets to, round-robin (UDP); empty binds the wildcard.
     pub sources: Vec<IpAddr>,
+    /// Number of workers in the phase (peer `p` belongs to worker `p % workers` when the source
+    /// keeps peer states; its connection is `(p / workers) % conns`).
+    pub workers: usize,
     /// Index of this worker's first socket among all workers' (spreads sources evenly).
     pub first_socket: usize,
     /// Peers asked for per announce (BEP 15 `num_want`).
@@ -49,29 +52,34 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug)]
 pub struct Schedule {
     start: Instant,
-    interval: Option<Duration>,
+    /// Requests per second in open loop.
+    rate: Option<f64>,
     issued: u64,
 }
 
 impl Schedule {
     pub fn new(start: Instant, rate: Option<f64>) -> Self {
-        let interval = rate
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|r| Duration::from_secs_f64(1.0 / r));
         Schedule {
             start,
-            interval,
+            rate: rate.filter(|r| r.is_finite() && *r > 0.0),
             issued: 0,
         }
+    }
+
+    /// Intended send time of request number `n` at `rate`, rounded to the nanosecond from the
+    /// start (not accumulated, so no rounding drift).
+    fn nth(&self, rate: f64, n: u64) -> Instant {
+        let ns = (n as f64 * 1e9 / rate).round();
+        self.start + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
     /// The intended send time of the next request if it is due at `now`: at once in closed
     /// loop, at `start + issued * interval` in open loop.
     pub fn due(&self, now: Instant) -> Option<Instant> {
-        match self.interval {
+        match self.rate {
             None => Some(now),
-            Some(iv) => {
-                let at = self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32);
+            Some(rate) => {
+                let at = self.nth(rate, self.issued);
                 (at <= now).then_some(at)
             }
         }
@@ -81,11 +89,9 @@ impl Schedule {
     /// is before it; in open loop while the next request's intended time is, so every request
     /// scheduled inside the window is sent even if the worker fell behind.
     pub fn active(&self, now: Instant, deadline: Instant) -> bool {
-        match self.interval {
+        match self.rate {
             None => now < deadline,
-            Some(iv) => {
-                self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32) < deadline
-            }
+            Some(rate) => self.nth(rate, self.issued) < deadline,
         }
     }
 
@@ -99,12 +105,12 @@ impl Schedule {
 
     /// How long the worker may sleep before the next request is due (at most `cap`).
     pub fn wait(&self, now: Instant, cap: Duration) -> Duration {
-        match self.interval {
+        match self.rate {
             None => cap,
-            Some(iv) => {
-                let at = self.start + iv.saturating_mul(self.issued.min(u32::MAX as u64) as u32);
-                at.saturating_duration_since(now).min(cap)
-            }
+            Some(rate) => self
+                .nth(rate, self.issued)
+                .saturating_duration_since(now)
+                .min(cap),
         }
     }
 }
@@ -138,6 +144,22 @@ mod tests {
         assert!(
             !s.active(t0, deadline),
             "the 4th request is intended at the deadline"
+        );
+    }
+
+    #[test]
+    fn open_loop_schedule_does_not_drift() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, Some(3.0));
+        let deadline = t0 + Duration::from_secs(1);
+        let mut n = 0;
+        while s.active(t0, deadline) {
+            s.issued();
+            n += 1;
+        }
+        assert_eq!(
+            n, 3,
+            "requests at 0, 1/3 and 2/3 s; the 4th would be at the deadline"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP/1.1 worker (PPSTP and BitTorrent HTTP): keep-alive connections polled with mio,
 //! each carrying up to `inflight` pipelined requests. Replies come back in order (HTTP/1.1
-//! pipelining), so each connection keeps a FIFO of what it is waiting for.
+//! pipelining), so each connection keeps a FIFO of what it is waiting for. A peer's requests
+//! always travel on the same connection, so the server sees them in the order they were drawn.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -14,7 +15,7 @@ use super::{Schedule, WorkerConfig, MAX_POLL_WAIT, TIMEOUT_SCAN};
 use crate::proto::http::{frame_reply, Reply};
 use crate::proto::HttpEncoder;
 use crate::stats::{ErrorKind, Outcome, Recorder};
-use crate::workload::{OpKind, OpSource, Population};
+use crate::workload::{Op, OpKind, OpSource, Population};
 
 /// Wait before reconnecting after a failure, so a dead server is not hammered.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
@@ -103,7 +104,7 @@ pub fn run(
     let mut exhausted = false;
     let mut stopped_at: Option<Instant> = None;
     let mut last_scan = Instant::now();
-    let mut rr = 0usize;
+    let mut pending: Option<Op> = None;
     let mut chunk = vec![0u8; 65536];
 
     loop {
@@ -147,25 +148,30 @@ pub fn run(
             }
         }
 
-        // Issue what is due.
+        // Issue what is due. A peer's requests always use the same connection, so they reach
+        // the server in the order they were drawn (a LEAVE before the CONNECT that follows it).
         if issuing {
             let n = conns.len();
-            let mut idle_rounds = 0;
             let mut touched = false;
-            while idle_rounds < n && schedule.count() < cfg.max_requests {
+            while schedule.count() < cfg.max_requests {
+                if !schedule.active(now, cfg.deadline) {
+                    break;
+                }
                 let Some(intended) = schedule.due(now) else {
                     break;
                 };
-                let c = &mut conns[rr % n];
-                rr = rr.wrapping_add(1);
-                if !c.usable() || c.waiting.len() >= pipeline {
-                    idle_rounds += 1;
-                    continue;
-                }
-                let Some(op) = source.next(pop) else {
-                    exhausted = true;
-                    break;
+                let op = match pending.take().or_else(|| source.next(pop)) {
+                    Some(op) => op,
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
                 };
+                let c = &mut conns[(op.peer as usize / cfg.workers.max(1)) % n];
+                if !c.usable() || c.waiting.len() >= pipeline {
+                    pending = Some(op);
+                    break;
+                }
                 encoder.encode(&op, pop, &mut c.out);
                 c.waiting.push_back(Waiting {
                     kind: op.kind,
@@ -174,7 +180,6 @@ pub fn run(
                 });
                 schedule.issued();
                 rec.on_sent(op.kind);
-                idle_rounds = 0;
                 touched = true;
             }
             if touched {

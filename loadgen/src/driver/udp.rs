@@ -172,6 +172,9 @@ pub fn run(
             let n = conns.len();
             let mut idle_rounds = 0;
             while idle_rounds < n && schedule.count() < cfg.max_requests {
+                if !schedule.active(now, cfg.deadline) {
+                    break;
+                }
                 let Some(intended) = schedule.due(now) else {
                     break;
                 };

@@ -137,6 +137,58 @@ mod tests {
             .starts_with(&format!("GET /scrape?info_hash={hash} HTTP/1.1")));
     }
 
+    /// The tracker's own query parsers read back what the generator sends.
+    #[test]
+    fn the_tracker_parses_the_queries() {
+        use ppsp_tracker::protocol::bt_http::query;
+        use ppsp_tracker::protocol::bt_udp::tracker::AnnounceEvent;
+        let pop = Population::new(PopulationSpec {
+            swarms: 5,
+            peers: 5,
+            popularity: Popularity::Uniform,
+            seeder_share: 1.0,
+            seed: 11,
+        })
+        .unwrap();
+        let mut enc = BtHttpEncoder::new(EncodeOptions {
+            peers_wanted: 40,
+            host: "h".into(),
+            path: "/announce".into(),
+            ipv6: false,
+        });
+        let op = Op {
+            kind: OpKind::Stopped,
+            peer: 4,
+            swarm: pop.swarm_of(4),
+        };
+        let mut out = Vec::new();
+        enc.encode(&op, &pop, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let target = text.split(' ').nth(1).unwrap();
+        let (_, q) = target.split_once('?').unwrap();
+        let a = query::parse_announce(q).unwrap();
+        assert_eq!(a.info_hash, pop.swarm_id(op.swarm));
+        assert_eq!(a.peer_id, pop.peer_id(4));
+        assert_eq!(a.port, pop.peer_port(4));
+        assert_eq!(a.left, Some(0));
+        assert_eq!(a.event, AnnounceEvent::Stopped);
+        assert_eq!(a.num_want, Some(40));
+        let mut out = Vec::new();
+        enc.encode(
+            &Op {
+                kind: OpKind::Scrape,
+                ..op
+            },
+            &pop,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let (_, q) = text.split(' ').nth(1).unwrap().split_once('?').unwrap();
+        let mut hashes = Vec::new();
+        query::parse_scrape(q, 10, &mut hashes).unwrap();
+        assert_eq!(hashes, vec![pop.swarm_id(op.swarm)]);
+    }
+
     #[test]
     fn classifies_failure_reason_and_status() {
         let enc = BtHttpEncoder::new(EncodeOptions {

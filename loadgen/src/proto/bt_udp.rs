@@ -1,25 +1,26 @@
-//! BEP 15 (UDP tracker protocol) packets as a client builds and reads them: connect, announce
-//! and scrape requests, and the first fields of every reply. The layouts are fixed big-endian
-//! structs; offsets below follow the tables of BEP 15.
+//! BEP 15 (UDP tracker protocol) packets as a client builds and reads them. Requests are written
+//! by the tracker's own codec ([`ppsp_tracker::protocol::bt_udp::wire`]); replies are read here,
+//! only as far as the generator needs (action, transaction id, connection id, peer count), since
+//! the codec decodes requests and encodes replies, the server's side.
+
+use ppsp_tracker::protocol::bt_udp::tracker::AnnounceEvent;
+use ppsp_tracker::protocol::bt_udp::wire;
 
 use crate::workload::{Op, OpKind, Population};
 
-/// BEP 15: the magic constant of a connect request.
-pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
-pub const ACTION_CONNECT: u32 = 0;
-pub const ACTION_ANNOUNCE: u32 = 1;
-pub const ACTION_SCRAPE: u32 = 2;
-pub const ACTION_ERROR: u32 = 3;
-/// BEP 15 announce events.
-pub const EVENT_NONE: u32 = 0;
-pub const EVENT_STARTED: u32 = 2;
-pub const EVENT_STOPPED: u32 = 3;
+pub use wire::action::{
+    ANNOUNCE as ACTION_ANNOUNCE, CONNECT as ACTION_CONNECT, ERROR as ACTION_ERROR,
+    SCRAPE as ACTION_SCRAPE,
+};
+pub use wire::PROTOCOL_ID;
 
-/// Connect request: protocol_id u64, action u32, transaction_id u32 (16 bytes).
+/// Connect request: protocol_id u64, action u32, transaction_id u32 (16 bytes), written by the
+/// tracker's own BEP 15 codec.
 pub fn encode_connect(tid: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&PROTOCOL_ID.to_be_bytes());
-    out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
-    out.extend_from_slice(&tid.to_be_bytes());
+    wire::ConnectRequest {
+        transaction_id: tid,
+    }
+    .encode(out);
 }
 
 /// Announce request (98 bytes): connection_id, action 1, transaction_id, info_hash, peer_id,
@@ -32,26 +33,26 @@ pub fn encode_announce(
     num_want: u32,
     out: &mut Vec<u8>,
 ) {
-    let (peer, swarm) = (op.peer, op.swarm);
     let event = match op.kind {
-        OpKind::Started => EVENT_STARTED,
-        OpKind::Stopped => EVENT_STOPPED,
-        _ => EVENT_NONE,
+        OpKind::Started => AnnounceEvent::Started,
+        OpKind::Stopped => AnnounceEvent::Stopped,
+        _ => AnnounceEvent::None,
     };
-    let left: u64 = if pop.is_seeder(peer) { 0 } else { 1 << 20 };
-    out.extend_from_slice(&connection_id.to_be_bytes());
-    out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
-    out.extend_from_slice(&tid.to_be_bytes());
-    out.extend_from_slice(&pop.swarm_id(swarm));
-    out.extend_from_slice(&pop.peer_id(peer));
-    out.extend_from_slice(&0u64.to_be_bytes()); // downloaded
-    out.extend_from_slice(&left.to_be_bytes());
-    out.extend_from_slice(&0u64.to_be_bytes()); // uploaded
-    out.extend_from_slice(&event.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes()); // IP address: default
-    out.extend_from_slice(&peer.to_be_bytes()); // key
-    out.extend_from_slice(&(num_want.min(i32::MAX as u32)).to_be_bytes());
-    out.extend_from_slice(&pop.peer_port(peer).to_be_bytes());
+    wire::AnnounceRequest {
+        connection_id,
+        transaction_id: tid,
+        info_hash: pop.swarm_id(op.swarm),
+        peer_id: pop.peer_id(op.peer),
+        downloaded: 0,
+        left: if pop.is_seeder(op.peer) { 0 } else { 1 << 20 },
+        uploaded: 0,
+        event,
+        ip_address: 0,
+        key: op.peer,
+        num_want: num_want.min(i32::MAX as u32) as i32,
+        port: pop.peer_port(op.peer),
+    }
+    .encode(out);
 }
 
 /// Scrape request for one info-hash: connection_id, action 2, transaction_id, info_hash.
@@ -161,13 +162,66 @@ mod tests {
         assert_eq!(&a[16..36], &pop.swarm_id(0));
         assert_eq!(&a[36..56], &pop.peer_id(1));
         assert_eq!(&a[64..72], &0u64.to_be_bytes(), "seeder: left = 0");
-        assert_eq!(be32(&a, 80), Some(EVENT_STARTED));
+        assert_eq!(be32(&a, 80), Some(AnnounceEvent::Started.code()));
         assert_eq!(be32(&a, 92), Some(50));
         assert_eq!(&a[96..98], &pop.peer_port(1).to_be_bytes());
         let mut s = Vec::new();
         encode_scrape(7, 10, 1, &pop, &mut s);
         assert_eq!(s.len(), 36);
         assert_eq!(be32(&s, 8), Some(2));
+    }
+
+    /// The tracker's request decoder reads back what the generator sends, and the generator
+    /// reads the tracker's replies.
+    #[test]
+    fn agrees_with_the_tracker_codec() {
+        let pop = Population::new(PopulationSpec {
+            swarms: 3,
+            peers: 3,
+            popularity: Popularity::Uniform,
+            seeder_share: 0.0,
+            seed: 2,
+        })
+        .unwrap();
+        let op = Op {
+            kind: OpKind::Stopped,
+            peer: 2,
+            swarm: pop.swarm_of(2),
+        };
+        let mut a = Vec::new();
+        encode_announce(99, 5, &op, &pop, 30, &mut a);
+        match wire::decode_request(&a).unwrap() {
+            wire::UdpRequest::Announce(r) => {
+                assert_eq!(r.connection_id, 99);
+                assert_eq!(r.info_hash, pop.swarm_id(op.swarm));
+                assert_eq!(r.peer_id, pop.peer_id(2));
+                assert_eq!(r.event, AnnounceEvent::Stopped);
+                assert_eq!(r.left, 1 << 20);
+                assert_eq!(r.num_want(), Some(30));
+            }
+            other => panic!("not an announce: {other:?}"),
+        }
+        let mut s = Vec::new();
+        encode_scrape(99, 6, 1, &pop, &mut s);
+        assert!(matches!(
+            wire::decode_request(&s).unwrap(),
+            wire::UdpRequest::Scrape(r) if r.info_hashes.len() == 1 && r.transaction_id == 6
+        ));
+        let mut reply = Vec::new();
+        wire::ConnectResponse {
+            transaction_id: 8,
+            connection_id: 0x1234,
+        }
+        .encode(&mut reply);
+        assert_eq!(
+            decode_reply(&reply, false),
+            Some((
+                8,
+                UdpReply::Connect {
+                    connection_id: 0x1234
+                }
+            ))
+        );
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! PPSTP (RFC 7846) requests as the load generator sends them: `POST` with a JSON body
-//! `{"PPSPTrackerProtocol": {...}}` in the shapes protocols.md §1 gives, and reply
-//! classification by HTTP status and `error_code`.
+//! `{"PPSPTrackerProtocol": {...}}` built by the tracker's own codec
+//! ([`ppsp_tracker::protocol::ppstp::encode_request`]), and reply classification by HTTP status
+//! and `error_code`.
 //!
 //! Swarm ids are the hex of the population's 20-byte swarm ids and peer ids the hex of its
 //! peer ids, so every run names the same swarms for the same seed whatever the protocol.
 
-use std::io::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ppsp_tracker::engine::{
+    ActionKind, AddrType, ChunkRange, PeerAddr, PeerId, PeerMode, PeerNum, Request, RequestKind,
+    StatTarget, SwarmAction, SwarmId, SwarmStat,
+};
+use ppsp_tracker::protocol::ppstp::{self, TransactionId};
 
 use super::{EncodeOptions, HttpEncoder};
 use crate::stats::{ErrorKind, Outcome};
@@ -34,6 +43,7 @@ pub fn request_type(kind: OpKind) -> &'static str {
 pub struct PpstpEncoder {
     opts: EncodeOptions,
     body: Vec<u8>,
+    tid: String,
     transaction: u64,
 }
 
@@ -42,96 +52,114 @@ impl PpstpEncoder {
         PpstpEncoder {
             opts,
             body: Vec::with_capacity(512),
+            tid: String::with_capacity(20),
             transaction: 0,
         }
     }
 
-    /// Writes the JSON body of `op` into `self.body`.
+    /// The engine request `op` stands for. Identifiers are the hex of the population's ids;
+    /// `source` is not part of the message.
+    pub fn request(&self, op: &Op, pop: &Population) -> Request {
+        let mut hex = Vec::with_capacity(40);
+        push_hex(&mut hex, &pop.peer_id(op.peer));
+        // Invariant: 40 hex bytes are inside the 1..=MAX_ID_BYTES range ids accept.
+        let peer_id = PeerId::new(&hex).expect("a 40-byte id is valid");
+        hex.clear();
+        push_hex(&mut hex, &pop.swarm_id(op.swarm));
+        let swarm_id = SwarmId::new(&hex).expect("a 40-byte id is valid");
+        let mode = if pop.is_seeder(op.peer) {
+            PeerMode::Seeder
+        } else {
+            PeerMode::Leech
+        };
+        let peer_num = Some(PeerNum {
+            peer_count: Some(self.opts.peers_wanted),
+            ..PeerNum::default()
+        });
+        let t = self.transaction;
+        let kind = match op.kind {
+            OpKind::Connect => {
+                let addrs = if self.opts.ipv6 {
+                    // Documentation prefix (RFC 3849): a registration only, never a destination.
+                    let ip = Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (op.peer >> 16) as u16,
+                        op.peer as u16,
+                    );
+                    vec![PeerAddr {
+                        addr: SocketAddr::new(IpAddr::V6(ip), pop.peer_port(op.peer)),
+                        priority: 1,
+                        kind: AddrType::Host,
+                        connection: None,
+                        asn: None,
+                        ppsp_pp: false,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                RequestKind::Connect {
+                    peer_num,
+                    addrs,
+                    actions: vec![SwarmAction {
+                        swarm_id,
+                        action: ActionKind::Join,
+                        mode,
+                    }],
+                }
+            }
+            OpKind::Join => RequestKind::Join {
+                swarm_id,
+                mode,
+                peer_num,
+            },
+            OpKind::Find => RequestKind::Find {
+                swarm_id,
+                peer_num,
+                chunks: Vec::new(),
+            },
+            OpKind::Leave => RequestKind::Leave { swarm_id },
+            OpKind::StatReport => RequestKind::StatReport {
+                stats: vec![SwarmStat {
+                    swarm_id: Some(swarm_id),
+                    uploaded_bytes: t * 1024,
+                    downloaded_bytes: t * 2048,
+                    available_bandwidth: 1_000_000,
+                    concurrent_links: 5,
+                }],
+            },
+            OpKind::JoinChunk => RequestKind::JoinChunk {
+                swarm_id,
+                chunks: vec![ChunkRange {
+                    start: 0,
+                    end: t % 4096 + 16,
+                }],
+            },
+            OpKind::StatQuery => RequestKind::StatQuery {
+                target: StatTarget::Swarm(swarm_id),
+            },
+            // The run refuses mixes naming other kinds for PPSTP.
+            _ => RequestKind::Keepalive,
+        };
+        Request {
+            peer_id,
+            source: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            kind,
+        }
+    }
+
+    /// Writes the JSON body of `op` into `self.body` with the tracker's own PPSTP encoder.
     pub fn encode_body(&mut self, op: &Op, pop: &Population) {
         self.transaction += 1;
-        let b = &mut self.body;
-        b.clear();
-        b.extend_from_slice(b"{\"PPSPTrackerProtocol\":{\"version\":1,\"request_type\":\"");
-        b.extend_from_slice(request_type(op.kind).as_bytes());
-        // Writes into a Vec cannot fail.
-        let _ = write!(
-            b,
-            "\",\"transaction_id\":\"{}\",\"peer_id\":\"",
-            self.transaction
-        );
-        push_hex(b, &pop.peer_id(op.peer));
-        b.push(b'"');
-        let mut swarm = Vec::with_capacity(40);
-        push_hex(&mut swarm, &pop.swarm_id(op.swarm));
-        let mode = if pop.is_seeder(op.peer) {
-            "SEEDER"
-        } else {
-            "LEECH"
-        };
-        let wanted = self.opts.peers_wanted;
-        match op.kind {
-            OpKind::Connect => {
-                b.extend_from_slice(b",\"connect\":{");
-                let _ = write!(b, "\"peer_num\":{{\"peer_count\":{wanted}}},");
-                if self.opts.ipv6 {
-                    // Documentation prefix (RFC 3849): registrations only, never a destination.
-                    let _ = write!(
-                        b,
-                        "\"peer_addr\":[{{\"ip_address\":{{\"address_type\":\"ipv6\",\"address\":\"2001:db8::{:x}:{:x}\"}},\"port\":{},\"priority\":1,\"type\":\"HOST\"}}],",
-                        op.peer >> 16,
-                        op.peer & 0xffff,
-                        pop.peer_port(op.peer)
-                    );
-                }
-                b.extend_from_slice(b"\"swarm_action\":[{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                let _ = write!(b, "\",\"action\":\"JOIN\",\"peer_mode\":\"{mode}\"}}]}}");
-            }
-            OpKind::Join => {
-                b.extend_from_slice(b",\"join\":{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                let _ = write!(
-                    b,
-                    "\",\"peer_mode\":\"{mode}\",\"peer_num\":{{\"peer_count\":{wanted}}}}}"
-                );
-            }
-            OpKind::Find => {
-                b.extend_from_slice(b",\"find\":{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                let _ = write!(b, "\",\"peer_num\":{{\"peer_count\":{wanted}}}}}");
-            }
-            OpKind::Leave => {
-                b.extend_from_slice(b",\"leave\":{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                b.extend_from_slice(b"\"}");
-            }
-            OpKind::StatReport => {
-                b.extend_from_slice(
-                    b",\"stat_report\":{\"type\":\"STREAM_STATS\",\"stat\":[{\"swarm_id\":\"",
-                );
-                b.extend_from_slice(&swarm);
-                let t = self.transaction;
-                let _ = write!(
-                    b,
-                    "\",\"uploaded_bytes\":{},\"downloaded_bytes\":{},\"available_bandwidth\":1000000,\"concurrent_links\":5}}]}}",
-                    t * 1024,
-                    t * 2048
-                );
-            }
-            OpKind::JoinChunk => {
-                b.extend_from_slice(b",\"join_chunk\":{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                let end = self.transaction % 4096 + 16;
-                let _ = write!(b, "\",\"chunks\":[[0,{end}]]}}");
-            }
-            OpKind::StatQuery => {
-                b.extend_from_slice(b",\"stat_query\":{\"swarm_id\":\"");
-                b.extend_from_slice(&swarm);
-                b.extend_from_slice(b"\"}");
-            }
-            _ => {}
-        }
-        b.extend_from_slice(b"}}");
+        let request = self.request(op, pop);
+        self.tid.clear();
+        let _ = write!(self.tid, "{}", self.transaction);
+        self.body.clear();
+        ppstp::encode_request(&request, &TransactionId(self.tid.clone()), &mut self.body);
     }
 }
 
@@ -243,6 +271,34 @@ mod tests {
                     assert_eq!(p["stat_report"]["stat"][0]["swarm_id"], swarm.as_str())
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// What the generator sends is exactly what the tracker's decoder reads back.
+    #[test]
+    fn the_tracker_decodes_every_kind_back_to_the_same_request() {
+        let pop = pop();
+        let src: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for ipv6 in [false, true] {
+            let mut enc = PpstpEncoder::new(opts(ipv6));
+            for kind in crate::workload::ALL_OPS
+                .into_iter()
+                .filter(|k| k.is_ppstp())
+            {
+                let op = Op {
+                    kind,
+                    peer: 5,
+                    swarm: pop.swarm_of(5),
+                };
+                enc.encode_body(&op, &pop);
+                let decoded =
+                    ppstp::decode_request(&enc.body, src, &ppstp::DecodeLimits::default())
+                        .unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+                let mut want = enc.request(&op, &pop);
+                want.source = src;
+                assert_eq!(decoded.request, want, "{kind}");
+                assert_eq!(decoded.transaction_id.0, enc.transaction.to_string());
             }
         }
     }
