@@ -54,7 +54,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let out = run::run(&args)?;
-            print!("{}", ppsp_loadgen::report::human(&out.report));
+            if args.dry_run {
+                println!("{}", ppsp_loadgen::report::population_line(&out.report));
+            } else {
+                print!("{}", ppsp_loadgen::report::human(&out.report));
+            }
             run::write_outputs(&args, &out)?;
         }
         Command::Floor {

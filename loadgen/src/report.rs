@@ -141,12 +141,9 @@ fn lat_line(out: &mut String, name: &str, p: &Percentiles) {
     );
 }
 
-/// The human summary printed on stdout.
-pub fn human(r: &Report) -> String {
-    let mut out = String::new();
-    let m = &r.measure;
-    let _ = writeln!(
-        out,
+/// One line describing the population.
+pub fn population_line(r: &Report) -> String {
+    format!(
         "population: {} peers in {} swarms ({}; {} non-empty, largest {}, {} seeders)",
         r.population.peers,
         r.population.swarms,
@@ -154,7 +151,14 @@ pub fn human(r: &Report) -> String {
         r.population.nonempty_swarms,
         r.population.largest_swarm,
         r.population.seeders
-    );
+    )
+}
+
+/// The human summary printed on stdout.
+pub fn human(r: &Report) -> String {
+    let mut out = String::new();
+    let m = &r.measure;
+    let _ = writeln!(out, "{}", population_line(r));
     if let Some(p) = &r.populate {
         let _ = writeln!(
             out,

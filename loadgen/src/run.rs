@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Request path for HTTP protocols (default /ppsp for ppstp, /announce for bt-http).
     #[arg(long)]
     pub path: Option<String>,
+    /// HTTP: one request per connection with `Connection: close` (for servers that close after
+    /// each reply, such as opentracker's HTTP side).
+    #[arg(long)]
+    pub no_keepalive: bool,
     /// Server process to sample (CPU from /proc/PID/stat utime+stime, RSS).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -168,6 +172,7 @@ impl RunArgs {
     fn inflight(&self) -> usize {
         match self.protocol {
             Protocol::BtUdp => self.inflight,
+            _ if self.no_keepalive => 1,
             _ => self.pipeline.unwrap_or(self.inflight),
         }
     }
@@ -247,6 +252,7 @@ fn phase(
             _ => "/ppsp".into(),
         }),
         ipv6: args.ipv6,
+        keep_alive: !args.no_keepalive,
     };
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
     let mut first_socket = 0;
@@ -265,6 +271,7 @@ fn phase(
             timeout: Duration::from_millis(args.timeout_ms),
             sources: srcs.clone(),
             workers: threads,
+            keep_alive: !args.no_keepalive,
             first_socket,
             peers_wanted: args.peers_wanted,
             progress: counter.clone(),

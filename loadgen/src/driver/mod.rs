@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     pub first_socket: usize,
     /// Peers asked for per announce (BEP 15 `num_want`).
     pub peers_wanted: u32,
+    /// HTTP: keep connections open across requests (false: one request per connection).
+    pub keep_alive: bool,
     /// Replies answered so far, published for the progress bar.
     pub progress: Arc<AtomicU64>,
     /// Set by the run to stop issuing early (Ctrl-C).

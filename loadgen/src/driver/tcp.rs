@@ -46,6 +46,7 @@ impl HttpConn {
         if let Some(mut s) = self.stream.take() {
             let _ = poll.registry().deregister(&mut s);
         }
+        let lost = !self.waiting.is_empty() || why != ErrorKind::ConnectionClosed;
         for w in self.waiting.drain(..) {
             rec.on_failure(w.kind, why);
         }
@@ -53,7 +54,9 @@ impl HttpConn {
         self.out.clear();
         self.out_pos = 0;
         self.inbuf.clear();
-        self.retry_at = now + RECONNECT_BACKOFF;
+        // A server that closes after answering everything (HTTP/1.0 style) is not failing:
+        // reconnect at once. Otherwise back off a little.
+        self.retry_at = if lost { now + RECONNECT_BACKOFF } else { now };
     }
 
     /// Writes buffered requests until done or the socket is full. Err means the connection is
@@ -105,6 +108,7 @@ pub fn run(
     let mut stopped_at: Option<Instant> = None;
     let mut last_scan = Instant::now();
     let mut pending: Option<Op> = None;
+    let keep_alive = cfg.keep_alive;
     let mut chunk = vec![0u8; 65536];
 
     loop {
@@ -263,7 +267,7 @@ pub fn run(
                                     rec.on_error(ErrorKind::Malformed);
                                 }
                             }
-                            if close {
+                            if close || !keep_alive {
                                 server_close = true;
                                 break;
                             }

@@ -33,13 +33,18 @@ pub fn scrape_path(announce: &str) -> String {
 
 pub struct BtHttpEncoder {
     opts: EncodeOptions,
+    headers: String,
     scrape_path: String,
 }
 
 impl BtHttpEncoder {
     pub fn new(opts: EncodeOptions) -> Self {
         let scrape_path = scrape_path(&opts.path);
-        BtHttpEncoder { opts, scrape_path }
+        BtHttpEncoder {
+            headers: opts.common_headers(),
+            opts,
+            scrape_path,
+        }
     }
 }
 
@@ -70,7 +75,9 @@ impl HttpEncoder for BtHttpEncoder {
                 _ => {}
             }
         }
-        let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n\r\n", self.opts.host);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(self.headers.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 
     fn classify(&self, _kind: OpKind, status: u16, body: &[u8]) -> Outcome {
@@ -108,6 +115,7 @@ mod tests {
             host: "127.0.0.1:6969".into(),
             path: "/announce".into(),
             ipv6: false,
+            keep_alive: true,
         });
         let op = Op {
             kind: OpKind::Started,
@@ -155,6 +163,7 @@ mod tests {
             host: "h".into(),
             path: "/announce".into(),
             ipv6: false,
+            keep_alive: true,
         });
         let op = Op {
             kind: OpKind::Stopped,
@@ -196,6 +205,7 @@ mod tests {
             host: "h".into(),
             path: "/announce".into(),
             ipv6: false,
+            keep_alive: true,
         });
         assert_eq!(
             enc.classify(OpKind::Announce, 200, b"d8:intervali1800e5:peers0:e"),

@@ -77,6 +77,20 @@ pub struct EncodeOptions {
     pub path: String,
     /// Announce IPv6 peer addresses (PPSTP `peer_addr`).
     pub ipv6: bool,
+    /// False: every request says `Connection: close` and gets a connection of its own (for
+    /// servers that close after each reply without saying so, such as opentracker).
+    pub keep_alive: bool,
+}
+
+impl EncodeOptions {
+    /// The header lines every HTTP request carries after the request line.
+    pub fn common_headers(&self) -> String {
+        if self.keep_alive {
+            format!("Host: {}\r\n", self.host)
+        } else {
+            format!("Host: {}\r\nConnection: close\r\n", self.host)
+        }
+    }
 }
 
 /// Builds complete HTTP/1.1 requests for one protocol and classifies its replies.

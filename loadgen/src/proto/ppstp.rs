@@ -43,6 +43,7 @@ pub fn request_type(kind: OpKind) -> &'static str {
 pub struct PpstpEncoder {
     opts: EncodeOptions,
     body: Vec<u8>,
+    headers: String,
     tid: String,
     transaction: u64,
 }
@@ -50,6 +51,7 @@ pub struct PpstpEncoder {
 impl PpstpEncoder {
     pub fn new(opts: EncodeOptions) -> Self {
         PpstpEncoder {
+            headers: opts.common_headers(),
             opts,
             body: Vec::with_capacity(512),
             tid: String::with_capacity(20),
@@ -168,9 +170,9 @@ impl HttpEncoder for PpstpEncoder {
         self.encode_body(op, pop);
         let _ = write!(
             out,
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
+            "POST {} HTTP/1.1\r\n{}Content-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
             self.opts.path,
-            self.opts.host,
+            self.headers,
             self.body.len()
         );
         out.extend_from_slice(&self.body);
@@ -224,6 +226,7 @@ mod tests {
             host: "127.0.0.1:7846".into(),
             path: "/ppsp".into(),
             ipv6,
+            keep_alive: true,
         }
     }
 
