@@ -7,6 +7,7 @@
 //! Every loop is bounded: issuing stops at the deadline, at the request cap, when the source is
 //! exhausted or when the stop flag is set; draining stops one timeout later.
 
+pub mod mmsg;
 pub mod tcp;
 pub mod udp;
 

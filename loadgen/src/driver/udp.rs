@@ -2,19 +2,23 @@
 //! obtains a connection id (connect), then carries up to `inflight` announces and scrapes at
 //! once, matched to replies by transaction id (slot index in the low 16 bits, a per-slot
 //! sequence in the high 16, so a late reply to a timed-out request is recognised and dropped).
+//! Requests issued in one round leave in one `sendmmsg` per socket; replies are read with
+//! `recvmmsg`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
+use super::mmsg::{self, RecvBatch, SendBatch};
 use super::{Schedule, WorkerConfig, MAX_POLL_WAIT, TIMEOUT_SCAN};
 use crate::proto::bt_udp::{self, UdpReply};
 use crate::stats::{ErrorKind, Outcome, Recorder};
-use crate::workload::{Op, OpKind, OpSource, Population};
+use crate::workload::{OpKind, OpSource, Population};
 
 /// BEP 15: a connection id may be used for one minute by the client (the tracker accepts it for
 /// two); refresh it after this long.
@@ -42,6 +46,8 @@ struct UdpConn {
     connect_seq: u16,
     slots: Vec<Slot>,
     free: Vec<u16>,
+    /// Requests issued this round, sent together by `sendmmsg`.
+    out: SendBatch,
 }
 
 impl UdpConn {
@@ -113,13 +119,13 @@ pub fn run(
                 inflight
             ],
             free: (0..inflight as u16).rev().collect(),
+            out: SendBatch::default(),
         });
     }
     let mut events = Events::with_capacity(256);
     let mut schedule = Schedule::new(cfg.start, cfg.rate);
     let mut buf = Vec::with_capacity(128);
-    let mut rbuf = vec![0u8; 65536];
-    let mut pending: Option<Op> = None;
+    let mut rbatch = RecvBatch::default();
     let mut exhausted = false;
     let mut stopped_at: Option<Instant> = None;
     let mut last_scan = Instant::now();
@@ -188,7 +194,7 @@ pub fn run(
                     idle_rounds += 1;
                     continue;
                 };
-                let op = match pending.take().or_else(|| source.next(pop)) {
+                let op = match source.next(pop) {
                     Some(op) => op,
                     None => {
                         exhausted = true;
@@ -198,37 +204,30 @@ pub fn run(
                 let slot = &mut c.slots[slot_idx as usize];
                 let seq = slot.seq.wrapping_add(1);
                 let tid = (u32::from(seq) << 16) | u32::from(slot_idx);
-                buf.clear();
-                match op.kind {
-                    OpKind::Scrape => bt_udp::encode_scrape(conn_id, tid, op.swarm, pop, &mut buf),
-                    _ => {
-                        bt_udp::encode_announce(conn_id, tid, &op, pop, cfg.peers_wanted, &mut buf)
-                    }
-                }
-                match c.sock.send(&buf) {
-                    Ok(_) => {
-                        *slot = Slot {
-                            seq,
-                            busy: true,
-                            kind: op.kind,
-                            intended,
-                            sent: now,
-                        };
-                        c.free.pop();
-                        schedule.issued();
-                        rec.on_sent(op.kind);
-                        idle_rounds = 0;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        pending = Some(op);
-                        idle_rounds += 1;
-                    }
-                    Err(_) => {
-                        schedule.issued();
-                        rec.on_sent(op.kind);
-                        rec.on_failure(op.kind, ErrorKind::Io);
-                    }
-                }
+                c.out.push(|out| match op.kind {
+                    OpKind::Scrape => bt_udp::encode_scrape(conn_id, tid, op.swarm, pop, out),
+                    _ => bt_udp::encode_announce(conn_id, tid, &op, pop, cfg.peers_wanted, out),
+                });
+                *slot = Slot {
+                    seq,
+                    busy: true,
+                    kind: op.kind,
+                    intended,
+                    sent: now,
+                };
+                c.free.pop();
+                schedule.issued();
+                rec.on_sent(op.kind);
+                idle_rounds = 0;
+            }
+        }
+        // Send this round's requests, one sendmmsg per socket and batch. What the socket
+        // buffer cannot take stays queued for the next round; on a socket error the queued
+        // requests are dropped and time out.
+        for c in conns.iter_mut() {
+            if c.out.pending() > 0 && c.out.flush(c.sock.as_raw_fd()).is_err() {
+                rec.on_error(ErrorKind::Io);
+                c.out.clear();
             }
         }
 
@@ -243,14 +242,16 @@ pub fn run(
                 continue;
             };
             loop {
-                let len = match c.sock.recv(&mut rbuf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // ICMP port unreachable and similar: the request it answers times out.
-                    Err(_) => break,
-                };
                 let now = Instant::now();
-                handle_reply(c, &rbuf[..len], ipv6, now, rec);
+                let fd = c.sock.as_raw_fd();
+                // ICMP port unreachable and similar errors end the read; the requests they
+                // answer time out.
+                let n = rbatch
+                    .recv(fd, |pkt| handle_reply(c, pkt, ipv6, now, rec))
+                    .unwrap_or(0);
+                if n < mmsg::BATCH {
+                    break;
+                }
             }
         }
         cfg.progress.store(rec.replies(), Ordering::Relaxed);
@@ -274,6 +275,13 @@ pub fn run(
 
 fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut Recorder) {
     let Some((tid, reply)) = bt_udp::decode_reply(pkt, ipv6) else {
+        if std::env::var_os("PPSP_LOADGEN_DEBUG").is_some() {
+            eprintln!(
+                "malformed reply ({} bytes): {:02x?}",
+                pkt.len(),
+                &pkt[..pkt.len().min(48)]
+            );
+        }
         rec.on_error(ErrorKind::Malformed);
         return;
     };
