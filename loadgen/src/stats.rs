@@ -23,6 +23,8 @@ pub enum ErrorKind {
     BtUdpError,
     /// A reply the generator could not parse.
     Malformed,
+    /// A BEP 15 reply shorter than its fixed header (matched to its request).
+    ShortReply,
     /// No reply within `--timeout`.
     Timeout,
     /// The server closed a connection with requests outstanding.
@@ -42,6 +44,7 @@ impl ErrorKind {
             ErrorKind::BtFailure => "bt_failure_reason".into(),
             ErrorKind::BtUdpError => "bt_udp_error".into(),
             ErrorKind::Malformed => "malformed_reply".into(),
+            ErrorKind::ShortReply => "short_reply".into(),
             ErrorKind::Timeout => "timeout".into(),
             ErrorKind::ConnectionClosed => "connection_closed".into(),
             ErrorKind::ConnectFailed => "connect_failed".into(),

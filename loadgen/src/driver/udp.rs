@@ -324,6 +324,7 @@ fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut
     c.free.push(slot_idx as u16);
     let outcome = match (slot.kind, reply) {
         (_, UdpReply::Error) => Outcome::Err(ErrorKind::BtUdpError),
+        (_, UdpReply::Short) => Outcome::Err(ErrorKind::ShortReply),
         (OpKind::Scrape, UdpReply::Scrape) => Outcome::Ok,
         (OpKind::Scrape, _) => Outcome::Err(ErrorKind::Malformed),
         (_, UdpReply::Announce { .. }) => Outcome::Ok,

@@ -81,6 +81,9 @@ pub enum UdpReply {
     },
     Scrape,
     Error,
+    /// An announce or scrape reply shorter than BEP 15's 20-byte header, or a connect reply
+    /// without its connection id: answered, but malformed.
+    Short,
 }
 
 fn be32(buf: &[u8], at: usize) -> Option<u32> {
@@ -88,33 +91,28 @@ fn be32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b))
 }
 
-/// Reads a reply: its transaction id and what it is. `None` when it is too short or of an
-/// unknown action. `ipv6` selects 18-byte peer entries (BEP 15 over IPv6) instead of 6.
+/// Reads a reply: its transaction id and what it is. `None` when it is shorter than the
+/// 8-byte action + transaction id header or of an unknown action. `ipv6` selects 18-byte peer
+/// entries (BEP 15 over IPv6) instead of 6.
 pub fn decode_reply(buf: &[u8], ipv6: bool) -> Option<(u32, UdpReply)> {
     let action = be32(buf, 0)?;
     let tid = be32(buf, 4)?;
     let reply = match action {
-        ACTION_CONNECT => {
-            let b: [u8; 8] = buf.get(8..16)?.try_into().ok()?;
-            UdpReply::Connect {
+        ACTION_CONNECT => match buf.get(8..16).and_then(|b| b.try_into().ok()) {
+            Some(b) => UdpReply::Connect {
                 connection_id: u64::from_be_bytes(b),
-            }
-        }
+            },
+            None => UdpReply::Short,
+        },
+        ACTION_ANNOUNCE if buf.len() < 20 => UdpReply::Short,
         ACTION_ANNOUNCE => {
-            if buf.len() < 20 {
-                return None;
-            }
             let entry = if ipv6 { 18 } else { 6 };
             UdpReply::Announce {
                 peers: (buf.len() - 20) / entry,
             }
         }
-        ACTION_SCRAPE => {
-            if buf.len() < 20 {
-                return None;
-            }
-            UdpReply::Scrape
-        }
+        ACTION_SCRAPE if buf.len() < 20 => UdpReply::Short,
+        ACTION_SCRAPE => UdpReply::Scrape,
         ACTION_ERROR => UdpReply::Error,
         _ => return None,
     };
@@ -232,7 +230,12 @@ mod tests {
             decode_reply(&r, false),
             Some((5, UdpReply::Connect { connection_id: 42 }))
         );
-        assert_eq!(decode_reply(&r[..12], false), None);
+        assert_eq!(decode_reply(&r[..12], false), Some((5, UdpReply::Short)));
+        assert_eq!(
+            decode_reply(&[0, 0, 0, 1, 0, 0, 0, 2], false),
+            Some((2, UdpReply::Short)),
+            "an announce reply without interval and counts"
+        );
         let mut a = vec![0, 0, 0, 1, 0, 0, 0, 6];
         a.extend_from_slice(&[0; 12]);
         a.extend_from_slice(&[127, 0, 0, 1, 0x1a, 0xe1, 127, 0, 0, 2, 0x1a, 0xe1]);
