@@ -371,17 +371,68 @@ impl Metrics {
                 sample(w, name, &[("listener", listener)], pick(totals));
             }
         }
+        let sockets: Vec<_> = runtimes
+            .iter()
+            .flat_map(|r| r.datagrams.iter())
+            .map(|d| (d.name.as_str(), d.totals()))
+            .collect();
+        if !sockets.is_empty() {
+            type PickD = fn(&crate::runtime::DatagramTotals) -> u64;
+            let families: [(&str, &str, PickD); 8] = [
+                (
+                    "ppsp_datagrams_received_total",
+                    "UDP datagrams received.",
+                    |t| t.received,
+                ),
+                ("ppsp_datagrams_sent_total", "UDP answers sent.", |t| t.sent),
+                (
+                    "ppsp_datagrams_unanswered_total",
+                    "UDP datagrams the service did not answer (dropped on purpose).",
+                    |t| t.unanswered,
+                ),
+                (
+                    "ppsp_datagrams_send_dropped_total",
+                    "UDP answers dropped because the socket send buffer was full.",
+                    |t| t.send_dropped,
+                ),
+                (
+                    "ppsp_datagrams_send_errors_total",
+                    "UDP answers the kernel refused.",
+                    |t| t.send_errors,
+                ),
+                (
+                    "ppsp_datagrams_panics_total",
+                    "UDP datagrams on which the service panicked.",
+                    |t| t.panics,
+                ),
+                (
+                    "ppsp_datagram_received_bytes_total",
+                    "UDP bytes received.",
+                    |t| t.bytes_in,
+                ),
+                ("ppsp_datagram_sent_bytes_total", "UDP bytes sent.", |t| {
+                    t.bytes_out
+                }),
+            ];
+            for (name, help, pick) in families {
+                header(w, name, "counter", help);
+                for (socket, totals) in &sockets {
+                    sample(w, name, &[("listener", socket)], pick(totals));
+                }
+            }
+        }
         header(
             w,
             "ppsp_connections_closed_total",
             "counter",
-            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error).",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic).",
         );
         for (listener, t) in &listeners {
             for (reason, n) in [
                 ("idle", t.closed_idle),
                 ("overflow", t.closed_overflow),
                 ("error", t.closed_error),
+                ("panic", t.closed_panic),
             ] {
                 sample(
                     w,

@@ -2,5 +2,6 @@
 //! the storage layer.
 
 pub mod chord;
+pub mod sim;
 pub mod storage;
 pub mod wire;

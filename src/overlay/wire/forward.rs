@@ -67,12 +67,6 @@ impl ForwardingHeader {
         }
         Ok(())
     }
-
-    /// The destination list of a response to a request with this header: the request's via
-    /// list reversed (§6.2.2).
-    pub fn response_destinations(&self) -> Vec<Destination> {
-        self.via_list.iter().rev().cloned().collect()
-    }
 }
 
 /// Reads the TTL of an encoded message without decoding anything else.

@@ -157,6 +157,13 @@ impl FramedData {
 }
 
 impl Ack {
+    /// True when this ack confirms data frame `seq`: it is the acknowledged sequence itself or
+    /// one whose bit [`AckTracker`] sets (`ack_seq - seq` in 1..=31).
+    pub fn acknowledges(&self, seq: u32) -> bool {
+        let k = self.ack_seq.wrapping_sub(seq);
+        k == 0 || ((1..32).contains(&k) && self.received_bitmap & (1 << k) != 0)
+    }
+
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         put_u8(out, FRAME_TYPE_ACK);
         put_u32(out, self.ack_seq);

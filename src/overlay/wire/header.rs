@@ -444,6 +444,55 @@ impl ForwardingHeader {
         Ok(())
     }
 
+    /// The header of a new request (§6.2.1): unfragmented, empty via list, no options, no
+    /// response size limit.
+    pub fn new_request(
+        overlay: OverlayHash,
+        configuration_sequence: u16,
+        ttl: u8,
+        transaction_id: TransactionId,
+        destination_list: Vec<Destination>,
+    ) -> Self {
+        ForwardingHeader {
+            overlay,
+            configuration_sequence,
+            ttl,
+            fragment: Fragment::UNFRAGMENTED,
+            transaction_id,
+            max_response_length: 0,
+            via_list: Vec::new(),
+            destination_list,
+            options: Vec::new(),
+        }
+    }
+
+    /// The header of the response to a request with this header: same overlay, configuration
+    /// sequence and transaction id; destination list = the request's via list reversed
+    /// (§6.2.2); max_response_length 0 (§6.3.2); and the request's RESPONSE_COPY options with
+    /// all three flags cleared (§6.3.2.3).
+    pub fn response_header(&self, ttl: u8) -> ForwardingHeader {
+        ForwardingHeader {
+            overlay: self.overlay,
+            configuration_sequence: self.configuration_sequence,
+            ttl,
+            fragment: Fragment::UNFRAGMENTED,
+            transaction_id: self.transaction_id,
+            max_response_length: 0,
+            via_list: Vec::new(),
+            destination_list: self.via_list.iter().rev().cloned().collect(),
+            options: self
+                .options
+                .iter()
+                .filter(|o| o.flags.response_copy())
+                .map(|o| ForwardingOption {
+                    option_type: o.option_type,
+                    flags: OptionFlags(0),
+                    value: o.value.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// The first option flagged FORWARD_CRITICAL, which a forwarding peer must refuse because it
     /// understands no option (§6.3.2.3).
     pub fn check_forwardable(&self) -> Result<(), WireError> {

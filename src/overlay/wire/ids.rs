@@ -66,6 +66,18 @@ impl ResourceId {
     }
 }
 
+impl ResourceId {
+    /// The 16-byte Resource-ID whose big-endian value is `v` (a point on the Chord ring).
+    pub fn from_u128(v: u128) -> Self {
+        ResourceId(v.to_be_bytes().to_vec())
+    }
+
+    /// The ring position of a 16-byte Resource-ID.
+    pub fn to_u128(&self) -> Option<u128> {
+        self.as_node_id().map(NodeId::to_u128)
+    }
+}
+
 impl From<NodeId> for ResourceId {
     fn from(n: NodeId) -> Self {
         ResourceId(n.0.to_vec())

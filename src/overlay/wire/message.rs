@@ -140,6 +140,10 @@ impl Message {
     /// and then: the message is not a fragment, its message code is assigned, no forwarding
     /// option is DESTINATION_CRITICAL and no extension is critical (this node understands
     /// none of either).
+    ///
+    /// To answer a rejection with an error response, [`super::PeekedMessage::peek`] the same
+    /// bytes: when the header itself is sound it yields the transaction id and via list the
+    /// answer needs ([`ForwardingHeader::response_header`]).
     pub fn decode(bytes: &[u8], cfg: &WireConfig) -> Result<Self, WireError> {
         let mut r = Reader::new(bytes);
         let header = ForwardingHeader::decode(&mut r, cfg)?;
@@ -172,6 +176,18 @@ impl Message {
             dst.copy_from_slice(&total.to_be_bytes());
         }
         Ok(())
+    }
+
+    /// The bytes a message signature covers (§6.3.4):
+    /// `overlay || transaction_id || MessageContents || SignerIdentity`, with the overlay and
+    /// transaction id as their header encodings and the signer identity of `self.security`.
+    pub fn signature_input(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(12 + self.contents.body.len() + 64);
+        super::codec::put_u32(&mut out, self.header.overlay.0);
+        super::codec::put_u64(&mut out, self.header.transaction_id.0);
+        self.contents.encode_into(&mut out)?;
+        self.security.signature.identity.encode_into(&mut out)?;
+        Ok(out)
     }
 
     /// The encoded message.

@@ -66,4 +66,10 @@ impl Message {
             security: SecurityBlock::placeholder(),
         })
     }
+
+    /// The response to a request with header `request`: `body` (an answer or
+    /// [`Body::Error`]) under [`ForwardingHeader::response_header`], placeholder security.
+    pub fn response(request: &ForwardingHeader, ttl: u8, body: &Body) -> Result<Self, EncodeError> {
+        Message::new(request.response_header(ttl), body)
+    }
 }

@@ -566,13 +566,16 @@ fn forwarding_rewrites_header_and_copies_the_rest() {
     assert_eq!(m.header.via_list.last(), Some(&Destination::Node(prev)));
     assert_eq!(m.contents, golden_message().contents);
     assert_eq!(m.security, golden_message().security);
+    let resp = m.header.response_header(100);
     assert_eq!(
-        m.header.response_destinations(),
+        resp.destination_list,
         vec![
             Destination::Node(prev),
             golden_message().header.via_list[0].clone()
         ]
     );
+    assert_eq!(resp.transaction_id, m.header.transaction_id);
+    assert!(resp.via_list.is_empty());
 
     let mut raw = bytes.clone();
     assert_eq!(forward::peek_ttl(&raw), Ok(100));
@@ -659,6 +662,14 @@ fn ack_tracker_marks_recent_sequence_numbers() {
     assert_eq!(t.on_data(11).received_bitmap, 1 << 1);
     // 13: 11 and 10 were received (N-M = 2 and 3); 12 was lost.
     assert_eq!(t.on_data(13).received_bitmap, (1 << 2) | (1 << 3));
+    let a = AckTracker::new().on_data(0);
+    assert!(a.acknowledges(0));
+    let mut t2 = AckTracker::new();
+    t2.on_data(10);
+    t2.on_data(11);
+    let a = t2.on_data(13);
+    assert!(a.acknowledges(13) && a.acknowledges(11) && a.acknowledges(10));
+    assert!(!a.acknowledges(12) && !a.acknowledges(14) && !a.acknowledges(9));
     // Far ahead: nothing within 31.
     assert_eq!(t.on_data(100).received_bitmap, 0);
     // Only the 32 most recent are remembered.
@@ -733,11 +744,14 @@ mod props {
             let code = MessageCode::ALL[code];
             if let Ok(b) = Body::decode(code, &data, test_kinds()) {
                 let again = b.to_bytes().unwrap();
+                // One canonical encoding per value.
+                prop_assert_eq!(&again, &data);
                 prop_assert_eq!(Body::decode(code, &again, test_kinds()), Ok(b));
             }
             let cfg = WireConfig::new(OverlayHash(0x9aa3_2b8d));
             if let Ok(m) = Message::decode(&data, &cfg) {
-                prop_assert_eq!(Message::decode(&m.to_bytes().unwrap(), &cfg), Ok(m));
+                prop_assert_eq!(&m.to_bytes().unwrap(), &data);
+                prop_assert_eq!(Message::decode(&data, &cfg), Ok(m));
             }
             let _ = decode_frame(&data, 5000);
         }
@@ -750,10 +764,36 @@ mod props {
             }
             let cfg = super::golden_cfg();
             if let Ok(m) = Message::decode(&b, &cfg) {
-                prop_assert_eq!(Message::decode(&m.to_bytes().unwrap(), &cfg), Ok(m.clone()));
-                let _ = m.contents.decode_body(test_kinds());
+                prop_assert_eq!(&m.to_bytes().unwrap(), &b);
+                if let Ok(body) = m.contents.decode_body(test_kinds()) {
+                    prop_assert_eq!(&body.to_bytes().unwrap(), &m.contents.body);
+                }
             }
-            let _ = PeekedMessage::peek(&b, &cfg);
+            if let Ok(p) = PeekedMessage::peek(&b, &cfg) {
+                prop_assert_eq!(&p.to_bytes().unwrap(), &b);
+            }
+        }
+
+        #[test]
+        fn mutated_messages_are_canonical_or_rejected(
+            m in strategies::message(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut b = m.to_bytes().unwrap();
+            for (at, v) in flips {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            let cfg = cfg_for(&m);
+            if let Ok(d) = Message::decode(&b, &cfg) {
+                prop_assert_eq!(&d.to_bytes().unwrap(), &b);
+                if let Ok(body) = d.contents.decode_body(test_kinds()) {
+                    prop_assert_eq!(&body.to_bytes().unwrap(), &d.contents.body);
+                }
+            }
+            if let Ok(p) = PeekedMessage::peek(&b, &cfg) {
+                prop_assert_eq!(&p.to_bytes().unwrap(), &b);
+            }
         }
 
         #[test]
@@ -772,4 +812,123 @@ mod props {
             }
         }
     }
+}
+
+#[test]
+fn response_header_copies_only_response_copy_options_with_flags_cleared() {
+    let mut req = ForwardingHeader::new_request(
+        OverlayHash(1),
+        7,
+        100,
+        TransactionId(9),
+        vec![Destination::Node(NodeId::from_u128(5))],
+    );
+    req.max_response_length = 4000;
+    req.via_list = vec![
+        Destination::Node(NodeId::from_u128(1)),
+        Destination::Compressed(0x8001),
+    ];
+    req.options = vec![
+        ForwardingOption {
+            option_type: 1,
+            flags: OptionFlags(OptionFlags::RESPONSE_COPY | OptionFlags::FORWARD_CRITICAL),
+            value: vec![1],
+        },
+        ForwardingOption {
+            option_type: 2,
+            flags: OptionFlags(0),
+            value: vec![2],
+        },
+    ];
+    let resp = req.response_header(100);
+    assert_eq!(resp.configuration_sequence, 7);
+    assert_eq!(resp.max_response_length, 0);
+    assert_eq!(
+        resp.destination_list,
+        vec![
+            Destination::Compressed(0x8001),
+            Destination::Node(NodeId::from_u128(1))
+        ]
+    );
+    assert_eq!(
+        resp.options,
+        vec![ForwardingOption {
+            option_type: 1,
+            flags: OptionFlags(0),
+            value: vec![1],
+        }]
+    );
+    assert_eq!(ResourceId::from_u128(77).to_u128(), Some(77));
+    assert_eq!(ResourceId(vec![1, 2]).to_u128(), None);
+}
+
+#[test]
+fn message_signature_input_follows_6_3_4() {
+    let input = golden_message().signature_input().unwrap();
+    let golden = hex(GOLDEN_PING);
+    let mut expect = Vec::new();
+    expect.extend_from_slice(&golden[4..8]); // overlay
+    expect.extend_from_slice(&golden[20..28]); // transaction_id
+    expect.extend_from_slice(&golden[75..87]); // MessageContents
+    expect.extend_from_slice(&[0x03, 0x00, 0x00]); // SignerIdentity none
+    assert_eq!(input, expect);
+}
+
+#[test]
+fn unknown_kind_list_is_capped_at_what_error_info_can_carry() {
+    // A Fetch naming 100 distinct unknown kinds.
+    let fetch = FetchReq {
+        resource: ResourceId(vec![1]),
+        specifiers: (0..100)
+            .map(|k| StoredDataSpecifier {
+                kind: KindId(1000 + k),
+                generation: 0,
+                model: ModelSpecifier::SingleValue,
+            })
+            .collect(),
+    };
+    let bytes = Body::FetchReq(fetch).to_bytes().unwrap();
+    let e = Body::decode(MessageCode::FetchReq, &bytes, &NoKinds).unwrap_err();
+    let WireError::UnknownKinds(listed) = &e else {
+        panic!("expected UnknownKinds, got {e:?}")
+    };
+    assert_eq!(listed.len(), 63);
+    assert_eq!(listed[0], KindId(1000));
+    let info = ErrorResponse::from_wire_error(&e).error_info;
+    assert_eq!(info.len(), 1 + 63 * 4);
+    assert_eq!(body::decode_unknown_kinds(&info).unwrap().len(), 63);
+}
+
+#[test]
+fn a_rejected_request_is_answered_from_its_peeked_header() {
+    let mut m = golden_message();
+    m.contents.extensions.push(MessageExtension {
+        extension_type: 9,
+        critical: true,
+        contents: vec![],
+    });
+    let bytes = m.to_bytes().unwrap();
+    let e = Message::decode(&bytes, &golden_cfg()).unwrap_err();
+    let header = PeekedMessage::peek(&bytes, &golden_cfg()).unwrap().header;
+    let answer = Message::response(
+        &header,
+        DEFAULT_INITIAL_TTL,
+        &Body::Error(ErrorResponse::from_wire_error(&e)),
+    )
+    .unwrap();
+    let back = Message::decode(&answer.to_bytes().unwrap(), &golden_cfg()).unwrap();
+    assert_eq!(back.contents.code, MessageCode::Error);
+    assert_eq!(
+        back.header.transaction_id,
+        TransactionId(0x0102_0304_0506_0708)
+    );
+    assert_eq!(
+        back.header.destination_list,
+        golden_message().header.via_list
+    );
+    let Body::Error(err) = back.contents.decode_body(&NoKinds).unwrap() else {
+        panic!("expected an error body")
+    };
+    assert_eq!(err.error_code, ErrorCode::UnknownExtension);
+    assert_eq!(err.error_info, b"unknown critical extension 9".to_vec());
 }

@@ -26,36 +26,44 @@ pub(super) fn decode_request(
     source: SocketAddr,
     limits: &DecodeLimits,
 ) -> Result<Decoded, DecodeError> {
-    let message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
+    let mut message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
         Ok(envelope) => envelope.message,
         Err(_) => return Err(salvaged_error(body)),
     };
-
-    // RFC 7846 §4.3: an unsupported version is 02; a missing one makes the message malformed.
+    // Ours is capped at 64 bytes; a longer one is not echoed.
     let transaction_id = message
         .transaction_id
-        .as_ref()
+        .take()
         .filter(|t| t.0.len() <= MAX_TRANSACTION_ID_BYTES)
-        .map(|t| TransactionId(t.0.clone()));
-    let fail = |code| DecodeError {
-        code,
-        transaction_id: transaction_id.clone(),
+        .map(|t| TransactionId(t.0));
+    // RFC 7846 §4.3: an unsupported version is 02; a missing one makes the message malformed.
+    let version_fault = match message.version {
+        Some(Int(VERSION)) => None,
+        Some(_) => Some(ErrorCode::UnsupportedVersion),
+        None => Some(ErrorCode::BadRequest),
     };
-    match message.version {
-        Some(Int(VERSION)) => {}
-        Some(_) => return Err(fail(ErrorCode::UnsupportedVersion)),
-        None => return Err(fail(ErrorCode::BadRequest)),
+    if let Some(code) = version_fault {
+        return Err(DecodeError {
+            code,
+            transaction_id,
+        });
     }
-    // RFC 7846 §4.1.1: transaction_id MUST be present; ours is capped at 64 bytes.
-    let Some(transaction_id) = transaction_id.clone() else {
-        return Err(fail(ErrorCode::BadRequest));
+    // RFC 7846 §4.1.1: transaction_id MUST be present.
+    let Some(transaction_id) = transaction_id else {
+        return Err(DecodeError {
+            code: ErrorCode::BadRequest,
+            transaction_id: None,
+        });
     };
     match request_from_raw(message, source, limits) {
         Ok(request) => Ok(Decoded {
             request,
             transaction_id,
         }),
-        Err(Bad) => Err(fail(ErrorCode::BadRequest)),
+        Err(Bad) => Err(DecodeError {
+            code: ErrorCode::BadRequest,
+            transaction_id: Some(transaction_id),
+        }),
     }
 }
 
@@ -239,11 +247,17 @@ fn peer_num_from_raw(p: RawPeerNum<'_>) -> Checked<PeerNum> {
         peer_count: opt_u32(p.peer_count)?,
         ability_nat: p
             .ability_nat
-            .map(|a| match a.as_str().to_ascii_uppercase().as_str() {
-                "NO_NAT" => Ok(NatAbility::NoNat),
-                "STUN" => Ok(NatAbility::Stun),
-                "TURN" => Ok(NatAbility::Turn),
-                _ => Err(Bad),
+            .map(|a| {
+                let a = a.as_str();
+                if a.eq_ignore_ascii_case("NO_NAT") {
+                    Ok(NatAbility::NoNat)
+                } else if a.eq_ignore_ascii_case("STUN") {
+                    Ok(NatAbility::Stun)
+                } else if a.eq_ignore_ascii_case("TURN") {
+                    Ok(NatAbility::Turn)
+                } else {
+                    Err(Bad)
+                }
             })
             .transpose()?,
         concurrent_links: opt_u32(p.concurrent_links)?,

@@ -87,8 +87,22 @@ fn put_peer_addr(out: &mut Vec<u8>, a: &PeerAddr) {
         SocketAddr::V6(_) => b"\"ipv6\"",
     });
     out.extend_from_slice(b",\"address\":\"");
-    // Display of Ipv6Addr is the RFC 5952 text form; writing into a Vec cannot fail.
-    let _ = write!(out, "{}", a.addr.ip());
+    match a.addr {
+        SocketAddr::V4(v4) => {
+            // RFC 3986 IPv4address: dotted decimal, written without the formatting machinery.
+            let mut num = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(num.format(octet).as_bytes());
+            }
+        }
+        SocketAddr::V6(v6) => {
+            // Display of Ipv6Addr is the RFC 5952 text form; writing into a Vec cannot fail.
+            let _ = write!(out, "{}", v6.ip());
+        }
+    }
     out.extend_from_slice(b"\"},\"port\":");
     put_u64(out, u64::from(a.addr.port()));
     out.extend_from_slice(b",\"priority\":");

@@ -83,6 +83,20 @@ use crate::engine::{ErrorCode, Request, Response};
 /// The media type of PPSTP requests and responses (RFC 7846 §7.1).
 pub const CONTENT_TYPE: &str = "application/ppsp-tracker+json";
 
+/// Whether a request's `Content-Type` may carry a PPSTP body (RFC 7846 §4: the
+/// `application/ppsp-tracker+json` media type). Media types compare case-insensitively and
+/// parameters (`; charset=utf-8`) are ignored (RFC 9110 §8.3.1). Plain `application/json` is
+/// accepted as well; a missing or other type is refused (HTTP 415, protocols.md §1).
+pub fn accepts_content_type(content_type: Option<&[u8]>) -> bool {
+    let Some(value) = content_type else {
+        return false;
+    };
+    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
+    let media_type = media_type.trim_ascii();
+    media_type.eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
+        || media_type.eq_ignore_ascii_case(b"application/json")
+}
+
 /// Limits applied while decoding, taken from the engine configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {

@@ -127,6 +127,25 @@ fn e1_frames_and_decodes_as_seeder_connect() {
 }
 
 #[test]
+fn e1_with_its_own_wrong_content_length_is_refused() {
+    // E1 says 494 bytes but its body is longer: the first 494 bytes are a truncated body (01,
+    // with the transaction id read before the cut), and the rest is not a request (HTTP 400).
+    let message = format!("{E1_HEAD}{E1_BODY}");
+    let limits = HttpLimits::default();
+    let Framed::Request { body, consumed, .. } = frame_request(message.as_bytes(), &limits) else {
+        panic!("E1 head did not frame");
+    };
+    assert_eq!(body.len(), 494);
+    let e = decode_request(body, source(), &DecodeLimits::default()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.transaction_id, Some(txid("12345")));
+    assert!(matches!(
+        frame_request(&message.as_bytes()[consumed..], &limits),
+        Framed::Error(crate::protocol::http::HttpError::Malformed)
+    ));
+}
+
+#[test]
 fn e2_decodes_as_leech_connect_with_two_interfaces() {
     let d = ok(E2);
     assert_eq!(d.transaction_id, txid("12345.0"));
@@ -575,6 +594,17 @@ fn wrong_types_are_01_keeping_the_transaction_id_that_comes_later() {
 }
 
 #[test]
+fn deep_nesting_is_01_without_overflowing_the_stack() {
+    let deep = format!(
+        r#"{{"PPSPTrackerProtocol": {{"transaction_id": "d", "x": {}{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(bad_request(&deep).transaction_id, Some(txid("d")));
+    assert!(decode_response(deep.as_bytes()).is_err());
+}
+
+#[test]
 fn unknown_request_type_is_01() {
     for t in ["GET_PEERS", "connect", "", "CONNECT "] {
         let e = bad_request(&envelope(json!({ "request_type": t })));
@@ -762,6 +792,21 @@ fn bad_request_members_are_01() {
         let e = bad_request(&envelope(members));
         assert_eq!(e.transaction_id, Some(txid("t-1")));
     }
+}
+
+#[test]
+fn content_types() {
+    assert!(accepts_content_type(Some(b"application/ppsp-tracker+json")));
+    assert!(accepts_content_type(Some(
+        b"Application/PPSP-Tracker+JSON ; charset=utf-8"
+    )));
+    assert!(accepts_content_type(Some(b"application/json")));
+    assert!(!accepts_content_type(Some(b"text/plain")));
+    assert!(!accepts_content_type(Some(
+        b"application/ppsp-tracker+jsonx"
+    )));
+    assert!(!accepts_content_type(Some(b"")));
+    assert!(!accepts_content_type(None));
 }
 
 #[test]

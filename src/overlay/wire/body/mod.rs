@@ -52,8 +52,7 @@ impl ErrorResponse {
     pub fn from_wire_error(e: &WireError) -> Self {
         let error_info = match e {
             WireError::UnknownKinds(kinds) => {
-                // At most 63 Kind-IDs fit the one-byte list length.
-                let n = kinds.len().min(63);
+                let n = kinds.len().min(storage::MAX_REPORTED_UNKNOWN_KINDS);
                 encode_unknown_kinds(kinds.get(..n).unwrap_or(&[])).unwrap_or_default()
             }
             other => other.to_string().into_bytes(),

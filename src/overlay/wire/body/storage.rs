@@ -340,24 +340,36 @@ pub struct FindAns {
 // ---------------------------------------------------------------------------------------------
 // Codec
 
-/// Collects unknown Kind-IDs while a body decodes, so all of them can be reported at once.
+/// Most unknown Kind-IDs an Error_Unknown_Kind can list: `KindId unknown_kinds<0..2^8-1>`
+/// holds 63 four-byte entries.
+pub const MAX_REPORTED_UNKNOWN_KINDS: usize = 63;
+
+/// Collects unknown Kind-IDs while a body decodes, so they can be reported at once. At most
+/// [`MAX_REPORTED_UNKNOWN_KINDS`] distinct ids are kept, which also keeps the duplicate check
+/// cheap whatever the input holds.
 #[derive(Default)]
-struct UnknownKinds(Vec<KindId>);
+struct UnknownKinds {
+    listed: Vec<KindId>,
+    any: bool,
+}
 
 impl UnknownKinds {
     fn lookup(&mut self, kinds: &dyn KindModels, kind: KindId) -> Option<DataModel> {
         let m = kinds.data_model(kind);
-        if m.is_none() && !self.0.contains(&kind) {
-            self.0.push(kind);
+        if m.is_none() {
+            self.any = true;
+            if self.listed.len() < MAX_REPORTED_UNKNOWN_KINDS && !self.listed.contains(&kind) {
+                self.listed.push(kind);
+            }
         }
         m
     }
 
     fn finish<T>(self, v: T) -> Result<T, WireError> {
-        if self.0.is_empty() {
-            Ok(v)
+        if self.any {
+            Err(WireError::UnknownKinds(self.listed))
         } else {
-            Err(WireError::UnknownKinds(self.0))
+            Ok(v)
         }
     }
 }

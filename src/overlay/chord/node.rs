@@ -1,0 +1,1420 @@
+//! One Chord-RELOAD peer as a sans-IO state machine: events in (a message from a linked peer,
+//! a timer, a link going down, a local request), actions out (send a message on a link, arm a
+//! timer, complete a local request). Time is an argument in milliseconds; randomness comes from
+//! a `SmallRng` seeded per node, so a simulation replays exactly.
+//!
+//! What it implements, by RFC 6940 section:
+//! - §6.1 / §6.2 message receipt and symmetric recursive routing: a relay appends the previous
+//!   hop to the via list, a responder answers along `[previous hop] + reversed via list`;
+//!   relays decrement the TTL and answer Error_TTL_Exceeded when it is spent (§6.3.2).
+//! - §6.2.1 end-to-end retransmission: a request is resent with the same transaction id after
+//!   a timeout that doubles each time, a bounded number of times.
+//! - §10.3 greedy routing over neighbors and fingers; §10.1 responsibility `(pred, self]`.
+//! - §10.4 replication: the responsible peer stores and sends replica Stores to its next two
+//!   successors; §10.7.3 migration when the replica set or the responsible range changes.
+//! - §10.5 joining through the admitting peer; §10.7 Updates (reactive on any neighbor-table
+//!   change, periodic with jitter), §10.7.1 neighbor failure, §10.7.4.2 finger refresh,
+//!   §10.7.4.4 partition check, §10.9 leaving.
+//!
+//! Links are identified by the peer's Node-ID; establishing them (RFC 6940 Attach/ICE, TLS) is
+//! the runtime's job. A direct Ping stands in for the Attach that §10.7.3 requires before a
+//! newly learnt peer enters the neighbor table.
+
+use super::id::{distance, finger_range, in_left_open, in_open, NodeId, ResourceId};
+use super::message::{
+    Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorCode, ErrorInfo, Message,
+    Request, Response, INITIAL_TTL,
+};
+use super::table::{RoutingTable, FINGERS};
+use crate::overlay::storage::{
+    FetchAns, FetchReq, KindId, StatAns, StatReq, Storage, StorageConfig, StorageError, StoreAns,
+    StoreKindData, StoreReq,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Identifies a local request so its outcome can be matched.
+pub type OpId = u64;
+
+/// Tunables of one peer. Defaults follow RFC 6940 where it gives one.
+#[derive(Clone, Debug)]
+pub struct ChordConfig {
+    /// Predecessors and successors kept (RFC 6940 §10.7: at least 3).
+    pub neighbor_count: usize,
+    /// First end-to-end retransmission timeout; doubles per attempt.
+    pub request_timeout_ms: u64,
+    /// Retransmissions after the first attempt before a request fails.
+    pub max_retransmissions: u32,
+    /// RFC 6940 §10.7.4.1 chord-update-interval (default 600 s).
+    pub update_interval_ms: u64,
+    /// RFC 6940 §10.7.4.2 chord-ping-interval (default 3600 s).
+    pub finger_interval_ms: u64,
+    /// RFC 6940 §10.7.1 successor replacement hold-down before new replicas are made (30 s).
+    pub replica_holddown_ms: u64,
+    /// How long a failed peer is ignored when others mention it.
+    pub failed_memory_ms: u64,
+    /// How often expired values are swept.
+    pub expiry_interval_ms: u64,
+    /// Nodes to (re)join through and to run the partition check (§10.7.4.4) against.
+    pub bootstrap: Vec<NodeId>,
+    /// Bound on transactions in flight; beyond it new local requests fail with
+    /// Error_In_Progress and internal ones are deferred.
+    pub max_pending: usize,
+    pub storage: StorageConfig,
+}
+
+impl Default for ChordConfig {
+    fn default() -> Self {
+        ChordConfig {
+            neighbor_count: 3,
+            request_timeout_ms: 3_000,
+            max_retransmissions: 3,
+            update_interval_ms: 600_000,
+            finger_interval_ms: 3_600_000,
+            replica_holddown_ms: 30_000,
+            failed_memory_ms: 1_200_000,
+            expiry_interval_ms: 60_000,
+            bootstrap: Vec::new(),
+            max_pending: 4096,
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// Timers a node arms. A timer that has become meaningless (e.g. a retransmission for an
+/// answered request) is ignored when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    Retransmit { transaction_id: u64, attempt: u32 },
+    PeriodicUpdate,
+    FingerRefresh,
+    ReplicaSync,
+    Expire,
+}
+
+/// What the application asks of the overlay.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LocalRequest {
+    /// Start a new overlay with this node alone on the ring.
+    CreateOverlay,
+    /// RFC 6940 §10.5: join through a bootstrap peer already on the ring.
+    Join {
+        bootstrap: NodeId,
+    },
+    /// RFC 6940 §10.9.
+    Leave,
+    /// Find the peer responsible for a resource (a Ping routed to the Resource-ID).
+    Lookup {
+        resource: ResourceId,
+    },
+    Store {
+        resource: ResourceId,
+        kind_data: Vec<StoreKindData>,
+    },
+    Fetch(FetchReq),
+    Stat(StatReq),
+}
+
+/// How a local request ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LocalOutcome {
+    Joined,
+    Left,
+    Lookup { responsible: NodeId },
+    Stored(StoreAns),
+    Fetched(FetchAns),
+    Stat(StatAns),
+    Failed { code: ErrorCode, info: ErrorInfo },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A message arrived on the link to `from`.
+    Received {
+        from: NodeId,
+        message: Message,
+    },
+    Timer(Timer),
+    LinkUp(NodeId),
+    /// The link to a peer failed (or could not be established).
+    LinkDown(NodeId),
+    Local {
+        op: OpId,
+        request: LocalRequest,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send on the link to `to` (establishing it if needed).
+    Send { to: NodeId, message: Message },
+    /// Deliver `Event::Timer(timer)` at local time `at` (ms).
+    SetTimer { at: u64, timer: Timer },
+    /// A local request finished.
+    Complete { op: OpId, outcome: LocalOutcome },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Joining,
+    Joined,
+    Left,
+}
+
+/// Why a request of ours is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Local(OpId),
+    Join(OpId),
+    /// Connectivity check before `NodeId` enters the neighbor table (stands in for Attach).
+    Verify(NodeId),
+    Update(NodeId),
+    FingerSearch(usize),
+    Replica(NodeId),
+    PartitionCheck,
+    Leave,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    message: Message,
+    purpose: Purpose,
+    attempt: u32,
+}
+
+/// One Chord-RELOAD peer.
+pub struct ChordNode {
+    config: ChordConfig,
+    table: RoutingTable,
+    storage: Storage,
+    rng: SmallRng,
+    phase: Phase,
+    started_at: u64,
+    now: u64,
+    pending: BTreeMap<u64, Pending>,
+    /// Peers heard from directly, with the time last heard.
+    verified: BTreeMap<NodeId, u64>,
+    /// Peers found dead, with the time.
+    failed: BTreeMap<NodeId, u64>,
+    probing: BTreeSet<NodeId>,
+    /// Peers owed an Update by the end of the current event.
+    updates_due: BTreeSet<NodeId>,
+    neighbors_dirty: bool,
+    sync_scheduled: bool,
+    sync_dirty: bool,
+    synced_preds: Vec<NodeId>,
+    synced_succs: Vec<NodeId>,
+    changed_since_round: bool,
+    timers_started: bool,
+    fingers_initialized: bool,
+    actions: Vec<Action>,
+}
+
+impl ChordNode {
+    pub fn new(id: NodeId, config: ChordConfig, seed: u64) -> Self {
+        let storage = Storage::new(config.storage.clone());
+        let table = RoutingTable::new(id, config.neighbor_count);
+        ChordNode {
+            config,
+            table,
+            storage,
+            rng: SmallRng::seed_from_u64(
+                seed ^ (id.to_u128() as u64) ^ ((id.to_u128() >> 64) as u64),
+            ),
+            phase: Phase::Idle,
+            started_at: 0,
+            now: 0,
+            pending: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            probing: BTreeSet::new(),
+            updates_due: BTreeSet::new(),
+            neighbors_dirty: false,
+            sync_scheduled: false,
+            sync_dirty: false,
+            synced_preds: Vec::new(),
+            synced_succs: Vec::new(),
+            changed_since_round: false,
+            timers_started: false,
+            fingers_initialized: false,
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.table.own
+    }
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    pub fn is_joined(&self) -> bool {
+        self.phase == Phase::Joined
+    }
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Process one event at local time `now` (ms) and return the actions it causes.
+    pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
+        self.now = now;
+        if self.phase == Phase::Left {
+            return Vec::new();
+        }
+        match event {
+            Event::Received { from, message } => self.on_message(from, message),
+            Event::Timer(t) => self.on_timer(t),
+            Event::LinkUp(n) => {
+                self.verified.insert(n, now);
+            }
+            Event::LinkDown(n) => self.peer_failed(n),
+            Event::Local { op, request } => self.on_local(op, request),
+        }
+        self.flush_updates();
+        std::mem::take(&mut self.actions)
+    }
+
+    // ----- local requests -----
+
+    fn on_local(&mut self, op: OpId, request: LocalRequest) {
+        match request {
+            LocalRequest::CreateOverlay => {
+                self.phase = Phase::Joined;
+                self.started_at = self.now;
+                self.start_timers();
+                self.complete(op, LocalOutcome::Joined);
+            }
+            LocalRequest::Join { bootstrap } => {
+                if self.phase == Phase::Joined {
+                    self.complete(op, LocalOutcome::Joined);
+                    return;
+                }
+                self.phase = Phase::Joining;
+                self.started_at = self.now;
+                self.verified.insert(bootstrap, self.now);
+                // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for
+                // n+1, through the bootstrap peer.
+                let own = self.table.own;
+                let dest = vec![
+                    Destination::Node(bootstrap),
+                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+                ];
+                self.originate(
+                    dest,
+                    Request::Join {
+                        joining_peer_id: own,
+                    },
+                    Purpose::Join(op),
+                );
+            }
+            LocalRequest::Leave => {
+                self.leave();
+                self.complete(op, LocalOutcome::Left);
+            }
+            LocalRequest::Lookup { resource } => {
+                self.originate_local(op, resource, Request::Ping);
+            }
+            LocalRequest::Store {
+                resource,
+                kind_data,
+            } => {
+                let req = StoreReq {
+                    resource: resource.to_wire(),
+                    replica_number: 0,
+                    kind_data,
+                };
+                self.originate_local(op, resource, Request::Store(req));
+            }
+            LocalRequest::Fetch(req) => match ResourceId::from_wire(&req.resource) {
+                Some(r) => self.originate_local(op, r, Request::Fetch(req)),
+                None => self.fail(op, ErrorCode::InvalidMessage),
+            },
+            LocalRequest::Stat(req) => match ResourceId::from_wire(&req.resource) {
+                Some(r) => self.originate_local(op, r, Request::Stat(req)),
+                None => self.fail(op, ErrorCode::InvalidMessage),
+            },
+        }
+    }
+
+    fn originate_local(&mut self, op: OpId, resource: ResourceId, request: Request) {
+        if self.phase != Phase::Joined {
+            self.fail(op, ErrorCode::NotFound);
+            return;
+        }
+        if self.pending.len() >= self.config.max_pending {
+            self.fail(op, ErrorCode::InProgress);
+            return;
+        }
+        self.originate(
+            vec![Destination::Resource(resource)],
+            request,
+            Purpose::Local(op),
+        );
+    }
+
+    fn complete(&mut self, op: OpId, outcome: LocalOutcome) {
+        self.actions.push(Action::Complete { op, outcome });
+    }
+
+    fn fail(&mut self, op: OpId, code: ErrorCode) {
+        self.complete(
+            op,
+            LocalOutcome::Failed {
+                code,
+                info: ErrorInfo::None,
+            },
+        );
+    }
+
+    // ----- sending -----
+
+    fn new_transaction_id(&mut self) -> u64 {
+        loop {
+            let t: u64 = self.rng.gen();
+            if t != 0 && !self.pending.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    /// Start a request of ours and track it for retransmission.
+    fn originate(&mut self, destinations: Vec<Destination>, request: Request, purpose: Purpose) {
+        let transaction_id = self.new_transaction_id();
+        let message = Message {
+            transaction_id,
+            ttl: INITIAL_TTL,
+            via: Vec::new(),
+            destinations,
+            sender: self.table.own,
+            body: Body::Request(request),
+        };
+        self.pending.insert(
+            transaction_id,
+            Pending {
+                message: message.clone(),
+                purpose,
+                attempt: 0,
+            },
+        );
+        self.arm_retransmit(transaction_id, 0);
+        self.send_own(message);
+    }
+
+    /// A direct request to a linked peer.
+    fn originate_direct(&mut self, to: NodeId, request: Request, purpose: Purpose) {
+        if self.pending.len() >= self.config.max_pending {
+            if matches!(purpose, Purpose::Replica(_)) {
+                self.sync_dirty = true;
+            }
+            return;
+        }
+        self.originate(vec![Destination::Node(to)], request, purpose);
+    }
+
+    fn arm_retransmit(&mut self, transaction_id: u64, attempt: u32) {
+        let timeout = self
+            .config
+            .request_timeout_ms
+            .saturating_mul(1u64 << attempt.min(16));
+        self.actions.push(Action::SetTimer {
+            at: self.now.saturating_add(timeout),
+            timer: Timer::Retransmit {
+                transaction_id,
+                attempt,
+            },
+        });
+    }
+
+    /// Route a message we originate: consumed locally when it is for us.
+    fn send_own(&mut self, mut message: Message) {
+        loop {
+            match message.destinations.first().copied() {
+                None => return,
+                Some(Destination::Node(n)) if n == self.table.own => {
+                    if message.destinations.len() == 1 {
+                        self.deliver(self.table.own, message);
+                        return;
+                    }
+                    message.destinations.remove(0);
+                }
+                Some(Destination::Resource(r))
+                    if self.phase == Phase::Joined && self.table.is_responsible(r.0) =>
+                {
+                    self.deliver(self.table.own, message);
+                    return;
+                }
+                Some(d) => {
+                    if let Some(hop) = self.next_hop(d, &message) {
+                        self.actions.push(Action::Send { to: hop, message });
+                    }
+                    // No route: the retransmission timer retries and finally fails it.
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Next hop toward a destination entry: a linked node by id, else greedy routing, else
+    /// (while joining) the bootstrap peer.
+    fn next_hop(&self, d: Destination, message: &Message) -> Option<NodeId> {
+        self.next_hop_excluding(d, &message.via, message.sender, message.sender)
+    }
+
+    fn next_hop_excluding(
+        &self,
+        d: Destination,
+        via: &[NodeId],
+        sender: NodeId,
+        from: NodeId,
+    ) -> Option<NodeId> {
+        if let Destination::Node(n) = d {
+            if self.verified.contains_key(&n) || self.table.is_known(n) {
+                return Some(n);
+            }
+        }
+        let mut exclude: Vec<NodeId> = Vec::with_capacity(via.len() + 2);
+        exclude.extend_from_slice(via);
+        exclude.push(sender);
+        exclude.push(from);
+        if let Some(h) = self.table.next_hop(d.ring(), &exclude) {
+            return Some(h);
+        }
+        // Nothing but excluded peers: fall back to any known peer before giving up.
+        self.table.next_hop(d.ring(), &[])
+    }
+
+    // ----- receiving -----
+
+    fn on_message(&mut self, from: NodeId, mut message: Message) {
+        if self.phase == Phase::Idle {
+            return;
+        }
+        self.verified.insert(from, self.now);
+        self.failed.remove(&from);
+        if self.verified.len() > 8 * 1024 {
+            self.prune_verified();
+        }
+        // RFC 6940 §6.3.2: a TTL beyond the initial value is refused.
+        if message.ttl > INITIAL_TTL {
+            self.answer_error(from, &message, ErrorCode::TtlExceeded);
+            return;
+        }
+        loop {
+            match message.destinations.first().copied() {
+                None => {
+                    self.answer_error(from, &message, ErrorCode::InvalidMessage);
+                    return;
+                }
+                Some(Destination::Node(n)) if n == self.table.own => {
+                    if message.destinations.len() == 1 {
+                        self.deliver(from, message);
+                        return;
+                    }
+                    message.destinations.remove(0);
+                }
+                Some(Destination::Resource(r)) if self.serves_resource(r) => {
+                    // RFC 6940 §6.1.1: a Resource-ID must be the last entry.
+                    if message.destinations.len() == 1 {
+                        self.deliver(from, message);
+                    }
+                    return;
+                }
+                Some(d) => {
+                    self.forward(from, message, d);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serves_resource(&self, r: ResourceId) -> bool {
+        self.phase == Phase::Joined && self.table.is_responsible(r.0)
+    }
+
+    /// RFC 6940 §6.1.2 / §6.2: relay toward the first destination entry.
+    fn forward(&mut self, from: NodeId, mut message: Message, d: Destination) {
+        // RFC 6940 §6.3.2: a message with TTL 0 that is not for us goes no further.
+        if message.ttl == 0 {
+            self.answer_error(from, &message, ErrorCode::TtlExceeded);
+            return;
+        }
+        message.ttl -= 1;
+        // Symmetric recursive routing: remember the previous hop in the via list. A request
+        // needs it for the way back; on a response it keeps the responder as the first entry
+        // (RFC 6940 §6.1.2 leaves responses' via lists to the relay), which is how a receiver
+        // of the encoded message learns who answered.
+        if message.via.len() >= usize::from(INITIAL_TTL) {
+            self.answer_error(from, &message, ErrorCode::TtlExceeded);
+            return;
+        }
+        message.via.push(from);
+        match self.next_hop_excluding(d, &message.via, message.sender, from) {
+            Some(hop) if hop != from || !message.is_request() => {
+                self.actions.push(Action::Send { to: hop, message });
+            }
+            _ => {
+                if message.is_request() {
+                    message.via.pop();
+                    self.answer_error(from, &message, ErrorCode::NotFound);
+                }
+            }
+        }
+    }
+
+    /// Answer a request with an error (responses are never answered).
+    fn answer_error(&mut self, from: NodeId, request: &Message, code: ErrorCode) {
+        if !request.is_request() {
+            return;
+        }
+        self.respond(
+            from,
+            request,
+            Response::Error {
+                code,
+                info: ErrorInfo::None,
+            },
+        );
+    }
+
+    /// RFC 6940 §6.2.2: the response leaves with `[previous hop] + reversed via list`.
+    fn respond(&mut self, from: NodeId, request: &Message, response: Response) {
+        let mut destinations: Vec<Destination> = Vec::with_capacity(request.via.len() + 1);
+        if from != self.table.own {
+            destinations.push(Destination::Node(from));
+        }
+        destinations.extend(request.via.iter().rev().map(|n| Destination::Node(*n)));
+        if destinations.last() != Some(&Destination::Node(request.sender)) {
+            destinations.push(Destination::Node(request.sender));
+        }
+        let message = Message {
+            transaction_id: request.transaction_id,
+            ttl: INITIAL_TTL,
+            via: Vec::new(),
+            destinations,
+            sender: self.table.own,
+            body: Body::Response(response),
+        };
+        self.send_own(message);
+    }
+
+    fn deliver(&mut self, from: NodeId, message: Message) {
+        if message.is_request() {
+            self.on_request(from, message);
+        } else {
+            self.on_response(message);
+        }
+    }
+
+    // ----- serving requests -----
+
+    fn on_request(&mut self, from: NodeId, message: Message) {
+        let Body::Request(request) = &message.body else {
+            return;
+        };
+        let response = match request {
+            Request::Ping => Response::Ping {
+                response_id: self.rng.gen(),
+                time: self.now,
+            },
+            Request::Join { joining_peer_id } => self.on_join(*joining_peer_id, from),
+            Request::Update(update) => {
+                let update = update.clone();
+                self.on_update(message.sender, &update);
+                Response::Update
+            }
+            Request::Leave {
+                leaving_peer_id,
+                data,
+            } => {
+                let (l, d) = (*leaving_peer_id, data.clone());
+                self.on_leave(l, &d);
+                Response::Leave
+            }
+            Request::RouteQuery {
+                send_update,
+                destination,
+            } => {
+                let next_peer = if self.table.is_responsible(destination.ring()) {
+                    self.table.own
+                } else {
+                    self.table
+                        .next_hop(destination.ring(), &[])
+                        .unwrap_or(self.table.own)
+                };
+                if *send_update {
+                    // RFC 6940 §10.8: a full Update follows the answer.
+                    let update = self.update_body(ChordUpdateType::Full);
+                    let to = message.sender;
+                    self.originate(
+                        vec![Destination::Node(to)],
+                        Request::Update(update),
+                        Purpose::Update(to),
+                    );
+                }
+                Response::RouteQuery { next_peer }
+            }
+            Request::Store(req) => {
+                let req = req.clone();
+                self.on_store(&req)
+            }
+            Request::Fetch(req) => match self.storage.fetch(req, self.now) {
+                Ok(a) => Response::Fetch(a),
+                Err(e) => storage_error(e),
+            },
+            Request::Stat(req) => match self.storage.stat(req, self.now) {
+                Ok(a) => Response::Stat(a),
+                Err(e) => storage_error(e),
+            },
+        };
+        self.respond(from, &message, response);
+    }
+
+    /// RFC 6940 §10.5 steps 5-8 at the admitting peer.
+    fn on_join(&mut self, joining: NodeId, from: NodeId) -> Response {
+        if self.phase != Phase::Joined || joining == self.table.own {
+            return Response::Error {
+                code: ErrorCode::Forbidden,
+                info: ErrorInfo::None,
+            };
+        }
+        let _ = from;
+        // The joining peer attached to us before joining (step 2): it is linked.
+        self.verified.insert(joining, self.now);
+        self.failed.remove(&joining);
+        if self.table.insert_neighbor(joining) {
+            self.neighbors_dirty = true;
+        }
+        // Step 6: hand over the data the joining peer is now responsible for.
+        let resources: Vec<ResourceId> = self
+            .storage
+            .resources()
+            .filter(|r| !self.table.is_responsible(r.0) && self.view_owner(r.0) == Some(joining))
+            .collect();
+        for r in resources {
+            if let Some(req) = self.storage.export(r, None, 1, self.now) {
+                self.originate_direct(joining, Request::Store(req), Purpose::Replica(joining));
+            }
+        }
+        // Steps 7-8: the Update to every neighbor (including the joining peer) goes out at the
+        // end of this event.
+        self.updates_due.insert(joining);
+        Response::Join
+    }
+
+    /// RFC 6940 §7.4.1 / §10.4: an original store at the responsible peer, or a replica /
+    /// migration store from a plausible predecessor.
+    fn on_store(&mut self, req: &StoreReq) -> Response {
+        let Some(rid) = ResourceId::from_wire(&req.resource) else {
+            return storage_error(StorageError::InvalidMessage("resource id is not 16 bytes"));
+        };
+        let r = rid.0;
+        if req.replica_number == 0 {
+            if !self.serves_resource(rid) {
+                return storage_error(StorageError::Forbidden);
+            }
+        } else if !self.in_replica_window(r) {
+            return storage_error(StorageError::Forbidden);
+        }
+        match self.storage.store(req, self.now) {
+            Ok(mut ans) => {
+                if req.replica_number == 0 {
+                    let replicas: Vec<NodeId> =
+                        self.table.successors.iter().take(2).copied().collect();
+                    for k in &mut ans.kind_responses {
+                        k.replicas = replicas.clone();
+                    }
+                    // RFC 6940 §10.4: replica Stores to the next two successors.
+                    let kinds: Vec<KindId> = req.kind_data.iter().map(|k| k.kind).collect();
+                    for (i, s) in replicas.iter().enumerate() {
+                        let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                        if let Some(rep) = self.storage.export(rid, Some(&kinds), n, self.now) {
+                            self.originate_direct(*s, Request::Store(rep), Purpose::Replica(*s));
+                        }
+                    }
+                }
+                Response::Store(ans)
+            }
+            Err(e) => storage_error(e),
+        }
+    }
+
+    /// A replica store is plausible when the resource lies within the ranges of this peer and
+    /// its nearest predecessors (RFC 6940 §10.4: the sender should be an appropriate
+    /// predecessor). With fewer than the full set of predecessors known, anything is accepted.
+    fn in_replica_window(&self, r: u128) -> bool {
+        let k = self.config.neighbor_count;
+        match self.table.predecessors.get(k.saturating_sub(1)) {
+            Some(far) if self.table.predecessors.len() >= k => {
+                in_left_open(r, far.to_u128(), self.table.own.to_u128())
+            }
+            _ => true,
+        }
+    }
+
+    // ----- responses -----
+
+    fn on_response(&mut self, message: Message) {
+        let Some(pending) = self.pending.remove(&message.transaction_id) else {
+            return; // late duplicate or unknown: nothing to do
+        };
+        let Body::Response(response) = message.body else {
+            return;
+        };
+        let responder = message.sender;
+        match pending.purpose {
+            Purpose::Local(op) => {
+                let outcome = match response {
+                    Response::Ping { .. } => LocalOutcome::Lookup {
+                        responsible: responder,
+                    },
+                    Response::Store(a) => LocalOutcome::Stored(a),
+                    Response::Fetch(a) => LocalOutcome::Fetched(a),
+                    Response::Stat(a) => LocalOutcome::Stat(a),
+                    Response::Error { code, info } => LocalOutcome::Failed { code, info },
+                    _ => LocalOutcome::Failed {
+                        code: ErrorCode::InvalidMessage,
+                        info: ErrorInfo::None,
+                    },
+                };
+                self.complete(op, outcome);
+            }
+            Purpose::Join(op) => match response {
+                Response::Join => {
+                    self.phase = Phase::Joined;
+                    self.verified.insert(responder, self.now);
+                    if self.table.insert_neighbor(responder) {
+                        self.neighbors_dirty = true;
+                    }
+                    // RFC 6940 §10.5 step 9: Updates to every neighbor.
+                    self.neighbors_dirty = true;
+                    self.start_timers();
+                    self.complete(op, LocalOutcome::Joined);
+                }
+                Response::Error { code, info } => {
+                    self.phase = Phase::Idle;
+                    self.complete(op, LocalOutcome::Failed { code, info });
+                }
+                _ => {}
+            },
+            Purpose::Verify(n) => {
+                self.probing.remove(&n);
+                if matches!(response, Response::Ping { .. }) {
+                    self.verified.insert(n, self.now);
+                    self.admit(n);
+                }
+            }
+            Purpose::Update(_) | Purpose::Leave => {}
+            Purpose::FingerSearch(i) => {
+                if matches!(response, Response::Ping { .. })
+                    && responder != self.table.own
+                    && !self.failed.contains_key(&responder)
+                {
+                    let (start, len) = finger_range(self.table.own.to_u128(), i);
+                    let current_valid = self
+                        .table
+                        .fingers
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|f| distance(start, f.to_u128()) < len);
+                    if distance(start, responder.to_u128()) < len || !current_valid {
+                        self.table.set_finger(i, responder);
+                    }
+                    self.table.consider_finger(responder);
+                    if self.table.improves_neighbors(responder) {
+                        self.probe(responder);
+                    }
+                }
+            }
+            Purpose::Replica(_) => {
+                if matches!(response, Response::Error { .. }) {
+                    // RFC 6940 §7.4.1.1 asks to fetch newer data on Data_Too_Old; here the
+                    // replica set is simply pushed again at the next round.
+                    self.sync_dirty = true;
+                }
+            }
+            Purpose::PartitionCheck => {
+                if matches!(response, Response::Ping { .. })
+                    && responder != self.table.own
+                    && !self.failed.contains_key(&responder)
+                    && self.table.improves_neighbors(responder)
+                {
+                    // RFC 6940 §10.7.4.4: a better successor exists; connect to it.
+                    self.probe(responder);
+                }
+            }
+        }
+    }
+
+    // ----- timers -----
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Retransmit {
+                transaction_id,
+                attempt,
+            } => self.on_retransmit(transaction_id, attempt),
+            Timer::PeriodicUpdate => self.periodic_round(),
+            Timer::FingerRefresh => {
+                let initial = !std::mem::replace(&mut self.fingers_initialized, true);
+                self.refresh_fingers(initial);
+                let next = self.jittered(self.config.finger_interval_ms);
+                self.actions.push(Action::SetTimer {
+                    at: next,
+                    timer: Timer::FingerRefresh,
+                });
+            }
+            Timer::ReplicaSync => {
+                self.sync_scheduled = false;
+                let full = std::mem::take(&mut self.sync_dirty);
+                self.sync_replicas(full);
+            }
+            Timer::Expire => {
+                self.storage.expire(self.now);
+                self.actions.push(Action::SetTimer {
+                    at: self
+                        .now
+                        .saturating_add(self.config.expiry_interval_ms.max(1)),
+                    timer: Timer::Expire,
+                });
+            }
+        }
+    }
+
+    fn on_retransmit(&mut self, transaction_id: u64, attempt: u32) {
+        let Some(p) = self.pending.get_mut(&transaction_id) else {
+            return;
+        };
+        if p.attempt != attempt {
+            return;
+        }
+        if attempt < self.config.max_retransmissions {
+            p.attempt += 1;
+            let message = p.message.clone();
+            self.arm_retransmit(transaction_id, attempt + 1);
+            self.send_own(message);
+            return;
+        }
+        let Some(p) = self.pending.remove(&transaction_id) else {
+            return;
+        };
+        match p.purpose {
+            Purpose::Local(op) => self.fail(op, ErrorCode::RequestTimeout),
+            Purpose::Join(op) => {
+                self.phase = Phase::Idle;
+                self.fail(op, ErrorCode::RequestTimeout);
+            }
+            Purpose::Verify(n) => {
+                self.probing.remove(&n);
+                self.peer_failed(n);
+            }
+            // RFC 6940 §10.7.1: failure of a request to a neighbor marks it failed.
+            Purpose::Update(n) => self.peer_failed(n),
+            Purpose::Replica(n) => {
+                self.sync_dirty = true;
+                self.peer_failed(n);
+            }
+            Purpose::FingerSearch(_) | Purpose::PartitionCheck | Purpose::Leave => {}
+        }
+    }
+
+    fn jittered(&mut self, interval: u64) -> u64 {
+        // RFC 6940 §10.7.4.1: randomly offset so that peers do not update all at once.
+        let interval = interval.max(2);
+        let jitter = self.rng.gen_range(interval * 3 / 4..=interval * 5 / 4);
+        self.now.saturating_add(jitter)
+    }
+
+    fn start_timers(&mut self) {
+        if self.timers_started {
+            return;
+        }
+        self.timers_started = true;
+        let at = self.jittered(self.config.update_interval_ms);
+        self.actions.push(Action::SetTimer {
+            at,
+            timer: Timer::PeriodicUpdate,
+        });
+        // The first finger search soon after joining, once neighbor checks had time to finish.
+        let first = self
+            .now
+            .saturating_add(self.config.request_timeout_ms / 2 + 1);
+        self.actions.push(Action::SetTimer {
+            at: first,
+            timer: Timer::FingerRefresh,
+        });
+        self.actions.push(Action::SetTimer {
+            at: self
+                .now
+                .saturating_add(self.config.expiry_interval_ms.max(1)),
+            timer: Timer::Expire,
+        });
+    }
+
+    /// RFC 6940 §10.7.4: one stabilization round.
+    fn periodic_round(&mut self) {
+        let at = self.jittered(self.config.update_interval_ms);
+        self.actions.push(Action::SetTimer {
+            at,
+            timer: Timer::PeriodicUpdate,
+        });
+        if self.phase != Phase::Joined {
+            return;
+        }
+        // §10.7.4.1: Update every neighbor (failures show up as timeouts).
+        for n in self.table.neighbors() {
+            self.updates_due.insert(n);
+        }
+        // §10.7.1: all successors lost -> behave as if joining.
+        if self.table.successors.is_empty() {
+            self.rejoin();
+        }
+        // §10.7.4.4: partition check through a bootstrap peer.
+        let own = self.table.own;
+        let bootstraps: Vec<NodeId> = self
+            .config
+            .bootstrap
+            .iter()
+            .copied()
+            .filter(|b| *b != own && !self.failed.contains_key(b))
+            .collect();
+        if !bootstraps.is_empty() {
+            let b = bootstraps[self.rng.gen_range(0..bootstraps.len())];
+            self.verified.entry(b).or_insert(self.now);
+            self.originate(
+                vec![
+                    Destination::Node(b),
+                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+                ],
+                Request::Ping,
+                Purpose::PartitionCheck,
+            );
+        }
+        // Housekeeping: forget old failures, old links; drop data we are no longer a replica
+        // for, but only when the neighbor table has been stable over a whole round.
+        let memory = self.config.failed_memory_ms;
+        let now = self.now;
+        self.failed.retain(|_, t| now.saturating_sub(*t) < memory);
+        self.prune_verified();
+        if !self.changed_since_round {
+            self.drop_foreign_data();
+        }
+        self.changed_since_round = false;
+        if self.sync_dirty && !self.sync_scheduled {
+            self.sync_scheduled = true;
+            self.actions.push(Action::SetTimer {
+                at: self.now,
+                timer: Timer::ReplicaSync,
+            });
+        }
+    }
+
+    fn prune_verified(&mut self) {
+        let known: BTreeSet<NodeId> = self.table.known_peers().into_iter().collect();
+        let now = self.now;
+        let keep = self.config.update_interval_ms.saturating_mul(2);
+        self.verified
+            .retain(|n, t| known.contains(n) || now.saturating_sub(*t) < keep);
+        if self.verified.len() > 4096 {
+            self.verified.retain(|n, _| known.contains(n));
+        }
+    }
+
+    /// RFC 6940 §10.7.4.2 (alternative 1): ping a random id in the range of fingers that are
+    /// invalid; at a full refresh (after joining) every such finger, later each with
+    /// probability 1/2. Ranges inside the successor list need no finger.
+    fn refresh_fingers(&mut self, full: bool) {
+        if self.phase != Phase::Joined || self.table.successors.is_empty() {
+            return;
+        }
+        let own = self.table.own.to_u128();
+        let reach = self
+            .table
+            .successors
+            .last()
+            .map_or(0, |s| distance(own, s.to_u128()));
+        for i in 0..FINGERS {
+            let (start, len) = finger_range(own, i);
+            let range_end = distance(own, start).saturating_add(len - 1);
+            if range_end <= reach {
+                break;
+            }
+            let valid = self
+                .table
+                .fingers
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|f| distance(start, f.to_u128()) < len);
+            if valid || (!full && !self.rng.gen_bool(0.5)) {
+                continue;
+            }
+            let target = start.wrapping_add(self.rng.gen_range(0..len));
+            self.originate(
+                vec![Destination::Resource(ResourceId(target))],
+                Request::Ping,
+                Purpose::FingerSearch(i),
+            );
+        }
+    }
+
+    // ----- neighbor table maintenance -----
+
+    fn update_body(&self, kind: ChordUpdateType) -> ChordUpdate {
+        let uptime =
+            u32::try_from(self.now.saturating_sub(self.started_at) / 1000).unwrap_or(u32::MAX);
+        ChordUpdate {
+            uptime,
+            kind,
+            predecessors: self.table.predecessors.clone(),
+            successors: self.table.successors.clone(),
+            fingers: if kind == ChordUpdateType::Full {
+                self.table.finger_list()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Send the Updates owed: to every neighbor after a neighbor-table change (RFC 6940
+    /// §10.7.1/§10.7.3 reactive recovery) and to peers that should learn about us.
+    fn flush_updates(&mut self) {
+        if self.phase != Phase::Joined {
+            return;
+        }
+        if std::mem::take(&mut self.neighbors_dirty) {
+            for n in self.table.neighbors() {
+                self.updates_due.insert(n);
+            }
+            self.changed_since_round = true;
+            if !self.sync_scheduled {
+                self.sync_scheduled = true;
+                self.actions.push(Action::SetTimer {
+                    at: self.now.saturating_add(self.config.replica_holddown_ms),
+                    timer: Timer::ReplicaSync,
+                });
+            }
+            if self.table.successors.is_empty() && !self.table.known_peers().is_empty() {
+                self.rejoin();
+            }
+        }
+        let due = std::mem::take(&mut self.updates_due);
+        if due.is_empty() {
+            return;
+        }
+        let body = self.update_body(ChordUpdateType::Neighbors);
+        for n in due {
+            if n == self.table.own || self.failed.contains_key(&n) {
+                continue;
+            }
+            self.originate_direct(n, Request::Update(body.clone()), Purpose::Update(n));
+        }
+    }
+
+    /// RFC 6940 §10.7.3: an Update from `sender`.
+    fn on_update(&mut self, sender: NodeId, update: &ChordUpdate) {
+        self.verified.insert(sender, self.now);
+        self.failed.remove(&sender);
+        self.admit(sender);
+        let own = self.table.own;
+        for &c in update
+            .predecessors
+            .iter()
+            .chain(update.successors.iter())
+            .chain(update.fingers.iter())
+        {
+            if c == own || self.failed.contains_key(&c) {
+                continue;
+            }
+            if self.table.improves_neighbors(c) {
+                if self.verified.contains_key(&c) {
+                    self.admit(c);
+                } else {
+                    self.probe(c);
+                }
+            } else {
+                // RFC 6940 §10.7.4.2 alternative 2: fingers from what Updates reveal.
+                self.table.consider_finger(c);
+            }
+        }
+        // The sender should know us when we belong in its neighbor table: tell it.
+        if self.phase == Phase::Joined && !self.failed.contains_key(&sender) {
+            let k = self.config.neighbor_count;
+            let s = sender.to_u128();
+            let misses_succ = !update.successors.contains(&own)
+                && (update.successors.len() < k
+                    || update
+                        .successors
+                        .last()
+                        .is_some_and(|l| distance(s, own.to_u128()) < distance(s, l.to_u128())));
+            let misses_pred = !update.predecessors.contains(&own)
+                && (update.predecessors.len() < k
+                    || update
+                        .predecessors
+                        .last()
+                        .is_some_and(|l| distance(own.to_u128(), s) < distance(l.to_u128(), s)));
+            if misses_succ || misses_pred {
+                self.updates_due.insert(sender);
+            }
+        }
+    }
+
+    /// Enter a verified peer into the routing table.
+    fn admit(&mut self, n: NodeId) {
+        if n == self.table.own || self.failed.contains_key(&n) {
+            return;
+        }
+        if self.table.insert_neighbor(n) {
+            self.neighbors_dirty = true;
+        }
+    }
+
+    /// Check a peer's liveness before it enters the neighbor table.
+    fn probe(&mut self, n: NodeId) {
+        if n == self.table.own || self.probing.contains(&n) || self.failed.contains_key(&n) {
+            return;
+        }
+        if self.pending.len() >= self.config.max_pending {
+            return;
+        }
+        self.probing.insert(n);
+        self.originate(
+            vec![Destination::Node(n)],
+            Request::Ping,
+            Purpose::Verify(n),
+        );
+    }
+
+    /// RFC 6940 §10.7.1 / §10.7.2: a peer failed.
+    fn peer_failed(&mut self, n: NodeId) {
+        if n == self.table.own {
+            return;
+        }
+        self.failed.insert(n, self.now);
+        self.verified.remove(&n);
+        self.probing.remove(&n);
+        if self.table.remove(n) {
+            self.neighbors_dirty = true;
+        }
+    }
+
+    /// RFC 6940 §10.7.1: all successors lost. Find the nearest live peer clockwise among the
+    /// peers still known (else a bootstrap peer) and connect to it; Updates from it lead to the
+    /// peers between, until the true successor is found.
+    fn rejoin(&mut self) {
+        let own = self.table.own.to_u128();
+        let mut candidates: Vec<NodeId> = self
+            .table
+            .known_peers()
+            .into_iter()
+            .chain(self.config.bootstrap.iter().copied())
+            .filter(|n| n.to_u128() != own && !self.failed.contains_key(n))
+            .collect();
+        candidates.sort_by_key(|n| distance(own, n.to_u128()));
+        candidates.dedup();
+        if let Some(first) = candidates.first().copied() {
+            self.probe(first);
+            // Tell it about us so that it answers with its predecessors.
+            self.updates_due.insert(first);
+        }
+    }
+
+    /// RFC 6940 §10.9: leaving with ChordLeaveData to every neighbor, handing our data to the
+    /// successors first.
+    fn leave(&mut self) {
+        if self.phase == Phase::Joined {
+            let succs: Vec<NodeId> = self.table.successors.iter().take(2).copied().collect();
+            let resources: Vec<ResourceId> = self
+                .storage
+                .resources()
+                .filter(|r| self.table.is_responsible(r.0))
+                .collect();
+            for r in resources {
+                for (i, s) in succs.iter().enumerate() {
+                    let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                    if let Some(req) = self.storage.export(r, None, n, self.now) {
+                        self.originate_direct(*s, Request::Store(req), Purpose::Replica(*s));
+                    }
+                }
+            }
+            let own = self.table.own;
+            for s in self.table.successors.clone() {
+                let data = ChordLeaveData::FromPred {
+                    predecessors: self.table.predecessors.clone(),
+                };
+                self.originate_direct(
+                    s,
+                    Request::Leave {
+                        leaving_peer_id: own,
+                        data,
+                    },
+                    Purpose::Leave,
+                );
+            }
+            for p in self.table.predecessors.clone() {
+                if self.table.successors.contains(&p) {
+                    continue;
+                }
+                let data = ChordLeaveData::FromSucc {
+                    successors: self.table.successors.clone(),
+                };
+                self.originate_direct(
+                    p,
+                    Request::Leave {
+                        leaving_peer_id: own,
+                        data,
+                    },
+                    Purpose::Leave,
+                );
+            }
+        }
+        self.phase = Phase::Left;
+        self.pending.clear();
+    }
+
+    fn on_leave(&mut self, leaving: NodeId, data: &ChordLeaveData) {
+        self.peer_failed(leaving);
+        let list = match data {
+            ChordLeaveData::FromSucc { successors } => successors,
+            ChordLeaveData::FromPred { predecessors } => predecessors,
+        };
+        for &c in list {
+            if c != self.table.own && self.table.improves_neighbors(c) {
+                if self.verified.contains_key(&c) {
+                    self.admit(c);
+                } else {
+                    self.probe(c);
+                }
+            }
+        }
+    }
+
+    // ----- replication and migration -----
+
+    /// Who is responsible for `r` as far as our neighbor table tells: us, one of our
+    /// predecessors, or unknown (beyond our predecessors).
+    fn view_owner(&self, r: u128) -> Option<NodeId> {
+        if self.table.is_responsible(r) {
+            return Some(self.table.own);
+        }
+        let preds = &self.table.predecessors;
+        for (i, p) in preds.iter().enumerate() {
+            match preds.get(i + 1) {
+                Some(lower) if in_left_open(r, lower.to_u128(), p.to_u128()) => return Some(*p),
+                Some(_) => {}
+                None => {
+                    // Beyond the last known predecessor: only certain when the table is short
+                    // because the ring is small (the last predecessor is also a successor).
+                    if self.table.successors.contains(p) || preds.len() < self.config.neighbor_count
+                    {
+                        let ring_next = self.table.successors.last().copied();
+                        if ring_next.is_some_and(|s| {
+                            in_open(r, s.to_u128(), p.to_u128()) || r == p.to_u128()
+                        }) {
+                            return Some(*p);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// RFC 6940 §10.7.3: send data to peers newly in its replica set (and to a new
+    /// predecessor that became responsible). `full` pushes to every member.
+    fn sync_replicas(&mut self, full: bool) {
+        if self.phase != Phase::Joined {
+            return;
+        }
+        let own = self.table.own;
+        let preds = self.table.predecessors.clone();
+        let succs: Vec<NodeId> = self.table.successors.iter().take(2).copied().collect();
+        let grew = match (self.synced_preds.first(), preds.first()) {
+            (Some(old), Some(new)) => {
+                old != new && in_open(old.to_u128(), new.to_u128(), own.to_u128())
+            }
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        let resources: Vec<ResourceId> = self.storage.resources().collect();
+        for r in resources {
+            let Some(owner) = self.view_owner(r.0) else {
+                continue;
+            };
+            // The replica set: the owner and the next two peers clockwise.
+            let mut chain: Vec<NodeId> = Vec::with_capacity(3);
+            if owner == own {
+                chain.push(own);
+                chain.extend(succs.iter().copied());
+            } else {
+                let Some(pos) = preds.iter().position(|p| *p == owner) else {
+                    continue;
+                };
+                for i in (0..=pos).rev() {
+                    if let Some(p) = preds.get(i) {
+                        chain.push(*p);
+                    }
+                }
+                chain.push(own);
+                chain.extend(succs.iter().copied());
+            }
+            chain.truncate(3);
+            for (i, target) in chain.iter().enumerate() {
+                if *target == own {
+                    continue;
+                }
+                let new_member = if owner == own {
+                    !self.synced_succs.contains(target)
+                } else {
+                    !self.synced_preds.contains(target) && !self.synced_succs.contains(target)
+                };
+                let push = full || new_member || (owner == own && grew);
+                if !push {
+                    continue;
+                }
+                let n = u8::try_from(i.max(1)).unwrap_or(u8::MAX);
+                if let Some(req) = self.storage.export(r, None, n, self.now) {
+                    self.originate_direct(*target, Request::Store(req), Purpose::Replica(*target));
+                }
+            }
+        }
+        self.synced_preds = preds;
+        self.synced_succs = succs;
+    }
+
+    /// RFC 6940 §10.7.3: delete data when three predecessors lie between us and it.
+    fn drop_foreign_data(&mut self) {
+        let k = self.config.neighbor_count;
+        if self.table.predecessors.len() < k {
+            return;
+        }
+        let Some(far) = self.table.predecessors.get(k - 1).copied() else {
+            return;
+        };
+        let own = self.table.own.to_u128();
+        let foreign: Vec<ResourceId> = self
+            .storage
+            .resources()
+            .filter(|r| !in_left_open(r.0, far.to_u128(), own))
+            .collect();
+        for r in foreign {
+            self.storage.remove(r);
+        }
+    }
+}
+
+fn storage_error(e: StorageError) -> Response {
+    let info = match &e {
+        StorageError::GenerationCounterTooLow(a) => ErrorInfo::Store(a.clone()),
+        StorageError::UnknownKind(k) => ErrorInfo::UnknownKinds(k.clone()),
+        _ => ErrorInfo::None,
+    };
+    Response::Error {
+        code: e.code(),
+        info,
+    }
+}

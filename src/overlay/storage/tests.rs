@@ -1,0 +1,323 @@
+//! Store / Fetch / Stat semantics of RFC 6940 §7.4.
+
+use super::*;
+use crate::overlay::wire::Signature;
+
+const DICT: KindId = KIND_CONTENT_REGISTRATION;
+const SINGLE: KindId = KindId(7);
+const ARRAY: KindId = KindId(8);
+const R: ResourceId = ResourceId(42);
+
+fn wire(r: ResourceId) -> crate::overlay::wire::ResourceId {
+    r.to_wire()
+}
+
+fn storage() -> Storage {
+    let mut config = StorageConfig::default();
+    config.kinds.push(KindDef {
+        id: SINGLE,
+        model: DataModel::SingleValue,
+        max_count: 1,
+        max_size: 16,
+    });
+    config.kinds.push(KindDef {
+        id: ARRAY,
+        model: DataModel::Array,
+        max_count: 8,
+        max_size: 16,
+    });
+    config.max_resources = 4;
+    Storage::new(config)
+}
+
+fn dict_value(key: &str, value: &str, storage_time: u64, lifetime: u32) -> StoredData {
+    StoredData {
+        storage_time,
+        lifetime,
+        signature: Signature::placeholder(),
+        value: StoredDataValue::Dictionary {
+            key: key.as_bytes().to_vec(),
+            value: DataValue {
+                exists: true,
+                value: value.as_bytes().to_vec(),
+            },
+        },
+    }
+}
+
+fn store_dict(generation: u64, values: Vec<StoredData>) -> StoreReq {
+    StoreReq {
+        resource: wire(R),
+        replica_number: 0,
+        kind_data: vec![StoreKindData {
+            kind: DICT,
+            generation_counter: generation,
+            values,
+        }],
+    }
+}
+
+fn fetch_all(s: &Storage, now: u64) -> Vec<StoredData> {
+    let ans = s
+        .fetch(
+            &FetchReq {
+                resource: wire(R),
+                specifiers: vec![StoredDataSpecifier {
+                    kind: DICT,
+                    generation: 0,
+                    model: ModelSpecifier::Dictionary(Vec::new()),
+                }],
+            },
+            now,
+        )
+        .unwrap();
+    ans.kind_responses[0].values.clone()
+}
+
+#[test]
+fn dictionary_entries_merge_by_key() {
+    let mut s = storage();
+    s.store(&store_dict(0, vec![dict_value("a", "1", 100, 60)]), 0)
+        .unwrap();
+    let ans = s
+        .store(&store_dict(0, vec![dict_value("b", "2", 100, 60)]), 0)
+        .unwrap();
+    assert_eq!(ans.kind_responses[0].generation_counter, 2);
+    // Replacing "a" with a newer value keeps "b".
+    s.store(&store_dict(0, vec![dict_value("a", "3", 200, 60)]), 0)
+        .unwrap();
+    let values = fetch_all(&s, 0);
+    assert_eq!(
+        values,
+        vec![dict_value("a", "3", 200, 60), dict_value("b", "2", 100, 60)]
+    );
+}
+
+#[test]
+fn older_storage_time_is_data_too_old_and_changes_nothing() {
+    let mut s = storage();
+    s.store(&store_dict(0, vec![dict_value("a", "new", 500, 60)]), 0)
+        .unwrap();
+    let err = s
+        .store(
+            &store_dict(
+                0,
+                vec![
+                    dict_value("b", "x", 900, 60),
+                    dict_value("a", "old", 400, 60),
+                ],
+            ),
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(err, StorageError::DataTooOld);
+    assert_eq!(err.code(), ErrorCode::DataTooOld);
+    // Atomic: "b" was not stored either.
+    assert_eq!(fetch_all(&s, 0), vec![dict_value("a", "new", 500, 60)]);
+    // Same time, different content is also too old; same time, same content is a repeat.
+    assert!(s
+        .store(&store_dict(0, vec![dict_value("a", "other", 500, 60)]), 0)
+        .is_err());
+    let ans = s
+        .store(&store_dict(0, vec![dict_value("a", "new", 500, 60)]), 0)
+        .unwrap();
+    assert_eq!(ans.kind_responses[0].generation_counter, 1);
+}
+
+#[test]
+fn generation_counter_must_match_for_original_stores() {
+    let mut s = storage();
+    let g = s
+        .store(&store_dict(0, vec![dict_value("a", "1", 1, 60)]), 0)
+        .unwrap();
+    assert_eq!(g.kind_responses[0].generation_counter, 1);
+    let g = s
+        .store(&store_dict(1, vec![dict_value("a", "2", 2, 60)]), 0)
+        .unwrap();
+    assert_eq!(g.kind_responses[0].generation_counter, 2);
+    match s.store(&store_dict(1, vec![dict_value("a", "3", 3, 60)]), 0) {
+        Err(StorageError::GenerationCounterTooLow(current)) => {
+            assert_eq!(current.kind_responses[0].generation_counter, 2);
+            assert!(current.kind_responses[0].replicas.is_empty());
+        }
+        other => panic!("expected too low, got {other:?}"),
+    }
+    assert_eq!(fetch_all(&s, 0), vec![dict_value("a", "2", 2, 60)]);
+    // Replica stores take the counter from the message and must not use 0.
+    let mut replica = store_dict(17, vec![dict_value("a", "4", 4, 60)]);
+    replica.replica_number = 1;
+    assert_eq!(
+        s.store(&replica, 0).unwrap().kind_responses[0].generation_counter,
+        17
+    );
+    replica.kind_data[0].generation_counter = 0;
+    assert!(matches!(
+        s.store(&replica, 0),
+        Err(StorageError::InvalidMessage(_))
+    ));
+}
+
+#[test]
+fn lifetime_expiry_and_export_reduce_lifetime() {
+    let mut s = storage();
+    s.store(
+        &store_dict(
+            0,
+            vec![dict_value("a", "1", 1, 10), dict_value("b", "2", 1, 100)],
+        ),
+        1_000,
+    )
+    .unwrap();
+    // Held for 4 s: a migrated copy carries 6 s and 96 s.
+    let exported = s.export(R, None, 1, 5_000).unwrap();
+    let lifetimes: Vec<u32> = exported.kind_data[0]
+        .values
+        .iter()
+        .map(|v| v.lifetime)
+        .collect();
+    assert_eq!(lifetimes, vec![6, 96]);
+    assert_eq!(exported.replica_number, 1);
+    // Fetch answers an expired value as nonexistent even before the sweep.
+    let values = fetch_all(&s, 11_000);
+    assert_eq!(values.len(), 2);
+    assert!(matches!(&values[0].value, StoredDataValue::Dictionary { value, .. } if !value.exists));
+    s.expire(11_000);
+    assert_eq!(fetch_all(&s, 11_000), vec![dict_value("b", "2", 1, 90)]);
+    s.expire(101_000);
+    assert!(!s.contains(R));
+    assert_eq!(s.resource_count(), 0);
+}
+
+#[test]
+fn unknown_kind_wrong_model_and_limits() {
+    let mut s = storage();
+    let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
+    req.kind_data[0].kind = KindId(999);
+    assert_eq!(
+        s.store(&req, 0),
+        Err(StorageError::UnknownKind(vec![KindId(999)]))
+    );
+    let single = StoreReq {
+        resource: wire(R),
+        replica_number: 0,
+        kind_data: vec![StoreKindData {
+            kind: SINGLE,
+            generation_counter: 0,
+            values: vec![dict_value("a", "1", 1, 10)],
+        }],
+    };
+    assert!(matches!(
+        s.store(&single, 0),
+        Err(StorageError::InvalidMessage(_))
+    ));
+    let big = store_dict(0, vec![dict_value("a", &"x".repeat(70_000), 1, 10)]);
+    assert_eq!(s.store(&big, 0), Err(StorageError::DataTooLarge));
+    // Resource limit: 4 resources.
+    for r in 0..4u128 {
+        let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
+        req.resource = wire(ResourceId(1000 + r));
+        s.store(&req, 0).unwrap();
+    }
+    let mut req = store_dict(0, vec![dict_value("a", "1", 1, 10)]);
+    req.resource = wire(ResourceId(5000));
+    assert_eq!(s.store(&req, 0), Err(StorageError::DataTooLarge));
+}
+
+#[test]
+fn single_and_array_models_and_stat() {
+    let mut s = storage();
+    let value = |v: &str| DataValue {
+        exists: true,
+        value: v.as_bytes().to_vec(),
+    };
+    let req = StoreReq {
+        resource: wire(R),
+        replica_number: 0,
+        kind_data: vec![
+            StoreKindData {
+                kind: SINGLE,
+                generation_counter: 0,
+                values: vec![StoredData {
+                    storage_time: 1,
+                    lifetime: 60,
+                    signature: Signature::placeholder(),
+                    value: StoredDataValue::Single(value("abc")),
+                }],
+            },
+            StoreKindData {
+                kind: ARRAY,
+                generation_counter: 0,
+                values: vec![
+                    StoredData {
+                        storage_time: 1,
+                        lifetime: 60,
+                        signature: Signature::placeholder(),
+                        value: StoredDataValue::Array {
+                            index: 2,
+                            value: value("foo"),
+                        },
+                    },
+                    StoredData {
+                        storage_time: 1,
+                        lifetime: 60,
+                        signature: Signature::placeholder(),
+                        value: StoredDataValue::Array {
+                            index: ARRAY_APPEND,
+                            value: value("bar"),
+                        },
+                    },
+                ],
+            },
+        ],
+    };
+    s.store(&req, 0).unwrap();
+    let fetch = FetchReq {
+        resource: wire(R),
+        specifiers: vec![
+            StoredDataSpecifier {
+                kind: SINGLE,
+                generation: 0,
+                model: ModelSpecifier::SingleValue,
+            },
+            StoredDataSpecifier {
+                kind: ARRAY,
+                generation: 0,
+                model: ModelSpecifier::Array(vec![ArrayRange {
+                    first: 0,
+                    last: ARRAY_APPEND,
+                }]),
+            },
+        ],
+    };
+    let ans = s.fetch(&fetch, 0).unwrap();
+    assert_eq!(ans.kind_responses[0].values.len(), 1);
+    let array = &ans.kind_responses[1].values;
+    // Indices 0 and 1 are synthetic gaps, 2 is "foo", the append landed at 3.
+    assert_eq!(array.len(), 4);
+    assert!(matches!(&array[0].value, StoredDataValue::Array { index: 0, value } if !value.exists));
+    assert!(
+        matches!(&array[3].value, StoredDataValue::Array { index: 3, value } if value.value == b"bar")
+    );
+    // A fetch with the current generation answers no values.
+    let mut same = fetch.clone();
+    same.specifiers[1].generation = ans.kind_responses[1].generation;
+    assert!(s.fetch(&same, 0).unwrap().kind_responses[1]
+        .values
+        .is_empty());
+    let stat = s.stat(&fetch, 0).unwrap();
+    match &stat.kind_responses[0].values[0].metadata {
+        MetaDataValue::Single(m) => {
+            assert!(m.exists);
+            assert_eq!(m.value_length, 3);
+            assert_eq!(m.hash_value.len(), 20);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Reversed range is refused.
+    let mut bad = fetch;
+    bad.specifiers[1].model = ModelSpecifier::Array(vec![ArrayRange { first: 3, last: 1 }]);
+    assert!(matches!(
+        s.fetch(&bad, 0),
+        Err(StorageError::InvalidMessage(_))
+    ));
+}

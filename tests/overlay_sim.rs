@@ -1,0 +1,543 @@
+//! Chord-RELOAD overlay in simulation: joins, lookups, replication and repair after crashes,
+//! leaving, determinism. Run with `--nocapture` to see the measured figures.
+
+use ppsp_tracker::overlay::chord::message::{
+    Body, Destination, ErrorCode, Message, Request, Response,
+};
+use ppsp_tracker::overlay::chord::{
+    resource_id, Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, NodeId,
+    ResourceId, Timer,
+};
+use ppsp_tracker::overlay::sim::{responsible_among, Sim, SimConfig};
+use ppsp_tracker::overlay::storage::{
+    DataValue, StoreKindData, StoredData, StoredDataValue, KIND_CONTENT_REGISTRATION,
+};
+use ppsp_tracker::overlay::wire::Signature;
+use rand::Rng;
+
+const UPDATE_INTERVAL_MS: u64 = 30_000;
+
+/// The 256-node runs pass one message in 8 through the wire codec (every message doubles a
+/// debug-build run's time); the smaller runs pass every message.
+fn config(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        min_latency_ms: 5,
+        max_latency_ms: 40,
+        loss: 0.0,
+        wire_sample: 8,
+        chord: ChordConfig {
+            request_timeout_ms: 1_000,
+            update_interval_ms: UPDATE_INTERVAL_MS,
+            finger_interval_ms: 120_000,
+            replica_holddown_ms: 5_000,
+            failed_memory_ms: 600_000,
+            ..ChordConfig::default()
+        },
+    }
+}
+
+/// `n` nodes joining one after another, each through a random node already on the ring.
+fn build_ring(seed: u64, n: usize) -> Sim {
+    let mut cfg = config(seed);
+    if n < 100 {
+        cfg.wire_sample = 1;
+    }
+    let mut sim = Sim::new(cfg);
+    let first = sim.add_node();
+    let op = sim.local(first, LocalRequest::CreateOverlay);
+    assert!(sim.run_until_complete(&[op], 1_000));
+    for _ in 1..n {
+        let joined: Vec<usize> = (0..sim.len())
+            .filter(|i| sim.node(*i).is_joined())
+            .collect();
+        let via = joined[sim.rng().gen_range(0..joined.len())];
+        let bootstrap = sim.node(via).id();
+        let i = sim.add_node();
+        let op = sim.local(i, LocalRequest::Join { bootstrap });
+        assert!(
+            sim.run_until_complete(&[op], 10_000),
+            "join {i} did not finish"
+        );
+        assert_eq!(sim.outcome(op), Some(&LocalOutcome::Joined));
+        // Let the neighbor checks and Updates around the new node settle.
+        sim.run_for(1_000);
+    }
+    sim
+}
+
+fn dict_store(key: &str, value: &[u8], storage_time: u64) -> Vec<StoreKindData> {
+    vec![StoreKindData {
+        kind: KIND_CONTENT_REGISTRATION,
+        generation_counter: 0,
+        values: vec![StoredData {
+            storage_time,
+            lifetime: 86_400,
+            signature: Signature::placeholder(),
+            value: StoredDataValue::Dictionary {
+                key: key.as_bytes().to_vec(),
+                value: DataValue {
+                    exists: true,
+                    value: value.to_vec(),
+                },
+            },
+        }],
+    }]
+}
+
+/// Lookups of random resources from random live nodes; returns (mean hops, max hops).
+fn lookups(sim: &mut Sim, count: usize) -> (f64, u32) {
+    sim.clear_operations();
+    let live: Vec<usize> = (0..sim.len()).filter(|i| sim.is_alive(*i)).collect();
+    let mut ops = Vec::with_capacity(count);
+    for _ in 0..count {
+        let from = live[sim.rng().gen_range(0..live.len())];
+        let resource = ResourceId(sim.rng().gen());
+        ops.push((sim.local(from, LocalRequest::Lookup { resource }), resource));
+    }
+    let ids: Vec<_> = ops.iter().map(|(op, _)| *op).collect();
+    assert!(
+        sim.run_until_complete(&ids, 60_000),
+        "lookups did not finish"
+    );
+    let mut total = 0u64;
+    let mut max = 0;
+    let ids = sim.live_ids();
+    for (op, resource) in &ops {
+        let expected = responsible_among(&ids, *resource);
+        match sim.outcome(*op) {
+            Some(LocalOutcome::Lookup { responsible }) => {
+                assert_eq!(
+                    Some(*responsible),
+                    expected,
+                    "lookup of {resource:?} went astray"
+                )
+            }
+            other => panic!("lookup failed: {other:?}"),
+        }
+        let h = sim.hops(*op).unwrap_or(u32::MAX);
+        total += u64::from(h);
+        max = max.max(h);
+    }
+    (total as f64 / count as f64, max)
+}
+
+#[test]
+fn ring_of_256_sequential_joins_is_correct() {
+    let mut sim = build_ring(11, 256);
+    let wrong = sim.ring_errors(3);
+    assert!(
+        wrong.is_empty(),
+        "{} nodes with wrong neighbors",
+        wrong.len()
+    );
+    sim.run_for(UPDATE_INTERVAL_MS);
+    assert!(sim.ring_errors(3).is_empty());
+    println!(
+        "256 joins: {} messages ({} through the wire codec), {} events, simulated {} s",
+        sim.stats().messages_sent,
+        sim.stats().wire_checked,
+        sim.stats().events,
+        sim.now() / 1000
+    );
+    assert!(sim.stats().wire_checked >= sim.stats().messages_sent / 8);
+    assert_eq!(sim.stats().wire_mismatches, 0);
+}
+
+#[test]
+fn lookups_reach_the_responsible_node_in_few_hops() {
+    let mut sim = build_ring(12, 256);
+    // Two finger-refresh periods so that fingers found while the ring was small get replaced.
+    sim.run_for(240_000);
+    let (mean, max) = lookups(&mut sim, 10_000);
+    println!("10000 lookups on 256 nodes: mean hops {mean:.2}, max hops {max}");
+    assert!(mean <= 6.0, "mean hops {mean}");
+}
+
+#[test]
+fn crash_of_a_fifth_of_the_ring_is_repaired_without_losing_data() {
+    let mut sim = build_ring(13, 256);
+    sim.run_for(60_000);
+    // Store 400 values through random nodes.
+    let live: Vec<usize> = (0..sim.len()).collect();
+    let mut stored = Vec::new();
+    let mut ops = Vec::new();
+    for k in 0..400 {
+        let from = live[sim.rng().gen_range(0..live.len())];
+        let name = format!("swarm-{k}");
+        let resource = resource_id(name.as_bytes());
+        let op = sim.local(
+            from,
+            LocalRequest::Store {
+                resource,
+                kind_data: dict_store("tracker-a", name.as_bytes(), 1_000 + k),
+            },
+        );
+        ops.push(op);
+        stored.push(resource);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    for op in &ops {
+        assert!(
+            matches!(sim.outcome(*op), Some(LocalOutcome::Stored(_))),
+            "{:?}",
+            sim.outcome(*op)
+        );
+    }
+    sim.run_for(10_000);
+    for r in &stored {
+        let holders = sim.holders(*r);
+        for n in sim.replica_set(*r, 3) {
+            assert!(holders.contains(&n), "replica missing before the crash");
+        }
+    }
+
+    // Crash 20% of the nodes at once. Three copies survive any crash that leaves one of the
+    // three consecutive holders alive, so the crash set never takes three ring neighbors.
+    let ids = sim.live_ids();
+    let n = ids.len();
+    let mut crashed = vec![false; n];
+    let target = n / 5;
+    let mut count = 0;
+    while count < target {
+        let p = sim.rng().gen_range(0..n);
+        if crashed[p] {
+            continue;
+        }
+        crashed[p] = true;
+        let run = (0..3).any(|s| (0..3).all(|k| crashed[(p + n - 2 + s + k) % n]));
+        if run {
+            crashed[p] = false;
+            continue;
+        }
+        count += 1;
+    }
+    for (p, id) in ids.iter().enumerate() {
+        if crashed[p] {
+            let i = sim.index_of(*id).unwrap();
+            sim.crash(i);
+        }
+    }
+    let crash_time = sim.now();
+
+    // Repair: check after every update interval.
+    let mut rounds = 0;
+    let max_rounds = 10;
+    loop {
+        sim.run_for(UPDATE_INTERVAL_MS);
+        rounds += 1;
+        let ring_ok = sim.ring_errors(3).is_empty();
+        let missing: usize = stored
+            .iter()
+            .map(|r| {
+                let holders = sim.holders(*r);
+                sim.replica_set(*r, 3)
+                    .iter()
+                    .filter(|n| !holders.contains(n))
+                    .count()
+            })
+            .sum();
+        if ring_ok && missing == 0 {
+            break;
+        }
+        assert!(
+            rounds < max_rounds,
+            "not repaired after {rounds} rounds: ring errors {}, missing replicas {missing}",
+            sim.ring_errors(3).len()
+        );
+    }
+    assert_eq!(sim.stats().wire_mismatches, 0);
+    println!(
+        "crash of {target}/{n} nodes: ring and 3 replicas of {} values repaired within {rounds} update rounds ({} s simulated)",
+        stored.len(),
+        (sim.now() - crash_time) / 1000
+    );
+    // Every value is still readable through any node.
+    let reader = (0..sim.len()).find(|i| sim.is_alive(*i)).unwrap();
+    let mut fetches = Vec::new();
+    for r in &stored {
+        let req = ppsp_tracker::overlay::storage::FetchReq {
+            resource: r.to_wire(),
+            specifiers: vec![ppsp_tracker::overlay::storage::StoredDataSpecifier {
+                kind: KIND_CONTENT_REGISTRATION,
+                generation: 0,
+                model: ppsp_tracker::overlay::storage::ModelSpecifier::Dictionary(Vec::new()),
+            }],
+        };
+        fetches.push(sim.local(reader, LocalRequest::Fetch(req)));
+    }
+    assert!(sim.run_until_complete(&fetches, 30_000));
+    for op in fetches {
+        match sim.outcome(op) {
+            Some(LocalOutcome::Fetched(a)) => assert_eq!(a.kind_responses[0].values.len(), 1),
+            other => panic!("fetch failed: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn losing_all_successors_leads_to_a_rejoin() {
+    let mut sim = build_ring(14, 32);
+    sim.run_for(60_000);
+    let ids = sim.live_ids();
+    // Crash three consecutive nodes: their predecessor loses every successor.
+    for id in &ids[5..8] {
+        let i = sim.index_of(*id).unwrap();
+        sim.crash(i);
+    }
+    let mut rounds = 0;
+    while !sim.ring_errors(3).is_empty() {
+        sim.run_for(UPDATE_INTERVAL_MS);
+        rounds += 1;
+        assert!(rounds < 10, "ring not repaired");
+    }
+    println!("three consecutive crashes on 32 nodes repaired within {rounds} update rounds");
+}
+
+#[test]
+fn graceful_leave_keeps_ring_and_data() {
+    let mut sim = build_ring(15, 24);
+    sim.run_for(30_000);
+    let resource = resource_id(b"leave-test");
+    let op = sim.local(
+        0,
+        LocalRequest::Store {
+            resource,
+            kind_data: dict_store("t", b"v", 5),
+        },
+    );
+    assert!(sim.run_until_complete(&[op], 10_000));
+    sim.run_for(10_000);
+    let owner = sim.responsible(resource).unwrap();
+    let i = sim.index_of(owner).unwrap();
+    let op = sim.local(i, LocalRequest::Leave);
+    assert_eq!(sim.outcome(op), Some(&LocalOutcome::Left));
+    sim.run_for(2 * UPDATE_INTERVAL_MS);
+    // The departed node is no longer on the ring; everyone else's neighbors are right again.
+    assert!(!sim.live_ids().contains(&owner));
+    assert!(sim.ring_errors(3).is_empty());
+    let next = sim.responsible(resource).unwrap();
+    assert_ne!(next, owner);
+    for n in sim.replica_set(resource, 3) {
+        assert!(
+            sim.holders(resource).contains(&n),
+            "replica missing after the leave"
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = |seed: u64| {
+        let mut sim = build_ring(seed, 48);
+        sim.run_for(60_000);
+        let (mean, max) = lookups(&mut sim, 500);
+        let victims: Vec<usize> = (0..sim.len()).step_by(7).collect();
+        for v in victims {
+            sim.crash(v);
+        }
+        sim.run_for(3 * UPDATE_INTERVAL_MS);
+        // Every message that reached a live node went through the wire codec unchanged.
+        assert!(sim.stats().wire_checked > sim.stats().messages_sent * 9 / 10);
+        assert_eq!(sim.stats().wire_mismatches, 0);
+        (sim.trace_hash(), sim.stats().clone(), mean.to_bits(), max)
+    };
+    let a = run(21);
+    let b = run(21);
+    assert_eq!(a, b);
+    let c = run(22);
+    assert_ne!(a.0, c.0);
+    println!("trace hash of seed 21: {:016x}", a.0);
+}
+
+#[test]
+fn lossy_network_still_answers_lookups() {
+    let mut cfg = config(16);
+    cfg.loss = 0.02;
+    cfg.wire_sample = 1;
+    let mut sim = Sim::new(cfg);
+    let first = sim.add_node();
+    sim.local(first, LocalRequest::CreateOverlay);
+    for _ in 1..32 {
+        let bootstrap = sim.node(first).id();
+        let i = sim.add_node();
+        let op = sim.local(i, LocalRequest::Join { bootstrap });
+        assert!(sim.run_until_complete(&[op], 60_000));
+        sim.run_for(2_000);
+    }
+    sim.run_for(4 * UPDATE_INTERVAL_MS);
+    let (mean, max) = lookups(&mut sim, 300);
+    println!("2% loss, 32 nodes: mean hops {mean:.2} (retransmissions included), max {max}");
+    assert!(sim.stats().messages_lost > 0);
+}
+
+// ----- single-node behaviour driven by hand -----
+
+fn joined_pair() -> (ChordNode, NodeId) {
+    let own = NodeId::from_u128(1000);
+    let other = NodeId::from_u128(5000);
+    let mut node = ChordNode::new(own, ChordConfig::default(), 7);
+    node.handle(
+        Event::Local {
+            op: 1,
+            request: LocalRequest::CreateOverlay,
+        },
+        0,
+    );
+    // An Update from `other` puts it in the table (it is a direct link).
+    let update = Message {
+        transaction_id: 9,
+        ttl: 100,
+        via: vec![],
+        destinations: vec![Destination::Node(own)],
+        sender: other,
+        body: Body::Request(Request::Update(
+            ppsp_tracker::overlay::chord::message::ChordUpdate {
+                uptime: 1,
+                kind: ppsp_tracker::overlay::chord::message::ChordUpdateType::Neighbors,
+                predecessors: vec![],
+                successors: vec![],
+                fingers: vec![],
+            },
+        )),
+    };
+    node.handle(
+        Event::Received {
+            from: other,
+            message: update,
+        },
+        1,
+    );
+    assert_eq!(node.table().successors, vec![other]);
+    (node, other)
+}
+
+#[test]
+fn ttl_zero_is_answered_with_ttl_exceeded() {
+    let (mut node, other) = joined_pair();
+    // A request for a resource the other node is responsible for, with TTL spent.
+    let msg = Message {
+        transaction_id: 77,
+        ttl: 0,
+        via: vec![NodeId::from_u128(42)],
+        destinations: vec![Destination::Resource(ResourceId(4000))],
+        sender: NodeId::from_u128(42),
+        body: Body::Request(Request::Ping),
+    };
+    let actions = node.handle(
+        Event::Received {
+            from: other,
+            message: msg,
+        },
+        2,
+    );
+    let answer = actions.iter().find_map(|a| match a {
+        Action::Send { to, message } if !message.is_request() => Some((*to, message.clone())),
+        _ => None,
+    });
+    let (to, answer) = answer.expect("an error answer");
+    assert_eq!(to, other);
+    assert_eq!(answer.transaction_id, 77);
+    assert_eq!(
+        answer.destinations,
+        vec![
+            Destination::Node(other),
+            Destination::Node(NodeId::from_u128(42))
+        ]
+    );
+    assert!(matches!(
+        answer.body,
+        Body::Response(Response::Error {
+            code: ErrorCode::TtlExceeded,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn relays_extend_the_via_list_and_decrement_ttl() {
+    let (mut node, other) = joined_pair();
+    let origin = NodeId::from_u128(3);
+    let msg = Message {
+        transaction_id: 5,
+        ttl: 50,
+        via: vec![],
+        destinations: vec![Destination::Resource(ResourceId(4000))],
+        sender: origin,
+        body: Body::Request(Request::Ping),
+    };
+    let actions = node.handle(
+        Event::Received {
+            from: origin,
+            message: msg,
+        },
+        2,
+    );
+    let fwd = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .expect("forwarded");
+    assert_eq!(fwd.0, other);
+    assert_eq!(fwd.1.ttl, 49);
+    assert_eq!(fwd.1.via, vec![origin]);
+}
+
+#[test]
+fn unanswered_requests_are_retransmitted_with_backoff_then_fail() {
+    let (mut node, other) = joined_pair();
+    let actions = node.handle(
+        Event::Local {
+            op: 2,
+            request: LocalRequest::Lookup {
+                resource: ResourceId(4000),
+            },
+        },
+        10,
+    );
+    let first = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { to, message } if *to == other => Some(message.transaction_id),
+            _ => None,
+        })
+        .expect("sent");
+    let mut deadlines = Vec::new();
+    let mut timer = actions.iter().find_map(|a| match a {
+        Action::SetTimer {
+            at,
+            timer: t @ Timer::Retransmit { .. },
+        } => Some((*at, *t)),
+        _ => None,
+    });
+    let mut resent = 0;
+    let mut failed = None;
+    while let Some((at, t)) = timer.take() {
+        deadlines.push(at);
+        let actions = node.handle(Event::Timer(t), at);
+        for a in &actions {
+            match a {
+                Action::Send { message, .. } if message.transaction_id == first => resent += 1,
+                Action::SetTimer {
+                    at,
+                    timer: t @ Timer::Retransmit { .. },
+                } => timer = Some((*at, *t)),
+                Action::Complete { op: 2, outcome } => failed = Some(outcome.clone()),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(resent, 3, "same transaction id resent three times");
+    // Timeouts double: 3 s, 6 s, 12 s, 24 s after each send.
+    let gaps: Vec<u64> = deadlines.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, vec![6_000, 12_000, 24_000]);
+    assert!(matches!(
+        failed,
+        Some(LocalOutcome::Failed {
+            code: ErrorCode::RequestTimeout,
+            ..
+        })
+    ));
+}
