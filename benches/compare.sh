@@ -124,6 +124,8 @@ for server in $SERVERS; do
         echo "== $server: did not start (see $OUT/$server.log)" >&2
         continue
     fi
+    # Let the server settle (opentracker loads its whitelist in the background).
+    sleep "${SETTLE:-1}"
     echo "== $server (pid $pid, UDP port $port, server CPU $SERVER_CPU, load generator CPU $LOADGEN_CPU)"
     args=(run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" --peers "$PEERS"
           --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate
