@@ -121,6 +121,118 @@ fn rss_bytes() -> usize {
 
 const NOW: Time = Time::from_secs(1000);
 
+/// The binaries run on mimalloc; measure with it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// CPU time this thread has run, in nanoseconds (Linux schedstat). The bench machine is shared,
+/// so CPU time per operation is reported beside criterion's wall-clock figures.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `op(i)` for i in 0..n and prints CPU nanoseconds per call.
+fn cpu_per_op(name: &str, n: usize, mut op: impl FnMut(usize)) {
+    let start = thread_cpu_ns();
+    for i in 0..n {
+        op(i);
+    }
+    let ns = thread_cpu_ns().saturating_sub(start);
+    println!(
+        "cpu {name:<22} {:>9.0} ns/op ({n} ops)",
+        ns as f64 / n as f64
+    );
+}
+
+/// CPU-time figures for each operation, and the 1 vs 2 thread comparison.
+fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
+    let z = |i: usize| zs[i % SAMPLES] as usize;
+    let p = |i: usize| ps[i % SAMPLES] as usize;
+    for round in 0..5 {
+        let base = round * BENCH_PEERS;
+        cpu_per_op("join", BENCH_PEERS, |i| {
+            black_box(e.handle(&join_req(PEERS + i, z(base + i), PeerMode::Leech), NOW));
+        });
+        cpu_per_op("leave", BENCH_PEERS, |i| {
+            black_box(e.handle(&leave_req(PEERS + i, z(base + i)), NOW));
+        });
+    }
+    for count in [30u32, 200] {
+        cpu_per_op(&format!("find_zipf_{count}"), 20_000, |i| {
+            black_box(e.handle(&find_req(p(i), z(i), count), NOW));
+        });
+        cpu_per_op(&format!("find_hot_{count}"), 20_000, |i| {
+            black_box(e.handle(&find_req(p(i), 0, count), NOW));
+        });
+    }
+    cpu_per_op("expire_scan_4096", 500, |_| {
+        black_box(e.expire(NOW, 4096));
+    });
+    // Mixed JOIN/FIND/FIND/LEAVE, the same total work split over 1 or 2 threads; three rounds
+    // of each, interleaved, because the host is shared.
+    const OPS: usize = 400_000;
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let mut walls = [Duration::ZERO; 2];
+        for (slot, threads) in [1usize, 2].into_iter().enumerate() {
+            let start = Instant::now();
+            let cpu: u64 = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        scope.spawn(move || {
+                            let cpu0 = thread_cpu_ns();
+                            mixed_ops(e, zs, ps, t, round + 1, OPS / threads);
+                            thread_cpu_ns().saturating_sub(cpu0)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            });
+            let wall = start.elapsed();
+            walls[slot] = wall;
+            println!(
+                "mixed round {round}, {threads} thread(s): {:.0} kops/s wall, {:.0} ns CPU per op",
+                OPS as f64 / wall.as_secs_f64() / 1000.0,
+                cpu as f64 / OPS as f64
+            );
+        }
+        ratios.push(walls[0].as_secs_f64() / walls[1].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "mixed throughput ratio 2 threads / 1 thread: median {:.2} of {:?} (load average: {})",
+        ratios[1],
+        ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
+
+/// `ops` operations of the mixed workload for thread `t`: join a Zipf swarm, FIND in it from a
+/// random peer and from the joiner, leave it again. Each thread has its own bench peers.
+fn mixed_ops(e: &Engine, zs: &[u32], ps: &[u32], t: usize, round: usize, ops: usize) {
+    let base = PEERS + t * (BENCH_PEERS / 2);
+    let mut k = round * 7919 + t * 104_729;
+    let mut i = 0;
+    while i < ops {
+        k = k.wrapping_add(1);
+        let p = base + k % (BENCH_PEERS / 2);
+        let s = zs[k % SAMPLES] as usize;
+        black_box(e.handle(&join_req(p, s, PeerMode::Leech), NOW));
+        black_box(e.handle(&find_req(ps[k % SAMPLES] as usize, s, 30), NOW));
+        black_box(e.handle(&find_req(p, s, 30), NOW));
+        black_box(e.handle(&leave_req(p, s), NOW));
+        i += 4;
+    }
+}
+
 struct World {
     engine: Engine,
     /// Zipf-distributed swarm indexes.
@@ -236,6 +348,7 @@ fn benches(c: &mut Criterion) {
     let e = &world.engine;
     let zs = &world.swarm_samples;
     let ps = &world.peer_samples;
+    cpu_report(e, zs, ps);
 
     let mut group = c.benchmark_group("engine");
 
@@ -332,22 +445,7 @@ fn mixed_threads(c: &mut Criterion, e: &Engine, zs: &[u32], ps: &[u32]) {
                 let start = Instant::now();
                 std::thread::scope(|scope| {
                     for t in 0..threads {
-                        scope.spawn(move || {
-                            let base = PEERS + t * (BENCH_PEERS / 2);
-                            let mut k = round * 7919 + t * 104_729;
-                            let mut i = 0;
-                            while i < per_thread {
-                                k = k.wrapping_add(1);
-                                let p = base + k % (BENCH_PEERS / 2);
-                                let s = zs[k % SAMPLES] as usize;
-                                black_box(e.handle(&join_req(p, s, PeerMode::Leech), NOW));
-                                let q = ps[k % SAMPLES] as usize;
-                                black_box(e.handle(&find_req(q, s, 30), NOW));
-                                black_box(e.handle(&find_req(p, s, 30), NOW));
-                                black_box(e.handle(&leave_req(p, s), NOW));
-                                i += 4;
-                            }
-                        });
+                        scope.spawn(move || mixed_ops(e, zs, ps, t, round, per_thread));
                     }
                 });
                 // Time per operation = wall time / operations done by all threads.

@@ -46,7 +46,7 @@ impl Engine {
         let mut peers = 0;
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            if shard.index.len() != shard.records.len() {
+            if shard.index_len_and_capacity().0 != shard.len() {
                 return Err("peer index and records differ in size".into());
             }
             for (pos, record) in shard.records.iter().enumerate() {
@@ -115,8 +115,8 @@ impl Engine {
                         }
                     }
                 }
-                seeders += swarm.seeders.len();
-                leechers += swarm.leechers.len();
+                seeders += swarm.count(PeerMode::Seeder);
+                leechers += swarm.count(PeerMode::Leech);
                 counts.swarms += 1;
             }
             if (seeders, leechers) != (shard.seeders, shard.leechers) {
@@ -152,12 +152,10 @@ impl Engine {
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            est.peer_table += map_bytes::<(PeerId, u32)>(shard.index.capacity());
+            est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
             est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
             for record in &shard.records {
-                if record.swarms.spilled() {
-                    est.peer_table += record.swarms.capacity() * size_of::<(SwarmId, PeerMode)>();
-                }
+                est.peer_table += record.swarms.heap_bytes();
                 // The card with Arc's two counters; spilled address lists are rare.
                 est.peer_table += size_of::<PeerCard>() + 2 * size_of::<usize>();
             }

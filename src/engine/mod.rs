@@ -10,6 +10,7 @@ mod audit;
 mod config;
 mod requests;
 mod select;
+mod swarm_list;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -313,9 +314,7 @@ impl Engine {
                         shard.count(mode, 1);
                     }
                 }
-                if let Some(entry) = record.swarms.iter_mut().find(|(s, _)| *s == swarm_id) {
-                    entry.1 = mode;
-                }
+                record.swarms.set_mode(&swarm_id, mode);
             }
             Some(_) => {}
             None => {
@@ -342,7 +341,7 @@ impl Engine {
                     }
                 }
                 shard.count(mode, 1);
-                record.swarms.push((swarm_id, mode));
+                record.swarms.push(&swarm_id, mode);
             }
         }
         let peers = list.map(|count| match shard.swarms.get(&swarm_id) {
@@ -361,17 +360,16 @@ impl Engine {
     /// Takes the peer out of one swarm. 03 when it is not in it. The caller holds the peer's
     /// shard lock.
     fn leave_swarm(&self, record: &mut PeerRecord, swarm_id: &SwarmId) -> ErrorCode {
-        let Some(i) = record.swarms.iter().position(|(s, _)| s == swarm_id) else {
+        let Some(mode) = record.swarms.remove(swarm_id) else {
             return ErrorCode::Forbidden;
         };
-        let (_, mode) = record.swarms.swap_remove(i);
         self.remove_membership(record.key, swarm_id, mode);
         ErrorCode::Ok
     }
 
     /// Takes the peer out of every swarm. The caller holds the peer's shard lock.
     fn leave_all(&self, record: &mut PeerRecord) {
-        for (swarm_id, mode) in std::mem::take(&mut record.swarms) {
+        for (swarm_id, mode) in std::mem::take(&mut record.swarms).to_vec() {
             self.remove_membership(record.key, &swarm_id, mode);
         }
     }
@@ -397,10 +395,10 @@ impl Engine {
     /// Replaces the peer's card (addresses) in the record and in every membership.
     fn replace_card(&self, record: &mut PeerRecord, card: PeerCard) {
         let card = Arc::new(card);
-        for (swarm_id, mode) in &record.swarms {
-            let mut shard = self.swarm_shard(swarm_id).lock();
-            if let Some(swarm) = shard.swarms.get_mut(swarm_id) {
-                swarm.replace_card(record.key, *mode, &card);
+        for (swarm_id, mode) in record.swarms.to_vec() {
+            let mut shard = self.swarm_shard(&swarm_id).lock();
+            if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
+                swarm.replace_card(record.key, mode, &card);
             }
         }
         record.card = card;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::select;
+use super::swarm_list::SwarmList;
 use super::tables::{PeerCard, PeerRecord};
 use super::types::*;
 use super::{source_ip, Engine};
@@ -145,7 +146,7 @@ impl Engine {
                     registered_at: now,
                     deadline: now,
                     source_ip: ip,
-                    swarms: SmallVec::new(),
+                    swarms: SwarmList::default(),
                 })
             }
         };
@@ -258,10 +259,7 @@ impl Engine {
                 let result = if record.mode_in(&swarm_id).is_some() {
                     let mut shard = self.swarm_shard(&swarm_id).lock();
                     if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
-                        swarm.uploaded_bytes =
-                            swarm.uploaded_bytes.saturating_add(stat.uploaded_bytes);
-                        swarm.downloaded_bytes =
-                            swarm.downloaded_bytes.saturating_add(stat.downloaded_bytes);
+                        swarm.add_traffic(stat.uploaded_bytes, stat.downloaded_bytes);
                     }
                     ErrorCode::Ok
                 } else {
@@ -423,12 +421,15 @@ impl Engine {
                 let stats = shard
                     .swarms
                     .get(&swarm_id)
-                    .map(|s| SwarmStats {
-                        peers: saturating_u32(s.len()),
-                        seeders: saturating_u32(s.seeders.len()),
-                        leechers: saturating_u32(s.leechers.len()),
-                        uploaded_bytes: s.uploaded_bytes,
-                        downloaded_bytes: s.downloaded_bytes,
+                    .map(|s| {
+                        let (uploaded_bytes, downloaded_bytes) = s.traffic();
+                        SwarmStats {
+                            peers: saturating_u32(s.len()),
+                            seeders: saturating_u32(s.count(PeerMode::Seeder)),
+                            leechers: saturating_u32(s.count(PeerMode::Leech)),
+                            uploaded_bytes,
+                            downloaded_bytes,
+                        }
                     })
                     .unwrap_or_default();
                 StatAnswer::Swarm(swarm_id, stats)

@@ -82,28 +82,33 @@ fn sample_into(
 ) {
     let skip = skip.filter(|&s| s < list.len());
     let n = list.len() - usize::from(skip.is_some());
-    // Index i of the list without the requester maps to list position i or i + 1.
-    let at = |i: usize| -> Option<&Member> {
-        let pos = match skip {
-            Some(s) if i >= s => i + 1,
-            _ => i,
-        };
-        list.get(pos)
+    let want = want.min(n);
+    // Chosen indices of the list without the requester (index i is list position i, or i + 1
+    // from the requester's position on).
+    let mut stack_picks = [0u32; STACK_SAMPLE_MAX];
+    let mut heap_picks = Vec::new();
+    let picks: &mut [u32] = if want <= stack_picks.len() {
+        &mut stack_picks[..want]
+    } else {
+        heap_picks.resize(want, 0);
+        &mut heap_picks
     };
-    if want >= n {
-        out.extend((0..n).filter_map(at).map(|m| info(m, mode)));
+    if want == n {
+        for (slot, i) in picks.iter_mut().zip(0u32..) {
+            *slot = i;
+        }
     } else if want * 2 >= n {
         // Selection sampling (Knuth's algorithm S): one pass, O(n) = O(want) here.
-        let mut needed = want;
+        let mut chosen = 0;
         for i in 0..n {
-            if needed == 0 {
+            if chosen == want {
                 break;
             }
-            if rng.gen_range(0..n - i) < needed {
-                if let Some(m) = at(i) {
-                    out.push(info(m, mode));
+            if rng.gen_range(0..n - i) < want - chosen {
+                if let Some(slot) = picks.get_mut(chosen) {
+                    *slot = i as u32;
                 }
-                needed -= 1;
+                chosen += 1;
             }
         }
     } else {
@@ -118,19 +123,35 @@ fn sample_into(
             heap.resize(slots, u32::MAX);
             &mut heap
         };
-        for j in (n - want)..n {
+        for (slot, j) in picks.iter_mut().zip((n - want)..n) {
             let t = rng.gen_range(0..=j);
-            let pick = if set_insert(table, t as u32) {
-                t
+            *slot = if set_insert(table, t as u32) {
+                t as u32
             } else {
                 set_insert(table, j as u32);
-                j
+                j as u32
             };
-            if let Some(m) = at(pick) {
-                out.push(info(m, mode));
-            }
         }
     }
+    let at = |i: u32| -> Option<&Member> {
+        let i = i as usize;
+        let pos = match skip {
+            Some(s) if i >= s => i + 1,
+            _ => i,
+        };
+        list.get(pos)
+    };
+    // Two passes: the first only reads each chosen member's card, so that the cache misses of
+    // all picks are in flight together (the cards are scattered over the heap); the second
+    // builds the answer from lines already on their way.
+    let mut touched = 0usize;
+    for &i in picks.iter() {
+        if let Some(m) = at(i) {
+            touched = touched.wrapping_add(m.card.addrs.len() + m.card.peer_id.0.len());
+        }
+    }
+    std::hint::black_box(touched);
+    out.extend(picks.iter().filter_map(|&i| at(i)).map(|m| info(m, mode)));
 }
 
 /// Inserts `v` into an open-addressing set (power-of-two size, `u32::MAX` = empty, at most half

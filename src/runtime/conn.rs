@@ -4,22 +4,41 @@
 //! bytes not yet consumed by the service (capped, so a request can never need more than the
 //! configured head + body limits), the answers not yet sent (with a backpressure limit: above
 //! it the back-end stops reading from the connection), and the time of the last traffic for the
-//! idle timeout. Back-ends (the epoll loop today) move bytes between the socket and these
-//! buffers and call [`ConnState::run_service`] to let the protocol consume input.
+//! idle timeout.
 //!
-//! In the common case a connection holds no buffer at all: the back-end reads into a
-//! per-worker scratch buffer, the service answers into a per-worker scratch output, and only
-//! what is left over (a partial request, an answer the socket did not take) is stashed here.
-//! Buffers are released as soon as they are empty, so idle keep-alive connections cost no
-//! buffer memory.
+//! A connection holds no buffer in the common case: the back-end (the epoll loop today) reads
+//! into a per-worker scratch buffer behind whatever was stashed, the service answers into a
+//! per-worker scratch output, and only what is left over (a partial request, requests held back
+//! by the output limit, answers the socket did not take) is stashed here. Buffers are released
+//! as soon as they are empty, so idle keep-alive connections cost no buffer memory.
+//! [`ConnState::run_service`] serves stashed requests once the output has drained.
 
 use std::time::{Duration, Instant};
 
-use super::{ConnCtx, StreamWorker};
+use std::panic::AssertUnwindSafe;
 
-/// First allocation of an input buffer; it doubles up to the configured cap when a request is
-/// bigger.
+use super::{ConnCtx, StreamStep, StreamWorker};
+
+/// First allocation of the test helpers' input buffer.
+#[cfg(test)]
 const INITIAL_INPUT: usize = 4096;
+
+/// A service call panicked. The runtime closes that connection and keeps the worker: a bug
+/// in one service must not take down a worker and with it every connection the kernel routes
+/// to the worker's listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ServicePanicked;
+
+/// Calls [`StreamWorker::on_input`], containing a panic.
+pub(crate) fn guarded_input(
+    worker: &mut dyn StreamWorker,
+    ctx: &ConnCtx,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<StreamStep, ServicePanicked> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| worker.on_input(ctx, input, out)))
+        .map_err(|_| ServicePanicked)
+}
 
 /// Limits of the connections of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +99,7 @@ impl ConnState {
 
     /// Where to read into, growing the buffer up to `max_input`; `None` when the buffer is at
     /// its cap (the service wants more bytes than a request may have).
+    #[cfg(test)]
     pub fn read_buf(&mut self, max_input: usize) -> Option<&mut [u8]> {
         if self.filled >= max_input {
             return None;
@@ -92,6 +112,7 @@ impl ConnState {
     }
 
     /// `n` bytes were read into the slice returned by [`ConnState::read_buf`].
+    #[cfg(test)]
     pub fn on_read(&mut self, n: usize, now: Instant) {
         self.filled = (self.filled + n).min(self.input.len());
         self.input_dirty = true;
@@ -136,8 +157,13 @@ impl ConnState {
         self.filled
     }
 
-    /// Lets the service consume input and append answers. Returns the bytes consumed.
-    pub fn run_service(&mut self, worker: &mut dyn StreamWorker, ctx: &ConnCtx) -> usize {
+    /// Lets the service consume input and append answers. Returns the bytes consumed, or
+    /// `Err` when the service panicked (the connection must then be closed).
+    pub fn run_service(
+        &mut self,
+        worker: &mut dyn StreamWorker,
+        ctx: &ConnCtx,
+    ) -> Result<usize, ServicePanicked> {
         // Keep pending output at the front so the service sees one contiguous buffer whose
         // length is the pending amount (what it compares with `ctx.output_limit`).
         if self.sent > 0 {
@@ -145,7 +171,7 @@ impl ConnState {
             self.sent = 0;
         }
         let input = self.input.get(..self.filled).unwrap_or(&[]);
-        let step = worker.on_input(ctx, input, &mut self.output);
+        let step = guarded_input(worker, ctx, input, &mut self.output)?;
         let consumed = step.consumed.min(self.filled);
         if consumed > 0 {
             self.input.copy_within(consumed..self.filled, 0);
@@ -160,13 +186,28 @@ impl ConnState {
         if step.close {
             self.closing = true;
         }
-        consumed
+        Ok(consumed)
     }
 
     /// Nothing buffered in either direction: the next bytes can go through the worker's
     /// scratch buffers.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.filled == 0 && !self.has_output() && !self.closing
+    }
+
+    /// Input bytes kept from earlier reads (a partial request, or requests held back by the
+    /// output limit).
+    pub fn stashed_input(&self) -> &[u8] {
+        self.input.get(..self.filled).unwrap_or(&[])
+    }
+
+    /// The stashed input was copied out and is being served: forget it.
+    pub fn clear_input(&mut self, now: Instant) {
+        self.input = Vec::new();
+        self.filled = 0;
+        self.input_dirty = false;
+        self.last_activity = now;
     }
 
     /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
@@ -177,11 +218,6 @@ impl ConnState {
         self.input.extend_from_slice(leftover);
         self.filled = self.input.len();
         self.input_dirty = dirty && self.filled > 0;
-        self.last_activity = now;
-    }
-
-    /// Records traffic for the idle timeout.
-    pub fn touch(&mut self, now: Instant) {
         self.last_activity = now;
     }
 
@@ -211,7 +247,6 @@ impl ConnState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::StreamStep;
 
     /// Consumes whole lines; each line `n` is answered with `n` bytes of `x` and a newline.
     struct Lines;
@@ -276,11 +311,11 @@ mod tests {
         let mut s = ConnState::new(Instant::now());
         feed(&mut s, b"12", 100);
         assert!(s.wants_service(&limits));
-        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 0);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)).unwrap(), 0);
         assert!(!s.wants_service(&limits), "no new bytes: do not call again");
         feed(&mut s, b"\n3\n4", 100);
         assert!(s.wants_service(&limits));
-        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 5);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)).unwrap(), 5);
         assert_eq!(s.pending_output(), b"xxxxxxxxxxxx\nxxx\n");
         assert_eq!(s.buffered_input(), 1, "the partial `4` stays");
     }
@@ -295,7 +330,7 @@ mod tests {
         feed(&mut s, b"60\n60\n60\n", 100);
         let c = ctx(limits.max_pending_output_bytes);
         assert_eq!(
-            s.run_service(&mut Lines, &c),
+            s.run_service(&mut Lines, &c).unwrap(),
             6,
             "two answers reach the limit"
         );
@@ -305,7 +340,7 @@ mod tests {
         s.on_written(pending - 10, Instant::now());
         assert!(!s.output_blocked(&limits));
         assert!(s.wants_service(&limits));
-        assert_eq!(s.run_service(&mut Lines, &c), 3);
+        assert_eq!(s.run_service(&mut Lines, &c).unwrap(), 3);
         assert_eq!(s.pending_output().len(), 10 + 61);
         assert_eq!(s.buffered_input(), 0);
     }
@@ -314,7 +349,7 @@ mod tests {
     fn written_output_is_released() {
         let mut s = ConnState::new(Instant::now());
         feed(&mut s, b"200000\n", 100);
-        s.run_service(&mut Lines, &ctx(usize::MAX));
+        s.run_service(&mut Lines, &ctx(usize::MAX)).unwrap();
         assert!(s.has_output());
         let n = s.pending_output().len();
         s.on_written(n, Instant::now());
@@ -333,7 +368,7 @@ mod tests {
         assert!(!s.is_empty());
         assert!(!s.wants_service(&limits), "incomplete: wait for bytes");
         feed(&mut s, b"0\n", 100);
-        assert_eq!(s.run_service(&mut Lines, &ctx(1000)), 3);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)).unwrap(), 3);
         assert_eq!(s.pending_output(), b"xxxxxxxxxx\n");
         assert_eq!(s.input.capacity(), 0, "empty input buffer is released");
         let n = s.pending_output().len();

@@ -15,12 +15,16 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{ConnLimits, ConnState};
+use super::conn::{guarded_input, ConnLimits, ConnState};
+use super::datagram::{serve_turn, MAX_DATAGRAM};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
-use super::{ConnCtx, ListenerSpec, StreamWorker};
+use super::{
+    ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
+};
 
 const WAKER: Token = Token(0);
-/// Listener `i` has token `FIRST_LISTENER + i`; connections follow the listeners.
+/// Listener `i` has token `FIRST_LISTENER + i`; datagram sockets follow the listeners, and
+/// connections follow the datagram sockets.
 const FIRST_LISTENER: usize = 1;
 
 /// Everything a worker needs, built on the starting thread.
@@ -28,6 +32,9 @@ pub(crate) struct WorkerSetup {
     pub index: usize,
     pub sockets: Vec<std::net::TcpListener>,
     pub listeners: Vec<ListenerSpec>,
+    pub udp_sockets: Vec<std::net::UdpSocket>,
+    pub datagrams: Vec<DatagramSpec>,
+    pub tickers: Vec<Arc<dyn Ticker>>,
     pub stats: Arc<RuntimeStats>,
     pub stop: Arc<AtomicBool>,
     pub tick: Duration,
@@ -39,6 +46,9 @@ struct Listening {
     local: SocketAddr,
     limits: ConnLimits,
     open: usize,
+    /// Accepting stopped on a resource error (EMFILE, ENOBUFS...): retry at the next tick,
+    /// since an edge-triggered listener is not reported again for connections already queued.
+    retry_accept: bool,
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -46,6 +56,13 @@ struct Scratch {
     /// Sized to the largest `max_input_bytes` of the worker's listeners.
     input: Vec<u8>,
     output: Vec<u8>,
+}
+
+struct Datagrams {
+    socket: mio::net::UdpSocket,
+    ctx: DatagramCtx,
+    /// The last turn ended with datagrams possibly waiting.
+    pending: bool,
 }
 
 struct Conn {
@@ -61,6 +78,9 @@ pub(crate) struct EventLoop {
     poll: Poll,
     listening: Vec<Listening>,
     specs: Vec<ListenerSpec>,
+    udp: Vec<Datagrams>,
+    datagram_specs: Vec<DatagramSpec>,
+    tickers: Vec<Arc<dyn Ticker>>,
     stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
     tick: Duration,
@@ -84,6 +104,24 @@ impl EventLoop {
                 local,
                 limits: spec.limits,
                 open: 0,
+                retry_accept: false,
+            });
+        }
+        let first_udp = FIRST_LISTENER + listening.len();
+        let mut udp = Vec::with_capacity(setup.udp_sockets.len());
+        for (i, socket) in setup.udp_sockets.into_iter().enumerate() {
+            let local = socket.local_addr()?;
+            let mut socket = mio::net::UdpSocket::from_std(socket);
+            poll.registry()
+                .register(&mut socket, Token(first_udp + i), Interest::READABLE)?;
+            udp.push(Datagrams {
+                socket,
+                ctx: DatagramCtx {
+                    worker: setup.index,
+                    socket: i,
+                    local,
+                },
+                pending: false,
             });
         }
         Ok((
@@ -92,6 +130,9 @@ impl EventLoop {
                 poll,
                 listening,
                 specs: setup.listeners,
+                udp,
+                datagram_specs: setup.datagrams,
+                tickers: setup.tickers,
                 stats: setup.stats,
                 stop: setup.stop,
                 tick: setup.tick,
@@ -113,6 +154,16 @@ impl EventLoop {
             .iter()
             .map(|spec| spec.service.worker(self.index))
             .collect();
+        let mut datagram_workers: Vec<Box<dyn DatagramWorker>> = self
+            .datagram_specs
+            .iter()
+            .map(|spec| spec.service.worker(self.index))
+            .collect();
+        let mut datagram_buf = if self.udp.is_empty() {
+            Vec::new()
+        } else {
+            vec![0u8; MAX_DATAGRAM]
+        };
         let mut events = Events::with_capacity(self.events_per_poll);
         let mut scratch = Scratch {
             input: vec![
@@ -126,7 +177,8 @@ impl EventLoop {
             ],
             output: Vec::with_capacity(16 * 1024),
         };
-        let first_conn = FIRST_LISTENER + self.listening.len();
+        let first_udp = FIRST_LISTENER + self.listening.len();
+        let first_conn = first_udp + self.udp.len();
         let mut next_tick = Instant::now() + self.tick;
         let sweep_every = self
             .listening
@@ -138,7 +190,11 @@ impl EventLoop {
         let mut next_sweep = Instant::now() + sweep_every;
 
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.udp.iter().any(|u| u.pending) {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -154,16 +210,66 @@ impl EventLoop {
                 let token = event.token().0;
                 if token == WAKER.0 {
                     continue;
-                } else if token < first_conn {
+                } else if token < first_udp {
                     self.accept_all(token - FIRST_LISTENER, first_conn, now);
+                } else if token < first_conn {
+                    if let Some(u) = self.udp.get_mut(token - first_udp) {
+                        u.pending = true;
+                    }
                 } else {
-                    self.drive(token - first_conn, &mut workers, &mut scratch, now);
+                    let hangup = event.is_read_closed() || event.is_error();
+                    self.drive(token - first_conn, &mut workers, &mut scratch, hangup, now);
                 }
+            }
+            // Datagram sockets take turns after the connections, so a flood on one cannot
+            // starve the others.
+            for (i, u) in self.udp.iter_mut().enumerate() {
+                if !u.pending {
+                    continue;
+                }
+                let (Some(worker), Some(stats)) = (
+                    datagram_workers.get_mut(i),
+                    self.stats
+                        .datagrams
+                        .get(i)
+                        .and_then(|d| d.per_worker.get(self.index)),
+                ) else {
+                    u.pending = false;
+                    continue;
+                };
+                u.pending = serve_turn(
+                    &u.socket,
+                    &u.ctx,
+                    worker.as_mut(),
+                    stats,
+                    &mut datagram_buf,
+                    &mut scratch.output,
+                );
             }
             let now = Instant::now();
             if now >= next_tick {
+                for ticker in &self.tickers {
+                    let tick = std::panic::AssertUnwindSafe(|| ticker.tick(self.index, now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "ticker panicked");
+                    }
+                }
+                for worker in &mut datagram_workers {
+                    let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "datagram service tick panicked");
+                    }
+                }
                 for worker in &mut workers {
-                    worker.on_tick(now);
+                    let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "service tick panicked");
+                    }
+                }
+                for listener in 0..self.listening.len() {
+                    if std::mem::take(&mut self.listening[listener].retry_accept) {
+                        self.accept_all(listener, first_conn, now);
+                    }
                 }
                 next_tick = now + self.tick;
             }
@@ -192,8 +298,11 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: the next connection attempt retries.
-                    tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    // EMFILE, ENFILE, ENOBUFS: retry at the next tick.
+                    if !self.listening[listener].retry_accept {
+                        tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    }
+                    self.listening[listener].retry_accept = true;
                     return;
                 }
             };
@@ -245,6 +354,7 @@ impl EventLoop {
         slot: usize,
         workers: &mut [Box<dyn StreamWorker>],
         scratch: &mut Scratch,
+        hangup: bool,
         now: Instant,
     ) {
         let Some(Some(conn)) = self.conns.get_mut(slot) else {
@@ -256,7 +366,7 @@ impl EventLoop {
         let Some(worker) = workers.get_mut(listener) else {
             return;
         };
-        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
+        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, hangup, now);
         match outcome {
             Outcome::Keep => {}
             Outcome::Close => self.close(slot),
@@ -266,6 +376,11 @@ impl EventLoop {
             }
             Outcome::Error => {
                 bump(&self.conn_stats(listener).closed_error, 1);
+                self.close(slot);
+            }
+            Outcome::Panic => {
+                tracing::error!(worker = self.index, "service panicked; connection closed");
+                bump(&self.conn_stats(listener).closed_panic, 1);
                 self.close(slot);
             }
         }
@@ -308,6 +423,8 @@ enum Outcome {
     Close,
     Overflow,
     Error,
+    /// The service panicked on this connection's input.
+    Panic,
 }
 
 /// Moves bytes until the socket would block, the service waits for more input, or output is
@@ -318,8 +435,14 @@ fn serve(
     limits: &ConnLimits,
     stats: &ConnStats,
     scratch: &mut Scratch,
+    hangup: bool,
     now: Instant,
 ) -> Outcome {
+    // A short read drained the socket (epoll(7): for stream sockets a read that returns less
+    // than asked means the input space is exhausted), so the edge-triggered registration
+    // reports the next bytes and one `EAGAIN` read per request is saved. Not when this event
+    // also reported the peer's FIN: that edge is already consumed, so read on to the EOF.
+    let mut drained = false;
     loop {
         // 1. Send what is pending.
         while conn.state.has_output() {
@@ -343,13 +466,26 @@ fn serve(
                 Outcome::Keep
             } else {
                 let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                // Closing with unread input makes the kernel send a reset, which can destroy
+                // the answer just sent (a 413 while the client still sends its body); discard
+                // what has already arrived first.
+                let mut budget = 64 * 1024;
+                while budget > 0 {
+                    let len = scratch.input.len().min(budget);
+                    match conn.stream.read(&mut scratch.input[..len]) {
+                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                        _ => break,
+                    }
+                }
                 Outcome::Close
             };
         }
 
         // 2. Let the service consume what is buffered.
         if conn.state.wants_service(limits) {
-            let consumed = conn.state.run_service(worker, &conn.ctx);
+            let Ok(consumed) = conn.state.run_service(worker, &conn.ctx) else {
+                return Outcome::Panic;
+            };
             // Flush what it wrote and serve the rest of the buffer before reading again. A
             // call that consumed nothing cleared the dirty flag, so this cannot spin.
             if consumed > 0 || conn.state.closing() || conn.state.has_output() {
@@ -369,31 +505,22 @@ fn serve(
                 Outcome::Close
             };
         }
-        if conn.state.is_empty() {
-            match read_through_scratch(conn, worker, limits, stats, scratch, now) {
-                Ok(()) => continue,
-                Err(outcome) => return outcome,
-            }
+        if drained {
+            return Outcome::Keep;
         }
-        let Some(buf) = conn.state.read_buf(limits.max_input_bytes) else {
-            return Outcome::Overflow;
-        };
-        match conn.stream.read(buf) {
-            Ok(0) => conn.state.read_closed = true,
-            Ok(n) => {
-                conn.state.on_read(n, now);
-                bump(&stats.bytes_in, n as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Keep,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Outcome::Error,
+        match read_through_scratch(conn, worker, limits, stats, scratch, now) {
+            Ok(short) => drained = short && !hangup,
+            Err(outcome) => return outcome,
         }
     }
 }
 
-/// The common case of a connection with nothing buffered: read into the worker's scratch,
-/// serve from it, write the answers from the scratch output, and stash only what is left over
-/// in the connection. `Err` carries how the caller must return.
+/// Reads into the worker's scratch buffer (behind any partial request the connection had
+/// stashed), serves from it, writes the answers straight from the scratch output when nothing
+/// else is pending, and stashes only what is left over in the connection. Reads are therefore
+/// as large as a request may be, and a connection holds buffers only between partial reads or
+/// writes. `Ok(true)` means the read was short (the socket is drained); `Err` carries how the
+/// caller must return.
 fn read_through_scratch(
     conn: &mut Conn,
     worker: &mut dyn StreamWorker,
@@ -401,25 +528,40 @@ fn read_through_scratch(
     stats: &ConnStats,
     scratch: &mut Scratch,
     now: Instant,
-) -> Result<(), Outcome> {
+) -> Result<bool, Outcome> {
     let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
-    let n = match conn.stream.read(&mut scratch.input[..cap]) {
+    let stashed = conn.state.stashed_input();
+    if stashed.len() >= cap {
+        // The service wants more bytes than a request may have.
+        return Err(Outcome::Overflow);
+    }
+    let held = stashed.len();
+    scratch.input[..held].copy_from_slice(stashed);
+    let n = match conn.stream.read(&mut scratch.input[held..cap]) {
         Ok(0) => {
             conn.state.read_closed = true;
-            return Ok(());
+            return Ok(false);
         }
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Outcome::Keep),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
         Err(_) => return Err(Outcome::Error),
     };
     bump(&stats.bytes_in, n as u64);
-    conn.state.touch(now);
-    let data = &scratch.input[..n];
+    conn.state.clear_input(now);
+    let len = held + n;
+    let data = &scratch.input[..len];
+
+    // Answers go after anything still pending, and count against the same limit.
+    let pending = conn.state.pending_output().len();
+    let mut ctx = conn.ctx;
+    ctx.output_limit = ctx.output_limit.saturating_sub(pending);
     scratch.output.clear();
-    let step = worker.on_input(&conn.ctx, data, &mut scratch.output);
-    let consumed = step.consumed.min(n);
-    if consumed < n {
+    let Ok(step) = guarded_input(worker, &ctx, data, &mut scratch.output) else {
+        return Err(Outcome::Panic);
+    };
+    let consumed = step.consumed.min(len);
+    if consumed < len {
         // Served nothing: an incomplete request waits for more bytes. Served some: the rest
         // may be whole requests held back by the output limit.
         conn.state.stash_input(&data[consumed..], consumed > 0, now);
@@ -428,16 +570,18 @@ fn read_through_scratch(
         conn.state.set_closing();
     }
     let mut written = 0;
-    while written < scratch.output.len() {
-        match conn.stream.write(&scratch.output[written..]) {
-            Ok(0) => return Err(Outcome::Error),
-            Ok(k) => written += k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(Outcome::Error),
+    if pending == 0 {
+        while written < scratch.output.len() {
+            match conn.stream.write(&scratch.output[written..]) {
+                Ok(0) => return Err(Outcome::Error),
+                Ok(k) => written += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Outcome::Error),
+            }
         }
+        bump(&stats.bytes_out, written as u64);
     }
-    bump(&stats.bytes_out, written as u64);
     if written < scratch.output.len() {
         conn.state.stash_output(&scratch.output[written..]);
     }
@@ -445,5 +589,5 @@ fn read_through_scratch(
     if scratch.output.capacity() > 1024 * 1024 {
         scratch.output = Vec::with_capacity(16 * 1024);
     }
-    Ok(())
+    Ok(n < cap - held)
 }

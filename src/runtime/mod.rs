@@ -13,6 +13,7 @@
 //! `conn.rs`, so an io_uring back-end can reuse it.
 
 mod conn;
+mod datagram;
 mod epoll;
 mod listener;
 mod stats;
@@ -25,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use conn::ConnLimits;
+pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
 pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
 
 /// What the runtime tells a service about a connection.
@@ -71,6 +73,55 @@ pub trait StreamWorker {
     fn on_tick(&mut self, _now: Instant) {}
 }
 
+/// What the runtime tells a datagram service about a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatagramCtx {
+    /// Index of the worker thread (0-based).
+    pub worker: usize,
+    /// Index of the datagram socket in the order given to [`Runtime::start_with`].
+    pub socket: usize,
+    /// The local address the datagram arrived on.
+    pub local: SocketAddr,
+}
+
+/// A protocol served over datagrams (one in, at most one out): creates the per-worker half on
+/// each worker thread.
+pub trait DatagramService: Send + Sync {
+    fn worker(&self, worker: usize) -> Box<dyn DatagramWorker>;
+}
+
+/// The per-worker half of a [`DatagramService`].
+pub trait DatagramWorker {
+    /// Handles one datagram from `src`. `out` is empty on entry; return true to send it back to
+    /// `src`.
+    fn on_datagram(
+        &mut self,
+        ctx: &DatagramCtx,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool;
+
+    /// Periodic timer, every `tick` of [`RuntimeConfig`].
+    fn on_tick(&mut self, _now: Instant) {}
+}
+
+/// One datagram address to serve and the service behind it.
+#[derive(Clone)]
+pub struct DatagramSpec {
+    /// Short name for logs, metrics and status (e.g. `bt_udp`).
+    pub name: String,
+    /// Address to bind; port 0 picks a free port, shared by every worker.
+    pub addr: SocketAddr,
+    pub service: Arc<dyn DatagramService>,
+}
+
+/// Periodic work that belongs to no listener (such as the engine's expiry), run on every
+/// worker at every tick.
+pub trait Ticker: Send + Sync {
+    fn tick(&self, worker: usize, now: Instant);
+}
+
 /// The I/O back-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -108,6 +159,8 @@ pub struct RuntimeConfig {
     pub tick: Duration,
     pub listen_backlog: u32,
     pub events_per_poll: usize,
+    /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
+    pub udp_buffer_bytes: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
 }
@@ -121,6 +174,7 @@ impl Default for RuntimeConfig {
             tick: Duration::from_millis(100),
             listen_backlog: 1024,
             events_per_poll: 1024,
+            udp_buffer_bytes: 0,
             name: "worker".to_owned(),
         }
     }
@@ -150,6 +204,16 @@ impl Runtime {
     /// Binds every listener on every worker, then starts the workers. Bind errors name the
     /// address; nothing is left running on error.
     pub fn start(config: &RuntimeConfig, listeners: Vec<ListenerSpec>) -> io::Result<Runtime> {
+        Runtime::start_with(config, listeners, Vec::new(), Vec::new())
+    }
+
+    /// As [`Runtime::start`], with datagram sockets and tickers as well.
+    pub fn start_with(
+        config: &RuntimeConfig,
+        listeners: Vec<ListenerSpec>,
+        datagrams: Vec<DatagramSpec>,
+        tickers: Vec<Arc<dyn Ticker>>,
+    ) -> io::Result<Runtime> {
         let workers = config.workers.max(1);
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
@@ -161,7 +225,25 @@ impl Runtime {
             }
             stats.push(ListenerStats::new(spec.name.clone(), bound, workers));
         }
-        let stats = Arc::new(RuntimeStats { listeners: stats });
+        let mut udp_sockets: Vec<Vec<std::net::UdpSocket>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut udp_stats = Vec::with_capacity(datagrams.len());
+        for spec in &datagrams {
+            let (bound, group) =
+                listener::bind_udp_group(spec.addr, workers, config.udp_buffer_bytes)?;
+            for (w, socket) in group.into_iter().enumerate() {
+                udp_sockets[w].push(socket);
+            }
+            udp_stats.push(DatagramListenerStats::new(
+                spec.name.clone(),
+                bound,
+                workers,
+            ));
+        }
+        let stats = Arc::new(RuntimeStats {
+            listeners: stats,
+            datagrams: udp_stats,
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -179,11 +261,16 @@ impl Runtime {
             stats: stats.clone(),
             backend: config.backend,
         };
-        for (index, worker_sockets) in sockets.into_iter().enumerate() {
+        for (index, (worker_sockets, worker_udp)) in
+            sockets.into_iter().zip(udp_sockets).enumerate()
+        {
             let setup = epoll::WorkerSetup {
                 index,
                 sockets: worker_sockets,
                 listeners: listeners.clone(),
+                udp_sockets: worker_udp,
+                datagrams: datagrams.clone(),
+                tickers: tickers.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
                 tick: config.tick,
@@ -218,16 +305,26 @@ impl Runtime {
             workers,
             pinned = !cores.is_empty(),
             listeners = ?stats.listeners.iter().map(|l| (l.name.as_str(), l.addr)).collect::<Vec<_>>(),
+            datagrams = ?stats.datagrams.iter().map(|l| (l.name.as_str(), l.addr)).collect::<Vec<_>>(),
             runtime = config.name.as_str(),
             "runtime started"
         );
         Ok(runtime)
     }
 
-    /// The addresses actually bound, in the order the listeners were given.
+    /// The TCP addresses actually bound, in the order the listeners were given.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.stats
             .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.addr))
+            .collect()
+    }
+
+    /// The UDP addresses actually bound, in the order the datagram specs were given.
+    pub fn datagram_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.stats
+            .datagrams
             .iter()
             .map(|l| (l.name.clone(), l.addr))
             .collect()

@@ -23,6 +23,8 @@ pub struct ConnStats {
     pub closed_overflow: AtomicU64,
     /// Connections closed on a socket error.
     pub closed_error: AtomicU64,
+    /// Connections closed because the service panicked on their input.
+    pub closed_panic: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -54,6 +56,7 @@ pub struct ConnTotals {
     pub closed_idle: u64,
     pub closed_overflow: u64,
     pub closed_error: u64,
+    pub closed_panic: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -88,6 +91,7 @@ impl ListenerStats {
             t.closed_idle += get(&w.closed_idle);
             t.closed_overflow += get(&w.closed_overflow);
             t.closed_error += get(&w.closed_error);
+            t.closed_panic += get(&w.closed_panic);
             t.bytes_in += get(&w.bytes_in);
             t.bytes_out += get(&w.bytes_out);
         }
@@ -95,10 +99,11 @@ impl ListenerStats {
     }
 }
 
-/// Counters of every listener of a runtime.
+/// Counters of every listener and datagram socket of a runtime.
 #[derive(Debug)]
 pub struct RuntimeStats {
     pub listeners: Vec<ListenerStats>,
+    pub datagrams: Vec<super::DatagramListenerStats>,
 }
 
 impl RuntimeStats {

@@ -46,7 +46,9 @@ impl StreamWorker for LineWorker {
                 break;
             };
             let line = std::str::from_utf8(&rest[..nl]).unwrap_or("").trim();
-            if line == "close" {
+            if line == "panic" {
+                panic!("test service asked to panic");
+            } else if line == "close" {
                 out.extend_from_slice(b"bye\n");
                 close = true;
             } else if let Ok(n) = line.parse::<usize>() {
@@ -343,4 +345,202 @@ fn bind_failure_names_the_address() {
 fn backend_names_parse() {
     assert_eq!(Backend::parse("epoll"), Ok(Backend::Epoll));
     assert!(Backend::parse("io_uring").unwrap_err().contains("io_uring"));
+}
+
+/// Answers every byte with `!`, to tell it apart from [`LineService`].
+struct Bang;
+
+struct BangWorker;
+
+impl StreamService for Bang {
+    fn worker(&self, _worker: usize) -> Box<dyn StreamWorker> {
+        Box::new(BangWorker)
+    }
+}
+
+impl StreamWorker for BangWorker {
+    fn on_input(&mut self, _ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+        out.resize(out.len() + input.len(), b'!');
+        StreamStep {
+            consumed: input.len(),
+            close: false,
+        }
+    }
+}
+
+#[test]
+fn one_runtime_serves_several_listeners_with_their_own_services() {
+    let probe = Arc::new(Probe::default());
+    let specs = vec![
+        ListenerSpec {
+            name: "lines".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(LineService(probe.clone())),
+            limits: ConnLimits::default(),
+        },
+        ListenerSpec {
+            name: "bang".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(Bang),
+            limits: ConnLimits::default(),
+        },
+    ];
+    let config = RuntimeConfig {
+        workers: 2,
+        ..RuntimeConfig::default()
+    };
+    let mut rt = Runtime::start(&config, specs).unwrap();
+    let addrs = rt.local_addrs();
+    assert_eq!(addrs[0].0, "lines");
+    assert_eq!(addrs[1].0, "bang");
+    assert_ne!(addrs[0].1, addrs[1].1);
+    let mut lines = connect(addrs[0].1);
+    let mut bang = connect(addrs[1].1);
+    lines.write_all(b"3\n").unwrap();
+    bang.write_all(b"abc").unwrap();
+    assert_eq!(read_exact_len(&mut lines, answer(3).len()), answer(3));
+    assert_eq!(read_exact_len(&mut bang, 3), b"!!!");
+    let stats = rt.stats();
+    assert_eq!(stats.listener("bang").unwrap().totals().accepted, 1);
+    assert_eq!(stats.listener("lines").unwrap().totals().bytes_in, 2);
+    rt.shutdown();
+}
+
+#[test]
+fn a_panicking_service_closes_only_that_connection() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let mut good = connect(addr);
+    good.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut good, answer(1).len()), answer(1));
+    let mut bad = connect(addr);
+    bad.write_all(b"panic\n").unwrap();
+    assert!(closed_by_server(&mut bad));
+    // The worker survived and still serves its other connection and new ones.
+    good.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut good, answer(2).len()), answer(2));
+    let mut again = connect(addr);
+    again.write_all(b"3\n").unwrap();
+    assert_eq!(read_exact_len(&mut again, answer(3).len()), answer(3));
+    assert_eq!(rt.stats().listeners[0].totals().closed_panic, 1);
+    rt.shutdown();
+}
+
+#[test]
+fn pinned_workers_serve() {
+    let probe = Arc::new(Probe::default());
+    let config = RuntimeConfig {
+        workers: 2,
+        pin_cores: true,
+        ..RuntimeConfig::default()
+    };
+    let spec = ListenerSpec {
+        name: "lines".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LineService(probe.clone())),
+        limits: ConnLimits::default(),
+    };
+    let mut rt = Runtime::start(&config, vec![spec]).unwrap();
+    for _ in 0..4 {
+        let mut c = connect(rt.local_addrs()[0].1);
+        c.write_all(b"8\n").unwrap();
+        assert_eq!(read_exact_len(&mut c, answer(8).len()), answer(8));
+    }
+    rt.shutdown();
+    assert_eq!(probe.workers_dropped.load(Ordering::SeqCst), 2);
+}
+
+/// Answers each datagram with its bytes reversed; `quiet` gets no answer, `panic` panics.
+struct Reverse;
+
+struct ReverseWorker;
+
+impl DatagramService for Reverse {
+    fn worker(&self, _worker: usize) -> Box<dyn DatagramWorker> {
+        Box::new(ReverseWorker)
+    }
+}
+
+impl DatagramWorker for ReverseWorker {
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        _src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match packet {
+            b"quiet" => false,
+            b"panic" => panic!("test datagram service asked to panic"),
+            _ => {
+                out.extend(packet.iter().rev());
+                true
+            }
+        }
+    }
+}
+
+#[test]
+fn datagrams_are_answered_next_to_streams_and_tickers_run() {
+    let probe = Arc::new(Probe::default());
+    let config = RuntimeConfig {
+        workers: 2,
+        ..RuntimeConfig::default()
+    };
+    let streams = vec![ListenerSpec {
+        name: "lines".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LineService(probe.clone())),
+        limits: ConnLimits::default(),
+    }];
+    let datagrams = vec![DatagramSpec {
+        name: "reverse".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(Reverse),
+    }];
+    struct CountTicks(AtomicUsize);
+    impl Ticker for CountTicks {
+        fn tick(&self, _worker: usize, _now: Instant) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let ticks = Arc::new(CountTicks(AtomicUsize::new(0)));
+    let config = RuntimeConfig {
+        tick: Duration::from_millis(5),
+        udp_buffer_bytes: 1 << 20,
+        ..config
+    };
+    let mut rt = Runtime::start_with(&config, streams, datagrams, vec![ticks.clone()]).unwrap();
+    eventually("tickers run", || ticks.0.load(Ordering::SeqCst) > 0);
+    let udp_addr = rt.datagram_addrs()[0].1;
+    assert_ne!(udp_addr.port(), 0);
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 100];
+    client.send_to(b"quiet", udp_addr).unwrap();
+    client.send_to(b"panic", udp_addr).unwrap();
+    for i in 0..20u8 {
+        let msg = [b'a', b'b', b'0' + (i % 10)];
+        client.send_to(&msg, udp_addr).unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, udp_addr);
+        assert_eq!(&buf[..n], &[b'0' + (i % 10), b'b', b'a']);
+    }
+    // The TCP side of the same workers still serves.
+    let mut c = connect(rt.local_addrs()[0].1);
+    c.write_all(b"4\n").unwrap();
+    assert_eq!(read_exact_len(&mut c, answer(4).len()), answer(4));
+
+    let stats = rt.stats();
+    eventually("the last answer is counted", || {
+        stats.datagrams[0].totals().sent == 20
+    });
+    let totals = stats.datagrams[0].totals();
+    assert_eq!(totals.unanswered, 1);
+    assert_eq!(totals.panics, 1);
+    assert_eq!(totals.received, 22);
+    assert_eq!(totals.bytes_out, 60);
+    rt.shutdown();
 }

@@ -14,9 +14,15 @@
 //!   and a `peer_num.peer_count` of the wanted peer count (capped). The engine treats a CONNECT
 //!   from a peer already in the swarm as a refresh. `event=stopped` is a LEAVE of the swarm.
 //! - The seeder and leecher counts of an announce answer, and every scrape entry, come from a
-//!   STAT_QUERY of the swarm.
+//!   STAT_QUERY of the swarm, made with the same peer id (a scraping client need not be
+//!   registered, so the engine answers STAT_QUERY of a swarm from any peer id).
+//! - The peer list is the engine's, filtered again here: never the announcing address itself,
+//!   no address with port 0, no seeders for a seeder, and only the requested address family
+//!   where the protocol needs it (BEP 15 answers IPv4 peers to IPv4 packets, IPv6 to IPv6).
 
 use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{
     ActionKind, AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum,
@@ -35,7 +41,9 @@ pub const BT_PEER_ID_PREFIX_V4: [u8; 4] = *b"\x00bt4";
 pub const BT_PEER_ID_PREFIX_V6: [u8; 4] = *b"\x00bt6";
 
 /// What the tracker answers with, and what it accepts. Shared by the UDP and HTTP front-ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Deserializable so that the configuration can carry it as a section of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BtLimits {
     /// Seconds a client should wait between regular announces (`interval`). Must stay below the
     /// engine's track timer, or peers expire between two announces.
@@ -594,6 +602,14 @@ mod tests {
         assert_eq!(limits.peer_count(Some(u32::MAX)), limits.max_num_want);
         assert_eq!(limits.peer_count(Some(3)), 3);
         assert_eq!(limits.peer_count(Some(0)), 0);
+    }
+
+    #[test]
+    fn limits_deserialize_with_defaults_and_refuse_unknown_keys() {
+        let l: BtLimits = toml::from_str("max_scrape_hashes = 10").unwrap();
+        assert_eq!(l.max_scrape_hashes, 10);
+        assert_eq!(l.max_num_want, BtLimits::default().max_num_want);
+        assert!(toml::from_str::<BtLimits>("max_scrape_hash = 10").is_err());
     }
 
     #[test]

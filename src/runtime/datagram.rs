@@ -1,0 +1,137 @@
+//! Datagram (UDP) sockets of a worker: each worker has its own `SO_REUSEPORT` socket per
+//! configured address and serves what the kernel hands it, one datagram in, at most one out.
+//!
+//! A socket is drained in turns of [`DATAGRAMS_PER_TURN`] so that a flood on it cannot starve
+//! the worker's TCP connections; a socket that still had datagrams waiting is resumed after the
+//! next poll (which then does not sleep). Answers that the socket cannot take at once are
+//! dropped and counted: UDP clients retransmit, and queueing them would let a flood grow memory.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
+
+use crossbeam::utils::CachePadded;
+
+use super::stats::bump;
+use super::{DatagramCtx, DatagramWorker};
+
+/// Datagrams served from one socket before the worker looks at its other sockets.
+pub(crate) const DATAGRAMS_PER_TURN: usize = 256;
+
+/// Largest datagram the worker receives (the UDP maximum); longer ones are truncated by the
+/// kernel, and no tracker request comes close.
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
+
+/// Counters of one datagram socket on one worker.
+#[derive(Debug, Default)]
+pub struct DatagramStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    /// Datagrams the service chose not to answer.
+    pub unanswered: AtomicU64,
+    /// Answers dropped because the socket's send buffer was full.
+    pub send_dropped: AtomicU64,
+    /// Answers the kernel refused (unreachable destination...).
+    pub send_errors: AtomicU64,
+    /// Datagrams on which the service panicked.
+    pub panics: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Sums of [`DatagramStats`] over workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatagramTotals {
+    pub received: u64,
+    pub sent: u64,
+    pub unanswered: u64,
+    pub send_dropped: u64,
+    pub send_errors: u64,
+    pub panics: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One datagram address: its name, the bound address, and per-worker counters.
+#[derive(Debug)]
+pub struct DatagramListenerStats {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub per_worker: Box<[CachePadded<DatagramStats>]>,
+}
+
+impl DatagramListenerStats {
+    pub(crate) fn new(name: String, addr: SocketAddr, workers: usize) -> Self {
+        DatagramListenerStats {
+            name,
+            addr,
+            per_worker: (0..workers)
+                .map(|_| CachePadded::new(DatagramStats::default()))
+                .collect(),
+        }
+    }
+
+    pub fn totals(&self) -> DatagramTotals {
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let mut t = DatagramTotals::default();
+        for w in self.per_worker.iter() {
+            t.received += get(&w.received);
+            t.sent += get(&w.sent);
+            t.unanswered += get(&w.unanswered);
+            t.send_dropped += get(&w.send_dropped);
+            t.send_errors += get(&w.send_errors);
+            t.panics += get(&w.panics);
+            t.bytes_in += get(&w.bytes_in);
+            t.bytes_out += get(&w.bytes_out);
+        }
+        t
+    }
+}
+
+/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams. Returns true when the turn ended with
+/// datagrams possibly still waiting (the caller must resume without waiting for an event).
+pub(crate) fn serve_turn(
+    socket: &mio::net::UdpSocket,
+    ctx: &DatagramCtx,
+    worker: &mut dyn DatagramWorker,
+    stats: &DatagramStats,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    for _ in 0..DATAGRAMS_PER_TURN {
+        let (n, src) = match socket.recv_from(buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Errors queued on the socket (ICMP reports) are returned once each.
+                tracing::debug!(worker = ctx.worker, "recv_from: {e}");
+                continue;
+            }
+        };
+        bump(&stats.received, 1);
+        bump(&stats.bytes_in, n as u64);
+        out.clear();
+        let packet = buf.get(..n).unwrap_or(&[]);
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            worker.on_datagram(ctx, src, packet, out)
+        }));
+        match answer {
+            Ok(true) if !out.is_empty() => match socket.send_to(out, src) {
+                Ok(sent) => {
+                    bump(&stats.sent, 1);
+                    bump(&stats.bytes_out, sent as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => bump(&stats.send_dropped, 1),
+                Err(_) => bump(&stats.send_errors, 1),
+            },
+            Ok(_) => bump(&stats.unanswered, 1),
+            Err(_) => {
+                tracing::error!(worker = ctx.worker, "datagram service panicked");
+                bump(&stats.panics, 1);
+            }
+        }
+    }
+    true
+}
