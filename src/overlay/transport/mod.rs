@@ -32,6 +32,10 @@ use crate::overlay::config::OverlayConfig;
 
 pub use stats::TransportStats;
 
+/// Answers an application request (body) from a node; runs on the overlay thread, so it must
+/// be quick.
+pub type AppHandler = Arc<dyn Fn(NodeId, &[u8]) -> Vec<u8> + Send + Sync>;
+
 /// Token of the loop's waker.
 const WAKER: mio::Token = mio::Token(1);
 
@@ -72,10 +76,21 @@ impl OverlayHandle {
     /// Validates `config`, binds the RELOAD listener and starts the overlay thread, which
     /// dials the bootstrap nodes (or creates the overlay).
     pub fn start(config: &OverlayConfig) -> anyhow::Result<OverlayHandle> {
+        // Until the tracker plugs its peer-status answers in, application requests get an
+        // empty answer.
+        Self::start_with_app(config, Arc::new(|_, _| Vec::new()))
+    }
+
+    /// [`OverlayHandle::start`] with the function that answers application requests (exp_a,
+    /// protocols.md §3) addressed to this node; it runs on the overlay thread.
+    pub fn start_with_app(
+        config: &OverlayConfig,
+        app: AppHandler,
+    ) -> anyhow::Result<OverlayHandle> {
         config.validate().map_err(|e| anyhow::anyhow!(e))?;
         let (tx, rx) = channel::bounded(1024);
         let stats = Arc::new(TransportStats::default());
-        let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone())?;
+        let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone(), app)?;
         let node_id = node_loop.node_id();
         let listen_addr = node_loop.listen_addr();
         let thread = std::thread::Builder::new()

@@ -112,6 +112,8 @@ pub(super) struct NodeLoop {
     timer_seq: u64,
     ops: HashMap<OpId, OpOwner>,
     next_op: OpId,
+    /// Answers application requests (exp_a) addressed to this node.
+    app: super::AppHandler,
     /// Events for the Chord node raised while its actions were carried out.
     events: VecDeque<Event>,
     stop: bool,
@@ -122,6 +124,7 @@ impl NodeLoop {
         config: &OverlayConfig,
         commands: Receiver<Command>,
         stats: Arc<TransportStats>,
+        app: super::AppHandler,
     ) -> anyhow::Result<(NodeLoop, Arc<Waker>)> {
         let own = config.node_id().map_err(|e| anyhow::anyhow!(e))?;
         let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
@@ -196,6 +199,7 @@ impl NodeLoop {
             timer_seq: 0,
             ops: HashMap::new(),
             next_op: 1,
+            app,
             events: VecDeque::new(),
             stop: false,
         };
@@ -902,6 +906,18 @@ impl NodeLoop {
                         self.timers.insert((at, self.timer_seq), timer);
                     }
                     Action::Complete { op, outcome } => self.complete(op, outcome),
+                    Action::Deliver {
+                        token,
+                        sender,
+                        body,
+                    } => {
+                        // An application request (exp_a, protocols.md §3) for this node.
+                        let answer = (self.app)(sender, &body);
+                        self.events.push_back(Event::AppAnswer {
+                            token,
+                            body: answer,
+                        });
+                    }
                 }
             }
         }
