@@ -77,6 +77,8 @@ pub struct Link {
     /// Data frames sent and received, for metrics.
     pub frames_sent: u64,
     pub frames_received: u64,
+    /// When the link was opened (ms, the owner's clock).
+    pub opened_at: u64,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -99,6 +101,7 @@ impl Link {
             acks: AckTracker::new(),
             frames_sent: 0,
             frames_received: 0,
+            opened_at: 0,
         }
     }
 

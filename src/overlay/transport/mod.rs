@@ -282,8 +282,12 @@ mod tests {
     }
 
     #[test]
-    fn a_message_before_the_hello_or_garbage_closes_the_link() {
-        let handle = OverlayHandle::start(&config()).unwrap();
+    fn a_message_before_the_hello_garbage_or_silence_closes_the_link() {
+        let handle = OverlayHandle::start(&OverlayConfig {
+            attach_timeout_ms: 100,
+            ..config()
+        })
+        .unwrap();
         let overlay = OverlayHash::of_name(&config().instance_name);
         let ping = Message::new(
             crate::overlay::wire::ForwardingHeader::new_request(
@@ -315,13 +319,17 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.write_all(&[0x42; 32]).unwrap();
         assert_eq!(read_data_frame(&mut s), None);
+        // Silence: an accepted connection without a hello is closed after the attach timeout.
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(read_data_frame(&mut s), None);
         assert_eq!(handle.status_json()["running"], true);
         assert!(
             handle
                 .stats()
                 .link_failures
                 .load(std::sync::atomic::Ordering::Relaxed)
-                >= 3
+                >= 4
         );
         handle.shutdown();
     }

@@ -53,6 +53,8 @@ const LISTENER: Token = Token(0);
 const FIRST_LINK: usize = 2;
 /// How long the loop sleeps at most when nothing is due (ms).
 const MAX_WAIT_MS: u64 = 500;
+/// Address book entries kept per allowed link.
+const ADDRESSES_PER_LINK: usize = 16;
 /// Delay between bootstrap rounds after a failed join (ms).
 const BOOTSTRAP_RETRY_MS: u64 = 1000;
 
@@ -251,7 +253,14 @@ impl NodeLoop {
 
     fn next_deadline(&self) -> Option<u64> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
-        let acks = self.links.values().filter_map(Link::ack_deadline).min();
+        let acks = self
+            .links
+            .values()
+            .filter_map(|l| match l.peer {
+                None => Some(l.opened_at + self.attach_timeout_ms + 1),
+                Some(_) => l.ack_deadline(),
+            })
+            .min();
         let waits = self.waiting.values().map(|w| w.deadline).min();
         let boot = match self.bootstrap {
             Bootstrap::RetryAt(t) => Some(t),
@@ -306,6 +315,7 @@ impl NodeLoop {
         let _ = stream.set_nodelay(true);
         let mut link = Link::new(stream, addr, outbound, self.limits);
         link.peer = peer;
+        link.opened_at = self.now();
         self.links.insert(token, link);
         self.stats
             .links_opened
@@ -417,6 +427,14 @@ impl NodeLoop {
             let overdue = self.links.get(&t).is_some_and(|l| l.ack_overdue(now));
             if overdue {
                 self.fail_link(t, &LinkError::AckTimeout.to_string());
+                continue;
+            }
+            // An accepted connection that never says hello does not keep its slot.
+            let silent = self.links.get(&t).is_some_and(|l| {
+                l.peer.is_none() && now.saturating_sub(l.opened_at) > self.attach_timeout_ms
+            });
+            if silent {
+                self.fail_link(t, "no hello within the attach timeout");
                 continue;
             }
             self.flush_link(t);
@@ -617,7 +635,7 @@ impl NodeLoop {
                     // candidate along the via list (§6.5.1.2, §6.2.2).
                     if let (Some(s), Some(a)) = (signer, candidate) {
                         if s != self.origin.own {
-                            self.addresses.insert(s, a);
+                            self.learn_address(s, a);
                         }
                     }
                     match self.origin.attach_ans(&message.header, peer) {
@@ -629,7 +647,7 @@ impl NodeLoop {
                 {
                     match (signer, candidate) {
                         (Some(s), Some(a)) if s == target => {
-                            self.addresses.insert(target, a);
+                            self.learn_address(target, a);
                             if !self.by_node.contains_key(&target) {
                                 self.dial(a, Some(target));
                             }
@@ -678,7 +696,7 @@ impl NodeLoop {
         }
         self.by_node.entry(s).or_insert(token);
         if let Some(a) = candidate {
-            self.addresses.insert(s, a);
+            self.learn_address(s, a);
         }
         if is_req {
             match self.origin.attach_ans(&message.header, None) {
@@ -691,6 +709,20 @@ impl NodeLoop {
         if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
             self.start_join(s);
         }
+    }
+
+    /// Records where `node` listens. The book is bounded: when full, addresses of nodes
+    /// without a link are forgotten first (they are found again with a routed Attach).
+    fn learn_address(&mut self, node: NodeId, addr: SocketAddr) {
+        let cap = self.max_links.saturating_mul(ADDRESSES_PER_LINK);
+        if self.addresses.len() >= cap && !self.addresses.contains_key(&node) {
+            let by_node = &self.by_node;
+            self.addresses.retain(|n, _| by_node.contains_key(n));
+            if self.addresses.len() >= cap {
+                return;
+            }
+        }
+        self.addresses.insert(node, addr);
     }
 
     /// A bootstrap node we hold an identified link to.
