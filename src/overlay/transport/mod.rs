@@ -333,4 +333,52 @@ mod tests {
         );
         handle.shutdown();
     }
+
+    #[test]
+    fn a_peer_that_never_acks_loses_its_link() {
+        let cfg = OverlayConfig {
+            link_ack_timeout_ms: 100,
+            ..config()
+        };
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let me = attach::Origin {
+            overlay: OverlayHash::of_name(&cfg.instance_name),
+            ttl: 100,
+            own: NodeId::from_u128(42),
+            advertised: "127.0.0.1:1".parse().unwrap(),
+        };
+        let hello = me
+            .attach_req(7, NodeId::WILDCARD)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, 1, &hello).unwrap();
+        s.write_all(&frame).unwrap();
+        // The attach_ans arrives; we never acknowledge it, so the node drops the link.
+        assert!(read_data_frame(&mut s).is_some());
+        assert_eq!(read_data_frame(&mut s), None);
+        assert!(
+            handle
+                .stats()
+                .link_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        handle.shutdown();
+    }
+
+    #[test]
+    fn value_endpoints_refuse_bad_names_and_methods() {
+        let handle = OverlayHandle::start(&config()).unwrap();
+        let bad = http::serve(Some(&handle), "GET", "/overlay/value/", b"").unwrap();
+        assert_eq!(bad.status, 400);
+        let bad = http::serve(Some(&handle), "GET", "/overlay/value/a/b", b"").unwrap();
+        assert_eq!(bad.status, 400);
+        let bad = http::serve(Some(&handle), "POST", "/overlay/value/a", b"").unwrap();
+        assert_eq!(bad.status, 405);
+        handle.shutdown();
+    }
 }
