@@ -48,7 +48,9 @@ pub struct OverlayConfig {
     pub max_message_size: u32,
     /// RFC 6940 §11.1 `initial-ttl` (§6.3.2).
     pub initial_ttl: u8,
-    /// A data frame not acknowledged within this many ms fails the link (§6.6.2 acks).
+    /// A data frame not acknowledged within `max(RTO, this)` ms fails the link (RFC 6940
+    /// §6.6.5: the RTO of RFC 6298 from the framing acks decides, and a silent connection is
+    /// retained about 30 s before it is concluded dead).
     pub link_ack_timeout_ms: u64,
     /// Bytes queued for one link beyond which the link is failed instead of buffering more.
     pub max_link_queued_bytes: usize,
@@ -80,7 +82,7 @@ impl Default for OverlayConfig {
             replica_holddown_ms: 30_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             initial_ttl: DEFAULT_INITIAL_TTL,
-            link_ack_timeout_ms: 10_000,
+            link_ack_timeout_ms: 30_000,
             max_link_queued_bytes: 1 << 20,
             max_links: 256,
             attach_timeout_ms: 5000,

@@ -6,9 +6,12 @@
 //!   ack for every data frame").
 //! - Each data frame sent is remembered with its send time until an ack covers it, either by
 //!   `ack_sequence` or by a bit of `received` (bit `N - M` for sequence M, the convention of
-//!   [`AckTracker`]). A frame left unacknowledged longer than the ack timeout fails the link:
-//!   TCP already retransmits, so a missing ack means the peer is gone or stuck (§6.6.3.1's
-//!   loss estimate reduced to a liveness check).
+//!   [`AckTracker`]).
+//! - RFC 6940 §6.6.5 (TLS/TCP with FH, no ICE): the round-trip time is measured from the acks
+//!   and an RTO computed as in RFC 6298 §2 (SRTT, RTTVAR, K = 4, at least 1 s); the RTO is not
+//!   used to retransmit (TCP does) but to declare the link failed. Following the RFC's advice
+//!   to retain a silent connection for a while (30 s recommended) before concluding, a frame
+//!   fails the link when it stays unacknowledged longer than `max(RTO, ack_timeout)`.
 //! - Output is a queue of frames; queueing a frame that would take it over the byte limit
 //!   fails the link instead of buffering more (backpressure: a peer that does not read cannot
 //!   grow our memory).
@@ -74,6 +77,9 @@ pub struct Link {
     next_seq: u32,
     unacked: VecDeque<(u32, u64)>,
     acks: AckTracker,
+    /// RFC 6298 smoothed round-trip time and variation (ms), once measured.
+    srtt_ms: Option<f64>,
+    rttvar_ms: f64,
     /// Data frames sent and received, for metrics.
     pub frames_sent: u64,
     pub frames_received: u64,
@@ -99,6 +105,8 @@ impl Link {
             next_seq: 1,
             unacked: VecDeque::new(),
             acks: AckTracker::new(),
+            srtt_ms: None,
+            rttvar_ms: 0.0,
             frames_sent: 0,
             frames_received: 0,
             opened_at: 0,
@@ -194,7 +202,7 @@ impl Link {
         Ok(messages)
     }
 
-    fn take_frames(&mut self, _now_ms: u64) -> Result<Vec<Vec<u8>>, LinkError> {
+    fn take_frames(&mut self, now_ms: u64) -> Result<Vec<Vec<u8>>, LinkError> {
         let mut messages = Vec::new();
         let mut at = 0;
         let mut acks_to_send = Vec::new();
@@ -210,7 +218,9 @@ impl Link {
                             acks_to_send.push(self.acks.on_data(seq));
                             messages.push(payload.to_vec());
                         }
-                        FrameRef::Ack(ack) => self.apply_ack(ack.ack_seq, ack.received_bitmap),
+                        FrameRef::Ack(ack) => {
+                            self.apply_ack(ack.ack_seq, ack.received_bitmap, now_ms)
+                        }
                     }
                 }
             }
@@ -226,7 +236,10 @@ impl Link {
         Ok(messages)
     }
 
-    fn apply_ack(&mut self, ack_seq: u32, bitmap: u32) {
+    fn apply_ack(&mut self, ack_seq: u32, bitmap: u32, now_ms: u64) {
+        if let Some(&(_, sent)) = self.unacked.iter().find(|(seq, _)| *seq == ack_seq) {
+            self.rtt_sample(now_ms.saturating_sub(sent) as f64);
+        }
         self.unacked.retain(|&(seq, _)| {
             let k = ack_seq.wrapping_sub(seq);
             let covered = k == 0 || (k < 32 && bitmap & (1 << k) != 0);
@@ -234,18 +247,45 @@ impl Link {
         });
     }
 
-    /// True when a data frame has waited for its ack longer than the timeout.
+    /// RFC 6298 §2.2 / §2.3 with alpha = 1/8, beta = 1/4.
+    fn rtt_sample(&mut self, r: f64) {
+        match self.srtt_ms {
+            None => {
+                self.srtt_ms = Some(r);
+                self.rttvar_ms = r / 2.0;
+            }
+            Some(srtt) => {
+                self.rttvar_ms = 0.75 * self.rttvar_ms + 0.25 * (srtt - r).abs();
+                self.srtt_ms = Some(0.875 * srtt + 0.125 * r);
+            }
+        }
+    }
+
+    /// The RTO of RFC 6298 §2 (1 s before any measurement, never below 1 s, §2.4), ms.
+    pub fn rto_ms(&self) -> u64 {
+        match self.srtt_ms {
+            None => 1000,
+            Some(srtt) => ((srtt + (4.0 * self.rttvar_ms).max(1.0)).ceil() as u64).max(1000),
+        }
+    }
+
+    /// How long a frame may stay unacknowledged: `max(RTO, ack_timeout)`.
+    fn failure_timeout_ms(&self) -> u64 {
+        self.rto_ms().max(self.limits.ack_timeout_ms)
+    }
+
+    /// True when a data frame has waited for its ack longer than the failure timeout.
     pub fn ack_overdue(&self, now_ms: u64) -> bool {
+        let limit = self.failure_timeout_ms();
         self.unacked
             .front()
-            .is_some_and(|&(_, sent)| now_ms.saturating_sub(sent) > self.limits.ack_timeout_ms)
+            .is_some_and(|&(_, sent)| now_ms.saturating_sub(sent) > limit)
     }
 
     /// Earliest time an unacknowledged frame becomes overdue.
     pub fn ack_deadline(&self) -> Option<u64> {
-        self.unacked
-            .front()
-            .map(|&(_, sent)| sent + self.limits.ack_timeout_ms + 1)
+        let limit = self.failure_timeout_ms();
+        self.unacked.front().map(|&(_, sent)| sent + limit + 1)
     }
 }
 
@@ -399,5 +439,40 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(matches!(result, Err(LinkError::Closed)));
+    }
+
+    #[test]
+    fn the_rto_follows_rfc_6298_and_never_drops_below_a_second() {
+        let (mut a, _b) = pair(LinkLimits {
+            ack_timeout_ms: 10,
+            ..limits()
+        });
+        assert_eq!(a.rto_ms(), 1000);
+        a.queue_message(b"x", 0).unwrap();
+        // First sample R = 400: SRTT = 400, RTTVAR = 200, RTO = 400 + 800 = 1200.
+        a.apply_ack(1, 0, 400);
+        assert_eq!(a.rto_ms(), 1200);
+        assert_eq!(a.unacked_count(), 0);
+        // Second sample R = 400: RTTVAR = 150, SRTT = 400, RTO = 1000.
+        a.queue_message(b"y", 1000).unwrap();
+        a.apply_ack(2, 0, 1400);
+        assert_eq!(a.rto_ms(), 1000);
+        // The failure timeout is the RTO when the configured floor is lower.
+        a.queue_message(b"z", 2000).unwrap();
+        assert!(!a.ack_overdue(3000));
+        assert!(a.ack_overdue(3001));
+    }
+
+    #[test]
+    fn acks_cover_earlier_frames_through_the_bitmap() {
+        let (mut a, _b) = pair(limits());
+        for m in [b"1", b"2", b"3"] {
+            a.queue_message(m, 0).unwrap();
+        }
+        // Ack of 3 with bit 2 set (sequence 1); 2 stays unacknowledged.
+        a.apply_ack(3, 1 << 2, 10);
+        assert_eq!(a.unacked_count(), 1);
+        a.apply_ack(2, 0, 10);
+        assert_eq!(a.unacked_count(), 0);
     }
 }
