@@ -62,6 +62,8 @@ const BOOTSTRAP_RETRY_MS: u64 = 1000;
 enum OpOwner {
     Reply(Sender<LocalOutcome>),
     Bootstrap,
+    /// The Leave sent on shutdown.
+    Leave,
 }
 
 /// Messages held for a peer whose address a routed Attach is looking for.
@@ -969,7 +971,7 @@ impl NodeLoop {
                     self.bootstrap = Bootstrap::RetryAt(self.now() + BOOTSTRAP_RETRY_MS);
                 }
             }
-            None => {}
+            Some(OpOwner::Leave) | None => {}
         }
     }
 
@@ -1046,7 +1048,18 @@ impl NodeLoop {
                 Command::Status { reply } => {
                     let _ = reply.try_send(self.status());
                 }
-                Command::Shutdown => self.stop = true,
+                Command::Shutdown => {
+                    // RFC 6940 §10.9: tell the neighbors before going; the Leave messages are
+                    // flushed once on the way out (best effort, nobody waits for answers).
+                    if self.node.is_joined() {
+                        let op = self.new_op(OpOwner::Leave);
+                        self.events.push_back(Event::Local {
+                            op,
+                            request: LocalRequest::Leave,
+                        });
+                    }
+                    self.stop = true;
+                }
             }
         }
     }
@@ -1068,6 +1081,14 @@ impl NodeLoop {
             "stored_resources": self.node.storage().resource_count(),
             "pending_transactions": self.node.pending_count(),
             "links": self.links.len(),
+            "link_details": self.links.values().map(|l| serde_json::json!({
+                "peer": l.peer.map(|p| p.to_string()),
+                "addr": l.addr.to_string(),
+                "outbound": l.outbound,
+                "rto_ms": l.rto_ms(),
+                "unacked_frames": l.unacked_count(),
+                "queued_bytes": l.queued_bytes(),
+            })).collect::<Vec<_>>(),
             "link_peers": link_peers,
             "known_addresses": self.addresses.len(),
         })
