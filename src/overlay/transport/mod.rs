@@ -371,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn nodes_on_port_zero_get_ids_from_their_bound_addresses() {
+        let plain = OverlayConfig {
+            node_id_seed: String::new(),
+            ..config()
+        };
+        let a = OverlayHandle::start(&plain).unwrap();
+        let b = OverlayHandle::start(&plain).unwrap();
+        assert_ne!(a.node_id(), b.node_id());
+        let expected = OverlayConfig {
+            node_id_seed: a.listen_addr().to_string(),
+            ..config()
+        }
+        .node_id()
+        .unwrap();
+        assert_eq!(a.node_id(), expected);
+    }
+
+    #[test]
     fn value_endpoints_refuse_bad_names_and_methods() {
         let handle = OverlayHandle::start(&config()).unwrap();
         let bad = http::serve(Some(&handle), "GET", "/overlay/value/", b"").unwrap();

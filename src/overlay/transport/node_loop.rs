@@ -130,7 +130,6 @@ impl NodeLoop {
         stats: Arc<TransportStats>,
         app: super::AppHandler,
     ) -> anyhow::Result<(NodeLoop, Arc<Waker>)> {
-        let own = config.node_id().map_err(|e| anyhow::anyhow!(e))?;
         let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -144,6 +143,18 @@ impl NodeLoop {
             // Port 0 in `listen`: advertise the port actually bound.
             advertised = listen_addr;
         }
+        // The Node-ID defaults to a hash of the advertised address: the one actually bound
+        // when the configuration says port 0.
+        let own = if config.node_id.is_empty() && config.node_id_seed.is_empty() {
+            OverlayConfig {
+                node_id_seed: advertised.to_string(),
+                ..config.clone()
+            }
+            .node_id()
+        } else {
+            config.node_id()
+        }
+        .map_err(|e| anyhow::anyhow!(e))?;
         let storage = StorageConfig::default();
         let kinds = storage.kinds.iter().map(|k| (k.id, k.model)).collect();
         let chord = ChordConfig {
