@@ -26,7 +26,9 @@ pub struct OverlayConfig {
     /// empty = `listen`.
     pub advertised: String,
     /// RFC 6940 §11.1 `bootstrap-node` elements: `IP:PORT` of nodes to join through. A node
-    /// that reaches none of them (or has none) creates the overlay.
+    /// that reaches none of them (or has none) creates the overlay. A single string is
+    /// accepted too, comma-separated (`--set overlay.bootstrap=10.0.0.1:6084,10.0.0.2:6084`).
+    #[serde(deserialize_with = "list_or_string")]
     pub bootstrap: Vec<String>,
     /// This node's Node-ID, 32 hex digits; empty = derived from `node_id_seed`.
     pub node_id: String,
@@ -229,6 +231,25 @@ impl OverlayConfig {
     }
 }
 
+/// A list of strings, or one string of comma-separated items.
+fn list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// 32 hex digits to a Node-ID.
 pub fn parse_node_id(text: &str) -> Option<NodeId> {
     let t = text.trim();
@@ -296,5 +317,14 @@ mod tests {
             .validate()
             .unwrap_err()
             .starts_with("overlay.chord_update_interval_secs"));
+    }
+
+    #[test]
+    fn bootstrap_takes_a_list_or_a_comma_separated_string() {
+        let c: OverlayConfig = toml::from_str("bootstrap = \"127.0.0.1:1, 127.0.0.1:2\"").unwrap();
+        assert_eq!(c.bootstrap, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        let c: OverlayConfig = toml::from_str("bootstrap = [\"127.0.0.1:3\"]").unwrap();
+        assert_eq!(c.bootstrap, vec!["127.0.0.1:3"]);
+        assert!(toml::from_str::<OverlayConfig>("bootstrap = 5").is_err());
     }
 }

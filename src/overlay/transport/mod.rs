@@ -8,6 +8,12 @@
 //!   (send, timers on a monotonic clock, completions), bootstrap (§11.4).
 //! - [`http`]: the admin endpoints `PUT`/`GET /overlay/value/<name>`.
 //!
+//! Limits of this transport: links are plain TCP (the TLS of RFC 6940 §6.6.5 and message
+//! signatures come with the overlay security work); links stay open until they fail, bounded
+//! by `overlay.max_links`; of the methods the Chord node does not handle, only Attach is
+//! understood here, others are answered with an error; a node that reaches no bootstrap node
+//! in its first round creates its own overlay and does not merge with another later.
+//!
 //! [`OverlayHandle`] is how the rest of the tracker talks to the thread: local requests and
 //! status queries go over a crossbeam channel (the loop is woken by a `mio::Waker`) and come
 //! back on a per-request reply channel; counters are read from shared memory so a scrape never
