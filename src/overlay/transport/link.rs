@@ -194,7 +194,15 @@ impl Link {
                     // maximal frame plus one read.
                     messages.extend(self.take_frames(now_ms)?);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // WouldBlock, or a dial still in progress.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    break
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(LinkError::Io(e)),
             }
