@@ -1,7 +1,8 @@
 //! Five real `ppsp-tracker serve` processes form a RELOAD ring over loopback TCP: the ring
 //! becomes correct, 50 values stored through one node are fetched through nodes that are not
-//! responsible for them, and after one node is killed (SIGKILL) the ring repairs and every
-//! value is still there (RFC 6940 §10.4 replicas, §10.7.1 failure handling).
+//! responsible for them, after one node is killed (SIGKILL) the ring repairs and every value
+//! is still there (RFC 6940 §10.4 replicas, §10.7.1 failure handling), and the same after
+//! another node stops gracefully (SIGTERM, §10.9 Leave).
 
 mod overlay_support;
 
@@ -137,8 +138,51 @@ fn five_nodes_form_a_ring_store_fetch_and_survive_a_kill() {
         assert!(ok, "swarm-{k} lost after the kill: {last}");
     }
     eprintln!(
-        "all {VALUES} values found after the kill, {:?} after it; whole test {:?}",
+        "all {VALUES} values found after the kill, {:?} after it",
         killed_at.elapsed(),
+    );
+
+    // A graceful stop (SIGTERM): the node leaves the ring (RFC 6940 §10.9) and its data stays.
+    let leaver = *alive.iter().rev().find(|i| **i != 0).unwrap();
+    if let Some(mut n) = nodes[leaver].take() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(n.child.id().to_string())
+            .status();
+        let status = n.child.wait().unwrap();
+        assert!(status.success(), "SIGTERM exit: {status}");
+    }
+    let left = wait_until(LIMIT, "ring of 3 after a leave", || {
+        let refs: Vec<&Node> = nodes.iter().flatten().collect();
+        ring_is_correct(&refs)
+    });
+    let alive = live(&nodes);
+    for k in 0..VALUES {
+        let via = nodes[alive[k % alive.len()]].as_ref().unwrap();
+        let name = format!("swarm-{k}");
+        let ok = (0..20).any(|_| {
+            let (status, ans) = get_value(via, &name);
+            let found = status == 200 && values_of(&ans) == vec![format!("value-{k}")];
+            if !found {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            found
+        });
+        assert!(ok, "swarm-{k} lost after a node left");
+    }
+    let mut hops = (0u64, 0u64);
+    for n in nodes.iter().flatten() {
+        let (_, text) = http(n.admin, "GET", "/metrics", b"");
+        for l in String::from_utf8_lossy(&text).lines() {
+            let v = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<u64>().ok());
+            hops.0 += v("ppsp_overlay_response_hops_sum ").unwrap_or(0);
+            hops.1 += v("ppsp_overlay_response_hops_count ").unwrap_or(0);
+        }
+    }
+    eprintln!(
+        "ring of 3 correct {left:?} after the leave; all values found; {} responses averaged {:.2} hops; whole test {:?}",
+        hops.1,
+        hops.0 as f64 / hops.1.max(1) as f64,
         start.elapsed()
     );
 }
