@@ -53,6 +53,8 @@ const LISTENER: Token = Token(0);
 const FIRST_LINK: usize = 2;
 /// How long the loop sleeps at most when nothing is due (ms).
 const MAX_WAIT_MS: u64 = 500;
+/// Local operations in flight at most.
+const MAX_OPS: usize = 8192;
 /// Address book entries kept per allowed link.
 const ADDRESSES_PER_LINK: usize = 16;
 /// Delay between bootstrap rounds after a failed join (ms).
@@ -1053,6 +1055,15 @@ impl NodeLoop {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Local { request, reply } => {
+                    if self.ops.len() >= MAX_OPS {
+                        // Callers that gave up leave their op here until the Chord node ends
+                        // it; never more than this many.
+                        let _ = reply.try_send(LocalOutcome::Failed {
+                            code: ErrorCode::InProgress,
+                            info: crate::overlay::chord::message::ErrorInfo::None,
+                        });
+                        continue;
+                    }
                     let op = self.new_op(OpOwner::Reply(reply));
                     self.events.push_back(Event::Local { op, request });
                 }
