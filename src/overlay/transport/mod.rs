@@ -207,10 +207,14 @@ mod tests {
 
     /// Reads frames until a data frame arrives; `None` when the server closes the stream.
     fn read_data_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-        let mut buf = Vec::new();
+        read_data_frame_into(s, &mut Vec::new())
+    }
+
+    /// [`read_data_frame`] keeping what was read beyond the frame in `buf`.
+    fn read_data_frame_into(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
         let mut chunk = [0u8; 4096];
         loop {
-            while let Decoded::Frame { frame, consumed } = decode_frame(&buf, 1 << 20).ok()? {
+            while let Decoded::Frame { frame, consumed } = decode_frame(buf, 1 << 20).ok()? {
                 let data = match frame {
                     FrameRef::Data { payload, .. } => Some(payload.to_vec()),
                     FrameRef::Ack(_) => None,
@@ -392,6 +396,71 @@ mod tests {
         .node_id()
         .unwrap();
         assert_eq!(a.node_id(), expected);
+    }
+
+    #[test]
+    fn a_method_for_another_node_with_no_route_is_answered_not_found() {
+        use crate::overlay::wire::{Body, Destination, ErrorCode, ForwardingHeader, TransactionId};
+        let cfg = config();
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let wire_cfg = WireConfig::new(overlay);
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let me = attach::Origin {
+            overlay,
+            ttl: 100,
+            own: NodeId::from_u128(42),
+            advertised: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut frames = Vec::new();
+        let hello = me
+            .attach_req(7, NodeId::WILDCARD)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        encode_data_frame(&mut frames, 1, &hello).unwrap();
+        // A Probe (a method the Chord node does not read) for a node nobody knows.
+        let probe = Message::new(
+            ForwardingHeader::new_request(
+                overlay,
+                0,
+                100,
+                TransactionId(8),
+                vec![Destination::Node(NodeId::from_u128(99))],
+            ),
+            &Body::ProbeReq(crate::overlay::wire::ProbeReq {
+                requested_info: Vec::new(),
+            }),
+        )
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+        encode_data_frame(&mut frames, 2, &probe).unwrap();
+        s.write_all(&frames).unwrap();
+        let mut buf = Vec::new();
+        let first =
+            Message::decode(&read_data_frame_into(&mut s, &mut buf).unwrap(), &wire_cfg).unwrap();
+        assert_eq!(
+            first.contents.code,
+            crate::overlay::wire::MessageCode::AttachAns
+        );
+        let second =
+            Message::decode(&read_data_frame_into(&mut s, &mut buf).unwrap(), &wire_cfg).unwrap();
+        assert_eq!(second.header.transaction_id, TransactionId(8));
+        assert_eq!(
+            second.header.destination_list,
+            vec![Destination::Node(NodeId::from_u128(42))]
+        );
+        match second
+            .contents
+            .decode_body(&crate::overlay::wire::NoKinds)
+            .unwrap()
+        {
+            Body::Error(e) => assert_eq!(e.error_code, ErrorCode::NotFound),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        handle.shutdown();
     }
 
     #[test]

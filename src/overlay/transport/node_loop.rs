@@ -548,6 +548,22 @@ impl NodeLoop {
                         }
                         self.events.push_back(Event::Received { from, message: m });
                     }
+                    Err(_) if self.is_for_another(&message.header) => {
+                        // RFC 6940 §6.1.2: a relay forwards by the header alone, whatever the
+                        // method (Probe, AppAttach, Find... that the Chord node does not read).
+                        self.forward(token, Some(from), message, code.is_request());
+                    }
+                    Err(_)
+                        if message.header.destination_list.len() > 1
+                            && message.header.destination_list.first()
+                                == Some(&Destination::Node(self.origin.own)) =>
+                    {
+                        // This node is an intermediate entry of the destination list (a
+                        // response on its way back, or a source route): pass it on.
+                        let mut message = message;
+                        message.header.destination_list.remove(0);
+                        self.forward(token, Some(from), message, code.is_request());
+                    }
                     Err(e) => {
                         self.stats.error(e.code());
                         self.stats
@@ -560,6 +576,18 @@ impl NodeLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// True when the message's first destination is neither this node, the wildcard, nor a
+    /// Resource-ID this node is responsible for.
+    fn is_for_another(&self, header: &wire::ForwardingHeader) -> bool {
+        match header.destination_list.first() {
+            Some(Destination::Node(n)) => *n != self.origin.own && *n != NodeId::WILDCARD,
+            Some(Destination::Resource(r)) => r
+                .to_u128()
+                .is_some_and(|r| !self.node.table().is_responsible(r)),
+            _ => false,
         }
     }
 
@@ -641,8 +669,9 @@ impl NodeLoop {
                 let mut message = message;
                 message.header.destination_list.remove(0);
                 if !message.header.destination_list.is_empty() {
-                    // A response on its way back: pass it to the next entry (§6.1.2).
-                    self.forward(token, peer, message, false);
+                    // A response on its way back (or a source-routed request): pass it to the
+                    // next entry (§6.1.2).
+                    self.forward(token, peer, message, is_req);
                     return;
                 }
                 if is_req {
@@ -758,9 +787,11 @@ impl NodeLoop {
         });
     }
 
-    /// Forwards an Attach not addressed to us: to the first destination when linked, else to
-    /// the Chord next hop towards it, excluding the via list and the previous hop (loop
-    /// avoidance, §6.2.2).
+    /// Forwards a message not addressed to us (Attach, or a method the Chord node does not
+    /// read): to the first destination when linked, else to the Chord next hop towards it,
+    /// excluding the via list and the previous hop (loop avoidance, §6.2.2). Requests get the
+    /// previous hop appended to their via list; responses have already had this node popped
+    /// from their destination list.
     fn forward(
         &mut self,
         token: Token,
@@ -819,7 +850,18 @@ impl NodeLoop {
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if is_request {
+                    // No way on: Error_Not_Found back along the via list, whose last entry
+                    // (the previous hop, appended above) is where it goes first.
                     self.stats.error(ErrorCode::NotFound);
+                    let mut header = message.header.clone();
+                    header.via_list.pop();
+                    self.answer_error(
+                        token,
+                        previous_hop,
+                        &header,
+                        ErrorCode::NotFound,
+                        "no route",
+                    );
                 }
             }
         }
