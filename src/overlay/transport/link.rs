@@ -85,6 +85,8 @@ pub struct Link {
     pub frames_received: u64,
     /// When the link was opened (ms, the owner's clock).
     pub opened_at: u64,
+    /// The peer closed its side after the messages last returned.
+    pub closed: bool,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -110,6 +112,7 @@ impl Link {
             frames_sent: 0,
             frames_received: 0,
             opened_at: 0,
+            closed: false,
         }
     }
 
@@ -180,10 +183,11 @@ impl Link {
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
-                    // Deliver what arrived first; the next read reports the close.
+                    // Deliver what arrived first; `closed` tells the owner to drop the link.
                     if messages.is_empty() {
                         return Err(LinkError::Closed);
                     }
+                    self.closed = true;
                     break;
                 }
                 Ok(n) => {
@@ -482,5 +486,26 @@ mod tests {
         assert_eq!(a.unacked_count(), 1);
         a.apply_ack(2, 0, 10);
         assert_eq!(a.unacked_count(), 0);
+    }
+
+    #[test]
+    fn a_message_followed_by_a_close_is_delivered_and_the_close_noted() {
+        let (mut a, mut b) = pair(limits());
+        a.queue_message(b"last words", 0).unwrap();
+        a.flush().unwrap();
+        drop(a);
+        let mut got = Vec::new();
+        for _ in 0..2000 {
+            match b.read_messages(0) {
+                Ok(m) => got.extend(m),
+                Err(LinkError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+            if b.closed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(got, vec![b"last words".to_vec()]);
     }
 }

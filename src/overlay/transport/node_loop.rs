@@ -409,6 +409,10 @@ impl NodeLoop {
                         return;
                     }
                 }
+                if self.links.get(&token).is_some_and(|l| l.closed) {
+                    self.fail_link(token, &LinkError::Closed.to_string());
+                    return;
+                }
             }
             Err(e) => {
                 self.fail_link(token, &e.to_string());
