@@ -46,7 +46,8 @@ pub fn request_index(kind: &RequestKind) -> usize {
         RequestKind::Connect { .. } => 0,
         RequestKind::Find { .. } => 1,
         RequestKind::StatReport { .. } => 2,
-        RequestKind::Join { .. } => 3,
+        // An announce (BitTorrent front-ends, counted under their own labels) is a join.
+        RequestKind::Join { .. } | RequestKind::Announce { .. } => 3,
         RequestKind::Leave { .. } => 4,
         RequestKind::Disconnect { .. } => 5,
         RequestKind::Keepalive => 6,

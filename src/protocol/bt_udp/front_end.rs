@@ -24,7 +24,7 @@ use super::wire::{
     ConnectResponse, DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest,
     PROTOCOL_ID,
 };
-use crate::engine::{ErrorCode, Time};
+use crate::engine::{ErrorCode, PeerInfo, Time};
 
 /// Why the tracker answered a request with a BEP 15 error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,8 +138,7 @@ impl UdpFrontEnd {
     }
 
     /// Handles one datagram `packet` from `src` at `now`: clears `out` and writes the answer
-    /// into it when the outcome is [`Outcome::Reply`]. Never panics; allocates nothing beyond
-    /// the engine's own request and answer (and `out` growing to its working size once).
+    /// into it when the outcome is [`Outcome::Reply`]. Never panics.
     pub fn handle(
         &self,
         core: &impl TrackerCore,
@@ -147,6 +146,21 @@ impl UdpFrontEnd {
         packet: &[u8],
         now: Time,
         out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.handle_with(core, src, packet, now, out, &mut Vec::new())
+    }
+
+    /// As [`UdpFrontEnd::handle`], with the peer list built in `scratch`. A worker that keeps
+    /// `out` and `scratch` between datagrams allocates nothing per announce of a known peer
+    /// (once both have grown to their working size).
+    pub fn handle_with(
+        &self,
+        core: &impl TrackerCore,
+        src: SocketAddr,
+        packet: &[u8],
+        now: Time,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<PeerInfo>,
     ) -> Outcome {
         out.clear();
         let Some(header) = RequestHeader::peek(packet) else {
@@ -179,7 +193,7 @@ impl UdpFrontEnd {
                     event: req.event,
                     num_want: req.num_want(),
                 };
-                match announce(core, &self.limits, src, &a, now) {
+                match announce(core, &self.limits, src, &a, now, scratch) {
                     Ok(answer) => {
                         write_announce_header(
                             out,
@@ -352,23 +366,24 @@ mod tests {
         assert_eq!(out, want);
 
         let reqs = core.requests.borrow();
-        let announce = &reqs[reqs.len() - 2];
+        let announce = reqs.last().unwrap();
         assert_eq!(
             announce.peer_id,
             bt_peer_id("192.0.2.7".parse().unwrap(), 6881)
         );
         match &announce.kind {
-            RequestKind::Connect {
+            RequestKind::Announce {
+                swarm_id: swarm,
+                mode,
+                addr,
                 peer_num,
-                addrs,
-                actions,
             } => {
                 assert_eq!(peer_num.unwrap().peer_count, Some(50));
-                assert_eq!(addrs[0].addr, "192.0.2.7:6881".parse().unwrap());
-                assert_eq!(actions[0].swarm_id, swarm_id(&[0x11; 20]));
-                assert_eq!(actions[0].mode, PeerMode::Leech);
+                assert_eq!(addr.addr, "192.0.2.7:6881".parse().unwrap());
+                assert_eq!(*swarm, swarm_id(&[0x11; 20]));
+                assert_eq!(*mode, PeerMode::Leech);
             }
-            other => panic!("expected CONNECT, got {other:?}"),
+            other => panic!("expected an announce, got {other:?}"),
         }
     }
 
@@ -394,9 +409,9 @@ mod tests {
         }
         // left == 0: joined as seeder.
         let reqs = core.requests.borrow();
-        match &reqs[reqs.len() - 2].kind {
-            RequestKind::Connect { actions, .. } => assert_eq!(actions[0].mode, PeerMode::Seeder),
-            other => panic!("expected CONNECT, got {other:?}"),
+        match &reqs.last().unwrap().kind {
+            RequestKind::Announce { mode, .. } => assert_eq!(*mode, PeerMode::Seeder),
+            other => panic!("expected an announce, got {other:?}"),
         }
     }
 
@@ -511,14 +526,14 @@ mod tests {
             .requests
             .borrow()
             .iter()
-            .all(|r| !matches!(r.kind, RequestKind::Connect { .. })));
+            .all(|r| !matches!(r.kind, RequestKind::Announce { .. })));
     }
 
     #[test]
     fn engine_refusal_becomes_an_error_response() {
         let fe = front();
         let core = FakeCore {
-            connect_error: Some(ErrorCode::ServiceUnavailable),
+            announce_error: Some(ErrorCode::ServiceUnavailable),
             ..FakeCore::default()
         };
         let cid = connect(&fe, &core, v4());
