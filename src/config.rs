@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
+mod bt;
+pub use bt::{BtHttpConfig, BtUdpConfig};
+
 /// The profile compiled into the binary and used when none is named.
 pub const DEFAULT_PROFILE: &str = include_str!("../tuning/default.toml");
 /// The dedicated-server profile, also compiled in.
@@ -33,6 +36,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub ppstp: PpstpConfig,
     pub engine: EngineConfig,
+    pub bt_udp: BtUdpConfig,
+    pub bt_http: BtHttpConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -327,6 +332,7 @@ impl Config {
             "engine.expiry_budget must be at least 1",
         )?;
 
+        self.validate_bt()?;
         check_addr("admin.listen", &self.admin.listen)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::new("log.level must not be empty"));

@@ -3,6 +3,7 @@
 //! cleanly. Used by the binary and, in-process, by integration tests (port 0 works).
 
 mod admin;
+mod bt;
 mod ppstp;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
+pub use bt::{BtMetrics, ProtocolTotals, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 
 /// Name of the PPSTP listener in logs, metrics and status.
 pub const PPSTP_LISTENER: &str = "ppstp";
@@ -58,6 +60,8 @@ pub struct Server {
     state: Arc<AdminState>,
     ppstp_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    bt_udp_addrs: Vec<SocketAddr>,
+    bt_http_addrs: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -111,7 +115,20 @@ impl Server {
             events_per_poll: config.server.events_per_poll,
             name: "worker".to_owned(),
         };
-        let runtime = Runtime::start(&runtime_config, listeners).context("starting the workers")?;
+        let bt_metrics = Arc::new(BtMetrics::new(workers));
+        let bt_shared = Arc::new(bt::BtShared {
+            engine: engine.clone(),
+            metrics: bt_metrics.clone(),
+            clock,
+            expire_on_tick: !config.ppstp.enabled,
+            expiry_budget: config.engine.expiry_budget,
+        });
+        let mut datagrams = Vec::new();
+        bt::add_services(config, &bt_shared, &mut listeners, &mut datagrams)?;
+        let runtime = Runtime::start_with(&runtime_config, listeners, datagrams)
+            .context("starting the workers")?;
+        let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
+        let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
         let ppstp_addr = runtime
             .local_addrs()
             .into_iter()
@@ -126,8 +143,10 @@ impl Server {
             backend: backend.name(),
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
+            bt_metrics,
         });
         let mut all_listeners = runtime.local_addrs();
+        all_listeners.extend(runtime.datagram_addrs());
         let mut runtimes = vec![runtime.stats()];
 
         let admin = if config.admin.enabled {
@@ -173,7 +192,24 @@ impl Server {
             state,
             ppstp_addr,
             admin_addr,
+            bt_udp_addrs,
+            bt_http_addrs,
         })
+    }
+
+    /// The bound BEP 15 UDP addresses, in `bt_udp.listen` order (real ports for port 0).
+    pub fn bt_udp_addrs(&self) -> &[SocketAddr] {
+        &self.bt_udp_addrs
+    }
+
+    /// The bound BitTorrent HTTP addresses, in `bt_http.listen` order.
+    pub fn bt_http_addrs(&self) -> &[SocketAddr] {
+        &self.bt_http_addrs
+    }
+
+    /// The BitTorrent per-protocol counters.
+    pub fn bt_metrics(&self) -> &Arc<BtMetrics> {
+        &self.state.bt_metrics
     }
 
     /// The bound PPSTP address (the real port when configured with port 0).
@@ -227,6 +263,15 @@ impl Drop for Server {
     }
 }
 
+/// The addresses of the listeners called `name`, in order.
+fn named(addrs: &[(String, SocketAddr)], name: &str) -> Vec<SocketAddr> {
+    addrs
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, a)| *a)
+        .collect()
+}
+
 /// Decoder limits from the engine's configuration (the engine checks them again).
 fn decode_limits(config: &Config) -> DecodeLimits {
     let e = &config.engine;
@@ -249,6 +294,8 @@ mod tests {
         let mut config = Config::default();
         config.ppstp.listen = "127.0.0.1:0".to_owned();
         config.admin.listen = "127.0.0.1:0".to_owned();
+        config.bt_udp.enabled = false;
+        config.bt_http.enabled = false;
         config.server.workers = 2;
         config
     }
