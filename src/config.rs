@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Readiness events taken from the poller per wake-up.
     pub events_per_poll: usize,
+    /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             tick_ms: 100,
             listen_backlog: 1024,
             events_per_poll: 1024,
+            udp_buffer_bytes: 0,
         }
     }
 }
@@ -255,6 +258,10 @@ impl Config {
         check(
             (16..=1_000_000).contains(&s.events_per_poll),
             "server.events_per_poll must be 16..=1000000",
+        )?;
+        check(
+            s.udp_buffer_bytes <= 1 << 30,
+            "server.udp_buffer_bytes must be at most 1073741824",
         )?;
 
         let p = &self.ppstp;
@@ -671,6 +678,15 @@ mod tests {
                 "ppstp.max_pending_output_bytes",
             ),
             ("log.level=\"info,=x=\"", "log.level"),
+            (
+                "bt_udp.limits.announce_interval_secs=500",
+                "bt_udp.limits.announce_interval_secs",
+            ),
+            ("bt_udp.listen=[\"x\"]", "bt_udp.listen"),
+            (
+                "bt_http.limits.default_num_want=100",
+                "bt_http.limits.default_num_want",
+            ),
         ];
         for (set, want) in cases {
             let e = err(None, &[set]);

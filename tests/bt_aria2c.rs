@@ -144,7 +144,7 @@ fn swarm_through_tracker(udp: bool) {
         .lines()
         .find(|l| {
             l.starts_with(&format!(
-                "ppsp_protocol_requests_total{{protocol=\"{protocol}\",outcome=\"announce\"}}"
+                "ppsp_{protocol}_requests_total{{outcome=\"announce\"}}"
             ))
         })
         .and_then(|l| l.rsplit(' ').next())

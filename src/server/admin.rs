@@ -31,8 +31,6 @@ pub(crate) struct AdminState {
     pub runtimes: OnceLock<Vec<Arc<RuntimeStats>>>,
     /// Every bound listener, by name.
     pub listeners: OnceLock<Vec<(String, SocketAddr)>>,
-    /// BitTorrent per-protocol counters, rendered after the core metrics.
-    pub bt_metrics: Arc<super::BtMetrics>,
 }
 
 impl AdminState {
@@ -42,13 +40,11 @@ impl AdminState {
             .get()
             .map(|r| r.iter().map(Arc::as_ref).collect())
             .unwrap_or_default();
-        let mut text = self.metrics.render(&ScrapeContext {
+        self.metrics.render(&ScrapeContext {
             counts: self.engine.counts(),
             uptime: self.started.elapsed(),
             runtimes: &runtimes,
-        });
-        self.bt_metrics.render_into(&mut text);
-        text
+        })
     }
 
     pub fn status_json(&self) -> serde_json::Value {

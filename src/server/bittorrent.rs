@@ -1,0 +1,262 @@
+//! The BitTorrent services: the BEP 15 UDP tracker as a [`DatagramService`] (one datagram in,
+//! at most one out) and the HTTP tracker (`GET /announce`, `GET /scrape`) as a
+//! [`StreamService`], both driving the shared engine through the sans-IO front-ends in
+//! `protocol::bt_udp` and `protocol::bt_http`.
+//!
+//! This file only connects the codecs to the runtime: the clock, a connection-id secret drawn
+//! at start, per-worker scratch buffers (so that an announce of a known peer allocates
+//! nothing), HTTP framing with the shared `protocol::http` layer, and the outcome counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::engine::{Engine, PeerInfo};
+use crate::metrics::Metrics;
+use crate::protocol::bencode;
+use crate::protocol::bt_http::{self, HttpFrontEnd};
+use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, UdpFrontEnd};
+use crate::protocol::http::{self, Framed, HttpLimits};
+use crate::runtime::{
+    ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
+    StreamService, StreamStep, StreamWorker,
+};
+
+use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
+
+/// Adds the enabled BitTorrent front-ends to the runtime's lists: one datagram socket group
+/// per `bt_udp.listen` address and one TCP listener per `bt_http.listen` address.
+pub(crate) fn add_services(
+    config: &Config,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+    clock: Clock,
+    listeners: &mut Vec<ListenerSpec>,
+    datagrams: &mut Vec<DatagramSpec>,
+) -> anyhow::Result<()> {
+    if config.bt_udp.enabled {
+        let limits = config.effective_bt_limits(&config.bt_udp.limits);
+        // BEP 15 connection ids are keyed by a secret that lives as long as the process; a
+        // restart only makes clients connect again.
+        let secret = ConnectionIdSecret::generate(&mut rand::rngs::OsRng);
+        let service: Arc<dyn DatagramService> = Arc::new(BtUdpService {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            front_end: UdpFrontEnd::new(secret, limits),
+            clock,
+        });
+        for addr in config.bt_udp_addrs()? {
+            datagrams.push(DatagramSpec {
+                name: BT_UDP_LISTENER.to_owned(),
+                addr,
+                service: service.clone(),
+            });
+        }
+    }
+    if config.bt_http.enabled {
+        let h = &config.bt_http;
+        let limits = config.effective_bt_limits(&h.limits);
+        let service: Arc<dyn StreamService> = Arc::new(BtHttpService {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            front_end: HttpFrontEnd::new(limits),
+            http_limits: HttpLimits {
+                max_head_bytes: h.max_head_bytes,
+                max_headers: h.max_headers,
+                // Announces and scrapes are GETs: a body is refused (413) before it is read.
+                max_body_bytes: 0,
+            },
+            clock,
+        });
+        for addr in config.bt_http_addrs()? {
+            listeners.push(ListenerSpec {
+                name: BT_HTTP_LISTENER.to_owned(),
+                addr,
+                service: service.clone(),
+                limits: ConnLimits {
+                    max_input_bytes: h.max_head_bytes,
+                    max_pending_output_bytes: h.max_pending_output_bytes,
+                    max_connections: h.max_connections,
+                    idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The UDP tracker service.
+pub(crate) struct BtUdpService {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub front_end: UdpFrontEnd,
+    pub clock: Clock,
+}
+
+impl DatagramService for BtUdpService {
+    fn worker(&self, worker: usize) -> Box<dyn DatagramWorker> {
+        Box::new(BtUdpWorker {
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+            front_end: self.front_end.clone(),
+            clock: self.clock,
+            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+            index: worker,
+        })
+    }
+}
+
+struct BtUdpWorker {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    front_end: UdpFrontEnd,
+    clock: Clock,
+    /// Peer lists of announces, reused.
+    scratch: Vec<PeerInfo>,
+    index: usize,
+}
+
+impl DatagramWorker for BtUdpWorker {
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let outcome = self.front_end.handle_with(
+            &*self.engine,
+            src,
+            packet,
+            self.clock.now(),
+            out,
+            &mut self.scratch,
+        );
+        self.metrics.worker(self.index).bt_udp(outcome.name());
+        matches!(outcome, Outcome::Reply(_))
+    }
+}
+
+/// The HTTP tracker service.
+pub(crate) struct BtHttpService {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub front_end: HttpFrontEnd,
+    pub http_limits: HttpLimits,
+    pub clock: Clock,
+}
+
+impl StreamService for BtHttpService {
+    fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
+        Box::new(BtHttpWorker {
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+            front_end: self.front_end.clone(),
+            http_limits: self.http_limits,
+            clock: self.clock,
+            index: worker,
+            body: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+        })
+    }
+}
+
+struct BtHttpWorker {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    front_end: HttpFrontEnd,
+    http_limits: HttpLimits,
+    clock: Clock,
+    index: usize,
+    /// Reused for every bencoded body this worker writes.
+    body: Vec<u8>,
+    /// Peer lists of announces, reused.
+    scratch: Vec<PeerInfo>,
+}
+
+impl BtHttpWorker {
+    /// Answers an HTTP-level fault with a bencoded `failure reason`, as trackers do.
+    fn fault(&mut self, out: &mut Vec<u8>, status: u16, reason: &[u8], keep_alive: bool) {
+        self.metrics.worker(self.index).bt_http("http_fault");
+        self.body.clear();
+        bencode::dict_begin(&mut self.body);
+        bencode::key_bytes(&mut self.body, b"failure reason", reason);
+        bencode::end(&mut self.body);
+        http::write_response(out, status, bt_http::CONTENT_TYPE, &self.body, keep_alive);
+    }
+}
+
+impl StreamWorker for BtHttpWorker {
+    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+        let now = self.clock.now();
+        let mut consumed = 0;
+        let closed = StreamStep {
+            consumed: input.len(),
+            close: true,
+        };
+        while out.len() < ctx.output_limit {
+            let rest = match input.get(consumed..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => break,
+            };
+            match http::frame_request(rest, &self.http_limits) {
+                Framed::Incomplete => break,
+                Framed::Error(e) => {
+                    // The stream cannot be re-synchronised: answer and close.
+                    self.fault(out, e.status(), e.to_string().as_bytes(), false);
+                    return closed;
+                }
+                Framed::Request {
+                    head,
+                    consumed: used,
+                    ..
+                } => {
+                    if used == 0 || used > rest.len() {
+                        // A framing result that makes no progress would loop forever.
+                        self.fault(out, 500, b"internal error", false);
+                        return closed;
+                    }
+                    consumed += used;
+                    if head.method != "GET" {
+                        self.fault(out, 405, b"method not allowed", head.keep_alive);
+                        if !head.keep_alive {
+                            return StreamStep {
+                                consumed,
+                                close: true,
+                            };
+                        }
+                        continue;
+                    }
+                    let outcome = self.front_end.handle_get_with(
+                        &*self.engine,
+                        ctx.peer,
+                        head.path,
+                        head.query,
+                        now,
+                        &mut self.body,
+                        &mut self.scratch,
+                    );
+                    self.metrics.worker(self.index).bt_http(outcome.name());
+                    http::write_response(
+                        out,
+                        outcome.status,
+                        bt_http::CONTENT_TYPE,
+                        &self.body,
+                        head.keep_alive,
+                    );
+                    if !head.keep_alive {
+                        return StreamStep {
+                            consumed,
+                            close: true,
+                        };
+                    }
+                }
+            }
+        }
+        StreamStep {
+            consumed,
+            close: false,
+        }
+    }
+}
