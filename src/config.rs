@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
+mod access;
 mod bt;
+pub use access::AccessListConfig;
 pub use bt::{BtHttpConfig, BtUdpConfig};
 
 /// The profile compiled into the binary and used when none is named.
@@ -38,6 +40,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub bt_udp: BtUdpConfig,
     pub bt_http: BtHttpConfig,
+    pub access_list: AccessListConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -340,6 +343,7 @@ impl Config {
         )?;
 
         self.validate_bt()?;
+        self.validate_access_list()?;
         check_addr("admin.listen", &self.admin.listen)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::new("log.level must not be empty"));

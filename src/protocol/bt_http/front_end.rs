@@ -21,7 +21,7 @@ use super::query::{parse_announce, parse_scrape, QueryError};
 use crate::engine::{ErrorCode, PeerInfo, Time};
 use crate::protocol::bencode;
 use crate::protocol::bt_udp::tracker::{
-    announce, engine_error_message, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
+    announce, engine_error_message, refused, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
 };
 use crate::protocol::bt_udp::wire::{write_peer, PEER_V4_LEN, PEER_V6_LEN};
 
@@ -41,6 +41,8 @@ pub enum HttpFailure {
     Engine(ErrorCode),
     /// Neither `/announce` nor `/scrape` (status 404).
     UnknownPath,
+    /// The access list refuses the swarm.
+    AccessDenied,
 }
 
 impl HttpFailure {
@@ -53,6 +55,7 @@ impl HttpFailure {
             HttpFailure::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
             HttpFailure::Engine(_) => "engine_error",
             HttpFailure::UnknownPath => "unknown_path",
+            HttpFailure::AccessDenied => "access_denied",
         }
     }
 }
@@ -162,8 +165,12 @@ impl HttpFrontEnd {
         scratch: &mut Vec<PeerInfo>,
     ) -> Result<HttpAnswer, HttpFailure> {
         let q = parse_announce(query).map_err(HttpFailure::Query)?;
-        let answer = announce(core, &self.limits, src, &q.to_announce(), now, scratch)
-            .map_err(HttpFailure::Engine)?;
+        let a = q.to_announce();
+        if refused(core, &a) {
+            return Err(HttpFailure::AccessDenied);
+        }
+        let answer =
+            announce(core, &self.limits, src, &a, now, scratch).map_err(HttpFailure::Engine)?;
         // One address per peer, the requester's family first; the list holds both families.
         let family = Family::of(src.ip());
         let peers = || answer.peer_addrs(family, true);
@@ -259,6 +266,7 @@ fn write_failure(out: &mut Vec<u8>, failure: HttpFailure) {
         HttpFailure::Query(e) => bencode::bytes(out, e.to_string().as_bytes()),
         HttpFailure::Engine(code) => bencode::bytes(out, engine_error_message(code).as_bytes()),
         HttpFailure::UnknownPath => bencode::bytes(out, b"unknown path"),
+        HttpFailure::AccessDenied => bencode::bytes(out, b"info_hash not allowed"),
     }
     bencode::end(out);
 }
@@ -568,5 +576,22 @@ d2:ip11:2001:db8::14:porti2000eeee"
             prop_assert_eq!(body.first(), Some(&b'd'));
             prop_assert_eq!(body.last(), Some(&b'e'));
         }
+    }
+
+    #[test]
+    fn refused_swarms_get_a_failure_reason() {
+        let core = FakeCore {
+            denied: vec![*b"aaaaaaaaaaaaaaaaaaaa"],
+            ..swarm_core()
+        };
+        let (o, body) = get(&core, "/announce", Some(Q));
+        assert_eq!(o.answer, HttpAnswer::Failure(HttpFailure::AccessDenied));
+        assert_eq!(
+            body,
+            b"d14:failure reason21:info_hash not allowede".to_vec()
+        );
+        assert!(core.requests.borrow().is_empty());
+        let (o, _) = get(&core, "/announce", Some(&format!("{Q}&event=stopped")));
+        assert_eq!(o.answer, HttpAnswer::Announce);
     }
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use super::connection_id::{ConnectionIdSecret, ConnectionIds, DEFAULT_SLOT_MILLIS};
 use super::tracker::{
-    announce, engine_error_message, swarm_counts, Announce, BtLimits, Family, TrackerCore,
+    announce, engine_error_message, refused, swarm_counts, Announce, BtLimits, Family, TrackerCore,
 };
 use super::wire::{
     action, decode_request, write_announce_header, write_peer, write_response_header,
@@ -40,6 +40,8 @@ pub enum UdpError {
     TooManyHashes,
     /// The engine refused the announce.
     Engine(ErrorCode),
+    /// The access list refuses the swarm.
+    AccessDenied,
 }
 
 impl UdpError {
@@ -52,6 +54,7 @@ impl UdpError {
             UdpError::BadPort => "invalid port",
             UdpError::TooManyHashes => "too many info_hashes",
             UdpError::Engine(code) => engine_error_message(code),
+            UdpError::AccessDenied => "info_hash not allowed",
         }
     }
 
@@ -65,6 +68,7 @@ impl UdpError {
             UdpError::TooManyHashes => "too_many_hashes",
             UdpError::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
             UdpError::Engine(_) => "engine_error",
+            UdpError::AccessDenied => "access_denied",
         }
     }
 }
@@ -193,6 +197,9 @@ impl UdpFrontEnd {
                     event: req.event,
                     num_want: req.num_want(),
                 };
+                if refused(core, &a) {
+                    return error(out, packet.len(), tid, UdpError::AccessDenied);
+                }
                 match announce(core, &self.limits, src, &a, now, scratch) {
                     Ok(answer) => {
                         write_announce_header(
@@ -654,6 +661,57 @@ mod tests {
             prop_assert_eq!(o, Outcome::Reply(Reply::Announce));
             prop_assert_eq!(&out[4..8], &tid.to_be_bytes());
             prop_assert_eq!((out.len() - 20) % 6, 0);
+        }
+    }
+
+    #[test]
+    fn refused_swarms_get_an_error_but_can_be_left_and_scrape_as_empty() {
+        let fe = front();
+        let core = FakeCore {
+            denied: vec![[0x11; 20]],
+            ..swarm_core()
+        };
+        let cid = connect(&fe, &core, v4());
+        let (o, out) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Announce(announce_req(cid, 10, AnnounceEvent::Started)),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::AccessDenied)));
+        match decode_response(&out, Family::V4, 0) {
+            Ok(UdpResponse::Error(e)) => assert_eq!(e.message, b"info_hash not allowed"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(
+            core.requests.borrow().is_empty(),
+            "the engine was not asked"
+        );
+        let (o, _) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Announce(announce_req(cid, 10, AnnounceEvent::Stopped)),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Announce));
+        let hashes = [[0x11u8; 20], [0x22; 20]].concat();
+        let (o, out) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Scrape(ScrapeRequest {
+                connection_id: cid,
+                transaction_id: 4,
+                info_hashes: InfoHashes::new(&hashes).unwrap(),
+            }),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Scrape));
+        match decode_response(&out, Family::V4, 10) {
+            Ok(UdpResponse::Scrape(s)) => {
+                assert_eq!((s.entries[0].seeders, s.entries[0].leechers), (0, 0));
+                assert_eq!(s.entries[1].seeders, core.stats.seeders);
+            }
+            other => panic!("expected a scrape, got {other:?}"),
         }
     }
 }

@@ -95,6 +95,12 @@ pub trait TrackerCore {
     /// Applies one request at time `now` (see [`Engine::handle`]).
     fn handle(&self, request: &Request, now: Time) -> Response;
 
+    /// Whether the swarm of `info_hash` is served (the access list). A refused announce gets
+    /// the protocol's error, a refused scrape entry reads as an empty swarm.
+    fn allows(&self, _info_hash: &InfoHash) -> bool {
+        true
+    }
+
     /// Applies a [`RequestKind::Announce`] and writes its peer list into `peers` (see
     /// [`Engine::announce_into`]); returns the swarm's statistics. The default goes through
     /// [`TrackerCore::handle`]; the engine writes into `peers` directly, allocating nothing for
@@ -285,6 +291,9 @@ pub fn swarm_counts(
     info_hash: &InfoHash,
     now: Time,
 ) -> SwarmCounts {
+    if !core.allows(info_hash) {
+        return SwarmCounts::default();
+    }
     let request = Request {
         peer_id: bt_peer_id(src.ip(), src.port()),
         source: src,
@@ -307,6 +316,12 @@ fn counts_from(response: &Response) -> SwarmCounts {
         },
         Response::Err(_) => SwarmCounts::default(),
     }
+}
+
+/// True when the access list refuses this announce. Leaving is never refused, so that a peer
+/// can always go away from a swarm that became refused.
+pub fn refused(core: &impl TrackerCore, announce: &Announce) -> bool {
+    announce.event != AnnounceEvent::Stopped && !core.allows(&announce.info_hash)
 }
 
 /// The engine's answer to one announce, ready to be written in either protocol.
@@ -446,9 +461,15 @@ pub(crate) mod fake {
         pub peers: Vec<PeerInfo>,
         pub stats: SwarmStats,
         pub announce_error: Option<ErrorCode>,
+        /// Info-hashes the access list refuses.
+        pub denied: Vec<InfoHash>,
     }
 
     impl TrackerCore for FakeCore {
+        fn allows(&self, info_hash: &InfoHash) -> bool {
+            !self.denied.contains(info_hash)
+        }
+
         fn handle(&self, request: &Request, _now: Time) -> Response {
             self.requests.borrow_mut().push(request.clone());
             match &request.kind {
