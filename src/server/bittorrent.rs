@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
-use crate::engine::{Engine, PeerInfo};
+use crate::engine::{Engine, ErrorCode, PeerInfo, Request, Response, SwarmStats, Time};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
-use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, UdpFrontEnd};
+use crate::protocol::bt_udp::tracker::InfoHash;
+use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{self, Framed, HttpLimits};
 use crate::runtime::{
     ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
@@ -25,12 +27,45 @@ use crate::runtime::{
 
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 
+/// The engine as the BitTorrent codecs see it, with the access list in force for this request
+/// (`None` when the list is off: no lock is taken at all).
+struct Guarded<'a> {
+    engine: &'a Engine,
+    access: Option<&'a AccessList>,
+}
+
+impl TrackerCore for Guarded<'_> {
+    fn handle(&self, request: &Request, now: Time) -> Response {
+        self.engine.handle(request, now)
+    }
+
+    fn allows(&self, info_hash: &InfoHash) -> bool {
+        self.access
+            .map_or(true, |list| list.permits_info_hash(info_hash))
+    }
+
+    fn announce(
+        &self,
+        request: &Request,
+        now: Time,
+        peers: &mut Vec<PeerInfo>,
+    ) -> Result<SwarmStats, ErrorCode> {
+        self.engine.announce_into(request, now, peers)
+    }
+}
+
+/// The list in force now, or `None` when access control is off.
+fn current_list(access: &AccessControl) -> Option<Arc<AccessList>> {
+    (!access.is_off()).then(|| access.current())
+}
+
 /// Adds the enabled BitTorrent front-ends to the runtime's lists: one datagram socket group
 /// per `bt_udp.listen` address and one TCP listener per `bt_http.listen` address.
 pub(crate) fn add_services(
     config: &Config,
     engine: &Arc<Engine>,
     metrics: &Arc<Metrics>,
+    access: &Arc<AccessControl>,
     clock: Clock,
     listeners: &mut Vec<ListenerSpec>,
     datagrams: &mut Vec<DatagramSpec>,
@@ -43,6 +78,7 @@ pub(crate) fn add_services(
         let service: Arc<dyn DatagramService> = Arc::new(BtUdpService {
             engine: engine.clone(),
             metrics: metrics.clone(),
+            access: access.clone(),
             front_end: UdpFrontEnd::new(secret, limits),
             clock,
         });
@@ -60,6 +96,7 @@ pub(crate) fn add_services(
         let service: Arc<dyn StreamService> = Arc::new(BtHttpService {
             engine: engine.clone(),
             metrics: metrics.clone(),
+            access: access.clone(),
             front_end: HttpFrontEnd::new(limits),
             http_limits: HttpLimits {
                 max_head_bytes: h.max_head_bytes,
@@ -90,6 +127,7 @@ pub(crate) fn add_services(
 pub(crate) struct BtUdpService {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    pub access: Arc<AccessControl>,
     pub front_end: UdpFrontEnd,
     pub clock: Clock,
 }
@@ -99,6 +137,7 @@ impl DatagramService for BtUdpService {
         Box::new(BtUdpWorker {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            access: self.access.clone(),
             front_end: self.front_end.clone(),
             clock: self.clock,
             scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
@@ -110,6 +149,7 @@ impl DatagramService for BtUdpService {
 struct BtUdpWorker {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    access: Arc<AccessControl>,
     front_end: UdpFrontEnd,
     clock: Clock,
     /// Peer lists of announces, reused.
@@ -125,8 +165,13 @@ impl DatagramWorker for BtUdpWorker {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
+        let list = current_list(&self.access);
+        let core = Guarded {
+            engine: &self.engine,
+            access: list.as_deref(),
+        };
         let outcome = self.front_end.handle_with(
-            &*self.engine,
+            &core,
             src,
             packet,
             self.clock.now(),
@@ -142,6 +187,7 @@ impl DatagramWorker for BtUdpWorker {
 pub(crate) struct BtHttpService {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    pub access: Arc<AccessControl>,
     pub front_end: HttpFrontEnd,
     pub http_limits: HttpLimits,
     pub clock: Clock,
@@ -152,6 +198,7 @@ impl StreamService for BtHttpService {
         Box::new(BtHttpWorker {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            access: self.access.clone(),
             front_end: self.front_end.clone(),
             http_limits: self.http_limits,
             clock: self.clock,
@@ -165,6 +212,7 @@ impl StreamService for BtHttpService {
 struct BtHttpWorker {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    access: Arc<AccessControl>,
     front_end: HttpFrontEnd,
     http_limits: HttpLimits,
     clock: Clock,
@@ -228,8 +276,13 @@ impl StreamWorker for BtHttpWorker {
                         }
                         continue;
                     }
+                    let list = current_list(&self.access);
+                    let core = Guarded {
+                        engine: &self.engine,
+                        access: list.as_deref(),
+                    };
                     let outcome = self.front_end.handle_get_with(
-                        &*self.engine,
+                        &core,
                         ctx.peer,
                         head.path,
                         head.query,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::access_list::AccessControl;
 use crate::config::Config;
 use crate::engine::{Engine, Time};
 use crate::metrics::Metrics;
@@ -81,6 +82,7 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     bt_http_addrs: Vec<SocketAddr>,
     bt_udp_addrs: Vec<SocketAddr>,
+    access: Arc<AccessControl>,
 }
 
 impl Server {
@@ -94,12 +96,20 @@ impl Server {
         let engine = Arc::new(Engine::new(&config.engine));
         let metrics = Arc::new(Metrics::new(workers));
         let clock = Clock::new();
+        let access = Arc::new(
+            AccessControl::new(
+                config.access_list.mode,
+                config.access_list.path().as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("access_list: {e}"))?,
+        );
 
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
             let service = Arc::new(ppstp::PpstpService {
                 engine: engine.clone(),
+                access: access.clone(),
                 metrics: metrics.clone(),
                 http_limits: HttpLimits {
                     max_head_bytes: p.max_head_bytes,
@@ -127,6 +137,7 @@ impl Server {
             config,
             &engine,
             &metrics,
+            &access,
             clock,
             &mut listeners,
             &mut datagrams,
@@ -220,6 +231,7 @@ impl Server {
             admin_addr,
             bt_http_addrs,
             bt_udp_addrs,
+            access,
         })
     }
 
@@ -241,6 +253,12 @@ impl Server {
     /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
         self.bt_udp_addrs.first().copied()
+    }
+
+    /// Re-reads the access list file (what SIGHUP does). On error the old list stays in force.
+    /// Returns the number of entries now in force.
+    pub fn reload_access_list(&self) -> Result<usize, String> {
+        self.access.reload()
     }
 
     /// Every bound BitTorrent HTTP tracker address, in `bt_http.listen` order (the real
