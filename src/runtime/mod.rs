@@ -16,6 +16,7 @@ mod conn;
 mod datagram;
 mod epoll;
 mod listener;
+mod mmsg;
 mod stats;
 
 use std::io;
