@@ -30,6 +30,8 @@ pub struct BtUdpConfig {
     /// Addresses to listen on, `IP:PORT` each (port 0 picks a free one). IPv6 sockets are
     /// IPv6-only, so list `0.0.0.0:6969` and `[::]:6969` for both families.
     pub listen: Vec<String>,
+    /// Datagrams received per `recvmmsg` call and answered per `sendmmsg` call (1..=1024).
+    pub batch_size: usize,
     pub limits: BtLimits,
 }
 
@@ -38,6 +40,7 @@ impl Default for BtUdpConfig {
         BtUdpConfig {
             enabled: true,
             listen: vec!["127.0.0.1:6969".to_owned()],
+            batch_size: 64,
             limits: configured_limits(),
         }
     }
@@ -126,6 +129,10 @@ impl Config {
                 &format!("{section}.limits.max_scrape_hashes must be 1..=10000"),
             )?;
         }
+        check(
+            (1..=1024).contains(&self.bt_udp.batch_size),
+            "bt_udp.batch_size must be 1..=1024",
+        )?;
         let h = &self.bt_http;
         check(
             (256..=1024 * 1024).contains(&h.max_head_bytes),

@@ -39,6 +39,7 @@ pub(crate) struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
     pub tick: Duration,
     pub events_per_poll: usize,
+    pub datagram_batch: usize,
 }
 
 struct Listening {
@@ -85,6 +86,7 @@ pub(crate) struct EventLoop {
     stop: Arc<AtomicBool>,
     tick: Duration,
     events_per_poll: usize,
+    datagram_batch: usize,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
 }
@@ -137,6 +139,7 @@ impl EventLoop {
                 stop: setup.stop,
                 tick: setup.tick,
                 events_per_poll: setup.events_per_poll.max(16),
+                datagram_batch: setup.datagram_batch,
                 conns: Vec::new(),
                 free: Vec::new(),
             },
@@ -163,7 +166,7 @@ impl EventLoop {
         let mut datagram_batch = if self.udp.is_empty() {
             None
         } else {
-            Some(Box::new(MmsgBatch::new()))
+            Some(Box::new(MmsgBatch::new(self.datagram_batch)))
         };
         let mut events = Events::with_capacity(self.events_per_poll);
         let mut scratch = Scratch {

@@ -1,4 +1,4 @@
-//! Batched datagram I/O on Linux: `recvmmsg(2)` takes up to [`MMSG_BATCH`] datagrams in one
+//! Batched datagram I/O on Linux: `recvmmsg(2)` takes up to a configured batch of datagrams in one
 //! system call and `sendmmsg(2)` sends all their answers in one more, so a busy UDP socket
 //! costs two syscalls per batch instead of two per datagram, on the epoll back-end as well.
 //!
@@ -19,14 +19,16 @@ use super::datagram::{DatagramStats, DATAGRAMS_PER_TURN};
 use super::stats::bump;
 use super::{DatagramCtx, DatagramWorker};
 
-/// Datagrams taken per `recvmmsg` call (and answers per `sendmmsg`).
-pub(crate) const MMSG_BATCH: usize = 64;
+/// Most datagrams one `recvmmsg` call may take (the configured batch is clamped to it).
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// Receive slot size: a BEP 15 scrape of 203 info-hashes; larger datagrams are dropped.
 pub(crate) const SLOT_BYTES: usize = 4096;
 
 /// The reusable buffers of one worker's batched datagram I/O.
 pub(crate) struct MmsgBatch {
+    /// Datagrams per call (1..=[`MAX_BATCH`]).
+    batch: usize,
     slots: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
@@ -34,19 +36,25 @@ pub(crate) struct MmsgBatch {
     answers: Vec<Vec<u8>>,
     /// Destination of each answer to send, by slot.
     dests: Vec<Option<SockAddr>>,
+    /// Slots with an answer, in order.
+    order: Vec<usize>,
 }
 
 impl MmsgBatch {
-    pub(crate) fn new() -> Self {
+    /// Buffers for `batch` datagrams per call (clamped to 1..=[`MAX_BATCH`]).
+    pub(crate) fn new(batch: usize) -> Self {
+        let batch = batch.clamp(1, MAX_BATCH);
         MmsgBatch {
-            slots: vec![0u8; MMSG_BATCH * SLOT_BYTES],
+            batch,
+            slots: vec![0u8; batch * SLOT_BYTES],
             // SAFETY: `sockaddr_storage` is plain old data; all-zero bytes are a valid value.
-            names: vec![unsafe { std::mem::zeroed() }; MMSG_BATCH],
-            iovecs: Vec::with_capacity(MMSG_BATCH),
+            names: vec![unsafe { std::mem::zeroed() }; batch],
+            iovecs: Vec::with_capacity(batch),
             // SAFETY: `mmsghdr` is plain old data (pointers and integers); zero is valid.
-            headers: vec![unsafe { std::mem::zeroed() }; MMSG_BATCH],
-            answers: (0..MMSG_BATCH).map(|_| Vec::with_capacity(1500)).collect(),
-            dests: (0..MMSG_BATCH).map(|_| None).collect(),
+            headers: vec![unsafe { std::mem::zeroed() }; batch],
+            answers: (0..batch).map(|_| Vec::with_capacity(1500)).collect(),
+            dests: (0..batch).map(|_| None).collect(),
+            order: Vec::with_capacity(batch),
         }
     }
 
@@ -85,7 +93,7 @@ pub(crate) fn serve_turn_batched(
     stats: &DatagramStats,
     batch: &mut MmsgBatch,
 ) -> bool {
-    for _ in 0..(DATAGRAMS_PER_TURN / MMSG_BATCH).max(1) {
+    for _ in 0..(DATAGRAMS_PER_TURN / batch.batch).max(1) {
         if !serve_batch(socket, ctx, worker, stats, batch) {
             return false;
         }
@@ -93,7 +101,7 @@ pub(crate) fn serve_turn_batched(
     true
 }
 
-/// Serves one batch from `socket`: receives up to [`MMSG_BATCH`] datagrams, hands each to the
+/// Serves one batch from `socket`: receives up to `batch.batch` datagrams, hands each to the
 /// service, and sends the answers with `sendmmsg`. Returns true when the batch was full
 /// (datagrams may still be waiting: the caller resumes without waiting for an event).
 pub(crate) fn serve_batch(
@@ -105,14 +113,14 @@ pub(crate) fn serve_batch(
 ) -> bool {
     let fd = socket.as_raw_fd();
     batch.arm_receive();
-    // SAFETY: `headers` holds MMSG_BATCH entries, each pointing at a live iovec of a slot of
+    // SAFETY: `headers` holds `batch.batch` entries, each pointing at a live iovec of a slot of
     // SLOT_BYTES bytes and at a sockaddr_storage, all owned by `batch` and not moved or
     // otherwise borrowed during the call; the kernel writes at most those sizes.
     let got = unsafe {
         libc::recvmmsg(
             fd,
             batch.headers.as_mut_ptr(),
-            MMSG_BATCH as libc::c_uint,
+            batch.batch as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
@@ -128,7 +136,8 @@ pub(crate) fn serve_batch(
     }
     let got = got as usize;
     let mut to_send = 0;
-    for i in 0..got.min(MMSG_BATCH) {
+    let got = got.min(batch.batch);
+    for i in 0..got {
         batch.dests[i] = None;
         let (len, flags, namelen) = {
             let h = &batch.headers[i];
@@ -170,9 +179,9 @@ pub(crate) fn serve_batch(
         }
     }
     if to_send > 0 {
-        send_answers(fd, ctx, stats, batch, got.min(MMSG_BATCH));
+        send_answers(fd, ctx, stats, batch, got);
     }
-    got == MMSG_BATCH
+    got == batch.batch
 }
 
 /// Sends every answer of the first `received` slots that has a destination, in as few
@@ -186,8 +195,7 @@ fn send_answers(
     received: usize,
 ) {
     batch.iovecs.clear();
-    let mut order = [0usize; MMSG_BATCH];
-    let mut n = 0;
+    batch.order.clear();
     for i in 0..received {
         if batch.dests[i].is_some() {
             let out = &mut batch.answers[i];
@@ -195,11 +203,11 @@ fn send_answers(
                 iov_base: out.as_mut_ptr().cast(),
                 iov_len: out.len(),
             });
-            order[n] = i;
-            n += 1;
+            batch.order.push(i);
         }
     }
-    for (k, &i) in order.iter().enumerate().take(n) {
+    let n = batch.order.len();
+    for (k, &i) in batch.order.iter().enumerate() {
         let Some(dest) = batch.dests[i].as_ref() else {
             continue;
         };
@@ -312,6 +320,8 @@ mod tests {
         ];
         let config = RuntimeConfig {
             workers: 1,
+            // Smaller than a burst, so that one turn takes several batches.
+            datagram_batch: 8,
             ..RuntimeConfig::default()
         };
         let mut rt = Runtime::start_with(&config, Vec::new(), specs, Vec::new()).unwrap();

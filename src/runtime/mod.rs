@@ -162,6 +162,8 @@ pub struct RuntimeConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// Datagrams taken per `recvmmsg` call and answered per `sendmmsg` call (1..=1024).
+    pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
 }
@@ -176,6 +178,7 @@ impl Default for RuntimeConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            datagram_batch: 64,
             name: "worker".to_owned(),
         }
     }
@@ -276,6 +279,7 @@ impl Runtime {
                 stop: stop.clone(),
                 tick: config.tick,
                 events_per_poll: config.events_per_poll,
+                datagram_batch: config.datagram_batch,
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -159,6 +159,7 @@ impl Server {
             listen_backlog: config.server.listen_backlog,
             events_per_poll: config.server.events_per_poll,
             udp_buffer_bytes: config.server.udp_buffer_bytes,
+            datagram_batch: config.bt_udp.batch_size,
             name: "worker".to_owned(),
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
@@ -194,6 +195,7 @@ impl Server {
                 listen_backlog: 128,
                 events_per_poll: 64,
                 udp_buffer_bytes: 0,
+                datagram_batch: 1,
                 name: "admin".to_owned(),
             };
             let spec = ListenerSpec {
