@@ -13,6 +13,20 @@ use serde::{Deserialize, Serialize};
 use super::{check, parse_addr, Config, ConfigError};
 use crate::protocol::bt_udp::BtLimits;
 
+/// A listen list, or one address as a plain string (`--set bt_udp.listen=127.0.0.1:6969`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
 /// `BtLimits` as written in a profile: intervals 0 = derived from the track timer.
 fn configured_limits() -> BtLimits {
     BtLimits {
@@ -28,7 +42,9 @@ fn configured_limits() -> BtLimits {
 pub struct BtUdpConfig {
     pub enabled: bool,
     /// Addresses to listen on, `IP:PORT` each (port 0 picks a free one). IPv6 sockets are
-    /// IPv6-only, so list `0.0.0.0:6969` and `[::]:6969` for both families.
+    /// IPv6-only, so list `0.0.0.0:6969` and `[::]:6969` for both families. A single string
+    /// is accepted for one address.
+    #[serde(deserialize_with = "one_or_many")]
     pub listen: Vec<String>,
     /// Datagrams received per `recvmmsg` call and answered per `sendmmsg` call (1..=1024).
     pub batch_size: usize,
@@ -51,7 +67,8 @@ impl Default for BtUdpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BtHttpConfig {
     pub enabled: bool,
-    /// Addresses to listen on, `IP:PORT` each.
+    /// Addresses to listen on, `IP:PORT` each (or a single string).
+    #[serde(deserialize_with = "one_or_many")]
     pub listen: Vec<String>,
     /// Largest request head (request line + headers); a larger one is answered 431.
     pub max_head_bytes: usize,
@@ -218,6 +235,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.bt_udp_addrs().unwrap().len(), 2);
+        let c = Config::load(None, &["bt_udp.listen=127.0.0.1:7000".to_owned()]).unwrap();
+        assert_eq!(c.bt_udp.listen, vec!["127.0.0.1:7000".to_owned()]);
         let e = Config::load(None, &["bt_udp.listen=[\"nowhere\"]".to_owned()]).unwrap_err();
         assert!(e.to_string().contains("bt_udp.listen"), "{e}");
         let e = Config::load(
