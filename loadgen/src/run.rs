@@ -522,3 +522,59 @@ pub fn write_outputs(args: &RunArgs, out: &RunOutput) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let a = RunArgs::defaults(Protocol::BtUdp);
+        assert_eq!(a.target(), "127.0.0.1:6969".parse().unwrap());
+        assert_eq!(a.mix().unwrap().to_string(), "announce=9,scrape=1");
+        let mut p = RunArgs::defaults(Protocol::Ppstp);
+        assert_eq!(p.target(), "127.0.0.1:7846".parse().unwrap());
+        p.ipv6 = true;
+        assert_eq!(p.target(), "[::1]:7846".parse().unwrap());
+        p.mix = Some("announce=1".into());
+        assert!(p.mix().is_err(), "PPSTP cannot send announces");
+        p.mix = None;
+        p.pipeline = Some(4);
+        assert_eq!(p.inflight(), 4);
+        p.no_keepalive = true;
+        assert_eq!(p.inflight(), 1);
+        p.threads = 0;
+        assert!(p.validate().is_err());
+        let mut u = RunArgs::defaults(Protocol::BtUdp);
+        u.source_addrs = 3;
+        assert_eq!(
+            sources(&u, u.target()).unwrap(),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+            ]
+        );
+        assert!(sources(&u, "[::1]:1".parse().unwrap()).is_err());
+        u.rate = Some(-1.0);
+        assert!(u.validate().is_err());
+    }
+
+    #[test]
+    fn config_serialises_every_option() {
+        let v = serde_json::to_value(RunArgs::defaults(Protocol::BtHttp)).unwrap();
+        assert_eq!(v["protocol"], "bt-http");
+        assert_eq!(v["popularity"]["kind"], "zipf");
+        for key in [
+            "swarms",
+            "peers",
+            "connections",
+            "inflight",
+            "duration",
+            "seed",
+            "rate",
+        ] {
+            assert!(v.get(key).is_some(), "config lacks {key}");
+        }
+    }
+}

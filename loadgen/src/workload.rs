@@ -692,6 +692,19 @@ mod tests {
     }
 
     #[test]
+    fn headtail_with_fewer_peers_than_swarms_stays_bounded() {
+        let pop = Population::new(spec(Popularity::Headtail, 10_000, 1_000, 8)).unwrap();
+        let sizes = pop.swarm_sizes();
+        assert_eq!(sizes.iter().sum::<u32>(), 1_000);
+        assert!(sizes[100..].iter().all(|&c| c <= 2));
+        assert!(sizes[..100].iter().sum::<u32>() >= 250);
+        // One swarm, one peer: the degenerate population still works.
+        let tiny = Population::new(spec(Popularity::Headtail, 1, 1, 8)).unwrap();
+        assert_eq!(tiny.swarm_sizes(), vec![1]);
+        assert!(Population::new(spec(Popularity::Uniform, 0, 1, 8)).is_err());
+    }
+
+    #[test]
     fn same_seed_same_population_and_requests() {
         let mix: Mix = "find=8,connect=1,keepalive=1".parse().unwrap();
         let a = Population::new(spec(Popularity::Zipf { s: 1.1 }, 1000, 5000, 42)).unwrap();
