@@ -33,6 +33,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub ppstp: PpstpConfig,
     pub engine: EngineConfig,
+    pub bittorrent: BittorrentConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Readiness events taken from the poller per wake-up.
     pub events_per_poll: usize,
+    /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             tick_ms: 100,
             listen_backlog: 1024,
             events_per_poll: 1024,
+            udp_buffer_bytes: 0,
         }
     }
 }
@@ -100,6 +104,44 @@ impl Default for PpstpConfig {
             max_connections: 10_000,
             idle_timeout_secs: 300,
             max_pending_output_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[bittorrent]`: the BitTorrent tracker front-ends (BEP 15 over UDP; BEP 3/23/7/48 over
+/// HTTP), mapped onto the same engine (info-hash = swarm id).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BittorrentConfig {
+    pub udp_enabled: bool,
+    /// UDP address, `IP:PORT`.
+    pub udp_listen: String,
+    pub http_enabled: bool,
+    /// TCP address of the HTTP tracker (`/announce`, `/scrape`), `IP:PORT`. Its connections
+    /// use the head, connection and backpressure limits of `[ppstp]`.
+    pub http_listen: String,
+    /// Announce interval told to clients, seconds; 0 = three quarters of
+    /// `engine.track_timer_secs`. Must stay below the track timer.
+    pub announce_interval_secs: u32,
+    /// Peers returned when a client names no count.
+    pub default_num_want: u32,
+    /// Upper bound of any requested peer count.
+    pub max_num_want: u32,
+    /// Most info-hashes in one scrape.
+    pub max_scrape_hashes: usize,
+}
+
+impl Default for BittorrentConfig {
+    fn default() -> Self {
+        BittorrentConfig {
+            udp_enabled: false,
+            udp_listen: "127.0.0.1:6969".to_owned(),
+            http_enabled: false,
+            http_listen: "127.0.0.1:6969".to_owned(),
+            announce_interval_secs: 0,
+            default_num_want: 50,
+            max_num_want: 74,
+            max_scrape_hashes: 74,
         }
     }
 }
@@ -251,6 +293,10 @@ impl Config {
             (16..=1_000_000).contains(&s.events_per_poll),
             "server.events_per_poll must be 16..=1000000",
         )?;
+        check(
+            s.udp_buffer_bytes <= 1 << 30,
+            "server.udp_buffer_bytes must be at most 1073741824",
+        )?;
 
         let p = &self.ppstp;
         check_addr("ppstp.listen", &p.listen)?;
@@ -327,6 +373,26 @@ impl Config {
             "engine.expiry_budget must be at least 1",
         )?;
 
+        let b = &self.bittorrent;
+        check_addr("bittorrent.udp_listen", &b.udp_listen)?;
+        check_addr("bittorrent.http_listen", &b.http_listen)?;
+        check(
+            u64::from(b.announce_interval_secs) < e.track_timer_secs,
+            "bittorrent.announce_interval_secs must be below engine.track_timer_secs (0 = automatic)",
+        )?;
+        check(
+            b.max_num_want >= 1,
+            "bittorrent.max_num_want must be at least 1",
+        )?;
+        check(
+            b.default_num_want <= b.max_num_want,
+            "bittorrent.default_num_want must not exceed bittorrent.max_num_want",
+        )?;
+        check(
+            (1..=1000).contains(&b.max_scrape_hashes),
+            "bittorrent.max_scrape_hashes must be 1..=1000",
+        )?;
+
         check_addr("admin.listen", &self.admin.listen)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::new("log.level must not be empty"));
@@ -351,6 +417,16 @@ impl Config {
     /// `ppstp.listen` as an address (validated by [`Config::validate`]).
     pub fn ppstp_addr(&self) -> Result<SocketAddr, ConfigError> {
         parse_addr("ppstp.listen", &self.ppstp.listen)
+    }
+
+    /// `bittorrent.udp_listen` as an address.
+    pub fn bt_udp_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("bittorrent.udp_listen", &self.bittorrent.udp_listen)
+    }
+
+    /// `bittorrent.http_listen` as an address.
+    pub fn bt_http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("bittorrent.http_listen", &self.bittorrent.http_listen)
     }
 
     /// `admin.listen` as an address (validated by [`Config::validate`]).
@@ -665,6 +741,15 @@ mod tests {
                 "ppstp.max_pending_output_bytes",
             ),
             ("log.level=\"info,=x=\"", "log.level"),
+            (
+                "bittorrent.announce_interval_secs=500",
+                "bittorrent.announce_interval_secs",
+            ),
+            ("bittorrent.udp_listen=x", "bittorrent.udp_listen"),
+            (
+                "bittorrent.default_num_want=100",
+                "bittorrent.default_num_want",
+            ),
         ];
         for (set, want) in cases {
             let e = err(None, &[set]);

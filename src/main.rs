@@ -95,6 +95,8 @@ fn serve(config: Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),
         admin = ?server.admin_addr(),
+        bt_udp = ?server.bt_udp_addr(),
+        bt_http = ?server.bt_http_addr(),
         "ppsp-tracker serving"
     );
     if let Some(signal) = signals.forever().next() {

@@ -37,6 +37,47 @@ pub const UNDECODED: usize = REQUEST_TYPES.len() - 1;
 /// HTTP statuses answered for faults below the PPSTP layer (framing, method, media type).
 pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 500];
 
+/// Outcome labels of the BitTorrent UDP front-end (`bt_udp::Outcome::name`); anything else
+/// is counted as `other`.
+pub const BT_UDP_OUTCOMES: [&str; 14] = [
+    "connect",
+    "announce",
+    "scrape",
+    "connection_id",
+    "malformed",
+    "unknown_action",
+    "bad_port",
+    "too_many_hashes",
+    "engine_overload",
+    "engine_error",
+    "drop_too_short",
+    "drop_bad_protocol_id",
+    "drop_error_too_long",
+    "other",
+];
+
+/// Outcome labels of the BitTorrent HTTP front-end (`bt_http::HttpOutcome::name`), plus the
+/// HTTP-level faults answered before it (`http_fault`).
+pub const BT_HTTP_OUTCOMES: [&str; 10] = [
+    "announce",
+    "scrape",
+    "too_many_hashes",
+    "full_scrape",
+    "bad_query",
+    "engine_overload",
+    "engine_error",
+    "unknown_path",
+    "http_fault",
+    "other",
+];
+
+fn label_index(labels: &[&str], name: &str) -> usize {
+    labels
+        .iter()
+        .position(|l| *l == name)
+        .unwrap_or(labels.len() - 1)
+}
+
 /// Error codes 0..=6 (RFC 7846 §6.2); 0 is never counted as an error.
 const ERROR_CODES: usize = 7;
 
@@ -77,6 +118,8 @@ pub struct WorkerMetrics {
     expiry_runs: AtomicU64,
     expiry_examined: AtomicU64,
     expired_peers: AtomicU64,
+    bt_udp: [AtomicU64; BT_UDP_OUTCOMES.len()],
+    bt_http: [AtomicU64; BT_HTTP_OUTCOMES.len()],
 }
 
 impl WorkerMetrics {
@@ -116,6 +159,18 @@ impl WorkerMetrics {
         add(&self.expiry_runs, 1);
         add(&self.expiry_examined, report.examined as u64);
         add(&self.expired_peers, report.expired as u64);
+    }
+
+    /// A BitTorrent UDP datagram was handled with outcome `name`.
+    #[inline]
+    pub fn bt_udp(&self, name: &str) {
+        add(&self.bt_udp[label_index(&BT_UDP_OUTCOMES, name)], 1);
+    }
+
+    /// A BitTorrent HTTP request was answered with outcome `name`.
+    #[inline]
+    pub fn bt_http(&self, name: &str) {
+        add(&self.bt_http[label_index(&BT_HTTP_OUTCOMES, name)], 1);
     }
 
     fn requests_total(&self) -> u64 {
@@ -305,6 +360,28 @@ impl Metrics {
             &[],
             sum(|m| &m.expired_peers),
         );
+
+        for (family, help, labels, pick) in [
+            (
+                "ppsp_bt_udp_requests_total",
+                "BitTorrent UDP datagrams, by outcome.",
+                &BT_UDP_OUTCOMES[..],
+                (|m: &WorkerMetrics, i: usize| get(&m.bt_udp[i]))
+                    as fn(&WorkerMetrics, usize) -> u64,
+            ),
+            (
+                "ppsp_bt_http_requests_total",
+                "BitTorrent HTTP requests, by outcome.",
+                &BT_HTTP_OUTCOMES[..],
+                |m: &WorkerMetrics, i: usize| get(&m.bt_http[i]),
+            ),
+        ] {
+            header(w, family, "counter", help);
+            for (i, label) in labels.iter().enumerate() {
+                let n: u64 = self.workers.iter().map(|m| pick(m, i)).sum();
+                sample(w, family, &[("outcome", label)], n);
+            }
+        }
 
         let c = ctx.counts;
         for (name, help, value) in [
@@ -584,5 +661,30 @@ mod tests {
         m.worker(99).request(99);
         m.worker(0).error(99, ErrorCode::BadRequest);
         assert_eq!(m.requests(99), 0);
+    }
+
+    #[test]
+    fn bittorrent_outcomes_are_counted_by_label() {
+        let m = Metrics::new(2);
+        m.worker(0).bt_udp("announce");
+        m.worker(1).bt_udp("announce");
+        m.worker(1).bt_udp("something new");
+        m.worker(0).bt_http("unknown_path");
+        let text = m.render(&ScrapeContext::default());
+        assert_eq!(
+            line_value(&text, "ppsp_bt_udp_requests_total{outcome=\"announce\"}"),
+            Some(2)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_bt_udp_requests_total{outcome=\"other\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "ppsp_bt_http_requests_total{outcome=\"unknown_path\"}"
+            ),
+            Some(1)
+        );
     }
 }

@@ -18,7 +18,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{guarded_input, ConnLimits, ConnState};
 use super::datagram::{serve_turn, MAX_DATAGRAM};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
-use super::{ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker};
+use super::{
+    ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
+};
 
 const WAKER: Token = Token(0);
 /// Listener `i` has token `FIRST_LISTENER + i`; datagram sockets follow the listeners, and
@@ -32,6 +34,7 @@ pub(crate) struct WorkerSetup {
     pub listeners: Vec<ListenerSpec>,
     pub udp_sockets: Vec<std::net::UdpSocket>,
     pub datagrams: Vec<DatagramSpec>,
+    pub tickers: Vec<Arc<dyn Ticker>>,
     pub stats: Arc<RuntimeStats>,
     pub stop: Arc<AtomicBool>,
     pub tick: Duration,
@@ -77,6 +80,7 @@ pub(crate) struct EventLoop {
     specs: Vec<ListenerSpec>,
     udp: Vec<Datagrams>,
     datagram_specs: Vec<DatagramSpec>,
+    tickers: Vec<Arc<dyn Ticker>>,
     stats: Arc<RuntimeStats>,
     stop: Arc<AtomicBool>,
     tick: Duration,
@@ -128,6 +132,7 @@ impl EventLoop {
                 specs: setup.listeners,
                 udp,
                 datagram_specs: setup.datagrams,
+                tickers: setup.tickers,
                 stats: setup.stats,
                 stop: setup.stop,
                 tick: setup.tick,
@@ -243,6 +248,12 @@ impl EventLoop {
             }
             let now = Instant::now();
             if now >= next_tick {
+                for ticker in &self.tickers {
+                    let tick = std::panic::AssertUnwindSafe(|| ticker.tick(self.index, now));
+                    if std::panic::catch_unwind(tick).is_err() {
+                        tracing::error!(worker = self.index, "ticker panicked");
+                    }
+                }
                 for worker in &mut datagram_workers {
                     let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
                     if std::panic::catch_unwind(tick).is_err() {

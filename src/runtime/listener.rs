@@ -49,7 +49,12 @@ pub(crate) fn bind_group(
 }
 
 /// Binds a UDP socket to `addr` with `SO_REUSEPORT`. Errors name the address.
-pub(crate) fn bind_udp_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// `buffer_bytes` > 0 sets the socket's receive and send buffers (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`).
+pub(crate) fn bind_udp_reuseport(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+) -> io::Result<std::net::UdpSocket> {
     let with_addr =
         |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} udp {addr}: {e}"));
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -60,6 +65,14 @@ pub(crate) fn bind_udp_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSo
     socket
         .set_nonblocking(true)
         .map_err(|e| with_addr("O_NONBLOCK on", e))?;
+    if buffer_bytes > 0 {
+        socket
+            .set_recv_buffer_size(buffer_bytes)
+            .map_err(|e| with_addr("SO_RCVBUF on", e))?;
+        socket
+            .set_send_buffer_size(buffer_bytes)
+            .map_err(|e| with_addr("SO_SNDBUF on", e))?;
+    }
     socket
         .bind(&addr.into())
         .map_err(|e| with_addr("bind", e))?;
@@ -70,13 +83,14 @@ pub(crate) fn bind_udp_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSo
 pub(crate) fn bind_udp_group(
     addr: SocketAddr,
     workers: usize,
+    buffer_bytes: usize,
 ) -> io::Result<(SocketAddr, Vec<std::net::UdpSocket>)> {
-    let first = bind_udp_reuseport(addr)?;
+    let first = bind_udp_reuseport(addr, buffer_bytes)?;
     let bound = first.local_addr()?;
     let mut all = Vec::with_capacity(workers);
     all.push(first);
     for _ in 1..workers {
-        all.push(bind_udp_reuseport(bound)?);
+        all.push(bind_udp_reuseport(bound, buffer_bytes)?);
     }
     Ok((bound, all))
 }

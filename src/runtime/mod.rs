@@ -116,6 +116,12 @@ pub struct DatagramSpec {
     pub service: Arc<dyn DatagramService>,
 }
 
+/// Periodic work that belongs to no listener (such as the engine's expiry), run on every
+/// worker at every tick.
+pub trait Ticker: Send + Sync {
+    fn tick(&self, worker: usize, now: Instant);
+}
+
 /// The I/O back-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -153,6 +159,8 @@ pub struct RuntimeConfig {
     pub tick: Duration,
     pub listen_backlog: u32,
     pub events_per_poll: usize,
+    /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
+    pub udp_buffer_bytes: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
 }
@@ -166,6 +174,7 @@ impl Default for RuntimeConfig {
             tick: Duration::from_millis(100),
             listen_backlog: 1024,
             events_per_poll: 1024,
+            udp_buffer_bytes: 0,
             name: "worker".to_owned(),
         }
     }
@@ -195,14 +204,15 @@ impl Runtime {
     /// Binds every listener on every worker, then starts the workers. Bind errors name the
     /// address; nothing is left running on error.
     pub fn start(config: &RuntimeConfig, listeners: Vec<ListenerSpec>) -> io::Result<Runtime> {
-        Runtime::start_with(config, listeners, Vec::new())
+        Runtime::start_with(config, listeners, Vec::new(), Vec::new())
     }
 
-    /// As [`Runtime::start`], with datagram sockets as well.
+    /// As [`Runtime::start`], with datagram sockets and tickers as well.
     pub fn start_with(
         config: &RuntimeConfig,
         listeners: Vec<ListenerSpec>,
         datagrams: Vec<DatagramSpec>,
+        tickers: Vec<Arc<dyn Ticker>>,
     ) -> io::Result<Runtime> {
         let workers = config.workers.max(1);
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
@@ -219,7 +229,8 @@ impl Runtime {
             (0..workers).map(|_| Vec::new()).collect();
         let mut udp_stats = Vec::with_capacity(datagrams.len());
         for spec in &datagrams {
-            let (bound, group) = listener::bind_udp_group(spec.addr, workers)?;
+            let (bound, group) =
+                listener::bind_udp_group(spec.addr, workers, config.udp_buffer_bytes)?;
             for (w, socket) in group.into_iter().enumerate() {
                 udp_sockets[w].push(socket);
             }
@@ -259,6 +270,7 @@ impl Runtime {
                 listeners: listeners.clone(),
                 udp_sockets: worker_udp,
                 datagrams: datagrams.clone(),
+                tickers: tickers.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
                 tick: config.tick,

@@ -480,7 +480,7 @@ impl DatagramWorker for ReverseWorker {
 }
 
 #[test]
-fn datagrams_are_answered_next_to_streams() {
+fn datagrams_are_answered_next_to_streams_and_tickers_run() {
     let probe = Arc::new(Probe::default());
     let config = RuntimeConfig {
         workers: 2,
@@ -497,7 +497,20 @@ fn datagrams_are_answered_next_to_streams() {
         addr: "127.0.0.1:0".parse().unwrap(),
         service: Arc::new(Reverse),
     }];
-    let mut rt = Runtime::start_with(&config, streams, datagrams).unwrap();
+    struct CountTicks(AtomicUsize);
+    impl Ticker for CountTicks {
+        fn tick(&self, _worker: usize, _now: Instant) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let ticks = Arc::new(CountTicks(AtomicUsize::new(0)));
+    let config = RuntimeConfig {
+        tick: Duration::from_millis(5),
+        udp_buffer_bytes: 1 << 20,
+        ..config
+    };
+    let mut rt = Runtime::start_with(&config, streams, datagrams, vec![ticks.clone()]).unwrap();
+    eventually("tickers run", || ticks.0.load(Ordering::SeqCst) > 0);
     let udp_addr = rt.datagram_addrs()[0].1;
     assert_ne!(udp_addr.port(), 0);
 

@@ -3,6 +3,7 @@
 //! cleanly. Used by the binary and, in-process, by integration tests (port 0 works).
 
 mod admin;
+mod bittorrent;
 mod ppstp;
 
 use std::net::SocketAddr;
@@ -14,9 +15,13 @@ use anyhow::Context as _;
 use crate::config::Config;
 use crate::engine::{Engine, Time};
 use crate::metrics::Metrics;
+use crate::protocol::bt_http::HttpFrontEnd;
+use crate::protocol::bt_udp::{BtLimits, ConnectionIdSecret, UdpFrontEnd};
 use crate::protocol::http::HttpLimits;
 use crate::protocol::ppstp::DecodeLimits;
-use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig};
+use crate::runtime::{
+    Backend, ConnLimits, DatagramSpec, ListenerSpec, Runtime, RuntimeConfig, Ticker,
+};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
@@ -25,6 +30,26 @@ use admin::{AdminService, AdminState};
 pub const PPSTP_LISTENER: &str = "ppstp";
 /// Name of the admin listener.
 pub const ADMIN_LISTENER: &str = "admin";
+/// Name of the BitTorrent HTTP listener.
+pub const BT_HTTP_LISTENER: &str = "bt_http";
+/// Name of the BitTorrent UDP socket.
+pub const BT_UDP_LISTENER: &str = "bt_udp";
+
+/// Runs one bounded expiry step of the engine on every worker at every tick, whichever
+/// front-ends are enabled.
+struct ExpiryTicker {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    budget: usize,
+}
+
+impl Ticker for ExpiryTicker {
+    fn tick(&self, worker: usize, _now: Instant) {
+        let report = self.engine.expire(self.clock.now(), self.budget);
+        self.metrics.worker(worker).expiry(report);
+    }
+}
 
 /// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started).
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +83,8 @@ pub struct Server {
     state: Arc<AdminState>,
     ppstp_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    bt_http_addr: Option<SocketAddr>,
+    bt_udp_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -85,7 +112,6 @@ impl Server {
                 },
                 decode_limits: decode_limits(config),
                 clock,
-                expiry_budget: config.engine.expiry_budget,
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -99,9 +125,58 @@ impl Server {
                     idle_timeout: Duration::from_secs(p.idle_timeout_secs),
                 },
             });
-        } else {
-            tracing::warn!("ppstp.enabled = false: no tracker listener");
         }
+        let bt = &config.bittorrent;
+        let bt_limits = bt_limits(config);
+        if bt.http_enabled {
+            // The HTTP tracker shares the head, connection and backpressure limits of [ppstp].
+            listeners.push(ListenerSpec {
+                name: BT_HTTP_LISTENER.to_owned(),
+                addr: config.bt_http_addr()?,
+                service: Arc::new(bittorrent::BtHttpService {
+                    engine: engine.clone(),
+                    metrics: metrics.clone(),
+                    front_end: Arc::new(HttpFrontEnd::new(bt_limits)),
+                    http_limits: HttpLimits {
+                        max_head_bytes: config.ppstp.max_head_bytes,
+                        max_headers: config.ppstp.max_headers,
+                        // Announces and scrapes are GETs.
+                        max_body_bytes: 1024,
+                    },
+                    clock,
+                }),
+                limits: ConnLimits {
+                    max_input_bytes: config.ppstp.max_head_bytes + 1024,
+                    max_pending_output_bytes: config.ppstp.max_pending_output_bytes,
+                    max_connections: config.ppstp.max_connections,
+                    idle_timeout: Duration::from_secs(config.ppstp.idle_timeout_secs),
+                },
+            });
+        }
+        let mut datagrams = Vec::new();
+        if bt.udp_enabled {
+            // BEP 15 connection ids are keyed by a secret that lives as long as the process.
+            let secret = ConnectionIdSecret::generate(&mut rand::thread_rng());
+            datagrams.push(DatagramSpec {
+                name: BT_UDP_LISTENER.to_owned(),
+                addr: config.bt_udp_addr()?,
+                service: Arc::new(bittorrent::BtUdpService {
+                    engine: engine.clone(),
+                    metrics: metrics.clone(),
+                    front_end: Arc::new(UdpFrontEnd::new(secret, bt_limits)),
+                    clock,
+                }),
+            });
+        }
+        if listeners.is_empty() && datagrams.is_empty() {
+            tracing::warn!("no front-end is enabled: the tracker answers nobody");
+        }
+        let expiry: Arc<dyn Ticker> = Arc::new(ExpiryTicker {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            clock,
+            budget: config.engine.expiry_budget,
+        });
         let runtime_config = RuntimeConfig {
             workers,
             pin_cores: config.server.pin_cores,
@@ -109,14 +184,19 @@ impl Server {
             tick: Duration::from_millis(config.server.tick_ms),
             listen_backlog: config.server.listen_backlog,
             events_per_poll: config.server.events_per_poll,
+            udp_buffer_bytes: config.server.udp_buffer_bytes,
             name: "worker".to_owned(),
         };
-        let runtime = Runtime::start(&runtime_config, listeners).context("starting the workers")?;
-        let ppstp_addr = runtime
-            .local_addrs()
-            .into_iter()
-            .find(|(name, _)| name == PPSTP_LISTENER)
-            .map(|(_, addr)| addr);
+        let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
+            .context("starting the workers")?;
+        let find = |list: Vec<(String, SocketAddr)>, wanted: &str| {
+            list.into_iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, addr)| addr)
+        };
+        let ppstp_addr = find(runtime.local_addrs(), PPSTP_LISTENER);
+        let bt_http_addr = find(runtime.local_addrs(), BT_HTTP_LISTENER);
+        let bt_udp_addr = find(runtime.datagram_addrs(), BT_UDP_LISTENER);
 
         let state = Arc::new(AdminState {
             engine,
@@ -128,6 +208,7 @@ impl Server {
             listeners: OnceLock::new(),
         });
         let mut all_listeners = runtime.local_addrs();
+        all_listeners.extend(runtime.datagram_addrs());
         let mut runtimes = vec![runtime.stats()];
 
         let admin = if config.admin.enabled {
@@ -138,6 +219,7 @@ impl Server {
                 tick: Duration::from_secs(1),
                 listen_backlog: 128,
                 events_per_poll: 64,
+                udp_buffer_bytes: 0,
                 name: "admin".to_owned(),
             };
             let spec = ListenerSpec {
@@ -173,6 +255,8 @@ impl Server {
             state,
             ppstp_addr,
             admin_addr,
+            bt_http_addr,
+            bt_udp_addr,
         })
     }
 
@@ -184,6 +268,16 @@ impl Server {
     /// The bound admin address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The bound BitTorrent HTTP tracker address, when enabled.
+    pub fn bt_http_addr(&self) -> Option<SocketAddr> {
+        self.bt_http_addr
+    }
+
+    /// The bound BitTorrent UDP tracker address, when enabled.
+    pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
+        self.bt_udp_addr
     }
 
     /// The engine, for tests that inspect tables directly.
@@ -225,6 +319,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// BitTorrent answer limits from `[bittorrent]` and the engine's track timer.
+fn bt_limits(config: &Config) -> BtLimits {
+    let b = &config.bittorrent;
+    let mut limits = BtLimits::for_track_timer(config.engine.track_timer_secs);
+    if b.announce_interval_secs > 0 {
+        limits.announce_interval_secs = b.announce_interval_secs;
+        limits.min_announce_interval_secs = (b.announce_interval_secs / 2).max(1);
+    }
+    limits.default_num_want = b.default_num_want;
+    limits.max_num_want = b.max_num_want;
+    limits.max_scrape_hashes = b.max_scrape_hashes;
+    limits
 }
 
 /// Decoder limits from the engine's configuration (the engine checks them again).
@@ -320,5 +428,95 @@ mod tests {
         let a = clock.now();
         let b = clock.now();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn bittorrent_udp_and_http_trackers_share_the_engine() {
+        use std::io::{Read, Write};
+        let mut config = loopback_config();
+        config.bittorrent.udp_enabled = true;
+        config.bittorrent.udp_listen = "127.0.0.1:0".to_owned();
+        config.bittorrent.http_enabled = true;
+        config.bittorrent.http_listen = "127.0.0.1:0".to_owned();
+        let server = Server::start(&config).unwrap();
+        let udp_addr = server.bt_udp_addr().unwrap();
+        let http_addr = server.bt_http_addr().unwrap();
+        let info_hash = [0xabu8; 20];
+
+        // BEP 15: connect, then announce as a seeder (left = 0).
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut connect = Vec::new();
+        connect.extend_from_slice(&0x41727101980u64.to_be_bytes());
+        connect.extend_from_slice(&0u32.to_be_bytes());
+        connect.extend_from_slice(&7u32.to_be_bytes());
+        client.send_to(&connect, udp_addr).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 16);
+        assert_eq!(&buf[4..8], &7u32.to_be_bytes());
+        let connection_id = &buf[8..16].to_vec();
+        let mut announce = Vec::new();
+        announce.extend_from_slice(connection_id);
+        announce.extend_from_slice(&1u32.to_be_bytes());
+        announce.extend_from_slice(&8u32.to_be_bytes());
+        announce.extend_from_slice(&info_hash);
+        announce.extend_from_slice(&[b'u'; 20]);
+        announce.extend_from_slice(&0u64.to_be_bytes()); // downloaded
+        announce.extend_from_slice(&0u64.to_be_bytes()); // left
+        announce.extend_from_slice(&0u64.to_be_bytes()); // uploaded
+        announce.extend_from_slice(&2u32.to_be_bytes()); // event: started
+        announce.extend_from_slice(&0u32.to_be_bytes()); // ip
+        announce.extend_from_slice(&0u32.to_be_bytes()); // key
+        announce.extend_from_slice(&(-1i32).to_be_bytes()); // num_want
+        announce.extend_from_slice(&6881u16.to_be_bytes());
+        client.send_to(&announce, udp_addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert!(n >= 20, "announce answer is {n} bytes");
+        assert_eq!(&buf[0..4], &1u32.to_be_bytes(), "action announce");
+        assert_eq!(
+            &buf[16..20],
+            &1u32.to_be_bytes(),
+            "one seeder: the client itself"
+        );
+
+        // The HTTP tracker sees the UDP peer in the same swarm.
+        let hash: String = info_hash.iter().map(|b| format!("%{b:02X}")).collect();
+        let mut conn = std::net::TcpStream::connect(http_addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            conn,
+            "GET /announce?info_hash={hash}&peer_id=hhhhhhhhhhhhhhhhhhhh&port=6882&uploaded=0&downloaded=0&left=100&compact=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("8:completei1e"), "{answer}");
+        assert!(answer.contains("8:interval"), "{answer}");
+
+        let text = server.metrics_text();
+        assert!(
+            text.contains("ppsp_bt_udp_requests_total{outcome=\"announce\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ppsp_bt_http_requests_total{outcome=\"announce\"} 1"),
+            "{text}"
+        );
+        let status = server.status();
+        let names: Vec<&str> = status["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&BT_UDP_LISTENER), "{names:?}");
+        assert!(names.contains(&BT_HTTP_LISTENER), "{names:?}");
+        server.shutdown();
     }
 }

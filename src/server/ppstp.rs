@@ -2,7 +2,6 @@
 //! engine call and the answer, for each request pipelined on a connection.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
@@ -19,7 +18,6 @@ pub(crate) struct PpstpService {
     pub http_limits: HttpLimits,
     pub decode_limits: DecodeLimits,
     pub clock: Clock,
-    pub expiry_budget: usize,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -165,14 +163,6 @@ impl StreamWorker for PpstpWorker {
             consumed,
             close: false,
         }
-    }
-
-    fn on_tick(&mut self, _now: Instant) {
-        let report = self
-            .service
-            .engine
-            .expire(self.service.clock.now(), self.service.expiry_budget);
-        self.service.metrics.worker(self.index).expiry(report);
     }
 }
 
