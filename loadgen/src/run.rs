@@ -370,13 +370,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let pop = Arc::new(Population::new(PopulationSpec {
+    let mut pop = Population::new(PopulationSpec {
         swarms: args.swarms,
         peers: args.peers,
         popularity: args.popularity,
         seeder_share: args.seeder_share,
         seed: args.seed,
-    })?);
+    })?;
+    if args.protocol == Protocol::BtUdp {
+        pop.addr_slots = sources(args, args.target())?.len().max(1) as u32;
+    }
+    if args.protocol != Protocol::Ppstp && u64::from(args.peers) > pop.distinct_identities() {
+        eprintln!(
+            "warning: {} peers share {} distinct (address, port) identities; BitTorrent \
+             trackers will merge some of them (raise --source-addrs for bt-udp)",
+            args.peers,
+            pop.distinct_identities()
+        );
+    }
+    let pop = Arc::new(pop);
     if let Some(path) = &args.write_swarm_ids {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
