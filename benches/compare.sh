@@ -56,7 +56,7 @@ fi
 
 # The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
 "$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \
-    --popularity "$POPULARITY" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
+    --popularity "$POPULARITY" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
 
 wait_udp() { # port pid: wait until something listens on the UDP port (at most 5 s)
     for _ in $(seq 50); do
@@ -125,8 +125,20 @@ for server in $SERVERS; do
         echo "== $server: did not start (see $OUT/$server.log)" >&2
         continue
     fi
-    # Let the server settle (opentracker loads its whitelist in the background).
+    # Let the server settle: opentracker loads its whitelist in the background and answers
+    # announces for hashes it has not loaded yet with 8-byte replies. Probe with announces
+    # until they are all answered in full (at most 20 tries).
     sleep "${SETTLE:-1}"
+    if [ "$server" = opentracker ]; then
+        for _ in $(seq 20); do
+            "$LOADGEN" run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" \
+                --peers 2000 --seed "$SEED" --popularity "$POPULARITY" --mix started=1 \
+                --max-requests 2000 --duration 2 --connections 1 --no-progress \
+                | grep -q '^errors:' || break
+            echo "   ($server not ready yet)"
+            sleep 0.5
+        done
+    fi
     echo "== $server (pid $pid, UDP port $port, server CPU $SERVER_CPU, load generator CPU $LOADGEN_CPU)"
     args=(run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" --peers "$PEERS"
           --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate
