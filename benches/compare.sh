@@ -115,6 +115,11 @@ reports=()
 for server in $SERVERS; do
     port=$((port + 1))
     SERVER_PID=""
+    # SO_REUSEPORT would let a leftover server on the port take part of the traffic.
+    if command -v ss >/dev/null && ss -Huln "sport = :$port" | grep -q .; then
+        echo "== $server: UDP port $port is already in use; set PORT_BASE to a free range" >&2
+        continue
+    fi
     if ! "start_$server" "$port"; then
         echo "== $server: skipped" >&2
         continue
