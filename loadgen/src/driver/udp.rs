@@ -33,6 +33,9 @@ struct Slot {
     seq: u16,
     busy: bool,
     kind: OpKind,
+    /// Peer and swarm of the request, for the debug output.
+    peer: u32,
+    swarm: u32,
     intended: Instant,
     sent: Instant,
 }
@@ -113,6 +116,8 @@ pub fn run(
                     seq: 0,
                     busy: false,
                     kind: OpKind::Announce,
+                    peer: 0,
+                    swarm: 0,
                     intended: now,
                     sent: now,
                 };
@@ -214,6 +219,8 @@ pub fn run(
                     seq,
                     busy: true,
                     kind: op.kind,
+                    peer: op.peer,
+                    swarm: op.swarm,
                     intended,
                     sent: now,
                 };
@@ -339,11 +346,16 @@ fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut
     }
     slot.busy = false;
     c.free.push(slot_idx as u16);
-    if reply == UdpReply::Error && std::env::var_os("PPSP_LOADGEN_DEBUG").is_some() {
+    if matches!(reply, UdpReply::Error | UdpReply::Short)
+        && std::env::var_os("PPSP_LOADGEN_DEBUG").is_some()
+    {
         eprintln!(
-            "error reply to {}: {}",
+            "{:?} reply to {} of peer {} in swarm {}: {:02x?}",
+            reply,
             slot.kind,
-            String::from_utf8_lossy(pkt.get(8..).unwrap_or_default())
+            slot.peer,
+            slot.swarm,
+            &pkt[..pkt.len().min(40)]
         );
     }
     let outcome = match (slot.kind, reply) {
