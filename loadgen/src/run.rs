@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Register the whole population (CONNECT / announce started) before measuring.
     #[arg(long)]
     pub populate: bool,
+    /// PPSTP: the peers are already registered in their swarms (an earlier --populate run
+    /// against the same server); without it and without --populate they start unregistered.
+    #[arg(long)]
+    pub assume_registered: bool,
     /// Seed of every random choice; the same seed repeats the same run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -445,7 +449,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
     let seed = args.seed;
     let (peers, workers) = (args.peers, args.threads as u32);
     let stateful = args.protocol == Protocol::Ppstp;
-    let populated = populate.is_some();
+    let populated = populate.is_some() || args.assume_registered;
     let rand_src = move |t: usize| {
         let states = stateful.then(|| PeerStates::new(peers, workers, t as u32, populated));
         OpSource::random(seed, t, mix.clone(), states)
