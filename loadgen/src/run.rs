@@ -407,7 +407,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         largest_swarm: sizes.iter().copied().max().unwrap_or(0),
         seeders: pop.seeder.iter().filter(|&&s| s).count() as u32,
     };
-    let config = serde_json::to_value(args)?;
+    // The configuration as run: defaults that depend on other options are filled in.
+    let mut resolved = args.clone();
+    resolved.target = Some(args.target());
+    resolved.mix = Some(mix.to_string());
+    let config = serde_json::to_value(&resolved)?;
     let server0 = sample_server(args.server_pid)?;
 
     let populate = if args.populate && !args.dry_run {

@@ -27,6 +27,7 @@ fn bt_udp_against_the_floor_has_no_errors() {
     args.write_swarm_ids = Some(dir.path().join("ids.txt"));
     let out = run::run(&args).unwrap();
     run::write_outputs(&args, &out).unwrap();
+    let floor_addr = floor.local_addr;
     let answered = floor.stop().unwrap();
 
     let m = &out.report.measure;
@@ -48,6 +49,8 @@ fn bt_udp_against_the_floor_has_no_errors() {
     assert_eq!(json["schema"], "ppsp-loadgen-report");
     assert_eq!(json["schema_version"], 1);
     assert_eq!(json["config"]["protocol"], "bt-udp");
+    assert_eq!(json["config"]["target"], floor_addr.to_string());
+    assert_eq!(json["config"]["mix"], "announce=9,scrape=1");
     assert!(json["measure"]["latency"]["p99_us"].as_f64().unwrap() > 0.0);
     let hgrm = std::fs::read_to_string(dir.path().join("r.hgrm")).unwrap();
     assert!(hgrm.contains("#[Max"));
