@@ -217,7 +217,8 @@ pub fn human(r: &Report) -> String {
 
 /// Writes the SVG plot: latency by percentile (log-scaled tail) above, replies per second
 /// over time below.
-pub fn write_plot(path: &Path, r: &Recorder, title: &str) -> anyhow::Result<()> {
+/// Timeline buckets after `span_s` (the drain of the last replies) are left out of the plot.
+pub fn write_plot(path: &Path, r: &Recorder, title: &str, span_s: f64) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(450);
@@ -258,16 +259,19 @@ pub fn write_plot(path: &Path, r: &Recorder, title: &str) -> anyhow::Result<()> 
         .x_labels(xmax as usize + 1)
         .x_label_formatter(&|x| {
             let p = 100.0 * (1.0 - 10f64.powf(-*x));
-            format!("{p}%")
+            let decimals = (x.round().max(0.0) as usize).saturating_sub(2);
+            format!("{p:.decimals$}%")
         })
         .draw()?;
     chart.draw_series(LineSeries::new(points, &BLUE))?;
 
     // Throughput over time.
     let secs_per_bucket = r.bucket.as_secs_f64().max(1e-3);
+    let keep = ((span_s / secs_per_bucket).ceil() as usize).max(1);
     let series: Vec<(f64, f64)> = r
         .timeline
         .iter()
+        .take(keep)
         .enumerate()
         .map(|(i, &n)| (i as f64 * secs_per_bucket, n as f64 / secs_per_bucket))
         .collect();

@@ -538,7 +538,7 @@ pub fn write_outputs(args: &RunArgs, out: &RunOutput) -> anyhow::Result<()> {
             .label
             .clone()
             .unwrap_or_else(|| args.protocol.to_string());
-        crate::report::write_plot(p, &out.measure, &title)?;
+        crate::report::write_plot(p, &out.measure, &title, out.report.measure.duration_s)?;
     }
     Ok(())
 }
