@@ -42,6 +42,8 @@ fn args(protocol: Protocol) -> RunArgs {
     a.connections = 2;
     a.inflight = 8;
     a.no_progress = true;
+    // Generous: a loaded machine must not turn a slow reply into an error.
+    a.timeout_ms = 10_000;
     a
 }
 
