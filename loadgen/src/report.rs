@@ -32,6 +32,10 @@ pub struct PhaseReport {
     pub latency: Percentiles,
     pub per_type: BTreeMap<String, OpSummary>,
     pub timeline: Timeline,
+    /// Successful replies that carried a peer list (announce, FIND, LEECH join).
+    pub peer_lists: u64,
+    /// Mean peers per such list (0 when none).
+    pub peers_per_list: f64,
 }
 
 /// Replies per fixed-width time bucket from the phase start.
@@ -66,6 +70,12 @@ impl PhaseReport {
             timeline: Timeline {
                 bucket_ms: r.bucket.as_millis() as u64,
                 replies: r.timeline.clone(),
+            },
+            peer_lists: r.peer_lists,
+            peers_per_list: if r.peer_lists == 0 {
+                0.0
+            } else {
+                r.peers_listed as f64 / r.peer_lists as f64
             },
         }
     }
@@ -176,6 +186,13 @@ pub fn human(r: &Report) -> String {
         "throughput: {:.0} replies/s ({:.0} ok/s)",
         m.replies_per_s, m.ok_per_s
     );
+    if m.peer_lists > 0 {
+        let _ = writeln!(
+            out,
+            "peer lists: {} replies listed {:.1} peers on average",
+            m.peer_lists, m.peers_per_list
+        );
+    }
     if !m.errors.is_empty() {
         let list: Vec<String> = m.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "errors:     {}", list.join(" "));
@@ -377,6 +394,8 @@ mod tests {
             "latency",
             "per_type",
             "timeline",
+            "peer_lists",
+            "peers_per_list",
         ] {
             assert!(m.get(key).is_some(), "missing measure.{key}");
         }

@@ -42,6 +42,9 @@ fn bt_udp_against_the_floor_has_no_errors() {
     );
     assert_eq!(m.sent, m.replies + m.unfinished);
     assert!(m.per_type.contains_key("announce") && m.per_type.contains_key("scrape"));
+    // The floor lists no peers: every announce reply counts as an empty list.
+    assert_eq!(m.peer_lists, m.per_type["announce"].ok);
+    assert_eq!(m.peers_per_list, 0.0);
     let p = out.report.populate.as_ref().unwrap();
     assert_eq!(p.per_type["started"].ok, 2000, "every peer registered once");
     assert!(answered >= m.replies + 2000);

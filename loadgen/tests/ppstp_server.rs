@@ -53,6 +53,12 @@ fn ppstp_mix_against_the_tracker_has_no_errors() {
         .collect();
     assert!(m.errors.is_empty(), "errors: {:?} in {failed:?}", m.errors);
     assert!(m.ok > 0 && m.replies_per_s > 0.0);
+    // FIND in populated swarms lists peers.
+    assert!(
+        m.peer_lists > 0 && m.peers_per_list > 1.0,
+        "{} peers per list",
+        m.peers_per_list
+    );
     for kind in [
         "find",
         "connect",

@@ -363,7 +363,10 @@ fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut
         (_, UdpReply::Short) => Outcome::Err(ErrorKind::ShortReply),
         (OpKind::Scrape, UdpReply::Scrape) => Outcome::Ok,
         (OpKind::Scrape, _) => Outcome::Err(ErrorKind::Malformed),
-        (_, UdpReply::Announce { .. }) => Outcome::Ok,
+        (_, UdpReply::Announce { peers }) => {
+            rec.on_peer_list(peers);
+            Outcome::Ok
+        }
         _ => Outcome::Err(ErrorKind::Malformed),
     };
     rec.on_reply(slot.kind, slot.intended, now, outcome);
