@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub max_latency_ms: u64,
     /// Probability that a message is lost.
     pub loss: f64,
+    /// After a node crashed silently, how long a sender's link layer waits for the missing
+    /// acknowledgement before it declares the link down.
+    pub link_ack_timeout_ms: u64,
     /// Configuration of every node.
     pub chord: ChordConfig,
     /// Pass one message in `wire_sample` through the RELOAD wire codec (encode to bytes,
@@ -52,6 +55,7 @@ impl Default for SimConfig {
             min_latency_ms: 5,
             max_latency_ms: 40,
             loss: 0.0,
+            link_ack_timeout_ms: 3_000,
             chord: ChordConfig::default(),
             wire_sample: 1,
         }
@@ -101,7 +105,18 @@ impl Ord for Scheduled {
 struct SimNode {
     node: ChordNode,
     alive: bool,
+    /// Crashed without any sign: its links do not go down, messages to it vanish.
+    silent: bool,
     links: BTreeSet<usize>,
+}
+
+/// An application request a node delivered to its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub node: usize,
+    pub token: u64,
+    pub sender: NodeId,
+    pub body: Vec<u8>,
 }
 
 /// Counters of one run.
@@ -135,6 +150,7 @@ pub struct Sim {
     stats: SimStats,
     wire_config: WireConfig,
     kind_models: Vec<(KindId, DataModel)>,
+    deliveries: Vec<Delivery>,
 }
 
 impl Sim {
@@ -164,6 +180,7 @@ impl Sim {
             stats: SimStats::default(),
             wire_config: WireConfig::new(OverlayHash::of_name("sim.overlay.invalid")),
             kind_models,
+            deliveries: Vec::new(),
         }
     }
 
@@ -218,6 +235,7 @@ impl Sim {
         self.nodes.push(SimNode {
             node: ChordNode::new(id, config, seed),
             alive: true,
+            silent: false,
             links: BTreeSet::new(),
         });
         self.index.insert(id, i);
@@ -246,6 +264,19 @@ impl Sim {
         }
         self.apply(i, actions);
         op
+    }
+
+    /// Application requests delivered since the last call.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Node `i`'s application answers a delivered request.
+    pub fn app_answer(&mut self, i: usize, token: u64, body: Vec<u8>) {
+        let event = Event::AppAnswer { token, body };
+        trace_event(&mut self.trace, self.now, i, &event);
+        let actions = self.nodes[i].node.handle(event, self.now);
+        self.apply(i, actions);
     }
 
     pub fn outcome(&self, op: OpId) -> Option<&LocalOutcome> {
@@ -287,6 +318,25 @@ impl Sim {
         id.hash(&mut self.trace);
     }
 
+    /// Crash node `i` without any link going down (a hung host, no connection reset): peers
+    /// notice when a frame they send is not acknowledged within `link_ack_timeout_ms`, or when
+    /// an Update to it times out (RFC 6940 §10.7.1); idle links stay up.
+    pub fn crash_silently(&mut self, i: usize) {
+        if !self.nodes[i].alive {
+            return;
+        }
+        self.nodes[i].alive = false;
+        self.nodes[i].silent = true;
+        let id = self.nodes[i].node.id();
+        let links: Vec<usize> = std::mem::take(&mut self.nodes[i].links)
+            .into_iter()
+            .collect();
+        for j in links {
+            self.nodes[j].links.remove(&i);
+        }
+        (id, 1u8).hash(&mut self.trace);
+    }
+
     fn schedule(&mut self, at: u64, event: SimEvent) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
@@ -307,6 +357,16 @@ impl Sim {
                 Action::Complete { op, outcome } => {
                     self.outcomes.insert(op, outcome);
                 }
+                Action::Deliver {
+                    token,
+                    sender,
+                    body,
+                } => self.deliveries.push(Delivery {
+                    node: i,
+                    token,
+                    sender,
+                    body,
+                }),
             }
         }
     }
@@ -322,12 +382,16 @@ impl Sim {
         let latency = self
             .rng
             .gen_range(self.config.min_latency_ms..=self.config.max_latency_ms);
-        let target = self
-            .index
-            .get(&to)
-            .copied()
-            .filter(|j| self.nodes[*j].alive);
-        let Some(j) = target else {
+        let target = self.index.get(&to).copied();
+        if target.is_some_and(|j| self.nodes[j].silent) {
+            // The frame is never acknowledged: the link layer gives up on the link after its
+            // ack timeout (RFC 6940 §6.6.3-style link reliability).
+            self.stats.messages_lost += 1;
+            let at = self.now + self.config.link_ack_timeout_ms;
+            self.schedule(at, SimEvent::LinkDown { node: i, peer: to });
+            return;
+        }
+        let Some(j) = target.filter(|j| self.nodes[*j].alive) else {
             // The link cannot be established: the sender learns it after a round trip.
             let at = self.now + 2 * latency;
             self.schedule(at, SimEvent::LinkDown { node: i, peer: to });
@@ -515,6 +579,10 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
         Event::Local { op, .. } => {
             5u8.hash(h);
             op.hash(h);
+        }
+        Event::AppAnswer { token, .. } => {
+            6u8.hash(h);
+            token.hash(h);
         }
     }
 }

@@ -10,10 +10,7 @@
 //! block is the wire codec's unsigned placeholder until signing exists.
 
 use super::id::ResourceId;
-use super::message::{
-    Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorInfo, Message, Request,
-    Response,
-};
+use super::message::{Body, Destination, ErrorInfo, Message, Request, Response};
 use crate::overlay::storage::KindId;
 use crate::overlay::wire::{
     self, ErrorCode, ErrorResponse, ForwardingHeader, Fragment, KindModels, MessageCode,
@@ -56,57 +53,6 @@ fn dest_from_wire(d: &wire::Destination) -> Result<Destination, FromWireError> {
         wire::Destination::Opaque(_) | wire::Destination::Compressed(_) => {
             Err(FromWireError::Unsupported("opaque destination"))
         }
-    }
-}
-
-fn update_to_wire(u: &ChordUpdate) -> wire::ChordUpdate {
-    let update = match u.kind {
-        ChordUpdateType::PeerReady => wire::ChordUpdateType::PeerReady,
-        ChordUpdateType::Neighbors => wire::ChordUpdateType::Neighbors {
-            predecessors: u.predecessors.clone(),
-            successors: u.successors.clone(),
-        },
-        ChordUpdateType::Full => wire::ChordUpdateType::Full {
-            predecessors: u.predecessors.clone(),
-            successors: u.successors.clone(),
-            fingers: u.fingers.clone(),
-        },
-    };
-    wire::ChordUpdate {
-        uptime: u.uptime,
-        update,
-    }
-}
-
-fn update_from_wire(u: wire::ChordUpdate) -> ChordUpdate {
-    let (kind, predecessors, successors, fingers) = match u.update {
-        wire::ChordUpdateType::PeerReady => (
-            ChordUpdateType::PeerReady,
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        ),
-        wire::ChordUpdateType::Neighbors {
-            predecessors,
-            successors,
-        } => (
-            ChordUpdateType::Neighbors,
-            predecessors,
-            successors,
-            Vec::new(),
-        ),
-        wire::ChordUpdateType::Full {
-            predecessors,
-            successors,
-            fingers,
-        } => (ChordUpdateType::Full, predecessors, successors, fingers),
-    };
-    ChordUpdate {
-        uptime: u.uptime,
-        kind,
-        predecessors,
-        successors,
-        fingers,
     }
 }
 
@@ -175,24 +121,13 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
                 joining_peer_id: *joining_peer_id,
                 overlay_specific_data: Vec::new(),
             }),
-            Request::Update(u) => wire::Body::UpdateReq(update_to_wire(u)),
+            Request::Update(u) => wire::Body::UpdateReq(u.clone()),
             Request::Leave {
                 leaving_peer_id,
                 data,
             } => wire::Body::LeaveReq(wire::LeaveReq {
                 leaving_peer_id: *leaving_peer_id,
-                leave_data: match data {
-                    ChordLeaveData::FromSucc { successors } => {
-                        wire::ChordLeaveData::FromSuccessor {
-                            successors: successors.clone(),
-                        }
-                    }
-                    ChordLeaveData::FromPred { predecessors } => {
-                        wire::ChordLeaveData::FromPredecessor {
-                            predecessors: predecessors.clone(),
-                        }
-                    }
-                },
+                leave_data: data.clone(),
             }),
             Request::RouteQuery {
                 send_update,
@@ -205,6 +140,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Request::Store(s) => wire::Body::StoreReq(s.clone()),
             Request::Fetch(f) => wire::Body::FetchReq(f.clone()),
             Request::Stat(s) => wire::Body::StatReq(s.clone()),
+            Request::App(b) => wire::Body::ExpAReq(b.clone()),
         },
         Body::Response(r) => match r {
             Response::Ping { response_id, time } => wire::Body::PingAns(wire::PingAns {
@@ -222,6 +158,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Response::Store(a) => wire::Body::StoreAns(a.clone()),
             Response::Fetch(a) => wire::Body::FetchAns(a.clone()),
             Response::Stat(a) => wire::Body::StatAns(a.clone()),
+            Response::App(b) => wire::Body::ExpAAns(b.clone()),
             Response::Error { code, info } => wire::Body::Error(ErrorResponse {
                 error_code: *code,
                 error_info: error_info_to_wire(info)?,
@@ -236,17 +173,10 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::JoinReq(j) => Body::Request(Request::Join {
             joining_peer_id: j.joining_peer_id,
         }),
-        wire::Body::UpdateReq(u) => Body::Request(Request::Update(update_from_wire(u))),
+        wire::Body::UpdateReq(u) => Body::Request(Request::Update(u)),
         wire::Body::LeaveReq(l) => Body::Request(Request::Leave {
             leaving_peer_id: l.leaving_peer_id,
-            data: match l.leave_data {
-                wire::ChordLeaveData::FromSuccessor { successors } => {
-                    ChordLeaveData::FromSucc { successors }
-                }
-                wire::ChordLeaveData::FromPredecessor { predecessors } => {
-                    ChordLeaveData::FromPred { predecessors }
-                }
-            },
+            data: l.leave_data,
         }),
         wire::Body::RouteQueryReq(q) => Body::Request(Request::RouteQuery {
             send_update: q.send_update,
@@ -255,6 +185,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::StoreReq(s) => Body::Request(Request::Store(s)),
         wire::Body::FetchReq(f) => Body::Request(Request::Fetch(f)),
         wire::Body::StatReq(s) => Body::Request(Request::Stat(s)),
+        wire::Body::ExpAReq(b) => Body::Request(Request::App(b)),
         wire::Body::PingAns(p) => Body::Response(Response::Ping {
             response_id: p.response_id,
             time: p.time,
@@ -268,6 +199,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::StoreAns(a) => Body::Response(Response::Store(a)),
         wire::Body::FetchAns(a) => Body::Response(Response::Fetch(a)),
         wire::Body::StatAns(a) => Body::Response(Response::Stat(a)),
+        wire::Body::ExpAAns(b) => Body::Response(Response::App(b)),
         wire::Body::Error(e) => Body::Response(Response::Error {
             code: e.error_code,
             info: error_info_from_wire(e.error_code, e.error_info, kinds),
@@ -355,6 +287,7 @@ pub fn through_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::chord::message::{ChordLeaveData, ChordUpdate, ChordUpdateType};
     use crate::overlay::storage::{
         DataModel, DataValue, StoreAns, StoreKindData, StoreKindResponse, StoreReq, StoredData,
         StoredDataValue, KIND_CONTENT_REGISTRATION,
@@ -414,10 +347,11 @@ mod tests {
         };
         let update = ChordUpdate {
             uptime: 5,
-            kind: ChordUpdateType::Full,
-            predecessors: vec![n(2)],
-            successors: vec![n(3), n(4)],
-            fingers: vec![n(5)],
+            update: ChordUpdateType::Full {
+                predecessors: vec![n(2)],
+                successors: vec![n(3), n(4)],
+                fingers: vec![n(5)],
+            },
         };
         let bodies = vec![
             Body::Request(Request::Ping),
@@ -427,7 +361,7 @@ mod tests {
             Body::Request(Request::Update(update)),
             Body::Request(Request::Leave {
                 leaving_peer_id: n(8),
-                data: ChordLeaveData::FromPred {
+                data: ChordLeaveData::FromPredecessor {
                     predecessors: vec![n(2)],
                 },
             }),
@@ -442,6 +376,8 @@ mod tests {
             }),
             Body::Response(Response::Join),
             Body::Response(Response::Update),
+            Body::Request(Request::App(b"peer-42".to_vec())),
+            Body::Response(Response::App(b"online".to_vec())),
             Body::Response(Response::RouteQuery { next_peer: n(6) }),
             Body::Response(Response::Store(ans.clone())),
             Body::Response(Response::Error {

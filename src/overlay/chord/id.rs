@@ -162,6 +162,33 @@ mod tests {
         assert_eq!(len, 1u128 << 126);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn intervals_agree(a: u128, b: u128, x: u128) {
+            proptest::prop_assert_eq!(distance(a, b).wrapping_add(distance(b, a)), 0);
+            if a != b {
+                proptest::prop_assert_eq!(in_left_open(x, a, b), x == b || in_open(x, a, b));
+                // (a, b] and (b, a] split the ring.
+                proptest::prop_assert!(in_left_open(x, a, b) != in_left_open(x, b, a));
+            }
+        }
+
+        #[test]
+        fn exactly_one_node_is_responsible(mut ids in proptest::collection::vec(proptest::prelude::any::<u128>(), 1..40), r: u128) {
+            ids.sort();
+            ids.dedup();
+            let n = ids.len();
+            let responsible: Vec<u128> = (0..n)
+                .filter(|&i| in_left_open(r, ids[(i + n - 1) % n], ids[i]))
+                .map(|i| ids[i])
+                .collect();
+            proptest::prop_assert_eq!(responsible.len(), 1);
+            // It is the first id at or after r, wrapping to the smallest.
+            let expected = ids.iter().copied().find(|&i| i >= r).unwrap_or(ids[0]);
+            proptest::prop_assert_eq!(responsible[0], expected);
+        }
+    }
+
     #[test]
     fn resource_id_is_truncated_sha1() {
         // SHA-1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d (FIPS 180 test vector).

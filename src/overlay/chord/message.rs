@@ -33,35 +33,23 @@ impl Destination {
 /// RFC 6940 §14.9 error codes (the wire codec's).
 pub use crate::overlay::wire::ErrorCode;
 
-/// RFC 6940 §10.7 `ChordUpdateType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChordUpdateType {
-    PeerReady = 1,
-    Neighbors = 2,
-    Full = 3,
-}
+/// RFC 6940 §10.7 ChordUpdate and §10.9 ChordLeaveData: the wire codec's types.
+pub use crate::overlay::wire::{ChordLeaveData, ChordUpdate, ChordUpdateType};
 
-/// RFC 6940 §10.7 `ChordUpdate`. `fingers` is empty unless the type is `Full`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChordUpdate {
-    /// Seconds this peer has been up.
-    pub uptime: u32,
-    pub kind: ChordUpdateType,
-    /// Nearest first.
-    pub predecessors: Vec<NodeId>,
-    /// Nearest first.
-    pub successors: Vec<NodeId>,
-    /// Numerically ascending (RFC 6940 §10.7).
-    pub fingers: Vec<NodeId>,
-}
-
-/// RFC 6940 §10.9 `ChordLeaveData`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChordLeaveData {
-    /// Sent by a successor of the recipient: the leaving peer's successors.
-    FromSucc { successors: Vec<NodeId> },
-    /// Sent by a predecessor of the recipient: the leaving peer's predecessors.
-    FromPred { predecessors: Vec<NodeId> },
+/// The predecessor, successor and finger lists of an Update (empty where its type has none).
+pub fn update_lists(u: &ChordUpdate) -> (&[NodeId], &[NodeId], &[NodeId]) {
+    match &u.update {
+        ChordUpdateType::PeerReady => (&[], &[], &[]),
+        ChordUpdateType::Neighbors {
+            predecessors,
+            successors,
+        } => (predecessors, successors, &[]),
+        ChordUpdateType::Full {
+            predecessors,
+            successors,
+            fingers,
+        } => (predecessors, successors, fingers),
+    }
 }
 
 /// Request bodies (RFC 6940 §6.4.2, §6.5.3, §7.4).
@@ -88,6 +76,10 @@ pub enum Request {
     Store(StoreReq),
     Fetch(FetchReq),
     Stat(StatReq),
+    /// An application request carried as RELOAD's experimental method exp_a (protocols.md §3:
+    /// a peer's live status read from its connection tracker); delivered to the application
+    /// of the destination node.
+    App(Vec<u8>),
 }
 
 /// Response bodies.
@@ -108,6 +100,8 @@ pub enum Response {
     Store(StoreAns),
     Fetch(FetchAns),
     Stat(StatAns),
+    /// The application's answer to [`Request::App`] (exp_a_ans).
+    App(Vec<u8>),
     /// RFC 6940 §6.3.3.1 ErrorResponse; `info` carries e.g. the StoreAns of
     /// Error_Generation_Counter_Too_Low.
     Error {
@@ -165,6 +159,7 @@ impl Message {
                 Request::Store(_) => "store_req",
                 Request::Fetch(_) => "fetch_req",
                 Request::Stat(_) => "stat_req",
+                Request::App(_) => "exp_a_req",
             },
             Body::Response(r) => match r {
                 Response::Ping { .. } => "ping_ans",
@@ -175,6 +170,7 @@ impl Message {
                 Response::Store(_) => "store_ans",
                 Response::Fetch(_) => "fetch_ans",
                 Response::Stat(_) => "stat_ans",
+                Response::App(_) => "exp_a_ans",
                 Response::Error { .. } => "error",
             },
         }

@@ -22,8 +22,8 @@
 
 use super::id::{distance, finger_range, in_left_open, in_open, NodeId, ResourceId};
 use super::message::{
-    Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorCode, ErrorInfo, Message,
-    Request, Response, INITIAL_TTL,
+    update_lists, Body, ChordLeaveData, ChordUpdate, ChordUpdateType, Destination, ErrorCode,
+    ErrorInfo, Message, Request, Response, INITIAL_TTL,
 };
 use super::table::{RoutingTable, FINGERS};
 use crate::overlay::storage::{
@@ -114,6 +114,12 @@ pub enum LocalRequest {
     },
     Fetch(FetchReq),
     Stat(StatReq),
+    /// An application request (exp_a) to a node or to the node responsible for a resource;
+    /// it ends with [`LocalOutcome::App`] carrying the other application's answer.
+    App {
+        destination: Destination,
+        body: Vec<u8>,
+    },
 }
 
 /// How a local request ended.
@@ -125,6 +131,7 @@ pub enum LocalOutcome {
     Stored(StoreAns),
     Fetched(FetchAns),
     Stat(StatAns),
+    App(Vec<u8>),
     Failed { code: ErrorCode, info: ErrorInfo },
 }
 
@@ -143,6 +150,11 @@ pub enum Event {
         op: OpId,
         request: LocalRequest,
     },
+    /// The application's answer to a [`Action::Deliver`]ed request.
+    AppAnswer {
+        token: u64,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +165,13 @@ pub enum Action {
     SetTimer { at: u64, timer: Timer },
     /// A local request finished.
     Complete { op: OpId, outcome: LocalOutcome },
+    /// An application request for this node: answer with `Event::AppAnswer { token, .. }`.
+    /// Unanswered tokens are forgotten after `max_pending` newer ones.
+    Deliver {
+        token: u64,
+        sender: NodeId,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +194,8 @@ enum Purpose {
     Replica(NodeId),
     PartitionCheck,
     Leave,
+    /// Direct check of a relay suspected of losing a request.
+    Liveness(NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +203,11 @@ struct Pending {
     message: Message,
     purpose: Purpose,
     attempt: u32,
+    /// The link the latest attempt left on: a timeout says something about a peer only when
+    /// the request went to it directly.
+    last_hop: Option<NodeId>,
+    /// First hops of earlier attempts that went unanswered: retransmissions route around them.
+    avoid: Vec<NodeId>,
 }
 
 /// One Chord-RELOAD peer.
@@ -199,6 +225,7 @@ pub struct ChordNode {
     /// Peers found dead, with the time.
     failed: BTreeMap<NodeId, u64>,
     probing: BTreeSet<NodeId>,
+    checking: BTreeSet<NodeId>,
     /// Peers owed an Update by the end of the current event.
     updates_due: BTreeSet<NodeId>,
     neighbors_dirty: bool,
@@ -209,6 +236,13 @@ pub struct ChordNode {
     changed_since_round: bool,
     timers_started: bool,
     fingers_initialized: bool,
+    rejoins: u64,
+    /// Application requests delivered and not yet answered, by token.
+    inbound: BTreeMap<u64, (NodeId, Message)>,
+    inbound_index: BTreeMap<(NodeId, u64), u64>,
+    /// Answers to recent Stores, by (originator, transaction id), with the time answered.
+    answered: BTreeMap<(NodeId, u64), (u64, Response)>,
+    next_token: u64,
     actions: Vec<Action>,
 }
 
@@ -230,6 +264,7 @@ impl ChordNode {
             verified: BTreeMap::new(),
             failed: BTreeMap::new(),
             probing: BTreeSet::new(),
+            checking: BTreeSet::new(),
             updates_due: BTreeSet::new(),
             neighbors_dirty: false,
             sync_scheduled: false,
@@ -239,6 +274,11 @@ impl ChordNode {
             changed_since_round: false,
             timers_started: false,
             fingers_initialized: false,
+            rejoins: 0,
+            inbound: BTreeMap::new(),
+            inbound_index: BTreeMap::new(),
+            answered: BTreeMap::new(),
+            next_token: 1,
             actions: Vec::new(),
         }
     }
@@ -258,6 +298,10 @@ impl ChordNode {
     pub fn pending_count(&self) -> usize {
         self.pending.len()
     }
+    /// How often this peer lost all its successors and went looking for the ring again.
+    pub fn rejoins(&self) -> u64 {
+        self.rejoins
+    }
 
     /// Process one event at local time `now` (ms) and return the actions it causes.
     pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
@@ -273,6 +317,13 @@ impl ChordNode {
             }
             Event::LinkDown(n) => self.peer_failed(n),
             Event::Local { op, request } => self.on_local(op, request),
+            Event::AppAnswer { token, body } => {
+                if let Some((from, request)) = self.inbound.remove(&token) {
+                    self.inbound_index
+                        .remove(&(request.sender, request.transaction_id));
+                    self.respond(from, &request, Response::App(body));
+                }
+            }
         }
         self.flush_updates();
         std::mem::take(&mut self.actions)
@@ -333,6 +384,15 @@ impl ChordNode {
                 Some(r) => self.originate_local(op, r, Request::Fetch(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
             },
+            LocalRequest::App { destination, body } => {
+                if self.phase != Phase::Joined {
+                    self.fail(op, ErrorCode::NotFound);
+                } else if self.pending.len() >= self.config.max_pending {
+                    self.fail(op, ErrorCode::InProgress);
+                } else {
+                    self.originate(vec![destination], Request::App(body), Purpose::Local(op));
+                }
+            }
             LocalRequest::Stat(req) => match ResourceId::from_wire(&req.resource) {
                 Some(r) => self.originate_local(op, r, Request::Stat(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
@@ -398,10 +458,15 @@ impl ChordNode {
                 message: message.clone(),
                 purpose,
                 attempt: 0,
+                last_hop: None,
+                avoid: Vec::new(),
             },
         );
         self.arm_retransmit(transaction_id, 0);
-        self.send_own(message);
+        let hop = self.send_own(message);
+        if let Some(p) = self.pending.get_mut(&transaction_id) {
+            p.last_hop = hop;
+        }
     }
 
     /// A direct request to a linked peer.
@@ -430,14 +495,21 @@ impl ChordNode {
     }
 
     /// Route a message we originate: consumed locally when it is for us.
-    fn send_own(&mut self, mut message: Message) {
+    /// Returns the link the message left on (`None`: consumed locally or no route).
+    fn send_own(&mut self, message: Message) -> Option<NodeId> {
+        self.send_own_avoiding(message, &[])
+    }
+
+    /// [`Self::send_own`], routing around `avoid` (hops an earlier attempt was lost on) when
+    /// another route exists.
+    fn send_own_avoiding(&mut self, mut message: Message, avoid: &[NodeId]) -> Option<NodeId> {
         loop {
             match message.destinations.first().copied() {
-                None => return,
+                None => return None,
                 Some(Destination::Node(n)) if n == self.table.own => {
                     if message.destinations.len() == 1 {
                         self.deliver(self.table.own, message);
-                        return;
+                        return None;
                     }
                     message.destinations.remove(0);
                 }
@@ -445,14 +517,13 @@ impl ChordNode {
                     if self.phase == Phase::Joined && self.table.is_responsible(r.0) =>
                 {
                     self.deliver(self.table.own, message);
-                    return;
+                    return None;
                 }
                 Some(d) => {
-                    if let Some(hop) = self.next_hop(d, &message) {
-                        self.actions.push(Action::Send { to: hop, message });
-                    }
                     // No route: the retransmission timer retries and finally fails it.
-                    return;
+                    let hop = self.next_hop(d, &message, avoid)?;
+                    self.actions.push(Action::Send { to: hop, message });
+                    return Some(hop);
                 }
             }
         }
@@ -460,7 +531,16 @@ impl ChordNode {
 
     /// Next hop toward a destination entry: a linked node by id, else greedy routing, else
     /// (while joining) the bootstrap peer.
-    fn next_hop(&self, d: Destination, message: &Message) -> Option<NodeId> {
+    fn next_hop(&self, d: Destination, message: &Message, avoid: &[NodeId]) -> Option<NodeId> {
+        if !avoid.is_empty() {
+            let mut via = message.via.clone();
+            via.extend_from_slice(avoid);
+            if let Some(h) = self.next_hop_excluding(d, &via, message.sender, message.sender) {
+                if !avoid.contains(&h) {
+                    return Some(h);
+                }
+            }
+        }
         self.next_hop_excluding(d, &message.via, message.sender, message.sender)
     }
 
@@ -615,6 +695,39 @@ impl ChordNode {
         let Body::Request(request) = &message.body else {
             return;
         };
+        // A retransmitted Store gets the answer the first copy got: applying it again could
+        // fail on the generation counter the first copy already moved.
+        let store_key = (message.sender, message.transaction_id);
+        if matches!(request, Request::Store(_)) {
+            if let Some(answer) = self.answered.get(&store_key).map(|(_, a)| a.clone()) {
+                self.respond(from, &message, answer);
+                return;
+            }
+        }
+        if let Request::App(body) = request {
+            let key = (message.sender, message.transaction_id);
+            if let Some(token) = self.inbound_index.get(&key).copied() {
+                // A retransmission of a request the application already has: answer it along
+                // the newest path, deliver it once.
+                self.inbound.insert(token, (from, message));
+                return;
+            }
+            let (token, sender, body) = (self.next_token, message.sender, body.clone());
+            self.next_token += 1;
+            if self.inbound.len() >= self.config.max_pending {
+                if let Some((_, (_, old))) = self.inbound.pop_first() {
+                    self.inbound_index.remove(&(old.sender, old.transaction_id));
+                }
+            }
+            self.inbound_index.insert(key, token);
+            self.inbound.insert(token, (from, message));
+            self.actions.push(Action::Deliver {
+                token,
+                sender,
+                body,
+            });
+            return;
+        }
         let response = match request {
             Request::Ping => Response::Ping {
                 response_id: self.rng.gen(),
@@ -647,7 +760,7 @@ impl ChordNode {
                 };
                 if *send_update {
                     // RFC 6940 §10.8: a full Update follows the answer.
-                    let update = self.update_body(ChordUpdateType::Full);
+                    let update = self.update_body(true);
                     let to = message.sender;
                     self.originate(
                         vec![Destination::Node(to)],
@@ -669,7 +782,11 @@ impl ChordNode {
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
+            Request::App(_) => return,
         };
+        if matches!(message.body, Body::Request(Request::Store(_))) {
+            self.remember_answer(store_key, &response);
+        }
         self.respond(from, &message, response);
     }
 
@@ -774,6 +891,7 @@ impl ChordNode {
                     Response::Store(a) => LocalOutcome::Stored(a),
                     Response::Fetch(a) => LocalOutcome::Fetched(a),
                     Response::Stat(a) => LocalOutcome::Stat(a),
+                    Response::App(b) => LocalOutcome::App(b),
                     Response::Error { code, info } => LocalOutcome::Failed { code, info },
                     _ => LocalOutcome::Failed {
                         code: ErrorCode::InvalidMessage,
@@ -808,6 +926,9 @@ impl ChordNode {
                 }
             }
             Purpose::Update(_) | Purpose::Leave => {}
+            Purpose::Liveness(n) => {
+                self.checking.remove(&n);
+            }
             Purpose::FingerSearch(i) => {
                 if matches!(response, Response::Ping { .. })
                     && responder != self.table.own
@@ -826,7 +947,7 @@ impl ChordNode {
                     }
                     self.table.consider_finger(responder);
                     if self.table.improves_neighbors(responder) {
-                        self.probe(responder);
+                        self.probe(responder, None);
                     }
                 }
             }
@@ -844,7 +965,7 @@ impl ChordNode {
                     && self.table.improves_neighbors(responder)
                 {
                     // RFC 6940 §10.7.4.4: a better successor exists; connect to it.
-                    self.probe(responder);
+                    self.probe(responder, None);
                 }
             }
         }
@@ -895,8 +1016,25 @@ impl ChordNode {
         if attempt < self.config.max_retransmissions {
             p.attempt += 1;
             let message = p.message.clone();
+            // The attempt was lost somewhere; if it left through a relay, suspect that relay:
+            // route around it and check it (RFC 6940 §10.7.2 finger failure).
+            let suspect = p
+                .last_hop
+                .filter(|h| message.destinations.first() != Some(&Destination::Node(*h)));
+            if let Some(h) = suspect {
+                if !p.avoid.contains(&h) {
+                    p.avoid.push(h);
+                }
+            }
+            let avoid = p.avoid.clone();
             self.arm_retransmit(transaction_id, attempt + 1);
-            self.send_own(message);
+            if let Some(h) = suspect {
+                self.check_liveness(h);
+            }
+            let hop = self.send_own_avoiding(message, &avoid);
+            if let Some(p) = self.pending.get_mut(&transaction_id) {
+                p.last_hop = hop;
+            }
             return;
         }
         let Some(p) = self.pending.remove(&transaction_id) else {
@@ -908,18 +1046,50 @@ impl ChordNode {
                 self.phase = Phase::Idle;
                 self.fail(op, ErrorCode::RequestTimeout);
             }
+            // RFC 6940 §10.7.1: the failure of a request sent directly to a peer marks it
+            // failed; a request that went through other peers says nothing about the target.
             Purpose::Verify(n) => {
                 self.probing.remove(&n);
-                self.peer_failed(n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
             }
-            // RFC 6940 §10.7.1: failure of a request to a neighbor marks it failed.
-            Purpose::Update(n) => self.peer_failed(n),
+            Purpose::Update(n) => {
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
+            }
             Purpose::Replica(n) => {
                 self.sync_dirty = true;
-                self.peer_failed(n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
+            }
+            Purpose::Liveness(n) => {
+                self.checking.remove(&n);
+                if p.last_hop == Some(n) {
+                    self.peer_failed(n);
+                }
             }
             Purpose::FingerSearch(_) | Purpose::PartitionCheck | Purpose::Leave => {}
         }
+    }
+
+    /// A direct Ping to a peer suspected of having lost a request; its failure removes the
+    /// peer from the routing table.
+    fn check_liveness(&mut self, n: NodeId) {
+        if n == self.table.own || self.checking.contains(&n) || self.failed.contains_key(&n) {
+            return;
+        }
+        if self.pending.len() >= self.config.max_pending {
+            return;
+        }
+        self.checking.insert(n);
+        self.originate(
+            vec![Destination::Node(n)],
+            Request::Ping,
+            Purpose::Liveness(n),
+        );
     }
 
     fn jittered(&mut self, interval: u64) -> u64 {
@@ -1064,20 +1234,42 @@ impl ChordNode {
 
     // ----- neighbor table maintenance -----
 
-    fn update_body(&self, kind: ChordUpdateType) -> ChordUpdate {
+    /// Keep a Store's answer for the originator's retransmission window, bounded in count.
+    fn remember_answer(&mut self, key: (NodeId, u64), response: &Response) {
+        let window = self
+            .config
+            .request_timeout_ms
+            .saturating_mul(1u64 << (self.config.max_retransmissions.min(16) + 1));
+        let now = self.now;
+        if self.answered.len() >= self.config.max_pending {
+            self.answered
+                .retain(|_, (at, _)| now.saturating_sub(*at) < window);
+            if self.answered.len() >= self.config.max_pending {
+                self.answered.clear();
+            }
+        }
+        self.answered.insert(key, (now, response.clone()));
+    }
+
+    /// RFC 6940 §10.7: a `neighbors` Update, or a `full` one with the fingers.
+    fn update_body(&self, full: bool) -> ChordUpdate {
         let uptime =
             u32::try_from(self.now.saturating_sub(self.started_at) / 1000).unwrap_or(u32::MAX);
-        ChordUpdate {
-            uptime,
-            kind,
-            predecessors: self.table.predecessors.clone(),
-            successors: self.table.successors.clone(),
-            fingers: if kind == ChordUpdateType::Full {
-                self.table.finger_list()
-            } else {
-                Vec::new()
-            },
-        }
+        let predecessors = self.table.predecessors.clone();
+        let successors = self.table.successors.clone();
+        let update = if full {
+            ChordUpdateType::Full {
+                predecessors,
+                successors,
+                fingers: self.table.finger_list(),
+            }
+        } else {
+            ChordUpdateType::Neighbors {
+                predecessors,
+                successors,
+            }
+        };
+        ChordUpdate { uptime, update }
     }
 
     /// Send the Updates owed: to every neighbor after a neighbor-table change (RFC 6940
@@ -1106,7 +1298,7 @@ impl ChordNode {
         if due.is_empty() {
             return;
         }
-        let body = self.update_body(ChordUpdateType::Neighbors);
+        let body = self.update_body(false);
         for n in due {
             if n == self.table.own || self.failed.contains_key(&n) {
                 continue;
@@ -1121,12 +1313,8 @@ impl ChordNode {
         self.failed.remove(&sender);
         self.admit(sender);
         let own = self.table.own;
-        for &c in update
-            .predecessors
-            .iter()
-            .chain(update.successors.iter())
-            .chain(update.fingers.iter())
-        {
+        let (predecessors, successors, fingers) = update_lists(update);
+        for &c in predecessors.iter().chain(successors).chain(fingers) {
             if c == own || self.failed.contains_key(&c) {
                 continue;
             }
@@ -1134,7 +1322,7 @@ impl ChordNode {
                 if self.verified.contains_key(&c) {
                     self.admit(c);
                 } else {
-                    self.probe(c);
+                    self.probe(c, Some(sender));
                 }
             } else {
                 // RFC 6940 §10.7.4.2 alternative 2: fingers from what Updates reveal.
@@ -1145,16 +1333,14 @@ impl ChordNode {
         if self.phase == Phase::Joined && !self.failed.contains_key(&sender) {
             let k = self.config.neighbor_count;
             let s = sender.to_u128();
-            let misses_succ = !update.successors.contains(&own)
-                && (update.successors.len() < k
-                    || update
-                        .successors
+            let misses_succ = !successors.contains(&own)
+                && (successors.len() < k
+                    || successors
                         .last()
                         .is_some_and(|l| distance(s, own.to_u128()) < distance(s, l.to_u128())));
-            let misses_pred = !update.predecessors.contains(&own)
-                && (update.predecessors.len() < k
-                    || update
-                        .predecessors
+            let misses_pred = !predecessors.contains(&own)
+                && (predecessors.len() < k
+                    || predecessors
                         .last()
                         .is_some_and(|l| distance(own.to_u128(), s) < distance(l.to_u128(), s)));
             if misses_succ || misses_pred {
@@ -1173,8 +1359,10 @@ impl ChordNode {
         }
     }
 
-    /// Check a peer's liveness before it enters the neighbor table.
-    fn probe(&mut self, n: NodeId) {
+    /// Check a peer's liveness before it enters the neighbor table. RFC 6940 §10.6: the check
+    /// (our stand-in for the Attach) is source-routed through the peer that told us about it,
+    /// which is linked to it; without an informant it is routed by id.
+    fn probe(&mut self, n: NodeId, informant: Option<NodeId>) {
         if n == self.table.own || self.probing.contains(&n) || self.failed.contains_key(&n) {
             return;
         }
@@ -1182,11 +1370,18 @@ impl ChordNode {
             return;
         }
         self.probing.insert(n);
-        self.originate(
-            vec![Destination::Node(n)],
-            Request::Ping,
-            Purpose::Verify(n),
-        );
+        let destinations = match informant {
+            Some(i)
+                if i != n
+                    && i != self.table.own
+                    && !self.verified.contains_key(&n)
+                    && self.verified.contains_key(&i) =>
+            {
+                vec![Destination::Node(i), Destination::Node(n)]
+            }
+            _ => vec![Destination::Node(n)],
+        };
+        self.originate(destinations, Request::Ping, Purpose::Verify(n));
     }
 
     /// RFC 6940 §10.7.1 / §10.7.2: a peer failed.
@@ -1197,6 +1392,7 @@ impl ChordNode {
         self.failed.insert(n, self.now);
         self.verified.remove(&n);
         self.probing.remove(&n);
+        self.checking.remove(&n);
         if self.table.remove(n) {
             self.neighbors_dirty = true;
         }
@@ -1216,8 +1412,9 @@ impl ChordNode {
             .collect();
         candidates.sort_by_key(|n| distance(own, n.to_u128()));
         candidates.dedup();
+        self.rejoins += 1;
         if let Some(first) = candidates.first().copied() {
-            self.probe(first);
+            self.probe(first, None);
             // Tell it about us so that it answers with its predecessors.
             self.updates_due.insert(first);
         }
@@ -1243,7 +1440,7 @@ impl ChordNode {
             }
             let own = self.table.own;
             for s in self.table.successors.clone() {
-                let data = ChordLeaveData::FromPred {
+                let data = ChordLeaveData::FromPredecessor {
                     predecessors: self.table.predecessors.clone(),
                 };
                 self.originate_direct(
@@ -1259,7 +1456,7 @@ impl ChordNode {
                 if self.table.successors.contains(&p) {
                     continue;
                 }
-                let data = ChordLeaveData::FromSucc {
+                let data = ChordLeaveData::FromSuccessor {
                     successors: self.table.successors.clone(),
                 };
                 self.originate_direct(
@@ -1279,15 +1476,15 @@ impl ChordNode {
     fn on_leave(&mut self, leaving: NodeId, data: &ChordLeaveData) {
         self.peer_failed(leaving);
         let list = match data {
-            ChordLeaveData::FromSucc { successors } => successors,
-            ChordLeaveData::FromPred { predecessors } => predecessors,
+            ChordLeaveData::FromSuccessor { successors } => successors,
+            ChordLeaveData::FromPredecessor { predecessors } => predecessors,
         };
         for &c in list {
             if c != self.table.own && self.table.improves_neighbors(c) {
                 if self.verified.contains_key(&c) {
                     self.admit(c);
                 } else {
-                    self.probe(c);
+                    self.probe(c, None);
                 }
             }
         }

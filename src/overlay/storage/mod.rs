@@ -442,6 +442,8 @@ impl Storage {
                 // `0xffffffff` names the last element; ranges are clamped to the array so a
                 // request cannot make the answer grow beyond what is stored.
                 let len = entry.map_or(0, |e| e.next_index());
+                // Overlapping ranges (which the RFC forbids) answer each index once.
+                let mut seen = std::collections::BTreeSet::new();
                 for r in ranges {
                     if r.first > r.last {
                         return Err(StorageError::InvalidMessage("array range first > last"));
@@ -452,9 +454,11 @@ impl Storage {
                     let last = r.last.min(len - 1);
                     let mut i = r.first;
                     while i <= last {
-                        let s = Slot::Index(i);
-                        let h = get(&s);
-                        out.push((s, h));
+                        if seen.insert(i) {
+                            let s = Slot::Index(i);
+                            let h = get(&s);
+                            out.push((s, h));
+                        }
                         i += 1;
                     }
                 }

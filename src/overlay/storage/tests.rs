@@ -313,6 +313,17 @@ fn single_and_array_models_and_stat() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Overlapping ranges answer each index once; ranges past the end are clamped.
+    let mut overlapping = fetch.clone();
+    overlapping.specifiers[1].model = ModelSpecifier::Array(vec![
+        ArrayRange { first: 0, last: 2 },
+        ArrayRange {
+            first: 1,
+            last: 1_000_000,
+        },
+    ]);
+    let ans = s.fetch(&overlapping, 0).unwrap();
+    assert_eq!(ans.kind_responses[1].values.len(), 4);
     // Reversed range is refused.
     let mut bad = fetch;
     bad.specifiers[1].model = ModelSpecifier::Array(vec![ArrayRange { first: 3, last: 1 }]);

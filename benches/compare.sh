@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs one BEP 15 (bt-udp) workload against ppsp-tracker, opentracker and ppsp-loadgen's floor
+# responder, each pinned to the same CPU (the load generator to another), and prints replies
+# per second, server CPU per reply and RSS per registered peer side by side, with ratios to
+# opentracker.
+#
+#   benches/compare.sh                      # all three, defaults below
+#   SERVERS="floor opentracker" DURATION=5 benches/compare.sh
+#
+# Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
+# --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
+# missing or cannot serve BEP 15 (a ppsp-tracker without `[bittorrent] udp_listen`) is skipped
+# with a note. ppsp-tracker runs with one worker, like opentracker with one UDP thread. Every server is stopped by its own pid when the script exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
+TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
+SERVERS=${SERVERS:-"floor opentracker ppsp"}
+SERVER_CPU=${SERVER_CPU:-1}
+LOADGEN_CPU=${LOADGEN_CPU:-0}
+DURATION=${DURATION:-10}
+SWARMS=${SWARMS:-10000}
+PEERS=${PEERS:-100000}
+POPULARITY=${POPULARITY:-zipf:1}
+MIX=${MIX:-announce=9,scrape=1}
+CONNECTIONS=${CONNECTIONS:-8}
+INFLIGHT=${INFLIGHT:-16}
+SOURCE_ADDRS=${SOURCE_ADDRS:-4}
+SEED=${SEED:-1}
+RATE=${RATE:-}
+PORT_BASE=${PORT_BASE:-17100}
+OUT=${OUT:-$(mktemp -d /tmp/ppsp-compare.XXXXXX)}
+EXTRA=${EXTRA:-}
+
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN (cargo build --release -p ppsp-loadgen)" >&2; exit 1; }
+# Command prefixes that pin the servers and the load generator. taskset execs the command, so
+# `$!` of a backgrounded "${PIN_SERVER[@]}" cmd is the server's own pid (what --server-pid
+# must sample).
+PIN_SERVER=()
+PIN_LOADGEN=()
+if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
+    PIN_SERVER=(taskset -c "$SERVER_CPU")
+    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
+fi
+
+# The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
+"$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \
+    --popularity "$POPULARITY" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
+
+wait_udp() { # port pid: wait until something listens on the UDP port (at most 5 s)
+    for _ in $(seq 50); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if command -v ss >/dev/null; then
+            ss -Huln "sport = :$1" | grep -q . && return 0
+        fi
+        sleep 0.1
+    done
+    command -v ss >/dev/null && return 1
+    return 0
+}
+
+# Each start_* function starts one server in the background (as a child of this shell, so it
+# can be waited for) and sets SERVER_PID, or returns 1 when the server is unavailable.
+start_floor() { # port
+    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$LOADGEN" floor --listen "127.0.0.1:$1" >"$OUT/floor.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_opentracker() { # port
+    command -v opentracker >/dev/null || { echo "opentracker is not installed (apt-get install -y opentracker)" >&2; return 1; }
+    local dir="$OUT/opentracker"
+    mkdir -p "$dir"
+    cp "$OUT/whitelist.txt" "$dir/whitelist.txt"
+    local priv=()
+    if [ "$(id -u)" = 0 ]; then
+        # As root, opentracker insists on dropping to a user and chroots into -d: the
+        # whitelist path is then relative to the chroot.
+        chmod 755 "$dir"; chmod 644 "$dir/whitelist.txt"
+        printf 'access.whitelist /whitelist.txt\nlisten.udp.workers 1\n' >"$dir/opentracker.conf"
+        priv=(-u nobody -d "$dir")
+    else
+        printf 'access.whitelist %s\nlisten.udp.workers 1\n' "$dir/whitelist.txt" >"$dir/opentracker.conf"
+    fi
+    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} opentracker -f "$dir/opentracker.conf" -i 127.0.0.1 -P "$1" -p "$1" \
+        "${priv[@]}" >"$OUT/opentracker.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_ppsp() { # port
+    [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
+    local sets=(--set bittorrent.udp_enabled=true --set "bittorrent.udp_listen=127.0.0.1:$1"
+                --set server.workers=1 --set server.pin_cores=false
+                --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0)
+    if ! "$TRACKER" print-config "${sets[@]}" >/dev/null 2>"$OUT/ppsp-config.err"; then
+        echo "ppsp-tracker cannot serve BEP 15 yet: $(head -1 "$OUT/ppsp-config.err")" >&2
+        return 1
+    fi
+    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$TRACKER" serve "${sets[@]}" >"$OUT/ppsp.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+port=$PORT_BASE
+reports=()
+for server in $SERVERS; do
+    port=$((port + 1))
+    SERVER_PID=""
+    # SO_REUSEPORT would let a leftover server on the port take part of the traffic.
+    if command -v ss >/dev/null && ss -Huln "sport = :$port" | grep -q .; then
+        echo "== $server: UDP port $port is already in use; set PORT_BASE to a free range" >&2
+        continue
+    fi
+    if ! "start_$server" "$port"; then
+        echo "== $server: skipped" >&2
+        continue
+    fi
+    pid=$SERVER_PID
+    PIDS+=("$pid")
+    if ! wait_udp "$port" "$pid"; then
+        echo "== $server: did not start (see $OUT/$server.log)" >&2
+        continue
+    fi
+    # Let the server settle: opentracker loads its whitelist in the background and answers
+    # announces for hashes it has not loaded yet with 8-byte replies. Probe with announces
+    # until they are all answered in full (at most 20 tries).
+    sleep "${SETTLE:-1}"
+    if [ "$server" = opentracker ]; then
+        for _ in $(seq 20); do
+            "$LOADGEN" run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" \
+                --peers 2000 --seed "$SEED" --popularity "$POPULARITY" --mix started=1 \
+                --max-requests 2000 --duration 2 --connections 1 --no-progress \
+                | grep -q '^errors:' || break
+            echo "   ($server not ready yet)"
+            sleep 0.5
+        done
+    fi
+    echo "== $server (pid $pid, UDP port $port, server CPU $SERVER_CPU, load generator CPU $LOADGEN_CPU)"
+    args=(run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" --peers "$PEERS"
+          --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate
+          --connections "$CONNECTIONS" --inflight "$INFLIGHT" --source-addrs "$SOURCE_ADDRS"
+          --duration "$DURATION" --server-pid "$pid" --label "$server" --no-progress
+          --json "$OUT/$server.json" --hgrm "$OUT/$server.hgrm" --plot "$OUT/$server.svg")
+    [ -n "$RATE" ] && args+=(--rate "$RATE")
+    # shellcheck disable=SC2206
+    [ -n "$EXTRA" ] && args+=($EXTRA)
+    ${PIN_LOADGEN[@]+"${PIN_LOADGEN[@]}"} "$LOADGEN" "${args[@]}" | tee "$OUT/$server.txt"
+    reports+=("$OUT/$server.json")
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+done
+
+if [ "${#reports[@]}" -gt 0 ]; then
+    echo "== comparison (reports in $OUT)"
+    baseline=opentracker
+    [ -f "$OUT/opentracker.json" ] || baseline=$(basename "${reports[0]}" .json)
+    "$LOADGEN" table --baseline "$baseline" "${reports[@]}"
+fi

@@ -1,0 +1,326 @@
+//! The HTTP/1.1 worker (PPSTP and BitTorrent HTTP): keep-alive connections polled with mio,
+//! each carrying up to `inflight` pipelined requests. Replies come back in order (HTTP/1.1
+//! pipelining), so each connection keeps a FIFO of what it is waiting for. A peer's requests
+//! always travel on the same connection, so the server sees them in the order they were drawn.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::{Schedule, WorkerConfig, MAX_POLL_WAIT, TIMEOUT_SCAN};
+use crate::proto::http::{frame_reply, Reply};
+use crate::proto::HttpEncoder;
+use crate::stats::{ErrorKind, Outcome, Recorder};
+use crate::workload::{Op, OpKind, OpSource, Population};
+
+/// Wait before reconnecting after a failure, so a dead server is not hammered.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
+
+struct Waiting {
+    kind: OpKind,
+    intended: Instant,
+    sent: Instant,
+}
+
+struct HttpConn {
+    stream: Option<TcpStream>,
+    established: bool,
+    retry_at: Instant,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: Vec<u8>,
+    waiting: VecDeque<Waiting>,
+}
+
+impl HttpConn {
+    fn usable(&self) -> bool {
+        self.stream.is_some() && self.established
+    }
+
+    /// Drops the connection; every request still waiting fails with `why`.
+    fn fail(&mut self, poll: &Poll, why: ErrorKind, now: Instant, rec: &mut Recorder) {
+        if let Some(mut s) = self.stream.take() {
+            let _ = poll.registry().deregister(&mut s);
+        }
+        let lost = !self.waiting.is_empty() || why != ErrorKind::ConnectionClosed;
+        for w in self.waiting.drain(..) {
+            rec.on_failure(w.kind, why);
+        }
+        self.established = false;
+        self.out.clear();
+        self.out_pos = 0;
+        self.inbuf.clear();
+        // A server that closes after answering everything (HTTP/1.0 style) is not failing:
+        // reconnect at once. Otherwise back off a little.
+        self.retry_at = if lost { now + RECONNECT_BACKOFF } else { now };
+    }
+
+    /// Writes buffered requests until done or the socket is full. Err means the connection is
+    /// broken.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(s) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while self.out_pos < self.out.len() {
+            match s.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(())
+    }
+}
+
+/// Runs one HTTP worker until its phase ends.
+pub fn run(
+    cfg: &WorkerConfig,
+    pop: &Population,
+    mut source: OpSource,
+    encoder: &mut dyn HttpEncoder,
+    rec: &mut Recorder,
+) -> anyhow::Result<()> {
+    let pipeline = cfg.inflight.clamp(1, 4096);
+    let mut poll = Poll::new()?;
+    let start = Instant::now();
+    let mut conns: Vec<HttpConn> = (0..cfg.conns.max(1))
+        .map(|_| HttpConn {
+            stream: None,
+            established: false,
+            retry_at: start,
+            out: Vec::with_capacity(4096),
+            out_pos: 0,
+            inbuf: Vec::with_capacity(16384),
+            waiting: VecDeque::with_capacity(pipeline),
+        })
+        .collect();
+    let mut events = Events::with_capacity(256);
+    let mut schedule = Schedule::new(cfg.start, cfg.rate);
+    let mut exhausted = false;
+    let mut stopped_at: Option<Instant> = None;
+    let mut last_scan = Instant::now();
+    let mut pending: Option<Op> = None;
+    let keep_alive = cfg.keep_alive;
+    let mut chunk = vec![0u8; 65536];
+
+    loop {
+        let now = Instant::now();
+        let issuing = !exhausted
+            && schedule.active(now, cfg.deadline)
+            && schedule.count() < cfg.max_requests
+            && !cfg.stop.load(Ordering::Relaxed);
+        let busy: usize = conns.iter().map(|c| c.waiting.len()).sum();
+        if !issuing {
+            let since = *stopped_at.get_or_insert(now);
+            if busy == 0 || now.saturating_duration_since(since) > cfg.timeout {
+                rec.unfinished += busy as u64;
+                break;
+            }
+        }
+
+        // (Re)connect.
+        if issuing {
+            for (i, c) in conns.iter_mut().enumerate() {
+                if c.stream.is_none() && now >= c.retry_at {
+                    match TcpStream::connect(cfg.target) {
+                        Ok(mut s) => {
+                            let _ = s.set_nodelay(true);
+                            poll.registry().register(
+                                &mut s,
+                                Token(i),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            c.stream = Some(s);
+                            c.established = false;
+                            // While connected, `retry_at` marks when the connect started.
+                            c.retry_at = now;
+                        }
+                        Err(_) => {
+                            rec.on_error(ErrorKind::ConnectFailed);
+                            c.retry_at = now + RECONNECT_BACKOFF;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Issue what is due. A peer's requests always use the same connection, so they reach
+        // the server in the order they were drawn (a LEAVE before the CONNECT that follows it).
+        if issuing {
+            let n = conns.len();
+            let mut touched = false;
+            while schedule.count() < cfg.max_requests {
+                if !schedule.active(now, cfg.deadline) {
+                    break;
+                }
+                let Some(intended) = schedule.due(now) else {
+                    break;
+                };
+                let op = match pending.take().or_else(|| source.next(pop)) {
+                    Some(op) => op,
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                };
+                let c = &mut conns[(op.peer as usize / cfg.workers.max(1)) % n];
+                if !c.usable() || c.waiting.len() >= pipeline {
+                    pending = Some(op);
+                    break;
+                }
+                encoder.encode(&op, pop, &mut c.out);
+                c.waiting.push_back(Waiting {
+                    kind: op.kind,
+                    intended,
+                    sent: now,
+                });
+                schedule.issued();
+                rec.on_sent(op.kind);
+                touched = true;
+            }
+            if touched {
+                for c in conns.iter_mut() {
+                    if c.out_pos < c.out.len() && c.usable() && c.flush().is_err() {
+                        c.fail(&poll, ErrorKind::ConnectionClosed, now, rec);
+                    }
+                }
+            }
+        }
+
+        let wait = if issuing {
+            schedule.wait(Instant::now(), MAX_POLL_WAIT)
+        } else {
+            MAX_POLL_WAIT
+        };
+        poll.poll(&mut events, Some(wait))?;
+        for ev in events.iter() {
+            let Some(c) = conns.get_mut(ev.token().0) else {
+                continue;
+            };
+            if c.stream.is_none() {
+                continue;
+            }
+            let now = Instant::now();
+            if !c.established && (ev.is_writable() || ev.is_error()) {
+                let ok = c
+                    .stream
+                    .as_ref()
+                    .map(|s| s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok())
+                    .unwrap_or(false);
+                if ok {
+                    c.established = true;
+                } else {
+                    c.fail(&poll, ErrorKind::ConnectFailed, now, rec);
+                    rec.on_error(ErrorKind::ConnectFailed);
+                    continue;
+                }
+            }
+            if ev.is_writable() && c.flush().is_err() {
+                c.fail(&poll, ErrorKind::ConnectionClosed, now, rec);
+                continue;
+            }
+            if ev.is_readable() || ev.is_read_closed() {
+                let mut closed = false;
+                if let Some(s) = c.stream.as_mut() {
+                    loop {
+                        match s.read(&mut chunk) {
+                            Ok(0) => {
+                                closed = true;
+                                break;
+                            }
+                            Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                let now = Instant::now();
+                let mut used = 0;
+                let mut server_close = false;
+                loop {
+                    match frame_reply(&c.inbuf[used..]) {
+                        Reply::Complete {
+                            status,
+                            body,
+                            consumed,
+                            close,
+                        } => {
+                            used += consumed;
+                            match c.waiting.pop_front() {
+                                Some(w) => {
+                                    let outcome = encoder.classify(w.kind, status, body);
+                                    if outcome == Outcome::Ok {
+                                        if let Some(n) = encoder.peers_listed(w.kind, body) {
+                                            rec.on_peer_list(n);
+                                        }
+                                    }
+                                    rec.on_reply(w.kind, w.intended, now, outcome);
+                                }
+                                None => {
+                                    rec.on_error(ErrorKind::Malformed);
+                                }
+                            }
+                            if close || !keep_alive {
+                                server_close = true;
+                                break;
+                            }
+                        }
+                        Reply::Incomplete => break,
+                        Reply::Malformed => {
+                            used = c.inbuf.len();
+                            if let Some(w) = c.waiting.pop_front() {
+                                rec.on_reply(
+                                    w.kind,
+                                    w.intended,
+                                    now,
+                                    Outcome::Err(ErrorKind::Malformed),
+                                );
+                            }
+                            server_close = true;
+                            break;
+                        }
+                    }
+                }
+                c.inbuf.drain(..used.min(c.inbuf.len()));
+                if closed || server_close {
+                    c.fail(&poll, ErrorKind::ConnectionClosed, now, rec);
+                }
+            }
+        }
+        cfg.progress.store(rec.replies(), Ordering::Relaxed);
+
+        let now = Instant::now();
+        if now.saturating_duration_since(last_scan) >= TIMEOUT_SCAN {
+            last_scan = now;
+            for c in conns.iter_mut() {
+                let late = c
+                    .waiting
+                    .front()
+                    .map(|w| now.saturating_duration_since(w.sent) > cfg.timeout)
+                    .unwrap_or(false);
+                let stuck = c.stream.is_some()
+                    && !c.established
+                    && now.saturating_duration_since(c.retry_at) > cfg.timeout;
+                if late {
+                    c.fail(&poll, ErrorKind::Timeout, now, rec);
+                } else if stuck {
+                    c.fail(&poll, ErrorKind::ConnectFailed, now, rec);
+                    rec.on_error(ErrorKind::ConnectFailed);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,600 @@
+//! One load-generation run: build the population, optionally register it (`--populate`), then
+//! measure for `--duration` with `--threads` workers, sampling the server's CPU and memory
+//! around each phase, and assemble the [`Report`].
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::driver::{self, WorkerConfig};
+use crate::procstat::{self, ProcSample};
+use crate::proto::{self, EncodeOptions, Protocol};
+use crate::report::{
+    LoadgenReport, PhaseReport, PopulationReport, Report, ServerReport, SCHEMA, SCHEMA_VERSION,
+};
+use crate::stats::Recorder;
+use crate::workload::{Mix, OpSource, PeerStates, Popularity, Population, PopulationSpec};
+
+/// Options of `ppsp-loadgen run`.
+#[derive(Clone, Debug, clap::Args, Serialize)]
+pub struct RunArgs {
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = Protocol::Ppstp)]
+    pub protocol: Protocol,
+    /// Server address (default 127.0.0.1:7846 for ppstp, 127.0.0.1:6969 for BitTorrent; [::1]
+    /// with --ipv6).
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
+    /// Number of swarms in the population.
+    #[arg(long, default_value_t = 1000)]
+    pub swarms: u32,
+    /// Number of simulated peers.
+    #[arg(long, default_value_t = 10_000)]
+    pub peers: u32,
+    /// Swarm popularity: uniform, zipf:S or headtail.
+    #[arg(long, default_value = "zipf:1")]
+    pub popularity: Popularity,
+    /// Request mix as kind=weight,... (ppstp: connect, join, find, leave, stat_report,
+    /// keepalive, join_chunk, stat_query; BitTorrent: announce, started, stopped, scrape).
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// Peers asked for per peer list (PPSTP peer_count, BitTorrent numwant).
+    #[arg(long, default_value_t = 50)]
+    pub peers_wanted: u32,
+    /// Fraction of peers that are seeders.
+    #[arg(long, default_value_t = 0.2)]
+    pub seeder_share: f64,
+    /// Use IPv6: target [::1] by default, and PPSTP peers announce IPv6 addresses.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Register the whole population (CONNECT / announce started) before measuring.
+    #[arg(long)]
+    pub populate: bool,
+    /// PPSTP: the peers are already registered in their swarms (an earlier --populate run
+    /// against the same server); without it and without --populate they start unregistered.
+    #[arg(long)]
+    pub assume_registered: bool,
+    /// Seed of every random choice; the same seed repeats the same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the hex swarm ids, one per line, to this file (a whitelist for opentracker).
+    #[arg(long)]
+    pub write_swarm_ids: Option<PathBuf>,
+    /// Build the population (and write swarm ids) without sending anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sockets (UDP) or connections (HTTP), spread over the threads.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// In-flight requests per socket or connection.
+    #[arg(long, default_value_t = 16)]
+    pub inflight: usize,
+    /// HTTP pipeline depth (overrides --inflight for HTTP protocols).
+    #[arg(long)]
+    pub pipeline: Option<usize>,
+    /// Open-loop rate in requests per second (all threads together); closed loop without it.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Worker threads, each with its own sockets.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Bind UDP sockets to this many loopback source addresses (127.0.0.1..127.0.0.N).
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: u8,
+    /// Measured phase length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Hard cap on requests sent in the measured phase.
+    #[arg(long, default_value_t = 200_000_000)]
+    pub max_requests: u64,
+    /// Longest wait for the populate phase, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub populate_timeout: f64,
+    /// A request unanswered after this many milliseconds is a timeout.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Request path for HTTP protocols (default /ppsp for ppstp, /announce for bt-http).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// HTTP: one request per connection with `Connection: close` (for servers that close after
+    /// each reply, such as opentracker's HTTP side).
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Server process to sample (CPU from /proc/PID/stat utime+stime, RSS).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Width of a throughput timeline bucket, milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub bucket_ms: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the latency distribution in HdrHistogram .hgrm format here.
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// Write an SVG plot (latency by percentile, throughput over time) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Free-form label copied into the report.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// The arguments with every default applied, as a test or a script would pass them.
+    pub fn defaults(protocol: Protocol) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        let mut a = Wrap::parse_from(["ppsp-loadgen"]).args;
+        a.protocol = protocol;
+        a
+    }
+
+    pub fn target(&self) -> SocketAddr {
+        if let Some(t) = self.target {
+            return t;
+        }
+        let port = match self.protocol {
+            Protocol::Ppstp => 7846,
+            Protocol::BtUdp | Protocol::BtHttp => 6969,
+        };
+        let ip: IpAddr = if self.ipv6 {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    pub fn mix(&self) -> anyhow::Result<Mix> {
+        let text = self
+            .mix
+            .clone()
+            .unwrap_or_else(|| self.protocol.default_mix().to_string());
+        let mix: Mix = text.parse()?;
+        for (k, _) in &mix.weights {
+            if !self.protocol.supports(*k) {
+                bail!("{} cannot send {k}", self.protocol);
+            }
+        }
+        Ok(mix)
+    }
+
+    fn inflight(&self) -> usize {
+        match self.protocol {
+            Protocol::BtUdp => self.inflight,
+            _ if self.no_keepalive => 1,
+            _ => self.pipeline.unwrap_or(self.inflight),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.threads == 0 || self.threads > 256 {
+            bail!("--threads must be 1..=256");
+        }
+        if self.connections == 0 || self.connections > 100_000 {
+            bail!("--connections must be 1..=100000");
+        }
+        if self.inflight() == 0 || self.inflight() > 4096 {
+            bail!("--inflight/--pipeline must be 1..=4096");
+        }
+        if !(self.duration.is_finite() && self.duration >= 0.0 && self.duration <= 86_400.0) {
+            bail!("--duration must be 0..=86400 seconds");
+        }
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r > 0.0) {
+                bail!("--rate must be positive");
+            }
+        }
+        if self.source_addrs == 0 {
+            bail!("--source-addrs must be at least 1");
+        }
+        if self.bucket_ms == 0 {
+            bail!("--bucket-ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// UDP source addresses: 127.0.0.1..=127.0.0.N for an IPv4 loopback target.
+fn sources(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<IpAddr>> {
+    if args.source_addrs <= 1 {
+        return Ok(Vec::new());
+    }
+    match target.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => Ok((1..=args.source_addrs)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            .collect()),
+        _ => bail!("--source-addrs above 1 needs an IPv4 loopback target"),
+    }
+}
+
+fn sample_server(pid: Option<u32>) -> anyhow::Result<Option<ProcSample>> {
+    pid.map(|p| procstat::sample(Some(p)).with_context(|| format!("reading /proc/{p}/stat")))
+        .transpose()
+}
+
+/// Runs one phase on `threads` workers and returns the merged recorder and its length.
+#[allow(clippy::too_many_arguments)]
+fn phase(
+    args: &RunArgs,
+    pop: &Arc<Population>,
+    sources_for: &dyn Fn(usize) -> OpSource,
+    rate: Option<f64>,
+    duration: Duration,
+    max_requests: u64,
+    label: &str,
+    progress_total: Option<u64>,
+) -> anyhow::Result<(Recorder, f64)> {
+    let target = args.target();
+    let srcs = sources(args, target)?;
+    let threads = args.threads;
+    let start = Instant::now() + Duration::from_millis(5);
+    let deadline = start + duration;
+    let bucket = Duration::from_millis(args.bucket_ms);
+    let max_buckets = (duration.as_millis() as u64 / args.bucket_ms + 2).min(1_000_000) as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let opts = EncodeOptions {
+        peers_wanted: args.peers_wanted,
+        host: target.to_string(),
+        path: args.path.clone().unwrap_or_else(|| match args.protocol {
+            Protocol::BtHttp => "/announce".into(),
+            _ => "/ppsp".into(),
+        }),
+        ipv6: args.ipv6,
+        keep_alive: !args.no_keepalive,
+    };
+    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let mut first_socket = 0;
+    let mut configs = Vec::with_capacity(threads);
+    for (t, counter) in counters.iter().enumerate() {
+        let conns = args.connections / threads + usize::from(t < args.connections % threads);
+        configs.push(WorkerConfig {
+            target,
+            conns: conns.max(1),
+            inflight: args.inflight(),
+            rate: rate.map(|r| r / threads as f64),
+            start,
+            deadline,
+            max_requests: max_requests / threads as u64
+                + u64::from((t as u64) < max_requests % threads as u64),
+            timeout: Duration::from_millis(args.timeout_ms),
+            sources: srcs.clone(),
+            workers: threads,
+            keep_alive: !args.no_keepalive,
+            first_socket,
+            peers_wanted: args.peers_wanted,
+            progress: counter.clone(),
+            stop: stop.clone(),
+        });
+        first_socket += conns.max(1);
+    }
+
+    let results: Vec<anyhow::Result<Recorder>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = configs
+            .into_iter()
+            .enumerate()
+            .map(|(t, cfg)| {
+                let pop = pop.clone();
+                let source = sources_for(t);
+                let opts = opts.clone();
+                let protocol = args.protocol;
+                scope.spawn(move || -> anyhow::Result<Recorder> {
+                    let mut rec = Recorder::new(start, bucket, max_buckets);
+                    match proto::http_encoder(protocol, opts) {
+                        Some(mut enc) => {
+                            driver::tcp::run(&cfg, &pop, source, enc.as_mut(), &mut rec)?
+                        }
+                        None => driver::udp::run(&cfg, &pop, source, &mut rec)?,
+                    }
+                    Ok(rec)
+                })
+            })
+            .collect();
+        let bar = show_progress.then(|| {
+            let bar = match progress_total {
+                Some(n) => indicatif::ProgressBar::new(n),
+                None => indicatif::ProgressBar::new(duration.as_secs().max(1)),
+            };
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(label.to_string());
+            bar
+        });
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(bar) = &bar {
+                let replies: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let elapsed = start.elapsed().as_secs_f64().max(1e-3);
+                match progress_total {
+                    Some(_) => bar.set_position(replies),
+                    None => bar.set_position(start.elapsed().as_secs()),
+                }
+                bar.set_message(format!(
+                    "{replies} replies, {:.0}/s",
+                    replies as f64 / elapsed
+                ));
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut merged = Recorder::new(start, bucket, max_buckets);
+    for r in results {
+        merged.merge(&r?);
+    }
+    // The measured span ends at the deadline unless the cap or the source ended it sooner.
+    let span = elapsed.min(duration.as_secs_f64().max(1e-9)).max(1e-9);
+    let span = if merged.total_sent() >= max_requests || progress_total.is_some() {
+        elapsed.max(1e-9)
+    } else {
+        span
+    };
+    Ok((merged, span))
+}
+
+/// Everything a run produced: the report and the measured phase's raw recorder (for the
+/// histogram and plot files).
+pub struct RunOutput {
+    pub report: Report,
+    pub measure: Recorder,
+}
+
+/// Performs a whole run.
+pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
+    args.validate()?;
+    let mix = args.mix()?;
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut pop = Population::new(PopulationSpec {
+        swarms: args.swarms,
+        peers: args.peers,
+        popularity: args.popularity,
+        seeder_share: args.seeder_share,
+        seed: args.seed,
+    })?;
+    if args.protocol == Protocol::BtUdp {
+        pop.addr_slots = sources(args, args.target())?.len().max(1) as u32;
+    }
+    if args.protocol != Protocol::Ppstp && u64::from(args.peers) > pop.distinct_identities() {
+        eprintln!(
+            "warning: {} peers share {} distinct (address, port) identities; BitTorrent \
+             trackers will merge some of them (raise --source-addrs for bt-udp)",
+            args.peers,
+            pop.distinct_identities()
+        );
+    }
+    let pop = Arc::new(pop);
+    if let Some(path) = &args.write_swarm_ids {
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        pop.write_swarm_ids(std::io::BufWriter::new(f))?;
+    }
+    let sizes = pop.swarm_sizes();
+    let population = PopulationReport {
+        swarms: args.swarms,
+        peers: args.peers,
+        popularity: args.popularity.to_string(),
+        nonempty_swarms: sizes.iter().filter(|&&c| c > 0).count() as u32,
+        largest_swarm: sizes.iter().copied().max().unwrap_or(0),
+        seeders: pop.seeder.iter().filter(|&&s| s).count() as u32,
+    };
+    // The configuration as run: defaults that depend on other options are filled in.
+    let mut resolved = args.clone();
+    resolved.target = Some(args.target());
+    resolved.mix = Some(mix.to_string());
+    let config = serde_json::to_value(&resolved)?;
+    let server0 = sample_server(args.server_pid)?;
+
+    let populate = if args.populate && !args.dry_run {
+        let peers = args.peers;
+        let threads = args.threads as u32;
+        let kind = args.protocol.populate_kind();
+        let seq = move |t: usize| {
+            let t = t as u32;
+            let lo = (u64::from(peers) * u64::from(t) / u64::from(threads)) as u32;
+            let hi = (u64::from(peers) * u64::from(t + 1) / u64::from(threads)) as u32;
+            OpSource::Sequence {
+                kind,
+                next: lo,
+                end: hi,
+            }
+        };
+        let (rec, secs) = phase(
+            args,
+            &pop,
+            &seq,
+            None,
+            Duration::from_secs_f64(args.populate_timeout),
+            u64::from(peers),
+            "populate",
+            Some(u64::from(peers)),
+        )?;
+        Some(PhaseReport::from_recorder(&rec, secs))
+    } else {
+        None
+    };
+    let server1 = sample_server(args.server_pid)?;
+    let self1 = procstat::sample(None).ok();
+
+    let duration = if args.dry_run {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(args.duration)
+    };
+    let seed = args.seed;
+    let (peers, workers) = (args.peers, args.threads as u32);
+    let stateful = args.protocol == Protocol::Ppstp;
+    let populated = populate.is_some() || args.assume_registered;
+    let rand_src = move |t: usize| {
+        let states = stateful.then(|| PeerStates::new(peers, workers, t as u32, populated));
+        OpSource::random(seed, t, mix.clone(), states)
+    };
+    let (measure, secs) = phase(
+        args,
+        &pop,
+        &rand_src,
+        args.rate,
+        duration,
+        if args.dry_run { 0 } else { args.max_requests },
+        "measure",
+        None,
+    )?;
+    let self2 = procstat::sample(None).ok();
+    let server2 = sample_server(args.server_pid)?;
+    let measure_report = PhaseReport::from_recorder(&measure, secs);
+    let replies = measure_report.replies.max(1) as f64;
+
+    let server = match (args.server_pid, server0, server1, server2) {
+        (Some(pid), Some(s0), Some(s1), Some(s2)) => {
+            let cpu_measure = s2.cpu_us.saturating_sub(s1.cpu_us);
+            let kind = args.protocol.populate_kind().name();
+            let registered = populate
+                .as_ref()
+                .and_then(|p| p.per_type.get(kind))
+                .map(|t| t.ok)
+                .unwrap_or(0);
+            Some(ServerReport {
+                pid,
+                cpu_us_populate: s1.cpu_us.saturating_sub(s0.cpu_us),
+                cpu_us_measure: cpu_measure,
+                cpu_us_per_reply: cpu_measure as f64 / replies,
+                rss_bytes_start: s0.rss_bytes,
+                rss_bytes_after_populate: s1.rss_bytes,
+                rss_bytes_end: s2.rss_bytes,
+                rss_bytes_per_peer: (registered > 0)
+                    .then(|| (s1.rss_bytes as f64 - s0.rss_bytes as f64) / registered as f64),
+            })
+        }
+        _ => None,
+    };
+    let loadgen = match (self1, self2) {
+        (Some(a), Some(b)) => {
+            let cpu = b.cpu_us.saturating_sub(a.cpu_us);
+            Some(LoadgenReport {
+                cpu_us_measure: cpu,
+                cpu_us_per_reply: cpu as f64 / replies,
+            })
+        }
+        _ => None,
+    };
+    Ok(RunOutput {
+        report: Report {
+            schema: SCHEMA,
+            schema_version: SCHEMA_VERSION,
+            generator_version: env!("CARGO_PKG_VERSION"),
+            started_unix_ms,
+            config,
+            population,
+            populate,
+            measure: measure_report,
+            server,
+            loadgen,
+        },
+        measure,
+    })
+}
+
+/// Writes the files the arguments ask for (JSON, hgrm, plot).
+pub fn write_outputs(args: &RunArgs, out: &RunOutput) -> anyhow::Result<()> {
+    if let Some(p) = &args.json {
+        let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &out.report)?;
+    }
+    if let Some(p) = &args.hgrm {
+        let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        crate::stats::write_hgrm(&out.measure.all, std::io::BufWriter::new(f))?;
+    }
+    if let Some(p) = &args.plot {
+        let title = args
+            .label
+            .clone()
+            .unwrap_or_else(|| args.protocol.to_string());
+        crate::report::write_plot(p, &out.measure, &title, out.report.measure.duration_s)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let a = RunArgs::defaults(Protocol::BtUdp);
+        assert_eq!(a.target(), "127.0.0.1:6969".parse().unwrap());
+        assert_eq!(a.mix().unwrap().to_string(), "announce=9,scrape=1");
+        let mut p = RunArgs::defaults(Protocol::Ppstp);
+        assert_eq!(p.target(), "127.0.0.1:7846".parse().unwrap());
+        p.ipv6 = true;
+        assert_eq!(p.target(), "[::1]:7846".parse().unwrap());
+        p.mix = Some("announce=1".into());
+        assert!(p.mix().is_err(), "PPSTP cannot send announces");
+        p.mix = None;
+        p.pipeline = Some(4);
+        assert_eq!(p.inflight(), 4);
+        p.no_keepalive = true;
+        assert_eq!(p.inflight(), 1);
+        p.threads = 0;
+        assert!(p.validate().is_err());
+        let mut u = RunArgs::defaults(Protocol::BtUdp);
+        u.source_addrs = 3;
+        assert_eq!(
+            sources(&u, u.target()).unwrap(),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+            ]
+        );
+        assert!(sources(&u, "[::1]:1".parse().unwrap()).is_err());
+        u.rate = Some(-1.0);
+        assert!(u.validate().is_err());
+    }
+
+    #[test]
+    fn config_serialises_every_option() {
+        let v = serde_json::to_value(RunArgs::defaults(Protocol::BtHttp)).unwrap();
+        assert_eq!(v["protocol"], "bt-http");
+        assert_eq!(v["popularity"]["kind"], "zipf");
+        for key in [
+            "swarms",
+            "peers",
+            "connections",
+            "inflight",
+            "duration",
+            "seed",
+            "rate",
+        ] {
+            assert!(v.get(key).is_some(), "config lacks {key}");
+        }
+    }
+}
