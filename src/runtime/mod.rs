@@ -5,12 +5,14 @@
 //! address and its own event loop, so connections are spread over workers by the kernel and a
 //! connection lives on one worker for its whole life: no lock, no hand-off. The runtime knows no
 //! protocol: a [`StreamService`] creates one [`StreamWorker`] per worker thread, and the worker
-//! consumes input bytes and appends answers ([`StreamWorker::on_input`]), and gets a periodic
-//! tick ([`StreamWorker::on_tick`]) for timers such as the engine's expiry.
+//! consumes input bytes and appends answers ([`StreamWorker::on_input`]). Datagram protocols
+//! (UDP) get the same shape with [`DatagramService`] / [`DatagramWorker`]: one datagram in, at
+//! most one out. Work that belongs to no socket, such as the engine's expiry, is a [`Ticker`]
+//! run on every worker at every tick.
 //!
 //! Back-ends: [`Backend::Epoll`] (mio) is the only one today; its loop is in `epoll.rs`. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
-//! `conn.rs`, so an io_uring back-end can reuse it.
+//! `conn.rs` and the datagram turn in `datagram.rs`, so an io_uring back-end can reuse them.
 
 mod conn;
 mod datagram;

@@ -510,4 +510,38 @@ mod tests {
         assert!(names.contains(&BT_HTTP_LISTENER), "{names:?}");
         server.shutdown();
     }
+
+    #[test]
+    fn bittorrent_http_refuses_other_methods_and_bad_framing_with_a_failure_reason() {
+        use std::io::{Read, Write};
+        let mut config = loopback_config();
+        config.bittorrent.http_enabled = true;
+        config.bittorrent.http_listen = "127.0.0.1:0".to_owned();
+        let server = Server::start(&config).unwrap();
+        let addr = server.bt_http_addr().unwrap();
+        for (request, status) in [
+            (
+                &b"POST /announce HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
+                "405",
+            ),
+            (&b"\x01\x02 nonsense\r\n\r\n"[..], "400"),
+        ] {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            conn.write_all(request).unwrap();
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{answer}"
+            );
+            assert!(answer.contains("14:failure reason"), "{answer}");
+        }
+        assert!(server
+            .metrics_text()
+            .contains("ppsp_bt_http_requests_total{outcome=\"http_fault\"} 2"));
+        server.shutdown();
+    }
 }
