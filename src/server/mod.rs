@@ -515,8 +515,8 @@ mod tests {
     fn bittorrent_http_refuses_other_methods_and_bad_framing_with_a_failure_reason() {
         use std::io::{Read, Write};
         let mut config = loopback_config();
-        config.bittorrent.http_enabled = true;
-        config.bittorrent.http_listen = "127.0.0.1:0".to_owned();
+        config.bt_http.enabled = true;
+        config.bt_http.listen = vec!["127.0.0.1:0".to_owned()];
         let server = Server::start(&config).unwrap();
         let addr = server.bt_http_addr().unwrap();
         for (request, status) in [
