@@ -9,7 +9,7 @@
 #
 # Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
 # --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
-# missing or cannot serve BEP 15 (a ppsp-tracker without `[bittorrent] udp_listen`) is skipped
+# missing or cannot serve BEP 15 (a ppsp-tracker without `[bt_udp] listen`) is skipped
 # with a note. ppsp-tracker runs with one worker, like opentracker with one UDP thread. Every server is stopped by its own pid when the script exits.
 set -euo pipefail
 
@@ -99,7 +99,7 @@ start_opentracker() { # port
 
 start_ppsp() { # port
     [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
-    local sets=(--set bittorrent.udp_enabled=true --set "bittorrent.udp_listen=127.0.0.1:$1"
+    local sets=(--set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$1" --set bt_http.enabled=false
                 --set server.workers=1 --set server.pin_cores=false
                 --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0)
     if ! "$TRACKER" print-config "${sets[@]}" >/dev/null 2>"$OUT/ppsp-config.err"; then
