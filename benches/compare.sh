@@ -9,8 +9,8 @@
 #
 # Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
 # --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
-# missing or cannot serve BEP 15 (ppsp-tracker without a `bt_udp.listen` setting) is skipped
-# with a note. Every server is stopped by its own pid when the script exits.
+# missing or cannot serve BEP 15 (a ppsp-tracker without `[bt_udp] listen`) is skipped
+# with a note. ppsp-tracker runs with one worker, like opentracker with one UDP thread. Every server is stopped by its own pid when the script exits.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,7 +56,7 @@ fi
 
 # The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
 "$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \
-    --popularity "$POPULARITY" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
+    --popularity "$POPULARITY" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
 
 wait_udp() { # port pid: wait until something listens on the UDP port (at most 5 s)
     for _ in $(seq 50); do
@@ -99,7 +99,8 @@ start_opentracker() { # port
 
 start_ppsp() { # port
     [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
-    local sets=(--set "bt_udp.listen=127.0.0.1:$1" --set server.workers=1 --set server.pin_cores=false
+    local sets=(--set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$1" --set bt_http.enabled=false
+                --set server.workers=1 --set server.pin_cores=false
                 --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0)
     if ! "$TRACKER" print-config "${sets[@]}" >/dev/null 2>"$OUT/ppsp-config.err"; then
         echo "ppsp-tracker cannot serve BEP 15 yet: $(head -1 "$OUT/ppsp-config.err")" >&2
@@ -114,6 +115,11 @@ reports=()
 for server in $SERVERS; do
     port=$((port + 1))
     SERVER_PID=""
+    # SO_REUSEPORT would let a leftover server on the port take part of the traffic.
+    if command -v ss >/dev/null && ss -Huln "sport = :$port" | grep -q .; then
+        echo "== $server: UDP port $port is already in use; set PORT_BASE to a free range" >&2
+        continue
+    fi
     if ! "start_$server" "$port"; then
         echo "== $server: skipped" >&2
         continue
@@ -124,8 +130,20 @@ for server in $SERVERS; do
         echo "== $server: did not start (see $OUT/$server.log)" >&2
         continue
     fi
-    # Let the server settle (opentracker loads its whitelist in the background).
+    # Let the server settle: opentracker loads its whitelist in the background and answers
+    # announces for hashes it has not loaded yet with 8-byte replies. Probe with announces
+    # until they are all answered in full (at most 20 tries).
     sleep "${SETTLE:-1}"
+    if [ "$server" = opentracker ]; then
+        for _ in $(seq 20); do
+            "$LOADGEN" run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" \
+                --peers 2000 --seed "$SEED" --popularity "$POPULARITY" --mix started=1 \
+                --max-requests 2000 --duration 2 --connections 1 --no-progress \
+                | grep -q '^errors:' || break
+            echo "   ($server not ready yet)"
+            sleep 0.5
+        done
+    fi
     echo "== $server (pid $pid, UDP port $port, server CPU $SERVER_CPU, load generator CPU $LOADGEN_CPU)"
     args=(run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" --peers "$PEERS"
           --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate

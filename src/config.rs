@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
+mod access;
+mod bt;
+pub use access::AccessListConfig;
+pub use bt::{BtHttpConfig, BtUdpConfig};
+
 /// The profile compiled into the binary and used when none is named.
 pub const DEFAULT_PROFILE: &str = include_str!("../tuning/default.toml");
 /// The dedicated-server profile, also compiled in.
@@ -33,7 +38,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub ppstp: PpstpConfig,
     pub engine: EngineConfig,
-    pub bittorrent: BittorrentConfig,
+    pub bt_udp: BtUdpConfig,
+    pub bt_http: BtHttpConfig,
+    pub access_list: AccessListConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub overlay: crate::overlay::config::OverlayConfig,
@@ -105,44 +112,6 @@ impl Default for PpstpConfig {
             max_connections: 10_000,
             idle_timeout_secs: 300,
             max_pending_output_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// `[bittorrent]`: the BitTorrent tracker front-ends (BEP 15 over UDP; BEP 3/23/7/48 over
-/// HTTP), mapped onto the same engine (info-hash = swarm id).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BittorrentConfig {
-    pub udp_enabled: bool,
-    /// UDP address, `IP:PORT`.
-    pub udp_listen: String,
-    pub http_enabled: bool,
-    /// TCP address of the HTTP tracker (`/announce`, `/scrape`), `IP:PORT`. Its connections
-    /// use the head, connection and backpressure limits of `[ppstp]`.
-    pub http_listen: String,
-    /// Announce interval told to clients, seconds; 0 = three quarters of
-    /// `engine.track_timer_secs`. Must stay below the track timer.
-    pub announce_interval_secs: u32,
-    /// Peers returned when a client names no count.
-    pub default_num_want: u32,
-    /// Upper bound of any requested peer count.
-    pub max_num_want: u32,
-    /// Most info-hashes in one scrape.
-    pub max_scrape_hashes: usize,
-}
-
-impl Default for BittorrentConfig {
-    fn default() -> Self {
-        BittorrentConfig {
-            udp_enabled: false,
-            udp_listen: "127.0.0.1:6969".to_owned(),
-            http_enabled: false,
-            http_listen: "127.0.0.1:6969".to_owned(),
-            announce_interval_secs: 0,
-            default_num_want: 50,
-            max_num_want: 74,
-            max_scrape_hashes: 74,
         }
     }
 }
@@ -374,26 +343,8 @@ impl Config {
             "engine.expiry_budget must be at least 1",
         )?;
 
-        let b = &self.bittorrent;
-        check_addr("bittorrent.udp_listen", &b.udp_listen)?;
-        check_addr("bittorrent.http_listen", &b.http_listen)?;
-        check(
-            u64::from(b.announce_interval_secs) < e.track_timer_secs,
-            "bittorrent.announce_interval_secs must be below engine.track_timer_secs (0 = automatic)",
-        )?;
-        check(
-            b.max_num_want >= 1,
-            "bittorrent.max_num_want must be at least 1",
-        )?;
-        check(
-            b.default_num_want <= b.max_num_want,
-            "bittorrent.default_num_want must not exceed bittorrent.max_num_want",
-        )?;
-        check(
-            (1..=1000).contains(&b.max_scrape_hashes),
-            "bittorrent.max_scrape_hashes must be 1..=1000",
-        )?;
-
+        self.validate_bt()?;
+        self.validate_access_list()?;
         check_addr("admin.listen", &self.admin.listen)?;
         self.overlay.validate().map_err(ConfigError::new)?;
         if self.log.level.trim().is_empty() {
@@ -419,16 +370,6 @@ impl Config {
     /// `ppstp.listen` as an address (validated by [`Config::validate`]).
     pub fn ppstp_addr(&self) -> Result<SocketAddr, ConfigError> {
         parse_addr("ppstp.listen", &self.ppstp.listen)
-    }
-
-    /// `bittorrent.udp_listen` as an address.
-    pub fn bt_udp_addr(&self) -> Result<SocketAddr, ConfigError> {
-        parse_addr("bittorrent.udp_listen", &self.bittorrent.udp_listen)
-    }
-
-    /// `bittorrent.http_listen` as an address.
-    pub fn bt_http_addr(&self) -> Result<SocketAddr, ConfigError> {
-        parse_addr("bittorrent.http_listen", &self.bittorrent.http_listen)
     }
 
     /// `admin.listen` as an address (validated by [`Config::validate`]).
@@ -744,13 +685,13 @@ mod tests {
             ),
             ("log.level=\"info,=x=\"", "log.level"),
             (
-                "bittorrent.announce_interval_secs=500",
-                "bittorrent.announce_interval_secs",
+                "bt_udp.limits.announce_interval_secs=500",
+                "bt_udp.limits.announce_interval_secs",
             ),
-            ("bittorrent.udp_listen=x", "bittorrent.udp_listen"),
+            ("bt_udp.listen=[\"x\"]", "bt_udp.listen"),
             (
-                "bittorrent.default_num_want=100",
-                "bittorrent.default_num_want",
+                "bt_http.limits.default_num_want=100",
+                "bt_http.limits.default_num_want",
             ),
         ];
         for (set, want) in cases {

@@ -11,6 +11,7 @@
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
 
+pub mod access_list;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -88,6 +88,7 @@ fn serve(config: Config) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let server = Server::start(&config).map_err(|e| format!("{e:#}"))?;
@@ -95,12 +96,21 @@ fn serve(config: Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),
         admin = ?server.admin_addr(),
-        bt_udp = ?server.bt_udp_addr(),
-        bt_http = ?server.bt_http_addr(),
+        bt_udp = ?server.bt_udp_addrs(),
+        bt_http = ?server.bt_http_addrs(),
         "ppsp-tracker serving"
     );
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            // SIGHUP re-reads the access list; a bad file keeps the list in force.
+            match server.reload_access_list() {
+                Ok(entries) => tracing::info!(entries, "access list reloaded"),
+                Err(e) => tracing::error!("access list not reloaded, the old one stays: {e}"),
+            }
+            continue;
+        }
         tracing::info!(signal, "shutting down (a second signal exits at once)");
+        break;
     }
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {

@@ -39,7 +39,7 @@ pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 50
 
 /// Outcome labels of the BitTorrent UDP front-end (`bt_udp::Outcome::name`); anything else
 /// is counted as `other`.
-pub const BT_UDP_OUTCOMES: [&str; 14] = [
+pub const BT_UDP_OUTCOMES: [&str; 15] = [
     "connect",
     "announce",
     "scrape",
@@ -50,6 +50,7 @@ pub const BT_UDP_OUTCOMES: [&str; 14] = [
     "too_many_hashes",
     "engine_overload",
     "engine_error",
+    "access_denied",
     "drop_too_short",
     "drop_bad_protocol_id",
     "drop_error_too_long",
@@ -58,7 +59,7 @@ pub const BT_UDP_OUTCOMES: [&str; 14] = [
 
 /// Outcome labels of the BitTorrent HTTP front-end (`bt_http::HttpOutcome::name`), plus the
 /// HTTP-level faults answered before it (`http_fault`).
-pub const BT_HTTP_OUTCOMES: [&str; 10] = [
+pub const BT_HTTP_OUTCOMES: [&str; 11] = [
     "announce",
     "scrape",
     "too_many_hashes",
@@ -66,6 +67,7 @@ pub const BT_HTTP_OUTCOMES: [&str; 10] = [
     "bad_query",
     "engine_overload",
     "engine_error",
+    "access_denied",
     "unknown_path",
     "http_fault",
     "other",
@@ -87,7 +89,8 @@ pub fn request_index(kind: &RequestKind) -> usize {
         RequestKind::Connect { .. } => 0,
         RequestKind::Find { .. } => 1,
         RequestKind::StatReport { .. } => 2,
-        RequestKind::Join { .. } => 3,
+        // An announce (BitTorrent front-ends, counted under their own labels) is a join.
+        RequestKind::Join { .. } | RequestKind::Announce { .. } => 3,
         RequestKind::Leave { .. } => 4,
         RequestKind::Disconnect { .. } => 5,
         RequestKind::Keepalive => 6,

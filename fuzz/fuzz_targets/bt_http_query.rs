@@ -15,7 +15,7 @@ struct EmptySwarms;
 impl TrackerCore for EmptySwarms {
     fn handle(&self, request: &Request, _now: Time) -> Response {
         match request.kind {
-            RequestKind::Connect { .. } => Response::Ok(Answer::default()),
+            RequestKind::Announce { .. } => Response::Ok(Answer::default()),
             _ => Response::Err(ErrorCode::Forbidden),
         }
     }

@@ -39,20 +39,25 @@ impl TrackerCore for SmallSwarm {
             }
         };
         match &request.kind {
-            RequestKind::Connect { actions, .. } => Response::Ok(Answer {
+            RequestKind::Announce { swarm_id, .. } => Response::Ok(Answer {
                 reflexive: None,
-                swarm_results: actions
-                    .iter()
-                    .map(|a| SwarmResult {
-                        swarm_id: a.swarm_id,
-                        result: ErrorCode::Ok,
-                        peers: Some(vec![
-                            peer("198.51.100.1:1000", PeerMode::Seeder),
-                            peer("[2001:db8::1]:2000", PeerMode::Leech),
-                        ]),
-                    })
-                    .collect(),
-                stat: None,
+                swarm_results: vec![SwarmResult {
+                    swarm_id: *swarm_id,
+                    result: ErrorCode::Ok,
+                    peers: Some(vec![
+                        peer("198.51.100.1:1000", PeerMode::Seeder),
+                        peer("[2001:db8::1]:2000", PeerMode::Leech),
+                    ]),
+                }],
+                stat: Some(StatAnswer::Swarm(
+                    *swarm_id,
+                    SwarmStats {
+                        peers: 2,
+                        seeders: 1,
+                        leechers: 1,
+                        ..SwarmStats::default()
+                    },
+                )),
             }),
             RequestKind::StatQuery {
                 target: StatTarget::Swarm(id),

@@ -13,6 +13,8 @@ pub struct Row {
     pub replies_per_s: f64,
     pub failed: u64,
     pub p99_us: f64,
+    /// Mean peers per successful peer list (shows a server that answers without peers).
+    pub peers_per_list: Option<f64>,
     pub cpu_us_per_reply: Option<f64>,
     pub rss_bytes_per_peer: Option<f64>,
 }
@@ -38,6 +40,7 @@ impl Row {
             replies_per_s: m["replies_per_s"].as_f64().unwrap_or(0.0),
             failed: m["failed"].as_u64().unwrap_or(0),
             p99_us: m["latency"]["p99_us"].as_f64().unwrap_or(0.0),
+            peers_per_list: m["peers_per_list"].as_f64(),
             cpu_us_per_reply: v["server"]["cpu_us_per_reply"].as_f64(),
             rss_bytes_per_peer: v["server"]["rss_bytes_per_peer"].as_f64(),
         })
@@ -64,11 +67,12 @@ pub fn table(rows: &[Row], baseline: Option<&str>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:>12} {:>8} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "{:<14} {:>12} {:>8} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
         "server",
         "replies/s",
         "failed",
         "p99 us",
+        "peers/list",
         "cpu us/rep",
         "rss B/peer",
         "rate x",
@@ -78,11 +82,12 @@ pub fn table(rows: &[Row], baseline: Option<&str>) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<14} {:>12.0} {:>8} {:>10.1} {:>12} {:>12} {:>8} {:>8} {:>8}",
+            "{:<14} {:>12.0} {:>8} {:>10.1} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
             r.label,
             r.replies_per_s,
             r.failed,
             r.p99_us,
+            opt(r.peers_per_list, 1),
             opt(r.cpu_us_per_reply, 3),
             opt(r.rss_bytes_per_peer, 1),
             ratio(Some(r.replies_per_s), base.map(|b| b.replies_per_s)),
@@ -127,7 +132,7 @@ mod tests {
             "schema": "ppsp-loadgen-report",
             "schema_version": 1,
             "config": {"label": label},
-            "measure": {"replies_per_s": rate, "failed": 0, "latency": {"p99_us": 80.0}},
+            "measure": {"replies_per_s": rate, "failed": 0, "latency": {"p99_us": 80.0}, "peers_per_list": 12.5},
             "server": cpu.map(|c| serde_json::json!({"cpu_us_per_reply": c, "rss_bytes_per_peer": 40.0})),
         })
     }
@@ -147,6 +152,7 @@ mod tests {
         );
         let ppsp = t.lines().find(|l| l.starts_with("ppsp")).unwrap();
         assert!(ppsp.contains("1.50x") && ppsp.ends_with('-'), "{ppsp}");
+        assert!(ppsp.contains(" 12.5 "), "{ppsp}");
         assert!(t.ends_with("ratios are relative to opentracker\n"));
     }
 

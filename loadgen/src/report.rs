@@ -32,6 +32,10 @@ pub struct PhaseReport {
     pub latency: Percentiles,
     pub per_type: BTreeMap<String, OpSummary>,
     pub timeline: Timeline,
+    /// Successful replies that carried a peer list (announce, FIND, LEECH join).
+    pub peer_lists: u64,
+    /// Mean peers per such list (0 when none).
+    pub peers_per_list: f64,
 }
 
 /// Replies per fixed-width time bucket from the phase start.
@@ -66,6 +70,12 @@ impl PhaseReport {
             timeline: Timeline {
                 bucket_ms: r.bucket.as_millis() as u64,
                 replies: r.timeline.clone(),
+            },
+            peer_lists: r.peer_lists,
+            peers_per_list: if r.peer_lists == 0 {
+                0.0
+            } else {
+                r.peers_listed as f64 / r.peer_lists as f64
             },
         }
     }
@@ -176,6 +186,13 @@ pub fn human(r: &Report) -> String {
         "throughput: {:.0} replies/s ({:.0} ok/s)",
         m.replies_per_s, m.ok_per_s
     );
+    if m.peer_lists > 0 {
+        let _ = writeln!(
+            out,
+            "peer lists: {} replies listed {:.1} peers on average",
+            m.peer_lists, m.peers_per_list
+        );
+    }
     if !m.errors.is_empty() {
         let list: Vec<String> = m.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "errors:     {}", list.join(" "));
@@ -217,7 +234,8 @@ pub fn human(r: &Report) -> String {
 
 /// Writes the SVG plot: latency by percentile (log-scaled tail) above, replies per second
 /// over time below.
-pub fn write_plot(path: &Path, r: &Recorder, title: &str) -> anyhow::Result<()> {
+/// Timeline buckets after `span_s` (the drain of the last replies) are left out of the plot.
+pub fn write_plot(path: &Path, r: &Recorder, title: &str, span_s: f64) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(450);
@@ -258,16 +276,19 @@ pub fn write_plot(path: &Path, r: &Recorder, title: &str) -> anyhow::Result<()> 
         .x_labels(xmax as usize + 1)
         .x_label_formatter(&|x| {
             let p = 100.0 * (1.0 - 10f64.powf(-*x));
-            format!("{p}%")
+            let decimals = (x.round().max(0.0) as usize).saturating_sub(2);
+            format!("{p:.decimals$}%")
         })
         .draw()?;
     chart.draw_series(LineSeries::new(points, &BLUE))?;
 
     // Throughput over time.
     let secs_per_bucket = r.bucket.as_secs_f64().max(1e-3);
+    let keep = ((span_s / secs_per_bucket).ceil() as usize).max(1);
     let series: Vec<(f64, f64)> = r
         .timeline
         .iter()
+        .take(keep)
         .enumerate()
         .map(|(i, &n)| (i as f64 * secs_per_bucket, n as f64 / secs_per_bucket))
         .collect();
@@ -373,6 +394,8 @@ mod tests {
             "latency",
             "per_type",
             "timeline",
+            "peer_lists",
+            "peers_per_list",
         ] {
             assert!(m.get(key).is_some(), "missing measure.{key}");
         }

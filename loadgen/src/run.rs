@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Register the whole population (CONNECT / announce started) before measuring.
     #[arg(long)]
     pub populate: bool,
+    /// PPSTP: the peers are already registered in their swarms (an earlier --populate run
+    /// against the same server); without it and without --populate they start unregistered.
+    #[arg(long)]
+    pub assume_registered: bool,
     /// Seed of every random choice; the same seed repeats the same run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -370,13 +374,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let pop = Arc::new(Population::new(PopulationSpec {
+    let mut pop = Population::new(PopulationSpec {
         swarms: args.swarms,
         peers: args.peers,
         popularity: args.popularity,
         seeder_share: args.seeder_share,
         seed: args.seed,
-    })?);
+    })?;
+    if args.protocol == Protocol::BtUdp {
+        pop.addr_slots = sources(args, args.target())?.len().max(1) as u32;
+    }
+    if args.protocol != Protocol::Ppstp && u64::from(args.peers) > pop.distinct_identities() {
+        eprintln!(
+            "warning: {} peers share {} distinct (address, port) identities; BitTorrent \
+             trackers will merge some of them (raise --source-addrs for bt-udp)",
+            args.peers,
+            pop.distinct_identities()
+        );
+    }
+    let pop = Arc::new(pop);
     if let Some(path) = &args.write_swarm_ids {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -391,7 +407,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         largest_swarm: sizes.iter().copied().max().unwrap_or(0),
         seeders: pop.seeder.iter().filter(|&&s| s).count() as u32,
     };
-    let config = serde_json::to_value(args)?;
+    // The configuration as run: defaults that depend on other options are filled in.
+    let mut resolved = args.clone();
+    resolved.target = Some(args.target());
+    resolved.mix = Some(mix.to_string());
+    let config = serde_json::to_value(&resolved)?;
     let server0 = sample_server(args.server_pid)?;
 
     let populate = if args.populate && !args.dry_run {
@@ -433,7 +453,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
     let seed = args.seed;
     let (peers, workers) = (args.peers, args.threads as u32);
     let stateful = args.protocol == Protocol::Ppstp;
-    let populated = populate.is_some();
+    let populated = populate.is_some() || args.assume_registered;
     let rand_src = move |t: usize| {
         let states = stateful.then(|| PeerStates::new(peers, workers, t as u32, populated));
         OpSource::random(seed, t, mix.clone(), states)
@@ -518,7 +538,63 @@ pub fn write_outputs(args: &RunArgs, out: &RunOutput) -> anyhow::Result<()> {
             .label
             .clone()
             .unwrap_or_else(|| args.protocol.to_string());
-        crate::report::write_plot(p, &out.measure, &title)?;
+        crate::report::write_plot(p, &out.measure, &title, out.report.measure.duration_s)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let a = RunArgs::defaults(Protocol::BtUdp);
+        assert_eq!(a.target(), "127.0.0.1:6969".parse().unwrap());
+        assert_eq!(a.mix().unwrap().to_string(), "announce=9,scrape=1");
+        let mut p = RunArgs::defaults(Protocol::Ppstp);
+        assert_eq!(p.target(), "127.0.0.1:7846".parse().unwrap());
+        p.ipv6 = true;
+        assert_eq!(p.target(), "[::1]:7846".parse().unwrap());
+        p.mix = Some("announce=1".into());
+        assert!(p.mix().is_err(), "PPSTP cannot send announces");
+        p.mix = None;
+        p.pipeline = Some(4);
+        assert_eq!(p.inflight(), 4);
+        p.no_keepalive = true;
+        assert_eq!(p.inflight(), 1);
+        p.threads = 0;
+        assert!(p.validate().is_err());
+        let mut u = RunArgs::defaults(Protocol::BtUdp);
+        u.source_addrs = 3;
+        assert_eq!(
+            sources(&u, u.target()).unwrap(),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+            ]
+        );
+        assert!(sources(&u, "[::1]:1".parse().unwrap()).is_err());
+        u.rate = Some(-1.0);
+        assert!(u.validate().is_err());
+    }
+
+    #[test]
+    fn config_serialises_every_option() {
+        let v = serde_json::to_value(RunArgs::defaults(Protocol::BtHttp)).unwrap();
+        assert_eq!(v["protocol"], "bt-http");
+        assert_eq!(v["popularity"]["kind"], "zipf");
+        for key in [
+            "swarms",
+            "peers",
+            "connections",
+            "inflight",
+            "duration",
+            "seed",
+            "rate",
+        ] {
+            assert!(v.get(key).is_some(), "config lacks {key}");
+        }
+    }
 }

@@ -84,6 +84,9 @@ pub struct Recorder {
     pub timeline: Vec<u64>,
     /// Highest number of timeline buckets kept (bounds memory whatever the duration).
     pub max_buckets: usize,
+    /// Replies that carried a peer list, and the peers they listed in total.
+    pub peer_lists: u64,
+    pub peers_listed: u64,
 }
 
 impl Recorder {
@@ -100,6 +103,8 @@ impl Recorder {
             unfinished: 0,
             timeline: Vec::new(),
             max_buckets,
+            peer_lists: 0,
+            peers_listed: 0,
         }
     }
 
@@ -139,6 +144,12 @@ impl Recorder {
         *self.errors.entry(e).or_insert(0) += 1;
     }
 
+    /// Records a successful reply's peer list of `n` peers.
+    pub fn on_peer_list(&mut self, n: usize) {
+        self.peer_lists += 1;
+        self.peers_listed += n as u64;
+    }
+
     /// Records an error that belongs to no request (a failed connect, a stray reply).
     pub fn on_error(&mut self, e: ErrorKind) {
         *self.errors.entry(e).or_insert(0) += 1;
@@ -172,6 +183,8 @@ impl Recorder {
             *self.errors.entry(*k).or_insert(0) += v;
         }
         self.unfinished += other.unfinished;
+        self.peer_lists += other.peer_lists;
+        self.peers_listed += other.peers_listed;
         if self.timeline.len() < other.timeline.len() {
             self.timeline.resize(other.timeline.len(), 0);
         }

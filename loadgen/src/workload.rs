@@ -214,7 +214,12 @@ pub struct Population {
     pub peer_swarm: Vec<u32>,
     /// Seeder flag of each peer.
     pub seeder: Vec<bool>,
+    /// Source addresses the peers are spread over (1 unless `--source-addrs` for bt-udp).
+    pub addr_slots: u32,
 }
+
+/// Ports a peer may announce (1024..65024).
+const PORTS: u32 = 64000;
 
 /// SplitMix64 step: a fast, well-mixed 64-bit hash used to derive identifiers.
 pub fn splitmix64(mut z: u64) -> u64 {
@@ -304,6 +309,7 @@ impl Population {
             spec,
             peer_swarm,
             seeder,
+            addr_slots: 1,
         })
     }
 
@@ -332,9 +338,22 @@ impl Population {
         self.seeder.get(p as usize).copied().unwrap_or(false)
     }
 
-    /// The port peer `p` announces (spread over the unprivileged range).
+    /// The port peer `p` announces. A BitTorrent tracker knows a peer by (source address,
+    /// announced port): peer `p` sends from source address number `p % addr_slots` (see
+    /// [`Population::addr_slot`]) and announces port `1024 + (p / addr_slots) % 64000`, so up to
+    /// 64000 peers per source address have distinct identities.
     pub fn peer_port(&self, p: u32) -> u16 {
-        1024 + (p % 64000) as u16
+        1024 + ((p / self.addr_slots.max(1)) % PORTS) as u16
+    }
+
+    /// The source address slot peer `p` sends from.
+    pub fn addr_slot(&self, p: u32) -> u32 {
+        p % self.addr_slots.max(1)
+    }
+
+    /// Peers with distinct (source address, port) identities at most.
+    pub fn distinct_identities(&self) -> u64 {
+        u64::from(self.addr_slots.max(1)) * u64::from(PORTS)
     }
 
     /// Number of peers in each swarm.
@@ -692,6 +711,19 @@ mod tests {
     }
 
     #[test]
+    fn headtail_with_fewer_peers_than_swarms_stays_bounded() {
+        let pop = Population::new(spec(Popularity::Headtail, 10_000, 1_000, 8)).unwrap();
+        let sizes = pop.swarm_sizes();
+        assert_eq!(sizes.iter().sum::<u32>(), 1_000);
+        assert!(sizes[100..].iter().all(|&c| c <= 2));
+        assert!(sizes[..100].iter().sum::<u32>() >= 250);
+        // One swarm, one peer: the degenerate population still works.
+        let tiny = Population::new(spec(Popularity::Headtail, 1, 1, 8)).unwrap();
+        assert_eq!(tiny.swarm_sizes(), vec![1]);
+        assert!(Population::new(spec(Popularity::Uniform, 0, 1, 8)).is_err());
+    }
+
+    #[test]
     fn same_seed_same_population_and_requests() {
         let mix: Mix = "find=8,connect=1,keepalive=1".parse().unwrap();
         let a = Population::new(spec(Popularity::Zipf { s: 1.1 }, 1000, 5000, 42)).unwrap();
@@ -729,6 +761,20 @@ mod tests {
         assert!(lines
             .iter()
             .all(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn bittorrent_identities_are_distinct_per_address_slot() {
+        let mut pop = Population::new(spec(Popularity::Uniform, 10, 200_000, 1)).unwrap();
+        pop.addr_slots = 4;
+        let mut ids: Vec<(u32, u16)> = (0..200_000)
+            .map(|p| (pop.addr_slot(p), pop.peer_port(p)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 200_000);
+        assert_eq!(pop.distinct_identities(), 256_000);
+        assert!((0..200_000).all(|p| pop.peer_port(p) >= 1024));
     }
 
     #[test]

@@ -21,12 +21,15 @@ fn bt_udp_against_the_floor_has_no_errors() {
     args.threads = 2;
     args.source_addrs = 2;
     args.no_progress = true;
+    // Generous: a loaded machine must not turn a slow reply into an error.
+    args.timeout_ms = 10_000;
     args.json = Some(dir.path().join("r.json"));
     args.hgrm = Some(dir.path().join("r.hgrm"));
     args.plot = Some(dir.path().join("r.svg"));
     args.write_swarm_ids = Some(dir.path().join("ids.txt"));
     let out = run::run(&args).unwrap();
     run::write_outputs(&args, &out).unwrap();
+    let floor_addr = floor.local_addr;
     let answered = floor.stop().unwrap();
 
     let m = &out.report.measure;
@@ -39,6 +42,9 @@ fn bt_udp_against_the_floor_has_no_errors() {
     );
     assert_eq!(m.sent, m.replies + m.unfinished);
     assert!(m.per_type.contains_key("announce") && m.per_type.contains_key("scrape"));
+    // The floor lists no peers: every announce reply counts as an empty list.
+    assert_eq!(m.peer_lists, m.per_type["announce"].ok);
+    assert_eq!(m.peers_per_list, 0.0);
     let p = out.report.populate.as_ref().unwrap();
     assert_eq!(p.per_type["started"].ok, 2000, "every peer registered once");
     assert!(answered >= m.replies + 2000);
@@ -48,6 +54,8 @@ fn bt_udp_against_the_floor_has_no_errors() {
     assert_eq!(json["schema"], "ppsp-loadgen-report");
     assert_eq!(json["schema_version"], 1);
     assert_eq!(json["config"]["protocol"], "bt-udp");
+    assert_eq!(json["config"]["target"], floor_addr.to_string());
+    assert_eq!(json["config"]["mix"], "announce=9,scrape=1");
     assert!(json["measure"]["latency"]["p99_us"].as_f64().unwrap() > 0.0);
     let hgrm = std::fs::read_to_string(dir.path().join("r.hgrm")).unwrap();
     assert!(hgrm.contains("#[Max"));
@@ -69,6 +77,8 @@ fn open_loop_rate_is_held_against_the_floor() {
     args.connections = 2;
     args.inflight = 64;
     args.no_progress = true;
+    // Generous: a loaded machine must not turn a slow reply into an error.
+    args.timeout_ms = 10_000;
     let out = run::run(&args).unwrap();
     floor.stop().unwrap();
     let m = &out.report.measure;

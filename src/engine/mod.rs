@@ -6,6 +6,7 @@
 //! [`Engine::expire`] periodically with a work budget so that expiry never stalls requests.
 //! Nothing here knows about sockets, JSON or HTTP.
 
+mod announce;
 mod audit;
 mod config;
 mod requests;
@@ -162,6 +163,7 @@ impl Engine {
                 self.join_chunk(request, *swarm_id, chunks, now)
             }
             RequestKind::StatQuery { target } => self.stat_query(request, *target, now),
+            RequestKind::Announce { .. } => self.announce_answer(request, now),
         };
         match result {
             Ok(answer) => Response::Ok(answer),
@@ -300,12 +302,39 @@ impl Engine {
         mode: PeerMode,
         list: Option<usize>,
     ) -> SwarmResult {
-        let current = record.mode_in(&swarm_id);
-        if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
-            return SwarmResult::failed(swarm_id, ErrorCode::BadRequest);
-        }
         let mut guard = self.swarm_shard(&swarm_id).lock();
         let shard = &mut *guard;
+        let result = self.enter_swarm(record, shard, swarm_id, mode);
+        if result != ErrorCode::Ok {
+            return SwarmResult::failed(swarm_id, result);
+        }
+        let peers = list.map(|count| match shard.swarms.get(&swarm_id) {
+            Some(swarm) => {
+                select::peer_list(swarm, record.key, Some(mode), count, &[], &mut shard.rng)
+            }
+            None => Vec::new(),
+        });
+        SwarmResult {
+            swarm_id,
+            result: ErrorCode::Ok,
+            peers,
+        }
+    }
+
+    /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`) already
+    /// locked by the caller (who also holds the peer's shard lock). Returns the swarm's error
+    /// code; nothing changes on error.
+    fn enter_swarm(
+        &self,
+        record: &mut PeerRecord,
+        shard: &mut SwarmShard,
+        swarm_id: SwarmId,
+        mode: PeerMode,
+    ) -> ErrorCode {
+        let current = record.mode_in(&swarm_id);
+        if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
+            return ErrorCode::BadRequest;
+        }
         match current {
             Some(old) if old != mode => {
                 if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
@@ -325,7 +354,7 @@ impl Engine {
                 match shard.swarms.get_mut(&swarm_id) {
                     Some(swarm) => {
                         if swarm.len() >= self.config.max_peers_per_swarm {
-                            return SwarmResult::failed(swarm_id, ErrorCode::ServiceUnavailable);
+                            return ErrorCode::ServiceUnavailable;
                         }
                         swarm.insert(member, mode);
                     }
@@ -333,7 +362,7 @@ impl Engine {
                         if self.config.max_peers_per_swarm == 0
                             || !reserve(&self.swarms, self.config.max_swarms)
                         {
-                            return SwarmResult::failed(swarm_id, ErrorCode::ServiceUnavailable);
+                            return ErrorCode::ServiceUnavailable;
                         }
                         let mut swarm = Swarm::default();
                         swarm.insert(member, mode);
@@ -344,17 +373,7 @@ impl Engine {
                 record.swarms.push(&swarm_id, mode);
             }
         }
-        let peers = list.map(|count| match shard.swarms.get(&swarm_id) {
-            Some(swarm) => {
-                select::peer_list(swarm, record.key, Some(mode), count, &[], &mut shard.rng)
-            }
-            None => Vec::new(),
-        });
-        SwarmResult {
-            swarm_id,
-            result: ErrorCode::Ok,
-            peers,
-        }
+        ErrorCode::Ok
     }
 
     /// Takes the peer out of one swarm. 03 when it is not in it. The caller holds the peer's

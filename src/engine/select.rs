@@ -33,14 +33,37 @@ pub(super) fn peer_list(
     chunks: &[ChunkRange],
     rng: &mut SmallRng,
 ) -> Vec<PeerInfo> {
+    let mut out = Vec::with_capacity(count.min(swarm.len()));
+    peer_list_into(
+        swarm,
+        requester,
+        requester_mode,
+        count,
+        chunks,
+        rng,
+        &mut out,
+    );
+    out
+}
+
+/// As [`peer_list`], into `out` (cleared first), so that a caller with a reused vector
+/// allocates nothing.
+pub(super) fn peer_list_into(
+    swarm: &Swarm,
+    requester: u64,
+    requester_mode: Option<PeerMode>,
+    count: usize,
+    chunks: &[ChunkRange],
+    rng: &mut SmallRng,
+    out: &mut Vec<PeerInfo>,
+) {
+    out.clear();
     let order = match requester_mode {
         Some(PeerMode::Seeder) => [PeerMode::Leech, PeerMode::Seeder],
         _ => [PeerMode::Seeder, PeerMode::Leech],
     };
-    let upper = count.min(swarm.len());
-    let mut out = Vec::with_capacity(upper);
     if count == 0 {
-        return out;
+        return;
     }
     for mode in order {
         let want = count - out.len();
@@ -54,12 +77,11 @@ pub(super) fn peer_list(
             } else {
                 None
             };
-            sample_into(list, skip, want, mode, rng, &mut out);
+            sample_into(list, skip, want, mode, rng, out);
         } else if swarm.has_chunk_sets() {
-            filter_into(swarm, list, requester, want, mode, chunks, rng, &mut out);
+            filter_into(swarm, list, requester, want, mode, chunks, rng, out);
         }
     }
-    out
 }
 
 fn info(member: &Member, mode: PeerMode) -> PeerInfo {

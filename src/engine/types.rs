@@ -313,6 +313,17 @@ pub enum RequestKind {
     },
     /// PPSP STAT_QUERY.
     StatQuery { target: StatTarget },
+    /// A protocol-neutral announce (BitTorrent): registers the peer if it is new, joins the
+    /// swarm or refreshes its membership there (mode, track timer), and answers one
+    /// `SwarmResult` with a peer list plus the swarm's statistics in `Answer::stat`. Unlike
+    /// CONNECT it is valid in every state, so a tracking peer can re-announce; the peer's other
+    /// swarms are not touched. `addr` becomes the peer's only address when it does not have it.
+    Announce {
+        swarm_id: SwarmId,
+        mode: PeerMode,
+        addr: PeerAddr,
+        peer_num: Option<PeerNum>,
+    },
 }
 
 impl RequestKind {
@@ -328,6 +339,7 @@ impl RequestKind {
             RequestKind::Keepalive => "keepalive",
             RequestKind::JoinChunk { .. } => "join_chunk",
             RequestKind::StatQuery { .. } => "stat_query",
+            RequestKind::Announce { .. } => "announce",
         }
     }
 }

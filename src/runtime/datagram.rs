@@ -1,27 +1,19 @@
 //! Datagram (UDP) sockets of a worker: each worker has its own `SO_REUSEPORT` socket per
-//! configured address and serves what the kernel hands it, one datagram in, at most one out.
+//! configured address and serves what the kernel hands it, one datagram in, at most one out,
+//! received and answered in batches (`recvmmsg`/`sendmmsg`, see `mmsg.rs`).
 //!
 //! A socket is drained in turns of [`DATAGRAMS_PER_TURN`] so that a flood on it cannot starve
 //! the worker's TCP connections; a socket that still had datagrams waiting is resumed after the
 //! next poll (which then does not sleep). Answers that the socket cannot take at once are
 //! dropped and counted: UDP clients retransmit, and queueing them would let a flood grow memory.
 
-use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
 
 use crossbeam::utils::CachePadded;
 
-use super::stats::bump;
-use super::{DatagramCtx, DatagramWorker};
-
 /// Datagrams served from one socket before the worker looks at its other sockets.
 pub(crate) const DATAGRAMS_PER_TURN: usize = 256;
-
-/// Largest datagram the worker receives (the UDP maximum); longer ones are truncated by the
-/// kernel, and no tracker request comes close.
-pub(crate) const MAX_DATAGRAM: usize = 65_536;
 
 /// Counters of one datagram socket on one worker.
 #[derive(Debug, Default)]
@@ -87,51 +79,4 @@ impl DatagramListenerStats {
         }
         t
     }
-}
-
-/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams. Returns true when the turn ended with
-/// datagrams possibly still waiting (the caller must resume without waiting for an event).
-pub(crate) fn serve_turn(
-    socket: &mio::net::UdpSocket,
-    ctx: &DatagramCtx,
-    worker: &mut dyn DatagramWorker,
-    stats: &DatagramStats,
-    buf: &mut [u8],
-    out: &mut Vec<u8>,
-) -> bool {
-    for _ in 0..DATAGRAMS_PER_TURN {
-        let (n, src) = match socket.recv_from(buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Errors queued on the socket (ICMP reports) are returned once each.
-                tracing::debug!(worker = ctx.worker, "recv_from: {e}");
-                continue;
-            }
-        };
-        bump(&stats.received, 1);
-        bump(&stats.bytes_in, n as u64);
-        out.clear();
-        let packet = buf.get(..n).unwrap_or(&[]);
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            worker.on_datagram(ctx, src, packet, out)
-        }));
-        match answer {
-            Ok(true) if !out.is_empty() => match socket.send_to(out, src) {
-                Ok(sent) => {
-                    bump(&stats.sent, 1);
-                    bump(&stats.bytes_out, sent as u64);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => bump(&stats.send_dropped, 1),
-                Err(_) => bump(&stats.send_errors, 1),
-            },
-            Ok(_) => bump(&stats.unanswered, 1),
-            Err(_) => {
-                tracing::error!(worker = ctx.worker, "datagram service panicked");
-                bump(&stats.panics, 1);
-            }
-        }
-    }
-    true
 }

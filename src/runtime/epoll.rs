@@ -16,7 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, ConnLimits, ConnState};
-use super::datagram::{serve_turn, MAX_DATAGRAM};
+use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::{
     ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
@@ -39,6 +39,7 @@ pub(crate) struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
     pub tick: Duration,
     pub events_per_poll: usize,
+    pub datagram_batch: usize,
 }
 
 struct Listening {
@@ -85,6 +86,7 @@ pub(crate) struct EventLoop {
     stop: Arc<AtomicBool>,
     tick: Duration,
     events_per_poll: usize,
+    datagram_batch: usize,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
 }
@@ -137,6 +139,7 @@ impl EventLoop {
                 stop: setup.stop,
                 tick: setup.tick,
                 events_per_poll: setup.events_per_poll.max(16),
+                datagram_batch: setup.datagram_batch,
                 conns: Vec::new(),
                 free: Vec::new(),
             },
@@ -159,10 +162,11 @@ impl EventLoop {
             .iter()
             .map(|spec| spec.service.worker(self.index))
             .collect();
-        let mut datagram_buf = if self.udp.is_empty() {
-            Vec::new()
+        // recvmmsg/sendmmsg buffers, allocated once per worker that has datagram sockets.
+        let mut datagram_batch = if self.udp.is_empty() {
+            None
         } else {
-            vec![0u8; MAX_DATAGRAM]
+            Some(Box::new(MmsgBatch::new(self.datagram_batch)))
         };
         let mut events = Events::with_capacity(self.events_per_poll);
         let mut scratch = Scratch {
@@ -237,14 +241,11 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
-                u.pending = serve_turn(
-                    &u.socket,
-                    &u.ctx,
-                    worker.as_mut(),
-                    stats,
-                    &mut datagram_buf,
-                    &mut scratch.output,
-                );
+                let Some(batch) = datagram_batch.as_deref_mut() else {
+                    u.pending = false;
+                    continue;
+                };
+                u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
             }
             let now = Instant::now();
             if now >= next_tick {

@@ -12,6 +12,12 @@ pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::
         |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| with_addr("socket for", e))?;
+    if addr.is_ipv6() {
+        // IPv6 sockets serve IPv6 only, so that `0.0.0.0:P` and `[::]:P` can both be listed.
+        socket
+            .set_only_v6(true)
+            .map_err(|e| with_addr("IPV6_V6ONLY on", e))?;
+    }
     socket
         .set_reuse_address(true)
         .map_err(|e| with_addr("SO_REUSEADDR on", e))?;
@@ -59,6 +65,12 @@ pub(crate) fn bind_udp_reuseport(
         |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} udp {addr}: {e}"));
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| with_addr("socket for", e))?;
+    if addr.is_ipv6() {
+        // As for TCP: IPv6-only, so an IPv4 socket on the same port can be listed too.
+        socket
+            .set_only_v6(true)
+            .map_err(|e| with_addr("IPV6_V6ONLY on", e))?;
+    }
     socket
         .set_reuse_port(true)
         .map_err(|e| with_addr("SO_REUSEPORT on", e))?;

@@ -5,17 +5,20 @@
 //! address and its own event loop, so connections are spread over workers by the kernel and a
 //! connection lives on one worker for its whole life: no lock, no hand-off. The runtime knows no
 //! protocol: a [`StreamService`] creates one [`StreamWorker`] per worker thread, and the worker
-//! consumes input bytes and appends answers ([`StreamWorker::on_input`]), and gets a periodic
-//! tick ([`StreamWorker::on_tick`]) for timers such as the engine's expiry.
+//! consumes input bytes and appends answers ([`StreamWorker::on_input`]). Datagram protocols
+//! (UDP) get the same shape with [`DatagramService`] / [`DatagramWorker`]: one datagram in, at
+//! most one out. Work that belongs to no socket, such as the engine's expiry, is a [`Ticker`]
+//! run on every worker at every tick.
 //!
 //! Back-ends: [`Backend::Epoll`] (mio) is the only one today; its loop is in `epoll.rs`. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
-//! `conn.rs`, so an io_uring back-end can reuse it.
+//! `conn.rs` and the datagram turn in `datagram.rs`, so an io_uring back-end can reuse them.
 
 mod conn;
 mod datagram;
 mod epoll;
 mod listener;
+mod mmsg;
 mod stats;
 
 use std::io;
@@ -161,6 +164,8 @@ pub struct RuntimeConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// Datagrams taken per `recvmmsg` call and answered per `sendmmsg` call (1..=1024).
+    pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
 }
@@ -175,6 +180,7 @@ impl Default for RuntimeConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            datagram_batch: 64,
             name: "worker".to_owned(),
         }
     }
@@ -275,6 +281,7 @@ impl Runtime {
                 stop: stop.clone(),
                 tick: config.tick,
                 events_per_poll: config.events_per_poll,
+                datagram_batch: config.datagram_batch,
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -1,27 +1,134 @@
-//! The BitTorrent services: the BEP 15 UDP tracker (one datagram in, at most one out) and the
-//! HTTP tracker (`GET /announce`, `GET /scrape`), both driving the shared engine through the
-//! sans-IO front-ends in `protocol::bt_udp` and `protocol::bt_http`.
+//! The BitTorrent services: the BEP 15 UDP tracker as a [`DatagramService`] (one datagram in,
+//! at most one out) and the HTTP tracker (`GET /announce`, `GET /scrape`) as a
+//! [`StreamService`], both driving the shared engine through the sans-IO front-ends in
+//! `protocol::bt_udp` and `protocol::bt_http`.
+//!
+//! This file only connects the codecs to the runtime: the clock, a connection-id secret drawn
+//! at start, per-worker scratch buffers (so that an announce of a known peer allocates
+//! nothing), HTTP framing with the shared `protocol::http` layer, and the outcome counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::engine::Engine;
+use crate::access_list::{AccessControl, AccessList};
+use crate::config::Config;
+use crate::engine::{Engine, ErrorCode, PeerInfo, Request, Response, SwarmStats, Time};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
-use crate::protocol::bt_udp::{Outcome, UdpFrontEnd};
+use crate::protocol::bt_udp::tracker::InfoHash;
+use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{self, Framed, HttpLimits};
 use crate::runtime::{
-    ConnCtx, DatagramCtx, DatagramService, DatagramWorker, StreamService, StreamStep, StreamWorker,
+    ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
+    StreamService, StreamStep, StreamWorker,
 };
 
-use super::Clock;
+use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
+
+/// The engine as the BitTorrent codecs see it, with the access list in force for this request
+/// (`None` when the list is off: no lock is taken at all).
+struct Guarded<'a> {
+    engine: &'a Engine,
+    access: Option<&'a AccessList>,
+}
+
+impl TrackerCore for Guarded<'_> {
+    fn handle(&self, request: &Request, now: Time) -> Response {
+        self.engine.handle(request, now)
+    }
+
+    fn allows(&self, info_hash: &InfoHash) -> bool {
+        self.access
+            .map_or(true, |list| list.permits_info_hash(info_hash))
+    }
+
+    fn announce(
+        &self,
+        request: &Request,
+        now: Time,
+        peers: &mut Vec<PeerInfo>,
+    ) -> Result<SwarmStats, ErrorCode> {
+        self.engine.announce_into(request, now, peers)
+    }
+}
+
+/// The list in force now, or `None` when access control is off.
+fn current_list(access: &AccessControl) -> Option<Arc<AccessList>> {
+    (!access.is_off()).then(|| access.current())
+}
+
+/// Adds the enabled BitTorrent front-ends to the runtime's lists: one datagram socket group
+/// per `bt_udp.listen` address and one TCP listener per `bt_http.listen` address.
+pub(crate) fn add_services(
+    config: &Config,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+    access: &Arc<AccessControl>,
+    clock: Clock,
+    listeners: &mut Vec<ListenerSpec>,
+    datagrams: &mut Vec<DatagramSpec>,
+) -> anyhow::Result<()> {
+    if config.bt_udp.enabled {
+        let limits = config.effective_bt_limits(&config.bt_udp.limits);
+        // BEP 15 connection ids are keyed by a secret that lives as long as the process; a
+        // restart only makes clients connect again.
+        let secret = ConnectionIdSecret::generate(&mut rand::rngs::OsRng);
+        let service: Arc<dyn DatagramService> = Arc::new(BtUdpService {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            access: access.clone(),
+            front_end: UdpFrontEnd::new(secret, limits),
+            clock,
+        });
+        for addr in config.bt_udp_addrs()? {
+            datagrams.push(DatagramSpec {
+                name: BT_UDP_LISTENER.to_owned(),
+                addr,
+                service: service.clone(),
+            });
+        }
+    }
+    if config.bt_http.enabled {
+        let h = &config.bt_http;
+        let limits = config.effective_bt_limits(&h.limits);
+        let service: Arc<dyn StreamService> = Arc::new(BtHttpService {
+            engine: engine.clone(),
+            metrics: metrics.clone(),
+            access: access.clone(),
+            front_end: HttpFrontEnd::new(limits),
+            http_limits: HttpLimits {
+                max_head_bytes: h.max_head_bytes,
+                max_headers: h.max_headers,
+                // Announces and scrapes are GETs: a body is refused (413) before it is read.
+                max_body_bytes: 0,
+            },
+            clock,
+        });
+        for addr in config.bt_http_addrs()? {
+            listeners.push(ListenerSpec {
+                name: BT_HTTP_LISTENER.to_owned(),
+                addr,
+                service: service.clone(),
+                limits: ConnLimits {
+                    max_input_bytes: h.max_head_bytes,
+                    max_pending_output_bytes: h.max_pending_output_bytes,
+                    max_connections: h.max_connections,
+                    idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+                },
+            });
+        }
+    }
+    Ok(())
+}
 
 /// The UDP tracker service.
 pub(crate) struct BtUdpService {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub front_end: Arc<UdpFrontEnd>,
+    pub access: Arc<AccessControl>,
+    pub front_end: UdpFrontEnd,
     pub clock: Clock,
 }
 
@@ -30,8 +137,10 @@ impl DatagramService for BtUdpService {
         Box::new(BtUdpWorker {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            access: self.access.clone(),
             front_end: self.front_end.clone(),
             clock: self.clock,
+            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
             index: worker,
         })
     }
@@ -40,8 +149,11 @@ impl DatagramService for BtUdpService {
 struct BtUdpWorker {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
-    front_end: Arc<UdpFrontEnd>,
+    access: Arc<AccessControl>,
+    front_end: UdpFrontEnd,
     clock: Clock,
+    /// Peer lists of announces, reused.
+    scratch: Vec<PeerInfo>,
     index: usize,
 }
 
@@ -53,9 +165,19 @@ impl DatagramWorker for BtUdpWorker {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        let outcome = self
-            .front_end
-            .handle(&*self.engine, src, packet, self.clock.now(), out);
+        let list = current_list(&self.access);
+        let core = Guarded {
+            engine: &self.engine,
+            access: list.as_deref(),
+        };
+        let outcome = self.front_end.handle_with(
+            &core,
+            src,
+            packet,
+            self.clock.now(),
+            out,
+            &mut self.scratch,
+        );
         self.metrics.worker(self.index).bt_udp(outcome.name());
         matches!(outcome, Outcome::Reply(_))
     }
@@ -65,7 +187,8 @@ impl DatagramWorker for BtUdpWorker {
 pub(crate) struct BtHttpService {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub front_end: Arc<HttpFrontEnd>,
+    pub access: Arc<AccessControl>,
+    pub front_end: HttpFrontEnd,
     pub http_limits: HttpLimits,
     pub clock: Clock,
 }
@@ -75,11 +198,13 @@ impl StreamService for BtHttpService {
         Box::new(BtHttpWorker {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            access: self.access.clone(),
             front_end: self.front_end.clone(),
             http_limits: self.http_limits,
             clock: self.clock,
             index: worker,
             body: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
         })
     }
 }
@@ -87,12 +212,15 @@ impl StreamService for BtHttpService {
 struct BtHttpWorker {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
-    front_end: Arc<HttpFrontEnd>,
+    access: Arc<AccessControl>,
+    front_end: HttpFrontEnd,
     http_limits: HttpLimits,
     clock: Clock,
     index: usize,
     /// Reused for every bencoded body this worker writes.
     body: Vec<u8>,
+    /// Peer lists of announces, reused.
+    scratch: Vec<PeerInfo>,
 }
 
 impl BtHttpWorker {
@@ -111,6 +239,10 @@ impl StreamWorker for BtHttpWorker {
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let now = self.clock.now();
         let mut consumed = 0;
+        let closed = StreamStep {
+            consumed: input.len(),
+            close: true,
+        };
         while out.len() < ctx.output_limit {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
@@ -119,11 +251,9 @@ impl StreamWorker for BtHttpWorker {
             match http::frame_request(rest, &self.http_limits) {
                 Framed::Incomplete => break,
                 Framed::Error(e) => {
+                    // The stream cannot be re-synchronised: answer and close.
                     self.fault(out, e.status(), e.to_string().as_bytes(), false);
-                    return StreamStep {
-                        consumed: input.len(),
-                        close: true,
-                    };
+                    return closed;
                 }
                 Framed::Request {
                     head,
@@ -131,33 +261,43 @@ impl StreamWorker for BtHttpWorker {
                     ..
                 } => {
                     if used == 0 || used > rest.len() {
+                        // A framing result that makes no progress would loop forever.
                         self.fault(out, 500, b"internal error", false);
-                        return StreamStep {
-                            consumed: input.len(),
-                            close: true,
-                        };
+                        return closed;
                     }
                     consumed += used;
                     if head.method != "GET" {
                         self.fault(out, 405, b"method not allowed", head.keep_alive);
-                    } else {
-                        let outcome = self.front_end.handle_get(
-                            &*self.engine,
-                            ctx.peer,
-                            head.path,
-                            head.query,
-                            now,
-                            &mut self.body,
-                        );
-                        self.metrics.worker(self.index).bt_http(outcome.name());
-                        http::write_response(
-                            out,
-                            outcome.status,
-                            bt_http::CONTENT_TYPE,
-                            &self.body,
-                            head.keep_alive,
-                        );
+                        if !head.keep_alive {
+                            return StreamStep {
+                                consumed,
+                                close: true,
+                            };
+                        }
+                        continue;
                     }
+                    let list = current_list(&self.access);
+                    let core = Guarded {
+                        engine: &self.engine,
+                        access: list.as_deref(),
+                    };
+                    let outcome = self.front_end.handle_get_with(
+                        &core,
+                        ctx.peer,
+                        head.path,
+                        head.query,
+                        now,
+                        &mut self.body,
+                        &mut self.scratch,
+                    );
+                    self.metrics.worker(self.index).bt_http(outcome.name());
+                    http::write_response(
+                        out,
+                        outcome.status,
+                        bt_http::CONTENT_TYPE,
+                        &self.body,
+                        head.keep_alive,
+                    );
                     if !head.keep_alive {
                         return StreamStep {
                             consumed,

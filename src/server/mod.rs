@@ -12,16 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::access_list::AccessControl;
 use crate::config::Config;
 use crate::engine::{Engine, Time};
 use crate::metrics::Metrics;
-use crate::protocol::bt_http::HttpFrontEnd;
-use crate::protocol::bt_udp::{BtLimits, ConnectionIdSecret, UdpFrontEnd};
 use crate::protocol::http::HttpLimits;
 use crate::protocol::ppstp::DecodeLimits;
-use crate::runtime::{
-    Backend, ConnLimits, DatagramSpec, ListenerSpec, Runtime, RuntimeConfig, Ticker,
-};
+use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig, Ticker};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
@@ -83,8 +80,9 @@ pub struct Server {
     state: Arc<AdminState>,
     ppstp_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
-    bt_http_addr: Option<SocketAddr>,
-    bt_udp_addr: Option<SocketAddr>,
+    bt_http_addrs: Vec<SocketAddr>,
+    bt_udp_addrs: Vec<SocketAddr>,
+    access: Arc<AccessControl>,
 }
 
 impl Server {
@@ -98,12 +96,20 @@ impl Server {
         let engine = Arc::new(Engine::new(&config.engine));
         let metrics = Arc::new(Metrics::new(workers));
         let clock = Clock::new();
+        let access = Arc::new(
+            AccessControl::new(
+                config.access_list.mode,
+                config.access_list.path().as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("access_list: {e}"))?,
+        );
 
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
             let service = Arc::new(ppstp::PpstpService {
                 engine: engine.clone(),
+                access: access.clone(),
                 metrics: metrics.clone(),
                 http_limits: HttpLimits {
                     max_head_bytes: p.max_head_bytes,
@@ -126,48 +132,16 @@ impl Server {
                 },
             });
         }
-        let bt = &config.bittorrent;
-        let bt_limits = bt_limits(config);
-        if bt.http_enabled {
-            // The HTTP tracker shares the head, connection and backpressure limits of [ppstp].
-            listeners.push(ListenerSpec {
-                name: BT_HTTP_LISTENER.to_owned(),
-                addr: config.bt_http_addr()?,
-                service: Arc::new(bittorrent::BtHttpService {
-                    engine: engine.clone(),
-                    metrics: metrics.clone(),
-                    front_end: Arc::new(HttpFrontEnd::new(bt_limits)),
-                    http_limits: HttpLimits {
-                        max_head_bytes: config.ppstp.max_head_bytes,
-                        max_headers: config.ppstp.max_headers,
-                        // Announces and scrapes are GETs.
-                        max_body_bytes: 1024,
-                    },
-                    clock,
-                }),
-                limits: ConnLimits {
-                    max_input_bytes: config.ppstp.max_head_bytes + 1024,
-                    max_pending_output_bytes: config.ppstp.max_pending_output_bytes,
-                    max_connections: config.ppstp.max_connections,
-                    idle_timeout: Duration::from_secs(config.ppstp.idle_timeout_secs),
-                },
-            });
-        }
         let mut datagrams = Vec::new();
-        if bt.udp_enabled {
-            // BEP 15 connection ids are keyed by a secret that lives as long as the process.
-            let secret = ConnectionIdSecret::generate(&mut rand::thread_rng());
-            datagrams.push(DatagramSpec {
-                name: BT_UDP_LISTENER.to_owned(),
-                addr: config.bt_udp_addr()?,
-                service: Arc::new(bittorrent::BtUdpService {
-                    engine: engine.clone(),
-                    metrics: metrics.clone(),
-                    front_end: Arc::new(UdpFrontEnd::new(secret, bt_limits)),
-                    clock,
-                }),
-            });
-        }
+        bittorrent::add_services(
+            config,
+            &engine,
+            &metrics,
+            &access,
+            clock,
+            &mut listeners,
+            &mut datagrams,
+        )?;
         if listeners.is_empty() && datagrams.is_empty() {
             tracing::warn!("no front-end is enabled: the tracker answers nobody");
         }
@@ -185,6 +159,7 @@ impl Server {
             listen_backlog: config.server.listen_backlog,
             events_per_poll: config.server.events_per_poll,
             udp_buffer_bytes: config.server.udp_buffer_bytes,
+            datagram_batch: config.bt_udp.batch_size,
             name: "worker".to_owned(),
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
@@ -195,8 +170,8 @@ impl Server {
                 .map(|(_, addr)| addr)
         };
         let ppstp_addr = find(runtime.local_addrs(), PPSTP_LISTENER);
-        let bt_http_addr = find(runtime.local_addrs(), BT_HTTP_LISTENER);
-        let bt_udp_addr = find(runtime.datagram_addrs(), BT_UDP_LISTENER);
+        let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
+        let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
 
         let overlay = if config.overlay.enabled {
             let o = crate::overlay::transport::OverlayHandle::start(&config.overlay)
@@ -228,6 +203,7 @@ impl Server {
                 listen_backlog: 128,
                 events_per_poll: 64,
                 udp_buffer_bytes: 0,
+                datagram_batch: 1,
                 name: "admin".to_owned(),
             };
             let spec = ListenerSpec {
@@ -263,8 +239,9 @@ impl Server {
             state,
             ppstp_addr,
             admin_addr,
-            bt_http_addr,
-            bt_udp_addr,
+            bt_http_addrs,
+            bt_udp_addrs,
+            access,
         })
     }
 
@@ -278,14 +255,31 @@ impl Server {
         self.admin_addr
     }
 
-    /// The bound BitTorrent HTTP tracker address, when enabled.
+    /// The first bound BitTorrent HTTP tracker address, when enabled.
     pub fn bt_http_addr(&self) -> Option<SocketAddr> {
-        self.bt_http_addr
+        self.bt_http_addrs.first().copied()
     }
 
-    /// The bound BitTorrent UDP tracker address, when enabled.
+    /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
-        self.bt_udp_addr
+        self.bt_udp_addrs.first().copied()
+    }
+
+    /// Re-reads the access list file (what SIGHUP does). On error the old list stays in force.
+    /// Returns the number of entries now in force.
+    pub fn reload_access_list(&self) -> Result<usize, String> {
+        self.access.reload()
+    }
+
+    /// Every bound BitTorrent HTTP tracker address, in `bt_http.listen` order (the real
+    /// ports when configured with port 0).
+    pub fn bt_http_addrs(&self) -> &[SocketAddr] {
+        &self.bt_http_addrs
+    }
+
+    /// Every bound BEP 15 UDP address, in `bt_udp.listen` order.
+    pub fn bt_udp_addrs(&self) -> &[SocketAddr] {
+        &self.bt_udp_addrs
     }
 
     /// The engine, for tests that inspect tables directly.
@@ -337,18 +331,13 @@ impl Drop for Server {
     }
 }
 
-/// BitTorrent answer limits from `[bittorrent]` and the engine's track timer.
-fn bt_limits(config: &Config) -> BtLimits {
-    let b = &config.bittorrent;
-    let mut limits = BtLimits::for_track_timer(config.engine.track_timer_secs);
-    if b.announce_interval_secs > 0 {
-        limits.announce_interval_secs = b.announce_interval_secs;
-        limits.min_announce_interval_secs = (b.announce_interval_secs / 2).max(1);
-    }
-    limits.default_num_want = b.default_num_want;
-    limits.max_num_want = b.max_num_want;
-    limits.max_scrape_hashes = b.max_scrape_hashes;
-    limits
+/// The addresses of the listeners called `name`, in order.
+fn named(addrs: &[(String, SocketAddr)], name: &str) -> Vec<SocketAddr> {
+    addrs
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, a)| *a)
+        .collect()
 }
 
 /// Decoder limits from the engine's configuration (the engine checks them again).
@@ -373,6 +362,8 @@ mod tests {
         let mut config = Config::default();
         config.ppstp.listen = "127.0.0.1:0".to_owned();
         config.admin.listen = "127.0.0.1:0".to_owned();
+        config.bt_udp.enabled = false;
+        config.bt_http.enabled = false;
         config.server.workers = 2;
         config
     }
@@ -450,10 +441,10 @@ mod tests {
     fn bittorrent_udp_and_http_trackers_share_the_engine() {
         use std::io::{Read, Write};
         let mut config = loopback_config();
-        config.bittorrent.udp_enabled = true;
-        config.bittorrent.udp_listen = "127.0.0.1:0".to_owned();
-        config.bittorrent.http_enabled = true;
-        config.bittorrent.http_listen = "127.0.0.1:0".to_owned();
+        config.bt_udp.enabled = true;
+        config.bt_udp.listen = vec!["127.0.0.1:0".to_owned()];
+        config.bt_http.enabled = true;
+        config.bt_http.listen = vec!["127.0.0.1:0".to_owned()];
         let server = Server::start(&config).unwrap();
         let udp_addr = server.bt_udp_addr().unwrap();
         let http_addr = server.bt_http_addr().unwrap();
@@ -533,6 +524,40 @@ mod tests {
             .collect();
         assert!(names.contains(&BT_UDP_LISTENER), "{names:?}");
         assert!(names.contains(&BT_HTTP_LISTENER), "{names:?}");
+        server.shutdown();
+    }
+
+    #[test]
+    fn bittorrent_http_refuses_other_methods_and_bad_framing_with_a_failure_reason() {
+        use std::io::{Read, Write};
+        let mut config = loopback_config();
+        config.bt_http.enabled = true;
+        config.bt_http.listen = vec!["127.0.0.1:0".to_owned()];
+        let server = Server::start(&config).unwrap();
+        let addr = server.bt_http_addr().unwrap();
+        for (request, status) in [
+            (
+                &b"POST /announce HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
+                "405",
+            ),
+            (&b"\x01\x02 nonsense\r\n\r\n"[..], "400"),
+        ] {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            conn.write_all(request).unwrap();
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{answer}"
+            );
+            assert!(answer.contains("14:failure reason"), "{answer}");
+        }
+        assert!(server
+            .metrics_text()
+            .contains("ppsp_bt_http_requests_total{outcome=\"http_fault\"} 2"));
         server.shutdown();
     }
 }

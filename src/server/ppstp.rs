@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access_list::AccessControl;
 use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
 use crate::protocol::http::{self, Framed, HttpLimits, RequestHead};
@@ -14,6 +15,7 @@ use super::Clock;
 /// Shared, read-only state of the PPSTP service.
 pub(crate) struct PpstpService {
     pub engine: Arc<Engine>,
+    pub access: Arc<AccessControl>,
     pub metrics: Arc<Metrics>,
     pub http_limits: HttpLimits,
     pub decode_limits: DecodeLimits,
@@ -102,7 +104,17 @@ impl PpstpWorker {
             Ok(decoded) => {
                 let kind = request_index(&decoded.request.kind);
                 metrics.request(kind);
-                let response = service.engine.handle(&decoded.request, now);
+                // The access list refuses swarms with 03 (forbidden action).
+                let refused = !service.access.is_off()
+                    && !service
+                        .access
+                        .current()
+                        .permits_request(&decoded.request.kind);
+                let response = if refused {
+                    Response::Err(ErrorCode::Forbidden)
+                } else {
+                    service.engine.handle(&decoded.request, now)
+                };
                 metrics.error(kind, response.error_code());
                 self.answer(
                     out,

@@ -261,6 +261,11 @@ pub fn run(
                             match c.waiting.pop_front() {
                                 Some(w) => {
                                     let outcome = encoder.classify(w.kind, status, body);
+                                    if outcome == Outcome::Ok {
+                                        if let Some(n) = encoder.peers_listed(w.kind, body) {
+                                            rec.on_peer_list(n);
+                                        }
+                                    }
                                     rec.on_reply(w.kind, w.intended, now, outcome);
                                 }
                                 None => {

@@ -18,7 +18,7 @@ use super::mmsg::{self, RecvBatch, SendBatch};
 use super::{Schedule, WorkerConfig, MAX_POLL_WAIT, TIMEOUT_SCAN};
 use crate::proto::bt_udp::{self, UdpReply};
 use crate::stats::{ErrorKind, Outcome, Recorder};
-use crate::workload::{OpKind, OpSource, Population};
+use crate::workload::{Op, OpKind, OpSource, Population};
 
 /// BEP 15: a connection id may be used for one minute by the client (the tracker accepts it for
 /// two); refresh it after this long.
@@ -33,6 +33,9 @@ struct Slot {
     seq: u16,
     busy: bool,
     kind: OpKind,
+    /// Peer and swarm of the request, for the debug output.
+    peer: u32,
+    swarm: u32,
     intended: Instant,
     sent: Instant,
 }
@@ -113,6 +116,8 @@ pub fn run(
                     seq: 0,
                     busy: false,
                     kind: OpKind::Announce,
+                    peer: 0,
+                    swarm: 0,
                     intended: now,
                     sent: now,
                 };
@@ -126,10 +131,16 @@ pub fn run(
     let mut schedule = Schedule::new(cfg.start, cfg.rate);
     let mut buf = Vec::with_capacity(128);
     let mut rbatch = RecvBatch::default();
+    let mut pending: Option<Op> = None;
+    // The local sockets bound to each source address slot.
+    let slots_n = cfg.sources.len().max(1);
+    let mut socket_slots: Vec<Vec<usize>> = vec![Vec::new(); slots_n];
+    for i in 0..conns.len() {
+        socket_slots[(cfg.first_socket + i) % slots_n].push(i);
+    }
     let mut exhausted = false;
     let mut stopped_at: Option<Instant> = None;
     let mut last_scan = Instant::now();
-    let mut rr = 0usize;
     let ipv6 = cfg.target.is_ipv6();
 
     loop {
@@ -173,33 +184,29 @@ pub fn run(
             }
         }
 
-        // Issue what is due, spreading requests over sockets round-robin.
+        // Issue what is due. A peer always sends from the same socket (one bound to its
+        // source address slot), so the tracker always sees the same (address, port) for it and
+        // its requests in order.
         if issuing {
-            let n = conns.len();
-            let mut idle_rounds = 0;
-            while idle_rounds < n && schedule.count() < cfg.max_requests {
+            while schedule.count() < cfg.max_requests {
                 if !schedule.active(now, cfg.deadline) {
                     break;
                 }
                 let Some(intended) = schedule.due(now) else {
                     break;
                 };
-                let c = &mut conns[rr % n];
-                rr = rr.wrapping_add(1);
-                let Some(conn_id) = c.connection_id else {
-                    idle_rounds += 1;
-                    continue;
-                };
-                let Some(&slot_idx) = c.free.last() else {
-                    idle_rounds += 1;
-                    continue;
-                };
-                let op = match source.next(pop) {
+                let op = match pending.take().or_else(|| source.next(pop)) {
                     Some(op) => op,
                     None => {
                         exhausted = true;
                         break;
                     }
+                };
+                let ci = socket_for(op.peer, pop, &socket_slots, cfg.workers, conns.len());
+                let c = &mut conns[ci];
+                let (Some(conn_id), Some(&slot_idx)) = (c.connection_id, c.free.last()) else {
+                    pending = Some(op);
+                    break;
                 };
                 let slot = &mut c.slots[slot_idx as usize];
                 let seq = slot.seq.wrapping_add(1);
@@ -212,13 +219,14 @@ pub fn run(
                     seq,
                     busy: true,
                     kind: op.kind,
+                    peer: op.peer,
+                    swarm: op.swarm,
                     intended,
                     sent: now,
                 };
                 c.free.pop();
                 schedule.issued();
                 rec.on_sent(op.kind);
-                idle_rounds = 0;
             }
         }
         // Send this round's requests, one sendmmsg per socket and batch. What the socket
@@ -273,6 +281,22 @@ pub fn run(
     Ok(())
 }
 
+/// The local socket peer `peer` sends from: one bound to its address slot when this worker has
+/// one (else any), chosen by `peer / workers` so the choice never changes.
+fn socket_for(
+    peer: u32,
+    pop: &Population,
+    socket_slots: &[Vec<usize>],
+    workers: usize,
+    n: usize,
+) -> usize {
+    let k = peer as usize / workers.max(1);
+    match socket_slots.get(pop.addr_slot(peer) as usize) {
+        Some(list) if !list.is_empty() => list[k % list.len()],
+        _ => k % n.max(1),
+    }
+}
+
 fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut Recorder) {
     let Some((tid, reply)) = bt_udp::decode_reply(pkt, ipv6) else {
         if std::env::var_os("PPSP_LOADGEN_DEBUG").is_some() {
@@ -322,12 +346,27 @@ fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut
     }
     slot.busy = false;
     c.free.push(slot_idx as u16);
+    if matches!(reply, UdpReply::Error | UdpReply::Short)
+        && std::env::var_os("PPSP_LOADGEN_DEBUG").is_some()
+    {
+        eprintln!(
+            "{:?} reply to {} of peer {} in swarm {}: {:02x?}",
+            reply,
+            slot.kind,
+            slot.peer,
+            slot.swarm,
+            &pkt[..pkt.len().min(40)]
+        );
+    }
     let outcome = match (slot.kind, reply) {
         (_, UdpReply::Error) => Outcome::Err(ErrorKind::BtUdpError),
         (_, UdpReply::Short) => Outcome::Err(ErrorKind::ShortReply),
         (OpKind::Scrape, UdpReply::Scrape) => Outcome::Ok,
         (OpKind::Scrape, _) => Outcome::Err(ErrorKind::Malformed),
-        (_, UdpReply::Announce { .. }) => Outcome::Ok,
+        (_, UdpReply::Announce { peers }) => {
+            rec.on_peer_list(peers);
+            Outcome::Ok
+        }
         _ => Outcome::Err(ErrorKind::Malformed),
     };
     rec.on_reply(slot.kind, slot.intended, now, outcome);

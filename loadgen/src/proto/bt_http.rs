@@ -31,6 +31,26 @@ pub fn scrape_path(announce: &str) -> String {
     }
 }
 
+/// Peers in a BEP 23 compact `peers` string (6 bytes each) plus a BEP 7 `peers6` string (18
+/// bytes each) of a bencoded announce reply; `None` when neither is there.
+pub fn compact_peers(body: &[u8]) -> Option<usize> {
+    fn string_len(body: &[u8], key: &[u8]) -> Option<usize> {
+        let at = body.windows(key.len()).position(|w| w == key)? + key.len();
+        let rest = body.get(at..)?;
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if rest.get(digits) != Some(&b':') {
+            return None;
+        }
+        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    }
+    let v4 = string_len(body, b"5:peers");
+    let v6 = string_len(body, b"6:peers6");
+    match (v4, v6) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) / 6 + b.unwrap_or(0) / 18),
+    }
+}
+
 pub struct BtHttpEncoder {
     opts: EncodeOptions,
     headers: String,
@@ -78,6 +98,13 @@ impl HttpEncoder for BtHttpEncoder {
         out.extend_from_slice(b" HTTP/1.1\r\n");
         out.extend_from_slice(self.headers.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+
+    fn peers_listed(&self, kind: OpKind, body: &[u8]) -> Option<usize> {
+        if kind == OpKind::Scrape {
+            return None;
+        }
+        compact_peers(body)
     }
 
     fn classify(&self, _kind: OpKind, status: u16, body: &[u8]) -> Outcome {
@@ -223,6 +250,20 @@ mod tests {
             enc.classify(OpKind::Announce, 200, b"<html>"),
             Outcome::Err(ErrorKind::Malformed)
         );
+    }
+
+    #[test]
+    fn counts_compact_peers() {
+        assert_eq!(
+            compact_peers(b"d8:intervali1800e5:peers12:abcdefghijkle"),
+            Some(2)
+        );
+        assert_eq!(
+            compact_peers(b"d8:intervali1800e5:peers0:6:peers618:abcdefghijklmnopqre"),
+            Some(1)
+        );
+        assert_eq!(compact_peers(b"d8:intervali1800ee"), None);
+        assert_eq!(compact_peers(b"d5:peersxe"), None);
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub trait HttpEncoder: Send {
     fn encode(&mut self, op: &Op, pop: &Population, out: &mut Vec<u8>);
     /// Classifies a complete reply to a request of kind `kind`.
     fn classify(&self, kind: OpKind, status: u16, body: &[u8]) -> Outcome;
+    /// How many peers a successful reply lists, when it carries a peer list.
+    fn peers_listed(&self, kind: OpKind, body: &[u8]) -> Option<usize>;
 }
 
 /// The HTTP encoder for `protocol`, or `None` for datagram protocols.

@@ -178,6 +178,10 @@ impl HttpEncoder for PpstpEncoder {
         out.extend_from_slice(&self.body);
     }
 
+    fn peers_listed(&self, kind: OpKind, body: &[u8]) -> Option<usize> {
+        matches!(kind, OpKind::Find | OpKind::Connect | OpKind::Join).then(|| count_peers(body))
+    }
+
     fn classify(&self, _kind: OpKind, status: u16, body: &[u8]) -> Outcome {
         if status == 200 {
             return Outcome::Ok;
@@ -187,6 +191,12 @@ impl HttpEncoder for PpstpEncoder {
             _ => Outcome::Err(ErrorKind::HttpStatus(status)),
         }
     }
+}
+
+/// Counts the `peer_info` entries of a reply (each names one `peer_id`) without a full parse.
+pub fn count_peers(body: &[u8]) -> usize {
+    const KEY: &[u8] = b"\"peer_id\"";
+    body.windows(KEY.len()).filter(|w| *w == KEY).count()
 }
 
 /// Reads `error_code` out of a PPSTP reply body without a full JSON parse (number or string).
@@ -319,6 +329,16 @@ mod tests {
         let a = enc.body.clone();
         enc.encode_body(&op, &pop);
         assert_ne!(a, enc.body);
+    }
+
+    #[test]
+    fn counts_listed_peers() {
+        let body = br#"{"PPSPTrackerProtocol":{"swarm_result":[{"peer_group":{"peer_info":[{"peer_id":"a"},{"peer_id":"b"}]}}]}}"#;
+        assert_eq!(count_peers(body), 2);
+        assert_eq!(count_peers(b"{}"), 0);
+        let enc = PpstpEncoder::new(opts(false));
+        assert_eq!(enc.peers_listed(OpKind::Find, body), Some(2));
+        assert_eq!(enc.peers_listed(OpKind::Keepalive, body), None);
     }
 
     #[test]

@@ -18,10 +18,10 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::query::{parse_announce, parse_scrape, QueryError};
-use crate::engine::{ErrorCode, Time};
+use crate::engine::{ErrorCode, PeerInfo, Time};
 use crate::protocol::bencode;
 use crate::protocol::bt_udp::tracker::{
-    announce, engine_error_message, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
+    announce, engine_error_message, refused, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
 };
 use crate::protocol::bt_udp::wire::{write_peer, PEER_V4_LEN, PEER_V6_LEN};
 
@@ -41,6 +41,8 @@ pub enum HttpFailure {
     Engine(ErrorCode),
     /// Neither `/announce` nor `/scrape` (status 404).
     UnknownPath,
+    /// The access list refuses the swarm.
+    AccessDenied,
 }
 
 impl HttpFailure {
@@ -53,6 +55,7 @@ impl HttpFailure {
             HttpFailure::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
             HttpFailure::Engine(_) => "engine_error",
             HttpFailure::UnknownPath => "unknown_path",
+            HttpFailure::AccessDenied => "access_denied",
         }
     }
 }
@@ -109,10 +112,26 @@ impl HttpFrontEnd {
         now: Time,
         body: &mut Vec<u8>,
     ) -> HttpOutcome {
+        self.handle_get_with(core, src, path, query, now, body, &mut Vec::new())
+    }
+
+    /// As [`HttpFrontEnd::handle_get`], with the peer list built in `scratch` (kept by the
+    /// caller between requests so that an announce allocates nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_get_with(
+        &self,
+        core: &impl TrackerCore,
+        src: SocketAddr,
+        path: &str,
+        query: Option<&str>,
+        now: Time,
+        body: &mut Vec<u8>,
+        scratch: &mut Vec<PeerInfo>,
+    ) -> HttpOutcome {
         body.clear();
         let query = query.unwrap_or("");
         let answer = match path {
-            ANNOUNCE_PATH => self.announce(core, src, query, now, body),
+            ANNOUNCE_PATH => self.announce(core, src, query, now, body, scratch),
             SCRAPE_PATH => self.scrape(core, src, query, now, body),
             _ => Err(HttpFailure::UnknownPath),
         };
@@ -143,10 +162,15 @@ impl HttpFrontEnd {
         query: &str,
         now: Time,
         out: &mut Vec<u8>,
+        scratch: &mut Vec<PeerInfo>,
     ) -> Result<HttpAnswer, HttpFailure> {
         let q = parse_announce(query).map_err(HttpFailure::Query)?;
-        let answer = announce(core, &self.limits, src, &q.to_announce(), now)
-            .map_err(HttpFailure::Engine)?;
+        let a = q.to_announce();
+        if refused(core, &a) {
+            return Err(HttpFailure::AccessDenied);
+        }
+        let answer =
+            announce(core, &self.limits, src, &a, now, scratch).map_err(HttpFailure::Engine)?;
         // One address per peer, the requester's family first; the list holds both families.
         let family = Family::of(src.ip());
         let peers = || answer.peer_addrs(family, true);
@@ -242,6 +266,7 @@ fn write_failure(out: &mut Vec<u8>, failure: HttpFailure) {
         HttpFailure::Query(e) => bencode::bytes(out, e.to_string().as_bytes()),
         HttpFailure::Engine(code) => bencode::bytes(out, engine_error_message(code).as_bytes()),
         HttpFailure::UnknownPath => bencode::bytes(out, b"unknown path"),
+        HttpFailure::AccessDenied => bencode::bytes(out, b"info_hash not allowed"),
     }
     bencode::end(out);
 }
@@ -347,24 +372,25 @@ d2:ip11:2001:db8::14:porti2000eeee"
             Some(&format!("{Q}&left=0&ip=203.0.113.9&numwant=5")),
         );
         let reqs = core.requests.borrow();
-        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs.len(), 1);
         assert_eq!(
             reqs[0].peer_id,
             bt_peer_id("192.0.2.7".parse().unwrap(), 6881)
         );
         match &reqs[0].kind {
-            RequestKind::Connect {
+            RequestKind::Announce {
+                swarm_id: swarm,
+                mode,
+                addr,
                 peer_num,
-                addrs,
-                actions,
             } => {
                 assert_eq!(peer_num.unwrap().peer_count, Some(5));
                 // The `ip` parameter is ignored.
-                assert_eq!(addrs[0].addr, "192.0.2.7:6881".parse().unwrap());
-                assert_eq!(actions[0].swarm_id, swarm_id(b"aaaaaaaaaaaaaaaaaaaa"));
-                assert_eq!(actions[0].mode, PeerMode::Seeder);
+                assert_eq!(addr.addr, "192.0.2.7:6881".parse().unwrap());
+                assert_eq!(*swarm, swarm_id(b"aaaaaaaaaaaaaaaaaaaa"));
+                assert_eq!(*mode, PeerMode::Seeder);
             }
-            other => panic!("expected CONNECT, got {other:?}"),
+            other => panic!("expected an announce, got {other:?}"),
         }
     }
 
@@ -506,7 +532,7 @@ d2:ip11:2001:db8::14:porti2000eeee"
     #[test]
     fn engine_errors_become_failure_reasons() {
         let core = FakeCore {
-            connect_error: Some(ErrorCode::ServiceUnavailable),
+            announce_error: Some(ErrorCode::ServiceUnavailable),
             ..FakeCore::default()
         };
         let (o, body) = get(&core, "/announce", Some(Q));
@@ -550,5 +576,22 @@ d2:ip11:2001:db8::14:porti2000eeee"
             prop_assert_eq!(body.first(), Some(&b'd'));
             prop_assert_eq!(body.last(), Some(&b'e'));
         }
+    }
+
+    #[test]
+    fn refused_swarms_get_a_failure_reason() {
+        let core = FakeCore {
+            denied: vec![*b"aaaaaaaaaaaaaaaaaaaa"],
+            ..swarm_core()
+        };
+        let (o, body) = get(&core, "/announce", Some(Q));
+        assert_eq!(o.answer, HttpAnswer::Failure(HttpFailure::AccessDenied));
+        assert_eq!(
+            body,
+            b"d14:failure reason21:info_hash not allowede".to_vec()
+        );
+        assert!(core.requests.borrow().is_empty());
+        let (o, _) = get(&core, "/announce", Some(&format!("{Q}&event=stopped")));
+        assert_eq!(o.answer, HttpAnswer::Announce);
     }
 }

@@ -6,7 +6,7 @@
 //!   framed a `GET` request; it writes the bencoded body and says the status.
 //!
 //! The mapping onto the engine (info-hash = swarm, peers keyed by source IP and announced port,
-//! announce = CONNECT + JOIN, `stopped` = LEAVE) is shared with the UDP tracker and lives in
+//! announce = the engine's protocol-neutral announce, `stopped` = LEAVE) is shared with the UDP tracker and lives in
 //! `protocol::bt_udp::tracker`.
 
 pub mod front_end;

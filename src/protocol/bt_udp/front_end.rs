@@ -17,14 +17,14 @@ use std::net::SocketAddr;
 
 use super::connection_id::{ConnectionIdSecret, ConnectionIds, DEFAULT_SLOT_MILLIS};
 use super::tracker::{
-    announce, engine_error_message, swarm_counts, Announce, BtLimits, Family, TrackerCore,
+    announce, engine_error_message, refused, swarm_counts, Announce, BtLimits, Family, TrackerCore,
 };
 use super::wire::{
     action, decode_request, write_announce_header, write_peer, write_response_header,
     ConnectResponse, DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest,
     PROTOCOL_ID,
 };
-use crate::engine::{ErrorCode, Time};
+use crate::engine::{ErrorCode, PeerInfo, Time};
 
 /// Why the tracker answered a request with a BEP 15 error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +40,8 @@ pub enum UdpError {
     TooManyHashes,
     /// The engine refused the announce.
     Engine(ErrorCode),
+    /// The access list refuses the swarm.
+    AccessDenied,
 }
 
 impl UdpError {
@@ -52,6 +54,7 @@ impl UdpError {
             UdpError::BadPort => "invalid port",
             UdpError::TooManyHashes => "too many info_hashes",
             UdpError::Engine(code) => engine_error_message(code),
+            UdpError::AccessDenied => "info_hash not allowed",
         }
     }
 
@@ -65,6 +68,7 @@ impl UdpError {
             UdpError::TooManyHashes => "too_many_hashes",
             UdpError::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
             UdpError::Engine(_) => "engine_error",
+            UdpError::AccessDenied => "access_denied",
         }
     }
 }
@@ -138,8 +142,7 @@ impl UdpFrontEnd {
     }
 
     /// Handles one datagram `packet` from `src` at `now`: clears `out` and writes the answer
-    /// into it when the outcome is [`Outcome::Reply`]. Never panics; allocates nothing beyond
-    /// the engine's own request and answer (and `out` growing to its working size once).
+    /// into it when the outcome is [`Outcome::Reply`]. Never panics.
     pub fn handle(
         &self,
         core: &impl TrackerCore,
@@ -147,6 +150,21 @@ impl UdpFrontEnd {
         packet: &[u8],
         now: Time,
         out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.handle_with(core, src, packet, now, out, &mut Vec::new())
+    }
+
+    /// As [`UdpFrontEnd::handle`], with the peer list built in `scratch`. A worker that keeps
+    /// `out` and `scratch` between datagrams allocates nothing per announce of a known peer
+    /// (once both have grown to their working size).
+    pub fn handle_with(
+        &self,
+        core: &impl TrackerCore,
+        src: SocketAddr,
+        packet: &[u8],
+        now: Time,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<PeerInfo>,
     ) -> Outcome {
         out.clear();
         let Some(header) = RequestHeader::peek(packet) else {
@@ -179,7 +197,10 @@ impl UdpFrontEnd {
                     event: req.event,
                     num_want: req.num_want(),
                 };
-                match announce(core, &self.limits, src, &a, now) {
+                if refused(core, &a) {
+                    return error(out, packet.len(), tid, UdpError::AccessDenied);
+                }
+                match announce(core, &self.limits, src, &a, now, scratch) {
                     Ok(answer) => {
                         write_announce_header(
                             out,
@@ -352,23 +373,24 @@ mod tests {
         assert_eq!(out, want);
 
         let reqs = core.requests.borrow();
-        let announce = &reqs[reqs.len() - 2];
+        let announce = reqs.last().unwrap();
         assert_eq!(
             announce.peer_id,
             bt_peer_id("192.0.2.7".parse().unwrap(), 6881)
         );
         match &announce.kind {
-            RequestKind::Connect {
+            RequestKind::Announce {
+                swarm_id: swarm,
+                mode,
+                addr,
                 peer_num,
-                addrs,
-                actions,
             } => {
                 assert_eq!(peer_num.unwrap().peer_count, Some(50));
-                assert_eq!(addrs[0].addr, "192.0.2.7:6881".parse().unwrap());
-                assert_eq!(actions[0].swarm_id, swarm_id(&[0x11; 20]));
-                assert_eq!(actions[0].mode, PeerMode::Leech);
+                assert_eq!(addr.addr, "192.0.2.7:6881".parse().unwrap());
+                assert_eq!(*swarm, swarm_id(&[0x11; 20]));
+                assert_eq!(*mode, PeerMode::Leech);
             }
-            other => panic!("expected CONNECT, got {other:?}"),
+            other => panic!("expected an announce, got {other:?}"),
         }
     }
 
@@ -394,9 +416,9 @@ mod tests {
         }
         // left == 0: joined as seeder.
         let reqs = core.requests.borrow();
-        match &reqs[reqs.len() - 2].kind {
-            RequestKind::Connect { actions, .. } => assert_eq!(actions[0].mode, PeerMode::Seeder),
-            other => panic!("expected CONNECT, got {other:?}"),
+        match &reqs.last().unwrap().kind {
+            RequestKind::Announce { mode, .. } => assert_eq!(*mode, PeerMode::Seeder),
+            other => panic!("expected an announce, got {other:?}"),
         }
     }
 
@@ -511,14 +533,14 @@ mod tests {
             .requests
             .borrow()
             .iter()
-            .all(|r| !matches!(r.kind, RequestKind::Connect { .. })));
+            .all(|r| !matches!(r.kind, RequestKind::Announce { .. })));
     }
 
     #[test]
     fn engine_refusal_becomes_an_error_response() {
         let fe = front();
         let core = FakeCore {
-            connect_error: Some(ErrorCode::ServiceUnavailable),
+            announce_error: Some(ErrorCode::ServiceUnavailable),
             ..FakeCore::default()
         };
         let cid = connect(&fe, &core, v4());
@@ -639,6 +661,57 @@ mod tests {
             prop_assert_eq!(o, Outcome::Reply(Reply::Announce));
             prop_assert_eq!(&out[4..8], &tid.to_be_bytes());
             prop_assert_eq!((out.len() - 20) % 6, 0);
+        }
+    }
+
+    #[test]
+    fn refused_swarms_get_an_error_but_can_be_left_and_scrape_as_empty() {
+        let fe = front();
+        let core = FakeCore {
+            denied: vec![[0x11; 20]],
+            ..swarm_core()
+        };
+        let cid = connect(&fe, &core, v4());
+        let (o, out) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Announce(announce_req(cid, 10, AnnounceEvent::Started)),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::AccessDenied)));
+        match decode_response(&out, Family::V4, 0) {
+            Ok(UdpResponse::Error(e)) => assert_eq!(e.message, b"info_hash not allowed"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(
+            core.requests.borrow().is_empty(),
+            "the engine was not asked"
+        );
+        let (o, _) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Announce(announce_req(cid, 10, AnnounceEvent::Stopped)),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Announce));
+        let hashes = [[0x11u8; 20], [0x22; 20]].concat();
+        let (o, out) = send(
+            &fe,
+            &core,
+            v4(),
+            UdpRequest::Scrape(ScrapeRequest {
+                connection_id: cid,
+                transaction_id: 4,
+                info_hashes: InfoHashes::new(&hashes).unwrap(),
+            }),
+        );
+        assert_eq!(o, Outcome::Reply(Reply::Scrape));
+        match decode_response(&out, Family::V4, 10) {
+            Ok(UdpResponse::Scrape(s)) => {
+                assert_eq!((s.entries[0].seeders, s.entries[0].leechers), (0, 0));
+                assert_eq!(s.entries[1].seeders, core.stats.seeders);
+            }
+            other => panic!("expected a scrape, got {other:?}"),
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`wire`]: the message layouts, typed decode and encode (requests and responses).
 //! - [`connection_id`]: stateless connection ids (keyed hash of address and time slot).
-//! - [`tracker`]: info-hash = swarm, announce = CONNECT + JOIN, `stopped` = LEAVE, counts from
-//!   STAT_QUERY; the [`TrackerCore`] trait the front-ends call the engine through.
+//! - [`tracker`]: info-hash = swarm, announce = the engine's `RequestKind::Announce` (peer
+//!   list and counts in one call), `stopped` = LEAVE, scrape counts from STAT_QUERY; the
+//!   [`TrackerCore`] trait the front-ends call the engine through.
 //! - [`front_end`]: [`UdpFrontEnd::handle`], one datagram in, at most one datagram out.
 //!
 //! The runtime owns the sockets: it draws a [`ConnectionIdSecret`] at start, builds one

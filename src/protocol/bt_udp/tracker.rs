@@ -9,13 +9,15 @@
 //!   `00 62 74 36` (`"\0bt6"`) + 16-byte IPv6 address + 2-byte port (22 bytes), all big-endian.
 //!   The leading NUL byte keeps these apart from PPSTP peer ids, which are printable strings.
 //!   IPv4-mapped IPv6 source addresses (from dual-stack sockets) count as IPv4.
-//! - An announce is one CONNECT carrying one JOIN action of the swarm, with mode SEEDER when
-//!   `left == 0` and LEECH otherwise, the peer's address (source IP + announced port, type HOST)
-//!   and a `peer_num.peer_count` of the wanted peer count (capped). The engine treats a CONNECT
-//!   from a peer already in the swarm as a refresh. `event=stopped` is a LEAVE of the swarm.
-//! - The seeder and leecher counts of an announce answer, and every scrape entry, come from a
-//!   STAT_QUERY of the swarm, made with the same peer id (a scraping client need not be
-//!   registered, so the engine answers STAT_QUERY of a swarm from any peer id).
+//! - An announce is the engine's protocol-neutral [`RequestKind::Announce`] (not a CONNECT:
+//!   RFC 7846 Table 6 forbids a lone JOIN in TRACKING, and a client re-announces every few
+//!   minutes), with mode SEEDER when `left == 0` and LEECH otherwise, the peer's address (source
+//!   IP + announced port, type HOST) and a `peer_num.peer_count` of the wanted peer count
+//!   (capped). It registers a new peer, refreshes a known one, and answers the peer list and the
+//!   swarm's seeder and leecher counts in one engine call. `event=stopped` is a LEAVE.
+//! - Every scrape entry, and the counts after a `stopped`, come from a STAT_QUERY of the swarm,
+//!   made with the same peer id (a scraping client need not be registered, so the engine
+//!   answers STAT_QUERY of a swarm from any peer id).
 //! - The peer list is the engine's, filtered again here: never the announcing address itself,
 //!   no address with port 0, no seeders for a seeder, and only the requested address family
 //!   where the protocol needs it (BEP 15 answers IPv4 peers to IPv4 packets, IPv6 to IPv6).
@@ -25,8 +27,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    ActionKind, AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum,
-    Request, RequestKind, Response, StatAnswer, StatTarget, SwarmAction, SwarmId, Time,
+    AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum, Request,
+    RequestKind, Response, StatAnswer, StatTarget, SwarmId, SwarmStats, Time,
 };
 
 /// Length of a BitTorrent info-hash and peer id in bytes.
@@ -92,11 +94,51 @@ impl BtLimits {
 pub trait TrackerCore {
     /// Applies one request at time `now` (see [`Engine::handle`]).
     fn handle(&self, request: &Request, now: Time) -> Response;
+
+    /// Whether the swarm of `info_hash` is served (the access list). A refused announce gets
+    /// the protocol's error, a refused scrape entry reads as an empty swarm.
+    fn allows(&self, _info_hash: &InfoHash) -> bool {
+        true
+    }
+
+    /// Applies a [`RequestKind::Announce`] and writes its peer list into `peers` (see
+    /// [`Engine::announce_into`]); returns the swarm's statistics. The default goes through
+    /// [`TrackerCore::handle`]; the engine writes into `peers` directly, allocating nothing for
+    /// a known peer.
+    fn announce(
+        &self,
+        request: &Request,
+        now: Time,
+        peers: &mut Vec<PeerInfo>,
+    ) -> Result<SwarmStats, ErrorCode> {
+        peers.clear();
+        match self.handle(request, now) {
+            Response::Err(code) => Err(code),
+            Response::Ok(answer) => {
+                if let Some(list) = answer.swarm_results.into_iter().find_map(|r| r.peers) {
+                    peers.extend(list);
+                }
+                Ok(match answer.stat {
+                    Some(StatAnswer::Swarm(_, stats)) => stats,
+                    _ => SwarmStats::default(),
+                })
+            }
+        }
+    }
 }
 
 impl TrackerCore for Engine {
     fn handle(&self, request: &Request, now: Time) -> Response {
         Engine::handle(self, request, now)
+    }
+
+    fn announce(
+        &self,
+        request: &Request,
+        now: Time,
+        peers: &mut Vec<PeerInfo>,
+    ) -> Result<SwarmStats, ErrorCode> {
+        self.announce_into(request, now, peers)
     }
 }
 
@@ -249,6 +291,9 @@ pub fn swarm_counts(
     info_hash: &InfoHash,
     now: Time,
 ) -> SwarmCounts {
+    if !core.allows(info_hash) {
+        return SwarmCounts::default();
+    }
     let request = Request {
         peer_id: bt_peer_id(src.ip(), src.port()),
         source: src,
@@ -273,12 +318,18 @@ fn counts_from(response: &Response) -> SwarmCounts {
     }
 }
 
+/// True when the access list refuses this announce. Leaving is never refused, so that a peer
+/// can always go away from a swarm that became refused.
+pub fn refused(core: &impl TrackerCore, announce: &Announce) -> bool {
+    announce.event != AnnounceEvent::Stopped && !core.allows(&announce.info_hash)
+}
+
 /// The engine's answer to one announce, ready to be written in either protocol.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AnnounceAnswer {
+pub struct AnnounceAnswer<'a> {
     pub counts: SwarmCounts,
     /// The peer list the engine returned (empty after `stopped`).
-    peers: Vec<PeerInfo>,
+    peers: &'a [PeerInfo],
     /// The announcing peer's own address (source IP + announced port), never listed.
     requester: SocketAddr,
     /// A seeder is sent only leechers: other seeders are of no use to it.
@@ -287,7 +338,7 @@ pub struct AnnounceAnswer {
     limit: usize,
 }
 
-impl AnnounceAnswer {
+impl AnnounceAnswer<'_> {
     /// One address per listed peer, of family `family` only, or, with `fallback`, of the other
     /// family when the peer has none of `family`. Never the requester; at most the wanted count.
     pub fn peer_addrs(
@@ -329,23 +380,26 @@ fn pick_addr(peer: &PeerInfo, family: Family, fallback: bool) -> Option<SocketAd
     }
 }
 
-/// Applies one announce from `src` to the engine at `now` and collects the answer. An engine
-/// error (for the request as a whole or for the swarm) is returned as its code. A `stopped`
-/// announce always succeeds: leaving a swarm one is not in changes nothing.
-pub fn announce(
+/// Applies one announce from `src` to the engine at `now` and collects the answer, with the
+/// peer list in `scratch` (reused between calls, so that a worker allocates nothing per
+/// announce). An engine error (for the request as a whole or for the swarm) is returned as its
+/// code. A `stopped` announce always succeeds: leaving a swarm one is not in changes nothing.
+pub fn announce<'a>(
     core: &impl TrackerCore,
     limits: &BtLimits,
     src: SocketAddr,
     announce: &Announce,
     now: Time,
-) -> Result<AnnounceAnswer, ErrorCode> {
+    scratch: &'a mut Vec<PeerInfo>,
+) -> Result<AnnounceAnswer<'a>, ErrorCode> {
     let ip = canonical_ip(src.ip());
     let requester = SocketAddr::new(ip, announce.port);
     let peer_id = bt_peer_id(ip, announce.port);
     let swarm = swarm_id(&announce.info_hash);
     let peer_count = limits.peer_count(announce.num_want);
+    scratch.clear();
 
-    let peers = if announce.event == AnnounceEvent::Stopped {
+    let counts = if announce.event == AnnounceEvent::Stopped {
         let request = Request {
             peer_id,
             source: src,
@@ -353,58 +407,38 @@ pub fn announce(
         };
         // The outcome does not change the answer (see above).
         let _ = core.handle(&request, now);
-        Vec::new()
+        swarm_counts(core, src, &announce.info_hash, now)
     } else {
         let request = Request {
             peer_id,
             source: src,
-            kind: RequestKind::Connect {
-                peer_num: Some(PeerNum {
-                    peer_count: Some(peer_count),
-                    ..PeerNum::default()
-                }),
-                addrs: vec![PeerAddr {
+            kind: RequestKind::Announce {
+                swarm_id: swarm,
+                mode: announce.mode(),
+                addr: PeerAddr {
                     addr: requester,
                     priority: 1,
                     kind: AddrType::Host,
                     connection: None,
                     asn: None,
                     ppsp_pp: false,
-                }],
-                actions: vec![SwarmAction {
-                    swarm_id: swarm,
-                    action: ActionKind::Join,
-                    mode: announce.mode(),
-                }],
+                },
+                peer_num: Some(PeerNum {
+                    peer_count: Some(peer_count),
+                    ..PeerNum::default()
+                }),
             },
         };
-        match core.handle(&request, now) {
-            Response::Err(code) => return Err(code),
-            Response::Ok(answer) => {
-                let result = answer
-                    .swarm_results
-                    .into_iter()
-                    .find(|r| r.swarm_id == swarm);
-                match result {
-                    Some(r) if r.result != ErrorCode::Ok => return Err(r.result),
-                    Some(r) => r.peers.unwrap_or_default(),
-                    None => Vec::new(),
-                }
-            }
+        let stats = core.announce(&request, now, scratch)?;
+        SwarmCounts {
+            seeders: stats.seeders,
+            leechers: stats.leechers,
+            downloaded: 0,
         }
     };
-
-    let stat = Request {
-        peer_id,
-        source: src,
-        kind: RequestKind::StatQuery {
-            target: StatTarget::Swarm(swarm),
-        },
-    };
-    let counts = counts_from(&core.handle(&stat, now));
     Ok(AnnounceAnswer {
         counts,
-        peers,
+        peers: scratch,
         requester,
         seeding: announce.mode() == PeerMode::Seeder,
         limit: peer_count as usize,
@@ -417,37 +451,40 @@ pub(crate) mod fake {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::engine::{Answer, SwarmResult, SwarmStats};
+    use crate::engine::{Answer, SwarmResult};
 
-    /// Answers CONNECT with `peers` (or `connect_error`), STAT_QUERY with `stats`, and records.
+    /// Answers an announce with `peers` and `stats` (or `announce_error`), STAT_QUERY with
+    /// `stats`, and records every request.
     #[derive(Default)]
     pub struct FakeCore {
         pub requests: RefCell<Vec<Request>>,
         pub peers: Vec<PeerInfo>,
         pub stats: SwarmStats,
-        pub connect_error: Option<ErrorCode>,
-        pub swarm_error: Option<ErrorCode>,
+        pub announce_error: Option<ErrorCode>,
+        /// Info-hashes the access list refuses.
+        pub denied: Vec<InfoHash>,
     }
 
     impl TrackerCore for FakeCore {
+        fn allows(&self, info_hash: &InfoHash) -> bool {
+            !self.denied.contains(info_hash)
+        }
+
         fn handle(&self, request: &Request, _now: Time) -> Response {
             self.requests.borrow_mut().push(request.clone());
             match &request.kind {
-                RequestKind::Connect { actions, .. } => {
-                    if let Some(code) = self.connect_error {
+                RequestKind::Announce { swarm_id, .. } => {
+                    if let Some(code) = self.announce_error {
                         return Response::Err(code);
                     }
                     Response::Ok(Answer {
                         reflexive: None,
-                        swarm_results: actions
-                            .iter()
-                            .map(|a| SwarmResult {
-                                swarm_id: a.swarm_id,
-                                result: self.swarm_error.unwrap_or(ErrorCode::Ok),
-                                peers: Some(self.peers.clone()),
-                            })
-                            .collect(),
-                        stat: None,
+                        swarm_results: vec![SwarmResult {
+                            swarm_id: *swarm_id,
+                            result: ErrorCode::Ok,
+                            peers: Some(self.peers.clone()),
+                        }],
+                        stat: Some(StatAnswer::Swarm(*swarm_id, self.stats)),
                     })
                 }
                 RequestKind::StatQuery {
@@ -522,69 +559,64 @@ mod tests {
     }
 
     #[test]
-    fn announce_is_a_connect_with_one_join_and_the_host_address() {
+    fn announce_is_one_engine_announce_with_the_host_address() {
+        let mut sc = Vec::new();
         let core = FakeCore::default();
         let a = Announce {
             num_want: Some(10),
             ..announce_with(Some(1000), AnnounceEvent::Started)
         };
-        announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
         let reqs = core.requests.borrow();
-        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            reqs.len(),
+            1,
+            "counts come with the announce: no STAT_QUERY"
+        );
         let want_addr: SocketAddr = "192.0.2.7:6881".parse().unwrap();
         assert_eq!(reqs[0].peer_id, bt_peer_id(want_addr.ip(), 6881));
         assert_eq!(reqs[0].source, src());
         match &reqs[0].kind {
-            RequestKind::Connect {
+            RequestKind::Announce {
+                swarm_id: swarm,
+                mode,
+                addr,
                 peer_num,
-                addrs,
-                actions,
             } => {
                 assert_eq!(peer_num.unwrap().peer_count, Some(10));
-                assert_eq!(addrs.len(), 1);
-                assert_eq!(addrs[0].addr, want_addr);
-                assert_eq!(addrs[0].kind, AddrType::Host);
-                assert_eq!(
-                    actions.as_slice(),
-                    &[SwarmAction {
-                        swarm_id: swarm_id(&[0xab; 20]),
-                        action: ActionKind::Join,
-                        mode: PeerMode::Leech,
-                    }]
-                );
+                assert_eq!(addr.addr, want_addr);
+                assert_eq!(addr.kind, AddrType::Host);
+                assert_eq!(*swarm, swarm_id(&[0xab; 20]));
+                assert_eq!(*mode, PeerMode::Leech);
             }
-            other => panic!("expected CONNECT, got {other:?}"),
+            other => panic!("expected an announce, got {other:?}"),
         }
-        assert_eq!(
-            reqs[1].kind,
-            RequestKind::StatQuery {
-                target: StatTarget::Swarm(swarm_id(&[0xab; 20]))
-            }
-        );
     }
 
     #[test]
     fn left_zero_joins_as_seeder_and_unknown_left_as_leech() {
-        for (left, mode) in [
+        for (left, want) in [
             (Some(0), PeerMode::Seeder),
             (Some(1), PeerMode::Leech),
             (None, PeerMode::Leech),
         ] {
+            let mut sc = Vec::new();
             let core = FakeCore::default();
             let a = announce_with(left, AnnounceEvent::None);
-            announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+            announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
             match &core.requests.borrow()[0].kind {
-                RequestKind::Connect { actions, .. } => assert_eq!(actions[0].mode, mode),
-                other => panic!("expected CONNECT, got {other:?}"),
+                RequestKind::Announce { mode, .. } => assert_eq!(*mode, want),
+                other => panic!("expected an announce, got {other:?}"),
             };
         }
     }
 
     #[test]
     fn stopped_is_a_leave_and_succeeds_even_if_the_engine_refuses() {
+        let mut sc = Vec::new();
         let core = FakeCore::default();
         let a = announce_with(Some(5), AnnounceEvent::Stopped);
-        let answer = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        let answer = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
         let reqs = core.requests.borrow();
         assert_eq!(
             reqs[0].kind,
@@ -622,25 +654,20 @@ mod tests {
     }
 
     #[test]
-    fn engine_errors_propagate_for_request_and_swarm() {
+    fn engine_errors_propagate() {
+        let mut sc = Vec::new();
         let core = FakeCore {
-            connect_error: Some(ErrorCode::ServiceUnavailable),
+            announce_error: Some(ErrorCode::ServiceUnavailable),
             ..FakeCore::default()
         };
         let a = announce_with(Some(5), AnnounceEvent::None);
-        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap_err();
+        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap_err();
         assert_eq!(err, ErrorCode::ServiceUnavailable);
-
-        let core = FakeCore {
-            swarm_error: Some(ErrorCode::BadRequest),
-            ..FakeCore::default()
-        };
-        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap_err();
-        assert_eq!(err, ErrorCode::BadRequest);
     }
 
     #[test]
     fn peer_list_excludes_requester_other_family_and_seeders_for_a_seeder() {
+        let mut sc = Vec::new();
         let core = FakeCore {
             peers: vec![
                 peer(PeerMode::Leech, &["192.0.2.7:6881"]), // the requester itself
@@ -662,7 +689,7 @@ mod tests {
             ..FakeCore::default()
         };
         let a = announce_with(Some(5), AnnounceEvent::None);
-        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
         assert_eq!(ans.counts.seeders, 1);
         assert_eq!(ans.counts.leechers, 5);
         let v4: Vec<String> = ans
@@ -686,7 +713,15 @@ mod tests {
         assert_eq!(any, 4);
 
         let seeding = announce_with(Some(0), AnnounceEvent::None);
-        let ans = announce(&core, &BtLimits::default(), src(), &seeding, Time(5)).unwrap();
+        let ans = announce(
+            &core,
+            &BtLimits::default(),
+            src(),
+            &seeding,
+            Time(5),
+            &mut sc,
+        )
+        .unwrap();
         let v4: Vec<String> = ans
             .peer_addrs(Family::V4, false)
             .map(|a| a.to_string())
@@ -696,6 +731,7 @@ mod tests {
 
     #[test]
     fn peer_list_is_cut_at_the_wanted_count() {
+        let mut sc = Vec::new();
         let peers = (1..=20)
             .map(|i| peer(PeerMode::Leech, &[&format!("198.51.100.{i}:1000")]))
             .collect();
@@ -707,7 +743,7 @@ mod tests {
             num_want: Some(7),
             ..announce_with(Some(5), AnnounceEvent::None)
         };
-        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5)).unwrap();
+        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
         assert_eq!(ans.peer_addrs(Family::V4, false).count(), 7);
     }
 

@@ -350,7 +350,8 @@ pub(super) fn encode_request(request: &Request, transaction_id: &TransactionId, 
         RequestKind::Connect { .. } => "CONNECT",
         RequestKind::Find { .. } => "FIND",
         RequestKind::StatReport { .. } => "STAT_REPORT",
-        RequestKind::Join { .. } => "JOIN",
+        // PPSTP has no announce: a client sends the nearest request, a JOIN.
+        RequestKind::Join { .. } | RequestKind::Announce { .. } => "JOIN",
         RequestKind::Leave { .. } => "LEAVE",
         RequestKind::Disconnect { .. } => "DISCONNECT",
         RequestKind::Keepalive => "KEEPALIVE",
@@ -445,6 +446,12 @@ pub(super) fn encode_request(request: &Request, transaction_id: &TransactionId, 
             swarm_id,
             mode,
             peer_num,
+        }
+        | RequestKind::Announce {
+            swarm_id,
+            mode,
+            peer_num,
+            ..
         } => {
             out.extend_from_slice(b",\"join\":{\"swarm_id\":");
             put_id(out, swarm_id.as_bytes());

@@ -1,0 +1,85 @@
+//! Runs the generator against the tracker's own BitTorrent front-ends, started in-process on
+//! loopback port 0: BEP 15 over UDP and BEP 3 over HTTP. Every peer's first announce
+//! (`started`) registers it, then a second of re-announces and scrapes runs, with no error
+//! (re-announces are the engine's protocol-neutral announce, valid in TRACKING).
+
+use ppsp_loadgen::proto::Protocol;
+use ppsp_loadgen::run::{self, RunArgs};
+use ppsp_tracker::config::Config;
+use ppsp_tracker::server::Server;
+
+/// The measured mix.
+const MIX: &str = "announce=8,scrape=1";
+
+fn start() -> Server {
+    let sets: Vec<String> = [
+        "ppstp.listen=127.0.0.1:0",
+        "admin.listen=127.0.0.1:0",
+        "server.workers=1",
+        "server.pin_cores=false",
+        "bt_udp.enabled=true",
+        "bt_udp.listen=127.0.0.1:0",
+        "bt_http.enabled=true",
+        "bt_http.listen=127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Server::start(&Config::load(None, &sets).unwrap()).unwrap()
+}
+
+fn args(protocol: Protocol) -> RunArgs {
+    let mut a = RunArgs::defaults(protocol);
+    a.swarms = 200;
+    a.peers = 1000;
+    a.populate = true;
+    a.duration = 1.0;
+    a.max_requests = 500_000;
+    a.connections = 2;
+    a.inflight = 8;
+    a.no_progress = true;
+    // Generous: a loaded machine must not turn a slow reply into an error.
+    a.timeout_ms = 10_000;
+    a
+}
+
+#[test]
+fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
+    let server = start();
+    let udp = server.bt_udp_addr().unwrap();
+
+    let mut a = args(Protocol::BtUdp);
+    a.target = Some(udp);
+    a.mix = Some(MIX.into());
+    a.source_addrs = 2;
+    let out = run::run(&a).unwrap();
+    let p = out.report.populate.as_ref().unwrap();
+    assert_eq!(
+        p.per_type["started"].ok, 1000,
+        "populate errors: {:?}",
+        p.errors
+    );
+    let m = &out.report.measure;
+    assert!(m.errors.is_empty(), "bt-udp errors: {:?}", m.errors);
+    assert!(m.per_type["scrape"].ok > 0);
+
+    server.shutdown();
+
+    // A fresh tracker: the HTTP peers have the same (address, port) identities as the UDP ones.
+    let server = start();
+    let mut a = args(Protocol::BtHttp);
+    a.target = server.bt_http_addr();
+    a.pipeline = Some(4);
+    a.mix = Some(MIX.into());
+    let out = run::run(&a).unwrap();
+    let p = out.report.populate.as_ref().unwrap();
+    assert_eq!(
+        p.per_type["started"].ok, 1000,
+        "populate errors: {:?}",
+        p.errors
+    );
+    let m = &out.report.measure;
+    assert!(m.errors.is_empty(), "bt-http errors: {:?}", m.errors);
+    assert!(m.per_type["scrape"].ok > 0);
+    server.shutdown();
+}
