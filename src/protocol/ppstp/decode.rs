@@ -229,10 +229,13 @@ fn request_from_raw(
     })
 }
 
-/// A swarm or peer id: 1..=`max_id_len` bytes (never more than [`MAX_ID_BYTES`]).
+/// A swarm or peer id: 1..=`max_id_len` bytes (never more than [`MAX_ID_BYTES`]), with no
+/// control character. Ids are printable strings; refusing control characters also keeps a
+/// PPSTP peer from naming a BitTorrent peer's registration, whose engine ids start with NUL.
 fn id(s: &Str<'_>, limits: &DecodeLimits) -> Checked<IdBytes> {
-    let bytes = s.as_str().as_bytes();
-    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) {
+    let text = s.as_str();
+    let bytes = text.as_bytes();
+    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) || text.chars().any(char::is_control) {
         return Err(Bad);
     }
     IdBytes::new(bytes).map_err(|_| Bad)

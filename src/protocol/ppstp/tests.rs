@@ -664,6 +664,26 @@ fn bad_identifiers_are_01() {
     assert_eq!(e.code, ErrorCode::BadRequest);
 }
 
+#[test]
+fn ids_with_control_characters_are_01() {
+    // A NUL-prefixed peer id would name a BitTorrent peer's registration ("\0bt4" + address).
+    bad_request(&envelope(
+        json!({"request_type": "KEEPALIVE", "peer_id": "\u{0}bt4\u{7f}\u{0}\u{0}\u{1}\u{1a}\u{e1}"}),
+    ));
+    for id in ["a\nb", "tab\there", "del\u{7f}", "c1\u{85}"] {
+        bad_request(&envelope(
+            json!({"request_type": "KEEPALIVE", "peer_id": id}),
+        ));
+        bad_request(&envelope(
+            json!({"request_type": "LEAVE", "leave": {"swarm_id": id}}),
+        ));
+    }
+    // Printable ids, spaces and non-ASCII letters included, are fine.
+    ok(&envelope(
+        json!({"request_type": "KEEPALIVE", "peer_id": "peer one é"}),
+    ));
+}
+
 fn action(i: usize) -> Value {
     json!({"swarm_id": format!("s{i}"), "action": "JOIN", "peer_mode": "SEEDER"})
 }
@@ -974,10 +994,14 @@ fn decode_response_rejects_malformed_answers() {
 // ---- Round trips ----------------------------------------------------------------------------
 
 fn arb_text_id() -> impl Strategy<Value = IdBytes> {
-    // Any Unicode scalar values (quotes, backslashes, controls included), at most 64 bytes.
-    prop::collection::vec(any::<char>(), 1..16)
-        .prop_map(|cs| cs.into_iter().collect::<String>())
-        .prop_filter_map("id too long", |s| IdBytes::new(s.as_bytes()).ok())
+    // Any Unicode scalar values but controls (which ids may not hold; quotes and backslashes
+    // included), at most 64 bytes.
+    prop::collection::vec(
+        any::<char>().prop_filter("ids hold no control characters", |c| !c.is_control()),
+        1..16,
+    )
+    .prop_map(|cs| cs.into_iter().collect::<String>())
+    .prop_filter_map("id too long", |s| IdBytes::new(s.as_bytes()).ok())
 }
 
 fn arb_swarm() -> impl Strategy<Value = SwarmId> {
