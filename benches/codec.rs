@@ -1,5 +1,6 @@
 //! Codec benches: PPSTP request decoding (RFC 7846 examples E2, E5, E7), encoding a FIND
-//! answer with 30 peers, and HTTP framing of a pipelined buffer. Criterion reports time per
+//! answer with 30 peers, HTTP framing of a pipelined buffer, and BEP 15 (UDP tracker) request
+//! decoding and announce-answer encoding. Criterion reports time per
 //! iteration; one iteration is one request except where the name says otherwise.
 //!
 //! `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
@@ -122,5 +123,60 @@ fn framing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, encode, framing);
+fn bep15(c: &mut Criterion) {
+    use ppsp_tracker::protocol::bt_udp::tracker::AnnounceEvent;
+    use ppsp_tracker::protocol::bt_udp::wire::{
+        decode_request, write_announce_header, write_peer, AnnounceRequest, InfoHashes,
+        ScrapeRequest,
+    };
+    let mut announce = Vec::new();
+    AnnounceRequest {
+        connection_id: 0x0123_4567_89ab_cdef,
+        transaction_id: 7,
+        info_hash: [0xab; 20],
+        peer_id: *b"-AR1360-000000000001",
+        downloaded: 0,
+        left: 1 << 20,
+        uploaded: 0,
+        event: AnnounceEvent::None,
+        ip_address: 0,
+        key: 42,
+        num_want: 50,
+        port: 6881,
+    }
+    .encode(&mut announce);
+    let hashes = [0xcd; 200];
+    let mut scrape = Vec::new();
+    ScrapeRequest {
+        connection_id: 0x0123_4567_89ab_cdef,
+        transaction_id: 8,
+        info_hashes: InfoHashes::new(&hashes).expect("ten whole hashes"),
+    }
+    .encode(&mut scrape);
+    let peers: Vec<SocketAddr> = (0..50u16)
+        .map(|i| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881 + i)))
+        .collect();
+
+    let mut group = c.benchmark_group("bep15");
+    group.bench_function("decode_announce", |b| {
+        b.iter(|| decode_request(black_box(&announce)).is_ok())
+    });
+    group.bench_function("decode_scrape_10_hashes", |b| {
+        b.iter(|| decode_request(black_box(&scrape)).is_ok())
+    });
+    let mut out = Vec::with_capacity(1024);
+    group.bench_function("encode_announce_answer_50_peers", |b| {
+        b.iter(|| {
+            out.clear();
+            write_announce_header(&mut out, 7, 1800, 40, 10);
+            for peer in black_box(&peers) {
+                write_peer(&mut out, *peer);
+            }
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, encode, framing, bep15);
 criterion_main!(benches);

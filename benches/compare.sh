@@ -99,7 +99,7 @@ start_opentracker() { # port
 
 start_ppsp() { # port
     [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
-    local sets=(--set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$1" --set bt_http.enabled=false
+    local sets=(--profile loopback-bench --set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$1" --set bt_http.enabled=false
                 --set server.workers=1 --set server.pin_cores=false
                 --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0)
     if ! "$TRACKER" print-config "${sets[@]}" >/dev/null 2>"$OUT/ppsp-config.err"; then

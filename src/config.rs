@@ -24,11 +24,17 @@ pub use bt::{BtHttpConfig, BtUdpConfig};
 pub const DEFAULT_PROFILE: &str = include_str!("../tuning/default.toml");
 /// The dedicated-server profile, also compiled in.
 pub const DEDICATED_PROFILE: &str = include_str!("../tuning/dedicated.toml");
+/// The one-core, small-memory profile.
+pub const SMALL_PROFILE: &str = include_str!("../tuning/small.toml");
+/// The profile the benchmarks use.
+pub const LOOPBACK_BENCH_PROFILE: &str = include_str!("../tuning/loopback-bench.toml");
 
 /// Names of the embedded profiles and their text.
 pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
     ("default", DEFAULT_PROFILE),
     ("dedicated", DEDICATED_PROFILE),
+    ("small", SMALL_PROFILE),
+    ("loopback-bench", LOOPBACK_BENCH_PROFILE),
 ];
 
 /// The whole configuration.
@@ -569,7 +575,18 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 2, "expected at least two profiles, found {n}");
+        assert!(n >= 4, "expected at least four profiles, found {n}");
+        // Every profile file is also compiled in under its file name.
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                assert!(
+                    EMBEDDED_PROFILES.iter().any(|(n, _)| *n == stem),
+                    "tuning/{stem}.toml is not embedded"
+                );
+            }
+        }
         for (name, _) in EMBEDDED_PROFILES {
             Config::load(Some(name), &[]).unwrap();
         }
@@ -587,8 +604,18 @@ mod tests {
     }
 
     #[test]
+    fn small_profile_is_one_worker_with_smaller_tables() {
+        let c = Config::load(Some("small"), &[]).unwrap();
+        let d = Config::default();
+        assert_eq!(c.worker_count(), 1);
+        assert!(c.engine.max_peers < d.engine.max_peers);
+        assert!(c.engine.shards < d.engine.shards);
+        assert!(c.ppstp.max_connections < d.ppstp.max_connections);
+    }
+
+    #[test]
     fn print_config_round_trips() {
-        for profile in ["default", "dedicated"] {
+        for profile in ["default", "dedicated", "small", "loopback-bench"] {
             let c = Config::load(Some(profile), &[]).unwrap();
             let text = c.to_toml();
             let back: Config = toml::from_str(&text).unwrap();
