@@ -642,8 +642,19 @@ impl ChordNode {
             return;
         }
         message.via.push(from);
-        match self.next_hop_excluding(d, &message.via, message.sender, from) {
-            Some(hop) if hop != from || !message.is_request() => {
+        let hop = self.next_hop_excluding(d, &message.via, message.sender, from);
+        // A request may not go back where it came from (that answers Error_Not_Found). A
+        // response may not revisit any node on its own path: when the node it is for is gone
+        // (e.g. the answer to a Leave), it is dropped here rather than bounced between relays
+        // until its TTL runs out; the requester's retransmission timer covers the loss
+        // (RFC 6940 §6.2.2).
+        let usable = match hop {
+            Some(h) if message.is_request() => h != from,
+            Some(h) => !message.via.contains(&h),
+            None => false,
+        };
+        match hop {
+            Some(hop) if usable => {
                 self.actions.push(Action::Send { to: hop, message });
             }
             _ => {
