@@ -223,3 +223,28 @@ fn unknown_events_are_regular_announces_and_huge_numwant_is_capped() {
     assert_eq!(server.status()["peers"], 16);
     server.shutdown();
 }
+
+#[test]
+fn a_connection_id_is_accepted_for_two_minutes_whenever_it_was_issued() {
+    let server = start_server(&[]);
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let hash = [0x24; 20];
+    for _ in 0..3 {
+        let cid = udp.connect();
+        // BEP 15: a tracker should accept the id until two minutes after sending it.
+        server.advance_clock(Duration::from_secs(120));
+        match udp.announce(cid, hash, 7040, 5, AnnounceEvent::None) {
+            UdpResponse::Announce(a) => assert_eq!(a.leechers, 1),
+            other => panic!("an id 120 s old must be accepted: {other:?}"),
+        }
+        // An id is not accepted for ever: 180 s after it was issued it is refused.
+        server.advance_clock(Duration::from_secs(60));
+        match udp.announce(cid, hash, 7040, 5, AnnounceEvent::None) {
+            UdpResponse::Error(e) => assert_eq!(e.message, b"connection id expired"),
+            other => panic!("an id 180 s old must be refused: {other:?}"),
+        }
+        // Issued at another point of the slot next time round.
+        server.advance_clock(Duration::from_millis(20_333));
+    }
+    server.shutdown();
+}

@@ -457,8 +457,8 @@ mod tests {
         let o = fe.handle(&core, other, &pkt, NOW, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
-        // The genuine id two slots later.
-        let later = NOW.saturating_add_millis(2 * DEFAULT_SLOT_MILLIS);
+        // The genuine id three slots later (past its lifetime of two to three slots).
+        let later = NOW.saturating_add_millis(3 * DEFAULT_SLOT_MILLIS);
         let o = fe.handle(&core, v4(), &pkt, later, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
