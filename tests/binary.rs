@@ -110,3 +110,56 @@ fn an_unknown_key_fails_at_start_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_peerz"), "{err}");
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let ppstp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+            .args(["serve", "--set", "log.format=\"json\"", "--set"])
+            .arg(format!("ppstp.listen={ppstp}"))
+            .arg("--set")
+            .arg(format!("admin.listen={admin}"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ppsp-tracker"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(ppstp).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let serving = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "ppsp-tracker serving")
+        .unwrap_or_else(|| panic!("no start event in {err}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["timestamp"].is_string());
+    assert!(events.iter().any(|e| e["fields"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("shutting down")));
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+        .args(["serve", "--set", "log.format=\"xml\""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format") && err.contains("xml"), "{err}");
+}
