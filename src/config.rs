@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// Account to switch to once every listener is bound, when started as root (its primary
+    /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
+    /// by another account, this must be empty or name that account.
+    pub user: String,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            user: String::new(),
         }
     }
 }

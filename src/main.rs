@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 
 use ppsp_tracker::config::{Config, LogFormat};
+use ppsp_tracker::privileges::Outcome;
 use ppsp_tracker::server::Server;
 
 #[global_allocator]
@@ -96,6 +97,19 @@ fn serve(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let server = Server::start(&config).map_err(|e| format!("{e:#}"))?;
+    match ppsp_tracker::privileges::drop_privileges(&config.server.user) {
+        Ok(Outcome::Switched { uid, gid }) => {
+            tracing::info!(user = %config.server.user, uid, gid, "switched from root after binding")
+        }
+        Ok(Outcome::Unchanged { uid: 0 }) => tracing::warn!(
+            "running as root: set server.user to an unprivileged account (the listeners are bound first)"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            server.shutdown();
+            return Err(e.to_string());
+        }
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),
