@@ -12,7 +12,7 @@ use std::time::Duration;
 use bt_support::{http_get, start_server, tool_available, url_bytes, UdpClient};
 use ppsp_tracker::protocol::bt_udp::tracker::{AnnounceEvent, Family};
 use ppsp_tracker::protocol::bt_udp::wire::{
-    decode_response, AnnounceRequest, PeerList, UdpRequest, UdpResponse,
+    decode_response, AnnounceRequest, InfoHashes, PeerList, ScrapeRequest, UdpRequest, UdpResponse,
 };
 
 fn peer_count(peers: &PeerList) -> usize {
@@ -246,5 +246,92 @@ fn a_connection_id_is_accepted_for_two_minutes_whenever_it_was_issued() {
         // Issued at another point of the slot next time round.
         server.advance_clock(Duration::from_millis(20_333));
     }
+    server.shutdown();
+}
+
+/// One PPSTP request on a fresh connection; returns the `PPSPTrackerProtocol` object.
+fn ppstp(addr: std::net::SocketAddr, inner: serde_json::Value) -> serde_json::Value {
+    use std::io::Read;
+    let body = serde_json::json!({ "PPSPTrackerProtocol": inner }).to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nContent-Type: application/ppsp-tracker+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("answer");
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    let v: serde_json::Value = serde_json::from_slice(&raw[at..]).expect("JSON");
+    v["PPSPTrackerProtocol"].clone()
+}
+
+#[test]
+fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query() {
+    let server = start_server(&[]);
+    let bt = server.bt_http_addr().unwrap();
+    let hash = [0x25; 20];
+    let scrape = |hash: &[u8; 20]| {
+        let (_, body) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(hash)));
+        int_after(&body, "downloaded")
+    };
+    // HTTP: a leecher that completes, a seeder that joins complete (not a completion), and a
+    // repeated `completed` (counted once).
+    http_get(bt, &announce(&hash, 7050, 100, "&event=started"));
+    http_get(bt, &announce(&hash, 7051, 0, "&event=started"));
+    assert_eq!(scrape(&hash), 0);
+    http_get(bt, &announce(&hash, 7050, 0, "&event=completed"));
+    http_get(bt, &announce(&hash, 7050, 0, "&event=completed"));
+    assert_eq!(scrape(&hash), 1);
+    // UDP: another leecher completes; the UDP scrape reports both.
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    udp.announce(cid, hash, 7052, 10, AnnounceEvent::Started);
+    match udp.announce(cid, hash, 7052, 0, AnnounceEvent::Completed) {
+        UdpResponse::Announce(a) => assert_eq!((a.seeders, a.leechers), (3, 0)),
+        other => panic!("{other:?}"),
+    }
+    let mut pkt = Vec::new();
+    let two = [hash, [0x26; 20]].concat();
+    UdpRequest::Scrape(ScrapeRequest {
+        connection_id: cid,
+        transaction_id: 4,
+        info_hashes: InfoHashes::new(&two).unwrap(),
+    })
+    .encode(&mut pkt);
+    let answer = udp.exchange(&pkt, Duration::from_secs(5)).expect("scrape");
+    match decode_response(&answer, Family::V4, 2) {
+        Ok(UdpResponse::Scrape(s)) => {
+            assert_eq!((s.entries[0].seeders, s.entries[0].completed), (3, 2));
+            assert_eq!(s.entries[1].completed, 0, "another swarm");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(scrape(&hash), 2);
+
+    // PPSTP: LEECH -> SEEDER is a completion, reported by STAT_QUERY.
+    let addr = server.ppstp_addr().unwrap();
+    let a = ppstp(
+        addr,
+        serde_json::json!({"version": 1, "request_type": "CONNECT", "transaction_id": "1",
+            "peer_id": "ppstp-peer", "connect": {"swarm_action": [
+                {"swarm_id": "movie", "action": "JOIN", "peer_mode": "LEECH"}]}}),
+    );
+    assert_eq!(a["error_code"], 0, "{a}");
+    let a = ppstp(
+        addr,
+        serde_json::json!({"version": 1, "request_type": "JOIN", "transaction_id": "2",
+            "peer_id": "ppstp-peer", "join": {"swarm_id": "movie", "peer_mode": "SEEDER"}}),
+    );
+    assert_eq!(a["error_code"], 0, "{a}");
+    let q = ppstp(
+        addr,
+        serde_json::json!({"version": 1, "request_type": "STAT_QUERY", "transaction_id": "3",
+            "peer_id": "ppstp-peer", "stat_query": {"swarm_id": "movie"}}),
+    );
+    assert_eq!(q["stat_result"]["completed"], 1, "{q}");
+    assert_eq!(q["stat_result"]["seeders"], 1, "{q}");
     server.shutdown();
 }

@@ -106,14 +106,7 @@ impl Engine {
                             &mut swarm_shard.rng,
                             peers,
                         );
-                        let (uploaded_bytes, downloaded_bytes) = swarm.traffic();
-                        Ok(SwarmStats {
-                            peers: saturating_u32(swarm.len()),
-                            seeders: saturating_u32(swarm.count(PeerMode::Seeder)),
-                            leechers: saturating_u32(swarm.count(PeerMode::Leech)),
-                            uploaded_bytes,
-                            downloaded_bytes,
-                        })
+                        Ok(swarm.stats())
                     }
                     // The peer was just put in the swarm under this lock.
                     None => Err(ErrorCode::InternalError),
@@ -158,10 +151,6 @@ impl Engine {
 
 fn record_at(records: &mut [PeerRecord], pos: usize) -> Result<&mut PeerRecord, ErrorCode> {
     records.get_mut(pos).ok_or(ErrorCode::InternalError)
-}
-
-fn saturating_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -244,6 +233,32 @@ mod tests {
         assert_eq!((stats.seeders, stats.leechers), (1, 1));
         assert_eq!(peers, vec![addr(1)]);
         assert_eq!(e.audit().unwrap().peers, 2);
+    }
+
+    #[test]
+    fn a_leecher_turning_seeder_is_one_completion() {
+        let e = engine(EngineConfig::default());
+        let done = |e: &Engine, peer, mode, t| {
+            run(e, &announce(peer, "s", mode, None), Time(t))
+                .unwrap()
+                .0
+                .completed
+        };
+        assert_eq!(done(&e, 1, PeerMode::Leech, 0), 0);
+        assert_eq!(done(&e, 2, PeerMode::Seeder, 1), 0, "joining as a seeder");
+        assert_eq!(done(&e, 1, PeerMode::Seeder, 2), 1, "leech -> seeder");
+        assert_eq!(
+            done(&e, 1, PeerMode::Seeder, 3),
+            1,
+            "a repeated seeder announce"
+        );
+        assert_eq!(done(&e, 2, PeerMode::Seeder, 4), 1);
+        assert_eq!(done(&e, 3, PeerMode::Leech, 5), 1);
+        assert_eq!(done(&e, 3, PeerMode::Seeder, 6), 2);
+        // Other swarms keep their own count.
+        let other = run(&e, &announce(1, "t", PeerMode::Seeder, None), Time(7)).unwrap();
+        assert_eq!(other.0.completed, 0);
+        e.audit().unwrap();
     }
 
     #[test]

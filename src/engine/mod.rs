@@ -339,6 +339,9 @@ impl Engine {
             Some(old) if old != mode => {
                 if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
                     if swarm.change_mode(record.key, old, mode) {
+                        if old == PeerMode::Leech {
+                            swarm.record_completion();
+                        }
                         shard.count(old, -1);
                         shard.count(mode, 1);
                     }

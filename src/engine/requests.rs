@@ -421,16 +421,7 @@ impl Engine {
                 let stats = shard
                     .swarms
                     .get(&swarm_id)
-                    .map(|s| {
-                        let (uploaded_bytes, downloaded_bytes) = s.traffic();
-                        SwarmStats {
-                            peers: saturating_u32(s.len()),
-                            seeders: saturating_u32(s.count(PeerMode::Seeder)),
-                            leechers: saturating_u32(s.count(PeerMode::Leech)),
-                            uploaded_bytes,
-                            downloaded_bytes,
-                        }
-                    })
+                    .map(|s| s.stats())
                     .unwrap_or_default();
                 StatAnswer::Swarm(swarm_id, stats)
             }
@@ -455,8 +446,4 @@ impl Engine {
             ..Answer::default()
         })
     }
-}
-
-fn saturating_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -21,7 +21,7 @@ use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
 use super::swarm_list::SwarmList;
-use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, Time};
+use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
 
 /// Hash map with the fast, DoS-seeded foldhash hasher (never SipHash on the hot path).
 pub(super) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -55,6 +55,9 @@ pub(super) struct Member {
 pub(super) struct Swarm {
     members: Vec<Member>,
     seeders: u32,
+    /// Completions: members that turned from LEECH to SEEDER (saturating). Fits the padding
+    /// after `seeders`.
+    completed: u32,
     /// Everything most swarms never need, allocated on first use.
     extra: Option<Box<SwarmExtra>>,
 }
@@ -103,6 +106,25 @@ impl Swarm {
             PeerMode::Seeder => seeders,
             PeerMode::Leech => leechers,
         }
+    }
+
+    /// The swarm's statistics (STAT_QUERY, an announce's counts).
+    pub fn stats(&self) -> SwarmStats {
+        let (uploaded_bytes, downloaded_bytes) = self.traffic();
+        let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        SwarmStats {
+            peers: u32_of(self.len()),
+            seeders: u32_of(self.count(PeerMode::Seeder)),
+            leechers: u32_of(self.count(PeerMode::Leech)),
+            completed: self.completed,
+            uploaded_bytes,
+            downloaded_bytes,
+        }
+    }
+
+    /// A member turned from LEECH to SEEDER: one more completed download.
+    pub fn record_completion(&mut self) {
+        self.completed = self.completed.saturating_add(1);
     }
 
     /// Summed (uploaded, downloaded) bytes from STAT_REPORTs.

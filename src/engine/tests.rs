@@ -1056,6 +1056,7 @@ fn stat_report_sums_into_swarms_the_peer_is_in() {
             peers: 2,
             seeders: 1,
             leechers: 1,
+            completed: 0,
             uploaded_bytes: 101,
             downloaded_bytes: u64::MAX,
         }

@@ -376,6 +376,11 @@ pub struct SwarmStats {
     pub peers: u32,
     pub seeders: u32,
     pub leechers: u32,
+    /// Completed downloads: peers that turned from LEECH to SEEDER in this swarm while it
+    /// existed (a BitTorrent `event=completed` announce with `left=0` after leeching; a PPSTP
+    /// peer's JOIN or announce as SEEDER after LEECH). A peer joining as a seeder is not a
+    /// completion.
+    pub completed: u32,
     pub uploaded_bytes: u64,
     pub downloaded_bytes: u64,
 }

@@ -278,7 +278,8 @@ pub struct SwarmCounts {
     pub seeders: u32,
     /// Peers still downloading (BEP 48 `incomplete`).
     pub leechers: u32,
-    /// Completed downloads ever (BEP 48 `downloaded`); the engine does not count these, so 0.
+    /// Completed downloads (BEP 48 `downloaded`, BEP 15 `completed`): the engine's count of
+    /// peers that turned from leecher to seeder in the swarm.
     pub downloaded: u32,
 }
 
@@ -310,7 +311,7 @@ fn counts_from(response: &Response) -> SwarmCounts {
             Some(StatAnswer::Swarm(_, stats)) => SwarmCounts {
                 seeders: stats.seeders,
                 leechers: stats.leechers,
-                downloaded: 0,
+                downloaded: stats.completed,
             },
             _ => SwarmCounts::default(),
         },
@@ -433,7 +434,7 @@ pub fn announce<'a>(
         SwarmCounts {
             seeders: stats.seeders,
             leechers: stats.leechers,
-            downloaded: 0,
+            downloaded: stats.completed,
         }
     };
     Ok(AnnounceAnswer {

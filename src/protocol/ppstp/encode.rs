@@ -193,6 +193,7 @@ fn put_swarm_stats(out: &mut Vec<u8>, swarm: &[u8], s: &SwarmStats) {
         ("peers", u64::from(s.peers)),
         ("seeders", u64::from(s.seeders)),
         ("leechers", u64::from(s.leechers)),
+        ("completed", u64::from(s.completed)),
         ("uploaded_bytes", s.uploaded_bytes),
         ("downloaded_bytes", s.downloaded_bytes),
     ] {

@@ -388,6 +388,7 @@ pub(super) struct RawStatResult<'a> {
     pub peers: Option<Int>,
     pub seeders: Option<Int>,
     pub leechers: Option<Int>,
+    pub completed: Option<Int>,
     pub uploaded_bytes: Option<Int>,
     pub downloaded_bytes: Option<Int>,
     #[serde(borrow)]

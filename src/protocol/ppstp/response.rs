@@ -148,6 +148,7 @@ fn stat_answer(s: raw::RawStatResult<'_>) -> Result<StatAnswer, ResponseDecodeEr
                 peers: u32_of(s.peers, "peers")?,
                 seeders: u32_of(s.seeders, "seeders")?,
                 leechers: u32_of(s.leechers, "leechers")?,
+                completed: u32_of(s.completed, "completed")?,
                 uploaded_bytes: s.uploaded_bytes.map_or(0, |v| v.0),
                 downloaded_bytes: s.downloaded_bytes.map_or(0, |v| v.0),
             },

@@ -936,6 +936,7 @@ fn stat_results_have_the_documented_shape() {
         peers: 3,
         seeders: 1,
         leechers: 2,
+        completed: 4,
         uploaded_bytes: 10,
         downloaded_bytes: 20,
     };
@@ -948,8 +949,8 @@ fn stat_results_have_the_documented_shape() {
     );
     assert_eq!(
         v["PPSPTrackerProtocol"]["stat_result"],
-        json!({"swarm_id": "s", "peers": 3, "seeders": 1, "leechers": 2, "uploaded_bytes": 10,
-               "downloaded_bytes": 20})
+        json!({"swarm_id": "s", "peers": 3, "seeders": 1, "leechers": 2, "completed": 4,
+               "uploaded_bytes": 10, "downloaded_bytes": 20})
     );
     let status = PeerStatus {
         peer_id: pid("p"),
@@ -1186,18 +1187,21 @@ fn arb_code() -> impl Strategy<Value = ErrorCode> {
 
 fn arb_stat() -> impl Strategy<Value = StatAnswer> {
     prop_oneof![
-        (arb_swarm(), any::<(u32, u32, u32, u64, u64)>()).prop_map(|(s, (p, se, le, up, down))| {
-            StatAnswer::Swarm(
-                s,
-                SwarmStats {
-                    peers: p,
-                    seeders: se,
-                    leechers: le,
-                    uploaded_bytes: up,
-                    downloaded_bytes: down,
-                },
-            )
-        }),
+        (arb_swarm(), any::<(u32, u32, u32, u32, u64, u64)>()).prop_map(
+            |(s, (p, se, le, done, up, down))| {
+                StatAnswer::Swarm(
+                    s,
+                    SwarmStats {
+                        peers: p,
+                        seeders: se,
+                        leechers: le,
+                        completed: done,
+                        uploaded_bytes: up,
+                        downloaded_bytes: down,
+                    },
+                )
+            }
+        ),
         (
             arb_peer(),
             any::<bool>(),
