@@ -1,5 +1,11 @@
 //! Listening sockets: one per worker and listener, all bound to the same address with
 //! `SO_REUSEPORT` so that the kernel spreads incoming connections over the workers.
+//!
+//! `SO_REUSEPORT` would also let any other process of the same user bind the same address
+//! and take part of the traffic, silently. Before a group is bound, the address is therefore
+//! probed with a socket that does not set `SO_REUSEPORT`: if anything holds the address (another
+//! tracker, another program, or a second listener of this configuration), the bind fails and
+//! start-up stops with an error naming the address.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,13 +43,60 @@ pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::
     Ok(socket.into())
 }
 
-/// Binds `workers` sockets for `addr`. With port 0 the first socket picks the port and the
-/// others join it, so every worker serves the same address.
+/// The error of an address some other socket holds.
+fn in_use(kind: &str, addr: SocketAddr, e: &io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "{kind} {addr} is already bound by another process or socket (port {}): {e}",
+            addr.port()
+        ),
+    )
+}
+
+/// Fails when anything already holds `addr` (a socket without `SO_REUSEPORT` cannot bind it
+/// then). Port 0 is always free: the kernel picks an unused port. `SO_REUSEADDR` keeps
+/// connections of an earlier run in TIME_WAIT from counting as a holder.
+fn probe_tcp(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(in_use("tcp", addr, &e)),
+        // Other bind errors (address not available, permission) are reported by the real bind.
+        _ => Ok(()),
+    }
+}
+
+/// As [`probe_tcp`] for a UDP address.
+fn probe_udp(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(in_use("udp", addr, &e)),
+        _ => Ok(()),
+    }
+}
+
+/// Binds `workers` sockets for `addr`, after checking that nothing else holds it. With port 0
+/// the first socket picks the port and the others join it, so every worker serves the same
+/// address.
 pub(crate) fn bind_group(
     addr: SocketAddr,
     workers: usize,
     backlog: u32,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    probe_tcp(addr)?;
     let first = bind_reuseport(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut all = Vec::with_capacity(workers);
@@ -91,12 +144,14 @@ pub(crate) fn bind_udp_reuseport(
     Ok(socket.into())
 }
 
-/// Binds `workers` UDP sockets for `addr`, all on the port the first one got.
+/// Binds `workers` UDP sockets for `addr`, all on the port the first one got, after checking
+/// that nothing else holds it.
 pub(crate) fn bind_udp_group(
     addr: SocketAddr,
     workers: usize,
     buffer_bytes: usize,
 ) -> io::Result<(SocketAddr, Vec<std::net::UdpSocket>)> {
+    probe_udp(addr)?;
     let first = bind_udp_reuseport(addr, buffer_bytes)?;
     let bound = first.local_addr()?;
     if let Some(short) = buffer_shortfall(&first, buffer_bytes) {
