@@ -285,11 +285,8 @@ pub fn error_code(ppstp: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("error_code missing or not a number in {ppstp}"))
 }
 
-/// Reads an RFC 7846 example from tests/data.
+/// An RFC 7846 example as the RFC prints it (the one copy is `protocol::ppstp::examples`).
 pub fn example(name: &str) -> String {
-    let path = format!(
-        "{}/tests/data/rfc7846/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    ppsp_tracker::protocol::ppstp::examples::by_name(name)
+        .unwrap_or_else(|| panic!("no RFC 7846 example {name}"))
 }

@@ -1,6 +1,7 @@
 //! RFC 7846 §4.1's eight example messages, verbatim (the RFC's left margin removed, page
-//! breaks cut), for tests, benches and fuzz seeds. E1 and E4 are whole HTTP messages (with
-//! `\r\n` line ends, as on the wire); the others are JSON bodies.
+//! breaks cut), for tests, benches and fuzz seeds: the one copy in the project. E1 and E4 are
+//! whole HTTP messages (with `\r\n` line ends, as on the wire); the others are JSON bodies.
+//! [`by_name`] gives each as the RFC prints it.
 //!
 //! The examples break the RFC's own schema in places (objects where arrays are specified,
 //! integers as strings, `"Stat"` for `stat`, FIND members at the top level) and their
@@ -294,3 +295,38 @@ pub const E8: &str = r#"{
   }
 }
 "#;
+
+/// Every example by its RFC name: the HTTP head (E1 and E4 only) and the body.
+pub const ALL: [(&str, Option<&str>, &str); 8] = [
+    ("E1", Some(E1_HEAD), E1_BODY),
+    ("E2", None, E2),
+    ("E3", None, E3),
+    ("E4", Some(E4_HEAD), E4_BODY),
+    ("E5", None, E5),
+    ("E6", None, E6),
+    ("E7", None, E7),
+    ("E8", None, E8),
+];
+
+/// The example called `name` (`"E1"` to `"E8"`) as the RFC prints it: the head, if any, with
+/// `\n` line ends, then the body. `None` for another name.
+pub fn by_name(name: &str) -> Option<String> {
+    let (_, head, body) = ALL.iter().find(|(n, _, _)| *n == name)?;
+    let head = head.map(|h| h.replace("\r\n", "\n")).unwrap_or_default();
+    Some(head + body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_name_joins_the_head_in_the_rfc_s_line_ends() {
+        let e1 = by_name("E1").unwrap();
+        assert!(e1.starts_with("POST https://tracker.example.com/video_1 HTTP/1.1\nHost:"));
+        assert!(e1.ends_with(E1_BODY));
+        assert!(!e1.contains('\r'));
+        assert_eq!(by_name("E8").as_deref(), Some(E8));
+        assert_eq!(by_name("E9"), None);
+    }
+}
