@@ -250,6 +250,35 @@ mod tests {
     }
 
     #[test]
+    fn advertised_scrape_maximums_must_fit_the_limits_that_carry_them() {
+        let c = Config::default();
+        assert!(
+            c.bt_http.max_head_bytes
+                >= crate::protocol::bt_http::scrape_head_bytes(c.bt_http.limits.max_scrape_hashes)
+        );
+        let e = Config::load(None, &["bt_http.max_head_bytes=4096".to_owned()]).unwrap_err();
+        assert!(
+            e.to_string().contains("bt_http.max_head_bytes (4096)")
+                && e.to_string().contains("6278"),
+            "{e}"
+        );
+        Config::load(
+            None,
+            &[
+                "bt_http.max_head_bytes=4096".to_owned(),
+                "bt_http.limits.max_scrape_hashes=40".to_owned(),
+            ],
+        )
+        .unwrap();
+        let e =
+            Config::load(None, &["bt_udp.limits.max_scrape_hashes=300".to_owned()]).unwrap_err();
+        assert!(
+            e.to_string().contains("bt_udp.limits.max_scrape_hashes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn listen_lists_limits_and_typos_are_checked() {
         let c = Config::load(
             None,
