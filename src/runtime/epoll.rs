@@ -215,7 +215,9 @@ impl EventLoop {
                 if token == WAKER.0 {
                     continue;
                 } else if token < first_udp {
-                    self.accept_all(token - FIRST_LISTENER, first_conn, now);
+                    let listener = token - FIRST_LISTENER;
+                    let refusal = workers.get(listener).map_or(&[][..], |w| w.refusal());
+                    self.accept_all(listener, first_conn, refusal, now);
                 } else if token < first_conn {
                     if let Some(u) = self.udp.get_mut(token - first_udp) {
                         u.pending = true;
@@ -269,7 +271,8 @@ impl EventLoop {
                 }
                 for listener in 0..self.listening.len() {
                     if std::mem::take(&mut self.listening[listener].retry_accept) {
-                        self.accept_all(listener, first_conn, now);
+                        let refusal = workers.get(listener).map_or(&[][..], |w| w.refusal());
+                        self.accept_all(listener, first_conn, refusal, now);
                     }
                 }
                 next_tick = now + self.tick;
@@ -286,7 +289,7 @@ impl EventLoop {
         }
     }
 
-    fn accept_all(&mut self, listener: usize, first_conn: usize, now: Instant) {
+    fn accept_all(&mut self, listener: usize, first_conn: usize, refusal: &[u8], now: Instant) {
         let Some(l) = self.listening.get(listener) else {
             return;
         };
@@ -310,7 +313,7 @@ impl EventLoop {
             let (mut stream, peer) = accepted;
             if self.listening[listener].open >= limits.max_connections {
                 bump(&self.conn_stats(listener).refused, 1);
-                drop(stream);
+                refuse(stream, refusal);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -415,6 +418,25 @@ impl EventLoop {
                 }
                 self.close(slot);
             }
+        }
+    }
+}
+
+/// Answers a connection over the limit with the service's refusal and closes it. The refusal
+/// fits an empty send buffer, so one non-blocking write sends it; what the client has already
+/// sent is read and dropped first, so that the close is a FIN rather than a reset that could
+/// destroy the answer.
+fn refuse(mut stream: mio::net::TcpStream, refusal: &[u8]) {
+    if refusal.is_empty() {
+        return;
+    }
+    let _ = stream.write(refusal);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
 }

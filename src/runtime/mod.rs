@@ -78,6 +78,13 @@ pub trait StreamWorker {
 
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
     fn on_tick(&mut self, _now: Instant) {}
+
+    /// The protocol's answer to a connection refused because the listener is at
+    /// `max_connections` (an HTTP 503, say): written once, without waiting, before the
+    /// connection is closed. Empty (the default) closes it without a word.
+    fn refusal(&self) -> &'static [u8] {
+        &[]
+    }
 }
 
 /// What the runtime tells a datagram service about a socket.

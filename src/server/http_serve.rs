@@ -12,6 +12,7 @@
 //!   closed: the stream cannot be re-synchronised. The listener's input cap is at least
 //!   [`HttpLimits::max_request_bytes`], so every limit is answered with its status before the
 //!   runtime would have to drop the connection.
+//! - A connection over the listener's `max_connections` is answered 503 and closed.
 //! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
 //!   read.
 
@@ -137,7 +138,16 @@ impl<H: HttpHandler> HttpWorker<H> {
     }
 }
 
+/// The answer to a connection over the listener's `max_connections`: 503 (RFC 9110 §15.6.4),
+/// then close.
+pub(crate) const REFUSAL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
+    fn refusal(&self) -> &'static [u8] {
+        REFUSAL
+    }
+
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         self.handler.begin_input();
         let limits = self.limits;
