@@ -6,6 +6,7 @@ mod admin;
 mod bittorrent;
 mod http_serve;
 mod ppstp;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -191,7 +192,12 @@ impl Server {
             backend: backend.name(),
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
+            history: Default::default(),
         });
+        {
+            let first = stats::sample(&state, state.started);
+            state.history.lock().offer(first);
+        }
         let mut all_listeners = runtime.local_addrs();
         all_listeners.extend(runtime.datagram_addrs());
         let mut runtimes = vec![runtime.stats()];
