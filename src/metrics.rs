@@ -39,14 +39,13 @@ pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 50
 
 /// Outcome labels of the BitTorrent UDP front-end (`bt_udp::Outcome::name`); anything else
 /// is counted as `other`.
-pub const BT_UDP_OUTCOMES: [&str; 15] = [
+pub const BT_UDP_OUTCOMES: [&str; 14] = [
     "connect",
     "announce",
     "scrape",
     "connection_id",
     "malformed",
     "unknown_action",
-    "bad_port",
     "too_many_hashes",
     "engine_overload",
     "engine_error",
