@@ -65,6 +65,11 @@ pub struct OverlayConfig {
     pub value_lifetime_secs: u32,
     /// How long an admin request waits for the overlay's answer, ms.
     pub admin_timeout_ms: u64,
+    /// RFC 6940 §6.3.2.1 `sequence` of the overlay configuration: sent in every message's
+    /// `configuration_sequence`; a request carrying another value is answered
+    /// Error_Config_Too_Old / Error_Config_Too_New (compared modulo 2^16 as in TCP). 65535 is
+    /// reserved for ConfigUpdate, so 0..=65534.
+    pub configuration_sequence: u16,
 }
 
 impl Default for OverlayConfig {
@@ -90,6 +95,7 @@ impl Default for OverlayConfig {
             attach_timeout_ms: 5000,
             value_lifetime_secs: 86_400,
             admin_timeout_ms: 10_000,
+            configuration_sequence: 0,
         }
     }
 }
@@ -223,6 +229,9 @@ impl OverlayConfig {
         }
         if !(2..=65_536).contains(&self.max_links) {
             return Err("overlay.max_links must be 2..=65536".to_owned());
+        }
+        if self.configuration_sequence == u16::MAX {
+            return Err("overlay.configuration_sequence must be 0..=65534".to_owned());
         }
         if self.value_lifetime_secs == 0 {
             return Err("overlay.value_lifetime_secs must be at least 1".to_owned());

@@ -89,6 +89,8 @@ pub fn candidate_addr(body: &AttachReqAns) -> Option<SocketAddr> {
 #[derive(Clone, Copy, Debug)]
 pub struct Origin {
     pub overlay: crate::overlay::wire::OverlayHash,
+    /// RFC 6940 §6.3.2.1 configuration sequence stamped on every message.
+    pub configuration_sequence: u16,
     pub ttl: u8,
     pub own: NodeId,
     pub advertised: SocketAddr,
@@ -103,7 +105,7 @@ impl Origin {
     ) -> Result<Message, crate::overlay::wire::EncodeError> {
         let header = ForwardingHeader::new_request(
             self.overlay,
-            0,
+            self.configuration_sequence,
             self.ttl,
             TransactionId(transaction_id),
             vec![Destination::Node(destination)],
@@ -146,6 +148,7 @@ mod tests {
     fn origin(n: u128) -> Origin {
         Origin {
             overlay: OverlayHash::of_name("t"),
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(n),
             advertised: "127.0.0.1:7000".parse().unwrap(),

@@ -240,6 +240,7 @@ mod tests {
         let overlay = OverlayHash::of_name(&cfg.instance_name);
         let me = attach::Origin {
             overlay,
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
@@ -355,6 +356,7 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let me = attach::Origin {
             overlay: OverlayHash::of_name(&cfg.instance_name),
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
@@ -409,6 +411,7 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let me = attach::Origin {
             overlay,
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
@@ -460,6 +463,164 @@ mod tests {
             Body::Error(e) => assert_eq!(e.error_code, ErrorCode::NotFound),
             other => panic!("expected an error, got {other:?}"),
         }
+        handle.shutdown();
+    }
+
+    /// Opens a link to `handle` as Node-ID 42 (the hello, then its answer read) and returns
+    /// the stream with the bytes read past the answer.
+    fn linked(handle: &OverlayHandle, cfg: &OverlayConfig) -> (std::net::TcpStream, Vec<u8>) {
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let me = attach::Origin {
+            overlay,
+            configuration_sequence: cfg.configuration_sequence,
+            ttl: cfg.initial_ttl,
+            own: NodeId::from_u128(42),
+            advertised: "127.0.0.1:1".parse().unwrap(),
+        };
+        let hello = me
+            .attach_req(7, NodeId::WILDCARD)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, 1, &hello).unwrap();
+        s.write_all(&frame).unwrap();
+        let mut buf = Vec::new();
+        let ans = read_data_frame_into(&mut s, &mut buf).expect("attach_ans");
+        let ans = Message::decode(&ans, &WireConfig::new(overlay)).unwrap();
+        assert_eq!(
+            ans.contents.code,
+            crate::overlay::wire::MessageCode::AttachAns
+        );
+        (s, buf)
+    }
+
+    /// Sends a Ping with the given header fields on a linked stream and returns the answer.
+    fn ping(
+        s: &mut std::net::TcpStream,
+        buf: &mut Vec<u8>,
+        cfg: &OverlayConfig,
+        seq: u32,
+        (ttl, config_seq, to): (u8, u16, NodeId),
+    ) -> crate::overlay::wire::Body {
+        use crate::overlay::wire::{Body, Destination, ForwardingHeader, PingReq, TransactionId};
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let mut header = ForwardingHeader::new_request(
+            overlay,
+            config_seq,
+            ttl,
+            TransactionId(1000 + u64::from(seq)),
+            vec![Destination::Node(to)],
+        );
+        header.ttl = ttl;
+        let mut m = Message::new(
+            header,
+            &Body::PingReq(PingReq {
+                padding: Vec::new(),
+            }),
+        )
+        .unwrap();
+        attach::sign_as(&mut m, NodeId::from_u128(42));
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, seq, &m.to_bytes().unwrap()).unwrap();
+        s.write_all(&frame).unwrap();
+        // Large enough for a message whose TTL is above the node's initial-ttl.
+        let mut wire_cfg = WireConfig::new(overlay);
+        wire_cfg.initial_ttl = 255;
+        loop {
+            let bytes = read_data_frame_into(s, buf).expect("an answer");
+            let answer = Message::decode(&bytes, &wire_cfg).unwrap();
+            if answer.header.transaction_id == TransactionId(1000 + u64::from(seq)) {
+                return answer
+                    .contents
+                    .decode_body(&crate::overlay::wire::NoKinds)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn error_code(body: &crate::overlay::wire::Body) -> Option<crate::overlay::wire::ErrorCode> {
+        match body {
+            crate::overlay::wire::Body::Error(e) => Some(e.error_code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ttl_beyond_initial_or_spent_is_answered_ttl_exceeded() {
+        use crate::overlay::wire::ErrorCode;
+        let cfg = OverlayConfig {
+            initial_ttl: 50,
+            ..config()
+        };
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let me = handle.node_id();
+        let (mut s, mut buf) = linked(&handle, &cfg);
+        // Wait until the node has created its overlay, so a Ping to it is answered.
+        for _ in 0..200 {
+            if handle.status_json()["joined"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ok = ping(&mut s, &mut buf, &cfg, 2, (50, 0, me));
+        assert!(
+            matches!(ok, crate::overlay::wire::Body::PingAns(_)),
+            "{ok:?}"
+        );
+        // §6.3.2: above initial-ttl.
+        let over = ping(&mut s, &mut buf, &cfg, 3, (51, 0, me));
+        assert_eq!(error_code(&over), Some(ErrorCode::TtlExceeded));
+        // §6.3.2: spent before reaching its destination (another node, reached through us).
+        let spent = ping(&mut s, &mut buf, &cfg, 4, (0, 0, NodeId::from_u128(7)));
+        assert_eq!(error_code(&spent), Some(ErrorCode::TtlExceeded));
+        handle.shutdown();
+    }
+
+    #[test]
+    fn another_configuration_sequence_is_too_old_or_too_new() {
+        use crate::overlay::wire::ErrorCode;
+        let cfg = OverlayConfig {
+            configuration_sequence: 7,
+            ..config()
+        };
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let me = handle.node_id();
+        let (mut s, mut buf) = linked(&handle, &cfg);
+        for _ in 0..200 {
+            if handle.status_json()["joined"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let old = ping(&mut s, &mut buf, &cfg, 2, (100, 6, me));
+        assert_eq!(error_code(&old), Some(ErrorCode::ConfigTooOld));
+        let new = ping(&mut s, &mut buf, &cfg, 3, (100, 8, me));
+        assert_eq!(error_code(&new), Some(ErrorCode::ConfigTooNew));
+        // Modulo 2^16: 65534 is behind 7 (it wrapped), 30000 is ahead, 40000 (more than half
+        // the space ahead) is behind.
+        let wrapped = ping(&mut s, &mut buf, &cfg, 4, (100, 65534, me));
+        assert_eq!(error_code(&wrapped), Some(ErrorCode::ConfigTooOld));
+        let ahead = ping(&mut s, &mut buf, &cfg, 5, (100, 30000, me));
+        assert_eq!(error_code(&ahead), Some(ErrorCode::ConfigTooNew));
+        let far = ping(&mut s, &mut buf, &cfg, 7, (100, 40000, me));
+        assert_eq!(error_code(&far), Some(ErrorCode::ConfigTooOld));
+        let same = ping(&mut s, &mut buf, &cfg, 6, (100, 7, me));
+        let crate::overlay::wire::Body::PingAns(ans) = same else {
+            panic!("expected a PingAns, got {same:?}");
+        };
+        // §6.5.3.2: the time is absolute (ms since 1970), not time since the node started.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            ans.time <= now && ans.time + 600_000 > now,
+            "ping time {} vs now {now}",
+            ans.time
+        );
         handle.shutdown();
     }
 

@@ -60,6 +60,13 @@ const ADDRESSES_PER_LINK: usize = 16;
 /// Delay between bootstrap rounds after a failed join (ms).
 const BOOTSTRAP_RETRY_MS: u64 = 1000;
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Who is waiting for a local operation.
 enum OpOwner {
     Reply(Sender<LocalOutcome>),
@@ -166,8 +173,13 @@ impl NodeLoop {
             finger_interval_ms: config.chord_ping_interval_secs * 1000,
             replica_holddown_ms: config.replica_holddown_ms,
             storage,
+            initial_ttl: config.initial_ttl,
+            wall_clock_offset_ms: unix_ms(),
             ..ChordConfig::default()
         };
+        // The Chord node's local time 0 is this instant; its wall-clock offset was read just
+        // before.
+        let clock = Instant::now();
         let seed = rand::thread_rng().gen::<u64>();
         let overlay = wire::OverlayHash::of_name(&config.instance_name);
         let mut wire_cfg = WireConfig::new(overlay);
@@ -188,6 +200,7 @@ impl NodeLoop {
             node: ChordNode::new(own, chord, seed),
             origin: Origin {
                 overlay,
+                configuration_sequence: config.configuration_sequence,
                 ttl: config.initial_ttl,
                 own,
                 advertised,
@@ -204,7 +217,7 @@ impl NodeLoop {
             bootstrap_addrs,
             bootstrap: Bootstrap::RetryAt(0),
             bootstrap_rounds: 0,
-            clock: Instant::now(),
+            clock,
             rng: SmallRng::seed_from_u64(seed),
             links: HashMap::new(),
             next_token: FIRST_LINK,
@@ -519,6 +532,12 @@ impl NodeLoop {
         };
         let code = message.contents.code;
         self.stats.received(code);
+        if let (Some(_), Some(mismatch)) = (peer, self.config_mismatch(&message)) {
+            self.stats.error(mismatch);
+            let header = message.header.clone();
+            self.answer_error(token, peer, &header, mismatch, "configuration sequence");
+            return;
+        }
         match code {
             MessageCode::AttachReq | MessageCode::AttachAns => {
                 self.on_attach(token, peer, message);
@@ -583,6 +602,31 @@ impl NodeLoop {
         }
     }
 
+    /// RFC 6940 §6.3.2.1: a request whose destination is this node must carry this node's
+    /// configuration sequence; otherwise the error to answer, Error_Config_Too_Old when the
+    /// request's sequence is behind ours (modulo 2^16, as TCP compares sequence numbers) and
+    /// Error_Config_Too_New when ahead. A ConfigUpdate with sequence 65535 is exempt.
+    fn config_mismatch(&self, message: &wire::Message) -> Option<ErrorCode> {
+        let h = &message.header;
+        let theirs = h.configuration_sequence;
+        let ours = self.origin.configuration_sequence;
+        if !message.contents.code.is_request()
+            || theirs == ours
+            || h.destination_list.len() != 1
+            || self.is_for_another(h)
+            || (theirs == u16::MAX && message.contents.code == MessageCode::ConfigUpdateReq)
+        {
+            return None;
+        }
+        // Serial-number comparison: `theirs` is older when it lies in the half-space behind.
+        let behind = ours.wrapping_sub(theirs) < 0x8000;
+        Some(if behind {
+            ErrorCode::ConfigTooOld
+        } else {
+            ErrorCode::ConfigTooNew
+        })
+    }
+
     /// True when the message's first destination is neither this node, the wildcard, nor a
     /// Resource-ID this node is responsible for.
     fn is_for_another(&self, header: &wire::ForwardingHeader) -> bool {
@@ -604,7 +648,11 @@ impl NodeLoop {
         bytes: &[u8],
         code: ErrorCode,
     ) {
-        let Ok(peeked) = PeekedMessage::peek(bytes, &self.wire_cfg) else {
+        // A TTL above initial-ttl is what is being answered (Error_TTL_Exceeded, §6.3.2): read
+        // the header without that check to find where the answer goes.
+        let mut lenient = self.wire_cfg;
+        lenient.initial_ttl = u8::MAX;
+        let Ok(peeked) = PeekedMessage::peek(bytes, &lenient) else {
             return;
         };
         let rest = peeked.rest();
@@ -874,7 +922,8 @@ impl NodeLoop {
     // ----- sending for the Chord node -----
 
     fn send_for_node(&mut self, to: NodeId, message: &crate::overlay::chord::Message) {
-        let bytes = match to_wire(message, self.origin.overlay).and_then(|m| {
+        let bytes = match to_wire(message, self.origin.overlay).and_then(|mut m| {
+            m.header.configuration_sequence = self.origin.configuration_sequence;
             let code = m.contents.code;
             m.to_bytes().map(|b| (code, b))
         }) {
