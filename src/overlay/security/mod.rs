@@ -295,7 +295,10 @@ impl Identity {
     /// identity. Header fields that relays change (TTL, via and destination lists) are not
     /// covered, so a relayed message keeps its signature.
     pub fn sign_message(&self, m: &mut wire::Message) -> Result<(), SecurityError> {
-        m.security.certificates = vec![self.generic_certificate()];
+        // Our certificate first; certificates already added (of stored values' signers) stay.
+        let own = self.generic_certificate();
+        m.security.certificates.retain(|c| *c != own);
+        m.security.certificates.insert(0, own);
         m.security.signature.algorithm = ECDSA_SHA256;
         m.security.signature.identity = self.signer_identity();
         let input = m.signature_input()?;

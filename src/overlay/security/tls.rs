@@ -28,8 +28,8 @@ use crate::overlay::wire::NodeId;
 #[derive(Debug, Default)]
 pub struct Admission {
     inner: RwLock<AdmissionLists>,
-    /// Peer certificates refused at the TLS handshake.
-    pub refused: AtomicU64,
+    /// Peer certificates refused at the TLS handshake (shared with the transport's counters).
+    pub refused: Arc<AtomicU64>,
 }
 
 /// The lists themselves.
@@ -57,10 +57,11 @@ impl AdmissionLists {
 }
 
 impl Admission {
-    pub fn new(lists: AdmissionLists) -> Self {
+    /// The policy `lists`, counting refusals in `refused`.
+    pub fn new(lists: AdmissionLists, refused: Arc<AtomicU64>) -> Self {
         Admission {
             inner: RwLock::new(lists),
-            refused: AtomicU64::new(0),
+            refused,
         }
     }
 

@@ -196,11 +196,14 @@ mod tests {
     use crate::overlay::wire::{decode_frame, Decoded, FrameRef, Message, OverlayHash, WireConfig};
     use std::io::{Read, Write};
 
+    /// A node in the insecure test mode: these tests speak plain TCP and unsigned messages
+    /// to check framing and header handling; `security_tests` covers the certificate mode.
     fn config() -> OverlayConfig {
         OverlayConfig {
             enabled: true,
             listen: "127.0.0.1:0".to_owned(),
             node_id_seed: "unit".to_owned(),
+            security: "insecure-test".to_owned(),
             ..OverlayConfig::default()
         }
     }
@@ -244,6 +247,7 @@ mod tests {
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
             .attach_req(7, NodeId::WILDCARD)
@@ -360,6 +364,7 @@ mod tests {
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
             .attach_req(7, NodeId::WILDCARD)
@@ -415,6 +420,7 @@ mod tests {
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let mut frames = Vec::new();
         let hello = me
@@ -478,6 +484,7 @@ mod tests {
             ttl: cfg.initial_ttl,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
             .attach_req(7, NodeId::WILDCARD)
