@@ -635,6 +635,11 @@ impl NodeLoop {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if code == MessageCode::StoreReq {
+                    self.stats
+                        .forbidden_stores
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if peer.is_none() {
                     self.fail_link(token, &why);
                 } else if code.is_request() {
