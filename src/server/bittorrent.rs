@@ -93,6 +93,14 @@ pub(crate) fn add_services(
     if config.bt_http.enabled {
         let h = &config.bt_http;
         let limits = config.effective_bt_limits(&h.limits);
+        let tls = match h.tls.settings(None) {
+            None => None,
+            Some(settings) => {
+                let acceptor = crate::runtime::tls::TlsAcceptor::new(settings)
+                    .map_err(|e| anyhow::anyhow!("bt_http.tls: {e}"))?;
+                Some(Arc::new(acceptor))
+            }
+        };
         let service: Arc<dyn StreamService> = Arc::new(BtHttpService {
             engine: engine.clone(),
             metrics: metrics.clone(),
@@ -105,6 +113,7 @@ pub(crate) fn add_services(
                 max_body_bytes: 0,
             },
             clock,
+            tls,
         });
         for addr in config.bt_http_addrs()? {
             listeners.push(ListenerSpec {
@@ -191,9 +200,15 @@ pub(crate) struct BtHttpService {
     pub front_end: HttpFrontEnd,
     pub http_limits: HttpLimits,
     pub clock: Clock,
+    /// TLS of the listeners, when `[bt_http.tls]` is enabled.
+    pub tls: Option<Arc<crate::runtime::tls::TlsAcceptor>>,
 }
 
 impl StreamService for BtHttpService {
+    fn tls(&self) -> Option<Arc<crate::runtime::tls::TlsAcceptor>> {
+        self.tls.clone()
+    }
+
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
         Box::new(BtHttpWorker {
             engine: self.engine.clone(),

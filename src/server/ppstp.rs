@@ -8,8 +8,10 @@ use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
 use crate::protocol::http::{self, Framed, HttpLimits, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, TransactionId, CONTENT_TYPE};
+use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamStep, StreamWorker};
 
+use super::auth::{Identity, PeerAuth, Refusal};
 use super::Clock;
 
 /// Shared, read-only state of the PPSTP service.
@@ -20,6 +22,10 @@ pub(crate) struct PpstpService {
     pub http_limits: HttpLimits,
     pub decode_limits: DecodeLimits,
     pub clock: Clock,
+    /// Peer authentication (RFC 7846 §4), consulted before the engine.
+    pub auth: Arc<PeerAuth>,
+    /// TLS of the listener, when `[ppstp.tls]` is enabled.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -32,6 +38,10 @@ impl StreamService for PpstpStreams {
             index: worker,
             body: Vec::with_capacity(4096),
         })
+    }
+
+    fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.0.tls.clone()
     }
 }
 
@@ -60,6 +70,22 @@ impl PpstpWorker {
         http::write_response(out, status, CONTENT_TYPE, &self.body, keep_alive);
     }
 
+    /// Answers a request that is not authenticated (401, error 06, with the challenge) or
+    /// whose certificate is bound to no peer (403, error 03). Nothing reaches the engine.
+    fn refuse(&mut self, out: &mut Vec<u8>, refusal: Refusal, keep_alive: bool) {
+        let (code, challenge) = match &refusal {
+            Refusal::Challenge(header) => (ErrorCode::AuthenticationRequired, header.as_bytes()),
+            Refusal::Unbound => (ErrorCode::Forbidden, &b""[..]),
+        };
+        let metrics = self.service.metrics.worker(self.index);
+        metrics.request(UNDECODED);
+        metrics.error(UNDECODED, code);
+        self.body.clear();
+        ppstp::encode_response(&Response::Err(code), None, &mut self.body);
+        let status = ppstp::http_status(code);
+        http::write_response_with(out, status, CONTENT_TYPE, challenge, &self.body, keep_alive);
+    }
+
     fn answer(
         &mut self,
         out: &mut Vec<u8>,
@@ -81,6 +107,19 @@ impl PpstpWorker {
         now: Time,
         out: &mut Vec<u8>,
     ) {
+        // RFC 7846 §4: with authentication on, nothing is looked at before the credentials.
+        let identity = if self.service.auth.is_off() {
+            Identity::Anyone
+        } else {
+            match self
+                .service
+                .auth
+                .authenticate(ctx, head, std::time::Instant::now())
+            {
+                Ok(identity) => identity,
+                Err(refusal) => return self.refuse(out, refusal, head.keep_alive),
+            }
+        };
         // RFC 7846 §7.1: requests are HTTP POSTs carrying the PPSTP media type.
         if head.method != "POST" {
             return self.fault(out, 405, head.keep_alive);
@@ -110,7 +149,9 @@ impl PpstpWorker {
                         .access
                         .current()
                         .permits_request(&decoded.request.kind);
-                let response = if refused {
+                // An authenticated peer acts only under its own id (03, forbidden action).
+                let impersonating = !identity.permits(decoded.request.peer_id.as_bytes());
+                let response = if refused || impersonating {
                     Response::Err(ErrorCode::Forbidden)
                 } else {
                     service.engine.handle(&decoded.request, now)

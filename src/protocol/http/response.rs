@@ -44,6 +44,19 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
+    write_response_with(out, status, content_type, b"", body, keep_alive);
+}
+
+/// As [`write_response`], with `extra` header lines (each ending in CRLF, such as a
+/// `WWW-Authenticate` challenge) after the standard ones.
+pub fn write_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra: &[u8],
+    body: &[u8],
+    keep_alive: bool,
+) {
     let mut num = itoa::Buffer::new();
     out.reserve(96 + content_type.len() + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -64,6 +77,7 @@ pub fn write_response(
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
