@@ -180,6 +180,21 @@ impl WorkerMetrics {
     }
 }
 
+/// Requests handled since start, per front-end ([`Metrics::totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolTotals {
+    pub ppstp: u64,
+    pub bt_udp: u64,
+    pub bt_http: u64,
+}
+
+impl ProtocolTotals {
+    /// All front-ends together.
+    pub fn all(&self) -> u64 {
+        self.ppstp + self.bt_udp + self.bt_http
+    }
+}
+
 /// Every worker's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -239,6 +254,18 @@ impl Metrics {
             return 0;
         };
         self.workers.iter().map(|w| get(&w.http_faults[i])).sum()
+    }
+
+    /// Requests handled since start by each front-end, summed over workers: PPSTP requests
+    /// received, BitTorrent UDP datagrams and BitTorrent HTTP requests handled (any outcome).
+    pub fn totals(&self) -> ProtocolTotals {
+        let mut t = ProtocolTotals::default();
+        for w in self.workers.iter() {
+            t.ppstp += w.requests_total();
+            t.bt_udp += w.bt_udp.iter().map(get).sum::<u64>();
+            t.bt_http += w.bt_http.iter().map(get).sum::<u64>();
+        }
+        t
     }
 
     /// Prometheus text exposition (format 0.0.4) of every metric.
@@ -504,7 +531,7 @@ impl Metrics {
             w,
             "ppsp_connections_closed_total",
             "counter",
-            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic).",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic, TLS handshake failure or timeout).",
         );
         for (listener, t) in &listeners {
             for (reason, n) in [
@@ -512,6 +539,8 @@ impl Metrics {
                 ("overflow", t.closed_overflow),
                 ("error", t.closed_error),
                 ("panic", t.closed_panic),
+                ("tls_handshake_failed", t.tls_handshake_failed),
+                ("tls_handshake_timeout", t.tls_handshake_timeout),
             ] {
                 sample(
                     w,

@@ -36,6 +36,9 @@ pub(crate) trait HttpHandler {
     /// Called once per batch of input, before its requests are served (to read the clock once).
     fn begin_input(&mut self) {}
 
+    /// The worker's periodic timer (every `server.tick_ms`), for handlers that sample or expire.
+    fn on_tick(&mut self, _now: std::time::Instant) {}
+
     /// Answers one request: writes the body into `body` (empty on entry) and returns its status
     /// and content type. A HEAD request arrives as GET; the loop drops the body.
     fn serve(
@@ -50,6 +53,12 @@ pub(crate) trait HttpHandler {
     /// 411, 413, 431), a method not allowed (405) or an internal error (500). `reason` is a
     /// short English text. Returns the content type.
     fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str;
+
+    /// Header lines (each ending in CRLF) to add to the answer [`HttpHandler::serve`] just
+    /// gave, such as a `WWW-Authenticate` challenge.
+    fn extra_headers(&self) -> &[u8] {
+        &[]
+    }
 }
 
 /// The loop: a [`StreamWorker`] serving pipelined requests with `H`.
@@ -88,6 +97,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 allow,
                 keep_alive,
                 head_only,
+                extra: b"",
             },
             &self.body,
         );
@@ -132,6 +142,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 allow: allowed.filter(|_| answer.status == 405),
                 keep_alive: head.keep_alive,
                 head_only,
+                extra: self.handler.extra_headers(),
             },
             &self.body,
         );
@@ -146,6 +157,10 @@ pub(crate) const REFUSAL: &[u8] =
 impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
     fn refusal(&self) -> &'static [u8] {
         REFUSAL
+    }
+
+    fn on_tick(&mut self, now: std::time::Instant) {
+        self.handler.on_tick(now);
     }
 
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
@@ -236,6 +251,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             output_limit: 1 << 20,
+            client_cert: None,
         }
     }
 
