@@ -1,4 +1,5 @@
-//! The `ppsp-tracker` binary: `serve` (the default), `print-config` and `check-config`.
+//! The `ppsp-tracker` binary: `serve` (the default), `print-config`, `check-config` and
+//! `keygen`.
 
 use std::process::ExitCode;
 
@@ -31,6 +32,23 @@ enum Command {
         /// The TOML file to check.
         file: String,
     },
+    /// Create this node's overlay identity: an ECDSA P-256 key (DIR/node.key, mode 0600) and
+    /// a self-signed certificate (DIR/node.crt); prints the Node-ID the certificate yields
+    /// (RFC 6940 §11.3.1) and the certificate's SHA-256 fingerprint, for admission lists.
+    Keygen {
+        /// Directory to write into (created, mode 0700, when missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Node-ID digest of the overlay (`overlay.node_id_digest`): sha256 or sha1.
+        #[arg(long, default_value = "sha256")]
+        digest: String,
+        /// Overlay instance name written into the certificate's reload:// URI.
+        #[arg(long, default_value = "ppsp-tracker.overlay")]
+        instance_name: String,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Default)]
@@ -61,6 +79,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => Config::check_file(&file)
             .map(|_| println!("{file}: ok"))
             .map_err(|e| e.to_string()),
+        Command::Keygen {
+            out,
+            digest,
+            instance_name,
+            force,
+        } => keygen(&out, &digest, &instance_name, force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +93,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `keygen`: writes the key pair and certificate; prints only public values.
+fn keygen(
+    out: &std::path::Path,
+    digest: &str,
+    instance_name: &str,
+    force: bool,
+) -> Result<(), String> {
+    use ppsp_tracker::overlay::security::{Identity, NodeIdDigest, KEY_FILE};
+    let digest = NodeIdDigest::parse(digest).ok_or("--digest must be sha256 or sha1")?;
+    if out.join(KEY_FILE).exists() && !force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            out.join(KEY_FILE).display()
+        ));
+    }
+    let id = Identity::generate(digest, instance_name).map_err(|e| e.to_string())?;
+    let (key, cert) = id
+        .write(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let fingerprint: String = id.cert_hash().iter().map(|b| format!("{b:02x}")).collect();
+    println!("node_id = \"{}\"", id.node_id());
+    println!("fingerprint = \"sha256:{fingerprint}\"");
+    println!("key = \"{}\"", key.display());
+    println!("certificate = \"{}\"", cert.display());
+    Ok(())
 }
 
 fn init_logging(config: &Config) {

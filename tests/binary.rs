@@ -156,6 +156,41 @@ fn an_unknown_key_fails_at_start_naming_the_key() {
 }
 
 #[test]
+fn keygen_writes_a_private_key_0600_and_prints_only_public_values() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("node-a");
+    let run = |force: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"));
+        cmd.arg("keygen").arg("--out").arg(&out);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("run keygen")
+    };
+    let first = run(false);
+    assert!(first.status.success(), "{first:?}");
+    let stdout = String::from_utf8(first.stdout).unwrap();
+    let key_path = out.join("node.key");
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(&key_path).unwrap();
+    let secret_line = key.lines().nth(1).unwrap();
+    assert!(!stdout.contains(secret_line), "the key was printed");
+    assert!(stdout.contains("node_id = \""), "{stdout}");
+    assert!(stdout.contains("fingerprint = \"sha256:"), "{stdout}");
+    // An existing key is not replaced without --force.
+    let again = run(false);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&key_path).unwrap(), key);
+    let forced = run(true);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read_to_string(&key_path).unwrap(), key);
+}
+
+#[test]
 fn json_log_format_writes_one_json_object_per_line() {
     let (mut child, _, _) = serve(&["--set".into(), "log.format=\"json\"".into()]);
     // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.

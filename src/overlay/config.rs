@@ -30,7 +30,8 @@ pub struct OverlayConfig {
     /// accepted too, comma-separated (`--set overlay.bootstrap=10.0.0.1:6084,10.0.0.2:6084`).
     #[serde(deserialize_with = "list_or_string")]
     pub bootstrap: Vec<String>,
-    /// This node's Node-ID, 32 hex digits; empty = derived from `node_id_seed`.
+    /// This node's Node-ID, 32 hex digits; empty = derived from `node_id_seed`. Only in the
+    /// `insecure-test` security mode: otherwise the Node-ID is the certificate's (§11.3.1).
     pub node_id: String,
     /// NodeId = first 16 bytes of SHA-1(seed) (the Chord-RELOAD hash, §10.2); empty = the
     /// advertised address as text.
@@ -65,6 +66,41 @@ pub struct OverlayConfig {
     pub value_lifetime_secs: u32,
     /// How long an admin request waits for the overlay's answer, ms.
     pub admin_timeout_ms: u64,
+    /// RFC 6940 §6.3.2.1 `sequence` of the overlay configuration: sent in every message's
+    /// `configuration_sequence`; a request carrying another value is answered
+    /// Error_Config_Too_Old / Error_Config_Too_New (compared modulo 2^16 as in TCP). 65535 is
+    /// reserved for ConfigUpdate, so 0..=65534.
+    pub configuration_sequence: u16,
+    /// `"certificate"` (the default): RFC 6940 certificate-based security in the self-signed
+    /// mode (§11.3.1, §13.3): TLS 1.3 links with mutual authentication, every message and
+    /// every stored value signed and verified, a node writes only its own dictionary entries.
+    /// `"insecure-test"`: plain TCP, unsigned messages, no checks, for tests of framing and
+    /// captures only; a warning is logged at every start.
+    pub security: String,
+    /// Directory holding this node's `node.key` (PKCS#8 PEM, mode 0600) and `node.crt`
+    /// (`ppsp-tracker keygen --out DIR` writes them). Empty = a fresh key pair at every start
+    /// (a new Node-ID each time; fine for tests, not for admission lists).
+    pub key_dir: String,
+    /// RFC 6940 §11.1 `self-signed-permitted` digest: `"sha256"` or `"sha1"`, the hash of the
+    /// subjectPublicKeyInfo whose high 16 bytes are the Node-ID. All nodes of an overlay must
+    /// agree.
+    pub node_id_digest: String,
+    /// Admission list (RFC 6940 §13.6.2): Node-IDs (32 hex digits) or certificate
+    /// fingerprints (`"sha256:"` + 64 hex digits) allowed to link, join and store. Empty =
+    /// every node with a valid self-signed certificate.
+    #[serde(deserialize_with = "list_or_string")]
+    pub admitted: Vec<String>,
+    /// Node-IDs refused whatever `admitted` says: their links are refused, their messages
+    /// and stores answered Error_Forbidden, and they are dropped from the routing table.
+    #[serde(deserialize_with = "list_or_string")]
+    pub bad_nodes: Vec<String>,
+}
+
+/// The overlay's security mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityMode {
+    Certificate,
+    InsecureTest,
 }
 
 impl Default for OverlayConfig {
@@ -90,6 +126,12 @@ impl Default for OverlayConfig {
             attach_timeout_ms: 5000,
             value_lifetime_secs: 86_400,
             admin_timeout_ms: 10_000,
+            configuration_sequence: 0,
+            security: "certificate".to_owned(),
+            key_dir: String::new(),
+            node_id_digest: "sha256".to_owned(),
+            admitted: Vec::new(),
+            bad_nodes: Vec::new(),
         }
     }
 }
@@ -142,8 +184,63 @@ impl OverlayConfig {
         Ok(NodeId(id))
     }
 
+    /// The security mode `security` names.
+    pub fn security_mode(&self) -> Result<SecurityMode, String> {
+        match self.security.as_str() {
+            "certificate" => Ok(SecurityMode::Certificate),
+            "insecure-test" => Ok(SecurityMode::InsecureTest),
+            other => Err(format!(
+                "overlay.security: \"{other}\" is neither \"certificate\" nor \"insecure-test\""
+            )),
+        }
+    }
+
+    /// The Node-ID digest `node_id_digest` names.
+    pub fn digest(&self) -> Result<crate::overlay::security::NodeIdDigest, String> {
+        crate::overlay::security::NodeIdDigest::parse(&self.node_id_digest)
+            .ok_or_else(|| "overlay.node_id_digest must be \"sha256\" or \"sha1\"".to_owned())
+    }
+
+    /// The admission and bad-node lists.
+    pub fn admission_lists(&self) -> Result<crate::overlay::security::tls::AdmissionLists, String> {
+        let mut lists = crate::overlay::security::tls::AdmissionLists::default();
+        for entry in &self.admitted {
+            if let Some(fp) = entry.strip_prefix("sha256:") {
+                let bytes = parse_hex(fp)
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        format!("overlay.admitted: \"{entry}\" is not sha256: and 64 hex digits")
+                    })?;
+                lists.fingerprints.insert(bytes);
+            } else {
+                let id = parse_node_id(entry).ok_or_else(|| {
+                    format!("overlay.admitted: \"{entry}\" is not a Node-ID (32 hex digits)")
+                })?;
+                lists.node_ids.insert(id);
+            }
+        }
+        for entry in &self.bad_nodes {
+            let id = parse_node_id(entry).ok_or_else(|| {
+                format!("overlay.bad_nodes: \"{entry}\" is not a Node-ID (32 hex digits)")
+            })?;
+            lists.bad_nodes.insert(id);
+        }
+        Ok(lists)
+    }
+
     /// Range and consistency checks; the message starts with the dotted key.
     pub fn validate(&self) -> Result<(), String> {
+        let mode = self.security_mode()?;
+        self.digest()?;
+        self.admission_lists()?;
+        if mode == SecurityMode::Certificate {
+            if !self.node_id.is_empty() {
+                return Err("overlay.node_id: with overlay.security = \"certificate\" the Node-ID is derived from the certificate; set it only in \"insecure-test\" mode".to_owned());
+            }
+            if !self.node_id_seed.is_empty() {
+                return Err("overlay.node_id_seed: with overlay.security = \"certificate\" the Node-ID is derived from the certificate; set it only in \"insecure-test\" mode".to_owned());
+            }
+        }
         if self.instance_name.is_empty() {
             return Err("overlay.instance_name must not be empty".to_owned());
         }
@@ -224,6 +321,9 @@ impl OverlayConfig {
         if !(2..=65_536).contains(&self.max_links) {
             return Err("overlay.max_links must be 2..=65536".to_owned());
         }
+        if self.configuration_sequence == u16::MAX {
+            return Err("overlay.configuration_sequence must be 0..=65534".to_owned());
+        }
         if self.value_lifetime_secs == 0 {
             return Err("overlay.value_lifetime_secs must be at least 1".to_owned());
         }
@@ -251,6 +351,16 @@ fn list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 }
 
 /// 32 hex digits to a Node-ID.
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 pub fn parse_node_id(text: &str) -> Option<NodeId> {
     let t = text.trim();
     if t.len() != 2 * NODE_ID_LEN || !t.is_ascii() {
@@ -266,6 +376,36 @@ pub fn parse_node_id(text: &str) -> Option<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_keys_are_checked() {
+        let mut c = OverlayConfig::default();
+        assert_eq!(c.security_mode(), Ok(SecurityMode::Certificate));
+        c.security = "none".to_owned();
+        assert!(c.validate().unwrap_err().starts_with("overlay.security"));
+        c.security = "certificate".to_owned();
+        c.node_id_seed = "x".to_owned();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("overlay.node_id_seed"));
+        c.security = "insecure-test".to_owned();
+        c.validate().unwrap();
+        c.admitted = vec!["00".repeat(16), format!("sha256:{}", "ab".repeat(32))];
+        c.bad_nodes = vec!["11".repeat(16)];
+        let lists = c.admission_lists().unwrap();
+        assert_eq!(lists.node_ids.len(), 1);
+        assert_eq!(lists.fingerprints.len(), 1);
+        assert_eq!(lists.bad_nodes.len(), 1);
+        c.admitted = vec!["sha256:zz".to_owned()];
+        assert!(c.validate().unwrap_err().starts_with("overlay.admitted"));
+        c.admitted.clear();
+        c.node_id_digest = "md5".to_owned();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("overlay.node_id_digest"));
+    }
 
     #[test]
     fn defaults_are_valid_and_disabled() {

@@ -3,6 +3,7 @@
 
 pub mod chord;
 pub mod config;
+pub mod security;
 pub mod sim;
 pub mod storage;
 pub mod transport;

@@ -1,4 +1,5 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `GET /status` (JSON), on its own
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /status` (JSON) and the stats
+//! page (`GET /stats`, `GET /stats.json`, see `stats.rs`), on its own
 //! thread (a one-worker runtime), served by the same HTTP loop as the front-ends.
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub(crate) struct AdminState {
     pub listeners: OnceLock<Vec<(String, SocketAddr)>>,
     /// The RELOAD overlay thread, when `overlay.enabled`.
     pub overlay: Option<Arc<crate::overlay::transport::OverlayHandle>>,
+    /// The stats page's last hour, sampled by the admin worker's timer.
+    pub history: parking_lot::Mutex<super::stats::History>,
 }
 
 impl AdminState {
@@ -99,10 +102,19 @@ impl HttpHandler for AdminWorker {
     fn allowed_methods(&self, path: &str) -> Option<&'static str> {
         if path.starts_with(crate::overlay::transport::http::VALUE_PREFIX) {
             Some("GET, HEAD, PUT")
-        } else if matches!(path, "/metrics" | "/status") {
+        } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
             Some("GET, HEAD")
         } else {
             None
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let uptime = now.saturating_duration_since(self.0.started).as_secs_f64();
+        if self.0.history.lock().due(uptime) {
+            // Counted outside the history lock: `counts` takes every swarm shard's lock.
+            let sample = super::stats::sample(&self.0, now);
+            self.0.history.lock().offer(sample);
         }
     }
 
@@ -137,6 +149,24 @@ impl HttpHandler for AdminWorker {
                 Answer {
                     status: 200,
                     content_type: METRICS_CONTENT_TYPE,
+                }
+            }
+            "/stats" => {
+                let json = super::stats::stats_json(&self.0, Instant::now());
+                body.extend_from_slice(super::stats::stats_html(&json).as_bytes());
+                Answer {
+                    status: 200,
+                    content_type: "text/html; charset=utf-8",
+                }
+            }
+            "/stats.json" => {
+                let json = super::stats::stats_json(&self.0, Instant::now());
+                // Serializing a `Value` into a vector cannot fail.
+                let _ = serde_json::to_writer_pretty(&mut *body, &json);
+                body.push(b'\n');
+                Answer {
+                    status: 200,
+                    content_type: "application/json",
                 }
             }
             "/status" => {

@@ -81,7 +81,7 @@ pub(crate) fn add_services(
             metrics: metrics.clone(),
             access: access.clone(),
             front_end: UdpFrontEnd::new(secret, limits),
-            clock,
+            clock: clock.clone(),
         });
         for addr in config.bt_udp_addrs()? {
             datagrams.push(DatagramSpec {
@@ -151,7 +151,7 @@ impl DatagramService for BtUdpService {
             metrics: self.metrics.clone(),
             access: self.access.clone(),
             front_end: self.front_end.clone(),
-            clock: self.clock,
+            clock: self.clock.clone(),
             scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
             index: worker,
         })
@@ -219,7 +219,7 @@ impl StreamService for BtHttpService {
                 metrics: self.metrics.clone(),
                 access: self.access.clone(),
                 front_end: self.front_end.clone(),
-                clock: self.clock,
+                clock: self.clock.clone(),
                 now: self.clock.now(),
                 index: worker,
                 scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),

@@ -35,6 +35,9 @@ pub(crate) trait HttpHandler {
     /// Called once per batch of input, before its requests are served (to read the clock once).
     fn begin_input(&mut self) {}
 
+    /// The worker's periodic timer (every `server.tick_ms`), for handlers that sample or expire.
+    fn on_tick(&mut self, _now: std::time::Instant) {}
+
     /// Answers one request: writes the body into `body` (empty on entry) and returns its status
     /// and content type. A HEAD request arrives as GET; the loop drops the body.
     fn serve(
@@ -146,6 +149,10 @@ impl<H: HttpHandler> HttpWorker<H> {
 }
 
 impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
+    fn on_tick(&mut self, now: std::time::Instant) {
+        self.handler.on_tick(now);
+    }
+
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         self.handler.begin_input();
         let limits = self.limits;

@@ -7,8 +7,10 @@ mod auth;
 mod bittorrent;
 mod http_serve;
 mod ppstp;
+mod stats;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -51,22 +53,32 @@ impl Ticker for ExpiryTicker {
     }
 }
 
-/// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started).
-#[derive(Clone, Copy, Debug)]
+/// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started, plus
+/// any [`Clock::advance`]). Clones share the advance.
+#[derive(Clone, Debug)]
 pub struct Clock {
     origin: Instant,
+    /// Milliseconds added to the elapsed time ([`Server::advance_clock`]).
+    advanced_ms: Arc<AtomicU64>,
 }
 
 impl Clock {
     pub fn new() -> Self {
         Clock {
             origin: Instant::now(),
+            advanced_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn now(&self) -> Time {
-        let ms = self.origin.elapsed().as_millis();
-        Time::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Time::from_millis(ms.saturating_add(self.advanced_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Moves this clock and its clones forward by `by` (never back: time stays monotonic).
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.advanced_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 
@@ -86,6 +98,7 @@ pub struct Server {
     bt_http_addrs: Vec<SocketAddr>,
     bt_udp_addrs: Vec<SocketAddr>,
     access: Arc<AccessControl>,
+    clock: Clock,
     /// TLS of every TLS listener, for reloads.
     tls_acceptors: Vec<Arc<TlsAcceptor>>,
     peer_auth: Option<Arc<auth::PeerAuth>>,
@@ -137,7 +150,7 @@ impl Server {
                 metrics: metrics.clone(),
                 http_limits,
                 decode_limits: decode_limits(config),
-                clock,
+                clock: clock.clone(),
                 auth,
                 tls,
             });
@@ -160,7 +173,7 @@ impl Server {
             &engine,
             &metrics,
             &access,
-            clock,
+            clock.clone(),
             &mut listeners,
             &mut datagrams,
         )?;
@@ -177,7 +190,7 @@ impl Server {
         let expiry: Arc<dyn Ticker> = Arc::new(ExpiryTicker {
             engine: engine.clone(),
             metrics: metrics.clone(),
-            clock,
+            clock: clock.clone(),
             budget: config.engine.expiry_budget,
         });
         let runtime_config = RuntimeConfig {
@@ -218,7 +231,12 @@ impl Server {
             backend: backend.name(),
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
+            history: Default::default(),
         });
+        {
+            let first = stats::sample(&state, state.started);
+            state.history.lock().offer(first);
+        }
         let mut all_listeners = runtime.local_addrs();
         all_listeners.extend(runtime.datagram_addrs());
         let mut runtimes = vec![runtime.stats()];
@@ -272,6 +290,7 @@ impl Server {
             bt_http_addrs,
             bt_udp_addrs,
             access,
+            clock,
             tls_acceptors,
             peer_auth,
         })
@@ -295,6 +314,13 @@ impl Server {
     /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
         self.bt_udp_addrs.first().copied()
+    }
+
+    /// Moves the tracker's clock forward by `by`: every timer (peer expiry, the BEP 15
+    /// connection-id lifetime) sees the time `by` later. Lets tests of timed behaviour run
+    /// without waiting.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Re-reads the access list file (what SIGHUP does). On error the old list stays in force.

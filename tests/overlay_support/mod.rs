@@ -46,8 +46,14 @@ pub fn fast_timers() -> Vec<String> {
     .collect()
 }
 
-/// Starts a node whose overlay listens on `overlay` and bootstraps from `bootstrap`.
+/// Starts a node whose overlay listens on `overlay` and bootstraps from `bootstrap`, with
+/// the default (certificate) security.
 pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
+    start_node_with(overlay, bootstrap, &[])
+}
+
+/// [`start_node`] with extra `--set` overrides.
+pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&str]) -> Node {
     let admin = free_addr();
     let ppstp = free_addr();
     let list: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
@@ -62,6 +68,7 @@ pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
         "log.level=warn".to_owned(),
     ];
     sets.extend(fast_timers());
+    sets.extend(extra.iter().map(|s| (*s).to_owned()));
     for s in sets {
         cmd.arg("--set").arg(s);
     }

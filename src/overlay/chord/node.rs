@@ -72,6 +72,14 @@ pub struct ChordConfig {
     /// Error_In_Progress and internal ones are deferred.
     pub max_pending: usize,
     pub storage: StorageConfig,
+    /// The overlay's `initial-ttl` (RFC 6940 §6.3.2, §11.1): the TTL of every message this
+    /// node originates, and the most a received message may carry (more is answered
+    /// Error_TTL_Exceeded). At most 100 by default.
+    pub initial_ttl: u8,
+    /// Wall-clock time (ms since the Unix epoch) at local time 0, so that the `time` of a
+    /// PingAns is absolute as RFC 6940 §6.5.3.2 defines it while timers run on the local
+    /// monotonic clock.
+    pub wall_clock_offset_ms: u64,
 }
 
 impl Default for ChordConfig {
@@ -88,6 +96,8 @@ impl Default for ChordConfig {
             bootstrap: Vec::new(),
             max_pending: 4096,
             storage: StorageConfig::default(),
+            initial_ttl: INITIAL_TTL,
+            wall_clock_offset_ms: 0,
         }
     }
 }
@@ -456,7 +466,7 @@ impl ChordNode {
         let transaction_id = self.new_transaction_id();
         let message = Message {
             transaction_id,
-            ttl: INITIAL_TTL,
+            ttl: self.config.initial_ttl,
             via: Vec::new(),
             destinations,
             sender: self.table.own,
@@ -589,7 +599,7 @@ impl ChordNode {
             self.prune_verified();
         }
         // RFC 6940 §6.3.2: a TTL beyond the initial value is refused.
-        if message.ttl > INITIAL_TTL {
+        if message.ttl > self.config.initial_ttl {
             self.answer_error(from, &message, ErrorCode::TtlExceeded);
             return;
         }
@@ -637,7 +647,7 @@ impl ChordNode {
         // needs it for the way back; on a response it keeps the responder as the first entry
         // (RFC 6940 §6.1.2 leaves responses' via lists to the relay), which is how a receiver
         // of the encoded message learns who answered.
-        if message.via.len() >= usize::from(INITIAL_TTL) {
+        if message.via.len() >= usize::from(self.config.initial_ttl) {
             self.answer_error(from, &message, ErrorCode::TtlExceeded);
             return;
         }
@@ -693,7 +703,7 @@ impl ChordNode {
         }
         let message = Message {
             transaction_id: request.transaction_id,
-            ttl: INITIAL_TTL,
+            ttl: self.config.initial_ttl,
             via: Vec::new(),
             destinations,
             sender: self.table.own,
@@ -752,7 +762,8 @@ impl ChordNode {
         let response = match request {
             Request::Ping => Response::Ping {
                 response_id: self.rng.gen(),
-                time: self.now,
+                // RFC 6940 §6.5.3.2: milliseconds since midnight Jan 1, 1970.
+                time: self.config.wall_clock_offset_ms.saturating_add(self.now),
             },
             Request::Join { joining_peer_id } => self.on_join(*joining_peer_id, from),
             Request::Update(update) => {

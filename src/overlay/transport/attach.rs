@@ -32,8 +32,10 @@ const IDENTITY_HASH_ALG: u8 = 2;
 /// (RFC 8445 §5.1.2.1 formula), the only candidate sent.
 const HOST_PRIORITY: u32 = (126 << 24) | (65535 << 8) | 255;
 
-/// The Attach body carrying one host candidate at `addr`.
-pub fn attach_body(addr: SocketAddr, answer: bool) -> AttachReqAns {
+/// The Attach body carrying one host candidate at `addr` reached over `link`: the link type
+/// actually used (§6.5.1.1): TLS-TCP-FH-NO-ICE with security on, the experimental type
+/// (exp-link, §14.10) for the plain TCP of the insecure test mode.
+pub fn attach_body(addr: SocketAddr, answer: bool, link: OverlayLinkType) -> AttachReqAns {
     AttachReqAns {
         ufrag: Vec::new(),
         password: Vec::new(),
@@ -45,7 +47,7 @@ pub fn attach_body(addr: SocketAddr, answer: bool) -> AttachReqAns {
         },
         candidates: vec![IceCandidate {
             addr_port: IpAddressPort::Ip(addr),
-            overlay_link: OverlayLinkType::TLS_TCP_FH_NO_ICE,
+            overlay_link: link,
             foundation: b"1".to_vec(),
             priority: HOST_PRIORITY,
             candidate_type: CandidateType::Host,
@@ -89,9 +91,13 @@ pub fn candidate_addr(body: &AttachReqAns) -> Option<SocketAddr> {
 #[derive(Clone, Copy, Debug)]
 pub struct Origin {
     pub overlay: crate::overlay::wire::OverlayHash,
+    /// RFC 6940 §6.3.2.1 configuration sequence stamped on every message.
+    pub configuration_sequence: u16,
     pub ttl: u8,
     pub own: NodeId,
     pub advertised: SocketAddr,
+    /// The overlay link type of this node's links, advertised in its candidates.
+    pub link_type: OverlayLinkType,
 }
 
 impl Origin {
@@ -103,14 +109,14 @@ impl Origin {
     ) -> Result<Message, crate::overlay::wire::EncodeError> {
         let header = ForwardingHeader::new_request(
             self.overlay,
-            0,
+            self.configuration_sequence,
             self.ttl,
             TransactionId(transaction_id),
             vec![Destination::Node(destination)],
         );
         let mut m = Message::new(
             header,
-            &Body::AttachReq(attach_body(self.advertised, false)),
+            &Body::AttachReq(attach_body(self.advertised, false, self.link_type)),
         )?;
         sign_as(&mut m, self.own);
         Ok(m)
@@ -132,7 +138,10 @@ impl Origin {
         if header.destination_list.is_empty() {
             header.destination_list = vec![Destination::Node(NodeId::WILDCARD)];
         }
-        let mut m = Message::new(header, &Body::AttachAns(attach_body(self.advertised, true)))?;
+        let mut m = Message::new(
+            header,
+            &Body::AttachAns(attach_body(self.advertised, true, self.link_type)),
+        )?;
         sign_as(&mut m, self.own);
         Ok(m)
     }
@@ -146,9 +155,11 @@ mod tests {
     fn origin(n: u128) -> Origin {
         Origin {
             overlay: OverlayHash::of_name("t"),
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(n),
             advertised: "127.0.0.1:7000".parse().unwrap(),
+            link_type: OverlayLinkType::TLS_TCP_FH_NO_ICE,
         }
     }
 

@@ -1,4 +1,5 @@
-//! One RELOAD link over TCP: RFC 6940 §6.6.2 framing (data frames with per-hop sequence
+//! One RELOAD link over TCP, inside TLS 1.3 (RFC 6940 §6.6.5, TLS-TCP-FH-NO-ICE) unless the
+//! overlay runs in the insecure test mode: RFC 6940 §6.6.2 framing (data frames with per-hop sequence
 //! numbers, acks with the received bitmap) on a non-blocking stream, with a bounded output
 //! queue.
 //!
@@ -87,6 +88,8 @@ pub struct Link {
     pub opened_at: u64,
     /// The peer closed its side after the messages last returned.
     pub closed: bool,
+    /// The TLS session (rustls, sans-IO) when the link is secured: frames are its plaintext.
+    pub tls: Option<rustls::Connection>,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -113,6 +116,78 @@ impl Link {
             frames_received: 0,
             opened_at: 0,
             closed: false,
+            tls: None,
+        }
+    }
+
+    /// True when bytes wait to be written: queued frames, or TLS records (handshake, alerts,
+    /// encrypted frames) rustls has not handed to the socket yet.
+    pub fn wants_flush(&self) -> bool {
+        self.queued_bytes() > 0 || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Writes `data` (plaintext) to the stream, through TLS when secured. With TLS, what rustls
+    /// accepted is encrypted and as much as the socket takes is written.
+    fn write_plain(
+        stream: &mut TcpStream,
+        tls: &mut Option<rustls::Connection>,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        let Some(tls) = tls.as_mut() else {
+            return stream.write(data);
+        };
+        let n = tls.writer().write(data)?;
+        Self::drain_tls(tls, stream)?;
+        if n == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// Hands rustls's pending records to the socket until it would block.
+    fn drain_tls(tls: &mut rustls::Connection, stream: &mut TcpStream) -> io::Result<()> {
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads plaintext: from the stream, or from TLS records read from it. `Ok(0)` is the end
+    /// of the stream.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: the end of the stream.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    let state = tls
+                        .process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    // Handshake answers go out at once.
+                    if tls.wants_write() {
+                        Self::drain_tls(tls, &mut self.stream)?;
+                    }
+                    if state.peer_has_closed() && state.plaintext_bytes_to_read() == 0 {
+                        return Ok(0);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -164,11 +239,17 @@ impl Link {
                 self.output.pop_front();
                 continue;
             }
-            match self.stream.write(pending) {
+            match Self::write_plain(&mut self.stream, &mut self.tls, pending) {
                 Ok(0) => return Err(LinkError::Closed),
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            match Self::drain_tls(tls, &mut self.stream) {
+                Ok(()) => return Ok(!tls.wants_write()),
                 Err(e) => return Err(LinkError::Io(e)),
             }
         }
@@ -181,7 +262,7 @@ impl Link {
         let mut messages = Vec::new();
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.read_plain(&mut chunk) {
                 Ok(0) => {
                     // Deliver what arrived first; `closed` tells the owner to drop the link.
                     if messages.is_empty() {

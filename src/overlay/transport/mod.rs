@@ -196,11 +196,14 @@ mod tests {
     use crate::overlay::wire::{decode_frame, Decoded, FrameRef, Message, OverlayHash, WireConfig};
     use std::io::{Read, Write};
 
+    /// A node in the insecure test mode: these tests speak plain TCP and unsigned messages
+    /// to check framing and header handling; `security_tests` covers the certificate mode.
     fn config() -> OverlayConfig {
         OverlayConfig {
             enabled: true,
             listen: "127.0.0.1:0".to_owned(),
             node_id_seed: "unit".to_owned(),
+            security: "insecure-test".to_owned(),
             ..OverlayConfig::default()
         }
     }
@@ -211,7 +214,7 @@ mod tests {
     }
 
     /// [`read_data_frame`] keeping what was read beyond the frame in `buf`.
-    fn read_data_frame_into(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    fn read_data_frame_into(s: &mut impl Read, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
         let mut chunk = [0u8; 4096];
         loop {
             while let Decoded::Frame { frame, consumed } = decode_frame(buf, 1 << 20).ok()? {
@@ -240,9 +243,11 @@ mod tests {
         let overlay = OverlayHash::of_name(&cfg.instance_name);
         let me = attach::Origin {
             overlay,
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
             .attach_req(7, NodeId::WILDCARD)
@@ -355,9 +360,11 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let me = attach::Origin {
             overlay: OverlayHash::of_name(&cfg.instance_name),
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
             .attach_req(7, NodeId::WILDCARD)
@@ -409,9 +416,11 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let me = attach::Origin {
             overlay,
+            configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
             advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let mut frames = Vec::new();
         let hello = me
@@ -461,6 +470,573 @@ mod tests {
             other => panic!("expected an error, got {other:?}"),
         }
         handle.shutdown();
+    }
+
+    /// Opens a link to `handle` as Node-ID 42 (the hello, then its answer read) and returns
+    /// the stream with the bytes read past the answer.
+    fn linked(handle: &OverlayHandle, cfg: &OverlayConfig) -> (std::net::TcpStream, Vec<u8>) {
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let mut s = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let me = attach::Origin {
+            overlay,
+            configuration_sequence: cfg.configuration_sequence,
+            ttl: cfg.initial_ttl,
+            own: NodeId::from_u128(42),
+            advertised: "127.0.0.1:1".parse().unwrap(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
+        };
+        let hello = me
+            .attach_req(7, NodeId::WILDCARD)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, 1, &hello).unwrap();
+        s.write_all(&frame).unwrap();
+        let mut buf = Vec::new();
+        let ans = read_data_frame_into(&mut s, &mut buf).expect("attach_ans");
+        let ans = Message::decode(&ans, &WireConfig::new(overlay)).unwrap();
+        assert_eq!(
+            ans.contents.code,
+            crate::overlay::wire::MessageCode::AttachAns
+        );
+        (s, buf)
+    }
+
+    /// Sends a Ping with the given header fields on a linked stream and returns the answer.
+    fn ping(
+        s: &mut std::net::TcpStream,
+        buf: &mut Vec<u8>,
+        cfg: &OverlayConfig,
+        seq: u32,
+        (ttl, config_seq, to): (u8, u16, NodeId),
+    ) -> crate::overlay::wire::Body {
+        use crate::overlay::wire::{Body, Destination, ForwardingHeader, PingReq, TransactionId};
+        let overlay = OverlayHash::of_name(&cfg.instance_name);
+        let mut header = ForwardingHeader::new_request(
+            overlay,
+            config_seq,
+            ttl,
+            TransactionId(1000 + u64::from(seq)),
+            vec![Destination::Node(to)],
+        );
+        header.ttl = ttl;
+        let mut m = Message::new(
+            header,
+            &Body::PingReq(PingReq {
+                padding: Vec::new(),
+            }),
+        )
+        .unwrap();
+        attach::sign_as(&mut m, NodeId::from_u128(42));
+        let mut frame = Vec::new();
+        encode_data_frame(&mut frame, seq, &m.to_bytes().unwrap()).unwrap();
+        s.write_all(&frame).unwrap();
+        // Large enough for a message whose TTL is above the node's initial-ttl.
+        let mut wire_cfg = WireConfig::new(overlay);
+        wire_cfg.initial_ttl = 255;
+        loop {
+            let bytes = read_data_frame_into(s, buf).expect("an answer");
+            let answer = Message::decode(&bytes, &wire_cfg).unwrap();
+            if answer.header.transaction_id == TransactionId(1000 + u64::from(seq)) {
+                return answer
+                    .contents
+                    .decode_body(&crate::overlay::wire::NoKinds)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn error_code(body: &crate::overlay::wire::Body) -> Option<crate::overlay::wire::ErrorCode> {
+        match body {
+            crate::overlay::wire::Body::Error(e) => Some(e.error_code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ttl_beyond_initial_or_spent_is_answered_ttl_exceeded() {
+        use crate::overlay::wire::ErrorCode;
+        let cfg = OverlayConfig {
+            initial_ttl: 50,
+            ..config()
+        };
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let me = handle.node_id();
+        let (mut s, mut buf) = linked(&handle, &cfg);
+        // Wait until the node has created its overlay, so a Ping to it is answered.
+        for _ in 0..200 {
+            if handle.status_json()["joined"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ok = ping(&mut s, &mut buf, &cfg, 2, (50, 0, me));
+        assert!(
+            matches!(ok, crate::overlay::wire::Body::PingAns(_)),
+            "{ok:?}"
+        );
+        // §6.3.2: above initial-ttl.
+        let over = ping(&mut s, &mut buf, &cfg, 3, (51, 0, me));
+        assert_eq!(error_code(&over), Some(ErrorCode::TtlExceeded));
+        // §6.3.2: spent before reaching its destination (another node, reached through us).
+        let spent = ping(&mut s, &mut buf, &cfg, 4, (0, 0, NodeId::from_u128(7)));
+        assert_eq!(error_code(&spent), Some(ErrorCode::TtlExceeded));
+        handle.shutdown();
+    }
+
+    #[test]
+    fn another_configuration_sequence_is_too_old_or_too_new() {
+        use crate::overlay::wire::ErrorCode;
+        let cfg = OverlayConfig {
+            configuration_sequence: 7,
+            ..config()
+        };
+        let handle = OverlayHandle::start(&cfg).unwrap();
+        let me = handle.node_id();
+        let (mut s, mut buf) = linked(&handle, &cfg);
+        for _ in 0..200 {
+            if handle.status_json()["joined"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let old = ping(&mut s, &mut buf, &cfg, 2, (100, 6, me));
+        assert_eq!(error_code(&old), Some(ErrorCode::ConfigTooOld));
+        let new = ping(&mut s, &mut buf, &cfg, 3, (100, 8, me));
+        assert_eq!(error_code(&new), Some(ErrorCode::ConfigTooNew));
+        // Modulo 2^16: 65534 is behind 7 (it wrapped), 30000 is ahead, 40000 (more than half
+        // the space ahead) is behind.
+        let wrapped = ping(&mut s, &mut buf, &cfg, 4, (100, 65534, me));
+        assert_eq!(error_code(&wrapped), Some(ErrorCode::ConfigTooOld));
+        let ahead = ping(&mut s, &mut buf, &cfg, 5, (100, 30000, me));
+        assert_eq!(error_code(&ahead), Some(ErrorCode::ConfigTooNew));
+        let far = ping(&mut s, &mut buf, &cfg, 7, (100, 40000, me));
+        assert_eq!(error_code(&far), Some(ErrorCode::ConfigTooOld));
+        let same = ping(&mut s, &mut buf, &cfg, 6, (100, 7, me));
+        let crate::overlay::wire::Body::PingAns(ans) = same else {
+            panic!("expected a PingAns, got {same:?}");
+        };
+        // §6.5.3.2: the time is absolute (ms since 1970), not time since the node started.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            ans.time <= now && ans.time + 600_000 > now,
+            "ping time {} vs now {now}",
+            ans.time
+        );
+        handle.shutdown();
+    }
+
+    /// The certificate mode against a peer that plays by the wire rules but not by the
+    /// security rules (RFC 6940 §6.3.4, §7.1, §13): each attack is answered Error_Forbidden
+    /// or refused at the link, and changes nothing.
+    mod security_tests {
+        use super::*;
+        use crate::overlay::security::tls::{Admission, TlsConfigs};
+        use crate::overlay::security::{Identity, NodeIdDigest};
+        use crate::overlay::storage::{
+            DataModel, DataValue, FetchReq, ModelSpecifier, StoreKindData, StoreReq, StoredData,
+            StoredDataSpecifier, StoredDataValue, KIND_CONTENT_REGISTRATION,
+        };
+        use crate::overlay::wire::{
+            Body, Destination, ErrorCode, ForwardingHeader, JoinReq, Signature, TransactionId,
+        };
+
+        fn secure_config() -> OverlayConfig {
+            OverlayConfig {
+                enabled: true,
+                listen: "127.0.0.1:0".to_owned(),
+                ..OverlayConfig::default()
+            }
+        }
+
+        fn identity() -> Identity {
+            Identity::generate(NodeIdDigest::Sha256, "ppsp-tracker.overlay").unwrap()
+        }
+
+        fn kinds() -> Vec<(crate::overlay::wire::KindId, DataModel)> {
+            vec![(KIND_CONTENT_REGISTRATION, DataModel::Dictionary)]
+        }
+
+        /// A peer on a TLS link with its own certificate.
+        struct Peer {
+            s: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+            buf: Vec<u8>,
+            seq: u32,
+            overlay: OverlayHash,
+        }
+
+        impl Peer {
+            fn connect(handle: &OverlayHandle, cert: &Identity) -> Peer {
+                let tls = TlsConfigs::new(
+                    cert,
+                    NodeIdDigest::Sha256,
+                    Arc::new(Admission::new(Default::default(), Default::default())),
+                )
+                .unwrap();
+                let rustls::Connection::Client(conn) = tls.connect().unwrap() else {
+                    panic!("not a client connection");
+                };
+                let tcp = std::net::TcpStream::connect(handle.listen_addr()).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                Peer {
+                    s: rustls::StreamOwned::new(conn, tcp),
+                    buf: Vec::new(),
+                    seq: 0,
+                    overlay: OverlayHash::of_name(&secure_config().instance_name),
+                }
+            }
+
+            /// Sends `m` as it is (signed or not by the caller).
+            fn send(&mut self, m: &Message) -> bool {
+                self.seq += 1;
+                let mut frame = Vec::new();
+                encode_data_frame(&mut frame, self.seq, &m.to_bytes().unwrap()).unwrap();
+                self.s.write_all(&frame).is_ok() && self.s.flush().is_ok()
+            }
+
+            /// The answer with transaction id `tid`; `None` when the link closes.
+            fn answer(&mut self, tid: u64) -> Option<(Message, Body)> {
+                let cfg = WireConfig::new(self.overlay);
+                loop {
+                    let bytes = read_data_frame_into(&mut self.s, &mut self.buf)?;
+                    let m = Message::decode(&bytes, &cfg).ok()?;
+                    if m.header.transaction_id.0 == tid {
+                        let body = m.contents.decode_body(&kinds()).ok()?;
+                        return Some((m, body));
+                    }
+                }
+            }
+
+            /// The link hello signed by `signer`; the attach_ans, or `None` when refused.
+            fn hello(&mut self, signer: &Identity) -> Option<(Message, Body)> {
+                let me = attach::Origin {
+                    overlay: self.overlay,
+                    configuration_sequence: 0,
+                    ttl: 100,
+                    own: signer.node_id(),
+                    advertised: "127.0.0.1:1".parse().unwrap(),
+                    link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
+                };
+                let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
+                signer.sign_message(&mut hello).unwrap();
+                if !self.send(&hello) {
+                    return None;
+                }
+                self.answer(1)
+            }
+        }
+
+        fn request(overlay: OverlayHash, tid: u64, to: Destination, body: &Body) -> Message {
+            Message::new(
+                ForwardingHeader::new_request(overlay, 0, 100, TransactionId(tid), vec![to]),
+                body,
+            )
+            .unwrap()
+        }
+
+        fn value(key: NodeId, text: &[u8], time: u64) -> StoredData {
+            StoredData {
+                storage_time: time,
+                lifetime: 600,
+                value: StoredDataValue::Dictionary {
+                    key: key.0.to_vec(),
+                    value: DataValue {
+                        exists: true,
+                        value: text.to_vec(),
+                    },
+                },
+                signature: Signature::placeholder(),
+            }
+        }
+
+        fn store_body(
+            resource: &crate::overlay::wire::ResourceId,
+            values: Vec<StoredData>,
+        ) -> Body {
+            Body::StoreReq(StoreReq {
+                resource: resource.clone(),
+                replica_number: 0,
+                kind_data: vec![StoreKindData {
+                    kind: KIND_CONTENT_REGISTRATION,
+                    generation_counter: 0,
+                    values,
+                }],
+            })
+        }
+
+        fn wait_joined(handle: &OverlayHandle) {
+            for _ in 0..500 {
+                if handle.status_json()["joined"] == true {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("the node never created its overlay");
+        }
+
+        fn forbidden(answer: Option<(Message, Body)>) -> bool {
+            matches!(answer, Some((_, Body::Error(e))) if e.error_code == ErrorCode::Forbidden)
+        }
+
+        fn counter(handle: &OverlayHandle, c: &std::sync::atomic::AtomicU64) -> u64 {
+            let _ = handle;
+            c.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        #[test]
+        fn a_node_not_admitted_is_refused_at_the_link_and_the_ring_does_not_change() {
+            let admitted = identity();
+            let outsider = identity();
+            let cfg = OverlayConfig {
+                admitted: vec![
+                    format!(
+                        "sha256:{}",
+                        admitted
+                            .cert_hash()
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    ),
+                    NodeId::from_u128(1).to_string(),
+                ],
+                ..secure_config()
+            };
+            let handle = OverlayHandle::start(&cfg).unwrap();
+            wait_joined(&handle);
+            // A valid certificate that is not on the list: the handshake fails, no hello is
+            // answered, no link or neighbour appears.
+            let mut out = Peer::connect(&handle, &outsider);
+            assert!(out.hello(&outsider).is_none());
+            assert!(counter(&handle, &handle.stats().links_refused) >= 1);
+            let status = handle.status_json();
+            assert_eq!(status["links"], 0, "{status}");
+            assert_eq!(status["successors"].as_array().map(Vec::len), Some(0));
+            // The admitted certificate (listed by fingerprint) is answered.
+            let mut ok = Peer::connect(&handle, &admitted);
+            let (ans, _) = ok.hello(&admitted).expect("the admitted node is answered");
+            assert_eq!(
+                ans.contents.code,
+                crate::overlay::wire::MessageCode::AttachAns
+            );
+            handle.shutdown();
+        }
+
+        #[test]
+        fn a_hello_or_join_in_another_nodes_name_is_refused() {
+            let handle = OverlayHandle::start(&secure_config()).unwrap();
+            wait_joined(&handle);
+            let a = identity();
+            let b = identity();
+            // TLS with A's certificate, hello signed (validly) by B: not the link's node.
+            let mut p = Peer::connect(&handle, &a);
+            assert!(p.hello(&b).is_none());
+            assert!(counter(&handle, &handle.stats().links_refused) >= 1);
+            // A hello signed by A that names B as its sender identity in the Attach: the
+            // signature covers the identity, so it does not verify.
+            let mut p = Peer::connect(&handle, &a);
+            let me = attach::Origin {
+                overlay: p.overlay,
+                configuration_sequence: 0,
+                ttl: 100,
+                own: a.node_id(),
+                advertised: "127.0.0.1:1".parse().unwrap(),
+                link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
+            };
+            let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
+            a.sign_message(&mut hello).unwrap();
+            hello.security.signature.identity = b.signer_identity();
+            hello.security.certificates.push(b.generic_certificate());
+            p.send(&hello);
+            assert!(p.answer(1).is_none());
+            // A properly linked A sends a Join naming B: Error_Forbidden, B is not added.
+            let mut p = Peer::connect(&handle, &a);
+            p.hello(&a).expect("hello answered");
+            let mut join = request(
+                p.overlay,
+                5,
+                Destination::Node(handle.node_id()),
+                &Body::JoinReq(JoinReq {
+                    joining_peer_id: b.node_id(),
+                    overlay_specific_data: Vec::new(),
+                }),
+            );
+            a.sign_message(&mut join).unwrap();
+            p.send(&join);
+            assert!(forbidden(p.answer(5)));
+            let status = handle.status_json();
+            assert!(
+                !status["successors"]
+                    .to_string()
+                    .contains(&b.node_id().to_string()),
+                "{status}"
+            );
+            handle.shutdown();
+        }
+
+        #[test]
+        fn forged_foreign_and_unsigned_stores_are_forbidden_and_change_nothing() {
+            let handle = OverlayHandle::start(&secure_config()).unwrap();
+            wait_joined(&handle);
+            let a = identity();
+            let b = identity();
+            let mut p = Peer::connect(&handle, &a);
+            p.hello(&a).expect("hello answered");
+            let resource = crate::overlay::chord::resource_id(b"swarm").to_wire();
+            let to = Destination::Resource(resource.clone());
+            let signed_value = |who: &Identity, key: NodeId, text: &[u8], time: u64| {
+                let mut v = value(key, text, time);
+                who.sign_stored(&resource, KIND_CONTENT_REGISTRATION, &mut v)
+                    .unwrap();
+                v
+            };
+            // Control: A stores its own entry.
+            let mut good = request(
+                p.overlay,
+                10,
+                to.clone(),
+                &store_body(&resource, vec![signed_value(&a, a.node_id(), b"mine", 1)]),
+            );
+            a.sign_message(&mut good).unwrap();
+            p.send(&good);
+            let (_, ans) = p.answer(10).expect("store answered");
+            assert!(matches!(ans, Body::StoreAns(_)), "{ans:?}");
+
+            let attempts: Vec<(&str, Message)> = {
+                let overwrite = signed_value(&a, a.node_id(), b"forged", 2);
+                // 1. The message signature with one bit flipped.
+                let mut flipped = request(
+                    p.overlay,
+                    11,
+                    to.clone(),
+                    &store_body(&resource, vec![overwrite.clone()]),
+                );
+                a.sign_message(&mut flipped).unwrap();
+                flipped.security.signature.value[8] ^= 0x01;
+                // 2. A's message presented under B's certificate and identity.
+                let mut replayed = request(
+                    p.overlay,
+                    12,
+                    to.clone(),
+                    &store_body(&resource, vec![overwrite.clone()]),
+                );
+                a.sign_message(&mut replayed).unwrap();
+                replayed.security.certificates = vec![b.generic_certificate()];
+                replayed.security.signature.identity = b.signer_identity();
+                // 3. A (validly signing everything) writes B's dictionary entry.
+                let mut foreign = request(
+                    p.overlay,
+                    13,
+                    to.clone(),
+                    &store_body(&resource, vec![signed_value(&a, b.node_id(), b"yours", 3)]),
+                );
+                a.sign_message(&mut foreign).unwrap();
+                // 4. A value signed by B carried in A's original Store.
+                let mut smuggled = request(
+                    p.overlay,
+                    14,
+                    to.clone(),
+                    &store_body(&resource, vec![signed_value(&b, b.node_id(), b"b", 4)]),
+                );
+                smuggled.security.certificates = vec![b.generic_certificate()];
+                a.sign_message(&mut smuggled).unwrap();
+                // 5. An unsigned Store (placeholder security block, unsigned value).
+                let unsigned = request(
+                    p.overlay,
+                    15,
+                    to.clone(),
+                    &store_body(&resource, vec![value(a.node_id(), b"unsigned", 5)]),
+                );
+                // 6. A signed message carrying an unsigned value.
+                let mut bare_value = request(
+                    p.overlay,
+                    16,
+                    to.clone(),
+                    &store_body(&resource, vec![value(a.node_id(), b"bare", 6)]),
+                );
+                a.sign_message(&mut bare_value).unwrap();
+                // 7. A value whose own signature has a flipped bit.
+                let mut bad_value = signed_value(&a, a.node_id(), b"tampered", 7);
+                bad_value.signature.value[8] ^= 0x01;
+                let mut tampered = request(
+                    p.overlay,
+                    17,
+                    to.clone(),
+                    &store_body(&resource, vec![bad_value]),
+                );
+                a.sign_message(&mut tampered).unwrap();
+                vec![
+                    ("flipped message signature bit", flipped),
+                    ("replay under another certificate", replayed),
+                    ("store for another node's key", foreign),
+                    ("another signer's value in an original store", smuggled),
+                    ("unsigned store", unsigned),
+                    ("unsigned value", bare_value),
+                    ("flipped value signature bit", tampered),
+                ]
+            };
+            for (what, m) in attempts {
+                let tid = m.header.transaction_id.0;
+                assert!(p.send(&m), "{what}: send");
+                assert!(forbidden(p.answer(tid)), "{what}: not Error_Forbidden");
+            }
+            assert_eq!(counter(&handle, &handle.stats().forbidden_stores), 7);
+            assert!(counter(&handle, &handle.stats().bad_signatures) >= 4);
+            // Nothing changed: the dictionary holds A's first value only.
+            let mut fetch = request(
+                p.overlay,
+                20,
+                to.clone(),
+                &Body::FetchReq(FetchReq {
+                    resource: resource.clone(),
+                    specifiers: vec![StoredDataSpecifier {
+                        kind: KIND_CONTENT_REGISTRATION,
+                        generation: 0,
+                        model: ModelSpecifier::Dictionary(Vec::new()),
+                    }],
+                }),
+            );
+            a.sign_message(&mut fetch).unwrap();
+            p.send(&fetch);
+            let (_, ans) = p.answer(20).expect("fetch answered");
+            let Body::FetchAns(ans) = ans else {
+                panic!("expected a FetchAns, got {ans:?}");
+            };
+            let values = &ans.kind_responses[0].values;
+            assert_eq!(values.len(), 1, "{values:?}");
+            assert_eq!(ans.kind_responses[0].generation, 1);
+            match &values[0].value {
+                StoredDataValue::Dictionary { key, value } => {
+                    assert_eq!(key.as_slice(), a.node_id().0.as_slice());
+                    assert_eq!(value.value, b"mine");
+                }
+                other => panic!("{other:?}"),
+            }
+            // The value is served with its signature, and its signer's certificate travels
+            // with the answer.
+            let mut certs = crate::overlay::security::CertCache::new(NodeIdDigest::Sha256, 8);
+            let (answer, _) = {
+                p.send(&fetch);
+                p.answer(20).unwrap()
+            };
+            let signer = certs
+                .verify_stored(
+                    &resource,
+                    KIND_CONTENT_REGISTRATION,
+                    &values[0],
+                    &answer.security.certificates,
+                )
+                .unwrap();
+            assert_eq!(signer.node_id, a.node_id());
+            assert!(handle
+                .metrics_text()
+                .contains("ppsp_overlay_forbidden_stores_total"));
+            handle.shutdown();
+        }
     }
 
     #[test]

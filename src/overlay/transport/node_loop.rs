@@ -42,7 +42,9 @@ use crate::overlay::chord::message::{Body as ChordBody, Response};
 use crate::overlay::chord::{
     Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, NodeId, OpId, Timer,
 };
-use crate::overlay::config::OverlayConfig;
+use crate::overlay::config::{OverlayConfig, SecurityMode};
+use crate::overlay::security::tls::{Admission, TlsConfigs};
+use crate::overlay::security::{CertCache, Identity, NodeIdDigest};
 use crate::overlay::storage::StorageConfig;
 use crate::overlay::wire::{
     self, Body, DataModel, Destination, ErrorCode, ErrorResponse, KindId, MessageCode,
@@ -59,6 +61,25 @@ const MAX_OPS: usize = 8192;
 const ADDRESSES_PER_LINK: usize = 16;
 /// Delay between bootstrap rounds after a failed join (ms).
 const BOOTSTRAP_RETRY_MS: u64 = 1000;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Certificates kept (peers' and the signers' of data held), parsed.
+const MAX_CERTS: usize = 4096;
+
+/// The node's security state in the certificate mode (RFC 6940 §13.3, self-signed §11.3.1).
+struct Security {
+    identity: Identity,
+    digest: NodeIdDigest,
+    certs: CertCache,
+    admission: Arc<Admission>,
+    tls: TlsConfigs,
+}
 
 /// Who is waiting for a local operation.
 enum OpOwner {
@@ -123,6 +144,15 @@ pub(super) struct NodeLoop {
     /// Events for the Chord node raised while its actions were carried out.
     events: VecDeque<Event>,
     stop: bool,
+    /// Certificate mode; `None` in the insecure test mode.
+    sec: Option<Security>,
+    /// Contents and security block of the messages handed to the Chord node in this round,
+    /// by (sender, transaction id, is request): a message the Chord node relays leaves with
+    /// its originator's signature.
+    relayed: HashMap<(NodeId, u64, bool), (wire::MessageContents, wire::SecurityBlock)>,
+    /// Resource of each Fetch this node sent, by transaction id: the values of the answer are
+    /// verified against it (§7.1 covers the Resource-ID, which FetchAns does not carry).
+    fetches: HashMap<u64, wire::ResourceId>,
 }
 
 impl NodeLoop {
@@ -145,9 +175,49 @@ impl NodeLoop {
             // Port 0 in `listen`: advertise the port actually bound.
             advertised = listen_addr;
         }
-        // The Node-ID defaults to a hash of the advertised address: the one actually bound
-        // when the configuration says port 0.
-        let own = if config.node_id.is_empty() && config.node_id_seed.is_empty() {
+        let mode = config.security_mode().map_err(|e| anyhow::anyhow!(e))?;
+        let sec = match mode {
+            SecurityMode::InsecureTest => {
+                tracing::warn!(
+                    "overlay.security = \"insecure-test\": links are plain TCP, messages and \
+                     stored values are unsigned and unchecked; any host that reaches the overlay \
+                     port can join and overwrite data. For tests only."
+                );
+                None
+            }
+            SecurityMode::Certificate => {
+                let digest = config.digest().map_err(|e| anyhow::anyhow!(e))?;
+                let identity = if config.key_dir.is_empty() {
+                    Identity::generate(digest, &config.instance_name)
+                } else {
+                    Identity::load(std::path::Path::new(&config.key_dir), digest)
+                }
+                .map_err(|e| anyhow::anyhow!("overlay identity: {e}"))?;
+                let lists = config.admission_lists().map_err(|e| anyhow::anyhow!(e))?;
+                if lists.node_ids.is_empty() && lists.fingerprints.is_empty() {
+                    tracing::info!(
+                        "overlay.admitted is empty: any node with a valid self-signed \
+                         certificate may join"
+                    );
+                }
+                let admission = Arc::new(Admission::new(lists, stats.links_refused.clone()));
+                let tls = TlsConfigs::new(&identity, digest, admission.clone())
+                    .map_err(|e| anyhow::anyhow!("overlay TLS: {e}"))?;
+                Some(Security {
+                    identity,
+                    digest,
+                    certs: CertCache::new(digest, MAX_CERTS),
+                    admission,
+                    tls,
+                })
+            }
+        };
+        // The Node-ID is the certificate's; in the insecure test mode it defaults to a hash
+        // of the advertised address: the one actually bound when the configuration says
+        // port 0.
+        let own = if let Some(sec) = &sec {
+            Ok(sec.identity.node_id())
+        } else if config.node_id.is_empty() && config.node_id_seed.is_empty() {
             OverlayConfig {
                 node_id_seed: advertised.to_string(),
                 ..config.clone()
@@ -166,8 +236,13 @@ impl NodeLoop {
             finger_interval_ms: config.chord_ping_interval_secs * 1000,
             replica_holddown_ms: config.replica_holddown_ms,
             storage,
+            initial_ttl: config.initial_ttl,
+            wall_clock_offset_ms: unix_ms(),
             ..ChordConfig::default()
         };
+        // The Chord node's local time 0 is this instant; its wall-clock offset was read just
+        // before.
+        let clock = Instant::now();
         let seed = rand::thread_rng().gen::<u64>();
         let overlay = wire::OverlayHash::of_name(&config.instance_name);
         let mut wire_cfg = WireConfig::new(overlay);
@@ -188,9 +263,15 @@ impl NodeLoop {
             node: ChordNode::new(own, chord, seed),
             origin: Origin {
                 overlay,
+                configuration_sequence: config.configuration_sequence,
                 ttl: config.initial_ttl,
                 own,
                 advertised,
+                link_type: if sec.is_some() {
+                    wire::OverlayLinkType::TLS_TCP_FH_NO_ICE
+                } else {
+                    wire::OverlayLinkType::EXP_LINK
+                },
             },
             wire_cfg,
             kinds,
@@ -204,7 +285,7 @@ impl NodeLoop {
             bootstrap_addrs,
             bootstrap: Bootstrap::RetryAt(0),
             bootstrap_rounds: 0,
-            clock: Instant::now(),
+            clock,
             rng: SmallRng::seed_from_u64(seed),
             links: HashMap::new(),
             next_token: FIRST_LINK,
@@ -219,6 +300,9 @@ impl NodeLoop {
             app,
             events: VecDeque::new(),
             stop: false,
+            sec,
+            relayed: HashMap::new(),
+            fetches: HashMap::new(),
         };
         Ok((node_loop, waker))
     }
@@ -328,7 +412,26 @@ impl NodeLoop {
             return None;
         }
         let _ = stream.set_nodelay(true);
+        let tls = match &self.sec {
+            None => None,
+            Some(sec) => {
+                let conn = if outbound {
+                    sec.tls.connect()
+                } else {
+                    sec.tls.accept()
+                };
+                match conn {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!("overlay TLS session: {e}");
+                        let _ = self.poll.registry().deregister(&mut stream);
+                        return None;
+                    }
+                }
+            }
+        };
         let mut link = Link::new(stream, addr, outbound, self.limits);
+        link.tls = tls;
         link.peer = peer;
         link.opened_at = self.now();
         self.links.insert(token, link);
@@ -360,7 +463,10 @@ impl NodeLoop {
         let token = self.add_link(stream, addr, true, peer)?;
         let tid = self.rng.gen::<u64>();
         match self.origin.attach_req(tid, NodeId::WILDCARD) {
-            Ok(hello) => self.queue_wire(token, &hello),
+            Ok(mut hello) => {
+                self.seal(&mut hello);
+                self.queue_wire(token, &hello);
+            }
             Err(_) => self.fail_link(token, "hello not encodable"),
         }
         Some(token)
@@ -428,7 +534,7 @@ impl NodeLoop {
         let Some(link) = self.links.get_mut(&token) else {
             return;
         };
-        if link.queued_bytes() == 0 {
+        if !link.wants_flush() {
             return;
         }
         match link.flush() {
@@ -519,9 +625,38 @@ impl NodeLoop {
         };
         let code = message.contents.code;
         self.stats.received(code);
+        // Certificate mode: every message is signed by its originator (RFC 6940 §6.3.4), who
+        // must be admitted. A failure is Error_Forbidden for a request, a drop otherwise, and
+        // the end of a link that has not said hello.
+        let verified = match self.verify_message(&message) {
+            Ok(v) => v,
+            Err(why) => {
+                self.stats.error(ErrorCode::Forbidden);
+                self.stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if code == MessageCode::StoreReq {
+                    self.stats
+                        .forbidden_stores
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if peer.is_none() {
+                    self.fail_link(token, &why);
+                } else if code.is_request() {
+                    self.answer_error(token, peer, &message.header, ErrorCode::Forbidden, &why);
+                }
+                return;
+            }
+        };
+        if let (Some(_), Some(mismatch)) = (peer, self.config_mismatch(&message)) {
+            self.stats.error(mismatch);
+            let header = message.header.clone();
+            self.answer_error(token, peer, &header, mismatch, "configuration sequence");
+            return;
+        }
         match code {
             MessageCode::AttachReq | MessageCode::AttachAns => {
-                self.on_attach(token, peer, message);
+                self.on_attach(token, peer, message, verified);
             }
             _ => {
                 let Some(from) = peer else {
@@ -533,7 +668,27 @@ impl NodeLoop {
                     return;
                 };
                 match from_wire(&message, from, &self.kinds) {
-                    Ok(m) => {
+                    Ok(mut m) => {
+                        if let Some(signer) = verified {
+                            if let Err(why) = self.check_chord(&message, &mut m, signer) {
+                                self.stats.error(ErrorCode::Forbidden);
+                                if code.is_request() {
+                                    self.answer_error(
+                                        token,
+                                        Some(from),
+                                        &message.header,
+                                        ErrorCode::Forbidden,
+                                        &why,
+                                    );
+                                }
+                                return;
+                            }
+                            // Kept in case the Chord node relays it (see `send_for_node`).
+                            self.relayed.insert(
+                                (m.sender, m.transaction_id, m.is_request()),
+                                (message.contents.clone(), message.security.clone()),
+                            );
+                        }
                         if !m.is_request()
                             && m.destinations.len() == 1
                             && m.destinations.first()
@@ -583,6 +738,31 @@ impl NodeLoop {
         }
     }
 
+    /// RFC 6940 §6.3.2.1: a request whose destination is this node must carry this node's
+    /// configuration sequence; otherwise the error to answer, Error_Config_Too_Old when the
+    /// request's sequence is behind ours (modulo 2^16, as TCP compares sequence numbers) and
+    /// Error_Config_Too_New when ahead. A ConfigUpdate with sequence 65535 is exempt.
+    fn config_mismatch(&self, message: &wire::Message) -> Option<ErrorCode> {
+        let h = &message.header;
+        let theirs = h.configuration_sequence;
+        let ours = self.origin.configuration_sequence;
+        if !message.contents.code.is_request()
+            || theirs == ours
+            || h.destination_list.len() != 1
+            || self.is_for_another(h)
+            || (theirs == u16::MAX && message.contents.code == MessageCode::ConfigUpdateReq)
+        {
+            return None;
+        }
+        // Serial-number comparison: `theirs` is older when it lies in the half-space behind.
+        let behind = ours.wrapping_sub(theirs) < 0x8000;
+        Some(if behind {
+            ErrorCode::ConfigTooOld
+        } else {
+            ErrorCode::ConfigTooNew
+        })
+    }
+
     /// True when the message's first destination is neither this node, the wildcard, nor a
     /// Resource-ID this node is responsible for.
     fn is_for_another(&self, header: &wire::ForwardingHeader) -> bool {
@@ -604,7 +784,11 @@ impl NodeLoop {
         bytes: &[u8],
         code: ErrorCode,
     ) {
-        let Ok(peeked) = PeekedMessage::peek(bytes, &self.wire_cfg) else {
+        // A TTL above initial-ttl is what is being answered (Error_TTL_Exceeded, §6.3.2): read
+        // the header without that check to find where the answer goes.
+        let mut lenient = self.wire_cfg;
+        lenient.initial_ttl = u8::MAX;
+        let Ok(peeked) = PeekedMessage::peek(bytes, &lenient) else {
             return;
         };
         let rest = peeked.rest();
@@ -639,12 +823,18 @@ impl NodeLoop {
             if m.header.destination_list.is_empty() {
                 m.header.destination_list = vec![Destination::Node(NodeId::WILDCARD)];
             }
-            attach::sign_as(&mut m, self.origin.own);
+            self.seal(&mut m);
             self.queue_wire(token, &m);
         }
     }
 
-    fn on_attach(&mut self, token: Token, peer: Option<NodeId>, message: wire::Message) {
+    fn on_attach(
+        &mut self,
+        token: Token,
+        peer: Option<NodeId>,
+        message: wire::Message,
+        verified: Option<NodeId>,
+    ) {
         let is_req = message.contents.code == MessageCode::AttachReq;
         let body = match message.contents.decode_body(&wire::NoKinds) {
             Ok(Body::AttachReq(b)) | Ok(Body::AttachAns(b)) => b,
@@ -662,7 +852,13 @@ impl NodeLoop {
                 return;
             }
         };
-        let signer = attach::signer(&message);
+        // The signer: the verified certificate's Node-ID, or in the insecure test mode the
+        // identity the message names.
+        let signer = if self.sec.is_some() {
+            verified
+        } else {
+            attach::signer(&message)
+        };
         let candidate = attach::candidate_addr(&body);
         let first = message.header.destination_list.first().cloned();
         match first {
@@ -687,7 +883,10 @@ impl NodeLoop {
                         }
                     }
                     match self.origin.attach_ans(&message.header, peer) {
-                        Ok(ans) => self.queue_wire(token, &ans),
+                        Ok(mut ans) => {
+                            self.seal(&mut ans);
+                            self.queue_wire(token, &ans);
+                        }
                         Err(_) => self.stats.error(ErrorCode::InvalidMessage),
                     }
                 } else if let Some(target) =
@@ -738,6 +937,24 @@ impl NodeLoop {
             self.fail_link(token, "a different node answered");
             return;
         }
+        if let Some(sec) = &self.sec {
+            // The hello's signer must be the node whose certificate authenticated the link.
+            let on_link = self
+                .links
+                .get(&token)
+                .and_then(|l| l.tls.as_ref())
+                .and_then(|t| crate::overlay::security::tls::peer_node_id(t, sec.digest));
+            if on_link != Some(s) {
+                self.stats
+                    .links_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.fail_link(
+                    token,
+                    "hello signed by another node than the link certificate",
+                );
+                return;
+            }
+        }
         if let Some(link) = self.links.get_mut(&token) {
             link.peer = Some(s);
             link.identified = true;
@@ -748,7 +965,10 @@ impl NodeLoop {
         }
         if is_req {
             match self.origin.attach_ans(&message.header, None) {
-                Ok(ans) => self.queue_wire(token, &ans),
+                Ok(mut ans) => {
+                    self.seal(&mut ans);
+                    self.queue_wire(token, &ans);
+                }
                 Err(_) => self.stats.error(ErrorCode::InvalidMessage),
             }
         }
@@ -874,7 +1094,48 @@ impl NodeLoop {
     // ----- sending for the Chord node -----
 
     fn send_for_node(&mut self, to: NodeId, message: &crate::overlay::chord::Message) {
-        let bytes = match to_wire(message, self.origin.overlay).and_then(|m| {
+        let wired = to_wire(message, self.origin.overlay).map(|mut m| {
+            m.header.configuration_sequence = self.origin.configuration_sequence;
+            m
+        });
+        let wired = match (wired, self.sec.is_some()) {
+            (Ok(mut m), true) if message.sender == self.origin.own => {
+                if let ChordBody::Request(crate::overlay::chord::message::Request::Fetch(f)) =
+                    &message.body
+                {
+                    if self.fetches.len() >= MAX_OPS {
+                        self.fetches.clear();
+                    }
+                    self.fetches
+                        .insert(message.transaction_id, f.resource.clone());
+                }
+                self.add_value_certs(&mut m);
+                self.seal(&mut m);
+                Ok(m)
+            }
+            (Ok(mut m), true) => {
+                // Relayed: the originator's contents and signature go on unchanged.
+                match self.relayed.remove(&(
+                    message.sender,
+                    message.transaction_id,
+                    message.is_request(),
+                )) {
+                    Some((contents, security)) => {
+                        m.contents = contents;
+                        m.security = security;
+                        Ok(m)
+                    }
+                    None => {
+                        self.stats
+                            .dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            (other, _) => other,
+        };
+        let bytes = match wired.and_then(|m| {
             let code = m.contents.code;
             m.to_bytes().map(|b| (code, b))
         }) {
@@ -937,7 +1198,10 @@ impl NodeLoop {
         };
         let tid = self.rng.gen::<u64>();
         match self.origin.attach_req(tid, to) {
-            Ok(req) => self.queue_wire(hop, &req),
+            Ok(mut req) => {
+                self.seal(&mut req);
+                self.queue_wire(hop, &req);
+            }
             Err(_) => {
                 self.events.push_back(Event::LinkDown(to));
                 return;
@@ -983,34 +1247,42 @@ impl NodeLoop {
             if budget == 0 {
                 break;
             }
-            if let Event::Timer(Timer::Retransmit { attempt, .. }) = event {
-                if attempt > 0 {
-                    self.stats
-                        .retransmissions
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+            self.handle_event(event);
+        }
+        if self.events.is_empty() {
+            // Every message received has been through the Chord node.
+            self.relayed.clear();
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        if let Event::Timer(Timer::Retransmit { attempt, .. }) = event {
+            if attempt > 0 {
+                self.stats
+                    .retransmissions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let now = self.now();
-            for action in self.node.handle(event, now) {
-                match action {
-                    Action::Send { to, message } => self.send_for_node(to, &message),
-                    Action::SetTimer { at, timer } => {
-                        self.timer_seq += 1;
-                        self.timers.insert((at, self.timer_seq), timer);
-                    }
-                    Action::Complete { op, outcome } => self.complete(op, outcome),
-                    Action::Deliver {
+        }
+        let now = self.now();
+        for action in self.node.handle(event, now) {
+            match action {
+                Action::Send { to, message } => self.send_for_node(to, &message),
+                Action::SetTimer { at, timer } => {
+                    self.timer_seq += 1;
+                    self.timers.insert((at, self.timer_seq), timer);
+                }
+                Action::Complete { op, outcome } => self.complete(op, outcome),
+                Action::Deliver {
+                    token,
+                    sender,
+                    body,
+                } => {
+                    // An application request (exp_a, protocols.md §3) for this node.
+                    let answer = (self.app)(sender, &body);
+                    self.events.push_back(Event::AppAnswer {
                         token,
-                        sender,
-                        body,
-                    } => {
-                        // An application request (exp_a, protocols.md §3) for this node.
-                        let answer = (self.app)(sender, &body);
-                        self.events.push_back(Event::AppAnswer {
-                            token,
-                            body: answer,
-                        });
-                    }
+                        body: answer,
+                    });
                 }
             }
         }
@@ -1100,7 +1372,24 @@ impl NodeLoop {
     fn drain_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Local { request, reply } => {
+                Command::Local { mut request, reply } => {
+                    // Values this node stores are signed here (RFC 6940 §7.1), so callers of
+                    // the overlay hand in plain values.
+                    if let (
+                        Some(sec),
+                        LocalRequest::Store {
+                            resource,
+                            kind_data,
+                        },
+                    ) = (&self.sec, &mut request)
+                    {
+                        let r = resource.to_wire();
+                        for kd in kind_data.iter_mut() {
+                            for v in kd.values.iter_mut() {
+                                let _ = sec.identity.sign_stored(&r, kd.kind, v);
+                            }
+                        }
+                    }
                     if self.ops.len() >= MAX_OPS {
                         // Callers that gave up leave their op here until the Chord node ends
                         // it; never more than this many.
@@ -1127,6 +1416,213 @@ impl NodeLoop {
                         });
                     }
                     self.stop = true;
+                }
+            }
+        }
+    }
+
+    // ----- security (certificate mode) -----
+
+    /// Signs a message this node originates (§6.3.4); in the insecure test mode only names
+    /// the sender.
+    fn seal(&self, m: &mut wire::Message) {
+        match &self.sec {
+            Some(sec) => {
+                if sec.identity.sign_message(m).is_err() {
+                    self.stats
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            None => attach::sign_as(m, self.origin.own),
+        }
+    }
+
+    /// The verified signer of a received message; `Ok(None)` in the insecure test mode.
+    fn verify_message(&mut self, m: &wire::Message) -> Result<Option<NodeId>, String> {
+        let Some(sec) = self.sec.as_mut() else {
+            return Ok(None);
+        };
+        let cert = sec.certs.verify_message(m).map_err(|e| {
+            self.stats
+                .bad_signatures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("message signature: {e}")
+        })?;
+        if !sec.admission.admits(&cert) {
+            return Err(format!("node {} is not admitted", cert.node_id));
+        }
+        Ok(Some(cert.node_id))
+    }
+
+    /// Certificate-mode checks of a message for the Chord node, signed by `signer`: it speaks
+    /// for itself (the sender the via list names, the node a Join or Leave names), its stored
+    /// values are signed by their dictionary key's node (USER-NODE-MATCH), and values in an
+    /// answer to our Fetch that do not verify are dropped (never served, §7.1).
+    fn check_chord(
+        &mut self,
+        wire_message: &wire::Message,
+        m: &mut crate::overlay::chord::Message,
+        signer: NodeId,
+    ) -> Result<(), String> {
+        use crate::overlay::chord::message::{Request, Response};
+        if m.sender != signer {
+            return Err(format!(
+                "sent in the name of {} but signed by {signer}",
+                m.sender
+            ));
+        }
+        let carried = &wire_message.security.certificates;
+        match &mut m.body {
+            ChordBody::Request(Request::Join { joining_peer_id }) if *joining_peer_id != signer => {
+                Err("a Join must come from the joining node".to_owned())
+            }
+            ChordBody::Request(Request::Leave {
+                leaving_peer_id, ..
+            }) if *leaving_peer_id != signer => {
+                Err("a Leave must come from the leaving node".to_owned())
+            }
+            ChordBody::Request(Request::Store(req)) => {
+                let checked = self.check_store(req, signer, carried);
+                if checked.is_err() {
+                    self.stats
+                        .forbidden_stores
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                checked
+            }
+            ChordBody::Response(Response::Fetch(ans))
+                if m.destinations.len() == 1
+                    && m.destinations.first()
+                        == Some(&crate::overlay::chord::Destination::Node(self.origin.own)) =>
+            {
+                if let Some(resource) = self.fetches.remove(&m.transaction_id) {
+                    self.filter_fetched(&resource, ans, carried);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Why a Store from `signer` is refused, if it is: every value verifies against its
+    /// signer's certificate, the signer is admitted, its dictionary key is the signer's
+    /// Node-ID, and an original store (replica number 0) holds only the requester's values.
+    fn check_store(
+        &mut self,
+        req: &wire::StoreReq,
+        signer: NodeId,
+        carried: &[wire::GenericCertificate],
+    ) -> Result<(), String> {
+        let Some(sec) = self.sec.as_mut() else {
+            return Ok(());
+        };
+        for kd in &req.kind_data {
+            for v in &kd.values {
+                let cert = sec
+                    .certs
+                    .verify_stored(&req.resource, kd.kind, v, carried)
+                    .map_err(|e| {
+                        self.stats
+                            .bad_signatures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        format!("stored value signature: {e}")
+                    })?;
+                value_policy(&cert, v, &sec.admission)?;
+                if req.replica_number == 0 && cert.node_id != signer {
+                    return Err("an original Store carries only the requester's values".to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the values of a FetchAns for `resource` that do not verify or break the access
+    /// policy; synthetic "nothing here" values (§7.4.2.2) stay.
+    fn filter_fetched(
+        &mut self,
+        resource: &wire::ResourceId,
+        ans: &mut wire::FetchAns,
+        carried: &[wire::GenericCertificate],
+    ) {
+        let Some(sec) = self.sec.as_mut() else {
+            return;
+        };
+        let mut dropped = 0u64;
+        for kr in &mut ans.kind_responses {
+            let kind = kr.kind;
+            kr.values.retain(|v| {
+                if v.signature.is_placeholder() && v.storage_time == 0 && !value_exists(v) {
+                    return true;
+                }
+                let ok = sec
+                    .certs
+                    .verify_stored(resource, kind, v, carried)
+                    .ok()
+                    .is_some_and(|cert| value_policy(&cert, v, &sec.admission).is_ok());
+                if !ok {
+                    dropped += 1;
+                }
+                ok
+            });
+        }
+        if dropped > 0 {
+            self.stats
+                .bad_signatures
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Adds to a Store or FetchAns of ours the certificates of the values' signers (§6.3.4:
+    /// the block carries every certificate needed to verify the message's signatures).
+    fn add_value_certs(&self, m: &mut wire::Message) {
+        let Some(sec) = &self.sec else {
+            return;
+        };
+        if !matches!(
+            m.contents.code,
+            MessageCode::StoreReq | MessageCode::FetchAns
+        ) {
+            return;
+        }
+        let body = match m.contents.decode_body(&self.kinds) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let identities: Vec<&wire::SignerIdentity> = match &body {
+            Body::StoreReq(r) => r
+                .kind_data
+                .iter()
+                .flat_map(|k| k.values.iter().map(|v| &v.signature.identity))
+                .collect(),
+            Body::FetchAns(a) => a
+                .kind_responses
+                .iter()
+                .flat_map(|k| k.values.iter().map(|v| &v.signature.identity))
+                .collect(),
+            _ => return,
+        };
+        for id in identities {
+            let wire::SignerIdentity::CertHash {
+                certificate_hash, ..
+            } = id
+            else {
+                continue;
+            };
+            if certificate_hash.as_slice() == sec.identity.cert_hash() {
+                continue;
+            }
+            if let Some(c) = sec.certs.by_hash(certificate_hash) {
+                if !m
+                    .security
+                    .certificates
+                    .iter()
+                    .any(|g| g.certificate == c.der)
+                {
+                    m.security.certificates.push(wire::GenericCertificate {
+                        cert_type: crate::overlay::security::CERT_X509,
+                        certificate: c.der.clone(),
+                    });
                 }
             }
         }
@@ -1160,5 +1656,33 @@ impl NodeLoop {
             "link_peers": link_peers,
             "known_addresses": self.addresses.len(),
         })
+    }
+}
+
+/// True when a stored value says it exists.
+fn value_exists(v: &wire::StoredData) -> bool {
+    match &v.value {
+        wire::StoredDataValue::Single(d) => d.exists,
+        wire::StoredDataValue::Array { value, .. } => value.exists,
+        wire::StoredDataValue::Dictionary { value, .. } => value.exists,
+    }
+}
+
+/// The access policy of the tracker kinds (protocols.md §3, USER-NODE-MATCH style): dictionary
+/// values whose key is the signer's Node-ID, written by an admitted node.
+fn value_policy(
+    cert: &crate::overlay::security::PeerCert,
+    v: &wire::StoredData,
+    admission: &Admission,
+) -> Result<(), String> {
+    if !admission.admits(cert) {
+        return Err(format!("value signer {} is not admitted", cert.node_id));
+    }
+    match &v.value {
+        wire::StoredDataValue::Dictionary { key, .. } if key.as_slice() == cert.node_id.0 => Ok(()),
+        wire::StoredDataValue::Dictionary { .. } => {
+            Err("dictionary key is not the signer's Node-ID".to_owned())
+        }
+        _ => Err("only dictionary values keyed by the signer's Node-ID may be stored".to_owned()),
     }
 }

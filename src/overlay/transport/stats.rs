@@ -32,6 +32,15 @@ pub struct TransportStats {
     /// Sum and count of the hops of responses delivered here (via list length + 1).
     pub response_hops_sum: AtomicU64,
     pub response_hops_count: AtomicU64,
+    /// Links refused for their peer: a certificate that is invalid, not admitted or on the
+    /// bad-node list (at the TLS handshake), or a hello naming another Node-ID than the
+    /// link's certificate. Shared with the TLS verifiers.
+    pub links_refused: std::sync::Arc<AtomicU64>,
+    /// Messages and stored values whose signature did not verify (RFC 6940 §6.3.4, §7.1).
+    pub bad_signatures: AtomicU64,
+    /// Store requests refused Error_Forbidden (bad value signature, key not the signer's
+    /// Node-ID, signer not admitted).
+    pub forbidden_stores: AtomicU64,
 }
 
 impl Default for TransportStats {
@@ -47,6 +56,9 @@ impl Default for TransportStats {
             dropped: AtomicU64::new(0),
             response_hops_sum: AtomicU64::new(0),
             response_hops_count: AtomicU64::new(0),
+            links_refused: std::sync::Arc::new(AtomicU64::new(0)),
+            bad_signatures: AtomicU64::new(0),
+            forbidden_stores: AtomicU64::new(0),
         }
     }
 }
@@ -156,6 +168,21 @@ impl TransportStats {
                 "ppsp_overlay_response_hops_count",
                 &self.response_hops_count,
                 "Responses delivered to this node",
+            ),
+            (
+                "ppsp_overlay_links_refused_total",
+                &*self.links_refused,
+                "Links refused: peer certificate invalid, not admitted or bad, or not the Node-ID claimed",
+            ),
+            (
+                "ppsp_overlay_bad_signatures_total",
+                &self.bad_signatures,
+                "Messages and stored values whose signature did not verify",
+            ),
+            (
+                "ppsp_overlay_forbidden_stores_total",
+                &self.forbidden_stores,
+                "Store requests refused with Error_Forbidden",
             ),
         ] {
             let _ = writeln!(

@@ -6,8 +6,10 @@
 //! - A connect request (action 0) without the protocol id is dropped: it is not BEP 15.
 //! - Every other action first needs a valid connection id (see `connection_id`); a forged or
 //!   expired one gets the error "connection id expired", so that a client reconnects at once.
-//! - Malformed requests (announce shorter than 98 bytes, unknown event, unknown action, port 0,
-//!   more than `max_scrape_hashes` info-hashes) get an error response.
+//! - Malformed requests (announce shorter than 98 bytes, unknown action, more than
+//!   `max_scrape_hashes` info-hashes) get an error response. An unknown event is a regular
+//!   announce, and port 0 (a client that does not listen) is registered and counted but never
+//!   listed to others, as over HTTP.
 //! - Amplification: an answer to a packet whose sender has not proved its address (a connect,
 //!   or anything with a bad connection id) is never longer than the packet itself. A connect
 //!   response is 16 bytes for a request of at least 16; an error response that would be longer
@@ -31,11 +33,9 @@ use crate::engine::{ErrorCode, PeerInfo, Time};
 pub enum UdpError {
     /// Forged, expired or foreign connection id.
     ConnectionId,
-    /// Shorter than the action's fixed size, or an unknown event.
+    /// Shorter than the action's fixed size.
     Malformed,
     UnknownAction,
-    /// Announced port 0.
-    BadPort,
     /// More info-hashes in one scrape than allowed.
     TooManyHashes,
     /// The engine refused the announce.
@@ -51,7 +51,6 @@ impl UdpError {
             UdpError::ConnectionId => "connection id expired",
             UdpError::Malformed => "malformed request",
             UdpError::UnknownAction => "unknown action",
-            UdpError::BadPort => "invalid port",
             UdpError::TooManyHashes => "too many info_hashes",
             UdpError::Engine(code) => engine_error_message(code),
             UdpError::AccessDenied => "info_hash not allowed",
@@ -64,7 +63,6 @@ impl UdpError {
             UdpError::ConnectionId => "connection_id",
             UdpError::Malformed => "malformed",
             UdpError::UnknownAction => "unknown_action",
-            UdpError::BadPort => "bad_port",
             UdpError::TooManyHashes => "too_many_hashes",
             UdpError::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
             UdpError::Engine(_) => "engine_error",
@@ -187,9 +185,6 @@ impl UdpFrontEnd {
         }
         match decode_request(packet) {
             Ok(UdpRequest::Announce(req)) => {
-                if req.port == 0 {
-                    return error(out, packet.len(), tid, UdpError::BadPort);
-                }
                 let a = Announce {
                     info_hash: req.info_hash,
                     port: req.port,
@@ -243,12 +238,9 @@ impl UdpFrontEnd {
             Err(DecodeError::UnknownAction(_)) => {
                 error(out, packet.len(), tid, UdpError::UnknownAction)
             }
-            Err(
-                DecodeError::Truncated
-                | DecodeError::BadEvent(_)
-                | DecodeError::TooShort
-                | DecodeError::BadProtocolId,
-            ) => error(out, packet.len(), tid, UdpError::Malformed),
+            Err(DecodeError::Truncated | DecodeError::TooShort | DecodeError::BadProtocolId) => {
+                error(out, packet.len(), tid, UdpError::Malformed)
+            }
         }
     }
 }
@@ -465,8 +457,8 @@ mod tests {
         let o = fe.handle(&core, other, &pkt, NOW, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
-        // The genuine id two slots later.
-        let later = NOW.saturating_add_millis(2 * DEFAULT_SLOT_MILLIS);
+        // The genuine id three slots later (past its lifetime of two to three slots).
+        let later = NOW.saturating_add_millis(3 * DEFAULT_SLOT_MILLIS);
         let o = fe.handle(&core, v4(), &pkt, later, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
@@ -514,16 +506,14 @@ mod tests {
         assert_eq!(&out[..8], &[0, 0, 0, 3, 0, 0, 0, 77]);
         assert_eq!(&out[8..], b"malformed request");
 
-        let mut bad_event = pkt.clone();
-        bad_event[83] = 9;
-        let o = fe.handle(&core, v4(), &bad_event, NOW, &mut out);
-        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::Malformed)));
-
-        let mut port0 = pkt.clone();
-        port0[96] = 0;
-        port0[97] = 0;
-        let o = fe.handle(&core, v4(), &port0, NOW, &mut out);
-        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::BadPort)));
+        // An unknown event is a regular announce; port 0 is accepted.
+        let mut odd = pkt.clone();
+        odd[83] = 9;
+        odd[96] = 0;
+        odd[97] = 0;
+        let o = fe.handle(&core, v4(), &odd, NOW, &mut out);
+        assert_eq!(o, Outcome::Reply(Reply::Announce));
+        core.requests.borrow_mut().clear();
 
         let mut unknown = pkt.clone();
         unknown[11] = 42;
