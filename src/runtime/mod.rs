@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use conn::ConnLimits;
+pub use conn::{source_key, ConnLimits};
 pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
 pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
 
@@ -44,8 +44,12 @@ pub struct ConnCtx {
     /// The local address the connection was accepted on.
     pub local: SocketAddr,
     /// Stop appending answers once `out.len()` reaches this (pending output at the call is
-    /// included); the runtime calls again when the client has read some.
+    /// included); the runtime calls again when the client has read some. It also carries the
+    /// listener's per-turn output budget, so check it before computing each answer.
     pub output_limit: usize,
+    /// Serve at most this many requests in this call (the per-turn fairness budget); the
+    /// runtime calls again in a later turn for the rest.
+    pub max_requests: usize,
 }
 
 /// What a service did with the input it was given.
@@ -68,8 +72,8 @@ pub trait StreamService: Send + Sync {
 pub trait StreamWorker {
     /// Consumes zero or more whole requests from the front of `input` and appends their
     /// answers, in order, to `out`. Must consume at least one request when `input` holds a
-    /// complete one and `out.len() < ctx.output_limit`, and should stop once `out.len()`
-    /// reaches `ctx.output_limit`. `input` never exceeds the listener's `max_input_bytes`.
+    /// complete one and `out.len() < ctx.output_limit`, should stop once `out.len()`
+    /// reaches `ctx.output_limit`, and must stop after `ctx.max_requests` requests. `input` never exceeds the listener's `max_input_bytes`.
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep;
 
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
@@ -168,6 +172,13 @@ pub struct RuntimeConfig {
     pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
+    /// Descriptors each worker holds in reserve (open on `/dev/null`) for when accepting
+    /// fails with `EMFILE`/`ENFILE`: one is released to accept a queued connection.
+    pub descriptor_reserve: usize,
+    /// With descriptors exhausted, serve the connection accepted on a reserve descriptor (the
+    /// admin listener: monitoring must see the exhaustion) instead of closing it at once (the
+    /// client learns at once rather than after its connect timeout).
+    pub serve_from_reserve: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -182,6 +193,8 @@ impl Default for RuntimeConfig {
             udp_buffer_bytes: 0,
             datagram_batch: 64,
             name: "worker".to_owned(),
+            descriptor_reserve: 1,
+            serve_from_reserve: false,
         }
     }
 }
@@ -227,6 +240,14 @@ impl Runtime {
         for spec in &listeners {
             let (bound, group) = listener::bind_group(spec.addr, workers, config.listen_backlog)?;
             for (w, socket) in group.into_iter().enumerate() {
+                if spec.limits.send_buffer_bytes > 0 {
+                    // Accepted connections inherit the listener's send buffer.
+                    socket2::SockRef::from(&socket)
+                        .set_send_buffer_size(spec.limits.send_buffer_bytes)
+                        .map_err(|e| {
+                            io::Error::new(e.kind(), format!("SO_SNDBUF on {bound}: {e}"))
+                        })?;
+                }
                 sockets[w].push(socket);
             }
             stats.push(ListenerStats::new(spec.name.clone(), bound, workers));
@@ -282,6 +303,8 @@ impl Runtime {
                 tick: config.tick,
                 events_per_poll: config.events_per_poll,
                 datagram_batch: config.datagram_batch,
+                descriptor_reserve: config.descriptor_reserve,
+                serve_from_reserve: config.serve_from_reserve,
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -93,7 +93,8 @@ struct AdminWorker(Arc<AdminState>);
 impl StreamWorker for AdminWorker {
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let mut consumed = 0;
-        while out.len() < ctx.output_limit {
+        let mut served = 0;
+        while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
@@ -119,6 +120,7 @@ impl StreamWorker for AdminWorker {
                         };
                     }
                     consumed += used;
+                    served += 1;
                     let keep = head.keep_alive;
                     let overlay = crate::overlay::transport::http::serve(
                         self.0.overlay.as_deref(),

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
@@ -21,7 +20,7 @@ use crate::protocol::bt_udp::tracker::InfoHash;
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{self, Framed, HttpLimits};
 use crate::runtime::{
-    ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
+    ConnCtx, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
     StreamService, StreamStep, StreamWorker,
 };
 
@@ -111,12 +110,12 @@ pub(crate) fn add_services(
                 name: BT_HTTP_LISTENER.to_owned(),
                 addr,
                 service: service.clone(),
-                limits: ConnLimits {
-                    max_input_bytes: h.max_head_bytes,
-                    max_pending_output_bytes: h.max_pending_output_bytes,
-                    max_connections: h.max_connections,
-                    idle_timeout: Duration::from_secs(h.idle_timeout_secs),
-                },
+                limits: config.server.conn_limits(
+                    h.max_head_bytes,
+                    h.max_pending_output_bytes,
+                    h.max_connections,
+                    h.idle_timeout_secs,
+                ),
             });
         }
     }
@@ -243,7 +242,8 @@ impl StreamWorker for BtHttpWorker {
             consumed: input.len(),
             close: true,
         };
-        while out.len() < ctx.output_limit {
+        let mut served = 0;
+        while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
@@ -266,6 +266,7 @@ impl StreamWorker for BtHttpWorker {
                         return closed;
                     }
                     consumed += used;
+                    served += 1;
                     if head.method != "GET" {
                         self.fault(out, 405, b"method not allowed", head.keep_alive);
                         if !head.keep_alive {

@@ -18,7 +18,7 @@ use crate::engine::{Engine, Time};
 use crate::metrics::Metrics;
 use crate::protocol::http::HttpLimits;
 use crate::protocol::ppstp::DecodeLimits;
-use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig, Ticker};
+use crate::runtime::{Backend, ListenerSpec, Runtime, RuntimeConfig, Ticker};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
@@ -123,13 +123,13 @@ impl Server {
                 name: PPSTP_LISTENER.to_owned(),
                 addr: config.ppstp_addr()?,
                 service: Arc::new(ppstp::PpstpStreams(service)),
-                limits: ConnLimits {
-                    // A request never needs more than its head and body limits.
-                    max_input_bytes: p.max_head_bytes + p.max_body_bytes,
-                    max_pending_output_bytes: p.max_pending_output_bytes,
-                    max_connections: p.max_connections,
-                    idle_timeout: Duration::from_secs(p.idle_timeout_secs),
-                },
+                // A request never needs more than its head and body limits.
+                limits: config.server.conn_limits(
+                    p.max_head_bytes + p.max_body_bytes,
+                    p.max_pending_output_bytes,
+                    p.max_connections,
+                    p.idle_timeout_secs,
+                ),
             });
         }
         let mut datagrams = Vec::new();
@@ -161,6 +161,8 @@ impl Server {
             udp_buffer_bytes: config.server.udp_buffer_bytes,
             datagram_batch: config.bt_udp.batch_size,
             name: "worker".to_owned(),
+            descriptor_reserve: config.server.descriptor_reserve,
+            serve_from_reserve: false,
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -205,17 +207,14 @@ impl Server {
                 udp_buffer_bytes: 0,
                 datagram_batch: 1,
                 name: "admin".to_owned(),
+                descriptor_reserve: config.admin.descriptor_reserve,
+                serve_from_reserve: true,
             };
             let spec = ListenerSpec {
                 name: ADMIN_LISTENER.to_owned(),
                 addr: config.admin_addr()?,
                 service: Arc::new(AdminService(state.clone())),
-                limits: ConnLimits {
-                    max_input_bytes: 16 * 1024,
-                    max_pending_output_bytes: 1024 * 1024,
-                    max_connections: 64,
-                    idle_timeout: Duration::from_secs(60),
-                },
+                limits: config.admin.conn_limits(),
             };
             // On error `runtime` is dropped here, which stops the tracker's workers.
             let admin =

@@ -132,7 +132,8 @@ impl StreamWorker for PpstpWorker {
         let now = self.service.clock.now();
         let limits = self.service.http_limits;
         let mut consumed = 0;
-        while out.len() < ctx.output_limit {
+        let mut served = 0;
+        while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
@@ -161,6 +162,7 @@ impl StreamWorker for PpstpWorker {
                         };
                     }
                     consumed += used;
+                    served += 1;
                     self.serve(ctx, &head, body, now, out);
                     if !head.keep_alive {
                         return StreamStep {
