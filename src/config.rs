@@ -86,6 +86,10 @@ pub struct ServerConfig {
     pub tcp_send_buffer_bytes: usize,
     /// Descriptors each worker keeps in reserve for when the process runs out (EMFILE).
     pub descriptor_reserve: usize,
+    /// Account to switch to once every listener is bound, when started as root (its primary
+    /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
+    /// by another account, this must be empty or name that account.
+    pub user: String,
 }
 
 impl ServerConfig {
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             max_output_per_turn_bytes: 64 * 1024,
             tcp_send_buffer_bytes: 64 * 1024,
             descriptor_reserve: 1,
+            user: String::new(),
         }
     }
 }
@@ -210,9 +215,9 @@ impl Default for AdminConfig {
 
 impl AdminConfig {
     /// The admin listener's connection limits.
-    pub fn conn_limits(&self) -> crate::runtime::ConnLimits {
+    pub fn conn_limits(&self, max_input_bytes: usize) -> crate::runtime::ConnLimits {
         crate::runtime::ConnLimits {
-            max_input_bytes: 16 * 1024,
+            max_input_bytes,
             max_pending_output_bytes: 1024 * 1024,
             max_connections: self.max_connections,
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
@@ -233,14 +238,29 @@ pub struct LogConfig {
     /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or directives
     /// such as `info,ppsp_tracker::runtime=debug`. `RUST_LOG` overrides it.
     pub level: String,
+    /// How each event is written to standard error: `"text"` (one human-readable line) or
+    /// `"json"` (one JSON object per line, for log collectors).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `log.format`: the shape of each log line on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (ANSI colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// Why a configuration could not be loaded. The message names the file or key.
@@ -328,6 +348,33 @@ impl Config {
     /// The effective configuration as TOML (what `print-config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// File descriptors the configured limits can use at once: every tracker TCP listener's
+    /// `max_connections` and reserve on every worker, the admin listener's, the overlay's
+    /// links, one listener or socket per address and worker, and 64 for everything else
+    /// (pollers, log, configuration and access-list files).
+    pub fn descriptors_needed(&self) -> u64 {
+        let workers = self.worker_count() as u64;
+        let mut per_worker = self.server.descriptor_reserve as u64 + 2;
+        if self.ppstp.enabled {
+            per_worker += self.ppstp.max_connections as u64 + 1;
+        }
+        if self.bt_http.enabled {
+            let addrs = self.bt_http.listen.len() as u64;
+            per_worker += addrs * (self.bt_http.max_connections as u64 + 1);
+        }
+        if self.bt_udp.enabled {
+            per_worker += self.bt_udp.listen.len() as u64;
+        }
+        let mut total = workers * per_worker + 64;
+        if self.admin.enabled {
+            total += self.admin.max_connections as u64 + self.admin.descriptor_reserve as u64 + 3;
+        }
+        if self.overlay.enabled {
+            total += self.overlay.max_links as u64 + 2;
+        }
+        total
     }
 
     /// Range and consistency checks. The message starts with the dotted key.

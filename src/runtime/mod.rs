@@ -16,6 +16,7 @@
 
 mod conn;
 mod datagram;
+pub mod descriptors;
 mod epoll;
 mod listener;
 mod mmsg;
@@ -29,6 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use conn::{source_key, ConnLimits};
+
+/// Largest datagram a datagram service is given whole (the receive slot size); longer ones
+/// are dropped by the runtime.
+pub const MAX_DATAGRAM_BYTES: usize = mmsg::SLOT_BYTES;
 pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
 pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
 

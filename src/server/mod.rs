@@ -4,6 +4,7 @@
 
 mod admin;
 mod bittorrent;
+mod http_serve;
 mod ppstp;
 
 use std::net::SocketAddr;
@@ -90,6 +91,16 @@ impl Server {
     /// the key or the address at fault.
     pub fn start(config: &Config) -> anyhow::Result<Server> {
         config.validate()?;
+        match crate::runtime::descriptors::raise_soft_limit() {
+            Ok(limits) => {
+                if let Some(warning) =
+                    crate::runtime::descriptors::shortfall(config.descriptors_needed(), limits)
+                {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot read RLIMIT_NOFILE: {e}"),
+        }
         let backend = Backend::parse(&config.server.backend)
             .map_err(|e| anyhow::anyhow!("server.backend: {e}"))?;
         let workers = config.worker_count();
@@ -107,15 +118,16 @@ impl Server {
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
+            let http_limits = HttpLimits {
+                max_head_bytes: p.max_head_bytes,
+                max_headers: p.max_headers,
+                max_body_bytes: p.max_body_bytes,
+            };
             let service = Arc::new(ppstp::PpstpService {
                 engine: engine.clone(),
                 access: access.clone(),
                 metrics: metrics.clone(),
-                http_limits: HttpLimits {
-                    max_head_bytes: p.max_head_bytes,
-                    max_headers: p.max_headers,
-                    max_body_bytes: p.max_body_bytes,
-                },
+                http_limits,
                 decode_limits: decode_limits(config),
                 clock,
             });
@@ -123,9 +135,9 @@ impl Server {
                 name: PPSTP_LISTENER.to_owned(),
                 addr: config.ppstp_addr()?,
                 service: Arc::new(ppstp::PpstpStreams(service)),
-                // A request never needs more than its head and body limits.
+                // Room for the largest request, so that every limit is answered.
                 limits: config.server.conn_limits(
-                    p.max_head_bytes + p.max_body_bytes,
+                    http_limits.max_request_bytes(),
                     p.max_pending_output_bytes,
                     p.max_connections,
                     p.idle_timeout_secs,
@@ -214,7 +226,10 @@ impl Server {
                 name: ADMIN_LISTENER.to_owned(),
                 addr: config.admin_addr()?,
                 service: Arc::new(AdminService(state.clone())),
-                limits: config.admin.conn_limits(),
+                // Room for the largest request, so that every limit is answered.
+                limits: config
+                    .admin
+                    .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
             };
             // On error `runtime` is dropped here, which stops the tracker's workers.
             let admin =
