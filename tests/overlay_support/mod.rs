@@ -48,6 +48,11 @@ pub fn fast_timers() -> Vec<String> {
 
 /// Starts a node whose overlay listens on `overlay` and bootstraps from `bootstrap`.
 pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
+    start_node_with(overlay, bootstrap, &[])
+}
+
+/// [`start_node`] with more `--set` overrides.
+pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&str]) -> Node {
     let admin = free_addr();
     let ppstp = free_addr();
     let list: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
@@ -62,6 +67,7 @@ pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
         "log.level=warn".to_owned(),
     ];
     sets.extend(fast_timers());
+    sets.extend(extra.iter().map(|s| (*s).to_owned()));
     for s in sets {
         cmd.arg("--set").arg(s);
     }
