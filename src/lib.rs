@@ -8,12 +8,15 @@
 //! - [`protocol`]: one module per wire format, pure functions from bytes to
 //!   [`engine::Request`] and from [`engine::Response`] back to bytes.
 //! - [`overlay`]: RELOAD wire codec, the Chord-RELOAD topology and the storage layer.
+//! - [`federation`]: the tracker usage of the overlay (content registration and lookup, peer
+//!   status), hooked in between the front-ends and the engine.
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
 
 pub mod access_list;
 pub mod config;
 pub mod engine;
+pub mod federation;
 pub mod metrics;
 pub mod overlay;
 pub mod protocol;

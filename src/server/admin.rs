@@ -33,6 +33,8 @@ pub(crate) struct AdminState {
     pub listeners: OnceLock<Vec<(String, SocketAddr)>>,
     /// The RELOAD overlay thread, when `overlay.enabled`.
     pub overlay: Option<Arc<crate::overlay::transport::OverlayHandle>>,
+    /// The tracker usage of the overlay, when `overlay.enabled`.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl AdminState {
@@ -49,6 +51,9 @@ impl AdminState {
         });
         if let Some(o) = &self.overlay {
             text.push_str(&o.metrics_text());
+        }
+        if let Some(f) = &self.federation {
+            text.push_str(&f.metrics_text());
         }
         text
     }
@@ -75,6 +80,9 @@ impl AdminState {
         });
         if let (Some(o), Some(map)) = (&self.overlay, status.as_object_mut()) {
             map.insert("overlay".to_owned(), o.status_json());
+        }
+        if let (Some(f), Some(map)) = (&self.federation, status.as_object_mut()) {
+            map.insert("federation".to_owned(), f.status_json());
         }
         status
     }

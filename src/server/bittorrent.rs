@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
-use crate::engine::{Engine, ErrorCode, PeerInfo, Request, Response, SwarmStats, Time};
+use crate::engine::{
+    Answer, Engine, ErrorCode, PeerId, PeerInfo, Request, RequestKind, Response, SwarmId,
+    SwarmStats, Time,
+};
+use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
@@ -32,11 +36,18 @@ use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 struct Guarded<'a> {
     engine: &'a Engine,
     access: Option<&'a AccessList>,
+    /// The tracker usage: accepted changes are recorded, announce peer lists merged with
+    /// other nodes' registrations.
+    federation: Option<&'a Federation>,
 }
 
 impl TrackerCore for Guarded<'_> {
     fn handle(&self, request: &Request, now: Time) -> Response {
-        self.engine.handle(request, now)
+        let response = self.engine.handle(request, now);
+        if let Some(fed) = self.federation {
+            fed.record(request, &response, now);
+        }
+        response
     }
 
     fn allows(&self, info_hash: &InfoHash) -> bool {
@@ -50,8 +61,60 @@ impl TrackerCore for Guarded<'_> {
         now: Time,
         peers: &mut Vec<PeerInfo>,
     ) -> Result<SwarmStats, ErrorCode> {
-        self.engine.announce_into(request, now, peers)
+        let stats = self.engine.announce_into(request, now, peers)?;
+        let Some(fed) = self.federation else {
+            return Ok(stats);
+        };
+        fed.record(request, &Response::Ok(Answer::default()), now);
+        if let RequestKind::Announce {
+            swarm_id,
+            mode,
+            peer_num,
+            ..
+        } = &request.kind
+        {
+            if let Lookup::Remote(remote) = fed.find_plan(swarm_id, &request.peer_id, now, true) {
+                let limit = peer_num
+                    .and_then(|n| n.peer_count)
+                    .unwrap_or(self.engine.config().default_peer_count)
+                    as usize;
+                merge_peers(
+                    peers,
+                    &remote,
+                    &request.peer_id,
+                    Some(*mode),
+                    &[],
+                    limit,
+                    now.as_millis() ^ 0x5851_f42d,
+                );
+            }
+        }
+        Ok(stats)
     }
+}
+
+/// Most UDP announces one worker keeps waiting for the overlay; more are answered at once.
+const MAX_DEFERRED: usize = 1024;
+
+/// The swarm and peer of a BEP 15 announce, read ahead of the front-end to decide whether its
+/// answer must wait for the overlay; `None` for anything else (and for `stopped`).
+fn udp_announce_target(src: SocketAddr, packet: &[u8]) -> Option<(SwarmId, PeerId)> {
+    // BEP 15 announce: connection_id 0..8, action 8..12 (1), transaction 12..16, info_hash
+    // 16..36, ..., event 80..84, ..., port 96..98.
+    if packet.len() < 98 || packet[8..12] != 1u32.to_be_bytes() {
+        return None;
+    }
+    if packet[80..84] == 3u32.to_be_bytes() {
+        return None;
+    }
+    let mut info_hash = [0u8; 20];
+    info_hash.copy_from_slice(&packet[16..36]);
+    let port = u16::from_be_bytes([packet[96], packet[97]]);
+    let ip = crate::protocol::bt_udp::tracker::canonical_ip(src.ip());
+    Some((
+        crate::protocol::bt_udp::tracker::swarm_id(&info_hash),
+        crate::protocol::bt_udp::tracker::bt_peer_id(ip, port),
+    ))
 }
 
 /// The list in force now, or `None` when access control is off.
@@ -67,6 +130,7 @@ pub(crate) fn add_services(
     metrics: &Arc<Metrics>,
     access: &Arc<AccessControl>,
     clock: Clock,
+    federation: Option<&Arc<Federation>>,
     listeners: &mut Vec<ListenerSpec>,
     datagrams: &mut Vec<DatagramSpec>,
 ) -> anyhow::Result<()> {
@@ -81,6 +145,7 @@ pub(crate) fn add_services(
             access: access.clone(),
             front_end: UdpFrontEnd::new(secret, limits),
             clock,
+            federation: federation.cloned(),
         });
         for addr in config.bt_udp_addrs()? {
             datagrams.push(DatagramSpec {
@@ -105,6 +170,7 @@ pub(crate) fn add_services(
                 max_body_bytes: 0,
             },
             clock,
+            federation: federation.cloned(),
         });
         for addr in config.bt_http_addrs()? {
             listeners.push(ListenerSpec {
@@ -130,6 +196,7 @@ pub(crate) struct BtUdpService {
     pub access: Arc<AccessControl>,
     pub front_end: UdpFrontEnd,
     pub clock: Clock,
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl DatagramService for BtUdpService {
@@ -142,6 +209,8 @@ impl DatagramService for BtUdpService {
             clock: self.clock,
             scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
             index: worker,
+            federation: self.federation.clone(),
+            deferred: Vec::new(),
         })
     }
 }
@@ -155,20 +224,28 @@ struct BtUdpWorker {
     /// Peer lists of announces, reused.
     scratch: Vec<PeerInfo>,
     index: usize,
+    federation: Option<Arc<Federation>>,
+    /// Announces whose peer list waits for the overlay: (source, datagram).
+    deferred: Vec<(SocketAddr, Vec<u8>)>,
 }
 
-impl DatagramWorker for BtUdpWorker {
-    fn on_datagram(
-        &mut self,
-        _ctx: &DatagramCtx,
-        src: SocketAddr,
-        packet: &[u8],
-        out: &mut Vec<u8>,
-    ) -> bool {
+impl BtUdpWorker {
+    /// Whether the answer to this datagram must wait for the overlay.
+    fn must_wait(&self, src: SocketAddr, packet: &[u8]) -> bool {
+        let (Some(fed), Some((swarm, peer))) =
+            (self.federation.as_deref(), udp_announce_target(src, packet))
+        else {
+            return false;
+        };
+        fed.find_plan(&swarm, &peer, self.clock.now(), false) == Lookup::Wait
+    }
+
+    fn answer(&mut self, src: SocketAddr, packet: &[u8], out: &mut Vec<u8>) -> bool {
         let list = current_list(&self.access);
         let core = Guarded {
             engine: &self.engine,
             access: list.as_deref(),
+            federation: self.federation.as_deref(),
         };
         let outcome = self.front_end.handle_with(
             &core,
@@ -183,6 +260,38 @@ impl DatagramWorker for BtUdpWorker {
     }
 }
 
+impl DatagramWorker for BtUdpWorker {
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
+            self.deferred.push((src, packet.to_vec()));
+            return false;
+        }
+        self.answer(src, packet, out)
+    }
+
+    fn take_deferred(&mut self, _ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let (src, packet) = &self.deferred[i];
+            if self.must_wait(*src, packet) {
+                i += 1;
+                continue;
+            }
+            let (src, packet) = self.deferred.swap_remove(i);
+            let mut answer = Vec::new();
+            if self.answer(src, &packet, &mut answer) {
+                out.push((src, answer));
+            }
+        }
+    }
+}
+
 /// The HTTP tracker service.
 pub(crate) struct BtHttpService {
     pub engine: Arc<Engine>,
@@ -191,6 +300,7 @@ pub(crate) struct BtHttpService {
     pub front_end: HttpFrontEnd,
     pub http_limits: HttpLimits,
     pub clock: Clock,
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl StreamService for BtHttpService {
@@ -202,6 +312,7 @@ impl StreamService for BtHttpService {
             front_end: self.front_end.clone(),
             http_limits: self.http_limits,
             clock: self.clock,
+            federation: self.federation.clone(),
             index: worker,
             body: Vec::with_capacity(1024),
             scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
@@ -216,6 +327,7 @@ struct BtHttpWorker {
     front_end: HttpFrontEnd,
     http_limits: HttpLimits,
     clock: Clock,
+    federation: Option<Arc<Federation>>,
     index: usize,
     /// Reused for every bencoded body this worker writes.
     body: Vec<u8>,
@@ -280,6 +392,7 @@ impl StreamWorker for BtHttpWorker {
                     let core = Guarded {
                         engine: &self.engine,
                         access: list.as_deref(),
+                        federation: self.federation.as_deref(),
                     };
                     let outcome = self.front_end.handle_get_with(
                         &core,

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bittorrent;
+mod federated;
 mod ppstp;
 
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ impl Default for Clock {
 
 /// A running tracker.
 pub struct Server {
+    /// The federation's driver thread, when `overlay.enabled`.
+    driver: Option<crate::federation::driver::DriverThread>,
     runtime: Option<Runtime>,
     admin: Option<Runtime>,
     state: Arc<AdminState>,
@@ -104,6 +107,18 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("access_list: {e}"))?,
         );
 
+        let federation = if config.overlay.enabled {
+            let own = config
+                .overlay
+                .node_id()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Some(Arc::new(crate::federation::Federation::new(
+                own,
+                config.federation_config(),
+            )))
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
@@ -118,6 +133,7 @@ impl Server {
                 },
                 decode_limits: decode_limits(config),
                 clock,
+                federation: federation.clone(),
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -139,6 +155,7 @@ impl Server {
             &metrics,
             &access,
             clock,
+            federation.as_ref(),
             &mut listeners,
             &mut datagrams,
         )?;
@@ -173,15 +190,28 @@ impl Server {
         let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
         let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
 
-        let overlay = if config.overlay.enabled {
-            let o = crate::overlay::transport::OverlayHandle::start(&config.overlay)
+        let mut driver = None;
+        let overlay = match &federation {
+            Some(fed) => {
+                fed.set_wake(runtime.wake_handle());
+                let answering = fed.clone();
+                let o = crate::overlay::transport::OverlayHandle::start_with_app(
+                    &config.overlay,
+                    Arc::new(move |_, body| answering.answer_live_status(body, clock.now())),
+                )
                 .context("starting the overlay")?;
-            Some(Arc::new(o))
-        } else {
-            None
+                let o = Arc::new(o);
+                driver = Some(
+                    crate::federation::driver::spawn(fed.clone(), o.clone(), move || clock.now())
+                        .context("starting the federation driver")?,
+                );
+                Some(o)
+            }
+            None => None,
         };
         let state = Arc::new(AdminState {
             overlay,
+            federation,
             engine,
             metrics,
             started: Instant::now(),
@@ -234,6 +264,7 @@ impl Server {
         let _ = state.listeners.set(all_listeners);
 
         Ok(Server {
+            driver,
             runtime: Some(runtime),
             admin,
             state,
@@ -306,12 +337,20 @@ impl Server {
         self.stop();
     }
 
+    /// The tracker usage of the overlay, when enabled.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::Federation>> {
+        self.state.federation.as_ref()
+    }
+
     /// The overlay, when enabled.
     pub fn overlay(&self) -> Option<&Arc<crate::overlay::transport::OverlayHandle>> {
         self.state.overlay.as_ref()
     }
 
     fn stop(&mut self) {
+        if let Some(mut d) = self.driver.take() {
+            d.shutdown();
+        }
         if let Some(o) = &self.state.overlay {
             o.shutdown();
         }

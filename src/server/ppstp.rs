@@ -20,6 +20,8 @@ pub(crate) struct PpstpService {
     pub http_limits: HttpLimits,
     pub decode_limits: DecodeLimits,
     pub clock: Clock,
+    /// The tracker usage of the overlay, when `overlay.enabled`.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -73,6 +75,8 @@ impl PpstpWorker {
         http::write_response(out, status, CONTENT_TYPE, &self.body, keep_alive);
     }
 
+    /// Answers one request into `out`; false when its answer waits for the overlay (nothing
+    /// was written and the request must stay in place).
     fn serve(
         &mut self,
         ctx: &ConnCtx,
@@ -80,13 +84,15 @@ impl PpstpWorker {
         body: &[u8],
         now: Time,
         out: &mut Vec<u8>,
-    ) {
+    ) -> bool {
         // RFC 7846 §7.1: requests are HTTP POSTs carrying the PPSTP media type.
         if head.method != "POST" {
-            return self.fault(out, 405, head.keep_alive);
+            self.fault(out, 405, head.keep_alive);
+            return true;
         }
         if !head.content_type.is_some_and(is_ppstp_media_type) {
-            return self.fault(out, 415, head.keep_alive);
+            self.fault(out, 415, head.keep_alive);
+            return true;
         }
         let service = self.service.clone();
         let metrics = service.metrics.worker(self.index);
@@ -103,7 +109,6 @@ impl PpstpWorker {
             }
             Ok(decoded) => {
                 let kind = request_index(&decoded.request.kind);
-                metrics.request(kind);
                 // The access list refuses swarms with 03 (forbidden action).
                 let refused = !service.access.is_off()
                     && !service
@@ -113,8 +118,17 @@ impl PpstpWorker {
                 let response = if refused {
                     Response::Err(ErrorCode::Forbidden)
                 } else {
-                    service.engine.handle(&decoded.request, now)
+                    match super::federated::handle(
+                        &service.engine,
+                        service.federation.as_deref(),
+                        &decoded.request,
+                        now,
+                    ) {
+                        super::federated::Handled::Answer(r) => r,
+                        super::federated::Handled::Wait => return false,
+                    }
                 };
+                metrics.request(kind);
                 metrics.error(kind, response.error_code());
                 self.answer(
                     out,
@@ -124,6 +138,7 @@ impl PpstpWorker {
                 );
             }
         }
+        true
     }
 }
 
@@ -160,8 +175,12 @@ impl StreamWorker for PpstpWorker {
                             close: true,
                         };
                     }
+                    if !self.serve(ctx, &head, body, now, out) {
+                        // The answer waits for the overlay: it keeps its place, and the
+                        // requests behind it wait with it.
+                        break;
+                    }
                     consumed += used;
-                    self.serve(ctx, &head, body, now, out);
                     if !head.keep_alive {
                         return StreamStep {
                             consumed,

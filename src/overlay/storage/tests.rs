@@ -3,7 +3,7 @@
 use super::*;
 use crate::overlay::wire::Signature;
 
-const DICT: KindId = KIND_CONTENT_REGISTRATION;
+const DICT: KindId = KIND_OPAQUE_VALUE;
 const SINGLE: KindId = KindId(7);
 const ARRAY: KindId = KindId(8);
 const R: ResourceId = ResourceId(42);
@@ -19,12 +19,16 @@ fn storage() -> Storage {
         model: DataModel::SingleValue,
         max_count: 1,
         max_size: 16,
+        owner_keyed: false,
+        syntax: ValueSyntax::Opaque,
     });
     config.kinds.push(KindDef {
         id: ARRAY,
         model: DataModel::Array,
         max_count: 8,
         max_size: 16,
+        owner_keyed: false,
+        syntax: ValueSyntax::Opaque,
     });
     config.max_resources = 4;
     Storage::new(config)

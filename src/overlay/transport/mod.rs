@@ -148,6 +148,17 @@ impl OverlayHandle {
         })
     }
 
+    /// Hands a local request to the overlay thread without waiting: its outcome arrives on the
+    /// returned channel (which is dropped without a value if the thread stops).
+    pub fn submit(
+        &self,
+        request: LocalRequest,
+    ) -> Result<channel::Receiver<LocalOutcome>, OverlayError> {
+        let (reply, answer) = channel::bounded(1);
+        self.send(Command::Local { request, reply })?;
+        Ok(answer)
+    }
+
     /// The `overlay` member of `/status`: node id, joined, predecessors, successors, fingers,
     /// stored resources, links. `{"running": false}` when the thread does not answer in time.
     pub fn status_json(&self) -> serde_json::Value {
