@@ -26,7 +26,10 @@ use super::{Command, Federation};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
     /// One Store of a swarm's registration, with the part count it establishes.
-    StoreSwarm { swarm: SwarmId, parts: u16 },
+    StoreSwarm {
+        swarm: SwarmId,
+        parts: u16,
+    },
     StoreStatus(PeerId),
     FetchSwarm(SwarmId),
     FetchStatus(PeerId),
@@ -115,7 +118,10 @@ impl Driver {
             }
         }
         // Requests the overlay never answered count as failed, so no lookup waits for ever.
-        let limit = 4 * fed.config().fetch_timeout_ms.max(fed.config().flush_interval_ms);
+        let limit = 4 * fed
+            .config()
+            .fetch_timeout_ms
+            .max(fed.config().flush_interval_ms);
         let stale: Vec<u64> = self
             .in_flight
             .iter()

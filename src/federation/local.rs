@@ -299,7 +299,7 @@ impl LocalCopy {
                 })
             })
             .collect();
-        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out.sort_by_key(|p| p.peer_id);
         out
     }
 
@@ -391,7 +391,7 @@ mod tests {
         let engine = Engine::new(&EngineConfig::default());
         let track = engine.config().track_timer_secs * 1000;
         let mut copy = LocalCopy::new(track);
-        let mut apply = |copy: &mut LocalCopy, r: Request, t: u64| {
+        let apply = |copy: &mut LocalCopy, r: Request, t: u64| {
             let resp = engine.handle(&r, Time(t));
             copy.record(&r, &resp, Time(t));
             resp
@@ -436,7 +436,9 @@ mod tests {
         assert_eq!(reg[0].chunks, vec![ChunkRange::new(0, 9).unwrap()]);
         assert_eq!(reg[0].mode, PeerMode::Seeder);
         assert_eq!(copy.take_dirty_swarms(10), vec![swarm("s")]);
-        let live = copy.live_status(&PeerId::new(b"p1").unwrap(), Time(5)).unwrap();
+        let live = copy
+            .live_status(&PeerId::new(b"p1").unwrap(), Time(5))
+            .unwrap();
         assert!(live.tracking);
         assert_eq!(live.online_ms, 5);
         apply(

@@ -94,6 +94,9 @@ pub enum Command {
     FetchStatus(PeerId),
 }
 
+/// Fetched peer lists by swarm.
+type SwarmCache = HashMap<SwarmId, Cached<Arc<Vec<PeerListData>>>, Hasher>;
+
 /// A remote peer's status: its connection tracker and what that node answered.
 pub type RemoteStatus = Option<(NodeId, LiveStatus)>;
 
@@ -121,10 +124,13 @@ pub struct FederationStats {
 
 /// The tracker usage's state shared by the workers, the driver and the overlay thread.
 pub struct Federation {
-    own: NodeId,
+    /// This node's Node-ID as configured; replaced by the overlay's own once it runs (an
+    /// overlay on port 0 derives its id from the bound address).
+    configured_id: NodeId,
+    own: OnceLock<NodeId>,
     config: FederationConfig,
     local: Mutex<LocalCopy>,
-    swarms: Mutex<HashMap<SwarmId, Cached<Arc<Vec<PeerListData>>>, Hasher>>,
+    swarms: Mutex<SwarmCache>,
     statuses: Mutex<HashMap<PeerId, Cached<Arc<RemoteStatus>>, Hasher>>,
     commands: Sender<Command>,
     receiver: Receiver<Command>,
@@ -136,7 +142,8 @@ impl Federation {
     pub fn new(own: NodeId, config: FederationConfig) -> Self {
         let (commands, receiver) = channel::bounded(4096);
         Federation {
-            own,
+            configured_id: own,
+            own: OnceLock::new(),
             local: Mutex::new(LocalCopy::new(config.track_ms)),
             config,
             swarms: Mutex::new(HashMap::default()),
@@ -149,7 +156,12 @@ impl Federation {
     }
 
     pub fn node_id(&self) -> NodeId {
-        self.own
+        self.own.get().copied().unwrap_or(self.configured_id)
+    }
+
+    /// Sets the Node-ID the running overlay uses.
+    pub fn set_node_id(&self, id: NodeId) {
+        let _ = self.own.set(id);
     }
 
     pub fn config(&self) -> &FederationConfig {
@@ -307,7 +319,9 @@ impl Federation {
 
     /// The answer to a routed live-status request (exp_a, body = peer id) from another node.
     pub fn answer_live_status(&self, body: &[u8], now: Time) -> Vec<u8> {
-        self.stats.live_status_served.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .live_status_served
+            .fetch_add(1, Ordering::Relaxed);
         let status = PeerId::new(body)
             .ok()
             .and_then(|p| self.local.lock().live_status(&p, now));
@@ -345,16 +359,37 @@ impl Federation {
         let counters: [(&str, u64); 12] = [
             ("ppsp_federation_cache_hits_total", get(&s.cache_hits)),
             ("ppsp_federation_fetches_total", get(&s.fetches)),
-            ("ppsp_federation_fetch_failures_total", get(&s.fetch_failures)),
+            (
+                "ppsp_federation_fetch_failures_total",
+                get(&s.fetch_failures),
+            ),
             ("ppsp_federation_stores_total", get(&s.stores)),
-            ("ppsp_federation_store_failures_total", get(&s.store_failures)),
+            (
+                "ppsp_federation_store_failures_total",
+                get(&s.store_failures),
+            ),
             ("ppsp_federation_flushes_total", get(&s.flushes)),
-            ("ppsp_federation_flushed_entries_total", get(&s.flushed_entries)),
-            ("ppsp_federation_store_latency_ms_sum", get(&s.store_latency_ms_sum)),
+            (
+                "ppsp_federation_flushed_entries_total",
+                get(&s.flushed_entries),
+            ),
+            (
+                "ppsp_federation_store_latency_ms_sum",
+                get(&s.store_latency_ms_sum),
+            ),
             ("ppsp_federation_status_remote_total", get(&s.status_remote)),
-            ("ppsp_federation_status_timeouts_total", get(&s.status_timeout)),
-            ("ppsp_federation_live_status_served_total", get(&s.live_status_served)),
-            ("ppsp_federation_overlay_timeouts_total", get(&s.finds_timeout) + get(&s.status_timeout)),
+            (
+                "ppsp_federation_status_timeouts_total",
+                get(&s.status_timeout),
+            ),
+            (
+                "ppsp_federation_live_status_served_total",
+                get(&s.live_status_served),
+            ),
+            (
+                "ppsp_federation_overlay_timeouts_total",
+                get(&s.finds_timeout) + get(&s.status_timeout),
+            ),
         ];
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");

@@ -7,23 +7,32 @@ use std::collections::BTreeMap;
 use crate::engine::{PeerId, SwarmId};
 use crate::overlay::chord::{resource_id, LocalRequest, NodeId};
 use crate::overlay::storage::{
-    DataValue, FetchAns, FetchReq, ModelSpecifier, StoreKindData, StoredData,
-    StoredDataSpecifier, StoredDataValue, KIND_CONTENT_REGISTRATION, KIND_PEER_STATUS,
+    DataValue, FetchAns, FetchReq, ModelSpecifier, StoreKindData, StoredData, StoredDataSpecifier,
+    StoredDataValue, KIND_CONTENT_REGISTRATION, KIND_PEER_STATUS,
 };
 use crate::overlay::wire::Signature;
 
 use super::value::{
-    content_key, decode_peer_status, decode_registration, encode_peer_status,
-    encode_registration, parse_content_key, PeerListData,
+    content_key, decode_peer_status, decode_registration, encode_peer_status, encode_registration,
+    parse_content_key, PeerListData,
 };
 
 /// Lifetime of a removal marker (a non-existent value that replaces an entry), seconds.
 pub const TOMBSTONE_LIFETIME_SECS: u32 = 600;
 
-fn dictionary(key: Vec<u8>, value: Option<Vec<u8>>, storage_time: u64, lifetime: u32) -> StoredData {
+fn dictionary(
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    storage_time: u64,
+    lifetime: u32,
+) -> StoredData {
     let (exists, value, lifetime) = match value {
         Some(v) => (true, v, lifetime),
-        None => (false, Vec::new(), TOMBSTONE_LIFETIME_SECS.min(lifetime.max(1))),
+        None => (
+            false,
+            Vec::new(),
+            TOMBSTONE_LIFETIME_SECS.min(lifetime.max(1)),
+        ),
     };
     StoredData {
         storage_time,
@@ -86,7 +95,11 @@ pub fn swarm_stores(
             _ => 40,
         };
         if !batch.is_empty() && batch_bytes + len > part_bytes {
-            requests.push(store(resource, KIND_CONTENT_REGISTRATION, std::mem::take(&mut batch)));
+            requests.push(store(
+                resource,
+                KIND_CONTENT_REGISTRATION,
+                std::mem::take(&mut batch),
+            ));
             batch_bytes = 0;
         }
         batch_bytes += len;
@@ -111,7 +124,12 @@ pub fn status_store(
     store(
         resource_id(peer.as_bytes()),
         KIND_PEER_STATUS,
-        vec![dictionary(own.0.to_vec(), value, storage_time, lifetime_secs)],
+        vec![dictionary(
+            own.0.to_vec(),
+            value,
+            storage_time,
+            lifetime_secs,
+        )],
     )
 }
 
@@ -140,7 +158,10 @@ pub fn status_fetch(peer: &PeerId) -> LocalRequest {
     fetch(resource_id(peer.as_bytes()), KIND_PEER_STATUS)
 }
 
-fn fetch(resource: crate::overlay::chord::ResourceId, kind: crate::overlay::storage::KindId) -> LocalRequest {
+fn fetch(
+    resource: crate::overlay::chord::ResourceId,
+    kind: crate::overlay::storage::KindId,
+) -> LocalRequest {
     LocalRequest::Fetch(FetchReq {
         resource: resource.to_wire(),
         specifiers: vec![StoredDataSpecifier {
@@ -186,7 +207,9 @@ pub fn remote_peers(
             if reg.content_name != *swarm || reg.part != part {
                 continue;
             }
-            let entry = by_node.entry(node).or_insert((reg.version, BTreeMap::new()));
+            let entry = by_node
+                .entry(node)
+                .or_insert((reg.version, BTreeMap::new()));
             if reg.version > entry.0 {
                 *entry = (reg.version, BTreeMap::new());
             }
@@ -212,7 +235,11 @@ pub fn remote_peers(
 /// The connection trackers a PEER-STATUS Fetch answer names, newest entry first.
 pub fn status_trackers(ans: &FetchAns) -> Vec<NodeId> {
     let mut found: Vec<(u64, NodeId)> = Vec::new();
-    for k in ans.kind_responses.iter().filter(|k| k.kind == KIND_PEER_STATUS) {
+    for k in ans
+        .kind_responses
+        .iter()
+        .filter(|k| k.kind == KIND_PEER_STATUS)
+    {
         for v in &k.values {
             let StoredDataValue::Dictionary { key, value } = &v.value else {
                 continue;
@@ -227,7 +254,7 @@ pub fn status_trackers(ans: &FetchAns) -> Vec<NodeId> {
             }
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, n)| n).collect()
 }
 
@@ -289,9 +316,18 @@ mod tests {
         let a = NodeId([1; 16]);
         let (requests, parts) = swarm_stores(a, &swarm, &peers, 0, 1000, 3600, 4000);
         assert!(parts > 100);
-        assert_eq!(requests.len(), parts as usize, "one part per Store at this size");
+        assert_eq!(
+            requests.len(),
+            parts as usize,
+            "one part per Store at this size"
+        );
         apply(&mut storage, &requests, 0);
-        let back = remote_peers(&fetched(&storage, &swarm, 1), &swarm, NodeId([2; 16]), 1 << 20);
+        let back = remote_peers(
+            &fetched(&storage, &swarm, 1),
+            &swarm,
+            NodeId([2; 16]),
+            1 << 20,
+        );
         assert_eq!(back.len(), 20_000);
         let mut ids: Vec<_> = back.iter().map(|p| p.peer_id).collect();
         ids.sort();
@@ -302,7 +338,12 @@ mod tests {
         let (requests, now_parts) = swarm_stores(a, &swarm, &peers[..3], parts, 2000, 3600, 4000);
         assert_eq!(now_parts, 1);
         apply(&mut storage, &requests, 1);
-        let back = remote_peers(&fetched(&storage, &swarm, 2), &swarm, NodeId([2; 16]), 1 << 20);
+        let back = remote_peers(
+            &fetched(&storage, &swarm, 2),
+            &swarm,
+            NodeId([2; 16]),
+            1 << 20,
+        );
         assert_eq!(back, peers[..3].to_vec());
         // A node's own entries are not read back as remote.
         assert!(remote_peers(&fetched(&storage, &swarm, 2), &swarm, a, 100).is_empty());
@@ -310,7 +351,9 @@ mod tests {
         let (requests, none) = swarm_stores(a, &swarm, &[], now_parts, 3000, 3600, 4000);
         assert_eq!(none, 0);
         apply(&mut storage, &requests, 2);
-        assert!(remote_peers(&fetched(&storage, &swarm, 3), &swarm, NodeId([2; 16]), 100).is_empty());
+        assert!(
+            remote_peers(&fetched(&storage, &swarm, 3), &swarm, NodeId([2; 16]), 100).is_empty()
+        );
     }
 
     #[test]
@@ -318,23 +361,44 @@ mod tests {
         let mut storage = Storage::new(StorageConfig::default());
         let swarm = SwarmId::new(b"s").unwrap();
         let (ra, _) = swarm_stores(NodeId([1; 16]), &swarm, &[peer(1)], 0, 10, 60, 4000);
-        let (rb, _) = swarm_stores(NodeId([2; 16]), &swarm, &[peer(2), peer(3)], 0, 10, 60, 4000);
+        let (rb, _) = swarm_stores(
+            NodeId([2; 16]),
+            &swarm,
+            &[peer(2), peer(3)],
+            0,
+            10,
+            60,
+            4000,
+        );
         apply(&mut storage, &ra, 0);
         apply(&mut storage, &rb, 0);
         let back = remote_peers(&fetched(&storage, &swarm, 1), &swarm, NodeId([3; 16]), 100);
         assert_eq!(back.len(), 3);
         // Lifetime: the values are gone after 60 s.
-        let gone = remote_peers(&fetched(&storage, &swarm, 61_000), &swarm, NodeId([3; 16]), 100);
+        let gone = remote_peers(
+            &fetched(&storage, &swarm, 61_000),
+            &swarm,
+            NodeId([3; 16]),
+            100,
+        );
         assert!(gone.is_empty());
 
         let p = PeerId::new(b"peer").unwrap();
-        apply(&mut storage, &[status_store(NodeId([1; 16]), &p, true, 5, 60)], 0);
+        apply(
+            &mut storage,
+            &[status_store(NodeId([1; 16]), &p, true, 5, 60)],
+            0,
+        );
         let LocalRequest::Fetch(req) = status_fetch(&p) else {
             unreachable!()
         };
         let ans = storage.fetch(&req, 1).unwrap();
         assert_eq!(status_trackers(&ans), vec![NodeId([1; 16])]);
-        apply(&mut storage, &[status_store(NodeId([1; 16]), &p, false, 6, 60)], 2);
+        apply(
+            &mut storage,
+            &[status_store(NodeId([1; 16]), &p, false, 6, 60)],
+            2,
+        );
         let ans = storage.fetch(&req, 3).unwrap();
         assert!(status_trackers(&ans).is_empty());
     }

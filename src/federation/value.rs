@@ -212,13 +212,7 @@ pub fn encode_peer(out: &mut Vec<u8>, p: &PeerListData) {
 }
 
 /// Encodes one part whose peers are already encoded in `peer_bytes`.
-fn encode_part(
-    version: u64,
-    part: u16,
-    parts: u16,
-    swarm: &SwarmId,
-    peer_bytes: &[u8],
-) -> Vec<u8> {
+fn encode_part(version: u64, part: u16, parts: u16, swarm: &SwarmId, peer_bytes: &[u8]) -> Vec<u8> {
     let name = swarm.as_bytes();
     let mut out = Vec::with_capacity(HEADER_BYTES + name.len() + peer_bytes.len());
     out.extend_from_slice(&version.to_be_bytes());
@@ -393,7 +387,9 @@ fn read_addr(r: &mut Reader<'_>) -> Result<PeerAddr, ValueError> {
 
 fn read_addrs(r: &mut Reader<'_>) -> Result<SmallVec<[PeerAddr; 2]>, ValueError> {
     let len = usize::from(r.u8()?);
-    let mut inner = Reader { bytes: r.take(len)? };
+    let mut inner = Reader {
+        bytes: r.take(len)?,
+    };
     let mut addrs = SmallVec::new();
     while !inner.bytes.is_empty() {
         if addrs.len() >= MAX_ADDRESSES {
@@ -415,7 +411,9 @@ fn read_peer(r: &mut Reader<'_>) -> Result<PeerListData, ValueError> {
     if len / 16 > MAX_CHUNK_RANGES {
         return Err(ValueError::TooLong);
     }
-    let mut inner = Reader { bytes: r.take(len)? };
+    let mut inner = Reader {
+        bytes: r.take(len)?,
+    };
     let mut chunks = Vec::with_capacity(len / 16);
     while !inner.bytes.is_empty() {
         let start = inner.u64()?;
@@ -444,7 +442,9 @@ pub fn decode_registration(
     }
     let content_name = SwarmId::new(read_id(&mut r)?).map_err(|_| ValueError::OutOfRange)?;
     let len = r.u32()? as usize;
-    let mut list = Reader { bytes: r.take(len)? };
+    let mut list = Reader {
+        bytes: r.take(len)?,
+    };
     r.done()?;
     let mut peers = Vec::new();
     while !list.bytes.is_empty() {
@@ -490,7 +490,9 @@ pub fn decode_live_status(bytes: &[u8]) -> Result<Option<LiveStatus>, ValueError
     let online_ms = r.u64()?;
     let addrs = read_addrs(&mut r)?;
     let len = usize::from(r.u16()?);
-    let mut inner = Reader { bytes: r.take(len)? };
+    let mut inner = Reader {
+        bytes: r.take(len)?,
+    };
     r.done()?;
     let mut swarms = Vec::new();
     while !inner.bytes.is_empty() {

@@ -258,11 +258,31 @@ impl OverlayConfig {
             return Err("overlay.value_lifetime_secs must be at least 1".to_owned());
         }
         for (key, v, lo, hi) in [
-            ("overlay.flush_interval_ms", self.flush_interval_ms, 1, 3_600_000),
+            (
+                "overlay.flush_interval_ms",
+                self.flush_interval_ms,
+                1,
+                3_600_000,
+            ),
             ("overlay.fetch_cache_ms", self.fetch_cache_ms, 0, 3_600_000),
-            ("overlay.fetch_timeout_ms", self.fetch_timeout_ms, 1, 600_000),
-            ("overlay.flush_max_swarms", self.flush_max_swarms as u64, 1, 1 << 20),
-            ("overlay.flush_max_peers", self.flush_max_peers as u64, 1, 1 << 20),
+            (
+                "overlay.fetch_timeout_ms",
+                self.fetch_timeout_ms,
+                1,
+                600_000,
+            ),
+            (
+                "overlay.flush_max_swarms",
+                self.flush_max_swarms as u64,
+                1,
+                1 << 20,
+            ),
+            (
+                "overlay.flush_max_peers",
+                self.flush_max_peers as u64,
+                1,
+                1 << 20,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(format!("{key} must be {lo}..={hi}"));

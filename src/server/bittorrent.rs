@@ -124,6 +124,7 @@ fn current_list(access: &AccessControl) -> Option<Arc<AccessList>> {
 
 /// Adds the enabled BitTorrent front-ends to the runtime's lists: one datagram socket group
 /// per `bt_udp.listen` address and one TCP listener per `bt_http.listen` address.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn add_services(
     config: &Config,
     engine: &Arc<Engine>,

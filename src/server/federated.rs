@@ -4,8 +4,8 @@
 //! (cached) answer, or left waiting ([`Handled::Wait`]) while the overlay is asked.
 
 use crate::engine::{
-    Answer, Engine, PeerState, PeerStatus, Request, RequestKind, Response, StatAnswer,
-    StatTarget, Time,
+    Answer, Engine, PeerState, PeerStatus, Request, RequestKind, Response, StatAnswer, StatTarget,
+    Time,
 };
 use crate::federation::{merge_peers, Federation, Lookup};
 

@@ -108,10 +108,7 @@ impl Server {
         );
 
         let federation = if config.overlay.enabled {
-            let own = config
-                .overlay
-                .node_id()
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let own = config.overlay.node_id().map_err(|e| anyhow::anyhow!(e))?;
             Some(Arc::new(crate::federation::Federation::new(
                 own,
                 config.federation_config(),
@@ -201,6 +198,7 @@ impl Server {
                 )
                 .context("starting the overlay")?;
                 let o = Arc::new(o);
+                fed.set_node_id(o.node_id());
                 driver = Some(
                     crate::federation::driver::spawn(fed.clone(), o.clone(), move || clock.now())
                         .context("starting the federation driver")?,

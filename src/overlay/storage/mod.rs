@@ -433,7 +433,8 @@ impl Storage {
                 }
                 for v in &kd.values {
                     match &v.value {
-                        StoredDataValue::Dictionary { key, .. } if key.starts_with(&originator.0) => {}
+                        StoredDataValue::Dictionary { key, .. }
+                            if key.starts_with(&originator.0) => {}
                         _ => return Err(StorageError::Forbidden),
                     }
                 }
