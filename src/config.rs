@@ -28,6 +28,8 @@ pub const DEDICATED_PROFILE: &str = include_str!("../tuning/dedicated.toml");
 pub const SMALL_PROFILE: &str = include_str!("../tuning/small.toml");
 /// The profile the benchmarks use.
 pub const LOOPBACK_BENCH_PROFILE: &str = include_str!("../tuning/loopback-bench.toml");
+/// One node of a cluster joined through the overlay.
+pub const CLUSTER_NODE_PROFILE: &str = include_str!("../tuning/cluster-node.toml");
 
 /// Names of the embedded profiles and their text.
 pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
@@ -35,6 +37,7 @@ pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
     ("dedicated", DEDICATED_PROFILE),
     ("small", SMALL_PROFILE),
     ("loopback-bench", LOOPBACK_BENCH_PROFILE),
+    ("cluster-node", CLUSTER_NODE_PROFILE),
 ];
 
 /// The whole configuration.
@@ -70,6 +73,10 @@ pub struct ServerConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// Account to switch to once every listener is bound, when started as root (its primary
+    /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
+    /// by another account, this must be empty or name that account.
+    pub user: String,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +89,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            user: String::new(),
         }
     }
 }
@@ -147,14 +155,29 @@ pub struct LogConfig {
     /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or directives
     /// such as `info,ppsp_tracker::runtime=debug`. `RUST_LOG` overrides it.
     pub level: String,
+    /// How each event is written to standard error: `"text"` (one human-readable line) or
+    /// `"json"` (one JSON object per line, for log collectors).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `log.format`: the shape of each log line on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (ANSI colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// Why a configuration could not be loaded. The message names the file or key.

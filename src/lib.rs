@@ -12,6 +12,7 @@
 //!   status), hooked in between the front-ends and the engine.
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
+//! - [`privileges`]: switching from root to `server.user` once the listeners are bound.
 
 pub mod access_list;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod federation;
 pub mod metrics;
 pub mod overlay;
+pub mod privileges;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

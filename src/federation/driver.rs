@@ -59,7 +59,7 @@ pub struct Driver {
     last_storage_time: u64,
     /// Parts of each swarm's registration as last stored.
     stored_parts: HashMap<SwarmId, u16>,
-    in_flight: HashMap<u64, (Purpose, Time)>,
+    in_flight: std::collections::BTreeMap<u64, (Purpose, Time)>,
 }
 
 impl Default for Driver {
@@ -76,7 +76,7 @@ impl Driver {
             next_token: 1,
             last_storage_time: 0,
             stored_parts: HashMap::new(),
-            in_flight: HashMap::new(),
+            in_flight: std::collections::BTreeMap::new(),
         }
     }
 

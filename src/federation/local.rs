@@ -12,7 +12,7 @@
 //! Sans-IO: time is an argument ([`Time`], ms). Keys come from the network (peer and swarm
 //! ids), so the maps use foldhash with a per-process random seed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::engine::{
     ActionKind, Answer, ChunkRange, DisconnectScope, PeerAddr, PeerId, PeerMode, Request,
@@ -47,9 +47,11 @@ pub struct LocalCopy {
     peers: HashMap<PeerId, LocalPeer, Hasher>,
     /// Expiry order: (deadline, peer).
     deadlines: BTreeSet<(Time, PeerId)>,
-    dirty_swarms: HashSet<SwarmId, Hasher>,
+    /// Ordered sets, so that a flush's Stores come out in the same order for the same changes
+    /// (a simulation replays exactly).
+    dirty_swarms: BTreeSet<SwarmId>,
     /// Peers whose PEER-STATUS entry must be written (true) or removed (false).
-    dirty_status: HashMap<PeerId, bool, Hasher>,
+    dirty_status: std::collections::BTreeMap<PeerId, bool>,
 }
 
 impl LocalCopy {
@@ -60,8 +62,8 @@ impl LocalCopy {
             swarms: HashMap::default(),
             peers: HashMap::default(),
             deadlines: BTreeSet::new(),
-            dirty_swarms: HashSet::default(),
-            dirty_status: HashMap::default(),
+            dirty_swarms: BTreeSet::new(),
+            dirty_status: std::collections::BTreeMap::new(),
         }
     }
 
@@ -273,12 +275,16 @@ impl LocalCopy {
 
     /// Every swarm with local members.
     pub fn swarm_ids(&self) -> Vec<SwarmId> {
-        self.swarms.keys().copied().collect()
+        let mut v: Vec<SwarmId> = self.swarms.keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// Every locally registered peer.
     pub fn peer_ids(&self) -> Vec<PeerId> {
-        self.peers.keys().copied().collect()
+        let mut v: Vec<PeerId> = self.peers.keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// This node's registration of `swarm` (its local members), in peer-id order so that a

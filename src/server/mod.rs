@@ -5,6 +5,7 @@
 mod admin;
 mod bittorrent;
 mod federated;
+mod http_serve;
 mod ppstp;
 
 use std::net::SocketAddr;
@@ -119,15 +120,16 @@ impl Server {
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
+            let http_limits = HttpLimits {
+                max_head_bytes: p.max_head_bytes,
+                max_headers: p.max_headers,
+                max_body_bytes: p.max_body_bytes,
+            };
             let service = Arc::new(ppstp::PpstpService {
                 engine: engine.clone(),
                 access: access.clone(),
                 metrics: metrics.clone(),
-                http_limits: HttpLimits {
-                    max_head_bytes: p.max_head_bytes,
-                    max_headers: p.max_headers,
-                    max_body_bytes: p.max_body_bytes,
-                },
+                http_limits,
                 decode_limits: decode_limits(config),
                 clock,
                 federation: federation.clone(),
@@ -137,8 +139,8 @@ impl Server {
                 addr: config.ppstp_addr()?,
                 service: Arc::new(ppstp::PpstpStreams(service)),
                 limits: ConnLimits {
-                    // A request never needs more than its head and body limits.
-                    max_input_bytes: p.max_head_bytes + p.max_body_bytes,
+                    // Room for the largest request, so that every limit is answered.
+                    max_input_bytes: http_limits.max_request_bytes(),
                     max_pending_output_bytes: p.max_pending_output_bytes,
                     max_connections: p.max_connections,
                     idle_timeout: Duration::from_secs(p.idle_timeout_secs),
@@ -239,7 +241,8 @@ impl Server {
                 addr: config.admin_addr()?,
                 service: Arc::new(AdminService(state.clone())),
                 limits: ConnLimits {
-                    max_input_bytes: 16 * 1024,
+                    // Room for the largest request, so that every limit is answered.
+                    max_input_bytes: admin::ADMIN_HTTP_LIMITS.max_request_bytes(),
                     max_pending_output_bytes: 1024 * 1024,
                     max_connections: 64,
                     idle_timeout: Duration::from_secs(60),

@@ -141,6 +141,23 @@ pub fn encode_announce(q: &AnnounceQuery, out: &mut String) {
     }
 }
 
+/// Bytes one fully percent-encoded `info_hash=...&` pair takes in a scrape query: the key and
+/// `=` (10), 20 bytes as `%XX` (60) and the `&` (1).
+pub const SCRAPE_PAIR_BYTES: usize = 10 + 3 * INFO_HASH_LEN + 1;
+
+/// Room left in a request head for the request line's method, path and version and for the
+/// header lines a client sends (`Host`, `User-Agent`, `Accept-Encoding`, ...).
+pub const HEAD_ALLOWANCE_BYTES: usize = 1024;
+
+/// The request head size a scrape of `hashes` fully percent-encoded info-hashes needs, with
+/// [`HEAD_ALLOWANCE_BYTES`] for the rest: what `bt_http.max_head_bytes` must hold so that the
+/// advertised `max_scrape_hashes` can be asked for (74 hashes: 5254 + 1024 bytes).
+pub const fn scrape_head_bytes(hashes: usize) -> usize {
+    hashes
+        .saturating_mul(SCRAPE_PAIR_BYTES)
+        .saturating_add(HEAD_ALLOWANCE_BYTES)
+}
+
 /// `key=value` pairs of a query string; empty pairs are skipped, a pair without `=` has an
 /// empty value. Works on bytes: splitting `&str` by `char` cost more than the rest of the parse.
 fn pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {

@@ -55,6 +55,11 @@ pub const RESPONSE_HEADER_LEN: usize = 8;
 /// Bytes per scrape response entry.
 pub const SCRAPE_ENTRY_LEN: usize = 12;
 
+/// Bytes of a scrape request for `hashes` info-hashes: the 16-byte header and 20 bytes each.
+pub const fn scrape_request_bytes(hashes: usize) -> usize {
+    hashes.saturating_mul(20).saturating_add(REQUEST_HEADER_LEN)
+}
+
 /// Why bytes are not a valid message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

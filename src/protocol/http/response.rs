@@ -44,26 +44,66 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
+    write_answer(
+        out,
+        &ResponseHead {
+            status,
+            content_type,
+            allow: None,
+            keep_alive,
+            head_only: false,
+        },
+        body,
+    );
+}
+
+/// The head of an answer, as [`write_answer`] writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead<'a> {
+    /// Status code; clamped to three digits.
+    pub status: u16,
+    /// `Content-Type`, left out when empty.
+    pub content_type: &'a str,
+    /// `Allow` (RFC 9110 §10.2.1), which a 405 answer must carry (§15.5.6).
+    pub allow: Option<&'a str>,
+    /// False adds `Connection: close`.
+    pub keep_alive: bool,
+    /// The answer to a HEAD request (RFC 9110 §9.3.2): the same header fields, including the
+    /// `Content-Length` the body would have, and no body.
+    pub head_only: bool,
+}
+
+/// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`, `Allow`, an
+/// exact `Content-Length`, `Connection: close` when the connection ends, and the body unless
+/// `head.head_only`.
+pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
     let mut num = itoa::Buffer::new();
-    out.reserve(96 + content_type.len() + body.len());
+    out.reserve(128 + head.content_type.len() + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     // Three digits always: a status outside 100..=999 would make an invalid status line.
-    let status = status.clamp(100, 999);
+    let status = head.status.clamp(100, 999);
     out.extend_from_slice(num.format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !content_type.is_empty() {
+    if !head.content_type.is_empty() {
         out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(head.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(allow) = head.allow {
+        out.extend_from_slice(b"Allow: ");
+        out.extend_from_slice(allow.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(num.format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !keep_alive {
+    if !head.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !head.head_only {
+        out.extend_from_slice(body);
+    }
 }

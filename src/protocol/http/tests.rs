@@ -215,7 +215,13 @@ fn head_over_limit_is_431_whether_complete_or_not() {
         frame_request(&buf, &small),
         Framed::Error(HttpError::HeadTooLarge)
     );
-    assert_eq!(frame_request(&buf[..64], &small), Framed::Incomplete);
+    assert_eq!(frame_request(&buf[..63], &small), Framed::Incomplete);
+    // 64 bytes without the end of the head: the head has more than 64, so 431 without waiting
+    // for bytes an input buffer of the limit's size could never hold.
+    assert_eq!(
+        frame_request(&buf[..64], &small),
+        Framed::Error(HttpError::HeadTooLarge)
+    );
     buf.extend_from_slice(b"\r\n\r\n");
     assert_eq!(
         frame_request(&buf, &small),
@@ -307,4 +313,58 @@ fn write_response_appends_and_parses_back() {
         assert_eq!(&out[start + n..], b"{\"a\":1}");
     }
     assert!(out.starts_with(b"previous"));
+}
+
+#[test]
+fn a_buffer_of_max_request_bytes_is_always_decided() {
+    // Whatever the bytes, a full input buffer (head + body limits) frames to a request or an
+    // error: the connection can always be answered before its input cap is reached.
+    let limits = HttpLimits {
+        max_head_bytes: 128,
+        max_headers: 8,
+        max_body_bytes: 64,
+    };
+    let cap = limits.max_request_bytes();
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    let mut long_head = b"GET /".to_vec();
+    long_head.resize(cap, b'a');
+    cases.push(long_head);
+    let mut exact = b"POST / HTTP/1.1\r\nContent-Length: 64\r\n".to_vec();
+    exact.resize(128 - 2, b'x');
+    exact.extend_from_slice(b"\r\n");
+    cases.push(exact.clone());
+    for split in 0..exact.len() {
+        let mut c = exact.clone();
+        c[split] = b'\n';
+        cases.push(c);
+    }
+    for mut c in cases {
+        c.resize(cap, b'b');
+        assert_ne!(
+            frame_request(&c, &limits),
+            Framed::Incomplete,
+            "{}",
+            String::from_utf8_lossy(&c)
+        );
+    }
+}
+
+#[test]
+fn head_answers_keep_the_headers_and_drop_the_body() {
+    let mut out = Vec::new();
+    write_answer(
+        &mut out,
+        &ResponseHead {
+            status: 405,
+            content_type: "text/plain",
+            allow: Some("GET, HEAD"),
+            keep_alive: true,
+            head_only: true,
+        },
+        b"method not allowed",
+    );
+    assert_eq!(
+        out,
+        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nAllow: GET, HEAD\r\nContent-Length: 18\r\n\r\n"
+    );
 }
