@@ -165,12 +165,26 @@ fn bt_announce(
         .collect()
 }
 
+/// Node `i`'s settings: the usage settings and a Node-ID in the i-th fifth of the ring, so
+/// that D (3) and E (4) are ring neighbours.
+fn settings(i: usize) -> Vec<String> {
+    let mut s: Vec<String> = USAGE.iter().map(|x| (*x).to_owned()).collect();
+    s.push(format!("overlay.node_id={:x}{}", 2 + 3 * i, "0".repeat(31)));
+    s
+}
+
+fn start(i: usize, addr: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
+    let s = settings(i);
+    let refs: Vec<&str> = s.iter().map(String::as_str).collect();
+    start_node_with(addr, bootstrap, &refs)
+}
+
 #[test]
 fn five_nodes_are_one_tracker_for_ppstp_and_bittorrent_peers_and_survive_two_kills() {
     let addrs: Vec<_> = (0..5).map(|_| free_addr()).collect();
-    let mut nodes: Vec<Option<Node>> = vec![Some(start_node_with(addrs[0], &[], USAGE))];
-    for a in &addrs[1..] {
-        nodes.push(Some(start_node_with(*a, &addrs[..1], USAGE)));
+    let mut nodes: Vec<Option<Node>> = vec![Some(start(0, addrs[0], &[]))];
+    for (i, a) in addrs.iter().enumerate().skip(1) {
+        nodes.push(Some(start(i, *a, &addrs[..1])));
     }
     wait_until(LIMIT, "ring of 5 forms", || {
         let refs: Vec<&Node> = nodes.iter().flatten().collect();
@@ -250,7 +264,7 @@ fn five_nodes_are_one_tracker_for_ppstp_and_bittorrent_peers_and_survive_two_kil
     eprintln!("FIND complete again {took:?} after killing the swarm tracker and a replica");
 
     // The swarm tracker comes back with its bootstrap list and takes its range again.
-    nodes[tracker] = Some(start_node_with(addrs[tracker], &addrs[..1], USAGE));
+    nodes[tracker] = Some(start(tracker, addrs[tracker], &addrs[..1]));
     wait_until(LIMIT, "restarted node rejoins", || {
         let refs: Vec<&Node> = nodes.iter().flatten().collect();
         ring_is_correct(&refs)
