@@ -552,7 +552,9 @@ fn serve(
 
         // 3. Read more.
         if conn.state.read_closed {
-            return if conn.state.has_output() || !conn.state.stashed_input().is_empty() {
+            // A request still waiting (for the overlay) when the client half-closes is dropped
+            // with the connection, as an incomplete one is.
+            return if conn.state.has_output() {
                 Outcome::Keep
             } else {
                 Outcome::Close
