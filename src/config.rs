@@ -30,6 +30,8 @@ pub const DEDICATED_PROFILE: &str = include_str!("../tuning/dedicated.toml");
 pub const SMALL_PROFILE: &str = include_str!("../tuning/small.toml");
 /// The profile the benchmarks use.
 pub const LOOPBACK_BENCH_PROFILE: &str = include_str!("../tuning/loopback-bench.toml");
+/// One node of a cluster joined through the overlay.
+pub const CLUSTER_NODE_PROFILE: &str = include_str!("../tuning/cluster-node.toml");
 
 /// Names of the embedded profiles and their text.
 pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
@@ -37,6 +39,7 @@ pub const EMBEDDED_PROFILES: &[(&str, &str)] = &[
     ("dedicated", DEDICATED_PROFILE),
     ("small", SMALL_PROFILE),
     ("loopback-bench", LOOPBACK_BENCH_PROFILE),
+    ("cluster-node", CLUSTER_NODE_PROFILE),
 ];
 
 /// The whole configuration.
@@ -315,6 +318,29 @@ impl ProfileSource {
 }
 
 impl Config {
+    /// The tracker usage's tunables from `[overlay]` and the engine's timers.
+    pub fn federation_config(&self) -> crate::federation::FederationConfig {
+        let o = &self.overlay;
+        let track_ms = self.engine.track_timer_secs.saturating_mul(1000);
+        let lifetime_secs = if o.registration_lifetime_secs == 0 {
+            let secs = self.engine.track_timer_secs + 2 * o.flush_interval_ms.div_ceil(1000);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        } else {
+            o.registration_lifetime_secs
+        };
+        crate::federation::FederationConfig {
+            local_find_min: o.local_find_min,
+            flush_interval_ms: o.flush_interval_ms,
+            flush_max_swarms: o.flush_max_swarms,
+            flush_max_peers: o.flush_max_peers,
+            fetch_cache_ms: o.fetch_cache_ms,
+            fetch_timeout_ms: o.fetch_timeout_ms,
+            lifetime_secs,
+            part_bytes: o.registration_part_bytes,
+            track_ms,
+        }
+    }
+
     /// Loads defaults <- `profile` (embedded `default` when `None`; an embedded name or a path)
     /// <- `overrides` (`dotted.key=value`), then validates.
     pub fn load(profile: Option<&str>, overrides: &[String]) -> Result<Config, ConfigError> {

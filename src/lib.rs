@@ -8,6 +8,8 @@
 //! - [`protocol`]: one module per wire format, pure functions from bytes to
 //!   [`engine::Request`] and from [`engine::Response`] back to bytes.
 //! - [`overlay`]: RELOAD wire codec, the Chord-RELOAD topology and the storage layer.
+//! - [`federation`]: the tracker usage of the overlay (content registration and lookup, peer
+//!   status), hooked in between the front-ends and the engine.
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
 //! - [`privileges`]: switching from root to `server.user` once the listeners are bound.
@@ -15,6 +17,7 @@
 pub mod access_list;
 pub mod config;
 pub mod engine;
+pub mod federation;
 pub mod metrics;
 pub mod overlay;
 pub mod privileges;

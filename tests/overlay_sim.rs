@@ -11,7 +11,7 @@ use ppsp_tracker::overlay::chord::{
 use ppsp_tracker::overlay::sim::{responsible_among, Sim, SimConfig};
 use ppsp_tracker::overlay::storage::{
     DataValue, FetchReq, ModelSpecifier, StoreKindData, StoredData, StoredDataSpecifier,
-    StoredDataValue, KIND_CONTENT_REGISTRATION,
+    StoredDataValue, KIND_OPAQUE_VALUE,
 };
 use ppsp_tracker::overlay::wire::Signature;
 use rand::Rng;
@@ -70,7 +70,7 @@ fn build_ring(seed: u64, n: usize) -> Sim {
 
 fn dict_store(key: &str, value: &[u8], storage_time: u64) -> Vec<StoreKindData> {
     vec![StoreKindData {
-        kind: KIND_CONTENT_REGISTRATION,
+        kind: KIND_OPAQUE_VALUE,
         generation_counter: 0,
         values: vec![StoredData {
             storage_time,
@@ -266,7 +266,7 @@ fn fetch_all(sim: &mut Sim, stored: &[ResourceId]) {
         let req = FetchReq {
             resource: r.to_wire(),
             specifiers: vec![StoredDataSpecifier {
-                kind: KIND_CONTENT_REGISTRATION,
+                kind: KIND_OPAQUE_VALUE,
                 generation: 0,
                 model: ModelSpecifier::Dictionary(Vec::new()),
             }],

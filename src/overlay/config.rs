@@ -104,6 +104,28 @@ pub struct OverlayConfig {
     /// and stores answered Error_Forbidden, and they are dropped from the routing table.
     #[serde(deserialize_with = "list_or_string")]
     pub bad_nodes: Vec<String>,
+    /// A FIND (or BitTorrent announce) is answered from the local copy alone when it holds at
+    /// least this many other peers of the swarm; otherwise the swarm tracker's dictionary is
+    /// fetched and merged.
+    pub local_find_min: usize,
+    /// Local changes are stored at the swarm trackers at most once per this interval, ms.
+    pub flush_interval_ms: u64,
+    /// Most swarms stored per flush (the rest wait for the next flush).
+    pub flush_max_swarms: usize,
+    /// Most PEER-STATUS entries stored per flush.
+    pub flush_max_peers: usize,
+    /// How long a fetched peer list or peer status is reused, ms.
+    pub fetch_cache_ms: u64,
+    /// How long an answer waits for the overlay before the local copy is answered and a
+    /// timeout counted, ms.
+    pub fetch_timeout_ms: u64,
+    /// Lifetime of stored registrations, seconds; 0 = the engine's track timer plus two flush
+    /// intervals. Registrations are rewritten at half their lifetime, so those of a node that
+    /// died vanish within one lifetime.
+    pub registration_lifetime_secs: u32,
+    /// Largest CONTENT-REGISTRATION value (one part of a registration), bytes; must leave
+    /// room for the message headers within `max_message_size`.
+    pub registration_part_bytes: usize,
 }
 
 /// The overlay's security mode.
@@ -145,6 +167,14 @@ impl Default for OverlayConfig {
             node_id_digest: "sha256".to_owned(),
             admitted: Vec::new(),
             bad_nodes: Vec::new(),
+            local_find_min: 20,
+            flush_interval_ms: 1000,
+            flush_max_swarms: 1024,
+            flush_max_peers: 4096,
+            fetch_cache_ms: 2000,
+            fetch_timeout_ms: 1000,
+            registration_lifetime_secs: 0,
+            registration_part_bytes: 4000,
         }
     }
 }
@@ -345,6 +375,45 @@ impl OverlayConfig {
         }
         if self.max_stored_resources == 0 {
             return Err("overlay.max_stored_resources must be at least 1".to_owned());
+        }
+        for (key, v, lo, hi) in [
+            (
+                "overlay.flush_interval_ms",
+                self.flush_interval_ms,
+                1,
+                3_600_000,
+            ),
+            ("overlay.fetch_cache_ms", self.fetch_cache_ms, 0, 3_600_000),
+            (
+                "overlay.fetch_timeout_ms",
+                self.fetch_timeout_ms,
+                1,
+                600_000,
+            ),
+            (
+                "overlay.flush_max_swarms",
+                self.flush_max_swarms as u64,
+                1,
+                1 << 20,
+            ),
+            (
+                "overlay.flush_max_peers",
+                self.flush_max_peers as u64,
+                1,
+                1 << 20,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{key} must be {lo}..={hi}"));
+            }
+        }
+        if self.registration_part_bytes < 256
+            || self.registration_part_bytes + 512 > self.max_message_size as usize
+        {
+            return Err(
+                "overlay.registration_part_bytes must be at least 256 and leave 512 bytes of max_message_size for headers"
+                    .to_owned(),
+            );
         }
         Ok(())
     }

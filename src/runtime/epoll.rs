@@ -293,9 +293,11 @@ impl EventLoop {
                 break;
             }
             let now = Instant::now();
+            let mut woken = false;
             for event in events.iter() {
                 let token = event.token().0;
                 if token == WAKER.0 {
+                    woken = true;
                     continue;
                 } else if token < first_udp {
                     let listener = token - FIRST_LISTENER;
@@ -344,7 +346,13 @@ impl EventLoop {
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
             }
             let now = Instant::now();
-            if now >= next_tick {
+            let ticking = now >= next_tick;
+            if woken || ticking {
+                // Answers left waiting for something outside the worker (the overlay).
+                self.retry_waiting(&mut workers, &mut scratch, first_conn, now);
+                self.send_deferred(&mut datagram_workers);
+            }
+            if ticking {
                 for ticker in &self.tickers {
                     let tick = std::panic::AssertUnwindSafe(|| ticker.tick(self.index, now));
                     if std::panic::catch_unwind(tick).is_err() {
@@ -610,6 +618,50 @@ impl EventLoop {
         }
     }
 
+    /// Serves again every connection that holds unconsumed input: a service that left a
+    /// request waiting finds it at the front, in its place.
+    fn retry_waiting(
+        &mut self,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        first_conn: usize,
+        now: Instant,
+    ) {
+        let _ = first_conn;
+        for slot in 0..self.conns.len() {
+            let waiting = match &mut self.conns[slot] {
+                Some(conn) if !conn.state.stashed_input().is_empty() => {
+                    conn.state.mark_dirty();
+                    true
+                }
+                _ => false,
+            };
+            if waiting {
+                self.drive(slot, workers, scratch, false, now);
+            }
+        }
+    }
+
+    /// Sends the datagram answers the services have ready after waiting.
+    fn send_deferred(&mut self, workers: &mut [Box<dyn DatagramWorker>]) {
+        let mut ready = Vec::new();
+        for (i, u) in self.udp.iter().enumerate() {
+            let Some(worker) = workers.get_mut(i) else {
+                continue;
+            };
+            ready.clear();
+            let take = std::panic::AssertUnwindSafe(|| worker.take_deferred(&u.ctx, &mut ready));
+            if std::panic::catch_unwind(take).is_err() {
+                tracing::error!(worker = self.index, "datagram service panicked");
+                continue;
+            }
+            for (to, datagram) in &ready {
+                // A full socket buffer drops the answer, as it would any datagram.
+                let _ = u.socket.send_to(datagram, *to);
+            }
+        }
+    }
+
     fn close(&mut self, slot: usize) {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
             // Counters first, so that a client seeing the close also sees them.
@@ -805,6 +857,8 @@ fn serve(
 
         // 3. Read more.
         if conn.state.read_closed {
+            // A request still waiting (for the overlay) when the client half-closes is dropped
+            // with the connection, as an incomplete one is.
             return if conn.state.has_output() || conn.tls.as_ref().is_some_and(|t| t.wants_write())
             {
                 Outcome::Keep

@@ -89,6 +89,11 @@ pub trait StreamWorker {
     /// answers, in order, to `out`. Must consume at least one request when `input` holds a
     /// complete one and `out.len() < ctx.output_limit`, should stop once `out.len()`
     /// reaches `ctx.output_limit`, and must stop after `ctx.max_requests` requests. `input` never exceeds the listener's `max_input_bytes`.
+    ///
+    /// A service may leave a complete request unconsumed while its answer waits for something
+    /// outside the worker (the overlay): the runtime offers the input again at every wake-up
+    /// ([`WakeHandle`]) and every tick, so the waiting answer keeps its place in the
+    /// connection's answer order and other connections are served meanwhile.
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep;
 
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
@@ -133,6 +138,10 @@ pub trait DatagramWorker {
 
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
     fn on_tick(&mut self, _now: Instant) {}
+
+    /// Answers that were left waiting by [`DatagramWorker::on_datagram`] (returning false) and
+    /// are ready now: appended as (destination, datagram). Called at every wake-up and tick.
+    fn take_deferred(&mut self, _ctx: &DatagramCtx, _out: &mut Vec<(SocketAddr, Vec<u8>)>) {}
 }
 
 /// One datagram address to serve and the service behind it.
@@ -230,6 +239,21 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     pub service: Arc<dyn StreamService>,
     pub limits: ConnLimits,
+}
+
+/// Wakes every worker of a runtime, from any thread: connections and datagrams whose service
+/// left a request waiting (for the overlay) are served again.
+#[derive(Clone)]
+pub struct WakeHandle {
+    wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl WakeHandle {
+    pub fn wake(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
 }
 
 /// Running workers. Dropping it stops and joins them.
@@ -393,6 +417,13 @@ impl Runtime {
 
     pub fn workers(&self) -> usize {
         self.wakers.len()
+    }
+
+    /// A handle that wakes every worker (see [`WakeHandle`]).
+    pub fn wake_handle(&self) -> WakeHandle {
+        WakeHandle {
+            wakers: self.wakers.clone(),
+        }
     }
 
     /// Stops every worker and waits for them. Open connections are closed. Idempotent.

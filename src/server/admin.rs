@@ -38,6 +38,8 @@ pub(crate) struct AdminState {
     pub overlay: Option<Arc<crate::overlay::transport::OverlayHandle>>,
     /// The stats page's last hour, sampled by the admin worker's timer.
     pub history: parking_lot::Mutex<super::stats::History>,
+    /// The tracker usage of the overlay, when `overlay.enabled`.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl AdminState {
@@ -54,6 +56,9 @@ impl AdminState {
         });
         if let Some(o) = &self.overlay {
             text.push_str(&o.metrics_text());
+        }
+        if let Some(f) = &self.federation {
+            text.push_str(&f.metrics_text());
         }
         text
     }
@@ -80,6 +85,9 @@ impl AdminState {
         });
         if let (Some(o), Some(map)) = (&self.overlay, status.as_object_mut()) {
             map.insert("overlay".to_owned(), o.status_json());
+        }
+        if let (Some(f), Some(map)) = (&self.federation, status.as_object_mut()) {
+            map.insert("federation".to_owned(), f.status_json());
         }
         status
     }

@@ -12,7 +12,11 @@ use std::sync::Arc;
 
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
-use crate::engine::{Engine, ErrorCode, PeerInfo, Request, Response, SwarmStats, Time};
+use crate::engine::{
+    Answer as EngineAnswer, Engine, ErrorCode, PeerId, PeerInfo, Request, RequestKind, Response,
+    SwarmId, SwarmStats, Time,
+};
+use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
@@ -32,11 +36,18 @@ use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 struct Guarded<'a> {
     engine: &'a Engine,
     access: Option<&'a AccessList>,
+    /// The tracker usage: accepted changes are recorded, announce peer lists merged with
+    /// other nodes' registrations.
+    federation: Option<&'a Federation>,
 }
 
 impl TrackerCore for Guarded<'_> {
     fn handle(&self, request: &Request, now: Time) -> Response {
-        self.engine.handle(request, now)
+        let response = self.engine.handle(request, now);
+        if let Some(fed) = self.federation {
+            fed.record(request, &response, now);
+        }
+        response
     }
 
     fn allows(&self, info_hash: &InfoHash) -> bool {
@@ -50,8 +61,60 @@ impl TrackerCore for Guarded<'_> {
         now: Time,
         peers: &mut Vec<PeerInfo>,
     ) -> Result<SwarmStats, ErrorCode> {
-        self.engine.announce_into(request, now, peers)
+        let stats = self.engine.announce_into(request, now, peers)?;
+        let Some(fed) = self.federation else {
+            return Ok(stats);
+        };
+        fed.record(request, &Response::Ok(EngineAnswer::default()), now);
+        if let RequestKind::Announce {
+            swarm_id,
+            mode,
+            peer_num,
+            ..
+        } = &request.kind
+        {
+            if let Lookup::Remote(remote) = fed.find_plan(swarm_id, &request.peer_id, now, true) {
+                let limit = peer_num
+                    .and_then(|n| n.peer_count)
+                    .unwrap_or(self.engine.config().default_peer_count)
+                    as usize;
+                merge_peers(
+                    peers,
+                    &remote,
+                    &request.peer_id,
+                    Some(*mode),
+                    &[],
+                    limit,
+                    now.as_millis() ^ 0x5851_f42d,
+                );
+            }
+        }
+        Ok(stats)
     }
+}
+
+/// Most UDP announces one worker keeps waiting for the overlay; more are answered at once.
+const MAX_DEFERRED: usize = 1024;
+
+/// The swarm and peer of a BEP 15 announce, read ahead of the front-end to decide whether its
+/// answer must wait for the overlay; `None` for anything else (and for `stopped`).
+fn udp_announce_target(src: SocketAddr, packet: &[u8]) -> Option<(SwarmId, PeerId)> {
+    // BEP 15 announce: connection_id 0..8, action 8..12 (1), transaction 12..16, info_hash
+    // 16..36, ..., event 80..84, ..., port 96..98.
+    if packet.len() < 98 || packet[8..12] != 1u32.to_be_bytes() {
+        return None;
+    }
+    if packet[80..84] == 3u32.to_be_bytes() {
+        return None;
+    }
+    let mut info_hash = [0u8; 20];
+    info_hash.copy_from_slice(&packet[16..36]);
+    let port = u16::from_be_bytes([packet[96], packet[97]]);
+    let ip = crate::protocol::bt_udp::tracker::canonical_ip(src.ip());
+    Some((
+        crate::protocol::bt_udp::tracker::swarm_id(&info_hash),
+        crate::protocol::bt_udp::tracker::bt_peer_id(ip, port),
+    ))
 }
 
 /// The list in force now, or `None` when access control is off.
@@ -61,12 +124,14 @@ fn current_list(access: &AccessControl) -> Option<Arc<AccessList>> {
 
 /// Adds the enabled BitTorrent front-ends to the runtime's lists: one datagram socket group
 /// per `bt_udp.listen` address and one TCP listener per `bt_http.listen` address.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn add_services(
     config: &Config,
     engine: &Arc<Engine>,
     metrics: &Arc<Metrics>,
     access: &Arc<AccessControl>,
     clock: Clock,
+    federation: Option<&Arc<Federation>>,
     listeners: &mut Vec<ListenerSpec>,
     datagrams: &mut Vec<DatagramSpec>,
 ) -> anyhow::Result<()> {
@@ -81,6 +146,7 @@ pub(crate) fn add_services(
             access: access.clone(),
             front_end: UdpFrontEnd::new(secret, limits),
             clock: clock.clone(),
+            federation: federation.cloned(),
         });
         for addr in config.bt_udp_addrs()? {
             datagrams.push(DatagramSpec {
@@ -115,6 +181,7 @@ pub(crate) fn add_services(
             http_limits,
             clock,
             tls,
+            federation: federation.cloned(),
         });
         for addr in config.bt_http_addrs()? {
             listeners.push(ListenerSpec {
@@ -141,6 +208,7 @@ pub(crate) struct BtUdpService {
     pub access: Arc<AccessControl>,
     pub front_end: UdpFrontEnd,
     pub clock: Clock,
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl DatagramService for BtUdpService {
@@ -153,6 +221,8 @@ impl DatagramService for BtUdpService {
             clock: self.clock.clone(),
             scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
             index: worker,
+            federation: self.federation.clone(),
+            deferred: Vec::new(),
         })
     }
 }
@@ -166,20 +236,28 @@ struct BtUdpWorker {
     /// Peer lists of announces, reused.
     scratch: Vec<PeerInfo>,
     index: usize,
+    federation: Option<Arc<Federation>>,
+    /// Announces whose peer list waits for the overlay: (source, datagram).
+    deferred: Vec<(SocketAddr, Vec<u8>)>,
 }
 
-impl DatagramWorker for BtUdpWorker {
-    fn on_datagram(
-        &mut self,
-        _ctx: &DatagramCtx,
-        src: SocketAddr,
-        packet: &[u8],
-        out: &mut Vec<u8>,
-    ) -> bool {
+impl BtUdpWorker {
+    /// Whether the answer to this datagram must wait for the overlay.
+    fn must_wait(&self, src: SocketAddr, packet: &[u8]) -> bool {
+        let (Some(fed), Some((swarm, peer))) =
+            (self.federation.as_deref(), udp_announce_target(src, packet))
+        else {
+            return false;
+        };
+        fed.find_plan(&swarm, &peer, self.clock.now(), false) == Lookup::Wait
+    }
+
+    fn answer(&mut self, src: SocketAddr, packet: &[u8], out: &mut Vec<u8>) -> bool {
         let list = current_list(&self.access);
         let core = Guarded {
             engine: &self.engine,
             access: list.as_deref(),
+            federation: self.federation.as_deref(),
         };
         let outcome = self.front_end.handle_with(
             &core,
@@ -194,6 +272,38 @@ impl DatagramWorker for BtUdpWorker {
     }
 }
 
+impl DatagramWorker for BtUdpWorker {
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
+            self.deferred.push((src, packet.to_vec()));
+            return false;
+        }
+        self.answer(src, packet, out)
+    }
+
+    fn take_deferred(&mut self, _ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let (src, packet) = &self.deferred[i];
+            if self.must_wait(*src, packet) {
+                i += 1;
+                continue;
+            }
+            let (src, packet) = self.deferred.swap_remove(i);
+            let mut answer = Vec::new();
+            if self.answer(src, &packet, &mut answer) {
+                out.push((src, answer));
+            }
+        }
+    }
+}
+
 /// The HTTP tracker service.
 pub(crate) struct BtHttpService {
     pub engine: Arc<Engine>,
@@ -204,6 +314,7 @@ pub(crate) struct BtHttpService {
     pub clock: Clock,
     /// TLS of the listeners, when `[bt_http.tls]` is enabled.
     pub tls: Option<Arc<crate::runtime::tls::TlsAcceptor>>,
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl StreamService for BtHttpService {
@@ -219,6 +330,7 @@ impl StreamService for BtHttpService {
                 access: self.access.clone(),
                 front_end: self.front_end.clone(),
                 clock: self.clock.clone(),
+                federation: self.federation.clone(),
                 now: self.clock.now(),
                 index: worker,
                 scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
@@ -234,6 +346,7 @@ struct BtHttpWorker {
     access: Arc<AccessControl>,
     front_end: HttpFrontEnd,
     clock: Clock,
+    federation: Option<Arc<Federation>>,
     /// The time of the input being served.
     now: Time,
     index: usize,
@@ -271,6 +384,7 @@ impl HttpHandler for BtHttpWorker {
         let core = Guarded {
             engine: &self.engine,
             access: list.as_deref(),
+            federation: self.federation.as_deref(),
         };
         let outcome = self.front_end.handle_get_with(
             &core,

@@ -49,6 +49,13 @@ pub(crate) trait HttpHandler {
         body: &mut Vec<u8>,
     ) -> Answer;
 
+    /// True when the request just given to [`HttpHandler::serve`] must wait (for the overlay):
+    /// what `serve` returned is dropped, the request is left unconsumed in its place, and the
+    /// runtime offers it again when woken. Asked once after each `serve`.
+    fn take_wait(&mut self) -> bool {
+        false
+    }
+
     /// Writes the body of the answer to a fault: a request that could not be framed (400,
     /// 411, 413, 431), a method not allowed (405) or an internal error (500). `reason` is a
     /// short English text. Returns the content type.
@@ -103,21 +110,21 @@ impl<H: HttpHandler> HttpWorker<H> {
         );
     }
 
-    /// Serves one framed request.
+    /// Serves one framed request; false when its answer waits (nothing was written).
     fn request(
         &mut self,
         ctx: &ConnCtx,
         head: &RequestHead<'_>,
         request_body: &[u8],
         out: &mut Vec<u8>,
-    ) {
+    ) -> bool {
         let head_only = head.method == "HEAD";
         let allowed = self.handler.allowed_methods(head.path);
         let mut as_served = *head;
         if let Some(allowed) = allowed {
             let permits = |m: &str| allowed.split(", ").any(|a| a == m);
             if !permits(head.method) {
-                return self.fault(
+                self.fault(
                     out,
                     405,
                     "method not allowed",
@@ -125,6 +132,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                     head.keep_alive,
                     head_only,
                 );
+                return true;
             }
             if head_only && permits("GET") {
                 as_served.method = "GET";
@@ -134,6 +142,9 @@ impl<H: HttpHandler> HttpWorker<H> {
         let answer = self
             .handler
             .serve(ctx, &as_served, request_body, &mut self.body);
+        if self.handler.take_wait() {
+            return false;
+        }
         http::write_answer(
             out,
             &ResponseHead {
@@ -146,6 +157,7 @@ impl<H: HttpHandler> HttpWorker<H> {
             },
             &self.body,
         );
+        true
     }
 }
 
@@ -194,9 +206,13 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
                         self.fault(out, 500, "internal error", None, false, false);
                         return closed;
                     }
+                    if !self.request(ctx, &head, body, out) {
+                        // The answer waits: it keeps its place, and the requests behind it
+                        // wait with it.
+                        break;
+                    }
                     consumed += used;
                     served += 1;
-                    self.request(ctx, &head, body, out);
                     if !head.keep_alive {
                         return StreamStep {
                             consumed,

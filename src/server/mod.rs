@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod bittorrent;
+mod federated;
 mod http_serve;
 mod ppstp;
 mod stats;
@@ -90,6 +91,8 @@ impl Default for Clock {
 
 /// A running tracker.
 pub struct Server {
+    /// The federation's driver thread, when `overlay.enabled`.
+    driver: Option<crate::federation::driver::DriverThread>,
     runtime: Option<Runtime>,
     admin: Option<Runtime>,
     state: Arc<AdminState>,
@@ -133,6 +136,15 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("access_list: {e}"))?,
         );
 
+        let federation = if config.overlay.enabled {
+            let own = config.overlay.node_id().map_err(|e| anyhow::anyhow!(e))?;
+            Some(Arc::new(crate::federation::Federation::new(
+                own,
+                config.federation_config(),
+            )))
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
         let mut peer_auth = None;
         if config.ppstp.enabled {
@@ -163,6 +175,7 @@ impl Server {
                 clock: clock.clone(),
                 auth,
                 tls,
+                federation: federation.clone(),
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -184,6 +197,7 @@ impl Server {
             &metrics,
             &access,
             clock.clone(),
+            federation.as_ref(),
             &mut listeners,
             &mut datagrams,
         )?;
@@ -227,15 +241,33 @@ impl Server {
         let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
         let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
 
-        let overlay = if config.overlay.enabled {
-            let o = crate::overlay::transport::OverlayHandle::start(&config.overlay)
+        let mut driver = None;
+        let overlay = match &federation {
+            Some(fed) => {
+                fed.set_wake(runtime.wake_handle());
+                let answering = fed.clone();
+                let answer_clock = clock.clone();
+                let o = crate::overlay::transport::OverlayHandle::start_with_app(
+                    &config.overlay,
+                    Arc::new(move |_, body| answering.answer_live_status(body, answer_clock.now())),
+                )
                 .context("starting the overlay")?;
-            Some(Arc::new(o))
-        } else {
-            None
+                let o = Arc::new(o);
+                fed.set_node_id(o.node_id());
+                driver = Some(
+                    crate::federation::driver::spawn(fed.clone(), o.clone(), {
+                        let clock = clock.clone();
+                        move || clock.now()
+                    })
+                    .context("starting the federation driver")?,
+                );
+                Some(o)
+            }
+            None => None,
         };
         let state = Arc::new(AdminState {
             overlay,
+            federation,
             engine,
             metrics,
             started: Instant::now(),
@@ -293,6 +325,7 @@ impl Server {
         let _ = state.listeners.set(all_listeners);
 
         Ok(Server {
+            driver,
             runtime: Some(runtime),
             admin,
             state,
@@ -388,12 +421,20 @@ impl Server {
         self.stop();
     }
 
+    /// The tracker usage of the overlay, when enabled.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::Federation>> {
+        self.state.federation.as_ref()
+    }
+
     /// The overlay, when enabled.
     pub fn overlay(&self) -> Option<&Arc<crate::overlay::transport::OverlayHandle>> {
         self.state.overlay.as_ref()
     }
 
     fn stop(&mut self) {
+        if let Some(mut d) = self.driver.take() {
+            d.shutdown();
+        }
         if let Some(o) = &self.state.overlay {
             o.shutdown();
         }

@@ -27,6 +27,8 @@ pub(crate) struct PpstpService {
     pub auth: Arc<PeerAuth>,
     /// TLS of the listener, when `[ppstp.tls]` is enabled.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// The tracker usage of the overlay, when `overlay.enabled`.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -41,6 +43,7 @@ impl StreamService for PpstpStreams {
                 index: worker,
                 now: self.0.clock.now(),
                 challenge: String::new(),
+                waiting: false,
             },
             limits,
         ))
@@ -58,6 +61,8 @@ struct PpstpWorker {
     now: Time,
     /// The `WWW-Authenticate` line of the answer being written (empty: none).
     challenge: String,
+    /// The last request served waits for the overlay.
+    waiting: bool,
 }
 
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
@@ -110,6 +115,10 @@ impl HttpHandler for PpstpWorker {
         self.now = self.service.clock.now();
     }
 
+    fn take_wait(&mut self) -> bool {
+        std::mem::take(&mut self.waiting)
+    }
+
     fn fault(&mut self, status: u16, _reason: &str, body: &mut Vec<u8>) -> &'static str {
         // An HTTP-level fault gets the PPSTP JSON error body (error code 01).
         self.service.metrics.worker(self.index).http_fault(status);
@@ -160,7 +169,6 @@ impl HttpHandler for PpstpWorker {
             }
             Ok(decoded) => {
                 let kind = request_index(&decoded.request.kind);
-                metrics.request(kind);
                 // The access list refuses swarms with 03 (forbidden action).
                 let refused = !service.access.is_off()
                     && !service
@@ -172,8 +180,23 @@ impl HttpHandler for PpstpWorker {
                 let response = if refused || impersonating {
                     Response::Err(ErrorCode::Forbidden)
                 } else {
-                    service.engine.handle(&decoded.request, self.now)
+                    match super::federated::handle(
+                        &service.engine,
+                        service.federation.as_deref(),
+                        &decoded.request,
+                        self.now,
+                    ) {
+                        super::federated::Handled::Answer(r) => r,
+                        super::federated::Handled::Wait => {
+                            self.waiting = true;
+                            return Answer {
+                                status: 0,
+                                content_type: CONTENT_TYPE,
+                            };
+                        }
+                    }
                 };
+                metrics.request(kind);
                 metrics.error(kind, response.error_code());
                 answer(&response, Some(&decoded.transaction_id), body)
             }

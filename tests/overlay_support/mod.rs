@@ -20,6 +20,8 @@ pub struct Node {
     pub child: Child,
     pub admin: SocketAddr,
     pub overlay: SocketAddr,
+    pub ppstp: SocketAddr,
+    pub bt_udp: SocketAddr,
 }
 
 impl Drop for Node {
@@ -52,10 +54,19 @@ pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
     start_node_with(overlay, bootstrap, &[])
 }
 
-/// [`start_node`] with extra `--set` overrides.
+/// A free UDP port on loopback.
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// [`start_node`] with more `--set` overrides; the BEP 15 UDP tracker listens too.
 pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&str]) -> Node {
     let admin = free_addr();
     let ppstp = free_addr();
+    let bt_udp = free_udp_addr();
     let list: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"));
     cmd.arg("serve");
@@ -66,6 +77,9 @@ pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&
         format!("overlay.listen={overlay}"),
         format!("overlay.bootstrap=[{}]", list.join(",")),
         "log.level=warn".to_owned(),
+        "bt_udp.enabled=true".to_owned(),
+        format!("bt_udp.listen=[\"{bt_udp}\"]"),
+        "bt_http.enabled=false".to_owned(),
     ];
     sets.extend(fast_timers());
     sets.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -78,6 +92,8 @@ pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&
         child,
         admin,
         overlay,
+        ppstp,
+        bt_udp,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(admin).is_err() {

@@ -804,7 +804,7 @@ impl ChordNode {
             }
             Request::Store(req) => {
                 let req = req.clone();
-                self.on_store(&req)
+                self.on_store(&req, message.sender)
             }
             Request::Fetch(req) => match self.storage.fetch(req, self.now) {
                 Ok(a) => Response::Fetch(a),
@@ -856,7 +856,7 @@ impl ChordNode {
 
     /// RFC 6940 §7.4.1 / §10.4: an original store at the responsible peer, or a replica /
     /// migration store from a plausible predecessor.
-    fn on_store(&mut self, req: &StoreReq) -> Response {
+    fn on_store(&mut self, req: &StoreReq, originator: NodeId) -> Response {
         let Some(rid) = ResourceId::from_wire(&req.resource) else {
             return storage_error(StorageError::InvalidMessage("resource id is not 16 bytes"));
         };
@@ -868,7 +868,7 @@ impl ChordNode {
         } else if !self.in_replica_window(r) {
             return storage_error(StorageError::Forbidden);
         }
-        match self.storage.store(req, self.now) {
+        match self.storage.store_from(req, originator, self.now) {
             Ok(mut ans) => {
                 if req.replica_number == 0 {
                     let replicas: Vec<NodeId> =

@@ -27,6 +27,35 @@ pub use crate::overlay::wire::{
 pub const KIND_CONTENT_REGISTRATION: KindId = KindId(0xf000_0101);
 /// protocols.md §3: the PEER-STATUS kind (dictionary keyed by connection tracker).
 pub const KIND_PEER_STATUS: KindId = KindId(0xf000_0102);
+/// An opaque dictionary kind for operators' values (`PUT /overlay/value/<name>`, keyed by the
+/// storing node's Node-ID there); its values and keys are not interpreted.
+pub const KIND_OPAQUE_VALUE: KindId = KindId(0xf000_0100);
+
+/// The syntax a kind's values must have to be stored (a value that does not decode refuses
+/// the Store with Error_Invalid_Message and is never served).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueSyntax {
+    /// Any bytes.
+    Opaque,
+    /// A ContentRegistration part whose number matches the dictionary key's
+    /// (`federation::value`).
+    ContentRegistration,
+    /// A PeerStatusIndex naming the node of the dictionary key (`federation::value`).
+    PeerStatus,
+}
+
+impl ValueSyntax {
+    fn accepts(self, key: &[u8], value: &[u8]) -> bool {
+        use crate::federation::value;
+        match self {
+            ValueSyntax::Opaque => true,
+            ValueSyntax::ContentRegistration => {
+                value::valid_content_registration(key, value, value::MAX_PEERS_PER_VALUE)
+            }
+            ValueSyntax::PeerStatus => value::valid_peer_status(key, value),
+        }
+    }
+}
 
 /// RFC 6940 §7.4.1.1: the array index that appends.
 pub const ARRAY_APPEND: u32 = 0xffff_ffff;
@@ -40,6 +69,11 @@ pub struct KindDef {
     pub max_count: u32,
     /// Largest value in bytes (`max-size`).
     pub max_size: u32,
+    /// RFC 6940 §7.3 access control in the USER-NODE-MATCH style: an original Store may
+    /// write only dictionary keys that begin with the storing node's Node-ID.
+    pub owner_keyed: bool,
+    /// The values' syntax, checked on every Store (existing values only).
+    pub syntax: ValueSyntax,
 }
 
 fn model_of(v: &StoredDataValue) -> DataModel {
@@ -116,12 +150,24 @@ impl Default for StorageConfig {
                     model: DataModel::Dictionary,
                     max_count: 4096,
                     max_size: 64 * 1024,
+                    owner_keyed: true,
+                    syntax: ValueSyntax::ContentRegistration,
                 },
                 KindDef {
                     id: KIND_PEER_STATUS,
                     model: DataModel::Dictionary,
                     max_count: 64,
                     max_size: 1024,
+                    owner_keyed: true,
+                    syntax: ValueSyntax::PeerStatus,
+                },
+                KindDef {
+                    id: KIND_OPAQUE_VALUE,
+                    model: DataModel::Dictionary,
+                    max_count: 4096,
+                    max_size: 64 * 1024,
+                    owner_keyed: false,
+                    syntax: ValueSyntax::Opaque,
                 },
             ],
             max_resources: 1 << 20,
@@ -262,6 +308,13 @@ impl Storage {
                 if data_of(&v.value).value.len() > def.max_size as usize {
                     return Err(StorageError::DataTooLarge);
                 }
+                if let StoredDataValue::Dictionary { key, value } = &v.value {
+                    if value.exists && !def.syntax.accepts(key, &value.value) {
+                        return Err(StorageError::InvalidMessage(
+                            "value does not decode as its kind",
+                        ));
+                    }
+                }
                 let slot = match &v.value {
                     StoredDataValue::Single(_) => Some(Slot::Single),
                     StoredDataValue::Array { index, .. } if *index == ARRAY_APPEND => None,
@@ -367,6 +420,34 @@ impl Storage {
             self.resources.remove(&rid);
         }
         Ok(ans)
+    }
+
+    /// [`Storage::store`] for a Store that `originator` sent: an original store (replica
+    /// number 0) of an owner-keyed kind may only write dictionary keys that begin with the
+    /// originator's Node-ID (RFC 6940 §7.3, protocols.md §3), else Error_Forbidden and
+    /// nothing changes. Replica and migration stores carry values the responsible node already
+    /// checked.
+    pub fn store_from(
+        &mut self,
+        req: &StoreReq,
+        originator: crate::overlay::wire::NodeId,
+        now: u64,
+    ) -> Result<StoreAns, StorageError> {
+        if req.replica_number == 0 {
+            for kd in &req.kind_data {
+                if !self.kinds.get(&kd.kind).is_some_and(|d| d.owner_keyed) {
+                    continue;
+                }
+                for v in &kd.values {
+                    match &v.value {
+                        StoredDataValue::Dictionary { key, .. }
+                            if key.starts_with(&originator.0) => {}
+                        _ => return Err(StorageError::Forbidden),
+                    }
+                }
+            }
+        }
+        self.store(req, now)
     }
 
     /// RFC 6940 §7.4.2: the values a FetchReq asks for. Missing values are answered with

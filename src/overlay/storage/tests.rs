@@ -3,7 +3,7 @@
 use super::*;
 use crate::overlay::wire::Signature;
 
-const DICT: KindId = KIND_CONTENT_REGISTRATION;
+const DICT: KindId = KIND_OPAQUE_VALUE;
 const SINGLE: KindId = KindId(7);
 const ARRAY: KindId = KindId(8);
 const R: ResourceId = ResourceId(42);
@@ -19,12 +19,16 @@ fn storage() -> Storage {
         model: DataModel::SingleValue,
         max_count: 1,
         max_size: 16,
+        owner_keyed: false,
+        syntax: ValueSyntax::Opaque,
     });
     config.kinds.push(KindDef {
         id: ARRAY,
         model: DataModel::Array,
         max_count: 8,
         max_size: 16,
+        owner_keyed: false,
+        syntax: ValueSyntax::Opaque,
     });
     config.max_resources = 4;
     Storage::new(config)
@@ -331,4 +335,83 @@ fn single_and_array_models_and_stat() {
         s.fetch(&bad, 0),
         Err(StorageError::InvalidMessage(_))
     ));
+}
+
+/// protocols.md §3 / RFC 6940 §7.3: the tracker kinds are keyed by the storing node; values
+/// must decode as their kind; a stale store loses to a newer one.
+#[test]
+fn tracker_kinds_refuse_other_nodes_keys_bad_values_and_stale_stores() {
+    use crate::engine::SwarmId;
+    use crate::federation::value::{content_key, encode_registration};
+    use crate::overlay::wire::NodeId;
+    let mut s = Storage::new(StorageConfig::default());
+    let a = NodeId([1; 16]);
+    let b = NodeId([2; 16]);
+    let swarm = SwarmId::new(b"sw").unwrap();
+    let good = encode_registration(10, &swarm, &[], 4000).remove(0);
+    let store = |key: Vec<u8>, value: Vec<u8>, time: u64| StoreReq {
+        resource: wire(R),
+        replica_number: 0,
+        kind_data: vec![StoreKindData {
+            kind: KIND_CONTENT_REGISTRATION,
+            generation_counter: 0,
+            values: vec![StoredData {
+                storage_time: time,
+                lifetime: 60,
+                signature: Signature::placeholder(),
+                value: StoredDataValue::Dictionary {
+                    key,
+                    value: DataValue {
+                        exists: true,
+                        value,
+                    },
+                },
+            }],
+        }],
+    };
+    // B may not write A's entry.
+    assert_eq!(
+        s.store_from(&store(content_key(a, 0), good.clone(), 10), b, 0),
+        Err(StorageError::Forbidden)
+    );
+    assert_eq!(StorageError::Forbidden.code(), ErrorCode::Forbidden);
+    assert!(!s.contains(R), "a refused store changes nothing");
+    // Truncated, over-long and key-mismatched values are refused and never served.
+    let mut long = good.clone();
+    long.push(0);
+    for bad in [good[..good.len() - 1].to_vec(), long] {
+        assert!(matches!(
+            s.store_from(&store(content_key(a, 0), bad, 10), a, 0),
+            Err(StorageError::InvalidMessage(_))
+        ));
+    }
+    assert!(matches!(
+        s.store_from(&store(content_key(a, 1), good.clone(), 10), a, 0),
+        Err(StorageError::InvalidMessage(_))
+    ));
+    assert!(!s.contains(R));
+    // A's own entry is accepted; an older one then loses (Error_Data_Too_Old).
+    s.store_from(&store(content_key(a, 0), good.clone(), 10), a, 0)
+        .unwrap();
+    let older = encode_registration(5, &swarm, &[], 4000).remove(0);
+    assert_eq!(
+        s.store_from(&store(content_key(a, 0), older, 5), a, 0),
+        Err(StorageError::DataTooOld)
+    );
+    assert_eq!(StorageError::DataTooOld.code(), ErrorCode::DataTooOld);
+    let fetched = s
+        .fetch(
+            &FetchReq {
+                resource: wire(R),
+                specifiers: vec![StoredDataSpecifier {
+                    kind: KIND_CONTENT_REGISTRATION,
+                    generation: 0,
+                    model: ModelSpecifier::Dictionary(Vec::new()),
+                }],
+            },
+            1,
+        )
+        .unwrap();
+    assert_eq!(fetched.kind_responses[0].values.len(), 1);
+    assert_eq!(fetched.kind_responses[0].values[0].storage_time, 10);
 }

@@ -21,7 +21,7 @@ use super::OverlayHandle;
 use crate::overlay::chord::{resource_id, LocalOutcome, LocalRequest, NodeId};
 use crate::overlay::storage::{
     DataValue, FetchReq, ModelSpecifier, StoreKindData, StoredData, StoredDataSpecifier,
-    StoredDataValue, KIND_CONTENT_REGISTRATION,
+    StoredDataValue, KIND_OPAQUE_VALUE,
 };
 use crate::overlay::wire::Signature;
 
@@ -112,7 +112,7 @@ fn put(handle: &OverlayHandle, name: &str, value: &[u8]) -> HttpAnswer {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let kind_data = vec![StoreKindData {
-        kind: KIND_CONTENT_REGISTRATION,
+        kind: KIND_OPAQUE_VALUE,
         generation_counter: 0,
         values: vec![StoredData {
             storage_time,
@@ -163,7 +163,7 @@ fn get(handle: &OverlayHandle, name: &str) -> HttpAnswer {
     let request = LocalRequest::Fetch(FetchReq {
         resource: resource.to_wire(),
         specifiers: vec![StoredDataSpecifier {
-            kind: KIND_CONTENT_REGISTRATION,
+            kind: KIND_OPAQUE_VALUE,
             generation: 0,
             model: ModelSpecifier::Dictionary(Vec::new()),
         }],

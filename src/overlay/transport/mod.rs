@@ -76,6 +76,16 @@ pub struct OverlayHandle {
     admin_timeout: Duration,
     value_lifetime_secs: u32,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The last status the overlay thread answered, and the request for a newer one.
+    status: Mutex<StatusSnapshot>,
+}
+
+/// `/status` never waits for the overlay thread: it answers the last snapshot and asks for
+/// the next one.
+#[derive(Default)]
+struct StatusSnapshot {
+    last: Option<(serde_json::Value, std::time::Instant)>,
+    pending: Option<channel::Receiver<serde_json::Value>>,
 }
 
 impl OverlayHandle {
@@ -112,6 +122,7 @@ impl OverlayHandle {
             admin_timeout: Duration::from_millis(config.admin_timeout_ms),
             value_lifetime_secs: config.value_lifetime_secs,
             thread: Mutex::new(Some(thread)),
+            status: Mutex::new(StatusSnapshot::default()),
         })
     }
 
@@ -148,20 +159,81 @@ impl OverlayHandle {
         })
     }
 
-    /// The `overlay` member of `/status`: node id, joined, predecessors, successors, fingers,
-    /// stored resources, links. `{"running": false}` when the thread does not answer in time.
-    pub fn status_json(&self) -> serde_json::Value {
+    /// Hands a local request to the overlay thread without waiting: its outcome arrives on the
+    /// returned channel (which is dropped without a value if the thread stops).
+    pub fn submit(
+        &self,
+        request: LocalRequest,
+    ) -> Result<channel::Receiver<LocalOutcome>, OverlayError> {
         let (reply, answer) = channel::bounded(1);
-        let fallback = serde_json::json!({
-            "node_id": self.node_id.to_string(),
-            "running": false,
-        });
-        if self.send(Command::Status { reply }).is_err() {
-            return fallback;
+        self.send(Command::Local { request, reply })?;
+        Ok(answer)
+    }
+
+    /// The `overlay` member of `/status`: node id, joined, predecessors, successors, fingers,
+    /// stored resources, links, as the overlay thread last reported them (`status_age_ms`
+    /// old). Never waits for the overlay thread beyond a first snapshot of at most 100 ms: a
+    /// thread busy with pending requests delays nothing. `{"running": false}` when the thread
+    /// has not answered yet.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut snap = self.status.lock();
+        if let Some(rx) = &snap.pending {
+            let first = snap.last.is_none();
+            let got = if first {
+                rx.recv_timeout(Duration::from_millis(100)).ok()
+            } else {
+                rx.try_recv().ok()
+            };
+            if let Some(v) = got {
+                snap.last = Some((v, std::time::Instant::now()));
+                snap.pending = None;
+            } else if rx.is_empty()
+                && matches!(rx.try_recv(), Err(channel::TryRecvError::Disconnected))
+            {
+                snap.pending = None;
+            }
         }
-        answer
-            .recv_timeout(Duration::from_secs(2))
-            .unwrap_or(fallback)
+        let mut stopped = false;
+        if snap.pending.is_none() {
+            let (reply, answer) = channel::bounded(1);
+            stopped = self.send(Command::Status { reply }).is_err();
+            if !stopped {
+                snap.pending = Some(answer);
+                if snap.last.is_none() {
+                    if let Ok(v) = snap
+                        .pending
+                        .as_ref()
+                        .map_or(Err(channel::RecvTimeoutError::Disconnected), |rx| {
+                            rx.recv_timeout(Duration::from_millis(100))
+                        })
+                    {
+                        snap.last = Some((v, std::time::Instant::now()));
+                        snap.pending = None;
+                    }
+                }
+            }
+        }
+        match &snap.last {
+            Some((v, at)) => {
+                let mut v = v.clone();
+                if let Some(map) = v.as_object_mut() {
+                    if stopped {
+                        map.insert("running".to_owned(), serde_json::json!(false));
+                    }
+                    map.insert(
+                        "status_age_ms".to_owned(),
+                        serde_json::json!(
+                            u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)
+                        ),
+                    );
+                }
+                v
+            }
+            None => serde_json::json!({
+                "node_id": self.node_id.to_string(),
+                "running": false,
+            }),
+        }
     }
 
     /// The overlay's Prometheus text.

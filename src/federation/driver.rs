@@ -1,0 +1,395 @@
+//! The federation's driver: turns the local copy's changes into Stores every flush interval,
+//! the workers' lookups into Fetches (and, for a peer's status, a request routed to its
+//! connection tracker), and the overlay's outcomes back into the shared caches.
+//!
+//! [`Driver`] is sans-IO (time in, overlay requests out, outcomes in), so the overlay
+//! simulation can run it next to each Chord node; [`spawn`] runs it on a thread of its own
+//! against the real overlay thread, never on a tracker worker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::engine::{PeerId, SwarmId, Time};
+use crate::overlay::chord::{Destination, LocalOutcome, LocalRequest, NodeId};
+use crate::overlay::transport::OverlayHandle;
+
+use super::registrar::{
+    remote_peers, status_fetch, status_store, status_trackers, swarm_fetch, swarm_stores,
+};
+use super::value::{decode_live_status, MAX_PEERS_PER_VALUE};
+use super::{Command, Federation};
+
+/// Why an overlay request was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// One Store of a swarm's registration, with the part count it establishes.
+    StoreSwarm {
+        swarm: SwarmId,
+        parts: u16,
+    },
+    StoreStatus(PeerId),
+    FetchSwarm(SwarmId),
+    FetchStatus(PeerId),
+    /// The routed live-status request to a connection tracker (remaining candidates after it).
+    AskTracker {
+        peer: PeerId,
+        tracker: NodeId,
+        others: Vec<NodeId>,
+    },
+}
+
+/// A request to hand to the overlay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub token: u64,
+    pub purpose: Purpose,
+    pub request: LocalRequest,
+}
+
+/// The sans-IO driver of one node.
+#[derive(Debug)]
+pub struct Driver {
+    next_flush: Time,
+    next_refresh: Time,
+    next_token: u64,
+    /// Last storage time used (ms, wall clock): strictly increasing.
+    last_storage_time: u64,
+    /// Parts of each swarm's registration as last stored.
+    stored_parts: HashMap<SwarmId, u16>,
+    in_flight: std::collections::BTreeMap<u64, (Purpose, Time)>,
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Driver::new()
+    }
+}
+
+impl Driver {
+    pub fn new() -> Self {
+        Driver {
+            next_flush: Time(0),
+            next_refresh: Time(0),
+            next_token: 1,
+            last_storage_time: 0,
+            stored_parts: HashMap::new(),
+            in_flight: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn out(&mut self, purpose: Purpose, request: LocalRequest, now: Time) -> Outgoing {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.in_flight.insert(token, (purpose.clone(), now));
+        Outgoing {
+            token,
+            purpose,
+            request,
+        }
+    }
+
+    fn storage_time(&mut self, wall_ms: u64) -> u64 {
+        self.last_storage_time = wall_ms.max(self.last_storage_time + 1);
+        self.last_storage_time
+    }
+
+    /// Runs what is due at `now` (engine time, ms) with `wall_ms` the wall clock for storage
+    /// times: the workers' lookups, expiry, and the flush when its interval has passed.
+    pub fn poll(&mut self, fed: &Federation, now: Time, wall_ms: u64) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while let Some(c) = fed.take_command() {
+            match c {
+                Command::FetchSwarm(s) => {
+                    fed.stats.fetches.fetch_add(1, Ordering::Relaxed);
+                    out.push(self.out(Purpose::FetchSwarm(s), swarm_fetch(&s), now));
+                }
+                Command::FetchStatus(p) => {
+                    fed.stats.fetches.fetch_add(1, Ordering::Relaxed);
+                    out.push(self.out(Purpose::FetchStatus(p), status_fetch(&p), now));
+                }
+            }
+        }
+        // Requests the overlay never answered count as failed, so no lookup waits for ever.
+        let limit = 4 * fed
+            .config()
+            .fetch_timeout_ms
+            .max(fed.config().flush_interval_ms);
+        let stale: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_sub(*at) > limit)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            out.extend(self.on_outcome(
+                fed,
+                t,
+                LocalOutcome::Failed {
+                    code: crate::overlay::chord::ErrorCode::RequestTimeout,
+                    info: crate::overlay::chord::message::ErrorInfo::None,
+                },
+                now,
+            ));
+        }
+        if now >= self.next_flush {
+            self.next_flush = now.saturating_add_millis(fed.config().flush_interval_ms);
+            out.extend(self.flush(fed, now, wall_ms));
+        }
+        out
+    }
+
+    fn flush(&mut self, fed: &Federation, now: Time, wall_ms: u64) -> Vec<Outgoing> {
+        let cfg = fed.config().clone();
+        let own = fed.node_id();
+        let mut out = Vec::new();
+        let (swarms, statuses, snapshots) = {
+            let mut local = fed.local();
+            local.expire(now);
+            if now >= self.next_refresh {
+                // Rewrite everything at half the values' lifetime so live registrations
+                // never lapse at the storing nodes.
+                self.next_refresh = now.saturating_add_millis(u64::from(cfg.lifetime_secs) * 500);
+                for s in local.swarm_ids() {
+                    local.mark_swarm(s);
+                }
+                for p in local.peer_ids() {
+                    local.mark_status(p);
+                }
+            }
+            let swarms = local.take_dirty_swarms(cfg.flush_max_swarms);
+            let statuses = local.take_dirty_status(cfg.flush_max_peers);
+            let snapshots: Vec<_> = swarms.iter().map(|s| local.registration(s)).collect();
+            (swarms, statuses, snapshots)
+        };
+        if swarms.is_empty() && statuses.is_empty() {
+            return out;
+        }
+        fed.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        fed.stats
+            .flushed_entries
+            .fetch_add((swarms.len() + statuses.len()) as u64, Ordering::Relaxed);
+        for (swarm, peers) in swarms.into_iter().zip(snapshots) {
+            let previous = self.stored_parts.get(&swarm).copied().unwrap_or(0);
+            let time = self.storage_time(wall_ms);
+            let (requests, parts) = swarm_stores(
+                own,
+                &swarm,
+                &peers,
+                previous,
+                time,
+                cfg.lifetime_secs,
+                cfg.part_bytes,
+            );
+            if parts == 0 {
+                self.stored_parts.remove(&swarm);
+            } else {
+                self.stored_parts.insert(swarm, parts.max(previous));
+            }
+            for r in requests {
+                fed.stats.stores.fetch_add(1, Ordering::Relaxed);
+                out.push(self.out(Purpose::StoreSwarm { swarm, parts }, r, now));
+            }
+        }
+        for (peer, present) in statuses {
+            let time = self.storage_time(wall_ms);
+            fed.stats.stores.fetch_add(1, Ordering::Relaxed);
+            let r = status_store(own, &peer, present, time, cfg.lifetime_secs);
+            out.push(self.out(Purpose::StoreStatus(peer), r, now));
+        }
+        out
+    }
+
+    /// Takes the outcome of request `token`; may start follow-up requests.
+    pub fn on_outcome(
+        &mut self,
+        fed: &Federation,
+        token: u64,
+        outcome: LocalOutcome,
+        now: Time,
+    ) -> Vec<Outgoing> {
+        let Some((purpose, started)) = self.in_flight.remove(&token) else {
+            return Vec::new();
+        };
+        let latency = now.saturating_sub(started);
+        match purpose {
+            Purpose::StoreSwarm { swarm, parts } => {
+                fed.stats
+                    .store_latency_ms_sum
+                    .fetch_add(latency, Ordering::Relaxed);
+                fed.stats
+                    .store_latency_ms_max
+                    .fetch_max(latency, Ordering::Relaxed);
+                if matches!(outcome, LocalOutcome::Stored(_)) {
+                    if parts > 0 {
+                        // Shrinking succeeded: later flushes need not remove the old parts.
+                        self.stored_parts.insert(swarm, parts);
+                    }
+                } else {
+                    fed.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                    // The next flush writes the newest state of the swarm.
+                    fed.local().mark_swarm(swarm);
+                }
+                Vec::new()
+            }
+            Purpose::StoreStatus(peer) => {
+                if !matches!(outcome, LocalOutcome::Stored(_)) {
+                    fed.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                    fed.local().mark_status(peer);
+                }
+                Vec::new()
+            }
+            Purpose::FetchSwarm(swarm) => {
+                match outcome {
+                    LocalOutcome::Fetched(ans) => {
+                        let peers = remote_peers(&ans, &swarm, fed.node_id(), MAX_PEERS_PER_VALUE);
+                        fed.swarm_fetched(swarm, Some(peers), now);
+                    }
+                    _ => {
+                        fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        fed.swarm_fetched(swarm, None, now);
+                    }
+                }
+                Vec::new()
+            }
+            Purpose::FetchStatus(peer) => match outcome {
+                LocalOutcome::Fetched(ans) => {
+                    let mut trackers = status_trackers(&ans);
+                    trackers.retain(|n| *n != fed.node_id());
+                    if trackers.is_empty() {
+                        fed.status_fetched(peer, Some(None), now);
+                        return Vec::new();
+                    }
+                    let tracker = trackers.remove(0);
+                    vec![self.ask(peer, tracker, trackers, now)]
+                }
+                _ => {
+                    fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                    fed.status_fetched(peer, None, now);
+                    Vec::new()
+                }
+            },
+            Purpose::AskTracker {
+                peer,
+                tracker,
+                mut others,
+            } => {
+                let answer = match outcome {
+                    LocalOutcome::App(body) => decode_live_status(&body).ok(),
+                    _ => None,
+                };
+                match answer {
+                    Some(Some(status)) => {
+                        fed.status_fetched(peer, Some(Some((tracker, status))), now);
+                    }
+                    _ if !others.is_empty() => {
+                        let next = others.remove(0);
+                        return vec![self.ask(peer, next, others, now)];
+                    }
+                    Some(None) => fed.status_fetched(peer, Some(None), now),
+                    None => {
+                        fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        fed.status_fetched(peer, None, now);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn ask(&mut self, peer: PeerId, tracker: NodeId, others: Vec<NodeId>, now: Time) -> Outgoing {
+        let request = LocalRequest::App {
+            destination: Destination::Node(tracker),
+            body: peer.as_bytes().to_vec(),
+        };
+        self.out(
+            Purpose::AskTracker {
+                peer,
+                tracker,
+                others,
+            },
+            request,
+            now,
+        )
+    }
+}
+
+/// A running driver thread.
+pub struct DriverThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DriverThread {
+    /// Stops the thread and waits for it.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DriverThread {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs [`Driver`] on its own thread against `overlay`; `now` gives the engine's time.
+pub fn spawn(
+    fed: Arc<Federation>,
+    overlay: Arc<OverlayHandle>,
+    now: impl Fn() -> Time + Send + 'static,
+) -> std::io::Result<DriverThread> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("federation".to_owned())
+        .spawn(move || {
+            let mut driver = Driver::new();
+            let mut waiting: Vec<(u64, crossbeam::channel::Receiver<LocalOutcome>)> = Vec::new();
+            while !stopping.load(Ordering::Acquire) {
+                let t = now();
+                let mut outgoing = driver.poll(&fed, t, wall_ms());
+                let mut i = 0;
+                while i < waiting.len() {
+                    match waiting[i].1.try_recv() {
+                        Ok(outcome) => {
+                            let (token, _) = waiting.swap_remove(i);
+                            outgoing.extend(driver.on_outcome(&fed, token, outcome, now()));
+                        }
+                        Err(crossbeam::channel::TryRecvError::Empty) => i += 1,
+                        Err(crossbeam::channel::TryRecvError::Disconnected) => {
+                            // The overlay dropped the request; the driver's own timeout
+                            // fails it.
+                            waiting.swap_remove(i);
+                        }
+                    }
+                }
+                for o in outgoing {
+                    if let Ok(rx) = overlay.submit(o.request) {
+                        waiting.push((o.token, rx));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })?;
+    Ok(DriverThread {
+        stop,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,325 @@
+//! The tracker usage on a simulated ring (one process, fake clock, deterministic by seed):
+//! every node runs an engine, the federation's local copy and its sans-IO driver beside its
+//! Chord node. Peers join swarms through random nodes; after a flush a lookup through any node
+//! returns every peer; after 30% of the nodes crash (never three ring neighbours) every
+//! registration of a live connection tracker is still found and those of crashed connection
+//! trackers vanish within their lifetime.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ppsp_tracker::engine::{
+    ActionKind, Engine, EngineConfig, PeerId, PeerMode, Request, RequestKind, SwarmAction, SwarmId,
+    Time,
+};
+use ppsp_tracker::federation::driver::Driver;
+use ppsp_tracker::federation::{Federation, FederationConfig, Lookup};
+use ppsp_tracker::overlay::chord::{ChordConfig, LocalOutcome, LocalRequest, OpId};
+use ppsp_tracker::overlay::sim::{Sim, SimConfig};
+use rand::Rng;
+
+const FLUSH_MS: u64 = 1_000;
+const LIFETIME_SECS: u32 = 40;
+
+struct Node {
+    engine: Engine,
+    fed: Federation,
+    driver: Driver,
+}
+
+struct Cluster {
+    sim: Sim,
+    nodes: Vec<Node>,
+    /// Overlay operations in flight: op -> (node, driver token).
+    ops: HashMap<OpId, (usize, u64)>,
+    /// Hops of completed overlay operations (sum, count).
+    hops: (u64, u64),
+}
+
+fn fed_config() -> FederationConfig {
+    FederationConfig {
+        // Every lookup goes to the overlay, so the test sees the stored registrations.
+        local_find_min: usize::MAX,
+        flush_interval_ms: FLUSH_MS,
+        flush_max_swarms: 1024,
+        flush_max_peers: 4096,
+        fetch_cache_ms: 100,
+        fetch_timeout_ms: 20_000,
+        lifetime_secs: LIFETIME_SECS,
+        part_bytes: 4000,
+        track_ms: 3_600_000,
+    }
+}
+
+fn build(seed: u64, n: usize) -> Cluster {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        min_latency_ms: 5,
+        max_latency_ms: 40,
+        loss: 0.0,
+        link_ack_timeout_ms: 3_000,
+        wire_sample: 4,
+        chord: ChordConfig {
+            request_timeout_ms: 1_000,
+            update_interval_ms: 10_000,
+            finger_interval_ms: 120_000,
+            replica_holddown_ms: 2_000,
+            failed_memory_ms: 600_000,
+            ..ChordConfig::default()
+        },
+    });
+    let first = sim.add_node();
+    let op = sim.local(first, LocalRequest::CreateOverlay);
+    assert!(sim.run_until_complete(&[op], 1_000));
+    for _ in 1..n {
+        let joined: Vec<usize> = (0..sim.len())
+            .filter(|i| sim.node(*i).is_joined())
+            .collect();
+        let via = joined[sim.rng().gen_range(0..joined.len())];
+        let bootstrap = sim.node(via).id();
+        let i = sim.add_node();
+        let op = sim.local(i, LocalRequest::Join { bootstrap });
+        assert!(sim.run_until_complete(&[op], 10_000), "join {i}");
+        sim.run_for(500);
+    }
+    sim.run_for(20_000);
+    assert!(sim.ring_errors(3).is_empty(), "ring not settled");
+    let nodes = (0..n)
+        .map(|i| Node {
+            engine: Engine::new(&EngineConfig::default()),
+            fed: Federation::new(sim.node(i).id(), fed_config()),
+            driver: Driver::new(),
+        })
+        .collect();
+    Cluster {
+        sim,
+        nodes,
+        ops: HashMap::new(),
+        hops: (0, 0),
+    }
+}
+
+impl Cluster {
+    /// Runs the simulation for `ms`, driving every live node's federation every 50 ms.
+    fn pump(&mut self, ms: u64) {
+        let end = self.sim.now() + ms;
+        while self.sim.now() < end {
+            self.sim.run_for(50);
+            let now = self.sim.now();
+            for d in self.sim.take_deliveries() {
+                let answer = self.nodes[d.node]
+                    .fed
+                    .answer_live_status(&d.body, Time(now));
+                self.sim.app_answer(d.node, d.token, answer);
+            }
+            let mut done: Vec<(OpId, usize, u64, LocalOutcome)> = self
+                .ops
+                .iter()
+                .filter_map(|(op, (i, t))| Some((*op, *i, *t, self.sim.outcome(*op)?.clone())))
+                .collect();
+            done.sort_by_key(|d| d.0);
+            for (op, i, token, outcome) in done {
+                self.ops.remove(&op);
+                if let Some(h) = self.sim.hops(op) {
+                    self.hops.0 += u64::from(h);
+                    self.hops.1 += 1;
+                }
+                if !self.sim.is_alive(i) {
+                    continue;
+                }
+                let node = &mut self.nodes[i];
+                let more = node.driver.on_outcome(&node.fed, token, outcome, Time(now));
+                for o in more {
+                    let op = self.sim.local(i, o.request);
+                    self.ops.insert(op, (i, o.token));
+                }
+            }
+            for i in 0..self.nodes.len() {
+                if !self.sim.is_alive(i) {
+                    continue;
+                }
+                let node = &mut self.nodes[i];
+                let out = node.driver.poll(&node.fed, Time(now), now);
+                for o in out {
+                    let op = self.sim.local(i, o.request);
+                    self.ops.insert(op, (i, o.token));
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, node: usize, peer: &str, swarm: &str) {
+        let request = Request {
+            peer_id: PeerId::new(peer.as_bytes()).unwrap(),
+            source: "10.0.0.1:7000".parse().unwrap(),
+            kind: RequestKind::Connect {
+                peer_num: None,
+                addrs: Vec::new(),
+                actions: vec![SwarmAction {
+                    swarm_id: SwarmId::new(swarm.as_bytes()).unwrap(),
+                    action: ActionKind::Join,
+                    mode: PeerMode::Leech,
+                }],
+            },
+        };
+        let now = Time(self.sim.now());
+        let n = &self.nodes[node];
+        let response = n.engine.handle(&request, now);
+        n.fed.record(&request, &response, now);
+    }
+
+    /// Peer ids of `swarm` found through node `via`: its local copy and a Fetch.
+    fn lookup(&mut self, via: usize, swarm: &str) -> BTreeSet<String> {
+        let s = SwarmId::new(swarm.as_bytes()).unwrap();
+        let probe = PeerId::new(b"probe").unwrap();
+        let mut found: BTreeSet<String> = self.nodes[via]
+            .fed
+            .local()
+            .registration(&s)
+            .iter()
+            .map(|p| String::from_utf8_lossy(p.peer_id.as_bytes()).into_owned())
+            .collect();
+        for _ in 0..400 {
+            let now = Time(self.sim.now());
+            match self.nodes[via].fed.find_plan(&s, &probe, now, false) {
+                Lookup::Remote(list) => {
+                    found.extend(
+                        list.iter()
+                            .map(|p| String::from_utf8_lossy(p.peer_id.as_bytes()).into_owned()),
+                    );
+                    return found;
+                }
+                Lookup::Local => return found,
+                Lookup::Wait => self.pump(50),
+            }
+        }
+        panic!("lookup through {via} never completed");
+    }
+}
+
+/// Joins `peers` peers into `swarms` swarms through random nodes; (peer, swarm, node) each.
+fn populate(c: &mut Cluster, peers: usize, swarms: usize) -> Vec<(String, String, usize)> {
+    let n = c.nodes.len();
+    let mut placed = Vec::new();
+    for p in 0..peers {
+        let node = c.sim.rng().gen_range(0..n);
+        let swarm = format!("swarm-{}", p % swarms);
+        let peer = format!("peer-{p}");
+        c.join(node, &peer, &swarm);
+        placed.push((peer, swarm, node));
+    }
+    placed
+}
+
+/// Registrations of live connection trackers not found through a random live node.
+fn lost(c: &mut Cluster, placed: &[(String, String, usize)], swarms: usize) -> (usize, usize) {
+    let live: Vec<usize> = (0..c.nodes.len()).filter(|i| c.sim.is_alive(*i)).collect();
+    let mut missing = 0;
+    let mut stale = 0;
+    for s in 0..swarms {
+        let swarm = format!("swarm-{s}");
+        let via = live[c.sim.rng().gen_range(0..live.len())];
+        let found = c.lookup(via, &swarm);
+        for (peer, sw, node) in placed.iter().filter(|(_, sw, _)| *sw == swarm) {
+            let _ = sw;
+            let present = found.contains(peer);
+            if c.sim.is_alive(*node) && !present {
+                missing += 1;
+            }
+            if !c.sim.is_alive(*node) && present {
+                stale += 1;
+            }
+        }
+    }
+    (missing, stale)
+}
+
+/// Crashes about `share` of the nodes at random, never three ring neighbours at once.
+fn crash_some(c: &mut Cluster, share: f64) -> usize {
+    let n = c.nodes.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| c.sim.node(*i).id());
+    let ring_pos: HashMap<usize, usize> = order.iter().enumerate().map(|(p, i)| (*i, p)).collect();
+    let target = (n as f64 * share) as usize;
+    let mut crashed = 0;
+    let mut tries = 0;
+    while crashed < target && tries < 10 * n {
+        tries += 1;
+        let i = c.sim.rng().gen_range(0..n);
+        if !c.sim.is_alive(i) {
+            continue;
+        }
+        let p = ring_pos[&i];
+        let dead = |k: isize| {
+            !c.sim
+                .is_alive(order[(p as isize + k).rem_euclid(n as isize) as usize])
+        };
+        // Crashing i must not complete a run of three dead neighbours.
+        if (dead(-1) && dead(-2)) || (dead(-1) && dead(1)) || (dead(1) && dead(2)) {
+            continue;
+        }
+        c.sim.crash(i);
+        crashed += 1;
+    }
+    crashed
+}
+
+fn scenario(seed: u64, n: usize, peers: usize, swarms: usize) -> (u64, String) {
+    let mut c = build(seed, n);
+    let placed = populate(&mut c, peers, swarms);
+    c.pump(2 * FLUSH_MS + 500);
+    let (missing, stale) = lost(&mut c, &placed, swarms);
+    assert_eq!(
+        (missing, stale),
+        (0, 0),
+        "after one flush every peer is found"
+    );
+
+    let crashed = crash_some(&mut c, 0.3);
+    let crash_time = c.sim.now();
+    // Repair: poll until every registration of a live connection tracker is found again.
+    let mut repair_ms = None;
+    for _ in 0..60 {
+        c.pump(1_000);
+        if lost(&mut c, &placed, swarms).0 == 0 {
+            repair_ms = Some(c.sim.now() - crash_time);
+            break;
+        }
+    }
+    let repair_ms = repair_ms.expect("registrations of live connection trackers found again");
+    // Past one lifetime, registrations of crashed connection trackers are gone, and nothing
+    // of the live ones is lost.
+    let wait =
+        (u64::from(LIFETIME_SECS) * 1000 + 2 * FLUSH_MS).saturating_sub(c.sim.now() - crash_time);
+    c.pump(wait);
+    let (missing, stale) = lost(&mut c, &placed, swarms);
+    assert_eq!(missing, 0, "lost registrations of live connection trackers");
+    assert_eq!(
+        stale, 0,
+        "registrations of crashed connection trackers still served"
+    );
+    let report = format!(
+        "{n} nodes, {peers} peers in {swarms} swarms, {crashed} crashed: lost registrations {missing}, repair {repair_ms} ms, stale after lifetime {stale}, mean hops of the usage's requests {:.2}, messages {}",
+        c.hops.0 as f64 / c.hops.1.max(1) as f64,
+        c.sim.stats().messages_sent
+    );
+    (c.sim.trace_hash(), report)
+}
+
+#[test]
+fn sixty_four_nodes_find_every_peer_and_survive_thirty_percent_crashing() {
+    let (_, report) = scenario(81, 64, 400, 40);
+    println!("{report}");
+}
+
+#[test]
+fn two_hundred_fifty_six_nodes_lose_no_registration() {
+    let (_, report) = scenario(82, 256, 1000, 100);
+    println!("{report}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    let (a, _) = scenario(5, 12, 60, 6);
+    let (b, _) = scenario(5, 12, 60, 6);
+    assert_eq!(a, b);
+}
