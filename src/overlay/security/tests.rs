@@ -242,3 +242,20 @@ fn the_certificate_cache_is_bounded() {
     assert!(certs.by_hash.len() <= 2);
     assert!(certs.get_or_parse(b"not a certificate").is_err());
 }
+
+#[test]
+fn the_bad_node_list_overrides_admission() {
+    let id = identity();
+    let cert = PeerCert::parse(id.certificate_der(), NodeIdDigest::Sha256).unwrap();
+    let other = PeerCert::parse(identity().certificate_der(), NodeIdDigest::Sha256).unwrap();
+    let mut lists = tls::AdmissionLists::default();
+    // No list: every valid certificate.
+    assert!(lists.admits(cert.node_id, &cert.hash));
+    lists.fingerprints.insert(cert.hash);
+    assert!(lists.admits(cert.node_id, &cert.hash));
+    assert!(!lists.admits(other.node_id, &other.hash));
+    lists.node_ids.insert(other.node_id);
+    assert!(lists.admits(other.node_id, &other.hash));
+    lists.bad_nodes.insert(cert.node_id);
+    assert!(!lists.admits(cert.node_id, &cert.hash));
+}

@@ -899,6 +899,25 @@ mod tests {
         }
 
         #[test]
+        fn a_node_on_the_bad_node_list_is_refused_at_the_link() {
+            let bad = identity();
+            let handle = OverlayHandle::start(&OverlayConfig {
+                bad_nodes: vec![bad.node_id().to_string()],
+                ..secure_config()
+            })
+            .unwrap();
+            wait_joined(&handle);
+            let mut p = Peer::connect(&handle, &bad);
+            assert!(p.hello(&bad).is_none());
+            assert!(counter(&handle, &handle.stats().links_refused) >= 1);
+            // Anyone else still links (the list is empty otherwise).
+            let good = identity();
+            let mut q = Peer::connect(&handle, &good);
+            assert!(q.hello(&good).is_some());
+            handle.shutdown();
+        }
+
+        #[test]
         fn a_hello_or_join_in_another_nodes_name_is_refused() {
             let handle = OverlayHandle::start(&secure_config()).unwrap();
             wait_joined(&handle);
