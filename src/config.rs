@@ -72,10 +72,51 @@ pub struct ServerConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// A request's head and body must arrive within this many milliseconds of its first byte
+    /// on every TCP listener (slow-head / slow-body defence), whatever the idle timeout.
+    pub request_timeout_ms: u64,
+    /// Open connections per source address (IPv6: per /64) per worker on each tracker TCP
+    /// listener; 0 = no cap. When a listener is full, its connection idle or stalled for
+    /// longest is closed to admit a new one.
+    pub max_connections_per_source: usize,
+    /// Requests served per connection per event-loop turn; the rest wait for the next turn.
+    pub max_requests_per_turn: usize,
+    /// Answer bytes computed per connection per event-loop turn.
+    pub max_output_per_turn_bytes: usize,
+    /// `SO_SNDBUF` of tracker TCP connections, bytes (the kernel doubles it); 0 = kernel
+    /// default with autotuning. Bounds what a client that does not read pins in the kernel.
+    pub tcp_send_buffer_bytes: usize,
+    /// Descriptors each worker keeps in reserve for when the process runs out (EMFILE).
+    pub descriptor_reserve: usize,
     /// Account to switch to once every listener is bound, when started as root (its primary
     /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
     /// by another account, this must be empty or name that account.
     pub user: String,
+}
+
+impl ServerConfig {
+    /// The connection limits of a tracker TCP listener from its own keys and the shared
+    /// `[server]` fairness keys.
+    pub fn conn_limits(
+        &self,
+        max_input_bytes: usize,
+        max_pending_output_bytes: usize,
+        max_connections: usize,
+        idle_timeout_secs: u64,
+    ) -> crate::runtime::ConnLimits {
+        crate::runtime::ConnLimits {
+            max_input_bytes,
+            max_pending_output_bytes,
+            max_connections,
+            idle_timeout: std::time::Duration::from_secs(idle_timeout_secs),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_connections_per_source: self.max_connections_per_source,
+            reserved_slots: 0,
+            max_requests_per_turn: self.max_requests_per_turn,
+            max_output_per_turn: self.max_output_per_turn_bytes,
+            send_buffer_bytes: self.tcp_send_buffer_bytes,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +129,12 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            request_timeout_ms: 10_000,
+            max_connections_per_source: 256,
+            max_requests_per_turn: 16,
+            max_output_per_turn_bytes: 64 * 1024,
+            tcp_send_buffer_bytes: 64 * 1024,
+            descriptor_reserve: 1,
             user: String::new(),
         }
     }
@@ -142,6 +189,21 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Address to listen on, `IP:PORT`.
     pub listen: String,
+    /// Open admin connections; when full, the one idle or stalled for longest is closed to
+    /// admit a new one.
+    pub max_connections: usize,
+    /// Open admin connections per source address (IPv6: per /64); 0 = no cap.
+    pub max_connections_per_source: usize,
+    /// Slots of `max_connections` kept for sources with no admin connection open (a
+    /// monitoring probe gets in while another source holds the rest).
+    pub reserved_slots: usize,
+    /// Close admin connections silent for this long, seconds.
+    pub idle_timeout_secs: u64,
+    /// An admin request must arrive whole within this many milliseconds of its first byte.
+    pub request_timeout_ms: u64,
+    /// Descriptors the admin listener keeps to accept and serve with when the process has
+    /// none left (EMFILE), so monitoring still sees the tracker.
+    pub descriptor_reserve: usize,
 }
 
 impl Default for AdminConfig {
@@ -149,6 +211,30 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: "127.0.0.1:9846".to_owned(),
+            max_connections: 64,
+            max_connections_per_source: 16,
+            reserved_slots: 1,
+            idle_timeout_secs: 60,
+            request_timeout_ms: 5_000,
+            descriptor_reserve: 4,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin listener's connection limits.
+    pub fn conn_limits(&self, max_input_bytes: usize) -> crate::runtime::ConnLimits {
+        crate::runtime::ConnLimits {
+            max_input_bytes,
+            max_pending_output_bytes: 1024 * 1024,
+            max_connections: self.max_connections,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_connections_per_source: self.max_connections_per_source,
+            reserved_slots: self.reserved_slots,
+            max_requests_per_turn: 4,
+            max_output_per_turn: 1024 * 1024,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -272,6 +358,33 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
+    /// File descriptors the configured limits can use at once: every tracker TCP listener's
+    /// `max_connections` and reserve on every worker, the admin listener's, the overlay's
+    /// links, one listener or socket per address and worker, and 64 for everything else
+    /// (pollers, log, configuration and access-list files).
+    pub fn descriptors_needed(&self) -> u64 {
+        let workers = self.worker_count() as u64;
+        let mut per_worker = self.server.descriptor_reserve as u64 + 2;
+        if self.ppstp.enabled {
+            per_worker += self.ppstp.max_connections as u64 + 1;
+        }
+        if self.bt_http.enabled {
+            let addrs = self.bt_http.listen.len() as u64;
+            per_worker += addrs * (self.bt_http.max_connections as u64 + 1);
+        }
+        if self.bt_udp.enabled {
+            per_worker += self.bt_udp.listen.len() as u64;
+        }
+        let mut total = workers * per_worker + 64;
+        if self.admin.enabled {
+            total += self.admin.max_connections as u64 + self.admin.descriptor_reserve as u64 + 3;
+        }
+        if self.overlay.enabled {
+            total += self.overlay.max_links as u64 + 2;
+        }
+        total
+    }
+
     /// Range and consistency checks. The message starts with the dotted key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
@@ -300,6 +413,47 @@ impl Config {
         check(
             s.udp_buffer_bytes <= 1 << 30,
             "server.udp_buffer_bytes must be at most 1073741824",
+        )?;
+        check(
+            (10..=3_600_000).contains(&s.request_timeout_ms),
+            "server.request_timeout_ms must be 10..=3600000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&s.max_requests_per_turn),
+            "server.max_requests_per_turn must be 1..=1000000",
+        )?;
+        check(
+            s.max_output_per_turn_bytes >= 1024,
+            "server.max_output_per_turn_bytes must be at least 1024",
+        )?;
+        check(
+            s.tcp_send_buffer_bytes == 0 || s.tcp_send_buffer_bytes >= 4096,
+            "server.tcp_send_buffer_bytes must be 0 or at least 4096",
+        )?;
+        check(
+            s.descriptor_reserve <= 1024,
+            "server.descriptor_reserve must be 0..=1024",
+        )?;
+        let a = &self.admin;
+        check(
+            (1..=100_000).contains(&a.max_connections),
+            "admin.max_connections must be 1..=100000",
+        )?;
+        check(
+            a.reserved_slots < a.max_connections,
+            "admin.reserved_slots must be below admin.max_connections",
+        )?;
+        check(
+            (1..=86_400 * 7).contains(&a.idle_timeout_secs),
+            "admin.idle_timeout_secs must be 1..=604800",
+        )?;
+        check(
+            (10..=3_600_000).contains(&a.request_timeout_ms),
+            "admin.request_timeout_ms must be 10..=3600000",
+        )?;
+        check(
+            a.descriptor_reserve <= 1024,
+            "admin.descriptor_reserve must be 0..=1024",
         )?;
 
         let p = &self.ppstp;

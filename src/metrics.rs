@@ -439,7 +439,7 @@ impl Metrics {
             .map(|l| (l.name.as_str(), l.totals()))
             .collect();
         type Pick = fn(&crate::runtime::ConnTotals) -> u64;
-        let families: [(&str, &str, &str, Pick); 5] = [
+        let families: [(&str, &str, &str, Pick); 7] = [
             (
                 "ppsp_connections_accepted_total",
                 "counter",
@@ -451,6 +451,18 @@ impl Metrics {
                 "counter",
                 "TCP connections refused because a worker had its maximum open.",
                 |t| t.refused,
+            ),
+            (
+                "ppsp_connections_refused_per_source_total",
+                "counter",
+                "TCP connections refused because their source address (IPv6: its /64) had its maximum open.",
+                |t| t.refused_per_source,
+            ),
+            (
+                "ppsp_connection_turns_cut_total",
+                "counter",
+                "Event-loop turns that ended at a connection's per-turn request or output budget with work left.",
+                |t| t.turns_cut,
             ),
             (
                 "ppsp_connections_open",
@@ -531,7 +543,7 @@ impl Metrics {
             w,
             "ppsp_connections_closed_total",
             "counter",
-            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic, TLS handshake failure or timeout).",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic, TLS handshake failure or timeout, request deadline, evicted from a full listener).",
         );
         for (listener, t) in &listeners {
             for (reason, n) in [
@@ -541,6 +553,8 @@ impl Metrics {
                 ("panic", t.closed_panic),
                 ("tls_handshake_failed", t.tls_handshake_failed),
                 ("tls_handshake_timeout", t.tls_handshake_timeout),
+                ("deadline", t.closed_deadline),
+                ("evicted", t.evicted),
             ] {
                 sample(
                     w,

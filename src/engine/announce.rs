@@ -61,7 +61,7 @@ impl Engine {
                 (pos, false)
             }
             None => {
-                if !super::reserve(&self.peers, self.config.max_peers) {
+                if !self.admit_peer(ip) {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
                 let key = self.next_key.fetch_add(1, Ordering::Relaxed);
@@ -116,8 +116,8 @@ impl Engine {
         };
         if outcome.is_err() && new {
             // A new peer in no swarm would only wait for its init timer: forget it now.
-            if shard.remove_at(pos).is_some() {
-                self.peers.fetch_sub(1, Ordering::Relaxed);
+            if let Some(gone) = shard.remove_at(pos) {
+                self.release_peer(gone.source_ip);
             }
         } else {
             self.rearm(record_at(&mut shard.records, pos)?, now);

@@ -19,6 +19,16 @@ pub struct EngineConfig {
     pub max_swarms_per_peer: usize,
     /// Maximum chunk ranges a peer may hold per swarm (JOIN_CHUNK) or ask for (FIND).
     pub max_chunk_ranges: usize,
+    /// Maximum peers registered from one source address (IPv6: one /64); a registration
+    /// beyond it gets 05 (BitTorrent: an error). Bounds the share of the tables one client can
+    /// take: its swarms, memberships and chunk ranges follow from the per-peer limits.
+    pub max_peers_per_source: usize,
+    /// Maximum chunk ranges one peer may hold over all its swarms (JOIN_CHUNK beyond it gets
+    /// 05); `max_chunk_ranges` still caps each swarm. 16 bytes per range.
+    pub max_chunk_ranges_per_peer: usize,
+    /// Cost bound of a chunk-filtered FIND: ranges asked for times members of the swarm. A
+    /// FIND over it gets 05 instead of scanning.
+    pub max_find_chunk_work: usize,
     /// Maximum addresses a peer may announce.
     pub max_addrs_per_peer: usize,
     /// Maximum swarm or peer id length in bytes (at most 64).
@@ -44,6 +54,9 @@ impl Default for EngineConfig {
             max_peers_per_swarm: 100_000,
             max_swarms_per_peer: 64,
             max_chunk_ranges: 256,
+            max_peers_per_source: 4096,
+            max_chunk_ranges_per_peer: 1024,
+            max_find_chunk_work: 262_144,
             max_addrs_per_peer: 4,
             max_id_len: 64,
             default_peer_count: 30,

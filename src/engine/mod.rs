@@ -8,6 +8,7 @@
 
 mod announce;
 mod audit;
+mod budget;
 mod config;
 mod requests;
 mod select;
@@ -100,6 +101,8 @@ pub struct Engine {
     next_key: CachePadded<AtomicU64>,
     /// Which peer shard the next expiry step starts with.
     expiry_shard: CachePadded<AtomicUsize>,
+    /// Registered peers per source address (`max_peers_per_source`).
+    sources: budget::SourceCounts,
 }
 
 impl Engine {
@@ -133,6 +136,7 @@ impl Engine {
             swarms: CachePadded::new(AtomicUsize::new(0)),
             next_key: CachePadded::new(AtomicU64::new(0)),
             expiry_shard: CachePadded::new(AtomicUsize::new(0)),
+            sources: budget::SourceCounts::new(),
         }
     }
 
@@ -217,6 +221,7 @@ impl Engine {
                 looked += 1;
                 if record.deadline < now {
                     self.leave_all(record);
+                    self.sources.release(record.source_ip);
                     // The last record moves into `pos`; the cursor stays to look at it next.
                     shard.remove_at(pos);
                     self.peers.fetch_sub(1, Ordering::Relaxed);
@@ -483,6 +488,32 @@ impl Engine {
             }
         }
         record.card = card;
+    }
+}
+
+impl Engine {
+    /// Admits one more registered peer from `ip`: within `max_peers_per_source` and
+    /// `max_peers`. False (nothing counted) when either is reached: the caller answers 05.
+    fn admit_peer(&self, ip: IpAddr) -> bool {
+        if !self.sources.admit(ip, self.config.max_peers_per_source) {
+            return false;
+        }
+        if !reserve(&self.peers, self.config.max_peers) {
+            self.sources.release(ip);
+            return false;
+        }
+        true
+    }
+
+    /// A registered peer from `ip` is gone.
+    fn release_peer(&self, ip: IpAddr) {
+        self.peers.fetch_sub(1, Ordering::Relaxed);
+        self.sources.release(ip);
+    }
+
+    /// Peers registered from `ip` (its /64 for IPv6) now.
+    pub fn peers_from(&self, ip: IpAddr) -> usize {
+        self.sources.count(ip.to_canonical())
     }
 }
 

@@ -118,10 +118,9 @@ impl Engine {
                     if let Some(record) = shard.records.get_mut(pos) {
                         self.rearm(record, now);
                     }
-                } else if shard.remove_at(pos).is_some() {
+                } else if let Some(gone) = shard.remove_at(pos) {
                     // PEER REGISTERED: in no swarm, so there is nothing to leave.
-                    self.peers
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.release_peer(gone.source_ip);
                 }
             }
             return Err(ErrorCode::Forbidden);
@@ -130,7 +129,7 @@ impl Engine {
         let pos = match existing {
             Some(pos) => pos,
             None => {
-                if !super::reserve(&self.peers, self.config.max_peers) {
+                if !self.admit_peer(ip) {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
                 let key = self
@@ -204,12 +203,20 @@ impl Engine {
         {
             return Err(ErrorCode::BadRequest);
         }
+        let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
         // The peer-shard lock is held while the swarm is read, so the requester's membership
         // cannot change under the sample: it is never in its own peer list.
         let peers = self.with_registered(request, now, |record| {
             let mut guard = self.swarm_shard(swarm_id).lock();
             let shard = &mut *guard;
+            if let Some(swarm) = shard.swarms.get(swarm_id) {
+                // A chunk-filtered FIND checks every member's chunk set against every range
+                // asked for: refuse one that would cost more than the bound.
+                if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
+                    return Err(ErrorCode::ServiceUnavailable);
+                }
+            }
             Ok(match shard.swarms.get(swarm_id) {
                 Some(swarm) => select::peer_list(
                     swarm,
@@ -350,9 +357,8 @@ impl Engine {
                 }
                 // Out of every swarm first, then the record: members are always registered.
                 self.leave_all(record);
-                if shard.remove_at(pos).is_some() {
-                    self.peers
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(gone) = shard.remove_at(pos) {
+                    self.release_peer(gone.source_ip);
                 }
                 Ok(Answer::default())
             }
@@ -376,6 +382,20 @@ impl Engine {
         self.with_registered(request, now, |record| {
             if record.mode_in(&swarm_id).is_none() {
                 return Err(ErrorCode::Forbidden);
+            }
+            // The peer's ranges over all its swarms stay within `max_chunk_ranges_per_peer`
+            // (one short lock per other swarm; a peer is in at most `max_swarms_per_peer`).
+            let mut elsewhere = 0usize;
+            for (other, _) in record.swarms.to_vec() {
+                if other != swarm_id {
+                    let shard = self.swarm_shard(&other).lock();
+                    if let Some(swarm) = shard.swarms.get(&other) {
+                        elsewhere += swarm.chunks_of(record.key).len();
+                    }
+                }
+            }
+            if elsewhere.saturating_add(set.len()) > self.config.max_chunk_ranges_per_peer {
+                return Err(ErrorCode::ServiceUnavailable);
             }
             let mut shard = self.swarm_shard(&swarm_id).lock();
             if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {

@@ -1401,3 +1401,107 @@ fn top_swarms_lists_the_largest_first_and_at_most_n() {
     assert_eq!(e.top_swarms(0), Vec::new());
     assert_eq!(e.top_swarms(100).len(), plan.len());
 }
+
+#[test]
+fn one_source_registers_at_most_its_share_of_peers_and_gets_05_beyond() {
+    let e = Engine::new(&EngineConfig {
+        max_peers_per_source: 3,
+        ..cfg()
+    });
+    for i in 0..3 {
+        ok(e.handle(
+            &req(&format!("a{i}"), A, connect(vec![act("s", J, LE)])),
+            t(0),
+        ));
+    }
+    assert_eq!(
+        code(e.handle(&req("a3", A, connect(vec![act("s", J, LE)])), t(0))),
+        ErrorCode::ServiceUnavailable
+    );
+    // Another source is unaffected.
+    ok(e.handle(&req("b0", B, connect(vec![act("s", J, LE)])), t(0)));
+    assert_eq!(e.peers_from(src(A).ip()), 3);
+    // A peer leaving for good gives the place back; so does expiry.
+    ok(e.handle(
+        &req(
+            "a0",
+            A,
+            RequestKind::Disconnect {
+                scope: DisconnectScope::Deregister,
+            },
+        ),
+        t(1),
+    ));
+    ok(e.handle(&req("a3", A, connect(vec![act("s", J, LE)])), t(1)));
+    e.expire(t(100_000), usize::MAX);
+    assert_eq!(e.peers_from(src(A).ip()), 0);
+    assert_eq!(e.counts().peers, 0);
+}
+
+#[test]
+fn chunk_ranges_are_bounded_over_all_of_a_peers_swarms() {
+    let e = Engine::new(&EngineConfig {
+        max_chunk_ranges: 4,
+        max_chunk_ranges_per_peer: 6,
+        ..cfg()
+    });
+    let ranges = |n: u64| -> Vec<ChunkRange> {
+        (0..n)
+            .map(|i| ChunkRange {
+                start: i * 10,
+                end: i * 10 + 1,
+            })
+            .collect()
+    };
+    let jc = |swarm: &str, chunks| RequestKind::JoinChunk {
+        swarm_id: sid(swarm),
+        chunks,
+    };
+    ok(e.handle(
+        &req("p", A, connect(vec![act("s1", J, SE), act("s2", J, SE)])),
+        t(0),
+    ));
+    ok(e.handle(&req("p", A, jc("s1", ranges(4))), t(0)));
+    assert_eq!(
+        code(e.handle(&req("p", A, jc("s2", ranges(3))), t(0))),
+        ErrorCode::ServiceUnavailable,
+        "4 + 3 ranges exceed the per-peer budget of 6"
+    );
+    ok(e.handle(&req("p", A, jc("s2", ranges(2))), t(0)));
+    // Replacing a swarm's set counts the new set only.
+    ok(e.handle(&req("p", A, jc("s1", ranges(4))), t(0)));
+    ok(e.handle(&req("p", A, jc("s1", ranges(1))), t(0)));
+    ok(e.handle(&req("p", A, jc("s2", ranges(4))), t(0)));
+}
+
+#[test]
+fn a_chunk_filtered_find_over_its_cost_bound_gets_05() {
+    let e = Engine::new(&EngineConfig {
+        max_find_chunk_work: 100,
+        ..cfg()
+    });
+    for i in 0..30 {
+        ok(e.handle(
+            &req(&format!("p{i}"), A, connect(vec![act("s", J, LE)])),
+            t(0),
+        ));
+    }
+    let f = |n: u64| RequestKind::Find {
+        swarm_id: sid("s"),
+        peer_num: None,
+        chunks: (0..n)
+            .map(|i| ChunkRange {
+                start: i * 10,
+                end: i * 10 + 1,
+            })
+            .collect(),
+    };
+    ok(e.handle(&req("p0", A, f(3)), t(0)));
+    assert_eq!(
+        code(e.handle(&req("p0", A, f(4)), t(0))),
+        ErrorCode::ServiceUnavailable,
+        "4 ranges x 30 members = 120 > 100"
+    );
+    // A plain FIND has no chunk filter and is not bounded by it.
+    ok(e.handle(&req("p0", A, find("s", None)), t(0)));
+}

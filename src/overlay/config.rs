@@ -57,8 +57,18 @@ pub struct OverlayConfig {
     pub link_ack_timeout_ms: u64,
     /// Bytes queued for one link beyond which the link is failed instead of buffering more.
     pub max_link_queued_bytes: usize,
-    /// Most open links (inbound + outbound); more inbound connections are refused.
+    /// Most open links (inbound + outbound). When full, the oldest inbound connection that has
+    /// not said hello is closed for a new one; with none, the new one is refused.
     pub max_links: usize,
+    /// Most inbound links from one source address (IPv6: one /64); more are refused. 0 = no
+    /// cap.
+    pub max_links_per_source: usize,
+    /// Longest lifetime a value stored at this node keeps, seconds (a longer one asked by
+    /// the storing node is cut to it).
+    pub max_value_lifetime_secs: u32,
+    /// Most resources this node stores; a store for one more is answered
+    /// Error_Data_Too_Large.
+    pub max_stored_resources: usize,
     /// How long a routed Attach to learn a peer's address may take before the peer counts
     /// as unreachable, ms.
     pub attach_timeout_ms: u64,
@@ -125,6 +135,9 @@ impl Default for OverlayConfig {
             max_links: 256,
             attach_timeout_ms: 5000,
             value_lifetime_secs: 86_400,
+            max_links_per_source: 16,
+            max_value_lifetime_secs: 86_400,
+            max_stored_resources: 1 << 20,
             admin_timeout_ms: 10_000,
             configuration_sequence: 0,
             security: "certificate".to_owned(),
@@ -326,6 +339,12 @@ impl OverlayConfig {
         }
         if self.value_lifetime_secs == 0 {
             return Err("overlay.value_lifetime_secs must be at least 1".to_owned());
+        }
+        if self.max_value_lifetime_secs == 0 {
+            return Err("overlay.max_value_lifetime_secs must be at least 1".to_owned());
+        }
+        if self.max_stored_resources == 0 {
+            return Err("overlay.max_stored_resources must be at least 1".to_owned());
         }
         Ok(())
     }

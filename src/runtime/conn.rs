@@ -40,6 +40,20 @@ pub(crate) fn guarded_input(
         .map_err(|_| ServicePanicked)
 }
 
+/// The key a source address is counted under for per-source limits: an IPv4 address (also
+/// when IPv4-mapped), or the /64 prefix of an IPv6 address (one subscriber's usual
+/// allocation, RFC 6177), as 128 bits.
+pub fn source_key(ip: std::net::IpAddr) -> u128 {
+    let v4 = |a: std::net::Ipv4Addr| u128::from(u32::from(a)) | (0xffff << 32);
+    match ip {
+        std::net::IpAddr::V4(a) => v4(a),
+        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(m) => v4(m),
+            None => u128::from(a) & !(u128::from(u64::MAX)),
+        },
+    }
+}
+
 /// Limits of the connections of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -52,6 +66,27 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// A connection without traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// A request (head and body) must be complete within this long of its first byte, however
+    /// steadily its bytes trickle in (RFC 9112 section 9.8 leaves this to the server; this is
+    /// the slow-head / slow-body defence). Separate from `idle_timeout`, which runs between
+    /// requests.
+    pub request_timeout: Duration,
+    /// Open connections per source address (IPv6: per /64) per worker; more from that source
+    /// are refused. 0 means no per-source cap.
+    pub max_connections_per_source: usize,
+    /// The last `reserved_slots` of `max_connections` are kept for sources with no connection
+    /// open, so that a probe from a new address gets in while another source holds the rest.
+    pub reserved_slots: usize,
+    /// Requests served per connection per event-loop turn; a connection with more waiting
+    /// is served again in the next turn, after every other ready connection.
+    pub max_requests_per_turn: usize,
+    /// Answer bytes computed per connection per event-loop turn (checked before each answer is
+    /// computed; one answer may exceed it).
+    pub max_output_per_turn: usize,
+    /// Kernel send buffer of each connection (`SO_SNDBUF`, set on the listener and inherited),
+    /// bytes; 0 keeps the kernel's default and autotuning. Bounds what a client that does not
+    /// read can pin in the kernel before the output limit applies.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for ConnLimits {
@@ -61,6 +96,12 @@ impl Default for ConnLimits {
             max_pending_output_bytes: 256 * 1024,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            max_connections_per_source: 0,
+            reserved_slots: 0,
+            max_requests_per_turn: 16,
+            max_output_per_turn: 64 * 1024,
+            send_buffer_bytes: 0,
         }
     }
 }
@@ -81,6 +122,9 @@ pub(crate) struct ConnState {
     /// The service asked to close: flush the output, then close.
     closing: bool,
     last_activity: Instant,
+    /// When the first byte of the incomplete request now buffered arrived; `None` when no
+    /// incomplete request is buffered.
+    partial_since: Option<Instant>,
 }
 
 impl ConnState {
@@ -94,6 +138,7 @@ impl ConnState {
             read_closed: false,
             closing: false,
             last_activity: now,
+            partial_since: None,
         }
     }
 
@@ -179,9 +224,12 @@ impl ConnState {
             if self.filled == 0 {
                 self.input = Vec::new();
             }
+            // What is left is re-examined in the next call; its deadline starts then.
+            self.partial_since = None;
         } else {
             // Incomplete request: wait for more bytes.
             self.input_dirty = false;
+            self.partial_since.get_or_insert(Instant::now());
         }
         if step.close {
             self.closing = true;
@@ -202,22 +250,44 @@ impl ConnState {
         self.input.get(..self.filled).unwrap_or(&[])
     }
 
+    /// When the incomplete request now buffered started, if any.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// How long the incomplete request now buffered has been arriving (zero when none).
+    pub fn partial_for(&self, now: Instant) -> Duration {
+        self.partial_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// Since when this connection has made no progress: the start of its incomplete request,
+    /// else its last traffic. The oldest is evicted first from a full listener.
+    pub fn stalled_since(&self) -> Instant {
+        self.partial_since
+            .map_or(self.last_activity, |t| t.min(self.last_activity))
+    }
+
     /// The stashed input was copied out and is being served: forget it.
     pub fn clear_input(&mut self, now: Instant) {
         self.input = Vec::new();
         self.filled = 0;
         self.input_dirty = false;
+        self.partial_since = None;
         self.last_activity = now;
     }
 
     /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
     /// service may be able to consume more of it without new bytes (it stopped at the output
     /// limit rather than at an incomplete request).
-    pub fn stash_input(&mut self, leftover: &[u8], dirty: bool, now: Instant) {
+    /// `started` is when the first byte of an incomplete leftover arrived (its deadline runs
+    /// from then).
+    pub fn stash_input(&mut self, leftover: &[u8], dirty: bool, started: Instant, now: Instant) {
         self.input.truncate(self.filled);
         self.input.extend_from_slice(leftover);
         self.filled = self.input.len();
         self.input_dirty = dirty && self.filled > 0;
+        self.partial_since = (!dirty && self.filled > 0).then_some(started);
         self.last_activity = now;
     }
 
@@ -282,6 +352,7 @@ mod tests {
             local: "127.0.0.1:2".parse().unwrap(),
             output_limit: limit,
             client_cert: None,
+            max_requests: usize::MAX,
         }
     }
 
@@ -295,6 +366,35 @@ mod tests {
             state.on_read(n, now);
             rest = &rest[n..];
         }
+    }
+
+    #[test]
+    fn source_keys_group_ipv6_by_64_and_map_ipv4() {
+        let k = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("127.0.0.2"), k("::ffff:127.0.0.2"));
+        assert_ne!(k("127.0.0.2"), k("127.0.0.3"));
+    }
+
+    #[test]
+    fn an_incomplete_request_keeps_its_first_byte_time() {
+        let t0 = Instant::now();
+        let mut s = ConnState::new(t0);
+        s.stash_input(b"1", false, t0, t0);
+        assert_eq!(s.partial_since(), Some(t0));
+        let later = t0 + Duration::from_secs(5);
+        // More bytes of the same request do not restart its deadline.
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)).unwrap(), 0);
+        assert_eq!(s.partial_since(), Some(t0));
+        assert_eq!(s.partial_for(later), Duration::from_secs(5));
+        assert!(s.stalled_since() <= t0);
+        feed(&mut s, b"\n", 100);
+        assert_eq!(s.run_service(&mut Lines, &ctx(1000)).unwrap(), 2);
+        assert_eq!(s.partial_since(), None, "complete: no deadline");
+        // Held-back whole requests are not a slow client.
+        s.stash_input(b"2\n", true, t0, t0);
+        assert_eq!(s.partial_since(), None);
     }
 
     #[test]
@@ -365,7 +465,7 @@ mod tests {
         let mut s = ConnState::new(Instant::now());
         assert!(s.is_empty());
         // A scratch read left half a request behind.
-        s.stash_input(b"1", false, Instant::now());
+        s.stash_input(b"1", false, Instant::now(), Instant::now());
         assert!(!s.is_empty());
         assert!(!s.wants_service(&limits), "incomplete: wait for bytes");
         feed(&mut s, b"0\n", 100);
@@ -376,7 +476,7 @@ mod tests {
         s.on_written(n, Instant::now());
         assert!(s.is_empty());
         // Whole requests held back by the output limit are served without new bytes.
-        s.stash_input(b"2\n", true, Instant::now());
+        s.stash_input(b"2\n", true, Instant::now(), Instant::now());
         assert!(s.wants_service(&limits));
     }
 }

@@ -6,6 +6,7 @@
 //! output is over the backpressure limit (then it waits for the socket to become writable).
 //! A [`mio::Waker`] interrupts the poll for shutdown; the poll timeout drives the worker tick.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{guarded_input, ConnLimits, ConnState};
+use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::tls::{TlsAcceptor, TlsConn};
@@ -41,6 +42,8 @@ pub(crate) struct WorkerSetup {
     pub tick: Duration,
     pub events_per_poll: usize,
     pub datagram_batch: usize,
+    pub descriptor_reserve: usize,
+    pub serve_from_reserve: bool,
 }
 
 struct Listening {
@@ -53,6 +56,11 @@ struct Listening {
     retry_accept: bool,
     /// TLS of this listener's connections, when the service asks for it.
     tls: Option<Arc<TlsAcceptor>>,
+    /// An accept back-off episode is under way (logged once when it starts and once when it
+    /// ends, not at every retry).
+    backing_off: bool,
+    /// Open connections per source key ([`source_key`]); entries at zero are removed.
+    per_source: hashbrown::HashMap<u128, u32, foldhash::fast::RandomState>,
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -76,6 +84,13 @@ struct Conn {
     state: ConnState,
     listener: usize,
     ctx: ConnCtx,
+    /// [`source_key`] of the peer.
+    source: u128,
+    /// In the ready queue: its last turn ended at the budget with work left.
+    queued: bool,
+    /// The peer's FIN (or an error) was reported: read on to the end rather than trusting a
+    /// short read.
+    hangup: bool,
 }
 
 impl Conn {
@@ -124,6 +139,28 @@ pub(crate) struct EventLoop {
     datagram_batch: usize,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Connections whose turn ended at the budget with work left, served in order in the
+    /// following turns.
+    ready: VecDeque<usize>,
+    /// Descriptors kept for `EMFILE` (see [`super::RuntimeConfig::descriptor_reserve`]).
+    reserve: Vec<std::fs::File>,
+    reserve_target: usize,
+    serve_from_reserve: bool,
+}
+
+/// Opens descriptors on `/dev/null` until `reserve` holds `target`.
+fn refill_reserve(reserve: &mut Vec<std::fs::File>, target: usize) {
+    while reserve.len() < target {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => reserve.push(f),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The accept error means the process or the system is out of descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 impl EventLoop {
@@ -143,6 +180,8 @@ impl EventLoop {
                 open: 0,
                 retry_accept: false,
                 tls: spec.service.tls(),
+                backing_off: false,
+                per_source: Default::default(),
             });
         }
         let first_udp = FIRST_LISTENER + listening.len();
@@ -178,6 +217,14 @@ impl EventLoop {
                 datagram_batch: setup.datagram_batch,
                 conns: Vec::new(),
                 free: Vec::new(),
+                ready: VecDeque::new(),
+                reserve: {
+                    let mut r = Vec::new();
+                    refill_reserve(&mut r, setup.descriptor_reserve);
+                    r
+                },
+                reserve_target: setup.descriptor_reserve,
+                serve_from_reserve: setup.serve_from_reserve,
             },
             waker,
         ))
@@ -223,14 +270,14 @@ impl EventLoop {
         let sweep_every = self
             .listening
             .iter()
-            .map(|l| l.limits.idle_timeout / 4)
+            .map(|l| l.limits.idle_timeout.min(l.limits.request_timeout) / 4)
             .min()
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut next_sweep = Instant::now() + sweep_every;
 
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.udp.iter().any(|u| u.pending) {
+            let timeout = if self.udp.iter().any(|u| u.pending) || !self.ready.is_empty() {
                 Duration::ZERO
             } else {
                 next_tick.saturating_duration_since(Instant::now())
@@ -261,6 +308,17 @@ impl EventLoop {
                 } else {
                     let hangup = event.is_read_closed() || event.is_error();
                     self.drive(token - first_conn, &mut workers, &mut scratch, hangup, now);
+                }
+            }
+            // Connections cut at their budget in earlier turns get one more turn each, after
+            // the fresh events, so a connection with much to do waits behind the others.
+            for _ in 0..self.ready.len() {
+                let Some(slot) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                    conn.queued = false;
+                    self.drive(slot, &mut workers, &mut scratch, false, now);
                 }
             }
             // Datagram sockets take turns after the connections, so a flood on one cannot
@@ -332,22 +390,69 @@ impl EventLoop {
         let local = l.local;
         let limits = l.limits;
         loop {
+            let mut from_reserve = false;
             let accepted = match self.listening[listener].socket.accept() {
                 Ok(a) => a,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.end_backoff(listener);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: retry at the next tick.
-                    if !self.listening[listener].retry_accept {
-                        tracing::warn!(worker = self.index, addr = %local, "accept failed: {e}");
+                    // Out of descriptors: release one from the reserve to take the queued
+                    // connection (served on the admin listener, closed at once elsewhere), so
+                    // clients are not left waiting for their connect timeout.
+                    let taken = if out_of_descriptors(&e) && self.reserve.pop().is_some() {
+                        self.listening[listener].socket.accept().ok()
+                    } else {
+                        None
+                    };
+                    if let Some(a) = taken {
+                        if self.serve_from_reserve {
+                            from_reserve = true;
+                            a
+                        } else {
+                            drop(a);
+                            refill_reserve(&mut self.reserve, self.reserve_target);
+                            bump(&self.conn_stats(listener).refused, 1);
+                            self.start_backoff(listener, &e);
+                            continue;
+                        }
+                    } else {
+                        // EMFILE, ENFILE, ENOBUFS with no reserve left: retry at the next
+                        // tick.
+                        refill_reserve(&mut self.reserve, self.reserve_target);
+                        self.start_backoff(listener, &e);
+                        self.listening[listener].retry_accept = true;
+                        return;
                     }
-                    self.listening[listener].retry_accept = true;
-                    return;
                 }
             };
             let (mut stream, peer) = accepted;
-            if self.listening[listener].open >= limits.max_connections {
+            if !from_reserve {
+                self.end_backoff(listener);
+            }
+            let source = source_key(peer.ip());
+            let from_source = self.listening[listener]
+                .per_source
+                .get(&source)
+                .copied()
+                .unwrap_or(0) as usize;
+            if limits.max_connections_per_source > 0
+                && from_source >= limits.max_connections_per_source
+            {
+                bump(&self.conn_stats(listener).refused_per_source, 1);
+                drop(stream);
+                continue;
+            }
+            // The last `reserved_slots` go only to sources with nothing open.
+            let room = if from_source > 0 {
+                limits.max_connections.saturating_sub(limits.reserved_slots)
+            } else {
+                limits.max_connections
+            };
+            if self.listening[listener].open >= room && !self.evict_oldest(listener) {
                 bump(&self.conn_stats(listener).refused, 1);
                 refuse(stream, refusal);
                 continue;
@@ -391,12 +496,62 @@ impl EventLoop {
                     local,
                     output_limit: limits.max_pending_output_bytes,
                     client_cert: None,
+                    max_requests: limits.max_requests_per_turn.max(1),
                 },
+                source,
+                queued: false,
+                hangup: false,
             });
-            self.listening[listener].open += 1;
+            let l = &mut self.listening[listener];
+            l.open += 1;
+            *l.per_source.entry(source).or_insert(0) += 1;
             let stats = self.conn_stats(listener);
             bump(&stats.accepted, 1);
             bump(&stats.open, 1);
+        }
+    }
+
+    fn start_backoff(&mut self, listener: usize, e: &io::Error) {
+        let l = &mut self.listening[listener];
+        if !l.backing_off {
+            l.backing_off = true;
+            tracing::warn!(
+                worker = self.index,
+                addr = %l.local,
+                "accept failed: {e}; new connections are refused until it recovers \
+                 (logged once per episode)"
+            );
+        }
+    }
+
+    fn end_backoff(&mut self, listener: usize) {
+        let l = &mut self.listening[listener];
+        if std::mem::take(&mut l.backing_off) {
+            tracing::info!(worker = self.index, addr = %l.local, "accepting again");
+        }
+    }
+
+    /// Closes the listener's connection that has made no progress for longest (idle between
+    /// requests, stuck in an incomplete request, or not reading its answers), to make room for
+    /// a new one. Connections waiting for their next turn are busy, not idle, and are kept.
+    /// Returns false when there is none. Linear in the worker's connections; runs only when
+    /// the listener is full.
+    fn evict_oldest(&mut self, listener: usize) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| c.as_ref().map(|c| (slot, c)))
+            .filter(|(_, c)| c.listener == listener && !c.queued)
+            .min_by_key(|(_, c)| c.state.stalled_since())
+            .map(|(slot, _)| slot);
+        match victim {
+            Some(slot) => {
+                bump(&self.conn_stats(listener).evicted, 1);
+                self.close(slot);
+                true
+            }
+            None => false,
         }
     }
 
@@ -418,9 +573,17 @@ impl EventLoop {
         let Some(worker) = workers.get_mut(listener) else {
             return;
         };
-        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, hangup, now);
+        conn.hangup |= hangup;
+        let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}
+            Outcome::Yield => {
+                bump(&stats.turns_cut, 1);
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push_back(slot);
+                }
+            }
             Outcome::Close => self.close(slot),
             Outcome::Overflow => {
                 bump(&self.conn_stats(listener).closed_overflow, 1);
@@ -452,6 +615,13 @@ impl EventLoop {
             // Counters first, so that a client seeing the close also sees them.
             if let Some(l) = self.listening.get_mut(conn.listener) {
                 l.open = l.open.saturating_sub(1);
+                if let hashbrown::hash_map::Entry::Occupied(mut e) = l.per_source.entry(conn.source)
+                {
+                    *e.get_mut() -= 1;
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
             }
             drop_by(&self.conn_stats(conn.listener).open, 1);
             let mut stream = conn.stream;
@@ -463,9 +633,14 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut stream);
             drop(stream);
             self.free.push(slot);
+            if self.reserve.len() < self.reserve_target {
+                refill_reserve(&mut self.reserve, self.reserve_target);
+            }
         }
     }
 
+    /// Closes connections idle for their `idle_timeout`, and those whose incomplete request
+    /// has been arriving for longer than `request_timeout`.
     fn sweep_idle(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
             // A TLS handshake that stalls or trickles is bounded by its own, shorter deadline.
@@ -488,16 +663,16 @@ impl EventLoop {
                 self.close(slot);
                 continue;
             }
-            let idle = match &self.conns[slot] {
-                Some(conn) => {
-                    conn.state.idle_for(now) >= self.listening[conn.listener].limits.idle_timeout
-                }
-                None => false,
+            let Some(conn) = &self.conns[slot] else {
+                continue;
             };
-            if idle {
-                if let Some(Some(conn)) = self.conns.get(slot) {
-                    bump(&self.conn_stats(conn.listener).closed_idle, 1);
-                }
+            let limits = &self.listening[conn.listener].limits;
+            let listener = conn.listener;
+            if conn.state.partial_for(now) >= limits.request_timeout {
+                bump(&self.conn_stats(listener).closed_deadline, 1);
+                self.close(slot);
+            } else if conn.state.idle_for(now) >= limits.idle_timeout {
+                bump(&self.conn_stats(listener).closed_idle, 1);
                 self.close(slot);
             }
         }
@@ -525,6 +700,8 @@ fn refuse(mut stream: mio::net::TcpStream, refusal: &[u8]) {
 
 enum Outcome {
     Keep,
+    /// The turn's budget is spent with work left: serve again in a later turn.
+    Yield,
     Close,
     Overflow,
     Error,
@@ -532,17 +709,19 @@ enum Outcome {
     Panic,
 }
 
-/// Moves bytes until the socket would block, the service waits for more input, or output is
-/// over the backpressure limit.
+/// Moves bytes until the socket would block, the service waits for more input, output is
+/// over the backpressure limit, or the turn's budget is spent: one service call that served
+/// something, of at most `max_requests_per_turn` requests and `max_output_per_turn` bytes.
 fn serve(
     conn: &mut Conn,
     worker: &mut dyn StreamWorker,
     limits: &ConnLimits,
     stats: &ConnStats,
     scratch: &mut Scratch,
-    hangup: bool,
     now: Instant,
 ) -> Outcome {
+    let hangup = conn.hangup;
+    let mut served = false;
     // A short read drained the socket (epoll(7): for stream sockets a read that returns less
     // than asked means the input space is exhausted), so the edge-triggered registration
     // reports the next bytes and one `EAGAIN` read per request is saved. Not when this event
@@ -598,9 +777,21 @@ fn serve(
 
         // 2. Let the service consume what is buffered.
         if conn.state.wants_service(limits) {
-            let Ok(consumed) = conn.state.run_service(worker, &conn.ctx) else {
+            if served {
+                return Outcome::Yield;
+            }
+            let mut ctx = conn.ctx;
+            // The output vector holds what is pending in front of the new answers.
+            ctx.output_limit = ctx.output_limit.min(
+                conn.state
+                    .pending_output()
+                    .len()
+                    .saturating_add(limits.max_output_per_turn.max(1)),
+            );
+            let Ok(consumed) = conn.state.run_service(worker, &ctx) else {
                 return Outcome::Panic;
             };
+            served |= consumed > 0;
             // Flush what it wrote and serve the rest of the buffer before reading again. A
             // call that consumed nothing cleared the dirty flag, so this cannot spin.
             if consumed > 0 || conn.state.closing() || conn.state.has_output() {
@@ -624,8 +815,15 @@ fn serve(
         if drained {
             return Outcome::Keep;
         }
+        if served {
+            // The socket may hold more requests: read them in a later turn.
+            return Outcome::Yield;
+        }
         match read_through_scratch(conn, worker, limits, stats, scratch, now) {
-            Ok(short) => drained = short && !hangup,
+            Ok((short, consumed)) => {
+                drained = short && !hangup;
+                served |= consumed;
+            }
             Err(outcome) => return outcome,
         }
     }
@@ -635,8 +833,8 @@ fn serve(
 /// stashed), serves from it, writes the answers straight from the scratch output when nothing
 /// else is pending, and stashes only what is left over in the connection. Reads are therefore
 /// as large as a request may be, and a connection holds buffers only between partial reads or
-/// writes. `Ok(true)` means the read was short (the socket is drained); `Err` carries how the
-/// caller must return.
+/// writes. `Ok((short, served))`: the read was short (the socket is drained), the service
+/// consumed at least one request; `Err` carries how the caller must return.
 fn read_through_scratch(
     conn: &mut Conn,
     worker: &mut dyn StreamWorker,
@@ -644,7 +842,7 @@ fn read_through_scratch(
     stats: &ConnStats,
     scratch: &mut Scratch,
     now: Instant,
-) -> Result<bool, Outcome> {
+) -> Result<(bool, bool), Outcome> {
     let cap = limits.max_input_bytes.clamp(1, scratch.input.len());
     let stashed = conn.state.stashed_input();
     if stashed.len() >= cap {
@@ -656,14 +854,20 @@ fn read_through_scratch(
     let n = match conn.read(&mut scratch.input[held..cap]) {
         Ok(0) => {
             conn.state.read_closed = true;
-            return Ok(false);
+            return Ok((false, false));
         }
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Outcome::Keep),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok((false, false)),
         Err(_) => return Err(Outcome::Error),
     };
     bump(&stats.bytes_in, n as u64);
+    // An incomplete request keeps the time of its first byte across reads.
+    let started = if held > 0 {
+        conn.state.partial_since().unwrap_or(now)
+    } else {
+        now
+    };
     conn.state.clear_input(now);
     let len = held + n;
     let data = &scratch.input[..len];
@@ -671,7 +875,10 @@ fn read_through_scratch(
     // Answers go after anything still pending, and count against the same limit.
     let pending = conn.state.pending_output().len();
     let mut ctx = conn.ctx;
-    ctx.output_limit = ctx.output_limit.saturating_sub(pending);
+    ctx.output_limit = ctx
+        .output_limit
+        .saturating_sub(pending)
+        .min(limits.max_output_per_turn.max(1));
     scratch.output.clear();
     let Ok(step) = guarded_input(worker, &ctx, data, &mut scratch.output) else {
         return Err(Outcome::Panic);
@@ -680,7 +887,9 @@ fn read_through_scratch(
     if consumed < len {
         // Served nothing: an incomplete request waits for more bytes. Served some: the rest
         // may be whole requests held back by the output limit.
-        conn.state.stash_input(&data[consumed..], consumed > 0, now);
+        let started = if consumed > 0 { now } else { started };
+        conn.state
+            .stash_input(&data[consumed..], consumed > 0, started, now);
     }
     if step.close {
         conn.state.set_closing();
@@ -705,7 +914,5 @@ fn read_through_scratch(
     if scratch.output.capacity() > 1024 * 1024 {
         scratch.output = Vec::with_capacity(16 * 1024);
     }
-    // Through TLS a short read says nothing about the socket (records are read one buffer at
-    // a time): read on until it would block.
-    Ok(n < cap - held && conn.tls.is_none())
+    Ok((n < cap - held && conn.tls.is_none(), consumed > 0))
 }

@@ -16,6 +16,7 @@
 
 mod conn;
 mod datagram;
+pub mod descriptors;
 mod epoll;
 mod listener;
 mod mmsg;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use conn::ConnLimits;
+pub use conn::{source_key, ConnLimits};
 
 /// Largest datagram a datagram service is given whole (the receive slot size); longer ones
 /// are dropped by the runtime.
@@ -49,11 +50,15 @@ pub struct ConnCtx {
     /// The local address the connection was accepted on.
     pub local: SocketAddr,
     /// Stop appending answers once `out.len()` reaches this (pending output at the call is
-    /// included); the runtime calls again when the client has read some.
+    /// included); the runtime calls again when the client has read some. It also carries the
+    /// listener's per-turn output budget, so check it before computing each answer.
     pub output_limit: usize,
     /// The client certificate verified in the TLS handshake, on a TLS listener that requires
     /// one (see [`tls`]); `None` otherwise.
     pub client_cert: Option<tls::ClientCert>,
+    /// Serve at most this many requests in this call (the per-turn fairness budget); the
+    /// runtime calls again in a later turn for the rest.
+    pub max_requests: usize,
 }
 
 /// What a service did with the input it was given.
@@ -82,8 +87,8 @@ pub trait StreamService: Send + Sync {
 pub trait StreamWorker {
     /// Consumes zero or more whole requests from the front of `input` and appends their
     /// answers, in order, to `out`. Must consume at least one request when `input` holds a
-    /// complete one and `out.len() < ctx.output_limit`, and should stop once `out.len()`
-    /// reaches `ctx.output_limit`. `input` never exceeds the listener's `max_input_bytes`.
+    /// complete one and `out.len() < ctx.output_limit`, should stop once `out.len()`
+    /// reaches `ctx.output_limit`, and must stop after `ctx.max_requests` requests. `input` never exceeds the listener's `max_input_bytes`.
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep;
 
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
@@ -189,6 +194,13 @@ pub struct RuntimeConfig {
     pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
+    /// Descriptors each worker holds in reserve (open on `/dev/null`) for when accepting
+    /// fails with `EMFILE`/`ENFILE`: one is released to accept a queued connection.
+    pub descriptor_reserve: usize,
+    /// With descriptors exhausted, serve the connection accepted on a reserve descriptor (the
+    /// admin listener: monitoring must see the exhaustion) instead of closing it at once (the
+    /// client learns at once rather than after its connect timeout).
+    pub serve_from_reserve: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -203,6 +215,8 @@ impl Default for RuntimeConfig {
             udp_buffer_bytes: 0,
             datagram_batch: 64,
             name: "worker".to_owned(),
+            descriptor_reserve: 1,
+            serve_from_reserve: false,
         }
     }
 }
@@ -248,6 +262,14 @@ impl Runtime {
         for spec in &listeners {
             let (bound, group) = listener::bind_group(spec.addr, workers, config.listen_backlog)?;
             for (w, socket) in group.into_iter().enumerate() {
+                if spec.limits.send_buffer_bytes > 0 {
+                    // Accepted connections inherit the listener's send buffer.
+                    socket2::SockRef::from(&socket)
+                        .set_send_buffer_size(spec.limits.send_buffer_bytes)
+                        .map_err(|e| {
+                            io::Error::new(e.kind(), format!("SO_SNDBUF on {bound}: {e}"))
+                        })?;
+                }
                 sockets[w].push(socket);
             }
             stats.push(ListenerStats::new(spec.name.clone(), bound, workers));
@@ -303,6 +325,8 @@ impl Runtime {
                 tick: config.tick,
                 events_per_poll: config.events_per_poll,
                 datagram_batch: config.datagram_batch,
+                descriptor_reserve: config.descriptor_reserve,
+                serve_from_reserve: config.serve_from_reserve,
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -23,6 +23,16 @@ pub struct ConnStats {
     pub closed_overflow: AtomicU64,
     /// Connections closed on a socket error.
     pub closed_error: AtomicU64,
+    /// Connections closed because a request was not complete within `request_timeout` of its
+    /// first byte (slow heads or bodies).
+    pub closed_deadline: AtomicU64,
+    /// Idle or stalled connections closed to make room for a new one on a full listener.
+    pub evicted: AtomicU64,
+    /// Connections refused because their source address (IPv6: its /64) had
+    /// `max_connections_per_source` open on the worker.
+    pub refused_per_source: AtomicU64,
+    /// Times a connection's turn ended at its per-turn budget with work left (served later).
+    pub turns_cut: AtomicU64,
     /// Connections closed because the service panicked on their input.
     pub closed_panic: AtomicU64,
     /// TLS connections closed because the handshake failed (garbage, refused certificate,
@@ -61,6 +71,10 @@ pub struct ConnTotals {
     pub closed_idle: u64,
     pub closed_overflow: u64,
     pub closed_error: u64,
+    pub closed_deadline: u64,
+    pub evicted: u64,
+    pub refused_per_source: u64,
+    pub turns_cut: u64,
     pub closed_panic: u64,
     pub tls_handshake_failed: u64,
     pub tls_handshake_timeout: u64,
@@ -98,6 +112,10 @@ impl ListenerStats {
             t.closed_idle += get(&w.closed_idle);
             t.closed_overflow += get(&w.closed_overflow);
             t.closed_error += get(&w.closed_error);
+            t.closed_deadline += get(&w.closed_deadline);
+            t.evicted += get(&w.evicted);
+            t.refused_per_source += get(&w.refused_per_source);
+            t.turns_cut += get(&w.turns_cut);
             t.closed_panic += get(&w.closed_panic);
             t.tls_handshake_failed += get(&w.tls_handshake_failed);
             t.tls_handshake_timeout += get(&w.tls_handshake_timeout);

@@ -40,7 +40,9 @@ impl StreamWorker for LineWorker {
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let mut consumed = 0;
         let mut close = false;
-        while out.len() < ctx.output_limit && !close {
+        let mut served = 0;
+        while out.len() < ctx.output_limit && !close && served < ctx.max_requests {
+            served += 1;
             let rest = &input[consumed..];
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
                 break;
@@ -251,7 +253,7 @@ fn idle_connections_are_closed() {
 }
 
 #[test]
-fn connections_beyond_the_limit_are_refused_and_counted() {
+fn a_full_listener_evicts_the_connection_idle_for_longest() {
     let limits = ConnLimits {
         max_connections: 2,
         ..ConnLimits::default()
@@ -262,24 +264,165 @@ fn connections_beyond_the_limit_are_refused_and_counted() {
     for c in [&mut a, &mut b] {
         c.write_all(b"2\n").unwrap();
         assert_eq!(read_exact_len(c, answer(2).len()), answer(2));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    // `b` is used again, so `a` is the one idle for longest.
+    b.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut b, answer(1).len()), answer(1));
     let mut third = connect(addr);
-    let _ = third.write_all(b"2\n");
+    third.write_all(b"3\n").unwrap();
+    assert_eq!(read_exact_len(&mut third, answer(3).len()), answer(3));
     assert!(
-        closed_by_server(&mut third),
-        "the third connection must be refused"
+        closed_by_server(&mut a),
+        "the oldest idle connection is evicted"
     );
     let stats = rt.stats();
-    assert_eq!(stats.listeners[0].totals().refused, 1);
+    assert_eq!(stats.listeners[0].totals().evicted, 1);
+    assert_eq!(stats.listeners[0].totals().refused, 0);
     assert_eq!(stats.listeners[0].totals().open, 2);
-    // Closing one frees a place.
-    drop(a);
+    b.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut b, answer(2).len()), answer(2));
+    rt.shutdown();
+}
+
+fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn one_source_gets_at_most_its_share_of_connections() {
+    let limits = ConnLimits {
+        max_connections_per_source: 2,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", addr)).collect();
+    for c in &mut held {
+        c.write_all(b"1\n").unwrap();
+        assert_eq!(read_exact_len(c, answer(1).len()), answer(1));
+    }
+    let mut third = connect_from("127.0.0.2", addr);
+    let _ = third.write_all(b"1\n");
+    assert!(
+        closed_by_server(&mut third),
+        "a third from the same source is refused"
+    );
+    let mut other = connect_from("127.0.0.3", addr);
+    other.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut other, answer(1).len()), answer(1));
+    let stats = rt.stats();
+    assert_eq!(stats.listeners[0].totals().refused_per_source, 1);
+    // Closing one gives the source its place back.
+    drop(held.pop());
     eventually("the closed connection is released", || {
-        stats.listeners[0].totals().open == 1
+        stats.listeners[0].totals().open == 2
     });
-    let mut d = connect(addr);
-    d.write_all(b"2\n").unwrap();
-    assert_eq!(read_exact_len(&mut d, answer(2).len()), answer(2));
+    let mut again = connect_from("127.0.0.2", addr);
+    again.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut again, answer(1).len()), answer(1));
+    rt.shutdown();
+}
+
+#[test]
+fn the_reserved_slot_is_kept_for_a_new_source() {
+    let limits = ConnLimits {
+        max_connections: 3,
+        reserved_slots: 1,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", addr)).collect();
+    for c in &mut held {
+        c.write_all(b"1\n").unwrap();
+        assert_eq!(read_exact_len(c, answer(1).len()), answer(1));
+    }
+    // A third from the same source only gets in by evicting that source's oldest.
+    let mut third = connect_from("127.0.0.2", addr);
+    third.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut third, answer(1).len()), answer(1));
+    assert_eq!(rt.stats().listeners[0].totals().evicted, 1);
+    assert_eq!(rt.stats().listeners[0].totals().open, 2);
+    // A new source takes the reserved slot without evicting anyone.
+    let mut probe = connect_from("127.0.0.3", addr);
+    probe.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut probe, answer(1).len()), answer(1));
+    assert_eq!(rt.stats().listeners[0].totals().evicted, 1);
+    assert_eq!(rt.stats().listeners[0].totals().open, 3);
+    rt.shutdown();
+}
+
+#[test]
+fn a_request_trickling_in_is_closed_at_its_deadline() {
+    let limits = ConnLimits {
+        request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(60),
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let mut slow = connect(addr);
+    slow.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    // One byte every 50 ms re-arms no timer: the request must be whole within 300 ms.
+    let mut closed = false;
+    for _ in 0..200 {
+        if slow.write_all(b"1").is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if rt.stats().listeners[0].totals().closed_deadline == 1 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the trickling request was never cut");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(closed_by_server(&mut slow));
+    // A connection idle between requests is not subject to the request deadline.
+    let mut idle = connect(addr);
+    idle.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut idle, answer(1).len()), answer(1));
+    std::thread::sleep(Duration::from_millis(600));
+    idle.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut idle, answer(2).len()), answer(2));
+    assert_eq!(rt.stats().listeners[0].totals().closed_deadline, 1);
+    rt.shutdown();
+}
+
+#[test]
+fn a_pipelining_connection_is_served_in_bounded_turns() {
+    let limits = ConnLimits {
+        max_requests_per_turn: 4,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, probe) = start(1, limits);
+    let mut c = connect(addr);
+    let mut req = String::new();
+    let mut want = Vec::new();
+    for i in 0..400 {
+        req.push_str(&format!("{}\n", i % 50));
+        want.extend(answer(i % 50));
+    }
+    c.write_all(req.as_bytes()).unwrap();
+    assert_eq!(
+        read_exact_len(&mut c, want.len()),
+        want,
+        "all answered, in order"
+    );
+    let totals = rt.stats().listeners[0].totals();
+    assert!(
+        totals.turns_cut >= 400 / 4 / 2,
+        "400 requests at 4 a turn take many turns: {}",
+        totals.turns_cut
+    );
+    // No single call produced more than 4 answers (at most 4 * 53 bytes).
+    assert!(probe.max_output.load(Ordering::SeqCst) <= 4 * 53);
     rt.shutdown();
 }
 

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
@@ -21,7 +20,7 @@ use crate::protocol::bt_udp::tracker::InfoHash;
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::runtime::{
-    ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
+    ConnCtx, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
     StreamService, StreamWorker,
 };
 
@@ -122,13 +121,13 @@ pub(crate) fn add_services(
                 name: BT_HTTP_LISTENER.to_owned(),
                 addr,
                 service: service.clone(),
-                limits: ConnLimits {
-                    // Room for the largest request, so that every limit is answered.
-                    max_input_bytes: http_limits.max_request_bytes(),
-                    max_pending_output_bytes: h.max_pending_output_bytes,
-                    max_connections: h.max_connections,
-                    idle_timeout: Duration::from_secs(h.idle_timeout_secs),
-                },
+                // Room for the largest request, so that every limit is answered.
+                limits: config.server.conn_limits(
+                    http_limits.max_request_bytes(),
+                    h.max_pending_output_bytes,
+                    h.max_connections,
+                    h.idle_timeout_secs,
+                ),
             });
         }
     }

@@ -171,7 +171,8 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
             consumed: input.len(),
             close: true,
         };
-        while out.len() < ctx.output_limit {
+        let mut served = 0;
+        while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
@@ -194,6 +195,7 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
                         return closed;
                     }
                     consumed += used;
+                    served += 1;
                     self.request(ctx, &head, body, out);
                     if !head.keep_alive {
                         return StreamStep {
@@ -252,6 +254,7 @@ mod tests {
             local: "127.0.0.1:2".parse().unwrap(),
             output_limit: 1 << 20,
             client_cert: None,
+            max_requests: usize::MAX,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::protocol::http::HttpLimits;
 use crate::protocol::ppstp::DecodeLimits;
 use crate::runtime::tls::TlsAcceptor;
-use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig, Ticker};
+use crate::runtime::{Backend, ListenerSpec, Runtime, RuntimeConfig, Ticker};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
@@ -109,6 +109,16 @@ impl Server {
     /// the key or the address at fault.
     pub fn start(config: &Config) -> anyhow::Result<Server> {
         config.validate()?;
+        match crate::runtime::descriptors::raise_soft_limit() {
+            Ok(limits) => {
+                if let Some(warning) =
+                    crate::runtime::descriptors::shortfall(config.descriptors_needed(), limits)
+                {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot read RLIMIT_NOFILE: {e}"),
+        }
         let backend = Backend::parse(&config.server.backend)
             .map_err(|e| anyhow::anyhow!("server.backend: {e}"))?;
         let workers = config.worker_count();
@@ -158,13 +168,13 @@ impl Server {
                 name: PPSTP_LISTENER.to_owned(),
                 addr: config.ppstp_addr()?,
                 service: Arc::new(ppstp::PpstpStreams(service)),
-                limits: ConnLimits {
-                    // Room for the largest request, so that every limit is answered.
-                    max_input_bytes: http_limits.max_request_bytes(),
-                    max_pending_output_bytes: p.max_pending_output_bytes,
-                    max_connections: p.max_connections,
-                    idle_timeout: Duration::from_secs(p.idle_timeout_secs),
-                },
+                // Room for the largest request, so that every limit is answered.
+                limits: config.server.conn_limits(
+                    http_limits.max_request_bytes(),
+                    p.max_pending_output_bytes,
+                    p.max_connections,
+                    p.idle_timeout_secs,
+                ),
             });
         }
         let mut datagrams = Vec::new();
@@ -203,6 +213,8 @@ impl Server {
             udp_buffer_bytes: config.server.udp_buffer_bytes,
             datagram_batch: config.bt_udp.batch_size,
             name: "worker".to_owned(),
+            descriptor_reserve: config.server.descriptor_reserve,
+            serve_from_reserve: false,
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -252,18 +264,17 @@ impl Server {
                 udp_buffer_bytes: 0,
                 datagram_batch: 1,
                 name: "admin".to_owned(),
+                descriptor_reserve: config.admin.descriptor_reserve,
+                serve_from_reserve: true,
             };
             let spec = ListenerSpec {
                 name: ADMIN_LISTENER.to_owned(),
                 addr: config.admin_addr()?,
                 service: Arc::new(AdminService(state.clone())),
-                limits: ConnLimits {
-                    // Room for the largest request, so that every limit is answered.
-                    max_input_bytes: admin::ADMIN_HTTP_LIMITS.max_request_bytes(),
-                    max_pending_output_bytes: 1024 * 1024,
-                    max_connections: 64,
-                    idle_timeout: Duration::from_secs(60),
-                },
+                // Room for the largest request, so that every limit is answered.
+                limits: config
+                    .admin
+                    .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
             };
             // On error `runtime` is dropped here, which stops the tracker's workers.
             let admin =

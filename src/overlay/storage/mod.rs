@@ -102,6 +102,9 @@ pub struct StorageConfig {
     /// Most resources this node holds (original and replica). A store that would exceed it is
     /// refused with Error_Data_Too_Large rather than growing without bound.
     pub max_resources: usize,
+    /// Longest lifetime a stored value keeps, seconds: a longer lifetime asked by the storing
+    /// node is cut to this, so no sender can pin a value for longer.
+    pub max_lifetime_secs: u32,
 }
 
 impl Default for StorageConfig {
@@ -122,6 +125,7 @@ impl Default for StorageConfig {
                 },
             ],
             max_resources: 1 << 20,
+            max_lifetime_secs: 86_400,
         }
     }
 }
@@ -178,6 +182,7 @@ impl KindEntry {
 pub struct Storage {
     kinds: BTreeMap<KindId, KindDef>,
     max_resources: usize,
+    max_lifetime_secs: u32,
     resources: BTreeMap<ResourceId, BTreeMap<KindId, KindEntry>>,
 }
 
@@ -186,6 +191,7 @@ impl Storage {
         Storage {
             kinds: config.kinds.into_iter().map(|k| (k.id, k)).collect(),
             max_resources: config.max_resources,
+            max_lifetime_secs: config.max_lifetime_secs.max(1),
             resources: BTreeMap::new(),
         }
     }
@@ -336,7 +342,8 @@ impl Storage {
                 {
                     *index = *i;
                 }
-                let expires_at = now.saturating_add(u64::from(v.lifetime) * 1000);
+                data.lifetime = data.lifetime.min(self.max_lifetime_secs);
+                let expires_at = now.saturating_add(u64::from(data.lifetime) * 1000);
                 let same = entry.values.get(&slot).is_some_and(|h| h.data == data);
                 if !same {
                     changed = true;

@@ -121,6 +121,7 @@ pub(super) struct NodeLoop {
     kinds: Vec<(KindId, DataModel)>,
     limits: LinkLimits,
     max_links: usize,
+    max_links_per_source: usize,
     attach_timeout_ms: u64,
     bootstrap_addrs: Vec<SocketAddr>,
     bootstrap: Bootstrap,
@@ -227,7 +228,11 @@ impl NodeLoop {
             config.node_id()
         }
         .map_err(|e| anyhow::anyhow!(e))?;
-        let storage = StorageConfig::default();
+        let storage = StorageConfig {
+            max_resources: config.max_stored_resources,
+            max_lifetime_secs: config.max_value_lifetime_secs,
+            ..StorageConfig::default()
+        };
         let kinds = storage.kinds.iter().map(|k| (k.id, k.model)).collect();
         let chord = ChordConfig {
             request_timeout_ms: config.overlay_reliability_timer_ms,
@@ -281,6 +286,7 @@ impl NodeLoop {
                 ack_timeout_ms: config.link_ack_timeout_ms,
             },
             max_links: config.max_links,
+            max_links_per_source: config.max_links_per_source,
             attach_timeout_ms: config.attach_timeout_ms,
             bootstrap_addrs,
             bootstrap: Bootstrap::RetryAt(0),
@@ -375,7 +381,19 @@ impl NodeLoop {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
-                    if self.links.len() >= self.max_links {
+                    let source = crate::runtime::source_key(addr.ip());
+                    let from_source = self
+                        .links
+                        .values()
+                        .filter(|l| {
+                            !l.outbound && crate::runtime::source_key(l.addr.ip()) == source
+                        })
+                        .count();
+                    let over_share =
+                        self.max_links_per_source > 0 && from_source >= self.max_links_per_source;
+                    if over_share
+                        || (self.links.len() >= self.max_links && !self.evict_silent_link())
+                    {
                         // Refused: closing the stream is the answer.
                         self.stats
                             .link_failures
@@ -391,6 +409,24 @@ impl NodeLoop {
                     break;
                 }
             }
+        }
+    }
+
+    /// Closes the oldest inbound link that has not said hello, to make room on a full node.
+    /// False when every link is identified (then the new connection is refused).
+    fn evict_silent_link(&mut self) -> bool {
+        let victim = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.outbound && l.peer.is_none())
+            .min_by_key(|(_, l)| l.opened_at)
+            .map(|(t, _)| *t);
+        match victim {
+            Some(t) => {
+                self.fail_link(t, "evicted: no hello yet and the node's links are full");
+                true
+            }
+            None => false,
         }
     }
 
