@@ -58,6 +58,11 @@ fn serve(extra: &[String]) -> (Running, SocketAddr, SocketAddr) {
             "ppstp.listen=127.0.0.1:0",
             "--set",
             "admin.listen=127.0.0.1:0",
+            // A bound default port is refused at start: every listener on port 0.
+            "--set",
+            "bt_udp.listen=127.0.0.1:0",
+            "--set",
+            "bt_http.listen=127.0.0.1:0",
         ])
         .args(extra)
         .env_remove("RUST_LOG")

@@ -157,6 +157,8 @@ fn a_bad_list_stops_the_start() {
             format!("access_list.path=\"{}\"", list.display()),
             "ppstp.listen=127.0.0.1:0".to_owned(),
             "admin.enabled=false".to_owned(),
+            "bt_udp.listen=127.0.0.1:0".to_owned(),
+            "bt_http.listen=127.0.0.1:0".to_owned(),
         ],
     )
     .expect("the configuration itself is valid");

@@ -688,6 +688,8 @@ fn start_error(sets: &[String]) -> String {
     let mut all = vec![
         "ppstp.listen=127.0.0.1:0".to_owned(),
         "admin.enabled=false".to_owned(),
+        "bt_udp.listen=127.0.0.1:0".to_owned(),
+        "bt_http.listen=127.0.0.1:0".to_owned(),
     ];
     all.extend(sets.iter().cloned());
     match ppsp_tracker::config::Config::load(None, &all) {

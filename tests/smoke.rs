@@ -15,6 +15,8 @@ fn loopback_config() -> Config {
         &[
             "ppstp.listen=127.0.0.1:0".to_owned(),
             "admin.listen=127.0.0.1:0".to_owned(),
+            "bt_udp.listen=127.0.0.1:0".to_owned(),
+            "bt_http.listen=127.0.0.1:0".to_owned(),
             "server.workers=2".to_owned(),
         ],
     )

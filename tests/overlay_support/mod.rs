@@ -73,6 +73,9 @@ pub fn start_node_with(overlay: SocketAddr, bootstrap: &[SocketAddr], extra: &[&
     let mut sets = vec![
         format!("ppstp.listen={ppstp}"),
         format!("admin.listen={admin}"),
+        // A bound address is refused at start, so the nodes' BitTorrent listeners use port 0.
+        "bt_udp.listen=127.0.0.1:0".to_owned(),
+        "bt_http.listen=127.0.0.1:0".to_owned(),
         "overlay.enabled=true".to_owned(),
         format!("overlay.listen={overlay}"),
         format!("overlay.bootstrap=[{}]", list.join(",")),
