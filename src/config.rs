@@ -17,8 +17,10 @@ use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
 mod access;
 mod bt;
+mod tls;
 pub use access::AccessListConfig;
 pub use bt::{BtHttpConfig, BtUdpConfig};
+pub use tls::{AuthConfig, AuthMode, TlsConfig};
 
 /// The profile compiled into the binary and used when none is named.
 pub const DEFAULT_PROFILE: &str = include_str!("../tuning/default.toml");
@@ -110,6 +112,10 @@ pub struct PpstpConfig {
     pub idle_timeout_secs: u64,
     /// Unsent response bytes per connection above which the worker stops reading from it.
     pub max_pending_output_bytes: usize,
+    /// `[ppstp.tls]`: PPSTP over TLS (https).
+    pub tls: TlsConfig,
+    /// `[ppstp.auth]`: peer authentication.
+    pub auth: AuthConfig,
 }
 
 impl Default for PpstpConfig {
@@ -123,6 +129,8 @@ impl Default for PpstpConfig {
             max_connections: 10_000,
             idle_timeout_secs: 300,
             max_pending_output_bytes: 256 * 1024,
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -296,6 +304,9 @@ impl Config {
 
         let p = &self.ppstp;
         check_addr("ppstp.listen", &p.listen)?;
+        p.tls.validate("ppstp.tls")?;
+        p.auth.validate(&p.tls)?;
+        self.bt_http.tls.validate("bt_http.tls")?;
         check(
             (1..=64 * 1024 * 1024).contains(&p.max_body_bytes),
             "ppstp.max_body_bytes must be 1..=67108864",

@@ -176,6 +176,11 @@ fn serve(config: Config) -> Result<(), String> {
                 Ok(entries) => tracing::info!(entries, "access list reloaded"),
                 Err(e) => tracing::error!("access list not reloaded, the old one stays: {e}"),
             }
+            // And the TLS certificates, keys and peer credentials; open connections stay.
+            match server.reload_tls() {
+                Ok(()) => tracing::info!("TLS certificates and peer credentials reloaded"),
+                Err(e) => tracing::error!("TLS/credentials not reloaded, the old ones stay: {e}"),
+            }
             continue;
         }
         tracing::info!(signal, "shutting down (a second signal exits at once)");

@@ -531,7 +531,7 @@ impl Metrics {
             w,
             "ppsp_connections_closed_total",
             "counter",
-            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic).",
+            "TCP connections closed by the server, by reason (idle timeout, input over its cap, socket error, service panic, TLS handshake failure or timeout).",
         );
         for (listener, t) in &listeners {
             for (reason, n) in [
@@ -539,6 +539,8 @@ impl Metrics {
                 ("overflow", t.closed_overflow),
                 ("error", t.closed_error),
                 ("panic", t.closed_panic),
+                ("tls_handshake_failed", t.tls_handshake_failed),
+                ("tls_handshake_timeout", t.tls_handshake_timeout),
             ] {
                 sample(
                     w,

@@ -106,6 +106,22 @@ pub struct RunArgs {
     /// each reply, such as opentracker's HTTP side).
     #[arg(long)]
     pub no_keepalive: bool,
+    /// HTTP over TLS (https): every connection does a TLS handshake first (rustls, TLS 1.3 or
+    /// 1.2), then carries requests as with plaintext.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: PEM file of the CA certificates that vouch for the server.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// With --tls: the name the server certificate must carry (default: the target IP).
+    #[arg(long)]
+    pub tls_name: Option<String>,
+    /// With --tls: a client certificate chain (PEM) to present, with --key.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Server process to sample (CPU from /proc/PID/stat utime+stime, RSS).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -127,6 +143,56 @@ pub struct RunArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// The TLS client configuration of a `--tls` run.
+fn tls_client(
+    args: &RunArgs,
+    target: SocketAddr,
+) -> anyhow::Result<
+    Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    if !args.tls {
+        return Ok(None);
+    }
+    let Some(ca) = &args.cacert else {
+        anyhow::bail!("--tls needs --cacert (the CA that issued the server certificate)");
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let mut config = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => anyhow::bail!("--cert and --key go together"),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = match &args.tls_name {
+        Some(name) => ServerName::try_from(name.clone())?,
+        None => ServerName::from(target.ip()),
+    };
+    Ok(Some((Arc::new(config), name)))
 }
 
 impl RunArgs {
@@ -259,6 +325,7 @@ fn phase(
         keep_alive: !args.no_keepalive,
     };
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
+    let tls = tls_client(args, target)?;
     let mut first_socket = 0;
     let mut configs = Vec::with_capacity(threads);
     for (t, counter) in counters.iter().enumerate() {
@@ -276,6 +343,7 @@ fn phase(
             sources: srcs.clone(),
             workers: threads,
             keep_alive: !args.no_keepalive,
+            tls: tls.clone(),
             first_socket,
             peers_wanted: args.peers_wanted,
             progress: counter.clone(),

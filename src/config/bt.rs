@@ -80,6 +80,8 @@ pub struct BtHttpConfig {
     /// Unsent answer bytes per connection above which the worker stops reading from it.
     pub max_pending_output_bytes: usize,
     pub limits: BtLimits,
+    /// `[bt_http.tls]`: announces over https.
+    pub tls: super::TlsConfig,
 }
 
 impl Default for BtHttpConfig {
@@ -93,6 +95,7 @@ impl Default for BtHttpConfig {
             idle_timeout_secs: 60,
             max_pending_output_bytes: 256 * 1024,
             limits: configured_limits(),
+            tls: super::TlsConfig::default(),
         }
     }
 }

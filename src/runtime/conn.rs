@@ -281,6 +281,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             output_limit: limit,
+            client_cert: None,
         }
     }
 

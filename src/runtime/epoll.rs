@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{guarded_input, ConnLimits, ConnState};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
+use super::tls::{TlsAcceptor, TlsConn};
 use super::{
     ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
 };
@@ -50,6 +51,8 @@ struct Listening {
     /// Accepting stopped on a resource error (EMFILE, ENOBUFS...): retry at the next tick,
     /// since an edge-triggered listener is not reported again for connections already queued.
     retry_accept: bool,
+    /// TLS of this listener's connections, when the service asks for it.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -68,9 +71,41 @@ struct Datagrams {
 
 struct Conn {
     stream: TcpStream,
+    /// The TLS layer between the socket and `state`, on a TLS listener.
+    tls: Option<Box<TlsConn>>,
     state: ConnState,
     listener: usize,
     ctx: ConnCtx,
+}
+
+impl Conn {
+    /// Reads plaintext: from the socket, or through the TLS layer.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.stream.read(buf),
+            Some(tls) => {
+                let n = tls.read_plain(&mut self.stream, buf)?;
+                self.ctx.client_cert = tls.client_cert();
+                Ok(n)
+            }
+        }
+    }
+
+    /// Writes plaintext: to the socket, or through the TLS layer.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.stream.write(buf),
+            Some(tls) => tls.write_plain(&mut self.stream, buf),
+        }
+    }
+
+    /// Writes TLS records still buffered; true when none is left (always true in plaintext).
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            None => Ok(true),
+            Some(tls) => tls.flush(&mut self.stream),
+        }
+    }
 }
 
 /// One worker's event loop, moved onto its thread by [`super::Runtime::start`].
@@ -107,6 +142,7 @@ impl EventLoop {
                 limits: spec.limits,
                 open: 0,
                 retry_accept: false,
+                tls: spec.service.tls(),
             });
         }
         let first_udp = FIRST_LISTENER + listening.len();
@@ -314,6 +350,16 @@ impl EventLoop {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let tls = match &self.listening[listener].tls {
+                None => None,
+                Some(acceptor) => match acceptor.accept(now) {
+                    Ok(tls) => Some(Box::new(tls)),
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, "{e}");
+                        continue;
+                    }
+                },
+            };
             let slot = match self.free.pop() {
                 Some(slot) => slot,
                 None => {
@@ -332,6 +378,7 @@ impl EventLoop {
             }
             self.conns[slot] = Some(Conn {
                 stream,
+                tls,
                 state: ConnState::new(now),
                 listener,
                 ctx: ConnCtx {
@@ -340,6 +387,7 @@ impl EventLoop {
                     peer,
                     local,
                     output_limit: limits.max_pending_output_bytes,
+                    client_cert: None,
                 },
             });
             self.listening[listener].open += 1;
@@ -376,7 +424,16 @@ impl EventLoop {
                 self.close(slot);
             }
             Outcome::Error => {
-                bump(&self.conn_stats(listener).closed_error, 1);
+                let handshaking = self.conns[slot]
+                    .as_ref()
+                    .and_then(|c| c.tls.as_deref())
+                    .is_some_and(TlsConn::handshaking);
+                let stats = self.conn_stats(listener);
+                if handshaking {
+                    bump(&stats.tls_handshake_failed, 1);
+                } else {
+                    bump(&stats.closed_error, 1);
+                }
                 self.close(slot);
             }
             Outcome::Panic => {
@@ -395,6 +452,11 @@ impl EventLoop {
             }
             drop_by(&self.conn_stats(conn.listener).open, 1);
             let mut stream = conn.stream;
+            if let Some(mut tls) = conn.tls {
+                if !tls.handshaking() {
+                    tls.close(&mut stream);
+                }
+            }
             let _ = self.poll.registry().deregister(&mut stream);
             drop(stream);
             self.free.push(slot);
@@ -403,6 +465,26 @@ impl EventLoop {
 
     fn sweep_idle(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
+            // A TLS handshake that stalls or trickles is bounded by its own, shorter deadline.
+            let stalled = match &self.conns[slot] {
+                Some(Conn {
+                    tls: Some(tls),
+                    listener,
+                    ..
+                }) if tls.handshaking() => {
+                    self.listening[*listener].tls.as_ref().is_some_and(|a| {
+                        now.saturating_duration_since(tls.opened()) >= a.handshake_timeout()
+                    })
+                }
+                _ => false,
+            };
+            if stalled {
+                if let Some(Some(conn)) = self.conns.get(slot) {
+                    bump(&self.conn_stats(conn.listener).tls_handshake_timeout, 1);
+                }
+                self.close(slot);
+                continue;
+            }
             let idle = match &self.conns[slot] {
                 Some(conn) => {
                     conn.state.idle_for(now) >= self.listening[conn.listener].limits.idle_timeout
@@ -445,10 +527,19 @@ fn serve(
     // also reported the peer's FIN: that edge is already consumed, so read on to the EOF.
     let mut drained = false;
     loop {
-        // 1. Send what is pending.
-        while conn.state.has_output() {
+        // 1. Send what is pending: TLS records first, then answers.
+        let tls_flushed = match conn.flush_tls() {
+            Ok(done) => done,
+            Err(_) => return Outcome::Error,
+        };
+        while tls_flushed && conn.state.has_output() {
             let was_blocked = conn.state.output_blocked(limits);
-            match conn.stream.write(conn.state.pending_output()) {
+            let pending = conn.state.pending_output();
+            let written = match conn.tls.as_deref_mut() {
+                None => conn.stream.write(pending),
+                Some(tls) => tls.write_plain(&mut conn.stream, pending),
+            };
+            match written {
                 Ok(0) => return Outcome::Error,
                 Ok(n) => {
                     conn.state.on_written(n, now);
@@ -463,7 +554,8 @@ fn serve(
             }
         }
         if conn.state.closing() {
-            return if conn.state.has_output() {
+            return if conn.state.has_output() || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+            {
                 Outcome::Keep
             } else {
                 let _ = conn.stream.shutdown(std::net::Shutdown::Write);
@@ -500,7 +592,8 @@ fn serve(
 
         // 3. Read more.
         if conn.state.read_closed {
-            return if conn.state.has_output() {
+            return if conn.state.has_output() || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+            {
                 Outcome::Keep
             } else {
                 Outcome::Close
@@ -538,7 +631,7 @@ fn read_through_scratch(
     }
     let held = stashed.len();
     scratch.input[..held].copy_from_slice(stashed);
-    let n = match conn.stream.read(&mut scratch.input[held..cap]) {
+    let n = match conn.read(&mut scratch.input[held..cap]) {
         Ok(0) => {
             conn.state.read_closed = true;
             return Ok(false);
@@ -573,7 +666,7 @@ fn read_through_scratch(
     let mut written = 0;
     if pending == 0 {
         while written < scratch.output.len() {
-            match conn.stream.write(&scratch.output[written..]) {
+            match conn.write(&scratch.output[written..]) {
                 Ok(0) => return Err(Outcome::Error),
                 Ok(k) => written += k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -590,5 +683,7 @@ fn read_through_scratch(
     if scratch.output.capacity() > 1024 * 1024 {
         scratch.output = Vec::with_capacity(16 * 1024);
     }
-    Ok(n < cap - held)
+    // Through TLS a short read says nothing about the socket (records are read one buffer at
+    // a time): read on until it would block.
+    Ok(n < cap - held && conn.tls.is_none())
 }

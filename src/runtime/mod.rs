@@ -20,6 +20,7 @@ mod epoll;
 mod listener;
 mod mmsg;
 mod stats;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub struct ConnCtx {
     /// Stop appending answers once `out.len()` reaches this (pending output at the call is
     /// included); the runtime calls again when the client has read some.
     pub output_limit: usize,
+    /// The client certificate verified in the TLS handshake, on a TLS listener that requires
+    /// one (see [`tls`]); `None` otherwise.
+    pub client_cert: Option<tls::ClientCert>,
 }
 
 /// What a service did with the input it was given.
@@ -66,6 +70,12 @@ pub trait StreamService: Send + Sync {
     /// Called once on worker thread `worker` before it serves anything. The returned value
     /// stays on that thread (scratch buffers, per-worker counters).
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker>;
+
+    /// TLS for this service's listeners: the runtime then runs every connection through a
+    /// [`tls::TlsConn`] and hands the service plaintext. `None` (the default) is plaintext.
+    fn tls(&self) -> Option<Arc<tls::TlsAcceptor>> {
+        None
+    }
 }
 
 /// The per-worker half of a [`StreamService`].

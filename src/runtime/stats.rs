@@ -25,6 +25,11 @@ pub struct ConnStats {
     pub closed_error: AtomicU64,
     /// Connections closed because the service panicked on their input.
     pub closed_panic: AtomicU64,
+    /// TLS connections closed because the handshake failed (garbage, refused certificate,
+    /// no common version or cipher).
+    pub tls_handshake_failed: AtomicU64,
+    /// TLS connections closed because the handshake did not complete in time.
+    pub tls_handshake_timeout: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -57,6 +62,8 @@ pub struct ConnTotals {
     pub closed_overflow: u64,
     pub closed_error: u64,
     pub closed_panic: u64,
+    pub tls_handshake_failed: u64,
+    pub tls_handshake_timeout: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -92,6 +99,8 @@ impl ListenerStats {
             t.closed_overflow += get(&w.closed_overflow);
             t.closed_error += get(&w.closed_error);
             t.closed_panic += get(&w.closed_panic);
+            t.tls_handshake_failed += get(&w.tls_handshake_failed);
+            t.tls_handshake_timeout += get(&w.tls_handshake_timeout);
             t.bytes_in += get(&w.bytes_in);
             t.bytes_out += get(&w.bytes_out);
         }

@@ -94,6 +94,14 @@ pub(crate) fn add_services(
     if config.bt_http.enabled {
         let h = &config.bt_http;
         let limits = config.effective_bt_limits(&h.limits);
+        let tls = match h.tls.settings(None) {
+            None => None,
+            Some(settings) => {
+                let acceptor = crate::runtime::tls::TlsAcceptor::new(settings)
+                    .map_err(|e| anyhow::anyhow!("bt_http.tls: {e}"))?;
+                Some(Arc::new(acceptor))
+            }
+        };
         let http_limits = HttpLimits {
             max_head_bytes: h.max_head_bytes,
             max_headers: h.max_headers,
@@ -107,6 +115,7 @@ pub(crate) fn add_services(
             front_end: HttpFrontEnd::new(limits),
             http_limits,
             clock,
+            tls,
         });
         for addr in config.bt_http_addrs()? {
             listeners.push(ListenerSpec {
@@ -194,9 +203,15 @@ pub(crate) struct BtHttpService {
     pub front_end: HttpFrontEnd,
     pub http_limits: HttpLimits,
     pub clock: Clock,
+    /// TLS of the listeners, when `[bt_http.tls]` is enabled.
+    pub tls: Option<Arc<crate::runtime::tls::TlsAcceptor>>,
 }
 
 impl StreamService for BtHttpService {
+    fn tls(&self) -> Option<Arc<crate::runtime::tls::TlsAcceptor>> {
+        self.tls.clone()
+    }
+
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
         Box::new(HttpWorker::new(
             BtHttpWorker {

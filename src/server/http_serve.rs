@@ -52,6 +52,12 @@ pub(crate) trait HttpHandler {
     /// 411, 413, 431), a method not allowed (405) or an internal error (500). `reason` is a
     /// short English text. Returns the content type.
     fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str;
+
+    /// Header lines (each ending in CRLF) to add to the answer [`HttpHandler::serve`] just
+    /// gave, such as a `WWW-Authenticate` challenge.
+    fn extra_headers(&self) -> &[u8] {
+        &[]
+    }
 }
 
 /// The loop: a [`StreamWorker`] serving pipelined requests with `H`.
@@ -90,6 +96,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 allow,
                 keep_alive,
                 head_only,
+                extra: b"",
             },
             &self.body,
         );
@@ -134,6 +141,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 allow: allowed.filter(|_| answer.status == 405),
                 keep_alive: head.keep_alive,
                 head_only,
+                extra: self.handler.extra_headers(),
             },
             &self.body,
         );
@@ -233,6 +241,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             output_limit: 1 << 20,
+            client_cert: None,
         }
     }
 

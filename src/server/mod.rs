@@ -3,6 +3,7 @@
 //! cleanly. Used by the binary and, in-process, by integration tests (port 0 works).
 
 mod admin;
+mod auth;
 mod bittorrent;
 mod http_serve;
 mod ppstp;
@@ -21,6 +22,7 @@ use crate::engine::{Engine, Time};
 use crate::metrics::Metrics;
 use crate::protocol::http::HttpLimits;
 use crate::protocol::ppstp::DecodeLimits;
+use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{Backend, ConnLimits, ListenerSpec, Runtime, RuntimeConfig, Ticker};
 
 pub use admin::METRICS_CONTENT_TYPE;
@@ -97,6 +99,9 @@ pub struct Server {
     bt_udp_addrs: Vec<SocketAddr>,
     access: Arc<AccessControl>,
     clock: Clock,
+    /// TLS of every TLS listener, for reloads.
+    tls_acceptors: Vec<Arc<TlsAcceptor>>,
+    peer_auth: Option<Arc<auth::PeerAuth>>,
 }
 
 impl Server {
@@ -119,8 +124,21 @@ impl Server {
         );
 
         let mut listeners = Vec::new();
+        let mut peer_auth = None;
         if config.ppstp.enabled {
             let p = &config.ppstp;
+            let auth = Arc::new(
+                auth::PeerAuth::new(&p.auth).map_err(|e| anyhow::anyhow!("ppstp.auth: {e}"))?,
+            );
+            peer_auth = Some(auth.clone());
+            let tls = match p.tls.settings(p.auth.client_cert_policy()) {
+                None => None,
+                Some(settings) => {
+                    let acceptor = TlsAcceptor::new(settings)
+                        .map_err(|e| anyhow::anyhow!("ppstp.tls: {e}"))?;
+                    Some(Arc::new(acceptor))
+                }
+            };
             let http_limits = HttpLimits {
                 max_head_bytes: p.max_head_bytes,
                 max_headers: p.max_headers,
@@ -133,6 +151,8 @@ impl Server {
                 http_limits,
                 decode_limits: decode_limits(config),
                 clock: clock.clone(),
+                auth,
+                tls,
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -157,6 +177,13 @@ impl Server {
             &mut listeners,
             &mut datagrams,
         )?;
+        // Every TLS configuration, once, for reloads.
+        let mut tls_acceptors: Vec<Arc<TlsAcceptor>> = Vec::new();
+        for acceptor in listeners.iter().filter_map(|l| l.service.tls()) {
+            if !tls_acceptors.iter().any(|a| Arc::ptr_eq(a, &acceptor)) {
+                tls_acceptors.push(acceptor);
+            }
+        }
         if listeners.is_empty() && datagrams.is_empty() {
             tracing::warn!("no front-end is enabled: the tracker answers nobody");
         }
@@ -264,6 +291,8 @@ impl Server {
             bt_udp_addrs,
             access,
             clock,
+            tls_acceptors,
+            peer_auth,
         })
     }
 
@@ -298,6 +327,19 @@ impl Server {
     /// Returns the number of entries now in force.
     pub fn reload_access_list(&self) -> Result<usize, String> {
         self.access.reload()
+    }
+
+    /// Re-reads every TLS certificate chain, key and client-certificate policy, and the peer
+    /// authentication files (what SIGHUP does). New connections use the new ones; open
+    /// connections keep theirs. On error what is in force stays; the error names the file.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        for acceptor in &self.tls_acceptors {
+            acceptor.reload()?;
+        }
+        if let Some(auth) = &self.peer_auth {
+            auth.reload()?;
+        }
+        Ok(())
     }
 
     /// Every bound BitTorrent HTTP tracker address, in `bt_http.listen` order (the real

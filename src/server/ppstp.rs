@@ -8,8 +8,10 @@ use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
 use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, TransactionId, CONTENT_TYPE};
+use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamWorker};
 
+use super::auth::{Identity, PeerAuth, Refusal};
 use super::http_serve::{Answer, HttpHandler, HttpWorker};
 use super::Clock;
 
@@ -21,6 +23,10 @@ pub(crate) struct PpstpService {
     pub http_limits: HttpLimits,
     pub decode_limits: DecodeLimits,
     pub clock: Clock,
+    /// Peer authentication (RFC 7846 §4), consulted before the engine.
+    pub auth: Arc<PeerAuth>,
+    /// TLS of the listener, when `[ppstp.tls]` is enabled.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -34,9 +40,14 @@ impl StreamService for PpstpStreams {
                 service: self.0.clone(),
                 index: worker,
                 now: self.0.clock.now(),
+                challenge: String::new(),
             },
             limits,
         ))
+    }
+
+    fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.0.tls.clone()
     }
 }
 
@@ -45,6 +56,8 @@ struct PpstpWorker {
     index: usize,
     /// The time of the input being served.
     now: Time,
+    /// The `WWW-Authenticate` line of the answer being written (empty: none).
+    challenge: String,
 }
 
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
@@ -69,6 +82,24 @@ fn answer(
     }
 }
 
+impl PpstpWorker {
+    /// Answers a request that is not authenticated (401, error 06, with the challenge) or
+    /// whose certificate is bound to no peer (403, error 03). Nothing reaches the engine.
+    fn refuse(&mut self, refusal: Refusal, body: &mut Vec<u8>) -> Answer {
+        let code = match refusal {
+            Refusal::Challenge(header) => {
+                self.challenge = header;
+                ErrorCode::AuthenticationRequired
+            }
+            Refusal::Unbound => ErrorCode::Forbidden,
+        };
+        let metrics = self.service.metrics.worker(self.index);
+        metrics.request(UNDECODED);
+        metrics.error(UNDECODED, code);
+        answer(&Response::Err(code), None, body)
+    }
+}
+
 impl HttpHandler for PpstpWorker {
     fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
         // RFC 7846 §7.1: requests are HTTP POSTs.
@@ -86,6 +117,10 @@ impl HttpHandler for PpstpWorker {
         CONTENT_TYPE
     }
 
+    fn extra_headers(&self) -> &[u8] {
+        self.challenge.as_bytes()
+    }
+
     fn serve(
         &mut self,
         ctx: &ConnCtx,
@@ -93,6 +128,20 @@ impl HttpHandler for PpstpWorker {
         request_body: &[u8],
         body: &mut Vec<u8>,
     ) -> Answer {
+        // RFC 7846 §4: with authentication on, nothing is looked at before the credentials.
+        self.challenge.clear();
+        let identity = if self.service.auth.is_off() {
+            Identity::Anyone
+        } else {
+            match self
+                .service
+                .auth
+                .authenticate(ctx, head, std::time::Instant::now())
+            {
+                Ok(identity) => identity,
+                Err(refusal) => return self.refuse(refusal, body),
+            }
+        };
         // RFC 7846 §7.1: requests carry the PPSTP media type.
         if !head.content_type.is_some_and(is_ppstp_media_type) {
             let content_type = self.fault(415, "unsupported media type", body);
@@ -118,7 +167,9 @@ impl HttpHandler for PpstpWorker {
                         .access
                         .current()
                         .permits_request(&decoded.request.kind);
-                let response = if refused {
+                // An authenticated peer acts only under its own id (03, forbidden action).
+                let impersonating = !identity.permits(decoded.request.peer_id.as_bytes());
+                let response = if refused || impersonating {
                     Response::Err(ErrorCode::Forbidden)
                 } else {
                     service.engine.handle(&decoded.request, self.now)

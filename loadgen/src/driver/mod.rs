@@ -45,6 +45,13 @@ pub struct WorkerConfig {
     pub peers_wanted: u32,
     /// HTTP: keep connections open across requests (false: one request per connection).
     pub keep_alive: bool,
+    /// HTTP over TLS: the client configuration and the name the server's certificate must
+    /// carry. Each connection does one handshake and then carries its requests like a
+    /// plaintext one (keep-alive, pipelining).
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// Replies answered so far, published for the progress bar.
     pub progress: Arc<AtomicU64>,
     /// Set by the run to stop issuing early (Ctrl-C).

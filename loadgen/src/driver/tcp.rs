@@ -28,6 +28,8 @@ struct Waiting {
 
 struct HttpConn {
     stream: Option<TcpStream>,
+    /// The TLS client state, on a `--tls` run.
+    tls: Option<rustls::ClientConnection>,
     established: bool,
     retry_at: Instant,
     out: Vec<u8>,
@@ -46,6 +48,7 @@ impl HttpConn {
         if let Some(mut s) = self.stream.take() {
             let _ = poll.registry().deregister(&mut s);
         }
+        self.tls = None;
         let lost = !self.waiting.is_empty() || why != ErrorKind::ConnectionClosed;
         for w in self.waiting.drain(..) {
             rec.on_failure(w.kind, why);
@@ -65,6 +68,29 @@ impl HttpConn {
         let Some(s) = self.stream.as_mut() else {
             return Ok(());
         };
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into the TLS session (as much as its buffer takes), records out.
+            loop {
+                if self.out_pos < self.out.len() {
+                    self.out_pos += tls.writer().write(&self.out[self.out_pos..])?;
+                }
+                if !tls.wants_write() {
+                    break;
+                }
+                match tls.write_tls(s) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.out_pos >= self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            return Ok(());
+        }
         while self.out_pos < self.out.len() {
             match s.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -77,6 +103,36 @@ impl HttpConn {
         self.out.clear();
         self.out_pos = 0;
         Ok(())
+    }
+}
+
+/// Reads TLS records until the socket would block, appending the plaintext to `inbuf`.
+/// Returns true when the connection is over (EOF, TLS alert, socket error).
+fn read_tls(
+    s: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+    chunk: &mut [u8],
+    inbuf: &mut Vec<u8>,
+) -> bool {
+    loop {
+        match tls.read_tls(s) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+        if tls.process_new_packets().is_err() {
+            return true;
+        }
+        loop {
+            match tls.reader().read(chunk) {
+                Ok(0) => return true,
+                Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
     }
 }
 
@@ -94,6 +150,7 @@ pub fn run(
     let mut conns: Vec<HttpConn> = (0..cfg.conns.max(1))
         .map(|_| HttpConn {
             stream: None,
+            tls: None,
             established: false,
             retry_at: start,
             out: Vec::with_capacity(4096),
@@ -139,6 +196,13 @@ pub fn run(
                                 Interest::READABLE | Interest::WRITABLE,
                             )?;
                             c.stream = Some(s);
+                            c.tls = match &cfg.tls {
+                                None => None,
+                                Some((config, name)) => Some(rustls::ClientConnection::new(
+                                    config.clone(),
+                                    name.clone(),
+                                )?),
+                            };
                             c.established = false;
                             // While connected, `retry_at` marks when the connect started.
                             c.retry_at = now;
@@ -229,7 +293,13 @@ pub fn run(
             }
             if ev.is_readable() || ev.is_read_closed() {
                 let mut closed = false;
-                if let Some(s) = c.stream.as_mut() {
+                if let (Some(s), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) {
+                    closed = read_tls(s, tls, &mut chunk, &mut c.inbuf);
+                    // Handshake records (and requests queued behind the handshake) go out.
+                    if !closed && c.flush().is_err() {
+                        closed = true;
+                    }
+                } else if let Some(s) = c.stream.as_mut() {
                     loop {
                         match s.read(&mut chunk) {
                             Ok(0) => {

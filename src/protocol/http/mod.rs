@@ -72,6 +72,11 @@ pub struct RequestHead<'a> {
     /// Query string without the `?`, if any.
     pub query: Option<&'a str>,
     pub content_type: Option<&'a [u8]>,
+    /// The request target as sent (path and query), for checks that cover it (RFC 7616
+    /// §3.4: the Digest `uri`).
+    pub target: &'a str,
+    /// The `Authorization` header value, if any (RFC 9110 §11.6.2).
+    pub authorization: Option<&'a [u8]>,
     /// False when the client asked to close (`Connection: close`, or HTTP/1.0 without
     /// keep-alive).
     pub keep_alive: bool,
@@ -121,6 +126,7 @@ pub enum Framed<'a> {
 struct HeaderFacts<'a> {
     content_length: Option<usize>,
     content_type: Option<&'a [u8]>,
+    authorization: Option<&'a [u8]>,
     /// `Connection: close` seen.
     close: bool,
     /// `Connection: keep-alive` seen.
@@ -190,6 +196,8 @@ pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
             path,
             query,
             content_type: facts.content_type,
+            target,
+            authorization: facts.authorization,
             keep_alive,
         },
         body,
@@ -205,6 +213,7 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
     let mut facts = HeaderFacts {
         content_length: None,
         content_type: None,
+        authorization: None,
         close: false,
         keep_alive: false,
     };
@@ -218,6 +227,8 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
             return Err(HttpError::LengthRequired);
         } else if h.name.eq_ignore_ascii_case("content-type") {
             facts.content_type = Some(trim_ows(h.value));
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            facts.authorization = Some(trim_ows(h.value));
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = trim_ows(token);

@@ -52,6 +52,7 @@ pub fn write_response(
             allow: None,
             keep_alive,
             head_only: false,
+            extra: b"",
         },
         body,
     );
@@ -71,6 +72,9 @@ pub struct ResponseHead<'a> {
     /// The answer to a HEAD request (RFC 9110 §9.3.2): the same header fields, including the
     /// `Content-Length` the body would have, and no body.
     pub head_only: bool,
+    /// Further header lines, each ending in CRLF (a `WWW-Authenticate` challenge, RFC 9110
+    /// §11.6.1); written as they are.
+    pub extra: &'a [u8],
 }
 
 /// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`, `Allow`, an
@@ -102,6 +106,7 @@ pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
     if !head.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
+    out.extend_from_slice(head.extra);
     out.extend_from_slice(b"\r\n");
     if !head.head_only {
         out.extend_from_slice(body);

@@ -360,6 +360,7 @@ fn head_answers_keep_the_headers_and_drop_the_body() {
             allow: Some("GET, HEAD"),
             keep_alive: true,
             head_only: true,
+            extra: b"",
         },
         b"method not allowed",
     );
