@@ -165,11 +165,46 @@ fn bt_announce(
         .collect()
 }
 
-/// Node `i`'s settings: the usage settings and a Node-ID in the i-th fifth of the ring, so
-/// that D (3) and E (4) are ring neighbours.
+/// Five node keys (`ppsp-tracker keygen`), made once per test process and ordered by Node-ID,
+/// so that node `i` holds the i-th smallest Node-ID: the ring order is A B C D E, and D (3) and
+/// E (4) are ring neighbours. With certificate security a Node-ID is derived from the key and
+/// cannot be configured.
+fn key_dirs() -> &'static [std::path::PathBuf] {
+    static KEYS: std::sync::OnceLock<(tempfile::TempDir, Vec<std::path::PathBuf>)> =
+        std::sync::OnceLock::new();
+    &KEYS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut keys: Vec<(String, std::path::PathBuf)> = (0..5)
+                .map(|i| {
+                    let out = dir.path().join(format!("node{i}"));
+                    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+                        .arg("keygen")
+                        .arg("--out")
+                        .arg(&out)
+                        .output()
+                        .unwrap();
+                    assert!(run.status.success(), "keygen: {run:?}");
+                    let text = String::from_utf8(run.stdout).unwrap();
+                    let id = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("node_id = \""))
+                        .and_then(|l| l.strip_suffix('"'))
+                        .expect("keygen prints the Node-ID")
+                        .to_owned();
+                    (id, out)
+                })
+                .collect();
+            keys.sort();
+            (dir, keys.into_iter().map(|(_, p)| p).collect())
+        })
+        .1
+}
+
+/// Node `i`'s settings: the usage settings and the i-th key of [`key_dirs`].
 fn settings(i: usize) -> Vec<String> {
     let mut s: Vec<String> = USAGE.iter().map(|x| (*x).to_owned()).collect();
-    s.push(format!("overlay.node_id={:x}{}", 2 + 3 * i, "0".repeat(31)));
+    s.push(format!("overlay.key_dir={}", key_dirs()[i].display()));
     s
 }
 

@@ -44,6 +44,9 @@ fn ppstp_over_tls_reuses_connections_without_errors() {
     let sets: Vec<String> = vec![
         "ppstp.listen=127.0.0.1:0".into(),
         "admin.listen=127.0.0.1:0".into(),
+        // A bound address is refused at start: the BitTorrent listeners on port 0 too.
+        r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
+        r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
         "server.workers=1".into(),
         "ppstp.tls.enabled=true".into(),
         format!("ppstp.tls.cert=\"{}\"", cert_path.display()),

@@ -1705,7 +1705,7 @@ fn value_exists(v: &wire::StoredData) -> bool {
 }
 
 /// The access policy of the tracker kinds (protocols.md §3, USER-NODE-MATCH style): dictionary
-/// values whose key is the signer's Node-ID, written by an admitted node.
+/// values whose key begins with the signer's Node-ID, written by an admitted node.
 fn value_policy(
     cert: &crate::overlay::security::PeerCert,
     v: &wire::StoredData,
@@ -1715,7 +1715,9 @@ fn value_policy(
         return Err(format!("value signer {} is not admitted", cert.node_id));
     }
     match &v.value {
-        wire::StoredDataValue::Dictionary { key, .. } if key.as_slice() == cert.node_id.0 => Ok(()),
+        // The key begins with the signer's Node-ID: the Node-ID itself, or the Node-ID and a
+        // part number (a CONTENT-REGISTRATION stored in parts, `federation::value`).
+        wire::StoredDataValue::Dictionary { key, .. } if key.starts_with(&cert.node_id.0) => Ok(()),
         wire::StoredDataValue::Dictionary { .. } => {
             Err("dictionary key is not the signer's Node-ID".to_owned())
         }
