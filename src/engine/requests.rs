@@ -417,22 +417,7 @@ impl Engine {
         }
         let stat = match target {
             StatTarget::Swarm(swarm_id) => {
-                let shard = self.swarm_shard(&swarm_id).lock();
-                let stats = shard
-                    .swarms
-                    .get(&swarm_id)
-                    .map(|s| {
-                        let (uploaded_bytes, downloaded_bytes) = s.traffic();
-                        SwarmStats {
-                            peers: saturating_u32(s.len()),
-                            seeders: saturating_u32(s.count(PeerMode::Seeder)),
-                            leechers: saturating_u32(s.count(PeerMode::Leech)),
-                            uploaded_bytes,
-                            downloaded_bytes,
-                        }
-                    })
-                    .unwrap_or_default();
-                StatAnswer::Swarm(swarm_id, stats)
+                StatAnswer::Swarm(swarm_id, self.swarm_stats_with_bt(&swarm_id, None))
             }
             StatTarget::Peer(peer_id) => {
                 let shard = self.peer_shard(&peer_id).lock();
@@ -455,8 +440,4 @@ impl Engine {
             ..Answer::default()
         })
     }
-}
-
-fn saturating_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -1058,6 +1058,7 @@ fn stat_report_sums_into_swarms_the_peer_is_in() {
             leechers: 1,
             uploaded_bytes: 101,
             downloaded_bytes: u64::MAX,
+            completed: 0,
         }
     );
     assert_eq!(swarm_stats(&e, "unknown"), SwarmStats::default());

@@ -378,6 +378,8 @@ pub struct SwarmStats {
     pub leechers: u32,
     pub uploaded_bytes: u64,
     pub downloaded_bytes: u64,
+    /// Completed downloads reported by BitTorrent peers (BEP 48 `downloaded`).
+    pub completed: u32,
 }
 
 /// RFC 7846 peer states.

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
-use crate::engine::{Engine, ErrorCode, PeerInfo, Request, Response, SwarmStats, Time};
+use crate::engine::{
+    CompactPeers, Engine, ErrorCode, ListFamilies, Request, Response, SwarmStats, Time,
+};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
-use crate::protocol::bt_udp::tracker::InfoHash;
+use crate::protocol::bt_udp::tracker::{InfoHash, SwarmCounts};
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{self, Framed, HttpLimits};
 use crate::runtime::{
@@ -48,9 +50,22 @@ impl TrackerCore for Guarded<'_> {
         &self,
         request: &Request,
         now: Time,
-        peers: &mut Vec<PeerInfo>,
+        families: ListFamilies,
+        peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
-        self.engine.announce_into(request, now, peers)
+        self.engine.announce_compact(request, now, families, peers)
+    }
+
+    fn counts(&self, src: SocketAddr, info_hash: &InfoHash, now: Time) -> SwarmCounts {
+        TrackerCore::counts(self.engine, src, info_hash, now)
+    }
+}
+
+/// A peer-list buffer with room for `peers` peers of either family.
+fn compact_scratch(peers: usize) -> CompactPeers {
+    CompactPeers {
+        v4: Vec::with_capacity(peers * crate::engine::COMPACT_V4_LEN),
+        v6: Vec::with_capacity(peers * crate::engine::COMPACT_V6_LEN),
     }
 }
 
@@ -140,7 +155,7 @@ impl DatagramService for BtUdpService {
             access: self.access.clone(),
             front_end: self.front_end.clone(),
             clock: self.clock,
-            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+            scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
             index: worker,
         })
     }
@@ -153,7 +168,7 @@ struct BtUdpWorker {
     front_end: UdpFrontEnd,
     clock: Clock,
     /// Peer lists of announces, reused.
-    scratch: Vec<PeerInfo>,
+    scratch: CompactPeers,
     index: usize,
 }
 
@@ -204,7 +219,7 @@ impl StreamService for BtHttpService {
             clock: self.clock,
             index: worker,
             body: Vec::with_capacity(1024),
-            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+            scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
         })
     }
 }
@@ -220,7 +235,7 @@ struct BtHttpWorker {
     /// Reused for every bencoded body this worker writes.
     body: Vec<u8>,
     /// Peer lists of announces, reused.
-    scratch: Vec<PeerInfo>,
+    scratch: CompactPeers,
 }
 
 impl BtHttpWorker {

@@ -18,12 +18,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::query::{parse_announce, parse_scrape, QueryError};
-use crate::engine::{ErrorCode, PeerInfo, Time};
+use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 use crate::protocol::bencode;
 use crate::protocol::bt_udp::tracker::{
     announce, engine_error_message, refused, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
 };
-use crate::protocol::bt_udp::wire::{write_peer, PEER_V4_LEN, PEER_V6_LEN};
 
 /// Content type of every tracker answer body.
 pub const CONTENT_TYPE: &str = "text/plain";
@@ -112,7 +111,15 @@ impl HttpFrontEnd {
         now: Time,
         body: &mut Vec<u8>,
     ) -> HttpOutcome {
-        self.handle_get_with(core, src, path, query, now, body, &mut Vec::new())
+        self.handle_get_with(
+            core,
+            src,
+            path,
+            query,
+            now,
+            body,
+            &mut CompactPeers::default(),
+        )
     }
 
     /// As [`HttpFrontEnd::handle_get`], with the peer list built in `scratch` (kept by the
@@ -126,7 +133,7 @@ impl HttpFrontEnd {
         query: Option<&str>,
         now: Time,
         body: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> HttpOutcome {
         body.clear();
         let query = query.unwrap_or("");
@@ -162,18 +169,20 @@ impl HttpFrontEnd {
         query: &str,
         now: Time,
         out: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> Result<HttpAnswer, HttpFailure> {
         let q = parse_announce(query).map_err(HttpFailure::Query)?;
         let a = q.to_announce();
         if refused(core, &a) {
             return Err(HttpFailure::AccessDenied);
         }
-        let answer =
-            announce(core, &self.limits, src, &a, now, scratch).map_err(HttpFailure::Engine)?;
         // One address per peer, the requester's family first; the list holds both families.
-        let family = Family::of(src.ip());
-        let peers = || answer.peer_addrs(family, true);
+        let families = ListFamilies {
+            first: Family::of(src.ip()),
+            fallback: true,
+        };
+        let answer = announce(core, &self.limits, src, &a, now, families, scratch)
+            .map_err(HttpFailure::Engine)?;
 
         bencode::dict_begin(out);
         bencode::key_int(out, b"complete", answer.counts.seeders.into());
@@ -186,22 +195,15 @@ impl HttpFrontEnd {
         );
         bencode::bytes(out, b"peers");
         if q.compact {
-            let n4 = peers().filter(SocketAddr::is_ipv4).count();
-            let n6 = peers().filter(SocketAddr::is_ipv6).count();
-            bencode::bytes_header(out, n4 * PEER_V4_LEN);
-            peers()
-                .filter(SocketAddr::is_ipv4)
-                .for_each(|p| write_peer(out, p));
-            if n6 > 0 {
+            // BEP 23 / BEP 7: the engine's wire-form lists, copied as they are.
+            bencode::bytes(out, &answer.peers.v4);
+            if !answer.peers.v6.is_empty() {
                 bencode::bytes(out, b"peers6");
-                bencode::bytes_header(out, n6 * PEER_V6_LEN);
-                peers()
-                    .filter(SocketAddr::is_ipv6)
-                    .for_each(|p| write_peer(out, p));
+                bencode::bytes(out, &answer.peers.v6);
             }
         } else {
             bencode::list_begin(out);
-            for p in peers() {
+            for p in answer.peer_addrs() {
                 bencode::dict_begin(out);
                 bencode::bytes(out, b"ip");
                 write_ip_string(out, p);

@@ -20,11 +20,10 @@ use super::tracker::{
     announce, engine_error_message, refused, swarm_counts, Announce, BtLimits, Family, TrackerCore,
 };
 use super::wire::{
-    action, decode_request, write_announce_header, write_peer, write_response_header,
-    ConnectResponse, DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest,
-    PROTOCOL_ID,
+    action, decode_request, write_announce_header, write_response_header, ConnectResponse,
+    DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest, PROTOCOL_ID,
 };
-use crate::engine::{ErrorCode, PeerInfo, Time};
+use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 
 /// Why the tracker answered a request with a BEP 15 error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,7 +150,7 @@ impl UdpFrontEnd {
         now: Time,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        self.handle_with(core, src, packet, now, out, &mut Vec::new())
+        self.handle_with(core, src, packet, now, out, &mut CompactPeers::default())
     }
 
     /// As [`UdpFrontEnd::handle`], with the peer list built in `scratch`. A worker that keeps
@@ -164,7 +163,7 @@ impl UdpFrontEnd {
         packet: &[u8],
         now: Time,
         out: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> Outcome {
         out.clear();
         let Some(header) = RequestHeader::peek(packet) else {
@@ -200,7 +199,13 @@ impl UdpFrontEnd {
                 if refused(core, &a) {
                     return error(out, packet.len(), tid, UdpError::AccessDenied);
                 }
-                match announce(core, &self.limits, src, &a, now, scratch) {
+                // BEP 15: the peer format follows the family of the request's packet.
+                let family = Family::of(src.ip());
+                let families = ListFamilies {
+                    first: family,
+                    fallback: false,
+                };
+                match announce(core, &self.limits, src, &a, now, families, scratch) {
                     Ok(answer) => {
                         write_announce_header(
                             out,
@@ -209,11 +214,11 @@ impl UdpFrontEnd {
                             answer.counts.leechers,
                             answer.counts.seeders,
                         );
-                        // BEP 15: the peer format follows the family of the request's packet.
-                        let family = Family::of(src.ip());
-                        answer
-                            .peer_addrs(family, false)
-                            .for_each(|p| write_peer(out, p));
+                        // The engine wrote the list in wire form.
+                        out.extend_from_slice(match family {
+                            Family::V4 => &answer.peers.v4,
+                            Family::V6 => &answer.peers.v6,
+                        });
                         Outcome::Reply(Reply::Announce)
                     }
                     Err(code) => error(out, packet.len(), tid, UdpError::Engine(code)),

@@ -150,6 +150,8 @@ fn stat_answer(s: raw::RawStatResult<'_>) -> Result<StatAnswer, ResponseDecodeEr
                 leechers: u32_of(s.leechers, "leechers")?,
                 uploaded_bytes: s.uploaded_bytes.map_or(0, |v| v.0),
                 downloaded_bytes: s.downloaded_bytes.map_or(0, |v| v.0),
+                // PPSTP has no completed-download count (BitTorrent's BEP 48 `downloaded`).
+                completed: 0,
             },
         ));
     }

@@ -938,6 +938,7 @@ fn stat_results_have_the_documented_shape() {
         leechers: 2,
         uploaded_bytes: 10,
         downloaded_bytes: 20,
+        completed: 0,
     };
     let v = encoded(
         &Response::Ok(Answer {
@@ -1195,6 +1196,7 @@ fn arb_stat() -> impl Strategy<Value = StatAnswer> {
                     leechers: le,
                     uploaded_bytes: up,
                     downloaded_bytes: down,
+                    completed: 0,
                 },
             )
         }),
