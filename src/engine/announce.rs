@@ -734,6 +734,39 @@ mod tests {
     }
 
     #[test]
+    fn each_worker_expires_only_the_shards_it_owns() {
+        let config = EngineConfig::default();
+        let track_ms = config.track_timer_secs * 1000;
+        let e = engine(config);
+        for i in 0..64u8 {
+            run(
+                &e,
+                &announce(i, &format!("s{i}"), PeerMode::Leech, None),
+                Time(0),
+            )
+            .unwrap();
+        }
+        let late = Time(track_ms + 5000);
+        let mut cursor = 0;
+        let mut by_worker0 = 0;
+        for _ in 0..8 {
+            by_worker0 += e.expire_owned(0, 2, &mut cursor, late, usize::MAX).expired;
+        }
+        assert!(by_worker0 > 0 && by_worker0 < 64, "{by_worker0}");
+        assert_eq!(e.counts().peers, 64 - by_worker0);
+        let mut cursor = 0;
+        let mut by_worker1 = 0;
+        for _ in 0..8 {
+            by_worker1 += e.expire_owned(1, 2, &mut cursor, late, usize::MAX).expired;
+        }
+        assert_eq!(by_worker0 + by_worker1, 64);
+        // A worker beyond the shard count owns nothing.
+        assert_eq!(e.expire_owned(5, 6, &mut 0, late, usize::MAX).examined, 0);
+        let counts = e.audit().unwrap();
+        assert_eq!((counts.peers, counts.swarms), (0, 0));
+    }
+
+    #[test]
     fn a_mode_change_moves_the_peer_and_a_seeder_gets_leechers_only() {
         let e = engine(EngineConfig::default());
         for p in 1..=3 {
