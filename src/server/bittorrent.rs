@@ -157,6 +157,8 @@ impl DatagramService for BtUdpService {
             clock: self.clock,
             scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
             index: worker,
+            now: Time::default(),
+            list: None,
         })
     }
 }
@@ -170,9 +172,17 @@ struct BtUdpWorker {
     /// Peer lists of announces, reused.
     scratch: CompactPeers,
     index: usize,
+    /// The clock and the access list, read once per received batch.
+    now: Time,
+    list: Option<Arc<AccessList>>,
 }
 
 impl DatagramWorker for BtUdpWorker {
+    fn on_batch(&mut self) {
+        self.now = self.clock.now();
+        self.list = current_list(&self.access);
+    }
+
     fn on_datagram(
         &mut self,
         _ctx: &DatagramCtx,
@@ -180,20 +190,14 @@ impl DatagramWorker for BtUdpWorker {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        let list = current_list(&self.access);
         let core = Guarded {
             engine: &self.engine,
-            access: list.as_deref(),
+            access: self.list.as_deref(),
         };
-        let outcome = self.front_end.handle_with(
-            &core,
-            src,
-            packet,
-            self.clock.now(),
-            out,
-            &mut self.scratch,
-        );
-        self.metrics.worker(self.index).bt_udp(outcome.name());
+        let outcome =
+            self.front_end
+                .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
+        self.metrics.worker(self.index).bt_udp(outcome.index());
         matches!(outcome, Outcome::Reply(_))
     }
 }
@@ -241,7 +245,9 @@ struct BtHttpWorker {
 impl BtHttpWorker {
     /// Answers an HTTP-level fault with a bencoded `failure reason`, as trackers do.
     fn fault(&mut self, out: &mut Vec<u8>, status: u16, reason: &[u8], keep_alive: bool) {
-        self.metrics.worker(self.index).bt_http("http_fault");
+        self.metrics
+            .worker(self.index)
+            .bt_http(bt_http::HttpOutcome::HTTP_FAULT);
         self.body.clear();
         bencode::dict_begin(&mut self.body);
         bencode::key_bytes(&mut self.body, b"failure reason", reason);
@@ -305,7 +311,7 @@ impl StreamWorker for BtHttpWorker {
                         &mut self.body,
                         &mut self.scratch,
                     );
-                    self.metrics.worker(self.index).bt_http(outcome.name());
+                    self.metrics.worker(self.index).bt_http(outcome.index());
                     http::write_response(
                         out,
                         outcome.status,

@@ -60,17 +60,18 @@ impl PpstpWorker {
         http::write_response(out, status, CONTENT_TYPE, &self.body, keep_alive);
     }
 
+    /// Writes the answer straight into `out`: the HTTP head, then the JSON body encoded in
+    /// place, its Content-Length filled in afterwards.
     fn answer(
-        &mut self,
         out: &mut Vec<u8>,
         response: &Response,
         transaction_id: Option<&TransactionId>,
         keep_alive: bool,
     ) {
-        self.body.clear();
-        ppstp::encode_response(response, transaction_id, &mut self.body);
         let status = ppstp::http_status(response.error_code());
-        http::write_response(out, status, CONTENT_TYPE, &self.body, keep_alive);
+        http::write_response_with(out, status, CONTENT_TYPE, keep_alive, |body| {
+            ppstp::encode_response(response, transaction_id, body)
+        });
     }
 
     fn serve(
@@ -88,13 +89,13 @@ impl PpstpWorker {
         if !head.content_type.is_some_and(is_ppstp_media_type) {
             return self.fault(out, 415, head.keep_alive);
         }
-        let service = self.service.clone();
+        let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
         match ppstp::decode_request(body, ctx.peer, &service.decode_limits) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
-                self.answer(
+                Self::answer(
                     out,
                     &Response::Err(e.code),
                     e.transaction_id.as_ref(),
@@ -116,7 +117,7 @@ impl PpstpWorker {
                     service.engine.handle(&decoded.request, now)
                 };
                 metrics.error(kind, response.error_code());
-                self.answer(
+                Self::answer(
                     out,
                     &response,
                     Some(&decoded.transaction_id),

@@ -45,17 +45,22 @@ pub enum HttpFailure {
 }
 
 impl HttpFailure {
+    /// Index of this failure's counter in [`HttpOutcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            HttpFailure::Query(QueryError::TooManyInfoHashes) => 2,
+            HttpFailure::Query(QueryError::FullScrape) => 3,
+            HttpFailure::Query(_) => 4,
+            HttpFailure::Engine(ErrorCode::ServiceUnavailable) => 5,
+            HttpFailure::Engine(_) => 6,
+            HttpFailure::AccessDenied => 7,
+            HttpFailure::UnknownPath => 8,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self {
-            HttpFailure::Query(QueryError::TooManyInfoHashes) => "too_many_hashes",
-            HttpFailure::Query(QueryError::FullScrape) => "full_scrape",
-            HttpFailure::Query(_) => "bad_query",
-            HttpFailure::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
-            HttpFailure::Engine(_) => "engine_error",
-            HttpFailure::UnknownPath => "unknown_path",
-            HttpFailure::AccessDenied => "access_denied",
-        }
+        HttpOutcome::LABELS[self.index()]
     }
 }
 
@@ -75,13 +80,36 @@ pub struct HttpOutcome {
 }
 
 impl HttpOutcome {
+    /// Metric label of each outcome, indexed by [`HttpOutcome::index`]; the last one counts
+    /// HTTP-level faults answered before this front-end ([`HttpOutcome::HTTP_FAULT`]).
+    pub const LABELS: [&'static str; 10] = [
+        "announce",
+        "scrape",
+        "too_many_hashes",
+        "full_scrape",
+        "bad_query",
+        "engine_overload",
+        "engine_error",
+        "access_denied",
+        "unknown_path",
+        "http_fault",
+    ];
+
+    /// Index in [`HttpOutcome::LABELS`] of a fault answered by the HTTP layer.
+    pub const HTTP_FAULT: usize = 9;
+
+    /// Index of this outcome's counter and label in [`HttpOutcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self.answer {
+            HttpAnswer::Announce => 0,
+            HttpAnswer::Scrape => 1,
+            HttpAnswer::Failure(f) => f.index(),
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self.answer {
-            HttpAnswer::Announce => "announce",
-            HttpAnswer::Scrape => "scrape",
-            HttpAnswer::Failure(f) => f.name(),
-        }
+        Self::LABELS[self.index()]
     }
 }
 

@@ -57,18 +57,23 @@ impl UdpError {
         }
     }
 
+    /// Index of this error's counter in [`Outcome::LABELS`].
+    pub const fn index(self) -> usize {
+        match self {
+            UdpError::ConnectionId => 3,
+            UdpError::Malformed => 4,
+            UdpError::UnknownAction => 5,
+            UdpError::BadPort => 6,
+            UdpError::TooManyHashes => 7,
+            UdpError::Engine(ErrorCode::ServiceUnavailable) => 8,
+            UdpError::Engine(_) => 9,
+            UdpError::AccessDenied => 10,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(self) -> &'static str {
-        match self {
-            UdpError::ConnectionId => "connection_id",
-            UdpError::Malformed => "malformed",
-            UdpError::UnknownAction => "unknown_action",
-            UdpError::BadPort => "bad_port",
-            UdpError::TooManyHashes => "too_many_hashes",
-            UdpError::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
-            UdpError::Engine(_) => "engine_error",
-            UdpError::AccessDenied => "access_denied",
-        }
+        Outcome::LABELS[self.index()]
     }
 }
 
@@ -102,17 +107,40 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Metric label of each outcome, indexed by [`Outcome::index`].
+    pub const LABELS: [&'static str; 14] = [
+        "connect",
+        "announce",
+        "scrape",
+        "connection_id",
+        "malformed",
+        "unknown_action",
+        "bad_port",
+        "too_many_hashes",
+        "engine_overload",
+        "engine_error",
+        "access_denied",
+        "drop_too_short",
+        "drop_bad_protocol_id",
+        "drop_error_too_long",
+    ];
+
+    /// Index of this outcome's counter and label in [`Outcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            Outcome::Reply(Reply::Connect) => 0,
+            Outcome::Reply(Reply::Announce) => 1,
+            Outcome::Reply(Reply::Scrape) => 2,
+            Outcome::Reply(Reply::Error(e)) => e.index(),
+            Outcome::Drop(Dropped::TooShort) => 11,
+            Outcome::Drop(Dropped::BadProtocolId) => 12,
+            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => 13,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Reply(Reply::Connect) => "connect",
-            Outcome::Reply(Reply::Announce) => "announce",
-            Outcome::Reply(Reply::Scrape) => "scrape",
-            Outcome::Reply(Reply::Error(e)) => e.name(),
-            Outcome::Drop(Dropped::TooShort) => "drop_too_short",
-            Outcome::Drop(Dropped::BadProtocolId) => "drop_bad_protocol_id",
-            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => "drop_error_too_long",
-        }
+        Self::LABELS[self.index()]
     }
 }
 
@@ -718,5 +746,37 @@ mod tests {
             }
             other => panic!("expected a scrape, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let errors = [
+            UdpError::ConnectionId,
+            UdpError::Malformed,
+            UdpError::UnknownAction,
+            UdpError::BadPort,
+            UdpError::TooManyHashes,
+            UdpError::Engine(ErrorCode::ServiceUnavailable),
+            UdpError::Engine(ErrorCode::BadRequest),
+            UdpError::AccessDenied,
+        ];
+        let mut outcomes: Vec<Outcome> = vec![
+            Outcome::Reply(Reply::Connect),
+            Outcome::Reply(Reply::Announce),
+            Outcome::Reply(Reply::Scrape),
+            Outcome::Drop(Dropped::TooShort),
+            Outcome::Drop(Dropped::BadProtocolId),
+            Outcome::Drop(Dropped::ErrorLongerThanRequest(UdpError::Malformed)),
+        ];
+        outcomes.extend(errors.iter().map(|e| Outcome::Reply(Reply::Error(*e))));
+        let mut seen: Vec<usize> = outcomes.iter().map(Outcome::index).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (0..Outcome::LABELS.len()).collect::<Vec<_>>());
+        assert_eq!(Outcome::Reply(Reply::Announce).name(), "announce");
+        assert_eq!(
+            UdpError::Engine(ErrorCode::ServiceUnavailable).name(),
+            "engine_overload"
+        );
     }
 }

@@ -26,7 +26,7 @@
 
 mod response;
 
-pub use response::{reason_phrase, write_response};
+pub use response::{reason_phrase, write_response, write_response_with};
 
 /// Most header lines the parser looks at, whatever [`HttpLimits::max_headers`] says: the size of
 /// the header array on the stack.

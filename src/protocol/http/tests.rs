@@ -308,3 +308,27 @@ fn write_response_appends_and_parses_back() {
     }
     assert!(out.starts_with(b"previous"));
 }
+
+#[test]
+fn write_response_with_fills_in_the_content_length_of_the_body_written_in_place() {
+    let mut out = b"previous answer|".to_vec();
+    write_response_with(&mut out, 200, "application/ppsp-tracker+json", false, |b| {
+        b.extend_from_slice(b"{\"a\":1}")
+    });
+    let text = String::from_utf8(out).unwrap();
+    let answer = text.strip_prefix("previous answer|").unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "{\"a\":1}");
+    let mut headers = [httparse::EMPTY_HEADER; 8];
+    let mut response = httparse::Response::new(&mut headers);
+    let parsed = response.parse(answer.as_bytes()).unwrap();
+    assert!(parsed.is_complete());
+    assert_eq!(response.code, Some(200));
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).unwrap().trim().to_owned());
+    assert_eq!(length.as_deref(), Some("7"));
+    assert!(head.ends_with("Connection: close"));
+}
