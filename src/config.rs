@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket in bytes; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
+    /// Account to switch to once every listener is bound, when started as root (its primary
+    /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
+    /// by another account, this must be empty or name that account.
+    pub user: String,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             events_per_poll: 1024,
             udp_buffer_bytes: 0,
+            user: String::new(),
         }
     }
 }
@@ -147,14 +152,29 @@ pub struct LogConfig {
     /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or directives
     /// such as `info,ppsp_tracker::runtime=debug`. `RUST_LOG` overrides it.
     pub level: String,
+    /// How each event is written to standard error: `"text"` (one human-readable line) or
+    /// `"json"` (one JSON object per line, for log collectors).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `log.format`: the shape of each log line on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (ANSI colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// Why a configuration could not be loaded. The message names the file or key.

@@ -10,12 +10,14 @@
 //! - [`overlay`]: RELOAD wire codec, the Chord-RELOAD topology and the storage layer.
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
+//! - [`privileges`]: switching from root to `server.user` once the listeners are bound.
 
 pub mod access_list;
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod overlay;
+pub mod privileges;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 
-use ppsp_tracker::config::Config;
+use ppsp_tracker::config::{Config, LogFormat};
+use ppsp_tracker::privileges::Outcome;
 use ppsp_tracker::server::Server;
 
 #[global_allocator]
@@ -75,11 +76,15 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 fn serve(config: Config) -> Result<(), String> {
@@ -92,6 +97,19 @@ fn serve(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let server = Server::start(&config).map_err(|e| format!("{e:#}"))?;
+    match ppsp_tracker::privileges::drop_privileges(&config.server.user) {
+        Ok(Outcome::Switched { uid, gid }) => {
+            tracing::info!(user = %config.server.user, uid, gid, "switched from root after binding")
+        }
+        Ok(Outcome::Unchanged { uid: 0 }) => tracing::warn!(
+            "running as root: set server.user to an unprivileged account (the listeners are bound first)"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            server.shutdown();
+            return Err(e.to_string());
+        }
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),

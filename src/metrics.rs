@@ -38,7 +38,7 @@ pub const UNDECODED: usize = REQUEST_TYPES.len() - 1;
 pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 500];
 
 /// Outcome labels of the BitTorrent UDP front-end, indexed by `bt_udp::Outcome::index`.
-pub const BT_UDP_OUTCOMES: [&str; 14] = crate::protocol::bt_udp::Outcome::LABELS;
+pub const BT_UDP_OUTCOMES: [&str; 13] = crate::protocol::bt_udp::Outcome::LABELS;
 
 /// Outcome labels of the BitTorrent HTTP front-end, indexed by `bt_http::HttpOutcome::index`
 /// (its last entry counts the HTTP-level faults answered before it).
@@ -151,6 +151,21 @@ impl WorkerMetrics {
     }
 }
 
+/// Requests handled since start, per front-end ([`Metrics::totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolTotals {
+    pub ppstp: u64,
+    pub bt_udp: u64,
+    pub bt_http: u64,
+}
+
+impl ProtocolTotals {
+    /// All front-ends together.
+    pub fn all(&self) -> u64 {
+        self.ppstp + self.bt_udp + self.bt_http
+    }
+}
+
 /// Every worker's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -210,6 +225,18 @@ impl Metrics {
             return 0;
         };
         self.workers.iter().map(|w| get(&w.http_faults[i])).sum()
+    }
+
+    /// Requests handled since start by each front-end, summed over workers: PPSTP requests
+    /// received, BitTorrent UDP datagrams and BitTorrent HTTP requests handled (any outcome).
+    pub fn totals(&self) -> ProtocolTotals {
+        let mut t = ProtocolTotals::default();
+        for w in self.workers.iter() {
+            t.ppstp += w.requests_total();
+            t.bt_udp += w.bt_udp.iter().map(get).sum::<u64>();
+            t.bt_http += w.bt_http.iter().map(get).sum::<u64>();
+        }
+        t
     }
 
     /// Prometheus text exposition (format 0.0.4) of every metric.

@@ -3,57 +3,101 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A server process; killed and reaped when dropped. Standard error is read by a thread so
+/// the pipe never fills; [`Running::log`] returns every line once the process has exited.
+struct Running {
+    child: Child,
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
-struct Running(Child);
+impl Running {
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line the process wrote to standard error (call after it exited).
+    fn log(&mut self) -> Vec<String> {
+        self.log
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
+/// The address logged for `key` in the start-up event, text (`ppstp=Some(IP:PORT)`) or JSON
+/// (`"ppstp":"Some(IP:PORT)"`).
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let after = &line[line
+        .find(&format!("{key}="))
+        .or_else(|| line.find(&format!("\"{key}\":")))?..];
+    let inner = after.split("Some(").nth(1)?.split(')').next()?;
+    inner.parse().ok()
+}
+
+/// Starts `ppsp-tracker serve` with PPSTP and admin on port 0 and learns the bound addresses
+/// from its start-up log line, so concurrent tests never race for a port.
 fn serve(extra: &[String]) -> (Running, SocketAddr, SocketAddr) {
-    let ppstp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"));
-    cmd.arg("serve")
-        .arg("--set")
-        .arg(format!("ppstp.listen={ppstp}"))
-        .arg("--set")
-        .arg(format!("admin.listen={admin}"))
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+        .args([
+            "serve",
+            "--set",
+            "ppstp.listen=127.0.0.1:0",
+            "--set",
+            "admin.listen=127.0.0.1:0",
+        ])
         .args(extra)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = Running(cmd.spawn().expect("start ppsp-tracker"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(ppstp).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start listening on {ppstp}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, ppstp, admin)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ppsp-tracker");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let (ppstp, admin) = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("server exited before serving: {seen:#?}");
+        };
+        if line.contains("ppsp-tracker serving") {
+            let ppstp = logged_addr(&line, "ppstp").expect(&line);
+            let admin = logged_addr(&line, "admin").expect(&line);
+            seen.push(line);
+            break (ppstp, admin);
+        }
+        seen.push(line);
+    };
+    let log = std::thread::spawn(move || {
+        seen.extend(lines.map_while(Result::ok));
+        seen
+    });
+    (
+        Running {
+            child,
+            log: Some(log),
+        },
+        ppstp,
+        admin,
+    )
 }
 
 fn wait_exit(child: &mut Running) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = child.child.try_wait().unwrap() {
             return status;
         }
         assert!(
@@ -78,7 +122,7 @@ fn serve_answers_and_stops_cleanly_on_sigterm_and_sigint() {
             serde_json::json!(1)
         );
         // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        unsafe { libc::kill(child.0.id() as i32, signal) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let status = wait_exit(&mut child);
         assert!(
             status.success(),
@@ -109,4 +153,117 @@ fn an_unknown_key_fails_at_start_naming_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_peerz"), "{err}");
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let (mut child, _, _) = serve(&["--set".into(), "log.format=\"json\"".into()]);
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child).success());
+    let err = child.log().join("\n");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let serving = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "ppsp-tracker serving")
+        .unwrap_or_else(|| panic!("no start event in {err}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["timestamp"].is_string());
+    assert!(events.iter().any(|e| e["fields"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("shutting down")));
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+        .args(["serve", "--set", "log.format=\"xml\""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format") && err.contains("xml"), "{err}");
+}
+
+fn uids_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn server_user_switches_from_root_after_binding_or_is_refused_otherwise() {
+    let nobody = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        // Not root: asking for another account is refused at start, naming it.
+        let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
+            .args(["serve", "--set", "server.user=\"nobody\"", "--set"])
+            .args([
+                "ppstp.listen=127.0.0.1:0",
+                "--set",
+                "admin.listen=127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("server.user") && err.contains("root"), "{err}");
+        return;
+    }
+    let (mut child, ppstp, admin) = serve(&[
+        "--set".into(),
+        "server.user=\"nobody\"".into(),
+        "--set".into(),
+        "server.workers=2".into(),
+    ]);
+    let pid = child.id();
+    let want = format!("Uid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while uids_of(pid) != want {
+        assert!(
+            Instant::now() < deadline,
+            "still {} (want {want})",
+            uids_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every thread switched, not only the main one.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+            assert_eq!(line, want);
+        }
+    }
+    // It still serves after the switch.
+    let r = roundtrip(
+        ppstp,
+        &ppstp_post(&connect_body("1", "unprivileged", &[("u", "SEEDER")])),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        http_get(admin, "/status").json()["peers"],
+        serde_json::json!(1)
+    );
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child).success());
 }

@@ -87,7 +87,7 @@ impl Default for BtHttpConfig {
         BtHttpConfig {
             enabled: true,
             listen: vec!["127.0.0.1:6969".to_owned()],
-            max_head_bytes: 4096,
+            max_head_bytes: 8192,
             max_headers: 32,
             max_connections: 10_000,
             idle_timeout_secs: 60,
@@ -155,6 +155,28 @@ impl Config {
             (256..=1024 * 1024).contains(&h.max_head_bytes),
             "bt_http.max_head_bytes must be 256..=1048576",
         )?;
+        // Every advertised maximum must fit the limits that carry it: a scrape of
+        // `max_scrape_hashes` info-hashes, each fully percent-encoded, in the HTTP head limit,
+        // and in one UDP receive buffer.
+        let needed = crate::protocol::bt_http::scrape_head_bytes(h.limits.max_scrape_hashes);
+        if h.enabled && h.max_head_bytes < needed {
+            return Err(ConfigError::new(format!(
+                "bt_http.max_head_bytes ({}) must hold a scrape of bt_http.limits.max_scrape_hashes \
+                 ({}) percent-encoded info-hashes: at least {needed}",
+                h.max_head_bytes, h.limits.max_scrape_hashes
+            )));
+        }
+        let udp_scrape = crate::protocol::bt_udp::wire::scrape_request_bytes(
+            self.bt_udp.limits.max_scrape_hashes,
+        );
+        if self.bt_udp.enabled && udp_scrape > crate::runtime::MAX_DATAGRAM_BYTES {
+            return Err(ConfigError::new(format!(
+                "bt_udp.limits.max_scrape_hashes ({}) makes a {udp_scrape}-byte scrape, over the \
+                 {}-byte datagram buffer",
+                self.bt_udp.limits.max_scrape_hashes,
+                crate::runtime::MAX_DATAGRAM_BYTES
+            )));
+        }
         check(
             (1..=1024).contains(&h.max_headers),
             "bt_http.max_headers must be 1..=1024",

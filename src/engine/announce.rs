@@ -398,15 +398,20 @@ impl Engine {
         removed.is_some()
     }
 
-    /// Counts a completed download in the swarm of `info_hash` (BEP 48 `downloaded`), if the
-    /// swarm exists.
-    pub fn bt_completed(&self, info_hash: &InfoHash) {
+    /// Counts a completed download in the swarm of `info_hash` (BEP 48 `downloaded`,
+    /// saturating); false when the swarm does not exist (nothing is created).
+    pub fn bt_completed(&self, info_hash: &InfoHash) -> bool {
         let hash = self.bt_hasher.hash_one(info_hash);
         let mut shard = self.bt_shard(hash).lock();
-        if let Some(pos) = shard.find(hash, info_hash) {
-            if let Some(s) = shard.swarms.get_mut(pos) {
+        let Some(pos) = shard.find(hash, info_hash) else {
+            return false;
+        };
+        match shard.swarms.get_mut(pos) {
+            Some(s) => {
                 s.completed = s.completed.saturating_add(1);
+                true
             }
+            None => false,
         }
     }
 
@@ -921,9 +926,12 @@ mod tests {
         let e = engine(EngineConfig::default());
         run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
         let ih: InfoHash = swarm("s").as_bytes().try_into().unwrap();
-        e.bt_completed(&ih);
-        e.bt_completed(&ih);
-        e.bt_completed(&[0; 20]); // no such swarm: nothing is created
+        assert!(e.bt_completed(&ih));
+        assert!(e.bt_completed(&ih));
+        assert!(
+            !e.bt_completed(&[0; 20]),
+            "no such swarm: nothing is created"
+        );
         let (stats, _) = run(&e, &announce(2, "s", PeerMode::Seeder, None), Time(0)).unwrap();
         assert_eq!(stats.completed, 2);
         assert_eq!(e.counts().swarms, 1);

@@ -51,6 +51,21 @@ pub struct TableCounts {
     pub leechers: usize,
 }
 
+/// One swarm's size, as listed by [`Engine::top_swarms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwarmSummary {
+    pub swarm_id: SwarmId,
+    pub seeders: usize,
+    pub leechers: usize,
+}
+
+impl SwarmSummary {
+    /// Seeders plus leechers.
+    pub fn peers(&self) -> usize {
+        self.seeders + self.leechers
+    }
+}
+
 /// What one expiry step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExpiryReport {
@@ -312,6 +327,70 @@ impl Engine {
         }
         counts.memberships = counts.seeders + counts.leechers;
         counts
+    }
+
+    /// The `n` swarms with the most members, largest first (ties by swarm id), for the stats
+    /// page; the PPSTP and BitTorrent parts of a swarm id are listed apart. Walks every swarm
+    /// shard of both tables once, holding one shard's lock at a time; keeps at most
+    /// `n` entries, so memory is O(n) whatever the table size. Meant for operators' requests,
+    /// not the hot path: O(swarms * log n).
+    pub fn top_swarms(&self, n: usize) -> Vec<SwarmSummary> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if n == 0 {
+            return Vec::new();
+        }
+        // A min-heap of the best `n` so far, keyed by (members, reversed id) so that the
+        // smallest (and, among equals, the largest id) is evicted first.
+        type Entry = (usize, Reverse<SwarmId>, usize, usize);
+        let mut best: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(n + 1);
+        for shard in self.swarm_shards.iter() {
+            let shard = shard.lock();
+            for (id, swarm) in shard.swarms.iter() {
+                let seeders = swarm.count(PeerMode::Seeder);
+                let leechers = swarm.count(PeerMode::Leech);
+                best.push(Reverse((
+                    seeders + leechers,
+                    Reverse(*id),
+                    seeders,
+                    leechers,
+                )));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        for shard in self.bt_shards.iter() {
+            let shard = shard.lock();
+            for swarm in shard.swarms.iter() {
+                let Ok(id) = SwarmId::new(&swarm.info_hash) else {
+                    continue;
+                };
+                let seeders = swarm.count(PeerMode::Seeder);
+                let leechers = swarm.count(PeerMode::Leech);
+                best.push(Reverse((
+                    seeders + leechers,
+                    Reverse(id),
+                    seeders,
+                    leechers,
+                )));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        let mut out: Vec<SwarmSummary> = best
+            .into_iter()
+            .map(
+                |Reverse((_, Reverse(swarm_id), seeders, leechers))| SwarmSummary {
+                    swarm_id,
+                    seeders,
+                    leechers,
+                },
+            )
+            .collect();
+        out.sort_by(|a, b| b.peers().cmp(&a.peers()).then(a.swarm_id.cmp(&b.swarm_id)));
+        out
     }
 
     // ---- helpers shared by the request handlers ----

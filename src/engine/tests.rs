@@ -1361,3 +1361,43 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn top_swarms_lists_the_largest_first_and_at_most_n() {
+    let e = Engine::new(&cfg());
+    // Swarm "big" gets 5 members (2 seeders), "mid" 3, "small" 1, "tie-a"/"tie-b" 2 each.
+    let plan: &[(&str, usize, usize)] = &[
+        ("big", 2, 3),
+        ("mid", 0, 3),
+        ("small", 1, 0),
+        ("tie-b", 1, 1),
+        ("tie-a", 0, 2),
+    ];
+    let mut peer = 0;
+    for (swarm, seeders, leechers) in plan {
+        for i in 0..seeders + leechers {
+            peer += 1;
+            let mode = if i < *seeders { SE } else { LE };
+            ok(e.handle(
+                &req(&format!("p{peer}"), A, connect(vec![act(swarm, J, mode)])),
+                t(0),
+            ));
+        }
+    }
+    let top = e.top_swarms(4);
+    let got: Vec<(SwarmId, usize, usize)> = top
+        .iter()
+        .map(|s| (s.swarm_id, s.seeders, s.leechers))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (sid("big"), 2, 3),
+            (sid("mid"), 0, 3),
+            (sid("tie-a"), 0, 2),
+            (sid("tie-b"), 1, 1),
+        ]
+    );
+    assert_eq!(e.top_swarms(0), Vec::new());
+    assert_eq!(e.top_swarms(100).len(), plan.len());
+}

@@ -99,10 +99,81 @@ pub(crate) fn bind_udp_group(
 ) -> io::Result<(SocketAddr, Vec<std::net::UdpSocket>)> {
     let first = bind_udp_reuseport(addr, buffer_bytes)?;
     let bound = first.local_addr()?;
+    if let Some(short) = buffer_shortfall(&first, buffer_bytes) {
+        tracing::warn!(
+            listener = %bound,
+            requested = short.requested,
+            receive = short.receive,
+            send = short.send,
+            "server.udp_buffer_bytes is capped by the kernel; raise the caps with \
+             `sysctl -w net.core.rmem_max={0} net.core.wmem_max={0}` (persist in /etc/sysctl.d/)",
+            short.requested
+        );
+    }
     let mut all = Vec::with_capacity(workers);
     all.push(first);
     for _ in 1..workers {
         all.push(bind_udp_reuseport(bound, buffer_bytes)?);
     }
     Ok((bound, all))
+}
+
+/// A UDP socket whose kernel buffers came out smaller than `server.udp_buffer_bytes` asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BufferShortfall {
+    /// Bytes asked for each buffer.
+    pub requested: usize,
+    /// Usable receive buffer the kernel granted, bytes.
+    pub receive: usize,
+    /// Usable send buffer the kernel granted, bytes.
+    pub send: usize,
+}
+
+/// Reads back the buffers of `socket` and reports when either is below `requested` (the
+/// kernel silently caps `SO_RCVBUF`/`SO_SNDBUF` at `net.core.rmem_max`/`wmem_max`; it reports
+/// twice the usable size, socket(7)). `requested == 0` (kernel default) never falls short.
+pub(crate) fn buffer_shortfall(
+    socket: &std::net::UdpSocket,
+    requested: usize,
+) -> Option<BufferShortfall> {
+    if requested == 0 {
+        return None;
+    }
+    let socket = socket2::SockRef::from(socket);
+    let receive = socket.recv_buffer_size().ok()? / 2;
+    let send = socket.send_buffer_size().ok()? / 2;
+    (receive < requested || send < requested).then_some(BufferShortfall {
+        requested,
+        receive,
+        send,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_buffer_above_the_kernel_cap_is_reported_and_one_below_is_not() {
+        let cap = sysctl("rmem_max").min(sysctl("wmem_max"));
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let over = cap * 4;
+        let socket = bind_udp_reuseport(addr, over).unwrap();
+        let short = buffer_shortfall(&socket, over).expect("capped buffers are reported");
+        assert_eq!(short.requested, over);
+        assert!(short.receive < over && short.send < over, "{short:?}");
+
+        let under = 4096.min(cap);
+        let socket = bind_udp_reuseport(addr, under).unwrap();
+        assert_eq!(buffer_shortfall(&socket, under), None);
+        assert_eq!(buffer_shortfall(&socket, 0), None);
+    }
 }

@@ -29,6 +29,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use conn::ConnLimits;
+
+/// Largest datagram a datagram service is given whole (the receive slot size); longer ones
+/// are dropped by the runtime.
+pub const MAX_DATAGRAM_BYTES: usize = mmsg::SLOT_BYTES;
 pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
 pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
 

@@ -1,5 +1,6 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `GET /status` (JSON), on its own
-//! thread (a one-worker runtime), using the same HTTP framing as the front-ends.
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /status` (JSON) and the stats
+//! page (`GET /stats`, `GET /stats.json`, see `stats.rs`), on its own
+//! thread (a one-worker runtime), served by the same HTTP loop as the front-ends.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -7,8 +8,10 @@ use std::time::Instant;
 
 use crate::engine::Engine;
 use crate::metrics::{Metrics, ScrapeContext};
-use crate::protocol::http::{self, Framed, HttpLimits};
-use crate::runtime::{ConnCtx, RuntimeStats, StreamService, StreamStep, StreamWorker};
+use crate::protocol::http::{HttpLimits, RequestHead};
+use crate::runtime::{ConnCtx, RuntimeStats, StreamService, StreamWorker};
+
+use super::http_serve::{Answer, HttpHandler, HttpWorker};
 
 /// The Prometheus text exposition media type.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,6 +36,8 @@ pub(crate) struct AdminState {
     pub listeners: OnceLock<Vec<(String, SocketAddr)>>,
     /// The RELOAD overlay thread, when `overlay.enabled`.
     pub overlay: Option<Arc<crate::overlay::transport::OverlayHandle>>,
+    /// The stats page's last hour, sampled by the admin worker's timer.
+    pub history: parking_lot::Mutex<super::stats::History>,
 }
 
 impl AdminState {
@@ -84,93 +89,102 @@ pub(crate) struct AdminService(pub Arc<AdminState>);
 
 impl StreamService for AdminService {
     fn worker(&self, _worker: usize) -> Box<dyn StreamWorker> {
-        Box::new(AdminWorker(self.0.clone()))
+        Box::new(HttpWorker::new(
+            AdminWorker(self.0.clone()),
+            ADMIN_HTTP_LIMITS,
+        ))
     }
 }
 
 struct AdminWorker(Arc<AdminState>);
 
-impl StreamWorker for AdminWorker {
-    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
-        let mut consumed = 0;
-        while out.len() < ctx.output_limit {
-            let rest = match input.get(consumed..) {
-                Some(rest) if !rest.is_empty() => rest,
-                _ => break,
+impl HttpHandler for AdminWorker {
+    fn allowed_methods(&self, path: &str) -> Option<&'static str> {
+        if path.starts_with(crate::overlay::transport::http::VALUE_PREFIX) {
+            Some("GET, HEAD, PUT")
+        } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
+            Some("GET, HEAD")
+        } else {
+            None
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let uptime = now.saturating_duration_since(self.0.started).as_secs_f64();
+        if self.0.history.lock().due(uptime) {
+            // Counted outside the history lock: `counts` takes every swarm shard's lock.
+            let sample = super::stats::sample(&self.0, now);
+            self.0.history.lock().offer(sample);
+        }
+    }
+
+    fn fault(&mut self, _status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
+        body.extend_from_slice(reason.as_bytes());
+        body.push(b'\n');
+        "text/plain"
+    }
+
+    fn serve(
+        &mut self,
+        _ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        request_body: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Answer {
+        if let Some(a) = crate::overlay::transport::http::serve(
+            self.0.overlay.as_deref(),
+            head.method,
+            head.path,
+            request_body,
+        ) {
+            body.extend_from_slice(&a.body);
+            return Answer {
+                status: a.status,
+                content_type: a.content_type,
             };
-            match http::frame_request(rest, &ADMIN_HTTP_LIMITS) {
-                Framed::Incomplete => break,
-                Framed::Error(e) => {
-                    http::write_response(out, e.status(), "text/plain", b"bad request\n", false);
-                    return StreamStep {
-                        consumed: input.len(),
-                        close: true,
-                    };
-                }
-                Framed::Request {
-                    head,
-                    body,
-                    consumed: used,
-                } => {
-                    if used == 0 || used > rest.len() {
-                        return StreamStep {
-                            consumed: input.len(),
-                            close: true,
-                        };
-                    }
-                    consumed += used;
-                    let keep = head.keep_alive;
-                    let overlay = crate::overlay::transport::http::serve(
-                        self.0.overlay.as_deref(),
-                        head.method,
-                        head.path,
-                        body,
-                    );
-                    match (head.method, head.path) {
-                        _ if overlay.is_some() => {
-                            if let Some(a) = overlay {
-                                http::write_response(out, a.status, a.content_type, &a.body, keep);
-                            }
-                        }
-                        ("GET", "/metrics") => {
-                            let text = self.0.metrics_text();
-                            http::write_response(
-                                out,
-                                200,
-                                METRICS_CONTENT_TYPE,
-                                text.as_bytes(),
-                                keep,
-                            );
-                        }
-                        ("GET", "/status") => {
-                            let mut body = serde_json::to_vec_pretty(&self.0.status_json())
-                                .unwrap_or_else(|_| b"{}".to_vec());
-                            body.push(b'\n');
-                            http::write_response(out, 200, "application/json", &body, keep);
-                        }
-                        (_, "/metrics" | "/status") => {
-                            http::write_response(
-                                out,
-                                405,
-                                "text/plain",
-                                b"method not allowed\n",
-                                keep,
-                            );
-                        }
-                        _ => http::write_response(out, 404, "text/plain", b"not found\n", keep),
-                    }
-                    if !keep {
-                        return StreamStep {
-                            consumed,
-                            close: true,
-                        };
-                    }
+        }
+        match head.path {
+            "/metrics" => {
+                body.extend_from_slice(self.0.metrics_text().as_bytes());
+                Answer {
+                    status: 200,
+                    content_type: METRICS_CONTENT_TYPE,
                 }
             }
-        }
-        StreamStep {
-            consumed,
-            close: false,
+            "/stats" => {
+                let json = super::stats::stats_json(&self.0, Instant::now());
+                body.extend_from_slice(super::stats::stats_html(&json).as_bytes());
+                Answer {
+                    status: 200,
+                    content_type: "text/html; charset=utf-8",
+                }
+            }
+            "/stats.json" => {
+                let json = super::stats::stats_json(&self.0, Instant::now());
+                // Serializing a `Value` into a vector cannot fail.
+                let _ = serde_json::to_writer_pretty(&mut *body, &json);
+                body.push(b'\n');
+                Answer {
+                    status: 200,
+                    content_type: "application/json",
+                }
+            }
+            "/status" => {
+                // Serializing a `Value` into a vector cannot fail.
+                let _ = serde_json::to_writer_pretty(&mut *body, &self.0.status_json());
+                body.push(b'\n');
+                Answer {
+                    status: 200,
+                    content_type: "application/json",
+                }
+            }
+            _ => {
+                body.extend_from_slice(b"not found\n");
+                Answer {
+                    status: 404,
+                    content_type: "text/plain",
+                }
+            }
         }
     }
 }

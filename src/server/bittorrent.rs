@@ -5,7 +5,7 @@
 //!
 //! This file only connects the codecs to the runtime: the clock, a connection-id secret drawn
 //! at start, per-worker scratch buffers (so that an announce of a known peer allocates
-//! nothing), HTTP framing with the shared `protocol::http` layer, and the outcome counters.
+//! nothing), the shared HTTP serving loop (`http_serve`), and the outcome counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,12 +21,13 @@ use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
 use crate::protocol::bt_udp::tracker::{InfoHash, SwarmCounts};
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
-use crate::protocol::http::{self, Framed, HttpLimits};
+use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::runtime::{
     ConnCtx, ConnLimits, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
-    StreamService, StreamStep, StreamWorker,
+    StreamService, StreamWorker,
 };
 
+use super::http_serve::{Answer, HttpHandler, HttpWorker};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 
 /// The engine as the BitTorrent codecs see it, with the access list in force for this request
@@ -58,6 +59,10 @@ impl TrackerCore for Guarded<'_> {
 
     fn counts(&self, src: SocketAddr, info_hash: &InfoHash, now: Time) -> SwarmCounts {
         TrackerCore::counts(self.engine, src, info_hash, now)
+    }
+
+    fn completed(&self, info_hash: &InfoHash) -> bool {
+        self.engine.bt_completed(info_hash)
     }
 }
 
@@ -95,7 +100,7 @@ pub(crate) fn add_services(
             metrics: metrics.clone(),
             access: access.clone(),
             front_end: UdpFrontEnd::new(secret, limits),
-            clock,
+            clock: clock.clone(),
         });
         for addr in config.bt_udp_addrs()? {
             datagrams.push(DatagramSpec {
@@ -108,17 +113,18 @@ pub(crate) fn add_services(
     if config.bt_http.enabled {
         let h = &config.bt_http;
         let limits = config.effective_bt_limits(&h.limits);
+        let http_limits = HttpLimits {
+            max_head_bytes: h.max_head_bytes,
+            max_headers: h.max_headers,
+            // Announces and scrapes are GETs: a body is refused (413) before it is read.
+            max_body_bytes: 0,
+        };
         let service: Arc<dyn StreamService> = Arc::new(BtHttpService {
             engine: engine.clone(),
             metrics: metrics.clone(),
             access: access.clone(),
             front_end: HttpFrontEnd::new(limits),
-            http_limits: HttpLimits {
-                max_head_bytes: h.max_head_bytes,
-                max_headers: h.max_headers,
-                // Announces and scrapes are GETs: a body is refused (413) before it is read.
-                max_body_bytes: 0,
-            },
+            http_limits,
             clock,
         });
         for addr in config.bt_http_addrs()? {
@@ -127,7 +133,8 @@ pub(crate) fn add_services(
                 addr,
                 service: service.clone(),
                 limits: ConnLimits {
-                    max_input_bytes: h.max_head_bytes,
+                    // Room for the largest request, so that every limit is answered.
+                    max_input_bytes: http_limits.max_request_bytes(),
                     max_pending_output_bytes: h.max_pending_output_bytes,
                     max_connections: h.max_connections,
                     idle_timeout: Duration::from_secs(h.idle_timeout_secs),
@@ -154,7 +161,7 @@ impl DatagramService for BtUdpService {
             metrics: self.metrics.clone(),
             access: self.access.clone(),
             front_end: self.front_end.clone(),
-            clock: self.clock,
+            clock: self.clock.clone(),
             scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
             index: worker,
             now: Time::default(),
@@ -214,17 +221,19 @@ pub(crate) struct BtHttpService {
 
 impl StreamService for BtHttpService {
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
-        Box::new(BtHttpWorker {
-            engine: self.engine.clone(),
-            metrics: self.metrics.clone(),
-            access: self.access.clone(),
-            front_end: self.front_end.clone(),
-            http_limits: self.http_limits,
-            clock: self.clock,
-            index: worker,
-            body: Vec::with_capacity(1024),
-            scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
-        })
+        Box::new(HttpWorker::new(
+            BtHttpWorker {
+                engine: self.engine.clone(),
+                metrics: self.metrics.clone(),
+                access: self.access.clone(),
+                front_end: self.front_end.clone(),
+                clock: self.clock.clone(),
+                now: self.clock.now(),
+                index: worker,
+                scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
+            },
+            self.http_limits,
+        ))
     }
 }
 
@@ -233,104 +242,60 @@ struct BtHttpWorker {
     metrics: Arc<Metrics>,
     access: Arc<AccessControl>,
     front_end: HttpFrontEnd,
-    http_limits: HttpLimits,
     clock: Clock,
+    /// The time of the input being served.
+    now: Time,
     index: usize,
-    /// Reused for every bencoded body this worker writes.
-    body: Vec<u8>,
     /// Peer lists of announces, reused.
     scratch: CompactPeers,
 }
 
-impl BtHttpWorker {
-    /// Answers an HTTP-level fault with a bencoded `failure reason`, as trackers do.
-    fn fault(&mut self, out: &mut Vec<u8>, status: u16, reason: &[u8], keep_alive: bool) {
+impl HttpHandler for BtHttpWorker {
+    fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
+        // Announces and scrapes are GETs (BEP 3, BEP 48).
+        Some("GET, HEAD")
+    }
+
+    fn begin_input(&mut self) {
+        self.now = self.clock.now();
+    }
+
+    /// An HTTP-level fault gets a bencoded `failure reason`, as trackers answer.
+    fn fault(&mut self, _status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
         self.metrics
             .worker(self.index)
             .bt_http(bt_http::HttpOutcome::HTTP_FAULT);
-        self.body.clear();
-        bencode::dict_begin(&mut self.body);
-        bencode::key_bytes(&mut self.body, b"failure reason", reason);
-        bencode::end(&mut self.body);
-        http::write_response(out, status, bt_http::CONTENT_TYPE, &self.body, keep_alive);
+        bencode::dict_begin(body);
+        bencode::key_bytes(body, b"failure reason", reason.as_bytes());
+        bencode::end(body);
+        bt_http::CONTENT_TYPE
     }
-}
 
-impl StreamWorker for BtHttpWorker {
-    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
-        let now = self.clock.now();
-        let mut consumed = 0;
-        let closed = StreamStep {
-            consumed: input.len(),
-            close: true,
+    fn serve(
+        &mut self,
+        ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        _request_body: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Answer {
+        let list = current_list(&self.access);
+        let core = Guarded {
+            engine: &self.engine,
+            access: list.as_deref(),
         };
-        while out.len() < ctx.output_limit {
-            let rest = match input.get(consumed..) {
-                Some(rest) if !rest.is_empty() => rest,
-                _ => break,
-            };
-            match http::frame_request(rest, &self.http_limits) {
-                Framed::Incomplete => break,
-                Framed::Error(e) => {
-                    // The stream cannot be re-synchronised: answer and close.
-                    self.fault(out, e.status(), e.to_string().as_bytes(), false);
-                    return closed;
-                }
-                Framed::Request {
-                    head,
-                    consumed: used,
-                    ..
-                } => {
-                    if used == 0 || used > rest.len() {
-                        // A framing result that makes no progress would loop forever.
-                        self.fault(out, 500, b"internal error", false);
-                        return closed;
-                    }
-                    consumed += used;
-                    if head.method != "GET" {
-                        self.fault(out, 405, b"method not allowed", head.keep_alive);
-                        if !head.keep_alive {
-                            return StreamStep {
-                                consumed,
-                                close: true,
-                            };
-                        }
-                        continue;
-                    }
-                    let list = current_list(&self.access);
-                    let core = Guarded {
-                        engine: &self.engine,
-                        access: list.as_deref(),
-                    };
-                    let outcome = self.front_end.handle_get_with(
-                        &core,
-                        ctx.peer,
-                        head.path,
-                        head.query,
-                        now,
-                        &mut self.body,
-                        &mut self.scratch,
-                    );
-                    self.metrics.worker(self.index).bt_http(outcome.index());
-                    http::write_response(
-                        out,
-                        outcome.status,
-                        bt_http::CONTENT_TYPE,
-                        &self.body,
-                        head.keep_alive,
-                    );
-                    if !head.keep_alive {
-                        return StreamStep {
-                            consumed,
-                            close: true,
-                        };
-                    }
-                }
-            }
-        }
-        StreamStep {
-            consumed,
-            close: false,
+        let outcome = self.front_end.handle_get_with(
+            &core,
+            ctx.peer,
+            head.path,
+            head.query,
+            self.now,
+            body,
+            &mut self.scratch,
+        );
+        self.metrics.worker(self.index).bt_http(outcome.index());
+        Answer {
+            status: outcome.status,
+            content_type: bt_http::CONTENT_TYPE,
         }
     }
 }

@@ -4,10 +4,12 @@
 
 mod admin;
 mod bittorrent;
+mod http_serve;
 mod ppstp;
+mod stats;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,22 +63,32 @@ impl Ticker for ExpiryTicker {
     }
 }
 
-/// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started).
-#[derive(Clone, Copy, Debug)]
+/// Monotonic clock giving the engine's [`Time`] (milliseconds since the server started, plus
+/// any [`Clock::advance`]). Clones share the advance.
+#[derive(Clone, Debug)]
 pub struct Clock {
     origin: Instant,
+    /// Milliseconds added to the elapsed time ([`Server::advance_clock`]).
+    advanced_ms: Arc<AtomicU64>,
 }
 
 impl Clock {
     pub fn new() -> Self {
         Clock {
             origin: Instant::now(),
+            advanced_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn now(&self) -> Time {
-        let ms = self.origin.elapsed().as_millis();
-        Time::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Time::from_millis(ms.saturating_add(self.advanced_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Moves this clock and its clones forward by `by` (never back: time stays monotonic).
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.advanced_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +108,7 @@ pub struct Server {
     bt_http_addrs: Vec<SocketAddr>,
     bt_udp_addrs: Vec<SocketAddr>,
     access: Arc<AccessControl>,
+    clock: Clock,
 }
 
 impl Server {
@@ -120,25 +133,26 @@ impl Server {
         let mut listeners = Vec::new();
         if config.ppstp.enabled {
             let p = &config.ppstp;
+            let http_limits = HttpLimits {
+                max_head_bytes: p.max_head_bytes,
+                max_headers: p.max_headers,
+                max_body_bytes: p.max_body_bytes,
+            };
             let service = Arc::new(ppstp::PpstpService {
                 engine: engine.clone(),
                 access: access.clone(),
                 metrics: metrics.clone(),
-                http_limits: HttpLimits {
-                    max_head_bytes: p.max_head_bytes,
-                    max_headers: p.max_headers,
-                    max_body_bytes: p.max_body_bytes,
-                },
+                http_limits,
                 decode_limits: decode_limits(config),
-                clock,
+                clock: clock.clone(),
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
                 addr: config.ppstp_addr()?,
                 service: Arc::new(ppstp::PpstpStreams(service)),
                 limits: ConnLimits {
-                    // A request never needs more than its head and body limits.
-                    max_input_bytes: p.max_head_bytes + p.max_body_bytes,
+                    // Room for the largest request, so that every limit is answered.
+                    max_input_bytes: http_limits.max_request_bytes(),
                     max_pending_output_bytes: p.max_pending_output_bytes,
                     max_connections: p.max_connections,
                     idle_timeout: Duration::from_secs(p.idle_timeout_secs),
@@ -151,7 +165,7 @@ impl Server {
             &engine,
             &metrics,
             &access,
-            clock,
+            clock.clone(),
             &mut listeners,
             &mut datagrams,
         )?;
@@ -161,7 +175,7 @@ impl Server {
         let expiry: Arc<dyn Ticker> = Arc::new(ExpiryTicker {
             engine: engine.clone(),
             metrics: metrics.clone(),
-            clock,
+            clock: clock.clone(),
             budget: config.engine.expiry_budget,
             cursors: (0..workers.max(1))
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
@@ -205,7 +219,12 @@ impl Server {
             backend: backend.name(),
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
+            history: Default::default(),
         });
+        {
+            let first = stats::sample(&state, state.started);
+            state.history.lock().offer(first);
+        }
         let mut all_listeners = runtime.local_addrs();
         all_listeners.extend(runtime.datagram_addrs());
         let mut runtimes = vec![runtime.stats()];
@@ -227,7 +246,8 @@ impl Server {
                 addr: config.admin_addr()?,
                 service: Arc::new(AdminService(state.clone())),
                 limits: ConnLimits {
-                    max_input_bytes: 16 * 1024,
+                    // Room for the largest request, so that every limit is answered.
+                    max_input_bytes: admin::ADMIN_HTTP_LIMITS.max_request_bytes(),
                     max_pending_output_bytes: 1024 * 1024,
                     max_connections: 64,
                     idle_timeout: Duration::from_secs(60),
@@ -258,6 +278,7 @@ impl Server {
             bt_http_addrs,
             bt_udp_addrs,
             access,
+            clock,
         })
     }
 
@@ -279,6 +300,13 @@ impl Server {
     /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
         self.bt_udp_addrs.first().copied()
+    }
+
+    /// Moves the tracker's clock forward by `by`: every timer (peer expiry, the BEP 15
+    /// connection-id lifetime) sees the time `by` later. Lets tests of timed behaviour run
+    /// without waiting.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Re-reads the access list file (what SIGHUP does). On error the old list stays in force.

@@ -1,15 +1,16 @@
-//! The PPSTP (RFC 7846) service: HTTP framing, method and media-type checks, decoding, the
-//! engine call and the answer, for each request pipelined on a connection.
+//! The PPSTP (RFC 7846) service: the media-type check, decoding, the engine call and the
+//! answer of each request; framing and method rules are the shared loop's (`http_serve`).
 
 use std::sync::Arc;
 
 use crate::access_list::AccessControl;
 use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
-use crate::protocol::http::{self, Framed, HttpLimits, RequestHead};
+use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, TransactionId, CONTENT_TYPE};
-use crate::runtime::{ConnCtx, StreamService, StreamStep, StreamWorker};
+use crate::runtime::{ConnCtx, StreamService, StreamWorker};
 
+use super::http_serve::{Answer, HttpHandler, HttpWorker};
 use super::Clock;
 
 /// Shared, read-only state of the PPSTP service.
@@ -27,19 +28,23 @@ pub(crate) struct PpstpStreams(pub Arc<PpstpService>);
 
 impl StreamService for PpstpStreams {
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
-        Box::new(PpstpWorker {
-            service: self.0.clone(),
-            index: worker,
-            body: Vec::with_capacity(4096),
-        })
+        let limits = self.0.http_limits;
+        Box::new(HttpWorker::new(
+            PpstpWorker {
+                service: self.0.clone(),
+                index: worker,
+                now: self.0.clock.now(),
+            },
+            limits,
+        ))
     }
 }
 
 struct PpstpWorker {
     service: Arc<PpstpService>,
     index: usize,
-    /// Reused for every JSON body this worker encodes.
-    body: Vec<u8>,
+    /// The time of the input being served.
+    now: Time,
 }
 
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
@@ -51,56 +56,58 @@ pub(crate) fn is_ppstp_media_type(value: &[u8]) -> bool {
         .eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
 }
 
-impl PpstpWorker {
-    /// Answers an HTTP-level fault with the PPSTP JSON error body (error code 01).
-    fn fault(&mut self, out: &mut Vec<u8>, status: u16, keep_alive: bool) {
-        self.service.metrics.worker(self.index).http_fault(status);
-        self.body.clear();
-        ppstp::encode_response(&Response::Err(ErrorCode::BadRequest), None, &mut self.body);
-        http::write_response(out, status, CONTENT_TYPE, &self.body, keep_alive);
+/// The PPSTP answer: its JSON body is in the loop's body buffer.
+fn answer(
+    response: &Response,
+    transaction_id: Option<&TransactionId>,
+    body: &mut Vec<u8>,
+) -> Answer {
+    ppstp::encode_response(response, transaction_id, body);
+    Answer {
+        status: ppstp::http_status(response.error_code()),
+        content_type: CONTENT_TYPE,
+    }
+}
+
+impl HttpHandler for PpstpWorker {
+    fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
+        // RFC 7846 §7.1: requests are HTTP POSTs.
+        Some("POST")
     }
 
-    /// Writes the answer straight into `out`: the HTTP head, then the JSON body encoded in
-    /// place, its Content-Length filled in afterwards.
-    fn answer(
-        out: &mut Vec<u8>,
-        response: &Response,
-        transaction_id: Option<&TransactionId>,
-        keep_alive: bool,
-    ) {
-        let status = ppstp::http_status(response.error_code());
-        http::write_response_with(out, status, CONTENT_TYPE, keep_alive, |body| {
-            ppstp::encode_response(response, transaction_id, body)
-        });
+    fn begin_input(&mut self) {
+        self.now = self.service.clock.now();
+    }
+
+    fn fault(&mut self, status: u16, _reason: &str, body: &mut Vec<u8>) -> &'static str {
+        // An HTTP-level fault gets the PPSTP JSON error body (error code 01).
+        self.service.metrics.worker(self.index).http_fault(status);
+        ppstp::encode_response(&Response::Err(ErrorCode::BadRequest), None, body);
+        CONTENT_TYPE
     }
 
     fn serve(
         &mut self,
         ctx: &ConnCtx,
         head: &RequestHead<'_>,
-        body: &[u8],
-        now: Time,
-        out: &mut Vec<u8>,
-    ) {
-        // RFC 7846 §7.1: requests are HTTP POSTs carrying the PPSTP media type.
-        if head.method != "POST" {
-            return self.fault(out, 405, head.keep_alive);
-        }
+        request_body: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Answer {
+        // RFC 7846 §7.1: requests carry the PPSTP media type.
         if !head.content_type.is_some_and(is_ppstp_media_type) {
-            return self.fault(out, 415, head.keep_alive);
+            let content_type = self.fault(415, "unsupported media type", body);
+            return Answer {
+                status: 415,
+                content_type,
+            };
         }
         let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
-        match ppstp::decode_request(body, ctx.peer, &service.decode_limits) {
+        match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
-                Self::answer(
-                    out,
-                    &Response::Err(e.code),
-                    e.transaction_id.as_ref(),
-                    head.keep_alive,
-                );
+                answer(&Response::Err(e.code), e.transaction_id.as_ref(), body)
             }
             Ok(decoded) => {
                 let kind = request_index(&decoded.request.kind);
@@ -114,67 +121,11 @@ impl PpstpWorker {
                 let response = if refused {
                     Response::Err(ErrorCode::Forbidden)
                 } else {
-                    service.engine.handle(&decoded.request, now)
+                    service.engine.handle(&decoded.request, self.now)
                 };
                 metrics.error(kind, response.error_code());
-                Self::answer(
-                    out,
-                    &response,
-                    Some(&decoded.transaction_id),
-                    head.keep_alive,
-                );
+                answer(&response, Some(&decoded.transaction_id), body)
             }
-        }
-    }
-}
-
-impl StreamWorker for PpstpWorker {
-    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
-        let now = self.service.clock.now();
-        let limits = self.service.http_limits;
-        let mut consumed = 0;
-        while out.len() < ctx.output_limit {
-            let rest = match input.get(consumed..) {
-                Some(rest) if !rest.is_empty() => rest,
-                _ => break,
-            };
-            match http::frame_request(rest, &limits) {
-                Framed::Incomplete => break,
-                Framed::Error(e) => {
-                    // The stream cannot be re-synchronised: answer and close.
-                    self.fault(out, e.status(), false);
-                    return StreamStep {
-                        consumed: input.len(),
-                        close: true,
-                    };
-                }
-                Framed::Request {
-                    head,
-                    body,
-                    consumed: used,
-                } => {
-                    if used == 0 || used > rest.len() {
-                        // A framing result that makes no progress would loop forever.
-                        self.fault(out, 500, false);
-                        return StreamStep {
-                            consumed: input.len(),
-                            close: true,
-                        };
-                    }
-                    consumed += used;
-                    self.serve(ctx, &head, body, now, out);
-                    if !head.keep_alive {
-                        return StreamStep {
-                            consumed,
-                            close: true,
-                        };
-                    }
-                }
-            }
-        }
-        StreamStep {
-            consumed,
-            close: false,
         }
     }
 }

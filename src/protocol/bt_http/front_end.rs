@@ -5,16 +5,15 @@
 //! Answers (keys in sorted order, as bencoding requires):
 //!
 //! - announce: `complete`, `incomplete`, `interval`, `min interval`, `peers`, and `peers6` when
-//!   there are IPv6 peers. BEP 23: `peers` is compact (6 bytes per IPv4 peer) unless the client
-//!   sent `compact=0`; BEP 7: `peers6` holds 18 bytes per IPv6 peer. With `compact=0`, `peers`
-//!   is a list of `{ip, port}` dictionaries of both families; peer ids are never listed, since
-//!   peers are keyed by address.
+//!   there are IPv6 peers. BEP 23: `peers` is compact (6 bytes per IPv4 peer) whatever
+//!   `compact` says (the key is advisory, and every client must read the compact form); BEP 7:
+//!   `peers6` holds 18 bytes per IPv6 peer. Peers are keyed by address, so there is no
+//!   `peer id` for BEP 3's dictionary form, and `no_peer_id` changes nothing.
 //! - scrape (BEP 48): `files`, a dictionary keyed by the raw 20-byte info-hashes (sorted, each
 //!   once) of `{complete, downloaded, incomplete}`.
 //! - every error: `{failure reason}` with status 200, as trackers do; an unknown path gets 404
 //!   with a failure reason too.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::query::{parse_announce, parse_scrape, QueryError};
@@ -221,24 +220,15 @@ impl HttpFrontEnd {
             b"min interval",
             self.limits.min_announce_interval_secs.into(),
         );
+        // BEP 23: `compact` is advisory and a tracker may answer compact only; every client
+        // must read it. Peers are keyed by address, so no `peer id` exists to list in BEP 3's
+        // dictionary form.
         bencode::bytes(out, b"peers");
-        if q.compact {
-            // BEP 23 / BEP 7: the engine's wire-form lists, copied as they are.
-            bencode::bytes(out, &answer.peers.v4);
-            if !answer.peers.v6.is_empty() {
-                bencode::bytes(out, b"peers6");
-                bencode::bytes(out, &answer.peers.v6);
-            }
-        } else {
-            bencode::list_begin(out);
-            for p in answer.peer_addrs() {
-                bencode::dict_begin(out);
-                bencode::bytes(out, b"ip");
-                write_ip_string(out, p);
-                bencode::key_int(out, b"port", p.port().into());
-                bencode::end(out);
-            }
-            bencode::end(out);
+        // BEP 23 / BEP 7: the engine's wire-form lists, copied as they are.
+        bencode::bytes(out, &answer.peers.v4);
+        if !answer.peers.v6.is_empty() {
+            bencode::bytes(out, b"peers6");
+            bencode::bytes(out, &answer.peers.v6);
         }
         bencode::end(out);
         Ok(HttpAnswer::Announce)
@@ -274,18 +264,6 @@ impl HttpFrontEnd {
         bencode::end(out);
         Ok(HttpAnswer::Scrape)
     }
-}
-
-/// Writes the peer's IP as a bencoded string (`"192.0.2.1"`, `"2001:db8::1"`).
-fn write_ip_string(out: &mut Vec<u8>, addr: SocketAddr) {
-    // Long enough for any IPv6 text form.
-    let mut buf = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let len = match write!(cursor, "{}", addr.ip()) {
-        Ok(()) => cursor.position() as usize,
-        Err(_) => 0,
-    };
-    bencode::bytes(out, buf.get(..len).unwrap_or_default());
 }
 
 /// Writes `{failure reason: ...}`.
@@ -370,17 +348,15 @@ mod tests {
     }
 
     #[test]
-    fn non_compact_announce_lists_ip_and_port_dicts() {
+    fn compact_zero_is_answered_compact() {
         let core = swarm_core();
-        let (o, body) = get(&core, "/announce", Some(&format!("{Q}&compact=0")));
-        assert_eq!(o.answer, HttpAnswer::Announce);
-        assert_eq!(
-            body,
-            b"d8:completei1e10:incompletei2e8:intervali90e12:min intervali45e5:peersl\
-d2:ip12:198.51.100.14:porti1000ee\
-d2:ip11:2001:db8::14:porti2000eeee"
-                .to_vec()
-        );
+        let (_, compact) = get(&core, "/announce", Some(&format!("{Q}&left=10&compact=1")));
+        for extra in ["&compact=0", "&compact=0&no_peer_id=1", "&compact=x"] {
+            let core = swarm_core();
+            let (o, body) = get(&core, "/announce", Some(&format!("{Q}&left=10{extra}")));
+            assert_eq!(o.answer, HttpAnswer::Announce);
+            assert_eq!(body, compact, "{extra}");
+        }
     }
 
     #[test]

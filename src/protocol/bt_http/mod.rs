@@ -13,4 +13,7 @@ pub mod front_end;
 pub mod query;
 
 pub use front_end::{HttpAnswer, HttpFailure, HttpFrontEnd, HttpOutcome, CONTENT_TYPE};
-pub use query::{encode_announce, parse_announce, parse_scrape, AnnounceQuery, Field, QueryError};
+pub use query::{
+    encode_announce, parse_announce, parse_scrape, scrape_head_bytes, AnnounceQuery, Field,
+    QueryError,
+};

@@ -4,9 +4,11 @@
 //! stands for a space (form encoding). Decoding is a single pass of our own (strict, and about
 //! twice as fast as splitting and decoding with the `percent-encoding` crate, measured);
 //! the crate encodes, for clients. `info_hash` and `peer_id` are binary and must decode to
-//! exactly 20 bytes. Numbers are plain decimal digits. Unknown keys are ignored, and so are
-//! `ip` (the source address counts: BEP 7 warns that a claimed address lets an attacker aim
-//! peers at a victim), `key`, `no_peer_id` (peer ids are never listed) and `corrupt`.
+//! exactly 20 bytes. Numbers are plain decimal digits; `numwant` saturates rather than fails
+//! (it is capped anyway). `port=0` is accepted (a client that does not listen), and an unknown
+//! `event` is a regular announce. Unknown keys are ignored, and so are `ip` (the source address
+//! counts: BEP 7 warns that a claimed address lets an attacker aim peers at a victim), `key`,
+//! `no_peer_id` (answers are compact, without peer ids) and `corrupt`.
 
 use std::fmt;
 
@@ -141,6 +143,23 @@ pub fn encode_announce(q: &AnnounceQuery, out: &mut String) {
     }
 }
 
+/// Bytes one fully percent-encoded `info_hash=...&` pair takes in a scrape query: the key and
+/// `=` (10), 20 bytes as `%XX` (60) and the `&` (1).
+pub const SCRAPE_PAIR_BYTES: usize = 10 + 3 * INFO_HASH_LEN + 1;
+
+/// Room left in a request head for the request line's method, path and version and for the
+/// header lines a client sends (`Host`, `User-Agent`, `Accept-Encoding`, ...).
+pub const HEAD_ALLOWANCE_BYTES: usize = 1024;
+
+/// The request head size a scrape of `hashes` fully percent-encoded info-hashes needs, with
+/// [`HEAD_ALLOWANCE_BYTES`] for the rest: what `bt_http.max_head_bytes` must hold so that the
+/// advertised `max_scrape_hashes` can be asked for (74 hashes: 5254 + 1024 bytes).
+pub const fn scrape_head_bytes(hashes: usize) -> usize {
+    hashes
+        .saturating_mul(SCRAPE_PAIR_BYTES)
+        .saturating_add(HEAD_ALLOWANCE_BYTES)
+}
+
 /// `key=value` pairs of a query string; empty pairs are skipped, a pair without `=` has an
 /// empty value. Works on bytes: splitting `&str` by `char` cost more than the rest of the parse.
 fn pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -215,31 +234,43 @@ fn parse_u64(value: &[u8], field: Field) -> Result<u64, QueryError> {
     })
 }
 
+/// A port, 0 included: a client without a listening socket announces port 0 (it downloads and
+/// counts, and is never listed to others).
 fn parse_port(value: &[u8]) -> Result<u16, QueryError> {
     let port = parse_u64(value, Field::Port)?;
-    match u16::try_from(port) {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(QueryError::Invalid(Field::Port)),
-    }
+    u16::try_from(port).map_err(|_| QueryError::Invalid(Field::Port))
 }
 
-fn parse_event(value: &[u8]) -> Result<AnnounceEvent, QueryError> {
+/// BEP 3's events; `empty`, BEP 21's `paused` and any value this tracker does not know are a
+/// regular announce, as clients and other trackers treat them.
+fn parse_event(value: &[u8]) -> AnnounceEvent {
     match value {
-        b"started" => Ok(AnnounceEvent::Started),
-        b"completed" => Ok(AnnounceEvent::Completed),
-        b"stopped" => Ok(AnnounceEvent::Stopped),
-        // BEP 3: "empty" is the same as absent; BEP 21's "paused" is a regular announce here.
-        b"" | b"empty" | b"paused" => Ok(AnnounceEvent::None),
-        _ => Err(QueryError::Invalid(Field::Event)),
+        b"started" => AnnounceEvent::Started,
+        b"completed" => AnnounceEvent::Completed,
+        b"stopped" => AnnounceEvent::Stopped,
+        _ => AnnounceEvent::None,
     }
 }
 
+/// Decimal digits, saturating at `u64::MAX` instead of failing: a count larger than any table
+/// is only "as many as you have".
+fn parse_count(value: &[u8], field: Field) -> Result<u64, QueryError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(QueryError::Invalid(field));
+    }
+    Ok(value.iter().fold(0u64, |n, &b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+/// `numwant`: a count (capped later by `max_num_want`, however many digits it has), or a
+/// negative number for the tracker's default.
 fn parse_num_want(value: &[u8]) -> Result<Option<u32>, QueryError> {
     if let Some(negative) = value.strip_prefix(b"-") {
-        parse_u64(negative, Field::NumWant)?;
+        parse_count(negative, Field::NumWant)?;
         return Ok(None);
     }
-    let n = parse_u64(value, Field::NumWant)?;
+    let n = parse_count(value, Field::NumWant)?;
     Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
@@ -267,7 +298,7 @@ pub fn parse_announce(query: &str) -> Result<AnnounceQuery, QueryError> {
             b"uploaded" => uploaded = parse_u64(value, Field::Uploaded)?,
             b"downloaded" => downloaded = parse_u64(value, Field::Downloaded)?,
             b"left" => left = Some(parse_u64(value, Field::Left)?),
-            b"event" => event = parse_event(value)?,
+            b"event" => event = parse_event(value),
             b"compact" => compact = value != b"0",
             b"numwant" | b"num_want" => num_want = parse_num_want(value)?,
             _ => {}
@@ -317,6 +348,24 @@ mod tests {
 
     fn base(extra: &str) -> String {
         format!("info_hash={HASH}&peer_id=-TR3000-abcdefghijkl&port=6881{extra}")
+    }
+
+    #[test]
+    fn port_zero_unknown_events_and_huge_counts_are_accepted() {
+        let q = parse_announce(&base("&port=0")).unwrap();
+        assert_eq!(q.port, 0);
+        for event in ["exploded", "paused", "empty", "", "STARTED"] {
+            let q = parse_announce(&base(&format!("&event={event}"))).unwrap();
+            assert_eq!(q.event, AnnounceEvent::None, "{event}");
+        }
+        let q = parse_announce(&base("&numwant=123456789012345678901234567890")).unwrap();
+        assert_eq!(q.num_want, Some(u32::MAX));
+        let q = parse_announce(&base("&numwant=-123456789012345678901234567890")).unwrap();
+        assert_eq!(q.num_want, None);
+        assert_eq!(
+            parse_announce(&base("&numwant=1e3")).unwrap_err(),
+            QueryError::Invalid(Field::NumWant)
+        );
     }
 
     #[test]
@@ -402,7 +451,6 @@ mod tests {
                 format!("info_hash={HASH}&peer_id=tooshort&port=1"),
                 QueryError::Invalid(Field::PeerId),
             ),
-            (base("&port=0"), QueryError::Invalid(Field::Port)),
             (base("&port=65536"), QueryError::Invalid(Field::Port)),
             (base("&port=-1"), QueryError::Invalid(Field::Port)),
             (base("&uploaded=12a"), QueryError::Invalid(Field::Uploaded)),
@@ -412,7 +460,6 @@ mod tests {
                 QueryError::Invalid(Field::Left),
             ),
             (base("&left=+5"), QueryError::Invalid(Field::Left)),
-            (base("&event=exploded"), QueryError::Invalid(Field::Event)),
             (base("&numwant=ten"), QueryError::Invalid(Field::NumWant)),
             (
                 base(&format!("&info_hash={HASH}")),

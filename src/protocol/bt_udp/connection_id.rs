@@ -6,7 +6,8 @@
 //! the id is SipHash-2-4, keyed with a 128-bit secret drawn at start, over the canonical source
 //! IP (16 bytes, IPv4 as IPv4-mapped), the source port and the time slot number
 //! (`now / slot length`, 60 s by default). An id is accepted in the slot it was issued in and in
-//! the next one, so it lives between one and two slot lengths. Time is passed in.
+//! as many following slots as [`MIN_LIFETIME_MILLIS`] needs (two of 60 s), so every id lives
+//! at least 120 s, as BEP 15 asks, and less than 180 s. Time is passed in.
 
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
@@ -16,8 +17,17 @@ use siphasher::sip::SipHasher24;
 use super::tracker::canonical_ip;
 use crate::engine::Time;
 
-/// Default length of a connection-id time slot: ids live 60 to 120 seconds.
+/// Default length of a connection-id time slot.
 pub const DEFAULT_SLOT_MILLIS: u64 = 60_000;
+
+/// Every connection id is accepted at least this long after it was issued (BEP 15: "two
+/// minutes").
+pub const MIN_LIFETIME_MILLIS: u64 = 120_000;
+
+/// Most earlier slots an id is looked for in; slots are never shorter than
+/// `MIN_LIFETIME_MILLIS / MAX_SLOTS_BACK`, so checking a forged id costs at most this many
+/// hashes plus one.
+const MAX_SLOTS_BACK: u64 = 8;
 
 /// The 128-bit secret of connection ids. Draw it at start from a cryptographic source; a
 /// restart with a new secret only makes clients reconnect.
@@ -48,14 +58,21 @@ impl std::fmt::Debug for ConnectionIdSecret {
 pub struct ConnectionIds {
     secret: ConnectionIdSecret,
     slot_millis: u64,
+    /// Earlier slots whose ids are still accepted.
+    slots_back: u64,
 }
 
 impl ConnectionIds {
-    /// `slot_millis` is clamped to at least 1 ms.
+    /// `slot_millis` is clamped to at least 15 s (`MIN_LIFETIME_MILLIS / 8`), so that an id is
+    /// looked for in at most nine slots.
     pub fn new(secret: ConnectionIdSecret, slot_millis: u64) -> Self {
+        let slot_millis = slot_millis.max(MIN_LIFETIME_MILLIS / MAX_SLOTS_BACK);
         ConnectionIds {
             secret,
-            slot_millis: slot_millis.max(1),
+            slot_millis,
+            // Issued at the very end of slot `k`, an id must still be accepted
+            // `MIN_LIFETIME_MILLIS` later, in slot `k + slots_back`.
+            slots_back: MIN_LIFETIME_MILLIS.div_ceil(slot_millis),
         }
     }
 
@@ -80,16 +97,13 @@ impl ConnectionIds {
         self.id_for(src, self.slot(now))
     }
 
-    /// Whether `id` was issued to `src` in the current or the previous slot.
+    /// Whether `id` was issued to `src` in the current slot or one of the `slots_back` before
+    /// it: at least [`MIN_LIFETIME_MILLIS`] ago, whatever the point in its slot it was issued.
     pub fn is_valid(&self, src: SocketAddr, id: u64, now: Time) -> bool {
         let slot = self.slot(now);
-        if id == self.id_for(src, slot) {
-            return true;
-        }
-        match slot.checked_sub(1) {
-            Some(prev) => id == self.id_for(src, prev),
-            None => false,
-        }
+        (0..=self.slots_back)
+            .map_while(|back| slot.checked_sub(back))
+            .any(|s| id == self.id_for(src, s))
     }
 }
 
@@ -106,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn valid_in_the_issuing_and_the_next_slot_only() {
+    fn valid_in_the_issuing_and_the_next_two_slots_only() {
         let ids = ids();
         let a = addr("192.0.2.1:5000");
         // Issued at the very end of slot 10.
@@ -114,21 +128,30 @@ mod tests {
         let id = ids.issue(a, issued);
         assert!(ids.is_valid(a, id, issued));
         assert!(ids.is_valid(a, id, Time::from_millis(11 * 60_000)));
-        assert!(ids.is_valid(a, id, Time::from_millis(11 * 60_000 + 59_999)));
-        assert!(!ids.is_valid(a, id, Time::from_millis(12 * 60_000)));
+        assert!(ids.is_valid(a, id, Time::from_millis(12 * 60_000 + 59_999)));
+        assert!(!ids.is_valid(a, id, Time::from_millis(13 * 60_000)));
         // Not valid before it was issued either (slot 9).
         assert!(!ids.is_valid(a, id, Time::from_millis(9 * 60_000)));
     }
 
     #[test]
-    fn one_minute_of_use_is_always_accepted() {
-        let ids = ids();
-        let a = addr("192.0.2.1:5000");
-        for issued_ms in [0u64, 1, 30_000, 59_999, 60_000, 123_456_789] {
-            let issued = Time::from_millis(issued_ms);
-            let id = ids.issue(a, issued);
-            assert!(ids.is_valid(a, id, issued.saturating_add_millis(60_000)));
-            assert!(!ids.is_valid(a, id, issued.saturating_add_millis(120_000)));
+    fn two_minutes_are_always_accepted_and_three_never() {
+        for slot in [1, 15_000, 40_000, DEFAULT_SLOT_MILLIS, 120_000, 500_000] {
+            let ids = ConnectionIds::new(ConnectionIdSecret::from_bytes([7; 16]), slot);
+            let a = addr("192.0.2.1:5000");
+            for issued_ms in [0u64, 1, 30_000, 59_999, 60_000, 119_999, 123_456_789] {
+                let issued = Time::from_millis(issued_ms);
+                let id = ids.issue(a, issued);
+                let last = issued.saturating_add_millis(MIN_LIFETIME_MILLIS);
+                assert!(ids.is_valid(a, id, last), "slot {slot}, issued {issued_ms}");
+                let slot = ids.slot_millis;
+                let never = issued.saturating_add_millis((ids.slots_back + 1) * slot);
+                assert!(
+                    !ids.is_valid(a, id, never),
+                    "slot {slot}, issued {issued_ms}"
+                );
+            }
+            assert!(ids.slots_back <= MAX_SLOTS_BACK);
         }
     }
 

@@ -6,8 +6,10 @@
 //! - A connect request (action 0) without the protocol id is dropped: it is not BEP 15.
 //! - Every other action first needs a valid connection id (see `connection_id`); a forged or
 //!   expired one gets the error "connection id expired", so that a client reconnects at once.
-//! - Malformed requests (announce shorter than 98 bytes, unknown event, unknown action, port 0,
-//!   more than `max_scrape_hashes` info-hashes) get an error response.
+//! - Malformed requests (announce shorter than 98 bytes, unknown action, more than
+//!   `max_scrape_hashes` info-hashes) get an error response. An unknown event is a regular
+//!   announce, and port 0 (a client that does not listen) is registered and counted but never
+//!   listed to others, as over HTTP.
 //! - Amplification: an answer to a packet whose sender has not proved its address (a connect,
 //!   or anything with a bad connection id) is never longer than the packet itself. A connect
 //!   response is 16 bytes for a request of at least 16; an error response that would be longer
@@ -30,11 +32,9 @@ use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 pub enum UdpError {
     /// Forged, expired or foreign connection id.
     ConnectionId,
-    /// Shorter than the action's fixed size, or an unknown event.
+    /// Shorter than the action's fixed size.
     Malformed,
     UnknownAction,
-    /// Announced port 0.
-    BadPort,
     /// More info-hashes in one scrape than allowed.
     TooManyHashes,
     /// The engine refused the announce.
@@ -50,7 +50,6 @@ impl UdpError {
             UdpError::ConnectionId => "connection id expired",
             UdpError::Malformed => "malformed request",
             UdpError::UnknownAction => "unknown action",
-            UdpError::BadPort => "invalid port",
             UdpError::TooManyHashes => "too many info_hashes",
             UdpError::Engine(code) => engine_error_message(code),
             UdpError::AccessDenied => "info_hash not allowed",
@@ -63,11 +62,10 @@ impl UdpError {
             UdpError::ConnectionId => 3,
             UdpError::Malformed => 4,
             UdpError::UnknownAction => 5,
-            UdpError::BadPort => 6,
-            UdpError::TooManyHashes => 7,
-            UdpError::Engine(ErrorCode::ServiceUnavailable) => 8,
-            UdpError::Engine(_) => 9,
-            UdpError::AccessDenied => 10,
+            UdpError::TooManyHashes => 6,
+            UdpError::Engine(ErrorCode::ServiceUnavailable) => 7,
+            UdpError::Engine(_) => 8,
+            UdpError::AccessDenied => 9,
         }
     }
 
@@ -108,14 +106,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Metric label of each outcome, indexed by [`Outcome::index`].
-    pub const LABELS: [&'static str; 14] = [
+    pub const LABELS: [&'static str; 13] = [
         "connect",
         "announce",
         "scrape",
         "connection_id",
         "malformed",
         "unknown_action",
-        "bad_port",
         "too_many_hashes",
         "engine_overload",
         "engine_error",
@@ -132,9 +129,9 @@ impl Outcome {
             Outcome::Reply(Reply::Announce) => 1,
             Outcome::Reply(Reply::Scrape) => 2,
             Outcome::Reply(Reply::Error(e)) => e.index(),
-            Outcome::Drop(Dropped::TooShort) => 11,
-            Outcome::Drop(Dropped::BadProtocolId) => 12,
-            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => 13,
+            Outcome::Drop(Dropped::TooShort) => 10,
+            Outcome::Drop(Dropped::BadProtocolId) => 11,
+            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => 12,
         }
     }
 
@@ -214,9 +211,6 @@ impl UdpFrontEnd {
         }
         match decode_request(packet) {
             Ok(UdpRequest::Announce(req)) => {
-                if req.port == 0 {
-                    return error(out, packet.len(), tid, UdpError::BadPort);
-                }
                 let a = Announce {
                     info_hash: req.info_hash,
                     port: req.port,
@@ -276,12 +270,9 @@ impl UdpFrontEnd {
             Err(DecodeError::UnknownAction(_)) => {
                 error(out, packet.len(), tid, UdpError::UnknownAction)
             }
-            Err(
-                DecodeError::Truncated
-                | DecodeError::BadEvent(_)
-                | DecodeError::TooShort
-                | DecodeError::BadProtocolId,
-            ) => error(out, packet.len(), tid, UdpError::Malformed),
+            Err(DecodeError::Truncated | DecodeError::TooShort | DecodeError::BadProtocolId) => {
+                error(out, packet.len(), tid, UdpError::Malformed)
+            }
         }
     }
 }
@@ -498,8 +489,8 @@ mod tests {
         let o = fe.handle(&core, other, &pkt, NOW, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
-        // The genuine id two slots later.
-        let later = NOW.saturating_add_millis(2 * DEFAULT_SLOT_MILLIS);
+        // The genuine id three slots later (past its lifetime of two to three slots).
+        let later = NOW.saturating_add_millis(3 * DEFAULT_SLOT_MILLIS);
         let o = fe.handle(&core, v4(), &pkt, later, &mut out);
         assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::ConnectionId)));
 
@@ -547,16 +538,14 @@ mod tests {
         assert_eq!(&out[..8], &[0, 0, 0, 3, 0, 0, 0, 77]);
         assert_eq!(&out[8..], b"malformed request");
 
-        let mut bad_event = pkt.clone();
-        bad_event[83] = 9;
-        let o = fe.handle(&core, v4(), &bad_event, NOW, &mut out);
-        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::Malformed)));
-
-        let mut port0 = pkt.clone();
-        port0[96] = 0;
-        port0[97] = 0;
-        let o = fe.handle(&core, v4(), &port0, NOW, &mut out);
-        assert_eq!(o, Outcome::Reply(Reply::Error(UdpError::BadPort)));
+        // An unknown event is a regular announce; port 0 is accepted.
+        let mut odd = pkt.clone();
+        odd[83] = 9;
+        odd[96] = 0;
+        odd[97] = 0;
+        let o = fe.handle(&core, v4(), &odd, NOW, &mut out);
+        assert_eq!(o, Outcome::Reply(Reply::Announce));
+        core.requests.borrow_mut().clear();
 
         let mut unknown = pkt.clone();
         unknown[11] = 42;
@@ -754,7 +743,6 @@ mod tests {
             UdpError::ConnectionId,
             UdpError::Malformed,
             UdpError::UnknownAction,
-            UdpError::BadPort,
             UdpError::TooManyHashes,
             UdpError::Engine(ErrorCode::ServiceUnavailable),
             UdpError::Engine(ErrorCode::BadRequest),

@@ -157,6 +157,12 @@ pub trait TrackerCore {
         }
     }
 
+    /// Counts a completed download in the swarm of `info_hash` (an announce with event
+    /// `completed`); false when nothing was counted. The default counts nothing.
+    fn completed(&self, _info_hash: &InfoHash) -> bool {
+        false
+    }
+
     /// The counts of the swarm of `info_hash` for a scrape from `src` (see [`swarm_counts`]).
     /// The default asks [`TrackerCore::handle`] with a STAT_QUERY; the engine reads its table.
     fn counts(&self, src: SocketAddr, info_hash: &InfoHash, now: Time) -> SwarmCounts {
@@ -188,6 +194,10 @@ impl TrackerCore for Engine {
 
     fn counts(&self, _src: SocketAddr, info_hash: &InfoHash, _now: Time) -> SwarmCounts {
         SwarmCounts::from(self.swarm_stats(&swarm_id(info_hash)))
+    }
+
+    fn completed(&self, info_hash: &InfoHash) -> bool {
+        self.bt_completed(info_hash)
     }
 }
 
@@ -407,7 +417,12 @@ pub fn announce<'a>(
                 }),
             },
         };
-        SwarmCounts::from(core.announce(&request, now, families, scratch)?)
+        let mut counts = SwarmCounts::from(core.announce(&request, now, families, scratch)?);
+        // BEP 48 `downloaded`: every `completed` event counts once, after the peer joined.
+        if announce.event == AnnounceEvent::Completed && core.completed(&announce.info_hash) {
+            counts.downloaded = counts.downloaded.saturating_add(1);
+        }
+        counts
     };
     Ok(AnnounceAnswer {
         counts,
@@ -751,5 +766,20 @@ mod tests {
             counts_from(&Response::Err(ErrorCode::Forbidden)),
             SwarmCounts::default()
         );
+    }
+
+    #[test]
+    fn completed_events_are_counted_by_the_engine_and_scraped() {
+        let engine = Engine::new(&crate::engine::EngineConfig::default());
+        let mut sc = CompactPeers::default();
+        let limits = BtLimits::default();
+        let a = announce_with(Some(0), AnnounceEvent::Completed);
+        let ans = announce(&engine, &limits, src(), &a, Time(5), V4, &mut sc).unwrap();
+        assert_eq!((ans.counts.seeders, ans.counts.downloaded), (1, 1));
+        let again = announce_with(Some(0), AnnounceEvent::None);
+        let ans = announce(&engine, &limits, src(), &again, Time(6), V4, &mut sc).unwrap();
+        assert_eq!(ans.counts.downloaded, 1, "only the completed event counts");
+        let c = swarm_counts(&engine, src(), &[0xab; 20], Time(7));
+        assert_eq!((c.seeders, c.leechers, c.downloaded), (1, 0, 1));
     }
 }

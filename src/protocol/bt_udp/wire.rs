@@ -55,6 +55,11 @@ pub const RESPONSE_HEADER_LEN: usize = 8;
 /// Bytes per scrape response entry.
 pub const SCRAPE_ENTRY_LEN: usize = 12;
 
+/// Bytes of a scrape request for `hashes` info-hashes: the 16-byte header and 20 bytes each.
+pub const fn scrape_request_bytes(hashes: usize) -> usize {
+    hashes.saturating_mul(20).saturating_add(REQUEST_HEADER_LEN)
+}
+
 /// Why bytes are not a valid message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -66,8 +71,6 @@ pub enum DecodeError {
     UnknownAction(u32),
     #[error("packet shorter than its action's fixed size")]
     Truncated,
-    #[error("unknown announce event {0}")]
-    BadEvent(u32),
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -182,7 +185,8 @@ impl AnnounceRequest {
             downloaded: u64_at(p, 56).ok_or(t)?,
             left: u64_at(p, 64).ok_or(t)?,
             uploaded: u64_at(p, 72).ok_or(t)?,
-            event: AnnounceEvent::from_code(code).ok_or(DecodeError::BadEvent(code))?,
+            // An unknown event is a regular announce, as clients and other trackers treat it.
+            event: AnnounceEvent::from_code(code).unwrap_or(AnnounceEvent::None),
             ip_address: u32_at(p, 84).ok_or(t)?,
             key: u32_at(p, 88).ok_or(t)?,
             num_want: u32_at(p, 92).ok_or(t)? as i32,
@@ -580,7 +584,10 @@ mod tests {
         assert_eq!(decode_request(&bytes[..97]), Err(DecodeError::Truncated));
         let mut bad_event = bytes.clone();
         bad_event[83] = 4;
-        assert_eq!(decode_request(&bad_event), Err(DecodeError::BadEvent(4)));
+        match decode_request(&bad_event) {
+            Ok(UdpRequest::Announce(a)) => assert_eq!(a.event, AnnounceEvent::None),
+            other => panic!("an unknown event is a regular announce: {other:?}"),
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@
 
 mod response;
 
-pub use response::{reason_phrase, write_response, write_response_with};
+pub use response::{reason_phrase, write_answer, write_response, ResponseHead};
 
 /// Most header lines the parser looks at, whatever [`HttpLimits::max_headers`] says: the size of
 /// the header array on the stack.
@@ -41,6 +41,15 @@ pub struct HttpLimits {
     pub max_headers: usize,
     /// Largest body; a larger Content-Length is refused before the body is read.
     pub max_body_bytes: usize,
+}
+
+impl HttpLimits {
+    /// The most bytes one request can take: its head and body limits. A connection's input
+    /// buffer of this size always lets [`frame_request`] decide (a request or an error, never
+    /// [`Framed::Incomplete`]), so every limit is answered with its status, never with a reset.
+    pub const fn max_request_bytes(&self) -> usize {
+        self.max_head_bytes.saturating_add(self.max_body_bytes)
+    }
 }
 
 impl Default for HttpLimits {
@@ -126,7 +135,8 @@ pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > limits.max_head_bytes {
+            // `max_head_bytes` buffered without the end of the head: the head is longer.
+            return if buf.len() >= limits.max_head_bytes {
                 Framed::Error(HttpError::HeadTooLarge)
             } else {
                 Framed::Incomplete

@@ -37,51 +37,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
 ///
 /// An empty `content_type` leaves the `Content-Type` header out. The body is copied after the
 /// head; `Content-Length` is always its exact length.
-/// Width of the space-padded Content-Length value written by [`write_response_with`]: enough
-/// for any body a `Vec` can hold on 64-bit targets (at most 20 digits).
-const CONTENT_LENGTH_WIDTH: usize = 20;
-
-/// As [`write_response`], with the body written straight into `out` by `body` (so it is
-/// written once, never copied): the head is written first with a blank Content-Length of
-/// [`CONTENT_LENGTH_WIDTH`] characters, filled in right-aligned once the body's length is
-/// known. The blanks before the digits are the optional whitespace RFC 9112 §5.1 allows
-/// before a field value.
-pub fn write_response_with(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    keep_alive: bool,
-    body: impl FnOnce(&mut Vec<u8>),
-) {
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let status = status.clamp(100, 999);
-    out.extend_from_slice(num.format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !content_type.is_empty() {
-        out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(content_type.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Content-Length:");
-    let field = out.len();
-    out.extend_from_slice(&[b' '; CONTENT_LENGTH_WIDTH]);
-    out.extend_from_slice(b"\r\n");
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    let start = out.len();
-    body(out);
-    let digits = num.format(out.len() - start).as_bytes();
-    let end = field + CONTENT_LENGTH_WIDTH;
-    if let Some(slot) = out.get_mut(end - digits.len()..end) {
-        slot.copy_from_slice(digits);
-    }
-}
-
 pub fn write_response(
     out: &mut Vec<u8>,
     status: u16,
@@ -89,26 +44,66 @@ pub fn write_response(
     body: &[u8],
     keep_alive: bool,
 ) {
+    write_answer(
+        out,
+        &ResponseHead {
+            status,
+            content_type,
+            allow: None,
+            keep_alive,
+            head_only: false,
+        },
+        body,
+    );
+}
+
+/// The head of an answer, as [`write_answer`] writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead<'a> {
+    /// Status code; clamped to three digits.
+    pub status: u16,
+    /// `Content-Type`, left out when empty.
+    pub content_type: &'a str,
+    /// `Allow` (RFC 9110 §10.2.1), which a 405 answer must carry (§15.5.6).
+    pub allow: Option<&'a str>,
+    /// False adds `Connection: close`.
+    pub keep_alive: bool,
+    /// The answer to a HEAD request (RFC 9110 §9.3.2): the same header fields, including the
+    /// `Content-Length` the body would have, and no body.
+    pub head_only: bool,
+}
+
+/// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`, `Allow`, an
+/// exact `Content-Length`, `Connection: close` when the connection ends, and the body unless
+/// `head.head_only`.
+pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
     let mut num = itoa::Buffer::new();
-    out.reserve(96 + content_type.len() + body.len());
+    out.reserve(128 + head.content_type.len() + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     // Three digits always: a status outside 100..=999 would make an invalid status line.
-    let status = status.clamp(100, 999);
+    let status = head.status.clamp(100, 999);
     out.extend_from_slice(num.format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !content_type.is_empty() {
+    if !head.content_type.is_empty() {
         out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(head.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(allow) = head.allow {
+        out.extend_from_slice(b"Allow: ");
+        out.extend_from_slice(allow.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(num.format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !keep_alive {
+    if !head.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !head.head_only {
+        out.extend_from_slice(body);
+    }
 }

@@ -215,7 +215,13 @@ fn head_over_limit_is_431_whether_complete_or_not() {
         frame_request(&buf, &small),
         Framed::Error(HttpError::HeadTooLarge)
     );
-    assert_eq!(frame_request(&buf[..64], &small), Framed::Incomplete);
+    assert_eq!(frame_request(&buf[..63], &small), Framed::Incomplete);
+    // 64 bytes without the end of the head: the head has more than 64, so 431 without waiting
+    // for bytes an input buffer of the limit's size could never hold.
+    assert_eq!(
+        frame_request(&buf[..64], &small),
+        Framed::Error(HttpError::HeadTooLarge)
+    );
     buf.extend_from_slice(b"\r\n\r\n");
     assert_eq!(
         frame_request(&buf, &small),
@@ -310,25 +316,21 @@ fn write_response_appends_and_parses_back() {
 }
 
 #[test]
-fn write_response_with_fills_in_the_content_length_of_the_body_written_in_place() {
-    let mut out = b"previous answer|".to_vec();
-    write_response_with(&mut out, 200, "application/ppsp-tracker+json", false, |b| {
-        b.extend_from_slice(b"{\"a\":1}")
-    });
-    let text = String::from_utf8(out).unwrap();
-    let answer = text.strip_prefix("previous answer|").unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert_eq!(body, "{\"a\":1}");
-    let mut headers = [httparse::EMPTY_HEADER; 8];
-    let mut response = httparse::Response::new(&mut headers);
-    let parsed = response.parse(answer.as_bytes()).unwrap();
-    assert!(parsed.is_complete());
-    assert_eq!(response.code, Some(200));
-    let length = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| std::str::from_utf8(h.value).unwrap().trim().to_owned());
-    assert_eq!(length.as_deref(), Some("7"));
-    assert!(head.ends_with("Connection: close"));
+fn head_answers_keep_the_headers_and_drop_the_body() {
+    let mut out = Vec::new();
+    write_answer(
+        &mut out,
+        &ResponseHead {
+            status: 405,
+            content_type: "text/plain",
+            allow: Some("GET, HEAD"),
+            keep_alive: true,
+            head_only: true,
+        },
+        b"method not allowed",
+    );
+    assert_eq!(
+        out,
+        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nAllow: GET, HEAD\r\nContent-Length: 18\r\n\r\n"
+    );
 }

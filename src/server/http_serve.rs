@@ -1,0 +1,287 @@
+//! The one pipelined HTTP/1.1 serving loop of every HTTP listener (PPSTP, the BitTorrent HTTP
+//! tracker, admin). It frames requests one after another out of a connection's input with
+//! `protocol::http`, applies the method rules, and lets an [`HttpHandler`] answer each request;
+//! what the handler answers is written with one response writer. HTTP semantics therefore live
+//! here once:
+//!
+//! - RFC 9110 §9.3.2: the answer to HEAD has the header fields the GET answer would have,
+//!   `Content-Length` included, and no body, so the next answer on a keep-alive connection
+//!   starts right after it. HEAD is served as GET wherever GET is allowed.
+//! - RFC 9110 §15.5.6: a method the target does not allow gets 405 with `Allow`.
+//! - A request that cannot be framed (400, 411, 413, 431) is answered and the connection
+//!   closed: the stream cannot be re-synchronised. The listener's input cap is at least
+//!   [`HttpLimits::max_request_bytes`], so every limit is answered with its status before the
+//!   runtime would have to drop the connection.
+//! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
+//!   read.
+
+use crate::protocol::http::{self, Framed, HttpLimits, RequestHead, ResponseHead};
+use crate::runtime::{ConnCtx, StreamStep, StreamWorker};
+
+/// What a handler answered: the status and content type of the body it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+}
+
+/// The per-request half of an HTTP listener.
+pub(crate) trait HttpHandler {
+    /// The methods `path` accepts, as `Allow` lists them (`"GET, HEAD"`); a method not in the
+    /// list gets 405. `None` lets every method through to [`HttpHandler::serve`] (which then
+    /// answers 404, say).
+    fn allowed_methods(&self, path: &str) -> Option<&'static str>;
+
+    /// Called once per batch of input, before its requests are served (to read the clock once).
+    fn begin_input(&mut self) {}
+
+    /// The worker's periodic timer (every `server.tick_ms`), for handlers that sample or expire.
+    fn on_tick(&mut self, _now: std::time::Instant) {}
+
+    /// Answers one request: writes the body into `body` (empty on entry) and returns its status
+    /// and content type. A HEAD request arrives as GET; the loop drops the body.
+    fn serve(
+        &mut self,
+        ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        request_body: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Answer;
+
+    /// Writes the body of the answer to a fault: a request that could not be framed (400,
+    /// 411, 413, 431), a method not allowed (405) or an internal error (500). `reason` is a
+    /// short English text. Returns the content type.
+    fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str;
+}
+
+/// The loop: a [`StreamWorker`] serving pipelined requests with `H`.
+pub(crate) struct HttpWorker<H> {
+    handler: H,
+    limits: HttpLimits,
+    /// Reused for every answer body.
+    body: Vec<u8>,
+}
+
+impl<H: HttpHandler> HttpWorker<H> {
+    pub fn new(handler: H, limits: HttpLimits) -> Self {
+        HttpWorker {
+            handler,
+            limits,
+            body: Vec::with_capacity(4096),
+        }
+    }
+
+    fn fault(
+        &mut self,
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: &str,
+        allow: Option<&str>,
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        self.body.clear();
+        let content_type = self.handler.fault(status, reason, &mut self.body);
+        http::write_answer(
+            out,
+            &ResponseHead {
+                status,
+                content_type,
+                allow,
+                keep_alive,
+                head_only,
+            },
+            &self.body,
+        );
+    }
+
+    /// Serves one framed request.
+    fn request(
+        &mut self,
+        ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        request_body: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let head_only = head.method == "HEAD";
+        let allowed = self.handler.allowed_methods(head.path);
+        let mut as_served = *head;
+        if let Some(allowed) = allowed {
+            let permits = |m: &str| allowed.split(", ").any(|a| a == m);
+            if !permits(head.method) {
+                return self.fault(
+                    out,
+                    405,
+                    "method not allowed",
+                    Some(allowed),
+                    head.keep_alive,
+                    head_only,
+                );
+            }
+            if head_only && permits("GET") {
+                as_served.method = "GET";
+            }
+        }
+        self.body.clear();
+        let answer = self
+            .handler
+            .serve(ctx, &as_served, request_body, &mut self.body);
+        http::write_answer(
+            out,
+            &ResponseHead {
+                status: answer.status,
+                content_type: answer.content_type,
+                allow: allowed.filter(|_| answer.status == 405),
+                keep_alive: head.keep_alive,
+                head_only,
+            },
+            &self.body,
+        );
+    }
+}
+
+impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
+    fn on_tick(&mut self, now: std::time::Instant) {
+        self.handler.on_tick(now);
+    }
+
+    fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
+        self.handler.begin_input();
+        let limits = self.limits;
+        let mut consumed = 0;
+        let closed = StreamStep {
+            consumed: input.len(),
+            close: true,
+        };
+        while out.len() < ctx.output_limit {
+            let rest = match input.get(consumed..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => break,
+            };
+            match http::frame_request(rest, &limits) {
+                Framed::Incomplete => break,
+                Framed::Error(e) => {
+                    // The stream cannot be re-synchronised: answer and close.
+                    self.fault(out, e.status(), &e.to_string(), None, false, false);
+                    return closed;
+                }
+                Framed::Request {
+                    head,
+                    body,
+                    consumed: used,
+                } => {
+                    if used == 0 || used > rest.len() {
+                        // A framing result that makes no progress would loop forever.
+                        self.fault(out, 500, "internal error", None, false, false);
+                        return closed;
+                    }
+                    consumed += used;
+                    self.request(ctx, &head, body, out);
+                    if !head.keep_alive {
+                        return StreamStep {
+                            consumed,
+                            close: true,
+                        };
+                    }
+                }
+            }
+        }
+        StreamStep {
+            consumed,
+            close: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/get` allows GET and HEAD and answers its path; everything else is 404.
+    struct Echo;
+
+    impl HttpHandler for Echo {
+        fn allowed_methods(&self, path: &str) -> Option<&'static str> {
+            (path == "/get").then_some("GET, HEAD")
+        }
+
+        fn serve(
+            &mut self,
+            _ctx: &ConnCtx,
+            head: &RequestHead<'_>,
+            _request_body: &[u8],
+            body: &mut Vec<u8>,
+        ) -> Answer {
+            assert_ne!(head.method, "HEAD", "HEAD is served as GET");
+            body.extend_from_slice(head.path.as_bytes());
+            Answer {
+                status: if head.path == "/get" { 200 } else { 404 },
+                content_type: "text/plain",
+            }
+        }
+
+        fn fault(&mut self, _status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
+            body.extend_from_slice(reason.as_bytes());
+            "text/plain"
+        }
+    }
+
+    fn ctx() -> ConnCtx {
+        ConnCtx {
+            worker: 0,
+            listener: 0,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            output_limit: 1 << 20,
+        }
+    }
+
+    fn run(input: &[u8]) -> (StreamStep, String) {
+        let mut w = HttpWorker::new(Echo, HttpLimits::default());
+        let mut out = Vec::new();
+        let step = w.on_input(&ctx(), input, &mut out);
+        (step, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn head_has_the_get_headers_and_no_body_and_the_next_answer_follows() {
+        let (step, out) = run(b"HEAD /get HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\n");
+        assert!(!step.close);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n/get"
+        );
+    }
+
+    #[test]
+    fn other_methods_get_405_with_allow_and_the_connection_stays_usable() {
+        let (step, out) =
+            run(b"POST /get HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /get HTTP/1.1\r\n\r\n");
+        assert!(!step.close);
+        assert!(
+            out.starts_with(
+                "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\n\
+                 Allow: GET, HEAD\r\nContent-Length: 18\r\n\r\nmethod not allowed\
+                 HTTP/1.1 200 OK"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn unknown_paths_reach_the_handler_with_any_method() {
+        let (_, out) = run(b"DELETE /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        assert!(out.ends_with("/x"), "{out}");
+        assert!(!out.contains("Allow"), "{out}");
+    }
+
+    #[test]
+    fn framing_errors_are_answered_and_close() {
+        let (step, out) = run(b"GET /get HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(step.close);
+        assert!(out.starts_with("HTTP/1.1 411"), "{out}");
+        assert!(out.contains("Connection: close"), "{out}");
+    }
+}
