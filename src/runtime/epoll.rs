@@ -56,9 +56,10 @@ struct Listening {
     retry_accept: bool,
     /// TLS of this listener's connections, when the service asks for it.
     tls: Option<Arc<TlsAcceptor>>,
-    /// An accept back-off episode is under way (logged once when it starts and once when it
-    /// ends, not at every retry).
-    backing_off: bool,
+    /// When the last accept of an ongoing back-off episode failed. An episode is logged once
+    /// when it starts and once when accepting has worked for [`ACCEPT_EPISODE_QUIET`], not at
+    /// every retry: near the descriptor limit accepts alternate between failing and working.
+    backing_off: Option<Instant>,
     /// Open connections per source key ([`source_key`]); entries at zero are removed.
     per_source: hashbrown::HashMap<u128, u32, foldhash::fast::RandomState>,
 }
@@ -148,6 +149,10 @@ pub(crate) struct EventLoop {
     serve_from_reserve: bool,
 }
 
+/// How long accepting must work without a resource error before an accept back-off episode
+/// counts as over (and a later failure is logged again).
+const ACCEPT_EPISODE_QUIET: Duration = Duration::from_secs(10);
+
 /// Opens descriptors on `/dev/null` until `reserve` holds `target`.
 fn refill_reserve(reserve: &mut Vec<std::fs::File>, target: usize) {
     while reserve.len() < target {
@@ -180,7 +185,7 @@ impl EventLoop {
                 open: 0,
                 retry_accept: false,
                 tls: spec.service.tls(),
-                backing_off: false,
+                backing_off: None,
                 per_source: Default::default(),
             });
         }
@@ -521,8 +526,9 @@ impl EventLoop {
 
     fn start_backoff(&mut self, listener: usize, e: &io::Error) {
         let l = &mut self.listening[listener];
-        if !l.backing_off {
-            l.backing_off = true;
+        let started = l.backing_off.is_none();
+        l.backing_off = Some(Instant::now());
+        if started {
             tracing::warn!(
                 worker = self.index,
                 addr = %l.local,
@@ -534,7 +540,10 @@ impl EventLoop {
 
     fn end_backoff(&mut self, listener: usize) {
         let l = &mut self.listening[listener];
-        if std::mem::take(&mut l.backing_off) {
+        if l.backing_off
+            .is_some_and(|last| last.elapsed() >= ACCEPT_EPISODE_QUIET)
+        {
+            l.backing_off = None;
             tracing::info!(worker = self.index, addr = %l.local, "accepting again");
         }
     }
