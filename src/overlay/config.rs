@@ -246,29 +246,12 @@ impl OverlayConfig {
 
     /// The admission and bad-node lists.
     pub fn admission_lists(&self) -> Result<crate::overlay::security::tls::AdmissionLists, String> {
-        let mut lists = crate::overlay::security::tls::AdmissionLists::default();
-        for entry in &self.admitted {
-            if let Some(fp) = entry.strip_prefix("sha256:") {
-                let bytes = parse_hex(fp)
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        format!("overlay.admitted: \"{entry}\" is not sha256: and 64 hex digits")
-                    })?;
-                lists.fingerprints.insert(bytes);
-            } else {
-                let id = parse_node_id(entry).ok_or_else(|| {
-                    format!("overlay.admitted: \"{entry}\" is not a Node-ID (32 hex digits)")
-                })?;
-                lists.node_ids.insert(id);
-            }
-        }
-        for entry in &self.bad_nodes {
-            let id = parse_node_id(entry).ok_or_else(|| {
-                format!("overlay.bad_nodes: \"{entry}\" is not a Node-ID (32 hex digits)")
-            })?;
-            lists.bad_nodes.insert(id);
-        }
-        Ok(lists)
+        admission_lists_from(
+            &self.admitted,
+            &self.bad_nodes,
+            "overlay.admitted",
+            "overlay.bad_nodes",
+        )
     }
 
     /// Range and consistency checks; the message starts with the dotted key.
@@ -417,6 +400,38 @@ impl OverlayConfig {
         }
         Ok(())
     }
+}
+
+/// Admission lists from `admitted` entries (Node-IDs or `sha256:` fingerprints) and
+/// `bad` Node-IDs; errors name `admitted_key` or `bad_key`.
+pub fn admission_lists_from(
+    admitted: &[String],
+    bad: &[String],
+    admitted_key: &str,
+    bad_key: &str,
+) -> Result<crate::overlay::security::tls::AdmissionLists, String> {
+    let mut lists = crate::overlay::security::tls::AdmissionLists::default();
+    for entry in admitted {
+        if let Some(fp) = entry.strip_prefix("sha256:") {
+            let bytes = parse_hex(fp)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    format!("{admitted_key}: \"{entry}\" is not sha256: and 64 hex digits")
+                })?;
+            lists.fingerprints.insert(bytes);
+        } else {
+            let id = parse_node_id(entry).ok_or_else(|| {
+                format!("{admitted_key}: \"{entry}\" is not a Node-ID (32 hex digits)")
+            })?;
+            lists.node_ids.insert(id);
+        }
+    }
+    for entry in bad {
+        let id = parse_node_id(entry)
+            .ok_or_else(|| format!("{bad_key}: \"{entry}\" is not a Node-ID (32 hex digits)"))?;
+        lists.bad_nodes.insert(id);
+    }
+    Ok(lists)
 }
 
 /// A list of strings, or one string of comma-separated items.

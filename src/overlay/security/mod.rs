@@ -20,6 +20,7 @@
 //! Private keys are written with mode 0600 and never formatted: [`Identity`]'s `Debug` shows
 //! the Node-ID only.
 
+pub mod configuration;
 pub mod tls;
 
 use std::collections::HashMap;
