@@ -58,7 +58,7 @@ fn run(security: &str, seconds: u64, inflight: usize) -> (f64, f64) {
     wait_joined(&b);
     let to = Destination::Node(b.node_id());
     let request = || LocalRequest::App {
-        destination: to.clone(),
+        destination: to,
         body: b"ping".to_vec(),
     };
     // Warm-up: the link and its TLS session exist before the clock starts.
