@@ -1200,11 +1200,14 @@ mod tests {
         fn config_update_is_applied_once_and_refused_when_unsigned_old_or_not_from_a_signer() {
             let signer = identity();
             let stranger = identity();
-            let handle = OverlayHandle::start(&OverlayConfig {
+            let dir = tempfile::tempdir().unwrap();
+            let kept = dir.path().join("overlay-config.xml");
+            let config = OverlayConfig {
                 configuration_signers: vec![signer.node_id().to_string()],
+                configuration_document: kept.display().to_string(),
                 ..secure_config()
-            })
-            .unwrap();
+            };
+            let handle = OverlayHandle::start(&config).unwrap();
             wait_joined(&handle);
             let me = handle.node_id();
             let p_id = identity();
@@ -1255,7 +1258,30 @@ mod tests {
             p_id.sign_message(&mut ping).unwrap();
             p.send(&ping);
             assert_eq!(error_of(p.answer(15)), Some(ErrorCode::ConfigTooOld));
+            // The operator endpoint: a newer document is applied, the same one again is 403.
+            let third = document(&signer, 2, &[victim.node_id()]);
+            let put = |doc: &[u8]| {
+                super::http::serve(Some(&handle), "PUT", super::http::CONFIGURATION_PATH, doc)
+                    .unwrap()
+            };
+            let ok = put(&third);
+            assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+            assert!(String::from_utf8_lossy(&ok.body).contains("\"configuration_sequence\": 2"));
+            assert_eq!(put(&third).status, 403);
+            let get =
+                super::http::serve(Some(&handle), "GET", super::http::CONFIGURATION_PATH, b"");
+            assert_eq!(get.unwrap().status, 405);
             handle.shutdown();
+            // The accepted document was kept (mode 0600) and a restart starts from it.
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+            let again = OverlayHandle::start(&config).unwrap();
+            wait_joined(&again);
+            assert_eq!(again.status_json()["configuration_sequence"], 2);
+            let mut v = Peer::connect(&again, &victim);
+            assert!(v.hello(&victim).is_none(), "the kept bad-node list is lost");
+            again.shutdown();
         }
 
         #[test]
