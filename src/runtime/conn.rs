@@ -353,6 +353,7 @@ mod tests {
             output_limit: limit,
             client_cert: None,
             max_requests: usize::MAX,
+            ready_at: Instant::now(),
         }
     }
 

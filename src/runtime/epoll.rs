@@ -202,6 +202,7 @@ impl EventLoop {
                     worker: setup.index,
                     socket: i,
                     local,
+                    ready_at: Instant::now(),
                 },
                 pending: false,
             });
@@ -348,6 +349,7 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
+                u.ctx.ready_at = now;
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
             }
             let now = Instant::now();
@@ -510,6 +512,7 @@ impl EventLoop {
                     output_limit: limits.max_pending_output_bytes,
                     client_cert: None,
                     max_requests: limits.max_requests_per_turn.max(1),
+                    ready_at: now,
                 },
                 source,
                 queued: false,
@@ -591,6 +594,7 @@ impl EventLoop {
             return;
         };
         conn.hangup |= hangup;
+        conn.ctx.ready_at = now;
         let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}

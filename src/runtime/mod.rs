@@ -20,6 +20,7 @@ pub mod descriptors;
 mod epoll;
 mod listener;
 mod mmsg;
+pub mod sources;
 mod stats;
 pub mod tls;
 
@@ -59,6 +60,10 @@ pub struct ConnCtx {
     /// Serve at most this many requests in this call (the per-turn fairness budget); the
     /// runtime calls again in a later turn for the rest.
     pub max_requests: usize,
+    /// When the worker learnt that this connection had work (the readiness report of the
+    /// current event-loop turn): `ready_at.elapsed()` is how long the work has waited in the
+    /// worker, the measure of overload shedding. Every back-end sets it before each call.
+    pub ready_at: Instant,
 }
 
 /// What a service did with the input it was given.
@@ -116,6 +121,9 @@ pub struct DatagramCtx {
     pub socket: usize,
     /// The local address the datagram arrived on.
     pub local: SocketAddr,
+    /// When the worker learnt that the socket had datagrams (the readiness report of the
+    /// current event-loop turn), as [`ConnCtx::ready_at`].
+    pub ready_at: Instant,
 }
 
 /// A protocol served over datagrams (one in, at most one out): creates the per-worker half on

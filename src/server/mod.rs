@@ -145,6 +145,17 @@ impl Server {
         } else {
             None
         };
+        let load = http_serve::LoadControl {
+            rate_limit: config.server.rate_limit.enabled.then(|| {
+                let r = &config.server.rate_limit;
+                Arc::new(crate::runtime::sources::SourceRateLimiter::new(
+                    r.requests_per_second,
+                    r.burst,
+                    config.server.source_table_slots,
+                ))
+            }),
+            shed_after: Duration::from_millis(config.server.shed_after_ms),
+        };
         let mut listeners = Vec::new();
         let mut peer_auth = None;
         if config.ppstp.enabled {
@@ -176,6 +187,7 @@ impl Server {
                 auth,
                 tls,
                 federation: federation.clone(),
+                load: load.clone(),
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -198,6 +210,7 @@ impl Server {
             &access,
             clock.clone(),
             federation.as_ref(),
+            &load,
             &mut listeners,
             &mut datagrams,
         )?;
