@@ -228,3 +228,45 @@ fn only_the_abusive_source_is_rate_limited_on_bittorrent_http_and_udp() {
         assert_eq!(r.status, 200);
     }
 }
+
+/// A request that misses its deadline (`request_timeout`) is answered 408 before the close, on
+/// every HTTP listener, however steadily its bytes trickle in.
+#[test]
+fn a_request_past_its_deadline_gets_408_on_every_http_listener() {
+    let server = TestServer::start(&[
+        "server.request_timeout_ms=300",
+        "admin.request_timeout_ms=300",
+        "bt_http.enabled=true",
+    ]);
+    let bt_http = server.server.as_ref().unwrap().bt_http_addr().unwrap();
+    for (name, addr) in [
+        ("ppstp", server.ppstp),
+        ("bt_http", bt_http),
+        ("admin", server.admin),
+    ] {
+        let mut s = connect_from("127.0.0.2", addr);
+        let started = Instant::now();
+        // One header byte every 100 ms: never a whole head.
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n").unwrap();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                break;
+            }
+        }
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{name}: {text:?}"
+        );
+        assert!(text.contains("Connection: close"), "{name}: {text:?}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}");
+    }
+    let m = server.server.as_ref().unwrap().metrics_text();
+    assert!(
+        m.contains(r#"reason="deadline""#),
+        "deadline closes are counted"
+    );
+}

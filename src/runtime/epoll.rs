@@ -62,6 +62,9 @@ struct Listening {
     backing_off: Option<Instant>,
     /// Open connections per source key ([`source_key`]); entries at zero are removed.
     per_source: hashbrown::HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// The service's answer to a request past its deadline (see
+    /// [`StreamWorker::deadline_answer`]).
+    deadline_answer: &'static [u8],
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -187,6 +190,7 @@ impl EventLoop {
                 tls: spec.service.tls(),
                 backing_off: None,
                 per_source: Default::default(),
+                deadline_answer: &[],
             });
         }
         let first_udp = FIRST_LISTENER + listening.len();
@@ -246,6 +250,9 @@ impl EventLoop {
             .iter()
             .map(|spec| spec.service.worker(self.index))
             .collect();
+        for (l, w) in self.listening.iter_mut().zip(&workers) {
+            l.deadline_answer = w.deadline_answer();
+        }
         let mut datagram_workers: Vec<Box<dyn DatagramWorker>> = self
             .datagram_specs
             .iter()
@@ -735,6 +742,10 @@ impl EventLoop {
             let listener = conn.listener;
             if conn.state.partial_for(now) >= limits.request_timeout {
                 bump(&self.conn_stats(listener).closed_deadline, 1);
+                let answer = self.listening[listener].deadline_answer;
+                if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                    answer_deadline(conn, answer);
+                }
                 self.close(slot);
             } else if conn.state.idle_for(now) >= limits.idle_timeout {
                 bump(&self.conn_stats(listener).closed_idle, 1);
@@ -757,6 +768,28 @@ fn refuse(mut stream: mio::net::TcpStream, refusal: &[u8]) {
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Writes the deadline answer to a connection about to be closed, when nothing else is
+/// pending (behind unsent answers it would only wait longer), and discards what the client
+/// sent so that the close is a FIN rather than a reset that could destroy the answer.
+fn answer_deadline(conn: &mut Conn, answer: &[u8]) {
+    if answer.is_empty() || conn.state.has_output() || conn.state.closing() {
+        return;
+    }
+    if conn.tls.as_ref().is_some_and(|t| t.handshaking()) {
+        return;
+    }
+    let _ = conn.write(answer);
+    let _ = conn.flush_tls();
+    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match conn.stream.read(&mut sink) {
             Ok(n) if n > 0 => {}
             _ => break,
         }

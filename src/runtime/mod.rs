@@ -110,6 +110,14 @@ pub trait StreamWorker {
     fn refusal(&self) -> &'static [u8] {
         &[]
     }
+
+    /// The protocol's answer to a connection whose request missed its deadline
+    /// ([`ConnLimits::request_timeout`]), such as an HTTP 408: written once, after any answer
+    /// still pending and without waiting, before the connection is closed. Empty (the
+    /// default) closes it without a word.
+    fn deadline_answer(&self) -> &'static [u8] {
+        &[]
+    }
 }
 
 /// What the runtime tells a datagram service about a socket.

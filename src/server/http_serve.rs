@@ -12,7 +12,8 @@
 //!   closed: the stream cannot be re-synchronised. The listener's input cap is at least
 //!   [`HttpLimits::max_request_bytes`], so every limit is answered with its status before the
 //!   runtime would have to drop the connection.
-//! - A connection over the listener's `max_connections` is answered 503 and closed.
+//! - A connection over the listener's `max_connections` is answered 503 and closed, and a
+//!   request that misses its deadline (`request_timeout`) 408.
 //! - Load control, checked per framed request before the handler decodes it: a source over
 //!   the rate limit ([`crate::runtime::sources::SourceRateLimiter`]), and every request of a
 //!   connection that waited in the worker longer than the shedding delay
@@ -234,9 +235,18 @@ impl<H: HttpHandler> HttpWorker<H> {
 pub(crate) const REFUSAL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+/// The answer to a request that missed its deadline (`request_timeout`): 408 (RFC 9110
+/// §15.5.9), then close.
+pub(crate) const DEADLINE_ANSWER: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
     fn refusal(&self) -> &'static [u8] {
         REFUSAL
+    }
+
+    fn deadline_answer(&self) -> &'static [u8] {
+        DEADLINE_ANSWER
     }
 
     fn on_tick(&mut self, now: std::time::Instant) {
