@@ -78,8 +78,8 @@ pub struct ServerConfig {
     /// A request's head and body must arrive within this many milliseconds of its first byte
     /// on every TCP listener (slow-head / slow-body defence), whatever the idle timeout.
     pub request_timeout_ms: u64,
-    /// Open connections per source address (IPv6: per /64) per worker on each tracker TCP
-    /// listener; 0 = no cap. When a listener is full, its connection idle or stalled for
+    /// Open connections per source address (IPv6: per /64) on each tracker TCP listener,
+    /// counted across workers; 0 = no cap. When a listener is full, its connection idle or stalled for
     /// longest is closed to admit a new one.
     pub max_connections_per_source: usize,
     /// Requests served per connection per event-loop turn; the rest wait for the next turn.

@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
+use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::tls::{TlsAcceptor, TlsConn};
 use super::{
@@ -44,6 +45,8 @@ pub(crate) struct WorkerSetup {
     pub datagram_batch: usize,
     pub descriptor_reserve: usize,
     pub serve_from_reserve: bool,
+    /// Per listener: open connections per source, shared by every worker.
+    pub source_counts: Vec<Arc<SourceCounts>>,
 }
 
 struct Listening {
@@ -60,8 +63,9 @@ struct Listening {
     /// when it starts and once when accepting has worked for [`ACCEPT_EPISODE_QUIET`], not at
     /// every retry: near the descriptor limit accepts alternate between failing and working.
     backing_off: Option<Instant>,
-    /// Open connections per source key ([`source_key`]); entries at zero are removed.
-    per_source: hashbrown::HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// Open connections per source key ([`source_key`]) on this listener, shared by every
+    /// worker (fixed size).
+    per_source: Arc<SourceCounts>,
     /// The service's answer to a request past its deadline (see
     /// [`StreamWorker::deadline_answer`]).
     deadline_answer: &'static [u8],
@@ -189,7 +193,7 @@ impl EventLoop {
                 retry_accept: false,
                 tls: spec.service.tls(),
                 backing_off: None,
-                per_source: Default::default(),
+                per_source: setup.source_counts[i].clone(),
                 deadline_answer: &[],
             });
         }
@@ -456,11 +460,7 @@ impl EventLoop {
                 self.end_backoff(listener);
             }
             let source = source_key(peer.ip());
-            let from_source = self.listening[listener]
-                .per_source
-                .get(&source)
-                .copied()
-                .unwrap_or(0) as usize;
+            let from_source = self.listening[listener].per_source.open(source) as usize;
             if limits.max_connections_per_source > 0
                 && from_source >= limits.max_connections_per_source
             {
@@ -527,7 +527,7 @@ impl EventLoop {
             });
             let l = &mut self.listening[listener];
             l.open += 1;
-            *l.per_source.entry(source).or_insert(0) += 1;
+            l.per_source.acquire(source, 0);
             let stats = self.conn_stats(listener);
             bump(&stats.accepted, 1);
             bump(&stats.open, 1);
@@ -687,13 +687,7 @@ impl EventLoop {
             // Counters first, so that a client seeing the close also sees them.
             if let Some(l) = self.listening.get_mut(conn.listener) {
                 l.open = l.open.saturating_sub(1);
-                if let hashbrown::hash_map::Entry::Occupied(mut e) = l.per_source.entry(conn.source)
-                {
-                    *e.get_mut() -= 1;
-                    if *e.get() == 0 {
-                        e.remove();
-                    }
-                }
+                l.per_source.release(conn.source);
             }
             drop_by(&self.conn_stats(conn.listener).open, 1);
             let mut stream = conn.stream;

@@ -226,6 +226,9 @@ pub struct RuntimeConfig {
     /// admin listener: monitoring must see the exhaustion) instead of closing it at once (the
     /// client learns at once rather than after its connect timeout).
     pub serve_from_reserve: bool,
+    /// Counters per row of each listener's per-source connection counts (shared by the
+    /// workers; see [`sources::SourceCounts`]).
+    pub source_table_slots: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -242,6 +245,7 @@ impl Default for RuntimeConfig {
             name: "worker".to_owned(),
             descriptor_reserve: 1,
             serve_from_reserve: false,
+            source_table_slots: 16_384,
         }
     }
 }
@@ -343,6 +347,10 @@ impl Runtime {
             tracing::warn!("pin_cores is set but the core list is unavailable; not pinning");
         }
 
+        let source_counts: Vec<Arc<sources::SourceCounts>> = listeners
+            .iter()
+            .map(|_| Arc::new(sources::SourceCounts::new(config.source_table_slots)))
+            .collect();
         let mut runtime = Runtime {
             stop: stop.clone(),
             wakers: Vec::with_capacity(workers),
@@ -367,6 +375,7 @@ impl Runtime {
                 datagram_batch: config.datagram_batch,
                 descriptor_reserve: config.descriptor_reserve,
                 serve_from_reserve: config.serve_from_reserve,
+                source_counts: source_counts.clone(),
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -242,6 +242,7 @@ impl Server {
             name: "worker".to_owned(),
             descriptor_reserve: config.server.descriptor_reserve,
             serve_from_reserve: false,
+            source_table_slots: config.server.source_table_slots,
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -311,6 +312,8 @@ impl Server {
                 name: "admin".to_owned(),
                 descriptor_reserve: config.admin.descriptor_reserve,
                 serve_from_reserve: true,
+                // The admin listener's connection limits are small.
+                source_table_slots: 256,
             };
             let spec = ListenerSpec {
                 name: ADMIN_LISTENER.to_owned(),
