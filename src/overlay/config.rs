@@ -69,6 +69,12 @@ pub struct OverlayConfig {
     /// Most resources this node stores; a store for one more is answered
     /// Error_Data_Too_Large.
     pub max_stored_resources: usize,
+    /// Most bytes of values this node stores in all (value, key and signature bytes plus 64
+    /// per value); a store over it is answered Error_Data_Too_Large.
+    pub max_stored_bytes: u64,
+    /// Most bytes the original stores of one storing node (one signer, one Node-ID) may
+    /// keep here; a store over it is answered Error_Data_Too_Large.
+    pub max_stored_bytes_per_node: u64,
     /// How long a routed Attach to learn a peer's address may take before the peer counts
     /// as unreachable, ms.
     pub attach_timeout_ms: u64,
@@ -174,6 +180,8 @@ impl Default for OverlayConfig {
             max_links_per_source: 16,
             max_value_lifetime_secs: 86_400,
             max_stored_resources: 1 << 20,
+            max_stored_bytes: 1 << 30,
+            max_stored_bytes_per_node: 64 << 20,
             admin_timeout_ms: 10_000,
             configuration_sequence: 0,
             security: "certificate".to_owned(),
@@ -390,6 +398,12 @@ impl OverlayConfig {
         }
         if self.max_stored_resources == 0 {
             return Err("overlay.max_stored_resources must be at least 1".to_owned());
+        }
+        if self.max_stored_bytes == 0 || self.max_stored_bytes_per_node == 0 {
+            return Err(
+                "overlay.max_stored_bytes and max_stored_bytes_per_node must be at least 1"
+                    .to_owned(),
+            );
         }
         for (key, v, lo, hi) in [
             (

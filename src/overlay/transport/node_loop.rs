@@ -259,6 +259,8 @@ impl NodeLoop {
         let storage = StorageConfig {
             max_resources: config.max_stored_resources,
             max_lifetime_secs: config.max_value_lifetime_secs,
+            max_bytes: config.max_stored_bytes,
+            max_bytes_per_storer: config.max_stored_bytes_per_node,
             ..StorageConfig::default()
         };
         let kinds = storage.kinds.iter().map(|k| (k.id, k.model)).collect();
