@@ -8,6 +8,11 @@
 #   SERVERS="floor opentracker" DURATION=5 benches/compare.sh
 #   AQUATIC_UDP=/path/to/aquatic_udp benches/compare.sh   # aquatic_udp as a fourth server
 #   SCALE=1 benches/compare.sh              # 2M peers / 1M swarms (headtail): RSS per peer
+#   TRACKER_BEFORE=/path/to/old/ppsp-tracker benches/compare.sh   # an older build as "before"
+#
+# TRACKER_BEFORE names another ppsp-tracker build, run as the server "before" with the same
+# settings (so one run compares two builds); PPSP_SETS adds `--set key=value` words to both
+# ppsp-tracker runs.
 #
 # AQUATIC_UDP names an aquatic_udp binary built by hand (this script never builds it); its
 # configuration is its own printed default (`aquatic_udp -p`) with one socket worker (and one
@@ -25,7 +30,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 AQUATIC_UDP=${AQUATIC_UDP:-}
+TRACKER_BEFORE=${TRACKER_BEFORE:-}
+PPSP_SETS=${PPSP_SETS:-}
 default_servers="floor opentracker ppsp"
+[ -n "$TRACKER_BEFORE" ] && default_servers="floor opentracker before ppsp"
 [ -n "$AQUATIC_UDP" ] && default_servers="$default_servers aquatic"
 SERVERS=${SERVERS:-$default_servers}
 if [ "${SCALE:-0}" = 1 ]; then
@@ -128,17 +136,28 @@ start_aquatic() { # port
     SERVER_PID=$!
 }
 
-start_ppsp() { # port
-    [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
-    local sets=(--profile loopback-bench --set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$1" --set bt_http.enabled=false
+start_tracker() { # binary name port
+    [ -x "$1" ] || { echo "no tracker at $1 (cargo build --release --bin ppsp-tracker)" >&2; return 1; }
+    local sets=(--profile loopback-bench --set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$3" --set bt_http.enabled=false
                 --set server.workers=1 --set server.pin_cores=false
-                --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0)
-    if ! "$TRACKER" print-config "${sets[@]}" >/dev/null 2>"$OUT/ppsp-config.err"; then
-        echo "ppsp-tracker cannot serve BEP 15 yet: $(head -1 "$OUT/ppsp-config.err")" >&2
+                --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0
+                --set engine.max_peers_per_source=4000000)
+    # shellcheck disable=SC2206
+    [ -n "$PPSP_SETS" ] && sets+=($PPSP_SETS)
+    if ! "$1" print-config "${sets[@]}" >/dev/null 2>"$OUT/$2-config.err"; then
+        echo "ppsp-tracker cannot serve BEP 15 yet: $(head -1 "$OUT/$2-config.err")" >&2
         return 1
     fi
-    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$TRACKER" serve "${sets[@]}" >"$OUT/ppsp.log" 2>&1 &
+    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$1" serve "${sets[@]}" >"$OUT/$2.log" 2>&1 &
     SERVER_PID=$!
+}
+
+start_ppsp() { # port
+    start_tracker "$TRACKER" ppsp "$1"
+}
+
+start_before() { # port
+    start_tracker "$TRACKER_BEFORE" before "$1"
 }
 
 port=$PORT_BASE

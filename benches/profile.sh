@@ -32,7 +32,11 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1
 [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
 
 sets=(--profile loopback-bench --set server.workers=1 --set server.pin_cores=false
-      --set admin.listen=127.0.0.1:0 --set bt_http.enabled=false)
+      --set admin.listen=127.0.0.1:0 --set bt_http.enabled=false
+      --set engine.max_peers_per_source=4000000)
+# PPSP_SETS: more `--set key=value` words.
+# shellcheck disable=SC2206
+[ -n "${PPSP_SETS:-}" ] && sets+=($PPSP_SETS)
 case "$WORKLOAD" in
     bt-udp)
         sets+=(--set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$PORT" --set ppstp.listen=127.0.0.1:0)

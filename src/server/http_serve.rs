@@ -20,12 +20,15 @@
 //!   ([`ConnCtx::ready_at`]), get the handler's overload answer ([`HttpHandler::shed`]).
 //! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
 //!   read.
+//! - A handler that answers in place ([`HttpHandler::in_place`]) writes its body straight after
+//!   the head in the connection's output, and the exact `Content-Length` is filled in after:
+//!   the body is written once, never copied (the same bytes as an answer through a buffer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Shed;
-use crate::protocol::http::{self, Framed, HttpLimits, RequestHead, ResponseHead};
+use crate::protocol::http::{self, AnswerInPlace, Framed, HttpLimits, RequestHead, ResponseHead};
 use crate::runtime::sources::SourceRateLimiter;
 use crate::runtime::{ConnCtx, StreamStep, StreamWorker};
 
@@ -58,6 +61,25 @@ pub(crate) trait HttpHandler {
         request_body: &[u8],
         body: &mut Vec<u8>,
     ) -> Answer;
+
+    /// Whether requests are answered by [`HttpHandler::serve_in_place`] rather than
+    /// [`HttpHandler::serve`].
+    fn in_place(&self) -> bool {
+        false
+    }
+
+    /// Answers one request in place: calls [`InPlace::start`] once with the status, and writes
+    /// the body into the buffer it returns (the connection's output, right after the head). A
+    /// HEAD request arrives as GET; the loop drops the body. Not calling `start` is right only
+    /// for a request that waits ([`HttpHandler::take_wait`]); otherwise the loop answers 500.
+    fn serve_in_place(
+        &mut self,
+        _ctx: &ConnCtx,
+        _head: &RequestHead<'_>,
+        _request_body: &[u8],
+        _answer: &mut InPlace<'_>,
+    ) {
+    }
 
     /// True when the request just given to [`HttpHandler::serve`] must wait (for the overlay):
     /// what `serve` returned is dropped, the request is left unconsumed in its place, and the
@@ -97,6 +119,38 @@ pub(crate) struct LoadControl {
     pub shed_after: Duration,
 }
 
+/// An answer being written into the connection's output by
+/// [`HttpHandler::serve_in_place`].
+pub(crate) struct InPlace<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where this answer starts in `out`.
+    from: usize,
+    keep_alive: bool,
+    head_only: bool,
+    /// The path's allowed methods, written as `Allow` on a 405.
+    allowed: Option<&'static str>,
+    digits_hint: usize,
+    started: Option<AnswerInPlace>,
+}
+
+impl InPlace<'_> {
+    /// Writes the head (`status`, `content_type`, the header lines `extra`, each ending in
+    /// CRLF) and returns the buffer the body goes into. A second call starts over.
+    pub fn start(&mut self, status: u16, content_type: &str, extra: &[u8]) -> &mut Vec<u8> {
+        self.out.truncate(self.from);
+        let head = ResponseHead {
+            status,
+            content_type,
+            allow: self.allowed.filter(|_| status == 405),
+            keep_alive: self.keep_alive,
+            head_only: self.head_only,
+            extra,
+        };
+        self.started = Some(http::begin_answer(self.out, &head, self.digits_hint));
+        self.out
+    }
+}
+
 /// The loop: a [`StreamWorker`] serving pipelined requests with `H`.
 pub(crate) struct HttpWorker<H> {
     handler: H,
@@ -104,6 +158,8 @@ pub(crate) struct HttpWorker<H> {
     load: LoadControl,
     /// Reused for every answer body.
     body: Vec<u8>,
+    /// Digits of the last in-place answer's `Content-Length`: the room reserved for the next.
+    digits_hint: usize,
 }
 
 impl<H: HttpHandler> HttpWorker<H> {
@@ -113,6 +169,7 @@ impl<H: HttpHandler> HttpWorker<H> {
             limits,
             load: LoadControl::default(),
             body: Vec::with_capacity(4096),
+            digits_hint: 4,
         }
     }
 
@@ -206,6 +263,33 @@ impl<H: HttpHandler> HttpWorker<H> {
             if head_only && permits("GET") {
                 as_served.method = "GET";
             }
+        }
+        if self.handler.in_place() {
+            let from = out.len();
+            let mut answer = InPlace {
+                out,
+                from,
+                keep_alive: head.keep_alive,
+                head_only,
+                allowed,
+                digits_hint: self.digits_hint,
+                started: None,
+            };
+            self.handler
+                .serve_in_place(ctx, &as_served, request_body, &mut answer);
+            let started = answer.started;
+            if self.handler.take_wait() {
+                out.truncate(from);
+                return false;
+            }
+            match started {
+                Some(begun) => self.digits_hint = http::finish_answer(out, begun),
+                None => {
+                    out.truncate(from);
+                    self.fault(out, 500, "internal error", None, head.keep_alive, head_only);
+                }
+            }
+            return true;
         }
         self.body.clear();
         let answer = self

@@ -12,7 +12,7 @@ use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamWorker};
 
 use super::auth::{Identity, PeerAuth, Refusal};
-use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
+use super::http_serve::{Answer, HttpHandler, HttpWorker, InPlace, LoadControl};
 use super::Clock;
 use crate::metrics::{Shed, ShedFrontEnd};
 
@@ -80,6 +80,18 @@ pub(crate) fn is_ppstp_media_type(value: &[u8]) -> bool {
         .eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
 }
 
+/// What a request gets, before it is written. Returned by value and consumed at once, so the
+/// size difference of its variants costs nothing (boxing the answer would allocate).
+#[allow(clippy::large_enum_variant)]
+enum Reply {
+    /// The answer waits for the overlay.
+    Wait,
+    /// A PPSTP answer (HTTP status from its error code).
+    Ppstp(Response, Option<TransactionId>),
+    /// 415: the request does not carry the PPSTP media type.
+    UnsupportedMediaType,
+}
+
 /// The PPSTP answer: its JSON body is in the loop's body buffer.
 fn answer(
     response: &Response,
@@ -96,7 +108,7 @@ fn answer(
 impl PpstpWorker {
     /// Answers a request that is not authenticated (401, error 06, with the challenge) or
     /// whose certificate is bound to no peer (403, error 03). Nothing reaches the engine.
-    fn refuse(&mut self, refusal: Refusal, body: &mut Vec<u8>) -> Answer {
+    fn refuse(&mut self, refusal: Refusal) -> Reply {
         let code = match refusal {
             Refusal::Challenge(header) => {
                 self.challenge = header;
@@ -107,7 +119,69 @@ impl PpstpWorker {
         let metrics = self.service.metrics.worker(self.index);
         metrics.request(UNDECODED);
         metrics.error(UNDECODED, code);
-        answer(&Response::Err(code), None, body)
+        Reply::Ppstp(Response::Err(code), None)
+    }
+
+    /// Authenticates, decodes and serves one request.
+    fn reply(&mut self, ctx: &ConnCtx, head: &RequestHead<'_>, request_body: &[u8]) -> Reply {
+        // RFC 7846 §4: with authentication on, nothing is looked at before the credentials.
+        self.challenge.clear();
+        let identity = if self.service.auth.is_off() {
+            Identity::Anyone
+        } else {
+            match self
+                .service
+                .auth
+                .authenticate(ctx, head, std::time::Instant::now())
+            {
+                Ok(identity) => identity,
+                Err(refusal) => return self.refuse(refusal),
+            }
+        };
+        // RFC 7846 §7.1: requests carry the PPSTP media type.
+        if !head.content_type.is_some_and(is_ppstp_media_type) {
+            self.service.metrics.worker(self.index).http_fault(415);
+            return Reply::UnsupportedMediaType;
+        }
+        let service = &*self.service;
+        let metrics = service.metrics.worker(self.index);
+        match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
+            Err(e) => {
+                metrics.request(UNDECODED);
+                metrics.error(UNDECODED, e.code);
+                Reply::Ppstp(Response::Err(e.code), e.transaction_id)
+            }
+            Ok(decoded) => {
+                let kind = request_index(&decoded.request.kind);
+                // The access list refuses swarms with 03 (forbidden action).
+                let refused = !service.access.is_off()
+                    && !service
+                        .access
+                        .current()
+                        .permits_request(&decoded.request.kind);
+                // An authenticated peer acts only under its own id (03, forbidden action).
+                let impersonating = !identity.permits(decoded.request.peer_id.as_bytes());
+                let response = if refused || impersonating {
+                    Response::Err(ErrorCode::Forbidden)
+                } else {
+                    match super::federated::handle(
+                        &service.engine,
+                        service.federation.as_deref(),
+                        &decoded.request,
+                        self.now,
+                    ) {
+                        super::federated::Handled::Answer(r) => r,
+                        super::federated::Handled::Wait => {
+                            self.waiting = true;
+                            return Reply::Wait;
+                        }
+                    }
+                };
+                metrics.request(kind);
+                metrics.error(kind, response.error_code());
+                Reply::Ppstp(response, Some(decoded.transaction_id))
+            }
+        }
     }
 }
 
@@ -154,68 +228,47 @@ impl HttpHandler for PpstpWorker {
         request_body: &[u8],
         body: &mut Vec<u8>,
     ) -> Answer {
-        // RFC 7846 §4: with authentication on, nothing is looked at before the credentials.
-        self.challenge.clear();
-        let identity = if self.service.auth.is_off() {
-            Identity::Anyone
-        } else {
-            match self
-                .service
-                .auth
-                .authenticate(ctx, head, std::time::Instant::now())
-            {
-                Ok(identity) => identity,
-                Err(refusal) => return self.refuse(refusal, body),
+        match self.reply(ctx, head, request_body) {
+            Reply::Wait => Answer {
+                status: 0,
+                content_type: CONTENT_TYPE,
+            },
+            Reply::Ppstp(response, transaction_id) => {
+                answer(&response, transaction_id.as_ref(), body)
             }
-        };
-        // RFC 7846 §7.1: requests carry the PPSTP media type.
-        if !head.content_type.is_some_and(is_ppstp_media_type) {
-            let content_type = self.fault(415, "unsupported media type", body);
-            return Answer {
-                status: 415,
-                content_type,
-            };
+            Reply::UnsupportedMediaType => {
+                ppstp::encode_response(&Response::Err(ErrorCode::BadRequest), None, body);
+                Answer {
+                    status: 415,
+                    content_type: CONTENT_TYPE,
+                }
+            }
         }
-        let service = &*self.service;
-        let metrics = service.metrics.worker(self.index);
-        match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
-            Err(e) => {
-                metrics.request(UNDECODED);
-                metrics.error(UNDECODED, e.code);
-                answer(&Response::Err(e.code), e.transaction_id.as_ref(), body)
+    }
+
+    fn in_place(&self) -> bool {
+        true
+    }
+
+    /// The answer's JSON is encoded straight into the connection's output after the head (the
+    /// transaction id borrowed from the decoded request), its Content-Length filled in after.
+    fn serve_in_place(
+        &mut self,
+        ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        request_body: &[u8],
+        out: &mut InPlace<'_>,
+    ) {
+        match self.reply(ctx, head, request_body) {
+            Reply::Wait => {}
+            Reply::Ppstp(response, transaction_id) => {
+                let status = ppstp::http_status(response.error_code());
+                let body = out.start(status, CONTENT_TYPE, self.challenge.as_bytes());
+                ppstp::encode_response(&response, transaction_id.as_ref(), body);
             }
-            Ok(decoded) => {
-                let kind = request_index(&decoded.request.kind);
-                // The access list refuses swarms with 03 (forbidden action).
-                let refused = !service.access.is_off()
-                    && !service
-                        .access
-                        .current()
-                        .permits_request(&decoded.request.kind);
-                // An authenticated peer acts only under its own id (03, forbidden action).
-                let impersonating = !identity.permits(decoded.request.peer_id.as_bytes());
-                let response = if refused || impersonating {
-                    Response::Err(ErrorCode::Forbidden)
-                } else {
-                    match super::federated::handle(
-                        &service.engine,
-                        service.federation.as_deref(),
-                        &decoded.request,
-                        self.now,
-                    ) {
-                        super::federated::Handled::Answer(r) => r,
-                        super::federated::Handled::Wait => {
-                            self.waiting = true;
-                            return Answer {
-                                status: 0,
-                                content_type: CONTENT_TYPE,
-                            };
-                        }
-                    }
-                };
-                metrics.request(kind);
-                metrics.error(kind, response.error_code());
-                answer(&response, Some(&decoded.transaction_id), body)
+            Reply::UnsupportedMediaType => {
+                let body = out.start(415, CONTENT_TYPE, self.challenge.as_bytes());
+                ppstp::encode_response(&Response::Err(ErrorCode::BadRequest), None, body);
             }
         }
     }

@@ -26,7 +26,10 @@
 
 mod response;
 
-pub use response::{reason_phrase, write_answer, write_response, ResponseHead};
+pub use response::{
+    begin_answer, finish_answer, reason_phrase, write_answer, write_response, AnswerInPlace,
+    ResponseHead,
+};
 
 /// Most header lines the parser looks at, whatever [`HttpLimits::max_headers`] says: the size of
 /// the header array on the stack.

@@ -112,3 +112,83 @@ pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
         out.extend_from_slice(body);
     }
 }
+
+/// An answer being written in place by [`begin_answer`]: its head is in the output already,
+/// with room for `digits` digits of the `Content-Length`, and its body follows at `body_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerInPlace {
+    /// Where the `Content-Length` digits go.
+    len_at: usize,
+    /// Digits reserved there.
+    digits: usize,
+    /// Where the body starts.
+    body_at: usize,
+    head_only: bool,
+}
+
+/// Appends the head of an answer to `out` with room for a `digits_hint`-digit
+/// `Content-Length` (1..=20, clamped), so that the caller writes the body straight after it
+/// and [`finish_answer`] fills the length in: the body is written once, never copied. The
+/// bytes are those [`write_answer`] writes for the same head and body.
+pub fn begin_answer(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    digits_hint: usize,
+) -> AnswerInPlace {
+    let digits = digits_hint.clamp(1, 20);
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let status = head.status.clamp(100, 999);
+    out.extend_from_slice(num.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !head.content_type.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(head.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(allow) = head.allow {
+        out.extend_from_slice(b"Allow: ");
+        out.extend_from_slice(allow.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    let len_at = out.len();
+    out.extend_from_slice(&b"00000000000000000000"[..digits]);
+    out.extend_from_slice(b"\r\n");
+    if !head.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(head.extra);
+    out.extend_from_slice(b"\r\n");
+    AnswerInPlace {
+        len_at,
+        digits,
+        body_at: out.len(),
+        head_only: head.head_only,
+    }
+}
+
+/// Completes an answer begun by [`begin_answer`]: the body is everything written to `out`
+/// after the head. Fills in its exact `Content-Length` (moving the body only when the length
+/// has another number of digits than reserved) and drops the body of a HEAD answer. Returns
+/// the number of digits used, the hint for the next answer.
+pub fn finish_answer(out: &mut Vec<u8>, answer: AnswerInPlace) -> usize {
+    let body_len = out.len().saturating_sub(answer.body_at);
+    let mut num = itoa::Buffer::new();
+    let digits = num.format(body_len).as_bytes();
+    let (at, reserved) = (answer.len_at, answer.digits);
+    if digits.len() > reserved {
+        let extra = digits.len() - reserved;
+        out.splice(at..at, std::iter::repeat(b'0').take(extra));
+    } else if digits.len() < reserved {
+        out.drain(at..at + reserved - digits.len());
+    }
+    out[at..at + digits.len()].copy_from_slice(digits);
+    if answer.head_only {
+        let body_at = answer.body_at + digits.len() - reserved;
+        out.truncate(body_at);
+    }
+    digits.len()
+}

@@ -369,3 +369,36 @@ fn head_answers_keep_the_headers_and_drop_the_body() {
         b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nAllow: GET, HEAD\r\nContent-Length: 18\r\n\r\n"
     );
 }
+
+proptest::proptest! {
+    /// An answer written in place is byte for byte the answer `write_answer` writes, whatever
+    /// the reserved digits, the body length, the head fields and what precedes it in `out`.
+    #[test]
+    fn answers_written_in_place_match_write_answer(
+        body_len in 0usize..120_000,
+        hint in 0usize..25,
+        status in 0u16..1000,
+        keep_alive in proptest::bool::ANY,
+        head_only in proptest::bool::ANY,
+        with_allow in proptest::bool::ANY,
+        prefix in 0usize..40,
+    ) {
+        let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+        let head = ResponseHead {
+            status,
+            content_type: "application/x",
+            allow: with_allow.then_some("GET, HEAD"),
+            keep_alive,
+            head_only,
+            extra: b"X-Extra: 1\r\n",
+        };
+        let mut want = vec![b'p'; prefix];
+        write_answer(&mut want, &head, &body);
+        let mut got = vec![b'p'; prefix];
+        let at = begin_answer(&mut got, &head, hint);
+        got.extend_from_slice(&body);
+        let digits = finish_answer(&mut got, at);
+        proptest::prop_assert_eq!(digits, body_len.to_string().len());
+        proptest::prop_assert_eq!(got, want);
+    }
+}
