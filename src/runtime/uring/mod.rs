@@ -59,19 +59,10 @@ impl TaskRun {
 /// Submission queue entries per ring (the completion queue gets twice as many).
 pub(crate) const RING_ENTRIES: u32 = 1024;
 
-/// The environment variable that makes the probe fail, as a seccomp profile forbidding
-/// `io_uring_setup` would: for testing the fallback without such a profile.
-pub const PROBE_FAIL_ENV: &str = "PPSP_TRACKER_URING_PROBE_FAIL";
-
 /// Creates a ring with the best flags this kernel accepts. `SINGLE_ISSUER` (Linux 6.0)
 /// is required: a kernel that has it also has every operation the back-end uses (multishot
 /// `RecvMsg` and poll, provided-buffer rings, `EXT_ARG` timed waits).
 pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, TaskRun), Unavailable> {
-    if std::env::var_os(PROBE_FAIL_ENV).is_some() {
-        return Err(Unavailable(format!(
-            "io_uring_setup refused ({PROBE_FAIL_ENV} is set)"
-        )));
-    }
     let attempt = |mode: TaskRun| {
         let mut b = IoUring::builder();
         b.setup_single_issuer().setup_cqsize(entries * 2);
