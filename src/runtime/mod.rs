@@ -280,7 +280,7 @@ pub struct RuntimeConfig {
     pub udp_buffer_bytes: usize,
     /// Datagrams taken per `recvmmsg` call and answered per `sendmmsg` call (1..=1024). On
     /// io_uring it sizes each socket's provided-buffer ring instead: four times as many
-    /// receive buffers of 4,140 bytes (64..=4096 of them), and as many send slots.
+    /// receive buffers of 4,140 bytes (64..=4096 of them), and twice as many send slots.
     pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,

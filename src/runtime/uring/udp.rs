@@ -223,14 +223,13 @@ impl UdpRing {
                 recycled: false,
             });
         }
-        let slot_count = if sockets.is_empty() {
-            0
-        } else {
-            usize::from(entries) * sockets.len()
-        };
+        // Twice the receive buffers: a slot is held until its send completes, so a turn that
+        // serves every buffer still finds slots while the previous turn's sends are in flight.
+        let slot_count = 2 * usize::from(entries) * sockets.len();
         let mut slots: Box<[SendSlot]> = (0..slot_count)
             .map(|_| SendSlot {
-                buf: Vec::with_capacity(1500),
+                // Grown at its first answer and reused from then on.
+                buf: Vec::new(),
                 // SAFETY: zero is a valid `sockaddr_in6`, `iovec` and `msghdr`.
                 name: unsafe { std::mem::zeroed() },
                 iov: unsafe { std::mem::zeroed() },
@@ -489,7 +488,7 @@ impl UdpRing {
         }
         // Do not let one huge answer pin memory in the slot for ever.
         if slot.buf.capacity() > 64 * 1024 {
-            slot.buf = Vec::with_capacity(1500);
+            slot.buf = Vec::new();
         }
         self.free.push(s);
     }
@@ -522,6 +521,87 @@ fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+
+    use crate::runtime::{DatagramService, DatagramSpec, Runtime, RuntimeConfig};
+
+    /// Answers each datagram with itself.
+    struct Echo;
+
+    impl DatagramService for Echo {
+        fn worker(&self, _worker: usize) -> Box<dyn DatagramWorker> {
+            Box::new(Echo)
+        }
+    }
+
+    impl DatagramWorker for Echo {
+        fn on_datagram(
+            &mut self,
+            _ctx: &DatagramCtx,
+            _src: SocketAddr,
+            packet: &[u8],
+            out: &mut Vec<u8>,
+        ) -> bool {
+            out.extend_from_slice(packet);
+            true
+        }
+    }
+
+    #[test]
+    fn bursts_larger_than_the_buffer_ring_are_all_answered() {
+        let spec = DatagramSpec {
+            name: "echo".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(Echo),
+        };
+        let config = RuntimeConfig {
+            workers: 1,
+            backend: crate::runtime::Backend::IoUring,
+            // The smallest ring: 64 receive buffers and 64 send slots.
+            datagram_batch: 1,
+            ..RuntimeConfig::default()
+        };
+        let mut rt = Runtime::start_with(&config, Vec::new(), vec![spec], Vec::new()).unwrap();
+        let addr = rt.datagram_addrs()[0].1;
+        let clients: Vec<UdpSocket> = (0..6)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                c
+            })
+            .collect();
+        // Each round queues 120 datagrams before any answer is read: more than the ring has
+        // buffers (the multishot receive stops and is re-armed) and slots.
+        for round in 0..4u8 {
+            for (k, c) in clients.iter().enumerate() {
+                for i in 0..20u8 {
+                    c.send_to(&[round, k as u8, i], addr).unwrap();
+                }
+            }
+            for (k, c) in clients.iter().enumerate() {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 16];
+                for _ in 0..20 {
+                    let (n, _) = c.recv_from(&mut buf).unwrap();
+                    assert_eq!(&buf[..2], &[round, k as u8], "an answer for another source");
+                    assert_eq!(n, 3);
+                    seen.push(buf[2]);
+                }
+                seen.sort_unstable();
+                assert_eq!(seen, (0..20).collect::<Vec<u8>>());
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while rt.stats().datagrams[0].totals().sent < 480 {
+            assert!(std::time::Instant::now() < deadline, "sends not counted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = rt.stats().datagrams[0].totals();
+        assert_eq!((t.received, t.sent, t.send_dropped), (480, 480, 0));
+        rt.shutdown();
+    }
 
     #[test]
     fn socket_addresses_decode_from_kernel_names() {
