@@ -65,7 +65,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Pin worker `i` to core `i` (modulo the number of cores).
     pub pin_cores: bool,
-    /// I/O back-end. Only `"epoll"` exists in this build.
+    /// I/O back-end: `"auto"` (io_uring where the kernel allows it, else epoll), `"io_uring"`
+    /// (start fails without it) or `"epoll"`. The environment variable `PPSP_TRACKER_BACKEND`
+    /// overrides it.
     pub backend: String,
     /// Period of each worker's timer tick (expiry, idle sweeps), milliseconds.
     pub tick_ms: u64,
@@ -163,7 +165,7 @@ impl Default for ServerConfig {
         ServerConfig {
             workers: 1,
             pin_cores: false,
-            backend: "epoll".to_owned(),
+            backend: "auto".to_owned(),
             tick_ms: 100,
             listen_backlog: 1024,
             events_per_poll: 1024,
@@ -457,11 +459,8 @@ impl Config {
             s.workers <= 4096,
             "server.workers must be 0..=4096 (0 = all cores)",
         )?;
-        if s.backend != "epoll" {
-            return Err(ConfigError::new(format!(
-                "server.backend: unknown back-end \"{}\" (available: \"epoll\")",
-                s.backend
-            )));
+        if let Err(e) = crate::runtime::Backend::parse(&s.backend) {
+            return Err(ConfigError::new(format!("server.backend: {e}")));
         }
         check(
             (1..=60_000).contains(&s.tick_ms),
@@ -812,7 +811,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.ppstp.listen, "127.0.0.1:7846");
         assert_eq!(c.admin.listen, "127.0.0.1:9846");
-        assert_eq!(c.server.backend, "epoll");
+        assert_eq!(c.server.backend, "auto");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! the service consume buffered input, and reads until the socket would block, unless pending
 //! output is over the backpressure limit (then it waits for the socket to become writable).
 //! A [`mio::Waker`] interrupts the poll for shutdown; the poll timeout drives the worker tick.
+//!
+//! On the io_uring back-end the same loop runs with one change: the worker waits on its ring
+//! (`uring/`), which serves the datagram sockets and watches this epoll set; the set is read
+//! without sleeping only in turns where the ring reported it readable.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -21,8 +25,9 @@ use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::tls::{TlsAcceptor, TlsConn};
+use super::uring::UdpRing;
 use super::{
-    ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
+    Backend, ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
 };
 
 const WAKER: Token = Token(0);
@@ -40,6 +45,8 @@ pub(crate) struct WorkerSetup {
     pub tickers: Vec<Arc<dyn Ticker>>,
     pub stats: Arc<RuntimeStats>,
     pub stop: Arc<AtomicBool>,
+    /// [`Backend::Epoll`] or [`Backend::IoUring`] (already resolved).
+    pub backend: Backend,
     pub tick: Duration,
     pub events_per_poll: usize,
     pub datagram_batch: usize,
@@ -154,6 +161,12 @@ pub(crate) struct EventLoop {
     reserve: Vec<std::fs::File>,
     reserve_target: usize,
     serve_from_reserve: bool,
+    /// The worker's io_uring (io_uring back-end): it serves the datagram sockets, and the
+    /// worker waits on it rather than on the epoll set.
+    ring: Option<UdpRing>,
+    /// The io_uring back-end was chosen: the datagram sockets are not in the epoll set.
+    on_ring: bool,
+    datagram_batch_size: usize,
 }
 
 /// How long accepting must work without a resource error before an accept back-off episode
@@ -199,11 +212,14 @@ impl EventLoop {
         }
         let first_udp = FIRST_LISTENER + listening.len();
         let mut udp = Vec::with_capacity(setup.udp_sockets.len());
+        let on_ring = setup.backend == Backend::IoUring;
         for (i, socket) in setup.udp_sockets.into_iter().enumerate() {
             let local = socket.local_addr()?;
             let mut socket = mio::net::UdpSocket::from_std(socket);
-            poll.registry()
-                .register(&mut socket, Token(first_udp + i), Interest::READABLE)?;
+            if !on_ring {
+                poll.registry()
+                    .register(&mut socket, Token(first_udp + i), Interest::READABLE)?;
+            }
             udp.push(Datagrams {
                 socket,
                 ctx: DatagramCtx {
@@ -239,9 +255,41 @@ impl EventLoop {
                 },
                 reserve_target: setup.descriptor_reserve,
                 serve_from_reserve: setup.serve_from_reserve,
+                ring: None,
+                on_ring,
+                datagram_batch_size: setup.datagram_batch,
             },
             waker,
         ))
+    }
+
+    /// On the io_uring back-end, creates this worker's ring; call on the worker thread before
+    /// [`EventLoop::run`] (the thread becomes the ring's single issuer). Does nothing on epoll.
+    pub fn attach_ring(&mut self) -> io::Result<()> {
+        if !self.on_ring {
+            return Ok(());
+        }
+        use std::os::fd::AsRawFd;
+        let sockets: Vec<_> = self
+            .udp
+            .iter()
+            .map(|u| (u.socket.as_raw_fd(), u.ctx))
+            .collect();
+        let mut ring = UdpRing::new(&sockets, self.poll.as_raw_fd(), self.datagram_batch_size)
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("worker {}: io_uring: {e}", self.index),
+                )
+            })?;
+        ring.arm();
+        tracing::debug!(
+            worker = self.index,
+            taskrun = ring.mode().name(),
+            "io_uring on"
+        );
+        self.ring = Some(ring);
+        Ok(())
     }
 
     fn conn_stats(&self, listener: usize) -> &ConnStats {
@@ -292,14 +340,40 @@ impl EventLoop {
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut next_sweep = Instant::now() + sweep_every;
+        // io_uring: the epoll set may still hold events (the last read filled `events`), or
+        // the ring completions (both: do not sleep).
+        let mut epoll_more = false;
+        let mut ring_more = false;
 
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.udp.iter().any(|u| u.pending) || !self.ready.is_empty() {
+            let timeout = if self.udp.iter().any(|u| u.pending)
+                || !self.ready.is_empty()
+                || epoll_more
+                || ring_more
+            {
                 Duration::ZERO
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let polled = match self.ring.as_mut() {
+                None => self.poll.poll(&mut events, Some(timeout)),
+                Some(ring) => match ring.wait(timeout) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let turn = ring.serve(&mut datagram_workers, &self.stats, self.index);
+                        ring_more = turn.more;
+                        if turn.epoll_ready || epoll_more {
+                            let read = self.poll.poll(&mut events, Some(Duration::ZERO));
+                            epoll_more = events.iter().count() >= self.events_per_poll;
+                            read
+                        } else {
+                            events.clear();
+                            Ok(())
+                        }
+                    }
+                },
+            };
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }

@@ -10,9 +10,14 @@
 //! most one out. Work that belongs to no socket, such as the engine's expiry, is a [`Ticker`]
 //! run on every worker at every tick.
 //!
-//! Back-ends: [`Backend::Epoll`] (mio) is the only one today; its loop is in `epoll.rs`. The
+//! Back-ends: [`Backend::Epoll`] (mio), whose loop is in `epoll.rs`, and [`Backend::IoUring`]
+//! (`uring/`), where each worker waits on its own io_uring: datagram sockets are served from the
+//! ring (multishot receive into provided buffers, batched sends), and the worker's epoll set of
+//! TCP listeners and connections is watched through the same ring and served by the epoll
+//! loop's code, so streams behave identically on both. [`Backend::Auto`] picks io_uring when
+//! the kernel (and any seccomp profile) allows it, else epoll, and logs which and why. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
-//! `conn.rs` and the datagram turn in `datagram.rs`, so an io_uring back-end can reuse them.
+//! `conn.rs` and the datagram turn in `datagram.rs`.
 
 mod conn;
 mod datagram;
@@ -23,6 +28,7 @@ mod mmsg;
 pub mod sources;
 mod stats;
 pub mod tls;
+pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;
@@ -183,24 +189,97 @@ pub trait Ticker: Send + Sync {
 /// The I/O back-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// io_uring where it can be set up (see [`uring::probe`]), else epoll; the choice and its
+    /// reason are logged at start.
+    Auto,
+    /// One io_uring per worker (Linux 6.0 or later, `SINGLE_ISSUER`); starting fails when it
+    /// cannot be set up.
+    IoUring,
     /// Readiness-based loop on epoll (through mio).
     Epoll,
 }
+
+/// Environment variable that overrides the configured back-end of every runtime the process
+/// starts (`auto`, `io_uring` or `epoll`): an operator override, also how the test suite runs
+/// once per back-end.
+pub const BACKEND_ENV: &str = "PPSP_TRACKER_BACKEND";
 
 impl Backend {
     /// Parses a configured back-end name.
     pub fn parse(name: &str) -> Result<Backend, String> {
         match name {
+            "auto" => Ok(Backend::Auto),
+            "io_uring" => Ok(Backend::IoUring),
             "epoll" => Ok(Backend::Epoll),
             other => Err(format!(
-                "unknown back-end \"{other}\" (available: \"epoll\")"
+                "unknown back-end \"{other}\" (available: \"auto\", \"io_uring\", \"epoll\")"
             )),
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
             Backend::Epoll => "epoll",
+        }
+    }
+
+    /// The back-end a runtime configured with `self` runs: [`BACKEND_ENV`] overrides `self`;
+    /// `Auto` becomes `IoUring` or `Epoll` after probing. Logs the choice and why. Errors: the
+    /// override is not a back-end name, or `IoUring` was asked for and cannot be set up.
+    pub fn resolve(self) -> io::Result<Backend> {
+        let (asked, from) = match std::env::var(BACKEND_ENV) {
+            Ok(v) if !v.is_empty() => (
+                Backend::parse(&v).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("{BACKEND_ENV}: {e}"))
+                })?,
+                BACKEND_ENV,
+            ),
+            _ => (self, "server.backend"),
+        };
+        match asked {
+            Backend::Epoll => {
+                tracing::info!(
+                    backend = "epoll",
+                    "I/O back-end: epoll ({from} = \"epoll\")"
+                );
+                Ok(Backend::Epoll)
+            }
+            Backend::IoUring => match uring::probe() {
+                Ok(mode) => {
+                    tracing::info!(
+                        backend = "io_uring",
+                        taskrun = mode.name(),
+                        "I/O back-end: io_uring ({from} = \"io_uring\")"
+                    );
+                    Ok(Backend::IoUring)
+                }
+                Err(e) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{from} = \"io_uring\" but io_uring cannot be set up here: {e} (\"auto\" \
+                         falls back to epoll)"
+                    ),
+                )),
+            },
+            Backend::Auto => match uring::probe() {
+                Ok(mode) => {
+                    tracing::info!(
+                        backend = "io_uring",
+                        taskrun = mode.name(),
+                        "I/O back-end: io_uring ({from} = \"auto\" and the kernel supports it)"
+                    );
+                    Ok(Backend::IoUring)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        backend = "epoll",
+                        "I/O back-end: epoll ({from} = \"auto\" and io_uring is unavailable: {e})"
+                    );
+                    Ok(Backend::Epoll)
+                }
+            },
         }
     }
 }
@@ -219,7 +298,9 @@ pub struct RuntimeConfig {
     pub events_per_poll: usize,
     /// Receive and send buffer of each UDP socket; 0 keeps the kernel default.
     pub udp_buffer_bytes: usize,
-    /// Datagrams taken per `recvmmsg` call and answered per `sendmmsg` call (1..=1024).
+    /// Datagrams taken per `recvmmsg` call and answered per `sendmmsg` call (1..=1024). On
+    /// io_uring it sizes each socket's provided-buffer ring instead: four times as many
+    /// receive buffers of 4,140 bytes (64..=4096 of them), and twice as many send slots.
     pub datagram_batch: usize,
     /// Prefix of the worker threads' names (`{name}-{i}`).
     pub name: String,
@@ -240,7 +321,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             workers: 1,
             pin_cores: false,
-            backend: Backend::Epoll,
+            backend: Backend::Auto,
             tick: Duration::from_millis(100),
             listen_backlog: 1024,
             events_per_poll: 1024,
@@ -304,6 +385,7 @@ impl Runtime {
         tickers: Vec<Arc<dyn Ticker>>,
     ) -> io::Result<Runtime> {
         let workers = config.workers.max(1);
+        let backend = config.backend.resolve()?;
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut stats = Vec::with_capacity(listeners.len());
@@ -360,7 +442,7 @@ impl Runtime {
             wakers: Vec::with_capacity(workers),
             threads: Vec::with_capacity(workers),
             stats: stats.clone(),
-            backend: config.backend,
+            backend,
         };
         for (index, (worker_sockets, worker_udp)) in
             sockets.into_iter().zip(udp_sockets).enumerate()
@@ -374,6 +456,7 @@ impl Runtime {
                 tickers: tickers.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
+                backend,
                 tick: config.tick,
                 events_per_poll: config.events_per_poll,
                 datagram_batch: config.datagram_batch,
@@ -381,9 +464,11 @@ impl Runtime {
                 serve_from_reserve: config.serve_from_reserve,
                 source_counts: source_counts.clone(),
             };
-            let (event_loop, waker) = epoll::EventLoop::new(setup)?;
+            let (mut event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            // The worker reports whether its set-up on its own thread (its io_uring) worked.
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{index}", config.name))
                 .spawn(move || {
@@ -392,10 +477,27 @@ impl Runtime {
                             tracing::warn!(worker = index, core = core.id, "could not pin worker");
                         }
                     }
-                    event_loop.run();
+                    let attached = event_loop.attach_ring();
+                    let failed = attached.is_err();
+                    let _ = ready_tx.send(attached);
+                    if !failed {
+                        event_loop.run();
+                    }
                 });
             match spawned {
-                Ok(handle) => runtime.threads.push(handle),
+                Ok(handle) => {
+                    runtime.threads.push(handle);
+                    match ready_rx.recv() {
+                        Ok(Ok(())) => {}
+                        // Dropping `runtime` stops the workers already started.
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(io::Error::other(format!(
+                                "worker {index} stopped while starting"
+                            )))
+                        }
+                    }
+                }
                 // Dropping `runtime` stops the workers already started.
                 Err(e) => {
                     return Err(io::Error::new(
@@ -406,7 +508,7 @@ impl Runtime {
             }
         }
         tracing::info!(
-            backend = config.backend.name(),
+            backend = backend.name(),
             workers,
             pinned = !cores.is_empty(),
             listeners = ?stats.listeners.iter().map(|l| (l.name.as_str(), l.addr)).collect::<Vec<_>>(),
@@ -440,6 +542,7 @@ impl Runtime {
         self.stats.clone()
     }
 
+    /// The back-end the workers run (never [`Backend::Auto`]).
     pub fn backend(&self) -> Backend {
         self.backend
     }

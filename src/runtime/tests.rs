@@ -524,7 +524,13 @@ fn bind_failure_names_the_address() {
 #[test]
 fn backend_names_parse() {
     assert_eq!(Backend::parse("epoll"), Ok(Backend::Epoll));
-    assert!(Backend::parse("io_uring").unwrap_err().contains("io_uring"));
+    assert_eq!(Backend::parse("io_uring"), Ok(Backend::IoUring));
+    assert_eq!(Backend::parse("auto"), Ok(Backend::Auto));
+    let err = Backend::parse("uring").unwrap_err();
+    assert!(
+        err.contains("\"io_uring\"") && err.contains("\"epoll\""),
+        "{err}"
+    );
 }
 
 /// Answers every byte with `!`, to tell it apart from [`LineService`].

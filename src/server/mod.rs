@@ -301,7 +301,8 @@ impl Server {
             metrics,
             started: Instant::now(),
             workers,
-            backend: backend.name(),
+            // The back-end that runs (`auto` resolved).
+            backend: runtime.backend().name(),
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
             history: Default::default(),
@@ -532,7 +533,9 @@ mod tests {
         assert_ne!(ppstp, admin);
         let status = server.status();
         assert_eq!(status["workers"], 2);
-        assert_eq!(status["backend"], "epoll");
+        // `auto` resolves to the back-end that runs, which the status names.
+        let expected = crate::runtime::Backend::Auto.resolve().unwrap().name();
+        assert_eq!(status["backend"], expected);
         let listeners = status["listeners"].as_array().unwrap();
         assert_eq!(listeners.len(), 2);
         assert_eq!(listeners[0]["name"], PPSTP_LISTENER);

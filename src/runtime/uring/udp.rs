@@ -1,0 +1,623 @@
+//! The datagram path of the io_uring back-end.
+//!
+//! Each datagram socket of the worker has one multishot `RecvMsg` (Linux 6.0) that takes a
+//! buffer from the socket's provided-buffer ring for every datagram: the buffer holds the
+//! `io_uring_recvmsg_out` header, the source address and the payload, and goes back into the
+//! ring as soon as the service has answered. Answers are written straight into preallocated
+//! send slots (buffer, address, `iovec`, `msghdr` each), queued as `SendMsg` entries and
+//! submitted by the worker's next wait, so a turn of any number of datagrams costs one
+//! `io_uring_enter`. When every slot is in flight an answer is dropped and counted
+//! (`send_dropped`), as the epoll path drops answers a full socket buffer refuses; answers are
+//! sent with `MSG_DONTWAIT` for the same reason. Nothing is allocated per datagram.
+//!
+//! The worker's epoll set (for its TCP listeners and connections, and the wake-up `eventfd`)
+//! is watched by a multishot poll on the same ring.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use super::super::datagram::DATAGRAMS_PER_TURN;
+use super::super::mmsg::SLOT_BYTES;
+use super::super::stats::{bump, RuntimeStats};
+use super::super::{DatagramCtx, DatagramWorker};
+use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
+
+/// Room for the source address in a receive buffer: a `sockaddr_in6` (an IPv4 socket's
+/// `sockaddr_in` is shorter).
+const NAME_BYTES: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// The `io_uring_recvmsg_out` header in front of every received datagram.
+const HEADER_BYTES: usize = 16;
+/// One provided buffer: header, address, and a payload of [`SLOT_BYTES`] (longer datagrams are
+/// truncated by the kernel and dropped, as on the epoll path).
+const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + SLOT_BYTES;
+
+/// A provided-buffer ring (Linux 5.19): the ring of buffer descriptors the kernel takes from,
+/// in page-aligned anonymous memory, and the buffers it describes.
+pub(crate) struct BufRegion {
+    ring: *mut BufRingEntry,
+    ring_bytes: usize,
+    entries: u16,
+    buf_len: usize,
+    bufs: Vec<u8>,
+    /// Our copy of the ring's tail (the kernel only reads it).
+    tail: u16,
+}
+
+impl BufRegion {
+    /// `entries` buffers (a power of two, at most 32768) of `buf_len` bytes each, all in the
+    /// ring.
+    pub(crate) fn new(entries: u16, buf_len: usize) -> io::Result<BufRegion> {
+        debug_assert!(entries.is_power_of_two());
+        let ring_bytes = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut region = BufRegion {
+            ring: ring.cast(),
+            ring_bytes,
+            entries,
+            buf_len,
+            bufs: vec![0u8; usize::from(entries) * buf_len],
+            tail: 0,
+        };
+        for bid in 0..entries {
+            region.recycle(bid);
+        }
+        region.publish();
+        Ok(region)
+    }
+
+    /// Registers the ring as buffer group `bgid` of `ring`.
+    pub(crate) fn register(&mut self, ring: &IoUring, bgid: u16) -> io::Result<()> {
+        // SAFETY: the descriptor ring is page-aligned, holds `entries` entries and lives (with
+        // the buffers) as long as `self`, which the owner drops after the ring.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(self.ring as u64, self.entries, bgid, 0)
+        }
+    }
+
+    /// Buffer `bid`, `len` bytes of it.
+    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * self.buf_len;
+        self.bufs
+            .get(start..start + len.min(self.buf_len))
+            .unwrap_or(&[])
+    }
+
+    /// Gives buffer `bid` back to the kernel (visible at the next [`BufRegion::publish`]).
+    fn recycle(&mut self, bid: u16) {
+        if bid >= self.entries {
+            return;
+        }
+        let index = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: `index` is below `entries`, inside the mapping; the kernel does not read an
+        // entry past the published tail, so writing it races with nothing.
+        let entry = unsafe { &mut *self.ring.add(index) };
+        entry.set_addr(self.bufs.as_ptr() as u64 + (usize::from(bid) * self.buf_len) as u64);
+        entry.set_len(self.buf_len as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the recycled buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved field, inside the mapping
+        // and suitably aligned; the kernel reads it with acquire ordering.
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRegion {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ring.cast(), self.ring_bytes);
+        }
+    }
+}
+
+/// One answer on its way: its bytes, destination and the kernel's view of both.
+struct SendSlot {
+    buf: Vec<u8>,
+    name: libc::sockaddr_in6,
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    socket: usize,
+}
+
+/// One datagram socket on the ring.
+struct SockRing {
+    ctx: DatagramCtx,
+    /// What the multishot receive reads its name and control sizes from.
+    hdr: Box<libc::msghdr>,
+    region: BufRegion,
+    /// The multishot receive is active (it stops when the buffers ran out, or on an error).
+    armed: bool,
+    /// Buffers were recycled since the last publish.
+    recycled: bool,
+}
+
+/// What one turn over the completions found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Turn {
+    /// The epoll set has events: read it this turn.
+    pub epoll_ready: bool,
+    /// Completions are left for the next turn (do not sleep).
+    pub more: bool,
+}
+
+/// One worker's ring and its datagram sockets.
+pub(crate) struct UdpRing {
+    // Dropped first: the kernel stops using the buffers below before they are freed.
+    ring: IoUring,
+    mode: TaskRun,
+    sockets: Vec<SockRing>,
+    slots: Box<[SendSlot]>,
+    free: Vec<usize>,
+    /// Fixed-file index of the epoll descriptor.
+    epoll_index: u32,
+    epoll_armed: bool,
+    /// Where an answer goes when every send slot is in flight (it is then dropped).
+    spare: Vec<u8>,
+}
+
+// SAFETY: the raw pointers (the buffer ring mapping, the `msghdr`s pointing into the send
+// slots) point into memory this value owns, which moves with it; nothing else aliases it.
+unsafe impl Send for UdpRing {}
+
+impl UdpRing {
+    /// A ring for the calling thread, with `sockets` (descriptor and context each) and the epoll set
+    /// `epoll_fd` as registered files, and a provided-buffer ring per socket sized for
+    /// `batch` datagrams per turn.
+    pub(crate) fn new(
+        sockets: &[(RawFd, DatagramCtx)],
+        epoll_fd: RawFd,
+        batch: usize,
+    ) -> Result<UdpRing, Unavailable> {
+        let (ring, mode) = build_ring(RING_ENTRIES)?;
+        let mut fds: Vec<RawFd> = sockets.iter().map(|(fd, _)| *fd).collect();
+        fds.push(epoll_fd);
+        ring.submitter()
+            .register_files(&fds)
+            .map_err(|e| Unavailable(format!("IORING_REGISTER_FILES failed: {e}")))?;
+        let entries = (batch.saturating_mul(4))
+            .next_power_of_two()
+            .clamp(64, 4096) as u16;
+        let mut socks = Vec::with_capacity(sockets.len());
+        for (i, (_, ctx)) in sockets.iter().enumerate() {
+            let mut region = BufRegion::new(entries, BUF_BYTES)
+                .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
+            region
+                .register(&ring, i as u16)
+                .map_err(|e| Unavailable(format!("IORING_REGISTER_PBUF_RING failed: {e}")))?;
+            // SAFETY: zero is a valid `msghdr`.
+            let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            hdr.msg_namelen = NAME_BYTES as u32;
+            socks.push(SockRing {
+                ctx: *ctx,
+                hdr,
+                region,
+                armed: false,
+                recycled: false,
+            });
+        }
+        // Twice the receive buffers: a slot is held until its send completes, so a turn that
+        // serves every buffer still finds slots while the previous turn's sends are in flight.
+        let slot_count = 2 * usize::from(entries) * sockets.len();
+        let mut slots: Box<[SendSlot]> = (0..slot_count)
+            .map(|_| SendSlot {
+                // Grown at its first answer and reused from then on.
+                buf: Vec::new(),
+                // SAFETY: zero is a valid `sockaddr_in6`, `iovec` and `msghdr`.
+                name: unsafe { std::mem::zeroed() },
+                iov: unsafe { std::mem::zeroed() },
+                hdr: unsafe { std::mem::zeroed() },
+                socket: 0,
+            })
+            .collect();
+        for slot in slots.iter_mut() {
+            slot.hdr.msg_name = (&mut slot.name as *mut libc::sockaddr_in6).cast();
+            slot.hdr.msg_iov = &mut slot.iov;
+            slot.hdr.msg_iovlen = 1;
+        }
+        Ok(UdpRing {
+            ring,
+            mode,
+            epoll_index: sockets.len() as u32,
+            sockets: socks,
+            free: (0..slot_count).rev().collect(),
+            slots,
+            epoll_armed: false,
+            spare: Vec::with_capacity(1500),
+        })
+    }
+
+    pub(crate) fn mode(&self) -> TaskRun {
+        self.mode
+    }
+
+    /// Queues the multishot operations that are not running (all of them at first).
+    pub(crate) fn arm(&mut self) {
+        let mut entries: Vec<squeue::Entry> = Vec::new();
+        for (i, s) in self.sockets.iter_mut().enumerate() {
+            if s.recycled {
+                s.region.publish();
+                s.recycled = false;
+            }
+            if !s.armed {
+                s.armed = true;
+                entries.push(
+                    opcode::RecvMsgMulti::new(Fixed(i as u32), &*s.hdr, i as u16)
+                        .build()
+                        .user_data(Op::Recv(i).encode()),
+                );
+            }
+        }
+        if !self.epoll_armed {
+            self.epoll_armed = true;
+            entries.push(
+                opcode::PollAdd::new(Fixed(self.epoll_index), libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+                    .user_data(Op::Epoll.encode()),
+            );
+        }
+        for entry in &entries {
+            self.push(entry);
+        }
+    }
+
+    /// Queues an entry, submitting what is queued first when the queue is full.
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry points at memory owned by `self` that stays put until its
+            // completion (receive headers, buffer rings, send slots).
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Submits what is queued and waits up to `timeout` for a completion.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        submit_and_wait(&mut self.ring, timeout)
+    }
+
+    /// Handles the completions that are ready: datagrams are served by `workers` (by socket),
+    /// sends are counted, and the epoll poll is reported.
+    pub(crate) fn serve(
+        &mut self,
+        workers: &mut [Box<dyn DatagramWorker>],
+        stats: &RuntimeStats,
+        worker_index: usize,
+    ) -> Turn {
+        let mut turn = Turn::default();
+        let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1) + self.slots.len() + 1;
+        let mut handled = 0;
+        while handled < limit {
+            let Some(cqe) = self.ring.completion().next() else {
+                break;
+            };
+            handled += 1;
+            let (res, flags) = (cqe.result(), cqe.flags());
+            match Op::decode(cqe.user_data()) {
+                Some(Op::Recv(i)) => self.on_receive(i, res, flags, workers, stats, worker_index),
+                Some(Op::Send(i)) => self.on_sent(i, res, stats, worker_index),
+                Some(Op::Epoll) => {
+                    if res >= 0 {
+                        turn.epoll_ready = true;
+                    } else if res != -libc::ECANCELED {
+                        tracing::debug!(worker = worker_index, "epoll poll: {res}");
+                        turn.epoll_ready = true;
+                    }
+                    if !cqueue::more(flags) {
+                        self.epoll_armed = false;
+                    }
+                }
+                None => {}
+            }
+        }
+        self.arm();
+        turn.more = !self.ring.completion().is_empty();
+        turn
+    }
+
+    fn on_receive(
+        &mut self,
+        i: usize,
+        res: i32,
+        flags: u32,
+        workers: &mut [Box<dyn DatagramWorker>],
+        stats: &RuntimeStats,
+        worker_index: usize,
+    ) {
+        let Some(sock) = self.sockets.get_mut(i) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            // Out of buffers (ENOBUFS) or stopped: re-armed at the end of the turn, once the
+            // buffers served in this turn are back in the ring.
+            sock.armed = false;
+        }
+        if res < 0 {
+            if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                tracing::debug!(worker = worker_index, "multishot recvmsg: {res}");
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        let Some(st) = stats
+            .datagrams
+            .get(i)
+            .and_then(|d| d.per_worker.get(worker_index))
+        else {
+            sock.region.recycle(bid);
+            sock.recycled = true;
+            return;
+        };
+        let data = sock.region.buffer(bid, res as usize);
+        let Ok(msg) = RecvMsgOut::parse(data, &sock.hdr) else {
+            sock.region.recycle(bid);
+            sock.recycled = true;
+            return;
+        };
+        let payload = msg.payload_data();
+        bump(&st.received, 1);
+        bump(&st.bytes_in, payload.len() as u64);
+        let name = msg.name_data();
+        let name_len = (msg.incoming_name_len() as usize).min(name.len());
+        let src = match (msg.is_payload_truncated(), socket_addr(&name[..name_len])) {
+            (false, Some(src)) => src,
+            _ => {
+                bump(&st.unanswered, 1);
+                sock.region.recycle(bid);
+                sock.recycled = true;
+                return;
+            }
+        };
+        let slot = self.free.pop();
+        let out = match slot {
+            Some(s) => &mut self.slots[s].buf,
+            None => &mut self.spare,
+        };
+        out.clear();
+        let answer = match workers.get_mut(i) {
+            Some(worker) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                worker.on_datagram(&sock.ctx, src, payload, out)
+            })),
+            None => Ok(false),
+        };
+        let answered = match answer {
+            Ok(true) if !out.is_empty() => true,
+            Ok(_) => {
+                bump(&st.unanswered, 1);
+                false
+            }
+            Err(_) => {
+                tracing::error!(worker = worker_index, "datagram service panicked");
+                bump(&st.panics, 1);
+                false
+            }
+        };
+        if answered && slot.is_none() {
+            bump(&st.send_dropped, 1);
+        }
+        let send = match (answered, slot) {
+            (true, Some(s)) => {
+                let slot = &mut self.slots[s];
+                // The source address goes back as the destination, bytes unchanged.
+                // SAFETY: `name_len` is at most the size of `sockaddr_in6`; the copy writes
+                // inside `slot.name` from the received buffer.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        name.as_ptr(),
+                        (&mut slot.name as *mut libc::sockaddr_in6).cast::<u8>(),
+                        name_len,
+                    );
+                }
+                slot.hdr.msg_namelen = name_len as u32;
+                slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
+                slot.iov.iov_len = slot.buf.len();
+                slot.socket = i;
+                Some(
+                    opcode::SendMsg::new(Fixed(i as u32), &slot.hdr)
+                        .flags(libc::MSG_DONTWAIT as u32)
+                        .build()
+                        .user_data(Op::Send(s).encode()),
+                )
+            }
+            (_, Some(s)) => {
+                self.free.push(s);
+                None
+            }
+            (_, None) => None,
+        };
+        sock.region.recycle(bid);
+        sock.recycled = true;
+        if let Some(entry) = send {
+            self.push(&entry);
+        }
+    }
+
+    fn on_sent(&mut self, s: usize, res: i32, stats: &RuntimeStats, worker_index: usize) {
+        let Some(slot) = self.slots.get_mut(s) else {
+            return;
+        };
+        if let Some(st) = stats
+            .datagrams
+            .get(slot.socket)
+            .and_then(|d| d.per_worker.get(worker_index))
+        {
+            if res >= 0 {
+                bump(&st.sent, 1);
+                bump(&st.bytes_out, res as u64);
+            } else if res == -libc::EAGAIN || res == -libc::ENOBUFS {
+                bump(&st.send_dropped, 1);
+            } else {
+                tracing::debug!(worker = worker_index, "sendmsg: {res}");
+                bump(&st.send_errors, 1);
+            }
+        }
+        // Do not let one huge answer pin memory in the slot for ever.
+        if slot.buf.capacity() > 64 * 1024 {
+            slot.buf = Vec::new();
+        }
+        self.free.push(s);
+    }
+}
+
+/// The socket address in a received `sockaddr_in` or `sockaddr_in6`.
+fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([*name.first()?, *name.get(1)?]));
+    let port = u16::from_be_bytes([*name.get(2)?, *name.get(3)?]);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_ne_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                u32::from_be(flow),
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+
+    use crate::runtime::{DatagramService, DatagramSpec, Runtime, RuntimeConfig};
+
+    /// Answers each datagram with itself.
+    struct Echo;
+
+    impl DatagramService for Echo {
+        fn worker(&self, _worker: usize) -> Box<dyn DatagramWorker> {
+            Box::new(Echo)
+        }
+    }
+
+    impl DatagramWorker for Echo {
+        fn on_datagram(
+            &mut self,
+            _ctx: &DatagramCtx,
+            _src: SocketAddr,
+            packet: &[u8],
+            out: &mut Vec<u8>,
+        ) -> bool {
+            out.extend_from_slice(packet);
+            true
+        }
+    }
+
+    #[test]
+    fn bursts_larger_than_the_buffer_ring_are_all_answered() {
+        let spec = DatagramSpec {
+            name: "echo".to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            service: Arc::new(Echo),
+        };
+        let config = RuntimeConfig {
+            workers: 1,
+            backend: crate::runtime::Backend::IoUring,
+            // The smallest ring: 64 receive buffers and 64 send slots.
+            datagram_batch: 1,
+            ..RuntimeConfig::default()
+        };
+        let mut rt = Runtime::start_with(&config, Vec::new(), vec![spec], Vec::new()).unwrap();
+        let addr = rt.datagram_addrs()[0].1;
+        let clients: Vec<UdpSocket> = (0..6)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                c
+            })
+            .collect();
+        // Each round queues 120 datagrams before any answer is read: more than the ring has
+        // buffers (the multishot receive stops and is re-armed) and slots.
+        for round in 0..4u8 {
+            for (k, c) in clients.iter().enumerate() {
+                for i in 0..20u8 {
+                    c.send_to(&[round, k as u8, i], addr).unwrap();
+                }
+            }
+            for (k, c) in clients.iter().enumerate() {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 16];
+                for _ in 0..20 {
+                    let (n, _) = c.recv_from(&mut buf).unwrap();
+                    assert_eq!(&buf[..2], &[round, k as u8], "an answer for another source");
+                    assert_eq!(n, 3);
+                    seen.push(buf[2]);
+                }
+                seen.sort_unstable();
+                assert_eq!(seen, (0..20).collect::<Vec<u8>>());
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while rt.stats().datagrams[0].totals().sent < 480 {
+            assert!(std::time::Instant::now() < deadline, "sends not counted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = rt.stats().datagrams[0].totals();
+        assert_eq!((t.received, t.sent, t.send_dropped), (480, 480, 0));
+        rt.shutdown();
+    }
+
+    #[test]
+    fn socket_addresses_decode_from_kernel_names() {
+        let v4: SocketAddr = "127.0.0.2:6969".parse().unwrap();
+        let s = socket2::SockAddr::from(v4);
+        // SAFETY: `as_ptr` points at `len` initialised bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() as usize) };
+        assert_eq!(socket_addr(bytes), Some(v4));
+        let v6: SocketAddr = "[2001:db8::7]:443".parse().unwrap();
+        let s = socket2::SockAddr::from(v6);
+        // SAFETY: as above.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() as usize) };
+        assert_eq!(socket_addr(bytes), Some(v6));
+        assert_eq!(socket_addr(&[0u8; 3]), None);
+        assert_eq!(socket_addr(&[0u8; 28]), None);
+    }
+}
