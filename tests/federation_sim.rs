@@ -323,3 +323,90 @@ fn the_same_seed_gives_the_same_trace() {
     let (b, _) = scenario(5, 12, 60, 6);
     assert_eq!(a, b);
 }
+
+/// Swarms of `placed` whose live registrations are not all found through node `via`.
+fn missing_through(
+    c: &mut Cluster,
+    via: usize,
+    placed: &[(String, String, usize)],
+    swarms: usize,
+) -> usize {
+    let mut missing = 0;
+    for s in 0..swarms {
+        let swarm = format!("swarm-{s}");
+        let found = c.lookup(via, &swarm);
+        missing += placed
+            .iter()
+            .filter(|(peer, sw, node)| {
+                *sw == swarm && c.sim.is_alive(*node) && !found.contains(peer)
+            })
+            .count();
+    }
+    missing
+}
+
+/// Bound on the merge after a partition heals (simulated): the partition check runs once per
+/// update round (10 s, jittered up to 12.5 s), a merged neighbour table pushes replicas after
+/// the 2 s hold-down, and every connection tracker rewrites its registrations at half their
+/// lifetime (20 s); 90 s covers a few of each.
+const HEAL_BOUND_MS: u64 = 90_000;
+
+#[test]
+fn a_partitioned_ring_heals_into_one_and_loses_no_registration() {
+    let n = 32;
+    let swarms = 16;
+    let mut c = build(91, n);
+    // Registrations before the split.
+    let mut placed = populate(&mut c, 160, swarms);
+    c.pump(2 * FLUSH_MS + 500);
+    assert_eq!(lost(&mut c, &placed, swarms), (0, 0));
+
+    // Split into two interleaved halves (indices are random positions on the ring); node 0,
+    // every node's bootstrap peer, is on side 0 only.
+    c.sim.partition(|i| (i % 2) as u32);
+    // Long enough for each side to find the cut (Update timeouts) and close its own ring.
+    c.pump(60_000);
+    // Registrations on both sides during the partition: each side sees its own.
+    for p in 0..80 {
+        let node = c.sim.rng().gen_range(0..n);
+        let swarm = format!("swarm-{}", p % swarms);
+        let peer = format!("split-peer-{p}");
+        c.join(node, &peer, &swarm);
+        placed.push((peer, swarm, node));
+    }
+    c.pump(2 * FLUSH_MS + 500);
+    let split_rings = (0..n)
+        .filter(|i| c.sim.node(*i).table().successors.is_empty())
+        .count();
+    assert_eq!(split_rings, 0, "every node found successors on its side");
+
+    c.sim.heal();
+    let healed_at = c.sim.now();
+    let mut merged_ms = None;
+    let mut found_ms = None;
+    while c.sim.now() - healed_at < HEAL_BOUND_MS {
+        c.pump(1_000);
+        if merged_ms.is_none() && c.sim.ring_errors(3).is_empty() {
+            merged_ms = Some(c.sim.now() - healed_at);
+        }
+        if merged_ms.is_some() && lost(&mut c, &placed, swarms).0 == 0 {
+            found_ms = Some(c.sim.now() - healed_at);
+            break;
+        }
+    }
+    let merged_ms = merged_ms.expect("one ring again within the bound");
+    let found_ms = found_ms.expect("every registration found again within the bound");
+    // Every registration, through every node.
+    for via in 0..n {
+        assert_eq!(
+            missing_through(&mut c, via, &placed, swarms),
+            0,
+            "registrations missing through node {via}"
+        );
+    }
+    println!(
+        "{n} nodes split in two halves for 60 s, {} registrations: one ring {merged_ms} ms after the heal, every registration found through a random node after {found_ms} ms (bound {HEAL_BOUND_MS} ms), then through each of the {n} nodes (that check ends at {} ms)",
+        placed.len(),
+        c.sim.now() - healed_at
+    );
+}

@@ -175,7 +175,15 @@ pub enum Event {
         token: u64,
         body: Vec<u8>,
     },
+    /// The runtime reached a bootstrap peer (RFC 6940 §11.4) at one of its configured
+    /// addresses and learnt its Node-ID: it joins the list the partition check (§10.7.4.4)
+    /// runs against (at most [`MAX_BOOTSTRAP`] entries, newest kept) and, when this node is
+    /// alone on its ring, it is contacted at once so that the two rings merge.
+    BootstrapFound(NodeId),
 }
+
+/// Bootstrap peers a node remembers for its partition checks.
+pub const MAX_BOOTSTRAP: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -212,7 +220,8 @@ enum Purpose {
     Update(NodeId),
     FingerSearch(usize),
     Replica(NodeId),
-    PartitionCheck,
+    /// RFC 6940 §10.7.4.4, through this bootstrap peer.
+    PartitionCheck(NodeId),
     Leave,
     /// Direct check of a relay suspected of losing a request.
     Liveness(NodeId),
@@ -336,6 +345,7 @@ impl ChordNode {
                 self.verified.insert(n, now);
             }
             Event::LinkDown(n) => self.peer_failed(n),
+            Event::BootstrapFound(n) => self.bootstrap_found(n),
             Event::Local { op, request } => self.on_local(op, request),
             Event::AppAnswer { token, body } => {
                 if let Some((from, request)) = self.inbound.remove(&token) {
@@ -954,6 +964,7 @@ impl ChordNode {
                 self.probing.remove(&n);
                 if matches!(response, Response::Ping { .. }) {
                     self.verified.insert(n, self.now);
+                    self.failed.remove(&n);
                     self.admit(n);
                 }
             }
@@ -990,14 +1001,20 @@ impl ChordNode {
                     self.sync_dirty = true;
                 }
             }
-            Purpose::PartitionCheck => {
-                if matches!(response, Response::Ping { .. })
-                    && responder != self.table.own
-                    && !self.failed.contains_key(&responder)
-                    && self.table.improves_neighbors(responder)
-                {
-                    // RFC 6940 §10.7.4.4: a better successor exists; connect to it.
-                    self.probe(responder, None);
+            Purpose::PartitionCheck(through) => {
+                if matches!(response, Response::Ping { .. }) && responder != self.table.own {
+                    // The answer proves the responder alive, whatever it was marked during a
+                    // partition; the bootstrap peer relayed it, so it is alive too.
+                    self.failed.remove(&responder);
+                    self.failed.remove(&through);
+                    if self.table.improves_neighbors(responder) {
+                        // RFC 6940 §10.7.4.4: a better successor exists (another ring, or a
+                        // part of ours we lost); connect to it through the bootstrap peer.
+                        self.probe(responder, Some(through));
+                    }
+                    if self.table.improves_neighbors(through) {
+                        self.probe(through, None);
+                    }
                 }
             }
         }
@@ -1103,7 +1120,7 @@ impl ChordNode {
                     self.peer_failed(n);
                 }
             }
-            Purpose::FingerSearch(_) | Purpose::PartitionCheck | Purpose::Leave => {}
+            Purpose::FingerSearch(_) | Purpose::PartitionCheck(_) | Purpose::Leave => {}
         }
     }
 
@@ -1175,27 +1192,9 @@ impl ChordNode {
         if self.table.successors.is_empty() {
             self.rejoin();
         }
-        // §10.7.4.4: partition check through a bootstrap peer.
-        let own = self.table.own;
-        let bootstraps: Vec<NodeId> = self
-            .config
-            .bootstrap
-            .iter()
-            .copied()
-            .filter(|b| *b != own && !self.failed.contains_key(b))
-            .collect();
-        if !bootstraps.is_empty() {
-            let b = bootstraps[self.rng.gen_range(0..bootstraps.len())];
-            self.verified.entry(b).or_insert(self.now);
-            self.originate(
-                vec![
-                    Destination::Node(b),
-                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
-                ],
-                Request::Ping,
-                Purpose::PartitionCheck,
-            );
-        }
+        // §10.7.4.4: partition check through a bootstrap peer, also one found dead earlier:
+        // the check is how rings split by a partition (or a restarted first node) merge.
+        self.partition_check(None);
         // Housekeeping: forget old failures, old links; drop data we are no longer a replica
         // for, but only when the neighbor table has been stable over a whole round.
         let memory = self.config.failed_memory_ms;
@@ -1212,6 +1211,54 @@ impl ChordNode {
                 at: self.now,
                 timer: Timer::ReplicaSync,
             });
+        }
+    }
+
+    /// RFC 6940 §10.7.4.4: route a Ping to our own id + 1 through a random bootstrap peer;
+    /// the peer answering is our successor in the bootstrap peer's ring, and when it would be
+    /// a better neighbor than ours the rings are joined through it.
+    fn partition_check(&mut self, through: Option<NodeId>) {
+        let own = self.table.own;
+        let bootstraps: Vec<NodeId> = self
+            .config
+            .bootstrap
+            .iter()
+            .copied()
+            .filter(|b| *b != own)
+            .collect();
+        if bootstraps.is_empty() || self.pending.len() >= self.config.max_pending {
+            return;
+        }
+        let b = through.unwrap_or_else(|| bootstraps[self.rng.gen_range(0..bootstraps.len())]);
+        // Sent on the link to it (established anew when needed), not routed by our ring.
+        self.verified.insert(b, self.now);
+        self.originate(
+            vec![
+                Destination::Node(b),
+                Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+            ],
+            Request::Ping,
+            Purpose::PartitionCheck(b),
+        );
+    }
+
+    /// The runtime reached bootstrap peer `n` (see [`Event::BootstrapFound`]).
+    fn bootstrap_found(&mut self, n: NodeId) {
+        if n == self.table.own {
+            return;
+        }
+        let list = &mut self.config.bootstrap;
+        list.retain(|b| *b != n);
+        list.push(n);
+        if list.len() > MAX_BOOTSTRAP {
+            list.remove(0);
+        }
+        self.failed.remove(&n);
+        self.verified.insert(n, self.now);
+        if self.phase == Phase::Joined && self.table.successors.is_empty() {
+            // Alone on our ring: merge with the bootstrap peer's at once.
+            self.partition_check(None);
+            self.probe(n, None);
         }
     }
 
@@ -1347,7 +1394,7 @@ impl ChordNode {
         let own = self.table.own;
         let (predecessors, successors, fingers) = update_lists(update);
         for &c in predecessors.iter().chain(successors).chain(fingers) {
-            if c == own || self.failed.contains_key(&c) {
+            if c == own || self.recently_failed(c) {
                 continue;
             }
             if self.table.improves_neighbors(c) {
@@ -1395,7 +1442,7 @@ impl ChordNode {
     /// (our stand-in for the Attach) is source-routed through the peer that told us about it,
     /// which is linked to it; without an informant it is routed by id.
     fn probe(&mut self, n: NodeId, informant: Option<NodeId>) {
-        if n == self.table.own || self.probing.contains(&n) || self.failed.contains_key(&n) {
+        if n == self.table.own || self.probing.contains(&n) || self.recently_failed(n) {
             return;
         }
         if self.pending.len() >= self.config.max_pending {
@@ -1414,6 +1461,16 @@ impl ChordNode {
             _ => vec![Destination::Node(n)],
         };
         self.originate(destinations, Request::Ping, Purpose::Verify(n));
+    }
+
+    /// A peer found dead less than one update round ago: peers that name it are not believed
+    /// yet. An older failure no longer stops a check (the peer may have come back, or been
+    /// unreachable behind a partition that healed); a check that fails again renews the mark,
+    /// so a dead peer costs at most one check per round.
+    fn recently_failed(&self, n: NodeId) -> bool {
+        self.failed
+            .get(&n)
+            .is_some_and(|t| self.now.saturating_sub(*t) < self.config.update_interval_ms)
     }
 
     /// RFC 6940 §10.7.1 / §10.7.2: a peer failed.
