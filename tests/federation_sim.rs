@@ -19,6 +19,9 @@ use rand::Rng;
 
 const FLUSH_MS: u64 = 1_000;
 const LIFETIME_SECS: u32 = 40;
+/// The simulated overlay's `max_message_size`: registrations are stored in 4,000-byte parts,
+/// so a swarm of more than about 3,000 peers at one node no longer fits one Fetch answer.
+const MAX_MESSAGE_BYTES: usize = 16_384;
 
 struct Node {
     engine: Engine,
@@ -47,6 +50,7 @@ fn fed_config() -> FederationConfig {
         lifetime_secs: LIFETIME_SECS,
         part_bytes: 4000,
         track_ms: 3_600_000,
+        max_message_bytes: MAX_MESSAGE_BYTES,
     }
 }
 
@@ -64,6 +68,7 @@ fn build(seed: u64, n: usize) -> Cluster {
             finger_interval_ms: 120_000,
             replica_holddown_ms: 2_000,
             failed_memory_ms: 600_000,
+            max_answer_bytes: MAX_MESSAGE_BYTES,
             ..ChordConfig::default()
         },
     });
@@ -85,7 +90,11 @@ fn build(seed: u64, n: usize) -> Cluster {
     assert!(sim.ring_errors(3).is_empty(), "ring not settled");
     let nodes = (0..n)
         .map(|i| Node {
-            engine: Engine::new(&EngineConfig::default()),
+            engine: Engine::new(&EngineConfig {
+                // Every simulated peer comes from one source address.
+                max_peers_per_source: 100_000,
+                ..EngineConfig::default()
+            }),
             fed: Federation::new(sim.node(i).id(), fed_config()),
             driver: Driver::new(),
         })
@@ -409,4 +418,45 @@ fn a_partitioned_ring_heals_into_one_and_loses_no_registration() {
         placed.len(),
         c.sim.now() - healed_at
     );
+}
+
+/// RFC 6940 §6.3.3.1 Error_Response_Too_Large, then a Stat and Fetches by key groups: a swarm
+/// of 20,000 peers registered at one node (about 80 parts of 4,000 bytes, 20 times
+/// `max_message_size`) is found whole through another node.
+#[test]
+fn a_twenty_thousand_peer_swarm_is_found_whole_through_another_node() {
+    const PEERS: usize = 20_000;
+    let mut c = build(93, 8);
+    for p in 0..PEERS {
+        c.join(0, &format!("big-{p}"), "big-swarm");
+    }
+    c.pump(3 * FLUSH_MS);
+    assert_eq!(
+        c.nodes[0]
+            .fed
+            .local()
+            .count(&SwarmId::new(b"big-swarm").unwrap()),
+        PEERS
+    );
+    let via = (1..8).find(|i| c.sim.is_alive(*i)).unwrap();
+    let found = c.lookup(via, "big-swarm");
+    let split = c.nodes[via]
+        .fed
+        .stats
+        .split_fetches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let fetches = c.nodes[via]
+        .fed
+        .stats
+        .fetches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(split >= 1, "the whole dictionary should not fit one answer");
+    assert_eq!(found.len(), PEERS, "peers found through node {via}");
+    assert!((0..PEERS).all(|p| found.contains(&format!("big-{p}"))));
+    assert_eq!(
+        c.sim.stats().wire_mismatches,
+        0,
+        "a message exceeded max_message_size"
+    );
+    println!("{PEERS}-peer swarm found whole through another node: {split} split lookup, {fetches} Fetches and Stats");
 }

@@ -168,6 +168,12 @@ impl Sim {
             .iter()
             .map(|k| (k.id, k.model))
             .collect();
+        let mut wire_config = WireConfig::new(OverlayHash::of_name("sim.overlay.invalid"));
+        if config.chord.max_answer_bytes != usize::MAX {
+            // Messages are checked against the size the nodes answer within.
+            wire_config.max_message_size =
+                u32::try_from(config.chord.max_answer_bytes).unwrap_or(u32::MAX);
+        }
         Sim {
             config,
             now: 0,
@@ -183,7 +189,7 @@ impl Sim {
             op_transaction: HashMap::default(),
             trace: foldhash::fast::FixedState::with_seed(0x5eed).build_hasher(),
             stats: SimStats::default(),
-            wire_config: WireConfig::new(OverlayHash::of_name("sim.overlay.invalid")),
+            wire_config,
             kind_models,
             deliveries: Vec::new(),
         }

@@ -37,7 +37,7 @@ use super::message::{
 };
 use super::table::{RoutingTable, FINGERS};
 use crate::overlay::storage::{
-    FetchAns, FetchReq, KindId, StatAns, StatReq, Storage, StorageConfig, StorageError, StoreAns,
+    FetchAns, FetchReq, StatAns, StatReq, Storage, StorageConfig, StorageError, StoreAns,
     StoreKindData, StoreReq,
 };
 use rand::rngs::SmallRng;
@@ -80,7 +80,26 @@ pub struct ChordConfig {
     /// PingAns is absolute as RFC 6940 §6.5.3.2 defines it while timers run on the local
     /// monotonic clock.
     pub wall_clock_offset_ms: u64,
+    /// Largest Fetch or Stat answer this node sends, bytes (the overlay's
+    /// `max_message_size`): a larger one is answered Error_Response_Too_Large (RFC 6940
+    /// §6.3.3.1), estimated as the values' bytes plus [`VALUE_OVERHEAD_BYTES`] each. The
+    /// requester then reads the data in smaller pieces (a Stat for the dictionary keys, then
+    /// Fetches of some keys each).
+    pub max_answer_bytes: usize,
 }
+
+/// Bytes an answer spends per stored value besides its data and key (StoredData framing,
+/// storage time, lifetime, and a signature with its signer identity, RFC 6940 §7.1,
+/// §6.3.4); the estimate of [`ChordConfig::max_answer_bytes`].
+pub const VALUE_OVERHEAD_BYTES: usize = 160;
+
+/// Bytes a Stat answer spends per value (StoredMetaData with a SHA-1 hash, §7.4.3.2) besides
+/// its key.
+pub const METADATA_BYTES: usize = 48;
+
+/// Bytes of an answer besides its values (forwarding header with a via list, security block
+/// with one certificate, message extensions), kept free of values by the estimate.
+pub const ANSWER_HEADROOM_BYTES: usize = 1024;
 
 impl Default for ChordConfig {
     fn default() -> Self {
@@ -98,6 +117,7 @@ impl Default for ChordConfig {
             storage: StorageConfig::default(),
             initial_ttl: INITIAL_TTL,
             wall_clock_offset_ms: 0,
+            max_answer_bytes: usize::MAX,
         }
     }
 }
@@ -817,10 +837,12 @@ impl ChordNode {
                 self.on_store(&req, message.sender)
             }
             Request::Fetch(req) => match self.storage.fetch(req, self.now) {
+                Ok(a) if fetch_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Fetch(a),
                 Err(e) => storage_error(e),
             },
             Request::Stat(req) => match self.storage.stat(req, self.now) {
+                Ok(a) if stat_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
@@ -855,7 +877,7 @@ impl ChordNode {
             .collect();
         for r in resources {
             if let Some(req) = self.storage.export(r, None, 1, self.now) {
-                self.originate_direct(joining, Request::Store(req), Purpose::Replica(joining));
+                self.send_replica(joining, req);
             }
         }
         // Steps 7-8: the Update to every neighbor (including the joining peer) goes out at the
@@ -886,13 +908,30 @@ impl ChordNode {
                     for k in &mut ans.kind_responses {
                         k.replicas = replicas.clone();
                     }
-                    // RFC 6940 §10.4: replica Stores to the next two successors.
-                    let kinds: Vec<KindId> = req.kind_data.iter().map(|k| k.kind).collect();
+                    // RFC 6940 §10.4: replica Stores of the same data to the next two
+                    // successors, with the generation counters it now has here (not the whole
+                    // resource: a big dictionary would exceed a message at every Store).
                     for (i, s) in replicas.iter().enumerate() {
                         let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                        if let Some(rep) = self.storage.export(rid, Some(&kinds), n, self.now) {
-                            self.originate_direct(*s, Request::Store(rep), Purpose::Replica(*s));
-                        }
+                        let kind_data = req
+                            .kind_data
+                            .iter()
+                            .map(|kd| StoreKindData {
+                                kind: kd.kind,
+                                generation_counter: ans
+                                    .kind_responses
+                                    .iter()
+                                    .find(|k| k.kind == kd.kind)
+                                    .map_or(1, |k| k.generation_counter.max(1)),
+                                values: kd.values.clone(),
+                            })
+                            .collect();
+                        let rep = StoreReq {
+                            resource: req.resource.clone(),
+                            replica_number: n,
+                            kind_data,
+                        };
+                        self.send_replica(*s, rep);
                     }
                 }
                 Response::Store(ans)
@@ -1463,6 +1502,64 @@ impl ChordNode {
         self.originate(destinations, Request::Ping, Purpose::Verify(n));
     }
 
+    /// Sends a replica or migration Store (RFC 6940 §10.4, §10.7.3), cut into Stores whose
+    /// values fit [`ChordConfig::max_answer_bytes`] by the same estimate as answers: every
+    /// part keeps the kind's generation counter, and dictionary and array entries are merged
+    /// by the receiver, so the parts together store what the whole would.
+    fn send_replica(&mut self, to: NodeId, req: StoreReq) {
+        let budget = self.answer_budget();
+        let mut parts: Vec<StoreReq> = Vec::new();
+        let mut current: Vec<StoreKindData> = Vec::new();
+        let mut used = 0usize;
+        for kd in req.kind_data {
+            let mut values = Vec::new();
+            for v in kd.values {
+                let cost = stored_bytes(&v) + VALUE_OVERHEAD_BYTES;
+                if used + cost > budget && (!values.is_empty() || !current.is_empty()) {
+                    if !values.is_empty() {
+                        current.push(StoreKindData {
+                            kind: kd.kind,
+                            generation_counter: kd.generation_counter,
+                            values: std::mem::take(&mut values),
+                        });
+                    }
+                    parts.push(StoreReq {
+                        resource: req.resource.clone(),
+                        replica_number: req.replica_number,
+                        kind_data: std::mem::take(&mut current),
+                    });
+                    used = 0;
+                }
+                used += cost;
+                values.push(v);
+            }
+            if !values.is_empty() {
+                current.push(StoreKindData {
+                    kind: kd.kind,
+                    generation_counter: kd.generation_counter,
+                    values,
+                });
+            }
+        }
+        if !current.is_empty() {
+            parts.push(StoreReq {
+                resource: req.resource,
+                replica_number: req.replica_number,
+                kind_data: current,
+            });
+        }
+        for part in parts {
+            self.originate_direct(to, Request::Store(part), Purpose::Replica(to));
+        }
+    }
+
+    /// Value bytes an answer may carry (see [`ChordConfig::max_answer_bytes`]).
+    fn answer_budget(&self) -> usize {
+        self.config
+            .max_answer_bytes
+            .saturating_sub(ANSWER_HEADROOM_BYTES)
+    }
+
     /// A peer found dead less than one update round ago: peers that name it are not believed
     /// yet. An older failure no longer stops a check (the peer may have come back, or been
     /// unreachable behind a partition that healed); a check that fails again renews the mark,
@@ -1523,7 +1620,7 @@ impl ChordNode {
                 for (i, s) in succs.iter().enumerate() {
                     let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
                     if let Some(req) = self.storage.export(r, None, n, self.now) {
-                        self.originate_direct(*s, Request::Store(req), Purpose::Replica(*s));
+                        self.send_replica(*s, req);
                     }
                 }
             }
@@ -1664,7 +1761,7 @@ impl ChordNode {
                 }
                 let n = u8::try_from(i.max(1)).unwrap_or(u8::MAX);
                 if let Some(req) = self.storage.export(r, None, n, self.now) {
-                    self.originate_direct(*target, Request::Store(req), Purpose::Replica(*target));
+                    self.send_replica(*target, req);
                 }
             }
         }
@@ -1690,6 +1787,48 @@ impl ChordNode {
         for r in foreign {
             self.storage.remove(r);
         }
+    }
+}
+
+/// Data and key bytes of one stored value.
+fn stored_bytes(v: &crate::overlay::storage::StoredData) -> usize {
+    match &v.value {
+        crate::overlay::storage::StoredDataValue::Single(d) => d.value.len(),
+        crate::overlay::storage::StoredDataValue::Array { value, .. } => value.value.len(),
+        crate::overlay::storage::StoredDataValue::Dictionary { key, value } => {
+            key.len() + value.value.len()
+        }
+    }
+}
+
+/// Estimated encoded size of a FetchAns's values (see [`ChordConfig::max_answer_bytes`]).
+pub fn fetch_answer_bytes(a: &FetchAns) -> usize {
+    a.kind_responses
+        .iter()
+        .flat_map(|k| &k.values)
+        .map(|v| stored_bytes(v) + VALUE_OVERHEAD_BYTES)
+        .sum()
+}
+
+/// Estimated encoded size of a StatAns's values.
+pub fn stat_answer_bytes(a: &StatAns) -> usize {
+    a.kind_responses
+        .iter()
+        .flat_map(|k| &k.values)
+        .map(|v| {
+            let key = match &v.metadata {
+                crate::overlay::wire::MetaDataValue::Dictionary { key, .. } => key.len(),
+                _ => 0,
+            };
+            key + METADATA_BYTES
+        })
+        .sum()
+}
+
+fn too_large() -> Response {
+    Response::Error {
+        code: ErrorCode::ResponseTooLarge,
+        info: ErrorInfo::None,
     }
 }
 

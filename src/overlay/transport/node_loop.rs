@@ -264,6 +264,7 @@ impl NodeLoop {
             storage,
             initial_ttl: config.initial_ttl,
             wall_clock_offset_ms: unix_ms(),
+            max_answer_bytes: config.max_message_size as usize,
             ..ChordConfig::default()
         };
         // The Chord node's local time 0 is this instant; its wall-clock offset was read just
@@ -1219,6 +1220,33 @@ impl NodeLoop {
             }
         };
         let (code, bytes) = bytes;
+        if bytes.len() > self.limits.max_message_size as usize {
+            // Never queued: a link refuses an over-long message and would be dropped with
+            // it. An answer of ours becomes Error_Response_Too_Large (RFC 6940 §6.3.3.1),
+            // so the requester reads the data in smaller pieces; anything else is dropped
+            // (its originator's retransmissions end in a timeout).
+            self.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if message.sender == self.origin.own && !message.is_request() {
+                let answer = crate::overlay::chord::Message {
+                    body: ChordBody::Response(Response::Error {
+                        code: ErrorCode::ResponseTooLarge,
+                        info: crate::overlay::chord::message::ErrorInfo::None,
+                    }),
+                    ..message.clone()
+                };
+                if !matches!(message.body, ChordBody::Response(Response::Error { .. })) {
+                    self.send_for_node(to, &answer);
+                }
+            } else {
+                tracing::debug!(
+                    "overlay message of {} bytes exceeds max_message_size; dropped",
+                    bytes.len()
+                );
+            }
+            return;
+        }
         self.stats.sent(code);
         if to == self.origin.own {
             self.stats
