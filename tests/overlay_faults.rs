@@ -128,3 +128,61 @@ fn a_stopped_node_is_found_and_three_copies_are_restored() {
     });
     eprintln!("resumed node back in the ring after {back:?}");
 }
+
+/// Resource-ID of a name: the first 16 bytes of its SHA-1 (RFC 6940 §10.2).
+fn resource(name: &str) -> u128 {
+    use sha1::{Digest, Sha1};
+    let d = Sha1::digest(name.as_bytes());
+    u128::from_be_bytes(d[..16].try_into().unwrap())
+}
+
+/// `/status` and `/metrics` never wait for the overlay: while a `GET /overlay/value/...` waits
+/// for a stopped node, the admin listener answers them on other connections.
+#[test]
+fn admin_endpoints_answer_while_an_overlay_request_waits() {
+    let addrs: Vec<_> = (0..2).map(|_| free_addr()).collect();
+    let a = start_node(addrs[0], &[]);
+    let b = start_node(addrs[1], &addrs[..1]);
+    wait_until(LIMIT, "ring of 2 forms", || ring_is_correct(&[&a, &b]));
+    let id = |n: &Node| {
+        u128::from_str_radix(overlay_status(n)["node_id"].as_str().unwrap(), 16).unwrap()
+    };
+    let (ia, ib) = (id(&a), id(&b));
+    // A name B is responsible for: in (A, B] on the ring.
+    let name = (0..10_000)
+        .map(|k| format!("held-by-b-{k}"))
+        .find(|n| {
+            let r = resource(n);
+            if ia < ib {
+                r > ia && r <= ib
+            } else {
+                r > ia || r <= ib
+            }
+        })
+        .unwrap();
+    signal(&b, "STOP");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = a.admin;
+    let waiter = {
+        let done = done.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let (status, _) = http(admin, "GET", &format!("/overlay/value/{name}"), b"");
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            status
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (s1, _) = http(admin, "GET", "/status", b"");
+    let (s2, _) = http(admin, "GET", "/metrics", b"");
+    let answered_first = !done.load(std::sync::atomic::Ordering::SeqCst);
+    signal(&b, "CONT");
+    let status = waiter.join().unwrap();
+    assert_eq!((s1, s2), (200, 200));
+    assert!(
+        answered_first,
+        "/status and /metrics waited for the overlay request"
+    );
+    // The waiting request got an answer of its own (the value, or an overlay error/timeout).
+    assert!([200, 404, 502, 504].contains(&status), "{status}");
+}
