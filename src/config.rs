@@ -379,6 +379,7 @@ impl Config {
             lifetime_secs,
             part_bytes: o.registration_part_bytes,
             track_ms,
+            max_message_bytes: o.max_message_size as usize,
         }
     }
 

@@ -317,3 +317,79 @@ fn five_nodes_are_one_tracker_for_ppstp_and_bittorrent_peers_and_survive_two_kil
     let status = json(nodes[0].as_ref().unwrap().admin, "GET", "/status", b"").1;
     assert_eq!(status["federation"]["local_peers"], 2, "{status}");
 }
+
+/// A swarm whose registrations do not fit one overlay message (`max_message_size` 8,192
+/// bytes, parts of 3,000 bytes, each value signed and its signer's certificate carried): the
+/// Fetch through C is answered Error_Response_Too_Large, C reads the keys with a Stat and the
+/// parts with Fetches by key groups, and its FIND lists A's peers from every part.
+#[test]
+fn a_swarm_larger_than_one_message_is_read_by_key_groups() {
+    const PEERS: usize = 600;
+    let extra = [
+        "overlay.max_message_size=8192",
+        "overlay.registration_part_bytes=3000",
+        "overlay.local_find_min=100000",
+    ];
+    let with = |i: usize| -> Vec<String> {
+        let mut v = settings(i);
+        v.retain(|x| !x.starts_with("overlay.local_find_min"));
+        v.extend(extra.iter().map(|x| (*x).to_owned()));
+        v
+    };
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let start_with = |i: usize, boot: &[SocketAddr]| {
+        let v = with(i);
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        start_node_with(addrs[i], boot, &refs)
+    };
+    let nodes = [
+        start_with(0, &[]),
+        start_with(1, &addrs[..1]),
+        start_with(2, &addrs[..1]),
+    ];
+    wait_until(LIMIT, "ring of 3 forms", || {
+        ring_is_correct(&nodes.iter().collect::<Vec<_>>())
+    });
+    let swarm = "big-swarm";
+    for p in 0..PEERS {
+        connect(nodes[0].ppstp, &format!("big-{p}"), swarm, "SEEDER");
+    }
+    connect(nodes[2].ppstp, "reader-c", "reader-home", "LEECH");
+    let count = |text: &str| text.matches("\"big-").count();
+    let took = wait_until(
+        LIMIT,
+        "FIND through C lists A's peers from many parts",
+        || {
+            let ans = ppstp(
+                nodes[2].ppstp,
+                &request(
+                    "FIND",
+                    9,
+                    "reader-c",
+                    "find",
+                    serde_json::json!({"swarm_id": swarm, "peer_num": {"peer_count": 200}}),
+                ),
+            );
+            // One part holds about 120 peers: more than that came from several parts.
+            count(&ans.to_string()) >= 190
+        },
+    );
+    let metrics = http(nodes[2].admin, "GET", "/metrics", b"").1;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        value("ppsp_federation_split_fetches_total") >= 1,
+        "the whole dictionary should not have fit one answer: {metrics}"
+    );
+    eprintln!(
+        "{PEERS} peers at A read through C by key groups after {took:?} ({} split lookups, {} fetches)",
+        value("ppsp_federation_split_fetches_total"),
+        value("ppsp_federation_fetches_total")
+    );
+}

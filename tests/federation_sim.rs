@@ -19,6 +19,9 @@ use rand::Rng;
 
 const FLUSH_MS: u64 = 1_000;
 const LIFETIME_SECS: u32 = 40;
+/// The simulated overlay's `max_message_size`: registrations are stored in 4,000-byte parts,
+/// so a swarm of more than about 3,000 peers at one node no longer fits one Fetch answer.
+const MAX_MESSAGE_BYTES: usize = 16_384;
 
 struct Node {
     engine: Engine,
@@ -47,6 +50,7 @@ fn fed_config() -> FederationConfig {
         lifetime_secs: LIFETIME_SECS,
         part_bytes: 4000,
         track_ms: 3_600_000,
+        max_message_bytes: MAX_MESSAGE_BYTES,
     }
 }
 
@@ -64,6 +68,7 @@ fn build(seed: u64, n: usize) -> Cluster {
             finger_interval_ms: 120_000,
             replica_holddown_ms: 2_000,
             failed_memory_ms: 600_000,
+            max_answer_bytes: MAX_MESSAGE_BYTES,
             ..ChordConfig::default()
         },
     });
@@ -85,7 +90,11 @@ fn build(seed: u64, n: usize) -> Cluster {
     assert!(sim.ring_errors(3).is_empty(), "ring not settled");
     let nodes = (0..n)
         .map(|i| Node {
-            engine: Engine::new(&EngineConfig::default()),
+            engine: Engine::new(&EngineConfig {
+                // Every simulated peer comes from one source address.
+                max_peers_per_source: 100_000,
+                ..EngineConfig::default()
+            }),
             fed: Federation::new(sim.node(i).id(), fed_config()),
             driver: Driver::new(),
         })
@@ -322,4 +331,132 @@ fn the_same_seed_gives_the_same_trace() {
     let (a, _) = scenario(5, 12, 60, 6);
     let (b, _) = scenario(5, 12, 60, 6);
     assert_eq!(a, b);
+}
+
+/// Swarms of `placed` whose live registrations are not all found through node `via`.
+fn missing_through(
+    c: &mut Cluster,
+    via: usize,
+    placed: &[(String, String, usize)],
+    swarms: usize,
+) -> usize {
+    let mut missing = 0;
+    for s in 0..swarms {
+        let swarm = format!("swarm-{s}");
+        let found = c.lookup(via, &swarm);
+        missing += placed
+            .iter()
+            .filter(|(peer, sw, node)| {
+                *sw == swarm && c.sim.is_alive(*node) && !found.contains(peer)
+            })
+            .count();
+    }
+    missing
+}
+
+/// Bound on the merge after a partition heals (simulated): the partition check runs once per
+/// update round (10 s, jittered up to 12.5 s), a merged neighbour table pushes replicas after
+/// the 2 s hold-down, and every connection tracker rewrites its registrations at half their
+/// lifetime (20 s); 90 s covers a few of each.
+const HEAL_BOUND_MS: u64 = 90_000;
+
+#[test]
+fn a_partitioned_ring_heals_into_one_and_loses_no_registration() {
+    let n = 32;
+    let swarms = 16;
+    let mut c = build(91, n);
+    // Registrations before the split.
+    let mut placed = populate(&mut c, 160, swarms);
+    c.pump(2 * FLUSH_MS + 500);
+    assert_eq!(lost(&mut c, &placed, swarms), (0, 0));
+
+    // Split into two interleaved halves (indices are random positions on the ring); node 0,
+    // every node's bootstrap peer, is on side 0 only.
+    c.sim.partition(|i| (i % 2) as u32);
+    // Long enough for each side to find the cut (Update timeouts) and close its own ring.
+    c.pump(60_000);
+    // Registrations on both sides during the partition: each side sees its own.
+    for p in 0..80 {
+        let node = c.sim.rng().gen_range(0..n);
+        let swarm = format!("swarm-{}", p % swarms);
+        let peer = format!("split-peer-{p}");
+        c.join(node, &peer, &swarm);
+        placed.push((peer, swarm, node));
+    }
+    c.pump(2 * FLUSH_MS + 500);
+    let split_rings = (0..n)
+        .filter(|i| c.sim.node(*i).table().successors.is_empty())
+        .count();
+    assert_eq!(split_rings, 0, "every node found successors on its side");
+
+    c.sim.heal();
+    let healed_at = c.sim.now();
+    let mut merged_ms = None;
+    let mut found_ms = None;
+    while c.sim.now() - healed_at < HEAL_BOUND_MS {
+        c.pump(1_000);
+        if merged_ms.is_none() && c.sim.ring_errors(3).is_empty() {
+            merged_ms = Some(c.sim.now() - healed_at);
+        }
+        if merged_ms.is_some() && lost(&mut c, &placed, swarms).0 == 0 {
+            found_ms = Some(c.sim.now() - healed_at);
+            break;
+        }
+    }
+    let merged_ms = merged_ms.expect("one ring again within the bound");
+    let found_ms = found_ms.expect("every registration found again within the bound");
+    // Every registration, through every node.
+    for via in 0..n {
+        assert_eq!(
+            missing_through(&mut c, via, &placed, swarms),
+            0,
+            "registrations missing through node {via}"
+        );
+    }
+    println!(
+        "{n} nodes split in two halves for 60 s, {} registrations: one ring {merged_ms} ms after the heal, every registration found through a random node after {found_ms} ms (bound {HEAL_BOUND_MS} ms), then through each of the {n} nodes (that check ends at {} ms)",
+        placed.len(),
+        c.sim.now() - healed_at
+    );
+}
+
+/// RFC 6940 §6.3.3.1 Error_Response_Too_Large, then a Stat and Fetches by key groups: a swarm
+/// of 20,000 peers registered at one node (about 80 parts of 4,000 bytes, 20 times
+/// `max_message_size`) is found whole through another node.
+#[test]
+fn a_twenty_thousand_peer_swarm_is_found_whole_through_another_node() {
+    const PEERS: usize = 20_000;
+    let mut c = build(93, 8);
+    for p in 0..PEERS {
+        c.join(0, &format!("big-{p}"), "big-swarm");
+    }
+    c.pump(3 * FLUSH_MS);
+    assert_eq!(
+        c.nodes[0]
+            .fed
+            .local()
+            .count(&SwarmId::new(b"big-swarm").unwrap()),
+        PEERS
+    );
+    let via = (1..8).find(|i| c.sim.is_alive(*i)).unwrap();
+    let found = c.lookup(via, "big-swarm");
+    let split = c.nodes[via]
+        .fed
+        .stats
+        .split_fetches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let fetches = c.nodes[via]
+        .fed
+        .stats
+        .fetches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(split >= 1, "the whole dictionary should not fit one answer");
+    assert_eq!(found.len(), PEERS, "peers found through node {via}");
+    assert!((0..PEERS).all(|p| found.contains(&format!("big-{p}"))));
+    assert_eq!(
+        c.sim.stats().wire_mismatches,
+        0,
+        "a message exceeded max_message_size"
+    );
+    println!("{PEERS}-peer swarm found whole through another node: {split} split lookup, {fetches} Fetches and Stats");
 }

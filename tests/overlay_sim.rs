@@ -764,3 +764,43 @@ fn a_retransmitted_store_gets_the_first_answer() {
         }
     ));
 }
+
+/// RFC 6940 §10.7.4.4: two rings formed during a partition become one after it heals, through
+/// every node's partition check against its bootstrap peer. Bound: three update rounds after
+/// the heal (one round to run the check, jitter, and the Updates that follow).
+#[test]
+fn a_partitioned_ring_merges_after_the_heal() {
+    let n = 24;
+    let mut sim = build_ring(23, n);
+    sim.run_for(30_000);
+    assert!(sim.ring_errors(3).is_empty());
+    // Two interleaved halves (node indices are random ring positions).
+    sim.partition(|i| (i % 2) as u32);
+    sim.run_for(6 * UPDATE_INTERVAL_MS);
+    let across = (0..n)
+        .filter(|i| {
+            let t = sim.node(*i).table();
+            t.successors.iter().chain(&t.predecessors).any(|s| {
+                sim.index_of(*s)
+                    .is_some_and(|j| sim.side(j) != sim.side(*i))
+            })
+        })
+        .count();
+    assert_eq!(across, 0, "each side closed its own ring");
+    sim.heal();
+    let healed = sim.now();
+    let bound = 3 * UPDATE_INTERVAL_MS;
+    while !sim.ring_errors(3).is_empty() {
+        assert!(
+            sim.now() - healed < bound,
+            "still {} nodes with wrong neighbours {} ms after the heal",
+            sim.ring_errors(3).len(),
+            sim.now() - healed
+        );
+        sim.run_for(500);
+    }
+    println!(
+        "{n} nodes split in two interleaved halves: one ring {} ms after the heal (bound {bound} ms)",
+        sim.now() - healed
+    );
+}

@@ -125,8 +125,18 @@ pub struct Report {
     pub population: PopulationReport,
     pub populate: Option<PhaseReport>,
     pub measure: PhaseReport,
+    /// With several targets: the measured phase of each (the workers that talked to it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_target: Vec<TargetReport>,
     pub server: Option<ServerReport>,
     pub loadgen: Option<LoadgenReport>,
+}
+
+/// The measured phase as seen by the workers of one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub measure: PhaseReport,
 }
 
 fn us(v: f64) -> String {
@@ -205,6 +215,18 @@ pub fn human(r: &Report) -> String {
     lat_line(&mut out, "all", &m.latency);
     for (name, s) in &m.per_type {
         lat_line(&mut out, name, &s.latency);
+    }
+    for t in &r.per_target {
+        let _ = writeln!(
+            out,
+            "target {}: {:.0} replies/s ({:.0} ok/s), {} failed, p50 {} p99 {}",
+            t.target,
+            t.measure.replies_per_s,
+            t.measure.ok_per_s,
+            t.measure.failed,
+            us(t.measure.latency.p50_us),
+            us(t.measure.latency.p99_us)
+        );
     }
     if let Some(s) = &r.server {
         let _ = writeln!(
@@ -346,6 +368,7 @@ mod tests {
             },
             populate: None,
             measure: phase,
+            per_target: Vec::new(),
             server: Some(ServerReport {
                 pid: 7,
                 cpu_us_populate: 0,

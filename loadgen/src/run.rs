@@ -16,7 +16,8 @@ use crate::driver::{self, WorkerConfig};
 use crate::procstat::{self, ProcSample};
 use crate::proto::{self, EncodeOptions, Protocol};
 use crate::report::{
-    LoadgenReport, PhaseReport, PopulationReport, Report, ServerReport, SCHEMA, SCHEMA_VERSION,
+    LoadgenReport, PhaseReport, PopulationReport, Report, ServerReport, TargetReport, SCHEMA,
+    SCHEMA_VERSION,
 };
 use crate::stats::Recorder;
 use crate::workload::{Mix, OpSource, PeerStates, Popularity, Population, PopulationSpec};
@@ -28,9 +29,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Ppstp)]
     pub protocol: Protocol,
     /// Server address (default 127.0.0.1:7846 for ppstp, 127.0.0.1:6969 for BitTorrent; [::1]
-    /// with --ipv6).
-    #[arg(long)]
-    pub target: Option<SocketAddr>,
+    /// with --ipv6). Several (repeated or comma-separated) spread the load over the nodes of a
+    /// cluster: worker thread `t` talks to target `t % targets` only, and PPSTP peer `p`
+    /// belongs to worker `p % threads`, so each simulated peer sticks to one node (its
+    /// connection tracker). --threads must then be a multiple of the number of targets; the
+    /// report adds per-target figures.
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<SocketAddr>,
     /// Number of swarms in the population.
     #[arg(long, default_value_t = 1000)]
     pub swarms: u32,
@@ -219,9 +224,19 @@ impl RunArgs {
         a
     }
 
+    /// Every target, in order (the default one when none is given).
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        if self.target.is_empty() {
+            vec![self.target()]
+        } else {
+            self.target.clone()
+        }
+    }
+
+    /// The first target.
     pub fn target(&self) -> SocketAddr {
-        if let Some(t) = self.target {
-            return t;
+        if let Some(t) = self.target.first() {
+            return *t;
         }
         let port = match self.protocol {
             Protocol::Ppstp => 7846,
@@ -281,6 +296,16 @@ impl RunArgs {
         if self.bucket_ms == 0 {
             bail!("--bucket-ms must be positive");
         }
+        let targets = self.targets().len();
+        if targets > 1
+            && ((self.threads / targets) * targets != self.threads
+                || self.connections < self.threads)
+        {
+            bail!(
+                "with {targets} targets, --threads must be a multiple of {targets} and \
+                 --connections at least --threads"
+            );
+        }
         Ok(())
     }
 }
@@ -314,7 +339,8 @@ fn phase(
     max_requests: u64,
     label: &str,
     progress_total: Option<u64>,
-) -> anyhow::Result<(Recorder, f64)> {
+) -> anyhow::Result<(Recorder, Vec<Recorder>, f64)> {
+    let targets = args.targets();
     let target = args.target();
     let srcs = sources(args, target)?;
     let threads = args.threads;
@@ -342,7 +368,7 @@ fn phase(
     for (t, counter) in counters.iter().enumerate() {
         let conns = args.connections / threads + usize::from(t < args.connections % threads);
         configs.push(WorkerConfig {
-            target,
+            target: targets[t % targets.len()],
             conns: conns.max(1),
             inflight: args.inflight(),
             rate: rate.map(|r| r / threads as f64),
@@ -370,7 +396,8 @@ fn phase(
             .map(|(t, cfg)| {
                 let pop = pop.clone();
                 let source = sources_for(t);
-                let opts = opts.clone();
+                let mut opts = opts.clone();
+                opts.host = cfg.target.to_string();
                 let protocol = args.protocol;
                 scope.spawn(move || -> anyhow::Result<Recorder> {
                     let mut rec = Recorder::new(start, bucket, max_buckets);
@@ -425,8 +452,14 @@ fn phase(
     });
     let elapsed = start.elapsed().as_secs_f64();
     let mut merged = Recorder::new(start, bucket, max_buckets);
-    for r in results {
-        merged.merge(&r?);
+    let mut per_target: Vec<Recorder> = targets
+        .iter()
+        .map(|_| Recorder::new(start, bucket, max_buckets))
+        .collect();
+    for (t, r) in results.into_iter().enumerate() {
+        let r = r?;
+        merged.merge(&r);
+        per_target[t % targets.len()].merge(&r);
     }
     // The measured span ends at the deadline unless the cap or the source ended it sooner.
     let span = elapsed.min(duration.as_secs_f64().max(1e-9)).max(1e-9);
@@ -435,7 +468,7 @@ fn phase(
     } else {
         span
     };
-    Ok((merged, span))
+    Ok((merged, per_target, span))
 }
 
 /// Everything a run produced: the report and the measured phase's raw recorder (for the
@@ -499,7 +532,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
     };
     // The configuration as run: defaults that depend on other options are filled in.
     let mut resolved = args.clone();
-    resolved.target = Some(args.target());
+    resolved.target = args.targets();
     resolved.mix = Some(mix.to_string());
     let config = serde_json::to_value(&resolved)?;
     let server0 = sample_server(args.server_pid)?;
@@ -508,17 +541,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         let peers = args.peers;
         let threads = args.threads as u32;
         let kind = args.protocol.populate_kind();
+        let spread = args.targets().len() > 1;
         let seq = move |t: usize| {
             let t = t as u32;
+            if spread {
+                // Peer p registers at the node its worker (p % threads) talks to later.
+                return OpSource::Sequence {
+                    kind,
+                    next: t,
+                    end: peers,
+                    step: threads,
+                };
+            }
             let lo = (u64::from(peers) * u64::from(t) / u64::from(threads)) as u32;
             let hi = (u64::from(peers) * u64::from(t + 1) / u64::from(threads)) as u32;
             OpSource::Sequence {
                 kind,
                 next: lo,
                 end: hi,
+                step: 1,
             }
         };
-        let (rec, secs) = phase(
+        let (rec, _, secs) = phase(
             args,
             &pop,
             &seq,
@@ -548,7 +592,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         let states = stateful.then(|| PeerStates::new(peers, workers, t as u32, populated));
         OpSource::random(seed, t, mix.clone(), states)
     };
-    let (measure, secs) = phase(
+    let (measure, measure_per_target, secs) = phase(
         args,
         &pop,
         &rand_src,
@@ -561,6 +605,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
     let self2 = procstat::sample(None).ok();
     let server2 = sample_server(args.server_pid)?;
     let measure_report = PhaseReport::from_recorder(&measure, secs);
+    let per_target = if measure_per_target.len() > 1 {
+        args.targets()
+            .iter()
+            .zip(&measure_per_target)
+            .map(|(t, r)| TargetReport {
+                target: t.to_string(),
+                measure: PhaseReport::from_recorder(r, secs),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let replies = measure_report.replies.max(1) as f64;
 
     let server = match (args.server_pid, server0, server1, server2) {
@@ -606,6 +662,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
             population,
             populate,
             measure: measure_report,
+            per_target,
             server,
             loadgen,
         },

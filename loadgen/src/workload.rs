@@ -596,8 +596,14 @@ impl PeerStates {
 
 /// Where a worker's requests come from.
 pub enum OpSource {
-    /// Register peers `next..end` in order, one op each (the populate phase).
-    Sequence { kind: OpKind, next: u32, end: u32 },
+    /// Register peers `next, next + step, ...` below `end` in order, one op each (the
+    /// populate phase).
+    Sequence {
+        kind: OpKind,
+        next: u32,
+        end: u32,
+        step: u32,
+    },
     /// Kinds drawn from the mix and peers drawn uniformly (so swarms follow the popularity),
     /// without end (the caller bounds time and count). With `states` (PPSTP), peers come from
     /// the worker's share and each request is valid in its peer's state.
@@ -620,12 +626,17 @@ impl OpSource {
 
     pub fn next(&mut self, pop: &Population) -> Option<Op> {
         match self {
-            OpSource::Sequence { kind, next, end } => {
+            OpSource::Sequence {
+                kind,
+                next,
+                end,
+                step,
+            } => {
                 if *next >= *end {
                     return None;
                 }
                 let peer = *next;
-                *next += 1;
+                *next = next.saturating_add((*step).max(1));
                 Some(Op {
                     kind: *kind,
                     peer,
@@ -818,6 +829,7 @@ mod tests {
             kind: OpKind::Connect,
             next: 10,
             end: 20,
+            step: 1,
         };
         let ops: Vec<Op> = std::iter::from_fn(|| src.next(&pop)).collect();
         assert_eq!(ops.len(), 10);

@@ -49,7 +49,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     let udp = server.bt_udp_addr().unwrap();
 
     let mut a = args(Protocol::BtUdp);
-    a.target = Some(udp);
+    a.target = vec![udp];
     a.mix = Some(MIX.into());
     a.source_addrs = 2;
     let out = run::run(&a).unwrap();
@@ -68,7 +68,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     // A fresh tracker: the HTTP peers have the same (address, port) identities as the UDP ones.
     let server = start();
     let mut a = args(Protocol::BtHttp);
-    a.target = server.bt_http_addr();
+    a.target = server.bt_http_addr().into_iter().collect();
     a.pipeline = Some(4);
     a.mix = Some(MIX.into());
     let out = run::run(&a).unwrap();

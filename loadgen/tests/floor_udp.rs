@@ -10,7 +10,7 @@ fn bt_udp_against_the_floor_has_no_errors() {
     let floor = Floor::start("127.0.0.1:0".parse().unwrap(), 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut args = RunArgs::defaults(Protocol::BtUdp);
-    args.target = Some(floor.local_addr);
+    args.target = vec![floor.local_addr];
     args.swarms = 500;
     args.peers = 2000;
     args.populate = true;
@@ -54,7 +54,7 @@ fn bt_udp_against_the_floor_has_no_errors() {
     assert_eq!(json["schema"], "ppsp-loadgen-report");
     assert_eq!(json["schema_version"], 1);
     assert_eq!(json["config"]["protocol"], "bt-udp");
-    assert_eq!(json["config"]["target"], floor_addr.to_string());
+    assert_eq!(json["config"]["target"][0], floor_addr.to_string());
     assert_eq!(json["config"]["mix"], "announce=9,scrape=1");
     assert!(json["measure"]["latency"]["p99_us"].as_f64().unwrap() > 0.0);
     let hgrm = std::fs::read_to_string(dir.path().join("r.hgrm")).unwrap();
@@ -69,7 +69,7 @@ fn bt_udp_against_the_floor_has_no_errors() {
 fn open_loop_rate_is_held_against_the_floor() {
     let floor = Floor::start("127.0.0.1:0".parse().unwrap(), 1).unwrap();
     let mut args = RunArgs::defaults(Protocol::BtUdp);
-    args.target = Some(floor.local_addr);
+    args.target = vec![floor.local_addr];
     args.swarms = 100;
     args.peers = 1000;
     args.duration = 1.5;

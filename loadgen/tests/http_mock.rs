@@ -123,7 +123,7 @@ impl Mock {
 fn ppstp_pipelined_keepalive_with_error_classification() {
     let mock = start_mock();
     let mut args = RunArgs::defaults(Protocol::Ppstp);
-    args.target = Some(mock.addr);
+    args.target = vec![mock.addr];
     args.swarms = 50;
     args.peers = 300;
     args.populate = true;
@@ -163,7 +163,7 @@ fn ppstp_pipelined_keepalive_with_error_classification() {
 fn bt_http_announces_succeed() {
     let mock = start_mock();
     let mut args = RunArgs::defaults(Protocol::BtHttp);
-    args.target = Some(mock.addr);
+    args.target = vec![mock.addr];
     args.swarms = 20;
     args.peers = 100;
     args.duration = 0.5;

@@ -23,7 +23,7 @@ fn ppstp_mix_against_the_tracker_has_no_errors() {
     let addr = server.ppstp_addr().unwrap();
 
     let mut args = RunArgs::defaults(Protocol::Ppstp);
-    args.target = Some(addr);
+    args.target = vec![addr];
     args.swarms = 200;
     args.peers = 2000;
     args.populate = true;
@@ -74,4 +74,59 @@ fn ppstp_mix_against_the_tracker_has_no_errors() {
         assert!(m.per_type[kind].ok > 0, "{kind} never succeeded");
     }
     assert!(engine_peers.is_object());
+}
+
+/// Several `--target`s: each simulated peer sticks to one server (its connection tracker), so
+/// the stateful PPSTP mix sees no error at either, each server holds its share of the
+/// population, and the report gives per-target figures.
+#[test]
+fn several_targets_each_keep_their_own_peers() {
+    let start = || {
+        let sets: Vec<String> = vec![
+            "ppstp.listen=127.0.0.1:0".into(),
+            "admin.listen=127.0.0.1:0".into(),
+            r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
+            r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
+            "server.workers=1".into(),
+            "server.pin_cores=false".into(),
+        ];
+        Server::start(&Config::load(None, &sets).unwrap()).unwrap()
+    };
+    let (a, b) = (start(), start());
+    let mut args = RunArgs::defaults(Protocol::Ppstp);
+    args.target = vec![a.ppstp_addr().unwrap(), b.ppstp_addr().unwrap()];
+    args.swarms = 50;
+    args.peers = 1000;
+    args.populate = true;
+    args.mix = Some("find=4,join=1,leave=1,keepalive=1,stat_report=1".into());
+    args.duration = 1.5;
+    args.max_requests = 500_000;
+    args.connections = 4;
+    args.pipeline = Some(4);
+    args.threads = 4;
+    args.no_progress = true;
+    args.timeout_ms = 10_000;
+    let out = run::run(&args).unwrap();
+    let peers = |s: &Server| s.status()["peers"].as_u64().unwrap();
+    let (pa, pb) = (peers(&a), peers(&b));
+    a.shutdown();
+    b.shutdown();
+    let p = out.report.populate.as_ref().unwrap();
+    assert_eq!(p.per_type["connect"].ok, 1000, "{:?}", p.errors);
+    assert_eq!((pa, pb), (500, 500), "each server registers its half");
+    let m = &out.report.measure;
+    assert!(m.errors.is_empty(), "errors: {:?}", m.errors);
+    assert_eq!(out.report.per_target.len(), 2);
+    for t in &out.report.per_target {
+        assert!(t.measure.ok > 0, "{} served nothing", t.target);
+    }
+    let sum: u64 = out
+        .report
+        .per_target
+        .iter()
+        .map(|t| t.measure.replies)
+        .sum();
+    assert_eq!(sum, m.replies);
+    let text = ppsp_loadgen::report::human(&out.report);
+    assert!(text.contains("target 127.0.0.1:"), "{text}");
 }

@@ -54,7 +54,7 @@ fn ppstp_over_tls_reuses_connections_without_errors() {
     ];
     let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
     let mut args = RunArgs::defaults(Protocol::Ppstp);
-    args.target = Some(server.ppstp_addr().unwrap());
+    args.target = vec![server.ppstp_addr().unwrap()];
     args.tls = true;
     args.cacert = Some(ca_path.clone());
     args.swarms = 50;

@@ -2,6 +2,17 @@
 //! the workers' lookups into Fetches (and, for a peer's status, a request routed to its
 //! connection tracker), and the overlay's outcomes back into the shared caches.
 //!
+//! Reading a big swarm (protocols.md §3): the Fetch of a swarm's whole CONTENT-REGISTRATION
+//! dictionary is answered Error_Response_Too_Large (RFC 6940 §6.3.3.1) by the swarm tracker
+//! when the answer would exceed `max_message_size` (each signed value also carries its
+//! signature, and the answer the certificates of its signers). The driver then sends a Stat of
+//! the dictionary (§7.4.3: every key with its value's length, no values) and Fetches the keys
+//! in groups whose answers fit ([`super::registrar::stat_key_groups`]); the lookup completes
+//! when every group has answered, with the peers of every part that arrived. The Stat answer
+//! must itself fit one message: about `max_message_size / 66` parts, i.e. with the
+//! `cluster-node` profile (262,144-byte messages, 200,000-byte parts) registrations of many
+//! millions of peers, with the default 5,000-byte messages about 75 parts of 4,000 bytes.
+//!
 //! [`Driver`] is sans-IO (time in, overlay requests out, outcomes in), so the overlay
 //! simulation can run it next to each Chord node; [`spawn`] runs it on a thread of its own
 //! against the real overlay thread, never on a tracker worker.
@@ -17,10 +28,13 @@ use crate::overlay::chord::{Destination, LocalOutcome, LocalRequest, NodeId};
 use crate::overlay::transport::OverlayHandle;
 
 use super::registrar::{
-    remote_peers, status_fetch, status_store, status_trackers, swarm_fetch, swarm_stores,
+    remote_peers, stat_key_groups, status_fetch, status_store, status_trackers, swarm_fetch,
+    swarm_fetch_keys, swarm_stat, swarm_stores,
 };
-use super::value::{decode_live_status, MAX_PEERS_PER_VALUE};
+use super::value::decode_live_status;
 use super::{Command, Federation};
+use crate::overlay::chord::ErrorCode;
+use crate::overlay::storage::FetchAns;
 
 /// Why an overlay request was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +46,10 @@ pub enum Purpose {
     },
     StoreStatus(PeerId),
     FetchSwarm(SwarmId),
+    /// The Stat of a swarm too big for one Fetch answer.
+    StatSwarm(SwarmId),
+    /// One group of keys of a swarm too big for one Fetch answer.
+    FetchSwarmKeys(SwarmId),
     FetchStatus(PeerId),
     /// The routed live-status request to a connection tracker (remaining candidates after it).
     AskTracker {
@@ -60,7 +78,21 @@ pub struct Driver {
     /// Parts of each swarm's registration as last stored.
     stored_parts: HashMap<SwarmId, u16>,
     in_flight: std::collections::BTreeMap<u64, (Purpose, Time)>,
+    /// Swarms read by key groups: the groups still in flight and the values received.
+    assembling: HashMap<SwarmId, Assembly>,
 }
+
+/// A swarm being read in key groups.
+#[derive(Debug, Default)]
+struct Assembly {
+    remaining: usize,
+    failed: usize,
+    answer: FetchAns,
+}
+
+/// Most peers of one swarm kept from the overlay's registrations (all connection trackers
+/// together); bounds a lookup's memory.
+pub const MAX_REMOTE_PEERS: usize = 65_536;
 
 impl Default for Driver {
     fn default() -> Self {
@@ -77,6 +109,7 @@ impl Driver {
             last_storage_time: 0,
             stored_parts: HashMap::new(),
             in_flight: std::collections::BTreeMap::new(),
+            assembling: HashMap::new(),
         }
     }
 
@@ -249,13 +282,78 @@ impl Driver {
             Purpose::FetchSwarm(swarm) => {
                 match outcome {
                     LocalOutcome::Fetched(ans) => {
-                        let peers = remote_peers(&ans, &swarm, fed.node_id(), MAX_PEERS_PER_VALUE);
+                        let peers = remote_peers(&ans, &swarm, fed.node_id(), MAX_REMOTE_PEERS);
                         fed.swarm_fetched(swarm, Some(peers), now);
+                    }
+                    LocalOutcome::Failed {
+                        code: ErrorCode::ResponseTooLarge,
+                        ..
+                    } if !self.assembling.contains_key(&swarm) => {
+                        // Too big for one answer: read its keys, then the values by groups.
+                        fed.stats.split_fetches.fetch_add(1, Ordering::Relaxed);
+                        return vec![self.out(Purpose::StatSwarm(swarm), swarm_stat(&swarm), now)];
                     }
                     _ => {
                         fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
                         fed.swarm_fetched(swarm, None, now);
                     }
+                }
+                Vec::new()
+            }
+            Purpose::StatSwarm(swarm) => {
+                let groups = match outcome {
+                    LocalOutcome::Stat(ans) => {
+                        stat_key_groups(&ans, fed.node_id(), fed.config().max_message_bytes)
+                    }
+                    _ => {
+                        fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        fed.swarm_fetched(swarm, None, now);
+                        return Vec::new();
+                    }
+                };
+                if groups.is_empty() {
+                    fed.swarm_fetched(swarm, Some(Vec::new()), now);
+                    return Vec::new();
+                }
+                self.assembling.insert(
+                    swarm,
+                    Assembly {
+                        remaining: groups.len(),
+                        ..Assembly::default()
+                    },
+                );
+                groups
+                    .into_iter()
+                    .map(|keys| {
+                        fed.stats.fetches.fetch_add(1, Ordering::Relaxed);
+                        self.out(
+                            Purpose::FetchSwarmKeys(swarm),
+                            swarm_fetch_keys(&swarm, keys),
+                            now,
+                        )
+                    })
+                    .collect()
+            }
+            Purpose::FetchSwarmKeys(swarm) => {
+                let Some(a) = self.assembling.get_mut(&swarm) else {
+                    return Vec::new();
+                };
+                a.remaining = a.remaining.saturating_sub(1);
+                match outcome {
+                    LocalOutcome::Fetched(ans) => {
+                        a.answer.kind_responses.extend(ans.kind_responses)
+                    }
+                    _ => {
+                        a.failed += 1;
+                        fed.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if a.remaining == 0 {
+                    let a = self.assembling.remove(&swarm).unwrap_or_default();
+                    let peers = remote_peers(&a.answer, &swarm, fed.node_id(), MAX_REMOTE_PEERS);
+                    // Every part that arrived counts; only a lookup that got nothing failed.
+                    let got = a.failed == 0 || !peers.is_empty();
+                    fed.swarm_fetched(swarm, got.then_some(peers), now);
                 }
                 Vec::new()
             }

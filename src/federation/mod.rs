@@ -66,6 +66,10 @@ pub struct FederationConfig {
     pub part_bytes: usize,
     /// The engine's track timer, ms: local peers expire after it.
     pub track_ms: u64,
+    /// Largest overlay message, bytes (`overlay.max_message_size`): a swarm whose whole
+    /// dictionary does not fit one Fetch answer is read as a Stat of its keys and Fetches of
+    /// as many keys as fit this size each (see [`driver`]).
+    pub max_message_bytes: usize,
 }
 
 /// The outcome of a lookup.
@@ -109,6 +113,8 @@ pub struct FederationStats {
     pub cache_hits: AtomicU64,
     pub fetches: AtomicU64,
     pub fetch_failures: AtomicU64,
+    /// Swarm lookups too big for one Fetch answer, read as a Stat and Fetches by key groups.
+    pub split_fetches: AtomicU64,
     pub stores: AtomicU64,
     pub store_failures: AtomicU64,
     pub flushes: AtomicU64,
@@ -356,7 +362,8 @@ impl Federation {
         ] {
             let _ = writeln!(out, "ppsp_federation_finds_total{{answer=\"{label}\"}} {v}");
         }
-        let counters: [(&str, u64); 12] = [
+        let counters: [(&str, u64); 13] = [
+            ("ppsp_federation_split_fetches_total", get(&s.split_fetches)),
             ("ppsp_federation_cache_hits_total", get(&s.cache_hits)),
             ("ppsp_federation_fetches_total", get(&s.fetches)),
             (
@@ -458,6 +465,7 @@ mod tests {
             lifetime_secs: 60,
             part_bytes: 4000,
             track_ms: 60_000,
+            max_message_bytes: 5000,
         }
     }
 

@@ -5,16 +5,17 @@
 use std::collections::BTreeMap;
 
 use crate::engine::{PeerId, SwarmId};
+use crate::overlay::chord::node::{ANSWER_HEADROOM_BYTES, VALUE_OVERHEAD_BYTES};
 use crate::overlay::chord::{resource_id, LocalRequest, NodeId};
 use crate::overlay::storage::{
-    DataValue, FetchAns, FetchReq, ModelSpecifier, StoreKindData, StoredData, StoredDataSpecifier,
-    StoredDataValue, KIND_CONTENT_REGISTRATION, KIND_PEER_STATUS,
+    DataValue, FetchAns, FetchReq, ModelSpecifier, StatAns, StoreKindData, StoredData,
+    StoredDataSpecifier, StoredDataValue, KIND_CONTENT_REGISTRATION, KIND_PEER_STATUS,
 };
-use crate::overlay::wire::Signature;
+use crate::overlay::wire::{MetaDataValue, Signature};
 
 use super::value::{
     content_key, decode_peer_status, decode_registration, encode_peer_status, encode_registration,
-    parse_content_key, PeerListData,
+    parse_content_key, PeerListData, MAX_PEERS_PER_VALUE,
 };
 
 /// Lifetime of a removal marker (a non-existent value that replaces an entry), seconds.
@@ -153,6 +154,65 @@ pub fn swarm_fetch(swarm: &SwarmId) -> LocalRequest {
     fetch(resource_id(swarm.as_bytes()), KIND_CONTENT_REGISTRATION)
 }
 
+/// The Stat of a swarm's CONTENT-REGISTRATION dictionary (RFC 6940 §7.4.3): its keys and the
+/// length of each value, without the values; read when the whole dictionary does not fit one
+/// Fetch answer.
+pub fn swarm_stat(swarm: &SwarmId) -> LocalRequest {
+    match fetch(resource_id(swarm.as_bytes()), KIND_CONTENT_REGISTRATION) {
+        LocalRequest::Fetch(req) => LocalRequest::Stat(req),
+        other => other,
+    }
+}
+
+/// The Fetch of some entries of a swarm's CONTENT-REGISTRATION dictionary, by key.
+pub fn swarm_fetch_keys(swarm: &SwarmId, keys: Vec<Vec<u8>>) -> LocalRequest {
+    LocalRequest::Fetch(FetchReq {
+        resource: resource_id(swarm.as_bytes()).to_wire(),
+        specifiers: vec![StoredDataSpecifier {
+            kind: KIND_CONTENT_REGISTRATION,
+            generation: 0,
+            model: ModelSpecifier::Dictionary(keys),
+        }],
+    })
+}
+
+/// The keys of a swarm's Stat answer worth fetching (existing values of other nodes), grouped
+/// so that each group's Fetch answer fits `max_message_bytes` by the storing node's estimate
+/// (value and key bytes plus [`VALUE_OVERHEAD_BYTES`] each, [`ANSWER_HEADROOM_BYTES`] kept
+/// free). A value too large for any answer goes alone in its group (its Fetch then fails and
+/// only that part is missing).
+pub fn stat_key_groups(ans: &StatAns, own: NodeId, max_message_bytes: usize) -> Vec<Vec<Vec<u8>>> {
+    let budget = max_message_bytes.saturating_sub(ANSWER_HEADROOM_BYTES);
+    let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut used = 0usize;
+    for k in ans
+        .kind_responses
+        .iter()
+        .filter(|k| k.kind == KIND_CONTENT_REGISTRATION)
+    {
+        for v in &k.values {
+            let MetaDataValue::Dictionary { key, value } = &v.metadata else {
+                continue;
+            };
+            if !value.exists || !parse_content_key(key).is_some_and(|(n, _)| n != own) {
+                continue;
+            }
+            let cost = key.len() + value.value_length as usize + VALUE_OVERHEAD_BYTES;
+            if !current.is_empty() && used + cost > budget {
+                groups.push(std::mem::take(&mut current));
+                used = 0;
+            }
+            used += cost;
+            current.push(key.clone());
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
 /// The Fetch of a peer's PEER-STATUS dictionary.
 pub fn status_fetch(peer: &PeerId) -> LocalRequest {
     fetch(resource_id(peer.as_bytes()), KIND_PEER_STATUS)
@@ -201,7 +261,8 @@ pub fn remote_peers(
             if node == own {
                 continue;
             }
-            let Ok(reg) = decode_registration(&value.value, max_peers) else {
+            let Ok(reg) = decode_registration(&value.value, max_peers.min(MAX_PEERS_PER_VALUE))
+            else {
                 continue;
             };
             if reg.content_name != *swarm || reg.part != part {

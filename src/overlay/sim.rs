@@ -1,7 +1,10 @@
 //! A deterministic in-process simulation of a Chord-RELOAD overlay: N sans-IO
 //! [`ChordNode`]s, a fake clock, a seeded RNG, per-message latency (FIFO per link, as over
 //! TCP), configurable loss and crashes (a node and all its links vanish at once; its linked
-//! peers see their links go down).
+//! peers see their links go down), silent crashes (nothing goes down: senders notice missing
+//! acknowledgements) and network partitions ([`Sim::partition`], [`Sim::heal`]: nodes on
+//! different sides cannot reach each other; a frame sent across the cut is never
+//! acknowledged, so the sender's link layer declares the link down after its ack timeout).
 //!
 //! Messages travel as typed values (`chord::Message`); by default every one of them is also
 //! encoded to RELOAD bytes with the wire codec, decoded and converted back
@@ -107,6 +110,8 @@ struct SimNode {
     alive: bool,
     /// Crashed without any sign: its links do not go down, messages to it vanish.
     silent: bool,
+    /// Side of the current partition (all 0 when the network is whole).
+    side: u32,
     links: BTreeSet<usize>,
 }
 
@@ -163,6 +168,12 @@ impl Sim {
             .iter()
             .map(|k| (k.id, k.model))
             .collect();
+        let mut wire_config = WireConfig::new(OverlayHash::of_name("sim.overlay.invalid"));
+        if config.chord.max_answer_bytes != usize::MAX {
+            // Messages are checked against the size the nodes answer within.
+            wire_config.max_message_size =
+                u32::try_from(config.chord.max_answer_bytes).unwrap_or(u32::MAX);
+        }
         Sim {
             config,
             now: 0,
@@ -178,7 +189,7 @@ impl Sim {
             op_transaction: HashMap::default(),
             trace: foldhash::fast::FixedState::with_seed(0x5eed).build_hasher(),
             stats: SimStats::default(),
-            wire_config: WireConfig::new(OverlayHash::of_name("sim.overlay.invalid")),
+            wire_config,
             kind_models,
             deliveries: Vec::new(),
         }
@@ -236,6 +247,7 @@ impl Sim {
             node: ChordNode::new(id, config, seed),
             alive: true,
             silent: false,
+            side: 0,
             links: BTreeSet::new(),
         });
         self.index.insert(id, i);
@@ -337,6 +349,46 @@ impl Sim {
         (id, 1u8).hash(&mut self.trace);
     }
 
+    /// Split the network: node `i` is on side `side_of(i)`; from now on messages between
+    /// nodes on different sides are lost (messages already in flight across the cut too),
+    /// and a sender learns that a link across the cut is down only when a frame it sends
+    /// goes unacknowledged for `link_ack_timeout_ms`. Nodes keep running on both sides.
+    pub fn partition(&mut self, side_of: impl Fn(usize) -> u32) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].side = side_of(i);
+        }
+        for i in 0..self.nodes.len() {
+            let side = self.nodes[i].side;
+            let cut: Vec<usize> = self.nodes[i]
+                .links
+                .iter()
+                .copied()
+                .filter(|j| self.nodes[*j].side != side)
+                .collect();
+            for j in cut {
+                self.nodes[i].links.remove(&j);
+            }
+        }
+        (
+            0xc07u32,
+            self.nodes.iter().map(|n| n.side).collect::<Vec<_>>(),
+        )
+            .hash(&mut self.trace);
+    }
+
+    /// End the partition: every node can reach every other again.
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.side = 0;
+        }
+        0x4ea1u32.hash(&mut self.trace);
+    }
+
+    /// The side of the partition node `i` is on (0 when the network is whole).
+    pub fn side(&self, i: usize) -> u32 {
+        self.nodes[i].side
+    }
+
     fn schedule(&mut self, at: u64, event: SimEvent) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
@@ -383,7 +435,8 @@ impl Sim {
             .rng
             .gen_range(self.config.min_latency_ms..=self.config.max_latency_ms);
         let target = self.index.get(&to).copied();
-        if target.is_some_and(|j| self.nodes[j].silent) {
+        let cut = target.is_some_and(|j| self.nodes[j].side != self.nodes[i].side);
+        if cut || target.is_some_and(|j| self.nodes[j].silent) {
             // The frame is never acknowledged: the link layer gives up on the link after its
             // ack timeout (RFC 6940 §6.6.3-style link reliability).
             self.stats.messages_lost += 1;
@@ -442,6 +495,16 @@ impl Sim {
             self.now = s.at;
             self.stats.events += 1;
             let (i, event) = match s.event {
+                SimEvent::Deliver { to, from, .. }
+                    if self
+                        .index
+                        .get(&from)
+                        .is_some_and(|f| self.nodes[*f].side != self.nodes[to].side) =>
+                {
+                    // In flight when the network split: lost at the cut.
+                    self.stats.messages_lost += 1;
+                    continue;
+                }
                 SimEvent::Deliver { to, from, message } => (
                     to,
                     Event::Received {
@@ -583,6 +646,10 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
         Event::AppAnswer { token, .. } => {
             6u8.hash(h);
             token.hash(h);
+        }
+        Event::BootstrapFound(n) => {
+            7u8.hash(h);
+            n.hash(h);
         }
     }
 }

@@ -41,6 +41,23 @@ pub(crate) struct AdminState {
     pub history: parking_lot::Mutex<super::stats::History>,
     /// The tracker usage of the overlay, when `overlay.enabled`.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// Wakes the admin worker when an overlay request it left waiting has its answer.
+    pub wake: OnceLock<crate::runtime::WakeHandle>,
+}
+
+/// Overlay requests of the admin endpoints in flight at once; more are answered 503.
+pub const MAX_OVERLAY_JOBS: usize = 8;
+
+/// An `/overlay/value/...` request being served off the admin worker: a helper thread waits
+/// for the overlay (at most `overlay.admin_timeout_ms` per step) and hands the answer back;
+/// the connection's request stays in place meanwhile, so `/status` and `/metrics` on other
+/// connections are answered at once.
+struct OverlayJob {
+    /// Method, path and body of the request, to match it when it is offered again.
+    request: (String, String, Vec<u8>),
+    answer: crossbeam::channel::Receiver<crate::overlay::transport::http::HttpAnswer>,
+    /// The answer once received, until the request is offered again.
+    done: Option<(crate::overlay::transport::http::HttpAnswer, Instant)>,
 }
 
 impl AdminState {
@@ -99,13 +116,104 @@ pub(crate) struct AdminService(pub Arc<AdminState>);
 impl StreamService for AdminService {
     fn worker(&self, _worker: usize) -> Box<dyn StreamWorker> {
         Box::new(HttpWorker::new(
-            AdminWorker(self.0.clone()),
+            AdminWorker {
+                state: self.0.clone(),
+                jobs: std::collections::HashMap::new(),
+                wait: false,
+            },
             ADMIN_HTTP_LIMITS,
         ))
     }
 }
 
-struct AdminWorker(Arc<AdminState>);
+struct AdminWorker {
+    state: Arc<AdminState>,
+    /// Overlay requests in flight, by connection (remote and local address).
+    jobs: std::collections::HashMap<(SocketAddr, SocketAddr), OverlayJob>,
+    /// The request just served waits for its overlay job.
+    wait: bool,
+}
+
+impl AdminWorker {
+    /// Serves an `/overlay/value/...` request without blocking: starts its job, or answers
+    /// from the finished job of this connection, or leaves it waiting.
+    fn overlay_value(
+        &mut self,
+        ctx: &ConnCtx,
+        head: &RequestHead<'_>,
+        request_body: &[u8],
+    ) -> crate::overlay::transport::http::HttpAnswer {
+        use crate::overlay::transport::http::{refusal, serve, HttpAnswer};
+        let conn = (ctx.peer, ctx.local);
+        let request = (
+            head.method.to_owned(),
+            head.path.to_owned(),
+            request_body.to_vec(),
+        );
+        if let Some(job) = self.jobs.get_mut(&conn) {
+            if job.request == request {
+                if job.done.is_none() {
+                    match job.answer.try_recv() {
+                        Ok(a) => job.done = Some((a, Instant::now())),
+                        Err(crossbeam::channel::TryRecvError::Empty) => {
+                            self.wait = true;
+                            return HttpAnswer::empty();
+                        }
+                        Err(crossbeam::channel::TryRecvError::Disconnected) => {
+                            job.done = Some((
+                                HttpAnswer::error(500, "overlay request lost"),
+                                Instant::now(),
+                            ));
+                        }
+                    }
+                }
+                if let Some(job) = self.jobs.remove(&conn) {
+                    if let Some((a, _)) = job.done {
+                        return a;
+                    }
+                }
+            }
+            // A finished job whose request is gone (the client sent another): forget it.
+            self.jobs.remove(&conn);
+        }
+        // Answered at once when it needs no overlay (bad name, no overlay, bad method).
+        if let Some(a) = refusal(self.state.overlay.is_some(), head.method, head.path) {
+            return a;
+        }
+        let Some(overlay) = self.state.overlay.clone() else {
+            return HttpAnswer::error(404, "the overlay is not enabled");
+        };
+        if self.jobs.len() >= MAX_OVERLAY_JOBS {
+            return HttpAnswer::error(503, "too many overlay requests in flight");
+        }
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let wake = self.state.wake.get().cloned();
+        let (method, path, body) = request.clone();
+        let spawned = std::thread::Builder::new()
+            .name("admin-overlay".to_owned())
+            .spawn(move || {
+                let answer = serve(Some(&overlay), &method, &path, &body)
+                    .unwrap_or_else(|| HttpAnswer::error(404, "not found"));
+                let _ = tx.send(answer);
+                if let Some(w) = wake {
+                    w.wake();
+                }
+            });
+        if spawned.is_err() {
+            return HttpAnswer::error(503, "cannot start the overlay request");
+        }
+        self.jobs.insert(
+            conn,
+            OverlayJob {
+                request,
+                answer: rx,
+                done: None,
+            },
+        );
+        self.wait = true;
+        HttpAnswer::empty()
+    }
+}
 
 impl HttpHandler for AdminWorker {
     fn allowed_methods(&self, path: &str) -> Option<&'static str> {
@@ -121,12 +229,29 @@ impl HttpHandler for AdminWorker {
     }
 
     fn on_tick(&mut self, now: Instant) {
-        let uptime = now.saturating_duration_since(self.0.started).as_secs_f64();
-        if self.0.history.lock().due(uptime) {
+        let uptime = now
+            .saturating_duration_since(self.state.started)
+            .as_secs_f64();
+        if self.state.history.lock().due(uptime) {
             // Counted outside the history lock: `counts` takes every swarm shard's lock.
-            let sample = super::stats::sample(&self.0, now);
-            self.0.history.lock().offer(sample);
+            let sample = super::stats::sample(&self.state, now);
+            self.state.history.lock().offer(sample);
         }
+        // Answers nobody came back for (the connection closed while its job ran).
+        for job in self.jobs.values_mut() {
+            if job.done.is_none() {
+                if let Ok(a) = job.answer.try_recv() {
+                    job.done = Some((a, now));
+                }
+            }
+        }
+        self.jobs.retain(|_, j| {
+            !matches!(&j.done, Some((_, at)) if now.saturating_duration_since(*at).as_secs() >= 60)
+        });
+    }
+
+    fn take_wait(&mut self) -> bool {
+        std::mem::take(&mut self.wait)
     }
 
     fn fault(&mut self, _status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
@@ -137,17 +262,18 @@ impl HttpHandler for AdminWorker {
 
     fn serve(
         &mut self,
-        _ctx: &ConnCtx,
+        ctx: &ConnCtx,
         head: &RequestHead<'_>,
         request_body: &[u8],
         body: &mut Vec<u8>,
     ) -> Answer {
-        if let Some(a) = crate::overlay::transport::http::serve(
-            self.0.overlay.as_deref(),
-            head.method,
-            head.path,
-            request_body,
-        ) {
+        // Overlay endpoints wait for the overlay: off the admin worker.
+        if head
+            .path
+            .starts_with(crate::overlay::transport::http::VALUE_PREFIX)
+            || head.path == crate::overlay::transport::http::CONFIGURATION_PATH
+        {
+            let a = self.overlay_value(ctx, head, request_body);
             body.extend_from_slice(&a.body);
             return Answer {
                 status: a.status,
@@ -156,14 +282,14 @@ impl HttpHandler for AdminWorker {
         }
         match head.path {
             "/metrics" => {
-                body.extend_from_slice(self.0.metrics_text().as_bytes());
+                body.extend_from_slice(self.state.metrics_text().as_bytes());
                 Answer {
                     status: 200,
                     content_type: METRICS_CONTENT_TYPE,
                 }
             }
             "/stats" => {
-                let json = super::stats::stats_json(&self.0, Instant::now());
+                let json = super::stats::stats_json(&self.state, Instant::now());
                 body.extend_from_slice(super::stats::stats_html(&json).as_bytes());
                 Answer {
                     status: 200,
@@ -171,7 +297,7 @@ impl HttpHandler for AdminWorker {
                 }
             }
             "/stats.json" => {
-                let json = super::stats::stats_json(&self.0, Instant::now());
+                let json = super::stats::stats_json(&self.state, Instant::now());
                 // Serializing a `Value` into a vector cannot fail.
                 let _ = serde_json::to_writer_pretty(&mut *body, &json);
                 body.push(b'\n');
@@ -182,7 +308,7 @@ impl HttpHandler for AdminWorker {
             }
             "/status" => {
                 // Serializing a `Value` into a vector cannot fail.
-                let _ = serde_json::to_writer_pretty(&mut *body, &self.0.status_json());
+                let _ = serde_json::to_writer_pretty(&mut *body, &self.state.status_json());
                 body.push(b'\n');
                 Answer {
                     status: 200,

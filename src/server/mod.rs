@@ -306,6 +306,7 @@ impl Server {
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
             history: Default::default(),
+            wake: OnceLock::new(),
         });
         {
             let first = stats::sample(&state, state.started);
@@ -345,6 +346,7 @@ impl Server {
                 Runtime::start(&admin_config, vec![spec]).context("starting the admin listener")?;
             all_listeners.extend(admin.local_addrs());
             runtimes.push(admin.stats());
+            let _ = state.wake.set(admin.wake_handle());
             Some(admin)
         } else {
             None

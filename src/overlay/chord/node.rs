@@ -37,7 +37,7 @@ use super::message::{
 };
 use super::table::{RoutingTable, FINGERS};
 use crate::overlay::storage::{
-    FetchAns, FetchReq, KindId, StatAns, StatReq, Storage, StorageConfig, StorageError, StoreAns,
+    FetchAns, FetchReq, StatAns, StatReq, Storage, StorageConfig, StorageError, StoreAns,
     StoreKindData, StoreReq,
 };
 use rand::rngs::SmallRng;
@@ -80,7 +80,26 @@ pub struct ChordConfig {
     /// PingAns is absolute as RFC 6940 §6.5.3.2 defines it while timers run on the local
     /// monotonic clock.
     pub wall_clock_offset_ms: u64,
+    /// Largest Fetch or Stat answer this node sends, bytes (the overlay's
+    /// `max_message_size`): a larger one is answered Error_Response_Too_Large (RFC 6940
+    /// §6.3.3.1), estimated as the values' bytes plus [`VALUE_OVERHEAD_BYTES`] each. The
+    /// requester then reads the data in smaller pieces (a Stat for the dictionary keys, then
+    /// Fetches of some keys each).
+    pub max_answer_bytes: usize,
 }
+
+/// Bytes an answer spends per stored value besides its data and key (StoredData framing,
+/// storage time, lifetime, and a signature with its signer identity, RFC 6940 §7.1,
+/// §6.3.4); the estimate of [`ChordConfig::max_answer_bytes`].
+pub const VALUE_OVERHEAD_BYTES: usize = 160;
+
+/// Bytes a Stat answer spends per value (StoredMetaData with a SHA-1 hash, §7.4.3.2) besides
+/// its key.
+pub const METADATA_BYTES: usize = 48;
+
+/// Bytes of an answer besides its values (forwarding header with a via list, security block
+/// with one certificate, message extensions), kept free of values by the estimate.
+pub const ANSWER_HEADROOM_BYTES: usize = 1024;
 
 impl Default for ChordConfig {
     fn default() -> Self {
@@ -98,6 +117,7 @@ impl Default for ChordConfig {
             storage: StorageConfig::default(),
             initial_ttl: INITIAL_TTL,
             wall_clock_offset_ms: 0,
+            max_answer_bytes: usize::MAX,
         }
     }
 }
@@ -175,7 +195,15 @@ pub enum Event {
         token: u64,
         body: Vec<u8>,
     },
+    /// The runtime reached a bootstrap peer (RFC 6940 §11.4) at one of its configured
+    /// addresses and learnt its Node-ID: it joins the list the partition check (§10.7.4.4)
+    /// runs against (at most [`MAX_BOOTSTRAP`] entries, newest kept) and, when this node is
+    /// alone on its ring, it is contacted at once so that the two rings merge.
+    BootstrapFound(NodeId),
 }
+
+/// Bootstrap peers a node remembers for its partition checks.
+pub const MAX_BOOTSTRAP: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -212,7 +240,8 @@ enum Purpose {
     Update(NodeId),
     FingerSearch(usize),
     Replica(NodeId),
-    PartitionCheck,
+    /// RFC 6940 §10.7.4.4, through this bootstrap peer.
+    PartitionCheck(NodeId),
     Leave,
     /// Direct check of a relay suspected of losing a request.
     Liveness(NodeId),
@@ -336,6 +365,7 @@ impl ChordNode {
                 self.verified.insert(n, now);
             }
             Event::LinkDown(n) => self.peer_failed(n),
+            Event::BootstrapFound(n) => self.bootstrap_found(n),
             Event::Local { op, request } => self.on_local(op, request),
             Event::AppAnswer { token, body } => {
                 if let Some((from, request)) = self.inbound.remove(&token) {
@@ -807,10 +837,12 @@ impl ChordNode {
                 self.on_store(&req, message.sender)
             }
             Request::Fetch(req) => match self.storage.fetch(req, self.now) {
+                Ok(a) if fetch_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Fetch(a),
                 Err(e) => storage_error(e),
             },
             Request::Stat(req) => match self.storage.stat(req, self.now) {
+                Ok(a) if stat_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
@@ -845,7 +877,7 @@ impl ChordNode {
             .collect();
         for r in resources {
             if let Some(req) = self.storage.export(r, None, 1, self.now) {
-                self.originate_direct(joining, Request::Store(req), Purpose::Replica(joining));
+                self.send_replica(joining, req);
             }
         }
         // Steps 7-8: the Update to every neighbor (including the joining peer) goes out at the
@@ -876,13 +908,30 @@ impl ChordNode {
                     for k in &mut ans.kind_responses {
                         k.replicas = replicas.clone();
                     }
-                    // RFC 6940 §10.4: replica Stores to the next two successors.
-                    let kinds: Vec<KindId> = req.kind_data.iter().map(|k| k.kind).collect();
+                    // RFC 6940 §10.4: replica Stores of the same data to the next two
+                    // successors, with the generation counters it now has here (not the whole
+                    // resource: a big dictionary would exceed a message at every Store).
                     for (i, s) in replicas.iter().enumerate() {
                         let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                        if let Some(rep) = self.storage.export(rid, Some(&kinds), n, self.now) {
-                            self.originate_direct(*s, Request::Store(rep), Purpose::Replica(*s));
-                        }
+                        let kind_data = req
+                            .kind_data
+                            .iter()
+                            .map(|kd| StoreKindData {
+                                kind: kd.kind,
+                                generation_counter: ans
+                                    .kind_responses
+                                    .iter()
+                                    .find(|k| k.kind == kd.kind)
+                                    .map_or(1, |k| k.generation_counter.max(1)),
+                                values: kd.values.clone(),
+                            })
+                            .collect();
+                        let rep = StoreReq {
+                            resource: req.resource.clone(),
+                            replica_number: n,
+                            kind_data,
+                        };
+                        self.send_replica(*s, rep);
                     }
                 }
                 Response::Store(ans)
@@ -954,6 +1003,7 @@ impl ChordNode {
                 self.probing.remove(&n);
                 if matches!(response, Response::Ping { .. }) {
                     self.verified.insert(n, self.now);
+                    self.failed.remove(&n);
                     self.admit(n);
                 }
             }
@@ -990,14 +1040,20 @@ impl ChordNode {
                     self.sync_dirty = true;
                 }
             }
-            Purpose::PartitionCheck => {
-                if matches!(response, Response::Ping { .. })
-                    && responder != self.table.own
-                    && !self.failed.contains_key(&responder)
-                    && self.table.improves_neighbors(responder)
-                {
-                    // RFC 6940 §10.7.4.4: a better successor exists; connect to it.
-                    self.probe(responder, None);
+            Purpose::PartitionCheck(through) => {
+                if matches!(response, Response::Ping { .. }) && responder != self.table.own {
+                    // The answer proves the responder alive, whatever it was marked during a
+                    // partition; the bootstrap peer relayed it, so it is alive too.
+                    self.failed.remove(&responder);
+                    self.failed.remove(&through);
+                    if self.table.improves_neighbors(responder) {
+                        // RFC 6940 §10.7.4.4: a better successor exists (another ring, or a
+                        // part of ours we lost); connect to it through the bootstrap peer.
+                        self.probe(responder, Some(through));
+                    }
+                    if self.table.improves_neighbors(through) {
+                        self.probe(through, None);
+                    }
                 }
             }
         }
@@ -1103,7 +1159,7 @@ impl ChordNode {
                     self.peer_failed(n);
                 }
             }
-            Purpose::FingerSearch(_) | Purpose::PartitionCheck | Purpose::Leave => {}
+            Purpose::FingerSearch(_) | Purpose::PartitionCheck(_) | Purpose::Leave => {}
         }
     }
 
@@ -1175,27 +1231,9 @@ impl ChordNode {
         if self.table.successors.is_empty() {
             self.rejoin();
         }
-        // §10.7.4.4: partition check through a bootstrap peer.
-        let own = self.table.own;
-        let bootstraps: Vec<NodeId> = self
-            .config
-            .bootstrap
-            .iter()
-            .copied()
-            .filter(|b| *b != own && !self.failed.contains_key(b))
-            .collect();
-        if !bootstraps.is_empty() {
-            let b = bootstraps[self.rng.gen_range(0..bootstraps.len())];
-            self.verified.entry(b).or_insert(self.now);
-            self.originate(
-                vec![
-                    Destination::Node(b),
-                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
-                ],
-                Request::Ping,
-                Purpose::PartitionCheck,
-            );
-        }
+        // §10.7.4.4: partition check through a bootstrap peer, also one found dead earlier:
+        // the check is how rings split by a partition (or a restarted first node) merge.
+        self.partition_check(None);
         // Housekeeping: forget old failures, old links; drop data we are no longer a replica
         // for, but only when the neighbor table has been stable over a whole round.
         let memory = self.config.failed_memory_ms;
@@ -1212,6 +1250,54 @@ impl ChordNode {
                 at: self.now,
                 timer: Timer::ReplicaSync,
             });
+        }
+    }
+
+    /// RFC 6940 §10.7.4.4: route a Ping to our own id + 1 through a random bootstrap peer;
+    /// the peer answering is our successor in the bootstrap peer's ring, and when it would be
+    /// a better neighbor than ours the rings are joined through it.
+    fn partition_check(&mut self, through: Option<NodeId>) {
+        let own = self.table.own;
+        let bootstraps: Vec<NodeId> = self
+            .config
+            .bootstrap
+            .iter()
+            .copied()
+            .filter(|b| *b != own)
+            .collect();
+        if bootstraps.is_empty() || self.pending.len() >= self.config.max_pending {
+            return;
+        }
+        let b = through.unwrap_or_else(|| bootstraps[self.rng.gen_range(0..bootstraps.len())]);
+        // Sent on the link to it (established anew when needed), not routed by our ring.
+        self.verified.insert(b, self.now);
+        self.originate(
+            vec![
+                Destination::Node(b),
+                Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+            ],
+            Request::Ping,
+            Purpose::PartitionCheck(b),
+        );
+    }
+
+    /// The runtime reached bootstrap peer `n` (see [`Event::BootstrapFound`]).
+    fn bootstrap_found(&mut self, n: NodeId) {
+        if n == self.table.own {
+            return;
+        }
+        let list = &mut self.config.bootstrap;
+        list.retain(|b| *b != n);
+        list.push(n);
+        if list.len() > MAX_BOOTSTRAP {
+            list.remove(0);
+        }
+        self.failed.remove(&n);
+        self.verified.insert(n, self.now);
+        if self.phase == Phase::Joined && self.table.successors.is_empty() {
+            // Alone on our ring: merge with the bootstrap peer's at once.
+            self.partition_check(None);
+            self.probe(n, None);
         }
     }
 
@@ -1347,7 +1433,7 @@ impl ChordNode {
         let own = self.table.own;
         let (predecessors, successors, fingers) = update_lists(update);
         for &c in predecessors.iter().chain(successors).chain(fingers) {
-            if c == own || self.failed.contains_key(&c) {
+            if c == own || self.recently_failed(c) {
                 continue;
             }
             if self.table.improves_neighbors(c) {
@@ -1395,7 +1481,7 @@ impl ChordNode {
     /// (our stand-in for the Attach) is source-routed through the peer that told us about it,
     /// which is linked to it; without an informant it is routed by id.
     fn probe(&mut self, n: NodeId, informant: Option<NodeId>) {
-        if n == self.table.own || self.probing.contains(&n) || self.failed.contains_key(&n) {
+        if n == self.table.own || self.probing.contains(&n) || self.recently_failed(n) {
             return;
         }
         if self.pending.len() >= self.config.max_pending {
@@ -1414,6 +1500,74 @@ impl ChordNode {
             _ => vec![Destination::Node(n)],
         };
         self.originate(destinations, Request::Ping, Purpose::Verify(n));
+    }
+
+    /// Sends a replica or migration Store (RFC 6940 §10.4, §10.7.3), cut into Stores whose
+    /// values fit [`ChordConfig::max_answer_bytes`] by the same estimate as answers: every
+    /// part keeps the kind's generation counter, and dictionary and array entries are merged
+    /// by the receiver, so the parts together store what the whole would.
+    fn send_replica(&mut self, to: NodeId, req: StoreReq) {
+        let budget = self.answer_budget();
+        let mut parts: Vec<StoreReq> = Vec::new();
+        let mut current: Vec<StoreKindData> = Vec::new();
+        let mut used = 0usize;
+        for kd in req.kind_data {
+            let mut values = Vec::new();
+            for v in kd.values {
+                let cost = stored_bytes(&v) + VALUE_OVERHEAD_BYTES;
+                if used + cost > budget && (!values.is_empty() || !current.is_empty()) {
+                    if !values.is_empty() {
+                        current.push(StoreKindData {
+                            kind: kd.kind,
+                            generation_counter: kd.generation_counter,
+                            values: std::mem::take(&mut values),
+                        });
+                    }
+                    parts.push(StoreReq {
+                        resource: req.resource.clone(),
+                        replica_number: req.replica_number,
+                        kind_data: std::mem::take(&mut current),
+                    });
+                    used = 0;
+                }
+                used += cost;
+                values.push(v);
+            }
+            if !values.is_empty() {
+                current.push(StoreKindData {
+                    kind: kd.kind,
+                    generation_counter: kd.generation_counter,
+                    values,
+                });
+            }
+        }
+        if !current.is_empty() {
+            parts.push(StoreReq {
+                resource: req.resource,
+                replica_number: req.replica_number,
+                kind_data: current,
+            });
+        }
+        for part in parts {
+            self.originate_direct(to, Request::Store(part), Purpose::Replica(to));
+        }
+    }
+
+    /// Value bytes an answer may carry (see [`ChordConfig::max_answer_bytes`]).
+    fn answer_budget(&self) -> usize {
+        self.config
+            .max_answer_bytes
+            .saturating_sub(ANSWER_HEADROOM_BYTES)
+    }
+
+    /// A peer found dead less than one update round ago: peers that name it are not believed
+    /// yet. An older failure no longer stops a check (the peer may have come back, or been
+    /// unreachable behind a partition that healed); a check that fails again renews the mark,
+    /// so a dead peer costs at most one check per round.
+    fn recently_failed(&self, n: NodeId) -> bool {
+        self.failed
+            .get(&n)
+            .is_some_and(|t| self.now.saturating_sub(*t) < self.config.update_interval_ms)
     }
 
     /// RFC 6940 §10.7.1 / §10.7.2: a peer failed.
@@ -1466,7 +1620,7 @@ impl ChordNode {
                 for (i, s) in succs.iter().enumerate() {
                     let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
                     if let Some(req) = self.storage.export(r, None, n, self.now) {
-                        self.originate_direct(*s, Request::Store(req), Purpose::Replica(*s));
+                        self.send_replica(*s, req);
                     }
                 }
             }
@@ -1607,7 +1761,7 @@ impl ChordNode {
                 }
                 let n = u8::try_from(i.max(1)).unwrap_or(u8::MAX);
                 if let Some(req) = self.storage.export(r, None, n, self.now) {
-                    self.originate_direct(*target, Request::Store(req), Purpose::Replica(*target));
+                    self.send_replica(*target, req);
                 }
             }
         }
@@ -1633,6 +1787,48 @@ impl ChordNode {
         for r in foreign {
             self.storage.remove(r);
         }
+    }
+}
+
+/// Data and key bytes of one stored value.
+fn stored_bytes(v: &crate::overlay::storage::StoredData) -> usize {
+    match &v.value {
+        crate::overlay::storage::StoredDataValue::Single(d) => d.value.len(),
+        crate::overlay::storage::StoredDataValue::Array { value, .. } => value.value.len(),
+        crate::overlay::storage::StoredDataValue::Dictionary { key, value } => {
+            key.len() + value.value.len()
+        }
+    }
+}
+
+/// Estimated encoded size of a FetchAns's values (see [`ChordConfig::max_answer_bytes`]).
+pub fn fetch_answer_bytes(a: &FetchAns) -> usize {
+    a.kind_responses
+        .iter()
+        .flat_map(|k| &k.values)
+        .map(|v| stored_bytes(v) + VALUE_OVERHEAD_BYTES)
+        .sum()
+}
+
+/// Estimated encoded size of a StatAns's values.
+pub fn stat_answer_bytes(a: &StatAns) -> usize {
+    a.kind_responses
+        .iter()
+        .flat_map(|k| &k.values)
+        .map(|v| {
+            let key = match &v.metadata {
+                crate::overlay::wire::MetaDataValue::Dictionary { key, .. } => key.len(),
+                _ => 0,
+            };
+            key + METADATA_BYTES
+        })
+        .sum()
+}
+
+fn too_large() -> Response {
+    Response::Error {
+        code: ErrorCode::ResponseTooLarge,
+        info: ErrorInfo::None,
     }
 }
 

@@ -19,8 +19,10 @@
 //!   ConfigUpdate (§6.5.4). Answers `{"configuration_sequence"}`, or 403 with the reason
 //!   (not signed by a configuration signer, not newer, malformed).
 //!
-//! The name is the path segment as sent (no percent-decoding). The admin thread waits for the
-//! overlay's answer up to `overlay.admin_timeout_ms`; a timeout is 504, an overlay error 502.
+//! The name is the path segment as sent (no percent-decoding). [`serve`] waits for the
+//! overlay's answer up to `overlay.admin_timeout_ms` per step (a timeout is 504, an overlay
+//! error 502); the admin listener runs it on a helper thread and leaves the request waiting
+//! in its connection meanwhile, so the admin worker never waits for the overlay.
 
 use super::OverlayHandle;
 use crate::overlay::chord::{resource_id, LocalOutcome, LocalRequest, NodeId};
@@ -40,6 +42,22 @@ pub struct HttpAnswer {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// An answer with an empty body (a placeholder for an answer that waits).
+    pub fn empty() -> Self {
+        HttpAnswer {
+            status: 200,
+            content_type: "text/plain",
+            body: Vec::new(),
+        }
+    }
+
+    /// A JSON error answer `{"error": text}`.
+    pub fn error(status: u16, text: &str) -> Self {
+        error(status, text)
+    }
 }
 
 fn json(status: u16, v: &serde_json::Value) -> HttpAnswer {
@@ -63,7 +81,28 @@ fn hex(bytes: &[u8]) -> String {
 /// The path of the configuration endpoint.
 pub const CONFIGURATION_PATH: &str = "/overlay/configuration";
 
-/// Serves `method path` when the path is an overlay endpoint; `None` otherwise.
+/// The immediate answer to an overlay endpoint request that needs no overlay: 404 without an
+/// overlay, 400 for a bad name, 405 for another method than PUT and GET. `None` when the
+/// request is well-formed (or not for an overlay endpoint).
+pub fn refusal(overlay_enabled: bool, method: &str, path: &str) -> Option<HttpAnswer> {
+    let name = path.strip_prefix(VALUE_PREFIX)?;
+    if !overlay_enabled {
+        return Some(error(404, "the overlay is not enabled"));
+    }
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('/') {
+        return Some(error(
+            400,
+            "resource name must be 1..=255 bytes without '/'",
+        ));
+    }
+    if method != "PUT" && method != "GET" {
+        return Some(error(405, "PUT or GET"));
+    }
+    None
+}
+
+/// Serves `method path` when the path is an overlay endpoint; `None` otherwise. Blocks for
+/// the overlay (see the module comment).
 pub fn serve(
     handle: Option<&OverlayHandle>,
     method: &str,
@@ -83,19 +122,13 @@ pub fn serve(
         });
     }
     let name = path.strip_prefix(VALUE_PREFIX)?;
-    let Some(handle) = handle else {
-        return Some(error(404, "the overlay is not enabled"));
-    };
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('/') {
-        return Some(error(
-            400,
-            "resource name must be 1..=255 bytes without '/'",
-        ));
+    if let Some(a) = refusal(handle.is_some(), method, path) {
+        return Some(a);
     }
+    let handle = handle?;
     Some(match method {
         "PUT" => put(handle, name, body),
-        "GET" => get(handle, name),
-        _ => error(405, "PUT or GET"),
+        _ => get(handle, name),
     })
 }
 

@@ -19,7 +19,16 @@
 //! Bootstrap (RFC 6940 §11.4): every configured bootstrap address other than our own is
 //! dialled; the first hello answer names a bootstrap node, and `LocalRequest::Join` goes
 //! through it. When none answers in the first round (or none is configured) the node creates
-//! the overlay. A failed Join is retried through the bootstrap addresses every second.
+//! the overlay. A failed Join is retried through the bootstrap addresses with back-off.
+//!
+//! The bootstrap list is kept for the node's whole life. Every bootstrap node reached is
+//! handed to the Chord node (`Event::BootstrapFound`), which runs its partition check
+//! (RFC 6940 §10.7.4.4) against it every update round, so that two rings formed while the
+//! network was split (or by a first node restarted without a bootstrap list) merge. While the
+//! node is alone on its ring, or holds no link to any bootstrap node, it dials the bootstrap
+//! addresses again with back-off ([`BOOTSTRAP_RETRY_MS`] doubling up to
+//! [`BOOTSTRAP_RETRY_MAX_MS`]), forever; being alone is logged once when it starts and once
+//! when it ends.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -60,8 +69,11 @@ const MAX_WAIT_MS: u64 = 500;
 const MAX_OPS: usize = 8192;
 /// Address book entries kept per allowed link.
 const ADDRESSES_PER_LINK: usize = 16;
-/// Delay between bootstrap rounds after a failed join (ms).
-const BOOTSTRAP_RETRY_MS: u64 = 1000;
+/// First delay between bootstrap rounds (after a failed join, or while alone on the ring), ms;
+/// it doubles each round up to [`BOOTSTRAP_RETRY_MAX_MS`].
+pub const BOOTSTRAP_RETRY_MS: u64 = 1000;
+/// Longest delay between bootstrap rounds, ms.
+pub const BOOTSTRAP_RETRY_MAX_MS: u64 = 60_000;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn unix_ms() -> u64 {
@@ -145,6 +157,15 @@ pub(super) struct NodeLoop {
     bootstrap: Bootstrap,
     /// Bootstrap rounds dialled so far.
     bootstrap_rounds: u32,
+    /// Current delay between bootstrap rounds (back-off), ms.
+    bootstrap_delay: u64,
+    /// After joining: when the bootstrap addresses are dialled again (alone on the ring, or
+    /// no link to any bootstrap node).
+    redial_at: u64,
+    /// Alone on the ring since this time (logged once per episode).
+    alone_since: Option<u64>,
+    /// A failed join was logged in the current bootstrap episode.
+    join_failure_logged: bool,
     clock: Instant,
     rng: SmallRng,
     links: HashMap<Token, Link>,
@@ -273,6 +294,7 @@ impl NodeLoop {
             storage,
             initial_ttl: config.initial_ttl,
             wall_clock_offset_ms: unix_ms(),
+            max_answer_bytes: config.max_message_size as usize,
             ..ChordConfig::default()
         };
         // The Chord node's local time 0 is this instant; its wall-clock offset was read just
@@ -321,6 +343,10 @@ impl NodeLoop {
             bootstrap_addrs,
             bootstrap: Bootstrap::RetryAt(0),
             bootstrap_rounds: 0,
+            bootstrap_delay: BOOTSTRAP_RETRY_MS,
+            redial_at: 0,
+            alone_since: None,
+            join_failure_logged: false,
             clock,
             rng: SmallRng::seed_from_u64(seed),
             links: HashMap::new(),
@@ -401,6 +427,7 @@ impl NodeLoop {
         let boot = match self.bootstrap {
             Bootstrap::RetryAt(t) => Some(t),
             Bootstrap::Dialling { since } => Some(since + self.attach_timeout_ms),
+            Bootstrap::Done if !self.bootstrap_addrs.is_empty() => Some(self.redial_at),
             _ => None,
         };
         [timer, acks, waits, boot].into_iter().flatten().min()
@@ -1092,6 +1119,15 @@ impl NodeLoop {
         }
         self.events.push_back(Event::LinkUp(s));
         self.release_waiting(s);
+        let to_bootstrap = self
+            .links
+            .get(&token)
+            .is_some_and(|l| l.outbound && self.bootstrap_addrs.contains(&l.addr));
+        if !is_req && to_bootstrap {
+            // Kept for the partition check; a node alone on its ring merges through it.
+            self.events.push_back(Event::BootstrapFound(s));
+            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
+        }
         if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
             self.start_join(s);
         }
@@ -1266,6 +1302,33 @@ impl NodeLoop {
             }
         };
         let (code, bytes) = bytes;
+        if bytes.len() > self.limits.max_message_size as usize {
+            // Never queued: a link refuses an over-long message and would be dropped with
+            // it. An answer of ours becomes Error_Response_Too_Large (RFC 6940 §6.3.3.1),
+            // so the requester reads the data in smaller pieces; anything else is dropped
+            // (its originator's retransmissions end in a timeout).
+            self.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if message.sender == self.origin.own && !message.is_request() {
+                let answer = crate::overlay::chord::Message {
+                    body: ChordBody::Response(Response::Error {
+                        code: ErrorCode::ResponseTooLarge,
+                        info: crate::overlay::chord::message::ErrorInfo::None,
+                    }),
+                    ..message.clone()
+                };
+                if !matches!(message.body, ChordBody::Response(Response::Error { .. })) {
+                    self.send_for_node(to, &answer);
+                }
+            } else {
+                tracing::debug!(
+                    "overlay message of {} bytes exceeds max_message_size; dropped",
+                    bytes.len()
+                );
+            }
+            return;
+        }
         self.stats.sent(code);
         if to == self.origin.own {
             self.stats
@@ -1415,9 +1478,20 @@ impl NodeLoop {
                 if outcome == LocalOutcome::Joined {
                     tracing::info!(node_id = %self.origin.own, "overlay joined");
                     self.bootstrap = Bootstrap::Done;
+                    self.join_failure_logged = false;
+                    self.redial_at = self.now() + self.bootstrap_delay;
                 } else {
-                    tracing::warn!("overlay join failed: {outcome:?}; retrying");
-                    self.bootstrap = Bootstrap::RetryAt(self.now() + BOOTSTRAP_RETRY_MS);
+                    if !std::mem::replace(&mut self.join_failure_logged, true) {
+                        tracing::warn!(
+                            "overlay join failed: {outcome:?}; retrying with back-off up to \
+                             {} s (logged once until a join succeeds)",
+                            BOOTSTRAP_RETRY_MAX_MS / 1000
+                        );
+                    } else {
+                        tracing::debug!("overlay join failed again: {outcome:?}");
+                    }
+                    let at = self.now() + self.next_bootstrap_delay();
+                    self.bootstrap = Bootstrap::RetryAt(at);
                 }
             }
             Some(OpOwner::Leave) | None => {}
@@ -1467,13 +1541,69 @@ impl NodeLoop {
                 if self.node.is_joined() {
                     self.bootstrap = Bootstrap::Done;
                 } else if self.bootstrap_rounds == 1 {
-                    // First round and nobody answered: this node starts the overlay.
+                    // First round and nobody answered: this node starts the overlay (and
+                    // keeps dialling its bootstrap list while alone, see `redial`).
                     self.create_overlay();
                 } else {
-                    self.bootstrap = Bootstrap::RetryAt(now + BOOTSTRAP_RETRY_MS);
+                    let at = now + self.next_bootstrap_delay();
+                    self.bootstrap = Bootstrap::RetryAt(at);
                 }
             }
+            Bootstrap::Done => self.redial(now),
             _ => {}
+        }
+    }
+
+    /// The delay before the next bootstrap round; doubles the following one.
+    fn next_bootstrap_delay(&mut self) -> u64 {
+        let d = self.bootstrap_delay;
+        self.bootstrap_delay = (d * 2).min(BOOTSTRAP_RETRY_MAX_MS);
+        d
+    }
+
+    /// After joining (or founding an overlay): dial the bootstrap addresses again, with
+    /// back-off, while this node is alone on its ring or linked to no bootstrap node; the
+    /// hello answers hand the bootstrap nodes to the Chord node, whose partition check merges
+    /// the rings.
+    fn redial(&mut self, now: u64) {
+        if self.bootstrap_addrs.is_empty() || !self.node.is_joined() {
+            return;
+        }
+        let alone = self.node.table().successors.is_empty();
+        match (alone, self.alone_since) {
+            (true, None) => {
+                self.alone_since = Some(now);
+                tracing::warn!(
+                    "overlay alone on its ring: dialling the bootstrap list {:?} again with \
+                     back-off up to {} s until another node is found (logged once)",
+                    self.bootstrap_addrs,
+                    BOOTSTRAP_RETRY_MAX_MS / 1000
+                );
+            }
+            (false, Some(since)) => {
+                self.alone_since = None;
+                tracing::info!(
+                    "overlay no longer alone: ring neighbours found after {} s",
+                    now.saturating_sub(since) / 1000
+                );
+            }
+            _ => {}
+        }
+        if now < self.redial_at {
+            return;
+        }
+        let linked = self.linked_bootstrap().is_some();
+        if alone || !linked {
+            for a in self.bootstrap_addrs.clone() {
+                let already = self.links.values().any(|l| l.outbound && l.addr == a);
+                if !already {
+                    self.dial(a, None);
+                }
+            }
+            self.redial_at = now + self.next_bootstrap_delay();
+        } else {
+            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
+            self.redial_at = now + BOOTSTRAP_RETRY_MAX_MS;
         }
     }
 
