@@ -38,7 +38,7 @@ fn metric(text: &str, line: &str) -> u64 {
 
 fn args(target: std::net::SocketAddr) -> RunArgs {
     let mut a = RunArgs::defaults(Protocol::Ppstp);
-    a.target = Some(target);
+    a.target = vec![target];
     a.swarms = 100;
     a.peers = 2000;
     // Reads only: a shed request changes nothing, so the generator's idea of each peer's

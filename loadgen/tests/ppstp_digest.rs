@@ -45,7 +45,7 @@ fn digest_peers_answer_the_challenge_and_reuse_their_nonce() {
     let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
     args.dry_run = false;
     args.write_digest_credentials = None;
-    args.target = Some(server.ppstp_addr().unwrap());
+    args.target = vec![server.ppstp_addr().unwrap()];
     args.populate = true;
     args.mix = Some("find=8,keepalive=1,stat_report=1".into());
     args.duration = 1.0;
