@@ -157,6 +157,8 @@ struct SockRing {
     armed: bool,
     /// Buffers were recycled since the last publish.
     recycled: bool,
+    /// [`DatagramWorker::on_batch`] was called in this turn.
+    in_batch: bool,
 }
 
 /// What one turn over the completions found.
@@ -221,6 +223,7 @@ impl UdpRing {
                 region,
                 armed: false,
                 recycled: false,
+                in_batch: false,
             });
         }
         // Twice the receive buffers: a slot is held until its send completes, so a turn that
@@ -318,6 +321,10 @@ impl UdpRing {
         worker_index: usize,
     ) -> Turn {
         let mut turn = Turn::default();
+        // The datagrams of one turn are one batch per socket.
+        for s in &mut self.sockets {
+            s.in_batch = false;
+        }
         let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1) + self.slots.len() + 1;
         let mut handled = 0;
         while handled < limit {
@@ -409,8 +416,12 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
+        let in_batch = &mut sock.in_batch;
         let answer = match workers.get_mut(i) {
             Some(worker) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if !std::mem::replace(in_batch, true) {
+                    worker.on_batch();
+                }
                 worker.on_datagram(&sock.ctx, src, payload, out)
             })),
             None => Ok(false),
