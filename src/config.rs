@@ -17,9 +17,11 @@ use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
 mod access;
 mod bt;
+mod reload;
 mod tls;
 pub use access::AccessListConfig;
 pub use bt::{BtHttpConfig, BtUdpConfig};
+pub use reload::{ConfigDiff, RELOADABLE};
 pub use tls::{AuthConfig, AuthMode, TlsConfig};
 
 /// The profile compiled into the binary and used when none is named.

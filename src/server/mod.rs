@@ -105,6 +105,20 @@ pub struct Server {
     /// TLS of every TLS listener, for reloads.
     tls_acceptors: Vec<Arc<TlsAcceptor>>,
     peer_auth: Option<Arc<auth::PeerAuth>>,
+    /// The configuration in force: the one started with, plus what reloads changed.
+    config: parking_lot::Mutex<Config>,
+}
+
+/// What [`Server::reload`] did.
+#[derive(Debug)]
+pub struct ReloadReport {
+    /// The changed keys, split into those put in force and those that need a restart.
+    pub diff: crate::config::ConfigDiff,
+    /// Entries of the access list now in force, or why the old list stays.
+    pub access_list: Result<usize, String>,
+    /// Whether the TLS certificates, keys and peer credentials were re-read, or why the old
+    /// ones stay.
+    pub tls: Result<(), String>,
 }
 
 impl Server {
@@ -337,7 +351,47 @@ impl Server {
             clock,
             tls_acceptors,
             peer_auth,
+            config: parking_lot::Mutex::new(config.clone()),
         })
+    }
+
+    /// The configuration in force (the one started with, plus what reloads changed).
+    pub fn config(&self) -> Config {
+        self.config.lock().clone()
+    }
+
+    /// A configuration reload (what SIGHUP does), without stopping any listener or dropping
+    /// any request: `new` is compared with the configuration in force; the reloadable keys
+    /// ([`crate::config::RELOADABLE`]) that changed are put in force, the access list file and
+    /// every TLS certificate, key and peer credential file are re-read, and every other
+    /// changed key is reported in [`ReloadReport::diff`] as needing a restart (its running
+    /// value stays). `log.level` is the caller's to apply (it owns the log subscriber). A part
+    /// that fails keeps what was in force; the others are still applied.
+    pub fn reload(&self, new: &Config) -> ReloadReport {
+        let mut running = self.config.lock();
+        let diff = running.diff(new);
+        let access_changed = diff.reloads("access_list.mode") || diff.reloads("access_list.path");
+        let access_list = if access_changed {
+            let a = &new.access_list;
+            match self.access.reconfigure(a.mode, a.path().as_deref()) {
+                Ok(n) => {
+                    running.access_list = a.clone();
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.access.reload()
+        };
+        if diff.reloads("log.level") {
+            running.log.level = new.log.level.clone();
+        }
+        let tls = self.reload_tls();
+        ReloadReport {
+            diff,
+            access_list,
+            tls,
+        }
     }
 
     /// The bound PPSTP address (the real port when configured with port 0).
