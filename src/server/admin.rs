@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, MemoryEstimate};
 use crate::metrics::{Metrics, ScrapeContext};
 use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::runtime::{ConnCtx, RuntimeStats, StreamService, StreamWorker};
@@ -40,7 +40,12 @@ pub(crate) struct AdminState {
     pub history: parking_lot::Mutex<super::stats::History>,
     /// The tracker usage of the overlay, when `overlay.enabled`.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// The last table memory measurement and when it was taken.
+    pub memory: parking_lot::Mutex<Option<(Instant, MemoryEstimate)>>,
 }
+
+/// How long a table memory measurement is reused by `/metrics`.
+pub(crate) const MEMORY_ESTIMATE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AdminState {
     pub fn metrics_text(&self) -> String {
@@ -49,10 +54,19 @@ impl AdminState {
             .get()
             .map(|r| r.iter().map(Arc::as_ref).collect())
             .unwrap_or_default();
+        let memory = self.memory_estimate();
+        let mut queues = Vec::new();
+        if let Some(f) = &self.federation {
+            let (swarms, peers) = f.local().pending();
+            queues.push(("federation_pending_swarms", swarms as u64));
+            queues.push(("federation_pending_peer_status", peers as u64));
+        }
         let mut text = self.metrics.render(&ScrapeContext {
             counts: self.engine.counts(),
             uptime: self.started.elapsed(),
             runtimes: &runtimes,
+            memory: Some(memory),
+            queues: &queues,
         });
         if let Some(o) = &self.overlay {
             text.push_str(&o.metrics_text());
@@ -61,6 +75,20 @@ impl AdminState {
             text.push_str(&f.metrics_text());
         }
         text
+    }
+
+    /// The tables' heap bytes, measured at most every [`MEMORY_ESTIMATE_EVERY`] (the
+    /// measurement walks every swarm, one shard lock at a time).
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        let mut cached = self.memory.lock();
+        match *cached {
+            Some((at, m)) if at.elapsed() < MEMORY_ESTIMATE_EVERY => m,
+            _ => {
+                let m = self.engine.memory_estimate();
+                *cached = Some((Instant::now(), m));
+                m
+            }
+        }
     }
 
     pub fn status_json(&self) -> serde_json::Value {

@@ -259,6 +259,7 @@ impl BtUdpWorker {
             access: list.as_deref(),
             federation: self.federation.as_deref(),
         };
+        let started = std::time::Instant::now();
         let outcome = self.front_end.handle_with(
             &core,
             src,
@@ -267,7 +268,12 @@ impl BtUdpWorker {
             out,
             &mut self.scratch,
         );
-        self.metrics.worker(self.index).bt_udp(outcome.name());
+        let metrics = self.metrics.worker(self.index);
+        metrics.bt_udp(outcome.name());
+        metrics.latency(
+            crate::metrics::latency_series_bt_udp(outcome.name()),
+            started.elapsed(),
+        );
         matches!(outcome, Outcome::Reply(_))
     }
 }
@@ -282,6 +288,9 @@ impl DatagramWorker for BtUdpWorker {
     ) -> bool {
         if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
             self.deferred.push((src, packet.to_vec()));
+            self.metrics
+                .worker(self.index)
+                .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, 1);
             return false;
         }
         self.answer(src, packet, out)
@@ -296,6 +305,9 @@ impl DatagramWorker for BtUdpWorker {
                 continue;
             }
             let (src, packet) = self.deferred.swap_remove(i);
+            self.metrics
+                .worker(self.index)
+                .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, -1);
             let mut answer = Vec::new();
             if self.answer(src, &packet, &mut answer) {
                 out.push((src, answer));
@@ -386,6 +398,7 @@ impl HttpHandler for BtHttpWorker {
             access: list.as_deref(),
             federation: self.federation.as_deref(),
         };
+        let started = std::time::Instant::now();
         let outcome = self.front_end.handle_get_with(
             &core,
             ctx.peer,
@@ -395,7 +408,12 @@ impl HttpHandler for BtHttpWorker {
             body,
             &mut self.scratch,
         );
-        self.metrics.worker(self.index).bt_http(outcome.name());
+        let metrics = self.metrics.worker(self.index);
+        metrics.bt_http(outcome.name());
+        metrics.latency(
+            crate::metrics::latency_series_bt_http(outcome.name()),
+            started.elapsed(),
+        );
         Answer {
             status: outcome.status,
             content_type: bt_http::CONTENT_TYPE,

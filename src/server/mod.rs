@@ -290,6 +290,7 @@ impl Server {
             runtimes: OnceLock::new(),
             listeners: OnceLock::new(),
             history: Default::default(),
+            memory: Default::default(),
         });
         {
             let first = stats::sample(&state, state.started);

@@ -159,13 +159,16 @@ impl HttpHandler for PpstpWorker {
                 content_type,
             };
         }
+        let started = std::time::Instant::now();
         let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
         match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
-                answer(&Response::Err(e.code), e.transaction_id.as_ref(), body)
+                let a = answer(&Response::Err(e.code), e.transaction_id.as_ref(), body);
+                metrics.latency(UNDECODED, started.elapsed());
+                a
             }
             Ok(decoded) => {
                 let kind = request_index(&decoded.request.kind);
@@ -198,7 +201,10 @@ impl HttpHandler for PpstpWorker {
                 };
                 metrics.request(kind);
                 metrics.error(kind, response.error_code());
-                answer(&response, Some(&decoded.transaction_id), body)
+                let a = answer(&response, Some(&decoded.transaction_id), body);
+                // PPSTP latency series are indexed like the request types.
+                metrics.latency(kind, started.elapsed());
+                a
             }
         }
     }
