@@ -236,6 +236,8 @@ fn serve(args: ProfileArgs) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),
         admin = ?server.admin_addr(),
+        ppstp_all = ?server.ppstp_addrs(),
+        admin_all = ?server.admin_addrs(),
         bt_udp = ?server.bt_udp_addrs(),
         bt_http = ?server.bt_http_addrs(),
         "ppsp-tracker serving"

@@ -279,6 +279,11 @@ fn the_binary_serves_and_stops_on_sigterm() {
             "ppstp.listen=127.0.0.1:0",
             "--set",
             "admin.enabled=false",
+            // A bound default port is refused at start: every listener on port 0.
+            "--set",
+            "bt_udp.listen=127.0.0.1:0",
+            "--set",
+            "bt_http.listen=127.0.0.1:0",
             "--set",
             "log.level=info",
         ])

@@ -96,8 +96,8 @@ pub struct Server {
     runtime: Option<Runtime>,
     admin: Option<Runtime>,
     state: Arc<AdminState>,
-    ppstp_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
+    ppstp_addrs: Vec<SocketAddr>,
+    admin_addrs: Vec<SocketAddr>,
     bt_http_addrs: Vec<SocketAddr>,
     bt_udp_addrs: Vec<SocketAddr>,
     access: Arc<AccessControl>,
@@ -191,18 +191,22 @@ impl Server {
                 tls,
                 federation: federation.clone(),
             });
-            listeners.push(ListenerSpec {
-                name: PPSTP_LISTENER.to_owned(),
-                addr: config.ppstp_addr()?,
-                service: Arc::new(ppstp::PpstpStreams(service)),
-                // Room for the largest request, so that every limit is answered.
-                limits: config.server.conn_limits(
-                    http_limits.max_request_bytes(),
-                    p.max_pending_output_bytes,
-                    p.max_connections,
-                    p.idle_timeout_secs,
-                ),
-            });
+            let streams: Arc<dyn crate::runtime::StreamService> =
+                Arc::new(ppstp::PpstpStreams(service));
+            for addr in config.ppstp_addrs()? {
+                listeners.push(ListenerSpec {
+                    name: PPSTP_LISTENER.to_owned(),
+                    addr,
+                    service: streams.clone(),
+                    // Room for the largest request, so that every limit is answered.
+                    limits: config.server.conn_limits(
+                        http_limits.max_request_bytes(),
+                        p.max_pending_output_bytes,
+                        p.max_connections,
+                        p.idle_timeout_secs,
+                    ),
+                });
+            }
         }
         let mut datagrams = Vec::new();
         bittorrent::add_services(
@@ -246,12 +250,7 @@ impl Server {
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
-        let find = |list: Vec<(String, SocketAddr)>, wanted: &str| {
-            list.into_iter()
-                .find(|(name, _)| name == wanted)
-                .map(|(_, addr)| addr)
-        };
-        let ppstp_addr = find(runtime.local_addrs(), PPSTP_LISTENER);
+        let ppstp_addrs = named(&runtime.local_addrs(), PPSTP_LISTENER);
         let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
         let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
 
@@ -314,28 +313,34 @@ impl Server {
                 descriptor_reserve: config.admin.descriptor_reserve,
                 serve_from_reserve: true,
             };
-            let spec = ListenerSpec {
-                name: ADMIN_LISTENER.to_owned(),
-                addr: config.admin_addr()?,
-                service: Arc::new(AdminService(state.clone())),
-                // Room for the largest request, so that every limit is answered.
-                limits: config
-                    .admin
-                    .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
-            };
+            let service: Arc<dyn crate::runtime::StreamService> =
+                Arc::new(AdminService(state.clone()));
+            let specs = config
+                .admin_addrs()?
+                .into_iter()
+                .map(|addr| ListenerSpec {
+                    name: ADMIN_LISTENER.to_owned(),
+                    addr,
+                    service: service.clone(),
+                    // Room for the largest request, so that every limit is answered.
+                    limits: config
+                        .admin
+                        .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
+                })
+                .collect();
             // On error `runtime` is dropped here, which stops the tracker's workers.
             let admin =
-                Runtime::start(&admin_config, vec![spec]).context("starting the admin listener")?;
+                Runtime::start(&admin_config, specs).context("starting the admin listener")?;
             all_listeners.extend(admin.local_addrs());
             runtimes.push(admin.stats());
             Some(admin)
         } else {
             None
         };
-        let admin_addr = admin
+        let admin_addrs = admin
             .as_ref()
-            .and_then(|a| a.local_addrs().into_iter().next())
-            .map(|(_, addr)| addr);
+            .map(|a| named(&a.local_addrs(), ADMIN_LISTENER))
+            .unwrap_or_default();
         let _ = state.runtimes.set(runtimes);
         let _ = state.listeners.set(all_listeners);
 
@@ -344,8 +349,8 @@ impl Server {
             runtime: Some(runtime),
             admin,
             state,
-            ppstp_addr,
-            admin_addr,
+            ppstp_addrs,
+            admin_addrs,
             bt_http_addrs,
             bt_udp_addrs,
             access,
@@ -395,14 +400,24 @@ impl Server {
         }
     }
 
-    /// The bound PPSTP address (the real port when configured with port 0).
+    /// The first bound PPSTP address (the real port when configured with port 0).
     pub fn ppstp_addr(&self) -> Option<SocketAddr> {
-        self.ppstp_addr
+        self.ppstp_addrs.first().copied()
     }
 
-    /// The bound admin address.
+    /// Every bound PPSTP address, in `ppstp.listen` order.
+    pub fn ppstp_addrs(&self) -> &[SocketAddr] {
+        &self.ppstp_addrs
+    }
+
+    /// The first bound admin address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.admin_addrs.first().copied()
+    }
+
+    /// Every bound admin address, in `admin.listen` order.
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin_addrs
     }
 
     /// The first bound BitTorrent HTTP tracker address, when enabled.
@@ -538,8 +553,8 @@ mod tests {
 
     fn loopback_config() -> Config {
         let mut config = Config::default();
-        config.ppstp.listen = "127.0.0.1:0".to_owned();
-        config.admin.listen = "127.0.0.1:0".to_owned();
+        config.ppstp.listen = vec!["127.0.0.1:0".to_owned()];
+        config.admin.listen = vec!["127.0.0.1:0".to_owned()];
         config.bt_udp.enabled = false;
         config.bt_http.enabled = false;
         config.server.workers = 2;
@@ -591,12 +606,12 @@ mod tests {
     fn an_address_in_use_fails_naming_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut config = loopback_config();
-        config.admin.listen = taken.local_addr().unwrap().to_string();
+        config.admin.listen = vec![taken.local_addr().unwrap().to_string()];
         let err = match Server::start(&config) {
             Ok(_) => panic!("must fail"),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err.contains(&config.admin.listen), "{err}");
+        assert!(err.contains(&config.admin.listen[0]), "{err}");
     }
 
     #[test]
