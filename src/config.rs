@@ -57,6 +57,37 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub overlay: crate::overlay::config::OverlayConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+/// `[snapshot]`: warm restarts (see `crate::snapshot`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// The snapshot file; empty turns snapshots off. Written on shutdown (SIGTERM, SIGINT)
+    /// and on `ppsp-tracker snapshot`; loaded at start when present and valid.
+    pub path: String,
+    /// Load the snapshot at start when the file exists.
+    pub load_on_start: bool,
+    /// Write the snapshot when the server shuts down.
+    pub write_on_shutdown: bool,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            path: String::new(),
+            load_on_start: true,
+            write_on_shutdown: true,
+        }
+    }
+}
+
+impl SnapshotConfig {
+    /// The snapshot file, when snapshots are on.
+    pub fn file(&self) -> Option<std::path::PathBuf> {
+        (!self.path.trim().is_empty()).then(|| std::path::PathBuf::from(self.path.trim()))
+    }
 }
 
 /// `[server]`: worker threads and the I/O back-end.

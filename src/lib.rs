@@ -24,3 +24,4 @@ pub mod privileges;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;

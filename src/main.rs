@@ -27,6 +27,15 @@ enum Command {
     Serve(ProfileArgs),
     /// Print the effective configuration as TOML.
     PrintConfig(ProfileArgs),
+    /// Ask a running tracker to write its registrations to its `snapshot.path` now (through
+    /// its admin listener: `POST /snapshot`).
+    Snapshot {
+        /// The admin address (default: the first `admin.listen` of the profile).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
     /// Check a configuration file (over the defaults) and exit.
     CheckConfig {
         /// The TOML file to check.
@@ -75,6 +84,7 @@ fn main() -> ExitCode {
         .unwrap_or(Command::Serve(ProfileArgs::default()))
     {
         Command::Serve(args) => serve(args),
+        Command::Snapshot { admin, profile } => request_snapshot(admin, &profile),
         Command::PrintConfig(args) => args.load().map(|config| print!("{}", config.to_toml())),
         Command::CheckConfig { file } => Config::check_file(&file)
             .map(|_| println!("{file}: ok"))
@@ -92,6 +102,48 @@ fn main() -> ExitCode {
             eprintln!("ppsp-tracker: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `snapshot`: `POST /snapshot` to the admin listener; prints its JSON answer.
+fn request_snapshot(
+    admin: Option<std::net::SocketAddr>,
+    profile: &ProfileArgs,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = match admin {
+        Some(a) => a,
+        None => *profile
+            .load()?
+            .admin_addrs()
+            .map_err(|e| e.to_string())?
+            .first()
+            .ok_or("admin.listen is empty: pass --admin IP:PORT")?,
+    };
+    let timeout = std::time::Duration::from_secs(120);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        conn,
+        "POST /snapshot HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    print!("{body}");
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "snapshot refused: {}",
+            head.lines().next().unwrap_or("no answer")
+        ))
     }
 }
 

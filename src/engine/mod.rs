@@ -12,6 +12,7 @@ mod budget;
 mod config;
 mod requests;
 mod select;
+mod snapshot;
 mod swarm_list;
 mod tables;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use rand::SeedableRng;
 
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use config::EngineConfig;
+pub use snapshot::{AddrEntry, ImportReport, Registration};
 pub use types::*;
 
 use tables::{FastMap, Member, PeerCard, PeerRecord, PeerShard, Swarm, SwarmShard};

@@ -42,6 +42,12 @@ pub(crate) struct AdminState {
     pub federation: Option<Arc<crate::federation::Federation>>,
     /// The last table memory measurement and when it was taken.
     pub memory: parking_lot::Mutex<Option<(Instant, MemoryEstimate)>>,
+    /// `snapshot.path`, when snapshots are on.
+    pub snapshot_path: Option<std::path::PathBuf>,
+    /// The engine's clock.
+    pub clock: super::Clock,
+    /// One snapshot written at a time.
+    pub snapshot_lock: parking_lot::Mutex<()>,
 }
 
 /// How long a table memory measurement is reused by `/metrics`.
@@ -89,6 +95,22 @@ impl AdminState {
                 m
             }
         }
+    }
+
+    /// Writes every registration to `snapshot.path` (temporary file, fsync, rename).
+    /// Returns the registrations and bytes written; errors name the file.
+    pub fn write_snapshot(&self) -> Result<(usize, u64), String> {
+        let Some(path) = &self.snapshot_path else {
+            return Err("snapshots are off (snapshot.path is empty)".to_owned());
+        };
+        let _one = self.snapshot_lock.lock();
+        let body = crate::snapshot::Body {
+            written_unix_ms: crate::snapshot::unix_ms_now(),
+            registrations: self.engine.export_registrations(self.clock.now()),
+        };
+        let n = body.registrations.len();
+        let bytes = crate::snapshot::write(path, &body).map_err(|e| e.to_string())?;
+        Ok((n, bytes))
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -140,6 +162,8 @@ impl HttpHandler for AdminWorker {
             Some("GET, HEAD, PUT")
         } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
             Some("GET, HEAD")
+        } else if path == "/snapshot" {
+            Some("POST")
         } else {
             None
         }
@@ -202,6 +226,27 @@ impl HttpHandler for AdminWorker {
                 body.push(b'\n');
                 Answer {
                     status: 200,
+                    content_type: "application/json",
+                }
+            }
+            "/snapshot" => {
+                let (status, json) = match self.0.write_snapshot() {
+                    Ok((registrations, bytes)) => {
+                        tracing::info!(registrations, bytes, "snapshot written on request");
+                        (
+                            200,
+                            serde_json::json!({"registrations": registrations, "bytes": bytes}),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::error!("snapshot not written: {e}");
+                        (500, serde_json::json!({"error": e}))
+                    }
+                };
+                let _ = serde_json::to_writer_pretty(&mut *body, &json);
+                body.push(b'\n');
+                Answer {
+                    status,
                     content_type: "application/json",
                 }
             }

@@ -107,6 +107,52 @@ pub struct Server {
     peer_auth: Option<Arc<auth::PeerAuth>>,
     /// The configuration in force: the one started with, plus what reloads changed.
     config: parking_lot::Mutex<Config>,
+    /// What loading the snapshot at start did: `None` when no snapshot was read.
+    snapshot_loaded: Option<Result<crate::engine::ImportReport, String>>,
+    write_snapshot_on_stop: bool,
+}
+
+/// Loads `snapshot.path` into `engine` when configured and present, re-basing each
+/// registration's remaining lifetime by the time the tracker was down. A file refused for any
+/// reason leaves the engine empty and is reported.
+fn load_snapshot(
+    config: &Config,
+    engine: &Engine,
+    clock: &Clock,
+) -> Option<Result<crate::engine::ImportReport, String>> {
+    let path = config.snapshot.file()?;
+    if !config.snapshot.load_on_start {
+        return None;
+    }
+    let body = match crate::snapshot::read(&path) {
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no snapshot to load: starting empty");
+            return None;
+        }
+        Ok(Some(body)) => body,
+        Err(e) => {
+            let msg = format!("{}: {e}", path.display());
+            tracing::error!("snapshot refused, starting empty: {msg}");
+            return Some(Err(msg));
+        }
+    };
+    let down_ms = crate::snapshot::unix_ms_now().saturating_sub(body.written_unix_ms);
+    let mut registrations = body.registrations;
+    for r in &mut registrations {
+        let (crate::engine::Registration::Ppstp { remaining_ms, .. }
+        | crate::engine::Registration::BitTorrent { remaining_ms, .. }) = r;
+        *remaining_ms = remaining_ms.saturating_sub(down_ms);
+    }
+    let report = engine.import_registrations(&registrations, clock.now());
+    tracing::info!(
+        path = %path.display(),
+        imported = report.imported,
+        expired_while_down = report.expired,
+        refused = report.refused,
+        down_ms,
+        "snapshot loaded"
+    );
+    Some(Ok(report))
 }
 
 /// What [`Server::reload`] did.
@@ -142,6 +188,7 @@ impl Server {
         let engine = Arc::new(Engine::new(&config.engine));
         let metrics = Arc::new(Metrics::new(workers));
         let clock = Clock::new();
+        let snapshot_loaded = load_snapshot(config, &engine, &clock);
         let access = Arc::new(
             AccessControl::new(
                 config.access_list.mode,
@@ -290,6 +337,9 @@ impl Server {
             listeners: OnceLock::new(),
             history: Default::default(),
             memory: Default::default(),
+            snapshot_path: config.snapshot.file(),
+            clock: clock.clone(),
+            snapshot_lock: Default::default(),
         });
         {
             let first = stats::sample(&state, state.started);
@@ -358,7 +408,22 @@ impl Server {
             tls_acceptors,
             peer_auth,
             config: parking_lot::Mutex::new(config.clone()),
+            snapshot_loaded,
+            write_snapshot_on_stop: config.snapshot.write_on_shutdown
+                && config.snapshot.file().is_some(),
         })
+    }
+
+    /// What loading the snapshot at start did: `None` when none was read (snapshots off, or
+    /// no file), the import's figures, or the message saying why the file was refused.
+    pub fn snapshot_loaded(&self) -> Option<&Result<crate::engine::ImportReport, String>> {
+        self.snapshot_loaded.as_ref()
+    }
+
+    /// Writes every registration to `snapshot.path` now (what `ppsp-tracker snapshot`
+    /// asks for). Returns the registrations and bytes written.
+    pub fn write_snapshot(&self) -> Result<(usize, u64), String> {
+        self.state.write_snapshot()
     }
 
     /// The configuration in force (the one started with, plus what reloads changed).
@@ -428,6 +493,11 @@ impl Server {
     /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
         self.bt_udp_addrs.first().copied()
+    }
+
+    /// The tracker's clock now, as the engine sees it.
+    pub fn clock_now(&self) -> Time {
+        self.clock.now()
     }
 
     /// Moves the tracker's clock forward by `by`: every timer (peer expiry, the BEP 15
@@ -513,6 +583,15 @@ impl Server {
         }
         if let Some(mut runtime) = self.runtime.take() {
             runtime.shutdown();
+            // Every worker has stopped: the tables no longer change.
+            if self.write_snapshot_on_stop {
+                match self.state.write_snapshot() {
+                    Ok((registrations, bytes)) => {
+                        tracing::info!(registrations, bytes, "snapshot written at shutdown")
+                    }
+                    Err(e) => tracing::error!("snapshot not written at shutdown: {e}"),
+                }
+            }
             tracing::info!("tracker stopped");
         }
     }
