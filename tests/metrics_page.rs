@@ -127,9 +127,9 @@ fn metrics_expose_latency_histograms_table_sizes_and_queue_depths_after_traffic(
     check_histogram(&s, "bt_http", "scrape", 1.0);
     check_histogram(&s, "bt_http", "error", 1.0);
 
-    // Tables: 5 PPSTP peers and one BitTorrent peer per (address, port) (UDP 6881 in 3 swarms,
-    // HTTP 7000 in 4); 1 + 3 + 4 swarms, 12 memberships.
-    assert_eq!(value(&s, "ppsp_table_entries{table=\"peers\"}"), 7.0);
+    // Tables: 5 PPSTP peers and one BitTorrent member per swarm and (address, port) (UDP 6881
+    // in 3 swarms, HTTP 7000 in 4); 1 + 3 + 4 swarms, 12 memberships.
+    assert_eq!(value(&s, "ppsp_table_entries{table=\"peers\"}"), 12.0);
     assert_eq!(value(&s, "ppsp_table_entries{table=\"swarms\"}"), 8.0);
     assert_eq!(
         value(&s, "ppsp_table_entries{table=\"swarm_members\"}"),

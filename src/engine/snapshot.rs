@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::bt_table::{stamp_age, Entry, Segmented, MAX_STAMP_AGE_SECS};
 use super::swarm_list::SwarmList;
 use super::tables::{PeerCard, PeerRecord};
 use super::types::*;
 use super::Engine;
-use crate::protocol::bt_udp::tracker::{BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6};
+use super::{CompactPeers, Family, ListFamilies, BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6};
 
 /// One address of a PPSTP peer (RFC 7846 `peer_addr`), in the snapshot's form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,36 @@ pub struct ImportReport {
 
 fn is_bt(peer_id: &[u8]) -> bool {
     peer_id.starts_with(&BT_PEER_ID_PREFIX_V4) || peer_id.starts_with(&BT_PEER_ID_PREFIX_V6)
+}
+
+/// The socket address of a compact (BEP 23 / BEP 7) entry.
+fn wire_addr(wire: &[u8]) -> SocketAddr {
+    match wire.len() {
+        6 => SocketAddr::from((
+            [wire[0], wire[1], wire[2], wire[3]],
+            u16::from_be_bytes([wire[4], wire[5]]),
+        )),
+        _ => {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&wire[..16]);
+            SocketAddr::from((ip, u16::from_be_bytes([wire[16], wire[17]])))
+        }
+    }
+}
+
+/// Receives one BitTorrent member: its wire bytes, stamp and whether it seeds.
+type MemberSink<'a> = dyn FnMut(&[u8], [u8; 2], bool) + 'a;
+
+/// Hands every member of `members` (wire bytes, stamp, seeder) to `push`.
+fn export_members<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
+    members: &Segmented<A>,
+    push: &mut MemberSink<'_>,
+) {
+    for (mode, seeder) in [(PeerMode::Seeder, true), (PeerMode::Leech, false)] {
+        for e in members.part(mode) {
+            push(&e.wire, e.stamp, seeder);
+        }
+    }
 }
 
 fn addr_entry(a: &PeerAddr) -> AddrEntry {
@@ -126,32 +157,44 @@ impl Engine {
                     continue;
                 }
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
-                let id = record.card.peer_id.as_bytes();
-                if is_bt(id) {
-                    let Some(addr) = record.card.addrs.first() else {
-                        continue;
-                    };
-                    for (swarm, mode) in record.swarms.to_vec() {
-                        out.push(Registration::BitTorrent {
-                            info_hash: swarm.as_bytes().to_vec(),
-                            addr: addr.addr,
-                            seeder: mode == PeerMode::Seeder,
-                            remaining_ms,
-                        });
+                out.push(Registration::Ppstp {
+                    peer_id: record.card.peer_id.as_bytes().to_vec(),
+                    source_ip: record.source_ip,
+                    addrs: record.card.addrs.iter().map(addr_entry).collect(),
+                    swarms: record
+                        .swarms
+                        .to_vec()
+                        .into_iter()
+                        .map(|(s, m)| (s.as_bytes().to_vec(), m == PeerMode::Seeder))
+                        .collect(),
+                    remaining_ms,
+                });
+            }
+        }
+        // The BitTorrent table: a member's lifetime runs from the stamp of its last announce.
+        let max_age = self.config.track_timer_secs.min(MAX_STAMP_AGE_SECS);
+        for lock in self.bt_shards.iter() {
+            let shard = lock.lock();
+            for swarm in &shard.swarms {
+                let mut push = |wire: &[u8], stamp: [u8; 2], seeder: bool| {
+                    let age = stamp_age(stamp, now);
+                    if age > max_age {
+                        return;
                     }
-                } else {
-                    out.push(Registration::Ppstp {
-                        peer_id: id.to_vec(),
-                        source_ip: record.source_ip,
-                        addrs: record.card.addrs.iter().map(addr_entry).collect(),
-                        swarms: record
-                            .swarms
-                            .to_vec()
-                            .into_iter()
-                            .map(|(s, m)| (s.as_bytes().to_vec(), m == PeerMode::Seeder))
-                            .collect(),
-                        remaining_ms,
+                    let addr = wire_addr(wire);
+                    out.push(Registration::BitTorrent {
+                        info_hash: swarm.info_hash.to_vec(),
+                        addr,
+                        seeder,
+                        // Stamps are whole seconds: the lifetime left is counted from the
+                        // start of the stamp's second, never longer than the real one.
+                        remaining_ms: (max_age - age) * 1000
+                            - (now.as_millis() % 1000).min((max_age - age) * 1000),
                     });
+                };
+                export_members(&swarm.v4, &mut push);
+                if let Some(v6) = swarm.v6.as_deref() {
+                    export_members(v6, &mut push);
                 }
             }
         }
@@ -277,9 +320,12 @@ impl Engine {
         let Ok(swarm_id) = SwarmId::new(info_hash) else {
             return false;
         };
-        let peer_id = crate::protocol::bt_udp::tracker::bt_peer_id(addr.ip(), addr.port());
+        let max_age_ms = self.config.track_timer_secs.min(MAX_STAMP_AGE_SECS) * 1000;
+        if remaining_ms > max_age_ms {
+            return false;
+        }
         let request = Request {
-            peer_id,
+            peer_id: super::bt_peer_id(addr.ip(), addr.port()),
             source: addr,
             kind: RequestKind::Announce {
                 swarm_id,
@@ -295,16 +341,35 @@ impl Engine {
                 }),
             },
         };
-        let mut scratch = Vec::new();
-        if self.announce_into(&request, now, &mut scratch).is_err() {
-            return false;
-        }
-        // The announce armed the full track timer: put back what was left of it.
-        let mut shard = self.peer_shard(&peer_id).lock();
-        if let Some(record) = shard.find(&peer_id).and_then(|p| shard.records.get_mut(p)) {
-            record.deadline = now.saturating_add_millis(remaining_ms);
-        }
-        true
+        // The announce stamps the member with the time it was given; a stamp counts seconds
+        // modulo 2^16, so the time of the last announce (`now` less the lifetime already
+        // used) is given 2^16 seconds later, which stamps the same and never goes below 0.
+        let used_ms = max_age_ms - remaining_ms;
+        let announced =
+            Time::from_millis(now.as_millis() + (1 << 16) * 1000 - used_ms.min((1 << 16) * 1000));
+        let families = ListFamilies {
+            first: Family::of(addr.ip()),
+            fallback: false,
+        };
+        let mut scratch = CompactPeers::default();
+        self.announce_compact(&request, announced, families, &mut scratch)
+            .is_ok()
+    }
+
+    /// Milliseconds left, at `now`, on the BitTorrent member `addr` of the swarm of
+    /// `info_hash` (whole seconds: its stamp's resolution); `None` when it is not a member.
+    pub fn bt_remaining_ms(&self, info_hash: &[u8], addr: SocketAddr, now: Time) -> Option<u64> {
+        self.export_registrations(now)
+            .into_iter()
+            .find_map(|r| match r {
+                Registration::BitTorrent {
+                    info_hash: h,
+                    addr: a,
+                    remaining_ms,
+                    ..
+                } if h == info_hash && a == addr => Some(remaining_ms),
+                _ => None,
+            })
     }
 
     /// Milliseconds left on the timer of the registration of `peer_id` at `now` (`None`
