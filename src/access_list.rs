@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -175,22 +176,20 @@ fn write_hex(bytes: &[u8], out: &mut [u8]) -> usize {
 /// The current list and where it comes from; shared by every worker.
 #[derive(Debug)]
 pub struct AccessControl {
-    mode: AccessMode,
-    path: Option<PathBuf>,
+    /// Mode and file in force; changed only by [`AccessControl::reconfigure`].
+    source: RwLock<(AccessMode, Option<PathBuf>)>,
+    /// Whether the mode in force is `off` (read on the hot path without a lock).
+    off: AtomicBool,
     current: RwLock<Arc<AccessList>>,
 }
 
 impl AccessControl {
     /// Loads the list (nothing for `off`). An unreadable or invalid file is an error.
     pub fn new(mode: AccessMode, path: Option<&Path>) -> Result<Self, String> {
-        let list = match (mode, path) {
-            (AccessMode::Off, _) => AccessList::off(),
-            (_, Some(path)) => AccessList::load(mode, path)?,
-            (_, None) => return Err("access_list.path is required unless mode = \"off\"".into()),
-        };
+        let list = load_list(mode, path)?;
         Ok(AccessControl {
-            mode,
-            path: path.map(Path::to_path_buf),
+            source: RwLock::new((mode, path.map(Path::to_path_buf))),
+            off: AtomicBool::new(mode == AccessMode::Off),
             current: RwLock::new(Arc::new(list)),
         })
     }
@@ -198,8 +197,8 @@ impl AccessControl {
     /// Serves everything.
     pub fn off() -> Self {
         AccessControl {
-            mode: AccessMode::Off,
-            path: None,
+            source: RwLock::new((AccessMode::Off, None)),
+            off: AtomicBool::new(true),
             current: RwLock::new(Arc::new(AccessList::off())),
         }
     }
@@ -210,22 +209,43 @@ impl AccessControl {
     }
 
     pub fn is_off(&self) -> bool {
-        self.mode == AccessMode::Off
+        self.off.load(Ordering::Acquire)
     }
 
     /// Re-reads the file and swaps the new list in; on error the old list stays in force and
     /// the error is returned. Returns the number of entries.
     pub fn reload(&self) -> Result<usize, String> {
-        let Some(path) = self.path.as_deref() else {
-            return Ok(0);
-        };
-        if self.mode == AccessMode::Off {
-            return Ok(0);
-        }
-        let list = AccessList::load(self.mode, path)?;
+        let (mode, path) = self.source.read().clone();
+        self.reconfigure(mode, path.as_deref())
+    }
+
+    /// Puts a new mode and file in force (a configuration reload): the new list is read
+    /// completely first, then swapped in at once, so every request sees either the old list
+    /// or the new one. On error nothing changes. Returns the number of entries.
+    pub fn reconfigure(&self, mode: AccessMode, path: Option<&Path>) -> Result<usize, String> {
+        let list = load_list(mode, path)?;
         let n = list.len();
-        *self.current.write() = Arc::new(list);
+        let mut source = self.source.write();
+        // Turning the list on: the list goes in first, then the flag; turning it off, the
+        // flag first. A request never sees "on" with a list of the wrong mode.
+        if mode == AccessMode::Off {
+            self.off.store(true, Ordering::Release);
+            *self.current.write() = Arc::new(list);
+        } else {
+            *self.current.write() = Arc::new(list);
+            self.off.store(false, Ordering::Release);
+        }
+        *source = (mode, path.map(Path::to_path_buf));
         Ok(n)
+    }
+}
+
+/// The list for `mode` from `path` (nothing for `off`).
+fn load_list(mode: AccessMode, path: Option<&Path>) -> Result<AccessList, String> {
+    match (mode, path) {
+        (AccessMode::Off, _) => Ok(AccessList::off()),
+        (_, Some(path)) => AccessList::load(mode, path),
+        (_, None) => Err("access_list.path is required unless mode = \"off\"".into()),
     }
 }
 

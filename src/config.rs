@@ -17,9 +17,11 @@ use crate::engine::{EngineConfig, MAX_ID_BYTES};
 
 mod access;
 mod bt;
+mod reload;
 mod tls;
 pub use access::AccessListConfig;
 pub use bt::{BtHttpConfig, BtUdpConfig};
+pub use reload::{ConfigDiff, RELOADABLE};
 pub use tls::{AuthConfig, AuthMode, TlsConfig};
 
 /// The profile compiled into the binary and used when none is named.
@@ -55,6 +57,37 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub overlay: crate::overlay::config::OverlayConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+/// `[snapshot]`: warm restarts (see `crate::snapshot`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// The snapshot file; empty turns snapshots off. Written on shutdown (SIGTERM, SIGINT)
+    /// and on `ppsp-tracker snapshot`; loaded at start when present and valid.
+    pub path: String,
+    /// Load the snapshot at start when the file exists.
+    pub load_on_start: bool,
+    /// Write the snapshot when the server shuts down.
+    pub write_on_shutdown: bool,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            path: String::new(),
+            load_on_start: true,
+            write_on_shutdown: true,
+        }
+    }
+}
+
+impl SnapshotConfig {
+    /// The snapshot file, when snapshots are on.
+    pub fn file(&self) -> Option<std::path::PathBuf> {
+        (!self.path.trim().is_empty()).then(|| std::path::PathBuf::from(self.path.trim()))
+    }
 }
 
 /// `[server]`: worker threads and the I/O back-end.
@@ -189,8 +222,11 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PpstpConfig {
     pub enabled: bool,
-    /// Address to listen on, `IP:PORT` (port 0 picks a free one).
-    pub listen: String,
+    /// Addresses to listen on, `IP:PORT` each (port 0 picks a free one; `[::1]:7846` for
+    /// IPv6). IPv6 sockets are IPv6-only, so list `0.0.0.0:7846` and `[::]:7846` for both
+    /// families. A single string is accepted for one address.
+    #[serde(deserialize_with = "bt::one_or_many")]
+    pub listen: Vec<String>,
     /// Largest request body; a larger Content-Length is answered 413 before it is read.
     pub max_body_bytes: usize,
     /// Largest request head (request line + headers); larger is answered 431.
@@ -213,7 +249,7 @@ impl Default for PpstpConfig {
     fn default() -> Self {
         PpstpConfig {
             enabled: true,
-            listen: "127.0.0.1:7846".to_owned(),
+            listen: vec!["127.0.0.1:7846".to_owned()],
             max_body_bytes: 16 * 1024,
             max_head_bytes: 8 * 1024,
             max_headers: 32,
@@ -231,8 +267,10 @@ impl Default for PpstpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub enabled: bool,
-    /// Address to listen on, `IP:PORT`.
-    pub listen: String,
+    /// Addresses to listen on, `IP:PORT` each (IPv6 as `[::1]:9846`; a single string is
+    /// accepted for one address).
+    #[serde(deserialize_with = "bt::one_or_many")]
+    pub listen: Vec<String>,
     /// Open admin connections; when full, the one idle or stalled for longest is closed to
     /// admit a new one.
     pub max_connections: usize,
@@ -254,7 +292,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             enabled: true,
-            listen: "127.0.0.1:9846".to_owned(),
+            listen: vec!["127.0.0.1:9846".to_owned()],
             max_connections: 64,
             max_connections_per_source: 16,
             reserved_slots: 1,
@@ -434,7 +472,8 @@ impl Config {
         let workers = self.worker_count() as u64;
         let mut per_worker = self.server.descriptor_reserve as u64 + 2;
         if self.ppstp.enabled {
-            per_worker += self.ppstp.max_connections as u64 + 1;
+            let addrs = self.ppstp.listen.len() as u64;
+            per_worker += addrs * (self.ppstp.max_connections as u64 + 1);
         }
         if self.bt_http.enabled {
             let addrs = self.bt_http.listen.len() as u64;
@@ -445,7 +484,10 @@ impl Config {
         }
         let mut total = workers * per_worker + 64;
         if self.admin.enabled {
-            total += self.admin.max_connections as u64 + self.admin.descriptor_reserve as u64 + 3;
+            total += self.admin.max_connections as u64
+                + self.admin.descriptor_reserve as u64
+                + 2
+                + self.admin.listen.len() as u64;
         }
         if self.overlay.enabled {
             total += self.overlay.max_links as u64 + 2;
@@ -534,7 +576,7 @@ impl Config {
         )?;
 
         let p = &self.ppstp;
-        check_addr("ppstp.listen", &p.listen)?;
+        check_addrs("ppstp.listen", &p.listen, p.enabled)?;
         p.tls.validate("ppstp.tls")?;
         p.auth.validate(&p.tls)?;
         self.bt_http.tls.validate("bt_http.tls")?;
@@ -613,7 +655,7 @@ impl Config {
 
         self.validate_bt()?;
         self.validate_access_list()?;
-        check_addr("admin.listen", &self.admin.listen)?;
+        check_addrs("admin.listen", &self.admin.listen, self.admin.enabled)?;
         self.overlay.validate().map_err(ConfigError::new)?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::new("log.level must not be empty"));
@@ -635,14 +677,14 @@ impl Config {
         }
     }
 
-    /// `ppstp.listen` as an address (validated by [`Config::validate`]).
-    pub fn ppstp_addr(&self) -> Result<SocketAddr, ConfigError> {
-        parse_addr("ppstp.listen", &self.ppstp.listen)
+    /// `ppstp.listen` as addresses, in order (validated by [`Config::validate`]).
+    pub fn ppstp_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_addrs("ppstp.listen", &self.ppstp.listen)
     }
 
-    /// `admin.listen` as an address (validated by [`Config::validate`]).
-    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
-        parse_addr("admin.listen", &self.admin.listen)
+    /// `admin.listen` as addresses, in order (validated by [`Config::validate`]).
+    pub fn admin_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_addrs("admin.listen", &self.admin.listen)
     }
 }
 
@@ -662,8 +704,19 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
-    parse_addr(key, value).map(|_| ())
+fn parse_addrs(key: &str, values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    values.iter().map(|v| parse_addr(key, v)).collect()
+}
+
+/// Every address of a listen list parses, and an enabled listener has at least one.
+fn check_addrs(key: &str, values: &[String], enabled: bool) -> Result<(), ConfigError> {
+    parse_addrs(key, values)?;
+    if enabled && values.is_empty() {
+        return Err(ConfigError::new(format!(
+            "{key} must name at least one address when the listener is enabled"
+        )));
+    }
+    Ok(())
 }
 
 /// The defaults as a TOML table: the schema every layer is checked against. Every field has a
@@ -810,8 +863,8 @@ mod tests {
     fn defaults_are_valid_and_listen_on_the_ppstp_port() {
         let c = Config::default();
         c.validate().unwrap();
-        assert_eq!(c.ppstp.listen, "127.0.0.1:7846");
-        assert_eq!(c.admin.listen, "127.0.0.1:9846");
+        assert_eq!(c.ppstp.listen, vec!["127.0.0.1:7846".to_owned()]);
+        assert_eq!(c.admin.listen, vec!["127.0.0.1:9846".to_owned()]);
         assert_eq!(c.server.backend, "auto");
     }
 
@@ -900,7 +953,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.workers, 3);
-        assert_eq!(c.ppstp.listen, "0.0.0.0:1234");
+        assert_eq!(c.ppstp.listen, vec!["0.0.0.0:1234".to_owned()]);
         assert_eq!(c.engine.max_id_len, 20);
         assert!(c.server.pin_cores);
         assert_eq!(c.log.level, "debug");

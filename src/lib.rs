@@ -25,4 +25,5 @@ pub mod privileges;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod x509;

@@ -27,6 +27,15 @@ enum Command {
     Serve(ProfileArgs),
     /// Print the effective configuration as TOML.
     PrintConfig(ProfileArgs),
+    /// Ask a running tracker to write its registrations to its `snapshot.path` now (through
+    /// its admin listener: `POST /snapshot`).
+    Snapshot {
+        /// The admin address (default: the first `admin.listen` of the profile).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
     /// Check a configuration file (over the defaults) and exit.
     CheckConfig {
         /// The TOML file to check.
@@ -107,7 +116,8 @@ fn main() -> ExitCode {
         .command
         .unwrap_or(Command::Serve(ProfileArgs::default()))
     {
-        Command::Serve(args) => args.load().and_then(serve),
+        Command::Serve(args) => serve(args),
+        Command::Snapshot { admin, profile } => request_snapshot(admin, &profile),
         Command::PrintConfig(args) => args.load().map(|config| print!("{}", config.to_toml())),
         Command::CheckConfig { file } => Config::check_file(&file)
             .map(|_| println!("{file}: ok"))
@@ -147,6 +157,48 @@ fn main() -> ExitCode {
             eprintln!("ppsp-tracker: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `snapshot`: `POST /snapshot` to the admin listener; prints its JSON answer.
+fn request_snapshot(
+    admin: Option<std::net::SocketAddr>,
+    profile: &ProfileArgs,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = match admin {
+        Some(a) => a,
+        None => *profile
+            .load()?
+            .admin_addrs()
+            .map_err(|e| e.to_string())?
+            .first()
+            .ok_or("admin.listen is empty: pass --admin IP:PORT")?,
+    };
+    let timeout = std::time::Duration::from_secs(120);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        conn,
+        "POST /snapshot HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)
+        .map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    print!("{body}");
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "snapshot refused: {}",
+            head.lines().next().unwrap_or("no answer")
+        ))
     }
 }
 
@@ -198,24 +250,95 @@ fn sign_config(
     std::io::Write::write_all(&mut std::io::stdout(), &bytes).map_err(|e| e.to_string())
 }
 
-fn init_logging(config: &Config) {
+/// Puts a new `log.level` filter in force; `Err` names why it was not.
+type SetLevel = Box<dyn Fn(&str) -> Result<(), String>>;
+
+/// Installs the log subscriber; returns how to change its level later (`None` when
+/// `RUST_LOG` is set: it wins over `log.level`, on reloads too).
+fn init_logging(config: &Config) -> Option<SetLevel> {
     // RUST_LOG, when set, wins over `[log] level`.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder.json().with_ansi(false).init(),
+    fn setter<L, S>(handle: tracing_subscriber::reload::Handle<L, S>) -> SetLevel
+    where
+        L: From<tracing_subscriber::EnvFilter> + 'static,
+        S: 'static,
+    {
+        Box::new(move |level: &str| {
+            let filter =
+                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        })
+    }
+    let set = match config.log.format {
+        LogFormat::Text => {
+            let b = builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter_reloading();
+            let handle = b.reload_handle();
+            b.init();
+            setter(handle)
+        }
+        LogFormat::Json => {
+            let b = builder.json().with_ansi(false).with_filter_reloading();
+            let handle = b.reload_handle();
+            b.init();
+            setter(handle)
+        }
+    };
+    (!env_set).then_some(set)
+}
+
+/// SIGHUP: re-reads the profile and overrides the server started with and puts the reloadable
+/// keys in force; logs the changed keys that need a restart. A profile that no longer loads
+/// keeps the running configuration, but the access list and TLS files are still re-read.
+fn reload(server: &Server, args: &ProfileArgs, set_level: Option<&SetLevel>) {
+    let new = match args.load() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("configuration not reloaded, the running one stays: {e}");
+            server.config()
+        }
+    };
+    let report = server.reload(&new);
+    if report.diff.reloads("log.level") {
+        match set_level {
+            Some(set) => match set(&new.log.level) {
+                Ok(()) => tracing::info!(level = %new.log.level, "log.level reloaded"),
+                Err(e) => tracing::error!("log.level not reloaded: {e}"),
+            },
+            None => tracing::warn!("log.level changed, but RUST_LOG is set and wins"),
+        }
+    }
+    if !report.diff.needs_restart.is_empty() {
+        tracing::warn!(
+            keys = %report.diff.needs_restart.join(", "),
+            "configuration keys changed that need a restart; their running values stay"
+        );
+    }
+    if !report.diff.reloadable.is_empty() {
+        tracing::info!(keys = %report.diff.reloadable.join(", "), "configuration keys reloaded");
+    }
+    match report.access_list {
+        Ok(entries) => tracing::info!(entries, "access list reloaded"),
+        Err(e) => tracing::error!("access list not reloaded, the old one stays: {e}"),
+    }
+    // TLS certificates, keys and peer credentials; open connections keep theirs.
+    match report.tls {
+        Ok(()) => tracing::info!("TLS certificates and peer credentials reloaded"),
+        Err(e) => tracing::error!("TLS/credentials not reloaded, the old ones stay: {e}"),
     }
 }
 
-fn serve(config: Config) -> Result<(), String> {
-    init_logging(&config);
+fn serve(args: ProfileArgs) -> Result<(), String> {
+    let config = args.load()?;
+    let set_level = init_logging(&config);
     // Register the handlers before any worker starts, so no signal is lost in between.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -241,22 +364,15 @@ fn serve(config: Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         ppstp = ?server.ppstp_addr(),
         admin = ?server.admin_addr(),
+        ppstp_all = ?server.ppstp_addrs(),
+        admin_all = ?server.admin_addrs(),
         bt_udp = ?server.bt_udp_addrs(),
         bt_http = ?server.bt_http_addrs(),
         "ppsp-tracker serving"
     );
     for signal in signals.forever() {
         if signal == signal_hook::consts::SIGHUP {
-            // SIGHUP re-reads the access list; a bad file keeps the list in force.
-            match server.reload_access_list() {
-                Ok(entries) => tracing::info!(entries, "access list reloaded"),
-                Err(e) => tracing::error!("access list not reloaded, the old one stays: {e}"),
-            }
-            // And the TLS certificates, keys and peer credentials; open connections stay.
-            match server.reload_tls() {
-                Ok(()) => tracing::info!("TLS certificates and peer credentials reloaded"),
-                Err(e) => tracing::error!("TLS/credentials not reloaded, the old ones stay: {e}"),
-            }
+            reload(&server, &args, set_level.as_ref());
             continue;
         }
         tracing::info!(signal, "shutting down (a second signal exits at once)");

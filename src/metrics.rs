@@ -80,6 +80,83 @@ impl Shed {
     }
 }
 
+/// Upper bounds of the latency histogram buckets, in microseconds (Prometheus `le` labels
+/// are written in seconds); a last, implicit `+Inf` bucket catches the rest.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// The latency series: (protocol, request type). PPSTP series are indexed like
+/// [`REQUEST_TYPES`]; then the BitTorrent UDP and HTTP series ([`latency_series_bt_udp`],
+/// [`latency_series_bt_http`]).
+pub const LATENCY_SERIES: [(&str, &str); 17] = [
+    ("ppstp", "connect"),
+    ("ppstp", "find"),
+    ("ppstp", "stat_report"),
+    ("ppstp", "join"),
+    ("ppstp", "leave"),
+    ("ppstp", "disconnect"),
+    ("ppstp", "keepalive"),
+    ("ppstp", "join_chunk"),
+    ("ppstp", "stat_query"),
+    ("ppstp", "undecoded"),
+    ("bt_udp", "connect"),
+    ("bt_udp", "announce"),
+    ("bt_udp", "scrape"),
+    ("bt_udp", "error"),
+    ("bt_http", "announce"),
+    ("bt_http", "scrape"),
+    ("bt_http", "error"),
+];
+
+/// Latency series of a BitTorrent UDP outcome (`bt_udp::Outcome::index`).
+pub fn latency_series_bt_udp(outcome: usize) -> usize {
+    match BT_UDP_OUTCOMES.get(outcome).copied().unwrap_or("") {
+        "connect" => 10,
+        "announce" => 11,
+        "scrape" => 12,
+        _ => 13,
+    }
+}
+
+/// Latency series of a BitTorrent HTTP outcome (`bt_http::HttpOutcome::index`).
+pub fn latency_series_bt_http(outcome: usize) -> usize {
+    match BT_HTTP_OUTCOMES.get(outcome).copied().unwrap_or("") {
+        "announce" => 14,
+        "scrape" | "full_scrape" => 15,
+        _ => 16,
+    }
+}
+
+/// One worker's latency histogram of one series: counts per bucket (not cumulative; the
+/// scrape accumulates) and the sum in nanoseconds.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    fn record(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        // Sixteen bounds: a short linear scan beats a binary search here.
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| ns <= b * 1000)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        add(&self.buckets[i], 1);
+        add(&self.sum_ns, ns);
+    }
+}
+
+/// Queue depth gauges each worker sets ([`WorkerMetrics::queue_depth`]).
+pub const WORKER_QUEUES: [&str; 1] = ["bt_udp_deferred"];
+
+/// Index in [`WORKER_QUEUES`] of the BitTorrent UDP datagrams deferred until an overlay
+/// answer.
+pub const QUEUE_BT_UDP_DEFERRED: usize = 0;
+
 /// Error codes 0..=6 (RFC 7846 §6.2); 0 is never counted as an error.
 const ERROR_CODES: usize = 7;
 
@@ -124,6 +201,8 @@ pub struct WorkerMetrics {
     bt_udp: [AtomicU64; BT_UDP_OUTCOMES.len()],
     bt_http: [AtomicU64; BT_HTTP_OUTCOMES.len()],
     shed: [[AtomicU64; SHED_REASONS.len()]; SHED_FRONT_ENDS.len()],
+    latency: [Histogram; LATENCY_SERIES.len()],
+    queues: [AtomicU64; WORKER_QUEUES.len()],
 }
 
 impl WorkerMetrics {
@@ -189,6 +268,24 @@ impl WorkerMetrics {
         add(&self.shed[front_end.index()][why.index()], 1);
     }
 
+    /// One request of latency series `series` ([`LATENCY_SERIES`]) took `elapsed` from its
+    /// bytes being framed to its answer being encoded (service time; socket time excluded).
+    #[inline]
+    pub fn latency(&self, series: usize, elapsed: Duration) {
+        if let Some(h) = self.latency.get(series) {
+            h.record(elapsed);
+        }
+    }
+
+    /// Adds `delta` (negative: removes) to this worker's depth of queue `index`
+    /// ([`WORKER_QUEUES`]); several queues of one worker (one per socket) add up.
+    #[inline]
+    pub fn queue_add(&self, index: usize, delta: i64) {
+        if let Some(q) = self.queues.get(index) {
+            add(q, delta as u64);
+        }
+    }
+
     fn requests_total(&self) -> u64 {
         self.requests.iter().map(get).sum()
     }
@@ -222,6 +319,10 @@ pub struct ScrapeContext<'a> {
     pub uptime: Duration,
     /// Connection counters of the runtimes (the tracker's and the admin listener's).
     pub runtimes: &'a [&'a RuntimeStats],
+    /// Heap bytes of each table (estimated from capacities), when measured.
+    pub memory: Option<crate::engine::MemoryEstimate>,
+    /// Depths of queues outside the workers: (name, entries).
+    pub queues: &'a [(&'a str, u64)],
 }
 
 impl Metrics {
@@ -468,8 +569,100 @@ impl Metrics {
             }
         }
 
+        if let Some(m) = ctx.memory {
+            header(
+                w,
+                "ppsp_table_bytes",
+                "gauge",
+                "Heap bytes held by each engine table, estimated from capacities.",
+            );
+            for (table, bytes) in [
+                ("swarms", m.swarm_table),
+                ("swarm_members", m.swarm_members),
+                ("peers", m.peer_table),
+            ] {
+                sample(w, "ppsp_table_bytes", &[("table", table)], bytes as u64);
+            }
+        }
+        header(
+            w,
+            "ppsp_table_entries",
+            "gauge",
+            "Entries of each engine table.",
+        );
+        for (table, n) in [
+            ("swarms", c.swarms),
+            ("swarm_members", c.memberships),
+            ("peers", c.peers),
+        ] {
+            sample(w, "ppsp_table_entries", &[("table", table)], n as u64);
+        }
+
+        header(
+            w,
+            "ppsp_queue_depth",
+            "gauge",
+            "Entries waiting in each queue: BitTorrent UDP datagrams deferred until an overlay answer (summed over workers) and the federation's swarms and peer statuses waiting to be stored.",
+        );
+        for (i, name) in WORKER_QUEUES.iter().enumerate() {
+            let n: u64 = self.workers.iter().map(|m| get(&m.queues[i])).sum();
+            sample(w, "ppsp_queue_depth", &[("queue", name)], n);
+        }
+        for (name, n) in ctx.queues {
+            sample(w, "ppsp_queue_depth", &[("queue", name)], *n);
+        }
+
+        self.render_latency(w);
         self.render_connections(w, ctx.runtimes);
         out
+    }
+
+    /// `ppsp_request_duration_seconds`: one Prometheus histogram per (protocol, type), the
+    /// workers' buckets summed and accumulated at scrape time.
+    fn render_latency(&self, w: &mut String) {
+        const NAME: &str = "ppsp_request_duration_seconds";
+        header(
+            w,
+            NAME,
+            "histogram",
+            "Service time of a request (framed bytes to encoded answer), by protocol and request type.",
+        );
+        let les: Vec<String> = LATENCY_BUCKETS_US
+            .iter()
+            .map(|us| format!("{}", *us as f64 / 1e6))
+            .chain(std::iter::once("+Inf".to_owned()))
+            .collect();
+        for (s, (protocol, kind)) in LATENCY_SERIES.iter().enumerate() {
+            let mut cumulative = 0u64;
+            let mut sum_ns = 0u64;
+            for wm in self.workers.iter() {
+                sum_ns = sum_ns.wrapping_add(get(&wm.latency[s].sum_ns));
+            }
+            for (b, le) in les.iter().enumerate() {
+                cumulative += self
+                    .workers
+                    .iter()
+                    .map(|wm| get(&wm.latency[s].buckets[b]))
+                    .sum::<u64>();
+                sample(
+                    w,
+                    &format!("{NAME}_bucket"),
+                    &[("protocol", protocol), ("type", kind), ("le", le)],
+                    cumulative,
+                );
+            }
+            let _ = writeln!(
+                w,
+                "{NAME}_sum{{protocol=\"{protocol}\",type=\"{kind}\"}} {}",
+                sum_ns as f64 / 1e9
+            );
+            sample(
+                w,
+                &format!("{NAME}_count"),
+                &[("protocol", protocol), ("type", kind)],
+                cumulative,
+            );
+        }
     }
 
     fn render_connections(&self, w: &mut String, runtimes: &[&RuntimeStats]) {
@@ -684,6 +877,8 @@ mod tests {
             },
             uptime: Duration::from_secs(42),
             runtimes: &[],
+            memory: None,
+            queues: &[],
         });
         assert_eq!(
             line_value(&text, "ppsp_requests_total{type=\"find\"}"),
@@ -727,6 +922,10 @@ mod tests {
                 assert!(seen.insert(name.to_owned()), "{name} declared twice");
             } else if !line.starts_with("# HELP ") {
                 let name = line.split(['{', ' ']).next().unwrap();
+                let name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|n| seen.contains(*n)))
+                    .unwrap_or(name);
                 assert!(seen.contains(name), "{name} sampled before its TYPE line");
             }
         }

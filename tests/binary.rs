@@ -145,8 +145,14 @@ fn print_config_shows_the_embedded_default_profile() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let parsed: toml::Value = toml::from_str(&text).expect("print-config prints TOML");
-    assert_eq!(parsed["ppstp"]["listen"].as_str(), Some("127.0.0.1:7846"));
-    assert_eq!(parsed["admin"]["listen"].as_str(), Some("127.0.0.1:9846"));
+    assert_eq!(
+        parsed["ppstp"]["listen"][0].as_str(),
+        Some("127.0.0.1:7846")
+    );
+    assert_eq!(
+        parsed["admin"]["listen"][0].as_str(),
+        Some("127.0.0.1:9846")
+    );
 }
 
 #[test]

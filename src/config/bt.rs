@@ -14,7 +14,7 @@ use super::{check, parse_addr, Config, ConfigError};
 use crate::protocol::bt_udp::BtLimits;
 
 /// A listen list, or one address as a plain string (`--set bt_udp.listen=127.0.0.1:6969`).
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, MemoryEstimate};
 use crate::metrics::{Metrics, ScrapeContext};
 use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::runtime::{ConnCtx, RuntimeStats, StreamService, StreamWorker};
@@ -41,6 +41,14 @@ pub(crate) struct AdminState {
     pub history: parking_lot::Mutex<super::stats::History>,
     /// The tracker usage of the overlay, when `overlay.enabled`.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// The last table memory measurement and when it was taken.
+    pub memory: parking_lot::Mutex<Option<(Instant, MemoryEstimate)>>,
+    /// `snapshot.path`, when snapshots are on.
+    pub snapshot_path: Option<std::path::PathBuf>,
+    /// The engine's clock.
+    pub clock: super::Clock,
+    /// One snapshot written at a time.
+    pub snapshot_lock: parking_lot::Mutex<()>,
     /// Wakes the admin worker when an overlay request it left waiting has its answer.
     pub wake: OnceLock<crate::runtime::WakeHandle>,
 }
@@ -60,6 +68,9 @@ struct OverlayJob {
     done: Option<(crate::overlay::transport::http::HttpAnswer, Instant)>,
 }
 
+/// How long a table memory measurement is reused by `/metrics`.
+pub(crate) const MEMORY_ESTIMATE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl AdminState {
     pub fn metrics_text(&self) -> String {
         let runtimes: Vec<&RuntimeStats> = self
@@ -67,10 +78,19 @@ impl AdminState {
             .get()
             .map(|r| r.iter().map(Arc::as_ref).collect())
             .unwrap_or_default();
+        let memory = self.memory_estimate();
+        let mut queues = Vec::new();
+        if let Some(f) = &self.federation {
+            let (swarms, peers) = f.local().pending();
+            queues.push(("federation_pending_swarms", swarms as u64));
+            queues.push(("federation_pending_peer_status", peers as u64));
+        }
         let mut text = self.metrics.render(&ScrapeContext {
             counts: self.engine.counts(),
             uptime: self.started.elapsed(),
             runtimes: &runtimes,
+            memory: Some(memory),
+            queues: &queues,
         });
         if let Some(o) = &self.overlay {
             text.push_str(&o.metrics_text());
@@ -79,6 +99,36 @@ impl AdminState {
             text.push_str(&f.metrics_text());
         }
         text
+    }
+
+    /// The tables' heap bytes, measured at most every [`MEMORY_ESTIMATE_EVERY`] (the
+    /// measurement walks every swarm, one shard lock at a time).
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        let mut cached = self.memory.lock();
+        match *cached {
+            Some((at, m)) if at.elapsed() < MEMORY_ESTIMATE_EVERY => m,
+            _ => {
+                let m = self.engine.memory_estimate();
+                *cached = Some((Instant::now(), m));
+                m
+            }
+        }
+    }
+
+    /// Writes every registration to `snapshot.path` (temporary file, fsync, rename).
+    /// Returns the registrations and bytes written; errors name the file.
+    pub fn write_snapshot(&self) -> Result<(usize, u64), String> {
+        let Some(path) = &self.snapshot_path else {
+            return Err("snapshots are off (snapshot.path is empty)".to_owned());
+        };
+        let _one = self.snapshot_lock.lock();
+        let body = crate::snapshot::Body {
+            written_unix_ms: crate::snapshot::unix_ms_now(),
+            registrations: self.engine.export_registrations(self.clock.now()),
+        };
+        let n = body.registrations.len();
+        let bytes = crate::snapshot::write(path, &body).map_err(|e| e.to_string())?;
+        Ok((n, bytes))
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -223,6 +273,8 @@ impl HttpHandler for AdminWorker {
             Some("PUT")
         } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
             Some("GET, HEAD")
+        } else if path == "/snapshot" {
+            Some("POST")
         } else {
             None
         }
@@ -303,6 +355,27 @@ impl HttpHandler for AdminWorker {
                 body.push(b'\n');
                 Answer {
                     status: 200,
+                    content_type: "application/json",
+                }
+            }
+            "/snapshot" => {
+                let (status, json) = match self.state.write_snapshot() {
+                    Ok((registrations, bytes)) => {
+                        tracing::info!(registrations, bytes, "snapshot written on request");
+                        (
+                            200,
+                            serde_json::json!({"registrations": registrations, "bytes": bytes}),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::error!("snapshot not written: {e}");
+                        (500, serde_json::json!({"error": e}))
+                    }
+                };
+                let _ = serde_json::to_writer_pretty(&mut *body, &json);
+                body.push(b'\n');
+                Answer {
+                    status,
                     content_type: "application/json",
                 }
             }

@@ -309,10 +309,16 @@ impl BtUdpWorker {
             access: self.list.as_deref(),
             federation: self.federation.as_deref(),
         };
+        let started = std::time::Instant::now();
         let outcome =
             self.front_end
                 .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
-        self.metrics.worker(self.index).bt_udp(outcome.index());
+        let metrics = self.metrics.worker(self.index);
+        metrics.bt_udp(outcome.index());
+        metrics.latency(
+            crate::metrics::latency_series_bt_udp(outcome.index()),
+            started.elapsed(),
+        );
         matches!(outcome, Outcome::Reply(_))
     }
 
@@ -365,6 +371,9 @@ impl DatagramWorker for BtUdpWorker {
         }
         if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
             self.deferred.push((src, packet.to_vec()));
+            self.metrics
+                .worker(self.index)
+                .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, 1);
             return false;
         }
         self.answer(src, packet, out)
@@ -383,6 +392,9 @@ impl DatagramWorker for BtUdpWorker {
                 continue;
             }
             let (src, packet) = self.deferred.swap_remove(i);
+            self.metrics
+                .worker(self.index)
+                .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, -1);
             let mut answer = Vec::new();
             if self.answer(src, &packet, &mut answer) {
                 out.push((src, answer));
@@ -498,6 +510,7 @@ impl HttpHandler for BtHttpWorker {
             access: list.as_deref(),
             federation: self.federation.as_deref(),
         };
+        let started = std::time::Instant::now();
         let outcome = self.front_end.handle_get_with(
             &core,
             ctx.peer,
@@ -507,7 +520,12 @@ impl HttpHandler for BtHttpWorker {
             body,
             &mut self.scratch,
         );
-        self.metrics.worker(self.index).bt_http(outcome.index());
+        let metrics = self.metrics.worker(self.index);
+        metrics.bt_http(outcome.index());
+        metrics.latency(
+            crate::metrics::latency_series_bt_http(outcome.index()),
+            started.elapsed(),
+        );
         Answer {
             status: outcome.status,
             content_type: bt_http::CONTENT_TYPE,

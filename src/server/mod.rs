@@ -108,8 +108,8 @@ pub struct Server {
     runtime: Option<Runtime>,
     admin: Option<Runtime>,
     state: Arc<AdminState>,
-    ppstp_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
+    ppstp_addrs: Vec<SocketAddr>,
+    admin_addrs: Vec<SocketAddr>,
     bt_http_addrs: Vec<SocketAddr>,
     bt_udp_addrs: Vec<SocketAddr>,
     access: Arc<AccessControl>,
@@ -117,6 +117,66 @@ pub struct Server {
     /// TLS of every TLS listener, for reloads.
     tls_acceptors: Vec<Arc<TlsAcceptor>>,
     peer_auth: Option<Arc<auth::PeerAuth>>,
+    /// The configuration in force: the one started with, plus what reloads changed.
+    config: parking_lot::Mutex<Config>,
+    /// What loading the snapshot at start did: `None` when no snapshot was read.
+    snapshot_loaded: Option<Result<crate::engine::ImportReport, String>>,
+    write_snapshot_on_stop: bool,
+}
+
+/// Loads `snapshot.path` into `engine` when configured and present, re-basing each
+/// registration's remaining lifetime by the time the tracker was down. A file refused for any
+/// reason leaves the engine empty and is reported.
+fn load_snapshot(
+    config: &Config,
+    engine: &Engine,
+    clock: &Clock,
+) -> Option<Result<crate::engine::ImportReport, String>> {
+    let path = config.snapshot.file()?;
+    if !config.snapshot.load_on_start {
+        return None;
+    }
+    let body = match crate::snapshot::read(&path) {
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no snapshot to load: starting empty");
+            return None;
+        }
+        Ok(Some(body)) => body,
+        Err(e) => {
+            let msg = format!("{}: {e}", path.display());
+            tracing::error!("snapshot refused, starting empty: {msg}");
+            return Some(Err(msg));
+        }
+    };
+    let down_ms = crate::snapshot::unix_ms_now().saturating_sub(body.written_unix_ms);
+    let mut registrations = body.registrations;
+    for r in &mut registrations {
+        let (crate::engine::Registration::Ppstp { remaining_ms, .. }
+        | crate::engine::Registration::BitTorrent { remaining_ms, .. }) = r;
+        *remaining_ms = remaining_ms.saturating_sub(down_ms);
+    }
+    let report = engine.import_registrations(&registrations, clock.now());
+    tracing::info!(
+        path = %path.display(),
+        imported = report.imported,
+        expired_while_down = report.expired,
+        refused = report.refused,
+        down_ms,
+        "snapshot loaded"
+    );
+    Some(Ok(report))
+}
+
+/// What [`Server::reload`] did.
+#[derive(Debug)]
+pub struct ReloadReport {
+    /// The changed keys, split into those put in force and those that need a restart.
+    pub diff: crate::config::ConfigDiff,
+    /// Entries of the access list now in force, or why the old list stays.
+    pub access_list: Result<usize, String>,
+    /// Whether the TLS certificates, keys and peer credentials were re-read, or why the old
+    /// ones stay.
+    pub tls: Result<(), String>,
 }
 
 impl Server {
@@ -140,6 +200,7 @@ impl Server {
         let engine = Arc::new(Engine::new(&config.engine));
         let metrics = Arc::new(Metrics::new(workers));
         let clock = Clock::new();
+        let snapshot_loaded = load_snapshot(config, &engine, &clock);
         let access = Arc::new(
             AccessControl::new(
                 config.access_list.mode,
@@ -201,18 +262,22 @@ impl Server {
                 federation: federation.clone(),
                 load: load.clone(),
             });
-            listeners.push(ListenerSpec {
-                name: PPSTP_LISTENER.to_owned(),
-                addr: config.ppstp_addr()?,
-                service: Arc::new(ppstp::PpstpStreams(service)),
-                // Room for the largest request, so that every limit is answered.
-                limits: config.server.conn_limits(
-                    http_limits.max_request_bytes(),
-                    p.max_pending_output_bytes,
-                    p.max_connections,
-                    p.idle_timeout_secs,
-                ),
-            });
+            let streams: Arc<dyn crate::runtime::StreamService> =
+                Arc::new(ppstp::PpstpStreams(service));
+            for addr in config.ppstp_addrs()? {
+                listeners.push(ListenerSpec {
+                    name: PPSTP_LISTENER.to_owned(),
+                    addr,
+                    service: streams.clone(),
+                    // Room for the largest request, so that every limit is answered.
+                    limits: config.server.conn_limits(
+                        http_limits.max_request_bytes(),
+                        p.max_pending_output_bytes,
+                        p.max_connections,
+                        p.idle_timeout_secs,
+                    ),
+                });
+            }
         }
         let mut datagrams = Vec::new();
         bittorrent::add_services(
@@ -261,12 +326,7 @@ impl Server {
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
-        let find = |list: Vec<(String, SocketAddr)>, wanted: &str| {
-            list.into_iter()
-                .find(|(name, _)| name == wanted)
-                .map(|(_, addr)| addr)
-        };
-        let ppstp_addr = find(runtime.local_addrs(), PPSTP_LISTENER);
+        let ppstp_addrs = named(&runtime.local_addrs(), PPSTP_LISTENER);
         let bt_http_addrs = named(&runtime.local_addrs(), BT_HTTP_LISTENER);
         let bt_udp_addrs = named(&runtime.datagram_addrs(), BT_UDP_LISTENER);
 
@@ -307,6 +367,10 @@ impl Server {
             listeners: OnceLock::new(),
             history: Default::default(),
             wake: OnceLock::new(),
+            memory: Default::default(),
+            snapshot_path: config.snapshot.file(),
+            clock: clock.clone(),
+            snapshot_lock: Default::default(),
         });
         {
             let first = stats::sample(&state, state.started);
@@ -332,18 +396,24 @@ impl Server {
                 // The admin listener's connection limits are small.
                 source_table_slots: 256,
             };
-            let spec = ListenerSpec {
-                name: ADMIN_LISTENER.to_owned(),
-                addr: config.admin_addr()?,
-                service: Arc::new(AdminService(state.clone())),
-                // Room for the largest request, so that every limit is answered.
-                limits: config
-                    .admin
-                    .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
-            };
+            let service: Arc<dyn crate::runtime::StreamService> =
+                Arc::new(AdminService(state.clone()));
+            let specs = config
+                .admin_addrs()?
+                .into_iter()
+                .map(|addr| ListenerSpec {
+                    name: ADMIN_LISTENER.to_owned(),
+                    addr,
+                    service: service.clone(),
+                    // Room for the largest request, so that every limit is answered.
+                    limits: config
+                        .admin
+                        .conn_limits(admin::ADMIN_HTTP_LIMITS.max_request_bytes()),
+                })
+                .collect();
             // On error `runtime` is dropped here, which stops the tracker's workers.
             let admin =
-                Runtime::start(&admin_config, vec![spec]).context("starting the admin listener")?;
+                Runtime::start(&admin_config, specs).context("starting the admin listener")?;
             all_listeners.extend(admin.local_addrs());
             runtimes.push(admin.stats());
             let _ = state.wake.set(admin.wake_handle());
@@ -351,10 +421,10 @@ impl Server {
         } else {
             None
         };
-        let admin_addr = admin
+        let admin_addrs = admin
             .as_ref()
-            .and_then(|a| a.local_addrs().into_iter().next())
-            .map(|(_, addr)| addr);
+            .map(|a| named(&a.local_addrs(), ADMIN_LISTENER))
+            .unwrap_or_default();
         let _ = state.runtimes.set(runtimes);
         let _ = state.listeners.set(all_listeners);
 
@@ -363,25 +433,90 @@ impl Server {
             runtime: Some(runtime),
             admin,
             state,
-            ppstp_addr,
-            admin_addr,
+            ppstp_addrs,
+            admin_addrs,
             bt_http_addrs,
             bt_udp_addrs,
             access,
             clock,
             tls_acceptors,
             peer_auth,
+            config: parking_lot::Mutex::new(config.clone()),
+            snapshot_loaded,
+            write_snapshot_on_stop: config.snapshot.write_on_shutdown
+                && config.snapshot.file().is_some(),
         })
     }
 
-    /// The bound PPSTP address (the real port when configured with port 0).
-    pub fn ppstp_addr(&self) -> Option<SocketAddr> {
-        self.ppstp_addr
+    /// What loading the snapshot at start did: `None` when none was read (snapshots off, or
+    /// no file), the import's figures, or the message saying why the file was refused.
+    pub fn snapshot_loaded(&self) -> Option<&Result<crate::engine::ImportReport, String>> {
+        self.snapshot_loaded.as_ref()
     }
 
-    /// The bound admin address.
+    /// Writes every registration to `snapshot.path` now (what `ppsp-tracker snapshot`
+    /// asks for). Returns the registrations and bytes written.
+    pub fn write_snapshot(&self) -> Result<(usize, u64), String> {
+        self.state.write_snapshot()
+    }
+
+    /// The configuration in force (the one started with, plus what reloads changed).
+    pub fn config(&self) -> Config {
+        self.config.lock().clone()
+    }
+
+    /// A configuration reload (what SIGHUP does), without stopping any listener or dropping
+    /// any request: `new` is compared with the configuration in force; the reloadable keys
+    /// ([`crate::config::RELOADABLE`]) that changed are put in force, the access list file and
+    /// every TLS certificate, key and peer credential file are re-read, and every other
+    /// changed key is reported in [`ReloadReport::diff`] as needing a restart (its running
+    /// value stays). `log.level` is the caller's to apply (it owns the log subscriber). A part
+    /// that fails keeps what was in force; the others are still applied.
+    pub fn reload(&self, new: &Config) -> ReloadReport {
+        let mut running = self.config.lock();
+        let diff = running.diff(new);
+        let access_changed = diff.reloads("access_list.mode") || diff.reloads("access_list.path");
+        let access_list = if access_changed {
+            let a = &new.access_list;
+            match self.access.reconfigure(a.mode, a.path().as_deref()) {
+                Ok(n) => {
+                    running.access_list = a.clone();
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.access.reload()
+        };
+        if diff.reloads("log.level") {
+            running.log.level = new.log.level.clone();
+        }
+        let tls = self.reload_tls();
+        ReloadReport {
+            diff,
+            access_list,
+            tls,
+        }
+    }
+
+    /// The first bound PPSTP address (the real port when configured with port 0).
+    pub fn ppstp_addr(&self) -> Option<SocketAddr> {
+        self.ppstp_addrs.first().copied()
+    }
+
+    /// Every bound PPSTP address, in `ppstp.listen` order.
+    pub fn ppstp_addrs(&self) -> &[SocketAddr] {
+        &self.ppstp_addrs
+    }
+
+    /// The first bound admin address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.admin_addrs.first().copied()
+    }
+
+    /// Every bound admin address, in `admin.listen` order.
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin_addrs
     }
 
     /// The first bound BitTorrent HTTP tracker address, when enabled.
@@ -392,6 +527,11 @@ impl Server {
     /// The first bound BitTorrent UDP tracker address, when enabled.
     pub fn bt_udp_addr(&self) -> Option<SocketAddr> {
         self.bt_udp_addrs.first().copied()
+    }
+
+    /// The tracker's clock now, as the engine sees it.
+    pub fn clock_now(&self) -> Time {
+        self.clock.now()
     }
 
     /// Moves the tracker's clock forward by `by`: every timer (peer expiry, the BEP 15
@@ -477,6 +617,15 @@ impl Server {
         }
         if let Some(mut runtime) = self.runtime.take() {
             runtime.shutdown();
+            // Every worker has stopped: the tables no longer change.
+            if self.write_snapshot_on_stop {
+                match self.state.write_snapshot() {
+                    Ok((registrations, bytes)) => {
+                        tracing::info!(registrations, bytes, "snapshot written at shutdown")
+                    }
+                    Err(e) => tracing::error!("snapshot not written at shutdown: {e}"),
+                }
+            }
             tracing::info!("tracker stopped");
         }
     }
@@ -517,8 +666,8 @@ mod tests {
 
     fn loopback_config() -> Config {
         let mut config = Config::default();
-        config.ppstp.listen = "127.0.0.1:0".to_owned();
-        config.admin.listen = "127.0.0.1:0".to_owned();
+        config.ppstp.listen = vec!["127.0.0.1:0".to_owned()];
+        config.admin.listen = vec!["127.0.0.1:0".to_owned()];
         config.bt_udp.enabled = false;
         config.bt_http.enabled = false;
         config.server.workers = 2;
@@ -572,12 +721,12 @@ mod tests {
     fn an_address_in_use_fails_naming_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut config = loopback_config();
-        config.admin.listen = taken.local_addr().unwrap().to_string();
+        config.admin.listen = vec![taken.local_addr().unwrap().to_string()];
         let err = match Server::start(&config) {
             Ok(_) => panic!("must fail"),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err.contains(&config.admin.listen), "{err}");
+        assert!(err.contains(&config.admin.listen[0]), "{err}");
     }
 
     #[test]

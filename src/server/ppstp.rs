@@ -145,10 +145,12 @@ impl PpstpWorker {
         }
         let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
+        let started = std::time::Instant::now();
         match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
+                metrics.latency(UNDECODED, started.elapsed());
                 Reply::Ppstp(Response::Err(e.code), e.transaction_id)
             }
             Ok(decoded) => {
@@ -179,6 +181,9 @@ impl PpstpWorker {
                 };
                 metrics.request(kind);
                 metrics.error(kind, response.error_code());
+                // PPSTP latency series are indexed like the request types; the time is the
+                // service time up to the answer (its in-place encoding excluded).
+                metrics.latency(kind, started.elapsed());
                 Reply::Ppstp(response, Some(decoded.transaction_id))
             }
         }
