@@ -78,8 +78,8 @@ pub struct ServerConfig {
     /// A request's head and body must arrive within this many milliseconds of its first byte
     /// on every TCP listener (slow-head / slow-body defence), whatever the idle timeout.
     pub request_timeout_ms: u64,
-    /// Open connections per source address (IPv6: per /64) per worker on each tracker TCP
-    /// listener; 0 = no cap. When a listener is full, its connection idle or stalled for
+    /// Open connections per source address (IPv6: per /64) on each tracker TCP listener,
+    /// counted across workers; 0 = no cap. When a listener is full, its connection idle or stalled for
     /// longest is closed to admit a new one.
     pub max_connections_per_source: usize,
     /// Requests served per connection per event-loop turn; the rest wait for the next turn.
@@ -95,6 +95,42 @@ pub struct ServerConfig {
     /// group too; supplementary groups are dropped). Empty keeps the starting account. Started
     /// by another account, this must be empty or name that account.
     pub user: String,
+    /// Overload shedding: a request whose connection (or datagram) has waited in the worker
+    /// longer than this many milliseconds since the worker learnt it was ready is answered
+    /// with the protocol's overload error (PPSTP 05 with HTTP 503, a BEP 15 error, a
+    /// `failure reason`) instead of being served, so a worker that falls behind catches up
+    /// at once. 0 = off.
+    pub shed_after_ms: u64,
+    /// Counters per row of the fixed-size per-source tables shared by the workers (the rate
+    /// limiter's and the per-source connection counts); rounded up to a power of two.
+    pub source_table_slots: usize,
+    /// `[server.rate_limit]`: per-source request rate limit.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[server.rate_limit]`: a request rate and burst per source address (IPv6: per /64) on the
+/// tracker front-ends (PPSTP, BitTorrent HTTP and UDP; not the admin listener), applied before
+/// a request is decoded. Over the limit: PPSTP 05 with HTTP 503, a BitTorrent HTTP
+/// `failure reason`; a BitTorrent UDP datagram is dropped unanswered (an answer would help
+/// reflection floods).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per source.
+    pub requests_per_second: u32,
+    /// Requests a source may send at once after a quiet period.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: false,
+            requests_per_second: 100,
+            burst: 200,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -139,6 +175,9 @@ impl Default for ServerConfig {
             tcp_send_buffer_bytes: 64 * 1024,
             descriptor_reserve: 1,
             user: String::new(),
+            shed_after_ms: 0,
+            source_table_slots: 16_384,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -440,6 +479,18 @@ impl Config {
         check(
             s.udp_buffer_bytes <= 1 << 30,
             "server.udp_buffer_bytes must be at most 1073741824",
+        )?;
+        check(
+            s.shed_after_ms <= 3_600_000,
+            "server.shed_after_ms must be 0..=3600000 (0 = off)",
+        )?;
+        check(
+            (16..=1 << 24).contains(&s.source_table_slots),
+            "server.source_table_slots must be 16..=16777216",
+        )?;
+        check(
+            s.rate_limit.requests_per_second >= 1 && s.rate_limit.burst >= 1,
+            "server.rate_limit.requests_per_second and burst must be at least 1",
         )?;
         check(
             (10..=3_600_000).contains(&s.request_timeout_ms),

@@ -44,6 +44,42 @@ pub const BT_UDP_OUTCOMES: [&str; 13] = crate::protocol::bt_udp::Outcome::LABELS
 /// (its last entry counts the HTTP-level faults answered before it).
 pub const BT_HTTP_OUTCOMES: [&str; 10] = crate::protocol::bt_http::HttpOutcome::LABELS;
 
+/// Front-ends whose requests can be shed, indexed by [`ShedFrontEnd`].
+pub const SHED_FRONT_ENDS: [&str; 3] = ["ppstp", "bt_http", "bt_udp"];
+
+/// A front-end that sheds requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShedFrontEnd {
+    Ppstp,
+    BtHttp,
+    BtUdp,
+}
+
+impl ShedFrontEnd {
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request was answered with the overload error (or, rate-limited BitTorrent UDP,
+/// dropped) instead of being served, indexed by [`Shed`].
+pub const SHED_REASONS: [&str; 2] = ["rate_limited", "overloaded"];
+
+/// Why a request was shed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// Its source is over `server.rate_limit`.
+    RateLimited,
+    /// It waited in its worker longer than `server.shed_after_ms`.
+    Overloaded,
+}
+
+impl Shed {
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Error codes 0..=6 (RFC 7846 §6.2); 0 is never counted as an error.
 const ERROR_CODES: usize = 7;
 
@@ -87,6 +123,7 @@ pub struct WorkerMetrics {
     expired_peers: AtomicU64,
     bt_udp: [AtomicU64; BT_UDP_OUTCOMES.len()],
     bt_http: [AtomicU64; BT_HTTP_OUTCOMES.len()],
+    shed: [[AtomicU64; SHED_REASONS.len()]; SHED_FRONT_ENDS.len()],
 }
 
 impl WorkerMetrics {
@@ -144,6 +181,12 @@ impl WorkerMetrics {
         if let Some(c) = self.bt_http.get(index) {
             add(c, 1);
         }
+    }
+
+    /// A request of `front_end` was shed for `why`.
+    #[inline]
+    pub fn shed(&self, front_end: ShedFrontEnd, why: Shed) {
+        add(&self.shed[front_end.index()][why.index()], 1);
     }
 
     fn requests_total(&self) -> u64 {
@@ -225,6 +268,14 @@ impl Metrics {
             return 0;
         };
         self.workers.iter().map(|w| get(&w.http_faults[i])).sum()
+    }
+
+    /// Requests of `front_end` shed for `why`, summed over workers.
+    pub fn shed(&self, front_end: ShedFrontEnd, why: Shed) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| get(&w.shed[front_end.index()][why.index()]))
+            .sum()
     }
 
     /// Requests handled since start by each front-end, summed over workers: PPSTP requests
@@ -397,6 +448,24 @@ impl Metrics {
         ] {
             header(w, name, "gauge", help);
             sample(w, name, &[], value as u64);
+        }
+
+        header(
+            w,
+            "ppsp_shed_total",
+            "counter",
+            "Requests answered with the overload error (rate-limited BitTorrent UDP: dropped) instead of being served, by front-end and reason.",
+        );
+        for (f, front_end) in SHED_FRONT_ENDS.iter().enumerate() {
+            for (r, reason) in SHED_REASONS.iter().enumerate() {
+                let n: u64 = self.workers.iter().map(|w| get(&w.shed[f][r])).sum();
+                sample(
+                    w,
+                    "ppsp_shed_total",
+                    &[("front_end", front_end), ("reason", reason)],
+                    n,
+                );
+            }
         }
 
         self.render_connections(w, ctx.runtimes);

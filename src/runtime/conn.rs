@@ -71,8 +71,10 @@ pub struct ConnLimits {
     /// the slow-head / slow-body defence). Separate from `idle_timeout`, which runs between
     /// requests.
     pub request_timeout: Duration,
-    /// Open connections per source address (IPv6: per /64) per worker; more from that source
-    /// are refused. 0 means no per-source cap.
+    /// Open connections per source address (IPv6: per /64) on the listener, counted across
+    /// every worker (a shared fixed-size table, see [`super::sources::SourceCounts`]; workers
+    /// accepting at the same instant may each let one more in); more from that source are
+    /// refused. 0 means no per-source cap.
     pub max_connections_per_source: usize,
     /// The last `reserved_slots` of `max_connections` are kept for sources with no connection
     /// open, so that a probe from a new address gets in while another source holds the rest.
@@ -353,6 +355,7 @@ mod tests {
             output_limit: limit,
             client_cert: None,
             max_requests: usize::MAX,
+            ready_at: Instant::now(),
         }
     }
 

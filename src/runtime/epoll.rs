@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
+use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::tls::{TlsAcceptor, TlsConn};
 use super::{
@@ -44,6 +45,8 @@ pub(crate) struct WorkerSetup {
     pub datagram_batch: usize,
     pub descriptor_reserve: usize,
     pub serve_from_reserve: bool,
+    /// Per listener: open connections per source, shared by every worker.
+    pub source_counts: Vec<Arc<SourceCounts>>,
 }
 
 struct Listening {
@@ -60,8 +63,12 @@ struct Listening {
     /// when it starts and once when accepting has worked for [`ACCEPT_EPISODE_QUIET`], not at
     /// every retry: near the descriptor limit accepts alternate between failing and working.
     backing_off: Option<Instant>,
-    /// Open connections per source key ([`source_key`]); entries at zero are removed.
-    per_source: hashbrown::HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// Open connections per source key ([`source_key`]) on this listener, shared by every
+    /// worker (fixed size).
+    per_source: Arc<SourceCounts>,
+    /// The service's answer to a request past its deadline (see
+    /// [`StreamWorker::deadline_answer`]).
+    deadline_answer: &'static [u8],
 }
 
 /// Per-worker buffers that every connection of the worker borrows while it is served.
@@ -186,7 +193,8 @@ impl EventLoop {
                 retry_accept: false,
                 tls: spec.service.tls(),
                 backing_off: None,
-                per_source: Default::default(),
+                per_source: setup.source_counts[i].clone(),
+                deadline_answer: &[],
             });
         }
         let first_udp = FIRST_LISTENER + listening.len();
@@ -202,6 +210,7 @@ impl EventLoop {
                     worker: setup.index,
                     socket: i,
                     local,
+                    ready_at: Instant::now(),
                 },
                 pending: false,
             });
@@ -245,6 +254,9 @@ impl EventLoop {
             .iter()
             .map(|spec| spec.service.worker(self.index))
             .collect();
+        for (l, w) in self.listening.iter_mut().zip(&workers) {
+            l.deadline_answer = w.deadline_answer();
+        }
         let mut datagram_workers: Vec<Box<dyn DatagramWorker>> = self
             .datagram_specs
             .iter()
@@ -348,6 +360,7 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
+                u.ctx.ready_at = now;
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
             }
             let now = Instant::now();
@@ -447,11 +460,7 @@ impl EventLoop {
                 self.end_backoff(listener);
             }
             let source = source_key(peer.ip());
-            let from_source = self.listening[listener]
-                .per_source
-                .get(&source)
-                .copied()
-                .unwrap_or(0) as usize;
+            let from_source = self.listening[listener].per_source.open(source) as usize;
             if limits.max_connections_per_source > 0
                 && from_source >= limits.max_connections_per_source
             {
@@ -510,6 +519,7 @@ impl EventLoop {
                     output_limit: limits.max_pending_output_bytes,
                     client_cert: None,
                     max_requests: limits.max_requests_per_turn.max(1),
+                    ready_at: now,
                 },
                 source,
                 queued: false,
@@ -517,7 +527,7 @@ impl EventLoop {
             });
             let l = &mut self.listening[listener];
             l.open += 1;
-            *l.per_source.entry(source).or_insert(0) += 1;
+            l.per_source.acquire(source, 0);
             let stats = self.conn_stats(listener);
             bump(&stats.accepted, 1);
             bump(&stats.open, 1);
@@ -591,6 +601,7 @@ impl EventLoop {
             return;
         };
         conn.hangup |= hangup;
+        conn.ctx.ready_at = now;
         let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}
@@ -676,13 +687,7 @@ impl EventLoop {
             // Counters first, so that a client seeing the close also sees them.
             if let Some(l) = self.listening.get_mut(conn.listener) {
                 l.open = l.open.saturating_sub(1);
-                if let hashbrown::hash_map::Entry::Occupied(mut e) = l.per_source.entry(conn.source)
-                {
-                    *e.get_mut() -= 1;
-                    if *e.get() == 0 {
-                        e.remove();
-                    }
-                }
+                l.per_source.release(conn.source);
             }
             drop_by(&self.conn_stats(conn.listener).open, 1);
             let mut stream = conn.stream;
@@ -731,6 +736,10 @@ impl EventLoop {
             let listener = conn.listener;
             if conn.state.partial_for(now) >= limits.request_timeout {
                 bump(&self.conn_stats(listener).closed_deadline, 1);
+                let answer = self.listening[listener].deadline_answer;
+                if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                    answer_deadline(conn, answer);
+                }
                 self.close(slot);
             } else if conn.state.idle_for(now) >= limits.idle_timeout {
                 bump(&self.conn_stats(listener).closed_idle, 1);
@@ -753,6 +762,28 @@ fn refuse(mut stream: mio::net::TcpStream, refusal: &[u8]) {
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Writes the deadline answer to a connection about to be closed, when nothing else is
+/// pending (behind unsent answers it would only wait longer), and discards what the client
+/// sent so that the close is a FIN rather than a reset that could destroy the answer.
+fn answer_deadline(conn: &mut Conn, answer: &[u8]) {
+    if answer.is_empty() || conn.state.has_output() || conn.state.closing() {
+        return;
+    }
+    if conn.tls.as_ref().is_some_and(|t| t.handshaking()) {
+        return;
+    }
+    let _ = conn.write(answer);
+    let _ = conn.flush_tls();
+    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match conn.stream.read(&mut sink) {
             Ok(n) if n > 0 => {}
             _ => break,
         }

@@ -20,6 +20,7 @@ pub mod descriptors;
 mod epoll;
 mod listener;
 mod mmsg;
+pub mod sources;
 mod stats;
 pub mod tls;
 
@@ -59,6 +60,10 @@ pub struct ConnCtx {
     /// Serve at most this many requests in this call (the per-turn fairness budget); the
     /// runtime calls again in a later turn for the rest.
     pub max_requests: usize,
+    /// When the worker learnt that this connection had work (the readiness report of the
+    /// current event-loop turn): `ready_at.elapsed()` is how long the work has waited in the
+    /// worker, the measure of overload shedding. Every back-end sets it before each call.
+    pub ready_at: Instant,
 }
 
 /// What a service did with the input it was given.
@@ -105,6 +110,14 @@ pub trait StreamWorker {
     fn refusal(&self) -> &'static [u8] {
         &[]
     }
+
+    /// The protocol's answer to a connection whose request missed its deadline
+    /// ([`ConnLimits::request_timeout`]), such as an HTTP 408: written once, after any answer
+    /// still pending and without waiting, before the connection is closed. Empty (the
+    /// default) closes it without a word.
+    fn deadline_answer(&self) -> &'static [u8] {
+        &[]
+    }
 }
 
 /// What the runtime tells a datagram service about a socket.
@@ -116,6 +129,9 @@ pub struct DatagramCtx {
     pub socket: usize,
     /// The local address the datagram arrived on.
     pub local: SocketAddr,
+    /// When the worker learnt that the socket had datagrams (the readiness report of the
+    /// current event-loop turn), as [`ConnCtx::ready_at`].
+    pub ready_at: Instant,
 }
 
 /// A protocol served over datagrams (one in, at most one out): creates the per-worker half on
@@ -214,6 +230,9 @@ pub struct RuntimeConfig {
     /// admin listener: monitoring must see the exhaustion) instead of closing it at once (the
     /// client learns at once rather than after its connect timeout).
     pub serve_from_reserve: bool,
+    /// Counters per row of each listener's per-source connection counts (shared by the
+    /// workers; see [`sources::SourceCounts`]).
+    pub source_table_slots: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -230,6 +249,7 @@ impl Default for RuntimeConfig {
             name: "worker".to_owned(),
             descriptor_reserve: 1,
             serve_from_reserve: false,
+            source_table_slots: 16_384,
         }
     }
 }
@@ -331,6 +351,10 @@ impl Runtime {
             tracing::warn!("pin_cores is set but the core list is unavailable; not pinning");
         }
 
+        let source_counts: Vec<Arc<sources::SourceCounts>> = listeners
+            .iter()
+            .map(|_| Arc::new(sources::SourceCounts::new(config.source_table_slots)))
+            .collect();
         let mut runtime = Runtime {
             stop: stop.clone(),
             wakers: Vec::with_capacity(workers),
@@ -355,6 +379,7 @@ impl Runtime {
                 datagram_batch: config.datagram_batch,
                 descriptor_reserve: config.descriptor_reserve,
                 serve_from_reserve: config.serve_from_reserve,
+                source_counts: source_counts.clone(),
             };
             let (event_loop, waker) = epoll::EventLoop::new(setup)?;
             runtime.wakers.push(waker);

@@ -295,6 +295,43 @@ fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// The per-source cap counts the connections of every worker: the kernel spreads one
+/// source's connections over the workers, and each worker alone would let `cap` in.
+#[test]
+fn the_per_source_cap_counts_across_workers() {
+    let limits = ConnLimits {
+        max_connections_per_source: 3,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(4, limits);
+    let stats = rt.stats();
+    let mut answered = Vec::new();
+    for _ in 0..12 {
+        let mut c = connect_from("127.0.0.2", addr);
+        let _ = c.write_all(b"1\n");
+        // Either the whole answer (admitted) or the close (refused).
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < answer(1).len() {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("unexpected read error: {e}"),
+            }
+        }
+        if got == answer(1) {
+            answered.push(c);
+        }
+    }
+    assert_eq!(answered.len(), 3, "three open across four workers");
+    assert_eq!(stats.listeners[0].totals().refused_per_source, 9);
+    let mut other = connect_from("127.0.0.3", addr);
+    other.write_all(b"1\n").unwrap();
+    assert_eq!(read_exact_len(&mut other, answer(1).len()), answer(1));
+    rt.shutdown();
+}
+
 #[test]
 fn one_source_gets_at_most_its_share_of_connections() {
     let limits = ConnLimits {

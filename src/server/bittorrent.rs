@@ -28,8 +28,10 @@ use crate::runtime::{
     StreamService, StreamWorker,
 };
 
-use super::http_serve::{Answer, HttpHandler, HttpWorker};
+use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
+use crate::metrics::{Shed, ShedFrontEnd};
+use crate::protocol::bt_udp::wire::{ErrorResponse, RequestHeader};
 
 /// The engine as the BitTorrent codecs see it, with the access list in force for this request
 /// (`None` when the list is off: no lock is taken at all).
@@ -126,6 +128,12 @@ fn compact_scratch(peers: usize) -> CompactPeers {
 /// Most UDP announces one worker keeps waiting for the overlay; more are answered at once.
 const MAX_DEFERRED: usize = 1024;
 
+/// The BEP 15 error message of a shed request (and the `failure reason` over HTTP).
+const OVERLOADED: &[u8] = b"tracker overloaded, retry later";
+
+/// The `failure reason` of a request over the per-source rate limit.
+const RATE_LIMITED: &[u8] = b"rate limited: too many requests from this address";
+
 /// The swarm and peer of a BEP 15 announce, read ahead of the front-end to decide whether its
 /// answer must wait for the overlay; `None` for anything else (and for `stopped`).
 fn udp_announce_target(src: SocketAddr, packet: &[u8]) -> Option<(SwarmId, PeerId)> {
@@ -162,6 +170,7 @@ pub(crate) fn add_services(
     access: &Arc<AccessControl>,
     clock: Clock,
     federation: Option<&Arc<Federation>>,
+    load: &LoadControl,
     listeners: &mut Vec<ListenerSpec>,
     datagrams: &mut Vec<DatagramSpec>,
 ) -> anyhow::Result<()> {
@@ -177,6 +186,7 @@ pub(crate) fn add_services(
             front_end: UdpFrontEnd::new(secret, limits),
             clock: clock.clone(),
             federation: federation.cloned(),
+            load: load.clone(),
         });
         for addr in config.bt_udp_addrs()? {
             datagrams.push(DatagramSpec {
@@ -212,6 +222,7 @@ pub(crate) fn add_services(
             clock,
             tls,
             federation: federation.cloned(),
+            load: load.clone(),
         });
         for addr in config.bt_http_addrs()? {
             listeners.push(ListenerSpec {
@@ -239,6 +250,8 @@ pub(crate) struct BtUdpService {
     pub front_end: UdpFrontEnd,
     pub clock: Clock,
     pub federation: Option<Arc<Federation>>,
+    /// Rate limit and overload shedding.
+    pub load: LoadControl,
 }
 
 impl DatagramService for BtUdpService {
@@ -255,6 +268,7 @@ impl DatagramService for BtUdpService {
             deferred: Vec::new(),
             now: Time::default(),
             list: None,
+            load: self.load.clone(),
         })
     }
 }
@@ -275,6 +289,7 @@ struct BtUdpWorker {
     /// the deferred announces).
     now: Time,
     list: Option<Arc<AccessList>>,
+    load: LoadControl,
 }
 
 impl BtUdpWorker {
@@ -315,11 +330,39 @@ impl DatagramWorker for BtUdpWorker {
 
     fn on_datagram(
         &mut self,
-        _ctx: &DatagramCtx,
+        ctx: &DatagramCtx,
         src: SocketAddr,
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
+        // Load control before the datagram is decoded.
+        let load = &self.load;
+        if load.rate_limit.is_some() || !load.shed_after.is_zero() {
+            let now = std::time::Instant::now();
+            let metrics = self.metrics.worker(self.index);
+            if let Some(limiter) = &load.rate_limit {
+                if !limiter.admit(src.ip(), now) {
+                    // Dropped: an answer to a flood with forged sources would be reflected.
+                    metrics.shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
+                    return false;
+                }
+            }
+            if !load.shed_after.is_zero()
+                && now.saturating_duration_since(ctx.ready_at) >= load.shed_after
+            {
+                metrics.shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
+                // BEP 15: an error answer carries the request's transaction id.
+                let Some(header) = RequestHeader::peek(packet) else {
+                    return false;
+                };
+                ErrorResponse {
+                    transaction_id: header.transaction_id,
+                    message: OVERLOADED,
+                }
+                .encode(out);
+                return true;
+            }
+        }
         if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
             self.deferred.push((src, packet.to_vec()));
             return false;
@@ -359,6 +402,8 @@ pub(crate) struct BtHttpService {
     /// TLS of the listeners, when `[bt_http.tls]` is enabled.
     pub tls: Option<Arc<crate::runtime::tls::TlsAcceptor>>,
     pub federation: Option<Arc<Federation>>,
+    /// Rate limit and overload shedding.
+    pub load: LoadControl,
 }
 
 impl StreamService for BtHttpService {
@@ -367,20 +412,23 @@ impl StreamService for BtHttpService {
     }
 
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
-        Box::new(HttpWorker::new(
-            BtHttpWorker {
-                engine: self.engine.clone(),
-                metrics: self.metrics.clone(),
-                access: self.access.clone(),
-                front_end: self.front_end.clone(),
-                clock: self.clock.clone(),
-                federation: self.federation.clone(),
-                now: self.clock.now(),
-                index: worker,
-                scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
-            },
-            self.http_limits,
-        ))
+        Box::new(
+            HttpWorker::new(
+                BtHttpWorker {
+                    engine: self.engine.clone(),
+                    metrics: self.metrics.clone(),
+                    access: self.access.clone(),
+                    front_end: self.front_end.clone(),
+                    clock: self.clock.clone(),
+                    federation: self.federation.clone(),
+                    now: self.clock.now(),
+                    index: worker,
+                    scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
+                },
+                self.http_limits,
+            )
+            .with_load_control(self.load.clone()),
+        )
     }
 }
 
@@ -417,6 +465,24 @@ impl HttpHandler for BtHttpWorker {
         bencode::key_bytes(body, b"failure reason", reason.as_bytes());
         bencode::end(body);
         bt_http::CONTENT_TYPE
+    }
+
+    /// A shed request gets a `failure reason` with status 200, as every BitTorrent error.
+    fn shed(&mut self, why: Shed, body: &mut Vec<u8>) -> Answer {
+        self.metrics
+            .worker(self.index)
+            .shed(ShedFrontEnd::BtHttp, why);
+        bencode::dict_begin(body);
+        let reason = match why {
+            Shed::RateLimited => RATE_LIMITED,
+            Shed::Overloaded => OVERLOADED,
+        };
+        bencode::key_bytes(body, b"failure reason", reason);
+        bencode::end(body);
+        Answer {
+            status: 200,
+            content_type: bt_http::CONTENT_TYPE,
+        }
     }
 
     fn serve(

@@ -12,11 +12,21 @@
 //!   closed: the stream cannot be re-synchronised. The listener's input cap is at least
 //!   [`HttpLimits::max_request_bytes`], so every limit is answered with its status before the
 //!   runtime would have to drop the connection.
-//! - A connection over the listener's `max_connections` is answered 503 and closed.
+//! - A connection over the listener's `max_connections` is answered 503 and closed, and a
+//!   request that misses its deadline (`request_timeout`) 408.
+//! - Load control, checked per framed request before the handler decodes it: a source over
+//!   the rate limit ([`crate::runtime::sources::SourceRateLimiter`]), and every request of a
+//!   connection that waited in the worker longer than the shedding delay
+//!   ([`ConnCtx::ready_at`]), get the handler's overload answer ([`HttpHandler::shed`]).
 //! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
 //!   read.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::Shed;
 use crate::protocol::http::{self, Framed, HttpLimits, RequestHead, ResponseHead};
+use crate::runtime::sources::SourceRateLimiter;
 use crate::runtime::{ConnCtx, StreamStep, StreamWorker};
 
 /// What a handler answered: the status and content type of the body it wrote.
@@ -66,12 +76,32 @@ pub(crate) trait HttpHandler {
     fn extra_headers(&self) -> &[u8] {
         &[]
     }
+
+    /// Writes the answer to a request shed for `why` (the protocol's overload error) and
+    /// counts it. The default: 503 with the fault body.
+    fn shed(&mut self, _why: Shed, body: &mut Vec<u8>) -> Answer {
+        let content_type = self.fault(503, "service unavailable", body);
+        Answer {
+            status: 503,
+            content_type,
+        }
+    }
+}
+
+/// The load control of an HTTP listener (see the module comment); the default does nothing.
+#[derive(Clone, Default)]
+pub(crate) struct LoadControl {
+    /// Per-source request rate limit, shared by every worker.
+    pub rate_limit: Option<Arc<SourceRateLimiter>>,
+    /// Shed a connection's requests once it has waited this long in the worker; zero: never.
+    pub shed_after: Duration,
 }
 
 /// The loop: a [`StreamWorker`] serving pipelined requests with `H`.
 pub(crate) struct HttpWorker<H> {
     handler: H,
     limits: HttpLimits,
+    load: LoadControl,
     /// Reused for every answer body.
     body: Vec<u8>,
 }
@@ -81,8 +111,47 @@ impl<H: HttpHandler> HttpWorker<H> {
         HttpWorker {
             handler,
             limits,
+            load: LoadControl::default(),
             body: Vec::with_capacity(4096),
         }
+    }
+
+    /// Applies `load` to every request of this worker.
+    pub fn with_load_control(mut self, load: LoadControl) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// Why the request about to be served must be shed, if it must. `overloaded` is computed
+    /// once per input batch.
+    fn shed_reason(&self, ctx: &ConnCtx, overloaded: bool, now: Option<Instant>) -> Option<Shed> {
+        if overloaded {
+            return Some(Shed::Overloaded);
+        }
+        match (&self.load.rate_limit, now) {
+            (Some(limiter), Some(now)) if !limiter.admit(ctx.peer.ip(), now) => {
+                Some(Shed::RateLimited)
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the overload answer to one framed request.
+    fn shed(&mut self, why: Shed, head: &RequestHead<'_>, out: &mut Vec<u8>) {
+        self.body.clear();
+        let answer = self.handler.shed(why, &mut self.body);
+        http::write_answer(
+            out,
+            &ResponseHead {
+                status: answer.status,
+                content_type: answer.content_type,
+                allow: None,
+                keep_alive: head.keep_alive,
+                head_only: head.method == "HEAD",
+                extra: b"",
+            },
+            &self.body,
+        );
     }
 
     fn fault(
@@ -166,9 +235,18 @@ impl<H: HttpHandler> HttpWorker<H> {
 pub(crate) const REFUSAL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+/// The answer to a request that missed its deadline (`request_timeout`): 408 (RFC 9110
+/// §15.5.9), then close.
+pub(crate) const DEADLINE_ANSWER: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
     fn refusal(&self) -> &'static [u8] {
         REFUSAL
+    }
+
+    fn deadline_answer(&self) -> &'static [u8] {
+        DEADLINE_ANSWER
     }
 
     fn on_tick(&mut self, now: std::time::Instant) {
@@ -184,6 +262,13 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
             close: true,
         };
         let mut served = 0;
+        // One clock read per batch, and none when load control is off.
+        let now =
+            (self.load.rate_limit.is_some() || !self.load.shed_after.is_zero()).then(Instant::now);
+        let overloaded = !self.load.shed_after.is_zero()
+            && now.is_some_and(|now| {
+                now.saturating_duration_since(ctx.ready_at) >= self.load.shed_after
+            });
         while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
@@ -206,7 +291,9 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
                         self.fault(out, 500, "internal error", None, false, false);
                         return closed;
                     }
-                    if !self.request(ctx, &head, body, out) {
+                    if let Some(why) = self.shed_reason(ctx, overloaded, now) {
+                        self.shed(why, &head, out);
+                    } else if !self.request(ctx, &head, body, out) {
                         // The answer waits: it keeps its place, and the requests behind it
                         // wait with it.
                         break;
@@ -271,6 +358,7 @@ mod tests {
             output_limit: 1 << 20,
             client_cert: None,
             max_requests: usize::MAX,
+            ready_at: std::time::Instant::now(),
         }
     }
 

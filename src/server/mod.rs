@@ -157,6 +157,17 @@ impl Server {
         } else {
             None
         };
+        let load = http_serve::LoadControl {
+            rate_limit: config.server.rate_limit.enabled.then(|| {
+                let r = &config.server.rate_limit;
+                Arc::new(crate::runtime::sources::SourceRateLimiter::new(
+                    r.requests_per_second,
+                    r.burst,
+                    config.server.source_table_slots,
+                ))
+            }),
+            shed_after: Duration::from_millis(config.server.shed_after_ms),
+        };
         let mut listeners = Vec::new();
         let mut peer_auth = None;
         if config.ppstp.enabled {
@@ -188,6 +199,7 @@ impl Server {
                 auth,
                 tls,
                 federation: federation.clone(),
+                load: load.clone(),
             });
             listeners.push(ListenerSpec {
                 name: PPSTP_LISTENER.to_owned(),
@@ -210,6 +222,7 @@ impl Server {
             &access,
             clock.clone(),
             federation.as_ref(),
+            &load,
             &mut listeners,
             &mut datagrams,
         )?;
@@ -244,6 +257,7 @@ impl Server {
             name: "worker".to_owned(),
             descriptor_reserve: config.server.descriptor_reserve,
             serve_from_reserve: false,
+            source_table_slots: config.server.source_table_slots,
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -314,6 +328,8 @@ impl Server {
                 name: "admin".to_owned(),
                 descriptor_reserve: config.admin.descriptor_reserve,
                 serve_from_reserve: true,
+                // The admin listener's connection limits are small.
+                source_table_slots: 256,
             };
             let spec = ListenerSpec {
                 name: ADMIN_LISTENER.to_owned(),

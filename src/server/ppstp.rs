@@ -12,8 +12,9 @@ use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamWorker};
 
 use super::auth::{Identity, PeerAuth, Refusal};
-use super::http_serve::{Answer, HttpHandler, HttpWorker};
+use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::Clock;
+use crate::metrics::{Shed, ShedFrontEnd};
 
 /// Shared, read-only state of the PPSTP service.
 pub(crate) struct PpstpService {
@@ -29,6 +30,8 @@ pub(crate) struct PpstpService {
     pub tls: Option<Arc<TlsAcceptor>>,
     /// The tracker usage of the overlay, when `overlay.enabled`.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// Rate limit and overload shedding.
+    pub load: LoadControl,
 }
 
 /// The [`StreamService`] handed to the runtime.
@@ -37,16 +40,19 @@ pub(crate) struct PpstpStreams(pub Arc<PpstpService>);
 impl StreamService for PpstpStreams {
     fn worker(&self, worker: usize) -> Box<dyn StreamWorker> {
         let limits = self.0.http_limits;
-        Box::new(HttpWorker::new(
-            PpstpWorker {
-                service: self.0.clone(),
-                index: worker,
-                now: self.0.clock.now(),
-                challenge: String::new(),
-                waiting: false,
-            },
-            limits,
-        ))
+        Box::new(
+            HttpWorker::new(
+                PpstpWorker {
+                    service: self.0.clone(),
+                    index: worker,
+                    now: self.0.clock.now(),
+                    challenge: String::new(),
+                    waiting: false,
+                },
+                limits,
+            )
+            .with_load_control(self.0.load.clone()),
+        )
     }
 
     fn tls(&self) -> Option<Arc<TlsAcceptor>> {
@@ -128,6 +134,17 @@ impl HttpHandler for PpstpWorker {
 
     fn extra_headers(&self) -> &[u8] {
         self.challenge.as_bytes()
+    }
+
+    /// RFC 7846 §6.2: error 05 (service unavailable) with HTTP 503; the request is not
+    /// decoded, so the answer carries no transaction id.
+    fn shed(&mut self, why: Shed, body: &mut Vec<u8>) -> Answer {
+        self.challenge.clear();
+        self.service
+            .metrics
+            .worker(self.index)
+            .shed(ShedFrontEnd::Ppstp, why);
+        answer(&Response::Err(ErrorCode::ServiceUnavailable), None, body)
     }
 
     fn serve(

@@ -139,7 +139,27 @@ pub struct StorageConfig {
     /// Longest lifetime a stored value keeps, seconds: a longer lifetime asked by the storing
     /// node is cut to this, so no sender can pin a value for longer.
     pub max_lifetime_secs: u32,
+    /// Most bytes this node holds in all ([`value_cost`] summed over every value, original
+    /// and replica); a store that would exceed it is refused with Error_Data_Too_Large.
+    pub max_bytes: u64,
+    /// Most bytes the original stores of one storing node (the Node-ID that sent and signed
+    /// them) may hold here; over it, Error_Data_Too_Large. Replica and migration stores
+    /// count in [`StorageConfig::max_bytes`] only (the responsible node checked them).
+    pub max_bytes_per_storer: u64,
 }
+
+/// Bytes a stored value is charged: its value and dictionary key, plus a fixed overhead for
+/// its bookkeeping (so that tiny values are not free).
+pub fn value_cost(v: &StoredData) -> u64 {
+    let key = match &v.value {
+        StoredDataValue::Dictionary { key, .. } => key.len(),
+        _ => 0,
+    };
+    (data_of(&v.value).value.len() + key + v.signature.value.len()) as u64 + VALUE_OVERHEAD
+}
+
+/// The fixed bookkeeping charge of one stored value, bytes.
+pub const VALUE_OVERHEAD: u64 = 64;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -172,6 +192,8 @@ impl Default for StorageConfig {
             ],
             max_resources: 1 << 20,
             max_lifetime_secs: 86_400,
+            max_bytes: 1 << 30,
+            max_bytes_per_storer: 64 << 20,
         }
     }
 }
@@ -182,6 +204,10 @@ struct Held {
     data: StoredData,
     /// Local time (ms) at which the value expires.
     expires_at: u64,
+    /// The node whose original store put it here (`None`: a replica or migration store).
+    owner: Option<[u8; 16]>,
+    /// [`value_cost`] of `data`.
+    cost: u64,
 }
 
 impl Held {
@@ -229,7 +255,14 @@ pub struct Storage {
     kinds: BTreeMap<KindId, KindDef>,
     max_resources: usize,
     max_lifetime_secs: u32,
+    max_bytes: u64,
+    max_bytes_per_storer: u64,
     resources: BTreeMap<ResourceId, BTreeMap<KindId, KindEntry>>,
+    /// [`value_cost`] of everything held.
+    bytes: u64,
+    /// [`value_cost`] held per storing node (original stores); entries at zero are removed,
+    /// so it has at most one entry per value held.
+    bytes_by_storer: BTreeMap<[u8; 16], u64>,
 }
 
 impl Storage {
@@ -238,7 +271,34 @@ impl Storage {
             kinds: config.kinds.into_iter().map(|k| (k.id, k)).collect(),
             max_resources: config.max_resources,
             max_lifetime_secs: config.max_lifetime_secs.max(1),
+            max_bytes: config.max_bytes,
+            max_bytes_per_storer: config.max_bytes_per_storer,
             resources: BTreeMap::new(),
+            bytes: 0,
+            bytes_by_storer: BTreeMap::new(),
+        }
+    }
+
+    /// Bytes held in all ([`value_cost`] summed).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes held for the original stores of `storer`.
+    pub fn bytes_of(&self, storer: &[u8; 16]) -> u64 {
+        self.bytes_by_storer.get(storer).copied().unwrap_or(0)
+    }
+
+    /// Forgets the charge of a value leaving the store.
+    fn uncharge(bytes: &mut u64, by_storer: &mut BTreeMap<[u8; 16], u64>, held: &Held) {
+        *bytes = bytes.saturating_sub(held.cost);
+        if let Some(owner) = held.owner {
+            if let std::collections::btree_map::Entry::Occupied(mut e) = by_storer.entry(owner) {
+                *e.get_mut() = e.get().saturating_sub(held.cost);
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 
@@ -253,7 +313,23 @@ impl Storage {
     /// other error for a counter ahead of the stored one); the error carries the current
     /// counters.
     pub fn store(&mut self, req: &StoreReq, now: u64) -> Result<StoreAns, StorageError> {
+        self.store_as(req, None, now)
+    }
+
+    /// [`Storage::store`], charging the values of an original store to `owner` (the storing
+    /// node) against [`StorageConfig::max_bytes_per_storer`].
+    fn store_as(
+        &mut self,
+        req: &StoreReq,
+        owner: Option<[u8; 16]>,
+        now: u64,
+    ) -> Result<StoreAns, StorageError> {
         let replica = req.replica_number != 0;
+        let owner = if replica { None } else { owner };
+        // Bytes the store adds in all and to its owner (replaced values are given back).
+        let mut added: u64 = 0;
+        let mut freed: u64 = 0;
+        let mut freed_owner: u64 = 0;
         let Some(rid) = ring_resource(&req.resource) else {
             return Err(StorageError::InvalidMessage("resource id is not 16 bytes"));
         };
@@ -324,6 +400,7 @@ impl Storage {
                 let held = slot
                     .as_ref()
                     .and_then(|s| entry.and_then(|e| e.values.get(s)));
+                added += value_cost(v);
                 match held {
                     Some(h) => {
                         // RFC 6940 §7.4.1.1: the storage time must be greater than that of the
@@ -332,6 +409,10 @@ impl Storage {
                             || (v.storage_time == h.data.storage_time && v.value != h.data.value)
                         {
                             return Err(StorageError::DataTooOld);
+                        }
+                        freed += h.cost;
+                        if owner.is_some() && h.owner == owner {
+                            freed_owner += h.cost;
                         }
                     }
                     None => {
@@ -354,6 +435,17 @@ impl Storage {
             }
             let held_now = entry.map_or(0, |e| e.values.len());
             if held_now + new_slots > def.max_count as usize {
+                return Err(StorageError::DataTooLarge);
+            }
+        }
+        // Byte budgets: the node's, and the storing node's for an original store.
+        if added > freed && self.bytes + (added - freed) > self.max_bytes {
+            return Err(StorageError::DataTooLarge);
+        }
+        if let Some(o) = owner {
+            if added > freed_owner
+                && self.bytes_of(&o) + (added - freed_owner) > self.max_bytes_per_storer
+            {
                 return Err(StorageError::DataTooLarge);
             }
         }
@@ -400,7 +492,22 @@ impl Storage {
                 let same = entry.values.get(&slot).is_some_and(|h| h.data == data);
                 if !same {
                     changed = true;
-                    entry.values.insert(slot, Held { data, expires_at });
+                    let cost = value_cost(&data);
+                    self.bytes += cost;
+                    if let Some(o) = owner {
+                        *self.bytes_by_storer.entry(o).or_insert(0) += cost;
+                    }
+                    if let Some(old) = entry.values.insert(
+                        slot,
+                        Held {
+                            data,
+                            expires_at,
+                            owner,
+                            cost,
+                        },
+                    ) {
+                        Self::uncharge(&mut self.bytes, &mut self.bytes_by_storer, &old);
+                    }
                 }
             }
             if replica {
@@ -447,7 +554,7 @@ impl Storage {
                 }
             }
         }
-        self.store(req, now)
+        self.store_as(req, Some(originator.0), now)
     }
 
     /// RFC 6940 §7.4.2: the values a FetchReq asks for. Missing values are answered with
@@ -561,9 +668,16 @@ impl Storage {
 
     /// Drop every value whose lifetime has run out.
     pub fn expire(&mut self, now: u64) {
+        let (bytes, by_storer) = (&mut self.bytes, &mut self.bytes_by_storer);
         self.resources.retain(|_, kinds| {
             kinds.retain(|_, e| {
-                e.values.retain(|_, h| h.expires_at > now);
+                e.values.retain(|_, h| {
+                    let live = h.expires_at > now;
+                    if !live {
+                        Self::uncharge(bytes, by_storer, h);
+                    }
+                    live
+                });
                 !e.values.is_empty()
             });
             !kinds.is_empty()
@@ -625,7 +739,11 @@ impl Storage {
 
     /// Forget everything held at `resource`.
     pub fn remove(&mut self, resource: ResourceId) {
-        self.resources.remove(&resource);
+        if let Some(kinds) = self.resources.remove(&resource) {
+            for h in kinds.values().flat_map(|e| e.values.values()) {
+                Self::uncharge(&mut self.bytes, &mut self.bytes_by_storer, h);
+            }
+        }
     }
 
     /// The generation counter of a kind at a resource (0 when nothing is held).

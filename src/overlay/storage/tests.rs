@@ -415,3 +415,64 @@ fn tracker_kinds_refuse_other_nodes_keys_bad_values_and_stale_stores() {
     assert_eq!(fetched.kind_responses[0].values.len(), 1);
     assert_eq!(fetched.kind_responses[0].values[0].storage_time, 10);
 }
+
+/// What one storing node may keep is bounded in bytes, whatever count and lifetime it asks,
+/// and so is everything the node holds; each refusal is Error_Data_Too_Large and changes
+/// nothing; replacing, expiring and removing values gives their bytes back.
+#[test]
+fn bytes_are_bounded_per_storing_node_and_in_all() {
+    use crate::overlay::wire::NodeId;
+    let value = "v".repeat(1000);
+    let cost = value_cost(&dict_value("k000", &value, 1, 60));
+    // Room for 5 values per storer and 8 in all.
+    let mut s = Storage::new(StorageConfig {
+        max_resources: 1000,
+        max_bytes_per_storer: 5 * cost,
+        max_bytes: 8 * cost,
+        ..StorageConfig::default()
+    });
+    let (a, b) = (NodeId([1; 16]), NodeId([2; 16]));
+    let at = |i: u128, key: &str, time: u64| StoreReq {
+        resource: wire(ResourceId(i)),
+        ..store_dict(0, vec![dict_value(key, &value, time, 4_000_000_000)])
+    };
+    for i in 0..5 {
+        s.store_from(&at(i, "k000", 1), a, 0).unwrap();
+    }
+    assert_eq!(s.bytes_of(&a.0), 5 * cost);
+    let before = s.resource_count();
+    assert_eq!(
+        s.store_from(&at(5, "k000", 1), a, 0).unwrap_err().code(),
+        ErrorCode::DataTooLarge,
+        "a sixth value of the same storer"
+    );
+    assert_eq!(s.resource_count(), before, "nothing changed");
+    // Replacing one of its values costs nothing more.
+    s.store_from(&at(0, "k000", 2), a, 0).unwrap();
+    assert_eq!(s.bytes_of(&a.0), 5 * cost);
+    // Another storer has its own budget, up to the node's.
+    for i in 10..13 {
+        s.store_from(&at(i, "k000", 1), b, 0).unwrap();
+    }
+    assert_eq!(s.bytes(), 8 * cost);
+    assert_eq!(
+        s.store_from(&at(13, "k000", 1), b, 0).unwrap_err().code(),
+        ErrorCode::DataTooLarge,
+        "the node is full"
+    );
+    // Replica stores count in the node's total.
+    let mut replica = at(20, "k000", 1);
+    replica.replica_number = 1;
+    replica.kind_data[0].generation_counter = 1;
+    assert!(s.store(&replica, 0).is_err());
+    // Removing and expiring give the bytes back.
+    s.remove(ResourceId(10));
+    assert_eq!(s.bytes_of(&b.0), 2 * cost);
+    assert_eq!(s.bytes(), 7 * cost);
+    s.store(&replica, 0).unwrap();
+    assert_eq!(s.bytes(), 8 * cost);
+    s.expire(u64::MAX);
+    assert_eq!(s.bytes(), 0);
+    assert_eq!(s.bytes_of(&a.0), 0);
+    assert_eq!(s.resource_count(), 0);
+}

@@ -14,10 +14,15 @@
 //!   `answered_by` is the responsible node the Lookup reached, `key` is the writer's Node-ID
 //!   in hex and `value` the bytes as UTF-8 (lossy).
 //!
+//! - `PUT /overlay/configuration`: the body is a signed configuration document (RFC 6940
+//!   §11.1, `ppsp-tracker sign-config` writes one); this node applies it and spreads it with
+//!   ConfigUpdate (§6.5.4). Answers `{"configuration_sequence"}`, or 403 with the reason
+//!   (not signed by a configuration signer, not newer, malformed).
+//!
 //! The name is the path segment as sent (no percent-decoding). [`serve`] waits for the
 //! overlay's answer up to `overlay.admin_timeout_ms` per step (a timeout is 504, an overlay
-//! error 502); the admin listener runs it on a helper thread and leaves the request waiting
-//! in its connection meanwhile, so the admin worker never waits for the overlay.
+//! error 502); the admin listener runs the value endpoints on a helper thread and leaves the
+//! request waiting in its connection meanwhile, so the admin worker never waits for them.
 
 use super::OverlayHandle;
 use crate::overlay::chord::{resource_id, LocalOutcome, LocalRequest, NodeId};
@@ -73,6 +78,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The path of the configuration endpoint.
+pub const CONFIGURATION_PATH: &str = "/overlay/configuration";
+
 /// The immediate answer to an overlay endpoint request that needs no overlay: 404 without an
 /// overlay, 400 for a bad name, 405 for another method than PUT and GET. `None` when the
 /// request is well-formed (or not for an overlay endpoint).
@@ -101,6 +109,18 @@ pub fn serve(
     path: &str,
     body: &[u8],
 ) -> Option<HttpAnswer> {
+    if path == CONFIGURATION_PATH {
+        let Some(handle) = handle else {
+            return Some(error(404, "the overlay is not enabled"));
+        };
+        if method != "PUT" {
+            return Some(error(405, "PUT"));
+        }
+        return Some(match handle.update_configuration(body.to_vec()) {
+            Ok(seq) => json(200, &serde_json::json!({ "configuration_sequence": seq })),
+            Err(why) => error(403, &why),
+        });
+    }
     let name = path.strip_prefix(VALUE_PREFIX)?;
     if let Some(a) = refusal(handle.is_some(), method, path) {
         return Some(a);

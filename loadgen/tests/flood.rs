@@ -1,0 +1,177 @@
+//! Overload: the generator floods a one-worker PPSTP tracker (in-process, 127.0.0.1 port 0)
+//! at several times what it answers at its peak, for a bounded time. The tracker keeps
+//! answering, sheds the excess with PPSTP error 05 (HTTP 503) rather than queueing it, answers
+//! normally again as soon as the flood stops, and the process's resident memory stays within
+//! [`RSS_GROWTH_BOUND_MB`] of what it was before the flood.
+//!
+//! Prints `FLOOD peak_ok_per_s=... flood_ok_per_s=... ratio=... shed=... rss_mb=...` for the
+//! record; the assertions are generous (debug build, shared machine).
+
+use std::time::Duration;
+
+use ppsp_loadgen::proto::Protocol;
+use ppsp_loadgen::run::{self, RunArgs};
+use ppsp_tracker::config::Config;
+use ppsp_tracker::server::Server;
+
+/// Resident memory growth allowed from before the flood to its end (server and generator
+/// share this process), MiB.
+const RSS_GROWTH_BOUND_MB: u64 = 64;
+/// Requests that wait in the worker longer than this are shed (`server.shed_after_ms`).
+const SHED_AFTER_MS: u64 = 100;
+
+fn rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+fn metric(text: &str, line: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn args(target: std::net::SocketAddr) -> RunArgs {
+    let mut a = RunArgs::defaults(Protocol::Ppstp);
+    a.target = vec![target];
+    a.swarms = 100;
+    a.peers = 2000;
+    // Reads only: a shed request changes nothing, so the generator's idea of each peer's
+    // state stays right.
+    a.mix = Some("find=8,stat_query=1,keepalive=1".into());
+    a.no_progress = true;
+    a.timeout_ms = 20_000;
+    a.max_requests = 2_000_000;
+    a
+}
+
+#[test]
+fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
+    let sets: Vec<String> = [
+        "ppstp.listen=127.0.0.1:0",
+        "admin.listen=127.0.0.1:0",
+        r#"bt_udp.listen=["127.0.0.1:0"]"#,
+        r#"bt_http.listen=["127.0.0.1:0"]"#,
+        "server.workers=1",
+        "server.pin_cores=false",
+        "ppstp.max_connections=2000",
+        "server.max_connections_per_source=2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("server.shed_after_ms={SHED_AFTER_MS}")])
+    .collect();
+    let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
+    let addr = server.ppstp_addr().unwrap();
+
+    // Register the peers with a light load (nothing shed), then measure the peak: closed
+    // loop over enough connections to keep the worker busy, each turn well under the
+    // shedding delay.
+    let mut populate = args(addr);
+    populate.populate = true;
+    populate.duration = 0.5;
+    populate.connections = 1;
+    populate.pipeline = Some(4);
+    let out = run::run(&populate).unwrap();
+    let p = out.report.populate.as_ref().unwrap();
+    assert_eq!(p.per_type["connect"].ok, 2000, "populate: {:?}", p.errors);
+
+    let mut peak = args(addr);
+    peak.assume_registered = true;
+    peak.duration = 2.0;
+    peak.connections = 64;
+    peak.pipeline = Some(16);
+    peak.threads = 2;
+    let peak = run::run(&peak).unwrap().report.measure;
+    let peak_ok = peak.ok_per_s;
+    assert!(peak_ok > 0.0);
+
+    // The floods: open loop at two, then four times the peak over many deep pipelines, for
+    // 2 s each.
+    let rss_before = rss_mb();
+    let shed_of = || {
+        metric(
+            &server.metrics_text(),
+            r#"ppsp_shed_total{front_end="ppstp",reason="overloaded"}"#,
+        )
+    };
+    let mut floods = Vec::new();
+    for factor in [2.0, 4.0] {
+        let shed_before = shed_of();
+        let mut flood = args(addr);
+        flood.assume_registered = true;
+        flood.duration = 2.0;
+        flood.connections = 512;
+        flood.pipeline = Some(32);
+        flood.threads = 2;
+        flood.rate = Some(factor * peak_ok);
+        let report = run::run(&flood).unwrap().report.measure;
+        floods.push((factor, report, shed_of() - shed_before));
+    }
+    let rss_after = rss_mb();
+
+    // Recovery: right after the flood, requests are served, not shed.
+    let mut after = args(addr);
+    after.assume_registered = true;
+    after.duration = 1.0;
+    after.connections = 1;
+    after.pipeline = Some(1);
+    let after = run::run(&after).unwrap().report.measure;
+    let recovery = Duration::from_micros(after.latency.max_us as u64);
+    server.shutdown();
+
+    eprintln!(
+        "FLOOD peak_ok_per_s={peak_ok:.0} rss_before_mb={rss_before} rss_after_mb={rss_after}"
+    );
+    for (factor, flood, shed) in &floods {
+        let ratio = flood.ok_per_s / peak_ok;
+        eprintln!(
+            "FLOOD load={factor}x offered_per_s={:.0} ok_per_s={:.0} ratio={ratio:.2} \
+             shed={shed} errors={:?} p99_ms={:.0}",
+            factor * peak_ok,
+            flood.ok_per_s,
+            flood.errors,
+            flood.latency.p99_us / 1000.0
+        );
+        // Shed with the right error, and nothing else went wrong.
+        for (kind, n) in &flood.errors {
+            assert_eq!(kind, "ppstp_error_05", "{n} errors of another kind");
+        }
+        assert_eq!(
+            flood.errors.get("ppstp_error_05").copied().unwrap_or(0),
+            *shed
+        );
+        // Kept answering: generous, as the machine is shared (the report gives the figure).
+        assert!(
+            ratio > 0.3,
+            "answered {ratio:.2} of the peak rate at {factor}x"
+        );
+    }
+    assert!(
+        floods.iter().any(|(_, _, shed)| *shed > 0),
+        "nothing was shed"
+    );
+    assert!(
+        rss_after <= rss_before + RSS_GROWTH_BOUND_MB,
+        "RSS grew from {rss_before} to {rss_after} MiB"
+    );
+    eprintln!(
+        "FLOOD after: ok={} errors={:?} slowest answer {recovery:?}",
+        after.ok, after.errors
+    );
+    // Recovered at once: the first requests after the flood are served.
+    assert!(
+        after.ok > 0 && after.errors.is_empty(),
+        "{:?}",
+        after.errors
+    );
+    assert!(
+        recovery < Duration::from_secs(5),
+        "an answer took {recovery:?}"
+    );
+}
