@@ -318,16 +318,16 @@ fn five_nodes_are_one_tracker_for_ppstp_and_bittorrent_peers_and_survive_two_kil
     assert_eq!(status["federation"]["local_peers"], 2, "{status}");
 }
 
-/// A swarm whose registrations do not fit one overlay message (`max_message_size` 8,192
-/// bytes, parts of 3,000 bytes, each value signed and its signer's certificate carried): the
+/// A swarm whose registrations do not fit one overlay message (`max_message_size` 4,096
+/// bytes, parts of 1,500 bytes, each value signed and its signer's certificate carried): the
 /// Fetch through C is answered Error_Response_Too_Large, C reads the keys with a Stat and the
 /// parts with Fetches by key groups, and its FIND lists A's peers from every part.
 #[test]
 fn a_swarm_larger_than_one_message_is_read_by_key_groups() {
     const PEERS: usize = 600;
     let extra = [
-        "overlay.max_message_size=8192",
-        "overlay.registration_part_bytes=3000",
+        "overlay.max_message_size=4096",
+        "overlay.registration_part_bytes=1500",
         "overlay.local_find_min=100000",
     ];
     let with = |i: usize| -> Vec<String> {

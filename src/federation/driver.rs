@@ -174,9 +174,27 @@ impl Driver {
         }
         if now >= self.next_flush {
             self.next_flush = now.saturating_add_millis(fed.config().flush_interval_ms);
-            out.extend(self.flush(fed, now, wall_ms));
+            // Flow control: while the Stores of earlier flushes are still in flight (an
+            // overlay thread that falls behind), no new flush is started; the changes stay
+            // marked and the next flush sends their newest state. Without it a slow overlay
+            // receives a flush's worth of Stores every interval, its queue grows, Fetches wait
+            // behind it past `fetch_timeout_ms`, and Stores counted failed are sent again.
+            let cfg = fed.config();
+            if self.stores_in_flight() < cfg.flush_max_swarms + cfg.flush_max_peers {
+                out.extend(self.flush(fed, now, wall_ms));
+            } else {
+                fed.stats.flushes_deferred.fetch_add(1, Ordering::Relaxed);
+            }
         }
         out
+    }
+
+    /// Stores sent and not yet answered.
+    pub fn stores_in_flight(&self) -> usize {
+        self.in_flight
+            .values()
+            .filter(|(p, _)| matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatus(_)))
+            .count()
     }
 
     fn flush(&mut self, fed: &Federation, now: Time, wall_ms: u64) -> Vec<Outgoing> {
@@ -490,4 +508,57 @@ pub fn spawn(
         stop,
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::FederationConfig;
+    use crate::overlay::storage::StoreAns;
+
+    fn fed() -> Federation {
+        Federation::new(
+            NodeId::from_u128(7),
+            FederationConfig {
+                local_find_min: 2,
+                flush_interval_ms: 100,
+                flush_max_swarms: 10,
+                flush_max_peers: 10,
+                fetch_cache_ms: 1000,
+                fetch_timeout_ms: 500,
+                lifetime_secs: 60,
+                part_bytes: 4000,
+                track_ms: 60_000,
+                max_message_bytes: 5000,
+            },
+        )
+    }
+
+    /// No new flush while a whole flush's worth of Stores is unanswered; the changes wait and
+    /// go out once the overlay has caught up.
+    #[test]
+    fn flushes_wait_while_earlier_stores_are_in_flight() {
+        let fed = fed();
+        let mut d = Driver::new();
+        for i in 0..50u32 {
+            fed.local()
+                .mark_status(PeerId::new(format!("p{i}").as_bytes()).unwrap());
+        }
+        let first = d.poll(&fed, Time(0), 1);
+        assert_eq!(first.len(), 10);
+        let second = d.poll(&fed, Time(100), 2);
+        assert_eq!(second.len(), 10);
+        assert_eq!(d.stores_in_flight(), 20);
+        assert!(d.poll(&fed, Time(200), 3).is_empty(), "deferred");
+        assert_eq!(fed.stats.flushes_deferred.load(Ordering::Relaxed), 1);
+        for o in first.iter().chain(&second) {
+            d.on_outcome(
+                &fed,
+                o.token,
+                LocalOutcome::Stored(StoreAns::default()),
+                Time(250),
+            );
+        }
+        assert_eq!(d.poll(&fed, Time(300), 4).len(), 10, "resumed");
+    }
 }

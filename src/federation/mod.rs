@@ -118,6 +118,8 @@ pub struct FederationStats {
     pub stores: AtomicU64,
     pub store_failures: AtomicU64,
     pub flushes: AtomicU64,
+    /// Flushes put off because the Stores of earlier ones were still in flight.
+    pub flushes_deferred: AtomicU64,
     /// Swarms and peers written, summed over flushes (batch size = this / flushes).
     pub flushed_entries: AtomicU64,
     /// Store round trips, ms, summed; and the largest.
@@ -362,7 +364,11 @@ impl Federation {
         ] {
             let _ = writeln!(out, "ppsp_federation_finds_total{{answer=\"{label}\"}} {v}");
         }
-        let counters: [(&str, u64); 13] = [
+        let counters: [(&str, u64); 14] = [
+            (
+                "ppsp_federation_flushes_deferred_total",
+                get(&s.flushes_deferred),
+            ),
             ("ppsp_federation_split_fetches_total", get(&s.split_fetches)),
             ("ppsp_federation_cache_hits_total", get(&s.cache_hits)),
             ("ppsp_federation_fetches_total", get(&s.fetches)),

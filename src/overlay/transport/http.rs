@@ -21,8 +21,8 @@
 //!
 //! The name is the path segment as sent (no percent-decoding). [`serve`] waits for the
 //! overlay's answer up to `overlay.admin_timeout_ms` per step (a timeout is 504, an overlay
-//! error 502); the admin listener runs it on a helper thread and leaves the request waiting
-//! in its connection meanwhile, so the admin worker never waits for the overlay.
+//! error 502); the admin listener runs the overlay endpoints on a helper thread and leaves the
+//! request waiting in its connection meanwhile, so the admin worker never waits for them.
 
 use super::OverlayHandle;
 use crate::overlay::chord::{resource_id, LocalOutcome, LocalRequest, NodeId};
