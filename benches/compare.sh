@@ -6,6 +6,14 @@
 #
 #   benches/compare.sh                      # all three, defaults below
 #   SERVERS="floor opentracker" DURATION=5 benches/compare.sh
+#   AQUATIC_UDP=/path/to/aquatic_udp benches/compare.sh   # aquatic_udp as a fourth server
+#   SCALE=1 benches/compare.sh              # 2M peers / 1M swarms (headtail): RSS per peer
+#
+# AQUATIC_UDP names an aquatic_udp binary built by hand (this script never builds it); its
+# configuration is its own printed default (`aquatic_udp -p`) with one socket worker (and one
+# swarm worker where the version has them) listening on 127.0.0.1. SCALE=1 changes the
+# defaults to SWARMS=1000000 PEERS=2000000 POPULARITY=headtail DURATION=3: every server is
+# populated (each peer announced once) and the table's "RSS/peer" column is what it costs.
 #
 # Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
 # --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
@@ -16,7 +24,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
-SERVERS=${SERVERS:-"floor opentracker ppsp"}
+AQUATIC_UDP=${AQUATIC_UDP:-}
+default_servers="floor opentracker ppsp"
+[ -n "$AQUATIC_UDP" ] && default_servers="$default_servers aquatic"
+SERVERS=${SERVERS:-$default_servers}
+if [ "${SCALE:-0}" = 1 ]; then
+    SWARMS=${SWARMS:-1000000}
+    PEERS=${PEERS:-2000000}
+    POPULARITY=${POPULARITY:-headtail}
+    DURATION=${DURATION:-3}
+    SETTLE=${SETTLE:-3}
+fi
 SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 DURATION=${DURATION:-10}
@@ -94,6 +112,19 @@ start_opentracker() { # port
     fi
     ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} opentracker -f "$dir/opentracker.conf" -i 127.0.0.1 -P "$1" -p "$1" \
         "${priv[@]}" >"$OUT/opentracker.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_aquatic() { # port
+    [ -n "$AQUATIC_UDP" ] && [ -x "$AQUATIC_UDP" ] || { echo "AQUATIC_UDP does not name an aquatic_udp binary" >&2; return 1; }
+    local dir="$OUT/aquatic"
+    mkdir -p "$dir"
+    "$AQUATIC_UDP" -p >"$dir/config.toml"
+    # One worker of each kind, IPv4 on loopback; key names differ between versions.
+    sed -i -E -e 's/^(socket_workers|swarm_workers) = .*/\1 = 1/' \
+        -e "s/^(address_ipv4|address) = .*/\\1 = \"127.0.0.1:$1\"/" \
+        -e 's/^use_ipv6 = .*/use_ipv6 = false/' "$dir/config.toml"
+    ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$AQUATIC_UDP" -c "$dir/config.toml" >"$OUT/aquatic.log" 2>&1 &
     SERVER_PID=$!
 }
 

@@ -430,6 +430,77 @@ fn benches(c: &mut Criterion) {
 
     mixed_threads(c, e, zs, ps);
     expire_deleting(c);
+    bt_announce(c);
+}
+
+/// A BitTorrent announce from `ip` (IPv4 10.x.y.z from `n`) to swarm `swarm` wanting `count`
+/// peers.
+fn bt_req(n: usize, swarm: usize, count: u32) -> Request {
+    let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 | (n as u32 & 0x00ff_ffff));
+    let addr = SocketAddr::new(ip.into(), 6881);
+    Request {
+        peer_id: bt_peer_id(addr.ip(), addr.port()),
+        source: SocketAddr::new(ip.into(), 40_000),
+        kind: RequestKind::Announce {
+            swarm_id: SwarmId::new(&id20(b'b', swarm)).expect("20-byte id"),
+            mode: if n % 4 == 0 {
+                PeerMode::Seeder
+            } else {
+                PeerMode::Leech
+            },
+            addr: PeerAddr::reflexive(addr),
+            peer_num: Some(PeerNum {
+                peer_count: Some(count),
+                ..PeerNum::default()
+            }),
+        },
+    }
+}
+
+/// BitTorrent re-announces on the compact table: 1M swarms of one or two peers plus a hot
+/// swarm of 1,000, each announce answering (up to) 50 peers in wire form.
+fn bt_announce(c: &mut Criterion) {
+    let e = Engine::new(&EngineConfig {
+        shards: 64,
+        max_peers: 4_000_000,
+        max_swarms: 2_000_000,
+        ..EngineConfig::default()
+    });
+    let v4 = ListFamilies {
+        first: Family::V4,
+        fallback: false,
+    };
+    let mut peers = CompactPeers::default();
+    for swarm in 1..=SWARMS {
+        for k in 0..(1 + swarm % 2) {
+            let r = bt_req(swarm * 2 + k, swarm, 0);
+            e.announce_compact(&r, NOW, v4, &mut peers)
+                .expect("populate");
+        }
+    }
+    for n in 0..1_000 {
+        e.announce_compact(&bt_req(n + 10_000_000, 0, 0), NOW, v4, &mut peers)
+            .expect("populate");
+    }
+    let mut group = c.benchmark_group("bt");
+    group.bench_function("announce_hot_50", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % 1_000;
+            let r = bt_req(i + 10_000_000, 0, 50);
+            black_box(e.announce_compact(&r, NOW, v4, &mut peers).ok());
+            black_box(peers.v4.len())
+        })
+    });
+    group.bench_function("announce_tail", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = i % SWARMS + 1;
+            let r = bt_req(i * 2, i, 50);
+            black_box(e.announce_compact(&r, NOW, v4, &mut peers).ok())
+        })
+    });
+    group.finish();
 }
 
 /// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine. Each thread uses its own bench

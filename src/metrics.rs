@@ -37,40 +37,12 @@ pub const UNDECODED: usize = REQUEST_TYPES.len() - 1;
 /// HTTP statuses answered for faults below the PPSTP layer (framing, method, media type).
 pub const HTTP_FAULT_STATUSES: [u16; 8] = [400, 404, 405, 411, 413, 415, 431, 500];
 
-/// Outcome labels of the BitTorrent UDP front-end (`bt_udp::Outcome::name`); anything else
-/// is counted as `other`.
-pub const BT_UDP_OUTCOMES: [&str; 14] = [
-    "connect",
-    "announce",
-    "scrape",
-    "connection_id",
-    "malformed",
-    "unknown_action",
-    "too_many_hashes",
-    "engine_overload",
-    "engine_error",
-    "access_denied",
-    "drop_too_short",
-    "drop_bad_protocol_id",
-    "drop_error_too_long",
-    "other",
-];
+/// Outcome labels of the BitTorrent UDP front-end, indexed by `bt_udp::Outcome::index`.
+pub const BT_UDP_OUTCOMES: [&str; 13] = crate::protocol::bt_udp::Outcome::LABELS;
 
-/// Outcome labels of the BitTorrent HTTP front-end (`bt_http::HttpOutcome::name`), plus the
-/// HTTP-level faults answered before it (`http_fault`).
-pub const BT_HTTP_OUTCOMES: [&str; 11] = [
-    "announce",
-    "scrape",
-    "too_many_hashes",
-    "full_scrape",
-    "bad_query",
-    "engine_overload",
-    "engine_error",
-    "access_denied",
-    "unknown_path",
-    "http_fault",
-    "other",
-];
+/// Outcome labels of the BitTorrent HTTP front-end, indexed by `bt_http::HttpOutcome::index`
+/// (its last entry counts the HTTP-level faults answered before it).
+pub const BT_HTTP_OUTCOMES: [&str; 10] = crate::protocol::bt_http::HttpOutcome::LABELS;
 
 /// Front-ends whose requests can be shed, indexed by [`ShedFrontEnd`].
 pub const SHED_FRONT_ENDS: [&str; 3] = ["ppstp", "bt_http", "bt_udp"];
@@ -106,13 +78,6 @@ impl Shed {
     pub const fn index(self) -> usize {
         self as usize
     }
-}
-
-fn label_index(labels: &[&str], name: &str) -> usize {
-    labels
-        .iter()
-        .position(|l| *l == name)
-        .unwrap_or(labels.len() - 1)
 }
 
 /// Error codes 0..=6 (RFC 7846 §6.2); 0 is never counted as an error.
@@ -200,16 +165,22 @@ impl WorkerMetrics {
         add(&self.expired_peers, report.expired as u64);
     }
 
-    /// A BitTorrent UDP datagram was handled with outcome `name`.
+    /// A BitTorrent UDP datagram was handled with the outcome of index `index`
+    /// (`bt_udp::Outcome::index`, a label of [`BT_UDP_OUTCOMES`]).
     #[inline]
-    pub fn bt_udp(&self, name: &str) {
-        add(&self.bt_udp[label_index(&BT_UDP_OUTCOMES, name)], 1);
+    pub fn bt_udp(&self, index: usize) {
+        if let Some(c) = self.bt_udp.get(index) {
+            add(c, 1);
+        }
     }
 
-    /// A BitTorrent HTTP request was answered with outcome `name`.
+    /// A BitTorrent HTTP request was answered with the outcome of index `index`
+    /// (`bt_http::HttpOutcome::index`, a label of [`BT_HTTP_OUTCOMES`]).
     #[inline]
-    pub fn bt_http(&self, name: &str) {
-        add(&self.bt_http[label_index(&BT_HTTP_OUTCOMES, name)], 1);
+    pub fn bt_http(&self, index: usize) {
+        if let Some(c) = self.bt_http.get(index) {
+            add(c, 1);
+        }
     }
 
     /// A request of `front_end` was shed for `why`.
@@ -778,26 +749,33 @@ mod tests {
     }
 
     #[test]
-    fn bittorrent_outcomes_are_counted_by_label() {
+    fn bittorrent_outcomes_are_counted_by_index() {
+        use crate::protocol::bt_http::{HttpAnswer, HttpFailure, HttpOutcome};
+        use crate::protocol::bt_udp::{Outcome, Reply};
         let m = Metrics::new(2);
-        m.worker(0).bt_udp("announce");
-        m.worker(1).bt_udp("announce");
-        m.worker(1).bt_udp("something new");
-        m.worker(0).bt_http("unknown_path");
+        m.worker(0).bt_udp(Outcome::Reply(Reply::Announce).index());
+        m.worker(1).bt_udp(Outcome::Reply(Reply::Announce).index());
+        m.worker(1).bt_udp(999); // out of range: ignored, no panic
+        let unknown = HttpOutcome {
+            status: 404,
+            answer: HttpAnswer::Failure(HttpFailure::UnknownPath),
+        };
+        m.worker(0).bt_http(unknown.index());
+        m.worker(0).bt_http(HttpOutcome::HTTP_FAULT);
         let text = m.render(&ScrapeContext::default());
         assert_eq!(
             line_value(&text, "ppsp_bt_udp_requests_total{outcome=\"announce\"}"),
             Some(2)
         );
         assert_eq!(
-            line_value(&text, "ppsp_bt_udp_requests_total{outcome=\"other\"}"),
-            Some(1)
-        );
-        assert_eq!(
             line_value(
                 &text,
                 "ppsp_bt_http_requests_total{outcome=\"unknown_path\"}"
             ),
+            Some(1)
+        );
+        assert_eq!(
+            line_value(&text, "ppsp_bt_http_requests_total{outcome=\"http_fault\"}"),
             Some(1)
         );
     }

@@ -52,7 +52,7 @@ fn re_announces_and_scrapes_allocate_nothing() {
     let front = UdpFrontEnd::new(ConnectionIdSecret::from_bytes([9; 16]), BtLimits::default());
     let now = Time::from_secs(1000);
     let mut out = Vec::with_capacity(2048);
-    let mut scratch = Vec::with_capacity(128);
+    let mut scratch = ppsp_tracker::engine::CompactPeers::default();
     let hash = [0x5a; 20];
 
     // Ten peers from ten addresses join the swarm.

@@ -279,6 +279,11 @@ fn the_binary_serves_and_stops_on_sigterm() {
             "ppstp.listen=127.0.0.1:0",
             "--set",
             "admin.enabled=false",
+            // A bound default port is refused at start: every listener on port 0.
+            "--set",
+            "bt_udp.listen=127.0.0.1:0",
+            "--set",
+            "bt_http.listen=127.0.0.1:0",
             "--set",
             "log.level=info",
         ])
@@ -289,8 +294,13 @@ fn the_binary_serves_and_stops_on_sigterm() {
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
     // The start-up line names the bound address: `ppstp=Some(127.0.0.1:PORT)`.
+    let mut seen = Vec::new();
     let addr: SocketAddr = loop {
-        let line = lines.next().expect("server exited early").unwrap();
+        let line = match lines.next() {
+            Some(line) => line.unwrap(),
+            None => panic!("server exited early: {seen:#?}"),
+        };
+        seen.push(line.clone());
         if line.contains("runtime started") {
             assert!(
                 line.contains("backend=\"epoll\""),

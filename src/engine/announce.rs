@@ -1,40 +1,229 @@
 //! The protocol-neutral announce ([`RequestKind::Announce`]): how BitTorrent clients, which
 //! re-announce the same swarm every few minutes, map onto the engine.
 //!
-//! RFC 7846 Table 6 makes a CONNECT with one LEECH JOIN (or SEEDER JOINs) invalid in TRACKING,
-//! so a re-announce cannot be a CONNECT. An announce is valid in every state: it registers the
-//! peer if it is new, joins the swarm or refreshes its membership (mode change, track timer
-//! re-armed), leaves the peer's other swarms alone, and answers a peer list and the swarm's
-//! counts, all under one peer-shard lock and one swarm-shard lock.
+//! An announce is valid at any time: it adds the peer to the swarm or refreshes its membership
+//! (mode change, stamp), and answers a peer list and the swarm's counts. BitTorrent peers live
+//! in their own table (`bt_table.rs`), identified by (source IP, announced port) inside their
+//! swarm, so an announce takes exactly one lock, that of the swarm's shard, and the peer list
+//! is copied from the table's wire-form entries straight into the caller's buffers.
+//!
+//! The swarm id of an announce is an info-hash (20 bytes). BitTorrent and PPSTP peers of the
+//! same id are kept apart: a peer list holds peers of its own protocol only, while swarm
+//! statistics (STAT_QUERY, scrape) count both.
+//!
+//! The engine peer id of a BitTorrent peer, used where a request must name it (a LEAVE for
+//! `event=stopped`, a STAT_QUERY made on its behalf), is [`bt_peer_id`]:
+//! `00 62 74 34` (`"\0bt4"`) + 4-byte IPv4 address + 2-byte port (10 bytes), or
+//! `00 62 74 36` (`"\0bt6"`) + 16-byte IPv6 address + 2-byte port (22 bytes), big-endian. The
+//! leading NUL keeps these apart from PPSTP peer ids, which are printable strings.
 
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use super::swarm_list::SwarmList;
-use super::tables::{PeerCard, PeerRecord};
+use parking_lot::Mutex;
+
+use super::bt_table::{
+    sample, stamp, BtShard, Entry, Found, InfoHash, Segmented, COMPACT_V4_LEN, COMPACT_V6_LEN,
+};
 use super::types::*;
-use super::{select, source_ip, Engine};
+use super::{reserve, source_ip, Engine, ExpiryReport};
+
+/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv4.
+pub const BT_PEER_ID_PREFIX_V4: [u8; 4] = *b"\x00bt4";
+/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv6.
+pub const BT_PEER_ID_PREFIX_V6: [u8; 4] = *b"\x00bt6";
+
+/// An IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The family of `ip` after [`canonical_ip`].
+    pub fn of(ip: IpAddr) -> Family {
+        match canonical_ip(ip) {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// `ip`, with IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) turned into IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The engine peer id of the BitTorrent peer at `ip` listening on `port` (layout in the module
+/// documentation).
+pub fn bt_peer_id(ip: IpAddr, port: u16) -> PeerId {
+    let mut buf = [0u8; 22];
+    let len = match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V4);
+            buf[4..8].copy_from_slice(&v4.octets());
+            buf[8..10].copy_from_slice(&port.to_be_bytes());
+            10
+        }
+        IpAddr::V6(v6) => {
+            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V6);
+            buf[4..20].copy_from_slice(&v6.octets());
+            buf[20..22].copy_from_slice(&port.to_be_bytes());
+            22
+        }
+    };
+    // 10 or 22 bytes: always within 1..=MAX_ID_BYTES.
+    PeerId::new(&buf[..len]).expect("BitTorrent peer ids are 10 or 22 bytes")
+}
+
+/// The address a [`bt_peer_id`] names, if `id` is one.
+pub fn bt_peer_addr(id: &PeerId) -> Option<SocketAddr> {
+    let b = id.as_bytes();
+    let port = |p: &[u8]| u16::from_be_bytes([p[0], p[1]]);
+    match (b.get(..4), b.len()) {
+        (Some(p), 10) if p == BT_PEER_ID_PREFIX_V4 => {
+            let ip: [u8; 4] = b[4..8].try_into().ok()?;
+            Some(SocketAddr::new(Ipv4Addr::from(ip).into(), port(&b[8..])))
+        }
+        (Some(p), 22) if p == BT_PEER_ID_PREFIX_V6 => {
+            let ip: [u8; 16] = b[4..20].try_into().ok()?;
+            Some(SocketAddr::new(Ipv6Addr::from(ip).into(), port(&b[20..])))
+        }
+        _ => None,
+    }
+}
+
+/// A BitTorrent peer list in wire form, filled by [`Engine::announce_compact`]. Reused between
+/// requests, it allocates nothing once grown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactPeers {
+    /// IPv4 peers, 6 bytes each (BEP 23: address, port, big-endian).
+    pub v4: Vec<u8>,
+    /// IPv6 peers, 18 bytes each (BEP 7).
+    pub v6: Vec<u8>,
+}
+
+impl CompactPeers {
+    pub fn clear(&mut self) {
+        self.v4.clear();
+        self.v6.clear();
+    }
+
+    /// Number of listed peers of both families.
+    pub fn len(&self) -> usize {
+        self.v4.len() / COMPACT_V4_LEN + self.v6.len() / COMPACT_V6_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// The listed addresses: IPv4 first, then IPv6.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let v4 = self.v4.chunks_exact(COMPACT_V4_LEN).map(wire_addr);
+        let v6 = self.v6.chunks_exact(COMPACT_V6_LEN).map(wire_addr);
+        v4.chain(v6)
+    }
+
+    /// Appends `addr` in wire form to the list of its family.
+    pub fn push(&mut self, addr: SocketAddr) {
+        match canonical_ip(addr.ip()) {
+            IpAddr::V4(ip) => {
+                self.v4.extend_from_slice(&ip.octets());
+                self.v4.extend_from_slice(&addr.port().to_be_bytes());
+            }
+            IpAddr::V6(ip) => {
+                self.v6.extend_from_slice(&ip.octets());
+                self.v6.extend_from_slice(&addr.port().to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Which peers a BitTorrent peer list holds, besides the engine's rules (never the requester,
+/// never a port-0 member, no seeders for a seeder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListFamilies {
+    /// The family listed first (BEP 15: the family of the request's packet).
+    pub first: Family,
+    /// Whether peers of the other family fill up the list (BEP 3/7 over HTTP).
+    pub fallback: bool,
+}
+
+/// The address in a compact wire entry (6 or 18 bytes).
+fn wire_addr(w: &[u8]) -> SocketAddr {
+    let n = w.len();
+    let port = u16::from_be_bytes([w[n - 2], w[n - 1]]);
+    let ip: IpAddr = match <[u8; 4]>::try_from(&w[..n - 2]) {
+        Ok(v4) => Ipv4Addr::from(v4).into(),
+        Err(_) => {
+            let mut v6 = [0u8; 16];
+            v6.copy_from_slice(&w[..16.min(n - 2)]);
+            Ipv6Addr::from(v6).into()
+        }
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// What an announce did to the requester's membership.
+enum Change {
+    New,
+    Moved(PeerMode),
+    Refreshed,
+}
 
 impl Engine {
-    /// Applies an announce and writes its peer list into `peers` (cleared first; a reused
-    /// vector makes a repeated announce allocation-free). Returns the swarm's statistics after
-    /// the announce.
+    pub(super) fn bt_shard(&self, hash: u64) -> &Mutex<BtShard> {
+        // The high half picks the shard; hashbrown uses the low bits and the top seven.
+        let n = self.bt_shards.len() as u64;
+        &self.bt_shards[(((hash >> 32) * n) >> 32) as usize]
+    }
+
+    /// The info-hash of a swarm id, 01 when it is not 20 bytes.
+    fn info_hash(swarm_id: &SwarmId) -> Result<InfoHash, ErrorCode> {
+        swarm_id
+            .as_bytes()
+            .try_into()
+            .map_err(|_| ErrorCode::BadRequest)
+    }
+
+    /// Applies an announce and writes its peer list, in wire form, into `peers` (cleared
+    /// first; a reused value makes an announce allocation-free). Returns the swarm's
+    /// statistics after the announce (both tables' counts).
     ///
-    /// Errors (nothing changed): 01 when `request` is not an announce, an id is too long, or
-    /// the peer is already in `max_swarms_per_peer` other swarms; 03 when the peer id is
-    /// registered from another source IP; 05 when a new registration would exceed `max_peers`,
-    /// or the swarm is full / a new swarm would exceed `max_swarms`. A new peer whose join
-    /// fails is not left registered.
+    /// The peer is (source IP, `addr`'s port); `request.peer_id` is not used. The list holds
+    /// up to `peer_num.peer_count` (or the default) peers of `families.first`, then, with
+    /// `families.fallback`, of the other family; never the requester nor a port-0 member; a
+    /// seeder gets leechers only, anyone else seeders first.
     ///
-    /// The peer list never holds the requester; a seeder gets leechers first (seeders only to
-    /// fill up), anyone else seeders first.
-    pub fn announce_into(
+    /// Errors (nothing changed): 01 when `request` is not an announce or its swarm id is not
+    /// 20 bytes; 05 when a new member would exceed `max_peers` or `max_peers_per_swarm`, or a
+    /// new swarm `max_swarms`.
+    pub fn announce_compact(
         &self,
         request: &Request,
         now: Time,
-        peers: &mut Vec<PeerInfo>,
+        families: ListFamilies,
+        peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
+        let mut sink = |_: PeerMode, w: &[u8]| match w.len() {
+            COMPACT_V4_LEN => peers.v4.extend_from_slice(w),
+            _ => peers.v6.extend_from_slice(w),
+        };
+        self.announce_with(request, now, families, &mut sink)
+    }
+
+    /// The announce itself, handing each listed peer (mode, wire bytes) to `sink`.
+    fn announce_with(
+        &self,
+        request: &Request,
+        now: Time,
+        families: ListFamilies,
+        sink: &mut dyn FnMut(PeerMode, &[u8]),
+    ) -> Result<SwarmStats, ErrorCode> {
         let RequestKind::Announce {
             swarm_id,
             mode,
@@ -44,96 +233,246 @@ impl Engine {
         else {
             return Err(ErrorCode::BadRequest);
         };
-        let (swarm_id, mode) = (*swarm_id, *mode);
-        if !self.id_ok(&request.peer_id.0) || !self.id_ok(&swarm_id.0) {
-            return Err(ErrorCode::BadRequest);
-        }
+        let info_hash = Self::info_hash(swarm_id)?;
+        let mode = *mode;
         let count = self.peer_count(peer_num.as_ref());
         let ip = source_ip(request);
+        let port = addr.addr.port();
+        let stamp = stamp(now);
 
-        let mut shard = self.peer_shard(&request.peer_id).lock();
-        let (pos, new) = match shard.find(&request.peer_id) {
-            Some(pos) => {
-                let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != ip {
-                    return Err(ErrorCode::Forbidden);
-                }
-                (pos, false)
-            }
+        let hash = self.bt_hasher.hash_one(info_hash);
+        let mut guard = self.bt_shard(hash).lock();
+        let shard = &mut *guard;
+        let pos = match shard.find(hash, &info_hash) {
+            Some(pos) => pos,
             None => {
-                if !self.admit_peer(ip) {
+                if self.config.max_peers_per_swarm == 0
+                    || !reserve(&self.swarms, self.config.max_swarms)
+                {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
-                let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-                let pos = shard.insert(PeerRecord {
-                    key,
-                    card: Arc::new(PeerCard {
-                        peer_id: request.peer_id,
-                        addrs: smallvec::smallvec![*addr],
-                    }),
-                    state: PeerState::PeerRegistered,
-                    registered_at: now,
-                    deadline: now,
-                    source_ip: ip,
-                    swarms: SwarmList::default(),
-                });
-                (pos, true)
+                self.bt_swarms.fetch_add(1, Ordering::Relaxed);
+                shard.insert(&self.bt_hasher, hash, info_hash)
             }
         };
-        let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-        if !new && !record.card.addrs.contains(addr) {
-            self.replace_card(
-                record,
-                PeerCard {
-                    peer_id: request.peer_id,
-                    addrs: smallvec::smallvec![*addr],
-                },
-            );
+        let BtShard {
+            swarms,
+            rng,
+            seeders,
+            leechers,
+            ..
+        } = shard;
+        let Some(swarm) = swarms.get_mut(pos) else {
+            return Err(ErrorCode::InternalError);
+        };
+        let full = swarm.len() >= self.config.max_peers_per_swarm;
+        let applied = match ip {
+            IpAddr::V4(v4) => {
+                let wire = wire4(v4, port);
+                self.apply(&mut swarm.v4, ip, wire, mode, stamp, full)
+            }
+            IpAddr::V6(v6) => {
+                let wire = wire6(v6, port);
+                let r = self.apply(swarm.v6_mut(), ip, wire, mode, stamp, full);
+                swarm.drop_empty_v6();
+                r
+            }
+        };
+        let (change, found) = match applied {
+            Ok(x) => x,
+            Err(code) => {
+                if swarm.is_empty() {
+                    self.drop_bt_swarm(shard, pos);
+                }
+                return Err(code);
+            }
+        };
+        let mut count_mode = |m: PeerMode, d: isize| {
+            let c = match m {
+                PeerMode::Seeder => &mut *seeders,
+                PeerMode::Leech => &mut *leechers,
+            };
+            *c = c.wrapping_add_signed(d);
+        };
+        match change {
+            Change::New => count_mode(mode, 1),
+            Change::Moved(from) => {
+                count_mode(from, -1);
+                count_mode(mode, 1);
+                if from == PeerMode::Leech {
+                    // BEP 48 `downloaded`: a leecher that became a seeder.
+                    swarm.completed = swarm.completed.saturating_add(1);
+                }
+            }
+            Change::Refreshed => {}
         }
 
-        let outcome = {
-            let mut guard = self.swarm_shard(&swarm_id).lock();
-            let swarm_shard = &mut *guard;
-            match self.enter_swarm(record, swarm_shard, swarm_id, mode) {
-                ErrorCode::Ok => match swarm_shard.swarms.get(&swarm_id) {
-                    Some(swarm) => {
-                        select::peer_list_into(
-                            swarm,
-                            record.key,
-                            Some(mode),
-                            count,
-                            &[],
-                            &mut swarm_shard.rng,
-                            peers,
-                        );
-                        Ok(swarm.stats())
-                    }
-                    // The peer was just put in the swarm under this lock.
-                    None => Err(ErrorCode::InternalError),
-                },
-                code => Err(code),
+        let own = Family::of(ip);
+        let mut left = count;
+        for family in [families.first, other(families.first)] {
+            if family != families.first && !families.fallback {
+                break;
             }
-        };
-        if outcome.is_err() && new {
-            // A new peer in no swarm would only wait for its init timer: forget it now.
-            if let Some(gone) = shard.remove_at(pos) {
-                self.release_peer(gone.source_ip);
-            }
-        } else {
-            self.rearm(record_at(&mut shard.records, pos)?, now);
+            let me = (family == own).then_some(found);
+            left -= match family {
+                Family::V4 => list(&swarm.v4, me, mode, left, rng, sink),
+                Family::V6 => swarm
+                    .v6
+                    .as_deref()
+                    .map_or(0, |m| list(m, me, mode, left, rng, sink)),
+            };
         }
-        outcome
+        Ok(self.swarm_stats_with_bt(swarm_id, Some(swarm)))
     }
 
-    /// [`Engine::announce_into`] as an [`Answer`]: one `SwarmResult` with the peer list, and
-    /// the swarm's statistics in `stat`.
+    /// Adds, moves or refreshes the member `wire` (announced from `ip`) in `members`. A new
+    /// member counts in `max_peers` and in its source's `max_peers_per_source`.
+    fn apply<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
+        &self,
+        members: &mut Segmented<A>,
+        ip: IpAddr,
+        wire: [u8; N],
+        mode: PeerMode,
+        stamp: [u8; 2],
+        full: bool,
+    ) -> Result<(Change, Found), ErrorCode> {
+        match members.find(&wire) {
+            Some(found) if found.mode == mode => {
+                members.touch(found, stamp);
+                Ok((Change::Refreshed, found))
+            }
+            Some(found) => {
+                members.remove(found);
+                let pos = members.insert(wire, mode, stamp);
+                Ok((Change::Moved(found.mode), Found { mode, pos }))
+            }
+            None => {
+                if full || !self.admit_peer(ip) {
+                    return Err(ErrorCode::ServiceUnavailable);
+                }
+                let pos = members.insert(wire, mode, stamp);
+                Ok((Change::New, Found { mode, pos }))
+            }
+        }
+    }
+
+    /// Deletes the empty swarm at `pos` of `shard`.
+    fn drop_bt_swarm(&self, shard: &mut BtShard, pos: usize) {
+        shard.remove_at(&self.bt_hasher, pos);
+        self.swarms.fetch_sub(1, Ordering::Relaxed);
+        self.bt_swarms.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes the BitTorrent peer at `addr` out of the swarm of `info_hash`; `false` when it
+    /// was not in it.
+    pub(super) fn bt_leave(&self, info_hash: &InfoHash, addr: SocketAddr) -> bool {
+        let hash = self.bt_hasher.hash_one(info_hash);
+        let mut guard = self.bt_shard(hash).lock();
+        let shard = &mut *guard;
+        let Some(pos) = shard.find(hash, info_hash) else {
+            return false;
+        };
+        let Some(swarm) = shard.swarms.get_mut(pos) else {
+            return false;
+        };
+        let removed = match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => {
+                let wire = wire4(v4, addr.port());
+                swarm
+                    .v4
+                    .find(&wire)
+                    .and_then(|f| swarm.v4.remove(f).map(|_| f.mode))
+            }
+            IpAddr::V6(v6) => {
+                let wire = wire6(v6, addr.port());
+                let r = swarm.v6.as_deref_mut().and_then(|m| {
+                    let f = m.find(&wire)?;
+                    m.remove(f).map(|_| f.mode)
+                });
+                swarm.drop_empty_v6();
+                r
+            }
+        };
+        let emptied = swarm.is_empty();
+        if let Some(mode) = removed {
+            shard.count(mode, -1);
+            self.release_peer(canonical_ip(addr.ip()));
+        }
+        if emptied {
+            self.drop_bt_swarm(shard, pos);
+        }
+        removed.is_some()
+    }
+
+    /// Statistics of a swarm over both tables (all zero for an unknown swarm): BitTorrent and
+    /// PPSTP members, PPSTP traffic totals, completed downloads of both.
+    pub fn swarm_stats(&self, swarm_id: &SwarmId) -> SwarmStats {
+        self.swarm_stats_with_bt(swarm_id, None)
+    }
+
+    /// Statistics of a swarm over both tables: the BitTorrent part from `bt` (when the caller
+    /// holds it) or read under the BitTorrent shard's lock, plus the PPSTP part when any PPSTP
+    /// swarm exists.
+    pub(super) fn swarm_stats_with_bt(
+        &self,
+        swarm_id: &SwarmId,
+        bt: Option<&super::bt_table::BtSwarm>,
+    ) -> SwarmStats {
+        let mut stats = match bt {
+            Some(s) => bt_stats(s),
+            None => match Self::info_hash(swarm_id) {
+                Ok(ih) => {
+                    let hash = self.bt_hasher.hash_one(ih);
+                    let shard = self.bt_shard(hash).lock();
+                    shard
+                        .find(hash, &ih)
+                        .and_then(|p| shard.swarms.get(p))
+                        .map(bt_stats)
+                        .unwrap_or_default()
+                }
+                Err(_) => SwarmStats::default(),
+            },
+        };
+        let ppstp_swarms = self
+            .swarms
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.bt_swarms.load(Ordering::Relaxed));
+        if ppstp_swarms > 0 {
+            let p = self.ppstp_swarm_stats(swarm_id);
+            stats.peers = stats.peers.saturating_add(p.peers);
+            stats.seeders = stats.seeders.saturating_add(p.seeders);
+            stats.leechers = stats.leechers.saturating_add(p.leechers);
+            stats.completed = stats.completed.saturating_add(p.completed);
+            stats.uploaded_bytes = stats.uploaded_bytes.saturating_add(p.uploaded_bytes);
+            stats.downloaded_bytes = stats.downloaded_bytes.saturating_add(p.downloaded_bytes);
+        }
+        stats
+    }
+
+    /// [`Engine::announce_compact`] as an [`Answer`]: one `SwarmResult` with the peer list
+    /// (both families, the requester's first), and the swarm's statistics in `stat`.
     pub(super) fn announce_answer(
         &self,
         request: &Request,
         now: Time,
     ) -> Result<Answer, ErrorCode> {
         let mut peers = Vec::new();
-        let stats = self.announce_into(request, now, &mut peers)?;
+        let families = ListFamilies {
+            first: Family::of(request.source.ip()),
+            fallback: true,
+        };
+        let mut sink = |mode: PeerMode, w: &[u8]| {
+            let addr = wire_addr(w);
+            peers.push(PeerInfo {
+                peer_id: bt_peer_id(addr.ip(), addr.port()),
+                mode,
+                addrs: smallvec::smallvec![PeerAddr {
+                    kind: AddrType::Host,
+                    ..PeerAddr::reflexive(addr)
+                }],
+            });
+        };
+        let stats = self.announce_with(request, now, families, &mut sink)?;
         let RequestKind::Announce { swarm_id, .. } = &request.kind else {
             return Err(ErrorCode::BadRequest);
         };
@@ -147,10 +486,134 @@ impl Engine {
             stat: Some(StatAnswer::Swarm(*swarm_id, stats)),
         })
     }
+
+    /// Expires BitTorrent members of the shards `shards` yields, examining about `budget`
+    /// members; `next` is the walk's position in that sequence.
+    pub(super) fn expire_bt(
+        &self,
+        owned: &mut dyn Iterator<Item = usize>,
+        now: Time,
+        budget: usize,
+    ) -> ExpiryReport {
+        let max_age = self
+            .config
+            .track_timer_secs
+            .min(super::bt_table::MAX_STAMP_AGE_SECS);
+        let mut report = ExpiryReport::default();
+        for s in owned {
+            if report.examined >= budget {
+                break;
+            }
+            let Some(lock) = self.bt_shards.get(s) else {
+                break;
+            };
+            let mut guard = lock.lock();
+            let shard = &mut *guard;
+            let mut looked = 0;
+            while looked < super::EXPIRY_BATCH && report.examined + looked < budget {
+                let pos = shard.cursor;
+                let Some(swarm) = shard.swarms.get_mut(pos) else {
+                    shard.cursor = 0;
+                    break;
+                };
+                looked += swarm.len().max(1);
+                let (s4, l4) = swarm.v4.expire(now, max_age, &mut |e| {
+                    let ip = Ipv4Addr::new(e.wire[0], e.wire[1], e.wire[2], e.wire[3]);
+                    self.sources.release(IpAddr::V4(ip));
+                });
+                let (s6, l6) = swarm.v6.as_deref_mut().map_or((0, 0), |m| {
+                    m.expire(now, max_age, &mut |e| {
+                        let mut ip = [0u8; 16];
+                        ip.copy_from_slice(&e.wire[..16]);
+                        self.sources.release(IpAddr::V6(Ipv6Addr::from(ip)));
+                    })
+                });
+                swarm.drop_empty_v6();
+                let emptied = swarm.is_empty();
+                let (s, l) = (s4 + s6, l4 + l6);
+                shard.count(PeerMode::Seeder, -(s as isize));
+                shard.count(PeerMode::Leech, -(l as isize));
+                self.peers.fetch_sub(s + l, Ordering::Relaxed);
+                report.expired += s + l;
+                if emptied {
+                    // The last swarm moves into `pos`: look at it next.
+                    self.drop_bt_swarm(shard, pos);
+                } else {
+                    shard.cursor = pos + 1;
+                }
+            }
+            report.examined += looked;
+        }
+        report
+    }
 }
 
-fn record_at(records: &mut [PeerRecord], pos: usize) -> Result<&mut PeerRecord, ErrorCode> {
-    records.get_mut(pos).ok_or(ErrorCode::InternalError)
+fn other(f: Family) -> Family {
+    match f {
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
+    }
+}
+
+fn wire4(ip: Ipv4Addr, port: u16) -> [u8; COMPACT_V4_LEN] {
+    let o = ip.octets();
+    let p = port.to_be_bytes();
+    [o[0], o[1], o[2], o[3], p[0], p[1]]
+}
+
+fn wire6(ip: Ipv6Addr, port: u16) -> [u8; COMPACT_V6_LEN] {
+    let mut w = [0u8; COMPACT_V6_LEN];
+    w[..16].copy_from_slice(&ip.octets());
+    w[16..].copy_from_slice(&port.to_be_bytes());
+    w
+}
+
+fn bt_stats(s: &super::bt_table::BtSwarm) -> SwarmStats {
+    SwarmStats {
+        peers: saturating_u32(s.len()),
+        seeders: saturating_u32(s.count(PeerMode::Seeder)),
+        leechers: saturating_u32(s.count(PeerMode::Leech)),
+        completed: s.completed,
+        ..SwarmStats::default()
+    }
+}
+
+/// Lists up to `want` members of `members` to `sink`: leechers only for a seeder requester,
+/// seeders then leechers otherwise; never `me` (the requester's place), never port 0. Returns
+/// how many were listed.
+fn list<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
+    members: &Segmented<A>,
+    me: Option<Found>,
+    requester_mode: PeerMode,
+    want: usize,
+    rng: &mut rand::rngs::SmallRng,
+    sink: &mut dyn FnMut(PeerMode, &[u8]),
+) -> usize {
+    let order: &[PeerMode] = match requester_mode {
+        PeerMode::Seeder => &[PeerMode::Leech],
+        PeerMode::Leech => &[PeerMode::Seeder, PeerMode::Leech],
+    };
+    let mut listed = 0;
+    for &mode in order {
+        if listed >= want {
+            break;
+        }
+        let part = members.part(mode);
+        let skip = me.filter(|f| f.mode == mode).map(|f| f.pos);
+        sample(part.len(), skip, want - listed, rng, |i| {
+            if let Some(e) = part.get(i) {
+                if e.port() != 0 {
+                    sink(mode, &e.wire);
+                    listed += 1;
+                }
+            }
+        });
+    }
+    listed
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -172,19 +635,31 @@ mod tests {
     }
 
     fn swarm(s: &str) -> SwarmId {
-        SwarmId::new(s.as_bytes()).expect("test id")
+        let mut ih = [b'.'; 20];
+        ih[..s.len()].copy_from_slice(s.as_bytes());
+        SwarmId::new(&ih).expect("test id")
     }
 
-    fn announce(peer: u8, swarm_name: &str, mode: PeerMode, count: Option<u32>) -> Request {
+    const V4: ListFamilies = ListFamilies {
+        first: Family::V4,
+        fallback: false,
+    };
+
+    fn announce_from(
+        src: SocketAddr,
+        swarm_name: &str,
+        mode: PeerMode,
+        count: Option<u32>,
+    ) -> Request {
         Request {
-            peer_id: PeerId::new(&[0, b'b', b't', peer]).expect("test id"),
-            source: SocketAddr::from(([10, 0, 0, peer], 40000)),
+            peer_id: bt_peer_id(src.ip(), src.port()),
+            source: SocketAddr::new(src.ip(), 40000),
             kind: RequestKind::Announce {
                 swarm_id: swarm(swarm_name),
                 mode,
                 addr: PeerAddr {
                     kind: AddrType::Host,
-                    ..PeerAddr::reflexive(addr(peer))
+                    ..PeerAddr::reflexive(src)
                 },
                 peer_num: count.map(|c| PeerNum {
                     peer_count: Some(c),
@@ -194,45 +669,252 @@ mod tests {
         }
     }
 
+    fn announce(peer: u8, swarm_name: &str, mode: PeerMode, count: Option<u32>) -> Request {
+        announce_from(addr(peer), swarm_name, mode, count)
+    }
+
     fn run(e: &Engine, r: &Request, now: Time) -> Result<(SwarmStats, Vec<SocketAddr>), ErrorCode> {
-        let mut peers = Vec::new();
-        let stats = e.announce_into(r, now, &mut peers)?;
-        let mut addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addrs[0].addr).collect();
+        let mut peers = CompactPeers::default();
+        let stats = e.announce_compact(r, now, V4, &mut peers)?;
+        let mut addrs: Vec<SocketAddr> = peers.addrs().collect();
         addrs.sort();
         Ok((stats, addrs))
     }
 
-    fn state_of(e: &Engine, peer: u8, now: Time) -> Option<(PeerState, Vec<(SwarmId, PeerMode)>)> {
-        let q = Request {
-            peer_id: PeerId::new(b"observer").expect("test id"),
-            source: addr(200),
-            kind: RequestKind::StatQuery {
-                target: StatTarget::Peer(PeerId::new(&[0, b'b', b't', peer]).expect("test id")),
+    fn leave(e: &Engine, peer: u8, swarm_name: &str) -> Response {
+        e.handle(
+            &Request {
+                peer_id: bt_peer_id(addr(peer).ip(), 6881),
+                source: SocketAddr::new(addr(peer).ip(), 40000),
+                kind: RequestKind::Leave {
+                    swarm_id: swarm(swarm_name),
+                },
             },
-        };
-        match e.handle(&q, now) {
-            Response::Ok(Answer {
-                stat: Some(StatAnswer::Peer(p)),
-                ..
-            }) => Some((p.state, p.swarms)),
-            _ => None,
-        }
+            Time(0),
+        )
     }
 
     #[test]
-    fn a_new_peer_is_registered_tracking_and_listed_to_others() {
+    fn bt_peer_ids_round_trip() {
+        for a in ["192.0.2.7:6881", "[2001:db8::1]:1", "10.0.0.1:0"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(bt_peer_addr(&bt_peer_id(a.ip(), a.port())), Some(a));
+        }
+        assert_eq!(bt_peer_addr(&PeerId::new(b"peer-1").unwrap()), None);
+    }
+
+    #[test]
+    fn a_new_peer_is_counted_and_listed_to_others() {
         let e = engine(EngineConfig::default());
         let (stats, peers) = run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
         assert_eq!((stats.seeders, stats.leechers, stats.peers), (0, 1, 1));
         assert!(peers.is_empty(), "the requester is never listed");
-        let (state, swarms) = state_of(&e, 1, Time(0)).unwrap();
-        assert_eq!(state, PeerState::Tracking);
-        assert_eq!(swarms, vec![(swarm("s"), PeerMode::Leech)]);
-
         let (stats, peers) = run(&e, &announce(2, "s", PeerMode::Seeder, None), Time(1)).unwrap();
         assert_eq!((stats.seeders, stats.leechers), (1, 1));
         assert_eq!(peers, vec![addr(1)]);
-        assert_eq!(e.audit().unwrap().peers, 2);
+        let counts = e.audit().unwrap();
+        assert_eq!((counts.peers, counts.swarms, counts.memberships), (2, 1, 2));
+    }
+
+    #[test]
+    fn a_repeated_announce_refreshes_and_expiry_follows_the_last_one() {
+        let config = EngineConfig::default();
+        let track_ms = config.track_timer_secs * 1000;
+        let e = engine(config);
+        let r = announce(1, "s", PeerMode::Leech, None);
+        run(&e, &r, Time(0)).unwrap();
+        let later = Time(track_ms - 1000);
+        let (stats, _) = run(&e, &r, later).unwrap();
+        assert_eq!(stats.peers, 1, "a refresh is not a second membership");
+        let report = e.expire(Time(track_ms + 10_000), usize::MAX);
+        assert_eq!(report.expired, 0, "the refresh moved the deadline");
+        let report = e.expire(later.saturating_add_millis(track_ms + 2000), usize::MAX);
+        assert_eq!(report.expired, 1);
+        let counts = e.audit().unwrap();
+        assert_eq!((counts.memberships, counts.swarms, counts.peers), (0, 0, 0));
+    }
+
+    #[test]
+    fn each_worker_expires_only_the_shards_it_owns() {
+        let config = EngineConfig::default();
+        let track_ms = config.track_timer_secs * 1000;
+        let e = engine(config);
+        for i in 0..64u8 {
+            run(
+                &e,
+                &announce(i, &format!("s{i}"), PeerMode::Leech, None),
+                Time(0),
+            )
+            .unwrap();
+        }
+        let late = Time(track_ms + 5000);
+        let mut cursor = 0;
+        let mut by_worker0 = 0;
+        for _ in 0..8 {
+            by_worker0 += e.expire_owned(0, 2, &mut cursor, late, usize::MAX).expired;
+        }
+        assert!(by_worker0 > 0 && by_worker0 < 64, "{by_worker0}");
+        assert_eq!(e.counts().peers, 64 - by_worker0);
+        let mut cursor = 0;
+        let mut by_worker1 = 0;
+        for _ in 0..8 {
+            by_worker1 += e.expire_owned(1, 2, &mut cursor, late, usize::MAX).expired;
+        }
+        assert_eq!(by_worker0 + by_worker1, 64);
+        // A worker beyond the shard count owns nothing.
+        assert_eq!(e.expire_owned(5, 6, &mut 0, late, usize::MAX).examined, 0);
+        let counts = e.audit().unwrap();
+        assert_eq!((counts.peers, counts.swarms), (0, 0));
+    }
+
+    #[test]
+    fn a_mode_change_moves_the_peer_and_a_seeder_gets_leechers_only() {
+        let e = engine(EngineConfig::default());
+        for p in 1..=3 {
+            run(&e, &announce(p, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        }
+        run(&e, &announce(4, "s", PeerMode::Seeder, None), Time(0)).unwrap();
+        let (stats, _) = run(&e, &announce(1, "s", PeerMode::Seeder, None), Time(1)).unwrap();
+        assert_eq!((stats.seeders, stats.leechers, stats.peers), (2, 2, 4));
+        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Seeder, None), Time(2)).unwrap();
+        assert_eq!(peers, vec![addr(2), addr(3)]);
+        // A leecher asking for one peer gets a seeder.
+        let (_, peers) = run(&e, &announce(2, "s", PeerMode::Leech, Some(1)), Time(2)).unwrap();
+        assert!(
+            peers == vec![addr(1)] || peers == vec![addr(4)],
+            "{peers:?}"
+        );
+        assert_eq!(e.audit().unwrap().seeders, 2);
+    }
+
+    #[test]
+    fn same_ip_other_port_is_another_peer_and_port_zero_is_never_listed() {
+        let e = engine(EngineConfig::default());
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:2000".parse().unwrap();
+        let zero: SocketAddr = "10.0.0.9:0".parse().unwrap();
+        run(&e, &announce_from(a, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        run(
+            &e,
+            &announce_from(zero, "s", PeerMode::Seeder, None),
+            Time(0),
+        )
+        .unwrap();
+        let (stats, peers) =
+            run(&e, &announce_from(b, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        assert_eq!(stats.peers, 3, "port 0 is counted");
+        assert_eq!(peers, vec![a]);
+    }
+
+    #[test]
+    fn families_are_listed_as_asked() {
+        let e = engine(EngineConfig::default());
+        let v6: SocketAddr = "[2001:db8::1]:6881".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.0.0.2]:6881".parse().unwrap();
+        run(&e, &announce_from(v6, "s", PeerMode::Seeder, None), Time(0)).unwrap();
+        run(
+            &e,
+            &announce_from(mapped, "s", PeerMode::Seeder, None),
+            Time(0),
+        )
+        .unwrap();
+        let mut peers = CompactPeers::default();
+        let r = announce(3, "s", PeerMode::Leech, None);
+        let stats = e.announce_compact(&r, Time(0), V4, &mut peers).unwrap();
+        assert_eq!(stats.seeders, 2);
+        assert_eq!(
+            peers.addrs().collect::<Vec<_>>(),
+            vec![addr(2)],
+            "mapped is IPv4"
+        );
+        let both = ListFamilies {
+            first: Family::V4,
+            fallback: true,
+        };
+        e.announce_compact(&r, Time(0), both, &mut peers).unwrap();
+        assert_eq!(peers.addrs().collect::<Vec<_>>(), vec![addr(2), v6]);
+        // A count of one takes the first family only.
+        let r1 = announce(3, "s", PeerMode::Leech, Some(1));
+        e.announce_compact(&r1, Time(0), both, &mut peers).unwrap();
+        assert_eq!(peers.addrs().collect::<Vec<_>>(), vec![addr(2)]);
+        assert!(e.audit().is_ok());
+    }
+
+    #[test]
+    fn stopped_leaves_and_the_last_member_takes_the_swarm_away() {
+        let e = engine(EngineConfig::default());
+        run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        run(&e, &announce(2, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        assert!(matches!(leave(&e, 1, "s"), Response::Ok(_)));
+        assert_eq!(leave(&e, 1, "s"), Response::Err(ErrorCode::Forbidden));
+        assert_eq!(e.counts().swarms, 1);
+        assert!(matches!(leave(&e, 2, "s"), Response::Ok(_)));
+        let counts = e.audit().unwrap();
+        assert_eq!((counts.swarms, counts.peers), (0, 0));
+    }
+
+    #[test]
+    fn limits_refuse_and_change_nothing() {
+        let e = engine(EngineConfig {
+            max_peers: 1,
+            ..EngineConfig::default()
+        });
+        run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        assert_eq!(
+            run(&e, &announce(2, "t", PeerMode::Leech, None), Time(0)),
+            Err(ErrorCode::ServiceUnavailable)
+        );
+        assert_eq!(
+            e.audit().unwrap().swarms,
+            1,
+            "the refused swarm is not kept"
+        );
+
+        let e = engine(EngineConfig {
+            max_peers_per_swarm: 1,
+            ..EngineConfig::default()
+        });
+        run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        assert_eq!(
+            run(&e, &announce(2, "s", PeerMode::Leech, None), Time(0)),
+            Err(ErrorCode::ServiceUnavailable)
+        );
+        // A known member still refreshes in a full swarm.
+        assert!(run(&e, &announce(1, "s", PeerMode::Seeder, None), Time(0)).is_ok());
+        assert_eq!(e.audit().unwrap().peers, 1);
+
+        let e = engine(EngineConfig {
+            max_swarms: 1,
+            ..EngineConfig::default()
+        });
+        run(&e, &announce(1, "a", PeerMode::Leech, None), Time(0)).unwrap();
+        assert_eq!(
+            run(&e, &announce(1, "b", PeerMode::Leech, None), Time(0)),
+            Err(ErrorCode::ServiceUnavailable)
+        );
+        let mut short = announce(1, "a", PeerMode::Leech, None);
+        if let RequestKind::Announce { swarm_id, .. } = &mut short.kind {
+            *swarm_id = SwarmId::new(b"not-an-info-hash").unwrap();
+        }
+        assert_eq!(run(&e, &short, Time(0)), Err(ErrorCode::BadRequest));
+        assert_eq!(e.audit().unwrap().memberships, 1);
+    }
+
+    #[test]
+    fn the_peer_count_is_capped() {
+        let e = engine(EngineConfig {
+            max_peer_count: 3,
+            default_peer_count: 2,
+            ..EngineConfig::default()
+        });
+        for p in 1..=6 {
+            run(&e, &announce(p, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        }
+        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
+        assert_eq!(peers.len(), 2);
+        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Leech, Some(100)), Time(0)).unwrap();
+        assert_eq!(peers.len(), 3);
+        assert!(!peers.contains(&addr(1)));
     }
 
     #[test]
@@ -262,139 +944,44 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_announce_refreshes_where_a_connect_would_be_refused() {
-        let config = EngineConfig::default();
+    fn members_count_in_their_source_budget_until_they_leave_or_expire() {
+        let config = EngineConfig {
+            max_peers_per_source: 2,
+            ..EngineConfig::default()
+        };
         let track_ms = config.track_timer_secs * 1000;
         let e = engine(config);
-        let r = announce(1, "s", PeerMode::Leech, None);
-        run(&e, &r, Time(0)).unwrap();
-        // RFC 7846 Table 6 row 1 is invalid in TRACKING: the same join as a CONNECT is 03.
-        let connect = Request {
-            kind: RequestKind::Connect {
-                peer_num: None,
-                addrs: Vec::new(),
-                actions: vec![SwarmAction {
-                    swarm_id: swarm("s"),
-                    action: ActionKind::Join,
-                    mode: PeerMode::Leech,
-                }],
+        let ip = addr(1).ip();
+        let from =
+            |port: u16, s: &str| announce_from(SocketAddr::new(ip, port), s, PeerMode::Leech, None);
+        run(&e, &from(7001, "a"), Time(0)).unwrap();
+        run(&e, &from(7002, "b"), Time(0)).unwrap();
+        assert_eq!(e.peers_from(ip), 2);
+        assert_eq!(
+            run(&e, &from(7003, "a"), Time(0)).unwrap_err(),
+            ErrorCode::ServiceUnavailable,
+            "a third member from the same source"
+        );
+        // A re-announce of a member is no new member; another source is unaffected.
+        run(&e, &from(7001, "a"), Time(1000)).unwrap();
+        run(&e, &announce(2, "a", PeerMode::Leech, None), Time(1000)).unwrap();
+        // Leaving gives the budget back.
+        let leave = Request {
+            peer_id: bt_peer_id(ip, 7002),
+            source: SocketAddr::new(ip, 40000),
+            kind: RequestKind::Leave {
+                swarm_id: swarm("b"),
             },
-            ..r.clone()
         };
-        assert_eq!(
-            e.handle(&connect, Time(1)),
-            Response::Err(ErrorCode::Forbidden)
-        );
-        // The announce is accepted again and re-arms the track timer.
-        let later = Time(track_ms - 1);
-        let (stats, _) = run(&e, &r, later).unwrap();
-        assert_eq!(stats.peers, 1, "a refresh is not a second membership");
-        let report = e.expire(Time(track_ms + 10), usize::MAX);
-        assert_eq!(report.expired, 0, "the refresh moved the deadline");
-        assert!(state_of(&e, 1, Time(track_ms + 10)).is_some());
-        let report = e.expire(later.saturating_add_millis(track_ms + 1), usize::MAX);
-        assert_eq!(report.expired, 1);
-        assert_eq!(e.audit().unwrap().memberships, 0);
-    }
-
-    #[test]
-    fn a_mode_change_moves_the_peer_and_a_seeder_gets_leechers_first() {
-        let e = engine(EngineConfig::default());
-        for p in 1..=3 {
-            run(&e, &announce(p, "s", PeerMode::Leech, None), Time(0)).unwrap();
-        }
-        run(&e, &announce(4, "s", PeerMode::Seeder, None), Time(0)).unwrap();
-        let (stats, _) = run(&e, &announce(1, "s", PeerMode::Seeder, None), Time(1)).unwrap();
-        assert_eq!((stats.seeders, stats.leechers, stats.peers), (2, 2, 4));
-        // Seeder 1 asks for two peers: the two leechers, not seeder 4.
-        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Seeder, Some(2)), Time(2)).unwrap();
-        assert_eq!(peers, vec![addr(2), addr(3)]);
-        // A leecher asking for one peer gets a seeder.
-        let (_, peers) = run(&e, &announce(2, "s", PeerMode::Leech, Some(1)), Time(2)).unwrap();
-        assert!(
-            peers == vec![addr(1)] || peers == vec![addr(4)],
-            "{peers:?}"
-        );
-        assert_eq!(e.audit().unwrap().seeders, 2);
-    }
-
-    #[test]
-    fn other_swarms_of_the_peer_are_untouched() {
-        let e = engine(EngineConfig::default());
-        run(&e, &announce(1, "a", PeerMode::Seeder, None), Time(0)).unwrap();
-        run(&e, &announce(1, "b", PeerMode::Leech, None), Time(0)).unwrap();
-        run(&e, &announce(1, "b", PeerMode::Seeder, None), Time(1)).unwrap();
-        let (_, mut swarms) = state_of(&e, 1, Time(1)).unwrap();
-        swarms.sort_by_key(|x| x.0);
-        assert_eq!(
-            swarms,
-            vec![
-                (swarm("a"), PeerMode::Seeder),
-                (swarm("b"), PeerMode::Seeder)
-            ]
-        );
-    }
-
-    #[test]
-    fn limits_refuse_and_leave_no_registration_behind() {
-        let e = engine(EngineConfig {
-            max_peers: 1,
-            ..EngineConfig::default()
-        });
-        run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
-        assert_eq!(
-            run(&e, &announce(2, "s", PeerMode::Leech, None), Time(0)),
-            Err(ErrorCode::ServiceUnavailable)
-        );
-
-        let e = engine(EngineConfig {
-            max_peers_per_swarm: 1,
-            ..EngineConfig::default()
-        });
-        run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
-        assert_eq!(
-            run(&e, &announce(2, "s", PeerMode::Leech, None), Time(0)),
-            Err(ErrorCode::ServiceUnavailable)
-        );
-        assert!(
-            state_of(&e, 2, Time(0)).is_none(),
-            "a failed new peer is forgotten"
-        );
-        assert_eq!(e.audit().unwrap().peers, 1);
-
-        let e = engine(EngineConfig {
-            max_swarms_per_peer: 1,
-            ..EngineConfig::default()
-        });
-        run(&e, &announce(1, "a", PeerMode::Leech, None), Time(0)).unwrap();
-        assert_eq!(
-            run(&e, &announce(1, "b", PeerMode::Leech, None), Time(0)),
-            Err(ErrorCode::BadRequest)
-        );
-        let (state, swarms) = state_of(&e, 1, Time(0)).unwrap();
-        assert_eq!(state, PeerState::Tracking);
-        assert_eq!(swarms, vec![(swarm("a"), PeerMode::Leech)]);
-        assert_eq!(e.audit().unwrap().memberships, 1);
-    }
-
-    #[test]
-    fn the_peer_count_is_capped_and_a_foreign_source_is_refused() {
-        let e = engine(EngineConfig {
-            max_peer_count: 3,
-            default_peer_count: 2,
-            ..EngineConfig::default()
-        });
-        for p in 1..=6 {
-            run(&e, &announce(p, "s", PeerMode::Leech, None), Time(0)).unwrap();
-        }
-        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Leech, None), Time(0)).unwrap();
-        assert_eq!(peers.len(), 2);
-        let (_, peers) = run(&e, &announce(1, "s", PeerMode::Leech, Some(100)), Time(0)).unwrap();
-        assert_eq!(peers.len(), 3);
-        let mut foreign = announce(1, "s", PeerMode::Seeder, None);
-        foreign.source = addr(77);
-        assert_eq!(run(&e, &foreign, Time(0)), Err(ErrorCode::Forbidden));
-        assert_eq!(e.audit().unwrap().seeders, 0);
+        assert!(matches!(e.handle(&leave, Time(1000)), Response::Ok(_)));
+        assert_eq!(e.peers_from(ip), 1);
+        run(&e, &from(7003, "a"), Time(1000)).unwrap();
+        assert_eq!(e.peers_from(ip), 2);
+        // Expiry gives it back too.
+        e.expire(Time(1000 + track_ms + 2000), usize::MAX);
+        assert_eq!(e.peers_from(ip), 0);
+        assert_eq!(e.counts().peers, 0);
+        e.audit().unwrap();
     }
 
     #[test]
@@ -407,6 +994,8 @@ mod tests {
                 let peers = a.swarm_results[0].peers.as_ref().unwrap();
                 assert_eq!(peers.len(), 1);
                 assert_eq!(peers[0].mode, PeerMode::Seeder);
+                assert_eq!(peers[0].addrs[0].addr, addr(1));
+                assert_eq!(peers[0].peer_id, bt_peer_id(addr(1).ip(), 6881));
                 match a.stat {
                     Some(StatAnswer::Swarm(id, s)) => {
                         assert_eq!(id, swarm("s"));
@@ -422,7 +1011,7 @@ mod tests {
             ..announce(1, "s", PeerMode::Seeder, None)
         };
         assert_eq!(
-            e.announce_into(&not_announce, Time(0), &mut Vec::new()),
+            e.announce_compact(&not_announce, Time(0), V4, &mut CompactPeers::default()),
             Err(ErrorCode::BadRequest)
         );
     }

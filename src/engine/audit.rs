@@ -1,6 +1,7 @@
 //! Slow, whole-table checks and measurements: the consistency audit used by tests (and usable
 //! by an admin endpoint on a quiet engine) and a capacity-based memory estimate.
 
+use std::hash::BuildHasher;
 use std::mem::size_of;
 
 use hashbrown::HashMap;
@@ -128,6 +129,27 @@ impl Engine {
         for (_, swarms) in registered.values() {
             listed += swarms.len();
         }
+        // Pass 3: the BitTorrent table (its members are its own registrations).
+        let mut bt_members = 0;
+        for (s, lock) in self.bt_shards.iter().enumerate() {
+            let shard = lock.lock();
+            let (seeders, leechers) = shard.check(&self.bt_hasher)?;
+            for swarm in &shard.swarms {
+                let hash = self.bt_hasher.hash_one(swarm.info_hash);
+                if !std::ptr::eq(&**lock, self.bt_shard(hash)) {
+                    return Err(format!("BitTorrent swarm in the wrong shard {s}"));
+                }
+                if swarm.len() > self.config.max_peers_per_swarm {
+                    return Err("a BitTorrent swarm over max_peers_per_swarm".into());
+                }
+            }
+            counts.seeders += seeders;
+            counts.leechers += leechers;
+            counts.swarms += shard.swarms.len();
+            bt_members += seeders + leechers;
+        }
+        counts.peers += bt_members;
+        listed += bt_members;
         counts.memberships = counts.seeders + counts.leechers;
         if listed != counts.memberships {
             return Err(format!(
@@ -149,6 +171,9 @@ impl Engine {
             let shard = lock.lock();
             est.swarm_table += map_bytes::<(SwarmId, Swarm)>(shard.swarms.capacity());
             est.swarm_members += shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>();
+        }
+        for lock in self.bt_shards.iter() {
+            est.swarm_members += lock.lock().heap_bytes();
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();

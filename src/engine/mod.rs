@@ -8,6 +8,7 @@
 
 mod announce;
 mod audit;
+mod bt_table;
 mod budget;
 mod config;
 mod requests;
@@ -28,10 +29,16 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use announce::{
+    bt_peer_addr, bt_peer_id, canonical_ip, CompactPeers, Family, ListFamilies,
+    BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6,
+};
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
+pub use bt_table::{InfoHash, COMPACT_V4_LEN, COMPACT_V6_LEN, INFO_HASH_LEN};
 pub use config::EngineConfig;
 pub use types::*;
 
+use bt_table::BtShard;
 use tables::{FastMap, Member, PeerCard, PeerRecord, PeerShard, Swarm, SwarmShard};
 
 /// Sizes of the tables, for metrics and status.
@@ -93,15 +100,24 @@ pub struct Engine {
     config: EngineConfig,
     swarm_shards: Box<[CachePadded<Mutex<SwarmShard>>]>,
     peer_shards: Box<[CachePadded<Mutex<PeerShard>>]>,
+    /// The BitTorrent table (`bt_table.rs`): its own shards, chosen by the high half of a
+    /// seeded foldhash of the info-hash (keys come from the network).
+    bt_shards: Box<[CachePadded<Mutex<BtShard>>]>,
     swarm_hasher: foldhash::fast::RandomState,
     peer_hasher: foldhash::fast::RandomState,
+    bt_hasher: foldhash::fast::RandomState,
+    /// PPSTP registrations plus BitTorrent memberships (what `max_peers` bounds).
     peers: CachePadded<AtomicUsize>,
+    /// Swarms of both tables (what `max_swarms` bounds).
     swarms: CachePadded<AtomicUsize>,
+    /// Swarms of the BitTorrent table.
+    bt_swarms: CachePadded<AtomicUsize>,
     /// Source of the engine-wide member keys (one per registration, never reused).
     next_key: CachePadded<AtomicU64>,
     /// Which peer shard the next expiry step starts with.
     expiry_shard: CachePadded<AtomicUsize>,
-    /// Registered peers per source address (`max_peers_per_source`).
+    /// Registered PPSTP peers and BitTorrent members per source address
+    /// (`max_peers_per_source`).
     sources: budget::SourceCounts,
 }
 
@@ -126,14 +142,24 @@ impl Engine {
         let peer_shards = (0..config.shards)
             .map(|_| CachePadded::new(Mutex::new(PeerShard::default())))
             .collect();
+        let bt_shards = (0..config.shards)
+            .map(|i| {
+                CachePadded::new(Mutex::new(BtShard::new(SmallRng::seed_from_u64(
+                    0x4254_5357_4152_4d00 ^ i as u64,
+                ))))
+            })
+            .collect();
         Engine {
             config,
             swarm_shards,
             peer_shards,
+            bt_shards,
             swarm_hasher: Default::default(),
             peer_hasher: Default::default(),
+            bt_hasher: Default::default(),
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
+            bt_swarms: CachePadded::new(AtomicUsize::new(0)),
             next_key: CachePadded::new(AtomicU64::new(0)),
             expiry_shard: CachePadded::new(AtomicUsize::new(0)),
             sources: budget::SourceCounts::new(),
@@ -175,7 +201,10 @@ impl Engine {
                 mode,
                 peer_num,
             } => self.join(request, *swarm_id, *mode, peer_num.as_ref(), now),
-            RequestKind::Leave { swarm_id } => self.leave(request, *swarm_id, now),
+            RequestKind::Leave { swarm_id } => match bt_peer_addr(&request.peer_id) {
+                Some(addr) => self.bt_leave_request(request, addr, swarm_id),
+                None => self.leave(request, *swarm_id, now),
+            },
             RequestKind::Disconnect { scope } => self.disconnect(request, *scope, now),
             RequestKind::Keepalive => self.with_registered(request, now, |_| Ok(Answer::default())),
             RequestKind::JoinChunk { swarm_id, chunks } => {
@@ -190,49 +219,98 @@ impl Engine {
         }
     }
 
-    /// Examines at most `budget` registrations and deletes those whose timer ran out by `now`
-    /// (deadline strictly before `now`), taking them out of their swarms first.
+    /// Examines about `budget` registrations and BitTorrent members and deletes those whose
+    /// timer ran out by `now` (PPSTP: deadline strictly before `now`; BitTorrent: last
+    /// announce more than the track timer ago, in whole seconds), taking PPSTP peers out of
+    /// their swarms first.
     ///
-    /// Walks the peer shards round-robin (a shared atomic picks the next shard, each shard
-    /// keeps its own cursor), holding one shard's lock for at most [`EXPIRY_BATCH`] records.
-    /// Several workers may call it concurrently; there is never a whole-table pass.
+    /// Walks every shard, starting where the previous call stopped (a shared atomic picks the
+    /// first shard, each shard keeps its own cursor), holding one shard's lock for at most
+    /// [`EXPIRY_BATCH`] entries. Several threads may call it concurrently; there is never a
+    /// whole-table pass. A server's workers use [`Engine::expire_owned`] instead.
     pub fn expire(&self, now: Time, budget: usize) -> ExpiryReport {
         let shards = self.peer_shards.len();
+        let start = self.expiry_shard.fetch_add(1, Ordering::Relaxed);
+        self.expire_shards(&mut (0..shards).map(|i| (start + i) % shards), now, budget)
+    }
+
+    /// One expiry step of worker `worker` of `workers`: only the shards it owns (shard `s` is
+    /// owned by worker `s % workers`), so no two workers ever expire the same shard and the
+    /// walk's position (`cursor`, kept by the worker) is written by one thread only. Examines
+    /// about `budget` entries, as [`Engine::expire`].
+    pub fn expire_owned(
+        &self,
+        worker: usize,
+        workers: usize,
+        cursor: &mut usize,
+        now: Time,
+        budget: usize,
+    ) -> ExpiryReport {
+        let workers = workers.max(1);
+        let shards = self.peer_shards.len();
+        let owned = (shards + workers - 1 - worker % workers) / workers;
+        if owned == 0 {
+            return ExpiryReport::default();
+        }
+        let first = *cursor % owned;
+        *cursor = first + 1;
+        let mut order = (0..owned).map(|i| ((first + i) % owned) * workers + worker % workers);
+        self.expire_shards(&mut order, now, budget)
+    }
+
+    /// Expires the PPSTP and BitTorrent shards numbered by `order`, about `budget` entries.
+    fn expire_shards(
+        &self,
+        order: &mut dyn Iterator<Item = usize>,
+        now: Time,
+        budget: usize,
+    ) -> ExpiryReport {
         let mut report = ExpiryReport::default();
-        for _ in 0..shards {
+        for s in order {
             let remaining = budget.saturating_sub(report.examined);
             if remaining == 0 {
                 break;
             }
-            let s = self.expiry_shard.fetch_add(1, Ordering::Relaxed) % shards;
-            let Some(lock) = self.peer_shards.get(s) else {
-                break;
-            };
-            let mut shard = lock.lock();
-            let batch = remaining.min(EXPIRY_BATCH);
-            let mut looked = 0;
-            while looked < batch {
-                let pos = shard.cursor;
-                let Some(record) = shard.records.get_mut(pos) else {
-                    // End of this shard: the next step here starts from the beginning.
-                    shard.cursor = 0;
-                    break;
-                };
-                looked += 1;
-                if record.deadline < now {
-                    self.leave_all(record);
-                    self.sources.release(record.source_ip);
-                    // The last record moves into `pos`; the cursor stays to look at it next.
-                    shard.remove_at(pos);
-                    self.peers.fetch_sub(1, Ordering::Relaxed);
-                    report.expired += 1;
-                } else {
-                    shard.cursor = pos + 1;
-                }
-            }
-            report.examined += looked;
+            let (examined, expired) = self.expire_peer_shard(s, now, remaining.div_ceil(2));
+            report.examined += examined;
+            report.expired += expired;
+            let remaining = budget.saturating_sub(report.examined);
+            let bt = self.expire_bt(&mut std::iter::once(s), now, remaining.max(1));
+            report.examined += bt.examined;
+            report.expired += bt.expired;
         }
         report
+    }
+
+    /// Examines at most `max` (and [`EXPIRY_BATCH`]) records of PPSTP peer shard `s` from its
+    /// cursor; returns (examined, expired).
+    fn expire_peer_shard(&self, s: usize, now: Time, max: usize) -> (usize, usize) {
+        let Some(lock) = self.peer_shards.get(s) else {
+            return (0, 0);
+        };
+        let mut shard = lock.lock();
+        let batch = max.min(EXPIRY_BATCH);
+        let (mut looked, mut expired) = (0, 0);
+        while looked < batch {
+            let pos = shard.cursor;
+            let Some(record) = shard.records.get_mut(pos) else {
+                // End of this shard: the next step here starts from the beginning.
+                shard.cursor = 0;
+                break;
+            };
+            looked += 1;
+            if record.deadline < now {
+                self.leave_all(record);
+                // The last record moves into `pos`; the cursor stays to look at it next.
+                if let Some(gone) = shard.remove_at(pos) {
+                    self.release_peer(gone.source_ip);
+                }
+                expired += 1;
+            } else {
+                shard.cursor = pos + 1;
+            }
+        }
+        (looked, expired)
     }
 
     /// Current table sizes. Peers and swarms are read from atomics; member counts are summed
@@ -248,12 +326,18 @@ impl Engine {
             counts.seeders += shard.seeders;
             counts.leechers += shard.leechers;
         }
+        for shard in self.bt_shards.iter() {
+            let shard = shard.lock();
+            counts.seeders += shard.seeders;
+            counts.leechers += shard.leechers;
+        }
         counts.memberships = counts.seeders + counts.leechers;
         counts
     }
 
     /// The `n` swarms with the most members, largest first (ties by swarm id), for the stats
-    /// page. Walks every swarm shard once, holding one shard's lock at a time; keeps at most
+    /// page; the PPSTP and BitTorrent parts of a swarm id are listed apart. Walks every swarm
+    /// shard of both tables once, holding one shard's lock at a time; keeps at most
     /// `n` entries, so memory is O(n) whatever the table size. Meant for operators' requests,
     /// not the hot path: O(swarms * log n).
     pub fn top_swarms(&self, n: usize) -> Vec<SwarmSummary> {
@@ -282,6 +366,25 @@ impl Engine {
                 }
             }
         }
+        for shard in self.bt_shards.iter() {
+            let shard = shard.lock();
+            for swarm in shard.swarms.iter() {
+                let Ok(id) = SwarmId::new(&swarm.info_hash) else {
+                    continue;
+                };
+                let seeders = swarm.count(PeerMode::Seeder);
+                let leechers = swarm.count(PeerMode::Leech);
+                best.push(Reverse((
+                    seeders + leechers,
+                    Reverse(id),
+                    seeders,
+                    leechers,
+                )));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
         let mut out: Vec<SwarmSummary> = best
             .into_iter()
             .map(
@@ -297,6 +400,40 @@ impl Engine {
     }
 
     // ---- helpers shared by the request handlers ----
+
+    /// LEAVE of a BitTorrent peer (named by its [`bt_peer_id`]): 03 when the id names another
+    /// source IP or the peer is not in the swarm, 01 for a swarm id that is not an info-hash.
+    fn bt_leave_request(
+        &self,
+        request: &Request,
+        addr: std::net::SocketAddr,
+        swarm_id: &SwarmId,
+    ) -> Result<Answer, ErrorCode> {
+        let info_hash: InfoHash = swarm_id
+            .as_bytes()
+            .try_into()
+            .map_err(|_| ErrorCode::BadRequest)?;
+        if addr.ip() != source_ip(request) {
+            return Err(ErrorCode::Forbidden);
+        }
+        if !self.bt_leave(&info_hash, addr) {
+            return Err(ErrorCode::Forbidden);
+        }
+        Ok(Answer {
+            swarm_results: vec![SwarmResult::failed(*swarm_id, ErrorCode::Ok)],
+            ..Answer::default()
+        })
+    }
+
+    /// Statistics of the PPSTP part of a swarm (all zero for an unknown swarm).
+    fn ppstp_swarm_stats(&self, swarm_id: &SwarmId) -> SwarmStats {
+        let shard = self.swarm_shard(swarm_id).lock();
+        shard
+            .swarms
+            .get(swarm_id)
+            .map(|s| s.stats())
+            .unwrap_or_default()
+    }
 
     fn id_ok(&self, id: &IdBytes) -> bool {
         !id.is_empty() && id.len() <= self.config.max_id_len
@@ -492,8 +629,9 @@ impl Engine {
 }
 
 impl Engine {
-    /// Admits one more registered peer from `ip`: within `max_peers_per_source` and
-    /// `max_peers`. False (nothing counted) when either is reached: the caller answers 05.
+    /// Admits one more registered peer (PPSTP) or BitTorrent member from `ip`: within
+    /// `max_peers_per_source` and `max_peers`. False (nothing counted) when either is
+    /// reached: the caller answers 05.
     fn admit_peer(&self, ip: IpAddr) -> bool {
         if !self.sources.admit(ip, self.config.max_peers_per_source) {
             return false;
@@ -505,7 +643,7 @@ impl Engine {
         true
     }
 
-    /// A registered peer from `ip` is gone.
+    /// A registered peer (or BitTorrent member) from `ip` is gone.
     fn release_peer(&self, ip: IpAddr) {
         self.peers.fetch_sub(1, Ordering::Relaxed);
         self.sources.release(ip);

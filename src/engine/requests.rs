@@ -437,13 +437,7 @@ impl Engine {
         }
         let stat = match target {
             StatTarget::Swarm(swarm_id) => {
-                let shard = self.swarm_shard(&swarm_id).lock();
-                let stats = shard
-                    .swarms
-                    .get(&swarm_id)
-                    .map(|s| s.stats())
-                    .unwrap_or_default();
-                StatAnswer::Swarm(swarm_id, stats)
+                StatAnswer::Swarm(swarm_id, self.swarm_stats_with_bt(&swarm_id, None))
             }
             StatTarget::Peer(peer_id) => {
                 let shard = self.peer_shard(&peer_id).lock();

@@ -178,7 +178,7 @@ fn sample_into(
 
 /// Inserts `v` into an open-addressing set (power-of-two size, `u32::MAX` = empty, at most half
 /// full); `false` if it was already there.
-fn set_insert(table: &mut [u32], v: u32) -> bool {
+pub(super) fn set_insert(table: &mut [u32], v: u32) -> bool {
     let mask = table.len() - 1;
     let mut i = (v.wrapping_mul(0x9E37_79B9) as usize) & mask;
     loop {

@@ -465,11 +465,13 @@ mod tests {
             vec![(PeerId::new(b"p1").unwrap(), false)]
         );
 
-        // Expiry on the track timer, refreshed by every accepted request.
+        // Expiry on the track timer, refreshed by every accepted request. (A BitTorrent
+        // announce names its swarm by a 20-byte info-hash.)
+        let t = SwarmId::new(&[b't'; 20]).unwrap();
         let announce = req(
             "bt",
             RequestKind::Announce {
-                swarm_id: swarm("t"),
+                swarm_id: t,
                 mode: PeerMode::Leech,
                 addr: PeerAddr::reflexive("10.0.0.2:6881".parse().unwrap()),
                 peer_num: None,
@@ -478,10 +480,10 @@ mod tests {
         apply(&mut copy, announce.clone(), 10);
         apply(&mut copy, announce, 20);
         assert_eq!(copy.expire(Time(10 + track + 1)), 0);
-        assert_eq!(copy.count(&swarm("t")), 1);
+        assert_eq!(copy.count(&t), 1);
         copy.take_dirty_swarms(10);
         assert_eq!(copy.expire(Time(20 + track + 1)), 1);
-        assert_eq!(copy.count(&swarm("t")), 0);
-        assert_eq!(copy.take_dirty_swarms(10), vec![swarm("t")]);
+        assert_eq!(copy.count(&t), 0);
+        assert_eq!(copy.take_dirty_swarms(10), vec![t]);
     }
 }

@@ -34,8 +34,9 @@ pub(crate) struct MmsgBatch {
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     answers: Vec<Vec<u8>>,
-    /// Destination of each answer to send, by slot.
-    dests: Vec<Option<SockAddr>>,
+    /// Length of the source address (in `names`) of each slot with an answer to send: the
+    /// answer goes back to the address as the kernel wrote it, never re-encoded.
+    dests: Vec<Option<libc::socklen_t>>,
     /// Slots with an answer, in order.
     order: Vec<usize>,
 }
@@ -137,6 +138,9 @@ pub(crate) fn serve_batch(
     let got = got as usize;
     let mut to_send = 0;
     let got = got.min(batch.batch);
+    if got > 0 {
+        worker.on_batch();
+    }
     for i in 0..got {
         batch.dests[i] = None;
         let (len, flags, namelen) = {
@@ -168,7 +172,7 @@ pub(crate) fn serve_batch(
         }));
         match answer {
             Ok(true) if !out.is_empty() => {
-                batch.dests[i] = Some(SockAddr::from(src));
+                batch.dests[i] = Some(namelen);
                 to_send += 1;
             }
             Ok(_) => bump(&stats.unanswered, 1),
@@ -208,21 +212,21 @@ fn send_answers(
     }
     let n = batch.order.len();
     for (k, &i) in batch.order.iter().enumerate() {
-        let Some(dest) = batch.dests[i].as_ref() else {
+        let Some(namelen) = batch.dests[i] else {
             continue;
         };
         let h = &mut batch.headers[k];
         // SAFETY: as in `MmsgBatch::new`, zero is a valid `mmsghdr`.
         *h = unsafe { std::mem::zeroed() };
-        h.msg_hdr.msg_name = dest.as_ptr() as *mut libc::c_void;
-        h.msg_hdr.msg_namelen = dest.len();
+        h.msg_hdr.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = namelen;
         h.msg_hdr.msg_iov = &mut batch.iovecs[k];
         h.msg_hdr.msg_iovlen = 1;
     }
     let mut done = 0;
     while done < n {
-        // SAFETY: headers[done..n] point at iovecs over the answer vectors and at socket
-        // addresses in `dests`, all owned by `batch` and unchanged during the call; the kernel
+        // SAFETY: headers[done..n] point at iovecs over the answer vectors and at the source
+        // addresses in `names` (as recvmmsg wrote them), all owned by `batch` and unchanged during the call; the kernel
         // only reads them (and writes `msg_len`).
         let sent = unsafe {
             libc::sendmmsg(

@@ -142,6 +142,10 @@ pub trait DatagramService: Send + Sync {
 
 /// The per-worker half of a [`DatagramService`].
 pub trait DatagramWorker {
+    /// Called once before each received batch is handed to [`DatagramWorker::on_datagram`]:
+    /// the place to read the clock (or other per-batch state) once rather than per datagram.
+    fn on_batch(&mut self) {}
+
     /// Handles one datagram from `src`. `out` is empty on entry; return true to send it back to
     /// `src`.
     fn on_datagram(

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
 use crate::engine::{
-    Answer as EngineAnswer, Engine, ErrorCode, PeerId, PeerInfo, Request, RequestKind, Response,
-    SwarmId, SwarmStats, Time,
+    CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, Request, RequestKind, Response,
+    StatAnswer, SwarmId, SwarmStats, Time,
 };
 use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
 use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
-use crate::protocol::bt_udp::tracker::InfoHash;
+use crate::protocol::bt_udp::tracker::{write_compact, InfoHash, SwarmCounts};
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
 use crate::protocol::http::{HttpLimits, RequestHead};
 use crate::runtime::{
@@ -61,37 +61,67 @@ impl TrackerCore for Guarded<'_> {
         &self,
         request: &Request,
         now: Time,
-        peers: &mut Vec<PeerInfo>,
+        families: ListFamilies,
+        peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
-        let stats = self.engine.announce_into(request, now, peers)?;
         let Some(fed) = self.federation else {
-            return Ok(stats);
+            // The hot path: the peer list is written from the table in wire form.
+            return self.engine.announce_compact(request, now, families, peers);
         };
-        fed.record(request, &Response::Ok(EngineAnswer::default()), now);
-        if let RequestKind::Announce {
+        peers.clear();
+        // Distributed: the overlay's registrations of the swarm join the local peer list, so
+        // the list is built as records first (not the hot path of a single node).
+        let response = self.engine.handle(request, now);
+        fed.record(request, &response, now);
+        let mut answer = match response {
+            Response::Ok(answer) => answer,
+            Response::Err(code) => return Err(code),
+        };
+        let RequestKind::Announce {
             swarm_id,
             mode,
+            addr,
             peer_num,
-            ..
         } = &request.kind
-        {
-            if let Lookup::Remote(remote) = fed.find_plan(swarm_id, &request.peer_id, now, true) {
-                let limit = peer_num
-                    .and_then(|n| n.peer_count)
-                    .unwrap_or(self.engine.config().default_peer_count)
-                    as usize;
-                merge_peers(
-                    peers,
-                    &remote,
-                    &request.peer_id,
-                    Some(*mode),
-                    &[],
-                    limit,
-                    now.as_millis() ^ 0x5851_f42d,
-                );
-            }
+        else {
+            return Err(ErrorCode::BadRequest);
+        };
+        let limit = peer_num
+            .and_then(|n| n.peer_count)
+            .unwrap_or(self.engine.config().default_peer_count) as usize;
+        let mut list = answer
+            .swarm_results
+            .iter_mut()
+            .find_map(|r| r.peers.take())
+            .unwrap_or_default();
+        if let Lookup::Remote(remote) = fed.find_plan(swarm_id, &request.peer_id, now, true) {
+            merge_peers(
+                &mut list,
+                &remote,
+                &request.peer_id,
+                Some(*mode),
+                &[],
+                limit,
+                now.as_millis() ^ 0x5851_f42d,
+            );
         }
-        Ok(stats)
+        write_compact(&list, *mode, addr.addr, limit, families, peers);
+        Ok(match answer.stat {
+            Some(StatAnswer::Swarm(_, stats)) => stats,
+            _ => SwarmStats::default(),
+        })
+    }
+
+    fn counts(&self, src: SocketAddr, info_hash: &InfoHash, now: Time) -> SwarmCounts {
+        TrackerCore::counts(self.engine, src, info_hash, now)
+    }
+}
+
+/// A peer-list buffer with room for `peers` peers of either family.
+fn compact_scratch(peers: usize) -> CompactPeers {
+    CompactPeers {
+        v4: Vec::with_capacity(peers * crate::engine::COMPACT_V4_LEN),
+        v6: Vec::with_capacity(peers * crate::engine::COMPACT_V6_LEN),
     }
 }
 
@@ -232,11 +262,13 @@ impl DatagramService for BtUdpService {
             access: self.access.clone(),
             front_end: self.front_end.clone(),
             clock: self.clock.clone(),
-            scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+            scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
             index: worker,
             federation: self.federation.clone(),
             deferred: Vec::new(),
             load: self.load.clone(),
+            now: Time::default(),
+            list: None,
         })
     }
 }
@@ -248,12 +280,16 @@ struct BtUdpWorker {
     front_end: UdpFrontEnd,
     clock: Clock,
     /// Peer lists of announces, reused.
-    scratch: Vec<PeerInfo>,
+    scratch: CompactPeers,
     index: usize,
     federation: Option<Arc<Federation>>,
     /// Announces whose peer list waits for the overlay: (source, datagram).
     deferred: Vec<(SocketAddr, Vec<u8>)>,
     load: LoadControl,
+    /// The clock and the access list, read once per received batch (and once per pass over
+    /// the deferred announces).
+    now: Time,
+    list: Option<Arc<AccessList>>,
 }
 
 impl BtUdpWorker {
@@ -264,30 +300,34 @@ impl BtUdpWorker {
         else {
             return false;
         };
-        fed.find_plan(&swarm, &peer, self.clock.now(), false) == Lookup::Wait
+        fed.find_plan(&swarm, &peer, self.now, false) == Lookup::Wait
     }
 
     fn answer(&mut self, src: SocketAddr, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        let list = current_list(&self.access);
         let core = Guarded {
             engine: &self.engine,
-            access: list.as_deref(),
+            access: self.list.as_deref(),
             federation: self.federation.as_deref(),
         };
-        let outcome = self.front_end.handle_with(
-            &core,
-            src,
-            packet,
-            self.clock.now(),
-            out,
-            &mut self.scratch,
-        );
-        self.metrics.worker(self.index).bt_udp(outcome.name());
+        let outcome =
+            self.front_end
+                .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
+        self.metrics.worker(self.index).bt_udp(outcome.index());
         matches!(outcome, Outcome::Reply(_))
+    }
+
+    /// Reads the clock and the access list in force.
+    fn refresh(&mut self) {
+        self.now = self.clock.now();
+        self.list = current_list(&self.access);
     }
 }
 
 impl DatagramWorker for BtUdpWorker {
+    fn on_batch(&mut self) {
+        self.refresh();
+    }
+
     fn on_datagram(
         &mut self,
         ctx: &DatagramCtx,
@@ -331,6 +371,10 @@ impl DatagramWorker for BtUdpWorker {
     }
 
     fn take_deferred(&mut self, _ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        self.refresh();
         let mut i = 0;
         while i < self.deferred.len() {
             let (src, packet) = &self.deferred[i];
@@ -379,7 +423,7 @@ impl StreamService for BtHttpService {
                     federation: self.federation.clone(),
                     now: self.clock.now(),
                     index: worker,
-                    scratch: Vec::with_capacity(self.front_end.limits().max_num_want as usize),
+                    scratch: compact_scratch(self.front_end.limits().max_num_want as usize),
                 },
                 self.http_limits,
             )
@@ -399,7 +443,7 @@ struct BtHttpWorker {
     now: Time,
     index: usize,
     /// Peer lists of announces, reused.
-    scratch: Vec<PeerInfo>,
+    scratch: CompactPeers,
 }
 
 impl HttpHandler for BtHttpWorker {
@@ -414,7 +458,9 @@ impl HttpHandler for BtHttpWorker {
 
     /// An HTTP-level fault gets a bencoded `failure reason`, as trackers answer.
     fn fault(&mut self, _status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
-        self.metrics.worker(self.index).bt_http("http_fault");
+        self.metrics
+            .worker(self.index)
+            .bt_http(bt_http::HttpOutcome::HTTP_FAULT);
         bencode::dict_begin(body);
         bencode::key_bytes(body, b"failure reason", reason.as_bytes());
         bencode::end(body);
@@ -461,7 +507,7 @@ impl HttpHandler for BtHttpWorker {
             body,
             &mut self.scratch,
         );
-        self.metrics.worker(self.index).bt_http(outcome.name());
+        self.metrics.worker(self.index).bt_http(outcome.index());
         Answer {
             status: outcome.status,
             content_type: bt_http::CONTENT_TYPE,

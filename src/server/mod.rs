@@ -11,11 +11,12 @@ mod ppstp;
 mod stats;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use crossbeam::utils::CachePadded;
 
 use crate::access_list::AccessControl;
 use crate::config::Config;
@@ -39,17 +40,28 @@ pub const BT_HTTP_LISTENER: &str = "bt_http";
 pub const BT_UDP_LISTENER: &str = "bt_udp";
 
 /// Runs one bounded expiry step of the engine on every worker at every tick, whichever
-/// front-ends are enabled.
+/// front-ends are enabled: each worker expires the shards it owns
+/// ([`Engine::expire_owned`]), so no two workers walk the same shard.
 struct ExpiryTicker {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     clock: Clock,
     budget: usize,
+    /// Each worker's position in its own shards; only that worker writes its entry.
+    cursors: Box<[CachePadded<AtomicUsize>]>,
 }
 
 impl Ticker for ExpiryTicker {
     fn tick(&self, worker: usize, _now: Instant) {
-        let report = self.engine.expire(self.clock.now(), self.budget);
+        let workers = self.cursors.len();
+        let Some(slot) = self.cursors.get(worker) else {
+            return;
+        };
+        let mut cursor = slot.load(Ordering::Relaxed);
+        let report =
+            self.engine
+                .expire_owned(worker, workers, &mut cursor, self.clock.now(), self.budget);
+        slot.store(cursor, Ordering::Relaxed);
         self.metrics.worker(worker).expiry(report);
     }
 }
@@ -229,6 +241,9 @@ impl Server {
             metrics: metrics.clone(),
             clock: clock.clone(),
             budget: config.engine.expiry_budget,
+            cursors: (0..workers.max(1))
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
         });
         let runtime_config = RuntimeConfig {
             workers,

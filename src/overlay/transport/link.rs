@@ -88,6 +88,9 @@ pub struct Link {
     pub opened_at: u64,
     /// The peer closed its side after the messages last returned.
     pub closed: bool,
+    /// Some bytes (TLS records or frames) have arrived on this link: the peer is not silent,
+    /// even while its handshake is still under way.
+    pub heard_from: bool,
     /// The TLS session (rustls, sans-IO) when the link is secured: frames are its plaintext.
     pub tls: Option<rustls::Connection>,
 }
@@ -114,6 +117,7 @@ impl Link {
             rttvar_ms: 0.0,
             frames_sent: 0,
             frames_received: 0,
+            heard_from: false,
             opened_at: 0,
             closed: false,
             tls: None,
@@ -162,7 +166,9 @@ impl Link {
     /// of the stream.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = self.tls.as_mut() else {
-            return self.stream.read(buf);
+            let n = self.stream.read(buf)?;
+            self.heard_from |= n > 0;
+            return Ok(n);
         };
         loop {
             match tls.reader().read(buf) {
@@ -175,6 +181,7 @@ impl Link {
             match tls.read_tls(&mut self.stream) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {
+                    self.heard_from = true;
                     let state = tls
                         .process_new_packets()
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

@@ -414,14 +414,16 @@ impl NodeLoop {
         }
     }
 
-    /// Closes the oldest inbound link that has not said hello, to make room on a full node.
-    /// False when every link is identified (then the new connection is refused).
+    /// Closes an inbound link that has not said hello, to make room on a full node: the oldest
+    /// of those that never sent a byte, else the oldest of those still in their handshake (a
+    /// slow but real node keeps its slot while silent connections come and go). False when
+    /// every link is identified (then the new connection is refused).
     fn evict_silent_link(&mut self) -> bool {
         let victim = self
             .links
             .iter()
             .filter(|(_, l)| !l.outbound && l.peer.is_none())
-            .min_by_key(|(_, l)| l.opened_at)
+            .min_by_key(|(_, l)| (l.heard_from, l.opened_at))
             .map(|(t, _)| *t);
         match victim {
             Some(t) => {

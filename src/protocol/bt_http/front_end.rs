@@ -17,12 +17,11 @@
 use std::net::SocketAddr;
 
 use super::query::{parse_announce, parse_scrape, QueryError};
-use crate::engine::{ErrorCode, PeerInfo, Time};
+use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 use crate::protocol::bencode;
 use crate::protocol::bt_udp::tracker::{
     announce, engine_error_message, refused, swarm_counts, BtLimits, Family, InfoHash, TrackerCore,
 };
-use crate::protocol::bt_udp::wire::{write_peer, PEER_V4_LEN, PEER_V6_LEN};
 
 /// Content type of every tracker answer body.
 pub const CONTENT_TYPE: &str = "text/plain";
@@ -45,17 +44,22 @@ pub enum HttpFailure {
 }
 
 impl HttpFailure {
+    /// Index of this failure's counter in [`HttpOutcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            HttpFailure::Query(QueryError::TooManyInfoHashes) => 2,
+            HttpFailure::Query(QueryError::FullScrape) => 3,
+            HttpFailure::Query(_) => 4,
+            HttpFailure::Engine(ErrorCode::ServiceUnavailable) => 5,
+            HttpFailure::Engine(_) => 6,
+            HttpFailure::AccessDenied => 7,
+            HttpFailure::UnknownPath => 8,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self {
-            HttpFailure::Query(QueryError::TooManyInfoHashes) => "too_many_hashes",
-            HttpFailure::Query(QueryError::FullScrape) => "full_scrape",
-            HttpFailure::Query(_) => "bad_query",
-            HttpFailure::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
-            HttpFailure::Engine(_) => "engine_error",
-            HttpFailure::UnknownPath => "unknown_path",
-            HttpFailure::AccessDenied => "access_denied",
-        }
+        HttpOutcome::LABELS[self.index()]
     }
 }
 
@@ -75,13 +79,36 @@ pub struct HttpOutcome {
 }
 
 impl HttpOutcome {
+    /// Metric label of each outcome, indexed by [`HttpOutcome::index`]; the last one counts
+    /// HTTP-level faults answered before this front-end ([`HttpOutcome::HTTP_FAULT`]).
+    pub const LABELS: [&'static str; 10] = [
+        "announce",
+        "scrape",
+        "too_many_hashes",
+        "full_scrape",
+        "bad_query",
+        "engine_overload",
+        "engine_error",
+        "access_denied",
+        "unknown_path",
+        "http_fault",
+    ];
+
+    /// Index in [`HttpOutcome::LABELS`] of a fault answered by the HTTP layer.
+    pub const HTTP_FAULT: usize = 9;
+
+    /// Index of this outcome's counter and label in [`HttpOutcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self.answer {
+            HttpAnswer::Announce => 0,
+            HttpAnswer::Scrape => 1,
+            HttpAnswer::Failure(f) => f.index(),
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self.answer {
-            HttpAnswer::Announce => "announce",
-            HttpAnswer::Scrape => "scrape",
-            HttpAnswer::Failure(f) => f.name(),
-        }
+        Self::LABELS[self.index()]
     }
 }
 
@@ -111,7 +138,15 @@ impl HttpFrontEnd {
         now: Time,
         body: &mut Vec<u8>,
     ) -> HttpOutcome {
-        self.handle_get_with(core, src, path, query, now, body, &mut Vec::new())
+        self.handle_get_with(
+            core,
+            src,
+            path,
+            query,
+            now,
+            body,
+            &mut CompactPeers::default(),
+        )
     }
 
     /// As [`HttpFrontEnd::handle_get`], with the peer list built in `scratch` (kept by the
@@ -125,7 +160,7 @@ impl HttpFrontEnd {
         query: Option<&str>,
         now: Time,
         body: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> HttpOutcome {
         body.clear();
         let query = query.unwrap_or("");
@@ -161,18 +196,20 @@ impl HttpFrontEnd {
         query: &str,
         now: Time,
         out: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> Result<HttpAnswer, HttpFailure> {
         let q = parse_announce(query).map_err(HttpFailure::Query)?;
         let a = q.to_announce();
         if refused(core, &a) {
             return Err(HttpFailure::AccessDenied);
         }
-        let answer =
-            announce(core, &self.limits, src, &a, now, scratch).map_err(HttpFailure::Engine)?;
         // One address per peer, the requester's family first; the list holds both families.
-        let family = Family::of(src.ip());
-        let peers = || answer.peer_addrs(family, true);
+        let families = ListFamilies {
+            first: Family::of(src.ip()),
+            fallback: true,
+        };
+        let answer = announce(core, &self.limits, src, &a, now, families, scratch)
+            .map_err(HttpFailure::Engine)?;
 
         bencode::dict_begin(out);
         bencode::key_int(out, b"complete", answer.counts.seeders.into());
@@ -187,18 +224,11 @@ impl HttpFrontEnd {
         // must read it. Peers are keyed by address, so no `peer id` exists to list in BEP 3's
         // dictionary form.
         bencode::bytes(out, b"peers");
-        let n4 = peers().filter(SocketAddr::is_ipv4).count();
-        let n6 = peers().filter(SocketAddr::is_ipv6).count();
-        bencode::bytes_header(out, n4 * PEER_V4_LEN);
-        peers()
-            .filter(SocketAddr::is_ipv4)
-            .for_each(|p| write_peer(out, p));
-        if n6 > 0 {
+        // BEP 23 / BEP 7: the engine's wire-form lists, copied as they are.
+        bencode::bytes(out, &answer.peers.v4);
+        if !answer.peers.v6.is_empty() {
             bencode::bytes(out, b"peers6");
-            bencode::bytes_header(out, n6 * PEER_V6_LEN);
-            peers()
-                .filter(SocketAddr::is_ipv6)
-                .for_each(|p| write_peer(out, p));
+            bencode::bytes(out, &answer.peers.v6);
         }
         bencode::end(out);
         Ok(HttpAnswer::Announce)

@@ -22,11 +22,10 @@ use super::tracker::{
     announce, engine_error_message, refused, swarm_counts, Announce, BtLimits, Family, TrackerCore,
 };
 use super::wire::{
-    action, decode_request, write_announce_header, write_peer, write_response_header,
-    ConnectResponse, DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest,
-    PROTOCOL_ID,
+    action, decode_request, write_announce_header, write_response_header, ConnectResponse,
+    DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest, PROTOCOL_ID,
 };
-use crate::engine::{ErrorCode, PeerInfo, Time};
+use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 
 /// Why the tracker answered a request with a BEP 15 error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,17 +56,22 @@ impl UdpError {
         }
     }
 
+    /// Index of this error's counter in [`Outcome::LABELS`].
+    pub const fn index(self) -> usize {
+        match self {
+            UdpError::ConnectionId => 3,
+            UdpError::Malformed => 4,
+            UdpError::UnknownAction => 5,
+            UdpError::TooManyHashes => 6,
+            UdpError::Engine(ErrorCode::ServiceUnavailable) => 7,
+            UdpError::Engine(_) => 8,
+            UdpError::AccessDenied => 9,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(self) -> &'static str {
-        match self {
-            UdpError::ConnectionId => "connection_id",
-            UdpError::Malformed => "malformed",
-            UdpError::UnknownAction => "unknown_action",
-            UdpError::TooManyHashes => "too_many_hashes",
-            UdpError::Engine(ErrorCode::ServiceUnavailable) => "engine_overload",
-            UdpError::Engine(_) => "engine_error",
-            UdpError::AccessDenied => "access_denied",
-        }
+        Outcome::LABELS[self.index()]
     }
 }
 
@@ -101,17 +105,39 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Metric label of each outcome, indexed by [`Outcome::index`].
+    pub const LABELS: [&'static str; 13] = [
+        "connect",
+        "announce",
+        "scrape",
+        "connection_id",
+        "malformed",
+        "unknown_action",
+        "too_many_hashes",
+        "engine_overload",
+        "engine_error",
+        "access_denied",
+        "drop_too_short",
+        "drop_bad_protocol_id",
+        "drop_error_too_long",
+    ];
+
+    /// Index of this outcome's counter and label in [`Outcome::LABELS`].
+    pub const fn index(&self) -> usize {
+        match self {
+            Outcome::Reply(Reply::Connect) => 0,
+            Outcome::Reply(Reply::Announce) => 1,
+            Outcome::Reply(Reply::Scrape) => 2,
+            Outcome::Reply(Reply::Error(e)) => e.index(),
+            Outcome::Drop(Dropped::TooShort) => 10,
+            Outcome::Drop(Dropped::BadProtocolId) => 11,
+            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => 12,
+        }
+    }
+
     /// Stable name for metrics labels.
     pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Reply(Reply::Connect) => "connect",
-            Outcome::Reply(Reply::Announce) => "announce",
-            Outcome::Reply(Reply::Scrape) => "scrape",
-            Outcome::Reply(Reply::Error(e)) => e.name(),
-            Outcome::Drop(Dropped::TooShort) => "drop_too_short",
-            Outcome::Drop(Dropped::BadProtocolId) => "drop_bad_protocol_id",
-            Outcome::Drop(Dropped::ErrorLongerThanRequest(_)) => "drop_error_too_long",
-        }
+        Self::LABELS[self.index()]
     }
 }
 
@@ -149,7 +175,7 @@ impl UdpFrontEnd {
         now: Time,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        self.handle_with(core, src, packet, now, out, &mut Vec::new())
+        self.handle_with(core, src, packet, now, out, &mut CompactPeers::default())
     }
 
     /// As [`UdpFrontEnd::handle`], with the peer list built in `scratch`. A worker that keeps
@@ -162,7 +188,7 @@ impl UdpFrontEnd {
         packet: &[u8],
         now: Time,
         out: &mut Vec<u8>,
-        scratch: &mut Vec<PeerInfo>,
+        scratch: &mut CompactPeers,
     ) -> Outcome {
         out.clear();
         let Some(header) = RequestHeader::peek(packet) else {
@@ -195,7 +221,13 @@ impl UdpFrontEnd {
                 if refused(core, &a) {
                     return error(out, packet.len(), tid, UdpError::AccessDenied);
                 }
-                match announce(core, &self.limits, src, &a, now, scratch) {
+                // BEP 15: the peer format follows the family of the request's packet.
+                let family = Family::of(src.ip());
+                let families = ListFamilies {
+                    first: family,
+                    fallback: false,
+                };
+                match announce(core, &self.limits, src, &a, now, families, scratch) {
                     Ok(answer) => {
                         write_announce_header(
                             out,
@@ -204,11 +236,11 @@ impl UdpFrontEnd {
                             answer.counts.leechers,
                             answer.counts.seeders,
                         );
-                        // BEP 15: the peer format follows the family of the request's packet.
-                        let family = Family::of(src.ip());
-                        answer
-                            .peer_addrs(family, false)
-                            .for_each(|p| write_peer(out, p));
+                        // The engine wrote the list in wire form.
+                        out.extend_from_slice(match family {
+                            Family::V4 => &answer.peers.v4,
+                            Family::V6 => &answer.peers.v6,
+                        });
                         Outcome::Reply(Reply::Announce)
                     }
                     Err(code) => error(out, packet.len(), tid, UdpError::Engine(code)),
@@ -703,5 +735,36 @@ mod tests {
             }
             other => panic!("expected a scrape, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let errors = [
+            UdpError::ConnectionId,
+            UdpError::Malformed,
+            UdpError::UnknownAction,
+            UdpError::TooManyHashes,
+            UdpError::Engine(ErrorCode::ServiceUnavailable),
+            UdpError::Engine(ErrorCode::BadRequest),
+            UdpError::AccessDenied,
+        ];
+        let mut outcomes: Vec<Outcome> = vec![
+            Outcome::Reply(Reply::Connect),
+            Outcome::Reply(Reply::Announce),
+            Outcome::Reply(Reply::Scrape),
+            Outcome::Drop(Dropped::TooShort),
+            Outcome::Drop(Dropped::BadProtocolId),
+            Outcome::Drop(Dropped::ErrorLongerThanRequest(UdpError::Malformed)),
+        ];
+        outcomes.extend(errors.iter().map(|e| Outcome::Reply(Reply::Error(*e))));
+        let mut seen: Vec<usize> = outcomes.iter().map(Outcome::index).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (0..Outcome::LABELS.len()).collect::<Vec<_>>());
+        assert_eq!(Outcome::Reply(Reply::Announce).name(), "announce");
+        assert_eq!(
+            UdpError::Engine(ErrorCode::ServiceUnavailable).name(),
+            "engine_overload"
+        );
     }
 }

@@ -4,11 +4,9 @@
 //! - The info-hash (20 bytes) is the [`SwarmId`].
 //! - A BitTorrent peer is identified by its source IP and the port it announced, never by its
 //!   self-chosen `peer_id`, so that nobody can overwrite another peer's registration. Its engine
-//!   [`PeerId`] is the fixed byte string built by [`bt_peer_id`]:
-//!   `00 62 74 34` (`"\0bt4"`) + 4-byte IPv4 address + 2-byte port (10 bytes), or
-//!   `00 62 74 36` (`"\0bt6"`) + 16-byte IPv6 address + 2-byte port (22 bytes), all big-endian.
-//!   The leading NUL byte keeps these apart from PPSTP peer ids, which are printable strings.
-//!   IPv4-mapped IPv6 source addresses (from dual-stack sockets) count as IPv4.
+//!   [`PeerId`] is the fixed byte string built by [`bt_peer_id`] (layout in the engine's
+//!   `announce` module). IPv4-mapped IPv6 source addresses (from dual-stack sockets) count as
+//!   IPv4.
 //! - An announce is the engine's protocol-neutral [`RequestKind::Announce`] (not a CONNECT:
 //!   RFC 7846 Table 6 forbids a lone JOIN in TRACKING, and a client re-announces every few
 //!   minutes), with mode SEEDER when `left == 0` and LEECH otherwise, the peer's address (source
@@ -18,29 +16,23 @@
 //! - Every scrape entry, and the counts after a `stopped`, come from a STAT_QUERY of the swarm,
 //!   made with the same peer id (a scraping client need not be registered, so the engine
 //!   answers STAT_QUERY of a swarm from any peer id).
-//! - The peer list is the engine's, filtered again here: never the announcing address itself,
-//!   no address with port 0, no seeders for a seeder, and only the requested address family
-//!   where the protocol needs it (BEP 15 answers IPv4 peers to IPv4 packets, IPv6 to IPv6).
+//! - The peer list comes from the engine in wire form ([`CompactPeers`]): never the announcing
+//!   address itself, no address with port 0, no seeders for a seeder, and only the requested
+//!   address family where the protocol needs it (BEP 15 answers IPv4 peers to IPv4 packets,
+//!   IPv6 to IPv6).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{
-    AddrType, Engine, ErrorCode, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum, Request,
-    RequestKind, Response, StatAnswer, StatTarget, SwarmId, SwarmStats, Time,
+pub use crate::engine::{
+    bt_peer_id, canonical_ip, Family, InfoHash, BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6,
+    INFO_HASH_LEN,
 };
-
-/// Length of a BitTorrent info-hash and peer id in bytes.
-pub const INFO_HASH_LEN: usize = 20;
-
-/// A BitTorrent info-hash (SHA-1 of the metainfo's info dictionary).
-pub type InfoHash = [u8; INFO_HASH_LEN];
-
-/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv4.
-pub const BT_PEER_ID_PREFIX_V4: [u8; 4] = *b"\x00bt4";
-/// Prefix of the engine peer id of a BitTorrent peer announcing from IPv6.
-pub const BT_PEER_ID_PREFIX_V6: [u8; 4] = *b"\x00bt6";
+use crate::engine::{
+    AddrType, CompactPeers, Engine, ErrorCode, ListFamilies, PeerAddr, PeerInfo, PeerMode, PeerNum,
+    Request, RequestKind, Response, StatAnswer, StatTarget, SwarmId, SwarmStats, Time,
+};
 
 /// What the tracker answers with, and what it accepts. Shared by the UDP and HTTP front-ends.
 /// Deserializable so that the configuration can carry it as a section of its own.
@@ -101,29 +93,57 @@ pub trait TrackerCore {
         true
     }
 
-    /// Applies a [`RequestKind::Announce`] and writes its peer list into `peers` (see
-    /// [`Engine::announce_into`]); returns the swarm's statistics. The default goes through
-    /// [`TrackerCore::handle`]; the engine writes into `peers` directly, allocating nothing for
-    /// a known peer.
+    /// Applies a [`RequestKind::Announce`] and writes its peer list, in wire form, into
+    /// `peers` (see [`Engine::announce_compact`]); returns the swarm's statistics. The default
+    /// goes through [`TrackerCore::handle`] and applies the same list rules to the answer's
+    /// [`PeerInfo`]s; the engine writes from its table straight into `peers`, allocating
+    /// nothing once `peers` has grown.
     fn announce(
         &self,
         request: &Request,
         now: Time,
-        peers: &mut Vec<PeerInfo>,
+        families: ListFamilies,
+        peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
+        let RequestKind::Announce {
+            mode,
+            addr,
+            peer_num,
+            ..
+        } = &request.kind
+        else {
+            return Err(ErrorCode::BadRequest);
+        };
+        let limit = peer_num.and_then(|p| p.peer_count).unwrap_or(u32::MAX) as usize;
         match self.handle(request, now) {
             Response::Err(code) => Err(code),
             Response::Ok(answer) => {
-                if let Some(list) = answer.swarm_results.into_iter().find_map(|r| r.peers) {
-                    peers.extend(list);
-                }
+                let list = answer
+                    .swarm_results
+                    .into_iter()
+                    .find_map(|r| r.peers)
+                    .unwrap_or_default();
+                write_compact(&list, *mode, addr.addr, limit, families, peers);
                 Ok(match answer.stat {
                     Some(StatAnswer::Swarm(_, stats)) => stats,
                     _ => SwarmStats::default(),
                 })
             }
         }
+    }
+
+    /// The counts of the swarm of `info_hash` for a scrape from `src` (see [`swarm_counts`]).
+    /// The default asks [`TrackerCore::handle`] with a STAT_QUERY; the engine reads its table.
+    fn counts(&self, src: SocketAddr, info_hash: &InfoHash, now: Time) -> SwarmCounts {
+        let request = Request {
+            peer_id: bt_peer_id(src.ip(), src.port()),
+            source: src,
+            kind: RequestKind::StatQuery {
+                target: StatTarget::Swarm(swarm_id(info_hash)),
+            },
+        };
+        counts_from(&self.handle(&request, now))
     }
 }
 
@@ -136,9 +156,60 @@ impl TrackerCore for Engine {
         &self,
         request: &Request,
         now: Time,
-        peers: &mut Vec<PeerInfo>,
+        families: ListFamilies,
+        peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
-        self.announce_into(request, now, peers)
+        self.announce_compact(request, now, families, peers)
+    }
+
+    fn counts(&self, _src: SocketAddr, info_hash: &InfoHash, _now: Time) -> SwarmCounts {
+        SwarmCounts::from(self.swarm_stats(&swarm_id(info_hash)))
+    }
+}
+
+/// Appends to `peers` (in wire form) up to `limit` peers of `list` as a BitTorrent peer list
+/// for a requester in `mode` announced at `requester`: never the requester, no seeders for a
+/// seeder, one address per peer (of `families.first`, or with `families.fallback` of the
+/// other family for peers without one of the first).
+pub fn write_compact(
+    list: &[PeerInfo],
+    mode: PeerMode,
+    requester: SocketAddr,
+    limit: usize,
+    families: ListFamilies,
+    peers: &mut CompactPeers,
+) {
+    let requester = canonical_addr(requester);
+    let seeding = mode == PeerMode::Seeder;
+    let usable = |p: &&PeerInfo| !(seeding && p.mode == PeerMode::Seeder);
+    let mut listed = 0;
+    for family in [families.first, other_family(families.first)] {
+        if family != families.first && !families.fallback {
+            break;
+        }
+        // One address per peer: the second family only for peers without the first.
+        let second = family != families.first;
+        for p in list.iter().filter(usable) {
+            if listed >= limit {
+                break;
+            }
+            if second && pick_addr(p, families.first).is_some_and(|a| a != requester) {
+                continue;
+            }
+            if let Some(a) = pick_addr(p, family) {
+                if a != requester {
+                    peers.push(a);
+                    listed += 1;
+                }
+            }
+        }
+    }
+}
+
+fn other_family(f: Family) -> Family {
+    match f {
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
     }
 }
 
@@ -203,56 +274,6 @@ impl Announce {
     }
 }
 
-/// An IP address family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// The family of `ip` after [`canonical_ip`].
-    pub fn of(ip: IpAddr) -> Family {
-        match canonical_ip(ip) {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-/// `ip`, with IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) turned into IPv4.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-/// The engine peer id of the BitTorrent peer at `ip` listening on `port` (layout in the module
-/// documentation).
-pub fn bt_peer_id(ip: IpAddr, port: u16) -> PeerId {
-    let mut buf = [0u8; 22];
-    let len = match canonical_ip(ip) {
-        IpAddr::V4(v4) => {
-            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V4);
-            buf[4..8].copy_from_slice(&v4.octets());
-            buf[8..10].copy_from_slice(&port.to_be_bytes());
-            10
-        }
-        IpAddr::V6(v6) => {
-            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V6);
-            buf[4..20].copy_from_slice(&v6.octets());
-            buf[20..22].copy_from_slice(&port.to_be_bytes());
-            22
-        }
-    };
-    // 10 or 22 bytes: always within 1..=MAX_ID_BYTES.
-    PeerId::new(&buf[..len]).expect("BitTorrent peer ids are 10 or 22 bytes")
-}
-
 /// The swarm of an info-hash.
 pub fn swarm_id(info_hash: &InfoHash) -> SwarmId {
     SwarmId::new(info_hash).expect("an info-hash is 20 bytes")
@@ -278,8 +299,7 @@ pub struct SwarmCounts {
     pub seeders: u32,
     /// Peers still downloading (BEP 48 `incomplete`).
     pub leechers: u32,
-    /// Completed downloads (BEP 48 `downloaded`, BEP 15 `completed`): the engine's count of
-    /// peers that turned from leecher to seeder in the swarm.
+    /// Completed downloads ever (BEP 48 `downloaded`), as the engine counts them.
     pub downloaded: u32,
 }
 
@@ -295,24 +315,23 @@ pub fn swarm_counts(
     if !core.allows(info_hash) {
         return SwarmCounts::default();
     }
-    let request = Request {
-        peer_id: bt_peer_id(src.ip(), src.port()),
-        source: src,
-        kind: RequestKind::StatQuery {
-            target: StatTarget::Swarm(swarm_id(info_hash)),
-        },
-    };
-    counts_from(&core.handle(&request, now))
+    core.counts(src, info_hash, now)
+}
+
+impl From<SwarmStats> for SwarmCounts {
+    fn from(stats: SwarmStats) -> Self {
+        SwarmCounts {
+            seeders: stats.seeders,
+            leechers: stats.leechers,
+            downloaded: stats.completed,
+        }
+    }
 }
 
 fn counts_from(response: &Response) -> SwarmCounts {
     match response {
         Response::Ok(answer) => match &answer.stat {
-            Some(StatAnswer::Swarm(_, stats)) => SwarmCounts {
-                seeders: stats.seeders,
-                leechers: stats.leechers,
-                downloaded: stats.completed,
-            },
+            Some(StatAnswer::Swarm(_, stats)) => SwarmCounts::from(*stats),
             _ => SwarmCounts::default(),
         },
         Response::Err(_) => SwarmCounts::default(),
@@ -329,30 +348,14 @@ pub fn refused(core: &impl TrackerCore, announce: &Announce) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnnounceAnswer<'a> {
     pub counts: SwarmCounts,
-    /// The peer list the engine returned (empty after `stopped`).
-    peers: &'a [PeerInfo],
-    /// The announcing peer's own address (source IP + announced port), never listed.
-    requester: SocketAddr,
-    /// A seeder is sent only leechers: other seeders are of no use to it.
-    seeding: bool,
-    /// Most peers to list.
-    limit: usize,
+    /// The peer list in wire form (empty after `stopped`): the engine's rules applied.
+    pub peers: &'a CompactPeers,
 }
 
 impl AnnounceAnswer<'_> {
-    /// One address per listed peer, of family `family` only, or, with `fallback`, of the other
-    /// family when the peer has none of `family`. Never the requester; at most the wanted count.
-    pub fn peer_addrs(
-        &self,
-        family: Family,
-        fallback: bool,
-    ) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.peers
-            .iter()
-            .filter(move |p| !(self.seeding && p.mode == PeerMode::Seeder))
-            .filter_map(move |p| pick_addr(p, family, fallback))
-            .filter(move |a| *a != self.requester)
-            .take(self.limit)
+    /// The listed addresses, IPv4 first.
+    pub fn peer_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.peers.addrs()
     }
 }
 
@@ -360,30 +363,18 @@ fn canonical_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical_ip(addr.ip()), addr.port())
 }
 
-fn pick_addr(peer: &PeerInfo, family: Family, fallback: bool) -> Option<SocketAddr> {
-    let mut other = None;
-    for a in peer.addrs.iter() {
-        let a = canonical_addr(a.addr);
-        if a.port() == 0 {
-            continue;
-        }
-        if Family::of(a.ip()) == family {
-            return Some(a);
-        }
-        if other.is_none() {
-            other = Some(a);
-        }
-    }
-    if fallback {
-        other
-    } else {
-        None
-    }
+/// The address of `peer` of family `family` with a usable port, if it has one.
+fn pick_addr(peer: &PeerInfo, family: Family) -> Option<SocketAddr> {
+    peer.addrs
+        .iter()
+        .map(|a| canonical_addr(a.addr))
+        .find(|a| a.port() != 0 && Family::of(a.ip()) == family)
 }
 
 /// Applies one announce from `src` to the engine at `now` and collects the answer, with the
 /// peer list in `scratch` (reused between calls, so that a worker allocates nothing per
-/// announce). An engine error (for the request as a whole or for the swarm) is returned as its
+/// announce): peers of `families.first`, and with `families.fallback` of the other family
+/// too. An engine error (for the request as a whole or for the swarm) is returned as its
 /// code. A `stopped` announce always succeeds: leaving a swarm one is not in changes nothing.
 pub fn announce<'a>(
     core: &impl TrackerCore,
@@ -391,7 +382,8 @@ pub fn announce<'a>(
     src: SocketAddr,
     announce: &Announce,
     now: Time,
-    scratch: &'a mut Vec<PeerInfo>,
+    families: ListFamilies,
+    scratch: &'a mut CompactPeers,
 ) -> Result<AnnounceAnswer<'a>, ErrorCode> {
     let ip = canonical_ip(src.ip());
     let requester = SocketAddr::new(ip, announce.port);
@@ -430,19 +422,12 @@ pub fn announce<'a>(
                 }),
             },
         };
-        let stats = core.announce(&request, now, scratch)?;
-        SwarmCounts {
-            seeders: stats.seeders,
-            leechers: stats.leechers,
-            downloaded: stats.completed,
-        }
+        // BEP 48 `downloaded`: the engine counts a peer turning from leecher to seeder.
+        SwarmCounts::from(core.announce(&request, now, families, scratch)?)
     };
     Ok(AnnounceAnswer {
         counts,
         peers: scratch,
-        requester,
-        seeding: announce.mode() == PeerMode::Seeder,
-        limit: peer_count as usize,
     })
 }
 
@@ -529,6 +514,11 @@ mod tests {
     use super::*;
     use crate::engine::SwarmStats;
 
+    const V4: ListFamilies = ListFamilies {
+        first: Family::V4,
+        fallback: false,
+    };
+
     fn src() -> SocketAddr {
         "192.0.2.7:40000".parse().unwrap()
     }
@@ -561,13 +551,13 @@ mod tests {
 
     #[test]
     fn announce_is_one_engine_announce_with_the_host_address() {
-        let mut sc = Vec::new();
+        let mut sc = CompactPeers::default();
         let core = FakeCore::default();
         let a = Announce {
             num_want: Some(10),
             ..announce_with(Some(1000), AnnounceEvent::Started)
         };
-        announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
+        announce(&core, &BtLimits::default(), src(), &a, Time(5), V4, &mut sc).unwrap();
         let reqs = core.requests.borrow();
         assert_eq!(
             reqs.len(),
@@ -601,10 +591,10 @@ mod tests {
             (Some(1), PeerMode::Leech),
             (None, PeerMode::Leech),
         ] {
-            let mut sc = Vec::new();
+            let mut sc = CompactPeers::default();
             let core = FakeCore::default();
             let a = announce_with(left, AnnounceEvent::None);
-            announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
+            announce(&core, &BtLimits::default(), src(), &a, Time(5), V4, &mut sc).unwrap();
             match &core.requests.borrow()[0].kind {
                 RequestKind::Announce { mode, .. } => assert_eq!(*mode, want),
                 other => panic!("expected an announce, got {other:?}"),
@@ -614,10 +604,11 @@ mod tests {
 
     #[test]
     fn stopped_is_a_leave_and_succeeds_even_if_the_engine_refuses() {
-        let mut sc = Vec::new();
+        let mut sc = CompactPeers::default();
         let core = FakeCore::default();
         let a = announce_with(Some(5), AnnounceEvent::Stopped);
-        let answer = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
+        let answer =
+            announce(&core, &BtLimits::default(), src(), &a, Time(5), V4, &mut sc).unwrap();
         let reqs = core.requests.borrow();
         assert_eq!(
             reqs[0].kind,
@@ -625,7 +616,7 @@ mod tests {
                 swarm_id: swarm_id(&[0xab; 20])
             }
         );
-        assert_eq!(answer.peer_addrs(Family::V4, true).count(), 0);
+        assert_eq!(answer.peer_addrs().count(), 0);
     }
 
     #[test]
@@ -656,19 +647,20 @@ mod tests {
 
     #[test]
     fn engine_errors_propagate() {
-        let mut sc = Vec::new();
+        let mut sc = CompactPeers::default();
         let core = FakeCore {
             announce_error: Some(ErrorCode::ServiceUnavailable),
             ..FakeCore::default()
         };
         let a = announce_with(Some(5), AnnounceEvent::None);
-        let err = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap_err();
+        let err =
+            announce(&core, &BtLimits::default(), src(), &a, Time(5), V4, &mut sc).unwrap_err();
         assert_eq!(err, ErrorCode::ServiceUnavailable);
     }
 
     #[test]
     fn peer_list_excludes_requester_other_family_and_seeders_for_a_seeder() {
-        let mut sc = Vec::new();
+        let mut sc = CompactPeers::default();
         let core = FakeCore {
             peers: vec![
                 peer(PeerMode::Leech, &["192.0.2.7:6881"]), // the requester itself
@@ -690,28 +682,41 @@ mod tests {
             ..FakeCore::default()
         };
         let a = announce_with(Some(5), AnnounceEvent::None);
-        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
-        assert_eq!(ans.counts.seeders, 1);
-        assert_eq!(ans.counts.leechers, 5);
-        let v4: Vec<String> = ans
-            .peer_addrs(Family::V4, false)
-            .map(|a| a.to_string())
-            .collect();
+        let list = |families: ListFamilies, sc: &mut CompactPeers| -> Vec<String> {
+            let ans = announce(
+                &core,
+                &BtLimits::default(),
+                src(),
+                &a,
+                Time(5),
+                families,
+                sc,
+            )
+            .unwrap();
+            assert_eq!((ans.counts.seeders, ans.counts.leechers), (1, 5));
+            ans.peer_addrs().map(|a| a.to_string()).collect()
+        };
         assert_eq!(
-            v4,
+            list(V4, &mut sc),
             [
                 "198.51.100.1:1000",
                 "198.51.100.2:2000",
                 "198.51.100.3:3002"
             ]
         );
-        let v6: Vec<String> = ans
-            .peer_addrs(Family::V6, false)
-            .map(|a| a.to_string())
-            .collect();
-        assert_eq!(v6, ["[2001:db8::2]:3000", "[2001:db8::3]:3001"]);
-        let any = ans.peer_addrs(Family::V4, true).count();
-        assert_eq!(any, 4);
+        let v6_only = ListFamilies {
+            first: Family::V6,
+            fallback: false,
+        };
+        assert_eq!(
+            list(v6_only, &mut sc),
+            ["[2001:db8::2]:3000", "[2001:db8::3]:3001"]
+        );
+        let any = ListFamilies {
+            first: Family::V4,
+            fallback: true,
+        };
+        assert_eq!(list(any, &mut sc).len(), 4);
 
         let seeding = announce_with(Some(0), AnnounceEvent::None);
         let ans = announce(
@@ -720,19 +725,17 @@ mod tests {
             src(),
             &seeding,
             Time(5),
+            V4,
             &mut sc,
         )
         .unwrap();
-        let v4: Vec<String> = ans
-            .peer_addrs(Family::V4, false)
-            .map(|a| a.to_string())
-            .collect();
+        let v4: Vec<String> = ans.peer_addrs().map(|a| a.to_string()).collect();
         assert_eq!(v4, ["198.51.100.1:1000", "198.51.100.3:3002"]);
     }
 
     #[test]
     fn peer_list_is_cut_at_the_wanted_count() {
-        let mut sc = Vec::new();
+        let mut sc = CompactPeers::default();
         let peers = (1..=20)
             .map(|i| peer(PeerMode::Leech, &[&format!("198.51.100.{i}:1000")]))
             .collect();
@@ -744,8 +747,8 @@ mod tests {
             num_want: Some(7),
             ..announce_with(Some(5), AnnounceEvent::None)
         };
-        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5), &mut sc).unwrap();
-        assert_eq!(ans.peer_addrs(Family::V4, false).count(), 7);
+        let ans = announce(&core, &BtLimits::default(), src(), &a, Time(5), V4, &mut sc).unwrap();
+        assert_eq!(ans.peer_addrs().count(), 7);
     }
 
     #[test]
@@ -764,5 +767,28 @@ mod tests {
             counts_from(&Response::Err(ErrorCode::Forbidden)),
             SwarmCounts::default()
         );
+    }
+
+    #[test]
+    fn a_leecher_turning_seeder_is_counted_by_the_engine_and_scraped() {
+        let engine = Engine::new(&crate::engine::EngineConfig::default());
+        let mut sc = CompactPeers::default();
+        let limits = BtLimits::default();
+        // Joining complete is not a download; leeching then completing is, once.
+        let seeder = announce_with(Some(0), AnnounceEvent::Completed);
+        let other = SocketAddr::from(([10, 9, 9, 9], 7000));
+        let ans = announce(&engine, &limits, other, &seeder, Time(4), V4, &mut sc).unwrap();
+        assert_eq!(ans.counts.downloaded, 0, "joined as a seeder");
+        let leech = announce_with(Some(10), AnnounceEvent::Started);
+        let ans = announce(&engine, &limits, src(), &leech, Time(5), V4, &mut sc).unwrap();
+        assert_eq!((ans.counts.leechers, ans.counts.downloaded), (1, 0));
+        let done = announce_with(Some(0), AnnounceEvent::Completed);
+        let ans = announce(&engine, &limits, src(), &done, Time(6), V4, &mut sc).unwrap();
+        assert_eq!((ans.counts.seeders, ans.counts.downloaded), (2, 1));
+        let again = announce_with(Some(0), AnnounceEvent::Completed);
+        let ans = announce(&engine, &limits, src(), &again, Time(7), V4, &mut sc).unwrap();
+        assert_eq!(ans.counts.downloaded, 1, "a repeated completed event");
+        let c = swarm_counts(&engine, src(), &[0xab; 20], Time(8));
+        assert_eq!((c.seeders, c.leechers, c.downloaded), (2, 0, 1));
     }
 }
