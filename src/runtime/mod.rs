@@ -13,6 +13,13 @@
 //! Back-ends: [`Backend::Epoll`] (mio) is the only one today; its loop is in `epoll.rs`. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
 //! `conn.rs` and the datagram turn in `datagram.rs`, so an io_uring back-end can reuse them.
+//!
+//! What every back-end owes the load control: set [`ConnCtx::ready_at`] and
+//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (overload
+//! shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
+//! connection past its `request_timeout`, and count each accepted connection in its listener's
+//! shared [`sources::SourceCounts`] (released on close) so that per-source caps hold across
+//! workers. The per-source request rate limit lives in the services and needs nothing.
 
 mod conn;
 mod datagram;
