@@ -13,6 +13,7 @@
 //! - [`runtime`]: the thread-per-core workers that own sockets and timers; it knows no protocol.
 //! - [`config`] and [`metrics`]: profiles and counters.
 //! - [`privileges`]: switching from root to `server.user` once the listeners are bound.
+//! - [`x509`]: certificate checks shared by the TLS front-ends.
 
 pub mod access_list;
 pub mod config;
@@ -24,3 +25,4 @@ pub mod privileges;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod x509;

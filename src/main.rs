@@ -49,6 +49,39 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write a signed overlay configuration document (RFC 6940 §11.1) to stdout: sequence,
+    /// configuration signers, admission and bad-node lists, shared secret, signed with the key
+    /// in --key-dir (whose Node-ID must be among the nodes' `overlay.configuration_signers`).
+    /// Publish it with `curl -X PUT --data-binary @FILE http://ADMIN/overlay/configuration`
+    /// on any node; it spreads to every node with ConfigUpdate (§6.5.4).
+    SignConfig {
+        /// Directory with the signer's node.key and node.crt (from `keygen`).
+        #[arg(long, value_name = "DIR")]
+        key_dir: std::path::PathBuf,
+        /// The overlay's instance name (`overlay.instance_name`).
+        #[arg(long, default_value = "ppsp-tracker.overlay")]
+        instance_name: String,
+        /// Node-ID digest of the overlay: sha256 or sha1.
+        #[arg(long, default_value = "sha256")]
+        digest: String,
+        /// Configuration sequence, newer than the overlay's current one (1..=65534).
+        #[arg(long)]
+        sequence: u16,
+        /// Node-IDs allowed to sign the next document (repeatable or comma-separated);
+        /// none = the signers stay as they are.
+        #[arg(long = "signer", value_delimiter = ',')]
+        signers: Vec<String>,
+        /// Admitted Node-IDs or `sha256:` fingerprints (repeatable or comma-separated); none =
+        /// every node with a valid certificate.
+        #[arg(long = "admit", value_delimiter = ',')]
+        admitted: Vec<String>,
+        /// Bad Node-IDs (repeatable or comma-separated).
+        #[arg(long = "bad-node", value_delimiter = ',')]
+        bad_nodes: Vec<String>,
+        /// Shared secret for admission (RFC 6940 §13.4); none = off.
+        #[arg(long)]
+        shared_secret: Option<String>,
+    },
 }
 
 #[derive(Args, Default)]
@@ -85,6 +118,28 @@ fn main() -> ExitCode {
             instance_name,
             force,
         } => keygen(&out, &digest, &instance_name, force),
+        Command::SignConfig {
+            key_dir,
+            instance_name,
+            digest,
+            sequence,
+            signers,
+            admitted,
+            bad_nodes,
+            shared_secret,
+        } => sign_config(
+            &key_dir,
+            &digest,
+            ppsp_tracker::overlay::security::configuration::ConfigDocument {
+                instance_name,
+                sequence,
+                signers: Vec::new(),
+                admitted,
+                bad_nodes,
+                shared_secret,
+            },
+            &signers,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +175,27 @@ fn keygen(
     println!("key = \"{}\"", key.display());
     println!("certificate = \"{}\"", cert.display());
     Ok(())
+}
+
+/// `sign-config`: prints a configuration document signed with the key in `key_dir`.
+fn sign_config(
+    key_dir: &std::path::Path,
+    digest: &str,
+    mut document: ppsp_tracker::overlay::security::configuration::ConfigDocument,
+    signers: &[String],
+) -> Result<(), String> {
+    use ppsp_tracker::overlay::security::{Identity, NodeIdDigest};
+    let digest = NodeIdDigest::parse(digest).ok_or("--digest must be sha256 or sha1")?;
+    let id = Identity::load(key_dir, digest).map_err(|e| e.to_string())?;
+    document.signers = signers
+        .iter()
+        .map(|s| {
+            ppsp_tracker::overlay::config::parse_node_id(s)
+                .ok_or_else(|| format!("--signer \"{s}\" is not a Node-ID (32 hex digits)"))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = document.sign(&id)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &bytes).map_err(|e| e.to_string())
 }
 
 fn init_logging(config: &Config) {

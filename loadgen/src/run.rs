@@ -122,6 +122,16 @@ pub struct RunArgs {
     /// With --cert: its private key (PEM).
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// PPSTP with HTTP Digest peer authentication (RFC 7616, `ppstp.auth.mode = "digest"`):
+    /// each peer answers the server's 401 challenge with username = its peer id and this
+    /// secret, then reuses the nonce with growing nonce counts until it is refused as stale
+    /// (the state lives in each phase's workers: a peer is challenged once per phase).
+    #[arg(long)]
+    pub digest_secret: Option<String>,
+    /// Write the server's credentials file for the population (`peer_id:secret` lines, mode
+    /// 0600, the secret of --digest-secret) and continue.
+    #[arg(long, requires = "digest_secret")]
+    pub write_digest_credentials: Option<PathBuf>,
     /// Server process to sample (CPU from /proc/PID/stat utime+stime, RSS).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -323,6 +333,7 @@ fn phase(
         }),
         ipv6: args.ipv6,
         keep_alive: !args.no_keepalive,
+        digest_secret: args.digest_secret.clone(),
     };
     let show_progress = !args.no_progress && std::io::stderr().is_terminal();
     let tls = tls_client(args, target)?;
@@ -465,6 +476,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         pop.write_swarm_ids(std::io::BufWriter::new(f))?;
+    }
+    if let (Some(path), Some(secret)) = (&args.write_digest_credentials, &args.digest_secret) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        pop.write_digest_credentials(std::io::BufWriter::new(f), secret)?;
     }
     let sizes = pop.swarm_sizes();
     let population = PopulationReport {

@@ -367,6 +367,25 @@ impl Population {
         sizes
     }
 
+    /// `peer_id:secret` lines for every peer (hex peer ids, as PPSTP requests name them): the
+    /// credentials file of a tracker in HTTP Digest mode.
+    pub fn write_digest_credentials<W: std::io::Write>(
+        &self,
+        mut w: W,
+        secret: &str,
+    ) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(41 + secret.len());
+        for p in 0..self.spec.peers {
+            line.clear();
+            push_hex(&mut line, &self.peer_id(p));
+            line.push(b':');
+            line.extend_from_slice(secret.as_bytes());
+            line.push(b'\n');
+            w.write_all(&line)?;
+        }
+        w.flush()
+    }
+
     /// Hex swarm ids, one per line, for every swarm that has at least one peer (the whitelist
     /// a tracker in whitelist mode needs).
     pub fn write_swarm_ids<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {

@@ -110,6 +110,20 @@ pub struct OverlayConfig {
     /// and stores answered Error_Forbidden, and they are dropped from the routing table.
     #[serde(deserialize_with = "list_or_string")]
     pub bad_nodes: Vec<String>,
+    /// RFC 6940 §11.1 `configuration-signer`: Node-IDs whose signature makes a configuration
+    /// document (pushed with ConfigUpdate, §6.5.4, or `PUT /overlay/configuration`)
+    /// acceptable. Empty = no ConfigUpdate is accepted.
+    #[serde(deserialize_with = "list_or_string")]
+    pub configuration_signers: Vec<String>,
+    /// Path of the newest configuration document accepted: read at start when present (it
+    /// overrides the sequence, lists, shared secret and signers when its signer is configured
+    /// and its sequence not older) and rewritten (mode 0600: it may hold the shared secret) on
+    /// every accepted update. Empty = memory only.
+    pub configuration_document: String,
+    /// RFC 6940 §11.1 `shared-secret` (§13.4 shared-secret admission): each side of a link
+    /// proves it in its link hello with an HMAC-SHA256 bound to its certificate (see
+    /// `transport::attach`); a link without the proof is refused. Empty = off.
+    pub shared_secret: String,
     /// A FIND (or BitTorrent announce) is answered from the local copy alone when it holds at
     /// least this many other peers of the swarm; otherwise the swarm tracker's dictionary is
     /// fetched and merged.
@@ -175,6 +189,9 @@ impl Default for OverlayConfig {
             node_id_digest: "sha256".to_owned(),
             admitted: Vec::new(),
             bad_nodes: Vec::new(),
+            configuration_signers: Vec::new(),
+            configuration_document: String::new(),
+            shared_secret: String::new(),
             local_find_min: 20,
             flush_interval_ms: 1000,
             flush_max_swarms: 1024,
@@ -254,29 +271,26 @@ impl OverlayConfig {
 
     /// The admission and bad-node lists.
     pub fn admission_lists(&self) -> Result<crate::overlay::security::tls::AdmissionLists, String> {
-        let mut lists = crate::overlay::security::tls::AdmissionLists::default();
-        for entry in &self.admitted {
-            if let Some(fp) = entry.strip_prefix("sha256:") {
-                let bytes = parse_hex(fp)
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        format!("overlay.admitted: \"{entry}\" is not sha256: and 64 hex digits")
-                    })?;
-                lists.fingerprints.insert(bytes);
-            } else {
-                let id = parse_node_id(entry).ok_or_else(|| {
-                    format!("overlay.admitted: \"{entry}\" is not a Node-ID (32 hex digits)")
-                })?;
-                lists.node_ids.insert(id);
-            }
-        }
-        for entry in &self.bad_nodes {
-            let id = parse_node_id(entry).ok_or_else(|| {
-                format!("overlay.bad_nodes: \"{entry}\" is not a Node-ID (32 hex digits)")
-            })?;
-            lists.bad_nodes.insert(id);
-        }
-        Ok(lists)
+        admission_lists_from(
+            &self.admitted,
+            &self.bad_nodes,
+            "overlay.admitted",
+            "overlay.bad_nodes",
+        )
+    }
+
+    /// The configuration signers' Node-IDs.
+    pub fn configuration_signer_ids(&self) -> Result<Vec<NodeId>, String> {
+        self.configuration_signers
+            .iter()
+            .map(|s| {
+                parse_node_id(s).ok_or_else(|| {
+                    format!(
+                        "overlay.configuration_signers: \"{s}\" is not a Node-ID (32 hex digits)"
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Range and consistency checks; the message starts with the dotted key.
@@ -284,6 +298,7 @@ impl OverlayConfig {
         let mode = self.security_mode()?;
         self.digest()?;
         self.admission_lists()?;
+        self.configuration_signer_ids()?;
         if mode == SecurityMode::Certificate {
             if !self.node_id.is_empty() {
                 return Err("overlay.node_id: with overlay.security = \"certificate\" the Node-ID is derived from the certificate; set it only in \"insecure-test\" mode".to_owned());
@@ -431,6 +446,38 @@ impl OverlayConfig {
         }
         Ok(())
     }
+}
+
+/// Admission lists from `admitted` entries (Node-IDs or `sha256:` fingerprints) and
+/// `bad` Node-IDs; errors name `admitted_key` or `bad_key`.
+pub fn admission_lists_from(
+    admitted: &[String],
+    bad: &[String],
+    admitted_key: &str,
+    bad_key: &str,
+) -> Result<crate::overlay::security::tls::AdmissionLists, String> {
+    let mut lists = crate::overlay::security::tls::AdmissionLists::default();
+    for entry in admitted {
+        if let Some(fp) = entry.strip_prefix("sha256:") {
+            let bytes = parse_hex(fp)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    format!("{admitted_key}: \"{entry}\" is not sha256: and 64 hex digits")
+                })?;
+            lists.fingerprints.insert(bytes);
+        } else {
+            let id = parse_node_id(entry).ok_or_else(|| {
+                format!("{admitted_key}: \"{entry}\" is not a Node-ID (32 hex digits)")
+            })?;
+            lists.node_ids.insert(id);
+        }
+    }
+    for entry in bad {
+        let id = parse_node_id(entry)
+            .ok_or_else(|| format!("{bad_key}: \"{entry}\" is not a Node-ID (32 hex digits)"))?;
+        lists.bad_nodes.insert(id);
+    }
+    Ok(lists)
 }
 
 /// A list of strings, or one string of comma-separated items.

@@ -286,17 +286,9 @@ impl ClientCertVerifier for ClientVerifier {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
             })?;
             let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-            let validity = parsed.validity();
-            if now < validity.not_before.timestamp() {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::NotValidYet,
-                ));
-            }
-            if now > validity.not_after.timestamp() {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Expired,
-                ));
-            }
+            crate::x509::Validity::of(&parsed)
+                .check(now)
+                .map_err(crate::x509::ValidityError::to_rustls)?;
             return Ok(ClientCertVerified::assertion());
         }
         match &self.chain {

@@ -20,7 +20,8 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub(crate) const ADMIN_HTTP_LIMITS: HttpLimits = HttpLimits {
     max_head_bytes: 8192,
     max_headers: 64,
-    max_body_bytes: 1024,
+    // A signed overlay configuration document (certificate, admission list) fits.
+    max_body_bytes: 64 * 1024,
 };
 
 /// What the admin endpoints report, filled in once every listener is bound.
@@ -110,6 +111,8 @@ impl HttpHandler for AdminWorker {
     fn allowed_methods(&self, path: &str) -> Option<&'static str> {
         if path.starts_with(crate::overlay::transport::http::VALUE_PREFIX) {
             Some("GET, HEAD, PUT")
+        } else if path == crate::overlay::transport::http::CONFIGURATION_PATH {
+            Some("PUT")
         } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
             Some("GET, HEAD")
         } else {

@@ -266,9 +266,9 @@ impl DatagramService for BtUdpService {
             index: worker,
             federation: self.federation.clone(),
             deferred: Vec::new(),
-            load: self.load.clone(),
             now: Time::default(),
             list: None,
+            load: self.load.clone(),
         })
     }
 }
@@ -285,11 +285,11 @@ struct BtUdpWorker {
     federation: Option<Arc<Federation>>,
     /// Announces whose peer list waits for the overlay: (source, datagram).
     deferred: Vec<(SocketAddr, Vec<u8>)>,
-    load: LoadControl,
     /// The clock and the access list, read once per received batch (and once per pass over
     /// the deferred announces).
     now: Time,
     list: Option<Arc<AccessList>>,
+    load: LoadControl,
 }
 
 impl BtUdpWorker {

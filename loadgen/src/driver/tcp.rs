@@ -21,9 +21,12 @@ use crate::workload::{Op, OpKind, OpSource, Population};
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
 struct Waiting {
+    op: Op,
     kind: OpKind,
     intended: Instant,
     sent: Instant,
+    /// Already sent again after an authentication challenge.
+    retried: bool,
 }
 
 struct HttpConn {
@@ -242,9 +245,11 @@ pub fn run(
                 }
                 encoder.encode(&op, pop, &mut c.out);
                 c.waiting.push_back(Waiting {
+                    op,
                     kind: op.kind,
                     intended,
                     sent: now,
+                    retried: false,
                 });
                 schedule.issued();
                 rec.on_sent(op.kind);
@@ -319,6 +324,7 @@ pub fn run(
                 let now = Instant::now();
                 let mut used = 0;
                 let mut server_close = false;
+                let mut resend = false;
                 loop {
                     match frame_reply(&c.inbuf[used..]) {
                         Reply::Complete {
@@ -326,9 +332,29 @@ pub fn run(
                             body,
                             consumed,
                             close,
+                            www_authenticate,
                         } => {
                             used += consumed;
                             match c.waiting.pop_front() {
+                                // HTTP Digest: answer the challenge and send the request
+                                // again (once), as a client does; the latency counts both.
+                                Some(w)
+                                    if status == 401
+                                        && !w.retried
+                                        && keep_alive
+                                        && !close
+                                        && www_authenticate.is_some_and(|challenge| {
+                                            encoder.on_challenge(&w.op, challenge)
+                                        }) =>
+                                {
+                                    encoder.encode(&w.op, pop, &mut c.out);
+                                    c.waiting.push_back(Waiting {
+                                        sent: now,
+                                        retried: true,
+                                        ..w
+                                    });
+                                    resend = true;
+                                }
                                 Some(w) => {
                                     let outcome = encoder.classify(w.kind, status, body);
                                     if outcome == Outcome::Ok {
@@ -364,7 +390,8 @@ pub fn run(
                     }
                 }
                 c.inbuf.drain(..used.min(c.inbuf.len()));
-                if closed || server_close {
+                // Requests sent again after a challenge go out now.
+                if closed || server_close || (resend && c.flush().is_err()) {
                     c.fail(&poll, ErrorKind::ConnectionClosed, now, rec);
                 }
             }

@@ -143,6 +143,7 @@ mod tests {
             path: "/announce".into(),
             ipv6: false,
             keep_alive: true,
+            digest_secret: None,
         });
         let op = Op {
             kind: OpKind::Started,
@@ -191,6 +192,7 @@ mod tests {
             path: "/announce".into(),
             ipv6: false,
             keep_alive: true,
+            digest_secret: None,
         });
         let op = Op {
             kind: OpKind::Stopped,
@@ -233,6 +235,7 @@ mod tests {
             path: "/announce".into(),
             ipv6: false,
             keep_alive: true,
+            digest_secret: None,
         });
         assert_eq!(
             enc.classify(OpKind::Announce, 200, b"d8:intervali1800e5:peers0:e"),

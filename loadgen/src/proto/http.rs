@@ -14,6 +14,8 @@ pub enum Reply<'a> {
         consumed: usize,
         /// The server said `Connection: close`.
         close: bool,
+        /// The `WWW-Authenticate` value, if any (a 401's challenge).
+        www_authenticate: Option<&'a [u8]>,
     },
     Incomplete,
     Malformed,
@@ -34,6 +36,7 @@ pub fn frame_reply(buf: &[u8]) -> Reply<'_> {
     };
     let mut len = None;
     let mut close = false;
+    let mut www_authenticate = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let parsed = std::str::from_utf8(h.value)
@@ -45,6 +48,8 @@ pub fn frame_reply(buf: &[u8]) -> Reply<'_> {
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
             close = h.value.eq_ignore_ascii_case(b"close");
+        } else if h.name.eq_ignore_ascii_case("www-authenticate") {
+            www_authenticate = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Reply::Malformed;
         }
@@ -60,6 +65,7 @@ pub fn frame_reply(buf: &[u8]) -> Reply<'_> {
             body,
             consumed: end,
             close,
+            www_authenticate,
         },
         None => Reply::Incomplete,
     }
@@ -77,6 +83,7 @@ mod tests {
             body,
             consumed,
             close,
+            ..
         } = frame_reply(two)
         else {
             panic!("first reply not framed")
@@ -89,7 +96,8 @@ mod tests {
                 status: 403,
                 body: b"bad",
                 consumed: rest.len(),
-                close: true
+                close: true,
+                www_authenticate: None,
             }
         );
     }

@@ -80,6 +80,9 @@ pub struct EncodeOptions {
     /// False: every request says `Connection: close` and gets a connection of its own (for
     /// servers that close after each reply without saying so, such as opentracker).
     pub keep_alive: bool,
+    /// PPSTP: answer HTTP Digest challenges (RFC 7616) as each peer, username = its peer id,
+    /// with this secret.
+    pub digest_secret: Option<String>,
 }
 
 impl EncodeOptions {
@@ -101,6 +104,12 @@ pub trait HttpEncoder: Send {
     fn classify(&self, kind: OpKind, status: u16, body: &[u8]) -> Outcome;
     /// How many peers a successful reply lists, when it carries a peer list.
     fn peers_listed(&self, kind: OpKind, body: &[u8]) -> Option<usize>;
+    /// A 401 reply to `op` carried this `WWW-Authenticate` value: true when the encoder now
+    /// holds credentials for it and `op` should be sent again (once).
+    fn on_challenge(&mut self, op: &Op, challenge: &[u8]) -> bool {
+        let _ = (op, challenge);
+        false
+    }
 }
 
 /// The HTTP encoder for `protocol`, or `None` for datagram protocols.

@@ -46,6 +46,9 @@ pub struct PpstpEncoder {
     headers: String,
     tid: String,
     transaction: u64,
+    /// HTTP Digest (RFC 7616) state of each peer that was challenged: the last challenge,
+    /// whose nonce the peer reuses with a growing nonce count, as a real client does.
+    digest: std::collections::HashMap<u32, digest_auth::WwwAuthenticateHeader>,
 }
 
 impl PpstpEncoder {
@@ -56,7 +59,28 @@ impl PpstpEncoder {
             body: Vec::with_capacity(512),
             tid: String::with_capacity(20),
             transaction: 0,
+            digest: std::collections::HashMap::new(),
         }
+    }
+
+    /// The `Authorization: Digest ...` line for `op`'s peer, when it holds a nonce: username
+    /// = the peer id (hex), password = `--digest-secret`, qop=auth, the next nonce count and
+    /// a fresh cnonce.
+    fn authorization(&mut self, op: &Op, pop: &Population) -> Option<String> {
+        let secret = self.opts.digest_secret.as_deref()?;
+        let challenge = self.digest.get_mut(&op.peer)?;
+        let mut user = Vec::with_capacity(40);
+        push_hex(&mut user, &pop.peer_id(op.peer));
+        let user = String::from_utf8(user).ok()?;
+        let ctx = digest_auth::AuthContext::new_with_method(
+            user.as_str(),
+            secret,
+            self.opts.path.as_str(),
+            None::<&[u8]>,
+            digest_auth::HttpMethod::POST,
+        );
+        let answer = challenge.respond(&ctx).ok()?;
+        Some(format!("Authorization: {answer}\r\n"))
     }
 
     /// The engine request `op` stands for. Identifiers are the hex of the population's ids;
@@ -168,14 +192,29 @@ impl PpstpEncoder {
 impl HttpEncoder for PpstpEncoder {
     fn encode(&mut self, op: &Op, pop: &Population, out: &mut Vec<u8>) {
         self.encode_body(op, pop);
+        let auth = self.authorization(op, pop).unwrap_or_default();
         let _ = write!(
             out,
-            "POST {} HTTP/1.1\r\n{}Content-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
+            "POST {} HTTP/1.1\r\n{}{auth}Content-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\r\n",
             self.opts.path,
             self.headers,
             self.body.len()
         );
         out.extend_from_slice(&self.body);
+    }
+
+    fn on_challenge(&mut self, op: &Op, challenge: &[u8]) -> bool {
+        if self.opts.digest_secret.is_none() {
+            return false;
+        }
+        let Some(header) = std::str::from_utf8(challenge)
+            .ok()
+            .and_then(|c| digest_auth::WwwAuthenticateHeader::parse(c).ok())
+        else {
+            return false;
+        };
+        self.digest.insert(op.peer, header);
+        true
     }
 
     fn peers_listed(&self, kind: OpKind, body: &[u8]) -> Option<usize> {
@@ -237,6 +276,7 @@ mod tests {
             path: "/ppsp".into(),
             ipv6,
             keep_alive: true,
+            digest_secret: None,
         }
     }
 

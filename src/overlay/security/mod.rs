@@ -20,6 +20,7 @@
 //! Private keys are written with mode 0600 and never formatted: [`Identity`]'s `Debug` shows
 //! the Node-ID only.
 
+pub mod configuration;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -69,8 +70,8 @@ pub enum SecurityError {
     BadCertificate(String),
     #[error("certificate key type not supported")]
     UnsupportedKey,
-    #[error("certificate outside its validity period")]
-    Expired,
+    #[error("{0}")]
+    Expired(#[from] crate::x509::ValidityError),
     #[error("unsigned (no signer identity)")]
     Unsigned,
     #[error("signer identity names no certificate carried or known")]
@@ -359,8 +360,8 @@ pub struct PeerCert {
     alg: KeyAlg,
     /// The subjectPublicKey bits: an uncompressed P-256 point or a PKCS#1 RSAPublicKey.
     public_key: Vec<u8>,
-    not_before: i64,
-    not_after: i64,
+    /// Its validity period, checked at every use (§7.1).
+    pub validity: crate::x509::Validity,
 }
 
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
@@ -393,15 +394,14 @@ impl PeerCert {
         } else {
             return Err(SecurityError::UnsupportedKey);
         };
-        let validity = cert.validity();
+        let validity = crate::x509::Validity::of(&cert);
         Ok(PeerCert {
             node_id: node_id_of_spki(spki.raw, digest),
             hash: cert_hash(der),
             der: der.to_vec(),
             alg,
             public_key: spki.subject_public_key.data.to_vec(),
-            not_before: validity.not_before.timestamp(),
-            not_after: validity.not_after.timestamp(),
+            validity,
         })
     }
 
@@ -414,9 +414,7 @@ impl PeerCert {
         signature: &[u8],
         now: i64,
     ) -> Result<(), SecurityError> {
-        if now < self.not_before || now > self.not_after {
-            return Err(SecurityError::Expired);
-        }
+        self.validity.check(now)?;
         let params: &dyn ring_sig::VerificationAlgorithm = match (algorithm, self.alg) {
             (ECDSA_SHA256, KeyAlg::EcdsaP256) => &ring_sig::ECDSA_P256_SHA256_ASN1,
             (RSA_PKCS1_SHA256, KeyAlg::Rsa) => &ring_sig::RSA_PKCS1_2048_8192_SHA256,

@@ -102,9 +102,8 @@ impl PeerPolicy {
             Ok(c) => c,
             Err(e) => return refuse(e.to_string()),
         };
-        let now = unix_now();
-        if now < cert.not_before || now > cert.not_after {
-            return refuse(SecurityError::Expired.to_string());
+        if let Err(e) = cert.validity.check(unix_now()) {
+            return refuse(e.to_string());
         }
         if !self.admission.admits(&cert) {
             return refuse(format!("node {} is not admitted", cert.node_id));

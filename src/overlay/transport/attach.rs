@@ -14,6 +14,18 @@
 //!   destination list `[that Node-ID]` is routed through the overlay (§6.5.1.2); the target
 //!   answers along the via list (§6.2.2) with its candidate, and the requester dials it.
 //!
+//! - **Shared secret** (§13.4, optional). RFC 6940 keys TLS-PSK or TLS-SRP with the
+//!   overlay's shared secret so that a node without it cannot complete a TLS handshake.
+//!   rustls implements neither, so the secret is proven inside the mutually authenticated
+//!   TLS 1.3 link instead: each side's link hello carries, as the ICE extension
+//!   [`SHARED_SECRET_EXTENSION`] of its candidate, [`shared_secret_proof`] = HMAC-SHA256(secret,
+//!   label || instance name || SHA-256 of its own certificate). The receiver recomputes it
+//!   for the certificate the TLS handshake authenticated and refuses the link when it is
+//!   missing or wrong. Bound to a certificate whose private key the handshake proved, a proof
+//!   is useless to any other node, and it never leaves TLS. Difference from PSK: a node
+//!   without the secret completes the TLS handshake (with an admitted certificate) before its
+//!   hello is refused.
+//!
 //! Deviation, documented: §11.4 routes the bootstrap Attach to "the Joining Node's Node-ID
 //! plus 1"; here the hello answer names the bootstrap node and the Join itself (routed by the
 //! Chord node to `own + 1`, §10.5) finds the admitting peer.
@@ -55,6 +67,70 @@ pub fn attach_body(addr: SocketAddr, answer: bool, link: OverlayLinkType) -> Att
         }],
         send_update: false,
     }
+}
+
+/// Name of the ICE candidate extension carrying the shared-secret proof.
+pub const SHARED_SECRET_EXTENSION: &[u8] = b"reload-shared-secret-proof";
+const SHARED_SECRET_LABEL: &[u8] = b"RELOAD shared-secret admission v1\0";
+
+/// HMAC-SHA256(`secret`, label || `instance_name` || 0 || `cert_hash`): what a node holding
+/// the shared secret puts in its link hello for its certificate with SHA-256 `cert_hash`.
+pub fn shared_secret_proof(secret: &[u8], instance_name: &str, cert_hash: &[u8; 32]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(SHARED_SECRET_LABEL);
+    ctx.update(instance_name.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(cert_hash);
+    ctx.sign().as_ref().to_vec()
+}
+
+/// True when `body` carries the right proof for the certificate with SHA-256 `cert_hash`
+/// (compared in constant time).
+pub fn has_shared_secret_proof(
+    body: &AttachReqAns,
+    secret: &[u8],
+    instance_name: &str,
+    cert_hash: &[u8; 32],
+) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut input = SHARED_SECRET_LABEL.to_vec();
+    input.extend_from_slice(instance_name.as_bytes());
+    input.push(0);
+    input.extend_from_slice(cert_hash);
+    body.candidates
+        .iter()
+        .flat_map(|c| c.extensions.iter())
+        .filter(|e| e.name == SHARED_SECRET_EXTENSION)
+        .any(|e| ring::hmac::verify(&key, &input, &e.value).is_ok())
+}
+
+/// Adds the shared-secret proof to an Attach message's candidates (before it is signed).
+pub fn add_shared_secret_proof(
+    message: &mut Message,
+    proof: Vec<u8>,
+) -> Result<(), crate::overlay::wire::EncodeError> {
+    let Ok(body) = message.contents.decode_body(&crate::overlay::wire::NoKinds) else {
+        return Ok(());
+    };
+    let (mut b, answer) = match body {
+        Body::AttachReq(b) => (b, false),
+        Body::AttachAns(b) => (b, true),
+        _ => return Ok(()),
+    };
+    for c in &mut b.candidates {
+        c.extensions.push(crate::overlay::wire::IceExtension {
+            name: SHARED_SECRET_EXTENSION.to_vec(),
+            value: proof.clone(),
+        });
+    }
+    let body = if answer {
+        Body::AttachAns(b)
+    } else {
+        Body::AttachReq(b)
+    };
+    message.contents = crate::overlay::wire::MessageContents::from_body(&body)?;
+    Ok(())
 }
 
 /// Sets the sender's identity in the security block.
@@ -175,6 +251,28 @@ mod tests {
         };
         assert_eq!(candidate_addr(&body), Some(o.advertised));
         assert_eq!(body.role, b"passive");
+    }
+
+    #[test]
+    fn the_shared_secret_proof_binds_secret_overlay_and_certificate() {
+        let mut m = origin(5).attach_req(9, NodeId::WILDCARD).unwrap();
+        let cert = [7u8; 32];
+        add_shared_secret_proof(&mut m, shared_secret_proof(b"s3cret", "t", &cert)).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = Message::decode(&bytes, &WireConfig::new(OverlayHash::of_name("t"))).unwrap();
+        let Body::AttachReq(body) = back.contents.decode_body(&NoKinds).unwrap() else {
+            panic!("not an attach_req");
+        };
+        assert!(has_shared_secret_proof(&body, b"s3cret", "t", &cert));
+        assert!(!has_shared_secret_proof(&body, b"s3creT", "t", &cert));
+        assert!(!has_shared_secret_proof(&body, b"s3cret", "u", &cert));
+        assert!(!has_shared_secret_proof(&body, b"s3cret", "t", &[8u8; 32]));
+        let plain = attach_body(o_addr(), false, OverlayLinkType::TLS_TCP_FH_NO_ICE);
+        assert!(!has_shared_secret_proof(&plain, b"s3cret", "t", &cert));
+    }
+
+    fn o_addr() -> SocketAddr {
+        "127.0.0.1:7000".parse().unwrap()
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   `answered_by` is the responsible node the Lookup reached, `key` is the writer's Node-ID
 //!   in hex and `value` the bytes as UTF-8 (lossy).
 //!
+//! - `PUT /overlay/configuration`: the body is a signed configuration document (RFC 6940
+//!   §11.1, `ppsp-tracker sign-config` writes one); this node applies it and spreads it with
+//!   ConfigUpdate (§6.5.4). Answers `{"configuration_sequence"}`, or 403 with the reason
+//!   (not signed by a configuration signer, not newer, malformed).
+//!
 //! The name is the path segment as sent (no percent-decoding). The admin thread waits for the
 //! overlay's answer up to `overlay.admin_timeout_ms`; a timeout is 504, an overlay error 502.
 
@@ -55,6 +60,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The path of the configuration endpoint.
+pub const CONFIGURATION_PATH: &str = "/overlay/configuration";
+
 /// Serves `method path` when the path is an overlay endpoint; `None` otherwise.
 pub fn serve(
     handle: Option<&OverlayHandle>,
@@ -62,6 +70,18 @@ pub fn serve(
     path: &str,
     body: &[u8],
 ) -> Option<HttpAnswer> {
+    if path == CONFIGURATION_PATH {
+        let Some(handle) = handle else {
+            return Some(error(404, "the overlay is not enabled"));
+        };
+        if method != "PUT" {
+            return Some(error(405, "PUT"));
+        }
+        return Some(match handle.update_configuration(body.to_vec()) {
+            Ok(seq) => json(200, &serde_json::json!({ "configuration_sequence": seq })),
+            Err(why) => error(403, &why),
+        });
+    }
     let name = path.strip_prefix(VALUE_PREFIX)?;
     let Some(handle) = handle else {
         return Some(error(404, "the overlay is not enabled"));

@@ -43,8 +43,9 @@ use crate::overlay::chord::{
     Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, NodeId, OpId, Timer,
 };
 use crate::overlay::config::{OverlayConfig, SecurityMode};
+use crate::overlay::security::configuration::{self as config_doc, DocumentError};
 use crate::overlay::security::tls::{Admission, TlsConfigs};
-use crate::overlay::security::{CertCache, Identity, NodeIdDigest};
+use crate::overlay::security::{cert_hash, CertCache, Identity, NodeIdDigest};
 use crate::overlay::storage::StorageConfig;
 use crate::overlay::wire::{
     self, Body, DataModel, Destination, ErrorCode, ErrorResponse, KindId, MessageCode,
@@ -79,7 +80,24 @@ struct Security {
     certs: CertCache,
     admission: Arc<Admission>,
     tls: TlsConfigs,
+    /// `instance-name` of the overlay (configuration documents must name it).
+    instance_name: String,
+    /// Current `configuration-signer`s (§11.1).
+    signers: Vec<NodeId>,
+    /// The signed configuration document in force, when one was accepted (passed on to
+    /// nodes that are behind, §6.3.2.1).
+    document: Option<Arc<Vec<u8>>>,
+    /// Where accepted documents are kept.
+    document_path: Option<std::path::PathBuf>,
+    /// The shared secret of §13.4 admission, when configured.
+    shared_secret: Option<Vec<u8>>,
+    /// Links that were sent the current document, with its sequence (once per link and
+    /// sequence).
+    pushed: HashMap<Token, u16>,
 }
+
+/// Why a configuration document is not applied: the RFC 6940 error and a reason.
+type Refusal = (ErrorCode, String);
 
 /// Who is waiting for a local operation.
 enum OpOwner {
@@ -210,6 +228,16 @@ impl NodeLoop {
                     certs: CertCache::new(digest, MAX_CERTS),
                     admission,
                     tls,
+                    instance_name: config.instance_name.clone(),
+                    signers: config
+                        .configuration_signer_ids()
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                    document: None,
+                    document_path: (!config.configuration_document.is_empty())
+                        .then(|| std::path::PathBuf::from(&config.configuration_document)),
+                    shared_secret: (!config.shared_secret.is_empty())
+                        .then(|| config.shared_secret.as_bytes().to_vec()),
+                    pushed: HashMap::new(),
                 })
             }
         };
@@ -261,7 +289,7 @@ impl NodeLoop {
             .into_iter()
             .filter(|a| *a != advertised && *a != listen_addr)
             .collect();
-        let node_loop = NodeLoop {
+        let mut node_loop = NodeLoop {
             poll,
             listener,
             listen_addr,
@@ -312,6 +340,7 @@ impl NodeLoop {
             relayed: HashMap::new(),
             fetches: HashMap::new(),
         };
+        node_loop.load_document(config.configuration_sequence)?;
         Ok((node_loop, waker))
     }
 
@@ -504,6 +533,7 @@ impl NodeLoop {
         let tid = self.rng.gen::<u64>();
         match self.origin.attach_req(tid, NodeId::WILDCARD) {
             Ok(mut hello) => {
+                self.add_proof(&mut hello);
                 self.seal(&mut hello);
                 self.queue_wire(token, &hello);
             }
@@ -612,6 +642,9 @@ impl NodeLoop {
         let Some(mut link) = self.links.remove(&token) else {
             return;
         };
+        if let Some(sec) = self.sec.as_mut() {
+            sec.pushed.remove(&token);
+        }
         let _ = self.poll.registry().deregister(&mut link.stream);
         self.stats
             .link_failures
@@ -692,12 +725,23 @@ impl NodeLoop {
             self.stats.error(mismatch);
             let header = message.header.clone();
             self.answer_error(token, peer, &header, mismatch, "configuration sequence");
+            if mismatch == ErrorCode::ConfigTooOld {
+                // §6.3.2.1: the requester is behind; send it the configuration.
+                self.push_document(token, peer);
+            }
             return;
         }
         match code {
             MessageCode::AttachReq | MessageCode::AttachAns => {
                 self.on_attach(token, peer, message, verified);
             }
+            MessageCode::ConfigUpdateReq
+                if peer.is_some() && !self.is_for_another(&message.header) =>
+            {
+                self.on_config_update(token, peer, &message);
+            }
+            MessageCode::ConfigUpdateAns
+                if peer.is_some() && !self.is_for_another(&message.header) => {}
             _ => {
                 let Some(from) = peer else {
                     // Nothing but the hello may come before the hello (the sender is unknown).
@@ -994,6 +1038,32 @@ impl NodeLoop {
                 );
                 return;
             }
+            if let Some(secret) = &sec.shared_secret {
+                // §13.4 shared-secret admission (see `attach`): the proof for the certificate
+                // that authenticated the link.
+                let cert_hash = self
+                    .links
+                    .get(&token)
+                    .and_then(|l| l.tls.as_ref())
+                    .and_then(|t| {
+                        t.peer_certificates()?
+                            .first()
+                            .map(|c| cert_hash(c.as_ref()))
+                    });
+                let proven = match (cert_hash, message.contents.decode_body(&wire::NoKinds)) {
+                    (Some(h), Ok(Body::AttachReq(b) | Body::AttachAns(b))) => {
+                        attach::has_shared_secret_proof(&b, secret, &sec.instance_name, &h)
+                    }
+                    _ => false,
+                };
+                if !proven {
+                    self.stats
+                        .links_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.fail_link(token, "hello without proof of the overlay's shared secret");
+                    return;
+                }
+            }
         }
         if let Some(link) = self.links.get_mut(&token) {
             link.peer = Some(s);
@@ -1006,11 +1076,19 @@ impl NodeLoop {
         if is_req {
             match self.origin.attach_ans(&message.header, None) {
                 Ok(mut ans) => {
+                    self.add_proof(&mut ans);
                     self.seal(&mut ans);
                     self.queue_wire(token, &ans);
                 }
                 Err(_) => self.stats.error(ErrorCode::InvalidMessage),
             }
+        }
+        if crate::overlay::security::configuration::is_newer(
+            self.origin.configuration_sequence,
+            message.header.configuration_sequence,
+        ) {
+            // A node whose configuration is behind ours (§6.3.2.1): update it.
+            self.push_document(token, Some(s));
         }
         self.events.push_back(Event::LinkUp(s));
         self.release_waiting(s);
@@ -1445,6 +1523,12 @@ impl NodeLoop {
                 Command::Status { reply } => {
                     let _ = reply.try_send(self.status());
                 }
+                Command::ConfigUpdate { document, reply } => {
+                    let outcome = self
+                        .accept_document(document, None)
+                        .map_err(|(code, why)| format!("{code:?}: {why}"));
+                    let _ = reply.try_send(outcome);
+                }
                 Command::Shutdown => {
                     // RFC 6940 §10.9: tell the neighbors before going; the Leave messages are
                     // flushed once on the way out (best effort, nobody waits for answers).
@@ -1668,6 +1752,239 @@ impl NodeLoop {
         }
     }
 
+    // ----- configuration updates (RFC 6940 §6.5.4, §11.1) -----
+
+    /// Adds the §13.4 shared-secret proof to a link hello (or its answer) of ours.
+    fn add_proof(&self, hello: &mut wire::Message) {
+        let Some(sec) = &self.sec else {
+            return;
+        };
+        if let Some(secret) = &sec.shared_secret {
+            let proof =
+                attach::shared_secret_proof(secret, &sec.instance_name, &sec.identity.cert_hash());
+            if attach::add_shared_secret_proof(hello, proof).is_err() {
+                self.stats.error(ErrorCode::InvalidMessage);
+            }
+        }
+    }
+
+    /// Reads `overlay.configuration_document` at start: a document signed by a configured
+    /// signer and not older than `configured` replaces the configured lists.
+    fn load_document(&mut self, configured: u16) -> anyhow::Result<()> {
+        let Some(path) = self.sec.as_ref().and_then(|s| s.document_path.clone()) else {
+            return Ok(());
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => anyhow::bail!("overlay.configuration_document {}: {e}", path.display()),
+        };
+        // The file's own sequence counts as newer when it equals the configured one.
+        self.origin.configuration_sequence = configured.wrapping_sub(1);
+        let outcome = self.accept_document(bytes, None);
+        match outcome {
+            Ok(seq) => {
+                tracing::info!(sequence = seq, path = %path.display(), "overlay configuration document loaded");
+                Ok(())
+            }
+            Err((ErrorCode::ConfigTooOld, why)) => {
+                self.origin.configuration_sequence = configured;
+                tracing::warn!(path = %path.display(), "overlay configuration document ignored: {why}");
+                Ok(())
+            }
+            Err((_, why)) => {
+                anyhow::bail!("overlay.configuration_document {}: {why}", path.display())
+            }
+        }
+    }
+
+    /// A ConfigUpdateReq from a neighbour: a `config` document is checked and applied
+    /// ([`Self::accept_document`]) and answered ConfigUpdateAns, or the error; `kind` updates
+    /// are refused (this overlay has no kind signers, §6.5.4.2).
+    fn on_config_update(&mut self, token: Token, peer: Option<NodeId>, message: &wire::Message) {
+        let outcome = match message.contents.decode_body(&wire::NoKinds) {
+            Ok(Body::ConfigUpdateReq(wire::ConfigUpdateReq::Config(document))) => {
+                self.accept_document(document, peer).map(|_| ())
+            }
+            Ok(Body::ConfigUpdateReq(wire::ConfigUpdateReq::Kinds(_))) => Err((
+                ErrorCode::Forbidden,
+                "kind updates need a kind-signer; this overlay has none".to_owned(),
+            )),
+            _ => Err((
+                ErrorCode::InvalidMessage,
+                "unknown configuration update type".to_owned(),
+            )),
+        };
+        match outcome {
+            Ok(()) => {
+                let mut req = message.header.clone();
+                if let Some(hop) = peer {
+                    req.via_list.push(Destination::Node(hop));
+                }
+                if let Ok(mut ans) =
+                    wire::Message::response(&req, self.origin.ttl, &Body::ConfigUpdateAns)
+                {
+                    ans.header.configuration_sequence = self.origin.configuration_sequence;
+                    self.seal(&mut ans);
+                    self.queue_wire(token, &ans);
+                }
+            }
+            Err((code, why)) => {
+                self.stats.error(code);
+                tracing::debug!("ConfigUpdate refused: {why}");
+                self.answer_error(token, peer, &message.header, code, &why);
+                if code == ErrorCode::ConfigTooOld {
+                    self.push_document(token, peer);
+                }
+            }
+        }
+    }
+
+    /// Checks a signed configuration document (well-formed, this overlay's, signed by a
+    /// current configuration signer, sequence newer than ours) and applies it at once: the
+    /// sequence, the admission and bad-node lists, the signers, the shared secret; links to
+    /// nodes no longer admitted are closed; then it is passed on to every other neighbour and
+    /// kept in `overlay.configuration_document`. `from` is the neighbour that sent it.
+    fn accept_document(&mut self, bytes: Vec<u8>, from: Option<NodeId>) -> Result<u16, Refusal> {
+        let ours = self.origin.configuration_sequence;
+        let Some(sec) = self.sec.as_mut() else {
+            return Err((
+                ErrorCode::Forbidden,
+                "configuration updates need overlay.security = \"certificate\"".to_owned(),
+            ));
+        };
+        let signed = match config_doc::parse_signed(&bytes, &mut sec.certs) {
+            Ok(s) => s,
+            Err(DocumentError::Malformed(why)) => return Err((ErrorCode::InvalidMessage, why)),
+            Err(e @ DocumentError::Signature(_)) => {
+                self.stats
+                    .bad_signatures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err((ErrorCode::Forbidden, e.to_string()));
+            }
+        };
+        let doc = signed.document;
+        if doc.instance_name != sec.instance_name {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("document for overlay \"{}\"", doc.instance_name),
+            ));
+        }
+        if !sec.signers.contains(&signed.signer) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("{} is not a configuration signer", signed.signer),
+            ));
+        }
+        if !config_doc::is_newer(doc.sequence, ours) {
+            return Err((
+                ErrorCode::ConfigTooOld,
+                format!("sequence {} is not newer than {ours}", doc.sequence),
+            ));
+        }
+        let lists = doc.lists().map_err(|e| (ErrorCode::InvalidMessage, e))?;
+        sec.admission.replace(lists);
+        if !doc.signers.is_empty() {
+            sec.signers = doc.signers.clone();
+        }
+        sec.shared_secret = doc.shared_secret.as_ref().map(|s| s.as_bytes().to_vec());
+        let bytes = Arc::new(bytes);
+        sec.document = Some(bytes.clone());
+        sec.pushed.clear();
+        if let Some(path) = &sec.document_path {
+            if let Err(e) = write_private(path, &bytes) {
+                tracing::warn!(path = %path.display(), "overlay configuration document not saved: {e}");
+            }
+        }
+        self.origin.configuration_sequence = doc.sequence;
+        tracing::info!(
+            sequence = doc.sequence,
+            signer = %signed.signer,
+            "overlay configuration updated"
+        );
+        self.enforce_admission();
+        // Passed on to every other neighbour (§6.5.4).
+        let neighbours: Vec<(NodeId, Token)> = self
+            .by_node
+            .iter()
+            .filter(|(n, _)| Some(**n) != from)
+            .map(|(n, t)| (*n, *t))
+            .collect();
+        for (n, t) in neighbours {
+            self.push_document(t, Some(n));
+        }
+        Ok(doc.sequence)
+    }
+
+    /// Closes every link whose certificate the admission lists no longer admit, and forgets
+    /// those nodes' addresses (the Chord node learns `LinkDown` and drops them from its
+    /// table).
+    fn enforce_admission(&mut self) {
+        let Some(sec) = self.sec.as_mut() else {
+            return;
+        };
+        let mut refused = Vec::new();
+        for (t, l) in &self.links {
+            let Some(der) = l
+                .tls
+                .as_ref()
+                .and_then(|c| c.peer_certificates()?.first().map(|c| c.as_ref().to_vec()))
+            else {
+                continue;
+            };
+            let admitted = sec
+                .certs
+                .get_or_parse(&der)
+                .is_ok_and(|c| sec.admission.admits(&c));
+            if !admitted {
+                refused.push((*t, l.peer));
+            }
+        }
+        for (t, peer) in refused {
+            self.stats
+                .links_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.fail_link(t, "no longer admitted by the overlay configuration");
+            if let Some(p) = peer {
+                self.addresses.remove(&p);
+                self.waiting.remove(&p);
+            }
+        }
+    }
+
+    /// Sends the configuration document in force to the neighbour on `token` in a
+    /// ConfigUpdateReq (configuration sequence 65535, accepted whatever the receiver's,
+    /// §6.3.2.1), once per link and sequence.
+    fn push_document(&mut self, token: Token, peer: Option<NodeId>) {
+        let seq = self.origin.configuration_sequence;
+        let Some(sec) = self.sec.as_mut() else {
+            return;
+        };
+        let Some(document) = sec.document.clone() else {
+            return;
+        };
+        if sec.pushed.get(&token) == Some(&seq) {
+            return;
+        }
+        sec.pushed.insert(token, seq);
+        let destination = peer.unwrap_or(NodeId::WILDCARD);
+        let header = wire::ForwardingHeader::new_request(
+            self.origin.overlay,
+            u16::MAX,
+            self.origin.ttl,
+            wire::TransactionId(self.rng.gen::<u64>()),
+            vec![Destination::Node(destination)],
+        );
+        let body = Body::ConfigUpdateReq(wire::ConfigUpdateReq::Config(document.to_vec()));
+        match wire::Message::new(header, &body) {
+            Ok(mut m) => {
+                self.seal(&mut m);
+                self.queue_wire(token, &m);
+            }
+            Err(_) => self.stats.error(ErrorCode::InvalidMessage),
+        }
+    }
+
     fn status(&self) -> serde_json::Value {
         let table = self.node.table();
         let ids = |v: &[NodeId]| -> Vec<String> { v.iter().map(|n| n.to_string()).collect() };
@@ -1695,8 +2012,28 @@ impl NodeLoop {
             })).collect::<Vec<_>>(),
             "link_peers": link_peers,
             "known_addresses": self.addresses.len(),
+            "configuration_sequence": self.origin.configuration_sequence,
         })
     }
+}
+
+/// Writes `bytes` to `path` with mode 0600 through a temporary file and a rename, so a
+/// reader never sees half a document.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// True when a stored value says it exists.

@@ -235,6 +235,21 @@ impl SecurityBlock {
         }
     }
 
+    /// The block alone in its wire encoding (as RFC 6940 §11.1 signs a configuration).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// A block from exactly `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes);
+        let b = Self::decode(&mut r)?;
+        r.finish("SecurityBlock")?;
+        Ok(b)
+    }
+
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let certificates = r
             .sub_prefixed(Prefix::U16, "SecurityBlock.certificates")?
