@@ -17,7 +17,14 @@
 //! loop's code, so streams behave identically on both. [`Backend::Auto`] picks io_uring when
 //! the kernel (and any seccomp profile) allows it, else epoll, and logs which and why. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
-//! `conn.rs` and the datagram turn in `datagram.rs`.
+//! `conn.rs` and the datagram turn in `datagram.rs`, which the io_uring back-end reuses.
+//!
+//! What every back-end owes the load control: set [`ConnCtx::ready_at`] and
+//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (overload
+//! shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
+//! connection past its `request_timeout`, and count each accepted connection in its listener's
+//! shared [`sources::SourceCounts`] (released on close) so that per-source caps hold across
+//! workers. The per-source request rate limit lives in the services and needs nothing.
 
 mod conn;
 mod datagram;
