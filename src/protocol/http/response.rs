@@ -33,6 +33,28 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// The status line, `Content-Type` and `Allow` of an answer: the part [`write_answer`] and
+/// [`begin_answer`] share.
+fn write_head_start(out: &mut Vec<u8>, head: &ResponseHead<'_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // Three digits always: a status outside 100..=999 would make an invalid status line.
+    let status = head.status.clamp(100, 999);
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !head.content_type.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(head.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(allow) = head.allow {
+        out.extend_from_slice(b"Allow: ");
+        out.extend_from_slice(allow.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Appends a complete HTTP/1.1 response with a Content-Length to `out`.
 ///
 /// An empty `content_type` leaves the `Content-Type` header out. The body is copied after the
@@ -81,27 +103,10 @@ pub struct ResponseHead<'a> {
 /// exact `Content-Length`, `Connection: close` when the connection ends, and the body unless
 /// `head.head_only`.
 pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
-    let mut num = itoa::Buffer::new();
     out.reserve(128 + head.content_type.len() + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    // Three digits always: a status outside 100..=999 would make an invalid status line.
-    let status = head.status.clamp(100, 999);
-    out.extend_from_slice(num.format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !head.content_type.is_empty() {
-        out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(head.content_type.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(allow) = head.allow {
-        out.extend_from_slice(b"Allow: ");
-        out.extend_from_slice(allow.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_head_start(out, head);
     out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(num.format(body.len()).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     if !head.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -136,23 +141,7 @@ pub fn begin_answer(
     digits_hint: usize,
 ) -> AnswerInPlace {
     let digits = digits_hint.clamp(1, 20);
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let status = head.status.clamp(100, 999);
-    out.extend_from_slice(num.format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !head.content_type.is_empty() {
-        out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(head.content_type.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(allow) = head.allow {
-        out.extend_from_slice(b"Allow: ");
-        out.extend_from_slice(allow.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_head_start(out, head);
     out.extend_from_slice(b"Content-Length: ");
     let len_at = out.len();
     out.extend_from_slice(&b"00000000000000000000"[..digits]);
