@@ -2,44 +2,13 @@
 //! served by the real engine and encoded into a reused output buffer (the path a worker runs,
 //! HTTP framing aside), counted by a global allocator wrapper per thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 
 use ppsp_tracker::engine::{Engine, EngineConfig, Response, Time};
 use ppsp_tracker::protocol::ppstp::{decode_request, encode_response, DecodeLimits};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the thread-local counter
-// is a const-initialised Cell, which itself never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|c| c.get())
-}
+mod alloc_support;
+use alloc_support::allocations;
 
 /// A CONNECT moving the peer from `from` to `to` (RFC 7846 Table 6 row 5), or joining `to`.
 fn connect(peer: u32, to: &str, from: Option<&str>) -> String {
