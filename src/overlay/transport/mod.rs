@@ -642,6 +642,17 @@ mod tests {
         }
     }
 
+    /// Waits (at most 10 s) until the node has created its overlay.
+    fn wait_joined(handle: &OverlayHandle) {
+        for _ in 0..500 {
+            if handle.status_json()["joined"] == true {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the node never created its overlay");
+    }
+
     fn error_code(body: &crate::overlay::wire::Body) -> Option<crate::overlay::wire::ErrorCode> {
         match body {
             crate::overlay::wire::Body::Error(e) => Some(e.error_code),
@@ -659,13 +670,8 @@ mod tests {
         let handle = OverlayHandle::start(&cfg).unwrap();
         let me = handle.node_id();
         let (mut s, mut buf) = linked(&handle, &cfg);
-        // Wait until the node has created its overlay, so a Ping to it is answered.
-        for _ in 0..200 {
-            if handle.status_json()["joined"] == true {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The node has created its overlay, so a Ping to it is answered.
+        wait_joined(&handle);
         let ok = ping(&mut s, &mut buf, &cfg, 2, (50, 0, me));
         assert!(
             matches!(ok, crate::overlay::wire::Body::PingAns(_)),
@@ -690,12 +696,7 @@ mod tests {
         let handle = OverlayHandle::start(&cfg).unwrap();
         let me = handle.node_id();
         let (mut s, mut buf) = linked(&handle, &cfg);
-        for _ in 0..200 {
-            if handle.status_json()["joined"] == true {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_joined(&handle);
         let old = ping(&mut s, &mut buf, &cfg, 2, (100, 6, me));
         assert_eq!(error_code(&old), Some(ErrorCode::ConfigTooOld));
         let new = ping(&mut s, &mut buf, &cfg, 3, (100, 8, me));
@@ -863,16 +864,6 @@ mod tests {
                     values,
                 }],
             })
-        }
-
-        fn wait_joined(handle: &OverlayHandle) {
-            for _ in 0..500 {
-                if handle.status_json()["joined"] == true {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            panic!("the node never created its overlay");
         }
 
         fn forbidden(answer: Option<(Message, Body)>) -> bool {
