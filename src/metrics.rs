@@ -109,23 +109,71 @@ pub const LATENCY_SERIES: [(&str, &str); 17] = [
     ("bt_http", "error"),
 ];
 
-/// Latency series of a BitTorrent UDP outcome (`bt_udp::Outcome::index`).
-pub fn latency_series_bt_udp(outcome: usize) -> usize {
-    match BT_UDP_OUTCOMES.get(outcome).copied().unwrap_or("") {
-        "connect" => 10,
-        "announce" => 11,
-        "scrape" => 12,
-        _ => 13,
+/// `a == b`, usable in constants.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
     }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Latency series of each BitTorrent UDP outcome label, computed once at compile time so that
+/// a datagram finds its series by index, not by comparing names.
+const BT_UDP_LATENCY: [usize; BT_UDP_OUTCOMES.len()] = {
+    let mut table = [13; BT_UDP_OUTCOMES.len()];
+    let mut i = 0;
+    while i < table.len() {
+        let label = BT_UDP_OUTCOMES[i];
+        table[i] = if same(label, "connect") {
+            10
+        } else if same(label, "announce") {
+            11
+        } else if same(label, "scrape") {
+            12
+        } else {
+            13
+        };
+        i += 1;
+    }
+    table
+};
+
+/// Latency series of each BitTorrent HTTP outcome label, as [`BT_UDP_LATENCY`].
+const BT_HTTP_LATENCY: [usize; BT_HTTP_OUTCOMES.len()] = {
+    let mut table = [16; BT_HTTP_OUTCOMES.len()];
+    let mut i = 0;
+    while i < table.len() {
+        let label = BT_HTTP_OUTCOMES[i];
+        table[i] = if same(label, "announce") {
+            14
+        } else if same(label, "scrape") || same(label, "full_scrape") {
+            15
+        } else {
+            16
+        };
+        i += 1;
+    }
+    table
+};
+
+/// Latency series of a BitTorrent UDP outcome (`bt_udp::Outcome::index`).
+#[inline]
+pub fn latency_series_bt_udp(outcome: usize) -> usize {
+    BT_UDP_LATENCY.get(outcome).copied().unwrap_or(13)
 }
 
 /// Latency series of a BitTorrent HTTP outcome (`bt_http::HttpOutcome::index`).
+#[inline]
 pub fn latency_series_bt_http(outcome: usize) -> usize {
-    match BT_HTTP_OUTCOMES.get(outcome).copied().unwrap_or("") {
-        "announce" => 14,
-        "scrape" | "full_scrape" => 15,
-        _ => 16,
-    }
+    BT_HTTP_LATENCY.get(outcome).copied().unwrap_or(16)
 }
 
 /// One worker's latency histogram of one series: counts per bucket (not cumulative; the
@@ -268,8 +316,10 @@ impl WorkerMetrics {
         add(&self.shed[front_end.index()][why.index()], 1);
     }
 
-    /// One request of latency series `series` ([`LATENCY_SERIES`]) took `elapsed` from its
-    /// bytes being framed to its answer being encoded (service time; socket time excluded).
+    /// One request of latency series `series` ([`LATENCY_SERIES`]) took `elapsed` from the
+    /// event-loop turn that learnt of its bytes ([`crate::runtime::ConnCtx::ready_at`],
+    /// [`crate::runtime::DatagramCtx::ready_at`]) to its answer: its wait behind the turn's
+    /// earlier requests and its service time, one clock read per request.
     #[inline]
     pub fn latency(&self, series: usize, elapsed: Duration) {
         if let Some(h) = self.latency.get(series) {
@@ -837,6 +887,32 @@ fn escape_label(w: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_labels_map_to_their_latency_series() {
+        for (i, label) in BT_UDP_OUTCOMES.iter().enumerate() {
+            let (protocol, kind) = LATENCY_SERIES[latency_series_bt_udp(i)];
+            assert_eq!(protocol, "bt_udp");
+            let want = if matches!(*label, "connect" | "announce" | "scrape") {
+                *label
+            } else {
+                "error"
+            };
+            assert_eq!(kind, want, "{label}");
+        }
+        for (i, label) in BT_HTTP_OUTCOMES.iter().enumerate() {
+            let (protocol, kind) = LATENCY_SERIES[latency_series_bt_http(i)];
+            assert_eq!(protocol, "bt_http");
+            let want = match *label {
+                "announce" => "announce",
+                "scrape" | "full_scrape" => "scrape",
+                _ => "error",
+            };
+            assert_eq!(kind, want, "{label}");
+        }
+        assert_eq!(latency_series_bt_udp(usize::MAX), 13);
+        assert_eq!(latency_series_bt_http(usize::MAX), 16);
+    }
 
     fn line_value(text: &str, prefix: &str) -> Option<u64> {
         text.lines()

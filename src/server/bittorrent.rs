@@ -303,13 +303,19 @@ impl BtUdpWorker {
         fed.find_plan(&swarm, &peer, self.now, false) == Lookup::Wait
     }
 
-    fn answer(&mut self, src: SocketAddr, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Answers one datagram the turn learnt of at `ready_at`.
+    fn answer(
+        &mut self,
+        ready_at: std::time::Instant,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
         let core = Guarded {
             engine: &self.engine,
             access: self.list.as_deref(),
             federation: self.federation.as_deref(),
         };
-        let started = std::time::Instant::now();
         let outcome =
             self.front_end
                 .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
@@ -317,7 +323,7 @@ impl BtUdpWorker {
         metrics.bt_udp(outcome.index());
         metrics.latency(
             crate::metrics::latency_series_bt_udp(outcome.index()),
-            started.elapsed(),
+            ready_at.elapsed(),
         );
         matches!(outcome, Outcome::Reply(_))
     }
@@ -376,10 +382,10 @@ impl DatagramWorker for BtUdpWorker {
                 .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, 1);
             return false;
         }
-        self.answer(src, packet, out)
+        self.answer(ctx.ready_at, src, packet, out)
     }
 
-    fn take_deferred(&mut self, _ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn take_deferred(&mut self, ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
         if self.deferred.is_empty() {
             return;
         }
@@ -396,7 +402,7 @@ impl DatagramWorker for BtUdpWorker {
                 .worker(self.index)
                 .queue_add(crate::metrics::QUEUE_BT_UDP_DEFERRED, -1);
             let mut answer = Vec::new();
-            if self.answer(src, &packet, &mut answer) {
+            if self.answer(ctx.ready_at, src, &packet, &mut answer) {
                 out.push((src, answer));
             }
         }
@@ -510,7 +516,6 @@ impl HttpHandler for BtHttpWorker {
             access: list.as_deref(),
             federation: self.federation.as_deref(),
         };
-        let started = std::time::Instant::now();
         let outcome = self.front_end.handle_get_with(
             &core,
             ctx.peer,
@@ -524,7 +529,7 @@ impl HttpHandler for BtHttpWorker {
         metrics.bt_http(outcome.index());
         metrics.latency(
             crate::metrics::latency_series_bt_http(outcome.index()),
-            started.elapsed(),
+            ctx.ready_at.elapsed(),
         );
         Answer {
             status: outcome.status,

@@ -145,12 +145,11 @@ impl PpstpWorker {
         }
         let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
-        let started = std::time::Instant::now();
         match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
-                metrics.latency(UNDECODED, started.elapsed());
+                metrics.latency(UNDECODED, ctx.ready_at.elapsed());
                 Reply::Ppstp(Response::Err(e.code), e.transaction_id)
             }
             Ok(decoded) => {
@@ -181,9 +180,10 @@ impl PpstpWorker {
                 };
                 metrics.request(kind);
                 metrics.error(kind, response.error_code());
-                // PPSTP latency series are indexed like the request types; the time is the
-                // service time up to the answer (its in-place encoding excluded).
-                metrics.latency(kind, started.elapsed());
+                // PPSTP latency series are indexed like the request types; the time runs
+                // from the turn that learnt of the request to its answer (the in-place
+                // encoding excluded).
+                metrics.latency(kind, ctx.ready_at.elapsed());
                 Reply::Ppstp(response, Some(decoded.transaction_id))
             }
         }
