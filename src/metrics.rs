@@ -675,7 +675,7 @@ impl Metrics {
             w,
             NAME,
             "histogram",
-            "Service time of a request (framed bytes to encoded answer), by protocol and request type.",
+            "Time of a request in its worker (from the event-loop turn that received it to its answer), by protocol and request type.",
         );
         let les: Vec<String> = LATENCY_BUCKETS_US
             .iter()
