@@ -77,7 +77,8 @@ pub struct OverlayHandle {
     waker: Arc<mio::Waker>,
     stats: Arc<TransportStats>,
     node_id: NodeId,
-    listen_addr: SocketAddr,
+    /// The bound RELOAD listeners, in the order of `overlay.listen`.
+    listen_addrs: Vec<SocketAddr>,
     admin_timeout: Duration,
     value_lifetime_secs: u32,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -113,17 +114,17 @@ impl OverlayHandle {
         let stats = Arc::new(TransportStats::default());
         let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone(), app)?;
         let node_id = node_loop.node_id();
-        let listen_addr = node_loop.listen_addr();
+        let listen_addrs = node_loop.listen_addrs();
         let thread = std::thread::Builder::new()
             .name("overlay".to_owned())
             .spawn(move || node_loop.run())?;
-        tracing::info!(node_id = %node_id, listen = %listen_addr, "overlay started");
+        tracing::info!(node_id = %node_id, listen = ?listen_addrs, "overlay started");
         Ok(OverlayHandle {
             commands: tx,
             waker,
             stats,
             node_id,
-            listen_addr,
+            listen_addrs,
             admin_timeout: Duration::from_millis(config.admin_timeout_ms),
             value_lifetime_secs: config.value_lifetime_secs,
             thread: Mutex::new(Some(thread)),
@@ -135,9 +136,14 @@ impl OverlayHandle {
         self.node_id
     }
 
-    /// The bound RELOAD listener (the real port when configured with port 0).
+    /// The first bound RELOAD listener (the real port when configured with port 0).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+        self.listen_addrs[0]
+    }
+
+    /// Every bound RELOAD listener, in the order of `overlay.listen` (real ports).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
     }
 
     fn send(&self, command: Command) -> Result<(), OverlayError> {
@@ -295,7 +301,7 @@ mod tests {
     fn config() -> OverlayConfig {
         OverlayConfig {
             enabled: true,
-            listen: "127.0.0.1:0".to_owned(),
+            listen: vec!["127.0.0.1:0".to_owned()],
             node_id_seed: "unit".to_owned(),
             security: "insecure-test".to_owned(),
             ..OverlayConfig::default()
@@ -340,7 +346,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -457,7 +463,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -513,7 +519,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let mut frames = Vec::new();
@@ -577,7 +583,7 @@ mod tests {
             configuration_sequence: cfg.configuration_sequence,
             ttl: cfg.initial_ttl,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -744,7 +750,7 @@ mod tests {
         fn secure_config() -> OverlayConfig {
             OverlayConfig {
                 enabled: true,
-                listen: "127.0.0.1:0".to_owned(),
+                listen: vec!["127.0.0.1:0".to_owned()],
                 ..OverlayConfig::default()
             }
         }
@@ -816,7 +822,7 @@ mod tests {
                     configuration_sequence: 0,
                     ttl: 100,
                     own: signer.node_id(),
-                    advertised: "127.0.0.1:1".parse().unwrap(),
+                    advertised: vec!["127.0.0.1:1".parse().unwrap()],
                     link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
                 };
                 let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -960,7 +966,7 @@ mod tests {
                 configuration_sequence: 0,
                 ttl: 100,
                 own: a.node_id(),
-                advertised: "127.0.0.1:1".parse().unwrap(),
+                advertised: vec!["127.0.0.1:1".parse().unwrap()],
                 link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
             };
             let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -1301,7 +1307,7 @@ mod tests {
                     configuration_sequence: 0,
                     ttl: 100,
                     own: b.node_id(),
-                    advertised: "127.0.0.1:1".parse().unwrap(),
+                    advertised: vec!["127.0.0.1:1".parse().unwrap()],
                     link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
                 };
                 let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -1321,7 +1327,7 @@ mod tests {
                 configuration_sequence: 0,
                 ttl: 100,
                 own: b.node_id(),
-                advertised: "127.0.0.1:1".parse().unwrap(),
+                advertised: vec!["127.0.0.1:1".parse().unwrap()],
                 link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
             };
             let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
