@@ -177,7 +177,7 @@ pub fn candidate_addrs(body: &AttachReqAns) -> Vec<SocketAddr> {
             _ => None,
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
     found.into_iter().map(|(_, a)| a).collect()
 }
 
