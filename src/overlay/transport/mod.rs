@@ -67,9 +67,17 @@ pub(crate) enum Command {
 pub enum OverlayError {
     #[error("the overlay thread has stopped")]
     Stopped,
+    /// The overlay thread's command queue ([`COMMAND_QUEUE`] entries) is full: the request
+    /// was refused rather than queued.
+    #[error("the overlay is busy: its command queue is full")]
+    Busy,
     #[error("no answer within {0} ms")]
     Timeout(u64),
 }
+
+/// Commands (local requests, status, configuration) queued for the overlay thread at most;
+/// more are refused with [`OverlayError::Busy`].
+pub const COMMAND_QUEUE: usize = 1024;
 
 /// The running overlay thread.
 pub struct OverlayHandle {
@@ -110,7 +118,7 @@ impl OverlayHandle {
         app: AppHandler,
     ) -> anyhow::Result<OverlayHandle> {
         config.validate().map_err(|e| anyhow::anyhow!(e))?;
-        let (tx, rx) = channel::bounded(1024);
+        let (tx, rx) = channel::bounded(COMMAND_QUEUE);
         let stats = Arc::new(TransportStats::default());
         let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone(), app)?;
         let node_id = node_loop.node_id();
@@ -147,9 +155,15 @@ impl OverlayHandle {
     }
 
     fn send(&self, command: Command) -> Result<(), OverlayError> {
-        self.commands
-            .try_send(command)
-            .map_err(|_| OverlayError::Stopped)?;
+        self.commands.try_send(command).map_err(|e| match e {
+            channel::TrySendError::Full(_) => {
+                self.stats
+                    .commands_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                OverlayError::Busy
+            }
+            channel::TrySendError::Disconnected(_) => OverlayError::Stopped,
+        })?;
         self.waker.wake().map_err(|_| OverlayError::Stopped)
     }
 
