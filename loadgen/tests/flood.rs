@@ -1,6 +1,7 @@
 //! Overload: the generator floods a one-worker PPSTP tracker (in-process, 127.0.0.1 port 0)
 //! at several times what it answers at its peak, for a bounded time. The tracker keeps
-//! answering, sheds the excess with PPSTP error 05 (HTTP 503) rather than queueing it, answers
+//! answering, sheds the excess with PPSTP error 05 (HTTP 503, then closing the overloaded
+//! connection with the requests pipelined on it) rather than queueing it, answers
 //! normally again as soon as the flood stops, and the process's resident memory stays within
 //! [`RSS_GROWTH_BOUND_MB`] of what it was before the flood.
 //!
@@ -138,9 +139,14 @@ fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
             flood.errors,
             flood.latency.p99_us / 1000.0
         );
-        // Shed with the right error, and nothing else went wrong.
+        // Shed with the right error, and nothing else went wrong: an overloaded connection
+        // gets one error 05 and is closed, so the requests pipelined behind it fail as
+        // closed (the generator reconnects).
         for (kind, n) in &flood.errors {
-            assert_eq!(kind, "ppstp_error_05", "{n} errors of another kind");
+            assert!(
+                kind == "ppstp_error_05" || kind == "connection_closed",
+                "{n} errors of another kind: {kind}"
+            );
         }
         assert_eq!(
             flood.errors.get("ppstp_error_05").copied().unwrap_or(0),

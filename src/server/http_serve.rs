@@ -15,9 +15,15 @@
 //! - A connection over the listener's `max_connections` is answered 503 and closed, and a
 //!   request that misses its deadline (`request_timeout`) 408.
 //! - Load control, checked per framed request before the handler decodes it: a source over
-//!   the rate limit ([`crate::runtime::sources::SourceRateLimiter`]), and every request of a
-//!   connection that waited in the worker longer than the shedding delay
-//!   ([`ConnCtx::ready_at`]), get the handler's overload answer ([`HttpHandler::shed`]).
+//!   the rate limit ([`crate::runtime::sources::SourceRateLimiter`]) gets the handler's
+//!   overload answer ([`HttpHandler::shed`]) for that request, and the connection stays open.
+//!   A connection that waited in the worker longer than the shedding delay
+//!   ([`ConnCtx::ready_at`]) is shed whole: its first waiting request gets the overload answer
+//!   with `Retry-After` and `Connection: close`, the requests pipelined behind it are dropped
+//!   unanswered (RFC 9112 §9.6: the client retries them on a new connection), and the
+//!   connection is closed. One answer then sheds a whole pipeline, so an overloaded worker
+//!   spends its time serving rather than answering the excess one request at a time, and a
+//!   flood of connections gives their descriptors and buffers back at once.
 //! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
 //!   read.
 //! - A handler that answers in place ([`HttpHandler::in_place`]) writes its body straight after
@@ -179,12 +185,8 @@ impl<H: HttpHandler> HttpWorker<H> {
         self
     }
 
-    /// Why the request about to be served must be shed, if it must. `overloaded` is computed
-    /// once per input batch.
-    fn shed_reason(&self, ctx: &ConnCtx, overloaded: bool, now: Option<Instant>) -> Option<Shed> {
-        if overloaded {
-            return Some(Shed::Overloaded);
-        }
+    /// Whether the request about to be served must be shed for its source's rate limit.
+    fn shed_reason(&self, ctx: &ConnCtx, now: Option<Instant>) -> Option<Shed> {
         match (&self.load.rate_limit, now) {
             (Some(limiter), Some(now)) if !limiter.admit(ctx.peer.ip(), now) => {
                 Some(Shed::RateLimited)
@@ -193,8 +195,10 @@ impl<H: HttpHandler> HttpWorker<H> {
         }
     }
 
-    /// Writes the overload answer to one framed request.
-    fn shed(&mut self, why: Shed, head: &RequestHead<'_>, out: &mut Vec<u8>) {
+    /// Writes the overload answer to one framed request; `close` ends the connection after it
+    /// (the answer then says `Connection: close` and asks the client to retry after 1 s,
+    /// RFC 9110 §10.2.3).
+    fn shed(&mut self, why: Shed, head: &RequestHead<'_>, out: &mut Vec<u8>, close: bool) {
         self.body.clear();
         let answer = self.handler.shed(why, &mut self.body);
         http::write_answer(
@@ -203,9 +207,9 @@ impl<H: HttpHandler> HttpWorker<H> {
                 status: answer.status,
                 content_type: answer.content_type,
                 allow: None,
-                keep_alive: head.keep_alive,
+                keep_alive: head.keep_alive && !close,
                 head_only: head.method == "HEAD",
-                extra: b"",
+                extra: if close { b"Retry-After: 1\r\n" } else { b"" },
             },
             &self.body,
         );
@@ -375,8 +379,13 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
                         self.fault(out, 500, "internal error", None, false, false);
                         return closed;
                     }
-                    if let Some(why) = self.shed_reason(ctx, overloaded, now) {
-                        self.shed(why, &head, out);
+                    if overloaded {
+                        // Shed the connection whole (see the module comment).
+                        self.shed(Shed::Overloaded, &head, out, true);
+                        return closed;
+                    }
+                    if let Some(why) = self.shed_reason(ctx, now) {
+                        self.shed(why, &head, out, false);
                     } else if !self.request(ctx, &head, body, out) {
                         // The answer waits: it keeps its place, and the requests behind it
                         // wait with it.
@@ -451,6 +460,38 @@ mod tests {
         let mut out = Vec::new();
         let step = w.on_input(&ctx(), input, &mut out);
         (step, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn an_overloaded_connection_is_shed_whole_with_one_answer_and_closed() {
+        let mut w = HttpWorker::new(Echo, HttpLimits::default()).with_load_control(LoadControl {
+            rate_limit: None,
+            shed_after: Duration::from_millis(5),
+        });
+        let input = b"GET /get HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\n";
+        // Waited long enough: one 503 asking for a retry, the pipeline dropped, closed.
+        let mut late = ctx();
+        late.ready_at = Instant::now() - Duration::from_millis(50);
+        let mut out = Vec::new();
+        let step = w.on_input(&late, input, &mut out);
+        assert_eq!(
+            step,
+            StreamStep {
+                consumed: input.len(),
+                close: true
+            }
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("Retry-After: 1\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        // Served at once: every request answered, the connection kept.
+        let mut out = Vec::new();
+        let step = w.on_input(&ctx(), input, &mut out);
+        assert!(!step.close);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
     }
 
     #[test]
