@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Overload: how many requests ppsp-tracker answers when offered more than it can take.
+#
+# Rates are the server's own (its /metrics counters over the middle of each run, wall clock),
+# not the load generator's: an open-loop generator that falls behind its schedule on a busy
+# host would otherwise report replies late and skew the figures.
+#
+# For each back-end (io_uring, epoll) and protocol (bt-udp, PPSTP over plaintext HTTP
+# keep-alive), the script starts one tracker (one worker, pinned to SERVER_CPU, overload
+# shedding on), registers the population, measures the peak answered rate in closed loop,
+# then offers FACTORS x that rate in open loop for DURATION seconds each, and prints answered
+# requests per second relative to the peak, what was shed, and the server's RSS before the
+# floods and after them.
+#
+#   benches/overload.sh                          # both back-ends, both protocols, 2x and 4x
+#   BACKENDS=epoll PROTOCOLS=ppstp DURATION=5 benches/overload.sh
+#   TRACKER=/work/tgt-release/measure/ppsp-tracker LOADGEN=... benches/overload.sh
+#
+# Needs optimised builds of both binaries (release or the `measure` profile). Every server is
+# stopped by its own pid when the script exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
+LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
+BACKENDS=${BACKENDS:-"io_uring epoll"}
+PROTOCOLS=${PROTOCOLS:-"bt-udp ppstp"}
+FACTORS=${FACTORS:-"2 4"}
+DURATION=${DURATION:-10}
+PEAK_DURATION=${PEAK_DURATION:-$DURATION}
+SWARMS=${SWARMS:-10000}
+PEERS=${PEERS:-100000}
+SHED_AFTER_MS=${SHED_AFTER_MS:-50}
+SERVER_CPU=${SERVER_CPU:-1}
+LOADGEN_CPU=${LOADGEN_CPU:-0}
+PORT_BASE=${PORT_BASE:-17300}
+PPSP_SETS=${PPSP_SETS:-}
+
+[ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
+[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
+PIN_SERVER=()
+PIN_LOADGEN=()
+if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
+    PIN_SERVER=(taskset -c "$SERVER_CPU")
+    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
+fi
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# "answered shed" so far, from the admin listener's /metrics (admin port = listener port + 100):
+# answered = PPSTP requests served minus their error answers, or BEP 15 connects, announces
+# and scrapes answered; shed = every ppsp_shed_total series.
+counters() {
+    curl -s "http://127.0.0.1:$(($2 + 100))/metrics" | awk -v proto="$1" '
+        proto == "ppstp" && /^ppsp_requests_total\{/ {a += $NF}
+        proto == "ppstp" && /^ppsp_errors_total\{/ {a -= $NF}
+        proto == "bt-udp" && /^ppsp_bt_udp_requests_total\{outcome="(connect|announce|scrape)"\}/ {a += $NF}
+        /^ppsp_shed_total\{/ {s += $NF}
+        END {printf "%d %d\n", a, s}'
+}
+
+# Runs the load generator with the given arguments in the background and measures the
+# server's answered and shed rates over the middle of the run (the first and last second
+# left out): prints "answered/s shed/s".
+measure() {
+    local proto=$1 port=$2 secs=$3
+    shift 3
+    "${PIN_LOADGEN[@]}" "$LOADGEN" "$@" >/dev/null &
+    local gen=$!
+    sleep 1
+    local a0 s0 t0 a1 s1 t1
+    read -r a0 s0 < <(counters "$proto" "$port")
+    t0=$(date +%s.%N)
+    sleep "$(python3 -c "print(max(0.5, $secs - 2))")"
+    read -r a1 s1 < <(counters "$proto" "$port")
+    t1=$(date +%s.%N)
+    wait "$gen"
+    python3 -c "d = $t1 - $t0; print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f}')"
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$(($1 + 100))/metrics" && return 0
+        sleep 0.05
+    done
+    echo "server did not start (admin port $(($1 + 100)))" >&2
+    exit 1
+}
+
+printf '%-9s %-7s %-6s %12s %12s %7s %10s %10s %10s\n' \
+    backend proto load offered/s answered/s ratio shed/s rss_kb_0 rss_kb_1
+port=$PORT_BASE
+for backend in $BACKENDS; do
+    for proto in $PROTOCOLS; do
+        port=$((port + 1))
+        target=127.0.0.1:$port
+        sets=(--set server.workers=1 --set server.pin_cores=false --set "server.backend=$backend"
+              --set "server.shed_after_ms=$SHED_AFTER_MS" --set log.level=warn
+              --set "admin.listen=127.0.0.1:$((port + 100))" --set "bt_http.listen=[\"127.0.0.1:0\"]"
+              --set ppstp.max_connections=4096 --set server.max_connections_per_source=4096)
+        if [ "$proto" = bt-udp ]; then
+            sets+=(--set bt_udp.enabled=true --set "bt_udp.listen=[\"$target\"]"
+                   --set ppstp.listen=127.0.0.1:0)
+            mix=announce=9,scrape=1
+            closed=(--connections 16 --inflight 64 --source-addrs 4)
+            open=(--connections 16 --inflight 1024 --source-addrs 4)
+        else
+            sets+=(--set "ppstp.listen=$target" --set "bt_udp.listen=[\"127.0.0.1:0\"]")
+            # Reads and keep-alives only: a shed request changes nothing, so the generator's
+            # idea of each peer's state stays right.
+            mix=find=8,stat_query=1,keepalive=1
+            closed=(--connections 64 --pipeline 16)
+            open=(--connections 256 --pipeline 64)
+        fi
+        # shellcheck disable=SC2086
+        "${PIN_SERVER[@]}" "$TRACKER" serve --profile loopback-bench "${sets[@]}" $PPSP_SETS &
+        SERVER_PID=$!
+        wait_port "$port"
+        common=(run --protocol "$proto" --target "$target" --swarms "$SWARMS" --peers "$PEERS"
+                --mix "$mix" --no-progress --timeout-ms 2000)
+        "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${closed[@]}" \
+            --duration 0.1 >/dev/null
+        # The peak: closed loop with enough requests in flight to keep the worker busy.
+        read -r peak _ < <(measure "$proto" "$port" "$PEAK_DURATION" "${common[@]}" \
+            --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
+        rss0=$(rss_kb "$SERVER_PID")
+        printf '%-9s %-7s %-6s %12s %12s %7s %10s %10s %10s\n' \
+            "$backend" "$proto" peak - "$peak" 1.00 - "$rss0" -
+        for f in $FACTORS; do
+            rate=$(python3 -c "print(int($f * $peak))")
+            read -r ok shed < <(measure "$proto" "$port" "$DURATION" "${common[@]}" \
+                --assume-registered "${open[@]}" --rate "$rate" --duration "$DURATION")
+            printf '%-9s %-7s %-6s %12s %12s %7.2f %10s %10s %10s\n' \
+                "$backend" "$proto" "${f}x" "$rate" "$ok" \
+                "$(python3 -c "print($ok / max(1, $peak))")" "$shed" "$rss0" "$(rss_kb "$SERVER_PID")"
+        done
+        cleanup
+        SERVER_PID=
+    done
+done
