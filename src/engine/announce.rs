@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// The info-hash of a swarm id, 01 when it is not 20 bytes.
-    fn info_hash(swarm_id: &SwarmId) -> Result<InfoHash, ErrorCode> {
+    pub(super) fn info_hash(swarm_id: &SwarmId) -> Result<InfoHash, ErrorCode> {
         swarm_id
             .as_bytes()
             .try_into()

@@ -37,7 +37,7 @@ pub use announce::{
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use bt_table::{InfoHash, COMPACT_V4_LEN, COMPACT_V6_LEN, INFO_HASH_LEN};
 pub use config::EngineConfig;
-pub use snapshot::{AddrEntry, ImportReport, Registration};
+pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 
 use bt_table::BtShard;
