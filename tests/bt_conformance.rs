@@ -335,3 +335,118 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
     assert_eq!(q["stat_result"]["seeders"], 1, "{q}");
     server.shutdown();
 }
+
+/// One BEP 15 exchange from an IPv6 socket; the answer decoded as an IPv6 tracker's.
+fn udp6_exchange(socket: &std::net::UdpSocket, to: std::net::SocketAddr, pkt: &[u8]) -> Vec<u8> {
+    socket.send_to(pkt, to).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+fn udp6_announce(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    cid: u64,
+    hash: [u8; 20],
+    port: u16,
+    left: u64,
+) -> UdpResponse<'static> {
+    let mut pkt = Vec::new();
+    UdpRequest::Announce(AnnounceRequest {
+        connection_id: cid,
+        transaction_id: 11,
+        info_hash: hash,
+        peer_id: [b'6'; 20],
+        downloaded: 0,
+        left,
+        uploaded: 0,
+        event: AnnounceEvent::None,
+        ip_address: 0,
+        key: 0,
+        num_want: -1,
+        port,
+    })
+    .encode(&mut pkt);
+    let answer: &'static [u8] = Box::leak(udp6_exchange(socket, to, &pkt).into_boxed_slice());
+    decode_response(answer, Family::V6, 200).expect("a BEP 15 answer")
+}
+
+#[test]
+fn ipv6_sources_get_the_same_connection_id_lifetime_and_port_zero_rules() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host: skipped");
+        return;
+    }
+    let server = start_server(&[
+        r#"bt_udp.listen=["[::1]:0"]"#,
+        r#"bt_http.listen=["[::1]:0"]"#,
+    ]);
+    let udp_addr = server.bt_udp_addr().unwrap();
+    let http_addr = server.bt_http_addr().unwrap();
+    assert!(udp_addr.is_ipv6() && http_addr.is_ipv6());
+    let socket = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let connect = || {
+        let mut pkt = Vec::new();
+        ppsp_tracker::protocol::bt_udp::wire::ConnectRequest { transaction_id: 1 }.encode(&mut pkt);
+        match decode_response(&udp6_exchange(&socket, udp_addr, &pkt), Family::V6, 0) {
+            Ok(UdpResponse::Connect(c)) => c.connection_id,
+            other => panic!("{other:?}"),
+        }
+    };
+    // BEP 15 connection ids from an IPv6 source: accepted for 120 s, refused at 180 s,
+    // wherever in its slot the id was issued.
+    let hash = [0x27; 20];
+    for _ in 0..3 {
+        let cid = connect();
+        server.advance_clock(Duration::from_secs(120));
+        match udp6_announce(&socket, udp_addr, cid, hash, 7060, 5) {
+            UdpResponse::Announce(_) => {}
+            other => panic!("an id 120 s old must be accepted: {other:?}"),
+        }
+        server.advance_clock(Duration::from_secs(60));
+        match udp6_announce(&socket, udp_addr, cid, hash, 7060, 5) {
+            UdpResponse::Error(e) => assert_eq!(e.message, b"connection id expired"),
+            other => panic!("an id 180 s old must be refused: {other:?}"),
+        }
+        server.advance_clock(Duration::from_millis(20_333));
+    }
+    // port=0 over IPv6 (one (address, port 0) pair is one peer, so each swarm gets one): a
+    // seeder over HTTP, a leecher over UDP; counted, never listed.
+    let (hash_a, hash_b) = ([0x28; 20], [0x29; 20]);
+    let (status, body) = http_get(http_addr, &announce(&hash_a, 0, 0, "&event=started"));
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"d8:complete"), "{body:?}");
+    let cid = connect();
+    match udp6_announce(&socket, udp_addr, cid, hash_a, 7061, 5) {
+        UdpResponse::Announce(a) => {
+            assert_eq!((a.seeders, a.leechers), (1, 1));
+            assert_eq!(peer_count(&a.peers), 0, "the port-0 seeder is not listed");
+        }
+        other => panic!("{other:?}"),
+    }
+    match udp6_announce(&socket, udp_addr, cid, hash_b, 0, 5) {
+        UdpResponse::Announce(a) => assert_eq!((a.seeders, a.leechers), (0, 1)),
+        other => panic!("port 0 over UDP from IPv6: {other:?}"),
+    }
+    let (_, body) = http_get(http_addr, &announce(&hash_b, 7062, 0, ""));
+    assert_eq!(int_after(&body, "complete"), 1);
+    assert_eq!(int_after(&body, "incomplete"), 1);
+    assert!(
+        body.ends_with(b"5:peers0:e") || body.ends_with(b"5:peers0:6:peers60:e"),
+        "nobody listed: {:?}",
+        body
+    );
+    for (hash, seeders, leechers) in [(hash_a, 1, 1), (hash_b, 1, 1)] {
+        let (_, scrape) = http_get(
+            http_addr,
+            &format!("/scrape?info_hash={}", url_bytes(&hash)),
+        );
+        assert_eq!(int_after(&scrape, "complete"), seeders);
+        assert_eq!(int_after(&scrape, "incomplete"), leechers);
+    }
+    server.shutdown();
+}
