@@ -108,6 +108,13 @@ fn peers_by_perl(body: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// [`peers_by_perl`] where Perl's Bencode is installed.
+fn peers_by_perl_if_available(body: &[u8]) {
+    if perl_bencode_available() {
+        peers_by_perl(body);
+    }
+}
+
 #[test]
 fn compact_zero_gets_a_well_formed_answer_a_strict_parser_reads() {
     if !perl_bencode_available() {
@@ -310,6 +317,10 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
         other => panic!("{other:?}"),
     }
     assert_eq!(scrape(&hash), 2);
+    // Announce answers carry the count too.
+    let (_, body) = http_get(bt, &announce(&hash, 7053, 5, ""));
+    assert_eq!(int_after(&body, "downloaded"), 2, "{body:?}");
+    peers_by_perl_if_available(&body);
 
     // PPSTP: LEECH -> SEEDER is a completion, reported by STAT_QUERY.
     let addr = server.ppstp_addr().unwrap();
