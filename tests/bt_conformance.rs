@@ -461,3 +461,40 @@ fn ipv6_sources_get_the_same_connection_id_lifetime_and_port_zero_rules() {
     }
     server.shutdown();
 }
+
+#[test]
+fn announce_urls_as_clients_build_them_are_read() {
+    let server = start_server(&[]);
+    let bt = server.bt_http_addr().unwrap();
+    let hash = [0x2a; 20];
+    let lower: String = hash.iter().map(|b| format!("%{b:02x}")).collect();
+    let rest = format!(
+        "peer_id={}&port=7070&uploaded=0&downloaded=0&left=5",
+        url_bytes(&[b'q'; 20])
+    );
+    for target in [
+        // A tracker URL ending in `?`, or carrying a query, gets the client's `?` appended.
+        format!("/announce??info_hash={lower}&{rest}"),
+        format!("/announce?key=1?info_hash={lower}&{rest}"),
+        // Trailing and doubled separators, an empty event (as Transmission sends).
+        format!("/announce?&info_hash={lower}&&{rest}&event=&"),
+        format!("/announce?info_hash={lower}&{rest}?"),
+        // An absolute-form target (a client talking through a proxy).
+        format!("http://tracker.example:6969/announce?info_hash={lower}&{rest}"),
+    ] {
+        let (status, body) = http_get(bt, &target);
+        assert_eq!(status, 200, "{target}");
+        assert!(
+            body.starts_with(b"d8:complete"),
+            "{target}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(int_after(&body, "incomplete"), 1, "{target}: one peer");
+    }
+    let (_, scrape) = http_get(
+        bt,
+        &format!("/scrape??info_hash={lower}&info_hash={}&", url_bytes(&hash)),
+    );
+    assert_eq!(int_after(&scrape, "incomplete"), 1);
+    server.shutdown();
+}
