@@ -381,7 +381,7 @@ mod tests {
             format!("key=ab?{}&", base("")),
             base("").replacen('&', "?", 3),
         ] {
-            assert_eq!(parse_announce(&query), Ok(want.clone()), "{query}");
+            assert_eq!(parse_announce(&query), Ok(want), "{query}");
         }
         let mut hashes = Vec::new();
         parse_scrape(
