@@ -267,6 +267,18 @@ impl HttpFrontEnd {
     }
 }
 
+/// Bytes of an announce answer, HTTP status line and headers included, beside its peers: the
+/// counts, intervals and keys take well under this.
+pub const ANNOUNCE_ALLOWANCE_BYTES: usize = 512;
+
+/// The most bytes an announce answer listing `max_num_want` peers takes: 18 bytes a peer (an
+/// IPv6 entry, BEP 7, the larger form) and [`ANNOUNCE_ALLOWANCE_BYTES`].
+pub const fn announce_answer_bytes(max_num_want: u32) -> usize {
+    (max_num_want as usize)
+        .saturating_mul(18)
+        .saturating_add(ANNOUNCE_ALLOWANCE_BYTES)
+}
+
 /// Writes `{failure reason: ...}`.
 fn write_failure(out: &mut Vec<u8>, failure: HttpFailure) {
     bencode::dict_begin(out);
