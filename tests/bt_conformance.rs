@@ -498,3 +498,108 @@ fn announce_urls_as_clients_build_them_are_read() {
     assert_eq!(int_after(&scrape, "incomplete"), 1);
     server.shutdown();
 }
+
+#[test]
+fn udp_options_after_an_announce_and_client_chosen_addresses_are_ignored() {
+    let server = start_server(&[]);
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    let hash = [0x2b; 20];
+    let packet = |port: u16, tail: &[u8]| {
+        let mut pkt = Vec::new();
+        UdpRequest::Announce(AnnounceRequest {
+            connection_id: cid,
+            transaction_id: 21,
+            info_hash: hash,
+            peer_id: [b'o'; 20],
+            downloaded: 0,
+            left: 5,
+            uploaded: 0,
+            event: AnnounceEvent::Started,
+            // A client-chosen address (BEP 15 `ip`) is never taken: the source is.
+            ip_address: u32::from_be_bytes([10, 9, 8, 7]),
+            key: 0,
+            num_want: -1,
+            port,
+        })
+        .encode(&mut pkt);
+        pkt.extend_from_slice(tail);
+        pkt
+    };
+    // BEP 41: URL data, a no-op and end-of-options; then bytes no option reads.
+    let tails: [&[u8]; 4] = [
+        b"\x02\x0c/announce?x=1",
+        b"\x01\x01\x00",
+        b"\x00",
+        &[0xee; 40],
+    ];
+    for (i, tail) in tails.into_iter().enumerate() {
+        let answer = udp
+            .exchange(&packet(7080 + i as u16, tail), Duration::from_secs(5))
+            .expect("answered");
+        match decode_response(&answer, Family::V4, 200) {
+            Ok(UdpResponse::Announce(a)) => {
+                assert_eq!(a.leechers as usize, i + 1);
+                if let PeerList::V4(peers) = &a.peers {
+                    assert!(peers
+                        .iter()
+                        .all(|p| p.ip() == &std::net::Ipv4Addr::LOCALHOST));
+                }
+            }
+            other => panic!("options {tail:?}: {other:?}"),
+        }
+    }
+    // A packet cut short of the 98-byte announce is an error answer, not silence.
+    let answer = udp
+        .exchange(&packet(7090, b"")[..97], Duration::from_secs(5))
+        .expect("answered");
+    assert!(matches!(
+        decode_response(&answer, Family::V4, 0),
+        Ok(UdpResponse::Error(_))
+    ));
+    // HTTP's `ip`, `key` and `trackerid` change nothing either.
+    let bt = server.bt_http_addr().unwrap();
+    let (_, body) = http_get(
+        bt,
+        &announce(
+            &hash,
+            7091,
+            5,
+            "&ip=10.9.8.7&key=abcd&trackerid=x&ipv6=%3A%3A2",
+        ),
+    );
+    let peers = peers_listed(&body);
+    assert_eq!(peers.len(), 4, "{body:?}");
+    assert!(
+        peers.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "{peers:?}"
+    );
+    server.shutdown();
+}
+
+/// `ip:port` of each compact IPv4 peer in an announce answer.
+fn peers_listed(body: &[u8]) -> Vec<String> {
+    let at = body
+        .windows(7)
+        .position(|w| w == b"5:peers")
+        .expect("peers")
+        + 7;
+    let colon = at + body[at..].iter().position(|&b| b == b':').unwrap();
+    let len: usize = std::str::from_utf8(&body[at..colon])
+        .unwrap()
+        .parse()
+        .unwrap();
+    body[colon + 1..colon + 1 + len]
+        .chunks(6)
+        .map(|c| {
+            format!(
+                "{}.{}.{}.{}:{}",
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                u16::from_be_bytes([c[4], c[5]])
+            )
+        })
+        .collect()
+}
