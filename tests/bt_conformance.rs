@@ -603,3 +603,58 @@ fn peers_listed(body: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn a_swarm_without_members_keeps_reporting_its_completions_for_hours() {
+    let server = start_server(&[]);
+    let bt = server.bt_http_addr().unwrap();
+    let hash = [0x2c; 20];
+    let downloaded = || {
+        let (_, body) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(&hash)));
+        (
+            int_after(&body, "downloaded"),
+            int_after(&body, "complete"),
+            int_after(&body, "incomplete"),
+        )
+    };
+    http_get(bt, &announce(&hash, 7100, 10, "&event=started"));
+    http_get(bt, &announce(&hash, 7100, 0, "&event=completed"));
+    http_get(bt, &announce(&hash, 7100, 0, "&event=stopped"));
+    assert_eq!(
+        downloaded(),
+        (1, 0, 0),
+        "the count outlives the last member"
+    );
+    // The UDP scrape says the same.
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    let mut pkt = Vec::new();
+    UdpRequest::Scrape(ScrapeRequest {
+        connection_id: cid,
+        transaction_id: 6,
+        info_hashes: InfoHashes::new(&hash).unwrap(),
+    })
+    .encode(&mut pkt);
+    let answer = udp.exchange(&pkt, Duration::from_secs(5)).expect("scrape");
+    match decode_response(&answer, Family::V4, 1) {
+        Ok(UdpResponse::Scrape(s)) => assert_eq!(s.entries[0].completed, 1),
+        other => panic!("{other:?}"),
+    }
+    // A new member brings the swarm back with its count, and adds to it.
+    http_get(bt, &announce(&hash, 7101, 10, "&event=started"));
+    http_get(bt, &announce(&hash, 7101, 0, "&event=completed"));
+    assert_eq!(downloaded(), (2, 1, 0));
+    // Hours after the swarm emptied again, the count is gone (bounded memory).
+    http_get(bt, &announce(&hash, 7101, 0, "&event=stopped"));
+    assert_eq!(downloaded(), (2, 0, 0));
+    server.advance_clock(Duration::from_secs(10 * 3600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while downloaded().0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the count outlived its retention"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.shutdown();
+}

@@ -231,6 +231,11 @@ impl Engine {
                         completed: s.completed,
                     }),
             );
+            out.extend(shard.retired.iter().map(|(h, r)| SwarmCompletions {
+                swarm_id: h.to_vec(),
+                bittorrent: true,
+                completed: r.completed,
+            }));
         }
         for lock in self.swarm_shards.iter() {
             let shard = lock.lock();
@@ -249,10 +254,11 @@ impl Engine {
         out
     }
 
-    /// Restores completion counts into the swarms that exist (import the registrations
-    /// first: a swarm left without members is gone, with its count, as in a running
-    /// tracker). A count is never lowered. Returns how many swarms got theirs back.
-    pub fn import_completions(&self, completions: &[SwarmCompletions]) -> usize {
+    /// Restores completion counts at `now` (import the registrations first): into the swarms
+    /// that exist, and for a BitTorrent swarm without members as a retired count, as a running
+    /// tracker keeps it. A PPSTP swarm left without members is gone with its count. A count
+    /// is never lowered. Returns how many counts were restored.
+    pub fn import_completions(&self, completions: &[SwarmCompletions], now: Time) -> usize {
         let mut restored = 0;
         for c in completions {
             let Ok(swarm_id) = SwarmId::new(&c.swarm_id) else {
@@ -268,6 +274,19 @@ impl Engine {
                     Some(pos) => shard.swarms.get_mut(pos).map(|s| {
                         s.completed = s.completed.max(c.completed);
                     }),
+                    None if c.completed > 0
+                        && (shard.retired.len() < self.retired_per_shard()
+                            || shard.retired.contains_key(&info_hash)) =>
+                    {
+                        let r = shard.retired.entry(info_hash).or_insert(
+                            super::bt_table::RetiredCompletions {
+                                completed: 0,
+                                stamp: super::bt_table::stamp(now),
+                            },
+                        );
+                        r.completed = r.completed.max(c.completed);
+                        Some(())
+                    }
                     None => None,
                 }
             } else {

@@ -156,7 +156,7 @@ fn load_snapshot(
         *remaining_ms = remaining_ms.saturating_sub(down_ms);
     }
     let report = engine.import_registrations(&registrations, clock.now());
-    let completions = engine.import_completions(&body.completions);
+    let completions = engine.import_completions(&body.completions, clock.now());
     tracing::info!(
         path = %path.display(),
         imported = report.imported,
