@@ -205,8 +205,9 @@ impl NodeLoop {
         let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listener = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("overlay.listen {listen}: {e}"))?;
+        let mut listener = TcpListener::bind(listen).map_err(|e| {
+            anyhow::anyhow!("overlay.listen {listen} (port {}): {e}", listen.port())
+        })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let listen_addr = listener.local_addr()?;
