@@ -225,8 +225,9 @@ impl NodeLoop {
         let mut listeners = Vec::with_capacity(listen.len());
         let mut listen_addrs = Vec::with_capacity(listen.len());
         for (i, addr) in listen.iter().enumerate() {
-            let mut listener =
-                bind_listener(*addr).map_err(|e| anyhow::anyhow!("overlay.listen {addr}: {e}"))?;
+            let mut listener = bind_listener(*addr).map_err(|e| {
+                anyhow::anyhow!("overlay.listen {addr} (port {}): {e}", addr.port())
+            })?;
             poll.registry().register(
                 &mut listener,
                 Token(FIRST_LISTENER + i),
