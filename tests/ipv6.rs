@@ -168,12 +168,7 @@ fn two_overlay_nodes_on_ipv6_loopback_form_a_ring_and_share_a_swarm() {
         eprintln!("no IPv6 loopback on this host: skipped");
         return;
     }
-    let free6 = || {
-        std::net::TcpListener::bind("[::1]:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free6 = overlay_support::free_addr6;
     let (o1, o2) = (free6(), free6());
     // Quick tracker usage: flush every 100 ms; every FIND the local copy cannot fill asks
     // the overlay.
@@ -217,12 +212,7 @@ fn an_overlay_node_listens_and_advertises_on_ipv4_and_ipv6_at_once() {
         eprintln!("no IPv6 loopback on this host: skipped");
         return;
     }
-    let free6 = || {
-        std::net::TcpListener::bind("[::1]:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free6 = overlay_support::free_addr6;
     // A listens on both families; B only on IPv6 and joins through A's IPv6 address; C only
     // on IPv4 and joins through A's IPv4 address.
     let (a4, a6, b6, c4) = (

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 #[path = "../port_support/mod.rs"]
 mod port_support;
 
+/// A free IPv6 loopback address `[::1]:P` (see [`port_support::free_port`]).
+pub fn free_addr6() -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port_support::free_port()))
+}
+
 /// A free loopback address (see [`port_support::free_port`]).
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port_support::free_port()))
