@@ -67,23 +67,28 @@ counters() {
         END {printf "%d %d\n", a, s}'
 }
 
+# CPU time of the server so far, in clock ticks (utime + stime).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+
 # Runs the load generator with the given arguments in the background and measures the
-# server's answered and shed rates over the middle of the run (the first and last second
-# left out): prints "answered/s shed/s".
+# server's answered and shed rates and its CPU use over the middle of the run (the first and
+# last second left out): prints "answered/s shed/s cpu%".
 measure() {
     local proto=$1 port=$2 secs=$3
     shift 3
     "${PIN_LOADGEN[@]}" "$LOADGEN" "$@" >/dev/null &
     local gen=$!
     sleep 1
-    local a0 s0 t0 a1 s1 t1
+    local a0 s0 t0 a1 s1 t1 c0 c1
     read -r a0 s0 < <(counters "$proto" "$port")
+    c0=$(cpu_ticks)
     t0=$(date +%s.%N)
     sleep "$(python3 -c "print(max(0.5, $secs - 2))")"
     read -r a1 s1 < <(counters "$proto" "$port")
+    c1=$(cpu_ticks)
     t1=$(date +%s.%N)
     wait "$gen"
-    python3 -c "d = $t1 - $t0; print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f}')"
+    python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {100 * ($c1 - $c0) / hz / d:.0f}')"
 }
 
 wait_port() {
@@ -95,8 +100,8 @@ wait_port() {
     exit 1
 }
 
-printf '%-9s %-7s %-6s %12s %12s %7s %10s %10s %10s\n' \
-    backend proto load offered/s answered/s ratio shed/s rss_kb_0 rss_kb_1
+printf '%-9s %-7s %-6s %12s %12s %7s %10s %5s %10s %10s\n' \
+    backend proto load offered/s answered/s ratio shed/s cpu% rss_kb_0 rss_kb_1
 port=$PORT_BASE
 for backend in $BACKENDS; do
     for proto in $PROTOCOLS; do
@@ -129,18 +134,18 @@ for backend in $BACKENDS; do
         "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${closed[@]}" \
             --duration 0.1 >/dev/null
         # The peak: closed loop with enough requests in flight to keep the worker busy.
-        read -r peak _ < <(measure "$proto" "$port" "$PEAK_DURATION" "${common[@]}" \
+        read -r peak _ cpu < <(measure "$proto" "$port" "$PEAK_DURATION" "${common[@]}" \
             --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
         rss0=$(rss_kb "$SERVER_PID")
-        printf '%-9s %-7s %-6s %12s %12s %7s %10s %10s %10s\n' \
-            "$backend" "$proto" peak - "$peak" 1.00 - "$rss0" -
+        printf '%-9s %-7s %-6s %12s %12s %7s %10s %5s %10s %10s\n' \
+            "$backend" "$proto" peak - "$peak" 1.00 - "$cpu" "$rss0" -
         for f in $FACTORS; do
             rate=$(python3 -c "print(int($f * $peak))")
-            read -r ok shed < <(measure "$proto" "$port" "$DURATION" "${common[@]}" \
+            read -r ok shed cpu < <(measure "$proto" "$port" "$DURATION" "${common[@]}" \
                 --assume-registered "${open[@]}" --rate "$rate" --duration "$DURATION")
-            printf '%-9s %-7s %-6s %12s %12s %7.2f %10s %10s %10s\n' \
+            printf '%-9s %-7s %-6s %12s %12s %7.2f %10s %5s %10s %10s\n' \
                 "$backend" "$proto" "${f}x" "$rate" "$ok" \
-                "$(python3 -c "print($ok / max(1, $peak))")" "$shed" "$rss0" "$(rss_kb "$SERVER_PID")"
+                "$(python3 -c "print($ok / max(1, $peak))")" "$shed" "$cpu" "$rss0" "$(rss_kb "$SERVER_PID")"
         done
         cleanup
         SERVER_PID=
