@@ -804,3 +804,120 @@ fn a_partitioned_ring_merges_after_the_heal() {
         sim.now() - healed
     );
 }
+
+// ----- bootstrap by address (RFC 6940 §11.4) in simulation -----
+
+/// A node whose bootstrap list is `bootstrap` (indices, see [`Sim::addr`]), started with
+/// [`LocalRequest::Bootstrap`].
+fn boot_node(sim: &mut Sim, bootstrap: &[usize]) -> (usize, ppsp_tracker::overlay::chord::OpId) {
+    let i = sim.len();
+    let mut config = config(0).chord;
+    config.attach_timeout_ms = 2_000;
+    config.bootstrap_addrs = bootstrap
+        .iter()
+        .filter(|b| **b != i)
+        .map(|b| Sim::addr(*b))
+        .collect();
+    let id = NodeId::from_u128(sim.rng().gen());
+    let i = sim.add_node_with_config(id, config);
+    let op = sim.local(i, LocalRequest::Bootstrap);
+    (i, op)
+}
+
+/// Runs until the ring of every live node is correct, at most `limit_ms`; the time it took.
+fn until_one_ring(sim: &mut Sim, n: usize, limit_ms: u64) -> u64 {
+    let start = sim.now();
+    while !sim.ring_errors(3).is_empty() || sim.live_ids().len() < n {
+        assert!(
+            sim.now() - start < limit_ms,
+            "{} of {n} nodes on a ring, {} with wrong neighbours after {} ms",
+            sim.live_ids().len(),
+            sim.ring_errors(3).len(),
+            sim.now() - start
+        );
+        sim.run_for(500);
+    }
+    sim.now() - start
+}
+
+/// Every node starts with the same bootstrap list and no other help: the first one finds
+/// nobody and creates the overlay, the others dial the list, join through the node that
+/// answers, and one ring forms.
+#[test]
+fn nodes_started_with_a_bootstrap_list_form_one_ring() {
+    let mut sim = Sim::new(config(31));
+    let mut ops = Vec::new();
+    for _ in 0..16 {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    for op in &ops {
+        assert_eq!(sim.outcome(*op), Some(&LocalOutcome::Joined));
+    }
+    let t = until_one_ring(&mut sim, 16, 4 * UPDATE_INTERVAL_MS);
+    println!("16 nodes bootstrapped by address: one ring {t} ms after the last start");
+    assert!(sim.stats().wire_mismatches == 0);
+}
+
+/// Issue fault (a): the first node, cut off from the others when it starts, founds an
+/// overlay of its own; the others form theirs. After the heal the lone node, still dialling
+/// its bootstrap list with back-off, reaches a node of the other ring and the two merge.
+#[test]
+fn a_lone_first_node_keeps_dialling_and_merges_after_the_heal() {
+    let n = 12;
+    let mut sim = Sim::new(config(37));
+    // Node 0 alone on side 1 from the start (node 1 does not exist yet when it dials).
+    let (first, first_op) = boot_node(&mut sim, &[1]);
+    sim.partition(|i| u32::from(i == 0));
+    assert!(sim.run_until_complete(&[first_op], 10_000));
+    assert!(sim.node(first).is_joined());
+    let mut ops = Vec::new();
+    for _ in 1..n {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    sim.run_for(2 * UPDATE_INTERVAL_MS);
+    assert!(
+        sim.node(first).table().successors.is_empty(),
+        "the cut-off node is alone"
+    );
+    sim.heal();
+    // Bound: the longest back-off between dials, then three update rounds.
+    let bound = ppsp_tracker::overlay::chord::node::BOOTSTRAP_RETRY_MAX_MS + 3 * UPDATE_INTERVAL_MS;
+    let t = until_one_ring(&mut sim, n, bound);
+    println!("a lone first node merged with the ring of {} nodes {t} ms after the heal (bound {bound} ms)", n - 1);
+}
+
+/// Issue fault (a), second form: the first node is restarted with no bootstrap list and
+/// founds a new overlay; the other nodes, which keep theirs, dial it again (their link to
+/// their bootstrap node died with it) and the partition check merges the two rings.
+#[test]
+fn a_first_node_restarted_without_bootstrap_list_is_merged_back() {
+    let n = 10;
+    let mut sim = Sim::new(config(41));
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (_, op) = boot_node(&mut sim, &[0]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    until_one_ring(&mut sim, n, 4 * UPDATE_INTERVAL_MS);
+    sim.crash(0);
+    sim.run_for(10_000);
+    let mut config = config(0).chord;
+    config.attach_timeout_ms = 2_000;
+    sim.restart_with(0, config);
+    let op = sim.local(0, LocalRequest::Bootstrap);
+    assert!(sim.run_until_complete(&[op], 10_000));
+    assert!(sim.node(0).table().successors.is_empty(), "founded alone");
+    let bound = ppsp_tracker::overlay::chord::node::BOOTSTRAP_RETRY_MAX_MS + 3 * UPDATE_INTERVAL_MS;
+    let t = until_one_ring(&mut sim, n, bound);
+    println!(
+        "the restarted first node was merged back {t} ms after its restart (bound {bound} ms)"
+    );
+}

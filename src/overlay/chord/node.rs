@@ -43,6 +43,10 @@ use crate::overlay::storage::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+mod bootstrap;
+pub use bootstrap::{BOOTSTRAP_RETRY_MAX_MS, BOOTSTRAP_RETRY_MS};
 
 /// Identifies a local request so its outcome can be matched.
 pub type OpId = u64;
@@ -68,6 +72,11 @@ pub struct ChordConfig {
     pub expiry_interval_ms: u64,
     /// Nodes to (re)join through and to run the partition check (§10.7.4.4) against.
     pub bootstrap: Vec<NodeId>,
+    /// RFC 6940 §11.4 bootstrap addresses (`bootstrap-node`), dialled by
+    /// [`LocalRequest::Bootstrap`] and again while the node is alone on its ring.
+    pub bootstrap_addrs: Vec<SocketAddr>,
+    /// How long a bootstrap round waits for a hello answer, ms.
+    pub attach_timeout_ms: u64,
     /// Bound on transactions in flight; beyond it new local requests fail with
     /// Error_In_Progress and internal ones are deferred.
     pub max_pending: usize,
@@ -113,6 +122,8 @@ impl Default for ChordConfig {
             failed_memory_ms: 1_200_000,
             expiry_interval_ms: 60_000,
             bootstrap: Vec::new(),
+            bootstrap_addrs: Vec::new(),
+            attach_timeout_ms: 5_000,
             max_pending: 4096,
             storage: StorageConfig::default(),
             initial_ttl: INITIAL_TTL,
@@ -126,11 +137,18 @@ impl Default for ChordConfig {
 /// answered request) is ignored when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
-    Retransmit { transaction_id: u64, attempt: u32 },
+    Retransmit {
+        transaction_id: u64,
+        attempt: u32,
+    },
     PeriodicUpdate,
     FingerRefresh,
     ReplicaSync,
     Expire,
+    /// A bootstrap deadline (RFC 6940 §11.4); only the latest generation armed acts.
+    Bootstrap {
+        generation: u64,
+    },
 }
 
 /// What the application asks of the overlay.
@@ -138,6 +156,11 @@ pub enum Timer {
 pub enum LocalRequest {
     /// Start a new overlay with this node alone on the ring.
     CreateOverlay,
+    /// RFC 6940 §11.4: dial the configured bootstrap addresses and join through the first
+    /// that answers, or create the overlay when none answers in the first round; then keep
+    /// the bootstrap list (see the `bootstrap` module). Ends with [`LocalOutcome::Joined`]
+    /// once the node is on a ring.
+    Bootstrap,
     /// RFC 6940 §10.5: join through a bootstrap peer already on the ring.
     Join {
         bootstrap: NodeId,
@@ -183,7 +206,14 @@ pub enum Event {
         message: Message,
     },
     Timer(Timer),
-    LinkUp(NodeId),
+    /// A link to `peer` said hello (its Attach, RFC 6940 §6.5.1). `candidate` is the address
+    /// its Attach candidate gave; `dialled` is the address this node dialled when the link is
+    /// its own and the hello was answered on it (`None` for links the peer opened).
+    LinkUp {
+        peer: NodeId,
+        candidate: Option<SocketAddr>,
+        dialled: Option<SocketAddr>,
+    },
     /// The link to a peer failed (or could not be established).
     LinkDown(NodeId),
     Local {
@@ -195,20 +225,25 @@ pub enum Event {
         token: u64,
         body: Vec<u8>,
     },
-    /// The runtime reached a bootstrap peer (RFC 6940 §11.4) at one of its configured
-    /// addresses and learnt its Node-ID: it joins the list the partition check (§10.7.4.4)
-    /// runs against (at most [`MAX_BOOTSTRAP`] entries, newest kept) and, when this node is
-    /// alone on its ring, it is contacted at once so that the two rings merge.
-    BootstrapFound(NodeId),
 }
 
-/// Bootstrap peers a node remembers for its partition checks.
+/// Bootstrap peers a node remembers for its partition checks: a bootstrap node reached at one
+/// of the configured addresses joins the list (newest kept) and, when this node is alone on
+/// its ring, it is contacted at once so that the two rings merge.
 pub const MAX_BOOTSTRAP: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Send on the link to `to` (establishing it if needed).
     Send { to: NodeId, message: Message },
+    /// Open a link to `addr` and send the link hello (an Attach to the wildcard, RFC 6940
+    /// §6.5.1) on it; `peer` is the Node-ID expected there (`None` for a bootstrap address).
+    /// The hello's answer comes back as [`Event::LinkUp`]; a link that fails as
+    /// [`Event::LinkDown`] (when `peer` is known).
+    Dial {
+        addr: SocketAddr,
+        peer: Option<NodeId>,
+    },
     /// Deliver `Event::Timer(timer)` at local time `at` (ms).
     SetTimer { at: u64, timer: Timer },
     /// A local request finished.
@@ -234,7 +269,8 @@ enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     Local(OpId),
-    Join(OpId),
+    /// A Join, for a local request or (`None`) for the bootstrap.
+    Join(Option<OpId>),
     /// Connectivity check before `NodeId` enters the neighbor table (stands in for Attach).
     Verify(NodeId),
     Update(NodeId),
@@ -293,6 +329,7 @@ pub struct ChordNode {
     answered: BTreeMap<(NodeId, u64), (u64, Response)>,
     next_token: u64,
     actions: Vec<Action>,
+    boot: bootstrap::Boot,
 }
 
 impl ChordNode {
@@ -329,6 +366,7 @@ impl ChordNode {
             answered: BTreeMap::new(),
             next_token: 1,
             actions: Vec::new(),
+            boot: bootstrap::Boot::new(),
         }
     }
 
@@ -361,11 +399,18 @@ impl ChordNode {
         match event {
             Event::Received { from, message } => self.on_message(from, message),
             Event::Timer(t) => self.on_timer(t),
-            Event::LinkUp(n) => {
-                self.verified.insert(n, now);
+            Event::LinkUp {
+                peer,
+                candidate: _,
+                dialled,
+            } => {
+                self.verified.insert(peer, now);
+                self.boot_link_up(peer, dialled);
             }
-            Event::LinkDown(n) => self.peer_failed(n),
-            Event::BootstrapFound(n) => self.bootstrap_found(n),
+            Event::LinkDown(n) => {
+                self.boot_link_down(n);
+                self.peer_failed(n);
+            }
             Event::Local { op, request } => self.on_local(op, request),
             Event::AppAnswer { token, body } => {
                 if let Some((from, request)) = self.inbound.remove(&token) {
@@ -384,33 +429,16 @@ impl ChordNode {
     fn on_local(&mut self, op: OpId, request: LocalRequest) {
         match request {
             LocalRequest::CreateOverlay => {
-                self.phase = Phase::Joined;
-                self.started_at = self.now;
-                self.start_timers();
+                self.create_overlay();
                 self.complete(op, LocalOutcome::Joined);
             }
+            LocalRequest::Bootstrap => self.boot_start(op),
             LocalRequest::Join { bootstrap } => {
                 if self.phase == Phase::Joined {
                     self.complete(op, LocalOutcome::Joined);
                     return;
                 }
-                self.phase = Phase::Joining;
-                self.started_at = self.now;
-                self.verified.insert(bootstrap, self.now);
-                // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for
-                // n+1, through the bootstrap peer.
-                let own = self.table.own;
-                let dest = vec![
-                    Destination::Node(bootstrap),
-                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
-                ];
-                self.originate(
-                    dest,
-                    Request::Join {
-                        joining_peer_id: own,
-                    },
-                    Purpose::Join(op),
-                );
+                self.begin_join(bootstrap, Some(op));
             }
             LocalRequest::Leave => {
                 self.leave();
@@ -448,6 +476,32 @@ impl ChordNode {
                 None => self.fail(op, ErrorCode::InvalidMessage),
             },
         }
+    }
+
+    fn create_overlay(&mut self) {
+        self.phase = Phase::Joined;
+        self.started_at = self.now;
+        self.start_timers();
+    }
+
+    fn begin_join(&mut self, bootstrap: NodeId, op: Option<OpId>) {
+        self.phase = Phase::Joining;
+        self.started_at = self.now;
+        self.verified.insert(bootstrap, self.now);
+        // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for n+1,
+        // through the bootstrap peer.
+        let own = self.table.own;
+        let dest = vec![
+            Destination::Node(bootstrap),
+            Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+        ];
+        self.originate(
+            dest,
+            Request::Join {
+                joining_peer_id: own,
+            },
+            Purpose::Join(op),
+        );
     }
 
     fn originate_local(&mut self, op: OpId, resource: ResourceId, request: Request) {
@@ -991,13 +1045,22 @@ impl ChordNode {
                     // RFC 6940 §10.5 step 9: Updates to every neighbor.
                     self.neighbors_dirty = true;
                     self.start_timers();
-                    self.complete(op, LocalOutcome::Joined);
+                    if let Some(op) = op {
+                        self.complete(op, LocalOutcome::Joined);
+                    }
+                    self.boot_joined(true);
                 }
                 Response::Error { code, info } => {
                     self.phase = Phase::Idle;
-                    self.complete(op, LocalOutcome::Failed { code, info });
+                    if let Some(op) = op {
+                        self.complete(op, LocalOutcome::Failed { code, info });
+                    }
+                    self.boot_joined(false);
                 }
-                _ => {}
+                _ => {
+                    self.phase = Phase::Idle;
+                    self.boot_joined(false);
+                }
             },
             Purpose::Verify(n) => {
                 self.probing.remove(&n);
@@ -1082,6 +1145,7 @@ impl ChordNode {
                 let full = std::mem::take(&mut self.sync_dirty);
                 self.sync_replicas(full);
             }
+            Timer::Bootstrap { generation } => self.boot_timer(generation),
             Timer::Expire => {
                 self.storage.expire(self.now);
                 self.actions.push(Action::SetTimer {
@@ -1132,7 +1196,10 @@ impl ChordNode {
             Purpose::Local(op) => self.fail(op, ErrorCode::RequestTimeout),
             Purpose::Join(op) => {
                 self.phase = Phase::Idle;
-                self.fail(op, ErrorCode::RequestTimeout);
+                if let Some(op) = op {
+                    self.fail(op, ErrorCode::RequestTimeout);
+                }
+                self.boot_joined(false);
             }
             // RFC 6940 §10.7.1: the failure of a request sent directly to a peer marks it
             // failed; a request that went through other peers says nothing about the target.
@@ -1281,7 +1348,7 @@ impl ChordNode {
         );
     }
 
-    /// The runtime reached bootstrap peer `n` (see [`Event::BootstrapFound`]).
+    /// The runtime reached bootstrap peer `n` at a configured address (see [`MAX_BOOTSTRAP`]).
     fn bootstrap_found(&mut self, n: NodeId) {
         if n == self.table.own {
             return;

@@ -16,19 +16,10 @@
 //!   past the ack timeout is dropped and, when it was the link to that peer, reported as
 //!   `Event::LinkDown`.
 //!
-//! Bootstrap (RFC 6940 §11.4): every configured bootstrap address other than our own is
-//! dialled; the first hello answer names a bootstrap node, and `LocalRequest::Join` goes
-//! through it. When none answers in the first round (or none is configured) the node creates
-//! the overlay. A failed Join is retried through the bootstrap addresses with back-off.
-//!
-//! The bootstrap list is kept for the node's whole life. Every bootstrap node reached is
-//! handed to the Chord node (`Event::BootstrapFound`), which runs its partition check
-//! (RFC 6940 §10.7.4.4) against it every update round, so that two rings formed while the
-//! network was split (or by a first node restarted without a bootstrap list) merge. While the
-//! node is alone on its ring, or holds no link to any bootstrap node, it dials the bootstrap
-//! addresses again with back-off ([`BOOTSTRAP_RETRY_MS`] doubling up to
-//! [`BOOTSTRAP_RETRY_MAX_MS`]), forever; being alone is logged once when it starts and once
-//! when it ends.
+//! Bootstrap (RFC 6940 §11.4) is the Chord node's (`LocalRequest::Bootstrap`, see
+//! `chord::node::bootstrap`): this loop dials the addresses it names (`Action::Dial`) and
+//! reports each link hello as `Event::LinkUp`, with the address it dialled when the hello was
+//! answered on a link of ours.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -69,11 +60,6 @@ const MAX_WAIT_MS: u64 = 500;
 const MAX_OPS: usize = 8192;
 /// Address book entries kept per allowed link.
 const ADDRESSES_PER_LINK: usize = 16;
-/// First delay between bootstrap rounds (after a failed join, or while alone on the ring), ms;
-/// it doubles each round up to [`BOOTSTRAP_RETRY_MAX_MS`].
-pub const BOOTSTRAP_RETRY_MS: u64 = 1000;
-/// Longest delay between bootstrap rounds, ms.
-pub const BOOTSTRAP_RETRY_MAX_MS: u64 = 60_000;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn unix_ms() -> u64 {
@@ -126,19 +112,6 @@ struct Waiting {
     deadline: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bootstrap {
-    /// Dialled the bootstrap addresses at this time; waiting for a hello answer.
-    Dialling {
-        since: u64,
-    },
-    /// A Join is in flight.
-    Joining,
-    /// Waiting until the time to dial again.
-    RetryAt(u64),
-    Done,
-}
-
 pub(super) struct NodeLoop {
     poll: Poll,
     listener: TcpListener,
@@ -153,19 +126,6 @@ pub(super) struct NodeLoop {
     max_links: usize,
     max_links_per_source: usize,
     attach_timeout_ms: u64,
-    bootstrap_addrs: Vec<SocketAddr>,
-    bootstrap: Bootstrap,
-    /// Bootstrap rounds dialled so far.
-    bootstrap_rounds: u32,
-    /// Current delay between bootstrap rounds (back-off), ms.
-    bootstrap_delay: u64,
-    /// After joining: when the bootstrap addresses are dialled again (alone on the ring, or
-    /// no link to any bootstrap node).
-    redial_at: u64,
-    /// Alone on the ring since this time (logged once per episode).
-    alone_since: Option<u64>,
-    /// A failed join was logged in the current bootstrap episode.
-    join_failure_logged: bool,
     clock: Instant,
     rng: SmallRng,
     links: HashMap<Token, Link>,
@@ -295,6 +255,7 @@ impl NodeLoop {
             initial_ttl: config.initial_ttl,
             wall_clock_offset_ms: unix_ms(),
             max_answer_bytes: config.max_message_size as usize,
+            attach_timeout_ms: config.attach_timeout_ms,
             ..ChordConfig::default()
         };
         // The Chord node's local time 0 is this instant; its wall-clock offset was read just
@@ -305,7 +266,8 @@ impl NodeLoop {
         let mut wire_cfg = WireConfig::new(overlay);
         wire_cfg.max_message_size = config.max_message_size;
         wire_cfg.initial_ttl = config.initial_ttl;
-        let bootstrap_addrs: Vec<SocketAddr> = config
+        let mut chord = chord;
+        chord.bootstrap_addrs = config
             .bootstrap_addrs()
             .map_err(|e| anyhow::anyhow!(e))?
             .into_iter()
@@ -340,13 +302,6 @@ impl NodeLoop {
             max_links: config.max_links,
             max_links_per_source: config.max_links_per_source,
             attach_timeout_ms: config.attach_timeout_ms,
-            bootstrap_addrs,
-            bootstrap: Bootstrap::RetryAt(0),
-            bootstrap_rounds: 0,
-            bootstrap_delay: BOOTSTRAP_RETRY_MS,
-            redial_at: 0,
-            alone_since: None,
-            join_failure_logged: false,
             clock,
             rng: SmallRng::seed_from_u64(seed),
             links: HashMap::new(),
@@ -367,6 +322,13 @@ impl NodeLoop {
             fetches: HashMap::new(),
         };
         node_loop.load_document(config.configuration_sequence)?;
+        // RFC 6940 §11.4: the Chord node dials its bootstrap list and joins (or creates the
+        // overlay) on its own.
+        let op = node_loop.new_op(OpOwner::Bootstrap);
+        node_loop.events.push_back(Event::Local {
+            op,
+            request: LocalRequest::Bootstrap,
+        });
         Ok((node_loop, waker))
     }
 
@@ -424,13 +386,7 @@ impl NodeLoop {
             })
             .min();
         let waits = self.waiting.values().map(|w| w.deadline).min();
-        let boot = match self.bootstrap {
-            Bootstrap::RetryAt(t) => Some(t),
-            Bootstrap::Dialling { since } => Some(since + self.attach_timeout_ms),
-            Bootstrap::Done if !self.bootstrap_addrs.is_empty() => Some(self.redial_at),
-            _ => None,
-        };
-        [timer, acks, waits, boot].into_iter().flatten().min()
+        [timer, acks, waits].into_iter().flatten().min()
     }
 
     // ----- links -----
@@ -1117,20 +1073,19 @@ impl NodeLoop {
             // A node whose configuration is behind ours (§6.3.2.1): update it.
             self.push_document(token, Some(s));
         }
-        self.events.push_back(Event::LinkUp(s));
-        self.release_waiting(s);
-        let to_bootstrap = self
+        // The address this node dialled, when the hello answered is ours (a bootstrap
+        // address is recognised by the Chord node).
+        let dialled = self
             .links
             .get(&token)
-            .is_some_and(|l| l.outbound && self.bootstrap_addrs.contains(&l.addr));
-        if !is_req && to_bootstrap {
-            // Kept for the partition check; a node alone on its ring merges through it.
-            self.events.push_back(Event::BootstrapFound(s));
-            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
-        }
-        if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
-            self.start_join(s);
-        }
+            .filter(|l| !is_req && l.outbound)
+            .map(|l| l.addr);
+        self.events.push_back(Event::LinkUp {
+            peer: s,
+            candidate,
+            dialled,
+        });
+        self.release_waiting(s);
     }
 
     /// Records where `node` listens. The book is bounded: when full, addresses of nodes
@@ -1145,24 +1100,6 @@ impl NodeLoop {
             }
         }
         self.addresses.insert(node, addr);
-    }
-
-    /// A bootstrap node we hold an identified link to.
-    fn linked_bootstrap(&self) -> Option<NodeId> {
-        self.links
-            .values()
-            .filter(|l| l.identified && self.bootstrap_addrs.contains(&l.addr))
-            .find_map(|l| l.peer)
-    }
-
-    fn start_join(&mut self, bootstrap: NodeId) {
-        self.bootstrap = Bootstrap::Joining;
-        let op = self.new_op(OpOwner::Bootstrap);
-        tracing::info!(bootstrap = %bootstrap, "overlay joining");
-        self.events.push_back(Event::Local {
-            op,
-            request: LocalRequest::Join { bootstrap },
-        });
     }
 
     /// Forwards a message not addressed to us (Attach, or a method the Chord node does not
@@ -1453,6 +1390,17 @@ impl NodeLoop {
                     self.timers.insert((at, self.timer_seq), timer);
                 }
                 Action::Complete { op, outcome } => self.complete(op, outcome),
+                Action::Dial { addr, peer } => {
+                    // A bootstrap address already dialled (and not yet failed) is not dialled
+                    // twice.
+                    let open =
+                        peer.is_none() && self.links.values().any(|l| l.outbound && l.addr == addr);
+                    if !open && self.dial(addr, peer).is_none() {
+                        if let Some(p) = peer {
+                            self.events.push_back(Event::LinkDown(p));
+                        }
+                    }
+                }
                 Action::Deliver {
                     token,
                     sender,
@@ -1474,26 +1422,8 @@ impl NodeLoop {
             Some(OpOwner::Reply(tx)) => {
                 let _ = tx.try_send(outcome);
             }
-            Some(OpOwner::Bootstrap) => {
-                if outcome == LocalOutcome::Joined {
-                    tracing::info!(node_id = %self.origin.own, "overlay joined");
-                    self.bootstrap = Bootstrap::Done;
-                    self.join_failure_logged = false;
-                    self.redial_at = self.now() + self.bootstrap_delay;
-                } else {
-                    if !std::mem::replace(&mut self.join_failure_logged, true) {
-                        tracing::warn!(
-                            "overlay join failed: {outcome:?}; retrying with back-off up to \
-                             {} s (logged once until a join succeeds)",
-                            BOOTSTRAP_RETRY_MAX_MS / 1000
-                        );
-                    } else {
-                        tracing::debug!("overlay join failed again: {outcome:?}");
-                    }
-                    let at = self.now() + self.next_bootstrap_delay();
-                    self.bootstrap = Bootstrap::RetryAt(at);
-                }
-            }
+            // The Chord node logs its bootstrap's progress.
+            Some(OpOwner::Bootstrap) => {}
             Some(OpOwner::Leave) | None => {}
         }
     }
@@ -1522,99 +1452,6 @@ impl NodeLoop {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.events.push_back(Event::LinkDown(n));
         }
-        match self.bootstrap {
-            Bootstrap::RetryAt(t) if t <= now => {
-                if self.bootstrap_addrs.is_empty() {
-                    self.create_overlay();
-                } else if let Some(b) = self.linked_bootstrap() {
-                    // Still linked to a bootstrap node from an earlier round: join through it.
-                    self.start_join(b);
-                } else {
-                    for a in self.bootstrap_addrs.clone() {
-                        self.dial(a, None);
-                    }
-                    self.bootstrap = Bootstrap::Dialling { since: now };
-                    self.bootstrap_rounds += 1;
-                }
-            }
-            Bootstrap::Dialling { since } if since + self.attach_timeout_ms <= now => {
-                if self.node.is_joined() {
-                    self.bootstrap = Bootstrap::Done;
-                } else if self.bootstrap_rounds == 1 {
-                    // First round and nobody answered: this node starts the overlay (and
-                    // keeps dialling its bootstrap list while alone, see `redial`).
-                    self.create_overlay();
-                } else {
-                    let at = now + self.next_bootstrap_delay();
-                    self.bootstrap = Bootstrap::RetryAt(at);
-                }
-            }
-            Bootstrap::Done => self.redial(now),
-            _ => {}
-        }
-    }
-
-    /// The delay before the next bootstrap round; doubles the following one.
-    fn next_bootstrap_delay(&mut self) -> u64 {
-        let d = self.bootstrap_delay;
-        self.bootstrap_delay = (d * 2).min(BOOTSTRAP_RETRY_MAX_MS);
-        d
-    }
-
-    /// After joining (or founding an overlay): dial the bootstrap addresses again, with
-    /// back-off, while this node is alone on its ring or linked to no bootstrap node; the
-    /// hello answers hand the bootstrap nodes to the Chord node, whose partition check merges
-    /// the rings.
-    fn redial(&mut self, now: u64) {
-        if self.bootstrap_addrs.is_empty() || !self.node.is_joined() {
-            return;
-        }
-        let alone = self.node.table().successors.is_empty();
-        match (alone, self.alone_since) {
-            (true, None) => {
-                self.alone_since = Some(now);
-                tracing::warn!(
-                    "overlay alone on its ring: dialling the bootstrap list {:?} again with \
-                     back-off up to {} s until another node is found (logged once)",
-                    self.bootstrap_addrs,
-                    BOOTSTRAP_RETRY_MAX_MS / 1000
-                );
-            }
-            (false, Some(since)) => {
-                self.alone_since = None;
-                tracing::info!(
-                    "overlay no longer alone: ring neighbours found after {} s",
-                    now.saturating_sub(since) / 1000
-                );
-            }
-            _ => {}
-        }
-        if now < self.redial_at {
-            return;
-        }
-        let linked = self.linked_bootstrap().is_some();
-        if alone || !linked {
-            for a in self.bootstrap_addrs.clone() {
-                let already = self.links.values().any(|l| l.outbound && l.addr == a);
-                if !already {
-                    self.dial(a, None);
-                }
-            }
-            self.redial_at = now + self.next_bootstrap_delay();
-        } else {
-            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
-            self.redial_at = now + BOOTSTRAP_RETRY_MAX_MS;
-        }
-    }
-
-    fn create_overlay(&mut self) {
-        tracing::info!(node_id = %self.origin.own, "overlay created (no bootstrap node answered)");
-        self.bootstrap = Bootstrap::Joining;
-        let op = self.new_op(OpOwner::Bootstrap);
-        self.events.push_back(Event::Local {
-            op,
-            request: LocalRequest::CreateOverlay,
-        });
     }
 
     fn drain_commands(&mut self) {
