@@ -857,8 +857,28 @@ fn nodes_started_with_a_bootstrap_list_form_one_ring() {
         assert_eq!(sim.outcome(*op), Some(&LocalOutcome::Joined));
     }
     let t = until_one_ring(&mut sim, 16, 4 * UPDATE_INTERVAL_MS);
-    println!("16 nodes bootstrapped by address: one ring {t} ms after the last start");
-    assert!(sim.stats().wire_mismatches == 0);
+    let stats = sim.stats().clone();
+    println!(
+        "16 nodes bootstrapped by address: one ring {t} ms after the last start; {} dials, \
+         {} routed Attaches, {} Attach messages relayed",
+        stats.dials, stats.attaches, stats.attaches_relayed
+    );
+    assert_eq!(stats.wire_mismatches, 0);
+    // Nodes found each other's addresses by Attaches routed through the ring, relayed hop by
+    // hop, and then dialled them.
+    assert!(
+        stats.attaches > 0 && stats.attaches_relayed > 0,
+        "{stats:?}"
+    );
+    assert!(stats.dials > 16, "{stats:?}");
+    // Every node learnt the addresses of its ring neighbours.
+    for i in 0..16 {
+        let t = sim.node(i).table();
+        for n in t.successors.iter().chain(&t.predecessors) {
+            let j = sim.index_of(*n).unwrap();
+            assert_eq!(sim.node(i).address_of(*n), Some(Sim::addr(j)));
+        }
+    }
 }
 
 /// Issue fault (a): the first node, cut off from the others when it starts, founds an

@@ -154,6 +154,12 @@ pub struct SimStats {
     pub wire_mismatches: u64,
     pub messages_lost: u64,
     pub events: u64,
+    /// Links dialled (bootstrap addresses and addresses from the address book).
+    pub dials: u64,
+    /// Routed Attach requests originated (RFC 6940 §6.5.1.2), and Attach messages (requests
+    /// and answers) relayed for other nodes.
+    pub attaches: u64,
+    pub attaches_relayed: u64,
 }
 
 /// The simulated overlay.
@@ -286,9 +292,11 @@ impl Sim {
 
     /// Add a node with its own configuration (e.g. its bootstrap addresses, see
     /// [`Sim::addr`]); returns its index.
-    pub fn add_node_with_config(&mut self, id: NodeId, config: ChordConfig) -> usize {
+    pub fn add_node_with_config(&mut self, id: NodeId, mut config: ChordConfig) -> usize {
         let seed = self.rng.gen();
         let i = self.nodes.len();
+        // The node manages its links (dials, routed Attaches) as over sockets.
+        config.advertised = Some(Sim::addr(i));
         self.nodes.push(SimNode {
             node: ChordNode::new(id, config.clone(), seed),
             config,
@@ -406,7 +414,8 @@ impl Sim {
     }
 
     /// [`Sim::restart`] with another configuration (e.g. without a bootstrap list).
-    pub fn restart_with(&mut self, i: usize, config: ChordConfig) {
+    pub fn restart_with(&mut self, i: usize, mut config: ChordConfig) {
+        config.advertised = Some(Sim::addr(i));
         if self.nodes[i].alive {
             return;
         }
@@ -506,6 +515,7 @@ impl Sim {
 
     /// Node `i` opens a link to `addr` expecting `peer` there.
     fn dial(&mut self, i: usize, addr: SocketAddr, peer: Option<NodeId>) {
+        self.stats.dials += 1;
         let latency = self
             .rng
             .gen_range(self.config.min_latency_ms..=self.config.max_latency_ms);
@@ -560,6 +570,13 @@ impl Sim {
     fn send(&mut self, i: usize, to: NodeId, message: Message) {
         self.stats.messages_sent += 1;
         let from = self.nodes[i].node.id();
+        if message.is_attach() {
+            if message.sender != from {
+                self.stats.attaches_relayed += 1;
+            } else if message.is_request() {
+                self.stats.attaches += 1;
+            }
+        }
         if message.is_request() {
             if let Some(h) = self.hops.get_mut(&(message.sender, message.transaction_id)) {
                 *h += 1;

@@ -23,8 +23,14 @@
 //!   ([`Action::Deliver`]) once per transaction and answered with [`Event::AppAnswer`].
 //! - A retransmitted Store is answered from a short cache instead of being applied twice.
 //!
-//! Links are identified by the peer's Node-ID; establishing them (RFC 6940 Attach/ICE, TLS) is
-//! the runtime's job. A Ping source-routed through the peer that named a new neighbor stands in
+//! - §6.5.1 Attach and links (module `links`): links are identified by the peer's Node-ID;
+//!   the node keeps the address book, dials known addresses ([`Action::Dial`]), routes an
+//!   attach_req to a peer whose address it lacks and holds the messages for it; sockets, TLS
+//!   and the link hello's checks are the runtime's job.
+//! - §11.4 bootstrap, the kept bootstrap list and the lone node's redialling (module
+//!   `bootstrap`).
+//!
+//! A Ping source-routed through the peer that named a new neighbor stands in
 //! for the Attach that §10.6/§10.7.3 require before it enters the neighbor table. After losing
 //! every successor (§10.7.1) the peer connects to the nearest live peer clockwise that it still
 //! knows and follows the Updates it gets back to its true successor, rather than sending a
@@ -46,7 +52,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 mod bootstrap;
+mod links;
 pub use bootstrap::{BOOTSTRAP_RETRY_MAX_MS, BOOTSTRAP_RETRY_MS};
+pub use links::{attach_body, candidate_addr};
 
 /// Identifies a local request so its outcome can be matched.
 pub type OpId = u64;
@@ -75,8 +83,21 @@ pub struct ChordConfig {
     /// RFC 6940 §11.4 bootstrap addresses (`bootstrap-node`), dialled by
     /// [`LocalRequest::Bootstrap`] and again while the node is alone on its ring.
     pub bootstrap_addrs: Vec<SocketAddr>,
-    /// How long a bootstrap round waits for a hello answer, ms.
+    /// How long a bootstrap round waits for a hello answer, and a routed Attach for its
+    /// answer, ms.
     pub attach_timeout_ms: u64,
+    /// This node's address, offered as its Attach candidate (RFC 6940 §6.5.1). With one the
+    /// node manages its links (see the `links` module); without, its runtime does.
+    pub advertised: Option<SocketAddr>,
+    /// The overlay link type of the candidates offered.
+    pub link_type: crate::overlay::wire::OverlayLinkType,
+    /// Peers at most waited for by routed Attaches at once.
+    pub max_links: usize,
+    /// Address book entries at most.
+    pub max_addresses: usize,
+    /// Messages held at most per peer while its routed Attach is answered (more are dropped;
+    /// their senders' retransmissions cover them).
+    pub max_waiting_messages: usize,
     /// Bound on transactions in flight; beyond it new local requests fail with
     /// Error_In_Progress and internal ones are deferred.
     pub max_pending: usize,
@@ -124,6 +145,11 @@ impl Default for ChordConfig {
             bootstrap: Vec::new(),
             bootstrap_addrs: Vec::new(),
             attach_timeout_ms: 5_000,
+            advertised: None,
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
+            max_links: 256,
+            max_addresses: 4096,
+            max_waiting_messages: 256,
             max_pending: 4096,
             storage: StorageConfig::default(),
             initial_ttl: INITIAL_TTL,
@@ -149,6 +175,11 @@ pub enum Timer {
     Bootstrap {
         generation: u64,
     },
+    /// The routed Attach `transaction_id` for `peer` is given up (0: `peer` cannot be reached).
+    Attach {
+        peer: NodeId,
+        transaction_id: u64,
+    },
 }
 
 /// What the application asks of the overlay.
@@ -161,7 +192,8 @@ pub enum LocalRequest {
     /// the bootstrap list (see the `bootstrap` module). Ends with [`LocalOutcome::Joined`]
     /// once the node is on a ring.
     Bootstrap,
-    /// RFC 6940 §10.5: join through a bootstrap peer already on the ring.
+    /// RFC 6940 §10.5: join through a bootstrap peer already on the ring, to which the
+    /// runtime holds a link.
     Join {
         bootstrap: NodeId,
     },
@@ -330,6 +362,7 @@ pub struct ChordNode {
     next_token: u64,
     actions: Vec<Action>,
     boot: bootstrap::Boot,
+    links: links::Links,
 }
 
 impl ChordNode {
@@ -367,6 +400,7 @@ impl ChordNode {
             next_token: 1,
             actions: Vec::new(),
             boot: bootstrap::Boot::new(),
+            links: links::Links::default(),
         }
     }
 
@@ -401,13 +435,15 @@ impl ChordNode {
             Event::Timer(t) => self.on_timer(t),
             Event::LinkUp {
                 peer,
-                candidate: _,
+                candidate,
                 dialled,
             } => {
                 self.verified.insert(peer, now);
+                self.link_up(peer, candidate);
                 self.boot_link_up(peer, dialled);
             }
             Event::LinkDown(n) => {
+                self.link_down(n);
                 self.boot_link_down(n);
                 self.peer_failed(n);
             }
@@ -488,6 +524,9 @@ impl ChordNode {
         self.phase = Phase::Joining;
         self.started_at = self.now;
         self.verified.insert(bootstrap, self.now);
+        // The Join goes through a peer the caller linked to (RFC 6940 §11.4: the joining
+        // node attached to its bootstrap node first).
+        self.link_heard(bootstrap);
         // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for n+1,
         // through the bootstrap peer.
         let own = self.table.own;
@@ -539,7 +578,8 @@ impl ChordNode {
     fn new_transaction_id(&mut self) -> u64 {
         loop {
             let t: u64 = self.rng.gen();
-            if t != 0 && !self.pending.contains_key(&t) {
+            if t != 0 && !self.pending.contains_key(&t) && !self.links.attach_tids.contains_key(&t)
+            {
                 return t;
             }
         }
@@ -626,7 +666,7 @@ impl ChordNode {
                 Some(d) => {
                     // No route: the retransmission timer retries and finally fails it.
                     let hop = self.next_hop(d, &message, avoid)?;
-                    self.actions.push(Action::Send { to: hop, message });
+                    self.transmit(hop, message);
                     return Some(hop);
                 }
             }
@@ -679,6 +719,7 @@ impl ChordNode {
         }
         self.verified.insert(from, self.now);
         self.failed.remove(&from);
+        self.link_heard(from);
         if self.verified.len() > 8 * 1024 {
             self.prune_verified();
         }
@@ -736,7 +777,21 @@ impl ChordNode {
             return;
         }
         message.via.push(from);
-        let hop = self.next_hop_excluding(d, &message.via, message.sender, from);
+        let hop = if message.is_attach() && self.manages_links() {
+            // RFC 6940 §6.5.1.2: an Attach goes on existing links only; an answer to the
+            // next entry of its destination list directly.
+            match d {
+                Destination::Node(n) if self.is_linked(n) => Some(n),
+                _ if message.is_request() => {
+                    let mut exclude = message.via.clone();
+                    exclude.push(message.sender);
+                    self.linked_next_hop(d.ring(), &exclude)
+                }
+                _ => None,
+            }
+        } else {
+            self.next_hop_excluding(d, &message.via, message.sender, from)
+        };
         // A request may not go back where it came from (that answers Error_Not_Found). A
         // response may not revisit any node on its own path: when the node it is for is gone
         // (e.g. the answer to a Leave), it is dropped here rather than bounced between relays
@@ -748,9 +803,7 @@ impl ChordNode {
             None => false,
         };
         match hop {
-            Some(hop) if usable => {
-                self.actions.push(Action::Send { to: hop, message });
-            }
+            Some(hop) if usable => self.transmit(hop, message),
             _ => {
                 if message.is_request() {
                     message.via.pop();
@@ -900,6 +953,10 @@ impl ChordNode {
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
+            Request::Attach(body) => {
+                let body = body.clone();
+                self.on_attach_request(message.sender, &body)
+            }
             Request::App(_) => return,
         };
         if matches!(message.body, Body::Request(Request::Store(_))) {
@@ -1010,6 +1067,9 @@ impl ChordNode {
     // ----- responses -----
 
     fn on_response(&mut self, message: Message) {
+        if self.on_attach_answer(&message) {
+            return;
+        }
         let Some(pending) = self.pending.remove(&message.transaction_id) else {
             return; // late duplicate or unknown: nothing to do
         };
@@ -1146,6 +1206,10 @@ impl ChordNode {
                 self.sync_replicas(full);
             }
             Timer::Bootstrap { generation } => self.boot_timer(generation),
+            Timer::Attach {
+                peer,
+                transaction_id,
+            } => self.attach_timeout(peer, transaction_id),
             Timer::Expire => {
                 self.storage.expire(self.now);
                 self.actions.push(Action::SetTimer {

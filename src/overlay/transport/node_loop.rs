@@ -2,16 +2,14 @@
 //! for commands; a monotonic clock (ms since start) for the Chord node's timers, kept in a
 //! `BTreeMap` ordered by deadline.
 //!
-//! Links and identities (see [`super::attach`] for the messages):
-//! - The address book maps Node-IDs to the addresses their Attach candidates gave.
-//! - `Action::Send { to }` goes on the link to `to`; with no link but a known address the node
-//!   is dialled (the hello goes first on the new link, the message right after it); with no
-//!   address an attach_req is routed towards `to` through the Chord node's next hop
-//!   (RFC 6940 §6.5.1.2) and the message waits, bounded, for the answer. A peer that cannot be
-//!   reached in `attach_timeout_ms` is reported to the Chord node as `Event::LinkDown`.
+//! Links and identities (see [`super::attach`] for the link hello):
+//! - The Chord node decides where its messages go (`chord::node::links`: address book,
+//!   routed Attach, messages held for it): `Action::Dial { addr, peer }` opens a link and
+//!   queues the hello on it, `Action::Send { to }` goes on the link to `to`.
 //! - Messages whose handler is the Chord node (RFC 6940 §6.3.3 codes of the topology and
-//!   storage) go to it as `Event::Received { from: link peer }`; Attach is handled here:
-//!   consumed when addressed to this node or the wildcard, forwarded otherwise (§6.1.2).
+//!   storage, and routed Attaches) go to it as `Event::Received { from: link peer }`; the link
+//!   hello (an Attach to the wildcard) is answered here and reported as `Event::LinkUp`.
+//!   Other methods are forwarded by their header (§6.1.2).
 //! - A link that closes, overflows its queue, sends garbage or leaves a frame unacknowledged
 //!   past the ack timeout is dropped and, when it was the link to that peer, reported as
 //!   `Event::LinkDown`.
@@ -58,7 +56,7 @@ const FIRST_LINK: usize = 2;
 const MAX_WAIT_MS: u64 = 500;
 /// Local operations in flight at most.
 const MAX_OPS: usize = 8192;
-/// Address book entries kept per allowed link.
+/// Address book entries kept per allowed link (the Chord node's book).
 const ADDRESSES_PER_LINK: usize = 16;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -105,13 +103,6 @@ enum OpOwner {
     Leave,
 }
 
-/// Messages held for a peer whose address a routed Attach is looking for.
-struct Waiting {
-    messages: Vec<Vec<u8>>,
-    bytes: usize,
-    deadline: u64,
-}
-
 pub(super) struct NodeLoop {
     poll: Poll,
     listener: TcpListener,
@@ -131,10 +122,6 @@ pub(super) struct NodeLoop {
     links: HashMap<Token, Link>,
     next_token: usize,
     by_node: HashMap<NodeId, Token>,
-    addresses: HashMap<NodeId, SocketAddr>,
-    waiting: HashMap<NodeId, Waiting>,
-    /// Routed attach_req transaction id -> the Node-ID looked for.
-    attach_pending: HashMap<u64, NodeId>,
     timers: BTreeMap<(u64, u64), Timer>,
     timer_seq: u64,
     ops: HashMap<OpId, OpOwner>,
@@ -256,6 +243,8 @@ impl NodeLoop {
             wall_clock_offset_ms: unix_ms(),
             max_answer_bytes: config.max_message_size as usize,
             attach_timeout_ms: config.attach_timeout_ms,
+            max_links: config.max_links,
+            max_addresses: config.max_links.saturating_mul(ADDRESSES_PER_LINK),
             ..ChordConfig::default()
         };
         // The Chord node's local time 0 is this instant; its wall-clock offset was read just
@@ -267,6 +256,12 @@ impl NodeLoop {
         wire_cfg.max_message_size = config.max_message_size;
         wire_cfg.initial_ttl = config.initial_ttl;
         let mut chord = chord;
+        chord.advertised = Some(advertised);
+        chord.link_type = if sec.is_some() {
+            wire::OverlayLinkType::TLS_TCP_FH_NO_ICE
+        } else {
+            wire::OverlayLinkType::EXP_LINK
+        };
         chord.bootstrap_addrs = config
             .bootstrap_addrs()
             .map_err(|e| anyhow::anyhow!(e))?
@@ -307,9 +302,6 @@ impl NodeLoop {
             links: HashMap::new(),
             next_token: FIRST_LINK,
             by_node: HashMap::new(),
-            addresses: HashMap::new(),
-            waiting: HashMap::new(),
-            attach_pending: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             ops: HashMap::new(),
@@ -385,8 +377,7 @@ impl NodeLoop {
                 Some(_) => l.ack_deadline(),
             })
             .min();
-        let waits = self.waiting.values().map(|w| w.deadline).min();
-        [timer, acks, waits].into_iter().flatten().min()
+        [timer, acks].into_iter().flatten().min()
     }
 
     // ----- links -----
@@ -647,13 +638,7 @@ impl NodeLoop {
                 Some(t) => {
                     self.by_node.insert(peer, t);
                 }
-                None => {
-                    // The address may be stale: find it again next time.
-                    if link.outbound {
-                        self.addresses.remove(&peer);
-                    }
-                    self.events.push_back(Event::LinkDown(peer));
-                }
+                None => self.events.push_back(Event::LinkDown(peer)),
             }
         }
     }
@@ -714,8 +699,12 @@ impl NodeLoop {
             }
             return;
         }
+        let hello = matches!(
+            message.header.destination_list.first(),
+            None | Some(Destination::Node(NodeId::WILDCARD))
+        );
         match code {
-            MessageCode::AttachReq | MessageCode::AttachAns => {
+            MessageCode::AttachReq | MessageCode::AttachAns if hello => {
                 self.on_attach(token, peer, message, verified);
             }
             MessageCode::ConfigUpdateReq
@@ -751,6 +740,12 @@ impl NodeLoop {
                                 return;
                             }
                             // Kept in case the Chord node relays it (see `send_for_node`).
+                            self.relayed.insert(
+                                (m.sender, m.transaction_id, m.is_request()),
+                                (message.contents.clone(), message.security.clone()),
+                            );
+                        } else if m.is_attach() {
+                            // A relayed Attach keeps the identity its originator named.
                             self.relayed.insert(
                                 (m.sender, m.transaction_id, m.is_request()),
                                 (message.contents.clone(), message.security.clone()),
@@ -927,62 +922,7 @@ impl NodeLoop {
             attach::signer(&message)
         };
         let candidate = attach::candidate_addr(&body);
-        let first = message.header.destination_list.first().cloned();
-        match first {
-            None | Some(Destination::Node(NodeId::WILDCARD)) => {
-                self.on_hello(token, peer, &message, is_req, signer, candidate);
-            }
-            Some(Destination::Node(n)) if n == self.origin.own => {
-                let mut message = message;
-                message.header.destination_list.remove(0);
-                if !message.header.destination_list.is_empty() {
-                    // A response on its way back (or a source-routed request): pass it to the
-                    // next entry (§6.1.2).
-                    self.forward(token, peer, message, is_req);
-                    return;
-                }
-                if is_req {
-                    // A routed Attach for us: remember the requester, answer with our
-                    // candidate along the via list (§6.5.1.2, §6.2.2).
-                    if let (Some(s), Some(a)) = (signer, candidate) {
-                        if s != self.origin.own {
-                            self.learn_address(s, a);
-                        }
-                    }
-                    match self.origin.attach_ans(&message.header, peer) {
-                        Ok(mut ans) => {
-                            self.seal(&mut ans);
-                            self.queue_wire(token, &ans);
-                        }
-                        Err(_) => self.stats.error(ErrorCode::InvalidMessage),
-                    }
-                } else if let Some(target) =
-                    self.attach_pending.remove(&message.header.transaction_id.0)
-                {
-                    match (signer, candidate) {
-                        (Some(s), Some(a)) if s == target => {
-                            self.learn_address(target, a);
-                            if !self.by_node.contains_key(&target) {
-                                self.dial(a, Some(target));
-                            }
-                            self.release_waiting(target);
-                        }
-                        _ => {
-                            self.stats
-                                .dropped
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            Some(_) => {
-                if peer.is_none() {
-                    self.fail_link(token, "routed attach before the link hello");
-                    return;
-                }
-                self.forward(token, peer, message, is_req);
-            }
-        }
+        self.on_hello(token, peer, &message, is_req, signer, candidate);
     }
 
     fn on_hello(
@@ -1053,9 +993,6 @@ impl NodeLoop {
             link.identified = true;
         }
         self.by_node.entry(s).or_insert(token);
-        if let Some(a) = candidate {
-            self.learn_address(s, a);
-        }
         if is_req {
             match self.origin.attach_ans(&message.header, None) {
                 Ok(mut ans) => {
@@ -1085,25 +1022,9 @@ impl NodeLoop {
             candidate,
             dialled,
         });
-        self.release_waiting(s);
     }
 
-    /// Records where `node` listens. The book is bounded: when full, addresses of nodes
-    /// without a link are forgotten first (they are found again with a routed Attach).
-    fn learn_address(&mut self, node: NodeId, addr: SocketAddr) {
-        let cap = self.max_links.saturating_mul(ADDRESSES_PER_LINK);
-        if self.addresses.len() >= cap && !self.addresses.contains_key(&node) {
-            let by_node = &self.by_node;
-            self.addresses.retain(|n, _| by_node.contains_key(n));
-            if self.addresses.len() >= cap {
-                return;
-            }
-        }
-        self.addresses.insert(node, addr);
-    }
-
-    /// Forwards a message not addressed to us (Attach, or a method the Chord node does not
-    /// read): to the first destination when linked, else to the Chord next hop towards it,
+    /// Forwards a message not addressed to us (a method the Chord node does not read): to the first destination when linked, else to the Chord next hop towards it,
     /// excluding the via list and the previous hop (loop avoidance, §6.2.2). Requests get the
     /// previous hop appended to their via list; responses have already had this node popped
     /// from their destination list.
@@ -1224,6 +1145,20 @@ impl NodeLoop {
                     }
                 }
             }
+            (Ok(mut m), false) if message.is_attach() => {
+                if message.sender == self.origin.own {
+                    // The identity a link hello names too (see `attach`).
+                    attach::sign_as(&mut m, self.origin.own);
+                } else if let Some((contents, security)) = self.relayed.remove(&(
+                    message.sender,
+                    message.transaction_id,
+                    message.is_request(),
+                )) {
+                    m.contents = contents;
+                    m.security = security;
+                }
+                Ok(m)
+            }
             (other, _) => other,
         };
         let bytes = match wired.and_then(|m| {
@@ -1273,79 +1208,24 @@ impl NodeLoop {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        if let Some(&t) = self.by_node.get(&to) {
-            self.queue_bytes(t, &bytes);
-            return;
+        if message.is_attach() && message.sender != self.origin.own {
+            self.stats
+                .attach_forwarded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(&addr) = self.addresses.get(&to) {
-            if let Some(t) = self.dial(addr, Some(to)) {
-                self.queue_bytes(t, &bytes);
-                return;
-            }
-        }
-        self.hold_for_attach(to, bytes);
-    }
-
-    /// Holds `bytes` for `to` and routes an attach_req towards it unless one is in flight.
-    fn hold_for_attach(&mut self, to: NodeId, bytes: Vec<u8>) {
-        let now = self.now();
-        if let Some(w) = self.waiting.get_mut(&to) {
-            if w.bytes + bytes.len() <= self.limits.max_queued_bytes {
-                w.bytes += bytes.len();
-                w.messages.push(bytes);
-            } else {
+        match self.by_node.get(&to) {
+            Some(&t) => self.queue_bytes(t, &bytes),
+            None => {
+                // The link is gone (its LinkDown is on its way to the Chord node, or this
+                // tells it).
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            return;
-        }
-        if self.waiting.len() >= self.max_links {
-            self.events.push_back(Event::LinkDown(to));
-            return;
-        }
-        let hop = self
-            .node
-            .table()
-            .next_hop(to.to_u128(), &[to])
-            .and_then(|h| self.by_node.get(&h).copied())
-            .or_else(|| self.by_node.values().next().copied());
-        let Some(hop) = hop else {
-            self.events.push_back(Event::LinkDown(to));
-            return;
-        };
-        let tid = self.rng.gen::<u64>();
-        match self.origin.attach_req(tid, to) {
-            Ok(mut req) => {
-                self.seal(&mut req);
-                self.queue_wire(hop, &req);
-            }
-            Err(_) => {
-                self.events.push_back(Event::LinkDown(to));
-                return;
+                if !self.events.contains(&Event::LinkDown(to)) {
+                    self.events.push_back(Event::LinkDown(to));
+                }
             }
         }
-        self.attach_pending.insert(tid, to);
-        self.waiting.insert(
-            to,
-            Waiting {
-                bytes: bytes.len(),
-                messages: vec![bytes],
-                deadline: now + self.attach_timeout_ms,
-            },
-        );
-    }
-
-    fn release_waiting(&mut self, to: NodeId) {
-        let Some(&t) = self.by_node.get(&to) else {
-            return;
-        };
-        if let Some(w) = self.waiting.remove(&to) {
-            for m in w.messages {
-                self.queue_bytes(t, &m);
-            }
-        }
-        self.attach_pending.retain(|_, n| *n != to);
     }
 
     // ----- the Chord node, timers, commands -----
@@ -1437,20 +1317,6 @@ impl NodeLoop {
             if let Some(timer) = self.timers.remove(&(at, seq)) {
                 self.events.push_back(Event::Timer(timer));
             }
-        }
-        let expired: Vec<NodeId> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in expired {
-            self.waiting.remove(&n);
-            self.attach_pending.retain(|_, t| *t != n);
-            self.stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.events.push_back(Event::LinkDown(n));
         }
     }
 
@@ -1883,9 +1749,9 @@ impl NodeLoop {
         Ok(doc.sequence)
     }
 
-    /// Closes every link whose certificate the admission lists no longer admit, and forgets
-    /// those nodes' addresses (the Chord node learns `LinkDown` and drops them from its
-    /// table).
+    /// Closes every link whose certificate the admission lists no longer admit (the Chord node
+    /// learns `LinkDown` and drops them from its table; a new link to them fails its TLS
+    /// handshake).
     fn enforce_admission(&mut self) {
         let Some(sec) = self.sec.as_mut() else {
             return;
@@ -1904,18 +1770,14 @@ impl NodeLoop {
                 .get_or_parse(&der)
                 .is_ok_and(|c| sec.admission.admits(&c));
             if !admitted {
-                refused.push((*t, l.peer));
+                refused.push(*t);
             }
         }
-        for (t, peer) in refused {
+        for t in refused {
             self.stats
                 .links_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.fail_link(t, "no longer admitted by the overlay configuration");
-            if let Some(p) = peer {
-                self.addresses.remove(&p);
-                self.waiting.remove(&p);
-            }
         }
     }
 
@@ -1978,7 +1840,7 @@ impl NodeLoop {
                 "queued_bytes": l.queued_bytes(),
             })).collect::<Vec<_>>(),
             "link_peers": link_peers,
-            "known_addresses": self.addresses.len(),
+            "known_addresses": self.node.known_addresses(),
             "configuration_sequence": self.origin.configuration_sequence,
         })
     }
