@@ -941,3 +941,81 @@ fn a_first_node_restarted_without_bootstrap_list_is_merged_back() {
         "the restarted first node was merged back {t} ms after its restart (bound {bound} ms)"
     );
 }
+
+/// Follows a message of a method the nodes do not read (RFC 6940 §6.1.2: relayed by its
+/// header alone) from node `start` towards `target`: each node's relay decision, the via
+/// list growing as the runtime grows it. The nodes passed, or `None` when a node found no
+/// way on (where a request is answered Error_Not_Found).
+fn relay_path(sim: &mut Sim, start: usize, target: Destination) -> Option<Vec<usize>> {
+    use ppsp_tracker::overlay::chord::RelayRoute;
+    let mut route = RelayRoute {
+        is_request: true,
+        target: Some(target),
+        via: Vec::new(),
+    };
+    let (mut cur, mut prev) = (start, sim.node(start).id());
+    let mut path = vec![start];
+    for _ in 0..=sim.len() {
+        if Destination::Node(sim.node(cur).id()) == target {
+            return Some(path);
+        }
+        let next = sim.relay(cur, prev, route.clone())?;
+        assert!(
+            sim.node(cur).linked_peers().any(|p| p == next),
+            "a relay passes a message on an existing link only"
+        );
+        if cur != start {
+            route.via.push(prev);
+        }
+        prev = sim.node(cur).id();
+        cur = sim.index_of(next).unwrap();
+        path.push(cur);
+    }
+    panic!("relayed in a loop: {path:?}");
+}
+
+#[test]
+fn a_method_the_nodes_do_not_read_is_relayed_hop_by_hop() {
+    let n = 24;
+    let mut sim = Sim::new(config(43));
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    until_one_ring(&mut sim, n, 4 * UPDATE_INTERVAL_MS);
+    // Fingers found (the first refresh runs soon after joining, then Updates add more).
+    sim.run_for(2 * UPDATE_INTERVAL_MS);
+    let mut hops = Vec::new();
+    for _ in 0..40 {
+        let a = sim.rng().gen_range(0..n);
+        let b = sim.rng().gen_range(0..n);
+        let target = Destination::Node(sim.node(b).id());
+        let path = relay_path(&mut sim, a, target).expect("a live node is reached");
+        assert_eq!(*path.last().unwrap(), b);
+        hops.push(path.len() - 1);
+    }
+    let mean = hops.iter().sum::<usize>() as f64 / hops.len() as f64;
+    println!(
+        "unread method relayed over {n} nodes: mean {mean:.2} hops, max {:?}",
+        hops.iter().max()
+    );
+    assert!(mean < 6.0, "mean hops {mean}");
+    // A Node-ID nobody has: some relay finds no way on (Error_Not_Found), no loop.
+    let ghost = Destination::Node(NodeId::from_u128(sim.rng().gen()));
+    assert_eq!(relay_path(&mut sim, 0, ghost), None);
+    // A response goes only straight to its next destination, never routed.
+    let far =
+        (0..n).find(|j| !sim.node(0).linked_peers().any(|p| p == sim.node(*j).id()) && *j != 0);
+    if let Some(j) = far {
+        let route = ppsp_tracker::overlay::chord::RelayRoute {
+            is_request: false,
+            target: Some(Destination::Node(sim.node(j).id())),
+            via: Vec::new(),
+        };
+        let from = sim.node(1).id();
+        assert_eq!(sim.relay(0, from, route), None);
+    }
+}

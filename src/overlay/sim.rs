@@ -183,6 +183,8 @@ pub struct Sim {
     wire_config: WireConfig,
     kind_models: Vec<(KindId, DataModel)>,
     deliveries: Vec<Delivery>,
+    /// Decisions of [`Event::Relay`]s handed in by [`Sim::relay`].
+    relay_decisions: HashMap<u64, Option<NodeId>>,
 }
 
 impl Sim {
@@ -219,6 +221,7 @@ impl Sim {
             wire_config,
             kind_models,
             deliveries: Vec::new(),
+            relay_decisions: HashMap::default(),
         }
     }
 
@@ -332,6 +335,27 @@ impl Sim {
         }
         self.apply(i, actions);
         op
+    }
+
+    /// Node `i` relays a message of a method it does not read, from `from`, by its header
+    /// (see [`Event::Relay`]): the next hop it chose, `None` when there is no way on.
+    pub fn relay(
+        &mut self,
+        i: usize,
+        from: NodeId,
+        route: crate::overlay::chord::RelayRoute,
+    ) -> Option<NodeId> {
+        let handle = self.next_op;
+        self.next_op += 1;
+        let event = Event::Relay {
+            from,
+            handle,
+            route,
+        };
+        trace_event(&mut self.trace, self.now, i, &event);
+        let actions = self.nodes[i].node.handle(event, self.now);
+        self.apply(i, actions);
+        self.relay_decisions.remove(&handle).flatten()
     }
 
     /// Application requests delivered since the last call.
@@ -496,6 +520,9 @@ impl Sim {
                     );
                 }
                 Action::Dial { addr, peer } => self.dial(i, addr, peer),
+                Action::Relay { handle, to } => {
+                    self.relay_decisions.insert(handle, to);
+                }
                 Action::Complete { op, outcome } => {
                     self.outcomes.insert(op, outcome);
                 }
@@ -824,6 +851,11 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
         Event::AppAnswer { token, .. } => {
             6u8.hash(h);
             token.hash(h);
+        }
+        Event::Relay { from, handle, .. } => {
+            7u8.hash(h);
+            from.hash(h);
+            handle.hash(h);
         }
     }
 }

@@ -257,6 +257,27 @@ pub enum Event {
         token: u64,
         body: Vec<u8>,
     },
+    /// A message of a method this node does not read (e.g. Probe, AppAttach, Find), not for
+    /// this node, arrived from `from`: where it goes next is decided by its forwarding header
+    /// alone (RFC 6940 §6.1.2) and answered with [`Action::Relay`] carrying `handle`.
+    Relay {
+        from: NodeId,
+        handle: u64,
+        route: RelayRoute,
+    },
+}
+
+/// What the relay decision of [`Event::Relay`] reads of a forwarding header (RFC 6940
+/// §6.3.2): the runtime has already removed this node from the front of the destination
+/// list and, for a request, appended the previous hop to the via list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelayRoute {
+    pub is_request: bool,
+    /// The first destination entry (`None` when it is of a kind this node cannot route, such
+    /// as an opaque id).
+    pub target: Option<Destination>,
+    /// The via list's Node-IDs.
+    pub via: Vec<NodeId>,
 }
 
 /// Bootstrap peers a node remembers for its partition checks: a bootstrap node reached at one
@@ -268,6 +289,10 @@ pub const MAX_BOOTSTRAP: usize = 16;
 pub enum Action {
     /// Send on the link to `to` (establishing it if needed).
     Send { to: NodeId, message: Message },
+    /// The decision on an [`Event::Relay`]: pass the message on the link to `to`, or (`None`)
+    /// there is no way on: a request is answered Error_Not_Found along its via list, a
+    /// response is dropped.
+    Relay { handle: u64, to: Option<NodeId> },
     /// Open a link to `addr` and send the link hello (an Attach to the wildcard, RFC 6940
     /// §6.5.1) on it; `peer` is the Node-ID expected there (`None` for a bootstrap address).
     /// The hello's answer comes back as [`Event::LinkUp`]; a link that fails as
@@ -448,6 +473,14 @@ impl ChordNode {
                 self.peer_failed(n);
             }
             Event::Local { op, request } => self.on_local(op, request),
+            Event::Relay {
+                from,
+                handle,
+                route,
+            } => {
+                let to = self.relay_hop(from, &route);
+                self.actions.push(Action::Relay { handle, to });
+            }
             Event::AppAnswer { token, body } => {
                 if let Some((from, request)) = self.inbound.remove(&token) {
                     self.inbound_index

@@ -9,7 +9,8 @@
 //! - Messages whose handler is the Chord node (RFC 6940 §6.3.3 codes of the topology and
 //!   storage, and routed Attaches) go to it as `Event::Received { from: link peer }`; the link
 //!   hello (an Attach to the wildcard) is answered here and reported as `Event::LinkUp`.
-//!   Other methods are forwarded by their header (§6.1.2).
+//!   Other methods are forwarded by their header (§6.1.2), to the next hop the Chord node
+//!   chooses (`Event::Relay`, `Action::Relay`).
 //! - A link that closes, overflows its queue, sends garbage or leaves a frame unacknowledged
 //!   past the ack timeout is dropped and, when it was the link to that peer, reported as
 //!   `Event::LinkDown`.
@@ -140,6 +141,10 @@ pub(super) struct NodeLoop {
     /// Resource of each Fetch this node sent, by transaction id: the values of the answer are
     /// verified against it (§7.1 covers the Resource-ID, which FetchAns does not carry).
     fetches: HashMap<u64, wire::ResourceId>,
+    /// Messages of methods the Chord node does not read, waiting for its relay decision, by
+    /// handle: (link, previous hop, message, is request).
+    relays: HashMap<u64, (Token, NodeId, wire::Message, bool)>,
+    next_relay: u64,
 }
 
 impl NodeLoop {
@@ -312,6 +317,8 @@ impl NodeLoop {
             sec,
             relayed: HashMap::new(),
             fetches: HashMap::new(),
+            relays: HashMap::new(),
+            next_relay: 0,
         };
         node_loop.load_document(config.configuration_sequence)?;
         // RFC 6940 §11.4: the Chord node dials its bootstrap list and joins (or creates the
@@ -772,7 +779,7 @@ impl NodeLoop {
                     Err(_) if self.is_for_another(&message.header) => {
                         // RFC 6940 §6.1.2: a relay forwards by the header alone, whatever the
                         // method (Probe, AppAttach, Find... that the Chord node does not read).
-                        self.forward(token, Some(from), message, code.is_request());
+                        self.forward(token, from, message, code.is_request());
                     }
                     Err(_)
                         if message.header.destination_list.len() > 1
@@ -783,7 +790,7 @@ impl NodeLoop {
                         // response on its way back, or a source route): pass it on.
                         let mut message = message;
                         message.header.destination_list.remove(0);
-                        self.forward(token, Some(from), message, code.is_request());
+                        self.forward(token, from, message, code.is_request());
                     }
                     Err(e) => {
                         self.stats.error(e.code());
@@ -1024,23 +1031,24 @@ impl NodeLoop {
         });
     }
 
-    /// Forwards a message not addressed to us (a method the Chord node does not read): to the first destination when linked, else to the Chord next hop towards it,
-    /// excluding the via list and the previous hop (loop avoidance, §6.2.2). Requests get the
-    /// previous hop appended to their via list; responses have already had this node popped
-    /// from their destination list.
+    /// Forwards a message not addressed to us (a method the Chord node does not read): the
+    /// header is prepared here (a request gets the previous hop appended to its via list and
+    /// its TTL checked, §6.3.2; a response has already had this node popped from its
+    /// destination list), the next hop is the Chord node's decision (`Event::Relay`, answered
+    /// by `Action::Relay`, see [`Self::relay`]).
     fn forward(
         &mut self,
         token: Token,
-        previous_hop: Option<NodeId>,
+        previous_hop: NodeId,
         mut message: wire::Message,
         is_request: bool,
     ) {
         if is_request {
-            if let Err(e) = message.header.prepare_forward(previous_hop) {
+            if let Err(e) = message.header.prepare_forward(Some(previous_hop)) {
                 let code = e.reload_error_code();
                 self.stats.error(code);
                 let header = message.header.clone();
-                self.answer_error(token, previous_hop, &header, code, "not forwarded");
+                self.answer_error(token, Some(previous_hop), &header, code, "not forwarded");
                 return;
             }
         } else if message.header.ttl == 0 {
@@ -1052,36 +1060,48 @@ impl NodeLoop {
             message.header.ttl -= 1;
         }
         let target = match message.header.destination_list.first() {
-            Some(Destination::Node(n)) => Some(n.to_u128()),
-            Some(Destination::Resource(r)) => r.to_u128(),
+            Some(Destination::Node(n)) => Some(crate::overlay::chord::Destination::Node(*n)),
+            Some(Destination::Resource(r)) => crate::overlay::chord::ResourceId::from_wire(r)
+                .map(crate::overlay::chord::Destination::Resource),
             _ => None,
         };
-        let direct = match message.header.destination_list.first() {
-            Some(Destination::Node(n)) => self.by_node.get(n).copied(),
-            _ => None,
-        };
-        let next = direct.or_else(|| {
-            let mut exclude: Vec<NodeId> = message
-                .header
-                .via_list
-                .iter()
-                .filter_map(|d| match d {
-                    Destination::Node(n) => Some(*n),
-                    _ => None,
-                })
-                .collect();
-            exclude.extend(previous_hop);
-            let hop = self.node.table().next_hop(target?, &exclude)?;
-            self.by_node.get(&hop).copied()
+        let via = message
+            .header
+            .via_list
+            .iter()
+            .filter_map(|d| match d {
+                Destination::Node(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        self.next_relay += 1;
+        let handle = self.next_relay;
+        self.relays
+            .insert(handle, (token, previous_hop, message, is_request));
+        self.events.push_back(Event::Relay {
+            from: previous_hop,
+            handle,
+            route: crate::overlay::chord::RelayRoute {
+                is_request,
+                target,
+                via,
+            },
         });
-        match next {
-            Some(t) if is_request || direct.is_some() => {
+    }
+
+    /// The Chord node's decision on a message [`Self::forward`] holds.
+    fn relay(&mut self, handle: u64, to: Option<NodeId>) {
+        let Some((token, previous_hop, message, is_request)) = self.relays.remove(&handle) else {
+            return;
+        };
+        match to.and_then(|n| self.by_node.get(&n).copied()) {
+            Some(t) => {
                 self.stats
                     .attach_forwarded
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.queue_wire(t, &message);
             }
-            _ => {
+            None => {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1093,7 +1113,7 @@ impl NodeLoop {
                     header.via_list.pop();
                     self.answer_error(
                         token,
-                        previous_hop,
+                        Some(previous_hop),
                         &header,
                         ErrorCode::NotFound,
                         "no route",
@@ -1250,6 +1270,7 @@ impl NodeLoop {
         if self.events.is_empty() {
             // Every message received has been through the Chord node.
             self.relayed.clear();
+            self.relays.clear();
         }
     }
 
@@ -1270,6 +1291,7 @@ impl NodeLoop {
                     self.timers.insert((at, self.timer_seq), timer);
                 }
                 Action::Complete { op, outcome } => self.complete(op, outcome),
+                Action::Relay { handle, to } => self.relay(handle, to),
                 Action::Dial { addr, peer } => {
                     // A bootstrap address already dialled (and not yet failed) is not dialled
                     // twice.

@@ -191,8 +191,29 @@ impl ChordNode {
         self.hold_for_attach(to, message);
     }
 
+    /// RFC 6940 §6.1.2 for a message this node does not read (see
+    /// [`Event::Relay`](super::Event::Relay)): straight to its first destination when that
+    /// is a linked node; a request otherwise to the linked peer closest before the target,
+    /// never back to a node of its via list or to `from`; a response only straight (its
+    /// destination list is the way back).
+    pub(super) fn relay_hop(&self, from: NodeId, route: &super::RelayRoute) -> Option<NodeId> {
+        match route.target? {
+            Destination::Node(n) if n != self.table.own && self.is_linked(n) => Some(n),
+            d if route.is_request => {
+                let mut exclude = route.via.clone();
+                exclude.push(from);
+                exclude.push(self.table.own);
+                self.linked_next_hop(d.ring(), &exclude)
+            }
+            _ => None,
+        }
+    }
+
     /// The peers on the way to `target` a relay may use: linked ones, excluding `exclude`.
     pub(super) fn linked_next_hop(&self, target: u128, exclude: &[NodeId]) -> Option<NodeId> {
+        if !self.manages_links() {
+            return self.table.next_hop(target, exclude);
+        }
         let mut ex: Vec<NodeId> = exclude.to_vec();
         ex.extend(
             self.table
