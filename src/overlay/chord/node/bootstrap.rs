@@ -282,3 +282,143 @@ impl ChordNode {
         !matches!(self.boot.phase, BootPhase::Off | BootPhase::Done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::chord::node::{ChordConfig, Event, LocalRequest};
+
+    /// Drives a node's timers until `until` (ms); the times it dialled its bootstrap list.
+    fn dial_times(node: &mut ChordNode, first: Vec<Action>, until: u64) -> Vec<u64> {
+        let mut timers: Vec<(u64, Timer)> = Vec::new();
+        let mut dials = Vec::new();
+        let mut collect = |actions: Vec<Action>, now: u64, timers: &mut Vec<(u64, Timer)>| {
+            for a in actions {
+                match a {
+                    Action::SetTimer { at, timer } => timers.push((at, timer)),
+                    Action::Dial { peer: None, .. } if dials.last() != Some(&now) => {
+                        dials.push(now)
+                    }
+                    _ => {}
+                }
+            }
+        };
+        collect(first, 0, &mut timers);
+        while let Some(pos) = (0..timers.len()).min_by_key(|i| timers[*i].0) {
+            let (at, timer) = timers.swap_remove(pos);
+            if at > until {
+                break;
+            }
+            let actions = node.handle(Event::Timer(timer), at);
+            collect(actions, at, &mut timers);
+        }
+        dials
+    }
+
+    #[test]
+    fn an_unanswered_bootstrap_list_creates_the_overlay_and_is_dialled_with_back_off() {
+        let mut node = ChordNode::new(
+            NodeId::from_u128(5),
+            ChordConfig {
+                bootstrap_addrs: vec![SocketAddr::from(([10, 0, 0, 9], 6084))],
+                attach_timeout_ms: 2_000,
+                ..ChordConfig::default()
+            },
+            1,
+        );
+        let first = node.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::Bootstrap,
+            },
+            0,
+        );
+        assert!(node.is_bootstrapping());
+        let dials = dial_times(&mut node, first, 400_000);
+        assert!(
+            node.is_joined(),
+            "created the overlay after the first round"
+        );
+        assert!(!node.is_bootstrapping());
+        // Round one at 0; created at 2 s; then alone: dialled 1 s later, then 1 s, 2 s, 4 s
+        // ... apart, up to 60 s, forever.
+        assert!(dials.len() > 10, "{dials:?}");
+        let gaps: Vec<u64> = dials.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(dials[0], 0);
+        assert_eq!(
+            &gaps[..7],
+            &[3_000, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000]
+        );
+        assert!(
+            gaps[7..].iter().all(|g| *g == BOOTSTRAP_RETRY_MAX_MS),
+            "{gaps:?}"
+        );
+    }
+
+    #[test]
+    fn a_hello_answered_on_a_bootstrap_address_starts_the_join_through_it() {
+        let boot = SocketAddr::from(([10, 0, 0, 9], 6084));
+        let mut node = ChordNode::new(
+            NodeId::from_u128(5),
+            ChordConfig {
+                bootstrap_addrs: vec![boot],
+                ..ChordConfig::default()
+            },
+            1,
+        );
+        node.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::Bootstrap,
+            },
+            0,
+        );
+        let b = NodeId::from_u128(77);
+        let actions = node.handle(
+            Event::LinkUp {
+                peer: b,
+                candidate: Some(boot),
+                dialled: Some(boot),
+            },
+            30,
+        );
+        let join = actions.iter().find_map(|a| match a {
+            Action::Send { to, message } if *to == b => Some(message.clone()),
+            _ => None,
+        });
+        let join = join.expect("a Join through the bootstrap node");
+        assert!(matches!(
+            join.body,
+            crate::overlay::chord::message::Body::Request(
+                crate::overlay::chord::message::Request::Join { .. }
+            )
+        ));
+        // It is kept for the partition check.
+        assert!(node.config.bootstrap.contains(&b));
+        // An inbound link from the same node is not a bootstrap answer.
+        let mut other = ChordNode::new(
+            NodeId::from_u128(6),
+            ChordConfig {
+                bootstrap_addrs: vec![boot],
+                ..ChordConfig::default()
+            },
+            1,
+        );
+        other.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::Bootstrap,
+            },
+            0,
+        );
+        let actions = other.handle(
+            Event::LinkUp {
+                peer: b,
+                candidate: Some(boot),
+                dialled: None,
+            },
+            30,
+        );
+        assert!(actions.iter().all(|a| !matches!(a, Action::Send { .. })));
+    }
+}

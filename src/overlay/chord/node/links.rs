@@ -365,3 +365,183 @@ impl ChordNode {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::chord::node::{ChordConfig, Event, LocalRequest};
+
+    fn addr(k: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, k], 6084))
+    }
+
+    /// A node on its own ring at 10.0.0.1, linked to `a` (10.0.0.2).
+    fn node_linked_to(a: NodeId, max_waiting: usize) -> ChordNode {
+        let mut node = ChordNode::new(
+            NodeId::from_u128(1 << 100),
+            ChordConfig {
+                advertised: Some(addr(1)),
+                max_waiting_messages: max_waiting,
+                ..ChordConfig::default()
+            },
+            7,
+        );
+        node.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::CreateOverlay,
+            },
+            0,
+        );
+        node.handle(
+            Event::LinkUp {
+                peer: a,
+                candidate: Some(addr(2)),
+                dialled: None,
+            },
+            1,
+        );
+        node
+    }
+
+    fn ping(own: NodeId, to: NodeId, t: u64) -> Message {
+        Message {
+            transaction_id: t,
+            ttl: 100,
+            via: Vec::new(),
+            destinations: vec![Destination::Node(to)],
+            sender: own,
+            body: Body::Request(Request::Ping),
+        }
+    }
+
+    /// Runs `f` inside an event so that its actions can be read.
+    fn with_actions(node: &mut ChordNode, f: impl FnOnce(&mut ChordNode)) -> Vec<Action> {
+        f(node);
+        std::mem::take(&mut node.actions)
+    }
+
+    #[test]
+    fn an_unknown_address_is_found_by_a_routed_attach_and_held_messages_follow() {
+        let (a, b) = (NodeId::from_u128(2 << 100), NodeId::from_u128(3 << 100));
+        let mut node = node_linked_to(a, 2);
+        let own = node.id();
+        let actions = with_actions(&mut node, |n| {
+            n.transmit(b, ping(own, b, 11));
+            n.transmit(b, ping(own, b, 12));
+            // Beyond the bound of two held messages: dropped.
+            n.transmit(b, ping(own, b, 13));
+        });
+        let attach: Vec<&Message> = actions
+            .iter()
+            .filter_map(|x| match x {
+                Action::Send { to, message } if *to == a => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            attach.len(),
+            1,
+            "one routed Attach, through the linked peer: {actions:?}"
+        );
+        assert!(matches!(
+            attach[0].body,
+            Body::Request(Request::Attach(ref body)) if candidate_addr(body) == Some(addr(1))
+        ));
+        assert_eq!(attach[0].destinations, vec![Destination::Node(b)]);
+        // B answers through A.
+        let answer = Message {
+            transaction_id: attach[0].transaction_id,
+            ttl: 99,
+            via: vec![b],
+            destinations: vec![Destination::Node(own)],
+            sender: b,
+            body: Body::Response(Response::Attach(attach_body(
+                addr(3),
+                true,
+                OverlayLinkType::EXP_LINK,
+            ))),
+        };
+        let actions = node.handle(
+            Event::Received {
+                from: a,
+                message: answer,
+            },
+            20,
+        );
+        assert_eq!(
+            actions[0],
+            Action::Dial {
+                addr: addr(3),
+                peer: Some(b)
+            }
+        );
+        let sent: Vec<u64> = actions
+            .iter()
+            .filter_map(|x| match x {
+                Action::Send { to, message } if *to == b => Some(message.transaction_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![11, 12]);
+        assert_eq!(node.address_of(b), Some(addr(3)));
+        // Linked now: the next message goes straight.
+        let actions = with_actions(&mut node, |n| n.transmit(b, ping(own, b, 14)));
+        assert!(matches!(&actions[..], [Action::Send { to, .. }] if *to == b));
+    }
+
+    #[test]
+    fn an_unanswered_attach_fails_the_peer_and_a_failed_dial_is_not_repeated_at_once() {
+        let (a, b, c) = (
+            NodeId::from_u128(2 << 100),
+            NodeId::from_u128(3 << 100),
+            NodeId::from_u128(4 << 100),
+        );
+        let mut node = node_linked_to(a, 8);
+        let own = node.id();
+        let actions = with_actions(&mut node, |n| n.transmit(b, ping(own, b, 11)));
+        let timer = actions
+            .iter()
+            .find_map(|x| match x {
+                Action::SetTimer { at, timer } => Some((*at, *timer)),
+                _ => None,
+            })
+            .expect("the Attach has a deadline");
+        assert_eq!(timer.0, 1 + node.config.attach_timeout_ms);
+        node.handle(Event::Timer(timer.1), timer.0);
+        assert!(node.failed.contains_key(&b), "unreached peer marked failed");
+        assert!(node.links.attaching.is_empty() && node.links.attach_tids.is_empty());
+
+        // C's address is known: dialled; the dial fails; the next message goes by Attach.
+        node.learn_address(c, addr(4));
+        let actions = with_actions(&mut node, |n| n.transmit(c, ping(own, c, 21)));
+        assert_eq!(
+            actions[0],
+            Action::Dial {
+                addr: addr(4),
+                peer: Some(c)
+            }
+        );
+        node.handle(Event::LinkDown(c), 7_000);
+        let actions = with_actions(&mut node, |n| n.transmit(c, ping(own, c, 22)));
+        assert!(
+            actions.iter().all(|x| !matches!(x, Action::Dial { .. })),
+            "{actions:?}"
+        );
+        assert!(actions.iter().any(|x| matches!(
+            x,
+            Action::Send { to, message } if *to == a && message.is_attach()
+        )));
+        // An Attach is never sent on a link that does not exist.
+        let stray = Message {
+            body: Body::Request(Request::Attach(attach_body(
+                addr(1),
+                false,
+                OverlayLinkType::EXP_LINK,
+            ))),
+            ..ping(own, c, 23)
+        };
+        let actions = with_actions(&mut node, |n| n.transmit(c, stray));
+        assert!(actions.is_empty(), "{actions:?}");
+    }
+}
