@@ -78,6 +78,16 @@ pub struct Driver {
     /// Parts of each swarm's registration as last stored.
     stored_parts: HashMap<SwarmId, u16>,
     in_flight: std::collections::BTreeMap<u64, (Purpose, Time)>,
+    /// Stores in flight (counted apart so the window check is O(1)).
+    stores_in_flight: usize,
+    /// Store tokens by the flush that sent them; each flush's start and its unanswered Stores
+    /// (flush latency: from the flush to its last answer).
+    store_flush: HashMap<u64, u64>,
+    open_flushes: HashMap<u64, (Time, usize)>,
+    next_flush_id: u64,
+    /// Changes were left marked by the last flush (window or per-flush limits): keep flushing
+    /// as Stores are answered instead of waiting for the next interval.
+    backlog: bool,
     /// Swarms read by key groups: the groups still in flight and the values received.
     assembling: HashMap<SwarmId, Assembly>,
 }
@@ -109,6 +119,11 @@ impl Driver {
             last_storage_time: 0,
             stored_parts: HashMap::new(),
             in_flight: std::collections::BTreeMap::new(),
+            stores_in_flight: 0,
+            store_flush: HashMap::new(),
+            open_flushes: HashMap::new(),
+            next_flush_id: 0,
+            backlog: false,
             assembling: HashMap::new(),
         }
     }
@@ -121,6 +136,9 @@ impl Driver {
     fn out(&mut self, purpose: Purpose, request: LocalRequest, now: Time) -> Outgoing {
         let token = self.next_token;
         self.next_token += 1;
+        if is_store(&purpose) {
+            self.stores_in_flight += 1;
+        }
         self.in_flight.insert(token, (purpose.clone(), now));
         Outgoing {
             token,
@@ -172,39 +190,53 @@ impl Driver {
                 now,
             ));
         }
-        if now >= self.next_flush {
+        // Flow control: at most `flush_window` Stores in flight. A flush sends what fits;
+        // the rest stays marked, coalescing to each swarm's and peer's newest state, and goes
+        // out as soon as half the window is free again (not only at the next interval), so a
+        // burst drains at the overlay's pace. Without the window a slow overlay receives a
+        // flush's worth of Stores every interval, its queue grows, Fetches wait behind it past
+        // `fetch_timeout_ms`, and Stores counted failed are sent again.
+        let due = now >= self.next_flush;
+        if due {
             self.next_flush = now.saturating_add_millis(fed.config().flush_interval_ms);
-            // Flow control: while the Stores of earlier flushes are still in flight (an
-            // overlay thread that falls behind), no new flush is started; the changes stay
-            // marked and the next flush sends their newest state. Without it a slow overlay
-            // receives a flush's worth of Stores every interval, its queue grows, Fetches wait
-            // behind it past `fetch_timeout_ms`, and Stores counted failed are sent again.
-            let cfg = fed.config();
-            if self.stores_in_flight() < cfg.flush_max_swarms + cfg.flush_max_peers {
-                out.extend(self.flush(fed, now, wall_ms));
-            } else {
-                fed.stats.flushes_deferred.fetch_add(1, Ordering::Relaxed);
-            }
         }
+        let window = fed.config().flush_window.max(1);
+        let room = window.saturating_sub(self.stores_in_flight);
+        if due && room == 0 {
+            fed.stats.flushes_deferred.fetch_add(1, Ordering::Relaxed);
+        } else if (due && room > 0) || (self.backlog && room >= window.div_ceil(2)) {
+            out.extend(self.flush(fed, now, wall_ms, room, due));
+        }
+        fed.stats
+            .stores_in_flight
+            .store(self.stores_in_flight as u64, Ordering::Relaxed);
         out
     }
 
     /// Stores sent and not yet answered.
     pub fn stores_in_flight(&self) -> usize {
-        self.in_flight
-            .values()
-            .filter(|(p, _)| matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatus(_)))
-            .count()
+        self.stores_in_flight
     }
 
-    fn flush(&mut self, fed: &Federation, now: Time, wall_ms: u64) -> Vec<Outgoing> {
+    /// Sends up to `room` Stores of the marked changes; `due` says the flush interval has
+    /// passed (expiry and the periodic refresh run only then).
+    fn flush(
+        &mut self,
+        fed: &Federation,
+        now: Time,
+        wall_ms: u64,
+        room: usize,
+        due: bool,
+    ) -> Vec<Outgoing> {
         let cfg = fed.config().clone();
         let own = fed.node_id();
         let mut out = Vec::new();
         let (swarms, statuses, snapshots) = {
             let mut local = fed.local();
-            local.expire(now);
-            if now >= self.next_refresh {
+            if due {
+                local.expire(now);
+            }
+            if due && now >= self.next_refresh {
                 // Rewrite everything at half the values' lifetime so live registrations
                 // never lapse at the storing nodes.
                 self.next_refresh = now.saturating_add_millis(u64::from(cfg.lifetime_secs) * 500);
@@ -215,9 +247,14 @@ impl Driver {
                     local.mark_status(p);
                 }
             }
-            let swarms = local.take_dirty_swarms(cfg.flush_max_swarms);
-            let statuses = local.take_dirty_status(cfg.flush_max_peers);
+            // Swarms first (a registration may take several Stores, counted as one here), then
+            // PEER-STATUS entries in the room left.
+            let swarms = local.take_dirty_swarms(cfg.flush_max_swarms.min(room));
+            let left = room.saturating_sub(swarms.len());
+            let statuses = local.take_dirty_status(cfg.flush_max_peers.min(left));
             let snapshots: Vec<_> = swarms.iter().map(|s| local.registration(s)).collect();
+            let pending = local.pending();
+            self.backlog = pending.0 + pending.1 > 0;
             (swarms, statuses, snapshots)
         };
         if swarms.is_empty() && statuses.is_empty() {
@@ -227,6 +264,8 @@ impl Driver {
         fed.stats
             .flushed_entries
             .fetch_add((swarms.len() + statuses.len()) as u64, Ordering::Relaxed);
+        let flush_id = self.next_flush_id;
+        self.next_flush_id += 1;
         for (swarm, peers) in swarms.into_iter().zip(snapshots) {
             let previous = self.stored_parts.get(&swarm).copied().unwrap_or(0);
             let time = self.storage_time(wall_ms);
@@ -245,17 +284,44 @@ impl Driver {
                 self.stored_parts.insert(swarm, parts.max(previous));
             }
             for r in requests {
-                fed.stats.stores.fetch_add(1, Ordering::Relaxed);
                 out.push(self.out(Purpose::StoreSwarm { swarm, parts }, r, now));
             }
         }
         for (peer, present) in statuses {
             let time = self.storage_time(wall_ms);
-            fed.stats.stores.fetch_add(1, Ordering::Relaxed);
             let r = status_store(own, &peer, present, time, cfg.lifetime_secs);
             out.push(self.out(Purpose::StoreStatus(peer), r, now));
         }
+        for o in &out {
+            fed.stats.stores.fetch_add(1, Ordering::Relaxed);
+            fed.stats
+                .stored_values
+                .fetch_add(store_values(&o.request) as u64, Ordering::Relaxed);
+            self.store_flush.insert(o.token, flush_id);
+        }
+        self.open_flushes.insert(flush_id, (now, out.len()));
         out
+    }
+
+    /// Counts the answer of Store `token` towards its flush; the flush's latency is recorded
+    /// when its last Store is answered.
+    fn store_answered(&mut self, fed: &Federation, token: u64, now: Time) {
+        self.stores_in_flight = self.stores_in_flight.saturating_sub(1);
+        let Some(id) = self.store_flush.remove(&token) else {
+            return;
+        };
+        let Some((started, left)) = self.open_flushes.get_mut(&id) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let latency = now.saturating_sub(*started);
+            self.open_flushes.remove(&id);
+            let s = &fed.stats;
+            s.flush_latency_ms_sum.fetch_add(latency, Ordering::Relaxed);
+            s.flush_latency_ms_max.fetch_max(latency, Ordering::Relaxed);
+            s.flushes_completed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes the outcome of request `token`; may start follow-up requests.
@@ -270,6 +336,20 @@ impl Driver {
             return Vec::new();
         };
         let latency = now.saturating_sub(started);
+        if is_store(&purpose) {
+            self.store_answered(fed, token, now);
+        }
+        if matches!(
+            outcome,
+            LocalOutcome::Failed {
+                code: ErrorCode::RequestTimeout,
+                ..
+            }
+        ) {
+            fed.stats
+                .overlay_request_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+        }
         match purpose {
             Purpose::StoreSwarm { swarm, parts } => {
                 fed.stats
@@ -437,6 +517,18 @@ impl Driver {
     }
 }
 
+fn is_store(p: &Purpose) -> bool {
+    matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatus(_))
+}
+
+/// Values a Store request carries.
+fn store_values(r: &LocalRequest) -> usize {
+    match r {
+        LocalRequest::Store { kind_data, .. } => kind_data.iter().map(|k| k.values.len()).sum(),
+        _ => 0,
+    }
+}
+
 /// A running driver thread.
 pub struct DriverThread {
     stop: Arc<AtomicBool>,
@@ -524,6 +616,7 @@ mod tests {
                 flush_interval_ms: 100,
                 flush_max_swarms: 10,
                 flush_max_peers: 10,
+                flush_window: 20,
                 fetch_cache_ms: 1000,
                 fetch_timeout_ms: 500,
                 lifetime_secs: 60,
@@ -560,5 +653,87 @@ mod tests {
             );
         }
         assert_eq!(d.poll(&fed, Time(300), 4).len(), 10, "resumed");
+    }
+
+    /// A burst larger than the window drains as Stores are answered, before the next
+    /// interval; a failed Store is sent again; the flush latency
+    /// and the values per Store are counted.
+    #[test]
+    fn a_backlog_drains_within_the_window_and_a_failed_store_is_sent_again() {
+        let fed = Federation::new(
+            NodeId::from_u128(7),
+            FederationConfig {
+                flush_max_peers: 1000,
+                flush_window: 8,
+                ..fed().config().clone()
+            },
+        );
+        let mut d = Driver::new();
+        let peers: Vec<PeerId> = (0..20u32)
+            .map(|i| PeerId::new(format!("p{i}").as_bytes()).unwrap())
+            .collect();
+        for p in &peers {
+            fed.local().mark_status(*p);
+        }
+        let first = d.poll(&fed, Time(0), 1);
+        assert_eq!(first.len(), 8, "the window bounds the flush");
+        assert_eq!(fed.local().pending().1, 12);
+        assert!(d.poll(&fed, Time(1), 2).is_empty(), "window full");
+        // Half the window answered (one of them failed): the backlog goes on at once.
+        for (i, o) in first[..4].iter().enumerate() {
+            let outcome = if i == 0 {
+                LocalOutcome::Failed {
+                    code: ErrorCode::RequestTimeout,
+                    info: crate::overlay::chord::message::ErrorInfo::None,
+                }
+            } else {
+                LocalOutcome::Stored(StoreAns::default())
+            };
+            d.on_outcome(&fed, o.token, outcome, Time(5));
+        }
+        assert_eq!(
+            fed.stats.overlay_request_timeouts.load(Ordering::Relaxed),
+            1
+        );
+        let second = d.poll(&fed, Time(6), 3);
+        assert_eq!(second.len(), 4, "drained before the next interval");
+        assert_eq!(d.stores_in_flight(), 8);
+        // Everything answered: the rest, including the failed entry, goes out.
+        for o in first[4..].iter().chain(&second) {
+            d.on_outcome(
+                &fed,
+                o.token,
+                LocalOutcome::Stored(StoreAns::default()),
+                Time(9),
+            );
+        }
+        let mut rest = d.poll(&fed, Time(10), 4);
+        while !rest.is_empty() {
+            let more: Vec<Outgoing> = rest
+                .iter()
+                .flat_map(|o| {
+                    d.on_outcome(
+                        &fed,
+                        o.token,
+                        LocalOutcome::Stored(StoreAns::default()),
+                        Time(11),
+                    )
+                })
+                .collect();
+            assert!(more.is_empty());
+            rest = d.poll(&fed, Time(12), 5);
+            if rest.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(fed.local().pending(), (0, 0));
+        assert_eq!(
+            fed.stats.stores.load(Ordering::Relaxed),
+            21,
+            "20 peers, one resent"
+        );
+        assert_eq!(fed.stats.stored_values.load(Ordering::Relaxed), 21);
+        assert!(fed.stats.flushes_completed.load(Ordering::Relaxed) >= 2);
+        assert!(fed.stats.flush_latency_ms_max.load(Ordering::Relaxed) >= 9);
     }
 }
