@@ -28,8 +28,8 @@ use crate::overlay::chord::{Destination, LocalOutcome, LocalRequest, NodeId};
 use crate::overlay::transport::OverlayHandle;
 
 use super::registrar::{
-    remote_peers, stat_key_groups, status_fetch, status_store, status_trackers, swarm_fetch,
-    swarm_fetch_keys, swarm_stat, swarm_stores,
+    remote_peers, stat_key_groups, status_batches, status_fetch, status_trackers, swarm_fetch,
+    swarm_fetch_keys, swarm_stat, swarm_stores, STATUS_STORE_BYTES,
 };
 use super::value::decode_live_status;
 use super::{Command, Federation};
@@ -44,7 +44,8 @@ pub enum Purpose {
         swarm: SwarmId,
         parts: u16,
     },
-    StoreStatus(PeerId),
+    /// A batch of PEER-STATUS Stores, for these peers in order.
+    StoreStatusBatch(Vec<PeerId>),
     FetchSwarm(SwarmId),
     /// The Stat of a swarm too big for one Fetch answer.
     StatSwarm(SwarmId),
@@ -231,6 +232,12 @@ impl Driver {
         let cfg = fed.config().clone();
         let own = fed.node_id();
         let mut out = Vec::new();
+        // PEER-STATUS entries per Store batch (one request in the window).
+        let per_batch = (cfg
+            .max_message_bytes
+            .saturating_sub(crate::overlay::chord::node::ANSWER_HEADROOM_BYTES)
+            / STATUS_STORE_BYTES)
+            .clamp(1, crate::overlay::chord::node::MAX_BATCH_STORES);
         let (swarms, statuses, snapshots) = {
             let mut local = fed.local();
             if due {
@@ -251,7 +258,8 @@ impl Driver {
             // PEER-STATUS entries in the room left.
             let swarms = local.take_dirty_swarms(cfg.flush_max_swarms.min(room));
             let left = room.saturating_sub(swarms.len());
-            let statuses = local.take_dirty_status(cfg.flush_max_peers.min(left));
+            let statuses =
+                local.take_dirty_status(cfg.flush_max_peers.min(left.saturating_mul(per_batch)));
             let snapshots: Vec<_> = swarms.iter().map(|s| local.registration(s)).collect();
             let pending = local.pending();
             self.backlog = pending.0 + pending.1 > 0;
@@ -287,10 +295,21 @@ impl Driver {
                 out.push(self.out(Purpose::StoreSwarm { swarm, parts }, r, now));
             }
         }
-        for (peer, present) in statuses {
-            let time = self.storage_time(wall_ms);
-            let r = status_store(own, &peer, present, time, cfg.lifetime_secs);
-            out.push(self.out(Purpose::StoreStatus(peer), r, now));
+        // PEER-STATUS: one resource per peer (protocols.md §3), so the entries go in Store
+        // batches that the overlay sends as one message per responsible node.
+        let entries: Vec<(PeerId, bool, u64)> = statuses
+            .into_iter()
+            .map(|(p, present)| (p, present, self.storage_time(wall_ms)))
+            .collect();
+        let batches = status_batches(own, &entries, cfg.lifetime_secs, cfg.max_message_bytes);
+        let mut peers = entries.iter().map(|e| e.0);
+        for batch in batches {
+            let ids: Vec<PeerId> = peers.by_ref().take(batch.len()).collect();
+            out.push(self.out(
+                Purpose::StoreStatusBatch(ids),
+                LocalRequest::StoreBatch(batch),
+                now,
+            ));
         }
         for o in &out {
             fed.stats.stores.fetch_add(1, Ordering::Relaxed);
@@ -370,10 +389,26 @@ impl Driver {
                 }
                 Vec::new()
             }
-            Purpose::StoreStatus(peer) => {
-                if !matches!(outcome, LocalOutcome::Stored(_)) {
-                    fed.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                    fed.local().mark_status(peer);
+            Purpose::StoreStatusBatch(peers) => {
+                // Each entry that failed is marked again: the next flush writes the peer's
+                // newest state (present or removed), never an older one.
+                let failed: Vec<PeerId> = match outcome {
+                    LocalOutcome::StoredBatch(results) if results.len() == peers.len() => peers
+                        .into_iter()
+                        .zip(results)
+                        .filter(|(_, r)| r.is_err())
+                        .map(|(p, _)| p)
+                        .collect(),
+                    _ => peers,
+                };
+                if !failed.is_empty() {
+                    fed.stats
+                        .store_failures
+                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    let mut local = fed.local();
+                    for p in failed {
+                        local.mark_status(p);
+                    }
                 }
                 Vec::new()
             }
@@ -518,13 +553,17 @@ impl Driver {
 }
 
 fn is_store(p: &Purpose) -> bool {
-    matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatus(_))
+    matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatusBatch(_))
 }
 
-/// Values a Store request carries.
+/// Values a Store request (or Store batch) carries.
 fn store_values(r: &LocalRequest) -> usize {
+    let kinds = |k: &[crate::overlay::storage::StoreKindData]| -> usize {
+        k.iter().map(|k| k.values.len()).sum()
+    };
     match r {
-        LocalRequest::Store { kind_data, .. } => kind_data.iter().map(|k| k.values.len()).sum(),
+        LocalRequest::Store { kind_data, .. } => kinds(kind_data),
+        LocalRequest::StoreBatch(stores) => stores.iter().map(|s| kinds(&s.kind_data)).sum(),
         _ => 0,
     }
 }
@@ -608,6 +647,16 @@ mod tests {
     use crate::federation::FederationConfig;
     use crate::overlay::storage::StoreAns;
 
+    /// Every entry of Store (batch) `o` stored.
+    fn ok(o: &Outgoing) -> LocalOutcome {
+        match &o.request {
+            LocalRequest::StoreBatch(s) => {
+                LocalOutcome::StoredBatch(vec![Ok(StoreAns::default()); s.len()])
+            }
+            _ => LocalOutcome::Stored(StoreAns::default()),
+        }
+    }
+
     fn fed() -> Federation {
         Federation::new(
             NodeId::from_u128(7),
@@ -622,7 +671,8 @@ mod tests {
                 lifetime_secs: 60,
                 part_bytes: 4000,
                 track_ms: 60_000,
-                max_message_bytes: 5000,
+                // One PEER-STATUS entry per Store batch, so the window counts entries.
+                max_message_bytes: 1300,
             },
         )
     }
@@ -645,12 +695,7 @@ mod tests {
         assert!(d.poll(&fed, Time(200), 3).is_empty(), "deferred");
         assert_eq!(fed.stats.flushes_deferred.load(Ordering::Relaxed), 1);
         for o in first.iter().chain(&second) {
-            d.on_outcome(
-                &fed,
-                o.token,
-                LocalOutcome::Stored(StoreAns::default()),
-                Time(250),
-            );
+            d.on_outcome(&fed, o.token, ok(o), Time(250));
         }
         assert_eq!(d.poll(&fed, Time(300), 4).len(), 10, "resumed");
     }
@@ -687,7 +732,7 @@ mod tests {
                     info: crate::overlay::chord::message::ErrorInfo::None,
                 }
             } else {
-                LocalOutcome::Stored(StoreAns::default())
+                ok(o)
             };
             d.on_outcome(&fed, o.token, outcome, Time(5));
         }
@@ -700,25 +745,13 @@ mod tests {
         assert_eq!(d.stores_in_flight(), 8);
         // Everything answered: the rest, including the failed entry, goes out.
         for o in first[4..].iter().chain(&second) {
-            d.on_outcome(
-                &fed,
-                o.token,
-                LocalOutcome::Stored(StoreAns::default()),
-                Time(9),
-            );
+            d.on_outcome(&fed, o.token, ok(o), Time(9));
         }
         let mut rest = d.poll(&fed, Time(10), 4);
         while !rest.is_empty() {
             let more: Vec<Outgoing> = rest
                 .iter()
-                .flat_map(|o| {
-                    d.on_outcome(
-                        &fed,
-                        o.token,
-                        LocalOutcome::Stored(StoreAns::default()),
-                        Time(11),
-                    )
-                })
+                .flat_map(|o| d.on_outcome(&fed, o.token, ok(o), Time(11)))
                 .collect();
             assert!(more.is_empty());
             rest = d.poll(&fed, Time(12), 5);
@@ -735,5 +768,80 @@ mod tests {
         assert_eq!(fed.stats.stored_values.load(Ordering::Relaxed), 21);
         assert!(fed.stats.flushes_completed.load(Ordering::Relaxed) >= 2);
         assert!(fed.stats.flush_latency_ms_max.load(Ordering::Relaxed) >= 9);
+    }
+
+    /// PEER-STATUS entries go out in Store batches that fit the message size; an entry the
+    /// overlay refused is marked again with the peer's newest state, the others are done.
+    #[test]
+    fn peer_status_entries_go_in_batches_and_refused_entries_are_marked_again() {
+        let fed = Federation::new(
+            NodeId::from_u128(7),
+            FederationConfig {
+                flush_max_peers: 1000,
+                max_message_bytes: 1024 + 10 * STATUS_STORE_BYTES,
+                ..fed().config().clone()
+            },
+        );
+        let mut d = Driver::new();
+        let peers: Vec<PeerId> = (0..25u32)
+            .map(|i| PeerId::new(format!("p{i}").as_bytes()).unwrap())
+            .collect();
+        for p in &peers {
+            fed.local().mark_status(*p);
+        }
+        let out = d.poll(&fed, Time(0), 1);
+        let sizes: Vec<usize> = out
+            .iter()
+            .map(|o| match &o.request {
+                LocalRequest::StoreBatch(s) => s.len(),
+                other => panic!("not a batch: {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+        assert_eq!(fed.stats.stored_values.load(Ordering::Relaxed), 25);
+        assert_eq!(fed.stats.stores.load(Ordering::Relaxed), 3);
+        // The first batch: entry 3 refused; the second lost as a whole; the third stored.
+        let results = (0..10)
+            .map(|i| {
+                if i == 3 {
+                    Err(ErrorCode::Forbidden)
+                } else {
+                    Ok(StoreAns::default())
+                }
+            })
+            .collect();
+        d.on_outcome(
+            &fed,
+            out[0].token,
+            LocalOutcome::StoredBatch(results),
+            Time(5),
+        );
+        d.on_outcome(
+            &fed,
+            out[1].token,
+            LocalOutcome::Failed {
+                code: ErrorCode::RequestTimeout,
+                info: crate::overlay::chord::message::ErrorInfo::None,
+            },
+            Time(5),
+        );
+        d.on_outcome(
+            &fed,
+            out[2].token,
+            LocalOutcome::StoredBatch(vec![Ok(StoreAns::default()); 5]),
+            Time(5),
+        );
+        assert_eq!(fed.local().pending().1, 11, "1 refused + 10 lost");
+        assert_eq!(fed.stats.store_failures.load(Ordering::Relaxed), 11);
+        let again = d.poll(&fed, Time(1000), 2);
+        let resent: Vec<PeerId> = again
+            .iter()
+            .flat_map(|o| match &o.purpose {
+                Purpose::StoreStatusBatch(p) => p.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(resent.len(), 11);
+        assert!(resent.contains(&peers[3]));
     }
 }

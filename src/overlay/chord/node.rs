@@ -44,6 +44,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod batch;
+pub use batch::{BatchResult, MAX_BATCH_STORES};
+
 /// Identifies a local request so its outcome can be matched.
 pub type OpId = u64;
 
@@ -154,6 +157,10 @@ pub enum LocalRequest {
     },
     Fetch(FetchReq),
     Stat(StatReq),
+    /// Original Stores, each for its own resource (replica number 0), sent in one message per
+    /// responsible node where this node knows it (see [`batch`]); ends with
+    /// [`LocalOutcome::StoredBatch`], one result per Store in order.
+    StoreBatch(Vec<StoreReq>),
     /// An application request (exp_a) to a node or to the node responsible for a resource;
     /// it ends with [`LocalOutcome::App`] carrying the other application's answer.
     App {
@@ -169,6 +176,7 @@ pub enum LocalOutcome {
     Left,
     Lookup { responsible: NodeId },
     Stored(StoreAns),
+    StoredBatch(Vec<BatchResult>),
     Fetched(FetchAns),
     Stat(StatAns),
     App(Vec<u8>),
@@ -240,6 +248,11 @@ enum Purpose {
     Update(NodeId),
     FingerSearch(usize),
     Replica(NodeId),
+    /// One part of a local Store batch (see [`batch`]).
+    BatchPart {
+        op: OpId,
+        part: u32,
+    },
     /// RFC 6940 §10.7.4.4, through this bootstrap peer.
     PartitionCheck(NodeId),
     Leave,
@@ -293,6 +306,8 @@ pub struct ChordNode {
     answered: BTreeMap<(NodeId, u64), (u64, Response)>,
     next_token: u64,
     actions: Vec<Action>,
+    /// Local Store batches in progress.
+    batches: BTreeMap<OpId, batch::LocalBatch>,
 }
 
 impl ChordNode {
@@ -329,6 +344,7 @@ impl ChordNode {
             answered: BTreeMap::new(),
             next_token: 1,
             actions: Vec::new(),
+            batches: BTreeMap::new(),
         }
     }
 
@@ -430,6 +446,7 @@ impl ChordNode {
                 };
                 self.originate_local(op, resource, Request::Store(req));
             }
+            LocalRequest::StoreBatch(stores) => self.local_store_batch(op, stores),
             LocalRequest::Fetch(req) => match ResourceId::from_wire(&req.resource) {
                 Some(r) => self.originate_local(op, r, Request::Fetch(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
@@ -759,7 +776,7 @@ impl ChordNode {
         // A retransmitted Store gets the answer the first copy got: applying it again could
         // fail on the generation counter the first copy already moved.
         let store_key = (message.sender, message.transaction_id);
-        if matches!(request, Request::Store(_)) {
+        if matches!(request, Request::Store(_) | Request::StoreBatch(_)) {
             if let Some(answer) = self.answered.get(&store_key).map(|(_, a)| a.clone()) {
                 self.respond(from, &message, answer);
                 return;
@@ -836,6 +853,10 @@ impl ChordNode {
                 let req = req.clone();
                 self.on_store(&req, message.sender)
             }
+            Request::StoreBatch(stores) => {
+                let stores = stores.clone();
+                self.on_store_batch(&stores, message.sender)
+            }
             Request::Fetch(req) => match self.storage.fetch(req, self.now) {
                 Ok(a) if fetch_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Fetch(a),
@@ -848,7 +869,10 @@ impl ChordNode {
             },
             Request::App(_) => return,
         };
-        if matches!(message.body, Body::Request(Request::Store(_))) {
+        if matches!(
+            message.body,
+            Body::Request(Request::Store(_) | Request::StoreBatch(_))
+        ) {
             self.remember_answer(store_key, &response);
         }
         self.respond(from, &message, response);
@@ -889,6 +913,21 @@ impl ChordNode {
     /// RFC 6940 §7.4.1 / §10.4: an original store at the responsible peer, or a replica /
     /// migration store from a plausible predecessor.
     fn on_store(&mut self, req: &StoreReq, originator: NodeId) -> Response {
+        let mut replicas = Vec::new();
+        let response = self.apply_store(req, originator, &mut replicas);
+        for (to, rep) in replicas {
+            self.send_replica(to, rep);
+        }
+        response
+    }
+
+    /// [`Self::on_store`] with the replica Stores it causes left in `replicas`.
+    fn apply_store(
+        &mut self,
+        req: &StoreReq,
+        originator: NodeId,
+        replicas_out: &mut Vec<(NodeId, StoreReq)>,
+    ) -> Response {
         let Some(rid) = ResourceId::from_wire(&req.resource) else {
             return storage_error(StorageError::InvalidMessage("resource id is not 16 bytes"));
         };
@@ -931,7 +970,7 @@ impl ChordNode {
                             replica_number: n,
                             kind_data,
                         };
-                        self.send_replica(*s, rep);
+                        replicas_out.push((*s, rep));
                     }
                 }
                 Response::Store(ans)
@@ -970,6 +1009,7 @@ impl ChordNode {
                         responsible: responder,
                     },
                     Response::Store(a) => LocalOutcome::Stored(a),
+                    Response::StoreBatch(r) => LocalOutcome::StoredBatch(r),
                     Response::Fetch(a) => LocalOutcome::Fetched(a),
                     Response::Stat(a) => LocalOutcome::Stat(a),
                     Response::App(b) => LocalOutcome::App(b),
@@ -1033,8 +1073,14 @@ impl ChordNode {
                     }
                 }
             }
+            Purpose::BatchPart { op, part } => self.on_batch_part(op, part, Some(response)),
             Purpose::Replica(_) => {
-                if matches!(response, Response::Error { .. }) {
+                let refused = match &response {
+                    Response::Error { .. } => true,
+                    Response::StoreBatch(r) => r.iter().any(|x| x.is_err()),
+                    _ => false,
+                };
+                if refused {
                     // RFC 6940 §7.4.1.1 asks to fetch newer data on Data_Too_Old; here the
                     // replica set is simply pushed again at the next round.
                     self.sync_dirty = true;
@@ -1130,6 +1176,7 @@ impl ChordNode {
         };
         match p.purpose {
             Purpose::Local(op) => self.fail(op, ErrorCode::RequestTimeout),
+            Purpose::BatchPart { op, part } => self.on_batch_part(op, part, None),
             Purpose::Join(op) => {
                 self.phase = Phase::Idle;
                 self.fail(op, ErrorCode::RequestTimeout);
