@@ -40,14 +40,18 @@ use crate::overlay::wire::{
 /// RFC 6940 §6.3.4 / §5.1 style hash algorithm number for the identity: sha1(2) as in TLS.
 const IDENTITY_HASH_ALG: u8 = 2;
 
-/// ICE priority of a host candidate with local preference 65535 and component 1
-/// (RFC 8445 §5.1.2.1 formula), the only candidate sent.
-const HOST_PRIORITY: u32 = (126 << 24) | (65535 << 8) | 255;
+/// ICE priority of a host candidate with local preference `65535 - rank` and component 1
+/// (RFC 8445 §5.1.2.1 formula): the first advertised address has local preference 65535.
+fn host_priority(rank: usize) -> u32 {
+    let local = 65535u32.saturating_sub(rank.min(65535) as u32);
+    (126 << 24) | (local << 8) | 255
+}
 
-/// The Attach body carrying one host candidate at `addr` reached over `link`: the link type
-/// actually used (§6.5.1.1): TLS-TCP-FH-NO-ICE with security on, the experimental type
-/// (exp-link, §14.10) for the plain TCP of the insecure test mode.
-pub fn attach_body(addr: SocketAddr, answer: bool, link: OverlayLinkType) -> AttachReqAns {
+/// The Attach body carrying one host candidate per address of `addrs` (preferred first),
+/// reached over `link`: the link type actually used (§6.5.1.1): TLS-TCP-FH-NO-ICE with
+/// security on, the experimental type (exp-link, §14.10) for the plain TCP of the insecure
+/// test mode.
+pub fn attach_body(addrs: &[SocketAddr], answer: bool, link: OverlayLinkType) -> AttachReqAns {
     AttachReqAns {
         ufrag: Vec::new(),
         password: Vec::new(),
@@ -57,14 +61,19 @@ pub fn attach_body(addr: SocketAddr, answer: bool, link: OverlayLinkType) -> Att
         } else {
             b"passive".to_vec()
         },
-        candidates: vec![IceCandidate {
-            addr_port: IpAddressPort::Ip(addr),
-            overlay_link: link,
-            foundation: b"1".to_vec(),
-            priority: HOST_PRIORITY,
-            candidate_type: CandidateType::Host,
-            extensions: Vec::new(),
-        }],
+        candidates: addrs
+            .iter()
+            .enumerate()
+            .map(|(rank, addr)| IceCandidate {
+                addr_port: IpAddressPort::Ip(*addr),
+                overlay_link: link,
+                // RFC 8445 §5.1.1.3: one foundation per base address.
+                foundation: (rank + 1).to_string().into_bytes(),
+                priority: host_priority(rank),
+                candidate_type: CandidateType::Host,
+                extensions: Vec::new(),
+            })
+            .collect(),
         send_update: false,
     }
 }
@@ -155,23 +164,51 @@ pub fn signer(message: &Message) -> Option<NodeId> {
     }
 }
 
-/// The first IP host candidate of an Attach body.
+/// The usable IP candidates of an Attach body, highest priority first (ties in the order
+/// sent).
+pub fn candidate_addrs(body: &AttachReqAns) -> Vec<SocketAddr> {
+    let mut found: Vec<(u32, SocketAddr)> = body
+        .candidates
+        .iter()
+        .filter_map(|c| match c.addr_port {
+            IpAddressPort::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => {
+                Some((c.priority, a))
+            }
+            _ => None,
+        })
+        .collect();
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
+    found.into_iter().map(|(_, a)| a).collect()
+}
+
+/// The candidate of an Attach body to dial: the highest-priority one of an address family
+/// `reachable` accepts (the families this node listens on), else the highest-priority one.
+pub fn preferred_candidate(
+    body: &AttachReqAns,
+    reachable: impl Fn(&SocketAddr) -> bool,
+) -> Option<SocketAddr> {
+    let all = candidate_addrs(body);
+    all.iter()
+        .copied()
+        .find(|a| reachable(a))
+        .or_else(|| all.first().copied())
+}
+
+/// The highest-priority IP host candidate of an Attach body.
 pub fn candidate_addr(body: &AttachReqAns) -> Option<SocketAddr> {
-    body.candidates.iter().find_map(|c| match c.addr_port {
-        IpAddressPort::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
-        _ => None,
-    })
+    candidate_addrs(body).first().copied()
 }
 
 /// The header fields every message of this overlay shares.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Origin {
     pub overlay: crate::overlay::wire::OverlayHash,
     /// RFC 6940 §6.3.2.1 configuration sequence stamped on every message.
     pub configuration_sequence: u16,
     pub ttl: u8,
     pub own: NodeId,
-    pub advertised: SocketAddr,
+    /// The addresses sent as host candidates, preferred first.
+    pub advertised: Vec<SocketAddr>,
     /// The overlay link type of this node's links, advertised in its candidates.
     pub link_type: OverlayLinkType,
 }
@@ -192,7 +229,7 @@ impl Origin {
         );
         let mut m = Message::new(
             header,
-            &Body::AttachReq(attach_body(self.advertised, false, self.link_type)),
+            &Body::AttachReq(attach_body(&self.advertised, false, self.link_type)),
         )?;
         sign_as(&mut m, self.own);
         Ok(m)
@@ -216,7 +253,7 @@ impl Origin {
         }
         let mut m = Message::new(
             header,
-            &Body::AttachAns(attach_body(self.advertised, true, self.link_type)),
+            &Body::AttachAns(attach_body(&self.advertised, true, self.link_type)),
         )?;
         sign_as(&mut m, self.own);
         Ok(m)
@@ -234,9 +271,29 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(n),
-            advertised: "127.0.0.1:7000".parse().unwrap(),
+            advertised: vec!["127.0.0.1:7000".parse().unwrap()],
             link_type: OverlayLinkType::TLS_TCP_FH_NO_ICE,
         }
+    }
+
+    #[test]
+    fn every_advertised_address_is_a_candidate_and_the_reachable_family_is_preferred() {
+        let mut o = origin(5);
+        let v4: SocketAddr = "192.0.2.1:6084".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:6084".parse().unwrap();
+        o.advertised = vec![v4, v6];
+        let m = o.attach_req(9, NodeId::WILDCARD).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = Message::decode(&bytes, &WireConfig::new(o.overlay)).unwrap();
+        let Body::AttachReq(body) = back.contents.decode_body(&NoKinds).unwrap() else {
+            panic!("not an attach_req");
+        };
+        assert_eq!(candidate_addrs(&body), vec![v4, v6]);
+        assert!(body.candidates[0].priority > body.candidates[1].priority);
+        assert_eq!(preferred_candidate(&body, |a| a.is_ipv6()), Some(v6));
+        assert_eq!(preferred_candidate(&body, |a| a.is_ipv4()), Some(v4));
+        // No family in common: the most preferred.
+        assert_eq!(preferred_candidate(&body, |_| false), Some(v4));
     }
 
     #[test]
@@ -249,7 +306,7 @@ mod tests {
         let Body::AttachReq(body) = back.contents.decode_body(&NoKinds).unwrap() else {
             panic!("not an attach_req");
         };
-        assert_eq!(candidate_addr(&body), Some(o.advertised));
+        assert_eq!(candidate_addr(&body), Some(o.advertised[0]));
         assert_eq!(body.role, b"passive");
     }
 
@@ -267,7 +324,7 @@ mod tests {
         assert!(!has_shared_secret_proof(&body, b"s3creT", "t", &cert));
         assert!(!has_shared_secret_proof(&body, b"s3cret", "u", &cert));
         assert!(!has_shared_secret_proof(&body, b"s3cret", "t", &[8u8; 32]));
-        let plain = attach_body(o_addr(), false, OverlayLinkType::TLS_TCP_FH_NO_ICE);
+        let plain = attach_body(&[o_addr()], false, OverlayLinkType::TLS_TCP_FH_NO_ICE);
         assert!(!has_shared_secret_proof(&plain, b"s3cret", "t", &cert));
     }
 

@@ -61,7 +61,8 @@ use crate::overlay::wire::{
     PeekedMessage, WireConfig,
 };
 
-const LISTENER: Token = Token(0);
+/// Token of the first listener; listener `i` has `FIRST_LISTENER + i` (far above any link's).
+const FIRST_LISTENER: usize = usize::MAX / 2;
 const FIRST_LINK: usize = 2;
 /// How long the loop sleeps at most when nothing is due (ms).
 const MAX_WAIT_MS: u64 = 500;
@@ -141,8 +142,9 @@ enum Bootstrap {
 
 pub(super) struct NodeLoop {
     poll: Poll,
-    listener: TcpListener,
-    listen_addr: SocketAddr,
+    /// One listener per `overlay.listen` address.
+    listeners: Vec<TcpListener>,
+    listen_addrs: Vec<SocketAddr>,
     commands: Receiver<Command>,
     stats: Arc<TransportStats>,
     node: ChordNode,
@@ -195,6 +197,21 @@ pub(super) struct NodeLoop {
     fetches: HashMap<u64, wire::ResourceId>,
 }
 
+/// Binds one overlay listener at `addr`: IPv6 sockets serve IPv6 only, so that `0.0.0.0:P`
+/// and `[::]:P` can both be listed; no `SO_REUSEPORT` (the port is this node's alone).
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 impl NodeLoop {
     pub(super) fn new(
         config: &OverlayConfig,
@@ -202,19 +219,29 @@ impl NodeLoop {
         stats: Arc<TransportStats>,
         app: super::AppHandler,
     ) -> anyhow::Result<(NodeLoop, Arc<Waker>)> {
-        let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
+        let listen = config.listen_addrs().map_err(|e| anyhow::anyhow!(e))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listener = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("overlay.listen {listen}: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let listen_addr = listener.local_addr()?;
-        let mut advertised = config.advertised_addr().map_err(|e| anyhow::anyhow!(e))?;
-        if config.advertised.is_empty() {
-            // Port 0 in `listen`: advertise the port actually bound.
-            advertised = listen_addr;
+        let mut listeners = Vec::with_capacity(listen.len());
+        let mut listen_addrs = Vec::with_capacity(listen.len());
+        for (i, addr) in listen.iter().enumerate() {
+            let mut listener = bind_listener(*addr).map_err(|e| {
+                anyhow::anyhow!("overlay.listen {addr} (port {}): {e}", addr.port())
+            })?;
+            poll.registry().register(
+                &mut listener,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
+            listen_addrs.push(listener.local_addr()?);
+            listeners.push(listener);
         }
+        // Without `advertised`: the listen addresses with the ports actually bound (port 0).
+        let advertised = if config.advertised.is_empty() {
+            listen_addrs.clone()
+        } else {
+            config.advertised_addrs().map_err(|e| anyhow::anyhow!(e))?
+        };
         let mode = config.security_mode().map_err(|e| anyhow::anyhow!(e))?;
         let sec = match mode {
             SecurityMode::InsecureTest => {
@@ -269,7 +296,7 @@ impl NodeLoop {
             Ok(sec.identity.node_id())
         } else if config.node_id.is_empty() && config.node_id_seed.is_empty() {
             OverlayConfig {
-                node_id_seed: advertised.to_string(),
+                node_id_seed: advertised[0].to_string(),
                 ..config.clone()
             }
             .node_id()
@@ -309,12 +336,12 @@ impl NodeLoop {
             .bootstrap_addrs()
             .map_err(|e| anyhow::anyhow!(e))?
             .into_iter()
-            .filter(|a| *a != advertised && *a != listen_addr)
+            .filter(|a| !advertised.contains(a) && !listen_addrs.contains(a))
             .collect();
         let mut node_loop = NodeLoop {
             poll,
-            listener,
-            listen_addr,
+            listeners,
+            listen_addrs,
             commands,
             stats,
             node: ChordNode::new(own, chord, seed),
@@ -374,8 +401,9 @@ impl NodeLoop {
         self.origin.own
     }
 
-    pub(super) fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+    /// The addresses listened on (ports as bound), in the order configured.
+    pub(super) fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen_addrs.clone()
     }
 
     fn now(&self) -> u64 {
@@ -400,8 +428,8 @@ impl NodeLoop {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
                     WAKER => {}
+                    Token(t) if t >= FIRST_LISTENER => self.accept_all(t - FIRST_LISTENER),
                     token => self.on_link_ready(token, event.is_writable()),
                 }
             }
@@ -435,9 +463,12 @@ impl NodeLoop {
 
     // ----- links -----
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, listener: usize) {
         loop {
-            match self.listener.accept() {
+            let Some(accepted) = self.listeners.get(listener).map(|l| l.accept()) else {
+                return;
+            };
+            match accepted {
                 Ok((stream, addr)) => {
                     let source = crate::runtime::source_key(addr.ip());
                     let from_source = self
@@ -970,7 +1001,9 @@ impl NodeLoop {
         } else {
             attach::signer(&message)
         };
-        let candidate = attach::candidate_addr(&body);
+        let candidate = attach::preferred_candidate(&body, |a| {
+            self.listen_addrs.iter().any(|l| l.is_ipv4() == a.is_ipv4())
+        });
         let first = message.header.destination_list.first().cloned();
         match first {
             None | Some(Destination::Node(NodeId::WILDCARD)) => {
@@ -2156,8 +2189,8 @@ impl NodeLoop {
         serde_json::json!({
             "running": true,
             "node_id": self.origin.own.to_string(),
-            "listen": self.listen_addr.to_string(),
-            "advertised": self.origin.advertised.to_string(),
+            "listen": self.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "advertised": self.origin.advertised.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "joined": self.node.is_joined(),
             "predecessors": ids(&table.predecessors),
             "successors": ids(&table.successors),
