@@ -7,9 +7,15 @@
 //! The driver thread ([`driver`]) flushes changes every `overlay.flush_interval_ms`: one Store
 //! per changed swarm (more only when a registration needs several parts) of this node's
 //! CONTENT-REGISTRATION entry at the *swarm tracker*, the node responsible for
-//! `hash(swarm id)`, and one Store per changed peer of its PEER-STATUS entry at the node
-//! responsible for `hash(peer id)`. A failed Store leaves the swarm marked, so the next flush
-//! writes the newest state.
+//! `hash(swarm id)`, and the PEER-STATUS entry of each peer new here (or gone) at the node
+//! responsible for `hash(peer id)`. PEER-STATUS keeps one resource per peer (lookups go by peer
+//! id), so a flush hands its entries to the overlay as Store batches, which go as one message
+//! per responsible node and one replica batch per successor (`overlay::chord::node::batch`)
+//! instead of one signed Store and two replica Stores per peer. At most
+//! `overlay.flush_window` Stores are in flight; changes beyond it stay marked, coalescing to
+//! each swarm's and peer's newest state, and go out as answers come back. A failed Store (or
+//! a refused entry of a batch) leaves its swarm or peer marked, so a later flush writes the
+//! newest state, never an older one.
 //!
 //! Lookups ([`Federation::find_plan`], [`Federation::status_plan`]) never block a worker: they
 //! answer at once from the local copy or a fresh cached Fetch, or say [`Lookup::Wait`] after
