@@ -9,6 +9,7 @@
 #   benches/cluster.sh                 # overlay.local_find_min=20 (mixed local/remote)
 #   MIN=0 benches/cluster.sh           # every FIND local
 #   MIN=1000000 benches/cluster.sh     # every FIND merged with a fetched (cached) list
+#   ONLY3=1 benches/cluster.sh         # the 3-node cluster only
 #
 # Builds the release binaries once when missing (nice, one build at a time on a shared
 # machine); B and L override the binaries. Ports 16084-16086, 17846-17848, 19846-19848.
@@ -81,12 +82,17 @@ run() {
   if [ "$n" -gt 1 ]; then
     echo "FINDs: local $local, remote $remote, after an overlay timeout $tmo"
     echo "overlay messages per client request: $(echo "scale=3; $overlay / $requests" | bc)"
+    echo "overlay requests timed out: $(sum ppsp_federation_overlay_request_timeouts_total)," \
+      "Stores $(sum ppsp_federation_stores_total) carrying $(sum ppsp_federation_stored_values_total) values," \
+      "flush latency max $(cat "$OUT"/metrics-"$n"-*.txt | grep -E '^ppsp_federation_flush_latency_ms_max' | awk '{if ($NF > m) m = $NF} END {print m + 0}') ms"
   fi
 }
 
-start_nodes 1
-run 1
-stop_nodes
+if [ -z "${ONLY3:-}" ]; then
+  start_nodes 1
+  run 1
+  stop_nodes
+fi
 start_nodes 3
 run 3
 stop_nodes

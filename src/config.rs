@@ -412,6 +412,7 @@ impl Config {
             flush_interval_ms: o.flush_interval_ms,
             flush_max_swarms: o.flush_max_swarms,
             flush_max_peers: o.flush_max_peers,
+            flush_window: o.flush_window,
             fetch_cache_ms: o.fetch_cache_ms,
             fetch_timeout_ms: o.fetch_timeout_ms,
             lifetime_secs,

@@ -62,6 +62,7 @@ fn fed_config() -> FederationConfig {
         flush_interval_ms: FLUSH_MS,
         flush_max_swarms: 1024,
         flush_max_peers: 4096,
+        flush_window: 256,
         fetch_cache_ms: 100,
         fetch_timeout_ms: 20_000,
         lifetime_secs: LIFETIME_SECS,

@@ -28,8 +28,8 @@ use crate::overlay::chord::{Destination, LocalOutcome, LocalRequest, NodeId};
 use crate::overlay::transport::OverlayHandle;
 
 use super::registrar::{
-    remote_peers, stat_key_groups, status_fetch, status_store, status_trackers, swarm_fetch,
-    swarm_fetch_keys, swarm_stat, swarm_stores,
+    remote_peers, stat_key_groups, status_batches, status_fetch, status_trackers, swarm_fetch,
+    swarm_fetch_keys, swarm_stat, swarm_stores, STATUS_STORE_BYTES,
 };
 use super::value::decode_live_status;
 use super::{Command, Federation};
@@ -44,7 +44,8 @@ pub enum Purpose {
         swarm: SwarmId,
         parts: u16,
     },
-    StoreStatus(PeerId),
+    /// A batch of PEER-STATUS Stores, for these peers in order.
+    StoreStatusBatch(Vec<PeerId>),
     FetchSwarm(SwarmId),
     /// The Stat of a swarm too big for one Fetch answer.
     StatSwarm(SwarmId),
@@ -78,6 +79,16 @@ pub struct Driver {
     /// Parts of each swarm's registration as last stored.
     stored_parts: HashMap<SwarmId, u16>,
     in_flight: std::collections::BTreeMap<u64, (Purpose, Time)>,
+    /// Stores in flight (counted apart so the window check is O(1)).
+    stores_in_flight: usize,
+    /// Store tokens by the flush that sent them; each flush's start and its unanswered Stores
+    /// (flush latency: from the flush to its last answer).
+    store_flush: HashMap<u64, u64>,
+    open_flushes: HashMap<u64, (Time, usize)>,
+    next_flush_id: u64,
+    /// Changes were left marked by the last flush (window or per-flush limits): keep flushing
+    /// as Stores are answered instead of waiting for the next interval.
+    backlog: bool,
     /// Swarms read by key groups: the groups still in flight and the values received.
     assembling: HashMap<SwarmId, Assembly>,
 }
@@ -109,6 +120,11 @@ impl Driver {
             last_storage_time: 0,
             stored_parts: HashMap::new(),
             in_flight: std::collections::BTreeMap::new(),
+            stores_in_flight: 0,
+            store_flush: HashMap::new(),
+            open_flushes: HashMap::new(),
+            next_flush_id: 0,
+            backlog: false,
             assembling: HashMap::new(),
         }
     }
@@ -121,6 +137,9 @@ impl Driver {
     fn out(&mut self, purpose: Purpose, request: LocalRequest, now: Time) -> Outgoing {
         let token = self.next_token;
         self.next_token += 1;
+        if is_store(&purpose) {
+            self.stores_in_flight += 1;
+        }
         self.in_flight.insert(token, (purpose.clone(), now));
         Outgoing {
             token,
@@ -172,39 +191,59 @@ impl Driver {
                 now,
             ));
         }
-        if now >= self.next_flush {
+        // Flow control: at most `flush_window` Stores in flight. A flush sends what fits;
+        // the rest stays marked, coalescing to each swarm's and peer's newest state, and goes
+        // out as soon as half the window is free again (not only at the next interval), so a
+        // burst drains at the overlay's pace. Without the window a slow overlay receives a
+        // flush's worth of Stores every interval, its queue grows, Fetches wait behind it past
+        // `fetch_timeout_ms`, and Stores counted failed are sent again.
+        let due = now >= self.next_flush;
+        if due {
             self.next_flush = now.saturating_add_millis(fed.config().flush_interval_ms);
-            // Flow control: while the Stores of earlier flushes are still in flight (an
-            // overlay thread that falls behind), no new flush is started; the changes stay
-            // marked and the next flush sends their newest state. Without it a slow overlay
-            // receives a flush's worth of Stores every interval, its queue grows, Fetches wait
-            // behind it past `fetch_timeout_ms`, and Stores counted failed are sent again.
-            let cfg = fed.config();
-            if self.stores_in_flight() < cfg.flush_max_swarms + cfg.flush_max_peers {
-                out.extend(self.flush(fed, now, wall_ms));
-            } else {
-                fed.stats.flushes_deferred.fetch_add(1, Ordering::Relaxed);
-            }
         }
+        let window = fed.config().flush_window.max(1);
+        let room = window.saturating_sub(self.stores_in_flight);
+        if due && room == 0 {
+            fed.stats.flushes_deferred.fetch_add(1, Ordering::Relaxed);
+        } else if (due && room > 0) || (self.backlog && room >= window.div_ceil(2)) {
+            out.extend(self.flush(fed, now, wall_ms, room, due));
+        }
+        fed.stats
+            .stores_in_flight
+            .store(self.stores_in_flight as u64, Ordering::Relaxed);
         out
     }
 
     /// Stores sent and not yet answered.
     pub fn stores_in_flight(&self) -> usize {
-        self.in_flight
-            .values()
-            .filter(|(p, _)| matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatus(_)))
-            .count()
+        self.stores_in_flight
     }
 
-    fn flush(&mut self, fed: &Federation, now: Time, wall_ms: u64) -> Vec<Outgoing> {
+    /// Sends up to `room` Stores of the marked changes; `due` says the flush interval has
+    /// passed (expiry and the periodic refresh run only then).
+    fn flush(
+        &mut self,
+        fed: &Federation,
+        now: Time,
+        wall_ms: u64,
+        room: usize,
+        due: bool,
+    ) -> Vec<Outgoing> {
         let cfg = fed.config().clone();
         let own = fed.node_id();
         let mut out = Vec::new();
+        // PEER-STATUS entries per Store batch (one request in the window).
+        let per_batch = (cfg
+            .max_message_bytes
+            .saturating_sub(crate::overlay::chord::node::ANSWER_HEADROOM_BYTES)
+            / STATUS_STORE_BYTES)
+            .clamp(1, crate::overlay::chord::node::MAX_BATCH_STORES);
         let (swarms, statuses, snapshots) = {
             let mut local = fed.local();
-            local.expire(now);
-            if now >= self.next_refresh {
+            if due {
+                local.expire(now);
+            }
+            if due && now >= self.next_refresh {
                 // Rewrite everything at half the values' lifetime so live registrations
                 // never lapse at the storing nodes.
                 self.next_refresh = now.saturating_add_millis(u64::from(cfg.lifetime_secs) * 500);
@@ -215,9 +254,15 @@ impl Driver {
                     local.mark_status(p);
                 }
             }
-            let swarms = local.take_dirty_swarms(cfg.flush_max_swarms);
-            let statuses = local.take_dirty_status(cfg.flush_max_peers);
+            // Swarms first (a registration may take several Stores, counted as one here), then
+            // PEER-STATUS entries in the room left.
+            let swarms = local.take_dirty_swarms(cfg.flush_max_swarms.min(room));
+            let left = room.saturating_sub(swarms.len());
+            let statuses =
+                local.take_dirty_status(cfg.flush_max_peers.min(left.saturating_mul(per_batch)));
             let snapshots: Vec<_> = swarms.iter().map(|s| local.registration(s)).collect();
+            let pending = local.pending();
+            self.backlog = pending.0 + pending.1 > 0;
             (swarms, statuses, snapshots)
         };
         if swarms.is_empty() && statuses.is_empty() {
@@ -227,6 +272,8 @@ impl Driver {
         fed.stats
             .flushed_entries
             .fetch_add((swarms.len() + statuses.len()) as u64, Ordering::Relaxed);
+        let flush_id = self.next_flush_id;
+        self.next_flush_id += 1;
         for (swarm, peers) in swarms.into_iter().zip(snapshots) {
             let previous = self.stored_parts.get(&swarm).copied().unwrap_or(0);
             let time = self.storage_time(wall_ms);
@@ -245,17 +292,55 @@ impl Driver {
                 self.stored_parts.insert(swarm, parts.max(previous));
             }
             for r in requests {
-                fed.stats.stores.fetch_add(1, Ordering::Relaxed);
                 out.push(self.out(Purpose::StoreSwarm { swarm, parts }, r, now));
             }
         }
-        for (peer, present) in statuses {
-            let time = self.storage_time(wall_ms);
-            fed.stats.stores.fetch_add(1, Ordering::Relaxed);
-            let r = status_store(own, &peer, present, time, cfg.lifetime_secs);
-            out.push(self.out(Purpose::StoreStatus(peer), r, now));
+        // PEER-STATUS: one resource per peer (protocols.md §3), so the entries go in Store
+        // batches that the overlay sends as one message per responsible node.
+        let entries: Vec<(PeerId, bool, u64)> = statuses
+            .into_iter()
+            .map(|(p, present)| (p, present, self.storage_time(wall_ms)))
+            .collect();
+        let batches = status_batches(own, &entries, cfg.lifetime_secs, cfg.max_message_bytes);
+        let mut peers = entries.iter().map(|e| e.0);
+        for batch in batches {
+            let ids: Vec<PeerId> = peers.by_ref().take(batch.len()).collect();
+            out.push(self.out(
+                Purpose::StoreStatusBatch(ids),
+                LocalRequest::StoreBatch(batch),
+                now,
+            ));
         }
+        for o in &out {
+            fed.stats.stores.fetch_add(1, Ordering::Relaxed);
+            fed.stats
+                .stored_values
+                .fetch_add(store_values(&o.request) as u64, Ordering::Relaxed);
+            self.store_flush.insert(o.token, flush_id);
+        }
+        self.open_flushes.insert(flush_id, (now, out.len()));
         out
+    }
+
+    /// Counts the answer of Store `token` towards its flush; the flush's latency is recorded
+    /// when its last Store is answered.
+    fn store_answered(&mut self, fed: &Federation, token: u64, now: Time) {
+        self.stores_in_flight = self.stores_in_flight.saturating_sub(1);
+        let Some(id) = self.store_flush.remove(&token) else {
+            return;
+        };
+        let Some((started, left)) = self.open_flushes.get_mut(&id) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let latency = now.saturating_sub(*started);
+            self.open_flushes.remove(&id);
+            let s = &fed.stats;
+            s.flush_latency_ms_sum.fetch_add(latency, Ordering::Relaxed);
+            s.flush_latency_ms_max.fetch_max(latency, Ordering::Relaxed);
+            s.flushes_completed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes the outcome of request `token`; may start follow-up requests.
@@ -270,6 +355,20 @@ impl Driver {
             return Vec::new();
         };
         let latency = now.saturating_sub(started);
+        if is_store(&purpose) {
+            self.store_answered(fed, token, now);
+        }
+        if matches!(
+            outcome,
+            LocalOutcome::Failed {
+                code: ErrorCode::RequestTimeout,
+                ..
+            }
+        ) {
+            fed.stats
+                .overlay_request_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+        }
         match purpose {
             Purpose::StoreSwarm { swarm, parts } => {
                 fed.stats
@@ -290,10 +389,26 @@ impl Driver {
                 }
                 Vec::new()
             }
-            Purpose::StoreStatus(peer) => {
-                if !matches!(outcome, LocalOutcome::Stored(_)) {
-                    fed.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                    fed.local().mark_status(peer);
+            Purpose::StoreStatusBatch(peers) => {
+                // Each entry that failed is marked again: the next flush writes the peer's
+                // newest state (present or removed), never an older one.
+                let failed: Vec<PeerId> = match outcome {
+                    LocalOutcome::StoredBatch(results) if results.len() == peers.len() => peers
+                        .into_iter()
+                        .zip(results)
+                        .filter(|(_, r)| r.is_err())
+                        .map(|(p, _)| p)
+                        .collect(),
+                    _ => peers,
+                };
+                if !failed.is_empty() {
+                    fed.stats
+                        .store_failures
+                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    let mut local = fed.local();
+                    for p in failed {
+                        local.mark_status(p);
+                    }
                 }
                 Vec::new()
             }
@@ -437,6 +552,22 @@ impl Driver {
     }
 }
 
+fn is_store(p: &Purpose) -> bool {
+    matches!(p, Purpose::StoreSwarm { .. } | Purpose::StoreStatusBatch(_))
+}
+
+/// Values a Store request (or Store batch) carries.
+fn store_values(r: &LocalRequest) -> usize {
+    let kinds = |k: &[crate::overlay::storage::StoreKindData]| -> usize {
+        k.iter().map(|k| k.values.len()).sum()
+    };
+    match r {
+        LocalRequest::Store { kind_data, .. } => kinds(kind_data),
+        LocalRequest::StoreBatch(stores) => stores.iter().map(|s| kinds(&s.kind_data)).sum(),
+        _ => 0,
+    }
+}
+
 /// A running driver thread.
 pub struct DriverThread {
     stop: Arc<AtomicBool>,
@@ -516,6 +647,16 @@ mod tests {
     use crate::federation::FederationConfig;
     use crate::overlay::storage::StoreAns;
 
+    /// Every entry of Store (batch) `o` stored.
+    fn ok(o: &Outgoing) -> LocalOutcome {
+        match &o.request {
+            LocalRequest::StoreBatch(s) => {
+                LocalOutcome::StoredBatch(vec![Ok(StoreAns::default()); s.len()])
+            }
+            _ => LocalOutcome::Stored(StoreAns::default()),
+        }
+    }
+
     fn fed() -> Federation {
         Federation::new(
             NodeId::from_u128(7),
@@ -524,12 +665,14 @@ mod tests {
                 flush_interval_ms: 100,
                 flush_max_swarms: 10,
                 flush_max_peers: 10,
+                flush_window: 20,
                 fetch_cache_ms: 1000,
                 fetch_timeout_ms: 500,
                 lifetime_secs: 60,
                 part_bytes: 4000,
                 track_ms: 60_000,
-                max_message_bytes: 5000,
+                // One PEER-STATUS entry per Store batch, so the window counts entries.
+                max_message_bytes: 1300,
             },
         )
     }
@@ -552,13 +695,153 @@ mod tests {
         assert!(d.poll(&fed, Time(200), 3).is_empty(), "deferred");
         assert_eq!(fed.stats.flushes_deferred.load(Ordering::Relaxed), 1);
         for o in first.iter().chain(&second) {
-            d.on_outcome(
-                &fed,
-                o.token,
-                LocalOutcome::Stored(StoreAns::default()),
-                Time(250),
-            );
+            d.on_outcome(&fed, o.token, ok(o), Time(250));
         }
         assert_eq!(d.poll(&fed, Time(300), 4).len(), 10, "resumed");
+    }
+
+    /// A burst larger than the window drains as Stores are answered, before the next
+    /// interval; a failed Store is sent again; the flush latency
+    /// and the values per Store are counted.
+    #[test]
+    fn a_backlog_drains_within_the_window_and_a_failed_store_is_sent_again() {
+        let fed = Federation::new(
+            NodeId::from_u128(7),
+            FederationConfig {
+                flush_max_peers: 1000,
+                flush_window: 8,
+                ..fed().config().clone()
+            },
+        );
+        let mut d = Driver::new();
+        let peers: Vec<PeerId> = (0..20u32)
+            .map(|i| PeerId::new(format!("p{i}").as_bytes()).unwrap())
+            .collect();
+        for p in &peers {
+            fed.local().mark_status(*p);
+        }
+        let first = d.poll(&fed, Time(0), 1);
+        assert_eq!(first.len(), 8, "the window bounds the flush");
+        assert_eq!(fed.local().pending().1, 12);
+        assert!(d.poll(&fed, Time(1), 2).is_empty(), "window full");
+        // Half the window answered (one of them failed): the backlog goes on at once.
+        for (i, o) in first[..4].iter().enumerate() {
+            let outcome = if i == 0 {
+                LocalOutcome::Failed {
+                    code: ErrorCode::RequestTimeout,
+                    info: crate::overlay::chord::message::ErrorInfo::None,
+                }
+            } else {
+                ok(o)
+            };
+            d.on_outcome(&fed, o.token, outcome, Time(5));
+        }
+        assert_eq!(
+            fed.stats.overlay_request_timeouts.load(Ordering::Relaxed),
+            1
+        );
+        let second = d.poll(&fed, Time(6), 3);
+        assert_eq!(second.len(), 4, "drained before the next interval");
+        assert_eq!(d.stores_in_flight(), 8);
+        // Everything answered: the rest, including the failed entry, goes out.
+        for o in first[4..].iter().chain(&second) {
+            d.on_outcome(&fed, o.token, ok(o), Time(9));
+        }
+        let mut rest = d.poll(&fed, Time(10), 4);
+        while !rest.is_empty() {
+            let more: Vec<Outgoing> = rest
+                .iter()
+                .flat_map(|o| d.on_outcome(&fed, o.token, ok(o), Time(11)))
+                .collect();
+            assert!(more.is_empty());
+            rest = d.poll(&fed, Time(12), 5);
+            if rest.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(fed.local().pending(), (0, 0));
+        assert_eq!(
+            fed.stats.stores.load(Ordering::Relaxed),
+            21,
+            "20 peers, one resent"
+        );
+        assert_eq!(fed.stats.stored_values.load(Ordering::Relaxed), 21);
+        assert!(fed.stats.flushes_completed.load(Ordering::Relaxed) >= 2);
+        assert!(fed.stats.flush_latency_ms_max.load(Ordering::Relaxed) >= 9);
+    }
+
+    /// PEER-STATUS entries go out in Store batches that fit the message size; an entry the
+    /// overlay refused is marked again with the peer's newest state, the others are done.
+    #[test]
+    fn peer_status_entries_go_in_batches_and_refused_entries_are_marked_again() {
+        let fed = Federation::new(
+            NodeId::from_u128(7),
+            FederationConfig {
+                flush_max_peers: 1000,
+                max_message_bytes: 1024 + 10 * STATUS_STORE_BYTES,
+                ..fed().config().clone()
+            },
+        );
+        let mut d = Driver::new();
+        let peers: Vec<PeerId> = (0..25u32)
+            .map(|i| PeerId::new(format!("p{i}").as_bytes()).unwrap())
+            .collect();
+        for p in &peers {
+            fed.local().mark_status(*p);
+        }
+        let out = d.poll(&fed, Time(0), 1);
+        let sizes: Vec<usize> = out
+            .iter()
+            .map(|o| match &o.request {
+                LocalRequest::StoreBatch(s) => s.len(),
+                other => panic!("not a batch: {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+        assert_eq!(fed.stats.stored_values.load(Ordering::Relaxed), 25);
+        assert_eq!(fed.stats.stores.load(Ordering::Relaxed), 3);
+        // The first batch: entry 3 refused; the second lost as a whole; the third stored.
+        let results = (0..10)
+            .map(|i| {
+                if i == 3 {
+                    Err(ErrorCode::Forbidden)
+                } else {
+                    Ok(StoreAns::default())
+                }
+            })
+            .collect();
+        d.on_outcome(
+            &fed,
+            out[0].token,
+            LocalOutcome::StoredBatch(results),
+            Time(5),
+        );
+        d.on_outcome(
+            &fed,
+            out[1].token,
+            LocalOutcome::Failed {
+                code: ErrorCode::RequestTimeout,
+                info: crate::overlay::chord::message::ErrorInfo::None,
+            },
+            Time(5),
+        );
+        d.on_outcome(
+            &fed,
+            out[2].token,
+            LocalOutcome::StoredBatch(vec![Ok(StoreAns::default()); 5]),
+            Time(5),
+        );
+        assert_eq!(fed.local().pending().1, 11, "1 refused + 10 lost");
+        assert_eq!(fed.stats.store_failures.load(Ordering::Relaxed), 11);
+        let again = d.poll(&fed, Time(1000), 2);
+        let resent: Vec<PeerId> = again
+            .iter()
+            .flat_map(|o| match &o.purpose {
+                Purpose::StoreStatusBatch(p) => p.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(resent.len(), 11);
+        assert!(resent.contains(&peers[3]));
     }
 }

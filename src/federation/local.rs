@@ -172,12 +172,19 @@ impl LocalCopy {
         }
     }
 
+    /// Registers `peer` (or updates its addresses). Only a peer new here changes its
+    /// PEER-STATUS entry (the entry names this node, nothing else): a CONNECT of a peer already
+    /// registered, as after a LEAVE of its last swarm, stores nothing.
     fn register(&mut self, peer: PeerId, addrs: smallvec::SmallVec<[PeerAddr; 2]>, now: Time) {
-        let p = self.peers.entry(peer).or_insert_with(|| LocalPeer {
-            addrs: addrs.clone(),
-            swarms: Vec::new(),
-            registered_at: now,
-            deadline: now,
+        let mut new = false;
+        let p = self.peers.entry(peer).or_insert_with(|| {
+            new = true;
+            LocalPeer {
+                addrs: addrs.clone(),
+                swarms: Vec::new(),
+                registered_at: now,
+                deadline: now,
+            }
         });
         if p.addrs != addrs {
             p.addrs = addrs;
@@ -185,7 +192,9 @@ impl LocalCopy {
                 self.dirty_swarms.insert(*s);
             }
         }
-        self.dirty_status.insert(peer, true);
+        if new {
+            self.dirty_status.insert(peer, true);
+        }
     }
 
     fn refresh(&mut self, peer: PeerId, now: Time) {
@@ -414,10 +423,25 @@ mod tests {
                 }],
             },
         );
-        assert!(matches!(apply(&mut copy, connect, 0), Response::Ok(_)));
+        assert!(matches!(
+            apply(&mut copy, connect.clone(), 0),
+            Response::Ok(_)
+        ));
         assert_eq!(copy.count(&swarm("s")), 1);
         assert_eq!(copy.take_dirty_swarms(10), vec![swarm("s")]);
         assert_eq!(copy.take_dirty_status(10).len(), 1);
+        // A LEAVE and a new CONNECT of the registered peer: its swarm changes twice (one
+        // Store of the newest state), its PEER-STATUS entry not at all.
+        let leave = req(
+            "p1",
+            RequestKind::Leave {
+                swarm_id: swarm("s"),
+            },
+        );
+        assert!(matches!(apply(&mut copy, leave, 0), Response::Ok(_)));
+        assert!(matches!(apply(&mut copy, connect, 0), Response::Ok(_)));
+        assert_eq!(copy.take_dirty_swarms(10), vec![swarm("s")]);
+        assert!(copy.take_dirty_status(10).is_empty());
         // A refused request (p2 is not registered) changes nothing.
         let refused = req(
             "p2",

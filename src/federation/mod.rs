@@ -7,9 +7,15 @@
 //! The driver thread ([`driver`]) flushes changes every `overlay.flush_interval_ms`: one Store
 //! per changed swarm (more only when a registration needs several parts) of this node's
 //! CONTENT-REGISTRATION entry at the *swarm tracker*, the node responsible for
-//! `hash(swarm id)`, and one Store per changed peer of its PEER-STATUS entry at the node
-//! responsible for `hash(peer id)`. A failed Store leaves the swarm marked, so the next flush
-//! writes the newest state.
+//! `hash(swarm id)`, and the PEER-STATUS entry of each peer new here (or gone) at the node
+//! responsible for `hash(peer id)`. PEER-STATUS keeps one resource per peer (lookups go by peer
+//! id), so a flush hands its entries to the overlay as Store batches, which go as one message
+//! per responsible node and one replica batch per successor (`overlay::chord::node::batch`)
+//! instead of one signed Store and two replica Stores per peer. At most
+//! `overlay.flush_window` Stores are in flight; changes beyond it stay marked, coalescing to
+//! each swarm's and peer's newest state, and go out as answers come back. A failed Store (or
+//! a refused entry of a batch) leaves its swarm or peer marked, so a later flush writes the
+//! newest state, never an older one.
 //!
 //! Lookups ([`Federation::find_plan`], [`Federation::status_plan`]) never block a worker: they
 //! answer at once from the local copy or a fresh cached Fetch, or say [`Lookup::Wait`] after
@@ -56,6 +62,9 @@ pub struct FederationConfig {
     pub flush_max_swarms: usize,
     /// Most PEER-STATUS entries stored per flush (`overlay.flush_max_peers`).
     pub flush_max_peers: usize,
+    /// Most Stores in flight at once (`overlay.flush_window`): changes beyond it stay marked
+    /// (coalescing to their newest state) and go out as earlier Stores are answered.
+    pub flush_window: usize,
     /// How long a fetched peer list or peer status is reused, ms (`overlay.fetch_cache_ms`).
     pub fetch_cache_ms: u64,
     /// How long a waiting answer waits for the overlay, ms (`overlay.fetch_timeout_ms`).
@@ -116,8 +125,20 @@ pub struct FederationStats {
     /// Swarm lookups too big for one Fetch answer, read as a Stat and Fetches by key groups.
     pub split_fetches: AtomicU64,
     pub stores: AtomicU64,
+    /// Values carried by those Stores (values per Store = this / stores).
+    pub stored_values: AtomicU64,
     pub store_failures: AtomicU64,
+    /// Stores in flight at the driver's last poll (a gauge; at most `flush_window`).
+    pub stores_in_flight: AtomicU64,
     pub flushes: AtomicU64,
+    /// Flushes whose every Store was answered, and their latency from the flush to the last
+    /// answer, ms (sum and largest).
+    pub flushes_completed: AtomicU64,
+    pub flush_latency_ms_sum: AtomicU64,
+    pub flush_latency_ms_max: AtomicU64,
+    /// Overlay requests of the driver that failed with Error_Request_Timeout (the overlay's
+    /// retransmissions ran out, or no answer within four fetch timeouts or flush intervals).
+    pub overlay_request_timeouts: AtomicU64,
     /// Flushes put off because the Stores of earlier ones were still in flight.
     pub flushes_deferred: AtomicU64,
     /// Swarms and peers written, summed over flushes (batch size = this / flushes).
@@ -364,7 +385,7 @@ impl Federation {
         ] {
             let _ = writeln!(out, "ppsp_federation_finds_total{{answer=\"{label}\"}} {v}");
         }
-        let counters: [(&str, u64); 14] = [
+        let counters: [(&str, u64); 18] = [
             (
                 "ppsp_federation_flushes_deferred_total",
                 get(&s.flushes_deferred),
@@ -377,6 +398,19 @@ impl Federation {
                 get(&s.fetch_failures),
             ),
             ("ppsp_federation_stores_total", get(&s.stores)),
+            ("ppsp_federation_stored_values_total", get(&s.stored_values)),
+            (
+                "ppsp_federation_flushes_completed_total",
+                get(&s.flushes_completed),
+            ),
+            (
+                "ppsp_federation_flush_latency_ms_sum",
+                get(&s.flush_latency_ms_sum),
+            ),
+            (
+                "ppsp_federation_overlay_request_timeouts_total",
+                get(&s.overlay_request_timeouts),
+            ),
             (
                 "ppsp_federation_store_failures_total",
                 get(&s.store_failures),
@@ -407,11 +441,22 @@ impl Federation {
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
         }
-        let _ = writeln!(
-            out,
-            "# TYPE ppsp_federation_store_latency_ms_max gauge\nppsp_federation_store_latency_ms_max {}",
-            get(&s.store_latency_ms_max)
-        );
+        let pending = self.local.lock().pending();
+        for (name, v) in [
+            (
+                "ppsp_federation_store_latency_ms_max",
+                get(&s.store_latency_ms_max),
+            ),
+            (
+                "ppsp_federation_flush_latency_ms_max",
+                get(&s.flush_latency_ms_max),
+            ),
+            ("ppsp_federation_stores_in_flight", get(&s.stores_in_flight)),
+            ("ppsp_federation_pending_swarms", pending.0 as u64),
+            ("ppsp_federation_pending_peer_status", pending.1 as u64),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+        }
         out
     }
 }
@@ -466,6 +511,7 @@ mod tests {
             flush_interval_ms: 100,
             flush_max_swarms: 10,
             flush_max_peers: 10,
+            flush_window: 20,
             fetch_cache_ms: 1000,
             fetch_timeout_ms: 500,
             lifetime_secs: 60,

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::engine::{PeerId, SwarmId};
-use crate::overlay::chord::node::{ANSWER_HEADROOM_BYTES, VALUE_OVERHEAD_BYTES};
+use crate::overlay::chord::node::{ANSWER_HEADROOM_BYTES, MAX_BATCH_STORES, VALUE_OVERHEAD_BYTES};
 use crate::overlay::chord::{resource_id, LocalRequest, NodeId};
 use crate::overlay::storage::{
-    DataValue, FetchAns, FetchReq, ModelSpecifier, StatAns, StoreKindData, StoredData,
+    DataValue, FetchAns, FetchReq, ModelSpecifier, StatAns, StoreKindData, StoreReq, StoredData,
     StoredDataSpecifier, StoredDataValue, KIND_CONTENT_REGISTRATION, KIND_PEER_STATUS,
 };
 use crate::overlay::wire::{MetaDataValue, Signature};
@@ -132,6 +132,46 @@ pub fn status_store(
             lifetime_secs,
         )],
     )
+}
+
+/// Bytes one PEER-STATUS Store takes in a Store batch, by the storing node's estimate
+/// (resource, kind header, key, value, and a signature with its signer identity).
+pub const STATUS_STORE_BYTES: usize = VALUE_OVERHEAD_BYTES + 64;
+
+/// The PEER-STATUS Stores of one flush, `(peer, present, storage time)` each, as batches of
+/// original Stores (see `overlay::chord::node::batch`) that each fit `max_message_bytes`
+/// ([`STATUS_STORE_BYTES`] each, [`ANSWER_HEADROOM_BYTES`] kept free) and
+/// [`MAX_BATCH_STORES`]. The overlay sends each batch as one message per responsible node.
+pub fn status_batches(
+    own: NodeId,
+    entries: &[(PeerId, bool, u64)],
+    lifetime_secs: u32,
+    max_message_bytes: usize,
+) -> Vec<Vec<StoreReq>> {
+    let per_batch = (max_message_bytes.saturating_sub(ANSWER_HEADROOM_BYTES) / STATUS_STORE_BYTES)
+        .clamp(1, MAX_BATCH_STORES);
+    entries
+        .chunks(per_batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(peer, present, time)| {
+                    let LocalRequest::Store {
+                        resource,
+                        kind_data,
+                    } = status_store(own, peer, *present, *time, lifetime_secs)
+                    else {
+                        unreachable!("status_store makes a Store")
+                    };
+                    StoreReq {
+                        resource: resource.to_wire(),
+                        replica_number: 0,
+                        kind_data,
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn store(

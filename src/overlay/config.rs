@@ -139,6 +139,9 @@ pub struct OverlayConfig {
     pub flush_max_swarms: usize,
     /// Most PEER-STATUS entries stored per flush.
     pub flush_max_peers: usize,
+    /// Most of this node's Stores in flight at once; changes beyond it wait, coalesced to
+    /// their newest state, and go out as earlier Stores are answered.
+    pub flush_window: usize,
     /// How long a fetched peer list or peer status is reused, ms.
     pub fetch_cache_ms: u64,
     /// How long an answer waits for the overlay before the local copy is answered and a
@@ -201,6 +204,7 @@ impl Default for OverlayConfig {
             flush_interval_ms: 1000,
             flush_max_swarms: 1024,
             flush_max_peers: 4096,
+            flush_window: 64,
             fetch_cache_ms: 2000,
             fetch_timeout_ms: 1000,
             registration_lifetime_secs: 0,
@@ -436,6 +440,7 @@ impl OverlayConfig {
                 1,
                 1 << 20,
             ),
+            ("overlay.flush_window", self.flush_window as u64, 1, 4096),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(format!("{key} must be {lo}..={hi}"));

@@ -11,6 +11,7 @@
 
 use super::id::ResourceId;
 use super::message::{Body, Destination, ErrorInfo, Message, Request, Response};
+use super::node::batch;
 use crate::overlay::storage::KindId;
 use crate::overlay::wire::{
     self, ErrorCode, ErrorResponse, ForwardingHeader, Fragment, KindModels, MessageCode,
@@ -138,6 +139,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
                 overlay_specific_data: Vec::new(),
             }),
             Request::Store(s) => wire::Body::StoreReq(s.clone()),
+            Request::StoreBatch(s) => wire::Body::ExpBReq(batch::encode_store_batch(s)?),
             Request::Fetch(f) => wire::Body::FetchReq(f.clone()),
             Request::Stat(s) => wire::Body::StatReq(s.clone()),
             Request::App(b) => wire::Body::ExpAReq(b.clone()),
@@ -157,6 +159,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
                 })
             }
             Response::Store(a) => wire::Body::StoreAns(a.clone()),
+            Response::StoreBatch(r) => wire::Body::ExpBAns(batch::encode_batch_results(r)?),
             Response::Fetch(a) => wire::Body::FetchAns(a.clone()),
             Response::Stat(a) => wire::Body::StatAns(a.clone()),
             Response::App(b) => wire::Body::ExpAAns(b.clone()),
@@ -185,6 +188,9 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
             destination: dest_from_wire(&q.destination)?,
         }),
         wire::Body::StoreReq(s) => Body::Request(Request::Store(s)),
+        wire::Body::ExpBReq(b) => {
+            Body::Request(Request::StoreBatch(batch::decode_store_batch(&b, kinds)?))
+        }
         wire::Body::FetchReq(f) => Body::Request(Request::Fetch(f)),
         wire::Body::StatReq(s) => Body::Request(Request::Stat(s)),
         wire::Body::ExpAReq(b) => Body::Request(Request::App(b)),
@@ -200,6 +206,9 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
             next_peer: a.next_peer,
         }),
         wire::Body::StoreAns(a) => Body::Response(Response::Store(a)),
+        wire::Body::ExpBAns(b) => {
+            Body::Response(Response::StoreBatch(batch::decode_batch_results(&b)?))
+        }
         wire::Body::FetchAns(a) => Body::Response(Response::Fetch(a)),
         wire::Body::StatAns(a) => Body::Response(Response::Stat(a)),
         wire::Body::ExpAAns(b) => Body::Response(Response::App(b)),

@@ -75,6 +75,9 @@ pub enum Request {
         destination: Destination,
     },
     Store(StoreReq),
+    /// Original or replica Stores, each for its own resource, in one message to the node
+    /// responsible for them (carried as exp_b, see `node::batch`).
+    StoreBatch(Vec<StoreReq>),
     Fetch(FetchReq),
     Stat(StatReq),
     /// An application request carried as RELOAD's experimental method exp_a (protocols.md §3:
@@ -102,6 +105,8 @@ pub enum Response {
         next_peer: NodeId,
     },
     Store(StoreAns),
+    /// One result per Store of a [`Request::StoreBatch`], in order (exp_b_ans).
+    StoreBatch(Vec<crate::overlay::chord::node::BatchResult>),
     Fetch(FetchAns),
     Stat(StatAns),
     /// The application's answer to [`Request::App`] (exp_a_ans).
@@ -171,6 +176,7 @@ impl Message {
                 Request::Leave { .. } => "leave_req",
                 Request::RouteQuery { .. } => "route_query_req",
                 Request::Store(_) => "store_req",
+                Request::StoreBatch(_) => "exp_b_req",
                 Request::Fetch(_) => "fetch_req",
                 Request::Stat(_) => "stat_req",
                 Request::App(_) => "exp_a_req",
@@ -183,6 +189,7 @@ impl Message {
                 Response::Leave => "leave_ans",
                 Response::RouteQuery { .. } => "route_query_ans",
                 Response::Store(_) => "store_ans",
+                Response::StoreBatch(_) => "exp_b_ans",
                 Response::Fetch(_) => "fetch_ans",
                 Response::Stat(_) => "stat_ans",
                 Response::App(_) => "exp_a_ans",

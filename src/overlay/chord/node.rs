@@ -56,6 +56,9 @@ mod links;
 pub use bootstrap::{BOOTSTRAP_RETRY_MAX_MS, BOOTSTRAP_RETRY_MS};
 pub use links::{attach_body, candidate_addr, candidate_addrs, preferred_candidate};
 
+pub mod batch;
+pub use batch::{BatchResult, MAX_BATCH_STORES};
+
 /// Identifies a local request so its outcome can be matched.
 pub type OpId = u64;
 
@@ -210,6 +213,10 @@ pub enum LocalRequest {
     },
     Fetch(FetchReq),
     Stat(StatReq),
+    /// Original Stores, each for its own resource (replica number 0), sent in one message per
+    /// responsible node where this node knows it (see [`batch`]); ends with
+    /// [`LocalOutcome::StoredBatch`], one result per Store in order.
+    StoreBatch(Vec<StoreReq>),
     /// An application request (exp_a) to a node or to the node responsible for a resource;
     /// it ends with [`LocalOutcome::App`] carrying the other application's answer.
     App {
@@ -225,6 +232,7 @@ pub enum LocalOutcome {
     Left,
     Lookup { responsible: NodeId },
     Stored(StoreAns),
+    StoredBatch(Vec<BatchResult>),
     Fetched(FetchAns),
     Stat(StatAns),
     App(Vec<u8>),
@@ -334,6 +342,11 @@ enum Purpose {
     Update(NodeId),
     FingerSearch(usize),
     Replica(NodeId),
+    /// One part of a local Store batch (see [`batch`]).
+    BatchPart {
+        op: OpId,
+        part: u32,
+    },
     /// RFC 6940 §10.7.4.4, through this bootstrap peer.
     PartitionCheck(NodeId),
     Leave,
@@ -389,6 +402,8 @@ pub struct ChordNode {
     actions: Vec<Action>,
     boot: bootstrap::Boot,
     links: links::Links,
+    /// Local Store batches in progress.
+    batches: BTreeMap<OpId, batch::LocalBatch>,
 }
 
 impl ChordNode {
@@ -427,6 +442,7 @@ impl ChordNode {
             actions: Vec::new(),
             boot: bootstrap::Boot::new(),
             links: links::Links::default(),
+            batches: BTreeMap::new(),
         }
     }
 
@@ -528,6 +544,7 @@ impl ChordNode {
                 };
                 self.originate_local(op, resource, Request::Store(req));
             }
+            LocalRequest::StoreBatch(stores) => self.local_store_batch(op, stores),
             LocalRequest::Fetch(req) => match ResourceId::from_wire(&req.resource) {
                 Some(r) => self.originate_local(op, r, Request::Fetch(req)),
                 None => self.fail(op, ErrorCode::InvalidMessage),
@@ -900,7 +917,7 @@ impl ChordNode {
         // A retransmitted Store gets the answer the first copy got: applying it again could
         // fail on the generation counter the first copy already moved.
         let store_key = (message.sender, message.transaction_id);
-        if matches!(request, Request::Store(_)) {
+        if matches!(request, Request::Store(_) | Request::StoreBatch(_)) {
             if let Some(answer) = self.answered.get(&store_key).map(|(_, a)| a.clone()) {
                 self.respond(from, &message, answer);
                 return;
@@ -977,6 +994,10 @@ impl ChordNode {
                 let req = req.clone();
                 self.on_store(&req, message.sender)
             }
+            Request::StoreBatch(stores) => {
+                let stores = stores.clone();
+                self.on_store_batch(&stores, message.sender)
+            }
             Request::Fetch(req) => match self.storage.fetch(req, self.now) {
                 Ok(a) if fetch_answer_bytes(&a) > self.answer_budget() => too_large(),
                 Ok(a) => Response::Fetch(a),
@@ -993,7 +1014,10 @@ impl ChordNode {
             }
             Request::App(_) => return,
         };
-        if matches!(message.body, Body::Request(Request::Store(_))) {
+        if matches!(
+            message.body,
+            Body::Request(Request::Store(_) | Request::StoreBatch(_))
+        ) {
             self.remember_answer(store_key, &response);
         }
         self.respond(from, &message, response);
@@ -1034,6 +1058,21 @@ impl ChordNode {
     /// RFC 6940 §7.4.1 / §10.4: an original store at the responsible peer, or a replica /
     /// migration store from a plausible predecessor.
     fn on_store(&mut self, req: &StoreReq, originator: NodeId) -> Response {
+        let mut replicas = Vec::new();
+        let response = self.apply_store(req, originator, &mut replicas);
+        for (to, rep) in replicas {
+            self.send_replica(to, rep);
+        }
+        response
+    }
+
+    /// [`Self::on_store`] with the replica Stores it causes left in `replicas`.
+    fn apply_store(
+        &mut self,
+        req: &StoreReq,
+        originator: NodeId,
+        replicas_out: &mut Vec<(NodeId, StoreReq)>,
+    ) -> Response {
         let Some(rid) = ResourceId::from_wire(&req.resource) else {
             return storage_error(StorageError::InvalidMessage("resource id is not 16 bytes"));
         };
@@ -1076,7 +1115,7 @@ impl ChordNode {
                             replica_number: n,
                             kind_data,
                         };
-                        self.send_replica(*s, rep);
+                        replicas_out.push((*s, rep));
                     }
                 }
                 Response::Store(ans)
@@ -1118,6 +1157,7 @@ impl ChordNode {
                         responsible: responder,
                     },
                     Response::Store(a) => LocalOutcome::Stored(a),
+                    Response::StoreBatch(r) => LocalOutcome::StoredBatch(r),
                     Response::Fetch(a) => LocalOutcome::Fetched(a),
                     Response::Stat(a) => LocalOutcome::Stat(a),
                     Response::App(b) => LocalOutcome::App(b),
@@ -1190,8 +1230,14 @@ impl ChordNode {
                     }
                 }
             }
+            Purpose::BatchPart { op, part } => self.on_batch_part(op, part, Some(response)),
             Purpose::Replica(_) => {
-                if matches!(response, Response::Error { .. }) {
+                let refused = match &response {
+                    Response::Error { .. } => true,
+                    Response::StoreBatch(r) => r.iter().any(|x| x.is_err()),
+                    _ => false,
+                };
+                if refused {
                     // RFC 6940 §7.4.1.1 asks to fetch newer data on Data_Too_Old; here the
                     // replica set is simply pushed again at the next round.
                     self.sync_dirty = true;
@@ -1292,6 +1338,7 @@ impl ChordNode {
         };
         match p.purpose {
             Purpose::Local(op) => self.fail(op, ErrorCode::RequestTimeout),
+            Purpose::BatchPart { op, part } => self.on_batch_part(op, part, None),
             Purpose::Join(op) => {
                 self.phase = Phase::Idle;
                 if let Some(op) = op {

@@ -714,7 +714,7 @@ impl NodeLoop {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if code == MessageCode::StoreReq {
+                if matches!(code, MessageCode::StoreReq | MessageCode::ExpBReq) {
                     self.stats
                         .forbidden_stores
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1396,6 +1396,16 @@ impl NodeLoop {
                             }
                         }
                     }
+                    if let (Some(sec), LocalRequest::StoreBatch(stores)) = (&self.sec, &mut request)
+                    {
+                        for store in stores.iter_mut() {
+                            for kd in store.kind_data.iter_mut() {
+                                for v in kd.values.iter_mut() {
+                                    let _ = sec.identity.sign_stored(&store.resource, kd.kind, v);
+                                }
+                            }
+                        }
+                    }
                     if self.ops.len() >= MAX_OPS {
                         // Callers that gave up leave their op here until the Chord node ends
                         // it; never more than this many.
@@ -1493,6 +1503,17 @@ impl NodeLoop {
                 leaving_peer_id, ..
             }) if *leaving_peer_id != signer => {
                 Err("a Leave must come from the leaving node".to_owned())
+            }
+            ChordBody::Request(Request::StoreBatch(reqs)) => {
+                let checked = reqs
+                    .iter()
+                    .try_for_each(|req| self.check_store(req, signer, carried));
+                if checked.is_err() {
+                    self.stats
+                        .forbidden_stores
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                checked
             }
             ChordBody::Request(Request::Store(req)) => {
                 let checked = self.check_store(req, signer, carried);
@@ -1593,7 +1614,7 @@ impl NodeLoop {
         };
         if !matches!(
             m.contents.code,
-            MessageCode::StoreReq | MessageCode::FetchAns
+            MessageCode::StoreReq | MessageCode::FetchAns | MessageCode::ExpBReq
         ) {
             return;
         }
@@ -1601,10 +1622,22 @@ impl NodeLoop {
             Ok(b) => b,
             Err(_) => return,
         };
+        let batch = match &body {
+            Body::ExpBReq(b) => {
+                crate::overlay::chord::node::batch::decode_store_batch(b, &self.kinds)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let identities: Vec<&wire::SignerIdentity> = match &body {
             Body::StoreReq(r) => r
                 .kind_data
                 .iter()
+                .flat_map(|k| k.values.iter().map(|v| &v.signature.identity))
+                .collect(),
+            Body::ExpBReq(_) => batch
+                .iter()
+                .flat_map(|r| r.kind_data.iter())
                 .flat_map(|k| k.values.iter().map(|v| &v.signature.identity))
                 .collect(),
             Body::FetchAns(a) => a

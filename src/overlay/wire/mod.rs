@@ -18,7 +18,7 @@
 
 pub mod body;
 mod code;
-mod codec;
+pub(crate) mod codec;
 mod error;
 pub mod forward;
 pub mod framing;
