@@ -496,6 +496,21 @@ fn announce_urls_as_clients_build_them_are_read() {
         &format!("/scrape??info_hash={lower}&info_hash={}&", url_bytes(&hash)),
     );
     assert_eq!(int_after(&scrape, "incomplete"), 1);
+    assert_eq!(
+        scrape.windows(20).filter(|w| *w == hash).count(),
+        1,
+        "one entry per info-hash"
+    );
+    // A scrape naming no info-hash (a full scrape) gets a failure reason, with or without `?`.
+    for target in ["/scrape", "/scrape?", "/scrape?&"] {
+        let (status, body) = http_get(bt, target);
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with(b"d14:failure reason"),
+            "{target}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
     server.shutdown();
 }
 

@@ -475,6 +475,29 @@ fn completion_counts_survive_a_restart_and_are_not_counted_twice() {
     ppstp(r#"{"PPSPTrackerProtocol":{"version":1,"request_type":"JOIN","transaction_id":"j","peer_id":"done","join":{"swarm_id":"film","peer_mode":"SEEDER"}}}"#.to_owned());
     assert_eq!((scrape_http(&first), scrape_udp(&first)), (3, 3));
     assert_eq!(stat_query(&first), 1);
+    // A swarm whose only member completed and left still reports its count.
+    let gone = [0x5b; 20];
+    let gone_announce = |left: u64, event: &str| {
+        format!(
+            "/announce?info_hash={}&peer_id={}&port=7009&uploaded=0&downloaded=0&left={left}&event={event}",
+            url_bytes(&gone),
+            url_bytes(&[b'g'; 20])
+        )
+    };
+    http_get(bt, &gone_announce(10, "started"));
+    http_get(bt, &gone_announce(0, "completed"));
+    http_get(bt, &gone_announce(0, "stopped"));
+    let scrape_gone = |server: &Server| {
+        let (_, body) = http_get(
+            server.bt_http_addr().unwrap(),
+            &format!("/scrape?info_hash={}", url_bytes(&gone)),
+        );
+        (
+            bencoded_int(&body, "downloaded"),
+            bencoded_int(&body, "complete"),
+        )
+    };
+    assert_eq!(scrape_gone(&first), (1, 0));
     first.shutdown();
 
     let second = Server::start(&config(&path)).unwrap();
@@ -482,6 +505,7 @@ fn completion_counts_survive_a_restart_and_are_not_counted_twice() {
     assert_eq!(scrape_http(&second), 3, "HTTP scrape after the restart");
     assert_eq!(scrape_udp(&second), 3, "UDP scrape after the restart");
     assert_eq!(stat_query(&second), 1, "STAT_QUERY after the restart");
+    assert_eq!(scrape_gone(&second), (1, 0), "a count without members");
     // A seeder that says `completed` again, and one that re-joins, are not new completions.
     let bt = second.bt_http_addr().unwrap();
     let (_, body) = http_get(bt, &announce(7001, 0, "completed"));

@@ -33,50 +33,16 @@
 use std::net::SocketAddr;
 
 use crate::overlay::wire::{
-    AttachReqAns, Body, CandidateType, Destination, ForwardingHeader, IceCandidate, IpAddressPort,
-    Message, NodeId, OverlayLinkType, SignerIdentity, TransactionId, NODE_ID_LEN,
+    AttachReqAns, Body, Destination, ForwardingHeader, Message, NodeId, OverlayLinkType,
+    SignerIdentity, TransactionId, NODE_ID_LEN,
 };
 
 /// RFC 6940 §6.3.4 / §5.1 style hash algorithm number for the identity: sha1(2) as in TLS.
 const IDENTITY_HASH_ALG: u8 = 2;
 
-/// ICE priority of a host candidate with local preference `65535 - rank` and component 1
-/// (RFC 8445 §5.1.2.1 formula): the first advertised address has local preference 65535.
-fn host_priority(rank: usize) -> u32 {
-    let local = 65535u32.saturating_sub(rank.min(65535) as u32);
-    (126 << 24) | (local << 8) | 255
-}
-
-/// The Attach body carrying one host candidate per address of `addrs` (preferred first),
-/// reached over `link`: the link type actually used (§6.5.1.1): TLS-TCP-FH-NO-ICE with
-/// security on, the experimental type (exp-link, §14.10) for the plain TCP of the insecure
-/// test mode.
-pub fn attach_body(addrs: &[SocketAddr], answer: bool, link: OverlayLinkType) -> AttachReqAns {
-    AttachReqAns {
-        ufrag: Vec::new(),
-        password: Vec::new(),
-        // §6.5.1.1: "passive" in requests, "active" in answers.
-        role: if answer {
-            b"active".to_vec()
-        } else {
-            b"passive".to_vec()
-        },
-        candidates: addrs
-            .iter()
-            .enumerate()
-            .map(|(rank, addr)| IceCandidate {
-                addr_port: IpAddressPort::Ip(*addr),
-                overlay_link: link,
-                // RFC 8445 §5.1.1.3: one foundation per base address.
-                foundation: (rank + 1).to_string().into_bytes(),
-                priority: host_priority(rank),
-                candidate_type: CandidateType::Host,
-                extensions: Vec::new(),
-            })
-            .collect(),
-        send_update: false,
-    }
-}
+pub use crate::overlay::chord::node::{
+    attach_body, candidate_addr, candidate_addrs, preferred_candidate,
+};
 
 /// Name of the ICE candidate extension carrying the shared-secret proof.
 pub const SHARED_SECRET_EXTENSION: &[u8] = b"reload-shared-secret-proof";
@@ -162,41 +128,6 @@ pub fn signer(message: &Message) -> Option<NodeId> {
             .map(NodeId),
         _ => None,
     }
-}
-
-/// The usable IP candidates of an Attach body, highest priority first (ties in the order
-/// sent).
-pub fn candidate_addrs(body: &AttachReqAns) -> Vec<SocketAddr> {
-    let mut found: Vec<(u32, SocketAddr)> = body
-        .candidates
-        .iter()
-        .filter_map(|c| match c.addr_port {
-            IpAddressPort::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => {
-                Some((c.priority, a))
-            }
-            _ => None,
-        })
-        .collect();
-    found.sort_by_key(|c| std::cmp::Reverse(c.0));
-    found.into_iter().map(|(_, a)| a).collect()
-}
-
-/// The candidate of an Attach body to dial: the highest-priority one of an address family
-/// `reachable` accepts (the families this node listens on), else the highest-priority one.
-pub fn preferred_candidate(
-    body: &AttachReqAns,
-    reachable: impl Fn(&SocketAddr) -> bool,
-) -> Option<SocketAddr> {
-    let all = candidate_addrs(body);
-    all.iter()
-        .copied()
-        .find(|a| reachable(a))
-        .or_else(|| all.first().copied())
-}
-
-/// The highest-priority IP host candidate of an Attach body.
-pub fn candidate_addr(body: &AttachReqAns) -> Option<SocketAddr> {
-    candidate_addrs(body).first().copied()
 }
 
 /// The header fields every message of this overlay shares.
@@ -330,6 +261,79 @@ mod tests {
 
     fn o_addr() -> SocketAddr {
         "127.0.0.1:7000".parse().unwrap()
+    }
+
+    /// The routed Attach the Chord node originates, once encoded as the transport encodes it
+    /// (configuration sequence, sender identity), is byte for byte the attach_req `Origin`
+    /// builds; so is the target's answer.
+    #[test]
+    fn routed_attach_from_the_chord_node_is_byte_identical() {
+        use crate::overlay::chord::codec::{from_wire, to_wire};
+        use crate::overlay::chord::message::{Body as CBody, Request as CRequest};
+        use crate::overlay::chord::{
+            Action, ChordConfig, ChordNode, Event, LocalRequest, Message as CMessage,
+        };
+        let encode = |m: &CMessage, o: &Origin| {
+            let mut w = to_wire(m, o.overlay).unwrap();
+            w.header.configuration_sequence = o.configuration_sequence;
+            sign_as(&mut w, o.own);
+            w.to_bytes().unwrap()
+        };
+        let (requester, target, relay) = (origin(5), origin(7), NodeId::from_u128(6));
+        let request = CMessage {
+            transaction_id: 9,
+            ttl: 100,
+            via: Vec::new(),
+            destinations: vec![crate::overlay::chord::Destination::Node(target.own)],
+            sender: requester.own,
+            body: CBody::Request(CRequest::Attach(attach_body(
+                &requester.advertised,
+                false,
+                requester.link_type,
+            ))),
+        };
+        let wire_req = requester.attach_req(9, target.own).unwrap();
+        assert_eq!(encode(&request, &requester), wire_req.to_bytes().unwrap());
+        // The target, a Chord node on its ring, gets it through a relay and answers.
+        let mut node = ChordNode::new(
+            target.own,
+            ChordConfig {
+                advertised: target.advertised.clone(),
+                link_type: target.link_type,
+                ..ChordConfig::default()
+            },
+            1,
+        );
+        node.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::CreateOverlay,
+            },
+            0,
+        );
+        let mut relayed = wire_req.clone();
+        relayed.header.prepare_forward(Some(requester.own)).unwrap();
+        let arrived = from_wire(&relayed, relay, &crate::overlay::wire::NoKinds).unwrap();
+        let actions = node.handle(
+            Event::Received {
+                from: relay,
+                message: arrived,
+            },
+            10,
+        );
+        let answer = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { to, message } if *to == relay => Some(message.clone()),
+                _ => None,
+            })
+            .expect("the attach_ans goes back to the relay");
+        let expected = target.attach_ans(&relayed.header, Some(relay)).unwrap();
+        assert_eq!(encode(&answer, &target), expected.to_bytes().unwrap());
+        assert_eq!(
+            node.address_of(requester.own),
+            Some(requester.advertised[0])
+        );
     }
 
     #[test]
