@@ -400,10 +400,10 @@ pub struct ChordNode {
     answered: BTreeMap<(NodeId, u64), (u64, Response)>,
     next_token: u64,
     actions: Vec<Action>,
-    boot: bootstrap::Boot,
-    links: links::Links,
     /// Local Store batches in progress.
     batches: BTreeMap<OpId, batch::LocalBatch>,
+    boot: bootstrap::Boot,
+    links: links::Links,
 }
 
 impl ChordNode {
@@ -440,9 +440,9 @@ impl ChordNode {
             answered: BTreeMap::new(),
             next_token: 1,
             actions: Vec::new(),
+            batches: BTreeMap::new(),
             boot: bootstrap::Boot::new(),
             links: links::Links::default(),
-            batches: BTreeMap::new(),
         }
     }
 
