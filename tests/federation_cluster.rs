@@ -228,7 +228,9 @@ fn five_nodes_are_one_tracker_for_ppstp_and_bittorrent_peers_and_survive_two_kil
     let ids: Vec<u128> = nodes.iter().flatten().map(node_id).collect();
     // A swarm whose swarm tracker and first replica are neither A, B nor C (0, 1, 2), so that
     // killing them leaves every connection tracker of the test alive.
-    let swarm = (0..1000)
+    // Only D's arc qualifies (E's successor is A), and with random keys it can be small: the
+    // search runs long enough to land in an arc of a millionth of the ring.
+    let swarm = (0..4_000_000)
         .map(|k| format!("swarm-{k}"))
         .find(|s| {
             let (r, succ) = responsible_and_successor(&ids, resource(s));
