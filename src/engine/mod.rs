@@ -318,9 +318,12 @@ impl Engine {
     /// their swarms first.
     ///
     /// Walks every shard, starting where the previous call stopped (a shared atomic picks the
-    /// first shard, each shard keeps its own cursor), holding one shard's lock for at most
-    /// [`EXPIRY_BATCH`] entries. Several threads may call it concurrently; there is never a
-    /// whole-table pass. A server's workers use [`Engine::expire_owned`] instead.
+    /// first shard), holding one shard's lock for at most [`EXPIRY_BATCH`] entries. In a PPSTP
+    /// shard only the time buckets that are due are walked (each record is listed in the
+    /// bucket of its deadline; a bucket is walked to its end once, the bucket of `now` again
+    /// at each step), so a step costs what is due, not the table's size. Several threads may
+    /// call it concurrently; there is never a whole-table pass. A server's workers use
+    /// [`Engine::expire_owned`] instead.
     pub fn expire(&self, now: Time, budget: usize) -> ExpiryReport {
         let shards = self.peer_shards.len();
         let start = self.expiry_shard.fetch_add(1, Ordering::Relaxed);
@@ -328,8 +331,9 @@ impl Engine {
     }
 
     /// One expiry step of worker `worker` of `workers`: only the shards it owns (shard `s` is
-    /// owned by worker `s % workers`), so no two workers ever expire the same shard and the
-    /// walk's position (`cursor`, kept by the worker) is written by one thread only. Examines
+    /// owned by worker `s % workers`), so no two workers ever expire the same shard and a
+    /// shard's bucket walk is advanced by one thread only (`cursor`, kept by the worker, picks
+    /// the first owned shard of the step). Examines
     /// about `budget` entries, as [`Engine::expire`].
     pub fn expire_owned(
         &self,
