@@ -807,8 +807,61 @@ mod tests {
         }
     }
 
+    fn record(n: u16, deadline_ms: u64) -> PeerRecord {
+        let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+        let mut r = PeerRecord::new(
+            &id,
+            None,
+            SocketAddr::from(([10, 0, 0, 1], 7000)),
+            Time::from_millis(deadline_ms),
+        );
+        r.deadline = Time::from_millis(deadline_ms);
+        r
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Records stay findable by id and by handle, and listed exactly once in the bucket
+        /// lists, through inserts, deadline changes and removals (which move the last record).
+        #[test]
+        fn peer_shard_keeps_index_handles_and_buckets(
+            ops in prop::collection::vec((0u8..3, 0u16..60, 0u64..400_000), 1..300)
+        ) {
+            let mut shard = PeerShard::new(3, 120);
+            let mut live: BTreeMap<u16, ()> = BTreeMap::new();
+            for (op, n, t) in ops {
+                let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+                match (op, shard.find(&id)) {
+                    (0, None) => {
+                        let pos = shard.insert(record(n, t));
+                        prop_assert_eq!(shard.find(&id), Some(pos));
+                        live.insert(n, ());
+                    }
+                    (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
+                    (2, Some(pos)) => {
+                        let last = shard.len() - 1;
+                        let (gone, moved) = shard.remove_at(pos).expect("present");
+                        prop_assert_eq!(&gone.id[..], id.as_bytes());
+                        prop_assert_eq!(moved.is_some(), pos != last);
+                        if let Some((old, new)) = moved {
+                            prop_assert!(shard.by_key(old).is_none());
+                            prop_assert_eq!(shard.by_key(new).map(|r| r.key), Some(new));
+                        }
+                        live.remove(&n);
+                    }
+                    _ => {}
+                }
+                if let Err(e) = shard.check_buckets() {
+                    prop_assert!(false, "{}", e);
+                }
+                prop_assert_eq!(shard.len(), live.len());
+                for (pos, r) in shard.records.iter().enumerate() {
+                    prop_assert_eq!(shard.find(&r.peer_id()), Some(pos));
+                    prop_assert_eq!(PeerShard::split_key(r.key), (3, pos));
+                }
+            }
+        }
 
         /// The swarm (with and without its index) against a plain map model.
         #[test]
