@@ -31,7 +31,9 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1
 [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
 [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
 
+# valgrind does not run io_uring system calls: the profiled server uses the epoll back-end.
 sets=(--profile loopback-bench --set server.workers=1 --set server.pin_cores=false
+      --set server.backend=epoll
       --set admin.listen=127.0.0.1:0 --set bt_http.enabled=false
       --set engine.max_peers_per_source=4000000)
 # PPSP_SETS: more `--set key=value` words.

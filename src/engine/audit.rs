@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use hashbrown::HashMap;
 
-use super::tables::{Member, PeerCard, PeerRecord, Swarm};
+use super::tables::{Member, PeerRecord, PeerShard, Swarm};
 use super::types::{PeerId, PeerMode, SwarmId};
 use super::{Engine, TableCounts};
 
@@ -45,40 +45,41 @@ impl Engine {
         // Pass 1: the peer table.
         let mut registered: HashMap<u64, (PeerId, Vec<(SwarmId, PeerMode)>)> = HashMap::new();
         let mut peers = 0;
-        for lock in self.peer_shards.iter() {
+        for (s, lock) in self.peer_shards.iter().enumerate() {
             let shard = lock.lock();
             if shard.index_len_and_capacity().0 != shard.len() {
                 return Err("peer index and records differ in size".into());
             }
+            shard.check_buckets()?;
             for (pos, record) in shard.records.iter().enumerate() {
-                if shard.find(&record.card.peer_id) != Some(pos) {
-                    return Err(format!("peer {:?} indexed wrongly", record.card.peer_id));
+                let peer_id = record.peer_id();
+                if shard.find(&peer_id) != Some(pos) {
+                    return Err(format!("peer {peer_id:?} indexed wrongly"));
                 }
-                if !std::ptr::eq(&**lock, self.peer_shard(&record.card.peer_id)) {
-                    return Err(format!("peer {:?} in the wrong shard", record.card.peer_id));
+                if !std::ptr::eq(&**lock, self.peer_shard(&peer_id)) {
+                    return Err(format!("peer {peer_id:?} in the wrong shard"));
+                }
+                if shard.by_key(record.key).is_none()
+                    || PeerShard::split_key(record.key) != (s, pos)
+                {
+                    return Err(format!("peer {peer_id:?} has a wrong handle"));
                 }
                 let tracking = record.state == super::PeerState::Tracking;
                 if tracking == record.swarms.is_empty() {
                     return Err(format!(
                         "peer {:?} state does not match its swarms",
-                        record.card.peer_id
+                        peer_id
                     ));
                 }
                 let mut swarms = record.swarms.to_vec();
                 swarms.sort_by_key(|s| s.0);
                 if swarms.windows(2).any(|w| w[0].0 == w[1].0) {
-                    return Err(format!(
-                        "peer {:?} lists a swarm twice",
-                        record.card.peer_id
-                    ));
+                    return Err(format!("peer {:?} lists a swarm twice", peer_id));
                 }
                 if swarms.len() > self.config.max_swarms_per_peer {
                     return Err("peer over max_swarms_per_peer".into());
                 }
-                if registered
-                    .insert(record.key, (record.card.peer_id, swarms))
-                    .is_some()
-                {
+                if registered.insert(record.key, (peer_id, swarms)).is_some() {
                     return Err("a member key is used twice".into());
                 }
                 peers += 1;
@@ -106,9 +107,6 @@ impl Engine {
                         let Some((peer_id, swarms)) = registered.get(&m.key) else {
                             return Err(format!("{swarm_id:?} has an unregistered member"));
                         };
-                        if m.card.peer_id != *peer_id {
-                            return Err(format!("{swarm_id:?} member card names another peer"));
-                        }
                         if !swarms.iter().any(|(s, md)| s == swarm_id && *md == mode) {
                             return Err(format!(
                                 "{swarm_id:?} has {peer_id:?} as {mode:?}, the peer does not list it so"
@@ -179,10 +177,13 @@ impl Engine {
             let shard = lock.lock();
             est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
             est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
+            est.peer_table += shard.bucket_bytes();
             for record in &shard.records {
-                est.peer_table += record.swarms.heap_bytes();
-                // The card with Arc's two counters; spilled address lists are rare.
-                est.peer_table += size_of::<PeerCard>() + 2 * size_of::<usize>();
+                est.peer_table += record.swarms.heap_bytes() + record.id.len();
+                est.peer_table += record
+                    .addrs
+                    .as_ref()
+                    .map_or(0, |a| a.len() * size_of::<super::PeerAddr>());
             }
         }
         est

@@ -22,8 +22,7 @@ mod types;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
@@ -41,7 +40,44 @@ pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 
 use bt_table::BtShard;
-use tables::{FastMap, Member, PeerCard, PeerRecord, PeerShard, Swarm, SwarmShard};
+use select::Pick;
+use smallvec::SmallVec;
+use tables::{FastMap, Member, PeerRecord, PeerShard, Swarm, SwarmShard, NIL};
+
+/// Picks of one request (handles and modes), on the stack for ordinary peer counts.
+type Picks = SmallVec<[Pick; 256]>;
+
+/// Peer-list vectors taken from a previous answer, handed out again (cleared) to the lists of
+/// the next one.
+struct Lists(SmallVec<[Vec<PeerInfo>; 4]>);
+
+impl Lists {
+    /// Empties `response` into an answer to fill (its swarm-result vector kept, cleared) and
+    /// the peer lists it held.
+    fn reuse(response: &mut Response) -> (Answer, Lists) {
+        let mut answer = match std::mem::replace(response, Response::Err(ErrorCode::Ok)) {
+            Response::Ok(answer) => answer,
+            Response::Err(_) => Answer::default(),
+        };
+        answer.reflexive = None;
+        answer.stat = None;
+        let lists = Lists(
+            answer
+                .swarm_results
+                .drain(..)
+                .filter_map(|r| r.peers)
+                .collect(),
+        );
+        (answer, lists)
+    }
+
+    /// An empty vector, with the capacity of a previous answer's list when there is one.
+    fn take(&mut self) -> Vec<PeerInfo> {
+        let mut list = self.0.pop().unwrap_or_default();
+        list.clear();
+        list
+    }
+}
 
 /// Sizes of the tables, for metrics and status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,13 +122,16 @@ const EXPIRY_BATCH: usize = 256;
 /// # Tables and locking
 ///
 /// Two sharded tables (see `tables.rs`): `config.shards` swarm shards chosen by a foldhash of the
-/// swarm id, and as many peer shards chosen by a foldhash of the peer id, each behind its own
-/// `parking_lot::Mutex`. The lock order is always **peer shard, then swarm shard**, and a thread
-/// **never holds two swarm-shard locks, nor two peer-shard locks, at once**: so no deadlock is
-/// possible. Every change of membership happens while the peer's shard lock is held, and a peer
-/// is taken out of its swarms before its record is deleted, so at any moment every member of a
-/// swarm is a registered peer that lists that swarm (the audit checks this). FIND also reads the
-/// swarm while holding the requester's peer-shard lock, so a peer never finds itself.
+/// swarm id, and as many peer shards (the peer-status registry) chosen by a foldhash of the peer
+/// id, each behind its own `parking_lot::Mutex`. The lock order is always **peer shard, then
+/// swarm shard**, and a thread **never holds two swarm-shard locks, nor two peer-shard locks, at
+/// once**: so no deadlock is possible. Every change of membership happens while the peer's shard
+/// lock is held, and a peer is taken out of its swarms before its record is deleted, so at any
+/// moment every member of a swarm is a registered peer that lists that swarm (the audit checks
+/// this). A peer list is chosen under the swarm's lock as handles (never the requester's), and
+/// the chosen peers' ids and addresses are then read from their records, one peer-shard lock at
+/// a time, after every other lock is released; a handle whose record left meanwhile is dropped
+/// from the list.
 ///
 /// The global peer and swarm counts behind `max_peers` and `max_swarms` are atomics, touched
 /// only when a peer registers or leaves for good or a swarm is created or deleted; the member
@@ -114,8 +153,6 @@ pub struct Engine {
     swarms: CachePadded<AtomicUsize>,
     /// Swarms of the BitTorrent table.
     bt_swarms: CachePadded<AtomicUsize>,
-    /// Source of the engine-wide member keys (one per registration, never reused).
-    next_key: CachePadded<AtomicU64>,
     /// Which peer shard the next expiry step starts with.
     expiry_shard: CachePadded<AtomicUsize>,
     /// Registered PPSTP peers and BitTorrent members per source address
@@ -126,10 +163,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: &EngineConfig) -> Self {
         let mut config = config.clone();
-        config.shards = config.shards.max(1);
+        config.shards = config.shards.clamp(1, usize::from(u16::MAX));
         config.max_id_len = config.max_id_len.min(MAX_ID_BYTES);
         config.max_peers_per_swarm = config.max_peers_per_swarm.min(tables::MAX_SWARM_MEMBERS);
         config.max_peers = config.max_peers.min(u32::MAX as usize);
+        // Picks are numbered with 16 bits while a peer list is resolved.
+        config.max_peer_count = config.max_peer_count.min(u32::from(u16::MAX));
         config.default_peer_count = config.default_peer_count.min(config.max_peer_count);
         let swarm_shards = (0..config.shards)
             .map(|i| {
@@ -141,8 +180,9 @@ impl Engine {
                 }))
             })
             .collect();
+        let max_timer = config.init_timer_secs.max(config.track_timer_secs);
         let peer_shards = (0..config.shards)
-            .map(|_| CachePadded::new(Mutex::new(PeerShard::default())))
+            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer))))
             .collect();
         let bt_shards = (0..config.shards)
             .map(|i| {
@@ -162,7 +202,6 @@ impl Engine {
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
             bt_swarms: CachePadded::new(AtomicUsize::new(0)),
-            next_key: CachePadded::new(AtomicU64::new(0)),
             expiry_shard: CachePadded::new(AtomicUsize::new(0)),
             sources: budget::SourceCounts::new(),
         }
@@ -183,26 +222,75 @@ impl Engine {
     /// Per-swarm outcomes of CONNECT and STAT_REPORT are in each `SwarmResult`; the one-swarm
     /// requests JOIN, LEAVE and JOIN_CHUNK answer their swarm's error as the request's error.
     pub fn handle(&self, request: &Request, now: Time) -> Response {
+        let mut response = Response::Err(ErrorCode::Ok);
+        self.handle_into(request, now, &mut response);
+        response
+    }
+
+    /// As [`Engine::handle`], writing the answer into `response` and reusing the vectors of the
+    /// answer it held (its swarm results and peer lists), so that a caller keeping one
+    /// `Response` per worker serves CONNECT, FIND and JOIN without allocating in steady state.
+    pub fn handle_into(&self, request: &Request, now: Time, response: &mut Response) {
         if !self.id_ok(&request.peer_id.0) {
-            return Response::Err(ErrorCode::BadRequest);
+            *response = Response::Err(ErrorCode::BadRequest);
+            return;
+        }
+        let reusing = matches!(
+            request.kind,
+            RequestKind::Connect { .. } | RequestKind::Find { .. } | RequestKind::Join { .. }
+        );
+        if reusing {
+            let (mut answer, mut lists) = Lists::reuse(response);
+            let result = match &request.kind {
+                RequestKind::Connect {
+                    peer_num,
+                    addrs,
+                    actions,
+                } => self.connect(
+                    request,
+                    peer_num.as_ref(),
+                    addrs,
+                    actions,
+                    now,
+                    &mut answer,
+                    &mut lists,
+                ),
+                RequestKind::Find {
+                    swarm_id,
+                    peer_num,
+                    chunks,
+                } => self.find(
+                    request,
+                    swarm_id,
+                    peer_num.as_ref(),
+                    chunks,
+                    now,
+                    &mut answer,
+                    &mut lists,
+                ),
+                RequestKind::Join {
+                    swarm_id,
+                    mode,
+                    peer_num,
+                } => self.join(
+                    request,
+                    *swarm_id,
+                    *mode,
+                    peer_num.as_ref(),
+                    now,
+                    &mut answer,
+                    &mut lists,
+                ),
+                _ => Err(ErrorCode::InternalError),
+            };
+            *response = match result {
+                Ok(()) => Response::Ok(answer),
+                Err(code) => Response::Err(code),
+            };
+            return;
         }
         let result = match &request.kind {
-            RequestKind::Connect {
-                peer_num,
-                addrs,
-                actions,
-            } => self.connect(request, peer_num.as_ref(), addrs, actions, now),
-            RequestKind::Find {
-                swarm_id,
-                peer_num,
-                chunks,
-            } => self.find(request, swarm_id, peer_num.as_ref(), chunks, now),
             RequestKind::StatReport { stats } => self.stat_report(request, stats, now),
-            RequestKind::Join {
-                swarm_id,
-                mode,
-                peer_num,
-            } => self.join(request, *swarm_id, *mode, peer_num.as_ref(), now),
             RequestKind::Leave { swarm_id } => match bt_peer_addr(&request.peer_id) {
                 Some(addr) => self.bt_leave_request(request, addr, swarm_id, now),
                 None => self.leave(request, *swarm_id, now),
@@ -214,11 +302,14 @@ impl Engine {
             }
             RequestKind::StatQuery { target } => self.stat_query(request, *target, now),
             RequestKind::Announce { .. } => self.announce_answer(request, now),
+            RequestKind::Connect { .. } | RequestKind::Find { .. } | RequestKind::Join { .. } => {
+                Err(ErrorCode::InternalError)
+            }
         };
-        match result {
+        *response = match result {
             Ok(answer) => Response::Ok(answer),
             Err(code) => Response::Err(code),
-        }
+        };
     }
 
     /// Examines about `budget` registrations and BitTorrent members and deletes those whose
@@ -227,9 +318,12 @@ impl Engine {
     /// their swarms first.
     ///
     /// Walks every shard, starting where the previous call stopped (a shared atomic picks the
-    /// first shard, each shard keeps its own cursor), holding one shard's lock for at most
-    /// [`EXPIRY_BATCH`] entries. Several threads may call it concurrently; there is never a
-    /// whole-table pass. A server's workers use [`Engine::expire_owned`] instead.
+    /// first shard), holding one shard's lock for at most [`EXPIRY_BATCH`] entries. In a PPSTP
+    /// shard only the time buckets that are due are walked (each record is listed in the
+    /// bucket of its deadline; a bucket is walked to its end once, the bucket of `now` again
+    /// at each step), so a step costs what is due, not the table's size. Several threads may
+    /// call it concurrently; there is never a whole-table pass. A server's workers use
+    /// [`Engine::expire_owned`] instead.
     pub fn expire(&self, now: Time, budget: usize) -> ExpiryReport {
         let shards = self.peer_shards.len();
         let start = self.expiry_shard.fetch_add(1, Ordering::Relaxed);
@@ -237,8 +331,9 @@ impl Engine {
     }
 
     /// One expiry step of worker `worker` of `workers`: only the shards it owns (shard `s` is
-    /// owned by worker `s % workers`), so no two workers ever expire the same shard and the
-    /// walk's position (`cursor`, kept by the worker) is written by one thread only. Examines
+    /// owned by worker `s % workers`), so no two workers ever expire the same shard and a
+    /// shard's bucket walk is advanced by one thread only (`cursor`, kept by the worker, picks
+    /// the first owned shard of the step). Examines
     /// about `budget` entries, as [`Engine::expire`].
     pub fn expire_owned(
         &self,
@@ -284,35 +379,76 @@ impl Engine {
         report
     }
 
-    /// Examines at most `max` (and [`EXPIRY_BATCH`]) records of PPSTP peer shard `s` from its
-    /// cursor; returns (examined, expired).
+    /// Examines at most `max` (and [`EXPIRY_BATCH`]) records of PPSTP peer shard `s`: the
+    /// lists of the time buckets that are due (every bucket before the one of `now` walked to
+    /// its end once, the bucket of `now` from its head); returns (examined, expired).
     fn expire_peer_shard(&self, s: usize, now: Time, max: usize) -> (usize, usize) {
         let Some(lock) = self.peer_shards.get(s) else {
             return (0, 0);
         };
-        let mut shard = lock.lock();
+        let mut guard = lock.lock();
+        let shard = &mut *guard;
         let batch = max.min(EXPIRY_BATCH);
         let (mut looked, mut expired) = (0, 0);
-        while looked < batch {
-            let pos = shard.cursor;
-            let Some(record) = shard.records.get_mut(pos) else {
-                // End of this shard: the next step here starts from the beginning.
-                shard.cursor = 0;
-                break;
-            };
-            looked += 1;
-            if record.deadline < now {
-                self.leave_all(record);
-                // The last record moves into `pos`; the cursor stays to look at it next.
-                if let Some(gone) = shard.remove_at(pos) {
-                    self.release_peer(gone.source_ip);
-                }
-                expired += 1;
+        let now_bucket = shard.bucket_of(now);
+        let ring = shard.ring_len();
+        if shard.next_bucket == u64::MAX || shard.next_bucket.saturating_add(ring) <= now_bucket {
+            // First step, or far behind: every list is one of the last `ring` buckets.
+            shard.next_bucket = (now_bucket + 1).saturating_sub(ring);
+            shard.walk = NIL;
+        }
+        while looked < batch && shard.next_bucket <= now_bucket {
+            let bucket = shard.next_bucket;
+            let mut cur = if shard.walk == NIL {
+                shard.head((bucket % ring) as usize)
             } else {
-                shard.cursor = pos + 1;
+                shard.walk
+            };
+            while cur != NIL && looked < batch {
+                looked += 1;
+                let next = shard.next_of(cur);
+                shard.walk = next;
+                let pos = cur as usize;
+                let due = shard.records.get(pos).is_some_and(|r| r.deadline < now);
+                if due {
+                    if let Some(record) = shard.records.get_mut(pos) {
+                        self.leave_all(record);
+                    }
+                    // The last record may move into `pos`; the walk follows it (remove_at).
+                    self.remove_record(shard, pos);
+                    expired += 1;
+                }
+                cur = shard.walk;
             }
+            if cur != NIL {
+                break;
+            }
+            shard.walk = NIL;
+            if bucket == now_bucket {
+                // The bucket of `now` is walked again from its head by the next step.
+                break;
+            }
+            shard.next_bucket = bucket + 1;
         }
         (looked, expired)
+    }
+
+    /// Deletes the record at `pos` of `shard` (already out of every swarm), re-keys the
+    /// memberships of the record that moves into its place, and releases its budget.
+    fn remove_record(&self, shard: &mut PeerShard, pos: usize) -> Option<PeerRecord> {
+        let (gone, moved) = shard.remove_at(pos)?;
+        if let Some((old, new)) = moved {
+            if let Some(record) = shard.records.get(pos) {
+                for (swarm_id, mode) in record.swarms.iter() {
+                    let mut sh = self.swarm_shard(&swarm_id).lock();
+                    if let Some(swarm) = sh.swarms.get_mut(&swarm_id) {
+                        swarm.rekey(old, new, mode);
+                    }
+                }
+            }
+        }
+        self.release_peer(gone.source_ip);
+        Some(gone)
     }
 
     /// Current table sizes. Peers and swarms are read from atomics; member counts are summed
@@ -462,39 +598,96 @@ impl Engine {
     }
 
     /// Sets the state from the peer's swarms and restarts the matching timer: TRACKING (track
-    /// timer) while it is in a swarm, PEER REGISTERED (init timer) otherwise.
-    fn rearm(&self, record: &mut PeerRecord, now: Time) {
+    /// timer) while it is in a swarm, PEER REGISTERED (init timer) otherwise. Moves the record
+    /// to the time bucket of its new deadline.
+    fn rearm(&self, shard: &mut PeerShard, pos: usize, now: Time) {
+        let Some(record) = shard.records.get_mut(pos) else {
+            return;
+        };
         let (state, secs) = if record.swarms.is_empty() {
             (PeerState::PeerRegistered, self.config.init_timer_secs)
         } else {
             (PeerState::Tracking, self.config.track_timer_secs)
         };
         record.state = state;
-        record.deadline = now.saturating_add_millis(secs.saturating_mul(1000));
+        shard.set_deadline(pos, now.saturating_add_millis(secs.saturating_mul(1000)));
     }
 
     /// Runs `f` on the requester's registration and then re-arms its timer: any request that
     /// passes the registration and source-address check proves the peer alive. 03 when the peer
     /// id is not registered or was registered from another IP (nothing is changed then).
+    /// Returns `f`'s result and the picks it made, which the caller resolves once the lock is
+    /// released.
     fn with_registered<R>(
         &self,
         request: &Request,
         now: Time,
         f: impl FnOnce(&mut PeerRecord) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
-        let mut shard = self.peer_shard(&request.peer_id).lock();
+        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let shard = &mut *guard;
         let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
         let out = f(record);
-        self.rearm(record, now);
+        self.rearm(shard, pos, now);
         out
     }
 
-    /// Adds the peer to a swarm (or changes its mode there) and, with `list`, builds a peer
-    /// list of that many peers. The caller holds the peer's shard lock.
+    /// Turns picks into peer list entries appended to `out`, in the picks' order, reading each
+    /// chosen peer's id and addresses from its record (one peer-shard lock per shard named, no
+    /// other lock held). A pick whose record left meanwhile is dropped.
+    fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
+        let first = out.len();
+        out.reserve(picks.len());
+        let mut order: SmallVec<[(u16, u16); 256]> = SmallVec::new();
+        for (i, (key, mode)) in picks.iter().enumerate() {
+            out.push(PeerInfo {
+                peer_id: PeerId::from_stored(&[]),
+                mode: *mode,
+                addrs: SmallVec::new(),
+            });
+            order.push((PeerShard::split_key(*key).0 as u16, i as u16));
+        }
+        order.sort_unstable();
+        let mut k = 0;
+        while let Some(&(shard_no, _)) = order.get(k) {
+            let Some(lock) = self.peer_shards.get(usize::from(shard_no)) else {
+                break;
+            };
+            let shard = lock.lock();
+            while let Some(&(s, i)) = order.get(k) {
+                if s != shard_no {
+                    break;
+                }
+                let i = usize::from(i);
+                if let (Some((key, _)), Some(entry)) = (picks.get(i), out.get_mut(first + i)) {
+                    if let Some(record) = shard.by_key(*key) {
+                        entry.peer_id = record.peer_id();
+                        entry.addrs = record.addr_list();
+                    }
+                }
+                k += 1;
+            }
+        }
+        if out[first..].iter().any(|p| p.peer_id.as_bytes().is_empty()) {
+            let mut i = first;
+            while i < out.len() {
+                if out[i].peer_id.as_bytes().is_empty() {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds the peer to a swarm (or changes its mode there) and, with `list`, chooses that many
+    /// peers of it into `picks` (the caller resolves them once its locks are released). The
+    /// caller holds the peer's shard lock. Returns the swarm's result code and, with `list` and
+    /// success, the range of `picks` chosen.
     ///
     /// Per-swarm errors: 01 when the peer is already in `max_swarms_per_peer` swarms, 05 when
     /// the swarm is full (`max_peers_per_swarm`) or a new swarm would exceed `max_swarms`.
@@ -505,24 +698,30 @@ impl Engine {
         swarm_id: SwarmId,
         mode: PeerMode,
         list: Option<usize>,
-    ) -> SwarmResult {
+        picks: &mut Picks,
+    ) -> (ErrorCode, Option<std::ops::Range<usize>>) {
         let mut guard = self.swarm_shard(&swarm_id).lock();
         let shard = &mut *guard;
         let result = self.enter_swarm(record, shard, swarm_id, mode);
         if result != ErrorCode::Ok {
-            return SwarmResult::failed(swarm_id, result);
+            return (result, None);
         }
-        let peers = list.map(|count| match shard.swarms.get(&swarm_id) {
-            Some(swarm) => {
-                select::peer_list(swarm, record.key, Some(mode), count, &[], &mut shard.rng)
+        let range = list.map(|count| {
+            let start = picks.len();
+            if let Some(swarm) = shard.swarms.get(&swarm_id) {
+                select::peer_list_into(
+                    swarm,
+                    record.key,
+                    Some(mode),
+                    count,
+                    &[],
+                    &mut shard.rng,
+                    picks,
+                );
             }
-            None => Vec::new(),
+            start..picks.len()
         });
-        SwarmResult {
-            swarm_id,
-            result: ErrorCode::Ok,
-            peers,
-        }
+        (ErrorCode::Ok, range)
     }
 
     /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`) already
@@ -554,10 +753,7 @@ impl Engine {
             }
             Some(_) => {}
             None => {
-                let member = Member {
-                    key: record.key,
-                    card: Arc::clone(&record.card),
-                };
+                let member = Member { key: record.key };
                 match shard.swarms.get_mut(&swarm_id) {
                     Some(swarm) => {
                         if swarm.len() >= self.config.max_peers_per_swarm {
@@ -616,18 +812,6 @@ impl Engine {
             shard.swarms.remove(swarm_id);
             self.swarms.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    /// Replaces the peer's card (addresses) in the record and in every membership.
-    fn replace_card(&self, record: &mut PeerRecord, card: PeerCard) {
-        let card = Arc::new(card);
-        for (swarm_id, mode) in record.swarms.to_vec() {
-            let mut shard = self.swarm_shard(&swarm_id).lock();
-            if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
-                swarm.replace_card(record.key, mode, &card);
-            }
-        }
-        record.card = card;
     }
 }
 

@@ -1,15 +1,12 @@
 //! One handler per request type: validation of the request's own sizes, the RFC 7846 state
 //! checks, and the table operations (which live in `mod.rs` and `tables.rs`).
 
-use std::sync::Arc;
-
 use smallvec::SmallVec;
 
 use super::select;
-use super::swarm_list::SwarmList;
-use super::tables::{PeerCard, PeerRecord};
+use super::tables::PeerRecord;
 use super::types::*;
-use super::{source_ip, Engine};
+use super::{source_ip, Engine, Lists, Picks};
 
 /// Which CONNECT action sets RFC 7846 §4.1.1 Table 6 allows, given whether the peer is in
 /// TRACKING (`tracking`) or in START / PEER REGISTERED (not in any swarm).
@@ -79,6 +76,7 @@ impl Engine {
     ///   request itself still succeeds; a peer whose joins all failed stays PEER REGISTERED.
     /// - A successful LEECH JOIN, or any JOIN when the request has `peer_num`, carries a peer
     ///   list. `Answer.reflexive` is the request's source address.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
         &self,
         request: &Request,
@@ -86,7 +84,9 @@ impl Engine {
         addrs: &[PeerAddr],
         actions: &[SwarmAction],
         now: Time,
-    ) -> Result<Answer, ErrorCode> {
+        answer: &mut Answer,
+        lists: &mut Lists,
+    ) -> Result<(), ErrorCode> {
         if addrs.len() > self.config.max_addrs_per_peer
             || actions.len() > self.max_actions()
             || actions.iter().any(|a| !self.id_ok(&a.swarm_id.0))
@@ -94,13 +94,11 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let ip = source_ip(request);
-        let card_addrs: SmallVec<[PeerAddr; 2]> = if addrs.is_empty() {
-            smallvec::smallvec![PeerAddr::reflexive(request.source)]
-        } else {
-            addrs.iter().copied().collect()
-        };
+        let port = request.source.port();
+        let announced = || (!addrs.is_empty()).then(|| Box::<[PeerAddr]>::from(addrs));
 
-        let mut shard = self.peer_shard(&request.peer_id).lock();
+        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let shard = &mut *guard;
         let existing = shard.find(&request.peer_id);
         let tracking = match existing {
             Some(pos) => {
@@ -115,12 +113,10 @@ impl Engine {
         if !table6_allows(actions, tracking) {
             if let Some(pos) = existing {
                 if tracking {
-                    if let Some(record) = shard.records.get_mut(pos) {
-                        self.rearm(record, now);
-                    }
-                } else if let Some(gone) = shard.remove_at(pos) {
+                    self.rearm(shard, pos, now);
+                } else {
                     // PEER REGISTERED: in no swarm, so there is nothing to leave.
-                    self.release_peer(gone.source_ip);
+                    self.remove_record(shard, pos);
                 }
             }
             return Err(ErrorCode::Forbidden);
@@ -132,56 +128,63 @@ impl Engine {
                 if !self.admit_peer(ip) {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
-                let key = self
-                    .next_key
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                shard.insert(PeerRecord {
-                    key,
-                    card: Arc::new(PeerCard {
-                        peer_id: request.peer_id,
-                        addrs: card_addrs.clone(),
-                    }),
-                    state: PeerState::PeerRegistered,
-                    registered_at: now,
-                    deadline: now,
-                    source_ip: ip,
-                    swarms: SwarmList::default(),
-                })
+                shard.insert(PeerRecord::new(
+                    &request.peer_id,
+                    announced(),
+                    request.source,
+                    now,
+                ))
             }
         };
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-        if record.card.addrs != card_addrs {
-            self.replace_card(
-                record,
-                PeerCard {
-                    peer_id: request.peer_id,
-                    addrs: card_addrs,
-                },
-            );
+        let same = if addrs.is_empty() {
+            record.addrs.is_none() && record.port == port
+        } else {
+            record.addrs.as_deref() == Some(addrs)
+        };
+        if !same {
+            // FIND reads the addresses from the record: nothing else to update.
+            record.addrs = announced();
+            record.port = port;
         }
         let asked = peer_num.map(|p| self.peer_count(Some(p)));
-        let mut swarm_results = Vec::with_capacity(actions.len());
+        let mut picks = Picks::new();
+        let mut listed: SmallVec<[(usize, std::ops::Range<usize>); 4]> = SmallVec::new();
         for action in actions {
-            swarm_results.push(match action.action {
+            let result = match action.action {
                 ActionKind::Join => {
                     let list = asked.or_else(|| {
                         (action.mode == PeerMode::Leech).then(|| self.peer_count(None))
                     });
-                    self.join_swarm(record, action.swarm_id, action.mode, list)
+                    let (code, range) =
+                        self.join_swarm(record, action.swarm_id, action.mode, list, &mut picks);
+                    let peers = range.map(|r| {
+                        listed.push((answer.swarm_results.len(), r));
+                        lists.take()
+                    });
+                    SwarmResult {
+                        swarm_id: action.swarm_id,
+                        result: code,
+                        peers,
+                    }
                 }
                 ActionKind::Leave => SwarmResult {
                     swarm_id: action.swarm_id,
                     result: self.leave_swarm(record, &action.swarm_id),
                     peers: None,
                 },
-            });
+            };
+            answer.swarm_results.push(result);
         }
-        self.rearm(record, now);
-        Ok(Answer {
-            reflexive: Some(PeerAddr::reflexive(request.source)),
-            swarm_results,
-            stat: None,
-        })
+        self.rearm(shard, pos, now);
+        drop(guard);
+        for (i, range) in listed {
+            if let Some(Some(list)) = answer.swarm_results.get_mut(i).map(|r| r.peers.as_mut()) {
+                self.resolve(picks.get(range).unwrap_or(&[]), list);
+            }
+        }
+        answer.reflexive = Some(PeerAddr::reflexive(request.source));
+        Ok(())
     }
 
     /// RFC 7846 §4.1.2 FIND: a peer list of the swarm, optionally only peers holding every
@@ -189,6 +192,7 @@ impl Engine {
     /// REGISTERED re-arms the init timer and does not change the state, since the state follows
     /// swarm membership). An unknown swarm is a success with an empty peer list: the swarm may
     /// simply have no peers right now.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn find(
         &self,
         request: &Request,
@@ -196,7 +200,9 @@ impl Engine {
         peer_num: Option<&PeerNum>,
         chunks: &[ChunkRange],
         now: Time,
-    ) -> Result<Answer, ErrorCode> {
+        answer: &mut Answer,
+        lists: &mut Lists,
+    ) -> Result<(), ErrorCode> {
         if !self.id_ok(&swarm_id.0)
             || chunks.len() > self.config.max_chunk_ranges
             || chunks.iter().any(|r| r.start > r.end)
@@ -205,9 +211,11 @@ impl Engine {
         }
         let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
-        // The peer-shard lock is held while the swarm is read, so the requester's membership
-        // cannot change under the sample: it is never in its own peer list.
-        let peers = self.with_registered(request, now, |record| {
+        let (key, hint) = self.with_registered(request, now, |record| {
+            Ok((record.key, record.mode_in(swarm_id)))
+        })?;
+        let mut picks = Picks::new();
+        {
             let mut guard = self.swarm_shard(swarm_id).lock();
             let shard = &mut *guard;
             if let Some(swarm) = shard.swarms.get(swarm_id) {
@@ -216,28 +224,25 @@ impl Engine {
                 if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
+                // The requester's mode here now (its own concurrent request may have changed
+                // it since `hint`): it is left out of its own list whatever it is.
+                let mode = match hint {
+                    Some(m) if swarm.position(key, m).is_some() => Some(m),
+                    _ => [PeerMode::Seeder, PeerMode::Leech]
+                        .into_iter()
+                        .find(|m| swarm.position(key, *m).is_some()),
+                };
+                select::peer_list_into(swarm, key, mode, count, chunks, &mut shard.rng, &mut picks);
             }
-            Ok(match shard.swarms.get(swarm_id) {
-                Some(swarm) => select::peer_list(
-                    swarm,
-                    record.key,
-                    record.mode_in(swarm_id),
-                    count,
-                    chunks,
-                    &mut shard.rng,
-                ),
-                None => Vec::new(),
-            })
-        })?;
-        Ok(Answer {
-            reflexive: None,
-            swarm_results: vec![SwarmResult {
-                swarm_id: *swarm_id,
-                result: ErrorCode::Ok,
-                peers: Some(peers),
-            }],
-            stat: None,
-        })
+        }
+        let mut list = lists.take();
+        self.resolve(&picks, &mut list);
+        answer.swarm_results.push(SwarmResult {
+            swarm_id: *swarm_id,
+            result: ErrorCode::Ok,
+            peers: Some(list),
+        });
+        Ok(())
     }
 
     /// RFC 7846 §4.1.3 STAT_REPORT: adds each stat's uploaded and downloaded bytes to its
@@ -284,6 +289,7 @@ impl Engine {
     /// PPSP JOIN: one JOIN swarm action for a registered peer, allowed in PEER REGISTERED and
     /// TRACKING (unlike CONNECT's Table 6, this is how a tracking peer adds one more swarm).
     /// A failure is the request's error (01 or 05 as in CONNECT).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn join(
         &self,
         request: &Request,
@@ -291,7 +297,9 @@ impl Engine {
         mode: PeerMode,
         peer_num: Option<&PeerNum>,
         now: Time,
-    ) -> Result<Answer, ErrorCode> {
+        answer: &mut Answer,
+        lists: &mut Lists,
+    ) -> Result<(), ErrorCode> {
         if !self.id_ok(&swarm_id.0) {
             return Err(ErrorCode::BadRequest);
         }
@@ -300,16 +308,24 @@ impl Engine {
             (None, PeerMode::Leech) => Some(self.peer_count(None)),
             (None, PeerMode::Seeder) => None,
         };
-        self.with_registered(request, now, |record| {
-            let result = self.join_swarm(record, swarm_id, mode, list);
-            if result.result != ErrorCode::Ok {
-                return Err(result.result);
+        let mut picks = Picks::new();
+        let range = self.with_registered(request, now, |record| {
+            match self.join_swarm(record, swarm_id, mode, list, &mut picks) {
+                (ErrorCode::Ok, range) => Ok(range),
+                (code, _) => Err(code),
             }
-            Ok(Answer {
-                swarm_results: vec![result],
-                ..Answer::default()
-            })
-        })
+        })?;
+        let peers = range.map(|r| {
+            let mut l = lists.take();
+            self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
+            l
+        });
+        answer.swarm_results.push(SwarmResult {
+            swarm_id,
+            result: ErrorCode::Ok,
+            peers,
+        });
+        Ok(())
     }
 
     /// PPSP LEAVE: one LEAVE swarm action. Leaving a swarm the peer is not in is 03. After the
@@ -349,7 +365,8 @@ impl Engine {
                 Ok(Answer::default())
             }),
             DisconnectScope::Deregister => {
-                let mut shard = self.peer_shard(&request.peer_id).lock();
+                let mut guard = self.peer_shard(&request.peer_id).lock();
+                let shard = &mut *guard;
                 let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
                 let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
                 if record.source_ip != source_ip(request) {
@@ -357,9 +374,7 @@ impl Engine {
                 }
                 // Out of every swarm first, then the record: members are always registered.
                 self.leave_all(record);
-                if let Some(gone) = shard.remove_at(pos) {
-                    self.release_peer(gone.source_ip);
-                }
+                self.remove_record(shard, pos);
                 Ok(Answer::default())
             }
         }
@@ -386,7 +401,7 @@ impl Engine {
             // The peer's ranges over all its swarms stay within `max_chunk_ranges_per_peer`
             // (one short lock per other swarm; a peer is in at most `max_swarms_per_peer`).
             let mut elsewhere = 0usize;
-            for (other, _) in record.swarms.to_vec() {
+            for (other, _) in record.swarms.iter() {
                 if other != swarm_id {
                     let shard = self.swarm_shard(&other).lock();
                     if let Some(swarm) = shard.swarms.get(&other) {
@@ -426,13 +441,14 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         {
-            let mut shard = self.peer_shard(&request.peer_id).lock();
+            let mut guard = self.peer_shard(&request.peer_id).lock();
+            let shard = &mut *guard;
             if let Some(pos) = shard.find(&request.peer_id) {
-                let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+                let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
                 if record.source_ip != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
-                self.rearm(record, now);
+                self.rearm(shard, pos, now);
             }
         }
         let stat = match target {
@@ -449,7 +465,7 @@ impl Engine {
                     peer_id,
                     state: record.state,
                     online_ms: now.saturating_sub(record.registered_at),
-                    addrs: record.card.addrs.clone(),
+                    addrs: record.addr_list(),
                     swarms: record.swarms.to_vec(),
                     connection_tracker: None,
                 })

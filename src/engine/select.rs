@@ -9,7 +9,11 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use super::tables::{Member, Swarm};
-use super::types::{ChunkRange, PeerInfo, PeerMode};
+use super::types::{ChunkRange, PeerMode};
+
+/// One chosen member: its handle and its mode in the swarm. The engine turns picks into peer
+/// list entries from the peers' records once the swarm's lock is released.
+pub(super) type Pick = (u64, PeerMode);
 
 /// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
 /// allocate a set per request.
@@ -21,33 +25,10 @@ pub(super) const STACK_SAMPLE_MAX: usize = 256;
 pub(super) const CHUNK_SCAN_MIN: usize = 1024;
 pub(super) const CHUNK_SCAN_PER_PEER: usize = 8;
 
-/// Builds a peer list of up to `count` members of `swarm`, never the member with key
-/// `requester`. `requester_mode` is the requester's mode in this swarm (if a member): a seeder
+/// Chooses up to `count` members of `swarm`, never the member with key `requester`, and appends
+/// them to `out`. `requester_mode` is the requester's mode in this swarm (if a member): a seeder
 /// gets leechers first, anyone else seeders first. With `chunks`, only members holding every
-/// range are returned (bounded scan, see [`CHUNK_SCAN_MIN`]).
-pub(super) fn peer_list(
-    swarm: &Swarm,
-    requester: u64,
-    requester_mode: Option<PeerMode>,
-    count: usize,
-    chunks: &[ChunkRange],
-    rng: &mut SmallRng,
-) -> Vec<PeerInfo> {
-    let mut out = Vec::with_capacity(count.min(swarm.len()));
-    peer_list_into(
-        swarm,
-        requester,
-        requester_mode,
-        count,
-        chunks,
-        rng,
-        &mut out,
-    );
-    out
-}
-
-/// As [`peer_list`], into `out` (cleared first), so that a caller with a reused vector
-/// allocates nothing.
+/// range are chosen (bounded scan, see [`CHUNK_SCAN_MIN`]).
 pub(super) fn peer_list_into(
     swarm: &Swarm,
     requester: u64,
@@ -55,9 +36,9 @@ pub(super) fn peer_list_into(
     count: usize,
     chunks: &[ChunkRange],
     rng: &mut SmallRng,
-    out: &mut Vec<PeerInfo>,
+    out: &mut impl PickSink,
 ) {
-    out.clear();
+    let start = out.picked();
     let order = match requester_mode {
         Some(PeerMode::Seeder) => [PeerMode::Leech, PeerMode::Seeder],
         _ => [PeerMode::Seeder, PeerMode::Leech],
@@ -66,7 +47,7 @@ pub(super) fn peer_list_into(
         return;
     }
     for mode in order {
-        let want = count - out.len();
+        let want = count - (out.picked() - start);
         if want == 0 {
             break;
         }
@@ -84,11 +65,27 @@ pub(super) fn peer_list_into(
     }
 }
 
-fn info(member: &Member, mode: PeerMode) -> PeerInfo {
-    PeerInfo {
-        peer_id: member.card.peer_id,
-        mode,
-        addrs: member.card.addrs.clone(),
+/// Where picks go: a vector or a small on-stack vector.
+pub(super) trait PickSink {
+    fn picked(&self) -> usize;
+    fn put(&mut self, pick: Pick);
+}
+
+impl<A: smallvec::Array<Item = Pick>> PickSink for smallvec::SmallVec<A> {
+    fn picked(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, pick: Pick) {
+        self.push(pick);
+    }
+}
+
+impl PickSink for Vec<Pick> {
+    fn picked(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, pick: Pick) {
+        self.push(pick);
     }
 }
 
@@ -100,7 +97,7 @@ fn sample_into(
     want: usize,
     mode: PeerMode,
     rng: &mut SmallRng,
-    out: &mut Vec<PeerInfo>,
+    out: &mut impl PickSink,
 ) {
     let skip = skip.filter(|&s| s < list.len());
     let n = list.len() - usize::from(skip.is_some());
@@ -163,17 +160,11 @@ fn sample_into(
         };
         list.get(pos)
     };
-    // Two passes: the first only reads each chosen member's card, so that the cache misses of
-    // all picks are in flight together (the cards are scattered over the heap); the second
-    // builds the answer from lines already on their way.
-    let mut touched = 0usize;
     for &i in picks.iter() {
         if let Some(m) = at(i) {
-            touched = touched.wrapping_add(m.card.addrs.len() + m.card.peer_id.0.len());
+            out.put((m.key, mode));
         }
     }
-    std::hint::black_box(touched);
-    out.extend(picks.iter().filter_map(|&i| at(i)).map(|m| info(m, mode)));
 }
 
 /// Inserts `v` into an open-addressing set (power-of-two size, `u32::MAX` = empty, at most half
@@ -207,7 +198,7 @@ fn filter_into(
     mode: PeerMode,
     chunks: &[ChunkRange],
     rng: &mut SmallRng,
-    out: &mut Vec<PeerInfo>,
+    out: &mut impl PickSink,
 ) {
     let n = list.len();
     if n == 0 {
@@ -224,7 +215,7 @@ fn filter_into(
             break;
         };
         if m.key != requester && covers_all(swarm.chunks_of(m.key), chunks) {
-            out.push(info(m, mode));
+            out.put((m.key, mode));
             found += 1;
         }
     }

@@ -14,13 +14,11 @@
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::bt_table::{stamp_age, Entry, Segmented, MAX_STAMP_AGE_SECS};
-use super::swarm_list::SwarmList;
-use super::tables::{PeerCard, PeerRecord};
+use super::tables::PeerRecord;
 use super::types::*;
 use super::Engine;
 use super::{CompactPeers, Family, ListFamilies, BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6};
@@ -172,9 +170,9 @@ impl Engine {
                 }
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
                 out.push(Registration::Ppstp {
-                    peer_id: record.card.peer_id.as_bytes().to_vec(),
+                    peer_id: record.id.to_vec(),
                     source_ip: record.source_ip,
-                    addrs: record.card.addrs.iter().map(addr_entry).collect(),
+                    addrs: record.addr_list().iter().map(addr_entry).collect(),
                     swarms: record
                         .swarms
                         .to_vec()
@@ -382,16 +380,14 @@ impl Engine {
         if shard.find(&peer_id).is_some() || !self.admit_peer(source_ip) {
             return false;
         }
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let pos = shard.insert(PeerRecord {
-            key,
-            card: Arc::new(PeerCard { peer_id, addrs }),
-            state: PeerState::PeerRegistered,
-            registered_at: now,
-            deadline: now,
-            source_ip,
-            swarms: SwarmList::default(),
-        });
+        // The reflexive port is the first address's; the addresses are kept as listed.
+        let port = addrs.first().map_or(0, |a| a.addr.port());
+        let pos = shard.insert(PeerRecord::new(
+            &peer_id,
+            Some(addrs.iter().copied().collect()),
+            SocketAddr::new(source_ip, port),
+            now,
+        ));
         let Some(record) = shard.records.get_mut(pos) else {
             return false;
         };
@@ -405,7 +401,7 @@ impl Engine {
         } else {
             PeerState::Tracking
         };
-        record.deadline = now.saturating_add_millis(remaining_ms);
+        shard.set_deadline(pos, now.saturating_add_millis(remaining_ms));
         true
     }
 

@@ -123,6 +123,12 @@ impl SwarmList {
         Some(mode)
     }
 
+    /// Every `(swarm, mode)` in the list, without allocating.
+    pub fn iter(&self) -> impl Iterator<Item = (SwarmId, PeerMode)> + '_ {
+        self.entries()
+            .map(|(_, id, mode)| (SwarmId::from_stored(id), mode))
+    }
+
     /// Every `(swarm, mode)` in the list.
     pub fn to_vec(&self) -> Vec<(SwarmId, PeerMode)> {
         self.entries()

@@ -5,17 +5,22 @@
 //!   extra block, allocated only when needed, with a position index (large swarms only), chunk
 //!   sets (only members that announced some) and traffic statistics (opentracker style: most
 //!   swarms are tiny, most peers hold no chunk set).
-//! - The peer table maps a [`PeerId`] to a [`PeerRecord`] (state, timers, source address and the
-//!   swarms the peer is in, packed by `swarm_list.rs`). Records live in a vector with a hash
-//!   table of positions, so the expiry cursor can walk a shard in bounded batches.
+//! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers, the id at
+//!   its real length, addresses, source address and the swarms the peer is in, packed by
+//!   `swarm_list.rs`). Each peer is kept once: records live densely in a vector per shard (a
+//!   slab without holes) with a hash table of positions, and a membership refers to its peer by
+//!   an 8-byte handle ([`Member::key`]: shard, generation, slot).
+//! - Expiry follows time buckets (opentracker's pools as the model): every record is linked
+//!   into the list of the bucket of its deadline (a ring of `BUCKETS` lists per shard, each
+//!   bucket at least a second wide), so an expiry step visits only the buckets that are due
+//!   instead of every record's timestamp.
 //!
-//! What FIND must return about a peer (its id and addresses) lives once per peer in an
-//! immutable, shared [`PeerCard`]; every membership holds a pointer to it. When a peer announces
-//! new addresses the card is replaced in each of its memberships.
+//! What FIND returns about a peer (its id and addresses) is read from its record through the
+//! handle, after the swarm's lock is released (`Engine::find`), so nothing about a peer is
+//! copied into its memberships.
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
@@ -34,19 +39,11 @@ const INDEX_DROP_AT: usize = 16;
 /// Largest swarm the `u32` positions support.
 pub(super) const MAX_SWARM_MEMBERS: usize = u32::MAX as usize;
 
-/// What a peer list says about one peer. Immutable; shared by all memberships of the peer.
-#[derive(Debug, PartialEq)]
-pub(super) struct PeerCard {
-    pub peer_id: PeerId,
-    pub addrs: SmallVec<[PeerAddr; 2]>,
-}
-
-/// One membership in a swarm: the peer's engine-wide key (unique for the engine's life) and its
-/// card. 16 bytes.
-#[derive(Clone, Debug)]
+/// One membership in a swarm: the handle of the peer's record ([`PeerShard::key`]: peer shard,
+/// generation, slot). 8 bytes; everything else about the peer is in its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Member {
     pub key: u64,
-    pub card: Arc<PeerCard>,
 }
 
 /// One swarm: 40 bytes plus its member vector, so that a million mostly tiny swarms stay
@@ -290,9 +287,10 @@ impl Swarm {
         }
     }
 
-    /// Replaces a member's card (new addresses).
-    pub fn replace_card(&mut self, key: u64, mode: PeerMode, card: &Arc<PeerCard>) {
-        let Some(rel) = self.position(key, mode) else {
+    /// Gives a member a new handle (its record moved within its peer shard), keeping its place,
+    /// mode and chunk set.
+    pub fn rekey(&mut self, old: u64, new: u64, mode: PeerMode) {
+        let Some(rel) = self.position(old, mode) else {
             return;
         };
         let abs = match mode {
@@ -300,7 +298,16 @@ impl Swarm {
             PeerMode::Leech => self.seeder_count() + rel,
         };
         if let Some(m) = self.members.get_mut(abs) {
-            m.card = Arc::clone(card);
+            m.key = new;
+        }
+        if let Some(index) = self.index_mut() {
+            index.remove(&old);
+            index.insert(new, abs as u32);
+        }
+        if let Some(x) = &mut self.extra {
+            if let Some(ranges) = x.chunks.remove(&old) {
+                x.chunks.insert(new, ranges);
+            }
         }
     }
 
@@ -335,8 +342,7 @@ impl Swarm {
         self.extra.as_ref().is_some_and(|x| !x.chunks.is_empty())
     }
 
-    /// Heap bytes held by this swarm's own structures (capacity-based estimate; the shared
-    /// cards are counted by the peer table).
+    /// Heap bytes held by this swarm's own structures (capacity-based estimate).
     pub fn heap_bytes(&self) -> usize {
         let mut bytes = self.members.capacity() * std::mem::size_of::<Member>();
         if let Some(x) = &self.extra {
@@ -400,54 +406,164 @@ pub(super) struct SwarmShard {
     pub leechers: usize,
 }
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine).
+/// No record (end of a bucket list).
+pub(super) const NIL: u32 = u32::MAX;
+/// Time buckets per peer shard (a ring): live deadlines span at most half of it. At most
+/// 2^16 (a record keeps its ring slot in 16 bits).
+const BUCKETS: usize = 1024;
+
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 112 bytes plus the id
+/// and the swarm list on the heap (a 40-byte id and one 40-byte swarm id: 48 + 48).
 #[derive(Debug)]
 pub(super) struct PeerRecord {
+    /// The handle memberships use ([`PeerShard::key`]).
     pub key: u64,
-    pub card: Arc<PeerCard>,
-    pub state: PeerState,
+    /// The peer id at its real length.
+    pub id: Box<[u8]>,
+    /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
+    pub addrs: Option<Box<[PeerAddr]>>,
+    /// The swarms the peer is in, with its mode in each.
+    pub swarms: SwarmList,
     pub registered_at: Time,
-    /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out.
+    /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
+    /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
     /// The address the peer registered from; requests naming this peer id from any other
     /// address are refused.
     pub source_ip: IpAddr,
-    /// The swarms the peer is in, with its mode in each.
-    pub swarms: SwarmList,
+    /// Port of the source address (the reflexive address's port).
+    pub port: u16,
+    pub state: PeerState,
+    /// The ring slot whose bucket list holds the record, and its neighbours there.
+    ring: u16,
+    prev: u32,
+    next: u32,
 }
 
 impl PeerRecord {
+    /// A new record (not linked into a bucket yet: [`PeerShard::insert`] does).
+    pub fn new(
+        peer_id: &PeerId,
+        addrs: Option<Box<[PeerAddr]>>,
+        source: SocketAddr,
+        now: Time,
+    ) -> Self {
+        PeerRecord {
+            key: 0,
+            id: peer_id.as_bytes().into(),
+            addrs,
+            swarms: SwarmList::default(),
+            registered_at: now,
+            deadline: now,
+            source_ip: source.ip().to_canonical(),
+            port: source.port(),
+            state: PeerState::PeerRegistered,
+            ring: 0,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+
     pub fn mode_in(&self, swarm_id: &SwarmId) -> Option<PeerMode> {
         self.swarms.mode_in(swarm_id)
     }
+
+    pub fn peer_id(&self) -> PeerId {
+        PeerId::from_stored(&self.id)
+    }
+
+    /// The reflexive address: the source address the peer registered from.
+    pub fn reflexive(&self) -> SocketAddr {
+        SocketAddr::new(self.source_ip, self.port)
+    }
+
+    /// The peer's addresses as FIND and STAT_QUERY list them.
+    pub fn addr_list(&self) -> SmallVec<[PeerAddr; 2]> {
+        match &self.addrs {
+            Some(list) => list.iter().copied().collect(),
+            None => smallvec::smallvec![PeerAddr::reflexive(self.reflexive())],
+        }
+    }
 }
 
-/// One shard of the peer table: records in a vector (so the expiry cursor can walk it) and a
-/// hash table of positions keyed by the record's peer id (4 bytes per slot: the id itself is
-/// stored once, in the record's card).
-#[derive(Default)]
+/// One shard of the peer-status registry: records densely in a vector (a record leaving is
+/// replaced by the last one, whose memberships the engine then re-keys), a hash table of
+/// positions keyed by peer id (4 bytes per slot: the id is stored once, in the record), and
+/// the bucket lists of the expiry.
 pub(super) struct PeerShard {
+    /// This shard's number (the high 16 bits of its handles).
+    number: u16,
+    /// Generation of the next handle given out, so that a stale handle never names the next
+    /// occupant of its slot.
+    next_gen: u16,
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
     pub records: Vec<PeerRecord>,
-    /// Next record the expiry walk looks at.
-    pub cursor: usize,
+    /// Width of a time bucket, milliseconds.
+    bucket_ms: u64,
+    /// First and last record of each bucket's list (`NIL`: empty).
+    heads: Box<[u32]>,
+    tails: Box<[u32]>,
+    /// The first bucket (absolute number) not yet walked to its end; `u64::MAX` before the
+    /// first expiry step.
+    pub next_bucket: u64,
+    /// The record the walk of `next_bucket` looks at next (`NIL`: its head).
+    pub walk: u32,
 }
 
 impl PeerShard {
-    fn hash(&self, peer_id: &PeerId) -> u64 {
-        self.hasher.hash_one(peer_id.as_bytes())
+    /// An empty shard numbered `number`; `max_timer_secs` is the longest timer a deadline is
+    /// set with (it sizes the buckets).
+    pub fn new(number: u16, max_timer_secs: u64) -> Self {
+        let span_ms = max_timer_secs.saturating_mul(1000).saturating_mul(2);
+        let bucket_ms = span_ms.div_ceil(BUCKETS as u64).max(1000);
+        PeerShard {
+            number,
+            next_gen: 0,
+            hasher: Default::default(),
+            index: hashbrown::HashTable::new(),
+            records: Vec::new(),
+            bucket_ms,
+            heads: vec![NIL; BUCKETS].into_boxed_slice(),
+            tails: vec![NIL; BUCKETS].into_boxed_slice(),
+            next_bucket: u64::MAX,
+            walk: NIL,
+        }
+    }
+
+    /// The handle of slot `slot` with generation `gen` in shard `shard`.
+    pub fn key(shard: u16, gen: u16, slot: u32) -> u64 {
+        (u64::from(shard) << 48) | (u64::from(gen) << 32) | u64::from(slot)
+    }
+
+    /// (shard, slot) of a handle.
+    pub fn split_key(key: u64) -> (usize, usize) {
+        ((key >> 48) as usize, (key & 0xffff_ffff) as usize)
+    }
+
+    fn fresh_key(&mut self, slot: usize) -> u64 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        Self::key(self.number, self.next_gen, slot as u32)
+    }
+
+    fn hash(&self, peer_id: &[u8]) -> u64 {
+        self.hasher.hash_one(peer_id)
     }
 
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
         let records = &self.records;
+        let id = peer_id.as_bytes();
         self.index
-            .find(self.hash(peer_id), |&i| {
-                records
-                    .get(i as usize)
-                    .is_some_and(|r| r.card.peer_id == *peer_id)
+            .find(self.hash(id), |&i| {
+                records.get(i as usize).is_some_and(|r| *r.id == *id)
             })
             .map(|&i| i as usize)
+    }
+
+    /// The record a handle names, if it still does.
+    pub fn by_key(&self, key: u64) -> Option<&PeerRecord> {
+        let (_, slot) = Self::split_key(key);
+        self.records.get(slot).filter(|r| r.key == key)
     }
 
     pub fn len(&self) -> usize {
@@ -459,10 +575,111 @@ impl PeerShard {
         (self.index.len(), self.index.capacity())
     }
 
-    /// Adds a record whose peer id is not in the shard yet.
-    pub fn insert(&mut self, record: PeerRecord) -> usize {
+    /// Heap bytes of the bucket rings.
+    pub fn bucket_bytes(&self) -> usize {
+        (self.heads.len() + self.tails.len()) * std::mem::size_of::<u32>()
+    }
+
+    /// The absolute bucket of a deadline.
+    pub fn bucket_of(&self, t: Time) -> u64 {
+        t.as_millis() / self.bucket_ms
+    }
+
+    /// The ring slot a deadline is listed in: its bucket's, or the bucket being walked when
+    /// the deadline is older (a clock that went back), so that every record stays reachable.
+    /// A record keeps the slot it was listed in (`PeerRecord::ring`).
+    fn ring_of(&self, t: Time) -> usize {
+        let b = self.bucket_of(t);
+        let b = if self.next_bucket != u64::MAX && b < self.next_bucket {
+            self.next_bucket
+        } else {
+            b
+        };
+        (b % BUCKETS as u64) as usize
+    }
+
+    /// First record of ring slot `ring`.
+    pub fn head(&self, ring: usize) -> u32 {
+        self.heads.get(ring).copied().unwrap_or(NIL)
+    }
+
+    /// The record after `pos` in its bucket list.
+    pub fn next_of(&self, pos: u32) -> u32 {
+        self.records.get(pos as usize).map_or(NIL, |r| r.next)
+    }
+
+    pub fn ring_len(&self) -> u64 {
+        BUCKETS as u64
+    }
+
+    fn link(&mut self, pos: u32) {
+        let Some(deadline) = self.records.get(pos as usize).map(|r| r.deadline) else {
+            return;
+        };
+        self.link_into(pos, self.ring_of(deadline));
+    }
+
+    /// Appends the record at `pos` to the list of ring slot `ring`.
+    fn link_into(&mut self, pos: u32, ring: usize) {
+        let ring = ring % BUCKETS;
+        let tail = self.tails[ring];
+        if let Some(r) = self.records.get_mut(pos as usize) {
+            r.ring = ring as u16;
+            r.prev = tail;
+            r.next = NIL;
+        }
+        match self.records.get_mut(tail as usize) {
+            Some(t) => t.next = pos,
+            None => self.heads[ring] = pos,
+        }
+        self.tails[ring] = pos;
+    }
+
+    fn unlink(&mut self, pos: u32) {
+        let Some((prev, next, ring)) = self
+            .records
+            .get(pos as usize)
+            .map(|r| (r.prev, r.next, usize::from(r.ring)))
+        else {
+            return;
+        };
+        if self.walk == pos {
+            self.walk = next;
+        }
+        match self.records.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.heads[ring] = next,
+        }
+        match self.records.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tails[ring] = prev,
+        }
+    }
+
+    /// Sets the deadline of the record at `pos`, moving it to its new bucket's list.
+    pub fn set_deadline(&mut self, pos: usize, deadline: Time) {
+        let Some(ring) = self.records.get(pos).map(|r| usize::from(r.ring)) else {
+            return;
+        };
+        if ring == self.ring_of(deadline) {
+            if let Some(r) = self.records.get_mut(pos) {
+                r.deadline = deadline;
+            }
+            return;
+        }
+        self.unlink(pos as u32);
+        if let Some(r) = self.records.get_mut(pos) {
+            r.deadline = deadline;
+        }
+        self.link(pos as u32);
+    }
+
+    /// Adds a record whose peer id is not in the shard yet; gives it its handle. Returns its
+    /// position.
+    pub fn insert(&mut self, mut record: PeerRecord) -> usize {
         let pos = self.records.len();
-        let h = self.hash(&record.card.peer_id);
+        record.key = self.fresh_key(pos);
+        let h = self.hash(&record.id);
         self.records.push(record);
         let PeerShard {
             hasher,
@@ -473,32 +690,112 @@ impl PeerShard {
         index.insert_unique(h, pos as u32, |&i| {
             records
                 .get(i as usize)
-                .map_or(0, |r| hasher.hash_one(r.card.peer_id.as_bytes()))
+                .map_or(0, |r| hasher.hash_one(&r.id[..]))
         });
+        self.link(pos as u32);
         pos
     }
 
-    /// Deletes the record at `pos` (swap_remove); the caller has already taken it out of its
-    /// swarms.
-    pub fn remove_at(&mut self, pos: usize) -> Option<PeerRecord> {
-        let h = self.hash(&self.records.get(pos)?.card.peer_id);
+    /// Deletes the record at `pos`; the caller has already taken it out of its swarms. The
+    /// last record moves into `pos` with a new handle: the second value is its (old, new)
+    /// handle, and the caller re-keys its memberships.
+    pub fn remove_at(&mut self, pos: usize) -> Option<(PeerRecord, Option<(u64, u64)>)> {
+        let h = self.hash(&self.records.get(pos)?.id);
+        self.unlink(pos as u32);
         if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
             entry.remove();
         }
         let last = self.records.len() - 1;
-        let record = self.records.swap_remove(pos);
         if pos != last {
-            if let Some(moved) = self.records.get(pos) {
-                let hm = self.hasher.hash_one(moved.card.peer_id.as_bytes());
-                if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
-                    *slot = pos as u32;
-                }
+            // The last record leaves its list and rejoins it from `pos`: its neighbours and the
+            // list ends point to it by position.
+            let walk_was_last = self.walk == last as u32;
+            let ring = self.records.get(last).map_or(0, |r| usize::from(r.ring));
+            self.unlink(last as u32);
+            let record = self.records.swap_remove(pos);
+            let new_key = self.fresh_key(pos);
+            let moved = self.records.get_mut(pos)?;
+            let old_key = moved.key;
+            moved.key = new_key;
+            let hm = self.hasher.hash_one(&moved.id[..]);
+            if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
+                *slot = pos as u32;
             }
+            // Relinked at the tail of its list: a walk of that list still reaches it. A walk
+            // that was about to look at it goes on with its old successor, or, when it was the
+            // tail, with it at its new place.
+            self.link_into(pos as u32, ring);
+            if walk_was_last && self.walk == NIL {
+                self.walk = pos as u32;
+            }
+            self.shrink();
+            Some((record, Some((old_key, new_key))))
+        } else {
+            let record = self.records.pop()?;
+            self.shrink();
+            Some((record, None))
         }
+    }
+
+    /// Gives back memory of a record vector that became mostly empty.
+    fn shrink(&mut self) {
         if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
             self.records.shrink_to(self.records.len() * 2);
         }
-        Some(record)
+        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
+            let PeerShard {
+                hasher,
+                index,
+                records,
+                ..
+            } = self;
+            index.shrink_to(records.len() * 2, |&i| {
+                records
+                    .get(i as usize)
+                    .map_or(0, |r| hasher.hash_one(&r.id[..]))
+            });
+        }
+    }
+
+    /// Checks that every record is in exactly one bucket list, the one of its deadline (or the
+    /// walked bucket's), with consistent links. For audits.
+    pub fn check_buckets(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for ring in 0..BUCKETS {
+            let mut prev = NIL;
+            let mut cur = self.heads[ring];
+            while cur != NIL {
+                let r = self
+                    .records
+                    .get(cur as usize)
+                    .ok_or("a bucket lists a position beyond the records")?;
+                if r.prev != prev {
+                    return Err("a bucket list's back link is wrong".into());
+                }
+                if usize::from(r.ring) != ring {
+                    return Err(format!(
+                        "a record of bucket list {} is in list {ring}",
+                        r.ring
+                    ));
+                }
+                seen += 1;
+                if seen > self.records.len() {
+                    return Err("a bucket list has a cycle".into());
+                }
+                prev = cur;
+                cur = r.next;
+            }
+            if self.tails[ring] != prev {
+                return Err("a bucket list's tail is wrong".into());
+            }
+        }
+        if seen != self.records.len() {
+            return Err(format!(
+                "bucket lists hold {seen} records of {}",
+                self.records.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -509,14 +806,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn member(key: u64) -> Member {
-        let peer_id = PeerId::new(format!("k{key}").as_bytes()).expect("short id");
-        Member {
-            key,
-            card: Arc::new(PeerCard {
-                peer_id,
-                addrs: SmallVec::new(),
-            }),
-        }
+        Member { key }
     }
 
     fn mode(seeder: bool) -> PeerMode {
@@ -527,8 +817,61 @@ mod tests {
         }
     }
 
+    fn record(n: u16, deadline_ms: u64) -> PeerRecord {
+        let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+        let mut r = PeerRecord::new(
+            &id,
+            None,
+            SocketAddr::from(([10, 0, 0, 1], 7000)),
+            Time::from_millis(deadline_ms),
+        );
+        r.deadline = Time::from_millis(deadline_ms);
+        r
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Records stay findable by id and by handle, and listed exactly once in the bucket
+        /// lists, through inserts, deadline changes and removals (which move the last record).
+        #[test]
+        fn peer_shard_keeps_index_handles_and_buckets(
+            ops in prop::collection::vec((0u8..3, 0u16..60, 0u64..400_000), 1..300)
+        ) {
+            let mut shard = PeerShard::new(3, 120);
+            let mut live: BTreeMap<u16, ()> = BTreeMap::new();
+            for (op, n, t) in ops {
+                let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+                match (op, shard.find(&id)) {
+                    (0, None) => {
+                        let pos = shard.insert(record(n, t));
+                        prop_assert_eq!(shard.find(&id), Some(pos));
+                        live.insert(n, ());
+                    }
+                    (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
+                    (2, Some(pos)) => {
+                        let last = shard.len() - 1;
+                        let (gone, moved) = shard.remove_at(pos).expect("present");
+                        prop_assert_eq!(&gone.id[..], id.as_bytes());
+                        prop_assert_eq!(moved.is_some(), pos != last);
+                        if let Some((old, new)) = moved {
+                            prop_assert!(shard.by_key(old).is_none());
+                            prop_assert_eq!(shard.by_key(new).map(|r| r.key), Some(new));
+                        }
+                        live.remove(&n);
+                    }
+                    _ => {}
+                }
+                if let Err(e) = shard.check_buckets() {
+                    prop_assert!(false, "{}", e);
+                }
+                prop_assert_eq!(shard.len(), live.len());
+                for (pos, r) in shard.records.iter().enumerate() {
+                    prop_assert_eq!(shard.find(&r.peer_id()), Some(pos));
+                    prop_assert_eq!(PeerShard::split_key(r.key), (3, pos));
+                }
+            }
+        }
 
         /// The swarm (with and without its index) against a plain map model.
         #[test]

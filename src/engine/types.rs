@@ -103,6 +103,17 @@ macro_rules! id_type {
             pub fn as_bytes(&self) -> &[u8] {
                 self.0.as_bytes()
             }
+            /// An id from bytes the engine stored after checking them (1..=64 bytes); longer
+            /// input is cut at [`MAX_ID_BYTES`]. Never fails.
+            pub(crate) fn from_stored(bytes: &[u8]) -> Self {
+                let len = bytes.len().min(MAX_ID_BYTES);
+                let mut buf = [0u8; MAX_ID_BYTES];
+                buf[..len].copy_from_slice(&bytes[..len]);
+                $name(IdBytes {
+                    len: len as u8,
+                    bytes: buf,
+                })
+            }
         }
 
         impl fmt::Debug for $name {

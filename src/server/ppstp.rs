@@ -7,7 +7,7 @@ use crate::access_list::AccessControl;
 use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
 use crate::protocol::http::{HttpLimits, RequestHead};
-use crate::protocol::ppstp::{self, DecodeLimits, TransactionId, CONTENT_TYPE};
+use crate::protocol::ppstp::{self, DecodeLimits, Decoded, CONTENT_TYPE};
 use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamWorker};
 
@@ -48,6 +48,8 @@ impl StreamService for PpstpStreams {
                     now: self.0.clock.now(),
                     challenge: String::new(),
                     waiting: false,
+                    decoded: Decoded::empty(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                    response: Response::Err(ErrorCode::Ok),
                 },
                 limits,
             )
@@ -69,6 +71,12 @@ struct PpstpWorker {
     challenge: String,
     /// The last request served waits for the overlay.
     waiting: bool,
+    /// The request being served, decoded into the previous one's place (its transaction id's
+    /// string and action vector reused).
+    decoded: Decoded,
+    /// The answer being written, computed into the previous one's place (its swarm results
+    /// and peer lists reused): CONNECT, FIND and JOIN allocate nothing in steady state.
+    response: Response,
 }
 
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
@@ -80,14 +88,13 @@ pub(crate) fn is_ppstp_media_type(value: &[u8]) -> bool {
         .eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
 }
 
-/// What a request gets, before it is written. Returned by value and consumed at once, so the
-/// size difference of its variants costs nothing (boxing the answer would allocate).
-#[allow(clippy::large_enum_variant)]
+/// What a request gets, before it is written.
 enum Reply {
     /// The answer waits for the overlay.
     Wait,
-    /// A PPSTP answer (HTTP status from its error code).
-    Ppstp(Response, Option<TransactionId>),
+    /// A PPSTP answer (HTTP status from its error code): the worker's `response`, with the
+    /// transaction id of its `decoded` when the flag is set.
+    Ppstp(bool),
     /// 415: the request does not carry the PPSTP media type.
     UnsupportedMediaType,
 }
@@ -95,7 +102,7 @@ enum Reply {
 /// The PPSTP answer: its JSON body is in the loop's body buffer.
 fn answer(
     response: &Response,
-    transaction_id: Option<&TransactionId>,
+    transaction_id: Option<&ppstp::TransactionId>,
     body: &mut Vec<u8>,
 ) -> Answer {
     ppstp::encode_response(response, transaction_id, body);
@@ -119,7 +126,8 @@ impl PpstpWorker {
         let metrics = self.service.metrics.worker(self.index);
         metrics.request(UNDECODED);
         metrics.error(UNDECODED, code);
-        Reply::Ppstp(Response::Err(code), None)
+        self.response = Response::Err(code);
+        Reply::Ppstp(false)
     }
 
     /// Authenticates, decodes and serves one request.
@@ -145,46 +153,58 @@ impl PpstpWorker {
         }
         let service = &*self.service;
         let metrics = service.metrics.worker(self.index);
-        match ppstp::decode_request(request_body, ctx.peer, &service.decode_limits) {
+        match ppstp::decode_request_into(
+            request_body,
+            ctx.peer,
+            &service.decode_limits,
+            &mut self.decoded,
+        ) {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
                 metrics.latency(UNDECODED, ctx.ready_at.elapsed());
-                Reply::Ppstp(Response::Err(e.code), e.transaction_id)
+                self.response = Response::Err(e.code);
+                let with_id = e.transaction_id.is_some();
+                if let Some(t) = e.transaction_id {
+                    self.decoded.transaction_id = t;
+                }
+                Reply::Ppstp(with_id)
             }
-            Ok(decoded) => {
-                let kind = request_index(&decoded.request.kind);
+            Ok(()) => {
+                let request = &self.decoded.request;
+                let kind = request_index(&request.kind);
                 // The access list refuses swarms with 03 (forbidden action).
                 let refused = !service.access.is_off()
-                    && !service
-                        .access
-                        .current()
-                        .permits_request(&decoded.request.kind);
+                    && !service.access.current().permits_request(&request.kind);
                 // An authenticated peer acts only under its own id (03, forbidden action).
-                let impersonating = !identity.permits(decoded.request.peer_id.as_bytes());
-                let response = if refused || impersonating {
-                    Response::Err(ErrorCode::Forbidden)
+                let impersonating = !identity.permits(request.peer_id.as_bytes());
+                if refused || impersonating {
+                    self.response = Response::Err(ErrorCode::Forbidden);
+                } else if service.federation.is_none() {
+                    service
+                        .engine
+                        .handle_into(request, self.now, &mut self.response);
                 } else {
                     match super::federated::handle(
                         &service.engine,
                         service.federation.as_deref(),
-                        &decoded.request,
+                        request,
                         self.now,
                     ) {
-                        super::federated::Handled::Answer(r) => r,
+                        super::federated::Handled::Answer(r) => self.response = r,
                         super::federated::Handled::Wait => {
                             self.waiting = true;
                             return Reply::Wait;
                         }
                     }
-                };
+                }
                 metrics.request(kind);
-                metrics.error(kind, response.error_code());
+                metrics.error(kind, self.response.error_code());
                 // PPSTP latency series are indexed like the request types; the time runs
                 // from the turn that learnt of the request to its answer (the in-place
                 // encoding excluded).
                 metrics.latency(kind, ctx.ready_at.elapsed());
-                Reply::Ppstp(response, Some(decoded.transaction_id))
+                Reply::Ppstp(true)
             }
         }
     }
@@ -238,9 +258,11 @@ impl HttpHandler for PpstpWorker {
                 status: 0,
                 content_type: CONTENT_TYPE,
             },
-            Reply::Ppstp(response, transaction_id) => {
-                answer(&response, transaction_id.as_ref(), body)
-            }
+            Reply::Ppstp(with_id) => answer(
+                &self.response,
+                with_id.then_some(&self.decoded.transaction_id),
+                body,
+            ),
             Reply::UnsupportedMediaType => {
                 ppstp::encode_response(&Response::Err(ErrorCode::BadRequest), None, body);
                 Answer {
@@ -266,10 +288,14 @@ impl HttpHandler for PpstpWorker {
     ) {
         match self.reply(ctx, head, request_body) {
             Reply::Wait => {}
-            Reply::Ppstp(response, transaction_id) => {
-                let status = ppstp::http_status(response.error_code());
+            Reply::Ppstp(with_id) => {
+                let status = ppstp::http_status(self.response.error_code());
                 let body = out.start(status, CONTENT_TYPE, self.challenge.as_bytes());
-                ppstp::encode_response(&response, transaction_id.as_ref(), body);
+                ppstp::encode_response(
+                    &self.response,
+                    with_id.then_some(&self.decoded.transaction_id),
+                    body,
+                );
             }
             Reply::UnsupportedMediaType => {
                 let body = out.start(415, CONTENT_TYPE, self.challenge.as_bytes());

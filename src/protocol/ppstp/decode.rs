@@ -26,6 +26,19 @@ pub(super) fn decode_request(
     source: SocketAddr,
     limits: &DecodeLimits,
 ) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded::empty(source);
+    decode_request_into(body, source, limits, &mut out).map(|()| out)
+}
+
+/// As [`decode_request`], into `out`: the transaction id's string and a CONNECT's action
+/// vector are reused, so that a caller keeping one `Decoded` allocates nothing for ordinary
+/// requests. On error `out` holds an unspecified request.
+pub(super) fn decode_request_into(
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     let mut message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
         Ok(envelope) => envelope.message,
         Err(_) => return Err(salvaged_error(body)),
@@ -34,8 +47,7 @@ pub(super) fn decode_request(
     let transaction_id = message
         .transaction_id
         .take()
-        .filter(|t| t.0.len() <= MAX_TRANSACTION_ID_BYTES)
-        .map(|t| TransactionId(t.0));
+        .filter(|t| t.0.len() <= MAX_TRANSACTION_ID_BYTES);
     // RFC 7846 §4.3: an unsupported version is 02; a missing one makes the message malformed.
     let version_fault = match message.version {
         Some(Int(VERSION)) => None,
@@ -45,7 +57,7 @@ pub(super) fn decode_request(
     if let Some(code) = version_fault {
         return Err(DecodeError {
             code,
-            transaction_id,
+            transaction_id: transaction_id.map(|t| TransactionId(t.0.into_owned())),
         });
     }
     // RFC 7846 §4.1.1: transaction_id MUST be present.
@@ -55,14 +67,20 @@ pub(super) fn decode_request(
             transaction_id: None,
         });
     };
-    match request_from_raw(message, source, limits) {
-        Ok(request) => Ok(Decoded {
-            request,
-            transaction_id,
-        }),
+    let spare = match &mut out.request.kind {
+        RequestKind::Connect { actions, .. } => std::mem::take(actions),
+        _ => Vec::new(),
+    };
+    match request_from_raw(message, source, limits, spare) {
+        Ok(request) => {
+            out.request = request;
+            out.transaction_id.0.clear();
+            out.transaction_id.0.push_str(&transaction_id.0);
+            Ok(())
+        }
         Err(Bad) => Err(DecodeError {
             code: ErrorCode::BadRequest,
-            transaction_id: Some(transaction_id),
+            transaction_id: Some(TransactionId(transaction_id.0.into_owned())),
         }),
     }
 }
@@ -84,10 +102,13 @@ fn salvaged_error(body: &[u8]) -> DecodeError {
     }
 }
 
+/// The request of a parsed message. A CONNECT's actions are collected into `spare` (cleared
+/// first), a vector whose capacity the caller reuses.
 fn request_from_raw(
     m: RawRequest<'_>,
     source: SocketAddr,
     limits: &DecodeLimits,
+    mut spare: Vec<SwarmAction>,
 ) -> Checked<Request> {
     let peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
     let request_type = m.request_type.as_ref().ok_or(Bad)?;
@@ -111,21 +132,23 @@ fn request_from_raw(
                     .iter()
                     .map(|a| peer_addr(a, AddrType::Host))
                     .collect::<Checked<_>>()?,
-                actions: actions
-                    .iter()
-                    .map(|a| {
-                        Ok(SwarmAction {
+                actions: {
+                    spare.clear();
+                    for a in actions.iter() {
+                        let kind = action(&a.action)?;
+                        spare.push(SwarmAction {
                             swarm_id: SwarmId(id(&a.swarm_id, limits)?),
-                            action: action(&a.action)?,
+                            action: kind,
                             // RFC 7846 §4.1.1: LEAVE applies "regardless of the peer mode".
-                            mode: match (&a.peer_mode, action(&a.action)?) {
+                            mode: match (&a.peer_mode, kind) {
                                 (Some(mode), _) => peer_mode(mode)?,
                                 (None, ActionKind::Leave) => PeerMode::Leech,
                                 (None, ActionKind::Join) => return Err(Bad),
                             },
-                        })
-                    })
-                    .collect::<Checked<_>>()?,
+                        });
+                    }
+                    spare
+                },
             }
         }
         "FIND" => {
@@ -156,7 +179,7 @@ fn request_from_raw(
                 {
                     r.stat.map(|s| s.0).unwrap_or_default()
                 }
-                _ => Vec::new(),
+                _ => smallvec::SmallVec::new(),
             };
             if stats.len() > limits.max_stats {
                 return Err(Bad);

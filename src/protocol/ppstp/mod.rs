@@ -133,6 +133,21 @@ pub struct Decoded {
     pub transaction_id: TransactionId,
 }
 
+impl Decoded {
+    /// A placeholder (a KEEPALIVE of peer `-` from `source`, empty transaction id) to decode
+    /// into with [`decode_request_into`]; allocates nothing.
+    pub fn empty(source: SocketAddr) -> Self {
+        Decoded {
+            request: Request {
+                peer_id: crate::engine::PeerId::from_stored(b"-"),
+                source,
+                kind: crate::engine::RequestKind::Keepalive,
+            },
+            transaction_id: TransactionId(String::new()),
+        }
+    }
+}
+
 /// A request that cannot be served: the error code to answer, and the transaction id when it
 /// could be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +163,18 @@ pub fn decode_request(
     limits: &DecodeLimits,
 ) -> Result<Decoded, DecodeError> {
     decode::decode_request(body, source, limits)
+}
+
+/// As [`decode_request`], into `out`, reusing its transaction id's string and a CONNECT's
+/// action vector (no allocation for ordinary requests). On error `out` holds an unspecified
+/// request; the error carries the transaction id when it could be read.
+pub fn decode_request_into(
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
+    decode::decode_request_into(body, source, limits, out)
 }
 
 /// Appends the JSON body answering `response` to `out`.

@@ -8,6 +8,8 @@
 //! Unknown members are ignored everywhere (RFC 7846 §4.4), which is serde's default.
 
 use std::borrow::Cow;
+
+use smallvec::SmallVec;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -93,36 +95,40 @@ impl Int {
     }
 }
 
-/// A transaction id: a string, or (leniently) a number, kept as its decimal text.
+/// A transaction id: a string (borrowed from the body when it has no escapes), or (leniently)
+/// a number, kept as its decimal text.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct TxId(pub String);
+pub(super) struct TxId<'a>(pub Cow<'a, str>);
 
-fn number_text<T: itoa::Integer>(n: T) -> String {
-    itoa::Buffer::new().format(n).to_owned()
+fn number_text<T: itoa::Integer>(n: T) -> Cow<'static, str> {
+    Cow::Owned(itoa::Buffer::new().format(n).to_owned())
 }
 
-impl<'de> Deserialize<'de> for TxId {
+impl<'de: 'a, 'a> Deserialize<'de> for TxId<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
-            type Value = TxId;
+        impl<'de> Visitor<'de> for V {
+            type Value = TxId<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a transaction id string")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<TxId, E> {
-                Ok(TxId(v.to_owned()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<TxId<'de>, E> {
+                Ok(TxId(Cow::Borrowed(v)))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<TxId, E> {
-                Ok(TxId(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TxId<'de>, E> {
+                Ok(TxId(Cow::Owned(v.to_owned())))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TxId, E> {
+            fn visit_string<E: de::Error>(self, v: String) -> Result<TxId<'de>, E> {
+                Ok(TxId(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TxId<'de>, E> {
                 Ok(TxId(number_text(v)))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TxId, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TxId<'de>, E> {
                 Ok(TxId(number_text(v)))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TxId, E> {
-                Ok(TxId(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TxId<'de>, E> {
+                Ok(TxId(Cow::Owned(v.to_string())))
             }
         }
         d.deserialize_any(V)
@@ -130,13 +136,14 @@ impl<'de> Deserialize<'de> for TxId {
 }
 
 /// A list that may also be written as its single element (an object where the RFC 7846 schema
-/// specifies an array, as in examples E1, E2, E4, E6, E7, E8).
+/// specifies an array, as in examples E1, E2, E4, E6, E7, E8). Up to two elements are kept
+/// inline (no allocation).
 #[derive(Debug)]
-pub(super) struct OneOrMany<T>(pub Vec<T>);
+pub(super) struct OneOrMany<T>(pub SmallVec<[T; 2]>);
 
 impl<T> Default for OneOrMany<T> {
     fn default() -> Self {
-        OneOrMany(Vec::new())
+        OneOrMany(SmallVec::new())
     }
 }
 
@@ -149,7 +156,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 f.write_str("an array or a single object")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
+                let mut items = SmallVec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
@@ -157,7 +164,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|one| OneOrMany(vec![one]))
+                    .map(|one| OneOrMany(smallvec::smallvec![one]))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -178,7 +185,8 @@ pub(super) struct RawRequest<'a> {
     pub version: Option<Int>,
     #[serde(borrow)]
     pub request_type: Option<Str<'a>>,
-    pub transaction_id: Option<TxId>,
+    #[serde(borrow)]
+    pub transaction_id: Option<TxId<'a>>,
     #[serde(borrow)]
     pub peer_id: Option<Str<'a>>,
     #[serde(borrow)]
@@ -340,7 +348,8 @@ pub(super) struct RawResponse<'a> {
     pub version: Int,
     pub response_type: Int,
     pub error_code: Int,
-    pub transaction_id: Option<TxId>,
+    #[serde(borrow)]
+    pub transaction_id: Option<TxId<'a>>,
     #[serde(borrow)]
     pub peer_addr: Option<RawPeerAddr<'a>>,
     #[serde(borrow, default)]
@@ -506,13 +515,13 @@ impl<'de> Deserialize<'de> for Anything {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Anything, E> {
                 Ok(Anything {
                     integer: Some(v),
-                    text: Some(number_text(v)),
+                    text: Some(number_text(v).into_owned()),
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Anything, E> {
                 Ok(Anything {
                     integer: u64::try_from(v).ok(),
-                    text: Some(number_text(v)),
+                    text: Some(number_text(v).into_owned()),
                 })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Anything, E> {

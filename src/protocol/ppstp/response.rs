@@ -118,7 +118,7 @@ pub fn decode_response(body: &[u8]) -> Result<DecodedResponse, ResponseDecodeErr
     Ok(DecodedResponse {
         response_type,
         error_code,
-        transaction_id: m.transaction_id.map(|t| TransactionId(t.0)),
+        transaction_id: m.transaction_id.map(|t| TransactionId(t.0.into_owned())),
         reflexive,
         swarm_results,
         stat,
