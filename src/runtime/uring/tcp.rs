@@ -37,11 +37,14 @@ pub(crate) const STAGING_BYTES: usize = 64 * 1024;
 /// that once sent a large answer does not pin the memory: 16 KiB.
 const KEEP_BYTES: usize = 16 * 1024;
 
-/// Size of one buffer of the worker's stream buffer ring: 16 KiB (a TLS record fits).
-pub(crate) const STREAM_BUF_BYTES: usize = 16 * 1024;
+/// Size of one buffer of the worker's stream buffer ring: 4 KiB (a pipelined batch of tracker
+/// requests fits; a TLS record spans a few).
+pub(crate) const STREAM_BUF_BYTES: usize = 4 * 1024;
 
-/// Buffers in the worker's stream buffer ring: 256 (4 MiB per worker, touched only as used).
-pub(crate) const STREAM_BUFS: u16 = 256;
+/// Buffers in the worker's stream buffer ring: 512 (2 MiB per worker, touched only as used).
+/// It bounds what a connection can receive between the arrival that takes it over its input
+/// cap and the cancel of its receive, which is submitted with the next wait.
+pub(crate) const STREAM_BUFS: u16 = 512;
 
 /// A connection served through the worker's ring.
 pub(crate) struct RingStream {
