@@ -6,9 +6,11 @@
 //! output is over the backpressure limit (then it waits for the socket to become writable).
 //! A [`mio::Waker`] interrupts the poll for shutdown; the poll timeout drives the worker tick.
 //!
-//! On the io_uring back-end the same loop runs with one change: the worker waits on its ring
-//! (`uring/`), which serves the datagram sockets and watches this epoll set; the set is read
-//! without sleeping only in turns where the ring reported it readable.
+//! On the io_uring back-end the same loop runs with the ring in place of readiness: the worker
+//! waits on its ring (`uring/`), which serves the datagram sockets, accepts and receives for the
+//! stream listeners and connections (see `epoll/ring.rs`), and watches this epoll set (then only
+//! the waker); the set is read without sleeping only in turns where the ring reported it
+//! readable. Every connection rule below holds on both back-ends.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

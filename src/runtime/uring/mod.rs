@@ -12,10 +12,12 @@
 //! Datagram sockets are served from the ring alone (`udp.rs`): a multishot `RecvMsg` per socket
 //! into a provided-buffer ring, answers queued as `SendMsg` entries from preallocated send
 //! slots and submitted together once per loop turn, sockets as registered files; nothing is
-//! allocated per datagram. Stream listeners and connections keep their readiness loop (the
-//! epoll set of `epoll.rs`, with every limit, deadline, TLS and fairness rule it has): the
-//! epoll descriptor itself is watched by a multishot poll on the ring, so one wait covers both,
-//! and the epoll set is read (without sleeping) only in turns where it has events.
+//! allocated per datagram. Stream listeners and connections are served from the ring too
+//! (`tcp.rs`): a multishot `Accept` per listener, a multishot `Recv` per connection into the
+//! worker's stream buffer ring, one `Send` per connection per turn, listeners and connections as
+//! registered files; the connection table of `epoll.rs` (every limit, deadline, TLS and fairness
+//! rule) is driven by these completions. The worker's epoll set now holds only the wake-up
+//! `eventfd`; it is watched by a multishot poll on the same ring, so one wait covers all.
 
 mod tcp;
 mod udp;

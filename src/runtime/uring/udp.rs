@@ -10,8 +10,10 @@
 //! (`send_dropped`), as the epoll path drops answers a full socket buffer refuses; answers are
 //! sent with `MSG_DONTWAIT` for the same reason. Nothing is allocated per datagram.
 //!
-//! The worker's epoll set (for its TCP listeners and connections, and the wake-up `eventfd`)
-//! is watched by a multishot poll on the same ring.
+//! The ring also carries the worker's stream operations (`tcp.rs`): its listeners are
+//! registered files after the datagram sockets and the epoll set, its connections follow in a
+//! sparse part of the table, and their buffer ring is the group after the datagram sockets'.
+//! The worker's epoll set (now only the wake-up `eventfd`) is watched by a multishot poll.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
