@@ -60,11 +60,13 @@ start_tracker() {
     shift 2
     PPSP_TRACKER_BACKEND=$backend "$@" "$TRACKER" serve "${sets[@]}" >"$log" 2>&1 &
     PID=$!
-    for _ in $(seq 300); do
-        grep -q "runtime started" "$log" 2>/dev/null && break
+    # Under valgrind the start takes a while; the load must not begin before it serves.
+    for _ in $(seq 600); do
+        grep -q "ppsp-tracker serving" "$log" 2>/dev/null && break
         sleep 0.2
     done
-    grep -q "I/O back-end: $backend" "$log" || { echo "tracker did not start on $backend:" >&2; cat "$log" >&2; exit 1; }
+    grep -q "ppsp-tracker serving" "$log" && grep -q "I/O back-end: $backend" "$log" ||
+        { echo "tracker did not start on $backend:" >&2; cat "$log" >&2; exit 1; }
     sleep 1
 }
 

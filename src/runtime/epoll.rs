@@ -953,6 +953,7 @@ impl EventLoop {
                             ring.cancel(ud);
                             ring.orphan(ud, buf);
                         }
+                        ring.submit_queued();
                         if let Some(file) = stream.file() {
                             ring.unregister_conn(file);
                         }

@@ -378,6 +378,17 @@ impl UdpRing {
             .map(|_| index)
     }
 
+    /// Submits what is queued now. Called before a connection's descriptor or fixed file is
+    /// released: an entry still queued for it must reach the kernel while the descriptor (or
+    /// table slot) still names that connection, not a successor that reuses the number.
+    pub(crate) fn submit_queued(&mut self) {
+        if !self.ring.submission().is_empty() {
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+            }
+        }
+    }
+
     /// Empties fixed file `index` (its connection is closing).
     pub(crate) fn unregister_conn(&mut self, index: u32) {
         let _ = self.ring.submitter().register_files_update(index, &[-1]);
