@@ -27,6 +27,8 @@ DURATION=${DURATION:-10}
 STRACE_REQUESTS=${STRACE_REQUESTS:-100000}
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-20000}
 CALLGRIND_RATE=${CALLGRIND_RATE:-3000}
+# CALLGRIND=0 skips the callgrind runs (for a quick look at system calls and CPU).
+CALLGRIND=${CALLGRIND:-1}
 PORT=${PORT:-17390}
 OUT=${OUT:-$(mktemp -d /tmp/ppsp-backends.XXXXXX)}
 mkdir -p "$OUT"
@@ -106,6 +108,10 @@ print(round(m["replies_per_s"]), round(r["server"]["cpu_us_per_reply"], 2))' "$d
     stop_tracker
 
     # 3: callgrind, instrumentation on for the measured requests only.
+    if [ "$CALLGRIND" = 0 ]; then
+        INSTR[$backend]=-
+        continue
+    fi
     start_tracker "$backend" "$dir/callgrind-tracker.log" valgrind --tool=callgrind \
         --instr-atstart=no --callgrind-out-file="$dir/callgrind.out"
     populate "$dir/callgrind-populate.txt"

@@ -839,6 +839,9 @@ impl EventLoop {
         };
         conn.hangup |= hangup;
         conn.ctx.ready_at = now;
+        if let (Stream::Ring(rs), Some(ring)) = (&mut conn.stream, self.ring.as_mut()) {
+            rs.provision(&mut ring.pool);
+        }
         let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}

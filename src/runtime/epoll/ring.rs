@@ -220,6 +220,9 @@ impl EventLoop {
             rs.flush_queued = true;
             self.to_flush.push(slot);
         }
+        if !conn.state.has_output() {
+            rs.release_buffers(&mut ring.pool);
+        }
         let pause = conn.state.output_blocked(limits)
             || rs.unread() >= limits.max_input_bytes.max(1)
             || conn.state.closing()

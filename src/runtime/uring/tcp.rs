@@ -30,12 +30,41 @@ use io_uring::{opcode, squeue};
 use super::Op;
 
 /// Answer bytes a connection queues on the ring before its writes report `WouldBlock` (the
-/// role of the kernel's send buffer on epoll): 64 KiB.
+/// role of the kernel's send buffer on epoll): 64 KiB, the size of every staging buffer.
 pub(crate) const STAGING_BYTES: usize = 64 * 1024;
 
-/// A staging or in-flight buffer that grew past this is given back once empty, so a connection
-/// that once sent a large answer does not pin the memory: 16 KiB.
+/// A backlog buffer that grew past this is given back once empty, so a connection that once
+/// held much unread input does not pin the memory: 16 KiB.
 const KEEP_BYTES: usize = 16 * 1024;
+
+/// Spare staging buffers ([`STAGING_BYTES`] each) a worker keeps for its connections: 64
+/// (4 MiB). A connection takes two while it has answers on their way and gives them back when
+/// it is quiet, so a busy worker allocates none in steady state and an idle one holds few.
+pub(crate) const POOL_BUFFERS: usize = 64;
+
+/// The worker's spare staging buffers.
+#[derive(Default)]
+pub(crate) struct BufPool(Vec<Vec<u8>>);
+
+impl BufPool {
+    fn take(&mut self) -> Vec<u8> {
+        self.0
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(STAGING_BYTES))
+    }
+
+    fn give(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() >= STAGING_BYTES && self.0.len() < POOL_BUFFERS {
+            buf.clear();
+            self.0.push(buf);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// Size of one buffer of the worker's stream buffer ring: 4 KiB (a pipelined batch of tracker
 /// requests fits; a TLS record spans a few).
@@ -224,9 +253,6 @@ impl RingStream {
             }
             std::mem::swap(&mut self.staging, &mut self.inflight);
             self.staging.clear();
-            if self.staging.capacity() > KEEP_BYTES {
-                self.staging = Vec::new();
-            }
             self.sent = 0;
         }
         self.sending = true;
@@ -257,10 +283,25 @@ impl RingStream {
         if self.sent >= self.inflight.len() {
             self.inflight.clear();
             self.sent = 0;
-            if self.inflight.capacity() > KEEP_BYTES {
-                self.inflight = Vec::new();
-            }
         }
+    }
+
+    /// Gives the connection a staging buffer from `pool` before it is served, so that its
+    /// answers are not written into a freshly allocated one.
+    pub(crate) fn provision(&mut self, pool: &mut BufPool) {
+        if self.staging.capacity() == 0 && !self.direct {
+            self.staging = pool.take();
+        }
+    }
+
+    /// Returns the connection's empty buffers to `pool` once nothing is on its way.
+    pub(crate) fn release_buffers(&mut self, pool: &mut BufPool) {
+        if self.unsent() {
+            return;
+        }
+        pool.give(std::mem::take(&mut self.staging));
+        pool.give(std::mem::take(&mut self.inflight));
+        self.sent = 0;
     }
 
     /// Takes the buffer of the send in flight, which must outlive this connection until the
@@ -395,6 +436,28 @@ mod tests {
         assert_eq!(s.read(&mut big).unwrap(), 0);
         s.on_error(libc::ECONNRESET);
         assert!(s.read(&mut big).is_err());
+    }
+
+    #[test]
+    fn quiet_connections_return_their_buffers_to_the_pool() {
+        let (mut s, _client) = pair();
+        let mut pool = BufPool::default();
+        s.provision(&mut pool);
+        assert_eq!(s.write(b"answer").unwrap(), 6);
+        let staging = s.staging.as_ptr();
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 0, "nothing is given back while bytes wait");
+        assert!(s.send_entry().is_some());
+        s.on_sent(6);
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 1, "the buffer that carried the answer");
+        s.provision(&mut pool);
+        assert_eq!(
+            s.staging.as_ptr(),
+            staging,
+            "and it is reused, not reallocated"
+        );
+        assert_eq!(pool.len(), 0);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::super::datagram::DATAGRAMS_PER_TURN;
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker};
-use super::tcp::{STREAM_BUFS, STREAM_BUF_BYTES};
+use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
 
 /// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
@@ -221,6 +221,8 @@ pub(crate) struct UdpRing {
     events: Vec<StreamEvent>,
     /// Buffers of sends still in flight on connections already closed, by `user_data`.
     orphans: Vec<(u64, Vec<u8>)>,
+    /// Spare staging buffers of the worker's connections.
+    pub(crate) pool: BufPool,
 }
 
 /// A completion of a stream operation, handed to the worker's connection table.
@@ -363,6 +365,7 @@ impl UdpRing {
             conn_files,
             events: Vec::with_capacity(STREAM_EVENTS_PER_TURN),
             orphans: Vec::new(),
+            pool: BufPool::default(),
         })
     }
 
