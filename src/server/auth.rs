@@ -414,6 +414,25 @@ impl<'a> DigestCredentials<'a> {
     }
 }
 
+/// Parses an `Authorization` header value as Digest credentials (RFC 7616 §3.4), the way
+/// every authenticated request is parsed, and returns the lengths in bytes of the username,
+/// realm, nonce, uri, response, cnonce and nc parameters (after unquoting), or `None` when the
+/// value is another scheme, malformed, misses a mandatory parameter or repeats one. The entry
+/// point of the `digest_credentials` fuzz target.
+#[doc(hidden)]
+pub fn digest_credentials_lengths(value: &[u8]) -> Option<[usize; 7]> {
+    let c = DigestCredentials::parse(value)?;
+    Some([
+        c.username.len(),
+        c.realm.len(),
+        c.nonce.len(),
+        c.uri.len(),
+        c.response.len(),
+        c.cnonce.len(),
+        c.nc.len(),
+    ])
+}
+
 fn skip_ows(mut p: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = p {
         p = rest;

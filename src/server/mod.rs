@@ -29,6 +29,8 @@ use crate::runtime::{Backend, ListenerSpec, Runtime, RuntimeConfig, Ticker};
 
 pub use admin::METRICS_CONTENT_TYPE;
 use admin::{AdminService, AdminState};
+#[doc(hidden)]
+pub use auth::digest_credentials_lengths;
 
 /// Name of the PPSTP listener in logs, metrics and status.
 pub const PPSTP_LISTENER: &str = "ppstp";
