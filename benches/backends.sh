@@ -63,7 +63,7 @@ start_tracker() {
     PPSP_TRACKER_BACKEND=$backend "$@" "$TRACKER" serve "${sets[@]}" >"$log" 2>&1 &
     PID=$!
     # Under valgrind the start takes a while; the load must not begin before it serves.
-    for _ in $(seq 600); do
+    for _ in $(seq 3000); do
         grep -q "ppsp-tracker serving" "$log" 2>/dev/null && break
         sleep 0.2
     done
