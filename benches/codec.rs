@@ -114,7 +114,7 @@ fn framing(c: &mut Criterion) {
                         bodies += body.len();
                         at += consumed;
                     }
-                    Framed::Incomplete | Framed::Error(_) => break,
+                    Framed::Incomplete | Framed::Continue | Framed::Error(_) => break,
                 }
             }
             bodies

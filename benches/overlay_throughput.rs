@@ -44,7 +44,7 @@ fn wait_joined(h: &OverlayHandle) {
 fn run(security: &str, seconds: u64, inflight: usize) -> (f64, f64) {
     let base = OverlayConfig {
         enabled: true,
-        listen: "127.0.0.1:0".to_owned(),
+        listen: vec!["127.0.0.1:0".to_owned()],
         security: security.to_owned(),
         ..OverlayConfig::default()
     };

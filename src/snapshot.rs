@@ -5,14 +5,15 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "PPSPSNAP"
-//!      8     4  format version (1)
+//!      8     4  format version (2; version 1 files are read too)
 //!     12     8  payload length in bytes
 //!     20     4  CRC-32 (IEEE) of the payload
 //!     24     n  payload: postcard encoding of `Body`
 //! ```
 //!
-//! `Body` holds the wall-clock time of writing (Unix milliseconds) and the engine's
-//! registrations ([`Registration`]), each with the milliseconds left on its timer then. On
+//! `Body` holds the wall-clock time of writing (Unix milliseconds), the engine's
+//! registrations ([`Registration`]), each with the milliseconds left on its timer then, and
+//! (since version 2) each swarm's completion count ([`SwarmCompletions`]). On
 //! load, the time the tracker was down (now minus the time of writing) is taken off every
 //! registration, so each keeps its remaining lifetime; those whose lifetime ran out meanwhile
 //! are dropped.
@@ -27,12 +28,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Registration;
+use crate::engine::{Registration, SwarmCompletions};
 
 /// The first eight bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"PPSPSNAP";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes; it reads this one and version 1 (written before
+/// completion counts were carried).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 24;
 /// Largest payload a reader accepts (a guard against a length field that would allocate
@@ -45,6 +47,15 @@ pub struct Body {
     /// Wall-clock time of writing, Unix milliseconds.
     pub written_unix_ms: u64,
     pub registrations: Vec<Registration>,
+    /// Completion counts of the swarms that have one (empty in a version 1 file).
+    pub completions: Vec<SwarmCompletions>,
+}
+
+/// The payload of a version 1 file.
+#[derive(Deserialize)]
+struct BodyV1 {
+    written_unix_ms: u64,
+    registrations: Vec<Registration>,
 }
 
 /// Why a snapshot was refused. Each message says what is wrong with the file.
@@ -52,7 +63,7 @@ pub struct Body {
 pub enum SnapshotError {
     #[error("not a ppsp-tracker snapshot (the file does not start with \"PPSPSNAP\")")]
     Foreign,
-    #[error("snapshot format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error("snapshot format version {found}; this build reads versions 1 to {FORMAT_VERSION}")]
     Version { found: u32 },
     #[error("truncated snapshot: {expected} payload bytes announced, {found} present")]
     Truncated { expected: u64, found: u64 },
@@ -102,7 +113,7 @@ pub fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
     let version = u32_at(8);
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::Version { found: version });
     }
     let mut len = [0u8; 8];
@@ -123,7 +134,16 @@ pub fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
     if computed != stored {
         return Err(SnapshotError::Checksum { stored, computed });
     }
-    postcard::from_bytes(payload).map_err(|e| SnapshotError::Decode(e.to_string()))
+    let decoded = if version == 1 {
+        postcard::from_bytes::<BodyV1>(payload).map(|v1| Body {
+            written_unix_ms: v1.written_unix_ms,
+            registrations: v1.registrations,
+            completions: Vec::new(),
+        })
+    } else {
+        postcard::from_bytes(payload)
+    };
+    decoded.map_err(|e| SnapshotError::Decode(e.to_string()))
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> SnapshotError {
@@ -192,6 +212,11 @@ mod tests {
                     remaining_ms: 99,
                 },
             ],
+            completions: vec![SwarmCompletions {
+                swarm_id: vec![7; 20],
+                bittorrent: true,
+                completed: 3,
+            }],
         }
     }
 
@@ -224,11 +249,35 @@ mod tests {
                 "bit {bit}"
             );
         }
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
-        assert_eq!(decode(&v2), Err(SnapshotError::Version { found: 2 }));
-        let e = decode(&v2).unwrap_err().to_string();
-        assert!(e.contains("version 2"), "{e}");
+        let mut v3 = bytes.clone();
+        v3[8] = 3;
+        assert_eq!(decode(&v3), Err(SnapshotError::Version { found: 3 }));
+        let e = decode(&v3).unwrap_err().to_string();
+        assert!(e.contains("version 3"), "{e}");
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_without_completions() {
+        #[derive(Serialize)]
+        struct V1 {
+            written_unix_ms: u64,
+            registrations: Vec<Registration>,
+        }
+        let want = Body {
+            completions: Vec::new(),
+            ..body()
+        };
+        let payload = postcard::to_stdvec(&V1 {
+            written_unix_ms: want.written_unix_ms,
+            registrations: want.registrations.clone(),
+        })
+        .unwrap();
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        file.extend_from_slice(&payload);
+        assert_eq!(decode(&file), Ok(want));
     }
 
     #[test]

@@ -108,6 +108,13 @@ fn peers_by_perl(body: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// [`peers_by_perl`] where Perl's Bencode is installed.
+fn peers_by_perl_if_available(body: &[u8]) {
+    if perl_bencode_available() {
+        peers_by_perl(body);
+    }
+}
+
 #[test]
 fn compact_zero_gets_a_well_formed_answer_a_strict_parser_reads() {
     if !perl_bencode_available() {
@@ -310,6 +317,10 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
         other => panic!("{other:?}"),
     }
     assert_eq!(scrape(&hash), 2);
+    // Announce answers carry the count too.
+    let (_, body) = http_get(bt, &announce(&hash, 7053, 5, ""));
+    assert_eq!(int_after(&body, "downloaded"), 2, "{body:?}");
+    peers_by_perl_if_available(&body);
 
     // PPSTP: LEECH -> SEEDER is a completion, reported by STAT_QUERY.
     let addr = server.ppstp_addr().unwrap();
@@ -333,5 +344,332 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
     );
     assert_eq!(q["stat_result"]["completed"], 1, "{q}");
     assert_eq!(q["stat_result"]["seeders"], 1, "{q}");
+    server.shutdown();
+}
+
+/// One BEP 15 exchange from an IPv6 socket; the answer decoded as an IPv6 tracker's.
+fn udp6_exchange(socket: &std::net::UdpSocket, to: std::net::SocketAddr, pkt: &[u8]) -> Vec<u8> {
+    socket.send_to(pkt, to).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+fn udp6_announce(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    cid: u64,
+    hash: [u8; 20],
+    port: u16,
+    left: u64,
+) -> UdpResponse<'static> {
+    let mut pkt = Vec::new();
+    UdpRequest::Announce(AnnounceRequest {
+        connection_id: cid,
+        transaction_id: 11,
+        info_hash: hash,
+        peer_id: [b'6'; 20],
+        downloaded: 0,
+        left,
+        uploaded: 0,
+        event: AnnounceEvent::None,
+        ip_address: 0,
+        key: 0,
+        num_want: -1,
+        port,
+    })
+    .encode(&mut pkt);
+    let answer: &'static [u8] = Box::leak(udp6_exchange(socket, to, &pkt).into_boxed_slice());
+    decode_response(answer, Family::V6, 200).expect("a BEP 15 answer")
+}
+
+#[test]
+fn ipv6_sources_get_the_same_connection_id_lifetime_and_port_zero_rules() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host: skipped");
+        return;
+    }
+    let server = start_server(&[
+        r#"bt_udp.listen=["[::1]:0"]"#,
+        r#"bt_http.listen=["[::1]:0"]"#,
+    ]);
+    let udp_addr = server.bt_udp_addr().unwrap();
+    let http_addr = server.bt_http_addr().unwrap();
+    assert!(udp_addr.is_ipv6() && http_addr.is_ipv6());
+    let socket = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let connect = || {
+        let mut pkt = Vec::new();
+        ppsp_tracker::protocol::bt_udp::wire::ConnectRequest { transaction_id: 1 }.encode(&mut pkt);
+        match decode_response(&udp6_exchange(&socket, udp_addr, &pkt), Family::V6, 0) {
+            Ok(UdpResponse::Connect(c)) => c.connection_id,
+            other => panic!("{other:?}"),
+        }
+    };
+    // BEP 15 connection ids from an IPv6 source: accepted for 120 s, refused at 180 s,
+    // wherever in its slot the id was issued.
+    let hash = [0x27; 20];
+    for _ in 0..3 {
+        let cid = connect();
+        server.advance_clock(Duration::from_secs(120));
+        match udp6_announce(&socket, udp_addr, cid, hash, 7060, 5) {
+            UdpResponse::Announce(_) => {}
+            other => panic!("an id 120 s old must be accepted: {other:?}"),
+        }
+        server.advance_clock(Duration::from_secs(60));
+        match udp6_announce(&socket, udp_addr, cid, hash, 7060, 5) {
+            UdpResponse::Error(e) => assert_eq!(e.message, b"connection id expired"),
+            other => panic!("an id 180 s old must be refused: {other:?}"),
+        }
+        server.advance_clock(Duration::from_millis(20_333));
+    }
+    // port=0 over IPv6 (one (address, port 0) pair is one peer, so each swarm gets one): a
+    // seeder over HTTP, a leecher over UDP; counted, never listed.
+    let (hash_a, hash_b) = ([0x28; 20], [0x29; 20]);
+    let (status, body) = http_get(http_addr, &announce(&hash_a, 0, 0, "&event=started"));
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"d8:complete"), "{body:?}");
+    let cid = connect();
+    match udp6_announce(&socket, udp_addr, cid, hash_a, 7061, 5) {
+        UdpResponse::Announce(a) => {
+            assert_eq!((a.seeders, a.leechers), (1, 1));
+            assert_eq!(peer_count(&a.peers), 0, "the port-0 seeder is not listed");
+        }
+        other => panic!("{other:?}"),
+    }
+    match udp6_announce(&socket, udp_addr, cid, hash_b, 0, 5) {
+        UdpResponse::Announce(a) => assert_eq!((a.seeders, a.leechers), (0, 1)),
+        other => panic!("port 0 over UDP from IPv6: {other:?}"),
+    }
+    let (_, body) = http_get(http_addr, &announce(&hash_b, 7062, 0, ""));
+    assert_eq!(int_after(&body, "complete"), 1);
+    assert_eq!(int_after(&body, "incomplete"), 1);
+    assert!(
+        body.ends_with(b"5:peers0:e") || body.ends_with(b"5:peers0:6:peers60:e"),
+        "nobody listed: {:?}",
+        body
+    );
+    for (hash, seeders, leechers) in [(hash_a, 1, 1), (hash_b, 1, 1)] {
+        let (_, scrape) = http_get(
+            http_addr,
+            &format!("/scrape?info_hash={}", url_bytes(&hash)),
+        );
+        assert_eq!(int_after(&scrape, "complete"), seeders);
+        assert_eq!(int_after(&scrape, "incomplete"), leechers);
+    }
+    server.shutdown();
+}
+
+#[test]
+fn announce_urls_as_clients_build_them_are_read() {
+    let server = start_server(&[]);
+    let bt = server.bt_http_addr().unwrap();
+    let hash = [0x2a; 20];
+    let lower: String = hash.iter().map(|b| format!("%{b:02x}")).collect();
+    let rest = format!(
+        "peer_id={}&port=7070&uploaded=0&downloaded=0&left=5",
+        url_bytes(&[b'q'; 20])
+    );
+    for target in [
+        // A tracker URL ending in `?`, or carrying a query, gets the client's `?` appended.
+        format!("/announce??info_hash={lower}&{rest}"),
+        format!("/announce?key=1?info_hash={lower}&{rest}"),
+        // Trailing and doubled separators, an empty event (as Transmission sends).
+        format!("/announce?&info_hash={lower}&&{rest}&event=&"),
+        format!("/announce?info_hash={lower}&{rest}?"),
+        // An absolute-form target (a client talking through a proxy).
+        format!("http://tracker.example:6969/announce?info_hash={lower}&{rest}"),
+    ] {
+        let (status, body) = http_get(bt, &target);
+        assert_eq!(status, 200, "{target}");
+        assert!(
+            body.starts_with(b"d8:complete"),
+            "{target}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(int_after(&body, "incomplete"), 1, "{target}: one peer");
+    }
+    let (_, scrape) = http_get(
+        bt,
+        &format!("/scrape??info_hash={lower}&info_hash={}&", url_bytes(&hash)),
+    );
+    assert_eq!(int_after(&scrape, "incomplete"), 1);
+    assert_eq!(
+        scrape.windows(20).filter(|w| *w == hash).count(),
+        1,
+        "one entry per info-hash"
+    );
+    // A scrape naming no info-hash (a full scrape) gets a failure reason, with or without `?`.
+    for target in ["/scrape", "/scrape?", "/scrape?&"] {
+        let (status, body) = http_get(bt, target);
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with(b"d14:failure reason"),
+            "{target}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn udp_options_after_an_announce_and_client_chosen_addresses_are_ignored() {
+    let server = start_server(&[]);
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    let hash = [0x2b; 20];
+    let packet = |port: u16, tail: &[u8]| {
+        let mut pkt = Vec::new();
+        UdpRequest::Announce(AnnounceRequest {
+            connection_id: cid,
+            transaction_id: 21,
+            info_hash: hash,
+            peer_id: [b'o'; 20],
+            downloaded: 0,
+            left: 5,
+            uploaded: 0,
+            event: AnnounceEvent::Started,
+            // A client-chosen address (BEP 15 `ip`) is never taken: the source is.
+            ip_address: u32::from_be_bytes([10, 9, 8, 7]),
+            key: 0,
+            num_want: -1,
+            port,
+        })
+        .encode(&mut pkt);
+        pkt.extend_from_slice(tail);
+        pkt
+    };
+    // BEP 41: URL data, a no-op and end-of-options; then bytes no option reads.
+    let tails: [&[u8]; 4] = [
+        b"\x02\x0c/announce?x=1",
+        b"\x01\x01\x00",
+        b"\x00",
+        &[0xee; 40],
+    ];
+    for (i, tail) in tails.into_iter().enumerate() {
+        let answer = udp
+            .exchange(&packet(7080 + i as u16, tail), Duration::from_secs(5))
+            .expect("answered");
+        match decode_response(&answer, Family::V4, 200) {
+            Ok(UdpResponse::Announce(a)) => {
+                assert_eq!(a.leechers as usize, i + 1);
+                if let PeerList::V4(peers) = &a.peers {
+                    assert!(peers
+                        .iter()
+                        .all(|p| p.ip() == &std::net::Ipv4Addr::LOCALHOST));
+                }
+            }
+            other => panic!("options {tail:?}: {other:?}"),
+        }
+    }
+    // A packet cut short of the 98-byte announce is an error answer, not silence.
+    let answer = udp
+        .exchange(&packet(7090, b"")[..97], Duration::from_secs(5))
+        .expect("answered");
+    assert!(matches!(
+        decode_response(&answer, Family::V4, 0),
+        Ok(UdpResponse::Error(_))
+    ));
+    // HTTP's `ip`, `key` and `trackerid` change nothing either.
+    let bt = server.bt_http_addr().unwrap();
+    let (_, body) = http_get(
+        bt,
+        &announce(
+            &hash,
+            7091,
+            5,
+            "&ip=10.9.8.7&key=abcd&trackerid=x&ipv6=%3A%3A2",
+        ),
+    );
+    let peers = peers_listed(&body);
+    assert_eq!(peers.len(), 4, "{body:?}");
+    assert!(
+        peers.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "{peers:?}"
+    );
+    server.shutdown();
+}
+
+/// `ip:port` of each compact IPv4 peer in an announce answer.
+fn peers_listed(body: &[u8]) -> Vec<String> {
+    let at = body
+        .windows(7)
+        .position(|w| w == b"5:peers")
+        .expect("peers")
+        + 7;
+    let colon = at + body[at..].iter().position(|&b| b == b':').unwrap();
+    let len: usize = std::str::from_utf8(&body[at..colon])
+        .unwrap()
+        .parse()
+        .unwrap();
+    body[colon + 1..colon + 1 + len]
+        .chunks(6)
+        .map(|c| {
+            format!(
+                "{}.{}.{}.{}:{}",
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                u16::from_be_bytes([c[4], c[5]])
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_swarm_without_members_keeps_reporting_its_completions_for_hours() {
+    let server = start_server(&[]);
+    let bt = server.bt_http_addr().unwrap();
+    let hash = [0x2c; 20];
+    let downloaded = || {
+        let (_, body) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(&hash)));
+        (
+            int_after(&body, "downloaded"),
+            int_after(&body, "complete"),
+            int_after(&body, "incomplete"),
+        )
+    };
+    http_get(bt, &announce(&hash, 7100, 10, "&event=started"));
+    http_get(bt, &announce(&hash, 7100, 0, "&event=completed"));
+    http_get(bt, &announce(&hash, 7100, 0, "&event=stopped"));
+    assert_eq!(
+        downloaded(),
+        (1, 0, 0),
+        "the count outlives the last member"
+    );
+    // The UDP scrape says the same.
+    let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    let mut pkt = Vec::new();
+    UdpRequest::Scrape(ScrapeRequest {
+        connection_id: cid,
+        transaction_id: 6,
+        info_hashes: InfoHashes::new(&hash).unwrap(),
+    })
+    .encode(&mut pkt);
+    let answer = udp.exchange(&pkt, Duration::from_secs(5)).expect("scrape");
+    match decode_response(&answer, Family::V4, 1) {
+        Ok(UdpResponse::Scrape(s)) => assert_eq!(s.entries[0].completed, 1),
+        other => panic!("{other:?}"),
+    }
+    // A new member brings the swarm back with its count, and adds to it.
+    http_get(bt, &announce(&hash, 7101, 10, "&event=started"));
+    http_get(bt, &announce(&hash, 7101, 0, "&event=completed"));
+    assert_eq!(downloaded(), (2, 1, 0));
+    // Hours after the swarm emptied again, the count is gone (bounded memory).
+    http_get(bt, &announce(&hash, 7101, 0, "&event=stopped"));
+    assert_eq!(downloaded(), (2, 0, 0));
+    server.advance_clock(Duration::from_secs(10 * 3600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while downloaded().0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the count outlived its retention"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     server.shutdown();
 }

@@ -1,11 +1,15 @@
 //! The tracker usage on a simulated ring (one process, fake clock, deterministic by seed):
 //! every node runs an engine, the federation's local copy and its sans-IO driver beside its
-//! Chord node. Peers join swarms through random nodes; after a flush a lookup through any node
+//! Chord node. Nodes start as the binary does, from a bootstrap list of addresses (RFC 6940
+//! §11.4): they dial it, join through the node that answers, find the addresses of the
+//! others by Attaches routed through the ring (§6.5.1.2) and dial them; every message is
+//! relayed hop by hop by the nodes' sans-IO code. Only the sockets are simulated. Peers join swarms through random nodes; after a flush a lookup through any node
 //! returns every peer; after 30% of the nodes crash (never three ring neighbours) every
 //! registration of a live connection tracker is still found and those of crashed connection
 //! trackers vanish within their lifetime.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 use ppsp_tracker::engine::{
     ActionKind, Engine, EngineConfig, PeerId, PeerMode, Request, RequestKind, SwarmAction, SwarmId,
@@ -13,7 +17,7 @@ use ppsp_tracker::engine::{
 };
 use ppsp_tracker::federation::driver::Driver;
 use ppsp_tracker::federation::{Federation, FederationConfig, Lookup};
-use ppsp_tracker::overlay::chord::{ChordConfig, LocalOutcome, LocalRequest, OpId};
+use ppsp_tracker::overlay::chord::{ChordConfig, LocalOutcome, LocalRequest, NodeId, OpId};
 use ppsp_tracker::overlay::sim::{Sim, SimConfig};
 use rand::Rng;
 
@@ -38,6 +42,19 @@ struct Cluster {
     hops: (u64, u64),
 }
 
+fn chord_config() -> ChordConfig {
+    ChordConfig {
+        request_timeout_ms: 1_000,
+        update_interval_ms: 10_000,
+        finger_interval_ms: 120_000,
+        replica_holddown_ms: 2_000,
+        failed_memory_ms: 600_000,
+        max_answer_bytes: MAX_MESSAGE_BYTES,
+        attach_timeout_ms: 2_000,
+        ..ChordConfig::default()
+    }
+}
+
 fn fed_config() -> FederationConfig {
     FederationConfig {
         // Every lookup goes to the overlay, so the test sees the stored registrations.
@@ -55,6 +72,32 @@ fn fed_config() -> FederationConfig {
 }
 
 fn build(seed: u64, n: usize) -> Cluster {
+    build_with(seed, n, false)
+}
+
+/// Bootstrap list of node `i`: the first node and two random earlier ones (the first node's
+/// own list names the next two nodes, not started yet when it starts).
+fn bootstrap_list(sim: &mut Sim, i: usize) -> Vec<SocketAddr> {
+    let mut list = if i == 0 {
+        vec![Sim::addr(1), Sim::addr(2)]
+    } else {
+        vec![Sim::addr(0)]
+    };
+    for _ in 0..2 {
+        if i > 1 {
+            let b = Sim::addr(sim.rng().gen_range(1..i));
+            if !list.contains(&b) {
+                list.push(b);
+            }
+        }
+    }
+    list
+}
+
+/// `n` nodes started one after another with [`LocalRequest::Bootstrap`]; with
+/// `isolate_first`, node 0 is cut off from the others from its start (it founds an overlay of
+/// its own, the others another one).
+fn build_with(seed: u64, n: usize, isolate_first: bool) -> Cluster {
     let mut sim = Sim::new(SimConfig {
         seed,
         min_latency_ms: 5,
@@ -62,32 +105,25 @@ fn build(seed: u64, n: usize) -> Cluster {
         loss: 0.0,
         link_ack_timeout_ms: 3_000,
         wire_sample: 4,
-        chord: ChordConfig {
-            request_timeout_ms: 1_000,
-            update_interval_ms: 10_000,
-            finger_interval_ms: 120_000,
-            replica_holddown_ms: 2_000,
-            failed_memory_ms: 600_000,
-            max_answer_bytes: MAX_MESSAGE_BYTES,
-            ..ChordConfig::default()
-        },
+        chord: chord_config(),
     });
-    let first = sim.add_node();
-    let op = sim.local(first, LocalRequest::CreateOverlay);
-    assert!(sim.run_until_complete(&[op], 1_000));
-    for _ in 1..n {
-        let joined: Vec<usize> = (0..sim.len())
-            .filter(|i| sim.node(*i).is_joined())
-            .collect();
-        let via = joined[sim.rng().gen_range(0..joined.len())];
-        let bootstrap = sim.node(via).id();
-        let i = sim.add_node();
-        let op = sim.local(i, LocalRequest::Join { bootstrap });
-        assert!(sim.run_until_complete(&[op], 10_000), "join {i}");
+    for i in 0..n {
+        let mut config = chord_config();
+        config.bootstrap_addrs = bootstrap_list(&mut sim, i);
+        let id = NodeId::from_u128(sim.rng().gen());
+        let i = sim.add_node_with_config(id, config);
+        let op = sim.local(i, LocalRequest::Bootstrap);
+        if i == 0 && isolate_first {
+            sim.partition(|i| u32::from(i == 0));
+        }
+        assert!(sim.run_until_complete(&[op], 15_000), "bootstrap of {i}");
+        assert_eq!(sim.outcome(op), Some(&LocalOutcome::Joined));
         sim.run_for(500);
     }
     sim.run_for(20_000);
-    assert!(sim.ring_errors(3).is_empty(), "ring not settled");
+    if !isolate_first {
+        assert!(sim.ring_errors(3).is_empty(), "ring not settled");
+    }
     let nodes = (0..n)
         .map(|i| Node {
             engine: Engine::new(&EngineConfig {
@@ -306,10 +342,19 @@ fn scenario(seed: u64, n: usize, peers: usize, swarms: usize) -> (u64, String) {
         stale, 0,
         "registrations of crashed connection trackers still served"
     );
+    let stats = c.sim.stats();
+    // The nodes linked by dialling addresses learnt from routed Attaches, relayed hop by hop.
+    assert!(
+        stats.attaches > 0 && stats.attaches_relayed > 0,
+        "{stats:?}"
+    );
     let report = format!(
-        "{n} nodes, {peers} peers in {swarms} swarms, {crashed} crashed: lost registrations {missing}, repair {repair_ms} ms, stale after lifetime {stale}, mean hops of the usage's requests {:.2}, messages {}",
+        "{n} nodes, {peers} peers in {swarms} swarms, {crashed} crashed: lost registrations {missing}, repair {repair_ms} ms, stale after lifetime {stale}, mean hops of the usage's requests {:.2}, messages {}, dials {}, routed Attaches {} (relayed {} times)",
         c.hops.0 as f64 / c.hops.1.max(1) as f64,
-        c.sim.stats().messages_sent
+        stats.messages_sent,
+        stats.dials,
+        stats.attaches,
+        stats.attaches_relayed
     );
     (c.sim.trace_hash(), report)
 }
@@ -415,6 +460,61 @@ fn a_partitioned_ring_heals_into_one_and_loses_no_registration() {
     }
     println!(
         "{n} nodes split in two halves for 60 s, {} registrations: one ring {merged_ms} ms after the heal, every registration found through a random node after {found_ms} ms (bound {HEAL_BOUND_MS} ms), then through each of the {n} nodes (that check ends at {} ms)",
+        placed.len(),
+        c.sim.now() - healed_at
+    );
+}
+
+/// Issue fault (a) with the tracker usage: the first node is cut off from the others from its
+/// start and founds an overlay of its own; the others form theirs; peers register at both.
+/// After the heal the lone node, still dialling its bootstrap list with back-off, merges the
+/// two rings and every registration is found through every node. Bound: the longest back-off
+/// between dials (60 s) plus [`HEAL_BOUND_MS`].
+#[test]
+fn a_lone_first_node_merges_after_the_heal_and_its_registrations_are_found() {
+    let n = 16;
+    let swarms = 8;
+    let mut c = build_with(95, n, true);
+    assert!(
+        c.sim.node(0).table().successors.is_empty(),
+        "the first node is alone on its own ring"
+    );
+    assert!(
+        (1..n).all(|i| !c.sim.node(i).table().successors.is_empty()),
+        "the others formed a ring"
+    );
+    let mut placed = populate(&mut c, 80, swarms);
+    for p in 0..10 {
+        let swarm = format!("swarm-{}", p % swarms);
+        let peer = format!("lone-peer-{p}");
+        c.join(0, &peer, &swarm);
+        placed.push((peer, swarm, 0));
+    }
+    c.pump(2 * FLUSH_MS + 500);
+    c.sim.heal();
+    let healed_at = c.sim.now();
+    let bound = ppsp_tracker::overlay::chord::node::BOOTSTRAP_RETRY_MAX_MS + HEAL_BOUND_MS;
+    let mut merged_ms = None;
+    while c.sim.now() - healed_at < bound {
+        c.pump(1_000);
+        if merged_ms.is_none() && c.sim.ring_errors(3).is_empty() {
+            merged_ms = Some(c.sim.now() - healed_at);
+        }
+        if merged_ms.is_some() && lost(&mut c, &placed, swarms).0 == 0 {
+            break;
+        }
+    }
+    let merged_ms = merged_ms.expect("one ring again within the bound");
+    for via in 0..n {
+        assert_eq!(
+            missing_through(&mut c, via, &placed, swarms),
+            0,
+            "registrations missing through node {via}"
+        );
+    }
+    println!(
+        "a lone first node and a ring of {} nodes: one ring {merged_ms} ms after the heal, {} registrations found through each node at {} ms (bound {bound} ms)",
+        n - 1,
         placed.len(),
         c.sim.now() - healed_at
     );

@@ -210,3 +210,54 @@ fn two_overlay_nodes_on_ipv6_loopback_form_a_ring_and_share_a_swarm() {
         r.ppstp().to_string().contains("via-a")
     });
 }
+
+#[test]
+fn an_overlay_node_listens_and_advertises_on_ipv4_and_ipv6_at_once() {
+    if !ipv6_loopback() {
+        eprintln!("no IPv6 loopback on this host: skipped");
+        return;
+    }
+    let free6 = || {
+        std::net::TcpListener::bind("[::1]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    // A listens on both families; B only on IPv6 and joins through A's IPv6 address; C only
+    // on IPv4 and joins through A's IPv4 address.
+    let (a4, a6, b6, c4) = (
+        overlay_support::free_addr(),
+        free6(),
+        free6(),
+        overlay_support::free_addr(),
+    );
+    let a_listen = format!(r#"overlay.listen=["{a4}", "{a6}"]"#);
+    let a = overlay_support::start_node_with(a4, &[], &[&a_listen]);
+    let b = overlay_support::start_node_with(b6, &[a6], &[]);
+    let c = overlay_support::start_node_with(c4, &[a4], &[]);
+    overlay_support::wait_until(Duration::from_secs(90), "ring over both families", || {
+        overlay_support::ring_is_correct(&[&a, &b, &c])
+    });
+    // A reports and advertises both listeners, IPv4 first as configured.
+    let status = overlay_support::overlay_status(&a);
+    let listed = |key: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {status}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed("listen"), vec![a4.to_string(), a6.to_string()]);
+    assert_eq!(listed("advertised"), vec![a4.to_string(), a6.to_string()]);
+    // A holds links over ::1 (to B) and over 127.0.0.1 (to C).
+    let link_ips: Vec<std::net::IpAddr> = status["link_details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("link_details in {status}"))
+        .iter()
+        .filter_map(|l| l["addr"].as_str()?.parse::<SocketAddr>().ok())
+        .map(|a| a.ip())
+        .collect();
+    assert!(link_ips.iter().any(|ip| ip.is_ipv6()), "{status}");
+    assert!(link_ips.iter().any(|ip| ip.is_ipv4()), "{status}");
+}

@@ -74,3 +74,64 @@ fn an_address_held_by_another_program_is_refused_and_a_wildcard_one_too() {
         "{err}"
     );
 }
+
+#[test]
+fn ipv6_addresses_and_the_overlay_of_a_running_tracker_are_refused_naming_the_port() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this host: skipped");
+        return;
+    }
+    let both = r#"["127.0.0.1:0", "[::1]:0"]"#;
+    let first = start_server(&[
+        &format!("ppstp.listen={both}"),
+        &format!("admin.listen={both}"),
+        &format!("bt_udp.listen={both}"),
+        &format!("bt_http.listen={both}"),
+        "overlay.enabled=true",
+        r#"overlay.listen="[::1]:0""#,
+    ]);
+    let v6 = |addrs: &[std::net::SocketAddr]| *addrs.iter().find(|a| a.is_ipv6()).unwrap();
+    let overlay = first.overlay().expect("overlay on").listen_addr();
+    assert!(overlay.is_ipv6() && overlay.port() != 0, "{overlay}");
+    for (set, addr) in [
+        (
+            format!(r#"ppstp.listen=["{}"]"#, v6(first.ppstp_addrs())),
+            v6(first.ppstp_addrs()),
+        ),
+        (
+            format!(r#"admin.listen=["{}"]"#, v6(first.admin_addrs())),
+            v6(first.admin_addrs()),
+        ),
+        (
+            format!(r#"bt_udp.listen=["{}"]"#, v6(first.bt_udp_addrs())),
+            v6(first.bt_udp_addrs()),
+        ),
+        (
+            format!(r#"bt_http.listen=["{}"]"#, v6(first.bt_http_addrs())),
+            v6(first.bt_http_addrs()),
+        ),
+        // The wildcard address overlaps the one the first tracker holds.
+        (
+            format!(
+                r#"bt_udp.listen=["[::]:{}"]"#,
+                v6(first.bt_udp_addrs()).port()
+            ),
+            v6(first.bt_udp_addrs()),
+        ),
+    ] {
+        let err = start_err(std::slice::from_ref(&set));
+        assert!(
+            err.contains(&format!("port {}", addr.port())),
+            "{set}: {err}"
+        );
+    }
+    let err = start_err(&[
+        "overlay.enabled=true".into(),
+        format!("overlay.listen=\"{overlay}\""),
+    ]);
+    assert!(
+        err.contains(&format!("port {}", overlay.port())),
+        "overlay: {err}"
+    );
+    first.shutdown();
+}

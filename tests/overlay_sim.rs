@@ -804,3 +804,218 @@ fn a_partitioned_ring_merges_after_the_heal() {
         sim.now() - healed
     );
 }
+
+// ----- bootstrap by address (RFC 6940 §11.4) in simulation -----
+
+/// A node whose bootstrap list is `bootstrap` (indices, see [`Sim::addr`]), started with
+/// [`LocalRequest::Bootstrap`].
+fn boot_node(sim: &mut Sim, bootstrap: &[usize]) -> (usize, ppsp_tracker::overlay::chord::OpId) {
+    let i = sim.len();
+    let mut config = config(0).chord;
+    config.attach_timeout_ms = 2_000;
+    config.bootstrap_addrs = bootstrap
+        .iter()
+        .filter(|b| **b != i)
+        .map(|b| Sim::addr(*b))
+        .collect();
+    let id = NodeId::from_u128(sim.rng().gen());
+    let i = sim.add_node_with_config(id, config);
+    let op = sim.local(i, LocalRequest::Bootstrap);
+    (i, op)
+}
+
+/// Runs until the ring of every live node is correct, at most `limit_ms`; the time it took.
+fn until_one_ring(sim: &mut Sim, n: usize, limit_ms: u64) -> u64 {
+    let start = sim.now();
+    while !sim.ring_errors(3).is_empty() || sim.live_ids().len() < n {
+        assert!(
+            sim.now() - start < limit_ms,
+            "{} of {n} nodes on a ring, {} with wrong neighbours after {} ms",
+            sim.live_ids().len(),
+            sim.ring_errors(3).len(),
+            sim.now() - start
+        );
+        sim.run_for(500);
+    }
+    sim.now() - start
+}
+
+/// Every node starts with the same bootstrap list and no other help: the first one finds
+/// nobody and creates the overlay, the others dial the list, join through the node that
+/// answers, and one ring forms.
+#[test]
+fn nodes_started_with_a_bootstrap_list_form_one_ring() {
+    let mut sim = Sim::new(config(31));
+    let mut ops = Vec::new();
+    for _ in 0..16 {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    for op in &ops {
+        assert_eq!(sim.outcome(*op), Some(&LocalOutcome::Joined));
+    }
+    let t = until_one_ring(&mut sim, 16, 4 * UPDATE_INTERVAL_MS);
+    let stats = sim.stats().clone();
+    println!(
+        "16 nodes bootstrapped by address: one ring {t} ms after the last start; {} dials, \
+         {} routed Attaches, {} Attach messages relayed",
+        stats.dials, stats.attaches, stats.attaches_relayed
+    );
+    assert_eq!(stats.wire_mismatches, 0);
+    // Nodes found each other's addresses by Attaches routed through the ring, relayed hop by
+    // hop, and then dialled them.
+    assert!(
+        stats.attaches > 0 && stats.attaches_relayed > 0,
+        "{stats:?}"
+    );
+    assert!(stats.dials > 16, "{stats:?}");
+    // Every node learnt the addresses of its ring neighbours.
+    for i in 0..16 {
+        let t = sim.node(i).table();
+        for n in t.successors.iter().chain(&t.predecessors) {
+            let j = sim.index_of(*n).unwrap();
+            assert_eq!(sim.node(i).address_of(*n), Some(Sim::addr(j)));
+        }
+    }
+}
+
+/// Issue fault (a): the first node, cut off from the others when it starts, founds an
+/// overlay of its own; the others form theirs. After the heal the lone node, still dialling
+/// its bootstrap list with back-off, reaches a node of the other ring and the two merge.
+#[test]
+fn a_lone_first_node_keeps_dialling_and_merges_after_the_heal() {
+    let n = 12;
+    let mut sim = Sim::new(config(37));
+    // Node 0 alone on side 1 from the start (node 1 does not exist yet when it dials).
+    let (first, first_op) = boot_node(&mut sim, &[1]);
+    sim.partition(|i| u32::from(i == 0));
+    assert!(sim.run_until_complete(&[first_op], 10_000));
+    assert!(sim.node(first).is_joined());
+    let mut ops = Vec::new();
+    for _ in 1..n {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    sim.run_for(2 * UPDATE_INTERVAL_MS);
+    assert!(
+        sim.node(first).table().successors.is_empty(),
+        "the cut-off node is alone"
+    );
+    sim.heal();
+    // Bound: the longest back-off between dials, then three update rounds.
+    let bound = ppsp_tracker::overlay::chord::node::BOOTSTRAP_RETRY_MAX_MS + 3 * UPDATE_INTERVAL_MS;
+    let t = until_one_ring(&mut sim, n, bound);
+    println!("a lone first node merged with the ring of {} nodes {t} ms after the heal (bound {bound} ms)", n - 1);
+}
+
+/// Issue fault (a), second form: the first node is restarted with no bootstrap list and
+/// founds a new overlay; the other nodes, which keep theirs, dial it again (their link to
+/// their bootstrap node died with it) and the partition check merges the two rings.
+#[test]
+fn a_first_node_restarted_without_bootstrap_list_is_merged_back() {
+    let n = 10;
+    let mut sim = Sim::new(config(41));
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (_, op) = boot_node(&mut sim, &[0]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    until_one_ring(&mut sim, n, 4 * UPDATE_INTERVAL_MS);
+    sim.crash(0);
+    sim.run_for(10_000);
+    let mut config = config(0).chord;
+    config.attach_timeout_ms = 2_000;
+    sim.restart_with(0, config);
+    let op = sim.local(0, LocalRequest::Bootstrap);
+    assert!(sim.run_until_complete(&[op], 10_000));
+    assert!(sim.node(0).table().successors.is_empty(), "founded alone");
+    let bound = ppsp_tracker::overlay::chord::node::BOOTSTRAP_RETRY_MAX_MS + 3 * UPDATE_INTERVAL_MS;
+    let t = until_one_ring(&mut sim, n, bound);
+    println!(
+        "the restarted first node was merged back {t} ms after its restart (bound {bound} ms)"
+    );
+}
+
+/// Follows a message of a method the nodes do not read (RFC 6940 §6.1.2: relayed by its
+/// header alone) from node `start` towards `target`: each node's relay decision, the via
+/// list growing as the runtime grows it. The nodes passed, or `None` when a node found no
+/// way on (where a request is answered Error_Not_Found).
+fn relay_path(sim: &mut Sim, start: usize, target: Destination) -> Option<Vec<usize>> {
+    use ppsp_tracker::overlay::chord::RelayRoute;
+    let mut route = RelayRoute {
+        is_request: true,
+        target: Some(target),
+        via: Vec::new(),
+    };
+    let (mut cur, mut prev) = (start, sim.node(start).id());
+    let mut path = vec![start];
+    for _ in 0..=sim.len() {
+        if Destination::Node(sim.node(cur).id()) == target {
+            return Some(path);
+        }
+        let next = sim.relay(cur, prev, route.clone())?;
+        assert!(
+            sim.node(cur).linked_peers().any(|p| p == next),
+            "a relay passes a message on an existing link only"
+        );
+        if cur != start {
+            route.via.push(prev);
+        }
+        prev = sim.node(cur).id();
+        cur = sim.index_of(next).unwrap();
+        path.push(cur);
+    }
+    panic!("relayed in a loop: {path:?}");
+}
+
+#[test]
+fn a_method_the_nodes_do_not_read_is_relayed_hop_by_hop() {
+    let n = 24;
+    let mut sim = Sim::new(config(43));
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        let (_, op) = boot_node(&mut sim, &[0, 1]);
+        ops.push(op);
+        sim.run_for(3_000);
+    }
+    assert!(sim.run_until_complete(&ops, 30_000));
+    until_one_ring(&mut sim, n, 4 * UPDATE_INTERVAL_MS);
+    // Fingers found (the first refresh runs soon after joining, then Updates add more).
+    sim.run_for(2 * UPDATE_INTERVAL_MS);
+    let mut hops = Vec::new();
+    for _ in 0..40 {
+        let a = sim.rng().gen_range(0..n);
+        let b = sim.rng().gen_range(0..n);
+        let target = Destination::Node(sim.node(b).id());
+        let path = relay_path(&mut sim, a, target).expect("a live node is reached");
+        assert_eq!(*path.last().unwrap(), b);
+        hops.push(path.len() - 1);
+    }
+    let mean = hops.iter().sum::<usize>() as f64 / hops.len() as f64;
+    println!(
+        "unread method relayed over {n} nodes: mean {mean:.2} hops, max {:?}",
+        hops.iter().max()
+    );
+    assert!(mean < 6.0, "mean hops {mean}");
+    // A Node-ID nobody has: some relay finds no way on (Error_Not_Found), no loop.
+    let ghost = Destination::Node(NodeId::from_u128(sim.rng().gen()));
+    assert_eq!(relay_path(&mut sim, 0, ghost), None);
+    // A response goes only straight to its next destination, never routed.
+    let far =
+        (0..n).find(|j| !sim.node(0).linked_peers().any(|p| p == sim.node(*j).id()) && *j != 0);
+    if let Some(j) = far {
+        let route = ppsp_tracker::overlay::chord::RelayRoute {
+            is_request: false,
+            target: Some(Destination::Node(sim.node(j).id())),
+            via: Vec::new(),
+        };
+        let from = sim.node(1).id();
+        assert_eq!(sim.relay(0, from, route), None);
+    }
+}

@@ -1,7 +1,9 @@
 //! Warm restarts: the registrations survive a restart through the snapshot file with their
 //! remaining lifetime; a damaged, truncated or foreign snapshot is refused whole with a clear
-//! message and the tracker starts empty.
+//! message and the tracker starts empty. Each swarm's completion count survives too, and a
+//! peer already counted is not counted again after the restart.
 
+mod bt_support;
 mod common;
 
 use std::io::{BufRead, Write};
@@ -383,4 +385,133 @@ fn the_binary_writes_on_sigterm_and_on_the_snapshot_command_and_loads_at_start()
         text.contains("snapshot loaded") && text.contains("imported=210"),
         "{text}"
     );
+}
+
+/// The integer after `key` in a bencoded body (`10:downloadedi3e` -> 3).
+fn bencoded_int(body: &[u8], key: &str) -> i64 {
+    let pat = format!("{}:{key}i", key.len());
+    let at = body
+        .windows(pat.len())
+        .position(|w| w == pat.as_bytes())
+        .unwrap_or_else(|| panic!("no {key} in {:?}", String::from_utf8_lossy(body)))
+        + pat.len();
+    let end = at + body[at..].iter().position(|&b| b == b'e').unwrap();
+    std::str::from_utf8(&body[at..end])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn completion_counts_survive_a_restart_and_are_not_counted_twice() {
+    use bt_support::{http_get, url_bytes, UdpClient};
+    use ppsp_tracker::protocol::bt_udp::tracker::{AnnounceEvent, Family};
+    use ppsp_tracker::protocol::bt_udp::wire::{
+        decode_response, InfoHashes, ScrapeRequest, UdpRequest, UdpResponse,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.bin");
+    let hash = [0x5a; 20];
+    let announce = |port: u16, left: u64, event: &str| {
+        format!(
+            "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&event={event}",
+            url_bytes(&hash),
+            url_bytes(&[b'w'; 20])
+        )
+    };
+    let scrape_http = |server: &Server| {
+        let (_, body) = http_get(
+            server.bt_http_addr().unwrap(),
+            &format!("/scrape?info_hash={}", url_bytes(&hash)),
+        );
+        bencoded_int(&body, "downloaded")
+    };
+    let scrape_udp = |server: &Server| {
+        let udp = UdpClient::new(server.bt_udp_addr().unwrap());
+        let cid = udp.connect();
+        let mut pkt = Vec::new();
+        UdpRequest::Scrape(ScrapeRequest {
+            connection_id: cid,
+            transaction_id: 5,
+            info_hashes: InfoHashes::new(&hash).unwrap(),
+        })
+        .encode(&mut pkt);
+        let answer = udp.exchange(&pkt, Duration::from_secs(5)).expect("scrape");
+        match decode_response(&answer, Family::V4, 1) {
+            Ok(UdpResponse::Scrape(s)) => s.entries[0].completed,
+            other => panic!("{other:?}"),
+        }
+    };
+    let stat_query = |server: &Server| {
+        let body = r#"{"PPSPTrackerProtocol":{"version":1,"request_type":"STAT_QUERY","transaction_id":"q","peer_id":"keeper","stat_query":{"swarm_id":"film"}}}"#;
+        let answer = common::roundtrip(server.ppstp_addr().unwrap(), &common::ppstp_post(body));
+        answer.ppstp()["stat_result"]["completed"].as_u64().unwrap()
+    };
+
+    let first = Server::start(&config(&path)).unwrap();
+    let bt = first.bt_http_addr().unwrap();
+    // Two leechers complete over HTTP, one over UDP; a seeder joins complete (no completion).
+    for port in [7001, 7002] {
+        http_get(bt, &announce(port, 100, "started"));
+        http_get(bt, &announce(port, 0, "completed"));
+    }
+    http_get(bt, &announce(7003, 0, "started"));
+    let udp = UdpClient::new(first.bt_udp_addr().unwrap());
+    let cid = udp.connect();
+    udp.announce(cid, hash, 7004, 10, AnnounceEvent::Started);
+    udp.announce(cid, hash, 7004, 0, AnnounceEvent::Completed);
+    // PPSTP: one peer turns from LEECH to SEEDER in "film"; another stays a leecher so that
+    // STAT_QUERY has a registered asker.
+    let ppstp = |body: String| {
+        let answer = common::roundtrip(first.ppstp_addr().unwrap(), &common::ppstp_post(&body));
+        assert_eq!(answer.ppstp()["error_code"], 0, "{body}");
+    };
+    for peer in ["done", "keeper"] {
+        ppstp(format!(
+            r#"{{"PPSPTrackerProtocol":{{"version":1,"request_type":"CONNECT","transaction_id":"c","peer_id":"{peer}","connect":{{"swarm_action":[{{"swarm_id":"film","action":"JOIN","peer_mode":"LEECH"}}]}}}}}}"#
+        ));
+    }
+    ppstp(r#"{"PPSPTrackerProtocol":{"version":1,"request_type":"JOIN","transaction_id":"j","peer_id":"done","join":{"swarm_id":"film","peer_mode":"SEEDER"}}}"#.to_owned());
+    assert_eq!((scrape_http(&first), scrape_udp(&first)), (3, 3));
+    assert_eq!(stat_query(&first), 1);
+    // A swarm whose only member completed and left still reports its count.
+    let gone = [0x5b; 20];
+    let gone_announce = |left: u64, event: &str| {
+        format!(
+            "/announce?info_hash={}&peer_id={}&port=7009&uploaded=0&downloaded=0&left={left}&event={event}",
+            url_bytes(&gone),
+            url_bytes(&[b'g'; 20])
+        )
+    };
+    http_get(bt, &gone_announce(10, "started"));
+    http_get(bt, &gone_announce(0, "completed"));
+    http_get(bt, &gone_announce(0, "stopped"));
+    let scrape_gone = |server: &Server| {
+        let (_, body) = http_get(
+            server.bt_http_addr().unwrap(),
+            &format!("/scrape?info_hash={}", url_bytes(&gone)),
+        );
+        (
+            bencoded_int(&body, "downloaded"),
+            bencoded_int(&body, "complete"),
+        )
+    };
+    assert_eq!(scrape_gone(&first), (1, 0));
+    first.shutdown();
+
+    let second = Server::start(&config(&path)).unwrap();
+    assert!(matches!(second.snapshot_loaded(), Some(Ok(_))));
+    assert_eq!(scrape_http(&second), 3, "HTTP scrape after the restart");
+    assert_eq!(scrape_udp(&second), 3, "UDP scrape after the restart");
+    assert_eq!(stat_query(&second), 1, "STAT_QUERY after the restart");
+    assert_eq!(scrape_gone(&second), (1, 0), "a count without members");
+    // A seeder that says `completed` again, and one that re-joins, are not new completions.
+    let bt = second.bt_http_addr().unwrap();
+    let (_, body) = http_get(bt, &announce(7001, 0, "completed"));
+    assert_eq!(bencoded_int(&body, "complete"), 4, "{body:?}");
+    http_get(bt, &announce(7002, 0, "stopped"));
+    http_get(bt, &announce(7002, 0, "started"));
+    assert_eq!(scrape_http(&second), 3);
+    second.shutdown();
 }

@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(out.ends_with(body));
                 at += consumed;
             }
-            Framed::Incomplete | Framed::Error(_) => break,
+            Framed::Incomplete | Framed::Continue | Framed::Error(_) => break,
         }
     }
 });

@@ -180,6 +180,27 @@ impl Config {
                 crate::runtime::MAX_DATAGRAM_BYTES
             )));
         }
+        // An announce answer of `max_num_want` peers (IPv6, the larger entry) must fit one UDP
+        // datagram, and the output a BitTorrent HTTP connection may have pending.
+        let udp = &self.bt_udp.limits;
+        let udp_answer =
+            crate::protocol::bt_udp::wire::announce_response_bytes(udp.max_num_want as usize);
+        if self.bt_udp.enabled && udp_answer > crate::protocol::bt_udp::wire::MAX_UDP_PAYLOAD {
+            return Err(ConfigError::new(format!(
+                "bt_udp.limits.max_num_want ({}) makes a {udp_answer}-byte announce answer, over \
+                 the {}-byte UDP payload",
+                udp.max_num_want,
+                crate::protocol::bt_udp::wire::MAX_UDP_PAYLOAD
+            )));
+        }
+        let http_answer = crate::protocol::bt_http::announce_answer_bytes(h.limits.max_num_want);
+        if h.enabled && http_answer > h.max_pending_output_bytes {
+            return Err(ConfigError::new(format!(
+                "bt_http.limits.max_num_want ({}) makes an announce answer of up to {http_answer} \
+                 bytes, over bt_http.max_pending_output_bytes ({})",
+                h.limits.max_num_want, h.max_pending_output_bytes
+            )));
+        }
         check(
             (1..=1024).contains(&h.max_headers),
             "bt_http.max_headers must be 1..=1024",
@@ -279,6 +300,30 @@ mod tests {
             e.to_string().contains("bt_udp.limits.max_scrape_hashes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn advertised_peer_counts_must_fit_a_datagram_and_the_pending_output() {
+        Config::load(None, &["bt_udp.limits.max_num_want=3638".to_owned()]).unwrap();
+        let e = Config::load(None, &["bt_udp.limits.max_num_want=3639".to_owned()]).unwrap_err();
+        assert!(
+            e.to_string().contains("bt_udp.limits.max_num_want (3639)"),
+            "{e}"
+        );
+        let e = Config::load(None, &["bt_http.limits.max_num_want=100000".to_owned()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("bt_http.limits.max_num_want (100000)"),
+            "{e}"
+        );
+        Config::load(
+            None,
+            &[
+                "bt_http.limits.max_num_want=100000".to_owned(),
+                "bt_http.max_pending_output_bytes=4194304".to_owned(),
+            ],
+        )
+        .unwrap();
     }
 
     #[test]

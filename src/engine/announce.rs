@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// The info-hash of a swarm id, 01 when it is not 20 bytes.
-    fn info_hash(swarm_id: &SwarmId) -> Result<InfoHash, ErrorCode> {
+    pub(super) fn info_hash(swarm_id: &SwarmId) -> Result<InfoHash, ErrorCode> {
         swarm_id
             .as_bytes()
             .try_into()
@@ -252,7 +252,13 @@ impl Engine {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
                 self.bt_swarms.fetch_add(1, Ordering::Relaxed);
-                shard.insert(&self.bt_hasher, hash, info_hash)
+                let pos = shard.insert(&self.bt_hasher, hash, info_hash);
+                if let Some(r) = shard.retired.remove(&info_hash) {
+                    if let Some(swarm) = shard.swarms.get_mut(pos) {
+                        swarm.completed = r.completed;
+                    }
+                }
+                pos
             }
         };
         let BtShard {
@@ -282,7 +288,7 @@ impl Engine {
             Ok(x) => x,
             Err(code) => {
                 if swarm.is_empty() {
-                    self.drop_bt_swarm(shard, pos);
+                    self.drop_bt_swarm(shard, pos, now);
                 }
                 return Err(code);
             }
@@ -356,16 +362,34 @@ impl Engine {
         }
     }
 
-    /// Deletes the empty swarm at `pos` of `shard`.
-    fn drop_bt_swarm(&self, shard: &mut BtShard, pos: usize) {
+    /// Deletes the empty swarm at `pos` of `shard`, keeping its completion count (if any) as
+    /// a retired count, so that scrapes go on reporting it.
+    fn drop_bt_swarm(&self, shard: &mut BtShard, pos: usize, now: Time) {
+        if let Some(swarm) = shard.swarms.get(pos) {
+            if swarm.completed > 0 && shard.retired.len() < self.retired_per_shard() {
+                let retired = super::bt_table::RetiredCompletions {
+                    completed: swarm.completed,
+                    stamp: stamp(now),
+                };
+                let info_hash = swarm.info_hash;
+                shard.retired.insert(info_hash, retired);
+            }
+        }
         shard.remove_at(&self.bt_hasher, pos);
         self.swarms.fetch_sub(1, Ordering::Relaxed);
         self.bt_swarms.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Most retired completion counts one BitTorrent shard keeps: a quarter of its share of
+    /// `engine.max_swarms` (at least 16), so that swarms emptied by a flood of short-lived
+    /// members cannot take more memory than a quarter of the swarm table.
+    pub(super) fn retired_per_shard(&self) -> usize {
+        (self.config.max_swarms / self.bt_shards.len().max(1) / 4).max(16)
+    }
+
     /// Takes the BitTorrent peer at `addr` out of the swarm of `info_hash`; `false` when it
     /// was not in it.
-    pub(super) fn bt_leave(&self, info_hash: &InfoHash, addr: SocketAddr) -> bool {
+    pub(super) fn bt_leave(&self, info_hash: &InfoHash, addr: SocketAddr, now: Time) -> bool {
         let hash = self.bt_hasher.hash_one(info_hash);
         let mut guard = self.bt_shard(hash).lock();
         let shard = &mut *guard;
@@ -399,7 +423,7 @@ impl Engine {
             self.release_peer(canonical_ip(addr.ip()));
         }
         if emptied {
-            self.drop_bt_swarm(shard, pos);
+            self.drop_bt_swarm(shard, pos, now);
         }
         removed.is_some()
     }
@@ -424,11 +448,14 @@ impl Engine {
                 Ok(ih) => {
                     let hash = self.bt_hasher.hash_one(ih);
                     let shard = self.bt_shard(hash).lock();
-                    shard
-                        .find(hash, &ih)
-                        .and_then(|p| shard.swarms.get(p))
-                        .map(bt_stats)
-                        .unwrap_or_default()
+                    match shard.find(hash, &ih).and_then(|p| shard.swarms.get(p)) {
+                        Some(swarm) => bt_stats(swarm),
+                        // A swarm without members reports the downloads it had.
+                        None => SwarmStats {
+                            completed: shard.retired.get(&ih).map_or(0, |r| r.completed),
+                            ..SwarmStats::default()
+                        },
+                    }
                 }
                 Err(_) => SwarmStats::default(),
             },
@@ -513,7 +540,9 @@ impl Engine {
             while looked < super::EXPIRY_BATCH && report.examined + looked < budget {
                 let pos = shard.cursor;
                 let Some(swarm) = shard.swarms.get_mut(pos) else {
+                    // A whole walk of the shard done: retired counts age out too.
                     shard.cursor = 0;
+                    shard.prune_retired(now);
                     break;
                 };
                 looked += swarm.len().max(1);
@@ -537,7 +566,7 @@ impl Engine {
                 report.expired += s + l;
                 if emptied {
                     // The last swarm moves into `pos`: look at it next.
-                    self.drop_bt_swarm(shard, pos);
+                    self.drop_bt_swarm(shard, pos, now);
                 } else {
                     shard.cursor = pos + 1;
                 }

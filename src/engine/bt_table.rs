@@ -341,6 +341,23 @@ pub(super) struct BtShard {
     pub leechers: usize,
     /// Next swarm the expiry walk looks at.
     pub cursor: usize,
+    /// Completion counts of swarms that lost their last member (BEP 48 `downloaded` outlives
+    /// the members), kept for [`RETIRED_COMPLETIONS_SECS`] and given back to the swarm if it
+    /// fills again. Keys come from the network: the seeded foldhash hasher. Bounded by the
+    /// engine (see `Engine::retire_completions`).
+    pub retired: super::tables::FastMap<InfoHash, RetiredCompletions>,
+}
+
+/// How long the completion count of a swarm without members is kept: about nine hours, the
+/// oldest age a two-byte stamp tells apart.
+pub(super) const RETIRED_COMPLETIONS_SECS: u64 = MAX_STAMP_AGE_SECS;
+
+/// A swarm's completion count, kept after its last member left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RetiredCompletions {
+    pub completed: u32,
+    /// When the swarm emptied ([`stamp`]).
+    pub stamp: [u8; 2],
 }
 
 impl BtShard {
@@ -352,6 +369,16 @@ impl BtShard {
             seeders: 0,
             leechers: 0,
             cursor: 0,
+            retired: Default::default(),
+        }
+    }
+
+    /// Drops retired completion counts older than [`RETIRED_COMPLETIONS_SECS`].
+    pub fn prune_retired(&mut self, now: Time) {
+        self.retired
+            .retain(|_, r| stamp_age(r.stamp, now) <= RETIRED_COMPLETIONS_SECS);
+        if self.retired.capacity() > 64 && self.retired.len() * 4 < self.retired.capacity() {
+            self.retired.shrink_to(self.retired.len() * 2);
         }
     }
 
@@ -425,6 +452,8 @@ impl BtShard {
         self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
             + self.swarms.capacity() * std::mem::size_of::<BtSwarm>()
             + self.swarms.iter().map(BtSwarm::heap_bytes).sum::<usize>()
+            + self.retired.capacity() * 8 / 7
+                * (std::mem::size_of::<(InfoHash, RetiredCompletions)>() + 1)
     }
 
     /// Checks index and swarms: every swarm is indexed at its position, none is empty.

@@ -37,7 +37,7 @@ pub use announce::{
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use bt_table::{InfoHash, COMPACT_V4_LEN, COMPACT_V6_LEN, INFO_HASH_LEN};
 pub use config::EngineConfig;
-pub use snapshot::{AddrEntry, ImportReport, Registration};
+pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 
 use bt_table::BtShard;
@@ -204,7 +204,7 @@ impl Engine {
                 peer_num,
             } => self.join(request, *swarm_id, *mode, peer_num.as_ref(), now),
             RequestKind::Leave { swarm_id } => match bt_peer_addr(&request.peer_id) {
-                Some(addr) => self.bt_leave_request(request, addr, swarm_id),
+                Some(addr) => self.bt_leave_request(request, addr, swarm_id, now),
                 None => self.leave(request, *swarm_id, now),
             },
             RequestKind::Disconnect { scope } => self.disconnect(request, *scope, now),
@@ -410,6 +410,7 @@ impl Engine {
         request: &Request,
         addr: std::net::SocketAddr,
         swarm_id: &SwarmId,
+        now: Time,
     ) -> Result<Answer, ErrorCode> {
         let info_hash: InfoHash = swarm_id
             .as_bytes()
@@ -418,7 +419,7 @@ impl Engine {
         if addr.ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
-        if !self.bt_leave(&info_hash, addr) {
+        if !self.bt_leave(&info_hash, addr, now) {
             return Err(ErrorCode::Forbidden);
         }
         Ok(Answer {

@@ -6,9 +6,12 @@
 //! addresses and swarms with their modes) or a BitTorrent peer in one swarm (info-hash,
 //! address, seeder or leecher). Each carries the milliseconds left on its timer; an import
 //! re-bases them on the importing engine's clock, so every registration keeps its remaining
-//! lifetime. Chunk sets (JOIN_CHUNK) and swarm traffic statistics are not carried: peers
-//! re-announce them.
+//! lifetime. Each swarm's completion count ([`SwarmCompletions`]: BEP 48 `downloaded`,
+//! STAT_QUERY `completed`) is carried too, since no peer could tell it again; it is restored
+//! into the swarms the registrations re-created. Chunk sets (JOIN_CHUNK) and swarm traffic
+//! statistics are not carried: peers re-announce them.
 
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -56,6 +59,17 @@ pub enum Registration {
         /// Milliseconds left on its track timer.
         remaining_ms: u64,
     },
+}
+
+/// A swarm's count of completed downloads (members that turned from leecher to seeder), as a
+/// snapshot carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmCompletions {
+    /// The swarm id (a BitTorrent info-hash, or a PPSTP swarm id).
+    pub swarm_id: Vec<u8>,
+    /// The BitTorrent table's swarm (`true`) or the PPSTP table's.
+    pub bittorrent: bool,
+    pub completed: u32,
 }
 
 /// What an import did.
@@ -199,6 +213,92 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The completion count of every swarm that has one, in either table.
+    pub fn export_completions(&self) -> Vec<SwarmCompletions> {
+        let mut out = Vec::new();
+        for lock in self.bt_shards.iter() {
+            let shard = lock.lock();
+            out.extend(
+                shard
+                    .swarms
+                    .iter()
+                    .filter(|s| s.completed > 0)
+                    .map(|s| SwarmCompletions {
+                        swarm_id: s.info_hash.to_vec(),
+                        bittorrent: true,
+                        completed: s.completed,
+                    }),
+            );
+            out.extend(shard.retired.iter().map(|(h, r)| SwarmCompletions {
+                swarm_id: h.to_vec(),
+                bittorrent: true,
+                completed: r.completed,
+            }));
+        }
+        for lock in self.swarm_shards.iter() {
+            let shard = lock.lock();
+            out.extend(
+                shard
+                    .swarms
+                    .iter()
+                    .filter(|(_, s)| s.completed() > 0)
+                    .map(|(id, s)| SwarmCompletions {
+                        swarm_id: id.as_bytes().to_vec(),
+                        bittorrent: false,
+                        completed: s.completed(),
+                    }),
+            );
+        }
+        out
+    }
+
+    /// Restores completion counts at `now` (import the registrations first): into the swarms
+    /// that exist, and for a BitTorrent swarm without members as a retired count, as a running
+    /// tracker keeps it. A PPSTP swarm left without members is gone with its count. A count
+    /// is never lowered. Returns how many counts were restored.
+    pub fn import_completions(&self, completions: &[SwarmCompletions], now: Time) -> usize {
+        let mut restored = 0;
+        for c in completions {
+            let Ok(swarm_id) = SwarmId::new(&c.swarm_id) else {
+                continue;
+            };
+            let found = if c.bittorrent {
+                let Ok(info_hash) = Self::info_hash(&swarm_id) else {
+                    continue;
+                };
+                let hash = self.bt_hasher.hash_one(info_hash);
+                let mut shard = self.bt_shard(hash).lock();
+                match shard.find(hash, &info_hash) {
+                    Some(pos) => shard.swarms.get_mut(pos).map(|s| {
+                        s.completed = s.completed.max(c.completed);
+                    }),
+                    None if c.completed > 0
+                        && (shard.retired.len() < self.retired_per_shard()
+                            || shard.retired.contains_key(&info_hash)) =>
+                    {
+                        let r = shard.retired.entry(info_hash).or_insert(
+                            super::bt_table::RetiredCompletions {
+                                completed: 0,
+                                stamp: super::bt_table::stamp(now),
+                            },
+                        );
+                        r.completed = r.completed.max(c.completed);
+                        Some(())
+                    }
+                    None => None,
+                }
+            } else {
+                self.swarm_shard(&swarm_id)
+                    .lock()
+                    .swarms
+                    .get_mut(&swarm_id)
+                    .map(|s| s.restore_completed(c.completed))
+            };
+            restored += usize::from(found.is_some());
+        }
+        restored
     }
 
     /// Puts `registrations` into the tables at `now`, each with its `remaining_ms` (a

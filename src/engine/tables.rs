@@ -127,6 +127,16 @@ impl Swarm {
         self.completed = self.completed.saturating_add(1);
     }
 
+    /// Completions so far.
+    pub fn completed(&self) -> u32 {
+        self.completed
+    }
+
+    /// Raises the completion count to `at_least` (a warm restart's count).
+    pub fn restore_completed(&mut self, at_least: u32) {
+        self.completed = self.completed.max(at_least);
+    }
+
     /// Summed (uploaded, downloaded) bytes from STAT_REPORTs.
     pub fn traffic(&self) -> (u64, u64) {
         self.extra

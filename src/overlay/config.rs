@@ -20,11 +20,16 @@ pub struct OverlayConfig {
     /// RFC 6940 §11.1 `instance-name`: the overlay's name; its SHA-1 gives the forwarding
     /// header's overlay hash (§6.3.2), so nodes with different names reject each other.
     pub instance_name: String,
-    /// Address of the RELOAD TCP listener (RFC 6940 §6.6.5 framing over TCP), `IP:PORT`.
-    pub listen: String,
-    /// The address other nodes connect to, sent as the host candidate in Attach (§6.5.1);
-    /// empty = `listen`.
-    pub advertised: String,
+    /// Addresses of the RELOAD TCP listeners (RFC 6940 §6.6.5 framing over TCP), `IP:PORT`
+    /// each (IPv6 as `[::1]:6084`; IPv6 sockets are IPv6-only, so list `0.0.0.0:6084` and
+    /// `[::]:6084` for both families). A single string is accepted too, comma-separated.
+    #[serde(deserialize_with = "list_or_string")]
+    pub listen: Vec<String>,
+    /// The addresses other nodes connect to, sent as host candidates in Attach (§6.5.1), in
+    /// order of preference; empty = the `listen` addresses (with the ports actually bound).
+    /// A single string is accepted too, comma-separated.
+    #[serde(deserialize_with = "list_or_string")]
+    pub advertised: Vec<String>,
     /// RFC 6940 §11.1 `bootstrap-node` elements: `IP:PORT` of nodes to join through. A node
     /// that reaches none of them (or has none) creates the overlay. A single string is
     /// accepted too, comma-separated (`--set overlay.bootstrap=10.0.0.1:6084,10.0.0.2:6084`).
@@ -34,7 +39,7 @@ pub struct OverlayConfig {
     /// `insecure-test` security mode: otherwise the Node-ID is the certificate's (§11.3.1).
     pub node_id: String,
     /// NodeId = first 16 bytes of SHA-1(seed) (the Chord-RELOAD hash, §10.2); empty = the
-    /// advertised address as text.
+    /// first advertised address as text.
     pub node_id_seed: String,
     /// RFC 6940 §11.1 `chord-update-interval` (§10.7.4.1), seconds.
     pub chord_update_interval_secs: u64,
@@ -160,8 +165,8 @@ impl Default for OverlayConfig {
         OverlayConfig {
             enabled: false,
             instance_name: "ppsp-tracker.overlay".to_owned(),
-            listen: "127.0.0.1:6084".to_owned(),
-            advertised: String::new(),
+            listen: vec!["127.0.0.1:6084".to_owned()],
+            advertised: Vec::new(),
             bootstrap: Vec::new(),
             node_id: String::new(),
             node_id_seed: String::new(),
@@ -205,21 +210,21 @@ impl Default for OverlayConfig {
 }
 
 impl OverlayConfig {
-    /// The listen address.
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.listen
-            .parse()
-            .map_err(|_| format!("overlay.listen: \"{}\" is not IP:PORT", self.listen))
+    /// The listen addresses: at least one.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Err("overlay.listen: at least one IP:PORT is needed".to_owned());
+        }
+        parse_addrs(&self.listen, "overlay.listen")
     }
 
-    /// The address sent in Attach candidates (the listen address unless set).
-    pub fn advertised_addr(&self) -> Result<SocketAddr, String> {
+    /// The addresses sent in Attach candidates, preferred first (the listen addresses unless
+    /// set).
+    pub fn advertised_addrs(&self) -> Result<Vec<SocketAddr>, String> {
         if self.advertised.is_empty() {
-            return self.listen_addr();
+            return self.listen_addrs();
         }
-        self.advertised
-            .parse()
-            .map_err(|_| format!("overlay.advertised: \"{}\" is not IP:PORT", self.advertised))
+        parse_addrs(&self.advertised, "overlay.advertised")
     }
 
     /// The bootstrap addresses.
@@ -242,7 +247,7 @@ impl OverlayConfig {
             });
         }
         let seed = if self.node_id_seed.is_empty() {
-            self.advertised_addr()?.to_string()
+            self.advertised_addrs()?[0].to_string()
         } else {
             self.node_id_seed.clone()
         };
@@ -310,8 +315,8 @@ impl OverlayConfig {
         if self.instance_name.is_empty() {
             return Err("overlay.instance_name must not be empty".to_owned());
         }
-        self.listen_addr()?;
-        self.advertised_addr()?;
+        self.listen_addrs()?;
+        self.advertised_addrs()?;
         self.bootstrap_addrs()?;
         let id = self.node_id()?;
         if id == NodeId::WILDCARD {
@@ -499,6 +504,16 @@ fn list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
     })
 }
 
+/// Each of `list` as `IP:PORT`; the error names `key`.
+fn parse_addrs(list: &[String], key: &str) -> Result<Vec<SocketAddr>, String> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("{key}: \"{a}\" is not IP:PORT"))
+        })
+        .collect()
+}
+
 /// 32 hex digits to a Node-ID.
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
@@ -561,7 +576,7 @@ mod tests {
         let c = OverlayConfig::default();
         assert!(!c.enabled);
         c.validate().unwrap();
-        assert_eq!(c.advertised_addr().unwrap(), c.listen_addr().unwrap());
+        assert_eq!(c.advertised_addrs().unwrap(), c.listen_addrs().unwrap());
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //! simulation exercises the codec on real traffic (`SimConfig::wire_sample` thins that out).
 //! The same seed gives the same run: every processed event is folded into a trace hash that
 //! tests compare.
+//!
+//! Every node has an address ([`Sim::addr`]): [`Action::Dial`] opens a simulated link to the
+//! node at that address when it is alive and on the same side of a partition, and both ends
+//! see the link hello as [`Event::LinkUp`] (the dialled end after one latency, the dialler
+//! after the round trip); a dial that cannot succeed ends in [`Event::LinkDown`] for an
+//! expected peer and in silence for a bootstrap address (the node's bootstrap timer covers
+//! it). So the nodes' bootstrap (RFC 6940 §11.4) runs in the simulation as it runs over
+//! sockets; [`Sim::restart`] brings a crashed node back with a fresh state.
 
 use crate::overlay::chord::codec;
 use crate::overlay::chord::{
@@ -24,6 +32,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// Lookup-only maps (never iterated, so the hasher cannot change the run).
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
@@ -74,11 +83,19 @@ enum SimEvent {
     },
     Timer {
         node: usize,
+        /// The incarnation of the node that armed it (timers die with a restart).
+        epoch: u32,
         timer: Timer,
     },
     LinkDown {
         node: usize,
         peer: NodeId,
+    },
+    LinkUp {
+        node: usize,
+        peer: NodeId,
+        candidate: SocketAddr,
+        dialled: Option<SocketAddr>,
     },
 }
 
@@ -107,6 +124,10 @@ impl Ord for Scheduled {
 
 struct SimNode {
     node: ChordNode,
+    /// The configuration it was created with (a restart reuses it).
+    config: ChordConfig,
+    /// Incarnation: bumped by [`Sim::restart`].
+    epoch: u32,
     alive: bool,
     /// Crashed without any sign: its links do not go down, messages to it vanish.
     silent: bool,
@@ -133,6 +154,12 @@ pub struct SimStats {
     pub wire_mismatches: u64,
     pub messages_lost: u64,
     pub events: u64,
+    /// Links dialled (bootstrap addresses and addresses from the address book).
+    pub dials: u64,
+    /// Routed Attach requests originated (RFC 6940 §6.5.1.2), and Attach messages (requests
+    /// and answers) relayed for other nodes.
+    pub attaches: u64,
+    pub attaches_relayed: u64,
 }
 
 /// The simulated overlay.
@@ -156,6 +183,8 @@ pub struct Sim {
     wire_config: WireConfig,
     kind_models: Vec<(KindId, DataModel)>,
     deliveries: Vec<Delivery>,
+    /// Decisions of [`Event::Relay`]s handed in by [`Sim::relay`].
+    relay_decisions: HashMap<u64, Option<NodeId>>,
 }
 
 impl Sim {
@@ -192,6 +221,7 @@ impl Sim {
             wire_config,
             kind_models,
             deliveries: Vec::new(),
+            relay_decisions: HashMap::default(),
         }
     }
 
@@ -224,6 +254,25 @@ impl Sim {
         self.index.get(&id).copied()
     }
 
+    /// The address of node `i` (whether or not it exists yet): 10.0.0.0 + i + 1, port 6084.
+    pub fn addr(i: usize) -> SocketAddr {
+        let host = 0x0a00_0000u32 | (u32::try_from(i).unwrap_or(0xff_fffe) + 1);
+        SocketAddr::from((Ipv4Addr::from(host), 6084))
+    }
+
+    fn index_of_addr(&self, addr: SocketAddr) -> Option<usize> {
+        match addr {
+            SocketAddr::V4(a) if a.port() == 6084 => {
+                let host = u32::from(*a.ip());
+                (host >> 24 == 10)
+                    .then_some((host & 0xff_ffff) as usize)
+                    .and_then(|k| k.checked_sub(1))
+                    .filter(|i| *i < self.nodes.len())
+            }
+            _ => None,
+        }
+    }
+
     /// Add a node (not yet on the ring) with a random id; returns its index.
     pub fn add_node(&mut self) -> usize {
         loop {
@@ -235,16 +284,26 @@ impl Sim {
     }
 
     pub fn add_node_with_id(&mut self, id: NodeId) -> usize {
-        let seed = self.rng.gen();
         let mut config = self.config.chord.clone();
         if config.bootstrap.is_empty() {
             if let Some(first) = self.nodes.first() {
                 config.bootstrap.push(first.node.id());
             }
         }
+        self.add_node_with_config(id, config)
+    }
+
+    /// Add a node with its own configuration (e.g. its bootstrap addresses, see
+    /// [`Sim::addr`]); returns its index.
+    pub fn add_node_with_config(&mut self, id: NodeId, mut config: ChordConfig) -> usize {
+        let seed = self.rng.gen();
         let i = self.nodes.len();
+        // The node manages its links (dials, routed Attaches) as over sockets.
+        config.advertised = vec![Sim::addr(i)];
         self.nodes.push(SimNode {
-            node: ChordNode::new(id, config, seed),
+            node: ChordNode::new(id, config.clone(), seed),
+            config,
+            epoch: 0,
             alive: true,
             silent: false,
             side: 0,
@@ -276,6 +335,27 @@ impl Sim {
         }
         self.apply(i, actions);
         op
+    }
+
+    /// Node `i` relays a message of a method it does not read, from `from`, by its header
+    /// (see [`Event::Relay`]): the next hop it chose, `None` when there is no way on.
+    pub fn relay(
+        &mut self,
+        i: usize,
+        from: NodeId,
+        route: crate::overlay::chord::RelayRoute,
+    ) -> Option<NodeId> {
+        let handle = self.next_op;
+        self.next_op += 1;
+        let event = Event::Relay {
+            from,
+            handle,
+            route,
+        };
+        trace_event(&mut self.trace, self.now, i, &event);
+        let actions = self.nodes[i].node.handle(event, self.now);
+        self.apply(i, actions);
+        self.relay_decisions.remove(&handle).flatten()
     }
 
     /// Application requests delivered since the last call.
@@ -349,6 +429,31 @@ impl Sim {
         (id, 1u8).hash(&mut self.trace);
     }
 
+    /// Bring crashed node `i` back as a fresh process: same Node-ID, address and
+    /// configuration, empty state (start it with a local request, e.g.
+    /// [`LocalRequest::Bootstrap`]). Nothing happens to a live node.
+    pub fn restart(&mut self, i: usize) {
+        let config = self.nodes[i].config.clone();
+        self.restart_with(i, config);
+    }
+
+    /// [`Sim::restart`] with another configuration (e.g. without a bootstrap list).
+    pub fn restart_with(&mut self, i: usize, mut config: ChordConfig) {
+        config.advertised = vec![Sim::addr(i)];
+        if self.nodes[i].alive {
+            return;
+        }
+        let seed = self.rng.gen();
+        let n = &mut self.nodes[i];
+        n.node = ChordNode::new(n.node.id(), config.clone(), seed);
+        n.config = config;
+        n.epoch += 1;
+        n.alive = true;
+        n.silent = false;
+        n.links.clear();
+        (0x5e57u32, i).hash(&mut self.trace);
+    }
+
     /// Split the network: node `i` is on side `side_of(i)`; from now on messages between
     /// nodes on different sides are lost (messages already in flight across the cut too),
     /// and a sender learns that a link across the cut is down only when a frame it sends
@@ -404,7 +509,19 @@ impl Sim {
                 Action::Send { to, message } => self.send(i, to, message),
                 Action::SetTimer { at, timer } => {
                     let at = at.max(self.now);
-                    self.schedule(at, SimEvent::Timer { node: i, timer });
+                    let epoch = self.nodes[i].epoch;
+                    self.schedule(
+                        at,
+                        SimEvent::Timer {
+                            node: i,
+                            epoch,
+                            timer,
+                        },
+                    );
+                }
+                Action::Dial { addr, peer } => self.dial(i, addr, peer),
+                Action::Relay { handle, to } => {
+                    self.relay_decisions.insert(handle, to);
                 }
                 Action::Complete { op, outcome } => {
                     self.outcomes.insert(op, outcome);
@@ -423,9 +540,70 @@ impl Sim {
         }
     }
 
+    /// Node `i` opens a link to `addr` expecting `peer` there.
+    fn dial(&mut self, i: usize, addr: SocketAddr, peer: Option<NodeId>) {
+        self.stats.dials += 1;
+        let latency = self
+            .rng
+            .gen_range(self.config.min_latency_ms..=self.config.max_latency_ms);
+        let target = self
+            .index_of_addr(addr)
+            .filter(|j| *j != i && self.nodes[*j].alive && !self.nodes[*j].silent);
+        let reachable = target.filter(|j| self.nodes[*j].side == self.nodes[i].side);
+        let Some(j) = reachable.filter(|j| peer.map_or(true, |p| p == self.nodes[*j].node.id()))
+        else {
+            if let Some(p) = peer {
+                // Refused at once by a dead host; across a cut the connect times out.
+                let delay = if target.is_some() && reachable.is_none() {
+                    self.config.link_ack_timeout_ms
+                } else {
+                    2 * latency
+                };
+                self.schedule(self.now + delay, SimEvent::LinkDown { node: i, peer: p });
+            }
+            return;
+        };
+        self.nodes[i].links.insert(j);
+        self.nodes[j].links.insert(i);
+        let (own, own_addr) = (self.nodes[i].node.id(), Sim::addr(i));
+        let there = self.nodes[j].node.id();
+        // The hello travels the link like any message (FIFO), its answer comes back.
+        let clock = self.link_clock.entry((i, j)).or_insert(0);
+        let at = (self.now + latency).max(*clock);
+        *clock = at;
+        self.schedule(
+            at,
+            SimEvent::LinkUp {
+                node: j,
+                peer: own,
+                candidate: own_addr,
+                dialled: None,
+            },
+        );
+        let clock = self.link_clock.entry((j, i)).or_insert(0);
+        let back = (at + latency).max(*clock);
+        *clock = back;
+        self.schedule(
+            back,
+            SimEvent::LinkUp {
+                node: i,
+                peer: there,
+                candidate: addr,
+                dialled: Some(addr),
+            },
+        );
+    }
+
     fn send(&mut self, i: usize, to: NodeId, message: Message) {
         self.stats.messages_sent += 1;
         let from = self.nodes[i].node.id();
+        if message.is_attach() {
+            if message.sender != from {
+                self.stats.attaches_relayed += 1;
+            } else if message.is_request() {
+                self.stats.attaches += 1;
+            }
+        }
         if message.is_request() {
             if let Some(h) = self.hops.get_mut(&(message.sender, message.transaction_id)) {
                 *h += 1;
@@ -512,8 +690,34 @@ impl Sim {
                         message: *message,
                     },
                 ),
-                SimEvent::Timer { node, timer } => (node, Event::Timer(timer)),
+                SimEvent::Timer { node, epoch, .. } if epoch != self.nodes[node].epoch => {
+                    continue;
+                }
+                SimEvent::Timer { node, timer, .. } => (node, Event::Timer(timer)),
                 SimEvent::LinkDown { node, peer } => (node, Event::LinkDown(peer)),
+                SimEvent::LinkUp {
+                    node,
+                    peer,
+                    candidate,
+                    dialled,
+                } => {
+                    let linked = self
+                        .index
+                        .get(&peer)
+                        .is_some_and(|p| self.nodes[node].links.contains(p));
+                    if !linked {
+                        // The link went down (a crash, a cut) before the hello arrived.
+                        continue;
+                    }
+                    (
+                        node,
+                        Event::LinkUp {
+                            peer,
+                            candidate: Some(candidate),
+                            dialled,
+                        },
+                    )
+                }
             };
             if !self.nodes[i].alive {
                 continue;
@@ -635,9 +839,10 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
             3u8.hash(h);
             p.hash(h);
         }
-        Event::LinkUp(p) => {
+        Event::LinkUp { peer, dialled, .. } => {
             4u8.hash(h);
-            p.hash(h);
+            peer.hash(h);
+            dialled.hash(h);
         }
         Event::Local { op, .. } => {
             5u8.hash(h);
@@ -647,9 +852,10 @@ fn trace_event(h: &mut TraceHasher, at: u64, node: usize, event: &Event) {
             6u8.hash(h);
             token.hash(h);
         }
-        Event::BootstrapFound(n) => {
+        Event::Relay { from, handle, .. } => {
             7u8.hash(h);
-            n.hash(h);
+            from.hash(h);
+            handle.hash(h);
         }
     }
 }

@@ -173,6 +173,30 @@ pub(crate) fn bind_udp_group(
     Ok((bound, all))
 }
 
+/// The warning to log when the kernel caps the accept queue of every TCP listener
+/// (`listen(2)` silently truncates the backlog to `net.core.somaxconn`) below `backlog`
+/// (`server.listen_backlog`), naming the fix; `somaxconn` is the value read from
+/// `/proc/sys/net/core/somaxconn` (`None` when it cannot be read: nothing to say).
+pub(crate) fn backlog_shortfall(backlog: u32, somaxconn: Option<u32>) -> Option<String> {
+    let cap = somaxconn?;
+    (backlog > cap).then(|| {
+        format!(
+            "server.listen_backlog = {backlog} is capped by the kernel at net.core.somaxconn = \
+             {cap}: bursts of new connections beyond {cap} are refused; raise the cap with \
+             `sysctl -w net.core.somaxconn={backlog}` (persist in /etc/sysctl.d/)"
+        )
+    })
+}
+
+/// `net.core.somaxconn` of this network namespace, when readable.
+pub(crate) fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A UDP socket whose kernel buffers came out smaller than `server.udp_buffer_bytes` asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BufferShortfall {
@@ -214,6 +238,19 @@ mod tests {
             .trim()
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn a_backlog_above_somaxconn_is_reported_with_the_sysctl_that_lifts_it() {
+        let warning = backlog_shortfall(65535, Some(4096)).expect("capped backlog");
+        assert!(
+            warning.contains("sysctl -w net.core.somaxconn=65535"),
+            "{warning}"
+        );
+        assert_eq!(backlog_shortfall(4096, Some(4096)), None);
+        assert_eq!(backlog_shortfall(65535, None), None);
+        // This host's value is readable.
+        assert!(somaxconn().is_some_and(|v| v > 0));
     }
 
     #[test]

@@ -398,6 +398,13 @@ impl Runtime {
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut stats = Vec::with_capacity(listeners.len());
+        if !listeners.is_empty() {
+            if let Some(warning) =
+                listener::backlog_shortfall(config.listen_backlog, listener::somaxconn())
+            {
+                tracing::warn!("{warning}");
+            }
+        }
         for spec in &listeners {
             let (bound, group) = listener::bind_group(spec.addr, workers, config.listen_backlog)?;
             for (w, socket) in group.into_iter().enumerate() {

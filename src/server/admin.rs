@@ -125,6 +125,7 @@ impl AdminState {
         let body = crate::snapshot::Body {
             written_unix_ms: crate::snapshot::unix_ms_now(),
             registrations: self.engine.export_registrations(self.clock.now()),
+            completions: self.engine.export_completions(),
         };
         let n = body.registrations.len();
         let bytes = crate::snapshot::write(path, &body).map_err(|e| e.to_string())?;

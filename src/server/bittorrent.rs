@@ -269,6 +269,7 @@ impl DatagramService for BtUdpService {
             now: Time::default(),
             list: None,
             load: self.load.clone(),
+            batch_at: None,
         })
     }
 }
@@ -290,6 +291,10 @@ struct BtUdpWorker {
     now: Time,
     list: Option<Arc<AccessList>>,
     load: LoadControl,
+    /// The instant the current batch is served at, read once per batch and only when
+    /// overload shedding is on: a datagram is shed when its turn learnt of it
+    /// (`DatagramCtx::ready_at`) at least `shed_after` before.
+    batch_at: Option<std::time::Instant>,
 }
 
 impl BtUdpWorker {
@@ -338,6 +343,7 @@ impl BtUdpWorker {
 impl DatagramWorker for BtUdpWorker {
     fn on_batch(&mut self) {
         self.refresh();
+        self.batch_at = (!self.load.shed_after.is_zero()).then(std::time::Instant::now);
     }
 
     fn on_datagram(
@@ -347,33 +353,35 @@ impl DatagramWorker for BtUdpWorker {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        // Load control before the datagram is decoded.
+        // Load control before the datagram is decoded, without a clock read per datagram:
+        // the rate limit counts at the turn's instant, shedding compares the batch's.
         let load = &self.load;
-        if load.rate_limit.is_some() || !load.shed_after.is_zero() {
-            let now = std::time::Instant::now();
-            let metrics = self.metrics.worker(self.index);
-            if let Some(limiter) = &load.rate_limit {
-                if !limiter.admit(src.ip(), now) {
-                    // Dropped: an answer to a flood with forged sources would be reflected.
-                    metrics.shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
-                    return false;
-                }
+        if let Some(limiter) = &load.rate_limit {
+            if !limiter.admit(src.ip(), ctx.ready_at) {
+                // Dropped: an answer to a flood with forged sources would be reflected.
+                self.metrics
+                    .worker(self.index)
+                    .shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
+                return false;
             }
-            if !load.shed_after.is_zero()
-                && now.saturating_duration_since(ctx.ready_at) >= load.shed_after
-            {
-                metrics.shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
-                // BEP 15: an error answer carries the request's transaction id.
-                let Some(header) = RequestHeader::peek(packet) else {
-                    return false;
-                };
-                ErrorResponse {
-                    transaction_id: header.transaction_id,
-                    message: OVERLOADED,
-                }
-                .encode(out);
-                return true;
+        }
+        if self
+            .batch_at
+            .is_some_and(|at| at.saturating_duration_since(ctx.ready_at) >= load.shed_after)
+        {
+            self.metrics
+                .worker(self.index)
+                .shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
+            // BEP 15: an error answer carries the request's transaction id.
+            let Some(header) = RequestHeader::peek(packet) else {
+                return false;
+            };
+            ErrorResponse {
+                transaction_id: header.transaction_id,
+                message: OVERLOADED,
             }
+            .encode(out);
+            return true;
         }
         if self.deferred.len() < MAX_DEFERRED && self.must_wait(src, packet) {
             self.deferred.push((src, packet.to_vec()));

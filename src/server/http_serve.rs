@@ -9,7 +9,10 @@
 //!   starts right after it. HEAD is served as GET wherever GET is allowed.
 //! - RFC 9110 §15.5.6: a method the target does not allow gets 405 with `Allow`.
 //! - A request that cannot be framed (400, 411, 413, 431) is answered and the connection
-//!   closed: the stream cannot be re-synchronised. The listener's input cap is at least
+//!   closed: the stream cannot be re-synchronised. Its answer has no body when the request
+//!   is a HEAD, judged from its first bytes when the head itself was refused.
+//! - An HTTP/1.0 client's kept connection is announced (`Connection: keep-alive`), and a
+//!   client waiting on `Expect: 100-continue` gets `100 Continue` once its head is framed. The listener's input cap is at least
 //!   [`HttpLimits::max_request_bytes`], so every limit is answered with its status before the
 //!   runtime would have to drop the connection.
 //! - A connection over the listener's `max_connections` is answered 503 and closed, and a
@@ -126,6 +129,7 @@ pub(crate) struct InPlace<'a> {
     /// Where this answer starts in `out`.
     from: usize,
     keep_alive: bool,
+    http10: bool,
     head_only: bool,
     /// The path's allowed methods, written as `Allow` on a 405.
     allowed: Option<&'static str>,
@@ -143,6 +147,7 @@ impl InPlace<'_> {
             content_type,
             allow: self.allowed.filter(|_| status == 405),
             keep_alive: self.keep_alive,
+            http10: self.http10,
             head_only: self.head_only,
             extra,
         };
@@ -204,6 +209,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 content_type: answer.content_type,
                 allow: None,
                 keep_alive: head.keep_alive,
+                http10: head.http10,
                 head_only: head.method == "HEAD",
                 extra: b"",
             },
@@ -217,7 +223,7 @@ impl<H: HttpHandler> HttpWorker<H> {
         status: u16,
         reason: &str,
         allow: Option<&str>,
-        keep_alive: bool,
+        head: Option<&RequestHead<'_>>,
         head_only: bool,
     ) {
         self.body.clear();
@@ -228,7 +234,8 @@ impl<H: HttpHandler> HttpWorker<H> {
                 status,
                 content_type,
                 allow,
-                keep_alive,
+                keep_alive: head.is_some_and(|h| h.keep_alive),
+                http10: head.is_some_and(|h| h.http10),
                 head_only,
                 extra: b"",
             },
@@ -255,7 +262,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                     405,
                     "method not allowed",
                     Some(allowed),
-                    head.keep_alive,
+                    Some(head),
                     head_only,
                 );
                 return true;
@@ -270,6 +277,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 out,
                 from,
                 keep_alive: head.keep_alive,
+                http10: head.http10,
                 head_only,
                 allowed,
                 digits_hint: self.digits_hint,
@@ -286,7 +294,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 Some(begun) => self.digits_hint = http::finish_answer(out, begun),
                 None => {
                     out.truncate(from);
-                    self.fault(out, 500, "internal error", None, head.keep_alive, head_only);
+                    self.fault(out, 500, "internal error", None, Some(head), head_only);
                 }
             }
             return true;
@@ -305,6 +313,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 content_type: answer.content_type,
                 allow: allowed.filter(|_| answer.status == 405),
                 keep_alive: head.keep_alive,
+                http10: head.http10,
                 head_only,
                 extra: self.handler.extra_headers(),
             },
@@ -318,6 +327,9 @@ impl<H: HttpHandler> HttpWorker<H> {
 /// then close.
 pub(crate) const REFUSAL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The interim answer to a request head with `Expect: 100-continue` (RFC 9110 §15.2.1).
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The answer to a request that missed its deadline (`request_timeout`): 408 (RFC 9110
 /// §15.5.9), then close.
@@ -360,9 +372,15 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
             };
             match http::frame_request(rest, &limits) {
                 Framed::Incomplete => break,
+                Framed::Continue => {
+                    // RFC 9110 §10.1.1: the client sends the body once told to.
+                    out.extend_from_slice(CONTINUE);
+                    break;
+                }
                 Framed::Error(e) => {
                     // The stream cannot be re-synchronised: answer and close.
-                    self.fault(out, e.status(), &e.to_string(), None, false, false);
+                    let head_only = http::starts_with_head(rest);
+                    self.fault(out, e.status(), &e.to_string(), None, None, head_only);
                     return closed;
                 }
                 Framed::Request {
@@ -372,7 +390,7 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
                 } => {
                     if used == 0 || used > rest.len() {
                         // A framing result that makes no progress would loop forever.
-                        self.fault(out, 500, "internal error", None, false, false);
+                        self.fault(out, 500, "internal error", None, None, false);
                         return closed;
                     }
                     if let Some(why) = self.shed_reason(ctx, overloaded, now) {
@@ -493,5 +511,58 @@ mod tests {
         assert!(step.close);
         assert!(out.starts_with("HTTP/1.1 411"), "{out}");
         assert!(out.contains("Connection: close"), "{out}");
+    }
+
+    #[test]
+    fn answers_to_a_head_refused_by_framing_have_no_body() {
+        let mut long = b"HEAD /get?".to_vec();
+        long.resize(HttpLimits::default().max_head_bytes + 10, b'a');
+        let too_large = b"\r\nHEAD /get HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n".to_vec();
+        let chunked = b"HEAD /get HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for (input, status) in [(long, "431"), (too_large, "413"), (chunked, "411")] {
+            let (step, out) = run(&input);
+            assert!(step.close);
+            assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+            assert!(
+                out.ends_with("Connection: close\r\n\r\n"),
+                "a body after: {out}"
+            );
+        }
+        // The same refusals to GET carry their body.
+        let (_, out) = run(b"GET /get HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n");
+        assert!(out.ends_with("body too large"), "{out}");
+    }
+
+    #[test]
+    fn an_http10_connection_kept_open_is_announced() {
+        let (step, out) = run(b"GET /get HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!step.close);
+        assert!(out.contains("\r\nConnection: keep-alive\r\n"), "{out}");
+        let (step, out) = run(b"GET /get HTTP/1.0\r\n\r\n");
+        assert!(step.close);
+        assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
+        let (_, out) = run(b"GET /get HTTP/1.1\r\n\r\n");
+        assert!(!out.contains("Connection:"), "{out}");
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_before_the_body_arrives() {
+        let head = b"POST /get HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        let (step, out) = run(head);
+        assert_eq!((step.consumed, step.close), (0, false));
+        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
+        // Part of the body there: wait quietly; all of it: the final answer.
+        let mut partial = head.to_vec();
+        partial.extend_from_slice(b"ab");
+        let (step, out) = run(&partial);
+        assert_eq!((step.consumed, out.as_str()), (0, ""));
+        partial.extend_from_slice(b"cd");
+        let (step, out) = run(&partial);
+        assert_eq!(step.consumed, partial.len());
+        assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+        // HTTP/1.0 clients never wait for it.
+        let (_, out) =
+            run(b"POST /get HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(out, "");
     }
 }

@@ -158,9 +158,11 @@ fn load_snapshot(
         *remaining_ms = remaining_ms.saturating_sub(down_ms);
     }
     let report = engine.import_registrations(&registrations, clock.now());
+    let completions = engine.import_completions(&body.completions, clock.now());
     tracing::info!(
         path = %path.display(),
         imported = report.imported,
+        swarms_with_completions = completions,
         expired_while_down = report.expired,
         refused = report.refused,
         down_ms,

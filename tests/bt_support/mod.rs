@@ -48,16 +48,12 @@ pub fn tool_available(tool: &str, package: &str) -> bool {
     false
 }
 
-/// A free loopback port (TCP and UDP both free at the time of the call).
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+// Also included by the other support module; a test that uses both compiles it twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "../port_support/mod.rs"]
+mod port_support;
+#[allow(unused_imports)]
+pub use port_support::free_port;
 
 /// A single-file metainfo (BEP 3) for `content`, announcing to `announce`. Returns the file
 /// bytes and the info-hash.

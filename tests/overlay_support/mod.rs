@@ -4,15 +4,18 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Also included by the other support module; a test that uses both compiles it twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "../port_support/mod.rs"]
+mod port_support;
+
+/// A free loopback address (see [`port_support::free_port`]).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], port_support::free_port()))
 }
 
 /// One tracker process; killed (SIGKILL) when dropped.
@@ -56,10 +59,7 @@ pub fn start_node(overlay: SocketAddr, bootstrap: &[SocketAddr]) -> Node {
 
 /// A free UDP port on loopback.
 pub fn free_udp_addr() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_addr()
 }
 
 /// [`start_node`] with more `--set` overrides; the BEP 15 UDP tracker listens too.

@@ -141,6 +141,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Request::Fetch(f) => wire::Body::FetchReq(f.clone()),
             Request::Stat(s) => wire::Body::StatReq(s.clone()),
             Request::App(b) => wire::Body::ExpAReq(b.clone()),
+            Request::Attach(a) => wire::Body::AttachReq(a.clone()),
         },
         Body::Response(r) => match r {
             Response::Ping { response_id, time } => wire::Body::PingAns(wire::PingAns {
@@ -159,6 +160,7 @@ fn body_to_wire(body: &Body) -> Result<wire::Body, wire::EncodeError> {
             Response::Fetch(a) => wire::Body::FetchAns(a.clone()),
             Response::Stat(a) => wire::Body::StatAns(a.clone()),
             Response::App(b) => wire::Body::ExpAAns(b.clone()),
+            Response::Attach(a) => wire::Body::AttachAns(a.clone()),
             Response::Error { code, info } => wire::Body::Error(ErrorResponse {
                 error_code: *code,
                 error_info: error_info_to_wire(info)?,
@@ -186,6 +188,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::FetchReq(f) => Body::Request(Request::Fetch(f)),
         wire::Body::StatReq(s) => Body::Request(Request::Stat(s)),
         wire::Body::ExpAReq(b) => Body::Request(Request::App(b)),
+        wire::Body::AttachReq(a) => Body::Request(Request::Attach(a)),
         wire::Body::PingAns(p) => Body::Response(Response::Ping {
             response_id: p.response_id,
             time: p.time,
@@ -200,6 +203,7 @@ fn body_from_wire(body: wire::Body, kinds: &dyn KindModels) -> Result<Body, From
         wire::Body::FetchAns(a) => Body::Response(Response::Fetch(a)),
         wire::Body::StatAns(a) => Body::Response(Response::Stat(a)),
         wire::Body::ExpAAns(b) => Body::Response(Response::App(b)),
+        wire::Body::AttachAns(a) => Body::Response(Response::Attach(a)),
         wire::Body::Error(e) => Body::Response(Response::Error {
             code: e.error_code,
             info: error_info_from_wire(e.error_code, e.error_info, kinds),

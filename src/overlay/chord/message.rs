@@ -8,6 +8,7 @@
 
 use super::id::{NodeId, ResourceId};
 use crate::overlay::storage::{FetchAns, FetchReq, StatAns, StatReq, StoreAns, StoreReq};
+pub use crate::overlay::wire::AttachReqAns;
 
 /// RFC 6940 §6.3.2: the initial TTL SHOULD be 100 and MUST NOT exceed it.
 pub const INITIAL_TTL: u8 = 100;
@@ -80,6 +81,9 @@ pub enum Request {
     /// a peer's live status read from its connection tracker); delivered to the application
     /// of the destination node.
     App(Vec<u8>),
+    /// RFC 6940 §6.5.1.2 AttachReq routed to a Node-ID whose address is unknown: the
+    /// requester's candidates (one host candidate, no ICE checks, see `node::links`).
+    Attach(AttachReqAns),
 }
 
 /// Response bodies.
@@ -102,6 +106,8 @@ pub enum Response {
     Stat(StatAns),
     /// The application's answer to [`Request::App`] (exp_a_ans).
     App(Vec<u8>),
+    /// RFC 6940 §6.5.1 AttachAns: the responder's candidates.
+    Attach(AttachReqAns),
     /// RFC 6940 §6.3.3.1 ErrorResponse; `info` carries e.g. the StoreAns of
     /// Error_Generation_Counter_Too_Low.
     Error {
@@ -147,6 +153,14 @@ impl Message {
         matches!(self.body, Body::Request(_))
     }
 
+    /// An Attach request or answer (RFC 6940 §6.5.1): sent on existing links only.
+    pub fn is_attach(&self) -> bool {
+        matches!(
+            self.body,
+            Body::Request(Request::Attach(_)) | Body::Response(Response::Attach(_))
+        )
+    }
+
     /// A short name of the method, for traces and metrics.
     pub fn method_name(&self) -> &'static str {
         match &self.body {
@@ -160,6 +174,7 @@ impl Message {
                 Request::Fetch(_) => "fetch_req",
                 Request::Stat(_) => "stat_req",
                 Request::App(_) => "exp_a_req",
+                Request::Attach(_) => "attach_req",
             },
             Body::Response(r) => match r {
                 Response::Ping { .. } => "ping_ans",
@@ -171,6 +186,7 @@ impl Message {
                 Response::Fetch(_) => "fetch_ans",
                 Response::Stat(_) => "stat_ans",
                 Response::App(_) => "exp_a_ans",
+                Response::Attach(_) => "attach_ans",
                 Response::Error { .. } => "error",
             },
         }

@@ -14,4 +14,6 @@ pub mod table;
 
 pub use id::{resource_id, NodeId, ResourceId};
 pub use message::{Destination, ErrorCode, Message};
-pub use node::{Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, OpId, Timer};
+pub use node::{
+    Action, ChordConfig, ChordNode, Event, LocalOutcome, LocalRequest, OpId, RelayRoute, Timer,
+};

@@ -23,8 +23,14 @@
 //!   ([`Action::Deliver`]) once per transaction and answered with [`Event::AppAnswer`].
 //! - A retransmitted Store is answered from a short cache instead of being applied twice.
 //!
-//! Links are identified by the peer's Node-ID; establishing them (RFC 6940 Attach/ICE, TLS) is
-//! the runtime's job. A Ping source-routed through the peer that named a new neighbor stands in
+//! - §6.5.1 Attach and links (module `links`): links are identified by the peer's Node-ID;
+//!   the node keeps the address book, dials known addresses ([`Action::Dial`]), routes an
+//!   attach_req to a peer whose address it lacks and holds the messages for it; sockets, TLS
+//!   and the link hello's checks are the runtime's job.
+//! - §11.4 bootstrap, the kept bootstrap list and the lone node's redialling (module
+//!   `bootstrap`).
+//!
+//! A Ping source-routed through the peer that named a new neighbor stands in
 //! for the Attach that §10.6/§10.7.3 require before it enters the neighbor table. After losing
 //! every successor (§10.7.1) the peer connects to the nearest live peer clockwise that it still
 //! knows and follows the Updates it gets back to its true successor, rather than sending a
@@ -43,6 +49,12 @@ use crate::overlay::storage::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+mod bootstrap;
+mod links;
+pub use bootstrap::{BOOTSTRAP_RETRY_MAX_MS, BOOTSTRAP_RETRY_MS};
+pub use links::{attach_body, candidate_addr, candidate_addrs, preferred_candidate};
 
 /// Identifies a local request so its outcome can be matched.
 pub type OpId = u64;
@@ -68,6 +80,25 @@ pub struct ChordConfig {
     pub expiry_interval_ms: u64,
     /// Nodes to (re)join through and to run the partition check (§10.7.4.4) against.
     pub bootstrap: Vec<NodeId>,
+    /// RFC 6940 §11.4 bootstrap addresses (`bootstrap-node`), dialled by
+    /// [`LocalRequest::Bootstrap`] and again while the node is alone on its ring.
+    pub bootstrap_addrs: Vec<SocketAddr>,
+    /// How long a bootstrap round waits for a hello answer, and a routed Attach for its
+    /// answer, ms.
+    pub attach_timeout_ms: u64,
+    /// This node's addresses, preferred first, offered as its Attach host candidates (RFC 6940
+    /// §6.5.1). With at least one the node manages its links (see the `links` module);
+    /// without, its runtime does.
+    pub advertised: Vec<SocketAddr>,
+    /// The overlay link type of the candidates offered.
+    pub link_type: crate::overlay::wire::OverlayLinkType,
+    /// Peers at most waited for by routed Attaches at once.
+    pub max_links: usize,
+    /// Address book entries at most.
+    pub max_addresses: usize,
+    /// Messages held at most per peer while its routed Attach is answered (more are dropped;
+    /// their senders' retransmissions cover them).
+    pub max_waiting_messages: usize,
     /// Bound on transactions in flight; beyond it new local requests fail with
     /// Error_In_Progress and internal ones are deferred.
     pub max_pending: usize,
@@ -113,6 +144,13 @@ impl Default for ChordConfig {
             failed_memory_ms: 1_200_000,
             expiry_interval_ms: 60_000,
             bootstrap: Vec::new(),
+            bootstrap_addrs: Vec::new(),
+            attach_timeout_ms: 5_000,
+            advertised: Vec::new(),
+            link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
+            max_links: 256,
+            max_addresses: 4096,
+            max_waiting_messages: 256,
             max_pending: 4096,
             storage: StorageConfig::default(),
             initial_ttl: INITIAL_TTL,
@@ -126,11 +164,23 @@ impl Default for ChordConfig {
 /// answered request) is ignored when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
-    Retransmit { transaction_id: u64, attempt: u32 },
+    Retransmit {
+        transaction_id: u64,
+        attempt: u32,
+    },
     PeriodicUpdate,
     FingerRefresh,
     ReplicaSync,
     Expire,
+    /// A bootstrap deadline (RFC 6940 §11.4); only the latest generation armed acts.
+    Bootstrap {
+        generation: u64,
+    },
+    /// The routed Attach `transaction_id` for `peer` is given up (0: `peer` cannot be reached).
+    Attach {
+        peer: NodeId,
+        transaction_id: u64,
+    },
 }
 
 /// What the application asks of the overlay.
@@ -138,7 +188,13 @@ pub enum Timer {
 pub enum LocalRequest {
     /// Start a new overlay with this node alone on the ring.
     CreateOverlay,
-    /// RFC 6940 §10.5: join through a bootstrap peer already on the ring.
+    /// RFC 6940 §11.4: dial the configured bootstrap addresses and join through the first
+    /// that answers, or create the overlay when none answers in the first round; then keep
+    /// the bootstrap list (see the `bootstrap` module). Ends with [`LocalOutcome::Joined`]
+    /// once the node is on a ring.
+    Bootstrap,
+    /// RFC 6940 §10.5: join through a bootstrap peer already on the ring, to which the
+    /// runtime holds a link.
     Join {
         bootstrap: NodeId,
     },
@@ -183,7 +239,14 @@ pub enum Event {
         message: Message,
     },
     Timer(Timer),
-    LinkUp(NodeId),
+    /// A link to `peer` said hello (its Attach, RFC 6940 §6.5.1). `candidate` is the address
+    /// its Attach candidate gave; `dialled` is the address this node dialled when the link is
+    /// its own and the hello was answered on it (`None` for links the peer opened).
+    LinkUp {
+        peer: NodeId,
+        candidate: Option<SocketAddr>,
+        dialled: Option<SocketAddr>,
+    },
     /// The link to a peer failed (or could not be established).
     LinkDown(NodeId),
     Local {
@@ -195,20 +258,50 @@ pub enum Event {
         token: u64,
         body: Vec<u8>,
     },
-    /// The runtime reached a bootstrap peer (RFC 6940 §11.4) at one of its configured
-    /// addresses and learnt its Node-ID: it joins the list the partition check (§10.7.4.4)
-    /// runs against (at most [`MAX_BOOTSTRAP`] entries, newest kept) and, when this node is
-    /// alone on its ring, it is contacted at once so that the two rings merge.
-    BootstrapFound(NodeId),
+    /// A message of a method this node does not read (e.g. Probe, AppAttach, Find), not for
+    /// this node, arrived from `from`: where it goes next is decided by its forwarding header
+    /// alone (RFC 6940 §6.1.2) and answered with [`Action::Relay`] carrying `handle`.
+    Relay {
+        from: NodeId,
+        handle: u64,
+        route: RelayRoute,
+    },
 }
 
-/// Bootstrap peers a node remembers for its partition checks.
+/// What the relay decision of [`Event::Relay`] reads of a forwarding header (RFC 6940
+/// §6.3.2): the runtime has already removed this node from the front of the destination
+/// list and, for a request, appended the previous hop to the via list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelayRoute {
+    pub is_request: bool,
+    /// The first destination entry (`None` when it is of a kind this node cannot route, such
+    /// as an opaque id).
+    pub target: Option<Destination>,
+    /// The via list's Node-IDs.
+    pub via: Vec<NodeId>,
+}
+
+/// Bootstrap peers a node remembers for its partition checks: a bootstrap node reached at one
+/// of the configured addresses joins the list (newest kept) and, when this node is alone on
+/// its ring, it is contacted at once so that the two rings merge.
 pub const MAX_BOOTSTRAP: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Send on the link to `to` (establishing it if needed).
     Send { to: NodeId, message: Message },
+    /// The decision on an [`Event::Relay`]: pass the message on the link to `to`, or (`None`)
+    /// there is no way on: a request is answered Error_Not_Found along its via list, a
+    /// response is dropped.
+    Relay { handle: u64, to: Option<NodeId> },
+    /// Open a link to `addr` and send the link hello (an Attach to the wildcard, RFC 6940
+    /// §6.5.1) on it; `peer` is the Node-ID expected there (`None` for a bootstrap address).
+    /// The hello's answer comes back as [`Event::LinkUp`]; a link that fails as
+    /// [`Event::LinkDown`] (when `peer` is known).
+    Dial {
+        addr: SocketAddr,
+        peer: Option<NodeId>,
+    },
     /// Deliver `Event::Timer(timer)` at local time `at` (ms).
     SetTimer { at: u64, timer: Timer },
     /// A local request finished.
@@ -234,7 +327,8 @@ enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     Local(OpId),
-    Join(OpId),
+    /// A Join, for a local request or (`None`) for the bootstrap.
+    Join(Option<OpId>),
     /// Connectivity check before `NodeId` enters the neighbor table (stands in for Attach).
     Verify(NodeId),
     Update(NodeId),
@@ -293,6 +387,8 @@ pub struct ChordNode {
     answered: BTreeMap<(NodeId, u64), (u64, Response)>,
     next_token: u64,
     actions: Vec<Action>,
+    boot: bootstrap::Boot,
+    links: links::Links,
 }
 
 impl ChordNode {
@@ -329,6 +425,8 @@ impl ChordNode {
             answered: BTreeMap::new(),
             next_token: 1,
             actions: Vec::new(),
+            boot: bootstrap::Boot::new(),
+            links: links::Links::default(),
         }
     }
 
@@ -361,12 +459,29 @@ impl ChordNode {
         match event {
             Event::Received { from, message } => self.on_message(from, message),
             Event::Timer(t) => self.on_timer(t),
-            Event::LinkUp(n) => {
-                self.verified.insert(n, now);
+            Event::LinkUp {
+                peer,
+                candidate,
+                dialled,
+            } => {
+                self.verified.insert(peer, now);
+                self.link_up(peer, candidate);
+                self.boot_link_up(peer, dialled);
             }
-            Event::LinkDown(n) => self.peer_failed(n),
-            Event::BootstrapFound(n) => self.bootstrap_found(n),
+            Event::LinkDown(n) => {
+                self.link_down(n);
+                self.boot_link_down(n);
+                self.peer_failed(n);
+            }
             Event::Local { op, request } => self.on_local(op, request),
+            Event::Relay {
+                from,
+                handle,
+                route,
+            } => {
+                let to = self.relay_hop(from, &route);
+                self.actions.push(Action::Relay { handle, to });
+            }
             Event::AppAnswer { token, body } => {
                 if let Some((from, request)) = self.inbound.remove(&token) {
                     self.inbound_index
@@ -384,33 +499,16 @@ impl ChordNode {
     fn on_local(&mut self, op: OpId, request: LocalRequest) {
         match request {
             LocalRequest::CreateOverlay => {
-                self.phase = Phase::Joined;
-                self.started_at = self.now;
-                self.start_timers();
+                self.create_overlay();
                 self.complete(op, LocalOutcome::Joined);
             }
+            LocalRequest::Bootstrap => self.boot_start(op),
             LocalRequest::Join { bootstrap } => {
                 if self.phase == Phase::Joined {
                     self.complete(op, LocalOutcome::Joined);
                     return;
                 }
-                self.phase = Phase::Joining;
-                self.started_at = self.now;
-                self.verified.insert(bootstrap, self.now);
-                // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for
-                // n+1, through the bootstrap peer.
-                let own = self.table.own;
-                let dest = vec![
-                    Destination::Node(bootstrap),
-                    Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
-                ];
-                self.originate(
-                    dest,
-                    Request::Join {
-                        joining_peer_id: own,
-                    },
-                    Purpose::Join(op),
-                );
+                self.begin_join(bootstrap, Some(op));
             }
             LocalRequest::Leave => {
                 self.leave();
@@ -450,6 +548,35 @@ impl ChordNode {
         }
     }
 
+    fn create_overlay(&mut self) {
+        self.phase = Phase::Joined;
+        self.started_at = self.now;
+        self.start_timers();
+    }
+
+    fn begin_join(&mut self, bootstrap: NodeId, op: Option<OpId>) {
+        self.phase = Phase::Joining;
+        self.started_at = self.now;
+        self.verified.insert(bootstrap, self.now);
+        // The Join goes through a peer the caller linked to (RFC 6940 §11.4: the joining
+        // node attached to its bootstrap node first).
+        self.link_heard(bootstrap);
+        // RFC 6940 §10.5: the Join goes to the admitting peer, the one responsible for n+1,
+        // through the bootstrap peer.
+        let own = self.table.own;
+        let dest = vec![
+            Destination::Node(bootstrap),
+            Destination::Resource(ResourceId(own.to_u128().wrapping_add(1))),
+        ];
+        self.originate(
+            dest,
+            Request::Join {
+                joining_peer_id: own,
+            },
+            Purpose::Join(op),
+        );
+    }
+
     fn originate_local(&mut self, op: OpId, resource: ResourceId, request: Request) {
         if self.phase != Phase::Joined {
             self.fail(op, ErrorCode::NotFound);
@@ -485,7 +612,8 @@ impl ChordNode {
     fn new_transaction_id(&mut self) -> u64 {
         loop {
             let t: u64 = self.rng.gen();
-            if t != 0 && !self.pending.contains_key(&t) {
+            if t != 0 && !self.pending.contains_key(&t) && !self.links.attach_tids.contains_key(&t)
+            {
                 return t;
             }
         }
@@ -572,7 +700,7 @@ impl ChordNode {
                 Some(d) => {
                     // No route: the retransmission timer retries and finally fails it.
                     let hop = self.next_hop(d, &message, avoid)?;
-                    self.actions.push(Action::Send { to: hop, message });
+                    self.transmit(hop, message);
                     return Some(hop);
                 }
             }
@@ -625,6 +753,7 @@ impl ChordNode {
         }
         self.verified.insert(from, self.now);
         self.failed.remove(&from);
+        self.link_heard(from);
         if self.verified.len() > 8 * 1024 {
             self.prune_verified();
         }
@@ -682,7 +811,21 @@ impl ChordNode {
             return;
         }
         message.via.push(from);
-        let hop = self.next_hop_excluding(d, &message.via, message.sender, from);
+        let hop = if message.is_attach() && self.manages_links() {
+            // RFC 6940 §6.5.1.2: an Attach goes on existing links only; an answer to the
+            // next entry of its destination list directly.
+            match d {
+                Destination::Node(n) if self.is_linked(n) => Some(n),
+                _ if message.is_request() => {
+                    let mut exclude = message.via.clone();
+                    exclude.push(message.sender);
+                    self.linked_next_hop(d.ring(), &exclude)
+                }
+                _ => None,
+            }
+        } else {
+            self.next_hop_excluding(d, &message.via, message.sender, from)
+        };
         // A request may not go back where it came from (that answers Error_Not_Found). A
         // response may not revisit any node on its own path: when the node it is for is gone
         // (e.g. the answer to a Leave), it is dropped here rather than bounced between relays
@@ -694,9 +837,7 @@ impl ChordNode {
             None => false,
         };
         match hop {
-            Some(hop) if usable => {
-                self.actions.push(Action::Send { to: hop, message });
-            }
+            Some(hop) if usable => self.transmit(hop, message),
             _ => {
                 if message.is_request() {
                     message.via.pop();
@@ -846,6 +987,10 @@ impl ChordNode {
                 Ok(a) => Response::Stat(a),
                 Err(e) => storage_error(e),
             },
+            Request::Attach(body) => {
+                let body = body.clone();
+                self.on_attach_request(message.sender, &body)
+            }
             Request::App(_) => return,
         };
         if matches!(message.body, Body::Request(Request::Store(_))) {
@@ -956,6 +1101,9 @@ impl ChordNode {
     // ----- responses -----
 
     fn on_response(&mut self, message: Message) {
+        if self.on_attach_answer(&message) {
+            return;
+        }
         let Some(pending) = self.pending.remove(&message.transaction_id) else {
             return; // late duplicate or unknown: nothing to do
         };
@@ -991,13 +1139,22 @@ impl ChordNode {
                     // RFC 6940 §10.5 step 9: Updates to every neighbor.
                     self.neighbors_dirty = true;
                     self.start_timers();
-                    self.complete(op, LocalOutcome::Joined);
+                    if let Some(op) = op {
+                        self.complete(op, LocalOutcome::Joined);
+                    }
+                    self.boot_joined(true);
                 }
                 Response::Error { code, info } => {
                     self.phase = Phase::Idle;
-                    self.complete(op, LocalOutcome::Failed { code, info });
+                    if let Some(op) = op {
+                        self.complete(op, LocalOutcome::Failed { code, info });
+                    }
+                    self.boot_joined(false);
                 }
-                _ => {}
+                _ => {
+                    self.phase = Phase::Idle;
+                    self.boot_joined(false);
+                }
             },
             Purpose::Verify(n) => {
                 self.probing.remove(&n);
@@ -1082,6 +1239,11 @@ impl ChordNode {
                 let full = std::mem::take(&mut self.sync_dirty);
                 self.sync_replicas(full);
             }
+            Timer::Bootstrap { generation } => self.boot_timer(generation),
+            Timer::Attach {
+                peer,
+                transaction_id,
+            } => self.attach_timeout(peer, transaction_id),
             Timer::Expire => {
                 self.storage.expire(self.now);
                 self.actions.push(Action::SetTimer {
@@ -1132,7 +1294,10 @@ impl ChordNode {
             Purpose::Local(op) => self.fail(op, ErrorCode::RequestTimeout),
             Purpose::Join(op) => {
                 self.phase = Phase::Idle;
-                self.fail(op, ErrorCode::RequestTimeout);
+                if let Some(op) = op {
+                    self.fail(op, ErrorCode::RequestTimeout);
+                }
+                self.boot_joined(false);
             }
             // RFC 6940 §10.7.1: the failure of a request sent directly to a peer marks it
             // failed; a request that went through other peers says nothing about the target.
@@ -1281,7 +1446,7 @@ impl ChordNode {
         );
     }
 
-    /// The runtime reached bootstrap peer `n` (see [`Event::BootstrapFound`]).
+    /// The runtime reached bootstrap peer `n` at a configured address (see [`MAX_BOOTSTRAP`]).
     fn bootstrap_found(&mut self, n: NodeId) {
         if n == self.table.own {
             return;

@@ -33,41 +33,16 @@
 use std::net::SocketAddr;
 
 use crate::overlay::wire::{
-    AttachReqAns, Body, CandidateType, Destination, ForwardingHeader, IceCandidate, IpAddressPort,
-    Message, NodeId, OverlayLinkType, SignerIdentity, TransactionId, NODE_ID_LEN,
+    AttachReqAns, Body, Destination, ForwardingHeader, Message, NodeId, OverlayLinkType,
+    SignerIdentity, TransactionId, NODE_ID_LEN,
 };
 
 /// RFC 6940 §6.3.4 / §5.1 style hash algorithm number for the identity: sha1(2) as in TLS.
 const IDENTITY_HASH_ALG: u8 = 2;
 
-/// ICE priority of a host candidate with local preference 65535 and component 1
-/// (RFC 8445 §5.1.2.1 formula), the only candidate sent.
-const HOST_PRIORITY: u32 = (126 << 24) | (65535 << 8) | 255;
-
-/// The Attach body carrying one host candidate at `addr` reached over `link`: the link type
-/// actually used (§6.5.1.1): TLS-TCP-FH-NO-ICE with security on, the experimental type
-/// (exp-link, §14.10) for the plain TCP of the insecure test mode.
-pub fn attach_body(addr: SocketAddr, answer: bool, link: OverlayLinkType) -> AttachReqAns {
-    AttachReqAns {
-        ufrag: Vec::new(),
-        password: Vec::new(),
-        // §6.5.1.1: "passive" in requests, "active" in answers.
-        role: if answer {
-            b"active".to_vec()
-        } else {
-            b"passive".to_vec()
-        },
-        candidates: vec![IceCandidate {
-            addr_port: IpAddressPort::Ip(addr),
-            overlay_link: link,
-            foundation: b"1".to_vec(),
-            priority: HOST_PRIORITY,
-            candidate_type: CandidateType::Host,
-            extensions: Vec::new(),
-        }],
-        send_update: false,
-    }
-}
+pub use crate::overlay::chord::node::{
+    attach_body, candidate_addr, candidate_addrs, preferred_candidate,
+};
 
 /// Name of the ICE candidate extension carrying the shared-secret proof.
 pub const SHARED_SECRET_EXTENSION: &[u8] = b"reload-shared-secret-proof";
@@ -155,23 +130,16 @@ pub fn signer(message: &Message) -> Option<NodeId> {
     }
 }
 
-/// The first IP host candidate of an Attach body.
-pub fn candidate_addr(body: &AttachReqAns) -> Option<SocketAddr> {
-    body.candidates.iter().find_map(|c| match c.addr_port {
-        IpAddressPort::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
-        _ => None,
-    })
-}
-
 /// The header fields every message of this overlay shares.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Origin {
     pub overlay: crate::overlay::wire::OverlayHash,
     /// RFC 6940 §6.3.2.1 configuration sequence stamped on every message.
     pub configuration_sequence: u16,
     pub ttl: u8,
     pub own: NodeId,
-    pub advertised: SocketAddr,
+    /// The addresses sent as host candidates, preferred first.
+    pub advertised: Vec<SocketAddr>,
     /// The overlay link type of this node's links, advertised in its candidates.
     pub link_type: OverlayLinkType,
 }
@@ -192,7 +160,7 @@ impl Origin {
         );
         let mut m = Message::new(
             header,
-            &Body::AttachReq(attach_body(self.advertised, false, self.link_type)),
+            &Body::AttachReq(attach_body(&self.advertised, false, self.link_type)),
         )?;
         sign_as(&mut m, self.own);
         Ok(m)
@@ -216,7 +184,7 @@ impl Origin {
         }
         let mut m = Message::new(
             header,
-            &Body::AttachAns(attach_body(self.advertised, true, self.link_type)),
+            &Body::AttachAns(attach_body(&self.advertised, true, self.link_type)),
         )?;
         sign_as(&mut m, self.own);
         Ok(m)
@@ -234,9 +202,29 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(n),
-            advertised: "127.0.0.1:7000".parse().unwrap(),
+            advertised: vec!["127.0.0.1:7000".parse().unwrap()],
             link_type: OverlayLinkType::TLS_TCP_FH_NO_ICE,
         }
+    }
+
+    #[test]
+    fn every_advertised_address_is_a_candidate_and_the_reachable_family_is_preferred() {
+        let mut o = origin(5);
+        let v4: SocketAddr = "192.0.2.1:6084".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:6084".parse().unwrap();
+        o.advertised = vec![v4, v6];
+        let m = o.attach_req(9, NodeId::WILDCARD).unwrap();
+        let bytes = m.to_bytes().unwrap();
+        let back = Message::decode(&bytes, &WireConfig::new(o.overlay)).unwrap();
+        let Body::AttachReq(body) = back.contents.decode_body(&NoKinds).unwrap() else {
+            panic!("not an attach_req");
+        };
+        assert_eq!(candidate_addrs(&body), vec![v4, v6]);
+        assert!(body.candidates[0].priority > body.candidates[1].priority);
+        assert_eq!(preferred_candidate(&body, |a| a.is_ipv6()), Some(v6));
+        assert_eq!(preferred_candidate(&body, |a| a.is_ipv4()), Some(v4));
+        // No family in common: the most preferred.
+        assert_eq!(preferred_candidate(&body, |_| false), Some(v4));
     }
 
     #[test]
@@ -249,7 +237,7 @@ mod tests {
         let Body::AttachReq(body) = back.contents.decode_body(&NoKinds).unwrap() else {
             panic!("not an attach_req");
         };
-        assert_eq!(candidate_addr(&body), Some(o.advertised));
+        assert_eq!(candidate_addr(&body), Some(o.advertised[0]));
         assert_eq!(body.role, b"passive");
     }
 
@@ -267,12 +255,82 @@ mod tests {
         assert!(!has_shared_secret_proof(&body, b"s3creT", "t", &cert));
         assert!(!has_shared_secret_proof(&body, b"s3cret", "u", &cert));
         assert!(!has_shared_secret_proof(&body, b"s3cret", "t", &[8u8; 32]));
-        let plain = attach_body(o_addr(), false, OverlayLinkType::TLS_TCP_FH_NO_ICE);
+        let plain = attach_body(&[o_addr()], false, OverlayLinkType::TLS_TCP_FH_NO_ICE);
         assert!(!has_shared_secret_proof(&plain, b"s3cret", "t", &cert));
     }
 
     fn o_addr() -> SocketAddr {
         "127.0.0.1:7000".parse().unwrap()
+    }
+
+    /// The routed Attach the Chord node originates, once encoded as the transport encodes it
+    /// (configuration sequence, sender identity), is byte for byte the attach_req `Origin`
+    /// builds; so is the target's answer.
+    #[test]
+    fn routed_attach_from_the_chord_node_is_byte_identical() {
+        use crate::overlay::chord::codec::{from_wire, to_wire};
+        use crate::overlay::chord::message::{Body as CBody, Request as CRequest};
+        use crate::overlay::chord::{
+            Action, ChordConfig, ChordNode, Event, LocalRequest, Message as CMessage,
+        };
+        let encode = |m: &CMessage, o: &Origin| {
+            let mut w = to_wire(m, o.overlay).unwrap();
+            w.header.configuration_sequence = o.configuration_sequence;
+            sign_as(&mut w, o.own);
+            w.to_bytes().unwrap()
+        };
+        let (requester, target, relay) = (origin(5), origin(7), NodeId::from_u128(6));
+        let request = CMessage {
+            transaction_id: 9,
+            ttl: 100,
+            via: Vec::new(),
+            destinations: vec![crate::overlay::chord::Destination::Node(target.own)],
+            sender: requester.own,
+            body: CBody::Request(CRequest::Attach(attach_body(
+                &requester.advertised,
+                false,
+                requester.link_type,
+            ))),
+        };
+        let wire_req = requester.attach_req(9, target.own).unwrap();
+        assert_eq!(encode(&request, &requester), wire_req.to_bytes().unwrap());
+        // The target, a Chord node on its ring, gets it through a relay and answers.
+        let mut node = ChordNode::new(
+            target.own,
+            ChordConfig {
+                advertised: target.advertised.clone(),
+                link_type: target.link_type,
+                ..ChordConfig::default()
+            },
+            1,
+        );
+        node.handle(
+            Event::Local {
+                op: 1,
+                request: LocalRequest::CreateOverlay,
+            },
+            0,
+        );
+        let mut relayed = wire_req.clone();
+        relayed.header.prepare_forward(Some(requester.own)).unwrap();
+        let arrived = from_wire(&relayed, relay, &crate::overlay::wire::NoKinds).unwrap();
+        let actions = node.handle(
+            Event::Received {
+                from: relay,
+                message: arrived,
+            },
+            10,
+        );
+        let answer = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { to, message } if *to == relay => Some(message.clone()),
+                _ => None,
+            })
+            .expect("the attach_ans goes back to the relay");
+        let expected = target.attach_ans(&relayed.header, Some(relay)).unwrap();
+        assert_eq!(encode(&answer, &target), expected.to_bytes().unwrap());
+        assert_eq!(node.address_of(requester.own), Some(requester.advertised[0]));
     }
 
     #[test]

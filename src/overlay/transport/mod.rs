@@ -67,9 +67,17 @@ pub(crate) enum Command {
 pub enum OverlayError {
     #[error("the overlay thread has stopped")]
     Stopped,
+    /// The overlay thread's command queue ([`COMMAND_QUEUE`] entries) is full: the request
+    /// was refused rather than queued.
+    #[error("the overlay is busy: its command queue is full")]
+    Busy,
     #[error("no answer within {0} ms")]
     Timeout(u64),
 }
+
+/// Commands (local requests, status, configuration) queued for the overlay thread at most;
+/// more are refused with [`OverlayError::Busy`].
+pub const COMMAND_QUEUE: usize = 1024;
 
 /// The running overlay thread.
 pub struct OverlayHandle {
@@ -77,7 +85,8 @@ pub struct OverlayHandle {
     waker: Arc<mio::Waker>,
     stats: Arc<TransportStats>,
     node_id: NodeId,
-    listen_addr: SocketAddr,
+    /// The bound RELOAD listeners, in the order of `overlay.listen`.
+    listen_addrs: Vec<SocketAddr>,
     admin_timeout: Duration,
     value_lifetime_secs: u32,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -109,21 +118,21 @@ impl OverlayHandle {
         app: AppHandler,
     ) -> anyhow::Result<OverlayHandle> {
         config.validate().map_err(|e| anyhow::anyhow!(e))?;
-        let (tx, rx) = channel::bounded(1024);
+        let (tx, rx) = channel::bounded(COMMAND_QUEUE);
         let stats = Arc::new(TransportStats::default());
         let (node_loop, waker) = node_loop::NodeLoop::new(config, rx, stats.clone(), app)?;
         let node_id = node_loop.node_id();
-        let listen_addr = node_loop.listen_addr();
+        let listen_addrs = node_loop.listen_addrs();
         let thread = std::thread::Builder::new()
             .name("overlay".to_owned())
             .spawn(move || node_loop.run())?;
-        tracing::info!(node_id = %node_id, listen = %listen_addr, "overlay started");
+        tracing::info!(node_id = %node_id, listen = ?listen_addrs, "overlay started");
         Ok(OverlayHandle {
             commands: tx,
             waker,
             stats,
             node_id,
-            listen_addr,
+            listen_addrs,
             admin_timeout: Duration::from_millis(config.admin_timeout_ms),
             value_lifetime_secs: config.value_lifetime_secs,
             thread: Mutex::new(Some(thread)),
@@ -135,15 +144,26 @@ impl OverlayHandle {
         self.node_id
     }
 
-    /// The bound RELOAD listener (the real port when configured with port 0).
+    /// The first bound RELOAD listener (the real port when configured with port 0).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+        self.listen_addrs[0]
+    }
+
+    /// Every bound RELOAD listener, in the order of `overlay.listen` (real ports).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
     }
 
     fn send(&self, command: Command) -> Result<(), OverlayError> {
-        self.commands
-            .try_send(command)
-            .map_err(|_| OverlayError::Stopped)?;
+        self.commands.try_send(command).map_err(|e| match e {
+            channel::TrySendError::Full(_) => {
+                self.stats
+                    .commands_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                OverlayError::Busy
+            }
+            channel::TrySendError::Disconnected(_) => OverlayError::Stopped,
+        })?;
         self.waker.wake().map_err(|_| OverlayError::Stopped)
     }
 
@@ -295,7 +315,7 @@ mod tests {
     fn config() -> OverlayConfig {
         OverlayConfig {
             enabled: true,
-            listen: "127.0.0.1:0".to_owned(),
+            listen: vec!["127.0.0.1:0".to_owned()],
             node_id_seed: "unit".to_owned(),
             security: "insecure-test".to_owned(),
             ..OverlayConfig::default()
@@ -340,7 +360,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -457,7 +477,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -513,7 +533,7 @@ mod tests {
             configuration_sequence: 0,
             ttl: 100,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let mut frames = Vec::new();
@@ -577,7 +597,7 @@ mod tests {
             configuration_sequence: cfg.configuration_sequence,
             ttl: cfg.initial_ttl,
             own: NodeId::from_u128(42),
-            advertised: "127.0.0.1:1".parse().unwrap(),
+            advertised: vec!["127.0.0.1:1".parse().unwrap()],
             link_type: crate::overlay::wire::OverlayLinkType::EXP_LINK,
         };
         let hello = me
@@ -744,7 +764,7 @@ mod tests {
         fn secure_config() -> OverlayConfig {
             OverlayConfig {
                 enabled: true,
-                listen: "127.0.0.1:0".to_owned(),
+                listen: vec!["127.0.0.1:0".to_owned()],
                 ..OverlayConfig::default()
             }
         }
@@ -816,7 +836,7 @@ mod tests {
                     configuration_sequence: 0,
                     ttl: 100,
                     own: signer.node_id(),
-                    advertised: "127.0.0.1:1".parse().unwrap(),
+                    advertised: vec!["127.0.0.1:1".parse().unwrap()],
                     link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
                 };
                 let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -960,7 +980,7 @@ mod tests {
                 configuration_sequence: 0,
                 ttl: 100,
                 own: a.node_id(),
-                advertised: "127.0.0.1:1".parse().unwrap(),
+                advertised: vec!["127.0.0.1:1".parse().unwrap()],
                 link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
             };
             let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -1301,7 +1321,7 @@ mod tests {
                     configuration_sequence: 0,
                     ttl: 100,
                     own: b.node_id(),
-                    advertised: "127.0.0.1:1".parse().unwrap(),
+                    advertised: vec!["127.0.0.1:1".parse().unwrap()],
                     link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
                 };
                 let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
@@ -1321,7 +1341,7 @@ mod tests {
                 configuration_sequence: 0,
                 ttl: 100,
                 own: b.node_id(),
-                advertised: "127.0.0.1:1".parse().unwrap(),
+                advertised: vec!["127.0.0.1:1".parse().unwrap()],
                 link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
             };
             let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();

@@ -2,33 +2,23 @@
 //! for commands; a monotonic clock (ms since start) for the Chord node's timers, kept in a
 //! `BTreeMap` ordered by deadline.
 //!
-//! Links and identities (see [`super::attach`] for the messages):
-//! - The address book maps Node-IDs to the addresses their Attach candidates gave.
-//! - `Action::Send { to }` goes on the link to `to`; with no link but a known address the node
-//!   is dialled (the hello goes first on the new link, the message right after it); with no
-//!   address an attach_req is routed towards `to` through the Chord node's next hop
-//!   (RFC 6940 §6.5.1.2) and the message waits, bounded, for the answer. A peer that cannot be
-//!   reached in `attach_timeout_ms` is reported to the Chord node as `Event::LinkDown`.
+//! Links and identities (see [`super::attach`] for the link hello):
+//! - The Chord node decides where its messages go (`chord::node::links`: address book,
+//!   routed Attach, messages held for it): `Action::Dial { addr, peer }` opens a link and
+//!   queues the hello on it, `Action::Send { to }` goes on the link to `to`.
 //! - Messages whose handler is the Chord node (RFC 6940 §6.3.3 codes of the topology and
-//!   storage) go to it as `Event::Received { from: link peer }`; Attach is handled here:
-//!   consumed when addressed to this node or the wildcard, forwarded otherwise (§6.1.2).
+//!   storage, and routed Attaches) go to it as `Event::Received { from: link peer }`; the link
+//!   hello (an Attach to the wildcard) is answered here and reported as `Event::LinkUp`.
+//!   Other methods are forwarded by their header (§6.1.2), to the next hop the Chord node
+//!   chooses (`Event::Relay`, `Action::Relay`).
 //! - A link that closes, overflows its queue, sends garbage or leaves a frame unacknowledged
 //!   past the ack timeout is dropped and, when it was the link to that peer, reported as
 //!   `Event::LinkDown`.
 //!
-//! Bootstrap (RFC 6940 §11.4): every configured bootstrap address other than our own is
-//! dialled; the first hello answer names a bootstrap node, and `LocalRequest::Join` goes
-//! through it. When none answers in the first round (or none is configured) the node creates
-//! the overlay. A failed Join is retried through the bootstrap addresses with back-off.
-//!
-//! The bootstrap list is kept for the node's whole life. Every bootstrap node reached is
-//! handed to the Chord node (`Event::BootstrapFound`), which runs its partition check
-//! (RFC 6940 §10.7.4.4) against it every update round, so that two rings formed while the
-//! network was split (or by a first node restarted without a bootstrap list) merge. While the
-//! node is alone on its ring, or holds no link to any bootstrap node, it dials the bootstrap
-//! addresses again with back-off ([`BOOTSTRAP_RETRY_MS`] doubling up to
-//! [`BOOTSTRAP_RETRY_MAX_MS`]), forever; being alone is logged once when it starts and once
-//! when it ends.
+//! Bootstrap (RFC 6940 §11.4) is the Chord node's (`LocalRequest::Bootstrap`, see
+//! `chord::node::bootstrap`): this loop dials the addresses it names (`Action::Dial`) and
+//! reports each link hello as `Event::LinkUp`, with the address it dialled when the hello was
+//! answered on a link of ours.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -61,19 +51,15 @@ use crate::overlay::wire::{
     PeekedMessage, WireConfig,
 };
 
-const LISTENER: Token = Token(0);
+/// Token of the first listener; listener `i` has `FIRST_LISTENER + i` (far above any link's).
+const FIRST_LISTENER: usize = usize::MAX / 2;
 const FIRST_LINK: usize = 2;
 /// How long the loop sleeps at most when nothing is due (ms).
 const MAX_WAIT_MS: u64 = 500;
 /// Local operations in flight at most.
 const MAX_OPS: usize = 8192;
-/// Address book entries kept per allowed link.
+/// Address book entries kept per allowed link (the Chord node's book).
 const ADDRESSES_PER_LINK: usize = 16;
-/// First delay between bootstrap rounds (after a failed join, or while alone on the ring), ms;
-/// it doubles each round up to [`BOOTSTRAP_RETRY_MAX_MS`].
-pub const BOOTSTRAP_RETRY_MS: u64 = 1000;
-/// Longest delay between bootstrap rounds, ms.
-pub const BOOTSTRAP_RETRY_MAX_MS: u64 = 60_000;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn unix_ms() -> u64 {
@@ -119,30 +105,11 @@ enum OpOwner {
     Leave,
 }
 
-/// Messages held for a peer whose address a routed Attach is looking for.
-struct Waiting {
-    messages: Vec<Vec<u8>>,
-    bytes: usize,
-    deadline: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bootstrap {
-    /// Dialled the bootstrap addresses at this time; waiting for a hello answer.
-    Dialling {
-        since: u64,
-    },
-    /// A Join is in flight.
-    Joining,
-    /// Waiting until the time to dial again.
-    RetryAt(u64),
-    Done,
-}
-
 pub(super) struct NodeLoop {
     poll: Poll,
-    listener: TcpListener,
-    listen_addr: SocketAddr,
+    /// One listener per `overlay.listen` address.
+    listeners: Vec<TcpListener>,
+    listen_addrs: Vec<SocketAddr>,
     commands: Receiver<Command>,
     stats: Arc<TransportStats>,
     node: ChordNode,
@@ -153,28 +120,11 @@ pub(super) struct NodeLoop {
     max_links: usize,
     max_links_per_source: usize,
     attach_timeout_ms: u64,
-    bootstrap_addrs: Vec<SocketAddr>,
-    bootstrap: Bootstrap,
-    /// Bootstrap rounds dialled so far.
-    bootstrap_rounds: u32,
-    /// Current delay between bootstrap rounds (back-off), ms.
-    bootstrap_delay: u64,
-    /// After joining: when the bootstrap addresses are dialled again (alone on the ring, or
-    /// no link to any bootstrap node).
-    redial_at: u64,
-    /// Alone on the ring since this time (logged once per episode).
-    alone_since: Option<u64>,
-    /// A failed join was logged in the current bootstrap episode.
-    join_failure_logged: bool,
     clock: Instant,
     rng: SmallRng,
     links: HashMap<Token, Link>,
     next_token: usize,
     by_node: HashMap<NodeId, Token>,
-    addresses: HashMap<NodeId, SocketAddr>,
-    waiting: HashMap<NodeId, Waiting>,
-    /// Routed attach_req transaction id -> the Node-ID looked for.
-    attach_pending: HashMap<u64, NodeId>,
     timers: BTreeMap<(u64, u64), Timer>,
     timer_seq: u64,
     ops: HashMap<OpId, OpOwner>,
@@ -193,6 +143,25 @@ pub(super) struct NodeLoop {
     /// Resource of each Fetch this node sent, by transaction id: the values of the answer are
     /// verified against it (§7.1 covers the Resource-ID, which FetchAns does not carry).
     fetches: HashMap<u64, wire::ResourceId>,
+    /// Messages of methods the Chord node does not read, waiting for its relay decision, by
+    /// handle: (link, previous hop, message, is request).
+    relays: HashMap<u64, (Token, NodeId, wire::Message, bool)>,
+    next_relay: u64,
+}
+
+/// Binds one overlay listener at `addr`: IPv6 sockets serve IPv6 only, so that `0.0.0.0:P`
+/// and `[::]:P` can both be listed; no `SO_REUSEPORT` (the port is this node's alone).
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 impl NodeLoop {
@@ -202,19 +171,29 @@ impl NodeLoop {
         stats: Arc<TransportStats>,
         app: super::AppHandler,
     ) -> anyhow::Result<(NodeLoop, Arc<Waker>)> {
-        let listen = config.listen_addr().map_err(|e| anyhow::anyhow!(e))?;
+        let listen = config.listen_addrs().map_err(|e| anyhow::anyhow!(e))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listener = TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("overlay.listen {listen}: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let listen_addr = listener.local_addr()?;
-        let mut advertised = config.advertised_addr().map_err(|e| anyhow::anyhow!(e))?;
-        if config.advertised.is_empty() {
-            // Port 0 in `listen`: advertise the port actually bound.
-            advertised = listen_addr;
+        let mut listeners = Vec::with_capacity(listen.len());
+        let mut listen_addrs = Vec::with_capacity(listen.len());
+        for (i, addr) in listen.iter().enumerate() {
+            let mut listener = bind_listener(*addr).map_err(|e| {
+                anyhow::anyhow!("overlay.listen {addr} (port {}): {e}", addr.port())
+            })?;
+            poll.registry().register(
+                &mut listener,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
+            listen_addrs.push(listener.local_addr()?);
+            listeners.push(listener);
         }
+        // Without `advertised`: the listen addresses with the ports actually bound (port 0).
+        let advertised = if config.advertised.is_empty() {
+            listen_addrs.clone()
+        } else {
+            config.advertised_addrs().map_err(|e| anyhow::anyhow!(e))?
+        };
         let mode = config.security_mode().map_err(|e| anyhow::anyhow!(e))?;
         let sec = match mode {
             SecurityMode::InsecureTest => {
@@ -269,7 +248,7 @@ impl NodeLoop {
             Ok(sec.identity.node_id())
         } else if config.node_id.is_empty() && config.node_id_seed.is_empty() {
             OverlayConfig {
-                node_id_seed: advertised.to_string(),
+                node_id_seed: advertised[0].to_string(),
                 ..config.clone()
             }
             .node_id()
@@ -295,6 +274,9 @@ impl NodeLoop {
             initial_ttl: config.initial_ttl,
             wall_clock_offset_ms: unix_ms(),
             max_answer_bytes: config.max_message_size as usize,
+            attach_timeout_ms: config.attach_timeout_ms,
+            max_links: config.max_links,
+            max_addresses: config.max_links.saturating_mul(ADDRESSES_PER_LINK),
             ..ChordConfig::default()
         };
         // The Chord node's local time 0 is this instant; its wall-clock offset was read just
@@ -305,16 +287,23 @@ impl NodeLoop {
         let mut wire_cfg = WireConfig::new(overlay);
         wire_cfg.max_message_size = config.max_message_size;
         wire_cfg.initial_ttl = config.initial_ttl;
-        let bootstrap_addrs: Vec<SocketAddr> = config
+        let mut chord = chord;
+        chord.advertised = advertised.clone();
+        chord.link_type = if sec.is_some() {
+            wire::OverlayLinkType::TLS_TCP_FH_NO_ICE
+        } else {
+            wire::OverlayLinkType::EXP_LINK
+        };
+        chord.bootstrap_addrs = config
             .bootstrap_addrs()
             .map_err(|e| anyhow::anyhow!(e))?
             .into_iter()
-            .filter(|a| *a != advertised && *a != listen_addr)
+            .filter(|a| !advertised.contains(a) && !listen_addrs.contains(a))
             .collect();
         let mut node_loop = NodeLoop {
             poll,
-            listener,
-            listen_addr,
+            listeners,
+            listen_addrs,
             commands,
             stats,
             node: ChordNode::new(own, chord, seed),
@@ -340,21 +329,11 @@ impl NodeLoop {
             max_links: config.max_links,
             max_links_per_source: config.max_links_per_source,
             attach_timeout_ms: config.attach_timeout_ms,
-            bootstrap_addrs,
-            bootstrap: Bootstrap::RetryAt(0),
-            bootstrap_rounds: 0,
-            bootstrap_delay: BOOTSTRAP_RETRY_MS,
-            redial_at: 0,
-            alone_since: None,
-            join_failure_logged: false,
             clock,
             rng: SmallRng::seed_from_u64(seed),
             links: HashMap::new(),
             next_token: FIRST_LINK,
             by_node: HashMap::new(),
-            addresses: HashMap::new(),
-            waiting: HashMap::new(),
-            attach_pending: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             ops: HashMap::new(),
@@ -365,8 +344,17 @@ impl NodeLoop {
             sec,
             relayed: HashMap::new(),
             fetches: HashMap::new(),
+            relays: HashMap::new(),
+            next_relay: 0,
         };
         node_loop.load_document(config.configuration_sequence)?;
+        // RFC 6940 §11.4: the Chord node dials its bootstrap list and joins (or creates the
+        // overlay) on its own.
+        let op = node_loop.new_op(OpOwner::Bootstrap);
+        node_loop.events.push_back(Event::Local {
+            op,
+            request: LocalRequest::Bootstrap,
+        });
         Ok((node_loop, waker))
     }
 
@@ -374,8 +362,9 @@ impl NodeLoop {
         self.origin.own
     }
 
-    pub(super) fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
+    /// The addresses listened on (ports as bound), in the order configured.
+    pub(super) fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen_addrs.clone()
     }
 
     fn now(&self) -> u64 {
@@ -400,8 +389,8 @@ impl NodeLoop {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
                     WAKER => {}
+                    Token(t) if t >= FIRST_LISTENER => self.accept_all(t - FIRST_LISTENER),
                     token => self.on_link_ready(token, event.is_writable()),
                 }
             }
@@ -423,21 +412,17 @@ impl NodeLoop {
                 Some(_) => l.ack_deadline(),
             })
             .min();
-        let waits = self.waiting.values().map(|w| w.deadline).min();
-        let boot = match self.bootstrap {
-            Bootstrap::RetryAt(t) => Some(t),
-            Bootstrap::Dialling { since } => Some(since + self.attach_timeout_ms),
-            Bootstrap::Done if !self.bootstrap_addrs.is_empty() => Some(self.redial_at),
-            _ => None,
-        };
-        [timer, acks, waits, boot].into_iter().flatten().min()
+        [timer, acks].into_iter().flatten().min()
     }
 
     // ----- links -----
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, listener: usize) {
         loop {
-            match self.listener.accept() {
+            let Some(accepted) = self.listeners.get(listener).map(|l| l.accept()) else {
+                return;
+            };
+            match accepted {
                 Ok((stream, addr)) => {
                     let source = crate::runtime::source_key(addr.ip());
                     let from_source = self
@@ -691,13 +676,7 @@ impl NodeLoop {
                 Some(t) => {
                     self.by_node.insert(peer, t);
                 }
-                None => {
-                    // The address may be stale: find it again next time.
-                    if link.outbound {
-                        self.addresses.remove(&peer);
-                    }
-                    self.events.push_back(Event::LinkDown(peer));
-                }
+                None => self.events.push_back(Event::LinkDown(peer)),
             }
         }
     }
@@ -758,8 +737,12 @@ impl NodeLoop {
             }
             return;
         }
+        let hello = matches!(
+            message.header.destination_list.first(),
+            None | Some(Destination::Node(NodeId::WILDCARD))
+        );
         match code {
-            MessageCode::AttachReq | MessageCode::AttachAns => {
+            MessageCode::AttachReq | MessageCode::AttachAns if hello => {
                 self.on_attach(token, peer, message, verified);
             }
             MessageCode::ConfigUpdateReq
@@ -799,6 +782,12 @@ impl NodeLoop {
                                 (m.sender, m.transaction_id, m.is_request()),
                                 (message.contents.clone(), message.security.clone()),
                             );
+                        } else if m.is_attach() {
+                            // A relayed Attach keeps the identity its originator named.
+                            self.relayed.insert(
+                                (m.sender, m.transaction_id, m.is_request()),
+                                (message.contents.clone(), message.security.clone()),
+                            );
                         }
                         if !m.is_request()
                             && m.destinations.len() == 1
@@ -821,7 +810,7 @@ impl NodeLoop {
                     Err(_) if self.is_for_another(&message.header) => {
                         // RFC 6940 §6.1.2: a relay forwards by the header alone, whatever the
                         // method (Probe, AppAttach, Find... that the Chord node does not read).
-                        self.forward(token, Some(from), message, code.is_request());
+                        self.forward(token, from, message, code.is_request());
                     }
                     Err(_)
                         if message.header.destination_list.len() > 1
@@ -832,7 +821,7 @@ impl NodeLoop {
                         // response on its way back, or a source route): pass it on.
                         let mut message = message;
                         message.header.destination_list.remove(0);
-                        self.forward(token, Some(from), message, code.is_request());
+                        self.forward(token, from, message, code.is_request());
                     }
                     Err(e) => {
                         self.stats.error(e.code());
@@ -970,63 +959,10 @@ impl NodeLoop {
         } else {
             attach::signer(&message)
         };
-        let candidate = attach::candidate_addr(&body);
-        let first = message.header.destination_list.first().cloned();
-        match first {
-            None | Some(Destination::Node(NodeId::WILDCARD)) => {
-                self.on_hello(token, peer, &message, is_req, signer, candidate);
-            }
-            Some(Destination::Node(n)) if n == self.origin.own => {
-                let mut message = message;
-                message.header.destination_list.remove(0);
-                if !message.header.destination_list.is_empty() {
-                    // A response on its way back (or a source-routed request): pass it to the
-                    // next entry (§6.1.2).
-                    self.forward(token, peer, message, is_req);
-                    return;
-                }
-                if is_req {
-                    // A routed Attach for us: remember the requester, answer with our
-                    // candidate along the via list (§6.5.1.2, §6.2.2).
-                    if let (Some(s), Some(a)) = (signer, candidate) {
-                        if s != self.origin.own {
-                            self.learn_address(s, a);
-                        }
-                    }
-                    match self.origin.attach_ans(&message.header, peer) {
-                        Ok(mut ans) => {
-                            self.seal(&mut ans);
-                            self.queue_wire(token, &ans);
-                        }
-                        Err(_) => self.stats.error(ErrorCode::InvalidMessage),
-                    }
-                } else if let Some(target) =
-                    self.attach_pending.remove(&message.header.transaction_id.0)
-                {
-                    match (signer, candidate) {
-                        (Some(s), Some(a)) if s == target => {
-                            self.learn_address(target, a);
-                            if !self.by_node.contains_key(&target) {
-                                self.dial(a, Some(target));
-                            }
-                            self.release_waiting(target);
-                        }
-                        _ => {
-                            self.stats
-                                .dropped
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            Some(_) => {
-                if peer.is_none() {
-                    self.fail_link(token, "routed attach before the link hello");
-                    return;
-                }
-                self.forward(token, peer, message, is_req);
-            }
-        }
+        let candidate = attach::preferred_candidate(&body, |a| {
+            self.listen_addrs.iter().any(|l| l.is_ipv4() == a.is_ipv4())
+        });
+        self.on_hello(token, peer, &message, is_req, signer, candidate);
     }
 
     fn on_hello(
@@ -1097,9 +1033,6 @@ impl NodeLoop {
             link.identified = true;
         }
         self.by_node.entry(s).or_insert(token);
-        if let Some(a) = candidate {
-            self.learn_address(s, a);
-        }
         if is_req {
             match self.origin.attach_ans(&message.header, None) {
                 Ok(mut ans) => {
@@ -1117,72 +1050,38 @@ impl NodeLoop {
             // A node whose configuration is behind ours (§6.3.2.1): update it.
             self.push_document(token, Some(s));
         }
-        self.events.push_back(Event::LinkUp(s));
-        self.release_waiting(s);
-        let to_bootstrap = self
+        // The address this node dialled, when the hello answered is ours (a bootstrap
+        // address is recognised by the Chord node).
+        let dialled = self
             .links
             .get(&token)
-            .is_some_and(|l| l.outbound && self.bootstrap_addrs.contains(&l.addr));
-        if !is_req && to_bootstrap {
-            // Kept for the partition check; a node alone on its ring merges through it.
-            self.events.push_back(Event::BootstrapFound(s));
-            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
-        }
-        if !is_req && matches!(self.bootstrap, Bootstrap::Dialling { .. }) {
-            self.start_join(s);
-        }
-    }
-
-    /// Records where `node` listens. The book is bounded: when full, addresses of nodes
-    /// without a link are forgotten first (they are found again with a routed Attach).
-    fn learn_address(&mut self, node: NodeId, addr: SocketAddr) {
-        let cap = self.max_links.saturating_mul(ADDRESSES_PER_LINK);
-        if self.addresses.len() >= cap && !self.addresses.contains_key(&node) {
-            let by_node = &self.by_node;
-            self.addresses.retain(|n, _| by_node.contains_key(n));
-            if self.addresses.len() >= cap {
-                return;
-            }
-        }
-        self.addresses.insert(node, addr);
-    }
-
-    /// A bootstrap node we hold an identified link to.
-    fn linked_bootstrap(&self) -> Option<NodeId> {
-        self.links
-            .values()
-            .filter(|l| l.identified && self.bootstrap_addrs.contains(&l.addr))
-            .find_map(|l| l.peer)
-    }
-
-    fn start_join(&mut self, bootstrap: NodeId) {
-        self.bootstrap = Bootstrap::Joining;
-        let op = self.new_op(OpOwner::Bootstrap);
-        tracing::info!(bootstrap = %bootstrap, "overlay joining");
-        self.events.push_back(Event::Local {
-            op,
-            request: LocalRequest::Join { bootstrap },
+            .filter(|l| !is_req && l.outbound)
+            .map(|l| l.addr);
+        self.events.push_back(Event::LinkUp {
+            peer: s,
+            candidate,
+            dialled,
         });
     }
 
-    /// Forwards a message not addressed to us (Attach, or a method the Chord node does not
-    /// read): to the first destination when linked, else to the Chord next hop towards it,
-    /// excluding the via list and the previous hop (loop avoidance, §6.2.2). Requests get the
-    /// previous hop appended to their via list; responses have already had this node popped
-    /// from their destination list.
+    /// Forwards a message not addressed to us (a method the Chord node does not read): the
+    /// header is prepared here (a request gets the previous hop appended to its via list and
+    /// its TTL checked, §6.3.2; a response has already had this node popped from its
+    /// destination list), the next hop is the Chord node's decision (`Event::Relay`, answered
+    /// by `Action::Relay`, see [`Self::relay`]).
     fn forward(
         &mut self,
         token: Token,
-        previous_hop: Option<NodeId>,
+        previous_hop: NodeId,
         mut message: wire::Message,
         is_request: bool,
     ) {
         if is_request {
-            if let Err(e) = message.header.prepare_forward(previous_hop) {
+            if let Err(e) = message.header.prepare_forward(Some(previous_hop)) {
                 let code = e.reload_error_code();
                 self.stats.error(code);
                 let header = message.header.clone();
-                self.answer_error(token, previous_hop, &header, code, "not forwarded");
+                self.answer_error(token, Some(previous_hop), &header, code, "not forwarded");
                 return;
             }
         } else if message.header.ttl == 0 {
@@ -1194,36 +1093,48 @@ impl NodeLoop {
             message.header.ttl -= 1;
         }
         let target = match message.header.destination_list.first() {
-            Some(Destination::Node(n)) => Some(n.to_u128()),
-            Some(Destination::Resource(r)) => r.to_u128(),
+            Some(Destination::Node(n)) => Some(crate::overlay::chord::Destination::Node(*n)),
+            Some(Destination::Resource(r)) => crate::overlay::chord::ResourceId::from_wire(r)
+                .map(crate::overlay::chord::Destination::Resource),
             _ => None,
         };
-        let direct = match message.header.destination_list.first() {
-            Some(Destination::Node(n)) => self.by_node.get(n).copied(),
-            _ => None,
-        };
-        let next = direct.or_else(|| {
-            let mut exclude: Vec<NodeId> = message
-                .header
-                .via_list
-                .iter()
-                .filter_map(|d| match d {
-                    Destination::Node(n) => Some(*n),
-                    _ => None,
-                })
-                .collect();
-            exclude.extend(previous_hop);
-            let hop = self.node.table().next_hop(target?, &exclude)?;
-            self.by_node.get(&hop).copied()
+        let via = message
+            .header
+            .via_list
+            .iter()
+            .filter_map(|d| match d {
+                Destination::Node(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        self.next_relay += 1;
+        let handle = self.next_relay;
+        self.relays
+            .insert(handle, (token, previous_hop, message, is_request));
+        self.events.push_back(Event::Relay {
+            from: previous_hop,
+            handle,
+            route: crate::overlay::chord::RelayRoute {
+                is_request,
+                target,
+                via,
+            },
         });
-        match next {
-            Some(t) if is_request || direct.is_some() => {
+    }
+
+    /// The Chord node's decision on a message [`Self::forward`] holds.
+    fn relay(&mut self, handle: u64, to: Option<NodeId>) {
+        let Some((token, previous_hop, message, is_request)) = self.relays.remove(&handle) else {
+            return;
+        };
+        match to.and_then(|n| self.by_node.get(&n).copied()) {
+            Some(t) => {
                 self.stats
                     .attach_forwarded
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.queue_wire(t, &message);
             }
-            _ => {
+            None => {
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1235,7 +1146,7 @@ impl NodeLoop {
                     header.via_list.pop();
                     self.answer_error(
                         token,
-                        previous_hop,
+                        Some(previous_hop),
                         &header,
                         ErrorCode::NotFound,
                         "no route",
@@ -1287,6 +1198,20 @@ impl NodeLoop {
                     }
                 }
             }
+            (Ok(mut m), false) if message.is_attach() => {
+                if message.sender == self.origin.own {
+                    // The identity a link hello names too (see `attach`).
+                    attach::sign_as(&mut m, self.origin.own);
+                } else if let Some((contents, security)) = self.relayed.remove(&(
+                    message.sender,
+                    message.transaction_id,
+                    message.is_request(),
+                )) {
+                    m.contents = contents;
+                    m.security = security;
+                }
+                Ok(m)
+            }
             (other, _) => other,
         };
         let bytes = match wired.and_then(|m| {
@@ -1336,79 +1261,24 @@ impl NodeLoop {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        if let Some(&t) = self.by_node.get(&to) {
-            self.queue_bytes(t, &bytes);
-            return;
+        if message.is_attach() && message.sender != self.origin.own {
+            self.stats
+                .attach_forwarded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(&addr) = self.addresses.get(&to) {
-            if let Some(t) = self.dial(addr, Some(to)) {
-                self.queue_bytes(t, &bytes);
-                return;
-            }
-        }
-        self.hold_for_attach(to, bytes);
-    }
-
-    /// Holds `bytes` for `to` and routes an attach_req towards it unless one is in flight.
-    fn hold_for_attach(&mut self, to: NodeId, bytes: Vec<u8>) {
-        let now = self.now();
-        if let Some(w) = self.waiting.get_mut(&to) {
-            if w.bytes + bytes.len() <= self.limits.max_queued_bytes {
-                w.bytes += bytes.len();
-                w.messages.push(bytes);
-            } else {
+        match self.by_node.get(&to) {
+            Some(&t) => self.queue_bytes(t, &bytes),
+            None => {
+                // The link is gone (its LinkDown is on its way to the Chord node, or this
+                // tells it).
                 self.stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            return;
-        }
-        if self.waiting.len() >= self.max_links {
-            self.events.push_back(Event::LinkDown(to));
-            return;
-        }
-        let hop = self
-            .node
-            .table()
-            .next_hop(to.to_u128(), &[to])
-            .and_then(|h| self.by_node.get(&h).copied())
-            .or_else(|| self.by_node.values().next().copied());
-        let Some(hop) = hop else {
-            self.events.push_back(Event::LinkDown(to));
-            return;
-        };
-        let tid = self.rng.gen::<u64>();
-        match self.origin.attach_req(tid, to) {
-            Ok(mut req) => {
-                self.seal(&mut req);
-                self.queue_wire(hop, &req);
-            }
-            Err(_) => {
-                self.events.push_back(Event::LinkDown(to));
-                return;
+                if !self.events.contains(&Event::LinkDown(to)) {
+                    self.events.push_back(Event::LinkDown(to));
+                }
             }
         }
-        self.attach_pending.insert(tid, to);
-        self.waiting.insert(
-            to,
-            Waiting {
-                bytes: bytes.len(),
-                messages: vec![bytes],
-                deadline: now + self.attach_timeout_ms,
-            },
-        );
-    }
-
-    fn release_waiting(&mut self, to: NodeId) {
-        let Some(&t) = self.by_node.get(&to) else {
-            return;
-        };
-        if let Some(w) = self.waiting.remove(&to) {
-            for m in w.messages {
-                self.queue_bytes(t, &m);
-            }
-        }
-        self.attach_pending.retain(|_, n| *n != to);
     }
 
     // ----- the Chord node, timers, commands -----
@@ -1433,6 +1303,7 @@ impl NodeLoop {
         if self.events.is_empty() {
             // Every message received has been through the Chord node.
             self.relayed.clear();
+            self.relays.clear();
         }
     }
 
@@ -1453,6 +1324,18 @@ impl NodeLoop {
                     self.timers.insert((at, self.timer_seq), timer);
                 }
                 Action::Complete { op, outcome } => self.complete(op, outcome),
+                Action::Relay { handle, to } => self.relay(handle, to),
+                Action::Dial { addr, peer } => {
+                    // A bootstrap address already dialled (and not yet failed) is not dialled
+                    // twice.
+                    let open =
+                        peer.is_none() && self.links.values().any(|l| l.outbound && l.addr == addr);
+                    if !open && self.dial(addr, peer).is_none() {
+                        if let Some(p) = peer {
+                            self.events.push_back(Event::LinkDown(p));
+                        }
+                    }
+                }
                 Action::Deliver {
                     token,
                     sender,
@@ -1474,26 +1357,8 @@ impl NodeLoop {
             Some(OpOwner::Reply(tx)) => {
                 let _ = tx.try_send(outcome);
             }
-            Some(OpOwner::Bootstrap) => {
-                if outcome == LocalOutcome::Joined {
-                    tracing::info!(node_id = %self.origin.own, "overlay joined");
-                    self.bootstrap = Bootstrap::Done;
-                    self.join_failure_logged = false;
-                    self.redial_at = self.now() + self.bootstrap_delay;
-                } else {
-                    if !std::mem::replace(&mut self.join_failure_logged, true) {
-                        tracing::warn!(
-                            "overlay join failed: {outcome:?}; retrying with back-off up to \
-                             {} s (logged once until a join succeeds)",
-                            BOOTSTRAP_RETRY_MAX_MS / 1000
-                        );
-                    } else {
-                        tracing::debug!("overlay join failed again: {outcome:?}");
-                    }
-                    let at = self.now() + self.next_bootstrap_delay();
-                    self.bootstrap = Bootstrap::RetryAt(at);
-                }
-            }
+            // The Chord node logs its bootstrap's progress.
+            Some(OpOwner::Bootstrap) => {}
             Some(OpOwner::Leave) | None => {}
         }
     }
@@ -1508,113 +1373,6 @@ impl NodeLoop {
                 self.events.push_back(Event::Timer(timer));
             }
         }
-        let expired: Vec<NodeId> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in expired {
-            self.waiting.remove(&n);
-            self.attach_pending.retain(|_, t| *t != n);
-            self.stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.events.push_back(Event::LinkDown(n));
-        }
-        match self.bootstrap {
-            Bootstrap::RetryAt(t) if t <= now => {
-                if self.bootstrap_addrs.is_empty() {
-                    self.create_overlay();
-                } else if let Some(b) = self.linked_bootstrap() {
-                    // Still linked to a bootstrap node from an earlier round: join through it.
-                    self.start_join(b);
-                } else {
-                    for a in self.bootstrap_addrs.clone() {
-                        self.dial(a, None);
-                    }
-                    self.bootstrap = Bootstrap::Dialling { since: now };
-                    self.bootstrap_rounds += 1;
-                }
-            }
-            Bootstrap::Dialling { since } if since + self.attach_timeout_ms <= now => {
-                if self.node.is_joined() {
-                    self.bootstrap = Bootstrap::Done;
-                } else if self.bootstrap_rounds == 1 {
-                    // First round and nobody answered: this node starts the overlay (and
-                    // keeps dialling its bootstrap list while alone, see `redial`).
-                    self.create_overlay();
-                } else {
-                    let at = now + self.next_bootstrap_delay();
-                    self.bootstrap = Bootstrap::RetryAt(at);
-                }
-            }
-            Bootstrap::Done => self.redial(now),
-            _ => {}
-        }
-    }
-
-    /// The delay before the next bootstrap round; doubles the following one.
-    fn next_bootstrap_delay(&mut self) -> u64 {
-        let d = self.bootstrap_delay;
-        self.bootstrap_delay = (d * 2).min(BOOTSTRAP_RETRY_MAX_MS);
-        d
-    }
-
-    /// After joining (or founding an overlay): dial the bootstrap addresses again, with
-    /// back-off, while this node is alone on its ring or linked to no bootstrap node; the
-    /// hello answers hand the bootstrap nodes to the Chord node, whose partition check merges
-    /// the rings.
-    fn redial(&mut self, now: u64) {
-        if self.bootstrap_addrs.is_empty() || !self.node.is_joined() {
-            return;
-        }
-        let alone = self.node.table().successors.is_empty();
-        match (alone, self.alone_since) {
-            (true, None) => {
-                self.alone_since = Some(now);
-                tracing::warn!(
-                    "overlay alone on its ring: dialling the bootstrap list {:?} again with \
-                     back-off up to {} s until another node is found (logged once)",
-                    self.bootstrap_addrs,
-                    BOOTSTRAP_RETRY_MAX_MS / 1000
-                );
-            }
-            (false, Some(since)) => {
-                self.alone_since = None;
-                tracing::info!(
-                    "overlay no longer alone: ring neighbours found after {} s",
-                    now.saturating_sub(since) / 1000
-                );
-            }
-            _ => {}
-        }
-        if now < self.redial_at {
-            return;
-        }
-        let linked = self.linked_bootstrap().is_some();
-        if alone || !linked {
-            for a in self.bootstrap_addrs.clone() {
-                let already = self.links.values().any(|l| l.outbound && l.addr == a);
-                if !already {
-                    self.dial(a, None);
-                }
-            }
-            self.redial_at = now + self.next_bootstrap_delay();
-        } else {
-            self.bootstrap_delay = BOOTSTRAP_RETRY_MS;
-            self.redial_at = now + BOOTSTRAP_RETRY_MAX_MS;
-        }
-    }
-
-    fn create_overlay(&mut self) {
-        tracing::info!(node_id = %self.origin.own, "overlay created (no bootstrap node answered)");
-        self.bootstrap = Bootstrap::Joining;
-        let op = self.new_op(OpOwner::Bootstrap);
-        self.events.push_back(Event::Local {
-            op,
-            request: LocalRequest::CreateOverlay,
-        });
     }
 
     fn drain_commands(&mut self) {
@@ -2046,9 +1804,9 @@ impl NodeLoop {
         Ok(doc.sequence)
     }
 
-    /// Closes every link whose certificate the admission lists no longer admit, and forgets
-    /// those nodes' addresses (the Chord node learns `LinkDown` and drops them from its
-    /// table).
+    /// Closes every link whose certificate the admission lists no longer admit (the Chord node
+    /// learns `LinkDown` and drops them from its table; a new link to them fails its TLS
+    /// handshake).
     fn enforce_admission(&mut self) {
         let Some(sec) = self.sec.as_mut() else {
             return;
@@ -2067,18 +1825,14 @@ impl NodeLoop {
                 .get_or_parse(&der)
                 .is_ok_and(|c| sec.admission.admits(&c));
             if !admitted {
-                refused.push((*t, l.peer));
+                refused.push(*t);
             }
         }
-        for (t, peer) in refused {
+        for t in refused {
             self.stats
                 .links_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.fail_link(t, "no longer admitted by the overlay configuration");
-            if let Some(p) = peer {
-                self.addresses.remove(&p);
-                self.waiting.remove(&p);
-            }
         }
     }
 
@@ -2123,8 +1877,8 @@ impl NodeLoop {
         serde_json::json!({
             "running": true,
             "node_id": self.origin.own.to_string(),
-            "listen": self.listen_addr.to_string(),
-            "advertised": self.origin.advertised.to_string(),
+            "listen": self.listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "advertised": self.origin.advertised.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "joined": self.node.is_joined(),
             "predecessors": ids(&table.predecessors),
             "successors": ids(&table.successors),
@@ -2141,7 +1895,7 @@ impl NodeLoop {
                 "queued_bytes": l.queued_bytes(),
             })).collect::<Vec<_>>(),
             "link_peers": link_peers,
-            "known_addresses": self.addresses.len(),
+            "known_addresses": self.node.known_addresses(),
             "configuration_sequence": self.origin.configuration_sequence,
         })
     }

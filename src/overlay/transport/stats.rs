@@ -41,6 +41,9 @@ pub struct TransportStats {
     /// Store requests refused Error_Forbidden (bad value signature, key not the signer's
     /// Node-ID, signer not admitted).
     pub forbidden_stores: AtomicU64,
+    /// Commands refused because the overlay thread's bounded command queue was full
+    /// (answered 503 on the admin listener; the federation retries at its next flush).
+    pub commands_refused: AtomicU64,
 }
 
 impl Default for TransportStats {
@@ -59,6 +62,7 @@ impl Default for TransportStats {
             links_refused: std::sync::Arc::new(AtomicU64::new(0)),
             bad_signatures: AtomicU64::new(0),
             forbidden_stores: AtomicU64::new(0),
+            commands_refused: AtomicU64::new(0),
         }
     }
 }
@@ -183,6 +187,11 @@ impl TransportStats {
                 "ppsp_overlay_forbidden_stores_total",
                 &self.forbidden_stores,
                 "Store requests refused with Error_Forbidden",
+            ),
+            (
+                "ppsp_overlay_commands_refused_total",
+                &self.commands_refused,
+                "Commands refused because the overlay thread's command queue was full",
             ),
         ] {
             let _ = writeln!(

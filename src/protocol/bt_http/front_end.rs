@@ -4,8 +4,8 @@
 //!
 //! Answers (keys in sorted order, as bencoding requires):
 //!
-//! - announce: `complete`, `incomplete`, `interval`, `min interval`, `peers`, and `peers6` when
-//!   there are IPv6 peers. BEP 23: `peers` is compact (6 bytes per IPv4 peer) whatever
+//! - announce: `complete`, `downloaded` (the swarm's completions, as in a scrape),
+//!   `incomplete`, `interval`, `min interval`, `peers`, and `peers6` when there are IPv6 peers. BEP 23: `peers` is compact (6 bytes per IPv4 peer) whatever
 //!   `compact` says (the key is advisory, and every client must read the compact form); BEP 7:
 //!   `peers6` holds 18 bytes per IPv6 peer. Peers are keyed by address, so there is no
 //!   `peer id` for BEP 3's dictionary form, and `no_peer_id` changes nothing.
@@ -213,6 +213,7 @@ impl HttpFrontEnd {
 
         bencode::dict_begin(out);
         bencode::key_int(out, b"complete", answer.counts.seeders.into());
+        bencode::key_int(out, b"downloaded", answer.counts.downloaded.into());
         bencode::key_int(out, b"incomplete", answer.counts.leechers.into());
         bencode::key_int(out, b"interval", self.limits.announce_interval_secs.into());
         bencode::key_int(
@@ -264,6 +265,18 @@ impl HttpFrontEnd {
         bencode::end(out);
         Ok(HttpAnswer::Scrape)
     }
+}
+
+/// Bytes of an announce answer, HTTP status line and headers included, beside its peers: the
+/// counts, intervals and keys take well under this.
+pub const ANNOUNCE_ALLOWANCE_BYTES: usize = 512;
+
+/// The most bytes an announce answer listing `max_num_want` peers takes: 18 bytes a peer (an
+/// IPv6 entry, BEP 7, the larger form) and [`ANNOUNCE_ALLOWANCE_BYTES`].
+pub const fn announce_answer_bytes(max_num_want: u32) -> usize {
+    (max_num_want as usize)
+        .saturating_mul(18)
+        .saturating_add(ANNOUNCE_ALLOWANCE_BYTES)
 }
 
 /// Writes `{failure reason: ...}`.
@@ -338,7 +351,7 @@ mod tests {
             }
         );
         let mut want =
-            b"d8:completei1e10:incompletei2e8:intervali90e12:min intervali45e5:peers6:".to_vec();
+            b"d8:completei1e10:downloadedi0e10:incompletei2e8:intervali90e12:min intervali45e5:peers6:".to_vec();
         want.extend_from_slice(&[198, 51, 100, 1, 0x03, 0xe8]);
         want.extend_from_slice(b"6:peers618:");
         want.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -365,7 +378,7 @@ mod tests {
         let (_, body) = get(&core, "/announce", Some(Q));
         assert_eq!(
             body,
-            b"d8:completei0e10:incompletei0e8:intervali90e12:min intervali45e5:peers0:e".to_vec()
+            b"d8:completei0e10:downloadedi0e10:incompletei0e8:intervali90e12:min intervali45e5:peers0:e".to_vec()
         );
     }
 
@@ -561,7 +574,7 @@ mod tests {
         assert_eq!(o.answer, HttpAnswer::Announce);
         // The IPv4 requester entry 192.0.2.7:6881 is someone else now, so it is listed.
         let mut want =
-            b"d8:completei1e10:incompletei2e8:intervali90e12:min intervali45e5:peers12:".to_vec();
+            b"d8:completei1e10:downloadedi0e10:incompletei2e8:intervali90e12:min intervali45e5:peers12:".to_vec();
         want.extend_from_slice(&[192, 0, 2, 7, 0x1a, 0xe1, 198, 51, 100, 1, 0x03, 0xe8]);
         want.extend_from_slice(b"6:peers618:");
         want.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);

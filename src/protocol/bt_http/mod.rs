@@ -12,7 +12,9 @@
 pub mod front_end;
 pub mod query;
 
-pub use front_end::{HttpAnswer, HttpFailure, HttpFrontEnd, HttpOutcome, CONTENT_TYPE};
+pub use front_end::{
+    announce_answer_bytes, HttpAnswer, HttpFailure, HttpFrontEnd, HttpOutcome, CONTENT_TYPE,
+};
 pub use query::{
     encode_announce, parse_announce, parse_scrape, scrape_head_bytes, AnnounceQuery, Field,
     QueryError,

@@ -161,11 +161,15 @@ pub const fn scrape_head_bytes(hashes: usize) -> usize {
 }
 
 /// `key=value` pairs of a query string; empty pairs are skipped, a pair without `=` has an
-/// empty value. Works on bytes: splitting `&str` by `char` cost more than the rest of the parse.
+/// empty value. A `?` separates pairs like `&`: an announce URL that already has a query
+/// (`/announce?` or `/announce?key=v`) gets a second `?` from clients that append theirs
+/// blindly, and a trailing `?` is as harmless as a trailing `&`. Clients percent-encode `?`
+/// in binary values (it is not unreserved, RFC 3986 §2.3). Works on bytes: splitting `&str`
+/// by `char` cost more than the rest of the parse.
 fn pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
     query
         .as_bytes()
-        .split(|&b| b == b'&')
+        .split(|&b| b == b'&' || b == b'?')
         .filter(|p| !p.is_empty())
         .map(|p| match p.iter().position(|&b| b == b'=') {
             Some(at) => {
@@ -366,6 +370,27 @@ mod tests {
             parse_announce(&base("&numwant=1e3")).unwrap_err(),
             QueryError::Invalid(Field::NumWant)
         );
+    }
+
+    #[test]
+    fn a_question_mark_separates_pairs_like_an_ampersand() {
+        let want = parse_announce(&base("")).unwrap();
+        for query in [
+            format!("?{}", base("")),
+            format!("{}?", base("")),
+            format!("key=ab?{}&", base("")),
+            base("").replacen('&', "?", 3),
+        ] {
+            assert_eq!(parse_announce(&query), Ok(want), "{query}");
+        }
+        let mut hashes = Vec::new();
+        parse_scrape(
+            &format!("?info_hash={HASH}?info_hash={HASH}?"),
+            5,
+            &mut hashes,
+        )
+        .unwrap();
+        assert_eq!(hashes, vec![HASH_BYTES, HASH_BYTES]);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! packets at its source address, like a SYN cookie; clients use an id for up to one minute and
 //! trackers should accept it until two minutes after sending it. We store nothing per client:
 //! the id is SipHash-2-4, keyed with a 128-bit secret drawn at start, over the canonical source
-//! IP (16 bytes, IPv4 as IPv4-mapped), the source port and the time slot number
-//! (`now / slot length`, 60 s by default). An id is accepted in the slot it was issued in and in
+//! IP (16 bytes, IPv4 as IPv4-mapped) and the time slot number (`now / slot length`, 60 s by
+//! default). The source port is left out: the id proves the address, which is what spoofing
+//! forges, and clients reuse one id from several sockets (libtorrent keeps one per tracker for
+//! the whole process, whichever local socket sends), as a NAT may change the port between
+//! packets too. An id is accepted in the slot it was issued in and in
 //! as many following slots as [`MIN_LIFETIME_MILLIS`] needs (two of 60 s), so every id lives
 //! at least 120 s, as BEP 15 asks, and less than 180 s. Time is passed in.
 
@@ -87,7 +90,6 @@ impl ConnectionIds {
             IpAddr::V6(v6) => v6.octets(),
         };
         h.write(&ip);
-        h.write(&src.port().to_be_bytes());
         h.write(&slot.to_be_bytes());
         h.finish()
     }
@@ -156,12 +158,13 @@ mod tests {
     }
 
     #[test]
-    fn bound_to_the_source_address_and_port() {
+    fn bound_to_the_source_address_not_its_port() {
         let ids = ids();
         let now = Time::from_secs(1000);
         let id = ids.issue(addr("192.0.2.1:5000"), now);
         assert!(!ids.is_valid(addr("192.0.2.2:5000"), id, now));
-        assert!(!ids.is_valid(addr("192.0.2.1:5001"), id, now));
+        // Another socket of the same client (or a NAT's new port) keeps the id.
+        assert!(ids.is_valid(addr("192.0.2.1:5001"), id, now));
         // IPv4 and its IPv4-mapped IPv6 form are the same client.
         assert!(ids.is_valid(addr("[::ffff:192.0.2.1]:5000"), id, now));
         let id6 = ids.issue(addr("[2001:db8::1]:5000"), now);

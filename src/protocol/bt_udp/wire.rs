@@ -60,6 +60,18 @@ pub const fn scrape_request_bytes(hashes: usize) -> usize {
     hashes.saturating_mul(20).saturating_add(REQUEST_HEADER_LEN)
 }
 
+/// Most payload bytes one UDP datagram carries (65,535 less the 8-byte UDP and 20-byte IPv4
+/// headers).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Bytes of the largest announce response listing `peers` peers: the 20-byte header and 18
+/// bytes per peer (IPv6, BEP 15's larger entry).
+pub const fn announce_response_bytes(peers: usize) -> usize {
+    peers
+        .saturating_mul(PEER_V6_LEN)
+        .saturating_add(ANNOUNCE_RESPONSE_HEADER_LEN)
+}
+
 /// Why bytes are not a valid message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -21,6 +21,9 @@
 //!   [`HttpLimits::max_head_bytes`], or with more than [`HttpLimits::max_headers`] lines, is 431.
 //! - Keep-alive: HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes it
 //!   unless `Connection: keep-alive` (RFC 9112 §9.3).
+//! - `Expect: 100-continue` (RFC 9110 §10.1.1): once such a head is complete and none of its
+//!   body has arrived, [`Framed::Continue`] asks the caller to send `100 Continue`, so a
+//!   client that waits for it sends the body at once. A body over the limit is refused first.
 //! - Request targets in absolute form (`POST https://host/path?q HTTP/1.1`, which RFC 7846's
 //!   own example E1 uses) are reduced to their path and query (RFC 9112 §3.2.2).
 
@@ -83,6 +86,8 @@ pub struct RequestHead<'a> {
     /// False when the client asked to close (`Connection: close`, or HTTP/1.0 without
     /// keep-alive).
     pub keep_alive: bool,
+    /// An HTTP/1.0 request (its kept connection is announced in the answer).
+    pub http10: bool,
 }
 
 /// Why a request could not be framed. After any of these the connection is answered and closed.
@@ -121,6 +126,10 @@ pub enum Framed<'a> {
     },
     /// More bytes are needed.
     Incomplete,
+    /// More bytes are needed, and the client waits for `HTTP/1.1 100 Continue` before it
+    /// sends the body (RFC 9110 §10.1.1): the head is complete, asks for it, and no byte of
+    /// the body has arrived. Sending the interim answer more than once is harmless (§15.2).
+    Continue,
     /// The input can never become a valid request.
     Error(HttpError),
 }
@@ -134,6 +143,8 @@ struct HeaderFacts<'a> {
     close: bool,
     /// `Connection: keep-alive` seen.
     keep_alive: bool,
+    /// `Expect: 100-continue` seen.
+    expects_continue: bool,
 }
 
 /// Frames the first request in `buf`.
@@ -181,7 +192,12 @@ pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
         return Framed::Error(HttpError::PayloadTooLarge);
     };
     let Some(body) = buf.get(head_len..consumed) else {
-        return Framed::Incomplete;
+        // RFC 9110 §10.1.1: HTTP/1.0 clients never wait for a 100.
+        return if facts.expects_continue && version >= 1 && buf.len() == head_len {
+            Framed::Continue
+        } else {
+            Framed::Incomplete
+        };
     };
 
     let Some((path, query)) = split_target(target) else {
@@ -202,10 +218,22 @@ pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
             target,
             authorization: facts.authorization,
             keep_alive,
+            http10: version == 0,
         },
         body,
         consumed,
     }
+}
+
+/// Whether `buf` starts a HEAD request (after the empty lines a request may be preceded by,
+/// RFC 9112 §2.2), judged from its first bytes: the answer to a request refused before its
+/// head could be parsed (431, 400) is then written without a body (RFC 9110 §9.3.2).
+pub fn starts_with_head(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    buf[start..].starts_with(b"HEAD ")
 }
 
 fn method_needs_length(method: &str) -> bool {
@@ -219,6 +247,7 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
         authorization: None,
         close: false,
         keep_alive: false,
+        expects_continue: false,
     };
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -232,6 +261,8 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
             facts.content_type = Some(trim_ows(h.value));
         } else if h.name.eq_ignore_ascii_case("authorization") {
             facts.authorization = Some(trim_ows(h.value));
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            facts.expects_continue = trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = trim_ows(token);

@@ -55,6 +55,16 @@ fn write_head_start(out: &mut Vec<u8>, head: &ResponseHead<'_>) {
     }
 }
 
+/// `Connection: close` when the connection ends after this answer, `Connection: keep-alive`
+/// when an HTTP/1.0 client's connection stays open.
+fn write_connection(out: &mut Vec<u8>, head: &ResponseHead<'_>) {
+    if !head.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if head.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+}
+
 /// Appends a complete HTTP/1.1 response with a Content-Length to `out`.
 ///
 /// An empty `content_type` leaves the `Content-Type` header out. The body is copied after the
@@ -73,6 +83,7 @@ pub fn write_response(
             content_type,
             allow: None,
             keep_alive,
+            http10: false,
             head_only: false,
             extra: b"",
         },
@@ -91,6 +102,10 @@ pub struct ResponseHead<'a> {
     pub allow: Option<&'a str>,
     /// False adds `Connection: close`.
     pub keep_alive: bool,
+    /// The request was HTTP/1.0: a connection kept open is announced with `Connection:
+    /// keep-alive`, without which an HTTP/1.0 client takes the answer as the last one (RFC
+    /// 9112 §9.3 and Appendix C.2.2).
+    pub http10: bool,
     /// The answer to a HEAD request (RFC 9110 §9.3.2): the same header fields, including the
     /// `Content-Length` the body would have, and no body.
     pub head_only: bool,
@@ -108,9 +123,7 @@ pub fn write_answer(out: &mut Vec<u8>, head: &ResponseHead<'_>, body: &[u8]) {
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !head.keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
+    write_connection(out, head);
     out.extend_from_slice(head.extra);
     out.extend_from_slice(b"\r\n");
     if !head.head_only {
@@ -146,9 +159,7 @@ pub fn begin_answer(
     let len_at = out.len();
     out.extend_from_slice(&b"00000000000000000000"[..digits]);
     out.extend_from_slice(b"\r\n");
-    if !head.keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
+    write_connection(out, head);
     out.extend_from_slice(head.extra);
     out.extend_from_slice(b"\r\n");
     AnswerInPlace {

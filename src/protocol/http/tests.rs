@@ -74,7 +74,7 @@ fn pipelined_requests_are_framed_one_after_another() {
                 seen.push((head.path.to_string(), body.to_vec(), head.keep_alive));
                 at += consumed;
             }
-            Framed::Incomplete => break,
+            Framed::Incomplete | Framed::Continue => break,
             Framed::Error(e) => panic!("unexpected {e:?}"),
         }
     }
@@ -359,6 +359,7 @@ fn head_answers_keep_the_headers_and_drop_the_body() {
             content_type: "text/plain",
             allow: Some("GET, HEAD"),
             keep_alive: true,
+            http10: false,
             head_only: true,
             extra: b"",
         },
@@ -379,6 +380,7 @@ proptest::proptest! {
         hint in 0usize..25,
         status in 0u16..1000,
         keep_alive in proptest::bool::ANY,
+        http10 in proptest::bool::ANY,
         head_only in proptest::bool::ANY,
         with_allow in proptest::bool::ANY,
         prefix in 0usize..40,
@@ -389,6 +391,7 @@ proptest::proptest! {
             content_type: "application/x",
             allow: with_allow.then_some("GET, HEAD"),
             keep_alive,
+            http10,
             head_only,
             extra: b"X-Extra: 1\r\n",
         };
