@@ -330,7 +330,10 @@ mod tests {
             .expect("the attach_ans goes back to the relay");
         let expected = target.attach_ans(&relayed.header, Some(relay)).unwrap();
         assert_eq!(encode(&answer, &target), expected.to_bytes().unwrap());
-        assert_eq!(node.address_of(requester.own), Some(requester.advertised[0]));
+        assert_eq!(
+            node.address_of(requester.own),
+            Some(requester.advertised[0])
+        );
     }
 
     #[test]
