@@ -6,13 +6,16 @@
 //! output is over the backpressure limit (then it waits for the socket to become writable).
 //! A [`mio::Waker`] interrupts the poll for shutdown; the poll timeout drives the worker tick.
 //!
-//! On the io_uring back-end the same loop runs with one change: the worker waits on its ring
-//! (`uring/`), which serves the datagram sockets and watches this epoll set; the set is read
-//! without sleeping only in turns where the ring reported it readable.
+//! On the io_uring back-end the same loop runs with the ring in place of readiness: the worker
+//! waits on its ring (`uring/`), which serves the datagram sockets, accepts and receives for the
+//! stream listeners and connections (see `epoll/ring.rs`), and watches this epoll set (then only
+//! the waker); the set is read without sleeping only in turns where the ring reported it
+//! readable. Every connection rule below holds on both back-ends.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +28,12 @@ use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
 use super::tls::{TlsAcceptor, TlsConn};
-use super::uring::UdpRing;
+use super::uring::{Op, RingStream, StreamEvent, UdpRing};
 use super::{
     Backend, ConnCtx, DatagramCtx, DatagramSpec, DatagramWorker, ListenerSpec, StreamWorker, Ticker,
 };
+
+mod ring;
 
 const WAKER: Token = Token(0);
 /// Listener `i` has token `FIRST_LISTENER + i`; datagram sockets follow the listeners, and
@@ -92,8 +97,85 @@ struct Datagrams {
     pending: bool,
 }
 
+/// A connection's socket: registered in the epoll set, or served through the worker's ring.
+enum Stream {
+    Epoll(TcpStream),
+    Ring(RingStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Epoll(s) => s.read(buf),
+            Stream::Ring(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Epoll(s) => s.write(buf),
+            Stream::Ring(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream {
+    /// Bytes written that have not reached the kernel's socket yet (never on epoll).
+    fn unsent(&self) -> bool {
+        match self {
+            Stream::Epoll(_) => false,
+            Stream::Ring(s) => s.unsent(),
+        }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Epoll(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Ring(s) => s.shutdown_write(),
+        };
+    }
+
+    /// Reads and drops up to `budget` bytes of what has arrived.
+    fn discard_input(&mut self, sink: &mut [u8], mut budget: usize) {
+        match self {
+            Stream::Epoll(s) => {
+                while budget > 0 && !sink.is_empty() {
+                    let len = sink.len().min(budget);
+                    match s.read(&mut sink[..len]) {
+                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                        _ => break,
+                    }
+                }
+            }
+            Stream::Ring(s) => s.discard_input(sink, budget),
+        }
+    }
+
+    /// Writes go to the socket at once from now on (the connection is about to be closed);
+    /// false when bytes written earlier are still queued in front of them (on the ring).
+    fn direct(&mut self) -> bool {
+        match self {
+            Stream::Epoll(_) => true,
+            Stream::Ring(s) => {
+                if s.unsent() {
+                    false
+                } else {
+                    s.set_direct();
+                    true
+                }
+            }
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// The TLS layer between the socket and `state`, on a TLS listener.
     tls: Option<Box<TlsConn>>,
     state: ConnState,
@@ -167,6 +249,11 @@ pub(crate) struct EventLoop {
     /// The io_uring back-end was chosen: the datagram sockets are not in the epoll set.
     on_ring: bool,
     datagram_batch_size: usize,
+    /// Generation of the last connection admitted on the ring (tells a slot's successive
+    /// connections apart in completions).
+    ring_generation: u16,
+    /// Ring connections with staged answers to submit at the end of the turn.
+    to_flush: Vec<usize>,
 }
 
 /// How long accepting must work without a resource error before an accept back-off episode
@@ -193,11 +280,18 @@ impl EventLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listening = Vec::with_capacity(setup.sockets.len());
+        let on_ring = setup.backend == Backend::IoUring;
         for (i, (socket, spec)) in setup.sockets.into_iter().zip(&setup.listeners).enumerate() {
             let local = socket.local_addr()?;
             let mut socket = TcpListener::from_std(socket);
-            poll.registry()
-                .register(&mut socket, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            // On io_uring the listener is accepted from by the ring.
+            if !on_ring {
+                poll.registry().register(
+                    &mut socket,
+                    Token(FIRST_LISTENER + i),
+                    Interest::READABLE,
+                )?;
+            }
             listening.push(Listening {
                 socket,
                 local,
@@ -212,7 +306,6 @@ impl EventLoop {
         }
         let first_udp = FIRST_LISTENER + listening.len();
         let mut udp = Vec::with_capacity(setup.udp_sockets.len());
-        let on_ring = setup.backend == Backend::IoUring;
         for (i, socket) in setup.udp_sockets.into_iter().enumerate() {
             let local = socket.local_addr()?;
             let mut socket = mio::net::UdpSocket::from_std(socket);
@@ -258,6 +351,8 @@ impl EventLoop {
                 ring: None,
                 on_ring,
                 datagram_batch_size: setup.datagram_batch,
+                ring_generation: 0,
+                to_flush: Vec::new(),
             },
             waker,
         ))
@@ -269,19 +364,36 @@ impl EventLoop {
         if !self.on_ring {
             return Ok(());
         }
-        use std::os::fd::AsRawFd;
         let sockets: Vec<_> = self
             .udp
             .iter()
             .map(|u| (u.socket.as_raw_fd(), u.ctx))
             .collect();
-        let mut ring = UdpRing::new(&sockets, self.poll.as_raw_fd(), self.datagram_batch_size)
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("worker {}: io_uring: {e}", self.index),
-                )
-            })?;
+        let listeners: Vec<_> = self
+            .listening
+            .iter()
+            .map(|l| l.socket.as_raw_fd())
+            .collect();
+        // A registered file per connection the listeners allow (up to 64Ki).
+        let conn_files = self
+            .listening
+            .iter()
+            .map(|l| l.limits.max_connections)
+            .fold(0usize, usize::saturating_add)
+            .min(65_536) as u32;
+        let mut ring = UdpRing::new(
+            &sockets,
+            self.poll.as_raw_fd(),
+            self.datagram_batch_size,
+            &listeners,
+            conn_files,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("worker {}: io_uring: {e}", self.index),
+            )
+        })?;
         ring.arm();
         tracing::debug!(
             worker = self.index,
@@ -384,6 +496,9 @@ impl EventLoop {
                 break;
             }
             let now = Instant::now();
+            if self.ring.is_some() {
+                self.serve_ring_streams(&mut workers, &mut scratch, now);
+            }
             let mut woken = false;
             for event in events.iter() {
                 let token = event.token().0;
@@ -467,6 +582,13 @@ impl EventLoop {
                     if std::mem::take(&mut self.listening[listener].retry_accept) {
                         let refusal = workers.get(listener).map_or(&[][..], |w| w.refusal());
                         self.accept_all(listener, first_conn, refusal, now);
+                        // On the ring, the multishot accept takes over again unless this
+                        // retry failed too.
+                        if !self.listening[listener].retry_accept {
+                            if let Some(ring) = self.ring.as_mut() {
+                                ring.hold_accept(listener, false);
+                            }
+                        }
                     }
                 }
                 next_tick = now + self.tick;
@@ -475,20 +597,25 @@ impl EventLoop {
                 self.sweep_idle(now);
                 next_sweep = now + sweep_every;
             }
+            // Every answer of the turn goes to the kernel with the next wait's submit.
+            self.flush_ring_sends();
         }
         let open: usize = self.listening.iter().map(|l| l.open).sum();
         tracing::debug!(worker = self.index, open, "worker stopping");
         for slot in 0..self.conns.len() {
             self.close(slot);
         }
+        if let Some(ring) = self.ring.as_mut() {
+            // Listeners and connections are closed when the worker returns.
+            ring.quiesce();
+        }
     }
 
     fn accept_all(&mut self, listener: usize, first_conn: usize, refusal: &[u8], now: Instant) {
-        let Some(l) = self.listening.get(listener) else {
+        let _ = first_conn;
+        if listener >= self.listening.len() {
             return;
-        };
-        let local = l.local;
-        let limits = l.limits;
+        }
         loop {
             let mut from_reserve = false;
             let accepted = match self.listening[listener].socket.accept() {
@@ -529,10 +656,29 @@ impl EventLoop {
                     }
                 }
             };
-            let (mut stream, peer) = accepted;
+            let (stream, peer) = accepted;
             if !from_reserve {
                 self.end_backoff(listener);
             }
+            self.admit(listener, stream, peer, refusal, now);
+        }
+    }
+
+    /// Admits a connection accepted on `listener` (per-source cap, connection limit with
+    /// eviction, TLS), or refuses it.
+    fn admit(
+        &mut self,
+        listener: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        refusal: &[u8],
+        now: Instant,
+    ) {
+        let first_conn = FIRST_LISTENER + self.listening.len() + self.udp.len();
+        let local = self.listening[listener].local;
+        let limits = self.listening[listener].limits;
+        let mut stream = stream;
+        {
             let source = source_key(peer.ip());
             let from_source = self.listening[listener].per_source.open(source) as usize;
             if limits.max_connections_per_source > 0
@@ -540,7 +686,7 @@ impl EventLoop {
             {
                 bump(&self.conn_stats(listener).refused_per_source, 1);
                 drop(stream);
-                continue;
+                return;
             }
             // The last `reserved_slots` go only to sources with nothing open.
             let room = if from_source > 0 {
@@ -551,7 +697,7 @@ impl EventLoop {
             if self.listening[listener].open >= room && !self.evict_oldest(listener) {
                 bump(&self.conn_stats(listener).refused, 1);
                 refuse(stream, refusal);
-                continue;
+                return;
             }
             let _ = stream.set_nodelay(true);
             let tls = match &self.listening[listener].tls {
@@ -560,7 +706,7 @@ impl EventLoop {
                     Ok(tls) => Some(Box::new(tls)),
                     Err(e) => {
                         tracing::warn!(worker = self.index, "{e}");
-                        continue;
+                        return;
                     }
                 },
             };
@@ -571,15 +717,32 @@ impl EventLoop {
                     self.conns.len() - 1
                 }
             };
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(first_conn + slot),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(worker = self.index, "cannot register a connection: {e}");
-                self.free.push(slot);
-                continue;
-            }
+            let stream = match self.ring.as_mut() {
+                None => {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(first_conn + slot),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        tracing::warn!(worker = self.index, "cannot register a connection: {e}");
+                        self.free.push(slot);
+                        return;
+                    }
+                    Stream::Epoll(stream)
+                }
+                Some(ring) => {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the descriptor comes out of a socket that gives up ownership.
+                    let socket = unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                    let file = ring.register_conn(slot, socket.as_raw_fd());
+                    self.ring_generation = self.ring_generation.wrapping_add(1);
+                    let id = (usize::from(self.ring_generation) << 32) | slot;
+                    let mut ring_stream = RingStream::new(socket, file, id);
+                    let entry = ring_stream.recv_entry(ring.stream_bgid());
+                    ring.queue(&entry);
+                    Stream::Ring(ring_stream)
+                }
+            };
             self.conns[slot] = Some(Conn {
                 stream,
                 tls,
@@ -676,6 +839,9 @@ impl EventLoop {
         };
         conn.hangup |= hangup;
         conn.ctx.ready_at = now;
+        if let (Stream::Ring(rs), Some(ring)) = (&mut conn.stream, self.ring.as_mut()) {
+            rs.provision(&mut ring.pool);
+        }
         let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}
@@ -709,6 +875,9 @@ impl EventLoop {
                 bump(&self.conn_stats(listener).closed_panic, 1);
                 self.close(slot);
             }
+        }
+        if self.ring.is_some() {
+            self.after_ring_turn(slot, &limits);
         }
     }
 
@@ -766,12 +935,35 @@ impl EventLoop {
             drop_by(&self.conn_stats(conn.listener).open, 1);
             let mut stream = conn.stream;
             if let Some(mut tls) = conn.tls {
-                if !tls.handshaking() {
+                if !tls.handshaking() && stream.direct() {
                     tls.close(&mut stream);
                 }
             }
-            let _ = self.poll.registry().deregister(&mut stream);
-            drop(stream);
+            match stream {
+                Stream::Epoll(mut stream) => {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    drop(stream);
+                }
+                Stream::Ring(mut stream) => {
+                    if let Some(ring) = self.ring.as_mut() {
+                        // The operations still running hold the socket (and the kernel the
+                        // send's buffer) until their cancels complete.
+                        if stream.recv_armed {
+                            ring.cancel(Op::StreamRecv(stream.id()).encode());
+                        }
+                        if let Some(buf) = stream.take_inflight() {
+                            let ud = Op::StreamSend(stream.id()).encode();
+                            ring.cancel(ud);
+                            ring.orphan(ud, buf);
+                        }
+                        ring.submit_queued();
+                        if let Some(file) = stream.file() {
+                            ring.unregister_conn(file);
+                        }
+                    }
+                    drop(stream.into_socket());
+                }
+            }
             self.free.push(slot);
             if self.reserve.len() < self.reserve_target {
                 refill_reserve(&mut self.reserve, self.reserve_target);
@@ -852,16 +1044,15 @@ fn answer_deadline(conn: &mut Conn, answer: &[u8]) {
     if conn.tls.as_ref().is_some_and(|t| t.handshaking()) {
         return;
     }
+    // On the ring: only when nothing written earlier is still on its way.
+    if !conn.stream.direct() {
+        return;
+    }
     let _ = conn.write(answer);
     let _ = conn.flush_tls();
-    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+    conn.stream.shutdown_write();
     let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        match conn.stream.read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
+    conn.stream.discard_input(&mut sink, 16 * 4096);
 }
 
 enum Outcome {
@@ -921,22 +1112,17 @@ fn serve(
             }
         }
         if conn.state.closing() {
-            return if conn.state.has_output() || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+            return if conn.state.has_output()
+                || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+                || conn.stream.unsent()
             {
                 Outcome::Keep
             } else {
-                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                conn.stream.shutdown_write();
                 // Closing with unread input makes the kernel send a reset, which can destroy
                 // the answer just sent (a 413 while the client still sends its body); discard
                 // what has already arrived first.
-                let mut budget = 64 * 1024;
-                while budget > 0 {
-                    let len = scratch.input.len().min(budget);
-                    match conn.stream.read(&mut scratch.input[..len]) {
-                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
-                        _ => break,
-                    }
-                }
+                conn.stream.discard_input(&mut scratch.input, 64 * 1024);
                 Outcome::Close
             };
         }
@@ -973,7 +1159,9 @@ fn serve(
         if conn.state.read_closed {
             // A request still waiting (for the overlay) when the client half-closes is dropped
             // with the connection, as an incomplete one is.
-            return if conn.state.has_output() || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+            return if conn.state.has_output()
+                || conn.tls.as_ref().is_some_and(|t| t.wants_write())
+                || conn.stream.unsent()
             {
                 Outcome::Keep
             } else {

@@ -12,9 +12,11 @@
 //!
 //! Back-ends: [`Backend::Epoll`] (mio), whose loop is in `epoll.rs`, and [`Backend::IoUring`]
 //! (`uring/`), where each worker waits on its own io_uring: datagram sockets are served from the
-//! ring (multishot receive into provided buffers, batched sends), and the worker's epoll set of
-//! TCP listeners and connections is watched through the same ring and served by the epoll
-//! loop's code, so streams behave identically on both. [`Backend::Auto`] picks io_uring when
+//! ring (multishot receive into provided buffers, batched sends), and so are TCP listeners
+//! (multishot accept) and connections (multishot receive into a stream buffer ring, one send per
+//! connection per turn); the connection table and its rules are the epoll loop's, fed by ring
+//! completions instead of readiness events, so streams behave identically on both.
+//! [`Backend::Auto`] picks io_uring when
 //! the kernel (and any seccomp profile) allows it, else epoll, and logs which and why. The
 //! connection logic that does not depend on the back-end (buffers, limits, backpressure) is in
 //! `conn.rs` and the datagram turn in `datagram.rs`, which the io_uring back-end reuses.

@@ -235,6 +235,53 @@ fn backpressure_bounds_pending_output_when_the_client_does_not_read() {
 }
 
 #[test]
+fn a_client_that_does_not_read_is_not_read_either() {
+    let limits = ConnLimits {
+        max_pending_output_bytes: 16 * 1024,
+        max_input_bytes: 4096,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let c = connect(addr);
+    c.set_nonblocking(true).unwrap();
+    // Requests for 1,000-byte answers, written for as long as the kernel takes them (bounded
+    // in bytes and time); the answers are never read.
+    let chunk = "1000\n".repeat(13_107).into_bytes();
+    let mut written = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut stalls = 0;
+    while written < 64 << 20 && Instant::now() < deadline && stalls < 50 {
+        match (&c).write(&chunk) {
+            Ok(n) => {
+                written += n;
+                stalls = 0;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let read = rt.stats().listeners[0].totals().bytes_in as usize;
+    // The server stops reading once the answers back up: it holds at most its input cap plus
+    // what the back-end had already received (the kernel holds the rest, and TCP flow control
+    // stops the client).
+    let bound = 1 << 20;
+    assert!(
+        written > read + (1 << 20),
+        "the client wrote {written} bytes, the server read {read}: the kernel should hold more"
+    );
+    assert!(
+        read <= bound,
+        "the server read {read} bytes (bound {bound})"
+    );
+    drop(c);
+    rt.shutdown();
+}
+
+#[test]
 fn idle_connections_are_closed() {
     let limits = ConnLimits {
         idle_timeout: Duration::from_millis(100),

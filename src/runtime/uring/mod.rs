@@ -12,11 +12,14 @@
 //! Datagram sockets are served from the ring alone (`udp.rs`): a multishot `RecvMsg` per socket
 //! into a provided-buffer ring, answers queued as `SendMsg` entries from preallocated send
 //! slots and submitted together once per loop turn, sockets as registered files; nothing is
-//! allocated per datagram. Stream listeners and connections keep their readiness loop (the
-//! epoll set of `epoll.rs`, with every limit, deadline, TLS and fairness rule it has): the
-//! epoll descriptor itself is watched by a multishot poll on the ring, so one wait covers both,
-//! and the epoll set is read (without sleeping) only in turns where it has events.
+//! allocated per datagram. Stream listeners and connections are served from the ring too
+//! (`tcp.rs`): a multishot `Accept` per listener, a multishot `Recv` per connection into the
+//! worker's stream buffer ring, one `Send` per connection per turn, listeners and connections as
+//! registered files; the connection table of `epoll.rs` (every limit, deadline, TLS and fairness
+//! rule) is driven by these completions. The worker's epoll set now holds only the wake-up
+//! `eventfd`; it is watched by a multishot poll on the same ring, so one wait covers all.
 
+mod tcp;
 mod udp;
 
 use std::io;
@@ -24,7 +27,8 @@ use std::time::Duration;
 
 use io_uring::{opcode, types, IoUring};
 
-pub(crate) use udp::UdpRing;
+pub(crate) use tcp::RingStream;
+pub(crate) use udp::{StreamEvent, UdpRing};
 
 /// Why io_uring cannot be used here, for the log line of `auto` and the start error of an
 /// explicit `io_uring`.
@@ -100,6 +104,10 @@ pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, TaskRun), Unavailable
         (opcode::RecvMsg::CODE, "RECVMSG"),
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::Accept::CODE, "ACCEPT"),
+        (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     ] {
         if !probe.is_supported(code) {
             return Err(Unavailable(format!("the kernel's io_uring has no {name}")));
@@ -173,6 +181,14 @@ pub(crate) enum Op {
     Send(usize),
     /// The multishot poll of the epoll set.
     Epoll,
+    /// The multishot accept of stream listener `i`.
+    Accept(usize),
+    /// The multishot receive of a connection (`(generation << 32) | slot`).
+    StreamRecv(usize),
+    /// The send of a connection (`(generation << 32) | slot`).
+    StreamSend(usize),
+    /// A cancel (its completion carries nothing to act on).
+    Cancel,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -183,6 +199,10 @@ impl Op {
             Op::Recv(i) => (1 << KIND_SHIFT) | i as u64,
             Op::Send(i) => (2 << KIND_SHIFT) | i as u64,
             Op::Epoll => 3 << KIND_SHIFT,
+            Op::Accept(i) => (4 << KIND_SHIFT) | i as u64,
+            Op::StreamRecv(i) => (5 << KIND_SHIFT) | i as u64,
+            Op::StreamSend(i) => (6 << KIND_SHIFT) | i as u64,
+            Op::Cancel => 7 << KIND_SHIFT,
         }
     }
 
@@ -192,6 +212,10 @@ impl Op {
             1 => Some(Op::Recv(index)),
             2 => Some(Op::Send(index)),
             3 => Some(Op::Epoll),
+            4 => Some(Op::Accept(index)),
+            5 => Some(Op::StreamRecv(index)),
+            6 => Some(Op::StreamSend(index)),
+            7 => Some(Op::Cancel),
             _ => None,
         }
     }
@@ -203,7 +227,16 @@ mod tests {
 
     #[test]
     fn operations_round_trip_through_user_data() {
-        for op in [Op::Recv(0), Op::Recv(7), Op::Send(4095), Op::Epoll] {
+        for op in [
+            Op::Recv(0),
+            Op::Recv(7),
+            Op::Send(4095),
+            Op::Epoll,
+            Op::Accept(3),
+            Op::StreamRecv((65_535 << 32) | 4_000_000),
+            Op::StreamSend(1 << 32),
+            Op::Cancel,
+        ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }
         assert_eq!(Op::decode(0), None);

@@ -10,8 +10,10 @@
 //! (`send_dropped`), as the epoll path drops answers a full socket buffer refuses; answers are
 //! sent with `MSG_DONTWAIT` for the same reason. Nothing is allocated per datagram.
 //!
-//! The worker's epoll set (for its TCP listeners and connections, and the wake-up `eventfd`)
-//! is watched by a multishot poll on the same ring.
+//! The ring also carries the worker's stream operations (`tcp.rs`): its listeners are
+//! registered files after the datagram sockets and the epoll set, its connections follow in a
+//! sparse part of the table, and their buffer ring is the group after the datagram sockets'.
+//! The worker's epoll set (now only the wake-up `eventfd`) is watched by a multishot poll.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -21,13 +23,31 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
-use io_uring::{cqueue, opcode, squeue, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::super::datagram::DATAGRAMS_PER_TURN;
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker};
+use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
+
+/// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
+/// the next turn.
+const STREAM_EVENTS_PER_TURN: usize = 4096;
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`).
+fn rlimit_nofile() -> u32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid `rlimit` to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur.min(u64::from(u32::MAX)) as u32
+}
 
 /// Room for the source address in a receive buffer: a `sockaddr_in6` (an IPv4 socket's
 /// `sockaddr_in` is shorter).
@@ -183,6 +203,43 @@ pub(crate) struct UdpRing {
     epoll_armed: bool,
     /// Where an answer goes when every send slot is in flight (it is then dropped).
     spare: Vec<u8>,
+    /// Fixed-file index of the first stream listener (the others follow).
+    listener_base: u32,
+    /// Per stream listener: its multishot accept is active.
+    accept_armed: Vec<bool>,
+    /// Per stream listener: accepting is suspended (descriptors exhausted) until the worker's
+    /// next tick retries.
+    accept_held: Vec<bool>,
+    /// The stream buffer ring (buffer group `stream_bgid`), when the worker has listeners.
+    stream_region: Option<BufRegion>,
+    stream_bgid: u16,
+    stream_recycled: bool,
+    /// Fixed-file index of connection slot 0; slots below `conn_files` have a file there.
+    conn_base: u32,
+    conn_files: u32,
+    /// Stream completions of the last [`UdpRing::serve`], for the connection table.
+    events: Vec<StreamEvent>,
+    /// Buffers of sends still in flight on connections already closed, by `user_data`.
+    orphans: Vec<(u64, Vec<u8>)>,
+    /// Spare staging buffers of the worker's connections.
+    pub(crate) pool: BufPool,
+}
+
+/// A completion of a stream operation, handed to the worker's connection table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamEvent {
+    pub op: Op,
+    pub res: i32,
+    pub flags: u32,
+}
+
+/// The `errno`s of accept that mean the process or the system is out of a resource: accepting
+/// is suspended until the next tick rather than retried at once.
+fn accept_exhausted(res: i32) -> bool {
+    matches!(
+        -res,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
 }
 
 // SAFETY: the raw pointers (the buffer ring mapping, the `msghdr`s pointing into the send
@@ -193,17 +250,50 @@ impl UdpRing {
     /// A ring for the calling thread, with `sockets` (descriptor and context each) and the epoll set
     /// `epoll_fd` as registered files, and a provided-buffer ring per socket sized for
     /// `batch` datagrams per turn.
+    ///
+    /// The stream `listeners` are registered files too, each with a multishot accept, and
+    /// the table has room for `conn_files` connections (fewer, or none, when the descriptor
+    /// limit does not allow a table that large).
     pub(crate) fn new(
         sockets: &[(RawFd, DatagramCtx)],
         epoll_fd: RawFd,
         batch: usize,
+        listeners: &[RawFd],
+        conn_files: u32,
     ) -> Result<UdpRing, Unavailable> {
         let (ring, mode) = build_ring(RING_ENTRIES)?;
         let mut fds: Vec<RawFd> = sockets.iter().map(|(fd, _)| *fd).collect();
         fds.push(epoll_fd);
-        ring.submitter()
-            .register_files(&fds)
-            .map_err(|e| Unavailable(format!("IORING_REGISTER_FILES failed: {e}")))?;
+        let listener_base = fds.len() as u32;
+        fds.extend_from_slice(listeners);
+        let conn_base = fds.len() as u32;
+        // A sparse table with room for the connections; the kernel refuses tables larger than
+        // the descriptor limit, so a smaller one (or none) is tried next.
+        let nofile = rlimit_nofile();
+        let mut conn_files = conn_files.min(nofile.saturating_sub(conn_base + 64));
+        loop {
+            let sparse = conn_files > 0
+                && ring
+                    .submitter()
+                    .register_files_sparse(conn_base + conn_files)
+                    .is_ok();
+            if sparse {
+                ring.submitter()
+                    .register_files_update(0, &fds)
+                    .map_err(|e| {
+                        Unavailable(format!("IORING_REGISTER_FILES_UPDATE failed: {e}"))
+                    })?;
+                break;
+            }
+            if conn_files > 0 {
+                conn_files /= 4;
+                continue;
+            }
+            ring.submitter()
+                .register_files(&fds)
+                .map_err(|e| Unavailable(format!("IORING_REGISTER_FILES failed: {e}")))?;
+            break;
+        }
         let entries = (batch.saturating_mul(4))
             .next_power_of_two()
             .clamp(64, 4096) as u16;
@@ -245,6 +335,17 @@ impl UdpRing {
             slot.hdr.msg_iov = &mut slot.iov;
             slot.hdr.msg_iovlen = 1;
         }
+        let stream_bgid = sockets.len() as u16;
+        let stream_region = if listeners.is_empty() {
+            None
+        } else {
+            let mut region = BufRegion::new(STREAM_BUFS, STREAM_BUF_BYTES)
+                .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
+            region
+                .register(&ring, stream_bgid)
+                .map_err(|e| Unavailable(format!("IORING_REGISTER_PBUF_RING failed: {e}")))?;
+            Some(region)
+        };
         Ok(UdpRing {
             ring,
             mode,
@@ -254,7 +355,146 @@ impl UdpRing {
             slots,
             epoll_armed: false,
             spare: Vec::with_capacity(1500),
+            listener_base,
+            accept_armed: vec![false; listeners.len()],
+            accept_held: vec![false; listeners.len()],
+            stream_region,
+            stream_bgid,
+            stream_recycled: false,
+            conn_base,
+            conn_files,
+            events: Vec::with_capacity(STREAM_EVENTS_PER_TURN),
+            orphans: Vec::new(),
+            pool: BufPool::default(),
         })
+    }
+
+    /// Registers connection `slot`'s socket `fd` as a fixed file; its index, or `None` when
+    /// the slot is beyond the table (the operations then name the descriptor).
+    pub(crate) fn register_conn(&mut self, slot: usize, fd: RawFd) -> Option<u32> {
+        let slot = u32::try_from(slot).ok().filter(|&s| s < self.conn_files)?;
+        let index = self.conn_base + slot;
+        self.ring
+            .submitter()
+            .register_files_update(index, &[fd])
+            .ok()
+            .map(|_| index)
+    }
+
+    /// Submits what is queued now. Called before a connection's descriptor or fixed file is
+    /// released: an entry still queued for it must reach the kernel while the descriptor (or
+    /// table slot) still names that connection, not a successor that reuses the number.
+    pub(crate) fn submit_queued(&mut self) {
+        if !self.ring.submission().is_empty() {
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+            }
+        }
+    }
+
+    /// Empties fixed file `index` (its connection is closing).
+    pub(crate) fn unregister_conn(&mut self, index: u32) {
+        let _ = self.ring.submitter().register_files_update(index, &[-1]);
+    }
+
+    /// The buffer group connections receive from.
+    pub(crate) fn stream_bgid(&self) -> u16 {
+        self.stream_bgid
+    }
+
+    /// Where the stream buffer `bid` is, and `len` bytes of it (clamped to the buffer).
+    pub(crate) fn stream_buffer(&self, bid: u16, len: usize) -> (*const u8, usize) {
+        match &self.stream_region {
+            Some(region) => {
+                let data = region.buffer(bid, len);
+                (data.as_ptr(), data.len())
+            }
+            None => (std::ptr::null(), 0),
+        }
+    }
+
+    /// Gives stream buffer `bid` back to the kernel (published by the next [`UdpRing::arm`]).
+    pub(crate) fn recycle_stream(&mut self, bid: u16) {
+        if let Some(region) = &mut self.stream_region {
+            region.recycle(bid);
+            self.stream_recycled = true;
+        }
+    }
+
+    /// Suspends (`true`) or resumes the multishot accept of listener `i`.
+    pub(crate) fn hold_accept(&mut self, i: usize, held: bool) {
+        if let Some(h) = self.accept_held.get_mut(i) {
+            *h = held;
+        }
+    }
+
+    /// Whether listener `i`'s accept is suspended.
+    pub(crate) fn accept_held(&self, i: usize) -> bool {
+        self.accept_held.get(i).copied().unwrap_or(false)
+    }
+
+    /// Queues an entry for the next submit.
+    pub(crate) fn queue(&mut self, entry: &squeue::Entry) {
+        self.push(entry);
+    }
+
+    /// Queues the cancel of the operation whose `user_data` is `ud`.
+    pub(crate) fn cancel(&mut self, ud: u64) {
+        let entry = opcode::AsyncCancel::new(ud)
+            .build()
+            .user_data(Op::Cancel.encode());
+        self.push(&entry);
+    }
+
+    /// Ends every operation on the ring and gives back its registered files, waiting (up to
+    /// about a second) for the kernel to confirm: the sockets are closed when the worker
+    /// returns, rather than whenever the kernel gets to tearing the ring down.
+    pub(crate) fn quiesce(&mut self) {
+        const FINAL: u64 = 8 << 56;
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(FINAL);
+        self.push(&entry);
+        let mut confirmed = false;
+        for _ in 0..100 {
+            if submit_and_wait(&mut self.ring, Duration::from_millis(10)).is_err() {
+                break;
+            }
+            let mut seen = 0;
+            for cqe in self.ring.completion() {
+                seen += 1;
+                if cqe.user_data() == FINAL {
+                    confirmed = true;
+                }
+            }
+            if confirmed && seen == 0 {
+                break;
+            }
+        }
+        let _ = self.ring.submitter().unregister_files();
+    }
+
+    /// Keeps `buf` alive until the completion of the send `ud` (its connection is closed).
+    pub(crate) fn orphan(&mut self, ud: u64, buf: Vec<u8>) {
+        self.orphans.push((ud, buf));
+    }
+
+    /// The send `ud` of a closed connection completed: its buffer can go.
+    pub(crate) fn release_orphan(&mut self, ud: u64) {
+        if let Some(i) = self.orphans.iter().position(|(u, _)| *u == ud) {
+            self.orphans.swap_remove(i);
+        }
+    }
+
+    /// The stream completions of the last turn (handed back with [`UdpRing::restore_events`]
+    /// so that their storage is reused).
+    pub(crate) fn take_events(&mut self) -> Vec<StreamEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(crate) fn restore_events(&mut self, mut events: Vec<StreamEvent>) {
+        events.clear();
+        self.events = events;
     }
 
     pub(crate) fn mode(&self) -> TaskRun {
@@ -275,6 +515,23 @@ impl UdpRing {
                     opcode::RecvMsgMulti::new(Fixed(i as u32), &*s.hdr, i as u16)
                         .build()
                         .user_data(Op::Recv(i).encode()),
+                );
+            }
+        }
+        if self.stream_recycled {
+            if let Some(region) = &self.stream_region {
+                region.publish();
+            }
+            self.stream_recycled = false;
+        }
+        for i in 0..self.accept_armed.len() {
+            if !self.accept_armed[i] && !self.accept_held[i] {
+                self.accept_armed[i] = true;
+                entries.push(
+                    opcode::AcceptMulti::new(Fixed(self.listener_base + i as u32))
+                        .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                        .build()
+                        .user_data(Op::Accept(i).encode()),
                 );
             }
         }
@@ -328,7 +585,10 @@ impl UdpRing {
             s.in_batch = false;
             s.ctx.ready_at = now;
         }
-        let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1) + self.slots.len() + 1;
+        let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1)
+            + self.slots.len()
+            + STREAM_EVENTS_PER_TURN
+            + 1;
         let mut handled = 0;
         while handled < limit {
             let Some(cqe) = self.ring.completion().next() else {
@@ -350,7 +610,25 @@ impl UdpRing {
                         self.epoll_armed = false;
                     }
                 }
-                None => {}
+                Some(Op::Accept(i)) => {
+                    if !cqueue::more(flags) {
+                        if let Some(armed) = self.accept_armed.get_mut(i) {
+                            *armed = false;
+                        }
+                        if res < 0 && accept_exhausted(res) {
+                            self.hold_accept(i, true);
+                        }
+                    }
+                    self.events.push(StreamEvent {
+                        op: Op::Accept(i),
+                        res,
+                        flags,
+                    });
+                }
+                Some(op @ (Op::StreamRecv(_) | Op::StreamSend(_))) => {
+                    self.events.push(StreamEvent { op, res, flags });
+                }
+                Some(Op::Cancel) | None => {}
             }
         }
         self.arm();

@@ -1,0 +1,261 @@
+//! The connection table's side of the io_uring stream path (see `uring/tcp.rs`): accepts,
+//! arrivals and send completions reported by the worker's ring are turned into the same
+//! admission and `drive` calls that epoll readiness events make, so every limit, deadline and
+//! fairness rule of the connection logic holds on both back-ends.
+
+use std::os::fd::FromRawFd;
+use std::time::Instant;
+
+use io_uring::cqueue;
+
+use super::{out_of_descriptors, refill_reserve, EventLoop, Scratch, Stream, StreamEvent};
+use crate::runtime::conn::ConnLimits;
+use crate::runtime::stats::bump;
+use crate::runtime::uring::Op;
+use crate::runtime::StreamWorker;
+
+/// The slot of a connection id (`(generation << 32) | slot`).
+fn slot_of(id: usize) -> usize {
+    id & 0xffff_ffff
+}
+
+impl EventLoop {
+    /// Handles the stream completions the ring reported in this turn.
+    pub(super) fn serve_ring_streams(
+        &mut self,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        now: Instant,
+    ) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let events = ring.take_events();
+        for &StreamEvent { op, res, flags } in &events {
+            match op {
+                Op::Accept(listener) => {
+                    let refusal = workers.get(listener).map_or(&[][..], |w| w.refusal());
+                    self.on_ring_accept(listener, res, refusal, now);
+                }
+                Op::StreamRecv(id) => self.on_ring_recv(id, res, flags, workers, scratch, now),
+                Op::StreamSend(id) => self.on_ring_sent(id, res, workers, scratch, now),
+                _ => {}
+            }
+        }
+        if let Some(ring) = self.ring.as_mut() {
+            ring.restore_events(events);
+            // Buffers served in this turn go back, accepts that ended start again.
+            ring.arm();
+        }
+    }
+
+    fn on_ring_accept(&mut self, listener: usize, res: i32, refusal: &[u8], now: Instant) {
+        if listener >= self.listening.len() {
+            if res >= 0 {
+                // SAFETY: the accepted descriptor is ours to close.
+                drop(unsafe { std::net::TcpStream::from_raw_fd(res) });
+            }
+            return;
+        }
+        if res >= 0 {
+            // SAFETY: the ring hands over a new descriptor, owned by nothing else.
+            let socket = unsafe { std::net::TcpStream::from_raw_fd(res) };
+            // The multishot accept does not report the address.
+            let Ok(peer) = socket.peer_addr() else {
+                return;
+            };
+            self.end_backoff(listener);
+            self.admit(
+                listener,
+                mio::net::TcpStream::from_std(socket),
+                peer,
+                refusal,
+                now,
+            );
+            return;
+        }
+        let e = std::io::Error::from_raw_os_error(-res);
+        if out_of_descriptors(&e) {
+            // As on epoll: a reserve descriptor takes one queued connection, so that its
+            // client learns at once (served on the admin listener, closed elsewhere).
+            if self.reserve.pop().is_some() {
+                if let Ok((stream, peer)) = self.listening[listener].socket.accept() {
+                    if self.serve_from_reserve {
+                        self.admit(listener, stream, peer, refusal, now);
+                    } else {
+                        drop(stream);
+                        bump(&self.conn_stats(listener).refused, 1);
+                    }
+                }
+            }
+            refill_reserve(&mut self.reserve, self.reserve_target);
+        }
+        let held = self.ring.as_ref().is_some_and(|r| r.accept_held(listener));
+        if held {
+            // Resource exhaustion: accepting resumes from the next tick's retry.
+            self.start_backoff(listener, &e);
+            self.listening[listener].retry_accept = true;
+        } else if res != -libc::ECANCELED {
+            tracing::debug!(worker = self.index, "multishot accept: {e}");
+        }
+    }
+
+    fn on_ring_recv(
+        &mut self,
+        id: usize,
+        res: i32,
+        flags: u32,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        now: Instant,
+    ) {
+        let slot = slot_of(id);
+        let bid = cqueue::buffer_select(flags);
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            if let Some(bid) = bid {
+                ring.recycle_stream(bid);
+            }
+            return;
+        };
+        let Stream::Ring(rs) = &mut conn.stream else {
+            return;
+        };
+        if rs.id() != id {
+            // A completion of the slot's previous connection.
+            if let Some(bid) = bid {
+                ring.recycle_stream(bid);
+            }
+            return;
+        }
+        if !cqueue::more(flags) {
+            rs.on_recv_ended();
+        }
+        let listener = conn.listener;
+        match res {
+            n if n > 0 => {
+                let Some(bid) = bid else {
+                    return;
+                };
+                let (data, len) = ring.stream_buffer(bid, n as usize);
+                // SAFETY: the buffer stays ours until it is recycled below, after
+                // `keep_inbox` copied what was not read.
+                unsafe { rs.offer(data, len) };
+                self.drive(slot, workers, scratch, false, now);
+                if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                    if let Stream::Ring(rs) = &mut conn.stream {
+                        if rs.id() == id {
+                            rs.keep_inbox();
+                        }
+                    }
+                }
+                if let Some(ring) = self.ring.as_mut() {
+                    ring.recycle_stream(bid);
+                }
+                // The arrival may have gone over the input cap while the connection was
+                // served from its buffer: pause or resume the receive.
+                let limits = self.listening[listener].limits;
+                self.after_ring_turn(slot, &limits);
+            }
+            0 => {
+                rs.on_eof();
+                self.drive(slot, workers, scratch, true, now);
+            }
+            e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {
+                // Out of buffers (re-armed once they are back) or paused.
+                let limits = self.listening[listener].limits;
+                self.after_ring_turn(slot, &limits);
+            }
+            e => {
+                rs.on_error(-e);
+                self.drive(slot, workers, scratch, true, now);
+            }
+        }
+    }
+
+    fn on_ring_sent(
+        &mut self,
+        id: usize,
+        res: i32,
+        workers: &mut [Box<dyn StreamWorker>],
+        scratch: &mut Scratch,
+        now: Instant,
+    ) {
+        let slot = slot_of(id);
+        let current = matches!(
+            self.conns.get(slot),
+            Some(Some(conn)) if matches!(&conn.stream, Stream::Ring(rs) if rs.id() == id)
+        );
+        if !current {
+            if let Some(ring) = self.ring.as_mut() {
+                ring.release_orphan(Op::StreamSend(id).encode());
+            }
+            return;
+        }
+        if let Some(Some(conn)) = self.conns.get_mut(slot) {
+            if let Stream::Ring(rs) = &mut conn.stream {
+                rs.on_sent(res);
+            }
+        }
+        // As a writable event on epoll: pending output moves on, a closing connection closes.
+        self.drive(slot, workers, scratch, res < 0, now);
+    }
+
+    /// After a connection was served: queue its staged answers for the end of the turn, and
+    /// pause its receive while its output is backed up or its unread input is at the cap (the
+    /// kernel then holds the client's bytes), or resume it.
+    pub(super) fn after_ring_turn(&mut self, slot: usize, limits: &ConnLimits) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Stream::Ring(rs) = &mut conn.stream else {
+            return;
+        };
+        if rs.needs_send() && !rs.flush_queued {
+            rs.flush_queued = true;
+            self.to_flush.push(slot);
+        }
+        if !conn.state.has_output() {
+            rs.release_buffers(&mut ring.pool);
+        }
+        let pause = conn.state.output_blocked(limits)
+            || rs.unread() >= limits.max_input_bytes.max(1)
+            || conn.state.closing()
+            || conn.state.read_closed;
+        if pause {
+            if rs.begin_cancel_recv() {
+                ring.cancel(Op::StreamRecv(rs.id()).encode());
+            }
+        } else if !rs.recv_armed && !rs.eof() && !rs.broken() {
+            let entry = rs.recv_entry(ring.stream_bgid());
+            ring.queue(&entry);
+        }
+    }
+
+    /// Queues one send per ring connection with staged answers: the next wait submits them
+    /// all at once.
+    pub(super) fn flush_ring_sends(&mut self) {
+        if self.to_flush.is_empty() {
+            return;
+        }
+        let Some(ring) = self.ring.as_mut() else {
+            self.to_flush.clear();
+            return;
+        };
+        for &slot in &self.to_flush {
+            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                if let Stream::Ring(rs) = &mut conn.stream {
+                    if let Some(entry) = rs.send_entry() {
+                        ring.queue(&entry);
+                    }
+                }
+            }
+        }
+        self.to_flush.clear();
+    }
+}
