@@ -53,6 +53,8 @@ fn args(target: std::net::SocketAddr) -> RunArgs {
 
 #[test]
 fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
+    /// Connections of each flood.
+    const FLOOD_CONNECTIONS: usize = 512;
     let sets: Vec<String> = [
         "ppstp.listen=127.0.0.1:0",
         "admin.listen=127.0.0.1:0",
@@ -107,7 +109,7 @@ fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
         let mut flood = args(addr);
         flood.assume_registered = true;
         flood.duration = 2.0;
-        flood.connections = 512;
+        flood.connections = FLOOD_CONNECTIONS;
         flood.pipeline = Some(32);
         flood.threads = 2;
         flood.rate = Some(factor * peak_ok);
@@ -148,9 +150,13 @@ fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
                 "{n} errors of another kind: {kind}"
             );
         }
-        assert_eq!(
-            flood.errors.get("ppstp_error_05").copied().unwrap_or(0),
-            *shed
+        // Every error 05 the generator saw was counted as shed; the server may count a few
+        // more, sent as the run ended and never read: at most one per connection, as an
+        // overloaded connection is closed after its error 05.
+        let seen_05 = flood.errors.get("ppstp_error_05").copied().unwrap_or(0);
+        assert!(
+            seen_05 <= *shed && *shed - seen_05 <= FLOOD_CONNECTIONS as u64,
+            "error 05 seen {seen_05}, shed {shed}"
         );
         // Kept answering: generous, as the machine is shared (the report gives the figure).
         // In-process, the generator's own cost grows with the offered load and takes the
