@@ -4,6 +4,7 @@
 //! announce, capped), the BEP 15 connection-id lifetime, and completion counts in every scrape.
 
 mod bt_support;
+use bt_support::bencoded_int;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -28,21 +29,6 @@ fn announce(hash: &[u8; 20], port: u16, left: u64, extra: &str) -> String {
         url_bytes(hash),
         url_bytes(&[b'c'; 20])
     )
-}
-
-/// The value after `key` in a bencoded body when it is an integer (`3:keyi42e` -> 42).
-fn int_after(body: &[u8], key: &str) -> i64 {
-    let pat = format!("{}:{key}i", key.len());
-    let at = body
-        .windows(pat.len())
-        .position(|w| w == pat.as_bytes())
-        .unwrap_or_else(|| panic!("no {key} in {:?}", String::from_utf8_lossy(body)))
-        + pat.len();
-    let end = at + body[at..].iter().position(|&b| b == b'e').expect("end");
-    std::str::from_utf8(&body[at..end])
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Whether Perl's `Bencode` module (Debian `libbencode-perl`) is there; fails under CI=true.
@@ -157,12 +143,12 @@ fn port_zero_is_accepted_counted_and_never_listed() {
     }
     // Both count; neither is listed to a third peer.
     let (_, body) = http_get(bt, &announce(&hash, 7004, 5, ""));
-    assert_eq!(int_after(&body, "complete"), 1);
-    assert_eq!(int_after(&body, "incomplete"), 2);
+    assert_eq!(bencoded_int(&body, "complete"), 1);
+    assert_eq!(bencoded_int(&body, "incomplete"), 2);
     assert!(body.ends_with(b"5:peers0:e"), "{:?}", body);
     let (_, scrape) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(&hash)));
-    assert_eq!(int_after(&scrape, "complete"), 1);
-    assert_eq!(int_after(&scrape, "incomplete"), 2);
+    assert_eq!(bencoded_int(&scrape, "complete"), 1);
+    assert_eq!(bencoded_int(&scrape, "incomplete"), 2);
     assert_eq!(server.status()["peers"], 3);
     server.shutdown();
 }
@@ -282,7 +268,7 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
     let hash = [0x25; 20];
     let scrape = |hash: &[u8; 20]| {
         let (_, body) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(hash)));
-        int_after(&body, "downloaded")
+        bencoded_int(&body, "downloaded")
     };
     // HTTP: a leecher that completes, a seeder that joins complete (not a completion), and a
     // repeated `completed` (counted once).
@@ -319,7 +305,7 @@ fn completions_are_counted_per_swarm_and_reported_by_every_scrape_and_stat_query
     assert_eq!(scrape(&hash), 2);
     // Announce answers carry the count too.
     let (_, body) = http_get(bt, &announce(&hash, 7053, 5, ""));
-    assert_eq!(int_after(&body, "downloaded"), 2, "{body:?}");
+    assert_eq!(bencoded_int(&body, "downloaded"), 2, "{body:?}");
     peers_by_perl_if_available(&body);
 
     // PPSTP: LEECH -> SEEDER is a completion, reported by STAT_QUERY.
@@ -444,8 +430,8 @@ fn ipv6_sources_get_the_same_connection_id_lifetime_and_port_zero_rules() {
         other => panic!("port 0 over UDP from IPv6: {other:?}"),
     }
     let (_, body) = http_get(http_addr, &announce(&hash_b, 7062, 0, ""));
-    assert_eq!(int_after(&body, "complete"), 1);
-    assert_eq!(int_after(&body, "incomplete"), 1);
+    assert_eq!(bencoded_int(&body, "complete"), 1);
+    assert_eq!(bencoded_int(&body, "incomplete"), 1);
     assert!(
         body.ends_with(b"5:peers0:e") || body.ends_with(b"5:peers0:6:peers60:e"),
         "nobody listed: {:?}",
@@ -456,8 +442,8 @@ fn ipv6_sources_get_the_same_connection_id_lifetime_and_port_zero_rules() {
             http_addr,
             &format!("/scrape?info_hash={}", url_bytes(&hash)),
         );
-        assert_eq!(int_after(&scrape, "complete"), seeders);
-        assert_eq!(int_after(&scrape, "incomplete"), leechers);
+        assert_eq!(bencoded_int(&scrape, "complete"), seeders);
+        assert_eq!(bencoded_int(&scrape, "incomplete"), leechers);
     }
     server.shutdown();
 }
@@ -489,13 +475,13 @@ fn announce_urls_as_clients_build_them_are_read() {
             "{target}: {:?}",
             String::from_utf8_lossy(&body)
         );
-        assert_eq!(int_after(&body, "incomplete"), 1, "{target}: one peer");
+        assert_eq!(bencoded_int(&body, "incomplete"), 1, "{target}: one peer");
     }
     let (_, scrape) = http_get(
         bt,
         &format!("/scrape??info_hash={lower}&info_hash={}&", url_bytes(&hash)),
     );
-    assert_eq!(int_after(&scrape, "incomplete"), 1);
+    assert_eq!(bencoded_int(&scrape, "incomplete"), 1);
     assert_eq!(
         scrape.windows(20).filter(|w| *w == hash).count(),
         1,
@@ -627,9 +613,9 @@ fn a_swarm_without_members_keeps_reporting_its_completions_for_hours() {
     let downloaded = || {
         let (_, body) = http_get(bt, &format!("/scrape?info_hash={}", url_bytes(&hash)));
         (
-            int_after(&body, "downloaded"),
-            int_after(&body, "complete"),
-            int_after(&body, "incomplete"),
+            bencoded_int(&body, "downloaded"),
+            bencoded_int(&body, "complete"),
+            bencoded_int(&body, "incomplete"),
         )
     };
     http_get(bt, &announce(&hash, 7100, 10, "&event=started"));

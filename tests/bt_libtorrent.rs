@@ -10,6 +10,7 @@
 //! (with a message) elsewhere.
 
 mod bt_support;
+use bt_support::bencoded_int;
 
 use std::process::{Command, Stdio};
 
@@ -111,21 +112,6 @@ fn hex_bytes(hex: &str) -> [u8; 20] {
     out
 }
 
-/// The integer after `key` in a bencoded body.
-fn int_after(body: &[u8], key: &str) -> i64 {
-    let pat = format!("{}:{key}i", key.len());
-    let at = body
-        .windows(pat.len())
-        .position(|w| w == pat.as_bytes())
-        .unwrap_or_else(|| panic!("no {key} in {:?}", String::from_utf8_lossy(body)))
-        + pat.len();
-    let end = at + body[at..].iter().position(|&b| b == b'e').unwrap();
-    std::str::from_utf8(&body[at..end])
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn libtorrent_sessions_meet_through_http_and_udp_on_ipv4_and_ipv6() {
     let Some(python) = python_with_libtorrent() else {
@@ -188,9 +174,9 @@ fn libtorrent_sessions_meet_through_http_and_udp_on_ipv4_and_ipv6() {
         // swarm still reports its download.
         let hash = hex_bytes(result["info_hash"].as_str().unwrap());
         let (_, scrape) = http_get(http, &format!("/scrape?info_hash={}", url_bytes(&hash)));
-        assert_eq!(int_after(&scrape, "downloaded"), 1, "{listen}");
-        assert_eq!(int_after(&scrape, "complete"), 0, "{listen}");
-        assert_eq!(int_after(&scrape, "incomplete"), 0, "{listen}");
+        assert_eq!(bencoded_int(&scrape, "downloaded"), 1, "{listen}");
+        assert_eq!(bencoded_int(&scrape, "complete"), 0, "{listen}");
+        assert_eq!(bencoded_int(&scrape, "incomplete"), 0, "{listen}");
     }
     server.shutdown();
 }

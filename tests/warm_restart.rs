@@ -4,6 +4,7 @@
 //! peer already counted is not counted again after the restart.
 
 mod bt_support;
+use bt_support::bencoded_int;
 mod common;
 
 use std::io::{BufRead, Write};
@@ -385,21 +386,6 @@ fn the_binary_writes_on_sigterm_and_on_the_snapshot_command_and_loads_at_start()
         text.contains("snapshot loaded") && text.contains("imported=210"),
         "{text}"
     );
-}
-
-/// The integer after `key` in a bencoded body (`10:downloadedi3e` -> 3).
-fn bencoded_int(body: &[u8], key: &str) -> i64 {
-    let pat = format!("{}:{key}i", key.len());
-    let at = body
-        .windows(pat.len())
-        .position(|w| w == pat.as_bytes())
-        .unwrap_or_else(|| panic!("no {key} in {:?}", String::from_utf8_lossy(body)))
-        + pat.len();
-    let end = at + body[at..].iter().position(|&b| b == b'e').unwrap();
-    std::str::from_utf8(&body[at..end])
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -204,3 +204,19 @@ pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
 pub fn url_bytes(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
+
+/// The integer value of `key` in a bencoded body (`10:downloadedi3e` -> 3); panics, naming the
+/// key and showing the body, when the key is absent.
+pub fn bencoded_int(body: &[u8], key: &str) -> i64 {
+    let pat = format!("{}:{key}i", key.len());
+    let at = body
+        .windows(pat.len())
+        .position(|w| w == pat.as_bytes())
+        .unwrap_or_else(|| panic!("no {key} in {:?}", String::from_utf8_lossy(body)))
+        + pat.len();
+    let end = at + body[at..].iter().position(|&b| b == b'e').expect("end");
+    std::str::from_utf8(&body[at..end])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
