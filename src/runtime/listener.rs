@@ -14,6 +14,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Binds `addr` with `SO_REUSEPORT` and starts listening. Errors name the address.
 pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    bind_tcp(addr, backlog, true)
+}
+
+/// Binds `addr` without `SO_REUSEPORT` (the port is this listener's alone: a second bind of
+/// it fails with `AddrInUse`) and starts listening, non-blocking. Errors name the address.
+pub(crate) fn bind_exclusive(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    bind_tcp(addr, backlog, false)
+}
+
+/// A non-blocking listening socket at `addr`; IPv6 sockets serve IPv6 only.
+fn bind_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let with_addr =
         |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
@@ -27,9 +38,11 @@ pub(crate) fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<std::
     socket
         .set_reuse_address(true)
         .map_err(|e| with_addr("SO_REUSEADDR on", e))?;
-    socket
-        .set_reuse_port(true)
-        .map_err(|e| with_addr("SO_REUSEPORT on", e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| with_addr("SO_REUSEPORT on", e))?;
+    }
     socket
         .set_nonblocking(true)
         .map_err(|e| with_addr("O_NONBLOCK on", e))?;

@@ -33,6 +33,7 @@ mod datagram;
 pub mod descriptors;
 mod epoll;
 mod listener;
+pub(crate) use listener::bind_exclusive;
 mod mmsg;
 pub mod sources;
 mod stats;

@@ -149,21 +149,6 @@ pub(super) struct NodeLoop {
     next_relay: u64,
 }
 
-/// Binds one overlay listener at `addr`: IPv6 sockets serve IPv6 only, so that `0.0.0.0:P`
-/// and `[::]:P` can both be listed; no `SO_REUSEPORT` (the port is this node's alone).
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into()))
-}
-
 impl NodeLoop {
     pub(super) fn new(
         config: &OverlayConfig,
@@ -177,9 +162,12 @@ impl NodeLoop {
         let mut listeners = Vec::with_capacity(listen.len());
         let mut listen_addrs = Vec::with_capacity(listen.len());
         for (i, addr) in listen.iter().enumerate() {
-            let mut listener = bind_listener(*addr).map_err(|e| {
-                anyhow::anyhow!("overlay.listen {addr} (port {}): {e}", addr.port())
-            })?;
+            // No SO_REUSEPORT: the port is this node's alone.
+            let mut listener = crate::runtime::bind_exclusive(*addr, 1024)
+                .map(TcpListener::from_std)
+                .map_err(|e| {
+                    anyhow::anyhow!("overlay.listen {addr} (port {}): {e}", addr.port())
+                })?;
             poll.registry().register(
                 &mut listener,
                 Token(FIRST_LISTENER + i),
