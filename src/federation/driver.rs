@@ -661,18 +661,9 @@ mod tests {
         Federation::new(
             NodeId::from_u128(7),
             FederationConfig {
-                local_find_min: 2,
-                flush_interval_ms: 100,
-                flush_max_swarms: 10,
-                flush_max_peers: 10,
-                flush_window: 20,
-                fetch_cache_ms: 1000,
-                fetch_timeout_ms: 500,
-                lifetime_secs: 60,
-                part_bytes: 4000,
-                track_ms: 60_000,
                 // One PEER-STATUS entry per Store batch, so the window counts entries.
                 max_message_bytes: 1300,
+                ..crate::federation::tests::config()
             },
         )
     }

@@ -505,7 +505,8 @@ pub fn merge_peers(
 mod tests {
     use super::*;
 
-    fn config() -> FederationConfig {
+    /// The configuration the federation's unit tests share (the driver's too).
+    pub(in crate::federation) fn config() -> FederationConfig {
         FederationConfig {
             local_find_min: 2,
             flush_interval_ms: 100,
