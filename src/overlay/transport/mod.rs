@@ -1309,13 +1309,9 @@ mod tests {
             let mut p = Peer::connect(&handle, &a);
             assert!(p.hello(&a).is_none());
             assert!(counter(&handle, &handle.stats().links_refused) >= 1);
-            // A proof made with another secret, or for another certificate: refused.
+            // b's hello to the node over `p`, carrying a proof made with `secret` for `cert`.
             let b = identity();
-            for (secret, cert) in [
-                (&b"wrong secret"[..], b.cert_hash()),
-                (&b"overlay secret"[..], a.cert_hash()),
-            ] {
-                let mut p = Peer::connect(&handle, &b);
+            let send_hello = |p: &mut Peer, secret: &[u8], cert: &[u8; 32]| {
                 let me = attach::Origin {
                     overlay: p.overlay,
                     configuration_sequence: 0,
@@ -1327,31 +1323,24 @@ mod tests {
                 let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
                 attach::add_shared_secret_proof(
                     &mut hello,
-                    attach::shared_secret_proof(secret, &overlay_name, &cert),
+                    attach::shared_secret_proof(secret, &overlay_name, cert),
                 )
                 .unwrap();
                 b.sign_message(&mut hello).unwrap();
                 p.send(&hello);
+            };
+            // A proof made with another secret, or for another certificate: refused.
+            for (secret, cert) in [
+                (&b"wrong secret"[..], b.cert_hash()),
+                (&b"overlay secret"[..], a.cert_hash()),
+            ] {
+                let mut p = Peer::connect(&handle, &b);
+                send_hello(&mut p, secret, &cert);
                 assert!(p.answer(1).is_none());
             }
             // The right proof: answered, and the answer proves the node holds the secret too.
             let mut p = Peer::connect(&handle, &b);
-            let me = attach::Origin {
-                overlay: p.overlay,
-                configuration_sequence: 0,
-                ttl: 100,
-                own: b.node_id(),
-                advertised: vec!["127.0.0.1:1".parse().unwrap()],
-                link_type: crate::overlay::wire::OverlayLinkType::TLS_TCP_FH_NO_ICE,
-            };
-            let mut hello = me.attach_req(1, NodeId::WILDCARD).unwrap();
-            attach::add_shared_secret_proof(
-                &mut hello,
-                attach::shared_secret_proof(b"overlay secret", &overlay_name, &b.cert_hash()),
-            )
-            .unwrap();
-            b.sign_message(&mut hello).unwrap();
-            p.send(&hello);
+            send_hello(&mut p, b"overlay secret", &b.cert_hash());
             let (_, body) = p.answer(1).expect("the node with the secret is answered");
             let Body::AttachAns(ans) = body else {
                 panic!("not an attach_ans: {body:?}");
