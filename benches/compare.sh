@@ -18,7 +18,9 @@
 # configuration is its own printed default (`aquatic_udp -p`) with one socket worker (and one
 # swarm worker where the version has them) listening on 127.0.0.1. SCALE=1 changes the
 # defaults to SWARMS=1000000 PEERS=2000000 POPULARITY=headtail DURATION=3: every server is
-# populated (each peer announced once) and the table's "RSS/peer" column is what it costs.
+# populated (each peer announced once) and the table's "RSS/peer" column is what it costs;
+# SOURCE_ADDRS is then PEERS / 64000 rounded up (and CONNECTIONS at least that), so every peer
+# has its own (address, port) identity.
 #
 # Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
 # --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
@@ -42,6 +44,9 @@ if [ "${SCALE:-0}" = 1 ]; then
     POPULARITY=${POPULARITY:-headtail}
     DURATION=${DURATION:-3}
     SETTLE=${SETTLE:-3}
+    # Distinct (address, port) identities for every peer: 64000 per source address.
+    SOURCE_ADDRS=${SOURCE_ADDRS:-$(( (PEERS + 63999) / 64000 ))}
+    CONNECTIONS=${CONNECTIONS:-$(( SOURCE_ADDRS > 8 ? SOURCE_ADDRS : 8 ))}
 fi
 SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
@@ -82,7 +87,7 @@ fi
 
 # The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
 "$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \
-    --popularity "$POPULARITY" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
+    --popularity "$POPULARITY" --connections "$CONNECTIONS" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
 
 wait_udp() { # port pid: wait until something listens on the UDP port (at most 5 s)
     for _ in $(seq 50); do
