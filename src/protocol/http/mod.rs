@@ -27,8 +27,10 @@
 //! - Request targets in absolute form (`POST https://host/path?q HTTP/1.1`, which RFC 7846's
 //!   own example E1 uses) are reduced to their path and query (RFC 9112 §3.2.2).
 
+mod methods;
 mod response;
 
+pub use methods::Methods;
 pub use response::{
     begin_answer, finish_answer, reason_phrase, write_answer, write_response, AnswerInPlace,
     ResponseHead,

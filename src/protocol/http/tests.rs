@@ -405,3 +405,34 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, want);
     }
 }
+
+/// The precomputed status lines are the ones written field by field: `HTTP/1.1`, the three
+/// digits, a space, the reason phrase (empty for a code without one).
+#[test]
+fn status_lines_are_version_code_and_reason() {
+    for status in [
+        0u16,
+        99,
+        100,
+        200,
+        204,
+        405,
+        418,
+        431,
+        503,
+        599,
+        999,
+        1000,
+        u16::MAX,
+    ] {
+        let mut out = Vec::new();
+        write_response(&mut out, status, "", b"", true);
+        let code = status.clamp(100, 999);
+        let want = format!("HTTP/1.1 {code} {}\r\n", reason_phrase(code));
+        assert!(
+            out.starts_with(want.as_bytes()),
+            "{status}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
