@@ -436,3 +436,29 @@ fn status_lines_are_version_code_and_reason() {
         );
     }
 }
+
+proptest::proptest! {
+    /// The word-wise header name match agrees with `eq_ignore_ascii_case` on every token
+    /// (RFC 9110 §5.6.2 `tchar`), including case variants of the names it is asked about.
+    #[test]
+    fn header_names_match_as_eq_ignore_ascii_case(
+        which in 0usize..6,
+        other in "[!#$%&'*+.^_`|~0-9A-Za-z-]{0,20}",
+        flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 20),
+        use_other in proptest::prelude::any::<bool>(),
+    ) {
+        let lower = ["content-length", "transfer-encoding", "content-type", "authorization",
+            "expect", "connection"][which];
+        let name: String = if use_other {
+            other
+        } else {
+            lower.chars().zip(flips.iter().cycle())
+                .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect()
+        };
+        proptest::prop_assert_eq!(
+            super::name_is(name.as_bytes(), lower.as_bytes()),
+            name.eq_ignore_ascii_case(lower)
+        );
+    }
+}
