@@ -161,19 +161,13 @@ impl Cursor<'_> {
     #[inline(always)]
     fn ipv4(&mut self, ip: Ipv4Addr) {
         let [a, b, c, d] = ip.octets();
-        self.octet(a);
-        self.byte(b'.');
-        self.octet(b);
-        self.byte(b'.');
-        self.octet(c);
-        self.byte(b'.');
-        self.octet(d);
-    }
-
-    #[inline(always)]
-    fn octet(&mut self, n: u8) {
-        let text = &OCTETS[usize::from(n)];
-        self.put_prefix(&[text[0], text[1], text[2]], usize::from(text[3]));
+        // Each octet with its dot as one four-byte copy; the last one's dot is overwritten.
+        for n in [a, b, c] {
+            let text = &OCTETS[usize::from(n)];
+            self.put_prefix(&[text[0], text[1], text[2], text[3]], usize::from(text[4]));
+        }
+        let text = &OCTETS[usize::from(d)];
+        self.put_prefix(&[text[0], text[1], text[2]], usize::from(text[4]) - 1);
     }
 
     /// The RFC 5952 text form, exactly as `Display for Ipv6Addr` writes it: an IPv4-mapped
@@ -243,18 +237,18 @@ fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The decimal text of every octet: up to three digits, then the digit count.
-static OCTETS: [[u8; 4]; 256] = {
-    let mut table = [[0u8; 4]; 256];
+/// The decimal text of every octet followed by a dot (up to four bytes), then its length.
+static OCTETS: [[u8; 5]; 256] = {
+    let mut table = [[0u8; 5]; 256];
     let mut n = 0;
     while n < 256 {
         let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
         table[n] = if n >= 100 {
-            [b'0' + h, b'0' + t, b'0' + u, 3]
+            [b'0' + h, b'0' + t, b'0' + u, b'.', 4]
         } else if n >= 10 {
-            [b'0' + t, b'0' + u, 0, 2]
+            [b'0' + t, b'0' + u, b'.', 0, 3]
         } else {
-            [b'0' + u, 0, 0, 1]
+            [b'0' + u, b'.', 0, 0, 2]
         };
         n += 1;
     }
@@ -346,16 +340,16 @@ fn peer_addr(w: &mut Cursor<'_>, a: &PeerAddr) {
     w.port(a.addr.port());
     w.put(b",\"priority\":");
     w.num(u64::from(a.priority));
-    w.put(match a.kind {
-        AddrType::Host => b",\"type\":\"HOST\"",
-        AddrType::Reflexive => b",\"type\":\"REFLEXIVE\"",
-        AddrType::Proxy => b",\"type\":\"PROXY\"",
-    });
-    if let Some(c) = a.connection {
-        w.put(match c {
-            LinkKind::Wired => b",\"connection\":\"wired\"",
-            LinkKind::Wireless => b",\"connection\":\"wireless\"",
-        });
+    // One constant-length copy per arm (a length chosen by a match would be a memcpy call).
+    match a.kind {
+        AddrType::Host => w.put(b",\"type\":\"HOST\""),
+        AddrType::Reflexive => w.put(b",\"type\":\"REFLEXIVE\""),
+        AddrType::Proxy => w.put(b",\"type\":\"PROXY\""),
+    }
+    match a.connection {
+        None => {}
+        Some(LinkKind::Wired) => w.put(b",\"connection\":\"wired\""),
+        Some(LinkKind::Wireless) => w.put(b",\"connection\":\"wireless\""),
     }
     if let Some(asn) = a.asn {
         w.put(b",\"asn\":\"");
@@ -383,20 +377,37 @@ fn peer_addr_list(w: &mut Cursor<'_>, addrs: &[PeerAddr]) {
 /// §3.2.4 and examples E4/E6).
 #[inline(always)]
 fn peer_info(w: &mut Cursor<'_>, p: &PeerInfo) {
-    w.put(b"{\"peer_id\":");
-    w.id(p.peer_id.as_bytes());
-    match p.addrs.as_slice() {
-        [] => {}
-        [one] => {
-            w.put(b",\"peer_addr\":");
-            peer_addr(w, one);
+    let id = p.peer_id.as_bytes();
+    let addrs = p.addrs.as_slice();
+    if plain_ascii(id) {
+        // The id's quotes go with the fragments around it.
+        w.put(b"{\"peer_id\":\"");
+        w.put(id);
+        if addrs.is_empty() {
+            w.put(b"\"}");
+        } else {
+            w.put(b"\",\"peer_addr\":");
         }
-        many => {
+    } else {
+        w.put(b"{\"peer_id\":");
+        w.id_slow(id);
+        if addrs.is_empty() {
+            w.byte(b'}');
+        } else {
             w.put(b",\"peer_addr\":");
-            peer_addr_list(w, many);
         }
     }
-    w.byte(b'}');
+    match addrs {
+        [] => {}
+        [one] => {
+            peer_addr(w, one);
+            w.byte(b'}');
+        }
+        many => {
+            peer_addr_list(w, many);
+            w.byte(b'}');
+        }
+    }
 }
 
 /// RFC 7846 §3.3.4 `ppsp_tp_swarm_action_result_t` (see the reference encoder).
