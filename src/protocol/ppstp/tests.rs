@@ -1344,3 +1344,5 @@ proptest! {
         let _ = decode_response(&body);
     }
 }
+
+mod differential;
