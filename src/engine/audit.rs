@@ -93,11 +93,14 @@ impl Engine {
             ..TableCounts::default()
         };
         let mut listed = 0usize;
-        for lock in self.swarm_shards.iter() {
+        for (s, lock) in self.swarm_shards.iter().enumerate() {
             let shard = lock.lock();
             let (mut seeders, mut leechers) = (0, 0);
             shard.swarms.check()?;
             for (_, swarm_id, swarm) in shard.swarms.iter() {
+                if self.swarm_shard_no(swarm_id) != s {
+                    return Err(format!("{swarm_id:?} in the wrong swarm shard"));
+                }
                 if swarm.is_empty() {
                     return Err(format!("{swarm_id:?} is empty but kept"));
                 }

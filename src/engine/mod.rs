@@ -170,10 +170,11 @@ impl Engine {
         // Picks are numbered with 16 bits while a peer list is resolved.
         config.max_peer_count = config.max_peer_count.min(u32::from(u16::MAX));
         config.default_peer_count = config.default_peer_count.min(config.max_peer_count);
+        let swarm_hasher = foldhash::fast::RandomState::default();
         let swarm_shards = (0..config.shards)
             .map(|i| {
                 CachePadded::new(Mutex::new(SwarmShard {
-                    swarms: SwarmTable::default(),
+                    swarms: SwarmTable::new(swarm_hasher.clone()),
                     rng: SmallRng::seed_from_u64(0x5157_4152_4d00 ^ i as u64),
                     seeders: 0,
                     leechers: 0,
@@ -196,7 +197,7 @@ impl Engine {
             swarm_shards,
             peer_shards,
             bt_shards,
-            swarm_hasher: Default::default(),
+            swarm_hasher,
             peer_hasher: Default::default(),
             bt_hasher: Default::default(),
             peers: CachePadded::new(AtomicUsize::new(0)),
@@ -597,9 +598,15 @@ impl Engine {
 
     /// The number of the swarm shard of `id`.
     fn swarm_shard_no(&self, id: &SwarmId) -> usize {
+        self.swarm_loc(id).0
+    }
+
+    /// The number of the swarm shard of `id` and the id's hash, which the shard's table takes
+    /// too. The shard comes from bits 40 and up, the table's buckets from the low bits.
+    fn swarm_loc(&self, id: &SwarmId) -> (usize, u64) {
         let h = self.swarm_hasher.hash_one(id.as_bytes());
         // `shards >= 1`, and the index is reduced modulo the length.
-        (h % self.swarm_shards.len() as u64) as usize
+        (((h >> 40) % self.swarm_shards.len() as u64) as usize, h)
     }
 
     fn swarm_shard(&self, id: &SwarmId) -> &Mutex<SwarmShard> {
@@ -724,10 +731,10 @@ impl Engine {
         list: Option<usize>,
         picks: &mut Picks,
     ) -> (ErrorCode, Option<std::ops::Range<usize>>) {
-        let shard_no = self.swarm_shard_no(&swarm_id);
+        let (shard_no, h) = self.swarm_loc(&swarm_id);
         let mut guard = self.swarm_shards[shard_no].lock();
         let shard = &mut *guard;
-        let (result, slot) = self.enter_swarm(record, key, shard_no, shard, swarm_id, mode);
+        let (result, slot) = self.enter_swarm(record, key, (shard_no, h), shard, swarm_id, mode);
         if result != ErrorCode::Ok {
             return (result, None);
         }
@@ -741,21 +748,21 @@ impl Engine {
         (ErrorCode::Ok, range)
     }
 
-    /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`, number
-    /// `shard_no`) already locked by the caller (who also holds the peer's shard lock; `key`
+    /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`; its
+    /// number and the id's hash in `loc`, see [`Engine::swarm_loc`]) already locked by the caller (who also holds the peer's shard lock; `key`
     /// is the peer's handle). Returns the swarm's error code and, on success, the swarm's slot;
     /// nothing changes on error.
     fn enter_swarm(
         &self,
         record: &mut PeerRecord,
         key: u64,
-        shard_no: usize,
+        loc: (usize, u64),
         shard: &mut SwarmShard,
         swarm_id: SwarmId,
         mode: PeerMode,
     ) -> (ErrorCode, Option<u32>) {
-        let shard_no = shard_no as u16;
-        let slot = shard.swarms.slot_of(&swarm_id);
+        let (shard_no, h) = (loc.0 as u16, loc.1);
+        let slot = shard.swarms.slot_of_hashed(h, &swarm_id);
         let current = slot.and_then(|slot| record.swarms.mode_at(shard_no, slot));
         if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
             return (ErrorCode::BadRequest, None);
@@ -793,7 +800,7 @@ impl Engine {
                         }
                         let mut swarm = Swarm::default();
                         swarm.insert(member, mode);
-                        shard.swarms.insert(swarm_id, swarm)
+                        shard.swarms.insert(h, swarm_id, swarm)
                     }
                 };
                 shard.count(mode, 1);
@@ -806,9 +813,9 @@ impl Engine {
     /// Takes the peer (handle `key`) out of one swarm. 03 when it is not in it. The caller
     /// holds the peer's shard lock.
     fn leave_swarm(&self, record: &mut PeerRecord, key: u64, swarm_id: &SwarmId) -> ErrorCode {
-        let shard_no = self.swarm_shard_no(swarm_id);
+        let (shard_no, h) = self.swarm_loc(swarm_id);
         let mut guard = self.swarm_shards[shard_no].lock();
-        let Some(slot) = guard.swarms.slot_of(swarm_id) else {
+        let Some(slot) = guard.swarms.slot_of_hashed(h, swarm_id) else {
             return ErrorCode::Forbidden;
         };
         let Some(mode) = record.swarms.remove(shard_no as u16, slot) else {

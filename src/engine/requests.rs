@@ -216,7 +216,7 @@ impl Engine {
         }
         let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
-        let shard_no = self.swarm_shard_no(swarm_id);
+        let (shard_no, h) = self.swarm_loc(swarm_id);
         // The requester's swarms in this swarm shard (slot, mode): usually none or one.
         let (key, mine) = self.with_registered(request, now, |record, key| {
             let mine: SmallVec<[(u32, PeerMode); 2]> = record
@@ -231,7 +231,7 @@ impl Engine {
         {
             let mut guard = self.swarm_shards[shard_no].lock();
             let shard = &mut *guard;
-            let slot = shard.swarms.slot_of(swarm_id);
+            let slot = shard.swarms.slot_of_hashed(h, swarm_id);
             if let Some(swarm) = slot.and_then(|slot| shard.swarms.at(slot)) {
                 let hint = mine
                     .iter()

@@ -394,10 +394,10 @@ impl Engine {
             return false;
         };
         for (swarm_id, mode) in swarm_ids {
-            let shard_no = self.swarm_shard_no(&swarm_id);
-            let mut guard = self.swarm_shards[shard_no].lock();
+            let loc = self.swarm_loc(&swarm_id);
+            let mut guard = self.swarm_shards[loc.0].lock();
             // A full swarm refuses this membership only; the peer keeps the others.
-            let _ = self.enter_swarm(record, key, shard_no, &mut guard, swarm_id, mode);
+            let _ = self.enter_swarm(record, key, loc, &mut guard, swarm_id, mode);
         }
         record.state = if record.swarms.is_empty() {
             PeerState::PeerRegistered

@@ -417,8 +417,9 @@ pub(super) struct SwarmSlot {
     pub swarm: Swarm,
 }
 
-/// The swarms of one shard: a slab with a free list and an index by id.
-#[derive(Default)]
+/// The swarms of one shard: a slab with a free list and an index by id. Lookups take the id's
+/// hash from the engine's swarm hasher (which also chose the shard, from other bits), so an
+/// id is hashed once per request.
 pub(super) struct SwarmTable {
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
@@ -430,16 +431,32 @@ pub(super) struct SwarmTable {
 }
 
 impl SwarmTable {
+    /// An empty table; `hasher` is the engine's swarm hasher.
+    pub fn new(hasher: foldhash::fast::RandomState) -> Self {
+        SwarmTable {
+            hasher,
+            index: hashbrown::HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
     fn hash(&self, id: &[u8]) -> u64 {
         self.hasher.hash_one(id)
     }
 
     /// The slot of swarm `id`, if it exists.
     pub fn slot_of(&self, id: &SwarmId) -> Option<u32> {
+        self.slot_of_hashed(self.hash(id.as_bytes()), id)
+    }
+
+    /// As [`SwarmTable::slot_of`], given the id's hash `h` (the engine's swarm hasher).
+    pub fn slot_of_hashed(&self, h: u64, id: &SwarmId) -> Option<u32> {
         let slots = &self.slots;
         let want = id.as_bytes();
         self.index
-            .find(self.hash(want), |&i| {
+            .find(h, |&i| {
                 slots
                     .get(i as usize)
                     .and_then(|s| s.as_ref())
@@ -480,8 +497,8 @@ impl SwarmTable {
             .map(|s| &s.id)
     }
 
-    /// Adds swarm `id` (not in the table yet); returns its slot.
-    pub fn insert(&mut self, id: SwarmId, swarm: Swarm) -> u32 {
+    /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
+    pub fn insert(&mut self, h: u64, id: SwarmId, swarm: Swarm) -> u32 {
         let mut slot = None;
         while let Some(f) = self.free.pop() {
             if self.slots.get(f as usize).is_some_and(|s| s.is_none()) {
@@ -489,7 +506,6 @@ impl SwarmTable {
                 break;
             }
         }
-        let h = self.hash(id.as_bytes());
         let entry = Some(SwarmSlot { id, swarm });
         let slot = match slot {
             Some(f) => {
