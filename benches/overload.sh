@@ -15,9 +15,18 @@
 #   benches/overload.sh                          # both back-ends, both protocols, 2x and 4x
 #   BACKENDS=epoll PROTOCOLS=ppstp DURATION=5 benches/overload.sh
 #   TRACKER=/work/tgt-release/measure/ppsp-tracker LOADGEN=... benches/overload.sh
+#   CPU_QUOTA=0 benches/overload.sh              # no CPU quota: the server has a whole core
+#
+# The server runs under a CPU quota (CPU_QUOTA, a fraction of one core; 0.2 by default) so
+# that one generator core can offer several times what the server can answer: without it
+# the generator, whose cost per request is higher than the server's, cannot reach 2x. The
+# quota is a cgroup of the cpu controller (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us,
+# or cgroup v2 cpu.max) with a short period (QUOTA_PERIOD_US, 10 ms) so that throttling is
+# smooth; it needs root. When neither hierarchy is writable the script says so and runs
+# without a quota. The cpu% column is the server's CPU time over the quota.
 #
 # Needs optimised builds of both binaries (release or the `measure` profile). Every server is
-# stopped by its own pid when the script exits.
+# stopped by its own pid when the script exits, and the cgroup removed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +44,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 PORT_BASE=${PORT_BASE:-17300}
 PPSP_SETS=${PPSP_SETS:-}
+CPU_QUOTA=${CPU_QUOTA:-0.2}
+QUOTA_PERIOD_US=${QUOTA_PERIOD_US:-10000}
 
 [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
 [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
@@ -45,13 +56,56 @@ if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
     PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
 fi
 SERVER_PID=
+CGROUP=
 cleanup() {
     if [ -n "$SERVER_PID" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
 }
-trap cleanup EXIT
+remove_cgroup() {
+    cleanup
+    [ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null || true
+}
+trap remove_cgroup EXIT
+
+# The CPU quota's cgroup: CGROUP is its directory, CGROUP_PROCS the file a pid is written to.
+# cgroup v1 (a `cpu` hierarchy) first, then cgroup v2 (`cpu.max`, with the cpu controller
+# enabled for the children of the root).
+QUOTA_SHARE=1
+if python3 -c "import sys; sys.exit(0 if float('$CPU_QUOTA') > 0 else 1)"; then
+    quota_us=$(python3 -c "print(max(1000, int($CPU_QUOTA * $QUOTA_PERIOD_US)))")
+    group=ppsp-overload-$$
+    for v1 in /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct; do
+        if [ -w "$v1/cpu.cfs_quota_us" ] && mkdir "$v1/$group" 2>/dev/null; then
+            if echo "$QUOTA_PERIOD_US" >"$v1/$group/cpu.cfs_period_us" &&
+                echo "$quota_us" >"$v1/$group/cpu.cfs_quota_us"; then
+                CGROUP=$v1/$group
+            else
+                rmdir "$v1/$group"
+            fi
+            break
+        fi
+    done
+    v2=/sys/fs/cgroup
+    if [ -z "$CGROUP" ] && [ -f "$v2/cgroup.controllers" ] && grep -qw cpu "$v2/cgroup.controllers"; then
+        echo +cpu >"$v2/cgroup.subtree_control" 2>/dev/null || true
+        if mkdir "$v2/$group" 2>/dev/null; then
+            if echo "$quota_us $QUOTA_PERIOD_US" >"$v2/$group/cpu.max" 2>/dev/null; then
+                CGROUP=$v2/$group
+            else
+                rmdir "$v2/$group"
+            fi
+        fi
+    fi
+    if [ -n "$CGROUP" ]; then
+        QUOTA_SHARE=$(python3 -c "print($quota_us / $QUOTA_PERIOD_US)")
+        echo "# server CPU quota: ${quota_us} us per ${QUOTA_PERIOD_US} us ($CGROUP)"
+    else
+        echo "# note: no writable cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max):" \
+            "running without a CPU quota, so the generator may not reach 2x the server's peak"
+    fi
+fi
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -88,7 +142,7 @@ measure() {
     c1=$(cpu_ticks)
     t1=$(date +%s.%N)
     wait "$gen"
-    python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {100 * ($c1 - $c0) / hz / d:.0f}')"
+    python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {100 * ($c1 - $c0) / hz / d / $QUOTA_SHARE:.0f}')"
 }
 
 wait_port() {
@@ -122,12 +176,16 @@ for backend in $BACKENDS; do
             # Reads and keep-alives only: a shed request changes nothing, so the generator's
             # idea of each peer's state stays right.
             mix=find=8,stat_query=1,keepalive=1
-            closed=(--connections 64 --pipeline 16)
+            # The peak is taken with the floods' connections and pipelining, so that the
+            # ratio measures what overload costs and not what more connections cost.
             open=(--connections 256 --pipeline 64)
+            closed=("${open[@]}")
         fi
         # shellcheck disable=SC2086
         "${PIN_SERVER[@]}" "$TRACKER" serve --profile loopback-bench "${sets[@]}" $PPSP_SETS &
         SERVER_PID=$!
+        # Into the quota's cgroup before it serves anything (every thread of the process).
+        [ -n "$CGROUP" ] && echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
         wait_port "$port"
         common=(run --protocol "$proto" --target "$target" --swarms "$SWARMS" --peers "$PEERS"
                 --mix "$mix" --no-progress --timeout-ms 2000)
