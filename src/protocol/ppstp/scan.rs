@@ -216,17 +216,31 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let b = self.b;
         let mut i = start;
+        let mut ascii = true;
         loop {
-            match b.get(i) {
-                Some(b'"') => {
+            let Some(&c) = b.get(i) else {
+                return Err(Malformed);
+            };
+            match CLASS[usize::from(c)] {
+                PLAIN => i += 1,
+                HIGH => {
+                    ascii = false;
+                    i += 1;
+                }
+                QUOTE => {
                     self.i = i + 1;
-                    let text = std::str::from_utf8(&b[start..i]).map_err(|_| Malformed)?;
+                    let raw = &b[start..i];
+                    let text = if ascii {
+                        // SAFETY: every byte of `raw` was checked to be below 0x80 (class
+                        // PLAIN), and ASCII is UTF-8.
+                        unsafe { std::str::from_utf8_unchecked(raw) }
+                    } else {
+                        std::str::from_utf8(raw).map_err(|_| Malformed)?
+                    };
                     return Ok(Cow::Borrowed(text));
                 }
-                Some(b'\\') => break,
-                Some(&c) if c < 0x20 => return Err(Malformed),
-                Some(_) => i += 1,
-                None => return Err(Malformed),
+                BACKSLASH => break,
+                _ => return Err(Malformed),
             }
         }
         // Escapes: unescape into an owned buffer (rare in requests).
@@ -264,12 +278,16 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let mut i = self.i;
         loop {
-            match b.get(i) {
-                Some(b'"') => {
+            let Some(&c) = b.get(i) else {
+                return Err(Malformed);
+            };
+            match CLASS[usize::from(c)] {
+                PLAIN | HIGH => i += 1,
+                QUOTE => {
                     self.i = i + 1;
                     return Ok(());
                 }
-                Some(b'\\') => {
+                BACKSLASH => {
                     i += 1;
                     match b.get(i) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
@@ -280,9 +298,7 @@ impl<'a> Scanner<'a> {
                         _ => return Err(Malformed),
                     }
                 }
-                Some(&c) if c < 0x20 => return Err(Malformed),
-                Some(_) => i += 1,
-                None => return Err(Malformed),
+                _ => return Err(Malformed),
             }
         }
     }
@@ -625,6 +641,35 @@ impl<'a> Scanner<'a> {
 struct RequestEnvelopeShape<'a> {
     message: RawRequest<'a>,
 }
+
+/// Byte classes inside a JSON string.
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const CONTROL: u8 = 3;
+const HIGH: u8 = 4;
+
+/// The class of each byte inside a string: control characters (below 0x20) end it with an
+/// error, `"` ends it, `\` starts an escape, bytes from 0x80 are part of multi-byte UTF-8.
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = if c < 0x20 {
+            CONTROL
+        } else if c == b'"' as usize {
+            QUOTE
+        } else if c == b'\\' as usize {
+            BACKSLASH
+        } else if c >= 0x80 {
+            HIGH
+        } else {
+            PLAIN
+        };
+        c += 1;
+    }
+    t
+};
 
 /// Digits `[0-9]+` from `i`; the index after them.
 fn digits(b: &[u8], mut i: usize) -> R<usize> {

@@ -639,3 +639,24 @@ proptest! {
         prop_assert!(agree(&body).is_ok(), "{}", agree(&body).unwrap_err());
     }
 }
+
+/// The byte-level control-character test of ids matches `char::is_control` for every
+/// character, alone and between others.
+#[test]
+fn control_characters_are_found_byte_by_byte() {
+    for c in (0..=0x10_ffffu32).filter_map(char::from_u32) {
+        let mut buf = [0u8; 4];
+        let alone = c.encode_utf8(&mut buf).as_bytes().to_vec();
+        assert_eq!(
+            super::super::decode::has_control(&alone),
+            c.is_control(),
+            "{c:?}"
+        );
+        let framed = format!("a\u{e9}{c}\u{a0}z");
+        assert_eq!(
+            super::super::decode::has_control(framed.as_bytes()),
+            c.is_control(),
+            "{c:?}"
+        );
+    }
+}
