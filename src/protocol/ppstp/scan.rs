@@ -218,6 +218,16 @@ impl<'a> Scanner<'a> {
         let mut i = start;
         let mut ascii = true;
         loop {
+            // Eight bytes at a time up to the first that is not plain ASCII.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                let stop = special(word);
+                if stop != 0 {
+                    i += (stop.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
             let Some(&c) = b.get(i) else {
                 return Err(Malformed);
             };
@@ -278,6 +288,15 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let mut i = self.i;
         loop {
+            // Plain bytes eight at a time (a byte from 0x80 stops the word too).
+            while let Some(chunk) = b.get(i..i + 8) {
+                let stop = special(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+                if stop != 0 {
+                    i += (stop.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
             let Some(&c) = b.get(i) else {
                 return Err(Malformed);
             };
@@ -670,6 +689,22 @@ static CLASS: [u8; 256] = {
     }
     t
 };
+
+const ONES: u64 = u64::MAX / 255;
+const HIGHS: u64 = ONES << 7;
+
+/// The high bit of each byte of `word` (little-endian) that is not plain ASCII: a control
+/// character, `"`, `\\` or a byte from 0x80. Bytes above the first such byte may be marked
+/// wrongly (borrows), so only the lowest mark is meaningful.
+#[inline]
+fn special(word: u64) -> u64 {
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash | word) & HIGHS
+}
 
 /// Digits `[0-9]+` from `i`; the index after them.
 fn digits(b: &[u8], mut i: usize) -> R<usize> {

@@ -660,3 +660,28 @@ fn control_characters_are_found_byte_by_byte() {
         );
     }
 }
+
+/// Strings of every length around the eight-byte steps, with each special byte at each
+/// position: both decoders agree (ids are read strings, `x` an ignored one).
+#[test]
+fn strings_agree_at_every_position() {
+    for len in 0..20 {
+        for at in 0..len {
+            for special in [b'"', b'\\', 0x01, 0x1f, 0x7f, 0x80, 0xc3, 0xe9, b'a'] {
+                let mut text = vec![b'p'; len];
+                text[at] = special;
+                if special == 0xc3 && at + 1 < len {
+                    text[at + 1] = 0xa9;
+                }
+                for member in ["peer_id", "x"] {
+                    let mut body = br#"{"PPSPTrackerProtocol":{"version":1,"request_type":"KEEPALIVE","transaction_id":"t",""#.to_vec();
+                    body.extend_from_slice(member.as_bytes());
+                    body.extend_from_slice(b"\":\"");
+                    body.extend_from_slice(&text);
+                    body.extend_from_slice(b"\"}}");
+                    assert_agree(&body);
+                }
+            }
+        }
+    }
+}
