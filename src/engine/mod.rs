@@ -174,7 +174,7 @@ impl Engine {
         let swarm_shards = (0..config.shards)
             .map(|i| {
                 CachePadded::new(Mutex::new(SwarmShard {
-                    swarms: SwarmTable::new(swarm_hasher.clone()),
+                    swarms: SwarmTable::new(swarm_hasher),
                     rng: SmallRng::seed_from_u64(0x5157_4152_4d00 ^ i as u64),
                     seeders: 0,
                     leechers: 0,
