@@ -63,8 +63,10 @@ pub(super) struct Swarm {
 
 #[derive(Debug, Default)]
 struct SwarmExtra {
-    /// key -> absolute position in `members`. Only for swarms above [`INDEX_ABOVE`] members.
-    index: Option<FastMap<u64, u32>>,
+    /// Absolute positions in `members`, hashed by the member's key ([`key_hash`]): 4 bytes
+    /// per slot, the key being read from the member. Only for swarms above [`INDEX_ABOVE`]
+    /// members.
+    index: Option<hashbrown::HashTable<u32>>,
     /// key -> sorted, merged chunk ranges (JOIN_CHUNK). Empty (no allocation) while no member
     /// holds any.
     chunks: FastMap<u64, Box<[ChunkRange]>>,
@@ -152,22 +154,14 @@ impl Swarm {
         x.downloaded_bytes = x.downloaded_bytes.saturating_add(downloaded);
     }
 
-    fn index(&self) -> Option<&FastMap<u64, u32>> {
+    fn index(&self) -> Option<&hashbrown::HashTable<u32>> {
         self.extra.as_ref().and_then(|x| x.index.as_ref())
     }
 
-    fn index_mut(&mut self) -> Option<&mut FastMap<u64, u32>> {
-        self.extra.as_mut().and_then(|x| x.index.as_mut())
-    }
-
-    /// Records that the member at absolute position `pos` is now there (after a move).
-    fn reindex(&mut self, pos: usize) {
-        let Some(key) = self.members.get(pos).map(|m| m.key) else {
-            return;
-        };
-        if let Some(index) = self.index_mut() {
-            index.insert(key, pos as u32);
-        }
+    /// The member vector and the position index (if any), borrowed apart.
+    fn members_and_index(&mut self) -> (&[Member], Option<&mut hashbrown::HashTable<u32>>) {
+        let Swarm { members, extra, .. } = self;
+        (members, extra.as_mut().and_then(|x| x.index.as_mut()))
     }
 
     fn drop_extra_if_unused(&mut self) {
@@ -181,7 +175,10 @@ impl Swarm {
         let seeders = self.seeder_count();
         match self.index() {
             Some(index) => {
-                let abs = *index.get(&key)? as usize;
+                let members = &self.members;
+                let abs = *index.find(key_hash(key), |&v| {
+                    members.get(v as usize).is_some_and(|m| m.key == key)
+                })? as usize;
                 match mode {
                     PeerMode::Seeder => (abs < seeders).then_some(abs),
                     PeerMode::Leech => abs.checked_sub(seeders),
@@ -200,15 +197,22 @@ impl Swarm {
         }
         self.members.push(member);
         let last = self.members.len() - 1;
-        if mode == PeerMode::Seeder {
+        let at = if mode == PeerMode::Seeder {
             // The new seeder takes the first leecher's place; that leecher moves to the end.
             let first_leecher = self.seeder_count();
             self.members.swap(first_leecher, last);
             self.seeders += 1;
-            self.reindex(last);
-            self.reindex(first_leecher);
+            if first_leecher != last {
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_move(index, members, first_leecher, last);
+                }
+            }
+            first_leecher
         } else {
-            self.reindex(last);
+            last
+        };
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_insert(index, members, member.key, at);
         }
         if self.index().is_none() && self.len() > INDEX_ABOVE {
             self.build_index();
@@ -216,9 +220,9 @@ impl Swarm {
     }
 
     fn build_index(&mut self) {
-        let mut index = FastMap::with_capacity_and_hasher(self.len(), Default::default());
+        let mut index = hashbrown::HashTable::with_capacity(self.len());
         for (pos, m) in self.members.iter().enumerate() {
-            index.insert(m.key, pos as u32);
+            idx_insert(&mut index, &self.members, m.key, pos);
         }
         self.extra.get_or_insert_with(Default::default).index = Some(index);
     }
@@ -233,25 +237,36 @@ impl Swarm {
                 if abs >= self.members.len() {
                     return None;
                 }
+                let old_last = self.members.len() - 1;
                 let member = self.members.swap_remove(abs);
-                self.reindex(abs);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, abs);
+                    if abs != old_last {
+                        idx_move(index, members, old_last, abs);
+                    }
+                }
                 member
             }
             PeerMode::Seeder => {
                 // Move the target to the last seeder slot, then fill that slot with the last
                 // member (a leecher, if there are any).
                 let last_seeder = seeders.checked_sub(1)?;
+                let old_last = self.members.len() - 1;
                 self.members.swap(rel, last_seeder);
-                self.reindex(rel);
                 let member = self.members.swap_remove(last_seeder);
                 self.seeders -= 1;
-                self.reindex(last_seeder);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, rel);
+                    if rel != last_seeder {
+                        idx_move(index, members, last_seeder, rel);
+                    }
+                    if last_seeder != old_last {
+                        idx_move(index, members, old_last, last_seeder);
+                    }
+                }
                 member
             }
         };
-        if let Some(index) = self.index_mut() {
-            index.remove(&key);
-        }
         Some(member)
     }
 
@@ -302,9 +317,9 @@ impl Swarm {
         if let Some(m) = self.members.get_mut(abs) {
             m.key = new;
         }
-        if let Some(index) = self.index_mut() {
-            index.remove(&old);
-            index.insert(new, abs as u32);
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_remove(index, old, abs);
+            idx_insert(index, members, new, abs);
         }
         if let Some(x) = &mut self.extra {
             if let Some(ranges) = x.chunks.remove(&old) {
@@ -351,7 +366,7 @@ impl Swarm {
             bytes += std::mem::size_of::<SwarmExtra>();
             if let Some(index) = &x.index {
                 // hashbrown: one (key, value) slot plus one control byte per bucket.
-                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<(u64, u32)>() + 1);
+                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1);
             }
             bytes +=
                 x.chunks.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<[ChunkRange]>)>() + 1);
@@ -395,6 +410,37 @@ impl Swarm {
             }
         }
         Ok(())
+    }
+}
+
+/// The hash of a member key in a swarm's position index (keys are the engine's own handles).
+fn key_hash(key: u64) -> u64 {
+    let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// Adds position `pos` (where `key` now is) to a swarm's position index; every other entry
+/// names a member's current position.
+fn idx_insert(index: &mut hashbrown::HashTable<u32>, members: &[Member], key: u64, pos: usize) {
+    index.insert_unique(key_hash(key), pos as u32, |&v| {
+        members.get(v as usize).map_or(0, |m| key_hash(m.key))
+    });
+}
+
+/// Removes the entry of `key` at position `pos`.
+fn idx_remove(index: &mut hashbrown::HashTable<u32>, key: u64, pos: usize) {
+    if let Ok(entry) = index.find_entry(key_hash(key), |&v| v as usize == pos) {
+        entry.remove();
+    }
+}
+
+/// The member now at `to` moved there from `from`: its entry says so.
+fn idx_move(index: &mut hashbrown::HashTable<u32>, members: &[Member], from: usize, to: usize) {
+    let Some(key) = members.get(to).map(|m| m.key) else {
+        return;
+    };
+    if let Some(v) = index.find_mut(key_hash(key), |&v| v as usize == from) {
+        *v = to as u32;
     }
 }
 
