@@ -10,6 +10,7 @@ mod announce;
 mod audit;
 mod bt_table;
 mod budget;
+mod chunked;
 mod config;
 mod requests;
 mod select;

@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
+use super::chunked::{ByteArena, ChunkedVec};
 use super::swarm_list::SwarmList;
 use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
 
@@ -750,9 +751,9 @@ pub(super) struct PeerShard {
     next_gen: u16,
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
-    pub records: Vec<PeerRecord>,
+    pub records: ChunkedVec<PeerRecord, RECORD_CHUNK>,
     /// The records' ids, back to back.
-    ids: Vec<u8>,
+    ids: ByteArena<ID_CHUNK>,
     /// Bytes of `ids` no record uses any more.
     ids_garbage: usize,
     /// Width of a time bucket, milliseconds.
@@ -767,10 +768,14 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
+/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
+const RECORD_CHUNK: usize = 512;
+/// Bytes per chunk of a peer shard's id arena.
+const ID_CHUNK: usize = 16 * 1024;
+
 /// The id bytes of `record` in `ids` (empty if out of range, which never happens).
-fn id_in<'a>(ids: &'a [u8], record: &PeerRecord) -> &'a [u8] {
-    let at = record.id_at as usize;
-    ids.get(at..at + usize::from(record.id_len)).unwrap_or(&[])
+fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &PeerRecord) -> &'a [u8] {
+    ids.get(record.id_at, usize::from(record.id_len))
 }
 
 impl PeerShard {
@@ -784,8 +789,8 @@ impl PeerShard {
             next_gen: 0,
             hasher: Default::default(),
             index: hashbrown::HashTable::new(),
-            records: Vec::new(),
-            ids: Vec::new(),
+            records: ChunkedVec::default(),
+            ids: ByteArena::default(),
             ids_garbage: 0,
             bucket_ms,
             heads: vec![NIL; BUCKETS].into_boxed_slice(),
@@ -811,9 +816,9 @@ impl PeerShard {
         Self::key(self.number, gen, pos as u32)
     }
 
-    /// Heap bytes of the id arena.
-    pub fn id_bytes(&self) -> usize {
-        self.ids.capacity()
+    /// Heap bytes of the records and the id arena.
+    pub fn record_bytes(&self) -> usize {
+        self.records.heap_bytes() + self.ids.heap_bytes()
     }
 
     /// The handle of slot `slot` with generation `gen` in shard `shard`.
@@ -967,9 +972,8 @@ impl PeerShard {
         let pos = self.records.len();
         let id = peer_id.as_bytes();
         record.gen = self.fresh_gen();
-        record.id_at = self.ids.len() as u32;
+        record.id_at = self.ids.push(id);
         record.id_len = id.len() as u8;
-        self.ids.extend_from_slice(id);
         let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
@@ -1006,7 +1010,7 @@ impl PeerShard {
             let ring = self.records.get(last).map_or(0, |r| usize::from(r.ring));
             self.unlink(last as u32);
             let old_key = self.key_at(last);
-            let record = self.records.swap_remove(pos);
+            let record = self.records.swap_remove(pos)?;
             let gen = self.fresh_gen();
             let moved = self.records.get_mut(pos)?;
             moved.gen = gen;
@@ -1031,24 +1035,19 @@ impl PeerShard {
         Some(result)
     }
 
-    /// Gives back memory of a record vector that became mostly empty, and compacts the id
-    /// arena when at least half of it is garbage.
+    /// Compacts the id arena when at least half of it is garbage and gives back memory of an
+    /// id index that became mostly empty (the record vector frees its chunks itself).
     fn shrink(&mut self) {
         if self.records.is_empty() {
-            self.ids = Vec::new();
+            self.ids = ByteArena::default();
             self.ids_garbage = 0;
         } else if self.ids_garbage >= ID_GARBAGE_MIN && self.ids_garbage * 2 >= self.ids.len() {
-            let mut ids = Vec::with_capacity((self.ids.len() - self.ids_garbage) * 5 / 4);
-            for r in &mut self.records {
-                let id = id_in(&self.ids, r);
-                r.id_at = ids.len() as u32;
-                ids.extend_from_slice(id);
+            let mut ids = ByteArena::default();
+            for r in self.records.iter_mut() {
+                r.id_at = ids.push(id_in(&self.ids, r));
             }
             self.ids = ids;
             self.ids_garbage = 0;
-        }
-        if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
-            self.records.shrink_to(self.records.len() * 2);
         }
         if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
             let PeerShard {
@@ -1164,7 +1163,7 @@ mod tests {
                     (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
                     (2, Some(pos)) => {
                         let last = shard.len() - 1;
-                        let moving = (pos != last).then(|| shard.peer_id_of(&shard.records[last]));
+                        let moving = (pos != last).then(|| shard.records.get(last).map(|r| shard.peer_id_of(r))).flatten();
                         let (_, moved) = shard.remove_at(pos).expect("present");
                         prop_assert_eq!(shard.find(&id), None);
                         prop_assert_eq!(moved.is_some(), pos != last);
