@@ -8,6 +8,8 @@
 #   SERVERS="floor opentracker" DURATION=5 benches/compare.sh
 #   AQUATIC_UDP=/path/to/aquatic_udp benches/compare.sh   # aquatic_udp as a fourth server
 #   SCALE=1 benches/compare.sh              # 2M peers / 1M swarms (headtail): RSS per peer
+#   SCALE=10m benches/compare.sh            # 20M peers / 10M swarms (headtail)
+#   SCALE=rss benches/compare.sh            # 20M peers / 5M swarms (headtail)
 #   TRACKER_BEFORE=/path/to/old/ppsp-tracker benches/compare.sh   # an older build as "before"
 #
 # TRACKER_BEFORE names another ppsp-tracker build, run as the server "before" with the same
@@ -17,8 +19,13 @@
 # AQUATIC_UDP names an aquatic_udp binary built by hand (this script never builds it); its
 # configuration is its own printed default (`aquatic_udp -p`) with one socket worker (and one
 # swarm worker where the version has them) listening on 127.0.0.1. SCALE=1 changes the
-# defaults to SWARMS=1000000 PEERS=2000000 POPULARITY=headtail DURATION=3: every server is
-# populated (each peer announced once) and the table's "RSS/peer" column is what it costs.
+# defaults to SWARMS=1000000 PEERS=2000000 POPULARITY=headtail DURATION=3 (SCALE=10m: 10M
+# swarms and 20M peers; SCALE=rss: 5M swarms and 20M peers), with enough source addresses
+# (SOURCE_ADDRS, at most 255) that peers have distinct (address, port) identities and a
+# populate phase of at most POPULATE_TIMEOUT seconds (1200): every server is populated (each
+# peer announced once) and the table's "RSS/peer" column is what it costs. ppsp-tracker's
+# table limits (engine.max_swarms, max_peers, max_peers_per_swarm) are raised to the run's
+# population so that no announce is refused for capacity.
 #
 # Needs release builds (cargo build --release -p ppsp-loadgen --bin ppsp-loadgen and
 # --bin ppsp-tracker) and, for opentracker, Debian's `opentracker` package. A server that is
@@ -36,12 +43,28 @@ default_servers="floor opentracker ppsp"
 [ -n "$TRACKER_BEFORE" ] && default_servers="floor opentracker before ppsp"
 [ -n "$AQUATIC_UDP" ] && default_servers="$default_servers aquatic"
 SERVERS=${SERVERS:-$default_servers}
-if [ "${SCALE:-0}" = 1 ]; then
-    SWARMS=${SWARMS:-1000000}
-    PEERS=${PEERS:-2000000}
+case "${SCALE:-0}" in
+    1)
+        SWARMS=${SWARMS:-1000000}
+        PEERS=${PEERS:-2000000}
+        ;;
+    10m)
+        SWARMS=${SWARMS:-10000000}
+        PEERS=${PEERS:-20000000}
+        ;;
+    rss)
+        SWARMS=${SWARMS:-5000000}
+        PEERS=${PEERS:-20000000}
+        ;;
+esac
+if [ "${SCALE:-0}" != 0 ]; then
     POPULARITY=${POPULARITY:-headtail}
     DURATION=${DURATION:-3}
     SETTLE=${SETTLE:-3}
+    # Every peer a distinct (address, port) identity: 64000 ports per source address.
+    SOURCE_ADDRS=${SOURCE_ADDRS:-$(( (PEERS + 63999) / 64000 ))}
+    [ "$SOURCE_ADDRS" -gt 255 ] && SOURCE_ADDRS=255
+    POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-1200}
 fi
 SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
@@ -53,6 +76,7 @@ MIX=${MIX:-announce=9,scrape=1}
 CONNECTIONS=${CONNECTIONS:-8}
 INFLIGHT=${INFLIGHT:-16}
 SOURCE_ADDRS=${SOURCE_ADDRS:-4}
+POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-300}
 SEED=${SEED:-1}
 RATE=${RATE:-}
 PORT_BASE=${PORT_BASE:-17100}
@@ -141,7 +165,10 @@ start_tracker() { # binary name port
     local sets=(--profile loopback-bench --set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$3" --set bt_http.enabled=false
                 --set server.workers=1 --set server.pin_cores=false
                 --set ppstp.listen=127.0.0.1:0 --set admin.listen=127.0.0.1:0
-                --set engine.max_peers_per_source=4000000)
+                --set engine.max_peers_per_source=4000000
+                --set "engine.max_swarms=$((SWARMS > 2000000 ? SWARMS : 2000000))"
+                --set "engine.max_peers=$((PEERS > 4000000 ? PEERS : 4000000))"
+                --set "engine.max_peers_per_swarm=$((PEERS > 100000 ? PEERS : 100000))")
     # shellcheck disable=SC2206
     [ -n "$PPSP_SETS" ] && sets+=($PPSP_SETS)
     if ! "$1" print-config "${sets[@]}" >/dev/null 2>"$OUT/$2-config.err"; then
@@ -196,7 +223,7 @@ for server in $SERVERS; do
     fi
     echo "== $server (pid $pid, UDP port $port, server CPU $SERVER_CPU, load generator CPU $LOADGEN_CPU)"
     args=(run --protocol bt-udp --target "127.0.0.1:$port" --swarms "$SWARMS" --peers "$PEERS"
-          --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate
+          --popularity "$POPULARITY" --mix "$MIX" --seed "$SEED" --populate --populate-timeout "$POPULATE_TIMEOUT"
           --connections "$CONNECTIONS" --inflight "$INFLIGHT" --source-addrs "$SOURCE_ADDRS"
           --duration "$DURATION" --server-pid "$pid" --label "$server" --no-progress
           --json "$OUT/$server.json" --hgrm "$OUT/$server.hgrm" --plot "$OUT/$server.svg")

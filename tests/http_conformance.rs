@@ -9,23 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bt_support::{start_server, url_bytes};
-
-/// One response read off a connection: status, header lines and body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+use bt_support::{parse_answer, start_server, url_bytes, Answer};
 
 /// A client connection that reads answers one by one; `head_only` answers (to HEAD) are read
 /// without a body, as RFC 9110 §9.3.2 requires, whatever their `Content-Length` says.
@@ -52,41 +36,9 @@ impl Client {
 
     fn read(&mut self, head_only: bool) -> Answer {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let parsed = resp.parse(&self.buf).unwrap_or_else(|e| {
-                panic!(
-                    "not an HTTP answer ({e}): {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                )
-            });
-            if let httparse::Status::Complete(head_len) = parsed {
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse().ok())
-                    .expect("a Content-Length");
-                let body_len = if head_only { 0 } else { len };
-                if self.buf.len() >= head_len + body_len {
-                    let status = resp.code.unwrap();
-                    let body = self.buf[head_len..head_len + body_len].to_vec();
-                    self.buf.drain(..head_len + body_len);
-                    return Answer {
-                        status,
-                        headers,
-                        body,
-                    };
-                }
+            if let Some((answer, len)) = parse_answer(&self.buf, head_only) {
+                self.buf.drain(..len);
+                return answer;
             }
             let mut chunk = [0u8; 16384];
             let n = self.stream.read(&mut chunk).expect("read (not a reset)");

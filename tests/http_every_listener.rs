@@ -14,30 +14,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bt_support::url_bytes;
+use bt_support::{parse_answer, url_bytes, Answer};
 use ppsp_tracker::config::Config;
 use ppsp_tracker::server::Server;
 
 /// A byte stream to a listener, plaintext or TLS.
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
-
-/// One answer: status, header fields (lower-case names) and the body read after the head.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// Reads everything the server sends until it closes (a FIN); a reset fails the test unless
 /// the answers were already complete. Then splits the bytes into answers, reading no body for
@@ -61,43 +44,17 @@ fn answers(stream: &mut dyn Stream, heads: &[bool]) -> Vec<Answer> {
     for &head_only in heads {
         // Interim answers (1xx) come before the final one.
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let Ok(httparse::Status::Complete(len)) = resp.parse(&raw[at..]) else {
+            let Some((answer, len)) = parse_answer(&raw[at..], head_only) else {
                 panic!(
                     "not a complete HTTP answer: {:?}",
                     String::from_utf8_lossy(&raw[at..])
                 );
             };
-            let status = resp.code.unwrap();
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
             at += len;
-            if (100..200).contains(&status) {
-                continue;
+            if !(100..200).contains(&answer.status) {
+                out.push(answer);
+                break;
             }
-            let length: usize = headers
-                .iter()
-                .find(|(n, _)| n == "content-length")
-                .map(|(_, v)| v.parse().unwrap())
-                .expect("every answer has a Content-Length");
-            let body_len = if head_only { 0 } else { length };
-            let body = raw[at..at + body_len].to_vec();
-            at += body_len;
-            out.push(Answer {
-                status,
-                headers,
-                body,
-            });
-            break;
         }
     }
     assert_eq!(

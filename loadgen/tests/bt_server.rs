@@ -5,27 +5,16 @@
 
 use ppsp_loadgen::proto::Protocol;
 use ppsp_loadgen::run::{self, RunArgs};
-use ppsp_tracker::config::Config;
 use ppsp_tracker::server::Server;
+
+mod support;
+use support::start_server;
 
 /// The measured mix.
 const MIX: &str = "announce=8,scrape=1";
 
 fn start() -> Server {
-    let sets: Vec<String> = [
-        "ppstp.listen=127.0.0.1:0",
-        "admin.listen=127.0.0.1:0",
-        "server.workers=1",
-        "server.pin_cores=false",
-        "bt_udp.enabled=true",
-        "bt_udp.listen=127.0.0.1:0",
-        "bt_http.enabled=true",
-        "bt_http.listen=127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Server::start(&Config::load(None, &sets).unwrap()).unwrap()
+    start_server(&["bt_udp.enabled=true".into(), "bt_http.enabled=true".into()])
 }
 
 fn args(protocol: Protocol) -> RunArgs {

@@ -5,16 +5,13 @@
 
 use ppsp_loadgen::proto::Protocol;
 use ppsp_loadgen::run::{self, RunArgs};
-use ppsp_tracker::config::Config;
 use ppsp_tracker::server::Server;
 
+mod support;
+use support::{metric, start_server};
+
 fn challenges(server: &Server) -> u64 {
-    server
-        .metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("ppsp_errors_total{type=\"undecoded\",code=\"06\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    metric(server, r#"ppsp_errors_total{type="undecoded",code="06"}"#).unwrap_or(0)
 }
 
 #[test]
@@ -33,16 +30,10 @@ fn digest_peers_answer_the_challenge_and_reuse_their_nonce() {
     let text = std::fs::read_to_string(&creds).unwrap();
     assert_eq!(text.lines().count(), PEERS as usize);
 
-    let sets: Vec<String> = vec![
-        "ppstp.listen=127.0.0.1:0".into(),
-        "admin.listen=127.0.0.1:0".into(),
-        r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
-        r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
-        "server.workers=1".into(),
+    let server = start_server(&[
         "ppstp.auth.mode=\"digest\"".into(),
         format!("ppstp.auth.credentials=\"{}\"", creds.display()),
-    ];
-    let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
+    ]);
     args.dry_run = false;
     args.write_digest_credentials = None;
     args.target = vec![server.ppstp_addr().unwrap()];

@@ -4,22 +4,14 @@
 
 use ppsp_loadgen::proto::Protocol;
 use ppsp_loadgen::run::{self, RunArgs};
-use ppsp_tracker::config::Config;
 use ppsp_tracker::server::Server;
+
+mod support;
+use support::start_server;
 
 #[test]
 fn ppstp_mix_against_the_tracker_has_no_errors() {
-    let sets: Vec<String> = vec![
-        "ppstp.listen=127.0.0.1:0".into(),
-        "admin.listen=127.0.0.1:0".into(),
-        // A bound address is refused at start: the BitTorrent listeners on port 0 too.
-        r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
-        r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
-        "server.workers=1".into(),
-        "server.pin_cores=false".into(),
-    ];
-    let config = Config::load(None, &sets).unwrap();
-    let server = Server::start(&config).unwrap();
+    let server = start_server(&[]);
     let addr = server.ppstp_addr().unwrap();
 
     let mut args = RunArgs::defaults(Protocol::Ppstp);
@@ -81,18 +73,7 @@ fn ppstp_mix_against_the_tracker_has_no_errors() {
 /// population, and the report gives per-target figures.
 #[test]
 fn several_targets_each_keep_their_own_peers() {
-    let start = || {
-        let sets: Vec<String> = vec![
-            "ppstp.listen=127.0.0.1:0".into(),
-            "admin.listen=127.0.0.1:0".into(),
-            r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
-            r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
-            "server.workers=1".into(),
-            "server.pin_cores=false".into(),
-        ];
-        Server::start(&Config::load(None, &sets).unwrap()).unwrap()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (start_server(&[]), start_server(&[]));
     let mut args = RunArgs::defaults(Protocol::Ppstp);
     args.target = vec![a.ppstp_addr().unwrap(), b.ppstp_addr().unwrap()];
     args.swarms = 50;

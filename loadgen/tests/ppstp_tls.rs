@@ -6,16 +6,18 @@ use std::os::unix::fs::PermissionsExt;
 
 use ppsp_loadgen::proto::Protocol;
 use ppsp_loadgen::run::{self, RunArgs};
-use ppsp_tracker::config::Config;
 use ppsp_tracker::server::Server;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
+mod support;
+use support::{metric, start_server};
+
 fn accepted(server: &Server) -> u64 {
-    let text = server.metrics_text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("ppsp_connections_accepted_total{listener=\"ppstp\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no accepted counter in\n{text}"))
+    metric(
+        server,
+        r#"ppsp_connections_accepted_total{listener="ppstp"}"#,
+    )
+    .unwrap_or_else(|| panic!("no accepted counter in\n{}", server.metrics_text()))
 }
 
 #[test]
@@ -41,18 +43,11 @@ fn ppstp_over_tls_reuses_connections_without_errors() {
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let sets: Vec<String> = vec![
-        "ppstp.listen=127.0.0.1:0".into(),
-        "admin.listen=127.0.0.1:0".into(),
-        // A bound address is refused at start: the BitTorrent listeners on port 0 too.
-        r#"bt_udp.listen=["127.0.0.1:0"]"#.into(),
-        r#"bt_http.listen=["127.0.0.1:0"]"#.into(),
-        "server.workers=1".into(),
+    let server = start_server(&[
         "ppstp.tls.enabled=true".into(),
         format!("ppstp.tls.cert=\"{}\"", cert_path.display()),
         format!("ppstp.tls.key=\"{}\"", key_path.display()),
-    ];
-    let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
+    ]);
     let mut args = RunArgs::defaults(Protocol::Ppstp);
     args.target = vec![server.ppstp_addr().unwrap()];
     args.tls = true;

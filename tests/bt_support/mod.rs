@@ -220,3 +220,72 @@ pub fn bencoded_int(body: &[u8], key: &str) -> i64 {
         .parse()
         .unwrap()
 }
+
+/// One HTTP answer read off a connection: status, header fields (names lower-cased) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first value of the header field `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the answer at the start of `buf` and returns it with the bytes it took, or `None`
+/// when `buf` does not hold all of it yet. A `head_only` answer (to HEAD) is read without a
+/// body whatever its `Content-Length` says (RFC 9110 §9.3.2). Panics on bytes that are not an
+/// HTTP answer and on a final answer without `Content-Length`.
+pub fn parse_answer(buf: &[u8], head_only: bool) -> Option<(Answer, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let parsed = resp.parse(buf).unwrap_or_else(|e| {
+        panic!(
+            "not an HTTP answer ({e}): {:?}",
+            String::from_utf8_lossy(buf)
+        )
+    });
+    let httparse::Status::Complete(head_len) = parsed else {
+        return None;
+    };
+    let status = resp.code.unwrap();
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    // An interim answer (1xx) has no body.
+    let body_len = if head_only || (100..200).contains(&status) {
+        0
+    } else {
+        headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("every final answer has a Content-Length")
+    };
+    if buf.len() < head_len + body_len {
+        return None;
+    }
+    let body = buf[head_len..head_len + body_len].to_vec();
+    Some((
+        Answer {
+            status,
+            headers,
+            body,
+        },
+        head_len + body_len,
+    ))
+}
