@@ -1,7 +1,7 @@
 //! Resident memory per PPSTP peer of the peer-status registry and the swarm table: this
 //! process's RSS grows by at most 200 bytes per peer while 100k peers (40-character ids, as
 //! the load generator sends) register with CONNECT and join 10k swarms (ten per swarm, the
-//! FIND-heavy benchmark's shape). The bound is this build's figure (about 175 B in a debug
+//! FIND-heavy benchmark's shape). The bound is this build's figure (about 168 B in a debug
 //! build with the system allocator) with some room; benches/README.md breaks it down. The only test in its binary, so nothing else allocates
 //! meanwhile. `PPSTP_MEMORY_PEERS=N` measures N peers (ten per swarm; the figure is printed).
 
