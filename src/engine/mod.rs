@@ -422,6 +422,8 @@ impl Engine {
                     // The last record may move into `pos`; the walk follows it (remove_at).
                     self.remove_record(shard, pos);
                     expired += 1;
+                } else {
+                    shard.refile(pos);
                 }
                 cur = shard.walk;
             }

@@ -950,10 +950,18 @@ impl PeerShard {
 
     /// Sets the deadline of the record at `pos`, moving it to its new bucket's list.
     pub fn set_deadline(&mut self, pos: usize, deadline: Time) {
-        let Some(ring) = self.records.get(pos).map(|r| usize::from(r.ring)) else {
+        let Some((ring, old)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
             return;
         };
-        if ring == self.ring_of(deadline) {
+        // A later deadline leaves the record where it is listed (no earlier than its old
+        // deadline's bucket, so no later than the new one's): the expiry walk files it again
+        // when it gets there ([`PeerShard::refile`]). Refreshing a peer, which every request
+        // does, then touches no other record. An earlier deadline moves it at once.
+        if deadline >= old || ring == self.ring_of(deadline) {
             if let Some(r) = self.records.get_mut(pos) {
                 r.deadline = deadline;
             }
@@ -964,6 +972,23 @@ impl PeerShard {
             r.deadline = deadline;
         }
         self.link(pos as u32);
+    }
+
+    /// Lists the record at `pos`, not due yet, in the bucket of its deadline if it is listed
+    /// in an earlier one (its deadline was pushed back, see [`PeerShard::set_deadline`]).
+    pub fn refile(&mut self, pos: usize) {
+        let Some((ring, deadline)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
+            return;
+        };
+        let want = self.ring_of(deadline);
+        if want != ring {
+            self.unlink(pos as u32);
+            self.link_into(pos as u32, want);
+        }
     }
 
     /// Adds a record for `peer_id`, which is not in the shard yet; gives it its handle and
