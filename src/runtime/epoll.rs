@@ -24,6 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
+use super::datagram::Backlog;
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
@@ -95,6 +96,8 @@ struct Datagrams {
     ctx: DatagramCtx,
     /// The last turn ended with datagrams possibly waiting.
     pending: bool,
+    /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
+    backlog: Backlog,
 }
 
 /// A connection's socket: registered in the epoll set, or served through the worker's ring.
@@ -322,6 +325,7 @@ impl EventLoop {
                     ready_at: Instant::now(),
                 },
                 pending: false,
+                backlog: Backlog::default(),
             });
         }
         Ok((
@@ -556,8 +560,9 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
-                u.ctx.ready_at = now;
+                u.ctx.ready_at = u.backlog.start_turn(now);
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
+                u.backlog.end_turn(u.pending);
             }
             let now = Instant::now();
             let ticking = now >= next_tick;

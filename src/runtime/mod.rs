@@ -22,8 +22,9 @@
 //! `conn.rs` and the datagram turn in `datagram.rs`, which the io_uring back-end reuses.
 //!
 //! What every back-end owes the load control: set [`ConnCtx::ready_at`] and
-//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (overload
-//! shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
+//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (for a
+//! datagram socket whose earlier turns left datagrams waiting, the start of that backlog;
+//! overload shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
 //! connection past its `request_timeout`, and count each accepted connection in its listener's
 //! shared [`sources::SourceCounts`] (released on close) so that per-source caps hold across
 //! workers. The per-source request rate limit lives in the services and needs nothing.
@@ -146,7 +147,9 @@ pub struct DatagramCtx {
     /// The local address the datagram arrived on.
     pub local: SocketAddr,
     /// When the worker learnt that the socket had datagrams (the readiness report of the
-    /// current event-loop turn), as [`ConnCtx::ready_at`].
+    /// current event-loop turn), as [`ConnCtx::ready_at`]; while earlier turns ended with
+    /// datagrams still waiting, the start of the first of them (the socket's backlog has
+    /// lasted since then), so that a worker that stays behind sees the wait grow.
     pub ready_at: Instant,
 }
 
