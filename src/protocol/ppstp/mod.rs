@@ -6,9 +6,12 @@
 //!
 //! [`decode_request`] reads the nine request types of protocols.md §1: RFC 7846's CONNECT, FIND
 //! and STAT_REPORT, and the PPSP extension types JOIN, LEAVE, DISCONNECT, KEEPALIVE,
-//! JOIN_CHUNK and STAT_QUERY (RFC 7846 §7.1 protocol-level extensions). Bodies are parsed in
-//! one pass into serde types that borrow from the body; a body that fails that pass is read a
-//! second time only to recover `version` and `transaction_id` for the error answer.
+//! JOIN_CHUNK and STAT_QUERY (RFC 7846 §7.1 protocol-level extensions). Bodies are read in
+//! one pass by a hand-written scanner into raw shapes that borrow from the body (no allocation
+//! for an ordinary request); a body that fails that pass is read a second time only to recover
+//! `version` and `transaction_id` for the error answer. The scanner accepts exactly what
+//! serde_json with serde's derived shapes accepts; that serde decoder is kept in [`reference`]
+//! and tests and fuzzing check that both agree on every body.
 //!
 //! Accepted beyond the schema (protocols.md "Leniency", all needed by RFC 7846's own
 //! examples): an object where an array is specified (`peer_addr`, `swarm_action`, `stat`,
@@ -72,7 +75,9 @@ mod encode;
 pub mod encode_reference;
 pub mod examples;
 mod raw;
+pub mod reference;
 mod response;
+mod scan;
 
 pub use response::{
     decode_response, error_code_from_u64, DecodedPeer, DecodedResponse, DecodedSwarmResult,

@@ -1345,6 +1345,8 @@ proptest! {
     }
 }
 
+mod differential;
+
 // ---- The hot-path answer encoder against the reference encoder ------------------------------
 
 /// Identifiers as they may reach the encoder: any bytes (non-UTF-8 ones are written as hex),
