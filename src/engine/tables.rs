@@ -1,15 +1,17 @@
 //! The engine's two sharded tables and their compact entries.
 //!
-//! - The swarm table maps a [`SwarmId`] to a [`Swarm`]: one vector of 16-byte [`Member`]s,
-//!   seeders first and then leechers (so "seeders first" and the counts are O(1)), and a boxed
-//!   extra block, allocated only when needed, with a position index (large swarms only), chunk
-//!   sets (only members that announced some) and traffic statistics (opentracker style: most
-//!   swarms are tiny, most peers hold no chunk set).
-//! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers, the id at
-//!   its real length, addresses, source address and the swarms the peer is in, packed by
-//!   `swarm_list.rs`). Each peer is kept once: records live densely in a vector per shard (a
-//!   slab without holes) with a hash table of positions, and a membership refers to its peer by
-//!   an 8-byte handle ([`Member::key`]: shard, generation, slot).
+//! - The swarm table holds, per shard, a slab of [`Swarm`]s indexed by [`SwarmId`]
+//!   ([`SwarmTable`]): one vector of 8-byte [`Member`]s per swarm, seeders first and then
+//!   leechers (so "seeders first" and the counts are O(1)), and a boxed extra block, allocated
+//!   only when needed, with a position index (large swarms only), chunk sets (only members
+//!   that announced some) and traffic statistics (opentracker style: most swarms are tiny,
+//!   most peers hold no chunk set). A swarm keeps its slot while it has members.
+//! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers,
+//!   addresses, source address and the swarms the peer is in, by swarm handle: shard and
+//!   slot, packed by `swarm_list.rs`); the ids are stored back to back in a byte arena per
+//!   shard. Each peer is kept once: records live densely in a vector per shard (a slab
+//!   without holes) with a hash table of positions, and a membership refers to its peer by an
+//!   8-byte handle ([`Member::key`]: shard, generation, slot).
 //! - Expiry follows time buckets (opentracker's pools as the model): every record is linked
 //!   into the list of the bucket of its deadline (a ring of `BUCKETS` lists per shard, each
 //!   bucket at least a second wide), so an expiry step visits only the buckets that are due
@@ -25,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
+use super::chunked::{ByteArena, ChunkedVec};
 use super::swarm_list::SwarmList;
 use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
 
@@ -61,8 +64,10 @@ pub(super) struct Swarm {
 
 #[derive(Debug, Default)]
 struct SwarmExtra {
-    /// key -> absolute position in `members`. Only for swarms above [`INDEX_ABOVE`] members.
-    index: Option<FastMap<u64, u32>>,
+    /// Absolute positions in `members`, hashed by the member's key ([`key_hash`]): 4 bytes
+    /// per slot, the key being read from the member. Only for swarms above [`INDEX_ABOVE`]
+    /// members.
+    index: Option<hashbrown::HashTable<u32>>,
     /// key -> sorted, merged chunk ranges (JOIN_CHUNK). Empty (no allocation) while no member
     /// holds any.
     chunks: FastMap<u64, Box<[ChunkRange]>>,
@@ -150,22 +155,14 @@ impl Swarm {
         x.downloaded_bytes = x.downloaded_bytes.saturating_add(downloaded);
     }
 
-    fn index(&self) -> Option<&FastMap<u64, u32>> {
+    fn index(&self) -> Option<&hashbrown::HashTable<u32>> {
         self.extra.as_ref().and_then(|x| x.index.as_ref())
     }
 
-    fn index_mut(&mut self) -> Option<&mut FastMap<u64, u32>> {
-        self.extra.as_mut().and_then(|x| x.index.as_mut())
-    }
-
-    /// Records that the member at absolute position `pos` is now there (after a move).
-    fn reindex(&mut self, pos: usize) {
-        let Some(key) = self.members.get(pos).map(|m| m.key) else {
-            return;
-        };
-        if let Some(index) = self.index_mut() {
-            index.insert(key, pos as u32);
-        }
+    /// The member vector and the position index (if any), borrowed apart.
+    fn members_and_index(&mut self) -> (&[Member], Option<&mut hashbrown::HashTable<u32>>) {
+        let Swarm { members, extra, .. } = self;
+        (members, extra.as_mut().and_then(|x| x.index.as_mut()))
     }
 
     fn drop_extra_if_unused(&mut self) {
@@ -179,7 +176,10 @@ impl Swarm {
         let seeders = self.seeder_count();
         match self.index() {
             Some(index) => {
-                let abs = *index.get(&key)? as usize;
+                let members = &self.members;
+                let abs = *index.find(key_hash(key), |&v| {
+                    members.get(v as usize).is_some_and(|m| m.key == key)
+                })? as usize;
                 match mode {
                     PeerMode::Seeder => (abs < seeders).then_some(abs),
                     PeerMode::Leech => abs.checked_sub(seeders),
@@ -198,15 +198,22 @@ impl Swarm {
         }
         self.members.push(member);
         let last = self.members.len() - 1;
-        if mode == PeerMode::Seeder {
+        let at = if mode == PeerMode::Seeder {
             // The new seeder takes the first leecher's place; that leecher moves to the end.
             let first_leecher = self.seeder_count();
             self.members.swap(first_leecher, last);
             self.seeders += 1;
-            self.reindex(last);
-            self.reindex(first_leecher);
+            if first_leecher != last {
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_move(index, members, first_leecher, last);
+                }
+            }
+            first_leecher
         } else {
-            self.reindex(last);
+            last
+        };
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_insert(index, members, member.key, at);
         }
         if self.index().is_none() && self.len() > INDEX_ABOVE {
             self.build_index();
@@ -214,9 +221,9 @@ impl Swarm {
     }
 
     fn build_index(&mut self) {
-        let mut index = FastMap::with_capacity_and_hasher(self.len(), Default::default());
+        let mut index = hashbrown::HashTable::with_capacity(self.len());
         for (pos, m) in self.members.iter().enumerate() {
-            index.insert(m.key, pos as u32);
+            idx_insert(&mut index, &self.members, m.key, pos);
         }
         self.extra.get_or_insert_with(Default::default).index = Some(index);
     }
@@ -231,25 +238,36 @@ impl Swarm {
                 if abs >= self.members.len() {
                     return None;
                 }
+                let old_last = self.members.len() - 1;
                 let member = self.members.swap_remove(abs);
-                self.reindex(abs);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, abs);
+                    if abs != old_last {
+                        idx_move(index, members, old_last, abs);
+                    }
+                }
                 member
             }
             PeerMode::Seeder => {
                 // Move the target to the last seeder slot, then fill that slot with the last
                 // member (a leecher, if there are any).
                 let last_seeder = seeders.checked_sub(1)?;
+                let old_last = self.members.len() - 1;
                 self.members.swap(rel, last_seeder);
-                self.reindex(rel);
                 let member = self.members.swap_remove(last_seeder);
                 self.seeders -= 1;
-                self.reindex(last_seeder);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, rel);
+                    if rel != last_seeder {
+                        idx_move(index, members, last_seeder, rel);
+                    }
+                    if last_seeder != old_last {
+                        idx_move(index, members, old_last, last_seeder);
+                    }
+                }
                 member
             }
         };
-        if let Some(index) = self.index_mut() {
-            index.remove(&key);
-        }
         Some(member)
     }
 
@@ -300,9 +318,9 @@ impl Swarm {
         if let Some(m) = self.members.get_mut(abs) {
             m.key = new;
         }
-        if let Some(index) = self.index_mut() {
-            index.remove(&old);
-            index.insert(new, abs as u32);
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_remove(index, old, abs);
+            idx_insert(index, members, new, abs);
         }
         if let Some(x) = &mut self.extra {
             if let Some(ranges) = x.chunks.remove(&old) {
@@ -349,7 +367,7 @@ impl Swarm {
             bytes += std::mem::size_of::<SwarmExtra>();
             if let Some(index) = &x.index {
                 // hashbrown: one (key, value) slot plus one control byte per bucket.
-                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<(u64, u32)>() + 1);
+                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1);
             }
             bytes +=
                 x.chunks.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<[ChunkRange]>)>() + 1);
@@ -396,9 +414,42 @@ impl Swarm {
     }
 }
 
-/// One shard of the swarm table.
+/// The hash of a member key in a swarm's position index (keys are the engine's own handles).
+fn key_hash(key: u64) -> u64 {
+    let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// Adds position `pos` (where `key` now is) to a swarm's position index; every other entry
+/// names a member's current position.
+fn idx_insert(index: &mut hashbrown::HashTable<u32>, members: &[Member], key: u64, pos: usize) {
+    index.insert_unique(key_hash(key), pos as u32, |&v| {
+        members.get(v as usize).map_or(0, |m| key_hash(m.key))
+    });
+}
+
+/// Removes the entry of `key` at position `pos`.
+fn idx_remove(index: &mut hashbrown::HashTable<u32>, key: u64, pos: usize) {
+    if let Ok(entry) = index.find_entry(key_hash(key), |&v| v as usize == pos) {
+        entry.remove();
+    }
+}
+
+/// The member now at `to` moved there from `from`: its entry says so.
+fn idx_move(index: &mut hashbrown::HashTable<u32>, members: &[Member], from: usize, to: usize) {
+    let Some(key) = members.get(to).map(|m| m.key) else {
+        return;
+    };
+    if let Some(v) = index.find_mut(key_hash(key), |&v| v as usize == from) {
+        *v = to as u32;
+    }
+}
+
+/// One shard of the swarm table: a slab of swarms (a swarm keeps its slot while it has members,
+/// so the peers' swarm lists name it by `(shard, slot)` instead of repeating its id) and a hash
+/// table of slots keyed by swarm id (4 bytes per entry: the id is stored once, in the slot).
 pub(super) struct SwarmShard {
-    pub swarms: FastMap<SwarmId, Swarm>,
+    pub swarms: SwarmTable,
     /// Randomness for peer-list sampling, per shard so that sampling needs no shared state.
     pub rng: SmallRng,
     /// Members of each mode over all swarms of this shard (summed by `Engine::counts`).
@@ -406,70 +457,272 @@ pub(super) struct SwarmShard {
     pub leechers: usize,
 }
 
+/// One occupied slot of a [`SwarmTable`].
+#[derive(Debug)]
+pub(super) struct SwarmSlot {
+    pub id: SwarmId,
+    pub swarm: Swarm,
+}
+
+/// The swarms of one shard: a slab with a free list and an index by id. Lookups take the id's
+/// hash from the engine's swarm hasher (which also chose the shard, from other bits), so an
+/// id is hashed once per request.
+pub(super) struct SwarmTable {
+    hasher: foldhash::fast::RandomState,
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<Option<SwarmSlot>>,
+    /// Free slots below `slots.len()` (entries that are no longer free or beyond the end are
+    /// skipped when taken).
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl SwarmTable {
+    /// An empty table; `hasher` is the engine's swarm hasher.
+    pub fn new(hasher: foldhash::fast::RandomState) -> Self {
+        SwarmTable {
+            hasher,
+            index: hashbrown::HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The slot of swarm `id`, if it exists.
+    pub fn slot_of(&self, id: &SwarmId) -> Option<u32> {
+        self.slot_of_hashed(self.hash(id.as_bytes()), id)
+    }
+
+    /// As [`SwarmTable::slot_of`], given the id's hash `h` (the engine's swarm hasher).
+    pub fn slot_of_hashed(&self, h: u64, id: &SwarmId) -> Option<u32> {
+        let slots = &self.slots;
+        let want = id.as_bytes();
+        self.index
+            .find(h, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.id.as_bytes() == want)
+            })
+            .copied()
+    }
+
+    pub fn get(&self, id: &SwarmId) -> Option<&Swarm> {
+        self.at(self.slot_of(id)?)
+    }
+
+    pub fn get_mut(&mut self, id: &SwarmId) -> Option<&mut Swarm> {
+        let slot = self.slot_of(id)?;
+        self.at_mut(slot)
+    }
+
+    /// The swarm in `slot`.
+    pub fn at(&self, slot: u32) -> Option<&Swarm> {
+        self.slots
+            .get(slot as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.swarm)
+    }
+
+    pub fn at_mut(&mut self, slot: u32) -> Option<&mut Swarm> {
+        self.slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.as_mut())
+            .map(|s| &mut s.swarm)
+    }
+
+    /// The id of the swarm in `slot`.
+    pub fn id_at(&self, slot: u32) -> Option<&SwarmId> {
+        self.slots
+            .get(slot as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.id)
+    }
+
+    /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
+    pub fn insert(&mut self, h: u64, id: SwarmId, swarm: Swarm) -> u32 {
+        let mut slot = None;
+        while let Some(f) = self.free.pop() {
+            if self.slots.get(f as usize).is_some_and(|s| s.is_none()) {
+                slot = Some(f);
+                break;
+            }
+        }
+        let entry = Some(SwarmSlot { id, swarm });
+        let slot = match slot {
+            Some(f) => {
+                if let Some(s) = self.slots.get_mut(f as usize) {
+                    *s = entry;
+                }
+                f
+            }
+            None => {
+                self.slots.push(entry);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let SwarmTable {
+            hasher,
+            index,
+            slots,
+            ..
+        } = self;
+        index.insert_unique(h, slot, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+        });
+        self.len += 1;
+        slot
+    }
+
+    /// Deletes the swarm in `slot`.
+    pub fn remove_at(&mut self, slot: u32) -> Option<SwarmSlot> {
+        let gone = self.slots.get_mut(slot as usize)?.take()?;
+        let h = self.hash(gone.id.as_bytes());
+        if let Ok(entry) = self.index.find_entry(h, |&i| i == slot) {
+            entry.remove();
+        }
+        self.len -= 1;
+        // Trailing free slots are given back; the others are reused first.
+        while self.slots.last().is_some_and(|s| s.is_none()) {
+            self.slots.pop();
+        }
+        if (slot as usize) < self.slots.len() {
+            self.free.push(slot);
+        }
+        if self.slots.capacity() > 64 && self.slots.len() * 4 < self.slots.capacity() {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.free.retain(|&f| (f as usize) < self.slots.len());
+            self.free.shrink_to(self.free.len() * 2);
+        }
+        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
+            let SwarmTable {
+                hasher,
+                index,
+                slots,
+                ..
+            } = self;
+            index.shrink_to(index.len() * 2, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+            });
+        }
+        Some(gone)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every `(slot, id, swarm)`.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &SwarmId, &Swarm)> {
+        self.slots
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(s, i)| s.as_ref().map(|s| (i, &s.id, &s.swarm)))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Swarm> {
+        self.iter().map(|(_, _, s)| s)
+    }
+
+    /// Heap bytes of the slab, the free list and the index (capacity-based).
+    pub fn table_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Option<SwarmSlot>>()
+            + self.free.capacity() * 4
+            + self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// Checks that the index names every occupied slot once, by its id. For audits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.index.len() != self.len || self.iter().count() != self.len {
+            return Err("swarm index, slots and count differ".into());
+        }
+        for (slot, id, _) in self.iter() {
+            if self.slot_of(id) != Some(slot) {
+                return Err(format!("{id:?} indexed wrongly"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The id arena of a peer shard is compacted once this many of its bytes (and half of it) are
+/// garbage (small in tests, so that the property tests compact it).
+const ID_GARBAGE_MIN: usize = if cfg!(test) { 64 } else { 4096 };
+
 /// No record (end of a bucket list).
 pub(super) const NIL: u32 = u32::MAX;
 /// Time buckets per peer shard (a ring): live deadlines span at most half of it. At most
 /// 2^16 (a record keeps its ring slot in 16 bits).
 const BUCKETS: usize = 1024;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 112 bytes plus the id
-/// and the swarm list on the heap (a 40-byte id and one 40-byte swarm id: 48 + 48).
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 80 bytes; its id is in
+/// its shard's byte arena, its swarm list inline while it is in at most one swarm, and its
+/// handle ([`PeerShard::key`]) is derived from its shard, slot and generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
-    /// The handle memberships use ([`PeerShard::key`]).
-    pub key: u64,
-    /// The peer id at its real length.
-    pub id: Box<[u8]>,
     /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
-    pub addrs: Option<Box<[PeerAddr]>>,
+    /// Boxed twice so that the record holds a thin pointer (8 bytes, not 16): most peers
+    /// announce none.
+    #[allow(clippy::redundant_allocation)]
+    pub addrs: Option<Box<Box<[PeerAddr]>>>,
     /// The swarms the peer is in, with its mode in each.
     pub swarms: SwarmList,
     pub registered_at: Time,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
+    /// Where the id starts in the shard's arena ([`PeerShard::id_of`]).
+    id_at: u32,
+    /// The ring slot whose bucket list holds the record, and its neighbours there.
+    prev: u32,
+    next: u32,
     /// The address the peer registered from; requests naming this peer id from any other
     /// address are refused.
     pub source_ip: IpAddr,
+    id_len: u8,
+    pub state: PeerState,
+    /// Generation of the record's handle ([`PeerShard::key`]).
+    gen: u16,
+    ring: u16,
     /// Port of the source address (the reflexive address's port).
     pub port: u16,
-    pub state: PeerState,
-    /// The ring slot whose bucket list holds the record, and its neighbours there.
-    ring: u16,
-    prev: u32,
-    next: u32,
 }
 
 impl PeerRecord {
-    /// A new record (not linked into a bucket yet: [`PeerShard::insert`] does).
-    pub fn new(
-        peer_id: &PeerId,
-        addrs: Option<Box<[PeerAddr]>>,
-        source: SocketAddr,
-        now: Time,
-    ) -> Self {
+    /// A new record (not linked into a bucket yet, without its id: [`PeerShard::insert`]
+    /// stores both).
+    pub fn new(addrs: Option<Box<[PeerAddr]>>, source: SocketAddr, now: Time) -> Self {
         PeerRecord {
-            key: 0,
-            id: peer_id.as_bytes().into(),
-            addrs,
+            addrs: addrs.map(Box::new),
             swarms: SwarmList::default(),
             registered_at: now,
             deadline: now,
-            source_ip: source.ip().to_canonical(),
-            port: source.port(),
-            state: PeerState::PeerRegistered,
-            ring: 0,
+            id_at: 0,
             prev: NIL,
             next: NIL,
+            source_ip: source.ip().to_canonical(),
+            id_len: 0,
+            state: PeerState::PeerRegistered,
+            gen: 0,
+            ring: 0,
+            port: source.port(),
         }
     }
 
-    pub fn mode_in(&self, swarm_id: &SwarmId) -> Option<PeerMode> {
-        self.swarms.mode_in(swarm_id)
-    }
-
-    pub fn peer_id(&self) -> PeerId {
-        PeerId::from_stored(&self.id)
+    /// The addresses the peer announced (`None`: its reflexive address).
+    pub fn announced(&self) -> Option<&[PeerAddr]> {
+        self.addrs.as_deref().map(|a| &a[..])
     }
 
     /// The reflexive address: the source address the peer registered from.
@@ -487,9 +740,9 @@ impl PeerRecord {
 }
 
 /// One shard of the peer-status registry: records densely in a vector (a record leaving is
-/// replaced by the last one, whose memberships the engine then re-keys), a hash table of
-/// positions keyed by peer id (4 bytes per slot: the id is stored once, in the record), and
-/// the bucket lists of the expiry.
+/// replaced by the last one, whose memberships the engine then re-keys), their ids in one byte
+/// arena (compacted when half of it is garbage), a hash table of positions keyed by peer id
+/// (4 bytes per slot), and the bucket lists of the expiry.
 pub(super) struct PeerShard {
     /// This shard's number (the high 16 bits of its handles).
     number: u16,
@@ -498,7 +751,11 @@ pub(super) struct PeerShard {
     next_gen: u16,
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
-    pub records: Vec<PeerRecord>,
+    pub records: ChunkedVec<PeerRecord, RECORD_CHUNK>,
+    /// The records' ids, back to back.
+    ids: ByteArena<ID_CHUNK>,
+    /// Bytes of `ids` no record uses any more.
+    ids_garbage: usize,
     /// Width of a time bucket, milliseconds.
     bucket_ms: u64,
     /// First and last record of each bucket's list (`NIL`: empty).
@@ -509,6 +766,16 @@ pub(super) struct PeerShard {
     pub next_bucket: u64,
     /// The record the walk of `next_bucket` looks at next (`NIL`: its head).
     pub walk: u32,
+}
+
+/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
+const RECORD_CHUNK: usize = 512;
+/// Bytes per chunk of a peer shard's id arena.
+const ID_CHUNK: usize = 16 * 1024;
+
+/// The id bytes of `record` in `ids` (empty if out of range, which never happens).
+fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &PeerRecord) -> &'a [u8] {
+    ids.get(record.id_at, usize::from(record.id_len))
 }
 
 impl PeerShard {
@@ -522,13 +789,36 @@ impl PeerShard {
             next_gen: 0,
             hasher: Default::default(),
             index: hashbrown::HashTable::new(),
-            records: Vec::new(),
+            records: ChunkedVec::default(),
+            ids: ByteArena::default(),
+            ids_garbage: 0,
             bucket_ms,
             heads: vec![NIL; BUCKETS].into_boxed_slice(),
             tails: vec![NIL; BUCKETS].into_boxed_slice(),
             next_bucket: u64::MAX,
             walk: NIL,
         }
+    }
+
+    /// The id bytes of a record of this shard.
+    pub fn id_of(&self, record: &PeerRecord) -> &[u8] {
+        id_in(&self.ids, record)
+    }
+
+    /// The peer id of a record of this shard.
+    pub fn peer_id_of(&self, record: &PeerRecord) -> PeerId {
+        PeerId::from_stored(self.id_of(record))
+    }
+
+    /// The handle of the record at `pos`.
+    pub fn key_at(&self, pos: usize) -> u64 {
+        let gen = self.records.get(pos).map_or(0, |r| r.gen);
+        Self::key(self.number, gen, pos as u32)
+    }
+
+    /// Heap bytes of the records and the id arena.
+    pub fn record_bytes(&self) -> usize {
+        self.records.heap_bytes() + self.ids.heap_bytes()
     }
 
     /// The handle of slot `slot` with generation `gen` in shard `shard`.
@@ -541,9 +831,9 @@ impl PeerShard {
         ((key >> 48) as usize, (key & 0xffff_ffff) as usize)
     }
 
-    fn fresh_key(&mut self, slot: usize) -> u64 {
+    fn fresh_gen(&mut self) -> u16 {
         self.next_gen = self.next_gen.wrapping_add(1);
-        Self::key(self.number, self.next_gen, slot as u32)
+        self.next_gen
     }
 
     fn hash(&self, peer_id: &[u8]) -> u64 {
@@ -552,10 +842,11 @@ impl PeerShard {
 
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
         let records = &self.records;
+        let ids = &self.ids;
         let id = peer_id.as_bytes();
         self.index
             .find(self.hash(id), |&i| {
-                records.get(i as usize).is_some_and(|r| *r.id == *id)
+                records.get(i as usize).is_some_and(|r| id_in(ids, r) == id)
             })
             .map(|&i| i as usize)
     }
@@ -563,7 +854,8 @@ impl PeerShard {
     /// The record a handle names, if it still does.
     pub fn by_key(&self, key: u64) -> Option<&PeerRecord> {
         let (_, slot) = Self::split_key(key);
-        self.records.get(slot).filter(|r| r.key == key)
+        let gen = (key >> 32) as u16;
+        self.records.get(slot).filter(|r| r.gen == gen)
     }
 
     pub fn len(&self) -> usize {
@@ -658,10 +950,18 @@ impl PeerShard {
 
     /// Sets the deadline of the record at `pos`, moving it to its new bucket's list.
     pub fn set_deadline(&mut self, pos: usize, deadline: Time) {
-        let Some(ring) = self.records.get(pos).map(|r| usize::from(r.ring)) else {
+        let Some((ring, old)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
             return;
         };
-        if ring == self.ring_of(deadline) {
+        // A later deadline leaves the record where it is listed (no earlier than its old
+        // deadline's bucket, so no later than the new one's): the expiry walk files it again
+        // when it gets there ([`PeerShard::refile`]). Refreshing a peer, which every request
+        // does, then touches no other record. An earlier deadline moves it at once.
+        if deadline >= old || ring == self.ring_of(deadline) {
             if let Some(r) = self.records.get_mut(pos) {
                 r.deadline = deadline;
             }
@@ -674,23 +974,44 @@ impl PeerShard {
         self.link(pos as u32);
     }
 
-    /// Adds a record whose peer id is not in the shard yet; gives it its handle. Returns its
-    /// position.
-    pub fn insert(&mut self, mut record: PeerRecord) -> usize {
+    /// Lists the record at `pos`, not due yet, in the bucket of its deadline if it is listed
+    /// in an earlier one (its deadline was pushed back, see [`PeerShard::set_deadline`]).
+    pub fn refile(&mut self, pos: usize) {
+        let Some((ring, deadline)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
+            return;
+        };
+        let want = self.ring_of(deadline);
+        if want != ring {
+            self.unlink(pos as u32);
+            self.link_into(pos as u32, want);
+        }
+    }
+
+    /// Adds a record for `peer_id`, which is not in the shard yet; gives it its handle and
+    /// stores its id. Returns its position.
+    pub fn insert(&mut self, peer_id: &PeerId, mut record: PeerRecord) -> usize {
         let pos = self.records.len();
-        record.key = self.fresh_key(pos);
-        let h = self.hash(&record.id);
+        let id = peer_id.as_bytes();
+        record.gen = self.fresh_gen();
+        record.id_at = self.ids.push(id);
+        record.id_len = id.len() as u8;
+        let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
             hasher,
             index,
             records,
+            ids,
             ..
         } = self;
         index.insert_unique(h, pos as u32, |&i| {
             records
                 .get(i as usize)
-                .map_or(0, |r| hasher.hash_one(&r.id[..]))
+                .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
         });
         self.link(pos as u32);
         pos
@@ -698,26 +1019,28 @@ impl PeerShard {
 
     /// Deletes the record at `pos`; the caller has already taken it out of its swarms. The
     /// last record moves into `pos` with a new handle: the second value is its (old, new)
-    /// handle, and the caller re-keys its memberships.
+    /// handle, and the caller re-keys its memberships. The removed record's id is no longer
+    /// readable.
     pub fn remove_at(&mut self, pos: usize) -> Option<(PeerRecord, Option<(u64, u64)>)> {
-        let h = self.hash(&self.records.get(pos)?.id);
+        let h = self.hash(self.id_of(self.records.get(pos)?));
         self.unlink(pos as u32);
         if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
             entry.remove();
         }
         let last = self.records.len() - 1;
-        if pos != last {
+        let result = if pos != last {
             // The last record leaves its list and rejoins it from `pos`: its neighbours and the
             // list ends point to it by position.
             let walk_was_last = self.walk == last as u32;
             let ring = self.records.get(last).map_or(0, |r| usize::from(r.ring));
             self.unlink(last as u32);
-            let record = self.records.swap_remove(pos);
-            let new_key = self.fresh_key(pos);
+            let old_key = self.key_at(last);
+            let record = self.records.swap_remove(pos)?;
+            let gen = self.fresh_gen();
             let moved = self.records.get_mut(pos)?;
-            let old_key = moved.key;
-            moved.key = new_key;
-            let hm = self.hasher.hash_one(&moved.id[..]);
+            moved.gen = gen;
+            let new_key = Self::key(self.number, gen, pos as u32);
+            let hm = self.hash(self.id_of(self.records.get(pos)?));
             if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
                 *slot = pos as u32;
             }
@@ -728,31 +1051,41 @@ impl PeerShard {
             if walk_was_last && self.walk == NIL {
                 self.walk = pos as u32;
             }
-            self.shrink();
-            Some((record, Some((old_key, new_key))))
+            (record, Some((old_key, new_key)))
         } else {
-            let record = self.records.pop()?;
-            self.shrink();
-            Some((record, None))
-        }
+            (self.records.pop()?, None)
+        };
+        self.ids_garbage += usize::from(result.0.id_len);
+        self.shrink();
+        Some(result)
     }
 
-    /// Gives back memory of a record vector that became mostly empty.
+    /// Compacts the id arena when at least half of it is garbage and gives back memory of an
+    /// id index that became mostly empty (the record vector frees its chunks itself).
     fn shrink(&mut self) {
-        if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
-            self.records.shrink_to(self.records.len() * 2);
+        if self.records.is_empty() {
+            self.ids = ByteArena::default();
+            self.ids_garbage = 0;
+        } else if self.ids_garbage >= ID_GARBAGE_MIN && self.ids_garbage * 2 >= self.ids.len() {
+            let mut ids = ByteArena::default();
+            for r in self.records.iter_mut() {
+                r.id_at = ids.push(id_in(&self.ids, r));
+            }
+            self.ids = ids;
+            self.ids_garbage = 0;
         }
         if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
             let PeerShard {
                 hasher,
                 index,
                 records,
+                ids,
                 ..
             } = self;
             index.shrink_to(records.len() * 2, |&i| {
                 records
                     .get(i as usize)
-                    .map_or(0, |r| hasher.hash_one(&r.id[..]))
+                    .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
             });
         }
     }
@@ -817,16 +1150,20 @@ mod tests {
         }
     }
 
-    fn record(n: u16, deadline_ms: u64) -> PeerRecord {
-        let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+    fn record(deadline_ms: u64) -> PeerRecord {
         let mut r = PeerRecord::new(
-            &id,
             None,
             SocketAddr::from(([10, 0, 0, 1], 7000)),
             Time::from_millis(deadline_ms),
         );
         r.deadline = Time::from_millis(deadline_ms);
         r
+    }
+
+    #[test]
+    fn a_record_is_80_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 80);
+        assert_eq!(std::mem::size_of::<SwarmList>(), 16);
     }
 
     proptest! {
@@ -844,19 +1181,22 @@ mod tests {
                 let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
                 match (op, shard.find(&id)) {
                     (0, None) => {
-                        let pos = shard.insert(record(n, t));
+                        let pos = shard.insert(&id, record(t));
                         prop_assert_eq!(shard.find(&id), Some(pos));
                         live.insert(n, ());
                     }
                     (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
                     (2, Some(pos)) => {
                         let last = shard.len() - 1;
-                        let (gone, moved) = shard.remove_at(pos).expect("present");
-                        prop_assert_eq!(&gone.id[..], id.as_bytes());
+                        let moving = (pos != last).then(|| shard.records.get(last).map(|r| shard.peer_id_of(r))).flatten();
+                        let (_, moved) = shard.remove_at(pos).expect("present");
+                        prop_assert_eq!(shard.find(&id), None);
                         prop_assert_eq!(moved.is_some(), pos != last);
                         if let Some((old, new)) = moved {
                             prop_assert!(shard.by_key(old).is_none());
-                            prop_assert_eq!(shard.by_key(new).map(|r| r.key), Some(new));
+                            prop_assert!(shard.by_key(new).is_some());
+                            prop_assert_eq!(PeerShard::split_key(new), (3, pos));
+                            prop_assert_eq!(moving.and_then(|m| shard.find(&m)), Some(pos));
                         }
                         live.remove(&n);
                     }
@@ -867,9 +1207,12 @@ mod tests {
                 }
                 prop_assert_eq!(shard.len(), live.len());
                 for (pos, r) in shard.records.iter().enumerate() {
-                    prop_assert_eq!(shard.find(&r.peer_id()), Some(pos));
-                    prop_assert_eq!(PeerShard::split_key(r.key), (3, pos));
+                    prop_assert_eq!(shard.find(&shard.peer_id_of(r)), Some(pos));
+                    let key = shard.key_at(pos);
+                    prop_assert_eq!(PeerShard::split_key(key), (3, pos));
+                    prop_assert!(shard.by_key(key).is_some());
                 }
+                prop_assert!(shard.ids_garbage <= shard.ids.len());
             }
         }
 

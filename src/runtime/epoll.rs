@@ -471,11 +471,18 @@ impl EventLoop {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
+            // The turn starts when the wait returns (see `WorkerStats`).
+            let mut woke = Instant::now();
             let polled = match self.ring.as_mut() {
-                None => self.poll.poll(&mut events, Some(timeout)),
+                None => {
+                    let polled = self.poll.poll(&mut events, Some(timeout));
+                    woke = Instant::now();
+                    polled
+                }
                 Some(ring) => match ring.wait(timeout) {
                     Err(e) => Err(e),
                     Ok(()) => {
+                        woke = Instant::now();
                         let turn = ring.serve(&mut datagram_workers, &self.stats, self.index);
                         ring_more = turn.more;
                         if turn.epoll_ready || epoll_more {
@@ -604,6 +611,12 @@ impl EventLoop {
             }
             // Every answer of the turn goes to the kernel with the next wait's submit.
             self.flush_ring_sends();
+            let took = woke.elapsed();
+            if !self.stats.behind_after.is_zero() && took >= self.stats.behind_after {
+                let w = &self.stats.workers[self.index];
+                bump(&w.turns_behind, 1);
+                bump(&w.behind_us, took.as_micros() as u64);
+            }
         }
         let open: usize = self.listening.iter().map(|l| l.open).sum();
         tracing::debug!(worker = self.index, open, "worker stopping");

@@ -54,7 +54,7 @@ pub use conn::{source_key, ConnLimits};
 /// are dropped by the runtime.
 pub const MAX_DATAGRAM_BYTES: usize = mmsg::SLOT_BYTES;
 pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
-pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
+pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats, WorkerStats};
 
 /// What the runtime tells a service about a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +327,9 @@ pub struct RuntimeConfig {
     /// Counters per row of each listener's per-source connection counts (shared by the
     /// workers; see [`sources::SourceCounts`]).
     pub source_table_slots: usize,
+    /// An event-loop turn that takes at least this long counts as behind
+    /// ([`stats::WorkerStats`]); zero counts nothing.
+    pub behind_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -344,6 +347,7 @@ impl Default for RuntimeConfig {
             descriptor_reserve: 1,
             serve_from_reserve: false,
             source_table_slots: 16_384,
+            behind_after: Duration::from_millis(100),
         }
     }
 }
@@ -440,8 +444,13 @@ impl Runtime {
             ));
         }
         let stats = Arc::new(RuntimeStats {
+            name: config.name.clone(),
+            behind_after: config.behind_after,
             listeners: stats,
             datagrams: udp_stats,
+            workers: (0..workers)
+                .map(|_| crossbeam::utils::CachePadded::new(WorkerStats::default()))
+                .collect(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if config.pin_cores {

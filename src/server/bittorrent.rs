@@ -22,7 +22,7 @@ use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
 use crate::protocol::bt_udp::tracker::{write_compact, InfoHash, SwarmCounts};
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
-use crate::protocol::http::{HttpLimits, RequestHead};
+use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::runtime::{
     ConnCtx, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
     StreamService, StreamWorker,
@@ -477,9 +477,10 @@ struct BtHttpWorker {
 }
 
 impl HttpHandler for BtHttpWorker {
-    fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
+    fn allowed_methods(&self, _path: &str) -> Option<Methods> {
         // Announces and scrapes are GETs (BEP 3, BEP 48).
-        Some("GET, HEAD")
+        const GET_HEAD: Methods = Methods::new("GET, HEAD");
+        Some(GET_HEAD)
     }
 
     fn begin_input(&mut self) {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::raw::{self, Int, RawPeerAddr, RawPeerNum, RawRequest, Str};
+use super::scan;
 use super::{DecodeError, DecodeLimits, Decoded, TransactionId, MAX_TRANSACTION_ID_BYTES};
 use crate::engine::{
     ActionKind, AddrType, ChunkRange, DisconnectScope, ErrorCode, IdBytes, LinkKind, NatAbility,
@@ -39,10 +40,33 @@ pub(super) fn decode_request_into(
     limits: &DecodeLimits,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    let mut message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
-        Ok(envelope) => envelope.message,
-        Err(_) => return Err(salvaged_error(body)),
-    };
+    match scan::request(body) {
+        Ok(message) => finish(message, source, limits, out),
+        Err(scan::Malformed) => Err(salvaged_error(body)),
+    }
+}
+
+/// As [`decode_request_into`], parsing with serde_json into the [`raw`] shapes instead of the
+/// scanner: the reference the scanner is checked against ([`super::reference`]).
+pub(super) fn decode_request_into_serde(
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
+    match serde_json::from_slice::<raw::RequestEnvelope>(body) {
+        Ok(envelope) => finish(envelope.message, source, limits, out),
+        Err(_) => Err(salvaged_error(body)),
+    }
+}
+
+/// Checks a parsed message and turns it into `out`'s request (the part both parsers share).
+fn finish(
+    mut message: RawRequest<'_>,
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     // Ours is capped at 64 bytes; a longer one is not echoed.
     let transaction_id = message
         .transaction_id
@@ -258,10 +282,19 @@ fn request_from_raw(
 fn id(s: &Str<'_>, limits: &DecodeLimits) -> Checked<IdBytes> {
     let text = s.as_str();
     let bytes = text.as_bytes();
-    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) || text.chars().any(char::is_control) {
+    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) || has_control(bytes) {
         return Err(Bad);
     }
     IdBytes::new(bytes).map_err(|_| Bad)
+}
+
+/// Whether UTF-8 `text` holds a control character (Unicode category Cc, what
+/// [`char::is_control`] tests: U+0000..=U+001F and U+007F..=U+009F), read byte by byte: a byte
+/// below 0x20, 0x7F, or 0xC2 followed by 0x80..=0x9F (the encoding of U+0080..=U+009F).
+pub(super) fn has_control(text: &[u8]) -> bool {
+    text.iter().enumerate().any(|(i, &b)| {
+        b < 0x20 || b == 0x7f || (b == 0xc2 && text.get(i + 1).is_some_and(|&n| n < 0xa0))
+    })
 }
 
 fn opt_u32(v: Option<Int>) -> Checked<Option<u32>> {
