@@ -52,16 +52,15 @@ impl Engine {
             }
             shard.check_buckets()?;
             for (pos, record) in shard.records.iter().enumerate() {
-                let peer_id = record.peer_id();
+                let peer_id = shard.peer_id_of(record);
+                let key = shard.key_at(pos);
                 if shard.find(&peer_id) != Some(pos) {
                     return Err(format!("peer {peer_id:?} indexed wrongly"));
                 }
                 if !std::ptr::eq(&**lock, self.peer_shard(&peer_id)) {
                     return Err(format!("peer {peer_id:?} in the wrong shard"));
                 }
-                if shard.by_key(record.key).is_none()
-                    || PeerShard::split_key(record.key) != (s, pos)
-                {
+                if shard.by_key(key).is_none() || PeerShard::split_key(key) != (s, pos) {
                     return Err(format!("peer {peer_id:?} has a wrong handle"));
                 }
                 let tracking = record.state == super::PeerState::Tracking;
@@ -71,7 +70,10 @@ impl Engine {
                         peer_id
                     ));
                 }
-                let mut swarms = record.swarms.to_vec();
+                let mut swarms = self.swarm_ids_of(&record.swarms);
+                if swarms.len() != record.swarms.len() {
+                    return Err(format!("peer {peer_id:?} lists a swarm slot that is empty"));
+                }
                 swarms.sort_by_key(|s| s.0);
                 if swarms.windows(2).any(|w| w[0].0 == w[1].0) {
                     return Err(format!("peer {:?} lists a swarm twice", peer_id));
@@ -79,7 +81,7 @@ impl Engine {
                 if swarms.len() > self.config.max_swarms_per_peer {
                     return Err("peer over max_swarms_per_peer".into());
                 }
-                if registered.insert(record.key, (peer_id, swarms)).is_some() {
+                if registered.insert(key, (peer_id, swarms)).is_some() {
                     return Err("a member key is used twice".into());
                 }
                 peers += 1;
@@ -91,10 +93,14 @@ impl Engine {
             ..TableCounts::default()
         };
         let mut listed = 0usize;
-        for lock in self.swarm_shards.iter() {
+        for (s, lock) in self.swarm_shards.iter().enumerate() {
             let shard = lock.lock();
             let (mut seeders, mut leechers) = (0, 0);
-            for (swarm_id, swarm) in shard.swarms.iter() {
+            shard.swarms.check()?;
+            for (_, swarm_id, swarm) in shard.swarms.iter() {
+                if self.swarm_shard_no(swarm_id) != s {
+                    return Err(format!("{swarm_id:?} in the wrong swarm shard"));
+                }
                 if swarm.is_empty() {
                     return Err(format!("{swarm_id:?} is empty but kept"));
                 }
@@ -117,6 +123,9 @@ impl Engine {
                 seeders += swarm.count(PeerMode::Seeder);
                 leechers += swarm.count(PeerMode::Leech);
                 counts.swarms += 1;
+            }
+            if shard.swarms.len() != shard.swarms.iter().count() {
+                return Err("swarm count differs from the occupied slots".into());
             }
             if (seeders, leechers) != (shard.seeders, shard.leechers) {
                 return Err("shard member counters differ from a recount".into());
@@ -167,7 +176,7 @@ impl Engine {
         let mut est = MemoryEstimate::default();
         for lock in self.swarm_shards.iter() {
             let shard = lock.lock();
-            est.swarm_table += map_bytes::<(SwarmId, Swarm)>(shard.swarms.capacity());
+            est.swarm_table += shard.swarms.table_bytes();
             est.swarm_members += shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>();
         }
         for lock in self.bt_shards.iter() {
@@ -177,13 +186,12 @@ impl Engine {
             let shard = lock.lock();
             est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
             est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
-            est.peer_table += shard.bucket_bytes();
+            est.peer_table += shard.bucket_bytes() + shard.id_bytes();
             for record in &shard.records {
-                est.peer_table += record.swarms.heap_bytes() + record.id.len();
+                est.peer_table += record.swarms.heap_bytes();
                 est.peer_table += record
-                    .addrs
-                    .as_ref()
-                    .map_or(0, |a| a.len() * size_of::<super::PeerAddr>());
+                    .announced()
+                    .map_or(0, |a| size_of::<Box<[super::PeerAddr]>>() + size_of_val(a));
             }
         }
         est

@@ -42,7 +42,7 @@ pub use types::*;
 use bt_table::BtShard;
 use select::Pick;
 use smallvec::SmallVec;
-use tables::{FastMap, Member, PeerRecord, PeerShard, Swarm, SwarmShard, NIL};
+use tables::{Member, PeerRecord, PeerShard, Swarm, SwarmShard, SwarmTable, NIL};
 
 /// Picks of one request (handles and modes), on the stack for ordinary peer counts.
 type Picks = SmallVec<[Pick; 256]>;
@@ -170,10 +170,11 @@ impl Engine {
         // Picks are numbered with 16 bits while a peer list is resolved.
         config.max_peer_count = config.max_peer_count.min(u32::from(u16::MAX));
         config.default_peer_count = config.default_peer_count.min(config.max_peer_count);
+        let swarm_hasher = foldhash::fast::RandomState::default();
         let swarm_shards = (0..config.shards)
             .map(|i| {
                 CachePadded::new(Mutex::new(SwarmShard {
-                    swarms: FastMap::default(),
+                    swarms: SwarmTable::new(swarm_hasher),
                     rng: SmallRng::seed_from_u64(0x5157_4152_4d00 ^ i as u64),
                     seeders: 0,
                     leechers: 0,
@@ -196,7 +197,7 @@ impl Engine {
             swarm_shards,
             peer_shards,
             bt_shards,
-            swarm_hasher: Default::default(),
+            swarm_hasher,
             peer_hasher: Default::default(),
             bt_hasher: Default::default(),
             peers: CachePadded::new(AtomicUsize::new(0)),
@@ -296,7 +297,9 @@ impl Engine {
                 None => self.leave(request, *swarm_id, now),
             },
             RequestKind::Disconnect { scope } => self.disconnect(request, *scope, now),
-            RequestKind::Keepalive => self.with_registered(request, now, |_| Ok(Answer::default())),
+            RequestKind::Keepalive => {
+                self.with_registered(request, now, |_, _| Ok(Answer::default()))
+            }
             RequestKind::JoinChunk { swarm_id, chunks } => {
                 self.join_chunk(request, *swarm_id, chunks, now)
             }
@@ -411,8 +414,9 @@ impl Engine {
                 let pos = cur as usize;
                 let due = shard.records.get(pos).is_some_and(|r| r.deadline < now);
                 if due {
+                    let key = shard.key_at(pos);
                     if let Some(record) = shard.records.get_mut(pos) {
-                        self.leave_all(record);
+                        self.leave_all(record, key);
                     }
                     // The last record may move into `pos`; the walk follows it (remove_at).
                     self.remove_record(shard, pos);
@@ -439,9 +443,11 @@ impl Engine {
         let (gone, moved) = shard.remove_at(pos)?;
         if let Some((old, new)) = moved {
             if let Some(record) = shard.records.get(pos) {
-                for (swarm_id, mode) in record.swarms.iter() {
-                    let mut sh = self.swarm_shard(&swarm_id).lock();
-                    if let Some(swarm) = sh.swarms.get_mut(&swarm_id) {
+                for (shard_no, slot, mode) in record.swarms.iter() {
+                    let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) else {
+                        continue;
+                    };
+                    if let Some(swarm) = lock.lock().swarms.at_mut(slot) {
                         swarm.rekey(old, new, mode);
                     }
                 }
@@ -490,7 +496,7 @@ impl Engine {
         let mut best: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(n + 1);
         for shard in self.swarm_shards.iter() {
             let shard = shard.lock();
-            for (id, swarm) in shard.swarms.iter() {
+            for (_, id, swarm) in shard.swarms.iter() {
                 let seeders = swarm.count(PeerMode::Seeder);
                 let leechers = swarm.count(PeerMode::Leech);
                 best.push(Reverse((
@@ -564,6 +570,18 @@ impl Engine {
         })
     }
 
+    /// The ids and modes of the swarms in `list` (one short swarm-shard lock per swarm; the
+    /// caller holds the peer's shard lock, so the slots are the swarms'). Not the hot path.
+    fn swarm_ids_of(&self, list: &swarm_list::SwarmList) -> Vec<(SwarmId, PeerMode)> {
+        list.iter()
+            .filter_map(|(shard_no, slot, mode)| {
+                let lock = self.swarm_shards.get(usize::from(shard_no))?;
+                let id = *lock.lock().swarms.id_at(slot)?;
+                Some((id, mode))
+            })
+            .collect()
+    }
+
     /// Statistics of the PPSTP part of a swarm (all zero for an unknown swarm).
     fn ppstp_swarm_stats(&self, swarm_id: &SwarmId) -> SwarmStats {
         let shard = self.swarm_shard(swarm_id).lock();
@@ -578,10 +596,21 @@ impl Engine {
         !id.is_empty() && id.len() <= self.config.max_id_len
     }
 
-    fn swarm_shard(&self, id: &SwarmId) -> &Mutex<SwarmShard> {
+    /// The number of the swarm shard of `id`.
+    fn swarm_shard_no(&self, id: &SwarmId) -> usize {
+        self.swarm_loc(id).0
+    }
+
+    /// The number of the swarm shard of `id` and the id's hash, which the shard's table takes
+    /// too. The shard comes from bits 40 and up, the table's buckets from the low bits.
+    fn swarm_loc(&self, id: &SwarmId) -> (usize, u64) {
         let h = self.swarm_hasher.hash_one(id.as_bytes());
         // `shards >= 1`, and the index is reduced modulo the length.
-        &self.swarm_shards[(h % self.swarm_shards.len() as u64) as usize]
+        (((h >> 40) % self.swarm_shards.len() as u64) as usize, h)
+    }
+
+    fn swarm_shard(&self, id: &SwarmId) -> &Mutex<SwarmShard> {
+        &self.swarm_shards[self.swarm_shard_no(id)]
     }
 
     fn peer_shard(&self, id: &PeerId) -> &Mutex<PeerShard> {
@@ -622,65 +651,66 @@ impl Engine {
         &self,
         request: &Request,
         now: Time,
-        f: impl FnOnce(&mut PeerRecord) -> Result<R, ErrorCode>,
+        f: impl FnOnce(&mut PeerRecord, u64) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
         let mut guard = self.peer_shard(&request.peer_id).lock();
         let shard = &mut *guard;
         let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+        let key = shard.key_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
-        let out = f(record);
+        let out = f(record, key);
         self.rearm(shard, pos, now);
         out
     }
 
-    /// Turns picks into peer list entries appended to `out`, in the picks' order, reading each
-    /// chosen peer's id and addresses from its record (one peer-shard lock per shard named, no
-    /// other lock held). A pick whose record left meanwhile is dropped.
+    /// Turns picks into peer list entries appended to `out`, reading each chosen peer's id and
+    /// addresses from its record (no other lock held). Picks come in runs of one mode
+    /// (seeders first for a leecher); within a run, the picks of one peer shard are read
+    /// under one lock, shard after shard in the order they first appear, so the runs keep
+    /// their order and each entry is written once. A pick whose record left meanwhile is
+    /// dropped.
     fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
-        let first = out.len();
         out.reserve(picks.len());
-        let mut order: SmallVec<[(u16, u16); 256]> = SmallVec::new();
-        for (i, (key, mode)) in picks.iter().enumerate() {
-            out.push(PeerInfo {
-                peer_id: PeerId::from_stored(&[]),
-                mode: *mode,
-                addrs: SmallVec::new(),
-            });
-            order.push((PeerShard::split_key(*key).0 as u16, i as u16));
-        }
-        order.sort_unstable();
-        let mut k = 0;
-        while let Some(&(shard_no, _)) = order.get(k) {
-            let Some(lock) = self.peer_shards.get(usize::from(shard_no)) else {
-                break;
-            };
-            let shard = lock.lock();
-            while let Some(&(s, i)) = order.get(k) {
-                if s != shard_no {
-                    break;
+        let mut done: SmallVec<[bool; 256]> = smallvec::smallvec![false; picks.len()];
+        let mut run = 0;
+        while let Some(&(_, mode)) = picks.get(run) {
+            let end = run
+                + picks
+                    .get(run..)
+                    .map_or(0, |p| p.iter().take_while(|p| p.1 == mode).count());
+            for i in run..end {
+                if done.get(i).copied().unwrap_or(true) {
+                    continue;
                 }
-                let i = usize::from(i);
-                if let (Some((key, _)), Some(entry)) = (picks.get(i), out.get_mut(first + i)) {
-                    if let Some(record) = shard.by_key(*key) {
-                        entry.peer_id = record.peer_id();
-                        entry.addrs = record.addr_list();
+                let Some(&(key, _)) = picks.get(i) else {
+                    break;
+                };
+                let shard_no = PeerShard::split_key(key).0;
+                let Some(lock) = self.peer_shards.get(shard_no) else {
+                    continue;
+                };
+                let shard = lock.lock();
+                for j in i..end {
+                    let (Some(&(key, _)), Some(d)) = (picks.get(j), done.get_mut(j)) else {
+                        break;
+                    };
+                    if *d || PeerShard::split_key(key).0 != shard_no {
+                        continue;
+                    }
+                    *d = true;
+                    if let Some(record) = shard.by_key(key) {
+                        out.push(PeerInfo {
+                            peer_id: shard.peer_id_of(record),
+                            mode,
+                            addrs: record.addr_list(),
+                        });
                     }
                 }
-                k += 1;
             }
-        }
-        if out[first..].iter().any(|p| p.peer_id.as_bytes().is_empty()) {
-            let mut i = first;
-            while i < out.len() {
-                if out[i].peer_id.as_bytes().is_empty() {
-                    out.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
+            run = end;
         }
     }
 
@@ -695,53 +725,52 @@ impl Engine {
     fn join_swarm(
         &self,
         record: &mut PeerRecord,
+        key: u64,
         swarm_id: SwarmId,
         mode: PeerMode,
         list: Option<usize>,
         picks: &mut Picks,
     ) -> (ErrorCode, Option<std::ops::Range<usize>>) {
-        let mut guard = self.swarm_shard(&swarm_id).lock();
+        let (shard_no, h) = self.swarm_loc(&swarm_id);
+        let mut guard = self.swarm_shards[shard_no].lock();
         let shard = &mut *guard;
-        let result = self.enter_swarm(record, shard, swarm_id, mode);
+        let (result, slot) = self.enter_swarm(record, key, (shard_no, h), shard, swarm_id, mode);
         if result != ErrorCode::Ok {
             return (result, None);
         }
         let range = list.map(|count| {
             let start = picks.len();
-            if let Some(swarm) = shard.swarms.get(&swarm_id) {
-                select::peer_list_into(
-                    swarm,
-                    record.key,
-                    Some(mode),
-                    count,
-                    &[],
-                    &mut shard.rng,
-                    picks,
-                );
+            if let Some(swarm) = slot.and_then(|slot| shard.swarms.at(slot)) {
+                select::peer_list_into(swarm, key, Some(mode), count, &[], &mut shard.rng, picks);
             }
             start..picks.len()
         });
         (ErrorCode::Ok, range)
     }
 
-    /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`) already
-    /// locked by the caller (who also holds the peer's shard lock). Returns the swarm's error
-    /// code; nothing changes on error.
+    /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`; its
+    /// number and the id's hash in `loc`, see [`Engine::swarm_loc`]) already locked by the caller (who also holds the peer's shard lock; `key`
+    /// is the peer's handle). Returns the swarm's error code and, on success, the swarm's slot;
+    /// nothing changes on error.
     fn enter_swarm(
         &self,
         record: &mut PeerRecord,
+        key: u64,
+        loc: (usize, u64),
         shard: &mut SwarmShard,
         swarm_id: SwarmId,
         mode: PeerMode,
-    ) -> ErrorCode {
-        let current = record.mode_in(&swarm_id);
+    ) -> (ErrorCode, Option<u32>) {
+        let (shard_no, h) = (loc.0 as u16, loc.1);
+        let slot = shard.swarms.slot_of_hashed(h, &swarm_id);
+        let current = slot.and_then(|slot| record.swarms.mode_at(shard_no, slot));
         if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
-            return ErrorCode::BadRequest;
+            return (ErrorCode::BadRequest, None);
         }
-        match current {
-            Some(old) if old != mode => {
-                if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
-                    if swarm.change_mode(record.key, old, mode) {
+        match (current, slot) {
+            (Some(old), Some(slot)) if old != mode => {
+                if let Some(swarm) = shard.swarms.at_mut(slot) {
+                    if swarm.change_mode(key, old, mode) {
                         if old == PeerMode::Leech {
                             swarm.record_completion();
                         }
@@ -749,58 +778,68 @@ impl Engine {
                         shard.count(mode, 1);
                     }
                 }
-                record.swarms.set_mode(&swarm_id, mode);
+                record.swarms.set_mode(shard_no, slot, mode);
+                (ErrorCode::Ok, Some(slot))
             }
-            Some(_) => {}
-            None => {
-                let member = Member { key: record.key };
-                match shard.swarms.get_mut(&swarm_id) {
-                    Some(swarm) => {
+            (Some(_), slot) => (ErrorCode::Ok, slot),
+            (None, _) => {
+                let member = Member { key };
+                let slot = match slot.and_then(|slot| Some((slot, shard.swarms.at_mut(slot)?))) {
+                    Some((slot, swarm)) => {
                         if swarm.len() >= self.config.max_peers_per_swarm {
-                            return ErrorCode::ServiceUnavailable;
+                            return (ErrorCode::ServiceUnavailable, None);
                         }
                         swarm.insert(member, mode);
+                        slot
                     }
                     None => {
                         if self.config.max_peers_per_swarm == 0
                             || !reserve(&self.swarms, self.config.max_swarms)
                         {
-                            return ErrorCode::ServiceUnavailable;
+                            return (ErrorCode::ServiceUnavailable, None);
                         }
                         let mut swarm = Swarm::default();
                         swarm.insert(member, mode);
-                        shard.swarms.insert(swarm_id, swarm);
+                        shard.swarms.insert(h, swarm_id, swarm)
                     }
-                }
+                };
                 shard.count(mode, 1);
-                record.swarms.push(&swarm_id, mode);
+                record.swarms.push(shard_no, slot, mode);
+                (ErrorCode::Ok, Some(slot))
             }
         }
-        ErrorCode::Ok
     }
 
-    /// Takes the peer out of one swarm. 03 when it is not in it. The caller holds the peer's
-    /// shard lock.
-    fn leave_swarm(&self, record: &mut PeerRecord, swarm_id: &SwarmId) -> ErrorCode {
-        let Some(mode) = record.swarms.remove(swarm_id) else {
+    /// Takes the peer (handle `key`) out of one swarm. 03 when it is not in it. The caller
+    /// holds the peer's shard lock.
+    fn leave_swarm(&self, record: &mut PeerRecord, key: u64, swarm_id: &SwarmId) -> ErrorCode {
+        let (shard_no, h) = self.swarm_loc(swarm_id);
+        let mut guard = self.swarm_shards[shard_no].lock();
+        let Some(slot) = guard.swarms.slot_of_hashed(h, swarm_id) else {
             return ErrorCode::Forbidden;
         };
-        self.remove_membership(record.key, swarm_id, mode);
+        let Some(mode) = record.swarms.remove(shard_no as u16, slot) else {
+            return ErrorCode::Forbidden;
+        };
+        self.remove_membership(&mut guard, key, slot, mode);
         ErrorCode::Ok
     }
 
-    /// Takes the peer out of every swarm. The caller holds the peer's shard lock.
-    fn leave_all(&self, record: &mut PeerRecord) {
-        for (swarm_id, mode) in std::mem::take(&mut record.swarms).to_vec() {
-            self.remove_membership(record.key, &swarm_id, mode);
+    /// Takes the peer (handle `key`) out of every swarm. The caller holds the peer's shard
+    /// lock.
+    fn leave_all(&self, record: &mut PeerRecord, key: u64) {
+        let list = std::mem::take(&mut record.swarms);
+        for (shard_no, slot, mode) in list.iter() {
+            if let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) {
+                self.remove_membership(&mut lock.lock(), key, slot, mode);
+            }
         }
     }
 
-    /// Removes one membership from the swarm table; an emptied swarm is deleted at once.
-    fn remove_membership(&self, key: u64, swarm_id: &SwarmId, mode: PeerMode) {
-        let mut guard = self.swarm_shard(swarm_id).lock();
-        let shard = &mut *guard;
-        let Some(swarm) = shard.swarms.get_mut(swarm_id) else {
+    /// Removes one membership from the swarm in `slot` of the locked swarm shard `shard`; an
+    /// emptied swarm is deleted at once.
+    fn remove_membership(&self, shard: &mut SwarmShard, key: u64, slot: u32, mode: PeerMode) {
+        let Some(swarm) = shard.swarms.at_mut(slot) else {
             return;
         };
         let removed = swarm.remove(key, mode).is_some();
@@ -809,7 +848,7 @@ impl Engine {
             shard.count(mode, -1);
         }
         if emptied {
-            shard.swarms.remove(swarm_id);
+            shard.swarms.remove_at(slot);
             self.swarms.fetch_sub(1, Ordering::Relaxed);
         }
     }

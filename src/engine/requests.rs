@@ -128,23 +128,22 @@ impl Engine {
                 if !self.admit_peer(ip) {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
-                shard.insert(PeerRecord::new(
+                shard.insert(
                     &request.peer_id,
-                    announced(),
-                    request.source,
-                    now,
-                ))
+                    PeerRecord::new(announced(), request.source, now),
+                )
             }
         };
+        let key = shard.key_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         let same = if addrs.is_empty() {
             record.addrs.is_none() && record.port == port
         } else {
-            record.addrs.as_deref() == Some(addrs)
+            record.announced() == Some(addrs)
         };
         if !same {
             // FIND reads the addresses from the record: nothing else to update.
-            record.addrs = announced();
+            record.addrs = announced().map(Box::new);
             record.port = port;
         }
         let asked = peer_num.map(|p| self.peer_count(Some(p)));
@@ -156,8 +155,14 @@ impl Engine {
                     let list = asked.or_else(|| {
                         (action.mode == PeerMode::Leech).then(|| self.peer_count(None))
                     });
-                    let (code, range) =
-                        self.join_swarm(record, action.swarm_id, action.mode, list, &mut picks);
+                    let (code, range) = self.join_swarm(
+                        record,
+                        key,
+                        action.swarm_id,
+                        action.mode,
+                        list,
+                        &mut picks,
+                    );
                     let peers = range.map(|r| {
                         listed.push((answer.swarm_results.len(), r));
                         lists.take()
@@ -170,7 +175,7 @@ impl Engine {
                 }
                 ActionKind::Leave => SwarmResult {
                     swarm_id: action.swarm_id,
-                    result: self.leave_swarm(record, &action.swarm_id),
+                    result: self.leave_swarm(record, key, &action.swarm_id),
                     peers: None,
                 },
             };
@@ -211,14 +216,27 @@ impl Engine {
         }
         let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
-        let (key, hint) = self.with_registered(request, now, |record| {
-            Ok((record.key, record.mode_in(swarm_id)))
+        let (shard_no, h) = self.swarm_loc(swarm_id);
+        // The requester's swarms in this swarm shard (slot, mode): usually none or one.
+        let (key, mine) = self.with_registered(request, now, |record, key| {
+            let mine: SmallVec<[(u32, PeerMode); 2]> = record
+                .swarms
+                .iter()
+                .filter(|(s, _, _)| usize::from(*s) == shard_no)
+                .map(|(_, slot, mode)| (slot, mode))
+                .collect();
+            Ok((key, mine))
         })?;
         let mut picks = Picks::new();
         {
-            let mut guard = self.swarm_shard(swarm_id).lock();
+            let mut guard = self.swarm_shards[shard_no].lock();
             let shard = &mut *guard;
-            if let Some(swarm) = shard.swarms.get(swarm_id) {
+            let slot = shard.swarms.slot_of_hashed(h, swarm_id);
+            if let Some(swarm) = slot.and_then(|slot| shard.swarms.at(slot)) {
+                let hint = mine
+                    .iter()
+                    .find(|(s, _)| Some(*s) == slot)
+                    .map(|(_, mode)| *mode);
                 // A chunk-filtered FIND checks every member's chunk set against every range
                 // asked for: refuse one that would cost more than the bound.
                 if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
@@ -262,20 +280,24 @@ impl Engine {
         {
             return Err(ErrorCode::BadRequest);
         }
-        self.with_registered(request, now, |record| {
+        self.with_registered(request, now, |record, _| {
             let mut swarm_results = Vec::with_capacity(stats.len());
             for stat in stats {
                 let Some(swarm_id) = stat.swarm_id else {
                     continue;
                 };
-                let result = if record.mode_in(&swarm_id).is_some() {
-                    let mut shard = self.swarm_shard(&swarm_id).lock();
-                    if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
+                let shard_no = self.swarm_shard_no(&swarm_id);
+                let mut shard = self.swarm_shards[shard_no].lock();
+                let member = shard
+                    .swarms
+                    .slot_of(&swarm_id)
+                    .filter(|&slot| record.swarms.mode_at(shard_no as u16, slot).is_some());
+                let result = match member.and_then(|slot| shard.swarms.at_mut(slot)) {
+                    Some(swarm) => {
                         swarm.add_traffic(stat.uploaded_bytes, stat.downloaded_bytes);
+                        ErrorCode::Ok
                     }
-                    ErrorCode::Ok
-                } else {
-                    ErrorCode::Forbidden
+                    None => ErrorCode::Forbidden,
                 };
                 swarm_results.push(SwarmResult::failed(swarm_id, result));
             }
@@ -309,8 +331,8 @@ impl Engine {
             (None, PeerMode::Seeder) => None,
         };
         let mut picks = Picks::new();
-        let range = self.with_registered(request, now, |record| {
-            match self.join_swarm(record, swarm_id, mode, list, &mut picks) {
+        let range = self.with_registered(request, now, |record, key| {
+            match self.join_swarm(record, key, swarm_id, mode, list, &mut picks) {
                 (ErrorCode::Ok, range) => Ok(range),
                 (code, _) => Err(code),
             }
@@ -339,8 +361,8 @@ impl Engine {
         if !self.id_ok(&swarm_id.0) {
             return Err(ErrorCode::BadRequest);
         }
-        self.with_registered(request, now, |record| {
-            match self.leave_swarm(record, &swarm_id) {
+        self.with_registered(request, now, |record, key| {
+            match self.leave_swarm(record, key, &swarm_id) {
                 ErrorCode::Ok => Ok(Answer {
                     swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
                     ..Answer::default()
@@ -360,20 +382,21 @@ impl Engine {
         now: Time,
     ) -> Result<Answer, ErrorCode> {
         match scope {
-            DisconnectScope::AllSwarms => self.with_registered(request, now, |record| {
-                self.leave_all(record);
+            DisconnectScope::AllSwarms => self.with_registered(request, now, |record, key| {
+                self.leave_all(record, key);
                 Ok(Answer::default())
             }),
             DisconnectScope::Deregister => {
                 let mut guard = self.peer_shard(&request.peer_id).lock();
                 let shard = &mut *guard;
                 let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+                let key = shard.key_at(pos);
                 let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
                 if record.source_ip != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
                 // Out of every swarm first, then the record: members are always registered.
-                self.leave_all(record);
+                self.leave_all(record, key);
                 self.remove_record(shard, pos);
                 Ok(Answer::default())
             }
@@ -394,27 +417,33 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let set = select::normalize(chunks).ok_or(ErrorCode::BadRequest)?;
-        self.with_registered(request, now, |record| {
-            if record.mode_in(&swarm_id).is_none() {
-                return Err(ErrorCode::Forbidden);
-            }
+        self.with_registered(request, now, |record, key| {
+            let shard_no = self.swarm_shard_no(&swarm_id);
+            let slot = self.swarm_shards[shard_no]
+                .lock()
+                .swarms
+                .slot_of(&swarm_id)
+                .filter(|&slot| record.swarms.mode_at(shard_no as u16, slot).is_some())
+                .ok_or(ErrorCode::Forbidden)?;
+            // The slot stays this swarm's while the peer (whose shard lock is held) is in it.
             // The peer's ranges over all its swarms stay within `max_chunk_ranges_per_peer`
             // (one short lock per other swarm; a peer is in at most `max_swarms_per_peer`).
             let mut elsewhere = 0usize;
-            for (other, _) in record.swarms.iter() {
-                if other != swarm_id {
-                    let shard = self.swarm_shard(&other).lock();
-                    if let Some(swarm) = shard.swarms.get(&other) {
-                        elsewhere += swarm.chunks_of(record.key).len();
+            for (other_shard, other_slot, _) in record.swarms.iter() {
+                if (usize::from(other_shard), other_slot) != (shard_no, slot) {
+                    if let Some(lock) = self.swarm_shards.get(usize::from(other_shard)) {
+                        if let Some(swarm) = lock.lock().swarms.at(other_slot) {
+                            elsewhere += swarm.chunks_of(key).len();
+                        }
                     }
                 }
             }
             if elsewhere.saturating_add(set.len()) > self.config.max_chunk_ranges_per_peer {
                 return Err(ErrorCode::ServiceUnavailable);
             }
-            let mut shard = self.swarm_shard(&swarm_id).lock();
-            if let Some(swarm) = shard.swarms.get_mut(&swarm_id) {
-                swarm.set_chunks(record.key, set);
+            let mut shard = self.swarm_shards[shard_no].lock();
+            if let Some(swarm) = shard.swarms.at_mut(slot) {
+                swarm.set_chunks(key, set);
             }
             Ok(Answer {
                 swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
@@ -466,7 +495,7 @@ impl Engine {
                     state: record.state,
                     online_ms: now.saturating_sub(record.registered_at),
                     addrs: record.addr_list(),
-                    swarms: record.swarms.to_vec(),
+                    swarms: self.swarm_ids_of(&record.swarms),
                     connection_tracker: None,
                 })
             }

@@ -170,12 +170,11 @@ impl Engine {
                 }
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
                 out.push(Registration::Ppstp {
-                    peer_id: record.id.to_vec(),
+                    peer_id: shard.id_of(record).to_vec(),
                     source_ip: record.source_ip,
                     addrs: record.addr_list().iter().map(addr_entry).collect(),
-                    swarms: record
-                        .swarms
-                        .to_vec()
+                    swarms: self
+                        .swarm_ids_of(&record.swarms)
                         .into_iter()
                         .map(|(s, m)| (s.as_bytes().to_vec(), m == PeerMode::Seeder))
                         .collect(),
@@ -241,8 +240,8 @@ impl Engine {
                 shard
                     .swarms
                     .iter()
-                    .filter(|(_, s)| s.completed() > 0)
-                    .map(|(id, s)| SwarmCompletions {
+                    .filter(|(_, _, s)| s.completed() > 0)
+                    .map(|(_, id, s)| SwarmCompletions {
                         swarm_id: id.as_bytes().to_vec(),
                         bittorrent: false,
                         completed: s.completed(),
@@ -382,19 +381,23 @@ impl Engine {
         }
         // The reflexive port is the first address's; the addresses are kept as listed.
         let port = addrs.first().map_or(0, |a| a.addr.port());
-        let pos = shard.insert(PeerRecord::new(
+        let pos = shard.insert(
             &peer_id,
-            Some(addrs.iter().copied().collect()),
-            SocketAddr::new(source_ip, port),
-            now,
-        ));
+            PeerRecord::new(
+                Some(addrs.iter().copied().collect()),
+                SocketAddr::new(source_ip, port),
+                now,
+            ),
+        );
+        let key = shard.key_at(pos);
         let Some(record) = shard.records.get_mut(pos) else {
             return false;
         };
         for (swarm_id, mode) in swarm_ids {
-            let mut guard = self.swarm_shard(&swarm_id).lock();
+            let loc = self.swarm_loc(&swarm_id);
+            let mut guard = self.swarm_shards[loc.0].lock();
             // A full swarm refuses this membership only; the peer keeps the others.
-            let _ = self.enter_swarm(record, &mut guard, swarm_id, mode);
+            let _ = self.enter_swarm(record, key, loc, &mut guard, swarm_id, mode);
         }
         record.state = if record.swarms.is_empty() {
             PeerState::PeerRegistered

@@ -1,139 +1,156 @@
-//! The list of swarms one peer is in, packed into one byte vector.
+//! The list of swarms one peer is in, by swarm handle.
 //!
-//! Each entry is one length byte, one mode byte and the swarm id's bytes, so a 20-byte id costs
-//! 22 bytes instead of the 66 of a `(SwarmId, PeerMode)` pair, and a peer in no swarm allocates
-//! nothing. Lists are short (at most `max_swarms_per_peer`), so lookups scan.
+//! Each entry is one `u64`: the swarm's shard (16 bits), the peer's mode there (1 bit) and the
+//! swarm's slot in its shard's slab (32 bits, see `tables::SwarmTable`). A slot stays the
+//! swarm's while the swarm has members, so a member's entry never goes stale. The first entry
+//! lives in the list itself (most peers are in one swarm: 16 bytes and no allocation); further
+//! entries spill to the heap. Lists are short (at most `max_swarms_per_peer`), so lookups
+//! scan, and entries keep their insertion order.
 
-use super::types::{PeerMode, SwarmId};
+use super::types::PeerMode;
 
-#[derive(Clone, Debug, Default)]
+/// No entry (an empty list's `first`).
+const NONE: u64 = u64::MAX;
+const MODE_BIT: u64 = 1 << 32;
+
+/// One peer's swarms: `(swarm shard, slot, mode)` entries.
+#[derive(Debug)]
 pub(super) struct SwarmList {
-    bytes: Vec<u8>,
-    count: u32,
+    first: u64,
+    /// Entries after the first. Boxed so that the list is 16 bytes: most peers never spill.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<u64>>>,
 }
 
-const HEADER: usize = 2;
-
-fn mode_byte(mode: PeerMode) -> u8 {
-    match mode {
-        PeerMode::Seeder => 0,
-        PeerMode::Leech => 1,
+impl Default for SwarmList {
+    fn default() -> Self {
+        SwarmList {
+            first: NONE,
+            rest: None,
+        }
     }
 }
 
-fn byte_mode(b: u8) -> PeerMode {
-    if b == 0 {
+fn pack(shard: u16, slot: u32, mode: PeerMode) -> u64 {
+    let m = match mode {
+        PeerMode::Seeder => 0,
+        PeerMode::Leech => MODE_BIT,
+    };
+    (u64::from(shard) << 33) | m | u64::from(slot)
+}
+
+fn unpack(e: u64) -> (u16, u32, PeerMode) {
+    let mode = if e & MODE_BIT == 0 {
         PeerMode::Seeder
     } else {
         PeerMode::Leech
-    }
+    };
+    ((e >> 33) as u16, e as u32, mode)
 }
 
-/// Iterator over `(offset, id bytes, mode)` of each entry.
-struct Entries<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> Iterator for Entries<'a> {
-    type Item = (usize, &'a [u8], PeerMode);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let at = self.offset;
-        let len = *self.bytes.get(at)? as usize;
-        let mode = byte_mode(*self.bytes.get(at + 1)?);
-        let id = self.bytes.get(at + HEADER..at + HEADER + len)?;
-        self.offset = at + HEADER + len;
-        Some((at, id, mode))
-    }
+/// The entry without its mode bit (what identifies the swarm).
+fn place(e: u64) -> u64 {
+    e & !MODE_BIT
 }
 
 impl SwarmList {
-    fn entries(&self) -> Entries<'_> {
-        Entries {
-            bytes: &self.bytes,
-            offset: 0,
+    pub fn len(&self) -> usize {
+        if self.first == NONE {
+            0
+        } else {
+            1 + self.rest.as_ref().map_or(0, |r| r.len())
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.first == NONE
     }
 
     /// Heap bytes held (for memory estimates).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.rest.as_ref().map_or(0, |r| {
+            std::mem::size_of::<Vec<u64>>() + r.capacity() * std::mem::size_of::<u64>()
+        })
     }
 
-    fn find(&self, swarm_id: &SwarmId) -> Option<(usize, PeerMode)> {
-        let wanted = swarm_id.as_bytes();
-        self.entries()
-            .find(|(_, id, _)| *id == wanted)
-            .map(|(at, _, mode)| (at, mode))
+    fn raw(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.first)
+            .filter(|&e| e != NONE)
+            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
     }
 
-    /// The peer's mode in `swarm_id`, if it is in it.
-    pub fn mode_in(&self, swarm_id: &SwarmId) -> Option<PeerMode> {
-        self.find(swarm_id).map(|(_, mode)| mode)
+    /// Every `(swarm shard, slot, mode)`, in the order the swarms were joined.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u32, PeerMode)> + '_ {
+        self.raw().map(unpack)
+    }
+
+    /// The peer's mode in the swarm at `slot` of swarm shard `shard`, if it is in it.
+    pub fn mode_at(&self, shard: u16, slot: u32) -> Option<PeerMode> {
+        let want = pack(shard, slot, PeerMode::Seeder);
+        self.raw().find(|&e| place(e) == want).map(|e| unpack(e).2)
     }
 
     /// Adds a swarm the list does not hold yet.
-    pub fn push(&mut self, swarm_id: &SwarmId, mode: PeerMode) {
-        let id = swarm_id.as_bytes();
-        // Ids are at most 64 bytes (`MAX_ID_BYTES`), so the length fits its byte.
-        self.bytes.reserve_exact(HEADER + id.len());
-        self.bytes.push(id.len() as u8);
-        self.bytes.push(mode_byte(mode));
-        self.bytes.extend_from_slice(id);
-        self.count += 1;
+    pub fn push(&mut self, shard: u16, slot: u32, mode: PeerMode) {
+        let e = pack(shard, slot, mode);
+        if self.first == NONE {
+            self.first = e;
+        } else {
+            let rest = self.rest.get_or_insert_with(Default::default);
+            rest.reserve_exact(1);
+            rest.push(e);
+        }
     }
 
     /// Changes the mode of a swarm in the list; `false` if it is not there.
-    pub fn set_mode(&mut self, swarm_id: &SwarmId, mode: PeerMode) -> bool {
-        match self.find(swarm_id) {
-            Some((at, _)) => match self.bytes.get_mut(at + 1) {
-                Some(b) => {
-                    *b = mode_byte(mode);
-                    true
-                }
-                None => false,
-            },
-            None => false,
+    pub fn set_mode(&mut self, shard: u16, slot: u32, mode: PeerMode) -> bool {
+        let want = pack(shard, slot, PeerMode::Seeder);
+        let new = pack(shard, slot, mode);
+        if self.first != NONE && place(self.first) == want {
+            self.first = new;
+            return true;
         }
+        if let Some(e) = self
+            .rest
+            .as_mut()
+            .and_then(|r| r.iter_mut().find(|e| place(**e) == want))
+        {
+            *e = new;
+            return true;
+        }
+        false
     }
 
     /// Removes a swarm and returns the mode the peer had there.
-    pub fn remove(&mut self, swarm_id: &SwarmId) -> Option<PeerMode> {
-        let (at, mode) = self.find(swarm_id)?;
-        let end = at + HEADER + swarm_id.as_bytes().len();
-        if end > self.bytes.len() {
+    pub fn remove(&mut self, shard: u16, slot: u32) -> Option<PeerMode> {
+        let want = pack(shard, slot, PeerMode::Seeder);
+        if self.first == NONE {
             return None;
         }
-        self.bytes.drain(at..end);
-        self.count -= 1;
-        if self.bytes.is_empty() {
-            self.bytes = Vec::new();
-        } else if self.bytes.capacity() > 2 * self.bytes.len() + 64 {
-            self.bytes.shrink_to_fit();
+        let gone = if place(self.first) == want {
+            let gone = self.first;
+            // The next entry moves up, keeping the order.
+            self.first = match self.rest.as_mut() {
+                Some(r) if !r.is_empty() => r.remove(0),
+                _ => NONE,
+            };
+            gone
+        } else {
+            let rest = self.rest.as_mut()?;
+            let i = rest.iter().position(|e| place(*e) == want)?;
+            rest.remove(i)
+        };
+        // A spilled vector that became empty is kept (a peer moving between two swarms with
+        // JOIN then LEAVE would allocate it again at once); the whole list is dropped when the
+        // peer leaves every swarm.
+        if let Some(r) = &mut self.rest {
+            if self.first == NONE {
+                self.rest = None;
+            } else if r.capacity() > 2 * r.len() + 8 {
+                r.shrink_to_fit();
+            }
         }
-        Some(mode)
-    }
-
-    /// Every `(swarm, mode)` in the list, without allocating.
-    pub fn iter(&self) -> impl Iterator<Item = (SwarmId, PeerMode)> + '_ {
-        self.entries()
-            .map(|(_, id, mode)| (SwarmId::from_stored(id), mode))
-    }
-
-    /// Every `(swarm, mode)` in the list.
-    pub fn to_vec(&self) -> Vec<(SwarmId, PeerMode)> {
-        self.entries()
-            .filter_map(|(_, id, mode)| SwarmId::new(id).ok().map(|s| (s, mode)))
-            .collect()
+        Some(unpack(gone).2)
     }
 }
 
@@ -141,34 +158,46 @@ impl SwarmList {
 mod tests {
     use super::*;
 
-    fn sid(s: &str) -> SwarmId {
-        SwarmId::new(s.as_bytes()).expect("test id")
-    }
-
     #[test]
-    fn push_find_set_remove() {
+    fn push_find_set_remove_keep_order() {
         let mut list = SwarmList::default();
         assert!(list.is_empty());
         assert_eq!(list.heap_bytes(), 0, "an empty list allocates nothing");
-        let long = "x".repeat(64);
-        list.push(&sid("a"), PeerMode::Seeder);
-        list.push(&sid(&long), PeerMode::Leech);
-        list.push(&sid("abc"), PeerMode::Leech);
+        list.push(3, 7, PeerMode::Seeder);
+        assert_eq!(list.heap_bytes(), 0, "one swarm allocates nothing");
+        list.push(u16::MAX, u32::MAX - 1, PeerMode::Leech);
+        list.push(0, 0, PeerMode::Leech);
         assert_eq!(list.len(), 3);
-        assert_eq!(list.mode_in(&sid("a")), Some(PeerMode::Seeder));
-        assert_eq!(list.mode_in(&sid("ab")), None);
-        assert_eq!(list.mode_in(&sid(&long)), Some(PeerMode::Leech));
-        assert!(list.set_mode(&sid("abc"), PeerMode::Seeder));
-        assert!(!list.set_mode(&sid("zz"), PeerMode::Seeder));
-        assert_eq!(list.remove(&sid(&long)), Some(PeerMode::Leech));
-        assert_eq!(list.remove(&sid(&long)), None);
+        assert_eq!(list.mode_at(3, 7), Some(PeerMode::Seeder));
+        assert_eq!(list.mode_at(3, 8), None);
+        assert_eq!(list.mode_at(4, 7), None);
+        assert_eq!(list.mode_at(u16::MAX, u32::MAX - 1), Some(PeerMode::Leech));
+        assert!(list.set_mode(0, 0, PeerMode::Seeder));
+        assert!(!list.set_mode(9, 9, PeerMode::Seeder));
+        assert_eq!(list.remove(3, 7), Some(PeerMode::Seeder));
+        assert_eq!(list.remove(3, 7), None);
         assert_eq!(
-            list.to_vec(),
-            vec![(sid("a"), PeerMode::Seeder), (sid("abc"), PeerMode::Seeder)]
+            list.iter().collect::<Vec<_>>(),
+            vec![
+                (u16::MAX, u32::MAX - 1, PeerMode::Leech),
+                (0, 0, PeerMode::Seeder)
+            ]
         );
-        assert_eq!(list.remove(&sid("a")), Some(PeerMode::Seeder));
-        assert_eq!(list.remove(&sid("abc")), Some(PeerMode::Seeder));
+        assert_eq!(list.remove(0, 0), Some(PeerMode::Seeder));
+        assert!(
+            list.heap_bytes() > 0,
+            "the spilled vector is kept while in a swarm"
+        );
+        list.push(5, 5, PeerMode::Leech);
+        assert_eq!(list.mode_at(5, 5), Some(PeerMode::Leech));
+        assert_eq!(list.remove(5, 5), Some(PeerMode::Leech));
+        assert_eq!(list.remove(u16::MAX, u32::MAX - 1), Some(PeerMode::Leech));
         assert!(list.is_empty());
-        assert_eq!(list.heap_bytes(), 0);
+        assert_eq!(
+            list.heap_bytes(),
+            0,
+            "an emptied list gives its memory back"
+        );
+        assert_eq!(list.len(), 0);
     }
 }

@@ -1,15 +1,17 @@
 //! The engine's two sharded tables and their compact entries.
 //!
-//! - The swarm table maps a [`SwarmId`] to a [`Swarm`]: one vector of 16-byte [`Member`]s,
-//!   seeders first and then leechers (so "seeders first" and the counts are O(1)), and a boxed
-//!   extra block, allocated only when needed, with a position index (large swarms only), chunk
-//!   sets (only members that announced some) and traffic statistics (opentracker style: most
-//!   swarms are tiny, most peers hold no chunk set).
-//! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers, the id at
-//!   its real length, addresses, source address and the swarms the peer is in, packed by
-//!   `swarm_list.rs`). Each peer is kept once: records live densely in a vector per shard (a
-//!   slab without holes) with a hash table of positions, and a membership refers to its peer by
-//!   an 8-byte handle ([`Member::key`]: shard, generation, slot).
+//! - The swarm table holds, per shard, a slab of [`Swarm`]s indexed by [`SwarmId`]
+//!   ([`SwarmTable`]): one vector of 8-byte [`Member`]s per swarm, seeders first and then
+//!   leechers (so "seeders first" and the counts are O(1)), and a boxed extra block, allocated
+//!   only when needed, with a position index (large swarms only), chunk sets (only members
+//!   that announced some) and traffic statistics (opentracker style: most swarms are tiny,
+//!   most peers hold no chunk set). A swarm keeps its slot while it has members.
+//! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers,
+//!   addresses, source address and the swarms the peer is in, by swarm handle: shard and
+//!   slot, packed by `swarm_list.rs`); the ids are stored back to back in a byte arena per
+//!   shard. Each peer is kept once: records live densely in a vector per shard (a slab
+//!   without holes) with a hash table of positions, and a membership refers to its peer by an
+//!   8-byte handle ([`Member::key`]: shard, generation, slot).
 //! - Expiry follows time buckets (opentracker's pools as the model): every record is linked
 //!   into the list of the bucket of its deadline (a ring of `BUCKETS` lists per shard, each
 //!   bucket at least a second wide), so an expiry step visits only the buckets that are due
@@ -396,9 +398,11 @@ impl Swarm {
     }
 }
 
-/// One shard of the swarm table.
+/// One shard of the swarm table: a slab of swarms (a swarm keeps its slot while it has members,
+/// so the peers' swarm lists name it by `(shard, slot)` instead of repeating its id) and a hash
+/// table of slots keyed by swarm id (4 bytes per entry: the id is stored once, in the slot).
 pub(super) struct SwarmShard {
-    pub swarms: FastMap<SwarmId, Swarm>,
+    pub swarms: SwarmTable,
     /// Randomness for peer-list sampling, per shard so that sampling needs no shared state.
     pub rng: SmallRng,
     /// Members of each mode over all swarms of this shard (summed by `Engine::counts`).
@@ -406,70 +410,272 @@ pub(super) struct SwarmShard {
     pub leechers: usize,
 }
 
+/// One occupied slot of a [`SwarmTable`].
+#[derive(Debug)]
+pub(super) struct SwarmSlot {
+    pub id: SwarmId,
+    pub swarm: Swarm,
+}
+
+/// The swarms of one shard: a slab with a free list and an index by id. Lookups take the id's
+/// hash from the engine's swarm hasher (which also chose the shard, from other bits), so an
+/// id is hashed once per request.
+pub(super) struct SwarmTable {
+    hasher: foldhash::fast::RandomState,
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<Option<SwarmSlot>>,
+    /// Free slots below `slots.len()` (entries that are no longer free or beyond the end are
+    /// skipped when taken).
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl SwarmTable {
+    /// An empty table; `hasher` is the engine's swarm hasher.
+    pub fn new(hasher: foldhash::fast::RandomState) -> Self {
+        SwarmTable {
+            hasher,
+            index: hashbrown::HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The slot of swarm `id`, if it exists.
+    pub fn slot_of(&self, id: &SwarmId) -> Option<u32> {
+        self.slot_of_hashed(self.hash(id.as_bytes()), id)
+    }
+
+    /// As [`SwarmTable::slot_of`], given the id's hash `h` (the engine's swarm hasher).
+    pub fn slot_of_hashed(&self, h: u64, id: &SwarmId) -> Option<u32> {
+        let slots = &self.slots;
+        let want = id.as_bytes();
+        self.index
+            .find(h, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .is_some_and(|s| s.id.as_bytes() == want)
+            })
+            .copied()
+    }
+
+    pub fn get(&self, id: &SwarmId) -> Option<&Swarm> {
+        self.at(self.slot_of(id)?)
+    }
+
+    pub fn get_mut(&mut self, id: &SwarmId) -> Option<&mut Swarm> {
+        let slot = self.slot_of(id)?;
+        self.at_mut(slot)
+    }
+
+    /// The swarm in `slot`.
+    pub fn at(&self, slot: u32) -> Option<&Swarm> {
+        self.slots
+            .get(slot as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.swarm)
+    }
+
+    pub fn at_mut(&mut self, slot: u32) -> Option<&mut Swarm> {
+        self.slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.as_mut())
+            .map(|s| &mut s.swarm)
+    }
+
+    /// The id of the swarm in `slot`.
+    pub fn id_at(&self, slot: u32) -> Option<&SwarmId> {
+        self.slots
+            .get(slot as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.id)
+    }
+
+    /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
+    pub fn insert(&mut self, h: u64, id: SwarmId, swarm: Swarm) -> u32 {
+        let mut slot = None;
+        while let Some(f) = self.free.pop() {
+            if self.slots.get(f as usize).is_some_and(|s| s.is_none()) {
+                slot = Some(f);
+                break;
+            }
+        }
+        let entry = Some(SwarmSlot { id, swarm });
+        let slot = match slot {
+            Some(f) => {
+                if let Some(s) = self.slots.get_mut(f as usize) {
+                    *s = entry;
+                }
+                f
+            }
+            None => {
+                self.slots.push(entry);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let SwarmTable {
+            hasher,
+            index,
+            slots,
+            ..
+        } = self;
+        index.insert_unique(h, slot, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+        });
+        self.len += 1;
+        slot
+    }
+
+    /// Deletes the swarm in `slot`.
+    pub fn remove_at(&mut self, slot: u32) -> Option<SwarmSlot> {
+        let gone = self.slots.get_mut(slot as usize)?.take()?;
+        let h = self.hash(gone.id.as_bytes());
+        if let Ok(entry) = self.index.find_entry(h, |&i| i == slot) {
+            entry.remove();
+        }
+        self.len -= 1;
+        // Trailing free slots are given back; the others are reused first.
+        while self.slots.last().is_some_and(|s| s.is_none()) {
+            self.slots.pop();
+        }
+        if (slot as usize) < self.slots.len() {
+            self.free.push(slot);
+        }
+        if self.slots.capacity() > 64 && self.slots.len() * 4 < self.slots.capacity() {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.free.retain(|&f| (f as usize) < self.slots.len());
+            self.free.shrink_to(self.free.len() * 2);
+        }
+        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
+            let SwarmTable {
+                hasher,
+                index,
+                slots,
+                ..
+            } = self;
+            index.shrink_to(index.len() * 2, |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(|s| s.as_ref())
+                    .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+            });
+        }
+        Some(gone)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every `(slot, id, swarm)`.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &SwarmId, &Swarm)> {
+        self.slots
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(s, i)| s.as_ref().map(|s| (i, &s.id, &s.swarm)))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Swarm> {
+        self.iter().map(|(_, _, s)| s)
+    }
+
+    /// Heap bytes of the slab, the free list and the index (capacity-based).
+    pub fn table_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Option<SwarmSlot>>()
+            + self.free.capacity() * 4
+            + self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// Checks that the index names every occupied slot once, by its id. For audits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.index.len() != self.len || self.iter().count() != self.len {
+            return Err("swarm index, slots and count differ".into());
+        }
+        for (slot, id, _) in self.iter() {
+            if self.slot_of(id) != Some(slot) {
+                return Err(format!("{id:?} indexed wrongly"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The id arena of a peer shard is compacted once this many of its bytes (and half of it) are
+/// garbage (small in tests, so that the property tests compact it).
+const ID_GARBAGE_MIN: usize = if cfg!(test) { 64 } else { 4096 };
+
 /// No record (end of a bucket list).
 pub(super) const NIL: u32 = u32::MAX;
 /// Time buckets per peer shard (a ring): live deadlines span at most half of it. At most
 /// 2^16 (a record keeps its ring slot in 16 bits).
 const BUCKETS: usize = 1024;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 112 bytes plus the id
-/// and the swarm list on the heap (a 40-byte id and one 40-byte swarm id: 48 + 48).
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 80 bytes; its id is in
+/// its shard's byte arena, its swarm list inline while it is in at most one swarm, and its
+/// handle ([`PeerShard::key`]) is derived from its shard, slot and generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
-    /// The handle memberships use ([`PeerShard::key`]).
-    pub key: u64,
-    /// The peer id at its real length.
-    pub id: Box<[u8]>,
     /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
-    pub addrs: Option<Box<[PeerAddr]>>,
+    /// Boxed twice so that the record holds a thin pointer (8 bytes, not 16): most peers
+    /// announce none.
+    #[allow(clippy::redundant_allocation)]
+    pub addrs: Option<Box<Box<[PeerAddr]>>>,
     /// The swarms the peer is in, with its mode in each.
     pub swarms: SwarmList,
     pub registered_at: Time,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
+    /// Where the id starts in the shard's arena ([`PeerShard::id_of`]).
+    id_at: u32,
+    /// The ring slot whose bucket list holds the record, and its neighbours there.
+    prev: u32,
+    next: u32,
     /// The address the peer registered from; requests naming this peer id from any other
     /// address are refused.
     pub source_ip: IpAddr,
+    id_len: u8,
+    pub state: PeerState,
+    /// Generation of the record's handle ([`PeerShard::key`]).
+    gen: u16,
+    ring: u16,
     /// Port of the source address (the reflexive address's port).
     pub port: u16,
-    pub state: PeerState,
-    /// The ring slot whose bucket list holds the record, and its neighbours there.
-    ring: u16,
-    prev: u32,
-    next: u32,
 }
 
 impl PeerRecord {
-    /// A new record (not linked into a bucket yet: [`PeerShard::insert`] does).
-    pub fn new(
-        peer_id: &PeerId,
-        addrs: Option<Box<[PeerAddr]>>,
-        source: SocketAddr,
-        now: Time,
-    ) -> Self {
+    /// A new record (not linked into a bucket yet, without its id: [`PeerShard::insert`]
+    /// stores both).
+    pub fn new(addrs: Option<Box<[PeerAddr]>>, source: SocketAddr, now: Time) -> Self {
         PeerRecord {
-            key: 0,
-            id: peer_id.as_bytes().into(),
-            addrs,
+            addrs: addrs.map(Box::new),
             swarms: SwarmList::default(),
             registered_at: now,
             deadline: now,
-            source_ip: source.ip().to_canonical(),
-            port: source.port(),
-            state: PeerState::PeerRegistered,
-            ring: 0,
+            id_at: 0,
             prev: NIL,
             next: NIL,
+            source_ip: source.ip().to_canonical(),
+            id_len: 0,
+            state: PeerState::PeerRegistered,
+            gen: 0,
+            ring: 0,
+            port: source.port(),
         }
     }
 
-    pub fn mode_in(&self, swarm_id: &SwarmId) -> Option<PeerMode> {
-        self.swarms.mode_in(swarm_id)
-    }
-
-    pub fn peer_id(&self) -> PeerId {
-        PeerId::from_stored(&self.id)
+    /// The addresses the peer announced (`None`: its reflexive address).
+    pub fn announced(&self) -> Option<&[PeerAddr]> {
+        self.addrs.as_deref().map(|a| &a[..])
     }
 
     /// The reflexive address: the source address the peer registered from.
@@ -487,9 +693,9 @@ impl PeerRecord {
 }
 
 /// One shard of the peer-status registry: records densely in a vector (a record leaving is
-/// replaced by the last one, whose memberships the engine then re-keys), a hash table of
-/// positions keyed by peer id (4 bytes per slot: the id is stored once, in the record), and
-/// the bucket lists of the expiry.
+/// replaced by the last one, whose memberships the engine then re-keys), their ids in one byte
+/// arena (compacted when half of it is garbage), a hash table of positions keyed by peer id
+/// (4 bytes per slot), and the bucket lists of the expiry.
 pub(super) struct PeerShard {
     /// This shard's number (the high 16 bits of its handles).
     number: u16,
@@ -499,6 +705,10 @@ pub(super) struct PeerShard {
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
     pub records: Vec<PeerRecord>,
+    /// The records' ids, back to back.
+    ids: Vec<u8>,
+    /// Bytes of `ids` no record uses any more.
+    ids_garbage: usize,
     /// Width of a time bucket, milliseconds.
     bucket_ms: u64,
     /// First and last record of each bucket's list (`NIL`: empty).
@@ -509,6 +719,12 @@ pub(super) struct PeerShard {
     pub next_bucket: u64,
     /// The record the walk of `next_bucket` looks at next (`NIL`: its head).
     pub walk: u32,
+}
+
+/// The id bytes of `record` in `ids` (empty if out of range, which never happens).
+fn id_in<'a>(ids: &'a [u8], record: &PeerRecord) -> &'a [u8] {
+    let at = record.id_at as usize;
+    ids.get(at..at + usize::from(record.id_len)).unwrap_or(&[])
 }
 
 impl PeerShard {
@@ -523,12 +739,35 @@ impl PeerShard {
             hasher: Default::default(),
             index: hashbrown::HashTable::new(),
             records: Vec::new(),
+            ids: Vec::new(),
+            ids_garbage: 0,
             bucket_ms,
             heads: vec![NIL; BUCKETS].into_boxed_slice(),
             tails: vec![NIL; BUCKETS].into_boxed_slice(),
             next_bucket: u64::MAX,
             walk: NIL,
         }
+    }
+
+    /// The id bytes of a record of this shard.
+    pub fn id_of(&self, record: &PeerRecord) -> &[u8] {
+        id_in(&self.ids, record)
+    }
+
+    /// The peer id of a record of this shard.
+    pub fn peer_id_of(&self, record: &PeerRecord) -> PeerId {
+        PeerId::from_stored(self.id_of(record))
+    }
+
+    /// The handle of the record at `pos`.
+    pub fn key_at(&self, pos: usize) -> u64 {
+        let gen = self.records.get(pos).map_or(0, |r| r.gen);
+        Self::key(self.number, gen, pos as u32)
+    }
+
+    /// Heap bytes of the id arena.
+    pub fn id_bytes(&self) -> usize {
+        self.ids.capacity()
     }
 
     /// The handle of slot `slot` with generation `gen` in shard `shard`.
@@ -541,9 +780,9 @@ impl PeerShard {
         ((key >> 48) as usize, (key & 0xffff_ffff) as usize)
     }
 
-    fn fresh_key(&mut self, slot: usize) -> u64 {
+    fn fresh_gen(&mut self) -> u16 {
         self.next_gen = self.next_gen.wrapping_add(1);
-        Self::key(self.number, self.next_gen, slot as u32)
+        self.next_gen
     }
 
     fn hash(&self, peer_id: &[u8]) -> u64 {
@@ -552,10 +791,11 @@ impl PeerShard {
 
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
         let records = &self.records;
+        let ids = &self.ids;
         let id = peer_id.as_bytes();
         self.index
             .find(self.hash(id), |&i| {
-                records.get(i as usize).is_some_and(|r| *r.id == *id)
+                records.get(i as usize).is_some_and(|r| id_in(ids, r) == id)
             })
             .map(|&i| i as usize)
     }
@@ -563,7 +803,8 @@ impl PeerShard {
     /// The record a handle names, if it still does.
     pub fn by_key(&self, key: u64) -> Option<&PeerRecord> {
         let (_, slot) = Self::split_key(key);
-        self.records.get(slot).filter(|r| r.key == key)
+        let gen = (key >> 32) as u16;
+        self.records.get(slot).filter(|r| r.gen == gen)
     }
 
     pub fn len(&self) -> usize {
@@ -674,23 +915,28 @@ impl PeerShard {
         self.link(pos as u32);
     }
 
-    /// Adds a record whose peer id is not in the shard yet; gives it its handle. Returns its
-    /// position.
-    pub fn insert(&mut self, mut record: PeerRecord) -> usize {
+    /// Adds a record for `peer_id`, which is not in the shard yet; gives it its handle and
+    /// stores its id. Returns its position.
+    pub fn insert(&mut self, peer_id: &PeerId, mut record: PeerRecord) -> usize {
         let pos = self.records.len();
-        record.key = self.fresh_key(pos);
-        let h = self.hash(&record.id);
+        let id = peer_id.as_bytes();
+        record.gen = self.fresh_gen();
+        record.id_at = self.ids.len() as u32;
+        record.id_len = id.len() as u8;
+        self.ids.extend_from_slice(id);
+        let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
             hasher,
             index,
             records,
+            ids,
             ..
         } = self;
         index.insert_unique(h, pos as u32, |&i| {
             records
                 .get(i as usize)
-                .map_or(0, |r| hasher.hash_one(&r.id[..]))
+                .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
         });
         self.link(pos as u32);
         pos
@@ -698,26 +944,28 @@ impl PeerShard {
 
     /// Deletes the record at `pos`; the caller has already taken it out of its swarms. The
     /// last record moves into `pos` with a new handle: the second value is its (old, new)
-    /// handle, and the caller re-keys its memberships.
+    /// handle, and the caller re-keys its memberships. The removed record's id is no longer
+    /// readable.
     pub fn remove_at(&mut self, pos: usize) -> Option<(PeerRecord, Option<(u64, u64)>)> {
-        let h = self.hash(&self.records.get(pos)?.id);
+        let h = self.hash(self.id_of(self.records.get(pos)?));
         self.unlink(pos as u32);
         if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
             entry.remove();
         }
         let last = self.records.len() - 1;
-        if pos != last {
+        let result = if pos != last {
             // The last record leaves its list and rejoins it from `pos`: its neighbours and the
             // list ends point to it by position.
             let walk_was_last = self.walk == last as u32;
             let ring = self.records.get(last).map_or(0, |r| usize::from(r.ring));
             self.unlink(last as u32);
+            let old_key = self.key_at(last);
             let record = self.records.swap_remove(pos);
-            let new_key = self.fresh_key(pos);
+            let gen = self.fresh_gen();
             let moved = self.records.get_mut(pos)?;
-            let old_key = moved.key;
-            moved.key = new_key;
-            let hm = self.hasher.hash_one(&moved.id[..]);
+            moved.gen = gen;
+            let new_key = Self::key(self.number, gen, pos as u32);
+            let hm = self.hash(self.id_of(self.records.get(pos)?));
             if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
                 *slot = pos as u32;
             }
@@ -728,17 +976,31 @@ impl PeerShard {
             if walk_was_last && self.walk == NIL {
                 self.walk = pos as u32;
             }
-            self.shrink();
-            Some((record, Some((old_key, new_key))))
+            (record, Some((old_key, new_key)))
         } else {
-            let record = self.records.pop()?;
-            self.shrink();
-            Some((record, None))
-        }
+            (self.records.pop()?, None)
+        };
+        self.ids_garbage += usize::from(result.0.id_len);
+        self.shrink();
+        Some(result)
     }
 
-    /// Gives back memory of a record vector that became mostly empty.
+    /// Gives back memory of a record vector that became mostly empty, and compacts the id
+    /// arena when at least half of it is garbage.
     fn shrink(&mut self) {
+        if self.records.is_empty() {
+            self.ids = Vec::new();
+            self.ids_garbage = 0;
+        } else if self.ids_garbage >= ID_GARBAGE_MIN && self.ids_garbage * 2 >= self.ids.len() {
+            let mut ids = Vec::with_capacity((self.ids.len() - self.ids_garbage) * 5 / 4);
+            for r in &mut self.records {
+                let id = id_in(&self.ids, r);
+                r.id_at = ids.len() as u32;
+                ids.extend_from_slice(id);
+            }
+            self.ids = ids;
+            self.ids_garbage = 0;
+        }
         if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
             self.records.shrink_to(self.records.len() * 2);
         }
@@ -747,12 +1009,13 @@ impl PeerShard {
                 hasher,
                 index,
                 records,
+                ids,
                 ..
             } = self;
             index.shrink_to(records.len() * 2, |&i| {
                 records
                     .get(i as usize)
-                    .map_or(0, |r| hasher.hash_one(&r.id[..]))
+                    .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
             });
         }
     }
@@ -817,16 +1080,20 @@ mod tests {
         }
     }
 
-    fn record(n: u16, deadline_ms: u64) -> PeerRecord {
-        let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+    fn record(deadline_ms: u64) -> PeerRecord {
         let mut r = PeerRecord::new(
-            &id,
             None,
             SocketAddr::from(([10, 0, 0, 1], 7000)),
             Time::from_millis(deadline_ms),
         );
         r.deadline = Time::from_millis(deadline_ms);
         r
+    }
+
+    #[test]
+    fn a_record_is_80_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 80);
+        assert_eq!(std::mem::size_of::<SwarmList>(), 16);
     }
 
     proptest! {
@@ -844,19 +1111,22 @@ mod tests {
                 let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
                 match (op, shard.find(&id)) {
                     (0, None) => {
-                        let pos = shard.insert(record(n, t));
+                        let pos = shard.insert(&id, record(t));
                         prop_assert_eq!(shard.find(&id), Some(pos));
                         live.insert(n, ());
                     }
                     (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
                     (2, Some(pos)) => {
                         let last = shard.len() - 1;
-                        let (gone, moved) = shard.remove_at(pos).expect("present");
-                        prop_assert_eq!(&gone.id[..], id.as_bytes());
+                        let moving = (pos != last).then(|| shard.peer_id_of(&shard.records[last]));
+                        let (_, moved) = shard.remove_at(pos).expect("present");
+                        prop_assert_eq!(shard.find(&id), None);
                         prop_assert_eq!(moved.is_some(), pos != last);
                         if let Some((old, new)) = moved {
                             prop_assert!(shard.by_key(old).is_none());
-                            prop_assert_eq!(shard.by_key(new).map(|r| r.key), Some(new));
+                            prop_assert!(shard.by_key(new).is_some());
+                            prop_assert_eq!(PeerShard::split_key(new), (3, pos));
+                            prop_assert_eq!(moving.and_then(|m| shard.find(&m)), Some(pos));
                         }
                         live.remove(&n);
                     }
@@ -867,9 +1137,12 @@ mod tests {
                 }
                 prop_assert_eq!(shard.len(), live.len());
                 for (pos, r) in shard.records.iter().enumerate() {
-                    prop_assert_eq!(shard.find(&r.peer_id()), Some(pos));
-                    prop_assert_eq!(PeerShard::split_key(r.key), (3, pos));
+                    prop_assert_eq!(shard.find(&shard.peer_id_of(r)), Some(pos));
+                    let key = shard.key_at(pos);
+                    prop_assert_eq!(PeerShard::split_key(key), (3, pos));
+                    prop_assert!(shard.by_key(key).is_some());
                 }
+                prop_assert!(shard.ids_garbage <= shard.ids.len());
             }
         }
 

@@ -105,6 +105,7 @@ macro_rules! id_type {
             }
             /// An id from bytes the engine stored after checking them (1..=64 bytes); longer
             /// input is cut at [`MAX_ID_BYTES`]. Never fails.
+            #[allow(dead_code)] // not every id type is read back from the tables
             pub(crate) fn from_stored(bytes: &[u8]) -> Self {
                 let len = bytes.len().min(MAX_ID_BYTES);
                 let mut buf = [0u8; MAX_ID_BYTES];

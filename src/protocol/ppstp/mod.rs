@@ -68,8 +68,11 @@
 //! [`encode_request`] and [`decode_response`] are the client side, for the load generator and
 //! tests; requests are written in the schema's canonical form.
 
+mod answer;
 mod decode;
 mod encode;
+#[doc(hidden)]
+pub mod encode_reference;
 pub mod examples;
 mod raw;
 pub mod reference;
@@ -188,7 +191,7 @@ pub fn encode_response(
     transaction_id: Option<&TransactionId>,
     out: &mut Vec<u8>,
 ) {
-    encode::encode_response(response, transaction_id, out)
+    answer::encode_response(response, transaction_id, out)
 }
 
 /// Appends the JSON body of `request` in RFC 7846's schema form to `out` (`request.source` is
