@@ -1,6 +1,7 @@
 //! Codec benches: PPSTP request decoding (RFC 7846 examples E2, E5, E7), encoding a FIND
 //! answer with 30 peers, HTTP framing of a pipelined buffer, and BEP 15 (UDP tracker) request
-//! decoding and announce-answer encoding. Criterion reports time per
+//! decoding and announce-answer encoding. `ppstp_encode/*_reference` is the answer encoder the
+//! server used before the current one (the same bytes), for before/after ratios from one run. Criterion reports time per
 //! iteration; one iteration is one request except where the name says otherwise.
 //!
 //! `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
@@ -15,7 +16,7 @@ use ppsp_tracker::engine::{
 };
 use ppsp_tracker::protocol::http::{frame_request, Framed, HttpLimits};
 use ppsp_tracker::protocol::ppstp::{
-    decode_request, encode_response, examples, DecodeLimits, TransactionId,
+    decode_request, encode_reference, encode_response, examples, DecodeLimits, TransactionId,
 };
 
 fn decode(c: &mut Criterion) {
@@ -82,6 +83,15 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             encode_response(black_box(&answer), Some(&txid), &mut out);
+            out.len()
+        })
+    });
+    // The encoder the server used before the hot-path one (same bytes), for a before/after
+    // ratio from one run.
+    group.bench_function("find_answer_30_peers_reference", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_reference::encode_response(black_box(&answer), Some(&txid), &mut out);
             out.len()
         })
     });

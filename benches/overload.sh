@@ -15,9 +15,21 @@
 #   benches/overload.sh                          # both back-ends, both protocols, 2x and 4x
 #   BACKENDS=epoll PROTOCOLS=ppstp DURATION=5 benches/overload.sh
 #   TRACKER=/work/tgt-release/measure/ppsp-tracker LOADGEN=... benches/overload.sh
+#   CPU_QUOTA=0 benches/overload.sh              # no CPU quota: the server has a whole core
+#
+# The server runs under a CPU quota (CPU_QUOTA, a fraction of one core; 0.2 by default) so
+# that one generator core can offer several times what the server can answer: without it
+# the generator, whose cost per request is higher than the server's, cannot reach 2x. The
+# quota is a cgroup of the cpu controller (cgroup v1 cpu.cfs_quota_us / cpu.cfs_period_us,
+# or cgroup v2 cpu.max) with a short period (QUOTA_PERIOD_US, 10 ms) so that throttling is
+# smooth; it needs root. When neither hierarchy is writable the script says so and runs
+# without a quota. The cpu% column is the server's CPU time over the quota, gen% the
+# generator's over one core (a generator near 100% could not offer more), behind/s the
+# server's event-loop turns per second that took at least the shedding delay
+# (ppsp_worker_turns_behind_total: the server fell behind, whether or not it shed).
 #
 # Needs optimised builds of both binaries (release or the `measure` profile). Every server is
-# stopped by its own pid when the script exits.
+# stopped by its own pid when the script exits, and the cgroup removed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +47,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 PORT_BASE=${PORT_BASE:-17300}
 PPSP_SETS=${PPSP_SETS:-}
+CPU_QUOTA=${CPU_QUOTA:-0.2}
+QUOTA_PERIOD_US=${QUOTA_PERIOD_US:-10000}
 
 [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
 [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
@@ -45,50 +59,99 @@ if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
     PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
 fi
 SERVER_PID=
+CGROUP=
 cleanup() {
     if [ -n "$SERVER_PID" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
 }
-trap cleanup EXIT
+remove_cgroup() {
+    cleanup
+    [ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null || true
+}
+trap remove_cgroup EXIT
+
+# The CPU quota's cgroup: CGROUP is its directory, CGROUP_PROCS the file a pid is written to.
+# cgroup v1 (a `cpu` hierarchy) first, then cgroup v2 (`cpu.max`, with the cpu controller
+# enabled for the children of the root).
+QUOTA_SHARE=1
+if python3 -c "import sys; sys.exit(0 if float('$CPU_QUOTA') > 0 else 1)"; then
+    quota_us=$(python3 -c "print(max(1000, int($CPU_QUOTA * $QUOTA_PERIOD_US)))")
+    group=ppsp-overload-$$
+    for v1 in /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct; do
+        if [ -w "$v1/cpu.cfs_quota_us" ] && mkdir "$v1/$group" 2>/dev/null; then
+            if echo "$QUOTA_PERIOD_US" >"$v1/$group/cpu.cfs_period_us" &&
+                echo "$quota_us" >"$v1/$group/cpu.cfs_quota_us"; then
+                CGROUP=$v1/$group
+            else
+                rmdir "$v1/$group"
+            fi
+            break
+        fi
+    done
+    v2=/sys/fs/cgroup
+    if [ -z "$CGROUP" ] && [ -f "$v2/cgroup.controllers" ] && grep -qw cpu "$v2/cgroup.controllers"; then
+        echo +cpu >"$v2/cgroup.subtree_control" 2>/dev/null || true
+        if mkdir "$v2/$group" 2>/dev/null; then
+            if echo "$quota_us $QUOTA_PERIOD_US" >"$v2/$group/cpu.max" 2>/dev/null; then
+                CGROUP=$v2/$group
+            else
+                rmdir "$v2/$group"
+            fi
+        fi
+    fi
+    if [ -n "$CGROUP" ]; then
+        QUOTA_SHARE=$(python3 -c "print($quota_us / $QUOTA_PERIOD_US)")
+        echo "# server CPU quota: ${quota_us} us per ${QUOTA_PERIOD_US} us ($CGROUP)"
+    else
+        echo "# note: no writable cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max):" \
+            "running without a CPU quota, so the generator may not reach 2x the server's peak"
+    fi
+fi
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-# "answered shed" so far, from the admin listener's /metrics (admin port = listener port + 100):
-# answered = PPSTP requests served minus their error answers, or BEP 15 connects, announces
-# and scrapes answered; shed = every ppsp_shed_total series.
+# "answered shed behind" so far, from the admin listener's /metrics (admin port = listener
+# port + 100): answered = PPSTP requests served minus their error answers, or BEP 15 connects,
+# announces and scrapes answered; shed = every ppsp_shed_total series; behind = the worker's
+# event-loop turns that took at least the shedding delay (the server fell behind, whether or
+# not it shed).
 counters() {
     curl -s "http://127.0.0.1:$(($2 + 100))/metrics" | awk -v proto="$1" '
         proto == "ppstp" && /^ppsp_requests_total\{/ {a += $NF}
         proto == "ppstp" && /^ppsp_errors_total\{/ {a -= $NF}
         proto == "bt-udp" && /^ppsp_bt_udp_requests_total\{outcome="(connect|announce|scrape)"\}/ {a += $NF}
         /^ppsp_shed_total\{/ {s += $NF}
-        END {printf "%d %d\n", a, s}'
+        /^ppsp_worker_turns_behind_total\{runtime="worker"\}/ {b += $NF}
+        END {printf "%d %d %d\n", a, s, b}'
 }
 
-# CPU time of the server so far, in clock ticks (utime + stime).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# CPU time of a process so far, in clock ticks (utime + stime).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # Runs the load generator with the given arguments in the background and measures the
-# server's answered and shed rates and its CPU use over the middle of the run (the first and
-# last second left out): prints "answered/s shed/s cpu%".
+# server's answered and shed rates, its turns behind per second, its CPU use (over the quota)
+# and the generator's (of one core) over the middle of the run (the first and last second
+# left out): prints "answered/s shed/s behind/s server_cpu% generator_cpu%".
 measure() {
     local proto=$1 port=$2 secs=$3
     shift 3
     "${PIN_LOADGEN[@]}" "$LOADGEN" "$@" >/dev/null &
     local gen=$!
     sleep 1
-    local a0 s0 t0 a1 s1 t1 c0 c1
-    read -r a0 s0 < <(counters "$proto" "$port")
-    c0=$(cpu_ticks)
+    local a0 s0 b0 t0 a1 s1 b1 t1 c0 c1 g0 g1
+    read -r a0 s0 b0 < <(counters "$proto" "$port")
+    c0=$(cpu_ticks "$SERVER_PID")
+    g0=$(cpu_ticks "$gen")
     t0=$(date +%s.%N)
     sleep "$(python3 -c "print(max(0.5, $secs - 2))")"
-    read -r a1 s1 < <(counters "$proto" "$port")
-    c1=$(cpu_ticks)
+    read -r a1 s1 b1 < <(counters "$proto" "$port")
+    c1=$(cpu_ticks "$SERVER_PID")
+    g1=$(cpu_ticks "$gen")
     t1=$(date +%s.%N)
     wait "$gen"
-    python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {100 * ($c1 - $c0) / hz / d:.0f}')"
+    python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {($b1 - $b0) / d:.1f} {100 * ($c1 - $c0) / hz / d / $QUOTA_SHARE:.0f} {100 * ($g1 - $g0) / hz / d:.0f}')"
 }
 
 wait_port() {
@@ -100,8 +163,10 @@ wait_port() {
     exit 1
 }
 
-printf '%-9s %-7s %-6s %12s %12s %7s %10s %5s %10s %10s\n' \
-    backend proto load offered/s answered/s ratio shed/s cpu% rss_kb_0 rss_kb_1
+FMT='%-9s %-7s %-6s %10s %10s %6s %8s %8s %5s %5s %9s %9s\n'
+# shellcheck disable=SC2059
+printf "$FMT" backend proto load offered/s answered/s ratio shed/s behind/s cpu% gen% \
+    rss_kb_0 rss_kb_1
 port=$PORT_BASE
 for backend in $BACKENDS; do
     for proto in $PROTOCOLS; do
@@ -122,30 +187,37 @@ for backend in $BACKENDS; do
             # Reads and keep-alives only: a shed request changes nothing, so the generator's
             # idea of each peer's state stays right.
             mix=find=8,stat_query=1,keepalive=1
-            closed=(--connections 64 --pipeline 16)
+            # The peak is taken with the floods' connections and pipelining, so that the
+            # ratio measures what overload costs and not what more connections cost.
             open=(--connections 256 --pipeline 64)
+            closed=("${open[@]}")
         fi
         # shellcheck disable=SC2086
         "${PIN_SERVER[@]}" "$TRACKER" serve --profile loopback-bench "${sets[@]}" $PPSP_SETS &
         SERVER_PID=$!
+        # Into the quota's cgroup before it serves anything (every thread of the process).
+        [ -n "$CGROUP" ] && echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
         wait_port "$port"
         common=(run --protocol "$proto" --target "$target" --swarms "$SWARMS" --peers "$PEERS"
                 --mix "$mix" --no-progress --timeout-ms 2000)
         "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${closed[@]}" \
             --duration 0.1 >/dev/null
         # The peak: closed loop with enough requests in flight to keep the worker busy.
-        read -r peak _ cpu < <(measure "$proto" "$port" "$PEAK_DURATION" "${common[@]}" \
-            --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
+        read -r peak shed behind cpu gcpu < <(measure "$proto" "$port" "$PEAK_DURATION" \
+            "${common[@]}" --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
         rss0=$(rss_kb "$SERVER_PID")
-        printf '%-9s %-7s %-6s %12s %12s %7s %10s %5s %10s %10s\n' \
-            "$backend" "$proto" peak - "$peak" 1.00 - "$cpu" "$rss0" -
+        # shellcheck disable=SC2059
+        printf "$FMT" "$backend" "$proto" peak - "$peak" 1.00 "$shed" "$behind" "$cpu" "$gcpu" \
+            "$rss0" -
         for f in $FACTORS; do
             rate=$(python3 -c "print(int($f * $peak))")
-            read -r ok shed cpu < <(measure "$proto" "$port" "$DURATION" "${common[@]}" \
-                --assume-registered "${open[@]}" --rate "$rate" --duration "$DURATION")
-            printf '%-9s %-7s %-6s %12s %12s %7.2f %10s %5s %10s %10s\n' \
-                "$backend" "$proto" "${f}x" "$rate" "$ok" \
-                "$(python3 -c "print($ok / max(1, $peak))")" "$shed" "$cpu" "$rss0" "$(rss_kb "$SERVER_PID")"
+            read -r ok shed behind cpu gcpu < <(measure "$proto" "$port" "$DURATION" \
+                "${common[@]}" --assume-registered "${open[@]}" --rate "$rate" \
+                --duration "$DURATION")
+            # shellcheck disable=SC2059
+            printf "$FMT" "$backend" "$proto" "${f}x" "$rate" "$ok" \
+                "$(python3 -c "print(f'{$ok / max(1, $peak):.2f}')")" "$shed" "$behind" "$cpu" \
+                "$gcpu" "$rss0" "$(rss_kb "$SERVER_PID")"
         done
         cleanup
         SERVER_PID=

@@ -772,6 +772,34 @@ impl Metrics {
                 sample(w, name, &[("listener", listener)], pick(totals));
             }
         }
+        header(
+            w,
+            "ppsp_worker_turns_behind_total",
+            "counter",
+            "Event-loop turns that took at least the shedding delay (server.shed_after_ms, 100 ms when off): the work served last in them waited that long. Counted whether or not anything was shed.",
+        );
+        for r in runtimes {
+            sample(
+                w,
+                "ppsp_worker_turns_behind_total",
+                &[("runtime", &r.name)],
+                r.behind().0,
+            );
+        }
+        header(
+            w,
+            "ppsp_worker_behind_seconds_total",
+            "counter",
+            "Time the workers spent in event-loop turns that fell behind, seconds.",
+        );
+        for r in runtimes {
+            let _ = writeln!(
+                w,
+                "ppsp_worker_behind_seconds_total{{runtime=\"{}\"}} {}",
+                r.name,
+                r.behind().1 as f64 / 1e6
+            );
+        }
         let sockets: Vec<_> = runtimes
             .iter()
             .flat_map(|r| r.datagrams.iter())

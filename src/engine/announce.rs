@@ -209,6 +209,8 @@ impl Engine {
         peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
+        // Inlined into the listing (the sink is a type parameter), so each entry is a
+        // fixed-size copy.
         let mut sink = |_: PeerMode, w: &[u8]| match w.len() {
             COMPACT_V4_LEN => peers.v4.extend_from_slice(w),
             _ => peers.v6.extend_from_slice(w),
@@ -222,7 +224,7 @@ impl Engine {
         request: &Request,
         now: Time,
         families: ListFamilies,
-        sink: &mut dyn FnMut(PeerMode, &[u8]),
+        sink: &mut impl FnMut(PeerMode, &[u8]),
     ) -> Result<SwarmStats, ErrorCode> {
         let RequestKind::Announce {
             swarm_id,
@@ -616,7 +618,7 @@ fn list<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
     requester_mode: PeerMode,
     want: usize,
     rng: &mut rand::rngs::SmallRng,
-    sink: &mut dyn FnMut(PeerMode, &[u8]),
+    sink: &mut impl FnMut(PeerMode, &[u8]),
 ) -> usize {
     let order: &[PeerMode] = match requester_mode {
         PeerMode::Seeder => &[PeerMode::Leech],

@@ -26,7 +26,7 @@
 use std::hash::BuildHasher;
 
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use smallvec::SmallVec;
 
 use super::types::{PeerMode, Time};
@@ -486,9 +486,14 @@ impl BtShard {
     }
 }
 
-/// Calls `emit` with up to `want` distinct positions of `0..n` other than `skip`, chosen
-/// uniformly at random without replacement. No allocation for `want <= 256`; larger counts
-/// use a heap set.
+/// Calls `emit` with up to `want` distinct positions of `0..n` other than `skip`, each
+/// position chosen with the same probability (`want / (n - 1)` with a skip, `want / n`
+/// without). No allocation, and few random numbers: when fewer than all positions are wanted,
+/// the `n` positions (skip left out) are read as a ring cut into `want` consecutive strides of
+/// `step = m / want` positions from a random start, and one position is taken from each stride
+/// at a random offset (two offsets per 64-bit random number; none when the strides are one
+/// position long). This is opentracker's way of listing a large swarm: one random number per
+/// two listed peers instead of one or more per peer.
 pub(super) fn sample(
     n: usize,
     skip: Option<usize>,
@@ -505,40 +510,37 @@ pub(super) fn sample(
     };
     if want == m {
         (0..m).for_each(|i| emit(at(i)));
-    } else if want * 2 >= m {
-        // Selection sampling (Knuth's algorithm S): one pass, O(m) = O(want) here.
-        let mut chosen = 0;
-        for i in 0..m {
-            if chosen == want {
-                break;
-            }
-            if rng.gen_range(0..m - i) < want - chosen {
-                emit(at(i));
-                chosen += 1;
-            }
-        }
-    } else {
-        // Floyd's algorithm with a small open-addressing set on the stack.
-        const STACK: usize = 512;
-        let slots = (want * 2).next_power_of_two();
-        let mut stack = [u32::MAX; STACK];
-        let mut heap = Vec::new();
-        let table: &mut [u32] = if slots <= STACK {
-            &mut stack[..slots]
+        return;
+    }
+    if want == 0 {
+        return;
+    }
+    let step = m / want;
+    let start = rng.gen_range(0..m);
+    // Position `k * step + offset` of the ring that starts at `start`.
+    let ring = |i: usize| {
+        let i = start + i;
+        if i >= m {
+            i - m
         } else {
-            heap.resize(slots, u32::MAX);
-            &mut heap
-        };
-        for j in (m - want)..m {
-            let t = rng.gen_range(0..=j);
-            let pick = if super::select::set_insert(table, t as u32) {
-                t
-            } else {
-                super::select::set_insert(table, j as u32);
-                j
-            };
-            emit(at(pick));
+            i
         }
+    };
+    if step == 1 {
+        (0..want).for_each(|k| emit(at(ring(k))));
+        return;
+    }
+    let mut bits = 0u64;
+    for k in 0..want {
+        let lane = if k % 2 == 0 {
+            bits = rng.next_u64();
+            bits as u32
+        } else {
+            (bits >> 32) as u32
+        };
+        // A uniform offset in 0..step (multiply-shift; step < 2^32 for any real swarm).
+        let offset = ((u64::from(lane) * step as u64) >> 32) as usize;
+        emit(at(ring(k * step + offset)));
     }
 }
 
@@ -668,6 +670,39 @@ mod tests {
             sorted.dedup();
             prop_assert_eq!(sorted.len(), got.len());
             prop_assert!(got.iter().all(|&i| i < n && Some(i) != skip_in));
+        }
+    }
+
+    /// Every position is listed about equally often (a fixed seed: the counts are
+    /// deterministic), with and without a skipped position, for short and long strides.
+    #[test]
+    fn samples_are_uniform() {
+        for (n, skip, want) in [
+            (100, None, 30),
+            (101, Some(40), 30),
+            (60, Some(0), 50),
+            (1000, None, 7),
+        ] {
+            let mut rng = SmallRng::seed_from_u64(7);
+            let mut hits = vec![0u32; n];
+            let m = n - usize::from(skip.is_some());
+            // About 2,000 expected hits per position: 15% is several standard deviations.
+            let rounds = 2_000 * m / want;
+            for _ in 0..rounds {
+                sample(n, skip, want, &mut rng, |i| hits[i] += 1);
+            }
+            let expected = rounds as f64 * want as f64 / m as f64;
+            for (i, &h) in hits.iter().enumerate() {
+                if Some(i) == skip {
+                    assert_eq!(h, 0);
+                    continue;
+                }
+                let ratio = f64::from(h) / expected;
+                assert!(
+                    (0.85..1.15).contains(&ratio),
+                    "n {n} want {want}: position {i} listed {h} times, expected {expected}"
+                );
+            }
         }
     }
 

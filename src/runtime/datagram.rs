@@ -80,3 +80,52 @@ impl DatagramListenerStats {
         t
     }
 }
+
+/// The overload signal of one datagram socket: since when it has had datagrams waiting without
+/// a break. A turn that ends with datagrams still waiting (its budget or the receive buffers
+/// ran out before the socket was empty) carries its start over to the next turn, so
+/// [`super::DatagramCtx::ready_at`] is the instant the current backlog began, not the instant
+/// the latest turn started: a worker that stays behind sees the wait grow until it reaches the
+/// shedding delay, and one that empties the socket starts afresh. Both back-ends use it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Backlog {
+    since: Option<std::time::Instant>,
+}
+
+impl Backlog {
+    /// The `ready_at` of a turn that starts at `now`.
+    pub(crate) fn start_turn(&mut self, now: std::time::Instant) -> std::time::Instant {
+        *self.since.get_or_insert(now)
+    }
+
+    /// Records how the turn ended: `waiting` when datagrams were left in the socket.
+    pub(crate) fn end_turn(&mut self, waiting: bool) {
+        if !waiting {
+            self.since = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_backlog_keeps_its_start_until_the_socket_is_emptied() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        let mut b = Backlog::default();
+        assert_eq!(b.start_turn(t0), t0);
+        b.end_turn(true);
+        // Still behind: the wait is measured from the first turn.
+        assert_eq!(b.start_turn(later(30)), t0);
+        b.end_turn(true);
+        assert_eq!(b.start_turn(later(60)), t0);
+        b.end_turn(false);
+        // Emptied: the next turn starts afresh.
+        assert_eq!(b.start_turn(later(90)), later(90));
+        b.end_turn(false);
+        assert_eq!(b.start_turn(later(95)), later(95));
+    }
+}

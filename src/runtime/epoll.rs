@@ -24,6 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
+use super::datagram::Backlog;
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
@@ -95,6 +96,8 @@ struct Datagrams {
     ctx: DatagramCtx,
     /// The last turn ended with datagrams possibly waiting.
     pending: bool,
+    /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
+    backlog: Backlog,
 }
 
 /// A connection's socket: registered in the epoll set, or served through the worker's ring.
@@ -322,6 +325,7 @@ impl EventLoop {
                     ready_at: Instant::now(),
                 },
                 pending: false,
+                backlog: Backlog::default(),
             });
         }
         Ok((
@@ -467,11 +471,18 @@ impl EventLoop {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
+            // The turn starts when the wait returns (see `WorkerStats`).
+            let mut woke = Instant::now();
             let polled = match self.ring.as_mut() {
-                None => self.poll.poll(&mut events, Some(timeout)),
+                None => {
+                    let polled = self.poll.poll(&mut events, Some(timeout));
+                    woke = Instant::now();
+                    polled
+                }
                 Some(ring) => match ring.wait(timeout) {
                     Err(e) => Err(e),
                     Ok(()) => {
+                        woke = Instant::now();
                         let turn = ring.serve(&mut datagram_workers, &self.stats, self.index);
                         ring_more = turn.more;
                         if turn.epoll_ready || epoll_more {
@@ -549,8 +560,9 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
-                u.ctx.ready_at = now;
+                u.ctx.ready_at = u.backlog.start_turn(now);
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
+                u.backlog.end_turn(u.pending);
             }
             let now = Instant::now();
             let ticking = now >= next_tick;
@@ -599,6 +611,12 @@ impl EventLoop {
             }
             // Every answer of the turn goes to the kernel with the next wait's submit.
             self.flush_ring_sends();
+            let took = woke.elapsed();
+            if !self.stats.behind_after.is_zero() && took >= self.stats.behind_after {
+                let w = &self.stats.workers[self.index];
+                bump(&w.turns_behind, 1);
+                bump(&w.behind_us, took.as_micros() as u64);
+            }
         }
         let open: usize = self.listening.iter().map(|l| l.open).sum();
         tracing::debug!(worker = self.index, open, "worker stopping");

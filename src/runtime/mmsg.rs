@@ -26,6 +26,11 @@ pub(crate) const MAX_BATCH: usize = 1024;
 pub(crate) const SLOT_BYTES: usize = 4096;
 
 /// The reusable buffers of one worker's batched datagram I/O.
+///
+/// The receive headers point at their slot and address storage once and for all (heap
+/// memory that never moves); after a call only the address lengths of the headers the kernel
+/// filled are reset. Answers go out through headers of their own, so a batch costs work for
+/// the datagrams it holds, not for the batch size.
 pub(crate) struct MmsgBatch {
     /// Datagrams per call (1..=[`MAX_BATCH`]).
     batch: usize,
@@ -33,19 +38,19 @@ pub(crate) struct MmsgBatch {
     names: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    send_iovecs: Vec<libc::iovec>,
+    send_headers: Vec<libc::mmsghdr>,
     answers: Vec<Vec<u8>>,
     /// Length of the source address (in `names`) of each slot with an answer to send: the
     /// answer goes back to the address as the kernel wrote it, never re-encoded.
     dests: Vec<Option<libc::socklen_t>>,
-    /// Slots with an answer, in order.
-    order: Vec<usize>,
 }
 
 impl MmsgBatch {
     /// Buffers for `batch` datagrams per call (clamped to 1..=[`MAX_BATCH`]).
     pub(crate) fn new(batch: usize) -> Self {
         let batch = batch.clamp(1, MAX_BATCH);
-        MmsgBatch {
+        let mut b = MmsgBatch {
             batch,
             slots: vec![0u8; batch * SLOT_BYTES],
             // SAFETY: `sockaddr_storage` is plain old data; all-zero bytes are a valid value.
@@ -53,33 +58,39 @@ impl MmsgBatch {
             iovecs: Vec::with_capacity(batch),
             // SAFETY: `mmsghdr` is plain old data (pointers and integers); zero is valid.
             headers: vec![unsafe { std::mem::zeroed() }; batch],
-            answers: (0..batch).map(|_| Vec::with_capacity(1500)).collect(),
+            send_iovecs: Vec::with_capacity(batch),
+            // SAFETY: as above.
+            send_headers: vec![unsafe { std::mem::zeroed() }; batch],
+            answers: (0..batch).map(|_| Vec::new()).collect(),
             dests: (0..batch).map(|_| None).collect(),
-            order: Vec::with_capacity(batch),
-        }
-    }
-
-    /// Points every receive header at its slot and address storage.
-    fn arm_receive(&mut self) {
-        self.iovecs.clear();
-        for chunk in self.slots.chunks_exact_mut(SLOT_BYTES) {
-            self.iovecs.push(libc::iovec {
+        };
+        for chunk in b.slots.chunks_exact_mut(SLOT_BYTES) {
+            b.iovecs.push(libc::iovec {
                 iov_base: chunk.as_mut_ptr().cast(),
                 iov_len: SLOT_BYTES,
             });
         }
-        for ((header, iov), name) in self
+        for ((header, iov), name) in b
             .headers
             .iter_mut()
-            .zip(self.iovecs.iter_mut())
-            .zip(self.names.iter_mut())
+            .zip(b.iovecs.iter_mut())
+            .zip(b.names.iter_mut())
         {
-            // SAFETY: as in `new`, zero is a valid `mmsghdr`.
-            *header = unsafe { std::mem::zeroed() };
             header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
+        }
+        b
+    }
+
+    /// Makes the first `used` receive headers ready for the next call: the kernel wrote the
+    /// source address length (and the output fields) of those.
+    fn rearm(&mut self, used: usize) {
+        for header in self.headers.iter_mut().take(used) {
+            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_hdr.msg_flags = 0;
+            header.msg_len = 0;
         }
     }
 }
@@ -113,7 +124,6 @@ pub(crate) fn serve_batch(
     batch: &mut MmsgBatch,
 ) -> bool {
     let fd = socket.as_raw_fd();
-    batch.arm_receive();
     // SAFETY: `headers` holds `batch.batch` entries, each pointing at a live iovec of a slot of
     // SLOT_BYTES bytes and at a sockaddr_storage, all owned by `batch` and not moved or
     // otherwise borrowed during the call; the kernel writes at most those sizes.
@@ -185,6 +195,7 @@ pub(crate) fn serve_batch(
     if to_send > 0 {
         send_answers(fd, ctx, stats, batch, got);
     }
+    batch.rearm(got);
     got == batch.batch
 }
 
@@ -198,30 +209,30 @@ fn send_answers(
     batch: &mut MmsgBatch,
     received: usize,
 ) {
-    batch.iovecs.clear();
-    batch.order.clear();
+    batch.send_iovecs.clear();
+    let mut n = 0;
     for i in 0..received {
-        if batch.dests[i].is_some() {
-            let out = &mut batch.answers[i];
-            batch.iovecs.push(libc::iovec {
-                iov_base: out.as_mut_ptr().cast(),
-                iov_len: out.len(),
-            });
-            batch.order.push(i);
-        }
-    }
-    let n = batch.order.len();
-    for (k, &i) in batch.order.iter().enumerate() {
         let Some(namelen) = batch.dests[i] else {
             continue;
         };
-        let h = &mut batch.headers[k];
-        // SAFETY: as in `MmsgBatch::new`, zero is a valid `mmsghdr`.
-        *h = unsafe { std::mem::zeroed() };
+        let out = &mut batch.answers[i];
+        batch.send_iovecs.push(libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        });
+        let h = &mut batch.send_headers[n];
         h.msg_hdr.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
         h.msg_hdr.msg_namelen = namelen;
-        h.msg_hdr.msg_iov = &mut batch.iovecs[k];
         h.msg_hdr.msg_iovlen = 1;
+        n += 1;
+    }
+    // The iovec vector is filled (never grows past its capacity): point at its entries now.
+    for (h, iov) in batch
+        .send_headers
+        .iter_mut()
+        .zip(batch.send_iovecs.iter_mut())
+    {
+        h.msg_hdr.msg_iov = iov;
     }
     let mut done = 0;
     while done < n {
@@ -231,7 +242,7 @@ fn send_answers(
         let sent = unsafe {
             libc::sendmmsg(
                 fd,
-                batch.headers.as_mut_ptr().add(done),
+                batch.send_headers.as_mut_ptr().add(done),
                 (n - done) as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
@@ -252,7 +263,7 @@ fn send_answers(
             break;
         }
         let sent = sent as usize;
-        for h in batch.headers.iter().skip(done).take(sent) {
+        for h in batch.send_headers.iter().skip(done).take(sent) {
             bump(&stats.sent, 1);
             bump(&stats.bytes_out, u64::from(h.msg_len));
         }

@@ -22,8 +22,9 @@
 //! `conn.rs` and the datagram turn in `datagram.rs`, which the io_uring back-end reuses.
 //!
 //! What every back-end owes the load control: set [`ConnCtx::ready_at`] and
-//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (overload
-//! shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
+//! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (for a
+//! datagram socket whose earlier turns left datagrams waiting, the start of that backlog;
+//! overload shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
 //! connection past its `request_timeout`, and count each accepted connection in its listener's
 //! shared [`sources::SourceCounts`] (released on close) so that per-source caps hold across
 //! workers. The per-source request rate limit lives in the services and needs nothing.
@@ -53,7 +54,7 @@ pub use conn::{source_key, ConnLimits};
 /// are dropped by the runtime.
 pub const MAX_DATAGRAM_BYTES: usize = mmsg::SLOT_BYTES;
 pub use datagram::{DatagramListenerStats, DatagramStats, DatagramTotals};
-pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats};
+pub use stats::{ConnStats, ConnTotals, ListenerStats, RuntimeStats, WorkerStats};
 
 /// What the runtime tells a service about a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +147,9 @@ pub struct DatagramCtx {
     /// The local address the datagram arrived on.
     pub local: SocketAddr,
     /// When the worker learnt that the socket had datagrams (the readiness report of the
-    /// current event-loop turn), as [`ConnCtx::ready_at`].
+    /// current event-loop turn), as [`ConnCtx::ready_at`]; while earlier turns ended with
+    /// datagrams still waiting, the start of the first of them (the socket's backlog has
+    /// lasted since then), so that a worker that stays behind sees the wait grow.
     pub ready_at: Instant,
 }
 
@@ -324,6 +327,9 @@ pub struct RuntimeConfig {
     /// Counters per row of each listener's per-source connection counts (shared by the
     /// workers; see [`sources::SourceCounts`]).
     pub source_table_slots: usize,
+    /// An event-loop turn that takes at least this long counts as behind
+    /// ([`stats::WorkerStats`]); zero counts nothing.
+    pub behind_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -341,6 +347,7 @@ impl Default for RuntimeConfig {
             descriptor_reserve: 1,
             serve_from_reserve: false,
             source_table_slots: 16_384,
+            behind_after: Duration::from_millis(100),
         }
     }
 }
@@ -437,8 +444,13 @@ impl Runtime {
             ));
         }
         let stats = Arc::new(RuntimeStats {
+            name: config.name.clone(),
+            behind_after: config.behind_after,
             listeners: stats,
             datagrams: udp_stats,
+            workers: (0..workers)
+                .map(|_| crossbeam::utils::CachePadded::new(WorkerStats::default()))
+                .collect(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let cores = if config.pin_cores {

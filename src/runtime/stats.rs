@@ -126,16 +126,45 @@ impl ListenerStats {
     }
 }
 
+/// Counters of one worker's event loop, independent of any service: how often the worker fell
+/// behind. A turn of the loop serves what one readiness report brought; when a turn takes at
+/// least [`RuntimeStats::behind_after`], the work it served last waited that long in the
+/// worker, which is the condition under which the services shed load. These counters show
+/// the overload itself, whether or not anything was shed.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Event-loop turns that took at least `behind_after`.
+    pub turns_behind: AtomicU64,
+    /// Time spent in those turns, microseconds.
+    pub behind_us: AtomicU64,
+}
+
 /// Counters of every listener and datagram socket of a runtime.
 #[derive(Debug)]
 pub struct RuntimeStats {
+    /// The runtime's name ([`super::RuntimeConfig::name`]: `worker`, `admin`).
+    pub name: String,
+    /// A turn at least this long counts as behind ([`WorkerStats`]); zero: never counted.
+    pub behind_after: std::time::Duration,
     pub listeners: Vec<ListenerStats>,
     pub datagrams: Vec<super::DatagramListenerStats>,
+    /// One block per worker, indexed by worker.
+    pub workers: Box<[CachePadded<WorkerStats>]>,
 }
 
 impl RuntimeStats {
     /// Counters of the listener called `name`, if any.
     pub fn listener(&self, name: &str) -> Option<&ListenerStats> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Turns that fell behind and the time spent in them (microseconds), summed over workers.
+    pub fn behind(&self) -> (u64, u64) {
+        self.workers.iter().fold((0, 0), |(n, us), w| {
+            (
+                n + w.turns_behind.load(Ordering::Relaxed),
+                us + w.behind_us.load(Ordering::Relaxed),
+            )
+        })
     }
 }

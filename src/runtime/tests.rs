@@ -50,6 +50,10 @@ impl StreamWorker for LineWorker {
             let line = std::str::from_utf8(&rest[..nl]).unwrap_or("").trim();
             if line == "panic" {
                 panic!("test service asked to panic");
+            } else if line == "sleep" {
+                // A slow request: the worker falls behind.
+                std::thread::sleep(SLOW_REQUEST);
+                out.extend_from_slice(b"slept\n");
             } else if line == "close" {
                 out.extend_from_slice(b"bye\n");
                 close = true;
@@ -70,6 +74,9 @@ impl StreamWorker for LineWorker {
         self.0.ticks.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// How long the request `sleep` takes to serve.
+const SLOW_REQUEST: Duration = Duration::from_millis(150);
 
 fn answer(n: usize) -> Vec<u8> {
     let mut v = format!("{n}:").into_bytes();
@@ -133,6 +140,26 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A turn that takes longer than `behind_after` (100 ms by default) counts as behind, with its
+/// time; the runtime counts it without the service's help.
+#[test]
+fn a_turn_slower_than_behind_after_is_counted_behind() {
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    let stats = rt.stats();
+    assert_eq!(stats.behind(), (0, 0));
+    let mut c = connect(addr);
+    c.write_all(b"sleep\n").unwrap();
+    assert_eq!(read_exact_len(&mut c, 6), b"slept\n");
+    // The turn is counted when it ends, just after the answer was sent.
+    eventually("a turn counted behind", || stats.behind().0 >= 1);
+    let (turns, us) = stats.behind();
+    assert!(
+        us >= turns * 100_000 && us >= SLOW_REQUEST.as_micros() as u64,
+        "{turns} turns behind, {us} us"
+    );
+    rt.shutdown();
 }
 
 #[test]

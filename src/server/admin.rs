@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::engine::{Engine, MemoryEstimate};
 use crate::metrics::{Metrics, ScrapeContext};
-use crate::protocol::http::{HttpLimits, RequestHead};
+use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::runtime::{ConnCtx, RuntimeStats, StreamService, StreamWorker};
 
 use super::http_serve::{Answer, HttpHandler, HttpWorker};
@@ -267,15 +267,19 @@ impl AdminWorker {
 }
 
 impl HttpHandler for AdminWorker {
-    fn allowed_methods(&self, path: &str) -> Option<&'static str> {
+    fn allowed_methods(&self, path: &str) -> Option<Methods> {
+        const GET_HEAD_PUT: Methods = Methods::new("GET, HEAD, PUT");
+        const PUT: Methods = Methods::new("PUT");
+        const GET_HEAD: Methods = Methods::new("GET, HEAD");
+        const POST: Methods = Methods::new("POST");
         if path.starts_with(crate::overlay::transport::http::VALUE_PREFIX) {
-            Some("GET, HEAD, PUT")
+            Some(GET_HEAD_PUT)
         } else if path == crate::overlay::transport::http::CONFIGURATION_PATH {
-            Some("PUT")
+            Some(PUT)
         } else if matches!(path, "/metrics" | "/status" | "/stats" | "/stats.json") {
-            Some("GET, HEAD")
+            Some(GET_HEAD)
         } else if path == "/snapshot" {
-            Some("POST")
+            Some(POST)
         } else {
             None
         }

@@ -22,7 +22,7 @@ use crate::protocol::bencode;
 use crate::protocol::bt_http::{self, HttpFrontEnd};
 use crate::protocol::bt_udp::tracker::{write_compact, InfoHash, SwarmCounts};
 use crate::protocol::bt_udp::{ConnectionIdSecret, Outcome, TrackerCore, UdpFrontEnd};
-use crate::protocol::http::{HttpLimits, RequestHead};
+use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::runtime::{
     ConnCtx, DatagramCtx, DatagramService, DatagramSpec, DatagramWorker, ListenerSpec,
     StreamService, StreamWorker,
@@ -269,7 +269,7 @@ impl DatagramService for BtUdpService {
             now: Time::default(),
             list: None,
             load: self.load.clone(),
-            batch_at: None,
+            batch_at: std::time::Instant::now(),
         })
     }
 }
@@ -291,10 +291,11 @@ struct BtUdpWorker {
     now: Time,
     list: Option<Arc<AccessList>>,
     load: LoadControl,
-    /// The instant the current batch is served at, read once per batch and only when
-    /// overload shedding is on: a datagram is shed when its turn learnt of it
-    /// (`DatagramCtx::ready_at`) at least `shed_after` before.
-    batch_at: Option<std::time::Instant>,
+    /// The instant the current batch is served at, read once per batch (no clock read per
+    /// datagram): a datagram is shed when its turn learnt of it (`DatagramCtx::ready_at`) at
+    /// least `shed_after` before, and its latency is recorded as the time from then to its
+    /// batch (its wait; the service of one datagram takes microseconds).
+    batch_at: std::time::Instant,
 }
 
 impl BtUdpWorker {
@@ -328,7 +329,7 @@ impl BtUdpWorker {
         metrics.bt_udp(outcome.index());
         metrics.latency(
             crate::metrics::latency_series_bt_udp(outcome.index()),
-            ready_at.elapsed(),
+            self.batch_at.saturating_duration_since(ready_at),
         );
         matches!(outcome, Outcome::Reply(_))
     }
@@ -343,7 +344,7 @@ impl BtUdpWorker {
 impl DatagramWorker for BtUdpWorker {
     fn on_batch(&mut self) {
         self.refresh();
-        self.batch_at = (!self.load.shed_after.is_zero()).then(std::time::Instant::now);
+        self.batch_at = std::time::Instant::now();
     }
 
     fn on_datagram(
@@ -354,10 +355,11 @@ impl DatagramWorker for BtUdpWorker {
         out: &mut Vec<u8>,
     ) -> bool {
         // Load control before the datagram is decoded, without a clock read per datagram:
-        // the rate limit counts at the turn's instant, shedding compares the batch's.
+        // the rate limit counts at the batch's instant, shedding compares it with the instant
+        // the socket's backlog began.
         let load = &self.load;
         if let Some(limiter) = &load.rate_limit {
-            if !limiter.admit(src.ip(), ctx.ready_at) {
+            if !limiter.admit(src.ip(), self.batch_at) {
                 // Dropped: an answer to a flood with forged sources would be reflected.
                 self.metrics
                     .worker(self.index)
@@ -365,9 +367,8 @@ impl DatagramWorker for BtUdpWorker {
                 return false;
             }
         }
-        if self
-            .batch_at
-            .is_some_and(|at| at.saturating_duration_since(ctx.ready_at) >= load.shed_after)
+        if !load.shed_after.is_zero()
+            && self.batch_at.saturating_duration_since(ctx.ready_at) >= load.shed_after
         {
             self.metrics
                 .worker(self.index)
@@ -398,6 +399,7 @@ impl DatagramWorker for BtUdpWorker {
             return;
         }
         self.refresh();
+        self.batch_at = std::time::Instant::now();
         let mut i = 0;
         while i < self.deferred.len() {
             let (src, packet) = &self.deferred[i];
@@ -473,9 +475,10 @@ struct BtHttpWorker {
 }
 
 impl HttpHandler for BtHttpWorker {
-    fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
+    fn allowed_methods(&self, _path: &str) -> Option<Methods> {
         // Announces and scrapes are GETs (BEP 3, BEP 48).
-        Some("GET, HEAD")
+        const GET_HEAD: Methods = Methods::new("GET, HEAD");
+        Some(GET_HEAD)
     }
 
     fn begin_input(&mut self) {
@@ -543,5 +546,85 @@ impl HttpHandler for BtHttpWorker {
             status: outcome.status,
             content_type: bt_http::CONTENT_TYPE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::protocol::bt_udp::tracker::BtLimits;
+    use crate::protocol::bt_udp::tracker::Family;
+    use crate::protocol::bt_udp::wire::{decode_response, ConnectRequest, UdpResponse};
+
+    fn worker(shed_after: Duration) -> (Box<dyn DatagramWorker>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(1));
+        let service = BtUdpService {
+            engine: Arc::new(Engine::new(&crate::engine::EngineConfig::default())),
+            metrics: metrics.clone(),
+            access: Arc::new(AccessControl::off()),
+            front_end: UdpFrontEnd::new(
+                ConnectionIdSecret::from_bytes([1; 16]),
+                BtLimits::default(),
+            ),
+            clock: Clock::new(),
+            federation: None,
+            load: LoadControl {
+                rate_limit: None,
+                shed_after,
+            },
+        };
+        (service.worker(0), metrics)
+    }
+
+    fn ctx(ready_at: Instant) -> DatagramCtx {
+        DatagramCtx {
+            worker: 0,
+            socket: 0,
+            local: "127.0.0.1:6969".parse().unwrap(),
+            ready_at,
+        }
+    }
+
+    /// A datagram whose socket has been backlogged for longer than the shedding delay gets
+    /// BEP 15's error answer with its transaction id; a fresh one is served. The instants are
+    /// set, not waited for.
+    #[test]
+    fn a_datagram_behind_a_long_backlog_gets_the_overload_error() {
+        let src: SocketAddr = "127.0.0.2:4000".parse().unwrap();
+        let mut connect = Vec::new();
+        ConnectRequest {
+            transaction_id: 0x0a0b_0c0d,
+        }
+        .encode(&mut connect);
+        let (mut w, metrics) = worker(Duration::from_millis(50));
+        w.on_batch();
+        let mut out = Vec::new();
+        assert!(w.on_datagram(&ctx(Instant::now()), src, &connect, &mut out));
+        assert!(matches!(
+            decode_response(&out, Family::V4, 0),
+            Ok(UdpResponse::Connect(c)) if c.transaction_id == 0x0a0b_0c0d
+        ));
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        out.clear();
+        assert!(w.on_datagram(&ctx(long_ago), src, &connect, &mut out));
+        match decode_response(&out, Family::V4, 0) {
+            Ok(UdpResponse::Error(e)) => {
+                assert_eq!(e.transaction_id, 0x0a0b_0c0d);
+                assert_eq!(e.message, OVERLOADED);
+            }
+            other => panic!("expected the overload error, got {other:?}"),
+        }
+        assert_eq!(metrics.shed(ShedFrontEnd::BtUdp, Shed::Overloaded), 1);
+        // Shedding off: the same backlog is served.
+        let (mut w, _) = worker(Duration::ZERO);
+        w.on_batch();
+        out.clear();
+        assert!(w.on_datagram(&ctx(long_ago), src, &connect, &mut out));
+        assert!(matches!(
+            decode_response(&out, Family::V4, 0),
+            Ok(UdpResponse::Connect(_))
+        ));
     }
 }

@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Shed;
-use crate::protocol::http::{self, AnswerInPlace, Framed, HttpLimits, RequestHead, ResponseHead};
+use crate::protocol::http::{
+    self, AnswerInPlace, Framed, HttpLimits, Methods, RequestHead, ResponseHead,
+};
 use crate::runtime::sources::SourceRateLimiter;
 use crate::runtime::{ConnCtx, StreamStep, StreamWorker};
 
@@ -50,10 +52,10 @@ pub(crate) struct Answer {
 
 /// The per-request half of an HTTP listener.
 pub(crate) trait HttpHandler {
-    /// The methods `path` accepts, as `Allow` lists them (`"GET, HEAD"`); a method not in the
-    /// list gets 405. `None` lets every method through to [`HttpHandler::serve`] (which then
-    /// answers 404, say).
-    fn allowed_methods(&self, path: &str) -> Option<&'static str>;
+    /// The methods `path` accepts (`Methods::new("GET, HEAD")`, a constant): a method not in
+    /// the set gets 405 with the set as `Allow`. `None` lets every method through to
+    /// [`HttpHandler::serve`] (which then answers 404, say).
+    fn allowed_methods(&self, path: &str) -> Option<Methods>;
 
     /// Called once per batch of input, before its requests are served (to read the clock once).
     fn begin_input(&mut self) {}
@@ -138,7 +140,7 @@ pub(crate) struct InPlace<'a> {
     http10: bool,
     head_only: bool,
     /// The path's allowed methods, written as `Allow` on a 405.
-    allowed: Option<&'static str>,
+    allowed: Option<Methods>,
     digits_hint: usize,
     started: Option<AnswerInPlace>,
 }
@@ -151,7 +153,7 @@ impl InPlace<'_> {
         let head = ResponseHead {
             status,
             content_type,
-            allow: self.allowed.filter(|_| status == 405),
+            allow: self.allowed.filter(|_| status == 405).map(Methods::allow),
             keep_alive: self.keep_alive,
             http10: self.http10,
             head_only: self.head_only,
@@ -259,19 +261,18 @@ impl<H: HttpHandler> HttpWorker<H> {
         let allowed = self.handler.allowed_methods(head.path);
         let mut as_served = *head;
         if let Some(allowed) = allowed {
-            let permits = |m: &str| allowed.split(", ").any(|a| a == m);
-            if !permits(head.method) {
+            if !allowed.permits(head.method) {
                 self.fault(
                     out,
                     405,
                     "method not allowed",
-                    Some(allowed),
+                    Some(allowed.allow()),
                     Some(head),
                     head_only,
                 );
                 return true;
             }
-            if head_only && permits("GET") {
+            if head_only && allowed.permits("GET") {
                 as_served.method = "GET";
             }
         }
@@ -315,7 +316,7 @@ impl<H: HttpHandler> HttpWorker<H> {
             &ResponseHead {
                 status: answer.status,
                 content_type: answer.content_type,
-                allow: allowed.filter(|_| answer.status == 405),
+                allow: allowed.filter(|_| answer.status == 405).map(Methods::allow),
                 keep_alive: head.keep_alive,
                 http10: head.http10,
                 head_only,
@@ -435,8 +436,8 @@ mod tests {
     struct Echo;
 
     impl HttpHandler for Echo {
-        fn allowed_methods(&self, path: &str) -> Option<&'static str> {
-            (path == "/get").then_some("GET, HEAD")
+        fn allowed_methods(&self, path: &str) -> Option<Methods> {
+            (path == "/get").then_some(Methods::new("GET, HEAD"))
         }
 
         fn serve(

@@ -327,6 +327,7 @@ impl Server {
             descriptor_reserve: config.server.descriptor_reserve,
             serve_from_reserve: false,
             source_table_slots: config.server.source_table_slots,
+            behind_after: behind_after(config),
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -399,6 +400,7 @@ impl Server {
                 serve_from_reserve: true,
                 // The admin listener's connection limits are small.
                 source_table_slots: 256,
+                behind_after: behind_after(config),
             };
             let service: Arc<dyn crate::runtime::StreamService> =
                 Arc::new(AdminService(state.clone()));
@@ -642,6 +644,15 @@ impl Drop for Server {
 }
 
 /// The addresses of the listeners called `name`, in order.
+/// How long an event-loop turn may take before the worker counts as behind
+/// (`ppsp_worker_turns_behind_total`): the shedding delay, or 100 ms when shedding is off.
+fn behind_after(config: &Config) -> Duration {
+    match config.server.shed_after_ms {
+        0 => Duration::from_millis(100),
+        ms => Duration::from_millis(ms),
+    }
+}
+
 fn named(addrs: &[(String, SocketAddr)], name: &str) -> Vec<SocketAddr> {
     addrs
         .iter()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::access_list::AccessControl;
 use crate::engine::{Engine, ErrorCode, Response, Time};
 use crate::metrics::{request_index, Metrics, UNDECODED};
-use crate::protocol::http::{HttpLimits, RequestHead};
+use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, Decoded, CONTENT_TYPE};
 use crate::runtime::tls::TlsAcceptor;
 use crate::runtime::{ConnCtx, StreamService, StreamWorker};
@@ -211,9 +211,10 @@ impl PpstpWorker {
 }
 
 impl HttpHandler for PpstpWorker {
-    fn allowed_methods(&self, _path: &str) -> Option<&'static str> {
+    fn allowed_methods(&self, _path: &str) -> Option<Methods> {
         // RFC 7846 §7.1: requests are HTTP POSTs.
-        Some("POST")
+        const POST: Methods = Methods::new("POST");
+        Some(POST)
     }
 
     fn begin_input(&mut self) {

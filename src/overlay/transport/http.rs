@@ -116,9 +116,10 @@ pub fn serve(
         if method != "PUT" {
             return Some(error(405, "PUT"));
         }
-        return Some(match handle.update_configuration(body.to_vec()) {
-            Ok(seq) => json(200, &serde_json::json!({ "configuration_sequence": seq })),
-            Err(why) => error(403, &why),
+        return Some(match handle.try_update_configuration(body.to_vec()) {
+            Ok(Ok(seq)) => json(200, &serde_json::json!({ "configuration_sequence": seq })),
+            Ok(Err(why)) => error(403, &why),
+            Err(e) => unavailable(&e),
         });
     }
     let name = path.strip_prefix(VALUE_PREFIX)?;
@@ -138,8 +139,17 @@ fn ask(handle: &OverlayHandle, request: LocalRequest) -> Result<LocalOutcome, Ht
             Err(error(502, &format!("overlay error {:?} ({info:?})", code)))
         }
         Ok(o) => Ok(o),
-        Err(e @ super::OverlayError::Timeout(_)) => Err(error(504, &e.to_string())),
-        Err(e) => Err(error(503, &e.to_string())),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// The answer to a request the overlay could not take or answer: 504 after
+/// `overlay.admin_timeout_ms`, 503 when its command queue is full ("busy", counted in
+/// `ppsp_overlay_commands_refused_total`) or its thread has stopped.
+fn unavailable(e: &super::OverlayError) -> HttpAnswer {
+    match e {
+        super::OverlayError::Timeout(_) => error(504, &e.to_string()),
+        _ => error(503, &e.to_string()),
     }
 }
 
@@ -256,6 +266,54 @@ fn get(handle: &OverlayHandle, name: &str) -> HttpAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full command queue: every overlay endpoint answers 503 "busy" at once, without
+    /// waiting, and each refusal is counted.
+    #[test]
+    fn a_full_command_queue_answers_503_busy_and_counts_it() {
+        let (handle, queued, _poll) = OverlayHandle::stalled(1);
+        // One request fills the queue; the overlay thread never takes it.
+        let _pending = handle
+            .submit(LocalRequest::Lookup {
+                resource: resource_id(b"first"),
+            })
+            .unwrap();
+        assert_eq!(queued.len(), 1);
+        let refused = |n: u64| {
+            assert_eq!(
+                handle
+                    .stats()
+                    .commands_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                n
+            );
+            assert!(
+                handle
+                    .metrics_text()
+                    .contains(&format!("ppsp_overlay_commands_refused_total {n}\n")),
+                "{}",
+                handle.metrics_text()
+            );
+        };
+        refused(0);
+        let requests: [(&str, &str, &[u8]); 3] = [
+            ("GET", "/overlay/value/swarm", b""),
+            ("PUT", "/overlay/value/swarm", b"value"),
+            ("PUT", CONFIGURATION_PATH, b"document"),
+        ];
+        for (i, (method, path, body)) in requests.into_iter().enumerate() {
+            let a = serve(Some(&handle), method, path, body).unwrap();
+            assert_eq!(a.status, 503, "{method} {path}");
+            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert!(
+                v["error"].as_str().unwrap().contains("busy"),
+                "{method} {path}: {v}"
+            );
+            refused(i as u64 + 1);
+        }
+        // Nothing was queued behind the first request.
+        assert_eq!(queued.len(), 1);
+    }
 
     #[test]
     fn other_paths_are_not_ours_and_a_disabled_overlay_says_so() {

@@ -264,18 +264,24 @@ impl OverlayHandle {
     /// Applies a signed configuration document (RFC 6940 §11.1) at this node and spreads it
     /// through the overlay with ConfigUpdate (§6.5.4): accepted when signed by one of the
     /// node's current configuration signers with a newer sequence. Returns the new sequence,
-    /// or why it was refused.
+    /// or why it was refused (or could not be asked, as [`OverlayError`]'s text).
     pub fn update_configuration(&self, document: Vec<u8>) -> Result<u16, String> {
+        self.try_update_configuration(document)
+            .map_err(|e| e.to_string())?
+    }
+
+    /// [`OverlayHandle::update_configuration`] telling the overlay's refusal (`Ok(Err(why))`)
+    /// from a request the overlay could not take or answer in time (`Err`: busy, stopped,
+    /// `overlay.admin_timeout_ms` passed).
+    pub fn try_update_configuration(
+        &self,
+        document: Vec<u8>,
+    ) -> Result<Result<u16, String>, OverlayError> {
         let (reply, answer) = channel::bounded(1);
-        self.send(Command::ConfigUpdate { document, reply })
-            .map_err(|e| e.to_string())?;
-        match answer.recv_timeout(self.admin_timeout) {
-            Ok(r) => r,
-            Err(_) => Err(OverlayError::Timeout(
-                u64::try_from(self.admin_timeout.as_millis()).unwrap_or(u64::MAX),
-            )
-            .to_string()),
-        }
+        self.send(Command::ConfigUpdate { document, reply })?;
+        answer.recv_timeout(self.admin_timeout).map_err(|_| {
+            OverlayError::Timeout(u64::try_from(self.admin_timeout.as_millis()).unwrap_or(u64::MAX))
+        })
     }
 
     /// The overlay's Prometheus text.
@@ -294,6 +300,30 @@ impl OverlayHandle {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+impl OverlayHandle {
+    /// A handle whose overlay thread never takes a command: its command queue holds `queue`
+    /// commands, then every request is refused [`OverlayError::Busy`]. The receiving end
+    /// and the poll behind the waker are returned to be kept alive.
+    pub(crate) fn stalled(queue: usize) -> (OverlayHandle, channel::Receiver<Command>, mio::Poll) {
+        let (tx, rx) = channel::bounded(queue);
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let handle = OverlayHandle {
+            commands: tx,
+            waker,
+            stats: Arc::new(TransportStats::default()),
+            node_id: NodeId::from_u128(1),
+            listen_addrs: vec!["127.0.0.1:1".parse().expect("address")],
+            admin_timeout: Duration::from_millis(50),
+            value_lifetime_secs: 60,
+            thread: Mutex::new(None),
+            status: Mutex::new(StatusSnapshot::default()),
+        };
+        (handle, rx, poll)
     }
 }
 

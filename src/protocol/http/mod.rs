@@ -27,8 +27,10 @@
 //! - Request targets in absolute form (`POST https://host/path?q HTTP/1.1`, which RFC 7846's
 //!   own example E1 uses) are reduced to their path and query (RFC 9112 §3.2.2).
 
+mod methods;
 mod response;
 
+pub use methods::Methods;
 pub use response::{
     begin_answer, finish_answer, reason_phrase, write_answer, write_response, AnswerInPlace,
     ResponseHead,
@@ -149,10 +151,13 @@ struct HeaderFacts<'a> {
 
 /// Frames the first request in `buf`.
 pub fn frame_request<'a>(buf: &'a [u8], limits: &HttpLimits) -> Framed<'a> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADER_SLOTS];
+    // Left uninitialised: httparse initialises the slots it fills (2 KiB not written per
+    // request).
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'a>>::uninit() }; MAX_HEADER_SLOTS];
     let slot_count = limits.max_headers.min(MAX_HEADER_SLOTS);
-    let mut req = httparse::Request::new(&mut slots[..slot_count]);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots[..slot_count]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             // `max_head_bytes` buffered without the end of the head: the head is longer.
@@ -250,20 +255,21 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
         expects_continue: false,
     };
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        let name = h.name.as_bytes();
+        if name_is(name, b"content-length") {
             if facts.content_length.is_some() {
                 return Err(HttpError::Malformed);
             }
             facts.content_length = Some(parse_content_length(h.value)?);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name_is(name, b"transfer-encoding") {
             return Err(HttpError::LengthRequired);
-        } else if h.name.eq_ignore_ascii_case("content-type") {
+        } else if name_is(name, b"content-type") {
             facts.content_type = Some(trim_ows(h.value));
-        } else if h.name.eq_ignore_ascii_case("authorization") {
+        } else if name_is(name, b"authorization") {
             facts.authorization = Some(trim_ows(h.value));
-        } else if h.name.eq_ignore_ascii_case("expect") {
+        } else if name_is(name, b"expect") {
             facts.expects_continue = trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
-        } else if h.name.eq_ignore_ascii_case("connection") {
+        } else if name_is(name, b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = trim_ows(token);
                 if token.eq_ignore_ascii_case(b"close") {
@@ -275,6 +281,35 @@ fn read_headers<'a>(headers: &[httparse::Header<'a>]) -> Result<HeaderFacts<'a>,
         }
     }
     Ok(facts)
+}
+
+/// Whether the header field name `name` is `lower` (lower-case letters and `-`), ignoring
+/// case (RFC 9110 §5.1), eight bytes at a time. Exact for names httparse accepted: a token
+/// character ORed with 0x20 is a lower-case letter or `-` only when it is that letter in
+/// either case, or `-`.
+#[inline]
+fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    if name.len() != lower.len() {
+        return false;
+    }
+    let mut names = name.chunks_exact(8);
+    let mut lowers = lower.chunks_exact(8);
+    for (n, l) in (&mut names).zip(&mut lowers) {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        if word(n) | CASE != word(l) {
+            return false;
+        }
+    }
+    names
+        .remainder()
+        .iter()
+        .zip(lowers.remainder())
+        .all(|(&n, &l)| n | 0x20 == l)
 }
 
 /// RFC 9110 §8.6: `Content-Length = 1*DIGIT`. Anything else (signs, lists, overflow) is 400.

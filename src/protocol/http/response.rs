@@ -1,48 +1,69 @@
 //! The HTTP/1.1 response writer: status line, `Content-Type`, an exact `Content-Length`, and
 //! `Connection: close` when the connection ends after this answer.
 
-/// The reason phrase for a status code (RFC 9110 §15). Unknown codes get an empty phrase, which
-/// RFC 9112 §4 allows.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    }
+/// The reason phrases of the status codes answered (RFC 9110 §15), and their whole status
+/// lines, precomputed.
+macro_rules! status_table {
+    ($($code:literal $reason:literal,)*) => {
+        /// The reason phrase for a status code (RFC 9110 §15). Unknown codes get an empty
+        /// phrase, which RFC 9112 §4 allows.
+        pub fn reason_phrase(status: u16) -> &'static str {
+            match status {
+                $($code => $reason,)*
+                _ => "",
+            }
+        }
+
+        /// `HTTP/1.1 <code> <reason>\r\n` for a status of the table.
+        fn known_status_line(status: u16) -> Option<&'static [u8]> {
+            match status {
+                $($code => Some(concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n").as_bytes()),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+status_table! {
+    100 "Continue",
+    200 "OK",
+    201 "Created",
+    202 "Accepted",
+    204 "No Content",
+    301 "Moved Permanently",
+    302 "Found",
+    304 "Not Modified",
+    400 "Bad Request",
+    401 "Unauthorized",
+    403 "Forbidden",
+    404 "Not Found",
+    405 "Method Not Allowed",
+    408 "Request Timeout",
+    411 "Length Required",
+    413 "Content Too Large",
+    414 "URI Too Long",
+    415 "Unsupported Media Type",
+    429 "Too Many Requests",
+    431 "Request Header Fields Too Large",
+    500 "Internal Server Error",
+    501 "Not Implemented",
+    503 "Service Unavailable",
+    505 "HTTP Version Not Supported",
 }
 
 /// The status line, `Content-Type` and `Allow` of an answer: the part [`write_answer`] and
 /// [`begin_answer`] share.
 fn write_head_start(out: &mut Vec<u8>, head: &ResponseHead<'_>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
     // Three digits always: a status outside 100..=999 would make an invalid status line.
     let status = head.status.clamp(100, 999);
-    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    match known_status_line(status) {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+            out.extend_from_slice(b" \r\n");
+        }
+    }
     if !head.content_type.is_empty() {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(head.content_type.as_bytes());
@@ -154,6 +175,7 @@ pub fn begin_answer(
     digits_hint: usize,
 ) -> AnswerInPlace {
     let digits = digits_hint.clamp(1, 20);
+    out.reserve(128 + head.content_type.len() + head.extra.len());
     write_head_start(out, head);
     out.extend_from_slice(b"Content-Length: ");
     let len_at = out.len();

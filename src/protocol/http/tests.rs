@@ -405,3 +405,60 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, want);
     }
 }
+
+/// The precomputed status lines are the ones written field by field: `HTTP/1.1`, the three
+/// digits, a space, the reason phrase (empty for a code without one).
+#[test]
+fn status_lines_are_version_code_and_reason() {
+    for status in [
+        0u16,
+        99,
+        100,
+        200,
+        204,
+        405,
+        418,
+        431,
+        503,
+        599,
+        999,
+        1000,
+        u16::MAX,
+    ] {
+        let mut out = Vec::new();
+        write_response(&mut out, status, "", b"", true);
+        let code = status.clamp(100, 999);
+        let want = format!("HTTP/1.1 {code} {}\r\n", reason_phrase(code));
+        assert!(
+            out.starts_with(want.as_bytes()),
+            "{status}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+proptest::proptest! {
+    /// The word-wise header name match agrees with `eq_ignore_ascii_case` on every token
+    /// (RFC 9110 §5.6.2 `tchar`), including case variants of the names it is asked about.
+    #[test]
+    fn header_names_match_as_eq_ignore_ascii_case(
+        which in 0usize..6,
+        other in "[!#$%&'*+.^_`|~0-9A-Za-z-]{0,20}",
+        flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 20),
+        use_other in proptest::prelude::any::<bool>(),
+    ) {
+        let lower = ["content-length", "transfer-encoding", "content-type", "authorization",
+            "expect", "connection"][which];
+        let name: String = if use_other {
+            other
+        } else {
+            lower.chars().zip(flips.iter().cycle())
+                .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect()
+        };
+        proptest::prop_assert_eq!(
+            super::name_is(name.as_bytes(), lower.as_bytes()),
+            name.eq_ignore_ascii_case(lower)
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::raw::{self, Int, RawPeerAddr, RawPeerNum, RawRequest, Str};
+use super::scan;
 use super::{DecodeError, DecodeLimits, Decoded, TransactionId, MAX_TRANSACTION_ID_BYTES};
 use crate::engine::{
     ActionKind, AddrType, ChunkRange, DisconnectScope, ErrorCode, IdBytes, LinkKind, NatAbility,
@@ -39,10 +40,33 @@ pub(super) fn decode_request_into(
     limits: &DecodeLimits,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    let mut message = match serde_json::from_slice::<raw::RequestEnvelope>(body) {
-        Ok(envelope) => envelope.message,
-        Err(_) => return Err(salvaged_error(body)),
-    };
+    match scan::request(body) {
+        Ok(message) => finish(message, source, limits, out),
+        Err(scan::Malformed) => Err(salvaged_error(body)),
+    }
+}
+
+/// As [`decode_request_into`], parsing with serde_json into the [`raw`] shapes instead of the
+/// scanner: the reference the scanner is checked against ([`super::reference`]).
+pub(super) fn decode_request_into_serde(
+    body: &[u8],
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
+    match serde_json::from_slice::<raw::RequestEnvelope>(body) {
+        Ok(envelope) => finish(envelope.message, source, limits, out),
+        Err(_) => Err(salvaged_error(body)),
+    }
+}
+
+/// Checks a parsed message and turns it into `out`'s request (the part both parsers share).
+fn finish(
+    mut message: RawRequest<'_>,
+    source: SocketAddr,
+    limits: &DecodeLimits,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     // Ours is capped at 64 bytes; a longer one is not echoed.
     let transaction_id = message
         .transaction_id

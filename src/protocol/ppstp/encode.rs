@@ -1,19 +1,20 @@
-//! Encoding: engine responses (and, for the load generator and tests, requests) written as
-//! PPSTP JSON straight into the output buffer, with no intermediate tree.
+//! Encoding requests (for the load generator and tests) as PPSTP JSON straight into the
+//! output buffer, with no intermediate tree, and the JSON helpers they share with the reference
+//! answer encoder (`encode_reference.rs`). Answers on the server's hot path are written by
+//! `answer.rs`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::TransactionId;
 use crate::engine::{
-    ActionKind, AddrType, Answer, ChunkRange, DisconnectScope, ErrorCode, LinkKind, NatAbility,
-    PeerAddr, PeerInfo, PeerMode, PeerNum, PeerState, PeerStatus, Request, RequestKind, Response,
-    StatAnswer, StatTarget, SwarmResult, SwarmStats,
+    ActionKind, AddrType, ChunkRange, DisconnectScope, LinkKind, NatAbility, PeerAddr, PeerMode,
+    PeerNum, Request, RequestKind, StatTarget,
 };
 
 /// Writes a JSON string literal. RFC 8259 §7: `"`, `\` and control characters are escaped;
 /// everything else (including non-ASCII UTF-8) is written as it is.
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut plain_from = 0;
@@ -61,7 +62,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Whether any of the eight bytes of `w` is below 0x20, `"` or `\\` (a JSON string must
 /// escape those). Exact as a yes/no answer (the "has a byte less than n" word trick).
-const fn needs_escape(w: u64) -> bool {
+pub(super) const fn needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let control = w.wrapping_sub(ONES * 0x20) & !w;
@@ -74,14 +75,14 @@ const fn needs_escape(w: u64) -> bool {
 
 /// Writes identifier bytes as a JSON string: as text when they are UTF-8 (every PPSTP id is),
 /// else as lower-case hex (a BitTorrent info-hash or peer id sharing the swarm).
-fn put_id(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_id(out: &mut Vec<u8>, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(s) => put_str(out, s),
         Err(_) => put_hex(out, bytes),
     }
 }
 
-fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for &b in bytes {
@@ -91,18 +92,18 @@ fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-fn put_u64(out: &mut Vec<u8>, n: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Writes `"name":`.
-fn key(out: &mut Vec<u8>, name: &str) {
+pub(super) fn key(out: &mut Vec<u8>, name: &str) {
     out.push(b'"');
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
 }
 
-fn put_mode(out: &mut Vec<u8>, mode: PeerMode) {
+pub(super) fn put_mode(out: &mut Vec<u8>, mode: PeerMode) {
     out.extend_from_slice(match mode {
         PeerMode::Seeder => b"\"SEEDER\"",
         PeerMode::Leech => b"\"LEECH\"",
@@ -110,7 +111,7 @@ fn put_mode(out: &mut Vec<u8>, mode: PeerMode) {
 }
 
 /// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`, with `asn` as a string as the schema says.
-fn put_peer_addr(out: &mut Vec<u8>, a: &PeerAddr) {
+pub(super) fn put_peer_addr(out: &mut Vec<u8>, a: &PeerAddr) {
     out.extend_from_slice(b"{\"ip_address\":{\"address_type\":");
     out.extend_from_slice(match a.addr {
         SocketAddr::V4(_) => b"\"ipv4\"",
@@ -161,7 +162,7 @@ fn put_peer_addr(out: &mut Vec<u8>, a: &PeerAddr) {
     out.push(b'}');
 }
 
-fn put_peer_addr_list(out: &mut Vec<u8>, addrs: &[PeerAddr]) {
+pub(super) fn put_peer_addr_list(out: &mut Vec<u8>, addrs: &[PeerAddr]) {
     out.push(b'[');
     for (i, a) in addrs.iter().enumerate() {
         if i > 0 {
@@ -170,158 +171,6 @@ fn put_peer_addr_list(out: &mut Vec<u8>, addrs: &[PeerAddr]) {
         put_peer_addr(out, a);
     }
     out.push(b']');
-}
-
-/// A peer's addresses in `peer_info`: one object for one address, as RFC 7846 §3.2.4's
-/// `ppsp_tp_peer_info_t` and examples E4/E6 have it, and an array when there are several.
-fn put_peer_addrs(out: &mut Vec<u8>, addrs: &[PeerAddr]) {
-    match addrs {
-        [one] => put_peer_addr(out, one),
-        many => put_peer_addr_list(out, many),
-    }
-}
-
-fn put_peer_info(out: &mut Vec<u8>, p: &PeerInfo) {
-    out.extend_from_slice(b"{\"peer_id\":");
-    put_id(out, p.peer_id.as_bytes());
-    if !p.addrs.is_empty() {
-        out.extend_from_slice(b",\"peer_addr\":");
-        put_peer_addrs(out, &p.addrs);
-    }
-    out.push(b'}');
-}
-
-/// RFC 7846 §3.3.4 `ppsp_tp_swarm_action_result_t`. `result` is a response type (0
-/// SUCCESSFUL, 1 FAILED); a failed result also carries the reason as `error_code` (an RFC 7846
-/// §7.1 request-response extension) and, per §3.3.4, no peer group.
-fn put_swarm_result(out: &mut Vec<u8>, r: &SwarmResult) {
-    out.extend_from_slice(b"{\"swarm_id\":");
-    put_id(out, r.swarm_id.as_bytes());
-    if r.result == ErrorCode::Ok {
-        out.extend_from_slice(b",\"result\":0");
-        if let Some(peers) = &r.peers {
-            out.extend_from_slice(b",\"peer_group\":{\"peer_info\":[");
-            for (i, p) in peers.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                put_peer_info(out, p);
-            }
-            out.extend_from_slice(b"]}");
-        }
-    } else {
-        out.extend_from_slice(b",\"result\":1,\"error_code\":");
-        put_u64(out, u64::from(r.result.code()));
-    }
-    out.push(b'}');
-}
-
-fn put_swarm_stats(out: &mut Vec<u8>, swarm: &[u8], s: &SwarmStats) {
-    out.extend_from_slice(b"{\"swarm_id\":");
-    put_id(out, swarm);
-    for (name, value) in [
-        ("peers", u64::from(s.peers)),
-        ("seeders", u64::from(s.seeders)),
-        ("leechers", u64::from(s.leechers)),
-        ("completed", u64::from(s.completed)),
-        ("uploaded_bytes", s.uploaded_bytes),
-        ("downloaded_bytes", s.downloaded_bytes),
-    ] {
-        out.push(b',');
-        key(out, name);
-        put_u64(out, value);
-    }
-    out.push(b'}');
-}
-
-fn put_peer_status(out: &mut Vec<u8>, p: &PeerStatus) {
-    out.extend_from_slice(b"{\"peer_id\":");
-    put_id(out, p.peer_id.as_bytes());
-    out.extend_from_slice(b",\"state\":");
-    out.extend_from_slice(match p.state {
-        PeerState::PeerRegistered => b"\"PEER_REGISTERED\"",
-        PeerState::Tracking => b"\"TRACKING\"",
-    });
-    out.extend_from_slice(b",\"online_time\":");
-    put_u64(out, p.online_ms / 1000);
-    out.extend_from_slice(b",\"peer_addr\":");
-    put_peer_addr_list(out, &p.addrs);
-    out.extend_from_slice(b",\"swarms\":[");
-    for (i, (swarm, mode)) in p.swarms.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"swarm_id\":");
-        put_id(out, swarm.as_bytes());
-        out.extend_from_slice(b",\"peer_mode\":");
-        put_mode(out, *mode);
-        out.push(b'}');
-    }
-    out.push(b']');
-    if let Some(node) = &p.connection_tracker {
-        out.extend_from_slice(b",\"connection_tracker\":");
-        put_hex(out, node);
-    }
-    out.push(b'}');
-}
-
-fn put_answer(out: &mut Vec<u8>, a: &Answer) {
-    if let Some(reflexive) = &a.reflexive {
-        out.extend_from_slice(b",\"peer_addr\":");
-        put_peer_addr(out, reflexive);
-    }
-    // RFC 7846 §3.3.4 specifies `swarm_result<1..*>` (an array, §3.1), while every example
-    // (E4, E6, E8) writes a single result as a bare object. One result is written as the
-    // examples do, several as an array; decoders (ours included) accept both.
-    match a.swarm_results.as_slice() {
-        [] => {}
-        [one] => {
-            out.extend_from_slice(b",\"swarm_result\":");
-            put_swarm_result(out, one);
-        }
-        many => {
-            out.extend_from_slice(b",\"swarm_result\":[");
-            for (i, r) in many.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                put_swarm_result(out, r);
-            }
-            out.push(b']');
-        }
-    }
-    match &a.stat {
-        None => {}
-        Some(StatAnswer::Swarm(swarm, stats)) => {
-            out.extend_from_slice(b",\"stat_result\":");
-            put_swarm_stats(out, swarm.as_bytes(), stats);
-        }
-        Some(StatAnswer::Peer(status)) => {
-            out.extend_from_slice(b",\"stat_result\":");
-            put_peer_status(out, status);
-        }
-    }
-}
-
-pub(super) fn encode_response(
-    response: &Response,
-    transaction_id: Option<&TransactionId>,
-    out: &mut Vec<u8>,
-) {
-    let code = response.error_code();
-    out.extend_from_slice(b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":");
-    out.push(if code == ErrorCode::Ok { b'0' } else { b'1' });
-    out.extend_from_slice(b",\"error_code\":");
-    put_u64(out, u64::from(code.code()));
-    if let Some(t) = transaction_id {
-        out.extend_from_slice(b",\"transaction_id\":");
-        put_str(out, &t.0);
-    }
-    // RFC 7846 §4.3: errors carry no peer_addr and no swarm_result.
-    if let Response::Ok(answer) = response {
-        put_answer(out, answer);
-    }
-    out.extend_from_slice(b"}}");
 }
 
 fn put_peer_num(out: &mut Vec<u8>, p: &PeerNum) {

@@ -6,9 +6,12 @@
 //!
 //! [`decode_request`] reads the nine request types of protocols.md §1: RFC 7846's CONNECT, FIND
 //! and STAT_REPORT, and the PPSP extension types JOIN, LEAVE, DISCONNECT, KEEPALIVE,
-//! JOIN_CHUNK and STAT_QUERY (RFC 7846 §7.1 protocol-level extensions). Bodies are parsed in
-//! one pass into serde types that borrow from the body; a body that fails that pass is read a
-//! second time only to recover `version` and `transaction_id` for the error answer.
+//! JOIN_CHUNK and STAT_QUERY (RFC 7846 §7.1 protocol-level extensions). Bodies are read in
+//! one pass by a hand-written scanner into raw shapes that borrow from the body (no allocation
+//! for an ordinary request); a body that fails that pass is read a second time only to recover
+//! `version` and `transaction_id` for the error answer. The scanner accepts exactly what
+//! serde_json with serde's derived shapes accepts; that serde decoder is kept in [`reference`]
+//! and tests and fuzzing check that both agree on every body.
 //!
 //! Accepted beyond the schema (protocols.md "Leniency", all needed by RFC 7846's own
 //! examples): an object where an array is specified (`peer_addr`, `swarm_action`, `stat`,
@@ -65,11 +68,16 @@
 //! [`encode_request`] and [`decode_response`] are the client side, for the load generator and
 //! tests; requests are written in the schema's canonical form.
 
+mod answer;
 mod decode;
 mod encode;
+#[doc(hidden)]
+pub mod encode_reference;
 pub mod examples;
 mod raw;
+pub mod reference;
 mod response;
+mod scan;
 
 pub use response::{
     decode_response, error_code_from_u64, DecodedPeer, DecodedResponse, DecodedSwarmResult,
@@ -183,7 +191,7 @@ pub fn encode_response(
     transaction_id: Option<&TransactionId>,
     out: &mut Vec<u8>,
 ) {
-    encode::encode_response(response, transaction_id, out)
+    answer::encode_response(response, transaction_id, out)
 }
 
 /// Appends the JSON body of `request` in RFC 7846's schema form to `out` (`request.source` is

@@ -25,7 +25,7 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::super::datagram::DATAGRAMS_PER_TURN;
+use super::super::datagram::{Backlog, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker};
@@ -177,8 +177,13 @@ struct SockRing {
     armed: bool,
     /// Buffers were recycled since the last publish.
     recycled: bool,
-    /// [`DatagramWorker::on_batch`] was called in this turn.
-    in_batch: bool,
+    /// Datagrams left in the current batch: [`DatagramWorker::on_batch`] is called before
+    /// every `batch` datagrams of a turn, as the epoll path calls it per `recvmmsg` batch.
+    batch_left: usize,
+    /// The receive ran out of buffers in this turn: datagrams are still waiting.
+    starved: bool,
+    /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
+    backlog: Backlog,
 }
 
 /// What one turn over the completions found.
@@ -198,6 +203,8 @@ pub(crate) struct UdpRing {
     sockets: Vec<SockRing>,
     slots: Box<[SendSlot]>,
     free: Vec<usize>,
+    /// Datagrams per [`DatagramWorker::on_batch`] (the configured batch size).
+    batch: usize,
     /// Fixed-file index of the epoll descriptor.
     epoll_index: u32,
     epoll_armed: bool,
@@ -294,9 +301,11 @@ impl UdpRing {
                 .map_err(|e| Unavailable(format!("IORING_REGISTER_FILES failed: {e}")))?;
             break;
         }
-        let entries = (batch.saturating_mul(4))
-            .next_power_of_two()
-            .clamp(64, 4096) as u16;
+        // One buffer per datagram of a batch: every buffer of the ring is touched as the ring
+        // turns (a page each), so the ring's memory is the batch size times a page. A burst
+        // larger than the ring stops the multishot receive (ENOBUFS) with the rest left in the
+        // socket, and the next turn re-arms it.
+        let entries = batch.next_power_of_two().clamp(64, 4096) as u16;
         let mut socks = Vec::with_capacity(sockets.len());
         for (i, (_, ctx)) in sockets.iter().enumerate() {
             let mut region = BufRegion::new(entries, BUF_BYTES)
@@ -313,7 +322,9 @@ impl UdpRing {
                 region,
                 armed: false,
                 recycled: false,
-                in_batch: false,
+                batch_left: 0,
+                starved: false,
+                backlog: Backlog::default(),
             });
         }
         // Twice the receive buffers: a slot is held until its send completes, so a turn that
@@ -349,6 +360,7 @@ impl UdpRing {
         Ok(UdpRing {
             ring,
             mode,
+            batch: batch.max(1),
             epoll_index: sockets.len() as u32,
             sockets: socks,
             free: (0..slot_count).rev().collect(),
@@ -578,12 +590,14 @@ impl UdpRing {
         worker_index: usize,
     ) -> Turn {
         let mut turn = Turn::default();
-        // The datagrams of one turn are one batch per socket, learnt of now: overload
-        // shedding measures each datagram's wait from `ready_at`.
+        // The datagrams of one turn were learnt of now, or when the socket's backlog began if
+        // the last turn left datagrams waiting: overload shedding measures each datagram's
+        // wait from `ready_at`.
         let now = std::time::Instant::now();
         for s in &mut self.sockets {
-            s.in_batch = false;
-            s.ctx.ready_at = now;
+            s.batch_left = 0;
+            s.starved = false;
+            s.ctx.ready_at = s.backlog.start_turn(now);
         }
         let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1)
             + self.slots.len()
@@ -633,6 +647,11 @@ impl UdpRing {
         }
         self.arm();
         turn.more = !self.ring.completion().is_empty();
+        // A socket whose receive ran out of buffers, or whose completions wait for the next
+        // turn, still has datagrams waiting: its backlog goes on.
+        for s in &mut self.sockets {
+            s.backlog.end_turn(s.starved || turn.more);
+        }
         turn
     }
 
@@ -654,6 +673,9 @@ impl UdpRing {
             sock.armed = false;
         }
         if res < 0 {
+            if res == -libc::ENOBUFS {
+                sock.starved = true;
+            }
             if res != -libc::ENOBUFS && res != -libc::ECANCELED {
                 tracing::debug!(worker = worker_index, "multishot recvmsg: {res}");
             }
@@ -697,12 +719,15 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
-        let in_batch = &mut sock.in_batch;
+        let batch_left = &mut sock.batch_left;
+        let batch = self.batch;
         let answer = match workers.get_mut(i) {
             Some(worker) => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if !std::mem::replace(in_batch, true) {
+                if *batch_left == 0 {
+                    *batch_left = batch;
                     worker.on_batch();
                 }
+                *batch_left -= 1;
                 worker.on_datagram(&sock.ctx, src, payload, out)
             })),
             None => Ok(false),
@@ -851,7 +876,7 @@ mod tests {
         let config = RuntimeConfig {
             workers: 1,
             backend: crate::runtime::Backend::IoUring,
-            // The smallest ring: 64 receive buffers and 64 send slots.
+            // The smallest ring: 64 receive buffers and 128 send slots.
             datagram_batch: 1,
             ..RuntimeConfig::default()
         };

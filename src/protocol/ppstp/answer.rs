@@ -1,0 +1,507 @@
+//! Encoding PPSTP answers (engine [`Response`]s) as JSON, the per-request hot path of the PPSTP
+//! front end.
+//!
+//! The answer's length is bounded first (a walk over the response adding a fixed allowance per
+//! member and six bytes per identifier byte, the most an escape takes), the output grows once
+//! by that bound, and the JSON is written into the reserved room by a cursor: constant
+//! fragments as precomputed byte strings, IPv4 and IPv6 text and integers without
+//! `core::fmt`, and identifiers that need no escaping (every PPSTP id in practice) checked
+//! eight bytes at a time and copied whole. The bytes are exactly those of the reference encoder
+//! in `encode_reference.rs` (tests compare the two over generated responses).
+
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::encode::needs_escape;
+use super::TransactionId;
+use crate::engine::{
+    AddrType, Answer, ErrorCode, LinkKind, PeerAddr, PeerInfo, PeerMode, PeerState, PeerStatus,
+    Response, StatAnswer, SwarmResult, SwarmStats,
+};
+
+/// Most bytes one `ppsp_tp_peer_addr_t` object takes (the longest members: an IPv6 address of
+/// 39 characters, `REFLEXIVE`, `wireless`, a 10-digit priority and ASN, `PPSP-PP`; about 230).
+const ADDR_BOUND: usize = 256;
+/// Most bytes of a decimal integer (u64).
+const NUM_BOUND: usize = 20;
+
+/// Most bytes a JSON string of `len` bytes takes, quotes included: every byte escaped as
+/// `\u00XX` (six bytes) at worst; the hex form of a non-UTF-8 id takes two per byte.
+const fn str_bound(len: usize) -> usize {
+    2 + 6 * len
+}
+
+/// A write cursor over room reserved in a `Vec`'s spare capacity. Every write is checked
+/// against the room (a wrong bound panics; it never writes out of bounds).
+struct Cursor<'a> {
+    room: &'a mut [MaybeUninit<u8>],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        copy_into(&mut self.room[self.at..end], bytes);
+        self.at = end;
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.room[self.at].write(b);
+        self.at += 1;
+    }
+
+    /// Writes all `N` bytes of `bytes` but keeps only the first `len` (`len <= N`): a
+    /// fixed-size copy instead of a variable-length one. Needs `N - len` bytes of slack,
+    /// which the bounds leave.
+    #[inline(always)]
+    fn put_prefix<const N: usize>(&mut self, bytes: &[u8; N], len: usize) {
+        copy_into(&mut self.room[self.at..self.at + N], bytes);
+        self.at += len;
+    }
+
+    /// A decimal integer.
+    #[inline(always)]
+    fn num(&mut self, n: u64) {
+        if n < 10 {
+            self.byte(b'0' + n as u8);
+        } else {
+            self.put(itoa::Buffer::new().format(n).as_bytes());
+        }
+    }
+
+    /// Identifier bytes as a JSON string: as text when they are UTF-8, else lower-case hex
+    /// (the reference's `put_id`). Plain ASCII with nothing to escape is copied whole.
+    #[inline(always)]
+    fn id(&mut self, bytes: &[u8]) {
+        if plain_ascii(bytes) {
+            self.byte(b'"');
+            self.put(bytes);
+            self.byte(b'"');
+        } else {
+            self.id_slow(bytes);
+        }
+    }
+
+    #[cold]
+    fn id_slow(&mut self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => self.string(s),
+            Err(_) => self.hex(bytes),
+        }
+    }
+
+    /// A JSON string literal. RFC 8259 §7: `"`, `\` and control characters are escaped;
+    /// everything else (including non-ASCII UTF-8) is written as it is.
+    fn string(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        if plain_ascii(bytes) {
+            self.byte(b'"');
+            self.put(bytes);
+            self.byte(b'"');
+            return;
+        }
+        self.byte(b'"');
+        let mut plain_from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x00..=0x1f => b"",
+                _ => continue,
+            };
+            self.put(&bytes[plain_from..i]);
+            if escape.is_empty() {
+                self.put(b"\\u00");
+                self.byte(HEX[usize::from(b >> 4)]);
+                self.byte(HEX[usize::from(b & 0xf)]);
+            } else {
+                self.put(escape);
+            }
+            plain_from = i + 1;
+        }
+        self.put(&bytes[plain_from..]);
+        self.byte(b'"');
+    }
+
+    fn hex(&mut self, bytes: &[u8]) {
+        self.byte(b'"');
+        for &b in bytes {
+            self.byte(HEX[usize::from(b >> 4)]);
+            self.byte(HEX[usize::from(b & 0xf)]);
+        }
+        self.byte(b'"');
+    }
+
+    /// Dotted decimal (RFC 3986 IPv4address), as `Display` writes it.
+    #[inline(always)]
+    fn ipv4(&mut self, ip: Ipv4Addr) {
+        let [a, b, c, d] = ip.octets();
+        self.octet(a);
+        self.byte(b'.');
+        self.octet(b);
+        self.byte(b'.');
+        self.octet(c);
+        self.byte(b'.');
+        self.octet(d);
+    }
+
+    #[inline(always)]
+    fn octet(&mut self, n: u8) {
+        let text = &OCTETS[usize::from(n)];
+        self.put_prefix(&[text[0], text[1], text[2]], usize::from(text[3]));
+    }
+
+    /// The RFC 5952 text form, exactly as `Display for Ipv6Addr` writes it: an IPv4-mapped
+    /// address as `::ffff:a.b.c.d`, otherwise lower-case hex groups with the first longest run
+    /// of two or more zero groups written as `::`.
+    fn ipv6(&mut self, ip: Ipv6Addr) {
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            self.put(b"::ffff:");
+            self.ipv4(v4);
+            return;
+        }
+        let groups = ip.segments();
+        let (mut best_at, mut best_len, mut run_at, mut run_len) = (0, 0, 0, 0);
+        for (i, &g) in groups.iter().enumerate() {
+            if g == 0 {
+                if run_len == 0 {
+                    run_at = i;
+                }
+                run_len += 1;
+                if run_len > best_len {
+                    (best_at, best_len) = (run_at, run_len);
+                }
+            } else {
+                run_len = 0;
+            }
+        }
+        if best_len > 1 {
+            self.hex_groups(&groups[..best_at]);
+            self.put(b"::");
+            self.hex_groups(&groups[best_at + best_len..]);
+        } else {
+            self.hex_groups(&groups);
+        }
+    }
+
+    fn hex_groups(&mut self, groups: &[u16]) {
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                self.byte(b':');
+            }
+            // Lower-case hex without leading zeros.
+            let digits = (4 - (g.leading_zeros() / 4) as usize).max(1);
+            let text = [
+                HEX[usize::from(g >> 12)],
+                HEX[usize::from((g >> 8) & 0xf)],
+                HEX[usize::from((g >> 4) & 0xf)],
+                HEX[usize::from(g & 0xf)],
+            ];
+            let mut shifted = [0u8; 4];
+            shifted[..digits].copy_from_slice(&text[4 - digits..]);
+            self.put_prefix(&shifted, digits);
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for room not yet initialised (a memcpy once optimised).
+#[inline(always)]
+fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(s);
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The decimal text of every octet: up to three digits, then the digit count.
+static OCTETS: [[u8; 4]; 256] = {
+    let mut table = [[0u8; 4]; 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            [b'0' + h, b'0' + t, b'0' + u, 3]
+        } else if n >= 10 {
+            [b'0' + t, b'0' + u, 0, 2]
+        } else {
+            [b'0' + u, 0, 0, 1]
+        };
+        n += 1;
+    }
+    table
+};
+
+/// Whether `bytes` are all ASCII with nothing JSON must escape, checked eight at a time.
+#[inline(always)]
+fn plain_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut flagged = false;
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let w = u64::from_le_bytes(w);
+        flagged |= needs_escape(w) | (w & HIGH != 0);
+    }
+    for &b in words.remainder() {
+        flagged |= b < 0x20 || b == b'"' || b == b'\\' || b >= 0x80;
+    }
+    !flagged
+}
+
+/// Most bytes of the answer to `response` with `transaction_id`.
+fn response_bound(response: &Response, transaction_id: Option<&TransactionId>) -> usize {
+    let mut bound = 128 + transaction_id.map_or(0, |t| str_bound(t.0.len()));
+    if let Response::Ok(answer) = response {
+        bound += answer_bound(answer);
+    }
+    bound
+}
+
+fn answer_bound(a: &Answer) -> usize {
+    let mut bound = 64 + if a.reflexive.is_some() { ADDR_BOUND } else { 0 };
+    for r in &a.swarm_results {
+        bound += 96 + str_bound(r.swarm_id.as_bytes().len());
+        for p in r.peers.iter().flatten() {
+            bound += 48 + str_bound(p.peer_id.as_bytes().len()) + p.addrs.len() * (ADDR_BOUND + 1);
+        }
+    }
+    bound += match &a.stat {
+        None => 0,
+        Some(StatAnswer::Swarm(swarm, _)) => {
+            160 + str_bound(swarm.as_bytes().len()) + 6 * NUM_BOUND
+        }
+        Some(StatAnswer::Peer(p)) => {
+            let swarms: usize = p
+                .swarms
+                .iter()
+                .map(|(s, _)| 40 + str_bound(s.as_bytes().len()))
+                .sum();
+            160 + str_bound(p.peer_id.as_bytes().len())
+                + NUM_BOUND
+                + p.addrs.len() * (ADDR_BOUND + 1)
+                + swarms
+                + str_bound(16)
+        }
+    };
+    bound
+}
+
+/// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`, with `asn` as a string as the schema says.
+#[inline(always)]
+fn peer_addr(w: &mut Cursor<'_>, a: &PeerAddr) {
+    match a.addr {
+        SocketAddr::V4(v4) => {
+            w.put(b"{\"ip_address\":{\"address_type\":\"ipv4\",\"address\":\"");
+            w.ipv4(*v4.ip());
+        }
+        SocketAddr::V6(v6) => {
+            w.put(b"{\"ip_address\":{\"address_type\":\"ipv6\",\"address\":\"");
+            w.ipv6(*v6.ip());
+        }
+    }
+    w.put(b"\"},\"port\":");
+    w.put(itoa::Buffer::new().format(a.addr.port()).as_bytes());
+    w.put(b",\"priority\":");
+    w.num(u64::from(a.priority));
+    w.put(match a.kind {
+        AddrType::Host => b",\"type\":\"HOST\"",
+        AddrType::Reflexive => b",\"type\":\"REFLEXIVE\"",
+        AddrType::Proxy => b",\"type\":\"PROXY\"",
+    });
+    if let Some(c) = a.connection {
+        w.put(match c {
+            LinkKind::Wired => b",\"connection\":\"wired\"",
+            LinkKind::Wireless => b",\"connection\":\"wireless\"",
+        });
+    }
+    if let Some(asn) = a.asn {
+        w.put(b",\"asn\":\"");
+        w.num(u64::from(asn));
+        w.byte(b'"');
+    }
+    if a.ppsp_pp {
+        w.put(b",\"peer_protocol\":\"PPSP-PP\"");
+    }
+    w.byte(b'}');
+}
+
+fn peer_addr_list(w: &mut Cursor<'_>, addrs: &[PeerAddr]) {
+    w.byte(b'[');
+    for (i, a) in addrs.iter().enumerate() {
+        if i > 0 {
+            w.byte(b',');
+        }
+        peer_addr(w, a);
+    }
+    w.byte(b']');
+}
+
+/// One `peer_info` entry; a single address as an object, several as an array (RFC 7846
+/// §3.2.4 and examples E4/E6).
+#[inline(always)]
+fn peer_info(w: &mut Cursor<'_>, p: &PeerInfo) {
+    w.put(b"{\"peer_id\":");
+    w.id(p.peer_id.as_bytes());
+    match p.addrs.as_slice() {
+        [] => {}
+        [one] => {
+            w.put(b",\"peer_addr\":");
+            peer_addr(w, one);
+        }
+        many => {
+            w.put(b",\"peer_addr\":");
+            peer_addr_list(w, many);
+        }
+    }
+    w.byte(b'}');
+}
+
+/// RFC 7846 §3.3.4 `ppsp_tp_swarm_action_result_t` (see the reference encoder).
+fn swarm_result(w: &mut Cursor<'_>, r: &SwarmResult) {
+    w.put(b"{\"swarm_id\":");
+    w.id(r.swarm_id.as_bytes());
+    if r.result == ErrorCode::Ok {
+        w.put(b",\"result\":0");
+        if let Some(peers) = &r.peers {
+            w.put(b",\"peer_group\":{\"peer_info\":[");
+            if let Some((first, rest)) = peers.split_first() {
+                peer_info(w, first);
+                for p in rest {
+                    w.byte(b',');
+                    peer_info(w, p);
+                }
+            }
+            w.put(b"]}");
+        }
+    } else {
+        w.put(b",\"result\":1,\"error_code\":");
+        w.num(u64::from(r.result.code()));
+    }
+    w.byte(b'}');
+}
+
+fn swarm_stats(w: &mut Cursor<'_>, swarm: &[u8], s: &SwarmStats) {
+    w.put(b"{\"swarm_id\":");
+    w.id(swarm);
+    w.put(b",\"peers\":");
+    w.num(u64::from(s.peers));
+    w.put(b",\"seeders\":");
+    w.num(u64::from(s.seeders));
+    w.put(b",\"leechers\":");
+    w.num(u64::from(s.leechers));
+    w.put(b",\"completed\":");
+    w.num(u64::from(s.completed));
+    w.put(b",\"uploaded_bytes\":");
+    w.num(s.uploaded_bytes);
+    w.put(b",\"downloaded_bytes\":");
+    w.num(s.downloaded_bytes);
+    w.byte(b'}');
+}
+
+fn peer_status(w: &mut Cursor<'_>, p: &PeerStatus) {
+    w.put(b"{\"peer_id\":");
+    w.id(p.peer_id.as_bytes());
+    w.put(match p.state {
+        PeerState::PeerRegistered => b",\"state\":\"PEER_REGISTERED\",\"online_time\":",
+        PeerState::Tracking => b",\"state\":\"TRACKING\",\"online_time\":",
+    });
+    w.num(p.online_ms / 1000);
+    w.put(b",\"peer_addr\":");
+    peer_addr_list(w, &p.addrs);
+    w.put(b",\"swarms\":[");
+    for (i, (swarm, mode)) in p.swarms.iter().enumerate() {
+        if i > 0 {
+            w.byte(b',');
+        }
+        w.put(b"{\"swarm_id\":");
+        w.id(swarm.as_bytes());
+        w.put(match mode {
+            PeerMode::Seeder => b",\"peer_mode\":\"SEEDER\"}",
+            PeerMode::Leech => b",\"peer_mode\":\"LEECH\"}",
+        });
+    }
+    w.byte(b']');
+    if let Some(node) = &p.connection_tracker {
+        w.put(b",\"connection_tracker\":");
+        w.hex(node);
+    }
+    w.byte(b'}');
+}
+
+fn answer(w: &mut Cursor<'_>, a: &Answer) {
+    if let Some(reflexive) = &a.reflexive {
+        w.put(b",\"peer_addr\":");
+        peer_addr(w, reflexive);
+    }
+    // One result as a bare object (RFC 7846 examples E4, E6, E8), several as an array.
+    match a.swarm_results.as_slice() {
+        [] => {}
+        [one] => {
+            w.put(b",\"swarm_result\":");
+            swarm_result(w, one);
+        }
+        many => {
+            w.put(b",\"swarm_result\":[");
+            for (i, r) in many.iter().enumerate() {
+                if i > 0 {
+                    w.byte(b',');
+                }
+                swarm_result(w, r);
+            }
+            w.byte(b']');
+        }
+    }
+    match &a.stat {
+        None => {}
+        Some(StatAnswer::Swarm(swarm, stats)) => {
+            w.put(b",\"stat_result\":");
+            swarm_stats(w, swarm.as_bytes(), stats);
+        }
+        Some(StatAnswer::Peer(status)) => {
+            w.put(b",\"stat_result\":");
+            peer_status(w, status);
+        }
+    }
+}
+
+/// Appends the JSON answer to `response` to `out` (see the module comment).
+pub(super) fn encode_response(
+    response: &Response,
+    transaction_id: Option<&TransactionId>,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(response_bound(response, transaction_id));
+    let mut w = Cursor {
+        room: out.spare_capacity_mut(),
+        at: 0,
+    };
+    let code = response.error_code();
+    w.put(if code == ErrorCode::Ok {
+        b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":0,\"error_code\":"
+    } else {
+        b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":1,\"error_code\":"
+    });
+    w.num(u64::from(code.code()));
+    if let Some(t) = transaction_id {
+        w.put(b",\"transaction_id\":");
+        w.string(&t.0);
+    }
+    // RFC 7846 §4.3: errors carry no peer_addr and no swarm_result.
+    if let Response::Ok(a) = response {
+        answer(&mut w, a);
+    }
+    w.put(b"}}");
+    let written = w.at;
+    // SAFETY: the cursor initialised the first `written` bytes of the spare capacity (each of
+    // its writes covers the bytes it advances over), which `reserve` made at least
+    // `written` long (the cursor's writes are bounds-checked against it).
+    unsafe { out.set_len(out.len() + written) };
+}

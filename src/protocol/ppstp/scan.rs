@@ -1,0 +1,692 @@
+//! The request scanner: a hand-written, single-pass JSON reader that fills the raw request
+//! shapes of [`super::raw`] straight from the body, borrowing every string without escapes and
+//! allocating nothing for an ordinary request.
+//!
+//! It accepts exactly the bodies that `serde_json::from_slice::<raw::RequestEnvelope>` accepts
+//! and produces the same [`RawRequest`] (the serde decoder is kept as the reference in
+//! [`super::reference`]; tests and the `ppstp_decode` fuzz target compare the two). That means
+//! following serde_json 1.x and serde's derived `Deserialize` to the letter:
+//! - JSON (RFC 8259) strictly: whitespace is space, tab, CR and LF; no trailing commas; nothing
+//!   but whitespace after the envelope; numbers `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+//! - Strings that are read (keys and string values) must be UTF-8, have no control character
+//!   and no lone UTF-16 surrogate in `\u` escapes; strings inside ignored values only need
+//!   valid escapes (`\uXXXX` with any four hex digits).
+//! - Unknown members are skipped at any depth without a depth limit (serde_json skips ignored
+//!   values iteratively); the members that are read nest at most seven levels, far below
+//!   serde_json's recursion limit of 128.
+//! - A member given twice in one object is an error, also when the first was `null`; a `null`
+//!   optional member reads as absent.
+//! - An object may also be written as an array of its members' values in declaration order
+//!   (serde's sequence form of a struct): every member is needed except the trailing ones with
+//!   a default (`peer_addr` and `swarm_action` of `connect`, `stat` of `stat_report`).
+//! - Integers ([`Int`]) are non-negative JSON integers that fit 64 bits, or strings of 1 or
+//!   more ASCII digits (after unescaping); a fraction, exponent, minus sign or overflow is an
+//!   error. A numeric `transaction_id` is kept as serde_json's text of the number.
+//!
+//! Any fault yields [`Malformed`]; the caller then recovers `version` and `transaction_id` for
+//! the error answer as the serde decoder did.
+
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use super::raw::{
+    parse_digits, Int, OneOrMany, RawChunk, RawConnect, RawDisconnect, RawFind, RawIpAddress,
+    RawJoin, RawJoinChunk, RawPeerAddr, RawPeerNum, RawRequest, RawStat, RawStatQuery,
+    RawStatReport, RawSwarmAction, RawSwarmRef, Str, TxId,
+};
+
+/// The body is not a well-formed request envelope (error code 01, or 02 after salvage).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Malformed;
+
+type R<T> = Result<T, Malformed>;
+
+/// Reads a whole request body: the envelope `{"PPSPTrackerProtocol": {...}}` followed by
+/// nothing but whitespace.
+pub(super) fn request(body: &[u8]) -> R<RawRequest<'_>> {
+    let mut s = Scanner { b: body, i: 0 };
+    let message = s.envelope()?.message;
+    match s.ws() {
+        None => Ok(message),
+        Some(_) => Err(Malformed),
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// How a member reads when it is missing: `req` members must be present; `opt` members read
+/// as `None` in an object but must be given in the sequence form; `dflt` members read as `None`
+/// in both forms (serde's `#[serde(default)]`).
+macro_rules! shape {
+    ($name:ident -> $ty:ident { $( $field:ident : $parse:ident $kind:ident [$($key:literal)|+] ),* $(,)? }) => {
+        fn $name(&mut self) -> R<$ty<'a>> {
+            match self.ws() {
+                Some(b'{') => {
+                    self.i += 1;
+                    $( let mut $field = None; )*
+                    let mut first = true;
+                    while let Some(key) = self.next_key(&mut first)? {
+                        match &*key {
+                            $(
+                                $($key)|+ => {
+                                    if $field.is_some() {
+                                        return Err(Malformed);
+                                    }
+                                    $field = Some(shape!(@value self, $parse, $kind));
+                                }
+                            )*
+                            _ => self.ignore_value()?,
+                        }
+                    }
+                    Ok($ty { $( $field: shape!(@missing $field, $kind), )* })
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut first = true;
+                    $(
+                        let $field = if self.next_element(&mut first)? {
+                            shape!(@value self, $parse, $kind)
+                        } else {
+                            shape!(@short $kind)
+                        };
+                    )*
+                    self.end_seq()?;
+                    Ok($ty { $( $field, )* })
+                }
+                _ => Err(Malformed),
+            }
+        }
+    };
+    (@value $s:ident, $parse:ident, req) => { $s.$parse()? };
+    (@value $s:ident, $parse:ident, opt) => { $s.nullable(Self::$parse)? };
+    (@value $s:ident, $parse:ident, dflt) => { $s.nullable(Self::$parse)? };
+    (@missing $field:ident, req) => { $field.ok_or(Malformed)? };
+    (@missing $field:ident, opt) => { $field.flatten() };
+    (@missing $field:ident, dflt) => { $field.flatten() };
+    (@short req) => { return Err(Malformed) };
+    (@short opt) => { return Err(Malformed) };
+    (@short dflt) => { None };
+}
+
+impl<'a> Scanner<'a> {
+    /// Skips whitespace; the next byte, if any.
+    #[inline]
+    fn ws(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b' ' | b'\n' | b'\r' | b'\t' => self.i += 1,
+                _ => return Some(c),
+            }
+        }
+        None
+    }
+
+    /// Consumes `c` after optional whitespace.
+    #[inline]
+    fn expect(&mut self, c: u8) -> R<()> {
+        if self.ws() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// Consumes the bytes of `word` exactly (the rest of a literal).
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    // -- objects and arrays (serde_json's MapAccess and SeqAccess) ----------------------------
+
+    /// The next key of an object whose `{` was consumed, with its `:`; `None` at `}`.
+    fn next_key(&mut self, first: &mut bool) -> R<Option<Cow<'a, str>>> {
+        match self.ws() {
+            Some(b'}') => {
+                self.i += 1;
+                return Ok(None);
+            }
+            Some(b',') if !*first => {
+                self.i += 1;
+                if self.ws() != Some(b'"') {
+                    return Err(Malformed);
+                }
+            }
+            Some(b'"') if *first => {}
+            _ => return Err(Malformed),
+        }
+        *first = false;
+        self.i += 1;
+        let key = self.string()?;
+        self.expect(b':')?;
+        Ok(Some(key))
+    }
+
+    /// Whether an array whose `[` was consumed has another element (its `,` consumed); at `]`
+    /// nothing is consumed (see [`Self::end_seq`]).
+    fn next_element(&mut self, first: &mut bool) -> R<bool> {
+        match self.ws() {
+            Some(b']') => Ok(false),
+            Some(_) if *first => {
+                *first = false;
+                Ok(true)
+            }
+            Some(b',') => {
+                self.i += 1;
+                match self.ws() {
+                    Some(b']') | None => Err(Malformed),
+                    Some(_) => Ok(true),
+                }
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    /// The `]` that must close an array once its elements are read.
+    fn end_seq(&mut self) -> R<()> {
+        self.expect(b']')
+    }
+
+    /// `null` (absent), or the value `parse` reads.
+    #[inline]
+    fn nullable<T>(&mut self, parse: fn(&mut Self) -> R<T>) -> R<Option<T>> {
+        if self.ws() == Some(b'n') {
+            self.i += 1;
+            self.literal(b"ull")?;
+            Ok(None)
+        } else {
+            parse(self).map(Some)
+        }
+    }
+
+    // -- strings ------------------------------------------------------------------------------
+
+    /// A string whose opening `"` was consumed, unescaped and checked as UTF-8 (serde_json's
+    /// `parse_str`): borrowed from the body unless it has escapes.
+    fn string(&mut self) -> R<Cow<'a, str>> {
+        let start = self.i;
+        let b = self.b;
+        let mut i = start;
+        loop {
+            match b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    let text = std::str::from_utf8(&b[start..i]).map_err(|_| Malformed)?;
+                    return Ok(Cow::Borrowed(text));
+                }
+                Some(b'\\') => break,
+                Some(&c) if c < 0x20 => return Err(Malformed),
+                Some(_) => i += 1,
+                None => return Err(Malformed),
+            }
+        }
+        // Escapes: unescape into an owned buffer (rare in requests).
+        let mut out = b[start..i].to_vec();
+        loop {
+            match b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return String::from_utf8(out)
+                        .map(Cow::Owned)
+                        .map_err(|_| Malformed);
+                }
+                Some(b'\\') => {
+                    i = unescape(b, i + 1, &mut out)?;
+                }
+                Some(&c) if c < 0x20 => return Err(Malformed),
+                Some(&c) => {
+                    out.push(c);
+                    i += 1;
+                }
+                None => return Err(Malformed),
+            }
+        }
+    }
+
+    /// A string value (`Str`).
+    fn str(&mut self) -> R<Str<'a>> {
+        self.expect(b'"')?;
+        self.string().map(Str)
+    }
+
+    /// Skips a string whose opening `"` was consumed (serde_json's `ignore_str`: escapes must
+    /// be well-formed, control characters are refused, UTF-8 is not checked).
+    fn ignore_string(&mut self) -> R<()> {
+        let b = self.b;
+        let mut i = self.i;
+        loop {
+            match b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    i += 1;
+                    match b.get(i) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
+                        Some(b'u') => {
+                            hex4(b, i + 1).ok_or(Malformed)?;
+                            i += 5;
+                        }
+                        _ => return Err(Malformed),
+                    }
+                }
+                Some(&c) if c < 0x20 => return Err(Malformed),
+                Some(_) => i += 1,
+                None => return Err(Malformed),
+            }
+        }
+    }
+
+    // -- numbers ------------------------------------------------------------------------------
+
+    /// A number starting at the current byte (`-` or a digit): its text, and its value when it
+    /// is a non-negative integer that fits 64 bits (what serde_json reads as a `u64`).
+    fn number(&mut self) -> R<(&'a [u8], Option<u64>)> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let negative = b.get(i) == Some(&b'-');
+        if negative {
+            i += 1;
+        }
+        let mut value: Option<u64> = Some(0);
+        match b.get(i) {
+            Some(b'0') => {
+                i += 1;
+                if b.get(i).is_some_and(u8::is_ascii_digit) {
+                    return Err(Malformed);
+                }
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                    value = value
+                        .and_then(|v| v.checked_mul(10))
+                        .and_then(|v| v.checked_add(u64::from(c - b'0')));
+                    i += 1;
+                }
+            }
+            _ => return Err(Malformed),
+        }
+        let mut integer = !negative;
+        if b.get(i) == Some(&b'.') {
+            integer = false;
+            i += 1;
+            i = digits(b, i)?;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            integer = false;
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            i = digits(b, i)?;
+        }
+        self.i = i;
+        Ok((&b[start..i], value.filter(|_| integer)))
+    }
+
+    /// A non-negative integer, as a number or a string of digits ([`Int`]).
+    fn int(&mut self) -> R<Int> {
+        match self.ws() {
+            Some(b'-' | b'0'..=b'9') => match self.number()? {
+                (_, Some(v)) => Ok(Int(v)),
+                (_, None) => Err(Malformed),
+            },
+            Some(b'"') => {
+                self.i += 1;
+                let text = self.string()?;
+                parse_digits(&text).map(Int).ok_or(Malformed)
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    /// A transaction id: a string, or a number kept as serde_json's text of it ([`TxId`]).
+    fn txid(&mut self) -> R<TxId<'a>> {
+        match self.ws() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(TxId)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let (text, value) = self.number()?;
+                match value {
+                    Some(v) => Ok(TxId(Cow::Owned(itoa::Buffer::new().format(v).to_owned()))),
+                    // Negative, fractional or huge numbers (rare): serde_json's own reading of
+                    // the number's text, so that the echoed text is the same to the digit.
+                    None => serde_json::from_slice::<TxId<'_>>(text)
+                        .map(|t| TxId(Cow::Owned(t.0.into_owned())))
+                        .map_err(|_| Malformed),
+                }
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    // -- ignored values -----------------------------------------------------------------------
+
+    /// Skips any JSON value (serde_json's `ignore_value`): fully checked, nested to any depth
+    /// without recursion. Up to 256 levels are tracked inline; deeper nesting spills to the
+    /// heap.
+    fn ignore_value(&mut self) -> R<()> {
+        // One bit per open container: 1 for an object, 0 for an array.
+        let mut stack: SmallVec<[u64; 4]> = SmallVec::new();
+        let mut depth = 0usize;
+        loop {
+            // A value.
+            match self.ws() {
+                Some(b'n') => {
+                    self.i += 1;
+                    self.literal(b"ull")?;
+                }
+                Some(b't') => {
+                    self.i += 1;
+                    self.literal(b"rue")?;
+                }
+                Some(b'f') => {
+                    self.i += 1;
+                    self.literal(b"alse")?;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                Some(b'"') => {
+                    self.i += 1;
+                    self.ignore_string()?;
+                }
+                Some(c @ (b'[' | b'{')) => {
+                    self.i += 1;
+                    let word = depth / 64;
+                    if word == stack.len() {
+                        stack.push(0);
+                    }
+                    let bit = 1u64 << (depth % 64);
+                    if c == b'{' {
+                        stack[word] |= bit;
+                    } else {
+                        stack[word] &= !bit;
+                    }
+                    depth += 1;
+                    // An empty container closes at once; otherwise read its first member.
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.ws() == Some(close) {
+                        self.i += 1;
+                        depth -= 1;
+                    } else {
+                        if c == b'{' {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                }
+                _ => return Err(Malformed),
+            }
+            // After a value: a comma and the next member, or closing brackets.
+            loop {
+                if depth == 0 {
+                    return Ok(());
+                }
+                let object = stack[(depth - 1) / 64] & (1u64 << ((depth - 1) % 64)) != 0;
+                match self.ws() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    Some(b']') if !object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    _ => return Err(Malformed),
+                }
+            }
+        }
+    }
+
+    /// An ignored object's key and its `:`.
+    fn member_key(&mut self) -> R<()> {
+        self.expect(b'"')?;
+        self.ignore_string()?;
+        self.expect(b':')
+    }
+
+    // -- the request shapes (raw.rs), member for member ------------------------------------
+
+    shape!(envelope -> RequestEnvelopeShape {
+        message: raw_request req ["PPSPTrackerProtocol"],
+    });
+
+    shape!(raw_request -> RawRequest {
+        version: int opt ["version"],
+        request_type: str opt ["request_type"],
+        transaction_id: txid opt ["transaction_id"],
+        peer_id: str opt ["peer_id"],
+        connect: connect opt ["connect"],
+        find: find opt ["find"],
+        swarm_id: str opt ["swarm_id"],
+        peer_num: peer_num opt ["peer_num"],
+        stat_report: stat_report opt ["stat_report"],
+        join: join opt ["join"],
+        leave: swarm_ref opt ["leave"],
+        disconnect: disconnect opt ["disconnect"],
+        join_chunk: join_chunk opt ["join_chunk"],
+        stat_query: stat_query opt ["stat_query"],
+    });
+
+    shape!(peer_num -> RawPeerNum {
+        peer_count: int opt ["peer_count"],
+        ability_nat: str opt ["ability_nat"],
+        concurrent_links: int opt ["concurrent_links"],
+        online_time: int opt ["online_time"],
+        upload_bandwidth: int opt ["upload_bandwidth"],
+    });
+
+    shape!(ip_address -> RawIpAddress {
+        address_type: str req ["address_type"],
+        address: str req ["address"],
+    });
+
+    shape!(peer_addr -> RawPeerAddr {
+        ip_address: ip_address req ["ip_address"],
+        port: int req ["port"],
+        priority: int opt ["priority"],
+        kind: str opt ["type"],
+        connection: str opt ["connection"],
+        asn: int opt ["asn"],
+        peer_protocol: str opt ["peer_protocol"],
+    });
+
+    shape!(swarm_action -> RawSwarmAction {
+        swarm_id: str req ["swarm_id"],
+        action: str req ["action"],
+        peer_mode: str opt ["peer_mode"],
+    });
+
+    shape!(connect -> RawConnect {
+        peer_num: peer_num opt ["peer_num"],
+        peer_addr: peer_addrs dflt ["peer_addr"],
+        swarm_action: swarm_actions dflt ["swarm_action"],
+    });
+
+    shape!(find -> RawFind {
+        swarm_id: str opt ["swarm_id"],
+        peer_num: peer_num opt ["peer_num"],
+        chunks: chunks opt ["chunks"],
+    });
+
+    shape!(stat -> RawStat {
+        swarm_id: str opt ["swarm_id"],
+        uploaded_bytes: int opt ["uploaded_bytes"],
+        downloaded_bytes: int opt ["downloaded_bytes"],
+        available_bandwidth: int opt ["available_bandwidth"],
+        concurrent_links: int opt ["concurrent_links"],
+    });
+
+    shape!(stat_report -> RawStatReport {
+        kind: str opt ["type"],
+        stat: stats dflt ["stat" | "Stat"],
+    });
+
+    shape!(join -> RawJoin {
+        swarm_id: str req ["swarm_id"],
+        peer_mode: str req ["peer_mode"],
+        peer_num: peer_num opt ["peer_num"],
+    });
+
+    shape!(swarm_ref -> RawSwarmRef {
+        swarm_id: str req ["swarm_id"],
+    });
+
+    shape!(disconnect -> RawDisconnect {
+        swarm_id: str opt ["swarm_id"],
+    });
+
+    shape!(join_chunk -> RawJoinChunk {
+        swarm_id: str req ["swarm_id"],
+        chunks: chunks req ["chunks"],
+    });
+
+    shape!(stat_query -> RawStatQuery {
+        swarm_id: str opt ["swarm_id"],
+        peer_id: str opt ["peer_id"],
+    });
+
+    /// An array of `parse`'s values, or one value written on its own (an object): [`OneOrMany`].
+    fn one_or_many<T>(&mut self, parse: fn(&mut Self) -> R<T>) -> R<OneOrMany<T>> {
+        match self.ws() {
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = SmallVec::new();
+                let mut first = true;
+                while self.next_element(&mut first)? {
+                    items.push(parse(self)?);
+                }
+                self.end_seq()?;
+                Ok(OneOrMany(items))
+            }
+            Some(b'{') => parse(self).map(|one| OneOrMany(smallvec::smallvec![one])),
+            _ => Err(Malformed),
+        }
+    }
+
+    fn peer_addrs(&mut self) -> R<OneOrMany<RawPeerAddr<'a>>> {
+        self.one_or_many(Self::peer_addr)
+    }
+
+    fn swarm_actions(&mut self) -> R<OneOrMany<RawSwarmAction<'a>>> {
+        self.one_or_many(Self::swarm_action)
+    }
+
+    fn stats(&mut self) -> R<OneOrMany<RawStat<'a>>> {
+        self.one_or_many(Self::stat)
+    }
+
+    /// `[[start, end], ...]`: an array of two-integer arrays.
+    fn chunks(&mut self) -> R<Vec<RawChunk>> {
+        self.expect(b'[')?;
+        let mut chunks = Vec::new();
+        let mut first = true;
+        while self.next_element(&mut first)? {
+            self.expect(b'[')?;
+            let mut inner = true;
+            if !self.next_element(&mut inner)? {
+                return Err(Malformed);
+            }
+            let start = self.int()?;
+            if !self.next_element(&mut inner)? {
+                return Err(Malformed);
+            }
+            let end = self.int()?;
+            self.end_seq()?;
+            chunks.push((start, end));
+        }
+        self.end_seq()?;
+        Ok(chunks)
+    }
+}
+
+/// The envelope's one member, as a shape for [`shape!`].
+struct RequestEnvelopeShape<'a> {
+    message: RawRequest<'a>,
+}
+
+/// Digits `[0-9]+` from `i`; the index after them.
+fn digits(b: &[u8], mut i: usize) -> R<usize> {
+    let start = i;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    if i == start {
+        Err(Malformed)
+    } else {
+        Ok(i)
+    }
+}
+
+/// The value of four hex digits at `i`.
+fn hex4(b: &[u8], i: usize) -> Option<u16> {
+    let digits = b.get(i..i + 4)?;
+    let mut v = 0u16;
+    for &d in digits {
+        v = v << 4 | u16::from((d as char).to_digit(16)? as u8);
+    }
+    Some(v)
+}
+
+/// Unescapes the escape after a backslash at `i - 1` into `out` (serde_json's `parse_escape`
+/// with validation: a `\u` surrogate must be a leading one followed by `\u` and a trailing
+/// one). The index after the escape.
+fn unescape(b: &[u8], i: usize, out: &mut Vec<u8>) -> R<usize> {
+    let simple = match b.get(i) {
+        Some(b'"') => b'"',
+        Some(b'\\') => b'\\',
+        Some(b'/') => b'/',
+        Some(b'b') => 0x08,
+        Some(b'f') => 0x0c,
+        Some(b'n') => b'\n',
+        Some(b'r') => b'\r',
+        Some(b't') => b'\t',
+        Some(b'u') => {
+            let n = hex4(b, i + 1).ok_or(Malformed)?;
+            let mut next = i + 5;
+            let code = match n {
+                0xDC00..=0xDFFF => return Err(Malformed),
+                0xD800..=0xDBFF => {
+                    if b.get(next..next + 2) != Some(b"\\u") {
+                        return Err(Malformed);
+                    }
+                    let n2 = hex4(b, next + 2).ok_or(Malformed)?;
+                    if !(0xDC00..=0xDFFF).contains(&n2) {
+                        return Err(Malformed);
+                    }
+                    next += 6;
+                    (((u32::from(n) - 0xD800) << 10) | (u32::from(n2) - 0xDC00)) + 0x1_0000
+                }
+                _ => u32::from(n),
+            };
+            let c = char::from_u32(code).ok_or(Malformed)?;
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            return Ok(next);
+        }
+        _ => return Err(Malformed),
+    };
+    out.push(simple);
+    Ok(i + 1)
+}
