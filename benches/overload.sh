@@ -16,6 +16,7 @@
 #   BACKENDS=epoll PROTOCOLS=ppstp DURATION=5 benches/overload.sh
 #   TRACKER=/work/tgt-release/measure/ppsp-tracker LOADGEN=... benches/overload.sh
 #   CPU_QUOTA=0 benches/overload.sh              # no CPU quota: the server has a whole core
+#   REPORTS=/tmp/overload benches/overload.sh    # keep the generator's reports there
 #
 # The server runs under a CPU quota (CPU_QUOTA, a fraction of one core; 0.2 by default) so
 # that one generator core can offer several times what the server can answer: without it
@@ -48,6 +49,10 @@ LOADGEN_CPU=${LOADGEN_CPU:-0}
 PORT_BASE=${PORT_BASE:-17300}
 PPSP_SETS=${PPSP_SETS:-}
 CPU_QUOTA=${CPU_QUOTA:-0.2}
+# The generator's own report of each run (its errors, latency), one file per run.
+REPORTS=${REPORTS:-$(mktemp -d /tmp/overload.XXXXXX)}
+mkdir -p "$REPORTS"
+LABEL=run
 QUOTA_PERIOD_US=${QUOTA_PERIOD_US:-10000}
 
 [ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
@@ -137,7 +142,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() {
     local proto=$1 port=$2 secs=$3
     shift 3
-    "${PIN_LOADGEN[@]}" "$LOADGEN" "$@" >/dev/null &
+    "${PIN_LOADGEN[@]}" "$LOADGEN" "$@" >"$REPORTS/$LABEL.txt" &
     local gen=$!
     sleep 1
     local a0 s0 b0 t0 a1 s1 b1 t1 c0 c1 g0 g1
@@ -165,6 +170,8 @@ wait_port() {
 
 FMT='%-9s %-7s %-6s %10s %10s %6s %8s %8s %5s %5s %9s %9s\n'
 # shellcheck disable=SC2059
+echo "# the generator's reports: $REPORTS"
+# shellcheck disable=SC2059
 printf "$FMT" backend proto load offered/s answered/s ratio shed/s behind/s cpu% gen% \
     rss_kb_0 rss_kb_1
 port=$PORT_BASE
@@ -181,6 +188,7 @@ for backend in $BACKENDS; do
                    --set ppstp.listen=127.0.0.1:0)
             mix=announce=9,scrape=1
             closed=(--connections 16 --inflight 64 --source-addrs 4)
+            populate=("${closed[@]}")
             open=(--connections 16 --inflight 1024 --source-addrs 4)
         else
             sets+=(--set "ppstp.listen=$target" --set "bt_udp.listen=[\"127.0.0.1:0\"]")
@@ -191,6 +199,7 @@ for backend in $BACKENDS; do
             # ratio measures what overload costs and not what more connections cost.
             open=(--connections 256 --pipeline 64)
             closed=("${open[@]}")
+            populate=(--connections 16 --pipeline 4)
         fi
         # shellcheck disable=SC2086
         "${PIN_SERVER[@]}" "$TRACKER" serve --profile loopback-bench "${sets[@]}" $PPSP_SETS &
@@ -200,9 +209,12 @@ for backend in $BACKENDS; do
         wait_port "$port"
         common=(run --protocol "$proto" --target "$target" --swarms "$SWARMS" --peers "$PEERS"
                 --mix "$mix" --no-progress --timeout-ms 2000)
-        "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${closed[@]}" \
-            --duration 0.1 >/dev/null
+        # Registration gently, so that nothing is shed: a peer whose CONNECT was shed stays
+        # unregistered, and its FINDs would be answered error 03 in every run after.
+        "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${populate[@]}" \
+            --duration 0.1 >"$REPORTS/$backend-$proto-populate.txt"
         # The peak: closed loop with enough requests in flight to keep the worker busy.
+        LABEL=$backend-$proto-peak
         read -r peak shed behind cpu gcpu < <(measure "$proto" "$port" "$PEAK_DURATION" \
             "${common[@]}" --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
         rss0=$(rss_kb "$SERVER_PID")
@@ -211,6 +223,7 @@ for backend in $BACKENDS; do
             "$rss0" -
         for f in $FACTORS; do
             rate=$(python3 -c "print(int($f * $peak))")
+            LABEL=$backend-$proto-${f}x
             read -r ok shed behind cpu gcpu < <(measure "$proto" "$port" "$DURATION" \
                 "${common[@]}" --assume-registered "${open[@]}" --rate "$rate" \
                 --duration "$DURATION")
