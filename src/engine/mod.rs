@@ -695,35 +695,32 @@ impl Engine {
                 let Some(lock) = self.peer_shards.get(shard_no) else {
                     continue;
                 };
+                // The group: the run's picks in this shard not read yet, found by one scan.
+                let mut group: SmallVec<[u64; 256]> = SmallVec::new();
+                for j in i..end {
+                    let (Some(&(key, _)), Some(d)) = (picks.get(j), done.get_mut(j)) else {
+                        break;
+                    };
+                    if !*d && PeerShard::split_key(key).0 == shard_no {
+                        *d = true;
+                        group.push(key);
+                    }
+                }
                 let shard = lock.lock();
                 // The group's records, then their ids, are first read in passes whose loads do
                 // not depend on each other, so that their cache misses overlap (a large table
                 // is far beyond the caches) instead of following one another.
-                let group = || {
-                    (i..end).filter_map(|j| {
-                        let &(key, _) = picks.get(j)?;
-                        let fresh = !done.get(j).copied().unwrap_or(true);
-                        (fresh && PeerShard::split_key(key).0 == shard_no).then_some(key)
-                    })
-                };
                 let mut warm = 0u32;
-                for key in group() {
+                for &key in &group {
                     warm ^= shard.by_key(key).map_or(0, |r| u32::from(r.port));
                 }
-                for key in group() {
+                for &key in &group {
                     if let Some(r) = shard.by_key(key) {
                         warm ^= u32::from(shard.id_of(r).first().copied().unwrap_or(0));
                     }
                 }
                 std::hint::black_box(warm);
-                for j in i..end {
-                    let (Some(&(key, _)), Some(d)) = (picks.get(j), done.get_mut(j)) else {
-                        break;
-                    };
-                    if *d || PeerShard::split_key(key).0 != shard_no {
-                        continue;
-                    }
-                    *d = true;
+                for &key in &group {
                     if let Some(record) = shard.by_key(key) {
                         out.push(PeerInfo {
                             peer_id: shard.peer_id_of(record),
