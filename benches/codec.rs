@@ -1,4 +1,5 @@
-//! Codec benches: PPSTP request decoding (RFC 7846 examples E2, E5, E7), encoding a FIND
+//! Codec benches: PPSTP request decoding (RFC 7846 examples E2, E5, E7; the scanner against
+//! the serde reference decoder on E5 and the load generator's FIND), encoding a FIND
 //! answer with 30 peers, HTTP framing of a pipelined buffer, and BEP 15 (UDP tracker) request
 //! decoding and announce-answer encoding. `ppstp_encode/*_reference` is the answer encoder the
 //! server used before the current one (the same bytes), for before/after ratios from one run. Criterion reports time per
@@ -11,12 +12,13 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ppsp_tracker::engine::{
-    AddrType, Answer, ErrorCode, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, Response, SwarmId,
-    SwarmResult,
+    AddrType, Answer, ErrorCode, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, PeerNum, Request,
+    RequestKind, Response, SwarmId, SwarmResult,
 };
 use ppsp_tracker::protocol::http::{frame_request, Framed, HttpLimits};
 use ppsp_tracker::protocol::ppstp::{
-    decode_request, encode_reference, encode_response, examples, DecodeLimits, TransactionId,
+    decode_request, decode_request_into, encode_reference, encode_request, encode_response,
+    examples, reference, DecodeLimits, Decoded, TransactionId,
 };
 
 fn decode(c: &mut Criterion) {
@@ -42,6 +44,49 @@ fn decode(c: &mut Criterion) {
     group.bench_function("malformed_salvage", |b| {
         b.iter(|| decode_request(black_box(bad.as_bytes()), source, &limits))
     });
+    group.finish();
+}
+
+/// The FIND body `ppsp-loadgen` sends: 40-hex-digit peer and swarm ids, `peer_count` 30, a
+/// decimal transaction id, written by the tracker's own request encoder.
+fn loadgen_find() -> Vec<u8> {
+    let request = Request {
+        peer_id: PeerId::new(b"6c6f616467656e2d706565722d30303030303432").expect("40-byte id"),
+        source: "198.51.100.1:6881".parse().expect("literal address"),
+        kind: RequestKind::Find {
+            swarm_id: SwarmId::new(b"7377726d2d3030303030303030303030303137").expect("40-byte id"),
+            peer_num: Some(PeerNum {
+                peer_count: Some(30),
+                ..PeerNum::default()
+            }),
+            chunks: Vec::new(),
+        },
+    };
+    let mut body = Vec::new();
+    encode_request(&request, &TransactionId("1234567".into()), &mut body);
+    body
+}
+
+/// The hot path's decoding (`decode_request_into` into a reused `Decoded`) with the scanner,
+/// against the serde reference decoder it replaced, in one run: RFC 7846 example E5 and the
+/// load generator's FIND.
+fn scanner_vs_serde(c: &mut Criterion) {
+    let source: SocketAddr = "198.51.100.1:6881".parse().expect("literal address");
+    let limits = DecodeLimits::default();
+    let find = loadgen_find();
+    let mut group = c.benchmark_group("ppstp_decode_into");
+    for (name, body) in [
+        ("e5_find", examples::E5.as_bytes()),
+        ("loadgen_find", &find[..]),
+    ] {
+        let mut out = Decoded::empty(source);
+        group.bench_function(format!("{name}/scanner"), |b| {
+            b.iter(|| decode_request_into(black_box(body), source, &limits, &mut out))
+        });
+        group.bench_function(format!("{name}/serde_reference"), |b| {
+            b.iter(|| reference::decode_request_into(black_box(body), source, &limits, &mut out))
+        });
+    }
     group.finish();
 }
 
@@ -188,5 +233,5 @@ fn bep15(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, encode, framing, bep15);
+criterion_group!(benches, decode, scanner_vs_serde, encode, framing, bep15);
 criterion_main!(benches);

@@ -21,8 +21,8 @@
 # swarm worker where the version has them) listening on 127.0.0.1. SCALE=1 changes the
 # defaults to SWARMS=1000000 PEERS=2000000 POPULARITY=headtail DURATION=3 (SCALE=10m: 10M
 # swarms and 20M peers; SCALE=rss: 5M swarms and 20M peers), with enough source addresses
-# (SOURCE_ADDRS, at most 255) that peers have distinct (address, port) identities and a
-# populate phase of at most POPULATE_TIMEOUT seconds (1200): every server is populated (each
+# (SOURCE_ADDRS, and CONNECTIONS at least as many: one socket per address) that peers have
+# distinct (address, port) identities and a populate phase of at most POPULATE_TIMEOUT seconds (1200): every server is populated (each
 # peer announced once) and the table's "RSS/peer" column is what it costs. ppsp-tracker's
 # table limits (engine.max_swarms, max_peers, max_peers_per_swarm) are raised to the run's
 # population so that no announce is refused for capacity.
@@ -61,9 +61,10 @@ if [ "${SCALE:-0}" != 0 ]; then
     POPULARITY=${POPULARITY:-headtail}
     DURATION=${DURATION:-3}
     SETTLE=${SETTLE:-3}
-    # Every peer a distinct (address, port) identity: 64000 ports per source address.
+    # Every peer a distinct (address, port) identity: 64000 ports per source address, one
+    # socket (at least) per address.
     SOURCE_ADDRS=${SOURCE_ADDRS:-$(( (PEERS + 63999) / 64000 ))}
-    [ "$SOURCE_ADDRS" -gt 255 ] && SOURCE_ADDRS=255
+    CONNECTIONS=${CONNECTIONS:-$(( SOURCE_ADDRS > 8 ? SOURCE_ADDRS : 8 ))}
     POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-1200}
 fi
 SERVER_CPU=${SERVER_CPU:-1}
@@ -106,7 +107,7 @@ fi
 
 # The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
 "$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \
-    --popularity "$POPULARITY" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
+    --popularity "$POPULARITY" --connections "$CONNECTIONS" --source-addrs "$SOURCE_ADDRS" --dry-run --write-swarm-ids "$OUT/whitelist.txt" --no-progress >/dev/null
 
 wait_udp() { # port pid: wait until something listens on the UDP port (at most 5 s)
     for _ in $(seq 50); do

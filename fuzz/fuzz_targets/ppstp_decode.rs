@@ -1,5 +1,7 @@
-//! Fuzzes PPSTP request and response decoding. Nothing may panic; a request that decodes must
-//! survive encode_request -> decode_request unchanged, and its answer must decode again.
+//! Fuzzes PPSTP request and response decoding. Nothing may panic; the request scanner must give
+//! the same outcome as the serde reference decoder (request, error code, transaction id), with
+//! default limits and with tight ones; a request that decodes must survive encode_request ->
+//! decode_request unchanged, and its answer must decode again.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -7,13 +9,33 @@ use std::net::SocketAddr;
 use libfuzzer_sys::fuzz_target;
 use ppsp_tracker::engine::Response;
 use ppsp_tracker::protocol::ppstp::{
-    decode_request, decode_response, encode_request, encode_response, DecodeLimits,
+    decode_request, decode_request_into, decode_response, encode_request, encode_response,
+    reference, DecodeLimits, Decoded,
+};
+
+/// Limits small enough for fuzzed bodies to run into.
+const TIGHT: DecodeLimits = DecodeLimits {
+    max_id_len: 8,
+    max_addrs: 1,
+    max_swarm_actions: 2,
+    max_chunk_ranges: 1,
+    max_stats: 1,
 };
 
 fuzz_target!(|data: &[u8]| {
     let source = SocketAddr::from(([192, 0, 2, 1], 6881));
     let limits = DecodeLimits::default();
     let _ = decode_response(data);
+    for limits in [limits, TIGHT] {
+        let scanned = decode_request(data, source, &limits);
+        assert_eq!(scanned, reference::decode_request(data, source, &limits));
+        // The hot path's form: into a reused `Decoded` that held a CONNECT.
+        let mut reused = Decoded::empty(source);
+        let connect = br#"{"PPSPTrackerProtocol":{"version":1,"request_type":"CONNECT","transaction_id":"c","peer_id":"p","connect":{"swarm_action":[{"swarm_id":"s","action":"JOIN","peer_mode":"LEECH"}]}}}"#;
+        decode_request_into(connect, source, &limits, &mut reused).expect("CONNECT decodes");
+        let into = decode_request_into(data, source, &limits, &mut reused).map(|()| reused);
+        assert_eq!(into, scanned);
+    }
     let mut out = Vec::new();
     match decode_request(data, source, &limits) {
         Ok(decoded) => {

@@ -89,9 +89,12 @@ pub struct RunArgs {
     /// Worker threads, each with its own sockets.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Bind UDP sockets to this many loopback source addresses (127.0.0.1..127.0.0.N).
+    /// Bind UDP sockets to this many loopback source addresses (1..=65535: 127.0.0.1,
+    /// 127.0.0.2, ... counting on through 127.0.x.y), one socket or more each, so bt-udp
+    /// peers have up to 64000 distinct (address, port) identities per address: 20M peers need
+    /// 313 addresses (and at least as many `--connections`).
     #[arg(long, default_value_t = 1)]
-    pub source_addrs: u8,
+    pub source_addrs: u32,
     /// Measured phase length, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -290,8 +293,18 @@ impl RunArgs {
                 bail!("--rate must be positive");
             }
         }
-        if self.source_addrs == 0 {
-            bail!("--source-addrs must be at least 1");
+        if self.source_addrs == 0 || self.source_addrs > MAX_SOURCE_ADDRS {
+            bail!("--source-addrs must be 1..={MAX_SOURCE_ADDRS}");
+        }
+        if self.source_addrs > 1 && self.connections < self.source_addrs as usize {
+            // A source address without a socket of its own would send its peers' requests
+            // from another address, merging identities.
+            bail!(
+                "--source-addrs {} needs at least as many --connections (one socket per \
+                 address); got {}",
+                self.source_addrs,
+                self.connections
+            );
         }
         if self.bucket_ms == 0 {
             bail!("--bucket-ms must be positive");
@@ -310,14 +323,23 @@ impl RunArgs {
     }
 }
 
-/// UDP source addresses: 127.0.0.1..=127.0.0.N for an IPv4 loopback target.
+/// Most loopback source addresses `--source-addrs` names: 127.0.0.1 through 127.0.255.255.
+pub const MAX_SOURCE_ADDRS: u32 = 65_535;
+
+/// UDP source address number `i` (1-based): 127.0.0.0 plus `i`, so 127.0.0.1..=127.0.0.255,
+/// then 127.0.1.0 and on (every 127/8 address is a loopback address).
+fn source_addr(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | (i & 0x00ff_ffff)))
+}
+
+/// UDP source addresses: the first N of [`source_addr`] for an IPv4 loopback target.
 fn sources(args: &RunArgs, target: SocketAddr) -> anyhow::Result<Vec<IpAddr>> {
     if args.source_addrs <= 1 {
         return Ok(Vec::new());
     }
     match target.ip() {
-        IpAddr::V4(v4) if v4.is_loopback() => Ok((1..=args.source_addrs)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        IpAddr::V4(v4) if v4.is_loopback() => Ok((1..=args.source_addrs.min(MAX_SOURCE_ADDRS))
+            .map(source_addr)
             .collect()),
         _ => bail!("--source-addrs above 1 needs an IPv4 loopback target"),
     }
@@ -723,6 +745,28 @@ mod tests {
             ]
         );
         assert!(sources(&u, "[::1]:1".parse().unwrap()).is_err());
+        // Past 255 addresses the third byte counts on: 20M peers get distinct identities.
+        u.source_addrs = 313;
+        assert!(u.validate().is_err(), "fewer sockets than addresses");
+        u.connections = 313;
+        u.validate().unwrap();
+        let many = sources(&u, u.target()).unwrap();
+        assert_eq!(many.len(), 313);
+        assert_eq!(many[254], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 255)));
+        assert_eq!(many[255], IpAddr::V4(Ipv4Addr::new(127, 0, 1, 0)));
+        assert_eq!(many[312], IpAddr::V4(Ipv4Addr::new(127, 0, 1, 57)));
+        let mut distinct = many.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 313);
+        assert_eq!(
+            source_addr(MAX_SOURCE_ADDRS),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 255, 255))
+        );
+        u.source_addrs = MAX_SOURCE_ADDRS + 1;
+        assert!(u.validate().is_err());
+        u.source_addrs = 3;
+        u.connections = 8;
         u.rate = Some(-1.0);
         assert!(u.validate().is_err());
     }

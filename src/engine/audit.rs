@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use hashbrown::HashMap;
 
-use super::tables::{Member, PeerRecord, PeerShard, Swarm};
+use super::tables::{Member, PeerShard, Swarm};
 use super::types::{PeerId, PeerMode, SwarmId};
 use super::{Engine, TableCounts};
 
@@ -185,8 +185,7 @@ impl Engine {
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
             est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
-            est.peer_table += shard.records.capacity() * size_of::<PeerRecord>();
-            est.peer_table += shard.bucket_bytes() + shard.id_bytes();
+            est.peer_table += shard.record_bytes() + shard.bucket_bytes();
             for record in &shard.records {
                 est.peer_table += record.swarms.heap_bytes();
                 est.peer_table += record

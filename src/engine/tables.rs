@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
+use super::chunked::{ByteArena, ChunkedVec};
 use super::swarm_list::SwarmList;
 use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
 
@@ -63,8 +64,10 @@ pub(super) struct Swarm {
 
 #[derive(Debug, Default)]
 struct SwarmExtra {
-    /// key -> absolute position in `members`. Only for swarms above [`INDEX_ABOVE`] members.
-    index: Option<FastMap<u64, u32>>,
+    /// Absolute positions in `members`, hashed by the member's key ([`key_hash`]): 4 bytes
+    /// per slot, the key being read from the member. Only for swarms above [`INDEX_ABOVE`]
+    /// members.
+    index: Option<hashbrown::HashTable<u32>>,
     /// key -> sorted, merged chunk ranges (JOIN_CHUNK). Empty (no allocation) while no member
     /// holds any.
     chunks: FastMap<u64, Box<[ChunkRange]>>,
@@ -152,22 +155,14 @@ impl Swarm {
         x.downloaded_bytes = x.downloaded_bytes.saturating_add(downloaded);
     }
 
-    fn index(&self) -> Option<&FastMap<u64, u32>> {
+    fn index(&self) -> Option<&hashbrown::HashTable<u32>> {
         self.extra.as_ref().and_then(|x| x.index.as_ref())
     }
 
-    fn index_mut(&mut self) -> Option<&mut FastMap<u64, u32>> {
-        self.extra.as_mut().and_then(|x| x.index.as_mut())
-    }
-
-    /// Records that the member at absolute position `pos` is now there (after a move).
-    fn reindex(&mut self, pos: usize) {
-        let Some(key) = self.members.get(pos).map(|m| m.key) else {
-            return;
-        };
-        if let Some(index) = self.index_mut() {
-            index.insert(key, pos as u32);
-        }
+    /// The member vector and the position index (if any), borrowed apart.
+    fn members_and_index(&mut self) -> (&[Member], Option<&mut hashbrown::HashTable<u32>>) {
+        let Swarm { members, extra, .. } = self;
+        (members, extra.as_mut().and_then(|x| x.index.as_mut()))
     }
 
     fn drop_extra_if_unused(&mut self) {
@@ -181,7 +176,10 @@ impl Swarm {
         let seeders = self.seeder_count();
         match self.index() {
             Some(index) => {
-                let abs = *index.get(&key)? as usize;
+                let members = &self.members;
+                let abs = *index.find(key_hash(key), |&v| {
+                    members.get(v as usize).is_some_and(|m| m.key == key)
+                })? as usize;
                 match mode {
                     PeerMode::Seeder => (abs < seeders).then_some(abs),
                     PeerMode::Leech => abs.checked_sub(seeders),
@@ -200,15 +198,22 @@ impl Swarm {
         }
         self.members.push(member);
         let last = self.members.len() - 1;
-        if mode == PeerMode::Seeder {
+        let at = if mode == PeerMode::Seeder {
             // The new seeder takes the first leecher's place; that leecher moves to the end.
             let first_leecher = self.seeder_count();
             self.members.swap(first_leecher, last);
             self.seeders += 1;
-            self.reindex(last);
-            self.reindex(first_leecher);
+            if first_leecher != last {
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_move(index, members, first_leecher, last);
+                }
+            }
+            first_leecher
         } else {
-            self.reindex(last);
+            last
+        };
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_insert(index, members, member.key, at);
         }
         if self.index().is_none() && self.len() > INDEX_ABOVE {
             self.build_index();
@@ -216,9 +221,9 @@ impl Swarm {
     }
 
     fn build_index(&mut self) {
-        let mut index = FastMap::with_capacity_and_hasher(self.len(), Default::default());
+        let mut index = hashbrown::HashTable::with_capacity(self.len());
         for (pos, m) in self.members.iter().enumerate() {
-            index.insert(m.key, pos as u32);
+            idx_insert(&mut index, &self.members, m.key, pos);
         }
         self.extra.get_or_insert_with(Default::default).index = Some(index);
     }
@@ -233,25 +238,36 @@ impl Swarm {
                 if abs >= self.members.len() {
                     return None;
                 }
+                let old_last = self.members.len() - 1;
                 let member = self.members.swap_remove(abs);
-                self.reindex(abs);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, abs);
+                    if abs != old_last {
+                        idx_move(index, members, old_last, abs);
+                    }
+                }
                 member
             }
             PeerMode::Seeder => {
                 // Move the target to the last seeder slot, then fill that slot with the last
                 // member (a leecher, if there are any).
                 let last_seeder = seeders.checked_sub(1)?;
+                let old_last = self.members.len() - 1;
                 self.members.swap(rel, last_seeder);
-                self.reindex(rel);
                 let member = self.members.swap_remove(last_seeder);
                 self.seeders -= 1;
-                self.reindex(last_seeder);
+                if let (members, Some(index)) = self.members_and_index() {
+                    idx_remove(index, key, rel);
+                    if rel != last_seeder {
+                        idx_move(index, members, last_seeder, rel);
+                    }
+                    if last_seeder != old_last {
+                        idx_move(index, members, old_last, last_seeder);
+                    }
+                }
                 member
             }
         };
-        if let Some(index) = self.index_mut() {
-            index.remove(&key);
-        }
         Some(member)
     }
 
@@ -302,9 +318,9 @@ impl Swarm {
         if let Some(m) = self.members.get_mut(abs) {
             m.key = new;
         }
-        if let Some(index) = self.index_mut() {
-            index.remove(&old);
-            index.insert(new, abs as u32);
+        if let (members, Some(index)) = self.members_and_index() {
+            idx_remove(index, old, abs);
+            idx_insert(index, members, new, abs);
         }
         if let Some(x) = &mut self.extra {
             if let Some(ranges) = x.chunks.remove(&old) {
@@ -351,7 +367,7 @@ impl Swarm {
             bytes += std::mem::size_of::<SwarmExtra>();
             if let Some(index) = &x.index {
                 // hashbrown: one (key, value) slot plus one control byte per bucket.
-                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<(u64, u32)>() + 1);
+                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1);
             }
             bytes +=
                 x.chunks.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<[ChunkRange]>)>() + 1);
@@ -395,6 +411,37 @@ impl Swarm {
             }
         }
         Ok(())
+    }
+}
+
+/// The hash of a member key in a swarm's position index (keys are the engine's own handles).
+fn key_hash(key: u64) -> u64 {
+    let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// Adds position `pos` (where `key` now is) to a swarm's position index; every other entry
+/// names a member's current position.
+fn idx_insert(index: &mut hashbrown::HashTable<u32>, members: &[Member], key: u64, pos: usize) {
+    index.insert_unique(key_hash(key), pos as u32, |&v| {
+        members.get(v as usize).map_or(0, |m| key_hash(m.key))
+    });
+}
+
+/// Removes the entry of `key` at position `pos`.
+fn idx_remove(index: &mut hashbrown::HashTable<u32>, key: u64, pos: usize) {
+    if let Ok(entry) = index.find_entry(key_hash(key), |&v| v as usize == pos) {
+        entry.remove();
+    }
+}
+
+/// The member now at `to` moved there from `from`: its entry says so.
+fn idx_move(index: &mut hashbrown::HashTable<u32>, members: &[Member], from: usize, to: usize) {
+    let Some(key) = members.get(to).map(|m| m.key) else {
+        return;
+    };
+    if let Some(v) = index.find_mut(key_hash(key), |&v| v as usize == from) {
+        *v = to as u32;
     }
 }
 
@@ -704,9 +751,9 @@ pub(super) struct PeerShard {
     next_gen: u16,
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
-    pub records: Vec<PeerRecord>,
+    pub records: ChunkedVec<PeerRecord, RECORD_CHUNK>,
     /// The records' ids, back to back.
-    ids: Vec<u8>,
+    ids: ByteArena<ID_CHUNK>,
     /// Bytes of `ids` no record uses any more.
     ids_garbage: usize,
     /// Width of a time bucket, milliseconds.
@@ -721,10 +768,14 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
+/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
+const RECORD_CHUNK: usize = 512;
+/// Bytes per chunk of a peer shard's id arena.
+const ID_CHUNK: usize = 16 * 1024;
+
 /// The id bytes of `record` in `ids` (empty if out of range, which never happens).
-fn id_in<'a>(ids: &'a [u8], record: &PeerRecord) -> &'a [u8] {
-    let at = record.id_at as usize;
-    ids.get(at..at + usize::from(record.id_len)).unwrap_or(&[])
+fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &PeerRecord) -> &'a [u8] {
+    ids.get(record.id_at, usize::from(record.id_len))
 }
 
 impl PeerShard {
@@ -738,8 +789,8 @@ impl PeerShard {
             next_gen: 0,
             hasher: Default::default(),
             index: hashbrown::HashTable::new(),
-            records: Vec::new(),
-            ids: Vec::new(),
+            records: ChunkedVec::default(),
+            ids: ByteArena::default(),
             ids_garbage: 0,
             bucket_ms,
             heads: vec![NIL; BUCKETS].into_boxed_slice(),
@@ -765,9 +816,9 @@ impl PeerShard {
         Self::key(self.number, gen, pos as u32)
     }
 
-    /// Heap bytes of the id arena.
-    pub fn id_bytes(&self) -> usize {
-        self.ids.capacity()
+    /// Heap bytes of the records and the id arena.
+    pub fn record_bytes(&self) -> usize {
+        self.records.heap_bytes() + self.ids.heap_bytes()
     }
 
     /// The handle of slot `slot` with generation `gen` in shard `shard`.
@@ -899,10 +950,18 @@ impl PeerShard {
 
     /// Sets the deadline of the record at `pos`, moving it to its new bucket's list.
     pub fn set_deadline(&mut self, pos: usize, deadline: Time) {
-        let Some(ring) = self.records.get(pos).map(|r| usize::from(r.ring)) else {
+        let Some((ring, old)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
             return;
         };
-        if ring == self.ring_of(deadline) {
+        // A later deadline leaves the record where it is listed (no earlier than its old
+        // deadline's bucket, so no later than the new one's): the expiry walk files it again
+        // when it gets there ([`PeerShard::refile`]). Refreshing a peer, which every request
+        // does, then touches no other record. An earlier deadline moves it at once.
+        if deadline >= old || ring == self.ring_of(deadline) {
             if let Some(r) = self.records.get_mut(pos) {
                 r.deadline = deadline;
             }
@@ -915,15 +974,31 @@ impl PeerShard {
         self.link(pos as u32);
     }
 
+    /// Lists the record at `pos`, not due yet, in the bucket of its deadline if it is listed
+    /// in an earlier one (its deadline was pushed back, see [`PeerShard::set_deadline`]).
+    pub fn refile(&mut self, pos: usize) {
+        let Some((ring, deadline)) = self
+            .records
+            .get(pos)
+            .map(|r| (usize::from(r.ring), r.deadline))
+        else {
+            return;
+        };
+        let want = self.ring_of(deadline);
+        if want != ring {
+            self.unlink(pos as u32);
+            self.link_into(pos as u32, want);
+        }
+    }
+
     /// Adds a record for `peer_id`, which is not in the shard yet; gives it its handle and
     /// stores its id. Returns its position.
     pub fn insert(&mut self, peer_id: &PeerId, mut record: PeerRecord) -> usize {
         let pos = self.records.len();
         let id = peer_id.as_bytes();
         record.gen = self.fresh_gen();
-        record.id_at = self.ids.len() as u32;
+        record.id_at = self.ids.push(id);
         record.id_len = id.len() as u8;
-        self.ids.extend_from_slice(id);
         let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
@@ -960,7 +1035,7 @@ impl PeerShard {
             let ring = self.records.get(last).map_or(0, |r| usize::from(r.ring));
             self.unlink(last as u32);
             let old_key = self.key_at(last);
-            let record = self.records.swap_remove(pos);
+            let record = self.records.swap_remove(pos)?;
             let gen = self.fresh_gen();
             let moved = self.records.get_mut(pos)?;
             moved.gen = gen;
@@ -985,24 +1060,19 @@ impl PeerShard {
         Some(result)
     }
 
-    /// Gives back memory of a record vector that became mostly empty, and compacts the id
-    /// arena when at least half of it is garbage.
+    /// Compacts the id arena when at least half of it is garbage and gives back memory of an
+    /// id index that became mostly empty (the record vector frees its chunks itself).
     fn shrink(&mut self) {
         if self.records.is_empty() {
-            self.ids = Vec::new();
+            self.ids = ByteArena::default();
             self.ids_garbage = 0;
         } else if self.ids_garbage >= ID_GARBAGE_MIN && self.ids_garbage * 2 >= self.ids.len() {
-            let mut ids = Vec::with_capacity((self.ids.len() - self.ids_garbage) * 5 / 4);
-            for r in &mut self.records {
-                let id = id_in(&self.ids, r);
-                r.id_at = ids.len() as u32;
-                ids.extend_from_slice(id);
+            let mut ids = ByteArena::default();
+            for r in self.records.iter_mut() {
+                r.id_at = ids.push(id_in(&self.ids, r));
             }
             self.ids = ids;
             self.ids_garbage = 0;
-        }
-        if self.records.capacity() > 64 && self.records.len() * 4 < self.records.capacity() {
-            self.records.shrink_to(self.records.len() * 2);
         }
         if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
             let PeerShard {
@@ -1118,7 +1188,7 @@ mod tests {
                     (1, Some(pos)) => shard.set_deadline(pos, Time::from_millis(t)),
                     (2, Some(pos)) => {
                         let last = shard.len() - 1;
-                        let moving = (pos != last).then(|| shard.peer_id_of(&shard.records[last]));
+                        let moving = (pos != last).then(|| shard.records.get(last).map(|r| shard.peer_id_of(r))).flatten();
                         let (_, moved) = shard.remove_at(pos).expect("present");
                         prop_assert_eq!(shard.find(&id), None);
                         prop_assert_eq!(moved.is_some(), pos != last);

@@ -343,8 +343,10 @@ impl BtUdpWorker {
 
 impl DatagramWorker for BtUdpWorker {
     fn on_batch(&mut self) {
-        self.refresh();
+        // One clock reading per batch, for the engine's time and the load control.
         self.batch_at = std::time::Instant::now();
+        self.now = self.clock.at(self.batch_at);
+        self.list = current_list(&self.access);
     }
 
     fn on_datagram(

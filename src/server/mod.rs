@@ -86,7 +86,14 @@ impl Clock {
     }
 
     pub fn now(&self) -> Time {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at(Instant::now())
+    }
+
+    /// The time of `instant` (a clock reading the caller already has, so that one reading
+    /// serves both).
+    pub fn at(&self, instant: Instant) -> Time {
+        let elapsed = instant.saturating_duration_since(self.origin);
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         Time::from_millis(ms.saturating_add(self.advanced_ms.load(Ordering::Relaxed)))
     }
 

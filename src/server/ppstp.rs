@@ -82,6 +82,11 @@ struct PpstpWorker {
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
 /// such as `; charset=utf-8`.
 pub(crate) fn is_ppstp_media_type(value: &[u8]) -> bool {
+    // What clients send: one comparison instead of a scan for parameters and a
+    // case-insensitive comparison per request.
+    if value == CONTENT_TYPE.as_bytes() {
+        return true;
+    }
     let media = value.split(|b| *b == b';').next().unwrap_or(&[]);
     media
         .trim_ascii()

@@ -282,10 +282,19 @@ fn request_from_raw(
 fn id(s: &Str<'_>, limits: &DecodeLimits) -> Checked<IdBytes> {
     let text = s.as_str();
     let bytes = text.as_bytes();
-    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) || text.chars().any(char::is_control) {
+    if bytes.len() > limits.max_id_len.min(MAX_ID_BYTES) || has_control(bytes) {
         return Err(Bad);
     }
     IdBytes::new(bytes).map_err(|_| Bad)
+}
+
+/// Whether UTF-8 `text` holds a control character (Unicode category Cc, what
+/// [`char::is_control`] tests: U+0000..=U+001F and U+007F..=U+009F), read byte by byte: a byte
+/// below 0x20, 0x7F, or 0xC2 followed by 0x80..=0x9F (the encoding of U+0080..=U+009F).
+pub(super) fn has_control(text: &[u8]) -> bool {
+    text.iter().enumerate().any(|(i, &b)| {
+        b < 0x20 || b == 0x7f || (b == 0xc2 && text.get(i + 1).is_some_and(|&n| n < 0xa0))
+    })
 }
 
 fn opt_u32(v: Option<Int>) -> Checked<Option<u32>> {

@@ -63,14 +63,22 @@ pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Whether any of the eight bytes of `w` is below 0x20, `"` or `\\` (a JSON string must
 /// escape those). Exact as a yes/no answer (the "has a byte less than n" word trick).
 pub(super) const fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (escape_flags(w) & !w) & HIGH != 0
+}
+
+/// A word whose high bits (`& 0x8080_8080_8080_8080`) are not all clear exactly when a byte
+/// of `w` is below 0x20, `"`, `\\` or not ASCII (0x80 and above). ORing the flags of several
+/// words and testing once answers for all of them.
+#[inline(always)]
+pub(super) const fn escape_flags(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
     let q = w ^ (ONES * 0x22);
-    let quote = q.wrapping_sub(ONES) & !q;
     let b = w ^ (ONES * 0x5c);
-    let backslash = b.wrapping_sub(ONES) & !b;
-    (control | quote | backslash) & HIGH != 0
+    (w.wrapping_sub(ONES * 0x20) & !w)
+        | (q.wrapping_sub(ONES) & !q)
+        | (b.wrapping_sub(ONES) & !b)
+        | w
 }
 
 /// Writes identifier bytes as a JSON string: as text when they are UTF-8 (every PPSTP id is),

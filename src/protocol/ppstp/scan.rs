@@ -216,17 +216,41 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let b = self.b;
         let mut i = start;
+        let mut ascii = true;
         loop {
-            match b.get(i) {
-                Some(b'"') => {
+            // Eight bytes at a time up to the first that is not plain ASCII.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                let stop = special(word);
+                if stop != 0 {
+                    i += (stop.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            let Some(&c) = b.get(i) else {
+                return Err(Malformed);
+            };
+            match CLASS[usize::from(c)] {
+                PLAIN => i += 1,
+                HIGH => {
+                    ascii = false;
+                    i += 1;
+                }
+                QUOTE => {
                     self.i = i + 1;
-                    let text = std::str::from_utf8(&b[start..i]).map_err(|_| Malformed)?;
+                    let raw = &b[start..i];
+                    let text = if ascii {
+                        // SAFETY: every byte of `raw` was checked to be below 0x80 (class
+                        // PLAIN), and ASCII is UTF-8.
+                        unsafe { std::str::from_utf8_unchecked(raw) }
+                    } else {
+                        std::str::from_utf8(raw).map_err(|_| Malformed)?
+                    };
                     return Ok(Cow::Borrowed(text));
                 }
-                Some(b'\\') => break,
-                Some(&c) if c < 0x20 => return Err(Malformed),
-                Some(_) => i += 1,
-                None => return Err(Malformed),
+                BACKSLASH => break,
+                _ => return Err(Malformed),
             }
         }
         // Escapes: unescape into an owned buffer (rare in requests).
@@ -264,12 +288,25 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let mut i = self.i;
         loop {
-            match b.get(i) {
-                Some(b'"') => {
+            // Plain bytes eight at a time (a byte from 0x80 stops the word too).
+            while let Some(chunk) = b.get(i..i + 8) {
+                let stop = special(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+                if stop != 0 {
+                    i += (stop.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            let Some(&c) = b.get(i) else {
+                return Err(Malformed);
+            };
+            match CLASS[usize::from(c)] {
+                PLAIN | HIGH => i += 1,
+                QUOTE => {
                     self.i = i + 1;
                     return Ok(());
                 }
-                Some(b'\\') => {
+                BACKSLASH => {
                     i += 1;
                     match b.get(i) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
@@ -280,9 +317,7 @@ impl<'a> Scanner<'a> {
                         _ => return Err(Malformed),
                     }
                 }
-                Some(&c) if c < 0x20 => return Err(Malformed),
-                Some(_) => i += 1,
-                None => return Err(Malformed),
+                _ => return Err(Malformed),
             }
         }
     }
@@ -624,6 +659,51 @@ impl<'a> Scanner<'a> {
 /// The envelope's one member, as a shape for [`shape!`].
 struct RequestEnvelopeShape<'a> {
     message: RawRequest<'a>,
+}
+
+/// Byte classes inside a JSON string.
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const CONTROL: u8 = 3;
+const HIGH: u8 = 4;
+
+/// The class of each byte inside a string: control characters (below 0x20) end it with an
+/// error, `"` ends it, `\` starts an escape, bytes from 0x80 are part of multi-byte UTF-8.
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = if c < 0x20 {
+            CONTROL
+        } else if c == b'"' as usize {
+            QUOTE
+        } else if c == b'\\' as usize {
+            BACKSLASH
+        } else if c >= 0x80 {
+            HIGH
+        } else {
+            PLAIN
+        };
+        c += 1;
+    }
+    t
+};
+
+const ONES: u64 = u64::MAX / 255;
+const HIGHS: u64 = ONES << 7;
+
+/// The high bit of each byte of `word` (little-endian) that is not plain ASCII: a control
+/// character, `"`, `\\` or a byte from 0x80. Bytes above the first such byte may be marked
+/// wrongly (borrows), so only the lowest mark is meaningful.
+#[inline]
+fn special(word: u64) -> u64 {
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash | word) & HIGHS
 }
 
 /// Digits `[0-9]+` from `i`; the index after them.

@@ -10,7 +10,7 @@
 //! socket call with a timeout on that thread (`EINTR`).
 //!
 //! Datagram sockets are served from the ring alone (`udp.rs`): a multishot `RecvMsg` per socket
-//! into a provided-buffer ring, answers queued as `SendMsg` entries from preallocated send
+//! into a provided-buffer ring, answers queued as `Send` entries from preallocated send
 //! slots and submitted together once per loop turn, sockets as registered files; nothing is
 //! allocated per datagram. Stream listeners and connections are served from the ring too
 //! (`tcp.rs`): a multishot `Accept` per listener, a multishot `Recv` per connection into the
@@ -133,7 +133,7 @@ pub fn probe() -> Result<TaskRun, Unavailable> {
 fn probe_here() -> Result<TaskRun, Unavailable> {
     let (ring, mode) = build_ring(8)?;
     // A provided-buffer ring (Linux 5.19) is what the datagram path receives into.
-    let mut region = udp::BufRegion::new(8, 64)
+    let mut region = udp::BufRegion::new(8, 8, 64)
         .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
     region
         .register(&ring, 0)

@@ -3,9 +3,11 @@
 //! Each datagram socket of the worker has one multishot `RecvMsg` (Linux 6.0) that takes a
 //! buffer from the socket's provided-buffer ring for every datagram: the buffer holds the
 //! `io_uring_recvmsg_out` header, the source address and the payload, and goes back into the
-//! ring as soon as the service has answered. Answers are written straight into preallocated
-//! send slots (buffer, address, `iovec`, `msghdr` each), queued as `SendMsg` entries and
-//! submitted by the worker's next wait, so a turn of any number of datagrams costs one
+//! ring as soon as the service has answered. The ring starts with a few buffers and doubles
+//! them when a burst finds it empty, so its memory follows the bursts the socket sees.
+//! Answers are written straight into preallocated send slots (buffer, address, `iovec`,
+//! `msghdr` each), queued as `Send` entries with a destination address (`SendMsg` on kernels
+//! without one) and submitted by the worker's next wait, so a turn of any number of datagrams costs one
 //! `io_uring_enter`. When every slot is in flight an answer is dropped and counted
 //! (`send_dropped`), as the epoll path drops answers a full socket buffer refuses; answers are
 //! sent with `MSG_DONTWAIT` for the same reason. Nothing is allocated per datagram.
@@ -57,52 +59,77 @@ const HEADER_BYTES: usize = 16;
 /// One provided buffer: header, address, and a payload of [`SLOT_BYTES`] (longer datagrams are
 /// truncated by the kernel and dropped, as on the epoll path).
 const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + SLOT_BYTES;
+/// Receive buffers a datagram socket's ring starts with (it grows on demand).
+const INITIAL_BUFS: u16 = 32;
 
 /// A provided-buffer ring (Linux 5.19): the ring of buffer descriptors the kernel takes from,
-/// in page-aligned anonymous memory, and the buffers it describes.
+/// and the buffers it describes, in one page-aligned anonymous mapping. Pages are touched only
+/// when used, and only `live` buffers circulate: a region that starts small grows (up to
+/// `entries`) when the kernel runs out of buffers ([`BufRegion::grow`]), so its memory follows
+/// the largest burst seen rather than the largest possible one.
 pub(crate) struct BufRegion {
     ring: *mut BufRingEntry,
-    ring_bytes: usize,
+    map_bytes: usize,
     entries: u16,
+    /// Buffers in circulation (`bid < live`).
+    live: u16,
     buf_len: usize,
-    bufs: Vec<u8>,
+    /// The buffers, after the descriptor ring in the mapping.
+    bufs: *mut u8,
     /// Our copy of the ring's tail (the kernel only reads it).
     tail: u16,
 }
 
 impl BufRegion {
-    /// `entries` buffers (a power of two, at most 32768) of `buf_len` bytes each, all in the
-    /// ring.
-    pub(crate) fn new(entries: u16, buf_len: usize) -> io::Result<BufRegion> {
+    /// Room for `entries` buffers (a power of two, at most 32768) of `buf_len` bytes each, of
+    /// which the first `live` (at least one, at most `entries`) are in the ring.
+    pub(crate) fn new(entries: u16, live: u16, buf_len: usize) -> io::Result<BufRegion> {
         debug_assert!(entries.is_power_of_two());
         let ring_bytes = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
+        let map_bytes = ring_bytes + usize::from(entries) * buf_len;
         // SAFETY: an anonymous private mapping; the result is checked.
-        let ring = unsafe {
+        let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                ring_bytes,
+                map_bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
         };
-        if ring == libc::MAP_FAILED {
+        if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let mut region = BufRegion {
-            ring: ring.cast(),
-            ring_bytes,
+            ring: map.cast(),
+            map_bytes,
             entries,
+            live: live.clamp(1, entries),
             buf_len,
-            bufs: vec![0u8; usize::from(entries) * buf_len],
+            // SAFETY: `ring_bytes` is inside the mapping.
+            bufs: unsafe { map.cast::<u8>().add(ring_bytes) },
             tail: 0,
         };
-        for bid in 0..entries {
+        for bid in 0..region.live {
             region.recycle(bid);
         }
         region.publish();
         Ok(region)
+    }
+
+    /// Puts more buffers into circulation (twice as many, at most `entries`), visible at the
+    /// next [`BufRegion::publish`]; false when all are already in.
+    fn grow(&mut self) -> bool {
+        if self.live >= self.entries {
+            return false;
+        }
+        let more = self.live.saturating_mul(2).min(self.entries);
+        for bid in self.live..more {
+            self.recycle(bid);
+        }
+        self.live = more;
+        true
     }
 
     /// Registers the ring as buffer group `bgid` of `ring`.
@@ -115,12 +142,15 @@ impl BufRegion {
         }
     }
 
-    /// Buffer `bid`, `len` bytes of it.
+    /// Buffer `bid`, `len` bytes of it (empty for a buffer id out of range).
     fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        if bid >= self.live {
+            return &[];
+        }
         let start = usize::from(bid) * self.buf_len;
-        self.bufs
-            .get(start..start + len.min(self.buf_len))
-            .unwrap_or(&[])
+        // SAFETY: buffer `bid` is inside the mapping (`bid < live <= entries`), and the kernel
+        // wrote it before posting the completion that named it.
+        unsafe { std::slice::from_raw_parts(self.bufs.add(start), len.min(self.buf_len)) }
     }
 
     /// Gives buffer `bid` back to the kernel (visible at the next [`BufRegion::publish`]).
@@ -128,11 +158,12 @@ impl BufRegion {
         if bid >= self.entries {
             return;
         }
+        let addr = self.bufs as u64 + (usize::from(bid) * self.buf_len) as u64;
         let index = usize::from(self.tail & (self.entries - 1));
         // SAFETY: `index` is below `entries`, inside the mapping; the kernel does not read an
         // entry past the published tail, so writing it races with nothing.
         let entry = unsafe { &mut *self.ring.add(index) };
-        entry.set_addr(self.bufs.as_ptr() as u64 + (usize::from(bid) * self.buf_len) as u64);
+        entry.set_addr(addr);
         entry.set_len(self.buf_len as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -153,7 +184,7 @@ impl Drop for BufRegion {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe {
-            libc::munmap(self.ring.cast(), self.ring_bytes);
+            libc::munmap(self.ring.cast(), self.map_bytes);
         }
     }
 }
@@ -205,6 +236,9 @@ pub(crate) struct UdpRing {
     free: Vec<usize>,
     /// Datagrams per [`DatagramWorker::on_batch`] (the configured batch size).
     batch: usize,
+    /// Answers go as IORING_OP_SEND with a destination address; false after the kernel
+    /// refused one (an older kernel), then as IORING_OP_SENDMSG.
+    send_to: bool,
     /// Fixed-file index of the epoll descriptor.
     epoll_index: u32,
     epoll_armed: bool,
@@ -301,14 +335,16 @@ impl UdpRing {
                 .map_err(|e| Unavailable(format!("IORING_REGISTER_FILES failed: {e}")))?;
             break;
         }
-        // One buffer per datagram of a batch: every buffer of the ring is touched as the ring
-        // turns (a page each), so the ring's memory is the batch size times a page. A burst
-        // larger than the ring stops the multishot receive (ENOBUFS) with the rest left in the
-        // socket, and the next turn re-arms it.
-        let entries = batch.next_power_of_two().clamp(64, 4096) as u16;
+        // Room for four batches of buffers, of which 32 circulate at first: every buffer in
+        // circulation is touched as the ring turns (a page each), so the ring grows only when
+        // a burst finds it empty (ENOBUFS: the rest waits in the socket, and the next turn
+        // re-arms the receive with twice the buffers).
+        let entries = (batch.saturating_mul(4))
+            .next_power_of_two()
+            .clamp(64, 4096) as u16;
         let mut socks = Vec::with_capacity(sockets.len());
         for (i, (_, ctx)) in sockets.iter().enumerate() {
-            let mut region = BufRegion::new(entries, BUF_BYTES)
+            let mut region = BufRegion::new(entries, INITIAL_BUFS, BUF_BYTES)
                 .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
             region
                 .register(&ring, i as u16)
@@ -350,7 +386,7 @@ impl UdpRing {
         let stream_region = if listeners.is_empty() {
             None
         } else {
-            let mut region = BufRegion::new(STREAM_BUFS, STREAM_BUF_BYTES)
+            let mut region = BufRegion::new(STREAM_BUFS, STREAM_BUFS, STREAM_BUF_BYTES)
                 .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
             region
                 .register(&ring, stream_bgid)
@@ -361,6 +397,7 @@ impl UdpRing {
             ring,
             mode,
             batch: batch.max(1),
+            send_to: true,
             epoll_index: sockets.len() as u32,
             sockets: socks,
             free: (0..slot_count).rev().collect(),
@@ -675,6 +712,9 @@ impl UdpRing {
         if res < 0 {
             if res == -libc::ENOBUFS {
                 sock.starved = true;
+                if sock.region.grow() {
+                    sock.recycled = true;
+                }
             }
             if res != -libc::ENOBUFS && res != -libc::ECANCELED {
                 tracing::debug!(worker = worker_index, "multishot recvmsg: {res}");
@@ -761,15 +801,24 @@ impl UdpRing {
                     );
                 }
                 slot.hdr.msg_namelen = name_len as u32;
-                slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
-                slot.iov.iov_len = slot.buf.len();
                 slot.socket = i;
-                Some(
+                let entry = if self.send_to {
+                    // A send with a destination address (recent kernels; see `on_sent` for
+                    // older ones): no message header or iovec for the kernel to copy in and
+                    // import.
+                    opcode::Send::new(Fixed(i as u32), slot.buf.as_ptr(), slot.buf.len() as u32)
+                        .dest_addr((&slot.name as *const libc::sockaddr_in6).cast())
+                        .dest_addr_len(name_len as libc::socklen_t)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build()
+                } else {
+                    slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
+                    slot.iov.iov_len = slot.buf.len();
                     opcode::SendMsg::new(Fixed(i as u32), &slot.hdr)
                         .flags(libc::MSG_DONTWAIT as u32)
                         .build()
-                        .user_data(Op::Send(s).encode()),
-                )
+                };
+                Some(entry.user_data(Op::Send(s).encode()))
             }
             (_, Some(s)) => {
                 self.free.push(s);
@@ -785,12 +834,12 @@ impl UdpRing {
     }
 
     fn on_sent(&mut self, s: usize, res: i32, stats: &RuntimeStats, worker_index: usize) {
-        let Some(slot) = self.slots.get_mut(s) else {
+        let Some(socket) = self.slots.get(s).map(|slot| slot.socket) else {
             return;
         };
         if let Some(st) = stats
             .datagrams
-            .get(slot.socket)
+            .get(socket)
             .and_then(|d| d.per_worker.get(worker_index))
         {
             if res >= 0 {
@@ -798,14 +847,26 @@ impl UdpRing {
                 bump(&st.bytes_out, res as u64);
             } else if res == -libc::EAGAIN || res == -libc::ENOBUFS {
                 bump(&st.send_dropped, 1);
+            } else if (res == -libc::EINVAL || res == -libc::EDESTADDRREQ) && self.send_to {
+                // A kernel without destination addresses on IORING_OP_SEND (it refuses the
+                // address field, or ignores it): this answer is lost (the client retries) and
+                // every later one goes as a SENDMSG.
+                tracing::info!(
+                    worker = worker_index,
+                    "io_uring send with a destination is not supported here: using sendmsg"
+                );
+                self.send_to = false;
+                bump(&st.send_errors, 1);
             } else {
                 tracing::debug!(worker = worker_index, "sendmsg: {res}");
                 bump(&st.send_errors, 1);
             }
         }
         // Do not let one huge answer pin memory in the slot for ever.
-        if slot.buf.capacity() > 64 * 1024 {
-            slot.buf = Vec::new();
+        if let Some(slot) = self.slots.get_mut(s) {
+            if slot.buf.capacity() > 64 * 1024 {
+                slot.buf = Vec::new();
+            }
         }
         self.free.push(s);
     }
@@ -918,6 +979,23 @@ mod tests {
         let t = rt.stats().datagrams[0].totals();
         assert_eq!((t.received, t.sent, t.send_dropped), (480, 480, 0));
         rt.shutdown();
+    }
+
+    #[test]
+    fn buffer_regions_start_small_and_double_up_to_their_room() {
+        let mut r = BufRegion::new(128, 32, 256).unwrap();
+        assert_eq!((r.live, r.tail), (32, 32));
+        assert!(r.buffer(31, 16).len() == 16 && r.buffer(32, 16).is_empty());
+        assert!(r.grow());
+        assert_eq!((r.live, r.tail), (64, 64));
+        assert!(r.grow());
+        assert!(!r.grow(), "all 128 are in circulation");
+        assert_eq!((r.live, r.tail), (128, 128));
+        assert_eq!(
+            r.buffer(127, 1000).len(),
+            256,
+            "a buffer is never read past its end"
+        );
     }
 
     #[test]

@@ -639,3 +639,49 @@ proptest! {
         prop_assert!(agree(&body).is_ok(), "{}", agree(&body).unwrap_err());
     }
 }
+
+/// The byte-level control-character test of ids matches `char::is_control` for every
+/// character, alone and between others.
+#[test]
+fn control_characters_are_found_byte_by_byte() {
+    for c in (0..=0x10_ffffu32).filter_map(char::from_u32) {
+        let mut buf = [0u8; 4];
+        let alone = c.encode_utf8(&mut buf).as_bytes().to_vec();
+        assert_eq!(
+            super::super::decode::has_control(&alone),
+            c.is_control(),
+            "{c:?}"
+        );
+        let framed = format!("a\u{e9}{c}\u{a0}z");
+        assert_eq!(
+            super::super::decode::has_control(framed.as_bytes()),
+            c.is_control(),
+            "{c:?}"
+        );
+    }
+}
+
+/// Strings of every length around the eight-byte steps, with each special byte at each
+/// position: both decoders agree (ids are read strings, `x` an ignored one).
+#[test]
+fn strings_agree_at_every_position() {
+    for len in 0..20 {
+        for at in 0..len {
+            for special in [b'"', b'\\', 0x01, 0x1f, 0x7f, 0x80, 0xc3, 0xe9, b'a'] {
+                let mut text = vec![b'p'; len];
+                text[at] = special;
+                if special == 0xc3 && at + 1 < len {
+                    text[at + 1] = 0xa9;
+                }
+                for member in ["peer_id", "x"] {
+                    let mut body = br#"{"PPSPTrackerProtocol":{"version":1,"request_type":"KEEPALIVE","transaction_id":"t",""#.to_vec();
+                    body.extend_from_slice(member.as_bytes());
+                    body.extend_from_slice(b"\":\"");
+                    body.extend_from_slice(&text);
+                    body.extend_from_slice(b"\"}}");
+                    assert_agree(&body);
+                }
+            }
+        }
+    }
+}
