@@ -2,8 +2,9 @@
 //! the serde reference decoder on E5 and the load generator's FIND), encoding a FIND
 //! answer with 30 peers, HTTP framing of a pipelined buffer, and BEP 15 (UDP tracker) request
 //! decoding and announce-answer encoding. `ppstp_encode/*_reference` is the answer encoder the
-//! server used before the current one (the same bytes), for before/after ratios from one run. Criterion reports time per
-//! iteration; one iteration is one request except where the name says otherwise.
+//! server used before the current one (the same bytes), for before/after ratios from one run.
+//! Criterion reports time per iteration; one iteration is one request except where the name
+//! says otherwise.
 //!
 //! `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
 

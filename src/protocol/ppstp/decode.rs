@@ -292,6 +292,21 @@ fn id(s: &Str<'_>, limits: &DecodeLimits) -> Checked<IdBytes> {
 /// [`char::is_control`] tests: U+0000..=U+001F and U+007F..=U+009F), read byte by byte: a byte
 /// below 0x20, 0x7F, or 0xC2 followed by 0x80..=0x9F (the encoding of U+0080..=U+009F).
 pub(super) fn has_control(text: &[u8]) -> bool {
+    // Eight bytes at a time: a byte below 0x20, 0x7F or from 0x80 marks the word (a few bytes
+    // above a marked one may be marked too); only then is the text read byte by byte.
+    let mut chunks = text.chunks_exact(8);
+    let mut marked = 0u64;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let del = word ^ (scan::ONES * 0x7f);
+        marked |= (word.wrapping_sub(scan::ONES * 0x20) & !word)
+            | (del.wrapping_sub(scan::ONES) & !del)
+            | word;
+    }
+    let tail = chunks.remainder().iter().any(|b| !(0x20..0x7f).contains(b));
+    if marked & scan::HIGHS == 0 && !tail {
+        return false;
+    }
     text.iter().enumerate().any(|(i, &b)| {
         b < 0x20 || b == 0x7f || (b == 0xc2 && text.get(i + 1).is_some_and(|&n| n < 0xa0))
     })

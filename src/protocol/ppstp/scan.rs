@@ -690,8 +690,10 @@ static CLASS: [u8; 256] = {
     t
 };
 
-const ONES: u64 = u64::MAX / 255;
-const HIGHS: u64 = ONES << 7;
+/// 0x01 in every byte of a word.
+pub(super) const ONES: u64 = u64::MAX / 255;
+/// 0x80 in every byte of a word.
+pub(super) const HIGHS: u64 = ONES << 7;
 
 /// The high bit of each byte of `word` (little-endian) that is not plain ASCII: a control
 /// character, `"`, `\\` or a byte from 0x80. Bytes above the first such byte may be marked

@@ -652,12 +652,13 @@ fn control_characters_are_found_byte_by_byte() {
             c.is_control(),
             "{c:?}"
         );
-        let framed = format!("a\u{e9}{c}\u{a0}z");
-        assert_eq!(
-            super::super::decode::has_control(framed.as_bytes()),
-            c.is_control(),
-            "{c:?}"
-        );
+        for framed in [
+            format!("a\u{e9}{c}\u{a0}z"),
+            format!("abcdefg{c}hijklmnopq"),
+        ] {
+            let found = super::super::decode::has_control(framed.as_bytes());
+            assert_eq!(found, c.is_control(), "{c:?} in {framed:?}");
+        }
     }
 }
 
