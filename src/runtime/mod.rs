@@ -328,7 +328,9 @@ pub struct RuntimeConfig {
     /// workers; see [`sources::SourceCounts`]).
     pub source_table_slots: usize,
     /// An event-loop turn that takes at least this long counts as behind
-    /// ([`stats::WorkerStats`]); zero counts nothing.
+    /// ([`stats::WorkerStats`]); zero counts nothing. The server sets it to its shedding
+    /// delay: on epoll, a datagram socket's turn that ends this long after its backlog began
+    /// (so it shed) also restarts the backlog ([`DatagramCtx::ready_at`]).
     pub behind_after: Duration,
 }
 
