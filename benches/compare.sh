@@ -65,6 +65,9 @@ if [ "${SCALE:-0}" != 0 ]; then
     # socket (at least) per address.
     SOURCE_ADDRS=${SOURCE_ADDRS:-$(( (PEERS + 63999) / 64000 ))}
     CONNECTIONS=${CONNECTIONS:-$(( SOURCE_ADDRS > 8 ? SOURCE_ADDRS : 8 ))}
+    # About 128 requests in flight in all, as with the defaults (8 x 16): with 32 sockets
+    # x 16, a single-socket server's receive buffer overflows and the run stalls on timeouts.
+    INFLIGHT=${INFLIGHT:-$(( CONNECTIONS >= 128 ? 1 : 128 / CONNECTIONS ))}
     POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-1200}
 fi
 SERVER_CPU=${SERVER_CPU:-1}
