@@ -141,7 +141,18 @@ fn resource(name: &str) -> u128 {
 #[test]
 fn admin_endpoints_answer_while_an_overlay_request_waits() {
     let addrs: Vec<_> = (0..2).map(|_| free_addr()).collect();
-    let a = start_node(addrs[0], &[]);
+    // A's overlay request must still be waiting when /status and /metrics are asked, however
+    // slow a loaded machine makes them: A gives up on the stopped node only after 4 x 3 s of
+    // retransmissions (the request ends at once when B is continued).
+    let a = start_node_with(
+        addrs[0],
+        &[],
+        &[
+            "overlay.overlay_reliability_timer_ms=3000",
+            "overlay.link_ack_timeout_ms=30000",
+            "overlay.admin_timeout_ms=60000",
+        ],
+    );
     let b = start_node(addrs[1], &addrs[..1]);
     wait_until(LIMIT, "ring of 2 forms", || ring_is_correct(&[&a, &b]));
     let id = |n: &Node| {
