@@ -20,8 +20,9 @@ use std::time::Duration;
 use ppsp_loadgen::proto::Protocol;
 use ppsp_loadgen::report::PhaseReport;
 use ppsp_loadgen::run::{self, RunArgs};
-use ppsp_tracker::config::Config;
-use ppsp_tracker::server::Server;
+
+mod support;
+use support::{metric, start_server};
 
 /// Resident memory growth allowed from before the flood to its end (server and generator
 /// share this process), MiB.
@@ -42,12 +43,6 @@ fn rss_mb() -> u64 {
         / 1024
 }
 
-fn metric(text: &str, line: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 fn args(target: std::net::SocketAddr) -> RunArgs {
     let mut a = RunArgs::defaults(Protocol::Ppstp);
     a.target = vec![target];
@@ -66,21 +61,11 @@ fn args(target: std::net::SocketAddr) -> RunArgs {
 fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
     /// Connections of each flood.
     const FLOOD_CONNECTIONS: usize = 512;
-    let sets: Vec<String> = [
-        "ppstp.listen=127.0.0.1:0",
-        "admin.listen=127.0.0.1:0",
-        r#"bt_udp.listen=["127.0.0.1:0"]"#,
-        r#"bt_http.listen=["127.0.0.1:0"]"#,
-        "server.workers=1",
-        "server.pin_cores=false",
-        "ppstp.max_connections=2000",
-        "server.max_connections_per_source=2000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("server.shed_after_ms={SHED_AFTER_MS}")])
-    .collect();
-    let server = Server::start(&Config::load(None, &sets).unwrap()).unwrap();
+    let server = start_server(&[
+        "ppstp.max_connections=2000".into(),
+        "server.max_connections_per_source=2000".into(),
+        format!("server.shed_after_ms={SHED_AFTER_MS}"),
+    ]);
     let addr = server.ppstp_addr().unwrap();
 
     // Register the peers with a light load (nothing shed), then measure the peak: closed
@@ -110,15 +95,17 @@ fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
     let rss_before = rss_mb();
     let shed_of = || {
         metric(
-            &server.metrics_text(),
+            &server,
             r#"ppsp_shed_total{front_end="ppstp",reason="overloaded"}"#,
         )
+        .unwrap_or(0)
     };
     let behind_of = || {
         metric(
-            &server.metrics_text(),
+            &server,
             r#"ppsp_worker_turns_behind_total{runtime="worker"}"#,
         )
+        .unwrap_or(0)
     };
     // (factor, report, shed, turns behind) of each flood.
     let mut floods: Vec<(f64, PhaseReport, u64, u64)> = Vec::new();
