@@ -36,3 +36,45 @@ pub fn decode_request_into(
 ) -> Result<(), DecodeError> {
     decode::decode_request_into_serde(body, source, limits, out)
 }
+
+/// Limits small enough for generated and fuzzed bodies to run into them.
+#[doc(hidden)]
+pub const TIGHT_LIMITS: DecodeLimits = DecodeLimits {
+    max_id_len: 8,
+    max_addrs: 1,
+    max_swarm_actions: 2,
+    max_chunk_ranges: 1,
+    max_stats: 1,
+};
+
+/// Checks that the hot-path decoder and this reference give the same outcome (request, error
+/// code, transaction id) for `body`, under default and [`TIGHT_LIMITS`], both fresh and into a
+/// reused [`Decoded`] that held a CONNECT (whose action vector `decode_request_into`
+/// recycles). The differential tests and the `ppstp_decode` fuzz target share it.
+///
+/// # Errors
+/// Both outcomes and the body, when they differ.
+#[doc(hidden)]
+pub fn agree(body: &[u8], source: SocketAddr) -> Result<(), String> {
+    const CONNECT: &[u8] = br#"{"PPSPTrackerProtocol":{"version":1,"request_type":"CONNECT","transaction_id":"c","peer_id":"p","connect":{"swarm_action":[{"swarm_id":"s","action":"JOIN","peer_mode":"LEECH"}]}}}"#;
+    for limits in [DecodeLimits::default(), TIGHT_LIMITS] {
+        let fast = super::decode_request(body, source, &limits);
+        let slow = decode_request(body, source, &limits);
+        if fast != slow {
+            return Err(format!(
+                "scanner {fast:?}\nserde   {slow:?}\nbody {:?}",
+                String::from_utf8_lossy(body)
+            ));
+        }
+        let mut reused = super::decode_request(CONNECT, source, &limits)
+            .map_err(|e| format!("the CONNECT seed does not decode: {e:?}"))?;
+        let into = super::decode_request_into(body, source, &limits, &mut reused).map(|()| reused);
+        if into != slow {
+            return Err(format!(
+                "scanner into {into:?}\nserde {slow:?}\nbody {:?}",
+                String::from_utf8_lossy(body)
+            ));
+        }
+    }
+    Ok(())
+}
