@@ -27,3 +27,19 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod x509;
+
+/// `a == b` for byte strings, usable where the comparison must run in a constant (slice `==`
+/// is not `const`): the method table of [`protocol::http::Methods`] and the metric tables.
+pub(crate) const fn const_bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}

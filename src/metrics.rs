@@ -111,18 +111,7 @@ pub const LATENCY_SERIES: [(&str, &str); 17] = [
 
 /// `a == b`, usable in constants.
 const fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    crate::const_bytes_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// Latency series of each BitTorrent UDP outcome label, computed once at compile time so that

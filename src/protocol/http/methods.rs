@@ -24,25 +24,11 @@ fn bit(method: &str) -> u16 {
     }
 }
 
-const fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 /// The bit of a method name at compile time; a name outside [`NAMES`] fails the build.
 const fn const_bit(name: &[u8]) -> u16 {
     let mut i = 0;
     while i < NAMES.len() {
-        if same(NAMES[i].as_bytes(), name) {
+        if crate::const_bytes_eq(NAMES[i].as_bytes(), name) {
             return 1 << i;
         }
         i += 1;
