@@ -98,9 +98,24 @@ impl Backlog {
         *self.since.get_or_insert(now)
     }
 
-    /// Records how the turn ended: `waiting` when datagrams were left in the socket.
-    pub(crate) fn end_turn(&mut self, waiting: bool) {
-        if !waiting {
+    /// Records how the turn ended at `now`: `waiting` when datagrams were left in the socket.
+    /// A backlog that had waited `shed_after` by then made its turn shed (up to a turn's
+    /// datagrams answered with the overload error), and starts afresh too, so the next turns
+    /// serve until it has waited the delay again. Carried over, a socket that never empties
+    /// under a flood would be answered with errors only: shedding stays a turn per delay, and
+    /// the kernel drops the rest of the excess at the socket buffer for nothing. A zero
+    /// `shed_after` (no shedding) never restarts a backlog that is still waiting.
+    pub(crate) fn end_turn(
+        &mut self,
+        waiting: bool,
+        now: std::time::Instant,
+        shed_after: std::time::Duration,
+    ) {
+        let shed = !shed_after.is_zero()
+            && self
+                .since
+                .is_some_and(|since| now.saturating_duration_since(since) >= shed_after);
+        if !waiting || shed {
             self.since = None;
         }
     }
@@ -115,17 +130,39 @@ mod tests {
     fn a_backlog_keeps_its_start_until_the_socket_is_emptied() {
         let t0 = Instant::now();
         let later = |ms| t0 + Duration::from_millis(ms);
+        let off = Duration::ZERO;
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
-        b.end_turn(true);
+        b.end_turn(true, later(10), off);
         // Still behind: the wait is measured from the first turn.
         assert_eq!(b.start_turn(later(30)), t0);
-        b.end_turn(true);
+        b.end_turn(true, later(40), off);
         assert_eq!(b.start_turn(later(60)), t0);
-        b.end_turn(false);
+        b.end_turn(false, later(70), off);
         // Emptied: the next turn starts afresh.
         assert_eq!(b.start_turn(later(90)), later(90));
-        b.end_turn(false);
+        b.end_turn(false, later(92), off);
         assert_eq!(b.start_turn(later(95)), later(95));
+        // Without shedding, a backlog of any age is kept while datagrams wait.
+        b.end_turn(true, later(5_000), off);
+        assert_eq!(b.start_turn(later(5_010)), later(95));
+    }
+
+    #[test]
+    fn a_backlog_that_reached_the_shedding_delay_starts_afresh_after_its_turn() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        let delay = Duration::from_millis(50);
+        let mut b = Backlog::default();
+        assert_eq!(b.start_turn(t0), t0);
+        // Under the delay: still waiting, the backlog goes on.
+        b.end_turn(true, later(40), delay);
+        assert_eq!(b.start_turn(later(45)), t0);
+        // This turn ends past the delay (it shed): the next turn measures afresh even though
+        // datagrams are still waiting, so it serves instead of shedding again.
+        b.end_turn(true, later(55), delay);
+        assert_eq!(b.start_turn(later(60)), later(60));
+        b.end_turn(true, later(70), delay);
+        assert_eq!(b.start_turn(later(80)), later(60));
     }
 }

@@ -562,15 +562,8 @@ impl EventLoop {
                 };
                 u.ctx.ready_at = u.backlog.start_turn(now);
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
-                // A turn that ended past the shedding delay shed (up to a turn's datagrams
-                // answered with the overload error); the backlog then starts afresh, so the
-                // next turns serve until it has waited the delay again. Carried over, a
-                // socket that never empties under a flood would be answered with errors
-                // only: shedding stays a turn per delay, and the kernel drops the rest of the
-                // excess at the socket buffer for nothing.
-                let shed_turn = !self.stats.behind_after.is_zero()
-                    && u.ctx.ready_at.elapsed() >= self.stats.behind_after;
-                u.backlog.end_turn(u.pending && !shed_turn);
+                u.backlog
+                    .end_turn(u.pending, Instant::now(), self.stats.behind_after);
             }
             let now = Instant::now();
             let ticking = now >= next_tick;

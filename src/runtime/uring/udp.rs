@@ -685,9 +685,12 @@ impl UdpRing {
         self.arm();
         turn.more = !self.ring.completion().is_empty();
         // A socket whose receive ran out of buffers, or whose completions wait for the next
-        // turn, still has datagrams waiting: its backlog goes on.
+        // turn, still has datagrams waiting: its backlog goes on (unless it reached the
+        // shedding delay, see `Backlog::end_turn`).
+        let end = std::time::Instant::now();
         for s in &mut self.sockets {
-            s.backlog.end_turn(s.starved || turn.more);
+            s.backlog
+                .end_turn(s.starved || turn.more, end, stats.behind_after);
         }
         turn
     }
