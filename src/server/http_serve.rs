@@ -60,6 +60,10 @@ pub(crate) trait HttpHandler {
     /// Called once per batch of input, before its requests are served (to read the clock once).
     fn begin_input(&mut self) {}
 
+    /// Called once per batch of input, after its requests are served and before their answers
+    /// are sent (to time them with one clock reading).
+    fn end_input(&mut self) {}
+
     /// The worker's periodic timer (every `server.tick_ms`), for handlers that sample or expire.
     fn on_tick(&mut self, _now: std::time::Instant) {}
 
@@ -356,6 +360,15 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
 
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         self.handler.begin_input();
+        let step = self.serve_batch(ctx, input, out);
+        self.handler.end_input();
+        step
+    }
+}
+
+impl<H: HttpHandler> HttpWorker<H> {
+    /// Serves the requests framed in `input` (see [`StreamWorker::on_input`]).
+    fn serve_batch(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let limits = self.limits;
         let mut consumed = 0;
         let closed = StreamStep {
