@@ -92,13 +92,8 @@ fn finish(
             transaction_id: None,
         });
     };
-    let spare = match &mut out.request.kind {
-        RequestKind::Connect { actions, .. } => std::mem::take(actions),
-        _ => Vec::new(),
-    };
-    match request_from_raw(message, source, limits, spare) {
-        Ok(request) => {
-            out.request = request;
+    match request_from_raw(message, source, limits, &mut out.request) {
+        Ok(()) => {
             out.transaction_id.0.clear();
             out.transaction_id.0.push_str(&transaction_id.0);
             Ok(())
@@ -127,15 +122,17 @@ fn salvaged_error(body: &[u8]) -> DecodeError {
     }
 }
 
-/// The request of a parsed message, read in place. A CONNECT's actions are collected into
-/// `spare` (cleared first), a vector whose capacity the caller reuses.
+/// Writes the request of a parsed message into `out` (the previous request, whose storage is
+/// reused: a FIND's members are overwritten in place, a CONNECT's action vector keeps its
+/// capacity). On error `out` holds an unspecified request.
 fn request_from_raw(
     m: &RawRequest<'_>,
     source: SocketAddr,
     limits: &DecodeLimits,
-    mut spare: Vec<SwarmAction>,
-) -> Checked<Request> {
-    let peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
+    out: &mut Request,
+) -> Checked<()> {
+    out.peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
+    out.source = source;
     let request_type = m.request_type.as_ref().ok_or(Bad)?;
     // RFC 7846 §7.2: method names are case sensitive.
     let kind = match request_type.as_str() {
@@ -153,6 +150,10 @@ fn request_from_raw(
             if addrs.len() > limits.max_addrs || actions.len() > limits.max_swarm_actions {
                 return Err(Bad);
             }
+            let mut spare = match &mut out.kind {
+                RequestKind::Connect { actions, .. } => std::mem::take(actions),
+                _ => Vec::new(),
+            };
             RequestKind::Connect {
                 peer_num: peer_num.map(peer_num_from_raw).transpose()?,
                 addrs: addrs
@@ -188,10 +189,26 @@ fn request_from_raw(
                 ),
                 None => (m.swarm_id.as_ref(), m.peer_num.as_ref(), None),
             };
+            let new_swarm = SwarmId(id(swarm_id.ok_or(Bad)?, limits)?);
+            let new_peer_num = peer_num.map(peer_num_from_raw).transpose()?;
+            let new_chunks = chunk_ranges(chunks.unwrap_or_default(), limits)?;
+            // The FIND that came before is overwritten member by member (no move of the
+            // whole request).
+            if let RequestKind::Find {
+                swarm_id,
+                peer_num,
+                chunks,
+            } = &mut out.kind
+            {
+                *swarm_id = new_swarm;
+                *peer_num = new_peer_num;
+                *chunks = new_chunks;
+                return Ok(());
+            }
             RequestKind::Find {
-                swarm_id: SwarmId(id(swarm_id.ok_or(Bad)?, limits)?),
-                peer_num: peer_num.map(peer_num_from_raw).transpose()?,
-                chunks: chunk_ranges(chunks.unwrap_or_default(), limits)?,
+                swarm_id: new_swarm,
+                peer_num: new_peer_num,
+                chunks: new_chunks,
             }
         }
         "STAT_REPORT" => {
@@ -272,11 +289,8 @@ fn request_from_raw(
         }
         _ => return Err(Bad),
     };
-    Ok(Request {
-        peer_id,
-        source,
-        kind,
-    })
+    out.kind = kind;
+    Ok(())
 }
 
 /// A swarm or peer id: 1..=`max_id_len` bytes (never more than [`MAX_ID_BYTES`]), with no
