@@ -332,12 +332,10 @@ impl HttpHandler for PpstpWorker {
             Reply::Wait => {}
             Reply::Ppstp(with_id) => {
                 let status = ppstp::http_status(self.response.error_code());
+                let transaction_id = with_id.then_some(&self.decoded.transaction_id);
+                out.expect_body(ppstp::typical_response_len(&self.response, transaction_id));
                 let body = out.start(status, CONTENT_TYPE, self.challenge.as_bytes());
-                ppstp::encode_response(
-                    &self.response,
-                    with_id.then_some(&self.decoded.transaction_id),
-                    body,
-                );
+                ppstp::encode_response(&self.response, transaction_id, body);
             }
             Reply::UnsupportedMediaType => {
                 let body = out.start(415, CONTENT_TYPE, self.challenge.as_bytes());

@@ -667,6 +667,21 @@ fn answer(out: &mut Vec<u8>, a: &Answer) {
     }
 }
 
+/// About how many bytes the answer to `response` takes (peers with a 40-byte id and one IPv4
+/// address, no escapes), reckoned without reading the peers: a hint for the HTTP head's
+/// `Content-Length` room, not a bound.
+pub(super) fn typical_len(response: &Response, transaction_id: Option<&TransactionId>) -> usize {
+    let mut len = 80 + transaction_id.map_or(0, |t| 20 + t.0.len());
+    if let Response::Ok(a) = response {
+        len += a.reflexive.as_ref().map_or(0, |_| 120);
+        for r in &a.swarm_results {
+            len += 64 + r.swarm_id.as_bytes().len() + r.peers.as_ref().map_or(0, |p| 175 * p.len());
+        }
+        len += a.stat.as_ref().map_or(0, |_| 200);
+    }
+    len
+}
+
 /// Appends the JSON answer to `response` to `out` (see the module comment).
 pub(super) fn encode_response(
     response: &Response,
