@@ -428,14 +428,18 @@ fn peer_addr(w: &mut Raw, a: &PeerAddr) {
     }
     w.put(b"\"},\"port\":");
     w.port(a.addr.port());
-    // One constant-length copy per arm (a length chosen by a match would be a memcpy call);
-    // the usual priority 1 goes with the fragment before it.
-    if a.priority == 1 {
-        w.put(b",\"priority\":1");
-    } else {
-        w.put(b",\"priority\":");
-        w.num(u64::from(a.priority));
+    // One constant-length copy per arm (a length chosen by a match would be a memcpy call).
+    // The usual address (priority 1, nothing optional) ends with one fragment.
+    if a.priority == 1 && a.connection.is_none() && a.asn.is_none() && !a.ppsp_pp {
+        match a.kind {
+            AddrType::Host => w.put(b",\"priority\":1,\"type\":\"HOST\"}"),
+            AddrType::Reflexive => w.put(b",\"priority\":1,\"type\":\"REFLEXIVE\"}"),
+            AddrType::Proxy => w.put(b",\"priority\":1,\"type\":\"PROXY\"}"),
+        }
+        return;
     }
+    w.put(b",\"priority\":");
+    w.num(u64::from(a.priority));
     match a.kind {
         AddrType::Host => w.put(b",\"type\":\"HOST\""),
         AddrType::Reflexive => w.put(b",\"type\":\"REFLEXIVE\""),
