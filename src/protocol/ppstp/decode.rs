@@ -431,6 +431,10 @@ pub(super) fn peer_addr(a: &RawPeerAddr<'_>, default_kind: AddrType) -> Checked<
 
 /// Inclusive `[start, end]` chunk-id ranges (RFC 7574 §4.3); `start > end` is malformed.
 fn chunk_ranges(raw: &[raw::RawChunk], limits: &DecodeLimits) -> Checked<Vec<ChunkRange>> {
+    if raw.is_empty() {
+        // The usual FIND: no chunks, nothing to collect.
+        return Ok(Vec::new());
+    }
     if raw.len() > limits.max_chunk_ranges {
         return Err(Bad);
     }
