@@ -349,6 +349,19 @@ impl DatagramWorker for BtUdpWorker {
         self.list = current_list(&self.access);
     }
 
+    /// Prefetches the swarm slot of an announce, or of a scrape's first info-hash.
+    fn prefetch(&self, packet: &[u8]) {
+        // BEP 15: action at 8..12, the (first) info-hash at 16..36 in both.
+        let (Some(action), Some(info_hash)) = (packet.get(8..12), packet.get(16..36)) else {
+            return;
+        };
+        if action == 1u32.to_be_bytes() || action == 2u32.to_be_bytes() {
+            if let Ok(info_hash) = info_hash.try_into() {
+                self.engine.prefetch_bt(info_hash);
+            }
+        }
+    }
+
     fn on_datagram(
         &mut self,
         ctx: &DatagramCtx,

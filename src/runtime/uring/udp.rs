@@ -30,13 +30,16 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::super::datagram::{Backlog, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
-use super::super::{DatagramCtx, DatagramWorker};
+use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
 use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
 
 /// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
 /// the next turn.
 const STREAM_EVENTS_PER_TURN: usize = 4096;
+
+/// Completions taken from the queue at once (see [`UdpRing::serve`]).
+const CQE_CHUNK: usize = 32;
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`).
 fn rlimit_nofile() -> u32 {
@@ -641,45 +644,24 @@ impl UdpRing {
             + STREAM_EVENTS_PER_TURN
             + 1;
         let mut handled = 0;
+        // Completions are taken in chunks, so that a received datagram can be handed to its
+        // service's prefetch a few completions before it is served.
+        let mut chunk = [const { std::mem::MaybeUninit::<cqueue::Entry>::uninit() }; CQE_CHUNK];
         while handled < limit {
-            let Some(cqe) = self.ring.completion().next() else {
+            let take = (limit - handled).min(CQE_CHUNK);
+            let cqes = self.ring.completion().fill(&mut chunk[..take]);
+            if cqes.is_empty() {
                 break;
-            };
-            handled += 1;
-            let (res, flags) = (cqe.result(), cqe.flags());
-            match Op::decode(cqe.user_data()) {
-                Some(Op::Recv(i)) => self.on_receive(i, res, flags, workers, stats, worker_index),
-                Some(Op::Send(i)) => self.on_sent(i, res, stats, worker_index),
-                Some(Op::Epoll) => {
-                    if res >= 0 {
-                        turn.epoll_ready = true;
-                    } else if res != -libc::ECANCELED {
-                        tracing::debug!(worker = worker_index, "epoll poll: {res}");
-                        turn.epoll_ready = true;
-                    }
-                    if !cqueue::more(flags) {
-                        self.epoll_armed = false;
-                    }
+            }
+            handled += cqes.len();
+            for cqe in cqes.iter().take(PREFETCH_AHEAD) {
+                self.prefetch(cqe, workers);
+            }
+            for j in 0..cqes.len() {
+                if let Some(ahead) = cqes.get(j + PREFETCH_AHEAD) {
+                    self.prefetch(ahead, workers);
                 }
-                Some(Op::Accept(i)) => {
-                    if !cqueue::more(flags) {
-                        if let Some(armed) = self.accept_armed.get_mut(i) {
-                            *armed = false;
-                        }
-                        if res < 0 && accept_exhausted(res) {
-                            self.hold_accept(i, true);
-                        }
-                    }
-                    self.events.push(StreamEvent {
-                        op: Op::Accept(i),
-                        res,
-                        flags,
-                    });
-                }
-                Some(op @ (Op::StreamRecv(_) | Op::StreamSend(_))) => {
-                    self.events.push(StreamEvent { op, res, flags });
-                }
-                Some(Op::Cancel) | None => {}
+                self.complete(&cqes[j], &mut turn, workers, stats, worker_index);
             }
         }
         self.arm();
@@ -693,6 +675,75 @@ impl UdpRing {
                 .end_turn(s.starved || turn.more, end, stats.behind_after);
         }
         turn
+    }
+
+    /// Handles one completion.
+    fn complete(
+        &mut self,
+        cqe: &cqueue::Entry,
+        turn: &mut Turn,
+        workers: &mut [Box<dyn DatagramWorker>],
+        stats: &RuntimeStats,
+        worker_index: usize,
+    ) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        match Op::decode(cqe.user_data()) {
+            Some(Op::Recv(i)) => self.on_receive(i, res, flags, workers, stats, worker_index),
+            Some(Op::Send(i)) => self.on_sent(i, res, stats, worker_index),
+            Some(Op::Epoll) => {
+                if res >= 0 {
+                    turn.epoll_ready = true;
+                } else if res != -libc::ECANCELED {
+                    tracing::debug!(worker = worker_index, "epoll poll: {res}");
+                    turn.epoll_ready = true;
+                }
+                if !cqueue::more(flags) {
+                    self.epoll_armed = false;
+                }
+            }
+            Some(Op::Accept(i)) => {
+                if !cqueue::more(flags) {
+                    if let Some(armed) = self.accept_armed.get_mut(i) {
+                        *armed = false;
+                    }
+                    if res < 0 && accept_exhausted(res) {
+                        self.hold_accept(i, true);
+                    }
+                }
+                self.events.push(StreamEvent {
+                    op: Op::Accept(i),
+                    res,
+                    flags,
+                });
+            }
+            Some(op @ (Op::StreamRecv(_) | Op::StreamSend(_))) => {
+                self.events.push(StreamEvent { op, res, flags });
+            }
+            Some(Op::Cancel) | None => {}
+        }
+    }
+
+    /// Hands the datagram of a receive completion (if it is one) to its service's
+    /// [`DatagramWorker::prefetch`]; reads the buffer, changes nothing.
+    fn prefetch(&self, cqe: &cqueue::Entry, workers: &[Box<dyn DatagramWorker>]) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let Some(Op::Recv(i)) = Op::decode(cqe.user_data()) else {
+            return;
+        };
+        let (Some(sock), Some(worker), Some(bid)) = (
+            self.sockets.get(i),
+            workers.get(i),
+            cqueue::buffer_select(flags),
+        ) else {
+            return;
+        };
+        if res <= 0 {
+            return;
+        }
+        let data = sock.region.buffer(bid, res as usize);
+        if let Ok(msg) = RecvMsgOut::parse(data, &sock.hdr) {
+            worker.prefetch(msg.payload_data());
+        }
     }
 
     fn on_receive(
