@@ -221,12 +221,14 @@ struct SockRing {
 }
 
 /// What one turn over the completions found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Turn {
     /// The epoll set has events: read it this turn.
     pub epoll_ready: bool,
     /// Completions are left for the next turn (do not sleep).
     pub more: bool,
+    /// When the turn ended (the clock read after the datagrams were served).
+    pub end: std::time::Instant,
 }
 
 /// One worker's ring and its datagram sockets.
@@ -623,17 +625,22 @@ impl UdpRing {
 
     /// Handles the completions that are ready: datagrams are served by `workers` (by socket),
     /// sends are counted, and the epoll poll is reported.
+    /// `now` is the instant the worker's wait returned.
     pub(crate) fn serve(
         &mut self,
         workers: &mut [Box<dyn DatagramWorker>],
         stats: &RuntimeStats,
         worker_index: usize,
+        now: std::time::Instant,
     ) -> Turn {
-        let mut turn = Turn::default();
+        let mut turn = Turn {
+            epoll_ready: false,
+            more: false,
+            end: now,
+        };
         // The datagrams of one turn were learnt of now, or when the socket's backlog began if
         // the last turn left datagrams waiting: overload shedding measures each datagram's
         // wait from `ready_at`.
-        let now = std::time::Instant::now();
         for s in &mut self.sockets {
             s.batch_left = 0;
             s.starved = false;
@@ -669,10 +676,10 @@ impl UdpRing {
         // A socket whose receive ran out of buffers, or whose completions wait for the next
         // turn, still has datagrams waiting: its backlog goes on (unless it reached the
         // shedding delay, see `Backlog::end_turn`).
-        let end = std::time::Instant::now();
+        turn.end = std::time::Instant::now();
         for s in &mut self.sockets {
             s.backlog
-                .end_turn(s.starved || turn.more, end, stats.behind_after);
+                .end_turn(s.starved || turn.more, turn.end, stats.behind_after);
         }
         turn
     }
