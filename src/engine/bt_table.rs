@@ -528,8 +528,9 @@ impl SwarmRef<'_> {
     }
 }
 
-/// Swarm slots per chunk of a shard's slot vector (12 KiB of slots).
-const SWARM_CHUNK: usize = 256;
+/// Swarm slots per chunk of a shard's slot vector (3 KiB of slots): a shard's slack is at
+/// most one chunk, and a table of a million swarms has about a thousand chunks per shard.
+const SWARM_CHUNK: usize = 64;
 
 /// One shard of the BitTorrent table. Written by whichever worker holds its lock; expired by
 /// the worker that owns it (`Engine::expire_owned`).
