@@ -515,8 +515,8 @@ impl Engine {
         }
         for shard in self.bt_shards.iter() {
             let shard = shard.lock();
-            for swarm in shard.swarms.iter() {
-                let Ok(id) = SwarmId::new(&swarm.info_hash) else {
+            for swarm in shard.swarm_refs() {
+                let Ok(id) = SwarmId::new(&swarm.swarm.info_hash) else {
                     continue;
                 };
                 let seeders = swarm.count(PeerMode::Seeder);
