@@ -11,9 +11,9 @@ use rand::Rng;
 use super::tables::{Member, Swarm};
 use super::types::{ChunkRange, PeerMode};
 
-/// One chosen member: its handle and its mode in the swarm. The engine turns picks into peer
-/// list entries from the peers' records once the swarm's lock is released.
-pub(super) type Pick = (u64, PeerMode);
+/// One chosen member (its handle and the copy of its peer-list entry) and its mode in the
+/// swarm. The engine turns picks into peer list entries once the swarm's lock is released.
+pub(super) type Pick = (Member, PeerMode);
 
 /// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
 /// allocate a set per request.
@@ -162,7 +162,7 @@ fn sample_into(
     };
     for &i in picks.iter() {
         if let Some(m) = at(i) {
-            out.put((m.key, mode));
+            out.put((*m, mode));
         }
     }
 }
@@ -215,7 +215,7 @@ fn filter_into(
             break;
         };
         if m.key != requester && covers_all(swarm.chunks_of(m.key), chunks) {
-            out.put((m.key, mode));
+            out.put((*m, mode));
             found += 1;
         }
     }

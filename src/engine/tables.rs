@@ -1,7 +1,7 @@
 //! The engine's two sharded tables and their compact entries.
 //!
 //! - The swarm table holds, per shard, a slab of [`Swarm`]s indexed by [`SwarmId`]
-//!   ([`SwarmTable`]): one vector of 8-byte [`Member`]s per swarm, seeders first and then
+//!   ([`SwarmTable`]): one vector of 40-byte [`Member`]s per swarm, seeders first and then
 //!   leechers (so "seeders first" and the counts are O(1)), and a boxed extra block, allocated
 //!   only when needed, with a position index (large swarms only), chunk sets (only members
 //!   that announced some) and traffic statistics (opentracker style: most swarms are tiny,
@@ -9,17 +9,21 @@
 //! - The peer-status registry maps a [`PeerId`] to a [`PeerRecord`] (state, timers,
 //!   addresses, source address and the swarms the peer is in, by swarm handle: shard and
 //!   slot, packed by `swarm_list.rs`); the ids are stored back to back in a byte arena per
-//!   shard. Each peer is kept once: records live densely in a vector per shard (a slab
-//!   without holes) with a hash table of positions, and a membership refers to its peer by an
-//!   8-byte handle ([`Member::key`]: shard, generation, slot).
+//!   shard (hex ids packed to half their length, `member.rs`). Each peer's state is kept
+//!   once: records live densely in a vector per shard (a slab without holes) with a hash
+//!   table of positions, and a membership refers to its peer by an 8-byte handle
+//!   ([`Member::key`]: shard, generation, slot) next to a copy of its peer-list entry.
 //! - Expiry follows time buckets (opentracker's pools as the model): every record is linked
 //!   into the list of the bucket of its deadline (a ring of `BUCKETS` lists per shard, each
 //!   bucket at least a second wide), so an expiry step visits only the buckets that are due
 //!   instead of every record's timestamp.
 //!
-//! What FIND returns about a peer (its id and addresses) is read from its record through the
-//! handle, after the swarm's lock is released (`Engine::find`), so nothing about a peer is
-//! copied into its memberships.
+//! What FIND returns about a peer (its id and addresses) is written from the membership's copy
+//! (`member.rs`), so listing a peer reads the swarm's member vector only; a peer whose copy is
+//! incomplete (IPv6, several addresses, a long id) is read from its record through the
+//! handle, after the swarm's lock is released (`Engine::resolve`). The copy is rewritten in
+//! every swarm of the peer when its addresses change, and the audit compares each copy with
+//! its record.
 
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
@@ -42,12 +46,8 @@ const INDEX_DROP_AT: usize = 16;
 /// Largest swarm the `u32` positions support.
 pub(super) const MAX_SWARM_MEMBERS: usize = u32::MAX as usize;
 
-/// One membership in a swarm: the handle of the peer's record ([`PeerShard::key`]: peer shard,
-/// generation, slot). 8 bytes; everything else about the peer is in its record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Member {
-    pub key: u64,
-}
+pub(super) use super::member::Member;
+use super::member::{StoredId, HEX};
 
 /// One swarm: 40 bytes plus its member vector, so that a million mostly tiny swarms stay
 /// small. Seeders occupy `members[..seeders]` and leechers `members[seeders..]`.
@@ -191,10 +191,12 @@ impl Swarm {
 
     /// Adds a member that is not in the swarm yet.
     pub fn insert(&mut self, member: Member, mode: PeerMode) {
-        if self.members.capacity() == 0 {
-            // Most swarms have one or two members: start with room for exactly one rather
-            // than the default four.
-            self.members.reserve_exact(1);
+        if self.members.len() == self.members.capacity() {
+            // Most swarms have one or two members: room for exactly one at first rather than
+            // the default four, then half-steps (1.5x) rather than doubling, so that a grown
+            // vector holds at most a third of its room unused.
+            let cap = self.members.capacity();
+            self.members.reserve_exact((cap / 2).max(1));
         }
         self.members.push(member);
         let last = self.members.len() - 1;
@@ -326,6 +328,25 @@ impl Swarm {
             if let Some(ranges) = x.chunks.remove(&old) {
                 x.chunks.insert(new, ranges);
             }
+        }
+    }
+
+    /// Overwrites the copy of a `mode` member with `member` (same handle): the peer's
+    /// addresses changed. `false` when it is not a `mode` member.
+    pub fn refresh(&mut self, member: Member, mode: PeerMode) -> bool {
+        let Some(rel) = self.position(member.key, mode) else {
+            return false;
+        };
+        let abs = match mode {
+            PeerMode::Seeder => rel,
+            PeerMode::Leech => self.seeder_count() + rel,
+        };
+        match self.members.get_mut(abs) {
+            Some(m) => {
+                *m = member;
+                true
+            }
+            None => false,
         }
     }
 
@@ -690,6 +711,7 @@ pub(super) struct PeerRecord {
     /// The address the peer registered from; requests naming this peer id from any other
     /// address are refused.
     pub source_ip: IpAddr,
+    /// Length of the stored id, with `member::HEX` when it is packed hex.
     id_len: u8,
     pub state: PeerState,
     /// Generation of the record's handle ([`PeerShard::key`]).
@@ -775,7 +797,7 @@ const ID_CHUNK: usize = 16 * 1024;
 
 /// The id bytes of `record` in `ids` (empty if out of range, which never happens).
 fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &PeerRecord) -> &'a [u8] {
-    ids.get(record.id_at, usize::from(record.id_len))
+    ids.get(record.id_at, usize::from(record.id_len & !HEX))
 }
 
 impl PeerShard {
@@ -800,14 +822,24 @@ impl PeerShard {
         }
     }
 
-    /// The id bytes of a record of this shard.
+    /// The stored id bytes of a record of this shard (packed when it is hex, see
+    /// `member.rs`).
     pub fn id_of(&self, record: &PeerRecord) -> &[u8] {
         id_in(&self.ids, record)
     }
 
     /// The peer id of a record of this shard.
     pub fn peer_id_of(&self, record: &PeerRecord) -> PeerId {
-        PeerId::from_stored(self.id_of(record))
+        super::member::unpack(self.id_of(record), record.id_len)
+    }
+
+    /// The membership of the record at `pos`: its handle and the copy of its peer-list entry.
+    pub fn member_at(&self, pos: usize) -> Member {
+        let key = self.key_at(pos);
+        match self.records.get(pos) {
+            Some(r) => Member::new(key, self.id_of(r), r.id_len, r.announced(), r.reflexive()),
+            None => Member::keyed(key),
+        }
     }
 
     /// The handle of the record at `pos`.
@@ -843,10 +875,13 @@ impl PeerShard {
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
         let records = &self.records;
         let ids = &self.ids;
-        let id = peer_id.as_bytes();
+        let stored = StoredId::pack(peer_id.as_bytes());
+        let (id, len) = (stored.bytes(), stored.len_flag());
         self.index
             .find(self.hash(id), |&i| {
-                records.get(i as usize).is_some_and(|r| id_in(ids, r) == id)
+                records
+                    .get(i as usize)
+                    .is_some_and(|r| r.id_len == len && id_in(ids, r) == id)
             })
             .map(|&i| i as usize)
     }
@@ -995,10 +1030,11 @@ impl PeerShard {
     /// stores its id. Returns its position.
     pub fn insert(&mut self, peer_id: &PeerId, mut record: PeerRecord) -> usize {
         let pos = self.records.len();
-        let id = peer_id.as_bytes();
+        let stored = StoredId::pack(peer_id.as_bytes());
+        let id = stored.bytes();
         record.gen = self.fresh_gen();
         record.id_at = self.ids.push(id);
-        record.id_len = id.len() as u8;
+        record.id_len = stored.len_flag();
         let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
@@ -1055,7 +1091,7 @@ impl PeerShard {
         } else {
             (self.records.pop()?, None)
         };
-        self.ids_garbage += usize::from(result.0.id_len);
+        self.ids_garbage += usize::from(result.0.id_len & !HEX);
         self.shrink();
         Some(result)
     }
@@ -1139,7 +1175,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn member(key: u64) -> Member {
-        Member { key }
+        Member::keyed(key)
     }
 
     fn mode(seeder: bool) -> PeerMode {
