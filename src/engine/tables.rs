@@ -687,9 +687,15 @@ pub(super) const NIL: u32 = u32::MAX;
 /// 2^16 (a record keeps its ring slot in 16 bits).
 const BUCKETS: usize = 1024;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 80 bytes; its id is in
-/// its shard's byte arena, its swarm list inline while it is in at most one swarm, and its
-/// handle ([`PeerShard::key`]) is derived from its shard, slot and generation.
+/// Stored ids of at most this many bytes live in the record itself (a 40-character hex id
+/// packs to 20, and so does a 20-byte binary id); longer ones in the shard's byte arena.
+const INLINE_ID: usize = 20;
+
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 96 bytes; its id is in
+/// the record when it fits [`INLINE_ID`] (so that finding a peer by id reads its record and
+/// nothing else), else in its shard's byte arena; its swarm list is inline while it is in at
+/// most one swarm, and its handle ([`PeerShard::key`]) is derived from its shard, slot and
+/// generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
     /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
@@ -703,8 +709,9 @@ pub(super) struct PeerRecord {
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
-    /// Where the id starts in the shard's arena ([`PeerShard::id_of`]).
-    id_at: u32,
+    /// The stored id when it fits ([`INLINE_ID`]); else its first four bytes are where the id
+    /// starts in the shard's arena (little-endian, [`PeerShard::id_of`]).
+    id: [u8; INLINE_ID],
     /// The ring slot whose bucket list holds the record, and its neighbours there.
     prev: u32,
     next: u32,
@@ -730,7 +737,7 @@ impl PeerRecord {
             swarms: SwarmList::default(),
             registered_at: now,
             deadline: now,
-            id_at: 0,
+            id: [0; INLINE_ID],
             prev: NIL,
             next: NIL,
             source_ip: source.ip().to_canonical(),
@@ -790,14 +797,34 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
-/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
+/// Records per chunk of a peer shard's record vector (48 KiB of 96-byte records).
 const RECORD_CHUNK: usize = 512;
 /// Bytes per chunk of a peer shard's id arena.
 const ID_CHUNK: usize = 16 * 1024;
 
 /// The id bytes of `record` in `ids` (empty if out of range, which never happens).
-fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &PeerRecord) -> &'a [u8] {
-    ids.get(record.id_at, usize::from(record.id_len & !HEX))
+fn id_in<'a>(ids: &'a ByteArena<ID_CHUNK>, record: &'a PeerRecord) -> &'a [u8] {
+    let len = usize::from(record.id_len & !HEX);
+    match arena_place(record) {
+        Some(place) => ids.get(place, len),
+        None => record.id.get(..len).unwrap_or(&[]),
+    }
+}
+
+/// Where the record's id is in the arena; `None` when it is in the record.
+fn arena_place(record: &PeerRecord) -> Option<u32> {
+    let len = usize::from(record.id_len & !HEX);
+    (len > INLINE_ID).then(|| {
+        let [a, b, c, d, ..] = record.id;
+        u32::from_le_bytes([a, b, c, d])
+    })
+}
+
+/// Records the arena place of a record's id (which does not fit the record).
+fn set_arena_place(record: &mut PeerRecord, place: u32) {
+    if let Some(head) = record.id.get_mut(..4) {
+        head.copy_from_slice(&place.to_le_bytes());
+    }
 }
 
 impl PeerShard {
@@ -824,7 +851,7 @@ impl PeerShard {
 
     /// The stored id bytes of a record of this shard (packed when it is hex, see
     /// `member.rs`).
-    pub fn id_of(&self, record: &PeerRecord) -> &[u8] {
+    pub fn id_of<'a>(&'a self, record: &'a PeerRecord) -> &'a [u8] {
         id_in(&self.ids, record)
     }
 
@@ -1033,8 +1060,12 @@ impl PeerShard {
         let stored = StoredId::pack(peer_id.as_bytes());
         let id = stored.bytes();
         record.gen = self.fresh_gen();
-        record.id_at = self.ids.push(id);
         record.id_len = stored.len_flag();
+        if id.len() <= INLINE_ID {
+            record.id[..id.len()].copy_from_slice(id);
+        } else {
+            set_arena_place(&mut record, self.ids.push(id));
+        }
         let h = self.hash(id);
         self.records.push(record);
         let PeerShard {
@@ -1091,7 +1122,9 @@ impl PeerShard {
         } else {
             (self.records.pop()?, None)
         };
-        self.ids_garbage += usize::from(result.0.id_len & !HEX);
+        if arena_place(&result.0).is_some() {
+            self.ids_garbage += usize::from(result.0.id_len & !HEX);
+        }
         self.shrink();
         Some(result)
     }
@@ -1105,7 +1138,10 @@ impl PeerShard {
         } else if self.ids_garbage >= ID_GARBAGE_MIN && self.ids_garbage * 2 >= self.ids.len() {
             let mut ids = ByteArena::default();
             for r in self.records.iter_mut() {
-                r.id_at = ids.push(id_in(&self.ids, r));
+                if arena_place(r).is_some() {
+                    let place = ids.push(id_in(&self.ids, r));
+                    set_arena_place(r, place);
+                }
             }
             self.ids = ids;
             self.ids_garbage = 0;
@@ -1197,8 +1233,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_80_bytes() {
-        assert!(std::mem::size_of::<PeerRecord>() <= 80);
+    fn a_record_is_96_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 96);
         assert_eq!(std::mem::size_of::<SwarmList>(), 16);
     }
 
@@ -1214,7 +1250,13 @@ mod tests {
             let mut shard = PeerShard::new(3, 120);
             let mut live: BTreeMap<u16, ()> = BTreeMap::new();
             for (op, n, t) in ops {
-                let id = PeerId::new(format!("peer-{n}").as_bytes()).expect("short id");
+                // Every third id is too long for the record and lives in the arena.
+                let id = if n % 3 == 0 {
+                    format!("peer-{n}-with-an-id-longer-than-twenty-bytes")
+                } else {
+                    format!("peer-{n}")
+                };
+                let id = PeerId::new(id.as_bytes()).expect("id of at most 64 bytes");
                 match (op, shard.find(&id)) {
                     (0, None) => {
                         let pos = shard.insert(&id, record(t));
