@@ -76,17 +76,27 @@ fn nibble(b: u8) -> Option<u8> {
     }
 }
 
+/// The two lower-case hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
     }
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; MAX_ID_BYTES];
     let n = stored.len().min(MAX_ID_BYTES / 2);
     for (pair, &b) in buf.chunks_exact_mut(2).zip(&stored[..n]) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
     PeerId::from_stored(&buf[..2 * n])
 }
