@@ -8,7 +8,7 @@
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use super::tables::{Member, Swarm};
+use super::tables::{Member, Members, Swarm};
 use super::types::{ChunkRange, PeerMode};
 
 /// One chosen member (its handle and the copy of its peer-list entry) and its mode in the
@@ -92,7 +92,7 @@ impl PickSink for Vec<Pick> {
 /// Appends `want` members of `list` (or all of them if fewer), uniformly chosen without
 /// replacement, leaving out position `skip`.
 fn sample_into(
-    list: &[Member],
+    list: Members<'_>,
     skip: Option<usize>,
     want: usize,
     mode: PeerMode,
@@ -192,7 +192,7 @@ pub(super) fn set_insert(table: &mut [u32], v: u32) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn filter_into(
     swarm: &Swarm,
-    list: &[Member],
+    list: Members<'_>,
     requester: u64,
     want: usize,
     mode: PeerMode,

@@ -47,13 +47,21 @@ const INDEX_DROP_AT: usize = 16;
 pub(super) const MAX_SWARM_MEMBERS: usize = u32::MAX as usize;
 
 pub(super) use super::member::Member;
+
+/// Members per chunk of a swarm's member vector (10 KiB of 40-byte members): a swarm up to this
+/// size holds one vector, a larger one whole chunks.
+const MEMBER_CHUNK: usize = 256;
+/// A swarm's member vector.
+type MemberVec = ChunkedVec<Member, MEMBER_CHUNK, true>;
+/// The members of one mode (a run of the member vector).
+pub(super) type Members<'a> = super::chunked::Span<'a, Member, MEMBER_CHUNK, true>;
 use super::member::{StoredId, HEX};
 
 /// One swarm: 40 bytes plus its member vector, so that a million mostly tiny swarms stay
 /// small. Seeders occupy `members[..seeders]` and leechers `members[seeders..]`.
 #[derive(Debug, Default)]
 pub(super) struct Swarm {
-    members: Vec<Member>,
+    members: MemberVec,
     seeders: u32,
     /// Completions: members that turned from LEECH to SEEDER (saturating). Fits the padding
     /// after `seeders`.
@@ -102,11 +110,11 @@ impl Swarm {
         self.members(mode).len()
     }
 
-    pub fn members(&self, mode: PeerMode) -> &[Member] {
-        let (seeders, leechers) = self.members.split_at(self.seeder_count());
+    pub fn members(&self, mode: PeerMode) -> Members<'_> {
+        let seeders = self.seeder_count();
         match mode {
-            PeerMode::Seeder => seeders,
-            PeerMode::Leech => leechers,
+            PeerMode::Seeder => self.members.span(0, seeders),
+            PeerMode::Leech => self.members.span(seeders, self.members.len() - seeders),
         }
     }
 
@@ -160,7 +168,7 @@ impl Swarm {
     }
 
     /// The member vector and the position index (if any), borrowed apart.
-    fn members_and_index(&mut self) -> (&[Member], Option<&mut hashbrown::HashTable<u32>>) {
+    fn members_and_index(&mut self) -> (&MemberVec, Option<&mut hashbrown::HashTable<u32>>) {
         let Swarm { members, extra, .. } = self;
         (members, extra.as_mut().and_then(|x| x.index.as_mut()))
     }
@@ -191,13 +199,8 @@ impl Swarm {
 
     /// Adds a member that is not in the swarm yet.
     pub fn insert(&mut self, member: Member, mode: PeerMode) {
-        if self.members.len() == self.members.capacity() {
-            // Most swarms have one or two members: room for exactly one at first rather than
-            // the default four, then half-steps (1.5x) rather than doubling, so that a grown
-            // vector holds at most a third of its room unused.
-            let cap = self.members.capacity();
-            self.members.reserve_exact((cap / 2).max(1));
-        }
+        // Room for exactly one member at first (most swarms have one or two), then half-steps
+        // up to a chunk, then whole chunks that are never copied (`chunked.rs`).
         self.members.push(member);
         let last = self.members.len() - 1;
         let at = if mode == PeerMode::Seeder {
@@ -241,7 +244,7 @@ impl Swarm {
                     return None;
                 }
                 let old_last = self.members.len() - 1;
-                let member = self.members.swap_remove(abs);
+                let member = self.members.swap_remove(abs)?;
                 if let (members, Some(index)) = self.members_and_index() {
                     idx_remove(index, key, abs);
                     if abs != old_last {
@@ -256,7 +259,7 @@ impl Swarm {
                 let last_seeder = seeders.checked_sub(1)?;
                 let old_last = self.members.len() - 1;
                 self.members.swap(rel, last_seeder);
-                let member = self.members.swap_remove(last_seeder);
+                let member = self.members.swap_remove(last_seeder)?;
                 self.seeders -= 1;
                 if let (members, Some(index)) = self.members_and_index() {
                     idx_remove(index, key, rel);
@@ -286,10 +289,6 @@ impl Swarm {
             }
         }
         self.drop_extra_if_unused();
-        // Give back memory of a vector that became mostly empty.
-        if self.members.capacity() > 8 && self.members.len() * 4 < self.members.capacity() {
-            self.members.shrink_to(self.members.len() * 2);
-        }
         Some(member)
     }
 
@@ -443,7 +442,7 @@ fn key_hash(key: u64) -> u64 {
 
 /// Adds position `pos` (where `key` now is) to a swarm's position index; every other entry
 /// names a member's current position.
-fn idx_insert(index: &mut hashbrown::HashTable<u32>, members: &[Member], key: u64, pos: usize) {
+fn idx_insert(index: &mut hashbrown::HashTable<u32>, members: &MemberVec, key: u64, pos: usize) {
     index.insert_unique(key_hash(key), pos as u32, |&v| {
         members.get(v as usize).map_or(0, |m| key_hash(m.key))
     });
@@ -457,7 +456,7 @@ fn idx_remove(index: &mut hashbrown::HashTable<u32>, key: u64, pos: usize) {
 }
 
 /// The member now at `to` moved there from `from`: its entry says so.
-fn idx_move(index: &mut hashbrown::HashTable<u32>, members: &[Member], from: usize, to: usize) {
+fn idx_move(index: &mut hashbrown::HashTable<u32>, members: &MemberVec, from: usize, to: usize) {
     let Some(key) = members.get(to).map(|m| m.key) else {
         return;
     };
@@ -1236,6 +1235,54 @@ mod tests {
     fn a_record_is_96_bytes() {
         assert!(std::mem::size_of::<PeerRecord>() <= 96);
         assert_eq!(std::mem::size_of::<SwarmList>(), 16);
+    }
+
+    /// A swarm larger than several member chunks (seeders and leechers moving across chunk
+    /// boundaries, with its index) against a plain map model.
+    #[test]
+    fn a_swarm_of_several_chunks_matches_a_model() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut swarm = Swarm::default();
+        let mut model: BTreeMap<u64, PeerMode> = BTreeMap::new();
+        let keys = 3 * MEMBER_CHUNK as u64;
+        for step in 0..20_000 {
+            let key = rng.gen_range(0..keys);
+            // Grow for the first half, then mostly shrink, so that chunks fill and empty.
+            let grow = if step < 10_000 { 3 } else { 1 };
+            let m = mode(rng.gen_bool(0.3));
+            match (model.get(&key).copied(), rng.gen_range(0..4)) {
+                (None, op) if op < grow => {
+                    swarm.insert(member(key), m);
+                    model.insert(key, m);
+                }
+                (Some(old), 0) => {
+                    assert!(swarm.change_mode(key, old, m));
+                    model.insert(key, m);
+                }
+                (Some(old), _) if step >= 10_000 || rng.gen_bool(0.2) => {
+                    assert!(swarm.remove(key, old).is_some());
+                    model.remove(&key);
+                }
+                _ => {}
+            }
+            if step % 97 == 0 {
+                if let Err(e) = swarm.check() {
+                    panic!("step {step}: {e}");
+                }
+                for mo in [PeerMode::Seeder, PeerMode::Leech] {
+                    let mut got: Vec<u64> = swarm.members(mo).iter().map(|m| m.key).collect();
+                    got.sort_unstable();
+                    let want: Vec<u64> = model
+                        .iter()
+                        .filter(|(_, v)| **v == mo)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    assert_eq!(got, want, "step {step}");
+                }
+            }
+        }
+        assert!(swarm.check().is_ok());
     }
 
     proptest! {
