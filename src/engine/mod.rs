@@ -130,10 +130,11 @@ const EXPIRY_BATCH: usize = 256;
 /// once**: so no deadlock is possible. Every change of membership happens while the peer's shard
 /// lock is held, and a peer is taken out of its swarms before its record is deleted, so at any
 /// moment every member of a swarm is a registered peer that lists that swarm (the audit checks
-/// this). A peer list is chosen under the swarm's lock as handles (never the requester's), and
-/// the chosen peers' ids and addresses are then read from their records, one peer-shard lock at
-/// a time, after every other lock is released; a handle whose record left meanwhile is dropped
-/// from the list.
+/// this). A peer list is chosen under the swarm's lock as memberships (never the requester's),
+/// each a handle and a copy of the peer's entry (`member.rs`); after every lock is released the
+/// entries are written from the copies, and the few peers whose copy is incomplete are read
+/// from their records, one peer-shard lock at a time (a handle whose record left meanwhile is
+/// dropped from the list).
 ///
 /// The global peer and swarm counts behind `max_peers` and `max_swarms` are atomics, touched
 /// only when a peer registers or leaves for good or a swarm is created or deleted; the member
