@@ -575,9 +575,10 @@ impl Engine {
         })
     }
 
-    /// The ids and modes of the swarms in `list`, in order, without allocating (one short
-    /// swarm-shard lock per swarm, none held while `f` runs; the caller holds the peer's
-    /// shard lock, so the slots are the swarms'). Not the hot path.
+    /// The ids and modes of the swarms in `list`, in order, as an iterator that allocates
+    /// nothing (one short swarm-shard lock per item, released before it is yielded; the caller
+    /// holds the peer's shard lock while iterating, so the slots are the swarms'). Not the hot
+    /// path.
     fn swarm_ids_of<'a>(
         &'a self,
         list: &'a swarm_list::SwarmList,
