@@ -154,8 +154,8 @@ impl Engine {
         for (s, lock) in self.bt_shards.iter().enumerate() {
             let shard = lock.lock();
             let (seeders, leechers) = shard.check(&self.bt_hasher)?;
-            for swarm in &shard.swarms {
-                let hash = self.bt_hasher.hash_one(swarm.info_hash);
+            for swarm in shard.swarm_refs() {
+                let hash = self.bt_hasher.hash_one(swarm.swarm.info_hash);
                 if !std::ptr::eq(&**lock, self.bt_shard(hash)) {
                     return Err(format!("BitTorrent swarm in the wrong shard {s}"));
                 }

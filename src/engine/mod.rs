@@ -33,7 +33,7 @@ use rand::SeedableRng;
 
 pub use announce::{
     bt_peer_addr, bt_peer_id, canonical_ip, CompactPeers, Family, ListFamilies,
-    BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6,
+    BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6, PREFETCH_MIN_SWARMS,
 };
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use bt_table::{InfoHash, COMPACT_V4_LEN, COMPACT_V6_LEN, INFO_HASH_LEN};
@@ -517,8 +517,8 @@ impl Engine {
         }
         for shard in self.bt_shards.iter() {
             let shard = shard.lock();
-            for swarm in shard.swarms.iter() {
-                let Ok(id) = SwarmId::new(&swarm.info_hash) else {
+            for swarm in shard.swarm_refs() {
+                let Ok(id) = SwarmId::new(&swarm.swarm.info_hash) else {
                     continue;
                 };
                 let seeders = swarm.count(PeerMode::Seeder);
