@@ -176,14 +176,20 @@ struct Histogram {
 impl Histogram {
     #[inline]
     fn record(&self, elapsed: Duration) {
+        self.record_n(elapsed, 1);
+    }
+
+    /// `n` observations of `elapsed` each.
+    #[inline]
+    fn record_n(&self, elapsed: Duration, n: u64) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         // Sixteen bounds: a short linear scan beats a binary search here.
         let i = LATENCY_BUCKETS_US
             .iter()
             .position(|&b| ns <= b * 1000)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        add(&self.buckets[i], 1);
-        add(&self.sum_ns, ns);
+        add(&self.buckets[i], n);
+        add(&self.sum_ns, ns.saturating_mul(n));
     }
 }
 
@@ -313,6 +319,15 @@ impl WorkerMetrics {
     pub fn latency(&self, series: usize, elapsed: Duration) {
         if let Some(h) = self.latency.get(series) {
             h.record(elapsed);
+        }
+    }
+
+    /// `n` requests of latency series `series` each took `elapsed` (requests answered in one
+    /// batch, timed with one clock reading).
+    #[inline]
+    pub fn latency_n(&self, series: usize, elapsed: Duration, n: u64) {
+        if let Some(h) = self.latency.get(series) {
+            h.record_n(elapsed, n);
         }
     }
 
