@@ -175,21 +175,34 @@ struct Histogram {
 
 impl Histogram {
     #[inline]
-    fn record(&self, elapsed: Duration) {
-        self.record_n(elapsed, 1);
+    fn record(&self, latency: Latency, n: u64) {
+        if let Some(b) = self.buckets.get(latency.bucket) {
+            add(b, n);
+        }
+        add(&self.sum_ns, latency.ns.saturating_mul(n));
     }
+}
 
-    /// `n` observations of `elapsed` each.
+/// A latency in nanoseconds with its histogram bucket ([`LATENCY_BUCKETS_US`]) found once, so
+/// that requests that waited the same time (the datagrams of one batch) record it at the cost
+/// of two counter additions each ([`WorkerMetrics::latency_of`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    bucket: usize,
+    ns: u64,
+}
+
+impl Latency {
+    /// The latency `elapsed` (saturating at `u64::MAX` nanoseconds).
     #[inline]
-    fn record_n(&self, elapsed: Duration, n: u64) {
+    pub fn new(elapsed: Duration) -> Self {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         // Sixteen bounds: a short linear scan beats a binary search here.
-        let i = LATENCY_BUCKETS_US
+        let bucket = LATENCY_BUCKETS_US
             .iter()
             .position(|&b| ns <= b * 1000)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        add(&self.buckets[i], n);
-        add(&self.sum_ns, ns.saturating_mul(n));
+        Latency { bucket, ns }
     }
 }
 
@@ -317,8 +330,14 @@ impl WorkerMetrics {
     /// earlier requests and its service time, one clock read per request.
     #[inline]
     pub fn latency(&self, series: usize, elapsed: Duration) {
+        self.latency_of(series, Latency::new(elapsed));
+    }
+
+    /// [`WorkerMetrics::latency`] of a latency already sorted into its bucket.
+    #[inline]
+    pub fn latency_of(&self, series: usize, latency: Latency) {
         if let Some(h) = self.latency.get(series) {
-            h.record(elapsed);
+            h.record(latency, 1);
         }
     }
 
@@ -327,7 +346,7 @@ impl WorkerMetrics {
     #[inline]
     pub fn latency_n(&self, series: usize, elapsed: Duration, n: u64) {
         if let Some(h) = self.latency.get(series) {
-            h.record_n(elapsed, n);
+            h.record(Latency::new(elapsed), n);
         }
     }
 
@@ -919,6 +938,27 @@ fn escape_label(w: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A latency lands in the first bucket whose bound it does not exceed (bounds inclusive),
+    /// past the last bound in the overflow bucket; recorded sorted or not, it counts the same.
+    #[test]
+    fn latencies_sort_into_inclusive_buckets() {
+        let us = Duration::from_micros;
+        assert_eq!(Latency::new(Duration::ZERO).bucket, 0);
+        assert_eq!(Latency::new(us(1)).bucket, 0);
+        assert_eq!(Latency::new(us(1) + Duration::from_nanos(1)).bucket, 1);
+        assert_eq!(Latency::new(us(250)).bucket, 7);
+        assert_eq!(Latency::new(us(1_000_000)).bucket, 15);
+        assert_eq!(Latency::new(Duration::from_secs(5)).bucket, 16);
+        assert_eq!(Latency::new(Duration::MAX).ns, u64::MAX);
+        let m = Metrics::new(1);
+        let w = m.worker(0);
+        w.latency(2, us(30));
+        w.latency_of(2, Latency::new(us(30)));
+        let h = &w.latency[2];
+        assert_eq!(get(&h.buckets[5]), 2);
+        assert_eq!(get(&h.sum_ns), 60_000);
+    }
 
     #[test]
     fn outcome_labels_map_to_their_latency_series() {

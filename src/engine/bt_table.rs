@@ -610,6 +610,14 @@ impl BtShard {
             .map(|&i| i as usize)
     }
 
+    /// The swarm slot that `hash` most likely belongs to: the first index entry whose 7-bit
+    /// tag matches, without comparing info-hashes (so the slot itself is not read). For a
+    /// prefetch only; `None` when no entry matches.
+    pub fn probable_slot(&self, hash: u64) -> Option<&BtSwarm> {
+        let &i = self.index.find(hash, |_| true)?;
+        self.swarms.get(i as usize)
+    }
+
     /// The swarm at `pos` with its IPv6 members.
     pub fn swarm_ref(&self, pos: usize) -> Option<SwarmRef<'_>> {
         self.swarms.get(pos).map(|swarm| self.with_v6(swarm))
@@ -1044,6 +1052,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The probable slot of a swarm's hash is its own slot (unless another swarm's index
+    /// entry has the same 7-bit tag earlier in the probe sequence: with a fixed seed, a
+    /// deterministic few), and always a slot of the shard.
+    #[test]
+    fn the_probable_slot_is_the_swarms_own() {
+        let hasher = foldhash::fast::FixedState::with_seed(9);
+        let mut shard = BtShard::new(SmallRng::seed_from_u64(1));
+        for k in 0..2_000u32 {
+            let mut ih = [0u8; 20];
+            ih[..4].copy_from_slice(&k.to_be_bytes());
+            let pos = shard.insert(&hasher, hasher.hash_one(ih), ih);
+            shard
+                .swarms
+                .get_mut(pos)
+                .expect("the swarm just added")
+                .v4
+                .insert(wire(k as u8), PeerMode::Leech, [0, 0]);
+        }
+        let mut own = 0;
+        for s in shard.swarms.iter() {
+            let slot = shard
+                .probable_slot(hasher.hash_one(s.info_hash))
+                .expect("an indexed swarm has a slot");
+            assert!(shard.swarms.iter().any(|t| std::ptr::eq(t, slot)));
+            own += usize::from(slot.info_hash == s.info_hash);
+        }
+        assert!(own >= 1_950, "{own} of 2,000 own slots");
+        assert!(BtShard::new(SmallRng::seed_from_u64(1))
+            .probable_slot(1)
+            .is_none());
     }
 
     #[test]

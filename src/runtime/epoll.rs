@@ -471,8 +471,11 @@ impl EventLoop {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
-            // The turn starts when the wait returns (see `WorkerStats`).
-            let mut woke = Instant::now();
+            // The turn starts when the wait returns (see `WorkerStats`); every path that
+            // reaches the end of the turn sets it.
+            let woke;
+            // When the ring's datagrams were served (on the ring), else `woke`.
+            let mut served = None;
             let polled = match self.ring.as_mut() {
                 None => {
                     let polled = self.poll.poll(&mut events, Some(timeout));
@@ -480,10 +483,14 @@ impl EventLoop {
                     polled
                 }
                 Some(ring) => match ring.wait(timeout) {
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        woke = Instant::now();
+                        Err(e)
+                    }
                     Ok(()) => {
                         woke = Instant::now();
-                        let turn = ring.serve(&mut datagram_workers, &self.stats, self.index);
+                        let turn = ring.serve(&mut datagram_workers, &self.stats, self.index, woke);
+                        served = Some(turn.end);
                         ring_more = turn.more;
                         if turn.epoll_ready || epoll_more {
                             let read = self.poll.poll(&mut events, Some(Duration::ZERO));
@@ -506,10 +513,14 @@ impl EventLoop {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            let now = Instant::now();
+            // The turn's instant: on the ring, after its datagrams were served; on epoll,
+            // nothing has happened since the wait returned.
+            let now = served.unwrap_or(woke);
             if self.ring.is_some() {
                 self.serve_ring_streams(&mut workers, &mut scratch, now);
             }
+            // Whether connections (or the ring's datagrams) may take time after `now`.
+            let busy = self.ring.is_some() || !events.is_empty() || !self.ready.is_empty();
             let mut woken = false;
             for event in events.iter() {
                 let token = event.token().0;
@@ -541,7 +552,9 @@ impl EventLoop {
                 }
             }
             // Datagram sockets take turns after the connections, so a flood on one cannot
-            // starve the others.
+            // starve the others. The clock read at the end of the last socket's turn is the
+            // instant the rest of the loop turn goes on with.
+            let mut after_udp = None;
             for (i, u) in self.udp.iter_mut().enumerate() {
                 if !u.pending {
                     continue;
@@ -562,10 +575,16 @@ impl EventLoop {
                 };
                 u.ctx.ready_at = u.backlog.start_turn(now);
                 u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
-                u.backlog
-                    .end_turn(u.pending, Instant::now(), self.stats.behind_after);
+                let end = Instant::now();
+                u.backlog.end_turn(u.pending, end, self.stats.behind_after);
+                after_udp = Some(end);
             }
-            let now = Instant::now();
+            // Without datagrams served, only connections ran since `now` was read.
+            let now = match after_udp {
+                Some(end) => end,
+                None if busy => Instant::now(),
+                None => now,
+            };
             let ticking = now >= next_tick;
             if woken || ticking {
                 // Answers left waiting for something outside the worker (the overlay).
@@ -606,13 +625,19 @@ impl EventLoop {
                 }
                 next_tick = now + self.tick;
             }
-            if now >= next_sweep {
+            let sweeping = now >= next_sweep;
+            if sweeping {
                 self.sweep_idle(now);
                 next_sweep = now + sweep_every;
             }
             // Every answer of the turn goes to the kernel with the next wait's submit.
             self.flush_ring_sends();
-            let took = woke.elapsed();
+            // Ticks, sweeps and answers from the overlay are the only work after `now`.
+            let took = if ticking || sweeping || woken {
+                woke.elapsed()
+            } else {
+                now.saturating_duration_since(woke)
+            };
             if !self.stats.behind_after.is_zero() && took >= self.stats.behind_after {
                 let w = &self.stats.workers[self.index];
                 bump(&w.turns_behind, 1);

@@ -17,7 +17,7 @@ use socket2::SockAddr;
 
 use super::datagram::{DatagramStats, DATAGRAMS_PER_TURN};
 use super::stats::bump;
-use super::{DatagramCtx, DatagramWorker};
+use super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
 
 /// Most datagrams one `recvmmsg` call may take (the configured batch is clamped to it).
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -88,6 +88,15 @@ impl MmsgBatch {
         b
     }
 
+    /// The payload received in slot `i` (of the last call), as far as the slot holds it.
+    fn received(&self, i: usize) -> &[u8] {
+        let len = self.headers.get(i).map_or(0, |h| h.msg_len as usize);
+        let start = i * SLOT_BYTES;
+        self.slots
+            .get(start..start + len.min(SLOT_BYTES))
+            .unwrap_or(&[])
+    }
+
     /// Makes the first `used` receive headers ready for the next call: the kernel wrote the
     /// source address length (and the output fields) of those.
     fn rearm(&mut self, used: usize) {
@@ -155,7 +164,13 @@ pub(crate) fn serve_batch(
     if got > 0 {
         worker.on_batch();
     }
+    for i in 0..got.min(PREFETCH_AHEAD) {
+        worker.prefetch(batch.received(i));
+    }
     for i in 0..got {
+        if i + PREFETCH_AHEAD < got {
+            worker.prefetch(batch.received(i + PREFETCH_AHEAD));
+        }
         batch.dests[i] = None;
         let (len, flags, namelen) = {
             let h = &batch.headers[i];

@@ -804,3 +804,93 @@ fn datagrams_are_answered_next_to_streams_and_tickers_run() {
     assert_eq!(totals.bytes_out, 60);
     rt.shutdown();
 }
+
+/// What a datagram worker was handed, in order: `(true, packet)` for a prefetch hint,
+/// `(false, packet)` for the datagram itself.
+type Handed = Arc<std::sync::Mutex<Vec<(bool, Vec<u8>)>>>;
+
+/// Echoes every datagram and logs prefetch hints and datagrams as they come.
+struct LogPrefetch(Handed);
+
+struct LogPrefetchWorker(Handed);
+
+impl DatagramService for LogPrefetch {
+    fn worker(&self, _worker: usize) -> Box<dyn DatagramWorker> {
+        Box::new(LogPrefetchWorker(self.0.clone()))
+    }
+}
+
+impl DatagramWorker for LogPrefetchWorker {
+    fn prefetch(&self, packet: &[u8]) {
+        self.0.lock().unwrap().push((true, packet.to_vec()));
+    }
+
+    fn on_datagram(
+        &mut self,
+        _ctx: &DatagramCtx,
+        _src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.0.lock().unwrap().push((false, packet.to_vec()));
+        out.extend_from_slice(packet);
+        true
+    }
+}
+
+/// Every received datagram is handed to the service's prefetch exactly once, before it is
+/// served, whether it arrives alone or in a burst that the back-end receives in batches.
+#[test]
+fn every_datagram_is_prefetched_once_before_it_is_served() {
+    let handed: Handed = Arc::default();
+    let config = RuntimeConfig {
+        workers: 1,
+        udp_buffer_bytes: 1 << 20,
+        ..RuntimeConfig::default()
+    };
+    let datagrams = vec![DatagramSpec {
+        name: "log".to_owned(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        service: Arc::new(LogPrefetch(handed.clone())),
+    }];
+    let mut rt = Runtime::start_with(&config, Vec::new(), datagrams, Vec::new()).unwrap();
+    let udp_addr = rt.datagram_addrs()[0].1;
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // A burst sent before any answer is read (so that turns find several datagrams), then
+    // single datagrams.
+    let sent: Vec<Vec<u8>> = (0..70u16).map(|i| i.to_be_bytes().to_vec()).collect();
+    for msg in &sent[..64] {
+        client.send_to(msg, udp_addr).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    for _ in 0..64 {
+        client.recv_from(&mut buf).unwrap();
+    }
+    for msg in &sent[64..] {
+        client.send_to(msg, udp_addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &msg[..]);
+    }
+    rt.shutdown();
+    let log = handed.lock().unwrap();
+    for msg in &sent {
+        let at = |prefetch: bool| {
+            let hits: Vec<usize> = log
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, m))| *p == prefetch && m == msg)
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(
+                hits.len(),
+                1,
+                "{msg:?} handed {hits:?} times (prefetch {prefetch})"
+            );
+            hits[0]
+        };
+        assert!(at(true) < at(false), "{msg:?} served before its prefetch");
+    }
+}

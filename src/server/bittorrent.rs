@@ -30,7 +30,7 @@ use crate::runtime::{
 
 use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
-use crate::metrics::{Shed, ShedFrontEnd};
+use crate::metrics::{Latency, Shed, ShedFrontEnd};
 use crate::protocol::bt_udp::wire::{ErrorResponse, RequestHeader};
 
 /// The engine as the BitTorrent codecs see it, with the access list in force for this request
@@ -270,6 +270,7 @@ impl DatagramService for BtUdpService {
             list: None,
             load: self.load.clone(),
             batch_at: std::time::Instant::now(),
+            wait: None,
         })
     }
 }
@@ -296,14 +297,34 @@ struct BtUdpWorker {
     /// least `shed_after` before, and its latency is recorded as the time from then to its
     /// batch (its wait; the service of one datagram takes microseconds).
     batch_at: std::time::Instant,
+    /// The wait from a `ready_at` to `batch_at`, and as a latency, computed once for the
+    /// datagrams of a batch that share their `ready_at` (a turn's): `(ready_at, wait,
+    /// latency)`. Cleared whenever `batch_at` is read again.
+    wait: Option<(std::time::Instant, std::time::Duration, Latency)>,
 }
 
 impl BtUdpWorker {
+    /// The wait of a datagram its turn learnt of at `ready_at`, until this batch, and the
+    /// same as a latency (computed once per batch and `ready_at`).
+    fn wait(&mut self, ready_at: std::time::Instant) -> (std::time::Duration, Latency) {
+        match self.wait {
+            Some((at, wait, latency)) if at == ready_at => (wait, latency),
+            _ => {
+                let wait = self.batch_at.saturating_duration_since(ready_at);
+                let latency = Latency::new(wait);
+                self.wait = Some((ready_at, wait, latency));
+                (wait, latency)
+            }
+        }
+    }
+
     /// Whether the answer to this datagram must wait for the overlay.
     fn must_wait(&self, src: SocketAddr, packet: &[u8]) -> bool {
-        let (Some(fed), Some((swarm, peer))) =
-            (self.federation.as_deref(), udp_announce_target(src, packet))
-        else {
+        // The datagram is read only for a distributed tracker.
+        let Some(fed) = self.federation.as_deref() else {
+            return false;
+        };
+        let Some((swarm, peer)) = udp_announce_target(src, packet) else {
             return false;
         };
         fed.find_plan(&swarm, &peer, self.now, false) == Lookup::Wait
@@ -325,11 +346,12 @@ impl BtUdpWorker {
         let outcome =
             self.front_end
                 .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
+        let (_, latency) = self.wait(ready_at);
         let metrics = self.metrics.worker(self.index);
         metrics.bt_udp(outcome.index());
-        metrics.latency(
+        metrics.latency_of(
             crate::metrics::latency_series_bt_udp(outcome.index()),
-            self.batch_at.saturating_duration_since(ready_at),
+            latency,
         );
         matches!(outcome, Outcome::Reply(_))
     }
@@ -345,8 +367,22 @@ impl DatagramWorker for BtUdpWorker {
     fn on_batch(&mut self) {
         // One clock reading per batch, for the engine's time and the load control.
         self.batch_at = std::time::Instant::now();
+        self.wait = None;
         self.now = self.clock.at(self.batch_at);
         self.list = current_list(&self.access);
+    }
+
+    /// Prefetches the swarm slot of an announce, or of a scrape's first info-hash.
+    fn prefetch(&self, packet: &[u8]) {
+        // BEP 15: action at 8..12, the (first) info-hash at 16..36 in both.
+        let (Some(action), Some(info_hash)) = (packet.get(8..12), packet.get(16..36)) else {
+            return;
+        };
+        if action == 1u32.to_be_bytes() || action == 2u32.to_be_bytes() {
+            if let Ok(info_hash) = info_hash.try_into() {
+                self.engine.prefetch_bt(info_hash);
+            }
+        }
     }
 
     fn on_datagram(
@@ -369,9 +405,7 @@ impl DatagramWorker for BtUdpWorker {
                 return false;
             }
         }
-        if !load.shed_after.is_zero()
-            && self.batch_at.saturating_duration_since(ctx.ready_at) >= load.shed_after
-        {
+        if !load.shed_after.is_zero() && self.wait(ctx.ready_at).0 >= self.load.shed_after {
             self.metrics
                 .worker(self.index)
                 .shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
@@ -402,6 +436,7 @@ impl DatagramWorker for BtUdpWorker {
         }
         self.refresh();
         self.batch_at = std::time::Instant::now();
+        self.wait = None;
         let mut i = 0;
         while i < self.deferred.len() {
             let (src, packet) = &self.deferred[i];

@@ -325,11 +325,24 @@ pub fn write_announce_header(
     leechers: u32,
     seeders: u32,
 ) {
-    out.extend_from_slice(&action::ANNOUNCE.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
-    out.extend_from_slice(&interval.to_be_bytes());
-    out.extend_from_slice(&leechers.to_be_bytes());
-    out.extend_from_slice(&seeders.to_be_bytes());
+    out.extend_from_slice(&be_words::<20>(&[
+        action::ANNOUNCE,
+        transaction_id,
+        interval,
+        leechers,
+        seeders,
+    ]));
+}
+
+/// `values` as big-endian 32-bit words in `B` bytes (`B` is 4 x `values.len()`), so that a
+/// fixed part is appended in one write rather than one per field.
+#[inline]
+fn be_words<const B: usize>(values: &[u32]) -> [u8; B] {
+    let mut bytes = [0u8; B];
+    for (field, value) in bytes.chunks_exact_mut(4).zip(values) {
+        field.copy_from_slice(&value.to_be_bytes());
+    }
+    bytes
 }
 
 /// Appends one peer in compact form: address (4 or 16 bytes) then port. The same layout is
@@ -372,16 +385,17 @@ pub struct ScrapeEntry {
 
 impl ScrapeEntry {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.seeders.to_be_bytes());
-        out.extend_from_slice(&self.completed.to_be_bytes());
-        out.extend_from_slice(&self.leechers.to_be_bytes());
+        out.extend_from_slice(&be_words::<12>(&[
+            self.seeders,
+            self.completed,
+            self.leechers,
+        ]));
     }
 }
 
 /// Appends a scrape response's or an error response's fixed part (action, transaction id).
 pub fn write_response_header(out: &mut Vec<u8>, action: u32, transaction_id: u32) {
-    out.extend_from_slice(&action.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
+    out.extend_from_slice(&be_words::<8>(&[action, transaction_id]));
 }
 
 /// Scrape response (action 2).

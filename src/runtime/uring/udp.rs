@@ -30,13 +30,16 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::super::datagram::{Backlog, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
-use super::super::{DatagramCtx, DatagramWorker};
+use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
 use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
 
 /// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
 /// the next turn.
 const STREAM_EVENTS_PER_TURN: usize = 4096;
+
+/// Completions taken from the queue at once (see [`UdpRing::serve`]).
+const CQE_CHUNK: usize = 32;
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`).
 fn rlimit_nofile() -> u32 {
@@ -219,12 +222,14 @@ struct SockRing {
 }
 
 /// What one turn over the completions found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Turn {
     /// The epoll set has events: read it this turn.
     pub epoll_ready: bool,
     /// Completions are left for the next turn (do not sleep).
     pub more: bool,
+    /// When the turn ended (the clock read after the datagrams were served).
+    pub end: std::time::Instant,
 }
 
 /// One worker's ring and its datagram sockets.
@@ -621,17 +626,22 @@ impl UdpRing {
 
     /// Handles the completions that are ready: datagrams are served by `workers` (by socket),
     /// sends are counted, and the epoll poll is reported.
+    /// `now` is the instant the worker's wait returned.
     pub(crate) fn serve(
         &mut self,
         workers: &mut [Box<dyn DatagramWorker>],
         stats: &RuntimeStats,
         worker_index: usize,
+        now: std::time::Instant,
     ) -> Turn {
-        let mut turn = Turn::default();
+        let mut turn = Turn {
+            epoll_ready: false,
+            more: false,
+            end: now,
+        };
         // The datagrams of one turn were learnt of now, or when the socket's backlog began if
         // the last turn left datagrams waiting: overload shedding measures each datagram's
         // wait from `ready_at`.
-        let now = std::time::Instant::now();
         for s in &mut self.sockets {
             s.batch_left = 0;
             s.starved = false;
@@ -642,45 +652,24 @@ impl UdpRing {
             + STREAM_EVENTS_PER_TURN
             + 1;
         let mut handled = 0;
+        // Completions are taken in chunks, so that a received datagram can be handed to its
+        // service's prefetch a few completions before it is served.
+        let mut chunk = [const { std::mem::MaybeUninit::<cqueue::Entry>::uninit() }; CQE_CHUNK];
         while handled < limit {
-            let Some(cqe) = self.ring.completion().next() else {
+            let take = (limit - handled).min(CQE_CHUNK);
+            let cqes = self.ring.completion().fill(&mut chunk[..take]);
+            if cqes.is_empty() {
                 break;
-            };
-            handled += 1;
-            let (res, flags) = (cqe.result(), cqe.flags());
-            match Op::decode(cqe.user_data()) {
-                Some(Op::Recv(i)) => self.on_receive(i, res, flags, workers, stats, worker_index),
-                Some(Op::Send(i)) => self.on_sent(i, res, stats, worker_index),
-                Some(Op::Epoll) => {
-                    if res >= 0 {
-                        turn.epoll_ready = true;
-                    } else if res != -libc::ECANCELED {
-                        tracing::debug!(worker = worker_index, "epoll poll: {res}");
-                        turn.epoll_ready = true;
-                    }
-                    if !cqueue::more(flags) {
-                        self.epoll_armed = false;
-                    }
+            }
+            handled += cqes.len();
+            for cqe in cqes.iter().take(PREFETCH_AHEAD) {
+                self.prefetch(cqe, workers);
+            }
+            for j in 0..cqes.len() {
+                if let Some(ahead) = cqes.get(j + PREFETCH_AHEAD) {
+                    self.prefetch(ahead, workers);
                 }
-                Some(Op::Accept(i)) => {
-                    if !cqueue::more(flags) {
-                        if let Some(armed) = self.accept_armed.get_mut(i) {
-                            *armed = false;
-                        }
-                        if res < 0 && accept_exhausted(res) {
-                            self.hold_accept(i, true);
-                        }
-                    }
-                    self.events.push(StreamEvent {
-                        op: Op::Accept(i),
-                        res,
-                        flags,
-                    });
-                }
-                Some(op @ (Op::StreamRecv(_) | Op::StreamSend(_))) => {
-                    self.events.push(StreamEvent { op, res, flags });
-                }
-                Some(Op::Cancel) | None => {}
+                self.complete(&cqes[j], &mut turn, workers, stats, worker_index);
             }
         }
         self.arm();
@@ -688,12 +677,81 @@ impl UdpRing {
         // A socket whose receive ran out of buffers, or whose completions wait for the next
         // turn, still has datagrams waiting: its backlog goes on (unless it reached the
         // shedding delay, see `Backlog::end_turn`).
-        let end = std::time::Instant::now();
+        turn.end = std::time::Instant::now();
         for s in &mut self.sockets {
             s.backlog
-                .end_turn(s.starved || turn.more, end, stats.behind_after);
+                .end_turn(s.starved || turn.more, turn.end, stats.behind_after);
         }
         turn
+    }
+
+    /// Handles one completion.
+    fn complete(
+        &mut self,
+        cqe: &cqueue::Entry,
+        turn: &mut Turn,
+        workers: &mut [Box<dyn DatagramWorker>],
+        stats: &RuntimeStats,
+        worker_index: usize,
+    ) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        match Op::decode(cqe.user_data()) {
+            Some(Op::Recv(i)) => self.on_receive(i, res, flags, workers, stats, worker_index),
+            Some(Op::Send(i)) => self.on_sent(i, res, stats, worker_index),
+            Some(Op::Epoll) => {
+                if res >= 0 {
+                    turn.epoll_ready = true;
+                } else if res != -libc::ECANCELED {
+                    tracing::debug!(worker = worker_index, "epoll poll: {res}");
+                    turn.epoll_ready = true;
+                }
+                if !cqueue::more(flags) {
+                    self.epoll_armed = false;
+                }
+            }
+            Some(Op::Accept(i)) => {
+                if !cqueue::more(flags) {
+                    if let Some(armed) = self.accept_armed.get_mut(i) {
+                        *armed = false;
+                    }
+                    if res < 0 && accept_exhausted(res) {
+                        self.hold_accept(i, true);
+                    }
+                }
+                self.events.push(StreamEvent {
+                    op: Op::Accept(i),
+                    res,
+                    flags,
+                });
+            }
+            Some(op @ (Op::StreamRecv(_) | Op::StreamSend(_))) => {
+                self.events.push(StreamEvent { op, res, flags });
+            }
+            Some(Op::Cancel) | None => {}
+        }
+    }
+
+    /// Hands the datagram of a receive completion (if it is one) to its service's
+    /// [`DatagramWorker::prefetch`]; reads the buffer, changes nothing.
+    fn prefetch(&self, cqe: &cqueue::Entry, workers: &[Box<dyn DatagramWorker>]) {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let Some(Op::Recv(i)) = Op::decode(cqe.user_data()) else {
+            return;
+        };
+        let (Some(sock), Some(worker), Some(bid)) = (
+            self.sockets.get(i),
+            workers.get(i),
+            cqueue::buffer_select(flags),
+        ) else {
+            return;
+        };
+        if res <= 0 {
+            return;
+        }
+        let data = sock.region.buffer(bid, res as usize);
+        if let Ok(msg) = RecvMsgOut::parse(data, &sock.hdr) {
+            worker.prefetch(msg.payload_data());
+        }
     }
 
     fn on_receive(
