@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 BACKENDS=${BACKENDS:-epoll io_uring}
@@ -36,8 +38,8 @@ mkdir -p "$OUT"
 for tool in strace valgrind callgrind_control python3 taskset; do
     command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
-[ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
-[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
+require_exec tracker "$TRACKER"
+require_exec "load generator" "$LOADGEN"
 
 sets=(--profile loopback-bench --set server.workers=1 --set server.pin_cores=false
       --set admin.listen=127.0.0.1:0 --set bt_http.enabled=false --set bt_udp.enabled=false
@@ -48,11 +50,8 @@ load=(--protocol ppstp --target "127.0.0.1:$PORT" --swarms "$SWARMS" --peers "$P
 
 PID=
 stop_tracker() {
-    if [ -n "$PID" ]; then
-        kill "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-        PID=
-    fi
+    stop_pids "$PID"
+    PID=
 }
 trap stop_tracker EXIT
 
@@ -63,11 +62,8 @@ start_tracker() {
     PPSP_TRACKER_BACKEND=$backend "$@" "$TRACKER" serve "${sets[@]}" >"$log" 2>&1 &
     PID=$!
     # Under valgrind the start takes a while; the load must not begin before it serves.
-    for _ in $(seq 3000); do
-        grep -q "ppsp-tracker serving" "$log" 2>/dev/null && break
-        sleep 0.2
-    done
-    grep -q "ppsp-tracker serving" "$log" && grep -q "I/O back-end: $backend" "$log" ||
+    wait_serving "$log" "$PID" 3000 0.2 || exit 1
+    grep -q "I/O back-end: $backend" "$log" ||
         { echo "tracker did not start on $backend:" >&2; cat "$log" >&2; exit 1; }
     sleep 1
 }

@@ -34,6 +34,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 AQUATIC_UDP=${AQUATIC_UDP:-}
@@ -90,23 +92,14 @@ EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids ${PIDS[@]+"${PIDS[@]}"}
 }
 trap cleanup EXIT
 
 [ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN (cargo build --release -p ppsp-loadgen)" >&2; exit 1; }
-# Command prefixes that pin the servers and the load generator. taskset execs the command, so
-# `$!` of a backgrounded "${PIN_SERVER[@]}" cmd is the server's own pid (what --server-pid
-# must sample).
-PIN_SERVER=()
-PIN_LOADGEN=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
-fi
+# Command prefixes that pin the servers and the load generator (`$!` of a backgrounded
+# "${PIN_SERVER[@]}" command is the server's own pid, what --server-pid must sample).
+pin_cpus
 
 # The whitelist opentracker needs: the population's swarm ids (they depend only on the seed).
 "$LOADGEN" run --protocol bt-udp --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" \

@@ -7,16 +7,25 @@
 #
 # For each back-end (io_uring, epoll) and protocol (bt-udp, PPSTP over plaintext HTTP
 # keep-alive), the script starts one tracker (one worker, pinned to SERVER_CPU, overload
-# shedding on), registers the population, measures the peak answered rate in closed loop,
-# then offers FACTORS x that rate in open loop for DURATION seconds each, and prints answered
-# requests per second relative to the peak, what was shed, and the server's RSS before the
-# floods and after them.
+# shedding on), registers the population, measures the peak answered rate, then offers
+# FACTORS x that rate in open loop for DURATION seconds each, and prints answered requests per
+# second relative to the peak, what was shed, and the server's RSS before the floods and after
+# them.
+#
+# The peak is the most the server answers without being overloaded. BitTorrent UDP: closed
+# loop with 16 sockets x 64 in flight (nothing shed). PPSTP: a closed loop deep enough to
+# keep the worker busy already overloads it (it sheds), so that run is only an estimate
+# (printed as `closed`); the peak is then the answered rate of the highest open-loop rate, in
+# PEAK_STEPS fractions of the estimate (PEAK_STEP_DURATION seconds each, the floods' shape),
+# that the server answers in full (at least 97% of the offered rate) while shedding at most
+# PEAK_SHED_SHARE of its answers.
 #
 #   benches/overload.sh                          # both back-ends, both protocols, 2x and 4x
 #   BACKENDS=epoll PROTOCOLS=ppstp DURATION=5 benches/overload.sh
 #   TRACKER=/work/tgt-release/measure/ppsp-tracker LOADGEN=... benches/overload.sh
 #   CPU_QUOTA=0 benches/overload.sh              # no CPU quota: the server has a whole core
 #   REPORTS=/tmp/overload benches/overload.sh    # keep the generator's reports there
+#   PEAK_STEPS="1 0.9 0.8" benches/overload.sh   # the PPSTP peak search's fractions
 #
 # The server runs under a CPU quota (CPU_QUOTA, a fraction of one core; 0.2 by default) so
 # that one generator core can offer several times what the server can answer: without it
@@ -28,12 +37,16 @@
 # generator's over one core (a generator near 100% could not offer more), behind/s the
 # server's event-loop turns per second that took at least the shedding delay
 # (ppsp_worker_turns_behind_total: the server fell behind, whether or not it shed).
+# cpu_ratio is the ratio per CPU second (answered/s over cpu%, relative to the peak's): on a
+# shared host the server does not always get its whole quota, and cpu_ratio takes that out.
 #
 # Needs optimised builds of both binaries (release or the `measure` profile). Every server is
 # stopped by its own pid when the script exits, and the cgroup removed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 BACKENDS=${BACKENDS:-"io_uring epoll"}
@@ -41,6 +54,9 @@ PROTOCOLS=${PROTOCOLS:-"bt-udp ppstp"}
 FACTORS=${FACTORS:-"2 4"}
 DURATION=${DURATION:-10}
 PEAK_DURATION=${PEAK_DURATION:-$DURATION}
+PEAK_STEPS=${PEAK_STEPS:-"1.3 1.2 1.1 1 0.9 0.8 0.7 0.6 0.5"}
+PEAK_STEP_DURATION=${PEAK_STEP_DURATION:-5}
+PEAK_SHED_SHARE=${PEAK_SHED_SHARE:-0.002}
 SWARMS=${SWARMS:-10000}
 PEERS=${PEERS:-100000}
 SHED_AFTER_MS=${SHED_AFTER_MS:-50}
@@ -55,21 +71,13 @@ mkdir -p "$REPORTS"
 LABEL=run
 QUOTA_PERIOD_US=${QUOTA_PERIOD_US:-10000}
 
-[ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
-[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
-PIN_SERVER=()
-PIN_LOADGEN=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
-fi
+require_exec tracker "$TRACKER"
+require_exec "load generator" "$LOADGEN"
+pin_cpus
 SERVER_PID=
 CGROUP=
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_pids "$SERVER_PID"
 }
 remove_cgroup() {
     cleanup
@@ -159,20 +167,11 @@ measure() {
     python3 -c "import os; d = $t1 - $t0; hz = os.sysconf('SC_CLK_TCK'); print(f'{($a1 - $a0) / d:.0f} {($s1 - $s0) / d:.0f} {($b1 - $b0) / d:.1f} {100 * ($c1 - $c0) / hz / d / $QUOTA_SHARE:.0f} {100 * ($g1 - $g0) / hz / d:.0f}')"
 }
 
-wait_port() {
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$(($1 + 100))/metrics" && return 0
-        sleep 0.05
-    done
-    echo "server did not start (admin port $(($1 + 100)))" >&2
-    exit 1
-}
-
-FMT='%-9s %-7s %-6s %10s %10s %6s %8s %8s %5s %5s %9s %9s\n'
+FMT='%-9s %-7s %-6s %10s %10s %6s %9s %8s %8s %5s %5s %9s %9s\n'
 # shellcheck disable=SC2059
 echo "# the generator's reports: $REPORTS"
 # shellcheck disable=SC2059
-printf "$FMT" backend proto load offered/s answered/s ratio shed/s behind/s cpu% gen% \
+printf "$FMT" backend proto load offered/s answered/s ratio cpu_ratio shed/s behind/s cpu% gen% \
     rss_kb_0 rss_kb_1
 port=$PORT_BASE
 for backend in $BACKENDS; do
@@ -195,8 +194,9 @@ for backend in $BACKENDS; do
             # Reads and keep-alives only: a shed request changes nothing, so the generator's
             # idea of each peer's state stays right.
             mix=find=8,stat_query=1,keepalive=1
-            # The peak is taken with the floods' connections and pipelining, so that the
-            # ratio measures what overload costs and not what more connections cost.
+            # The peak estimate and search use the floods' connections and pipelining, so
+            # that the ratio measures what overload costs and not what more connections
+            # cost.
             open=(--connections 256 --pipeline 64)
             closed=("${open[@]}")
             populate=(--connections 16 --pipeline 4)
@@ -206,21 +206,51 @@ for backend in $BACKENDS; do
         SERVER_PID=$!
         # Into the quota's cgroup before it serves anything (every thread of the process).
         [ -n "$CGROUP" ] && echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
-        wait_port "$port"
+        wait_admin "127.0.0.1:$((port + 100))" "$SERVER_PID" || exit 1
         common=(run --protocol "$proto" --target "$target" --swarms "$SWARMS" --peers "$PEERS"
                 --mix "$mix" --no-progress --timeout-ms 2000)
         # Registration gently, so that nothing is shed: a peer whose CONNECT was shed stays
         # unregistered, and its FINDs would be answered error 03 in every run after.
         "${PIN_LOADGEN[@]}" "$LOADGEN" "${common[@]}" --populate "${populate[@]}" \
             --duration 0.1 >"$REPORTS/$backend-$proto-populate.txt"
-        # The peak: closed loop with enough requests in flight to keep the worker busy.
-        LABEL=$backend-$proto-peak
+        # Closed loop with enough requests in flight to keep the worker busy: the peak of
+        # bt-udp, the estimate PPSTP's peak is searched from.
+        LABEL=$backend-$proto-closed
         read -r peak shed behind cpu gcpu < <(measure "$proto" "$port" "$PEAK_DURATION" \
             "${common[@]}" --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
+        peak_cpu=$cpu
+        if [ "$proto" = ppstp ]; then
+            # shellcheck disable=SC2059
+            printf "$FMT" "$backend" "$proto" closed - "$peak" - - "$shed" "$behind" "$cpu" \
+                "$gcpu" - -
+            estimate=$peak
+            peak=
+            for step in $PEAK_STEPS; do
+                rate=$(python3 -c "print(int($step * $estimate))")
+                LABEL=$backend-$proto-peak-$step
+                read -r ok shed behind cpu gcpu < <(measure "$proto" "$port" \
+                    "$PEAK_STEP_DURATION" "${common[@]}" --assume-registered "${open[@]}" \
+                    --rate "$rate" --duration "$PEAK_STEP_DURATION")
+                # shellcheck disable=SC2059
+                printf "$FMT" "$backend" "$proto" "s$step" "$rate" "$ok" - - "$shed" "$behind" \
+                    "$cpu" "$gcpu" - -
+                if python3 -c "import sys; sys.exit(0 if $shed <= $PEAK_SHED_SHARE * $ok and $ok >= 0.97 * $rate else 1)"; then
+                    peak=$ok
+                    peak_cpu=$cpu
+                    break
+                fi
+            done
+            if [ -z "$peak" ]; then
+                echo "# $backend $proto: no step of PEAK_STEPS answered in full without shedding;" \
+                    "using the last step's answered rate" >&2
+                peak=$ok
+                peak_cpu=$cpu
+            fi
+        fi
         rss0=$(rss_kb "$SERVER_PID")
         # shellcheck disable=SC2059
-        printf "$FMT" "$backend" "$proto" peak - "$peak" 1.00 "$shed" "$behind" "$cpu" "$gcpu" \
-            "$rss0" -
+        printf "$FMT" "$backend" "$proto" peak - "$peak" 1.00 1.00 "$shed" "$behind" "$cpu" \
+            "$gcpu" "$rss0" -
         for f in $FACTORS; do
             rate=$(python3 -c "print(int($f * $peak))")
             LABEL=$backend-$proto-${f}x
@@ -229,7 +259,9 @@ for backend in $BACKENDS; do
                 --duration "$DURATION")
             # shellcheck disable=SC2059
             printf "$FMT" "$backend" "$proto" "${f}x" "$rate" "$ok" \
-                "$(python3 -c "print(f'{$ok / max(1, $peak):.2f}')")" "$shed" "$behind" "$cpu" \
+                "$(python3 -c "print(f'{$ok / max(1, $peak):.2f}')")" \
+                "$(python3 -c "print(f'{($ok / max(1, $cpu)) / max(1e-9, $peak / max(1, $peak_cpu)):.2f}')")" \
+                "$shed" "$behind" "$cpu" \
                 "$gcpu" "$rss0" "$(rss_kb "$SERVER_PID")"
         done
         cleanup

@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 TRACKER_BEFORE=${TRACKER_BEFORE:-}
@@ -30,22 +32,14 @@ PORT=${PORT:-17490}
 OUT=${OUT:-$(mktemp -d /tmp/ppsp-ppstp.XXXXXX)}
 mkdir -p "$OUT"
 
-[ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
-[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
-PIN_SERVER=()
-PIN_LOADGEN=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
-fi
+require_exec tracker "$TRACKER"
+require_exec "load generator" "$LOADGEN"
+pin_cpus
 
 PID=
 stop_tracker() {
-    if [ -n "$PID" ]; then
-        kill "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-        PID=
-    fi
+    stop_pids "$PID"
+    PID=
 }
 trap stop_tracker EXIT
 
@@ -63,13 +57,7 @@ for build in "${builds[@]}"; do
         --set "ppstp.listen=127.0.0.1:$PORT" --set engine.max_peers_per_source=4000000 \
         >"$OUT/$name.log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
-        grep -q "ppsp-tracker serving" "$OUT/$name.log" 2>/dev/null && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q "ppsp-tracker serving" "$OUT/$name.log" ||
-        { echo "$name did not start:" >&2; cat "$OUT/$name.log" >&2; exit 1; }
+    wait_serving "$OUT/$name.log" "$PID" || exit 1
     echo "== $name ($binary, pid $PID, $(grep -o 'I/O back-end: [a-z_]*' "$OUT/$name.log" | head -1))"
     ${PIN_LOADGEN[@]+"${PIN_LOADGEN[@]}"} "$LOADGEN" run --protocol ppstp \
         --target "127.0.0.1:$PORT" --populate --swarms "$SWARMS" --peers "$PEERS" \

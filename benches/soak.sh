@@ -24,6 +24,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 TRACKER=${TRACKER:-$ROOT/target/release/ppsp-tracker}
 LOADGEN=${LOADGEN:-$ROOT/target/release/ppsp-loadgen}
 DURATION=${DURATION:-600}
@@ -42,20 +44,12 @@ OUT=${OUT:-$(mktemp -d /tmp/ppsp-soak.XXXXXX)}
 PPSP_SETS=${PPSP_SETS:-}
 
 mkdir -p "$OUT"
-[ -x "$TRACKER" ] || { echo "no tracker at $TRACKER" >&2; exit 1; }
-[ -x "$LOADGEN" ] || { echo "no load generator at $LOADGEN" >&2; exit 1; }
-PIN_SERVER=()
-PIN_LOADGEN=()
-if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
-    PIN_SERVER=(taskset -c "$SERVER_CPU")
-    PIN_LOADGEN=(taskset -c "$LOADGEN_CPU")
-fi
+require_exec tracker "$TRACKER"
+require_exec "load generator" "$LOADGEN"
+pin_cpus
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids ${PIDS[@]+"${PIDS[@]}"}
 }
 trap cleanup EXIT
 
@@ -82,10 +76,7 @@ answered() {
     --set "engine.track_timer_secs=$TRACK_SECS" --set log.level=warn $PPSP_SETS &
 SERVER=$!
 PIDS+=("$SERVER")
-for _ in $(seq 1 200); do
-    curl -s -o /dev/null "http://$ADMIN/metrics" && break
-    sleep 0.05
-done
+wait_admin "$ADMIN" "$SERVER" || exit 1
 
 udp=(run --protocol bt-udp --target "$UDP" --swarms "$SWARMS_UDP" --peers "$PEERS_UDP"
      --source-addrs 4 --no-progress --timeout-ms 2000 --server-pid "$SERVER")

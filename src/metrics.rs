@@ -175,11 +175,11 @@ struct Histogram {
 
 impl Histogram {
     #[inline]
-    fn record(&self, latency: Latency) {
+    fn record(&self, latency: Latency, n: u64) {
         if let Some(b) = self.buckets.get(latency.bucket) {
-            add(b, 1);
+            add(b, n);
         }
-        add(&self.sum_ns, latency.ns);
+        add(&self.sum_ns, latency.ns.saturating_mul(n));
     }
 }
 
@@ -337,7 +337,16 @@ impl WorkerMetrics {
     #[inline]
     pub fn latency_of(&self, series: usize, latency: Latency) {
         if let Some(h) = self.latency.get(series) {
-            h.record(latency);
+            h.record(latency, 1);
+        }
+    }
+
+    /// `n` requests of latency series `series` each took `elapsed` (requests answered in one
+    /// batch, timed with one clock reading).
+    #[inline]
+    pub fn latency_n(&self, series: usize, elapsed: Duration, n: u64) {
+        if let Some(h) = self.latency.get(series) {
+            h.record(Latency::new(elapsed), n);
         }
     }
 

@@ -26,6 +26,8 @@ pub struct PhaseReport {
     pub failed: u64,
     pub timeouts: u64,
     pub unfinished: u64,
+    /// Requests not sent while their connection waited out the server's `Retry-After`.
+    pub held_back: u64,
     pub replies_per_s: f64,
     pub ok_per_s: f64,
     pub errors: BTreeMap<String, u64>,
@@ -62,6 +64,7 @@ impl PhaseReport {
             failed: r.failed.iter().sum(),
             timeouts,
             unfinished: r.unfinished,
+            held_back: r.held_back,
             replies_per_s: r.replies() as f64 / d,
             ok_per_s: r.total_ok() as f64 / d,
             errors,
@@ -191,6 +194,13 @@ pub fn human(r: &Report) -> String {
         "measure:    {:.2}s, {} sent, {} replies, {} ok, {} failed ({} timeouts), {} unfinished",
         m.duration_s, m.sent, m.replies, m.ok, m.failed, m.timeouts, m.unfinished
     );
+    if m.held_back > 0 {
+        let _ = writeln!(
+            out,
+            "held back:  {} requests not sent during the server's Retry-After",
+            m.held_back
+        );
+    }
     let _ = writeln!(
         out,
         "throughput: {:.0} replies/s ({:.0} ok/s)",
@@ -411,6 +421,7 @@ mod tests {
             "failed",
             "timeouts",
             "unfinished",
+            "held_back",
             "replies_per_s",
             "ok_per_s",
             "errors",

@@ -114,6 +114,12 @@ pub struct RunArgs {
     /// each reply, such as opentracker's HTTP side).
     #[arg(long)]
     pub no_keepalive: bool,
+    /// HTTP: the longest `Retry-After` (RFC 9110 section 10.2.3, in seconds) honoured, in
+    /// milliseconds. A connection whose reply carries one (a shed request's 503) sends nothing
+    /// until the delay is over, and is reopened only then if the server closed it; requests
+    /// due on it meanwhile are not sent and are counted as held back. 0 ignores `Retry-After`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_retry_after_ms: u64,
     /// HTTP over TLS (https): every connection does a TLS handshake first (rustls, TLS 1.3 or
     /// 1.2), then carries requests as with plaintext.
     #[arg(long)]
@@ -402,6 +408,7 @@ fn phase(
             sources: srcs.clone(),
             workers: threads,
             keep_alive: !args.no_keepalive,
+            max_retry_after: Duration::from_millis(args.max_retry_after_ms),
             tls: tls.clone(),
             first_socket,
             peers_wanted: args.peers_wanted,

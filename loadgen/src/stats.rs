@@ -80,6 +80,9 @@ pub struct Recorder {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// Requests still unanswered when the phase ended (neither answered nor timed out).
     pub unfinished: u64,
+    /// Requests due on the schedule but not sent because their connection was waiting out
+    /// the server's `Retry-After` (HTTP), as a client told to retry later does.
+    pub held_back: u64,
     /// Replies per timeline bucket (answered, ok or not).
     pub timeline: Vec<u64>,
     /// Highest number of timeline buckets kept (bounds memory whatever the duration).
@@ -101,6 +104,7 @@ impl Recorder {
             sent: [0; N_OPS],
             errors: BTreeMap::new(),
             unfinished: 0,
+            held_back: 0,
             timeline: Vec::new(),
             max_buckets,
             peer_lists: 0,
@@ -183,6 +187,7 @@ impl Recorder {
             *self.errors.entry(*k).or_insert(0) += v;
         }
         self.unfinished += other.unfinished;
+        self.held_back += other.held_back;
         self.peer_lists += other.peer_lists;
         self.peers_listed += other.peers_listed;
         if self.timeline.len() < other.timeline.len() {

@@ -79,7 +79,33 @@ fn serve(mut s: TcpStream, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Sheds every connection as an overloaded tracker does: its first request is answered 503 with
+/// `Retry-After: 1` and `Connection: close`, and the connection is closed.
+fn shed(mut s: TcpStream, stop: Arc<AtomicBool>) {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let _ = s.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
+    }
+}
+
 fn start_mock() -> Mock {
+    start_mock_with(serve)
+}
+
+fn start_mock_with(serve: fn(TcpStream, Arc<AtomicBool>)) -> Mock {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -178,4 +204,54 @@ fn bt_http_announces_succeed() {
     let m = &out.report.measure;
     assert!(m.errors.is_empty(), "errors: {:?}", m.errors);
     assert!(m.per_type["announce"].ok > 0);
+}
+
+/// Runs an open-loop PPSTP load for 1.5 s against a server that sheds every connection with
+/// `Retry-After: 1`; returns the generator's report and the connections the server accepted.
+fn against_shedding_server(max_retry_after_ms: u64) -> (ppsp_loadgen::report::PhaseReport, u64) {
+    let mock = start_mock_with(shed);
+    let mut args = RunArgs::defaults(Protocol::Ppstp);
+    args.target = vec![mock.addr];
+    args.swarms = 10;
+    args.peers = 100;
+    args.assume_registered = true;
+    args.mix = Some("find=1".into());
+    args.rate = Some(2000.0);
+    args.duration = 1.5;
+    args.max_requests = 20_000;
+    args.connections = 2;
+    args.pipeline = Some(4);
+    args.no_progress = true;
+    args.timeout_ms = 10_000;
+    args.max_retry_after_ms = max_retry_after_ms;
+    let out = run::run(&args).unwrap();
+    (out.report.measure, mock.stop())
+}
+
+#[test]
+fn a_shed_connection_waits_out_retry_after_before_reconnecting() {
+    let (m, honoured) = against_shedding_server(10_000);
+    // Each connection is shed at its first request, waits 1 s, is shed again at about 1 s and
+    // then waits past the end: about 4 connections in 1.5 s (slack for a slow machine).
+    assert!(honoured >= 2, "{honoured} connections");
+    assert!(
+        honoured <= 8,
+        "{honoured} connections: Retry-After not honoured"
+    );
+    assert!(m.held_back > 0, "nothing held back: {m:?}");
+    assert!(m.sent < 100, "{} requests sent while told to wait", m.sent);
+    assert!(
+        m.errors
+            .keys()
+            .all(|k| k == "http_503" || k == "ppstp_error_05" || k == "connection_closed"),
+        "errors: {:?}",
+        m.errors
+    );
+    // Without it, the generator reconnects after its short back-off, many more times.
+    let (m, ignored) = against_shedding_server(0);
+    assert_eq!(m.held_back, 0);
+    assert!(
+        ignored > honoured,
+        "{ignored} connections ignoring Retry-After, {honoured} honouring it"
+    );
 }

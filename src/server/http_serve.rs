@@ -60,6 +60,10 @@ pub(crate) trait HttpHandler {
     /// Called once per batch of input, before its requests are served (to read the clock once).
     fn begin_input(&mut self) {}
 
+    /// Called once per batch of input, after its requests are served and before their answers
+    /// are sent (to time them with one clock reading).
+    fn end_input(&mut self) {}
+
     /// The worker's periodic timer (every `server.tick_ms`), for handlers that sample or expire.
     fn on_tick(&mut self, _now: std::time::Instant) {}
 
@@ -146,6 +150,13 @@ pub(crate) struct InPlace<'a> {
 }
 
 impl InPlace<'_> {
+    /// The body about to be written will be about `bytes` long: room is reserved for that
+    /// many digits of its `Content-Length` (instead of the previous answer's), so that the body
+    /// rarely has to move when the exact length is filled in. Call before [`InPlace::start`].
+    pub fn expect_body(&mut self, bytes: usize) {
+        self.digits_hint = bytes.checked_ilog10().map_or(1, |d| d as usize + 1);
+    }
+
     /// Writes the head (`status`, `content_type`, the header lines `extra`, each ending in
     /// CRLF) and returns the buffer the body goes into. A second call starts over.
     pub fn start(&mut self, status: u16, content_type: &str, extra: &[u8]) -> &mut Vec<u8> {
@@ -356,6 +367,15 @@ impl<H: HttpHandler> StreamWorker for HttpWorker<H> {
 
     fn on_input(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         self.handler.begin_input();
+        let step = self.serve_batch(ctx, input, out);
+        self.handler.end_input();
+        step
+    }
+}
+
+impl<H: HttpHandler> HttpWorker<H> {
+    /// Serves the requests framed in `input` (see [`StreamWorker::on_input`]).
+    fn serve_batch(&mut self, ctx: &ConnCtx, input: &[u8], out: &mut Vec<u8>) -> StreamStep {
         let limits = self.limits;
         let mut consumed = 0;
         let closed = StreamStep {
@@ -511,6 +531,38 @@ mod tests {
         assert!(!step.close);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    }
+
+    /// The expected body size sets the `Content-Length` room; the length written is exact
+    /// whether the guess was right, short or long.
+    #[test]
+    fn in_place_answers_have_the_exact_length_whatever_the_expected_size() {
+        for (expected, body_len) in [(0, 0), (9, 5), (10, 10), (3_500, 3_456), (50, 12_345)] {
+            let mut out = b"earlier answer".to_vec();
+            let mut answer = InPlace {
+                out: &mut out,
+                from: 14,
+                keep_alive: true,
+                http10: false,
+                head_only: false,
+                allowed: None,
+                digits_hint: 4,
+                started: None,
+            };
+            answer.expect_body(expected);
+            assert_eq!(answer.digits_hint, expected.to_string().len());
+            let body = answer.start(200, "text/plain", b"");
+            body.extend(std::iter::repeat(b'x').take(body_len));
+            let begun = answer.started.expect("started");
+            http::finish_answer(&mut out, begun);
+            let text = String::from_utf8(out).unwrap();
+            let want = format!(
+                "earlier answerHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {body_len}\r\n\r\n{}",
+                "x".repeat(body_len)
+            );
+            assert_eq!(text, want);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::access_list::AccessControl;
 use crate::engine::{Engine, ErrorCode, Response, Time};
-use crate::metrics::{request_index, Metrics, UNDECODED};
+use crate::metrics::{request_index, Metrics, REQUEST_TYPES, UNDECODED};
 use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, Decoded, CONTENT_TYPE};
 use crate::runtime::tls::TlsAcceptor;
@@ -50,6 +50,7 @@ impl StreamService for PpstpStreams {
                     waiting: false,
                     decoded: Decoded::empty(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
                     response: Response::Err(ErrorCode::Ok),
+                    batch: Batch::default(),
                 },
                 limits,
             )
@@ -77,6 +78,28 @@ struct PpstpWorker {
     /// The answer being written, computed into the previous one's place (its swarm results
     /// and peer lists reused): CONNECT, FIND and JOIN allocate nothing in steady state.
     response: Response,
+    /// The requests answered in the batch being served, timed together when it ends.
+    batch: Batch,
+}
+
+/// The requests answered in one batch of input, by latency series (the request types of
+/// [`crate::metrics::REQUEST_TYPES`]), and when the turn that read them began: their latency
+/// is recorded with one clock reading when the batch ends.
+#[derive(Default)]
+struct Batch {
+    answered: [u32; REQUEST_TYPES.len()],
+    ready_at: Option<std::time::Instant>,
+}
+
+impl Batch {
+    /// A request of latency series `series` was answered on the connection of `ctx`.
+    fn answered(&mut self, series: usize, ctx: &ConnCtx) {
+        if let Some(n) = self.answered.get_mut(series) {
+            *n += 1;
+            // One connection per batch: its turn began at `ctx.ready_at`.
+            self.ready_at.get_or_insert(ctx.ready_at);
+        }
+    }
 }
 
 /// True for `application/ppsp-tracker+json`, ignoring case, surrounding blanks and parameters
@@ -167,7 +190,7 @@ impl PpstpWorker {
             Err(e) => {
                 metrics.request(UNDECODED);
                 metrics.error(UNDECODED, e.code);
-                metrics.latency(UNDECODED, ctx.ready_at.elapsed());
+                self.batch.answered(UNDECODED, ctx);
                 self.response = Response::Err(e.code);
                 let with_id = e.transaction_id.is_some();
                 if let Some(t) = e.transaction_id {
@@ -206,9 +229,9 @@ impl PpstpWorker {
                 metrics.request(kind);
                 metrics.error(kind, self.response.error_code());
                 // PPSTP latency series are indexed like the request types; the time runs
-                // from the turn that learnt of the request to its answer (the in-place
-                // encoding excluded).
-                metrics.latency(kind, ctx.ready_at.elapsed());
+                // from the turn that learnt of the request to the end of the batch that
+                // answered it.
+                self.batch.answered(kind, ctx);
                 Reply::Ppstp(true)
             }
         }
@@ -224,6 +247,19 @@ impl HttpHandler for PpstpWorker {
 
     fn begin_input(&mut self) {
         self.now = self.service.clock.now();
+    }
+
+    fn end_input(&mut self) {
+        let Some(ready_at) = self.batch.ready_at.take() else {
+            return;
+        };
+        let elapsed = ready_at.elapsed();
+        let metrics = self.service.metrics.worker(self.index);
+        for (series, n) in self.batch.answered.iter_mut().enumerate() {
+            if *n > 0 {
+                metrics.latency_n(series, elapsed, u64::from(std::mem::take(n)));
+            }
+        }
     }
 
     fn take_wait(&mut self) -> bool {
@@ -296,12 +332,10 @@ impl HttpHandler for PpstpWorker {
             Reply::Wait => {}
             Reply::Ppstp(with_id) => {
                 let status = ppstp::http_status(self.response.error_code());
+                let transaction_id = with_id.then_some(&self.decoded.transaction_id);
+                out.expect_body(ppstp::typical_response_len(&self.response, transaction_id));
                 let body = out.start(status, CONTENT_TYPE, self.challenge.as_bytes());
-                ppstp::encode_response(
-                    &self.response,
-                    with_id.then_some(&self.decoded.transaction_id),
-                    body,
-                );
+                ppstp::encode_response(&self.response, transaction_id, body);
             }
             Reply::UnsupportedMediaType => {
                 let body = out.start(415, CONTENT_TYPE, self.challenge.as_bytes());

@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub peers_wanted: u32,
     /// HTTP: keep connections open across requests (false: one request per connection).
     pub keep_alive: bool,
+    /// HTTP: the longest `Retry-After` honoured (a longer one is cut to this); zero ignores
+    /// `Retry-After` (a failed connection is then reopened after a short fixed back-off).
+    pub max_retry_after: Duration,
     /// HTTP over TLS: the client configuration and the name the server's certificate must
     /// carry. Each connection does one handshake and then carries its requests like a
     /// plaintext one (keep-alive, pipelining).

@@ -35,6 +35,9 @@ struct HttpConn {
     tls: Option<rustls::ClientConnection>,
     established: bool,
     retry_at: Instant,
+    /// The server asked this connection to wait until then (`Retry-After`): nothing is sent
+    /// on it, and it is not reopened, before this instant.
+    hold_until: Instant,
     out: Vec<u8>,
     out_pos: usize,
     inbuf: Vec<u8>,
@@ -44,6 +47,11 @@ struct HttpConn {
 impl HttpConn {
     fn usable(&self) -> bool {
         self.stream.is_some() && self.established
+    }
+
+    /// Waiting out the server's `Retry-After` at `now`.
+    fn holding(&self, now: Instant) -> bool {
+        now < self.hold_until
     }
 
     /// Drops the connection; every request still waiting fails with `why`.
@@ -63,6 +71,8 @@ impl HttpConn {
         // A server that closes after answering everything (HTTP/1.0 style) is not failing:
         // reconnect at once. Otherwise back off a little.
         self.retry_at = if lost { now + RECONNECT_BACKOFF } else { now };
+        // A server that said when to come back is not asked again before then.
+        self.retry_at = self.retry_at.max(self.hold_until);
     }
 
     /// Writes buffered requests until done or the socket is full. Err means the connection is
@@ -156,6 +166,7 @@ pub fn run(
             tls: None,
             established: false,
             retry_at: start,
+            hold_until: start,
             out: Vec::with_capacity(4096),
             out_pos: 0,
             inbuf: Vec::with_capacity(16384),
@@ -239,6 +250,14 @@ pub fn run(
                     }
                 };
                 let c = &mut conns[(op.peer as usize / cfg.workers.max(1)) % n];
+                if c.holding(now) {
+                    // Its client was told to retry later: the request is not sent, and the
+                    // schedule moves on to other clients (the offered load drops by what
+                    // the server turned away, as with real clients).
+                    schedule.issued();
+                    rec.held_back += 1;
+                    continue;
+                }
                 if !c.usable() || c.waiting.len() >= pipeline {
                     pending = Some(op);
                     break;
@@ -333,8 +352,17 @@ pub fn run(
                             consumed,
                             close,
                             www_authenticate,
+                            retry_after,
                         } => {
                             used += consumed;
+                            // RFC 9110 section 10.2.3: a 503 (or 429) says how long to wait
+                            // before the next request; honoured up to the configured bound.
+                            if matches!(status, 503 | 429) && !cfg.max_retry_after.is_zero() {
+                                if let Some(delay) = retry_after {
+                                    let until = now + delay.min(cfg.max_retry_after);
+                                    c.hold_until = c.hold_until.max(until);
+                                }
+                            }
                             match c.waiting.pop_front() {
                                 // HTTP Digest: answer the challenge and send the request
                                 // again (once), as a client does; the latency counts both.

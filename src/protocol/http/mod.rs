@@ -369,8 +369,9 @@ fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
         // the caller decides by path.
         target
     };
-    Some(match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    // A byte search: targets are short, and `str::split_once` sets up a general searcher.
+    Some(match rest.bytes().position(|b| b == b'?') {
+        Some(i) => (rest.get(..i)?, rest.get(i + 1..)),
         None => (rest, None),
     })
 }

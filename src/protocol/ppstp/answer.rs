@@ -1,15 +1,17 @@
 //! Encoding PPSTP answers (engine [`Response`]s) as JSON, the per-request hot path of the PPSTP
 //! front end.
 //!
-//! The answer's length is bounded first (a walk over the response adding a fixed allowance per
-//! member and six bytes per identifier byte, the most an escape takes), the output grows once
-//! by that bound, and the JSON is written into the reserved room by a cursor: constant
-//! fragments as precomputed byte strings, IPv4 and IPv6 text and integers without
-//! `core::fmt`, and identifiers that need no escaping (every PPSTP id in practice) checked
-//! eight bytes at a time and copied whole. The bytes are exactly those of the reference encoder
-//! in `encode_reference.rs` (tests compare the two over generated responses).
+//! The answer is written piece by piece (its head, each swarm result, each listed peer, the
+//! statistics): for each piece the most bytes it can take are reckoned from its members (a
+//! fixed allowance per member and six bytes per identifier byte, the most an escape takes),
+//! the output grows once by that bound, and the piece is written into the reserved room by a
+//! [`Raw`] writer that checks nothing per write. Constant fragments are precomputed byte
+//! strings, IPv4 and IPv6 text and integers are written without `core::fmt`, and identifiers
+//! that need no escaping (every PPSTP id in practice) are checked eight bytes at a time and
+//! copied whole. The bytes are exactly those of the reference encoder in
+//! `encode_reference.rs` (tests compare the two over generated responses, the longest
+//! members included).
 
-use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::encode::escape_flags;
@@ -19,8 +21,9 @@ use crate::engine::{
     Response, StatAnswer, SwarmResult, SwarmStats,
 };
 
-/// Most bytes one `ppsp_tp_peer_addr_t` object takes (the longest members: an IPv6 address of
-/// 39 characters, `REFLEXIVE`, `wireless`, a 10-digit priority and ASN, `PPSP-PP`; about 230).
+/// Most bytes one `ppsp_tp_peer_addr_t` object takes: 220 with the longest members (an IPv6
+/// address of 45 characters, `REFLEXIVE`, `wireless`, a 10-digit priority and ASN,
+/// `PPSP-PP`), rounded up.
 const ADDR_BOUND: usize = 256;
 /// Most bytes of a decimal integer (u64).
 const NUM_BOUND: usize = 20;
@@ -31,25 +34,75 @@ const fn str_bound(len: usize) -> usize {
     2 + 6 * len
 }
 
-/// A write cursor over room reserved in a `Vec`'s spare capacity. Every write is checked
-/// against the room (a wrong bound panics; it never writes out of bounds).
-struct Cursor<'a> {
-    room: &'a mut [MaybeUninit<u8>],
-    at: usize,
+/// Most bytes of a list of `n` addresses, brackets and commas included.
+const fn addrs_bound(n: usize) -> usize {
+    2 + n * (ADDR_BOUND + 1)
 }
 
-impl Cursor<'_> {
+/// Reserves `bound` bytes at the end of `out`, lets `write` fill them through a [`Raw`]
+/// writer, and keeps what it wrote.
+///
+/// # Safety
+///
+/// `write` writes at most `bound` bytes (each piece's bound is reckoned from the same members
+/// it writes; debug builds check every write).
+#[inline(always)]
+unsafe fn write_bounded(out: &mut Vec<u8>, bound: usize, write: impl FnOnce(&mut Raw)) {
+    out.reserve(bound);
+    let len = out.len();
+    // SAFETY: `reserve` made room for `bound` bytes after the first `len`.
+    let start = unsafe { out.as_mut_ptr().add(len) };
+    let mut w = Raw {
+        at: start,
+        #[cfg(debug_assertions)]
+        end: unsafe { start.add(bound) },
+    };
+    write(&mut w);
+    // SAFETY: `w` advanced from `start` over the bytes it wrote, at most `bound` of them (the
+    // caller's promise), all initialised.
+    unsafe {
+        let written = w.at.offset_from(start) as usize;
+        out.set_len(len + written);
+    }
+}
+
+/// A writer over room reserved by [`write_bounded`]: writes are not checked against the room
+/// in release builds (the piece's bound covers them), only in debug builds.
+struct Raw {
+    at: *mut u8,
+    #[cfg(debug_assertions)]
+    end: *mut u8,
+}
+
+impl Raw {
+    /// Claims the next `n` bytes; where they start.
+    #[inline(always)]
+    fn claim(&mut self, n: usize) -> *mut u8 {
+        #[cfg(debug_assertions)]
+        assert!(
+            (self.end as usize).wrapping_sub(self.at as usize) >= n,
+            "answer piece over its bound"
+        );
+        let at = self.at;
+        // SAFETY: the piece's bound covers these bytes (see `write_bounded`), so `at + n`
+        // stays inside the reserved room.
+        self.at = unsafe { at.add(n) };
+        at
+    }
+
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
-        let end = self.at + bytes.len();
-        copy_into(&mut self.room[self.at..end], bytes);
-        self.at = end;
+        let at = self.claim(bytes.len());
+        // SAFETY: `claim` gave `bytes.len()` bytes of reserved room, which cannot overlap
+        // `bytes` (a shared borrow of other memory).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len()) };
     }
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
-        self.room[self.at].write(b);
-        self.at += 1;
+        let at = self.claim(1);
+        // SAFETY: `claim` gave one byte of reserved room.
+        unsafe { at.write(b) };
     }
 
     /// Writes all `N` bytes of `bytes` but keeps only the first `len` (`len <= N`): a
@@ -57,8 +110,13 @@ impl Cursor<'_> {
     /// which the bounds leave.
     #[inline(always)]
     fn put_prefix<const N: usize>(&mut self, bytes: &[u8; N], len: usize) {
-        copy_into(&mut self.room[self.at..self.at + N], bytes);
-        self.at += len;
+        debug_assert!(len <= N);
+        let at = self.claim(N);
+        // SAFETY: `claim` gave `N` bytes of reserved room; only `len` of them are kept.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, N);
+            self.at = at.add(len);
+        }
     }
 
     /// A decimal integer.
@@ -71,10 +129,11 @@ impl Cursor<'_> {
         }
     }
 
-    /// A port number in decimal: a fixed five-byte copy instead of a variable-length one.
+    /// A port number in decimal: two digits at a time from a table, written as one fixed
+    /// five-byte copy.
     #[inline(always)]
     fn port(&mut self, port: u16) {
-        let n = u32::from(port);
+        let n = usize::from(port);
         let len = match n {
             0..=9 => 1,
             10..=99 => 2,
@@ -82,24 +141,95 @@ impl Cursor<'_> {
             1000..=9999 => 4,
             _ => 5,
         };
-        let mut text = [0u8; 5];
-        let mut rest = n;
-        for slot in text[..len].iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
+        // Right-aligned in five bytes, then shifted to the front by the copy's start.
+        let (high, low) = (n / 100, n % 100);
+        let text = [
+            b'0' + (high / 100) as u8,
+            DIGITS2[high % 100][0],
+            DIGITS2[high % 100][1],
+            DIGITS2[low][0],
+            DIGITS2[low][1],
+        ];
+        let mut shifted = [0u8; 5];
+        shifted[..len].copy_from_slice(&text[5 - len..]);
+        self.put_prefix(&shifted, len);
+    }
+
+    /// Copies `bytes` if they are all ASCII with nothing JSON must escape (the usual id or
+    /// transaction id), checking and copying in one pass; otherwise writes nothing and
+    /// returns false. Needs room for `bytes.len()` bytes.
+    #[inline(always)]
+    fn put_plain(&mut self, bytes: &[u8]) -> bool {
+        let len = bytes.len();
+        #[cfg(debug_assertions)]
+        assert!(
+            (self.end as usize).wrapping_sub(self.at as usize) >= len,
+            "answer piece over its bound"
+        );
+        let (src, dst) = (bytes.as_ptr(), self.at);
+        #[cfg(target_arch = "x86_64")]
+        if len >= 16 {
+            use std::arch::x86_64::{
+                __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+                _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_storeu_si128,
+            };
+            // SAFETY: SSE2 is part of x86_64. Every load reads 16 bytes inside `bytes` (the
+            // last one ends at `len`), every store writes 16 bytes inside the `len` bytes of
+            // room at `dst` (the caller's bound), and a store never overlaps `bytes`.
+            unsafe {
+                let quote = _mm_set1_epi8(b'"' as i8);
+                let backslash = _mm_set1_epi8(b'\\' as i8);
+                let space = _mm_set1_epi8(0x20);
+                // Flags a byte that is a quote, a backslash, or below 0x20 as a signed byte:
+                // control characters and every byte from 0x80.
+                let flags = |v: __m128i| {
+                    _mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                        _mm_cmplt_epi8(v, space),
+                    )
+                };
+                let mut bad = _mm_setzero_si128();
+                let mut i = 0;
+                while i + 16 <= len {
+                    let v = _mm_loadu_si128(src.add(i).cast::<__m128i>());
+                    bad = _mm_or_si128(bad, flags(v));
+                    _mm_storeu_si128(dst.add(i).cast::<__m128i>(), v);
+                    i += 16;
+                }
+                if i < len {
+                    // The last 16 bytes, overlapping the ones before.
+                    let v = _mm_loadu_si128(src.add(len - 16).cast::<__m128i>());
+                    bad = _mm_or_si128(bad, flags(v));
+                    _mm_storeu_si128(dst.add(len - 16).cast::<__m128i>(), v);
+                }
+                if _mm_movemask_epi8(bad) != 0 {
+                    return false;
+                }
+                self.at = dst.add(len);
+            }
+            return true;
         }
-        self.put_prefix(&text, len);
+        if !plain_ascii(bytes) {
+            return false;
+        }
+        // SAFETY: room for `len` bytes at `dst` (the caller's bound), not overlapping `bytes`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst, len);
+            self.at = dst.add(len);
+        }
+        true
     }
 
     /// Identifier bytes as a JSON string: as text when they are UTF-8, else lower-case hex
     /// (the reference's `put_id`). Plain ASCII with nothing to escape is copied whole.
     #[inline(always)]
     fn id(&mut self, bytes: &[u8]) {
-        if plain_ascii(bytes) {
-            self.byte(b'"');
-            self.put(bytes);
+        self.byte(b'"');
+        if self.put_plain(bytes) {
             self.byte(b'"');
         } else {
+            // SAFETY: gives back the quote just written (the slow path writes its own).
+            self.at = unsafe { self.at.sub(1) };
             self.id_slow(bytes);
         }
     }
@@ -116,13 +246,11 @@ impl Cursor<'_> {
     /// everything else (including non-ASCII UTF-8) is written as it is.
     fn string(&mut self, s: &str) {
         let bytes = s.as_bytes();
-        if plain_ascii(bytes) {
-            self.byte(b'"');
-            self.put(bytes);
+        self.byte(b'"');
+        if self.put_plain(bytes) {
             self.byte(b'"');
             return;
         }
-        self.byte(b'"');
         let mut plain_from = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape: &[u8] = match b {
@@ -223,19 +351,18 @@ impl Cursor<'_> {
     }
 }
 
-/// `dst.copy_from_slice(src)` for room not yet initialised: a few moves for the constant
-/// fragments (a byte-wise loop of `MaybeUninit::write` is not turned into a copy).
-#[inline(always)]
-fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
-    assert_eq!(dst.len(), src.len());
-    // SAFETY: both slices are `src.len()` long (checked above), `dst` is borrowed mutably so
-    // they cannot overlap, and `MaybeUninit<u8>` has the layout of `u8`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len());
-    }
-}
-
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The two decimal digits of every number below 100.
+static DIGITS2: [[u8; 2]; 100] = {
+    let mut table = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        table[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    table
+};
 
 /// The decimal text of every octet followed by a dot (up to four bytes), then its length.
 static OCTETS: [[u8; 5]; 256] = {
@@ -285,47 +412,10 @@ fn plain_ascii(bytes: &[u8]) -> bool {
     flags & HIGH == 0
 }
 
-/// Most bytes of the answer to `response` with `transaction_id`.
-fn response_bound(response: &Response, transaction_id: Option<&TransactionId>) -> usize {
-    let mut bound = 128 + transaction_id.map_or(0, |t| str_bound(t.0.len()));
-    if let Response::Ok(answer) = response {
-        bound += answer_bound(answer);
-    }
-    bound
-}
-
-fn answer_bound(a: &Answer) -> usize {
-    let mut bound = 64 + if a.reflexive.is_some() { ADDR_BOUND } else { 0 };
-    for r in &a.swarm_results {
-        bound += 96 + str_bound(r.swarm_id.as_bytes().len());
-        for p in r.peers.iter().flatten() {
-            bound += 48 + str_bound(p.peer_id.as_bytes().len()) + p.addrs.len() * (ADDR_BOUND + 1);
-        }
-    }
-    bound += match &a.stat {
-        None => 0,
-        Some(StatAnswer::Swarm(swarm, _)) => {
-            160 + str_bound(swarm.as_bytes().len()) + 6 * NUM_BOUND
-        }
-        Some(StatAnswer::Peer(p)) => {
-            let swarms: usize = p
-                .swarms
-                .iter()
-                .map(|(s, _)| 40 + str_bound(s.as_bytes().len()))
-                .sum();
-            160 + str_bound(p.peer_id.as_bytes().len())
-                + NUM_BOUND
-                + p.addrs.len() * (ADDR_BOUND + 1)
-                + swarms
-                + str_bound(16)
-        }
-    };
-    bound
-}
-
-/// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`, with `asn` as a string as the schema says.
+/// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`, with `asn` as a string as the schema says; at most
+/// [`ADDR_BOUND`] bytes.
 #[inline(always)]
-fn peer_addr(w: &mut Cursor<'_>, a: &PeerAddr) {
+fn peer_addr(w: &mut Raw, a: &PeerAddr) {
     match a.addr {
         SocketAddr::V4(v4) => {
             w.put(b"{\"ip_address\":{\"address_type\":\"ipv4\",\"address\":\"");
@@ -338,9 +428,18 @@ fn peer_addr(w: &mut Cursor<'_>, a: &PeerAddr) {
     }
     w.put(b"\"},\"port\":");
     w.port(a.addr.port());
+    // One constant-length copy per arm (a length chosen by a match would be a memcpy call).
+    // The usual address (priority 1, nothing optional) ends with one fragment.
+    if a.priority == 1 && a.connection.is_none() && a.asn.is_none() && !a.ppsp_pp {
+        match a.kind {
+            AddrType::Host => w.put(b",\"priority\":1,\"type\":\"HOST\"}"),
+            AddrType::Reflexive => w.put(b",\"priority\":1,\"type\":\"REFLEXIVE\"}"),
+            AddrType::Proxy => w.put(b",\"priority\":1,\"type\":\"PROXY\"}"),
+        }
+        return;
+    }
     w.put(b",\"priority\":");
     w.num(u64::from(a.priority));
-    // One constant-length copy per arm (a length chosen by a match would be a memcpy call).
     match a.kind {
         AddrType::Host => w.put(b",\"type\":\"HOST\""),
         AddrType::Reflexive => w.put(b",\"type\":\"REFLEXIVE\""),
@@ -362,7 +461,8 @@ fn peer_addr(w: &mut Cursor<'_>, a: &PeerAddr) {
     w.byte(b'}');
 }
 
-fn peer_addr_list(w: &mut Cursor<'_>, addrs: &[PeerAddr]) {
+/// At most [`addrs_bound`] bytes.
+fn peer_addr_list(w: &mut Raw, addrs: &[PeerAddr]) {
     w.byte(b'[');
     for (i, a) in addrs.iter().enumerate() {
         if i > 0 {
@@ -373,23 +473,35 @@ fn peer_addr_list(w: &mut Cursor<'_>, addrs: &[PeerAddr]) {
     w.byte(b']');
 }
 
-/// One `peer_info` entry; a single address as an object, several as an array (RFC 7846
-/// §3.2.4 and examples E4/E6).
+/// Most bytes of one `peer_info` entry, its leading comma included.
 #[inline(always)]
-fn peer_info(w: &mut Cursor<'_>, p: &PeerInfo) {
+fn peer_info_bound(p: &PeerInfo) -> usize {
+    48 + str_bound(p.peer_id.as_bytes().len()) + addrs_bound(p.addrs.len())
+}
+
+/// One `peer_info` entry, after a comma unless it is the `first`; a single address as an
+/// object, several as an array (RFC 7846 §3.2.4 and examples E4/E6). At most
+/// [`peer_info_bound`] bytes.
+#[inline(always)]
+fn peer_info(w: &mut Raw, p: &PeerInfo, first: bool) {
     let id = p.peer_id.as_bytes();
     let addrs = p.addrs.as_slice();
-    if plain_ascii(id) {
-        // The id's quotes go with the fragments around it.
-        w.put(b"{\"peer_id\":\"");
-        w.put(id);
+    if first {
+        w.byte(b'{');
+    } else {
+        w.put(b",{");
+    }
+    // The id's quotes go with the fragments around it.
+    w.put(b"\"peer_id\":\"");
+    if w.put_plain(id) {
         if addrs.is_empty() {
             w.put(b"\"}");
         } else {
             w.put(b"\",\"peer_addr\":");
         }
     } else {
-        w.put(b"{\"peer_id\":");
+        // SAFETY: gives back the id's opening quote (the slow path writes its own).
+        w.at = unsafe { w.at.sub(1) };
         w.id_slow(id);
         if addrs.is_empty() {
             w.byte(b'}');
@@ -410,31 +522,45 @@ fn peer_info(w: &mut Cursor<'_>, p: &PeerInfo) {
     }
 }
 
-/// RFC 7846 §3.3.4 `ppsp_tp_swarm_action_result_t` (see the reference encoder).
-fn swarm_result(w: &mut Cursor<'_>, r: &SwarmResult) {
-    w.put(b"{\"swarm_id\":");
-    w.id(r.swarm_id.as_bytes());
-    if r.result == ErrorCode::Ok {
-        w.put(b",\"result\":0");
-        if let Some(peers) = &r.peers {
-            w.put(b",\"peer_group\":{\"peer_info\":[");
-            if let Some((first, rest)) = peers.split_first() {
-                peer_info(w, first);
-                for p in rest {
-                    w.byte(b',');
-                    peer_info(w, p);
-                }
+/// RFC 7846 §3.3.4 `ppsp_tp_swarm_action_result_t` (see the reference encoder), after a comma
+/// unless it is the `first`: the result's opening, each listed peer, and its close, each
+/// written into its own reserved room.
+fn swarm_result(out: &mut Vec<u8>, r: &SwarmResult, first: bool) {
+    let id = r.swarm_id.as_bytes();
+    // SAFETY: 96 bytes cover the comma, the fixed members and an error code of at most
+    // NUM_BOUND digits, besides the id's own bound.
+    unsafe {
+        write_bounded(out, 96 + str_bound(id.len()), |w| {
+            if !first {
+                w.byte(b',');
             }
-            w.put(b"]}");
+            w.put(b"{\"swarm_id\":");
+            w.id(id);
+            if r.result == ErrorCode::Ok {
+                w.put(b",\"result\":0");
+                if r.peers.is_some() {
+                    w.put(b",\"peer_group\":{\"peer_info\":[");
+                }
+            } else {
+                w.put(b",\"result\":1,\"error_code\":");
+                w.num(u64::from(r.result.code()));
+            }
+        })
+    };
+    if r.result == ErrorCode::Ok {
+        if let Some(peers) = &r.peers {
+            for (i, p) in peers.iter().enumerate() {
+                // SAFETY: `peer_info` writes at most `peer_info_bound` bytes.
+                unsafe { write_bounded(out, peer_info_bound(p), |w| peer_info(w, p, i == 0)) };
+            }
+            out.extend_from_slice(b"]}");
         }
-    } else {
-        w.put(b",\"result\":1,\"error_code\":");
-        w.num(u64::from(r.result.code()));
     }
-    w.byte(b'}');
+    out.push(b'}');
 }
 
-fn swarm_stats(w: &mut Cursor<'_>, swarm: &[u8], s: &SwarmStats) {
+/// At most `160 + str_bound(swarm.len()) + 6 * NUM_BOUND` bytes.
+fn swarm_stats(w: &mut Raw, swarm: &[u8], s: &SwarmStats) {
     w.put(b"{\"swarm_id\":");
     w.id(swarm);
     w.put(b",\"peers\":");
@@ -452,7 +578,21 @@ fn swarm_stats(w: &mut Cursor<'_>, swarm: &[u8], s: &SwarmStats) {
     w.byte(b'}');
 }
 
-fn peer_status(w: &mut Cursor<'_>, p: &PeerStatus) {
+/// Most bytes of [`peer_status`]'s object.
+fn peer_status_bound(p: &PeerStatus) -> usize {
+    let swarms: usize = p
+        .swarms
+        .iter()
+        .map(|(s, _)| 40 + str_bound(s.as_bytes().len()))
+        .sum();
+    160 + str_bound(p.peer_id.as_bytes().len())
+        + NUM_BOUND
+        + addrs_bound(p.addrs.len())
+        + swarms
+        + str_bound(16)
+}
+
+fn peer_status(w: &mut Raw, p: &PeerStatus) {
     w.put(b"{\"peer_id\":");
     w.id(p.peer_id.as_bytes());
     w.put(match p.state {
@@ -482,40 +622,68 @@ fn peer_status(w: &mut Cursor<'_>, p: &PeerStatus) {
     w.byte(b'}');
 }
 
-fn answer(w: &mut Cursor<'_>, a: &Answer) {
+fn answer(out: &mut Vec<u8>, a: &Answer) {
     if let Some(reflexive) = &a.reflexive {
-        w.put(b",\"peer_addr\":");
-        peer_addr(w, reflexive);
+        // SAFETY: the member name and one address.
+        unsafe {
+            write_bounded(out, 16 + ADDR_BOUND, |w| {
+                w.put(b",\"peer_addr\":");
+                peer_addr(w, reflexive);
+            })
+        };
     }
     // One result as a bare object (RFC 7846 examples E4, E6, E8), several as an array.
     match a.swarm_results.as_slice() {
         [] => {}
         [one] => {
-            w.put(b",\"swarm_result\":");
-            swarm_result(w, one);
+            out.extend_from_slice(b",\"swarm_result\":");
+            swarm_result(out, one, true);
         }
         many => {
-            w.put(b",\"swarm_result\":[");
+            out.extend_from_slice(b",\"swarm_result\":[");
             for (i, r) in many.iter().enumerate() {
-                if i > 0 {
-                    w.byte(b',');
-                }
-                swarm_result(w, r);
+                swarm_result(out, r, i == 0);
             }
-            w.byte(b']');
+            out.push(b']');
         }
     }
     match &a.stat {
         None => {}
         Some(StatAnswer::Swarm(swarm, stats)) => {
-            w.put(b",\"stat_result\":");
-            swarm_stats(w, swarm.as_bytes(), stats);
+            let swarm = swarm.as_bytes();
+            // SAFETY: the member name (16 bytes) and `swarm_stats`'s bound.
+            unsafe {
+                write_bounded(out, 176 + str_bound(swarm.len()) + 6 * NUM_BOUND, |w| {
+                    w.put(b",\"stat_result\":");
+                    swarm_stats(w, swarm, stats);
+                })
+            };
         }
         Some(StatAnswer::Peer(status)) => {
-            w.put(b",\"stat_result\":");
-            peer_status(w, status);
+            // SAFETY: the member name (16 bytes) and `peer_status`'s bound.
+            unsafe {
+                write_bounded(out, 16 + peer_status_bound(status), |w| {
+                    w.put(b",\"stat_result\":");
+                    peer_status(w, status);
+                })
+            };
         }
     }
+}
+
+/// About how many bytes the answer to `response` takes (peers with a 40-byte id and one IPv4
+/// address, no escapes), reckoned without reading the peers: a hint for the HTTP head's
+/// `Content-Length` room, not a bound.
+pub(super) fn typical_len(response: &Response, transaction_id: Option<&TransactionId>) -> usize {
+    let mut len = 80 + transaction_id.map_or(0, |t| 20 + t.0.len());
+    if let Response::Ok(a) = response {
+        len += a.reflexive.as_ref().map_or(0, |_| 120);
+        for r in &a.swarm_results {
+            len += 64 + r.swarm_id.as_bytes().len() + r.peers.as_ref().map_or(0, |p| 175 * p.len());
+        }
+        len += a.stat.as_ref().map_or(0, |_| 200);
+    }
+    len
 }
 
 /// Appends the JSON answer to `response` to `out` (see the module comment).
@@ -524,32 +692,29 @@ pub(super) fn encode_response(
     transaction_id: Option<&TransactionId>,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(response_bound(response, transaction_id));
-    let mut w = Cursor {
-        room: out.spare_capacity_mut(),
-        at: 0,
-    };
     let code = response.error_code();
-    w.put(if code == ErrorCode::Ok {
-        b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":0,\"error_code\":"
-    } else {
-        b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":1,\"error_code\":"
-    });
-    w.num(u64::from(code.code()));
-    if let Some(t) = transaction_id {
-        w.put(b",\"transaction_id\":");
-        w.string(&t.0);
-    }
+    let head_bound = 128 + transaction_id.map_or(0, |t| str_bound(t.0.len()));
+    // SAFETY: 128 bytes cover the fixed members and the error code's digits, besides the
+    // transaction id's own bound.
+    unsafe {
+        write_bounded(out, head_bound, |w| {
+            w.put(if code == ErrorCode::Ok {
+                b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":0,\"error_code\":"
+            } else {
+                b"{\"PPSPTrackerProtocol\":{\"version\":1,\"response_type\":1,\"error_code\":"
+            });
+            w.num(u64::from(code.code()));
+            if let Some(t) = transaction_id {
+                w.put(b",\"transaction_id\":");
+                w.string(&t.0);
+            }
+        })
+    };
     // RFC 7846 §4.3: errors carry no peer_addr and no swarm_result.
     if let Response::Ok(a) = response {
-        answer(&mut w, a);
+        answer(out, a);
     }
-    w.put(b"}}");
-    let written = w.at;
-    // SAFETY: the cursor initialised the first `written` bytes of the spare capacity (each of
-    // its writes covers the bytes it advances over), which `reserve` made at least
-    // `written` long (the cursor's writes are bounds-checked against it).
-    unsafe { out.set_len(out.len() + written) };
+    out.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
@@ -557,11 +722,53 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The longest address and peer entry fit their bounds (debug builds check every write
+    /// against the room) and are the reference encoder's bytes.
+    #[test]
+    fn longest_members_fit_their_bounds() {
+        use crate::engine::{PeerId, SwarmId};
+        let longest = PeerAddr {
+            addr: "[1234:5678:9abc:def0:1234:5678:9abc:def0]:65535"
+                .parse()
+                .unwrap(),
+            priority: u32::MAX,
+            kind: AddrType::Reflexive,
+            connection: Some(LinkKind::Wireless),
+            asn: Some(u32::MAX),
+            ppsp_pp: true,
+        };
+        let mut w_bytes = Vec::new();
+        // SAFETY: the bound under test; debug builds check it.
+        unsafe { write_bounded(&mut w_bytes, ADDR_BOUND, |w| peer_addr(w, &longest)) };
+        assert!(w_bytes.len() <= ADDR_BOUND, "{}", w_bytes.len());
+        let id = PeerId::from_stored(&[0x01; 64]);
+        let peer = PeerInfo {
+            peer_id: id,
+            mode: PeerMode::Leech,
+            addrs: smallvec::smallvec![longest; 4],
+        };
+        let response = Response::Ok(Answer {
+            reflexive: Some(longest),
+            swarm_results: vec![SwarmResult {
+                swarm_id: SwarmId::from_stored(&[b'"'; 64]),
+                result: ErrorCode::Ok,
+                peers: Some(vec![peer.clone(), peer]),
+            }],
+            stat: None,
+        });
+        let txid = TransactionId("\u{1}".repeat(64));
+        let mut fast = Vec::new();
+        encode_response(&response, Some(&txid), &mut fast);
+        let mut reference = Vec::new();
+        super::super::encode_reference::encode_response(&response, Some(&txid), &mut reference);
+        assert_eq!(fast, reference);
+    }
+
     proptest! {
         /// The word-wise test agrees with a byte-by-byte one at every length and position.
         #[test]
         fn plain_ascii_is_exact(
-            mut bytes in prop::collection::vec(0x20u8..0x7f, 0..40),
+            mut bytes in prop::collection::vec(0x20u8..0x7f, 0..80),
             odd in any::<u8>(),
             at in any::<prop::sample::Index>(),
             put_odd in any::<bool>(),
@@ -572,6 +779,19 @@ mod tests {
             }
             let want = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x80);
             prop_assert_eq!(plain_ascii(&bytes), want);
+            // The one-pass check and copy agrees, and copies exactly the bytes when plain.
+            let mut out = b"head".to_vec();
+            let mut copied = None;
+            // SAFETY: `put_plain` writes at most `bytes.len()` bytes.
+            unsafe {
+                write_bounded(&mut out, bytes.len(), |w| copied = Some(w.put_plain(&bytes)));
+            }
+            prop_assert_eq!(copied, Some(want));
+            let mut expected = b"head".to_vec();
+            if want {
+                expected.extend_from_slice(&bytes);
+            }
+            prop_assert_eq!(out, expected);
         }
     }
 }

@@ -40,8 +40,9 @@ pub(super) fn decode_request_into(
     limits: &DecodeLimits,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    match scan::request(body) {
-        Ok(message) => finish(message, source, limits, out),
+    let mut message = RawRequest::default();
+    match scan::request(body, &mut message) {
+        Ok(()) => finish(&mut message, source, limits, out),
         Err(scan::Malformed) => Err(salvaged_error(body)),
     }
 }
@@ -55,14 +56,14 @@ pub(super) fn decode_request_into_serde(
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
     match serde_json::from_slice::<raw::RequestEnvelope>(body) {
-        Ok(envelope) => finish(envelope.message, source, limits, out),
+        Ok(mut envelope) => finish(&mut envelope.message, source, limits, out),
         Err(_) => Err(salvaged_error(body)),
     }
 }
 
 /// Checks a parsed message and turns it into `out`'s request (the part both parsers share).
 fn finish(
-    mut message: RawRequest<'_>,
+    message: &mut RawRequest<'_>,
     source: SocketAddr,
     limits: &DecodeLimits,
     out: &mut Decoded,
@@ -91,13 +92,8 @@ fn finish(
             transaction_id: None,
         });
     };
-    let spare = match &mut out.request.kind {
-        RequestKind::Connect { actions, .. } => std::mem::take(actions),
-        _ => Vec::new(),
-    };
-    match request_from_raw(message, source, limits, spare) {
-        Ok(request) => {
-            out.request = request;
+    match request_from_raw(message, source, limits, &mut out.request) {
+        Ok(()) => {
             out.transaction_id.0.clear();
             out.transaction_id.0.push_str(&transaction_id.0);
             Ok(())
@@ -126,30 +122,38 @@ fn salvaged_error(body: &[u8]) -> DecodeError {
     }
 }
 
-/// The request of a parsed message. A CONNECT's actions are collected into `spare` (cleared
-/// first), a vector whose capacity the caller reuses.
+/// Writes the request of a parsed message into `out` (the previous request, whose storage is
+/// reused: a FIND's members are overwritten in place, a CONNECT's action vector keeps its
+/// capacity). On error `out` holds an unspecified request.
 fn request_from_raw(
-    m: RawRequest<'_>,
+    m: &RawRequest<'_>,
     source: SocketAddr,
     limits: &DecodeLimits,
-    mut spare: Vec<SwarmAction>,
-) -> Checked<Request> {
-    let peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
+    out: &mut Request,
+) -> Checked<()> {
+    out.peer_id = PeerId(id(m.peer_id.as_ref().ok_or(Bad)?, limits)?);
+    out.source = source;
     let request_type = m.request_type.as_ref().ok_or(Bad)?;
     // RFC 7846 §7.2: method names are case sensitive.
     let kind = match request_type.as_str() {
         "CONNECT" => {
             // RFC 7846 §7.1 (Figure 6): a CONNECT without swarm actions only registers the
             // peer; the PPSP extension requests (JOIN, ...) then act on swarms.
-            let (peer_num, addrs, actions) = match m.connect {
-                Some(c) => (c.peer_num, c.peer_addr, c.swarm_action),
-                None => (None, None, None),
+            let (peer_num, addrs, actions) = match &m.connect {
+                Some(c) => (
+                    c.peer_num.as_ref(),
+                    c.peer_addr.as_ref().map_or(&[][..], |a| &a.0[..]),
+                    c.swarm_action.as_ref().map_or(&[][..], |a| &a.0[..]),
+                ),
+                None => (None, &[][..], &[][..]),
             };
-            let addrs = addrs.map(|a| a.0).unwrap_or_default();
-            let actions = actions.map(|a| a.0).unwrap_or_default();
             if addrs.len() > limits.max_addrs || actions.len() > limits.max_swarm_actions {
                 return Err(Bad);
             }
+            let mut spare = match &mut out.kind {
+                RequestKind::Connect { actions, .. } => std::mem::take(actions),
+                _ => Vec::new(),
+            };
             RequestKind::Connect {
                 peer_num: peer_num.map(peer_num_from_raw).transpose()?,
                 addrs: addrs
@@ -177,33 +181,49 @@ fn request_from_raw(
         }
         "FIND" => {
             // RFC 7846 example E5 puts `swarm_id` and `peer_num` at the top level.
-            let (swarm_id, peer_num, chunks) = match m.find {
+            let (swarm_id, peer_num, chunks) = match &m.find {
                 Some(f) => (
-                    f.swarm_id.or(m.swarm_id),
-                    f.peer_num.or(m.peer_num),
-                    f.chunks,
+                    f.swarm_id.as_ref().or(m.swarm_id.as_ref()),
+                    f.peer_num.as_ref().or(m.peer_num.as_ref()),
+                    f.chunks.as_deref(),
                 ),
-                None => (m.swarm_id, m.peer_num, None),
+                None => (m.swarm_id.as_ref(), m.peer_num.as_ref(), None),
             };
+            let new_swarm = SwarmId(id(swarm_id.ok_or(Bad)?, limits)?);
+            let new_peer_num = peer_num.map(peer_num_from_raw).transpose()?;
+            let new_chunks = chunk_ranges(chunks.unwrap_or_default(), limits)?;
+            // The FIND that came before is overwritten member by member (no move of the
+            // whole request).
+            if let RequestKind::Find {
+                swarm_id,
+                peer_num,
+                chunks,
+            } = &mut out.kind
+            {
+                *swarm_id = new_swarm;
+                *peer_num = new_peer_num;
+                *chunks = new_chunks;
+                return Ok(());
+            }
             RequestKind::Find {
-                swarm_id: SwarmId(id(swarm_id.as_ref().ok_or(Bad)?, limits)?),
-                peer_num: peer_num.map(peer_num_from_raw).transpose()?,
-                chunks: chunk_ranges(chunks.as_deref().unwrap_or_default(), limits)?,
+                swarm_id: new_swarm,
+                peer_num: new_peer_num,
+                chunks: new_chunks,
             }
         }
         "STAT_REPORT" => {
             // RFC 7846 §4.1.3: without a statistics group the report is a keep-alive.
             // §3.2.5 defines only STREAM_STATS; groups of other property types (§7.1
             // extensions) are not understood here and are ignored.
-            let stats = match m.stat_report {
+            let stats = match &m.stat_report {
                 Some(r)
                     if r.kind
                         .as_ref()
                         .map_or(true, |k| k.as_str() == "STREAM_STATS") =>
                 {
-                    r.stat.map(|s| s.0).unwrap_or_default()
+                    r.stat.as_ref().map_or(&[][..], |s| &s.0[..])
                 }
-                _ => smallvec::SmallVec::new(),
+                _ => &[][..],
             };
             if stats.len() > limits.max_stats {
                 return Err(Bad);
@@ -228,17 +248,17 @@ fn request_from_raw(
             }
         }
         "JOIN" => {
-            let j = m.join.ok_or(Bad)?;
+            let j = m.join.as_ref().ok_or(Bad)?;
             RequestKind::Join {
                 swarm_id: SwarmId(id(&j.swarm_id, limits)?),
                 mode: peer_mode(&j.peer_mode)?,
-                peer_num: j.peer_num.map(peer_num_from_raw).transpose()?,
+                peer_num: j.peer_num.as_ref().map(peer_num_from_raw).transpose()?,
             }
         }
         "LEAVE" => RequestKind::Leave {
-            swarm_id: SwarmId(id(&m.leave.ok_or(Bad)?.swarm_id, limits)?),
+            swarm_id: SwarmId(id(&m.leave.as_ref().ok_or(Bad)?.swarm_id, limits)?),
         },
-        "DISCONNECT" => match m.disconnect.and_then(|d| d.swarm_id) {
+        "DISCONNECT" => match m.disconnect.as_ref().and_then(|d| d.swarm_id.as_ref()) {
             None => RequestKind::Disconnect {
                 scope: DisconnectScope::Deregister,
             },
@@ -247,33 +267,30 @@ fn request_from_raw(
             },
             // RFC 7846 §7.1 (Figure 6): DISCONNECT(swarm_b) leaves that one swarm.
             Some(s) => RequestKind::Leave {
-                swarm_id: SwarmId(id(&s, limits)?),
+                swarm_id: SwarmId(id(s, limits)?),
             },
         },
         "KEEPALIVE" => RequestKind::Keepalive,
         "JOIN_CHUNK" => {
-            let j = m.join_chunk.ok_or(Bad)?;
+            let j = m.join_chunk.as_ref().ok_or(Bad)?;
             RequestKind::JoinChunk {
                 swarm_id: SwarmId(id(&j.swarm_id, limits)?),
                 chunks: chunk_ranges(&j.chunks, limits)?,
             }
         }
         "STAT_QUERY" => {
-            let q = m.stat_query.ok_or(Bad)?;
-            let target = match (q.swarm_id, q.peer_id) {
-                (Some(s), None) => StatTarget::Swarm(SwarmId(id(&s, limits)?)),
-                (None, Some(p)) => StatTarget::Peer(PeerId(id(&p, limits)?)),
+            let q = m.stat_query.as_ref().ok_or(Bad)?;
+            let target = match (&q.swarm_id, &q.peer_id) {
+                (Some(s), None) => StatTarget::Swarm(SwarmId(id(s, limits)?)),
+                (None, Some(p)) => StatTarget::Peer(PeerId(id(p, limits)?)),
                 _ => return Err(Bad),
             };
             RequestKind::StatQuery { target }
         }
         _ => return Err(Bad),
     };
-    Ok(Request {
-        peer_id,
-        source,
-        kind,
-    })
+    out.kind = kind;
+    Ok(())
 }
 
 /// A swarm or peer id: 1..=`max_id_len` bytes (never more than [`MAX_ID_BYTES`]), with no
@@ -316,11 +333,12 @@ fn opt_u32(v: Option<Int>) -> Checked<Option<u32>> {
     v.map(|v| v.to_u32().ok_or(Bad)).transpose()
 }
 
-fn peer_num_from_raw(p: RawPeerNum<'_>) -> Checked<PeerNum> {
+fn peer_num_from_raw(p: &RawPeerNum<'_>) -> Checked<PeerNum> {
     Ok(PeerNum {
         peer_count: opt_u32(p.peer_count)?,
         ability_nat: p
             .ability_nat
+            .as_ref()
             .map(|a| {
                 let a = a.as_str();
                 if a.eq_ignore_ascii_case("NO_NAT") {
@@ -413,6 +431,10 @@ pub(super) fn peer_addr(a: &RawPeerAddr<'_>, default_kind: AddrType) -> Checked<
 
 /// Inclusive `[start, end]` chunk-id ranges (RFC 7574 §4.3); `start > end` is malformed.
 fn chunk_ranges(raw: &[raw::RawChunk], limits: &DecodeLimits) -> Checked<Vec<ChunkRange>> {
+    if raw.is_empty() {
+        // The usual FIND: no chunks, nothing to collect.
+        return Ok(Vec::new());
+    }
     if raw.len() > limits.max_chunk_ranges {
         return Err(Bad);
     }

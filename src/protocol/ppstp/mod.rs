@@ -194,6 +194,12 @@ pub fn encode_response(
     answer::encode_response(response, transaction_id, out)
 }
 
+/// About how many bytes [`encode_response`] writes for `response` (usual addresses, no
+/// escapes): a hint for sizing, never a bound.
+pub fn typical_response_len(response: &Response, transaction_id: Option<&TransactionId>) -> usize {
+    answer::typical_len(response, transaction_id)
+}
+
 /// Appends the JSON body of `request` in RFC 7846's schema form to `out` (`request.source` is
 /// not part of the message).
 pub fn encode_request(request: &Request, transaction_id: &TransactionId, out: &mut Vec<u8>) {

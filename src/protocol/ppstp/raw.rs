@@ -180,7 +180,7 @@ pub(super) struct RequestEnvelope<'a> {
     pub message: RawRequest<'a>,
 }
 
-#[derive(DeriveDeserialize)]
+#[derive(Default, DeriveDeserialize)]
 pub(super) struct RawRequest<'a> {
     pub version: Option<Int>,
     #[serde(borrow)]

@@ -44,11 +44,14 @@ type R<T> = Result<T, Malformed>;
 
 /// Reads a whole request body: the envelope `{"PPSPTrackerProtocol": {...}}` followed by
 /// nothing but whitespace.
-pub(super) fn request(body: &[u8]) -> R<RawRequest<'_>> {
+/// The message is read into `out`, which must have every member `None` on entry (its
+/// `Default`): it is built in place rather than returned, as it holds every request type's
+/// members. After an error `out` holds whatever was read.
+pub(super) fn request<'a>(body: &'a [u8], out: &mut RawRequest<'a>) -> R<()> {
     let mut s = Scanner { b: body, i: 0 };
-    let message = s.envelope()?.message;
+    s.envelope(out)?;
     match s.ws() {
-        None => Ok(message),
+        None => Ok(()),
         Some(_) => Err(Malformed),
     }
 }
@@ -110,6 +113,50 @@ macro_rules! shape {
     (@short req) => { return Err(Malformed) };
     (@short opt) => { return Err(Malformed) };
     (@short dflt) => { None };
+}
+
+/// As [`shape!`], for a shape whose members are all optional, read into `out` (every member
+/// `None` on entry) instead of returned by value.
+macro_rules! shape_into {
+    ($name:ident -> $ty:ident { $( $field:ident : $parse:ident [$($key:literal)|+] ),* $(,)? }) => {
+        fn $name(&mut self, out: &mut $ty<'a>) -> R<()> {
+            match self.ws() {
+                Some(b'{') => {
+                    self.i += 1;
+                    // Whether each member was given (a `null` one too: a second is an error).
+                    $( let mut $field = false; )*
+                    let mut first = true;
+                    while let Some(key) = self.next_key(&mut first)? {
+                        match &*key {
+                            $(
+                                $($key)|+ => {
+                                    if $field {
+                                        return Err(Malformed);
+                                    }
+                                    $field = true;
+                                    out.$field = self.nullable(Self::$parse)?;
+                                }
+                            )*
+                            _ => self.ignore_value()?,
+                        }
+                    }
+                    Ok(())
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut first = true;
+                    $(
+                        if !self.next_element(&mut first)? {
+                            return Err(Malformed);
+                        }
+                        out.$field = self.nullable(Self::$parse)?;
+                    )*
+                    self.end_seq()
+                }
+                _ => Err(Malformed),
+            }
+        }
+    };
 }
 
 impl<'a> Scanner<'a> {
@@ -218,16 +265,7 @@ impl<'a> Scanner<'a> {
         let mut i = start;
         let mut ascii = true;
         loop {
-            // Eight bytes at a time up to the first that is not plain ASCII.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-                let stop = special(word);
-                if stop != 0 {
-                    i += (stop.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
+            i = plain_run(b, i);
             let Some(&c) = b.get(i) else {
                 return Err(Malformed);
             };
@@ -288,15 +326,8 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let mut i = self.i;
         loop {
-            // Plain bytes eight at a time (a byte from 0x80 stops the word too).
-            while let Some(chunk) = b.get(i..i + 8) {
-                let stop = special(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-                if stop != 0 {
-                    i += (stop.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
+            // Plain bytes many at a time (a byte from 0x80 stops the run too).
+            i = plain_run(b, i);
             let Some(&c) = b.get(i) else {
                 return Err(Malformed);
             };
@@ -503,25 +534,59 @@ impl<'a> Scanner<'a> {
 
     // -- the request shapes (raw.rs), member for member ------------------------------------
 
-    shape!(envelope -> RequestEnvelopeShape {
-        message: raw_request req ["PPSPTrackerProtocol"],
-    });
+    /// The envelope `{"PPSPTrackerProtocol": message}` (or its sequence form `[message]`),
+    /// the message read into `out` ([`raw::RequestEnvelope`](super::raw::RequestEnvelope)).
+    fn envelope(&mut self, out: &mut RawRequest<'a>) -> R<()> {
+        match self.ws() {
+            Some(b'{') => {
+                self.i += 1;
+                let mut message = false;
+                let mut first = true;
+                while let Some(key) = self.next_key(&mut first)? {
+                    if &*key == "PPSPTrackerProtocol" {
+                        if message {
+                            return Err(Malformed);
+                        }
+                        message = true;
+                        self.raw_request(out)?;
+                    } else {
+                        self.ignore_value()?;
+                    }
+                }
+                if message {
+                    Ok(())
+                } else {
+                    Err(Malformed)
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut first = true;
+                if !self.next_element(&mut first)? {
+                    return Err(Malformed);
+                }
+                self.raw_request(out)?;
+                self.end_seq()
+            }
+            _ => Err(Malformed),
+        }
+    }
 
-    shape!(raw_request -> RawRequest {
-        version: int opt ["version"],
-        request_type: str opt ["request_type"],
-        transaction_id: txid opt ["transaction_id"],
-        peer_id: str opt ["peer_id"],
-        connect: connect opt ["connect"],
-        find: find opt ["find"],
-        swarm_id: str opt ["swarm_id"],
-        peer_num: peer_num opt ["peer_num"],
-        stat_report: stat_report opt ["stat_report"],
-        join: join opt ["join"],
-        leave: swarm_ref opt ["leave"],
-        disconnect: disconnect opt ["disconnect"],
-        join_chunk: join_chunk opt ["join_chunk"],
-        stat_query: stat_query opt ["stat_query"],
+    shape_into!(raw_request -> RawRequest {
+        version: int ["version"],
+        request_type: str ["request_type"],
+        transaction_id: txid ["transaction_id"],
+        peer_id: str ["peer_id"],
+        connect: connect ["connect"],
+        find: find ["find"],
+        swarm_id: str ["swarm_id"],
+        peer_num: peer_num ["peer_num"],
+        stat_report: stat_report ["stat_report"],
+        join: join ["join"],
+        leave: swarm_ref ["leave"],
+        disconnect: disconnect ["disconnect"],
+        join_chunk: join_chunk ["join_chunk"],
+        stat_query: stat_query ["stat_query"],
     });
 
     shape!(peer_num -> RawPeerNum {
@@ -656,11 +721,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The envelope's one member, as a shape for [`shape!`].
-struct RequestEnvelopeShape<'a> {
-    message: RawRequest<'a>,
-}
-
 /// Byte classes inside a JSON string.
 const PLAIN: u8 = 0;
 const QUOTE: u8 = 1;
@@ -706,6 +766,48 @@ fn special(word: u64) -> u64 {
     let quote = quote.wrapping_sub(ONES) & !quote;
     let backslash = backslash.wrapping_sub(ONES) & !backslash;
     (control | quote | backslash | word) & HIGHS
+}
+
+/// Skips plain ASCII string bytes from `i` (sixteen at a time on x86_64, then eight): the
+/// index of the first byte that is a control character, `"`, `\\` or from 0x80, or of a byte
+/// near the end of `b` from which the caller goes on byte by byte.
+#[inline(always)]
+fn plain_run(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        while i + 16 <= b.len() {
+            // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes `b[i..i + 16]`.
+            let stop = unsafe {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
+                // A byte below 0x20 as a signed byte: control characters and every byte
+                // from 0x80.
+                let special = _mm_or_si128(
+                    _mm_or_si128(
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+                    ),
+                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                );
+                _mm_movemask_epi8(special) as u32
+            };
+            if stop != 0 {
+                return i + stop.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let stop = special(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i
 }
 
 /// Digits `[0-9]+` from `i`; the index after them.
