@@ -207,7 +207,9 @@ for backend in $BACKENDS; do
             # that the ratio measures what overload costs and not what more connections
             # cost.
             open=(--connections 256 --pipeline 64)
-            closed=("${open[@]}")
+            # The estimate overloads the server: its shed connections reconnect at once
+            # rather than sit out Retry-After, so that it does not fall below capacity.
+            closed=("${open[@]}" --max-retry-after-ms 0)
             populate=(--connections 16 --pipeline 4)
         fi
         # shellcheck disable=SC2086
@@ -228,6 +230,10 @@ for backend in $BACKENDS; do
         read -r peak shed behind cpu gcpu < <(measure "$proto" "$port" "$PEAK_DURATION" \
             "${common[@]}" --assume-registered "${closed[@]}" --duration "$PEAK_DURATION")
         peak_cpu=$cpu
+        if [ "$peak" -le 0 ]; then
+            echo "# $backend $proto: nothing answered in closed loop (reports in $REPORTS)" >&2
+            exit 1
+        fi
         if [ "$proto" = ppstp ]; then
             # shellcheck disable=SC2059
             printf "$FMT" "$backend" "$proto" closed - "$peak" - - "$shed" "$behind" "$cpu" \
