@@ -1,7 +1,9 @@
 //! Resident memory per BitTorrent peer of the compact table: this process's RSS grows by at
-//! most 64 bytes per peer while 400k peers announce into 200k swarms (two per swarm, the shape
-//! of a large tracker's tail). The only test in its binary, so nothing else allocates meanwhile.
-//! `BT_MEMORY_SWARMS=1000000` measures at 2M peers / 1M swarms (the figure is printed).
+//! most 48 bytes per peer while 400k peers announce into 200k swarms (two per swarm, the shape
+//! of a large tracker's tail), each from its own address, so the per-source budget's entry
+//! (about 12 B per peer here) is counted too. The only test in its binary, so nothing else
+//! allocates meanwhile. `BT_MEMORY_SWARMS=1000000` measures at 2M peers / 1M swarms (the
+//! figure is printed).
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -42,7 +44,7 @@ fn announce(n: u32, swarm: u32) -> Request {
 }
 
 #[test]
-fn a_two_peer_swarm_costs_at_most_64_bytes_per_peer() {
+fn a_two_peer_swarm_costs_at_most_48_bytes_per_peer() {
     let swarms: u32 = std::env::var("BT_MEMORY_SWARMS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -81,5 +83,5 @@ fn a_two_peer_swarm_costs_at_most_64_bytes_per_peer() {
         counts.swarms,
         after.saturating_sub(before)
     );
-    assert!(per_peer <= 64.0, "{per_peer:.1} B per peer");
+    assert!(per_peer <= 48.0, "{per_peer:.1} B per peer");
 }

@@ -206,9 +206,13 @@ fn bt_http_announces_succeed() {
     assert!(m.per_type["announce"].ok > 0);
 }
 
-/// Runs an open-loop PPSTP load for 1.5 s against a server that sheds every connection with
-/// `Retry-After: 1`; returns the generator's report and the connections the server accepted.
-fn against_shedding_server(max_retry_after_ms: u64) -> (ppsp_loadgen::report::PhaseReport, u64) {
+/// Runs a PPSTP load (open loop at `rate`, closed loop without) for 1.5 s against a server that
+/// sheds every connection with `Retry-After: 1`; returns the generator's report and the
+/// connections the server accepted.
+fn against_shedding_server(
+    max_retry_after_ms: u64,
+    rate: Option<f64>,
+) -> (ppsp_loadgen::report::PhaseReport, u64) {
     let mock = start_mock_with(shed);
     let mut args = RunArgs::defaults(Protocol::Ppstp);
     args.target = vec![mock.addr];
@@ -216,7 +220,7 @@ fn against_shedding_server(max_retry_after_ms: u64) -> (ppsp_loadgen::report::Ph
     args.peers = 100;
     args.assume_registered = true;
     args.mix = Some("find=1".into());
-    args.rate = Some(2000.0);
+    args.rate = rate;
     args.duration = 1.5;
     args.max_requests = 20_000;
     args.connections = 2;
@@ -230,7 +234,7 @@ fn against_shedding_server(max_retry_after_ms: u64) -> (ppsp_loadgen::report::Ph
 
 #[test]
 fn a_shed_connection_waits_out_retry_after_before_reconnecting() {
-    let (m, honoured) = against_shedding_server(10_000);
+    let (m, honoured) = against_shedding_server(10_000, Some(2000.0));
     // Each connection is shed at its first request, waits 1 s, is shed again at about 1 s and
     // then waits past the end: about 4 connections in 1.5 s (slack for a slow machine).
     assert!(honoured >= 2, "{honoured} connections");
@@ -248,10 +252,17 @@ fn a_shed_connection_waits_out_retry_after_before_reconnecting() {
         m.errors
     );
     // Without it, the generator reconnects after its short back-off, many more times.
-    let (m, ignored) = against_shedding_server(0);
+    let (m, ignored) = against_shedding_server(0, Some(2000.0));
     assert_eq!(m.held_back, 0);
     assert!(
         ignored > honoured,
         "{ignored} connections ignoring Retry-After, {honoured} honouring it"
     );
+    // Closed loop too: the connections wait, and the run does not spin on held requests.
+    let (m, closed) = against_shedding_server(10_000, None);
+    assert!(
+        (2..=8).contains(&closed),
+        "{closed} connections in closed loop"
+    );
+    assert!(m.held_back > 0 && m.sent < 100, "{m:?}");
 }

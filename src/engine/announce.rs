@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 
 use super::bt_table::{
-    sample, stamp, BtShard, Entry, Found, InfoHash, Segmented, COMPACT_V4_LEN, COMPACT_V6_LEN,
+    sample, stamp, BtShard, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN, COMPACT_V6_LEN,
 };
 use super::types::*;
 use super::{reserve, source_ip, Engine, ExpiryReport};
@@ -251,13 +251,7 @@ impl Engine {
         peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
-        // Inlined into the listing (the sink is a type parameter), so each entry is a
-        // fixed-size copy.
-        let mut sink = |_: PeerMode, w: &[u8]| match w.len() {
-            COMPACT_V4_LEN => peers.v4.extend_from_slice(w),
-            _ => peers.v6.extend_from_slice(w),
-        };
-        self.announce_with(request, now, families, &mut sink)
+        self.announce_with(request, now, families, &mut CompactSink { peers, at: 0 })
     }
 
     /// The announce itself, handing each listed peer (mode, wire bytes) to `sink`.
@@ -266,7 +260,7 @@ impl Engine {
         request: &Request,
         now: Time,
         families: ListFamilies,
-        sink: &mut impl FnMut(PeerMode, &[u8]),
+        sink: &mut impl PeerSink,
     ) -> Result<SwarmStats, ErrorCode> {
         let RequestKind::Announce {
             swarm_id,
@@ -307,6 +301,7 @@ impl Engine {
         };
         let BtShard {
             swarms,
+            v6: v6_members,
             rng,
             seeders,
             leechers,
@@ -315,7 +310,13 @@ impl Engine {
         let Some(swarm) = swarms.get_mut(pos) else {
             return Err(ErrorCode::InternalError);
         };
-        let full = swarm.len() >= self.config.max_peers_per_swarm;
+        let members = swarm.v4.len()
+            + if swarm.has_v6() {
+                v6_members.get(&info_hash).map_or(0, Members::len)
+            } else {
+                0
+            };
+        let full = members >= self.config.max_peers_per_swarm;
         let applied = match ip {
             IpAddr::V4(v4) => {
                 let wire = wire4(v4, port);
@@ -323,8 +324,15 @@ impl Engine {
             }
             IpAddr::V6(v6) => {
                 let wire = wire6(v6, port);
-                let r = self.apply(swarm.v6_mut(), ip, wire, mode, stamp, full);
-                swarm.drop_empty_v6();
+                let r = self.apply(
+                    v6_members.entry(info_hash).or_default(),
+                    ip,
+                    wire,
+                    mode,
+                    stamp,
+                    full,
+                );
+                BtShard::settle_v6(v6_members, swarm);
                 r
             }
         };
@@ -366,20 +374,28 @@ impl Engine {
             let me = (family == own).then_some(found);
             left -= match family {
                 Family::V4 => list(&swarm.v4, me, mode, left, rng, sink),
-                Family::V6 => swarm
-                    .v6
-                    .as_deref()
+                Family::V6 if swarm.has_v6() => v6_members
+                    .get(&info_hash)
                     .map_or(0, |m| list(m, me, mode, left, rng, sink)),
+                Family::V6 => 0,
             };
         }
-        Ok(self.swarm_stats_with_bt(swarm_id, Some(swarm)))
+        let stats = bt_stats(SwarmRef {
+            swarm,
+            v6: if swarm.has_v6() {
+                v6_members.get(&info_hash)
+            } else {
+                None
+            },
+        });
+        Ok(self.swarm_stats_with_bt(swarm_id, Some(stats)))
     }
 
     /// Adds, moves or refreshes the member `wire` (announced from `ip`) in `members`. A new
     /// member counts in `max_peers` and in its source's `max_peers_per_source`.
-    fn apply<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
+    fn apply<const N: usize>(
         &self,
-        members: &mut Segmented<A>,
+        members: &mut Members<N>,
         ip: IpAddr,
         wire: [u8; N],
         mode: PeerMode,
@@ -440,7 +456,12 @@ impl Engine {
         let Some(pos) = shard.find(hash, info_hash) else {
             return false;
         };
-        let Some(swarm) = shard.swarms.get_mut(pos) else {
+        let BtShard {
+            swarms,
+            v6: v6_members,
+            ..
+        } = &mut *shard;
+        let Some(swarm) = swarms.get_mut(pos) else {
             return false;
         };
         let removed = match canonical_ip(addr.ip()) {
@@ -453,11 +474,11 @@ impl Engine {
             }
             IpAddr::V6(v6) => {
                 let wire = wire6(v6, addr.port());
-                let r = swarm.v6.as_deref_mut().and_then(|m| {
+                let r = v6_members.get_mut(info_hash).and_then(|m| {
                     let f = m.find(&wire)?;
                     m.remove(f).map(|_| f.mode)
                 });
-                swarm.drop_empty_v6();
+                BtShard::settle_v6(v6_members, swarm);
                 r
             }
         };
@@ -484,15 +505,15 @@ impl Engine {
     pub(super) fn swarm_stats_with_bt(
         &self,
         swarm_id: &SwarmId,
-        bt: Option<&super::bt_table::BtSwarm>,
+        bt: Option<SwarmStats>,
     ) -> SwarmStats {
         let mut stats = match bt {
-            Some(s) => bt_stats(s),
+            Some(s) => s,
             None => match Self::info_hash(swarm_id) {
                 Ok(ih) => {
                     let hash = self.bt_hasher.hash_one(ih);
                     let shard = self.bt_shard(hash).lock();
-                    match shard.find(hash, &ih).and_then(|p| shard.swarms.get(p)) {
+                    match shard.find(hash, &ih).and_then(|p| shard.swarm_ref(p)) {
                         Some(swarm) => bt_stats(swarm),
                         // A swarm without members reports the downloads it had.
                         None => SwarmStats {
@@ -543,7 +564,7 @@ impl Engine {
                 }],
             });
         };
-        let stats = self.announce_with(request, now, families, &mut sink)?;
+        let stats = self.announce_with(request, now, families, &mut EachPeer(&mut sink))?;
         let RequestKind::Announce { swarm_id, .. } = &request.kind else {
             return Err(ErrorCode::BadRequest);
         };
@@ -583,25 +604,37 @@ impl Engine {
             let mut looked = 0;
             while looked < super::EXPIRY_BATCH && report.examined + looked < budget {
                 let pos = shard.cursor;
-                let Some(swarm) = shard.swarms.get_mut(pos) else {
+                let BtShard {
+                    swarms,
+                    v6: v6_members,
+                    ..
+                } = &mut *shard;
+                let Some(swarm) = swarms.get_mut(pos) else {
                     // A whole walk of the shard done: retired counts age out too.
                     shard.cursor = 0;
                     shard.prune_retired(now);
                     break;
                 };
-                looked += swarm.len().max(1);
+                let v6 = if swarm.has_v6() {
+                    v6_members.get_mut(&swarm.info_hash)
+                } else {
+                    None
+                };
+                looked += (swarm.v4.len() + v6.as_ref().map_or(0, |m| m.len())).max(1);
                 let (s4, l4) = swarm.v4.expire(now, max_age, &mut |e| {
                     let ip = Ipv4Addr::new(e.wire[0], e.wire[1], e.wire[2], e.wire[3]);
                     self.sources.release(IpAddr::V4(ip));
                 });
-                let (s6, l6) = swarm.v6.as_deref_mut().map_or((0, 0), |m| {
+                let (s6, l6) = v6.map_or((0, 0), |m| {
                     m.expire(now, max_age, &mut |e| {
                         let mut ip = [0u8; 16];
                         ip.copy_from_slice(&e.wire[..16]);
                         self.sources.release(IpAddr::V6(Ipv6Addr::from(ip)));
                     })
                 });
-                swarm.drop_empty_v6();
+                if swarm.has_v6() {
+                    BtShard::settle_v6(v6_members, swarm);
+                }
                 let emptied = swarm.is_empty();
                 let (s, l) = (s4 + s6, l4 + l6);
                 shard.count(PeerMode::Seeder, -(s as isize));
@@ -641,31 +674,91 @@ fn wire6(ip: Ipv6Addr, port: u16) -> [u8; COMPACT_V6_LEN] {
     w
 }
 
-fn bt_stats(s: &super::bt_table::BtSwarm) -> SwarmStats {
+fn bt_stats(s: SwarmRef<'_>) -> SwarmStats {
     SwarmStats {
         peers: saturating_u32(s.len()),
         seeders: saturating_u32(s.count(PeerMode::Seeder)),
         leechers: saturating_u32(s.count(PeerMode::Leech)),
-        completed: s.completed,
+        completed: s.swarm.completed,
         ..SwarmStats::default()
+    }
+}
+
+/// Where an announce's listed peers go, in wire form (`N` bytes each).
+trait PeerSink {
+    /// Up to `most` peers of `N` bytes follow (until [`PeerSink::end`]).
+    fn begin<const N: usize>(&mut self, _most: usize) {}
+    fn put<const N: usize>(&mut self, mode: PeerMode, wire: &[u8; N]);
+    /// The peers announced by `begin` are all put.
+    fn end<const N: usize>(&mut self) {}
+}
+
+/// Writes into a [`CompactPeers`]: the family's vector is grown once (by the most that can be
+/// listed), each peer is a fixed-size copy into it, and what was not listed is cut off.
+struct CompactSink<'a> {
+    peers: &'a mut CompactPeers,
+    /// Where the next peer goes in the current family's vector.
+    at: usize,
+}
+
+impl CompactSink<'_> {
+    fn family<const N: usize>(&mut self) -> &mut Vec<u8> {
+        if N == COMPACT_V4_LEN {
+            &mut self.peers.v4
+        } else {
+            &mut self.peers.v6
+        }
+    }
+}
+
+impl PeerSink for CompactSink<'_> {
+    fn begin<const N: usize>(&mut self, most: usize) {
+        let v = self.family::<N>();
+        let at = v.len();
+        v.resize(at + most * N, 0);
+        self.at = at;
+    }
+
+    #[inline]
+    fn put<const N: usize>(&mut self, _mode: PeerMode, wire: &[u8; N]) {
+        let at = self.at;
+        if let Some(slot) = self.family::<N>().get_mut(at..at + N) {
+            slot.copy_from_slice(wire);
+            self.at = at + N;
+        }
+    }
+
+    fn end<const N: usize>(&mut self) {
+        let at = self.at;
+        self.family::<N>().truncate(at);
+    }
+}
+
+/// Hands each peer to a closure.
+struct EachPeer<F>(F);
+
+impl<F: FnMut(PeerMode, &[u8])> PeerSink for EachPeer<F> {
+    fn put<const N: usize>(&mut self, mode: PeerMode, wire: &[u8; N]) {
+        (self.0)(mode, wire);
     }
 }
 
 /// Lists up to `want` members of `members` to `sink`: leechers only for a seeder requester,
 /// seeders then leechers otherwise; never `me` (the requester's place), never port 0. Returns
 /// how many were listed.
-fn list<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
-    members: &Segmented<A>,
+fn list<const N: usize>(
+    members: &Members<N>,
     me: Option<Found>,
     requester_mode: PeerMode,
     want: usize,
     rng: &mut rand::rngs::SmallRng,
-    sink: &mut impl FnMut(PeerMode, &[u8]),
+    sink: &mut impl PeerSink,
 ) -> usize {
     let order: &[PeerMode] = match requester_mode {
         PeerMode::Seeder => &[PeerMode::Leech],
         PeerMode::Leech => &[PeerMode::Seeder, PeerMode::Leech],
     };
+    sink.begin::<N>(want.min(members.len()));
     let mut listed = 0;
     for &mode in order {
         if listed >= want {
@@ -676,12 +769,13 @@ fn list<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
         sample(part.len(), skip, want - listed, rng, |i| {
             if let Some(e) = part.get(i) {
                 if e.port() != 0 {
-                    sink(mode, &e.wire);
+                    sink.put(mode, &e.wire);
                     listed += 1;
                 }
             }
         });
     }
+    sink.end::<N>();
     listed
 }
 

@@ -10,13 +10,15 @@
 //! Each swarm keeps its members of one family in one vector, seeders first and then leechers,
 //! each part sorted by address so that an announce finds its peer by binary search (no index,
 //! no per-peer allocation). The IPv4 vector holds two members inline, so the many one- and
-//! two-peer swarms of a large tracker allocate nothing per peer; IPv6 members live in a block
-//! allocated for the swarms that have any.
+//! two-peer swarms of a large tracker allocate nothing per peer; a larger one lives in a heap
+//! block that grows by the allocator's size classes (about 1.2x a step, not 2x). IPv6 members
+//! live in a side table of the shard, for the swarms that have any.
 //!
-//! A shard holds its swarms in a dense vector (a vanished swarm's slot is filled by the last
-//! one) and a hash table of 4-byte positions keyed by the info-hash, so a swarm costs its
-//! 64-byte slot plus about 10 bytes of index. Vectors and the index shrink when they become
-//! mostly empty, so memory is given back when swarms shrink or vanish.
+//! A shard holds its swarms in a dense vector of 48-byte slots, in chunks so that growing
+//! never copies it (a vanished swarm's slot is filled by the last one), and a hash table of
+//! 4-byte positions keyed by the info-hash: a swarm costs its slot plus 6 to 12 bytes of index.
+//! Member blocks, the slot chunks and the index shrink when they become mostly empty, so
+//! memory is given back when swarms shrink or vanish.
 //!
 //! Expiry reads the stamps: a stamp is the announce time in seconds modulo 2^16, and a member
 //! whose stamp is more than the track timer old is dropped by the expiry walk, which visits
@@ -27,8 +29,9 @@ use std::hash::BuildHasher;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore};
-use smallvec::SmallVec;
+use thin_vec::ThinVec;
 
+use super::chunked::ChunkedVec;
 use super::types::{PeerMode, Time};
 
 /// Length of a BitTorrent info-hash, in bytes.
@@ -63,33 +66,109 @@ pub(super) struct Entry<const N: usize> {
 }
 
 impl<const N: usize> Entry<N> {
+    /// Filler for unused inline places.
+    const EMPTY: Entry<N> = Entry {
+        wire: [0; N],
+        stamp: [0; 2],
+    };
+
     /// The announced port (the last two wire bytes). Port 0 members are counted, never listed.
     pub fn port(&self) -> u16 {
         u16::from_be_bytes([self.wire[N - 2], self.wire[N - 1]])
     }
 }
 
-/// Members of one family: seeders (`entries[..seeders]`) then leechers, each part sorted by
-/// `wire`.
-pub(super) struct Segmented<A: smallvec::Array> {
-    entries: SmallVec<A>,
-    seeders: u32,
+/// Members a swarm's family holds without a heap block.
+const INLINE: usize = 2;
+
+/// A count of inline members, `0..=INLINE`. An enum rather than a `u8` so that its unused
+/// values let [`Store`] tell its two forms apart without a tag byte of its own: a member set
+/// is then 24 bytes and a swarm slot 48.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Small {
+    Zero,
+    One,
+    Two,
 }
 
-impl<A: smallvec::Array> Default for Segmented<A> {
-    fn default() -> Self {
-        Segmented {
-            entries: SmallVec::new(),
-            seeders: 0,
+impl Small {
+    fn get(self) -> usize {
+        self as usize
+    }
+
+    /// `n` as a `Small`; `n` is at most [`INLINE`] wherever this is called.
+    fn of(n: usize) -> Small {
+        match n {
+            0 => Small::Zero,
+            1 => Small::One,
+            _ => Small::Two,
         }
     }
 }
 
-impl<A: smallvec::Array> std::fmt::Debug for Segmented<A> {
+/// Where the members are: inline (at most [`INLINE`]), or in a heap block with its length and
+/// capacity in front ([`ThinVec`]: one pointer in the slot). A set is inline exactly when it
+/// has at most [`INLINE`] members, so a swarm that shrinks gives its block back.
+enum Store<const N: usize> {
+    Inline {
+        entries: [Entry<N>; INLINE],
+        len: Small,
+        seeders: Small,
+        mark: bool,
+    },
+    Heap {
+        entries: ThinVec<Entry<N>>,
+        seeders: u32,
+        mark: bool,
+    },
+}
+
+/// Bytes in front of a heap block's entries (its length and capacity).
+const BLOCK_HEADER: usize = 2 * std::mem::size_of::<usize>();
+
+/// Capacity of a heap block of `Entry<N>` with room for at least `want` entries: its size in
+/// bytes rounded up to the allocator's size classes (four per power of two above 64 bytes, as
+/// mimalloc's), so that a block has no unusable tail. Growing to the block for `capacity + 1`
+/// steps one class (about 1.2x), so the slack of a growing set is at most a fifth rather
+/// than the half that doubling leaves, and the blocks a set leaves behind as it grows are
+/// of the sizes the sets growing after it ask for.
+fn block_capacity<const N: usize>(want: usize) -> usize {
+    let size = std::mem::size_of::<Entry<N>>();
+    let bytes = BLOCK_HEADER + want.max(1) * size;
+    let class = if bytes <= 64 {
+        bytes.next_multiple_of(16)
+    } else {
+        bytes.next_multiple_of((bytes - 1).next_power_of_two() / 8)
+    };
+    (class - BLOCK_HEADER) / size
+}
+
+/// Members of one family: seeders (`entries()[..seeders]`) then leechers, each part sorted by
+/// `wire`. Holds up to [`INLINE`] members inline and more in a heap block that grows by
+/// allocator size classes and shrinks when it is less than half full. Carries one bit for
+/// its owner (see [`Members::mark`]).
+pub(super) struct Members<const N: usize> {
+    store: Store<N>,
+}
+
+impl<const N: usize> Default for Members<N> {
+    fn default() -> Self {
+        Members {
+            store: Store::Inline {
+                entries: [Entry::EMPTY; INLINE],
+                len: Small::Zero,
+                seeders: Small::Zero,
+                mark: false,
+            },
+        }
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Members<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segmented")
-            .field("members", &self.entries.len())
-            .field("seeders", &self.seeders)
+        f.debug_struct("Members")
+            .field("members", &self.len())
+            .field("seeders", &self.seeders())
             .finish()
     }
 }
@@ -102,13 +181,55 @@ pub(super) struct Found {
     pub pos: usize,
 }
 
-impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
+impl<const N: usize> Members<N> {
+    fn entries(&self) -> &[Entry<N>] {
+        match &self.store {
+            Store::Inline { entries, len, .. } => &entries[..len.get()],
+            Store::Heap { entries, .. } => entries,
+        }
+    }
+
+    fn entries_mut(&mut self) -> &mut [Entry<N>] {
+        match &mut self.store {
+            Store::Inline { entries, len, .. } => &mut entries[..len.get()],
+            Store::Heap { entries, .. } => entries,
+        }
+    }
+
+    fn seeders(&self) -> usize {
+        match &self.store {
+            Store::Inline { seeders, .. } => seeders.get(),
+            Store::Heap { seeders, .. } => *seeders as usize,
+        }
+    }
+
+    fn set_seeders(&mut self, n: usize) {
+        match &mut self.store {
+            Store::Inline { seeders, .. } => *seeders = Small::of(n),
+            Store::Heap { seeders, .. } => *seeders = n as u32,
+        }
+    }
+
+    /// The owner's bit (a swarm's: it has IPv6 members). Kept here because the set's layout
+    /// has room for it.
+    pub fn mark(&self) -> bool {
+        match &self.store {
+            Store::Inline { mark, .. } | Store::Heap { mark, .. } => *mark,
+        }
+    }
+
+    pub fn set_mark(&mut self, on: bool) {
+        match &mut self.store {
+            Store::Inline { mark, .. } | Store::Heap { mark, .. } => *mark = on,
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     pub fn count(&self, mode: PeerMode) -> usize {
@@ -116,12 +237,12 @@ impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
     }
 
     fn split(&self) -> usize {
-        (self.seeders as usize).min(self.entries.len())
+        self.seeders().min(self.len())
     }
 
     /// The members of one mode, sorted by address.
     pub fn part(&self, mode: PeerMode) -> &[Entry<N>] {
-        let (seeders, leechers) = self.entries.split_at(self.split());
+        let (seeders, leechers) = self.entries().split_at(self.split());
         match mode {
             PeerMode::Seeder => seeders,
             PeerMode::Leech => leechers,
@@ -145,43 +266,123 @@ impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
         None
     }
 
+    /// Inserts `entry` at absolute position `at` (at most `len`).
+    fn insert_at(&mut self, at: usize, entry: Entry<N>) {
+        match &mut self.store {
+            Store::Inline {
+                entries, len: n, ..
+            } if n.get() < INLINE => {
+                let len = n.get();
+                entries.copy_within(at..len, at + 1);
+                entries[at] = entry;
+                *n = Small::of(len + 1);
+            }
+            Store::Inline {
+                entries,
+                seeders,
+                mark,
+                ..
+            } => {
+                // Leaving the inline storage: the smallest block.
+                let mut block = ThinVec::with_capacity(block_capacity::<N>(INLINE + 1));
+                block.extend_from_slice(&entries[..at]);
+                block.push(entry);
+                block.extend_from_slice(&entries[at..]);
+                self.store = Store::Heap {
+                    entries: block,
+                    seeders: seeders.get() as u32,
+                    mark: *mark,
+                };
+            }
+            Store::Heap { entries, .. } => {
+                if entries.len() == entries.capacity() {
+                    let cap = block_capacity::<N>(entries.capacity() + 1);
+                    entries.reserve_exact(cap - entries.len());
+                }
+                entries.insert(at, entry);
+            }
+        }
+    }
+
+    /// Removes the entry at absolute position `at` (below `len`).
+    fn remove_at(&mut self, at: usize) -> Entry<N> {
+        match &mut self.store {
+            Store::Inline {
+                entries, len: n, ..
+            } => {
+                let len = n.get();
+                let entry = entries[at];
+                entries.copy_within(at + 1..len, at);
+                *n = Small::of(len - 1);
+                entry
+            }
+            Store::Heap { entries, .. } => {
+                let entry = entries.remove(at);
+                self.fit();
+                entry
+            }
+        }
+    }
+
+    /// After members left a heap block: back inline when they fit, into a smaller block when
+    /// less than half of this one is used; memory is given back as swarms shrink.
+    fn fit(&mut self) {
+        let Store::Heap {
+            entries,
+            seeders,
+            mark,
+        } = &mut self.store
+        else {
+            return;
+        };
+        let len = entries.len();
+        if len <= INLINE {
+            let mut inline = [Entry::EMPTY; INLINE];
+            inline[..len].copy_from_slice(entries);
+            self.store = Store::Inline {
+                entries: inline,
+                len: Small::of(len),
+                seeders: Small::of((*seeders as usize).min(len)),
+                mark: *mark,
+            };
+        } else if len * 2 < entries.capacity() {
+            let mut block = ThinVec::with_capacity(block_capacity::<N>(len));
+            block.extend_from_slice(entries);
+            *entries = block;
+        }
+    }
+
     /// Inserts a member that is in neither part; returns its position inside its part.
     pub fn insert(&mut self, wire: [u8; N], mode: PeerMode, stamp: [u8; 2]) -> usize {
         let pos = match self.part(mode).binary_search_by(|e| e.wire.cmp(&wire)) {
             Ok(p) | Err(p) => p,
         };
-        if self.entries.spilled() || self.entries.len() < self.entries.inline_size() {
-            // Room inline, or a heap vector that grows by doubling.
-        } else {
-            // Leaving the inline storage: start small, most swarms stay small.
-            self.entries.reserve_exact(self.entries.len() + 2);
-        }
-        self.entries
-            .insert(self.base(mode) + pos, Entry { wire, stamp });
+        let seeders = self.seeders();
+        self.insert_at(self.base(mode) + pos, Entry { wire, stamp });
         if mode == PeerMode::Seeder {
-            self.seeders += 1;
+            self.set_seeders(seeders + 1);
         }
         pos
     }
 
     /// Removes the member at `found`.
     pub fn remove(&mut self, found: Found) -> Option<Entry<N>> {
-        let abs = self.base(found.mode) + found.pos;
         if found.pos >= self.count(found.mode) {
             return None;
         }
-        let entry = self.entries.remove(abs);
+        let abs = self.base(found.mode) + found.pos;
+        let seeders = self.seeders();
         if found.mode == PeerMode::Seeder {
-            self.seeders -= 1;
+            // Before the removal: a block that goes back inline takes the count with it.
+            self.set_seeders(seeders - 1);
         }
-        self.shrink();
-        Some(entry)
+        Some(self.remove_at(abs))
     }
 
     /// Sets the stamp of the member at `found`.
     pub fn touch(&mut self, found: Found, stamp: [u8; 2]) {
         let abs = self.base(found.mode) + found.pos;
-        if let Some(e) = self.entries.get_mut(abs) {
+        if let Some(e) = self.entries_mut().get_mut(abs) {
             e.stamp = stamp;
         }
     }
@@ -198,7 +399,7 @@ impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
         let mut kept_seeders = 0;
         let mut i = 0;
         let mut dropped = (0, 0);
-        self.entries.retain(|e| {
+        let mut keep = |e: &Entry<N>| {
             let seeder = i < split;
             i += 1;
             let keep = stamp_age(e.stamp, now) <= max_age;
@@ -212,43 +413,49 @@ impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
                 (true, false) => {}
             }
             keep
-        });
-        self.seeders = kept_seeders;
+        };
+        match &mut self.store {
+            Store::Inline {
+                entries, len: n, ..
+            } => {
+                let mut kept = 0;
+                for j in 0..n.get() {
+                    let e = entries[j];
+                    if keep(&e) {
+                        entries[kept] = e;
+                        kept += 1;
+                    }
+                }
+                *n = Small::of(kept);
+            }
+            Store::Heap { entries, .. } => entries.retain(|e| keep(e)),
+        }
+        // The seeder count first: `fit` carries it into the inline form.
+        self.set_seeders(kept_seeders);
         if dropped != (0, 0) {
-            self.shrink();
+            self.fit();
         }
         dropped
     }
 
-    /// Gives back memory of a vector that became mostly empty.
-    fn shrink(&mut self) {
-        let cap = self.entries.capacity();
-        if self.entries.spilled() && self.entries.len() * 4 <= cap {
-            if self.entries.len() <= self.entries.inline_size() {
-                self.entries.shrink_to_fit();
-            } else {
-                let keep = self.entries.len() * 2;
-                let mut fresh = SmallVec::<A>::with_capacity(keep);
-                fresh.extend_from_slice(&self.entries);
-                self.entries = fresh;
+    /// Heap bytes held (0 while inline).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.store {
+            Store::Inline { .. } => 0,
+            Store::Heap { entries, .. } => {
+                BLOCK_HEADER + entries.capacity() * std::mem::size_of::<Entry<N>>()
             }
         }
     }
 
-    /// Heap bytes held (0 while inline).
-    pub fn heap_bytes(&self) -> usize {
-        if self.entries.spilled() {
-            self.entries.capacity() * std::mem::size_of::<Entry<N>>()
-        } else {
-            0
-        }
-    }
-
     /// Checks the invariants (split within bounds, each part strictly sorted, no address in
-    /// both parts). For audits and model tests.
+    /// both parts, inline exactly when it fits). For audits and model tests.
     pub fn check(&self) -> Result<(), String> {
-        if self.seeders as usize > self.entries.len() {
+        if self.seeders() > self.len() {
             return Err("seeder count beyond the member vector".into());
+        }
+        if matches!(self.store, Store::Heap { .. }) && self.len() <= INLINE {
+            return Err("a heap block holds members that fit inline".into());
         }
         for mode in [PeerMode::Seeder, PeerMode::Leech] {
             if self.part(mode).windows(2).any(|w| w[0].wire >= w[1].wire) {
@@ -267,12 +474,13 @@ impl<const N: usize, A: smallvec::Array<Item = Entry<N>>> Segmented<A> {
     }
 }
 
-/// IPv4 members: two inline.
-pub(super) type Members4 = Segmented<[Entry<COMPACT_V4_LEN>; 2]>;
-/// IPv6 members (in a block of their own).
-pub(super) type Members6 = Segmented<[Entry<COMPACT_V6_LEN>; 1]>;
+/// IPv4 members, in the swarm's slot.
+pub(super) type Members4 = Members<COMPACT_V4_LEN>;
+/// IPv6 members, in the shard's side table (most swarms have none).
+pub(super) type Members6 = Members<COMPACT_V6_LEN>;
 
-/// One swarm: 64 bytes with up to two IPv4 members inline.
+/// One swarm: 48 bytes with up to two IPv4 members inline. Its IPv6 members, if any, are in
+/// the shard's side table ([`BtShard::v6`]), which `v4`'s mark bit says.
 #[derive(Debug)]
 pub(super) struct BtSwarm {
     pub info_hash: InfoHash,
@@ -280,7 +488,6 @@ pub(super) struct BtSwarm {
     /// from leecher to seeder, saturating.
     pub completed: u32,
     pub v4: Members4,
-    pub v6: Option<Box<Members6>>,
 }
 
 impl BtSwarm {
@@ -289,43 +496,41 @@ impl BtSwarm {
             info_hash,
             completed: 0,
             v4: Members4::default(),
-            v6: None,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.as_ref().map_or(0, |m| m.len())
-    }
-
-    pub fn count(&self, mode: PeerMode) -> usize {
-        self.v4.count(mode) + self.v6.as_ref().map_or(0, |m| m.count(mode))
+    /// Whether the swarm has IPv6 members (in the shard's side table).
+    pub fn has_v6(&self) -> bool {
+        self.v4.mark()
     }
 
     /// Whether nothing worth keeping is left: no member. (The completed counter of a swarm
     /// without members goes with it, as in opentracker.)
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn v6_mut(&mut self) -> &mut Members6 {
-        self.v6.get_or_insert_with(Default::default)
-    }
-
-    /// Frees the IPv6 block once it is empty.
-    pub fn drop_empty_v6(&mut self) {
-        if self.v6.as_ref().is_some_and(|m| m.is_empty()) {
-            self.v6 = None;
-        }
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.v4.heap_bytes()
-            + self
-                .v6
-                .as_ref()
-                .map_or(0, |m| std::mem::size_of::<Members6>() + m.heap_bytes())
+        self.v4.is_empty() && !self.has_v6()
     }
 }
+
+/// A swarm with its IPv6 members, for reading.
+#[derive(Clone, Copy)]
+pub(super) struct SwarmRef<'a> {
+    pub swarm: &'a BtSwarm,
+    pub v6: Option<&'a Members6>,
+}
+
+impl SwarmRef<'_> {
+    pub fn len(&self) -> usize {
+        self.swarm.v4.len() + self.v6.map_or(0, Members6::len)
+    }
+
+    pub fn count(&self, mode: PeerMode) -> usize {
+        self.swarm.v4.count(mode) + self.v6.map_or(0, |m| m.count(mode))
+    }
+}
+
+/// Swarm slots per chunk of a shard's slot vector (3 KiB of slots): a shard's slack is at
+/// most one chunk, and a table of a million swarms has about a thousand chunks per shard.
+const SWARM_CHUNK: usize = 64;
 
 /// One shard of the BitTorrent table. Written by whichever worker holds its lock; expired by
 /// the worker that owns it (`Engine::expire_owned`).
@@ -333,7 +538,12 @@ pub(super) struct BtShard {
     /// Positions in `swarms`, keyed by the info-hash's hash (the engine's seeded foldhash:
     /// keys come from the network).
     index: hashbrown::HashTable<u32>,
-    pub swarms: Vec<BtSwarm>,
+    /// The swarm slots, dense, in chunks: growing never copies the slots, and the slack is
+    /// at most one chunk.
+    pub swarms: ChunkedVec<BtSwarm, SWARM_CHUNK>,
+    /// IPv6 members of the swarms that have any, keyed by info-hash (from the network: the
+    /// seeded foldhash hasher). An entry exists exactly while its swarm's mark bit is set.
+    pub v6: super::tables::FastMap<InfoHash, Members6>,
     /// Randomness for peer-list sampling, per shard so that sampling needs no shared state.
     pub rng: SmallRng,
     /// Members of each mode over all swarms of this shard.
@@ -360,11 +570,19 @@ pub(super) struct RetiredCompletions {
     pub stamp: [u8; 2],
 }
 
+/// Gives back the memory of a hash map that became mostly empty.
+fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut super::tables::FastMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 impl BtShard {
     pub fn new(rng: SmallRng) -> Self {
         BtShard {
             index: hashbrown::HashTable::new(),
-            swarms: Vec::new(),
+            swarms: ChunkedVec::default(),
+            v6: Default::default(),
             rng,
             seeders: 0,
             leechers: 0,
@@ -377,9 +595,7 @@ impl BtShard {
     pub fn prune_retired(&mut self, now: Time) {
         self.retired
             .retain(|_, r| stamp_age(r.stamp, now) <= RETIRED_COMPLETIONS_SECS);
-        if self.retired.capacity() > 64 && self.retired.len() * 4 < self.retired.capacity() {
-            self.retired.shrink_to(self.retired.len() * 2);
-        }
+        shrink_map(&mut self.retired);
     }
 
     /// Position of the swarm of `info_hash` (whose hash is `hash`).
@@ -402,6 +618,27 @@ impl BtShard {
         self.swarms.get(i as usize)
     }
 
+    /// The swarm at `pos` with its IPv6 members.
+    pub fn swarm_ref(&self, pos: usize) -> Option<SwarmRef<'_>> {
+        self.swarms.get(pos).map(|swarm| self.with_v6(swarm))
+    }
+
+    /// Every swarm of the shard with its IPv6 members.
+    pub fn swarm_refs(&self) -> impl Iterator<Item = SwarmRef<'_>> {
+        self.swarms.iter().map(|swarm| self.with_v6(swarm))
+    }
+
+    fn with_v6<'a>(&'a self, swarm: &'a BtSwarm) -> SwarmRef<'a> {
+        SwarmRef {
+            swarm,
+            v6: if swarm.has_v6() {
+                self.v6.get(&swarm.info_hash)
+            } else {
+                None
+            },
+        }
+    }
+
     /// Adds an empty swarm for `info_hash` (not in the shard yet); returns its position.
     pub fn insert(&mut self, hasher: &impl BuildHasher, hash: u64, info_hash: InfoHash) -> usize {
         let pos = self.swarms.len();
@@ -421,6 +658,11 @@ impl BtShard {
             return;
         };
         let h = hasher.hash_one(swarm.info_hash);
+        if swarm.has_v6() {
+            // Not reached for an empty swarm; kept so that the side table never outlives it.
+            self.v6.remove(&swarm.info_hash);
+            shrink_map(&mut self.v6);
+        }
         if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
             entry.remove();
         }
@@ -434,9 +676,6 @@ impl BtShard {
                 }
             }
         }
-        if self.swarms.capacity() > 64 && self.swarms.len() * 4 < self.swarms.capacity() {
-            self.swarms.shrink_to(self.swarms.len() * 2);
-        }
         if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
             let swarms = &self.swarms;
             self.index.shrink_to(self.index.len() * 2, |&i| {
@@ -445,6 +684,21 @@ impl BtShard {
                     .map_or(0, |s| hasher.hash_one(s.info_hash))
             });
         }
+    }
+
+    /// After a change to the IPv6 members of `swarm` (whose entry in `v6` may have been
+    /// created for it): drops an emptied entry and sets the swarm's mark to match.
+    pub fn settle_v6(v6: &mut super::tables::FastMap<InfoHash, Members6>, swarm: &mut BtSwarm) {
+        let has = match v6.get(&swarm.info_hash) {
+            Some(m) if m.is_empty() => {
+                v6.remove(&swarm.info_hash);
+                shrink_map(v6);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        swarm.v4.set_mark(has);
     }
 
     pub fn count(&mut self, mode: PeerMode, delta: isize) {
@@ -458,34 +712,46 @@ impl BtShard {
     /// Heap bytes of the index, the swarm slots and the members.
     pub fn heap_bytes(&self) -> usize {
         self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
-            + self.swarms.capacity() * std::mem::size_of::<BtSwarm>()
-            + self.swarms.iter().map(BtSwarm::heap_bytes).sum::<usize>()
+            + self.swarms.heap_bytes()
+            + self.swarms.iter().map(|s| s.v4.heap_bytes()).sum::<usize>()
+            + self.v6.capacity() * 8 / 7 * (std::mem::size_of::<(InfoHash, Members6)>() + 1)
+            + self.v6.values().map(Members6::heap_bytes).sum::<usize>()
             + self.retired.capacity() * 8 / 7
                 * (std::mem::size_of::<(InfoHash, RetiredCompletions)>() + 1)
     }
 
-    /// Checks index and swarms: every swarm is indexed at its position, none is empty.
+    /// Checks index and swarms: every swarm is indexed at its position, none is empty, the
+    /// IPv6 side table holds exactly the marked swarms' members.
     pub fn check(&self, hasher: &impl BuildHasher) -> Result<(usize, usize), String> {
         if self.index.len() != self.swarms.len() {
             return Err("swarm index and slots differ in size".into());
         }
         let (mut seeders, mut leechers) = (0, 0);
-        for (pos, s) in self.swarms.iter().enumerate() {
-            if self.find(hasher.hash_one(s.info_hash), &s.info_hash) != Some(pos) {
+        let mut marked = 0;
+        for (pos, s) in self.swarm_refs().enumerate() {
+            let swarm = s.swarm;
+            if self.find(hasher.hash_one(swarm.info_hash), &swarm.info_hash) != Some(pos) {
                 return Err("a swarm is indexed wrongly".into());
             }
-            if s.is_empty() {
+            if swarm.is_empty() {
                 return Err("an empty swarm is kept".into());
             }
-            s.v4.check()?;
-            if let Some(v6) = &s.v6 {
+            swarm.v4.check()?;
+            if swarm.has_v6() {
+                marked += 1;
+                let Some(v6) = s.v6 else {
+                    return Err("a swarm marked as having IPv6 members has none".into());
+                };
                 if v6.is_empty() {
-                    return Err("an empty IPv6 block is kept".into());
+                    return Err("an empty IPv6 set is kept".into());
                 }
                 v6.check()?;
             }
             seeders += s.count(PeerMode::Seeder);
             leechers += s.count(PeerMode::Leech);
+        }
+        if marked != self.v6.len() {
+            return Err("IPv6 members kept for a swarm not marked as having any".into());
         }
         if (seeders, leechers) != (self.seeders, self.leechers) {
             return Err("shard member counters differ from the recount".into());
@@ -625,43 +891,117 @@ mod tests {
                         model.iter().filter(|(_, v)| v.0 == mo).map(|(k, _)| *k).collect();
                     prop_assert_eq!(got, want);
                 }
-                if model.len() <= 2 {
-                    // Small sets go back inline once the heap vector is mostly empty.
-                    prop_assert!(members.heap_bytes() <= 8 * 8);
+                if model.len() <= INLINE {
+                    // Small sets are inline: no heap block.
+                    prop_assert_eq!(members.heap_bytes(), 0);
+                } else {
+                    // A block at most about twice its members (it shrinks below half full).
+                    prop_assert!(members.heap_bytes() <= BLOCK_HEADER + 2 * 8 * model.len() + 64);
                 }
             }
         }
 
-        /// The shard's dense swarm vector and index against a map model.
+        /// The shard's dense swarm slots, index and IPv6 side table against a map model:
+        /// swarms are created by a first member of either family and deleted with their last.
         #[test]
-        fn shard_matches_a_model(ops in prop::collection::vec((any::<bool>(), 0u8..50), 1..400)) {
+        fn shard_matches_a_model(ops in prop::collection::vec((0u8..3, 0u16..600, any::<bool>()), 1..600)) {
             let hasher = foldhash::fast::RandomState::default();
             let mut shard = BtShard::new(SmallRng::seed_from_u64(1));
-            let mut model = std::collections::BTreeSet::new();
-            for (add, k) in ops {
-                let ih = [k; 20];
+            // Swarm key -> (IPv4 members, IPv6 members).
+            let mut model: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
+            for (op, k, v6) in ops {
+                let mut ih = [0u8; 20];
+                ih[..2].copy_from_slice(&k.to_be_bytes());
                 let h = hasher.hash_one(ih);
-                if add {
-                    if shard.find(h, &ih).is_none() {
-                        let pos = shard.insert(&hasher, h, ih);
-                        shard.swarms[pos].v4.insert(wire(k), PeerMode::Leech, [0, 0]);
+                match op {
+                    0 | 1 => {
+                        // A member joins (its address numbered by how many the family has).
+                        let pos = match shard.find(h, &ih) {
+                            Some(pos) => pos,
+                            None => shard.insert(&hasher, h, ih),
+                        };
+                        let entry = model.entry(k).or_default();
+                        let BtShard { swarms, v6: side, .. } = &mut shard;
+                        let swarm = swarms.get_mut(pos).unwrap();
+                        if v6 {
+                            let mut w6 = [0u8; COMPACT_V6_LEN];
+                            w6[..8].copy_from_slice(&(entry.1 as u64).to_be_bytes());
+                            side.entry(ih).or_default().insert(w6, PeerMode::Leech, [0, 0]);
+                            BtShard::settle_v6(side, swarm);
+                            entry.1 += 1;
+                        } else {
+                            let n = entry.0 as u32;
+                            let w4 = [n.to_be_bytes()[0], n.to_be_bytes()[1], n.to_be_bytes()[2], n.to_be_bytes()[3], 0, 1];
+                            swarm.v4.insert(w4, PeerMode::Leech, [0, 0]);
+                            entry.0 += 1;
+                        }
                         shard.leechers += 1;
                     }
-                    model.insert(k);
-                } else {
-                    if let Some(pos) = shard.find(h, &ih) {
-                        shard.leechers -= shard.swarms[pos].len();
-                        shard.remove_at(&hasher, pos);
+                    _ => {
+                        // The whole swarm leaves.
+                        if let Some(pos) = shard.find(h, &ih) {
+                            let BtShard { swarms, v6: side, .. } = &mut shard;
+                            let swarm = swarms.get_mut(pos).unwrap();
+                            let mut n = 0;
+                            while !swarm.v4.is_empty() {
+                                let w = swarm.v4.part(PeerMode::Leech)[0].wire;
+                                let f = swarm.v4.find(&w).unwrap();
+                                prop_assert!(swarm.v4.remove(f).is_some());
+                                n += 1;
+                            }
+                            if let Some(m) = side.get_mut(&ih) {
+                                n += m.len();
+                                while !m.is_empty() {
+                                    m.remove(Found { mode: PeerMode::Leech, pos: 0 });
+                                }
+                            }
+                            BtShard::settle_v6(side, swarm);
+                            shard.leechers -= n;
+                            shard.remove_at(&hasher, pos);
+                        }
+                        model.remove(&k);
                     }
-                    model.remove(&k);
                 }
                 if let Err(e) = shard.check(&hasher) {
                     prop_assert!(false, "{}", e);
                 }
-                let mut got: Vec<u8> = shard.swarms.iter().map(|s| s.info_hash[0]).collect();
+                let mut got: Vec<(u16, (usize, usize))> = shard
+                    .swarm_refs()
+                    .map(|s| {
+                        let k = u16::from_be_bytes([s.swarm.info_hash[0], s.swarm.info_hash[1]]);
+                        (k, (s.swarm.v4.len(), s.v6.map_or(0, Members6::len)))
+                    })
+                    .collect();
                 got.sort_unstable();
-                prop_assert_eq!(got, model.iter().copied().collect::<Vec<_>>());
+                prop_assert_eq!(got, model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
             }
+            // Memory is given back: an emptied shard keeps no slots, IPv6 sets or member blocks.
+            let keys: Vec<u16> = model.keys().copied().collect();
+            for k in keys {
+                let mut ih = [0u8; 20];
+                ih[..2].copy_from_slice(&k.to_be_bytes());
+                let pos = shard.find(hasher.hash_one(ih), &ih).unwrap();
+                let BtShard { swarms, v6: side, .. } = &mut shard;
+                let swarm = swarms.get_mut(pos).unwrap();
+                let mut n = 0;
+                while !swarm.v4.is_empty() {
+                    let mode = if swarm.v4.count(PeerMode::Seeder) > 0 { PeerMode::Seeder } else { PeerMode::Leech };
+                    swarm.v4.remove(Found { mode, pos: 0 });
+                    n += 1;
+                }
+                if let Some(m) = side.get_mut(&ih) {
+                    n += m.len();
+                    while !m.is_empty() {
+                        m.remove(Found { mode: PeerMode::Leech, pos: 0 });
+                    }
+                }
+                BtShard::settle_v6(side, swarm);
+                shard.leechers -= n;
+                shard.remove_at(&hasher, pos);
+            }
+            prop_assert!(shard.check(&hasher).is_ok());
+            prop_assert_eq!(shard.swarms.capacity(), 0);
+            prop_assert_eq!(shard.v6.len(), 0);
         }
 
         /// Samples are distinct, in range, never the skipped position, and as many as asked.
@@ -725,12 +1065,15 @@ mod tests {
             let mut ih = [0u8; 20];
             ih[..4].copy_from_slice(&k.to_be_bytes());
             let pos = shard.insert(&hasher, hasher.hash_one(ih), ih);
-            shard.swarms[pos]
+            shard
+                .swarms
+                .get_mut(pos)
+                .expect("the swarm just added")
                 .v4
                 .insert(wire(k as u8), PeerMode::Leech, [0, 0]);
         }
         let mut own = 0;
-        for s in &shard.swarms {
+        for s in shard.swarms.iter() {
             let slot = shard
                 .probable_slot(hasher.hash_one(s.info_hash))
                 .expect("an indexed swarm has a slot");
@@ -744,14 +1087,60 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_wire_sized() {
+    fn entries_are_wire_sized_and_a_slot_is_48_bytes() {
         assert_eq!(std::mem::size_of::<Entry<COMPACT_V4_LEN>>(), 8);
         assert_eq!(std::mem::size_of::<Entry<COMPACT_V6_LEN>>(), 20);
-        assert!(
-            std::mem::size_of::<BtSwarm>() <= 64,
-            "{}",
-            std::mem::size_of::<BtSwarm>()
-        );
+        assert_eq!(std::mem::size_of::<Members4>(), 24);
+        assert_eq!(std::mem::size_of::<BtSwarm>(), 48);
+    }
+
+    /// Blocks fill whole allocator size classes, and growing steps one class (at most 1.25x
+    /// and at least one more member).
+    #[test]
+    fn blocks_grow_by_size_classes() {
+        let mut cap = block_capacity::<COMPACT_V4_LEN>(INLINE + 1);
+        assert_eq!(cap, 4, "16 + 4 x 8 = 48 bytes");
+        let mut steps = 0;
+        while cap < 1_000_000 {
+            let next = block_capacity::<COMPACT_V4_LEN>(cap + 1);
+            assert!(next > cap);
+            let (a, b) = (BLOCK_HEADER + cap * 8, BLOCK_HEADER + next * 8);
+            assert!(b * 4 <= a * 5 || b <= 64, "{a} -> {b} bytes");
+            // Once past 64 bytes, a class is a multiple of an eighth of the next power of two.
+            assert!(b <= 64 || b % ((b - 1).next_power_of_two() / 8) == 0, "{b}");
+            cap = next;
+            steps += 1;
+        }
+        assert!(steps < 80, "{steps} steps to a million members");
+    }
+
+    /// A large swarm's block follows its members down as they leave, and back inline.
+    #[test]
+    fn a_shrinking_set_gives_its_block_back() {
+        let mut m = Members4::default();
+        let wires: Vec<[u8; 6]> = (0..5000u32)
+            .map(|i| {
+                let b = i.to_be_bytes();
+                [b[0], b[1], b[2], b[3], 0, 1]
+            })
+            .collect();
+        for w in &wires {
+            m.insert(*w, PeerMode::Leech, [0, 0]);
+        }
+        let full = m.heap_bytes();
+        assert!((5000 * 8..=5000 * 8 * 5 / 4 + 64).contains(&full), "{full}");
+        for w in &wires[..4900] {
+            let f = m.find(w).unwrap();
+            m.remove(f);
+        }
+        assert!(m.heap_bytes() <= 2 * 100 * 8 + 64, "{}", m.heap_bytes());
+        for w in &wires[4900..4998] {
+            let f = m.find(w).unwrap();
+            m.remove(f);
+        }
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.heap_bytes(), 0);
+        m.check().unwrap();
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::bt_table::{stamp_age, Entry, Segmented, MAX_STAMP_AGE_SECS};
+use super::bt_table::{stamp_age, Members, MAX_STAMP_AGE_SECS};
 use super::tables::PeerRecord;
 use super::types::*;
 use super::Engine;
@@ -105,10 +105,7 @@ fn wire_addr(wire: &[u8]) -> SocketAddr {
 type MemberSink<'a> = dyn FnMut(&[u8], [u8; 2], bool) + 'a;
 
 /// Hands every member of `members` (wire bytes, stamp, seeder) to `push`.
-fn export_members<const N: usize, A: smallvec::Array<Item = Entry<N>>>(
-    members: &Segmented<A>,
-    push: &mut MemberSink<'_>,
-) {
+fn export_members<const N: usize>(members: &Members<N>, push: &mut MemberSink<'_>) {
     for (mode, seeder) in [(PeerMode::Seeder, true), (PeerMode::Leech, false)] {
         for e in members.part(mode) {
             push(&e.wire, e.stamp, seeder);
@@ -170,12 +167,11 @@ impl Engine {
                 }
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
                 out.push(Registration::Ppstp {
-                    peer_id: shard.id_of(record).to_vec(),
+                    peer_id: shard.peer_id_of(record).as_bytes().to_vec(),
                     source_ip: record.source_ip,
                     addrs: record.addr_list().iter().map(addr_entry).collect(),
                     swarms: self
                         .swarm_ids_of(&record.swarms)
-                        .into_iter()
                         .map(|(s, m)| (s.as_bytes().to_vec(), m == PeerMode::Seeder))
                         .collect(),
                     remaining_ms,
@@ -186,7 +182,8 @@ impl Engine {
         let max_age = self.config.track_timer_secs.min(MAX_STAMP_AGE_SECS);
         for lock in self.bt_shards.iter() {
             let shard = lock.lock();
-            for swarm in &shard.swarms {
+            for s in shard.swarm_refs() {
+                let swarm = s.swarm;
                 let mut push = |wire: &[u8], stamp: [u8; 2], seeder: bool| {
                     let age = stamp_age(stamp, now);
                     if age > max_age {
@@ -204,7 +201,7 @@ impl Engine {
                     });
                 };
                 export_members(&swarm.v4, &mut push);
-                if let Some(v6) = swarm.v6.as_deref() {
+                if let Some(v6) = s.v6 {
                     export_members(v6, &mut push);
                 }
             }
@@ -389,7 +386,7 @@ impl Engine {
                 now,
             ),
         );
-        let key = shard.key_at(pos);
+        let member = shard.member_at(pos);
         let Some(record) = shard.records.get_mut(pos) else {
             return false;
         };
@@ -397,7 +394,7 @@ impl Engine {
             let loc = self.swarm_loc(&swarm_id);
             let mut guard = self.swarm_shards[loc.0].lock();
             // A full swarm refuses this membership only; the peer keeps the others.
-            let _ = self.enter_swarm(record, key, loc, &mut guard, swarm_id, mode);
+            let _ = self.enter_swarm(record, member, loc, &mut guard, swarm_id, mode);
         }
         record.state = if record.swarms.is_empty() {
             PeerState::PeerRegistered

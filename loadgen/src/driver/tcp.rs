@@ -235,6 +235,8 @@ pub fn run(
         if issuing {
             let n = conns.len();
             let mut touched = false;
+            // Closed loop: requests drawn for connections waiting out Retry-After this turn.
+            let mut held_in_turn = 0;
             while schedule.count() < cfg.max_requests {
                 if !schedule.active(now, cfg.deadline) {
                     break;
@@ -251,11 +253,21 @@ pub fn run(
                 };
                 let c = &mut conns[(op.peer as usize / cfg.workers.max(1)) % n];
                 if c.holding(now) {
-                    // Its client was told to retry later: the request is not sent, and the
-                    // schedule moves on to other clients (the offered load drops by what
-                    // the server turned away, as with real clients).
-                    schedule.issued();
+                    // Its client was told to retry later: the request is not sent. In open
+                    // loop its slot of the schedule passes, and the schedule moves on to other
+                    // clients (the offered load drops by what the server turned away, as with
+                    // real clients). In closed loop nothing is due at a time, so the request is
+                    // dropped without counting as issued; a run of them (every connection
+                    // waiting) ends the turn until the next poll.
                     rec.held_back += 1;
+                    if cfg.rate.is_some() {
+                        schedule.issued();
+                    } else {
+                        held_in_turn += 1;
+                        if held_in_turn >= n {
+                            break;
+                        }
+                    }
                     continue;
                 }
                 if !c.usable() || c.waiting.len() >= pipeline {

@@ -62,6 +62,7 @@ const HEADER_BYTES: usize = 16;
 /// One provided buffer: header, address, and a payload of [`SLOT_BYTES`] (longer datagrams are
 /// truncated by the kernel and dropped, as on the epoll path).
 const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + SLOT_BYTES;
+const _: () = assert!(BUF_BYTES == 2048, "two receive buffers to a page");
 /// Receive buffers a datagram socket's ring starts with (it grows on demand).
 const INITIAL_BUFS: u16 = 32;
 
