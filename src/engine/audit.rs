@@ -10,6 +10,10 @@ use super::tables::{Member, PeerShard, Swarm};
 use super::types::{PeerId, PeerMode, SwarmId};
 use super::{Engine, TableCounts};
 
+/// What the audit's first pass keeps of a registered peer: its id, its swarms and the copy
+/// each of its memberships must hold.
+type Listed = (PeerId, Vec<(SwarmId, PeerMode)>, Member);
+
 /// Approximate heap bytes held by the tables, from capacities (not allocator statistics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryEstimate {
@@ -35,7 +39,8 @@ fn map_bytes<T>(capacity: usize) -> usize {
 
 impl Engine {
     /// Recounts everything and checks the invariants the engine guarantees:
-    /// every member of a swarm is a registered peer that lists that swarm with the same mode;
+    /// every member of a swarm is a registered peer that lists that swarm with the same mode,
+    /// and its membership's copy of the peer-list entry equals what the record gives;
     /// every swarm a peer lists contains it; no swarm is empty; a peer is TRACKING exactly when
     /// it is in a swarm; swarm indexes and peer-shard positions are exact; and the counters
     /// behind [`Engine::counts`] match the recount, which is returned.
@@ -43,7 +48,7 @@ impl Engine {
     /// Locks one shard at a time, so it is only meaningful while no request is running.
     pub fn audit(&self) -> Result<TableCounts, String> {
         // Pass 1: the peer table.
-        let mut registered: HashMap<u64, (PeerId, Vec<(SwarmId, PeerMode)>)> = HashMap::new();
+        let mut registered: HashMap<u64, Listed> = HashMap::new();
         let mut peers = 0;
         for (s, lock) in self.peer_shards.iter().enumerate() {
             let shard = lock.lock();
@@ -70,7 +75,7 @@ impl Engine {
                         peer_id
                     ));
                 }
-                let mut swarms = self.swarm_ids_of(&record.swarms);
+                let mut swarms: Vec<_> = self.swarm_ids_of(&record.swarms).collect();
                 if swarms.len() != record.swarms.len() {
                     return Err(format!("peer {peer_id:?} lists a swarm slot that is empty"));
                 }
@@ -81,7 +86,10 @@ impl Engine {
                 if swarms.len() > self.config.max_swarms_per_peer {
                     return Err("peer over max_swarms_per_peer".into());
                 }
-                if registered.insert(key, (peer_id, swarms)).is_some() {
+                if registered
+                    .insert(key, (peer_id, swarms, shard.member_at(pos)))
+                    .is_some()
+                {
                     return Err("a member key is used twice".into());
                 }
                 peers += 1;
@@ -109,10 +117,15 @@ impl Engine {
                 }
                 swarm.check().map_err(|e| format!("{swarm_id:?}: {e}"))?;
                 for mode in [PeerMode::Seeder, PeerMode::Leech] {
-                    for m in swarm.members(mode) {
-                        let Some((peer_id, swarms)) = registered.get(&m.key) else {
+                    for m in swarm.members(mode).iter() {
+                        let Some((peer_id, swarms, copy)) = registered.get(&m.key) else {
                             return Err(format!("{swarm_id:?} has an unregistered member"));
                         };
+                        if m != copy {
+                            return Err(format!(
+                                "{swarm_id:?} holds a copy of {peer_id:?} that differs from its record"
+                            ));
+                        }
                         if !swarms.iter().any(|(s, md)| s == swarm_id && *md == mode) {
                             return Err(format!(
                                 "{swarm_id:?} has {peer_id:?} as {mode:?}, the peer does not list it so"
@@ -133,7 +146,7 @@ impl Engine {
             counts.seeders += seeders;
             counts.leechers += leechers;
         }
-        for (_, swarms) in registered.values() {
+        for (_, swarms, _) in registered.values() {
             listed += swarms.len();
         }
         // Pass 3: the BitTorrent table (its members are its own registrations).

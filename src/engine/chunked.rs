@@ -1,42 +1,46 @@
-//! A vector stored in fixed-size chunks, for the peer-status registry's records.
+//! A vector stored in fixed-size chunks, for the peer-status registry's records and the
+//! members of a swarm.
 //!
-//! Growing never moves what is stored: a new chunk is allocated when the last one is full,
-//! and the last chunk is freed when it empties. A plain `Vec` doubles and copies instead, and
-//! the allocator keeps the old copies resident for a while (with a server allocator such as
-//! mimalloc, whose freed large blocks stay committed): with a shard's records growing from
-//! nothing to a few megabytes, that was most of the difference between the tables' own size
-//! and the server's resident memory. Slack is at most one chunk.
+//! Growing never moves what is stored beyond the first chunk (which, for small vectors, may
+//! grow like a vector by half-steps up to `CHUNK` elements, so that a small vector holds
+//! little unused room); a new chunk of `CHUNK` elements is allocated when the last one is
+//! full, and the last chunk is freed when it empties. A plain `Vec` doubles and copies
+//! instead, and the allocator keeps the old copies resident for a while (with a server
+//! allocator such as mimalloc, whose freed large blocks stay committed): with a shard's records
+//! growing from nothing to a few megabytes, that was most of the difference between the
+//! tables' own size and the server's resident memory. Slack is at most one chunk.
 
-/// A vector of `T` in chunks of `CHUNK` elements (a power of two).
+/// A vector of `T` in chunks of `CHUNK` elements (a power of two). Every chunk but the last
+/// is full. With `SMALL_FIRST`, the first chunk grows by half-steps (for the many small
+/// vectors of swarm members); without, every chunk is allocated whole (for a shard's records,
+/// which soon fill one). 24 bytes.
 #[derive(Debug)]
-pub(super) struct ChunkedVec<T, const CHUNK: usize> {
+pub(super) struct ChunkedVec<T, const CHUNK: usize, const SMALL_FIRST: bool = false> {
     chunks: Vec<Vec<T>>,
-    len: usize,
 }
 
-impl<T, const CHUNK: usize> Default for ChunkedVec<T, CHUNK> {
+impl<T, const CHUNK: usize, const SMALL_FIRST: bool> Default for ChunkedVec<T, CHUNK, SMALL_FIRST> {
     fn default() -> Self {
-        ChunkedVec {
-            chunks: Vec::new(),
-            len: 0,
-        }
+        ChunkedVec { chunks: Vec::new() }
     }
 }
 
-impl<T, const CHUNK: usize> ChunkedVec<T, CHUNK> {
+impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_FIRST> {
     const _POWER_OF_TWO: () = assert!(CHUNK.is_power_of_two());
 
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// Elements the allocated chunks hold room for.
     pub fn capacity(&self) -> usize {
-        self.chunks.len() * CHUNK
+        self.chunks.iter().map(Vec::capacity).sum()
     }
 
     /// Bytes allocated (chunks and the chunk list).
@@ -55,16 +59,29 @@ impl<T, const CHUNK: usize> ChunkedVec<T, CHUNK> {
 
     pub fn push(&mut self, value: T) {
         let () = Self::_POWER_OF_TWO;
-        if self.len % CHUNK == 0 {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        if let Some(last) = self.chunks.last_mut() {
-            last.push(value);
-            self.len += 1;
+        let first = self.chunks.is_empty();
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => {
+                if last.len() == last.capacity() {
+                    // Only the first chunk grows: by half-steps, up to `CHUNK`.
+                    let cap = last.capacity();
+                    last.reserve_exact((cap / 2).max(1).min(CHUNK - cap));
+                }
+                last.push(value);
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(if first && SMALL_FIRST { 1 } else { CHUNK });
+                chunk.push(value);
+                // The chunk list grows one entry at a time (not by the default four): most
+                // vectors of swarm members have one chunk.
+                self.chunks.reserve_exact(1);
+                self.chunks.push(chunk);
+            }
         }
     }
 
     pub fn pop(&mut self) -> Option<T> {
+        let only = self.chunks.len() == 1;
         let last = self.chunks.last_mut()?;
         let value = last.pop()?;
         if last.is_empty() {
@@ -72,21 +89,46 @@ impl<T, const CHUNK: usize> ChunkedVec<T, CHUNK> {
             if self.chunks.capacity() > 8 && self.chunks.len() * 4 < self.chunks.capacity() {
                 self.chunks.shrink_to(self.chunks.len() * 2);
             }
+        } else if SMALL_FIRST && only && last.capacity() > 8 && last.len() * 4 < last.capacity() {
+            // The first chunk gives back memory it no longer needs.
+            last.shrink_to(last.len() * 2);
         }
-        self.len -= 1;
         Some(value)
     }
 
     /// Removes element `i`, moving the last one into its place.
     pub fn swap_remove(&mut self, i: usize) -> Option<T> {
-        if i >= self.len {
+        let len = self.len();
+        if i >= len {
             return None;
         }
         let last = self.pop()?;
-        if i == self.len {
+        if i == len - 1 {
             return Some(last);
         }
         self.get_mut(i).map(|slot| std::mem::replace(slot, last))
+    }
+
+    /// Exchanges elements `a` and `b` (nothing when either is out of range).
+    pub fn swap(&mut self, a: usize, b: usize) {
+        if a == b || a >= self.len() || b >= self.len() {
+            return;
+        }
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (ca, cb) = (lo / CHUNK, hi / CHUNK);
+        if ca == cb {
+            if let Some(c) = self.chunks.get_mut(ca) {
+                c.swap(lo % CHUNK, hi % CHUNK);
+            }
+        } else {
+            let (head, tail) = self.chunks.split_at_mut(cb);
+            if let (Some(x), Some(y)) = (
+                head.get_mut(ca).and_then(|c| c.get_mut(lo % CHUNK)),
+                tail.first_mut().and_then(|c| c.get_mut(hi % CHUNK)),
+            ) {
+                std::mem::swap(x, y);
+            }
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
@@ -96,9 +138,54 @@ impl<T, const CHUNK: usize> ChunkedVec<T, CHUNK> {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.chunks.iter_mut().flatten()
     }
+
+    /// Elements `start..start + len` (clamped to the vector).
+    pub fn span(&self, start: usize, len: usize) -> Span<'_, T, CHUNK, SMALL_FIRST> {
+        let start = start.min(self.len());
+        Span {
+            vec: self,
+            start,
+            len: len.min(self.len() - start),
+        }
+    }
 }
 
-impl<'a, T, const CHUNK: usize> IntoIterator for &'a ChunkedVec<T, CHUNK> {
+/// A run of consecutive elements of a [`ChunkedVec`] (what a slice is for a `Vec`).
+#[derive(Debug)]
+pub(super) struct Span<'a, T, const CHUNK: usize, const SMALL_FIRST: bool> {
+    vec: &'a ChunkedVec<T, CHUNK, SMALL_FIRST>,
+    start: usize,
+    len: usize,
+}
+
+impl<T, const CHUNK: usize, const S: bool> Clone for Span<'_, T, CHUNK, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, const CHUNK: usize, const S: bool> Copy for Span<'_, T, CHUNK, S> {}
+
+impl<'a, T, const CHUNK: usize, const S: bool> Span<'a, T, CHUNK, S> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Element `i` of the run.
+    pub fn get(&self, i: usize) -> Option<&'a T> {
+        if i < self.len {
+            self.vec.get(self.start + i)
+        } else {
+            None
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a T> + 'a {
+        self.vec.iter().skip(self.start).take(self.len)
+    }
+}
+
+impl<'a, T, const CHUNK: usize, const S: bool> IntoIterator for &'a ChunkedVec<T, CHUNK, S> {
     type Item = &'a T;
     type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>;
 
@@ -161,7 +248,7 @@ mod tests {
 
     #[test]
     fn chunked_vec_matches_a_vec() {
-        let mut v: ChunkedVec<u32, 4> = ChunkedVec::default();
+        let mut v: ChunkedVec<u32, 4, true> = ChunkedVec::default();
         let mut model = Vec::new();
         for i in 0..37u32 {
             v.push(i);
@@ -176,6 +263,21 @@ mod tests {
             assert_eq!(v.len(), model.len());
             assert_eq!(v.iter().copied().collect::<Vec<_>>(), model);
             assert!(v.capacity() >= v.len() && v.capacity() < v.len() + 4 + 1);
+            let (a, b) = (
+                i as usize % model.len().max(1),
+                (i as usize * 3) % model.len().max(1),
+            );
+            v.swap(a, b);
+            if a < model.len() && b < model.len() {
+                model.swap(a, b);
+            }
+            assert_eq!(v.iter().copied().collect::<Vec<_>>(), model);
+            let span = v.span(1, 5);
+            let want: Vec<u32> = model.iter().copied().skip(1).take(5).collect();
+            assert_eq!(span.iter().copied().collect::<Vec<_>>(), want);
+            assert_eq!(span.len(), want.len());
+            assert_eq!(span.get(0).copied(), want.first().copied());
+            assert_eq!(span.get(span.len()), None);
         }
         assert_eq!(v.swap_remove(v.len()), None);
         while v.pop().is_some() {}

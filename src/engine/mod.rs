@@ -12,6 +12,7 @@ mod bt_table;
 mod budget;
 mod chunked;
 mod config;
+mod member;
 mod requests;
 mod select;
 mod snapshot;
@@ -129,10 +130,11 @@ const EXPIRY_BATCH: usize = 256;
 /// once**: so no deadlock is possible. Every change of membership happens while the peer's shard
 /// lock is held, and a peer is taken out of its swarms before its record is deleted, so at any
 /// moment every member of a swarm is a registered peer that lists that swarm (the audit checks
-/// this). A peer list is chosen under the swarm's lock as handles (never the requester's), and
-/// the chosen peers' ids and addresses are then read from their records, one peer-shard lock at
-/// a time, after every other lock is released; a handle whose record left meanwhile is dropped
-/// from the list.
+/// this). A peer list is chosen under the swarm's lock as memberships (never the requester's),
+/// each a handle and a copy of the peer's entry (`member.rs`); after every lock is released the
+/// entries are written from the copies, and the few peers whose copy is incomplete are read
+/// from their records, one peer-shard lock at a time (a handle whose record left meanwhile is
+/// dropped from the list).
 ///
 /// The global peer and swarm counts behind `max_peers` and `max_swarms` are atomics, touched
 /// only when a peer registers or leaves for good or a swarm is created or deleted; the member
@@ -573,16 +575,31 @@ impl Engine {
         })
     }
 
-    /// The ids and modes of the swarms in `list` (one short swarm-shard lock per swarm; the
-    /// caller holds the peer's shard lock, so the slots are the swarms'). Not the hot path.
-    fn swarm_ids_of(&self, list: &swarm_list::SwarmList) -> Vec<(SwarmId, PeerMode)> {
-        list.iter()
-            .filter_map(|(shard_no, slot, mode)| {
-                let lock = self.swarm_shards.get(usize::from(shard_no))?;
-                let id = *lock.lock().swarms.id_at(slot)?;
-                Some((id, mode))
-            })
-            .collect()
+    /// The ids and modes of the swarms in `list`, in order, as an iterator that allocates
+    /// nothing (one short swarm-shard lock per item, released before it is yielded; the caller
+    /// holds the peer's shard lock while iterating, so the slots are the swarms'). Not the hot
+    /// path.
+    fn swarm_ids_of<'a>(
+        &'a self,
+        list: &'a swarm_list::SwarmList,
+    ) -> impl Iterator<Item = (SwarmId, PeerMode)> + 'a {
+        list.iter().filter_map(|(shard_no, slot, mode)| {
+            let lock = self.swarm_shards.get(usize::from(shard_no))?;
+            let id = *lock.lock().swarms.id_at(slot)?;
+            Some((id, mode))
+        })
+    }
+
+    /// Rewrites the peer's membership copies in every swarm of `list` (its addresses changed).
+    /// The caller holds the peer's shard lock.
+    fn refresh_memberships(&self, list: &swarm_list::SwarmList, member: Member) {
+        for (shard_no, slot, mode) in list.iter() {
+            if let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) {
+                if let Some(swarm) = lock.lock().swarms.at_mut(slot) {
+                    swarm.refresh(member, mode);
+                }
+            }
+        }
     }
 
     /// Statistics of the PPSTP part of a swarm (all zero for an unknown swarm).
@@ -654,27 +671,28 @@ impl Engine {
         &self,
         request: &Request,
         now: Time,
-        f: impl FnOnce(&mut PeerRecord, u64) -> Result<R, ErrorCode>,
+        f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
         let mut guard = self.peer_shard(&request.peer_id).lock();
         let shard = &mut *guard;
         let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
-        let key = shard.key_at(pos);
+        let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
-        let out = f(record, key);
+        let out = f(record, member);
         self.rearm(shard, pos, now);
         out
     }
 
-    /// Turns picks into peer list entries appended to `out`, reading each chosen peer's id and
-    /// addresses from its record (no other lock held). Picks come in runs of one mode
-    /// (seeders first for a leecher); within a run, the picks of one peer shard are read
-    /// under one lock, shard after shard in the order they first appear, so the runs keep
-    /// their order and each entry is written once. A pick whose record left meanwhile is
-    /// dropped.
+    /// Turns picks into peer list entries appended to `out`: from the membership's copy when
+    /// it is complete (`member.rs`), else from the chosen peer's record (no other lock held).
+    /// Picks come in runs of one mode (seeders first for a leecher); within a run, the
+    /// complete copies are written first, then the picks of one peer shard are read under one
+    /// lock, shard after shard in the order they first appear, so the runs keep their order
+    /// and each entry is written once. A pick read from a record that left meanwhile is
+    /// dropped; a copy is what the swarm held when the list was chosen.
     fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
         out.reserve(picks.len());
         let mut done: SmallVec<[bool; 256]> = smallvec::smallvec![false; picks.len()];
@@ -684,11 +702,22 @@ impl Engine {
                 + picks
                     .get(run..)
                     .map_or(0, |p| p.iter().take_while(|p| p.1 == mode).count());
+            for (pick, d) in picks
+                .get(run..end)
+                .unwrap_or(&[])
+                .iter()
+                .zip(done.get_mut(run..end).unwrap_or(&mut []))
+            {
+                if let Some(info) = pick.0.peer_info(mode) {
+                    out.push(info);
+                    *d = true;
+                }
+            }
             for i in run..end {
                 if done.get(i).copied().unwrap_or(true) {
                     continue;
                 }
-                let Some(&(key, _)) = picks.get(i) else {
+                let Some(&(Member { key, .. }, _)) = picks.get(i) else {
                     break;
                 };
                 let shard_no = PeerShard::split_key(key).0;
@@ -698,7 +727,8 @@ impl Engine {
                 // The group: the run's picks in this shard not read yet, found by one scan.
                 let mut group: SmallVec<[u64; 256]> = SmallVec::new();
                 for j in i..end {
-                    let (Some(&(key, _)), Some(d)) = (picks.get(j), done.get_mut(j)) else {
+                    let (Some(&(Member { key, .. }, _)), Some(d)) = (picks.get(j), done.get_mut(j))
+                    else {
                         break;
                     };
                     if !*d && PeerShard::split_key(key).0 == shard_no {
@@ -745,7 +775,7 @@ impl Engine {
     fn join_swarm(
         &self,
         record: &mut PeerRecord,
-        key: u64,
+        member: Member,
         swarm_id: SwarmId,
         mode: PeerMode,
         list: Option<usize>,
@@ -754,14 +784,22 @@ impl Engine {
         let (shard_no, h) = self.swarm_loc(&swarm_id);
         let mut guard = self.swarm_shards[shard_no].lock();
         let shard = &mut *guard;
-        let (result, slot) = self.enter_swarm(record, key, (shard_no, h), shard, swarm_id, mode);
+        let (result, slot) = self.enter_swarm(record, member, (shard_no, h), shard, swarm_id, mode);
         if result != ErrorCode::Ok {
             return (result, None);
         }
         let range = list.map(|count| {
             let start = picks.len();
             if let Some(swarm) = slot.and_then(|slot| shard.swarms.at(slot)) {
-                select::peer_list_into(swarm, key, Some(mode), count, &[], &mut shard.rng, picks);
+                select::peer_list_into(
+                    swarm,
+                    member.key,
+                    Some(mode),
+                    count,
+                    &[],
+                    &mut shard.rng,
+                    picks,
+                );
             }
             start..picks.len()
         });
@@ -769,19 +807,21 @@ impl Engine {
     }
 
     /// The membership part of [`Engine::join_swarm`], with the swarm's shard (`shard`; its
-    /// number and the id's hash in `loc`, see [`Engine::swarm_loc`]) already locked by the caller (who also holds the peer's shard lock; `key`
-    /// is the peer's handle). Returns the swarm's error code and, on success, the swarm's slot;
-    /// nothing changes on error.
+    /// number and the id's hash in `loc`, see [`Engine::swarm_loc`]) already locked by the
+    /// caller (who also holds the peer's shard lock; `member` is the peer's membership,
+    /// [`PeerShard::member_at`]). Returns the swarm's error code and, on success, the swarm's
+    /// slot; nothing changes on error.
     fn enter_swarm(
         &self,
         record: &mut PeerRecord,
-        key: u64,
+        member: Member,
         loc: (usize, u64),
         shard: &mut SwarmShard,
         swarm_id: SwarmId,
         mode: PeerMode,
     ) -> (ErrorCode, Option<u32>) {
         let (shard_no, h) = (loc.0 as u16, loc.1);
+        let key = member.key;
         let slot = shard.swarms.slot_of_hashed(h, &swarm_id);
         let current = slot.and_then(|slot| record.swarms.mode_at(shard_no, slot));
         if current.is_none() && record.swarms.len() >= self.config.max_swarms_per_peer {
@@ -803,7 +843,6 @@ impl Engine {
             }
             (Some(_), slot) => (ErrorCode::Ok, slot),
             (None, _) => {
-                let member = Member { key };
                 let slot = match slot.and_then(|slot| Some((slot, shard.swarms.at_mut(slot)?))) {
                     Some((slot, swarm)) => {
                         if swarm.len() >= self.config.max_peers_per_swarm {

@@ -134,7 +134,6 @@ impl Engine {
                 )
             }
         };
-        let key = shard.key_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         let same = if addrs.is_empty() {
             record.addrs.is_none() && record.port == port
@@ -142,10 +141,17 @@ impl Engine {
             record.announced() == Some(addrs)
         };
         if !same {
-            // FIND reads the addresses from the record: nothing else to update.
             record.addrs = announced().map(Box::new);
             record.port = port;
         }
+        // The membership with the copy of the peer's (new) peer-list entry: rewritten in the
+        // swarms the peer is already in, given to the ones it joins.
+        let member = shard.member_at(pos);
+        let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
+        if !same {
+            self.refresh_memberships(&record.swarms, member);
+        }
+        let key = member.key;
         let asked = peer_num.map(|p| self.peer_count(Some(p)));
         let mut picks = Picks::new();
         let mut listed: SmallVec<[(usize, std::ops::Range<usize>); 4]> = SmallVec::new();
@@ -157,7 +163,7 @@ impl Engine {
                     });
                     let (code, range) = self.join_swarm(
                         record,
-                        key,
+                        member,
                         action.swarm_id,
                         action.mode,
                         list,
@@ -218,14 +224,14 @@ impl Engine {
         let count = self.peer_count(peer_num);
         let (shard_no, h) = self.swarm_loc(swarm_id);
         // The requester's swarms in this swarm shard (slot, mode): usually none or one.
-        let (key, mine) = self.with_registered(request, now, |record, key| {
+        let (key, mine) = self.with_registered(request, now, |record, member| {
             let mine: SmallVec<[(u32, PeerMode); 2]> = record
                 .swarms
                 .iter()
                 .filter(|(s, _, _)| usize::from(*s) == shard_no)
                 .map(|(_, slot, mode)| (slot, mode))
                 .collect();
-            Ok((key, mine))
+            Ok((member.key, mine))
         })?;
         let mut picks = Picks::new();
         {
@@ -331,8 +337,8 @@ impl Engine {
             (None, PeerMode::Seeder) => None,
         };
         let mut picks = Picks::new();
-        let range = self.with_registered(request, now, |record, key| {
-            match self.join_swarm(record, key, swarm_id, mode, list, &mut picks) {
+        let range = self.with_registered(request, now, |record, member| {
+            match self.join_swarm(record, member, swarm_id, mode, list, &mut picks) {
                 (ErrorCode::Ok, range) => Ok(range),
                 (code, _) => Err(code),
             }
@@ -361,8 +367,8 @@ impl Engine {
         if !self.id_ok(&swarm_id.0) {
             return Err(ErrorCode::BadRequest);
         }
-        self.with_registered(request, now, |record, key| {
-            match self.leave_swarm(record, key, &swarm_id) {
+        self.with_registered(request, now, |record, member| {
+            match self.leave_swarm(record, member.key, &swarm_id) {
                 ErrorCode::Ok => Ok(Answer {
                     swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
                     ..Answer::default()
@@ -382,8 +388,8 @@ impl Engine {
         now: Time,
     ) -> Result<Answer, ErrorCode> {
         match scope {
-            DisconnectScope::AllSwarms => self.with_registered(request, now, |record, key| {
-                self.leave_all(record, key);
+            DisconnectScope::AllSwarms => self.with_registered(request, now, |record, member| {
+                self.leave_all(record, member.key);
                 Ok(Answer::default())
             }),
             DisconnectScope::Deregister => {
@@ -417,7 +423,8 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let set = select::normalize(chunks).ok_or(ErrorCode::BadRequest)?;
-        self.with_registered(request, now, |record, key| {
+        self.with_registered(request, now, |record, member| {
+            let key = member.key;
             let shard_no = self.swarm_shard_no(&swarm_id);
             let slot = self.swarm_shards[shard_no]
                 .lock()
@@ -490,12 +497,23 @@ impl Engine {
                     .find(&peer_id)
                     .and_then(|pos| shard.records.get(pos))
                     .ok_or(ErrorCode::Forbidden)?;
+                let (state, online_ms, addrs) = (
+                    record.state,
+                    now.saturating_sub(record.registered_at),
+                    record.addr_list(),
+                );
+                // The swarm ids are read while the peer's lock holds its slots, into a buffer
+                // on the stack (a peer is in few swarms); the answer's vector is allocated
+                // once the lock is released.
+                let swarms: SmallVec<[(SwarmId, PeerMode); 4]> =
+                    self.swarm_ids_of(&record.swarms).collect();
+                drop(shard);
                 StatAnswer::Peer(PeerStatus {
                     peer_id,
-                    state: record.state,
-                    online_ms: now.saturating_sub(record.registered_at),
-                    addrs: record.addr_list(),
-                    swarms: self.swarm_ids_of(&record.swarms),
+                    state,
+                    online_ms,
+                    addrs,
+                    swarms: swarms.into_vec(),
                     connection_tracker: None,
                 })
             }

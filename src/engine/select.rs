@@ -8,12 +8,12 @@
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use super::tables::{Member, Swarm};
+use super::tables::{Member, Members, Swarm};
 use super::types::{ChunkRange, PeerMode};
 
-/// One chosen member: its handle and its mode in the swarm. The engine turns picks into peer
-/// list entries from the peers' records once the swarm's lock is released.
-pub(super) type Pick = (u64, PeerMode);
+/// One chosen member (its handle and the copy of its peer-list entry) and its mode in the
+/// swarm. The engine turns picks into peer list entries once the swarm's lock is released.
+pub(super) type Pick = (Member, PeerMode);
 
 /// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
 /// allocate a set per request.
@@ -92,7 +92,7 @@ impl PickSink for Vec<Pick> {
 /// Appends `want` members of `list` (or all of them if fewer), uniformly chosen without
 /// replacement, leaving out position `skip`.
 fn sample_into(
-    list: &[Member],
+    list: Members<'_>,
     skip: Option<usize>,
     want: usize,
     mode: PeerMode,
@@ -162,7 +162,7 @@ fn sample_into(
     };
     for &i in picks.iter() {
         if let Some(m) = at(i) {
-            out.put((m.key, mode));
+            out.put((*m, mode));
         }
     }
 }
@@ -192,7 +192,7 @@ pub(super) fn set_insert(table: &mut [u32], v: u32) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn filter_into(
     swarm: &Swarm,
-    list: &[Member],
+    list: Members<'_>,
     requester: u64,
     want: usize,
     mode: PeerMode,
@@ -215,7 +215,7 @@ fn filter_into(
             break;
         };
         if m.key != requester && covers_all(swarm.chunks_of(m.key), chunks) {
-            out.put((m.key, mode));
+            out.put((*m, mode));
             found += 1;
         }
     }

@@ -167,12 +167,11 @@ impl Engine {
                 }
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
                 out.push(Registration::Ppstp {
-                    peer_id: shard.id_of(record).to_vec(),
+                    peer_id: shard.peer_id_of(record).as_bytes().to_vec(),
                     source_ip: record.source_ip,
                     addrs: record.addr_list().iter().map(addr_entry).collect(),
                     swarms: self
                         .swarm_ids_of(&record.swarms)
-                        .into_iter()
                         .map(|(s, m)| (s.as_bytes().to_vec(), m == PeerMode::Seeder))
                         .collect(),
                     remaining_ms,
@@ -387,7 +386,7 @@ impl Engine {
                 now,
             ),
         );
-        let key = shard.key_at(pos);
+        let member = shard.member_at(pos);
         let Some(record) = shard.records.get_mut(pos) else {
             return false;
         };
@@ -395,7 +394,7 @@ impl Engine {
             let loc = self.swarm_loc(&swarm_id);
             let mut guard = self.swarm_shards[loc.0].lock();
             // A full swarm refuses this membership only; the peer keeps the others.
-            let _ = self.enter_swarm(record, key, loc, &mut guard, swarm_id, mode);
+            let _ = self.enter_swarm(record, member, loc, &mut guard, swarm_id, mode);
         }
         record.state = if record.swarms.is_empty() {
             PeerState::PeerRegistered

@@ -371,6 +371,74 @@ fn connect_with_addresses_and_later_address_change_reaches_members() {
     assert_consistent(&e);
 }
 
+/// A FIND lists a peer from its membership's copy when the copy is complete (one IPv4
+/// address, an id that fits), and from its record otherwise; after every address change both
+/// give the record's current addresses and the audit finds every copy equal to its record.
+#[test]
+fn membership_copies_follow_address_changes() {
+    let e = Engine::new(&cfg());
+    let hex = "00112233445566778899aabbccddeeff00112233";
+    let v4 = |port, kind| PeerAddr {
+        addr: SocketAddr::from(([192, 0, 2, 8], port)),
+        priority: 1,
+        kind,
+        connection: Some(LinkKind::Wireless),
+        asn: None,
+        ppsp_pp: true,
+    };
+    let v6 = PeerAddr {
+        addr: "[2001:db8::8]:7100".parse().expect("address"),
+        ..v4(0, AddrType::Host)
+    };
+    let with = |addrs: Vec<PeerAddr>, actions| RequestKind::Connect {
+        peer_num: None,
+        addrs,
+        actions,
+    };
+    // Three swarms, so that a change is rewritten in each.
+    let joins = vec![act("s1", J, SE), act("s2", J, SE), act("s3", J, SE)];
+    ok(e.handle(&req(hex, A, with(vec![], joins)), t(0)));
+    ok(e.handle(&req("asker", B, connect(vec![])), t(0)));
+    let listed = |e: &Engine| -> Vec<Vec<PeerAddr>> {
+        ["s1", "s2", "s3"]
+            .iter()
+            .map(|s| {
+                let list = found(e, "asker", B, s, None);
+                assert_eq!(list.len(), 1);
+                assert_eq!(list[0].peer_id, pid(hex));
+                assert_eq!(list[0].mode, SE);
+                list[0].addrs.to_vec()
+            })
+            .collect()
+    };
+    assert_eq!(listed(&e), vec![vec![PeerAddr::reflexive(src(A))]; 3]);
+    assert_consistent(&e);
+    let steps = [
+        vec![v4(7000, AddrType::Host)],
+        vec![v4(7001, AddrType::Proxy)],
+        vec![v6],
+        vec![v4(7002, AddrType::Reflexive), v6],
+        vec![v4(7003, AddrType::Host)],
+    ];
+    for (i, addrs) in steps.into_iter().enumerate() {
+        ok(e.handle(&req(hex, A, with(addrs.clone(), vec![])), t(1 + i as u64)));
+        assert_eq!(listed(&e), vec![addrs; 3], "step {i}");
+        assert_consistent(&e);
+    }
+    // Back to the reflexive address, from another source port.
+    let mut r = req(hex, A, with(vec![], vec![]));
+    r.source.set_port(9999);
+    ok(e.handle(&r, t(9)));
+    let reflexive = PeerAddr::reflexive(SocketAddr::from(([10, 0, 0, A], 9999)));
+    assert_eq!(listed(&e), vec![vec![reflexive]; 3]);
+    assert_consistent(&e);
+    // A warm restart gives the same lists.
+    let f = Engine::new(&cfg());
+    f.import_registrations(&e.export_registrations(t(9)), t(9));
+    assert_eq!(listed(&f), vec![vec![reflexive]; 3]);
+    assert_consistent(&f);
+}
+
 // ---- unregistered peers, hijacking, bad requests ----
 
 fn every_peer_request(swarm: &str) -> Vec<RequestKind> {
@@ -1204,7 +1272,7 @@ mod properties {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Connect(u8, bool, Vec<(u8, bool, bool)>),
+        Connect(u8, bool, Vec<(u8, bool, bool)>, u8),
         Join(u8, bool, u8, bool),
         Leave(u8, bool, u8),
         Find(u8, bool, u8, u32, bool),
@@ -1224,9 +1292,10 @@ mod properties {
             (
                 peer.clone(),
                 right_ip,
-                prop::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 0..4)
+                prop::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 0..4),
+                0u8..8
             )
-                .prop_map(|(p, ip, a)| Op::Connect(p, ip, a)),
+                .prop_map(|(p, ip, a, addrs)| Op::Connect(p, ip, a, addrs)),
             (peer.clone(), right_ip, 0u8..5, any::<bool>())
                 .prop_map(|(p, ip, s, m)| Op::Join(p, ip, s, m)),
             (peer.clone(), right_ip, 0u8..5).prop_map(|(p, ip, s)| Op::Leave(p, ip, s)),
@@ -1260,6 +1329,30 @@ mod properties {
         sid(&format!("swarm{s}"))
     }
 
+    /// Announced addresses of several shapes: none (the reflexive address), one IPv4 address
+    /// (copied into memberships), and IPv6 or two addresses (read from the record).
+    fn changing_addrs(n: u8) -> Vec<PeerAddr> {
+        let v4 = |port| PeerAddr {
+            addr: SocketAddr::from(([192, 0, 2, 9], port)),
+            priority: 1,
+            kind: AddrType::Host,
+            connection: None,
+            asn: None,
+            ppsp_pp: false,
+        };
+        match n % 4 {
+            0 | 1 => Vec::new(),
+            2 => vec![v4(6000 + u16::from(n))],
+            _ => vec![
+                v4(6100),
+                PeerAddr {
+                    addr: "[2001:db8::9]:6200".parse().expect("address"),
+                    ..v4(0)
+                },
+            ],
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -1280,14 +1373,22 @@ mod properties {
             for op in ops {
                 let mut asker = None;
                 let response = match op {
-                    Op::Connect(p, ip, actions) => {
+                    Op::Connect(p, ip, actions, addrs) => {
                         let actions = actions.into_iter().map(|(s, join, seed)| SwarmAction {
                             swarm_id: swarm(s),
                             action: if join { ActionKind::Join } else { ActionKind::Leave },
                             mode: if seed { PeerMode::Seeder } else { PeerMode::Leech },
                         }).collect();
                         asker = Some(p);
-                        Some(e.handle(&request(p, ip, connect(actions)), now))
+                        // Addresses and source ports change between CONNECTs, so that the
+                        // memberships' copies are rewritten (the audit compares them).
+                        let mut r = request(p, ip, RequestKind::Connect {
+                            peer_num: None,
+                            addrs: changing_addrs(addrs),
+                            actions,
+                        });
+                        r.source.set_port(7000 + u16::from(addrs % 3));
+                        Some(e.handle(&r, now))
                     }
                     Op::Join(p, ip, s, seed) => {
                         asker = Some(p);

@@ -129,30 +129,23 @@ impl Raw {
         }
     }
 
-    /// A port number in decimal: two digits at a time from a table, written as one fixed
-    /// five-byte copy.
+    /// A port number in decimal: two digits at a time from a table, assembled in a word and
+    /// written as one fixed eight-byte copy (the bounds leave the slack).
     #[inline(always)]
     fn port(&mut self, port: u16) {
         let n = usize::from(port);
-        let len = match n {
-            0..=9 => 1,
-            10..=99 => 2,
-            100..=999 => 3,
-            1000..=9999 => 4,
-            _ => 5,
-        };
-        // Right-aligned in five bytes, then shifted to the front by the copy's start.
+        let len = 1
+            + usize::from(n >= 10)
+            + usize::from(n >= 100)
+            + usize::from(n >= 1000)
+            + usize::from(n >= 10000);
+        // Five digits, leading zeros included, first digit in the lowest byte; shifted so the
+        // first significant digit comes first.
         let (high, low) = (n / 100, n % 100);
-        let text = [
-            b'0' + (high / 100) as u8,
-            DIGITS2[high % 100][0],
-            DIGITS2[high % 100][1],
-            DIGITS2[low][0],
-            DIGITS2[low][1],
-        ];
-        let mut shifted = [0u8; 5];
-        shifted[..len].copy_from_slice(&text[5 - len..]);
-        self.put_prefix(&shifted, len);
+        let text = u64::from(b'0' + (high / 100) as u8)
+            | u64::from(u16::from_le_bytes(DIGITS2[high % 100])) << 8
+            | u64::from(u16::from_le_bytes(DIGITS2[low])) << 24;
+        self.put_prefix(&(text >> (8 * (5 - len))).to_le_bytes(), len);
     }
 
     /// Copies `bytes` if they are all ASCII with nothing JSON must escape (the usual id or
@@ -412,19 +405,35 @@ fn plain_ascii(bytes: &[u8]) -> bool {
     flags & HIGH == 0
 }
 
+/// The opening of an address object up to its address text, by family (equal lengths, so
+/// the copy has a constant length whichever is chosen).
+const ADDR_OPEN_V4: &[u8; 48] = b"{\"ip_address\":{\"address_type\":\"ipv4\",\"address\":\"";
+const ADDR_OPEN_V6: &[u8; 48] = b"{\"ip_address\":{\"address_type\":\"ipv6\",\"address\":\"";
+/// The same after a plain peer id's closing quote and the `peer_addr` member name.
+const PEER_ADDR_OPEN_V4: &[u8; 62] =
+    b"\",\"peer_addr\":{\"ip_address\":{\"address_type\":\"ipv4\",\"address\":\"";
+const PEER_ADDR_OPEN_V6: &[u8; 62] =
+    b"\",\"peer_addr\":{\"ip_address\":{\"address_type\":\"ipv6\",\"address\":\"";
+
 /// RFC 7846 §3.2.4 `ppsp_tp_peer_addr_t`, with `asn` as a string as the schema says; at most
 /// [`ADDR_BOUND`] bytes.
 #[inline(always)]
 fn peer_addr(w: &mut Raw, a: &PeerAddr) {
+    w.put(if a.addr.is_ipv4() {
+        ADDR_OPEN_V4
+    } else {
+        ADDR_OPEN_V6
+    });
+    peer_addr_rest(w, a);
+}
+
+/// An address object after its opening ([`ADDR_OPEN_V4`]): the address text, the port and
+/// the other members, and the closing brace.
+#[inline(always)]
+fn peer_addr_rest(w: &mut Raw, a: &PeerAddr) {
     match a.addr {
-        SocketAddr::V4(v4) => {
-            w.put(b"{\"ip_address\":{\"address_type\":\"ipv4\",\"address\":\"");
-            w.ipv4(*v4.ip());
-        }
-        SocketAddr::V6(v6) => {
-            w.put(b"{\"ip_address\":{\"address_type\":\"ipv6\",\"address\":\"");
-            w.ipv6(*v6.ip());
-        }
+        SocketAddr::V4(v4) => w.ipv4(*v4.ip()),
+        SocketAddr::V6(v6) => w.ipv6(*v6.ip()),
     }
     w.put(b"\"},\"port\":");
     w.port(a.addr.port());
@@ -486,36 +495,51 @@ fn peer_info_bound(p: &PeerInfo) -> usize {
 fn peer_info(w: &mut Raw, p: &PeerInfo, first: bool) {
     let id = p.peer_id.as_bytes();
     let addrs = p.addrs.as_slice();
-    if first {
-        w.byte(b'{');
-    } else {
-        w.put(b",{");
-    }
     // The id's quotes go with the fragments around it.
-    w.put(b"\"peer_id\":\"");
-    if w.put_plain(id) {
-        if addrs.is_empty() {
-            w.put(b"\"}");
-        } else {
-            w.put(b"\",\"peer_addr\":");
-        }
+    w.put(if first {
+        b"{\"peer_id\":\"\""
     } else {
-        // SAFETY: gives back the id's opening quote (the slow path writes its own).
+        b",{\"peer_id\":\""
+    });
+    if first {
+        // SAFETY: the first entry has no comma: one byte less (the fragments have one
+        // length so that the copy's is constant).
         w.at = unsafe { w.at.sub(1) };
-        w.id_slow(id);
-        if addrs.is_empty() {
-            w.byte(b'}');
-        } else {
-            w.put(b",\"peer_addr\":");
-        }
     }
+    if w.put_plain(id) {
+        match addrs {
+            [] => w.put(b"\"}"),
+            // The usual entry: the id's closing quote, the member name and the address
+            // object's opening in one fragment.
+            [one] => {
+                w.put(if one.addr.is_ipv4() {
+                    PEER_ADDR_OPEN_V4
+                } else {
+                    PEER_ADDR_OPEN_V6
+                });
+                peer_addr_rest(w, one);
+                w.byte(b'}');
+            }
+            many => {
+                w.put(b"\",\"peer_addr\":");
+                peer_addr_list(w, many);
+                w.byte(b'}');
+            }
+        }
+        return;
+    }
+    // SAFETY: gives back the id's opening quote (the slow path writes its own).
+    w.at = unsafe { w.at.sub(1) };
+    w.id_slow(id);
     match addrs {
-        [] => {}
+        [] => w.byte(b'}'),
         [one] => {
+            w.put(b",\"peer_addr\":");
             peer_addr(w, one);
             w.byte(b'}');
         }
         many => {
+            w.put(b",\"peer_addr\":");
             peer_addr_list(w, many);
             w.byte(b'}');
         }

@@ -213,7 +213,7 @@ impl<'a> Scanner<'a> {
         }
         *first = false;
         self.i += 1;
-        let key = self.string()?;
+        let key = self.plain_string()?;
         self.expect(b':')?;
         Ok(Some(key))
     }
@@ -314,10 +314,28 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// As [`Self::string`], with the usual string (plain ASCII up to its closing quote) read
+    /// inline; anything else goes to [`Self::string`].
+    #[inline(always)]
+    fn plain_string(&mut self) -> R<Cow<'a, str>> {
+        let b = self.b;
+        let start = self.i;
+        let end = plain_run(b, start);
+        if b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            // SAFETY: `plain_run` stopped at the first byte that is not plain ASCII (below
+            // 0x80, no control character), so `b[start..end]` is ASCII, which is UTF-8.
+            return Ok(Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(&b[start..end])
+            }));
+        }
+        self.string()
+    }
+
     /// A string value (`Str`).
     fn str(&mut self) -> R<Str<'a>> {
         self.expect(b'"')?;
-        self.string().map(Str)
+        self.plain_string().map(Str)
     }
 
     /// Skips a string whose opening `"` was consumed (serde_json's `ignore_str`: escapes must
@@ -422,7 +440,7 @@ impl<'a> Scanner<'a> {
         match self.ws() {
             Some(b'"') => {
                 self.i += 1;
-                self.string().map(TxId)
+                self.plain_string().map(TxId)
             }
             Some(b'-' | b'0'..=b'9') => {
                 let (text, value) = self.number()?;

@@ -1,0 +1,313 @@
+//! A swarm membership in the form a peer list needs, and the stored form of peer ids.
+//!
+//! A [`Member`] is 40 bytes: the handle of the peer's record (its state's single owner) plus
+//! a copy of what a FIND answer lists about the peer (RFC 7846 §5.2 `peer_info`: its id and,
+//! when it has exactly one IPv4 address, that address with its descriptors). Listing a peer
+//! then reads the swarm's member vector and nothing else; a peer whose copy is incomplete
+//! (an IPv6 address, several addresses, a priority other than 1, an ASN, or an id longer than
+//! [`MEMBER_ID_BYTES`] in stored form) is read from its record instead. The copy is written
+//! when the peer joins the swarm and rewritten in every swarm the peer is in when its
+//! addresses change (its id and source address never change); the audit checks that every
+//! copy equals what its record gives.
+//!
+//! Ids are stored packed: an id of lower-case hexadecimal digits of even length (the common
+//! form of RFC 7846 peer ids, 40 characters for a SHA-1) is kept as the bytes it spells, half
+//! its length; any other id as it is. A flag tells the two forms apart, so the mapping is
+//! exact in both directions.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::types::{AddrType, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES};
+
+/// Stored id bytes a membership holds inline (a 40-character hex id packs to 20).
+pub(super) const MEMBER_ID_BYTES: usize = 24;
+
+/// Flag of a stored id length: the id is packed hex.
+pub(super) const HEX: u8 = 0x80;
+
+/// An id in stored form: `len & !HEX` bytes of `bytes`, packed hex when `len & HEX`.
+pub(super) struct StoredId {
+    len: u8,
+    bytes: [u8; MAX_ID_BYTES],
+}
+
+impl StoredId {
+    /// The stored form of `id` (at most [`MAX_ID_BYTES`] bytes; longer input is cut).
+    pub fn pack(id: &[u8]) -> Self {
+        let id = &id[..id.len().min(MAX_ID_BYTES)];
+        let mut bytes = [0u8; MAX_ID_BYTES];
+        let hex = !id.is_empty() && id.len() % 2 == 0 && id.iter().all(|&b| nibble(b).is_some());
+        if hex {
+            for (out, pair) in bytes.iter_mut().zip(id.chunks_exact(2)) {
+                let hi = pair.first().and_then(|&b| nibble(b)).unwrap_or(0);
+                let lo = pair.get(1).and_then(|&b| nibble(b)).unwrap_or(0);
+                *out = (hi << 4) | lo;
+            }
+            StoredId {
+                len: (id.len() / 2) as u8 | HEX,
+                bytes,
+            }
+        } else {
+            bytes[..id.len()].copy_from_slice(id);
+            StoredId {
+                len: id.len() as u8,
+                bytes,
+            }
+        }
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len & !HEX)]
+    }
+
+    /// The length byte: stored length, with [`HEX`] for packed hex.
+    pub fn len_flag(&self) -> u8 {
+        self.len
+    }
+}
+
+/// The value of a lower-case hex digit.
+fn nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The two lower-case hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// The peer id whose stored form is `stored` with length byte `len_flag`.
+pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
+    if len_flag & HEX == 0 {
+        return PeerId::from_stored(stored);
+    }
+    let mut buf = [0u8; MAX_ID_BYTES];
+    let n = stored.len().min(MAX_ID_BYTES / 2);
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(&stored[..n]) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    }
+    PeerId::from_stored(&buf[..2 * n])
+}
+
+/// `flags`: the copy is complete (a peer list entry can be written from it alone).
+const COMPLETE: u8 = 1;
+/// `flags`: the address kind (2 bits) and the link kind (2 bits) start here.
+const KIND_SHIFT: u8 = 1;
+const LINK_SHIFT: u8 = 3;
+/// `flags`: the address says `"peer_protocol": "PPSP-PP"`.
+const PPSP_PP: u8 = 1 << 5;
+
+/// One membership in a swarm: the handle of the peer's record ([`super::tables::PeerShard::key`]:
+/// peer shard, generation, slot) and the copy of its peer-list entry (see the module
+/// documentation). 40 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Member {
+    pub key: u64,
+    /// The one IPv4 address, network order.
+    ip: [u8; 4],
+    port: u16,
+    /// Length byte of the stored id ([`StoredId::len_flag`]).
+    id_len: u8,
+    flags: u8,
+    /// The stored id (first `id_len & !HEX` bytes), when it fits.
+    id: [u8; MEMBER_ID_BYTES],
+}
+
+impl Member {
+    /// A membership without a copy: a peer list reads the record.
+    pub fn keyed(key: u64) -> Self {
+        Member {
+            key,
+            ip: [0; 4],
+            port: 0,
+            id_len: 0,
+            flags: 0,
+            id: [0; MEMBER_ID_BYTES],
+        }
+    }
+
+    /// The membership of the peer with handle `key`, stored id `id`, and the addresses a peer
+    /// list gives for it (`announced`, or the reflexive `reflexive` when it announced none).
+    pub fn new(
+        key: u64,
+        id: &[u8],
+        id_len: u8,
+        announced: Option<&[PeerAddr]>,
+        reflexive: SocketAddr,
+    ) -> Self {
+        let mut m = Member::keyed(key);
+        let reflexive = PeerAddr::reflexive(reflexive);
+        let addr = match announced {
+            None => Some(&reflexive),
+            Some([one]) => Some(one),
+            Some(_) => None,
+        };
+        let Some(addr) = addr else {
+            return m;
+        };
+        let SocketAddr::V4(v4) = addr.addr else {
+            return m;
+        };
+        if addr.priority != 1 || addr.asn.is_some() || id.len() > MEMBER_ID_BYTES {
+            return m;
+        }
+        m.ip = v4.ip().octets();
+        m.port = v4.port();
+        m.id_len = id_len;
+        m.id[..id.len()].copy_from_slice(id);
+        let kind = match addr.kind {
+            AddrType::Host => 0,
+            AddrType::Reflexive => 1,
+            AddrType::Proxy => 2,
+        };
+        let link = match addr.connection {
+            None => 0,
+            Some(LinkKind::Wired) => 1,
+            Some(LinkKind::Wireless) => 2,
+        };
+        m.flags = COMPLETE
+            | (kind << KIND_SHIFT)
+            | (link << LINK_SHIFT)
+            | if addr.ppsp_pp { PPSP_PP } else { 0 };
+        m
+    }
+
+    /// Whether a peer list entry can be written from the copy alone.
+    pub fn is_complete(&self) -> bool {
+        self.flags & COMPLETE != 0
+    }
+
+    /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
+    /// is incomplete.
+    pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
+        if !self.is_complete() {
+            return None;
+        }
+        let n = usize::from(self.id_len & !HEX).min(MEMBER_ID_BYTES);
+        let kind = match (self.flags >> KIND_SHIFT) & 3 {
+            0 => AddrType::Host,
+            1 => AddrType::Reflexive,
+            _ => AddrType::Proxy,
+        };
+        let connection = match (self.flags >> LINK_SHIFT) & 3 {
+            0 => None,
+            1 => Some(LinkKind::Wired),
+            _ => Some(LinkKind::Wireless),
+        };
+        let addr = PeerAddr {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(self.ip)), self.port),
+            priority: 1,
+            kind,
+            connection,
+            asn: None,
+            ppsp_pp: self.flags & PPSP_PP != 0,
+        };
+        Some(PeerInfo {
+            peer_id: unpack(&self.id[..n], self.id_len),
+            mode,
+            addrs: smallvec::smallvec![addr],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_member_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Member>(), 40);
+    }
+
+    #[test]
+    fn hex_ids_pack_to_half() {
+        let id = b"00ff10a9b8c7d6e5f4030201aabbccddeeff0011";
+        let s = StoredId::pack(id);
+        assert_eq!(s.bytes().len(), 20);
+        assert_ne!(s.len_flag() & HEX, 0);
+        assert_eq!(unpack(s.bytes(), s.len_flag()).as_bytes(), &id[..]);
+        for raw in [&b"ABCD"[..], b"abc", b"xyz0", b"\xab", b"0g"] {
+            let s = StoredId::pack(raw);
+            assert_eq!(s.len_flag() & HEX, 0, "{raw:?} is kept as it is");
+            assert_eq!(s.bytes(), raw);
+        }
+    }
+
+    fn addr(a: SocketAddr, priority: u32, kind: AddrType, asn: Option<u32>) -> PeerAddr {
+        PeerAddr {
+            addr: a,
+            priority,
+            kind,
+            connection: Some(LinkKind::Wireless),
+            asn,
+            ppsp_pp: true,
+        }
+    }
+
+    #[test]
+    fn the_copy_gives_the_records_entry_or_nothing() {
+        let v4: SocketAddr = "10.1.2.3:7000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::1]:7000".parse().expect("addr");
+        let id = StoredId::pack(b"0123456789abcdef0123456789abcdef01234567");
+        let m = Member::new(9, id.bytes(), id.len_flag(), None, v4);
+        let info = m.peer_info(PeerMode::Seeder).expect("complete");
+        assert_eq!(info.addrs.as_slice(), &[PeerAddr::reflexive(v4)]);
+        assert_eq!(
+            info.peer_id.as_bytes(),
+            b"0123456789abcdef0123456789abcdef01234567"
+        );
+        let one = [addr(v4, 1, AddrType::Proxy, None)];
+        let m = Member::new(9, id.bytes(), id.len_flag(), Some(&one), v4);
+        assert_eq!(
+            m.peer_info(PeerMode::Leech)
+                .expect("complete")
+                .addrs
+                .as_slice(),
+            &one
+        );
+        for incomplete in [
+            vec![addr(v6, 1, AddrType::Host, None)],
+            vec![addr(v4, 2, AddrType::Host, None)],
+            vec![addr(v4, 1, AddrType::Host, Some(7))],
+            vec![addr(v4, 1, AddrType::Host, None); 2],
+        ] {
+            let m = Member::new(9, id.bytes(), id.len_flag(), Some(&incomplete), v4);
+            assert!(m.peer_info(PeerMode::Leech).is_none(), "{incomplete:?}");
+        }
+        let long = StoredId::pack(&[b'x'; 30]);
+        assert!(Member::new(9, long.bytes(), long.len_flag(), None, v4)
+            .peer_info(PeerMode::Leech)
+            .is_none());
+        assert!(Member::new(9, id.bytes(), id.len_flag(), None, v6)
+            .peer_info(PeerMode::Leech)
+            .is_none());
+    }
+
+    proptest! {
+        /// Every id maps to one stored form and back.
+        #[test]
+        fn ids_round_trip(id in prop::collection::vec(any::<u8>(), 1..=64), hexy in any::<bool>()) {
+            let id: Vec<u8> = if hexy {
+                id.iter().map(|b| b"0123456789abcdef"[usize::from(b & 15)]).collect()
+            } else {
+                id
+            };
+            let s = StoredId::pack(&id);
+            let back = unpack(s.bytes(), s.len_flag());
+            prop_assert_eq!(back.as_bytes(), &id[..]);
+        }
+    }
+}
