@@ -168,7 +168,7 @@ fn wire_addr(w: &[u8]) -> SocketAddr {
 }
 
 /// Swarms in the BitTorrent table below which [`Engine::prefetch_bt`] does nothing: 32,768
-/// slots of 64 bytes are 2 MiB, which a core's L2 cache holds, so a prefetch would only add
+/// slots of 48 bytes are 1.5 MiB, which a core's L2 cache holds, so a prefetch would only add
 /// work.
 pub const PREFETCH_MIN_SWARMS: usize = 32_768;
 
