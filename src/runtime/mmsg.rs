@@ -5,8 +5,8 @@
 //! Every buffer is allocated once per worker and socket turn state ([`MmsgBatch`]) and reused:
 //! receive slots of [`SLOT_BYTES`], source-address storage, one answer vector per slot (grown
 //! once to its working size), and the `mmsghdr`/`iovec` arrays the kernel reads and writes.
-//! A datagram longer than a slot is flagged `MSG_TRUNC` by the kernel; it is dropped (counted
-//! as unanswered), since no tracker request comes close.
+//! A datagram longer than a slot is flagged `MSG_TRUNC` by the kernel; its first bytes go to
+//! [`DatagramWorker::on_oversized`], which answers with the protocol's error or drops it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -185,10 +185,11 @@ pub(crate) fn serve_batch(
         // SAFETY: the kernel wrote a socket address of `namelen` bytes into this storage.
         let name = unsafe { SockAddr::new(batch.names[i], namelen) };
         let src: Option<SocketAddr> = name.as_socket();
-        let (Some(src), false) = (src, flags & libc::MSG_TRUNC != 0) else {
+        let Some(src) = src else {
             bump(&stats.unanswered, 1);
             continue;
         };
+        let truncated = flags & libc::MSG_TRUNC != 0;
         let start = i * SLOT_BYTES;
         let packet = batch
             .slots
@@ -197,7 +198,11 @@ pub(crate) fn serve_batch(
         let out = &mut batch.answers[i];
         out.clear();
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            worker.on_datagram(ctx, src, packet, out)
+            if truncated {
+                worker.on_oversized(ctx, src, packet, out)
+            } else {
+                worker.on_datagram(ctx, src, packet, out)
+            }
         }));
         match answer {
             Ok(true) if !out.is_empty() => {

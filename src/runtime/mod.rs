@@ -182,6 +182,19 @@ pub trait DatagramWorker {
         out: &mut Vec<u8>,
     ) -> bool;
 
+    /// Handles a datagram from `src` longer than a receive buffer (2,004 bytes): the kernel
+    /// kept only `head`, its first bytes, and cut the rest. `out` is empty on entry; return
+    /// true to send it back to `src` (the protocol's error answer). The default drops it.
+    fn on_oversized(
+        &mut self,
+        _ctx: &DatagramCtx,
+        _src: SocketAddr,
+        _head: &[u8],
+        _out: &mut Vec<u8>,
+    ) -> bool {
+        false
+    }
+
     /// Periodic timer, every `tick` of [`RuntimeConfig`].
     fn on_tick(&mut self, _now: Instant) {}
 

@@ -430,6 +430,34 @@ impl DatagramWorker for BtUdpWorker {
         self.answer(ctx.ready_at, src, packet, out)
     }
 
+    /// A datagram cut by the receive buffer: after the rate limit, the BEP 15 error its header
+    /// calls for ([`UdpFrontEnd::handle_oversized`]), counted like any answer.
+    fn on_oversized(
+        &mut self,
+        ctx: &DatagramCtx,
+        src: SocketAddr,
+        head: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Some(limiter) = &self.load.rate_limit {
+            if !limiter.admit(src.ip(), self.batch_at) {
+                self.metrics
+                    .worker(self.index)
+                    .shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
+                return false;
+            }
+        }
+        let outcome = self.front_end.handle_oversized(src, head, self.now, out);
+        let (_, latency) = self.wait(ctx.ready_at);
+        let metrics = self.metrics.worker(self.index);
+        metrics.bt_udp(outcome.index());
+        metrics.latency_of(
+            crate::metrics::latency_series_bt_udp(outcome.index()),
+            latency,
+        );
+        matches!(outcome, Outcome::Reply(_))
+    }
+
     fn take_deferred(&mut self, ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
         if self.deferred.is_empty() {
             return;

@@ -178,6 +178,43 @@ impl UdpFrontEnd {
         self.handle_with(core, src, packet, now, out, &mut CompactPeers::default())
     }
 
+    /// Handles a datagram from `src` longer than the receive buffer, of which `head` is the
+    /// start: clears `out` and writes the BEP 15 error answer into it when the outcome is
+    /// [`Outcome::Reply`]. Nothing is decoded past the 16-byte header and no table is touched.
+    ///
+    /// A connection id is checked as for any request. A scrape that long lists more
+    /// info-hashes than any limit allows ("too many info_hashes"); no connect or announce is
+    /// that long ("malformed request"); a connect without the BEP 15 protocol id is dropped,
+    /// as [`UdpFrontEnd::handle`] drops it.
+    pub fn handle_oversized(
+        &self,
+        src: SocketAddr,
+        head: &[u8],
+        now: Time,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        let Some(header) = RequestHeader::peek(head) else {
+            return Outcome::Drop(Dropped::TooShort);
+        };
+        let tid = header.transaction_id;
+        if header.action == action::CONNECT {
+            if header.connection_id != PROTOCOL_ID {
+                return Outcome::Drop(Dropped::BadProtocolId);
+            }
+            return error(out, head.len(), tid, UdpError::Malformed);
+        }
+        if !self.ids.is_valid(src, header.connection_id, now) {
+            return error(out, head.len(), tid, UdpError::ConnectionId);
+        }
+        let kind = match header.action {
+            action::SCRAPE => UdpError::TooManyHashes,
+            action::ANNOUNCE => UdpError::Malformed,
+            _ => UdpError::UnknownAction,
+        };
+        error(out, head.len(), tid, kind)
+    }
+
     /// As [`UdpFrontEnd::handle`], with the peer list built in `scratch`. A worker that keeps
     /// `out` and `scratch` between datagrams allocates nothing per announce of a known peer
     /// (once both have grown to their working size).
@@ -315,6 +352,55 @@ mod tests {
     }
     fn v6() -> SocketAddr {
         "[2001:db8::7]:40000".parse().unwrap()
+    }
+
+    /// A datagram cut by the receive buffer gets the BEP 15 error its header calls for, with
+    /// its transaction id, and only with a valid connection id.
+    #[test]
+    fn an_oversized_datagram_gets_the_error_its_header_calls_for() {
+        let fe = front();
+        let core = FakeCore::default();
+        let src = v4();
+        let cid = connect(&fe, &core, src);
+        let head = |cid: u64, action: u32| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&cid.to_be_bytes());
+            h.extend_from_slice(&action.to_be_bytes());
+            h.extend_from_slice(&77u32.to_be_bytes());
+            h.resize(2004, 0xab);
+            h
+        };
+        let mut out = Vec::new();
+        for (action, kind) in [
+            (action::SCRAPE, UdpError::TooManyHashes),
+            (action::ANNOUNCE, UdpError::Malformed),
+            (9, UdpError::UnknownAction),
+        ] {
+            assert_eq!(
+                fe.handle_oversized(src, &head(cid, action), NOW, &mut out),
+                Outcome::Reply(Reply::Error(kind))
+            );
+            assert_eq!(&out[..4], &action::ERROR.to_be_bytes());
+            assert_eq!(&out[4..8], &77u32.to_be_bytes());
+            assert_eq!(&out[8..], kind.message().as_bytes());
+        }
+        assert_eq!(
+            fe.handle_oversized(src, &head(cid ^ 1, action::SCRAPE), NOW, &mut out),
+            Outcome::Reply(Reply::Error(UdpError::ConnectionId))
+        );
+        assert_eq!(
+            fe.handle_oversized(src, &head(PROTOCOL_ID, action::CONNECT), NOW, &mut out),
+            Outcome::Reply(Reply::Error(UdpError::Malformed))
+        );
+        assert_eq!(
+            fe.handle_oversized(src, &head(1, action::CONNECT), NOW, &mut out),
+            Outcome::Drop(Dropped::BadProtocolId)
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            fe.handle_oversized(src, &[0; 15], NOW, &mut out),
+            Outcome::Drop(Dropped::TooShort)
+        );
     }
 
     fn connect(fe: &UdpFrontEnd, core: &FakeCore, src: SocketAddr) -> u64 {

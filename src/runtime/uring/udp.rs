@@ -60,7 +60,7 @@ const NAME_BYTES: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// The `io_uring_recvmsg_out` header in front of every received datagram.
 const HEADER_BYTES: usize = 16;
 /// One provided buffer: header, address, and a payload of [`SLOT_BYTES`] (longer datagrams are
-/// truncated by the kernel and dropped, as on the epoll path).
+/// truncated by the kernel and go to `DatagramWorker::on_oversized`, as on the epoll path).
 const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + SLOT_BYTES;
 const _: () = assert!(BUF_BYTES == 2048, "two receive buffers to a page");
 /// Receive buffers a datagram socket's ring starts with (it grows on demand).
@@ -806,9 +806,10 @@ impl UdpRing {
         bump(&st.bytes_in, payload.len() as u64);
         let name = msg.name_data();
         let name_len = (msg.incoming_name_len() as usize).min(name.len());
-        let src = match (msg.is_payload_truncated(), socket_addr(&name[..name_len])) {
-            (false, Some(src)) => src,
-            _ => {
+        let truncated = msg.is_payload_truncated();
+        let src = match socket_addr(&name[..name_len]) {
+            Some(src) => src,
+            None => {
                 bump(&st.unanswered, 1);
                 sock.region.recycle(bid);
                 sock.recycled = true;
@@ -830,7 +831,11 @@ impl UdpRing {
                     worker.on_batch();
                 }
                 *batch_left -= 1;
-                worker.on_datagram(&sock.ctx, src, payload, out)
+                if truncated {
+                    worker.on_oversized(&sock.ctx, src, payload, out)
+                } else {
+                    worker.on_datagram(&sock.ctx, src, payload, out)
+                }
             })),
             None => Ok(false),
         };
