@@ -251,7 +251,13 @@ impl Engine {
         peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
-        self.announce_with(request, now, families, &mut CompactSink { peers, at: 0 })
+        // Inlined into the listing (the sink is a type parameter), so each entry is a
+        // fixed-size copy.
+        let mut sink = |_: PeerMode, w: &[u8]| match w.len() {
+            COMPACT_V4_LEN => peers.v4.extend_from_slice(w),
+            _ => peers.v6.extend_from_slice(w),
+        };
+        self.announce_with(request, now, families, &mut sink)
     }
 
     /// The announce itself, handing each listed peer (mode, wire bytes) to `sink`.
@@ -260,7 +266,7 @@ impl Engine {
         request: &Request,
         now: Time,
         families: ListFamilies,
-        sink: &mut impl PeerSink,
+        sink: &mut impl FnMut(PeerMode, &[u8]),
     ) -> Result<SwarmStats, ErrorCode> {
         let RequestKind::Announce {
             swarm_id,
@@ -564,7 +570,7 @@ impl Engine {
                 }],
             });
         };
-        let stats = self.announce_with(request, now, families, &mut EachPeer(&mut sink))?;
+        let stats = self.announce_with(request, now, families, &mut sink)?;
         let RequestKind::Announce { swarm_id, .. } = &request.kind else {
             return Err(ErrorCode::BadRequest);
         };
@@ -684,65 +690,6 @@ fn bt_stats(s: SwarmRef<'_>) -> SwarmStats {
     }
 }
 
-/// Where an announce's listed peers go, in wire form (`N` bytes each).
-trait PeerSink {
-    /// Up to `most` peers of `N` bytes follow (until [`PeerSink::end`]).
-    fn begin<const N: usize>(&mut self, _most: usize) {}
-    fn put<const N: usize>(&mut self, mode: PeerMode, wire: &[u8; N]);
-    /// The peers announced by `begin` are all put.
-    fn end<const N: usize>(&mut self) {}
-}
-
-/// Writes into a [`CompactPeers`]: the family's vector is grown once (by the most that can be
-/// listed), each peer is a fixed-size copy into it, and what was not listed is cut off.
-struct CompactSink<'a> {
-    peers: &'a mut CompactPeers,
-    /// Where the next peer goes in the current family's vector.
-    at: usize,
-}
-
-impl CompactSink<'_> {
-    fn family<const N: usize>(&mut self) -> &mut Vec<u8> {
-        if N == COMPACT_V4_LEN {
-            &mut self.peers.v4
-        } else {
-            &mut self.peers.v6
-        }
-    }
-}
-
-impl PeerSink for CompactSink<'_> {
-    fn begin<const N: usize>(&mut self, most: usize) {
-        let v = self.family::<N>();
-        let at = v.len();
-        v.resize(at + most * N, 0);
-        self.at = at;
-    }
-
-    #[inline]
-    fn put<const N: usize>(&mut self, _mode: PeerMode, wire: &[u8; N]) {
-        let at = self.at;
-        if let Some(slot) = self.family::<N>().get_mut(at..at + N) {
-            slot.copy_from_slice(wire);
-            self.at = at + N;
-        }
-    }
-
-    fn end<const N: usize>(&mut self) {
-        let at = self.at;
-        self.family::<N>().truncate(at);
-    }
-}
-
-/// Hands each peer to a closure.
-struct EachPeer<F>(F);
-
-impl<F: FnMut(PeerMode, &[u8])> PeerSink for EachPeer<F> {
-    fn put<const N: usize>(&mut self, mode: PeerMode, wire: &[u8; N]) {
-        (self.0)(mode, wire);
-    }
-}
-
 /// Lists up to `want` members of `members` to `sink`: leechers only for a seeder requester,
 /// seeders then leechers otherwise; never `me` (the requester's place), never port 0. Returns
 /// how many were listed.
@@ -752,13 +699,12 @@ fn list<const N: usize>(
     requester_mode: PeerMode,
     want: usize,
     rng: &mut rand::rngs::SmallRng,
-    sink: &mut impl PeerSink,
+    sink: &mut impl FnMut(PeerMode, &[u8]),
 ) -> usize {
     let order: &[PeerMode] = match requester_mode {
         PeerMode::Seeder => &[PeerMode::Leech],
         PeerMode::Leech => &[PeerMode::Seeder, PeerMode::Leech],
     };
-    sink.begin::<N>(want.min(members.len()));
     let mut listed = 0;
     for &mode in order {
         if listed >= want {
@@ -769,13 +715,12 @@ fn list<const N: usize>(
         sample(part.len(), skip, want - listed, rng, |i| {
             if let Some(e) = part.get(i) {
                 if e.port() != 0 {
-                    sink.put(mode, &e.wire);
+                    sink(mode, &e.wire);
                     listed += 1;
                 }
             }
         });
     }
-    sink.end::<N>();
     listed
 }
 
