@@ -395,6 +395,14 @@ impl<const N: usize> Members<N> {
         max_age: u64,
         gone: &mut dyn FnMut(&Entry<N>),
     ) -> (usize, usize) {
+        // Most walks find nothing due: a read-only pass then saves the rewrite of every entry.
+        if !self
+            .entries()
+            .iter()
+            .any(|e| stamp_age(e.stamp, now) > max_age)
+        {
+            return (0, 0);
+        }
         let split = self.split();
         let mut kept_seeders = 0;
         let mut i = 0;
