@@ -316,13 +316,7 @@ impl Engine {
         let Some(swarm) = swarms.get_mut(pos) else {
             return Err(ErrorCode::InternalError);
         };
-        let members = swarm.v4.len()
-            + if swarm.has_v6() {
-                v6_members.get(&info_hash).map_or(0, Members::len)
-            } else {
-                0
-            };
-        let full = members >= self.config.max_peers_per_swarm;
+        let full = SwarmRef::of(swarm, v6_members).len() >= self.config.max_peers_per_swarm;
         let applied = match ip {
             IpAddr::V4(v4) => {
                 let wire = wire4(v4, port);
@@ -372,6 +366,7 @@ impl Engine {
         }
 
         let own = Family::of(ip);
+        let swarm = SwarmRef::of(swarm, v6_members);
         let mut left = count;
         for family in [families.first, other(families.first)] {
             if family != families.first && !families.fallback {
@@ -379,22 +374,11 @@ impl Engine {
             }
             let me = (family == own).then_some(found);
             left -= match family {
-                Family::V4 => list(&swarm.v4, me, mode, left, rng, sink),
-                Family::V6 if swarm.has_v6() => v6_members
-                    .get(&info_hash)
-                    .map_or(0, |m| list(m, me, mode, left, rng, sink)),
-                Family::V6 => 0,
+                Family::V4 => list(&swarm.swarm.v4, me, mode, left, rng, sink),
+                Family::V6 => swarm.v6.map_or(0, |m| list(m, me, mode, left, rng, sink)),
             };
         }
-        let stats = bt_stats(SwarmRef {
-            swarm,
-            v6: if swarm.has_v6() {
-                v6_members.get(&info_hash)
-            } else {
-                None
-            },
-        });
-        Ok(self.swarm_stats_with_bt(swarm_id, Some(stats)))
+        Ok(self.swarm_stats_with_bt(swarm_id, Some(bt_stats(swarm))))
     }
 
     /// Adds, moves or refreshes the member `wire` (announced from `ip`) in `members`. A new

@@ -526,7 +526,20 @@ pub(super) struct SwarmRef<'a> {
     pub v6: Option<&'a Members6>,
 }
 
-impl SwarmRef<'_> {
+impl<'a> SwarmRef<'a> {
+    /// `swarm` with its IPv6 members from its shard's side table `side` (looked up only when
+    /// the swarm's mark says it has any).
+    pub fn of(swarm: &'a BtSwarm, side: &'a super::tables::FastMap<InfoHash, Members6>) -> Self {
+        SwarmRef {
+            swarm,
+            v6: if swarm.has_v6() {
+                side.get(&swarm.info_hash)
+            } else {
+                None
+            },
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.swarm.v4.len() + self.v6.map_or(0, Members6::len)
     }
@@ -628,23 +641,16 @@ impl BtShard {
 
     /// The swarm at `pos` with its IPv6 members.
     pub fn swarm_ref(&self, pos: usize) -> Option<SwarmRef<'_>> {
-        self.swarms.get(pos).map(|swarm| self.with_v6(swarm))
+        self.swarms
+            .get(pos)
+            .map(|swarm| SwarmRef::of(swarm, &self.v6))
     }
 
     /// Every swarm of the shard with its IPv6 members.
     pub fn swarm_refs(&self) -> impl Iterator<Item = SwarmRef<'_>> {
-        self.swarms.iter().map(|swarm| self.with_v6(swarm))
-    }
-
-    fn with_v6<'a>(&'a self, swarm: &'a BtSwarm) -> SwarmRef<'a> {
-        SwarmRef {
-            swarm,
-            v6: if swarm.has_v6() {
-                self.v6.get(&swarm.info_hash)
-            } else {
-                None
-            },
-        }
+        self.swarms
+            .iter()
+            .map(|swarm| SwarmRef::of(swarm, &self.v6))
     }
 
     /// Adds an empty swarm for `info_hash` (not in the shard yet); returns its position.
