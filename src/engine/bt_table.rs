@@ -851,6 +851,34 @@ mod tests {
         [10, 0, k / 16, k, 0x1a, k]
     }
 
+    /// Takes every member (all leechers) out of the swarm at `pos`, IPv4 ones found by their
+    /// address, then deletes the swarm.
+    fn empty_and_remove(shard: &mut BtShard, hasher: &impl BuildHasher, ih: &InfoHash, pos: usize) {
+        let BtShard {
+            swarms, v6: side, ..
+        } = &mut *shard;
+        let swarm = swarms.get_mut(pos).expect("the swarm's slot");
+        let mut n = 0;
+        while !swarm.v4.is_empty() {
+            let w = swarm.v4.part(PeerMode::Leech)[0].wire;
+            let f = swarm.v4.find(&w).expect("a member is found by its address");
+            assert!(swarm.v4.remove(f).is_some());
+            n += 1;
+        }
+        if let Some(m) = side.get_mut(ih) {
+            n += m.len();
+            while !m.is_empty() {
+                m.remove(Found {
+                    mode: PeerMode::Leech,
+                    pos: 0,
+                });
+            }
+        }
+        BtShard::settle_v6(side, swarm);
+        shard.leechers -= n;
+        shard.remove_at(hasher, pos);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -954,24 +982,7 @@ mod tests {
                     _ => {
                         // The whole swarm leaves.
                         if let Some(pos) = shard.find(h, &ih) {
-                            let BtShard { swarms, v6: side, .. } = &mut shard;
-                            let swarm = swarms.get_mut(pos).unwrap();
-                            let mut n = 0;
-                            while !swarm.v4.is_empty() {
-                                let w = swarm.v4.part(PeerMode::Leech)[0].wire;
-                                let f = swarm.v4.find(&w).unwrap();
-                                prop_assert!(swarm.v4.remove(f).is_some());
-                                n += 1;
-                            }
-                            if let Some(m) = side.get_mut(&ih) {
-                                n += m.len();
-                                while !m.is_empty() {
-                                    m.remove(Found { mode: PeerMode::Leech, pos: 0 });
-                                }
-                            }
-                            BtShard::settle_v6(side, swarm);
-                            shard.leechers -= n;
-                            shard.remove_at(&hasher, pos);
+                            empty_and_remove(&mut shard, &hasher, &ih, pos);
                         }
                         model.remove(&k);
                     }
@@ -995,23 +1006,7 @@ mod tests {
                 let mut ih = [0u8; 20];
                 ih[..2].copy_from_slice(&k.to_be_bytes());
                 let pos = shard.find(hasher.hash_one(ih), &ih).unwrap();
-                let BtShard { swarms, v6: side, .. } = &mut shard;
-                let swarm = swarms.get_mut(pos).unwrap();
-                let mut n = 0;
-                while !swarm.v4.is_empty() {
-                    let mode = if swarm.v4.count(PeerMode::Seeder) > 0 { PeerMode::Seeder } else { PeerMode::Leech };
-                    swarm.v4.remove(Found { mode, pos: 0 });
-                    n += 1;
-                }
-                if let Some(m) = side.get_mut(&ih) {
-                    n += m.len();
-                    while !m.is_empty() {
-                        m.remove(Found { mode: PeerMode::Leech, pos: 0 });
-                    }
-                }
-                BtShard::settle_v6(side, swarm);
-                shard.leechers -= n;
-                shard.remove_at(&hasher, pos);
+                empty_and_remove(&mut shard, &hasher, &ih, pos);
             }
             prop_assert!(shard.check(&hasher).is_ok());
             prop_assert_eq!(shard.swarms.capacity(), 0);
