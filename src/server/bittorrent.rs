@@ -346,6 +346,11 @@ impl BtUdpWorker {
         let outcome =
             self.front_end
                 .handle_with(&core, src, packet, self.now, out, &mut self.scratch);
+        self.finish(ready_at, outcome)
+    }
+
+    /// Counts `outcome` and its latency from `ready_at`; whether it is an answer to send.
+    fn finish(&mut self, ready_at: std::time::Instant, outcome: Outcome) -> bool {
         let (_, latency) = self.wait(ready_at);
         let metrics = self.metrics.worker(self.index);
         metrics.bt_udp(outcome.index());
@@ -354,6 +359,22 @@ impl BtUdpWorker {
             latency,
         );
         matches!(outcome, Outcome::Reply(_))
+    }
+
+    /// The per-source rate limit, at the batch's instant: false (and counted) when `src` is
+    /// over it. Such a datagram is dropped: an answer to a flood with forged sources would be
+    /// reflected.
+    fn admitted(&self, src: SocketAddr) -> bool {
+        let Some(limiter) = &self.load.rate_limit else {
+            return true;
+        };
+        let admitted = limiter.admit(src.ip(), self.batch_at);
+        if !admitted {
+            self.metrics
+                .worker(self.index)
+                .shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
+        }
+        admitted
     }
 
     /// Reads the clock and the access list in force.
@@ -395,17 +416,11 @@ impl DatagramWorker for BtUdpWorker {
         // Load control before the datagram is decoded, without a clock read per datagram:
         // the rate limit counts at the batch's instant, shedding compares it with the instant
         // the socket's backlog began.
-        let load = &self.load;
-        if let Some(limiter) = &load.rate_limit {
-            if !limiter.admit(src.ip(), self.batch_at) {
-                // Dropped: an answer to a flood with forged sources would be reflected.
-                self.metrics
-                    .worker(self.index)
-                    .shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
-                return false;
-            }
+        if !self.admitted(src) {
+            return false;
         }
-        if !load.shed_after.is_zero() && self.wait(ctx.ready_at).0 >= self.load.shed_after {
+        let shed_after = self.load.shed_after;
+        if !shed_after.is_zero() && self.wait(ctx.ready_at).0 >= shed_after {
             self.metrics
                 .worker(self.index)
                 .shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
@@ -439,23 +454,11 @@ impl DatagramWorker for BtUdpWorker {
         head: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        if let Some(limiter) = &self.load.rate_limit {
-            if !limiter.admit(src.ip(), self.batch_at) {
-                self.metrics
-                    .worker(self.index)
-                    .shed(ShedFrontEnd::BtUdp, Shed::RateLimited);
-                return false;
-            }
+        if !self.admitted(src) {
+            return false;
         }
         let outcome = self.front_end.handle_oversized(src, head, self.now, out);
-        let (_, latency) = self.wait(ctx.ready_at);
-        let metrics = self.metrics.worker(self.index);
-        metrics.bt_udp(outcome.index());
-        metrics.latency_of(
-            crate::metrics::latency_series_bt_udp(outcome.index()),
-            latency,
-        );
-        matches!(outcome, Outcome::Reply(_))
+        self.finish(ctx.ready_at, outcome)
     }
 
     fn take_deferred(&mut self, ctx: &DatagramCtx, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
