@@ -23,7 +23,8 @@ use super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
 pub(crate) const MAX_BATCH: usize = 1024;
 
 /// Receive slot size: a BEP 15 scrape of 99 info-hashes (the default limit is 74, what fits
-/// a 1500-byte packet); larger datagrams are dropped. With the io_uring back-end's header and
+/// a 1500-byte packet); a larger datagram is cut to it and handed to
+/// [`DatagramWorker::on_oversized`]. With the io_uring back-end's header and
 /// address in front, a receive buffer is 2 KiB, two to a page: every buffer in circulation
 /// is touched as the ring turns, so 4 KiB slots made the ring's resident memory twice as
 /// large for datagrams that are a few hundred bytes.
@@ -91,10 +92,7 @@ impl MmsgBatch {
     /// The payload received in slot `i` (of the last call), as far as the slot holds it.
     fn received(&self, i: usize) -> &[u8] {
         let len = self.headers.get(i).map_or(0, |h| h.msg_len as usize);
-        let start = i * SLOT_BYTES;
-        self.slots
-            .get(start..start + len.min(SLOT_BYTES))
-            .unwrap_or(&[])
+        slot_payload(&self.slots, i, len)
     }
 
     /// Makes the first `used` receive headers ready for the next call: the kernel wrote the
@@ -124,6 +122,12 @@ pub(crate) fn serve_turn_batched(
         }
     }
     true
+}
+
+/// The first `len` bytes (at most a slot) received in slot `i` of `slots`.
+fn slot_payload(slots: &[u8], i: usize, len: usize) -> &[u8] {
+    let start = i * SLOT_BYTES;
+    slots.get(start..start + len.min(SLOT_BYTES)).unwrap_or(&[])
 }
 
 /// Serves one batch from `socket`: receives up to `batch.batch` datagrams, hands each to the
@@ -190,11 +194,7 @@ pub(crate) fn serve_batch(
             continue;
         };
         let truncated = flags & libc::MSG_TRUNC != 0;
-        let start = i * SLOT_BYTES;
-        let packet = batch
-            .slots
-            .get(start..start + len.min(SLOT_BYTES))
-            .unwrap_or(&[]);
+        let packet = slot_payload(&batch.slots, i, len);
         let out = &mut batch.answers[i];
         out.clear();
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
