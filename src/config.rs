@@ -112,8 +112,8 @@ pub struct ServerConfig {
     pub udp_buffer_bytes: usize,
     /// Let the kernel back the heap with transparent huge pages (2 MiB). Off: the process
     /// opts out (`PR_SET_THP_DISABLE`) at start, so resident memory follows what the tables
-    /// use in 4 KiB pages instead of growing in 2 MiB steps; on: fewer TLB misses when the
-    /// tables are hundreds of megabytes.
+    /// use in 4 KiB pages instead of growing in 2 MiB steps; on: less CPU per request when the
+    /// tables are hundreds of megabytes (measured at 2M peers, `benches/README.md`).
     pub transparent_huge_pages: bool,
     /// A request's head and body must arrive within this many milliseconds of its first byte
     /// on every TCP listener (slow-head / slow-body defence), whatever the idle timeout.

@@ -136,6 +136,36 @@ fn serve_answers_and_stops_cleanly_on_sigterm_and_sigint() {
     }
 }
 
+/// `THP_enabled` of process `pid` (`/proc/PID/status`, Linux 5.0 and later), if reported.
+fn thp_enabled(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// `server.transparent_huge_pages`: off by default (the process opted out of transparent huge
+/// pages), on when set.
+#[test]
+fn transparent_huge_pages_follow_the_setting() {
+    if thp_enabled(std::process::id()).as_deref() != Some("1") {
+        // A kernel before 5.0 (not reported) or without huge pages, or a test run already
+        // opted out: the setting cannot show.
+        return;
+    }
+    let (child, _, _) = serve(&[]);
+    let default = thp_enabled(child.id()).expect("reported for the test process too");
+    assert_eq!(default, "0", "opted out by default");
+    drop(child);
+    let (child, _, _) = serve(&["--set".into(), "server.transparent_huge_pages=true".into()]);
+    assert_eq!(
+        thp_enabled(child.id()).as_deref(),
+        Some("1"),
+        "allowed when set"
+    );
+}
+
 #[test]
 fn print_config_shows_the_embedded_default_profile() {
     let out = Command::new(env!("CARGO_BIN_EXE_ppsp-tracker"))
