@@ -118,7 +118,7 @@ impl Engine {
                 swarm.check().map_err(|e| format!("{swarm_id:?}: {e}"))?;
                 for mode in [PeerMode::Seeder, PeerMode::Leech] {
                     for m in swarm.members(mode).iter() {
-                        let Some((peer_id, swarms, copy)) = registered.get(&m.key) else {
+                        let Some((peer_id, swarms, copy)) = registered.get(&{ m.key }) else {
                             return Err(format!("{swarm_id:?} has an unregistered member"));
                         };
                         if m != copy {

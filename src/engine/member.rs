@@ -1,6 +1,7 @@
 //! A swarm membership in the form a peer list needs, and the stored form of peer ids.
 //!
-//! A [`Member`] is 40 bytes: the handle of the peer's record (its state's single owner) plus
+//! A [`Member`] is 36 bytes (4-byte aligned, so that a swarm's member vector holds no
+//! padding): the handle of the peer's record (its state's single owner) plus
 //! a copy of what a FIND answer lists about the peer (RFC 7846 §5.2 `peer_info`: its id and,
 //! when it has exactly one IPv4 address, that address with its descriptors). Listing a peer
 //! then reads the swarm's member vector and nothing else; a peer whose copy is incomplete
@@ -20,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::types::{AddrType, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES};
 
 /// Stored id bytes a membership holds inline (a 40-character hex id packs to 20).
-pub(super) const MEMBER_ID_BYTES: usize = 24;
+pub(super) const MEMBER_ID_BYTES: usize = 20;
 
 /// Flag of a stored id length: the id is packed hex.
 pub(super) const HEX: u8 = 0x80;
@@ -111,8 +112,10 @@ const PPSP_PP: u8 = 1 << 5;
 
 /// One membership in a swarm: the handle of the peer's record ([`super::tables::PeerShard::key`]:
 /// peer shard, generation, slot) and the copy of its peer-list entry (see the module
-/// documentation). 40 bytes.
+/// documentation). 36 bytes: packed to 4-byte alignment (the handle is read and written by
+/// value only), so that a 20-byte stored id leaves no padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub(super) struct Member {
     pub key: u64,
     /// The one IPv4 address, network order.
@@ -228,8 +231,9 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_member_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<Member>(), 40);
+    fn a_member_is_36_bytes() {
+        assert_eq!(std::mem::size_of::<Member>(), 36);
+        assert_eq!(std::mem::align_of::<Member>(), 4);
     }
 
     #[test]

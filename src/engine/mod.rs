@@ -458,7 +458,7 @@ impl Engine {
                 }
             }
         }
-        self.release_peer(gone.source_ip);
+        self.release_peer(gone.source_ip());
         Some(gone)
     }
 
@@ -678,7 +678,7 @@ impl Engine {
         let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
         let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-        if record.source_ip != source_ip(request) {
+        if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
         let out = f(record, member);

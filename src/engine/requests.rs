@@ -103,7 +103,7 @@ impl Engine {
         let tracking = match existing {
             Some(pos) => {
                 let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != ip {
+                if record.source_ip() != ip {
                     return Err(ErrorCode::Forbidden);
                 }
                 record.state == PeerState::Tracking
@@ -398,7 +398,7 @@ impl Engine {
                 let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
                 let key = shard.key_at(pos);
                 let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != source_ip(request) {
+                if record.source_ip() != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
                 // Out of every swarm first, then the record: members are always registered.
@@ -481,7 +481,7 @@ impl Engine {
             let shard = &mut *guard;
             if let Some(pos) = shard.find(&request.peer_id) {
                 let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != source_ip(request) {
+                if record.source_ip() != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
                 self.rearm(shard, pos, now);
@@ -499,7 +499,7 @@ impl Engine {
                     .ok_or(ErrorCode::Forbidden)?;
                 let (state, online_ms, addrs) = (
                     record.state,
-                    now.saturating_sub(record.registered_at),
+                    now.saturating_sub(record.registered_at()),
                     record.addr_list(),
                 );
                 // The swarm ids are read while the peer's lock holds its slots, into a buffer

@@ -1,7 +1,7 @@
 //! The engine's two sharded tables and their compact entries.
 //!
 //! - The swarm table holds, per shard, a slab of [`Swarm`]s indexed by [`SwarmId`]
-//!   ([`SwarmTable`]): one vector of 40-byte [`Member`]s per swarm, seeders first and then
+//!   ([`SwarmTable`]): one vector of 36-byte [`Member`]s per swarm, seeders first and then
 //!   leechers (so "seeders first" and the counts are O(1)), and a boxed extra block, allocated
 //!   only when needed, with a position index (large swarms only), chunk sets (only members
 //!   that announced some) and traffic statistics (opentracker style: most swarms are tiny,
@@ -26,7 +26,7 @@
 //! its record.
 
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
@@ -48,7 +48,7 @@ pub(super) const MAX_SWARM_MEMBERS: usize = u32::MAX as usize;
 
 pub(super) use super::member::Member;
 
-/// Members per chunk of a swarm's member vector (10 KiB of 40-byte members): a swarm up to this
+/// Members per chunk of a swarm's member vector (9 KiB of 36-byte members): a swarm up to this
 /// size holds one vector, a larger one whole chunks.
 const MEMBER_CHUNK: usize = 256;
 /// A swarm's member vector.
@@ -199,7 +199,7 @@ impl Swarm {
 
     /// Adds a member that is not in the swarm yet.
     pub fn insert(&mut self, member: Member, mode: PeerMode) {
-        // Room for exactly one member at first (most swarms have one or two), then half-steps
+        // Room for exactly one member at first (most swarms have one or two), then quarter-steps
         // up to a chunk, then whole chunks that are never copied (`chunked.rs`).
         self.members.push(member);
         let last = self.members.len() - 1;
@@ -410,10 +410,10 @@ impl Swarm {
         for mode in [PeerMode::Seeder, PeerMode::Leech] {
             for (pos, m) in self.members(mode).iter().enumerate() {
                 if !seen.insert(m.key) {
-                    return Err(format!("key {} twice in a swarm", m.key));
+                    return Err(format!("key {} twice in a swarm", { m.key }));
                 }
                 if self.position(m.key, mode) != Some(pos) {
-                    return Err(format!("index of key {} is wrong", m.key));
+                    return Err(format!("index of key {} is wrong", { m.key }));
                 }
             }
         }
@@ -476,6 +476,9 @@ pub(super) struct SwarmShard {
     pub seeders: usize,
     pub leechers: usize,
 }
+
+/// Fewest slots a swarm slab grows by.
+const SLOT_STEP_MIN: usize = 8;
 
 /// One occupied slot of a [`SwarmTable`].
 #[derive(Debug)]
@@ -582,6 +585,13 @@ impl SwarmTable {
                 f
             }
             None => {
+                // The slab grows by eighths, not by doubling: a 112-byte slot per swarm and
+                // most shards' slabs grown once to their size, doubling left on average a
+                // quarter of them unused (and a freed earlier copy for the allocator to keep).
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots
+                        .reserve_exact((self.slots.len() / 8).max(SLOT_STEP_MIN));
+                }
                 self.slots.push(entry);
                 (self.slots.len() - 1) as u32
             }
@@ -690,7 +700,7 @@ const BUCKETS: usize = 1024;
 /// packs to 20, and so does a 20-byte binary id); longer ones in the shard's byte arena.
 const INLINE_ID: usize = 20;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 96 bytes; its id is in
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 88 bytes; its id is in
 /// the record when it fits [`INLINE_ID`] (so that finding a peer by id reads its record and
 /// nothing else), else in its shard's byte arena; its swarm list is inline while it is in at
 /// most one swarm, and its handle ([`PeerShard::key`]) is derived from its shard, slot and
@@ -704,7 +714,6 @@ pub(super) struct PeerRecord {
     pub addrs: Option<Box<Box<[PeerAddr]>>>,
     /// The swarms the peer is in, with its mode in each.
     pub swarms: SwarmList,
-    pub registered_at: Time,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
@@ -714,9 +723,14 @@ pub(super) struct PeerRecord {
     /// The ring slot whose bucket list holds the record, and its neighbours there.
     prev: u32,
     next: u32,
-    /// The address the peer registered from; requests naming this peer id from any other
-    /// address are refused.
-    pub source_ip: IpAddr,
+    /// The address the peer registered from, as IPv6 (an IPv4 address mapped,
+    /// [`PeerRecord::source_ip`]); requests naming this peer id from any other address are
+    /// refused.
+    source: [u8; 16],
+    /// When the peer registered: whole seconds of [`Time`] (saturating at `u32::MAX`, in
+    /// the year 2106 for a Unix clock), so that the record holds no 8-byte time but its
+    /// deadline. STAT_QUERY's online time is exact to the second.
+    registered_s: u32,
     /// Length of the stored id, with `member::HEX` when it is packed hex.
     id_len: u8,
     pub state: PeerState,
@@ -734,18 +748,31 @@ impl PeerRecord {
         PeerRecord {
             addrs: addrs.map(Box::new),
             swarms: SwarmList::default(),
-            registered_at: now,
             deadline: now,
             id: [0; INLINE_ID],
             prev: NIL,
             next: NIL,
-            source_ip: source.ip().to_canonical(),
+            source: match source.ip().to_canonical() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            },
+            registered_s: u32::try_from(now.as_millis() / 1000).unwrap_or(u32::MAX),
             id_len: 0,
             state: PeerState::PeerRegistered,
             gen: 0,
             ring: 0,
             port: source.port(),
         }
+    }
+
+    /// The address the peer registered from (canonical: IPv4 as IPv4).
+    pub fn source_ip(&self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(self.source)).to_canonical()
+    }
+
+    /// When the peer registered, to the second ([`PeerRecord::registered_s`]).
+    pub fn registered_at(&self) -> Time {
+        Time::from_secs(u64::from(self.registered_s))
     }
 
     /// The addresses the peer announced (`None`: its reflexive address).
@@ -755,7 +782,7 @@ impl PeerRecord {
 
     /// The reflexive address: the source address the peer registered from.
     pub fn reflexive(&self) -> SocketAddr {
-        SocketAddr::new(self.source_ip, self.port)
+        SocketAddr::new(self.source_ip(), self.port)
     }
 
     /// The peer's addresses as FIND and STAT_QUERY list them.
@@ -1232,8 +1259,9 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_96_bytes() {
-        assert!(std::mem::size_of::<PeerRecord>() <= 96);
+    fn a_record_is_88_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 88);
+        assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 112);
         assert_eq!(std::mem::size_of::<SwarmList>(), 16);
     }
 
