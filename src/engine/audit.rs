@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use hashbrown::HashMap;
 
-use super::tables::{Member, PeerShard, Swarm};
+use super::tables::{Member, PeerShard};
 use super::types::{PeerId, PeerMode, SwarmId};
 use super::{Engine, TableCounts};
 
@@ -23,6 +23,14 @@ pub struct MemoryEstimate {
     pub swarm_members: usize,
     /// Peer maps, record vectors, spilled swarm lists and peer cards.
     pub peer_table: usize,
+    /// Of `swarm_members`: the PPSTP swarms' member vectors (members and chunk lists).
+    pub member_vectors: usize,
+    /// Of `swarm_members`: the PPSTP swarms' position indexes (large swarms only).
+    pub position_indexes: usize,
+    /// Of `peer_table`: the record vectors and id arenas.
+    pub records: usize,
+    /// Of `peer_table`: the peer-id indexes.
+    pub peer_index: usize,
 }
 
 impl MemoryEstimate {
@@ -190,15 +198,21 @@ impl Engine {
         for lock in self.swarm_shards.iter() {
             let shard = lock.lock();
             est.swarm_table += shard.swarms.table_bytes();
-            est.swarm_members += shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>();
+            for swarm in shard.swarms.values() {
+                est.swarm_members += swarm.heap_bytes();
+                est.member_vectors += swarm.member_bytes();
+                est.position_indexes += swarm.index_bytes();
+            }
         }
         for lock in self.bt_shards.iter() {
             est.swarm_members += lock.lock().heap_bytes();
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
-            est.peer_table += shard.record_bytes() + shard.bucket_bytes();
+            let index = map_bytes::<u32>(shard.index_len_and_capacity().1);
+            est.peer_index += index;
+            est.records += shard.record_bytes();
+            est.peer_table += index + shard.record_bytes() + shard.bucket_bytes();
             for record in &shard.records {
                 est.peer_table += record.swarms.heap_bytes();
                 est.peer_table += record

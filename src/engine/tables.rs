@@ -380,15 +380,24 @@ impl Swarm {
         self.extra.as_ref().is_some_and(|x| !x.chunks.is_empty())
     }
 
+    /// Heap bytes of the member vector (members and its list of chunks).
+    pub fn member_bytes(&self) -> usize {
+        self.members.heap_bytes()
+    }
+
+    /// Heap bytes of the position index (none below [`INDEX_ABOVE`] members).
+    pub fn index_bytes(&self) -> usize {
+        // hashbrown: one value slot plus one control byte per bucket.
+        self.index().map_or(0, |index| {
+            index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+        })
+    }
+
     /// Heap bytes held by this swarm's own structures (capacity-based estimate).
     pub fn heap_bytes(&self) -> usize {
-        let mut bytes = self.members.capacity() * std::mem::size_of::<Member>();
+        let mut bytes = self.member_bytes() + self.index_bytes();
         if let Some(x) = &self.extra {
             bytes += std::mem::size_of::<SwarmExtra>();
-            if let Some(index) = &x.index {
-                // hashbrown: one (key, value) slot plus one control byte per bucket.
-                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1);
-            }
             bytes +=
                 x.chunks.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<[ChunkRange]>)>() + 1);
             bytes += x
