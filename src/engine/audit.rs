@@ -114,7 +114,7 @@ impl Engine {
             let (mut seeders, mut leechers) = (0, 0);
             shard.swarms.check()?;
             for (_, swarm_id, swarm) in shard.swarms.iter() {
-                if self.swarm_shard_no(swarm_id) != s {
+                if self.swarm_shard_no(&swarm_id) != s {
                     return Err(format!("{swarm_id:?} in the wrong swarm shard"));
                 }
                 if swarm.is_empty() {
@@ -134,7 +134,7 @@ impl Engine {
                                 "{swarm_id:?} holds a copy of {peer_id:?} that differs from its record"
                             ));
                         }
-                        if !swarms.iter().any(|(s, md)| s == swarm_id && *md == mode) {
+                        if !swarms.iter().any(|(s, md)| *s == swarm_id && *md == mode) {
                             return Err(format!(
                                 "{swarm_id:?} has {peer_id:?} as {mode:?}, the peer does not list it so"
                             ));

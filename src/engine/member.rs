@@ -102,6 +102,80 @@ pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     PeerId::from_stored(&buf[..2 * n])
 }
 
+/// Whether `want` (an id as received) is the id stored as `stored` with length byte
+/// `len_flag`, without unpacking or packing either.
+pub(super) fn stored_eq(stored: &[u8], len_flag: u8, want: &[u8]) -> bool {
+    if len_flag & HEX == 0 {
+        return stored == want;
+    }
+    want.len() == 2 * stored.len()
+        && stored
+            .iter()
+            .zip(want.chunks_exact(2))
+            .all(|(&b, pair)| HEX_PAIRS[usize::from(b)] == pair)
+}
+
+/// Stored id bytes a [`CompactId`] holds inline.
+const COMPACT_INLINE: usize = 22;
+
+/// An id in stored form ([`StoredId`]) in 24 bytes: inline up to [`COMPACT_INLINE`] stored
+/// bytes (a 40-character hex id, a 20-byte binary one), else on the heap. A swarm's slot
+/// holds its id this way instead of a 65-byte [`super::types::SwarmId`].
+#[derive(Debug)]
+pub(super) enum CompactId {
+    Inline {
+        len_flag: u8,
+        bytes: [u8; COMPACT_INLINE],
+    },
+    Boxed {
+        len_flag: u8,
+        bytes: Box<[u8]>,
+    },
+}
+
+impl CompactId {
+    /// The compact stored form of `id`.
+    pub fn new(id: &[u8]) -> Self {
+        let stored = StoredId::pack(id);
+        let (b, len_flag) = (stored.bytes(), stored.len_flag());
+        if b.len() <= COMPACT_INLINE {
+            let mut bytes = [0u8; COMPACT_INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            CompactId::Inline { len_flag, bytes }
+        } else {
+            CompactId::Boxed {
+                len_flag,
+                bytes: b.into(),
+            }
+        }
+    }
+
+    /// The stored bytes and their length byte.
+    fn parts(&self) -> (&[u8], u8) {
+        match self {
+            CompactId::Inline { len_flag, bytes } => (
+                bytes
+                    .get(..usize::from(len_flag & !HEX))
+                    .unwrap_or(&bytes[..]),
+                *len_flag,
+            ),
+            CompactId::Boxed { len_flag, bytes } => (bytes, *len_flag),
+        }
+    }
+
+    /// Whether this is the stored form of `want`.
+    pub fn matches(&self, want: &[u8]) -> bool {
+        let (stored, len_flag) = self.parts();
+        stored_eq(stored, len_flag, want)
+    }
+
+    /// The id as received.
+    pub fn unpack(&self) -> PeerId {
+        let (stored, len_flag) = self.parts();
+        unpack(stored, len_flag)
+    }
+}
+
 /// `flags`: the copy is complete (a peer list entry can be written from it alone).
 const COMPLETE: u8 = 1;
 /// `flags`: the address kind (2 bits) and the link kind (2 bits) start here.
@@ -237,6 +311,11 @@ mod tests {
     }
 
     #[test]
+    fn a_compact_id_is_24_bytes() {
+        assert!(std::mem::size_of::<CompactId>() <= 24);
+    }
+
+    #[test]
     fn hex_ids_pack_to_half() {
         let id = b"00ff10a9b8c7d6e5f4030201aabbccddeeff0011";
         let s = StoredId::pack(id);
@@ -312,6 +391,21 @@ mod tests {
             let s = StoredId::pack(&id);
             let back = unpack(s.bytes(), s.len_flag());
             prop_assert_eq!(back.as_bytes(), &id[..]);
+            let c = CompactId::new(&id);
+            let unpacked = c.unpack();
+            prop_assert_eq!(unpacked.as_bytes(), &id[..]);
+            prop_assert!(c.matches(&id));
+            let mut other = id.clone();
+            other.push(b'0');
+            prop_assert!(!c.matches(&other));
+            other.truncate(id.len() - 1);
+            prop_assert!(!c.matches(&other));
+            let mut flipped = id.clone();
+            if let Some(first) = flipped.first_mut() {
+                *first ^= 1;
+            }
+            prop_assert!(!c.matches(&flipped));
+            prop_assert!(!CompactId::new(&flipped).matches(&id));
         }
     }
 }

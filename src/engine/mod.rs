@@ -506,7 +506,7 @@ impl Engine {
                 let leechers = swarm.count(PeerMode::Leech);
                 best.push(Reverse((
                     seeders + leechers,
-                    Reverse(*id),
+                    Reverse(id),
                     seeders,
                     leechers,
                 )));
@@ -585,7 +585,7 @@ impl Engine {
     ) -> impl Iterator<Item = (SwarmId, PeerMode)> + 'a {
         list.iter().filter_map(|(shard_no, slot, mode)| {
             let lock = self.swarm_shards.get(usize::from(shard_no))?;
-            let id = *lock.lock().swarms.id_at(slot)?;
+            let id = lock.lock().swarms.id_at(slot)?;
             Some((id, mode))
         })
     }

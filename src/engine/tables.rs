@@ -55,7 +55,7 @@ const MEMBER_CHUNK: usize = 256;
 type MemberVec = ChunkedVec<Member, MEMBER_CHUNK, true>;
 /// The members of one mode (a run of the member vector).
 pub(super) type Members<'a> = super::chunked::Span<'a, Member, MEMBER_CHUNK, true>;
-use super::member::{StoredId, HEX};
+use super::member::{CompactId, StoredId, HEX};
 
 /// One swarm: 40 bytes plus its member vector, so that a million mostly tiny swarms stay
 /// small. Seeders occupy `members[..seeders]` and leechers `members[seeders..]`.
@@ -489,11 +489,24 @@ pub(super) struct SwarmShard {
 /// Fewest slots a swarm slab grows by.
 const SLOT_STEP_MIN: usize = 8;
 
-/// One occupied slot of a [`SwarmTable`].
+/// One occupied slot of a [`SwarmTable`]: 64 bytes, the id in stored form (hex ids packed to
+/// half, `member.rs`) instead of a 65-byte [`SwarmId`].
 #[derive(Debug)]
 pub(super) struct SwarmSlot {
-    pub id: SwarmId,
+    id: CompactId,
     pub swarm: Swarm,
+}
+
+impl SwarmSlot {
+    /// The swarm's id.
+    pub fn id(&self) -> SwarmId {
+        SwarmId(self.id.unpack().0)
+    }
+
+    /// The hash of the swarm's id (as received) with `hasher`.
+    fn hash(&self, hasher: &foldhash::fast::RandomState) -> u64 {
+        hasher.hash_one(self.id().as_bytes())
+    }
 }
 
 /// The swarms of one shard: a slab with a free list and an index by id. Lookups take the id's
@@ -539,7 +552,7 @@ impl SwarmTable {
                 slots
                     .get(i as usize)
                     .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.id.as_bytes() == want)
+                    .is_some_and(|s| s.id.matches(want))
             })
             .copied()
     }
@@ -569,11 +582,11 @@ impl SwarmTable {
     }
 
     /// The id of the swarm in `slot`.
-    pub fn id_at(&self, slot: u32) -> Option<&SwarmId> {
+    pub fn id_at(&self, slot: u32) -> Option<SwarmId> {
         self.slots
             .get(slot as usize)
             .and_then(|s| s.as_ref())
-            .map(|s| &s.id)
+            .map(SwarmSlot::id)
     }
 
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
@@ -585,7 +598,10 @@ impl SwarmTable {
                 break;
             }
         }
-        let entry = Some(SwarmSlot { id, swarm });
+        let entry = Some(SwarmSlot {
+            id: CompactId::new(id.as_bytes()),
+            swarm,
+        });
         let slot = match slot {
             Some(f) => {
                 if let Some(s) = self.slots.get_mut(f as usize) {
@@ -594,7 +610,7 @@ impl SwarmTable {
                 f
             }
             None => {
-                // The slab grows by eighths, not by doubling: a 112-byte slot per swarm and
+                // The slab grows by eighths, not by doubling: a 64-byte slot per swarm and
                 // most shards' slabs grown once to their size, doubling left on average a
                 // quarter of them unused (and a freed earlier copy for the allocator to keep).
                 if self.slots.len() == self.slots.capacity() {
@@ -615,7 +631,7 @@ impl SwarmTable {
             slots
                 .get(i as usize)
                 .and_then(|s| s.as_ref())
-                .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+                .map_or(0, |s| s.hash(hasher))
         });
         self.len += 1;
         slot
@@ -624,7 +640,7 @@ impl SwarmTable {
     /// Deletes the swarm in `slot`.
     pub fn remove_at(&mut self, slot: u32) -> Option<SwarmSlot> {
         let gone = self.slots.get_mut(slot as usize)?.take()?;
-        let h = self.hash(gone.id.as_bytes());
+        let h = gone.hash(&self.hasher);
         if let Ok(entry) = self.index.find_entry(h, |&i| i == slot) {
             entry.remove();
         }
@@ -652,7 +668,7 @@ impl SwarmTable {
                 slots
                     .get(i as usize)
                     .and_then(|s| s.as_ref())
-                    .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+                    .map_or(0, |s| s.hash(hasher))
             });
         }
         Some(gone)
@@ -663,15 +679,17 @@ impl SwarmTable {
     }
 
     /// Every `(slot, id, swarm)`.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &SwarmId, &Swarm)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, SwarmId, &Swarm)> {
         self.slots
             .iter()
             .zip(0u32..)
-            .filter_map(|(s, i)| s.as_ref().map(|s| (i, &s.id, &s.swarm)))
+            .filter_map(|(s, i)| s.as_ref().map(|s| (i, s.id(), &s.swarm)))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Swarm> {
-        self.iter().map(|(_, _, s)| s)
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|s| &s.swarm))
     }
 
     /// Heap bytes of the slab, the free list and the index (capacity-based).
@@ -687,7 +705,7 @@ impl SwarmTable {
             return Err("swarm index, slots and count differ".into());
         }
         for (slot, id, _) in self.iter() {
-            if self.slot_of(id) != Some(slot) {
+            if self.slot_of(&id) != Some(slot) {
                 return Err(format!("{id:?} indexed wrongly"));
             }
         }
@@ -1270,7 +1288,7 @@ mod tests {
     #[test]
     fn a_record_is_88_bytes() {
         assert!(std::mem::size_of::<PeerRecord>() <= 88);
-        assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 112);
+        assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 64);
         assert_eq!(std::mem::size_of::<SwarmList>(), 16);
     }
 
