@@ -215,9 +215,7 @@ impl Engine {
             est.peer_table += index + shard.record_bytes() + shard.bucket_bytes();
             for record in &shard.records {
                 est.peer_table += record.swarms.heap_bytes();
-                est.peer_table += record
-                    .announced()
-                    .map_or(0, |a| size_of::<Box<[super::PeerAddr]>>() + size_of_val(a));
+                est.peer_table += record.extra_bytes();
             }
         }
         est

@@ -136,12 +136,12 @@ impl Engine {
         };
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         let same = if addrs.is_empty() {
-            record.addrs.is_none() && record.port == port
+            record.announced().is_none() && record.port == port
         } else {
             record.announced() == Some(addrs)
         };
         if !same {
-            record.addrs = announced().map(Box::new);
+            record.set_announced(announced());
             record.port = port;
         }
         // The membership with the copy of the peer's (new) peer-list entry: rewritten in the

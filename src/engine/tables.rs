@@ -727,18 +727,24 @@ const BUCKETS: usize = 1024;
 /// packs to 20, and so does a 20-byte binary id); longer ones in the shard's byte arena.
 const INLINE_ID: usize = 20;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 88 bytes; its id is in
+/// What few peers need of a record, boxed: the addresses a peer announced, and the source
+/// address of a peer that registered over IPv6.
+#[derive(Debug, Default)]
+struct RecordExtra {
+    announced: Option<Box<[PeerAddr]>>,
+    source_v6: Option<Ipv6Addr>,
+}
+
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 80 bytes; its id is in
 /// the record when it fits [`INLINE_ID`] (so that finding a peer by id reads its record and
 /// nothing else), else in its shard's byte arena; its swarm list is inline while it is in at
 /// most one swarm, and its handle ([`PeerShard::key`]) is derived from its shard, slot and
 /// generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
-    /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
-    /// Boxed twice so that the record holds a thin pointer (8 bytes, not 16): most peers
-    /// announce none.
-    #[allow(clippy::redundant_allocation)]
-    pub addrs: Option<Box<Box<[PeerAddr]>>>,
+    /// The addresses the peer announced (none: the reflexive address `source_ip:port`) and an
+    /// IPv6 source address, boxed: most peers have neither.
+    extra: Option<Box<RecordExtra>>,
     /// The swarms the peer is in, with its mode in each.
     pub swarms: SwarmList,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
@@ -750,10 +756,10 @@ pub(super) struct PeerRecord {
     /// The ring slot whose bucket list holds the record, and its neighbours there.
     prev: u32,
     next: u32,
-    /// The address the peer registered from, as IPv6 (an IPv4 address mapped,
+    /// The address the peer registered from when it is IPv4 (else in `extra`,
     /// [`PeerRecord::source_ip`]); requests naming this peer id from any other address are
     /// refused.
-    source: [u8; 16],
+    source_v4: [u8; 4],
     /// When the peer registered: whole seconds of [`Time`] (saturating at `u32::MAX`, in
     /// the year 2106 for a Unix clock), so that the record holds no 8-byte time but its
     /// deadline. STAT_QUERY's online time is exact to the second.
@@ -772,29 +778,64 @@ impl PeerRecord {
     /// A new record (not linked into a bucket yet, without its id: [`PeerShard::insert`]
     /// stores both).
     pub fn new(addrs: Option<Box<[PeerAddr]>>, source: SocketAddr, now: Time) -> Self {
-        PeerRecord {
-            addrs: addrs.map(Box::new),
+        let mut record = PeerRecord {
+            extra: None,
             swarms: SwarmList::default(),
             deadline: now,
             id: [0; INLINE_ID],
             prev: NIL,
             next: NIL,
-            source: match source.ip().to_canonical() {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                IpAddr::V6(v6) => v6.octets(),
-            },
+            source_v4: [0; 4],
             registered_s: u32::try_from(now.as_millis() / 1000).unwrap_or(u32::MAX),
             id_len: 0,
             state: PeerState::PeerRegistered,
             gen: 0,
             ring: 0,
             port: source.port(),
+        };
+        match source.ip().to_canonical() {
+            IpAddr::V4(v4) => record.source_v4 = v4.octets(),
+            IpAddr::V6(v6) => record.extra_mut().source_v6 = Some(v6),
         }
+        record.set_announced(addrs);
+        record
+    }
+
+    fn extra_mut(&mut self) -> &mut RecordExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Sets the addresses the peer announced (`None`: its reflexive address).
+    pub fn set_announced(&mut self, addrs: Option<Box<[PeerAddr]>>) {
+        match addrs {
+            Some(a) => self.extra_mut().announced = Some(a),
+            None => {
+                if let Some(x) = &mut self.extra {
+                    x.announced = None;
+                    if x.source_v6.is_none() {
+                        self.extra = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Heap bytes of the boxed part (announced addresses, IPv6 source).
+    pub fn extra_bytes(&self) -> usize {
+        self.extra.as_ref().map_or(0, |x| {
+            std::mem::size_of::<RecordExtra>()
+                + x.announced
+                    .as_ref()
+                    .map_or(0, |a| std::mem::size_of_val(&a[..]))
+        })
     }
 
     /// The address the peer registered from (canonical: IPv4 as IPv4).
     pub fn source_ip(&self) -> IpAddr {
-        IpAddr::V6(Ipv6Addr::from(self.source)).to_canonical()
+        match self.extra.as_ref().and_then(|x| x.source_v6) {
+            Some(v6) => IpAddr::V6(v6),
+            None => IpAddr::from(self.source_v4),
+        }
     }
 
     /// When the peer registered, to the second ([`PeerRecord::registered_s`]).
@@ -804,7 +845,7 @@ impl PeerRecord {
 
     /// The addresses the peer announced (`None`: its reflexive address).
     pub fn announced(&self) -> Option<&[PeerAddr]> {
-        self.addrs.as_deref().map(|a| &a[..])
+        self.extra.as_ref().and_then(|x| x.announced.as_deref())
     }
 
     /// The reflexive address: the source address the peer registered from.
@@ -814,7 +855,7 @@ impl PeerRecord {
 
     /// The peer's addresses as FIND and STAT_QUERY list them.
     pub fn addr_list(&self) -> SmallVec<[PeerAddr; 2]> {
-        match &self.addrs {
+        match self.announced() {
             Some(list) => list.iter().copied().collect(),
             None => smallvec::smallvec![PeerAddr::reflexive(self.reflexive())],
         }
@@ -850,7 +891,7 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
-/// Records per chunk of a peer shard's record vector (48 KiB of 96-byte records).
+/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
 const RECORD_CHUNK: usize = 512;
 /// Bytes per chunk of a peer shard's id arena.
 const ID_CHUNK: usize = 16 * 1024;
@@ -1286,10 +1327,32 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_88_bytes() {
-        assert!(std::mem::size_of::<PeerRecord>() <= 88);
+    fn a_record_is_80_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 80);
         assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 64);
         assert_eq!(std::mem::size_of::<SwarmList>(), 16);
+    }
+
+    #[test]
+    fn a_record_keeps_its_source_and_announced_addresses() {
+        let v4: SocketAddr = "10.1.2.3:7000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::1]:7001".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:7000".parse().expect("addr");
+        let announced: Box<[PeerAddr]> = vec![PeerAddr::reflexive(v6)].into();
+        for (source, ip) in [(v4, v4.ip()), (v6, v6.ip()), (mapped, v4.ip())] {
+            let mut r = PeerRecord::new(None, source, Time::from_millis(12_345));
+            assert_eq!(r.source_ip(), ip);
+            assert_eq!(r.reflexive(), SocketAddr::new(ip, source.port()));
+            assert_eq!(r.announced(), None);
+            assert_eq!(r.registered_at(), Time::from_secs(12));
+            r.set_announced(Some(announced.clone()));
+            assert_eq!(r.announced(), Some(&announced[..]));
+            assert_eq!(r.source_ip(), ip);
+            r.set_announced(None);
+            assert_eq!(r.announced(), None);
+            assert_eq!(r.source_ip(), ip);
+            assert_eq!(r.extra.is_some(), ip.is_ipv6(), "the box only when needed");
+        }
     }
 
     /// A swarm larger than several member chunks (seeders and leechers moving across chunk
