@@ -214,7 +214,6 @@ impl Engine {
             est.records += shard.record_bytes();
             est.peer_table += index + shard.record_bytes() + shard.bucket_bytes();
             for record in &shard.records {
-                est.peer_table += record.swarms.heap_bytes();
                 est.peer_table += record.extra_bytes();
             }
         }

@@ -581,7 +581,7 @@ impl Engine {
     /// path.
     fn swarm_ids_of<'a>(
         &'a self,
-        list: &'a swarm_list::SwarmList,
+        list: &'a swarm_list::SwarmList<tables::RecordExtra>,
     ) -> impl Iterator<Item = (SwarmId, PeerMode)> + 'a {
         list.iter().filter_map(|(shard_no, slot, mode)| {
             let lock = self.swarm_shards.get(usize::from(shard_no))?;
@@ -592,7 +592,11 @@ impl Engine {
 
     /// Rewrites the peer's membership copies in every swarm of `list` (its addresses changed).
     /// The caller holds the peer's shard lock.
-    fn refresh_memberships(&self, list: &swarm_list::SwarmList, member: Member) {
+    fn refresh_memberships(
+        &self,
+        list: &swarm_list::SwarmList<tables::RecordExtra>,
+        member: Member,
+    ) {
         for (shard_no, slot, mode) in list.iter() {
             if let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) {
                 if let Some(swarm) = lock.lock().swarms.at_mut(slot) {

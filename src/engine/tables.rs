@@ -727,26 +727,31 @@ const BUCKETS: usize = 1024;
 /// packs to 20, and so does a 20-byte binary id); longer ones in the shard's byte arena.
 const INLINE_ID: usize = 20;
 
-/// What few peers need of a record, boxed: the addresses a peer announced, and the source
-/// address of a peer that registered over IPv6.
+/// What few peers need of a record, in the box of its swarm list's spilled entries: the
+/// addresses a peer announced, and the source address of a peer that registered over IPv6.
 #[derive(Debug, Default)]
-struct RecordExtra {
+pub(super) struct RecordExtra {
     announced: Option<Box<[PeerAddr]>>,
     source_v6: Option<Ipv6Addr>,
 }
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 80 bytes; its id is in
+impl super::swarm_list::Payload for RecordExtra {
+    fn is_unused(&self) -> bool {
+        self.announced.is_none() && self.source_v6.is_none()
+    }
+}
+
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 72 bytes; its id is in
 /// the record when it fits [`INLINE_ID`] (so that finding a peer by id reads its record and
 /// nothing else), else in its shard's byte arena; its swarm list is inline while it is in at
 /// most one swarm, and its handle ([`PeerShard::key`]) is derived from its shard, slot and
 /// generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
-    /// The addresses the peer announced (none: the reflexive address `source_ip:port`) and an
-    /// IPv6 source address, boxed: most peers have neither.
-    extra: Option<Box<RecordExtra>>,
-    /// The swarms the peer is in, with its mode in each.
-    pub swarms: SwarmList,
+    /// The swarms the peer is in, with its mode in each; its box also holds the addresses
+    /// the peer announced (none: the reflexive address `source_ip:port`) and an IPv6 source
+    /// address ([`RecordExtra`]): most peers have none of the three.
+    pub swarms: SwarmList<RecordExtra>,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
@@ -779,7 +784,6 @@ impl PeerRecord {
     /// stores both).
     pub fn new(addrs: Option<Box<[PeerAddr]>>, source: SocketAddr, now: Time) -> Self {
         let mut record = PeerRecord {
-            extra: None,
             swarms: SwarmList::default(),
             deadline: now,
             id: [0; INLINE_ID],
@@ -802,7 +806,11 @@ impl PeerRecord {
     }
 
     fn extra_mut(&mut self) -> &mut RecordExtra {
-        self.extra.get_or_insert_with(Default::default)
+        self.swarms.extra_mut()
+    }
+
+    fn extra(&self) -> Option<&RecordExtra> {
+        self.swarms.extra()
     }
 
     /// Sets the addresses the peer announced (`None`: its reflexive address).
@@ -810,29 +818,26 @@ impl PeerRecord {
         match addrs {
             Some(a) => self.extra_mut().announced = Some(a),
             None => {
-                if let Some(x) = &mut self.extra {
+                if let Some(x) = self.swarms.extra_if_any() {
                     x.announced = None;
-                    if x.source_v6.is_none() {
-                        self.extra = None;
-                    }
                 }
+                self.swarms.trim();
             }
         }
     }
 
-    /// Heap bytes of the boxed part (announced addresses, IPv6 source).
+    /// Heap bytes of the boxed part: spilled swarm entries, announced addresses, IPv6 source.
     pub fn extra_bytes(&self) -> usize {
-        self.extra.as_ref().map_or(0, |x| {
-            std::mem::size_of::<RecordExtra>()
-                + x.announced
-                    .as_ref()
-                    .map_or(0, |a| std::mem::size_of_val(&a[..]))
-        })
+        self.swarms.heap_bytes()
+            + self
+                .extra()
+                .and_then(|x| x.announced.as_ref())
+                .map_or(0, |a| std::mem::size_of_val(&a[..]))
     }
 
     /// The address the peer registered from (canonical: IPv4 as IPv4).
     pub fn source_ip(&self) -> IpAddr {
-        match self.extra.as_ref().and_then(|x| x.source_v6) {
+        match self.extra().and_then(|x| x.source_v6) {
             Some(v6) => IpAddr::V6(v6),
             None => IpAddr::from(self.source_v4),
         }
@@ -845,7 +850,7 @@ impl PeerRecord {
 
     /// The addresses the peer announced (`None`: its reflexive address).
     pub fn announced(&self) -> Option<&[PeerAddr]> {
-        self.extra.as_ref().and_then(|x| x.announced.as_deref())
+        self.extra().and_then(|x| x.announced.as_deref())
     }
 
     /// The reflexive address: the source address the peer registered from.
@@ -891,7 +896,7 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
-/// Records per chunk of a peer shard's record vector (40 KiB of 80-byte records).
+/// Records per chunk of a peer shard's record vector (36 KiB of 72-byte records).
 const RECORD_CHUNK: usize = 512;
 /// Bytes per chunk of a peer shard's id arena.
 const ID_CHUNK: usize = 16 * 1024;
@@ -1327,10 +1332,10 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_80_bytes() {
-        assert!(std::mem::size_of::<PeerRecord>() <= 80);
+    fn a_record_is_72_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 72);
         assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 72);
-        assert_eq!(std::mem::size_of::<SwarmList>(), 16);
+        assert_eq!(std::mem::size_of::<SwarmList<RecordExtra>>(), 16);
     }
 
     #[test]
@@ -1351,7 +1356,11 @@ mod tests {
             r.set_announced(None);
             assert_eq!(r.announced(), None);
             assert_eq!(r.source_ip(), ip);
-            assert_eq!(r.extra.is_some(), ip.is_ipv6(), "the box only when needed");
+            assert_eq!(
+                r.extra().is_some(),
+                ip.is_ipv6(),
+                "the box only when needed"
+            );
         }
     }
 
