@@ -1013,6 +1013,9 @@ impl EventLoop {
                             ring.cancel(ud);
                             ring.orphan(ud, buf);
                         }
+                        // Its buffers go round (unsent answers are dropped with it).
+                        stream.release_buffers(&mut ring.pool);
+                        ring.pool.give(stream.take_staging());
                         ring.submit_queued();
                         if let Some(file) = stream.file() {
                             ring.unregister_conn(file);

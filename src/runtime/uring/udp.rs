@@ -543,7 +543,8 @@ impl UdpRing {
     /// The send `ud` of a closed connection completed: its buffer can go.
     pub(crate) fn release_orphan(&mut self, ud: u64) {
         if let Some(i) = self.orphans.iter().position(|(u, _)| *u == ud) {
-            self.orphans.swap_remove(i);
+            let (_, buf) = self.orphans.swap_remove(i);
+            self.pool.give(buf);
         }
     }
 
