@@ -39,9 +39,10 @@ const KEEP_BYTES: usize = 16 * 1024;
 
 /// Spare staging buffers ([`STAGING_BYTES`] each) a worker keeps for its connections: 64
 /// (4 MiB). A connection takes one to write its answers into and gives it back once they have
-/// been sent (see [`RingStream::release_buffers`]), so a busy worker allocates none in steady
-/// state, an idle one holds few, and a flood on many connections holds one buffer per
-/// connection with answers on their way (the bytes the kernel's send buffers hold on epoll).
+/// been sent (see [`RingStream::release_buffers`]), so a worker with up to 64 connections
+/// sending at once allocates none in steady state, an idle one holds few, and a flood on many
+/// connections holds one buffer per connection with answers on their way (the bytes the
+/// kernel's send buffers hold on epoll).
 pub(crate) const POOL_BUFFERS: usize = 64;
 
 /// The worker's spare staging buffers.

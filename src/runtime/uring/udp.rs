@@ -689,12 +689,12 @@ impl UdpRing {
         for s in &mut self.sockets {
             // The multishot receive empties the socket only as far as the turn's completions
             // go, so a flood can wait in the socket's receive buffer unseen: a turn that served
-            // a full batch asks the kernel how much is queued (one `getsockopt`, only in busy
-            // turns), and a buffer at least half full is a backlog too.
+            // a full batch asks the kernel whether more is queued (one `getsockopt`, only in
+            // busy turns), as a full `recvmmsg` batch says so on epoll.
             let waiting = s.starved
                 || turn.more
                 || (s.served >= self.batch.min(DATAGRAMS_PER_TURN)
-                    && ReceiveQueue::of(s.fd).is_some_and(|q| q.backlogged()));
+                    && ReceiveQueue::of(s.fd).is_some_and(|q| q.queued > 0));
             s.backlog.end_turn(waiting, turn.end, stats.behind_after);
         }
         turn
