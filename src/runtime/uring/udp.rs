@@ -219,6 +219,8 @@ struct SockRing {
     starved: bool,
     /// Datagrams received in this turn.
     served: usize,
+    /// When this turn started (the `ready_at` of its batches after the first).
+    turn_start: std::time::Instant,
     /// The socket's descriptor (for [`ReceiveQueue::of`]).
     fd: RawFd,
     /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
@@ -371,6 +373,7 @@ impl UdpRing {
                 batch_left: 0,
                 starved: false,
                 served: 0,
+                turn_start: ctx.ready_at,
                 fd,
                 backlog: Backlog::default(),
             });
@@ -653,6 +656,7 @@ impl UdpRing {
             s.batch_left = 0;
             s.starved = false;
             s.served = 0;
+            s.turn_start = now;
             s.ctx.ready_at = s.backlog.start_turn(now);
         }
         let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1)
@@ -838,6 +842,12 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
+        if sock.batch_left == 0 && sock.served > 1 {
+            // Only a turn's first batch is measured from the backlog's start: the ring hands
+            // a turn several batches where epoll's turn is one `recvmmsg` batch, and a turn
+            // that sheds must shed one batch, as on epoll, not every datagram the ring holds.
+            sock.ctx.ready_at = sock.turn_start;
+        }
         let batch_left = &mut sock.batch_left;
         let batch = self.batch;
         let answer = match workers.get_mut(i) {
