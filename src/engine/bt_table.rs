@@ -779,9 +779,10 @@ impl BtShard {
 /// without). No allocation, and few random numbers: when fewer than all positions are wanted,
 /// the `n` positions (skip left out) are read as a ring cut into `want` consecutive strides of
 /// `step = m / want` positions from a random start, and one position is taken from each stride
-/// at a random offset (two offsets per 64-bit random number; none when the strides are one
-/// position long). This is opentracker's way of listing a large swarm: one random number per
-/// two listed peers instead of one or more per peer.
+/// at a random offset (two offsets per 64-bit random number, four when a stride is at most
+/// [`SHORT_STRIDE`] positions long; none when the strides are one position long). This is
+/// opentracker's way of listing a large swarm: one random number per two (or four) listed
+/// peers instead of one or more per peer.
 pub(super) fn sample(
     n: usize,
     skip: Option<usize>,
@@ -792,10 +793,9 @@ pub(super) fn sample(
     let skip = skip.filter(|&s| s < n);
     let m = n - usize::from(skip.is_some());
     let want = want.min(m);
-    let at = |i: usize| match skip {
-        Some(s) if i >= s => i + 1,
-        _ => i,
-    };
+    // Positions from the skipped one on are one further along (none without a skip).
+    let s = skip.unwrap_or(usize::MAX);
+    let at = |i: usize| i + usize::from(i >= s);
     if want == m {
         (0..m).for_each(|i| emit(at(i)));
         return;
@@ -805,30 +805,55 @@ pub(super) fn sample(
     }
     let step = m / want;
     let start = rng.gen_range(0..m);
-    // Position `k * step + offset` of the ring that starts at `start`.
-    let ring = |i: usize| {
-        let i = start + i;
-        if i >= m {
-            i - m
-        } else {
-            i
-        }
-    };
     if step == 1 {
-        (0..want).for_each(|k| emit(at(ring(k))));
+        // A window of `want` consecutive positions of the ring.
+        let first = (m - start).min(want);
+        (start..start + first).for_each(|i| emit(at(i)));
+        (0..want - first).for_each(|i| emit(at(i)));
         return;
     }
-    let mut bits = 0u64;
-    for k in 0..want {
-        let lane = if k % 2 == 0 {
-            bits = rng.next_u64();
-            bits as u32
-        } else {
-            (bits >> 32) as u32
-        };
-        // A uniform offset in 0..step (multiply-shift; step < 2^32 for any real swarm).
-        let offset = ((u64::from(lane) * step as u64) >> 32) as usize;
-        emit(at(ring(k * step + offset)));
+    if step <= SHORT_STRIDE {
+        strides::<4>(m, want, step, start, rng, |i| emit(at(i)));
+    } else {
+        strides::<2>(m, want, step, start, rng, |i| emit(at(i)));
+    }
+}
+
+/// Longest stride whose offsets [`sample`] draws from 16 random bits (four per random number):
+/// an offset is then off uniform by at most `SHORT_STRIDE / 2^16` (0.4%) of its probability.
+const SHORT_STRIDE: usize = 256;
+
+/// One position of each of `want` strides of `step` positions of the ring `0..m` that starts at
+/// `start`, at an offset drawn from `64 / L` random bits (multiply-shift: uniform within the
+/// bias of the bits' count); `L` offsets per 64-bit random number. `want * step <= m`.
+#[inline(always)]
+fn strides<const L: usize>(
+    m: usize,
+    want: usize,
+    step: usize,
+    start: usize,
+    rng: &mut SmallRng,
+    mut emit: impl FnMut(usize),
+) {
+    let bits = 64 / L as u32;
+    let mask = u64::MAX >> (64 - bits);
+    // The ring position of the current stride's first place, in `0..m`.
+    let mut pos = start;
+    let mut left = want;
+    while left > 0 {
+        let mut word = rng.next_u64();
+        for _ in 0..L.min(left) {
+            let offset = (((word & mask) * step as u64) >> bits) as usize;
+            word >>= bits;
+            // `pos + offset < 2m`: one subtraction brings it onto the ring.
+            let i = pos + offset;
+            emit(if i >= m { i - m } else { i });
+            pos += step;
+            if pos >= m {
+                pos -= m;
+            }
+        }
+        left -= L.min(left);
     }
 }
 
