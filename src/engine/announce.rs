@@ -24,8 +24,8 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 
 use super::bt_table::{
-    sample, stamp, BtShard, Entry, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN,
-    COMPACT_V6_LEN,
+    stamp, BtShard, Entry, Found, InfoHash, Members, Sample, SwarmRef, COMPACT_V4_LEN,
+    COMPACT_V6_LEN, SAMPLE_CHUNK,
 };
 use super::types::*;
 use super::{reserve, source_ip, Engine, ExpiryReport};
@@ -701,9 +701,10 @@ fn list<const N: usize>(
     listed
 }
 
-/// Appends the wire form of up to `want` members of `part` sampled by [`sample`] (never position
-/// `skip`, never a port-0 member) to `out`; returns how many. The room is made once and each
-/// entry is a fixed-size copy; a port-0 member is written and then overwritten by the next.
+/// Appends the wire form of up to `want` members of `part` sampled by [`Sample`] (never
+/// position `skip`, never a port-0 member) to `out`; returns how many. The room is made once
+/// and each entry is a fixed-size copy; a port-0 member is written and then overwritten by the
+/// next.
 fn write_sample<const N: usize>(
     part: &[Entry<N>],
     skip: Option<usize>,
@@ -716,12 +717,20 @@ fn write_sample<const N: usize>(
     out.resize(base + room, 0);
     let dst = &mut out[base..];
     let mut at = 0;
-    sample(part.len(), skip, want, rng, |i| {
-        if let (Some(e), Some(d)) = (part.get(i), dst.get_mut(at..at + N)) {
-            d.copy_from_slice(&e.wire);
-            at += usize::from(e.port() != 0) * N;
+    let mut sample = Sample::new(part.len(), skip, want, rng);
+    let mut chunk = [0; SAMPLE_CHUNK];
+    loop {
+        let k = sample.fill(rng, &mut chunk);
+        if k == 0 {
+            break;
         }
-    });
+        for &i in &chunk[..k] {
+            if let (Some(e), Some(d)) = (part.get(i), dst.get_mut(at..at + N)) {
+                d.copy_from_slice(&e.wire);
+                at += usize::from(e.port() != 0) * N;
+            }
+        }
+    }
     out.truncate(base + at);
     at / N
 }
