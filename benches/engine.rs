@@ -183,6 +183,7 @@ fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
                 let handles: Vec<_> = (0..threads)
                     .map(|t| {
                         scope.spawn(move || {
+                            pin(t);
                             let cpu0 = thread_cpu_ns();
                             mixed_ops(e, zs, ps, t, round + 1, OPS / threads);
                             thread_cpu_ns().saturating_sub(cpu0)
@@ -216,20 +217,39 @@ fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
 }
 
 /// `ops` operations of the mixed workload for thread `t`: join a Zipf swarm, FIND in it from a
-/// random peer and from the joiner, leave it again. Each thread has its own bench peers.
+/// random peer and from the joiner, leave it again. The threads work on disjoint swarms and
+/// peers: thread `t` uses the swarms and the FINDing peers whose number has parity `t` (the
+/// Zipf rank with its lowest bit replaced), and its own bench peers. Each thread answers into
+/// one reused `Response`, as a server worker does.
 fn mixed_ops(e: &Engine, zs: &[u32], ps: &[u32], t: usize, round: usize, ops: usize) {
     let base = PEERS + t * (BENCH_PEERS / 2);
+    let parity = |n: u32| (n as usize & !1) | (t & 1);
     let mut k = round * 7919 + t * 104_729;
     let mut i = 0;
+    let mut response = Response::Err(ErrorCode::Ok);
     while i < ops {
         k = k.wrapping_add(1);
         let p = base + k % (BENCH_PEERS / 2);
-        let s = zs[k % SAMPLES] as usize;
-        black_box(e.handle(&join_req(p, s, PeerMode::Leech), NOW));
-        black_box(e.handle(&find_req(ps[k % SAMPLES] as usize, s, 30), NOW));
-        black_box(e.handle(&find_req(p, s, 30), NOW));
+        let s = parity(zs[k % SAMPLES]);
+        e.handle_into(&join_req(p, s, PeerMode::Leech), NOW, &mut response);
+        black_box(&response);
+        let finder = parity(ps[k % SAMPLES]);
+        e.handle_into(&find_req(finder, s, 30), NOW, &mut response);
+        black_box(&response);
+        e.handle_into(&find_req(p, s, 30), NOW, &mut response);
+        black_box(&response);
         black_box(e.handle(&leave_req(p, s), NOW));
         i += 4;
+    }
+}
+
+/// Pins the calling thread to CPU `t` (modulo the CPUs there are), so that the threads of a
+/// multi-thread measurement do not share a core; nothing when pinning is not possible.
+fn pin(t: usize) {
+    if let Some(cores) = core_affinity::get_core_ids() {
+        if let Some(&core) = cores.get(t % cores.len().max(1)) {
+            core_affinity::set_for_current(core);
+        }
     }
 }
 
@@ -343,11 +363,59 @@ fn largest(engine: &Engine) -> u32 {
     }
 }
 
+/// Operations run by the profiling mode ([`profile`]).
+const PROFILE_OPS: usize = 20_000;
+
+/// `PROFILE_OPS` JOINs of bench peers into Zipf swarms (the profiling mode's measured part;
+/// not inlined, so that `valgrind --tool=callgrind --toggle-collect='*profile_join*'` counts
+/// exactly these).
+#[inline(never)]
+fn profile_join(e: &Engine, zs: &[u32], response: &mut Response) {
+    for i in 0..PROFILE_OPS {
+        e.handle_into(
+            &join_req(PEERS + i, zs[i % SAMPLES] as usize, PeerMode::Leech),
+            NOW,
+            response,
+        );
+        black_box(&*response);
+    }
+}
+
+/// `PROFILE_OPS` FINDs of 30 peers in Zipf swarms from random peers (see [`profile_join`]).
+#[inline(never)]
+fn profile_find(e: &Engine, zs: &[u32], ps: &[u32], response: &mut Response) {
+    for i in 0..PROFILE_OPS {
+        let r = find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, 30);
+        e.handle_into(&r, NOW, response);
+        black_box(&*response);
+    }
+}
+
+/// The profiling mode, for instruction and cache-miss counts that do not depend on the load
+/// of the host: with `ENGINE_BENCH_PROFILE=1` the bench populates the table, runs
+/// [`profile_join`] (then the LEAVEs that undo it) and [`profile_find`] once, and exits
+/// without running criterion. Run it under
+/// `valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*profile_find*'` (or
+/// `*profile_join*`) and divide the counts by [`PROFILE_OPS`].
+fn profile(e: &Engine, zs: &[u32], ps: &[u32]) {
+    let mut response = Response::Err(ErrorCode::Ok);
+    profile_join(e, zs, &mut response);
+    for i in 0..PROFILE_OPS {
+        e.handle(&leave_req(PEERS + i, zs[i % SAMPLES] as usize), NOW);
+    }
+    profile_find(e, zs, ps, &mut response);
+    println!("profiled {PROFILE_OPS} JOINs and {PROFILE_OPS} FINDs of 30");
+}
+
 fn benches(c: &mut Criterion) {
     let world = populate();
     let e = &world.engine;
     let zs = &world.swarm_samples;
     let ps = &world.peer_samples;
+    if std::env::var_os("ENGINE_BENCH_PROFILE").is_some() {
+        profile(e, zs, ps);
+        return;
+    }
     cpu_report(e, zs, ps);
 
     let mut group = c.benchmark_group("engine");
@@ -515,8 +583,9 @@ fn bt_announce(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine. Each thread uses its own bench
-/// peers (join a swarm, find in it, leave it again), so the table stays the same size.
+/// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine, each thread pinned to its own
+/// CPU. The threads work on disjoint swarms and peers ([`mixed_ops`]: join a swarm, find in it,
+/// leave it again), so the table stays the same size.
 fn mixed_threads(c: &mut Criterion, e: &Engine, zs: &[u32], ps: &[u32]) {
     let mut group = c.benchmark_group("mixed_join_find");
     for threads in [1usize, 2] {
@@ -528,7 +597,10 @@ fn mixed_threads(c: &mut Criterion, e: &Engine, zs: &[u32], ps: &[u32]) {
                 let start = Instant::now();
                 std::thread::scope(|scope| {
                     for t in 0..threads {
-                        scope.spawn(move || mixed_ops(e, zs, ps, t, round, per_thread));
+                        scope.spawn(move || {
+                            pin(t);
+                            mixed_ops(e, zs, ps, t, round, per_thread)
+                        });
                     }
                 });
                 // Time per operation = wall time / operations done by all threads.
