@@ -26,6 +26,7 @@ pub(super) const MEMBER_ID_BYTES: usize = 24;
 pub(super) const HEX: u8 = 0x80;
 
 /// An id in stored form: `len & !HEX` bytes of `bytes`, packed hex when `len & HEX`.
+#[derive(Clone)]
 pub(super) struct StoredId {
     len: u8,
     bytes: [u8; MAX_ID_BYTES],

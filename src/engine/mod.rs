@@ -42,6 +42,7 @@ pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 
 use bt_table::BtShard;
+use member::StoredId;
 use select::Pick;
 use smallvec::SmallVec;
 use tables::{Member, PeerRecord, PeerShard, Swarm, SwarmShard, SwarmTable, NIL};
@@ -185,8 +186,9 @@ impl Engine {
             })
             .collect();
         let max_timer = config.init_timer_secs.max(config.track_timer_secs);
+        let peer_hasher = foldhash::fast::RandomState::default();
         let peer_shards = (0..config.shards)
-            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer))))
+            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer, peer_hasher))))
             .collect();
         let bt_shards = (0..config.shards)
             .map(|i| {
@@ -201,13 +203,60 @@ impl Engine {
             peer_shards,
             bt_shards,
             swarm_hasher,
-            peer_hasher: Default::default(),
+            peer_hasher,
             bt_hasher: Default::default(),
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
             bt_swarms: CachePadded::new(AtomicUsize::new(0)),
             expiry_shard: CachePadded::new(AtomicUsize::new(0)),
             sources: budget::SourceCounts::new(),
+        }
+    }
+
+    /// Starts loading into the cache what a PPSTP request about to be handled reads first: the
+    /// requester's registration and the slot of the request's swarm (the first swarm action of
+    /// a CONNECT). A server calls it for the next request of a pipelined batch before it
+    /// handles the current one, so that the cache misses of the two overlap instead of
+    /// following one another.
+    ///
+    /// Changes nothing and never waits: each shard's lock is only tried, and the record and
+    /// slot are prefetched, not read (each is found by the first index entry whose 7-bit tag
+    /// matches, without comparing ids). Does nothing while both tables are smaller than
+    /// [`PREFETCH_MIN_SWARMS`] entries (they then stay in cache), or on targets without a
+    /// prefetch instruction.
+    pub fn prefetch(&self, request: &Request) {
+        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
+        if !big(&self.peers) && !big(&self.swarms) {
+            return;
+        }
+        if !self.id_ok(&request.peer_id.0) {
+            return;
+        }
+        let (shard_no, _, h) = self.peer_loc(&request.peer_id);
+        if let Some(shard) = self.peer_shards.get(shard_no).and_then(|s| s.try_lock()) {
+            if let Some(record) = shard.probable_record(h) {
+                prefetch_object(record);
+            }
+        }
+        let swarm_id = match &request.kind {
+            RequestKind::Join { swarm_id, .. }
+            | RequestKind::Find { swarm_id, .. }
+            | RequestKind::Leave { swarm_id }
+            | RequestKind::JoinChunk { swarm_id, .. } => swarm_id,
+            RequestKind::Connect { actions, .. } => match actions.first() {
+                Some(action) => &action.swarm_id,
+                None => return,
+            },
+            _ => return,
+        };
+        if !self.id_ok(&swarm_id.0) {
+            return;
+        }
+        let (shard_no, h) = self.swarm_loc(swarm_id);
+        if let Some(shard) = self.swarm_shards.get(shard_no).and_then(|s| s.try_lock()) {
+            if let Some(slot) = shard.swarms.probable_slot(h) {
+                prefetch_object(slot);
+            }
         }
     }
 
@@ -634,8 +683,19 @@ impl Engine {
     }
 
     fn peer_shard(&self, id: &PeerId) -> &Mutex<PeerShard> {
-        let h = self.peer_hasher.hash_one(id.as_bytes());
-        &self.peer_shards[(h % self.peer_shards.len() as u64) as usize]
+        &self.peer_shards[self.peer_loc(id).0]
+    }
+
+    /// Where peer `id` is registered: the number of its peer shard, its stored form
+    /// (`member.rs`) and that form's hash, which the shard's index takes too
+    /// ([`PeerShard::find_stored`]): a lookup packs and hashes the id once. The shard comes
+    /// from bits 40 and up, the index's buckets from the low bits.
+    fn peer_loc(&self, id: &PeerId) -> (usize, StoredId, u64) {
+        let stored = StoredId::pack(id.as_bytes());
+        let h = self.peer_hasher.hash_one(stored.bytes());
+        // `shards >= 1`, and the index is reduced modulo the length.
+        let shard = ((h >> 40) % self.peer_shards.len() as u64) as usize;
+        (shard, stored, h)
     }
 
     /// Peer-list size for a request: `peer_count` if given, else the default; capped.
@@ -673,9 +733,10 @@ impl Engine {
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
-        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let (shard_no, stored, h) = self.peer_loc(&request.peer_id);
+        let mut guard = self.peer_shards[shard_no].lock();
         let shard = &mut *guard;
-        let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+        let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
         let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip != source_ip(request) {
@@ -938,6 +999,17 @@ impl Engine {
     pub fn peers_from(&self, ip: IpAddr) -> usize {
         self.sources.count(ip.to_canonical())
     }
+}
+
+/// Prefetches every cache line `value` occupies (64-byte lines).
+fn prefetch_object<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    for offset in (0..size).step_by(64) {
+        announce::prefetch(p.wrapping_add(offset));
+    }
+    // The object need not start on a line: its last byte may be on one more.
+    announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
 /// Increments `counter` unless it already reached `max`.
