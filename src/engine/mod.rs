@@ -260,6 +260,19 @@ impl Engine {
         }
     }
 
+    /// The number of the PPSTP swarm shard (`0..config().shards`) that holds swarm `id`, for
+    /// callers that give each thread its own shards (benchmarks of threads that share no
+    /// lock). Stable for the engine's lifetime; differs between engines (the hash is seeded).
+    pub fn swarm_shard_of(&self, id: &SwarmId) -> usize {
+        self.swarm_shard_no(id)
+    }
+
+    /// The number of the peer shard (`0..config().shards`) that holds the registration of
+    /// peer `id` (see [`Engine::swarm_shard_of`]).
+    pub fn peer_shard_of(&self, id: &PeerId) -> usize {
+        self.peer_loc(id).0
+    }
+
     /// The effective configuration: the one given to [`Engine::new`] with limits clamped to
     /// what the tables can represent.
     pub fn config(&self) -> &EngineConfig {
