@@ -225,39 +225,52 @@ impl Engine {
     /// [`PREFETCH_MIN_SWARMS`] entries (they then stay in cache), or on targets without a
     /// prefetch instruction.
     pub fn prefetch(&self, request: &Request) {
-        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
-        if !big(&self.peers) && !big(&self.swarms) {
-            return;
-        }
-        if !self.id_ok(&request.peer_id.0) {
-            return;
-        }
-        let (shard_no, _, h) = self.peer_loc(&request.peer_id);
-        if let Some(shard) = self.peer_shards.get(shard_no).and_then(|s| s.try_lock()) {
-            if let Some(record) = shard.probable_record(h) {
-                prefetch_object(record);
-            }
-        }
         let swarm_id = match &request.kind {
             RequestKind::Join { swarm_id, .. }
             | RequestKind::Find { swarm_id, .. }
             | RequestKind::Leave { swarm_id }
-            | RequestKind::JoinChunk { swarm_id, .. } => swarm_id,
-            RequestKind::Connect { actions, .. } => match actions.first() {
-                Some(action) => &action.swarm_id,
-                None => return,
-            },
-            _ => return,
+            | RequestKind::JoinChunk { swarm_id, .. } => Some(swarm_id),
+            RequestKind::Connect { actions, .. } => actions.first().map(|a| &a.swarm_id),
+            _ => None,
         };
-        if !self.id_ok(&swarm_id.0) {
+        self.prefetch_ids(request.peer_id.as_bytes(), swarm_id.map(|s| s.as_bytes()));
+    }
+
+    /// As [`Engine::prefetch`], given the request's peer id and swarm id (if any) as bytes,
+    /// for a server that has not decoded the request yet. Ids that are empty or longer than
+    /// `max_id_len` are ignored.
+    pub fn prefetch_ids(&self, peer_id: &[u8], swarm_id: Option<&[u8]>) {
+        if !self.prefetch_useful() {
             return;
         }
-        let (shard_no, h) = self.swarm_loc(swarm_id);
+        if let Some(peer_id) = PeerId::new(peer_id).ok().filter(|p| self.id_ok(&p.0)) {
+            let (shard_no, _, h) = self.peer_loc(&peer_id);
+            if let Some(shard) = self.peer_shards.get(shard_no).and_then(|s| s.try_lock()) {
+                if let Some(record) = shard.probable_record(h) {
+                    prefetch_object(record);
+                }
+            }
+        }
+        let Some(swarm_id) = swarm_id
+            .and_then(|s| SwarmId::new(s).ok())
+            .filter(|s| self.id_ok(&s.0))
+        else {
+            return;
+        };
+        let (shard_no, h) = self.swarm_loc(&swarm_id);
         if let Some(shard) = self.swarm_shards.get(shard_no).and_then(|s| s.try_lock()) {
             if let Some(slot) = shard.swarms.probable_slot(h) {
                 prefetch_object(slot);
             }
         }
+    }
+
+    /// Whether [`Engine::prefetch`] does anything now: the peer or the swarm table has at
+    /// least [`PREFETCH_MIN_SWARMS`] entries (below, they stay in cache). A server can skip
+    /// finding a request's ids for the prefetch otherwise.
+    pub fn prefetch_useful(&self) -> bool {
+        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
+        big(&self.peers) || big(&self.swarms)
     }
 
     /// The number of the PPSTP swarm shard (`0..config().shards`) that holds swarm `id`, for
