@@ -55,12 +55,16 @@ type Picks = SmallVec<[Pick; 256]>;
 struct Lists(SmallVec<[Vec<PeerInfo>; 4]>);
 
 impl Lists {
-    /// Empties `response` into an answer to fill (its swarm-result vector kept, cleared) and
-    /// the peer lists it held.
-    fn reuse(response: &mut Response) -> (Answer, Lists) {
-        let mut answer = match std::mem::replace(response, Response::Err(ErrorCode::Ok)) {
-            Response::Ok(answer) => answer,
-            Response::Err(_) => Answer::default(),
+    /// Turns `response` into an empty answer to fill, in place (its swarm-result vector kept,
+    /// cleared; a `Response` is a few hundred bytes, so it is not moved out and back), and
+    /// returns the peer lists it held.
+    /// `None` never happens (the response is made an answer first).
+    fn reuse(response: &mut Response) -> Option<(&mut Answer, Lists)> {
+        if !matches!(response, Response::Ok(_)) {
+            *response = Response::Ok(Answer::default());
+        }
+        let Response::Ok(answer) = response else {
+            return None;
         };
         answer.reflexive = None;
         answer.stat = None;
@@ -71,7 +75,7 @@ impl Lists {
                 .filter_map(|r| r.peers)
                 .collect(),
         );
-        (answer, lists)
+        Some((answer, lists))
     }
 
     /// An empty vector, with the capacity of a previous answer's list when there is one.
@@ -319,7 +323,10 @@ impl Engine {
             RequestKind::Connect { .. } | RequestKind::Find { .. } | RequestKind::Join { .. }
         );
         if reusing {
-            let (mut answer, mut lists) = Lists::reuse(response);
+            let Some((answer, mut lists)) = Lists::reuse(response) else {
+                *response = Response::Err(ErrorCode::InternalError);
+                return;
+            };
             let result = match &request.kind {
                 RequestKind::Connect {
                     peer_num,
@@ -331,7 +338,7 @@ impl Engine {
                     addrs,
                     actions,
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 RequestKind::Find {
@@ -344,7 +351,7 @@ impl Engine {
                     peer_num.as_ref(),
                     chunks,
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 RequestKind::Join {
@@ -357,15 +364,15 @@ impl Engine {
                     *mode,
                     peer_num.as_ref(),
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 _ => Err(ErrorCode::InternalError),
             };
-            *response = match result {
-                Ok(()) => Response::Ok(answer),
-                Err(code) => Response::Err(code),
-            };
+            // On success the answer is already in `response`.
+            if let Err(code) = result {
+                *response = Response::Err(code);
+            }
             return;
         }
         let result = match &request.kind {
