@@ -27,6 +27,7 @@ pub(super) const MEMBER_ID_BYTES: usize = 20;
 pub(super) const HEX: u8 = 0x80;
 
 /// An id in stored form: `len & !HEX` bytes of `bytes`, packed hex when `len & HEX`.
+#[derive(Clone)]
 pub(super) struct StoredId {
     len: u8,
     bytes: [u8; MAX_ID_BYTES],
@@ -90,6 +91,7 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
+#[inline]
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
@@ -268,6 +270,7 @@ impl Member {
 
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
+    #[inline]
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
         if !self.is_complete() {
             return None;

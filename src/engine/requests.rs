@@ -97,9 +97,10 @@ impl Engine {
         let port = request.source.port();
         let announced = || (!addrs.is_empty()).then(|| Box::<[PeerAddr]>::from(addrs));
 
-        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let (shard_no, stored, h) = self.peer_loc(&request.peer_id);
+        let mut guard = self.peer_shards[shard_no].lock();
         let shard = &mut *guard;
-        let existing = shard.find(&request.peer_id);
+        let existing = shard.find_stored(&stored, h);
         let tracking = match existing {
             Some(pos) => {
                 let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;

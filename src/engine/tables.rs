@@ -589,6 +589,13 @@ impl SwarmTable {
             .map(SwarmSlot::id)
     }
 
+    /// The slot that hash `h` most likely belongs to (see [`PeerShard::probable_record`]). For
+    /// a prefetch only.
+    pub fn probable_slot(&self, h: u64) -> Option<&SwarmSlot> {
+        let &i = self.index.find(h, |_| true)?;
+        self.slots.get(i as usize)?.as_ref()
+    }
+
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
     pub fn insert(&mut self, h: u64, id: SwarmId, swarm: Swarm) -> u32 {
         let mut slot = None;
@@ -928,14 +935,16 @@ fn set_arena_place(record: &mut PeerRecord, place: u32) {
 
 impl PeerShard {
     /// An empty shard numbered `number`; `max_timer_secs` is the longest timer a deadline is
-    /// set with (it sizes the buckets).
-    pub fn new(number: u16, max_timer_secs: u64) -> Self {
+    /// set with (it sizes the buckets). `hasher` hashes stored ids for the shard's index; the
+    /// engine gives every shard its own peer hasher, whose hash of a stored id also chose the
+    /// shard (see [`PeerShard::find_stored`]), so that a lookup hashes the id once.
+    pub fn new(number: u16, max_timer_secs: u64, hasher: foldhash::fast::RandomState) -> Self {
         let span_ms = max_timer_secs.saturating_mul(1000).saturating_mul(2);
         let bucket_ms = span_ms.div_ceil(BUCKETS as u64).max(1000);
         PeerShard {
             number,
             next_gen: 0,
-            hasher: Default::default(),
+            hasher,
             index: hashbrown::HashTable::new(),
             records: ChunkedVec::default(),
             ids: ByteArena::default(),
@@ -999,17 +1008,31 @@ impl PeerShard {
     }
 
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
+        let stored = StoredId::pack(peer_id.as_bytes());
+        self.find_stored(&stored, self.hash(stored.bytes()))
+    }
+
+    /// As [`PeerShard::find`], given the id's stored form and its hash `h` by the shard's
+    /// hasher (the engine's peer hasher, which chose the shard from the same hash).
+    pub fn find_stored(&self, stored: &StoredId, h: u64) -> Option<usize> {
         let records = &self.records;
         let ids = &self.ids;
-        let stored = StoredId::pack(peer_id.as_bytes());
         let (id, len) = (stored.bytes(), stored.len_flag());
         self.index
-            .find(self.hash(id), |&i| {
+            .find(h, |&i| {
                 records
                     .get(i as usize)
                     .is_some_and(|r| r.id_len == len && id_in(ids, r) == id)
             })
             .map(|&i| i as usize)
+    }
+
+    /// The record that hash `h` most likely belongs to: the first index entry whose 7-bit
+    /// tag matches, without comparing ids (so the record itself is not read). For a prefetch
+    /// only; `None` when no entry matches.
+    pub fn probable_record(&self, h: u64) -> Option<&PeerRecord> {
+        let &i = self.index.find(h, |_| true)?;
+        self.records.get(i as usize)
     }
 
     /// The record a handle names, if it still does.
@@ -1421,7 +1444,7 @@ mod tests {
         fn peer_shard_keeps_index_handles_and_buckets(
             ops in prop::collection::vec((0u8..3, 0u16..60, 0u64..400_000), 1..300)
         ) {
-            let mut shard = PeerShard::new(3, 120);
+            let mut shard = PeerShard::new(3, 120, Default::default());
             let mut live: BTreeMap<u16, ()> = BTreeMap::new();
             for (op, n, t) in ops {
                 // Every third id is too long for the record and lives in the arena.
