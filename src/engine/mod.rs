@@ -540,7 +540,7 @@ impl Engine {
                 }
             }
         }
-        self.release_peer(gone.source_ip);
+        self.release_peer(gone.source_ip());
         Some(gone)
     }
 
@@ -588,7 +588,7 @@ impl Engine {
                 let leechers = swarm.count(PeerMode::Leech);
                 best.push(Reverse((
                     seeders + leechers,
-                    Reverse(*id),
+                    Reverse(id),
                     seeders,
                     leechers,
                 )));
@@ -663,18 +663,22 @@ impl Engine {
     /// path.
     fn swarm_ids_of<'a>(
         &'a self,
-        list: &'a swarm_list::SwarmList,
+        list: &'a swarm_list::SwarmList<tables::RecordExtra>,
     ) -> impl Iterator<Item = (SwarmId, PeerMode)> + 'a {
         list.iter().filter_map(|(shard_no, slot, mode)| {
             let lock = self.swarm_shards.get(usize::from(shard_no))?;
-            let id = *lock.lock().swarms.id_at(slot)?;
+            let id = lock.lock().swarms.id_at(slot)?;
             Some((id, mode))
         })
     }
 
     /// Rewrites the peer's membership copies in every swarm of `list` (its addresses changed).
     /// The caller holds the peer's shard lock.
-    fn refresh_memberships(&self, list: &swarm_list::SwarmList, member: Member) {
+    fn refresh_memberships(
+        &self,
+        list: &swarm_list::SwarmList<tables::RecordExtra>,
+        member: Member,
+    ) {
         for (shard_no, slot, mode) in list.iter() {
             if let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) {
                 if let Some(swarm) = lock.lock().swarms.at_mut(slot) {
@@ -772,7 +776,7 @@ impl Engine {
         let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
         let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-        if record.source_ip != source_ip(request) {
+        if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
         let out = f(record, member);
