@@ -91,7 +91,6 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
-#[inline]
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
@@ -270,7 +269,6 @@ impl Member {
 
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
-    #[inline]
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
         if !self.is_complete() {
             return None;
