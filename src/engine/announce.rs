@@ -24,7 +24,8 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 
 use super::bt_table::{
-    sample, stamp, BtShard, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN, COMPACT_V6_LEN,
+    stamp, BtShard, Entry, Found, InfoHash, Members, Sample, SwarmRef, COMPACT_V4_LEN,
+    COMPACT_V6_LEN, SAMPLE_CHUNK,
 };
 use super::types::*;
 use super::{reserve, source_ip, Engine, ExpiryReport};
@@ -175,7 +176,7 @@ pub const PREFETCH_MIN_SWARMS: usize = 32_768;
 /// Asks the CPU to bring the cache line at `p` into its caches (x86-64 `prefetcht0`); does
 /// nothing on other targets. A prefetch never faults and reads nothing the program sees.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(super) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `prefetcht0` is a hint: it does not fault or change memory, whatever the
     // address (SSE is part of x86-64).
@@ -251,22 +252,16 @@ impl Engine {
         peers: &mut CompactPeers,
     ) -> Result<SwarmStats, ErrorCode> {
         peers.clear();
-        // Inlined into the listing (the sink is a type parameter), so each entry is a
-        // fixed-size copy.
-        let mut sink = |_: PeerMode, w: &[u8]| match w.len() {
-            COMPACT_V4_LEN => peers.v4.extend_from_slice(w),
-            _ => peers.v6.extend_from_slice(w),
-        };
-        self.announce_with(request, now, families, &mut sink)
+        self.announce_with(request, now, families, peers)
     }
 
-    /// The announce itself, handing each listed peer (mode, wire bytes) to `sink`.
+    /// The announce itself, writing the listed peers to `out`.
     fn announce_with(
         &self,
         request: &Request,
         now: Time,
         families: ListFamilies,
-        sink: &mut impl FnMut(PeerMode, &[u8]),
+        out: &mut impl ListOut,
     ) -> Result<SwarmStats, ErrorCode> {
         let RequestKind::Announce {
             swarm_id,
@@ -374,8 +369,10 @@ impl Engine {
             }
             let me = (family == own).then_some(found);
             left -= match family {
-                Family::V4 => list(&swarm.swarm.v4, me, mode, left, rng, sink),
-                Family::V6 => swarm.v6.map_or(0, |m| list(m, me, mode, left, rng, sink)),
+                Family::V4 => list(&swarm.swarm.v4, family, me, mode, left, rng, out),
+                Family::V6 => swarm
+                    .v6
+                    .map_or(0, |m| list(m, family, me, mode, left, rng, out)),
             };
         }
         Ok(self.swarm_stats_with_bt(swarm_id, Some(bt_stats(swarm))))
@@ -538,23 +535,23 @@ impl Engine {
         request: &Request,
         now: Time,
     ) -> Result<Answer, ErrorCode> {
-        let mut peers = Vec::new();
         let families = ListFamilies {
             first: Family::of(request.source.ip()),
             fallback: true,
         };
-        let mut sink = |mode: PeerMode, w: &[u8]| {
-            let addr = wire_addr(w);
-            peers.push(PeerInfo {
+        let mut listing = ModedList::default();
+        let stats = self.announce_with(request, now, families, &mut listing)?;
+        let peers = listing
+            .peers()
+            .map(|(mode, addr)| PeerInfo {
                 peer_id: bt_peer_id(addr.ip(), addr.port()),
                 mode,
                 addrs: smallvec::smallvec![PeerAddr {
                     kind: AddrType::Host,
                     ..PeerAddr::reflexive(addr)
                 }],
-            });
-        };
-        let stats = self.announce_with(request, now, families, &mut sink)?;
+            })
+            .collect();
         let RequestKind::Announce { swarm_id, .. } = &request.kind else {
             return Err(ErrorCode::BadRequest);
         };
@@ -674,16 +671,17 @@ fn bt_stats(s: SwarmRef<'_>) -> SwarmStats {
     }
 }
 
-/// Lists up to `want` members of `members` to `sink`: leechers only for a seeder requester,
-/// seeders then leechers otherwise; never `me` (the requester's place), never port 0. Returns
-/// how many were listed.
+/// Lists up to `want` members of `members` (of `family`) to `out`: leechers only for a seeder
+/// requester, seeders then leechers otherwise; never `me` (the requester's place), never port
+/// 0. Returns how many were listed.
 fn list<const N: usize>(
     members: &Members<N>,
+    family: Family,
     me: Option<Found>,
     requester_mode: PeerMode,
     want: usize,
     rng: &mut rand::rngs::SmallRng,
-    sink: &mut impl FnMut(PeerMode, &[u8]),
+    out: &mut impl ListOut,
 ) -> usize {
     let order: &[PeerMode] = match requester_mode {
         PeerMode::Seeder => &[PeerMode::Leech],
@@ -696,16 +694,98 @@ fn list<const N: usize>(
         }
         let part = members.part(mode);
         let skip = me.filter(|f| f.mode == mode).map(|f| f.pos);
-        sample(part.len(), skip, want - listed, rng, |i| {
-            if let Some(e) = part.get(i) {
-                if e.port() != 0 {
-                    sink(mode, &e.wire);
-                    listed += 1;
-                }
-            }
-        });
+        let n = write_sample(part, skip, want - listed, rng, out.wire(family));
+        out.listed(family, mode, n);
+        listed += n;
     }
     listed
+}
+
+/// Appends the wire form of up to `want` members of `part` sampled by [`Sample`] (never
+/// position `skip`, never a port-0 member) to `out`; returns how many. The room is made once
+/// and each entry is a fixed-size copy; a port-0 member is written and then overwritten by the
+/// next.
+fn write_sample<const N: usize>(
+    part: &[Entry<N>],
+    skip: Option<usize>,
+    want: usize,
+    rng: &mut rand::rngs::SmallRng,
+    out: &mut Vec<u8>,
+) -> usize {
+    let base = out.len();
+    let room = want.min(part.len()) * N;
+    out.resize(base + room, 0);
+    let dst = &mut out[base..];
+    let mut at = 0;
+    let mut sample = Sample::new(part.len(), skip, want, rng);
+    let mut chunk = [0; SAMPLE_CHUNK];
+    loop {
+        let k = sample.fill(rng, &mut chunk);
+        if k == 0 {
+            break;
+        }
+        for &i in &chunk[..k] {
+            if let (Some(e), Some(d)) = (part.get(i), dst.get_mut(at..at + N)) {
+                d.copy_from_slice(&e.wire);
+                at += usize::from(e.port() != 0) * N;
+            }
+        }
+    }
+    out.truncate(base + at);
+    at / N
+}
+
+/// Where a listing goes: the wire bytes of each family's listed peers.
+pub(super) trait ListOut {
+    /// The bytes `family`'s listed peers are appended to (6 or 18 a peer).
+    fn wire(&mut self, family: Family) -> &mut Vec<u8>;
+    /// `n` peers of `mode` were just appended to `family`'s bytes.
+    fn listed(&mut self, family: Family, mode: PeerMode, n: usize);
+}
+
+impl ListOut for CompactPeers {
+    fn wire(&mut self, family: Family) -> &mut Vec<u8> {
+        match family {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+
+    fn listed(&mut self, _: Family, _: PeerMode, _: usize) {}
+}
+
+/// A listing with each run's family and mode, for answers that carry the mode of every peer.
+#[derive(Default)]
+struct ModedList {
+    peers: CompactPeers,
+    runs: Vec<(Family, PeerMode, usize)>,
+}
+
+impl ListOut for ModedList {
+    fn wire(&mut self, family: Family) -> &mut Vec<u8> {
+        self.peers.wire(family)
+    }
+
+    fn listed(&mut self, family: Family, mode: PeerMode, n: usize) {
+        self.runs.push((family, mode, n));
+    }
+}
+
+impl ModedList {
+    /// The listed peers in listing order, each with its mode.
+    fn peers(&self) -> impl Iterator<Item = (PeerMode, SocketAddr)> + '_ {
+        let mut v4 = self.peers.v4.chunks_exact(COMPACT_V4_LEN);
+        let mut v6 = self.peers.v6.chunks_exact(COMPACT_V6_LEN);
+        let mut runs = Vec::new();
+        for &(family, mode, n) in &self.runs {
+            let wires: &mut dyn Iterator<Item = &[u8]> = match family {
+                Family::V4 => &mut v4,
+                Family::V6 => &mut v6,
+            };
+            runs.extend(wires.take(n).map(|w| (mode, wire_addr(w))));
+        }
+        runs.into_iter()
+    }
 }
 
 fn saturating_u32(n: usize) -> u32 {
@@ -941,6 +1021,58 @@ mod tests {
             run(&e, &announce_from(b, "s", PeerMode::Leech, None), Time(0)).unwrap();
         assert_eq!(stats.peers, 3, "port 0 is counted");
         assert_eq!(peers, vec![a]);
+    }
+
+    /// Port-0 members among sampled ones are left out wherever they fall (the written entry
+    /// is overwritten by the next), in the compact list and in the answer with modes.
+    #[test]
+    fn sampled_lists_skip_port_zero_members_and_keep_modes() {
+        let e = engine(EngineConfig::default());
+        for k in 1..=40u8 {
+            let port = if k % 3 == 0 { 0 } else { 6881 };
+            let mode = if k <= 20 {
+                PeerMode::Seeder
+            } else {
+                PeerMode::Leech
+            };
+            let src = SocketAddr::from(([10, 0, 1, k], port));
+            run(&e, &announce_from(src, "s", mode, None), Time(0)).unwrap();
+        }
+        let seeder = |a: &SocketAddr| a.ip() <= std::net::IpAddr::from([10, 0, 1, 20]);
+        // 27 members have a port (14 seeders, 13 leechers). A sampled port-0 member makes
+        // its part's list one shorter (the next part is asked for the rest).
+        for want in [1, 5, 13, 14, 26, 27, 30, 50] {
+            let me = SocketAddr::from(([10, 0, 2, 1], 6881));
+            let r = announce_from(me, "s", PeerMode::Leech, Some(want));
+            let (_, peers) = run(&e, &r, Time(0)).unwrap();
+            assert!(peers.len() <= (want as usize).min(27), "want {want}");
+            if want >= 40 {
+                assert_eq!(peers.len(), 27);
+            }
+            assert!(peers.iter().all(|a| a.port() != 0), "{peers:?}");
+            let mut sorted = peers.clone();
+            sorted.dedup();
+            assert_eq!(sorted.len(), peers.len());
+            let Response::Ok(answer) = e.handle(&r, Time(0)) else {
+                panic!("announce refused");
+            };
+            let listed = answer.swarm_results[0].peers.as_ref().unwrap();
+            assert!(listed.len() <= (want as usize).min(27));
+            for (i, p) in listed.iter().enumerate() {
+                let a = p.addrs[0].addr;
+                assert_ne!(a.port(), 0);
+                let mode = if seeder(&a) {
+                    PeerMode::Seeder
+                } else {
+                    PeerMode::Leech
+                };
+                assert_eq!(p.mode, mode, "{a}");
+                // Seeders first.
+                assert!(
+                    i == 0 || !(mode == PeerMode::Seeder && listed[i - 1].mode == PeerMode::Leech)
+                );
+            }
+        }
     }
 
     #[test]

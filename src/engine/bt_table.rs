@@ -775,13 +775,8 @@ impl BtShard {
 }
 
 /// Calls `emit` with up to `want` distinct positions of `0..n` other than `skip`, each
-/// position chosen with the same probability (`want / (n - 1)` with a skip, `want / n`
-/// without). No allocation, and few random numbers: when fewer than all positions are wanted,
-/// the `n` positions (skip left out) are read as a ring cut into `want` consecutive strides of
-/// `step = m / want` positions from a random start, and one position is taken from each stride
-/// at a random offset (two offsets per 64-bit random number; none when the strides are one
-/// position long). This is opentracker's way of listing a large swarm: one random number per
-/// two listed peers instead of one or more per peer.
+/// position chosen with the same probability (see [`Sample`]).
+#[cfg(test)]
 pub(super) fn sample(
     n: usize,
     skip: Option<usize>,
@@ -789,46 +784,119 @@ pub(super) fn sample(
     rng: &mut SmallRng,
     mut emit: impl FnMut(usize),
 ) {
-    let skip = skip.filter(|&s| s < n);
-    let m = n - usize::from(skip.is_some());
-    let want = want.min(m);
-    let at = |i: usize| match skip {
-        Some(s) if i >= s => i + 1,
-        _ => i,
-    };
-    if want == m {
-        (0..m).for_each(|i| emit(at(i)));
-        return;
-    }
-    if want == 0 {
-        return;
-    }
-    let step = m / want;
-    let start = rng.gen_range(0..m);
-    // Position `k * step + offset` of the ring that starts at `start`.
-    let ring = |i: usize| {
-        let i = start + i;
-        if i >= m {
-            i - m
-        } else {
-            i
+    let mut sample = Sample::new(n, skip, want, rng);
+    let mut chunk = [0; SAMPLE_CHUNK];
+    loop {
+        let k = sample.fill(rng, &mut chunk);
+        if k == 0 {
+            break;
         }
-    };
-    if step == 1 {
-        (0..want).for_each(|k| emit(at(ring(k))));
-        return;
+        chunk[..k].iter().for_each(|&i| emit(i));
     }
-    let mut bits = 0u64;
-    for k in 0..want {
-        let lane = if k % 2 == 0 {
-            bits = rng.next_u64();
-            bits as u32
+}
+
+/// Positions a [`Sample`] hands out per [`Sample::fill`].
+pub(super) const SAMPLE_CHUNK: usize = 64;
+
+/// Longest stride whose offsets a [`Sample`] draws from 16 random bits (four per random
+/// number): an offset is then off uniform by at most `SHORT_STRIDE / 2^16` (0.4%) of its
+/// probability.
+const SHORT_STRIDE: usize = 256;
+
+/// Up to `want` distinct positions of `0..n` other than `skip`, each position chosen with the
+/// same probability (`want / (n - 1)` with a skip, `want / n` without), handed out in chunks.
+/// No allocation, and few random numbers: when fewer than all positions are wanted, the `m`
+/// positions (skip left out) are read as a ring cut into `want` consecutive strides of
+/// `step = m / want` positions from a random start, and one position is taken from each stride
+/// at a random offset (two offsets per 64-bit random number, four when a stride is at most
+/// [`SHORT_STRIDE`] positions long; none when the strides are one position long). This is
+/// opentracker's way of listing a large swarm: one random number per two (or four) listed
+/// peers instead of one or more per peer.
+pub(super) struct Sample {
+    /// Positions without the skipped one.
+    m: usize,
+    /// Positions from this one on are one further along (the skipped one; `usize::MAX`
+    /// without a skip).
+    skip: usize,
+    /// Positions still to hand out.
+    left: usize,
+    step: usize,
+    /// The ring position of the next stride's first place, in `0..m` (or `0` when `m` is).
+    pos: usize,
+}
+
+impl Sample {
+    pub(super) fn new(n: usize, skip: Option<usize>, want: usize, rng: &mut SmallRng) -> Sample {
+        let skip = skip.filter(|&s| s < n);
+        let m = n - usize::from(skip.is_some());
+        let want = want.min(m);
+        let skip = skip.unwrap_or(usize::MAX);
+        if want == m || want == 0 {
+            // Every position, in order.
+            return Sample {
+                m,
+                skip,
+                left: want,
+                step: 1,
+                pos: 0,
+            };
+        }
+        Sample {
+            m,
+            skip,
+            left: want,
+            step: m / want,
+            pos: rng.gen_range(0..m),
+        }
+    }
+
+    /// Writes the next positions into `out`; how many (0 when all were handed out).
+    #[inline]
+    pub(super) fn fill(&mut self, rng: &mut SmallRng, out: &mut [usize; SAMPLE_CHUNK]) -> usize {
+        let k = self.left.min(SAMPLE_CHUNK);
+        let out = &mut out[..k];
+        if self.step == 1 {
+            // A window of consecutive positions of the ring.
+            for o in out.iter_mut() {
+                *o = self.pos + usize::from(self.pos >= self.skip);
+                self.pos += 1;
+                if self.pos >= self.m {
+                    self.pos = 0;
+                }
+            }
+        } else if self.step <= SHORT_STRIDE {
+            self.strides::<4>(rng, out);
         } else {
-            (bits >> 32) as u32
-        };
-        // A uniform offset in 0..step (multiply-shift; step < 2^32 for any real swarm).
-        let offset = ((u64::from(lane) * step as u64) >> 32) as usize;
-        emit(at(ring(k * step + offset)));
+            self.strides::<2>(rng, out);
+        }
+        self.left -= k;
+        k
+    }
+
+    /// One position of each of `out.len()` strides, at an offset drawn from `64 / L` random
+    /// bits (multiply-shift: uniform within the bias of the bits' count); `L` offsets per
+    /// 64-bit random number. `want * step <= m`, so `pos + offset < 2m`.
+    #[inline(always)]
+    fn strides<const L: usize>(&mut self, rng: &mut SmallRng, out: &mut [usize]) {
+        let bits = 64 / L as u32;
+        let mask = u64::MAX >> (64 - bits);
+        let (m, step, skip) = (self.m, self.step, self.skip);
+        let mut pos = self.pos;
+        for lanes in out.chunks_mut(L) {
+            let mut word = rng.next_u64();
+            for o in lanes {
+                let offset = (((word & mask) * step as u64) >> bits) as usize;
+                word >>= bits;
+                let i = pos + offset;
+                let i = if i >= m { i - m } else { i };
+                *o = i + usize::from(i >= skip);
+                pos += step;
+                if pos >= m {
+                    pos -= m;
+                }
+            }
+        }
+        self.pos = pos;
     }
 }
 
