@@ -148,7 +148,7 @@ fn cpu_per_op(name: &str, n: usize, mut op: impl FnMut(usize)) {
 }
 
 /// CPU-time figures for each operation, and the 1 vs 2 thread comparison.
-fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
+fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32], work: &[Work; 2]) {
     let z = |i: usize| zs[i % SAMPLES] as usize;
     let p = |i: usize| ps[i % SAMPLES] as usize;
     for round in 0..5 {
@@ -183,8 +183,9 @@ fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
                 let handles: Vec<_> = (0..threads)
                     .map(|t| {
                         scope.spawn(move || {
+                            pin(t);
                             let cpu0 = thread_cpu_ns();
-                            mixed_ops(e, zs, ps, t, round + 1, OPS / threads);
+                            mixed_ops(e, &work[t], t, round + 1, OPS / threads);
                             thread_cpu_ns().saturating_sub(cpu0)
                         })
                     })
@@ -215,21 +216,74 @@ fn cpu_report(e: &Engine, zs: &[u32], ps: &[u32]) {
     );
 }
 
-/// `ops` operations of the mixed workload for thread `t`: join a Zipf swarm, FIND in it from a
-/// random peer and from the joiner, leave it again. Each thread has its own bench peers.
-fn mixed_ops(e: &Engine, zs: &[u32], ps: &[u32], t: usize, round: usize, ops: usize) {
-    let base = PEERS + t * (BENCH_PEERS / 2);
+/// What one thread of the mixed workload uses: its swarms (Zipf-distributed), the peers that
+/// FIND in them, and its bench peers that join and leave them.
+struct Work {
+    swarms: Vec<u32>,
+    finders: Vec<u32>,
+    joiners: Vec<u32>,
+}
+
+/// Thread `t` of two on disjoint swarms and peers: the swarms and finders whose number has
+/// parity `t` (the Zipf rank or uniform peer with its lowest bit replaced), and its half of the
+/// bench peers. Their shards (and the shards' locks) are shared with the other thread.
+fn disjoint_work(zs: &[u32], ps: &[u32], t: usize) -> Work {
+    let parity = |n: &u32| (*n & !1) | (t as u32 & 1);
+    let half = BENCH_PEERS / 2;
+    Work {
+        swarms: zs.iter().map(parity).collect(),
+        finders: ps.iter().map(parity).collect(),
+        joiners: (PEERS + t * half..PEERS + (t + 1) * half)
+            .map(|p| p as u32)
+            .collect(),
+    }
+}
+
+/// Thread `t` of two on disjoint shards: only the swarms, finders and bench peers whose swarm
+/// or peer shard is `t` modulo 2, so the two threads share no lock and no table (as workers
+/// that each own half of the shards would).
+fn owned_work(e: &Engine, zs: &[u32], ps: &[u32], t: usize) -> Work {
+    let swarm_ok = |s: &&u32| e.swarm_shard_of(&swarm(**s as usize)) % 2 == t;
+    let peer_ok = |p: &u32| e.peer_shard_of(&peer(*p as usize)) % 2 == t;
+    Work {
+        swarms: zs.iter().filter(swarm_ok).copied().collect(),
+        finders: ps.iter().copied().filter(peer_ok).collect(),
+        joiners: (PEERS as u32..(PEERS + BENCH_PEERS) as u32)
+            .filter(peer_ok)
+            .collect(),
+    }
+}
+
+/// `ops` operations of the mixed workload on `w`: join a swarm, FIND in it from another peer
+/// and from the joiner, leave it again. Answers into one reused `Response`, as a server
+/// worker does.
+fn mixed_ops(e: &Engine, w: &Work, t: usize, round: usize, ops: usize) {
     let mut k = round * 7919 + t * 104_729;
     let mut i = 0;
+    let mut response = Response::Err(ErrorCode::Ok);
+    let at = |v: &[u32], k: usize| v.get(k % v.len().max(1)).map_or(0, |&x| x as usize);
     while i < ops {
         k = k.wrapping_add(1);
-        let p = base + k % (BENCH_PEERS / 2);
-        let s = zs[k % SAMPLES] as usize;
-        black_box(e.handle(&join_req(p, s, PeerMode::Leech), NOW));
-        black_box(e.handle(&find_req(ps[k % SAMPLES] as usize, s, 30), NOW));
-        black_box(e.handle(&find_req(p, s, 30), NOW));
+        let p = at(&w.joiners, k);
+        let s = at(&w.swarms, k);
+        e.handle_into(&join_req(p, s, PeerMode::Leech), NOW, &mut response);
+        black_box(&response);
+        e.handle_into(&find_req(at(&w.finders, k), s, 30), NOW, &mut response);
+        black_box(&response);
+        e.handle_into(&find_req(p, s, 30), NOW, &mut response);
+        black_box(&response);
         black_box(e.handle(&leave_req(p, s), NOW));
         i += 4;
+    }
+}
+
+/// Pins the calling thread to CPU `t` (modulo the CPUs there are), so that the threads of a
+/// multi-thread measurement do not share a core; nothing when pinning is not possible.
+fn pin(t: usize) {
+    if let Some(cores) = core_affinity::get_core_ids() {
+        if let Some(&core) = cores.get(t % cores.len().max(1)) {
+            core_affinity::set_for_current(core);
+        }
     }
 }
 
@@ -343,12 +397,62 @@ fn largest(engine: &Engine) -> u32 {
     }
 }
 
+/// Operations run by the profiling mode ([`profile`]).
+const PROFILE_OPS: usize = 20_000;
+
+/// `PROFILE_OPS` JOINs of bench peers into Zipf swarms (the profiling mode's measured part;
+/// not inlined, so that `valgrind --tool=callgrind --toggle-collect='*profile_join*'` counts
+/// exactly these).
+#[inline(never)]
+fn profile_join(e: &Engine, zs: &[u32], response: &mut Response) {
+    for i in 0..PROFILE_OPS {
+        e.handle_into(
+            &join_req(PEERS + i, zs[i % SAMPLES] as usize, PeerMode::Leech),
+            NOW,
+            response,
+        );
+        black_box(&*response);
+    }
+}
+
+/// `PROFILE_OPS` FINDs of 30 peers in Zipf swarms from random peers (see [`profile_join`]).
+#[inline(never)]
+fn profile_find(e: &Engine, zs: &[u32], ps: &[u32], response: &mut Response) {
+    for i in 0..PROFILE_OPS {
+        let r = find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, 30);
+        e.handle_into(&r, NOW, response);
+        black_box(&*response);
+    }
+}
+
+/// The profiling mode, for instruction and cache-miss counts that do not depend on the load
+/// of the host: with `ENGINE_BENCH_PROFILE=1` the bench populates the table, runs
+/// [`profile_join`] (then the LEAVEs that undo it) and [`profile_find`] once, and exits
+/// without running criterion. Run it under
+/// `valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*profile_find*'` (or
+/// `*profile_join*`) and divide the counts by [`PROFILE_OPS`].
+fn profile(e: &Engine, zs: &[u32], ps: &[u32]) {
+    let mut response = Response::Err(ErrorCode::Ok);
+    profile_join(e, zs, &mut response);
+    for i in 0..PROFILE_OPS {
+        e.handle(&leave_req(PEERS + i, zs[i % SAMPLES] as usize), NOW);
+    }
+    profile_find(e, zs, ps, &mut response);
+    println!("profiled {PROFILE_OPS} JOINs and {PROFILE_OPS} FINDs of 30");
+}
+
 fn benches(c: &mut Criterion) {
     let world = populate();
     let e = &world.engine;
     let zs = &world.swarm_samples;
     let ps = &world.peer_samples;
-    cpu_report(e, zs, ps);
+    if std::env::var_os("ENGINE_BENCH_PROFILE").is_some() {
+        profile(e, zs, ps);
+        return;
+    }
+    let disjoint = [disjoint_work(zs, ps, 0), disjoint_work(zs, ps, 1)];
+    let owned = [owned_work(e, zs, ps, 0), owned_work(e, zs, ps, 1)];
+    cpu_report(e, zs, ps, &disjoint);
 
     let mut group = c.benchmark_group("engine");
 
@@ -368,6 +472,41 @@ fn benches(c: &mut Criterion) {
                 for i in 0..n {
                     let s = zs[(cursor + i) % SAMPLES] as usize;
                     e.handle_into(&join_req(PEERS + i, s, PeerMode::Leech), NOW, &mut response);
+                    black_box(&response);
+                }
+                total += start.elapsed();
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    e.handle(&leave_req(PEERS + i, s), NOW);
+                }
+                cursor += n;
+                left -= n;
+            }
+            total
+        })
+    });
+
+    // The same JOINs as a server handles pipelined requests: the next request's registration
+    // and swarm slot are prefetched (`Engine::prefetch`) before the current one is handled.
+    // Per-op cost within such a batch, not of a lone request.
+    group.bench_function("join_prefetched", |b| {
+        let mut cursor = 0usize;
+        let mut response = Response::Err(ErrorCode::Ok);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(BENCH_PEERS);
+                let req = |i: usize| {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    join_req(PEERS + i % BENCH_PEERS, s, PeerMode::Leech)
+                };
+                let start = Instant::now();
+                let mut next = req(0);
+                for i in 0..n {
+                    let current = std::mem::replace(&mut next, req(i + 1));
+                    e.prefetch(&next);
+                    e.handle_into(&current, NOW, &mut response);
                     black_box(&response);
                 }
                 total += start.elapsed();
@@ -418,6 +557,21 @@ fn benches(c: &mut Criterion) {
                 black_box(&response);
             })
         });
+        // As a server handles pipelined FINDs: the next one prefetched before each.
+        group.bench_function(format!("find_zipf_{count}_prefetched"), |b| {
+            let mut i = 0usize;
+            let mut response = Response::Err(ErrorCode::Ok);
+            let req =
+                |i: usize| find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, count);
+            let mut next = req(0);
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let current = std::mem::replace(&mut next, req(i));
+                e.prefetch(&next);
+                e.handle_into(&current, NOW, &mut response);
+                black_box(&response);
+            })
+        });
         // The most popular swarm: a full-size sample every time.
         group.bench_function(format!("find_hot_{count}"), |b| {
             let mut i = 0usize;
@@ -440,7 +594,7 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    mixed_threads(c, e, zs, ps);
+    mixed_threads(c, e, &disjoint, &owned);
     expire_deleting(c);
     bt_announce(c);
 }
@@ -515,27 +669,34 @@ fn bt_announce(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine. Each thread uses its own bench
-/// peers (join a swarm, find in it, leave it again), so the table stays the same size.
-fn mixed_threads(c: &mut Criterion, e: &Engine, zs: &[u32], ps: &[u32]) {
+/// Mixed JOIN/LEAVE/FIND from 1 and 2 threads on the one engine, each thread pinned to its own
+/// CPU ([`mixed_ops`]: join a swarm, find in it, leave it again, so the table stays the same
+/// size). `threads_N`: disjoint swarms and peers on shared shards ([`disjoint_work`]);
+/// `owned_threads_N`: disjoint shards ([`owned_work`]). One thread runs thread 0's work.
+fn mixed_threads(c: &mut Criterion, e: &Engine, disjoint: &[Work; 2], owned: &[Work; 2]) {
     let mut group = c.benchmark_group("mixed_join_find");
-    for threads in [1usize, 2] {
-        group.bench_function(format!("threads_{threads}"), |b| {
-            let mut round = 0usize;
-            b.iter_custom(|iters| {
-                round += 1;
-                let per_thread = (iters as usize).div_ceil(threads);
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for t in 0..threads {
-                        scope.spawn(move || mixed_ops(e, zs, ps, t, round, per_thread));
-                    }
-                });
-                // Time per operation = wall time / operations done by all threads.
-                let done = per_thread.div_ceil(4) * 4 * threads;
-                start.elapsed().mul_f64(iters as f64 / done as f64)
-            })
-        });
+    for (label, work) in [("threads", disjoint), ("owned_threads", owned)] {
+        for threads in [1usize, 2] {
+            group.bench_function(format!("{label}_{threads}"), |b| {
+                let mut round = 0usize;
+                b.iter_custom(|iters| {
+                    round += 1;
+                    let per_thread = (iters as usize).div_ceil(threads);
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for (t, w) in work.iter().enumerate().take(threads) {
+                            scope.spawn(move || {
+                                pin(t);
+                                mixed_ops(e, w, t, round, per_thread)
+                            });
+                        }
+                    });
+                    // Time per operation = wall time / operations done by all threads.
+                    let done = per_thread.div_ceil(4) * 4 * threads;
+                    start.elapsed().mul_f64(iters as f64 / done as f64)
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -830,7 +830,7 @@ impl Metrics {
             .collect();
         if !sockets.is_empty() {
             type PickD = fn(&crate::runtime::DatagramTotals) -> u64;
-            let families: [(&str, &str, PickD); 8] = [
+            let families: [(&str, &str, PickD); 9] = [
                 (
                     "ppsp_datagrams_received_total",
                     "UDP datagrams received.",
@@ -865,12 +865,32 @@ impl Metrics {
                 ("ppsp_datagram_sent_bytes_total", "UDP bytes sent.", |t| {
                     t.bytes_out
                 }),
+                (
+                    "ppsp_datagrams_receive_dropped_total",
+                    "UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_MEMINFO, sampled every worker tick).",
+                    |t| t.receive_dropped,
+                ),
             ];
             for (name, help, pick) in families {
                 header(w, name, "counter", help);
                 for (socket, totals) in &sockets {
                     sample(w, name, &[("listener", socket)], pick(totals));
                 }
+            }
+            let name = "ppsp_datagram_receive_queued_bytes";
+            header(
+                w,
+                name,
+                "gauge",
+                "Bytes waiting in the UDP sockets' receive buffers at the last worker tick (kernel accounting, with per-datagram overhead).",
+            );
+            for (socket, totals) in &sockets {
+                sample(
+                    w,
+                    name,
+                    &[("listener", socket)],
+                    totals.receive_queued_bytes,
+                );
             }
         }
         header(

@@ -176,7 +176,7 @@ pub const PREFETCH_MIN_SWARMS: usize = 32_768;
 /// Asks the CPU to bring the cache line at `p` into its caches (x86-64 `prefetcht0`); does
 /// nothing on other targets. A prefetch never faults and reads nothing the program sees.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(super) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `prefetcht0` is a hint: it does not fault or change memory, whatever the
     // address (SSE is part of x86-64).

@@ -6,7 +6,7 @@ use std::mem::size_of;
 
 use hashbrown::HashMap;
 
-use super::tables::{Member, PeerShard, Swarm};
+use super::tables::{Member, PeerShard};
 use super::types::{PeerId, PeerMode, SwarmId};
 use super::{Engine, TableCounts};
 
@@ -23,6 +23,14 @@ pub struct MemoryEstimate {
     pub swarm_members: usize,
     /// Peer maps, record vectors, spilled swarm lists and peer cards.
     pub peer_table: usize,
+    /// Of `swarm_members`: the PPSTP swarms' member vectors (members and chunk lists).
+    pub member_vectors: usize,
+    /// Of `swarm_members`: the PPSTP swarms' position indexes (large swarms only).
+    pub position_indexes: usize,
+    /// Of `peer_table`: the record vectors and id arenas.
+    pub records: usize,
+    /// Of `peer_table`: the peer-id indexes.
+    pub peer_index: usize,
 }
 
 impl MemoryEstimate {
@@ -106,7 +114,7 @@ impl Engine {
             let (mut seeders, mut leechers) = (0, 0);
             shard.swarms.check()?;
             for (_, swarm_id, swarm) in shard.swarms.iter() {
-                if self.swarm_shard_no(swarm_id) != s {
+                if self.swarm_shard_no(&swarm_id) != s {
                     return Err(format!("{swarm_id:?} in the wrong swarm shard"));
                 }
                 if swarm.is_empty() {
@@ -118,7 +126,7 @@ impl Engine {
                 swarm.check().map_err(|e| format!("{swarm_id:?}: {e}"))?;
                 for mode in [PeerMode::Seeder, PeerMode::Leech] {
                     for m in swarm.members(mode).iter() {
-                        let Some((peer_id, swarms, copy)) = registered.get(&m.key) else {
+                        let Some((peer_id, swarms, copy)) = registered.get(&{ m.key }) else {
                             return Err(format!("{swarm_id:?} has an unregistered member"));
                         };
                         if m != copy {
@@ -126,7 +134,7 @@ impl Engine {
                                 "{swarm_id:?} holds a copy of {peer_id:?} that differs from its record"
                             ));
                         }
-                        if !swarms.iter().any(|(s, md)| s == swarm_id && *md == mode) {
+                        if !swarms.iter().any(|(s, md)| *s == swarm_id && *md == mode) {
                             return Err(format!(
                                 "{swarm_id:?} has {peer_id:?} as {mode:?}, the peer does not list it so"
                             ));
@@ -190,20 +198,23 @@ impl Engine {
         for lock in self.swarm_shards.iter() {
             let shard = lock.lock();
             est.swarm_table += shard.swarms.table_bytes();
-            est.swarm_members += shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>();
+            for swarm in shard.swarms.values() {
+                est.swarm_members += swarm.heap_bytes();
+                est.member_vectors += swarm.member_bytes();
+                est.position_indexes += swarm.index_bytes();
+            }
         }
         for lock in self.bt_shards.iter() {
             est.swarm_members += lock.lock().heap_bytes();
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            est.peer_table += map_bytes::<u32>(shard.index_len_and_capacity().1);
-            est.peer_table += shard.record_bytes() + shard.bucket_bytes();
+            let index = map_bytes::<u32>(shard.index_len_and_capacity().1);
+            est.peer_index += index;
+            est.records += shard.record_bytes();
+            est.peer_table += index + shard.record_bytes() + shard.bucket_bytes();
             for record in &shard.records {
-                est.peer_table += record.swarms.heap_bytes();
-                est.peer_table += record
-                    .announced()
-                    .map_or(0, |a| size_of::<Box<[super::PeerAddr]>>() + size_of_val(a));
+                est.peer_table += record.extra_bytes();
             }
         }
         est

@@ -2,26 +2,32 @@
 //! members of a swarm.
 //!
 //! Growing never moves what is stored beyond the first chunk (which, for small vectors, may
-//! grow like a vector by half-steps up to `CHUNK` elements, so that a small vector holds
-//! little unused room); a new chunk of `CHUNK` elements is allocated when the last one is
-//! full, and the last chunk is freed when it empties. A plain `Vec` doubles and copies
+//! grow like a vector by quarter-steps up to `CHUNK` elements, so that a small vector holds
+//! little unused room: at most a quarter, on average an eighth); a new chunk of `CHUNK`
+//! elements is allocated when the last one is full, and the last chunk is freed when it
+//! empties. A plain `Vec` doubles and copies
 //! instead, and the allocator keeps the old copies resident for a while (with a server
 //! allocator such as mimalloc, whose freed large blocks stay committed): with a shard's records
 //! growing from nothing to a few megabytes, that was most of the difference between the
 //! tables' own size and the server's resident memory. Slack is at most one chunk.
 
+use smallvec::SmallVec;
+
 /// A vector of `T` in chunks of `CHUNK` elements (a power of two). Every chunk but the last
-/// is full. With `SMALL_FIRST`, the first chunk grows by half-steps (for the many small
+/// is full. With `SMALL_FIRST`, the first chunk grows by quarter-steps (for the many small
 /// vectors of swarm members); without, every chunk is allocated whole (for a shard's records,
-/// which soon fill one). 24 bytes.
+/// which soon fill one). 32 bytes: the list of chunks holds its first entry inline, so that a
+/// vector of one chunk (most swarms' members) is one allocation and one pointer to follow.
 #[derive(Debug)]
 pub(super) struct ChunkedVec<T, const CHUNK: usize, const SMALL_FIRST: bool = false> {
-    chunks: Vec<Vec<T>>,
+    chunks: SmallVec<[Vec<T>; 1]>,
 }
 
 impl<T, const CHUNK: usize, const SMALL_FIRST: bool> Default for ChunkedVec<T, CHUNK, SMALL_FIRST> {
     fn default() -> Self {
-        ChunkedVec { chunks: Vec::new() }
+        ChunkedVec {
+            chunks: SmallVec::new(),
+        }
     }
 }
 
@@ -46,7 +52,11 @@ impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_
     /// Bytes allocated (chunks and the chunk list).
     pub fn heap_bytes(&self) -> usize {
         self.capacity() * std::mem::size_of::<T>()
-            + self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+            + if self.chunks.spilled() {
+                self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+            } else {
+                0
+            }
     }
 
     pub fn get(&self, i: usize) -> Option<&T> {
@@ -63,17 +73,19 @@ impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
                 if last.len() == last.capacity() {
-                    // Only the first chunk grows: by half-steps, up to `CHUNK`.
+                    // Only the first chunk grows: by quarter-steps, up to `CHUNK`. Copying
+                    // costs a few more reallocations while a swarm grows; half-steps left a
+                    // quarter of the members' memory unused on average.
                     let cap = last.capacity();
-                    last.reserve_exact((cap / 2).max(1).min(CHUNK - cap));
+                    last.reserve_exact((cap / 4).max(1).min(CHUNK - cap));
                 }
                 last.push(value);
             }
             _ => {
                 let mut chunk = Vec::with_capacity(if first && SMALL_FIRST { 1 } else { CHUNK });
                 chunk.push(value);
-                // The chunk list grows one entry at a time (not by the default four): most
-                // vectors of swarm members have one chunk.
+                // The chunk list holds one entry inline, then grows one entry at a time (not
+                // by doubling).
                 self.chunks.reserve_exact(1);
                 self.chunks.push(chunk);
             }
@@ -87,7 +99,7 @@ impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_
         if last.is_empty() {
             self.chunks.pop();
             if self.chunks.capacity() > 8 && self.chunks.len() * 4 < self.chunks.capacity() {
-                self.chunks.shrink_to(self.chunks.len() * 2);
+                self.chunks.shrink_to_fit();
             }
         } else if SMALL_FIRST && only && last.capacity() > 8 && last.len() * 4 < last.capacity() {
             // The first chunk gives back memory it no longer needs.

@@ -1,6 +1,7 @@
 //! A swarm membership in the form a peer list needs, and the stored form of peer ids.
 //!
-//! A [`Member`] is 40 bytes: the handle of the peer's record (its state's single owner) plus
+//! A [`Member`] is 36 bytes (4-byte aligned, so that a swarm's member vector holds no
+//! padding): the handle of the peer's record (its state's single owner) plus
 //! a copy of what a FIND answer lists about the peer (RFC 7846 §5.2 `peer_info`: its id and,
 //! when it has exactly one IPv4 address, that address with its descriptors). Listing a peer
 //! then reads the swarm's member vector and nothing else; a peer whose copy is incomplete
@@ -20,12 +21,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::types::{AddrType, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES};
 
 /// Stored id bytes a membership holds inline (a 40-character hex id packs to 20).
-pub(super) const MEMBER_ID_BYTES: usize = 24;
+pub(super) const MEMBER_ID_BYTES: usize = 20;
 
 /// Flag of a stored id length: the id is packed hex.
 pub(super) const HEX: u8 = 0x80;
 
 /// An id in stored form: `len & !HEX` bytes of `bytes`, packed hex when `len & HEX`.
+#[derive(Clone)]
 pub(super) struct StoredId {
     len: u8,
     bytes: [u8; MAX_ID_BYTES],
@@ -89,6 +91,7 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
+#[inline]
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
@@ -101,6 +104,80 @@ pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     PeerId::from_stored(&buf[..2 * n])
 }
 
+/// Whether `want` (an id as received) is the id stored as `stored` with length byte
+/// `len_flag`, without unpacking or packing either.
+pub(super) fn stored_eq(stored: &[u8], len_flag: u8, want: &[u8]) -> bool {
+    if len_flag & HEX == 0 {
+        return stored == want;
+    }
+    want.len() == 2 * stored.len()
+        && stored
+            .iter()
+            .zip(want.chunks_exact(2))
+            .all(|(&b, pair)| HEX_PAIRS[usize::from(b)] == pair)
+}
+
+/// Stored id bytes a [`CompactId`] holds inline.
+const COMPACT_INLINE: usize = 22;
+
+/// An id in stored form ([`StoredId`]) in 24 bytes: inline up to [`COMPACT_INLINE`] stored
+/// bytes (a 40-character hex id, a 20-byte binary one), else on the heap. A swarm's slot
+/// holds its id this way instead of a 65-byte [`super::types::SwarmId`].
+#[derive(Debug)]
+pub(super) enum CompactId {
+    Inline {
+        len_flag: u8,
+        bytes: [u8; COMPACT_INLINE],
+    },
+    Boxed {
+        len_flag: u8,
+        bytes: Box<[u8]>,
+    },
+}
+
+impl CompactId {
+    /// The compact stored form of `id`.
+    pub fn new(id: &[u8]) -> Self {
+        let stored = StoredId::pack(id);
+        let (b, len_flag) = (stored.bytes(), stored.len_flag());
+        if b.len() <= COMPACT_INLINE {
+            let mut bytes = [0u8; COMPACT_INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            CompactId::Inline { len_flag, bytes }
+        } else {
+            CompactId::Boxed {
+                len_flag,
+                bytes: b.into(),
+            }
+        }
+    }
+
+    /// The stored bytes and their length byte.
+    fn parts(&self) -> (&[u8], u8) {
+        match self {
+            CompactId::Inline { len_flag, bytes } => (
+                bytes
+                    .get(..usize::from(len_flag & !HEX))
+                    .unwrap_or(&bytes[..]),
+                *len_flag,
+            ),
+            CompactId::Boxed { len_flag, bytes } => (bytes, *len_flag),
+        }
+    }
+
+    /// Whether this is the stored form of `want`.
+    pub fn matches(&self, want: &[u8]) -> bool {
+        let (stored, len_flag) = self.parts();
+        stored_eq(stored, len_flag, want)
+    }
+
+    /// The id as received.
+    pub fn unpack(&self) -> PeerId {
+        let (stored, len_flag) = self.parts();
+        unpack(stored, len_flag)
+    }
+}
+
 /// `flags`: the copy is complete (a peer list entry can be written from it alone).
 const COMPLETE: u8 = 1;
 /// `flags`: the address kind (2 bits) and the link kind (2 bits) start here.
@@ -111,8 +188,10 @@ const PPSP_PP: u8 = 1 << 5;
 
 /// One membership in a swarm: the handle of the peer's record ([`super::tables::PeerShard::key`]:
 /// peer shard, generation, slot) and the copy of its peer-list entry (see the module
-/// documentation). 40 bytes.
+/// documentation). 36 bytes: packed to 4-byte alignment (the handle is read and written by
+/// value only), so that a 20-byte stored id leaves no padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub(super) struct Member {
     pub key: u64,
     /// The one IPv4 address, network order.
@@ -191,6 +270,7 @@ impl Member {
 
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
+    #[inline]
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
         if !self.is_complete() {
             return None;
@@ -228,8 +308,14 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_member_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<Member>(), 40);
+    fn a_member_is_36_bytes() {
+        assert_eq!(std::mem::size_of::<Member>(), 36);
+        assert_eq!(std::mem::align_of::<Member>(), 4);
+    }
+
+    #[test]
+    fn a_compact_id_is_24_bytes() {
+        assert!(std::mem::size_of::<CompactId>() <= 24);
     }
 
     #[test]
@@ -308,6 +394,21 @@ mod tests {
             let s = StoredId::pack(&id);
             let back = unpack(s.bytes(), s.len_flag());
             prop_assert_eq!(back.as_bytes(), &id[..]);
+            let c = CompactId::new(&id);
+            let unpacked = c.unpack();
+            prop_assert_eq!(unpacked.as_bytes(), &id[..]);
+            prop_assert!(c.matches(&id));
+            let mut other = id.clone();
+            other.push(b'0');
+            prop_assert!(!c.matches(&other));
+            other.truncate(id.len() - 1);
+            prop_assert!(!c.matches(&other));
+            let mut flipped = id.clone();
+            if let Some(first) = flipped.first_mut() {
+                *first ^= 1;
+            }
+            prop_assert!(!c.matches(&flipped));
+            prop_assert!(!CompactId::new(&flipped).matches(&id));
         }
     }
 }

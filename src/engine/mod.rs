@@ -42,6 +42,7 @@ pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 
 use bt_table::BtShard;
+use member::StoredId;
 use select::Pick;
 use smallvec::SmallVec;
 use tables::{Member, PeerRecord, PeerShard, Swarm, SwarmShard, SwarmTable, NIL};
@@ -54,12 +55,16 @@ type Picks = SmallVec<[Pick; 256]>;
 struct Lists(SmallVec<[Vec<PeerInfo>; 4]>);
 
 impl Lists {
-    /// Empties `response` into an answer to fill (its swarm-result vector kept, cleared) and
-    /// the peer lists it held.
-    fn reuse(response: &mut Response) -> (Answer, Lists) {
-        let mut answer = match std::mem::replace(response, Response::Err(ErrorCode::Ok)) {
-            Response::Ok(answer) => answer,
-            Response::Err(_) => Answer::default(),
+    /// Turns `response` into an empty answer to fill, in place (its swarm-result vector kept,
+    /// cleared; a `Response` is a few hundred bytes, so it is not moved out and back), and
+    /// returns the peer lists it held.
+    /// `None` never happens (the response is made an answer first).
+    fn reuse(response: &mut Response) -> Option<(&mut Answer, Lists)> {
+        if !matches!(response, Response::Ok(_)) {
+            *response = Response::Ok(Answer::default());
+        }
+        let Response::Ok(answer) = response else {
+            return None;
         };
         answer.reflexive = None;
         answer.stat = None;
@@ -70,7 +75,7 @@ impl Lists {
                 .filter_map(|r| r.peers)
                 .collect(),
         );
-        (answer, lists)
+        Some((answer, lists))
     }
 
     /// An empty vector, with the capacity of a previous answer's list when there is one.
@@ -185,8 +190,9 @@ impl Engine {
             })
             .collect();
         let max_timer = config.init_timer_secs.max(config.track_timer_secs);
+        let peer_hasher = foldhash::fast::RandomState::default();
         let peer_shards = (0..config.shards)
-            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer))))
+            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer, peer_hasher))))
             .collect();
         let bt_shards = (0..config.shards)
             .map(|i| {
@@ -201,7 +207,7 @@ impl Engine {
             peer_shards,
             bt_shards,
             swarm_hasher,
-            peer_hasher: Default::default(),
+            peer_hasher,
             bt_hasher: Default::default(),
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
@@ -209,6 +215,79 @@ impl Engine {
             expiry_shard: CachePadded::new(AtomicUsize::new(0)),
             sources: budget::SourceCounts::new(),
         }
+    }
+
+    /// Starts loading into the cache what a PPSTP request about to be handled reads first: the
+    /// requester's registration and the slot of the request's swarm (the first swarm action of
+    /// a CONNECT). A server calls it for the next request of a pipelined batch before it
+    /// handles the current one, so that the cache misses of the two overlap instead of
+    /// following one another.
+    ///
+    /// Changes nothing and never waits: each shard's lock is only tried, and the record and
+    /// slot are prefetched, not read (each is found by the first index entry whose 7-bit tag
+    /// matches, without comparing ids). Does nothing while both tables are smaller than
+    /// [`PREFETCH_MIN_SWARMS`] entries (they then stay in cache), or on targets without a
+    /// prefetch instruction.
+    pub fn prefetch(&self, request: &Request) {
+        let swarm_id = match &request.kind {
+            RequestKind::Join { swarm_id, .. }
+            | RequestKind::Find { swarm_id, .. }
+            | RequestKind::Leave { swarm_id }
+            | RequestKind::JoinChunk { swarm_id, .. } => Some(swarm_id),
+            RequestKind::Connect { actions, .. } => actions.first().map(|a| &a.swarm_id),
+            _ => None,
+        };
+        self.prefetch_ids(request.peer_id.as_bytes(), swarm_id.map(|s| s.as_bytes()));
+    }
+
+    /// As [`Engine::prefetch`], given the request's peer id and swarm id (if any) as bytes,
+    /// for a server that has not decoded the request yet. Ids that are empty or longer than
+    /// `max_id_len` are ignored.
+    pub fn prefetch_ids(&self, peer_id: &[u8], swarm_id: Option<&[u8]>) {
+        if !self.prefetch_useful() {
+            return;
+        }
+        if let Some(peer_id) = PeerId::new(peer_id).ok().filter(|p| self.id_ok(&p.0)) {
+            let (shard_no, _, h) = self.peer_loc(&peer_id);
+            if let Some(shard) = self.peer_shards.get(shard_no).and_then(|s| s.try_lock()) {
+                if let Some(record) = shard.probable_record(h) {
+                    prefetch_object(record);
+                }
+            }
+        }
+        let Some(swarm_id) = swarm_id
+            .and_then(|s| SwarmId::new(s).ok())
+            .filter(|s| self.id_ok(&s.0))
+        else {
+            return;
+        };
+        let (shard_no, h) = self.swarm_loc(&swarm_id);
+        if let Some(shard) = self.swarm_shards.get(shard_no).and_then(|s| s.try_lock()) {
+            if let Some(slot) = shard.swarms.probable_slot(h) {
+                prefetch_object(slot);
+            }
+        }
+    }
+
+    /// Whether [`Engine::prefetch`] does anything now: the peer or the swarm table has at
+    /// least [`PREFETCH_MIN_SWARMS`] entries (below, they stay in cache). A server can skip
+    /// finding a request's ids for the prefetch otherwise.
+    pub fn prefetch_useful(&self) -> bool {
+        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
+        big(&self.peers) || big(&self.swarms)
+    }
+
+    /// The number of the PPSTP swarm shard (`0..config().shards`) that holds swarm `id`, for
+    /// callers that give each thread its own shards (benchmarks of threads that share no
+    /// lock). Stable for the engine's lifetime; differs between engines (the hash is seeded).
+    pub fn swarm_shard_of(&self, id: &SwarmId) -> usize {
+        self.swarm_shard_no(id)
+    }
+
+    /// The number of the peer shard (`0..config().shards`) that holds the registration of
+    /// peer `id` (see [`Engine::swarm_shard_of`]).
+    pub fn peer_shard_of(&self, id: &PeerId) -> usize {
+        self.peer_loc(id).0
     }
 
     /// The effective configuration: the one given to [`Engine::new`] with limits clamped to
@@ -244,7 +323,10 @@ impl Engine {
             RequestKind::Connect { .. } | RequestKind::Find { .. } | RequestKind::Join { .. }
         );
         if reusing {
-            let (mut answer, mut lists) = Lists::reuse(response);
+            let Some((answer, mut lists)) = Lists::reuse(response) else {
+                *response = Response::Err(ErrorCode::InternalError);
+                return;
+            };
             let result = match &request.kind {
                 RequestKind::Connect {
                     peer_num,
@@ -256,7 +338,7 @@ impl Engine {
                     addrs,
                     actions,
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 RequestKind::Find {
@@ -269,7 +351,7 @@ impl Engine {
                     peer_num.as_ref(),
                     chunks,
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 RequestKind::Join {
@@ -282,15 +364,15 @@ impl Engine {
                     *mode,
                     peer_num.as_ref(),
                     now,
-                    &mut answer,
+                    answer,
                     &mut lists,
                 ),
                 _ => Err(ErrorCode::InternalError),
             };
-            *response = match result {
-                Ok(()) => Response::Ok(answer),
-                Err(code) => Response::Err(code),
-            };
+            // On success the answer is already in `response`.
+            if let Err(code) = result {
+                *response = Response::Err(code);
+            }
             return;
         }
         let result = match &request.kind {
@@ -458,7 +540,7 @@ impl Engine {
                 }
             }
         }
-        self.release_peer(gone.source_ip);
+        self.release_peer(gone.source_ip());
         Some(gone)
     }
 
@@ -506,7 +588,7 @@ impl Engine {
                 let leechers = swarm.count(PeerMode::Leech);
                 best.push(Reverse((
                     seeders + leechers,
-                    Reverse(*id),
+                    Reverse(id),
                     seeders,
                     leechers,
                 )));
@@ -581,18 +663,22 @@ impl Engine {
     /// path.
     fn swarm_ids_of<'a>(
         &'a self,
-        list: &'a swarm_list::SwarmList,
+        list: &'a swarm_list::SwarmList<tables::RecordExtra>,
     ) -> impl Iterator<Item = (SwarmId, PeerMode)> + 'a {
         list.iter().filter_map(|(shard_no, slot, mode)| {
             let lock = self.swarm_shards.get(usize::from(shard_no))?;
-            let id = *lock.lock().swarms.id_at(slot)?;
+            let id = lock.lock().swarms.id_at(slot)?;
             Some((id, mode))
         })
     }
 
     /// Rewrites the peer's membership copies in every swarm of `list` (its addresses changed).
     /// The caller holds the peer's shard lock.
-    fn refresh_memberships(&self, list: &swarm_list::SwarmList, member: Member) {
+    fn refresh_memberships(
+        &self,
+        list: &swarm_list::SwarmList<tables::RecordExtra>,
+        member: Member,
+    ) {
         for (shard_no, slot, mode) in list.iter() {
             if let Some(lock) = self.swarm_shards.get(usize::from(shard_no)) {
                 if let Some(swarm) = lock.lock().swarms.at_mut(slot) {
@@ -634,8 +720,19 @@ impl Engine {
     }
 
     fn peer_shard(&self, id: &PeerId) -> &Mutex<PeerShard> {
-        let h = self.peer_hasher.hash_one(id.as_bytes());
-        &self.peer_shards[(h % self.peer_shards.len() as u64) as usize]
+        &self.peer_shards[self.peer_loc(id).0]
+    }
+
+    /// Where peer `id` is registered: the number of its peer shard, its stored form
+    /// (`member.rs`) and that form's hash, which the shard's index takes too
+    /// ([`PeerShard::find_stored`]): a lookup packs and hashes the id once. The shard comes
+    /// from bits 40 and up, the index's buckets from the low bits.
+    fn peer_loc(&self, id: &PeerId) -> (usize, StoredId, u64) {
+        let stored = StoredId::pack(id.as_bytes());
+        let h = self.peer_hasher.hash_one(stored.bytes());
+        // `shards >= 1`, and the index is reduced modulo the length.
+        let shard = ((h >> 40) % self.peer_shards.len() as u64) as usize;
+        (shard, stored, h)
     }
 
     /// Peer-list size for a request: `peer_count` if given, else the default; capped.
@@ -673,12 +770,13 @@ impl Engine {
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
-        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let (shard_no, stored, h) = self.peer_loc(&request.peer_id);
+        let mut guard = self.peer_shards[shard_no].lock();
         let shard = &mut *guard;
-        let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
+        let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
         let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-        if record.source_ip != source_ip(request) {
+        if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
         let out = f(record, member);
@@ -938,6 +1036,17 @@ impl Engine {
     pub fn peers_from(&self, ip: IpAddr) -> usize {
         self.sources.count(ip.to_canonical())
     }
+}
+
+/// Prefetches every cache line `value` occupies (64-byte lines).
+fn prefetch_object<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    for offset in (0..size).step_by(64) {
+        announce::prefetch(p.wrapping_add(offset));
+    }
+    // The object need not start on a line: its last byte may be on one more.
+    announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
 /// Increments `counter` unless it already reached `max`.

@@ -97,13 +97,14 @@ impl Engine {
         let port = request.source.port();
         let announced = || (!addrs.is_empty()).then(|| Box::<[PeerAddr]>::from(addrs));
 
-        let mut guard = self.peer_shard(&request.peer_id).lock();
+        let (shard_no, stored, h) = self.peer_loc(&request.peer_id);
+        let mut guard = self.peer_shards[shard_no].lock();
         let shard = &mut *guard;
-        let existing = shard.find(&request.peer_id);
+        let existing = shard.find_stored(&stored, h);
         let tracking = match existing {
             Some(pos) => {
                 let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != ip {
+                if record.source_ip() != ip {
                     return Err(ErrorCode::Forbidden);
                 }
                 record.state == PeerState::Tracking
@@ -136,12 +137,12 @@ impl Engine {
         };
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         let same = if addrs.is_empty() {
-            record.addrs.is_none() && record.port == port
+            record.announced().is_none() && record.port == port
         } else {
             record.announced() == Some(addrs)
         };
         if !same {
-            record.addrs = announced().map(Box::new);
+            record.set_announced(announced());
             record.port = port;
         }
         // The membership with the copy of the peer's (new) peer-list entry: rewritten in the
@@ -398,7 +399,7 @@ impl Engine {
                 let pos = shard.find(&request.peer_id).ok_or(ErrorCode::Forbidden)?;
                 let key = shard.key_at(pos);
                 let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != source_ip(request) {
+                if record.source_ip() != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
                 // Out of every swarm first, then the record: members are always registered.
@@ -481,7 +482,7 @@ impl Engine {
             let shard = &mut *guard;
             if let Some(pos) = shard.find(&request.peer_id) {
                 let record = shard.records.get(pos).ok_or(ErrorCode::InternalError)?;
-                if record.source_ip != source_ip(request) {
+                if record.source_ip() != source_ip(request) {
                     return Err(ErrorCode::Forbidden);
                 }
                 self.rearm(shard, pos, now);
@@ -499,7 +500,7 @@ impl Engine {
                     .ok_or(ErrorCode::Forbidden)?;
                 let (state, online_ms, addrs) = (
                     record.state,
-                    now.saturating_sub(record.registered_at),
+                    now.saturating_sub(record.registered_at()),
                     record.addr_list(),
                 );
                 // The swarm ids are read while the peer's lock holds its slots, into a buffer

@@ -7,6 +7,7 @@
 
 use rand::rngs::SmallRng;
 use rand::Rng;
+use smallvec::SmallVec;
 
 use super::tables::{Member, Members, Swarm};
 use super::types::{ChunkRange, PeerMode};
@@ -104,14 +105,10 @@ fn sample_into(
     let want = want.min(n);
     // Chosen indices of the list without the requester (index i is list position i, or i + 1
     // from the requester's position on).
-    let mut stack_picks = [0u32; STACK_SAMPLE_MAX];
-    let mut heap_picks = Vec::new();
-    let picks: &mut [u32] = if want <= stack_picks.len() {
-        &mut stack_picks[..want]
-    } else {
-        heap_picks.resize(want, 0);
-        &mut heap_picks
-    };
+    // On the stack up to `STACK_SAMPLE_MAX`; only the `want` entries used are written (a
+    // whole array would be cleared at every call, most of whose lists are short).
+    let mut picks: SmallVec<[u32; STACK_SAMPLE_MAX]> = SmallVec::new();
+    picks.resize(want, 0);
     if want == n {
         for (slot, i) in picks.iter_mut().zip(0u32..) {
             *slot = i;
@@ -134,20 +131,14 @@ fn sample_into(
         // Floyd's algorithm: `want` distinct indices of 0..n in O(want), with a small
         // open-addressing set that lives on the stack for ordinary counts.
         let slots = (want * 2).next_power_of_two();
-        let mut stack = [u32::MAX; STACK_SAMPLE_MAX * 2];
-        let mut heap = Vec::new();
-        let table: &mut [u32] = if slots <= stack.len() {
-            &mut stack[..slots]
-        } else {
-            heap.resize(slots, u32::MAX);
-            &mut heap
-        };
+        let mut table: SmallVec<[u32; STACK_SAMPLE_MAX * 2]> = SmallVec::new();
+        table.resize(slots, u32::MAX);
         for (slot, j) in picks.iter_mut().zip((n - want)..n) {
             let t = rng.gen_range(0..=j);
-            *slot = if set_insert(table, t as u32) {
+            *slot = if set_insert(&mut table, t as u32) {
                 t as u32
             } else {
-                set_insert(table, j as u32);
+                set_insert(&mut table, j as u32);
                 j as u32
             };
         }

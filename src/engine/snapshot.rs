@@ -168,7 +168,7 @@ impl Engine {
                 let remaining_ms = record.deadline.as_millis() - now.as_millis();
                 out.push(Registration::Ppstp {
                     peer_id: shard.peer_id_of(record).as_bytes().to_vec(),
-                    source_ip: record.source_ip,
+                    source_ip: record.source_ip(),
                     addrs: record.addr_list().iter().map(addr_entry).collect(),
                     swarms: self
                         .swarm_ids_of(&record.swarms)

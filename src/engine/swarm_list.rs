@@ -13,16 +13,36 @@ use super::types::PeerMode;
 const NONE: u64 = u64::MAX;
 const MODE_BIT: u64 = 1 << 32;
 
-/// One peer's swarms: `(swarm shard, slot, mode)` entries.
-#[derive(Debug)]
-pub(super) struct SwarmList {
-    first: u64,
-    /// Entries after the first. Boxed so that the list is 16 bytes: most peers never spill.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<Vec<u64>>>,
+/// What the owner of a list keeps in the list's box beside the spilled entries (the peer
+/// record's rarely used fields), so that the owner holds one pointer for both.
+pub(super) trait Payload: Default {
+    /// Whether the payload holds nothing (the box can go when no entry needs it either).
+    fn is_unused(&self) -> bool;
 }
 
-impl Default for SwarmList {
+impl Payload for () {
+    fn is_unused(&self) -> bool {
+        true
+    }
+}
+
+/// The boxed part of a list: entries after the first, and the owner's payload.
+#[derive(Debug, Default)]
+struct Spill<X> {
+    more: Vec<u64>,
+    extra: X,
+}
+
+/// One peer's swarms: `(swarm shard, slot, mode)` entries, and a payload `X` of the owner's
+/// that shares the box of the spilled entries. 16 bytes.
+#[derive(Debug)]
+pub(super) struct SwarmList<X: Payload = ()> {
+    first: u64,
+    /// Entries after the first and the payload, boxed: most peers never spill.
+    rest: Option<Box<Spill<X>>>,
+}
+
+impl<X: Payload> Default for SwarmList<X> {
     fn default() -> Self {
         SwarmList {
             first: NONE,
@@ -53,12 +73,38 @@ fn place(e: u64) -> u64 {
     e & !MODE_BIT
 }
 
-impl SwarmList {
+impl<X: Payload> SwarmList<X> {
     pub fn len(&self) -> usize {
         if self.first == NONE {
             0
         } else {
-            1 + self.rest.as_ref().map_or(0, |r| r.len())
+            1 + self.rest.as_ref().map_or(0, |r| r.more.len())
+        }
+    }
+
+    /// The payload, if the box exists.
+    pub fn extra(&self) -> Option<&X> {
+        self.rest.as_ref().map(|r| &r.extra)
+    }
+
+    /// The payload, allocating the box if needed.
+    pub fn extra_mut(&mut self) -> &mut X {
+        &mut self.rest.get_or_insert_with(Default::default).extra
+    }
+
+    /// The payload, if the box exists, for changing it; call [`SwarmList::trim`] after.
+    pub fn extra_if_any(&mut self) -> Option<&mut X> {
+        self.rest.as_mut().map(|r| &mut r.extra)
+    }
+
+    /// Gives back the box when neither the entries nor the payload need it.
+    pub fn trim(&mut self) {
+        if self
+            .rest
+            .as_ref()
+            .is_some_and(|r| r.more.is_empty() && r.extra.is_unused())
+        {
+            self.rest = None;
         }
     }
 
@@ -69,14 +115,14 @@ impl SwarmList {
     /// Heap bytes held (for memory estimates).
     pub fn heap_bytes(&self) -> usize {
         self.rest.as_ref().map_or(0, |r| {
-            std::mem::size_of::<Vec<u64>>() + r.capacity() * std::mem::size_of::<u64>()
+            std::mem::size_of::<Spill<X>>() + r.more.capacity() * std::mem::size_of::<u64>()
         })
     }
 
     fn raw(&self) -> impl Iterator<Item = u64> + '_ {
         std::iter::once(self.first)
             .filter(|&e| e != NONE)
-            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
+            .chain(self.rest.iter().flat_map(|r| r.more.iter().copied()))
     }
 
     /// Every `(swarm shard, slot, mode)`, in the order the swarms were joined.
@@ -96,9 +142,9 @@ impl SwarmList {
         if self.first == NONE {
             self.first = e;
         } else {
-            let rest = self.rest.get_or_insert_with(Default::default);
-            rest.reserve_exact(1);
-            rest.push(e);
+            let more = &mut self.rest.get_or_insert_with(Default::default).more;
+            more.reserve_exact(1);
+            more.push(e);
         }
     }
 
@@ -113,7 +159,7 @@ impl SwarmList {
         if let Some(e) = self
             .rest
             .as_mut()
-            .and_then(|r| r.iter_mut().find(|e| place(**e) == want))
+            .and_then(|r| r.more.iter_mut().find(|e| place(**e) == want))
         {
             *e = new;
             return true;
@@ -131,23 +177,24 @@ impl SwarmList {
             let gone = self.first;
             // The next entry moves up, keeping the order.
             self.first = match self.rest.as_mut() {
-                Some(r) if !r.is_empty() => r.remove(0),
+                Some(r) if !r.more.is_empty() => r.more.remove(0),
                 _ => NONE,
             };
             gone
         } else {
-            let rest = self.rest.as_mut()?;
-            let i = rest.iter().position(|e| place(*e) == want)?;
-            rest.remove(i)
+            let more = &mut self.rest.as_mut()?.more;
+            let i = more.iter().position(|e| place(*e) == want)?;
+            more.remove(i)
         };
         // A spilled vector that became empty is kept (a peer moving between two swarms with
         // JOIN then LEAVE would allocate it again at once); the whole list is dropped when the
-        // peer leaves every swarm.
+        // peer leaves every swarm (the payload stays).
         if let Some(r) = &mut self.rest {
             if self.first == NONE {
-                self.rest = None;
-            } else if r.capacity() > 2 * r.len() + 8 {
-                r.shrink_to_fit();
+                r.more = Vec::new();
+                self.trim();
+            } else if r.more.capacity() > 2 * r.more.len() + 8 {
+                r.more.shrink_to_fit();
             }
         }
         Some(unpack(gone).2)
@@ -158,9 +205,50 @@ impl SwarmList {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Default)]
+    struct Tag(Option<u8>);
+
+    impl Payload for Tag {
+        fn is_unused(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[test]
+    fn the_payload_shares_the_box() {
+        let mut list = SwarmList::<Tag>::default();
+        list.push(1, 1, PeerMode::Seeder);
+        assert_eq!(list.heap_bytes(), 0);
+        list.extra_mut().0 = Some(7);
+        list.push(2, 2, PeerMode::Leech);
+        assert!(list.heap_bytes() > 0);
+        assert_eq!(list.remove(1, 1), Some(PeerMode::Seeder));
+        assert_eq!(list.remove(2, 2), Some(PeerMode::Leech));
+        assert!(list.is_empty());
+        assert_eq!(
+            list.extra().and_then(|t| t.0),
+            Some(7),
+            "the payload outlives entries"
+        );
+        if let Some(t) = list.extra_if_any() {
+            t.0 = None;
+        }
+        list.trim();
+        assert_eq!(list.heap_bytes(), 0, "an unused box is given back");
+        list.push(3, 3, PeerMode::Leech);
+        list.push(4, 4, PeerMode::Leech);
+        list.extra_mut().0 = Some(1);
+        if let Some(t) = list.extra_if_any() {
+            t.0 = None;
+        }
+        list.trim();
+        assert_eq!(list.len(), 2, "entries that need the box keep it");
+        assert!(list.heap_bytes() > 0);
+    }
+
     #[test]
     fn push_find_set_remove_keep_order() {
-        let mut list = SwarmList::default();
+        let mut list = SwarmList::<()>::default();
         assert!(list.is_empty());
         assert_eq!(list.heap_bytes(), 0, "an empty list allocates nothing");
         list.push(3, 7, PeerMode::Seeder);

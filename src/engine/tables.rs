@@ -1,7 +1,7 @@
 //! The engine's two sharded tables and their compact entries.
 //!
 //! - The swarm table holds, per shard, a slab of [`Swarm`]s indexed by [`SwarmId`]
-//!   ([`SwarmTable`]): one vector of 40-byte [`Member`]s per swarm, seeders first and then
+//!   ([`SwarmTable`]): one vector of 36-byte [`Member`]s per swarm, seeders first and then
 //!   leechers (so "seeders first" and the counts are O(1)), and a boxed extra block, allocated
 //!   only when needed, with a position index (large swarms only), chunk sets (only members
 //!   that announced some) and traffic statistics (opentracker style: most swarms are tiny,
@@ -26,7 +26,7 @@
 //! its record.
 
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
@@ -48,16 +48,16 @@ pub(super) const MAX_SWARM_MEMBERS: usize = u32::MAX as usize;
 
 pub(super) use super::member::Member;
 
-/// Members per chunk of a swarm's member vector (10 KiB of 40-byte members): a swarm up to this
+/// Members per chunk of a swarm's member vector (9 KiB of 36-byte members): a swarm up to this
 /// size holds one vector, a larger one whole chunks.
 const MEMBER_CHUNK: usize = 256;
 /// A swarm's member vector.
 type MemberVec = ChunkedVec<Member, MEMBER_CHUNK, true>;
 /// The members of one mode (a run of the member vector).
 pub(super) type Members<'a> = super::chunked::Span<'a, Member, MEMBER_CHUNK, true>;
-use super::member::{StoredId, HEX};
+use super::member::{CompactId, StoredId, HEX};
 
-/// One swarm: 40 bytes plus its member vector, so that a million mostly tiny swarms stay
+/// One swarm: 48 bytes plus its member vector, so that a million mostly tiny swarms stay
 /// small. Seeders occupy `members[..seeders]` and leechers `members[seeders..]`.
 #[derive(Debug, Default)]
 pub(super) struct Swarm {
@@ -199,7 +199,7 @@ impl Swarm {
 
     /// Adds a member that is not in the swarm yet.
     pub fn insert(&mut self, member: Member, mode: PeerMode) {
-        // Room for exactly one member at first (most swarms have one or two), then half-steps
+        // Room for exactly one member at first (most swarms have one or two), then quarter-steps
         // up to a chunk, then whole chunks that are never copied (`chunked.rs`).
         self.members.push(member);
         let last = self.members.len() - 1;
@@ -380,15 +380,24 @@ impl Swarm {
         self.extra.as_ref().is_some_and(|x| !x.chunks.is_empty())
     }
 
+    /// Heap bytes of the member vector (members and its list of chunks).
+    pub fn member_bytes(&self) -> usize {
+        self.members.heap_bytes()
+    }
+
+    /// Heap bytes of the position index (none below [`INDEX_ABOVE`] members).
+    pub fn index_bytes(&self) -> usize {
+        // hashbrown: one value slot plus one control byte per bucket.
+        self.index().map_or(0, |index| {
+            index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+        })
+    }
+
     /// Heap bytes held by this swarm's own structures (capacity-based estimate).
     pub fn heap_bytes(&self) -> usize {
-        let mut bytes = self.members.capacity() * std::mem::size_of::<Member>();
+        let mut bytes = self.member_bytes() + self.index_bytes();
         if let Some(x) = &self.extra {
             bytes += std::mem::size_of::<SwarmExtra>();
-            if let Some(index) = &x.index {
-                // hashbrown: one (key, value) slot plus one control byte per bucket.
-                bytes += index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1);
-            }
             bytes +=
                 x.chunks.capacity() * 8 / 7 * (std::mem::size_of::<(u64, Box<[ChunkRange]>)>() + 1);
             bytes += x
@@ -410,10 +419,10 @@ impl Swarm {
         for mode in [PeerMode::Seeder, PeerMode::Leech] {
             for (pos, m) in self.members(mode).iter().enumerate() {
                 if !seen.insert(m.key) {
-                    return Err(format!("key {} twice in a swarm", m.key));
+                    return Err(format!("key {} twice in a swarm", { m.key }));
                 }
                 if self.position(m.key, mode) != Some(pos) {
-                    return Err(format!("index of key {} is wrong", m.key));
+                    return Err(format!("index of key {} is wrong", { m.key }));
                 }
             }
         }
@@ -477,11 +486,27 @@ pub(super) struct SwarmShard {
     pub leechers: usize,
 }
 
-/// One occupied slot of a [`SwarmTable`].
+/// Fewest slots a swarm slab grows by.
+const SLOT_STEP_MIN: usize = 8;
+
+/// One occupied slot of a [`SwarmTable`]: 72 bytes, the id in stored form (hex ids packed to
+/// half, `member.rs`) instead of a 65-byte [`SwarmId`].
 #[derive(Debug)]
 pub(super) struct SwarmSlot {
-    pub id: SwarmId,
+    id: CompactId,
     pub swarm: Swarm,
+}
+
+impl SwarmSlot {
+    /// The swarm's id.
+    pub fn id(&self) -> SwarmId {
+        SwarmId(self.id.unpack().0)
+    }
+
+    /// The hash of the swarm's id (as received) with `hasher`.
+    fn hash(&self, hasher: &foldhash::fast::RandomState) -> u64 {
+        hasher.hash_one(self.id().as_bytes())
+    }
 }
 
 /// The swarms of one shard: a slab with a free list and an index by id. Lookups take the id's
@@ -527,7 +552,7 @@ impl SwarmTable {
                 slots
                     .get(i as usize)
                     .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.id.as_bytes() == want)
+                    .is_some_and(|s| s.id.matches(want))
             })
             .copied()
     }
@@ -557,11 +582,18 @@ impl SwarmTable {
     }
 
     /// The id of the swarm in `slot`.
-    pub fn id_at(&self, slot: u32) -> Option<&SwarmId> {
+    pub fn id_at(&self, slot: u32) -> Option<SwarmId> {
         self.slots
             .get(slot as usize)
             .and_then(|s| s.as_ref())
-            .map(|s| &s.id)
+            .map(SwarmSlot::id)
+    }
+
+    /// The slot that hash `h` most likely belongs to (see [`PeerShard::probable_record`]). For
+    /// a prefetch only.
+    pub fn probable_slot(&self, h: u64) -> Option<&SwarmSlot> {
+        let &i = self.index.find(h, |_| true)?;
+        self.slots.get(i as usize)?.as_ref()
     }
 
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
@@ -573,7 +605,10 @@ impl SwarmTable {
                 break;
             }
         }
-        let entry = Some(SwarmSlot { id, swarm });
+        let entry = Some(SwarmSlot {
+            id: CompactId::new(id.as_bytes()),
+            swarm,
+        });
         let slot = match slot {
             Some(f) => {
                 if let Some(s) = self.slots.get_mut(f as usize) {
@@ -582,6 +617,13 @@ impl SwarmTable {
                 f
             }
             None => {
+                // The slab grows by eighths, not by doubling: a 72-byte slot per swarm and
+                // most shards' slabs grown once to their size, doubling left on average a
+                // quarter of them unused (and a freed earlier copy for the allocator to keep).
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots
+                        .reserve_exact((self.slots.len() / 8).max(SLOT_STEP_MIN));
+                }
                 self.slots.push(entry);
                 (self.slots.len() - 1) as u32
             }
@@ -596,7 +638,7 @@ impl SwarmTable {
             slots
                 .get(i as usize)
                 .and_then(|s| s.as_ref())
-                .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+                .map_or(0, |s| s.hash(hasher))
         });
         self.len += 1;
         slot
@@ -605,7 +647,7 @@ impl SwarmTable {
     /// Deletes the swarm in `slot`.
     pub fn remove_at(&mut self, slot: u32) -> Option<SwarmSlot> {
         let gone = self.slots.get_mut(slot as usize)?.take()?;
-        let h = self.hash(gone.id.as_bytes());
+        let h = gone.hash(&self.hasher);
         if let Ok(entry) = self.index.find_entry(h, |&i| i == slot) {
             entry.remove();
         }
@@ -633,7 +675,7 @@ impl SwarmTable {
                 slots
                     .get(i as usize)
                     .and_then(|s| s.as_ref())
-                    .map_or(0, |s| hasher.hash_one(s.id.as_bytes()))
+                    .map_or(0, |s| s.hash(hasher))
             });
         }
         Some(gone)
@@ -644,15 +686,17 @@ impl SwarmTable {
     }
 
     /// Every `(slot, id, swarm)`.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &SwarmId, &Swarm)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, SwarmId, &Swarm)> {
         self.slots
             .iter()
             .zip(0u32..)
-            .filter_map(|(s, i)| s.as_ref().map(|s| (i, &s.id, &s.swarm)))
+            .filter_map(|(s, i)| s.as_ref().map(|s| (i, s.id(), &s.swarm)))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Swarm> {
-        self.iter().map(|(_, _, s)| s)
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|s| &s.swarm))
     }
 
     /// Heap bytes of the slab, the free list and the index (capacity-based).
@@ -668,7 +712,7 @@ impl SwarmTable {
             return Err("swarm index, slots and count differ".into());
         }
         for (slot, id, _) in self.iter() {
-            if self.slot_of(id) != Some(slot) {
+            if self.slot_of(&id) != Some(slot) {
                 return Err(format!("{id:?} indexed wrongly"));
             }
         }
@@ -690,21 +734,31 @@ const BUCKETS: usize = 1024;
 /// packs to 20, and so does a 20-byte binary id); longer ones in the shard's byte arena.
 const INLINE_ID: usize = 20;
 
-/// The registration of one peer (RFC 7846 per-peer-ID state machine). 96 bytes; its id is in
+/// What few peers need of a record, in the box of its swarm list's spilled entries: the
+/// addresses a peer announced, and the source address of a peer that registered over IPv6.
+#[derive(Debug, Default)]
+pub(super) struct RecordExtra {
+    announced: Option<Box<[PeerAddr]>>,
+    source_v6: Option<Ipv6Addr>,
+}
+
+impl super::swarm_list::Payload for RecordExtra {
+    fn is_unused(&self) -> bool {
+        self.announced.is_none() && self.source_v6.is_none()
+    }
+}
+
+/// The registration of one peer (RFC 7846 per-peer-ID state machine). 72 bytes; its id is in
 /// the record when it fits [`INLINE_ID`] (so that finding a peer by id reads its record and
 /// nothing else), else in its shard's byte arena; its swarm list is inline while it is in at
 /// most one swarm, and its handle ([`PeerShard::key`]) is derived from its shard, slot and
 /// generation.
 #[derive(Debug)]
 pub(super) struct PeerRecord {
-    /// The addresses the peer announced; `None`: the reflexive address `source_ip:port`.
-    /// Boxed twice so that the record holds a thin pointer (8 bytes, not 16): most peers
-    /// announce none.
-    #[allow(clippy::redundant_allocation)]
-    pub addrs: Option<Box<Box<[PeerAddr]>>>,
-    /// The swarms the peer is in, with its mode in each.
-    pub swarms: SwarmList,
-    pub registered_at: Time,
+    /// The swarms the peer is in, with its mode in each; its box also holds the addresses
+    /// the peer announced (none: the reflexive address `source_ip:port`) and an IPv6 source
+    /// address ([`RecordExtra`]): most peers have none of the three.
+    pub swarms: SwarmList<RecordExtra>,
     /// When the init timer (PEER REGISTERED) or track timer (TRACKING) runs out. Change it
     /// through [`PeerShard::set_deadline`], which keeps the bucket lists right.
     pub deadline: Time,
@@ -714,9 +768,14 @@ pub(super) struct PeerRecord {
     /// The ring slot whose bucket list holds the record, and its neighbours there.
     prev: u32,
     next: u32,
-    /// The address the peer registered from; requests naming this peer id from any other
-    /// address are refused.
-    pub source_ip: IpAddr,
+    /// The address the peer registered from when it is IPv4 (else in `extra`,
+    /// [`PeerRecord::source_ip`]); requests naming this peer id from any other address are
+    /// refused.
+    source_v4: [u8; 4],
+    /// When the peer registered: whole seconds of [`Time`] (saturating at `u32::MAX`, in
+    /// the year 2106 for a Unix clock), so that the record holds no 8-byte time but its
+    /// deadline. STAT_QUERY's online time is exact to the second.
+    registered_s: u32,
     /// Length of the stored id, with `member::HEX` when it is packed hex.
     id_len: u8,
     pub state: PeerState,
@@ -731,36 +790,84 @@ impl PeerRecord {
     /// A new record (not linked into a bucket yet, without its id: [`PeerShard::insert`]
     /// stores both).
     pub fn new(addrs: Option<Box<[PeerAddr]>>, source: SocketAddr, now: Time) -> Self {
-        PeerRecord {
-            addrs: addrs.map(Box::new),
+        let mut record = PeerRecord {
             swarms: SwarmList::default(),
-            registered_at: now,
             deadline: now,
             id: [0; INLINE_ID],
             prev: NIL,
             next: NIL,
-            source_ip: source.ip().to_canonical(),
+            source_v4: [0; 4],
+            registered_s: u32::try_from(now.as_millis() / 1000).unwrap_or(u32::MAX),
             id_len: 0,
             state: PeerState::PeerRegistered,
             gen: 0,
             ring: 0,
             port: source.port(),
+        };
+        match source.ip().to_canonical() {
+            IpAddr::V4(v4) => record.source_v4 = v4.octets(),
+            IpAddr::V6(v6) => record.extra_mut().source_v6 = Some(v6),
         }
+        record.set_announced(addrs);
+        record
+    }
+
+    fn extra_mut(&mut self) -> &mut RecordExtra {
+        self.swarms.extra_mut()
+    }
+
+    fn extra(&self) -> Option<&RecordExtra> {
+        self.swarms.extra()
+    }
+
+    /// Sets the addresses the peer announced (`None`: its reflexive address).
+    pub fn set_announced(&mut self, addrs: Option<Box<[PeerAddr]>>) {
+        match addrs {
+            Some(a) => self.extra_mut().announced = Some(a),
+            None => {
+                if let Some(x) = self.swarms.extra_if_any() {
+                    x.announced = None;
+                }
+                self.swarms.trim();
+            }
+        }
+    }
+
+    /// Heap bytes of the boxed part: spilled swarm entries, announced addresses, IPv6 source.
+    pub fn extra_bytes(&self) -> usize {
+        self.swarms.heap_bytes()
+            + self
+                .extra()
+                .and_then(|x| x.announced.as_ref())
+                .map_or(0, |a| std::mem::size_of_val(&a[..]))
+    }
+
+    /// The address the peer registered from (canonical: IPv4 as IPv4).
+    pub fn source_ip(&self) -> IpAddr {
+        match self.extra().and_then(|x| x.source_v6) {
+            Some(v6) => IpAddr::V6(v6),
+            None => IpAddr::from(self.source_v4),
+        }
+    }
+
+    /// When the peer registered, to the second ([`PeerRecord::registered_s`]).
+    pub fn registered_at(&self) -> Time {
+        Time::from_secs(u64::from(self.registered_s))
     }
 
     /// The addresses the peer announced (`None`: its reflexive address).
     pub fn announced(&self) -> Option<&[PeerAddr]> {
-        self.addrs.as_deref().map(|a| &a[..])
+        self.extra().and_then(|x| x.announced.as_deref())
     }
 
     /// The reflexive address: the source address the peer registered from.
     pub fn reflexive(&self) -> SocketAddr {
-        SocketAddr::new(self.source_ip, self.port)
+        SocketAddr::new(self.source_ip(), self.port)
     }
 
     /// The peer's addresses as FIND and STAT_QUERY list them.
     pub fn addr_list(&self) -> SmallVec<[PeerAddr; 2]> {
-        match &self.addrs {
+        match self.announced() {
             Some(list) => list.iter().copied().collect(),
             None => smallvec::smallvec![PeerAddr::reflexive(self.reflexive())],
         }
@@ -796,7 +903,7 @@ pub(super) struct PeerShard {
     pub walk: u32,
 }
 
-/// Records per chunk of a peer shard's record vector (48 KiB of 96-byte records).
+/// Records per chunk of a peer shard's record vector (36 KiB of 72-byte records).
 const RECORD_CHUNK: usize = 512;
 /// Bytes per chunk of a peer shard's id arena.
 const ID_CHUNK: usize = 16 * 1024;
@@ -828,14 +935,16 @@ fn set_arena_place(record: &mut PeerRecord, place: u32) {
 
 impl PeerShard {
     /// An empty shard numbered `number`; `max_timer_secs` is the longest timer a deadline is
-    /// set with (it sizes the buckets).
-    pub fn new(number: u16, max_timer_secs: u64) -> Self {
+    /// set with (it sizes the buckets). `hasher` hashes stored ids for the shard's index; the
+    /// engine gives every shard its own peer hasher, whose hash of a stored id also chose the
+    /// shard (see [`PeerShard::find_stored`]), so that a lookup hashes the id once.
+    pub fn new(number: u16, max_timer_secs: u64, hasher: foldhash::fast::RandomState) -> Self {
         let span_ms = max_timer_secs.saturating_mul(1000).saturating_mul(2);
         let bucket_ms = span_ms.div_ceil(BUCKETS as u64).max(1000);
         PeerShard {
             number,
             next_gen: 0,
-            hasher: Default::default(),
+            hasher,
             index: hashbrown::HashTable::new(),
             records: ChunkedVec::default(),
             ids: ByteArena::default(),
@@ -899,17 +1008,31 @@ impl PeerShard {
     }
 
     pub fn find(&self, peer_id: &PeerId) -> Option<usize> {
+        let stored = StoredId::pack(peer_id.as_bytes());
+        self.find_stored(&stored, self.hash(stored.bytes()))
+    }
+
+    /// As [`PeerShard::find`], given the id's stored form and its hash `h` by the shard's
+    /// hasher (the engine's peer hasher, which chose the shard from the same hash).
+    pub fn find_stored(&self, stored: &StoredId, h: u64) -> Option<usize> {
         let records = &self.records;
         let ids = &self.ids;
-        let stored = StoredId::pack(peer_id.as_bytes());
         let (id, len) = (stored.bytes(), stored.len_flag());
         self.index
-            .find(self.hash(id), |&i| {
+            .find(h, |&i| {
                 records
                     .get(i as usize)
                     .is_some_and(|r| r.id_len == len && id_in(ids, r) == id)
             })
             .map(|&i| i as usize)
+    }
+
+    /// The record that hash `h` most likely belongs to: the first index entry whose 7-bit
+    /// tag matches, without comparing ids (so the record itself is not read). For a prefetch
+    /// only; `None` when no entry matches.
+    pub fn probable_record(&self, h: u64) -> Option<&PeerRecord> {
+        let &i = self.index.find(h, |_| true)?;
+        self.records.get(i as usize)
     }
 
     /// The record a handle names, if it still does.
@@ -1232,9 +1355,36 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_96_bytes() {
-        assert!(std::mem::size_of::<PeerRecord>() <= 96);
-        assert_eq!(std::mem::size_of::<SwarmList>(), 16);
+    fn a_record_is_72_bytes() {
+        assert!(std::mem::size_of::<PeerRecord>() <= 72);
+        assert!(std::mem::size_of::<Option<SwarmSlot>>() <= 72);
+        assert_eq!(std::mem::size_of::<SwarmList<RecordExtra>>(), 16);
+    }
+
+    #[test]
+    fn a_record_keeps_its_source_and_announced_addresses() {
+        let v4: SocketAddr = "10.1.2.3:7000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::1]:7001".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:7000".parse().expect("addr");
+        let announced: Box<[PeerAddr]> = vec![PeerAddr::reflexive(v6)].into();
+        for (source, ip) in [(v4, v4.ip()), (v6, v6.ip()), (mapped, v4.ip())] {
+            let mut r = PeerRecord::new(None, source, Time::from_millis(12_345));
+            assert_eq!(r.source_ip(), ip);
+            assert_eq!(r.reflexive(), SocketAddr::new(ip, source.port()));
+            assert_eq!(r.announced(), None);
+            assert_eq!(r.registered_at(), Time::from_secs(12));
+            r.set_announced(Some(announced.clone()));
+            assert_eq!(r.announced(), Some(&announced[..]));
+            assert_eq!(r.source_ip(), ip);
+            r.set_announced(None);
+            assert_eq!(r.announced(), None);
+            assert_eq!(r.source_ip(), ip);
+            assert_eq!(
+                r.extra().is_some(),
+                ip.is_ipv6(),
+                "the box only when needed"
+            );
+        }
     }
 
     /// A swarm larger than several member chunks (seeders and leechers moving across chunk
@@ -1294,7 +1444,7 @@ mod tests {
         fn peer_shard_keeps_index_handles_and_buckets(
             ops in prop::collection::vec((0u8..3, 0u16..60, 0u64..400_000), 1..300)
         ) {
-            let mut shard = PeerShard::new(3, 120);
+            let mut shard = PeerShard::new(3, 120, Default::default());
             let mut live: BTreeMap<u16, ()> = BTreeMap::new();
             for (op, n, t) in ops {
                 // Every third id is too long for the record and lives in the arena.

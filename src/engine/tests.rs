@@ -1606,3 +1606,66 @@ fn a_chunk_filtered_find_over_its_cost_bound_gets_05() {
     // A plain FIND has no chunk filter and is not bounded by it.
     ok(e.handle(&req("p0", A, find("s", None)), t(0)));
 }
+
+/// A PPSTP prefetch changes nothing (no registration, no timer, no membership) and never
+/// waits for a shard's lock, below and above the table size where it starts to act.
+#[test]
+fn ppstp_prefetch_changes_nothing_and_never_waits() {
+    let e = Engine::new(&cfg());
+    let n = PREFETCH_MIN_SWARMS + 100;
+    let peer = |k: usize| format!("peer{k:06}");
+    let swarm = |k: usize| format!("swarm{k:06}");
+    let source = |k: usize| SocketAddr::from(([10, 1, (k >> 8) as u8, k as u8], 7000));
+    let requests = |k: usize| {
+        let r = |kind| Request {
+            peer_id: pid(&peer(k)),
+            source: source(k),
+            kind,
+        };
+        [
+            r(join(&swarm(k), LE)),
+            r(find(&swarm(k), Some(30))),
+            r(RequestKind::Leave {
+                swarm_id: sid(&swarm(k)),
+            }),
+            r(connect(vec![act(&swarm(k + 1), J, SE)])),
+            r(connect(Vec::new())),
+            r(RequestKind::Keepalive),
+        ]
+    };
+    let prefetch_all = |e: &Engine| {
+        for k in (0..n).step_by(97).chain([n, n + 1]) {
+            for r in requests(k) {
+                e.prefetch(&r);
+            }
+        }
+    };
+    prefetch_all(&e);
+    assert_eq!(e.audit().unwrap(), TableCounts::default());
+    let mut config = cfg();
+    config.max_peers_per_source = n;
+    let e = Engine::new(&config);
+    for k in 0..n {
+        let r = Request {
+            peer_id: pid(&peer(k)),
+            source: source(k),
+            kind: connect(vec![act(&swarm(k), J, SE)]),
+        };
+        assert_eq!(e.handle(&r, t(0)).error_code(), ErrorCode::Ok);
+    }
+    let before = e.audit().unwrap();
+    assert_eq!((before.peers, before.swarms), (n, n));
+    let timer = e.remaining_ms(&pid(&peer(5)), t(1));
+    prefetch_all(&e);
+    {
+        // Every shard locked elsewhere: the prefetch gives up at once.
+        let _peers: Vec<_> = e.peer_shards.iter().map(|s| s.lock()).collect();
+        prefetch_all(&e);
+    }
+    {
+        let _swarms: Vec<_> = e.swarm_shards.iter().map(|s| s.lock()).collect();
+        prefetch_all(&e);
+    }
+    assert_eq!(e.audit().unwrap(), before);
+    assert_eq!(e.remaining_ms(&pid(&peer(5)), t(1)), timer);
+}

@@ -30,6 +30,12 @@ pub struct DatagramStats {
     pub panics: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full (the
+    /// socket's `SO_MEMINFO` drop count, sampled every worker tick).
+    pub receive_dropped: AtomicU64,
+    /// Bytes waiting in the socket's receive buffer at the last sample (the kernel's
+    /// accounting: each datagram with its buffer overhead), a gauge.
+    pub receive_queued_bytes: AtomicU64,
 }
 
 /// Sums of [`DatagramStats`] over workers.
@@ -43,6 +49,8 @@ pub struct DatagramTotals {
     pub panics: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub receive_dropped: u64,
+    pub receive_queued_bytes: u64,
 }
 
 /// One datagram address: its name, the bound address, and per-worker counters.
@@ -76,8 +84,60 @@ impl DatagramListenerStats {
             t.panics += get(&w.panics);
             t.bytes_in += get(&w.bytes_in);
             t.bytes_out += get(&w.bytes_out);
+            t.receive_dropped += get(&w.receive_dropped);
+            t.receive_queued_bytes += get(&w.receive_queued_bytes);
         }
         t
+    }
+}
+
+/// The receive side of a datagram socket as the kernel accounts it (`SO_MEMINFO`, Linux 4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReceiveQueue {
+    /// Bytes queued for reading, each datagram counted with its buffer overhead (`truesize`).
+    pub queued: u32,
+    /// The receive buffer's size in the same accounting (twice `SO_RCVBUF`'s setting): the
+    /// kernel drops arriving datagrams while `queued` is over it.
+    pub buffer: u32,
+    /// Datagrams dropped since the socket was created (receive buffer full).
+    pub drops: u32,
+}
+
+impl ReceiveQueue {
+    /// Reads the receive side of socket `fd` (one `getsockopt`); `None` when the kernel does
+    /// not answer.
+    pub(crate) fn of(fd: std::os::fd::RawFd) -> Option<ReceiveQueue> {
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes; the kernel writes at most that many and
+        // reports how many.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let words = len as usize / std::mem::size_of::<u32>();
+        if rc != 0 || words <= libc::SK_MEMINFO_DROPS as usize {
+            return None;
+        }
+        Some(ReceiveQueue {
+            queued: info[libc::SK_MEMINFO_RMEM_ALLOC as usize],
+            buffer: info[libc::SK_MEMINFO_RCVBUF as usize],
+            drops: info[libc::SK_MEMINFO_DROPS as usize],
+        })
+    }
+
+    /// Stores this sample in the socket's counters of one worker.
+    pub(crate) fn record(&self, stats: &DatagramStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.receive_dropped.store(u64::from(self.drops), Relaxed);
+        stats
+            .receive_queued_bytes
+            .store(u64::from(self.queued), Relaxed);
     }
 }
 
@@ -146,6 +206,44 @@ mod tests {
         // Without shedding, a backlog of any age is kept while datagrams wait.
         b.end_turn(true, later(5_000), off);
         assert_eq!(b.start_turn(later(5_010)), later(95));
+    }
+
+    /// A socket nobody reads fills its receive buffer: the sample shows the queue grow and the
+    /// kernel's drops once it is full.
+    #[test]
+    fn the_receive_queue_shows_a_backlog_and_the_drops_of_a_full_buffer() {
+        use std::os::fd::AsRawFd;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let empty = ReceiveQueue::of(socket.as_raw_fd()).expect("SO_MEMINFO");
+        assert_eq!((empty.queued, empty.drops), (0, 0));
+        assert!(empty.buffer > 0);
+        sender.send_to(&[0u8; 100], addr).unwrap();
+        let one = ReceiveQueue::of(socket.as_raw_fd()).unwrap();
+        assert!(one.queued > 0 && one.queued < one.buffer, "{one:?}");
+        // Far more than any receive buffer holds (bounded: at most 1M datagrams).
+        let mut sent = 0;
+        let full = loop {
+            for _ in 0..1000 {
+                let _ = sender.send_to(&[0u8; 100], addr);
+            }
+            sent += 1000;
+            let q = ReceiveQueue::of(socket.as_raw_fd()).unwrap();
+            if q.drops > 0 || sent >= 1_000_000 {
+                break q;
+            }
+        };
+        assert!(full.queued >= full.buffer / 2, "{full:?}");
+        assert!(full.drops > 0, "{full:?}");
+        let stats = DatagramStats::default();
+        full.record(&stats);
+        assert_eq!(
+            stats
+                .receive_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            u64::from(full.drops)
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
-use super::datagram::Backlog;
+use super::datagram::{Backlog, ReceiveQueue};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
@@ -598,6 +598,19 @@ impl EventLoop {
                         tracing::error!(worker = self.index, "ticker panicked");
                     }
                 }
+                // The kernel's view of each datagram socket (drops, queue) for the metrics.
+                for (i, u) in self.udp.iter().enumerate() {
+                    let stats = self
+                        .stats
+                        .datagrams
+                        .get(i)
+                        .and_then(|d| d.per_worker.get(self.index));
+                    if let (Some(stats), Some(queue)) =
+                        (stats, ReceiveQueue::of(u.socket.as_raw_fd()))
+                    {
+                        queue.record(stats);
+                    }
+                }
                 for worker in &mut datagram_workers {
                     let tick = std::panic::AssertUnwindSafe(|| worker.on_tick(now));
                     if std::panic::catch_unwind(tick).is_err() {
@@ -1000,6 +1013,9 @@ impl EventLoop {
                             ring.cancel(ud);
                             ring.orphan(ud, buf);
                         }
+                        // Its buffers go round (unsent answers are dropped with it).
+                        stream.release_buffers(&mut ring.pool);
+                        ring.pool.give(stream.take_staging());
                         ring.submit_queued();
                         if let Some(file) = stream.file() {
                             ring.unregister_conn(file);

@@ -20,13 +20,14 @@
 //! - Load control, checked per framed request before the handler decodes it: a source over
 //!   the rate limit ([`crate::runtime::sources::SourceRateLimiter`]) gets the handler's
 //!   overload answer ([`HttpHandler::shed`]) for that request, and the connection stays open.
-//!   A connection that waited in the worker longer than the shedding delay
-//!   ([`ConnCtx::ready_at`]) is shed whole: its first waiting request gets the overload answer
-//!   with `Retry-After` and `Connection: close`, the requests pipelined behind it are dropped
-//!   unanswered (RFC 9112 §9.6: the client retries them on a new connection), and the
-//!   connection is closed. One answer then sheds a whole pipeline, so an overloaded worker
-//!   spends its time serving rather than answering the excess one request at a time, and a
-//!   flood of connections gives their descriptors and buffers back at once.
+//!   While the worker's turns take longer than the shedding delay ([`ConnCtx::ready_at`]),
+//!   connections are shed whole, at the pace [`ShedControl`] sets: the connection's first
+//!   waiting request gets the overload answer with `Retry-After` and `Connection: close`, the
+//!   requests pipelined behind it are dropped unanswered (RFC 9112 §9.6: the client retries
+//!   them on a new connection), and the connection is closed. One answer then sheds a whole
+//!   pipeline, so an overloaded worker spends its time serving rather than answering the
+//!   excess one request at a time, and shed connections give their descriptors and buffers
+//!   back at once.
 //! - Answers stop at the runtime's output limit; the rest of the input waits for the client to
 //!   read.
 //! - A handler that answers in place ([`HttpHandler::in_place`]) writes its body straight after
@@ -96,6 +97,19 @@ pub(crate) trait HttpHandler {
     ) {
     }
 
+    /// Whether the loop should offer each pipelined request to [`HttpHandler::prefetch`]
+    /// before serving the one in front of it.
+    fn prefetches(&self) -> bool {
+        false
+    }
+
+    /// A request framed behind the one about to be served, in the same input: the handler
+    /// may start loading what answering it will read (a cache prefetch), so that the two
+    /// requests' cache misses overlap. Must change nothing: the request is served later as
+    /// usual (or never, if the connection closes first). Called only when
+    /// [`HttpHandler::prefetches`].
+    fn prefetch(&mut self, _head: &RequestHead<'_>, _request_body: &[u8]) {}
+
     /// True when the request just given to [`HttpHandler::serve`] must wait (for the overlay):
     /// what `serve` returned is dropped, the request is left unconsumed in its place, and the
     /// runtime offers it again when woken. Asked once after each `serve`.
@@ -132,6 +146,114 @@ pub(crate) struct LoadControl {
     pub rate_limit: Option<Arc<SourceRateLimiter>>,
     /// Shed a connection's requests once it has waited this long in the worker; zero: never.
     pub shed_after: Duration,
+}
+
+/// Which connections an overloaded worker sheds, and when (one per HTTP listener per worker).
+///
+/// Shedding a connection (one overload answer with `Retry-After`, the pipeline behind it
+/// dropped, the connection closed) takes away all of that client's load for the time it waits,
+/// which is far more than one request: shedding every connection that waited past the delay at
+/// once removes many times the excess, and the worker then idles while they wait. So, as
+/// CoDel does for packets (RFC 8289 §5), sheds are spaced by a control law:
+///
+/// - The signal is the length of the worker's event-loop turns, read from
+///   [`ConnCtx::ready_at`] (the current turn's start): a turn whose age reaches
+///   `target` (the shedding delay) is behind; a turn seen to end short of it ends the
+///   overload.
+/// - Once turns have been behind without a break for `interval` (twice `target`), one
+///   connection is shed; while they stay behind, the next is shed `interval / sqrt(count)`
+///   after the previous one (`count` the sheds of this episode), so the shed rate grows with
+///   the overload's length until the worker catches up.
+/// - A new episode within `16 x interval` of the end of the last starts from that episode's
+///   rate (`count - 2`), as in CoDel, rather than from one.
+///
+/// At a steady overload with clients that honour `Retry-After`, the rate settles near what
+/// keeps the offered load at the worker's capacity; clients that ignore it are shed no faster
+/// than the control law allows, their requests meanwhile waiting in their own connections
+/// (each bounded by the listener's input cap).
+#[derive(Clone, Debug)]
+pub(crate) struct ShedControl {
+    target: Duration,
+    interval: Duration,
+    /// The start of the latest turn seen, and the latest instant seen in it.
+    turn: Option<(Instant, Instant)>,
+    /// Since when turns have been behind without a break.
+    behind_since: Option<Instant>,
+    /// Shedding: when the next shed is due.
+    next: Option<Instant>,
+    /// Sheds of the current (or last) episode.
+    count: u32,
+    /// When the last episode's shedding ended.
+    ended: Option<Instant>,
+}
+
+impl ShedControl {
+    /// A controller shedding once turns have been behind `target` for `2 x target`.
+    pub fn new(target: Duration) -> Self {
+        ShedControl {
+            target,
+            interval: target.saturating_mul(2).max(Duration::from_millis(1)),
+            turn: None,
+            behind_since: None,
+            next: None,
+            count: 0,
+            ended: None,
+        }
+    }
+
+    /// Whether the connection served now, in the turn that started at `ready_at`, is shed.
+    pub fn shed(&mut self, ready_at: Instant, now: Instant) -> bool {
+        match self.turn {
+            Some((start, last)) if start == ready_at => self.turn = Some((start, last.max(now))),
+            previous => {
+                // A new turn: the previous one, as far as it was seen, ended short of the
+                // target: the worker caught up.
+                if previous.is_some_and(|(start, last)| {
+                    last.saturating_duration_since(start) < self.target
+                }) {
+                    self.caught_up(now);
+                }
+                self.turn = Some((ready_at, now));
+            }
+        }
+        if now.saturating_duration_since(ready_at) < self.target {
+            return false;
+        }
+        let since = *self.behind_since.get_or_insert(now);
+        match self.next {
+            None if now.saturating_duration_since(since) >= self.interval => {
+                // A new episode: CoDel resumes near the last rate when it ended recently.
+                let recent = self
+                    .ended
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.interval * 16);
+                self.count = if recent && self.count > 2 {
+                    self.count - 2
+                } else {
+                    1
+                };
+                self.next = Some(now + self.spacing());
+                true
+            }
+            Some(next) if now >= next => {
+                self.count = self.count.saturating_add(1);
+                self.next = Some(now + self.spacing());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `interval / sqrt(count)`.
+    fn spacing(&self) -> Duration {
+        self.interval.div_f64(f64::from(self.count.max(1)).sqrt())
+    }
+
+    fn caught_up(&mut self, now: Instant) {
+        self.behind_since = None;
+        if self.next.take().is_some() {
+            self.ended = Some(now);
+        }
+    }
 }
 
 /// An answer being written into the connection's output by
@@ -180,6 +302,8 @@ pub(crate) struct HttpWorker<H> {
     handler: H,
     limits: HttpLimits,
     load: LoadControl,
+    /// Which connections are shed while the worker is behind (`load.shed_after` set).
+    shedding: Option<ShedControl>,
     /// Reused for every answer body.
     body: Vec<u8>,
     /// Digits of the last in-place answer's `Content-Length`: the room reserved for the next.
@@ -192,6 +316,7 @@ impl<H: HttpHandler> HttpWorker<H> {
             handler,
             limits,
             load: LoadControl::default(),
+            shedding: None,
             body: Vec::with_capacity(4096),
             digits_hint: 4,
         }
@@ -199,6 +324,7 @@ impl<H: HttpHandler> HttpWorker<H> {
 
     /// Applies `load` to every request of this worker.
     pub fn with_load_control(mut self, load: LoadControl) -> Self {
+        self.shedding = (!load.shed_after.is_zero()).then(|| ShedControl::new(load.shed_after));
         self.load = load;
         self
     }
@@ -386,16 +512,22 @@ impl<H: HttpHandler> HttpWorker<H> {
         // One clock read per batch, and none when load control is off.
         let now =
             (self.load.rate_limit.is_some() || !self.load.shed_after.is_zero()).then(Instant::now);
-        let overloaded = !self.load.shed_after.is_zero()
-            && now.is_some_and(|now| {
-                now.saturating_duration_since(ctx.ready_at) >= self.load.shed_after
-            });
+        // Asked at the first request framed (a batch without one sheds nothing).
+        let mut overloaded = None;
+        let prefetches = self.handler.prefetches();
+        // The next request, framed ahead for the handler's prefetch (framing is pure: it is
+        // used as it is when its turn comes).
+        let mut ahead: Option<Framed<'_>> = None;
         while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
             };
-            match http::frame_request(rest, &limits) {
+            let framed = match ahead.take() {
+                Some(framed) => framed,
+                None => http::frame_request(rest, &limits),
+            };
+            match framed {
                 Framed::Incomplete => break,
                 Framed::Continue => {
                     // RFC 9110 §10.1.1: the client sends the body once told to.
@@ -418,10 +550,24 @@ impl<H: HttpHandler> HttpWorker<H> {
                         self.fault(out, 500, "internal error", None, None, false);
                         return closed;
                     }
-                    if overloaded {
+                    let shed =
+                        *overloaded.get_or_insert_with(|| match (self.shedding.as_mut(), now) {
+                            (Some(control), Some(now)) => control.shed(ctx.ready_at, now),
+                            _ => false,
+                        });
+                    if shed {
                         // Shed the connection whole (see the module comment).
                         self.shed(Shed::Overloaded, &head, out, true);
                         return closed;
+                    }
+                    if prefetches {
+                        if let Some(next) = rest.get(used..).filter(|r| !r.is_empty()) {
+                            let next = http::frame_request(next, &limits);
+                            if let Framed::Request { head, body, .. } = &next {
+                                self.handler.prefetch(head, body);
+                            }
+                            ahead = Some(next);
+                        }
                     }
                     if let Some(why) = self.shed_reason(ctx, now) {
                         self.shed(why, &head, out, false);
@@ -501,6 +647,66 @@ mod tests {
         (step, String::from_utf8(out).unwrap())
     }
 
+    /// Echo that also wants prefetches, logging `prefetch PATH` and `serve PATH`.
+    #[derive(Default)]
+    struct Logged(Vec<String>);
+
+    impl HttpHandler for Logged {
+        fn allowed_methods(&self, path: &str) -> Option<Methods> {
+            Echo.allowed_methods(path)
+        }
+
+        fn serve(
+            &mut self,
+            ctx: &ConnCtx,
+            head: &RequestHead<'_>,
+            request_body: &[u8],
+            body: &mut Vec<u8>,
+        ) -> Answer {
+            self.0.push(format!("serve {}", head.path));
+            Echo.serve(ctx, head, request_body, body)
+        }
+
+        fn prefetches(&self) -> bool {
+            true
+        }
+
+        fn prefetch(&mut self, head: &RequestHead<'_>, _request_body: &[u8]) {
+            self.0.push(format!("prefetch {}", head.path));
+        }
+
+        fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
+            Echo.fault(status, reason, body)
+        }
+    }
+
+    /// Each pipelined request is offered for a prefetch once, just before the one in front of
+    /// it is served, and the answers are those of a loop without prefetches. An incomplete or
+    /// malformed request behind is not offered; one behind a closing request is offered (it
+    /// is framed before the close is seen) but neither served nor answered.
+    #[test]
+    fn pipelined_requests_are_prefetched_one_ahead_and_answered_the_same() {
+        let cases: [(&[u8], &[&str]); 4] = [
+            (
+                b"GET /get HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n",
+                &["prefetch /a", "serve /get", "prefetch /get", "serve /a", "serve /get"],
+            ),
+            (b"GET /get HTTP/1.1\r\n\r\nBAD\r\n\r\n", &["serve /get"]),
+            (
+                b"GET /get HTTP/1.1\r\nConnection: close\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
+                &["prefetch /a", "serve /get"],
+            ),
+            (b"GET /get HTTP/1.1\r\n\r\n", &["serve /get"]),
+        ];
+        for (input, expected) in cases {
+            let mut w = HttpWorker::new(Logged::default(), HttpLimits::default());
+            let mut out = Vec::new();
+            let step = w.on_input(&ctx(), input, &mut out);
+            assert_eq!((step, String::from_utf8(out).unwrap()), run(input));
+            assert_eq!(w.handler.0, expected);
+        }
+    }
+
     #[test]
     fn an_overloaded_connection_is_shed_whole_with_one_answer_and_closed() {
         let mut w = HttpWorker::new(Echo, HttpLimits::default()).with_load_control(LoadControl {
@@ -508,10 +714,15 @@ mod tests {
             shed_after: Duration::from_millis(5),
         });
         let input = b"GET /get HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\n";
-        // Waited long enough: one 503 asking for a retry, the pipeline dropped, closed.
+        // A turn behind for longer than the interval (twice the delay): the first connection
+        // served in it past that is shed with one 503 asking for a retry, the pipeline
+        // dropped, closed.
         let mut late = ctx();
         late.ready_at = Instant::now() - Duration::from_millis(50);
         let mut out = Vec::new();
+        // The turn is seen behind from the first call on; the shed comes once it has been
+        // behind for the interval.
+        w.shedding.as_mut().unwrap().behind_since = Some(late.ready_at);
         let step = w.on_input(&late, input, &mut out);
         assert_eq!(
             step,
@@ -531,6 +742,105 @@ mod tests {
         assert!(!step.close);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    }
+
+    /// Simulates turns of `turn` each, with a connection served every millisecond, for
+    /// `total`; returns the instants (from the start) at which connections were shed.
+    fn shed_times(
+        control: &mut ShedControl,
+        start: Instant,
+        turn: Duration,
+        total: Duration,
+    ) -> Vec<Duration> {
+        let mut sheds = Vec::new();
+        let mut t = Duration::ZERO;
+        while t < total {
+            let turn_start =
+                start + t - Duration::from_nanos((t.as_nanos() % turn.as_nanos()) as u64);
+            if control.shed(turn_start, start + t) {
+                sheds.push(t);
+            }
+            t += Duration::from_millis(1);
+        }
+        sheds
+    }
+
+    #[test]
+    fn short_turns_shed_nothing() {
+        let mut control = ShedControl::new(Duration::from_millis(50));
+        let sheds = shed_times(
+            &mut control,
+            Instant::now(),
+            Duration::from_millis(40),
+            Duration::from_secs(2),
+        );
+        assert!(sheds.is_empty(), "{sheds:?}");
+    }
+
+    /// Turns of 200 ms with a shedding delay of 50 ms: the first shed only once turns have
+    /// been behind for the interval (100 ms), then spaced by interval / sqrt(count): a few
+    /// connections a second at first, more while the overload lasts, never every connection
+    /// that waited past the delay (three quarters of the 2,000 served here).
+    #[test]
+    fn long_turns_shed_at_a_growing_pace_not_everything_late() {
+        let start = Instant::now();
+        let mut control = ShedControl::new(Duration::from_millis(50));
+        let sheds = shed_times(
+            &mut control,
+            start,
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+        );
+        // Behind from 50 ms into the first turn; the first shed 100 ms later.
+        assert_eq!(
+            sheds.first(),
+            Some(&Duration::from_millis(150)),
+            "{sheds:?}"
+        );
+        // Gaps shrink as the episode goes on: 100 ms, 71, 58, 50... (1 ms granularity).
+        let gaps: Vec<_> = sheds.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 10, "{sheds:?}");
+        assert!(
+            gaps[0] >= Duration::from_millis(99) && gaps[0] <= Duration::from_millis(101),
+            "{gaps:?}"
+        );
+        assert!(gaps.last() < gaps.first(), "{gaps:?}");
+        // CoDel's law over 1.85 s of shedding: about 2 * sqrt(n) * interval = 1.85 s, n ~ 85.
+        assert!(
+            (50..=120).contains(&sheds.len()),
+            "{} sheds: {sheds:?}",
+            sheds.len()
+        );
+    }
+
+    /// A turn seen to end short of the delay ends the episode; the next one starts after
+    /// another interval behind, from near the last rate (count - 2).
+    #[test]
+    fn catching_up_stops_shedding_and_a_new_episode_resumes_near_the_last_rate() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut control = ShedControl::new(ms(50));
+        let first = shed_times(&mut control, start, ms(200), Duration::from_secs(1));
+        assert!(first.len() > 5, "{first:?}");
+        let count = control.count;
+        // A short turn: caught up, nothing shed in it nor in the next short ones.
+        let later = start + Duration::from_secs(1);
+        for k in 0..20 {
+            let turn = later + ms(10) * k;
+            assert!(!control.shed(turn, turn + ms(5)));
+        }
+        assert!(control.next.is_none() && control.behind_since.is_none());
+        // Behind again: the first shed after the interval, then spaced as at count - 2.
+        let again = later + ms(300);
+        let mut shed_at = None;
+        for k in 0..200 {
+            if control.shed(again, again + ms(50 + k)) {
+                shed_at = Some(k);
+                break;
+            }
+        }
+        assert_eq!(shed_at, Some(100));
+        assert_eq!(control.count, count - 2);
     }
 
     /// The expected body size sets the `Content-Length` room; the length written is exact

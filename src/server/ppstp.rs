@@ -262,6 +262,22 @@ impl HttpHandler for PpstpWorker {
         }
     }
 
+    fn prefetches(&self) -> bool {
+        true
+    }
+
+    /// Prefetches the registration and swarm slot of the next pipelined request
+    /// ([`Engine::prefetch_ids`]), its ids found by a scan of the body, not a decoding.
+    fn prefetch(&mut self, _head: &RequestHead<'_>, request_body: &[u8]) {
+        let engine = &self.service.engine;
+        if !engine.prefetch_useful() {
+            return;
+        }
+        if let (Some(peer_id), swarm_id) = ppstp::likely_ids(request_body) {
+            engine.prefetch_ids(peer_id, swarm_id);
+        }
+    }
+
     fn take_wait(&mut self) -> bool {
         std::mem::take(&mut self.waiting)
     }

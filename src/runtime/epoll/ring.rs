@@ -220,9 +220,7 @@ impl EventLoop {
             rs.flush_queued = true;
             self.to_flush.push(slot);
         }
-        if !conn.state.has_output() {
-            rs.release_buffers(&mut ring.pool);
-        }
+        rs.release_buffers(&mut ring.pool);
         let pause = conn.state.output_blocked(limits)
             || rs.unread() >= limits.max_input_bytes.max(1)
             || conn.state.closing()
@@ -253,6 +251,8 @@ impl EventLoop {
                     if let Some(entry) = rs.send_entry() {
                         ring.queue(&entry);
                     }
+                    // The staging buffer just emptied into the send goes round.
+                    rs.release_buffers(&mut ring.pool);
                 }
             }
         }

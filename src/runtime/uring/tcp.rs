@@ -38,8 +38,11 @@ pub(crate) const STAGING_BYTES: usize = 64 * 1024;
 const KEEP_BYTES: usize = 16 * 1024;
 
 /// Spare staging buffers ([`STAGING_BYTES`] each) a worker keeps for its connections: 64
-/// (4 MiB). A connection takes two while it has answers on their way and gives them back when
-/// it is quiet, so a busy worker allocates none in steady state and an idle one holds few.
+/// (4 MiB). A connection takes one to write its answers into and gives it back once they have
+/// been sent (see [`RingStream::release_buffers`]), so a worker with up to 64 connections
+/// sending at once allocates none in steady state, an idle one holds few, and a flood on many
+/// connections holds one buffer per connection with answers on their way (the bytes the
+/// kernel's send buffers hold on epoll).
 pub(crate) const POOL_BUFFERS: usize = 64;
 
 /// The worker's spare staging buffers.
@@ -53,7 +56,9 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(STAGING_BYTES))
     }
 
-    fn give(&mut self, mut buf: Vec<u8>) {
+    /// Keeps `buf` (cleared) for reuse when it is a staging buffer and the pool has room;
+    /// drops it otherwise.
+    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
         if buf.capacity() >= STAGING_BYTES && self.0.len() < POOL_BUFFERS {
             buf.clear();
             self.0.push(buf);
@@ -294,14 +299,23 @@ impl RingStream {
         }
     }
 
-    /// Returns the connection's empty buffers to `pool` once nothing is on its way.
+    /// Returns the connection's buffers that hold nothing to `pool`: the staging buffer when
+    /// it is empty, the send buffer once its send completed. A busy connection then holds a
+    /// buffer only for the answers on their way (one while its send is in flight, not an
+    /// empty second one besides), and the buffers go round the worker's connections.
     pub(crate) fn release_buffers(&mut self, pool: &mut BufPool) {
-        if self.unsent() {
-            return;
+        if self.staging.is_empty() {
+            pool.give(std::mem::take(&mut self.staging));
         }
-        pool.give(std::mem::take(&mut self.staging));
-        pool.give(std::mem::take(&mut self.inflight));
-        self.sent = 0;
+        if !self.sending && self.sent >= self.inflight.len() {
+            pool.give(std::mem::take(&mut self.inflight));
+            self.sent = 0;
+        }
+    }
+
+    /// Takes the staging buffer of a connection being closed (its bytes will not be sent).
+    pub(crate) fn take_staging(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.staging)
     }
 
     /// Takes the buffer of the send in flight, which must outlive this connection until the
@@ -458,6 +472,42 @@ mod tests {
             "and it is reused, not reallocated"
         );
         assert_eq!(pool.len(), 0);
+    }
+
+    /// While its answers are in flight a busy connection holds their buffer only: the empty
+    /// staging buffer goes back, and the send's buffer once the send completed.
+    #[test]
+    fn a_busy_connection_holds_only_the_buffer_in_flight() {
+        let (mut s, _client) = pair();
+        let mut pool = BufPool::default();
+        s.provision(&mut pool);
+        assert_eq!(s.write(b"first answers").unwrap(), 13);
+        assert!(s.send_entry().is_some());
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 0);
+        assert!(
+            s.inflight.capacity() >= STAGING_BYTES,
+            "the send's buffer is kept"
+        );
+        // More answers while the send runs: a second buffer, kept while it holds them.
+        s.provision(&mut pool);
+        assert_eq!(s.write(b"more").unwrap(), 4);
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 0, "both hold bytes");
+        s.on_sent(13);
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 1, "the completed send's buffer");
+        assert!(s.unsent(), "the staged answers wait for their send");
+        assert!(s.send_entry().is_some());
+        // The buffer swapped in for staging is empty (the first one went to the pool).
+        assert_eq!(s.staging.capacity(), 0);
+        s.on_sent(4);
+        s.release_buffers(&mut pool);
+        assert_eq!(pool.len(), 2);
+        assert!(!s.unsent());
+        // Serving again takes one from the pool rather than allocating.
+        s.provision(&mut pool);
+        assert_eq!(pool.len(), 1);
     }
 
     #[test]

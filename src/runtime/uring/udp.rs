@@ -27,7 +27,7 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::super::datagram::{Backlog, DATAGRAMS_PER_TURN};
+use super::super::datagram::{Backlog, ReceiveQueue, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
@@ -217,6 +217,12 @@ struct SockRing {
     batch_left: usize,
     /// The receive ran out of buffers in this turn: datagrams are still waiting.
     starved: bool,
+    /// Datagrams received in this turn.
+    served: usize,
+    /// When this turn started (the `ready_at` of its batches after the first).
+    turn_start: std::time::Instant,
+    /// The socket's descriptor (for [`ReceiveQueue::of`]).
+    fd: RawFd,
     /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
     backlog: Backlog,
 }
@@ -349,7 +355,7 @@ impl UdpRing {
             .next_power_of_two()
             .clamp(64, 4096) as u16;
         let mut socks = Vec::with_capacity(sockets.len());
-        for (i, (_, ctx)) in sockets.iter().enumerate() {
+        for (i, &(fd, ctx)) in sockets.iter().enumerate() {
             let mut region = BufRegion::new(entries, INITIAL_BUFS, BUF_BYTES)
                 .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
             region
@@ -359,13 +365,16 @@ impl UdpRing {
             let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
             hdr.msg_namelen = NAME_BYTES as u32;
             socks.push(SockRing {
-                ctx: *ctx,
+                ctx,
                 hdr,
                 region,
                 armed: false,
                 recycled: false,
                 batch_left: 0,
                 starved: false,
+                served: 0,
+                turn_start: ctx.ready_at,
+                fd,
                 backlog: Backlog::default(),
             });
         }
@@ -537,7 +546,8 @@ impl UdpRing {
     /// The send `ud` of a closed connection completed: its buffer can go.
     pub(crate) fn release_orphan(&mut self, ud: u64) {
         if let Some(i) = self.orphans.iter().position(|(u, _)| *u == ud) {
-            self.orphans.swap_remove(i);
+            let (_, buf) = self.orphans.swap_remove(i);
+            self.pool.give(buf);
         }
     }
 
@@ -645,6 +655,8 @@ impl UdpRing {
         for s in &mut self.sockets {
             s.batch_left = 0;
             s.starved = false;
+            s.served = 0;
+            s.turn_start = now;
             s.ctx.ready_at = s.backlog.start_turn(now);
         }
         let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1)
@@ -679,8 +691,15 @@ impl UdpRing {
         // shedding delay, see `Backlog::end_turn`).
         turn.end = std::time::Instant::now();
         for s in &mut self.sockets {
-            s.backlog
-                .end_turn(s.starved || turn.more, turn.end, stats.behind_after);
+            // The multishot receive empties the socket only as far as the turn's completions
+            // go, so a flood can wait in the socket's receive buffer unseen: a turn that served
+            // a full batch asks the kernel whether more is queued (one `getsockopt`, only in
+            // busy turns), as a full `recvmmsg` batch says so on epoll.
+            let waiting = s.starved
+                || turn.more
+                || (s.served >= self.batch.min(DATAGRAMS_PER_TURN)
+                    && ReceiveQueue::of(s.fd).is_some_and(|q| q.queued > 0));
+            s.backlog.end_turn(waiting, turn.end, stats.behind_after);
         }
         turn
     }
@@ -802,6 +821,7 @@ impl UdpRing {
             return;
         };
         let payload = msg.payload_data();
+        sock.served += 1;
         bump(&st.received, 1);
         bump(&st.bytes_in, payload.len() as u64);
         let name = msg.name_data();
@@ -822,6 +842,12 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
+        if sock.batch_left == 0 && sock.served > 1 {
+            // Only a turn's first batch is measured from the backlog's start: the ring hands
+            // a turn several batches where epoll's turn is one `recvmmsg` batch, and a turn
+            // that sheds must shed one batch, as on epoll, not every datagram the ring holds.
+            sock.ctx.ready_at = sock.turn_start;
+        }
         let batch_left = &mut sock.batch_left;
         let batch = self.batch;
         let answer = match workers.get_mut(i) {
