@@ -262,6 +262,14 @@ impl Engine {
         }
         let mut list = lists.take();
         self.resolve(&picks, &mut list);
+        // The requester is left out by its key, read under its peer lock, which is not held
+        // here: a concurrent DISCONNECT and CONNECT of the same peer id can register it again
+        // under a new key in between, and that membership is the requester too. It is never
+        // listed to itself, whatever key it holds now.
+        let me = request.peer_id.as_bytes();
+        if list.iter().any(|p| p.peer_id.as_bytes() == me) {
+            list.retain(|p| p.peer_id.as_bytes() != me);
+        }
         answer.swarm_results.push(SwarmResult {
             swarm_id: *swarm_id,
             result: ErrorCode::Ok,
