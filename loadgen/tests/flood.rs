@@ -8,9 +8,12 @@
 //! Whether a flood overloaded the server is read from the server, not from the generator
 //! (whose own rate counts late answers, and which shares the two cores): the runtime counts
 //! the event-loop turns that took at least the shedding delay
-//! (`ppsp_worker_turns_behind_total`), independently of the shedding. A flood that made the
-//! worker fall behind [`SUSTAINED_BEHIND_TURNS`] times or more must have shed with error 05,
-//! and nothing may be shed in a flood that never made it fall behind.
+//! (`ppsp_worker_turns_behind_total`), independently of the shedding. Nothing may be shed in
+//! a flood that never made the worker fall behind. Turns behind do not by themselves call for
+//! a shed: the worker sheds only once its turns have been behind without a break for twice the
+//! delay (the CoDel-paced control of `server::http_serve`), which turns behind here and there
+//! in a flood of this size may never reach; `tests/flood.rs` of the tracker drives a worker
+//! into that state and asserts the shedding and its error 05.
 //!
 //! Prints `FLOOD peak_ok_per_s=... flood_ok_per_s=... ratio=... shed=... behind=... rss_mb=...`
 //! for the record; the rate floors are generous (debug build, shared machine).
@@ -29,9 +32,6 @@ use support::{metric, start_server};
 const RSS_GROWTH_BOUND_MB: u64 = 64;
 /// Requests that wait in the worker longer than this are shed (`server.shed_after_ms`).
 const SHED_AFTER_MS: u64 = 100;
-/// Turns behind in one flood from which the overload counts as sustained: one or two can be
-/// a stall of the shared host at the end of a turn, after the last connection was served.
-const SUSTAINED_BEHIND_TURNS: u64 = 3;
 
 fn rss_mb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -182,16 +182,6 @@ fn a_flood_is_shed_with_05_and_the_tracker_recovers_at_once() {
             seen_05 <= *shed && *shed - seen_05 <= FLOOD_CONNECTIONS as u64,
             "error 05 seen {seen_05}, shed {shed}"
         );
-        // Behind again and again: overloaded, so it shed, and the clients saw error 05. (A
-        // turn still running when the counters were read counts in the next flood: at most
-        // one, well under the threshold.)
-        if *behind >= SUSTAINED_BEHIND_TURNS {
-            assert!(
-                *shed > 0 && seen_05 > 0,
-                "the worker fell behind {behind} times at {factor}x and shed {shed} \
-                 (error 05 seen {seen_05})"
-            );
-        }
         // Kept answering: generous, as the machine is shared (the report gives the figure).
         // In-process, the generator's own cost grows with the offered load and takes the
         // same two cores, so the floor is lower at 4x.
