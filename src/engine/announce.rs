@@ -24,8 +24,8 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 
 use super::bt_table::{
-    stamp, BtShard, Entry, Found, InfoHash, Members, Sample, SwarmRef, COMPACT_V4_LEN,
-    COMPACT_V6_LEN, SAMPLE_CHUNK,
+    sample, stamp, BtShard, Entry, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN,
+    COMPACT_V6_LEN,
 };
 use super::types::*;
 use super::{reserve, source_ip, Engine, ExpiryReport};
@@ -701,10 +701,10 @@ fn list<const N: usize>(
     listed
 }
 
-/// Appends the wire form of up to `want` members of `part` sampled by [`Sample`] (never
-/// position `skip`, never a port-0 member) to `out`; returns how many. The room is made once
-/// and each entry is a fixed-size copy; a port-0 member is written and then overwritten by the
-/// next.
+/// Appends the wire form of up to `want` members of `part` sampled by [`sample`] (never position
+/// `skip`, never a port-0 member) to `out`; returns how many. The room is reserved once and
+/// each entry is a fixed-size copy into it; a port-0 member is written and then overwritten by
+/// the next.
 fn write_sample<const N: usize>(
     part: &[Entry<N>],
     skip: Option<usize>,
@@ -712,26 +712,22 @@ fn write_sample<const N: usize>(
     rng: &mut rand::rngs::SmallRng,
     out: &mut Vec<u8>,
 ) -> usize {
-    let base = out.len();
     let room = want.min(part.len()) * N;
-    out.resize(base + room, 0);
-    let dst = &mut out[base..];
+    out.reserve(room);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
     let mut at = 0;
-    let mut sample = Sample::new(part.len(), skip, want, rng);
-    let mut chunk = [0; SAMPLE_CHUNK];
-    loop {
-        let k = sample.fill(rng, &mut chunk);
-        if k == 0 {
-            break;
+    sample(part.len(), skip, want, rng, |i| {
+        // `at` and `room` are multiples of `N`: below `room`, `N` more bytes fit.
+        if let (Some(e), true) = (part.get(i), at < room) {
+            // SAFETY: `at + N <= room`, and `room` bytes of spare capacity were reserved
+            // above; the entry is not inside `out`.
+            unsafe { std::ptr::copy_nonoverlapping(e.wire.as_ptr(), dst.add(at), N) };
+            at += usize::from(e.port() != 0) * N;
         }
-        for &i in &chunk[..k] {
-            if let (Some(e), Some(d)) = (part.get(i), dst.get_mut(at..at + N)) {
-                d.copy_from_slice(&e.wire);
-                at += usize::from(e.port() != 0) * N;
-            }
-        }
-    }
-    out.truncate(base + at);
+    });
+    // SAFETY: the `at` bytes after the length were written above (each listed entry's `N`
+    // bytes, at `at` before it was advanced), within the reserved room.
+    unsafe { out.set_len(out.len() + at) };
     at / N
 }
 

@@ -78,6 +78,22 @@ impl<const N: usize> Entry<N> {
     }
 }
 
+/// The order of two wire forms: their bytes compared in order (address, then port). An IPv4
+/// form is compared as one big-endian integer (a byte-wise compare is a loop).
+#[inline(always)]
+fn wire_cmp<const N: usize>(a: &[u8; N], b: &[u8; N]) -> std::cmp::Ordering {
+    if N <= 8 {
+        let key = |w: &[u8; N]| {
+            let mut x = [0u8; 8];
+            x.iter_mut().zip(w).for_each(|(x, b)| *x = *b);
+            u64::from_be_bytes(x)
+        };
+        key(a).cmp(&key(b))
+    } else {
+        a.cmp(b)
+    }
+}
+
 /// Members a swarm's family holds without a heap block.
 const INLINE: usize = 2;
 
@@ -259,7 +275,10 @@ impl<const N: usize> Members<N> {
     /// Finds `wire` in either part.
     pub fn find(&self, wire: &[u8; N]) -> Option<Found> {
         for mode in [PeerMode::Leech, PeerMode::Seeder] {
-            if let Ok(pos) = self.part(mode).binary_search_by(|e| e.wire.cmp(wire)) {
+            if let Ok(pos) = self
+                .part(mode)
+                .binary_search_by(|e| wire_cmp(&e.wire, wire))
+            {
                 return Some(Found { mode, pos });
             }
         }
@@ -354,7 +373,10 @@ impl<const N: usize> Members<N> {
 
     /// Inserts a member that is in neither part; returns its position inside its part.
     pub fn insert(&mut self, wire: [u8; N], mode: PeerMode, stamp: [u8; 2]) -> usize {
-        let pos = match self.part(mode).binary_search_by(|e| e.wire.cmp(&wire)) {
+        let pos = match self
+            .part(mode)
+            .binary_search_by(|e| wire_cmp(&e.wire, &wire))
+        {
             Ok(p) | Err(p) => p,
         };
         let seeders = self.seeders();
@@ -775,8 +797,16 @@ impl BtShard {
 }
 
 /// Calls `emit` with up to `want` distinct positions of `0..n` other than `skip`, each
-/// position chosen with the same probability (see [`Sample`]).
-#[cfg(test)]
+/// position chosen with the same probability (`want / (n - 1)` with a skip, `want / n`
+/// without). No allocation, and few random numbers: when fewer than all positions are wanted,
+/// the `n` positions (skip left out) are read as a ring cut into `want` consecutive strides of
+/// `step = m / want` positions from a random start, and one position is taken from each stride
+/// at a random offset (two offsets per 64-bit random number, four when a stride is at most
+/// [`SHORT_STRIDE`] positions long; none when the strides are one position long). This is
+/// opentracker's way of listing a large swarm: one random number per two (or four) listed
+/// peers instead of one or more per peer. Inlined, so that a caller's `emit` keeps its state
+/// in registers.
+#[inline(always)]
 pub(super) fn sample(
     n: usize,
     skip: Option<usize>,
@@ -784,119 +814,70 @@ pub(super) fn sample(
     rng: &mut SmallRng,
     mut emit: impl FnMut(usize),
 ) {
-    let mut sample = Sample::new(n, skip, want, rng);
-    let mut chunk = [0; SAMPLE_CHUNK];
-    loop {
-        let k = sample.fill(rng, &mut chunk);
-        if k == 0 {
-            break;
-        }
-        chunk[..k].iter().for_each(|&i| emit(i));
+    let skip = skip.filter(|&s| s < n);
+    let m = n - usize::from(skip.is_some());
+    let want = want.min(m);
+    // Positions from the skipped one on are one further along (none without a skip).
+    let s = skip.unwrap_or(usize::MAX);
+    let at = |i: usize| i + usize::from(i >= s);
+    if want == m {
+        (0..m).for_each(|i| emit(at(i)));
+        return;
+    }
+    if want == 0 {
+        return;
+    }
+    let step = m / want;
+    let start = rng.gen_range(0..m);
+    if step == 1 {
+        // A window of `want` consecutive positions of the ring.
+        let first = (m - start).min(want);
+        (start..start + first).for_each(|i| emit(at(i)));
+        (0..want - first).for_each(|i| emit(at(i)));
+        return;
+    }
+    if step <= SHORT_STRIDE {
+        strides::<4>(m, want, step, start, rng, |i| emit(at(i)));
+    } else {
+        strides::<2>(m, want, step, start, rng, |i| emit(at(i)));
     }
 }
 
-/// Positions a [`Sample`] hands out per [`Sample::fill`].
-pub(super) const SAMPLE_CHUNK: usize = 64;
-
-/// Longest stride whose offsets a [`Sample`] draws from 16 random bits (four per random
-/// number): an offset is then off uniform by at most `SHORT_STRIDE / 2^16` (0.4%) of its
-/// probability.
+/// Longest stride whose offsets [`sample`] draws from 16 random bits (four per random number):
+/// an offset is then off uniform by at most `SHORT_STRIDE / 2^16` (0.4%) of its probability.
 const SHORT_STRIDE: usize = 256;
 
-/// Up to `want` distinct positions of `0..n` other than `skip`, each position chosen with the
-/// same probability (`want / (n - 1)` with a skip, `want / n` without), handed out in chunks.
-/// No allocation, and few random numbers: when fewer than all positions are wanted, the `m`
-/// positions (skip left out) are read as a ring cut into `want` consecutive strides of
-/// `step = m / want` positions from a random start, and one position is taken from each stride
-/// at a random offset (two offsets per 64-bit random number, four when a stride is at most
-/// [`SHORT_STRIDE`] positions long; none when the strides are one position long). This is
-/// opentracker's way of listing a large swarm: one random number per two (or four) listed
-/// peers instead of one or more per peer.
-pub(super) struct Sample {
-    /// Positions without the skipped one.
+/// One position of each of `want` strides of `step` positions of the ring `0..m` that starts at
+/// `start`, at an offset drawn from `64 / L` random bits (multiply-shift: uniform within the
+/// bias of the bits' count); `L` offsets per 64-bit random number. `want * step <= m`.
+#[inline(always)]
+fn strides<const L: usize>(
     m: usize,
-    /// Positions from this one on are one further along (the skipped one; `usize::MAX`
-    /// without a skip).
-    skip: usize,
-    /// Positions still to hand out.
-    left: usize,
+    want: usize,
     step: usize,
-    /// The ring position of the next stride's first place, in `0..m` (or `0` when `m` is).
-    pos: usize,
-}
-
-impl Sample {
-    pub(super) fn new(n: usize, skip: Option<usize>, want: usize, rng: &mut SmallRng) -> Sample {
-        let skip = skip.filter(|&s| s < n);
-        let m = n - usize::from(skip.is_some());
-        let want = want.min(m);
-        let skip = skip.unwrap_or(usize::MAX);
-        if want == m || want == 0 {
-            // Every position, in order.
-            return Sample {
-                m,
-                skip,
-                left: want,
-                step: 1,
-                pos: 0,
-            };
-        }
-        Sample {
-            m,
-            skip,
-            left: want,
-            step: m / want,
-            pos: rng.gen_range(0..m),
-        }
-    }
-
-    /// Writes the next positions into `out`; how many (0 when all were handed out).
-    #[inline]
-    pub(super) fn fill(&mut self, rng: &mut SmallRng, out: &mut [usize; SAMPLE_CHUNK]) -> usize {
-        let k = self.left.min(SAMPLE_CHUNK);
-        let out = &mut out[..k];
-        if self.step == 1 {
-            // A window of consecutive positions of the ring.
-            for o in out.iter_mut() {
-                *o = self.pos + usize::from(self.pos >= self.skip);
-                self.pos += 1;
-                if self.pos >= self.m {
-                    self.pos = 0;
-                }
-            }
-        } else if self.step <= SHORT_STRIDE {
-            self.strides::<4>(rng, out);
-        } else {
-            self.strides::<2>(rng, out);
-        }
-        self.left -= k;
-        k
-    }
-
-    /// One position of each of `out.len()` strides, at an offset drawn from `64 / L` random
-    /// bits (multiply-shift: uniform within the bias of the bits' count); `L` offsets per
-    /// 64-bit random number. `want * step <= m`, so `pos + offset < 2m`.
-    #[inline(always)]
-    fn strides<const L: usize>(&mut self, rng: &mut SmallRng, out: &mut [usize]) {
-        let bits = 64 / L as u32;
-        let mask = u64::MAX >> (64 - bits);
-        let (m, step, skip) = (self.m, self.step, self.skip);
-        let mut pos = self.pos;
-        for lanes in out.chunks_mut(L) {
-            let mut word = rng.next_u64();
-            for o in lanes {
-                let offset = (((word & mask) * step as u64) >> bits) as usize;
-                word >>= bits;
-                let i = pos + offset;
-                let i = if i >= m { i - m } else { i };
-                *o = i + usize::from(i >= skip);
-                pos += step;
-                if pos >= m {
-                    pos -= m;
-                }
+    start: usize,
+    rng: &mut SmallRng,
+    mut emit: impl FnMut(usize),
+) {
+    let bits = 64 / L as u32;
+    let mask = u64::MAX >> (64 - bits);
+    // The ring position of the current stride's first place, in `0..m`.
+    let mut pos = start;
+    let mut left = want;
+    while left > 0 {
+        let mut word = rng.next_u64();
+        for _ in 0..L.min(left) {
+            let offset = (((word & mask) * step as u64) >> bits) as usize;
+            word >>= bits;
+            // `pos + offset < 2m`: one subtraction brings it onto the ring.
+            let i = pos + offset;
+            emit(if i >= m { i - m } else { i });
+            pos += step;
+            if pos >= m {
+                pos -= m;
             }
         }
-        self.pos = pos;
+        left -= L.min(left);
     }
 }
 
@@ -1218,6 +1199,27 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m.heap_bytes(), 0);
         m.check().unwrap();
+    }
+
+    /// The integer compare of IPv4 forms is the byte order.
+    #[test]
+    fn wire_cmp_is_byte_order() {
+        let forms = [
+            [0u8; 6],
+            [0, 0, 0, 0, 0, 1],
+            [0, 0, 0, 0, 1, 0],
+            [1, 0, 0, 0, 0, 0],
+            [255; 6],
+            [10, 0, 0, 1, 0x1a, 0xe1],
+            [10, 0, 0, 1, 0xff, 0],
+        ];
+        for a in &forms {
+            for b in &forms {
+                assert_eq!(wire_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+        let (a, b) = ([1u8; 18], [2u8; 18]);
+        assert_eq!(wire_cmp(&a, &b), a.cmp(&b));
     }
 
     #[test]

@@ -79,7 +79,6 @@ fn nibble(b: u8) -> Option<u8> {
 }
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
-#[inline]
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
@@ -258,7 +257,6 @@ impl Member {
 
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
-    #[inline]
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
         if !self.is_complete() {
             return None;

@@ -5,9 +5,13 @@
 //! trackers should accept it until two minutes after sending it. We store nothing per client:
 //! the id is SipHash-1-3 (the keyed hash of Rust's standard hash maps: a pseudo-random function
 //! of its key, at two thirds the cost of SipHash-2-4), keyed with a 128-bit secret drawn at
-//! start, over the canonical source
-//! IP (16 bytes, IPv4 as IPv4-mapped) and the time slot number (`now / slot length`, 60 s by
-//! default). The source port is left out: the id proves the address, which is what spoofing
+//! start, over the canonical source IP (4 bytes for IPv4, IPv4-mapped IPv6 included, so that
+//! the input is 12 bytes and one compression; 16 for IPv6) and the time slot number (`now /
+//! slot length`, 60 s by default), the hash's low [`SLOT_BITS`] bits replaced by the slot number
+//! modulo 16, so that a check knows which slot to hash (one hash per request, not one per
+//! slot still accepted; 60 bits of the hash remain). The inputs of the two families differ in
+//! length, which SipHash's last block encodes, so they never collide by construction. The
+//! source port is left out: the id proves the address, which is what spoofing
 //! forges, and clients reuse one id from several sockets (libtorrent keeps one per tracker for
 //! the whole process, whichever local socket sends), as a NAT may change the port between
 //! packets too. An id is accepted in the slot it was issued in and in
@@ -29,10 +33,15 @@ pub const DEFAULT_SLOT_MILLIS: u64 = 60_000;
 /// minutes").
 pub const MIN_LIFETIME_MILLIS: u64 = 120_000;
 
-/// Most earlier slots an id is looked for in; slots are never shorter than
-/// `MIN_LIFETIME_MILLIS / MAX_SLOTS_BACK`, so checking a forged id costs at most this many
-/// hashes plus one.
+/// Most earlier slots an id is accepted from; slots are never shorter than
+/// `MIN_LIFETIME_MILLIS / MAX_SLOTS_BACK`.
 const MAX_SLOTS_BACK: u64 = 8;
+
+/// Low bits of an id that carry its slot number (modulo 16): enough to tell apart the
+/// `MAX_SLOTS_BACK + 1` slots an id may come from.
+pub const SLOT_BITS: u32 = 4;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+const _: () = assert!(MAX_SLOTS_BACK < 1 << SLOT_BITS);
 
 /// The 128-bit secret of connection ids. Draw it at start from a cryptographic source; a
 /// restart with a new secret only makes clients reconnect.
@@ -87,16 +96,22 @@ impl ConnectionIds {
 
     fn id_for(&self, src: SocketAddr, slot: u64) -> u64 {
         let mut h = SipHasher13::new_with_key(&self.secret.0);
-        let ip = match canonical_ip(src.ip()) {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
-        };
-        // One write of the 24 bytes (address, slot): no partial-block buffering.
-        let mut input = [0u8; 24];
-        input[..16].copy_from_slice(&ip);
-        input[16..].copy_from_slice(&slot.to_be_bytes());
-        h.write(&input);
-        h.finish()
+        // One write of (address, slot): no partial-block buffering.
+        match canonical_ip(src.ip()) {
+            IpAddr::V4(v4) => {
+                let mut input = [0u8; 12];
+                input[..4].copy_from_slice(&v4.octets());
+                input[4..].copy_from_slice(&slot.to_be_bytes());
+                h.write(&input);
+            }
+            IpAddr::V6(v6) => {
+                let mut input = [0u8; 24];
+                input[..16].copy_from_slice(&v6.octets());
+                input[16..].copy_from_slice(&slot.to_be_bytes());
+                h.write(&input);
+            }
+        }
+        (h.finish() & !SLOT_MASK) | (slot & SLOT_MASK)
     }
 
     /// The connection id for a client at `src` connecting at `now`.
@@ -108,9 +123,12 @@ impl ConnectionIds {
     /// it: at least [`MIN_LIFETIME_MILLIS`] ago, whatever the point in its slot it was issued.
     pub fn is_valid(&self, src: SocketAddr, id: u64, now: Time) -> bool {
         let slot = self.slot(now);
-        (0..=self.slots_back)
-            .map_while(|back| slot.checked_sub(back))
-            .any(|s| id == self.id_for(src, s))
+        // The one slot, of the last 16, whose number has the id's low bits.
+        let back = slot.wrapping_sub(id) & SLOT_MASK;
+        back <= self.slots_back
+            && slot
+                .checked_sub(back)
+                .is_some_and(|s| id == self.id_for(src, s))
     }
 }
 
@@ -185,6 +203,26 @@ mod tests {
         let other =
             ConnectionIds::new(ConnectionIdSecret::from_bytes([8; 16]), DEFAULT_SLOT_MILLIS);
         assert!(!other.is_valid(a, id, now));
+    }
+
+    /// An id names its slot in its low bits, and changing any bit of it (those included)
+    /// makes it invalid.
+    #[test]
+    fn the_low_bits_name_the_slot_and_every_bit_counts() {
+        let ids = ids();
+        for (a, slot) in [("192.0.2.1:5000", 10u64), ("[2001:db8::1]:1", 37)] {
+            let a = addr(a);
+            let issued = Time::from_millis(slot * 60_000 + 1);
+            let id = ids.issue(a, issued);
+            assert_eq!(id & SLOT_MASK, slot & SLOT_MASK);
+            for bit in 0..64 {
+                for later in 0..=2 {
+                    let now = Time::from_millis((slot + later) * 60_000);
+                    assert!(ids.is_valid(a, id, now));
+                    assert!(!ids.is_valid(a, id ^ (1 << bit), now), "bit {bit}");
+                }
+            }
+        }
     }
 
     #[test]
