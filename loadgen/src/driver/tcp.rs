@@ -3,8 +3,8 @@
 //! pipelining), so each connection keeps a FIFO of what it is waiting for. A peer's requests
 //! always travel on the same connection, so the server sees them in the order they were drawn.
 //!
-//! A drawn request whose connection has its window full waits in that connection's queue (at
-//! most `inflight` deep) and drawing goes on for the other connections. The queued requests
+//! In closed loop, a drawn request whose connection has its window full waits in that
+//! connection's queue (at most `inflight` deep) and drawing goes on for the other connections. The queued requests
 //! are sent as soon as the replies that free their places are read, connection by connection,
 //! not after every connection's replies: a server that answers many connections per turn
 //! then gets each connection's next batch while the generator reads the others' replies,
@@ -353,9 +353,11 @@ pub fn run(
                     continue;
                 }
                 if !c.usable() || c.waiting.len() >= pipeline || !c.queued.is_empty() {
-                    // Its window is full: the request waits in the connection's queue, and
-                    // the draw goes on for the others, unless the queue is full too.
-                    if c.queued.len() >= pipeline {
+                    // Its window is full: in closed loop the request waits in the
+                    // connection's queue, and the draw goes on for the others, unless the
+                    // queue is full too. In open loop the draw waits (the schedule's offered
+                    // load is not queued up in the generator).
+                    if !closed_loop || c.queued.len() >= pipeline {
                         pending = Some(op);
                         break;
                     }
