@@ -5,8 +5,8 @@
 //! trackers should accept it until two minutes after sending it. We store nothing per client:
 //! the id is SipHash-1-3 (the keyed hash of Rust's standard hash maps: a pseudo-random function
 //! of its key, at two thirds the cost of SipHash-2-4), keyed with a 128-bit secret drawn at
-//! start, over the canonical source IP (4 bytes for IPv4, IPv4-mapped IPv6 included, so that
-//! the input is 12 bytes and one compression; 16 for IPv6) and the time slot number (`now /
+//! start, over the canonical source IP (4 bytes for IPv4, IPv4-mapped IPv6 included, padded
+//! to 8 so that the input is two whole blocks; 16 for IPv6) and the time slot number (`now /
 //! slot length`, 60 s by default), the hash's low [`SLOT_BITS`] bits replaced by the slot number
 //! modulo 16, so that a check knows which slot to hash (one hash per request, not one per
 //! slot still accepted; 60 bits of the hash remain). The inputs of the two families differ in
@@ -99,9 +99,10 @@ impl ConnectionIds {
         // One write of (address, slot): no partial-block buffering.
         match canonical_ip(src.ip()) {
             IpAddr::V4(v4) => {
-                let mut input = [0u8; 12];
+                // Two whole 8-byte blocks (the address padded): no tail to buffer.
+                let mut input = [0u8; 16];
                 input[..4].copy_from_slice(&v4.octets());
-                input[4..].copy_from_slice(&slot.to_be_bytes());
+                input[8..].copy_from_slice(&slot.to_be_bytes());
                 h.write(&input);
             }
             IpAddr::V6(v6) => {
