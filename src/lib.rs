@@ -19,6 +19,7 @@ pub mod access_list;
 pub mod config;
 pub mod engine;
 pub mod federation;
+pub mod hex;
 pub mod metrics;
 pub mod overlay;
 pub mod privileges;

@@ -247,11 +247,7 @@ const ASSIGN_TAG: u64 = 0x4153_5349_474e_0000;
 
 /// Writes `bytes` as lower-case hex into `out`.
 pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
-    }
+    ppsp_tracker::hex::push(out, bytes);
 }
 
 impl Population {

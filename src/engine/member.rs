@@ -78,20 +78,7 @@ fn nibble(b: u8) -> Option<u8> {
     }
 }
 
-/// The two lower-case hex digits of every byte value.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-        i += 1;
-    }
-    t
-};
-
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
-#[inline]
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     if len_flag & HEX == 0 {
         return PeerId::from_stored(stored);
@@ -99,7 +86,7 @@ pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
     let mut buf = [0u8; MAX_ID_BYTES];
     let n = stored.len().min(MAX_ID_BYTES / 2);
     for (pair, &b) in buf.chunks_exact_mut(2).zip(&stored[..n]) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        pair.copy_from_slice(&crate::hex::pair(b));
     }
     PeerId::from_stored(&buf[..2 * n])
 }
@@ -114,7 +101,7 @@ pub(super) fn stored_eq(stored: &[u8], len_flag: u8, want: &[u8]) -> bool {
         && stored
             .iter()
             .zip(want.chunks_exact(2))
-            .all(|(&b, pair)| HEX_PAIRS[usize::from(b)] == pair)
+            .all(|(&b, pair)| crate::hex::pair(b) == pair)
 }
 
 /// Stored id bytes a [`CompactId`] holds inline.
@@ -270,7 +257,6 @@ impl Member {
 
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
-    #[inline]
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
         if !self.is_complete() {
             return None;

@@ -793,6 +793,12 @@ impl Engine {
     /// dropped; a copy is what the swarm held when the list was chosen.
     fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
         out.reserve(picks.len());
+        // The usual case: every copy is complete, so the entries are written in pick order
+        // with no record to read (what the general path below does then too).
+        if picks.iter().all(|(m, _)| m.is_complete()) {
+            out.extend(picks.iter().filter_map(|&(m, mode)| m.peer_info(mode)));
+            return;
+        }
         let mut done: SmallVec<[bool; 256]> = smallvec::smallvec![false; picks.len()];
         let mut run = 0;
         while let Some(&(_, mode)) = picks.get(run) {

@@ -19,6 +19,9 @@ pub(super) type Pick = (Member, PeerMode);
 /// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
 /// allocate a set per request.
 pub(super) const STACK_SAMPLE_MAX: usize = 256;
+/// Peer counts up to this sample with scratch arrays that are cleared whole (cheaper than
+/// writing a longer one element by element).
+const SMALL_SAMPLE: usize = 64;
 /// FIND with chunk ranges examines at most this many members per mode (or
 /// `CHUNK_SCAN_PER_PEER` times the peer count, if larger), starting at a random position, so
 /// a filtered FIND in a huge swarm costs a bounded amount of work; its answer may then be
@@ -105,10 +108,18 @@ fn sample_into(
     let want = want.min(n);
     // Chosen indices of the list without the requester (index i is list position i, or i + 1
     // from the requester's position on).
-    // On the stack up to `STACK_SAMPLE_MAX`; only the `want` entries used are written (a
-    // whole array would be cleared at every call, most of whose lists are short).
-    let mut picks: SmallVec<[u32; STACK_SAMPLE_MAX]> = SmallVec::new();
-    picks.resize(want, 0);
+    // Scratch on the stack: a small array for ordinary counts (cleared whole: 256 bytes), a
+    // larger one written only as far as used up to `STACK_SAMPLE_MAX` (a whole 1 KiB array
+    // would be cleared at every call, most of whose lists are short).
+    let mut small_picks = [0u32; SMALL_SAMPLE];
+    let mut large_picks: SmallVec<[u32; STACK_SAMPLE_MAX]> = SmallVec::new();
+    let picks: &mut [u32] = match small_picks.get_mut(..want) {
+        Some(p) => p,
+        None => {
+            large_picks.resize(want, 0);
+            &mut large_picks
+        }
+    };
     if want == n {
         for (slot, i) in picks.iter_mut().zip(0u32..) {
             *slot = i;
@@ -131,14 +142,21 @@ fn sample_into(
         // Floyd's algorithm: `want` distinct indices of 0..n in O(want), with a small
         // open-addressing set that lives on the stack for ordinary counts.
         let slots = (want * 2).next_power_of_two();
-        let mut table: SmallVec<[u32; STACK_SAMPLE_MAX * 2]> = SmallVec::new();
-        table.resize(slots, u32::MAX);
+        let mut small_table = [u32::MAX; SMALL_SAMPLE * 2];
+        let mut large_table: SmallVec<[u32; STACK_SAMPLE_MAX * 2]> = SmallVec::new();
+        let table: &mut [u32] = match small_table.get_mut(..slots) {
+            Some(t) => t,
+            None => {
+                large_table.resize(slots, u32::MAX);
+                &mut large_table
+            }
+        };
         for (slot, j) in picks.iter_mut().zip((n - want)..n) {
             let t = rng.gen_range(0..=j);
-            *slot = if set_insert(&mut table, t as u32) {
+            *slot = if set_insert(table, t as u32) {
                 t as u32
             } else {
-                set_insert(&mut table, j as u32);
+                set_insert(table, j as u32);
                 j as u32
             };
         }

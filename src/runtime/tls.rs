@@ -156,7 +156,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::string(bytes)
 }
 
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by `:` (as `openssl x509

@@ -35,7 +35,7 @@ pub fn scrape_path(announce: &str) -> String {
 /// bytes each) of a bencoded announce reply; `None` when neither is there.
 pub fn compact_peers(body: &[u8]) -> Option<usize> {
     fn string_len(body: &[u8], key: &[u8]) -> Option<usize> {
-        let at = body.windows(key.len()).position(|w| w == key)? + key.len();
+        let at = memchr::memmem::find(body, key)? + key.len();
         let rest = body.get(at..)?;
         let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
         if rest.get(digits) != Some(&b':') {
@@ -115,7 +115,7 @@ impl HttpEncoder for BtHttpEncoder {
         if body.first() != Some(&b'd') {
             return Outcome::Err(ErrorKind::Malformed);
         }
-        if body.windows(FAILURE.len()).any(|w| w == FAILURE) {
+        if memchr::memmem::find(body, FAILURE).is_some() {
             return Outcome::Err(ErrorKind::BtFailure);
         }
         Outcome::Ok

@@ -234,14 +234,16 @@ impl HttpEncoder for PpstpEncoder {
 
 /// Counts the `peer_info` entries of a reply (each names one `peer_id`) without a full parse.
 pub fn count_peers(body: &[u8]) -> usize {
-    const KEY: &[u8] = b"\"peer_id\"";
-    body.windows(KEY.len()).filter(|w| *w == KEY).count()
+    // Built once: the searcher's set-up costs more than a short body's scan.
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"peer_id\""));
+    KEY.find_iter(body).count()
 }
 
 /// Reads `error_code` out of a PPSTP reply body without a full JSON parse (number or string).
 pub fn error_code(body: &[u8]) -> Option<u8> {
     const KEY: &[u8] = b"\"error_code\"";
-    let at = body.windows(KEY.len()).position(|w| w == KEY)?;
+    let at = memchr::memmem::find(body, KEY)?;
     let rest = body.get(at + KEY.len()..)?;
     let digits: Vec<u8> = rest
         .iter()

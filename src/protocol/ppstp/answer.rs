@@ -20,6 +20,7 @@ use crate::engine::{
     AddrType, Answer, ErrorCode, LinkKind, PeerAddr, PeerInfo, PeerMode, PeerState, PeerStatus,
     Response, StatAnswer, SwarmResult, SwarmStats,
 };
+use crate::hex::{self, DIGITS as HEX};
 
 /// Most bytes one `ppsp_tp_peer_addr_t` object takes: 220 with the longest members (an IPv6
 /// address of 45 characters, `REFLEXIVE`, `wireless`, a 10-digit priority and ASN,
@@ -258,8 +259,7 @@ impl Raw {
             self.put(&bytes[plain_from..i]);
             if escape.is_empty() {
                 self.put(b"\\u00");
-                self.byte(HEX[usize::from(b >> 4)]);
-                self.byte(HEX[usize::from(b & 0xf)]);
+                self.put(&hex::pair(b));
             } else {
                 self.put(escape);
             }
@@ -272,8 +272,7 @@ impl Raw {
     fn hex(&mut self, bytes: &[u8]) {
         self.byte(b'"');
         for &b in bytes {
-            self.byte(HEX[usize::from(b >> 4)]);
-            self.byte(HEX[usize::from(b & 0xf)]);
+            self.put(&hex::pair(b));
         }
         self.byte(b'"');
     }
@@ -343,8 +342,6 @@ impl Raw {
         }
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The two decimal digits of every number below 100.
 static DIGITS2: [[u8; 2]; 100] = {

@@ -46,10 +46,8 @@ pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&bytes[plain_from..i]);
         if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            out.extend_from_slice(&crate::hex::pair(b));
         } else {
             out.extend_from_slice(escape);
         }
@@ -91,12 +89,8 @@ pub(super) fn put_id(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 pub(super) fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
-    }
+    crate::hex::push(out, bytes);
     out.push(b'"');
 }
 
