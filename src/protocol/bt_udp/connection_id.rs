@@ -5,18 +5,16 @@
 //! trackers should accept it until two minutes after sending it. We store nothing per client:
 //! the id is SipHash-1-3 (the keyed hash of Rust's standard hash maps: a pseudo-random function
 //! of its key, at two thirds the cost of SipHash-2-4), keyed with a 128-bit secret drawn at
-//! start, over the canonical source IP (4 bytes for IPv4, IPv4-mapped IPv6 included, so that
-//! the input is 12 bytes and one compression; 16 for IPv6) and the time slot number (`now /
-//! slot length`, 60 s by default), the hash's low [`SLOT_BITS`] bits replaced by the slot number
-//! modulo 16, so that a check knows which slot to hash (one hash per request, not one per
-//! slot still accepted; 60 bits of the hash remain). The inputs of the two families differ in
-//! length, which SipHash's last block encodes, so they never collide by construction. The
-//! source port is left out: the id proves the address, which is what spoofing
-//! forges, and clients reuse one id from several sockets (libtorrent keeps one per tracker for
-//! the whole process, whichever local socket sends), as a NAT may change the port between
-//! packets too. An id is accepted in the slot it was issued in and in
-//! as many following slots as [`MIN_LIFETIME_MILLIS`] needs (two of 60 s), so every id lives
-//! at least 120 s, as BEP 15 asks, and less than 180 s. Time is passed in.
+//! start, over the canonical source IP (16 bytes, IPv4 as IPv4-mapped) and the time slot
+//! number (`now / slot length`, 60 s by default), with the hash's low [`SLOT_BITS`] bits
+//! replaced by the slot number modulo 16, so that a check knows which slot to hash (one hash
+//! per request, not one per slot still accepted; 60 bits of the hash remain). The source port
+//! is left out: the id proves the address, which is what spoofing forges, and clients reuse
+//! one id from several sockets (libtorrent keeps one per tracker for the whole process,
+//! whichever local socket sends), as a NAT may change the port between packets too. An id is
+//! accepted in the slot it was issued in and in as many following slots as
+//! [`MIN_LIFETIME_MILLIS`] needs (two of 60 s), so every id lives at least 120 s, as BEP 15
+//! asks, and less than 180 s. Time is passed in.
 
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
@@ -96,21 +94,16 @@ impl ConnectionIds {
 
     fn id_for(&self, src: SocketAddr, slot: u64) -> u64 {
         let mut h = SipHasher13::new_with_key(&self.secret.0);
-        // One write of (address, slot): no partial-block buffering.
-        match canonical_ip(src.ip()) {
-            IpAddr::V4(v4) => {
-                let mut input = [0u8; 12];
-                input[..4].copy_from_slice(&v4.octets());
-                input[4..].copy_from_slice(&slot.to_be_bytes());
-                h.write(&input);
-            }
-            IpAddr::V6(v6) => {
-                let mut input = [0u8; 24];
-                input[..16].copy_from_slice(&v6.octets());
-                input[16..].copy_from_slice(&slot.to_be_bytes());
-                h.write(&input);
-            }
-        }
+        let ip = match canonical_ip(src.ip()) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        // One write of the 24 bytes (address, slot): no partial-block buffering. (Shorter
+        // inputs for IPv4, 12 or 16 bytes, measured more instructions per id, not fewer.)
+        let mut input = [0u8; 24];
+        input[..16].copy_from_slice(&ip);
+        input[16..].copy_from_slice(&slot.to_be_bytes());
+        h.write(&input);
         (h.finish() & !SLOT_MASK) | (slot & SLOT_MASK)
     }
 
