@@ -262,21 +262,12 @@ impl HttpHandler for PpstpWorker {
         }
     }
 
-    fn prefetches(&self) -> bool {
-        true
-    }
-
-    /// Prefetches the registration and swarm slot of the next pipelined request
-    /// ([`Engine::prefetch_ids`]), its ids found by a scan of the body, not a decoding.
-    fn prefetch(&mut self, _head: &RequestHead<'_>, request_body: &[u8]) {
-        let engine = &self.service.engine;
-        if !engine.prefetch_useful() {
-            return;
-        }
-        if let (Some(peer_id), swarm_id) = ppstp::likely_ids(request_body) {
-            engine.prefetch_ids(peer_id, swarm_id);
-        }
-    }
+    // No `prefetch` of the next pipelined request: scanning its ids and probing the tables
+    // ahead (`Engine::prefetch_ids`) cost more than the misses it hid. The FIND-heavy run
+    // (`benches/ppstp.sh`, 100k peers / 10k swarms) measured 3.38-3.42 us of server CPU per
+    // reply without it against 3.59-3.61 us with it, in both orders, and the engine bench's
+    // prefetched JOIN and FIND at 1M swarms were slower than the plain ones (488 vs 414 ns,
+    // 1.54 vs 1.41 us).
 
     fn take_wait(&mut self) -> bool {
         std::mem::take(&mut self.waiting)
