@@ -5,7 +5,9 @@
 //! server answers a fresh request as soon as the flood stops, and the memory the flood takes
 //! stays within the bound stated below. Whether anything is shed depends on the machine's
 //! speed (the shedding itself is paced by the unit tests of `ShedControl`); what this test
-//! asserts holds either way.
+//! asserts holds either way. The BitTorrent UDP test floods a bt-udp listener the same way
+//! on whichever back-end the suite runs (`PPSP_TRACKER_BACKEND`): sheds are answered with
+//! the BEP 15 error and counted, and the server answers again once the flood stops.
 
 mod common;
 
@@ -194,4 +196,160 @@ fn a_flood_is_answered_or_shed_with_error_05_and_the_server_recovers_at_once() {
         (shed as u64..=(shed + reset) as u64).contains(&counted),
         "{shed} shed answers seen and {reset} resets, {counted} counted"
     );
+}
+
+/// BEP 15 connect requests sent by each flooding socket, at most (bounded whatever happens).
+const UDP_MAX_DATAGRAMS: u32 = 200_000;
+/// Sockets flooding the bt-udp listener, each with its own sender and reader.
+const UDP_SOCKETS: u32 = 6;
+/// Datagrams sent in one burst before a flooding socket checks whether to stop.
+const UDP_BURST: u32 = 2_000;
+
+/// A BEP 15 connect request with transaction id `txid`.
+fn bep15_connect(txid: u32) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&0x41727101980u64.to_be_bytes());
+    p[12..].copy_from_slice(&txid.to_be_bytes());
+    p
+}
+
+/// What one flooding socket saw: (connect answers, overload errors).
+fn udp_flood_one(
+    addr: SocketAddr,
+    n: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u32, u32) {
+    use std::sync::atomic::Ordering;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let reader = socket.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = done.clone();
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0u32;
+        while sent < UDP_MAX_DATAGRAMS && !stop.load(Ordering::Relaxed) {
+            for _ in 0..UDP_BURST {
+                // The transaction id names the socket and the request.
+                let _ = socket.send_to(&bep15_connect(n << 24 | sent), addr);
+                sent += 1;
+            }
+        }
+        sending.store(true, Ordering::Relaxed);
+        sent
+    });
+    let (mut answered, mut shed) = (0, 0);
+    let mut buf = [0u8; 2048];
+    let mut quiet_since = None;
+    loop {
+        match reader.recv_from(&mut buf) {
+            Ok((len, _)) => {
+                quiet_since = None;
+                let a = &buf[..len];
+                assert!(len >= 8, "answer too short: {a:?}");
+                let action = u32::from_be_bytes(a[..4].try_into().unwrap());
+                let txid = u32::from_be_bytes(a[4..8].try_into().unwrap());
+                assert_eq!(
+                    txid >> 24,
+                    n,
+                    "an answer to another socket's request: {a:?}"
+                );
+                match action {
+                    0 => {
+                        assert_eq!(len, 16, "a connect answer: {a:?}");
+                        answered += 1;
+                    }
+                    3 => {
+                        // BEP 15: an error carries the request's transaction id and a message.
+                        assert_eq!(&a[8..], b"tracker overloaded, retry later", "{a:?}");
+                        shed += 1;
+                    }
+                    other => panic!("unexpected action {other}: {a:?}"),
+                }
+            }
+            Err(_) if done.load(Ordering::Relaxed) => {
+                // The flood is over: answers stop once the server has emptied its socket.
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    let sent = sender.join().unwrap();
+    assert!(
+        answered + shed <= sent,
+        "{answered} + {shed} answers to {sent} requests"
+    );
+    (answered, shed)
+}
+
+/// A flood of BEP 15 connects on one worker with a 1 ms shedding delay (its socket's
+/// receive buffer holds thousands of datagrams, far more than the worker serves in 1 ms):
+/// the worker sheds, on either back-end, answering the BEP 15 error with the request's
+/// transaction id, every shed is counted, and a request after the flood is answered.
+#[test]
+fn a_bt_udp_flood_is_shed_with_the_bep15_error_on_the_backend_in_use_and_the_server_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = TestServer::start(&[
+        "server.workers=1",
+        "server.shed_after_ms=1",
+        "bt_udp.enabled=true",
+    ]);
+    let inner = server.server.as_ref().unwrap();
+    let backend = inner.status()["backend"].clone();
+    let addr = inner.bt_udp_addr().unwrap();
+    let shed_line = r#"ppsp_shed_total{front_end="bt_udp",reason="overloaded"}"#;
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let floods: Vec<_> = (1..=UDP_SOCKETS)
+        .map(|n| {
+            let stop = stop.clone();
+            std::thread::spawn(move || udp_flood_one(addr, n, stop))
+        })
+        .collect();
+    // Flood until the worker has shed for a while (bounded by the senders' count and time).
+    while !floods.iter().all(|h| h.is_finished()) {
+        let counted = metric(&inner.metrics_text(), shed_line);
+        if counted >= 1_000 || started.elapsed() > Duration::from_secs(60) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut shed) = (0, 0);
+    for h in floods {
+        let (a, s) = h.join().expect("flooding socket");
+        answered += a;
+        shed += s;
+    }
+    let counted = metric(&inner.metrics_text(), shed_line);
+    eprintln!(
+        "bt-udp flood on {backend}: {answered} answered, {shed} shed answers seen, {counted} \
+         counted, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(answered > 0, "nothing answered on {backend}");
+    assert!(shed > 0, "nothing shed on {backend} ({counted} counted)");
+    // Every shed answer seen was counted; the flooding sockets may have dropped some answers.
+    assert!(
+        counted >= u64::from(shed),
+        "{shed} shed answers seen on {backend}, {counted} counted"
+    );
+
+    // Recovered: a fresh connect gets its connect answer (a generous bound; loopback loses
+    // nothing, a retry covers a datagram shed by a backlog still draining).
+    let fresh = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let recovered = (0..5u32).any(|i| {
+        fresh.send_to(&bep15_connect(i), addr).unwrap();
+        matches!(fresh.recv_from(&mut buf), Ok((16, _)) if buf[..4] == [0; 4] && buf[4..8] == i.to_be_bytes())
+    });
+    assert!(recovered, "no connect answer after the flood on {backend}");
 }

@@ -141,6 +141,22 @@ impl ReceiveQueue {
     }
 }
 
+/// Datagrams a turn must have served from a socket for the datagrams still queued behind them
+/// to count as a backlog ([`left_waiting`]). A turn that served fewer caught up with its
+/// socket a moment ago, whatever arrived since. It is below any full batch on epoll and below
+/// what the io_uring back-end's turns take from a busy socket, whose multishot receive hands
+/// over at least 32 datagrams (the kernel's retry limit) at a time, whatever the batch size.
+pub(crate) const BACKLOG_MIN_TURN: usize = 32;
+
+/// Whether a turn that served `served` datagrams from socket `fd` left a backlog: it served at
+/// least [`BACKLOG_MIN_TURN`] and the kernel still holds datagrams for the socket (one
+/// `SO_MEMINFO` read, only after such turns). Both back-ends decide with it, whatever their
+/// batch sizes: epoll after a turn whose `recvmmsg` batches were all full, io_uring after a
+/// turn of multishot completions.
+pub(crate) fn left_waiting(served: usize, fd: std::os::fd::RawFd) -> bool {
+    served >= BACKLOG_MIN_TURN && ReceiveQueue::of(fd).is_some_and(|q| q.queued > 0)
+}
+
 /// The overload signal of one datagram socket: since when it has had datagrams waiting without
 /// a break. A turn that ends with datagrams still waiting (its budget or the receive buffers
 /// ran out before the socket was empty) carries its start over to the next turn, so
@@ -150,6 +166,8 @@ impl ReceiveQueue {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Backlog {
     since: Option<std::time::Instant>,
+    /// Datagrams served since the backlog reached the shedding delay (its turns shed).
+    shed: usize,
 }
 
 impl Backlog {
@@ -158,16 +176,20 @@ impl Backlog {
         *self.since.get_or_insert(now)
     }
 
-    /// Records how the turn ended at `now`: `waiting` when datagrams were left in the socket.
-    /// A backlog that had waited `shed_after` by then made its turn shed (up to a turn's
-    /// datagrams answered with the overload error), and starts afresh too, so the next turns
-    /// serve until it has waited the delay again. Carried over, a socket that never empties
-    /// under a flood would be answered with errors only: shedding stays a turn per delay, and
-    /// the kernel drops the rest of the excess at the socket buffer for nothing. A zero
-    /// `shed_after` (no shedding) never restarts a backlog that is still waiting.
+    /// Records how the turn that served `served` datagrams ended at `now`: `waiting` when
+    /// datagrams were left in the socket ([`left_waiting`]). A backlog that had waited
+    /// `shed_after` by then made its turn shed (its datagrams answered with the overload
+    /// error); once such turns have shed [`DATAGRAMS_PER_TURN`] datagrams, the backlog starts
+    /// afresh, so the next turns serve until it has waited the delay again. Carried over, a
+    /// socket that never empties under a flood would be answered with errors only: shedding
+    /// stays a turn's budget of datagrams per delay on both back-ends (one full epoll turn,
+    /// several shorter io_uring turns), and the kernel drops the rest of the excess at the
+    /// socket buffer for nothing. A zero `shed_after` (no shedding) never restarts a backlog
+    /// that is still waiting.
     pub(crate) fn end_turn(
         &mut self,
         waiting: bool,
+        served: usize,
         now: std::time::Instant,
         shed_after: std::time::Duration,
     ) {
@@ -175,8 +197,12 @@ impl Backlog {
             && self
                 .since
                 .is_some_and(|since| now.saturating_duration_since(since) >= shed_after);
-        if !waiting || shed {
+        if shed {
+            self.shed = self.shed.saturating_add(served);
+        }
+        if !waiting || self.shed >= DATAGRAMS_PER_TURN {
             self.since = None;
+            self.shed = 0;
         }
     }
 }
@@ -193,18 +219,18 @@ mod tests {
         let off = Duration::ZERO;
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
-        b.end_turn(true, later(10), off);
+        b.end_turn(true, 256, later(10), off);
         // Still behind: the wait is measured from the first turn.
         assert_eq!(b.start_turn(later(30)), t0);
-        b.end_turn(true, later(40), off);
+        b.end_turn(true, 256, later(40), off);
         assert_eq!(b.start_turn(later(60)), t0);
-        b.end_turn(false, later(70), off);
+        b.end_turn(false, 10, later(70), off);
         // Emptied: the next turn starts afresh.
         assert_eq!(b.start_turn(later(90)), later(90));
-        b.end_turn(false, later(92), off);
+        b.end_turn(false, 3, later(92), off);
         assert_eq!(b.start_turn(later(95)), later(95));
         // Without shedding, a backlog of any age is kept while datagrams wait.
-        b.end_turn(true, later(5_000), off);
+        b.end_turn(true, 256, later(5_000), off);
         assert_eq!(b.start_turn(later(5_010)), later(95));
     }
 
@@ -254,13 +280,59 @@ mod tests {
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
         // Under the delay: still waiting, the backlog goes on.
-        b.end_turn(true, later(40), delay);
+        b.end_turn(true, 256, later(40), delay);
         assert_eq!(b.start_turn(later(45)), t0);
-        // This turn ends past the delay (it shed): the next turn measures afresh even though
-        // datagrams are still waiting, so it serves instead of shedding again.
-        b.end_turn(true, later(55), delay);
+        // This turn ends past the delay (it shed a full turn): the next turn measures afresh
+        // even though datagrams are still waiting, so it serves instead of shedding again.
+        b.end_turn(true, DATAGRAMS_PER_TURN, later(55), delay);
         assert_eq!(b.start_turn(later(60)), later(60));
-        b.end_turn(true, later(70), delay);
+        b.end_turn(true, 256, later(70), delay);
         assert_eq!(b.start_turn(later(80)), later(60));
+    }
+
+    /// Turns shorter than epoll's (the io_uring back-end's) shed until they have shed as many
+    /// datagrams as one full turn, then the backlog starts afresh.
+    #[test]
+    fn short_turns_shed_a_full_turn_of_datagrams_before_the_backlog_starts_afresh() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        let delay = Duration::from_millis(50);
+        let short = BACKLOG_MIN_TURN + 1;
+        let mut b = Backlog::default();
+        assert_eq!(b.start_turn(t0), t0);
+        b.end_turn(true, short, later(10), delay);
+        let mut at = 60;
+        let mut shed = 0;
+        while shed + short < DATAGRAMS_PER_TURN {
+            // Each of these turns sheds (measured from t0) and the backlog goes on.
+            assert_eq!(b.start_turn(later(at)), t0);
+            b.end_turn(true, short, later(at + 1), delay);
+            shed += short;
+            at += 2;
+        }
+        assert_eq!(b.start_turn(later(at)), t0);
+        b.end_turn(true, short, later(at + 1), delay);
+        // A full turn's worth shed: the next turn serves.
+        assert_eq!(b.start_turn(later(at + 2)), later(at + 2));
+        // A socket emptied in the middle of an episode ends it too.
+        b.end_turn(true, short, later(at + 60), delay);
+        b.end_turn(false, 5, later(at + 61), delay);
+        assert_eq!(b.start_turn(later(at + 70)), later(at + 70));
+    }
+
+    /// A turn counts as leaving a backlog only when it served a turn's minimum and the socket
+    /// still holds datagrams.
+    #[test]
+    fn a_backlog_is_left_by_a_long_turn_with_datagrams_still_queued() {
+        use std::os::fd::AsRawFd;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = socket.as_raw_fd();
+        assert!(!left_waiting(BACKLOG_MIN_TURN, fd), "empty socket");
+        sender
+            .send_to(&[0u8; 16], socket.local_addr().unwrap())
+            .unwrap();
+        assert!(!left_waiting(BACKLOG_MIN_TURN - 1, fd), "short turn");
+        assert!(left_waiting(BACKLOG_MIN_TURN, fd));
     }
 }

@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
-use super::datagram::{Backlog, ReceiveQueue};
+use super::datagram::{left_waiting, Backlog, ReceiveQueue};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
@@ -574,9 +574,15 @@ impl EventLoop {
                     continue;
                 };
                 u.ctx.ready_at = u.backlog.start_turn(now);
-                u.pending = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
+                let full = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
+                u.pending = full.is_some();
                 let end = Instant::now();
-                u.backlog.end_turn(u.pending, end, self.stats.behind_after);
+                // A full turn may have emptied the socket exactly: the kernel says whether
+                // datagrams are still queued, as on io_uring (`left_waiting`).
+                let served = full.unwrap_or(0);
+                let waiting = u.pending && left_waiting(served, u.socket.as_raw_fd());
+                u.backlog
+                    .end_turn(waiting, served, end, self.stats.behind_after);
                 after_udp = Some(end);
             }
             // Without datagrams served, only connections ran since `now` was read.

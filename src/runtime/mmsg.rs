@@ -106,22 +106,24 @@ impl MmsgBatch {
     }
 }
 
-/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams from `socket` in batches. Returns true when
-/// the turn ended with datagrams possibly still waiting (the caller must resume without waiting
-/// for an event), like the one-at-a-time `datagram::serve_turn` it replaces.
+/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams from `socket` in batches. Returns the
+/// datagrams served in full batches when every batch was full, so that datagrams may still
+/// be waiting (the caller must resume without waiting for an event), and `None` when the
+/// socket was emptied.
 pub(crate) fn serve_turn_batched(
     socket: &mio::net::UdpSocket,
     ctx: &DatagramCtx,
     worker: &mut dyn DatagramWorker,
     stats: &DatagramStats,
     batch: &mut MmsgBatch,
-) -> bool {
-    for _ in 0..(DATAGRAMS_PER_TURN / batch.batch).max(1) {
+) -> Option<usize> {
+    let batches = (DATAGRAMS_PER_TURN / batch.batch).max(1);
+    for _ in 0..batches {
         if !serve_batch(socket, ctx, worker, stats, batch) {
-            return false;
+            return None;
         }
     }
-    true
+    Some(batches * batch.batch)
 }
 
 /// The first `len` bytes (at most a slot) received in slot `i` of `slots`.

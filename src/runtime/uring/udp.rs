@@ -27,7 +27,7 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::super::datagram::{Backlog, ReceiveQueue, DATAGRAMS_PER_TURN};
+use super::super::datagram::{left_waiting, Backlog, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
@@ -219,9 +219,9 @@ struct SockRing {
     starved: bool,
     /// Datagrams received in this turn.
     served: usize,
-    /// When this turn started (the `ready_at` of its batches after the first).
+    /// When this turn started (the `ready_at` of its batches past `DATAGRAMS_PER_TURN`).
     turn_start: std::time::Instant,
-    /// The socket's descriptor (for [`ReceiveQueue::of`]).
+    /// The socket's descriptor (for [`left_waiting`]).
     fd: RawFd,
     /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
     backlog: Backlog,
@@ -692,14 +692,16 @@ impl UdpRing {
         turn.end = std::time::Instant::now();
         for s in &mut self.sockets {
             // The multishot receive empties the socket only as far as the turn's completions
-            // go, so a flood can wait in the socket's receive buffer unseen: a turn that served
-            // a full batch asks the kernel whether more is queued (one `getsockopt`, only in
-            // busy turns), as a full `recvmmsg` batch says so on epoll.
-            let waiting = s.starved
-                || turn.more
-                || (s.served >= self.batch.min(DATAGRAMS_PER_TURN)
-                    && ReceiveQueue::of(s.fd).is_some_and(|q| q.queued > 0));
-            s.backlog.end_turn(waiting, turn.end, stats.behind_after);
+            // go (32 datagrams per socket at a time from a busy socket, the kernel's retry
+            // limit, whatever the batch size), so a flood can wait in the socket's receive
+            // buffer unseen: a turn that served at least that many asks the kernel whether more
+            // is queued, as on epoll (`left_waiting`).
+            let waiting = s.starved || turn.more || left_waiting(s.served, s.fd);
+            // Only the turn's first batches were measured from the backlog's start (see
+            // `on_receive`): those are the datagrams a shedding turn shed.
+            let measured = s.served.min(DATAGRAMS_PER_TURN.max(self.batch));
+            s.backlog
+                .end_turn(waiting, measured, turn.end, stats.behind_after);
         }
         turn
     }
@@ -842,10 +844,11 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
-        if sock.batch_left == 0 && sock.served > 1 {
-            // Only a turn's first batch is measured from the backlog's start: the ring hands
-            // a turn several batches where epoll's turn is one `recvmmsg` batch, and a turn
-            // that sheds must shed one batch, as on epoll, not every datagram the ring holds.
+        if sock.batch_left == 0 && sock.served > DATAGRAMS_PER_TURN {
+            // Only the batches of a turn's first `DATAGRAMS_PER_TURN` datagrams (an epoll
+            // turn) are measured from the backlog's start: the ring may hand a turn more, and
+            // a turn that sheds must shed at most what an epoll turn does, not every datagram
+            // the ring holds.
             sock.ctx.ready_at = sock.turn_start;
         }
         let batch_left = &mut sock.batch_left;
