@@ -143,10 +143,12 @@ impl ReceiveQueue {
 
 /// Datagrams a turn must have served from a socket for the datagrams still queued behind them
 /// to count as a backlog ([`left_waiting`]). A turn that served fewer caught up with its
-/// socket a moment ago, whatever arrived since. It is below any full batch on epoll and below
-/// what the io_uring back-end's turns take from a busy socket, whose multishot receive hands
-/// over at least 32 datagrams (the kernel's retry limit) at a time, whatever the batch size.
-pub(crate) const BACKLOG_MIN_TURN: usize = 32;
+/// socket a moment ago, whatever arrived since, and costs no `SO_MEMINFO` read: a server
+/// below its capacity serves most turns shorter than this. An epoll turn whose batches were
+/// all full served at least this many (a full turn, [`DATAGRAMS_PER_TURN`], at the default
+/// batch of 64); a flooded io_uring socket's turns take 65 to 255 datagrams (measured with a
+/// closed-loop flood 16k deep).
+pub(crate) const BACKLOG_MIN_TURN: usize = 64;
 
 /// Whether a turn that served `served` datagrams from socket `fd` left a backlog: it served at
 /// least [`BACKLOG_MIN_TURN`] and the kernel still holds datagrams for the socket (one

@@ -692,10 +692,8 @@ impl UdpRing {
         turn.end = std::time::Instant::now();
         for s in &mut self.sockets {
             // The multishot receive empties the socket only as far as the turn's completions
-            // go (32 datagrams per socket at a time from a busy socket, the kernel's retry
-            // limit, whatever the batch size), so a flood can wait in the socket's receive
-            // buffer unseen: a turn that served at least that many asks the kernel whether more
-            // is queued, as on epoll (`left_waiting`).
+            // go, so a flood can wait in the socket's receive buffer unseen: a long turn asks
+            // the kernel whether more is queued, as on epoll (`left_waiting`).
             let waiting = s.starved || turn.more || left_waiting(s.served, s.fd);
             // Only the turn's first batches were measured from the backlog's start (see
             // `on_receive`): those are the datagrams a shedding turn shed.
