@@ -164,7 +164,11 @@ impl EventLoop {
                 self.drive(slot, workers, scratch, true, now);
             }
             e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {
-                // Out of buffers (re-armed once they are back) or paused.
+                // Out of buffers (re-armed at once: the buffers of this turn are back in the
+                // ring, and more of them, before the next submit) or paused.
+                if e == -libc::ENOBUFS {
+                    ring.grow_stream();
+                }
                 let limits = self.listening[listener].limits;
                 self.after_ring_turn(slot, &limits);
             }
