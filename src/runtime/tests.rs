@@ -178,6 +178,27 @@ fn pipelined_requests_are_answered_in_order() {
     rt.shutdown();
 }
 
+/// More connections send at once than the io_uring stream buffer ring starts with buffers
+/// (their receives run out of buffers and are started again, with a larger ring): every
+/// request is answered, in order, on both back-ends.
+#[test]
+fn many_connections_sending_at_once_are_all_answered() {
+    let (mut rt, addr, _) = start(1, ConnLimits::default());
+    let mut conns: Vec<TcpStream> = (0..96).map(|_| connect(addr)).collect();
+    for round in 0..3 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.write_all(format!("{}\n{}\n", i % 7, round).as_bytes())
+                .unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut want = answer(i % 7);
+            want.extend_from_slice(&answer(round));
+            assert_eq!(read_exact_len(c, want.len()), want, "connection {i}");
+        }
+    }
+    rt.shutdown();
+}
+
 #[test]
 fn a_request_split_over_many_writes_is_served_once_complete() {
     let (mut rt, addr, _probe) = start(1, ConnLimits::default());

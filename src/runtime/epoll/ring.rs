@@ -14,6 +14,13 @@ use crate::runtime::stats::bump;
 use crate::runtime::uring::Op;
 use crate::runtime::StreamWorker;
 
+/// Input a ring connection holds in the worker, read and unread, beyond which its receive is
+/// paused while it has whole requests waiting to be served: 16 KiB (a turn's budget of
+/// pipelined requests and more). Bounds what each connection of a flood of pipelined requests
+/// holds, instead of the input cap twice (unread arrivals, and the read requests the turn's
+/// budget left).
+const HELD_INPUT_BYTES: usize = 16 * 1024;
+
 /// The slot of a connection id (`(generation << 32) | slot`).
 fn slot_of(id: usize) -> usize {
     id & 0xffff_ffff
@@ -164,7 +171,11 @@ impl EventLoop {
                 self.drive(slot, workers, scratch, true, now);
             }
             e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {
-                // Out of buffers (re-armed once they are back) or paused.
+                // Out of buffers (re-armed at once: the buffers of this turn are back in the
+                // ring, and more of them, before the next submit) or paused.
+                if e == -libc::ENOBUFS {
+                    ring.grow_stream();
+                }
                 let limits = self.listening[listener].limits;
                 self.after_ring_turn(slot, &limits);
             }
@@ -221,8 +232,15 @@ impl EventLoop {
             self.to_flush.push(slot);
         }
         rs.release_buffers(&mut ring.pool);
+        // Input held in the worker: bytes not yet read from the arrivals, and bytes read but
+        // not yet served. Up to the input cap while a request is incomplete (it may need them
+        // all); past `HELD_INPUT_BYTES` while whole requests wait for a later turn (a flood
+        // of pipelined requests), the rest waits in the kernel, as on epoll.
+        let held = rs.unread() + conn.state.stashed_input().len();
+        let waiting = conn.queued || conn.state.wants_service(limits);
         let pause = conn.state.output_blocked(limits)
-            || rs.unread() >= limits.max_input_bytes.max(1)
+            || held >= limits.max_input_bytes.max(1)
+            || (waiting && held >= HELD_INPUT_BYTES)
             || conn.state.closing()
             || conn.state.read_closed;
         if pause {

@@ -75,10 +75,19 @@ impl BufPool {
 /// requests fits; a TLS record spans a few).
 pub(crate) const STREAM_BUF_BYTES: usize = 4 * 1024;
 
-/// Buffers in the worker's stream buffer ring: 512 (2 MiB per worker, touched only as used).
-/// It bounds what a connection can receive between the arrival that takes it over its input
-/// cap and the cancel of its receive, which is submitted with the next wait.
+/// Room in the worker's stream buffer ring: 512 buffers (2 MiB per worker at most). It bounds
+/// what a connection can receive between the arrival that takes it over its input cap and the
+/// cancel of its receive, which is submitted with the next wait.
 pub(crate) const STREAM_BUFS: u16 = 512;
+
+/// Buffers the stream buffer ring starts with: 16 (64 KiB). The kernel takes buffers in ring
+/// order, so every buffer in circulation is touched as the ring turns; the ring therefore
+/// starts small and doubles (up to [`STREAM_BUFS`]) when an arrival finds it empty (the
+/// receive then ends with `ENOBUFS`, its bytes wait in the socket, and the connection's
+/// receive is started again in the same turn, after the buffers were given back). Its memory
+/// follows the most arrivals a worker has seen between two of its turns, about one buffer
+/// per busy connection, rather than the most it could hold.
+pub(crate) const STREAM_BUFS_INITIAL: u16 = 16;
 
 /// A connection served through the worker's ring.
 pub(crate) struct RingStream {

@@ -31,7 +31,7 @@ use super::super::datagram::{left_waiting, Backlog, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
-use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUF_BYTES};
+use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUFS_INITIAL, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
 
 /// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
@@ -267,6 +267,8 @@ pub(crate) struct UdpRing {
     stream_region: Option<BufRegion>,
     stream_bgid: u16,
     stream_recycled: bool,
+    /// The stream buffer ring grew in this turn (see [`UdpRing::grow_stream`]).
+    stream_grown: bool,
     /// Fixed-file index of connection slot 0; slots below `conn_files` have a file there.
     conn_base: u32,
     conn_files: u32,
@@ -401,7 +403,7 @@ impl UdpRing {
         let stream_region = if listeners.is_empty() {
             None
         } else {
-            let mut region = BufRegion::new(STREAM_BUFS, STREAM_BUFS, STREAM_BUF_BYTES)
+            let mut region = BufRegion::new(STREAM_BUFS, STREAM_BUFS_INITIAL, STREAM_BUF_BYTES)
                 .map_err(|e| Unavailable(format!("cannot map a provided-buffer ring: {e}")))?;
             region
                 .register(&ring, stream_bgid)
@@ -425,6 +427,7 @@ impl UdpRing {
             stream_region,
             stream_bgid,
             stream_recycled: false,
+            stream_grown: false,
             conn_base,
             conn_files,
             events: Vec::with_capacity(STREAM_EVENTS_PER_TURN),
@@ -483,6 +486,30 @@ impl UdpRing {
             region.recycle(bid);
             self.stream_recycled = true;
         }
+    }
+
+    /// A connection's receive found the stream buffer ring empty (`ENOBUFS`): more buffers
+    /// go into circulation (twice as many, up to [`STREAM_BUFS`]), published by the next
+    /// [`UdpRing::arm`].
+    /// Grows at most once per turn: every connection with bytes waiting ends its receive
+    /// with `ENOBUFS` when the ring runs dry, and one doubling serves them all next turn.
+    pub(crate) fn grow_stream(&mut self) {
+        if self.stream_grown {
+            return;
+        }
+        if let Some(region) = &mut self.stream_region {
+            if region.grow() {
+                self.stream_recycled = true;
+                self.stream_grown = true;
+                tracing::debug!(buffers = region.live, "stream buffer ring grown");
+            }
+        }
+    }
+
+    /// Buffers of the stream buffer ring in circulation (0 without stream listeners).
+    #[cfg(test)]
+    pub(crate) fn stream_buffers(&self) -> u16 {
+        self.stream_region.as_ref().map_or(0, |r| r.live)
     }
 
     /// Suspends (`true`) or resumes the multishot accept of listener `i`.
@@ -588,6 +615,7 @@ impl UdpRing {
                 region.publish();
             }
             self.stream_recycled = false;
+            self.stream_grown = false;
         }
         for i in 0..self.accept_armed.len() {
             if !self.accept_armed[i] && !self.accept_held[i] {
@@ -1090,6 +1118,40 @@ mod tests {
             256,
             "a buffer is never read past its end"
         );
+    }
+
+    /// Every connection with bytes waiting ends its receive with `ENOBUFS` when the stream
+    /// buffer ring runs dry: the ring doubles once for all of them, not once per connection.
+    #[test]
+    fn the_stream_buffer_ring_starts_small_and_doubles_once_per_turn() {
+        // On a thread of its own, as worker rings are (see `super::super` module docs).
+        std::thread::spawn(|| {
+            use std::os::fd::AsRawFd;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // SAFETY: no pointer arguments; the descriptor is closed below.
+            let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            assert!(epoll >= 0);
+            let mut ring = UdpRing::new(&[], epoll, 32, &[listener.as_raw_fd()], 16)
+                .unwrap_or_else(|e| panic!("io_uring: {e}"));
+            assert_eq!(ring.stream_buffers(), STREAM_BUFS_INITIAL);
+            ring.grow_stream();
+            ring.grow_stream();
+            assert_eq!(ring.stream_buffers(), 2 * STREAM_BUFS_INITIAL);
+            ring.arm();
+            ring.grow_stream();
+            assert_eq!(ring.stream_buffers(), 4 * STREAM_BUFS_INITIAL);
+            for _ in 0..16 {
+                ring.arm();
+                ring.grow_stream();
+            }
+            assert_eq!(ring.stream_buffers(), STREAM_BUFS, "up to its room");
+            ring.quiesce();
+            drop(ring);
+            // SAFETY: the descriptor made above, closed once.
+            unsafe { libc::close(epoll) };
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
