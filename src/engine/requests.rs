@@ -225,15 +225,16 @@ impl Engine {
         let count = self.peer_count(peer_num);
         let (shard_no, h) = self.swarm_loc(swarm_id);
         // The requester's swarms in this swarm shard (slot, mode): usually none or one.
-        let (key, mine) = self.with_registered(request, now, |record, member| {
-            let mine: SmallVec<[(u32, PeerMode); 2]> = record
-                .swarms
-                .iter()
-                .filter(|(s, _, _)| usize::from(*s) == shard_no)
-                .map(|(_, slot, mode)| (slot, mode))
-                .collect();
-            Ok((member.key, mine))
-        })?;
+        let (key, mine) =
+            self.with_registered_in(request, Some((shard_no, h)), now, |record, member| {
+                let mine: SmallVec<[(u32, PeerMode); 2]> = record
+                    .swarms
+                    .iter()
+                    .filter(|(s, _, _)| usize::from(*s) == shard_no)
+                    .map(|(_, slot, mode)| (slot, mode))
+                    .collect();
+                Ok((member.key, mine))
+            })?;
         let mut picks = Picks::new();
         {
             let mut guard = self.swarm_shards[shard_no].lock();
@@ -346,12 +347,14 @@ impl Engine {
             (None, PeerMode::Seeder) => None,
         };
         let mut picks = Picks::new();
-        let range = self.with_registered(request, now, |record, member| {
-            match self.join_swarm(record, member, swarm_id, mode, list, &mut picks) {
-                (ErrorCode::Ok, range) => Ok(range),
-                (code, _) => Err(code),
-            }
-        })?;
+        let loc = self.swarm_loc(&swarm_id);
+        let range =
+            self.with_registered_in(request, Some(loc), now, |record, member| {
+                match self.join_swarm(record, member, swarm_id, mode, list, &mut picks) {
+                    (ErrorCode::Ok, range) => Ok(range),
+                    (code, _) => Err(code),
+                }
+            })?;
         let peers = range.map(|r| {
             let mut l = lists.take();
             self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
@@ -376,7 +379,8 @@ impl Engine {
         if !self.id_ok(&swarm_id.0) {
             return Err(ErrorCode::BadRequest);
         }
-        self.with_registered(request, now, |record, member| {
+        let loc = self.swarm_loc(&swarm_id);
+        self.with_registered_in(request, Some(loc), now, |record, member| {
             match self.leave_swarm(record, member.key, &swarm_id) {
                 ErrorCode::Ok => Ok(Answer {
                     swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
