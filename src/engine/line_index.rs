@@ -139,6 +139,21 @@ impl LineIndex {
         self.buckets.get_mut(b).and_then(|b| b.pos.get_mut(k))
     }
 
+    /// The first entry of hash `h`'s home bucket whose tag matches, without comparing keys:
+    /// the entry a lookup most likely finds. For a prefetch only.
+    #[inline]
+    pub fn first_tagged(&self, h: u64) -> Option<u32> {
+        let n = self.buckets.len();
+        if n == 0 {
+            return None;
+        }
+        let bucket = self.buckets.get(home(h, n))?;
+        let t = tag(h);
+        let len = usize::from(bucket.len);
+        let k = bucket.tags.iter().take(len).position(|&bt| bt == t)?;
+        bucket.pos.get(k).copied()
+    }
+
     /// (bucket, slot) of the first entry with hash `h` for which `eq` holds.
     #[inline]
     fn locate(&self, h: u64, eq: &mut impl FnMut(u32) -> bool) -> Option<(usize, usize)> {

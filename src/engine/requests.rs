@@ -228,32 +228,36 @@ impl Engine {
         // The list is chosen under the requester's peer lock (then the swarm's, the engine's
         // lock order), so its memberships cannot change meanwhile: its mode in the swarm is
         // the one its record gives, found without probing the swarm.
-        self.with_registered_in(request, Some((shard_no, h)), now, |record, member| {
-            let mut guard = self.swarm_shards[shard_no].lock();
-            let shard = &mut *guard;
-            let Some(slot) = shard.swarms.slot_of_hashed(h, swarm_id) else {
-                return Ok(());
-            };
-            let Some(swarm) = shard.swarms.at(slot) else {
-                return Ok(());
-            };
-            // A chunk-filtered FIND checks every member's chunk set against every range asked
-            // for: refuse one that would cost more than the bound.
-            if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
-                return Err(ErrorCode::ServiceUnavailable);
-            }
-            let mode = record.swarms.mode_at(shard_no as u16, slot);
-            select::peer_list_into(
-                swarm,
-                member.key,
-                mode,
-                count,
-                chunks,
-                &mut shard.rng,
-                &mut picks,
-            );
-            Ok(())
-        })?;
+        self.with_registered_in(
+            request,
+            Some((shard_no, h)),
+            now,
+            |record, member, shard| {
+                let shard = shard.ok_or(ErrorCode::InternalError)?;
+                let Some(slot) = shard.swarms.slot_of_hashed(h, swarm_id) else {
+                    return Ok(());
+                };
+                let Some(swarm) = shard.swarms.at(slot) else {
+                    return Ok(());
+                };
+                // A chunk-filtered FIND checks every member's chunk set against every range asked
+                // for: refuse one that would cost more than the bound.
+                if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
+                    return Err(ErrorCode::ServiceUnavailable);
+                }
+                let mode = record.swarms.mode_at(shard_no as u16, slot);
+                select::peer_list_into(
+                    swarm,
+                    member.key,
+                    mode,
+                    count,
+                    chunks,
+                    &mut shard.rng,
+                    &mut picks,
+                );
+                Ok(())
+            },
+        )?;
         let mut list = lists.take();
         self.resolve(&picks, &mut list);
         // The requester is left out by its key under its peer lock; a copy incomplete in the
@@ -341,13 +345,15 @@ impl Engine {
         };
         let mut picks = Picks::new();
         let loc = self.swarm_loc(&swarm_id);
-        let range =
-            self.with_registered_in(request, Some(loc), now, |record, member| {
-                match self.join_swarm(record, member, swarm_id, mode, list, &mut picks) {
-                    (ErrorCode::Ok, range) => Ok(range),
-                    (code, _) => Err(code),
-                }
-            })?;
+        let range = self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+            let shard = shard.ok_or(ErrorCode::InternalError)?;
+            let joined = self
+                .join_swarm_locked(record, member, loc, shard, swarm_id, mode, list, &mut picks);
+            match joined {
+                (ErrorCode::Ok, range) => Ok(range),
+                (code, _) => Err(code),
+            }
+        })?;
         let peers = range.map(|r| {
             let mut l = lists.take();
             self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
@@ -373,14 +379,21 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let loc = self.swarm_loc(&swarm_id);
-        self.with_registered_in(request, Some(loc), now, |record, member| {
-            match self.leave_swarm(record, member.key, &swarm_id) {
-                ErrorCode::Ok => Ok(Answer {
-                    swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
-                    ..Answer::default()
-                }),
-                code => Err(code),
-            }
+        self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+            let shard = shard.ok_or(ErrorCode::InternalError)?;
+            let slot = shard
+                .swarms
+                .slot_of_hashed(loc.1, &swarm_id)
+                .ok_or(ErrorCode::Forbidden)?;
+            let mode = record
+                .swarms
+                .remove(loc.0 as u16, slot)
+                .ok_or(ErrorCode::Forbidden)?;
+            self.remove_membership(shard, member.key, slot, mode);
+            Ok(Answer {
+                swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
+                ..Answer::default()
+            })
         })
     }
 

@@ -445,6 +445,17 @@ impl Swarm {
     }
 }
 
+/// Starts loading every cache line `value` occupies (64-byte lines) into the cache.
+fn prefetch_object<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    for offset in (0..size).step_by(64) {
+        super::announce::prefetch(p.wrapping_add(offset));
+    }
+    // The object need not start on a line: its last byte may be on one more.
+    super::announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
+}
+
 /// The hash of a member key in a swarm's position index (keys are the engine's own handles).
 fn key_hash(key: u64) -> u64 {
     let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -588,6 +599,18 @@ impl SwarmTable {
             .get(slot as usize)
             .and_then(|s| s.as_ref())
             .map(SwarmSlot::id)
+    }
+
+    /// Starts loading the slot that hash `h` most likely names ([`LineIndex::first_tagged`])
+    /// into the cache. Reads the index bucket only.
+    pub fn prefetch_probable(&self, h: u64) {
+        if let Some(s) = self
+            .index
+            .first_tagged(h)
+            .and_then(|i| self.slots.get(i as usize))
+        {
+            prefetch_object(s);
+        }
     }
 
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
@@ -1021,6 +1044,18 @@ impl PeerShard {
                     .is_some_and(|r| r.id_len == len && id_in(ids, r) == id)
             })
             .map(|i| i as usize)
+    }
+
+    /// Starts loading the record that hash `h` most likely names ([`LineIndex::first_tagged`])
+    /// into the cache. Reads the index bucket only.
+    pub fn prefetch_probable(&self, h: u64) {
+        if let Some(r) = self
+            .index
+            .first_tagged(h)
+            .and_then(|i| self.records.get(i as usize))
+        {
+            prefetch_object(r);
+        }
     }
 
     /// The record a handle names, if it still does.
