@@ -341,6 +341,10 @@ mod tests {
                     index.buckets.len()
                 );
                 geometry.prefetch(hash(key));
+                // The probable entry is always one the index holds.
+                if let Some(p) = index.first_tagged(hash(key)) {
+                    prop_assert!(model.contains_key(&p));
+                }
             }
             check_model(&index, &model, hash)?;
             // Every entry's position can be rewritten in place.
