@@ -25,22 +25,43 @@ const SLOTS: usize = 12;
 #[repr(C, align(64))]
 struct Bucket {
     pos: [u32; SLOTS],
-    tags: [u8; SLOTS],
-    /// Entries in `pos[..len]`.
-    len: u8,
-    /// Entries whose probe passed this bucket (homed here or before, stored after);
-    /// saturates at `u8::MAX`, and is then never decremented (lookups just probe on).
-    overflow: u8,
-    _pad: [u8; 2],
+    /// The tags of `pos[..len]`, then `len` (at [`LEN`]) and the overflow count (at
+    /// [`OVERFLOW`]: entries whose probe passed this bucket, homed here or before and stored
+    /// after; it saturates at `u8::MAX` and is then never decremented, lookups just probe
+    /// on). Sixteen bytes, so that one word operation compares all tags.
+    meta: [u8; 16],
 }
+
+/// Where a bucket's entry count is in `meta`.
+const LEN: usize = SLOTS;
+/// Where a bucket's overflow count is in `meta`.
+const OVERFLOW: usize = SLOTS + 1;
 
 const EMPTY: Bucket = Bucket {
     pos: [0; SLOTS],
-    tags: [0; SLOTS],
-    len: 0,
-    overflow: 0,
-    _pad: [0; 2],
+    meta: [0; 16],
 };
+
+impl Bucket {
+    fn len(&self) -> usize {
+        usize::from(self.meta[LEN])
+    }
+
+    fn overflow(&self) -> u8 {
+        self.meta[OVERFLOW]
+    }
+
+    /// The entries whose tag is `t`: bit `8 * k + 7` set for entry `k` (a word comparison of
+    /// all tags at once, exact: no carry crosses a byte).
+    #[inline]
+    fn matches(&self, t: u8) -> u128 {
+        const LOW7: u128 = u128::from_le_bytes([0x7f; 16]);
+        let x = u128::from_le_bytes(self.meta) ^ (u128::from(t) * u128::from_le_bytes([1; 16]));
+        // High bit of each byte set exactly where the byte of `x` is zero.
+        let zero = !(((x & LOW7) + LOW7) | x | LOW7);
+        zero & ((1u128 << (8 * self.len())) - 1)
+    }
+}
 
 /// Where an index's buckets are, published for prefetches that run without the table's lock:
 /// the address and count of its buckets, updated whenever they are reallocated. A stale value
@@ -148,10 +169,11 @@ impl LineIndex {
             return None;
         }
         let bucket = self.buckets.get(home(h, n))?;
-        let t = tag(h);
-        let len = usize::from(bucket.len);
-        let k = bucket.tags.iter().take(len).position(|&bt| bt == t)?;
-        bucket.pos.get(k).copied()
+        let m = bucket.matches(tag(h));
+        if m == 0 {
+            return None;
+        }
+        bucket.pos.get(m.trailing_zeros() as usize / 8).copied()
     }
 
     /// (bucket, slot) of the first entry with hash `h` for which `eq` holds.
@@ -165,13 +187,15 @@ impl LineIndex {
         let mut b = home(h, n);
         for _ in 0..n {
             let bucket = self.buckets.get(b)?;
-            let len = usize::from(bucket.len);
-            for (k, (&bt, &pos)) in bucket.tags.iter().zip(&bucket.pos).take(len).enumerate() {
-                if bt == t && eq(pos) {
+            let mut m = bucket.matches(t);
+            while m != 0 {
+                let k = m.trailing_zeros() as usize / 8;
+                if bucket.pos.get(k).is_some_and(|&pos| eq(pos)) {
                     return Some((b, k));
                 }
+                m &= m - 1;
             }
-            if bucket.overflow == 0 {
+            if bucket.overflow() == 0 {
                 return None;
             }
             b = if b + 1 == n { 0 } else { b + 1 };
@@ -184,17 +208,17 @@ impl LineIndex {
         let (b, k) = self.locate(h, &mut eq)?;
         let n = self.buckets.len();
         let bucket = self.buckets.get_mut(b)?;
-        let last = usize::from(bucket.len) - 1;
+        let last = bucket.len() - 1;
         let pos = *bucket.pos.get(k)?;
         bucket.pos.swap(k, last);
-        bucket.tags.swap(k, last);
-        bucket.len -= 1;
+        bucket.meta.swap(k, last);
+        bucket.meta[LEN] -= 1;
         // The buckets the entry's probe passed no longer have it beyond them.
         let mut i = home(h, n);
         while i != b {
             if let Some(p) = self.buckets.get_mut(i) {
-                if p.overflow != u8::MAX {
-                    p.overflow -= 1;
+                if p.meta[OVERFLOW] != u8::MAX {
+                    p.meta[OVERFLOW] -= 1;
                 }
             }
             i = if i + 1 == n { 0 } else { i + 1 };
@@ -222,16 +246,16 @@ impl LineIndex {
             let Some(bucket) = self.buckets.get_mut(b) else {
                 return;
             };
-            let len = usize::from(bucket.len);
+            let len = bucket.len();
             if len < SLOTS {
-                if let (Some(p), Some(t)) = (bucket.pos.get_mut(len), bucket.tags.get_mut(len)) {
+                if let (Some(p), Some(t)) = (bucket.pos.get_mut(len), bucket.meta.get_mut(len)) {
                     *p = pos;
                     *t = tag(h);
                 }
-                bucket.len += 1;
+                bucket.meta[LEN] += 1;
                 return;
             }
-            bucket.overflow = bucket.overflow.saturating_add(1);
+            bucket.meta[OVERFLOW] = bucket.overflow().saturating_add(1);
             b = if b + 1 == n { 0 } else { b + 1 };
         }
     }
@@ -253,7 +277,7 @@ impl LineIndex {
         };
         let old = std::mem::replace(&mut self.buckets, vec![EMPTY; n].into_boxed_slice());
         for bucket in old.iter() {
-            for &pos in bucket.pos.iter().take(usize::from(bucket.len)) {
+            for &pos in bucket.pos.iter().take(bucket.len()) {
                 self.place(hash(pos), pos);
             }
         }
@@ -265,7 +289,7 @@ impl LineIndex {
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.buckets
             .iter()
-            .flat_map(|b| b.pos.iter().take(usize::from(b.len)).copied())
+            .flat_map(|b| b.pos.iter().take(b.len()).copied())
     }
 }
 
@@ -360,7 +384,25 @@ mod tests {
             }
             check_model(&index, &model, hash)?;
             // Every overflow count went back to zero with the entries that set it.
-            prop_assert!(index.buckets.iter().all(|b| b.overflow == 0 && b.len == 0));
+            prop_assert!(index.buckets.iter().all(|b| b.overflow() == 0 && b.len() == 0));
+        }
+    }
+
+    /// The word comparison finds exactly the entries with the tag, never the counts after
+    /// them or the entries beyond `len`.
+    #[test]
+    fn tag_matches_are_exact() {
+        let mut b = EMPTY;
+        b.meta = [7, 0, 255, 7, 128, 6, 8, 7, 1, 0x87, 7, 7, 9, 7, 0, 0];
+        for t in 0..=255u8 {
+            for len in 0..=SLOTS {
+                b.meta[LEN] = len as u8;
+                let mut want = 0u128;
+                for k in (0..len).filter(|&k| b.meta[k] == t) {
+                    want |= 0x80 << (8 * k);
+                }
+                assert_eq!(b.matches(t), want, "tag {t}, len {len}");
+            }
         }
     }
 
