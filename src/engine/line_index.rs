@@ -59,9 +59,21 @@ impl Bucket {
         let x = u128::from_le_bytes(self.meta) ^ (u128::from(t) * u128::from_le_bytes([1; 16]));
         // High bit of each byte set exactly where the byte of `x` is zero.
         let zero = !(((x & LOW7) + LOW7) | x | LOW7);
-        zero & ((1u128 << (8 * self.len())) - 1)
+        zero & LEN_MASK.get(self.len()).copied().unwrap_or(0)
     }
 }
+
+/// The bytes of the first `len` tags, by `len` (a table instead of a 128-bit shift by a
+/// variable amount, which takes a dozen instructions).
+const LEN_MASK: [u128; SLOTS + 1] = {
+    let mut masks = [0u128; SLOTS + 1];
+    let mut len = 1;
+    while len <= SLOTS {
+        masks[len] = (1u128 << (8 * len)) - 1;
+        len += 1;
+    }
+    masks
+};
 
 /// Where an index's buckets are, published for prefetches that run without the table's lock:
 /// the address and count of its buckets, updated whenever they are reallocated. A stale value
