@@ -486,41 +486,6 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // The same JOINs as a server handles pipelined requests: the next request's registration
-    // and swarm slot are prefetched (`Engine::prefetch`) before the current one is handled.
-    // Per-op cost within such a batch, not of a lone request.
-    group.bench_function("join_prefetched", |b| {
-        let mut cursor = 0usize;
-        let mut response = Response::Err(ErrorCode::Ok);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BENCH_PEERS);
-                let req = |i: usize| {
-                    let s = zs[(cursor + i) % SAMPLES] as usize;
-                    join_req(PEERS + i % BENCH_PEERS, s, PeerMode::Leech)
-                };
-                let start = Instant::now();
-                let mut next = req(0);
-                for i in 0..n {
-                    let current = std::mem::replace(&mut next, req(i + 1));
-                    e.prefetch(&next);
-                    e.handle_into(&current, NOW, &mut response);
-                    black_box(&response);
-                }
-                total += start.elapsed();
-                for i in 0..n {
-                    let s = zs[(cursor + i) % SAMPLES] as usize;
-                    e.handle(&leave_req(PEERS + i, s), NOW);
-                }
-                cursor += n;
-                left -= n;
-            }
-            total
-        })
-    });
-
     // LEAVE: the mirror image, JOINs untimed.
     group.bench_function("leave", |b| {
         let mut cursor = 0usize;
@@ -554,21 +519,6 @@ fn benches(c: &mut Criterion) {
                 i = i.wrapping_add(1);
                 let r = find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, count);
                 e.handle_into(&r, NOW, &mut response);
-                black_box(&response);
-            })
-        });
-        // As a server handles pipelined FINDs: the next one prefetched before each.
-        group.bench_function(format!("find_zipf_{count}_prefetched"), |b| {
-            let mut i = 0usize;
-            let mut response = Response::Err(ErrorCode::Ok);
-            let req =
-                |i: usize| find_req(ps[i % SAMPLES] as usize, zs[i % SAMPLES] as usize, count);
-            let mut next = req(0);
-            b.iter(|| {
-                i = i.wrapping_add(1);
-                let current = std::mem::replace(&mut next, req(i));
-                e.prefetch(&next);
-                e.handle_into(&current, NOW, &mut response);
                 black_box(&response);
             })
         });

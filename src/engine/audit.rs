@@ -39,12 +39,6 @@ impl MemoryEstimate {
     }
 }
 
-/// Bytes per slot of a hashbrown table holding `T` (one control byte per slot; capacity is
-/// 7/8 of the buckets).
-fn map_bytes<T>(capacity: usize) -> usize {
-    capacity * 8 / 7 * (size_of::<T>() + 1)
-}
-
 impl Engine {
     /// Recounts everything and checks the invariants the engine guarantees:
     /// every member of a swarm is a registered peer that lists that swarm with the same mode,
@@ -60,7 +54,7 @@ impl Engine {
         let mut peers = 0;
         for (s, lock) in self.peer_shards.iter().enumerate() {
             let shard = lock.lock();
-            if shard.index_len_and_capacity().0 != shard.len() {
+            if shard.index_len_and_bytes().0 != shard.len() {
                 return Err("peer index and records differ in size".into());
             }
             shard.check_buckets()?;
@@ -209,7 +203,7 @@ impl Engine {
         }
         for lock in self.peer_shards.iter() {
             let shard = lock.lock();
-            let index = map_bytes::<u32>(shard.index_len_and_capacity().1);
+            let index = shard.index_len_and_bytes().1;
             est.peer_index += index;
             est.records += shard.record_bytes();
             est.peer_table += index + shard.record_bytes() + shard.bucket_bytes();

@@ -12,6 +12,7 @@ mod bt_table;
 mod budget;
 mod chunked;
 mod config;
+mod line_index;
 mod member;
 mod requests;
 mod select;
@@ -25,6 +26,7 @@ mod types;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
@@ -155,6 +157,10 @@ pub struct Engine {
     swarm_hasher: foldhash::fast::RandomState,
     peer_hasher: foldhash::fast::RandomState,
     bt_hasher: foldhash::fast::RandomState,
+    /// Where each swarm shard's and peer shard's id index keeps its buckets, for
+    /// [`Engine::prefetch_buckets`] (read without the shard's lock).
+    swarm_geometry: Box<[Arc<line_index::Geometry>]>,
+    peer_geometry: Box<[Arc<line_index::Geometry>]>,
     /// PPSTP registrations plus BitTorrent memberships (what `max_peers` bounds).
     peers: CachePadded<AtomicUsize>,
     /// Swarms of both tables (what `max_swarms` bounds).
@@ -179,10 +185,16 @@ impl Engine {
         config.max_peer_count = config.max_peer_count.min(u32::from(u16::MAX));
         config.default_peer_count = config.default_peer_count.min(config.max_peer_count);
         let swarm_hasher = foldhash::fast::RandomState::default();
-        let swarm_shards = (0..config.shards)
-            .map(|i| {
+        let swarm_geometry: Box<[Arc<line_index::Geometry>]> =
+            (0..config.shards).map(|_| Arc::default()).collect();
+        let peer_geometry: Box<[Arc<line_index::Geometry>]> =
+            (0..config.shards).map(|_| Arc::default()).collect();
+        let swarm_shards = swarm_geometry
+            .iter()
+            .enumerate()
+            .map(|(i, geometry)| {
                 CachePadded::new(Mutex::new(SwarmShard {
-                    swarms: SwarmTable::new(swarm_hasher),
+                    swarms: SwarmTable::new(swarm_hasher, geometry.clone()),
                     rng: SmallRng::seed_from_u64(0x5157_4152_4d00 ^ i as u64),
                     seeders: 0,
                     leechers: 0,
@@ -191,8 +203,17 @@ impl Engine {
             .collect();
         let max_timer = config.init_timer_secs.max(config.track_timer_secs);
         let peer_hasher = foldhash::fast::RandomState::default();
-        let peer_shards = (0..config.shards)
-            .map(|i| CachePadded::new(Mutex::new(PeerShard::new(i as u16, max_timer, peer_hasher))))
+        let peer_shards = peer_geometry
+            .iter()
+            .enumerate()
+            .map(|(i, geometry)| {
+                CachePadded::new(Mutex::new(PeerShard::new(
+                    i as u16,
+                    max_timer,
+                    peer_hasher,
+                    geometry.clone(),
+                )))
+            })
             .collect();
         let bt_shards = (0..config.shards)
             .map(|i| {
@@ -209,6 +230,8 @@ impl Engine {
             swarm_hasher,
             peer_hasher,
             bt_hasher: Default::default(),
+            swarm_geometry,
+            peer_geometry,
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
             bt_swarms: CachePadded::new(AtomicUsize::new(0)),
@@ -217,64 +240,29 @@ impl Engine {
         }
     }
 
-    /// Starts loading into the cache what a PPSTP request about to be handled reads first: the
-    /// requester's registration and the slot of the request's swarm (the first swarm action of
-    /// a CONNECT). A server calls it for the next request of a pipelined batch before it
-    /// handles the current one, so that the cache misses of the two overlap instead of
-    /// following one another.
-    ///
-    /// Changes nothing and never waits: each shard's lock is only tried, and the record and
-    /// slot are prefetched, not read (each is found by the first index entry whose 7-bit tag
-    /// matches, without comparing ids). Does nothing while both tables are smaller than
-    /// [`PREFETCH_MIN_SWARMS`] entries (they then stay in cache), or on targets without a
-    /// prefetch instruction.
-    pub fn prefetch(&self, request: &Request) {
-        let swarm_id = match &request.kind {
-            RequestKind::Join { swarm_id, .. }
-            | RequestKind::Find { swarm_id, .. }
-            | RequestKind::Leave { swarm_id }
-            | RequestKind::JoinChunk { swarm_id, .. } => Some(swarm_id),
-            RequestKind::Connect { actions, .. } => actions.first().map(|a| &a.swarm_id),
-            _ => None,
-        };
-        self.prefetch_ids(request.peer_id.as_bytes(), swarm_id.map(|s| s.as_bytes()));
-    }
-
-    /// As [`Engine::prefetch`], given the request's peer id and swarm id (if any) as bytes,
-    /// for a server that has not decoded the request yet. Ids that are empty or longer than
-    /// `max_id_len` are ignored.
-    pub fn prefetch_ids(&self, peer_id: &[u8], swarm_id: Option<&[u8]>) {
-        if !self.prefetch_useful() {
-            return;
-        }
-        if let Some(peer_id) = PeerId::new(peer_id).ok().filter(|p| self.id_ok(&p.0)) {
-            let (shard_no, _, h) = self.peer_loc(&peer_id);
-            if let Some(shard) = self.peer_shards.get(shard_no).and_then(|s| s.try_lock()) {
-                if let Some(record) = shard.probable_record(h) {
-                    prefetch_object(record);
-                }
-            }
-        }
-        let Some(swarm_id) = swarm_id
-            .and_then(|s| SwarmId::new(s).ok())
-            .filter(|s| self.id_ok(&s.0))
-        else {
-            return;
-        };
-        let (shard_no, h) = self.swarm_loc(&swarm_id);
-        if let Some(shard) = self.swarm_shards.get(shard_no).and_then(|s| s.try_lock()) {
-            if let Some(slot) = shard.swarms.probable_slot(h) {
-                prefetch_object(slot);
-            }
-        }
-    }
-
-    /// Whether [`Engine::prefetch`] does anything now: the peer or the swarm table has at
-    /// least [`PREFETCH_MIN_SWARMS`] entries (below, they stay in cache). A server can skip
-    /// finding a request's ids for the prefetch otherwise.
-    pub fn prefetch_useful(&self) -> bool {
+    /// Starts loading the index buckets that a PPSTP request's lookups read first: the one of
+    /// the requester's id in its peer shard and, with `swarm`, the one of the swarm's id (its
+    /// hash, [`Engine::swarm_loc`]) in its swarm shard. Called before the peer's lock is taken,
+    /// so that the two buckets' cache misses overlap each other (and the lock) instead of
+    /// following one another. Reads only the published bucket addresses
+    /// ([`line_index::Geometry`]), takes no lock, and changes nothing; nothing while the
+    /// tables are small enough to stay in cache ([`PREFETCH_MIN_SWARMS`] entries).
+    /// Returns whether it did (the tables are large).
+    #[inline]
+    fn prefetch_buckets(&self, peer: (usize, u64), swarm: Option<(usize, u64)>) -> bool {
         let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
-        big(&self.peers) || big(&self.swarms)
+        if !big(&self.peers) && !big(&self.swarms) {
+            return false;
+        }
+        if let Some(g) = self.peer_geometry.get(peer.0) {
+            g.prefetch(peer.1);
+        }
+        if let Some((shard, h)) = swarm {
+            if let Some(g) = self.swarm_geometry.get(shard) {
+                g.prefetch(h);
+            }
+        }
+        true
     }
 
     /// The number of the PPSTP swarm shard (`0..config().shards`) that holds swarm `id`, for
@@ -770,16 +758,46 @@ impl Engine {
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
+        self.with_registered_in(request, None, now, |record, member, _| f(record, member))
+    }
+
+    /// As [`Engine::with_registered`] for a request about one swarm, whose shard and id hash
+    /// ([`Engine::swarm_loc`]) are `swarm`: `f` also gets that swarm shard, locked after the
+    /// peer's (the engine's lock order). The lookups overlap their cache misses in stages
+    /// (when the tables are large, [`Engine::prefetch_buckets`]): both index buckets are
+    /// prefetched before any lock is taken; once the locks are held, the record and the swarm
+    /// slot the buckets most likely name are prefetched together; only then are they looked
+    /// up for real. A JOIN then waits for about three misses in a row (buckets, record and
+    /// slot, member vector) instead of seven.
+    fn with_registered_in<R>(
+        &self,
+        request: &Request,
+        swarm: Option<(usize, u64)>,
+        now: Time,
+        f: impl FnOnce(&mut PeerRecord, Member, Option<&mut SwarmShard>) -> Result<R, ErrorCode>,
+    ) -> Result<R, ErrorCode> {
         let (shard_no, stored, h) = self.peer_loc(&request.peer_id);
+        let staged = self.prefetch_buckets((shard_no, h), swarm);
         let mut guard = self.peer_shards[shard_no].lock();
         let shard = &mut *guard;
+        if staged {
+            shard.prefetch_probable(h);
+        }
+        let mut swarm_guard = swarm.and_then(|(s, hs)| {
+            let g = self.swarm_shards.get(s)?.lock();
+            if staged {
+                g.swarms.prefetch_probable(hs);
+            }
+            Some(g)
+        });
         let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
         let member = shard.member_at(pos);
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
         }
-        let out = f(record, member);
+        let out = f(record, member, swarm_guard.as_deref_mut());
+        drop(swarm_guard);
         self.rearm(shard, pos, now);
         out
     }
@@ -885,10 +903,26 @@ impl Engine {
         list: Option<usize>,
         picks: &mut Picks,
     ) -> (ErrorCode, Option<std::ops::Range<usize>>) {
-        let (shard_no, h) = self.swarm_loc(&swarm_id);
-        let mut guard = self.swarm_shards[shard_no].lock();
-        let shard = &mut *guard;
-        let (result, slot) = self.enter_swarm(record, member, (shard_no, h), shard, swarm_id, mode);
+        let loc = self.swarm_loc(&swarm_id);
+        let mut guard = self.swarm_shards[loc.0].lock();
+        self.join_swarm_locked(record, member, loc, &mut guard, swarm_id, mode, list, picks)
+    }
+
+    /// As [`Engine::join_swarm`], with the swarm's shard (`shard`; its number and the id's
+    /// hash in `loc`, see [`Engine::swarm_loc`]) already locked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn join_swarm_locked(
+        &self,
+        record: &mut PeerRecord,
+        member: Member,
+        loc: (usize, u64),
+        shard: &mut SwarmShard,
+        swarm_id: SwarmId,
+        mode: PeerMode,
+        list: Option<usize>,
+        picks: &mut Picks,
+    ) -> (ErrorCode, Option<std::ops::Range<usize>>) {
+        let (result, slot) = self.enter_swarm(record, member, loc, shard, swarm_id, mode);
         if result != ErrorCode::Ok {
             return (result, None);
         }
@@ -1042,17 +1076,6 @@ impl Engine {
     pub fn peers_from(&self, ip: IpAddr) -> usize {
         self.sources.count(ip.to_canonical())
     }
-}
-
-/// Prefetches every cache line `value` occupies (64-byte lines).
-fn prefetch_object<T>(value: &T) {
-    let p = (value as *const T).cast::<u8>();
-    let size = std::mem::size_of::<T>();
-    for offset in (0..size).step_by(64) {
-        announce::prefetch(p.wrapping_add(offset));
-    }
-    // The object need not start on a line: its last byte may be on one more.
-    announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
 /// Increments `counter` unless it already reached `max`.

@@ -224,48 +224,46 @@ impl Engine {
         let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
         let (shard_no, h) = self.swarm_loc(swarm_id);
-        // The requester's swarms in this swarm shard (slot, mode): usually none or one.
-        let (key, mine) = self.with_registered(request, now, |record, member| {
-            let mine: SmallVec<[(u32, PeerMode); 2]> = record
-                .swarms
-                .iter()
-                .filter(|(s, _, _)| usize::from(*s) == shard_no)
-                .map(|(_, slot, mode)| (slot, mode))
-                .collect();
-            Ok((member.key, mine))
-        })?;
         let mut picks = Picks::new();
-        {
-            let mut guard = self.swarm_shards[shard_no].lock();
-            let shard = &mut *guard;
-            let slot = shard.swarms.slot_of_hashed(h, swarm_id);
-            if let Some(swarm) = slot.and_then(|slot| shard.swarms.at(slot)) {
-                let hint = mine
-                    .iter()
-                    .find(|(s, _)| Some(*s) == slot)
-                    .map(|(_, mode)| *mode);
-                // A chunk-filtered FIND checks every member's chunk set against every range
-                // asked for: refuse one that would cost more than the bound.
+        // The list is chosen under the requester's peer lock (then the swarm's, the engine's
+        // lock order), so its memberships cannot change meanwhile: its mode in the swarm is
+        // the one its record gives, found without probing the swarm.
+        self.with_registered_in(
+            request,
+            Some((shard_no, h)),
+            now,
+            |record, member, shard| {
+                let shard = shard.ok_or(ErrorCode::InternalError)?;
+                let Some(slot) = shard.swarms.slot_of_hashed(h, swarm_id) else {
+                    return Ok(());
+                };
+                let Some(swarm) = shard.swarms.at(slot) else {
+                    return Ok(());
+                };
+                // A chunk-filtered FIND checks every member's chunk set against every range asked
+                // for: refuse one that would cost more than the bound.
                 if !chunks.is_empty() && chunks.len().saturating_mul(swarm.len()) > work_bound {
                     return Err(ErrorCode::ServiceUnavailable);
                 }
-                // The requester's mode here now (its own concurrent request may have changed
-                // it since `hint`): it is left out of its own list whatever it is.
-                let mode = match hint {
-                    Some(m) if swarm.position(key, m).is_some() => Some(m),
-                    _ => [PeerMode::Seeder, PeerMode::Leech]
-                        .into_iter()
-                        .find(|m| swarm.position(key, *m).is_some()),
-                };
-                select::peer_list_into(swarm, key, mode, count, chunks, &mut shard.rng, &mut picks);
-            }
-        }
+                let mode = record.swarms.mode_at(shard_no as u16, slot);
+                select::peer_list_into(
+                    swarm,
+                    member.key,
+                    mode,
+                    count,
+                    chunks,
+                    &mut shard.rng,
+                    &mut picks,
+                );
+                Ok(())
+            },
+        )?;
         let mut list = lists.take();
         self.resolve(&picks, &mut list);
-        // The requester is left out by its key, read under its peer lock, which is not held
-        // here: a concurrent DISCONNECT and CONNECT of the same peer id can register it again
-        // under a new key in between, and that membership is the requester too. It is never
-        // listed to itself, whatever key it holds now.
+        // The requester is left out by its key under its peer lock; a copy incomplete in the
+        // swarm is read from its record after that lock is released, and a concurrent
+        // DISCONNECT and CONNECT of the same peer id can register it again under a new key in
+        // between: that registration is the requester too, never listed to itself.
         let me = request.peer_id.as_bytes();
         if list.iter().any(|p| p.peer_id.as_bytes() == me) {
             list.retain(|p| p.peer_id.as_bytes() != me);
@@ -346,8 +344,12 @@ impl Engine {
             (None, PeerMode::Seeder) => None,
         };
         let mut picks = Picks::new();
-        let range = self.with_registered(request, now, |record, member| {
-            match self.join_swarm(record, member, swarm_id, mode, list, &mut picks) {
+        let loc = self.swarm_loc(&swarm_id);
+        let range = self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+            let shard = shard.ok_or(ErrorCode::InternalError)?;
+            let joined = self
+                .join_swarm_locked(record, member, loc, shard, swarm_id, mode, list, &mut picks);
+            match joined {
                 (ErrorCode::Ok, range) => Ok(range),
                 (code, _) => Err(code),
             }
@@ -376,14 +378,22 @@ impl Engine {
         if !self.id_ok(&swarm_id.0) {
             return Err(ErrorCode::BadRequest);
         }
-        self.with_registered(request, now, |record, member| {
-            match self.leave_swarm(record, member.key, &swarm_id) {
-                ErrorCode::Ok => Ok(Answer {
-                    swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
-                    ..Answer::default()
-                }),
-                code => Err(code),
-            }
+        let loc = self.swarm_loc(&swarm_id);
+        self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+            let shard = shard.ok_or(ErrorCode::InternalError)?;
+            let slot = shard
+                .swarms
+                .slot_of_hashed(loc.1, &swarm_id)
+                .ok_or(ErrorCode::Forbidden)?;
+            let mode = record
+                .swarms
+                .remove(loc.0 as u16, slot)
+                .ok_or(ErrorCode::Forbidden)?;
+            self.remove_membership(shard, member.key, slot, mode);
+            Ok(Answer {
+                swarm_results: vec![SwarmResult::failed(swarm_id, ErrorCode::Ok)],
+                ..Answer::default()
+            })
         })
     }
 

@@ -32,8 +32,10 @@ use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
 use super::chunked::{ByteArena, ChunkedVec};
+use super::line_index::{Geometry, LineIndex};
 use super::swarm_list::SwarmList;
 use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
+use std::sync::Arc;
 
 /// Hash map with the fast, DoS-seeded foldhash hasher (never SipHash on the hot path).
 pub(super) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -443,6 +445,17 @@ impl Swarm {
     }
 }
 
+/// Starts loading every cache line `value` occupies (64-byte lines) into the cache.
+fn prefetch_object<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    for offset in (0..size).step_by(64) {
+        super::announce::prefetch(p.wrapping_add(offset));
+    }
+    // The object need not start on a line: its last byte may be on one more.
+    super::announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
+}
+
 /// The hash of a member key in a swarm's position index (keys are the engine's own handles).
 fn key_hash(key: u64) -> u64 {
     let h = (key ^ (key >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -514,7 +527,7 @@ impl SwarmSlot {
 /// id is hashed once per request.
 pub(super) struct SwarmTable {
     hasher: foldhash::fast::RandomState,
-    index: hashbrown::HashTable<u32>,
+    index: LineIndex,
     slots: Vec<Option<SwarmSlot>>,
     /// Free slots below `slots.len()` (entries that are no longer free or beyond the end are
     /// skipped when taken).
@@ -523,11 +536,12 @@ pub(super) struct SwarmTable {
 }
 
 impl SwarmTable {
-    /// An empty table; `hasher` is the engine's swarm hasher.
-    pub fn new(hasher: foldhash::fast::RandomState) -> Self {
+    /// An empty table; `hasher` is the engine's swarm hasher, and the index publishes where
+    /// its buckets are into `geometry` (for [`Geometry::prefetch`]).
+    pub fn new(hasher: foldhash::fast::RandomState, geometry: Arc<Geometry>) -> Self {
         SwarmTable {
             hasher,
-            index: hashbrown::HashTable::new(),
+            index: LineIndex::new(geometry),
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
@@ -547,14 +561,12 @@ impl SwarmTable {
     pub fn slot_of_hashed(&self, h: u64, id: &SwarmId) -> Option<u32> {
         let slots = &self.slots;
         let want = id.as_bytes();
-        self.index
-            .find(h, |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(|s| s.as_ref())
-                    .is_some_and(|s| s.id.matches(want))
-            })
-            .copied()
+        self.index.find(h, |i| {
+            slots
+                .get(i as usize)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|s| s.id.matches(want))
+        })
     }
 
     pub fn get(&self, id: &SwarmId) -> Option<&Swarm> {
@@ -589,11 +601,16 @@ impl SwarmTable {
             .map(SwarmSlot::id)
     }
 
-    /// The slot that hash `h` most likely belongs to (see [`PeerShard::probable_record`]). For
-    /// a prefetch only.
-    pub fn probable_slot(&self, h: u64) -> Option<&SwarmSlot> {
-        let &i = self.index.find(h, |_| true)?;
-        self.slots.get(i as usize)?.as_ref()
+    /// Starts loading the slot that hash `h` most likely names ([`LineIndex::first_tagged`])
+    /// into the cache. Reads the index bucket only.
+    pub fn prefetch_probable(&self, h: u64) {
+        if let Some(s) = self
+            .index
+            .first_tagged(h)
+            .and_then(|i| self.slots.get(i as usize))
+        {
+            prefetch_object(s);
+        }
     }
 
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
@@ -634,7 +651,7 @@ impl SwarmTable {
             slots,
             ..
         } = self;
-        index.insert_unique(h, slot, |&i| {
+        index.insert(h, slot, |i| {
             slots
                 .get(i as usize)
                 .and_then(|s| s.as_ref())
@@ -648,9 +665,7 @@ impl SwarmTable {
     pub fn remove_at(&mut self, slot: u32) -> Option<SwarmSlot> {
         let gone = self.slots.get_mut(slot as usize)?.take()?;
         let h = gone.hash(&self.hasher);
-        if let Ok(entry) = self.index.find_entry(h, |&i| i == slot) {
-            entry.remove();
-        }
+        self.index.remove(h, |i| i == slot);
         self.len -= 1;
         // Trailing free slots are given back; the others are reused first.
         while self.slots.last().is_some_and(|s| s.is_none()) {
@@ -664,20 +679,18 @@ impl SwarmTable {
             self.free.retain(|&f| (f as usize) < self.slots.len());
             self.free.shrink_to(self.free.len() * 2);
         }
-        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
-            let SwarmTable {
-                hasher,
-                index,
-                slots,
-                ..
-            } = self;
-            index.shrink_to(index.len() * 2, |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(|s| s.as_ref())
-                    .map_or(0, |s| s.hash(hasher))
-            });
-        }
+        let SwarmTable {
+            hasher,
+            index,
+            slots,
+            ..
+        } = self;
+        index.shrink(0, |i| {
+            slots
+                .get(i as usize)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| s.hash(hasher))
+        });
         Some(gone)
     }
 
@@ -703,7 +716,7 @@ impl SwarmTable {
     pub fn table_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Option<SwarmSlot>>()
             + self.free.capacity() * 4
-            + self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+            + self.index.heap_bytes()
     }
 
     /// Checks that the index names every occupied slot once, by its id. For audits.
@@ -885,7 +898,7 @@ pub(super) struct PeerShard {
     /// occupant of its slot.
     next_gen: u16,
     hasher: foldhash::fast::RandomState,
-    index: hashbrown::HashTable<u32>,
+    index: LineIndex,
     pub records: ChunkedVec<PeerRecord, RECORD_CHUNK>,
     /// The records' ids, back to back.
     ids: ByteArena<ID_CHUNK>,
@@ -937,15 +950,21 @@ impl PeerShard {
     /// An empty shard numbered `number`; `max_timer_secs` is the longest timer a deadline is
     /// set with (it sizes the buckets). `hasher` hashes stored ids for the shard's index; the
     /// engine gives every shard its own peer hasher, whose hash of a stored id also chose the
-    /// shard (see [`PeerShard::find_stored`]), so that a lookup hashes the id once.
-    pub fn new(number: u16, max_timer_secs: u64, hasher: foldhash::fast::RandomState) -> Self {
+    /// shard (see [`PeerShard::find_stored`]), so that a lookup hashes the id once. The index
+    /// publishes where its buckets are into `geometry` (for [`Geometry::prefetch`]).
+    pub fn new(
+        number: u16,
+        max_timer_secs: u64,
+        hasher: foldhash::fast::RandomState,
+        geometry: Arc<Geometry>,
+    ) -> Self {
         let span_ms = max_timer_secs.saturating_mul(1000).saturating_mul(2);
         let bucket_ms = span_ms.div_ceil(BUCKETS as u64).max(1000);
         PeerShard {
             number,
             next_gen: 0,
             hasher,
-            index: hashbrown::HashTable::new(),
+            index: LineIndex::new(geometry),
             records: ChunkedVec::default(),
             ids: ByteArena::default(),
             ids_garbage: 0,
@@ -1019,20 +1038,24 @@ impl PeerShard {
         let ids = &self.ids;
         let (id, len) = (stored.bytes(), stored.len_flag());
         self.index
-            .find(h, |&i| {
+            .find(h, |i| {
                 records
                     .get(i as usize)
                     .is_some_and(|r| r.id_len == len && id_in(ids, r) == id)
             })
-            .map(|&i| i as usize)
+            .map(|i| i as usize)
     }
 
-    /// The record that hash `h` most likely belongs to: the first index entry whose 7-bit
-    /// tag matches, without comparing ids (so the record itself is not read). For a prefetch
-    /// only; `None` when no entry matches.
-    pub fn probable_record(&self, h: u64) -> Option<&PeerRecord> {
-        let &i = self.index.find(h, |_| true)?;
-        self.records.get(i as usize)
+    /// Starts loading the record that hash `h` most likely names ([`LineIndex::first_tagged`])
+    /// into the cache. Reads the index bucket only.
+    pub fn prefetch_probable(&self, h: u64) {
+        if let Some(r) = self
+            .index
+            .first_tagged(h)
+            .and_then(|i| self.records.get(i as usize))
+        {
+            prefetch_object(r);
+        }
     }
 
     /// The record a handle names, if it still does.
@@ -1046,9 +1069,9 @@ impl PeerShard {
         self.records.len()
     }
 
-    /// Index slots (for memory estimates and audits).
-    pub fn index_len_and_capacity(&self) -> (usize, usize) {
-        (self.index.len(), self.index.capacity())
+    /// Entries and heap bytes of the id index (for memory estimates and audits).
+    pub fn index_len_and_bytes(&self) -> (usize, usize) {
+        (self.index.len(), self.index.heap_bytes())
     }
 
     /// Heap bytes of the bucket rings.
@@ -1197,7 +1220,7 @@ impl PeerShard {
             ids,
             ..
         } = self;
-        index.insert_unique(h, pos as u32, |&i| {
+        index.insert(h, pos as u32, |i| {
             records
                 .get(i as usize)
                 .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
@@ -1213,9 +1236,7 @@ impl PeerShard {
     pub fn remove_at(&mut self, pos: usize) -> Option<(PeerRecord, Option<(u64, u64)>)> {
         let h = self.hash(self.id_of(self.records.get(pos)?));
         self.unlink(pos as u32);
-        if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
-            entry.remove();
-        }
+        self.index.remove(h, |i| i as usize == pos);
         let last = self.records.len() - 1;
         let result = if pos != last {
             // The last record leaves its list and rejoins it from `pos`: its neighbours and the
@@ -1230,7 +1251,7 @@ impl PeerShard {
             moved.gen = gen;
             let new_key = Self::key(self.number, gen, pos as u32);
             let hm = self.hash(self.id_of(self.records.get(pos)?));
-            if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
+            if let Some(slot) = self.index.find_mut(hm, |i| i as usize == last) {
                 *slot = pos as u32;
             }
             // Relinked at the tail of its list: a walk of that list still reaches it. A walk
@@ -1268,20 +1289,18 @@ impl PeerShard {
             self.ids = ids;
             self.ids_garbage = 0;
         }
-        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
-            let PeerShard {
-                hasher,
-                index,
-                records,
-                ids,
-                ..
-            } = self;
-            index.shrink_to(records.len() * 2, |&i| {
-                records
-                    .get(i as usize)
-                    .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
-            });
-        }
+        let PeerShard {
+            hasher,
+            index,
+            records,
+            ids,
+            ..
+        } = self;
+        index.shrink(0, |i| {
+            records
+                .get(i as usize)
+                .map_or(0, |r| hasher.hash_one(id_in(ids, r)))
+        });
     }
 
     /// Checks that every record is in exactly one bucket list, the one of its deadline (or the
@@ -1444,7 +1463,7 @@ mod tests {
         fn peer_shard_keeps_index_handles_and_buckets(
             ops in prop::collection::vec((0u8..3, 0u16..60, 0u64..400_000), 1..300)
         ) {
-            let mut shard = PeerShard::new(3, 120, Default::default());
+            let mut shard = PeerShard::new(3, 120, Default::default(), Default::default());
             let mut live: BTreeMap<u16, ()> = BTreeMap::new();
             for (op, n, t) in ops {
                 // Every third id is too long for the record and lives in the arena.

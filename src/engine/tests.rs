@@ -1607,65 +1607,75 @@ fn a_chunk_filtered_find_over_its_cost_bound_gets_05() {
     ok(e.handle(&req("p0", A, find("s", None)), t(0)));
 }
 
-/// A PPSTP prefetch changes nothing (no registration, no timer, no membership) and never
-/// waits for a shard's lock, below and above the table size where it starts to act.
+/// Above the table size where requests prefetch their index buckets
+/// ([`PREFETCH_MIN_SWARMS`]), JOIN, FIND and LEAVE answer as they do in a small table, through
+/// index growth and shrinkage, and the audit holds throughout.
 #[test]
-fn ppstp_prefetch_changes_nothing_and_never_waits() {
-    let e = Engine::new(&cfg());
+fn large_tables_with_bucket_prefetch_answer_as_small_ones() {
     let n = PREFETCH_MIN_SWARMS + 100;
-    let peer = |k: usize| format!("peer{k:06}");
-    let swarm = |k: usize| format!("swarm{k:06}");
-    let source = |k: usize| SocketAddr::from(([10, 1, (k >> 8) as u8, k as u8], 7000));
-    let requests = |k: usize| {
-        let r = |kind| Request {
-            peer_id: pid(&peer(k)),
-            source: source(k),
-            kind,
-        };
-        [
-            r(join(&swarm(k), LE)),
-            r(find(&swarm(k), Some(30))),
-            r(RequestKind::Leave {
-                swarm_id: sid(&swarm(k)),
-            }),
-            r(connect(vec![act(&swarm(k + 1), J, SE)])),
-            r(connect(Vec::new())),
-            r(RequestKind::Keepalive),
-        ]
-    };
-    let prefetch_all = |e: &Engine| {
-        for k in (0..n).step_by(97).chain([n, n + 1]) {
-            for r in requests(k) {
-                e.prefetch(&r);
-            }
-        }
-    };
-    prefetch_all(&e);
-    assert_eq!(e.audit().unwrap(), TableCounts::default());
     let mut config = cfg();
     config.max_peers_per_source = n;
     let e = Engine::new(&config);
+    let peer = |k: usize| format!("peer{k:06}");
+    let swarm = |k: usize| format!("swarm{k:06}");
+    let source = |k: usize| SocketAddr::from(([10, 1, (k >> 8) as u8, k as u8], 7000));
+    let r = |k: usize, kind| Request {
+        peer_id: pid(&peer(k)),
+        source: source(k),
+        kind,
+    };
+    let peers = |response: Response| -> Vec<PeerId> {
+        ok(response)
+            .swarm_results
+            .into_iter()
+            .flat_map(|s| s.peers.unwrap_or_default())
+            .map(|p| p.peer_id)
+            .collect()
+    };
     for k in 0..n {
-        let r = Request {
-            peer_id: pid(&peer(k)),
-            source: source(k),
-            kind: connect(vec![act(&swarm(k), J, SE)]),
-        };
-        assert_eq!(e.handle(&r, t(0)).error_code(), ErrorCode::Ok);
+        ok(e.handle(&r(k, connect(vec![act(&swarm(k), J, SE)])), t(0)));
     }
-    let before = e.audit().unwrap();
-    assert_eq!((before.peers, before.swarms), (n, n));
-    let timer = e.remaining_ms(&pid(&peer(5)), t(1));
-    prefetch_all(&e);
-    {
-        // Every shard locked elsewhere: the prefetch gives up at once.
-        let _peers: Vec<_> = e.peer_shards.iter().map(|s| s.lock()).collect();
-        prefetch_all(&e);
+    let counts = e.audit().unwrap();
+    assert_eq!((counts.peers, counts.swarms), (n, n));
+    // Each peer joins its neighbour's swarm, finds its one other member, and leaves again.
+    for k in (0..n).step_by(7) {
+        let next = (k + 1) % n;
+        ok(e.handle(&r(k, join(&swarm(next), LE)), t(1)));
+        let listed = peers(e.handle(&r(k, find(&swarm(next), Some(30))), t(1)));
+        assert_eq!(listed, vec![pid(&peer(next))], "swarm {next}");
+        ok(e.handle(
+            &r(
+                k,
+                RequestKind::Leave {
+                    swarm_id: sid(&swarm(next)),
+                },
+            ),
+            t(1),
+        ));
     }
-    {
-        let _swarms: Vec<_> = e.swarm_shards.iter().map(|s| s.lock()).collect();
-        prefetch_all(&e);
+    assert_eq!(e.audit().unwrap(), counts);
+    // Unknown peers and swarms miss in the large indexes as in small ones.
+    assert_eq!(
+        code(e.handle(&r(n + 5, join(&swarm(1), LE)), t(1))),
+        ErrorCode::Forbidden
+    );
+    assert!(peers(e.handle(&r(3, find(&swarm(n + 5), Some(30))), t(1))).is_empty());
+    // Most peers leave for good: the indexes shrink and still find the rest.
+    for k in 0..n - 50 {
+        let gone = e.handle(
+            &r(
+                k,
+                RequestKind::Disconnect {
+                    scope: DisconnectScope::Deregister,
+                },
+            ),
+            t(2),
+        );
+        ok(gone);
     }
-    assert_eq!(e.audit().unwrap(), before);
-    assert_eq!(e.remaining_ms(&pid(&peer(5)), t(1)), timer);
+    let left = e.audit().unwrap();
+    assert_eq!((left.peers, left.swarms), (50, 50));
+    for k in n - 50..n {
+        assert_eq!(peers(e.handle(&r(k, find(&swarm(k), Some(30))), t(2))), []);
+    }
 }

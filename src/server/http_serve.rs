@@ -97,19 +97,6 @@ pub(crate) trait HttpHandler {
     ) {
     }
 
-    /// Whether the loop should offer each pipelined request to [`HttpHandler::prefetch`]
-    /// before serving the one in front of it.
-    fn prefetches(&self) -> bool {
-        false
-    }
-
-    /// A request framed behind the one about to be served, in the same input: the handler
-    /// may start loading what answering it will read (a cache prefetch), so that the two
-    /// requests' cache misses overlap. Must change nothing: the request is served later as
-    /// usual (or never, if the connection closes first). Called only when
-    /// [`HttpHandler::prefetches`].
-    fn prefetch(&mut self, _head: &RequestHead<'_>, _request_body: &[u8]) {}
-
     /// True when the request just given to [`HttpHandler::serve`] must wait (for the overlay):
     /// what `serve` returned is dropped, the request is left unconsumed in its place, and the
     /// runtime offers it again when woken. Asked once after each `serve`.
@@ -514,20 +501,12 @@ impl<H: HttpHandler> HttpWorker<H> {
             (self.load.rate_limit.is_some() || !self.load.shed_after.is_zero()).then(Instant::now);
         // Asked at the first request framed (a batch without one sheds nothing).
         let mut overloaded = None;
-        let prefetches = self.handler.prefetches();
-        // The next request, framed ahead for the handler's prefetch (framing is pure: it is
-        // used as it is when its turn comes).
-        let mut ahead: Option<Framed<'_>> = None;
         while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
             };
-            let framed = match ahead.take() {
-                Some(framed) => framed,
-                None => http::frame_request(rest, &limits),
-            };
-            match framed {
+            match http::frame_request(rest, &limits) {
                 Framed::Incomplete => break,
                 Framed::Continue => {
                     // RFC 9110 §10.1.1: the client sends the body once told to.
@@ -559,15 +538,6 @@ impl<H: HttpHandler> HttpWorker<H> {
                         // Shed the connection whole (see the module comment).
                         self.shed(Shed::Overloaded, &head, out, true);
                         return closed;
-                    }
-                    if prefetches {
-                        if let Some(next) = rest.get(used..).filter(|r| !r.is_empty()) {
-                            let next = http::frame_request(next, &limits);
-                            if let Framed::Request { head, body, .. } = &next {
-                                self.handler.prefetch(head, body);
-                            }
-                            ahead = Some(next);
-                        }
                     }
                     if let Some(why) = self.shed_reason(ctx, now) {
                         self.shed(why, &head, out, false);
@@ -645,66 +615,6 @@ mod tests {
         let mut out = Vec::new();
         let step = w.on_input(&ctx(), input, &mut out);
         (step, String::from_utf8(out).unwrap())
-    }
-
-    /// Echo that also wants prefetches, logging `prefetch PATH` and `serve PATH`.
-    #[derive(Default)]
-    struct Logged(Vec<String>);
-
-    impl HttpHandler for Logged {
-        fn allowed_methods(&self, path: &str) -> Option<Methods> {
-            Echo.allowed_methods(path)
-        }
-
-        fn serve(
-            &mut self,
-            ctx: &ConnCtx,
-            head: &RequestHead<'_>,
-            request_body: &[u8],
-            body: &mut Vec<u8>,
-        ) -> Answer {
-            self.0.push(format!("serve {}", head.path));
-            Echo.serve(ctx, head, request_body, body)
-        }
-
-        fn prefetches(&self) -> bool {
-            true
-        }
-
-        fn prefetch(&mut self, head: &RequestHead<'_>, _request_body: &[u8]) {
-            self.0.push(format!("prefetch {}", head.path));
-        }
-
-        fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
-            Echo.fault(status, reason, body)
-        }
-    }
-
-    /// Each pipelined request is offered for a prefetch once, just before the one in front of
-    /// it is served, and the answers are those of a loop without prefetches. An incomplete or
-    /// malformed request behind is not offered; one behind a closing request is offered (it
-    /// is framed before the close is seen) but neither served nor answered.
-    #[test]
-    fn pipelined_requests_are_prefetched_one_ahead_and_answered_the_same() {
-        let cases: [(&[u8], &[&str]); 4] = [
-            (
-                b"GET /get HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\nGET /get HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n",
-                &["prefetch /a", "serve /get", "prefetch /get", "serve /a", "serve /get"],
-            ),
-            (b"GET /get HTTP/1.1\r\n\r\nBAD\r\n\r\n", &["serve /get"]),
-            (
-                b"GET /get HTTP/1.1\r\nConnection: close\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
-                &["prefetch /a", "serve /get"],
-            ),
-            (b"GET /get HTTP/1.1\r\n\r\n", &["serve /get"]),
-        ];
-        for (input, expected) in cases {
-            let mut w = HttpWorker::new(Logged::default(), HttpLimits::default());
-            let mut out = Vec::new();
-            let step = w.on_input(&ctx(), input, &mut out);
-            assert_eq!((step, String::from_utf8(out).unwrap()), run(input));
-            assert_eq!(w.handler.0, expected);
-        }
     }
 
     #[test]

@@ -262,12 +262,10 @@ impl HttpHandler for PpstpWorker {
         }
     }
 
-    // No `prefetch` of the next pipelined request: scanning its ids and probing the tables
-    // ahead (`Engine::prefetch_ids`) cost more than the misses it hid. The FIND-heavy run
-    // (`benches/ppstp.sh`, 100k peers / 10k swarms) measured 3.38-3.42 us of server CPU per
-    // reply without it against 3.59-3.61 us with it, in both orders, and the engine bench's
-    // prefetched JOIN and FIND at 1M swarms were slower than the plain ones (488 vs 414 ns,
-    // 1.54 vs 1.41 us).
+    // No prefetch of the next pipelined request: scanning its ids and probing the tables
+    // ahead cost more than the misses it hid (FIND-heavy run, 100k peers / 10k swarms: 3.38-3.42
+    // us of server CPU per reply without it, 3.59-3.61 us with it). The engine instead
+    // prefetches a request's two index buckets together at its start (`Engine::handle`).
 
     fn take_wait(&mut self) -> bool {
         std::mem::take(&mut self.waiting)

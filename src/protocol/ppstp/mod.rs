@@ -206,46 +206,6 @@ pub fn encode_request(request: &Request, transaction_id: &TransactionId, out: &m
     encode::encode_request(request, transaction_id, out)
 }
 
-/// The ids a request body most likely names, found without decoding it: the string values
-/// of the first `"peer_id"` and the first `"swarm_id"` keys (without escapes; `None` when not
-/// found so). A hint for [`crate::engine::Engine::prefetch_ids`] only: on an unusual body
-/// (a key inside a string, an escaped id, a request that is not well formed) the ids may be
-/// wrong or missing, which costs a useless prefetch and nothing else. One pass over the body
-/// up to the second id, no allocation.
-pub fn likely_ids(body: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
-    let (mut peer, mut swarm) = (None, None);
-    let mut i = 0;
-    while peer.is_none() || swarm.is_none() {
-        let Some(q) = body
-            .get(i..)
-            .and_then(|b| b.iter().position(|&c| c == b'"'))
-        else {
-            break;
-        };
-        let start = i + q + 1;
-        i = start;
-        let rest = body.get(start..).unwrap_or(&[]);
-        if peer.is_none() && rest.starts_with(b"peer_id\"") {
-            peer = value_after_key(rest.get(8..).unwrap_or(&[]));
-        } else if swarm.is_none() && rest.starts_with(b"swarm_id\"") {
-            swarm = value_after_key(rest.get(9..).unwrap_or(&[]));
-        }
-    }
-    (peer, swarm)
-}
-
-/// The string value (without escapes) of `rest`, the text after a key: blanks, `:`, blanks,
-/// then a JSON string.
-fn value_after_key(rest: &[u8]) -> Option<&[u8]> {
-    let blank = |b: &u8| matches!(*b, b' ' | b'\t' | b'\r' | b'\n');
-    let rest = rest.get(rest.iter().position(|b| !blank(b))?..)?;
-    let rest = rest.strip_prefix(b":")?;
-    let rest = rest.get(rest.iter().position(|b| !blank(b))?..)?;
-    let value = rest.strip_prefix(b"\"")?;
-    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
-    (value.get(end) == Some(&b'"')).then(|| &value[..end])
-}
-
 /// The HTTP status for an error code (protocols.md §1).
 pub fn http_status(code: ErrorCode) -> u16 {
     match code {
