@@ -549,7 +549,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<RunOutput> {
         popularity: args.popularity.to_string(),
         nonempty_swarms: sizes.iter().filter(|&&c| c > 0).count() as u32,
         largest_swarm: sizes.iter().copied().max().unwrap_or(0),
-        seeders: pop.seeder.iter().filter(|&&s| s).count() as u32,
+        seeders: pop.seeders(),
     };
     // The configuration as run: defaults that depend on other options are filled in.
     let mut resolved = args.clone();
