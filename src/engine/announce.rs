@@ -264,7 +264,8 @@ enum Change {
 
 impl Engine {
     pub(super) fn bt_shard(&self, hash: u64) -> &Mutex<BtShard> {
-        // The high half picks the shard; hashbrown uses the low bits and the top seven.
+        // The high half's top bits pick the shard; the shard's index uses the low bits (the
+        // line) and bits 32..40 (the tag).
         let n = self.bt_shards.len() as u64;
         &self.bt_shards[(((hash >> 32) * n) >> 32) as usize]
     }
