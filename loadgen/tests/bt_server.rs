@@ -72,3 +72,36 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     assert!(m.per_type["scrape"].ok > 0);
     server.shutdown();
 }
+
+/// Two sockets carry five source addresses (each datagram names its source): every source
+/// address gets its own connection id, and the tracker sees five sources of 200 peers each,
+/// so a limit of 200 peers per source refuses none of the 1,000 (from one address it would
+/// refuse 800).
+#[test]
+fn bt_udp_sockets_shared_by_several_source_addresses() {
+    let server = start_server(&[
+        "bt_udp.enabled=true".into(),
+        "engine.max_peers_per_source=200".into(),
+    ]);
+    let mut a = args(Protocol::BtUdp);
+    a.target = vec![server.bt_udp_addr().unwrap()];
+    a.mix = Some(MIX.into());
+    a.source_addrs = 5;
+    a.connections = 2;
+    let out = run::run(&a).unwrap();
+    let p = out.report.populate.as_ref().unwrap();
+    assert_eq!(
+        p.per_type["started"].ok, 1000,
+        "populate errors: {:?}",
+        p.errors
+    );
+    assert!(p.errors.is_empty(), "populate errors: {:?}", p.errors);
+    assert_eq!(
+        p.per_type["udp_connect"].ok, 5,
+        "one connection id per source"
+    );
+    let m = &out.report.measure;
+    assert!(m.errors.is_empty(), "bt-udp errors: {:?}", m.errors);
+    assert!(m.per_type["announce"].ok > 0 && m.per_type["scrape"].ok > 0);
+    server.shutdown();
+}

@@ -187,6 +187,74 @@ pub(super) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// A staged prefetch of the BitTorrent swarms of the next few datagrams of a batch: each
+/// datagram's three dependent loads (index line, swarm slot, member block) are started one
+/// datagram apart, each step reading only what the step before it loaded, so that the misses
+/// of several datagrams overlap instead of following one another. [`BtPrefetch::push`]
+/// notes a datagram's info-hash (the back-ends hand datagrams to the prefetch hook
+/// `PREFETCH_AHEAD` = 3 datagrams before serving them); [`BtPrefetch::advance`], called as
+/// each datagram is served, takes every noted one a step further (index line, then slot, then
+/// member block), so a datagram's three steps come in the three services before its own.
+/// Changes nothing in the engine; interior mutability, so that a worker's `&self` prefetch
+/// hook can keep one. Holds at most [`BtPrefetch::DEPTH`] datagrams (a newer one replaces
+/// the oldest).
+#[derive(Debug)]
+pub struct BtPrefetch {
+    /// (hash, next step) of the datagrams under way; step [`BtPrefetch::DONE`] marks a free
+    /// place.
+    ring: std::cell::Cell<[(u64, u8); BtPrefetch::DEPTH]>,
+}
+
+impl Default for BtPrefetch {
+    fn default() -> Self {
+        BtPrefetch {
+            ring: std::cell::Cell::new([(0, Self::DONE); Self::DEPTH]),
+        }
+    }
+}
+
+impl BtPrefetch {
+    /// Datagrams under way at most: three steps and the one just noted.
+    pub const DEPTH: usize = 4;
+    const DONE: u8 = 3;
+
+    /// Notes `info_hash`'s swarm for the next steps. Does nothing while the table is small
+    /// ([`PREFETCH_MIN_SWARMS`]).
+    #[inline]
+    pub fn push(&self, engine: &Engine, info_hash: &InfoHash) {
+        if !engine.prefetch_bt_useful() {
+            return;
+        }
+        let hash = engine.bt_hasher.hash_one(info_hash);
+        let mut ring = self.ring.get();
+        // A free place, or else the oldest datagram (furthest along).
+        let at = (0..Self::DEPTH)
+            .max_by_key(|&i| ring[i].1)
+            .unwrap_or_default();
+        ring[at] = (hash, 0);
+        self.ring.set(ring);
+    }
+
+    /// Takes every noted datagram a step further (cheap when none is under way).
+    #[inline]
+    pub fn advance(&self, engine: &Engine) {
+        let mut ring = self.ring.get();
+        if ring.iter().all(|&(_, step)| step == Self::DONE) {
+            return;
+        }
+        for (hash, step) in ring.iter_mut() {
+            match *step {
+                0 => engine.prefetch_bt_index_line(*hash),
+                1 => engine.prefetch_bt_slot(*hash),
+                2 => engine.prefetch_bt_members(*hash),
+                _ => continue,
+            }
+            *step += 1;
+        }
+        self.ring.set(ring);
+    }
+}
+
 /// What an announce did to the requester's membership.
 enum Change {
     New,
@@ -196,7 +264,8 @@ enum Change {
 
 impl Engine {
     pub(super) fn bt_shard(&self, hash: u64) -> &Mutex<BtShard> {
-        // The high half picks the shard; hashbrown uses the low bits and the top seven.
+        // The high half's top bits pick the shard; the shard's index uses the low bits (the
+        // line) and bits 32..40 (the tag).
         let n = self.bt_shards.len() as u64;
         &self.bt_shards[(((hash >> 32) * n) >> 32) as usize]
     }
@@ -206,13 +275,52 @@ impl Engine {
     /// received batch, so that the cache misses of a batch overlap instead of following one
     /// another). Changes nothing and never waits: the shard's lock is only tried, and the
     /// slot is prefetched, not read. Does nothing while the table is small enough to stay in
-    /// cache ([`PREFETCH_MIN_SWARMS`]), or on targets without a prefetch instruction.
+    /// cache ([`PREFETCH_MIN_SWARMS`]), or on targets without a prefetch instruction. The
+    /// index line it reads on the way is a cache miss of its own; [`BtPrefetch`] spreads the
+    /// three loads of an announce over three steps instead.
     #[inline]
     pub fn prefetch_bt(&self, info_hash: &InfoHash) {
-        if self.bt_swarms.load(Ordering::Relaxed) < PREFETCH_MIN_SWARMS {
-            return;
+        if let Some(hash) = self.prefetch_bt_index(info_hash) {
+            self.prefetch_bt_slot(hash);
+        }
+    }
+
+    /// Whether prefetching BitTorrent swarms is worth its work: the table has at least
+    /// [`PREFETCH_MIN_SWARMS`] swarms.
+    #[inline]
+    pub fn prefetch_bt_useful(&self) -> bool {
+        self.bt_swarms.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS
+    }
+
+    /// The first step of a staged prefetch ([`BtPrefetch`]): hashes `info_hash` and starts
+    /// loading the index line its lookup reads. Returns the hash; `None` when prefetching is
+    /// not worth it ([`Engine::prefetch_bt_useful`]).
+    #[inline]
+    pub fn prefetch_bt_index(&self, info_hash: &InfoHash) -> Option<u64> {
+        if !self.prefetch_bt_useful() {
+            return None;
         }
         let hash = self.bt_hasher.hash_one(info_hash);
+        self.prefetch_bt_index_line(hash);
+        Some(hash)
+    }
+
+    /// Starts loading the index line that the lookup of `hash` reads (nothing is read but the
+    /// index's base and size). Changes nothing; the shard's lock is only tried.
+    #[inline]
+    pub fn prefetch_bt_index_line(&self, hash: u64) {
+        if let Some(shard) = self.bt_shard(hash).try_lock() {
+            if let Some(line) = shard.index_line(hash) {
+                prefetch(line);
+            }
+        }
+    }
+
+    /// The second step: reads the index line (loaded by the first step) and starts loading the
+    /// swarm slot it most likely names, without reading the slot. Changes nothing; the
+    /// shard's lock is only tried.
+    #[inline]
+    pub fn prefetch_bt_slot(&self, hash: u64) {
         let Some(shard) = self.bt_shard(hash).try_lock() else {
             return;
         };
@@ -221,6 +329,19 @@ impl Engine {
             prefetch(p);
             // A slot need not start on a cache line: its last byte may be on the next one.
             prefetch(p.wrapping_add(std::mem::size_of::<super::bt_table::BtSwarm>() - 1));
+        }
+    }
+
+    /// The third step: reads the slot (loaded by the second step) and starts loading the
+    /// first lines of its IPv4 members' heap block, if it has one (`Members::prefetch_block`).
+    /// Changes nothing; the shard's lock is only tried.
+    #[inline]
+    pub fn prefetch_bt_members(&self, hash: u64) {
+        let Some(shard) = self.bt_shard(hash).try_lock() else {
+            return;
+        };
+        if let Some(slot) = shard.probable_slot(hash) {
+            slot.v4.prefetch_block(prefetch);
         }
     }
 
@@ -853,8 +974,9 @@ mod tests {
         Ok((stats, addrs))
     }
 
-    /// A prefetch changes nothing and never waits for a shard's lock, below and above the
-    /// size where it starts to act.
+    /// A prefetch, whole or staged ([`BtPrefetch`]), changes nothing and never waits for a
+    /// shard's lock, below and above the size where it starts to act, on inline members and
+    /// on a heap block.
     #[test]
     fn prefetch_changes_nothing_and_never_waits() {
         let e = engine(EngineConfig::default());
@@ -870,12 +992,32 @@ mod tests {
                 e.prefetch_bt(ih);
             }
             e.prefetch_bt(&[0xee; 20]);
+            let staged = BtPrefetch::default();
+            for ih in hashes.iter().chain([&[0xee; 20]]) {
+                staged.push(e, ih);
+                staged.advance(e);
+            }
+            for _ in 0..BtPrefetch::DEPTH {
+                staged.advance(e);
+            }
+            assert!(staged.ring.get().iter().all(|s| s.1 == BtPrefetch::DONE));
         };
         prefetch_all(&e);
         assert_eq!(e.counts().swarms, 0);
         for (k, ih) in hashes.iter().enumerate() {
             let src = SocketAddr::from(([10, (k >> 16) as u8, (k >> 8) as u8, k as u8], 6881));
             let name = std::str::from_utf8(ih).unwrap();
+            run(
+                &e,
+                &announce_from(src, name, PeerMode::Leech, Some(5)),
+                Time(0),
+            )
+            .unwrap();
+        }
+        // One swarm with its members in a heap block.
+        let name = std::str::from_utf8(&hashes[7]).unwrap();
+        for k in 0..40u8 {
+            let src = SocketAddr::from(([11, 0, 0, k], 6881));
             run(
                 &e,
                 &announce_from(src, name, PeerMode::Leech, Some(5)),

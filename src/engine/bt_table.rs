@@ -15,8 +15,9 @@
 //! live in a side table of the shard, for the swarms that have any.
 //!
 //! A shard holds its swarms in a dense vector of 48-byte slots, in chunks so that growing
-//! never copies it (a vanished swarm's slot is filled by the last one), and a hash table of
-//! 4-byte positions keyed by the info-hash: a swarm costs its slot plus 6 to 12 bytes of index.
+//! never copies it (a vanished swarm's slot is filled by the last one), and a hash index of
+//! positions keyed by the info-hash whose lookup reads one cache line (`pos_index.rs`): a
+//! swarm costs its slot plus 11 to 21 bytes of index.
 //! Member blocks, the slot chunks and the index shrink when they become mostly empty, so
 //! memory is given back when swarms shrink or vanish.
 //!
@@ -32,6 +33,7 @@ use rand::{Rng, RngCore};
 use thin_vec::ThinVec;
 
 use super::chunked::ChunkedVec;
+use super::pos_index::PosIndex;
 use super::types::{PeerMode, Time};
 
 /// Length of a BitTorrent info-hash, in bytes.
@@ -269,6 +271,28 @@ impl<const N: usize> Members<N> {
         match mode {
             PeerMode::Seeder => 0,
             PeerMode::Leech => self.split(),
+        }
+    }
+
+    /// Starts loading the cache lines of a heap block that finding a member and listing
+    /// peers read first: the block's first 128 bytes (its length and first entries) and the
+    /// middle of the seeders' part (the first step of a search in it; the seeder count is in
+    /// the set itself, the block's length is not). Does nothing for an inline set.
+    #[inline]
+    pub fn prefetch_block(&self, prefetch: impl Fn(*const u8)) {
+        if let Store::Heap {
+            entries, seeders, ..
+        } = &self.store
+        {
+            // Addresses only handed to the prefetch instruction, never dereferenced.
+            let start = entries.as_ptr().cast::<u8>();
+            let head = start.wrapping_sub(BLOCK_HEADER);
+            prefetch(head);
+            prefetch(head.wrapping_add(64));
+            let middle = *seeders as usize / 2 * std::mem::size_of::<Entry<N>>();
+            if middle >= 128 {
+                prefetch(start.wrapping_add(middle));
+            }
         }
     }
 
@@ -579,8 +603,8 @@ const SWARM_CHUNK: usize = 64;
 /// the worker that owns it (`Engine::expire_owned`).
 pub(super) struct BtShard {
     /// Positions in `swarms`, keyed by the info-hash's hash (the engine's seeded foldhash:
-    /// keys come from the network).
-    index: hashbrown::HashTable<u32>,
+    /// keys come from the network); a lookup reads one cache line, known from the hash.
+    index: PosIndex,
     /// The swarm slots, dense, in chunks: growing never copies the slots, and the slack is
     /// at most one chunk.
     pub swarms: ChunkedVec<BtSwarm, SWARM_CHUNK>,
@@ -623,7 +647,7 @@ fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut super::tables::FastMap<K, V>
 impl BtShard {
     pub fn new(rng: SmallRng) -> Self {
         BtShard {
-            index: hashbrown::HashTable::new(),
+            index: PosIndex::default(),
             swarms: ChunkedVec::default(),
             v6: Default::default(),
             rng,
@@ -645,19 +669,25 @@ impl BtShard {
     pub fn find(&self, hash: u64, info_hash: &InfoHash) -> Option<usize> {
         let swarms = &self.swarms;
         self.index
-            .find(hash, |&i| {
+            .find(hash, |i| {
                 swarms
                     .get(i as usize)
                     .is_some_and(|s| s.info_hash == *info_hash)
             })
-            .map(|&i| i as usize)
+            .map(|i| i as usize)
     }
 
-    /// The swarm slot that `hash` most likely belongs to: the first index entry whose 7-bit
+    /// The index line `hash` is looked up in, for a prefetch (`None` while the shard is
+    /// empty). Reads nothing but the index's base and size.
+    pub fn index_line(&self, hash: u64) -> Option<*const u8> {
+        self.index.line_of(hash)
+    }
+
+    /// The swarm slot that `hash` most likely belongs to: the first index entry whose 32-bit
     /// tag matches, without comparing info-hashes (so the slot itself is not read). For a
     /// prefetch only; `None` when no entry matches.
     pub fn probable_slot(&self, hash: u64) -> Option<&BtSwarm> {
-        let &i = self.index.find(hash, |_| true)?;
+        let i = self.index.find(hash, |_| true)?;
         self.swarms.get(i as usize)
     }
 
@@ -680,7 +710,7 @@ impl BtShard {
         let pos = self.swarms.len();
         self.swarms.push(BtSwarm::new(info_hash));
         let swarms = &self.swarms;
-        self.index.insert_unique(hash, pos as u32, |&i| {
+        self.index.insert(hash, pos as u32, |i| {
             swarms
                 .get(i as usize)
                 .map_or(0, |s| hasher.hash_one(s.info_hash))
@@ -699,26 +729,19 @@ impl BtShard {
             self.v6.remove(&swarm.info_hash);
             shrink_map(&mut self.v6);
         }
-        if let Ok(entry) = self.index.find_entry(h, |&i| i as usize == pos) {
-            entry.remove();
-        }
+        let swarms = &self.swarms;
+        self.index.remove(h, pos as u32, |i| {
+            swarms
+                .get(i as usize)
+                .map_or(0, |s| hasher.hash_one(s.info_hash))
+        });
         let last = self.swarms.len() - 1;
         self.swarms.swap_remove(pos);
         if pos != last {
             if let Some(moved) = self.swarms.get(pos) {
                 let hm = hasher.hash_one(moved.info_hash);
-                if let Some(slot) = self.index.find_mut(hm, |&i| i as usize == last) {
-                    *slot = pos as u32;
-                }
+                self.index.replace(hm, last as u32, pos as u32);
             }
-        }
-        if self.index.capacity() > 64 && self.index.len() * 4 < self.index.capacity() {
-            let swarms = &self.swarms;
-            self.index.shrink_to(self.index.len() * 2, |&i| {
-                swarms
-                    .get(i as usize)
-                    .map_or(0, |s| hasher.hash_one(s.info_hash))
-            });
         }
     }
 
@@ -747,7 +770,7 @@ impl BtShard {
 
     /// Heap bytes of the index, the swarm slots and the members.
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
+        self.index.heap_bytes()
             + self.swarms.heap_bytes()
             + self.swarms.iter().map(|s| s.v4.heap_bytes()).sum::<usize>()
             + self.v6.capacity() * 8 / 7 * (std::mem::size_of::<(InfoHash, Members6)>() + 1)

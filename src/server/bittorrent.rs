@@ -13,8 +13,8 @@ use std::sync::Arc;
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
 use crate::engine::{
-    CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, Request, RequestKind, Response,
-    StatAnswer, SwarmId, SwarmStats, Time,
+    BtPrefetch, CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, Request, RequestKind,
+    Response, StatAnswer, SwarmId, SwarmStats, Time,
 };
 use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
@@ -271,6 +271,7 @@ impl DatagramService for BtUdpService {
             load: self.load.clone(),
             batch_at: std::time::Instant::now(),
             wait: None,
+            prefetch: BtPrefetch::default(),
         })
     }
 }
@@ -301,6 +302,8 @@ struct BtUdpWorker {
     /// datagrams of a batch that share their `ready_at` (a turn's): `(ready_at, wait,
     /// latency)`. Cleared whenever `batch_at` is read again.
     wait: Option<(std::time::Instant, std::time::Duration, Latency)>,
+    /// The staged prefetch of the swarms of the batch's next datagrams.
+    prefetch: BtPrefetch,
 }
 
 impl BtUdpWorker {
@@ -393,7 +396,8 @@ impl DatagramWorker for BtUdpWorker {
         self.list = current_list(&self.access);
     }
 
-    /// Prefetches the swarm slot of an announce, or of a scrape's first info-hash.
+    /// Starts the staged prefetch ([`BtPrefetch`]) of the swarm of an announce, or of a
+    /// scrape's first info-hash, and advances those of the datagrams before it.
     fn prefetch(&self, packet: &[u8]) {
         // BEP 15: action at 8..12, the (first) info-hash at 16..36 in both.
         let (Some(action), Some(info_hash)) = (packet.get(8..12), packet.get(16..36)) else {
@@ -401,7 +405,7 @@ impl DatagramWorker for BtUdpWorker {
         };
         if action == 1u32.to_be_bytes() || action == 2u32.to_be_bytes() {
             if let Ok(info_hash) = info_hash.try_into() {
-                self.engine.prefetch_bt(info_hash);
+                self.prefetch.push(&self.engine, info_hash);
             }
         }
     }
@@ -413,6 +417,8 @@ impl DatagramWorker for BtUdpWorker {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
+        // The staged prefetches of the next datagrams go on a step while this one is served.
+        self.prefetch.advance(&self.engine);
         // Load control before the datagram is decoded, without a clock read per datagram:
         // the rate limit counts at the batch's instant, shedding compares it with the instant
         // the socket's backlog began.

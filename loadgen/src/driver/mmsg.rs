@@ -1,9 +1,13 @@
-//! Batched datagram I/O on connected UDP sockets: `sendmmsg` for the requests a worker issues
-//! in one round, `recvmmsg` for the replies waiting on a socket, so the generator spends a few
-//! system calls per batch instead of two per request.
+//! Batched datagram I/O on UDP sockets: `sendmmsg` for the requests a worker issues in one
+//! round, `recvmmsg` for the replies waiting on a socket, so the generator spends a few system
+//! calls per batch instead of two per request. A socket is either connected (every datagram
+//! from its bound address to its peer) or bound to the wildcard address and unconnected, each
+//! datagram then naming its destination and its own IPv4 source address (`IP_PKTINFO`,
+//! ip(7)), so that one socket sends from many loopback addresses.
 
 use std::io;
 use std::mem;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 
 /// Most datagrams handed to the kernel in one call.
@@ -17,10 +21,57 @@ pub struct SendBatch {
     data: Vec<u8>,
     /// End offset of each queued datagram in `data`.
     ends: Vec<usize>,
+    /// Source address of each queued datagram, where it names one (see [`SendBatch::push_from`]).
+    srcs: Vec<Option<Ipv4Addr>>,
+    /// Destination of every datagram, for an unconnected socket.
+    dest: Option<SocketAddrV4>,
     /// Datagrams before this index were sent.
     sent: usize,
     iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// One `IP_PKTINFO` control message per datagram of a call (scratch, like `iov`).
+    cmsgs: Vec<(PktInfoCmsg, usize)>,
+    name: Option<libc::sockaddr_in>,
+}
+
+/// Room for one control message carrying an `in_pktinfo`, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct PktInfoCmsg([u8; 32]);
+
+/// The `IP_PKTINFO` control message that makes `src` a datagram's source address (ip(7):
+/// `ipi_spec_dst` is the source of an outgoing datagram; interface 0 lets routing choose).
+fn pktinfo_cmsg(src: Ipv4Addr) -> (PktInfoCmsg, usize) {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize,
+            libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as usize,
+        )
+    };
+    let mut buf = PktInfoCmsg([0; 32]);
+    debug_assert!(space <= buf.0.len());
+    // SAFETY: an all-zero msghdr is valid; CMSG_FIRSTHDR of a header whose control buffer is
+    // `buf` (aligned for cmsghdr, `space` bytes long) points at its start, and the header and
+    // its data fit in `space` bytes, so the writes stay inside `buf`.
+    unsafe {
+        let mut m: libc::msghdr = mem::zeroed();
+        m.msg_control = buf.0.as_mut_ptr().cast();
+        m.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = len as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+    }
+    (buf, space)
 }
 
 // SAFETY: the raw pointers inside `iov`/`hdrs` are scratch, rebuilt before every use from
@@ -30,14 +81,27 @@ unsafe impl Send for SendBatch {}
 impl SendBatch {
     /// Appends one datagram written by `write`.
     pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.push_from(None, write);
+    }
+
+    /// Appends one datagram written by `write`, sent from `src` when given (the socket must be
+    /// bound to the wildcard address and unconnected, with [`SendBatch::set_destination`]).
+    pub fn push_from(&mut self, src: Option<Ipv4Addr>, write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.data);
         self.ends.push(self.data.len());
+        self.srcs.push(src);
+    }
+
+    /// Names the destination of every datagram, for an unconnected socket.
+    pub fn set_destination(&mut self, dest: SocketAddrV4) {
+        self.dest = Some(dest);
     }
 
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.srcs.clear();
         self.sent = 0;
     }
 
@@ -62,17 +126,39 @@ impl SendBatch {
                     iov_len: end - start,
                 });
             }
+            self.name = self.dest.map(|d| libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: d.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*d.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            });
+            self.cmsgs.clear();
+            for src in &self.srcs[self.sent..self.sent + n] {
+                self.cmsgs
+                    .push(src.map_or((PktInfoCmsg([0; 32]), 0), pktinfo_cmsg));
+            }
             self.hdrs.clear();
-            for iov in self.iov.iter_mut() {
+            for (k, iov) in self.iov.iter_mut().enumerate() {
                 // SAFETY: an all-zero mmsghdr is a valid value (null name and control).
                 let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
+                if let Some(name) = self.name.as_mut() {
+                    h.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
+                    h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
+                let (cmsg, len) = &mut self.cmsgs[k];
+                if *len > 0 {
+                    h.msg_hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+                    h.msg_hdr.msg_controllen = *len as _;
+                }
                 self.hdrs.push(h);
             }
             // SAFETY: `hdrs` holds `n` headers, each pointing at one iovec in `iov`, which points
-            // into `data`; all three live, unmoved, for the duration of the call. The socket is
-            // connected, so no destination address is needed.
+            // into `data`, and at its control message in `cmsgs` and the destination in `name`
+            // where it has them; all live, unmoved, for the duration of the call.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -98,6 +184,7 @@ impl SendBatch {
         if self.sent == self.ends.len() {
             self.data.clear();
             self.ends.clear();
+            self.srcs.clear();
             self.sent = 0;
         }
         Ok(total)
@@ -211,5 +298,48 @@ mod tests {
         }
         assert_eq!(got, (0..100u8).collect::<Vec<_>>());
         assert_eq!(rb.recv(client.as_raw_fd(), |_| ()).unwrap(), 0);
+    }
+
+    /// An unconnected wildcard socket sends each datagram from the loopback address it names,
+    /// and receives the answers sent to any of them.
+    #[test]
+    fn one_socket_sends_from_many_addresses() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = client.local_addr().unwrap().port();
+        let std::net::SocketAddr::V4(dest) = server.local_addr().unwrap() else {
+            panic!("IPv4 server");
+        };
+        let mut batch = SendBatch::default();
+        batch.set_destination(dest);
+        let srcs: Vec<Ipv4Addr> = (2..6u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+        for (i, src) in srcs.iter().enumerate() {
+            batch.push_from(Some(*src), |out| out.push(i as u8));
+        }
+        batch.push(|out| out.push(9));
+        assert_eq!(batch.flush(client.as_raw_fd()).unwrap(), 5);
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        for (i, src) in srcs.iter().enumerate() {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i as u8]);
+            assert_eq!(from, std::net::SocketAddr::from((*src, port)));
+            server.send_to(&[100 + i as u8], from).unwrap();
+        }
+        // Without a source of its own the datagram leaves from the routing's choice.
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(from, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut rb = RecvBatch::default();
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            rb.recv(client.as_raw_fd(), |d| got.push(d[0])).unwrap();
+            if got.len() == srcs.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got, vec![100, 101, 102, 103]);
     }
 }

@@ -1,5 +1,8 @@
-//! The BEP 15 worker: non-blocking connected UDP sockets polled with mio. Each socket first
-//! obtains a connection id (connect), then carries up to `inflight` announces and scrapes at
+//! The BEP 15 worker: non-blocking UDP sockets polled with mio. A socket is connected and
+//! bound to one source address, or, when the worker has more source addresses than sockets,
+//! unconnected on the wildcard address and sending from several (each datagram names its
+//! source). Each source address of a socket first obtains a connection id (connect), then the
+//! socket carries up to `inflight` announces and scrapes at
 //! once, matched to replies by transaction id (slot index in the low 16 bits, a per-slot
 //! sequence in the high 16, so a late reply to a timed-out request is recognised and dropped).
 //! Requests issued in one round leave in one `sendmmsg` per socket; replies are read with
@@ -40,13 +43,23 @@ struct Slot {
     sent: Instant,
 }
 
-struct UdpConn {
-    sock: mio::net::UdpSocket,
+/// One source address's BEP 15 connection on a socket: its connection id and connect state.
+struct Source {
+    /// The address its datagrams leave from, on a socket shared by several addresses (`None`:
+    /// the socket's own bound address).
+    ip: Option<Ipv4Addr>,
     connection_id: Option<u64>,
     connection_id_at: Instant,
     /// An outstanding connect: its transaction id and send time.
     connecting: Option<(u32, Instant)>,
     connect_seq: u16,
+}
+
+struct UdpConn {
+    sock: mio::net::UdpSocket,
+    /// The source addresses this socket sends from: one (its bound address) on a connected
+    /// socket, several on a shared one.
+    sources: Vec<Source>,
     slots: Vec<Slot>,
     free: Vec<u16>,
     /// Requests issued this round, sent together by `sendmmsg`.
@@ -59,8 +72,14 @@ impl UdpConn {
     }
 }
 
-/// Opens a non-blocking UDP socket bound to `source` (port 0) and connected to `target`.
-pub fn open_socket(source: Option<IpAddr>, target: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// Opens a non-blocking UDP socket bound to `source` (port 0) and connected to `target`; or,
+/// with `shared`, bound to the wildcard address and unconnected, for datagrams that each name
+/// their loopback source address (see [`SendBatch::push_from`]) and answers to any of them.
+pub fn open_socket(
+    source: Option<IpAddr>,
+    target: SocketAddr,
+    shared: bool,
+) -> io::Result<std::net::UdpSocket> {
     let domain = if target.is_ipv6() {
         Domain::IPV6
     } else {
@@ -75,8 +94,12 @@ pub fn open_socket(source: Option<IpAddr>, target: SocketAddr) -> io::Result<std
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     });
-    sock.bind(&SocketAddr::new(bind_ip, 0).into())?;
-    sock.connect(&target.into())?;
+    if shared {
+        sock.bind(&SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0).into())?;
+    } else {
+        sock.bind(&SocketAddr::new(bind_ip, 0).into())?;
+        sock.connect(&target.into())?;
+    }
     sock.set_nonblocking(true)?;
     Ok(sock.into())
 }
@@ -91,26 +114,54 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let inflight = cfg.inflight.clamp(1, MAX_INFLIGHT);
     let mut poll = Poll::new()?;
-    let mut conns = Vec::with_capacity(cfg.conns);
-    for i in 0..cfg.conns.max(1) {
-        let src = if cfg.sources.is_empty() {
+    let n_conns = cfg.conns.max(1);
+    // With more source addresses than sockets, each socket carries several: socket `i` sends
+    // from addresses `i, i + conns, ...`, naming each datagram's source (IPv4 loopback only).
+    let shared = cfg.sources.len() > n_conns;
+    if shared && cfg.target.is_ipv6() {
+        anyhow::bail!("more source addresses than sockets needs an IPv4 target");
+    }
+    let mut conns = Vec::with_capacity(n_conns);
+    for i in 0..n_conns {
+        let src = if cfg.sources.is_empty() || shared {
             None
         } else {
             cfg.sources
                 .get((cfg.first_socket + i) % cfg.sources.len())
                 .copied()
         };
-        let std_sock = open_socket(src, cfg.target)?;
+        let std_sock = open_socket(src, cfg.target, shared)?;
         let mut sock = mio::net::UdpSocket::from_std(std_sock);
         poll.registry()
             .register(&mut sock, Token(i), Interest::READABLE)?;
         let now = Instant::now();
-        conns.push(UdpConn {
-            sock,
+        let source = |ip: Option<Ipv4Addr>| Source {
+            ip,
             connection_id: None,
             connection_id_at: now,
             connecting: None,
             connect_seq: 0,
+        };
+        let sources: Vec<Source> = if shared {
+            cfg.sources
+                .iter()
+                .skip(i)
+                .step_by(n_conns)
+                .map(|ip| match ip {
+                    IpAddr::V4(v4) => source(Some(*v4)),
+                    IpAddr::V6(_) => source(None),
+                })
+                .collect()
+        } else {
+            vec![source(None)]
+        };
+        let mut out = SendBatch::default();
+        if let (true, SocketAddr::V4(dest)) = (shared, cfg.target) {
+            out.set_destination(dest);
+        }
+        conns.push(UdpConn {
+            sock,
+            sources,
             slots: vec![
                 Slot {
                     seq: 0,
@@ -124,19 +175,24 @@ pub fn run(
                 inflight
             ],
             free: (0..inflight as u16).rev().collect(),
-            out: SendBatch::default(),
+            out,
         });
     }
     let mut events = Events::with_capacity(256);
     let mut schedule = Schedule::new(cfg.start, cfg.rate);
-    let mut buf = Vec::with_capacity(128);
     let mut rbatch = RecvBatch::default();
     let mut pending: Option<Op> = None;
-    // The local sockets bound to each source address slot.
+    // The (local socket, source index) pairs that send from each source address slot.
     let slots_n = cfg.sources.len().max(1);
-    let mut socket_slots: Vec<Vec<usize>> = vec![Vec::new(); slots_n];
+    let mut socket_slots: Vec<Vec<(usize, usize)>> = vec![Vec::new(); slots_n];
     for i in 0..conns.len() {
-        socket_slots[(cfg.first_socket + i) % slots_n].push(i);
+        if shared {
+            for (k, a) in (i..slots_n).step_by(n_conns).enumerate() {
+                socket_slots[a].push((i, k));
+            }
+        } else {
+            socket_slots[(cfg.first_socket + i) % slots_n].push((i, 0));
+        }
     }
     let mut exhausted = false;
     let mut stopped_at: Option<Instant> = None;
@@ -160,26 +216,25 @@ pub fn run(
 
         // Connection ids: obtain or refresh, and retry lost connects.
         for c in conns.iter_mut() {
-            let stale = c.connection_id.is_none()
-                || now.saturating_duration_since(c.connection_id_at) > CONNECTION_ID_REFRESH;
-            if let Some((_, sent)) = c.connecting {
-                if now.saturating_duration_since(sent) > cfg.timeout {
-                    rec.on_failure(OpKind::UdpConnect, ErrorKind::Timeout);
-                    c.connecting = None;
-                }
-            }
-            if issuing && stale && c.connecting.is_none() {
-                c.connect_seq = c.connect_seq.wrapping_add(1);
-                let tid = (u32::from(c.connect_seq) << 16) | CONNECT_SLOT;
-                buf.clear();
-                bt_udp::encode_connect(tid, &mut buf);
-                match c.sock.send(&buf) {
-                    Ok(_) => {
-                        rec.on_sent(OpKind::UdpConnect);
-                        c.connecting = Some((tid, now));
+            for (k, src) in c.sources.iter_mut().enumerate() {
+                let stale = src.connection_id.is_none()
+                    || now.saturating_duration_since(src.connection_id_at) > CONNECTION_ID_REFRESH;
+                if let Some((_, sent)) = src.connecting {
+                    if now.saturating_duration_since(sent) > cfg.timeout {
+                        rec.on_failure(OpKind::UdpConnect, ErrorKind::Timeout);
+                        src.connecting = None;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => rec.on_failure(OpKind::UdpConnect, ErrorKind::Io),
+                }
+                if issuing && stale && src.connecting.is_none() {
+                    src.connect_seq = src.connect_seq.wrapping_add(1);
+                    // A shared socket's connects carry their source's index instead of a
+                    // sequence number, so the answer finds its source.
+                    let tag = if shared { k as u16 } else { src.connect_seq };
+                    let tid = (u32::from(tag) << 16) | CONNECT_SLOT;
+                    c.out
+                        .push_from(src.ip, |out| bt_udp::encode_connect(tid, out));
+                    rec.on_sent(OpKind::UdpConnect);
+                    src.connecting = Some((tid, now));
                 }
             }
         }
@@ -202,16 +257,17 @@ pub fn run(
                         break;
                     }
                 };
-                let ci = socket_for(op.peer, pop, &socket_slots, cfg.workers, conns.len());
+                let (ci, si) = socket_for(op.peer, pop, &socket_slots, cfg.workers, conns.len());
                 let c = &mut conns[ci];
-                let (Some(conn_id), Some(&slot_idx)) = (c.connection_id, c.free.last()) else {
+                let src = &c.sources[si];
+                let (Some(conn_id), Some(&slot_idx)) = (src.connection_id, c.free.last()) else {
                     pending = Some(op);
                     break;
                 };
                 let slot = &mut c.slots[slot_idx as usize];
                 let seq = slot.seq.wrapping_add(1);
                 let tid = (u32::from(seq) << 16) | u32::from(slot_idx);
-                c.out.push(|out| match op.kind {
+                c.out.push_from(src.ip, |out| match op.kind {
                     OpKind::Scrape => bt_udp::encode_scrape(conn_id, tid, op.swarm, pop, out),
                     _ => bt_udp::encode_announce(conn_id, tid, &op, pop, cfg.peers_wanted, out),
                 });
@@ -281,19 +337,20 @@ pub fn run(
     Ok(())
 }
 
-/// The local socket peer `peer` sends from: one bound to its address slot when this worker has
-/// one (else any), chosen by `peer / workers` so the choice never changes.
+/// The local socket peer `peer` sends from, and the index of its source address on it: one
+/// that sends from its address slot when this worker has one (else any), chosen by
+/// `peer / workers` so the choice never changes.
 fn socket_for(
     peer: u32,
     pop: &Population,
-    socket_slots: &[Vec<usize>],
+    socket_slots: &[Vec<(usize, usize)>],
     workers: usize,
     n: usize,
-) -> usize {
+) -> (usize, usize) {
     let k = peer as usize / workers.max(1);
     match socket_slots.get(pop.addr_slot(peer) as usize) {
         Some(list) if !list.is_empty() => list[k % list.len()],
-        _ => k % n.max(1),
+        _ => (k % n.max(1), 0),
     }
 }
 
@@ -311,13 +368,23 @@ fn handle_reply(c: &mut UdpConn, pkt: &[u8], ipv6: bool, now: Instant, rec: &mut
     };
     let slot_idx = tid & 0xffff;
     if slot_idx == CONNECT_SLOT {
-        if let Some((want, sent)) = c.connecting {
+        // On a shared socket the high half names the source; on a connected one it is the
+        // connect's sequence number and the socket has one source.
+        let k = if c.sources.len() > 1 {
+            (tid >> 16) as usize
+        } else {
+            0
+        };
+        let Some(src) = c.sources.get_mut(k) else {
+            return;
+        };
+        if let Some((want, sent)) = src.connecting {
             if want == tid {
-                c.connecting = None;
+                src.connecting = None;
                 match reply {
                     UdpReply::Connect { connection_id } => {
-                        c.connection_id = Some(connection_id);
-                        c.connection_id_at = now;
+                        src.connection_id = Some(connection_id);
+                        src.connection_id_at = now;
                         rec.on_reply(OpKind::UdpConnect, sent, now, Outcome::Ok);
                     }
                     UdpReply::Error => rec.on_reply(
