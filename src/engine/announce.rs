@@ -264,8 +264,8 @@ enum Change {
 
 impl Engine {
     pub(super) fn bt_shard(&self, hash: u64) -> &Mutex<BtShard> {
-        // The high half's top bits pick the shard; the shard's index uses the low bits (the
-        // line) and bits 32..40 (the tag).
+        // The high half's top bits pick the shard; the shard's index uses the low half (the
+        // home bucket) and bits 32..40 (the tag). `prefetch_bt_index_line` picks alike.
         let n = self.bt_shards.len() as u64;
         &self.bt_shards[(((hash >> 32) * n) >> 32) as usize]
     }
@@ -305,14 +305,14 @@ impl Engine {
         Some(hash)
     }
 
-    /// Starts loading the index line that the lookup of `hash` reads (nothing is read but the
-    /// index's base and size). Changes nothing; the shard's lock is only tried.
+    /// Starts loading the index bucket that the lookup of `hash` reads first (its home
+    /// bucket). Reads only the bucket address the shard's index publishes
+    /// ([`super::line_index::Geometry`]): takes no lock and changes nothing.
     #[inline]
     pub fn prefetch_bt_index_line(&self, hash: u64) {
-        if let Some(shard) = self.bt_shard(hash).try_lock() {
-            if let Some(line) = shard.index_line(hash) {
-                prefetch(line);
-            }
+        let n = self.bt_geometry.len() as u64;
+        if let Some(g) = self.bt_geometry.get((((hash >> 32) * n) >> 32) as usize) {
+            g.prefetch(hash);
         }
     }
 

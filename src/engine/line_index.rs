@@ -1,7 +1,9 @@
 //! A hash index of `u32` positions whose probe usually reads one cache line.
 //!
-//! The peer-status registry and the swarm table find an entry by id through an index of
-//! positions (the ids live in the entries). A hashbrown table keeps its control bytes and its
+//! The PPSTP peer-status registry and swarm table (`tables.rs`) and the BitTorrent swarm
+//! table (`bt_table.rs`) find an entry by id through an index of positions (the ids live in
+//! the entries); the BitTorrent table's staged prefetch (`BtPrefetch`) starts with the home
+//! bucket ([`Geometry::prefetch`]) and then the entry [`LineIndex::first_tagged`] names. A hashbrown table keeps its control bytes and its
 //! values apart, so a probe of a table far beyond the caches misses twice (the control group,
 //! then the value) before the entry itself is read. Here a bucket is one 64-byte cache line
 //! holding 12 positions and their 8-bit hash tags: a probe reads its home bucket, compares
@@ -396,6 +398,85 @@ mod tests {
             }
             check_model(&index, &model, hash)?;
             // Every overflow count went back to zero with the entries that set it.
+            prop_assert!(index.buckets.iter().all(|b| b.overflow() == 0 && b.len() == 0));
+        }
+    }
+
+    /// Hashes with few distinct values in their low half (so that keys share home buckets
+    /// and probes cross buckets and wrap) and two bits of tag (so that tags often match and
+    /// keys are compared).
+    fn crowded_hash(key: u32) -> u64 {
+        let mut x = u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (x & !(0xfc << 32) & !0xffff_ffff) | (u64::from(key % 5) << 30)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Used as the swarm table uses it: positions in a dense vector whose removed entry is
+        /// filled by the last one (re-pointed in place), the index shrunk after each removal.
+        /// Every key is found at its position, no removed key is, the index stays at most 7/8
+        /// full, and emptied it gives its memory back.
+        #[test]
+        fn the_index_follows_a_dense_table(
+            ops in prop::collection::vec((any::<bool>(), 0u32..300), 1..800),
+        ) {
+            let geometry = Arc::new(Geometry::default());
+            let mut index = LineIndex::new(geometry.clone());
+            // Position -> key, as a dense table keeps them.
+            let mut keys: Vec<u32> = Vec::new();
+            for (add, key) in ops {
+                let found = index.find(crowded_hash(key), |p| keys[p as usize] == key);
+                let pos = keys.iter().position(|&k| k == key);
+                prop_assert_eq!(found, pos.map(|p| p as u32));
+                match (add, pos) {
+                    (true, None) => {
+                        keys.push(key);
+                        let keys = &keys;
+                        index.insert(crowded_hash(key), (keys.len() - 1) as u32, |p| {
+                            crowded_hash(keys[p as usize])
+                        });
+                    }
+                    (false, Some(p)) => {
+                        let got = index.remove(crowded_hash(key), |q| q == p as u32);
+                        prop_assert_eq!(got, Some(p as u32));
+                        let last = keys.len() - 1;
+                        keys.swap_remove(p);
+                        if p != last {
+                            let entry = index.find_mut(crowded_hash(keys[p]), |q| q == last as u32);
+                            prop_assert!(entry.is_some());
+                            if let Some(e) = entry {
+                                *e = p as u32;
+                            }
+                        }
+                        let keys = &keys;
+                        index.shrink(0, |q| crowded_hash(keys[q as usize]));
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(index.len(), keys.len());
+                prop_assert!(index.len() * 8 <= index.buckets.len() * SLOTS * 7);
+                prop_assert_eq!(geometry.buckets.load(Ordering::Relaxed), index.buckets.len());
+                prop_assert_eq!(geometry.base.load(Ordering::Relaxed) as usize % 64, 0);
+                let mut all: Vec<u32> = index.iter().collect();
+                all.sort_unstable();
+                prop_assert_eq!(all, (0..keys.len() as u32).collect::<Vec<_>>());
+                for (p, &k) in keys.iter().enumerate() {
+                    let found = index.find(crowded_hash(k), |q| keys[q as usize] == k);
+                    prop_assert_eq!(found, Some(p as u32));
+                }
+            }
+            // Emptied: memory given back down to a few buckets.
+            while let Some(&key) = keys.last() {
+                let p = (keys.len() - 1) as u32;
+                prop_assert_eq!(index.remove(crowded_hash(key), |q| q == p), Some(p));
+                keys.pop();
+                let keys = &keys;
+                index.shrink(0, |q| crowded_hash(keys[q as usize]));
+            }
+            prop_assert!(index.buckets.len() <= 4, "{} buckets", index.buckets.len());
             prop_assert!(index.buckets.iter().all(|b| b.overflow() == 0 && b.len() == 0));
         }
     }

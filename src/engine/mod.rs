@@ -14,7 +14,6 @@ mod chunked;
 mod config;
 mod line_index;
 mod member;
-mod pos_index;
 mod requests;
 mod select;
 mod snapshot;
@@ -162,6 +161,9 @@ pub struct Engine {
     /// [`Engine::prefetch_buckets`] (read without the shard's lock).
     swarm_geometry: Box<[Arc<line_index::Geometry>]>,
     peer_geometry: Box<[Arc<line_index::Geometry>]>,
+    /// Where each BitTorrent shard's swarm index keeps its buckets, for the first step of a
+    /// staged prefetch (`Engine::prefetch_bt_index_line`, read without the shard's lock).
+    bt_geometry: Box<[Arc<line_index::Geometry>]>,
     /// PPSTP registrations plus BitTorrent memberships (what `max_peers` bounds).
     peers: CachePadded<AtomicUsize>,
     /// Swarms of both tables (what `max_swarms` bounds).
@@ -216,11 +218,16 @@ impl Engine {
                 )))
             })
             .collect();
-        let bt_shards = (0..config.shards)
-            .map(|i| {
-                CachePadded::new(Mutex::new(BtShard::new(SmallRng::seed_from_u64(
-                    0x4254_5357_4152_4d00 ^ i as u64,
-                ))))
+        let bt_geometry: Box<[Arc<line_index::Geometry>]> =
+            (0..config.shards).map(|_| Arc::default()).collect();
+        let bt_shards = bt_geometry
+            .iter()
+            .enumerate()
+            .map(|(i, geometry)| {
+                CachePadded::new(Mutex::new(BtShard::new(
+                    SmallRng::seed_from_u64(0x4254_5357_4152_4d00 ^ i as u64),
+                    geometry.clone(),
+                )))
             })
             .collect();
         Engine {
@@ -233,6 +240,7 @@ impl Engine {
             bt_hasher: Default::default(),
             swarm_geometry,
             peer_geometry,
+            bt_geometry,
             peers: CachePadded::new(AtomicUsize::new(0)),
             swarms: CachePadded::new(AtomicUsize::new(0)),
             bt_swarms: CachePadded::new(AtomicUsize::new(0)),
