@@ -168,8 +168,6 @@ pub(crate) fn left_waiting(served: usize, fd: std::os::fd::RawFd) -> bool {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Backlog {
     since: Option<std::time::Instant>,
-    /// Datagrams served since the backlog reached the shedding delay (its turns shed).
-    shed: usize,
 }
 
 impl Backlog {
@@ -178,20 +176,18 @@ impl Backlog {
         *self.since.get_or_insert(now)
     }
 
-    /// Records how the turn that served `served` datagrams ended at `now`: `waiting` when
+    /// Records how a turn ended at `now`: `waiting` when
     /// datagrams were left in the socket ([`left_waiting`]). A backlog that had waited
     /// `shed_after` by then made its turn shed (its datagrams answered with the overload
-    /// error); once such turns have shed [`DATAGRAMS_PER_TURN`] datagrams, the backlog starts
-    /// afresh, so the next turns serve until it has waited the delay again. Carried over, a
-    /// socket that never empties under a flood would be answered with errors only: shedding
-    /// stays a turn's budget of datagrams per delay on both back-ends (one full epoll turn,
-    /// several shorter io_uring turns), and the kernel drops the rest of the excess at the
-    /// socket buffer for nothing. A zero `shed_after` (no shedding) never restarts a backlog
-    /// that is still waiting.
+    /// error), and the backlog starts afresh after that turn, so the next turns serve until it
+    /// has waited the delay again. Carried over, a socket that never empties under a flood
+    /// would be answered with errors only: shedding stays one turn of datagrams per delay on
+    /// both back-ends (up to [`DATAGRAMS_PER_TURN`] on epoll, 65 to 255 in a flooded io_uring
+    /// turn), and the kernel drops the rest of the excess at the socket buffer for nothing. A
+    /// zero `shed_after` (no shedding) never restarts a backlog that is still waiting.
     pub(crate) fn end_turn(
         &mut self,
         waiting: bool,
-        served: usize,
         now: std::time::Instant,
         shed_after: std::time::Duration,
     ) {
@@ -199,12 +195,8 @@ impl Backlog {
             && self
                 .since
                 .is_some_and(|since| now.saturating_duration_since(since) >= shed_after);
-        if shed {
-            self.shed = self.shed.saturating_add(served);
-        }
-        if !waiting || self.shed >= DATAGRAMS_PER_TURN {
+        if !waiting || shed {
             self.since = None;
-            self.shed = 0;
         }
     }
 }
@@ -221,18 +213,18 @@ mod tests {
         let off = Duration::ZERO;
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
-        b.end_turn(true, 256, later(10), off);
+        b.end_turn(true, later(10), off);
         // Still behind: the wait is measured from the first turn.
         assert_eq!(b.start_turn(later(30)), t0);
-        b.end_turn(true, 256, later(40), off);
+        b.end_turn(true, later(40), off);
         assert_eq!(b.start_turn(later(60)), t0);
-        b.end_turn(false, 10, later(70), off);
+        b.end_turn(false, later(70), off);
         // Emptied: the next turn starts afresh.
         assert_eq!(b.start_turn(later(90)), later(90));
-        b.end_turn(false, 3, later(92), off);
+        b.end_turn(false, later(92), off);
         assert_eq!(b.start_turn(later(95)), later(95));
         // Without shedding, a backlog of any age is kept while datagrams wait.
-        b.end_turn(true, 256, later(5_000), off);
+        b.end_turn(true, later(5_000), off);
         assert_eq!(b.start_turn(later(5_010)), later(95));
     }
 
@@ -282,44 +274,37 @@ mod tests {
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
         // Under the delay: still waiting, the backlog goes on.
-        b.end_turn(true, 256, later(40), delay);
+        b.end_turn(true, later(40), delay);
         assert_eq!(b.start_turn(later(45)), t0);
         // This turn ends past the delay (it shed a full turn): the next turn measures afresh
         // even though datagrams are still waiting, so it serves instead of shedding again.
-        b.end_turn(true, DATAGRAMS_PER_TURN, later(55), delay);
+        b.end_turn(true, later(55), delay);
         assert_eq!(b.start_turn(later(60)), later(60));
-        b.end_turn(true, 256, later(70), delay);
+        b.end_turn(true, later(70), delay);
         assert_eq!(b.start_turn(later(80)), later(60));
     }
 
-    /// Turns shorter than epoll's (the io_uring back-end's) shed until they have shed as many
-    /// datagrams as one full turn, then the backlog starts afresh.
+    /// A short shedding turn (an io_uring turn of a flooded socket) ends the episode as a full
+    /// epoll turn does: the next turn serves, and a socket emptied meanwhile starts afresh too.
     #[test]
-    fn short_turns_shed_a_full_turn_of_datagrams_before_the_backlog_starts_afresh() {
+    fn one_shedding_turn_of_any_length_ends_the_episode() {
         let t0 = Instant::now();
         let later = |ms| t0 + Duration::from_millis(ms);
         let delay = Duration::from_millis(50);
-        let short = BACKLOG_MIN_TURN + 1;
         let mut b = Backlog::default();
         assert_eq!(b.start_turn(t0), t0);
-        b.end_turn(true, short, later(10), delay);
-        let mut at = 60;
-        let mut shed = 0;
-        while shed + short < DATAGRAMS_PER_TURN {
-            // Each of these turns sheds (measured from t0) and the backlog goes on.
-            assert_eq!(b.start_turn(later(at)), t0);
-            b.end_turn(true, short, later(at + 1), delay);
-            shed += short;
-            at += 2;
-        }
-        assert_eq!(b.start_turn(later(at)), t0);
-        b.end_turn(true, short, later(at + 1), delay);
-        // A full turn's worth shed: the next turn serves.
-        assert_eq!(b.start_turn(later(at + 2)), later(at + 2));
-        // A socket emptied in the middle of an episode ends it too.
-        b.end_turn(true, short, later(at + 60), delay);
-        b.end_turn(false, 5, later(at + 61), delay);
-        assert_eq!(b.start_turn(later(at + 70)), later(at + 70));
+        b.end_turn(true, later(10), delay);
+        // Under the delay, short turns carry the backlog on.
+        assert_eq!(b.start_turn(later(20)), t0);
+        b.end_turn(true, later(21), delay);
+        assert_eq!(b.start_turn(later(60)), t0);
+        // This one ends past the delay: it shed, and the next turn measures afresh.
+        b.end_turn(true, later(61), delay);
+        assert_eq!(b.start_turn(later(62)), later(62));
+        // A socket emptied before the delay ends the backlog as well.
+        b.end_turn(true, later(70), delay);
+        b.end_turn(false, later(71), delay);
+        assert_eq!(b.start_turn(later(80)), later(80));
     }
 
     /// A turn counts as leaving a backlog only when it served a turn's minimum and the socket

@@ -581,8 +581,7 @@ impl EventLoop {
                 // datagrams are still queued, as on io_uring (`left_waiting`).
                 let served = full.unwrap_or(0);
                 let waiting = u.pending && left_waiting(served, u.socket.as_raw_fd());
-                u.backlog
-                    .end_turn(waiting, served, end, self.stats.behind_after);
+                u.backlog.end_turn(waiting, end, self.stats.behind_after);
                 after_udp = Some(end);
             }
             // Without datagrams served, only connections ran since `now` was read.

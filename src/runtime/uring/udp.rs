@@ -723,11 +723,7 @@ impl UdpRing {
             // go, so a flood can wait in the socket's receive buffer unseen: a long turn asks
             // the kernel whether more is queued, as on epoll (`left_waiting`).
             let waiting = s.starved || turn.more || left_waiting(s.served, s.fd);
-            // Only the turn's first batches were measured from the backlog's start (see
-            // `on_receive`): those are the datagrams a shedding turn shed.
-            let measured = s.served.min(DATAGRAMS_PER_TURN.max(self.batch));
-            s.backlog
-                .end_turn(waiting, measured, turn.end, stats.behind_after);
+            s.backlog.end_turn(waiting, turn.end, stats.behind_after);
         }
         turn
     }
