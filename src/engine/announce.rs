@@ -168,7 +168,7 @@ fn wire_addr(w: &[u8]) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Swarms in the BitTorrent table below which [`Engine::prefetch_bt`] does nothing: 32,768
+/// Swarms in the BitTorrent table below which [`BtPrefetch`] does nothing: 32,768
 /// slots of 48 bytes are 1.5 MiB, which a core's L2 cache holds, so a prefetch would only add
 /// work.
 pub const PREFETCH_MIN_SWARMS: usize = 32_768;
@@ -185,6 +185,17 @@ pub(super) fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Starts loading every cache line `value` occupies (64-byte lines) into the cache; an object
+/// need not start on a line, so its last byte's line is loaded too.
+pub(super) fn prefetch_object<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>();
+    for offset in (0..size).step_by(64) {
+        prefetch(p.wrapping_add(offset));
+    }
+    prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
 /// A staged prefetch of the BitTorrent swarms of the next few datagrams of a batch: each
@@ -270,39 +281,11 @@ impl Engine {
         &self.bt_shards[(((hash >> 32) * n) >> 32) as usize]
     }
 
-    /// Starts loading the swarm slot of `info_hash` into the cache, for a BitTorrent request
-    /// about it that is handled soon (the back-ends call this a few datagrams ahead in a
-    /// received batch, so that the cache misses of a batch overlap instead of following one
-    /// another). Changes nothing and never waits: the shard's lock is only tried, and the
-    /// slot is prefetched, not read. Does nothing while the table is small enough to stay in
-    /// cache ([`PREFETCH_MIN_SWARMS`]), or on targets without a prefetch instruction. The
-    /// index line it reads on the way is a cache miss of its own; [`BtPrefetch`] spreads the
-    /// three loads of an announce over three steps instead.
-    #[inline]
-    pub fn prefetch_bt(&self, info_hash: &InfoHash) {
-        if let Some(hash) = self.prefetch_bt_index(info_hash) {
-            self.prefetch_bt_slot(hash);
-        }
-    }
-
     /// Whether prefetching BitTorrent swarms is worth its work: the table has at least
     /// [`PREFETCH_MIN_SWARMS`] swarms.
     #[inline]
     pub fn prefetch_bt_useful(&self) -> bool {
         self.bt_swarms.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS
-    }
-
-    /// The first step of a staged prefetch ([`BtPrefetch`]): hashes `info_hash` and starts
-    /// loading the index line its lookup reads. Returns the hash; `None` when prefetching is
-    /// not worth it ([`Engine::prefetch_bt_useful`]).
-    #[inline]
-    pub fn prefetch_bt_index(&self, info_hash: &InfoHash) -> Option<u64> {
-        if !self.prefetch_bt_useful() {
-            return None;
-        }
-        let hash = self.bt_hasher.hash_one(info_hash);
-        self.prefetch_bt_index_line(hash);
-        Some(hash)
     }
 
     /// Starts loading the index bucket that the lookup of `hash` reads first (its home
@@ -325,10 +308,7 @@ impl Engine {
             return;
         };
         if let Some(slot) = shard.probable_slot(hash) {
-            let p = (slot as *const super::bt_table::BtSwarm).cast::<u8>();
-            prefetch(p);
-            // A slot need not start on a cache line: its last byte may be on the next one.
-            prefetch(p.wrapping_add(std::mem::size_of::<super::bt_table::BtSwarm>() - 1));
+            prefetch_object(slot);
         }
     }
 
@@ -974,7 +954,7 @@ mod tests {
         Ok((stats, addrs))
     }
 
-    /// A prefetch, whole or staged ([`BtPrefetch`]), changes nothing and never waits for a
+    /// A staged prefetch ([`BtPrefetch`]) changes nothing and never waits for a
     /// shard's lock, below and above the size where it starts to act, on inline members and
     /// on a heap block.
     #[test]
@@ -988,10 +968,6 @@ mod tests {
             })
             .collect();
         let prefetch_all = |e: &Engine| {
-            for ih in &hashes {
-                e.prefetch_bt(ih);
-            }
-            e.prefetch_bt(&[0xee; 20]);
             let staged = BtPrefetch::default();
             for ih in hashes.iter().chain([&[0xee; 20]]) {
                 staged.push(e, ih);

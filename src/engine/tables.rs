@@ -31,6 +31,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
+use super::announce::prefetch_object;
 use super::chunked::{ByteArena, ChunkedVec};
 use super::line_index::{Geometry, LineIndex};
 use super::swarm_list::SwarmList;
@@ -443,17 +444,6 @@ impl Swarm {
         }
         Ok(())
     }
-}
-
-/// Starts loading every cache line `value` occupies (64-byte lines) into the cache.
-fn prefetch_object<T>(value: &T) {
-    let p = (value as *const T).cast::<u8>();
-    let size = std::mem::size_of::<T>();
-    for offset in (0..size).step_by(64) {
-        super::announce::prefetch(p.wrapping_add(offset));
-    }
-    // The object need not start on a line: its last byte may be on one more.
-    super::announce::prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
 /// The hash of a member key in a swarm's position index (keys are the engine's own handles).
