@@ -804,8 +804,9 @@ fn list<const N: usize>(
 
 /// Appends the wire form of up to `want` members of `part` sampled by [`sample`] (never position
 /// `skip`, never a port-0 member) to `out`; returns how many. The room is reserved once and
-/// each entry is a fixed-size copy into it; a port-0 member is written and then overwritten by
-/// the next.
+/// each entry is one fixed-size copy into it: the whole entry (wire form and stamp, 8 bytes
+/// for IPv4), whose stamp the next entry overwrites, or that falls beyond the length at the
+/// end; a port-0 member is written and then overwritten by the next.
 fn write_sample<const N: usize>(
     part: &[Entry<N>],
     skip: Option<usize>,
@@ -813,16 +814,25 @@ fn write_sample<const N: usize>(
     rng: &mut rand::rngs::SmallRng,
     out: &mut Vec<u8>,
 ) -> usize {
+    let size = std::mem::size_of::<Entry<N>>();
     let room = want.min(part.len()) * N;
-    out.reserve(room);
+    // The last entry's copy runs `size - N` bytes past the room.
+    out.reserve(room + size - N);
     let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
     let mut at = 0;
     sample(part.len(), skip, want, rng, |i| {
-        // `at` and `room` are multiples of `N`: below `room`, `N` more bytes fit.
+        // `at` and `room` are multiples of `N`: below `room`, `N` more bytes fit, and the
+        // entry's `size - N` bytes after them in the slack reserved above.
         if let (Some(e), true) = (part.get(i), at < room) {
-            // SAFETY: `at + N <= room`, and `room` bytes of spare capacity were reserved
-            // above; the entry is not inside `out`.
-            unsafe { std::ptr::copy_nonoverlapping(e.wire.as_ptr(), dst.add(at), N) };
+            // SAFETY: `at + size <= room + size - N`, the spare capacity reserved above; the
+            // entry is not inside `out`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (e as *const Entry<N>).cast::<u8>(),
+                    dst.add(at),
+                    size,
+                )
+            };
             at += usize::from(e.port() != 0) * N;
         }
     });

@@ -826,14 +826,16 @@ impl BtShard {
 
 /// Calls `emit` with up to `want` distinct positions of `0..n` other than `skip`, each
 /// position chosen with the same probability (`want / (n - 1)` with a skip, `want / n`
-/// without). No allocation, and few random numbers: when fewer than all positions are wanted,
-/// the `n` positions (skip left out) are read as a ring cut into `want` consecutive strides of
-/// `step = m / want` positions from a random start, and one position is taken from each stride
-/// at a random offset (two offsets per 64-bit random number, four when a stride is at most
-/// [`SHORT_STRIDE`] positions long; none when the strides are one position long). This is
-/// opentracker's way of listing a large swarm: one random number per two (or four) listed
-/// peers instead of one or more per peer. Inlined, so that a caller's `emit` keeps its state
-/// in registers.
+/// without). No allocation, and two random numbers however many are wanted: when fewer than
+/// all positions are wanted, the `m` positions (skip left out) are read as a ring, and the
+/// positions taken are `start`, `start + stride`, `start + 2 stride`, ... (modulo `m`) for a
+/// `start` drawn uniformly from `0..m` and a `stride` in `1..m` coprime to `m` (so that the
+/// `want` positions are distinct). For any stride, a uniform start makes each position one of
+/// exactly `want` of the `m` equally likely starts' picks, so every member has the same chance
+/// `want / m` of being listed; the stride is drawn at random too, so that which members are
+/// listed together changes from one list to the next (a window of neighbours is the stride-1
+/// case). Each position then costs an addition and a comparison, no random bits. Inlined, so
+/// that a caller's `emit` keeps its state in registers.
 #[inline(always)]
 pub(super) fn sample(
     n: usize,
@@ -855,57 +857,51 @@ pub(super) fn sample(
     if want == 0 {
         return;
     }
-    let step = m / want;
+    // Here `1 <= want < m`, so `m >= 2`.
     let start = rng.gen_range(0..m);
-    if step == 1 {
-        // A window of `want` consecutive positions of the ring.
-        let first = (m - start).min(want);
-        (start..start + first).for_each(|i| emit(at(i)));
-        (0..want - first).for_each(|i| emit(at(i)));
-        return;
-    }
-    if step <= SHORT_STRIDE {
-        strides::<4>(m, want, step, start, rng, |i| emit(at(i)));
-    } else {
-        strides::<2>(m, want, step, start, rng, |i| emit(at(i)));
+    let stride = coprime_stride(m, rng.next_u64());
+    let mut pos = start;
+    for _ in 0..want {
+        emit(at(pos));
+        // `pos + stride < 2m`: one subtraction brings it back onto the ring.
+        pos += stride;
+        if pos >= m {
+            pos -= m;
+        }
     }
 }
 
-/// Longest stride whose offsets [`sample`] draws from 16 random bits (four per random number):
-/// an offset is then off uniform by at most `SHORT_STRIDE / 2^16` (0.4%) of its probability.
-const SHORT_STRIDE: usize = 256;
-
-/// One position of each of `want` strides of `step` positions of the ring `0..m` that starts at
-/// `start`, at an offset drawn from `64 / L` random bits (multiply-shift: uniform within the
-/// bias of the bits' count); `L` offsets per 64-bit random number. `want * step <= m`.
-#[inline(always)]
-fn strides<const L: usize>(
-    m: usize,
-    want: usize,
-    step: usize,
-    start: usize,
-    rng: &mut SmallRng,
-    mut emit: impl FnMut(usize),
-) {
-    let bits = 64 / L as u32;
-    let mask = u64::MAX >> (64 - bits);
-    // The ring position of the current stride's first place, in `0..m`.
-    let mut pos = start;
-    let mut left = want;
-    while left > 0 {
-        let mut word = rng.next_u64();
-        for _ in 0..L.min(left) {
-            let offset = (((word & mask) * step as u64) >> bits) as usize;
-            word >>= bits;
-            // `pos + offset < 2m`: one subtraction brings it onto the ring.
-            let i = pos + offset;
-            emit(if i >= m { i - m } else { i });
-            pos += step;
-            if pos >= m {
-                pos -= m;
-            }
+/// A stride in `1..m` coprime to `m` (`m >= 2`), derived from the random number `r`: the
+/// first coprime value at or after `1 + r * (m - 1) / 2^64`, wrapping to 1 (always coprime).
+/// Few values are tried: at most a handful for the sizes of a swarm.
+fn coprime_stride(m: usize, r: u64) -> usize {
+    let mut stride = 1 + ((u128::from(r) * (m as u128 - 1)) >> 64) as usize;
+    while gcd(stride, m) != 1 {
+        stride += 1;
+        if stride == m {
+            return 1;
         }
-        left -= L.min(left);
+    }
+    stride
+}
+
+/// The greatest common divisor of `a` and `b` (binary GCD: shifts and subtractions, no
+/// division).
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    if a == 0 || b == 0 {
+        return a | b;
+    }
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
     }
 }
 
@@ -1137,6 +1133,41 @@ mod tests {
                     "n {n} want {want}: position {i} listed {h} times, expected {expected}"
                 );
             }
+        }
+    }
+
+    /// The stride of a sample is coprime to the ring's length for every length and random
+    /// number (so that its positions are distinct), and the binary GCD agrees with Euclid's.
+    #[test]
+    fn strides_are_coprime() {
+        fn euclid(a: usize, b: usize) -> usize {
+            if b == 0 {
+                a
+            } else {
+                euclid(b, a % b)
+            }
+        }
+        for a in 0..200 {
+            for b in 0..200 {
+                assert_eq!(gcd(a, b), euclid(a, b), "gcd({a}, {b})");
+            }
+        }
+        let mut rng = SmallRng::seed_from_u64(3);
+        for m in (2..400).chain([30_030, 65_536, 1 << 20]) {
+            let mut strides = std::collections::HashSet::new();
+            for r in [0, u64::MAX]
+                .into_iter()
+                .chain((0..20).map(|_| rng.next_u64()))
+            {
+                let s = coprime_stride(m, r);
+                assert!(
+                    (1..m).contains(&s) && euclid(s, m) == 1,
+                    "m {m}: stride {s}"
+                );
+                strides.insert(s);
+            }
+            // The stride varies from one list to the next (beyond the smallest rings).
+            assert!(m < 16 || strides.len() > 2, "m {m}: strides {strides:?}");
         }
     }
 
