@@ -1157,7 +1157,7 @@ mod tests {
             let mut strides = std::collections::HashSet::new();
             for r in [0, u64::MAX]
                 .into_iter()
-                .chain((0..20).map(|_| rng.next_u64()))
+                .chain((0..20).map(|_| rand::RngCore::next_u64(&mut rng)))
             {
                 let s = coprime_stride(m, r);
                 assert!(
