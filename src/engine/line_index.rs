@@ -190,6 +190,17 @@ impl LineIndex {
         bucket.pos.get(m.trailing_zeros() as usize / 8).copied()
     }
 
+    /// Starts loading into the cache the item that hash `h` most likely names: the one `get`
+    /// returns for the position of [`LineIndex::first_tagged`] (every cache line of it). Reads
+    /// the index bucket only, never the item; `get` maps a position to the item it indexes
+    /// (a table's slot or record vector).
+    #[inline]
+    pub fn prefetch_probable<'a, T: 'a>(&self, h: u64, get: impl FnOnce(usize) -> Option<&'a T>) {
+        if let Some(item) = self.first_tagged(h).and_then(|i| get(i as usize)) {
+            super::announce::prefetch_object(item);
+        }
+    }
+
     /// (bucket, slot) of the first entry with hash `h` for which `eq` holds.
     #[inline]
     fn locate(&self, h: u64, eq: &mut impl FnMut(u32) -> bool) -> Option<(usize, usize)> {

@@ -31,7 +31,6 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use rand::rngs::SmallRng;
 use smallvec::SmallVec;
 
-use super::announce::prefetch_object;
 use super::chunked::{ByteArena, ChunkedVec};
 use super::line_index::{Geometry, LineIndex};
 use super::swarm_list::SwarmList;
@@ -594,13 +593,7 @@ impl SwarmTable {
     /// Starts loading the slot that hash `h` most likely names ([`LineIndex::first_tagged`])
     /// into the cache. Reads the index bucket only.
     pub fn prefetch_probable(&self, h: u64) {
-        if let Some(s) = self
-            .index
-            .first_tagged(h)
-            .and_then(|i| self.slots.get(i as usize))
-        {
-            prefetch_object(s);
-        }
+        self.index.prefetch_probable(h, |i| self.slots.get(i));
     }
 
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
@@ -1039,13 +1032,7 @@ impl PeerShard {
     /// Starts loading the record that hash `h` most likely names ([`LineIndex::first_tagged`])
     /// into the cache. Reads the index bucket only.
     pub fn prefetch_probable(&self, h: u64) {
-        if let Some(r) = self
-            .index
-            .first_tagged(h)
-            .and_then(|i| self.records.get(i as usize))
-        {
-            prefetch_object(r);
-        }
+        self.index.prefetch_probable(h, |i| self.records.get(i));
     }
 
     /// The record a handle names, if it still does.
