@@ -60,23 +60,21 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// The engine peer id of the BitTorrent peer at `ip` listening on `port` (layout in the module
 /// documentation).
 pub fn bt_peer_id(ip: IpAddr, port: u16) -> PeerId {
-    let mut buf = [0u8; 22];
-    let len = match canonical_ip(ip) {
+    let p = port.to_be_bytes();
+    match canonical_ip(ip) {
         IpAddr::V4(v4) => {
-            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V4);
-            buf[4..8].copy_from_slice(&v4.octets());
-            buf[8..10].copy_from_slice(&port.to_be_bytes());
-            10
+            let [a, b, c, d] = v4.octets();
+            let [x0, x1, x2, x3] = BT_PEER_ID_PREFIX_V4;
+            PeerId::from_array([x0, x1, x2, x3, a, b, c, d, p[0], p[1]])
         }
         IpAddr::V6(v6) => {
-            buf[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V6);
-            buf[4..20].copy_from_slice(&v6.octets());
-            buf[20..22].copy_from_slice(&port.to_be_bytes());
-            22
+            let mut id = [0u8; 22];
+            id[..4].copy_from_slice(&BT_PEER_ID_PREFIX_V6);
+            id[4..20].copy_from_slice(&v6.octets());
+            id[20..].copy_from_slice(&p);
+            PeerId::from_array(id)
         }
-    };
-    // 10 or 22 bytes: always within 1..=MAX_ID_BYTES.
-    PeerId::new(&buf[..len]).expect("BitTorrent peer ids are 10 or 22 bytes")
+    }
 }
 
 /// The address a [`bt_peer_id`] names, if `id` is one.

@@ -65,6 +65,19 @@ impl IdBytes {
             bytes: buf,
         })
     }
+    /// The id of exactly the `L` bytes of `bytes` (`L` in 1..=[`MAX_ID_BYTES`], checked when
+    /// compiled): a fixed-size copy without a length check or a call, for ids of a known size
+    /// (a BitTorrent info-hash, the engine peer id of a BitTorrent peer).
+    #[inline]
+    pub fn from_array<const L: usize>(bytes: [u8; L]) -> Self {
+        const { assert!(L >= 1 && L <= MAX_ID_BYTES) };
+        let mut buf = [0u8; MAX_ID_BYTES];
+        buf[..L].copy_from_slice(&bytes);
+        IdBytes {
+            len: L as u8,
+            bytes: buf,
+        }
+    }
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -99,6 +112,11 @@ macro_rules! id_type {
         impl $name {
             pub fn new(bytes: &[u8]) -> Result<Self, IdError> {
                 IdBytes::new(bytes).map($name)
+            }
+            /// The id of exactly the `L` bytes of `bytes` ([`IdBytes::from_array`]).
+            #[inline]
+            pub fn from_array<const L: usize>(bytes: [u8; L]) -> Self {
+                $name(IdBytes::from_array(bytes))
             }
             pub fn as_bytes(&self) -> &[u8] {
                 self.0.as_bytes()

@@ -276,7 +276,7 @@ impl Announce {
 
 /// The swarm of an info-hash.
 pub fn swarm_id(info_hash: &InfoHash) -> SwarmId {
-    SwarmId::new(info_hash).expect("an info-hash is 20 bytes")
+    SwarmId::from_array(*info_hash)
 }
 
 /// A short human-readable reason for an engine error code, for BEP 15 error messages and BEP 3
