@@ -301,7 +301,17 @@ impl<const N: usize> Members<N> {
 
     /// Finds `wire` in either part.
     pub fn find(&self, wire: &[u8; N]) -> Option<Found> {
-        for mode in [PeerMode::Leech, PeerMode::Seeder] {
+        self.find_from(wire, PeerMode::Leech)
+    }
+
+    /// Finds `wire` in either part, searching the part of `likely` first (an announce's own
+    /// mode: a re-announcing peer is usually in it, so one binary search finds it).
+    pub fn find_from(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        let other = match likely {
+            PeerMode::Seeder => PeerMode::Leech,
+            PeerMode::Leech => PeerMode::Seeder,
+        };
+        for mode in [likely, other] {
             if let Ok(pos) = self
                 .part(mode)
                 .binary_search_by(|e| wire_cmp(&e.wire, wire))
@@ -995,6 +1005,7 @@ mod tests {
                     }
                     _ => {
                         prop_assert_eq!(members.find(&w).map(|f| f.mode), model.get(&w).map(|x| x.0));
+                        prop_assert_eq!(members.find_from(&w, PeerMode::Seeder), members.find(&w));
                     }
                 }
                 if let Err(e) = members.check() {
