@@ -55,7 +55,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     a.mix = Some(MIX.into());
     a.source_addrs = 2;
     let out = run::run(&a).unwrap();
-    let p = populated_all(&out);
+    populated_all(&out);
     let m = &out.report.measure;
     assert!(m.errors.is_empty(), "bt-udp errors: {:?}", m.errors);
     assert!(m.per_type["scrape"].ok > 0);
@@ -69,7 +69,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     a.pipeline = Some(4);
     a.mix = Some(MIX.into());
     let out = run::run(&a).unwrap();
-    let p = populated_all(&out);
+    populated_all(&out);
     let m = &out.report.measure;
     assert!(m.errors.is_empty(), "bt-http errors: {:?}", m.errors);
     assert!(m.per_type["scrape"].ok > 0);
