@@ -488,7 +488,7 @@ impl Engine {
         stamp: [u8; 2],
         full: bool,
     ) -> Result<(Change, Found), ErrorCode> {
-        match members.find_from(&wire, mode) {
+        match members.find(&wire) {
             Some(found) if found.mode == mode => {
                 members.touch(found, stamp);
                 Ok((Change::Refreshed, found))

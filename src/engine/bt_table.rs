@@ -301,17 +301,7 @@ impl<const N: usize> Members<N> {
 
     /// Finds `wire` in either part.
     pub fn find(&self, wire: &[u8; N]) -> Option<Found> {
-        self.find_from(wire, PeerMode::Leech)
-    }
-
-    /// Finds `wire` in either part, searching the part of `likely` first (an announce's own
-    /// mode: a re-announcing peer is usually in it, so one binary search finds it).
-    pub fn find_from(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
-        let other = match likely {
-            PeerMode::Seeder => PeerMode::Leech,
-            PeerMode::Leech => PeerMode::Seeder,
-        };
-        for mode in [likely, other] {
+        for mode in [PeerMode::Leech, PeerMode::Seeder] {
             if let Ok(pos) = self
                 .part(mode)
                 .binary_search_by(|e| wire_cmp(&e.wire, wire))
@@ -1005,7 +995,6 @@ mod tests {
                     }
                     _ => {
                         prop_assert_eq!(members.find(&w).map(|f| f.mode), model.get(&w).map(|x| x.0));
-                        prop_assert_eq!(members.find_from(&w, PeerMode::Seeder), members.find(&w));
                     }
                 }
                 if let Err(e) = members.check() {
