@@ -851,7 +851,10 @@ pub(super) fn sample(
     let s = skip.unwrap_or(usize::MAX);
     let at = |i: usize| i + usize::from(i >= s);
     if want == m {
-        (0..m).for_each(|i| emit(at(i)));
+        // All of them: the positions before the skipped one, then those after it.
+        let cut = skip.unwrap_or(n);
+        (0..cut).for_each(&mut emit);
+        (cut + 1..n).for_each(&mut emit);
         return;
     }
     if want == 0 {
@@ -860,14 +863,16 @@ pub(super) fn sample(
     // Here `1 <= want < m`, so `m >= 2`.
     let start = rng.gen_range(0..m);
     let stride = coprime_stride(m, rng.next_u64());
+    // `pos + stride` leaves the ring exactly when `pos >= back`.
+    let back = m - stride;
     let mut pos = start;
     for _ in 0..want {
         emit(at(pos));
-        // `pos + stride < 2m`: one subtraction brings it back onto the ring.
-        pos += stride;
-        if pos >= m {
-            pos -= m;
-        }
+        pos = if pos >= back {
+            pos - back
+        } else {
+            pos + stride
+        };
     }
 }
 
