@@ -242,8 +242,8 @@ pub(crate) const SHED_ONE_IN: u32 = 16;
 /// standing queue that is younger than the delay, such as a worker at its peak rate that never
 /// quite empties its socket, sheds nothing. Not every late datagram is shed, for two reasons:
 ///
-/// - Shedding one costs the worker nearly as much as serving it: the kernel's receive and
-///   send of the datagram dominate both. When the receive buffer holds more than a delay's
+/// - Shedding one costs the worker much of what serving it does: the kernel's receive and
+///   send of the datagram are the same. When the receive buffer holds more than a delay's
 ///   worth of datagrams (the buffer's drain time at the worker's rate is over the delay),
 ///   the head of the queue stays older than the delay however fast the worker goes, and
 ///   shedding every late datagram would answer nothing but errors (congestion collapse).

@@ -104,10 +104,7 @@ impl MmsgBatch {
     /// The control data received with slot `i` (of the last call): empty unless the socket's
     /// receive timestamps are on.
     fn control(&self, i: usize) -> &[u8] {
-        let len = self
-            .headers
-            .get(i)
-            .map_or(0, |h| h.msg_hdr.msg_controllen);
+        let len = self.headers.get(i).map_or(0, |h| h.msg_hdr.msg_controllen);
         self.controls
             .get(i)
             .map_or(&[], |c| &c.0[..len.min(CONTROL_BYTES)])
