@@ -6,6 +6,9 @@
 //! the worker's TCP connections; a socket that still had datagrams waiting is resumed after the
 //! next poll (which then does not sleep). Answers that the socket cannot take at once are
 //! dropped and counted: UDP clients retransmit, and queueing them would let a flood grow memory.
+//!
+//! Overload shedding is judged here for both back-ends, per datagram, from how long it waited
+//! in the kernel ([`Sojourn`], [`ShedPace`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -3,7 +3,8 @@
 //! costs two syscalls per batch instead of two per datagram, on the epoll back-end as well.
 //!
 //! Every buffer is allocated once per worker and socket turn state ([`MmsgBatch`]) and reused:
-//! receive slots of [`SLOT_BYTES`], source-address storage, one answer vector per slot (grown
+//! receive slots of [`SLOT_BYTES`], source-address and control-data storage (a receive
+//! timestamp while the socket's load control wants it), one answer vector per slot (grown
 //! once to its working size), and the `mmsghdr`/`iovec` arrays the kernel reads and writes.
 //! A datagram longer than a slot is flagged `MSG_TRUNC` by the kernel; its first bytes go to
 //! [`DatagramWorker::on_oversized`], which answers with the protocol's error or drops it.
