@@ -4,8 +4,7 @@
 //! buffer from the socket's provided-buffer ring for every datagram: the buffer holds the
 //! `io_uring_recvmsg_out` header, the source address, the control data (the receive timestamp
 //! while the socket's load control wants it, `datagram::Sojourn`) and the payload, and goes
-//! back into the
-//! ring as soon as the service has answered. The ring starts with a few buffers and doubles
+//! back into the ring as soon as the service has answered. The ring starts with a few buffers and doubles
 //! them when a burst finds it empty, so its memory follows the bursts the socket sees.
 //! Answers are written straight into preallocated send slots (buffer, address, `iovec`,
 //! `msghdr` each), queued as `Send` entries with a destination address (`SendMsg` on kernels
