@@ -70,13 +70,13 @@ impl Lists {
         };
         answer.reflexive = None;
         answer.stat = None;
-        let lists = Lists(
-            answer
-                .swarm_results
-                .drain(..)
-                .filter_map(|r| r.peers)
-                .collect(),
-        );
+        let mut lists = Lists(SmallVec::new());
+        for r in &mut answer.swarm_results {
+            if let Some(list) = r.peers.take() {
+                lists.0.push(list);
+            }
+        }
+        answer.swarm_results.clear();
         Some((answer, lists))
     }
 
@@ -818,13 +818,17 @@ impl Engine {
     /// lock, shard after shard in the order they first appear, so the runs keep their order
     /// and each entry is written once. A pick read from a record that left meanwhile is
     /// dropped; a copy is what the swarm held when the list was chosen.
-    fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
+    ///
+    /// Returns whether any entry was read from a record (none was when every copy was
+    /// complete).
+    fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) -> bool {
         out.reserve(picks.len());
         // The usual case: every copy is complete, so the entries are written in pick order
-        // with no record to read (what the general path below does then too).
+        // with no record to read (what the general path below does then too), each built in
+        // its place in `out` (a mapped slice iterator has an exact length).
         if picks.iter().all(|(m, _)| m.is_complete()) {
-            out.extend(picks.iter().filter_map(|&(m, mode)| m.peer_info(mode)));
-            return;
+            out.extend(picks.iter().map(|&(m, mode)| m.entry(mode)));
+            return false;
         }
         let mut done: SmallVec<[bool; 256]> = smallvec::smallvec![false; picks.len()];
         let mut run = 0;
@@ -893,6 +897,7 @@ impl Engine {
             }
             run = end;
         }
+        true
     }
 
     /// Adds the peer to a swarm (or changes its mode there) and, with `list`, chooses that many
