@@ -302,10 +302,18 @@ impl Member {
             }
             2 * n
         };
+        let mut inline = std::mem::MaybeUninit::<[PeerAddr; 2]>::uninit();
+        // SAFETY: the inline buffer's first element is written before the vector is made with
+        // length 1, so only initialized elements are ever read or dropped; the second is
+        // left unwritten instead of being filled with a copy that is never read.
+        let addrs = unsafe {
+            inline.as_mut_ptr().cast::<PeerAddr>().write(addr);
+            smallvec::SmallVec::from_buf_and_len_unchecked(inline, 1)
+        };
         PeerInfo {
             peer_id: PeerId(IdBytes::from_padded(len, buf)),
             mode,
-            addrs: smallvec::SmallVec::from_buf_and_len([addr; 2], 1),
+            addrs,
         }
     }
 }

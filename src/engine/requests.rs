@@ -358,7 +358,10 @@ impl Engine {
         })?;
         let peers = range.map(|r| {
             let mut l = lists.take();
-            let _ = self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
+            // An empty list (`peer_count` 0, or a swarm of one) has nothing to resolve.
+            if !r.is_empty() {
+                let _ = self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
+            }
             l
         });
         answer.swarm_results.push(SwarmResult {
