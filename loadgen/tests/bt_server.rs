@@ -4,6 +4,7 @@
 //! (re-announces are the engine's protocol-neutral announce, valid in TRACKING).
 
 use ppsp_loadgen::proto::Protocol;
+use ppsp_loadgen::report::PhaseReport;
 use ppsp_loadgen::run::{self, RunArgs};
 use ppsp_tracker::server::Server;
 
@@ -32,6 +33,18 @@ fn args(protocol: Protocol) -> RunArgs {
     a
 }
 
+/// The populate phase's figures, after asserting that all 1,000 peers were announced as
+/// `started` without an error.
+fn populated_all(out: &run::RunOutput) -> &PhaseReport {
+    let p = out.report.populate.as_ref().expect("a populate phase ran");
+    assert_eq!(
+        p.per_type["started"].ok, 1000,
+        "populate errors: {:?}",
+        p.errors
+    );
+    p
+}
+
 #[test]
 fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     let server = start();
@@ -42,12 +55,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     a.mix = Some(MIX.into());
     a.source_addrs = 2;
     let out = run::run(&a).unwrap();
-    let p = out.report.populate.as_ref().unwrap();
-    assert_eq!(
-        p.per_type["started"].ok, 1000,
-        "populate errors: {:?}",
-        p.errors
-    );
+    populated_all(&out);
     let m = &out.report.measure;
     assert!(m.errors.is_empty(), "bt-udp errors: {:?}", m.errors);
     assert!(m.per_type["scrape"].ok > 0);
@@ -61,12 +69,7 @@ fn bt_udp_and_bt_http_against_the_tracker_have_no_errors() {
     a.pipeline = Some(4);
     a.mix = Some(MIX.into());
     let out = run::run(&a).unwrap();
-    let p = out.report.populate.as_ref().unwrap();
-    assert_eq!(
-        p.per_type["started"].ok, 1000,
-        "populate errors: {:?}",
-        p.errors
-    );
+    populated_all(&out);
     let m = &out.report.measure;
     assert!(m.errors.is_empty(), "bt-http errors: {:?}", m.errors);
     assert!(m.per_type["scrape"].ok > 0);
@@ -89,12 +92,7 @@ fn bt_udp_sockets_shared_by_several_source_addresses() {
     a.source_addrs = 5;
     a.connections = 2;
     let out = run::run(&a).unwrap();
-    let p = out.report.populate.as_ref().unwrap();
-    assert_eq!(
-        p.per_type["started"].ok, 1000,
-        "populate errors: {:?}",
-        p.errors
-    );
+    let p = populated_all(&out);
     assert!(p.errors.is_empty(), "populate errors: {:?}", p.errors);
     assert_eq!(
         p.per_type["udp_connect"].ok, 5,
