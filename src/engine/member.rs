@@ -389,6 +389,22 @@ mod tests {
             let m = Member::new(9, id.bytes(), id.len_flag(), Some(&incomplete), v4);
             assert!(m.peer_info(PeerMode::Leech).is_none(), "{incomplete:?}");
         }
+        // Entries compare equal to ids made from their bytes (equality reads the whole
+        // buffer, so the bytes past the id's length must be zero): a packed hex id, a binary
+        // one of the copy's full 20 bytes, and a short one.
+        for raw in [
+            &b"0123456789abcdef0123456789abcdef01234567"[..],
+            b"-LG0001-\x00\xff\x10\x80abcdefgh",
+            b"ab",
+            b"Z",
+        ] {
+            let s = StoredId::pack(raw);
+            let entry = Member::new(9, s.bytes(), s.len_flag(), None, v4)
+                .peer_info(PeerMode::Seeder)
+                .expect("complete");
+            assert_eq!(entry.peer_id, PeerId::new(raw).expect("id"), "{raw:?}");
+            assert_eq!(entry.addrs.len(), 1);
+        }
         let long = StoredId::pack(&[b'x'; 30]);
         assert!(Member::new(9, long.bytes(), long.len_flag(), None, v4)
             .peer_info(PeerMode::Leech)
