@@ -767,7 +767,9 @@ impl Engine {
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
-        self.with_registered_in(request, None, now, |record, member, _| f(record, member))
+        self.with_registered_in(request, None, false, now, |record, member, _| {
+            f(record, member)
+        })
     }
 
     /// As [`Engine::with_registered`] for a request about one swarm, whose shard and id hash
@@ -778,10 +780,16 @@ impl Engine {
     /// slot the buckets most likely name are prefetched together; only then are they looked
     /// up for real. A JOIN then waits for about three misses in a row (buckets, record and
     /// slot, member vector) instead of seven.
+    ///
+    /// With `copy`, the membership `f` gets carries the copy of the peer's peer-list entry
+    /// ([`PeerShard::member_at`], for a request that may add the peer to a swarm); without,
+    /// only its handle ([`Member::keyed`]: what a request that lists, leaves or reports
+    /// reads), which spares building the copy.
     fn with_registered_in<R>(
         &self,
         request: &Request,
         swarm: Option<(usize, u64)>,
+        copy: bool,
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member, Option<&mut SwarmShard>) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
@@ -800,7 +808,11 @@ impl Engine {
             Some(g)
         });
         let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
-        let member = shard.member_at(pos);
+        let member = if copy {
+            shard.member_at(pos)
+        } else {
+            Member::keyed(shard.key_at(pos))
+        };
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);

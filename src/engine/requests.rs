@@ -231,6 +231,7 @@ impl Engine {
         self.with_registered_in(
             request,
             Some((shard_no, h)),
+            false,
             now,
             |record, member, shard| {
                 let shard = shard.ok_or(ErrorCode::InternalError)?;
@@ -347,15 +348,17 @@ impl Engine {
         };
         let mut picks = Picks::new();
         let loc = self.swarm_loc(&swarm_id);
-        let range = self.with_registered_in(request, Some(loc), now, |record, member, shard| {
-            let shard = shard.ok_or(ErrorCode::InternalError)?;
-            let joined = self
-                .join_swarm_locked(record, member, loc, shard, swarm_id, mode, list, &mut picks);
-            match joined {
-                (ErrorCode::Ok, range) => Ok(range),
-                (code, _) => Err(code),
-            }
-        })?;
+        let range =
+            self.with_registered_in(request, Some(loc), true, now, |record, member, shard| {
+                let shard = shard.ok_or(ErrorCode::InternalError)?;
+                let joined = self.join_swarm_locked(
+                    record, member, loc, shard, swarm_id, mode, list, &mut picks,
+                );
+                match joined {
+                    (ErrorCode::Ok, range) => Ok(range),
+                    (code, _) => Err(code),
+                }
+            })?;
         let peers = range.map(|r| {
             let mut l = lists.take();
             // An empty list (`peer_count` 0, or a swarm of one) has nothing to resolve.
@@ -384,7 +387,7 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let loc = self.swarm_loc(&swarm_id);
-        self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+        self.with_registered_in(request, Some(loc), false, now, |record, member, shard| {
             let shard = shard.ok_or(ErrorCode::InternalError)?;
             let slot = shard
                 .swarms
