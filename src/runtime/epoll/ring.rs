@@ -4,6 +4,7 @@
 //! fairness rule of the connection logic holds on both back-ends.
 
 use std::os::fd::FromRawFd;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use io_uring::cqueue;
@@ -264,13 +265,21 @@ impl EventLoop {
     /// Queues one send per ring connection with staged answers: the next wait submits them
     /// all at once.
     pub(super) fn flush_ring_sends(&mut self) {
-        if self.to_flush.is_empty() {
-            return;
-        }
         let Some(ring) = self.ring.as_mut() else {
             self.to_flush.clear();
             return;
         };
+        let held = ring.pool.borrow().held() as u64;
+        let w = &self.stats.workers[self.index];
+        if w.send_held_bytes.load(Ordering::Relaxed) != held {
+            w.send_held_bytes.store(held, Ordering::Relaxed);
+            if held > w.send_held_peak_bytes.load(Ordering::Relaxed) {
+                w.send_held_peak_bytes.store(held, Ordering::Relaxed);
+            }
+        }
+        if self.to_flush.is_empty() {
+            return;
+        }
         for &slot in &self.to_flush {
             if let Some(Some(conn)) = self.conns.get_mut(slot) {
                 if let Stream::Ring(rs) = &mut conn.stream {

@@ -133,7 +133,6 @@ impl SendPool {
     }
 
     /// Answer bytes the worker's connections hold.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held
     }
@@ -326,7 +325,8 @@ impl RingStream {
     /// [`MIN_SHARE_BYTES`]. Zero means: serve nothing until a send completes (one is in
     /// flight or queued, since a connection holding nothing always has room).
     pub(crate) fn room(&self) -> usize {
-        if self.direct {
+        if self.direct || self.error.is_some() {
+            // A broken connection is not held back: its next read reports the error.
             return usize::MAX;
         }
         let others = self.pool.borrow().held.saturating_sub(self.held);
@@ -429,7 +429,9 @@ impl RingStream {
         self.sending = false;
         self.inflight = 0;
         if res < 0 {
+            // The answers will never be sent: their chunks go back now.
             self.on_error(-res);
+            self.retire();
             return;
         }
         let mut done = (res as usize).min(self.held);
