@@ -49,10 +49,12 @@ pub(crate) const WORKER_BUDGET_BYTES: usize = 256 * 1024;
 /// read beyond its input cap) until its sends complete.
 pub(crate) const CONN_SHARE_BYTES: usize = 64 * 1024;
 
-/// What a connection holding nothing may always write, however much the others hold: 4 KiB
-/// (an answer or two). A client that never reads pins at most its share, and every other
-/// connection still gets this much per turn, so it cannot stall them.
-pub(crate) const MIN_SHARE_BYTES: usize = 4 * 1024;
+/// What a connection may always hold, however much the others hold: 16 KiB (about half a
+/// turn's worth of pipelined tracker answers, so that a connection served past the budget
+/// still answers several requests per service call rather than one or two). A client that
+/// never reads pins at most its share, and every other connection still gets this much per
+/// turn, so it cannot stall them.
+pub(crate) const MIN_SHARE_BYTES: usize = 16 * 1024;
 
 /// Most bytes a connection's writes accept before they report `WouldBlock` (the role of the
 /// kernel's send buffer on epoll): twice [`CONN_SHARE_BYTES`]. The service is held to the
@@ -65,10 +67,6 @@ const MAX_IOV: usize = 32;
 
 /// Spare chunks a worker keeps: as many as its budget holds (256 KiB). More are freed.
 const KEEP_CHUNKS: usize = WORKER_BUDGET_BYTES / CHUNK_BYTES;
-
-/// A backlog buffer that grew past this is given back once empty, so a connection that once
-/// held much unread input does not pin the memory: 16 KiB.
-const KEEP_BYTES: usize = 16 * 1024;
 
 /// The chunks and message header of a send still in flight on a closed connection, kept until
 /// its completion arrives.
@@ -531,11 +529,10 @@ impl Read for RingStream {
             buf[..n].copy_from_slice(&rest[..n]);
             self.backlog_pos += n;
             if self.backlog_pos == self.backlog.len() {
-                self.backlog.clear();
+                // Given back once read: a connection holds input only while it waits to be
+                // served, not the most it ever waited with.
+                self.backlog = Vec::new();
                 self.backlog_pos = 0;
-                if self.backlog.capacity() > KEEP_BYTES {
-                    self.backlog = Vec::new();
-                }
             }
         }
         if self.inbox_len > 0 && n < buf.len() {
@@ -726,8 +723,9 @@ mod tests {
         let pool = SendPool::shared();
         let (mut a, _ca) = pair(&pool);
         assert_eq!(a.room(), CONN_SHARE_BYTES);
-        a.write(&vec![0u8; 5000]).unwrap();
-        assert_eq!(a.room(), CONN_SHARE_BYTES - 5000);
+        let first = MIN_SHARE_BYTES + 1000;
+        a.write(&vec![0u8; first]).unwrap();
+        assert_eq!(a.room(), CONN_SHARE_BYTES - first);
         // Connections that never read, each holding its whole share.
         let stuck: Vec<_> = (0..WORKER_BUDGET_BYTES / CONN_SHARE_BYTES)
             .map(|_| {
@@ -751,7 +749,7 @@ mod tests {
         );
         // Its answers sent, `a` gets the minimum again.
         assert!(a.send_entry().is_some());
-        a.on_sent(5000);
+        a.on_sent(first as i32);
         assert_eq!(a.room(), MIN_SHARE_BYTES);
         drop(stuck);
         assert_eq!(a.room(), CONN_SHARE_BYTES);
