@@ -53,12 +53,10 @@ impl EventLoop {
                     self.on_ring_accept(listener, res, refusal, now);
                 }
                 Op::StreamRecv(id) => self.on_ring_recv(id, res, flags, workers, scratch, now),
-                Op::StreamSend(id) => {
-                    // As a writable event on epoll: pending output moves on, a closing
-                    // connection closes.
-                    if self.ring_conn(id) {
-                        self.drive(slot_of(id), workers, scratch, res < 0, now);
-                    }
+                // As a writable event on epoll: pending output moves on, a closing connection
+                // closes.
+                Op::StreamSend(id) if self.ring_conn(id) => {
+                    self.drive(slot_of(id), workers, scratch, res < 0, now);
                 }
                 _ => {}
             }

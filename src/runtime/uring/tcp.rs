@@ -82,6 +82,8 @@ struct Orphan {
 #[derive(Default)]
 pub(crate) struct SendPool {
     free: Vec<Vec<u8>>,
+    /// Boxed: a connection keeps its header in place while its send is in flight.
+    #[allow(clippy::vec_box)]
     msgs: Vec<Box<SendMsgParts>>,
     /// Answer bytes written by the worker's connections and not yet acknowledged.
     held: usize,
@@ -330,8 +332,7 @@ impl RingStream {
         let others = self.pool.borrow().held.saturating_sub(self.held);
         let share = WORKER_BUDGET_BYTES
             .saturating_sub(others)
-            .min(CONN_SHARE_BYTES)
-            .max(MIN_SHARE_BYTES);
+            .clamp(MIN_SHARE_BYTES, CONN_SHARE_BYTES);
         share.saturating_sub(self.held)
     }
 
@@ -639,7 +640,7 @@ mod tests {
     fn sent_bytes(s: &RingStream) -> Vec<u8> {
         let msg = s.msg.as_ref().unwrap();
         let mut v = Vec::new();
-        for iov in &msg.iov[..msg.hdr.msg_iovlen as usize] {
+        for iov in &msg.iov[..msg.hdr.msg_iovlen] {
             // SAFETY: the iovecs point into the stream's chunks, alive while it holds them.
             v.extend_from_slice(unsafe {
                 std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
@@ -724,13 +725,13 @@ mod tests {
         let (mut a, _ca) = pair(&pool);
         assert_eq!(a.room(), CONN_SHARE_BYTES);
         let first = MIN_SHARE_BYTES + 1000;
-        a.write(&vec![0u8; first]).unwrap();
+        a.write_all(&vec![0u8; first]).unwrap();
         assert_eq!(a.room(), CONN_SHARE_BYTES - first);
         // Connections that never read, each holding its whole share.
         let stuck: Vec<_> = (0..WORKER_BUDGET_BYTES / CONN_SHARE_BYTES)
             .map(|_| {
                 let (mut s, c) = pair(&pool);
-                s.write(&vec![0u8; CONN_SHARE_BYTES]).unwrap();
+                s.write_all(&vec![0u8; CONN_SHARE_BYTES]).unwrap();
                 assert!(s.send_entry().is_some());
                 assert_eq!(s.room(), 0, "over its share: not served");
                 (s, c)
@@ -761,7 +762,7 @@ mod tests {
     fn a_closed_connections_send_keeps_its_chunks_until_it_completes() {
         let pool = SendPool::shared();
         let (mut s, _client) = pair(&pool);
-        s.write(&[7u8; 100]).unwrap();
+        s.write_all(&[7u8; 100]).unwrap();
         assert!(s.send_entry().is_some());
         let ud = s.retire().expect("a send in flight");
         assert_eq!(ud, Op::StreamSend(7).encode());
@@ -772,7 +773,7 @@ mod tests {
         assert_eq!(pool.borrow().spare(), 1);
         // Without a send in flight, the chunks go back at once.
         let (mut t, _c2) = pair(&pool);
-        t.write(&[1u8; 10]).unwrap();
+        t.write_all(&[1u8; 10]).unwrap();
         drop(t);
         assert_eq!(pool.borrow().spare(), 1);
         assert_eq!(pool.borrow().held(), 0);
