@@ -46,10 +46,11 @@ pub(crate) const CHUNK_BYTES: usize = 8 * 1024;
 /// such turns into more, smaller service calls and cost CPU per request.
 pub(crate) const WORKER_BUDGET_BYTES: usize = 512 * 1024;
 
-/// What one connection may hold on the ring while the worker's budget has room: 64 KiB (a
-/// turn's `max_output_per_turn` by default). A connection that holds more is not served (nor
-/// read beyond its input cap) until its sends complete.
-pub(crate) const CONN_SHARE_BYTES: usize = 64 * 1024;
+/// What one connection may hold on the ring while the worker's budget has room: 128 KiB (two
+/// turns of `max_output_per_turn` by default: a turn's answers while the previous turn's send
+/// is still in flight). A connection that holds more is not served (nor read beyond its input
+/// cap) until its sends complete.
+pub(crate) const CONN_SHARE_BYTES: usize = 128 * 1024;
 
 /// What a connection may always hold, however much the others hold: 16 KiB (about half a
 /// turn's worth of pipelined tracker answers, so that a connection served past the budget
