@@ -7,7 +7,8 @@
 //! speed (the shedding itself is paced by the unit tests of `ShedControl`); what this test
 //! asserts holds either way. The BitTorrent UDP test floods a bt-udp listener the same way
 //! on whichever back-end the suite runs (`PPSP_TRACKER_BACKEND`): sheds are answered with
-//! the BEP 15 error and counted, and the server answers again once the flood stops.
+//! the BEP 15 error and counted, and the server answers again once the flood stops; a steady
+//! load whose queue stays younger than the delay is not shed at all.
 
 mod common;
 
@@ -355,4 +356,90 @@ fn a_bt_udp_flood_is_shed_with_the_bep15_error_on_the_backend_in_use_and_the_ser
         matches!(fresh.recv_from(&mut buf), Ok((16, _)) if buf[..4] == [0; 4] && buf[4..8] == i.to_be_bytes())
     });
     assert!(recovered, "no connect answer after the flood on {backend}");
+}
+
+/// Requests each socket of the steady load keeps in flight, and its sockets: 128 in all, a
+/// queue that a debug build on a loaded host serves in tens of milliseconds.
+const STEADY_INFLIGHT: u32 = 16;
+const STEADY_SOCKETS: u32 = 8;
+/// Answers each steady socket waits for, at most (bounded whatever happens).
+const STEADY_ANSWERS: u32 = 20_000;
+
+/// One socket of the steady load: keeps `STEADY_INFLIGHT` connects in flight (a new one for
+/// each answer, or for each answer missing after a second) until it has `STEADY_ANSWERS`
+/// answers or 30 s have passed. Returns (connect answers, overload errors).
+fn udp_steady_one(addr: SocketAddr, n: u32) -> (u32, u32) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let mut send = |socket: &std::net::UdpSocket| {
+        socket
+            .send_to(&bep15_connect(n << 24 | sent), addr)
+            .unwrap();
+        sent += 1;
+    };
+    for _ in 0..STEADY_INFLIGHT {
+        send(&socket);
+    }
+    let (mut answered, mut shed) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while answered + shed < STEADY_ANSWERS && started.elapsed() < Duration::from_secs(30) {
+        // An answer lost or late (an error here) is replaced too: the window stays full.
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            let a = &buf[..len];
+            assert!(len >= 8, "answer too short: {a:?}");
+            match u32::from_be_bytes(a[..4].try_into().unwrap()) {
+                0 => answered += 1,
+                3 => shed += 1,
+                other => panic!("unexpected action {other}: {a:?}"),
+            }
+        }
+        send(&socket);
+    }
+    (answered, shed)
+}
+
+/// A worker under a steady closed-loop load (128 BEP 15 connects in flight, so its socket is
+/// rarely empty: the standing queue of a worker at its peak rate) with a shedding delay of
+/// 500 ms, ten times what that queue waits on a loaded host with a debug build: turns of 64
+/// datagrams and more turn the receive timestamps on, every datagram is young, and nothing
+/// is shed.
+#[test]
+fn a_bt_udp_worker_under_steady_load_with_a_young_queue_sheds_nothing() {
+    let server = TestServer::start(&[
+        "server.workers=1",
+        "server.shed_after_ms=500",
+        "bt_udp.enabled=true",
+    ]);
+    let inner = server.server.as_ref().unwrap();
+    let backend = inner.status()["backend"].clone();
+    let addr = inner.bt_udp_addr().unwrap();
+    let started = Instant::now();
+    let sockets: Vec<_> = (1..=STEADY_SOCKETS)
+        .map(|n| std::thread::spawn(move || udp_steady_one(addr, n)))
+        .collect();
+    let (mut answered, mut shed) = (0, 0);
+    for h in sockets {
+        let (a, s) = h.join().expect("steady socket");
+        answered += a;
+        shed += s;
+    }
+    let counted = metric(
+        &inner.metrics_text(),
+        r#"ppsp_shed_total{front_end="bt_udp",reason="overloaded"}"#,
+    );
+    eprintln!(
+        "bt-udp steady load on {backend}: {answered} answered, {shed} shed, {counted} counted, \
+         {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(answered > 0, "nothing answered on {backend}");
+    assert_eq!(
+        (shed, counted),
+        (0, 0),
+        "shed under steady load on {backend}"
+    );
 }

@@ -18,7 +18,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::types::{AddrType, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES};
+use super::types::{
+    AddrType, IdBytes, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES,
+};
 
 /// Stored id bytes a membership holds inline (a 40-character hex id packs to 20).
 pub(super) const MEMBER_ID_BYTES: usize = 20;
@@ -258,10 +260,16 @@ impl Member {
     /// The peer list entry of this member in mode `mode`, from the copy; `None` when the copy
     /// is incomplete.
     pub fn peer_info(&self, mode: PeerMode) -> Option<PeerInfo> {
-        if !self.is_complete() {
-            return None;
-        }
-        let n = usize::from(self.id_len & !HEX).min(MEMBER_ID_BYTES);
+        self.is_complete().then(|| self.entry(mode))
+    }
+
+    /// The peer list entry of this member in mode `mode`, from the copy, which the caller
+    /// checked is complete ([`Member::is_complete`]). Built field by field in the place it
+    /// is written to when inlined: the id unpacked straight into its zeroed buffer (a kept
+    /// id is one fixed 20-byte copy, since the copy's id bytes past its length are zero),
+    /// the one address inline.
+    #[inline(always)]
+    pub fn entry(&self, mode: PeerMode) -> PeerInfo {
         let kind = match (self.flags >> KIND_SHIFT) & 3 {
             0 => AddrType::Host,
             1 => AddrType::Reflexive,
@@ -280,11 +288,33 @@ impl Member {
             asn: None,
             ppsp_pp: self.flags & PPSP_PP != 0,
         };
-        Some(PeerInfo {
-            peer_id: unpack(&self.id[..n], self.id_len),
+        let n = usize::from(self.id_len & !HEX).min(MEMBER_ID_BYTES);
+        let id = self.id;
+        let mut buf = [0u8; MAX_ID_BYTES];
+        let len = if self.id_len & HEX == 0 {
+            if let Some(head) = buf.get_mut(..MEMBER_ID_BYTES) {
+                head.copy_from_slice(&id);
+            }
+            n
+        } else {
+            for (pair, &b) in buf.chunks_exact_mut(2).zip(id.get(..n).unwrap_or(&[])) {
+                pair.copy_from_slice(&crate::hex::pair(b));
+            }
+            2 * n
+        };
+        let mut inline = std::mem::MaybeUninit::<[PeerAddr; 2]>::uninit();
+        // SAFETY: the inline buffer's first element is written before the vector is made with
+        // length 1, so only initialized elements are ever read or dropped; the second is
+        // left unwritten instead of being filled with a copy that is never read.
+        let addrs = unsafe {
+            inline.as_mut_ptr().cast::<PeerAddr>().write(addr);
+            smallvec::SmallVec::from_buf_and_len_unchecked(inline, 1)
+        };
+        PeerInfo {
+            peer_id: PeerId(IdBytes::from_padded(len, buf)),
             mode,
-            addrs: smallvec::smallvec![addr],
-        })
+            addrs,
+        }
     }
 }
 
@@ -358,6 +388,22 @@ mod tests {
         ] {
             let m = Member::new(9, id.bytes(), id.len_flag(), Some(&incomplete), v4);
             assert!(m.peer_info(PeerMode::Leech).is_none(), "{incomplete:?}");
+        }
+        // Entries compare equal to ids made from their bytes (equality reads the whole
+        // buffer, so the bytes past the id's length must be zero): a packed hex id, a binary
+        // one of the copy's full 20 bytes, and a short one.
+        for raw in [
+            &b"0123456789abcdef0123456789abcdef01234567"[..],
+            b"-LG0001-\x00\xff\x10\x80abcdefgh",
+            b"ab",
+            b"Z",
+        ] {
+            let s = StoredId::pack(raw);
+            let entry = Member::new(9, s.bytes(), s.len_flag(), None, v4)
+                .peer_info(PeerMode::Seeder)
+                .expect("complete");
+            assert_eq!(entry.peer_id, PeerId::new(raw).expect("id"), "{raw:?}");
+            assert_eq!(entry.addrs.len(), 1);
         }
         let long = StoredId::pack(&[b'x'; 30]);
         assert!(Member::new(9, long.bytes(), long.len_flag(), None, v4)

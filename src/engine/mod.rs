@@ -70,13 +70,13 @@ impl Lists {
         };
         answer.reflexive = None;
         answer.stat = None;
-        let lists = Lists(
-            answer
-                .swarm_results
-                .drain(..)
-                .filter_map(|r| r.peers)
-                .collect(),
-        );
+        let mut lists = Lists(SmallVec::new());
+        for r in &mut answer.swarm_results {
+            if let Some(list) = r.peers.take() {
+                lists.0.push(list);
+            }
+        }
+        answer.swarm_results.clear();
         Some((answer, lists))
     }
 
@@ -767,7 +767,9 @@ impl Engine {
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
-        self.with_registered_in(request, None, now, |record, member, _| f(record, member))
+        self.with_registered_in(request, None, false, now, |record, member, _| {
+            f(record, member)
+        })
     }
 
     /// As [`Engine::with_registered`] for a request about one swarm, whose shard and id hash
@@ -778,10 +780,16 @@ impl Engine {
     /// slot the buckets most likely name are prefetched together; only then are they looked
     /// up for real. A JOIN then waits for about three misses in a row (buckets, record and
     /// slot, member vector) instead of seven.
+    ///
+    /// With `copy`, the membership `f` gets carries the copy of the peer's peer-list entry
+    /// ([`PeerShard::member_at`], for a request that may add the peer to a swarm); without,
+    /// only its handle ([`Member::keyed`]: what a request that lists, leaves or reports
+    /// reads), which spares building the copy.
     fn with_registered_in<R>(
         &self,
         request: &Request,
         swarm: Option<(usize, u64)>,
+        copy: bool,
         now: Time,
         f: impl FnOnce(&mut PeerRecord, Member, Option<&mut SwarmShard>) -> Result<R, ErrorCode>,
     ) -> Result<R, ErrorCode> {
@@ -800,7 +808,11 @@ impl Engine {
             Some(g)
         });
         let pos = shard.find_stored(&stored, h).ok_or(ErrorCode::Forbidden)?;
-        let member = shard.member_at(pos);
+        let member = if copy {
+            shard.member_at(pos)
+        } else {
+            Member::keyed(shard.key_at(pos))
+        };
         let record = shard.records.get_mut(pos).ok_or(ErrorCode::InternalError)?;
         if record.source_ip() != source_ip(request) {
             return Err(ErrorCode::Forbidden);
@@ -818,13 +830,17 @@ impl Engine {
     /// lock, shard after shard in the order they first appear, so the runs keep their order
     /// and each entry is written once. A pick read from a record that left meanwhile is
     /// dropped; a copy is what the swarm held when the list was chosen.
-    fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) {
+    ///
+    /// Returns whether any entry was read from a record (none was when every copy was
+    /// complete).
+    fn resolve(&self, picks: &[Pick], out: &mut Vec<PeerInfo>) -> bool {
         out.reserve(picks.len());
         // The usual case: every copy is complete, so the entries are written in pick order
-        // with no record to read (what the general path below does then too).
+        // with no record to read (what the general path below does then too), each built in
+        // its place in `out` (a mapped slice iterator has an exact length).
         if picks.iter().all(|(m, _)| m.is_complete()) {
-            out.extend(picks.iter().filter_map(|&(m, mode)| m.peer_info(mode)));
-            return;
+            out.extend(picks.iter().map(|&(m, mode)| m.entry(mode)));
+            return false;
         }
         let mut done: SmallVec<[bool; 256]> = smallvec::smallvec![false; picks.len()];
         let mut run = 0;
@@ -893,6 +909,7 @@ impl Engine {
             }
             run = end;
         }
+        true
     }
 
     /// Adds the peer to a swarm (or changes its mode there) and, with `list`, chooses that many

@@ -192,7 +192,7 @@ impl Engine {
         drop(guard);
         for (i, range) in listed {
             if let Some(Some(list)) = answer.swarm_results.get_mut(i).map(|r| r.peers.as_mut()) {
-                self.resolve(picks.get(range).unwrap_or(&[]), list);
+                let _ = self.resolve(picks.get(range).unwrap_or(&[]), list);
             }
         }
         answer.reflexive = Some(PeerAddr::reflexive(request.source));
@@ -231,6 +231,7 @@ impl Engine {
         self.with_registered_in(
             request,
             Some((shard_no, h)),
+            false,
             now,
             |record, member, shard| {
                 let shard = shard.ok_or(ErrorCode::InternalError)?;
@@ -259,13 +260,15 @@ impl Engine {
             },
         )?;
         let mut list = lists.take();
-        self.resolve(&picks, &mut list);
+        let read_records = self.resolve(&picks, &mut list);
         // The requester is left out by its key under its peer lock; a copy incomplete in the
         // swarm is read from its record after that lock is released, and a concurrent
         // DISCONNECT and CONNECT of the same peer id can register it again under a new key in
-        // between: that registration is the requester too, never listed to itself.
+        // between: that registration is the requester too, never listed to itself. A list
+        // written from complete copies alone holds what the swarm held under the lock, where
+        // every other member is another peer id, so it is not searched.
         let me = request.peer_id.as_bytes();
-        if list.iter().any(|p| p.peer_id.as_bytes() == me) {
+        if read_records && list.iter().any(|p| p.peer_id.as_bytes() == me) {
             list.retain(|p| p.peer_id.as_bytes() != me);
         }
         answer.swarm_results.push(SwarmResult {
@@ -345,18 +348,23 @@ impl Engine {
         };
         let mut picks = Picks::new();
         let loc = self.swarm_loc(&swarm_id);
-        let range = self.with_registered_in(request, Some(loc), now, |record, member, shard| {
-            let shard = shard.ok_or(ErrorCode::InternalError)?;
-            let joined = self
-                .join_swarm_locked(record, member, loc, shard, swarm_id, mode, list, &mut picks);
-            match joined {
-                (ErrorCode::Ok, range) => Ok(range),
-                (code, _) => Err(code),
-            }
-        })?;
+        let range =
+            self.with_registered_in(request, Some(loc), true, now, |record, member, shard| {
+                let shard = shard.ok_or(ErrorCode::InternalError)?;
+                let joined = self.join_swarm_locked(
+                    record, member, loc, shard, swarm_id, mode, list, &mut picks,
+                );
+                match joined {
+                    (ErrorCode::Ok, range) => Ok(range),
+                    (code, _) => Err(code),
+                }
+            })?;
         let peers = range.map(|r| {
             let mut l = lists.take();
-            self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
+            // An empty list (`peer_count` 0, or a swarm of one) has nothing to resolve.
+            if !r.is_empty() {
+                let _ = self.resolve(picks.get(r).unwrap_or(&[]), &mut l);
+            }
             l
         });
         answer.swarm_results.push(SwarmResult {
@@ -379,7 +387,7 @@ impl Engine {
             return Err(ErrorCode::BadRequest);
         }
         let loc = self.swarm_loc(&swarm_id);
-        self.with_registered_in(request, Some(loc), now, |record, member, shard| {
+        self.with_registered_in(request, Some(loc), false, now, |record, member, shard| {
             let shard = shard.ok_or(ErrorCode::InternalError)?;
             let slot = shard
                 .swarms

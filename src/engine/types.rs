@@ -68,6 +68,18 @@ impl IdBytes {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+    /// An id of the first `len` bytes of `bytes` (at most [`MAX_ID_BYTES`], longer is cut),
+    /// from a buffer the caller built with zeros past `len` (equality and hashing read the
+    /// whole buffer), so that nothing is copied or cleared twice.
+    #[inline(always)]
+    pub(crate) fn from_padded(len: usize, bytes: [u8; MAX_ID_BYTES]) -> Self {
+        let len = len.min(MAX_ID_BYTES);
+        debug_assert!(bytes[len..].iter().all(|&b| b == 0), "id buffer not padded");
+        IdBytes {
+            len: len as u8,
+            bytes,
+        }
+    }
     pub fn len(&self) -> usize {
         self.len as usize
     }

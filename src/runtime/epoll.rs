@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{guarded_input, source_key, ConnLimits, ConnState};
-use super::datagram::{left_waiting, Backlog, ReceiveQueue};
+use super::datagram::{ReceiveQueue, Sojourn};
 use super::mmsg::{serve_turn_batched, MmsgBatch};
 use super::sources::SourceCounts;
 use super::stats::{bump, drop_by, ConnStats, RuntimeStats};
@@ -96,8 +96,8 @@ struct Datagrams {
     ctx: DatagramCtx,
     /// The last turn ended with datagrams possibly waiting.
     pending: bool,
-    /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
-    backlog: Backlog,
+    /// Each datagram's wait and whether it is shed (the load control of `ctx`).
+    sojourn: Sojourn,
 }
 
 /// A connection's socket: registered in the epoll set, or served through the worker's ring.
@@ -321,6 +321,7 @@ impl EventLoop {
         let mut udp = Vec::with_capacity(setup.udp_sockets.len());
         for (i, socket) in setup.udp_sockets.into_iter().enumerate() {
             let local = socket.local_addr()?;
+            let sojourn = Sojourn::new(socket.as_raw_fd(), setup.stats.shed_after);
             let mut socket = mio::net::UdpSocket::from_std(socket);
             if !on_ring {
                 poll.registry()
@@ -333,9 +334,10 @@ impl EventLoop {
                     socket: i,
                     local,
                     ready_at: Instant::now(),
+                    shed: false,
                 },
                 pending: false,
-                backlog: Backlog::default(),
+                sojourn,
             });
         }
         Ok((
@@ -399,6 +401,7 @@ impl EventLoop {
             &sockets,
             self.poll.as_raw_fd(),
             self.datagram_batch_size,
+            self.stats.shed_after,
             &listeners,
             conn_files,
         )
@@ -583,15 +586,21 @@ impl EventLoop {
                     u.pending = false;
                     continue;
                 };
-                u.ctx.ready_at = u.backlog.start_turn(now);
-                let full = serve_turn_batched(&u.socket, &u.ctx, worker.as_mut(), stats, batch);
-                u.pending = full.is_some();
+                // The turn's datagrams were learnt of now; those with a receive timestamp
+                // carry their own arrival (`Sojourn::judge`).
+                u.ctx.ready_at = now;
+                u.ctx.shed = false;
+                let turn = serve_turn_batched(
+                    &u.socket,
+                    &mut u.ctx,
+                    &mut u.sojourn,
+                    worker.as_mut(),
+                    stats,
+                    batch,
+                );
+                u.pending = turn.full;
                 let end = Instant::now();
-                // A full turn may have emptied the socket exactly: the kernel says whether
-                // datagrams are still queued, as on io_uring (`left_waiting`).
-                let served = full.unwrap_or(0);
-                let waiting = u.pending && left_waiting(served, u.socket.as_raw_fd());
-                u.backlog.end_turn(waiting, end, self.stats.behind_after);
+                u.sojourn.end_turn(turn.served, false, end);
                 after_udp = Some(end);
             }
             // Without datagrams served, only connections ran since `now` was read.

@@ -3,7 +3,8 @@
 //! costs two syscalls per batch instead of two per datagram, on the epoll back-end as well.
 //!
 //! Every buffer is allocated once per worker and socket turn state ([`MmsgBatch`]) and reused:
-//! receive slots of [`SLOT_BYTES`], source-address storage, one answer vector per slot (grown
+//! receive slots of [`SLOT_BYTES`], source-address and control-data storage (a receive
+//! timestamp while the socket's load control wants it), one answer vector per slot (grown
 //! once to its working size), and the `mmsghdr`/`iovec` arrays the kernel reads and writes.
 //! A datagram longer than a slot is flagged `MSG_TRUNC` by the kernel; its first bytes go to
 //! [`DatagramWorker::on_oversized`], which answers with the protocol's error or drops it.
@@ -15,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 
 use socket2::SockAddr;
 
-use super::datagram::{DatagramStats, DATAGRAMS_PER_TURN};
+use super::datagram::{ControlBuf, DatagramStats, Sojourn, CONTROL_BYTES, DATAGRAMS_PER_TURN};
 use super::stats::bump;
 use super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
 
@@ -41,6 +42,8 @@ pub(crate) struct MmsgBatch {
     batch: usize,
     slots: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
+    /// Control data of each slot (a receive timestamp while the socket's are on).
+    controls: Vec<ControlBuf>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     send_iovecs: Vec<libc::iovec>,
@@ -60,6 +63,7 @@ impl MmsgBatch {
             slots: vec![0u8; batch * SLOT_BYTES],
             // SAFETY: `sockaddr_storage` is plain old data; all-zero bytes are a valid value.
             names: vec![unsafe { std::mem::zeroed() }; batch],
+            controls: vec![ControlBuf([0; CONTROL_BYTES]); batch],
             iovecs: Vec::with_capacity(batch),
             // SAFETY: `mmsghdr` is plain old data (pointers and integers); zero is valid.
             headers: vec![unsafe { std::mem::zeroed() }; batch],
@@ -75,16 +79,19 @@ impl MmsgBatch {
                 iov_len: SLOT_BYTES,
             });
         }
-        for ((header, iov), name) in b
+        for (((header, iov), name), control) in b
             .headers
             .iter_mut()
             .zip(b.iovecs.iter_mut())
             .zip(b.names.iter_mut())
+            .zip(b.controls.iter_mut())
         {
             header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+            header.msg_hdr.msg_controllen = CONTROL_BYTES as _;
         }
         b
     }
@@ -95,35 +102,61 @@ impl MmsgBatch {
         slot_payload(&self.slots, i, len)
     }
 
+    /// The control data received with slot `i` (of the last call): empty unless the socket's
+    /// receive timestamps are on.
+    fn control(&self, i: usize) -> &[u8] {
+        let len = self.headers.get(i).map_or(0, |h| h.msg_hdr.msg_controllen);
+        self.controls
+            .get(i)
+            .map_or(&[], |c| &c.0[..len.min(CONTROL_BYTES)])
+    }
+
     /// Makes the first `used` receive headers ready for the next call: the kernel wrote the
-    /// source address length (and the output fields) of those.
+    /// source address and control lengths (and the output fields) of those.
     fn rearm(&mut self, used: usize) {
         for header in self.headers.iter_mut().take(used) {
             header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_hdr.msg_controllen = CONTROL_BYTES as _;
             header.msg_hdr.msg_flags = 0;
             header.msg_len = 0;
         }
     }
 }
 
-/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams from `socket` in batches. Returns the
-/// datagrams served in full batches when every batch was full, so that datagrams may still
-/// be waiting (the caller must resume without waiting for an event), and `None` when the
-/// socket was emptied.
+/// What a turn of [`serve_turn_batched`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TurnServed {
+    /// Datagrams received.
+    pub served: usize,
+    /// Every batch was full: datagrams may still be waiting (the caller must resume without
+    /// waiting for an event).
+    pub full: bool,
+}
+
+/// Serves up to [`DATAGRAMS_PER_TURN`] datagrams from `socket` in batches, each datagram
+/// judged by `sojourn` (which sets `ctx.ready_at` and `ctx.shed` of the datagrams with a
+/// receive timestamp).
 pub(crate) fn serve_turn_batched(
     socket: &mio::net::UdpSocket,
-    ctx: &DatagramCtx,
+    ctx: &mut DatagramCtx,
+    sojourn: &mut Sojourn,
     worker: &mut dyn DatagramWorker,
     stats: &DatagramStats,
     batch: &mut MmsgBatch,
-) -> Option<usize> {
+) -> TurnServed {
     let batches = (DATAGRAMS_PER_TURN / batch.batch).max(1);
+    let mut served = 0;
     for _ in 0..batches {
-        if !serve_batch(socket, ctx, worker, stats, batch) {
-            return None;
+        let (got, full) = serve_batch(socket, ctx, sojourn, worker, stats, batch);
+        served += got;
+        if !full {
+            return TurnServed {
+                served,
+                full: false,
+            };
         }
     }
-    Some(batches * batch.batch)
+    TurnServed { served, full: true }
 }
 
 /// The first `len` bytes (at most a slot) received in slot `i` of `slots`.
@@ -133,15 +166,17 @@ fn slot_payload(slots: &[u8], i: usize, len: usize) -> &[u8] {
 }
 
 /// Serves one batch from `socket`: receives up to `batch.batch` datagrams, hands each to the
-/// service, and sends the answers with `sendmmsg`. Returns true when the batch was full
-/// (datagrams may still be waiting: the caller resumes without waiting for an event).
+/// service (judged by `sojourn` first), and sends the answers with `sendmmsg`. Returns the
+/// datagrams received and whether the batch was full (datagrams may still be waiting: the
+/// caller resumes without waiting for an event).
 pub(crate) fn serve_batch(
     socket: &mio::net::UdpSocket,
-    ctx: &DatagramCtx,
+    ctx: &mut DatagramCtx,
+    sojourn: &mut Sojourn,
     worker: &mut dyn DatagramWorker,
     stats: &DatagramStats,
     batch: &mut MmsgBatch,
-) -> bool {
+) -> (usize, bool) {
     let fd = socket.as_raw_fd();
     // SAFETY: `headers` holds `batch.batch` entries, each pointing at a live iovec of a slot of
     // SLOT_BYTES bytes and at a sockaddr_storage, all owned by `batch` and not moved or
@@ -160,15 +195,16 @@ pub(crate) fn serve_batch(
         if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
             // Errors queued on the socket (ICMP reports) are returned once each.
             tracing::debug!(worker = ctx.worker, "recvmmsg: {e}");
-            return true;
+            return (0, true);
         }
-        return e.kind() == io::ErrorKind::Interrupted;
+        return (0, e.kind() == io::ErrorKind::Interrupted);
     }
     let got = got as usize;
     let mut to_send = 0;
     let got = got.min(batch.batch);
     if got > 0 {
         worker.on_batch();
+        sojourn.start_batch();
     }
     for i in 0..got.min(PREFETCH_AHEAD) {
         worker.prefetch(batch.received(i));
@@ -196,6 +232,8 @@ pub(crate) fn serve_batch(
             continue;
         };
         let truncated = flags & libc::MSG_TRUNC != 0;
+        sojourn.judge(batch.control(i), ctx);
+        let ctx = &*ctx;
         let packet = slot_payload(&batch.slots, i, len);
         let out = &mut batch.answers[i];
         out.clear();
@@ -222,7 +260,7 @@ pub(crate) fn serve_batch(
         send_answers(fd, ctx, stats, batch, got);
     }
     batch.rearm(got);
-    got == batch.batch
+    (got, got == batch.batch)
 }
 
 /// Sends every answer of the first `received` slots that has a destination, in as few

@@ -23,8 +23,8 @@
 //!
 //! What every back-end owes the load control: set [`ConnCtx::ready_at`] and
 //! [`DatagramCtx::ready_at`] to the instant the current turn learnt of the work (for a
-//! datagram socket whose earlier turns left datagrams waiting, the start of that backlog;
-//! overload shedding measures from it), write [`StreamWorker::deadline_answer`] before closing a
+//! datagram whose kernel receive time is known, its arrival), judge each datagram with its
+//! socket's `datagram::Sojourn` (which sets [`DatagramCtx::shed`]), write [`StreamWorker::deadline_answer`] before closing a
 //! connection past its `request_timeout`, and count each accepted connection in its listener's
 //! shared [`sources::SourceCounts`] (released on close) so that per-source caps hold across
 //! workers. The per-source request rate limit lives in the services and needs nothing.
@@ -146,11 +146,16 @@ pub struct DatagramCtx {
     pub socket: usize,
     /// The local address the datagram arrived on.
     pub local: SocketAddr,
-    /// When the worker learnt that the socket had datagrams (the readiness report of the
-    /// current event-loop turn), as [`ConnCtx::ready_at`]; while earlier turns ended with
-    /// datagrams still waiting, the start of the first of them (the socket's backlog has
-    /// lasted since then), so that a worker that stays behind sees the wait grow.
+    /// When the datagram arrived: while the socket's receive timestamps are on (a backlog is
+    /// suspected, see `datagram::Sojourn`), the kernel's receive time of this datagram;
+    /// otherwise when the worker learnt that the socket had datagrams (the readiness report
+    /// of the current event-loop turn), as [`ConnCtx::ready_at`].
     pub ready_at: Instant,
+    /// The runtime's load control asks for this datagram to be answered with the protocol's
+    /// overload error instead of being served: it waited in the kernel at least the shedding
+    /// delay ([`RuntimeConfig::shed_after`]) and the shedding pace picked it
+    /// (`datagram::ShedPace`). Always false with shedding off.
+    pub shed: bool,
 }
 
 /// A protocol served over datagrams (one in, at most one out): creates the per-worker half on
@@ -356,9 +361,11 @@ pub struct RuntimeConfig {
     pub source_table_slots: usize,
     /// An event-loop turn that takes at least this long counts as behind
     /// ([`stats::WorkerStats`]); zero counts nothing. The server sets it to its shedding
-    /// delay: on epoll, a datagram socket's turn that ends this long after its backlog began
-    /// (so it shed) also restarts the backlog ([`DatagramCtx::ready_at`]).
+    /// delay (100 ms with shedding off).
     pub behind_after: Duration,
+    /// Datagrams that waited in the kernel at least this long may be shed
+    /// ([`DatagramCtx::shed`], at the pace of `datagram::ShedPace`); zero sheds nothing.
+    pub shed_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -377,6 +384,7 @@ impl Default for RuntimeConfig {
             serve_from_reserve: false,
             source_table_slots: 16_384,
             behind_after: Duration::from_millis(100),
+            shed_after: Duration::ZERO,
         }
     }
 }
@@ -475,6 +483,7 @@ impl Runtime {
         let stats = Arc::new(RuntimeStats {
             name: config.name.clone(),
             behind_after: config.behind_after,
+            shed_after: config.shed_after,
             listeners: stats,
             datagrams: udp_stats,
             workers: (0..workers)

@@ -152,6 +152,8 @@ pub struct RuntimeStats {
     pub name: String,
     /// A turn at least this long counts as behind ([`WorkerStats`]); zero: never counted.
     pub behind_after: std::time::Duration,
+    /// The shedding delay of datagram sockets ([`super::RuntimeConfig::shed_after`]).
+    pub shed_after: std::time::Duration,
     pub listeners: Vec<ListenerStats>,
     pub datagrams: Vec<super::DatagramListenerStats>,
     /// One block per worker, indexed by worker.

@@ -294,9 +294,9 @@ struct BtUdpWorker {
     list: Option<Arc<AccessList>>,
     load: LoadControl,
     /// The instant the current batch is served at, read once per batch (no clock read per
-    /// datagram): a datagram is shed when its turn learnt of it (`DatagramCtx::ready_at`) at
-    /// least `shed_after` before, and its latency is recorded as the time from then to its
-    /// batch (its wait; the service of one datagram takes microseconds).
+    /// datagram): a datagram's latency is recorded as the time from its arrival
+    /// (`DatagramCtx::ready_at`) to its batch (its wait; the service of one datagram takes
+    /// microseconds).
     batch_at: std::time::Instant,
     /// The wait from a `ready_at` to `batch_at`, and as a latency, computed once for the
     /// datagrams of a batch that share their `ready_at` (a turn's): `(ready_at, wait,
@@ -420,13 +420,13 @@ impl DatagramWorker for BtUdpWorker {
         // The staged prefetches of the next datagrams go on a step while this one is served.
         self.prefetch.advance(&self.engine);
         // Load control before the datagram is decoded, without a clock read per datagram:
-        // the rate limit counts at the batch's instant, shedding compares it with the instant
-        // the socket's backlog began.
+        // the rate limit counts at the batch's instant; the runtime judged whether the
+        // datagram waited long enough to be shed (`DatagramCtx::shed`, from its kernel
+        // receive time).
         if !self.admitted(src) {
             return false;
         }
-        let shed_after = self.load.shed_after;
-        if !shed_after.is_zero() && self.wait(ctx.ready_at).0 >= shed_after {
+        if ctx.shed {
             self.metrics
                 .worker(self.index)
                 .shed(ShedFrontEnd::BtUdp, Shed::Overloaded);
@@ -652,20 +652,22 @@ mod tests {
         (service.worker(0), metrics)
     }
 
-    fn ctx(ready_at: Instant) -> DatagramCtx {
+    fn ctx(ready_at: Instant, shed: bool) -> DatagramCtx {
         DatagramCtx {
             worker: 0,
             socket: 0,
             local: "127.0.0.1:6969".parse().unwrap(),
             ready_at,
+            shed,
         }
     }
 
-    /// A datagram whose socket has been backlogged for longer than the shedding delay gets
-    /// BEP 15's error answer with its transaction id; a fresh one is served. The instants are
-    /// set, not waited for.
+    /// A datagram the runtime judged to be shed (`DatagramCtx::shed`: it waited past the
+    /// delay in the kernel) gets BEP 15's error answer with its transaction id, counted; one
+    /// not judged so is served, however long ago it arrived. The instants are set, not waited
+    /// for.
     #[test]
-    fn a_datagram_behind_a_long_backlog_gets_the_overload_error() {
+    fn a_datagram_judged_to_be_shed_gets_the_overload_error() {
         let src: SocketAddr = "127.0.0.2:4000".parse().unwrap();
         let mut connect = Vec::new();
         ConnectRequest {
@@ -675,14 +677,14 @@ mod tests {
         let (mut w, metrics) = worker(Duration::from_millis(50));
         w.on_batch();
         let mut out = Vec::new();
-        assert!(w.on_datagram(&ctx(Instant::now()), src, &connect, &mut out));
+        assert!(w.on_datagram(&ctx(Instant::now(), false), src, &connect, &mut out));
         assert!(matches!(
             decode_response(&out, Family::V4, 0),
             Ok(UdpResponse::Connect(c)) if c.transaction_id == 0x0a0b_0c0d
         ));
         let long_ago = Instant::now() - Duration::from_secs(1);
         out.clear();
-        assert!(w.on_datagram(&ctx(long_ago), src, &connect, &mut out));
+        assert!(w.on_datagram(&ctx(long_ago, true), src, &connect, &mut out));
         match decode_response(&out, Family::V4, 0) {
             Ok(UdpResponse::Error(e)) => {
                 assert_eq!(e.transaction_id, 0x0a0b_0c0d);
@@ -691,14 +693,13 @@ mod tests {
             other => panic!("expected the overload error, got {other:?}"),
         }
         assert_eq!(metrics.shed(ShedFrontEnd::BtUdp, Shed::Overloaded), 1);
-        // Shedding off: the same backlog is served.
-        let (mut w, _) = worker(Duration::ZERO);
-        w.on_batch();
+        // Not judged to be shed: served, however old.
         out.clear();
-        assert!(w.on_datagram(&ctx(long_ago), src, &connect, &mut out));
+        assert!(w.on_datagram(&ctx(long_ago, false), src, &connect, &mut out));
         assert!(matches!(
             decode_response(&out, Family::V4, 0),
             Ok(UdpResponse::Connect(_))
         ));
+        assert_eq!(metrics.shed(ShedFrontEnd::BtUdp, Shed::Overloaded), 1);
     }
 }

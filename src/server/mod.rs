@@ -335,6 +335,7 @@ impl Server {
             serve_from_reserve: false,
             source_table_slots: config.server.source_table_slots,
             behind_after: behind_after(config),
+            shed_after: Duration::from_millis(config.server.shed_after_ms),
         };
         let runtime = Runtime::start_with(&runtime_config, listeners, datagrams, vec![expiry])
             .context("starting the workers")?;
@@ -408,6 +409,8 @@ impl Server {
                 // The admin listener's connection limits are small.
                 source_table_slots: 256,
                 behind_after: behind_after(config),
+                // The admin listener has no datagram socket.
+                shed_after: Duration::ZERO,
             };
             let service: Arc<dyn crate::runtime::StreamService> =
                 Arc::new(AdminService(state.clone()));

@@ -2,8 +2,9 @@
 //!
 //! Each datagram socket of the worker has one multishot `RecvMsg` (Linux 6.0) that takes a
 //! buffer from the socket's provided-buffer ring for every datagram: the buffer holds the
-//! `io_uring_recvmsg_out` header, the source address and the payload, and goes back into the
-//! ring as soon as the service has answered. The ring starts with a few buffers and doubles
+//! `io_uring_recvmsg_out` header, the source address, the control data (the receive timestamp
+//! while the socket's load control wants it, `datagram::Sojourn`) and the payload, and goes
+//! back into the ring as soon as the service has answered. The ring starts with a few buffers and doubles
 //! them when a burst finds it empty, so its memory follows the bursts the socket sees.
 //! Answers are written straight into preallocated send slots (buffer, address, `iovec`,
 //! `msghdr` each), queued as `Send` entries with a destination address (`SendMsg` on kernels
@@ -27,7 +28,7 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::super::datagram::{left_waiting, Backlog, DATAGRAMS_PER_TURN};
+use super::super::datagram::{Sojourn, CONTROL_BYTES, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
@@ -59,10 +60,12 @@ fn rlimit_nofile() -> u32 {
 const NAME_BYTES: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// The `io_uring_recvmsg_out` header in front of every received datagram.
 const HEADER_BYTES: usize = 16;
-/// One provided buffer: header, address, and a payload of [`SLOT_BYTES`] (longer datagrams are
+/// One provided buffer: header, address, control data (a receive timestamp while the
+/// socket's are on, [`CONTROL_BYTES`]) and a payload of [`SLOT_BYTES`] (longer datagrams are
 /// truncated by the kernel and go to `DatagramWorker::on_oversized`, as on the epoll path).
-const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + SLOT_BYTES;
-const _: () = assert!(BUF_BYTES == 2048, "two receive buffers to a page");
+/// 2,080 bytes: about two buffers to a page.
+const BUF_BYTES: usize = HEADER_BYTES + NAME_BYTES + CONTROL_BYTES + SLOT_BYTES;
+const _: () = assert!(BUF_BYTES % 8 == 0, "buffers aligned as the header");
 /// Receive buffers a datagram socket's ring starts with (it grows on demand).
 const INITIAL_BUFS: u16 = 32;
 
@@ -219,12 +222,8 @@ struct SockRing {
     starved: bool,
     /// Datagrams received in this turn.
     served: usize,
-    /// When this turn started (the `ready_at` of its batches past `DATAGRAMS_PER_TURN`).
-    turn_start: std::time::Instant,
-    /// The socket's descriptor (for [`left_waiting`]).
-    fd: RawFd,
-    /// Since when datagrams have been waiting (the overload signal in `ctx.ready_at`).
-    backlog: Backlog,
+    /// Each datagram's wait and whether it is shed (the load control of `ctx`).
+    sojourn: Sojourn,
 }
 
 /// What one turn over the completions found.
@@ -312,6 +311,7 @@ impl UdpRing {
         sockets: &[(RawFd, DatagramCtx)],
         epoll_fd: RawFd,
         batch: usize,
+        shed_after: Duration,
         listeners: &[RawFd],
         conn_files: u32,
     ) -> Result<UdpRing, Unavailable> {
@@ -365,6 +365,7 @@ impl UdpRing {
             // SAFETY: zero is a valid `msghdr`.
             let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
             hdr.msg_namelen = NAME_BYTES as u32;
+            hdr.msg_controllen = CONTROL_BYTES as _;
             socks.push(SockRing {
                 ctx,
                 hdr,
@@ -374,9 +375,7 @@ impl UdpRing {
                 batch_left: 0,
                 starved: false,
                 served: 0,
-                turn_start: ctx.ready_at,
-                fd,
-                backlog: Backlog::default(),
+                sojourn: Sojourn::new(fd, shed_after),
             });
         }
         // Twice the receive buffers: a slot is held until its send completes, so a turn that
@@ -667,15 +666,14 @@ impl UdpRing {
             more: false,
             end: now,
         };
-        // The datagrams of one turn were learnt of now, or when the socket's backlog began if
-        // the last turn left datagrams waiting: overload shedding measures each datagram's
-        // wait from `ready_at`.
+        // The datagrams of one turn were learnt of now; those with a receive timestamp carry
+        // their own arrival (`Sojourn::judge`).
         for s in &mut self.sockets {
             s.batch_left = 0;
             s.starved = false;
             s.served = 0;
-            s.turn_start = now;
-            s.ctx.ready_at = s.backlog.start_turn(now);
+            s.ctx.ready_at = now;
+            s.ctx.shed = false;
         }
         let limit = DATAGRAMS_PER_TURN * self.sockets.len().max(1)
             + self.slots.len()
@@ -704,16 +702,11 @@ impl UdpRing {
         }
         self.arm();
         turn.more = !self.ring.completion().is_empty();
-        // A socket whose receive ran out of buffers, or whose completions wait for the next
-        // turn, still has datagrams waiting: its backlog goes on (unless it reached the
-        // shedding delay, see `Backlog::end_turn`).
         turn.end = std::time::Instant::now();
+        // A long turn, or a receive that ran out of buffers, suspects a backlog: the socket's
+        // receive timestamps go on (`Sojourn::end_turn`).
         for s in &mut self.sockets {
-            // The multishot receive empties the socket only as far as the turn's completions
-            // go, so a flood can wait in the socket's receive buffer unseen: a long turn asks
-            // the kernel whether more is queued, as on epoll (`left_waiting`).
-            let waiting = s.starved || turn.more || left_waiting(s.served, s.fd);
-            s.backlog.end_turn(waiting, turn.end, stats.behind_after);
+            s.sojourn.end_turn(s.served, s.starved, turn.end);
         }
         turn
     }
@@ -856,13 +849,10 @@ impl UdpRing {
             None => &mut self.spare,
         };
         out.clear();
-        if sock.batch_left == 0 && sock.served > DATAGRAMS_PER_TURN {
-            // Only the batches of a turn's first `DATAGRAMS_PER_TURN` datagrams (an epoll
-            // turn) are measured from the backlog's start: the ring may hand a turn more, and
-            // a turn that sheds must shed at most what an epoll turn does, not every datagram
-            // the ring holds.
-            sock.ctx.ready_at = sock.turn_start;
+        if sock.batch_left == 0 {
+            sock.sojourn.start_batch();
         }
+        sock.sojourn.judge(msg.control_data(), &mut sock.ctx);
         let batch_left = &mut sock.batch_left;
         let batch = self.batch;
         let answer = match workers.get_mut(i) {
@@ -1117,8 +1107,9 @@ mod tests {
             // SAFETY: no pointer arguments; the descriptor is closed below.
             let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
             assert!(epoll >= 0);
-            let mut ring = UdpRing::new(&[], epoll, 32, &[listener.as_raw_fd()], 16)
-                .unwrap_or_else(|e| panic!("io_uring: {e}"));
+            let mut ring =
+                UdpRing::new(&[], epoll, 32, Duration::ZERO, &[listener.as_raw_fd()], 16)
+                    .unwrap_or_else(|e| panic!("io_uring: {e}"));
             assert_eq!(ring.stream_buffers(), STREAM_BUFS_INITIAL);
             ring.grow_stream();
             ring.grow_stream();
