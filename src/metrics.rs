@@ -823,6 +823,34 @@ impl Metrics {
                 r.behind().1 as f64 / 1e6
             );
         }
+        header(
+            w,
+            "ppsp_worker_send_held_bytes",
+            "gauge",
+            "io_uring: answer bytes the workers' TCP connections hold in their send chunks, written and not yet taken by the kernel (0 on epoll).",
+        );
+        for r in runtimes {
+            sample(
+                w,
+                "ppsp_worker_send_held_bytes",
+                &[("runtime", &r.name)],
+                r.send_held().0,
+            );
+        }
+        header(
+            w,
+            "ppsp_worker_send_held_peak_bytes",
+            "gauge",
+            "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks.",
+        );
+        for r in runtimes {
+            sample(
+                w,
+                "ppsp_worker_send_held_peak_bytes",
+                &[("runtime", &r.name)],
+                r.send_held().1,
+            );
+        }
         let sockets: Vec<_> = runtimes
             .iter()
             .flat_map(|r| r.datagrams.iter())

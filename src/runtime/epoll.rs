@@ -137,6 +137,16 @@ impl Stream {
         }
     }
 
+    /// Answer bytes the connection may write before it is over its share of the worker's
+    /// send memory (on the ring, see [`RingStream::room`]); unlimited on epoll, where the
+    /// kernel's send buffer and the pending-output limit hold answers back.
+    fn room(&self) -> usize {
+        match self {
+            Stream::Epoll(_) => usize::MAX,
+            Stream::Ring(s) => s.room(),
+        }
+    }
+
     fn shutdown_write(&self) {
         let _ = match self {
             Stream::Epoll(s) => s.shutdown(std::net::Shutdown::Write),
@@ -808,7 +818,7 @@ impl EventLoop {
                     let file = ring.register_conn(slot, socket.as_raw_fd());
                     self.ring_generation = self.ring_generation.wrapping_add(1);
                     let id = (usize::from(self.ring_generation) << 32) | slot;
-                    let mut ring_stream = RingStream::new(socket, file, id);
+                    let mut ring_stream = RingStream::new(socket, file, id, ring.pool.clone());
                     let entry = ring_stream.recv_entry(ring.stream_bgid());
                     ring.queue(&entry);
                     Stream::Ring(ring_stream)
@@ -910,9 +920,6 @@ impl EventLoop {
         };
         conn.hangup |= hangup;
         conn.ctx.ready_at = now;
-        if let (Stream::Ring(rs), Some(ring)) = (&mut conn.stream, self.ring.as_mut()) {
-            rs.provision(&mut ring.pool);
-        }
         let outcome = serve(conn, worker.as_mut(), &limits, stats, scratch, now);
         match outcome {
             Outcome::Keep => {}
@@ -1022,20 +1029,17 @@ impl EventLoop {
                         if stream.recv_armed {
                             ring.cancel(Op::StreamRecv(stream.id()).encode());
                         }
-                        if let Some(buf) = stream.take_inflight() {
-                            let ud = Op::StreamSend(stream.id()).encode();
+                        // Its chunks go round (unsent answers are dropped with it); those of a
+                        // send in flight once its cancel or completion arrives.
+                        if let Some(ud) = stream.retire() {
                             ring.cancel(ud);
-                            ring.orphan(ud, buf);
                         }
-                        // Its buffers go round (unsent answers are dropped with it).
-                        stream.release_buffers(&mut ring.pool);
-                        ring.pool.give(stream.take_staging());
                         ring.submit_queued();
                         if let Some(file) = stream.file() {
                             ring.unregister_conn(file);
                         }
                     }
-                    drop(stream.into_socket());
+                    drop(stream);
                 }
             }
             self.free.push(slot);
@@ -1201,6 +1205,13 @@ fn serve(
             };
         }
 
+        // On the ring, a connection over its share of the worker's send memory is neither
+        // served nor read until its sends complete (a completion drives it again).
+        let room = conn.stream.room();
+        if room == 0 {
+            return Outcome::Keep;
+        }
+
         // 2. Let the service consume what is buffered.
         if conn.state.wants_service(limits) {
             if served {
@@ -1212,7 +1223,7 @@ fn serve(
                 conn.state
                     .pending_output()
                     .len()
-                    .saturating_add(limits.max_output_per_turn.max(1)),
+                    .saturating_add(limits.max_output_per_turn.max(1).min(room)),
             );
             let Ok(consumed) = conn.state.run_service(worker, &ctx) else {
                 return Outcome::Panic;
@@ -1308,7 +1319,8 @@ fn read_through_scratch(
     ctx.output_limit = ctx
         .output_limit
         .saturating_sub(pending)
-        .min(limits.max_output_per_turn.max(1));
+        .min(limits.max_output_per_turn.max(1))
+        .min(conn.stream.room().max(1));
     scratch.output.clear();
     let Ok(step) = guarded_input(worker, &ctx, data, &mut scratch.output) else {
         return Err(Outcome::Panic);

@@ -137,6 +137,12 @@ pub struct WorkerStats {
     pub turns_behind: AtomicU64,
     /// Time spent in those turns, microseconds.
     pub behind_us: AtomicU64,
+    /// io_uring: answer bytes the worker's connections hold in its send chunks (written, not
+    /// yet acknowledged by a send completion) at the end of the last turn; 0 on epoll, where
+    /// answers not taken by the kernel are pending output of their connection.
+    pub send_held_bytes: AtomicU64,
+    /// io_uring: the most [`WorkerStats::send_held_bytes`] has been.
+    pub send_held_peak_bytes: AtomicU64,
 }
 
 /// Counters of every listener and datagram socket of a runtime.
@@ -158,6 +164,17 @@ impl RuntimeStats {
     /// Counters of the listener called `name`, if any.
     pub fn listener(&self, name: &str) -> Option<&ListenerStats> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Answer bytes held in the workers' send chunks now, and the largest any worker held
+    /// (io_uring; zero on epoll), summed over workers and the maximum over workers.
+    pub fn send_held(&self) -> (u64, u64) {
+        self.workers.iter().fold((0, 0), |(now, peak), w| {
+            (
+                now + w.send_held_bytes.load(Ordering::Relaxed),
+                peak.max(w.send_held_peak_bytes.load(Ordering::Relaxed)),
+            )
+        })
     }
 
     /// Turns that fell behind and the time spent in them (microseconds), summed over workers.

@@ -282,6 +282,79 @@ fn backpressure_bounds_pending_output_when_the_client_does_not_read() {
     rt.shutdown();
 }
 
+/// Clients that pipeline requests for large answers and never read them neither stall a
+/// client that reads nor make the worker hold their answers beyond its budget: on io_uring the
+/// answer bytes held in the worker's send chunks stay within its budget plus, per
+/// connection, the minimum share and one answer's overshoot, and drop to nothing once those
+/// connections close (on epoll they are the connections' pending output, bounded by the test
+/// above, and the gauge stays 0).
+#[test]
+fn clients_that_never_read_neither_stall_a_reader_nor_hold_more_than_the_budget() {
+    const STUCK: usize = 24;
+    const ANSWER: usize = 3000;
+    let limits = ConnLimits {
+        // Small kernel buffers, so that the answers back up into the server quickly.
+        send_buffer_bytes: 16 * 1024,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    let stats = rt.stats();
+    let req = format!("{ANSWER}\n").repeat(2_000);
+    let stuck: Vec<TcpStream> = (0..STUCK)
+        .map(|_| {
+            let mut c = connect(addr);
+            c.write_all(req.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    // Until the answers have backed up: bytes out stop growing (bounded in time).
+    let mut last = u64::MAX;
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = stats.listeners[0].totals().bytes_out;
+        if out == last || Instant::now() > settle {
+            break;
+        }
+        last = out;
+    }
+    // A client that reads is answered at once, again and again.
+    let mut reader = connect(addr);
+    for i in 0..20 {
+        let asked = Instant::now();
+        reader.write_all(b"10\n").unwrap();
+        assert_eq!(
+            read_exact_len(&mut reader, answer(10).len()),
+            answer(10),
+            "{i}"
+        );
+        // Generous (a shared machine): the stuck connections must not make it wait for them.
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "answer {i} took {:?}",
+            asked.elapsed()
+        );
+    }
+    let (_, peak) = stats.send_held();
+    let bound = (uring::WORKER_BUDGET_BYTES
+        + (STUCK + 1) * (uring::MIN_SHARE_BYTES + 2 * (ANSWER + 8))) as u64;
+    assert!(
+        peak <= bound,
+        "the worker held {peak} answer bytes (bound {bound})"
+    );
+    if rt.backend() == Backend::IoUring {
+        assert!(
+            peak > 0,
+            "the stuck connections' answers are held on the ring"
+        );
+    }
+    drop(stuck);
+    eventually("the stuck connections' chunks go back", || {
+        stats.send_held().0 == 0 && stats.listeners[0].totals().open <= 1
+    });
+    rt.shutdown();
+}
+
 #[test]
 fn a_client_that_does_not_read_is_not_read_either() {
     let limits = ConnLimits {

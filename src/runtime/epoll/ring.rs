@@ -4,6 +4,7 @@
 //! fairness rule of the connection logic holds on both back-ends.
 
 use std::os::fd::FromRawFd;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use io_uring::cqueue;
@@ -38,6 +39,13 @@ impl EventLoop {
             return;
         };
         let events = ring.take_events();
+        // Every send completion of the turn first, so that the connections served below see
+        // the worker's send memory as it is now (their room, see `RingStream::room`).
+        for &StreamEvent { op, res, .. } in &events {
+            if let Op::StreamSend(id) = op {
+                self.on_ring_sent(id, res);
+            }
+        }
         for &StreamEvent { op, res, flags } in &events {
             match op {
                 Op::Accept(listener) => {
@@ -45,7 +53,11 @@ impl EventLoop {
                     self.on_ring_accept(listener, res, refusal, now);
                 }
                 Op::StreamRecv(id) => self.on_ring_recv(id, res, flags, workers, scratch, now),
-                Op::StreamSend(id) => self.on_ring_sent(id, res, workers, scratch, now),
+                // As a writable event on epoll: pending output moves on, a closing connection
+                // closes.
+                Op::StreamSend(id) if self.ring_conn(id) => {
+                    self.drive(slot_of(id), workers, scratch, res < 0, now);
+                }
                 _ => {}
             }
         }
@@ -186,32 +198,28 @@ impl EventLoop {
         }
     }
 
-    fn on_ring_sent(
-        &mut self,
-        id: usize,
-        res: i32,
-        workers: &mut [Box<dyn StreamWorker>],
-        scratch: &mut Scratch,
-        now: Instant,
-    ) {
-        let slot = slot_of(id);
-        let current = matches!(
-            self.conns.get(slot),
+    /// Whether `id` is the connection now in its slot (not an earlier one of the slot).
+    fn ring_conn(&self, id: usize) -> bool {
+        matches!(
+            self.conns.get(slot_of(id)),
             Some(Some(conn)) if matches!(&conn.stream, Stream::Ring(rs) if rs.id() == id)
-        );
-        if !current {
+        )
+    }
+
+    /// Accounts a send's completion: its chunks go back to the worker's pool (a closed
+    /// connection's once its send is over).
+    fn on_ring_sent(&mut self, id: usize, res: i32) {
+        if !self.ring_conn(id) {
             if let Some(ring) = self.ring.as_mut() {
                 ring.release_orphan(Op::StreamSend(id).encode());
             }
             return;
         }
-        if let Some(Some(conn)) = self.conns.get_mut(slot) {
+        if let Some(Some(conn)) = self.conns.get_mut(slot_of(id)) {
             if let Stream::Ring(rs) = &mut conn.stream {
                 rs.on_sent(res);
             }
         }
-        // As a writable event on epoll: pending output moves on, a closing connection closes.
-        self.drive(slot, workers, scratch, res < 0, now);
     }
 
     /// After a connection was served: queue its staged answers for the end of the turn, and
@@ -231,7 +239,6 @@ impl EventLoop {
             rs.flush_queued = true;
             self.to_flush.push(slot);
         }
-        rs.release_buffers(&mut ring.pool);
         // Input held in the worker: bytes not yet read from the arrivals, and bytes read but
         // not yet served. Up to the input cap while a request is incomplete (it may need them
         // all); past `HELD_INPUT_BYTES` while whole requests wait for a later turn (a flood
@@ -256,21 +263,27 @@ impl EventLoop {
     /// Queues one send per ring connection with staged answers: the next wait submits them
     /// all at once.
     pub(super) fn flush_ring_sends(&mut self) {
-        if self.to_flush.is_empty() {
-            return;
-        }
         let Some(ring) = self.ring.as_mut() else {
             self.to_flush.clear();
             return;
         };
+        let held = ring.pool.borrow().held() as u64;
+        let w = &self.stats.workers[self.index];
+        if w.send_held_bytes.load(Ordering::Relaxed) != held {
+            w.send_held_bytes.store(held, Ordering::Relaxed);
+            if held > w.send_held_peak_bytes.load(Ordering::Relaxed) {
+                w.send_held_peak_bytes.store(held, Ordering::Relaxed);
+            }
+        }
+        if self.to_flush.is_empty() {
+            return;
+        }
         for &slot in &self.to_flush {
             if let Some(Some(conn)) = self.conns.get_mut(slot) {
                 if let Stream::Ring(rs) = &mut conn.stream {
                     if let Some(entry) = rs.send_entry() {
                         ring.queue(&entry);
                     }
-                    // The staging buffer just emptied into the send goes round.
-                    rs.release_buffers(&mut ring.pool);
                 }
             }
         }

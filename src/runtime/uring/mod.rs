@@ -28,6 +28,8 @@ use std::time::Duration;
 use io_uring::{opcode, types, IoUring};
 
 pub(crate) use tcp::RingStream;
+#[cfg(test)]
+pub(crate) use tcp::{MIN_SHARE_BYTES, WORKER_BUDGET_BYTES};
 pub(crate) use udp::{StreamEvent, UdpRing};
 
 /// Why io_uring cannot be used here, for the log line of `auto` and the start error of an

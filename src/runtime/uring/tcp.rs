@@ -21,53 +21,142 @@
 //! answer, a TLS `close_notify`) go straight to the socket ([`RingStream::set_direct`]), and
 //! only when nothing is queued in front of them.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use io_uring::types::{Fd, Fixed};
 use io_uring::{opcode, squeue};
 
 use super::Op;
 
-/// Answer bytes a connection queues on the ring before its writes report `WouldBlock` (the
-/// role of the kernel's send buffer on epoll): 64 KiB, the size of every staging buffer.
-pub(crate) const STAGING_BYTES: usize = 64 * 1024;
+/// Size of one send chunk: 8 KiB. A connection's answers on their way to the kernel are held
+/// in chunks of the worker's [`SendPool`], taken as answers are written and given back as
+/// soon as a send completion covers them, so memory follows the bytes in flight rather than
+/// a buffer per connection.
+pub(crate) const CHUNK_BYTES: usize = 8 * 1024;
 
-/// A backlog buffer that grew past this is given back once empty, so a connection that once
-/// held much unread input does not pin the memory: 16 KiB.
-const KEEP_BYTES: usize = 16 * 1024;
+/// Answer bytes the connections of one worker hold on the ring (written, not yet acknowledged
+/// by a send completion) before the worker's fair share applies: 512 KiB (a turn's answers on
+/// 16 connections pipelining 16 FINDs of 30 peers fit). A turn's answers are submitted
+/// together at its end and most sends complete at once (the kernel copies them into the
+/// socket), so this bounds the answers one turn produces, not a rate; a smaller budget cut
+/// such turns into more, smaller service calls and cost CPU per request.
+pub(crate) const WORKER_BUDGET_BYTES: usize = 512 * 1024;
 
-/// Spare staging buffers ([`STAGING_BYTES`] each) a worker keeps for its connections: 64
-/// (4 MiB). A connection takes one to write its answers into and gives it back once they have
-/// been sent (see [`RingStream::release_buffers`]), so a worker with up to 64 connections
-/// sending at once allocates none in steady state, an idle one holds few, and a flood on many
-/// connections holds one buffer per connection with answers on their way (the bytes the
-/// kernel's send buffers hold on epoll).
-pub(crate) const POOL_BUFFERS: usize = 64;
+/// What one connection may hold on the ring while the worker's budget has room: 128 KiB (two
+/// turns of `max_output_per_turn` by default: a turn's answers while the previous turn's send
+/// is still in flight). A connection that holds more is not served (nor read beyond its input
+/// cap) until its sends complete.
+pub(crate) const CONN_SHARE_BYTES: usize = 128 * 1024;
 
-/// The worker's spare staging buffers.
+/// What a connection may always hold, however much the others hold: 16 KiB (about half a
+/// turn's worth of pipelined tracker answers, so that a connection served past the budget
+/// still answers several requests per service call rather than one or two). A client that
+/// never reads pins at most its share, and every other connection still gets this much per
+/// turn, so it cannot stall them.
+pub(crate) const MIN_SHARE_BYTES: usize = 16 * 1024;
+
+/// Most bytes a connection's writes accept before they report `WouldBlock` (the role of the
+/// kernel's send buffer on epoll): twice [`CONN_SHARE_BYTES`]. The service is held to the
+/// connection's room ([`RingStream::room`]) before each answer; this bounds the last answer's
+/// overshoot and TLS records.
+pub(crate) const CONN_HARD_BYTES: usize = 2 * CONN_SHARE_BYTES;
+
+/// Chunks one send covers at most (the rest goes with the next send): 32 (256 KiB, more than
+/// a connection's share).
+const MAX_IOV: usize = 32;
+
+/// Spare chunks a worker keeps: as many as its budget holds (512 KiB). More are freed.
+const KEEP_CHUNKS: usize = WORKER_BUDGET_BYTES / CHUNK_BYTES;
+
+/// The chunks and message header of a send still in flight on a closed connection, kept until
+/// its completion arrives.
+struct Orphan {
+    ud: u64,
+    chunks: VecDeque<Vec<u8>>,
+    msg: Box<SendMsgParts>,
+}
+
+/// The worker's send chunks and the bytes its ring connections hold in them (one per worker,
+/// shared by its connections: a connection's [`RingStream::room`] depends on what the others
+/// hold).
 #[derive(Default)]
-pub(crate) struct BufPool(Vec<Vec<u8>>);
+pub(crate) struct SendPool {
+    free: Vec<Vec<u8>>,
+    /// Boxed: a connection keeps its header in place while its send is in flight.
+    #[allow(clippy::vec_box)]
+    msgs: Vec<Box<SendMsgParts>>,
+    /// Answer bytes written by the worker's connections and not yet acknowledged.
+    held: usize,
+    orphans: Vec<Orphan>,
+}
 
-impl BufPool {
-    fn take(&mut self) -> Vec<u8> {
-        self.0
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(STAGING_BYTES))
+/// A worker's [`SendPool`], shared by the worker's connections (all on the worker thread).
+pub(crate) type SharedPool = Rc<RefCell<SendPool>>;
+
+impl SendPool {
+    pub(crate) fn shared() -> SharedPool {
+        Rc::new(RefCell::new(SendPool::default()))
     }
 
-    /// Keeps `buf` (cleared) for reuse when it is a staging buffer and the pool has room;
-    /// drops it otherwise.
-    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() >= STAGING_BYTES && self.0.len() < POOL_BUFFERS {
-            buf.clear();
-            self.0.push(buf);
+    fn take(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES))
+    }
+
+    fn take_msg(&mut self) -> Box<SendMsgParts> {
+        self.msgs.pop().unwrap_or_else(SendMsgParts::new)
+    }
+
+    fn give_msg(&mut self, msg: Box<SendMsgParts>) {
+        if self.msgs.len() < KEEP_CHUNKS {
+            self.msgs.push(msg);
         }
     }
 
+    fn give(&mut self, mut chunk: Vec<u8>) {
+        if self.free.len() < KEEP_CHUNKS {
+            chunk.clear();
+            self.free.push(chunk);
+        }
+    }
+
+    /// The send `ud` of a closed connection completed: its chunks can go.
+    pub(crate) fn release_orphan(&mut self, ud: u64) {
+        if let Some(i) = self.orphans.iter().position(|o| o.ud == ud) {
+            let orphan = self.orphans.swap_remove(i);
+            for chunk in orphan.chunks {
+                self.give(chunk);
+            }
+            self.give_msg(orphan.msg);
+        }
+    }
+
+    /// Answer bytes the worker's connections hold.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
+    pub(crate) fn spare(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// What a `SendMsg` points at: kept in place (boxed) while the send is in flight.
+struct SendMsgParts {
+    iov: [libc::iovec; MAX_IOV],
+    hdr: libc::msghdr,
+}
+
+impl SendMsgParts {
+    fn new() -> Box<SendMsgParts> {
+        // SAFETY: zero is a valid `iovec` and `msghdr`.
+        Box::new(unsafe { std::mem::zeroed() })
     }
 }
 
@@ -107,28 +196,40 @@ pub(crate) struct RingStream {
     eof: bool,
     /// An operation failed with this `errno`: the connection is broken.
     error: Option<i32>,
-    /// Answers written and not yet handed to the kernel.
-    staging: Vec<u8>,
-    /// The bytes of the send in flight; `[sent..]` are not yet acknowledged.
-    inflight: Vec<u8>,
-    sent: usize,
+    /// The worker's send chunks.
+    pool: SharedPool,
+    /// Answers written and not yet acknowledged, in chunks of the pool: `out[0][head..]`
+    /// first. The send in flight covers the first `inflight` of them; writes append behind.
+    out: VecDeque<Vec<u8>>,
+    head: usize,
+    /// Bytes in `out` from `head` on (also counted in the pool's `held`).
+    held: usize,
+    inflight: usize,
+    /// The message header of the send in flight (taken from the pool while bytes are held).
+    msg: Option<Box<SendMsgParts>>,
     sending: bool,
     /// The multishot receive is active (until its last completion).
     pub(crate) recv_armed: bool,
     /// A cancel of the receive was queued (backpressure); cleared when it ends.
     recv_cancelling: bool,
-    /// Queued to submit its staging buffer at the end of the turn.
+    /// Queued to submit its held answers at the end of the turn.
     pub(crate) flush_queued: bool,
     /// Writes bypass the ring (see the module documentation).
     direct: bool,
 }
 
-// SAFETY: `inbox` is only set and read on the worker thread during one call; the value moves
-// to the worker thread before any connection exists.
+// SAFETY: `inbox` is only set and read on the worker thread during one call, and the pool is
+// shared only by the connections of one worker; the value moves to the worker thread before
+// any connection exists.
 unsafe impl Send for RingStream {}
 
 impl RingStream {
-    pub(crate) fn new(socket: std::net::TcpStream, file: Option<u32>, id: usize) -> RingStream {
+    pub(crate) fn new(
+        socket: std::net::TcpStream,
+        file: Option<u32>,
+        id: usize,
+        pool: SharedPool,
+    ) -> RingStream {
         RingStream {
             socket,
             file,
@@ -139,9 +240,12 @@ impl RingStream {
             inbox_len: 0,
             eof: false,
             error: None,
-            staging: Vec::new(),
-            inflight: Vec::new(),
-            sent: 0,
+            pool,
+            out: VecDeque::new(),
+            head: 0,
+            held: 0,
+            inflight: 0,
+            msg: None,
             sending: false,
             recv_armed: false,
             recv_cancelling: false,
@@ -211,14 +315,29 @@ impl RingStream {
 
     /// Bytes written through this stream that have not reached the kernel's socket yet.
     pub(crate) fn unsent(&self) -> bool {
-        self.sending || self.sent < self.inflight.len() || !self.staging.is_empty()
+        self.sending || self.held > 0
     }
 
     /// A send should be queued: none is in flight and bytes wait.
     pub(crate) fn needs_send(&self) -> bool {
-        !self.sending
-            && self.error.is_none()
-            && (self.sent < self.inflight.len() || !self.staging.is_empty())
+        !self.sending && self.error.is_none() && self.held > 0
+    }
+
+    /// Answer bytes this connection may still write before it is over its share: the share
+    /// is [`CONN_SHARE_BYTES`] while the worker's connections together hold less than
+    /// [`WORKER_BUDGET_BYTES`], what is left of the budget past that, and never less than
+    /// [`MIN_SHARE_BYTES`]. Zero means: serve nothing until a send completes (one is in
+    /// flight or queued, since a connection holding nothing always has room).
+    pub(crate) fn room(&self) -> usize {
+        if self.direct || self.error.is_some() {
+            // A broken connection is not held back: its next read reports the error.
+            return usize::MAX;
+        }
+        let others = self.pool.borrow().held.saturating_sub(self.held);
+        let share = WORKER_BUDGET_BYTES
+            .saturating_sub(others)
+            .clamp(MIN_SHARE_BYTES, CONN_SHARE_BYTES);
+        share.saturating_sub(self.held)
     }
 
     /// Writes go straight to the socket from now on (the connection is about to be closed).
@@ -255,82 +374,122 @@ impl RingStream {
         }
     }
 
-    /// The send of the staging buffer, when none is in flight and there is something to send.
+    /// The send of the held answers (up to [`MAX_IOV`] chunks), when none is in flight and
+    /// there is something to send.
     pub(crate) fn send_entry(&mut self) -> Option<squeue::Entry> {
         self.flush_queued = false;
-        if self.sending || self.error.is_some() {
+        if self.sending || self.error.is_some() || self.held == 0 {
             return None;
         }
-        if self.sent >= self.inflight.len() {
-            if self.staging.is_empty() {
-                return None;
+        let msg = self
+            .msg
+            .get_or_insert_with(|| self.pool.borrow_mut().take_msg());
+        let mut n = 0;
+        let mut bytes = 0;
+        for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
+            let from = if i == 0 { self.head } else { 0 };
+            let rest = &chunk[from..];
+            if rest.is_empty() {
+                continue;
             }
-            std::mem::swap(&mut self.staging, &mut self.inflight);
-            self.staging.clear();
-            self.sent = 0;
+            msg.iov[n] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            n += 1;
+            bytes += rest.len();
         }
+        if n == 0 {
+            return None;
+        }
+        msg.hdr = {
+            // SAFETY: zero is a valid `msghdr`.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = msg.iov.as_mut_ptr();
+            hdr.msg_iovlen = n as _;
+            hdr
+        };
+        self.inflight = bytes;
         self.sending = true;
-        let rest = &self.inflight[self.sent..];
-        let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
+        let hdr: *const libc::msghdr = &msg.hdr;
         let ud = Op::StreamSend(self.id).encode();
         Some(match self.file {
-            Some(i) => opcode::Send::new(Fixed(i), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
+            Some(i) => opcode::SendMsg::new(Fixed(i), hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
                 .user_data(ud),
-            None => opcode::Send::new(Fd(self.raw_fd()), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
+            None => opcode::SendMsg::new(Fd(self.raw_fd()), hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
                 .user_data(ud),
         })
     }
 
     /// The send in flight completed with `res`; the caller queues the next one
-    /// ([`RingStream::send_entry`]).
+    /// ([`RingStream::send_entry`]). The chunks it covered go back to the worker's pool, and
+    /// the message header too once nothing is held.
     pub(crate) fn on_sent(&mut self, res: i32) {
         self.sending = false;
+        self.inflight = 0;
         if res < 0 {
+            // The answers will never be sent: their chunks go back now.
             self.on_error(-res);
+            self.retire();
             return;
         }
-        self.sent = (self.sent + res as usize).min(self.inflight.len());
-        if self.sent >= self.inflight.len() {
-            self.inflight.clear();
-            self.sent = 0;
+        let mut done = (res as usize).min(self.held);
+        let mut pool = self.pool.borrow_mut();
+        pool.held -= done;
+        self.held -= done;
+        while done > 0 {
+            let Some(front) = self.out.front() else {
+                break;
+            };
+            let left = front.len() - self.head;
+            if done < left {
+                self.head += done;
+                break;
+            }
+            done -= left;
+            self.head = 0;
+            if let Some(chunk) = self.out.pop_front() {
+                pool.give(chunk);
+            }
+        }
+        if self.held == 0 {
+            self.head = 0;
+            for chunk in self.out.drain(..) {
+                pool.give(chunk);
+            }
+            if let Some(msg) = self.msg.take() {
+                pool.give_msg(msg);
+            }
         }
     }
 
-    /// Gives the connection a staging buffer from `pool` before it is served, so that its
-    /// answers are not written into a freshly allocated one.
-    pub(crate) fn provision(&mut self, pool: &mut BufPool) {
-        if self.staging.capacity() == 0 && !self.direct {
-            self.staging = pool.take();
+    /// Gives the connection's chunks back (it is being closed; unsent answers are dropped).
+    /// Returns the `user_data` of a send still in flight, whose chunks are kept until its
+    /// completion ([`SendPool::release_orphan`]): cancel it.
+    pub(crate) fn retire(&mut self) -> Option<u64> {
+        let mut pool = self.pool.borrow_mut();
+        pool.held -= self.held;
+        self.held = 0;
+        self.head = 0;
+        if self.sending {
+            self.sending = false;
+            let ud = Op::StreamSend(self.id).encode();
+            let chunks = std::mem::take(&mut self.out);
+            let msg = self.msg.take().unwrap_or_else(SendMsgParts::new);
+            pool.orphans.push(Orphan { ud, chunks, msg });
+            return Some(ud);
         }
-    }
-
-    /// Returns the connection's buffers that hold nothing to `pool`: the staging buffer when
-    /// it is empty, the send buffer once its send completed. A busy connection then holds a
-    /// buffer only for the answers on their way (one while its send is in flight, not an
-    /// empty second one besides), and the buffers go round the worker's connections.
-    pub(crate) fn release_buffers(&mut self, pool: &mut BufPool) {
-        if self.staging.is_empty() {
-            pool.give(std::mem::take(&mut self.staging));
+        for chunk in self.out.drain(..) {
+            pool.give(chunk);
         }
-        if !self.sending && self.sent >= self.inflight.len() {
-            pool.give(std::mem::take(&mut self.inflight));
-            self.sent = 0;
+        if let Some(msg) = self.msg.take() {
+            pool.give_msg(msg);
         }
-    }
-
-    /// Takes the staging buffer of a connection being closed (its bytes will not be sent).
-    pub(crate) fn take_staging(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.staging)
-    }
-
-    /// Takes the buffer of the send in flight, which must outlive this connection until the
-    /// send's completion arrives.
-    pub(crate) fn take_inflight(&mut self) -> Option<Vec<u8>> {
-        self.sending.then(|| std::mem::take(&mut self.inflight))
+        None
     }
 
     /// Shuts the socket's sending half (the FIN after the last answer).
@@ -352,10 +511,12 @@ impl RingStream {
             }
         }
     }
+}
 
-    /// The socket, for the close.
-    pub(crate) fn into_socket(self) -> std::net::TcpStream {
-        self.socket
+impl Drop for RingStream {
+    /// The chunks go back to the worker's pool (those of a send in flight once it completes).
+    fn drop(&mut self) {
+        self.retire();
     }
 }
 
@@ -373,11 +534,10 @@ impl Read for RingStream {
             buf[..n].copy_from_slice(&rest[..n]);
             self.backlog_pos += n;
             if self.backlog_pos == self.backlog.len() {
-                self.backlog.clear();
+                // Given back once read: a connection holds input only while it waits to be
+                // served, not the most it ever waited with.
+                self.backlog = Vec::new();
                 self.backlog_pos = 0;
-                if self.backlog.capacity() > KEEP_BYTES {
-                    self.backlog = Vec::new();
-                }
             }
         }
         if self.inbox_len > 0 && n < buf.len() {
@@ -408,13 +568,32 @@ impl Write for RingStream {
         if self.direct {
             return (&self.socket).write(buf);
         }
-        let room = STAGING_BYTES.saturating_sub(self.staging.len());
-        if room == 0 {
+        let take = CONN_HARD_BYTES.saturating_sub(self.held).min(buf.len());
+        if take == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = room.min(buf.len());
-        self.staging.extend_from_slice(&buf[..n]);
-        Ok(n)
+        let mut pool = self.pool.borrow_mut();
+        let mut rest = &buf[..take];
+        while !rest.is_empty() {
+            // The last chunk takes more bytes behind those a send in flight covers: the chunk
+            // never reallocates, and the kernel reads only the bytes the send named.
+            let spare = self
+                .out
+                .back()
+                .map_or(0, |c| CHUNK_BYTES.saturating_sub(c.len()));
+            if spare == 0 {
+                self.out.push_back(pool.take());
+                continue;
+            }
+            let n = spare.min(rest.len());
+            if let Some(chunk) = self.out.back_mut() {
+                chunk.extend_from_slice(&rest[..n]);
+            }
+            rest = &rest[n..];
+        }
+        self.held += take;
+        pool.held += take;
+        Ok(take)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -426,17 +605,17 @@ impl Write for RingStream {
 mod tests {
     use super::*;
 
-    fn pair() -> (RingStream, std::net::TcpStream) {
+    fn pair(pool: &SharedPool) -> (RingStream, std::net::TcpStream) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (RingStream::new(server, None, 7), client)
+        (RingStream::new(server, None, 7, pool.clone()), client)
     }
 
     #[test]
     fn reads_serve_the_backlog_then_the_arrival_and_keep_the_rest() {
-        let (mut s, _client) = pair();
+        let (mut s, _client) = pair(&SendPool::shared());
         let mut buf = [0u8; 4];
         assert_eq!(
             s.read(&mut buf).unwrap_err().kind(),
@@ -461,83 +640,146 @@ mod tests {
         assert!(s.read(&mut big).is_err());
     }
 
+    /// Bytes a send entry names, as the kernel would read them.
+    fn sent_bytes(s: &RingStream) -> Vec<u8> {
+        let msg = s.msg.as_ref().unwrap();
+        let mut v = Vec::new();
+        for iov in &msg.iov[..msg.hdr.msg_iovlen] {
+            // SAFETY: the iovecs point into the stream's chunks, alive while it holds them.
+            v.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
+            });
+        }
+        v
+    }
+
     #[test]
-    fn quiet_connections_return_their_buffers_to_the_pool() {
-        let (mut s, _client) = pair();
-        let mut pool = BufPool::default();
-        s.provision(&mut pool);
+    fn sent_chunks_go_back_to_the_pool_and_are_reused() {
+        let pool = SendPool::shared();
+        let (mut s, _client) = pair(&pool);
         assert_eq!(s.write(b"answer").unwrap(), 6);
-        let staging = s.staging.as_ptr();
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 0, "nothing is given back while bytes wait");
+        assert_eq!(pool.borrow().held(), 6);
+        let chunk = s.out[0].as_ptr();
         assert!(s.send_entry().is_some());
+        assert_eq!(sent_bytes(&s), b"answer");
         s.on_sent(6);
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 1, "the buffer that carried the answer");
-        s.provision(&mut pool);
-        assert_eq!(
-            s.staging.as_ptr(),
-            staging,
-            "and it is reused, not reallocated"
-        );
-        assert_eq!(pool.len(), 0);
-    }
-
-    /// While its answers are in flight a busy connection holds their buffer only: the empty
-    /// staging buffer goes back, and the send's buffer once the send completed.
-    #[test]
-    fn a_busy_connection_holds_only_the_buffer_in_flight() {
-        let (mut s, _client) = pair();
-        let mut pool = BufPool::default();
-        s.provision(&mut pool);
-        assert_eq!(s.write(b"first answers").unwrap(), 13);
-        assert!(s.send_entry().is_some());
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 0);
-        assert!(
-            s.inflight.capacity() >= STAGING_BYTES,
-            "the send's buffer is kept"
-        );
-        // More answers while the send runs: a second buffer, kept while it holds them.
-        s.provision(&mut pool);
-        assert_eq!(s.write(b"more").unwrap(), 4);
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 0, "both hold bytes");
-        s.on_sent(13);
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 1, "the completed send's buffer");
-        assert!(s.unsent(), "the staged answers wait for their send");
-        assert!(s.send_entry().is_some());
-        // The buffer swapped in for staging is empty (the first one went to the pool).
-        assert_eq!(s.staging.capacity(), 0);
-        s.on_sent(4);
-        s.release_buffers(&mut pool);
-        assert_eq!(pool.len(), 2);
         assert!(!s.unsent());
-        // Serving again takes one from the pool rather than allocating.
-        s.provision(&mut pool);
-        assert_eq!(pool.len(), 1);
+        assert!(s.out.is_empty(), "a quiet connection holds no chunk");
+        assert_eq!(pool.borrow().held(), 0);
+        assert_eq!(pool.borrow().spare(), 1);
+        assert_eq!(s.write(b"again").unwrap(), 5);
+        assert_eq!(s.out[0].as_ptr(), chunk, "reused, not reallocated");
+        assert_eq!(pool.borrow().spare(), 0);
     }
 
+    /// Answers written while a send is in flight go behind it, in the same chunk when it has
+    /// room, and a partial send is continued before them.
     #[test]
-    fn writes_stage_up_to_the_cap_and_one_send_runs_at_a_time() {
-        let (mut s, _client) = pair();
-        assert!(s.send_entry().is_none(), "nothing to send");
-        let big = vec![1u8; STAGING_BYTES + 10];
-        assert_eq!(s.write(&big).unwrap(), STAGING_BYTES);
-        assert_eq!(s.write(b"x").unwrap_err().kind(), io::ErrorKind::WouldBlock);
-        assert!(s.unsent());
+    fn writes_go_behind_the_send_in_flight_and_partial_sends_continue() {
+        let pool = SendPool::shared();
+        let (mut s, _client) = pair(&pool);
+        let first: Vec<u8> = (0..CHUNK_BYTES + 100).map(|i| i as u8).collect();
+        assert_eq!(s.write(&first).unwrap(), first.len());
+        assert_eq!(s.out.len(), 2);
         assert!(s.send_entry().is_some());
+        assert_eq!(sent_bytes(&s), first);
         assert!(s.send_entry().is_none(), "one send in flight");
-        assert_eq!(s.write(b"more").unwrap(), 4, "staging is free again");
+        assert_eq!(s.write(b"more").unwrap(), 4);
+        assert_eq!(s.out.len(), 2, "appended to the last chunk");
         s.on_sent(1000);
-        assert!(s.send_entry().is_some(), "the rest of the partial send");
-        s.on_sent((STAGING_BYTES - 1000) as i32);
-        assert!(s.send_entry().is_some(), "then the staged bytes");
-        s.on_sent(4);
+        assert!(s.unsent());
+        assert!(
+            s.send_entry().is_some(),
+            "the rest, then what was written since"
+        );
+        let mut rest = first[1000..].to_vec();
+        rest.extend_from_slice(b"more");
+        assert_eq!(sent_bytes(&s), rest);
+        s.on_sent(rest.len() as i32);
         assert!(!s.unsent());
+        assert_eq!(pool.borrow().held(), 0);
+        assert_eq!(pool.borrow().spare(), 2);
         s.on_sent(-libc::EPIPE);
         assert!(s.broken());
         assert!(s.write(b"x").is_err());
+    }
+
+    #[test]
+    fn writes_stop_at_the_hard_cap() {
+        let pool = SendPool::shared();
+        let (mut s, _client) = pair(&pool);
+        let big = vec![1u8; CONN_HARD_BYTES + 10];
+        assert_eq!(s.write(&big).unwrap(), CONN_HARD_BYTES);
+        assert_eq!(s.write(b"x").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(s.room(), 0);
+        assert!(s.send_entry().is_some());
+        assert_eq!(
+            sent_bytes(&s).len(),
+            (MAX_IOV * CHUNK_BYTES).min(CONN_HARD_BYTES)
+        );
+    }
+
+    /// A connection's room is its share of the worker's budget: the full share while the
+    /// others hold little, what is left of the budget past that, and never less than the
+    /// minimum for a connection that holds nothing, so connections that do not read (and
+    /// hold their share for ever) cannot stall the others.
+    #[test]
+    fn room_is_a_fair_share_of_the_worker_budget() {
+        let pool = SendPool::shared();
+        let (mut a, _ca) = pair(&pool);
+        assert_eq!(a.room(), CONN_SHARE_BYTES);
+        let first = MIN_SHARE_BYTES + 1000;
+        a.write_all(&vec![0u8; first]).unwrap();
+        assert_eq!(a.room(), CONN_SHARE_BYTES - first);
+        // Connections that never read, each holding its whole share.
+        let stuck: Vec<_> = (0..WORKER_BUDGET_BYTES / CONN_SHARE_BYTES)
+            .map(|_| {
+                let (mut s, c) = pair(&pool);
+                s.write_all(&vec![0u8; CONN_SHARE_BYTES]).unwrap();
+                assert!(s.send_entry().is_some());
+                assert_eq!(s.room(), 0, "over its share: not served");
+                (s, c)
+            })
+            .collect();
+        assert_eq!(
+            a.room(),
+            0,
+            "the budget is spent and it holds more than the minimum"
+        );
+        let (fresh, _cf) = pair(&pool);
+        assert_eq!(
+            fresh.room(),
+            MIN_SHARE_BYTES,
+            "a connection holding nothing"
+        );
+        // Its answers sent, `a` gets the minimum again.
+        assert!(a.send_entry().is_some());
+        a.on_sent(first as i32);
+        assert_eq!(a.room(), MIN_SHARE_BYTES);
+        drop(stuck);
+        assert_eq!(a.room(), CONN_SHARE_BYTES);
+    }
+
+    /// A closed connection's send in flight keeps its chunks until its completion; the
+    /// worker's held bytes drop at once.
+    #[test]
+    fn a_closed_connections_send_keeps_its_chunks_until_it_completes() {
+        let pool = SendPool::shared();
+        let (mut s, _client) = pair(&pool);
+        s.write_all(&[7u8; 100]).unwrap();
+        assert!(s.send_entry().is_some());
+        let ud = s.retire().expect("a send in flight");
+        assert_eq!(ud, Op::StreamSend(7).encode());
+        drop(s);
+        assert_eq!(pool.borrow().held(), 0);
+        assert_eq!(pool.borrow().spare(), 0, "kept for the kernel");
+        pool.borrow_mut().release_orphan(ud);
+        assert_eq!(pool.borrow().spare(), 1);
+        // Without a send in flight, the chunks go back at once.
+        let (mut t, _c2) = pair(&pool);
+        t.write_all(&[1u8; 10]).unwrap();
+        drop(t);
+        assert_eq!(pool.borrow().spare(), 1);
+        assert_eq!(pool.borrow().held(), 0);
     }
 }

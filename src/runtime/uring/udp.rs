@@ -32,7 +32,7 @@ use super::super::datagram::{Sojourn, CONTROL_BYTES, DATAGRAMS_PER_TURN};
 use super::super::mmsg::SLOT_BYTES;
 use super::super::stats::{bump, RuntimeStats};
 use super::super::{DatagramCtx, DatagramWorker, PREFETCH_AHEAD};
-use super::tcp::{BufPool, STREAM_BUFS, STREAM_BUFS_INITIAL, STREAM_BUF_BYTES};
+use super::tcp::{SendPool, SharedPool, STREAM_BUFS, STREAM_BUFS_INITIAL, STREAM_BUF_BYTES};
 use super::{build_ring, submit_and_wait, Op, TaskRun, Unavailable, RING_ENTRIES};
 
 /// Stream completions (accepts, arrivals, sends) handled per turn at most; the rest wait for
@@ -273,10 +273,9 @@ pub(crate) struct UdpRing {
     conn_files: u32,
     /// Stream completions of the last [`UdpRing::serve`], for the connection table.
     events: Vec<StreamEvent>,
-    /// Buffers of sends still in flight on connections already closed, by `user_data`.
-    orphans: Vec<(u64, Vec<u8>)>,
-    /// Spare staging buffers of the worker's connections.
-    pub(crate) pool: BufPool,
+    /// The send chunks of the worker's connections (and of sends still in flight on
+    /// connections already closed).
+    pub(crate) pool: SharedPool,
 }
 
 /// A completion of a stream operation, handed to the worker's connection table.
@@ -430,8 +429,7 @@ impl UdpRing {
             conn_base,
             conn_files,
             events: Vec::with_capacity(STREAM_EVENTS_PER_TURN),
-            orphans: Vec::new(),
-            pool: BufPool::default(),
+            pool: SendPool::shared(),
         })
     }
 
@@ -564,17 +562,9 @@ impl UdpRing {
         let _ = self.ring.submitter().unregister_files();
     }
 
-    /// Keeps `buf` alive until the completion of the send `ud` (its connection is closed).
-    pub(crate) fn orphan(&mut self, ud: u64, buf: Vec<u8>) {
-        self.orphans.push((ud, buf));
-    }
-
-    /// The send `ud` of a closed connection completed: its buffer can go.
+    /// The send `ud` of a closed connection completed: its chunks can go.
     pub(crate) fn release_orphan(&mut self, ud: u64) {
-        if let Some(i) = self.orphans.iter().position(|(u, _)| *u == ud) {
-            let (_, buf) = self.orphans.swap_remove(i);
-            self.pool.give(buf);
-        }
+        self.pool.borrow_mut().release_orphan(ud);
     }
 
     /// The stream completions of the last turn (handed back with [`UdpRing::restore_events`]
