@@ -215,13 +215,21 @@ pub(crate) fn receive_time(control: &[u8]) -> Option<std::time::Duration> {
 
 /// Sets `SO_TIMESTAMPNS` on socket `fd` (`on`) or clears it.
 fn set_timestamps(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
-    let value: libc::c_int = on.into();
+    set_socket_int(fd, libc::SO_TIMESTAMPNS, on.into())
+}
+
+/// Sets the `SOL_SOCKET` option `name` of `fd` to the integer `value` (`setsockopt(2)`).
+fn set_socket_int(
+    fd: std::os::fd::RawFd,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: `value` is a readable `c_int` of the size given.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -232,6 +240,31 @@ fn set_timestamps(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// The integer `SOL_SOCKET` option `name` of `fd` (`getsockopt(2)`).
+fn socket_int(fd: std::os::fd::RawFd, name: libc::c_int) -> std::io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a writable `c_int` and `len` its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The receive buffer of a socket whose datagrams stay stale: 256 KiB in the kernel's
+/// accounting (what `SO_RCVBUF` reads back; the kernel doubles the value set).
+pub(crate) const FLOOD_RCVBUF_BYTES: libc::c_int = 256 * 1024;
 
 /// Sheds in one datagram over the delay at most: whatever the control law asks, the worker
 /// serves at least `SHED_ONE_IN - 1` of every `SHED_ONE_IN` late datagrams ([`ShedPace`]).
@@ -363,6 +396,13 @@ pub(crate) const STAMP_HOLD: std::time::Duration = std::time::Duration::from_sec
 /// timestamps went on are stamped by the kernel when they are read (sojourn zero), so an
 /// overload is seen from the datagrams that arrive after the first long turn.
 ///
+/// A socket whose datagrams keep waiting half the delay or more for twice the delay gets a
+/// small receive buffer ([`FLOOD_RCVBUF_BYTES`]) until they are fresh again (when the
+/// timestamps go off): a full buffer sized for bursts holds datagrams so long that the worker
+/// reads them from memory rather than from the cache, and answers about a tenth less under a
+/// sustained flood (`benches/README.md`, overload); with the small one the kernel drops the
+/// excess on arrival instead.
+///
 /// A datagram without a timestamp is judged fresh: it keeps the turn's `ready_at` and is
 /// served. A `CLOCK_REALTIME` step between a datagram's arrival and its batch moves its
 /// sojourn by the step (a backward step reads as zero); only the datagrams queued across the
@@ -379,6 +419,12 @@ pub(crate) struct Sojourn {
     /// The clocks of the current batch while stamping: the monotonic instant and
     /// `CLOCK_REALTIME` since the Unix epoch.
     clock: Option<(std::time::Instant, std::time::Duration)>,
+    /// Since when every datagram judged waited at least half the delay (`None`: the last one
+    /// judged was fresher).
+    stale_since: Option<std::time::Instant>,
+    /// The socket's own receive buffer (`SO_RCVBUF` as read back) while it is shrunk to
+    /// [`FLOOD_RCVBUF_BYTES`].
+    shrunk_from: Option<libc::c_int>,
 }
 
 impl Sojourn {
@@ -391,6 +437,8 @@ impl Sojourn {
             refused: false,
             stale_at: std::time::Instant::now(),
             clock: None,
+            stale_since: None,
+            shrunk_from: None,
         }
     }
 
@@ -442,6 +490,9 @@ impl Sojourn {
             Some(pace) => {
                 if sojourn >= pace.target / 2 {
                     self.stale_at = now;
+                    self.stale_since.get_or_insert(now);
+                } else {
+                    self.stale_since = None;
                 }
                 pace.shed(sojourn, now)
             }
@@ -461,6 +512,46 @@ impl Sojourn {
             self.switch(true, now);
         } else if self.stamping && now.saturating_duration_since(self.stale_at) >= STAMP_HOLD {
             self.switch(false, now);
+            self.restore_buffer();
+        } else if let (Some(since), Some(pace), None) =
+            (self.stale_since, &self.pace, self.shrunk_from)
+        {
+            if now.saturating_duration_since(since) >= 2 * pace.target {
+                self.shrink_buffer();
+            }
+        }
+    }
+
+    /// Datagrams have waited half the delay or more for twice the delay without a break:
+    /// the receive buffer holds more than the worker reads while they are still in the
+    /// cache, so it is shrunk to [`FLOOD_RCVBUF_BYTES`] and the kernel drops the excess on
+    /// arrival (datagrams already queued stay). A buffer that is already that small, or a
+    /// socket whose size cannot be read or set, is left as it is.
+    fn shrink_buffer(&mut self) {
+        let Ok(own) = socket_int(self.fd, libc::SO_RCVBUF) else {
+            return;
+        };
+        if own <= FLOOD_RCVBUF_BYTES {
+            return;
+        }
+        if set_socket_int(self.fd, libc::SO_RCVBUF, FLOOD_RCVBUF_BYTES / 2).is_ok() {
+            self.shrunk_from = Some(own);
+            tracing::debug!(
+                fd = self.fd,
+                from = own,
+                to = FLOOD_RCVBUF_BYTES,
+                "datagrams stay stale: receive buffer shrunk"
+            );
+        }
+    }
+
+    /// Gives the socket its own receive buffer back once its datagrams are fresh again.
+    fn restore_buffer(&mut self) {
+        if let Some(own) = self.shrunk_from.take() {
+            // The kernel doubles the value set; `own` was read back doubled.
+            if let Err(e) = set_socket_int(self.fd, libc::SO_RCVBUF, own / 2) {
+                tracing::warn!("SO_RCVBUF could not be restored to {own} bytes: {e}");
+            }
         }
     }
 
@@ -470,6 +561,7 @@ impl Sojourn {
                 self.stamping = on;
                 self.stale_at = now;
                 self.clock = None;
+                self.stale_since = None;
             }
             Err(e) => {
                 tracing::warn!(
@@ -602,6 +694,45 @@ mod tests {
             }
         }
         assert!(shed > 0);
+    }
+
+    /// Datagrams stale for twice the delay shrink the receive buffer; fresh ones for a hold
+    /// give it back; a fresh datagram in between starts the count again.
+    #[test]
+    fn a_receive_buffer_is_shrunk_while_datagrams_stay_stale_and_restored_after() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        set_socket_int(fd, libc::SO_RCVBUF, 1024 * 1024).unwrap();
+        let own = socket_int(fd, libc::SO_RCVBUF).unwrap();
+        assert!(own > FLOOD_RCVBUF_BYTES, "{own}");
+        let mut s = Sojourn::new(fd, 50 * MS);
+        let t0 = Instant::now();
+        s.end_turn(BACKLOG_MIN_TURN, false, t0);
+        assert!(s.stamping());
+        let mut ctx = super::super::DatagramCtx {
+            worker: 0,
+            socket: 0,
+            local: socket.local_addr().unwrap(),
+            ready_at: t0,
+            shed: false,
+        };
+        // Stale for 90 ms, then one fresh datagram: not yet.
+        s.judge_sojourn(30 * MS, t0, &mut ctx);
+        s.judge_sojourn(30 * MS, t0 + 90 * MS, &mut ctx);
+        s.judge_sojourn(MS, t0 + 90 * MS, &mut ctx);
+        s.judge_sojourn(30 * MS, t0 + 100 * MS, &mut ctx);
+        s.end_turn(BACKLOG_MIN_TURN, false, t0 + 150 * MS);
+        assert_eq!(socket_int(fd, libc::SO_RCVBUF).unwrap(), own);
+        // Stale for twice the delay without a break: shrunk.
+        s.judge_sojourn(30 * MS, t0 + 200 * MS, &mut ctx);
+        s.end_turn(BACKLOG_MIN_TURN, false, t0 + 200 * MS);
+        let small = socket_int(fd, libc::SO_RCVBUF).unwrap();
+        assert!(small <= FLOOD_RCVBUF_BYTES, "{small}");
+        // Fresh for a hold: the timestamps go off and the buffer is the socket's own again.
+        s.judge_sojourn(MS, t0 + 300 * MS, &mut ctx);
+        s.end_turn(1, false, t0 + 200 * MS + STAMP_HOLD);
+        assert!(!s.stamping());
+        assert_eq!(socket_int(fd, libc::SO_RCVBUF).unwrap(), own);
     }
 
     /// Timestamps go on after a long turn (or a starved one), stay on while datagrams wait,
