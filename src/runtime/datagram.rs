@@ -286,33 +286,19 @@ pub(crate) const SHED_ONE_IN: u32 = 16;
 /// - A queue that was late once (a burst, the worker preempted for a while) drains by itself;
 ///   only one that stays late is overload.
 ///
-/// So, as CoDel does for packets (RFC 8289 §5) and the HTTP listeners do for connections:
-///
-/// - Datagrams late without a break for `interval` (twice `target`) start an episode, and
-///   the first late datagram after that is shed; while datagrams stay late, the next is shed
-///   `interval / sqrt(count)` after the previous one was due (`count` the sheds of this
-///   episode), so the rate grows with the overload's length, several per batch once the
-///   spacing is shorter than a batch.
-/// - A datagram that waited less than `target` ends the episode: the queue is fresh again.
-///   A new episode within `16 x interval` of the end of the last resumes near its rate
-///   (`count - 2`).
-/// - Never more than one late datagram in [`SHED_ONE_IN`] is shed, so the answered rate
-///   stays near the worker's capacity however long the overload lasts.
+/// So late datagrams are shed at the pace of CoDel's control law
+/// ([`super::control_law::ControlLaw`], shared with the HTTP listeners): the first once
+/// datagrams have been late without a break for twice `target`, then at a pace that grows
+/// with the overload's length; a datagram that waited less than `target` ends the episode.
+/// On top of the law, never more than one late datagram in [`SHED_ONE_IN`] is shed, so the
+/// answered rate stays near the worker's capacity however long the overload lasts.
 ///
 /// Times are the batch's instant (one clock reading per batch), so the datagrams of one batch
 /// share it.
 #[derive(Clone, Debug)]
 pub(crate) struct ShedPace {
     target: std::time::Duration,
-    interval: std::time::Duration,
-    /// Since when datagrams have been late without a break.
-    late_since: Option<std::time::Instant>,
-    /// Shedding (an episode): when the next shed is due.
-    next: Option<std::time::Instant>,
-    /// Sheds of the current (or last) episode.
-    count: u32,
-    /// When the last episode ended.
-    ended: Option<std::time::Instant>,
+    law: super::control_law::ControlLaw,
     /// Late datagrams since the last shed.
     since_shed: u32,
 }
@@ -322,13 +308,7 @@ impl ShedPace {
     pub(crate) fn new(target: std::time::Duration) -> Self {
         ShedPace {
             target,
-            interval: target
-                .saturating_mul(2)
-                .max(std::time::Duration::from_millis(1)),
-            late_since: None,
-            next: None,
-            count: 0,
-            ended: None,
+            law: super::control_law::ControlLaw::new(target),
             since_shed: 0,
         }
     }
@@ -336,43 +316,14 @@ impl ShedPace {
     /// Whether the datagram read at `now` after waiting `sojourn` is shed.
     pub(crate) fn shed(&mut self, sojourn: std::time::Duration, now: std::time::Instant) -> bool {
         if sojourn < self.target {
-            self.late_since = None;
-            if self.next.take().is_some() {
-                self.ended = Some(now);
-            }
+            self.law.fresh(now);
             return false;
         }
         self.since_shed = self.since_shed.saturating_add(1);
-        let since = *self.late_since.get_or_insert(now);
-        let due = match self.next {
-            None => now.saturating_duration_since(since) >= self.interval,
-            Some(next) => now >= next,
-        };
-        if !due || self.since_shed < SHED_ONE_IN {
+        if !self.law.due(now) || self.since_shed < SHED_ONE_IN {
             return false;
         }
-        let from = match self.next {
-            Some(next) => {
-                self.count = self.count.saturating_add(1);
-                next
-            }
-            None => {
-                // A new episode: CoDel resumes near the last rate when it ended recently.
-                let recent = self
-                    .ended
-                    .is_some_and(|t| now.saturating_duration_since(t) < self.interval * 16);
-                self.count = if recent && self.count > 2 {
-                    self.count - 2
-                } else {
-                    1
-                };
-                now
-            }
-        };
-        // Due sheds left over from batches that came late are not piled up: the schedule
-        // runs at most an interval behind.
-        let from = from.max(now.checked_sub(self.interval).unwrap_or(now));
-        self.next = Some(from + self.interval.div_f64(f64::from(self.count).sqrt()));
+        self.law.shed(now);
         self.since_shed = 0;
         true
     }
@@ -642,20 +593,20 @@ mod tests {
         // Late again at once: nothing is shed before the interval (20 ms) has passed...
         assert_eq!(run(&mut pace, &mut at, 19 * 64, 20 * MS), 0);
         // ...then the pace resumes near where it was (count - 2), not from one.
-        let count_before = pace.count;
+        let count_before = pace.law.count;
         let resumed = run(&mut pace, &mut at, 100 * 64, 20 * MS);
         assert!(resumed > 0);
         assert!(
-            pace.count >= count_before - 2,
+            pace.law.count >= count_before - 2,
             "{} {count_before}",
-            pace.count
+            pace.law.count
         );
         // After a long fresh spell, an episode starts over.
         assert!(!pace.shed(MS, at));
         at += Duration::from_secs(10);
         assert_eq!(run(&mut pace, &mut at, 19 * 64, 20 * MS), 0);
         assert!(run(&mut pace, &mut at, 100 * 64, 20 * MS) > 0);
-        assert!(pace.count < 20, "{}", pace.count);
+        assert!(pace.law.count < 20, "{}", pace.law.count);
     }
 
     /// A datagram judged with its sojourn gets its arrival as `ready_at` and the pace's

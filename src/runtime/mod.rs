@@ -30,6 +30,7 @@
 //! workers. The per-source request rate limit lives in the services and needs nothing.
 
 mod conn;
+pub(crate) mod control_law;
 mod datagram;
 pub mod descriptors;
 mod epoll;

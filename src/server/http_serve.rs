@@ -41,6 +41,7 @@ use crate::metrics::Shed;
 use crate::protocol::http::{
     self, AnswerInPlace, Framed, HttpLimits, Methods, RequestHead, ResponseHead,
 };
+use crate::runtime::control_law::ControlLaw;
 use crate::runtime::sources::SourceRateLimiter;
 use crate::runtime::{ConnCtx, StreamStep, StreamWorker};
 
@@ -147,12 +148,11 @@ pub(crate) struct LoadControl {
 ///   [`ConnCtx::ready_at`] (the current turn's start): a turn whose age reaches
 ///   `target` (the shedding delay) is behind; a turn seen to end short of it ends the
 ///   overload.
-/// - Once turns have been behind without a break for `interval` (twice `target`), one
-///   connection is shed; while they stay behind, the next is shed `interval / sqrt(count)`
-///   after the previous one (`count` the sheds of this episode), so the shed rate grows with
-///   the overload's length until the worker catches up.
-/// - A new episode within `16 x interval` of the end of the last starts from that episode's
-///   rate (`count - 2`), as in CoDel, rather than from one.
+/// - While turns stay behind, connections are shed at the pace of CoDel's control law
+///   ([`ControlLaw`], shared with the datagram sockets): the first once turns have been
+///   behind without a break for twice `target`, then at a pace that grows with the
+///   overload's length until the worker catches up; a new episode soon after the last
+///   resumes near its pace.
 ///
 /// At a steady overload with clients that honour `Retry-After`, the rate settles near what
 /// keeps the offered load at the worker's capacity; clients that ignore it are shed no faster
@@ -161,17 +161,9 @@ pub(crate) struct LoadControl {
 #[derive(Clone, Debug)]
 pub(crate) struct ShedControl {
     target: Duration,
-    interval: Duration,
     /// The start of the latest turn seen, and the latest instant seen in it.
     turn: Option<(Instant, Instant)>,
-    /// Since when turns have been behind without a break.
-    behind_since: Option<Instant>,
-    /// Shedding: when the next shed is due.
-    next: Option<Instant>,
-    /// Sheds of the current (or last) episode.
-    count: u32,
-    /// When the last episode's shedding ended.
-    ended: Option<Instant>,
+    law: ControlLaw,
 }
 
 impl ShedControl {
@@ -179,12 +171,8 @@ impl ShedControl {
     pub fn new(target: Duration) -> Self {
         ShedControl {
             target,
-            interval: target.saturating_mul(2).max(Duration::from_millis(1)),
             turn: None,
-            behind_since: None,
-            next: None,
-            count: 0,
-            ended: None,
+            law: ControlLaw::new(target),
         }
     }
 
@@ -198,48 +186,16 @@ impl ShedControl {
                 if previous.is_some_and(|(start, last)| {
                     last.saturating_duration_since(start) < self.target
                 }) {
-                    self.caught_up(now);
+                    self.law.fresh(now);
                 }
                 self.turn = Some((ready_at, now));
             }
         }
-        if now.saturating_duration_since(ready_at) < self.target {
+        if now.saturating_duration_since(ready_at) < self.target || !self.law.due(now) {
             return false;
         }
-        let since = *self.behind_since.get_or_insert(now);
-        match self.next {
-            None if now.saturating_duration_since(since) >= self.interval => {
-                // A new episode: CoDel resumes near the last rate when it ended recently.
-                let recent = self
-                    .ended
-                    .is_some_and(|t| now.saturating_duration_since(t) < self.interval * 16);
-                self.count = if recent && self.count > 2 {
-                    self.count - 2
-                } else {
-                    1
-                };
-                self.next = Some(now + self.spacing());
-                true
-            }
-            Some(next) if now >= next => {
-                self.count = self.count.saturating_add(1);
-                self.next = Some(now + self.spacing());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// `interval / sqrt(count)`.
-    fn spacing(&self) -> Duration {
-        self.interval.div_f64(f64::from(self.count.max(1)).sqrt())
-    }
-
-    fn caught_up(&mut self, now: Instant) {
-        self.behind_since = None;
-        if self.next.take().is_some() {
-            self.ended = Some(now);
-        }
+        self.law.shed(now);
+        true
     }
 }
 
@@ -632,7 +588,7 @@ mod tests {
         let mut out = Vec::new();
         // The turn is seen behind from the first call on; the shed comes once it has been
         // behind for the interval.
-        w.shedding.as_mut().unwrap().behind_since = Some(late.ready_at);
+        w.shedding.as_mut().unwrap().law.late_since = Some(late.ready_at);
         let step = w.on_input(&late, input, &mut out);
         assert_eq!(
             step,
@@ -732,14 +688,14 @@ mod tests {
         let mut control = ShedControl::new(ms(50));
         let first = shed_times(&mut control, start, ms(200), Duration::from_secs(1));
         assert!(first.len() > 5, "{first:?}");
-        let count = control.count;
+        let count = control.law.count;
         // A short turn: caught up, nothing shed in it nor in the next short ones.
         let later = start + Duration::from_secs(1);
         for k in 0..20 {
             let turn = later + ms(10) * k;
             assert!(!control.shed(turn, turn + ms(5)));
         }
-        assert!(control.next.is_none() && control.behind_since.is_none());
+        assert!(control.law.next.is_none() && control.law.late_since.is_none());
         // Behind again: the first shed after the interval, then spaced as at count - 2.
         let again = later + ms(300);
         let mut shed_at = None;
@@ -750,7 +706,7 @@ mod tests {
             }
         }
         assert_eq!(shed_at, Some(100));
-        assert_eq!(control.count, count - 2);
+        assert_eq!(control.law.count, count - 2);
     }
 
     /// The expected body size sets the `Content-Length` room; the length written is exact
