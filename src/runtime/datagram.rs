@@ -215,21 +215,13 @@ pub(crate) fn receive_time(control: &[u8]) -> Option<std::time::Duration> {
 
 /// Sets `SO_TIMESTAMPNS` on socket `fd` (`on`) or clears it.
 fn set_timestamps(fd: std::os::fd::RawFd, on: bool) -> std::io::Result<()> {
-    set_socket_int(fd, libc::SO_TIMESTAMPNS, on.into())
-}
-
-/// Sets the `SOL_SOCKET` option `name` of `fd` to the integer `value` (`setsockopt(2)`).
-fn set_socket_int(
-    fd: std::os::fd::RawFd,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> std::io::Result<()> {
+    let value: libc::c_int = on.into();
     // SAFETY: `value` is a readable `c_int` of the size given.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            name,
+            libc::SO_TIMESTAMPNS,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -241,30 +233,17 @@ fn set_socket_int(
     }
 }
 
-/// The integer `SOL_SOCKET` option `name` of `fd` (`getsockopt(2)`).
-fn socket_int(fd: std::os::fd::RawFd, name: libc::c_int) -> std::io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is a writable `c_int` and `len` its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(value)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// Runs `f` on the socket `fd` through `socket2` (its option calls).
+fn with_sock<T>(fd: std::os::fd::RawFd, f: impl FnOnce(socket2::SockRef<'_>) -> T) -> T {
+    // SAFETY: `fd` is an open socket for the duration of the call (the `Sojourn` it comes
+    // from is dropped before its owner closes it), and it is not closed through the borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    f(socket2::SockRef::from(&borrowed))
 }
 
 /// The receive buffer of a socket whose datagrams stay stale: 256 KiB in the kernel's
 /// accounting (what `SO_RCVBUF` reads back; the kernel doubles the value set).
-pub(crate) const FLOOD_RCVBUF_BYTES: libc::c_int = 256 * 1024;
+pub(crate) const FLOOD_RCVBUF_BYTES: usize = 256 * 1024;
 
 /// Sheds in one datagram over the delay at most: whatever the control law asks, the worker
 /// serves at least `SHED_ONE_IN - 1` of every `SHED_ONE_IN` late datagrams ([`ShedPace`]).
@@ -375,7 +354,7 @@ pub(crate) struct Sojourn {
     stale_since: Option<std::time::Instant>,
     /// The socket's own receive buffer (`SO_RCVBUF` as read back) while it is shrunk to
     /// [`FLOOD_RCVBUF_BYTES`].
-    shrunk_from: Option<libc::c_int>,
+    shrunk_from: Option<usize>,
 }
 
 impl Sojourn {
@@ -479,13 +458,14 @@ impl Sojourn {
     /// arrival (datagrams already queued stay). A buffer that is already that small, or a
     /// socket whose size cannot be read or set, is left as it is.
     fn shrink_buffer(&mut self) {
-        let Ok(own) = socket_int(self.fd, libc::SO_RCVBUF) else {
+        let Ok(own) = with_sock(self.fd, |s| s.recv_buffer_size()) else {
             return;
         };
         if own <= FLOOD_RCVBUF_BYTES {
             return;
         }
-        if set_socket_int(self.fd, libc::SO_RCVBUF, FLOOD_RCVBUF_BYTES / 2).is_ok() {
+        // The kernel doubles the size set (`socket(7)`, `SO_RCVBUF`).
+        if with_sock(self.fd, |s| s.set_recv_buffer_size(FLOOD_RCVBUF_BYTES / 2)).is_ok() {
             self.shrunk_from = Some(own);
             tracing::debug!(
                 fd = self.fd,
@@ -499,8 +479,8 @@ impl Sojourn {
     /// Gives the socket its own receive buffer back once its datagrams are fresh again.
     fn restore_buffer(&mut self) {
         if let Some(own) = self.shrunk_from.take() {
-            // The kernel doubles the value set; `own` was read back doubled.
-            if let Err(e) = set_socket_int(self.fd, libc::SO_RCVBUF, own / 2) {
+            // `own` was read back doubled.
+            if let Err(e) = with_sock(self.fd, |s| s.set_recv_buffer_size(own / 2)) {
                 tracing::warn!("SO_RCVBUF could not be restored to {own} bytes: {e}");
             }
         }
@@ -617,13 +597,7 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
         let mut sojourn = Sojourn::new(fd, 50 * MS);
         let t0 = Instant::now();
-        let mut ctx = super::super::DatagramCtx {
-            worker: 0,
-            socket: 0,
-            local: socket.local_addr().unwrap(),
-            ready_at: t0,
-            shed: false,
-        };
+        let mut ctx = ctx_of(&socket, t0);
         let mut shed = 0;
         for i in 0..200_000u32 {
             let now = t0 + Duration::from_micros(u64::from(i) * 10);
@@ -653,37 +627,31 @@ mod tests {
     fn a_receive_buffer_is_shrunk_while_datagrams_stay_stale_and_restored_after() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        set_socket_int(fd, libc::SO_RCVBUF, 1024 * 1024).unwrap();
-        let own = socket_int(fd, libc::SO_RCVBUF).unwrap();
+        with_sock(fd, |s| s.set_recv_buffer_size(512 * 1024)).unwrap();
+        let own = with_sock(fd, |s| s.recv_buffer_size()).unwrap();
         assert!(own > FLOOD_RCVBUF_BYTES, "{own}");
         let mut s = Sojourn::new(fd, 50 * MS);
         let t0 = Instant::now();
         s.end_turn(BACKLOG_MIN_TURN, false, t0);
         assert!(s.stamping());
-        let mut ctx = super::super::DatagramCtx {
-            worker: 0,
-            socket: 0,
-            local: socket.local_addr().unwrap(),
-            ready_at: t0,
-            shed: false,
-        };
+        let mut ctx = ctx_of(&socket, t0);
         // Stale for 90 ms, then one fresh datagram: not yet.
         s.judge_sojourn(30 * MS, t0, &mut ctx);
         s.judge_sojourn(30 * MS, t0 + 90 * MS, &mut ctx);
         s.judge_sojourn(MS, t0 + 90 * MS, &mut ctx);
         s.judge_sojourn(30 * MS, t0 + 100 * MS, &mut ctx);
         s.end_turn(BACKLOG_MIN_TURN, false, t0 + 150 * MS);
-        assert_eq!(socket_int(fd, libc::SO_RCVBUF).unwrap(), own);
+        assert_eq!(with_sock(fd, |s| s.recv_buffer_size()).unwrap(), own);
         // Stale for twice the delay without a break: shrunk.
         s.judge_sojourn(30 * MS, t0 + 200 * MS, &mut ctx);
         s.end_turn(BACKLOG_MIN_TURN, false, t0 + 200 * MS);
-        let small = socket_int(fd, libc::SO_RCVBUF).unwrap();
+        let small = with_sock(fd, |s| s.recv_buffer_size()).unwrap();
         assert!(small <= FLOOD_RCVBUF_BYTES, "{small}");
         // Fresh for a hold: the timestamps go off and the buffer is the socket's own again.
         s.judge_sojourn(MS, t0 + 300 * MS, &mut ctx);
         s.end_turn(1, false, t0 + 200 * MS + STAMP_HOLD);
         assert!(!s.stamping());
-        assert_eq!(socket_int(fd, libc::SO_RCVBUF).unwrap(), own);
+        assert_eq!(with_sock(fd, |s| s.recv_buffer_size()).unwrap(), own);
     }
 
     /// Timestamps go on after a long turn (or a starved one), stay on while datagrams wait,
@@ -704,13 +672,7 @@ mod tests {
         s.end_turn(BACKLOG_MIN_TURN, false, t0);
         assert!(s.stamping());
         assert_eq!(socket_timestamps(fd), 1);
-        let mut ctx = super::super::DatagramCtx {
-            worker: 0,
-            socket: 0,
-            local: socket.local_addr().unwrap(),
-            ready_at: t0,
-            shed: false,
-        };
+        let mut ctx = ctx_of(&socket, t0);
         // A datagram that waited half the delay keeps them on for another hold.
         s.judge_sojourn(25 * MS, t0 + STAMP_HOLD / 2, &mut ctx);
         s.end_turn(1, false, t0 + STAMP_HOLD);
@@ -725,6 +687,17 @@ mod tests {
     }
 
     /// `SO_TIMESTAMPNS` of socket `fd`.
+    /// A datagram context on `socket` whose turn started at `t0`.
+    fn ctx_of(socket: &std::net::UdpSocket, t0: Instant) -> super::super::DatagramCtx {
+        super::super::DatagramCtx {
+            worker: 0,
+            socket: 0,
+            local: socket.local_addr().unwrap(),
+            ready_at: t0,
+            shed: false,
+        }
+    }
+
     fn socket_timestamps(fd: std::os::fd::RawFd) -> libc::c_int {
         let mut value: libc::c_int = -1;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
