@@ -102,11 +102,11 @@ fn find_answer(peers: usize) -> Response {
                 asn: Some(64496),
                 ppsp_pp: true,
             };
-            PeerInfo {
-                peer_id: PeerId::new(format!("{:040x}", i * 7919).as_bytes()).expect("short id"),
-                mode: PeerMode::Seeder,
-                addrs: std::iter::once(addr).collect(),
-            }
+            PeerInfo::new(
+                PeerId::new(format!("{:040x}", i * 7919).as_bytes()).expect("short id"),
+                PeerMode::Seeder,
+                &[addr],
+            )
         })
         .collect();
     Response::Ok(Answer {

@@ -23,20 +23,18 @@ impl TrackerCore for SmallSwarm {
     fn handle(&self, request: &Request, _now: Time) -> Response {
         let peer = |addr: &str, mode| {
             let addr: SocketAddr = addr.parse().unwrap();
-            PeerInfo {
-                peer_id: bt_peer_id(addr.ip(), addr.port()),
+            PeerInfo::new(
+                bt_peer_id(addr.ip(), addr.port()),
                 mode,
-                addrs: [PeerAddr {
+                &[PeerAddr {
                     addr,
                     priority: 1,
                     kind: AddrType::Host,
                     connection: None,
                     asn: None,
                     ppsp_pp: false,
-                }]
-                .into_iter()
-                .collect(),
-            }
+                }],
+            )
         };
         match &request.kind {
             RequestKind::Announce { swarm_id, .. } => Response::Ok(Answer {

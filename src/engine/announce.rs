@@ -642,13 +642,15 @@ impl Engine {
         let stats = self.announce_with(request, now, families, &mut listing)?;
         let peers = listing
             .peers()
-            .map(|(mode, addr)| PeerInfo {
-                peer_id: bt_peer_id(addr.ip(), addr.port()),
-                mode,
-                addrs: smallvec::smallvec![PeerAddr {
-                    kind: AddrType::Host,
-                    ..PeerAddr::reflexive(addr)
-                }],
+            .map(|(mode, addr)| {
+                PeerInfo::new(
+                    bt_peer_id(addr.ip(), addr.port()),
+                    mode,
+                    &[PeerAddr {
+                        kind: AddrType::Host,
+                        ..PeerAddr::reflexive(addr)
+                    }],
+                )
             })
             .collect();
         let RequestKind::Announce { swarm_id, .. } = &request.kind else {
@@ -1181,7 +1183,7 @@ mod tests {
             let listed = answer.swarm_results[0].peers.as_ref().unwrap();
             assert!(listed.len() <= (want as usize).min(27));
             for (i, p) in listed.iter().enumerate() {
-                let a = p.addrs[0].addr;
+                let a = p.addrs()[0].addr;
                 assert_ne!(a.port(), 0);
                 let mode = if seeder(&a) {
                     PeerMode::Seeder
@@ -1385,8 +1387,8 @@ mod tests {
                 let peers = a.swarm_results[0].peers.as_ref().unwrap();
                 assert_eq!(peers.len(), 1);
                 assert_eq!(peers[0].mode, PeerMode::Seeder);
-                assert_eq!(peers[0].addrs[0].addr, addr(1));
-                assert_eq!(peers[0].peer_id, bt_peer_id(addr(1).ip(), 6881));
+                assert_eq!(peers[0].addrs()[0].addr, addr(1));
+                assert_eq!(peers[0].peer_id(), bt_peer_id(addr(1).ip(), 6881));
                 match a.stat {
                     Some(StatAnswer::Swarm(id, s)) => {
                         assert_eq!(id, swarm("s"));

@@ -16,11 +16,9 @@
 //! its length; any other id as it is. A flag tells the two forms apart, so the mapping is
 //! exact in both directions.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::types::{
-    AddrType, IdBytes, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES,
-};
+use super::types::{AddrType, LinkKind, PeerAddr, PeerId, PeerInfo, PeerMode, MAX_ID_BYTES};
 
 /// Stored id bytes a membership holds inline (a 40-character hex id packs to 20).
 pub(super) const MEMBER_ID_BYTES: usize = 20;
@@ -228,27 +226,17 @@ impl Member {
         let SocketAddr::V4(v4) = addr.addr else {
             return m;
         };
-        if addr.priority != 1 || addr.asn.is_some() || id.len() > MEMBER_ID_BYTES {
+        let Some(flags) = addr_flags(addr) else {
+            return m;
+        };
+        if id.len() > MEMBER_ID_BYTES {
             return m;
         }
         m.ip = v4.ip().octets();
         m.port = v4.port();
         m.id_len = id_len;
         m.id[..id.len()].copy_from_slice(id);
-        let kind = match addr.kind {
-            AddrType::Host => 0,
-            AddrType::Reflexive => 1,
-            AddrType::Proxy => 2,
-        };
-        let link = match addr.connection {
-            None => 0,
-            Some(LinkKind::Wired) => 1,
-            Some(LinkKind::Wireless) => 2,
-        };
-        m.flags = COMPLETE
-            | (kind << KIND_SHIFT)
-            | (link << LINK_SHIFT)
-            | if addr.ppsp_pp { PPSP_PP } else { 0 };
+        m.flags = COMPLETE | flags;
         m
     }
 
@@ -264,12 +252,121 @@ impl Member {
     }
 
     /// The peer list entry of this member in mode `mode`, from the copy, which the caller
-    /// checked is complete ([`Member::is_complete`]). Built field by field in the place it
-    /// is written to when inlined: the id unpacked straight into its zeroed buffer (a kept
-    /// id is one fixed 20-byte copy, since the copy's id bytes past its length are zero),
-    /// the one address inline.
+    /// checked is complete ([`Member::is_complete`]): the copy's 28 bytes moved into a
+    /// [`ListEntry`] as they are (the id stays in stored form, the IPv4 address in its 4
+    /// bytes), nothing unpacked.
     #[inline(always)]
     pub fn entry(&self, mode: PeerMode) -> PeerInfo {
+        let [a, b, c, d] = self.ip;
+        PeerInfo::compact(
+            mode,
+            ListEntry {
+                id_len: self.id_len,
+                flags: self.flags & !COMPLETE,
+                port: self.port,
+                ip: [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                id: self.id,
+            },
+        )
+    }
+}
+
+/// The descriptor bits of `addr` (kind, link, PPSP-PP) when a compact form can hold it: a
+/// priority of 1 and no ASN (what a reflexive address has, and what most peers announce).
+fn addr_flags(addr: &PeerAddr) -> Option<u8> {
+    if addr.priority != 1 || addr.asn.is_some() {
+        return None;
+    }
+    let kind = match addr.kind {
+        AddrType::Host => 0,
+        AddrType::Reflexive => 1,
+        AddrType::Proxy => 2,
+    };
+    let link = match addr.connection {
+        None => 0,
+        Some(LinkKind::Wired) => 1,
+        Some(LinkKind::Wireless) => 2,
+    };
+    Some((kind << KIND_SHIFT) | (link << LINK_SHIFT) | if addr.ppsp_pp { PPSP_PP } else { 0 })
+}
+
+/// `ListEntry::flags`: the address is IPv6 (all 16 bytes of `ip`), else IPv4 (its first 4).
+const V6: u8 = 1 << 6;
+
+/// The compact form of a peer list entry ([`PeerInfo`]): a peer with one address (IPv4 or
+/// IPv6, priority 1, no ASN) whose id takes at most [`MEMBER_ID_BYTES`] in stored form (see
+/// the module documentation). 40 bytes, nothing on the heap; a swarm's copy of a member
+/// ([`Member`]) becomes one by a plain copy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct ListEntry {
+    /// Length byte of the stored id ([`StoredId::len_flag`]).
+    id_len: u8,
+    /// The address's descriptors ([`addr_flags`]) and [`V6`].
+    flags: u8,
+    port: u16,
+    /// The address, network order: IPv4 in the first 4 bytes (the rest zero).
+    ip: [u8; 16],
+    /// The stored id (first `id_len & !HEX` bytes; the rest zero).
+    id: [u8; MEMBER_ID_BYTES],
+}
+
+impl ListEntry {
+    /// The compact entry of a peer with stored id `id` (length byte `id_len`) and addresses
+    /// `addrs`, if it has one.
+    pub fn of(id: &[u8], id_len: u8, addrs: &[PeerAddr]) -> Option<Self> {
+        let [addr] = addrs else {
+            return None;
+        };
+        let flags = addr_flags(addr)?;
+        if id.len() > MEMBER_ID_BYTES {
+            return None;
+        }
+        let mut e = ListEntry {
+            id_len,
+            flags,
+            port: addr.addr.port(),
+            ip: [0; 16],
+            id: [0; MEMBER_ID_BYTES],
+        };
+        e.id[..id.len()].copy_from_slice(id);
+        match addr.addr.ip() {
+            IpAddr::V4(v4) => e.ip[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => {
+                e.ip = v6.octets();
+                e.flags |= V6;
+            }
+        }
+        Some(e)
+    }
+
+    /// The stored id bytes.
+    fn stored(&self) -> &[u8] {
+        let n = usize::from(self.id_len & !HEX).min(MEMBER_ID_BYTES);
+        self.id.get(..n).unwrap_or(&[])
+    }
+
+    /// The id as the peer announced it.
+    pub fn peer_id(&self) -> PeerId {
+        unpack(self.stored(), self.id_len)
+    }
+
+    /// Length of the id as the peer announced it, in bytes.
+    pub fn id_len(&self) -> usize {
+        let n = self.stored().len();
+        if self.id_len & HEX == 0 {
+            n
+        } else {
+            2 * n
+        }
+    }
+
+    /// Whether `want` (an id as received) is this entry's id.
+    pub fn has_id(&self, want: &[u8]) -> bool {
+        stored_eq(self.stored(), self.id_len, want)
+    }
+
+    /// The one address with its descriptors.
+    pub fn addr(&self) -> PeerAddr {
         let kind = match (self.flags >> KIND_SHIFT) & 3 {
             0 => AddrType::Host,
             1 => AddrType::Reflexive,
@@ -280,40 +377,19 @@ impl Member {
             1 => Some(LinkKind::Wired),
             _ => Some(LinkKind::Wireless),
         };
-        let addr = PeerAddr {
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::from(self.ip)), self.port),
+        let ip = if self.flags & V6 != 0 {
+            IpAddr::V6(Ipv6Addr::from(self.ip))
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        };
+        PeerAddr {
+            addr: SocketAddr::new(ip, self.port),
             priority: 1,
             kind,
             connection,
             asn: None,
             ppsp_pp: self.flags & PPSP_PP != 0,
-        };
-        let n = usize::from(self.id_len & !HEX).min(MEMBER_ID_BYTES);
-        let id = self.id;
-        let mut buf = [0u8; MAX_ID_BYTES];
-        let len = if self.id_len & HEX == 0 {
-            if let Some(head) = buf.get_mut(..MEMBER_ID_BYTES) {
-                head.copy_from_slice(&id);
-            }
-            n
-        } else {
-            for (pair, &b) in buf.chunks_exact_mut(2).zip(id.get(..n).unwrap_or(&[])) {
-                pair.copy_from_slice(&crate::hex::pair(b));
-            }
-            2 * n
-        };
-        let mut inline = std::mem::MaybeUninit::<[PeerAddr; 2]>::uninit();
-        // SAFETY: the inline buffer's first element is written before the vector is made with
-        // length 1, so only initialized elements are ever read or dropped; the second is
-        // left unwritten instead of being filled with a copy that is never read.
-        let addrs = unsafe {
-            inline.as_mut_ptr().cast::<PeerAddr>().write(addr);
-            smallvec::SmallVec::from_buf_and_len_unchecked(inline, 1)
-        };
-        PeerInfo {
-            peer_id: PeerId(IdBytes::from_padded(len, buf)),
-            mode,
-            addrs,
         }
     }
 }
@@ -366,9 +442,9 @@ mod tests {
         let id = StoredId::pack(b"0123456789abcdef0123456789abcdef01234567");
         let m = Member::new(9, id.bytes(), id.len_flag(), None, v4);
         let info = m.peer_info(PeerMode::Seeder).expect("complete");
-        assert_eq!(info.addrs.as_slice(), &[PeerAddr::reflexive(v4)]);
+        assert_eq!(info.addrs().as_slice(), &[PeerAddr::reflexive(v4)]);
         assert_eq!(
-            info.peer_id.as_bytes(),
+            info.peer_id().as_bytes(),
             b"0123456789abcdef0123456789abcdef01234567"
         );
         let one = [addr(v4, 1, AddrType::Proxy, None)];
@@ -376,7 +452,7 @@ mod tests {
         assert_eq!(
             m.peer_info(PeerMode::Leech)
                 .expect("complete")
-                .addrs
+                .addrs()
                 .as_slice(),
             &one
         );
@@ -402,8 +478,8 @@ mod tests {
             let entry = Member::new(9, s.bytes(), s.len_flag(), None, v4)
                 .peer_info(PeerMode::Seeder)
                 .expect("complete");
-            assert_eq!(entry.peer_id, PeerId::new(raw).expect("id"), "{raw:?}");
-            assert_eq!(entry.addrs.len(), 1);
+            assert_eq!(entry.peer_id(), PeerId::new(raw).expect("id"), "{raw:?}");
+            assert_eq!(entry.addrs().len(), 1);
         }
         let long = StoredId::pack(&[b'x'; 30]);
         assert!(Member::new(9, long.bytes(), long.len_flag(), None, v4)
@@ -412,6 +488,55 @@ mod tests {
         assert!(Member::new(9, id.bytes(), id.len_flag(), None, v6)
             .peer_info(PeerMode::Leech)
             .is_none());
+    }
+
+    #[test]
+    fn a_peer_list_entry_is_small() {
+        assert!(std::mem::size_of::<PeerInfo>() <= 56);
+        assert_eq!(std::mem::size_of::<ListEntry>(), 40);
+    }
+
+    proptest! {
+        /// A peer list entry gives back the id, mode and addresses it was made from, compact
+        /// (one address of either family, priority 1, no ASN, a short or hex id) or not, and
+        /// compares equal to an entry made from the same values.
+        #[test]
+        fn entries_round_trip(
+            id in prop::collection::vec(any::<u8>(), 1..=64),
+            hexy in any::<bool>(),
+            v6 in any::<bool>(),
+            port in any::<u16>(),
+            priority in 1u32..3,
+            asn in prop::option::of(any::<u32>()),
+            count in 0usize..3,
+            seeder in any::<bool>(),
+        ) {
+            let id: Vec<u8> = if hexy {
+                id.iter().map(|b| b"0123456789abcdef"[usize::from(b & 15)]).collect()
+            } else {
+                id
+            };
+            let a: SocketAddr = if v6 {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, port)), port)
+            } else {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (port >> 8) as u8, port as u8)), port)
+            };
+            let addrs = vec![addr(a, priority, AddrType::Host, asn); count];
+            let mode = if seeder { PeerMode::Seeder } else { PeerMode::Leech };
+            let peer_id = PeerId::new(&id).expect("id");
+            let entry = PeerInfo::new(peer_id, mode, &addrs);
+            prop_assert_eq!(entry.peer_id(), peer_id);
+            prop_assert_eq!(entry.id_len(), id.len());
+            prop_assert!(entry.has_id(&id));
+            prop_assert!(!entry.has_id(&id[..id.len() - 1]));
+            prop_assert_eq!(entry.mode, mode);
+            let listed = entry.addrs();
+            prop_assert_eq!(listed.as_slice(), &addrs[..]);
+            prop_assert_eq!(&entry.clone(), &entry);
+            let stored = StoredId::pack(&id);
+            let again = PeerInfo::from_stored(stored.bytes(), stored.len_flag(), mode, &addrs);
+            prop_assert_eq!(&again, &entry);
+        }
     }
 
     proptest! {

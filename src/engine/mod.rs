@@ -899,11 +899,7 @@ impl Engine {
                 std::hint::black_box(warm);
                 for &key in &group {
                     if let Some(record) = shard.by_key(key) {
-                        out.push(PeerInfo {
-                            peer_id: shard.peer_id_of(record),
-                            mode,
-                            addrs: record.addr_list(),
-                        });
+                        out.push(shard.peer_info_of(record, mode));
                     }
                 }
             }

@@ -268,8 +268,8 @@ impl Engine {
         // written from complete copies alone holds what the swarm held under the lock, where
         // every other member is another peer id, so it is not searched.
         let me = request.peer_id.as_bytes();
-        if read_records && list.iter().any(|p| p.peer_id.as_bytes() == me) {
-            list.retain(|p| p.peer_id.as_bytes() != me);
+        if read_records && list.iter().any(|p| p.has_id(me)) {
+            list.retain(|p| !p.has_id(me));
         }
         answer.swarm_results.push(SwarmResult {
             swarm_id: *swarm_id,

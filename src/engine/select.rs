@@ -1,13 +1,15 @@
 //! Peer-list selection and chunk-set arithmetic.
 //!
-//! A peer list is a uniform random sample without replacement of a swarm's members, never the
+//! A peer list is a random sample without replacement of a swarm's members, never the
 //! requester, seeders first for leechers (RFC 7846 §4.1.1 IMPLEMENTATION NOTE: "the tracker may
-//! return a random sample from the peer population"). Sampling allocates nothing beyond the
-//! answer vector for counts up to [`STACK_SAMPLE_MAX`].
+//! return a random sample from the peer population"). Within each mode every member other than
+//! the requester has the same probability of being listed (the wanted count over the mode's
+//! other members): the same sampler as the BitTorrent tables' (`bt_table::sample`, a random
+//! start and a random stride coprime to the list's length), two random numbers per mode
+//! whatever the count, and nothing allocated.
 
 use rand::rngs::SmallRng;
-use rand::{Rng, RngCore};
-use smallvec::SmallVec;
+use rand::Rng;
 
 use super::tables::{Member, Members, Swarm};
 use super::types::{ChunkRange, PeerMode};
@@ -16,12 +18,6 @@ use super::types::{ChunkRange, PeerMode};
 /// swarm. The engine turns picks into peer list entries once the swarm's lock is released.
 pub(super) type Pick = (Member, PeerMode);
 
-/// Peer counts up to this use an on-stack set for Floyd's algorithm; larger configured counts
-/// allocate a set per request.
-pub(super) const STACK_SAMPLE_MAX: usize = 256;
-/// Peer counts up to this sample with scratch arrays that are cleared whole (cheaper than
-/// writing a longer one element by element).
-const SMALL_SAMPLE: usize = 64;
 /// Lists longer than this (members of one mode; 4.5 KiB of 36-byte members) have the chosen
 /// members prefetched before they are copied; shorter ones take few cache lines anyway.
 const PREFETCH_PICKS_ABOVE: usize = 128;
@@ -96,8 +92,11 @@ impl PickSink for Vec<Pick> {
     }
 }
 
-/// Appends `want` members of `list` (or all of them if fewer), uniformly chosen without
-/// replacement, leaving out position `skip`.
+/// Appends `want` members of `list` (or all of them if fewer), distinct, leaving out
+/// position `skip`, each member with the same probability `want / m` of being listed (`m` the
+/// list's length without `skip`): the BitTorrent tables' sampler ([`super::bt_table::sample`]:
+/// a uniform random start and a random stride coprime to `m`, two random numbers per list
+/// however long it is).
 fn sample_into(
     list: Members<'_>,
     skip: Option<usize>,
@@ -106,127 +105,26 @@ fn sample_into(
     rng: &mut SmallRng,
     out: &mut impl PickSink,
 ) {
-    let skip = skip.filter(|&s| s < list.len());
-    let n = list.len() - usize::from(skip.is_some());
-    let want = want.min(n);
-    // Chosen indices of the list without the requester (index i is list position i, or i + 1
-    // from the requester's position on).
-    // Scratch on the stack: a small array for ordinary counts (cleared whole: 256 bytes), a
-    // larger one written only as far as used up to `STACK_SAMPLE_MAX` (a whole 1 KiB array
-    // would be cleared at every call, most of whose lists are short).
-    let mut small_picks = [0u32; SMALL_SAMPLE];
-    let mut large_picks: SmallVec<[u32; STACK_SAMPLE_MAX]> = SmallVec::new();
-    let picks: &mut [u32] = match small_picks.get_mut(..want) {
-        Some(p) => p,
-        None => {
-            large_picks.resize(want, 0);
-            &mut large_picks
-        }
-    };
-    if want == n {
-        for (slot, i) in picks.iter_mut().zip(0u32..) {
-            *slot = i;
-        }
-    } else if want * 2 >= n {
-        // Selection sampling (Knuth's algorithm S): one pass, O(n) = O(want) here.
-        let mut chosen = 0;
-        for i in 0..n {
-            if chosen == want {
-                break;
-            }
-            if below(rng, n - i) < want - chosen {
-                if let Some(slot) = picks.get_mut(chosen) {
-                    *slot = i as u32;
-                }
-                chosen += 1;
-            }
-        }
-    } else {
-        // Floyd's algorithm: `want` distinct indices of 0..n in O(want), with a small
-        // open-addressing set that lives on the stack for ordinary counts.
-        let slots = (want * 2).next_power_of_two();
-        let mut small_table = [u32::MAX; SMALL_SAMPLE * 2];
-        let mut large_table: SmallVec<[u32; STACK_SAMPLE_MAX * 2]> = SmallVec::new();
-        let table: &mut [u32] = match small_table.get_mut(..slots) {
-            Some(t) => t,
-            None => {
-                large_table.resize(slots, u32::MAX);
-                &mut large_table
-            }
-        };
-        for (slot, j) in picks.iter_mut().zip((n - want)..n) {
-            let t = below(rng, j + 1);
-            *slot = if set_insert(table, t as u32) {
-                t as u32
-            } else {
-                set_insert(table, j as u32);
-                j as u32
-            };
-        }
-    }
-    let at = |i: u32| -> Option<&Member> {
-        let i = i as usize;
-        let pos = match skip {
-            Some(s) if i >= s => i + 1,
-            _ => i,
-        };
-        list.get(pos)
-    };
+    let n = list.len();
     if n > PREFETCH_PICKS_ABOVE {
         // The chosen members are scattered over a large vector: ask for all their lines first,
         // so that their cache misses overlap instead of following one another as each is
-        // copied.
-        for &i in picks.iter() {
-            if let Some(m) = at(i) {
+        // copied. The same draws are made twice (a copy of the generator), so the prefetched
+        // members are the ones listed.
+        let mut again = rng.clone();
+        super::bt_table::sample(n, skip, want, &mut again, |i| {
+            if let Some(m) = list.get(i) {
                 let p = (m as *const Member).cast::<u8>();
                 super::announce::prefetch(p);
                 super::announce::prefetch(p.wrapping_add(std::mem::size_of::<Member>() - 1));
             }
-        }
+        });
     }
-    for &i in picks.iter() {
-        if let Some(m) = at(i) {
+    super::bt_table::sample(n, skip, want, rng, |i| {
+        if let Some(m) = list.get(i) {
             out.put((*m, mode));
         }
-    }
-}
-
-/// A uniform integer in `0..n` (`n >= 1`; 0 for `n == 0`), by Lemire's multiply-and-shift
-/// with rejection ("Fast Random Integer Generation in an Interval", 2019): one 64-bit draw and
-/// one widening multiply; the remainder that decides a rejection is computed only in the
-/// rare case that the low half of the product falls below `n`. Unbiased, and inlined into the
-/// sampling loops (a sample of 30 draws about 30 to 60 times).
-#[inline(always)]
-fn below(rng: &mut SmallRng, n: usize) -> usize {
-    let n = n as u64;
-    let mut m = u128::from(rng.next_u64()) * u128::from(n);
-    if (m as u64) < n {
-        let threshold = n.wrapping_neg() % n.max(1);
-        while (m as u64) < threshold {
-            m = u128::from(rng.next_u64()) * u128::from(n);
-        }
-    }
-    (m >> 64) as usize
-}
-
-/// Inserts `v` into an open-addressing set (power-of-two size, `u32::MAX` = empty, at most half
-/// full); `false` if it was already there.
-pub(super) fn set_insert(table: &mut [u32], v: u32) -> bool {
-    let mask = table.len() - 1;
-    let mut i = (v.wrapping_mul(0x9E37_79B9) as usize) & mask;
-    loop {
-        match table.get(i).copied() {
-            Some(x) if x == v => return false,
-            Some(u32::MAX) => {
-                if let Some(slot) = table.get_mut(i) {
-                    *slot = v;
-                }
-                return true;
-            }
-            Some(_) => i = (i + 1) & mask,
-            None => return false,
-        }
-    }
+    });
 }
 
 /// Appends up to `want` members of `list` whose chunk sets cover all of `chunks`, scanning a
@@ -298,27 +196,6 @@ pub(super) fn normalize(ranges: &[ChunkRange]) -> Option<Box<[ChunkRange]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn below_is_in_range_and_covers_it() {
-        let mut rng = SmallRng::seed_from_u64(7);
-        assert_eq!(below(&mut rng, 0), 0);
-        assert_eq!(below(&mut rng, 1), 0);
-        for n in [2usize, 3, 7, 30, 1000] {
-            let mut seen = vec![0u32; n];
-            for _ in 0..200 * n {
-                let v = below(&mut rng, n);
-                assert!(v < n, "{v} from 0..{n}");
-                seen[v] += 1;
-            }
-            // Each value about 200 times: far from 0 or from all of them.
-            assert!(
-                seen.iter().all(|&c| (100..=320).contains(&c)),
-                "{n}: {seen:?}"
-            );
-        }
-    }
 
     fn r(start: u64, end: u64) -> ChunkRange {
         ChunkRange { start, end }
@@ -340,14 +217,5 @@ mod tests {
         assert!(!covers_all(&held, &[r(6, 11)]));
         assert!(!covers_all(&held, &[r(31, 31)]));
         assert!(!covers_all(&[], &[r(0, 0)]));
-    }
-
-    #[test]
-    fn set_insert_detects_duplicates() {
-        let mut t = [u32::MAX; 8];
-        assert!(set_insert(&mut t, 3));
-        assert!(set_insert(&mut t, 11));
-        assert!(!set_insert(&mut t, 3));
-        assert!(!set_insert(&mut t, 11));
     }
 }

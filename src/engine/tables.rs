@@ -34,7 +34,9 @@ use smallvec::SmallVec;
 use super::chunked::{ByteArena, ChunkedVec};
 use super::line_index::{Geometry, LineIndex};
 use super::swarm_list::SwarmList;
-use super::types::{ChunkRange, PeerAddr, PeerId, PeerMode, PeerState, SwarmId, SwarmStats, Time};
+use super::types::{
+    ChunkRange, PeerAddr, PeerId, PeerInfo, PeerMode, PeerState, SwarmId, SwarmStats, Time,
+};
 use std::sync::Arc;
 
 /// Hash map with the fast, DoS-seeded foldhash hasher (never SipHash on the hot path).
@@ -968,6 +970,17 @@ impl PeerShard {
     /// The peer id of a record of this shard.
     pub fn peer_id_of(&self, record: &PeerRecord) -> PeerId {
         super::member::unpack(self.id_of(record), record.id_len)
+    }
+
+    /// The peer list entry of a record of this shard, the peer in mode `mode`.
+    pub fn peer_info_of(&self, record: &PeerRecord, mode: PeerMode) -> PeerInfo {
+        let reflexive = [PeerAddr::reflexive(record.reflexive())];
+        PeerInfo::from_stored(
+            self.id_of(record),
+            record.id_len,
+            mode,
+            record.announced().unwrap_or(&reflexive),
+        )
     }
 
     /// The membership of the record at `pos`: its handle and the copy of its peer-list entry.

@@ -264,7 +264,7 @@ fn seeder_with_peer_num_gets_a_list() {
     ));
     let peers = a.swarm_results[0].peers.clone().expect("list");
     assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].peer_id, pid("p1"));
+    assert_eq!(peers[0].peer_id(), pid("p1"));
     assert_eq!(peers[0].mode, SE);
 }
 
@@ -360,12 +360,12 @@ fn connect_with_addresses_and_later_address_change_reaches_members() {
     ok(e.handle(&req("p1", A, with(1000, vec![act("s", J, SE)])), t(0)));
     ok(e.handle(&req("p2", B, connect(vec![act("s", J, LE)])), t(0)));
     assert_eq!(
-        found(&e, "p2", B, "s", None)[0].addrs.as_slice(),
+        found(&e, "p2", B, "s", None)[0].addrs().as_slice(),
         &[addr(1000)]
     );
     ok(e.handle(&req("p1", A, with(2000, vec![])), t(1)));
     assert_eq!(
-        found(&e, "p2", B, "s", None)[0].addrs.as_slice(),
+        found(&e, "p2", B, "s", None)[0].addrs().as_slice(),
         &[addr(2000)]
     );
     assert_consistent(&e);
@@ -405,9 +405,9 @@ fn membership_copies_follow_address_changes() {
             .map(|s| {
                 let list = found(e, "asker", B, s, None);
                 assert_eq!(list.len(), 1);
-                assert_eq!(list[0].peer_id, pid(hex));
+                assert_eq!(list[0].peer_id(), pid(hex));
                 assert_eq!(list[0].mode, SE);
-                list[0].addrs.to_vec()
+                list[0].addrs().to_vec()
             })
             .collect()
     };
@@ -926,8 +926,8 @@ fn find_never_returns_the_requester_and_respects_counts() {
     for _ in 0..50 {
         let list = found(&e, "l7", A, "sw", Some(299));
         assert_eq!(list.len(), 299);
-        assert!(list.iter().all(|p| p.peer_id != pid("l7")));
-        let mut ids: Vec<_> = list.iter().map(|p| p.peer_id).collect();
+        assert!(list.iter().all(|p| p.peer_id() != pid("l7")));
+        let mut ids: Vec<_> = list.iter().map(|p| p.peer_id()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 299, "no duplicates");
@@ -941,8 +941,8 @@ fn find_never_returns_the_requester_and_respects_counts() {
     for count in [1, 5, 100, 149, 150, 151, 200] {
         let list = found(&e, "l7", A, "sw", Some(count));
         assert_eq!(list.len(), count as usize);
-        assert!(list.iter().all(|p| p.peer_id != pid("l7")));
-        let mut ids: Vec<_> = list.iter().map(|p| p.peer_id).collect();
+        assert!(list.iter().all(|p| p.peer_id() != pid("l7")));
+        let mut ids: Vec<_> = list.iter().map(|p| p.peer_id()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), count as usize);
@@ -955,7 +955,7 @@ fn find_samples_every_member_over_time() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         for p in found(&e, "l0", A, "sw", Some(5)) {
-            seen.insert(p.peer_id);
+            seen.insert(p.peer_id());
         }
     }
     assert_eq!(
@@ -963,6 +963,62 @@ fn find_samples_every_member_over_time() {
         99,
         "a random sample reaches everyone but the requester"
     );
+}
+
+/// Every member other than the requester is listed about equally often (probability
+/// wanted / others), in lists without duplicates, whatever the requester's position in its
+/// mode's list, for a leech requester in the leechers, a seeder requester (leechers first,
+/// then seeders), and a count that takes all seeders and part of the leechers.
+#[test]
+fn find_lists_every_member_equally_often() {
+    let e = populated(40, 101);
+    for (requester, count, rounds) in [
+        ("l0", 30, 3_000),
+        ("l57", 7, 6_000),
+        ("s3", 120, 1_000),
+        ("l100", 60, 2_000),
+    ] {
+        let mut hits: std::collections::HashMap<PeerId, u32> = std::collections::HashMap::new();
+        let me = pid(requester);
+        for _ in 0..rounds {
+            let list = found(&e, requester, A, "sw", Some(count));
+            assert_eq!(list.len(), count as usize);
+            let mut ids: Vec<_> = list.iter().map(|p| p.peer_id()).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), list.len(), "{requester}: no duplicates");
+            assert!(!ids.contains(&me), "{requester} is never listed to itself");
+            for p in &list {
+                *hits.entry(p.peer_id()).or_default() += 1;
+            }
+        }
+        let seeding = requester.starts_with('s');
+        // The first mode (leechers for a seeder, else seeders) is listed whole or sampled
+        // first; the rest of the count is sampled from the other mode.
+        let (first, second) = if seeding { (101, 39) } else { (40, 100) };
+        let in_first = (count as usize).min(first);
+        let in_second = count as usize - in_first;
+        for (id, &h) in &hits {
+            let is_seeder = id.as_bytes().starts_with(b"s");
+            let (listed, of) = if is_seeder == seeding {
+                (in_second, second)
+            } else {
+                (in_first, first)
+            };
+            let expected = f64::from(rounds) * listed as f64 / of as f64;
+            let ratio = f64::from(h) / expected;
+            assert!(
+                (0.85..1.15).contains(&ratio),
+                "{requester}: {id:?} listed {h} times, expected {expected:.0}"
+            );
+        }
+        let reached = hits.len();
+        let others = if in_second > 0 { first + second } else { first };
+        assert_eq!(
+            reached, others,
+            "{requester}: everyone else is listed sometimes"
+        );
+    }
 }
 
 #[test]
@@ -1029,11 +1085,11 @@ fn find_with_chunks_returns_only_holders() {
     let holders = f(vec![r(150, 160), r(0, 5)], 100);
     assert_eq!(holders.len(), 19, "even peers but the requester");
     for p in &holders {
-        let n: usize = p.peer_id.as_bytes()[1..]
+        let n: usize = p.peer_id().as_bytes()[1..]
             .iter()
             .fold(0, |n, d| n * 10 + usize::from(d - b'0'));
         assert_eq!(n % 2, 0);
-        assert_ne!(p.peer_id, pid("l0"));
+        assert_ne!(p.peer_id(), pid("l0"));
     }
     assert_eq!(f(vec![r(10, 20)], 100).len(), 39);
     assert_eq!(f(vec![r(10, 20)], 7).len(), 7);
@@ -1253,7 +1309,7 @@ fn two_threads_hammering_leave_the_engine_consistent() {
                     if let Response::Ok(a) = r {
                         for sr in a.swarm_results {
                             for p in sr.peers.unwrap_or_default() {
-                                assert_ne!(p.peer_id, pid(&peer));
+                                assert_ne!(p.peer_id(), pid(&peer));
                             }
                         }
                     }
@@ -1449,7 +1505,7 @@ mod properties {
                 if let (Some(Response::Ok(a)), Some(p)) = (response, asker) {
                     for sr in &a.swarm_results {
                         for info in sr.peers.iter().flatten() {
-                            prop_assert_ne!(info.peer_id, pid(&format!("peer{p}")));
+                            prop_assert_ne!(info.peer_id(), pid(&format!("peer{p}")));
                         }
                     }
                 }
@@ -1629,7 +1685,7 @@ fn large_tables_with_bucket_prefetch_answer_as_small_ones() {
             .swarm_results
             .into_iter()
             .flat_map(|s| s.peers.unwrap_or_default())
-            .map(|p| p.peer_id)
+            .map(|p| p.peer_id())
             .collect()
     };
     for k in 0..n {

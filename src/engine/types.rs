@@ -81,18 +81,6 @@ impl IdBytes {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
-    /// An id of the first `len` bytes of `bytes` (at most [`MAX_ID_BYTES`], longer is cut),
-    /// from a buffer the caller built with zeros past `len` (equality and hashing read the
-    /// whole buffer), so that nothing is copied or cleared twice.
-    #[inline(always)]
-    pub(crate) fn from_padded(len: usize, bytes: [u8; MAX_ID_BYTES]) -> Self {
-        let len = len.min(MAX_ID_BYTES);
-        debug_assert!(bytes[len..].iter().all(|&b| b == 0), "id buffer not padded");
-        IdBytes {
-            len: len as u8,
-            bytes,
-        }
-    }
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -395,12 +383,141 @@ pub struct Request {
     pub kind: RequestKind,
 }
 
-/// One entry of a peer list.
-#[derive(Clone, Debug, PartialEq)]
+/// One entry of a peer list (RFC 7846 §5.2 `peer_info`): a peer's id, its mode in the swarm
+/// and its addresses. 48 bytes with nothing on the heap for the usual peer, one with a single
+/// address (IPv4 or IPv6, priority 1, no ASN) and an id of at most 20 bytes in the engine's
+/// stored form (any id of up to 20 bytes, or a lower-case hex id of up to 40 digits): the id
+/// stays packed and the address in its network bytes until an encoder reads them. Any other
+/// entry keeps its id and addresses on the heap. Two entries are equal when their ids, modes
+/// and addresses are.
+#[derive(Clone)]
 pub struct PeerInfo {
-    pub peer_id: PeerId,
     pub mode: PeerMode,
-    pub addrs: smallvec::SmallVec<[PeerAddr; 2]>,
+    entry: Entry,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Compact(super::member::ListEntry),
+    Full(Box<(PeerId, smallvec::SmallVec<[PeerAddr; 2]>)>),
+}
+
+impl PeerInfo {
+    /// The entry of peer `peer_id` in mode `mode` with addresses `addrs` (in the order a
+    /// peer list gives them).
+    pub fn new(peer_id: PeerId, mode: PeerMode, addrs: &[PeerAddr]) -> Self {
+        let stored = super::member::StoredId::pack(peer_id.as_bytes());
+        match super::member::ListEntry::of(stored.bytes(), stored.len_flag(), addrs) {
+            Some(e) => PeerInfo::compact(mode, e),
+            None => PeerInfo {
+                mode,
+                entry: Entry::Full(Box::new((peer_id, addrs.iter().copied().collect()))),
+            },
+        }
+    }
+
+    /// The entry of the peer whose id is stored as `stored` with length byte `len_flag`
+    /// (`member.rs`), without unpacking the id when the entry is compact.
+    pub(super) fn from_stored(
+        stored: &[u8],
+        len_flag: u8,
+        mode: PeerMode,
+        addrs: &[PeerAddr],
+    ) -> Self {
+        match super::member::ListEntry::of(stored, len_flag, addrs) {
+            Some(e) => PeerInfo::compact(mode, e),
+            None => PeerInfo {
+                mode,
+                entry: Entry::Full(Box::new((
+                    super::member::unpack(stored, len_flag),
+                    addrs.iter().copied().collect(),
+                ))),
+            },
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn compact(mode: PeerMode, e: super::member::ListEntry) -> Self {
+        PeerInfo {
+            mode,
+            entry: Entry::Compact(e),
+        }
+    }
+
+    /// The peer's id as it announced it.
+    pub fn peer_id(&self) -> PeerId {
+        match &self.entry {
+            Entry::Compact(e) => e.peer_id(),
+            Entry::Full(f) => f.0,
+        }
+    }
+
+    /// Length of the peer's id in bytes (1..=[`MAX_ID_BYTES`]).
+    pub fn id_len(&self) -> usize {
+        match &self.entry {
+            Entry::Compact(e) => e.id_len(),
+            Entry::Full(f) => f.0.as_bytes().len(),
+        }
+    }
+
+    /// Whether the peer's id is `id`, compared without unpacking it.
+    pub fn has_id(&self, id: &[u8]) -> bool {
+        match &self.entry {
+            Entry::Compact(e) => e.has_id(id),
+            Entry::Full(f) => f.0.as_bytes() == id,
+        }
+    }
+
+    /// The peer's addresses, in the order the peer list gives them.
+    pub fn addrs(&self) -> PeerAddrs<'_> {
+        match &self.entry {
+            Entry::Compact(e) => PeerAddrs::One(e.addr()),
+            Entry::Full(f) => PeerAddrs::Many(&f.1),
+        }
+    }
+}
+
+impl PartialEq for PeerInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode
+            && self.peer_id() == other.peer_id()
+            && self.addrs().as_slice() == other.addrs().as_slice()
+    }
+}
+
+impl fmt::Debug for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerInfo")
+            .field("peer_id", &self.peer_id())
+            .field("mode", &self.mode)
+            .field("addrs", &self.addrs().as_slice())
+            .finish()
+    }
+}
+
+/// The addresses of a [`PeerInfo`]: a compact entry's one address (decoded from its network
+/// bytes), or a borrowed list. Dereferences to a slice.
+#[derive(Clone, Copy, Debug)]
+pub enum PeerAddrs<'a> {
+    One(PeerAddr),
+    Many(&'a [PeerAddr]),
+}
+
+impl PeerAddrs<'_> {
+    /// The addresses as a slice.
+    pub fn as_slice(&self) -> &[PeerAddr] {
+        match self {
+            PeerAddrs::One(a) => std::slice::from_ref(a),
+            PeerAddrs::Many(list) => list,
+        }
+    }
+}
+
+impl std::ops::Deref for PeerAddrs<'_> {
+    type Target = [PeerAddr];
+    fn deref(&self) -> &[PeerAddr] {
+        self.as_slice()
+    }
 }
 
 /// Per-swarm outcome (RFC 7846 `swarm_result`).

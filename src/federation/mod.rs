@@ -479,18 +479,14 @@ pub fn merge_peers(
     seed: u64,
 ) {
     let mut seen: std::collections::HashSet<PeerId, Hasher> =
-        list.iter().map(|p| p.peer_id).collect();
+        list.iter().map(|p| p.peer_id()).collect();
     seen.insert(*requester);
     for p in remote {
         if seen.contains(&p.peer_id) || (!chunks.is_empty() && !holds(&p.chunks, chunks)) {
             continue;
         }
         seen.insert(p.peer_id);
-        list.push(PeerInfo {
-            peer_id: p.peer_id,
-            mode: p.mode,
-            addrs: p.addrs.clone(),
-        });
+        list.push(PeerInfo::new(p.peer_id, p.mode, &p.addrs));
     }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     list.shuffle(&mut rng);
@@ -552,11 +548,11 @@ mod tests {
     #[test]
     fn merge_never_lists_the_requester_twice_or_chunkless_peers_and_puts_seeders_first() {
         let me = PeerId::new(b"me").unwrap();
-        let mut list = vec![PeerInfo {
-            peer_id: PeerId::new(b"l1").unwrap(),
-            mode: PeerMode::Leech,
-            addrs: smallvec::smallvec![],
-        }];
+        let mut list = vec![PeerInfo::new(
+            PeerId::new(b"l1").unwrap(),
+            PeerMode::Leech,
+            &[],
+        )];
         let mut with_chunks = pl("r3", PeerMode::Leech);
         with_chunks.chunks = vec![ChunkRange::new(0, 100).unwrap()];
         let remote = vec![
@@ -568,9 +564,12 @@ mod tests {
         ];
         let mut all = list.clone();
         merge_peers(&mut all, &remote, &me, Some(PeerMode::Leech), &[], 10, 1);
-        let ids: Vec<_> = all.iter().map(|p| p.peer_id.as_bytes().to_vec()).collect();
+        let ids: Vec<_> = all
+            .iter()
+            .map(|p| p.peer_id().as_bytes().to_vec())
+            .collect();
         assert_eq!(all.len(), 4, "{ids:?}");
-        assert_eq!(all[0].peer_id.as_bytes(), b"r1");
+        assert_eq!(all[0].peer_id().as_bytes(), b"r1");
         assert!(!ids.contains(&b"me".to_vec()));
         merge_peers(
             &mut list,
@@ -581,7 +580,10 @@ mod tests {
             10,
             1,
         );
-        let ids: Vec<_> = list.iter().map(|p| p.peer_id.as_bytes().to_vec()).collect();
+        let ids: Vec<_> = list
+            .iter()
+            .map(|p| p.peer_id().as_bytes().to_vec())
+            .collect();
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids.contains(&b"r3".to_vec()));
     }

@@ -365,7 +365,7 @@ fn canonical_addr(addr: SocketAddr) -> SocketAddr {
 
 /// The address of `peer` of family `family` with a usable port, if it has one.
 fn pick_addr(peer: &PeerInfo, family: Family) -> Option<SocketAddr> {
-    peer.addrs
+    peer.addrs()
         .iter()
         .map(|a| canonical_addr(a.addr))
         .find(|a| a.port() != 0 && Family::of(a.ip()) == family)
@@ -500,11 +500,7 @@ pub(crate) mod fake {
             })
             .collect();
         let first = addrs[0].addr;
-        PeerInfo {
-            peer_id: bt_peer_id(first.ip(), first.port()),
-            mode,
-            addrs,
-        }
+        PeerInfo::new(bt_peer_id(first.ip(), first.port()), mode, &addrs)
     }
 }
 

@@ -482,7 +482,7 @@ fn peer_addr_list(w: &mut Raw, addrs: &[PeerAddr]) {
 /// Most bytes of one `peer_info` entry, its leading comma included.
 #[inline(always)]
 fn peer_info_bound(p: &PeerInfo) -> usize {
-    48 + str_bound(p.peer_id.as_bytes().len()) + addrs_bound(p.addrs.len())
+    48 + str_bound(p.id_len()) + addrs_bound(p.addrs().len())
 }
 
 /// One `peer_info` entry, after a comma unless it is the `first`; a single address as an
@@ -490,8 +490,10 @@ fn peer_info_bound(p: &PeerInfo) -> usize {
 /// [`peer_info_bound`] bytes.
 #[inline(always)]
 fn peer_info(w: &mut Raw, p: &PeerInfo, first: bool) {
-    let id = p.peer_id.as_bytes();
-    let addrs = p.addrs.as_slice();
+    let id = p.peer_id();
+    let id = id.as_bytes();
+    let addrs = p.addrs();
+    let addrs = addrs.as_slice();
     // The id's quotes go with the fragments around it.
     w.put(if first {
         b"{\"peer_id\":\"\""
@@ -763,11 +765,7 @@ mod tests {
         unsafe { write_bounded(&mut w_bytes, ADDR_BOUND, |w| peer_addr(w, &longest)) };
         assert!(w_bytes.len() <= ADDR_BOUND, "{}", w_bytes.len());
         let id = PeerId::from_stored(&[0x01; 64]);
-        let peer = PeerInfo {
-            peer_id: id,
-            mode: PeerMode::Leech,
-            addrs: smallvec::smallvec![longest; 4],
-        };
+        let peer = PeerInfo::new(id, PeerMode::Leech, &[longest; 4]);
         let response = Response::Ok(Answer {
             reflexive: Some(longest),
             swarm_results: vec![SwarmResult {

@@ -23,10 +23,11 @@ fn put_peer_addrs(out: &mut Vec<u8>, addrs: &[PeerAddr]) {
 
 fn put_peer_info(out: &mut Vec<u8>, p: &PeerInfo) {
     out.extend_from_slice(b"{\"peer_id\":");
-    put_id(out, p.peer_id.as_bytes());
-    if !p.addrs.is_empty() {
+    put_id(out, p.peer_id().as_bytes());
+    let addrs = p.addrs();
+    if !addrs.is_empty() {
         out.extend_from_slice(b",\"peer_addr\":");
-        put_peer_addrs(out, &p.addrs);
+        put_peer_addrs(out, &addrs);
     }
     out.push(b'}');
 }

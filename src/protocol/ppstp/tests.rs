@@ -321,11 +321,7 @@ fn encoded(response: &Response, t: Option<&TransactionId>) -> Value {
 }
 
 fn peer_info(d: DecodedPeer) -> PeerInfo {
-    PeerInfo {
-        peer_id: d.peer_id,
-        mode: PeerMode::Seeder,
-        addrs: d.addrs.into_iter().collect(),
-    }
+    PeerInfo::new(d.peer_id, PeerMode::Seeder, &d.addrs)
 }
 
 #[test]
@@ -857,19 +853,17 @@ fn error_responses_carry_only_the_envelope() {
 
 #[test]
 fn several_results_and_addresses_are_arrays_and_failures_carry_their_code() {
-    let mut two = smallvec![addr("192.0.2.1:1", 3, AddrType::Host)];
-    two.push(addr("[2001:db8::1]:2", 1, AddrType::Proxy));
+    let two = [
+        addr("192.0.2.1:1", 3, AddrType::Host),
+        addr("[2001:db8::1]:2", 1, AddrType::Proxy),
+    ];
     let response = Response::Ok(Answer {
         reflexive: None,
         swarm_results: vec![
             SwarmResult {
                 swarm_id: sid("a"),
                 result: ErrorCode::Ok,
-                peers: Some(vec![PeerInfo {
-                    peer_id: pid("p"),
-                    mode: PeerMode::Leech,
-                    addrs: two,
-                }]),
+                peers: Some(vec![PeerInfo::new(pid("p"), PeerMode::Leech, &two)]),
             },
             SwarmResult {
                 swarm_id: sid("b"),
@@ -1166,11 +1160,7 @@ fn arb_peer_info() -> impl Strategy<Value = PeerInfo> {
         arb_mode(),
         prop::collection::vec(arb_addr(), 0..3),
     )
-        .prop_map(|(peer_id, mode, addrs)| PeerInfo {
-            peer_id,
-            mode,
-            addrs: addrs.into_iter().collect(),
-        })
+        .prop_map(|(peer_id, mode, addrs)| PeerInfo::new(peer_id, mode, &addrs))
 }
 
 fn arb_code() -> impl Strategy<Value = ErrorCode> {
@@ -1275,8 +1265,8 @@ fn expected_view(response: &Response, t: Option<&TransactionId>) -> DecodedRespo
                         r.peers.as_ref().map(|ps| {
                             ps.iter()
                                 .map(|p| DecodedPeer {
-                                    peer_id: p.peer_id,
-                                    addrs: p.addrs.to_vec(),
+                                    peer_id: p.peer_id(),
+                                    addrs: p.addrs().to_vec(),
                                 })
                                 .collect()
                         })
@@ -1404,11 +1394,7 @@ fn arb_wire_peer() -> BoxedStrategy<PeerInfo> {
         arb_mode(),
         prop::collection::vec(arb_wire_addr(), 0..4),
     )
-        .prop_map(|(id, mode, addrs)| PeerInfo {
-            peer_id: PeerId(id),
-            mode,
-            addrs: addrs.into_iter().collect(),
-        })
+        .prop_map(|(id, mode, addrs)| PeerInfo::new(PeerId(id), mode, &addrs))
         .boxed()
 }
 
@@ -1514,17 +1500,19 @@ proptest! {
 /// text. (The RFC 7846 examples are compared as JSON values above.)
 #[test]
 fn golden_answers() {
-    let peer = |i: u8| PeerInfo {
-        peer_id: pid(&format!("peer-{i:02}")),
-        mode: PeerMode::Seeder,
-        addrs: smallvec![PeerAddr {
-            addr: SocketAddr::from(([198, 51, 100, i], 7000 + u16::from(i))),
-            priority: 1,
-            kind: AddrType::Host,
-            connection: None,
-            asn: None,
-            ppsp_pp: false,
-        }],
+    let peer = |i: u8| {
+        PeerInfo::new(
+            pid(&format!("peer-{i:02}")),
+            PeerMode::Seeder,
+            &[PeerAddr {
+                addr: SocketAddr::from(([198, 51, 100, i], 7000 + u16::from(i))),
+                priority: 1,
+                kind: AddrType::Host,
+                connection: None,
+                asn: None,
+                ppsp_pp: false,
+            }],
+        )
     };
     let response = Response::Ok(Answer {
         reflexive: None,
