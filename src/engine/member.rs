@@ -311,6 +311,20 @@ pub(super) struct ListEntry {
 }
 
 impl ListEntry {
+    /// An entry with an empty id: a placeholder that no peer's entry equals.
+    pub const VACANT: ListEntry = ListEntry {
+        id_len: 0,
+        flags: 0,
+        port: 0,
+        ip: [0; 16],
+        id: [0; MEMBER_ID_BYTES],
+    };
+
+    /// Whether this is [`ListEntry::VACANT`].
+    pub fn is_vacant(&self) -> bool {
+        self.id_len & !HEX == 0
+    }
+
     /// The compact entry of a peer with stored id `id` (length byte `id_len`) and addresses
     /// `addrs`, if it has one.
     pub fn of(id: &[u8], id_len: u8, addrs: &[PeerAddr]) -> Option<Self> {

@@ -224,7 +224,9 @@ impl Engine {
         let work_bound = self.config.max_find_chunk_work;
         let count = self.peer_count(peer_num);
         let (shard_no, h) = self.swarm_loc(swarm_id);
-        let mut picks = Picks::new();
+        let mut list = lists.take();
+        list.reserve(count);
+        let mut late = select::Late::new();
         // The list is chosen under the requester's peer lock (then the swarm's, the engine's
         // lock order), so its memberships cannot change meanwhile: its mode in the swarm is
         // the one its record gives, found without probing the swarm.
@@ -254,15 +256,20 @@ impl Engine {
                     count,
                     chunks,
                     &mut shard.rng,
-                    &mut picks,
+                    &mut select::ListSink {
+                        list: &mut list,
+                        late: &mut late,
+                    },
                 );
                 Ok(())
             },
         )?;
-        let mut list = lists.take();
-        let read_records = self.resolve(&picks, &mut list);
-        // The requester is left out by its key under its peer lock; a copy incomplete in the
-        // swarm is read from its record after that lock is released, and a concurrent
+        let read_records = !late.is_empty();
+        if read_records {
+            select::fill_late(&self.peer_shards, &late, &mut list);
+        }
+        // The requester is left out by its key under its peer lock; an entry whose copy is
+        // incomplete in the swarm is read from its record after that lock is released, and a concurrent
         // DISCONNECT and CONNECT of the same peer id can register it again under a new key in
         // between: that registration is the requester too, never listed to itself. A list
         // written from complete copies alone holds what the swarm held under the lock, where

@@ -11,8 +11,12 @@
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use super::tables::{Member, Members, Swarm};
-use super::types::{ChunkRange, PeerMode};
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use super::tables::{Member, Members, PeerShard, Swarm};
+use super::types::{ChunkRange, PeerInfo, PeerMode};
 
 /// One chosen member (its handle and the copy of its peer-list entry) and its mode in the
 /// swarm. The engine turns picks into peer list entries once the swarm's lock is released.
@@ -83,6 +87,68 @@ impl<A: smallvec::Array<Item = Pick>> PickSink for smallvec::SmallVec<A> {
     }
 }
 
+/// Where a FIND's picks go: each entry is built in its place in the answer's peer list from
+/// the membership's copy (nothing is written twice). A pick whose copy is incomplete takes a
+/// vacant entry ([`PeerInfo::vacant`]) and is noted in `late` with that entry's position;
+/// [`fill_late`] fills it from the peer's record once the swarm's lock is released.
+pub(super) struct ListSink<'a> {
+    pub list: &'a mut Vec<PeerInfo>,
+    pub late: &'a mut Late,
+}
+
+/// Picks whose entries are read from records: (position in the list, member handle).
+pub(super) type Late = SmallVec<[(u32, u64); 16]>;
+
+impl PickSink for ListSink<'_> {
+    #[inline(always)]
+    fn picked(&self) -> usize {
+        self.list.len()
+    }
+    #[inline(always)]
+    fn put(&mut self, (m, mode): Pick) {
+        if m.is_complete() {
+            self.list.push(m.entry(mode));
+        } else {
+            self.late.push((self.list.len() as u32, m.key));
+            self.list.push(PeerInfo::vacant(mode));
+        }
+    }
+}
+
+/// Fills the vacant entries `late` names in `list` from the peers' records (the picks of one
+/// peer shard read under one lock, shard after shard; no other lock held), then drops the
+/// entries whose record left meanwhile. The list keeps its order.
+pub(super) fn fill_late(
+    peer_shards: &[CachePadded<Mutex<PeerShard>>],
+    late: &Late,
+    list: &mut Vec<PeerInfo>,
+) {
+    let mut done: SmallVec<[bool; 16]> = smallvec::smallvec![false; late.len()];
+    for i in 0..late.len() {
+        let Some(&(_, key)) = late.get(i) else {
+            break;
+        };
+        if done.get(i).copied().unwrap_or(true) {
+            continue;
+        }
+        let shard_no = PeerShard::split_key(key).0;
+        let Some(lock) = peer_shards.get(shard_no) else {
+            continue;
+        };
+        let shard = lock.lock();
+        for (&(at, key), d) in late.iter().zip(done.iter_mut()).skip(i) {
+            if *d || PeerShard::split_key(key).0 != shard_no {
+                continue;
+            }
+            *d = true;
+            if let (Some(record), Some(entry)) = (shard.by_key(key), list.get_mut(at as usize)) {
+                *entry = shard.peer_info_of(record, entry.mode);
+            }
+        }
+    }
+    list.retain(|p| !p.is_vacant());
+}
+
 impl PickSink for Vec<Pick> {
     fn picked(&self) -> usize {
         self.len()
@@ -109,16 +175,20 @@ fn sample_into(
     if n > PREFETCH_PICKS_ABOVE {
         // The chosen members are scattered over a large vector: ask for all their lines first,
         // so that their cache misses overlap instead of following one another as each is
-        // copied. The same draws are made twice (a copy of the generator), so the prefetched
-        // members are the ones listed.
-        let mut again = rng.clone();
-        super::bt_table::sample(n, skip, want, &mut again, |i| {
+        // copied.
+        let mut chosen: SmallVec<[&Member; 64]> = SmallVec::new();
+        super::bt_table::sample(n, skip, want, rng, |i| {
             if let Some(m) = list.get(i) {
                 let p = (m as *const Member).cast::<u8>();
                 super::announce::prefetch(p);
                 super::announce::prefetch(p.wrapping_add(std::mem::size_of::<Member>() - 1));
+                chosen.push(m);
             }
         });
+        for m in chosen {
+            out.put((*m, mode));
+        }
+        return;
     }
     super::bt_table::sample(n, skip, want, rng, |i| {
         if let Some(m) = list.get(i) {

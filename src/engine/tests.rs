@@ -1021,6 +1021,60 @@ fn find_lists_every_member_equally_often() {
     }
 }
 
+/// A list mixing entries written from the swarm's copies and entries read from records (peers
+/// with several addresses or an IPv6 one) gives every peer's own addresses, once each, seeders
+/// first, and leaves no placeholder behind.
+#[test]
+fn find_mixes_copied_and_record_entries() {
+    let e = Engine::new(&cfg());
+    let addrs_of = |i: u8| -> Vec<PeerAddr> {
+        let v4 = PeerAddr::reflexive(SocketAddr::from(([192, 0, 2, i], 7000)));
+        let v6 = PeerAddr::reflexive(SocketAddr::new(
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)).into(),
+            7000,
+        ));
+        match i % 3 {
+            0 => vec![v4],
+            1 => vec![v6],
+            _ => vec![v4, v6],
+        }
+    };
+    for i in 0..40u8 {
+        let mode = if i < 10 { SE } else { LE };
+        ok(e.handle(
+            &req(
+                &format!("m{i}"),
+                A,
+                RequestKind::Connect {
+                    peer_num: None,
+                    addrs: addrs_of(i),
+                    actions: vec![act("sw", J, mode)],
+                },
+            ),
+            t(0),
+        ));
+    }
+    for count in [5, 25, 39, 60] {
+        let list = found(&e, "m20", A, "sw", Some(count));
+        assert_eq!(list.len(), (count as usize).min(39));
+        let seeders = list.iter().take_while(|p| p.mode == SE).count();
+        assert_eq!(seeders, list.len().min(10), "seeders first");
+        let mut ids: Vec<_> = list.iter().map(|p| p.peer_id()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), list.len(), "no duplicates");
+        for p in &list {
+            let id = p.peer_id();
+            let name = std::str::from_utf8(id.as_bytes()).expect("utf-8");
+            let i: u8 = name[1..].parse().expect("number");
+            assert_ne!(i, 20, "never the requester");
+            assert_eq!(p.addrs().to_vec(), addrs_of(i), "{name}");
+            assert_eq!(p.mode, if i < 10 { SE } else { LE });
+        }
+    }
+    assert_consistent(&e);
+}
+
 #[test]
 fn find_puts_seeders_first_for_leechers_and_outsiders() {
     let e = populated(10, 50);

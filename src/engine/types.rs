@@ -444,6 +444,17 @@ impl PeerInfo {
         }
     }
 
+    /// A placeholder in a peer list being built, filled or removed before the list is
+    /// answered (`select::ListSink`): no peer has an empty id.
+    pub(super) fn vacant(mode: PeerMode) -> Self {
+        PeerInfo::compact(mode, super::member::ListEntry::VACANT)
+    }
+
+    /// Whether this is a placeholder ([`PeerInfo::vacant`]).
+    pub(super) fn is_vacant(&self) -> bool {
+        matches!(&self.entry, Entry::Compact(e) if e.is_vacant())
+    }
+
     /// The peer's id as it announced it.
     pub fn peer_id(&self) -> PeerId {
         match &self.entry {
