@@ -25,6 +25,8 @@ pub(super) type Pick = (Member, PeerMode);
 /// Lists longer than this (members of one mode; 4.5 KiB of 36-byte members) have the chosen
 /// members prefetched before they are copied; shorter ones take few cache lines anyway.
 const PREFETCH_PICKS_ABOVE: usize = 128;
+/// How many draws after its prefetch a member of a large list is copied (a power of two).
+const PREFETCH_AHEAD: usize = 8;
 /// FIND with chunk ranges examines at most this many members per mode (or
 /// `CHUNK_SCAN_PER_PEER` times the peer count, if larger), starting at a random position, so
 /// a filtered FIND in a huge swarm costs a bounded amount of work; its answer may then be
@@ -172,29 +174,37 @@ fn sample_into(
     out: &mut impl PickSink,
 ) {
     let n = list.len();
-    if n > PREFETCH_PICKS_ABOVE {
-        // The chosen members are scattered over a large vector: ask for all their lines first,
-        // so that their cache misses overlap instead of following one another as each is
-        // copied.
-        let mut chosen: SmallVec<[&Member; 64]> = SmallVec::new();
-        super::bt_table::sample(n, skip, want, rng, |i| {
-            if let Some(m) = list.get(i) {
-                let p = (m as *const Member).cast::<u8>();
-                super::announce::prefetch(p);
-                super::announce::prefetch(p.wrapping_add(std::mem::size_of::<Member>() - 1));
-                chosen.push(m);
-            }
-        });
-        for m in chosen {
-            out.put((*m, mode));
-        }
-        return;
-    }
+    // In a large list each chosen member is prefetched when it is drawn and copied
+    // `PREFETCH_AHEAD` draws later (a ring of the members drawn but not copied yet), so that
+    // that many cache misses overlap instead of following one another; a short list takes
+    // few cache lines, and each member is copied at once.
+    let large = n > PREFETCH_PICKS_ABOVE;
+    let mut ring: [Option<&Member>; PREFETCH_AHEAD] = [None; PREFETCH_AHEAD];
+    let mut drawn = 0usize;
     super::bt_table::sample(n, skip, want, rng, |i| {
-        if let Some(m) = list.get(i) {
+        let Some(m) = list.get(i) else {
+            return;
+        };
+        if !large {
             out.put((*m, mode));
+            return;
         }
+        let p = (m as *const Member).cast::<u8>();
+        super::announce::prefetch(p);
+        super::announce::prefetch(p.wrapping_add(std::mem::size_of::<Member>() - 1));
+        if let Some(slot) = ring.get_mut(drawn % PREFETCH_AHEAD) {
+            if let Some(earlier) = slot.replace(m) {
+                out.put((*earlier, mode));
+            }
+        }
+        drawn += 1;
     });
+    // The last draws, oldest first (the slot of the next draw holds the oldest).
+    for j in 0..PREFETCH_AHEAD {
+        if let Some(Some(m)) = ring.get((drawn + j) % PREFETCH_AHEAD) {
+            out.put((**m, mode));
+        }
+    }
 }
 
 /// Appends up to `want` members of `list` whose chunk sets cover all of `chunks`, scanning a

@@ -1019,6 +1019,27 @@ fn find_lists_every_member_equally_often() {
             "{requester}: everyone else is listed sometimes"
         );
     }
+    // A list long enough that its chosen members are prefetched ahead of their copy.
+    let e = populated(0, 300);
+    let mut hits: std::collections::HashMap<PeerId, u32> = std::collections::HashMap::new();
+    let rounds = 10_000u32;
+    for _ in 0..rounds {
+        let list = found(&e, "l123", A, "sw", Some(30));
+        assert_eq!(list.len(), 30);
+        for p in &list {
+            *hits.entry(p.peer_id()).or_default() += 1;
+        }
+    }
+    assert_eq!(hits.len(), 299);
+    assert!(!hits.contains_key(&pid("l123")));
+    let expected = f64::from(rounds) * 30.0 / 299.0;
+    for (id, &h) in &hits {
+        let ratio = f64::from(h) / expected;
+        assert!(
+            (0.85..1.15).contains(&ratio),
+            "{id:?} listed {h} times, expected {expected:.0}"
+        );
+    }
 }
 
 /// A list mixing entries written from the swarm's copies and entries read from records (peers
