@@ -842,37 +842,67 @@ pub(super) fn sample(
     skip: Option<usize>,
     want: usize,
     rng: &mut SmallRng,
-    mut emit: impl FnMut(usize),
+    emit: impl FnMut(usize),
 ) {
-    let skip = skip.filter(|&s| s < n);
-    let m = n - usize::from(skip.is_some());
-    let want = want.min(m);
-    // Positions from the skipped one on are one further along (none without a skip).
-    let s = skip.unwrap_or(usize::MAX);
-    let at = |i: usize| i + usize::from(i >= s);
-    if want == m {
-        // All of them: the positions before the skipped one, then those after it.
-        let cut = skip.unwrap_or(n);
-        (0..cut).for_each(&mut emit);
-        (cut + 1..n).for_each(&mut emit);
-        return;
-    }
-    if want == 0 {
-        return;
-    }
-    // Here `1 <= want < m`, so `m >= 2`.
-    let start = rng.gen_range(0..m);
-    let stride = coprime_stride(m, rng.next_u64());
-    // `pos + stride` leaves the ring exactly when `pos >= back`.
-    let back = m - stride;
-    let mut pos = start;
-    for _ in 0..want {
-        emit(at(pos));
-        pos = if pos >= back {
-            pos - back
+    Sample::new(n, skip, want, rng).for_each(emit);
+}
+
+/// The positions [`sample`] emits, as an iterator (so that a caller's loop body is inlined
+/// whatever its size). All `m` positions are the stride-1 walk from 0 (no random number drawn).
+pub(super) struct Sample {
+    /// Draws left.
+    left: usize,
+    /// The current ring position (skip left out).
+    pos: usize,
+    stride: usize,
+    /// `pos + stride` leaves the ring exactly when `pos >= back`.
+    back: usize,
+    /// The skipped position (`usize::MAX` for none): ring positions from it on are one further.
+    skip: usize,
+}
+
+impl Sample {
+    #[inline(always)]
+    pub(super) fn new(n: usize, skip: Option<usize>, want: usize, rng: &mut SmallRng) -> Self {
+        let skip = skip.filter(|&s| s < n);
+        let m = n - usize::from(skip.is_some());
+        let want = want.min(m);
+        let (start, stride) = if want == m || want == 0 {
+            (0, 1)
         } else {
-            pos + stride
+            // Here `1 <= want < m`, so `m >= 2`.
+            (rng.gen_range(0..m), coprime_stride(m, rng.next_u64()))
         };
+        Sample {
+            left: want,
+            pos: start,
+            stride,
+            back: m.saturating_sub(stride),
+            skip: skip.unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl Iterator for Sample {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let pos = self.pos;
+        self.pos = if pos >= self.back {
+            pos - self.back
+        } else {
+            pos + self.stride
+        };
+        Some(pos + usize::from(pos >= self.skip))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
 

@@ -178,17 +178,21 @@ fn sample_into(
     // `PREFETCH_AHEAD` draws later (a ring of the members drawn but not copied yet), so that
     // that many cache misses overlap instead of following one another; a short list takes
     // few cache lines, and each member is copied at once.
-    let large = n > PREFETCH_PICKS_ABOVE;
+    let sample = super::bt_table::Sample::new(n, skip, want, rng);
+    if n <= PREFETCH_PICKS_ABOVE {
+        for i in sample {
+            if let Some(m) = list.get(i) {
+                out.put((*m, mode));
+            }
+        }
+        return;
+    }
     let mut ring: [Option<&Member>; PREFETCH_AHEAD] = [None; PREFETCH_AHEAD];
     let mut drawn = 0usize;
-    super::bt_table::sample(n, skip, want, rng, |i| {
+    for i in sample {
         let Some(m) = list.get(i) else {
-            return;
+            continue;
         };
-        if !large {
-            out.put((*m, mode));
-            return;
-        }
         let p = (m as *const Member).cast::<u8>();
         super::announce::prefetch(p);
         super::announce::prefetch(p.wrapping_add(std::mem::size_of::<Member>() - 1));
@@ -198,7 +202,7 @@ fn sample_into(
             }
         }
         drawn += 1;
-    });
+    }
     // The last draws, oldest first (the slot of the next draw holds the oldest).
     for j in 0..PREFETCH_AHEAD {
         if let Some(Some(m)) = ring.get((drawn + j) % PREFETCH_AHEAD) {
