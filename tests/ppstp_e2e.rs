@@ -502,6 +502,9 @@ fn admin_listener_serves_metrics_and_status() {
     assert_eq!(http_get(server.admin, "/nope").status, 404);
 }
 
+/// A request and what it gets: HTTP status, PPSTP error code, transaction id echoed.
+type Expected = (Vec<u8>, u16, Option<u64>, Option<&'static str>);
+
 /// With tables large enough for the server's staged prefetch of pipelined requests (more than
 /// 32,768 swarms), a pipelined mix of good requests and bad ones in the middle (a body that
 /// does not decode, an unregistered peer, the wrong media type, a method not allowed, an id
@@ -556,8 +559,7 @@ fn a_pipelined_mix_with_bad_requests_in_the_middle_is_answered_in_order_with_lar
         )
     };
     let long_id = "x".repeat(200);
-    // (request, HTTP status, PPSTP error code, transaction id echoed)
-    let mix: Vec<(Vec<u8>, u16, Option<u64>, Option<&str>)> = vec![
+    let mix: Vec<Expected> = vec![
         (
             ppstp_post(&join("m0", "peer-1", "mix")),
             200,
