@@ -15,15 +15,16 @@
 //!
 //! A prefetch changes nothing in the engine and never waits: the first step reads only the
 //! bucket addresses each shard publishes (`line_index::Geometry`), the later ones only try the
-//! shards' locks and skip the step when a lock is taken. Below [`PREFETCH_MIN_SWARMS`] entries
-//! (the tables then stay in cache) noting a request does nothing.
+//! shards' locks and skip the step when a lock is taken. Below `prefetch_min_entries` peers
+//! or swarms (`EngineConfig`; the tables then stay mostly in cache) noting a request does
+//! nothing.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::member::StoredId;
 use super::types::{Request, RequestKind};
-use super::{Engine, PREFETCH_MIN_SWARMS};
+use super::Engine;
 
 /// One noted request: where its registration and its swarm are (shard and id hash) and the
 /// next step to take.
@@ -141,12 +142,14 @@ impl PpstpPrefetch {
 }
 
 impl Engine {
-    /// Whether prefetching PPSTP requests is worth its work: the peer or the swarm count has
-    /// reached [`PREFETCH_MIN_SWARMS`] (below, the tables stay in cache). One atomic load
-    /// each; a server asks once per batch of input before looking for a request's ids.
+    /// Whether prefetching PPSTP requests ahead is worth its work: the peer or the swarm
+    /// count has reached `prefetch_min_entries` (below, the tables stay mostly in cache). One
+    /// atomic load each; a server asks once per batch of input before looking for a request's
+    /// ids.
     #[inline]
     pub fn prefetch_ppstp_useful(&self) -> bool {
-        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= PREFETCH_MIN_SWARMS;
+        let min = self.config.prefetch_min_entries;
+        let big = |n: &AtomicUsize| n.load(Ordering::Relaxed) >= min;
         big(&self.peers) || big(&self.swarms)
     }
 
@@ -293,7 +296,10 @@ mod tests {
     /// the tables are small, and takes every request it noted through its steps.
     #[test]
     fn prefetch_changes_nothing_and_never_waits() {
-        let e = Engine::new(&EngineConfig::default());
+        let e = Engine::new(&EngineConfig {
+            prefetch_min_entries: 32_768,
+            ..EngineConfig::default()
+        });
         let requests = requests();
         let mut one = PpstpPrefetch::default();
         one.push_request(&e, &requests[0]);
