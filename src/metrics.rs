@@ -841,7 +841,7 @@ impl Metrics {
             w,
             "ppsp_worker_send_held_peak_bytes",
             "gauge",
-            "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks.",
+            "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks at once.",
         );
         for r in runtimes {
             sample(
