@@ -175,15 +175,27 @@ pub const PREFETCH_MIN_SWARMS: usize = 32_768;
 
 /// Asks the CPU to bring the cache line at `p` into its caches (x86-64 `prefetcht0`); does
 /// nothing on other targets. A prefetch never faults and reads nothing the program sees.
+///
+/// With the diagnostic feature `prefetch-reads` it reads the byte at `p` instead, so that a
+/// cache simulator that ignores prefetch instructions (callgrind's) charges the line's miss
+/// to the prefetching function rather than to the code that uses the line: which misses the
+/// prefetches take over is then counted, repeatably. Only for profiling a table that does
+/// not change under its prefetches (`benches/bt_scale.rs`): a stale address would be read.
 #[inline(always)]
 pub(super) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(feature = "prefetch-reads")]
+    // SAFETY: diagnostic builds only (see above): every address handed here lies in a live
+    // allocation of the table, or in a cache line one shares, while the table is unchanged.
+    unsafe {
+        std::ptr::read_volatile(p);
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "prefetch-reads")))]
     // SAFETY: `prefetcht0` is a hint: it does not fault or change memory, whatever the
     // address (SSE is part of x86-64).
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", feature = "prefetch-reads")))]
     let _ = p;
 }
 
@@ -371,7 +383,7 @@ fn prefetch_announce(
                 // Past the requester the entry listed is the next one; it starts a new line
                 // exactly when this one ends one.
                 let next = p.wrapping_add(block.entry_size());
-                if next as usize % 64 == 0 {
+                if next as usize % 64 == 0 && base + i + 1 < block.len {
                     prefetch(next);
                 }
             });
@@ -608,7 +620,12 @@ impl Engine {
         stamp: [u8; 2],
         full: bool,
     ) -> Result<(Change, Found), ErrorCode> {
-        match members.find(&wire, mode) {
+        let found = if self.prefetch_bt_useful() {
+            members.find_prefetching(&wire, mode)
+        } else {
+            members.find(&wire, mode)
+        };
+        match found {
             Some(found) if found.mode == mode => {
                 members.touch(found, stamp);
                 Ok((Change::Refreshed, found))

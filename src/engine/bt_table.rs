@@ -104,19 +104,23 @@ fn wire_cmp<const N: usize>(a: &[u8; N], b: &[u8; N]) -> std::cmp::Ordering {
 const SEARCH_PREFETCH_MIN: usize = 16;
 
 /// The position of `wire` in `part` (sorted by wire form), `Err` with where it would go when
-/// absent: `binary_search_by`'s answer, by the same branch-free halving, with the probes two
-/// steps ahead prefetched at each step (the four places the search can go next but one), so
-/// that in a block far beyond the caches two more levels' misses are under way while one
-/// probe waits: a search of `k` cold levels takes about `k / 3` memory latencies, not `k`.
+/// absent: `binary_search_by`'s answer, by the same branch-free halving. With `AHEAD`, the
+/// probes two steps ahead are prefetched at each step (the four places the search can go
+/// next but one), so that in a block far beyond the caches two more levels' misses are under
+/// way while one probe waits: a search of `k` cold levels takes about `k / 3` memory
+/// latencies, not `k`. Without it (a table that the caches hold) nothing is prefetched.
 #[inline]
-fn search<const N: usize>(part: &[Entry<N>], wire: &[u8; N]) -> Result<usize, usize> {
+fn search<const N: usize, const AHEAD: bool>(
+    part: &[Entry<N>],
+    wire: &[u8; N],
+) -> Result<usize, usize> {
     let mut size = part.len();
     if size == 0 {
         return Err(0);
     }
     let at = |i: usize| part.as_ptr().wrapping_add(i).cast::<u8>();
     let mut base = 0usize;
-    if size >= SEARCH_PREFETCH_MIN {
+    if AHEAD && size >= SEARCH_PREFETCH_MIN {
         // The second step's two possible probes; the loop prefetches from the third on.
         let half = size / 2;
         let h1 = (size - half) / 2;
@@ -126,7 +130,7 @@ fn search<const N: usize>(part: &[Entry<N>], wire: &[u8; N]) -> Result<usize, us
     while size > 1 {
         let half = size / 2;
         let mid = base + half;
-        if size >= SEARCH_PREFETCH_MIN {
+        if AHEAD && size >= SEARCH_PREFETCH_MIN {
             // The next step probes `b + h1` for `b` = `base` or `mid`; the one after, `b + h2`
             // or `b + h1 + h2`. Addresses only, never dereferenced here.
             let h1 = (size - half) / 2;
@@ -422,8 +426,18 @@ impl<const N: usize> Members<N> {
     /// Finds `wire` in either part, in `likely`'s first (a re-announce keeps its mode, so the
     /// other part's search is usually saved).
     pub fn find(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        self.find_with::<false>(wire, likely)
+    }
+
+    /// [`Members::find`] in a table beyond the caches: the search prefetches its probes two
+    /// steps ahead ([`search`]).
+    pub fn find_prefetching(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        self.find_with::<true>(wire, likely)
+    }
+
+    fn find_with<const AHEAD: bool>(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
         for mode in [likely, other_mode(likely)] {
-            if let Ok(pos) = search(self.part(mode), wire) {
+            if let Ok(pos) = search::<N, AHEAD>(self.part(mode), wire) {
                 return Some(Found { mode, pos });
             }
         }
@@ -522,7 +536,7 @@ impl<const N: usize> Members<N> {
 
     /// Inserts a member that is in neither part; returns its position inside its part.
     pub fn insert(&mut self, wire: [u8; N], mode: PeerMode, stamp: [u8; 2]) -> usize {
-        let pos = match search(self.part(mode), &wire) {
+        let pos = match search::<N, false>(self.part(mode), &wire) {
             Ok(p) | Err(p) => p,
         };
         let seeders = self.seeders();
@@ -1385,10 +1399,9 @@ mod tests {
             let members = keys.iter().step_by(7).copied();
             for k in probes.into_iter().chain(members) {
                 let w = entry(k).wire;
-                prop_assert_eq!(
-                    search(&part, &w),
-                    part.binary_search_by(|e| wire_cmp(&e.wire, &w))
-                );
+                let expected = part.binary_search_by(|e| wire_cmp(&e.wire, &w));
+                prop_assert_eq!(search::<6, true>(&part, &w), expected);
+                prop_assert_eq!(search::<6, false>(&part, &w), expected);
             }
         }
     }
