@@ -1,7 +1,8 @@
 //! Engine benchmarks on a realistic table: 1M swarms with Zipf-skewed popularity, 250k peers,
 //! about 2M memberships, populated before measuring.
 //!
-//! Measures JOIN (an existing peer joining a swarm), FIND with 30 and 200 peers wanted, LEAVE,
+//! Measures JOIN (an existing peer joining a swarm; also with the server's staged prefetch of
+//! the requests pipelined behind it, `join_prefetched`), FIND with 30 and 200 peers wanted, LEAVE,
 //! expiry steps, and mixed JOIN/FIND throughput with 1 and 2 threads on the one shared, sharded
 //! engine (the measurement behind choosing shared sharded state over a channel hand-off per
 //! request). Prints the approximate memory per membership once.
@@ -401,7 +402,7 @@ fn largest(engine: &Engine) -> u32 {
 const PROFILE_OPS: usize = 20_000;
 
 /// `PROFILE_OPS` JOINs of bench peers into Zipf swarms (the profiling mode's measured part;
-/// not inlined, so that `valgrind --tool=callgrind --toggle-collect='*profile_join*'` counts
+/// not inlined, so that `valgrind --tool=callgrind --toggle-collect='*profile_join'` counts
 /// exactly these).
 #[inline(never)]
 fn profile_join(e: &Engine, zs: &[u32], response: &mut Response) {
@@ -411,6 +412,51 @@ fn profile_join(e: &Engine, zs: &[u32], response: &mut Response) {
             NOW,
             response,
         );
+        black_box(&*response);
+    }
+}
+
+/// As [`profile_join`], served as the server serves a connection's pipelined requests
+/// ([`join_staged`]): each JOIN noted to the staged prefetch [`PpstpPrefetch::AHEAD`]
+/// requests before it is handled.
+#[inline(never)]
+fn profile_join_prefetched(e: &Engine, zs: &[u32], response: &mut Response) {
+    let mut staged = PpstpPrefetch::default();
+    join_staged(e, zs, 0, PROFILE_OPS, &mut staged, response);
+}
+
+/// JOINs of bench peers `PEERS + i` for i in 0..n into the Zipf swarms `zs[cursor + i]`, the
+/// way the server serves a connection's pipelined requests: request `i + AHEAD` is built and
+/// noted to `staged` ([`PpstpPrefetch`]) before request `i` is handled, and every handled
+/// request advances the noted ones a step.
+fn join_staged(
+    e: &Engine,
+    zs: &[u32],
+    cursor: usize,
+    n: usize,
+    staged: &mut PpstpPrefetch,
+    response: &mut Response,
+) {
+    const AHEAD: usize = PpstpPrefetch::AHEAD;
+    let req = |i: usize| {
+        join_req(
+            PEERS + i,
+            zs[(cursor + i) % SAMPLES] as usize,
+            PeerMode::Leech,
+        )
+    };
+    let mut ring: [Request; AHEAD + 1] = std::array::from_fn(req);
+    for r in ring.iter().take(AHEAD.min(n)) {
+        staged.push_request(e, r);
+    }
+    for i in 0..n {
+        if i + AHEAD < n {
+            let r = &mut ring[(i + AHEAD) % (AHEAD + 1)];
+            *r = req(i + AHEAD);
+            staged.push_request(e, r);
+        }
+        staged.advance(e);
+        e.handle_into(&ring[i % (AHEAD + 1)], NOW, response);
         black_box(&*response);
     }
 }
@@ -427,18 +473,22 @@ fn profile_find(e: &Engine, zs: &[u32], ps: &[u32], response: &mut Response) {
 
 /// The profiling mode, for instruction and cache-miss counts that do not depend on the load
 /// of the host: with `ENGINE_BENCH_PROFILE=1` the bench populates the table, runs
-/// [`profile_join`] (then the LEAVEs that undo it) and [`profile_find`] once, and exits
-/// without running criterion. Run it under
+/// [`profile_join`] and [`profile_join_prefetched`] (each followed by the LEAVEs that undo
+/// it) and [`profile_find`] once, and exits without running criterion. Run it under
 /// `valgrind --tool=callgrind --cache-sim=yes --toggle-collect='*profile_find*'` (or
-/// `*profile_join*`) and divide the counts by [`PROFILE_OPS`].
+/// `*profile_join`, `*profile_join_prefetched`) and divide the counts by [`PROFILE_OPS`].
 fn profile(e: &Engine, zs: &[u32], ps: &[u32]) {
     let mut response = Response::Err(ErrorCode::Ok);
     profile_join(e, zs, &mut response);
     for i in 0..PROFILE_OPS {
         e.handle(&leave_req(PEERS + i, zs[i % SAMPLES] as usize), NOW);
     }
+    profile_join_prefetched(e, zs, &mut response);
+    for i in 0..PROFILE_OPS {
+        e.handle(&leave_req(PEERS + i, zs[i % SAMPLES] as usize), NOW);
+    }
     profile_find(e, zs, ps, &mut response);
-    println!("profiled {PROFILE_OPS} JOINs and {PROFILE_OPS} FINDs of 30");
+    println!("profiled {PROFILE_OPS} JOINs, {PROFILE_OPS} prefetched JOINs and {PROFILE_OPS} FINDs of 30");
 }
 
 fn benches(c: &mut Criterion) {
@@ -474,6 +524,32 @@ fn benches(c: &mut Criterion) {
                     e.handle_into(&join_req(PEERS + i, s, PeerMode::Leech), NOW, &mut response);
                     black_box(&response);
                 }
+                total += start.elapsed();
+                for i in 0..n {
+                    let s = zs[(cursor + i) % SAMPLES] as usize;
+                    e.handle(&leave_req(PEERS + i, s), NOW);
+                }
+                cursor += n;
+                left -= n;
+            }
+            total
+        })
+    });
+
+    // The same JOINs served as the server serves a connection's pipelined requests: each
+    // noted to the staged prefetch `PpstpPrefetch::AHEAD` requests before it is handled
+    // (`join_staged`), so that the misses of consecutive JOINs overlap.
+    group.bench_function("join_prefetched", |b| {
+        let mut cursor = 0usize;
+        let mut response = Response::Err(ErrorCode::Ok);
+        let mut staged = PpstpPrefetch::default();
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(BENCH_PEERS);
+                let start = Instant::now();
+                join_staged(e, zs, cursor, n, &mut staged, &mut response);
                 total += start.elapsed();
                 for i in 0..n {
                     let s = zs[(cursor + i) % SAMPLES] as usize;

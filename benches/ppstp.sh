@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The PPSTP FIND-heavy end-to-end run (FIND 9 : CONNECT 1, 30 peers wanted, keep-alive
+# The PPSTP FIND-heavy end-to-end run (FIND 9 : CONNECT 1 unless MIX says otherwise, 30 peers wanted, keep-alive
 # connections pipelining requests) against one or two ppsp-tracker builds, one after the
 # other in one session, and a table of replies/s, server CPU per reply and RSS per
 # registered peer with ratios:
 #
 #   benches/ppstp.sh                                    # this build
 #   TRACKER_BEFORE=/path/to/old/ppsp-tracker benches/ppstp.sh   # an older build as "before"
+#   MIX=join=1,leave=1 SWARMS=1000000 PEERS=1000000 benches/ppstp.sh   # JOIN-heavy, 1M swarms
 #
 # Each tracker runs one worker pinned to CPU 1 (SERVER_CPU) on its default I/O back-end
 # (BACKEND to choose), the generator on CPU 0 (LOADGEN_CPU); the generator registers the
@@ -26,6 +27,9 @@ PEERS=${PEERS:-100000}
 CONNS=${CONNS:-16}
 PIPELINE=${PIPELINE:-16}
 DURATION=${DURATION:-10}
+# The request mix after populating (loadgen --mix); join=1,leave=1 is JOIN-heavy: every
+# peer is in its swarm after populating, so each JOIN drawn then takes turns with a LEAVE.
+MIX=${MIX:-find=9,connect=1}
 SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 PORT=${PORT:-17490}
@@ -61,7 +65,7 @@ for build in "${builds[@]}"; do
     echo "== $name ($binary, pid $PID, $(grep -o 'I/O back-end: [a-z_]*' "$OUT/$name.log" | head -1))"
     ${PIN_LOADGEN[@]+"${PIN_LOADGEN[@]}"} "$LOADGEN" run --protocol ppstp \
         --target "127.0.0.1:$PORT" --populate --swarms "$SWARMS" --peers "$PEERS" \
-        --peers-wanted 30 --mix find=9,connect=1 --connections "$CONNS" --pipeline "$PIPELINE" \
+        --peers-wanted 30 --mix "$MIX" --connections "$CONNS" --pipeline "$PIPELINE" \
         --duration "$DURATION" --server-pid "$PID" --label "$name" --no-progress \
         --json "$OUT/$name.json" | tee "$OUT/$name.txt"
     reports+=("$OUT/$name.json")

@@ -795,19 +795,32 @@ impl Metrics {
                 sample(w, name, &[("listener", listener)], pick(totals));
             }
         }
-        header(
-            w,
-            "ppsp_worker_turns_behind_total",
-            "counter",
-            "Event-loop turns that took at least the shedding delay (server.shed_after_ms, 100 ms when off): the work served last in them waited that long. Counted whether or not anything was shed.",
-        );
-        for r in runtimes {
-            sample(
-                w,
+        type PickR = fn(&RuntimeStats) -> u64;
+        let per_runtime: [(&str, &str, &str, PickR); 3] = [
+            (
                 "ppsp_worker_turns_behind_total",
-                &[("runtime", &r.name)],
-                r.behind().0,
-            );
+                "counter",
+                "Event-loop turns that took at least the shedding delay (server.shed_after_ms, 100 ms when off): the work served last in them waited that long. Counted whether or not anything was shed.",
+                |r| r.behind().0,
+            ),
+            (
+                "ppsp_worker_send_held_bytes",
+                "gauge",
+                "io_uring: answer bytes the workers' TCP connections hold in their send chunks, written and not yet taken by the kernel (0 on epoll).",
+                |r| r.send_held().0,
+            ),
+            (
+                "ppsp_worker_send_held_peak_bytes",
+                "gauge",
+                "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks.",
+                |r| r.send_held().1,
+            ),
+        ];
+        for (name, kind, help, pick) in per_runtime {
+            header(w, name, kind, help);
+            for r in runtimes {
+                sample(w, name, &[("runtime", &r.name)], pick(r));
+            }
         }
         header(
             w,
@@ -821,34 +834,6 @@ impl Metrics {
                 "ppsp_worker_behind_seconds_total{{runtime=\"{}\"}} {}",
                 r.name,
                 r.behind().1 as f64 / 1e6
-            );
-        }
-        header(
-            w,
-            "ppsp_worker_send_held_bytes",
-            "gauge",
-            "io_uring: answer bytes the workers' TCP connections hold in their send chunks, written and not yet taken by the kernel (0 on epoll).",
-        );
-        for r in runtimes {
-            sample(
-                w,
-                "ppsp_worker_send_held_bytes",
-                &[("runtime", &r.name)],
-                r.send_held().0,
-            );
-        }
-        header(
-            w,
-            "ppsp_worker_send_held_peak_bytes",
-            "gauge",
-            "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks.",
-        );
-        for r in runtimes {
-            sample(
-                w,
-                "ppsp_worker_send_held_peak_bytes",
-                &[("runtime", &r.name)],
-                r.send_held().1,
             );
         }
         let sockets: Vec<_> = runtimes

@@ -209,6 +209,16 @@ const UDP_SOCKETS: u32 = 6;
 /// Datagrams sent in one burst before a flooding socket checks whether to stop.
 const UDP_BURST: u32 = 2_000;
 
+/// One worker serving BEP 15 with the given shedding setting: the server, the back-end it
+/// runs on (from its status page) and its bt-udp address.
+fn bt_udp_worker(shed_setting: &str) -> (TestServer, String, SocketAddr) {
+    let server = TestServer::start(&["server.workers=1", shed_setting, "bt_udp.enabled=true"]);
+    let inner = server.server.as_ref().unwrap();
+    let backend = inner.status()["backend"].to_string();
+    let addr = inner.bt_udp_addr().unwrap();
+    (server, backend, addr)
+}
+
 /// A BEP 15 connect request with transaction id `txid`.
 fn bep15_connect(txid: u32) -> [u8; 16] {
     let mut p = [0u8; 16];
@@ -297,14 +307,8 @@ fn udp_flood_one(
 #[test]
 fn a_bt_udp_flood_is_shed_with_the_bep15_error_on_the_backend_in_use_and_the_server_recovers() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let server = TestServer::start(&[
-        "server.workers=1",
-        "server.shed_after_ms=1",
-        "bt_udp.enabled=true",
-    ]);
+    let (server, backend, addr) = bt_udp_worker("server.shed_after_ms=1");
     let inner = server.server.as_ref().unwrap();
-    let backend = inner.status()["backend"].clone();
-    let addr = inner.bt_udp_addr().unwrap();
     let shed_line = r#"ppsp_shed_total{front_end="bt_udp",reason="overloaded"}"#;
 
     let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -409,14 +413,8 @@ fn udp_steady_one(addr: SocketAddr, n: u32) -> (u32, u32) {
 /// is shed.
 #[test]
 fn a_bt_udp_worker_under_steady_load_with_a_young_queue_sheds_nothing() {
-    let server = TestServer::start(&[
-        "server.workers=1",
-        "server.shed_after_ms=500",
-        "bt_udp.enabled=true",
-    ]);
+    let (server, backend, addr) = bt_udp_worker("server.shed_after_ms=500");
     let inner = server.server.as_ref().unwrap();
-    let backend = inner.status()["backend"].clone();
-    let addr = inner.bt_udp_addr().unwrap();
     let started = Instant::now();
     let sockets: Vec<_> = (1..=STEADY_SOCKETS)
         .map(|n| std::thread::spawn(move || udp_steady_one(addr, n)))

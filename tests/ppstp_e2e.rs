@@ -501,3 +501,161 @@ fn admin_listener_serves_metrics_and_status() {
     assert!(text.contains("find"), "no FIND counter:\n{text}");
     assert_eq!(http_get(server.admin, "/nope").status, 404);
 }
+
+/// A request and what it gets: HTTP status, PPSTP error code, transaction id echoed.
+type Expected = (Vec<u8>, u16, Option<u64>, Option<&'static str>);
+
+/// With tables large enough for the server's staged prefetch of pipelined requests (more than
+/// `engine.prefetch_min_entries`, set to 32,768 swarms), a pipelined mix of good requests and bad ones in the middle (a body that
+/// does not decode, an unregistered peer, the wrong media type, a method not allowed, an id
+/// too long) is answered in order, each request as it would be alone.
+#[test]
+fn a_pipelined_mix_with_bad_requests_in_the_middle_is_answered_in_order_with_large_tables() {
+    const PEERS: usize = 4_000;
+    const SWARMS_EACH: usize = 9;
+    let server = TestServer::start(&["engine.prefetch_min_entries=32768"]);
+    let mut s = server.connect();
+    let mut rx = ResponseReader::new();
+    let mut writer = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let mut batch = Vec::new();
+        for p in 0..PEERS {
+            let swarms: Vec<String> = (0..SWARMS_EACH).map(|k| format!("big-{p}-{k}")).collect();
+            let joins: Vec<(&str, &str)> = swarms.iter().map(|s| (s.as_str(), "SEEDER")).collect();
+            batch.extend_from_slice(&ppstp_post(&connect_body(
+                &format!("c{p}"),
+                &format!("peer-{p}"),
+                &joins,
+            )));
+        }
+        writer.write_all(&batch).unwrap();
+    });
+    for p in 0..PEERS {
+        let r = rx.read(&mut s).expect("response");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.ppstp()["transaction_id"], json!(format!("c{p}")));
+    }
+    sender.join().unwrap();
+    let st = http_get(server.admin, "/status").json();
+    assert!(
+        st["swarms"].as_u64().unwrap() >= 32_768,
+        "tables large enough for the prefetch: {st}"
+    );
+
+    let join = |txid: &str, peer: &str, swarm: &str| {
+        body(
+            "JOIN",
+            txid,
+            peer,
+            Some(("join", json!({"swarm_id": swarm, "peer_mode": "LEECH"}))),
+        )
+    };
+    let leave = |txid: &str, peer: &str, swarm: &str| {
+        body(
+            "LEAVE",
+            txid,
+            peer,
+            Some(("leave", json!({"swarm_id": swarm}))),
+        )
+    };
+    let long_id = "x".repeat(200);
+    let mix: Vec<Expected> = vec![
+        (
+            ppstp_post(&join("m0", "peer-1", "mix")),
+            200,
+            Some(0),
+            Some("m0"),
+        ),
+        (
+            ppstp_post(&find_body("m1", "peer-2", "mix", 5)),
+            200,
+            Some(0),
+            Some("m1"),
+        ),
+        (
+            ppstp_post(r#"{"PPSPTrackerProtocol":{"#),
+            400,
+            Some(1),
+            None,
+        ),
+        (
+            ppstp_post(&find_body("m3", "ghost", "mix", 5)),
+            403,
+            Some(3),
+            Some("m3"),
+        ),
+        (
+            http_post("/", "text/plain", join("m4", "peer-3", "mix").as_bytes()),
+            415,
+            None,
+            None,
+        ),
+        (
+            ppstp_post(&join("m5", "peer-3", &long_id)),
+            400,
+            Some(1),
+            Some("m5"),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: tracker.test\r\n\r\n".to_vec(),
+            405,
+            None,
+            None,
+        ),
+        (
+            ppstp_post(&find_body("m7", "peer-4", "big-2-3", 5)),
+            200,
+            Some(0),
+            Some("m7"),
+        ),
+        (
+            ppstp_post(&leave("m8", "peer-1", "mix")),
+            200,
+            Some(0),
+            Some("m8"),
+        ),
+        (
+            ppstp_post(&leave("m9", "peer-1", "mix")),
+            403,
+            Some(3),
+            Some("m9"),
+        ),
+        (
+            ppstp_post(&join("m10", "peer-2", "mix")),
+            200,
+            Some(0),
+            Some("m10"),
+        ),
+    ];
+    // Twice, so that the second round finds the tables as the first left them.
+    for round in 0..2 {
+        let batch: Vec<u8> = mix.iter().flat_map(|m| m.0.clone()).collect();
+        s.write_all(&batch).unwrap();
+        for (i, (_, status, code, txid)) in mix.iter().enumerate() {
+            let r = rx.read(&mut s).expect("response");
+            assert_eq!(r.status, *status, "round {round}, request {i}");
+            if let Some(code) = code {
+                assert_eq!(error_code(&r.ppstp()), *code, "round {round}, request {i}");
+            }
+            if let Some(txid) = txid {
+                assert_eq!(
+                    r.ppstp()["transaction_id"],
+                    json!(txid),
+                    "round {round}, request {i}"
+                );
+            }
+            if i == 1 {
+                assert_eq!(peer_ids(&swarm_results(&r.ppstp())[0]), vec!["peer-1"]);
+            }
+            if i == 7 {
+                assert_eq!(peer_ids(&swarm_results(&r.ppstp())[0]), vec!["peer-2"]);
+            }
+        }
+        // Round 0 ends with peer-2 in "mix"; take it out again for round 1.
+        ok(
+            &mut s,
+            &mut rx,
+            &leave(&format!("l{round}"), "peer-2", "mix"),
+        );
+    }
+}

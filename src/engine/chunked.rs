@@ -59,6 +59,12 @@ impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_
             }
     }
 
+    /// Where the first chunk's elements start (null while the vector is empty): an address
+    /// for a cache prefetch only.
+    pub fn first_chunk_ptr(&self) -> *const T {
+        self.chunks.first().map_or(std::ptr::null(), |c| c.as_ptr())
+    }
+
     pub fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)
     }

@@ -43,6 +43,11 @@ pub struct EngineConfig {
     pub track_timer_secs: u64,
     /// Peers examined at most per expiry step, so expiry never stalls requests.
     pub expiry_budget: usize,
+    /// Registered peers or swarms (PPSTP and BitTorrent together) from which a server
+    /// prefetches the PPSTP requests pipelined behind the one it serves (a staged cache
+    /// prefetch three requests ahead, `PpstpPrefetch`). Below it the tables mostly stay in the
+    /// caches and finding each request's ids ahead costs more than it saves. 0: always.
+    pub prefetch_min_entries: usize,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +69,7 @@ impl Default for EngineConfig {
             init_timer_secs: 30,
             track_timer_secs: 120,
             expiry_budget: 4096,
+            prefetch_min_entries: 262_144,
         }
     }
 }

@@ -65,6 +65,12 @@ impl StoredId {
         &self.bytes[..usize::from(self.len & !HEX)]
     }
 
+    /// The first `N` bytes of the stored form, zeros after its end: a stored id of at most
+    /// `N` bytes compares with another kept so (same length byte) as one fixed-size array.
+    pub fn padded<const N: usize>(&self) -> Option<&[u8; N]> {
+        self.bytes.first_chunk::<N>()
+    }
+
     /// The length byte: stored length, with [`HEX`] for packed hex.
     pub fn len_flag(&self) -> u8 {
         self.len

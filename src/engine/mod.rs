@@ -14,6 +14,7 @@ mod chunked;
 mod config;
 mod line_index;
 mod member;
+mod prefetch;
 mod requests;
 mod select;
 mod snapshot;
@@ -40,6 +41,7 @@ pub use announce::{
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};
 pub use bt_table::{InfoHash, COMPACT_V4_LEN, COMPACT_V6_LEN, INFO_HASH_LEN};
 pub use config::EngineConfig;
+pub use prefetch::PpstpPrefetch;
 pub use snapshot::{AddrEntry, ImportReport, Registration, SwarmCompletions};
 pub use types::*;
 

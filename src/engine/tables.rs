@@ -120,6 +120,16 @@ impl Swarm {
         }
     }
 
+    /// Starts loading the first two cache lines of the member vector (what a JOIN appends to
+    /// in a small swarm and a FIND starts reading); nothing for an empty swarm.
+    pub fn prefetch_members(&self) {
+        let p = self.members.first_chunk_ptr().cast::<u8>();
+        if !p.is_null() {
+            super::announce::prefetch(p);
+            super::announce::prefetch(p.wrapping_add(64));
+        }
+    }
+
     /// The swarm's statistics (STAT_QUERY, an announce's counts).
     pub fn stats(&self) -> SwarmStats {
         let (uploaded_bytes, downloaded_bytes) = self.traffic();
@@ -596,6 +606,16 @@ impl SwarmTable {
         self.index.prefetch_probable(h, |i| self.slots.get(i));
     }
 
+    /// The swarm that hash `h` most likely names ([`LineIndex::first_tagged`]), without
+    /// comparing ids: for a prefetch only.
+    pub fn probable(&self, h: u64) -> Option<&Swarm> {
+        let i = self.index.first_tagged(h)?;
+        self.slots
+            .get(i as usize)
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.swarm)
+    }
+
     /// Adds swarm `id` (not in the table yet), whose hash is `h`; returns its slot.
     pub fn insert(&mut self, h: u64, id: SwarmId, swarm: Swarm) -> u32 {
         let mut slot = None;
@@ -1020,6 +1040,21 @@ impl PeerShard {
         let records = &self.records;
         let ids = &self.ids;
         let (id, len) = (stored.bytes(), stored.len_flag());
+        if let Some(inline) = stored
+            .padded::<INLINE_ID>()
+            .filter(|_| id.len() <= INLINE_ID)
+        {
+            // An id kept in its record is zero after its end there as in `stored`: one
+            // fixed-size comparison instead of a call to compare slices.
+            return self
+                .index
+                .find(h, |i| {
+                    records
+                        .get(i as usize)
+                        .is_some_and(|r| r.id_len == len && r.id == *inline)
+                })
+                .map(|i| i as usize);
+        }
         self.index
             .find(h, |i| {
                 records

@@ -98,6 +98,20 @@ pub(crate) trait HttpHandler {
     ) {
     }
 
+    /// How many pipelined requests ahead of the one being served the loop offers to
+    /// [`HttpHandler::prefetch`] (at most [`MAX_AHEAD`]; 0, the default: none). Asked once
+    /// per batch of input.
+    fn prefetch_ahead(&self) -> usize {
+        0
+    }
+
+    /// A request framed behind the one about to be served, in the same input (offered once,
+    /// in order, [`HttpHandler::prefetch_ahead`] requests ahead): the handler may start
+    /// loading what answering it will read (a cache prefetch), so that the misses of
+    /// consecutive requests overlap. Must change nothing a client can observe: the request is
+    /// served later as usual (or never, if the connection is closed or shed first).
+    fn prefetch(&mut self, _head: &RequestHead<'_>, _request_body: &[u8]) {}
+
     /// True when the request just given to [`HttpHandler::serve`] must wait (for the overlay):
     /// what `serve` returned is dropped, the request is left unconsumed in its place, and the
     /// runtime offers it again when woken. Asked once after each `serve`.
@@ -408,6 +422,53 @@ impl<H: HttpHandler> HttpWorker<H> {
     }
 }
 
+/// Most requests the loop frames ahead of the one it serves ([`HttpHandler::prefetch_ahead`]).
+pub(crate) const MAX_AHEAD: usize = 4;
+
+/// The requests framed ahead of the one being served, in input order, each used as it is when
+/// its turn comes (framing is a pure function of the bytes, so this changes no answer).
+struct Ahead<'a> {
+    framed: [Option<Framed<'a>>; MAX_AHEAD],
+    /// Where the oldest is, and how many there are.
+    head: usize,
+    len: usize,
+    /// Where the input after the last one starts.
+    end: usize,
+    /// The input at `end` is not a whole request, or follows one that closes the connection:
+    /// nothing more is framed ahead in this batch (the input does not change within it).
+    stopped: bool,
+}
+
+impl<'a> Ahead<'a> {
+    fn new() -> Self {
+        Ahead {
+            framed: [None; MAX_AHEAD],
+            head: 0,
+            len: 0,
+            end: 0,
+            stopped: false,
+        }
+    }
+
+    /// The oldest request framed ahead.
+    fn pop(&mut self) -> Option<Framed<'a>> {
+        if self.len == 0 {
+            return None;
+        }
+        let framed = self.framed.get_mut(self.head)?.take();
+        self.head = (self.head + 1) % MAX_AHEAD;
+        self.len -= 1;
+        framed
+    }
+
+    fn push(&mut self, framed: Framed<'a>) {
+        if let Some(place) = self.framed.get_mut((self.head + self.len) % MAX_AHEAD) {
+            *place = Some(framed);
+            self.len += 1;
+        }
+    }
+}
+
 /// The answer to a connection over the listener's `max_connections`: 503 (RFC 9110 §15.6.4),
 /// then close.
 pub(crate) const REFUSAL: &[u8] =
@@ -457,12 +518,18 @@ impl<H: HttpHandler> HttpWorker<H> {
             (self.load.rate_limit.is_some() || !self.load.shed_after.is_zero()).then(Instant::now);
         // Asked at the first request framed (a batch without one sheds nothing).
         let mut overloaded = None;
+        let prefetch_ahead = self.handler.prefetch_ahead().min(MAX_AHEAD);
+        let mut ahead = Ahead::new();
         while out.len() < ctx.output_limit && served < ctx.max_requests {
             let rest = match input.get(consumed..) {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
             };
-            match http::frame_request(rest, &limits) {
+            let framed = match ahead.pop() {
+                Some(framed) => framed,
+                None => http::frame_request(rest, &limits),
+            };
+            match framed {
                 Framed::Incomplete => break,
                 Framed::Continue => {
                     // RFC 9110 §10.1.1: the client sends the body once told to.
@@ -495,6 +562,9 @@ impl<H: HttpHandler> HttpWorker<H> {
                         self.shed(Shed::Overloaded, &head, out, true);
                         return closed;
                     }
+                    if prefetch_ahead > 0 && head.keep_alive {
+                        self.frame_ahead(input, consumed + used, prefetch_ahead, &mut ahead);
+                    }
                     if let Some(why) = self.shed_reason(ctx, now) {
                         self.shed(why, &head, out, false);
                     } else if !self.request(ctx, &head, body, out) {
@@ -517,6 +587,48 @@ impl<H: HttpHandler> HttpWorker<H> {
             consumed,
             close: false,
         }
+    }
+}
+
+impl<H: HttpHandler> HttpWorker<H> {
+    /// Frames the requests behind the one about to be served (which ends at `next` in
+    /// `input`) until `want` are framed ahead, and offers each new one to the handler's
+    /// prefetch. Stops at the first input that is not a whole request (it is framed again,
+    /// with the same result, when its turn comes) and after a request that closes the
+    /// connection.
+    fn frame_ahead<'a>(
+        &mut self,
+        input: &'a [u8],
+        next: usize,
+        want: usize,
+        ahead: &mut Ahead<'a>,
+    ) {
+        let mut at = ahead.end.max(next);
+        while ahead.len < want && !ahead.stopped {
+            let Some(rest) = input.get(at..).filter(|r| !r.is_empty()) else {
+                ahead.stopped = true;
+                break;
+            };
+            let framed = http::frame_request(rest, &self.limits);
+            let Framed::Request {
+                head,
+                body,
+                consumed: used,
+            } = framed
+            else {
+                ahead.stopped = true;
+                break;
+            };
+            if used == 0 || used > rest.len() {
+                ahead.stopped = true;
+                break;
+            }
+            self.handler.prefetch(&head, body);
+            ahead.push(framed);
+            at += used;
+            ahead.stopped = !head.keep_alive;
+        }
+        ahead.end = at;
     }
 }
 
@@ -571,6 +683,133 @@ mod tests {
         let mut out = Vec::new();
         let step = w.on_input(&ctx(), input, &mut out);
         (step, String::from_utf8(out).unwrap())
+    }
+
+    /// Echo that asks for prefetches `ahead` requests ahead, logging `prefetch PATH` and
+    /// `serve PATH`.
+    struct Logged {
+        ahead: usize,
+        log: Vec<String>,
+    }
+
+    impl HttpHandler for Logged {
+        fn allowed_methods(&self, path: &str) -> Option<Methods> {
+            Echo.allowed_methods(path)
+        }
+
+        fn serve(
+            &mut self,
+            ctx: &ConnCtx,
+            head: &RequestHead<'_>,
+            request_body: &[u8],
+            body: &mut Vec<u8>,
+        ) -> Answer {
+            self.log.push(format!("serve {}", head.path));
+            Echo.serve(ctx, head, request_body, body)
+        }
+
+        fn prefetch_ahead(&self) -> usize {
+            self.ahead
+        }
+
+        fn prefetch(&mut self, head: &RequestHead<'_>, _request_body: &[u8]) {
+            self.log.push(format!("prefetch {}", head.path));
+        }
+
+        fn fault(&mut self, status: u16, reason: &str, body: &mut Vec<u8>) -> &'static str {
+            Echo.fault(status, reason, body)
+        }
+    }
+
+    /// Pipelined requests framed ahead for the handler's prefetch are answered exactly as
+    /// without it, in order: each request is offered once, `ahead` requests before it is
+    /// served (a 405 is offered too: the handler sees only its path); a request behind a bad
+    /// one, an incomplete one or one that closes the connection is never offered, and a 405
+    /// or 404 in the middle changes nothing for the requests around it.
+    #[test]
+    fn pipelined_requests_prefetched_ahead_are_answered_as_without() {
+        let get = |p: &str| format!("GET {p} HTTP/1.1\r\n\r\n");
+        let mixed = [
+            get("/get"),
+            get("/a"),
+            "DELETE /get HTTP/1.1\r\n\r\n".to_string(),
+            get("/get"),
+            get("/b"),
+            get("/get"),
+            "GET /c HTTP/1.1\r\n".to_string(),
+        ]
+        .concat();
+        let bad_middle = [get("/get"), get("/a"), "BAD\r\n\r\n".into(), get("/b")].concat();
+        let closing = [
+            get("/get"),
+            "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+            get("/b"),
+        ]
+        .concat();
+        let cases: [(&str, usize, &[&str]); 5] = [
+            (
+                &mixed,
+                3,
+                &[
+                    "prefetch /a",
+                    "prefetch /get",
+                    "prefetch /get",
+                    "serve /get",
+                    "prefetch /b",
+                    "serve /a",
+                    "prefetch /get",
+                    "serve /get",
+                    "serve /b",
+                    "serve /get",
+                ],
+            ),
+            (
+                &mixed,
+                1,
+                &[
+                    "prefetch /a",
+                    "serve /get",
+                    "prefetch /get",
+                    "serve /a",
+                    "prefetch /get",
+                    "prefetch /b",
+                    "serve /get",
+                    "prefetch /get",
+                    "serve /b",
+                    "serve /get",
+                ],
+            ),
+            (&bad_middle, 3, &["prefetch /a", "serve /get", "serve /a"]),
+            (&closing, 3, &["prefetch /a", "serve /get", "serve /a"]),
+            (
+                &mixed,
+                0,
+                &[
+                    "serve /get",
+                    "serve /a",
+                    "serve /get",
+                    "serve /b",
+                    "serve /get",
+                ],
+            ),
+        ];
+        for (input, ahead, expected) in cases {
+            let mut w = HttpWorker::new(
+                Logged {
+                    ahead,
+                    log: Vec::new(),
+                },
+                HttpLimits::default(),
+            );
+            let mut out = Vec::new();
+            let step = w.on_input(&ctx(), input.as_bytes(), &mut out);
+            assert_eq!(
+                (step, String::from_utf8(out).unwrap()),
+                run(input.as_bytes()),
+                "{input:?} {ahead}"
+            );
+            assert_eq!(w.handler.log, expected, "{input:?} {ahead}");
+        }
     }
 
     #[test]

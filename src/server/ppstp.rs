@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::access_list::AccessControl;
-use crate::engine::{Engine, ErrorCode, Response, Time};
+use crate::engine::{Engine, ErrorCode, PpstpPrefetch, Response, Time};
 use crate::metrics::{request_index, Metrics, REQUEST_TYPES, UNDECODED};
 use crate::protocol::http::{HttpLimits, Methods, RequestHead};
 use crate::protocol::ppstp::{self, DecodeLimits, Decoded, CONTENT_TYPE};
@@ -51,6 +51,7 @@ impl StreamService for PpstpStreams {
                     decoded: Decoded::empty(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
                     response: Response::Err(ErrorCode::Ok),
                     batch: Batch::default(),
+                    prefetch: PpstpPrefetch::default(),
                 },
                 limits,
             )
@@ -80,6 +81,9 @@ struct PpstpWorker {
     response: Response,
     /// The requests answered in the batch being served, timed together when it ends.
     batch: Batch,
+    /// The staged prefetch of the requests pipelined behind the one being served (large
+    /// tables only, [`Engine::prefetch_ppstp_useful`]).
+    prefetch: PpstpPrefetch,
 }
 
 /// The requests answered in one batch of input, by latency series (the request types of
@@ -160,6 +164,8 @@ impl PpstpWorker {
 
     /// Authenticates, decodes and serves one request.
     fn reply(&mut self, ctx: &ConnCtx, head: &RequestHead<'_>, request_body: &[u8]) -> Reply {
+        // The prefetches of the requests behind this one go on a step while it is served.
+        self.prefetch.advance(&self.service.engine);
         // RFC 7846 §4: with authentication on, nothing is looked at before the credentials.
         self.challenge.clear();
         let identity = if self.service.auth.is_off() {
@@ -262,10 +268,27 @@ impl HttpHandler for PpstpWorker {
         }
     }
 
-    // No prefetch of the next pipelined request: scanning its ids and probing the tables
-    // ahead cost more than the misses it hid (FIND-heavy run, 100k peers / 10k swarms: 3.38-3.42
-    // us of server CPU per reply without it, 3.59-3.61 us with it). The engine instead
-    // prefetches a request's two index buckets together at its start (`Engine::handle`).
+    /// Requests ahead are prefetched only while the tables are far beyond the caches: below
+    /// that, finding a request's ids and probing ahead cost more than the misses they hide
+    /// (100k peers / 10k swarms, FIND-heavy: 3.38-3.42 us of server CPU per reply without a
+    /// prefetch, 3.59-3.61 us with one).
+    fn prefetch_ahead(&self) -> usize {
+        if self.service.engine.prefetch_ppstp_useful() {
+            PpstpPrefetch::AHEAD
+        } else {
+            0
+        }
+    }
+
+    /// Notes a pipelined request's registration and swarm for the staged prefetch, its ids
+    /// found by a scan of the body ([`ppstp::likely_ids`]), not a decoding: it is decoded,
+    /// authenticated and checked as usual when its turn comes.
+    fn prefetch(&mut self, _head: &RequestHead<'_>, request_body: &[u8]) {
+        if let (Some(peer_id), swarm_id) = ppstp::likely_ids(request_body) {
+            self.prefetch
+                .push_ids(&self.service.engine, peer_id, swarm_id);
+        }
+    }
 
     fn take_wait(&mut self) -> bool {
         std::mem::take(&mut self.waiting)

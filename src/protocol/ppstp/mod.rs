@@ -206,6 +206,39 @@ pub fn encode_request(request: &Request, transaction_id: &TransactionId, out: &m
     encode::encode_request(request, transaction_id, out)
 }
 
+/// The ids a request body most likely names, found without decoding it: the string values of
+/// the first `"peer_id"` key and of the first `"swarm_id"` key (a JOIN's, FIND's or LEAVE's
+/// swarm, a CONNECT's first action's), without escapes; `None` where not found so. A
+/// hint for a cache prefetch ([`crate::engine::PpstpPrefetch::push_ids`]) only: on an unusual
+/// body (a key inside a string, an escaped id, a body that is not well formed) an id may be
+/// wrong or missing, which costs a useless prefetch and nothing else. Two substring searches
+/// (SIMD, `memchr::memmem`), no allocation.
+pub fn likely_ids(body: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    use std::sync::LazyLock;
+    static PEER_ID: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"peer_id\""));
+    static SWARM_ID: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"swarm_id\""));
+    let peer = PEER_ID
+        .find(body)
+        .and_then(|at| value_after_key(body.get(at + 9..)?));
+    let swarm = SWARM_ID
+        .find(body)
+        .and_then(|at| value_after_key(body.get(at + 10..)?));
+    (peer, swarm)
+}
+
+/// The string value (without escapes) after a key: blanks, `:`, blanks, then a JSON string.
+fn value_after_key(rest: &[u8]) -> Option<&[u8]> {
+    let blank = |b: &u8| matches!(*b, b' ' | b'\t' | b'\r' | b'\n');
+    let rest = rest.get(rest.iter().position(|b| !blank(b))?..)?;
+    let rest = rest.strip_prefix(b":")?;
+    let rest = rest.get(rest.iter().position(|b| !blank(b))?..)?;
+    let value = rest.strip_prefix(b"\"")?;
+    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (value.get(end) == Some(&b'"')).then(|| &value[..end])
+}
+
 /// The HTTP status for an error code (protocols.md §1).
 pub fn http_status(code: ErrorCode) -> u16 {
     match code {

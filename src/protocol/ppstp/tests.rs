@@ -1565,3 +1565,52 @@ fn golden_answers() {
         assert_eq!(String::from_utf8(fast).unwrap(), want);
     }
 }
+
+/// The prefetch's id scan finds the ids of ordinary bodies (every RFC 7846 example naming a
+/// peer), and nothing (rather than something wrong) for an escaped id or a missing key.
+#[test]
+fn likely_ids_are_the_decoded_ids_of_ordinary_bodies() {
+    use crate::engine::RequestKind;
+    let source: std::net::SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let mut checked = 0;
+    for (name, _, body) in ALL {
+        let Ok(decoded) = decode_request(body.as_bytes(), source, &DecodeLimits::default()) else {
+            continue;
+        };
+        let (peer, swarm) = likely_ids(body.as_bytes());
+        assert_eq!(peer, Some(decoded.request.peer_id.as_bytes()), "{name}");
+        let first_swarm = match &decoded.request.kind {
+            RequestKind::Connect { actions, .. } => actions.first().map(|a| a.swarm_id),
+            RequestKind::Find { swarm_id, .. }
+            | RequestKind::Join { swarm_id, .. }
+            | RequestKind::Leave { swarm_id } => Some(*swarm_id),
+            _ => None,
+        };
+        if let Some(id) = first_swarm {
+            assert_eq!(swarm, Some(id.as_bytes()), "{name}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples checked");
+    // What the hot-path encoder writes (the load generator's requests).
+    let request = crate::engine::Request {
+        peer_id: crate::engine::PeerId::new(b"0123abcd").unwrap(),
+        source,
+        kind: RequestKind::Join {
+            swarm_id: crate::engine::SwarmId::new(b"feed").unwrap(),
+            mode: crate::engine::PeerMode::Leech,
+            peer_num: None,
+        },
+    };
+    let mut body = Vec::new();
+    encode_request(&request, &TransactionId("7".into()), &mut body);
+    assert_eq!(
+        likely_ids(&body),
+        (Some(&b"0123abcd"[..]), Some(&b"feed"[..]))
+    );
+    let body = br#"{"PPSPTrackerProtocol":{"peer_id" : "ab\u0063","swarm_id":"s1"}}"#;
+    assert_eq!(likely_ids(body), (None, Some(&b"s1"[..])));
+    assert_eq!(likely_ids(br#"{"peer_id": 5}"#), (None, None));
+    assert_eq!(likely_ids(b"\"peer_id\""), (None, None));
+    assert_eq!(likely_ids(b""), (None, None));
+}
