@@ -812,7 +812,7 @@ impl Metrics {
             (
                 "ppsp_worker_send_held_peak_bytes",
                 "gauge",
-                "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks.",
+                "io_uring: the most answer bytes one worker's TCP connections have held in its send chunks at once.",
                 |r| r.send_held().1,
             ),
         ];

@@ -138,10 +138,13 @@ pub struct WorkerStats {
     /// Time spent in those turns, microseconds.
     pub behind_us: AtomicU64,
     /// io_uring: answer bytes the worker's connections hold in its send chunks (written, not
-    /// yet acknowledged by a send completion) at the end of the last turn; 0 on epoll, where
+    /// yet taken by the kernel: neither by the direct send after the connection's service nor
+    /// by a completed send of the ring) at the end of the last turn; 0 on epoll, where
     /// answers not taken by the kernel are pending output of their connection.
     pub send_held_bytes: AtomicU64,
-    /// io_uring: the most [`WorkerStats::send_held_bytes`] has been.
+    /// io_uring: the most answer bytes the worker's send chunks have held at once, at any
+    /// moment (within a turn too, before the direct sends gave chunks back), as of the end of
+    /// the last turn.
     pub send_held_peak_bytes: AtomicU64,
 }
 

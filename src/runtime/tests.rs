@@ -355,6 +355,38 @@ fn clients_that_never_read_neither_stall_a_reader_nor_hold_more_than_the_budget(
     rt.shutdown();
 }
 
+/// A client that reads its answers as they come, pipelining requests whose answers go past a
+/// connection's share of the worker's send memory (and a close behind them): every answer
+/// arrives in order and the connection closes. On io_uring the kernel takes such answers at
+/// once (no send completion follows), and what waited for room must still be served.
+#[test]
+fn answers_past_a_connections_share_arrive_in_order_when_the_client_keeps_reading() {
+    const ANSWER: usize = 20_000;
+    const REQUESTS: usize = 64;
+    let (mut rt, addr, _probe) = start(1, ConnLimits::default());
+    for round in 0..3 {
+        let mut c = connect(addr);
+        let mut req = format!("{ANSWER}\n").repeat(REQUESTS);
+        req.push_str("close\n");
+        let mut writer = c.try_clone().unwrap();
+        let sender = std::thread::spawn(move || writer.write_all(req.as_bytes()));
+        let one = answer(ANSWER);
+        for i in 0..REQUESTS {
+            assert_eq!(
+                read_exact_len(&mut c, one.len()),
+                one,
+                "round {round}, answer {i}"
+            );
+        }
+        assert_eq!(read_exact_len(&mut c, 4), b"bye\n");
+        assert!(closed_by_server(&mut c), "round {round}: closed after bye");
+        sender.join().unwrap().unwrap();
+    }
+    let stats = rt.stats();
+    eventually("every chunk goes back", || stats.send_held().0 == 0);
+    rt.shutdown();
+}
+
 #[test]
 fn a_client_that_does_not_read_is_not_read_either() {
     let limits = ConnLimits {

@@ -236,8 +236,26 @@ impl EventLoop {
             return;
         };
         if rs.needs_send() && !rs.flush_queued {
-            rs.flush_queued = true;
-            self.to_flush.push(slot);
+            // Straight to the socket when it has room, so that the chunks serve the next
+            // connection of this turn; the rest goes with the turn's submit.
+            let sent = rs.send_now();
+            if rs.needs_send() {
+                rs.flush_queued = true;
+                self.to_flush.push(slot);
+            } else if sent > 0
+                && !conn.queued
+                && (conn.state.has_output()
+                    || conn.state.closing()
+                    || conn.state.read_closed
+                    || conn.state.wants_service(limits)
+                    || conn.tls.as_ref().is_some_and(|t| t.wants_write()))
+            {
+                // No send completion will drive it (the kernel took everything): what waited
+                // for room (pending answers, requests held back by its share, a close behind
+                // the answers) goes on in the next turn, as after a completion.
+                conn.queued = true;
+                self.ready.push_back(slot);
+            }
         }
         // Input held in the worker: bytes not yet read from the arrivals, and bytes read but
         // not yet served. Up to the input cap while a request is incomplete (it may need them
@@ -267,13 +285,16 @@ impl EventLoop {
             self.to_flush.clear();
             return;
         };
-        let held = ring.pool.borrow().held() as u64;
+        let (held, peak) = {
+            let pool = ring.pool.borrow();
+            (pool.held() as u64, pool.peak() as u64)
+        };
         let w = &self.stats.workers[self.index];
         if w.send_held_bytes.load(Ordering::Relaxed) != held {
             w.send_held_bytes.store(held, Ordering::Relaxed);
-            if held > w.send_held_peak_bytes.load(Ordering::Relaxed) {
-                w.send_held_peak_bytes.store(held, Ordering::Relaxed);
-            }
+        }
+        if w.send_held_peak_bytes.load(Ordering::Relaxed) != peak {
+            w.send_held_peak_bytes.store(peak, Ordering::Relaxed);
         }
         if self.to_flush.is_empty() {
             return;

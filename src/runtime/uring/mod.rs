@@ -14,9 +14,10 @@
 //! slots and submitted together once per loop turn, sockets as registered files; nothing is
 //! allocated per datagram. Stream listeners and connections are served from the ring too
 //! (`tcp.rs`): a multishot `Accept` per listener, a multishot `Recv` per connection into the
-//! worker's stream buffer ring, one `Send` per connection per turn, listeners and connections as
-//! registered files; the connection table of `epoll.rs` (every limit, deadline, TLS and fairness
-//! rule) is driven by these completions. The worker's epoll set now holds only the wake-up
+//! worker's stream buffer ring, answers handed to the socket by a non-blocking `sendmsg` once
+//! the connection is served and one `SendMsg` per turn for what it did not take, listeners and
+//! connections as registered files; the connection table of `epoll.rs` (every limit, deadline,
+//! TLS and fairness rule) is driven by these completions. The worker's epoll set now holds only the wake-up
 //! `eventfd`; it is watched by a multishot poll on the same ring, so one wait covers all.
 
 mod tcp;

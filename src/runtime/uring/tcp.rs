@@ -6,11 +6,13 @@
 //! provided-buffer ring shared by the worker's connections) for each arrival; the worker serves
 //! the bytes straight from that buffer and gives it back in the same turn, keeping only what the
 //! service left unconsumed (a partial request, or requests held back by the per-turn budget).
-//! Answers are appended to the connection's staging buffer (at most [`STAGING_BYTES`]) and
-//! queued as one `Send` per connection at the end of the turn, so that every answer of the
-//! turn is submitted by the worker's single `io_uring_enter`; a connection has at most one send
-//! in flight, and what the staging buffer cannot take stays in the connection's pending output,
-//! as on epoll when the kernel's send buffer is full. A connection whose pending output reaches
+//! Answers are appended to the connection's chunks of the worker's [`SendPool`]; once the
+//! connection is served they go to the socket at once with a non-blocking `sendmsg`
+//! ([`RingStream::send_now`]), so the chunks serve the next connection of the turn, and only
+//! what the kernel does not take is queued as one `SendMsg` per connection, submitted with the
+//! turn's single `io_uring_enter`. A connection has at most one send in flight (no direct send
+//! overtakes it), and what its share of the pool cannot take stays in the connection's pending
+//! output, as on epoll when the kernel's send buffer is full. A connection whose pending output reaches
 //! its limit, or whose unserved input reaches its `max_input_bytes`, has its receive cancelled
 //! until it drains: the kernel then holds the client's bytes and TCP flow control pushes
 //! back, as on epoll.
@@ -91,6 +93,8 @@ pub(crate) struct SendPool {
     msgs: Vec<Box<SendMsgParts>>,
     /// Answer bytes written by the worker's connections and not yet acknowledged.
     held: usize,
+    /// The most `held` has been, at any moment.
+    peak: usize,
     orphans: Vec<Orphan>,
 }
 
@@ -139,6 +143,11 @@ impl SendPool {
     /// Answer bytes the worker's connections hold.
     pub(crate) fn held(&self) -> usize {
         self.held
+    }
+
+    /// The most answer bytes the worker's connections have held at once, also within a turn.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak
     }
 
     #[cfg(test)]
@@ -381,24 +390,12 @@ impl RingStream {
         if self.sending || self.error.is_some() || self.held == 0 {
             return None;
         }
-        let msg = self
+        let mut msg = self
             .msg
-            .get_or_insert_with(|| self.pool.borrow_mut().take_msg());
-        let mut n = 0;
-        let mut bytes = 0;
-        for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
-            let from = if i == 0 { self.head } else { 0 };
-            let rest = &chunk[from..];
-            if rest.is_empty() {
-                continue;
-            }
-            msg.iov[n] = libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
-            };
-            n += 1;
-            bytes += rest.len();
-        }
+            .take()
+            .unwrap_or_else(|| self.pool.borrow_mut().take_msg());
+        let (n, bytes) = self.gather(&mut msg.iov);
+        let msg = self.msg.insert(msg);
         if n == 0 {
             return None;
         }
@@ -437,7 +434,66 @@ impl RingStream {
             self.retire();
             return;
         }
-        let mut done = (res as usize).min(self.held);
+        self.settle(res as usize);
+    }
+
+    /// Hands the held answers to the kernel at once with a non-blocking `sendmsg`
+    /// (`MSG_DONTWAIT`), when no send is in flight: what the socket's send buffer takes is
+    /// acknowledged here and its chunks go back to the worker's pool in the same turn, so
+    /// that the connections served after this one reuse them and a turn's answers are not all
+    /// held in user space until the turn's submit. What the kernel does not take (`EAGAIN`, a
+    /// short send, any error) stays held for the queued send of the ring
+    /// ([`RingStream::send_entry`]), which reports errors as before. Returns the bytes the
+    /// kernel took.
+    pub(crate) fn send_now(&mut self) -> usize {
+        if self.sending || self.error.is_some() || self.held == 0 || self.direct {
+            return 0;
+        }
+        // SAFETY: zero is a valid `iovec`.
+        let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+        let n = self.gather(&mut iov).0;
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: zero is a valid `msghdr`.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = iov.as_mut_ptr();
+        hdr.msg_iovlen = n as _;
+        // SAFETY: the iovecs point into this stream's chunks, which outlive the call.
+        let sent =
+            unsafe { libc::sendmsg(self.raw_fd(), &hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if sent <= 0 {
+            return 0;
+        }
+        self.settle(sent as usize);
+        sent as usize
+    }
+
+    /// Fills `iov` with the held bytes, from the first unsent one, up to [`MAX_IOV`] chunks:
+    /// the number of iovecs and of bytes they name.
+    fn gather(&self, iov: &mut [libc::iovec; MAX_IOV]) -> (usize, usize) {
+        let mut n = 0;
+        let mut bytes = 0;
+        for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
+            let from = if i == 0 { self.head } else { 0 };
+            let rest = &chunk[from..];
+            if rest.is_empty() {
+                continue;
+            }
+            iov[n] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            n += 1;
+            bytes += rest.len();
+        }
+        (n, bytes)
+    }
+
+    /// `sent` bytes from the front of the held ones reached the kernel: the chunks they
+    /// filled go back to the worker's pool, and the message header too once nothing is held.
+    fn settle(&mut self, sent: usize) {
+        let mut done = sent.min(self.held);
         let mut pool = self.pool.borrow_mut();
         pool.held -= done;
         self.held -= done;
@@ -593,6 +649,7 @@ impl Write for RingStream {
         }
         self.held += take;
         pool.held += take;
+        pool.peak = pool.peak.max(pool.held);
         Ok(take)
     }
 
@@ -702,6 +759,57 @@ mod tests {
         s.on_sent(-libc::EPIPE);
         assert!(s.broken());
         assert!(s.write(b"x").is_err());
+    }
+
+    /// A direct send hands what the socket takes to the kernel at once and gives its chunks
+    /// back to the pool; what the socket cannot take stays held, in order, for the ring's
+    /// send.
+    #[test]
+    fn a_direct_send_frees_what_the_kernel_takes_and_leaves_the_rest_for_the_ring() {
+        let pool = SendPool::shared();
+        let (mut s, mut client) = pair(&pool);
+        s.write_all(b"first answer").unwrap();
+        s.send_now();
+        assert!(!s.unsent(), "a socket with room takes it all");
+        assert!(s.out.is_empty());
+        assert_eq!(pool.borrow().held(), 0);
+        assert_eq!(pool.borrow().peak(), 12);
+        assert_eq!(pool.borrow().spare(), 1, "the chunk is back in the pool");
+        let mut got = [0u8; 12];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"first answer");
+
+        // More than the socket's buffers hold, never read: the kernel takes part of it
+        // (bounded: at most 64 MiB are offered).
+        socket2::SockRef::from(&s.socket)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let byte = |i: usize| (i % 251) as u8;
+        let mut taken = 0;
+        for _ in 0..1024 {
+            let next: Vec<u8> = (taken..taken + 64 * 1024).map(byte).collect();
+            s.write_all(&next).unwrap();
+            let before = s.held;
+            s.send_now();
+            taken += before - s.held;
+            if s.held > 0 {
+                break;
+            }
+        }
+        assert!(s.unsent(), "the socket's buffers are full");
+        assert!(taken > 0);
+        assert_eq!(pool.borrow().held(), s.held);
+        // A send in flight comes first: no direct send overtakes it.
+        assert!(s.send_entry().is_some());
+        let named = sent_bytes(&s);
+        let expected: Vec<u8> = (taken..taken + named.len()).map(byte).collect();
+        assert_eq!(named, expected, "the rest, in order");
+        let held = s.held;
+        s.send_now();
+        assert_eq!(s.held, held, "nothing sent around the ring's send");
     }
 
     #[test]
