@@ -63,6 +63,15 @@ fn peer_addr(p: u32) -> SocketAddr {
     SocketAddr::new(ip.into(), 1024 + (p % 64_000) as u16)
 }
 
+/// Peer `p`'s mode: one in five seeds.
+fn mode(p: u32) -> PeerMode {
+    if p % 5 == 0 {
+        PeerMode::Seeder
+    } else {
+        PeerMode::Leech
+    }
+}
+
 fn announce(p: u32, swarm: u32) -> Request {
     let addr = peer_addr(p);
     Request {
@@ -70,11 +79,7 @@ fn announce(p: u32, swarm: u32) -> Request {
         source: SocketAddr::new(addr.ip(), 40_000),
         kind: RequestKind::Announce {
             swarm_id: SwarmId::new(&info_hash(swarm)).expect("20-byte id"),
-            mode: if p % 5 == 0 {
-                PeerMode::Seeder
-            } else {
-                PeerMode::Leech
-            },
+            mode: mode(p),
             addr: PeerAddr::reflexive(addr),
             peer_num: Some(PeerNum {
                 peer_count: Some(WANT),
@@ -167,13 +172,22 @@ fn staged(w: &World, from: usize, n: usize, peers: &mut CompactPeers, pf: &BtPre
     let mut i = from;
     while i < from + n {
         let len = BATCH.min(from + n - i);
-        let ih = |j: usize| info_hash(w.peer_swarm[w.draws[(i + j) % SAMPLES] as usize]);
+        // What the BEP 15 worker's prefetch hook reads from the datagram: the info-hash, the
+        // requester's mode (`left`) and the peers wanted.
+        let push = |j: usize| {
+            let p = w.draws[(i + j) % SAMPLES];
+            let what = BtUse::Announce {
+                mode: mode(p),
+                want: WANT as usize,
+            };
+            pf.push(&w.engine, &info_hash(w.peer_swarm[p as usize]), what);
+        };
         for j in 0..len.min(AHEAD) {
-            pf.push(&w.engine, &ih(j));
+            push(j);
         }
         for j in 0..len {
             if j + AHEAD < len {
-                pf.push(&w.engine, &ih(j + AHEAD));
+                push(j + AHEAD);
             }
             pf.advance(&w.engine);
             let p = w.draws[(i + j) % SAMPLES];

@@ -23,8 +23,10 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
+use rand::rngs::SmallRng;
+
 use super::bt_table::{
-    sample, stamp, BtShard, Entry, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN,
+    sample, stamp, Block, BtShard, Entry, Found, InfoHash, Members, SwarmRef, COMPACT_V4_LEN,
     COMPACT_V6_LEN,
 };
 use super::types::*;
@@ -173,15 +175,27 @@ pub const PREFETCH_MIN_SWARMS: usize = 32_768;
 
 /// Asks the CPU to bring the cache line at `p` into its caches (x86-64 `prefetcht0`); does
 /// nothing on other targets. A prefetch never faults and reads nothing the program sees.
+///
+/// With the diagnostic feature `prefetch-reads` it reads the byte at `p` instead, so that a
+/// cache simulator that ignores prefetch instructions (callgrind's) charges the line's miss
+/// to the prefetching function rather than to the code that uses the line: which misses the
+/// prefetches take over is then counted, repeatably. Only for profiling a table that does
+/// not change under its prefetches (`benches/bt_scale.rs`): a stale address would be read.
 #[inline(always)]
 pub(super) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(feature = "prefetch-reads")]
+    // SAFETY: diagnostic builds only (see above): every address handed here lies in a live
+    // allocation of the table, or in a cache line one shares, while the table is unchanged.
+    unsafe {
+        std::ptr::read_volatile(p);
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "prefetch-reads")))]
     // SAFETY: `prefetcht0` is a hint: it does not fault or change memory, whatever the
     // address (SSE is part of x86-64).
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", feature = "prefetch-reads")))]
     let _ = p;
 }
 
@@ -196,28 +210,67 @@ pub(super) fn prefetch_object<T>(value: &T) {
     prefetch(p.wrapping_add(size.saturating_sub(1)));
 }
 
+/// What a datagram will do with its swarm, as far as its prefetch can tell from the packet:
+/// which lines of the swarm's member block [`BtPrefetch`]'s last step loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BtUse {
+    /// The swarm's counts only (a scrape): the slot holds them, no member block is read.
+    Counts,
+    /// An announce by a peer of `mode` (BEP 15 `left` 0: a seeder) asking for `want` peers
+    /// (the count the front end will ask the engine for): the search for the requester in its
+    /// part and the entries its peer list will copy.
+    Announce { mode: PeerMode, want: usize },
+}
+
 /// A staged prefetch of the BitTorrent swarms of the next few datagrams of a batch: each
 /// datagram's three dependent loads (index line, swarm slot, member block) are started one
 /// datagram apart, each step reading only what the step before it loaded, so that the misses
 /// of several datagrams overlap instead of following one another. [`BtPrefetch::push`]
-/// notes a datagram's info-hash (the back-ends hand datagrams to the prefetch hook
-/// `PREFETCH_AHEAD` = 3 datagrams before serving them); [`BtPrefetch::advance`], called as
-/// each datagram is served, takes every noted one a step further (index line, then slot, then
-/// member block), so a datagram's three steps come in the three services before its own.
+/// notes a datagram's info-hash and what it will do ([`BtUse`]; the back-ends hand
+/// datagrams to the prefetch hook `PREFETCH_AHEAD` = 3 datagrams before serving them);
+/// [`BtPrefetch::advance`], called as each datagram is served, takes every noted one a step
+/// further (index line, then slot, then member block), so a datagram's three steps come in
+/// the three services before its own.
+///
+/// The last step reads only the slot: the member block's place, its length and its seeder
+/// count are kept there. For an announce it loads the block's first line, the first two
+/// steps of the binary search for the requester in the part of its announced mode, and the
+/// entries its peer list will copy: the list is sampled ([`sample`]) from the shard's random
+/// generator, so a copy of the generator draws the same positions, unless an announce to
+/// another swarm of the shard is served in between (the copy's positions are then wasted
+/// loads, nothing else). It assumes a re-announce (the requester in its own part, skipped
+/// there); a new member or a changed mode shifts positions by one, mostly inside the same
+/// line.
+///
 /// Changes nothing in the engine; interior mutability, so that a worker's `&self` prefetch
 /// hook can keep one. Holds at most [`BtPrefetch::DEPTH`] datagrams (a newer one replaces
 /// the oldest).
 #[derive(Debug)]
 pub struct BtPrefetch {
-    /// (hash, next step) of the datagrams under way; step [`BtPrefetch::DONE`] marks a free
-    /// place.
-    ring: std::cell::Cell<[(u64, u8); BtPrefetch::DEPTH]>,
+    /// The datagrams under way; step [`BtPrefetch::DONE`] marks a free place.
+    ring: std::cell::Cell<[Noted; BtPrefetch::DEPTH]>,
+}
+
+/// One datagram under way in a [`BtPrefetch`].
+#[derive(Clone, Copy, Debug)]
+struct Noted {
+    /// The info-hash's hash (the engine's hasher).
+    hash: u64,
+    /// The next step: 0 index line, 1 slot, 2 member block, [`BtPrefetch::DONE`].
+    step: u8,
+    what: BtUse,
 }
 
 impl Default for BtPrefetch {
     fn default() -> Self {
         BtPrefetch {
-            ring: std::cell::Cell::new([(0, Self::DONE); Self::DEPTH]),
+            ring: std::cell::Cell::new(
+                [Noted {
+                    hash: 0,
+                    step: Self::DONE,
+                    what: BtUse::Counts,
+                }; Self::DEPTH],
+            ),
         }
     }
 }
@@ -227,10 +280,10 @@ impl BtPrefetch {
     pub const DEPTH: usize = 4;
     const DONE: u8 = 3;
 
-    /// Notes `info_hash`'s swarm for the next steps. Does nothing while the table is small
-    /// ([`PREFETCH_MIN_SWARMS`]).
+    /// Notes `info_hash`'s swarm, to be used as `what` says, for the next steps. Does nothing
+    /// while the table is small ([`PREFETCH_MIN_SWARMS`]).
     #[inline]
-    pub fn push(&self, engine: &Engine, info_hash: &InfoHash) {
+    pub fn push(&self, engine: &Engine, info_hash: &InfoHash, what: BtUse) {
         if !engine.prefetch_bt_useful() {
             return;
         }
@@ -238,9 +291,13 @@ impl BtPrefetch {
         let mut ring = self.ring.get();
         // A free place, or else the oldest datagram (furthest along).
         let at = (0..Self::DEPTH)
-            .max_by_key(|&i| ring[i].1)
+            .max_by_key(|&i| ring[i].step)
             .unwrap_or_default();
-        ring[at] = (hash, 0);
+        ring[at] = Noted {
+            hash,
+            step: 0,
+            what,
+        };
         self.ring.set(ring);
     }
 
@@ -248,19 +305,90 @@ impl BtPrefetch {
     #[inline]
     pub fn advance(&self, engine: &Engine) {
         let mut ring = self.ring.get();
-        if ring.iter().all(|&(_, step)| step == Self::DONE) {
+        if ring.iter().all(|n| n.step == Self::DONE) {
             return;
         }
-        for (hash, step) in ring.iter_mut() {
-            match *step {
-                0 => engine.prefetch_bt_index_line(*hash),
-                1 => engine.prefetch_bt_slot(*hash),
-                2 => engine.prefetch_bt_members(*hash),
+        for n in ring.iter_mut() {
+            match n.step {
+                0 => engine.prefetch_bt_index_line(n.hash),
+                1 => engine.prefetch_bt_slot(n.hash),
+                2 => engine.prefetch_bt_members(n.hash, n.what),
                 _ => continue,
             }
-            *step += 1;
+            n.step += 1;
         }
         self.ring.set(ring);
+    }
+}
+
+/// Blocks of at most this many bytes (eight cache lines) are loaded whole by the staged
+/// prefetch: a search and a list in them read most of their lines.
+const PREFETCH_WHOLE_BLOCK: usize = 512;
+
+/// Hands `f` an address in each cache line of the `len` bytes from `p` (from the line `p` is
+/// on: `p` need not start one).
+fn lines(p: *const u8, len: usize, f: &mut impl FnMut(*const u8)) {
+    let skew = p as usize % 64;
+    for offset in (0..len + skew).step_by(64) {
+        f(p.wrapping_sub(skew).wrapping_add(offset));
+    }
+}
+
+/// The staged prefetch's last step for an announce (see [`BtPrefetch`]): hands `prefetch`
+/// the addresses of the lines of `block` that the search for a `requester` of its part and
+/// its list of `want` peers will read, drawing the list's positions from a copy of the
+/// shard's generator `rng`.
+fn prefetch_announce(
+    block: &Block,
+    requester: PeerMode,
+    want: usize,
+    rng: &SmallRng,
+    mut prefetch: impl FnMut(*const u8),
+) {
+    let head = block.head();
+    if block.bytes() <= PREFETCH_WHOLE_BLOCK {
+        lines(head, block.bytes(), &mut prefetch);
+        return;
+    }
+    prefetch(head);
+    // The search's first two steps (see `bt_table::search`): the middle, then a quarter or
+    // three quarters.
+    let (base, n) = block.part(requester);
+    if n >= 2 {
+        let half = n / 2;
+        let h1 = (n - half) / 2;
+        prefetch(block.entry(base + half));
+        prefetch(block.entry(base + h1));
+        prefetch(block.entry(base + half + h1));
+    }
+    // The list, as `list` samples it (the same parts in the same order, the same draws).
+    let mut rng = rng.clone();
+    let mut listed = 0;
+    for &mode in list_order(requester) {
+        if listed >= want {
+            break;
+        }
+        let (base, n) = block.part(mode);
+        // A re-announce: the requester is in its own part, which the list skips.
+        let skip = (mode == requester && n > 0).then(|| n - 1);
+        let m = n - usize::from(skip.is_some());
+        let take = (want - listed).min(m);
+        if take == m {
+            // All of the part (no draw, as in `sample`).
+            lines(block.entry(base), n * block.entry_size(), &mut prefetch);
+        } else {
+            sample(n, skip, want - listed, &mut rng, |i| {
+                let p = block.entry(base + i);
+                prefetch(p);
+                // Past the requester the entry listed is the next one; it starts a new line
+                // exactly when this one ends one.
+                let next = p.wrapping_add(block.entry_size());
+                if next as usize % 64 == 0 && base + i + 1 < block.len {
+                    prefetch(next);
+                }
+            });
+        }
+        listed += take;
     }
 }
 
@@ -310,16 +438,20 @@ impl Engine {
         }
     }
 
-    /// The third step: reads the slot (loaded by the second step) and starts loading the
-    /// first lines of its IPv4 members' heap block, if it has one (`Members::prefetch_block`).
-    /// Changes nothing; the shard's lock is only tried.
+    /// The third step: reads the slot (loaded by the second step) and, for an announce,
+    /// starts loading the lines of its IPv4 members' heap block (if it has one) that the
+    /// announce will read ([`BtPrefetch`]). Changes nothing; the shard's lock is only tried.
     #[inline]
-    pub fn prefetch_bt_members(&self, hash: u64) {
+    pub fn prefetch_bt_members(&self, hash: u64, what: BtUse) {
+        let BtUse::Announce { mode, want } = what else {
+            return;
+        };
         let Some(shard) = self.bt_shard(hash).try_lock() else {
             return;
         };
-        if let Some(slot) = shard.probable_slot(hash) {
-            slot.v4.prefetch_block(prefetch);
+        if let Some(block) = shard.probable_slot(hash).and_then(|s| s.v4.block()) {
+            let want = want.min(self.config.max_peer_count as usize);
+            prefetch_announce(&block, mode, want, &shard.rng, prefetch);
         }
     }
 
@@ -488,7 +620,12 @@ impl Engine {
         stamp: [u8; 2],
         full: bool,
     ) -> Result<(Change, Found), ErrorCode> {
-        match members.find(&wire) {
+        let found = if self.prefetch_bt_useful() {
+            members.find_prefetching(&wire, mode)
+        } else {
+            members.find(&wire, mode)
+        };
+        match found {
             Some(found) if found.mode == mode => {
                 members.touch(found, stamp);
                 Ok((Change::Refreshed, found))
@@ -555,13 +692,13 @@ impl Engine {
                 let wire = wire4(v4, addr.port());
                 swarm
                     .v4
-                    .find(&wire)
+                    .find(&wire, PeerMode::Leech)
                     .and_then(|f| swarm.v4.remove(f).map(|_| f.mode))
             }
             IpAddr::V6(v6) => {
                 let wire = wire6(v6, addr.port());
                 let r = v6_members.get_mut(info_hash).and_then(|m| {
-                    let f = m.find(&wire)?;
+                    let f = m.find(&wire, PeerMode::Leech)?;
                     m.remove(f).map(|_| f.mode)
                 });
                 BtShard::settle_v6(v6_members, swarm);
@@ -784,12 +921,8 @@ fn list<const N: usize>(
     rng: &mut rand::rngs::SmallRng,
     out: &mut impl ListOut,
 ) -> usize {
-    let order: &[PeerMode] = match requester_mode {
-        PeerMode::Seeder => &[PeerMode::Leech],
-        PeerMode::Leech => &[PeerMode::Seeder, PeerMode::Leech],
-    };
     let mut listed = 0;
-    for &mode in order {
+    for &mode in list_order(requester_mode) {
         if listed >= want {
             break;
         }
@@ -800,6 +933,15 @@ fn list<const N: usize>(
         listed += n;
     }
     listed
+}
+
+/// The parts a requester of `mode` is listed peers from, in order: a seeder gets leechers
+/// only, anyone else seeders first.
+fn list_order(mode: PeerMode) -> &'static [PeerMode] {
+    match mode {
+        PeerMode::Seeder => &[PeerMode::Leech],
+        PeerMode::Leech => &[PeerMode::Seeder, PeerMode::Leech],
+    }
 }
 
 /// Appends the wire form of up to `want` members of `part` sampled by [`sample`] (never position
@@ -977,16 +1119,35 @@ mod tests {
                 ih
             })
             .collect();
+        let uses = [
+            BtUse::Counts,
+            BtUse::Announce {
+                mode: PeerMode::Leech,
+                want: 50,
+            },
+            BtUse::Announce {
+                mode: PeerMode::Seeder,
+                want: 5,
+            },
+            BtUse::Announce {
+                mode: PeerMode::Leech,
+                want: 0,
+            },
+            BtUse::Announce {
+                mode: PeerMode::Leech,
+                want: usize::MAX,
+            },
+        ];
         let prefetch_all = |e: &Engine| {
             let staged = BtPrefetch::default();
-            for ih in hashes.iter().chain([&[0xee; 20]]) {
-                staged.push(e, ih);
+            for (k, ih) in hashes.iter().chain([&[0xee; 20]]).enumerate() {
+                staged.push(e, ih, uses[k % uses.len()]);
                 staged.advance(e);
             }
             for _ in 0..BtPrefetch::DEPTH {
                 staged.advance(e);
             }
-            assert!(staged.ring.get().iter().all(|s| s.1 == BtPrefetch::DONE));
+            assert!(staged.ring.get().iter().all(|s| s.step == BtPrefetch::DONE));
         };
         prefetch_all(&e);
         assert_eq!(e.counts().swarms, 0);
@@ -1000,16 +1161,20 @@ mod tests {
             )
             .unwrap();
         }
-        // One swarm with its members in a heap block.
-        let name = std::str::from_utf8(&hashes[7]).unwrap();
-        for k in 0..40u8 {
-            let src = SocketAddr::from(([11, 0, 0, k], 6881));
-            run(
-                &e,
-                &announce_from(src, name, PeerMode::Leech, Some(5)),
-                Time(0),
-            )
-            .unwrap();
+        // Swarms with their members in a small heap block (loaded whole) and in a large one
+        // (search steps and sampled entries), seeders and leechers; each is prefetched under
+        // every use above.
+        for (at, members) in [(7, 40u16), (8, 41), (9, 42), (10, 43), (11, 44), (12, 600)] {
+            let name = std::str::from_utf8(&hashes[at]).unwrap();
+            for k in 0..members {
+                let src = SocketAddr::from(([11, 0, (k >> 8) as u8, k as u8], 6881));
+                let mode = if k % 3 == 0 {
+                    PeerMode::Seeder
+                } else {
+                    PeerMode::Leech
+                };
+                run(&e, &announce_from(src, name, mode, Some(5)), Time(0)).unwrap();
+            }
         }
         let before = e.audit().unwrap();
         assert_eq!(before.swarms, hashes.len());
@@ -1020,6 +1185,94 @@ mod tests {
             prefetch_all(&e);
         }
         assert_eq!(e.audit().unwrap(), before);
+    }
+
+    /// The staged prefetch's last step loads the lines a re-announce's peer list copies: the
+    /// copy of the shard's generator draws the positions the announce draws, for leechers
+    /// (seeders listed first, then leechers past the requester) and seeders (leechers only),
+    /// for lists of a few, of more than the seeders, and of the whole swarm.
+    #[test]
+    fn prefetch_draws_the_entries_the_list_copies() {
+        let e = engine(EngineConfig {
+            max_peer_count: 2_000,
+            ..EngineConfig::default()
+        });
+        let name = "big";
+        let src = |k: u16| SocketAddr::from(([12, 0, (k >> 8) as u8, k as u8], 7000 + k));
+        let mode = |k: u16| {
+            if k % 5 == 0 {
+                PeerMode::Seeder
+            } else {
+                PeerMode::Leech
+            }
+        };
+        let n = 1_000u16;
+        for k in 0..n {
+            run(&e, &announce_from(src(k), name, mode(k), Some(0)), Time(0)).unwrap();
+        }
+        let ih: InfoHash = *swarm(name).as_bytes().first_chunk().unwrap();
+        let hash = e.bt_hasher.hash_one(ih);
+        // The line of each listed member's entry, found by its address.
+        let line_of = |a: SocketAddr| {
+            let shard = e.bt_shard(hash).lock();
+            let swarm = shard
+                .swarm_ref(shard.find(hash, &ih).unwrap())
+                .unwrap()
+                .swarm;
+            let IpAddr::V4(ip) = a.ip() else {
+                unreachable!("IPv4 members only")
+            };
+            let found = swarm
+                .v4
+                .find(&wire4(ip, a.port()), PeerMode::Leech)
+                .unwrap();
+            let block = swarm.v4.block().unwrap();
+            block.entry(block.part(found.mode).0 + found.pos) as usize / 64
+        };
+        let mut checked = 0;
+        for (k, want) in [
+            (1u16, 5usize),
+            (2, 50),
+            (3, 199),
+            (5, 50),
+            (10, 300),
+            (4, 250),
+        ]
+        .into_iter()
+        .chain([(6, 1_000), (15, 1_000), (7, 999)])
+        {
+            let mut lines = std::collections::HashSet::new();
+            {
+                let shard = e.bt_shard(hash).lock();
+                let swarm = shard
+                    .swarm_ref(shard.find(hash, &ih).unwrap())
+                    .unwrap()
+                    .swarm;
+                let block = swarm.v4.block().unwrap();
+                prefetch_announce(&block, mode(k), want, &shard.rng, |p| {
+                    lines.insert(p as usize / 64);
+                });
+            }
+            let (_, listed) = run(
+                &e,
+                &announce_from(src(k), name, mode(k), Some(want as u32)),
+                Time(1),
+            )
+            .unwrap();
+            let expected = match mode(k) {
+                PeerMode::Seeder => (n as usize * 4 / 5).min(want),
+                PeerMode::Leech => (n as usize - 1).min(want),
+            };
+            assert_eq!(listed.len(), expected, "requester {k}, {want} wanted");
+            for a in listed {
+                assert!(
+                    lines.contains(&line_of(a)),
+                    "requester {k}, {want} wanted: {a} not prefetched"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 2_000, "{checked}");
     }
 
     fn leave(e: &Engine, peer: u8, swarm_name: &str) -> Response {

@@ -99,6 +99,113 @@ fn wire_cmp<const N: usize>(a: &[u8; N], b: &[u8; N]) -> std::cmp::Ordering {
     }
 }
 
+/// Below this many entries left to search, [`search`] stops prefetching ahead: they span at
+/// most three cache lines, which its next probes load anyway.
+const SEARCH_PREFETCH_MIN: usize = 16;
+
+/// The position of `wire` in `part` (sorted by wire form), `Err` with where it would go when
+/// absent: `binary_search_by`'s answer, by the same branch-free halving. With `AHEAD`, the
+/// probes two steps ahead are prefetched at each step (the four places the search can go
+/// next but one), so that in a block far beyond the caches two more levels' misses are under
+/// way while one probe waits: a search of `k` cold levels takes about `k / 3` memory
+/// latencies, not `k`. Without it (a table that the caches hold) nothing is prefetched.
+#[inline]
+fn search<const N: usize, const AHEAD: bool>(
+    part: &[Entry<N>],
+    wire: &[u8; N],
+) -> Result<usize, usize> {
+    let mut size = part.len();
+    if size == 0 {
+        return Err(0);
+    }
+    let at = |i: usize| part.as_ptr().wrapping_add(i).cast::<u8>();
+    let mut base = 0usize;
+    if AHEAD && size >= SEARCH_PREFETCH_MIN {
+        // The second step's two possible probes; the loop prefetches from the third on.
+        let half = size / 2;
+        let h1 = (size - half) / 2;
+        super::announce::prefetch(at(h1));
+        super::announce::prefetch(at(half + h1));
+    }
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        if AHEAD && size >= SEARCH_PREFETCH_MIN {
+            // The next step probes `b + h1` for `b` = `base` or `mid`; the one after, `b + h2`
+            // or `b + h1 + h2`. Addresses only, never dereferenced here.
+            let h1 = (size - half) / 2;
+            let h2 = (size - half - h1) / 2;
+            for b in [base, mid] {
+                super::announce::prefetch(at(b + h2));
+                super::announce::prefetch(at(b + h1 + h2));
+            }
+        }
+        let probe = part.get(mid).map(|e| wire_cmp(&e.wire, wire));
+        base = if probe == Some(std::cmp::Ordering::Greater) {
+            base
+        } else {
+            mid
+        };
+        size -= half;
+    }
+    match part.get(base).map(|e| wire_cmp(&e.wire, wire)) {
+        Some(std::cmp::Ordering::Equal) => Ok(base),
+        Some(std::cmp::Ordering::Less) => Err(base + 1),
+        _ => Err(base),
+    }
+}
+
+/// The mode that is not `mode`.
+pub(super) fn other_mode(mode: PeerMode) -> PeerMode {
+    match mode {
+        PeerMode::Seeder => PeerMode::Leech,
+        PeerMode::Leech => PeerMode::Seeder,
+    }
+}
+
+/// A heap block's place and shape, read from its set without touching the block
+/// ([`Members::block`]): for prefetches only, whose addresses are never dereferenced.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Block {
+    /// The first entry's address.
+    entries: *const u8,
+    /// Bytes per entry (8 for IPv4, 20 for IPv6).
+    entry_size: usize,
+    /// Members: seeders (`0..seeders`) then leechers (`seeders..len`).
+    pub len: usize,
+    pub seeders: usize,
+}
+
+impl Block {
+    /// The first line of the block: its length (read by every access) and first entries.
+    pub fn head(&self) -> *const u8 {
+        self.entries.wrapping_sub(BLOCK_HEADER)
+    }
+
+    /// The address of entry `i` (not checked against the length: a prefetch address).
+    pub fn entry(&self, i: usize) -> *const u8 {
+        self.entries.wrapping_add(i * self.entry_size)
+    }
+
+    /// Bytes per entry.
+    pub fn entry_size(&self) -> usize {
+        self.entry_size
+    }
+
+    /// Bytes from the block's head to the end of its last entry.
+    pub fn bytes(&self) -> usize {
+        BLOCK_HEADER + self.len * self.entry_size
+    }
+
+    /// Where `mode`'s part starts, and its length.
+    pub fn part(&self, mode: PeerMode) -> (usize, usize) {
+        match mode {
+            PeerMode::Seeder => (0, self.seeders),
+            PeerMode::Leech => (self.seeders, self.len - self.seeders),
+        }
+    }
+}
+
 /// Members a swarm's family holds without a heap block.
 const INLINE: usize = 2;
 
@@ -129,7 +236,10 @@ impl Small {
 
 /// Where the members are: inline (at most [`INLINE`]), or in a heap block with its length and
 /// capacity in front ([`ThinVec`]: one pointer in the slot). A set is inline exactly when it
-/// has at most [`INLINE`] members, so a swarm that shrinks gives its block back.
+/// has at most [`INLINE`] members, so a swarm that shrinks gives its block back. A heap set
+/// keeps a copy of the block's length beside the pointer (`len`), so that the staged
+/// prefetch can aim at any part of the block from the slot alone, before the block's first
+/// line (where [`ThinVec`] keeps its length) has arrived.
 enum Store<const N: usize> {
     Inline {
         entries: [Entry<N>; INLINE],
@@ -140,6 +250,8 @@ enum Store<const N: usize> {
     Heap {
         entries: ThinVec<Entry<N>>,
         seeders: u32,
+        /// `entries.len()`, kept equal by every change of the block.
+        len: u32,
         mark: bool,
     },
 }
@@ -245,16 +357,26 @@ impl<const N: usize> Members<N> {
         }
     }
 
+    /// Members of both modes; read from the set itself, not from its heap block.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        match &self.store {
+            Store::Inline { len, .. } => len.get(),
+            Store::Heap { len, .. } => *len as usize,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Members of `mode`; read from the set itself, not from its heap block (so the swarm
+    /// counts of a scrape or an announce's answer never wait for the block).
     pub fn count(&self, mode: PeerMode) -> usize {
-        self.part(mode).len()
+        let split = self.split();
+        match mode {
+            PeerMode::Seeder => split,
+            PeerMode::Leech => self.len() - split,
+        }
     }
 
     fn split(&self) -> usize {
@@ -277,35 +399,45 @@ impl<const N: usize> Members<N> {
         }
     }
 
-    /// Starts loading the cache lines of a heap block that finding a member and listing
-    /// peers read first: the block's first 128 bytes (its length and first entries) and the
-    /// middle of the seeders' part (the first step of a search in it; the seeder count is in
-    /// the set itself, the block's length is not). Does nothing for an inline set.
+    /// Where the heap block's entries are, with the counts that say where each part is,
+    /// read from the set alone (not from the block): for prefetches, which must not wait for
+    /// the block. `None` for an inline set.
     #[inline]
-    pub fn prefetch_block(&self, prefetch: impl Fn(*const u8)) {
-        if let Store::Heap {
-            entries, seeders, ..
-        } = &self.store
-        {
-            // Addresses only handed to the prefetch instruction, never dereferenced.
-            let start = entries.as_ptr().cast::<u8>();
-            let head = start.wrapping_sub(BLOCK_HEADER);
-            prefetch(head);
-            prefetch(head.wrapping_add(64));
-            let middle = *seeders as usize / 2 * std::mem::size_of::<Entry<N>>();
-            if middle >= 128 {
-                prefetch(start.wrapping_add(middle));
+    pub fn block(&self) -> Option<Block> {
+        match &self.store {
+            Store::Inline { .. } => None,
+            Store::Heap {
+                entries,
+                seeders,
+                len,
+                ..
+            } => {
+                let len = *len as usize;
+                Some(Block {
+                    entries: entries.as_ptr().cast::<u8>(),
+                    entry_size: std::mem::size_of::<Entry<N>>(),
+                    len,
+                    seeders: (*seeders as usize).min(len),
+                })
             }
         }
     }
 
-    /// Finds `wire` in either part.
-    pub fn find(&self, wire: &[u8; N]) -> Option<Found> {
-        for mode in [PeerMode::Leech, PeerMode::Seeder] {
-            if let Ok(pos) = self
-                .part(mode)
-                .binary_search_by(|e| wire_cmp(&e.wire, wire))
-            {
+    /// Finds `wire` in either part, in `likely`'s first (a re-announce keeps its mode, so the
+    /// other part's search is usually saved).
+    pub fn find(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        self.find_with::<false>(wire, likely)
+    }
+
+    /// [`Members::find`] in a table beyond the caches: the search prefetches its probes two
+    /// steps ahead ([`search`]).
+    pub fn find_prefetching(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        self.find_with::<true>(wire, likely)
+    }
+
+    fn find_with<const AHEAD: bool>(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
+        for mode in [likely, other_mode(likely)] {
+            if let Ok(pos) = search::<N, AHEAD>(self.part(mode), wire) {
                 return Some(Found { mode, pos });
             }
         }
@@ -335,17 +467,19 @@ impl<const N: usize> Members<N> {
                 block.push(entry);
                 block.extend_from_slice(&entries[at..]);
                 self.store = Store::Heap {
+                    len: block.len() as u32,
                     entries: block,
                     seeders: seeders.get() as u32,
                     mark: *mark,
                 };
             }
-            Store::Heap { entries, .. } => {
+            Store::Heap { entries, len, .. } => {
                 if entries.len() == entries.capacity() {
                     let cap = block_capacity::<N>(entries.capacity() + 1);
                     entries.reserve_exact(cap - entries.len());
                 }
                 entries.insert(at, entry);
+                *len = entries.len() as u32;
             }
         }
     }
@@ -362,8 +496,9 @@ impl<const N: usize> Members<N> {
                 *n = Small::of(len - 1);
                 entry
             }
-            Store::Heap { entries, .. } => {
+            Store::Heap { entries, len, .. } => {
                 let entry = entries.remove(at);
+                *len = entries.len() as u32;
                 self.fit();
                 entry
             }
@@ -377,6 +512,7 @@ impl<const N: usize> Members<N> {
             entries,
             seeders,
             mark,
+            ..
         } = &mut self.store
         else {
             return;
@@ -400,10 +536,7 @@ impl<const N: usize> Members<N> {
 
     /// Inserts a member that is in neither part; returns its position inside its part.
     pub fn insert(&mut self, wire: [u8; N], mode: PeerMode, stamp: [u8; 2]) -> usize {
-        let pos = match self
-            .part(mode)
-            .binary_search_by(|e| wire_cmp(&e.wire, &wire))
-        {
+        let pos = match search::<N, false>(self.part(mode), &wire) {
             Ok(p) | Err(p) => p,
         };
         let seeders = self.seeders();
@@ -485,7 +618,10 @@ impl<const N: usize> Members<N> {
                 }
                 *n = Small::of(kept);
             }
-            Store::Heap { entries, .. } => entries.retain(|e| keep(e)),
+            Store::Heap { entries, len, .. } => {
+                entries.retain(|e| keep(e));
+                *len = entries.len() as u32;
+            }
         }
         // The seeder count first: `fit` carries it into the inline form.
         self.set_seeders(kept_seeders);
@@ -513,6 +649,11 @@ impl<const N: usize> Members<N> {
         }
         if matches!(self.store, Store::Heap { .. }) && self.len() <= INLINE {
             return Err("a heap block holds members that fit inline".into());
+        }
+        if let Store::Heap { entries, len, .. } = &self.store {
+            if *len as usize != entries.len() {
+                return Err("a heap set's copy of its length differs from the block's".into());
+            }
         }
         for mode in [PeerMode::Seeder, PeerMode::Leech] {
             if self.part(mode).windows(2).any(|w| w[0].wire >= w[1].wire) {
@@ -969,7 +1110,10 @@ mod tests {
         let mut n = 0;
         while !swarm.v4.is_empty() {
             let w = swarm.v4.part(PeerMode::Leech)[0].wire;
-            let f = swarm.v4.find(&w).expect("a member is found by its address");
+            let f = swarm
+                .v4
+                .find(&w, PeerMode::Leech)
+                .expect("a member is found by its address");
             assert!(swarm.v4.remove(f).is_some());
             n += 1;
         }
@@ -1005,7 +1149,7 @@ mod tests {
                 match op {
                     0 => {
                         // An announce: insert, refresh or move.
-                        match members.find(&w) {
+                        match members.find(&w, m) {
                             Some(f) if f.mode == m => members.touch(f, stamp(t)),
                             Some(f) => {
                                 members.remove(f);
@@ -1018,7 +1162,7 @@ mod tests {
                         model.insert(w, (m, now));
                     }
                     1 => {
-                        let removed = members.find(&w).and_then(|f| members.remove(f)).is_some();
+                        let removed = members.find(&w, m).and_then(|f| members.remove(f)).is_some();
                         prop_assert_eq!(removed, model.remove(&w).is_some());
                     }
                     2 => {
@@ -1029,7 +1173,7 @@ mod tests {
                         prop_assert_eq!(s + l, before - model.len());
                     }
                     _ => {
-                        prop_assert_eq!(members.find(&w).map(|f| f.mode), model.get(&w).map(|x| x.0));
+                        prop_assert_eq!(members.find(&w, m).map(|f| f.mode), model.get(&w).map(|x| x.0));
                     }
                 }
                 if let Err(e) = members.check() {
@@ -1267,6 +1411,31 @@ mod tests {
         assert!(steps < 80, "{steps} steps to a million members");
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The prefetching search answers as `binary_search_by` does, for members and for
+        /// addresses between, before and after them, in parts of every size up to thousands.
+        #[test]
+        fn search_matches_the_standard_binary_search(
+            keys in prop::collection::btree_set(any::<u32>(), 0..3_000),
+            probes in prop::collection::vec(any::<u32>(), 1..64),
+        ) {
+            let entry = |k: u32| {
+                let b = k.to_be_bytes();
+                Entry { wire: [b[0], b[1], b[2], b[3], 0x1a, 0xe1], stamp: [0, 0] }
+            };
+            let part: Vec<Entry<6>> = keys.iter().map(|&k| entry(k)).collect();
+            let members = keys.iter().step_by(7).copied();
+            for k in probes.into_iter().chain(members) {
+                let w = entry(k).wire;
+                let expected = part.binary_search_by(|e| wire_cmp(&e.wire, &w));
+                prop_assert_eq!(search::<6, true>(&part, &w), expected);
+                prop_assert_eq!(search::<6, false>(&part, &w), expected);
+            }
+        }
+    }
+
     /// A large swarm's block follows its members down as they leave, and back inline.
     #[test]
     fn a_shrinking_set_gives_its_block_back() {
@@ -1283,12 +1452,12 @@ mod tests {
         let full = m.heap_bytes();
         assert!((5000 * 8..=5000 * 8 * 5 / 4 + 64).contains(&full), "{full}");
         for w in &wires[..4900] {
-            let f = m.find(w).unwrap();
+            let f = m.find(w, PeerMode::Leech).unwrap();
             m.remove(f);
         }
         assert!(m.heap_bytes() <= 2 * 100 * 8 + 64, "{}", m.heap_bytes());
         for w in &wires[4900..4998] {
-            let f = m.find(w).unwrap();
+            let f = m.find(w, PeerMode::Leech).unwrap();
             m.remove(f);
         }
         assert_eq!(m.len(), 2);

@@ -35,7 +35,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 pub use announce::{
-    bt_peer_addr, bt_peer_id, canonical_ip, BtPrefetch, CompactPeers, Family, ListFamilies,
+    bt_peer_addr, bt_peer_id, canonical_ip, BtPrefetch, BtUse, CompactPeers, Family, ListFamilies,
     BT_PEER_ID_PREFIX_V4, BT_PEER_ID_PREFIX_V6, PREFETCH_MIN_SWARMS,
 };
 pub use audit::{MemoryEstimate, MEMBER_ENTRY_BYTES};

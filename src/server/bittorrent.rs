@@ -13,8 +13,8 @@ use std::sync::Arc;
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
 use crate::engine::{
-    BtPrefetch, CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, Request, RequestKind,
-    Response, StatAnswer, SwarmId, SwarmStats, Time,
+    BtPrefetch, BtUse, CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, PeerMode, Request,
+    RequestKind, Response, StatAnswer, SwarmId, SwarmStats, Time,
 };
 use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
@@ -31,7 +31,8 @@ use crate::runtime::{
 use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 use crate::metrics::{Latency, Shed, ShedFrontEnd};
-use crate::protocol::bt_udp::wire::{ErrorResponse, RequestHeader};
+use crate::protocol::bt_udp::tracker::AnnounceEvent;
+use crate::protocol::bt_udp::wire::{decode_request, ErrorResponse, RequestHeader, UdpRequest};
 
 /// The engine as the BitTorrent codecs see it, with the access list in force for this request
 /// (`None` when the list is off: no lock is taken at all).
@@ -396,17 +397,35 @@ impl DatagramWorker for BtUdpWorker {
         self.list = current_list(&self.access);
     }
 
-    /// Starts the staged prefetch ([`BtPrefetch`]) of the swarm of an announce, or of a
-    /// scrape's first info-hash, and advances those of the datagrams before it.
+    /// Starts the staged prefetch ([`BtPrefetch`]) of the swarm of an announce (with the
+    /// requester's mode and the peers it will be listed), or of a scrape's first info-hash.
     fn prefetch(&self, packet: &[u8]) {
-        // BEP 15: action at 8..12, the (first) info-hash at 16..36 in both.
-        let (Some(action), Some(info_hash)) = (packet.get(8..12), packet.get(16..36)) else {
+        if !self.engine.prefetch_bt_useful() {
             return;
-        };
-        if action == 1u32.to_be_bytes() || action == 2u32.to_be_bytes() {
-            if let Ok(info_hash) = info_hash.try_into() {
-                self.prefetch.push(&self.engine, info_hash);
+        }
+        match decode_request(packet) {
+            Ok(UdpRequest::Announce(a)) => {
+                let what = if a.event == AnnounceEvent::Stopped {
+                    BtUse::Counts
+                } else {
+                    BtUse::Announce {
+                        // As `tracker::Announce::mode`: nothing left is a seeder.
+                        mode: if a.left == 0 {
+                            PeerMode::Seeder
+                        } else {
+                            PeerMode::Leech
+                        },
+                        want: self.front_end.limits().peer_count(a.num_want()) as usize,
+                    }
+                };
+                self.prefetch.push(&self.engine, &a.info_hash, what);
             }
+            Ok(UdpRequest::Scrape(s)) => {
+                if let Some(info_hash) = s.info_hashes.iter().next() {
+                    self.prefetch.push(&self.engine, &info_hash, BtUse::Counts);
+                }
+            }
+            _ => {}
         }
     }
 
