@@ -425,6 +425,33 @@ fn profile_join_prefetched(e: &Engine, zs: &[u32], response: &mut Response) {
     join_staged(e, zs, 0, PROFILE_OPS, &mut staged, response);
 }
 
+/// Times `iters` JOINs of the bench peers, in batches of at most `BENCH_PEERS`: `join(cursor,
+/// n)` serves one batch (timed), then the LEAVEs that restore the table run untimed.
+/// `cursor` is where the next batch starts in the swarm samples.
+fn timed_joins(
+    e: &Engine,
+    zs: &[u32],
+    iters: u64,
+    cursor: &mut usize,
+    mut join: impl FnMut(usize, usize),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(BENCH_PEERS);
+        let start = Instant::now();
+        join(*cursor, n);
+        total += start.elapsed();
+        for i in 0..n {
+            let s = zs[(*cursor + i) % SAMPLES] as usize;
+            e.handle(&leave_req(PEERS + i, s), NOW);
+        }
+        *cursor += n;
+        left -= n;
+    }
+    total
+}
+
 /// JOINs of bench peers `PEERS + i` for i in 0..n into the Zipf swarms `zs[cursor + i]`, the
 /// way the server serves a connection's pipelined requests: request `i + AHEAD` is built and
 /// noted to `staged` ([`PpstpPrefetch`]) before request `i` is handled, and every handled
@@ -511,28 +538,16 @@ fn benches(c: &mut Criterion) {
     // The server keeps one `Response` per worker and answers into it (`handle_into`), reusing
     // its vectors: the benches do the same.
     group.bench_function("join", |b| {
-        let mut cursor = 0usize;
         let mut response = Response::Err(ErrorCode::Ok);
+        let mut cursor = 0usize;
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BENCH_PEERS);
-                let start = Instant::now();
+            timed_joins(e, zs, iters, &mut cursor, |cursor, n| {
                 for i in 0..n {
                     let s = zs[(cursor + i) % SAMPLES] as usize;
                     e.handle_into(&join_req(PEERS + i, s, PeerMode::Leech), NOW, &mut response);
                     black_box(&response);
                 }
-                total += start.elapsed();
-                for i in 0..n {
-                    let s = zs[(cursor + i) % SAMPLES] as usize;
-                    e.handle(&leave_req(PEERS + i, s), NOW);
-                }
-                cursor += n;
-                left -= n;
-            }
-            total
+            })
         })
     });
 
@@ -540,25 +555,13 @@ fn benches(c: &mut Criterion) {
     // noted to the staged prefetch `PpstpPrefetch::AHEAD` requests before it is handled
     // (`join_staged`), so that the misses of consecutive JOINs overlap.
     group.bench_function("join_prefetched", |b| {
-        let mut cursor = 0usize;
         let mut response = Response::Err(ErrorCode::Ok);
         let mut staged = PpstpPrefetch::default();
+        let mut cursor = 0usize;
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BENCH_PEERS);
-                let start = Instant::now();
-                join_staged(e, zs, cursor, n, &mut staged, &mut response);
-                total += start.elapsed();
-                for i in 0..n {
-                    let s = zs[(cursor + i) % SAMPLES] as usize;
-                    e.handle(&leave_req(PEERS + i, s), NOW);
-                }
-                cursor += n;
-                left -= n;
-            }
-            total
+            timed_joins(e, zs, iters, &mut cursor, |cursor, n| {
+                join_staged(e, zs, cursor, n, &mut staged, &mut response)
+            })
         })
     });
 
