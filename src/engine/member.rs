@@ -86,15 +86,27 @@ fn nibble(b: u8) -> Option<u8> {
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
-    if len_flag & HEX == 0 {
-        return PeerId::from_stored(stored);
-    }
     let mut buf = [0u8; MAX_ID_BYTES];
+    PeerId::from_stored(unpack_into(stored, len_flag, &mut buf))
+}
+
+/// The bytes of the peer id whose stored form is `stored` with length byte `len_flag`, as the
+/// peer announced it (at most [`MAX_ID_BYTES`]): `stored` itself when it was kept as received,
+/// else its hex expansion written into `buf`. What [`unpack`] returns, without building a
+/// [`PeerId`] (an encoder writes the bytes straight into its output).
+pub(super) fn unpack_into<'a>(
+    stored: &'a [u8],
+    len_flag: u8,
+    buf: &'a mut [u8; MAX_ID_BYTES],
+) -> &'a [u8] {
+    if len_flag & HEX == 0 {
+        return &stored[..stored.len().min(MAX_ID_BYTES)];
+    }
     let n = stored.len().min(MAX_ID_BYTES / 2);
     for (pair, &b) in buf.chunks_exact_mut(2).zip(&stored[..n]) {
         pair.copy_from_slice(&crate::hex::pair(b));
     }
-    PeerId::from_stored(&buf[..2 * n])
+    &buf[..2 * n]
 }
 
 /// Whether `want` (an id as received) is the id stored as `stored` with length byte
@@ -370,6 +382,12 @@ impl ListEntry {
         unpack(self.stored(), self.id_len)
     }
 
+    /// The id's bytes as the peer announced it, expanded into `buf` when stored packed
+    /// ([`unpack_into`]).
+    pub fn id_bytes<'a>(&'a self, buf: &'a mut [u8; MAX_ID_BYTES]) -> &'a [u8] {
+        unpack_into(self.stored(), self.id_len, buf)
+    }
+
     /// Length of the id as the peer announced it, in bytes.
     pub fn id_len(&self) -> usize {
         let n = self.stored().len();
@@ -547,6 +565,8 @@ mod tests {
             let entry = PeerInfo::new(peer_id, mode, &addrs);
             prop_assert_eq!(entry.peer_id(), peer_id);
             prop_assert_eq!(entry.id_len(), id.len());
+            let mut buf = [0u8; MAX_ID_BYTES];
+            prop_assert_eq!(entry.id_bytes(&mut buf), &id[..]);
             prop_assert!(entry.has_id(&id));
             prop_assert!(!entry.has_id(&id[..id.len() - 1]));
             prop_assert_eq!(entry.mode, mode);

@@ -463,6 +463,16 @@ impl PeerInfo {
         }
     }
 
+    /// The peer's id as it announced it (1..=[`MAX_ID_BYTES`] bytes), without building a
+    /// [`PeerId`]: a compact entry's packed id is expanded into `buf`, which an encoder keeps
+    /// on its stack.
+    pub fn id_bytes<'a>(&'a self, buf: &'a mut [u8; MAX_ID_BYTES]) -> &'a [u8] {
+        match &self.entry {
+            Entry::Compact(e) => e.id_bytes(buf),
+            Entry::Full(f) => f.0.as_bytes(),
+        }
+    }
+
     /// Length of the peer's id in bytes (1..=[`MAX_ID_BYTES`]).
     pub fn id_len(&self) -> usize {
         match &self.entry {

@@ -18,7 +18,7 @@ use super::encode::escape_flags;
 use super::TransactionId;
 use crate::engine::{
     AddrType, Answer, ErrorCode, LinkKind, PeerAddr, PeerInfo, PeerMode, PeerState, PeerStatus,
-    Response, StatAnswer, SwarmResult, SwarmStats,
+    Response, StatAnswer, SwarmResult, SwarmStats, MAX_ID_BYTES,
 };
 use crate::hex::{self, DIGITS as HEX};
 
@@ -490,8 +490,8 @@ fn peer_info_bound(p: &PeerInfo) -> usize {
 /// [`peer_info_bound`] bytes.
 #[inline(always)]
 fn peer_info(w: &mut Raw, p: &PeerInfo, first: bool) {
-    let id = p.peer_id();
-    let id = id.as_bytes();
+    let mut id_buf = [0u8; MAX_ID_BYTES];
+    let id = p.id_bytes(&mut id_buf);
     let addrs = p.addrs();
     let addrs = addrs.as_slice();
     // The id's quotes go with the fragments around it.
