@@ -103,9 +103,7 @@ pub(super) fn unpack_into<'a>(
         return &stored[..stored.len().min(MAX_ID_BYTES)];
     }
     let n = stored.len().min(MAX_ID_BYTES / 2);
-    for (pair, &b) in buf.chunks_exact_mut(2).zip(&stored[..n]) {
-        pair.copy_from_slice(&crate::hex::pair(b));
-    }
+    crate::hex::expand_into(&stored[..n], &mut buf[..2 * n]);
     &buf[..2 * n]
 }
 
