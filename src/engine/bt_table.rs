@@ -983,8 +983,17 @@ pub(super) fn sample(
     skip: Option<usize>,
     want: usize,
     rng: &mut SmallRng,
-    emit: impl FnMut(usize),
+    mut emit: impl FnMut(usize),
 ) {
+    let skip = skip.filter(|&s| s < n);
+    if want >= n - usize::from(skip.is_some()) {
+        // All of them, as `Sample` walks them (no random number drawn): the positions before
+        // the skipped one, then those after it, as two plain runs.
+        let cut = skip.unwrap_or(n);
+        (0..cut).for_each(&mut emit);
+        (cut + 1..n).for_each(&mut emit);
+        return;
+    }
     Sample::new(n, skip, want, rng).for_each(emit);
 }
 
@@ -1311,6 +1320,26 @@ mod tests {
                     (0.85..1.15).contains(&ratio),
                     "n {n} want {want}: position {i} listed {h} times, expected {expected}"
                 );
+            }
+        }
+    }
+
+    /// `sample` emits exactly what `Sample` yields for the same random numbers, its
+    /// whole-part runs included, for every length, skip and count.
+    #[test]
+    fn sample_runs_match_the_iterator() {
+        use rand::{RngCore, SeedableRng};
+        for n in 0..12 {
+            for skip in std::iter::once(None).chain((0..n + 2).map(Some)) {
+                for want in 0..n + 3 {
+                    let mut a = SmallRng::seed_from_u64((n * 100 + want) as u64);
+                    let mut b = a.clone();
+                    let mut emitted = Vec::new();
+                    sample(n, skip, want, &mut a, |i| emitted.push(i));
+                    let walked: Vec<usize> = Sample::new(n, skip, want, &mut b).collect();
+                    assert_eq!(emitted, walked, "n {n} skip {skip:?} want {want}");
+                    assert_eq!(a.next_u64(), b.next_u64(), "the same random numbers drawn");
+                }
             }
         }
     }
