@@ -4,6 +4,7 @@
 #
 #   benches/profile.sh bt-udp        # BEP 15 announce 9 : scrape 1 (compare.sh's mix)
 #   benches/profile.sh ppstp         # PPSTP FIND 9 : CONNECT 1, 30 peers wanted
+#   MIX=join=1,leave=1 benches/profile.sh ppstp   # another request mix (JOIN-heavy here)
 #
 # The tracker runs under callgrind with collection off while the load generator registers the
 # population (--populate), then instrumentation is switched on for REQUESTS requests at a rate the
@@ -42,11 +43,11 @@ sets=(--profile loopback-bench --set server.workers=1 --set server.pin_cores=fal
 case "$WORKLOAD" in
     bt-udp)
         sets+=(--set bt_udp.enabled=true --set "bt_udp.listen=127.0.0.1:$PORT" --set ppstp.listen=127.0.0.1:0)
-        load=(--protocol bt-udp --mix announce=9,scrape=1 --connections 8 --inflight 4 --source-addrs 4)
+        load=(--protocol bt-udp --mix "${MIX:-announce=9,scrape=1}" --connections 8 --inflight 4 --source-addrs 4)
         ;;
     ppstp)
         sets+=(--set bt_udp.enabled=false --set "ppstp.listen=127.0.0.1:$PORT")
-        load=(--protocol ppstp --peers-wanted 30 --mix find=9,connect=1 --connections 16 --pipeline 4)
+        load=(--protocol ppstp --peers-wanted 30 --mix "${MIX:-find=9,connect=1}" --connections 16 --pipeline 4)
         ;;
     *) echo "workload is bt-udp or ppstp" >&2; exit 1 ;;
 esac
