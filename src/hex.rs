@@ -23,10 +23,9 @@ pub fn pair(b: u8) -> [u8; 2] {
 
 /// Appends the lower-case hex of `bytes` (two digits per byte) to `out`.
 pub fn push(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.extend_from_slice(&pair(b));
-    }
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    expand_into(bytes, &mut out[start..]);
 }
 
 /// Writes the lower-case hex of `src` (two digits per byte) into `dst`, which must be exactly
