@@ -426,12 +426,10 @@ impl<H: HttpHandler> HttpWorker<H> {
 pub(crate) const MAX_AHEAD: usize = 4;
 
 /// The requests framed ahead of the one being served, in input order, each used as it is when
-/// its turn comes (framing is a pure function of the bytes, so this changes no answer).
+/// its turn comes (framing is a pure function of the bytes, so this changes no answer). The
+/// queue is a fixed array of [`MAX_AHEAD`] places on the stack: framing ahead never allocates.
 struct Ahead<'a> {
-    framed: [Option<Framed<'a>>; MAX_AHEAD],
-    /// Where the oldest is, and how many there are.
-    head: usize,
-    len: usize,
+    framed: heapless::Deque<Framed<'a>, MAX_AHEAD>,
     /// Where the input after the last one starts.
     end: usize,
     /// The input at `end` is not a whole request, or follows one that closes the connection:
@@ -442,29 +440,9 @@ struct Ahead<'a> {
 impl<'a> Ahead<'a> {
     fn new() -> Self {
         Ahead {
-            framed: [None; MAX_AHEAD],
-            head: 0,
-            len: 0,
+            framed: heapless::Deque::new(),
             end: 0,
             stopped: false,
-        }
-    }
-
-    /// The oldest request framed ahead.
-    fn pop(&mut self) -> Option<Framed<'a>> {
-        if self.len == 0 {
-            return None;
-        }
-        let framed = self.framed.get_mut(self.head)?.take();
-        self.head = (self.head + 1) % MAX_AHEAD;
-        self.len -= 1;
-        framed
-    }
-
-    fn push(&mut self, framed: Framed<'a>) {
-        if let Some(place) = self.framed.get_mut((self.head + self.len) % MAX_AHEAD) {
-            *place = Some(framed);
-            self.len += 1;
         }
     }
 }
@@ -525,7 +503,7 @@ impl<H: HttpHandler> HttpWorker<H> {
                 Some(rest) if !rest.is_empty() => rest,
                 _ => break,
             };
-            let framed = match ahead.pop() {
+            let framed = match ahead.framed.pop_front() {
                 Some(framed) => framed,
                 None => http::frame_request(rest, &limits),
             };
@@ -604,7 +582,7 @@ impl<H: HttpHandler> HttpWorker<H> {
         ahead: &mut Ahead<'a>,
     ) {
         let mut at = ahead.end.max(next);
-        while ahead.len < want && !ahead.stopped {
+        while ahead.framed.len() < want && !ahead.stopped {
             let Some(rest) = input.get(at..).filter(|r| !r.is_empty()) else {
                 ahead.stopped = true;
                 break;
@@ -624,7 +602,12 @@ impl<H: HttpHandler> HttpWorker<H> {
                 break;
             }
             self.handler.prefetch(&head, body);
-            ahead.push(framed);
+            if ahead.framed.push_back(framed).is_err() {
+                // `want` is at most `MAX_AHEAD`, so the queue has room; were it full, this
+                // request is framed again when its turn comes.
+                ahead.stopped = true;
+                break;
+            }
             at += used;
             ahead.stopped = !head.keep_alive;
         }
