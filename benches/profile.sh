@@ -5,6 +5,7 @@
 #   benches/profile.sh bt-udp        # BEP 15 announce 9 : scrape 1 (compare.sh's mix)
 #   benches/profile.sh ppstp         # PPSTP FIND 9 : CONNECT 1, 30 peers wanted
 #   MIX=join=1,leave=1 benches/profile.sh ppstp   # another request mix (JOIN-heavy here)
+#   CALLGRIND_ARGS=--cache-sim=yes benches/profile.sh ppstp   # also D1 and LL misses per reply
 #
 # The tracker runs under callgrind with collection off while the load generator registers the
 # population (--populate), then instrumentation is switched on for REQUESTS requests at a rate the
@@ -53,8 +54,11 @@ case "$WORKLOAD" in
 esac
 common=(--target "127.0.0.1:$PORT" --swarms "$SWARMS" --peers "$PEERS" --seed "$SEED" --no-progress)
 
+# CALLGRIND_ARGS: more callgrind options (--cache-sim=yes adds simulated cache misses).
+# shellcheck disable=SC2206
+extra=(${CALLGRIND_ARGS:-})
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
-    "$TRACKER" serve "${sets[@]}" >"$OUT/tracker.log" 2>&1 &
+    ${extra[@]+"${extra[@]}"} "$TRACKER" serve "${sets[@]}" >"$OUT/tracker.log" 2>&1 &
 PID=$!
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true' EXIT
 for _ in $(seq 300); do
@@ -81,6 +85,10 @@ dump=$(ls -S "$OUT"/callgrind.out* | head -1)
 replies=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["measure"]["replies"])' "$OUT/measure.json")
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t { gsub(",", "", $1); print $1; t = 1 }')
 echo "== $WORKLOAD: $replies replies, $total instructions, $((total / replies)) instructions per reply (callgrind, user space)"
+if [ -n "${CALLGRIND_ARGS:-}" ]; then
+    # With --cache-sim=yes: the events' totals (Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw).
+    callgrind_annotate "$dump" 2>/dev/null | grep -B2 'PROGRAM TOTALS' | head -3
+fi
 echo "== top $TOP by inclusive cost"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | awk '/^Ir/ { n++ } n >= 2' | sed -n "3,$((TOP + 2))p" || true
 echo "== top $TOP by exclusive cost"
