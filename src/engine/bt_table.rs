@@ -103,6 +103,13 @@ fn wire_cmp<const N: usize>(a: &[u8; N], b: &[u8; N]) -> std::cmp::Ordering {
 /// most three cache lines, which its next probes load anyway.
 const SEARCH_PREFETCH_MIN: usize = 16;
 
+/// Parts of at least this many entries (4 KiB of IPv4 members, 64 cache lines) are searched
+/// with prefetches ahead ([`search`]'s `AHEAD`) whatever the table's size: even in a table
+/// that the shared cache holds, the network work between two datagrams evicts such a part
+/// from the core's own caches, and its search would otherwise wait for one level's miss
+/// after another.
+const SEARCH_AHEAD_MIN: usize = 512;
+
 /// The position of `wire` in `part` (sorted by wire form), `Err` with where it would go when
 /// absent: `binary_search_by`'s answer, by the same branch-free halving. With `AHEAD`, the
 /// probes two steps ahead are prefetched at each step (the four places the search can go
@@ -315,17 +322,35 @@ pub(super) struct Found {
 }
 
 impl<const N: usize> Members<N> {
+    /// The members, seeders first. A heap set's slice is cut by the set's own copy of the
+    /// length, so that finding a member or listing some does not wait for the block's header
+    /// (its first line) before the lines it actually reads.
+    #[inline]
     fn entries(&self) -> &[Entry<N>] {
         match &self.store {
             Store::Inline { entries, len, .. } => &entries[..len.get()],
-            Store::Heap { entries, .. } => entries,
+            Store::Heap { entries, len, .. } => {
+                debug_assert_eq!(*len as usize, entries.len());
+                // SAFETY: `len` equals the block's length (every change of the block sets it,
+                // see `Store::Heap`, and `check` verifies it), so the slice covers the
+                // block's initialised entries; the pointer is computed from the block's
+                // address without reading its header, and the slice borrows `self`, which
+                // owns the block.
+                unsafe { std::slice::from_raw_parts(entries.as_ptr(), *len as usize) }
+            }
         }
     }
 
+    /// As [`Members::entries`], to change.
+    #[inline]
     fn entries_mut(&mut self) -> &mut [Entry<N>] {
         match &mut self.store {
             Store::Inline { entries, len, .. } => &mut entries[..len.get()],
-            Store::Heap { entries, .. } => entries,
+            Store::Heap { entries, len, .. } => {
+                debug_assert_eq!(*len as usize, entries.len());
+                // SAFETY: as in `entries`; the slice borrows `self` mutably.
+                unsafe { std::slice::from_raw_parts_mut(entries.as_mut_ptr(), *len as usize) }
+            }
         }
     }
 
@@ -435,9 +460,17 @@ impl<const N: usize> Members<N> {
         self.find_with::<true>(wire, likely)
     }
 
+    /// With `AHEAD` every part is searched with prefetches ahead; without it, only parts of
+    /// at least [`SEARCH_AHEAD_MIN`] entries.
     fn find_with<const AHEAD: bool>(&self, wire: &[u8; N], likely: PeerMode) -> Option<Found> {
         for mode in [likely, other_mode(likely)] {
-            if let Ok(pos) = search::<N, AHEAD>(self.part(mode), wire) {
+            let part = self.part(mode);
+            let found = if AHEAD || part.len() >= SEARCH_AHEAD_MIN {
+                search::<N, true>(part, wire)
+            } else {
+                search::<N, false>(part, wire)
+            };
+            if let Ok(pos) = found {
                 return Some(Found { mode, pos });
             }
         }
@@ -1462,6 +1495,40 @@ mod tests {
                 prop_assert_eq!(search::<6, true>(&part, &w), expected);
                 prop_assert_eq!(search::<6, false>(&part, &w), expected);
             }
+        }
+    }
+
+    /// A heap set reads its members by the length it keeps beside the block: at every size
+    /// on the way up past the inline form and back down, what it reads is exactly the block's
+    /// own entries, and every member is found in its part.
+    #[test]
+    fn a_heap_set_reads_its_block_by_its_own_length() {
+        let mut m = Members4::default();
+        let mut wires: Vec<[u8; 6]> = Vec::new();
+        let agree = |m: &Members4| {
+            if let Store::Heap { entries, len, .. } = &m.store {
+                assert_eq!(*len as usize, entries.len());
+                assert_eq!(m.entries(), entries.as_slice());
+            }
+            assert!(m.check().is_ok());
+        };
+        for i in 0..900u32 {
+            let b = (i.wrapping_mul(2_654_435_761)).to_be_bytes();
+            let w = [b[0], b[1], b[2], b[3], 0, 1];
+            m.insert(w, mode(i % 10 < 3), [0, 0]);
+            wires.push(w);
+            agree(&m);
+        }
+        for w in &wires {
+            let f = m.find(w, PeerMode::Leech).expect("every member is found");
+            m.touch(f, [1, 2]);
+            agree(&m);
+        }
+        while let Some(w) = wires.pop() {
+            let f = m.find(&w, PeerMode::Seeder).expect("every member is found");
+            assert!(m.remove(f).is_some());
+            agree(&m);
+            assert_eq!(m.len(), wires.len());
         }
     }
 

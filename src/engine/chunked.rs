@@ -161,17 +161,19 @@ impl<T, const CHUNK: usize, const SMALL_FIRST: bool> ChunkedVec<T, CHUNK, SMALL_
     pub fn span(&self, start: usize, len: usize) -> Span<'_, T, CHUNK, SMALL_FIRST> {
         let start = start.min(self.len());
         Span {
-            vec: self,
+            chunks: &self.chunks,
             start,
             len: len.min(self.len() - start),
         }
     }
 }
 
-/// A run of consecutive elements of a [`ChunkedVec`] (what a slice is for a `Vec`).
+/// A run of consecutive elements of a [`ChunkedVec`] (what a slice is for a `Vec`). It holds
+/// the vector's chunks as a plain slice, so that reading an element does not ask the chunk
+/// list again whether it is inline.
 #[derive(Debug)]
 pub(super) struct Span<'a, T, const CHUNK: usize, const SMALL_FIRST: bool> {
-    vec: &'a ChunkedVec<T, CHUNK, SMALL_FIRST>,
+    chunks: &'a [Vec<T>],
     start: usize,
     len: usize,
 }
@@ -192,14 +194,44 @@ impl<'a, T, const CHUNK: usize, const S: bool> Span<'a, T, CHUNK, S> {
     /// Element `i` of the run.
     pub fn get(&self, i: usize) -> Option<&'a T> {
         if i < self.len {
-            self.vec.get(self.start + i)
+            let at = self.start + i;
+            self.chunks.get(at / CHUNK)?.get(at % CHUNK)
         } else {
             None
         }
     }
 
+    /// The run as one slice, when it lies within one chunk (always in a vector of one chunk,
+    /// which most swarms' member vectors are): indexing it costs a bounds check only, where
+    /// [`Span::get`] also finds the chunk.
+    #[inline]
+    pub fn as_slice(&self) -> Option<&'a [T]> {
+        if self.len == 0 {
+            return Some(&[]);
+        }
+        let last = self.start + self.len - 1;
+        let chunk = self.start / CHUNK;
+        if last / CHUNK != chunk {
+            return None;
+        }
+        let at = self.start % CHUNK;
+        self.chunks.get(chunk)?.get(at..at + self.len)
+    }
+
+    /// The run's elements in order, a chunk's part at a time (nothing walked before the run).
     pub fn iter(&self) -> impl Iterator<Item = &'a T> + 'a {
-        self.vec.iter().skip(self.start).take(self.len)
+        let (start, end) = (self.start, self.start + self.len);
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(start / CHUNK)
+            .take_while(move |(c, _)| c * CHUNK < end)
+            .flat_map(move |(c, chunk)| {
+                let base = c * CHUNK;
+                let lo = start.saturating_sub(base).min(chunk.len());
+                let hi = (end - base).min(chunk.len());
+                chunk.get(lo..hi).unwrap_or(&[]).iter()
+            })
     }
 }
 
@@ -300,6 +332,41 @@ mod tests {
         assert_eq!(v.swap_remove(v.len()), None);
         while v.pop().is_some() {}
         assert_eq!((v.len(), v.capacity()), (0, 0));
+    }
+
+    proptest::proptest! {
+        /// Every run of a vector of several chunks reads as the same run of a plain vector:
+        /// element by element, by its iterator, and as one slice exactly when it lies within
+        /// one chunk.
+        #[test]
+        fn spans_read_as_the_runs_of_a_vec(
+            len in 0usize..40,
+            start in 0usize..45,
+            run in 0usize..45,
+        ) {
+            let mut v: ChunkedVec<u32, 8, true> = ChunkedVec::default();
+            let model: Vec<u32> = (0..len as u32).map(|i| i * 3 + 1).collect();
+            for &x in &model {
+                v.push(x);
+            }
+            let span = v.span(start, run);
+            let lo = start.min(len);
+            let want = &model[lo..(lo + run).min(len)];
+            proptest::prop_assert_eq!(span.len(), want.len());
+            proptest::prop_assert_eq!(span.iter().copied().collect::<Vec<_>>(), want.to_vec());
+            for (i, x) in want.iter().enumerate() {
+                proptest::prop_assert_eq!(span.get(i), Some(x));
+            }
+            proptest::prop_assert_eq!(span.get(want.len()), None);
+            let one_chunk = want.is_empty() || lo / 8 == (lo + want.len() - 1) / 8;
+            match span.as_slice() {
+                Some(slice) => {
+                    proptest::prop_assert!(one_chunk);
+                    proptest::prop_assert_eq!(slice, want);
+                }
+                None => proptest::prop_assert!(!one_chunk),
+            }
+        }
     }
 
     #[test]

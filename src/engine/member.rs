@@ -38,23 +38,33 @@ impl StoredId {
     pub fn pack(id: &[u8]) -> Self {
         let id = &id[..id.len().min(MAX_ID_BYTES)];
         let mut bytes = [0u8; MAX_ID_BYTES];
-        let hex = !id.is_empty() && id.len() % 2 == 0 && id.iter().all(|&b| nibble(b).is_some());
-        if hex {
+        // One pass over the digit pairs through a table, without a branch per digit; an id
+        // whose first byte is no digit (most binary ids) is not tried at all.
+        let maybe_hex = id.len() % 2 == 0
+            && id
+                .first()
+                .is_some_and(|&b| NIBBLES[usize::from(b)] != NOT_HEX);
+        if maybe_hex {
+            let mut bad = 0u8;
             for (out, pair) in bytes.iter_mut().zip(id.chunks_exact(2)) {
-                let hi = pair.first().and_then(|&b| nibble(b)).unwrap_or(0);
-                let lo = pair.get(1).and_then(|&b| nibble(b)).unwrap_or(0);
-                *out = (hi << 4) | lo;
+                if let [hi, lo] = *pair {
+                    let (hi, lo) = (NIBBLES[usize::from(hi)], NIBBLES[usize::from(lo)]);
+                    bad |= hi | lo;
+                    *out = (hi << 4) | (lo & 0x0f);
+                }
             }
-            StoredId {
-                len: (id.len() / 2) as u8 | HEX,
-                bytes,
+            if bad & NOT_HEX == 0 {
+                return StoredId {
+                    len: (id.len() / 2) as u8 | HEX,
+                    bytes,
+                };
             }
-        } else {
-            bytes[..id.len()].copy_from_slice(id);
-            StoredId {
-                len: id.len() as u8,
-                bytes,
-            }
+            bytes = [0u8; MAX_ID_BYTES];
+        }
+        bytes[..id.len()].copy_from_slice(id);
+        StoredId {
+            len: id.len() as u8,
+            bytes,
         }
     }
 
@@ -75,14 +85,23 @@ impl StoredId {
     }
 }
 
-/// The value of a lower-case hex digit.
-fn nibble(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// [`NIBBLES`] entry of a byte that is no lower-case hex digit.
+const NOT_HEX: u8 = 0x80;
+
+/// The value of each byte as a lower-case hex digit, [`NOT_HEX`] for any other byte.
+const NIBBLES: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            _ => NOT_HEX,
+        };
+        b += 1;
     }
-}
+    t
+};
 
 /// The peer id whose stored form is `stored` with length byte `len_flag`.
 pub(super) fn unpack(stored: &[u8], len_flag: u8) -> PeerId {
@@ -188,6 +207,9 @@ const KIND_SHIFT: u8 = 1;
 const LINK_SHIFT: u8 = 3;
 /// `flags`: the address says `"peer_protocol": "PPSP-PP"`.
 const PPSP_PP: u8 = 1 << 5;
+/// `flags` of a reflexive address ([`PeerAddr::reflexive`]: [`addr_flags`] of kind 1, no link
+/// kind, no PPSP-PP).
+const REFLEXIVE: u8 = 1 << KIND_SHIFT;
 
 /// One membership in a swarm: the handle of the peer's record ([`super::tables::PeerShard::key`]:
 /// peer shard, generation, slot) and the copy of its peer-list entry (see the module
@@ -253,6 +275,23 @@ impl Member {
         m.id_len = id_len;
         m.id[..id.len()].copy_from_slice(id);
         m.flags = COMPLETE | flags;
+        m
+    }
+
+    /// The membership of the peer with handle `key` and stored id `id` that announced no
+    /// address and registered from IPv4 address `ip`, port `port` (most peers): what
+    /// [`Member::new`] gives for its reflexive address, without building the address.
+    #[inline]
+    pub fn reflexive_v4(key: u64, id: &[u8], id_len: u8, ip: [u8; 4], port: u16) -> Self {
+        let mut m = Member::keyed(key);
+        let Some(stored) = m.id.get_mut(..id.len()) else {
+            return m;
+        };
+        stored.copy_from_slice(id);
+        m.ip = ip;
+        m.port = port;
+        m.id_len = id_len;
+        m.flags = COMPLETE | REFLEXIVE;
         m
     }
 
@@ -526,6 +565,31 @@ mod tests {
             .is_none());
     }
 
+    proptest! {
+        /// The reflexive shortcut gives the membership [`Member::new`] gives a peer that
+        /// announced no address and registered from IPv4.
+        #[test]
+        fn a_reflexive_member_is_the_general_one(
+            id in prop::collection::vec(any::<u8>(), 1..=64),
+            hexy in any::<bool>(),
+            ip in any::<[u8; 4]>(),
+            port in any::<u16>(),
+            key in any::<u64>(),
+        ) {
+            let id: Vec<u8> = if hexy {
+                id.iter().map(|b| b"0123456789abcdef"[usize::from(b & 15)]).collect()
+            } else {
+                id
+            };
+            let s = StoredId::pack(&id);
+            let source = SocketAddr::from((ip, port));
+            let general = Member::new(key, s.bytes(), s.len_flag(), None, source);
+            let short = Member::reflexive_v4(key, s.bytes(), s.len_flag(), ip, port);
+            prop_assert_eq!(short, general);
+            prop_assert_eq!(short.is_complete(), s.bytes().len() <= MEMBER_ID_BYTES);
+        }
+    }
+
     #[test]
     fn a_peer_list_entry_is_small() {
         assert!(std::mem::size_of::<PeerInfo>() <= 56);
@@ -589,6 +653,10 @@ mod tests {
             let s = StoredId::pack(&id);
             let back = unpack(s.bytes(), s.len_flag());
             prop_assert_eq!(back.as_bytes(), &id[..]);
+            // Packed exactly when every byte is a lower-case hex digit and there are pairs.
+            let hex = id.len() % 2 == 0 && id.iter().all(|b| b"0123456789abcdef".contains(b));
+            prop_assert_eq!(s.len_flag() & HEX != 0, hex);
+            prop_assert_eq!(s.bytes().len(), if hex { id.len() / 2 } else { id.len() });
             let c = CompactId::new(&id);
             let unpacked = c.unpack();
             prop_assert_eq!(unpacked.as_bytes(), &id[..]);

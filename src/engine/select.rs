@@ -164,7 +164,9 @@ impl PickSink for Vec<Pick> {
 /// position `skip`, each member with the same probability `want / m` of being listed (`m` the
 /// list's length without `skip`): the BitTorrent tables' sampler ([`super::bt_table::sample`]:
 /// a uniform random start and a random stride coprime to `m`, two random numbers per list
-/// however long it is).
+/// however long it is). A list within one chunk of the member vector (every swarm of up to
+/// a chunk, and most runs of larger ones) is read as a slice.
+#[inline(always)]
 fn sample_into(
     list: Members<'_>,
     skip: Option<usize>,
@@ -173,15 +175,30 @@ fn sample_into(
     rng: &mut SmallRng,
     out: &mut impl PickSink,
 ) {
-    let n = list.len();
+    let sample = super::bt_table::Sample::new(list.len(), skip, want, rng);
+    match list.as_slice() {
+        Some(slice) => copy_drawn(sample, |i| slice.get(i), list.len(), mode, out),
+        None => copy_drawn(sample, |i| list.get(i), list.len(), mode, out),
+    }
+}
+
+/// Copies the members that `sample` draws from a list of `n` members (`at` reads one) into
+/// `out`, in draw order.
+#[inline(always)]
+fn copy_drawn<'a>(
+    sample: super::bt_table::Sample,
+    at: impl Fn(usize) -> Option<&'a Member>,
+    n: usize,
+    mode: PeerMode,
+    out: &mut impl PickSink,
+) {
     // In a large list each chosen member is prefetched when it is drawn and copied
     // `PREFETCH_AHEAD` draws later (a ring of the members drawn but not copied yet), so that
     // that many cache misses overlap instead of following one another; a short list takes
     // few cache lines, and each member is copied at once.
-    let sample = super::bt_table::Sample::new(n, skip, want, rng);
     if n <= PREFETCH_PICKS_ABOVE {
         for i in sample {
-            if let Some(m) = list.get(i) {
+            if let Some(m) = at(i) {
                 out.put((*m, mode));
             }
         }
@@ -190,7 +207,7 @@ fn sample_into(
     let mut ring: [Option<&Member>; PREFETCH_AHEAD] = [None; PREFETCH_AHEAD];
     let mut drawn = 0usize;
     for i in sample {
-        let Some(m) = list.get(i) else {
+        let Some(m) = at(i) else {
             continue;
         };
         let p = (m as *const Member).cast::<u8>();

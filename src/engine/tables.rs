@@ -1005,11 +1005,15 @@ impl PeerShard {
 
     /// The membership of the record at `pos`: its handle and the copy of its peer-list entry.
     pub fn member_at(&self, pos: usize) -> Member {
-        let key = self.key_at(pos);
-        match self.records.get(pos) {
-            Some(r) => Member::new(key, self.id_of(r), r.id_len, r.announced(), r.reflexive()),
-            None => Member::keyed(key),
+        let Some(r) = self.records.get(pos) else {
+            return Member::keyed(self.key_at(pos));
+        };
+        let key = Self::key(self.number, r.gen, pos as u32);
+        if r.extra().is_none() {
+            // No announced address and an IPv4 source (the box holds either otherwise).
+            return Member::reflexive_v4(key, self.id_of(r), r.id_len, r.source_v4, r.port);
         }
+        Member::new(key, self.id_of(r), r.id_len, r.announced(), r.reflexive())
     }
 
     /// The handle of the record at `pos`.
