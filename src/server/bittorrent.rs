@@ -32,7 +32,9 @@ use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 use crate::metrics::{Latency, Shed, ShedFrontEnd};
 use crate::protocol::bt_udp::tracker::AnnounceEvent;
-use crate::protocol::bt_udp::wire::{decode_request, ErrorResponse, RequestHeader, UdpRequest};
+use crate::protocol::bt_udp::wire::{
+    peek_announce, peek_scrape_first, ErrorResponse, RequestHeader,
+};
 
 /// The engine as the BitTorrent codecs see it, with the access list in force for this request
 /// (`None` when the list is off: no lock is taken at all).
@@ -403,29 +405,25 @@ impl DatagramWorker for BtUdpWorker {
         if !self.engine.prefetch_bt_useful() {
             return;
         }
-        match decode_request(packet) {
-            Ok(UdpRequest::Announce(a)) => {
-                let what = if a.event == AnnounceEvent::Stopped {
-                    BtUse::Counts
-                } else {
-                    BtUse::Announce {
-                        // As `tracker::Announce::mode`: nothing left is a seeder.
-                        mode: if a.left == 0 {
-                            PeerMode::Seeder
-                        } else {
-                            PeerMode::Leech
-                        },
-                        want: self.front_end.limits().peer_count(a.num_want()) as usize,
-                    }
-                };
-                self.prefetch.push(&self.engine, &a.info_hash, what);
-            }
-            Ok(UdpRequest::Scrape(s)) => {
-                if let Some(info_hash) = s.info_hashes.iter().next() {
-                    self.prefetch.push(&self.engine, &info_hash, BtUse::Counts);
+        // Only the fields that decide the prefetch, at their fixed offsets: the service
+        // decodes the datagram when its turn comes.
+        if let Some(a) = peek_announce(packet) {
+            let what = if a.event == AnnounceEvent::Stopped {
+                BtUse::Counts
+            } else {
+                BtUse::Announce {
+                    // As `tracker::Announce::mode`: nothing left is a seeder.
+                    mode: if a.left == 0 {
+                        PeerMode::Seeder
+                    } else {
+                        PeerMode::Leech
+                    },
+                    want: self.front_end.limits().peer_count(a.num_want()) as usize,
                 }
-            }
-            _ => {}
+            };
+            self.prefetch.push(&self.engine, &a.info_hash, what);
+        } else if let Some(info_hash) = peek_scrape_first(packet) {
+            self.prefetch.push(&self.engine, &info_hash, BtUse::Counts);
         }
     }
 

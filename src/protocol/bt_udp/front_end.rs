@@ -22,8 +22,9 @@ use super::tracker::{
     announce, engine_error_message, refused, swarm_counts, Announce, BtLimits, Family, TrackerCore,
 };
 use super::wire::{
-    action, decode_request, write_announce_header, write_response_header, ConnectResponse,
-    DecodeError, ErrorResponse, RequestHeader, ScrapeEntry, UdpRequest, PROTOCOL_ID,
+    action, decode_request, peek_announce, write_announce_header, write_response_header,
+    AnnounceFields, ConnectResponse, DecodeError, ErrorResponse, RequestHeader, ScrapeEntry,
+    UdpRequest, PROTOCOL_ID,
 };
 use crate::engine::{CompactPeers, ErrorCode, ListFamilies, Time};
 
@@ -246,43 +247,14 @@ impl UdpFrontEnd {
         if !self.ids.is_valid(src, header.connection_id, now) {
             return error(out, packet.len(), tid, UdpError::ConnectionId);
         }
+        if header.action == action::ANNOUNCE {
+            // The hot path: only the fields the tracker uses, at their fixed offsets.
+            let Some(req) = peek_announce(packet) else {
+                return error(out, packet.len(), tid, UdpError::Malformed);
+            };
+            return self.answer_announce(core, src, &req, tid, packet.len(), now, out, scratch);
+        }
         match decode_request(packet) {
-            Ok(UdpRequest::Announce(req)) => {
-                let a = Announce {
-                    info_hash: req.info_hash,
-                    port: req.port,
-                    left: Some(req.left),
-                    event: req.event,
-                    num_want: req.num_want(),
-                };
-                if refused(core, &a) {
-                    return error(out, packet.len(), tid, UdpError::AccessDenied);
-                }
-                // BEP 15: the peer format follows the family of the request's packet.
-                let family = Family::of(src.ip());
-                let families = ListFamilies {
-                    first: family,
-                    fallback: false,
-                };
-                match announce(core, &self.limits, src, &a, now, families, scratch) {
-                    Ok(answer) => {
-                        write_announce_header(
-                            out,
-                            tid,
-                            self.limits.announce_interval_secs,
-                            answer.counts.leechers,
-                            answer.counts.seeders,
-                        );
-                        // The engine wrote the list in wire form.
-                        out.extend_from_slice(match family {
-                            Family::V4 => &answer.peers.v4,
-                            Family::V6 => &answer.peers.v6,
-                        });
-                        Outcome::Reply(Reply::Announce)
-                    }
-                    Err(code) => error(out, packet.len(), tid, UdpError::Engine(code)),
-                }
-            }
             Ok(UdpRequest::Scrape(req)) => {
                 if req.info_hashes.len() > self.limits.max_scrape_hashes {
                     return error(out, packet.len(), tid, UdpError::TooManyHashes);
@@ -299,9 +271,10 @@ impl UdpFrontEnd {
                 }
                 Outcome::Reply(Reply::Scrape)
             }
-            Ok(UdpRequest::Connect(_)) => {
-                // Action 0 was handled above; decode_request agrees, so this is unreachable in
-                // practice, but answering it as malformed keeps the function total.
+            Ok(UdpRequest::Connect(_) | UdpRequest::Announce(_)) => {
+                // Actions 0 and 1 were handled above; decode_request agrees, so this is
+                // unreachable in practice, but answering it as malformed keeps the function
+                // total.
                 error(out, packet.len(), tid, UdpError::Malformed)
             }
             Err(DecodeError::UnknownAction(_)) => {
@@ -310,6 +283,59 @@ impl UdpFrontEnd {
             Err(DecodeError::Truncated | DecodeError::TooShort | DecodeError::BadProtocolId) => {
                 error(out, packet.len(), tid, UdpError::Malformed)
             }
+        }
+    }
+}
+
+impl UdpFrontEnd {
+    /// Answers the announce `req` (transaction id `tid`, from a packet of `packet_len`
+    /// bytes) into `out`, its peer list built in `scratch`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn answer_announce(
+        &self,
+        core: &impl TrackerCore,
+        src: SocketAddr,
+        req: &AnnounceFields,
+        tid: u32,
+        packet_len: usize,
+        now: Time,
+        out: &mut Vec<u8>,
+        scratch: &mut CompactPeers,
+    ) -> Outcome {
+        let a = Announce {
+            info_hash: req.info_hash,
+            port: req.port,
+            left: Some(req.left),
+            event: req.event,
+            num_want: req.num_want(),
+        };
+        if refused(core, &a) {
+            return error(out, packet_len, tid, UdpError::AccessDenied);
+        }
+        // BEP 15: the peer format follows the family of the request's packet.
+        let family = Family::of(src.ip());
+        let families = ListFamilies {
+            first: family,
+            fallback: false,
+        };
+        match announce(core, &self.limits, src, &a, now, families, scratch) {
+            Ok(answer) => {
+                write_announce_header(
+                    out,
+                    tid,
+                    self.limits.announce_interval_secs,
+                    answer.counts.leechers,
+                    answer.counts.seeders,
+                );
+                // The engine wrote the list in wire form.
+                out.extend_from_slice(match family {
+                    Family::V4 => &answer.peers.v4,
+                    Family::V6 => &answer.peers.v6,
+                });
+                Outcome::Reply(Reply::Announce)
+            }
+            Err(code) => error(out, packet_len, tid, UdpError::Engine(code)),
         }
     }
 }

@@ -212,6 +212,69 @@ impl AnnounceRequest {
     }
 }
 
+/// The fields of an announce request that decide what the tracker does with it: what
+/// [`AnnounceRequest`] holds besides the ids, counters and client-claimed address that the
+/// tracker ignores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnounceFields {
+    pub info_hash: InfoHash,
+    /// Bytes left to download; 0 for a seeder.
+    pub left: u64,
+    pub event: AnnounceEvent,
+    /// Peers wanted; negative for the tracker's default.
+    pub num_want: i32,
+    pub port: u16,
+}
+
+impl AnnounceFields {
+    /// The wanted peer count, `None` for the tracker's default (as
+    /// [`AnnounceRequest::num_want`]).
+    pub fn num_want(&self) -> Option<u32> {
+        u32::try_from(self.num_want).ok()
+    }
+}
+
+/// The [`AnnounceFields`] of `packet`, read at their fixed BEP 15 offsets, when it is an
+/// announce (action 1) of at least the fixed 98 bytes: `Some` exactly when [`decode_request`]
+/// decodes an announce, with the same values. Nothing else is read or checked (the connection
+/// id is the caller's).
+#[inline]
+pub fn peek_announce(packet: &[u8]) -> Option<AnnounceFields> {
+    let p: &[u8; ANNOUNCE_REQUEST_LEN] = packet.get(..ANNOUNCE_REQUEST_LEN)?.try_into().ok()?;
+    let word = |at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    if word(8) != action::ANNOUNCE {
+        return None;
+    }
+    let mut info_hash = [0u8; INFO_HASH_LEN];
+    info_hash.copy_from_slice(&p[16..16 + INFO_HASH_LEN]);
+    let mut left = [0u8; 8];
+    left.copy_from_slice(&p[64..72]);
+    Some(AnnounceFields {
+        info_hash,
+        left: u64::from_be_bytes(left),
+        // An unknown event is a regular announce, as `AnnounceRequest::decode` reads it.
+        event: AnnounceEvent::from_code(word(80)).unwrap_or(AnnounceEvent::None),
+        num_want: word(92) as i32,
+        port: u16::from_be_bytes([p[96], p[97]]),
+    })
+}
+
+/// The first info-hash of `packet` when it is a scrape (action 2) naming at least one: the
+/// first of the info-hashes [`decode_request`] decodes.
+#[inline]
+pub fn peek_scrape_first(packet: &[u8]) -> Option<InfoHash> {
+    let p: &[u8; REQUEST_HEADER_LEN + INFO_HASH_LEN] = packet
+        .get(..REQUEST_HEADER_LEN + INFO_HASH_LEN)?
+        .try_into()
+        .ok()?;
+    if u32::from_be_bytes([p[8], p[9], p[10], p[11]]) != action::SCRAPE {
+        return None;
+    }
+    let mut info_hash = [0u8; INFO_HASH_LEN];
+    info_hash.copy_from_slice(&p[REQUEST_HEADER_LEN..]);
+    Some(info_hash)
+}
+
 /// The info-hashes of a scrape request: a borrowed byte slice whose length is a multiple of 20.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InfoHashes<'a>(&'a [u8]);
@@ -864,6 +927,51 @@ mod tests {
             let _ = decode_request(&bytes);
             let _ = decode_response(&bytes, Family::V4, 10);
             let _ = decode_response(&bytes, Family::V6, 10);
+        }
+
+        /// The fixed-offset readers see what `decode_request` sees: on random bytes whose
+        /// action is forced to announce, scrape or left as drawn, and on valid announces and
+        /// scrapes cut at any length or followed by other bytes.
+        #[test]
+        fn fixed_offset_readers_agree_with_decode_request(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..160),
+            force in 0u8..3,
+            req in arb_announce(),
+            hashes in proptest::collection::vec(any::<[u8; 20]>(), 0..3),
+            cut in 0usize..200,
+            tail in proptest::collection::vec(any::<u8>(), 0..30),
+        ) {
+            if bytes.len() >= 12 && force < 2 {
+                let act = [action::ANNOUNCE, action::SCRAPE][usize::from(force)];
+                bytes[8..12].copy_from_slice(&act.to_be_bytes());
+            }
+            let announce = enc(|o| req.encode(o));
+            let scrape = enc(|o| ScrapeRequest {
+                connection_id: req.connection_id,
+                transaction_id: req.transaction_id,
+                info_hashes: InfoHashes::new(&hashes.concat()).unwrap(),
+            }.encode(o));
+            let mut packets = vec![bytes];
+            for whole in [announce, scrape] {
+                packets.push(whole[..cut.min(whole.len())].to_vec());
+                packets.push([whole.as_slice(), &tail].concat());
+            }
+            for p in &packets {
+                let (announced, first) = match decode_request(p) {
+                    Ok(UdpRequest::Announce(a)) => (Some(AnnounceFields {
+                        info_hash: a.info_hash,
+                        left: a.left,
+                        event: a.event,
+                        num_want: a.num_want,
+                        port: a.port,
+                    }), None),
+                    Ok(UdpRequest::Scrape(s)) => (None, s.info_hashes.iter().next()),
+                    _ => (None, None),
+                };
+                prop_assert_eq!(peek_announce(p), announced);
+                prop_assert_eq!(peek_announce(p).map(|a| a.num_want()), announced.map(|a| a.num_want()));
+                prop_assert_eq!(peek_scrape_first(p), first);
+            }
         }
 
         #[test]
