@@ -127,6 +127,8 @@ pub(crate) struct ConnState {
     /// When the first byte of the incomplete request now buffered arrived; `None` when no
     /// incomplete request is buffered.
     partial_since: Option<Instant>,
+    /// A read has delivered bytes from this connection at least once.
+    read_any: bool,
 }
 
 impl ConnState {
@@ -141,6 +143,7 @@ impl ConnState {
             closing: false,
             last_activity: now,
             partial_since: None,
+            read_any: false,
         }
     }
 
@@ -164,6 +167,7 @@ impl ConnState {
         self.filled = (self.filled + n).min(self.input.len());
         self.input_dirty = true;
         self.last_activity = now;
+        self.read_any = true;
     }
 
     pub fn pending_output(&self) -> &[u8] {
@@ -270,13 +274,22 @@ impl ConnState {
             .map_or(self.last_activity, |t| t.min(self.last_activity))
     }
 
-    /// The stashed input was copied out and is being served: forget it.
+    /// The stashed input was copied out and is being served, with new bytes just read: forget
+    /// it.
     pub fn clear_input(&mut self, now: Instant) {
         self.input = Vec::new();
         self.filled = 0;
         self.input_dirty = false;
         self.partial_since = None;
         self.last_activity = now;
+        self.read_any = true;
+    }
+
+    /// Whether this connection was admitted less than `grace` before `now` and nothing has
+    /// been read from it yet: it has had no chance to send its first request, so a full
+    /// listener does not evict it for a newcomer (which is refused instead).
+    pub fn unread_within(&self, grace: Duration, now: Instant) -> bool {
+        !self.read_any && now.saturating_duration_since(self.last_activity) < grace
     }
 
     /// Keeps input the service did not consume from a scratch read. `dirty` says whether the
@@ -378,6 +391,21 @@ mod tests {
         assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
         assert_eq!(k("127.0.0.2"), k("::ffff:127.0.0.2"));
         assert_ne!(k("127.0.0.2"), k("127.0.0.3"));
+    }
+
+    #[test]
+    fn a_connection_is_unread_until_its_first_bytes_or_the_grace_ends() {
+        let t0 = Instant::now();
+        let grace = Duration::from_millis(250);
+        let mut s = ConnState::new(t0);
+        assert!(s.unread_within(grace, t0));
+        assert!(s.unread_within(grace, t0 + Duration::from_millis(249)));
+        assert!(!s.unread_within(grace, t0 + grace));
+        s.clear_input(t0 + Duration::from_millis(1));
+        assert!(!s.unread_within(grace, t0 + Duration::from_millis(2)));
+        let mut s = ConnState::new(t0);
+        feed(&mut s, b"GET", 4096);
+        assert!(!s.unread_within(grace, t0));
     }
 
     #[test]

@@ -775,7 +775,7 @@ impl EventLoop {
             } else {
                 limits.max_connections
             };
-            if self.listening[listener].open >= room && !self.evict_oldest(listener) {
+            if self.listening[listener].open >= room && !self.evict_oldest(listener, now) {
                 bump(&self.conn_stats(listener).refused, 1);
                 refuse(stream, refusal);
                 return;
@@ -878,16 +878,20 @@ impl EventLoop {
 
     /// Closes the listener's connection that has made no progress for longest (idle between
     /// requests, stuck in an incomplete request, or not reading its answers), to make room for
-    /// a new one. Connections waiting for their next turn are busy, not idle, and are kept.
+    /// a new one. Connections waiting for their next turn are busy, not idle, and are kept;
+    /// so are connections admitted less than [`UNREAD_GRACE`] ago that have not been read yet
+    /// (a burst of newcomers would otherwise evict one another before any is served).
     /// Returns false when there is none. Linear in the worker's connections; runs only when
     /// the listener is full.
-    fn evict_oldest(&mut self, listener: usize) -> bool {
+    fn evict_oldest(&mut self, listener: usize, now: Instant) -> bool {
         let victim = self
             .conns
             .iter()
             .enumerate()
             .filter_map(|(slot, c)| c.as_ref().map(|c| (slot, c)))
-            .filter(|(_, c)| c.listener == listener && !c.queued)
+            .filter(|(_, c)| {
+                c.listener == listener && !c.queued && !c.state.unread_within(UNREAD_GRACE, now)
+            })
             .min_by_key(|(_, c)| c.state.stalled_since())
             .map(|(slot, _)| slot);
         match victim {
@@ -1092,6 +1096,12 @@ impl EventLoop {
         }
     }
 }
+
+/// How long a connection admitted to a full listener is kept from eviction until its first
+/// bytes are read: a client sends its request right after the handshake, so this covers the
+/// time until the worker's next turn reads it, with room for a long round trip. A client
+/// that connects and sends nothing is evictable after it.
+const UNREAD_GRACE: Duration = Duration::from_millis(250);
 
 /// Answers a connection over the limit with the service's refusal and closes it. The refusal
 /// fits an empty send buffer, so one non-blocking write sends it; what the client has already

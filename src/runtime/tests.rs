@@ -567,6 +567,37 @@ fn one_source_gets_at_most_its_share_of_connections() {
 }
 
 #[test]
+fn a_full_listener_refuses_a_newcomer_rather_than_evict_a_connection_not_yet_read() {
+    let limits = ConnLimits {
+        max_connections: 1,
+        ..ConnLimits::default()
+    };
+    let (mut rt, addr, _probe) = start(1, limits);
+    // Admitted, and its request not yet sent: within the grace it may not be evicted.
+    let mut first = connect(addr);
+    eventually("the first connection is admitted", || {
+        rt.stats().listeners[0].totals().open == 1
+    });
+    let mut newcomer = connect(addr);
+    let _ = newcomer.write_all(b"1\n");
+    assert!(closed_by_server(&mut newcomer), "the newcomer is refused");
+    first.write_all(b"2\n").unwrap();
+    assert_eq!(read_exact_len(&mut first, answer(2).len()), answer(2));
+    let totals = rt.stats().listeners[0].totals();
+    assert_eq!((totals.evicted, totals.refused), (0, 1));
+    // Once read, it is the oldest idle connection again, and a newcomer evicts it.
+    let mut third = connect(addr);
+    third.write_all(b"3\n").unwrap();
+    assert_eq!(read_exact_len(&mut third, answer(3).len()), answer(3));
+    assert!(
+        closed_by_server(&mut first),
+        "the idle connection is evicted"
+    );
+    assert_eq!(rt.stats().listeners[0].totals().evicted, 1);
+    rt.shutdown();
+}
+
+#[test]
 fn the_reserved_slot_is_kept_for_a_new_source() {
     let limits = ConnLimits {
         max_connections: 3,
