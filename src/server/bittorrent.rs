@@ -13,8 +13,8 @@ use std::sync::Arc;
 use crate::access_list::{AccessControl, AccessList};
 use crate::config::Config;
 use crate::engine::{
-    BtPrefetch, BtUse, CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, PeerMode, Request,
-    RequestKind, Response, StatAnswer, SwarmId, SwarmStats, Time,
+    BtPrefetch, BtUse, CompactPeers, Engine, ErrorCode, ListFamilies, PeerId, Request, RequestKind,
+    Response, StatAnswer, SwarmId, SwarmStats, Time,
 };
 use crate::federation::{merge_peers, Federation, Lookup};
 use crate::metrics::Metrics;
@@ -31,7 +31,7 @@ use crate::runtime::{
 use super::http_serve::{Answer, HttpHandler, HttpWorker, LoadControl};
 use super::{Clock, BT_HTTP_LISTENER, BT_UDP_LISTENER};
 use crate::metrics::{Latency, Shed, ShedFrontEnd};
-use crate::protocol::bt_udp::tracker::AnnounceEvent;
+use crate::protocol::bt_udp::tracker::{Announce, AnnounceEvent};
 use crate::protocol::bt_udp::wire::{
     peek_announce, peek_scrape_first, ErrorResponse, RequestHeader,
 };
@@ -407,18 +407,14 @@ impl DatagramWorker for BtUdpWorker {
         }
         // Only the fields that decide the prefetch, at their fixed offsets: the service
         // decodes the datagram when its turn comes.
-        if let Some(a) = peek_announce(packet) {
+        if let Some(fields) = peek_announce(packet) {
+            let a = Announce::from(&fields);
             let what = if a.event == AnnounceEvent::Stopped {
                 BtUse::Counts
             } else {
                 BtUse::Announce {
-                    // As `tracker::Announce::mode`: nothing left is a seeder.
-                    mode: if a.left == 0 {
-                        PeerMode::Seeder
-                    } else {
-                        PeerMode::Leech
-                    },
-                    want: self.front_end.limits().peer_count(a.num_want()) as usize,
+                    mode: a.mode(),
+                    want: self.front_end.limits().peer_count(a.num_want) as usize,
                 }
             };
             self.prefetch.push(&self.engine, &a.info_hash, what);

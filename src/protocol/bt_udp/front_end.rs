@@ -303,13 +303,7 @@ impl UdpFrontEnd {
         out: &mut Vec<u8>,
         scratch: &mut CompactPeers,
     ) -> Outcome {
-        let a = Announce {
-            info_hash: req.info_hash,
-            port: req.port,
-            left: Some(req.left),
-            event: req.event,
-            num_want: req.num_want(),
-        };
+        let a = Announce::from(req);
         if refused(core, &a) {
             return error(out, packet_len, tid, UdpError::AccessDenied);
         }

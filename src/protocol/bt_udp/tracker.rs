@@ -263,6 +263,19 @@ pub struct Announce {
     pub num_want: Option<u32>,
 }
 
+impl From<&super::wire::AnnounceFields> for Announce {
+    /// A BEP 15 announce's fields (`left` is always present there).
+    fn from(req: &super::wire::AnnounceFields) -> Self {
+        Announce {
+            info_hash: req.info_hash,
+            port: req.port,
+            left: Some(req.left),
+            event: req.event,
+            num_want: req.num_want(),
+        }
+    }
+}
+
 impl Announce {
     /// SEEDER when nothing is left to download, LEECH otherwise.
     pub fn mode(&self) -> PeerMode {
